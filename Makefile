@@ -1,0 +1,17 @@
+# Top-level Makefile over CMake. Targets: all (release build), debug, asan, test, clean.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all debug asan test clean
+all:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+debug:
+	$(MAKE) BUILD=build-debug CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)" all
+asan:
+	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DKILN_SANITIZE=ON -DKILN_CUDA=OFF" all
+test: all
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+clean:
+	rm -rf build build-debug build-asan

@@ -1,0 +1,143 @@
+/* kiln.h: the public C API of libkiln.
+ *
+ * An engine owns a model, a backend, the paged KV cache and the scheduler. Callers add
+ * requests (prompt token ids or text + sampling parameters), call kiln_engine_step() in a
+ * loop, and poll each request's outputs. Every function returns a kiln_status (0 = OK) and
+ * fills a kiln_error with a message naming the cause; nothing here exits the process.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KILN_VERSION "0.1.0"
+
+typedef enum kiln_status {
+    KILN_OK = 0,
+    KILN_ERR_IO,          /* a file could not be opened, read or mapped */
+    KILN_ERR_FORMAT,      /* a file is malformed (truncated, bad header, out-of-bounds offsets) */
+    KILN_ERR_UNSUPPORTED, /* valid input that kiln cannot run (refused at load, never run wrongly) */
+    KILN_ERR_INVALID_ARG, /* a caller's parameter is out of range */
+    KILN_ERR_OOM,         /* host or device memory, or KV blocks, exhausted */
+    KILN_ERR_RANGE,       /* an index (block id, token id, position) out of range */
+    KILN_ERR_BACKEND,     /* the backend failed (CUDA error, ...) */
+    KILN_ERR_STRICT,      /* KILN_STRICT=1 refused a fallback */
+    KILN_ERR_NOT_FOUND,   /* unknown request id, missing tensor, ... */
+    KILN_ERR_INTERNAL
+} kiln_status;
+
+typedef struct kiln_error {
+    kiln_status code;
+    const char *file; /* source location where the error began */
+    int line;
+    char msg[1024];
+} kiln_error;
+
+const char *kiln_status_name(kiln_status s);
+
+/* ---- Engine ------------------------------------------------------------------------ */
+
+typedef struct kiln_engine kiln_engine;
+
+typedef struct kiln_engine_options {
+    const char *model_path;     /* HF folder, Mistral-native folder, .gguf or llama2.c .bin */
+    const char *tokenizer_path; /* NULL: found beside the model */
+    const char *backend;        /* "cpu" (default) or "cuda" */
+    int n_threads;              /* 0: all cores */
+    int max_seqs;               /* cap on running sequences (default 64) */
+    int max_batch_tokens;       /* token budget per step (default 2048; env KILN_MAX_BATCH_TOKENS) */
+    int max_model_len;          /* 0: the model's context length */
+    int kv_block_size;          /* default 16 */
+    int kv_blocks;              /* 0: derived from kv_memory_mb */
+    size_t kv_memory_mb;        /* 0: enough for max_seqs x max_model_len, capped at 1/4 RAM */
+    int enable_prefix_cache;    /* default on (1); -1 = off */
+    int load_dummy;             /* --load-format dummy: random weights in the config's shape */
+    uint64_t dummy_seed;
+} kiln_engine_options;
+
+void kiln_engine_options_default(kiln_engine_options *o);
+int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error *err);
+void kiln_engine_close(kiln_engine *e);
+
+typedef struct kiln_sampling {
+    float temperature;        /* 0 = greedy */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 1 = off; (0, 1] */
+    float min_p;              /* 0 = off */
+    float repetition_penalty; /* 1 = off */
+    float presence_penalty;
+    float frequency_penalty;
+    uint64_t seed;
+    int has_seed;
+    int n_logprobs; /* top-n raw logprobs per token, 0 = none */
+    const int32_t *bias_ids; /* logit bias */
+    const float *bias_values;
+    int n_bias;
+} kiln_sampling;
+
+typedef struct kiln_request_params {
+    const int32_t *prompt_ids;
+    int n_prompt;
+    int max_tokens;  /* -1: up to the context limit */
+    int min_tokens;
+    int ignore_eos;
+    const int32_t *stop_ids; /* besides the model's EOS ids */
+    int n_stop_ids;
+    const char *const *stop_strings;
+    int n_stop_strings;
+    kiln_sampling sampling;
+} kiln_request_params;
+
+void kiln_request_params_default(kiln_request_params *p);
+
+typedef enum kiln_finish {
+    KILN_FINISH_NONE = 0, /* still running */
+    KILN_FINISH_STOP,     /* EOS, stop id or stop string */
+    KILN_FINISH_LENGTH,   /* max_tokens or the context limit */
+    KILN_FINISH_ABORT
+} kiln_finish;
+
+int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64_t *req_id,
+                            kiln_error *err);
+int kiln_engine_abort(kiln_engine *e, uint64_t req_id, kiln_error *err);
+/* One engine step: schedule, run the backend once, sample, update. *n_active gets the number
+ * of requests not yet finished (running or waiting). */
+int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err);
+
+typedef struct kiln_token_logprob {
+    int32_t id;
+    float logprob;
+} kiln_token_logprob;
+
+typedef struct kiln_output {
+    const int32_t *new_ids; /* tokens produced since the last poll */
+    int n_new;
+    const char *text_delta; /* complete UTF-8 text since the last poll (stop strings held back) */
+    size_t text_len;
+    const float *logprobs;  /* [n_new] logprob of each new token (when asked) */
+    const kiln_token_logprob *top; /* [n_new][n_logprobs] */
+    int n_logprobs;
+    kiln_finish finish;
+    int n_prompt_tokens;
+    int n_cached_tokens; /* prompt tokens served from the prefix cache */
+    int n_output_tokens;
+} kiln_output;
+
+/* Output of request req_id since the last poll; pointers stay valid until the next call
+ * for the same engine. A finished request is released after the poll that reports it. */
+int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_error *err);
+
+/* Tokenizer of the engine's model. add_special: BOS/EOS per the model's defaults. */
+int kiln_engine_tokenize(kiln_engine *e, const char *text, size_t len, int add_special,
+                         int32_t **ids, int *n_ids, kiln_error *err);
+void kiln_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,73 @@
+/* kernels.h: the CPU backend's ops (the numerical reference for every other backend).
+ *
+ * Rules that every op keeps:
+ *   - f32 arithmetic and f32 accumulation; weights (f32/f16/bf16, GGUF quants) are read in
+ *     place and converted in registers, never expanded to a full f32 copy;
+ *   - a row's result does not depend on how many rows are computed together, nor on the thread
+ *     count (fixed reduction order per output element), so ragged batches are bit-exact;
+ *   - the ISA (scalar / AVX2 / AVX-512) is chosen at run time; KILN_CPU_ISA forces one. Paths
+ *     agree within 1e-5 relative; each path is deterministic.
+ */
+#ifndef KILN_CPU_KERNELS_H
+#define KILN_CPU_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "kiln.h"
+#include "model/dtype.h"
+#include "model/model.h"
+#include "util/threads.h"
+
+typedef enum kiln_isa { KILN_ISA_SCALAR = 0, KILN_ISA_AVX2, KILN_ISA_AVX512, KILN_ISA_COUNT } kiln_isa;
+
+const char *kiln_isa_name(kiln_isa isa);
+/* Best ISA this CPU supports. */
+kiln_isa kiln_isa_best(void);
+int kiln_isa_supported(kiln_isa isa);
+/* The ISA to use: KILN_CPU_ISA (scalar|avx2|avx512) if set and supported, else the best.
+ * An unknown or unsupported value is an error. */
+int kiln_isa_from_env(kiln_isa *isa, kiln_error *err);
+
+/* Per-backend context the ops run in. */
+typedef struct kiln_cpu_ctx {
+    kiln_isa isa;
+    kiln_pool *pool;
+} kiln_cpu_ctx;
+
+/* Dot-product kernel for one weight row of dtype dt against nr (1..4) f32 activation rows:
+ *   out[r * ldo] = sum_i W[i] * x[r * ldx + i],  i in [0, n)
+ * The per-element arithmetic is the same whatever nr is. */
+typedef void (*kiln_dot_fn)(const void *wrow, const float *x, size_t ldx, int nr, int n,
+                            float *out, size_t ldo);
+/* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
+ * lower ISA only when not in strict mode (the caller decides). */
+kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);
+/* Implemented by the quantized-types file (quant_dot*.c): NULL where unsupported. */
+kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
+
+/* Convert one row of n elements of dtype dt to f32 (embedding lookups, tests). 0 or status. */
+int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out);
+/* Implemented by the quantized-types file for quant dtypes; returns -1 if unsupported. */
+int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
+
+/* y[r][o] = sum_i x[r][i] * W[o][i]
+ *   x: [n_rows][n_in] f32 (row stride n_in), W: tensor [n_out][n_in], y: [n_rows][n_out].
+ * Threads split the output columns; each element is one kiln_dot_fn call (same order always). */
+int kiln_cpu_matmul(kiln_cpu_ctx *c, float *y, const float *x, int n_rows, const kiln_tensor *w,
+                    kiln_error *err);
+
+/* out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps), n_rows rows of n. out may alias x. */
+void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *w, int n_rows, int n,
+                      float eps);
+
+/* RoPE in place on x: [n_rows][n_heads][head_dim] with positions pos[n_rows].
+ * Angles: pos * theta^(-2i/head_dim), computed in double precision, sin/cos in double. */
+void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim,
+                   double theta, kiln_rope_style style);
+
+/* out[r][i] = silu(gate[r][i]) * up[r][i]; out may alias gate. */
+void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n);
+
+/* Numerically stable in-place softmax of n values. */
+void kiln_cpu_softmax(float *x, int n);
+
+#endif

@@ -1,0 +1,104 @@
+/* model.h: a loaded checkpoint: its configuration and one table of tensors.
+ *
+ * Every loader (HF safetensors, Mistral-native safetensors, llama2.c .bin, GGUF) produces the
+ * same kiln_model: a kiln_config plus tensors whose data points into mmapped files (or, for
+ * --load-format dummy, into one owned buffer). Tensor roles are resolved once into
+ * kiln_layer_weights so the backends never look names up.
+ *
+ * Conventions (all formats are normalised to these at load, without copying weights):
+ *   - a linear weight is [out_features][in_features], row-major (PyTorch's layout);
+ *   - the embedding is [vocab][dim]; the LM head is [vocab][dim] (== the embedding when tied);
+ *   - norm weights are converted to f32 copies (they are tiny), matrices are used in place.
+ */
+#ifndef KILN_MODEL_MODEL_H
+#define KILN_MODEL_MODEL_H
+#include <stdint.h>
+#include "kiln.h"
+#include "model/dtype.h"
+#include "util/mapfile.h"
+
+#define KILN_MAX_EOS 8
+
+typedef struct kiln_tensor {
+    char name[128];
+    kiln_dtype dtype;
+    int ndim;
+    int64_t shape[4]; /* outermost first, as in PyTorch / safetensors */
+    const void *data; /* into a mapped file or owned buffer */
+    size_t nbytes;
+} kiln_tensor;
+
+typedef enum kiln_rope_style {
+    KILN_ROPE_HALF = 0,    /* HF rotate_half: pairs (i, i + head_dim/2) */
+    KILN_ROPE_INTERLEAVED  /* Meta / Mistral-native / llama2.c / GGUF llama: pairs (2i, 2i+1) */
+} kiln_rope_style;
+
+typedef struct kiln_config {
+    char arch[32];        /* "llama" or "mistral" (same computation) */
+    int dim;              /* hidden_size */
+    int hidden_dim;       /* intermediate_size */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;         /* may differ from dim / n_heads (Devstral: 128 * 32 != 5120) */
+    int vocab_size;
+    int max_seq_len;      /* max_position_embeddings */
+    float norm_eps;
+    double rope_theta;
+    kiln_rope_style rope_style;
+    int tied_embeddings;  /* LM head == embedding */
+    kiln_dtype dtype;     /* dtype of the large matrices */
+    int bos_id;           /* -1 if none */
+    int eos_ids[KILN_MAX_EOS];
+    int n_eos;
+    /* generation_config.json defaults; has_* = 0 when absent */
+    int has_temperature, has_top_p, has_top_k;
+    float gen_temperature, gen_top_p;
+    int gen_top_k;
+} kiln_config;
+
+typedef struct kiln_layer_weights {
+    const kiln_tensor *wq, *wk, *wv, *wo;     /* [nh*hd][dim], [nkv*hd][dim] x2, [dim][nh*hd] */
+    const kiln_tensor *w_gate, *w_up, *w_down; /* [hidden][dim] x2, [dim][hidden] */
+    float *attn_norm;                          /* [dim] f32 copy */
+    float *ffn_norm;                           /* [dim] f32 copy */
+} kiln_layer_weights;
+
+typedef enum kiln_model_format {
+    KILN_FORMAT_HF = 0,        /* config.json + model*.safetensors */
+    KILN_FORMAT_MISTRAL,       /* params.json + consolidated.safetensors */
+    KILN_FORMAT_LLAMA2C,       /* llama2.c .bin */
+    KILN_FORMAT_GGUF,
+    KILN_FORMAT_DUMMY          /* random weights in a config's shape */
+} kiln_model_format;
+
+typedef struct kiln_model {
+    kiln_config cfg;
+    kiln_model_format format;
+    char path[1024];           /* what was loaded (file or folder) */
+    char loaded_from[1024];    /* human-readable: which files were used */
+    char tokenizer_path[1024]; /* tokenizer found beside the model ("" if none) */
+    kiln_tensor *tensors;
+    int n_tensors;
+    kiln_mapfile *files;
+    int n_files;
+    void *owned;               /* owned weight memory (llama2.c norms, dummy weights) */
+    const kiln_tensor *tok_embd; /* [vocab][dim] */
+    const kiln_tensor *lm_head;  /* [vocab][dim] */
+    float *out_norm;             /* [dim] f32 */
+    kiln_layer_weights *layers;  /* [n_layers] */
+    void *gguf;                  /* the kiln_gguf handle when format == GGUF */
+} kiln_model;
+
+/* Load a model from a path: a folder (HF or Mistral-native), a .gguf, or a llama2.c .bin.
+ * Everything malformed or unsupported is refused with a message naming the file. */
+int kiln_model_load(kiln_model **out, const char *path, kiln_error *err);
+/* A model in the shape of a config.json with random weights (dtype from the config). */
+int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t seed, kiln_error *err);
+void kiln_model_free(kiln_model *m);
+
+const kiln_tensor *kiln_model_find(const kiln_model *m, const char *name);
+int64_t kiln_model_param_count(const kiln_model *m);
+size_t kiln_model_weight_bytes(const kiln_model *m);
+
+#endif

@@ -1,0 +1,59 @@
+/* tokenizer.h: one tokenizer interface over several vocabularies.
+ *
+ *   - llama2.c tokenizer.bin (SentencePiece-style pieces with scores, byte tokens <0xXX>)
+ *   - HF tokenizer.json (BPE: SentencePiece-style with byte fallback, or byte-level)
+ *   - Mistral tekken.json (tiktoken-style ranks, PCRE2 pre-tokenizer)
+ *   - GGUF vocabularies (tokenizer.ggml.*)
+ *
+ * Decoding is defined through each token's raw bytes (kiln_tok_piece): the decoded text of a
+ * sequence is the concatenation of its tokens' bytes, minus one leading space at the start of
+ * a sequence when the vocabulary says so (SentencePiece's dummy prefix). The incremental
+ * detokenizer (detok.h) builds streaming on top of that.
+ */
+#ifndef KILN_TOKENIZER_H
+#define KILN_TOKENIZER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "kiln.h"
+
+typedef struct kiln_tokenizer kiln_tokenizer;
+
+enum {
+    KILN_TOK_ADD_BOS = 1,       /* add BOS (and EOS / template) per the vocabulary's post-processor */
+    KILN_TOK_PARSE_SPECIAL = 2, /* text like "</s>" becomes the control token */
+};
+
+typedef enum kiln_tok_kind {
+    KILN_TOK_KIND_LLAMA2C = 0,
+    KILN_TOK_KIND_HF,
+    KILN_TOK_KIND_TEKKEN,
+    KILN_TOK_KIND_GGUF
+} kiln_tok_kind;
+
+/* path: a tokenizer.json, a tekken.json, a llama2.c tokenizer .bin, a .gguf, or a model folder
+ * (tokenizer.json, then tekken.json, then tokenizer.model are looked for). */
+int kiln_tokenizer_load(kiln_tokenizer **out, const char *path, kiln_error *err);
+void kiln_tokenizer_free(kiln_tokenizer *t);
+
+kiln_tok_kind kiln_tokenizer_kind(const kiln_tokenizer *t);
+int kiln_tokenizer_vocab_size(const kiln_tokenizer *t);
+int kiln_tokenizer_bos(const kiln_tokenizer *t); /* -1 if none */
+int kiln_tokenizer_eos(const kiln_tokenizer *t); /* -1 if none */
+
+/* Encode len bytes of text. *ids is allocated with kiln_malloc (free with kiln_free).
+ * Invalid UTF-8 has defined behaviour (see each vocabulary); never a crash. */
+int kiln_tokenizer_encode(const kiln_tokenizer *t, const char *text, size_t len, int flags,
+                          int32_t **ids, int *n_ids, kiln_error *err);
+
+/* Raw bytes of one token (after the decoder's transforms: "▁" -> " ", "<0x0A>" -> "\n", byte-level
+ * unicode -> bytes). Special/control tokens return their text. NULL/0 for an id out of range. */
+const char *kiln_tok_piece(const kiln_tokenizer *t, int32_t id, size_t *len);
+int kiln_tok_is_special(const kiln_tokenizer *t, int32_t id);
+/* 1 when decoding drops one leading space of the first token of a sequence (SentencePiece). */
+int kiln_tok_strips_leading_space(const kiln_tokenizer *t);
+
+/* Decode ids to text (allocated). skip_special: control tokens are left out. */
+int kiln_tokenizer_decode(const kiln_tokenizer *t, const int32_t *ids, int n, int skip_special,
+                          char **text, size_t *len, kiln_error *err);
+
+#endif

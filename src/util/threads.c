@@ -1,0 +1,122 @@
+#include "util/threads.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#define KILN_SPIN_ITERS 200000
+
+struct kiln_pool {
+    int n;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic uint64_t gen;   /* bumped for each job */
+    _Atomic int pending;    /* workers still running the current job */
+    _Atomic int quit;
+    kiln_pool_fn fn;
+    void *ctx;
+};
+
+typedef struct { kiln_pool *p; int ith; } worker_arg;
+
+static void *worker(void *arg) {
+    worker_arg *wa = arg;
+    kiln_pool *p = wa->p;
+    int ith = wa->ith;
+    kiln_free(wa);
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (atomic_load(&p->quit)) return NULL;
+            if (++spins < KILN_SPIN_ITERS) {
+#if defined(__x86_64__)
+                __builtin_ia32_pause();
+#endif
+                continue;
+            }
+            pthread_mutex_lock(&p->mu);
+            while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+                pthread_cond_wait(&p->cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->quit)) return NULL;
+        seen = g;
+        p->fn(p->ctx, ith, p->n);
+        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+    }
+}
+
+int kiln_num_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int kiln_pool_create(kiln_pool **out, int n_threads, kiln_error *err) {
+    *out = NULL;
+    if (n_threads <= 0) n_threads = kiln_num_cores();
+    kiln_pool *p = kiln_calloc(1, sizeof *p);
+    if (!p) return KILN_ERR(err, KILN_ERR_OOM, "thread pool: out of memory");
+    p->n = n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (n_threads > 1) {
+        p->threads = kiln_calloc((size_t)n_threads, sizeof(pthread_t));
+        if (!p->threads) { kiln_pool_destroy(p); return KILN_ERR(err, KILN_ERR_OOM, "thread pool: out of memory"); }
+        for (int i = 1; i < n_threads; i++) {
+            worker_arg *wa = kiln_malloc(sizeof *wa);
+            if (!wa) { p->n = i; kiln_pool_destroy(p); return KILN_ERR(err, KILN_ERR_OOM, "thread pool: out of memory"); }
+            wa->p = p;
+            wa->ith = i;
+            if (pthread_create(&p->threads[i], NULL, worker, wa) != 0) {
+                kiln_free(wa);
+                p->n = i;
+                kiln_pool_destroy(p);
+                return KILN_ERR(err, KILN_ERR_INTERNAL, "thread pool: pthread_create failed");
+            }
+        }
+    }
+    *out = p;
+    return KILN_OK;
+}
+
+void kiln_pool_destroy(kiln_pool *p) {
+    if (!p) return;
+    atomic_store(&p->quit, 1);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add(&p->gen, 1);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (p->threads)
+        for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    kiln_free(p->threads);
+    kiln_free(p);
+}
+
+int kiln_pool_size(const kiln_pool *p) { return p ? p->n : 1; }
+
+void kiln_pool_run(kiln_pool *p, kiln_pool_fn fn, void *ctx) {
+    if (!p || p->n <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->ctx = ctx;
+    atomic_store(&p->pending, p->n - 1);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    fn(ctx, 0, p->n);
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
