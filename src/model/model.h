@@ -94,7 +94,9 @@ typedef struct kiln_model {
  * Everything malformed or unsupported is refused with a message naming the file. */
 int kiln_model_load(kiln_model **out, const char *path, kiln_error *err);
 /* A model in the shape of a config.json with random weights (dtype from the config). */
-int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t seed, kiln_error *err);
+/* host_data = 0 leaves tensor data NULL (a GPU backend fills the weights on the device). */
+int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t seed, int host_data,
+                          kiln_error *err);
 void kiln_model_free(kiln_model *m);
 
 const kiln_tensor *kiln_model_find(const kiln_model *m, const char *name);

@@ -1,0 +1,16 @@
+/* loaders.h: the per-format loaders behind kiln_model_load (model.c dispatches by path).
+ * Each fills an already-zeroed kiln_model (cfg, tensors, files, role pointers) or returns an
+ * error naming the file and the problem; kiln_model_free releases whatever was filled. */
+#ifndef KILN_MODEL_LOADERS_H
+#define KILN_MODEL_LOADERS_H
+#include "model/model.h"
+
+int kiln_load_hf(kiln_model *m, const char *dir, kiln_error *err);        /* config.json + safetensors */
+int kiln_load_mistral(kiln_model *m, const char *dir, kiln_error *err);   /* params.json + consolidated */
+int kiln_load_llama2c(kiln_model *m, const char *path, kiln_error *err);  /* llama2.c .bin */
+int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err);     /* GGUF (gguf_model.c) */
+/* Resolve tok_embd / lm_head / layers from tensor names after a loader filled m->tensors;
+ * checks every shape against cfg. Shared by the loaders. */
+int kiln_model_bind(kiln_model *m, kiln_error *err);
+
+#endif
