@@ -132,9 +132,31 @@ typedef struct kiln_output {
  * for the same engine. A finished request is released after the poll that reports it. */
 int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_error *err);
 
+typedef struct kiln_engine_stats {
+    int n_running;             /* sequences scheduled */
+    int n_waiting;             /* requests queued (incl. preempted) */
+    int kv_blocks_total;       /* usable blocks (null block excluded) */
+    int kv_blocks_used;        /* referenced by running sequences */
+    int kv_blocks_cached;      /* unreferenced but kept by the prefix cache */
+    uint64_t prompt_tokens_total;     /* prompt tokens of all requests added */
+    uint64_t prompt_tokens_computed;  /* prompt tokens actually prefilled (cache hits excluded) */
+    uint64_t generation_tokens_total;
+    uint64_t steps;
+    uint64_t syncs;            /* backend waits; == steps when I1 holds */
+    uint64_t preemptions;
+    uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
+    int max_model_len;
+    int vocab_size;
+} kiln_engine_stats;
+
+void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s);
+
 /* Tokenizer of the engine's model. add_special: BOS/EOS per the model's defaults. */
 int kiln_engine_tokenize(kiln_engine *e, const char *text, size_t len, int add_special,
                          int32_t **ids, int *n_ids, kiln_error *err);
+/* Decode ids to text (allocated; free with kiln_free). */
+int kiln_engine_detokenize(kiln_engine *e, const int32_t *ids, int n, int skip_special, char **text,
+                           size_t *len, kiln_error *err);
 void kiln_free(void *p);
 
 #ifdef __cplusplus
