@@ -15,6 +15,7 @@
 #include "model/loaders.h"
 #include "model/safetensors.h"
 #include "test.h"
+#include "util/alloc.h"
 #include "util/fp16.h"
 
 static char g_tmp[256];
@@ -710,6 +711,66 @@ static void test_converter(void) {
                 "invalid JSON header");
 }
 
+/* Random byte flips in the safetensors header and the llama2.c header: never a crash, never a
+ * success with out-of-range views (run under `make asan` too). Allocation failures: OOM, clean. */
+static void test_fuzz_and_oom(void) {
+    const char *fx = kt_shared("models/mistral-tiny-random");
+    if (!kt_exists(tpath(fx, "model.safetensors"))) return;
+    size_t n;
+    unsigned char *orig = slurp(tpath(fx, "model.safetensors"), &n);
+    unsigned char *b = malloc(n);
+    const char *d = hf_skeleton("fuzz", fx);
+    unsigned long long seed = 12345;
+    int loaded = 0, refused = 0, bad_code = 0;
+    for (int it = 0; it < 300; it++) {
+        memcpy(b, orig, n);
+        int flips = 1 + (int)(kt_rand_u64(&seed) % 4);
+        for (int f = 0; f < flips; f++) {
+            size_t pos = (size_t)(kt_rand_u64(&seed) % (8 + 3200));
+            b[pos] = (unsigned char)kt_rand_u64(&seed);
+        }
+        spit(tpath(d, "model.safetensors"), b, n);
+        kiln_model *m = NULL;
+        kiln_error err = {0};
+        int rc = kiln_model_load(&m, d, &err);
+        if (rc == 0) {
+            loaded++;
+            for (int i = 0; i < m->n_tensors; i++) { /* every view inside the mapping */
+                const kiln_tensor *t = &m->tensors[i];
+                const unsigned char *p = t->data;
+                bad_code |= !(p >= m->files[0].data && p + t->nbytes <= m->files[0].data + m->files[0].size);
+            }
+            kiln_model_free(m);
+        } else {
+            refused++;
+            bad_code |= !(rc == KILN_ERR_FORMAT || rc == KILN_ERR_UNSUPPORTED || rc == KILN_ERR_NOT_FOUND);
+            bad_code |= strstr(err.msg, d) == NULL;
+        }
+    }
+    KT_CHECK(!bad_code, "fuzz: an unexpected code, a message not naming the folder, or a view out of range");
+    printf("fuzz: %d refused, %d loaded\n", refused, loaded);
+    KT_CHECK(refused > 100, "fuzz: %d refused, %d loaded", refused, loaded);
+    free(b);
+    free(orig);
+
+    /* every allocation point failing in turn gives KILN_ERR_OOM, nothing leaks (ASan) */
+    int oom = 0, ok_after = 0, other = 0;
+    for (int k = 0; k < 200; k++) {
+        kiln_model *m = NULL;
+        kiln_error err = {0};
+        kiln_alloc_fail_after(k);
+        int rc = kiln_model_load(&m, fx, &err);
+        kiln_alloc_fail_after(-1);
+        if (rc == KILN_ERR_OOM) oom++;
+        else if (rc == 0) ok_after++;
+        else other++;
+        kiln_model_free(m);
+        if (rc == 0) break;
+    }
+    printf("oom: %d allocation points failed cleanly\n", oom);
+    KT_CHECK(oom > 3 && ok_after == 1 && other == 0, "oom: %d OOM, %d ok, %d other", oom, ok_after, other);
+}
+
 static void rm_rf(const char *dir) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -732,6 +793,7 @@ int main(void) {
     test_malformed();
     test_sharded();
     test_converter();
+    test_fuzz_and_oom();
     if (kt_pass == 0) {
         rm_rf(g_tmp);
         KT_SKIP("no fixture found under %s", kt_shared("models"));
