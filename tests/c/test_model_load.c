@@ -436,6 +436,19 @@ static void test_malformed(void) {
     }
     expect_fail("invalid JSON header", d, KILN_ERR_FORMAT, tpath(d, "model.safetensors"),
                 "invalid JSON header");
+    /* duplicate tensor name in the header (same length: "lm_head.weight" + 3 spaces) */
+    d = hf_skeleton("dupkey", fx);
+    {
+        size_t n;
+        unsigned char *b = slurp(tpath(fx, "model.safetensors"), &n);
+        unsigned char *k = memmem(b + 8, 3200, "\"model.norm.weight\"", 19);
+        if (k) memcpy(k, "\"lm_head.weight\"   ", 19);
+        spit(tpath(d, "model.safetensors"), b, n);
+        free(b);
+        KT_CHECK(k != NULL, "fixture header has model.norm.weight");
+    }
+    expect_fail("duplicate tensor name", d, KILN_ERR_FORMAT, tpath(d, "model.safetensors"),
+                "duplicate object key");
     d = bad_st("offsets", fx, edit_offsets_out, 0);
     expect_fail("offsets outside the file", d, KILN_ERR_FORMAT, "model.norm.weight",
                 "outside the data area");
