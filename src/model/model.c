@@ -213,7 +213,7 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
                             m->path, ns->head);
     }
     if (m->format != KILN_FORMAT_GGUF && embd->dtype != c->dtype) {
-        KILN_WARN("%s: config dtype %s but the weights are %s: using %s\n", m->path,
+        KILN_WARN("%s: config dtype %s but the weights are %s: using %s", m->path,
                   kiln_dtype_name(c->dtype), kiln_dtype_name(embd->dtype),
                   kiln_dtype_name(embd->dtype));
         c->dtype = embd->dtype;
