@@ -673,7 +673,7 @@ static int load_model(kiln_tokenizer *t, hf_model *m, json_t *root, json_t *cfg,
 int tok_load_hf(kiln_tokenizer *t, const char *path, const char *config_path, int tf_mode,
                 kiln_error *err) {
     json_error_t je;
-    json_t *root = json_load_file(path, 0, &je);
+    json_t *root = json_load_file(path, JSON_ALLOW_NUL, &je);
     if (!root)
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: JSON error at line %d: %s", path, je.line, je.text);
     /* huge integers (model_max_length 1e30) would fail to parse as json_int_t */
