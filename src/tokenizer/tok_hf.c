@@ -557,6 +557,15 @@ static int load_model(kiln_tokenizer *t, hf_model *m, json_t *root, json_t *cfg,
         hf_added *a = &m->added[j];
         if (a->normalized) rc = hf_normalize(m->norms, m->n_norms, a->content, a->n, &a->norm, &a->nn, err);
     }
+    /* as `tokenizers` does, a normalized added token is known (and decoded) by its normalized
+     * form: with a Prepend normalizer "<unk>" decodes as " <unk>" */
+    for (int j = 0; !rc && j < m->n_added; j++) {
+        hf_added *a = &m->added[j];
+        if (a->normalized && m->n_norms > 0) {
+            strs[a->id] = a->norm;
+            lens[a->id] = a->nn;
+        }
+    }
     /* model options */
     const char *unk = jstr(model, "unk_token");
     m->unk = (!tc.llama && unk) ? tok_strmap_get(&t->vocab, unk, strlen(unk)) : -1;
