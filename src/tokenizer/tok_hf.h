@@ -86,7 +86,6 @@ typedef struct hf_model {
     int fuse_unk, byte_fallback, ignore_merges;
     int32_t byte_ids[256]; /* <0xXX> ids, -1 when absent */
     int byte_level;        /* a ByteLevel pre-tokenizer maps bytes to the GPT-2 alphabet */
-    pcre2_match_data *md_unused;
 } hf_model;
 
 /* GPT-2 bytes_to_unicode: byte -> codepoint */
