@@ -11,6 +11,9 @@
  * --no-special leaves special tokens out. --raw reads tokenizer.json exactly as the HF
  * `tokenizers` library does instead of transformers' view (see tokenizer.h).
  * PATH: tokenizer.json, tekken.json, llama2.c tokenizer .bin, or a model folder.
+ * --batch (for tests, one load for many texts): encode reads records "<byte length>\n<bytes>"
+ * and prints one line of ids per record; --decode --batch reads one line of ids per sequence
+ * and prints each text as a JSON string on its own line.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +23,7 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: kiln tokenize --tokenizer PATH [--no-special] [--parse-special] [--json] "
-               "[--decode] [--raw]\n"
+               "[--decode] [--raw] [--batch]\n"
                "  reads stdin: text to encode, or ids to decode (--decode)\n");
 }
 
@@ -60,9 +63,76 @@ static void put_json_string(const char *s, size_t n) {
     putchar('"');
 }
 
+static int do_encode(kiln_tokenizer *t, const char *in, size_t n, int flags, int json) {
+    kiln_error err = {0};
+    int32_t *ids;
+    int nid;
+    if (kiln_tokenizer_encode(t, in, n, flags, &ids, &nid, &err) != KILN_OK) {
+        fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+        return 1;
+    }
+    if (json) putchar('[');
+    for (int i = 0; i < nid; i++) printf(i ? (json ? ",%d" : " %d") : "%d", ids[i]);
+    if (json) putchar(']');
+    putchar('\n');
+    kiln_free(ids);
+    return 0;
+}
+
+static int do_decode(kiln_tokenizer *t, const char *p, int skip_special, int json) {
+    kiln_error err = {0};
+    int cap = 256, nid = 0, rc = 0;
+    int32_t *ids = kiln_malloc((size_t)cap * sizeof *ids);
+    while (ids && *p) {
+        if (strchr(" \t\r\n,[]", *p)) {
+            p++;
+            continue;
+        }
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) {
+            fprintf(stderr, "kiln tokenize: --decode: not a token id at '%.20s'\n", p);
+            kiln_free(ids);
+            return 2;
+        }
+        p = end;
+        if (nid == cap) {
+            int32_t *ni = kiln_realloc(ids, (size_t)cap * 2 * sizeof *ids);
+            if (!ni) {
+                kiln_free(ids);
+                ids = NULL;
+                break;
+            }
+            ids = ni;
+            cap *= 2;
+        }
+        ids[nid++] = (int32_t)v;
+    }
+    if (!ids) {
+        fprintf(stderr, "kiln tokenize: out of memory\n");
+        return 1;
+    }
+    char *text;
+    size_t tl;
+    if (kiln_tokenizer_decode(t, ids, nid, skip_special, &text, &tl, &err) != KILN_OK) {
+        fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+        rc = 1;
+    } else {
+        if (json) {
+            put_json_string(text, tl);
+            putchar('\n');
+        } else {
+            fwrite(text, 1, tl, stdout);
+        }
+        kiln_free(text);
+    }
+    kiln_free(ids);
+    return rc;
+}
+
 int kiln_cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
-    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0;
+    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--tokenizer") && i + 1 < argc) path = argv[++i];
@@ -72,6 +142,7 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--json")) json = 1;
         else if (!strcmp(a, "--decode")) decode = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
+        else if (!strcmp(a, "--batch")) batch = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -100,69 +171,34 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     int rc = 0;
-    if (!decode) {
-        int32_t *ids;
-        int nid;
-        int flags = (no_special ? 0 : KILN_TOK_ADD_BOS) | (parse_special ? KILN_TOK_PARSE_SPECIAL : 0);
-        if (kiln_tokenizer_encode(t, in, n, flags, &ids, &nid, &err) != KILN_OK) {
-            fprintf(stderr, "kiln tokenize: %s\n", err.msg);
-            rc = 1;
-        } else {
-            if (json) putchar('[');
-            for (int i = 0; i < nid; i++) printf(i ? (json ? ",%d" : " %d") : "%d", ids[i]);
-            if (json) putchar(']');
-            putchar('\n');
-            kiln_free(ids);
-        }
-    } else {
-        int cap = 256, nid = 0;
-        int32_t *ids = kiln_malloc((size_t)cap * sizeof *ids);
-        char *p = in;
-        while (ids && *p) {
-            if (strchr(" \t\r\n,[]", *p)) {
-                p++;
-                continue;
-            }
+    int flags = (no_special ? 0 : KILN_TOK_ADD_BOS) | (parse_special ? KILN_TOK_PARSE_SPECIAL : 0);
+    if (!decode && !batch) {
+        rc = do_encode(t, in, n, flags, json);
+    } else if (!decode) {
+        size_t pos = 0;
+        while (rc == 0 && pos < n) {
             char *end;
-            long v = strtol(p, &end, 10);
-            if (end == p) {
-                fprintf(stderr, "kiln tokenize: --decode: not a token id at '%.20s'\n", p);
+            unsigned long long l = strtoull(in + pos, &end, 10);
+            if (end == in + pos || *end != '\n' || l > n - (size_t)(end + 1 - in)) {
+                fprintf(stderr, "kiln tokenize: --batch: bad record header at byte %zu\n", pos);
                 rc = 2;
                 break;
             }
-            p = end;
-            if (nid == cap) {
-                int32_t *ni = kiln_realloc(ids, (size_t)cap * 2 * sizeof *ids);
-                if (!ni) {
-                    kiln_free(ids);
-                    ids = NULL;
-                    break;
-                }
-                ids = ni;
-                cap *= 2;
-            }
-            ids[nid++] = (int32_t)v;
+            pos = (size_t)(end + 1 - in);
+            rc = do_encode(t, in + pos, (size_t)l, flags, json);
+            pos += (size_t)l;
         }
-        if (!ids) {
-            fprintf(stderr, "kiln tokenize: out of memory\n");
-            rc = 1;
-        } else if (rc == 0) {
-            char *text;
-            size_t tl;
-            if (kiln_tokenizer_decode(t, ids, nid, no_special, &text, &tl, &err) != KILN_OK) {
-                fprintf(stderr, "kiln tokenize: %s\n", err.msg);
-                rc = 1;
-            } else {
-                if (json) {
-                    put_json_string(text, tl);
-                    putchar('\n');
-                } else {
-                    fwrite(text, 1, tl, stdout);
-                }
-                kiln_free(text);
-            }
+    } else if (!batch) {
+        rc = do_decode(t, in, no_special, json);
+    } else {
+        char *line = in;
+        while (rc == 0 && *line) {
+            char *nl = strchr(line, '\n');
+            if (nl) *nl = 0;
+            rc = do_decode(t, line, no_special, 1);
+            if (!nl) break;
+            line = nl + 1;
         }
-        kiln_free(ids);
     }
     kiln_free(in);
     kiln_tokenizer_free(t);

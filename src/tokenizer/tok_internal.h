@@ -126,8 +126,10 @@ int tok_parse_byte_token(const char *s, size_t n);
 
 /* Kinds */
 int tok_load_llama2c(kiln_tokenizer *t, const char *path, kiln_error *err);
-/* config_path: tokenizer_config.json to honour (transformers semantics), or NULL (raw) */
-int tok_load_hf(kiln_tokenizer *t, const char *path, const char *config_path, kiln_error *err);
+/* config_path: tokenizer_config.json beside it (BOS/EOS names), or NULL; tf_mode: also follow
+ * transformers' rebuild of the pipeline for the tokenizer_class it names */
+int tok_load_hf(kiln_tokenizer *t, const char *path, const char *config_path, int tf_mode,
+                kiln_error *err);
 int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err);
 
 #endif

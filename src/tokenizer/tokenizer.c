@@ -38,7 +38,7 @@ static int load_json_file(kiln_tokenizer *t, const char *path, int opts, kiln_er
     char cfg[4096], dir[4000];
     dir_of(path, dir, sizeof dir);
     const char *cfgp = NULL;
-    if (!(opts & KILN_TOK_LOAD_RAW) && kiln_path_join(cfg, sizeof cfg, dir, "tokenizer_config.json") == 0 &&
+    if (kiln_path_join(cfg, sizeof cfg, dir, "tokenizer_config.json") == 0 &&
         kiln_file_exists(cfg))
         cfgp = cfg;
     /* tekken files are large; tell the kinds apart by their first keys without a full parse */
@@ -48,9 +48,10 @@ static int load_json_file(kiln_tokenizer *t, const char *path, int opts, kiln_er
     size_t n = fread(head, 1, sizeof head - 1, f);
     fclose(f);
     head[n] = 0;
-    int tekken = strstr(head, "\"default_vocab_size\"") != NULL || strstr(head, "\"pattern\"") != NULL;
+    int tekken = strstr(head, "\"default_vocab_size\"") != NULL ||
+                 strstr(head, "\"num_vocab_tokens\"") != NULL;
     if (tekken || ends_with(path, "tekken.json")) return tok_load_tekken(t, path, err);
-    return tok_load_hf(t, path, cfgp, err);
+    return tok_load_hf(t, path, cfgp, !(opts & KILN_TOK_LOAD_RAW), err);
 }
 
 int kiln_tokenizer_load_ex(kiln_tokenizer **out, const char *path, int opts, kiln_error *err) {

@@ -20,7 +20,9 @@ typedef struct kiln_tokenizer kiln_tokenizer;
 
 enum {
     KILN_TOK_ADD_BOS = 1,       /* add BOS (and EOS / template) per the vocabulary's post-processor */
-    KILN_TOK_PARSE_SPECIAL = 2, /* text like "</s>" becomes the control token */
+    KILN_TOK_PARSE_SPECIAL = 2, /* text like "</s>" becomes the control token (tokenizer.json:
+                                 * special added tokens; non-special added tokens are always
+                                 * matched, as `tokenizers` does; llama2.c .bin: never) */
 };
 
 typedef enum kiln_tok_kind {
@@ -48,7 +50,9 @@ int kiln_tokenizer_bos(const kiln_tokenizer *t); /* -1 if none */
 int kiln_tokenizer_eos(const kiln_tokenizer *t); /* -1 if none */
 
 /* Encode len bytes of text. *ids is allocated with kiln_malloc (free with kiln_free).
- * Invalid UTF-8 has defined behaviour (see each vocabulary); never a crash. */
+ * Invalid UTF-8 has defined behaviour, never a crash: tokenizer.json and tekken encode the text
+ * with each maximal invalid subpart replaced by U+FFFD (Python's errors="replace"); llama2.c
+ * .bin keeps the raw bytes (byte-fallback tokens), as run.c does. */
 int kiln_tokenizer_encode(const kiln_tokenizer *t, const char *text, size_t len, int flags,
                           int32_t **ids, int *n_ids, kiln_error *err);
 
