@@ -74,7 +74,8 @@ typedef struct kiln_sampling {
     float frequency_penalty;
     uint64_t seed;
     int has_seed;
-    int n_logprobs; /* top-n raw logprobs per token, 0 = none */
+    int logprobs;   /* 1: return the logprob of each sampled token (raw distribution) */
+    int n_logprobs; /* and the top-n raw logprobs per token (0..20) */
     const int32_t *bias_ids; /* logit bias */
     const float *bias_values;
     int n_bias;

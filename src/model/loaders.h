@@ -12,5 +12,10 @@ int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err);     /* GGU
 /* Resolve tok_embd / lm_head / layers from tensor names after a loader filled m->tensors;
  * checks every shape against cfg. Shared by the loaders. */
 int kiln_model_bind(kiln_model *m, kiln_error *err);
+/* Parse a Hugging Face config.json (+ generation_config.json beside it when present) into cfg;
+ * refuses what kiln cannot run (architecture, rope scaling, sliding window, biases, act). */
+int kiln_hf_parse_config(kiln_config *cfg, const char *config_path, kiln_error *err);
+/* Sanity of a filled config (positive sizes, heads divisible, ids within the vocabulary). */
+int kiln_config_check(const kiln_config *cfg, const char *what, kiln_error *err);
 
 #endif

@@ -82,7 +82,10 @@ typedef struct kiln_model {
     int n_tensors;
     kiln_mapfile *files;
     int n_files;
-    void *owned;               /* owned weight memory (llama2.c norms, dummy weights) */
+    void *owned;               /* owned weight memory (dummy weights) */
+    float *norm_f32;           /* owned by kiln_model_bind: every f32 norm copy, [(2*n_layers+1)*dim] */
+    uint64_t dummy_seed;       /* format == DUMMY: the seed of kiln_dummy_value */
+    int dummy_host_data;       /* format == DUMMY: 0 when matrix data is NULL (filled on a device) */
     const kiln_tensor *tok_embd; /* [vocab][dim] */
     const kiln_tensor *lm_head;  /* [vocab][dim] */
     float *out_norm;             /* [dim] f32 */
@@ -98,6 +101,14 @@ int kiln_model_load(kiln_model **out, const char *path, kiln_error *err);
 int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t seed, int host_data,
                           kiln_error *err);
 void kiln_model_free(kiln_model *m);
+
+/* Dummy weights are a pure function of (seed, tensor index in m->tensors, element index), so
+ * any element is reproducible anywhere (a GPU backend can fill them on the device):
+ *   x = mix64(mix64(seed ^ (0x9E3779B97F4A7C15 * (t + 1))) + i)     mix64 = splitmix64's finaliser
+ *   u = (x >> 40) * 2^-23 - 1                                          uniform in [-1, 1)
+ *   matrix [out][in]: u / sqrt(in)        norm: 1 + u / 16
+ * then rounded to the tensor dtype (round-to-nearest-even). */
+float kiln_dummy_value(uint64_t seed, int t, int64_t i, const kiln_tensor *tensor);
 
 const kiln_tensor *kiln_model_find(const kiln_model *m, const char *name);
 int64_t kiln_model_param_count(const kiln_model *m);

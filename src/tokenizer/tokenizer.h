@@ -33,6 +33,13 @@ typedef enum kiln_tok_kind {
 /* path: a tokenizer.json, a tekken.json, a llama2.c tokenizer .bin, a .gguf, or a model folder
  * (tokenizer.json, then tekken.json, then tokenizer.model are looked for). */
 int kiln_tokenizer_load(kiln_tokenizer **out, const char *path, kiln_error *err);
+/* Load options. By default a tokenizer.json is read the way transformers (v5) reads it when a
+ * tokenizer_config.json lies beside it: for tokenizer_class LlamaTokenizer(Fast) that means
+ * transformers' own Llama pipeline (Metaspace pre-tokenizer, no normalizer, no unk token), which
+ * is what the model's reference outputs were made with. KILN_TOK_LOAD_RAW reads tokenizer.json
+ * exactly as the HF `tokenizers` library does, ignoring tokenizer_config.json. */
+enum { KILN_TOK_LOAD_RAW = 1 };
+int kiln_tokenizer_load_ex(kiln_tokenizer **out, const char *path, int opts, kiln_error *err);
 void kiln_tokenizer_free(kiln_tokenizer *t);
 
 kiln_tok_kind kiln_tokenizer_kind(const kiln_tokenizer *t);
@@ -51,8 +58,22 @@ const char *kiln_tok_piece(const kiln_tokenizer *t, int32_t id, size_t *len);
 int kiln_tok_is_special(const kiln_tokenizer *t, int32_t id);
 /* 1 when decoding drops one leading space of the first token of a sequence (SentencePiece). */
 int kiln_tok_strips_leading_space(const kiln_tokenizer *t);
+/* The exact rule (the detokenizer follows it):
+ *   AFTER_BOS:   a token that is first in the sequence or follows BOS loses one leading space
+ *                (llama2.c run.c decode, SentencePiece);
+ *   FIRST_TOKEN: the first token decoded (after skipping specials) loses one leading space
+ *                (HF Metaspace decoder);
+ *   OUTPUT:      up to *n leading spaces of the whole decoded text are removed (HF Strip decoder). */
+typedef enum kiln_tok_strip {
+    KILN_TOK_STRIP_NONE = 0,
+    KILN_TOK_STRIP_AFTER_BOS,
+    KILN_TOK_STRIP_FIRST_TOKEN,
+    KILN_TOK_STRIP_OUTPUT
+} kiln_tok_strip;
+kiln_tok_strip kiln_tok_strip_rule(const kiln_tokenizer *t, int *n);
 
-/* Decode ids to text (allocated). skip_special: control tokens are left out. */
+/* Decode ids to text (allocated, NUL-terminated, always valid UTF-8: invalid byte sequences
+ * become U+FFFD). skip_special: control tokens are left out. An id out of range is an error. */
 int kiln_tokenizer_decode(const kiln_tokenizer *t, const int32_t *ids, int n, int skip_special,
                           char **text, size_t *len, kiln_error *err);
 

@@ -1,0 +1,56 @@
+/* backend.h: the backend interface (an ops table), the same for cpu and cuda.
+ *
+ * create() uploads or binds the weights and allocates everything the backend will ever use:
+ * the engine-owned KV pool (in the layout of step.h), scratch sized for the largest step, and
+ * result buffers. encode_step() enqueues one step and never waits; finish_step() is the step's
+ * one wait and hands back the logits of the rows that asked for them (host memory,
+ * [n_seqs_with_logits][vocab] in sequence order). Nothing is allocated between them (I7).
+ */
+#ifndef KILN_BACKEND_H
+#define KILN_BACKEND_H
+#include "engine/step.h"
+#include "kiln.h"
+#include "model/model.h"
+
+typedef struct kiln_backend_config {
+    int max_tokens;         /* rows in the largest step */
+    int max_seqs;
+    int max_blocks_per_seq;
+    int max_model_len;
+    kiln_kv_layout kv;
+    int n_threads;          /* cpu: 0 = all cores */
+    int strict;             /* KILN_STRICT=1: refuse every fallback */
+    int batch_invariant;    /* KILN_BATCH_INVARIANT=1 */
+} kiln_backend_config;
+
+typedef struct kiln_step_result {
+    const float *logits;    /* [n_logits][vocab], rows in sequence order of seq_logits */
+    int n_logits;
+    int vocab;
+} kiln_step_result;
+
+typedef struct kiln_backend kiln_backend;
+
+typedef struct kiln_backend_ops {
+    const char *name;
+    int (*create)(kiln_backend **out, const kiln_model *m, const kiln_backend_config *c,
+                  kiln_error *err);
+    int (*encode_step)(kiln_backend *b, const kiln_step *s, kiln_error *err); /* never waits */
+    int (*finish_step)(kiln_backend *b, kiln_step_result *r, kiln_error *err); /* the one wait */
+    /* Bytes of memory the backend holds (weights uploaded/converted, KV pool, scratch). */
+    void (*memory)(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_bytes);
+    void (*destroy)(kiln_backend *b);
+} kiln_backend_ops;
+
+struct kiln_backend {
+    const kiln_backend_ops *ops;
+    uint64_t n_syncs; /* synchronising waits made (I1: one per step) */
+};
+
+const kiln_backend_ops *kiln_backend_cpu_ops(void);
+/* NULL when the CUDA backend was not built. */
+const kiln_backend_ops *kiln_backend_cuda_ops(void);
+/* by name: "cpu" or "cuda"; NULL if unknown or not built */
+const kiln_backend_ops *kiln_backend_find(const char *name);
+
+#endif

@@ -1,0 +1,317 @@
+/* cpu_backend.c: the transformer step on the CPU over a ragged batch and the paged KV pool.
+ *
+ * Per step (T = s->n_tokens rows, D = dim, H = n_heads, KV = n_kv_heads, hd = head_dim):
+ *   x[T][D]    = embedding rows
+ *   per layer:  xn = rmsnorm(x);  q[T][H*hd], k[T][KV*hd], v[T][KV*hd] = xn W^T;  RoPE(q, k);
+ *               k, v -> KV pool at slot_mapping;  att[T][H*hd] = causal GQA attention through
+ *               the block tables;  x += att Wo^T;  xn = rmsnorm(x);
+ *               x += (silu(xn Wg^T) * xn Wu^T) Wd^T
+ *   logits[n][V] = rmsnorm(x[last row of each sequence that asked]) Wlm^T
+ * Every row's arithmetic is independent of the other rows and of the thread count (fixed
+ * reduction orders), so a sequence gives bit-identical results alone or in any batch (I5/I6).
+ * All buffers are allocated in create(); a step allocates nothing (I7).
+ */
+#include <math.h>
+#include <string.h>
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+typedef struct cpu_backend {
+    kiln_backend base;
+    const kiln_model *m;
+    kiln_backend_config cfg;
+    kiln_cpu_ctx ctx;
+    float *kv;          /* the KV pool, kiln_kv_elems(&cfg.kv) floats */
+    size_t kv_bytes;
+    /* scratch, [max_tokens][...] */
+    float *x, *xn, *q, *k, *v, *att, *gate, *up;
+    float *scores;      /* [n_threads][max_model_len] */
+    float *logits;      /* [max_seqs][vocab] */
+    int32_t *logit_rows;/* [max_seqs] */
+    size_t scratch_bytes;
+    /* results of the last encode */
+    int n_logits;
+    int pending;
+} cpu_backend;
+
+static void cpu_destroy(kiln_backend *b) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c) return;
+    kiln_pool_destroy(c->ctx.pool);
+    kiln_free_aligned(c->kv);
+    kiln_free_aligned(c->x);
+    kiln_free_aligned(c->xn);
+    kiln_free_aligned(c->q);
+    kiln_free_aligned(c->k);
+    kiln_free_aligned(c->v);
+    kiln_free_aligned(c->att);
+    kiln_free_aligned(c->gate);
+    kiln_free_aligned(c->up);
+    kiln_free_aligned(c->scores);
+    kiln_free_aligned(c->logits);
+    kiln_free(c->logit_rows);
+    kiln_free(c);
+}
+
+static float *alloc_f32(size_t n, size_t *total) {
+    *total += n * sizeof(float);
+    return kiln_malloc_aligned(n * sizeof(float));
+}
+
+static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc,
+                      kiln_error *err) {
+    *out = NULL;
+    const kiln_config *mc = &m->cfg;
+    cpu_backend *c = kiln_calloc(1, sizeof *c);
+    if (!c) return KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory");
+    c->base.ops = kiln_backend_cpu_ops();
+    c->m = m;
+    c->cfg = *bc;
+    int rc = kiln_isa_from_env(&c->ctx.isa, err);
+    if (rc) goto fail;
+    rc = kiln_pool_create(&c->ctx.pool, bc->n_threads, err);
+    if (rc) goto fail;
+    /* Every weight dtype must have a kernel on this ISA: refused at load, never at run time (I3). */
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+        for (int i = 0; i < 7; i++)
+            if (!kiln_cpu_dot_lookup(ts[i]->dtype, c->ctx.isa)) {
+                rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s kernel for %s weights (%s)",
+                              kiln_isa_name(c->ctx.isa), kiln_dtype_name(ts[i]->dtype), ts[i]->name);
+                goto fail;
+            }
+    }
+    if (!kiln_cpu_dot_lookup(m->lm_head->dtype, c->ctx.isa)) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no kernel for %s LM head",
+                      kiln_dtype_name(m->lm_head->dtype));
+        goto fail;
+    }
+    size_t T = (size_t)bc->max_tokens, S = (size_t)bc->max_seqs;
+    size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
+    size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
+    c->kv_bytes = kvn * sizeof(float);
+    c->kv = kiln_malloc_aligned(c->kv_bytes);
+    size_t sb = 0;
+    c->x = alloc_f32(T * mc->dim, &sb);
+    c->xn = alloc_f32(T * mc->dim, &sb);
+    c->q = alloc_f32(T * qd, &sb);
+    c->k = alloc_f32(T * kvd, &sb);
+    c->v = alloc_f32(T * kvd, &sb);
+    c->att = alloc_f32(T * qd, &sb);
+    c->gate = alloc_f32(T * mc->hidden_dim, &sb);
+    c->up = alloc_f32(T * mc->hidden_dim, &sb);
+    c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * bc->max_model_len, &sb);
+    c->logits = alloc_f32(S * mc->vocab_size, &sb);
+    c->logit_rows = kiln_calloc(S, sizeof(int32_t));
+    c->scratch_bytes = sb;
+    if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
+        !c->scores || !c->logits || !c->logit_rows) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
+                      c->kv_bytes / 1048576.0, sb / 1048576.0);
+        goto fail;
+    }
+    memset(c->kv, 0, c->kv_bytes);
+    *out = &c->base;
+    return KILN_OK;
+fail:
+    cpu_destroy(&c->base);
+    return rc;
+}
+
+/* ---- attention over the paged pool ----------------------------------------------------- */
+
+typedef struct attn_job {
+    cpu_backend *c;
+    const kiln_step *s;
+    int layer;
+} attn_job;
+
+/* One (row, head) pair: softmax(q k^T / sqrt(hd)) v over positions 0..pos of the row's
+ * sequence. Reduction orders are fixed (sequential over positions and dims). */
+static void attn_row_head(cpu_backend *c, const kiln_step *s, int layer, int seq, int t, int h,
+                          float *scores) {
+    const kiln_config *mc = &c->m->cfg;
+    const kiln_kv_layout *L = &c->cfg.kv;
+    int hd = mc->head_dim, bs = L->block_size;
+    int kvh = h / (mc->n_heads / mc->n_kv_heads);
+    int pos = s->positions[t];
+    const float *q = c->q + (size_t)t * mc->n_heads * hd + (size_t)h * hd;
+    const int32_t *bt = s->block_table + (size_t)seq * s->max_blocks_per_seq;
+    float scale = 1.0f / sqrtf((float)hd);
+    float mx = -INFINITY;
+    for (int j = 0; j <= pos; j++) {
+        const float *kp = c->kv + kiln_kv_offset(L, layer, bt[j / bs], 0, kvh, j % bs);
+        float d = 0.0f;
+        for (int i = 0; i < hd; i++) d += q[i] * kp[i];
+        d *= scale;
+        scores[j] = d;
+        if (d > mx) mx = d;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j <= pos; j++) {
+        scores[j] = expf(scores[j] - mx);
+        sum += scores[j];
+    }
+    float inv = 1.0f / sum;
+    float *o = c->att + (size_t)t * mc->n_heads * hd + (size_t)h * hd;
+    for (int i = 0; i < hd; i++) o[i] = 0.0f;
+    for (int j = 0; j <= pos; j++) {
+        const float *vp = c->kv + kiln_kv_offset(L, layer, bt[j / bs], 1, kvh, j % bs);
+        float p = scores[j] * inv;
+        for (int i = 0; i < hd; i++) o[i] += p * vp[i];
+    }
+}
+
+static void attn_worker(void *arg, int ith, int nth) {
+    attn_job *J = arg;
+    cpu_backend *c = J->c;
+    const kiln_step *s = J->s;
+    int H = c->m->cfg.n_heads;
+    int total = s->n_tokens * H;
+    float *scores = c->scores + (size_t)ith * c->cfg.max_model_len;
+    int seq = 0;
+    for (int w = ith; w < total; w += nth) {
+        int t = w / H, h = w % H;
+        while (t >= s->seq_q_start[seq + 1]) seq++;
+        attn_row_head(c, s, J->layer, seq, t, h, scores);
+    }
+}
+
+/* Write this step's K and V rows into the pool at their slots. */
+static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
+    const kiln_config *mc = &c->m->cfg;
+    const kiln_kv_layout *L = &c->cfg.kv;
+    int hd = mc->head_dim;
+    for (int t = 0; t < s->n_tokens; t++) {
+        int64_t slot = s->slot_mapping[t];
+        int64_t blk = slot / L->block_size;
+        int off = (int)(slot % L->block_size);
+        for (int h = 0; h < mc->n_kv_heads; h++) {
+            memcpy(c->kv + kiln_kv_offset(L, layer, blk, 0, h, off),
+                   c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd, hd * sizeof(float));
+            memcpy(c->kv + kiln_kv_offset(L, layer, blk, 1, h, off),
+                   c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd, hd * sizeof(float));
+        }
+    }
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Validate the descriptor against the capacities and the pool (I2: block ids physical and
+ * range-checked). */
+static int check_step(const cpu_backend *c, const kiln_step *s, kiln_error *err) {
+    const kiln_kv_layout *L = &c->cfg.kv;
+    if (s->n_tokens < 0 || s->n_tokens > c->cfg.max_tokens || s->n_seqs < 0 || s->n_seqs > c->cfg.max_seqs)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d tokens / %d seqs beyond capacity %d / %d",
+                        s->n_tokens, s->n_seqs, c->cfg.max_tokens, c->cfg.max_seqs);
+    if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
+    int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
+    for (int i = 0; i < s->n_seqs; i++) {
+        int ctx = s->seq_ctx_len[i];
+        if (ctx < 1 || ctx > c->cfg.max_model_len ||
+            (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
+        const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
+        for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
+            if (bt[b] < 1 || bt[b] >= L->n_blocks)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b,
+                                bt[b], L->n_blocks);
+        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {
+            if (s->positions[t] < 0 || s->positions[t] >= ctx)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d position %d outside context %d", t,
+                                s->positions[t], ctx);
+            if (s->token_ids[t] < 0 || s->token_ids[t] >= c->m->cfg.vocab_size)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d token id %d outside vocab", t, s->token_ids[t]);
+            if (s->slot_mapping[t] < 0 || s->slot_mapping[t] >= n_slots)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d KV slot %lld outside the pool", t,
+                                (long long)s->slot_mapping[t]);
+        }
+    }
+    return KILN_OK;
+}
+
+static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
+    cpu_backend *c = (cpu_backend *)b;
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    int rc = check_step(c, s, err);
+    if (rc) return rc;
+    int T = s->n_tokens, D = mc->dim;
+    size_t qd = (size_t)mc->n_heads * mc->head_dim;
+    for (int t = 0; t < T; t++) {
+        const unsigned char *row = (const unsigned char *)m->tok_embd->data +
+                                   kiln_dtype_row_bytes(m->tok_embd->dtype, D) * (size_t)s->token_ids[t];
+        if (kiln_cpu_row_to_f32(m->tok_embd->dtype, row, D, c->x + (size_t)t * D))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
+                            kiln_dtype_name(m->tok_embd->dtype));
+    }
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
+        if ((rc = kiln_cpu_matmul(&c->ctx, c->q, c->xn, T, w->wq, err)) ||
+            (rc = kiln_cpu_matmul(&c->ctx, c->k, c->xn, T, w->wk, err)) ||
+            (rc = kiln_cpu_matmul(&c->ctx, c->v, c->xn, T, w->wv, err)))
+            return rc;
+        kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
+        kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
+        kv_write(c, s, l);
+        attn_job J = {c, s, l};
+        kiln_pool_run(c->ctx.pool, attn_worker, &J);
+        if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
+        add_inplace(c->x, c->xn, (size_t)T * D);
+        kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
+        if ((rc = kiln_cpu_matmul(&c->ctx, c->gate, c->xn, T, w->w_gate, err)) ||
+            (rc = kiln_cpu_matmul(&c->ctx, c->up, c->xn, T, w->w_up, err)))
+            return rc;
+        kiln_cpu_swiglu(&c->ctx, c->gate, c->gate, c->up, T, mc->hidden_dim);
+        if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
+        add_inplace(c->x, c->xn, (size_t)T * D);
+    }
+    (void)qd;
+    /* gather the rows that need logits, in sequence order */
+    int n = 0;
+    for (int i = 0; i < s->n_seqs; i++) {
+        if (!s->seq_logits[i]) continue;
+        int row = s->seq_q_start[i + 1] - 1;
+        kiln_cpu_rmsnorm(&c->ctx, c->xn + (size_t)n * D, c->x + (size_t)row * D, m->out_norm, 1, D, mc->norm_eps);
+        n++;
+    }
+    if (n > 0 && (rc = kiln_cpu_matmul(&c->ctx, c->logits, c->xn, n, m->lm_head, err))) return rc;
+    c->n_logits = n;
+    c->pending = 1;
+    return KILN_OK;
+}
+
+static int cpu_finish(kiln_backend *b, kiln_step_result *r, kiln_error *err) {
+    cpu_backend *c = (cpu_backend *)b;
+    if (!c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: finish_step without encode_step");
+    c->pending = 0;
+    b->n_syncs++; /* the CPU computes inside encode; this is the step's one (trivial) wait */
+    r->logits = c->logits;
+    r->n_logits = c->n_logits;
+    r->vocab = c->m->cfg.vocab_size;
+    return KILN_OK;
+}
+
+static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_bytes) {
+    const cpu_backend *c = (const cpu_backend *)b;
+    if (kv_bytes) *kv_bytes = c->kv_bytes;
+    if (scratch_bytes) *scratch_bytes = c->scratch_bytes;
+}
+
+static const kiln_backend_ops k_cpu_ops = {
+    .name = "cpu",
+    .create = cpu_create,
+    .encode_step = cpu_encode,
+    .finish_step = cpu_finish,
+    .memory = cpu_memory,
+    .destroy = cpu_destroy,
+};
+
+const kiln_backend_ops *kiln_backend_cpu_ops(void) { return &k_cpu_ops; }

@@ -1,0 +1,137 @@
+/* dot.c: portable scalar dot-product kernels, the per-dtype / per-ISA dispatch, and row
+ * conversion to f32.
+ *
+ * Kernel contract (kernels.h): one weight row W[n] (f32, f16 or bf16, read in place) against
+ * nr f32 activation rows x[r * ldx + i], writing out[r * ldo]. Every row uses the same
+ * arithmetic whatever nr is: 16 partial sums (element i -> s[i % 16]), mul then add (ISO C
+ * mode compiles with -ffp-contract=off, so no FMA contraction), then a halving tree
+ * s[j] += s[j + w] for w = 8, 4, 2, 1. nr > 4 is processed in groups of 4 (weights re-read
+ * from L1). The inner loops have independent lanes, so the compiler may vectorise them
+ * without changing a single bit of the result. */
+#include <string.h>
+#include "backend/cpu/dot_internal.h"
+#include "util/fp16.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* f16 -> f32 without branches on the common path: the 15 magnitude bits shifted into an f32
+ * and rescaled by 2^112 is exact for normals and subnormals; exponent 31 maps to inf/NaN. */
+static ALWAYS_INLINE float f16_to_f32_fast(uint16_t h) {
+    uint32_t em = h & 0x7fffu, u;
+    float f;
+    if (em >= 0x7c00u) {
+        u = (em << 13) | 0x7f800000u;
+    } else {
+        u = em << 13;
+        memcpy(&f, &u, 4);
+        f *= 0x1p112f;
+        memcpy(&u, &f, 4);
+    }
+    u |= (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static ALWAYS_INLINE float load_w(const void *w, kiln_dtype dt, int i) {
+    switch (dt) {
+    case KILN_DT_F16: return f16_to_f32_fast(((const uint16_t *)w)[i]);
+    case KILN_DT_BF16: return kiln_bf16_to_f32(((const uint16_t *)w)[i]);
+    default: return ((const float *)w)[i];
+    }
+}
+
+static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x, size_t ldx,
+                                   const int nr, int n, float *out, size_t ldo) {
+    float s[KILN_DOT_MAX_NR][16];
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < 16; j++) s[r][j] = 0.0f;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        float wv[16];
+        for (int j = 0; j < 16; j++) wv[j] = load_w(w, dt, i + j);
+        for (int r = 0; r < nr; r++) {
+            const float *xr = x + (size_t)r * ldx + i;
+            for (int j = 0; j < 16; j++) s[r][j] += wv[j] * xr[j];
+        }
+    }
+    for (; i < n; i++) {
+        float wv = load_w(w, dt, i);
+        for (int r = 0; r < nr; r++) s[r][i & 15] += wv * x[(size_t)r * ldx + i];
+    }
+    for (int r = 0; r < nr; r++) {
+        for (int h = 8; h >= 1; h >>= 1)
+            for (int j = 0; j < h; j++) s[r][j] += s[r][j + h];
+        out[(size_t)r * ldo] = s[r][0];
+    }
+}
+
+static ALWAYS_INLINE void dot_rows(const void *w, kiln_dtype dt, const float *x, size_t ldx, int nr,
+                                   int n, float *out, size_t ldo) {
+    for (int r0 = 0; r0 < nr; r0 += KILN_DOT_MAX_NR) {
+        const float *xr = x + (size_t)r0 * ldx;
+        float *o = out + (size_t)r0 * ldo;
+        switch (nr - r0 < KILN_DOT_MAX_NR ? nr - r0 : KILN_DOT_MAX_NR) {
+        case 1: dot_body(w, dt, xr, ldx, 1, n, o, ldo); break;
+        case 2: dot_body(w, dt, xr, ldx, 2, n, o, ldo); break;
+        case 3: dot_body(w, dt, xr, ldx, 3, n, o, ldo); break;
+        default: dot_body(w, dt, xr, ldx, 4, n, o, ldo); break;
+        }
+    }
+}
+
+static void dot_f32_scalar(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
+    dot_rows(w, KILN_DT_F32, x, ldx, nr, n, out, ldo);
+}
+static void dot_f16_scalar(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
+    dot_rows(w, KILN_DT_F16, x, ldx, nr, n, out, ldo);
+}
+static void dot_bf16_scalar(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
+    dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
+}
+
+kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt) {
+    switch (dt) {
+    case KILN_DT_F32: return dot_f32_scalar;
+    case KILN_DT_F16: return dot_f16_scalar;
+    case KILN_DT_BF16: return dot_bf16_scalar;
+    default: return NULL;
+    }
+}
+
+kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
+    if ((unsigned)isa >= KILN_ISA_COUNT) return NULL;
+    if (kiln_dtype_is_quant(dt)) return kiln_cpu_dot_lookup_quant(dt, isa);
+    switch (isa) {
+    case KILN_ISA_SCALAR: return kiln_cpu_dot_scalar(dt);
+#ifdef KILN_X86
+    case KILN_ISA_AVX2: return kiln_isa_supported(isa) ? kiln_cpu_dot_avx2(dt) : NULL;
+    case KILN_ISA_AVX512: return kiln_isa_supported(isa) ? kiln_cpu_dot_avx512(dt) : NULL;
+#endif
+    default: return NULL;
+    }
+}
+
+int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out) {
+    if (n < 0) return KILN_ERR_INVALID_ARG;
+    switch (dt) {
+    case KILN_DT_F32:
+        memcpy(out, row, (size_t)n * sizeof(float));
+        return KILN_OK;
+    case KILN_DT_F16: {
+        const uint16_t *h = row;
+        for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32_fast(h[i]);
+        return KILN_OK;
+    }
+    case KILN_DT_BF16: {
+        const uint16_t *h = row;
+        for (int64_t i = 0; i < n; i++) out[i] = kiln_bf16_to_f32(h[i]);
+        return KILN_OK;
+    }
+    default:
+        if (kiln_dtype_is_quant(dt)) {
+            int rc = kiln_cpu_dequant_row(dt, row, n, out); /* 0, a status, or -1: unsupported */
+            return rc == 0 ? KILN_OK : rc > 0 ? rc : KILN_ERR_UNSUPPORTED;
+        }
+        return KILN_ERR_UNSUPPORTED;
+    }
+}

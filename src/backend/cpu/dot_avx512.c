@@ -1,0 +1,101 @@
+/* dot_avx512.c: AVX-512 (F, BW, VL, DQ) dot-product kernels.
+ *
+ * One weight row W[n] against nr <= 4 f32 rows. Per row: 4 accumulators of 16 lanes (64
+ * partial sums, element i -> acc[(i / 16) % 4] lane i % 16) updated with FMA; weights are
+ * converted in registers (bf16: zero-extend and shift into the high half; f16: vcvtph2ps),
+ * each converted vector serves all nr rows (16 accumulators fit the 32 zmm registers).
+ * The tail (n % 64) runs as up to 4 more 16-lane chunks with zeroing masked loads.
+ * Reduction: (a0 + a1) + (a2 + a3), high 256 + low 256, high 128 + low 128, then a fixed
+ * shuffle tree. The arithmetic of a row is the same whatever nr is. */
+#include <immintrin.h>
+#include "backend/cpu/dot_internal.h"
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE __m512 load16(const void *w, kiln_dtype dt, int i) {
+    switch (dt) {
+    case KILN_DT_BF16: {
+        __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case KILN_DT_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    default: return _mm512_loadu_ps((const float *)w + i);
+    }
+}
+
+static ALWAYS_INLINE __m512 load16_mask(const void *w, kiln_dtype dt, int i, __mmask16 m) {
+    switch (dt) {
+    case KILN_DT_BF16: {
+        __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case KILN_DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+    default: return _mm512_maskz_loadu_ps(m, (const float *)w + i);
+    }
+}
+
+static ALWAYS_INLINE float hsum(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    return _mm_cvtss_f32(q);
+}
+
+static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x, size_t ldx,
+                                   const int nr, int n, float *out, size_t ldo) {
+    __m512 acc[KILN_DOT_MAX_NR][4];
+    for (int r = 0; r < nr; r++)
+        for (int k = 0; k < 4; k++) acc[r][k] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        for (int k = 0; k < 4; k++) {
+            __m512 wk = load16(w, dt, i + 16 * k);
+            for (int r = 0; r < nr; r++)
+                acc[r][k] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + (size_t)r * ldx + i + 16 * k), acc[r][k]);
+        }
+    }
+    for (int k = 0; k < 4 && i < n; k++, i += 16) {
+        int m = n - i < 16 ? n - i : 16;
+        __mmask16 mk = (__mmask16)((1u << m) - 1u);
+        __m512 wk = load16_mask(w, dt, i, mk);
+        for (int r = 0; r < nr; r++)
+            acc[r][k] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(mk, x + (size_t)r * ldx + i), acc[r][k]);
+    }
+    for (int r = 0; r < nr; r++) out[(size_t)r * ldo] = hsum(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+}
+
+static ALWAYS_INLINE void dot_rows(const void *w, kiln_dtype dt, const float *x, size_t ldx, int nr,
+                                   int n, float *out, size_t ldo) {
+    for (int r0 = 0; r0 < nr; r0 += KILN_DOT_MAX_NR) {
+        const float *xr = x + (size_t)r0 * ldx;
+        float *o = out + (size_t)r0 * ldo;
+        switch (nr - r0 < KILN_DOT_MAX_NR ? nr - r0 : KILN_DOT_MAX_NR) {
+        case 1: dot_body(w, dt, xr, ldx, 1, n, o, ldo); break;
+        case 2: dot_body(w, dt, xr, ldx, 2, n, o, ldo); break;
+        case 3: dot_body(w, dt, xr, ldx, 3, n, o, ldo); break;
+        default: dot_body(w, dt, xr, ldx, 4, n, o, ldo); break;
+        }
+    }
+}
+
+static void dot_f32_avx512(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
+    dot_rows(w, KILN_DT_F32, x, ldx, nr, n, out, ldo);
+}
+static void dot_f16_avx512(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
+    dot_rows(w, KILN_DT_F16, x, ldx, nr, n, out, ldo);
+}
+static void dot_bf16_avx512(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
+    dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
+}
+
+kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt) {
+    switch (dt) {
+    case KILN_DT_F32: return dot_f32_avx512;
+    case KILN_DT_F16: return dot_f16_avx512;
+    case KILN_DT_BF16: return dot_bf16_avx512;
+    default: return NULL;
+    }
+}

@@ -1,0 +1,26 @@
+/* dot_internal.h: private glue between the dot-product files of the CPU backend.
+ *
+ * Each ISA file exposes one lookup returning its kiln_dot_fn for f32 / f16 / bf16 weights
+ * (NULL for other dtypes); dot.c dispatches between them. The ISA files are compiled with
+ * their own -m flags, so they are only called after kiln_isa_supported() said yes.
+ *
+ * Accumulation order, per ISA (fixed, so a row's result never depends on nr or threads):
+ *   scalar : 16 partial sums, element i -> sum i % 16, then a halving tree (8,4,2,1);
+ *   avx2   : 4 x 8-lane accumulators, i -> acc[(i / 8) % 4] lane i % 8, FMA; the tail (< 32)
+ *            is zero-padded into one more 32-element step; sum (a0+a1)+(a2+a3), then lanes
+ *            hi128+lo128, then a fixed shuffle tree;
+ *   avx512 : 4 x 16-lane accumulators, i -> acc[(i / 16) % 4] lane i % 16, FMA; the tail uses
+ *            masked (zeroing) loads; same reduction shape as avx2 after folding 512 -> 256. */
+#ifndef KILN_CPU_DOT_INTERNAL_H
+#define KILN_CPU_DOT_INTERNAL_H
+#include "backend/cpu/kernels.h"
+
+#define KILN_DOT_MAX_NR 4
+
+kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt);
+#ifdef KILN_X86
+kiln_dot_fn kiln_cpu_dot_avx2(kiln_dtype dt);
+kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt);
+#endif
+
+#endif

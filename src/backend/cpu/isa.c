@@ -1,0 +1,80 @@
+/* isa.c: which SIMD instruction set the CPU backend runs on.
+ *
+ * Detection uses __builtin_cpu_supports (libgcc also checks that the OS saves the wide
+ * registers, via XGETBV). The levels:
+ *   KILN_ISA_AVX2   = avx2 + fma + f16c
+ *   KILN_ISA_AVX512 = avx512f + avx512bw + avx512vl + avx512dq (and the AVX2 level)
+ * Non-x86 builds (KILN_X86 undefined) have only the portable scalar path.
+ * KILN_CPU_ISA=scalar|avx2|avx512 (case-insensitive) forces a level; an empty value counts as
+ * unset, an unknown or unsupported one is an error, never silently replaced. */
+#include <stdlib.h>
+#include <strings.h>
+#include "backend/cpu/kernels.h"
+#include "util/error.h"
+
+const char *kiln_isa_name(kiln_isa isa) {
+    switch (isa) {
+    case KILN_ISA_SCALAR: return "scalar";
+    case KILN_ISA_AVX2: return "avx2";
+    case KILN_ISA_AVX512: return "avx512";
+    default: return "?";
+    }
+}
+
+int kiln_isa_supported(kiln_isa isa) {
+    switch (isa) {
+    case KILN_ISA_SCALAR: return 1;
+#ifdef KILN_X86
+    case KILN_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case KILN_ISA_AVX512:
+        __builtin_cpu_init();
+        return kiln_isa_supported(KILN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq");
+#endif
+    default: return 0;
+    }
+}
+
+kiln_isa kiln_isa_best(void) {
+    for (int i = KILN_ISA_COUNT - 1; i > KILN_ISA_SCALAR; i--)
+        if (kiln_isa_supported((kiln_isa)i)) return (kiln_isa)i;
+    return KILN_ISA_SCALAR;
+}
+
+static const char *isa_requirements(kiln_isa isa) {
+    switch (isa) {
+    case KILN_ISA_AVX2: return "avx2, fma and f16c";
+    case KILN_ISA_AVX512: return "avx512f, avx512bw, avx512vl and avx512dq";
+    default: return "nothing";
+    }
+}
+
+int kiln_isa_from_env(kiln_isa *isa, kiln_error *err) {
+    kiln_isa best = kiln_isa_best();
+    *isa = best;
+    const char *v = getenv("KILN_CPU_ISA");
+    if (!v || !*v) return KILN_OK;
+    int want = -1;
+    for (int i = 0; i < KILN_ISA_COUNT; i++)
+        if (strcasecmp(v, kiln_isa_name((kiln_isa)i)) == 0) want = i;
+    if (want < 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                        "KILN_CPU_ISA=%s: unknown instruction set (expected scalar, avx2 or avx512)", v);
+    if (!kiln_isa_supported((kiln_isa)want)) {
+#ifdef KILN_X86
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "KILN_CPU_ISA=%s: this CPU lacks %s (best available here: %s)", v,
+                        isa_requirements((kiln_isa)want), kiln_isa_name(best));
+#else
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "KILN_CPU_ISA=%s: not an x86 build, only scalar is available (%s needs %s)", v,
+                        kiln_isa_name((kiln_isa)want), isa_requirements((kiln_isa)want));
+#endif
+    }
+    *isa = (kiln_isa)want;
+    return KILN_OK;
+}

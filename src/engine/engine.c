@@ -1,0 +1,468 @@
+/* engine.c: the public engine API (kiln.h): open/close, requests, the step, polling.
+ *
+ * kiln_engine_step():
+ *   1. schedule (scheduler.c) -> the step descriptor;
+ *   2. backend encode_step (never waits) + finish_step (the step's one wait, counted: I1);
+ *   3. for every sequence whose last row produced logits: sample (sampler.c), append, check
+ *      stop conditions (output.c); full blocks are registered in the prefix cache.
+ * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/log.h"
+
+void kiln_engine_options_default(kiln_engine_options *o) {
+    memset(o, 0, sizeof *o);
+    o->backend = "cpu";
+    o->max_seqs = 64;
+    o->max_batch_tokens = 2048;
+    o->kv_block_size = 16;
+    o->enable_prefix_cache = 1;
+    o->dummy_seed = 1;
+}
+
+void kiln_request_params_default(kiln_request_params *p) {
+    memset(p, 0, sizeof *p);
+    p->max_tokens = -1;
+    p->sampling.temperature = 1.0f;
+    p->sampling.top_p = 1.0f;
+    p->sampling.repetition_penalty = 1.0f;
+}
+
+static int env_int(const char *name, int def) {
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    char *end;
+    long x = strtol(v, &end, 10);
+    return (*end || x <= 0 || x > (1 << 30)) ? def : (int)x;
+}
+
+static void free_step(kiln_step *s) {
+    kiln_free(s->token_ids);
+    kiln_free(s->positions);
+    kiln_free(s->slot_mapping);
+    kiln_free(s->seq_q_start);
+    kiln_free(s->seq_ctx_len);
+    kiln_free(s->block_table);
+    kiln_free(s->seq_logits);
+    kiln_free(s->sampling);
+    memset(s, 0, sizeof *s);
+}
+
+static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks) {
+    memset(s, 0, sizeof *s);
+    s->max_tokens = max_tokens;
+    s->max_seqs = max_seqs;
+    s->max_blocks_per_seq = max_blocks;
+    s->token_ids = kiln_calloc((size_t)max_tokens, sizeof(int32_t));
+    s->positions = kiln_calloc((size_t)max_tokens, sizeof(int32_t));
+    s->slot_mapping = kiln_calloc((size_t)max_tokens, sizeof(int64_t));
+    s->seq_q_start = kiln_calloc((size_t)max_seqs + 1, sizeof(int32_t));
+    s->seq_ctx_len = kiln_calloc((size_t)max_seqs, sizeof(int32_t));
+    s->block_table = kiln_calloc((size_t)max_seqs * max_blocks, sizeof(int32_t));
+    s->seq_logits = kiln_calloc((size_t)max_seqs, sizeof(int32_t));
+    s->sampling = kiln_calloc((size_t)max_seqs, sizeof(kiln_step_sampling));
+    return s->token_ids && s->positions && s->slot_mapping && s->seq_q_start && s->seq_ctx_len &&
+           s->block_table && s->seq_logits && s->sampling;
+}
+
+static size_t phys_mem_bytes(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : (size_t)8 << 30;
+}
+
+int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error *err) {
+    *out = NULL;
+    kiln_engine *e = kiln_calloc(1, sizeof *e);
+    if (!e) return KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory");
+    e->opt = *o;
+    int rc;
+    const char *sv = getenv("KILN_STRICT");
+    e->strict = sv && strcmp(sv, "1") == 0;
+    e->ops = kiln_backend_find(o->backend);
+    if (!e->ops) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "backend '%s' is not available in this build (cpu%s)",
+                      o->backend ? o->backend : "", kiln_backend_cuda_ops() ? ", cuda" : "");
+        goto fail;
+    }
+    if (!o->model_path) { rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: no model path"); goto fail; }
+    if (o->load_dummy)
+        rc = kiln_model_load_dummy(&e->model, o->model_path, o->dummy_seed, 1, err);
+    else
+        rc = kiln_model_load(&e->model, o->model_path, err);
+    if (rc) goto fail;
+    const kiln_config *mc = &e->model->cfg;
+
+    const char *tp = o->tokenizer_path ? o->tokenizer_path : e->model->tokenizer_path;
+    if (tp && *tp) {
+        if ((rc = kiln_tokenizer_load(&e->tok, tp, err))) goto fail;
+        if (kiln_tokenizer_vocab_size(e->tok) > mc->vocab_size)
+            KILN_WARN("tokenizer has %d tokens, the model %d", kiln_tokenizer_vocab_size(e->tok), mc->vocab_size);
+    }
+
+    e->block_size = o->kv_block_size > 0 ? o->kv_block_size : 16;
+    e->max_model_len = o->max_model_len > 0 && o->max_model_len < mc->max_seq_len ? o->max_model_len : mc->max_seq_len;
+    e->max_seqs = o->max_seqs > 0 ? o->max_seqs : 64;
+    e->max_batch_tokens = env_int("KILN_MAX_BATCH_TOKENS", o->max_batch_tokens > 0 ? o->max_batch_tokens : 2048);
+    e->max_blocks_per_seq = (e->max_model_len + e->block_size - 1) / e->block_size;
+
+    e->kv_layout.n_layers = mc->n_layers;
+    e->kv_layout.n_kv_heads = mc->n_kv_heads;
+    e->kv_layout.head_dim = mc->head_dim;
+    e->kv_layout.block_size = e->block_size;
+    size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * sizeof(float);
+    int n_blocks = o->kv_blocks;
+    if (n_blocks <= 0) {
+        size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : phys_mem_bytes() / 4;
+        size_t want = (size_t)e->max_seqs * e->max_blocks_per_seq;
+        size_t fit = budget / block_bytes;
+        n_blocks = (int)((want < fit ? want : fit) + 1);
+    } else {
+        n_blocks += 1; /* the null block */
+    }
+    if (n_blocks < 2) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "engine: the KV budget holds no block (%zu bytes each)", block_bytes);
+        goto fail;
+    }
+    e->kv_layout.n_blocks = n_blocks;
+    if ((rc = kiln_kv_cache_create(&e->kv, n_blocks, e->block_size, o->enable_prefix_cache >= 0, err))) goto fail;
+
+    kiln_backend_config bc = {
+        .max_tokens = e->max_batch_tokens,
+        .max_seqs = e->max_seqs,
+        .max_blocks_per_seq = e->max_blocks_per_seq,
+        .max_model_len = e->max_model_len,
+        .kv = e->kv_layout,
+        .n_threads = o->n_threads,
+        .strict = e->strict,
+        .batch_invariant = getenv("KILN_BATCH_INVARIANT") && strcmp(getenv("KILN_BATCH_INVARIANT"), "1") == 0,
+    };
+    if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
+    if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
+    if (!alloc_step(&e->step, e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq)) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
+        goto fail;
+    }
+    e->running = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
+    e->step_reqs = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
+    if (!e->running || !e->step_reqs) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
+    e->next_id = 1;
+    e->stats.max_model_len = e->max_model_len;
+    e->stats.vocab_size = mc->vocab_size;
+    *out = e;
+    return KILN_OK;
+fail:
+    kiln_engine_close(e);
+    return rc;
+}
+
+void kiln_engine_close(kiln_engine *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_reqs; i++) kiln_req_free(e->reqs[i]);
+    kiln_free(e->reqs);
+    kiln_free(e->running);
+    kiln_free(e->waiting);
+    kiln_free(e->step_reqs);
+    kiln_free(e->suppress);
+    free_step(&e->step);
+    kiln_sampler_free(&e->sampler);
+    if (e->backend) e->ops->destroy(e->backend);
+    kiln_kv_cache_destroy(e->kv);
+    kiln_tokenizer_free(e->tok);
+    kiln_model_free(e->model);
+    kiln_free(e);
+}
+
+static kiln_req *find_req(kiln_engine *e, uint64_t id, int *index) {
+    for (int i = 0; i < e->n_reqs; i++)
+        if (e->reqs[i]->id == id) {
+            if (index) *index = i;
+            return e->reqs[i];
+        }
+    return NULL;
+}
+
+static void drop_req(kiln_engine *e, int i) {
+    kiln_req *r = e->reqs[i];
+    e->reqs[i] = e->reqs[--e->n_reqs];
+    kiln_req_free(r);
+}
+
+/* Requests whose final output was polled are released here, outside the step. */
+static void release_reported(kiln_engine *e) {
+    for (int i = 0; i < e->n_reqs;)
+        if (e->reqs[i]->reported_final) drop_req(e, i); else i++;
+}
+
+int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64_t *req_id, kiln_error *err) {
+    const kiln_config *mc = &e->model->cfg;
+    const kiln_sampling *sp = &p->sampling;
+    release_reported(e);
+    if (!p->prompt_ids || p->n_prompt <= 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "the prompt is empty");
+    for (int i = 0; i < p->n_prompt; i++)
+        if (p->prompt_ids[i] < 0 || p->prompt_ids[i] >= mc->vocab_size)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "prompt token %d at position %d is outside the vocabulary (0..%d)",
+                            p->prompt_ids[i], i, mc->vocab_size - 1);
+    if (p->max_tokens == 0 || p->max_tokens < -1)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "max_tokens must be >= 1 (got %d)", p->max_tokens);
+    if (p->min_tokens < 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "min_tokens must be >= 0 (got %d)", p->min_tokens);
+    if (p->max_tokens > 0 && p->min_tokens > p->max_tokens)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "min_tokens (%d) must be <= max_tokens (%d)", p->min_tokens, p->max_tokens);
+    if (!(sp->temperature >= 0.0f) || sp->temperature > 1e4f)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "temperature must be >= 0 (got %g)", (double)sp->temperature);
+    if (!(sp->top_p > 0.0f && sp->top_p <= 1.0f))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "top_p must be in (0, 1] (got %g)", (double)sp->top_p);
+    if (sp->top_k < 0 && sp->top_k != -1)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "top_k must be -1 (off) or >= 0 (got %d)", sp->top_k);
+    if (!(sp->min_p >= 0.0f && sp->min_p <= 1.0f))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "min_p must be in [0, 1] (got %g)", (double)sp->min_p);
+    if (!(sp->repetition_penalty > 0.0f && sp->repetition_penalty <= 100.0f))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "repetition_penalty must be in (0, 100] (got %g)", (double)sp->repetition_penalty);
+    if (!(sp->presence_penalty >= -2.0f && sp->presence_penalty <= 2.0f))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "presence_penalty must be in [-2, 2] (got %g)", (double)sp->presence_penalty);
+    if (!(sp->frequency_penalty >= -2.0f && sp->frequency_penalty <= 2.0f))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "frequency_penalty must be in [-2, 2] (got %g)", (double)sp->frequency_penalty);
+    if (sp->n_logprobs < 0 || sp->n_logprobs > 20)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "logprobs must be in [0, 20] (got %d)", sp->n_logprobs);
+    for (int i = 0; i < p->n_stop_ids; i++)
+        if (p->stop_ids[i] < 0 || p->stop_ids[i] >= mc->vocab_size)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "stop token id %d is outside the vocabulary (0..%d)",
+                            p->stop_ids[i], mc->vocab_size - 1);
+    for (int i = 0; i < sp->n_bias; i++)
+        if (sp->bias_ids[i] < 0 || sp->bias_ids[i] >= mc->vocab_size)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "logit_bias token id %d is outside the vocabulary", sp->bias_ids[i]);
+    for (int i = 0; i < p->n_stop_strings; i++)
+        if (!p->stop_strings[i] || !p->stop_strings[i][0])
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "stop strings must be non-empty");
+    if (p->n_prompt >= e->max_model_len)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                        "this model's maximum context length is %d tokens; the prompt has %d tokens and no room is left to generate",
+                        e->max_model_len, p->n_prompt);
+    int room = e->max_model_len - p->n_prompt;
+    if (p->max_tokens > room)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                        "this model's maximum context length is %d tokens; %d prompt tokens + %d max_tokens exceed it",
+                        e->max_model_len, p->n_prompt, p->max_tokens);
+    int max_new = p->max_tokens > 0 ? p->max_tokens : room;
+    int total_blocks = (p->n_prompt + max_new + e->block_size - 1) / e->block_size;
+    if (total_blocks > kiln_kv_num_usable(e->kv))
+        return KILN_ERR(err, KILN_ERR_OOM, "the request needs up to %d KV blocks, the pool has %d",
+                        total_blocks, kiln_kv_num_usable(e->kv));
+
+    kiln_req *r = kiln_calloc(1, sizeof *r);
+    if (!r) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    r->cap_tokens = p->n_prompt + max_new;
+    r->tokens = kiln_malloc((size_t)r->cap_tokens * sizeof(int32_t));
+    r->blocks = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(int32_t));
+    r->hashes = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(kiln_block_hash));
+    int ok = r->tokens && r->blocks && r->hashes;
+    if (ok && p->n_stop_ids) {
+        r->stop_ids = kiln_malloc((size_t)p->n_stop_ids * sizeof(int32_t));
+        ok = r->stop_ids != NULL;
+        if (ok) memcpy(r->stop_ids, p->stop_ids, (size_t)p->n_stop_ids * sizeof(int32_t));
+        r->n_stop_ids = p->n_stop_ids;
+    }
+    if (ok && p->n_stop_strings) {
+        r->stops = kiln_calloc((size_t)p->n_stop_strings, sizeof(char *));
+        ok = r->stops != NULL;
+        for (int i = 0; ok && i < p->n_stop_strings; i++) {
+            r->stops[i] = kiln_strdup(p->stop_strings[i]);
+            ok = r->stops[i] != NULL;
+            r->n_stops = i + 1;
+            int sl = (int)strlen(p->stop_strings[i]);
+            if (sl > r->max_stop_len) r->max_stop_len = sl;
+        }
+        r->tail_cap = r->max_stop_len + 64;
+        if (ok) ok = (r->tail = kiln_malloc((size_t)r->tail_cap)) != NULL;
+    }
+    r->sp = *sp;
+    if (r->sp.top_k < 0) r->sp.top_k = 0;
+    if (ok && sp->n_bias) {
+        r->bias_ids = kiln_malloc((size_t)sp->n_bias * sizeof(int32_t));
+        r->bias_values = kiln_malloc((size_t)sp->n_bias * sizeof(float));
+        ok = r->bias_ids && r->bias_values;
+        if (ok) {
+            memcpy(r->bias_ids, sp->bias_ids, (size_t)sp->n_bias * sizeof(int32_t));
+            memcpy(r->bias_values, sp->bias_values, (size_t)sp->n_bias * sizeof(float));
+        }
+    }
+    r->sp.bias_ids = r->bias_ids;
+    r->sp.bias_values = r->bias_values;
+    if (ok && (sp->logprobs || sp->n_logprobs > 0)) {
+        r->lp = kiln_malloc((size_t)max_new * sizeof(float));
+        ok = r->lp != NULL;
+        if (ok && sp->n_logprobs > 0) ok = (r->top = kiln_malloc((size_t)max_new * sp->n_logprobs * sizeof(kiln_token_logprob))) != NULL;
+    }
+    /* suppression list for min_tokens: EOS ids + stop ids (sized per the largest request) */
+    int ns = e->model->cfg.n_eos + p->n_stop_ids;
+    if (ok && ns > e->suppress_cap) {
+        int32_t *sb = kiln_realloc(e->suppress, (size_t)ns * sizeof(int32_t));
+        ok = sb != NULL;
+        if (ok) { e->suppress = sb; e->suppress_cap = ns; }
+    }
+    if (ok && e->n_reqs == e->cap_reqs) {
+        int cap = e->cap_reqs ? e->cap_reqs * 2 : 64;
+        kiln_req **nr = kiln_realloc(e->reqs, (size_t)cap * sizeof(kiln_req *));
+        kiln_req **nw = nr ? kiln_realloc(e->waiting, (size_t)cap * sizeof(kiln_req *)) : NULL;
+        if (nr) e->reqs = nr;
+        if (nw) { e->waiting = nw; e->cap_reqs = cap; }
+        ok = nr && nw;
+    }
+    if (!ok) {
+        kiln_req_free(r);
+        return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a request of %d tokens", p->n_prompt + max_new);
+    }
+    memcpy(r->tokens, p->prompt_ids, (size_t)p->n_prompt * sizeof(int32_t));
+    r->n_tokens = r->n_prompt = p->n_prompt;
+    r->max_new = max_new;
+    r->min_tokens = p->min_tokens;
+    r->ignore_eos = p->ignore_eos;
+    r->stop_at = -1;
+    r->id = e->next_id++;
+    r->seed = sp->has_seed ? sp->seed : (r->id * 0x9E3779B97F4A7C15ull) ^ 0x5DEECE66Dull;
+    int all_special = 1;
+    for (int i = 0; e->tok && i < p->n_prompt && all_special; i++)
+        all_special = kiln_tok_is_special(e->tok, p->prompt_ids[i]);
+    r->all_special_so_far = r->text_all_special = all_special;
+    r->state = KILN_REQ_WAITING;
+    e->reqs[e->n_reqs++] = r;
+    e->waiting[e->n_waiting++] = r;
+    e->stats.prompt_tokens_total += (uint64_t)p->n_prompt;
+    *req_id = r->id;
+    return KILN_OK;
+}
+
+int kiln_engine_abort(kiln_engine *e, uint64_t req_id, kiln_error *err) {
+    kiln_req *r = find_req(e, req_id, NULL);
+    if (!r) return KILN_ERR(err, KILN_ERR_NOT_FOUND, "no request %llu", (unsigned long long)req_id);
+    if (r->state == KILN_REQ_FINISHED) return KILN_OK;
+    if (r->state == KILN_REQ_WAITING) {
+        for (int i = 0; i < e->n_waiting; i++)
+            if (e->waiting[i] == r) {
+                memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof(kiln_req *));
+                e->n_waiting--;
+                break;
+            }
+    } else {
+        for (int i = 0; i < e->n_running; i++)
+            if (e->running[i] == r) {
+                memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof(kiln_req *));
+                e->n_running--;
+                break;
+            }
+    }
+    kiln_req_release_kv(e, r);
+    r->state = KILN_REQ_FINISHED;
+    r->finish = KILN_FINISH_ABORT;
+    return KILN_OK;
+}
+
+/* Register the sequence's full blocks (computed tokens only) in the prefix cache. */
+static void register_blocks(kiln_engine *e, kiln_req *r) {
+    int full = r->n_computed / e->block_size;
+    for (int b = r->n_hashed; b < full; b++) {
+        const kiln_block_hash *parent = b > 0 ? &r->hashes[b - 1] : NULL;
+        kiln_kv_hash_block(e->kv, parent, r->tokens + (size_t)b * e->block_size, &r->hashes[b]);
+        kiln_kv_register(e->kv, r->blocks[b], parent, &r->hashes[b], r->tokens + (size_t)b * e->block_size);
+    }
+    if (full > r->n_hashed) r->n_hashed = full;
+}
+
+int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
+    int rc = kiln_sched_build_step(e, err);
+    if (rc) return rc;
+    kiln_step *s = &e->step;
+    if (s->n_seqs > 0) {
+        kiln_step_result res;
+        if ((rc = e->ops->encode_step(e->backend, s, err))) return rc;
+        if ((rc = e->ops->finish_step(e->backend, &res, err))) return rc;
+        e->stats.steps++;
+        int li = 0;
+        for (int i = 0; i < s->n_seqs; i++) {
+            kiln_req *r = e->step_reqs[i];
+            int n = s->seq_q_start[i + 1] - s->seq_q_start[i];
+            if (r->n_computed < r->n_prompt)
+                e->stats.prompt_tokens_computed += (uint64_t)((r->n_computed + n < r->n_prompt ? r->n_computed + n : r->n_prompt) - r->n_computed);
+            r->n_computed += n;
+            register_blocks(e, r);
+            if (!s->seq_logits[i]) continue;
+            const float *logits = res.logits + (size_t)li * res.vocab;
+            li++;
+            int n_out = r->n_tokens - r->n_prompt;
+            int ns = 0;
+            if (n_out < r->min_tokens) {
+                for (int k = 0; k < e->model->cfg.n_eos; k++) e->suppress[ns++] = e->model->cfg.eos_ids[k];
+                for (int k = 0; k < r->n_stop_ids; k++) e->suppress[ns++] = r->stop_ids[k];
+            }
+            int nlp = r->sp.n_logprobs;
+            int32_t tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
+                                      e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
+                                      nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
+            kiln_req_on_token(e, r, tok);
+        }
+    }
+    e->stats.syncs = e->backend->n_syncs;
+    if (n_active) {
+        int n = 0;
+        for (int i = 0; i < e->n_reqs; i++) n += e->reqs[i]->state != KILN_REQ_FINISHED;
+        *n_active = n;
+    }
+    return KILN_OK;
+}
+
+int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_error *err) {
+    memset(out, 0, sizeof *out);
+    kiln_req *r = find_req(e, req_id, NULL);
+    if (!r) return KILN_ERR(err, KILN_ERR_NOT_FOUND, "no request %llu", (unsigned long long)req_id);
+    int final = r->state == KILN_REQ_FINISHED;
+    int n_out = r->n_tokens - r->n_prompt;
+    out->new_ids = r->tokens + r->n_prompt + r->n_polled;
+    out->n_new = n_out - r->n_polled;
+    if (r->lp) out->logprobs = r->lp + r->n_polled;
+    if (r->top) out->top = r->top + (size_t)r->n_polled * r->sp.n_logprobs;
+    out->n_logprobs = r->sp.n_logprobs;
+    int n = kiln_req_build_text(e, r, final);
+    if (n < 0) return KILN_ERR(err, KILN_ERR_OOM, "out of memory building request text");
+    out->text_delta = r->delta ? r->delta : "";
+    out->text_len = (size_t)n;
+    out->finish = final ? r->finish : KILN_FINISH_NONE;
+    out->n_prompt_tokens = r->n_prompt;
+    out->n_cached_tokens = r->n_cached_prompt;
+    out->n_output_tokens = n_out;
+    r->n_polled = n_out;
+    if (final) r->reported_final = 1;
+    return KILN_OK;
+}
+
+void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s) {
+    *s = e->stats;
+    s->n_running = e->n_running;
+    s->n_waiting = e->n_waiting;
+    s->kv_blocks_total = kiln_kv_num_usable(e->kv);
+    s->kv_blocks_cached = kiln_kv_num_cached_free(e->kv);
+    s->kv_blocks_used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+    s->syncs = e->backend ? e->backend->n_syncs : 0;
+}
+
+int kiln_engine_tokenize(kiln_engine *e, const char *text, size_t len, int add_special, int32_t **ids,
+                         int *n_ids, kiln_error *err) {
+    if (!e->tok) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "the model has no tokenizer (give one with --tokenizer)");
+    return kiln_tokenizer_encode(e->tok, text, len, add_special ? KILN_TOK_ADD_BOS : 0, ids, n_ids, err);
+}
+
+int kiln_engine_detokenize(kiln_engine *e, const int32_t *ids, int n, int skip_special, char **text, size_t *len,
+                           kiln_error *err) {
+    if (!e->tok) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "the model has no tokenizer (give one with --tokenizer)");
+    return kiln_tokenizer_decode(e->tok, ids, n, skip_special, text, len, err);
+}
+
+/* internal accessors for the CLI / tests */
+const kiln_model *kiln_engine_model(const kiln_engine *e) { return e->model; }
+const kiln_tokenizer *kiln_engine_tokenizer(const kiln_engine *e) { return e->tok; }

@@ -1,0 +1,92 @@
+/* engine_internal.h: the engine's state (shared by engine.c, scheduler.c and output.c).
+ *
+ * Request lifecycle: add_request -> WAITING -> (scheduled) RUNNING -> FINISHED; a preempted
+ * request goes back to the front of the waiting queue with its KV freed and is recomputed
+ * (prompt + outputs so far) when rescheduled. Everything a request needs during steps is
+ * allocated when it is added; a step allocates nothing (I7). Text is built in poll(), outside
+ * the step loop; the step keeps only a bounded tail of output bytes to match stop strings.
+ */
+#ifndef KILN_ENGINE_INTERNAL_H
+#define KILN_ENGINE_INTERNAL_H
+#include "backend/backend.h"
+#include "engine/kv_cache.h"
+#include "engine/sampler.h"
+#include "engine/step.h"
+#include "kiln.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+typedef enum { KILN_REQ_WAITING = 0, KILN_REQ_RUNNING, KILN_REQ_FINISHED } kiln_req_state;
+
+typedef struct kiln_req {
+    uint64_t id;
+    kiln_req_state state;
+    int32_t *tokens;     /* [cap_tokens] prompt then outputs */
+    int n_tokens, n_prompt, cap_tokens;
+    int n_computed;      /* tokens whose K/V are in the pool */
+    int32_t *blocks;     /* [max_blocks_per_seq] physical ids */
+    int n_blocks;
+    kiln_block_hash *hashes; /* [max_blocks_per_seq] chained hashes of full blocks */
+    int n_hashed;        /* full blocks hashed (and registered) so far */
+    int n_cached_prompt; /* prompt tokens served by the prefix cache at first schedule */
+    int scheduled_once;
+    /* parameters (copied) */
+    int max_new, min_tokens, ignore_eos;
+    int32_t *stop_ids; int n_stop_ids;
+    char **stops; int n_stops; int max_stop_len;
+    kiln_sampling sp;
+    int32_t *bias_ids; float *bias_values;
+    uint64_t seed;
+    /* outputs */
+    float *lp;                 /* [max_new] raw logprob of each output token (if asked) */
+    kiln_token_logprob *top;   /* [max_new][n_logprobs] */
+    kiln_finish finish;
+    int n_polled;              /* output tokens reported by poll */
+    /* stop-string tail: the last output bytes, bounded (step-time) */
+    char *tail; int tail_len, tail_cap;
+    int64_t tail_base;         /* absolute output byte offset of tail[0] */
+    int64_t out_bytes;         /* output bytes so far (special tokens skipped) */
+    int64_t stop_at;           /* output byte offset where a stop string begins, -1 = none */
+    int all_special_so_far;    /* every token so far is special (SentencePiece strip rule) */
+    /* text (poll-time) */
+    char *text; size_t text_len, text_cap; /* output bytes built so far */
+    size_t text_sent;          /* bytes of text handed out */
+    int text_tokens;           /* output tokens converted into text */
+    int text_all_special;
+    char *delta; size_t delta_cap; /* last delta handed out (with U+FFFD repairs) */
+    int reported_final;
+} kiln_req;
+
+struct kiln_engine {
+    kiln_engine_options opt;
+    kiln_model *model;
+    kiln_tokenizer *tok;
+    const kiln_backend_ops *ops;
+    kiln_backend *backend;
+    kiln_kv_cache *kv;
+    kiln_kv_layout kv_layout;
+    kiln_sampler sampler;
+    kiln_step step;
+    int max_model_len, max_blocks_per_seq, block_size, max_seqs, max_batch_tokens;
+    int strict;
+    /* requests */
+    kiln_req **reqs; int n_reqs, cap_reqs;        /* all live requests */
+    kiln_req **running; int n_running;            /* [max_seqs] scheduling order */
+    kiln_req **waiting; int n_waiting, cap_waiting;
+    kiln_req **step_reqs;                         /* [max_seqs] the step's sequences */
+    int32_t *suppress;                            /* [KILN_MAX_EOS + max stop ids] */
+    int suppress_cap;
+    uint64_t next_id;
+    kiln_engine_stats stats;
+};
+
+/* scheduler.c */
+int kiln_sched_build_step(kiln_engine *e, kiln_error *err);
+void kiln_sched_preempt(kiln_engine *e, kiln_req *r);
+void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
+/* output.c */
+void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok);
+int kiln_req_build_text(kiln_engine *e, kiln_req *r, int final);
+void kiln_req_free(kiln_req *r);
+
+#endif

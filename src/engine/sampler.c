@@ -1,0 +1,175 @@
+/* sampler.c: see sampler.h. */
+#include "engine/sampler.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "util/alloc.h"
+#include "util/error.h"
+
+int kiln_sampler_init(kiln_sampler *s, int vocab, kiln_error *err) {
+    memset(s, 0, sizeof *s);
+    s->vocab = vocab;
+    s->work = kiln_malloc((size_t)vocab * sizeof(float));
+    s->idx = kiln_malloc((size_t)vocab * sizeof(int32_t));
+    s->count = kiln_calloc((size_t)vocab, sizeof(int32_t));
+    if (!s->work || !s->idx || !s->count) {
+        kiln_sampler_free(s);
+        return KILN_ERR(err, KILN_ERR_OOM, "sampler: out of memory (vocab %d)", vocab);
+    }
+    return KILN_OK;
+}
+
+void kiln_sampler_free(kiln_sampler *s) {
+    kiln_free(s->work);
+    kiln_free(s->idx);
+    kiln_free(s->count);
+    memset(s, 0, sizeof *s);
+}
+
+/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11). */
+void kiln_philox(uint64_t counter, uint64_t key, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+        uint32_t n1 = (uint32_t)p1;
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+        uint32_t n3 = (uint32_t)p0;
+        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+double kiln_uniform(uint64_t seed, uint64_t position) {
+    uint32_t r[4];
+    kiln_philox(position, seed, r);
+    uint64_t bits = ((uint64_t)r[0] << 21) ^ (uint64_t)r[1];
+    return (double)(bits & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
+}
+
+/* raw log-softmax normaliser: max and log(sum(exp(x - max))) in double */
+static void log_norm(const float *x, int n, double *mx, double *lse) {
+    double m = -INFINITY;
+    for (int i = 0; i < n; i++) if (x[i] > m) m = x[i];
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - m);
+    *mx = m;
+    *lse = log(s);
+}
+
+static void top_n_raw(const float *x, int n, int k, double mx, double lse, kiln_token_logprob *top) {
+    /* k is small (<= 20): insertion into a sorted list; ties keep the lower id first */
+    int have = 0;
+    for (int i = 0; i < n; i++) {
+        if (have == k && x[i] <= x[top[k - 1].id]) continue;
+        int j = have < k ? have++ : k - 1;
+        while (j > 0 && x[top[j - 1].id] < x[i]) { top[j] = top[j - 1]; j--; }
+        top[j].id = i;
+    }
+    for (int j = 0; j < have; j++) top[j].logprob = (float)((double)x[top[j].id] - mx - lse);
+}
+
+static int cmp_desc(const void *a, const void *b, void *keys) {
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    const float *k = keys;
+    float x = k[i], y = k[j];
+    if (x > y) return -1;
+    if (x < y) return 1;
+    return (i > j) - (i < j);
+}
+
+int32_t kiln_sample(kiln_sampler *s, const float *logits, const kiln_sampling *p, const int32_t *prompt,
+                    int n_prompt, const int32_t *out, int n_out, const int32_t *suppress, int n_suppress,
+                    uint64_t seed, uint64_t position, float *raw_logprob, kiln_token_logprob *top, int n_top) {
+    int V = s->vocab;
+    float *w = s->work;
+    memcpy(w, logits, (size_t)V * sizeof(float));
+
+    /* penalties: repetition over prompt + output (HF/vLLM: divide positive, multiply negative) */
+    if (p->repetition_penalty != 1.0f && p->repetition_penalty > 0) {
+        for (int i = 0; i < n_prompt + n_out; i++) {
+            int32_t t = i < n_prompt ? prompt[i] : out[i - n_prompt];
+            if (t < 0 || t >= V || s->count[t]) continue;
+            s->count[t] = 1;
+            w[t] = w[t] > 0 ? w[t] / p->repetition_penalty : w[t] * p->repetition_penalty;
+        }
+        for (int i = 0; i < n_prompt + n_out; i++) {
+            int32_t t = i < n_prompt ? prompt[i] : out[i - n_prompt];
+            if (t >= 0 && t < V) s->count[t] = 0;
+        }
+    }
+    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
+        for (int i = 0; i < n_out; i++) if (out[i] >= 0 && out[i] < V) s->count[out[i]]++;
+        for (int i = 0; i < n_out; i++) {
+            int32_t t = out[i];
+            if (t < 0 || t >= V || s->count[t] == 0) continue;
+            w[t] -= p->frequency_penalty * (float)s->count[t] + p->presence_penalty;
+            s->count[t] = 0;
+        }
+    }
+    for (int i = 0; i < p->n_bias; i++)
+        if (p->bias_ids[i] >= 0 && p->bias_ids[i] < V) w[p->bias_ids[i]] += p->bias_values[i];
+    for (int i = 0; i < n_suppress; i++)
+        if (suppress[i] >= 0 && suppress[i] < V) w[suppress[i]] = -INFINITY;
+
+    int32_t chosen = 0;
+    if (p->temperature <= 0.0f) {
+        float best = -INFINITY;
+        chosen = 0;
+        for (int i = 0; i < V; i++) if (w[i] > best) { best = w[i]; chosen = i; }
+    } else {
+        float inv_t = 1.0f / p->temperature;
+        for (int i = 0; i < V; i++) w[i] *= inv_t;
+        int n = V;
+        int32_t *idx = s->idx;
+        for (int i = 0; i < V; i++) idx[i] = i;
+        int need_sort = (p->top_k > 0 && p->top_k < V) || p->top_p < 1.0f || p->min_p > 0.0f;
+        if (need_sort) {
+            qsort_r(idx, (size_t)V, sizeof(int32_t), cmp_desc, w);
+            if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+        }
+        /* probabilities of the kept candidates */
+        float mx = w[idx[0]];
+        if (!need_sort) for (int i = 0; i < V; i++) if (w[i] > mx) mx = w[i];
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += exp((double)w[idx[i]] - mx);
+        if (need_sort && p->top_p < 1.0f) {
+            double cum = 0;
+            int keep = n;
+            for (int i = 0; i < n; i++) {
+                cum += exp((double)w[idx[i]] - mx) / sum;
+                if (cum >= p->top_p) { keep = i + 1; break; }
+            }
+            n = keep;
+            sum = 0;
+            for (int i = 0; i < n; i++) sum += exp((double)w[idx[i]] - mx);
+        }
+        if (need_sort && p->min_p > 0.0f) {
+            /* max prob = exp(0)/sum; keep prob >= min_p * max prob */
+            double thr = log((double)p->min_p);
+            int keep = 1;
+            while (keep < n && (double)w[idx[keep]] - mx >= thr) keep++;
+            n = keep;
+            sum = 0;
+            for (int i = 0; i < n; i++) sum += exp((double)w[idx[i]] - mx);
+        }
+        double u = kiln_uniform(seed, position) * sum, acc = 0;
+        chosen = idx[n - 1];
+        for (int i = 0; i < n; i++) {
+            double e = exp((double)w[idx[i]] - mx);
+            if (e == 0) continue;
+            acc += e;
+            if (u < acc) { chosen = idx[i]; break; }
+        }
+    }
+    if (raw_logprob || (top && n_top > 0)) {
+        double mx, lse;
+        log_norm(logits, V, &mx, &lse);
+        if (raw_logprob) *raw_logprob = (float)((double)logits[chosen] - mx - lse);
+        if (top && n_top > 0) top_n_raw(logits, V, n_top < V ? n_top : V, mx, lse, top);
+    }
+    return chosen;
+}

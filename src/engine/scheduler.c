@@ -1,0 +1,139 @@
+/* scheduler.c: continuous batching with chunked prefill and preemption by recompute.
+ *
+ * Each step, within a token budget (max_batch_tokens) and a cap on running sequences:
+ *   1. running sequences first, in order (a decode takes 1 token, an unfinished prefill a
+ *      chunk); when KV blocks run out, the lowest-priority running sequence (the last one) is
+ *      preempted: its blocks are freed and it returns to the front of the waiting queue;
+ *   2. then waiting requests in FCFS order (no skipping: a request that does not fit stops the
+ *      admission): the prefix cache supplies full blocks of its prompt, the rest is prefilled.
+ * The step descriptor is filled here; nothing is allocated.
+ */
+#include <string.h>
+#include "engine/engine_internal.h"
+#include "util/error.h"
+
+void kiln_req_release_kv(kiln_engine *e, kiln_req *r) {
+    kiln_kv_release(e->kv, r->blocks, r->n_blocks);
+    r->n_blocks = 0;
+    r->n_computed = 0;
+    r->n_hashed = 0;
+}
+
+/* blocks needed to hold n tokens */
+static int blocks_for(const kiln_engine *e, int n) { return (n + e->block_size - 1) / e->block_size; }
+
+static int ensure_blocks(kiln_engine *e, kiln_req *r, int n_tokens) {
+    int need = blocks_for(e, n_tokens) - r->n_blocks;
+    if (need <= 0) return 1;
+    if (kiln_kv_alloc(e->kv, need, r->blocks + r->n_blocks, NULL) != KILN_OK) return 0;
+    r->n_blocks += need;
+    return 1;
+}
+
+static void remove_running(kiln_engine *e, int i) {
+    memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof(kiln_req *));
+    e->n_running--;
+}
+
+void kiln_sched_preempt(kiln_engine *e, kiln_req *r) {
+    for (int i = 0; i < e->n_running; i++)
+        if (e->running[i] == r) { remove_running(e, i); break; }
+    kiln_req_release_kv(e, r);
+    r->state = KILN_REQ_WAITING;
+    /* front of the waiting queue (capacity reserved at add_request) */
+    memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof(kiln_req *));
+    e->waiting[0] = r;
+    e->n_waiting++;
+    e->stats.preemptions++;
+}
+
+/* Append sequence r with n new tokens (from r->n_computed) to the step. */
+static void add_to_step(kiln_engine *e, kiln_req *r, int n) {
+    kiln_step *s = &e->step;
+    int si = s->n_seqs, t0 = s->n_tokens, bs = e->block_size;
+    for (int k = 0; k < n; k++) {
+        int pos = r->n_computed + k;
+        s->token_ids[t0 + k] = r->tokens[pos];
+        s->positions[t0 + k] = pos;
+        s->slot_mapping[t0 + k] = (int64_t)r->blocks[pos / bs] * bs + pos % bs;
+    }
+    s->seq_q_start[si] = t0;
+    s->seq_q_start[si + 1] = t0 + n;
+    s->seq_ctx_len[si] = r->n_computed + n;
+    int32_t *bt = s->block_table + (size_t)si * s->max_blocks_per_seq;
+    memcpy(bt, r->blocks, (size_t)r->n_blocks * sizeof(int32_t));
+    for (int b = r->n_blocks; b < s->max_blocks_per_seq; b++) bt[b] = 0; /* null block */
+    s->seq_logits[si] = (r->n_computed + n == r->n_tokens);
+    kiln_step_sampling *ss = &s->sampling[si];
+    ss->temperature = r->sp.temperature;
+    ss->top_p = r->sp.top_p;
+    ss->min_p = r->sp.min_p;
+    ss->top_k = r->sp.top_k;
+    ss->repetition_penalty = r->sp.repetition_penalty;
+    ss->presence_penalty = r->sp.presence_penalty;
+    ss->frequency_penalty = r->sp.frequency_penalty;
+    ss->n_logprobs = r->sp.n_logprobs;
+    ss->seed = r->seed;
+    ss->rng_offset = (uint64_t)(r->n_tokens - r->n_prompt);
+    e->step_reqs[si] = r;
+    s->n_seqs = si + 1;
+    s->n_tokens = t0 + n;
+}
+
+int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
+    (void)err;
+    kiln_step *s = &e->step;
+    s->n_tokens = 0;
+    s->n_seqs = 0;
+    s->seq_q_start[0] = 0;
+    int budget = e->max_batch_tokens;
+
+    for (int i = 0; i < e->n_running && budget > 0;) {
+        kiln_req *r = e->running[i];
+        int n = r->n_tokens - r->n_computed;
+        if (n > budget) n = budget;
+        int preempted_self = 0;
+        while (!ensure_blocks(e, r, r->n_computed + n)) {
+            kiln_req *victim = e->running[e->n_running - 1];
+            kiln_sched_preempt(e, victim);
+            if (victim == r) { preempted_self = 1; break; }
+        }
+        if (preempted_self) break; /* r was the last running sequence */
+        add_to_step(e, r, n);
+        budget -= n;
+        i++;
+    }
+
+    while (e->n_waiting > 0 && e->n_running < e->max_seqs && budget > 0) {
+        kiln_req *r = e->waiting[0];
+        if (r->n_blocks == 0 && r->n_computed == 0) {
+            /* prefix cache: full blocks only, and never the whole sequence (the last token is
+             * always recomputed, into a block of its own) */
+            int max_hit = (r->n_tokens - 1) / e->block_size;
+            int hits = kiln_kv_lookup(e->kv, r->tokens, max_hit, r->blocks, r->hashes);
+            r->n_blocks = hits;
+            r->n_hashed = hits;
+            r->n_computed = hits * e->block_size;
+        }
+        int n = r->n_tokens - r->n_computed;
+        if (n > budget) n = budget;
+        if (!ensure_blocks(e, r, r->n_computed + n)) {
+            /* add_request refused requests that could never fit the pool, so this one will
+             * fit once running sequences finish */
+            kiln_req_release_kv(e, r);
+            break;
+        }
+        if (!r->scheduled_once) {
+            r->scheduled_once = 1;
+            r->n_cached_prompt = r->n_computed < r->n_prompt ? r->n_computed : r->n_prompt;
+            e->stats.prefix_cache_hits += (uint64_t)r->n_cached_prompt;
+        }
+        memmove(e->waiting, e->waiting + 1, (size_t)(e->n_waiting - 1) * sizeof(kiln_req *));
+        e->n_waiting--;
+        r->state = KILN_REQ_RUNNING;
+        e->running[e->n_running++] = r;
+        add_to_step(e, r, n);
+        budget -= n;
+    }
+    return KILN_OK;
+}

@@ -1,0 +1,62 @@
+/* step.h: the step descriptor, the whole truth a backend gets about one engine step.
+ *
+ * The engine fills it; the backend never infers batch shape from anything else. All arrays are
+ * fixed buffers sized at load for the largest step (max_tokens rows, max_seqs sequences, a dense
+ * block table [max_seqs][max_blocks_per_seq]), so a GPU backend uploads them with one copy.
+ *
+ * A step is a ragged batch: sequence s owns query rows [seq_q_start[s], seq_q_start[s+1]) (a
+ * prefill chunk, or one decode token), whose positions run up to seq_ctx_len[s] - 1. Before
+ * attention, the K and V of row t are written to physical KV slot slot_mapping[t]
+ * (= block * block_size + offset); a query at position p attends to positions 0..p of its
+ * sequence, read through its block table. Block 0 is the null block: padded rows write there.
+ */
+#ifndef KILN_ENGINE_STEP_H
+#define KILN_ENGINE_STEP_H
+#include <stdint.h>
+
+/* KV pool: [layer][block][k|v][kv_heads][block_size][head_dim] (one block of one head is one
+ * contiguous tile), element offsets in 64 bits. */
+typedef struct kiln_kv_layout {
+    int n_layers;
+    int n_kv_heads;
+    int head_dim;
+    int block_size;
+    int n_blocks; /* physical blocks, the null block 0 included */
+} kiln_kv_layout;
+
+static inline int64_t kiln_kv_offset(const kiln_kv_layout *l, int layer, int64_t block, int kv,
+                                     int head, int slot) {
+    return ((((int64_t)layer * l->n_blocks + block) * 2 + kv) * l->n_kv_heads + head) *
+               (int64_t)l->block_size * l->head_dim +
+           (int64_t)slot * l->head_dim;
+}
+static inline int64_t kiln_kv_elems(const kiln_kv_layout *l) {
+    return (int64_t)l->n_layers * l->n_blocks * 2 * l->n_kv_heads * l->block_size * l->head_dim;
+}
+
+/* Per-sequence sampling parameters (used by backends that sample on the device; the CPU path
+ * samples in the engine from the same values). */
+typedef struct kiln_step_sampling {
+    float temperature, top_p, min_p;
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    int top_k;
+    int n_logprobs;
+    uint64_t seed;
+    uint64_t rng_offset; /* output position of the token being sampled */
+} kiln_step_sampling;
+
+typedef struct kiln_step {
+    int max_tokens, max_seqs, max_blocks_per_seq; /* capacities of the buffers below */
+    int n_tokens;                /* rows this step */
+    int n_seqs;                  /* sequences this step */
+    int32_t *token_ids;          /* [max_tokens] */
+    int32_t *positions;          /* [max_tokens] */
+    int64_t *slot_mapping;       /* [max_tokens] physical KV slot of each new token */
+    int32_t *seq_q_start;        /* [max_seqs + 1] */
+    int32_t *seq_ctx_len;        /* [max_seqs] context length after this step */
+    int32_t *block_table;        /* [max_seqs][max_blocks_per_seq] physical block ids */
+    int32_t *seq_logits;         /* [max_seqs] 1 when the sequence's last row needs logits */
+    kiln_step_sampling *sampling;/* [max_seqs] */
+} kiln_step;
+
+#endif

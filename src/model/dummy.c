@@ -1,0 +1,144 @@
+/* dummy.c: --load-format dummy: random weights in the shape of a config.json.
+ *
+ * Tensors get HF names and the config's dtype. Values come from kiln_dummy_value, a pure
+ * function of (seed, tensor index, element index) (a counter-based hash, see model.h), so any
+ * element is reproducible without generating the others: a GPU backend given host_data = 0
+ * can fill the same weights on the device. Norm weights are always on the host (they are tiny
+ * and bind makes f32 copies of them); matrices are in one aligned buffer when host_data = 1.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "model/loaders.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/fp16.h"
+
+static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+float kiln_dummy_value(uint64_t seed, int t, int64_t i, const kiln_tensor *tensor) {
+    uint64_t x = mix64(mix64(seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(t + 1))) + (uint64_t)i);
+    float u = (float)((double)(x >> 40) * (1.0 / 8388608.0) - 1.0); /* [-1, 1) */
+    if (tensor->ndim == 1) return 1.0f + u / 16.0f;
+    return u / sqrtf((float)tensor->shape[1]);
+}
+
+static void fill(const kiln_tensor *t, int ti, uint64_t seed, void *dst) {
+    int64_t n = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+    for (int64_t i = 0; i < n; i++) {
+        float v = kiln_dummy_value(seed, ti, i, t);
+        if (t->dtype == KILN_DT_F32) ((float *)dst)[i] = v;
+        else if (t->dtype == KILN_DT_F16) ((uint16_t *)dst)[i] = kiln_f32_to_f16(v);
+        else ((uint16_t *)dst)[i] = kiln_f32_to_bf16(v);
+    }
+}
+
+int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t seed, int host_data,
+                          kiln_error *err) {
+    *out = NULL;
+    kiln_model *m = kiln_calloc(1, sizeof *m);
+    if (!m) return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", config_path);
+    int rc;
+    snprintf(m->path, sizeof m->path, "%s", config_path);
+    m->format = KILN_FORMAT_DUMMY;
+    m->dummy_seed = seed;
+    m->dummy_host_data = host_data;
+    if ((rc = kiln_hf_parse_config(&m->cfg, config_path, err))) goto fail;
+    kiln_config *c = &m->cfg;
+    if (c->dtype == KILN_DT_COUNT) c->dtype = KILN_DT_BF16;
+    if ((rc = kiln_config_check(c, config_path, err))) goto fail;
+
+    int L = c->n_layers;
+    m->tensors = kiln_calloc((size_t)9 * L + 3, sizeof *m->tensors);
+    if (!m->tensors) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", config_path);
+        goto fail;
+    }
+    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    struct { const char *fmt; int64_t rows, cols; } per_layer[] = {
+        {"model.layers.%d.input_layernorm.weight", c->dim, 0},
+        {"model.layers.%d.post_attention_layernorm.weight", c->dim, 0},
+        {"model.layers.%d.self_attn.q_proj.weight", q, c->dim},
+        {"model.layers.%d.self_attn.k_proj.weight", kv, c->dim},
+        {"model.layers.%d.self_attn.v_proj.weight", kv, c->dim},
+        {"model.layers.%d.self_attn.o_proj.weight", c->dim, q},
+        {"model.layers.%d.mlp.gate_proj.weight", c->hidden_dim, c->dim},
+        {"model.layers.%d.mlp.up_proj.weight", c->hidden_dim, c->dim},
+        {"model.layers.%d.mlp.down_proj.weight", c->dim, c->hidden_dim},
+    };
+    int esz = kiln_dtype_block_bytes(c->dtype);
+#define ADD(nm, r, cc)                                                        \
+    do {                                                                      \
+        kiln_tensor *t_ = &m->tensors[m->n_tensors++];                        \
+        snprintf(t_->name, sizeof t_->name, "%s", (nm));                      \
+        t_->dtype = c->dtype;                                                 \
+        t_->ndim = (cc) ? 2 : 1;                                              \
+        t_->shape[0] = (r);                                                   \
+        t_->shape[1] = (cc);                                                  \
+        t_->nbytes = (size_t)(r) * (size_t)((cc) ? (cc) : 1) * (size_t)esz;   \
+    } while (0)
+    ADD("model.embed_tokens.weight", c->vocab_size, c->dim);
+    if (!c->tied_embeddings) ADD("lm_head.weight", c->vocab_size, c->dim);
+    ADD("model.norm.weight", c->dim, 0);
+    char name[128];
+    for (int l = 0; l < L; l++)
+        for (size_t k = 0; k < sizeof per_layer / sizeof per_layer[0]; k++) {
+            snprintf(name, sizeof name, per_layer[k].fmt, l);
+            ADD(name, per_layer[k].rows, per_layer[k].cols);
+        }
+#undef ADD
+    /* one buffer: norms first, then matrices (when host_data); each tensor 64-byte aligned */
+    size_t norm_bytes = 0, mat_bytes = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        size_t nb = (m->tensors[i].nbytes + 63) / 64 * 64;
+        if (m->tensors[i].ndim == 1) norm_bytes += nb;
+        else mat_bytes += nb;
+    }
+    size_t total = norm_bytes + (host_data ? mat_bytes : 0);
+    m->owned = kiln_malloc_aligned(total);
+    if (!m->owned) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory for %zu bytes of dummy weights",
+                      config_path, total);
+        goto fail;
+    }
+    unsigned char *np = m->owned, *mp = (unsigned char *)m->owned + norm_bytes;
+    for (int i = 0; i < m->n_tensors; i++) {
+        kiln_tensor *t = &m->tensors[i];
+        size_t nb = (t->nbytes + 63) / 64 * 64;
+        if (t->ndim == 1) {
+            t->data = np;
+            np += nb;
+        } else if (host_data) {
+            t->data = mp;
+            mp += nb;
+        } else {
+            continue; /* data stays NULL */
+        }
+        fill(t, i, seed, (void *)t->data);
+    }
+    snprintf(m->loaded_from, sizeof m->loaded_from, "dummy weights (seed %llu%s) in the shape of %s",
+             (unsigned long long)seed, host_data ? "" : ", not on the host", config_path);
+    /* a tokenizer beside the config */
+    const char *slash = strrchr(config_path, '/');
+    int dl = slash ? (int)(slash - config_path) : 1;
+    const char *dir = slash ? config_path : ".";
+    char tp[1200];
+    snprintf(tp, sizeof tp, "%.*s/tokenizer.json", dl, dir);
+    int has_tok = kiln_file_exists(tp);
+    snprintf(tp, sizeof tp, "%.*s/tekken.json", dl, dir);
+    if ((has_tok || kiln_file_exists(tp)) && dl < (int)sizeof m->tokenizer_path)
+        snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%.*s", dl, dir);
+    if ((rc = kiln_model_bind(m, err))) goto fail;
+    *out = m;
+    return KILN_OK;
+fail:
+    kiln_model_free(m);
+    return rc;
+}
