@@ -206,7 +206,7 @@ static void *loop_main(void *arg) {
         if (rc != KILN_OK) {
             KILN_WARN("serve: engine step failed: %s; failing %d requests", err.msg, l->n_active);
             char msg[600];
-            snprintf(msg, sizeof msg, "engine step failed: %s", err.msg);
+            snprintf(msg, sizeof msg, "engine step failed: %.500s", err.msg);
             for (int i = 0; i < l->n_active; i++) {
                 kiln_error e2 = {0};
                 kiln_engine_abort(l->engine, l->active[i]->req_id, &e2);
@@ -287,6 +287,7 @@ void kiln_srv_loop_stop(kiln_srv_loop *l, int drain) {
         for (int i = 0; i < l->n_active; i++) l->active[i]->cancel = 1;
     }
     pthread_cond_broadcast(&l->wake);
+    /* the thread exits once nothing is pending */
     pthread_mutex_unlock(&l->mu);
     pthread_join(l->thread, NULL);
     pthread_mutex_destroy(&l->mu);
@@ -366,6 +367,15 @@ void kiln_srv_loop_cancel(kiln_srv_loop *l, kiln_srv_job *j) {
         l->cancels++;
         pthread_cond_signal(&l->wake);
     }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void kiln_srv_loop_cancel_all(kiln_srv_loop *l) {
+    pthread_mutex_lock(&l->mu);
+    for (kiln_srv_job *j = l->queue_head; j; j = j->next) j->cancel = 1;
+    for (int i = 0; i < l->n_active; i++) l->active[i]->cancel = 1;
+    l->cancels++;
+    pthread_cond_signal(&l->wake);
     pthread_mutex_unlock(&l->mu);
 }
 

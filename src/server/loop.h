@@ -77,6 +77,7 @@ void kiln_srv_loop_snapshot(kiln_srv_loop *l, kiln_srv_job *j, kiln_srv_snapshot
 void kiln_srv_loop_lock(kiln_srv_loop *l);
 void kiln_srv_loop_unlock(kiln_srv_loop *l);
 void kiln_srv_loop_cancel(kiln_srv_loop *l, kiln_srv_job *j);
+void kiln_srv_loop_cancel_all(kiln_srv_loop *l);
 void kiln_srv_loop_release(kiln_srv_loop *l, kiln_srv_job *j);
 int kiln_srv_loop_pending(kiln_srv_loop *l);
 int kiln_srv_loop_alive(kiln_srv_loop *l);

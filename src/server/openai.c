@@ -531,8 +531,10 @@ static int parse_body(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_srv_
         x = -1;
         if ((rc = get_int(root, "logprobs", 0, KILN_SRV_MAX_LOGPROBS, &x, e))) return rc;
         r->logprobs = (int)x;
-        /* the sampled token's logprob is only reported with n_logprobs >= 1 */
-        if (x >= 0) s->n_logprobs = x > 0 ? (int)x : 1;
+        if (x >= 0) {
+            s->logprobs = 1;
+            s->n_logprobs = (int)x;
+        }
     } else {
         int lp = 0;
         if ((rc = get_bool(root, "logprobs", &lp, e))) return rc;
@@ -541,7 +543,8 @@ static int parse_body(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_srv_
         if (x > 0 && !lp) return kiln_srv_err_set(e, 400, "top_logprobs", "'top_logprobs' needs logprobs=true");
         r->logprobs = lp;
         r->top_logprobs = (int)x;
-        if (lp) s->n_logprobs = x > 0 ? (int)x : 1;
+        s->logprobs = lp;
+        if (lp) s->n_logprobs = (int)x;
     }
     return 0;
 }
