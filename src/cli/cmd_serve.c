@@ -16,12 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "cli/cli.h"
 #include "engine/engine.h"
 #include "kiln.h"
 #include "server/server.h"
 #include "util/log.h"
-
-int kiln_cmd_serve(int argc, char **argv);
 
 static void usage(void) {
     fprintf(stderr,

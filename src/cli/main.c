@@ -1,14 +1,39 @@
-/* kiln command line: placeholder until the commands land.
- * TEMPORARY (tokenizer branch): dispatches `kiln tokenize` for the tokenizer tests; the lead
- * replaces this file with the real dispatcher. */
+/* main.c: the kiln command line. The only place that decides the process exit code. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include "kiln.h"
-int kiln_cmd_tokenize(int argc, char **argv);
-int kiln_cmd_serve(int argc, char **argv); /* TEMPORARY dispatch (server branch) */
+#include "cli/cli.h"
+#include "util/log.h"
+
+typedef int (*cmd_fn)(int, char **);
+static const struct { const char *name; cmd_fn fn; const char *help; } k_cmds[] = {
+    {"generate", kiln_cmd_generate, "generate text from a prompt"},
+    {"logits", kiln_cmd_logits, "dump the f32 logits of every prompt position"},
+    {"info", kiln_cmd_info, "describe a model (architecture, parameters, memory)"},
+    {"tokenize", kiln_cmd_tokenize, "encode stdin to ids (or --decode ids to text)"},
+    {"bench", kiln_cmd_bench, "measure prefill / decode throughput per batch size"},
+    {"serve", kiln_cmd_serve, "OpenAI-compatible HTTP server (docs/server.md)"}, /* server branch */
+};
+
+static void usage(void) {
+    fprintf(stderr, "kiln %s: LLM inference and serving\nusage: kiln <command> [options]\n\ncommands:\n", KILN_VERSION);
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++) fprintf(stderr, "  %-10s %s\n", k_cmds[i].name, k_cmds[i].help);
+    fprintf(stderr, "\nenvironment: KILN_LOG=error|warn|info|debug, KILN_STRICT=1, KILN_CPU_ISA=scalar|avx2|avx512,\n"
+                    "             KILN_MAX_BATCH_TOKENS=N, KILN_BATCH_INVARIANT=1\n");
+}
+
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "tokenize") == 0) return kiln_cmd_tokenize(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "serve") == 0) return kiln_cmd_serve(argc - 1, argv + 1);
-    printf("kiln %s\n", KILN_VERSION);
-    return 0;
+    const char *lv = getenv("KILN_LOG");
+    if (lv) {
+        if (!strcmp(lv, "error")) kiln_log_set_level(KILN_LOG_ERROR);
+        else if (!strcmp(lv, "info")) kiln_log_set_level(KILN_LOG_INFO);
+        else if (!strcmp(lv, "debug")) kiln_log_set_level(KILN_LOG_DEBUG);
+    }
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) { usage(); return argc < 2 ? 2 : 0; }
+    if (!strcmp(argv[1], "--version")) { printf("kiln %s\n", KILN_VERSION); return 0; }
+    for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++)
+        if (!strcmp(argv[1], k_cmds[i].name)) return k_cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "kiln: unknown command '%s'\n", argv[1]);
+    usage();
+    return 2;
 }

@@ -466,3 +466,37 @@ int kiln_engine_detokenize(kiln_engine *e, const int32_t *ids, int n, int skip_s
 /* internal accessors for the CLI / tests */
 const kiln_model *kiln_engine_model(const kiln_engine *e) { return e->model; }
 const kiln_tokenizer *kiln_engine_tokenizer(const kiln_engine *e) { return e->tok; }
+
+int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *out, kiln_error *err) {
+    const kiln_config *mc = &e->model->cfg;
+    if (e->n_running > 0) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "prompt_logits: the engine is busy");
+    if (n <= 0 || n > e->max_model_len)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "prompt_logits: %d tokens (context %d)", n, e->max_model_len);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= mc->vocab_size)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "token %d at position %d is outside the vocabulary", ids[i], i);
+    int nb = (n + e->block_size - 1) / e->block_size;
+    int32_t *blocks = kiln_malloc((size_t)nb * sizeof(int32_t));
+    if (!blocks) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    int rc = kiln_kv_alloc(e->kv, nb, blocks, err);
+    if (rc) { kiln_free(blocks); return rc; }
+    kiln_step *s = &e->step;
+    for (int i = 0; i < n && !rc; i++) {
+        s->n_tokens = 1;
+        s->n_seqs = 1;
+        s->token_ids[0] = ids[i];
+        s->positions[0] = i;
+        s->slot_mapping[0] = (int64_t)blocks[i / e->block_size] * e->block_size + i % e->block_size;
+        s->seq_q_start[0] = 0;
+        s->seq_q_start[1] = 1;
+        s->seq_ctx_len[0] = i + 1;
+        memcpy(s->block_table, blocks, (size_t)nb * sizeof(int32_t));
+        s->seq_logits[0] = 1;
+        kiln_step_result res;
+        if ((rc = e->ops->encode_step(e->backend, s, err)) || (rc = e->ops->finish_step(e->backend, &res, err))) break;
+        memcpy(out + (size_t)i * mc->vocab_size, res.logits, (size_t)mc->vocab_size * sizeof(float));
+    }
+    kiln_kv_release(e->kv, blocks, nb);
+    kiln_free(blocks);
+    return rc;
+}

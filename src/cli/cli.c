@@ -1,0 +1,126 @@
+/* cli.c: option parsing shared by the commands. */
+#include "cli/cli.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "util/alloc.h"
+#include "util/threads.h"
+
+int kiln_cli_parse_int(const char *s, long lo, long hi, long *v) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    if (errno || *end || x < lo || x > hi) return -1;
+    *v = x;
+    return 0;
+}
+
+int kiln_cli_parse_float(const char *s, double *v) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || *end) return -1;
+    *v = x;
+    return 0;
+}
+
+int kiln_cli_parse_ids(const char *s, int32_t **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int32_t *v = kiln_malloc(cap * sizeof(int32_t));
+    if (!v) return -1;
+    int k = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX) { kiln_free(v); return -1; }
+        v[k++] = (int32_t)x;
+        p = end;
+        while (*p == ' ') p++;
+        if (*p == ',') p++;
+        else if (*p) { kiln_free(v); return -1; }
+    }
+    if (k == 0) { kiln_free(v); return -1; }
+    *ids = v;
+    *n = k;
+    return 0;
+}
+
+int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
+    const char *a = argv[*i];
+    const char *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long x;
+#define NEEDVAL() do { if (!val) { fprintf(stderr, "kiln: %s needs a value\n", a); return -1; } (*i)++; } while (0)
+    if (!strcmp(a, "--model") || !strcmp(a, "-m")) { NEEDVAL(); o->model_path = val; return 1; }
+    if (!strcmp(a, "--tokenizer")) { NEEDVAL(); o->tokenizer_path = val; return 1; }
+    if (!strcmp(a, "--backend")) { NEEDVAL(); o->backend = val; return 1; }
+    if (!strcmp(a, "--no-prefix-cache")) { o->enable_prefix_cache = -1; return 1; }
+    if (!strcmp(a, "--load-format")) {
+        NEEDVAL();
+        if (!strcmp(val, "dummy")) o->load_dummy = 1;
+        else if (!strcmp(val, "auto")) o->load_dummy = 0;
+        else { fprintf(stderr, "kiln: --load-format must be auto or dummy (got '%s')\n", val); return -1; }
+        return 1;
+    }
+    struct { const char *name; long lo, hi; int *dst; } ints[] = {
+        {"--threads", 0, 1024, &o->n_threads},         {"--max-model-len", 1, 1 << 24, &o->max_model_len},
+        {"--max-num-seqs", 1, 4096, &o->max_seqs},      {"--max-batch-tokens", 1, 1 << 20, &o->max_batch_tokens},
+        {"--kv-blocks", 1, 1 << 26, &o->kv_blocks},     {"--block-size", 1, 1024, &o->kv_block_size},
+    };
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
+        if (!strcmp(a, ints[k].name)) {
+            NEEDVAL();
+            if (kiln_cli_parse_int(val, ints[k].lo, ints[k].hi, &x)) {
+                fprintf(stderr, "kiln: %s must be an integer in [%ld, %ld] (got '%s')\n", a, ints[k].lo, ints[k].hi, val);
+                return -1;
+            }
+            *ints[k].dst = (int)x;
+            return 1;
+        }
+    if (!strcmp(a, "--kv-memory-mb")) {
+        NEEDVAL();
+        if (kiln_cli_parse_int(val, 1, 1L << 30, &x)) { fprintf(stderr, "kiln: bad --kv-memory-mb '%s'\n", val); return -1; }
+        o->kv_memory_mb = (size_t)x;
+        return 1;
+    }
+    if (!strcmp(a, "--seed-weights")) {
+        NEEDVAL();
+        if (kiln_cli_parse_int(val, 0, 1L << 62, &x)) { fprintf(stderr, "kiln: bad --seed-weights '%s'\n", val); return -1; }
+        o->dummy_seed = (uint64_t)x;
+        return 1;
+    }
+#undef NEEDVAL
+    return 0;
+}
+
+void kiln_cli_print_error(const char *cmd, const kiln_error *err) {
+    fprintf(stderr, "kiln %s: error: %s\n", cmd, err->msg[0] ? err->msg : kiln_status_name(err->code));
+}
+
+void kiln_cli_machine(char *buf, size_t cap) {
+    char model[256] = "unknown CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "model name", 10)) {
+                char *c = strchr(line, ':');
+                if (c) {
+                    c++;
+                    while (*c == ' ') c++;
+                    c[strcspn(c, "\n")] = 0;
+                    snprintf(model, sizeof model, "%s", c);
+                }
+                break;
+            }
+        fclose(f);
+    }
+    snprintf(buf, cap, "%s, %d cores", model, kiln_num_cores());
+}

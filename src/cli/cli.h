@@ -1,0 +1,27 @@
+/* cli.h: shared helpers of the kiln command line (option parsing, engine options). */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+#include <stdint.h>
+#include "kiln.h"
+
+/* Engine options common to every command that opens a model:
+ *   --model PATH --tokenizer PATH --backend cpu|cuda --threads N --max-model-len N
+ *   --max-num-seqs N --max-batch-tokens N --kv-blocks N --kv-memory-mb N --block-size N
+ *   --no-prefix-cache --load-format auto|dummy --seed-weights N
+ * Returns 1 when argv[*i] was one of them (consuming its value), 0 if not, -1 on a bad value. */
+int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o);
+/* "1,2,3" -> ids (allocated with kiln_malloc); -1 on a malformed list. */
+int kiln_cli_parse_ids(const char *s, int32_t **ids, int *n);
+int kiln_cli_parse_int(const char *s, long lo, long hi, long *v);
+int kiln_cli_parse_float(const char *s, double *v);
+void kiln_cli_print_error(const char *cmd, const kiln_error *err);
+/* host description for reports: "AMD EPYC ..., 2 cores" */
+void kiln_cli_machine(char *buf, size_t cap);
+
+int kiln_cmd_generate(int argc, char **argv);
+int kiln_cmd_logits(int argc, char **argv);
+int kiln_cmd_info(int argc, char **argv);
+int kiln_cmd_bench(int argc, char **argv);
+int kiln_cmd_tokenize(int argc, char **argv);
+int kiln_cmd_serve(int argc, char **argv);
+#endif
