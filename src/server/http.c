@@ -12,6 +12,7 @@
  */
 #include "server/server.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>

@@ -351,6 +351,18 @@ def test_client_disconnect_aborts(server):
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
 
 
+def test_client_disconnect_non_stream_aborts(server):
+    before = wait_idle(server)
+    mml = requests.post(server.url + "/tokenize", json={"prompt": "x"}, timeout=10).json()["max_model_len"]
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(server.url + "/v1/completions", timeout=(5, 0.2),
+                      json={"prompt": PROMPTS[0], "max_tokens": mml - 16, "ignore_eos": True, "temperature": 0})
+    after = wait_idle(server, timeout=10)
+    assert after["vllm:num_requests_running"] == 0 and after["vllm:kv_cache_usage_perc"] == 0
+    assert after["vllm:request_success_total[abort]"] - before["vllm:request_success_total[abort]"] == 1
+    assert after["vllm:request_success_total[length]"] == before["vllm:request_success_total[length]"]
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 
 C, CH = "/v1/completions", "/v1/chat/completions"
