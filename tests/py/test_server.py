@@ -465,6 +465,36 @@ def test_health_after_bad_input(server):
     assert c.usage.completion_tokens >= 1
 
 
+def test_random_bodies_never_crash(server):
+    """300 seeded mutations of valid bodies (byte flips, truncations, type swaps) on every POST route."""
+    import random
+    rng = random.Random(1234)
+    seeds = [
+        (C, {"prompt": "Once upon", "max_tokens": 3, "temperature": 0, "stop": ["x"], "logprobs": 1, "logit_bias": {"5": 1}}),
+        (CH, {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 3, "tools": TOOLS}),
+        ("/tokenize", {"prompt": "Once upon", "add_special_tokens": False}),
+        ("/detokenize", {"tokens": [1, 2, 3]}),
+    ]
+    values = [None, True, -1, 0, 2 ** 63, -(2 ** 63), 1e308, "", "x" * 1000, [], {}, [1, "a"], {"a": None}]
+    for i in range(300):
+        path, body = seeds[i % len(seeds)]
+        body = json.loads(json.dumps(body))
+        if rng.random() < 0.5:
+            key = rng.choice(list(body.keys()) + ["n", "top_k", "stream", "seed", "stream_options"])
+            body[key] = rng.choice(values)
+        raw = json.dumps(body).encode()
+        if rng.random() < 0.5:
+            b = bytearray(raw)
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            raw = bytes(b[: rng.randint(0, len(b))]) if rng.random() < 0.3 else bytes(b)
+        r = requests.post(server.url + path, data=raw, timeout=60)
+        assert r.status_code in (200, 400, 404), (raw[:200], r.status_code, r.text[:200])
+        if r.status_code != 200:
+            assert r.json()["error"]["code"] == r.status_code
+    assert requests.get(server.url + "/health", timeout=10).status_code == 200
+
+
 def test_openai_client_errors(server):
     cl = server.client()
     with pytest.raises(openai.BadRequestError):
