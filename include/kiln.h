@@ -57,6 +57,7 @@ typedef struct kiln_engine_options {
     size_t kv_memory_mb;        /* 0: enough for max_seqs x max_model_len, capped at 1/4 RAM */
     int enable_prefix_cache;    /* default on (1); -1 = off */
     int load_dummy;             /* --load-format dummy: random weights in the config's shape */
+    int skip_tokenizer;         /* ids only: do not load the tokenizer */
     uint64_t dummy_seed;
 } kiln_engine_options;
 

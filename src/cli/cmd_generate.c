@@ -129,6 +129,7 @@ int kiln_cmd_logits(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out")) out_path = argv[++i];
         else { fprintf(stderr, "kiln logits: unknown option '%s'\n", argv[i]); return 2; }
     }
+    o.skip_tokenizer = 1;
     if (!o.model_path || !ids_s || !out_path) {
         fprintf(stderr, "usage: kiln logits --model PATH --prompt-ids 1,2,3 --out FILE  (f32 [tokens][vocab], little-endian)\n");
         return 2;

@@ -99,7 +99,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     const kiln_config *mc = &e->model->cfg;
 
     const char *tp = o->tokenizer_path ? o->tokenizer_path : e->model->tokenizer_path;
-    if (tp && *tp) {
+    if (tp && *tp && !o->skip_tokenizer) {
         if ((rc = kiln_tokenizer_load(&e->tok, tp, err))) goto fail;
         if (kiln_tokenizer_vocab_size(e->tok) > mc->vocab_size)
             KILN_WARN("tokenizer has %d tokens, the model %d", kiln_tokenizer_vocab_size(e->tok), mc->vocab_size);

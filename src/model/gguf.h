@@ -37,6 +37,12 @@ const char *kiln_gguf_path(const kiln_gguf *g);
 /* Metadata lookup by key; -1 when absent. */
 int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key);
 kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i);
+/* Iteration over metadata (dumps): count and the i-th key. */
+uint64_t kiln_gguf_n_kv(const kiln_gguf *g);
+kiln_gguf_str kiln_gguf_kv_key(const kiln_gguf *g, int64_t i);
+/* Element type of an array entry (KILN_GGUF_ARRAY for nested arrays, whose elements are
+ * skipped: none of the getters reads them). */
+kiln_gguf_type kiln_gguf_kv_arr_type(const kiln_gguf *g, int64_t i, uint64_t *n);
 /* Scalars (converted from any integer/float type); return 0 on success, -1 if absent/wrong type. */
 int kiln_gguf_get_u64(const kiln_gguf *g, const char *key, uint64_t *v);
 int kiln_gguf_get_i64(const kiln_gguf *g, const char *key, int64_t *v);
@@ -52,5 +58,7 @@ int kiln_gguf_arr_i64(const kiln_gguf *g, const char *key, uint64_t i, int64_t *
 uint64_t kiln_gguf_n_tensors(const kiln_gguf *g);
 const kiln_gguf_tensor_info *kiln_gguf_tensor(const kiln_gguf *g, uint64_t i);
 const kiln_gguf_tensor_info *kiln_gguf_find_tensor(const kiln_gguf *g, const char *name);
+/* GGML type name ("q4_K", "type 7" style for unknown ones) for messages and dumps. */
+const char *kiln_gguf_ggml_type_name(uint32_t ggml_type);
 
 #endif

@@ -1,7 +1,278 @@
-/* gguf_model.c: kiln_model from a GGUF file (placeholder until the GGUF work lands). */
+/* gguf_model.c: kiln_model from a GGUF file (architecture "llama", which Mistral-family GGUFs
+ * use too).
+ *
+ * Config comes from the llama.* metadata (head_dim = attention.key_length, default dim/heads;
+ * rope.freq_base default 10000; vocab = length of tokenizer.ggml.tokens). Every GGUF tensor of
+ * a type kiln knows becomes a kiln_tensor pointing into the mapping, with the shape reversed:
+ * GGUF's ne[0] is the innermost dimension, kiln's shape is outermost first, so a llama.cpp
+ * linear weight ne = [in, out] is kiln [out][in], already PyTorch's layout. llama.cpp's
+ * converter permutes q/k rows back to Meta's interleaved RoPE order, hence
+ * KILN_ROPE_INTERLEAVED. Roles are bound here (gguf_bind) with shape checks; the norm vectors
+ * are copied to f32 in one owned buffer (m->owned). The kiln_gguf handle (which owns the
+ * mapping) is kept in m->gguf: kiln_model_free must call kiln_gguf_close(m->gguf).
+ */
+#include <stdio.h>
+#include <string.h>
+#include "model/gguf.h"
 #include "model/loaders.h"
+#include "util/alloc.h"
 #include "util/error.h"
+#include "util/fp16.h"
+#include "util/log.h"
+
+static int get_int(const kiln_gguf *g, const char *path, const char *key, int required, int def,
+                   int *out, kiln_error *err) {
+    int64_t v;
+    if (kiln_gguf_get_i64(g, key, &v) != 0) {
+        if (kiln_gguf_find_key(g, key) >= 0)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: metadata %s is not an integer", path, key);
+        if (required) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: metadata %s is missing", path, key);
+        *out = def;
+        return 0;
+    }
+    if (v <= 0 || v > (1 << 30))
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: metadata %s = %lld is out of range", path, key,
+                        (long long)v);
+    *out = (int)v;
+    return 0;
+}
+
+static int str_is(kiln_gguf_str s, const char *lit) {
+    return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
+}
+
+static int read_config(kiln_model *m, const kiln_gguf *g, const char *path, kiln_error *err) {
+    kiln_config *c = &m->cfg;
+    kiln_gguf_str arch;
+    if (kiln_gguf_get_str(g, "general.architecture", &arch) != 0)
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: metadata general.architecture is missing", path);
+    if (!str_is(arch, "llama"))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "%s: architecture '%.*s' is not supported (only 'llama')", path,
+                        (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+    snprintf(c->arch, sizeof c->arch, "llama");
+    int rc = get_int(g, path, "llama.embedding_length", 1, 0, &c->dim, err);
+    if (!rc) rc = get_int(g, path, "llama.block_count", 1, 0, &c->n_layers, err);
+    if (!rc) rc = get_int(g, path, "llama.feed_forward_length", 1, 0, &c->hidden_dim, err);
+    if (!rc) rc = get_int(g, path, "llama.attention.head_count", 1, 0, &c->n_heads, err);
+    if (!rc) rc = get_int(g, path, "llama.attention.head_count_kv", 0, c->n_heads, &c->n_kv_heads, err);
+    if (!rc) rc = get_int(g, path, "llama.context_length", 0, 2048, &c->max_seq_len, err);
+    if (rc) return rc;
+    if (c->dim % c->n_heads && kiln_gguf_find_key(g, "llama.attention.key_length") < 0)
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: embedding_length %d is not a multiple of head_count %d",
+                        path, c->dim, c->n_heads);
+    rc = get_int(g, path, "llama.attention.key_length", 0, c->dim / c->n_heads, &c->head_dim, err);
+    if (rc) return rc;
+    int vlen, rope_dims;
+    rc = get_int(g, path, "llama.attention.value_length", 0, c->head_dim, &vlen, err);
+    if (!rc) rc = get_int(g, path, "llama.rope.dimension_count", 0, c->head_dim, &rope_dims, err);
+    if (rc) return rc;
+    if (vlen != c->head_dim)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: value_length %d != key_length %d", path, vlen,
+                        c->head_dim);
+    if (rope_dims != c->head_dim)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "%s: partial RoPE (rope.dimension_count %d of head_dim %d) is not supported",
+                        path, rope_dims, c->head_dim);
+    if (c->n_heads % c->n_kv_heads)
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: head_count %d is not a multiple of head_count_kv %d",
+                        path, c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2)
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: odd head_dim %d", path, c->head_dim);
+    kiln_gguf_str st;
+    if (kiln_gguf_get_str(g, "llama.rope.scaling.type", &st) == 0 && !str_is(st, "none"))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: RoPE scaling '%.*s' is not supported", path,
+                        (int)(st.len > 64 ? 64 : st.len), st.ptr);
+    double f;
+    if (kiln_gguf_find_key(g, "llama.rope.freq_base") >= 0) {
+        if (kiln_gguf_get_f64(g, "llama.rope.freq_base", &f) != 0 || !(f > 0))
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: bad llama.rope.freq_base", path);
+        c->rope_theta = f;
+    } else {
+        c->rope_theta = 10000.0;
+    }
+    if (kiln_gguf_get_f64(g, "llama.attention.layer_norm_rms_epsilon", &f) == 0) {
+        if (!(f > 0 && f < 1))
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: bad layer_norm_rms_epsilon %g", path, f);
+        c->norm_eps = (float)f;
+    } else {
+        c->norm_eps = 1e-5f;
+    }
+    c->rope_style = KILN_ROPE_INTERLEAVED;
+    kiln_gguf_type et;
+    uint64_t nv;
+    if (kiln_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv) != 0 || et != KILN_GGUF_STRING)
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tokenizer.ggml.tokens (string array) is missing", path);
+    if (nv == 0 || nv > (1u << 30))
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: vocabulary of %llu tokens", path,
+                        (unsigned long long)nv);
+    c->vocab_size = (int)nv;
+    int64_t id;
+    c->bos_id = -1;
+    if (kiln_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &id) == 0 && id >= 0 && id < (int64_t)nv)
+        c->bos_id = (int)id;
+    const char *eos_keys[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"};
+    for (int k = 0; k < 2; k++) {
+        if (kiln_gguf_get_i64(g, eos_keys[k], &id) != 0 || id < 0 || id >= (int64_t)nv) continue;
+        int dup = 0;
+        for (int j = 0; j < c->n_eos; j++) dup |= c->eos_ids[j] == id;
+        if (!dup && c->n_eos < KILN_MAX_EOS) c->eos_ids[c->n_eos++] = (int)id;
+    }
+    return 0;
+}
+
+/* GGUF tensor infos -> kiln_tensor table (known types only; unknown ones are refused in
+ * gguf_bind when a role needs them). */
+static int fill_tensors(kiln_model *m, const kiln_gguf *g, const char *path, kiln_error *err) {
+    uint64_t n = kiln_gguf_n_tensors(g);
+    m->tensors = kiln_calloc((size_t)n + 1, sizeof *m->tensors);
+    if (!m->tensors) return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", path);
+    for (uint64_t i = 0; i < n; i++) {
+        const kiln_gguf_tensor_info *ti = kiln_gguf_tensor(g, i);
+        if (ti->name.len >= sizeof m->tensors[0].name)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor name of %llu bytes is too long", path,
+                            (unsigned long long)ti->name.len);
+        if (ti->dtype == KILN_DT_COUNT) {
+            KILN_DEBUG("%s: tensor '%.*s' has unsupported type %s, skipped", path, (int)ti->name.len,
+                       ti->name.ptr, kiln_gguf_ggml_type_name(ti->ggml_type));
+            continue;
+        }
+        kiln_tensor *t = &m->tensors[m->n_tensors++];
+        memcpy(t->name, ti->name.ptr, (size_t)ti->name.len);
+        t->name[ti->name.len] = 0;
+        t->dtype = ti->dtype;
+        t->ndim = (int)ti->n_dims;
+        for (int d = 0; d < t->ndim; d++) t->shape[d] = (int64_t)ti->ne[t->ndim - 1 - d];
+        t->data = ti->data;
+        t->nbytes = ti->nbytes;
+    }
+    return 0;
+}
+
+static const kiln_tensor *find_t(const kiln_model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+/* A role tensor: present, of a type kiln can run, with the expected 2-D (or 1-D) shape. */
+static int need(const kiln_model *m, const kiln_gguf *g, const char *path, const char *name,
+                int64_t d0, int64_t d1, const kiln_tensor **out, kiln_error *err) {
+    const kiln_tensor *t = find_t(m, name);
+    if (!t) {
+        const kiln_gguf_tensor_info *ti = kiln_gguf_find_tensor(g, name);
+        if (ti)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                            "%s: tensor '%s' has ggml type %u (%s), which kiln does not support",
+                            path, name, ti->ggml_type, kiln_gguf_ggml_type_name(ti->ggml_type));
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor '%s' is missing", path, name);
+    }
+    if (t->dtype == KILN_DT_I32)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: tensor '%s' is i32", path, name);
+    int ok = d1 < 0 ? (t->ndim == 1 && t->shape[0] == d0)
+                    : (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1);
+    if (!ok) {
+        char sh[96];
+        if (t->ndim == 1) snprintf(sh, sizeof sh, "[%lld]", (long long)t->shape[0]);
+        else snprintf(sh, sizeof sh, "[%lld][%lld]%s", (long long)t->shape[0], (long long)t->shape[1],
+                      t->ndim > 2 ? "[...]" : "");
+        if (d1 < 0)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected [%lld]", path,
+                            name, sh, (long long)d0);
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected [%lld][%lld]",
+                        path, name, sh, (long long)d0, (long long)d1);
+    }
+    *out = t;
+    return 0;
+}
+
+/* norm vector -> f32 */
+static int norm_f32(const kiln_tensor *t, const char *path, float *dst, kiln_error *err) {
+    int64_t n = t->shape[0];
+    for (int64_t i = 0; i < n; i++) {
+        if (t->dtype == KILN_DT_F32) memcpy(&dst[i], (const char *)t->data + 4 * i, 4);
+        else if (t->dtype == KILN_DT_F16 || t->dtype == KILN_DT_BF16) {
+            uint16_t h;
+            memcpy(&h, (const char *)t->data + 2 * i, 2);
+            dst[i] = t->dtype == KILN_DT_F16 ? kiln_f16_to_f32(h) : kiln_bf16_to_f32(h);
+        } else {
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: norm '%s' has type %s (f32/f16/bf16 only)",
+                            path, t->name, kiln_dtype_name(t->dtype));
+        }
+    }
+    return 0;
+}
+
+static int gguf_bind(kiln_model *m, const kiln_gguf *g, const char *path, kiln_error *err) {
+    kiln_config *c = &m->cfg;
+    int64_t dim = c->dim, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    int64_t hid = c->hidden_dim, voc = c->vocab_size;
+    int rc = need(m, g, path, "token_embd.weight", voc, dim, &m->tok_embd, err);
+    if (rc) return rc;
+    if (kiln_gguf_find_tensor(g, "output.weight")) {
+        rc = need(m, g, path, "output.weight", voc, dim, &m->lm_head, err);
+        if (rc) return rc;
+    } else {
+        m->lm_head = m->tok_embd;
+        c->tied_embeddings = 1;
+    }
+    const kiln_tensor *on;
+    rc = need(m, g, path, "output_norm.weight", dim, -1, &on, err);
+    if (rc) return rc;
+    m->layers = kiln_calloc((size_t)c->n_layers, sizeof *m->layers);
+    m->owned = kiln_malloc(sizeof(float) * (size_t)dim * (2 * (size_t)c->n_layers + 1));
+    if (!m->layers || !m->owned) return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", path);
+    float *nb = m->owned;
+    m->out_norm = nb + 2 * (size_t)c->n_layers * dim;
+    rc = norm_f32(on, path, m->out_norm, err);
+    if (rc) return rc;
+    int counts[KILN_DT_COUNT] = {0};
+    for (int l = 0; l < c->n_layers; l++) {
+        kiln_layer_weights *L = &m->layers[l];
+        struct { const char *nm; int64_t d0, d1; const kiln_tensor **dst; } roles[] = {
+            {"attn_q", q, dim, &L->wq},       {"attn_k", kv, dim, &L->wk},
+            {"attn_v", kv, dim, &L->wv},      {"attn_output", dim, q, &L->wo},
+            {"ffn_gate", hid, dim, &L->w_gate}, {"ffn_up", hid, dim, &L->w_up},
+            {"ffn_down", dim, hid, &L->w_down},
+        };
+        char name[96];
+        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, roles[k].nm);
+            rc = need(m, g, path, name, roles[k].d0, roles[k].d1, roles[k].dst, err);
+            if (rc) return rc;
+            counts[(*roles[k].dst)->dtype]++;
+        }
+        const kiln_tensor *an, *fn;
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        rc = need(m, g, path, name, dim, -1, &an, err);
+        if (rc) return rc;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        rc = need(m, g, path, name, dim, -1, &fn, err);
+        if (rc) return rc;
+        L->attn_norm = nb + (size_t)(2 * l) * dim;
+        L->ffn_norm = nb + (size_t)(2 * l + 1) * dim;
+        rc = norm_f32(an, path, L->attn_norm, err);
+        if (!rc) rc = norm_f32(fn, path, L->ffn_norm, err);
+        if (rc) return rc;
+    }
+    /* the dtype of the large matrices: the most common one among the layers' */
+    c->dtype = KILN_DT_F32;
+    for (int t = 0; t < KILN_DT_COUNT; t++)
+        if (counts[t] > counts[c->dtype]) c->dtype = (kiln_dtype)t;
+    return 0;
+}
+
 int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err) {
-    (void)m;
-    return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: GGUF models are not supported yet", path);
+    kiln_gguf *g = NULL;
+    int rc = kiln_gguf_open(&g, path, err);
+    if (rc) return rc;
+    m->gguf = g; /* owned by the model from here: kiln_model_free closes it */
+    m->format = KILN_FORMAT_GGUF;
+    snprintf(m->path, sizeof m->path, "%s", path);
+    snprintf(m->loaded_from, sizeof m->loaded_from, "%s (GGUF v%u)", path, kiln_gguf_version(g));
+    snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s", path); /* vocab is embedded */
+    rc = read_config(m, g, path, err);
+    if (!rc) rc = fill_tensors(m, g, path, err);
+    if (!rc) rc = gguf_bind(m, g, path, err);
+    return rc;
 }

@@ -142,6 +142,6 @@ int kiln_load_llama2c(kiln_model *m, const char *path, kiln_error *err) {
     snprintf(tp, sizeof tp, "%.*s/tok%lld.bin", dirlen, dir, (long long)vocab);
     if (!kiln_file_exists(tp)) snprintf(tp, sizeof tp, "%.*s/tokenizer.bin", dirlen, dir);
     if (kiln_file_exists(tp) && strlen(tp) < sizeof m->tokenizer_path)
-        snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s", tp);
+        memcpy(m->tokenizer_path, tp, strlen(tp) + 1);
     return kiln_model_bind(m, err);
 }

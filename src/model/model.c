@@ -19,9 +19,6 @@
 #include "util/fp16.h"
 #include "util/log.h"
 
-/* The GGUF reader lives in another file (gguf.c); a weak reference keeps this file linkable
- * before it exists. */
-extern void kiln_gguf_close(kiln_gguf *g) __attribute__((weak));
 
 /* ---- names of roles per format ----------------------------------------------------- */
 
@@ -213,7 +210,7 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
                             m->path, ns->head);
     }
     if (m->format != KILN_FORMAT_GGUF && embd->dtype != c->dtype) {
-        KILN_WARN("%s: config dtype %s but the weights are %s: using %s\n", m->path,
+        KILN_WARN("%s: config dtype %s but the weights are %s: using %s", m->path,
                   kiln_dtype_name(c->dtype), kiln_dtype_name(embd->dtype),
                   kiln_dtype_name(embd->dtype));
         c->dtype = embd->dtype;
@@ -271,7 +268,7 @@ void kiln_model_free(kiln_model *m) {
     kiln_free(m->layers);
     kiln_free(m->norm_f32);
     kiln_free_aligned(m->owned);
-    if (m->gguf && kiln_gguf_close) kiln_gguf_close(m->gguf);
+    if (m->gguf) kiln_gguf_close(m->gguf);
     kiln_free(m);
 }
 

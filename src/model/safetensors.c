@@ -101,7 +101,7 @@ int kiln_safetensors_open(kiln_safetensors *st, const char *path, kiln_error *er
         goto fail;
     }
     json_error_t je;
-    json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, 0, &je);
+    json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: invalid JSON header: %s (line %d, column %d)",
                       path, je.text, je.line, je.column);

@@ -40,7 +40,7 @@ void kiln_err_prefix(kiln_error *e, const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", pre, old);
+    snprintf(e->msg, sizeof e->msg, "%.400s: %.600s", pre, old);
 }
 
 void kiln_err_clear(kiln_error *e) {

@@ -1,0 +1,31 @@
+/* quant_dot_avx512.c: AVX-512 quantized dot kernels (16 f32 lanes); the kernels themselves are
+ * in quant_dot_simd.inc, shared with the AVX2 file. Compiled with -mavx512f/bw/vl/dq -mfma. */
+#include <immintrin.h>
+#include "backend/cpu/quant_impl.h"
+
+typedef __m512 VF;
+typedef __m512i VI;
+#define L 16
+#define FN(name) name##_avx512
+#define VZERO() _mm512_setzero_ps()
+#define VSET1(f) _mm512_set1_ps(f)
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VFMSUB(a, b, c) _mm512_fmsub_ps(a, b, c)
+#define VCVT(i) _mm512_cvtepi32_ps(i)
+#define VREDUCE(v) _mm512_reduce_add_ps(v)
+#define ILOAD_U8(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define ILOAD_I8(p) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define ISET1(k) _mm512_set1_epi32(k)
+#define IAND(a, b) _mm512_and_si512(a, b)
+#define IOR(a, b) _mm512_or_si512(a, b)
+#define ISUB(a, b) _mm512_sub_epi32(a, b)
+#define ISRLI(a, k) _mm512_srli_epi32(a, k)
+#define ISLLI(a, k) _mm512_slli_epi32(a, k)
+#define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
+
+#include "backend/cpu/quant_dot_simd.inc"
+
+kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
