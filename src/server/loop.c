@@ -120,7 +120,7 @@ static void job_finish(kiln_srv_loop *l, kiln_srv_job *j, kiln_finish f, int sta
         snprintf(j->error_msg, sizeof j->error_msg, "%s", msg ? msg : "engine error");
     }
     double now = kiln_now();
-    kiln_metrics_request_done(l->metrics, f, j->n_prompt, j->n_output, -1,
+    kiln_metrics_request_done(l->metrics, f, j->n_prompt, j->n_output,
                               j->t_first > 0 ? j->t_first - j->t_arrival : -1, now - j->t_arrival);
     pthread_cond_broadcast(&j->cv);
     l->pending--;

@@ -36,7 +36,6 @@ void kiln_metrics_init(kiln_metrics *m) {
     kiln_hist_init(&m->ttft, TTFT_B, NB(TTFT_B));
     kiln_hist_init(&m->itl, ITL_B, NB(ITL_B));
     kiln_hist_init(&m->e2e, E2E_B, NB(E2E_B));
-    kiln_hist_init(&m->queue, E2E_B, NB(E2E_B));
 }
 
 void kiln_metrics_destroy(kiln_metrics *m) { pthread_mutex_destroy(&m->mu); }
@@ -47,13 +46,11 @@ void kiln_metrics_set_stats(kiln_metrics *m, const kiln_engine_stats *s) {
     pthread_mutex_unlock(&m->mu);
 }
 
-void kiln_metrics_request_done(kiln_metrics *m, kiln_finish f, int n_prompt, int n_output, double queue_s,
-                               double ttft_s, double e2e_s) {
+void kiln_metrics_request_done(kiln_metrics *m, kiln_finish f, int n_prompt, int n_output, double ttft_s, double e2e_s) {
     pthread_mutex_lock(&m->mu);
     if (f >= KILN_FINISH_STOP && f <= KILN_FINISH_ABORT) m->success[f]++;
     m->prompt_tokens += (uint64_t)(n_prompt > 0 ? n_prompt : 0);
     m->generation_tokens += (uint64_t)(n_output > 0 ? n_output : 0);
-    if (queue_s >= 0) kiln_hist_observe(&m->queue, queue_s);
     if (ttft_s >= 0) kiln_hist_observe(&m->ttft, ttft_s);
     if (e2e_s >= 0) kiln_hist_observe(&m->e2e, e2e_s);
     pthread_mutex_unlock(&m->mu);
@@ -130,7 +127,6 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_srv_buf *b
     hist(b, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", lab, &m->ttft);
     hist(b, "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", lab, &m->itl);
     hist(b, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", lab, &m->e2e);
-    hist(b, "vllm:request_queue_time_seconds", "Histogram of time spent in the waiting queue in seconds.", lab, &m->queue);
     head(b, "kiln:engine_steps_total", "counter", "Engine steps run.");
     kiln_srv_buf_addf(b, "kiln:engine_steps_total{%s} %llu\n", lab, (unsigned long long)s->steps);
     head(b, "kiln:engine_syncs_total", "counter", "Backend waits (equals steps when invariant I1 holds).");

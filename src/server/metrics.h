@@ -27,7 +27,7 @@ void kiln_hist_observe(kiln_hist *h, double v);
 typedef struct kiln_metrics {
     pthread_mutex_t mu;
     kiln_engine_stats stats; /* last snapshot from the engine thread */
-    kiln_hist ttft, itl, e2e, queue;
+    kiln_hist ttft, itl, e2e;
     uint64_t success[4];     /* by kiln_finish: [STOP], [LENGTH], [ABORT] */
     uint64_t prompt_tokens, generation_tokens; /* of requests the server handed to the engine */
     uint64_t http_requests, http_errors;
@@ -37,8 +37,7 @@ void kiln_metrics_init(kiln_metrics *m);
 void kiln_metrics_destroy(kiln_metrics *m);
 void kiln_metrics_set_stats(kiln_metrics *m, const kiln_engine_stats *s);
 /* a request finished: its timings (seconds; ttft < 0 when no token came) */
-void kiln_metrics_request_done(kiln_metrics *m, kiln_finish f, int n_prompt, int n_output, double queue_s,
-                               double ttft_s, double e2e_s);
+void kiln_metrics_request_done(kiln_metrics *m, kiln_finish f, int n_prompt, int n_output, double ttft_s, double e2e_s);
 void kiln_metrics_observe_itl(kiln_metrics *m, double dt, int n);
 void kiln_metrics_count_http(kiln_metrics *m, int status);
 /* Prometheus text exposition format 0.0.4 */

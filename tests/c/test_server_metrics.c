@@ -23,9 +23,9 @@ int main(void) {
     st.prompt_tokens_total = 40;
     st.generation_tokens_total = 77;
     kiln_metrics_set_stats(&m, &st);
-    kiln_metrics_request_done(&m, KILN_FINISH_STOP, 10, 5, -1, 0.003, 0.9);
-    kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, -1, 0.05, 2.0);
-    kiln_metrics_request_done(&m, KILN_FINISH_ABORT, 10, 1, -1, -1, 100.0);
+    kiln_metrics_request_done(&m, KILN_FINISH_STOP, 10, 5, 0.003, 0.9);
+    kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, 0.05, 2.0);
+    kiln_metrics_request_done(&m, KILN_FINISH_ABORT, 10, 1, -1, 100.0);
     kiln_metrics_observe_itl(&m, 0.04, 2); /* two tokens of 0.02 s */
     kiln_srv_buf b = {0};
     KT_CHECK(kiln_metrics_render(&m, "my \"model\"\n", &b) == 0, "render");
