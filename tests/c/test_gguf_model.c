@@ -9,8 +9,7 @@
 #include "test.h"
 #include "util/alloc.h"
 
-/* What kiln_model_free (model.c) does for a GGUF model; local so that this test links before
- * the loaders branch is merged. */
+/* The model lives on the stack here: release what kiln_load_gguf filled in. */
 static void free_gguf_model(kiln_model *m) {
     kiln_free(m->tensors);
     kiln_free(m->layers);
