@@ -568,9 +568,13 @@ def test_sigterm_drains_in_flight(model_args):
 # ---- chat (needs a chat model) -----------------------------------------------------------------
 
 def _chat_model():
-    env = os.environ.get("KILN_CHAT_MODEL")
-    if env and os.path.exists(env):
-        return env
+    for var in ("KILN_CHAT_MODEL", "KILN_DEFAULT_GGUF"):  # the latter: scripts/test.sh
+        env = os.environ.get(var)
+        if env and os.path.exists(env):
+            return env
+    cached = Path(os.environ.get("KILN_CACHE", str(Path.home() / ".cache" / "kiln"))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if cached.exists():
+        return str(cached)
     for base in (SHARED / "models", ROOT / "models"):
         if base.exists():
             for p in sorted(base.rglob("SmolLM2*.gguf")):
