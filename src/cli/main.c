@@ -13,6 +13,7 @@ static const struct { const char *name; cmd_fn fn; const char *help; } k_cmds[] 
     {"tokenize", kiln_cmd_tokenize, "encode stdin to ids (or --decode ids to text)"},
     {"bench", kiln_cmd_bench, "measure prefill / decode throughput per batch size"},
     {"gguf-dump", kiln_cmd_gguf, "list a GGUF file's metadata and tensors; dequantize one tensor"},
+    {"serve", kiln_cmd_serve, "OpenAI-compatible HTTP server (docs/server.md)"}, /* server branch */
 };
 
 static void usage(void) {

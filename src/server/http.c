@@ -1,0 +1,712 @@
+/* http.c: libmicrohttpd glue and the endpoint handlers of `kiln serve`.
+ *
+ * MHD runs one thread per connection. A handler reads the whole body (at most 8 MiB: more is
+ * read and dropped, then answered 413), routes, and for generation: parses and validates the
+ * request (openai.c), encodes the prompt with the engine's tokenizer in this thread, checks the
+ * context length, and submits a job to the engine loop (loop.c). Non-streamed answers wait for
+ * the job in this thread; streamed answers are an MHD callback response whose reader blocks
+ * until the job has new output and frames it as SSE chunks. While waiting, both look at the
+ * socket every 50 ms: a client that went away cancels its job, which the loop aborts at once.
+ *
+ * Without libmicrohttpd (KILN_HAVE_MHD undefined) kiln_http_start fails with UNSUPPORTED.
+ */
+#include "server/server.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "tokenizer/chat.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#ifdef KILN_HAVE_MHD
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#define WAIT_SLICE_S 0.05
+
+/* per-connection state: the body being read */
+typedef struct conn_ctx {
+    kiln_srv_buf body;
+    int too_large;
+} conn_ctx;
+
+/* a generation request: owned by its job once submitted */
+typedef struct gen_req {
+    kiln_server *srv;
+    kiln_srv_request r;
+    int32_t *ids;
+    int n_ids;
+    char id[48];
+    long long created;
+} gen_req;
+
+static void gen_req_free(void *p) {
+    gen_req *g = p;
+    if (!g) return;
+    kiln_srv_request_free(&g->r);
+    kiln_free(g->ids);
+    kiln_free(g);
+}
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static enum MHD_Result send_buf(struct MHD_Connection *c, kiln_server *s, int status, const char *ctype,
+                                const char *data, size_t n, const char *retry_after) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(n, (void *)data, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    if (retry_after) MHD_add_response_header(resp, "Retry-After", retry_after);
+    if (status == 405) MHD_add_response_header(resp, "Allow", "GET, POST");
+    enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    kiln_metrics_count_http(&s->metrics, status);
+    return rc;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, kiln_server *s, int status, json_t *j) {
+    kiln_srv_buf b = {0};
+    int rc = j ? kiln_srv_buf_json(&b, j) : -1;
+    if (j) json_decref(j);
+    enum MHD_Result r;
+    if (rc < 0) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":500}}";
+        r = send_buf(c, s, 500, "application/json", oom, sizeof oom - 1, NULL);
+    } else {
+        r = send_buf(c, s, status, "application/json", b.p, b.len, NULL);
+    }
+    kiln_srv_buf_free(&b);
+    return r;
+}
+
+static enum MHD_Result send_err(struct MHD_Connection *c, kiln_server *s, const kiln_srv_err *e) {
+    kiln_srv_buf b = {0};
+    enum MHD_Result r;
+    if (kiln_srv_err_json(&b, e) < 0) {
+        r = send_buf(c, s, e->status, "application/json", "{}", 2, NULL);
+    } else {
+        r = send_buf(c, s, e->status, "application/json", b.p, b.len, e->status == 503 ? "1" : NULL);
+    }
+    kiln_srv_buf_free(&b);
+    return r;
+}
+
+static enum MHD_Result fail(struct MHD_Connection *c, kiln_server *s, int status, const char *param, const char *fmt,
+                            const char *arg) {
+    kiln_srv_err e;
+    kiln_srv_err_set(&e, status, param, fmt, arg ? arg : "");
+    return send_err(c, s, &e);
+}
+
+/* 1 when the peer closed its end (or the socket failed) */
+static int peer_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return 0;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) return 1;
+    if (p.revents & POLLIN) {
+        char ch;
+        ssize_t n = recv(ci->connect_fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n == 0;
+    }
+    return 0;
+}
+
+static void new_id(kiln_server *s, const char *prefix, char *out, size_t n) {
+    unsigned long long k = atomic_fetch_add(&s->id_counter, 1) + 1;
+    unsigned long long x = (unsigned long long)time(NULL) * 0x9E3779B97F4A7C15ull ^ (k * 0xBF58476D1CE4E5B9ull);
+    x ^= x >> 31;
+    snprintf(out, n, "%s%016llx%08llx", prefix, x, k & 0xffffffffull);
+}
+
+static const char *piece_cb(void *ctx, int32_t id, size_t *len) {
+    const kiln_tokenizer *t = ctx;
+    if (!t) return NULL;
+    return kiln_tok_piece(t, id, len);
+}
+
+static int auth_ok(struct MHD_Connection *c, kiln_server *s) {
+    if (!s->api_key) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0) return 0;
+    h += 7;
+    size_t a = strlen(h), b = strlen(s->api_key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned char)(h[i] ^ s->api_key[i]);
+    return diff == 0;
+}
+
+/* ---- models, tokenize, detokenize ------------------------------------------------------ */
+
+static json_t *model_obj(kiln_server *s) {
+    json_t *m = json_object();
+    json_object_set_new(m, "id", kiln_srv_jstr(s->model_name, strlen(s->model_name)));
+    json_object_set_new(m, "object", json_string("model"));
+    json_object_set_new(m, "created", json_integer(s->started));
+    json_object_set_new(m, "owned_by", json_string("kiln"));
+    json_object_set_new(m, "root", kiln_srv_jstr(s->model_path, strlen(s->model_path)));
+    json_object_set_new(m, "parent", json_null());
+    json_object_set_new(m, "max_model_len", json_integer(s->lim.max_model_len));
+    return m;
+}
+
+static enum MHD_Result handle_models(struct MHD_Connection *c, kiln_server *s, const char *which) {
+    if (which) {
+        if (strcmp(which, s->model_name)) return fail(c, s, 404, "model", "The model `%.200s` does not exist.", which);
+        return send_json(c, s, 200, model_obj(s));
+    }
+    json_t *root = json_object(), *data = json_array();
+    json_array_append_new(data, model_obj(s));
+    json_object_set_new(root, "object", json_string("list"));
+    json_object_set_new(root, "data", data);
+    return send_json(c, s, 200, root);
+}
+
+static int encode_chat(kiln_server *s, kiln_srv_request *r, int32_t **ids, int *n, kiln_srv_err *e) {
+    kiln_error err = {0};
+    int rc = kiln_chat_encode(s->tok, s->chat_template, r->msgs, r->n_msgs, r->tools_json, r->add_generation_prompt,
+                              ids, n, &err);
+    if (rc == KILN_OK) return 0;
+    if (rc == KILN_ERR_OOM) return kiln_srv_err_set(e, 500, NULL, "out of memory");
+    return kiln_srv_err_set(e, 400, "messages", "cannot apply a chat format for this model: %s", err.msg);
+}
+
+static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s, conn_ctx *cc) {
+    kiln_srv_err e;
+    if (!s->tok) return fail(c, s, 400, NULL, "the model has no tokenizer%s", NULL);
+    json_error_t je;
+    if (!kiln_srv_utf8_valid(cc->body.p ? cc->body.p : "", cc->body.len))
+        return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
+    json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(c, s, 400, NULL, "the request body must be a JSON object%s", NULL);
+    }
+    int32_t *ids = NULL;
+    int n = 0, status = 0;
+    json_t *model = json_object_get(root, "model");
+    json_t *prompt = json_object_get(root, "prompt");
+    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), s->model_name))) {
+        status = kiln_srv_err_set(&e, 404, "model", "The model `%.200s` does not exist.",
+                                  json_is_string(model) ? json_string_value(model) : "?");
+    } else if (prompt) {
+        json_t *ast = json_object_get(root, "add_special_tokens");
+        if (!json_is_string(prompt)) status = kiln_srv_err_set(&e, 400, "prompt", "'prompt' must be a string");
+        else if (ast && !json_is_boolean(ast)) status = kiln_srv_err_set(&e, 400, "add_special_tokens", "'add_special_tokens' must be a boolean");
+        else {
+            kiln_error err = {0};
+            int flags = (!ast || json_is_true(ast)) ? KILN_TOK_ADD_BOS : 0;
+            if (kiln_tokenizer_encode(s->tok, json_string_value(prompt), json_string_length(prompt), flags, &ids, &n, &err))
+                status = kiln_srv_err_set(&e, 400, "prompt", "cannot tokenize: %s", err.msg);
+        }
+    } else if (json_object_get(root, "messages")) {
+        kiln_srv_request r;
+        /* reuse the chat parser on the same body (validates messages, tools) */
+        status = kiln_srv_parse_request(&r, KILN_SRV_CHAT, cc->body.p, cc->body.len, &s->lim, &e);
+        if (!status) {
+            status = encode_chat(s, &r, &ids, &n, &e);
+            kiln_srv_request_free(&r);
+        }
+    } else {
+        status = kiln_srv_err_set(&e, 400, "prompt", "give 'prompt' or 'messages'");
+    }
+    json_decref(root);
+    if (status) {
+        kiln_free(ids);
+        return send_err(c, s, &e);
+    }
+    json_t *out = json_object(), *toks = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(toks, json_integer(ids[i]));
+    kiln_free(ids);
+    json_object_set_new(out, "count", json_integer(n));
+    json_object_set_new(out, "max_model_len", json_integer(s->lim.max_model_len));
+    json_object_set_new(out, "tokens", toks);
+    json_object_set_new(out, "token_strs", json_null());
+    return send_json(c, s, 200, out);
+}
+
+static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *s, conn_ctx *cc) {
+    if (!s->tok) return fail(c, s, 400, NULL, "the model has no tokenizer%s", NULL);
+    json_error_t je;
+    if (!kiln_srv_utf8_valid(cc->body.p ? cc->body.p : "", cc->body.len))
+        return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
+    json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(c, s, 400, NULL, "the request body must be a JSON object%s", NULL);
+    }
+    json_t *model = json_object_get(root, "model");
+    if (model && !json_is_null(model) && (!json_is_string(model) || strcmp(json_string_value(model), s->model_name))) {
+        json_decref(root);
+        return fail(c, s, 404, "model", "The model `%s` does not exist.", "?");
+    }
+    json_t *toks = json_object_get(root, "tokens");
+    if (!json_is_array(toks)) {
+        json_decref(root);
+        return fail(c, s, 400, "tokens", "'tokens' must be a list of token ids%s", NULL);
+    }
+    size_t n = json_array_size(toks);
+    int32_t *ids = kiln_malloc(sizeof *ids * (n ? n : 1));
+    if (!ids) {
+        json_decref(root);
+        return fail(c, s, 500, NULL, "out of memory%s", NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(toks, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= s->lim.vocab_size) {
+            kiln_free(ids);
+            json_decref(root);
+            kiln_srv_err e;
+            kiln_srv_err_set(&e, 400, "tokens", "tokens[%zu] is not a token id in [0, %d)", i, s->lim.vocab_size);
+            return send_err(c, s, &e);
+        }
+        ids[i] = (int32_t)json_integer_value(v);
+    }
+    json_decref(root);
+    char *text = NULL;
+    size_t len = 0;
+    kiln_error err = {0};
+    int rc = kiln_tokenizer_decode(s->tok, ids, (int)n, 0, &text, &len, &err);
+    kiln_free(ids);
+    if (rc) return fail(c, s, 400, "tokens", "cannot detokenize: %s", err.msg);
+    json_t *out = json_object();
+    json_object_set_new(out, "prompt", kiln_srv_jstr(text, len));
+    kiln_free(text);
+    return send_json(c, s, 200, out);
+}
+
+/* ---- generation ------------------------------------------------------------------------- */
+
+/* chat + tools: split the whole output into content and tool calls (ids and types filled in) */
+static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t len, char **content, char **calls) {
+    *content = NULL;
+    *calls = NULL;
+    if (g->r.kind != KILN_SRV_CHAT || g->r.tools_mode == KILN_SRV_TOOLS_NONE || !s->tok) return;
+    kiln_error err = {0};
+    char *cont = NULL, *cj = NULL;
+    if (kiln_chat_parse_tool_calls(s->tok, text, len, &cont, &cj, &err) != KILN_OK || !cj) {
+        kiln_free(cont);
+        kiln_free(cj);
+        return;
+    }
+    json_t *arr = json_loads(cj, 0, NULL);
+    kiln_free(cj);
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        kiln_free(cont);
+        return;
+    }
+    size_t i;
+    json_t *call;
+    json_array_foreach(arr, i, call) {
+        if (!json_is_object(call)) continue;
+        if (!json_is_string(json_object_get(call, "id"))) {
+            char id[48];
+            new_id(s, "chatcmpl-tool-", id, sizeof id);
+            json_object_set_new(call, "id", json_string(id));
+        }
+        if (!json_object_get(call, "type")) json_object_set_new(call, "type", json_string("function"));
+    }
+    kiln_srv_buf b = {0};
+    kiln_srv_buf_json(&b, arr);
+    json_decref(arr);
+    *calls = b.p;
+    *content = cont;
+}
+
+static void fill_meta(const gen_req *g, const kiln_srv_job *j, kiln_srv_meta *m) {
+    m->id = g->id;
+    m->created = g->created;
+    m->model = g->srv->model_name;
+    m->n_prompt = j->n_prompt > 0 ? j->n_prompt : g->n_ids;
+    m->n_output = j->n_output;
+    m->n_cached = j->n_cached;
+}
+
+static enum MHD_Result answer_whole(struct MHD_Connection *c, kiln_server *s, gen_req *g, kiln_srv_job *j) {
+    int n_seen = 0;
+    size_t t_seen = 0;
+    kiln_srv_snapshot snap;
+    for (;;) {
+        kiln_srv_loop_wait(s->loop, j, n_seen, t_seen, WAIT_SLICE_S);
+        kiln_srv_loop_snapshot(s->loop, j, &snap);
+        if (snap.done) break;
+        n_seen = snap.n_ids;
+        t_seen = snap.text_len;
+        if (peer_gone(c)) {
+            kiln_srv_loop_release(s->loop, j); /* cancels: the loop aborts the request */
+            return MHD_NO;
+        }
+    }
+    enum MHD_Result rc;
+    if (snap.error_status) {
+        kiln_srv_err e;
+        kiln_srv_err_set(&e, snap.error_status, NULL, "%s", snap.error_msg);
+        rc = send_err(c, s, &e);
+    } else {
+        /* done: the loop no longer writes to the job */
+        char *content = NULL, *calls = NULL;
+        parse_tools_out(s, g, j->text, j->text_len, &content, &calls);
+        kiln_srv_out o = {.text = j->text, .text_len = j->text_len, .ids = j->ids, .n_ids = j->n_ids, .lps = j->lps,
+                          .top = j->top, .top_stride = j->n_top_stride, .n_top = g->r.kind == KILN_SRV_CHAT ? g->r.top_logprobs : g->r.logprobs,
+                          .finish = j->finish, .tool_calls_json = calls};
+        if (calls) {
+            o.text = content;
+            o.text_len = content ? strlen(content) : 0;
+        }
+        kiln_srv_meta m;
+        fill_meta(g, j, &m);
+        rc = send_json(c, s, 200, kiln_srv_response(&g->r, &m, &o, piece_cb, (void *)s->tok));
+        kiln_free(content);
+        kiln_free(calls);
+    }
+    kiln_srv_loop_release(s->loop, j);
+    return rc;
+}
+
+/* streaming state, one per streamed response */
+typedef struct stream_ctx {
+    kiln_server *s;
+    gen_req *g; /* owned by the job */
+    kiln_srv_job *j;
+    struct MHD_Connection *c;
+    kiln_srv_buf out; /* framed bytes not yet handed to MHD */
+    size_t out_off;
+    int n_sent;       /* tokens already framed */
+    size_t t_sent;    /* text bytes already framed */
+    size_t lp_off;    /* completions logprobs: text offset of the next token */
+    int first, ended;
+} stream_ctx;
+
+static void stream_free(void *p) {
+    stream_ctx *st = p;
+    kiln_srv_loop_release(st->s->loop, st->j); /* cancels the job when it is not done */
+    kiln_srv_buf_free(&st->out);
+    kiln_free(st);
+}
+
+/* frame what the job has beyond what was sent (under the loop lock) */
+static void stream_frame(stream_ctx *st) {
+    kiln_server *s = st->s;
+    gen_req *g = st->g;
+    kiln_srv_job *j = st->j;
+    kiln_srv_meta m;
+    kiln_srv_loop_lock(s->loop);
+    int done = j->done;
+    fill_meta(g, j, &m);
+    int hold = g->r.kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE; /* tools: whole text at the end */
+    int want_lp = g->r.kind == KILN_SRV_COMPLETION ? g->r.logprobs >= 0 : g->r.logprobs > 0;
+    int n_top = g->r.kind == KILN_SRV_CHAT ? g->r.top_logprobs : g->r.logprobs;
+    if (j->error_status) {
+        kiln_srv_err e;
+        kiln_srv_err_set(&e, j->error_status, NULL, "%s", j->error_msg);
+        kiln_srv_sse_error(&st->out, &e);
+        kiln_srv_sse_done(&st->out);
+        st->ended = 1;
+        kiln_srv_loop_unlock(s->loop);
+        return;
+    }
+    if (hold) { /* tools: nothing is framed before the end */
+        st->n_sent = j->n_ids;
+        st->t_sent = j->text_len;
+    } else if (j->text_len > st->t_sent || (want_lp && j->n_ids > st->n_sent) || (st->first && g->r.kind == KILN_SRV_CHAT)) {
+        kiln_srv_out o = {.text = j->text + st->t_sent, .text_len = j->text_len - st->t_sent, .ids = j->ids + st->n_sent,
+                          .n_ids = j->n_ids - st->n_sent, .lps = j->lps ? j->lps + st->n_sent : NULL,
+                          .top = j->top ? j->top + (size_t)st->n_sent * (size_t)j->n_top_stride : NULL,
+                          .top_stride = j->n_top_stride, .n_top = n_top, .text_offset = st->lp_off};
+        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, (void *)s->tok);
+        for (int i = st->n_sent; i < j->n_ids; i++) {
+            size_t pl = 0;
+            if (s->tok && kiln_tok_piece(s->tok, j->ids[i], &pl)) st->lp_off += pl;
+        }
+        st->first = 0;
+        st->n_sent = j->n_ids;
+        st->t_sent = j->text_len;
+    } else if (!want_lp) {
+        st->n_sent = j->n_ids; /* tokens without text yet (a partial UTF-8 sequence) */
+    }
+    if (done) {
+        char *content = NULL, *calls = NULL;
+        kiln_srv_out o = {.finish = j->finish};
+        if (hold) {
+            parse_tools_out(s, g, j->text, j->text_len, &content, &calls);
+            o.tool_calls_json = calls;
+            o.text = calls ? content : j->text;
+            o.text_len = calls ? (content ? strlen(content) : 0) : j->text_len;
+            o.ids = j->ids;
+            o.n_ids = j->n_ids;
+            o.lps = j->lps;
+            o.top = j->top;
+            o.top_stride = j->n_top_stride;
+            o.n_top = n_top;
+        } else {
+            o.text = "";
+        }
+        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, (void *)s->tok);
+        if (g->r.include_usage) kiln_srv_sse_usage(&st->out, &g->r, &m);
+        kiln_srv_sse_done(&st->out);
+        kiln_free(content);
+        kiln_free(calls);
+        st->ended = 1;
+    }
+    kiln_srv_loop_unlock(s->loop);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    stream_ctx *st = cls;
+    for (;;) {
+        if (st->out_off < st->out.len) {
+            size_t n = st->out.len - st->out_off;
+            if (n > max) n = max;
+            memcpy(buf, st->out.p + st->out_off, n);
+            st->out_off += n;
+            if (st->out_off == st->out.len) st->out.len = st->out_off = 0;
+            return (ssize_t)n;
+        }
+        if (st->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        kiln_srv_loop_wait(st->s->loop, st->j, st->n_sent, st->t_sent, WAIT_SLICE_S);
+        stream_frame(st);
+        if (st->out.len == 0 && !st->ended && peer_gone(st->c)) {
+            kiln_srv_loop_cancel(st->s->loop, st->j);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+}
+
+static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s, conn_ctx *cc, kiln_srv_kind kind) {
+    kiln_srv_err e;
+    if (atomic_load(&s->draining)) {
+        kiln_srv_err_set(&e, 503, NULL, "the server is shutting down");
+        return send_err(c, s, &e);
+    }
+    gen_req *g = kiln_calloc(1, sizeof *g);
+    if (!g) return fail(c, s, 500, NULL, "out of memory%s", NULL);
+    g->srv = s;
+    int status = kiln_srv_parse_request(&g->r, kind, cc->body.p ? cc->body.p : "", cc->body.len, &s->lim, &e);
+    if (!status) {
+        kiln_error err = {0};
+        if (kind == KILN_SRV_CHAT) {
+            if (!s->tok) status = kiln_srv_err_set(&e, 400, "messages", "the model has no tokenizer: chat needs one");
+            else status = encode_chat(s, &g->r, &g->ids, &g->n_ids, &e);
+        } else if (g->r.prompt_ids) {
+            g->ids = g->r.prompt_ids;
+            g->n_ids = g->r.n_prompt_ids;
+            g->r.prompt_ids = NULL;
+        } else if (!s->tok) {
+            status = kiln_srv_err_set(&e, 400, "prompt", "the model has no tokenizer: give the prompt as token ids");
+        } else if (kiln_tokenizer_encode(s->tok, g->r.prompt_text, g->r.prompt_len, KILN_TOK_ADD_BOS, &g->ids, &g->n_ids, &err)) {
+            status = kiln_srv_err_set(&e, err.code == KILN_ERR_OOM ? 500 : 400, "prompt", "cannot tokenize the prompt: %s", err.msg);
+        }
+    }
+    int max_len = s->lim.max_model_len;
+    if (!status && g->n_ids == 0) status = kiln_srv_err_set(&e, 400, kind == KILN_SRV_CHAT ? "messages" : "prompt", "the prompt is empty (0 tokens)");
+    if (!status && g->n_ids >= max_len)
+        status = kiln_srv_err_set(&e, 400, kind == KILN_SRV_CHAT ? "messages" : "prompt",
+                                  "This model's maximum context length is %d tokens. However, your prompt has %d tokens, leaving no room to generate.",
+                                  max_len, g->n_ids);
+    if (!status) {
+        int mt = g->r.max_tokens;
+        if (mt < 0 && kind == KILN_SRV_COMPLETION) mt = 16; /* vLLM's default for completions */
+        if (mt > 0 && (long long)g->n_ids + mt > max_len) {
+            if (g->r.max_tokens < 0) mt = max_len - g->n_ids; /* the default shrinks to fit */
+            else
+                status = kiln_srv_err_set(&e, 400, "max_tokens",
+                                          "This model's maximum context length is %d tokens. However, you requested %lld tokens (%d in the prompt, %d for the completion). Please reduce the length of the prompt or the completion.",
+                                          max_len, (long long)g->n_ids + mt, g->n_ids, mt);
+        }
+        g->r.params.max_tokens = mt > 0 ? mt : -1;
+        if (!status && g->r.params.min_tokens > 0 && mt > 0 && g->r.params.min_tokens > mt)
+            status = kiln_srv_err_set(&e, 400, "min_tokens", "'min_tokens' exceeds the tokens left to generate (%d)", mt);
+    }
+    if (status) {
+        gen_req_free(g);
+        return send_err(c, s, &e);
+    }
+    g->r.params.prompt_ids = g->ids;
+    g->r.params.n_prompt = g->n_ids;
+    g->created = (long long)time(NULL);
+    new_id(s, kind == KILN_SRV_CHAT ? "chatcmpl-" : "cmpl-", g->id, sizeof g->id);
+    int stream = g->r.stream;
+    kiln_srv_job *j = NULL;
+    status = kiln_srv_loop_submit(s->loop, &g->r.params, g, gen_req_free, &j); /* g now belongs to the job */
+    if (status) {
+        kiln_srv_err_set(&e, status, NULL, status == 503 ? "the server is busy: the waiting queue is full (retry later)" : "out of memory");
+        return send_err(c, s, &e);
+    }
+    if (!stream) return answer_whole(c, s, g, j);
+
+    stream_ctx *st = kiln_calloc(1, sizeof *st);
+    if (!st) {
+        kiln_srv_loop_release(s->loop, j);
+        return fail(c, s, 500, NULL, "out of memory%s", NULL);
+    }
+    st->s = s;
+    st->g = g;
+    st->j = j;
+    st->c = c;
+    st->first = 1;
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st, stream_free);
+    if (!resp) {
+        stream_free(st);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    enum MHD_Result rc = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    kiln_metrics_count_http(&s->metrics, 200);
+    return rc;
+}
+
+/* ---- routing ------------------------------------------------------------------------------ */
+
+static enum MHD_Result route(struct MHD_Connection *c, kiln_server *s, const char *url, const char *method, conn_ctx *cc) {
+    int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    if (cc->too_large) {
+        kiln_srv_err e;
+        kiln_srv_err_set(&e, 413, NULL, "request body too large (limit %u bytes)", KILN_SRV_MAX_BODY);
+        return send_err(c, s, &e);
+    }
+    if (!strcmp(url, "/health")) {
+        if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+        if (!kiln_srv_loop_alive(s->loop)) return fail(c, s, 503, NULL, "the engine loop has stopped%s", NULL);
+        return send_buf(c, s, 200, "application/json", "{}", 2, NULL);
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+        kiln_srv_buf b = {0};
+        kiln_metrics_render(&s->metrics, s->model_name, &b);
+        enum MHD_Result r = send_buf(c, s, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.len, NULL);
+        kiln_srv_buf_free(&b);
+        return r;
+    }
+    if (!strcmp(url, "/version")) {
+        if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+        return send_buf(c, s, 200, "application/json", "{\"version\":\"" KILN_VERSION "\"}", strlen("{\"version\":\"" KILN_VERSION "\"}"), NULL);
+    }
+    if (!strcmp(url, "/tokenize") || !strcmp(url, "/detokenize")) {
+        if (!post) return fail(c, s, 405, NULL, "method %s not allowed", method);
+        return url[1] == 't' ? handle_tokenize(c, s, cc) : handle_detokenize(c, s, cc);
+    }
+    if (!strncmp(url, "/v1/", 4)) {
+        int known = !strcmp(url, "/v1/completions") || !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/models") ||
+                    !strncmp(url, "/v1/models/", 11);
+        if (!known) return fail(c, s, 404, NULL, "unknown route %.200s", url);
+        if (!auth_ok(c, s)) return fail(c, s, 401, NULL, "invalid or missing API key (Authorization: Bearer <key>)%s", NULL);
+        if (!strcmp(url, "/v1/models")) {
+            if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+            return handle_models(c, s, NULL);
+        }
+        if (!strncmp(url, "/v1/models/", 11)) {
+            if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+            return handle_models(c, s, url + 11);
+        }
+        if (!post) return fail(c, s, 405, NULL, "method %s not allowed", method);
+        return handle_generate(c, s, cc, !strcmp(url, "/v1/completions") ? KILN_SRV_COMPLETION : KILN_SRV_CHAT);
+    }
+    return fail(c, s, 404, NULL, "unknown route %.200s", url);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
+    (void)version;
+    kiln_server *s = cls;
+    conn_ctx *cc = *con_cls;
+    if (!cc) {
+        cc = kiln_calloc(1, sizeof *cc);
+        if (!cc) return MHD_NO;
+        *con_cls = cc;
+        /* a declared body far above the limit is refused before it is read */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > 8ull * KILN_SRV_MAX_BODY) {
+            cc->too_large = 1;
+            return route(c, s, url, method, cc);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!cc->too_large) {
+            if (cc->body.len + *upload_data_size > KILN_SRV_MAX_BODY) {
+                cc->too_large = 1;
+                kiln_srv_buf_free(&cc->body);
+            } else if (kiln_srv_buf_add(&cc->body, upload_data, *upload_data_size) < 0) {
+                return MHD_NO;
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return route(c, s, url, method, cc);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)c;
+    (void)toe;
+    conn_ctx *cc = *con_cls;
+    if (cc) {
+        kiln_srv_buf_free(&cc->body);
+        kiln_free(cc);
+        *con_cls = NULL;
+    }
+}
+
+int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, kiln_error *err) {
+    struct sockaddr_in a4;
+    struct sockaddr_in6 a6;
+    struct sockaddr *sa;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    memset(&a4, 0, sizeof a4);
+    memset(&a6, 0, sizeof a6);
+    if (port < 0 || port > 65535) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "--port %d is out of range", port);
+    if (inet_pton(AF_INET, host, &a4.sin_addr) == 1) {
+        a4.sin_family = AF_INET;
+        a4.sin_port = htons((uint16_t)port);
+        sa = (struct sockaddr *)&a4;
+    } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
+        a6.sin6_family = AF_INET6;
+        a6.sin6_port = htons((uint16_t)port);
+        sa = (struct sockaddr *)&a6;
+        flags |= MHD_USE_IPv6;
+    } else {
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "--host %s is not an IPv4 or IPv6 address", host);
+    }
+    struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s,
+                                            MHD_OPTION_SOCK_ADDR, sa,
+                                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conns > 0 ? max_conns : 512),
+                                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+                                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                            MHD_OPTION_END);
+    if (!d) return KILN_ERR(err, KILN_ERR_IO, "cannot listen on %s:%d (address in use?)", host, port);
+    s->mhd = d;
+    return KILN_OK;
+}
+
+void kiln_http_quiesce(kiln_server *s) {
+    if (!s->mhd) return;
+    MHD_socket fd = MHD_quiesce_daemon(s->mhd);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+void kiln_http_stop(kiln_server *s) {
+    if (s->mhd) MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+}
+
+#else /* no libmicrohttpd */
+
+int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, kiln_error *err) {
+    (void)s; (void)host; (void)port; (void)max_conns;
+    return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "kiln was built without libmicrohttpd: `kiln serve` is unavailable");
+}
+void kiln_http_quiesce(kiln_server *s) { (void)s; }
+void kiln_http_stop(kiln_server *s) { (void)s; }
+
+#endif

@@ -1,0 +1,74 @@
+/* test_server_metrics.c: the Prometheus text of `kiln serve` (src/server/metrics.c): vLLM's
+ * metric names, cumulative histogram buckets ending in +Inf with _sum/_count, label escaping,
+ * and every sample line in the exposition format (name{labels} value). */
+#include "test.h"
+#include "../../src/server/metrics.c"
+#include "../../src/server/openai.c"
+
+static double value_of(const char *text, const char *prefix) {
+    const char *p = strstr(text, prefix);
+    if (!p) return -1;
+    p += strlen(prefix);
+    return strtod(p, NULL);
+}
+
+int main(void) {
+    kiln_metrics m;
+    kiln_metrics_init(&m);
+    kiln_engine_stats st = {0};
+    st.n_running = 3;
+    st.n_waiting = 2;
+    st.kv_blocks_total = 100;
+    st.kv_blocks_used = 25;
+    st.prompt_tokens_total = 40;
+    st.generation_tokens_total = 77;
+    kiln_metrics_set_stats(&m, &st);
+    kiln_metrics_request_done(&m, KILN_FINISH_STOP, 10, 5, 0.003, 0.9);
+    kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, 0.05, 2.0);
+    kiln_metrics_request_done(&m, KILN_FINISH_ABORT, 10, 1, -1, 100.0);
+    kiln_metrics_observe_itl(&m, 0.04, 2); /* two tokens of 0.02 s */
+    kiln_srv_buf b = {0};
+    KT_CHECK(kiln_metrics_render(&m, "my \"model\"\n", &b) == 0, "render");
+    const char *t = b.p;
+    const char *L = "{model_name=\"my \\\"model\\\"\\n\"";
+    char key[256];
+#define V(name, suffix) (snprintf(key, sizeof key, "%s%s%s ", name, L, suffix), value_of(t, key))
+    KT_CHECK(V("vllm:num_requests_running", "}") == 3, "running");
+    KT_CHECK(V("vllm:num_requests_waiting", "}") == 2, "waiting");
+    KT_CHECK(fabs(V("vllm:kv_cache_usage_perc", "}") - 0.25) < 1e-9, "kv usage");
+    KT_CHECK(V("vllm:prompt_tokens_total", "}") == 40, "prompt tokens");
+    KT_CHECK(V("vllm:generation_tokens_total", "}") == 77, "generation tokens");
+    KT_CHECK(V("vllm:request_success_total", ",finished_reason=\"stop\"}") == 1, "success stop");
+    KT_CHECK(V("vllm:request_success_total", ",finished_reason=\"abort\"}") == 1, "success abort");
+    KT_CHECK(V("vllm:time_to_first_token_seconds_bucket", ",le=\"0.001\"}") == 0, "ttft le 0.001");
+    KT_CHECK(V("vllm:time_to_first_token_seconds_bucket", ",le=\"0.005\"}") == 1, "ttft le 0.005");
+    KT_CHECK(V("vllm:time_to_first_token_seconds_bucket", ",le=\"0.06\"}") == 2, "ttft cumulative");
+    KT_CHECK(V("vllm:time_to_first_token_seconds_bucket", ",le=\"+Inf\"}") == 2, "ttft +Inf");
+    KT_CHECK(V("vllm:time_to_first_token_seconds_count", "}") == 2, "ttft count");
+    KT_CHECK(fabs(V("vllm:time_to_first_token_seconds_sum", "}") - 0.053) < 1e-9, "ttft sum");
+    KT_CHECK(V("vllm:inter_token_latency_seconds_bucket", ",le=\"0.025\"}") == 2, "itl buckets");
+    KT_CHECK(V("vllm:e2e_request_latency_seconds_bucket", ",le=\"1\"}") == 1, "e2e le 1");
+    KT_CHECK(V("vllm:e2e_request_latency_seconds_bucket", ",le=\"7680\"}") == 3, "e2e le 7680");
+    KT_CHECK(V("vllm:e2e_request_latency_seconds_count", "}") == 3, "e2e count");
+    KT_CHECK(strstr(t, "# TYPE vllm:e2e_request_latency_seconds histogram\n") != NULL, "histogram TYPE");
+    KT_CHECK(strstr(t, "# TYPE vllm:generation_tokens_total counter\n") != NULL, "counter TYPE");
+    /* every line: a comment or `name{labels} value` */
+    int lines = 0, bad = 0;
+    for (const char *p = t; *p;) {
+        const char *nl = strchr(p, '\n');
+        if (!nl) { bad++; break; }
+        if (*p != '#') {
+            const char *sp = nl;
+            while (sp > p && sp[-1] != ' ') sp--;
+            char *end;
+            strtod(sp, &end);
+            if (end != nl || sp == p || !(p[0] == 'v' || p[0] == 'k')) bad++;
+        }
+        lines++;
+        p = nl + 1;
+    }
+    KT_CHECK(lines > 50 && bad == 0, "%d lines, %d malformed", lines, bad);
+    kiln_srv_buf_free(&b);
+    kiln_metrics_destroy(&m);
+    return kt_done();
+}
