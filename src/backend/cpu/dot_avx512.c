@@ -63,7 +63,6 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
                 acc[r][k] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + (size_t)r * ldx + i + 16 * k), acc[r][k]);
         }
     }
-    KILN_UNROLL
     for (int k = 0; k < 4 && i < n; k++, i += 16) {
         int m = n - i < 16 ? n - i : 16;
         __mmask16 mk = (__mmask16)((1u << m) - 1u);
