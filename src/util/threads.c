@@ -1,3 +1,9 @@
+/* threads.c: the fork-join pool (see threads.h).
+ *
+ * A job is published by bumping gen; spinning workers see it at once. Workers that spun out
+ * sleep on a condition variable and register in `sleepers`, so kiln_pool_run takes the mutex
+ * and broadcasts only when someone actually sleeps (the common decode case, back-to-back jobs,
+ * is lock-free). Completion: each worker decrements pending; the caller spins until 0. */
 #include "util/threads.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -7,6 +13,21 @@
 #include <unistd.h>
 
 #define KILN_SPIN_ITERS 200000
+/* After this many pause iterations a waiting thread also yields the CPU now and then: when
+ * the pool has more threads than free cores (or other processes load the machine), a pure
+ * spinner holds its core until preempted and the thread it waits for runs a time slice late. */
+#define KILN_SPIN_PURE 4096
+#define KILN_YIELD_EVERY 64
+
+static inline void spin_wait(int spins) {
+    if (spins >= KILN_SPIN_PURE && spins % KILN_YIELD_EVERY == 0) {
+        sched_yield();
+        return;
+    }
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
 
 struct kiln_pool {
     int n;
@@ -15,6 +36,7 @@ struct kiln_pool {
     pthread_cond_t cv;
     _Atomic uint64_t gen;   /* bumped for each job */
     _Atomic int pending;    /* workers still running the current job */
+    _Atomic int sleepers;   /* workers blocked (or about to block) on cv */
     _Atomic int quit;
     kiln_pool_fn fn;
     void *ctx;
@@ -34,15 +56,19 @@ static void *worker(void *arg) {
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
             if (atomic_load(&p->quit)) return NULL;
             if (++spins < KILN_SPIN_ITERS) {
-#if defined(__x86_64__)
-                __builtin_ia32_pause();
-#endif
+                spin_wait(spins);
                 continue;
             }
+            /* Announce the sleep before re-checking gen (both seq_cst); kiln_pool_run bumps
+             * gen before reading sleepers, so either we see the new job or it sees us and
+             * broadcasts under the mutex, after we are waiting. */
             pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
             while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
                 pthread_cond_wait(&p->cv, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
+            spins = 0;
         }
         if (atomic_load(&p->quit)) return NULL;
         seen = g;
@@ -109,14 +135,13 @@ void kiln_pool_run(kiln_pool *p, kiln_pool_fn fn, void *ctx) {
     p->fn = fn;
     p->ctx = ctx;
     atomic_store(&p->pending, p->n - 1);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
+    atomic_fetch_add(&p->gen, 1); /* seq_cst: pairs with the sleepers handshake in worker() */
+    if (atomic_load(&p->sleepers) > 0) { /* only wake-ups cost a mutex + broadcast */
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
     }
+    fn(ctx, 0, p->n);
+    for (int spins = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++)
+        spin_wait(spins);
 }

@@ -15,6 +15,8 @@
 #include "util/fp16.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+/* full unrolling keeps the accumulator arrays in registers (-O2 alone leaves them on the stack) */
+#define KILN_UNROLL _Pragma("GCC unroll 16")
 
 static ALWAYS_INLINE __m256 load8(const void *w, kiln_dtype dt, int i) {
     switch (dt) {
@@ -38,8 +40,10 @@ static ALWAYS_INLINE float hsum(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
 
 static ALWAYS_INLINE void step32(__m256 acc[][4], const void *w, kiln_dtype dt, int wi,
                                  const float *x, size_t ldx, int xi, const int nr) {
+    KILN_UNROLL
     for (int k = 0; k < 4; k++) {
         __m256 wk = load8(w, dt, wi + 8 * k);
+        KILN_UNROLL
         for (int r = 0; r < nr; r++)
             acc[r][k] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x + (size_t)r * ldx + xi + 8 * k), acc[r][k]);
     }
@@ -48,7 +52,9 @@ static ALWAYS_INLINE void step32(__m256 acc[][4], const void *w, kiln_dtype dt, 
 static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x, size_t ldx,
                                    const int nr, int n, float *out, size_t ldo) {
     __m256 acc[KILN_DOT_MAX_NR][4];
+    KILN_UNROLL
     for (int r = 0; r < nr; r++)
+        KILN_UNROLL
         for (int k = 0; k < 4; k++) acc[r][k] = _mm256_setzero_ps();
     int i = 0;
     for (; i + 32 <= n; i += 32) step32(acc, w, dt, i, x, ldx, i, nr);
@@ -63,9 +69,11 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
             const uint16_t *h = (const uint16_t *)w + i;
             for (int j = 0; j < m; j++) wt[j] = dt == KILN_DT_BF16 ? kiln_bf16_to_f32(h[j]) : kiln_f16_to_f32(h[j]);
         }
+        KILN_UNROLL
         for (int r = 0; r < nr; r++) memcpy(xt[r], x + (size_t)r * ldx + i, (size_t)m * 4);
         step32(acc, wt, KILN_DT_F32, 0, &xt[0][0], 32, 0, nr);
     }
+    KILN_UNROLL
     for (int r = 0; r < nr; r++) out[(size_t)r * ldo] = hsum(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 

@@ -11,6 +11,8 @@
 #include "backend/cpu/dot_internal.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+/* full unrolling keeps the accumulator arrays in registers (-O2 alone leaves them on the stack) */
+#define KILN_UNROLL _Pragma("GCC unroll 16")
 
 static ALWAYS_INLINE __m512 load16(const void *w, kiln_dtype dt, int i) {
     switch (dt) {
@@ -47,12 +49,16 @@ static ALWAYS_INLINE float hsum(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x, size_t ldx,
                                    const int nr, int n, float *out, size_t ldo) {
     __m512 acc[KILN_DOT_MAX_NR][4];
+    KILN_UNROLL
     for (int r = 0; r < nr; r++)
+        KILN_UNROLL
         for (int k = 0; k < 4; k++) acc[r][k] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 64 <= n; i += 64) {
+        KILN_UNROLL
         for (int k = 0; k < 4; k++) {
             __m512 wk = load16(w, dt, i + 16 * k);
+            KILN_UNROLL
             for (int r = 0; r < nr; r++)
                 acc[r][k] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + (size_t)r * ldx + i + 16 * k), acc[r][k]);
         }
@@ -61,9 +67,11 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
         int m = n - i < 16 ? n - i : 16;
         __mmask16 mk = (__mmask16)((1u << m) - 1u);
         __m512 wk = load16_mask(w, dt, i, mk);
+        KILN_UNROLL
         for (int r = 0; r < nr; r++)
             acc[r][k] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(mk, x + (size_t)r * ldx + i), acc[r][k]);
     }
+    KILN_UNROLL
     for (int r = 0; r < nr; r++) out[(size_t)r * ldo] = hsum(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 

@@ -51,7 +51,9 @@ int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
 
 /* y[r][o] = sum_i x[r][i] * W[o][i]
  *   x: [n_rows][n_in] f32 (row stride n_in), W: tensor [n_out][n_in], y: [n_rows][n_out].
- * Threads split the output columns; each element is one kiln_dot_fn call (same order always). */
+ * Threads split the output columns; each element is one kiln_dot_fn call (same order always).
+ * No allocation. (dtype, c->isa) without a kernel is KILN_ERR_UNSUPPORTED: no silent fallback
+ * (a quant ISA fallback is the caller's choice, made at load time via kiln_cpu_dot_lookup). */
 int kiln_cpu_matmul(kiln_cpu_ctx *c, float *y, const float *x, int n_rows, const kiln_tensor *w,
                     kiln_error *err);
 
@@ -60,7 +62,9 @@ void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *
                       float eps);
 
 /* RoPE in place on x: [n_rows][n_heads][head_dim] with positions pos[n_rows].
- * Angles: pos * theta^(-2i/head_dim), computed in double precision, sin/cos in double. */
+ * Angles: pos * theta^(-2i/head_dim), computed in double precision, sin/cos in double.
+ * (HF computes inv_freq and the angle in float32: kiln is more accurate and differs from HF
+ * by up to ~1e-2 rad at positions ~1e5; see ops.c.) */
 void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim,
                    double theta, kiln_rope_style style);
 
