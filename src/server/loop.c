@@ -8,6 +8,7 @@
  */
 #include "server/loop.h"
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "util/alloc.h"
@@ -141,6 +142,11 @@ static int active_push(kiln_srv_loop *l, kiln_srv_job *j) {
 }
 
 static void *loop_main(void *arg) {
+#ifdef KILN_TEST_HOOKS
+    /* test hook: slow every step down so that tests can disconnect mid-request on a tiny model */
+    const char *delay_env = getenv("KILN_TEST_STEP_DELAY_MS");
+    long delay_ms = delay_env ? strtol(delay_env, NULL, 10) : 0;
+#endif
     kiln_srv_loop *l = arg;
     kiln_error err = {0};
     kiln_srv_job *fresh = NULL;
@@ -199,6 +205,9 @@ static void *loop_main(void *arg) {
         if (l->n_active == 0) continue;
 
         /* 3. one engine step, without the mutex */
+#ifdef KILN_TEST_HOOKS
+        if (delay_ms > 0) nanosleep(&(struct timespec){delay_ms / 1000, (delay_ms % 1000) * 1000000L}, NULL);
+#endif
         int n_left = 0;
         int rc = kiln_engine_step(l->engine, &n_left, &err);
         double now = kiln_now();

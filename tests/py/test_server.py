@@ -351,7 +351,21 @@ def test_client_disconnect_aborts(server):
     assert requests.get(server.url + "/health", timeout=10).status_code == 200
 
 
-def test_client_disconnect_non_stream_aborts(server):
+@pytest.fixture(scope="module")
+def slow_server(model_args):
+    """A server whose every step sleeps 20 ms (test hook), so a tiny model's request outlives
+    the client's read timeout."""
+    os.environ["KILN_TEST_STEP_DELAY_MS"] = "20"
+    try:
+        s = Server(model_args)
+    finally:
+        del os.environ["KILN_TEST_STEP_DELAY_MS"]
+    yield s
+    s.stop()
+
+
+def test_client_disconnect_non_stream_aborts(slow_server):
+    server = slow_server
     before = wait_idle(server)
     mml = requests.post(server.url + "/tokenize", json={"prompt": "x"}, timeout=10).json()["max_model_len"]
     with pytest.raises(requests.exceptions.ReadTimeout):
