@@ -53,6 +53,7 @@ int kiln_cmd_generate(int argc, char **argv) {
     }
     if (!o.model_path) { usage_generate(); return 2; }
     if (!prompt && !prompt_ids) prompt = "";
+    o.skip_tokenizer = prompt_ids && print_ids; /* ids in, ids out: no tokenizer needed */
     kiln_error err = {0};
     kiln_engine *e = NULL;
     double t0 = kiln_now();

@@ -113,7 +113,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
                       c->kv_bytes / 1048576.0, sb / 1048576.0);
         goto fail;
     }
-    memset(c->kv, 0, c->kv_bytes);
+    /* The pool is not cleared: attention reads only slots written in this or an earlier step
+     * (positions <= the query's), and untouched pages cost nothing until used. */
     *out = &c->base;
     return KILN_OK;
 fail:
