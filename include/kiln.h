@@ -54,7 +54,8 @@ typedef struct kiln_engine_options {
     int max_model_len;          /* 0: the model's context length */
     int kv_block_size;          /* default 16 */
     int kv_blocks;              /* 0: derived from kv_memory_mb */
-    size_t kv_memory_mb;        /* 0: enough for max_seqs x max_model_len, capped at 1/4 RAM */
+    size_t kv_memory_mb;        /* 0: enough for max_seqs x max_model_len, capped by kv_memory_fraction */
+    double kv_memory_fraction;  /* of physical memory for the KV pool when sized automatically (0.25) */
     int enable_prefix_cache;    /* default on (1); -1 = off */
     int load_dummy;             /* --load-format dummy: random weights in the config's shape */
     int skip_tokenizer;         /* ids only: do not load the tokenizer */

@@ -90,6 +90,16 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         o->kv_memory_mb = (size_t)x;
         return 1;
     }
+    if (!strcmp(a, "--kv-memory-fraction") || !strcmp(a, "--gpu-memory-utilization")) {
+        NEEDVAL();
+        double f;
+        if (kiln_cli_parse_float(val, &f) || !(f > 0 && f <= 0.95)) {
+            fprintf(stderr, "kiln: %s must be in (0, 0.95] (got '%s')\n", a, val);
+            return -1;
+        }
+        o->kv_memory_fraction = f;
+        return 1;
+    }
     if (!strcmp(a, "--seed-weights")) {
         NEEDVAL();
         if (kiln_cli_parse_int(val, 0, 1L << 62, &x)) { fprintf(stderr, "kiln: bad --seed-weights '%s'\n", val); return -1; }

@@ -24,6 +24,7 @@ void kiln_engine_options_default(kiln_engine_options *o) {
     o->kv_block_size = 16;
     o->enable_prefix_cache = 1;
     o->dummy_seed = 1;
+    o->kv_memory_fraction = 0.25;
 }
 
 void kiln_request_params_default(kiln_request_params *p) {
@@ -110,6 +111,22 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->max_seqs = o->max_seqs > 0 ? o->max_seqs : 64;
     e->max_batch_tokens = env_int("KILN_MAX_BATCH_TOKENS", o->max_batch_tokens > 0 ? o->max_batch_tokens : 2048);
     e->max_blocks_per_seq = (e->max_model_len + e->block_size - 1) / e->block_size;
+    {
+        /* KILN_SCRATCH_POOL_MB caps the step's rows: the scratch of one row (activations
+         * x, xn, q, k, v, attention out, gate, up in f32) times max_batch_tokens must fit. */
+        size_t per_row = (size_t)(2 * mc->dim + 2 * mc->n_heads * mc->head_dim + 2 * mc->n_kv_heads * mc->head_dim +
+                                  2 * mc->hidden_dim) * sizeof(float);
+        int pool_mb = env_int("KILN_SCRATCH_POOL_MB", 0);
+        if (pool_mb > 0) {
+            size_t rows = ((size_t)pool_mb << 20) / per_row;
+            if (rows < 1) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "KILN_SCRATCH_POOL_MB=%d holds no step row (%zu bytes each)", pool_mb, per_row);
+                goto fail;
+            }
+            if (rows < (size_t)e->max_batch_tokens) e->max_batch_tokens = (int)rows;
+        }
+        e->scratch_row_bytes = per_row;
+    }
 
     e->kv_layout.n_layers = mc->n_layers;
     e->kv_layout.n_kv_heads = mc->n_kv_heads;
@@ -118,7 +135,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * sizeof(float);
     int n_blocks = o->kv_blocks;
     if (n_blocks <= 0) {
-        size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : phys_mem_bytes() / 4;
+        double frac = o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 0.95 ? o->kv_memory_fraction : 0.25;
+        size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : (size_t)(phys_mem_bytes() * frac);
         size_t want = (size_t)e->max_seqs * e->max_blocks_per_seq;
         size_t fit = budget / block_bytes;
         n_blocks = (int)((want < fit ? want : fit) + 1);

@@ -69,6 +69,7 @@ struct kiln_engine {
     kiln_step step;
     int max_model_len, max_blocks_per_seq, block_size, max_seqs, max_batch_tokens;
     int strict;
+    size_t scratch_row_bytes; /* scratch bytes per step row (KILN_SCRATCH_POOL_MB) */
     /* requests */
     kiln_req **reqs; int n_reqs, cap_reqs;        /* all live requests */
     kiln_req **running; int n_running;            /* [max_seqs] scheduling order */
