@@ -345,10 +345,19 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
     r->stop_at = -1;
     r->id = e->next_id++;
     r->seed = sp->has_seed ? sp->seed : (r->id * 0x9E3779B97F4A7C15ull) ^ 0x5DEECE66Dull;
-    int all_special = 1;
-    for (int i = 0; e->tok && i < p->n_prompt && all_special; i++)
-        all_special = kiln_tok_is_special(e->tok, p->prompt_ids[i]);
-    r->all_special_so_far = r->text_all_special = all_special;
+    if (e->tok) {
+        /* detokenizers primed with the prompt, so the leading-space rule sees what precedes
+         * the output (a SentencePiece first token after BOS loses its space, mid-text not) */
+        r->has_detok = 1;
+        kiln_detok_init(&r->dstep, e->tok, 1);
+        kiln_detok_init(&r->dpoll, e->tok, 1);
+        for (int i = 0; i < p->n_prompt; i++) {
+            const char *t;
+            size_t l;
+            kiln_detok_push(&r->dstep, p->prompt_ids[i], &t, &l, NULL);
+            kiln_detok_push(&r->dpoll, p->prompt_ids[i], &t, &l, NULL);
+        }
+    }
     r->state = KILN_REQ_WAITING;
     e->reqs[e->n_reqs++] = r;
     e->waiting[e->n_waiting++] = r;
@@ -361,22 +370,7 @@ int kiln_engine_abort(kiln_engine *e, uint64_t req_id, kiln_error *err) {
     kiln_req *r = find_req(e, req_id, NULL);
     if (!r) return KILN_ERR(err, KILN_ERR_NOT_FOUND, "no request %llu", (unsigned long long)req_id);
     if (r->state == KILN_REQ_FINISHED) return KILN_OK;
-    if (r->state == KILN_REQ_WAITING) {
-        for (int i = 0; i < e->n_waiting; i++)
-            if (e->waiting[i] == r) {
-                memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof(kiln_req *));
-                e->n_waiting--;
-                break;
-            }
-    } else {
-        for (int i = 0; i < e->n_running; i++)
-            if (e->running[i] == r) {
-                memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof(kiln_req *));
-                e->n_running--;
-                break;
-            }
-    }
-    kiln_req_release_kv(e, r);
+    kiln_sched_remove(e, r);
     r->state = KILN_REQ_FINISHED;
     r->finish = KILN_FINISH_ABORT;
     return KILN_OK;
@@ -446,10 +440,11 @@ int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_err
     if (r->lp) out->logprobs = r->lp + r->n_polled;
     if (r->top) out->top = r->top + (size_t)r->n_polled * r->sp.n_logprobs;
     out->n_logprobs = r->sp.n_logprobs;
-    int n = kiln_req_build_text(e, r, final);
-    if (n < 0) return KILN_ERR(err, KILN_ERR_OOM, "out of memory building request text");
-    out->text_delta = r->delta ? r->delta : "";
-    out->text_len = (size_t)n;
+    size_t from = 0;
+    long end = kiln_req_build_text(e, r, final, &from);
+    if (end < 0) return KILN_ERR(err, KILN_ERR_OOM, "out of memory building request text");
+    out->text_delta = r->text + from;
+    out->text_len = (size_t)end - from;
     out->finish = final ? r->finish : KILN_FINISH_NONE;
     out->n_prompt_tokens = r->n_prompt;
     out->n_cached_tokens = r->n_cached_prompt;

@@ -14,6 +14,7 @@
 #include "engine/step.h"
 #include "kiln.h"
 #include "model/model.h"
+#include "tokenizer/detok.h"
 #include "tokenizer/tokenizer.h"
 
 typedef enum { KILN_REQ_WAITING = 0, KILN_REQ_RUNNING, KILN_REQ_FINISHED } kiln_req_state;
@@ -45,15 +46,15 @@ typedef struct kiln_req {
     /* stop-string tail: the last output bytes, bounded (step-time) */
     char *tail; int tail_len, tail_cap;
     int64_t tail_base;         /* absolute output byte offset of tail[0] */
-    int64_t out_bytes;         /* output bytes so far (special tokens skipped) */
-    int64_t stop_at;           /* output byte offset where a stop string begins, -1 = none */
-    int all_special_so_far;    /* every token so far is special (SentencePiece strip rule) */
+    int64_t stop_at;           /* output text offset where a stop string begins, -1 = none */
+    kiln_detok dstep;          /* step-time detokenizer (feeds the stop-string tail) */
+    kiln_detok dpoll;          /* poll-time detokenizer (builds the text); same stream */
+    int has_detok;
     /* text (poll-time) */
-    char *text; size_t text_len, text_cap; /* output bytes built so far */
+    char *text; size_t text_len, text_cap; /* output text built so far (valid UTF-8) */
     size_t text_sent;          /* bytes of text handed out */
     int text_tokens;           /* output tokens converted into text */
-    int text_all_special;
-    char *delta; size_t delta_cap; /* last delta handed out (with U+FFFD repairs) */
+    int text_flushed;
     int reported_final;
 } kiln_req;
 
@@ -84,10 +85,12 @@ struct kiln_engine {
 /* scheduler.c */
 int kiln_sched_build_step(kiln_engine *e, kiln_error *err);
 void kiln_sched_preempt(kiln_engine *e, kiln_req *r);
+/* take r out of the running or waiting list and free its KV blocks */
+void kiln_sched_remove(kiln_engine *e, kiln_req *r);
 void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
 /* output.c */
 void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok);
-int kiln_req_build_text(kiln_engine *e, kiln_req *r, int final);
+long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from);
 void kiln_req_free(kiln_req *r);
 
 #endif

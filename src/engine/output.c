@@ -1,42 +1,23 @@
 /* output.c: what happens to a sampled token (step time) and how text is built (poll time).
  *
- * Step time (no allocation): append the id, record logprobs, append its bytes to the bounded
- * stop-string tail, and decide whether the request finishes (EOS / stop id / stop string /
- * max tokens / context limit). A token's bytes are kiln_tok_piece(); special tokens give no
- * text; a SentencePiece vocabulary drops the leading space of the first non-special token.
+ * Step time: append the id, push it through the step-time detokenizer (tokenizer/detok.h:
+ * complete UTF-8 only, the vocabulary's leading-space rule, special tokens skipped) into the
+ * bounded stop-string tail, and decide whether the request finishes (EOS / stop id / stop
+ * string / max tokens / context limit). The detokenizer's buffer is reserved at add time, so
+ * ordinary pieces allocate nothing here.
  *
- * Poll time: the output bytes are rebuilt incrementally from the ids; only complete UTF-8 is
- * handed out (invalid bytes become U+FFFD), and while the request runs, a suffix that could
- * still grow into a stop string is held back. The text ends where a stop string begins.
+ * Poll time: a second detokenizer over the same ids builds the same text stream (so stop
+ * offsets agree); while the request runs, a suffix that could still grow into a stop string is
+ * held back. The text ends where a stop string begins.
  */
 #include <string.h>
 #include "engine/engine_internal.h"
 #include "util/alloc.h"
 
-/* bytes a token contributes to the output text; *strip_first set when a leading space must go */
-static const char *token_bytes(const kiln_engine *e, int32_t tok, int *all_special, size_t *len) {
-    *len = 0;
-    if (!e->tok) return "";
-    if (kiln_tok_is_special(e->tok, tok)) return "";
-    const char *p = kiln_tok_piece(e->tok, tok, len);
-    if (!p) { *len = 0; return ""; }
-    if (*all_special) {
-        *all_special = 0;
-        if (kiln_tok_strips_leading_space(e->tok) && *len > 0 && p[0] == ' ') { p++; (*len)--; }
-    }
-    return p;
-}
-
 static void finish(kiln_engine *e, kiln_req *r, kiln_finish why) {
+    kiln_sched_remove(e, r);
     r->finish = why;
     r->state = KILN_REQ_FINISHED;
-    for (int i = 0; i < e->n_running; i++)
-        if (e->running[i] == r) {
-            memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof(kiln_req *));
-            e->n_running--;
-            break;
-        }
-    kiln_req_release_kv(e, r);
 }
 
 void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok) {
@@ -46,8 +27,9 @@ void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok) {
 
     /* stop strings: append bytes to the tail and search the window the new bytes touch */
     if (r->n_stops > 0 && r->stop_at < 0) {
-        size_t len;
-        const char *p = token_bytes(e, tok, &r->all_special_so_far, &len);
+        size_t len = 0;
+        const char *p = "";
+        if (r->has_detok && kiln_detok_push(&r->dstep, tok, &p, &len, NULL) != KILN_OK) len = 0;
         size_t keep = (size_t)(r->max_stop_len > 1 ? r->max_stop_len - 1 : 0);
         for (size_t off = 0; off < len;) {
             /* make room: keep only the last max_stop_len - 1 bytes before appending */
@@ -76,7 +58,6 @@ void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok) {
             }
             if (r->stop_at >= 0) break;
         }
-        r->out_bytes += (int64_t)len;
     }
 
     if (r->sp.n_logprobs > 0 || r->lp) { /* filled by the caller into r->lp / r->top */ }
@@ -103,70 +84,32 @@ static int text_reserve(kiln_req *r, size_t extra) {
     return 0;
 }
 
-/* length of the complete-UTF-8 prefix of s[0..n) that can be emitted now; invalid bytes count
- * as complete (they are replaced on output). At the end (final), everything is complete. */
-static size_t utf8_complete(const unsigned char *s, size_t n, int final) {
-    if (final) return n;
-    size_t i = n;
-    /* look back at most 3 bytes for a lead byte whose sequence is unfinished */
-    for (size_t back = 1; back <= 4 && back <= n; back++) {
-        unsigned char c = s[n - back];
-        if ((c & 0xC0) == 0x80) continue; /* continuation */
-        int need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
-        if (c >= 0xF5) need = 1;
-        if ((size_t)need > back) i = n - back; /* unfinished: hold it back */
-        break;
-    }
-    return i;
+static int text_append(kiln_req *r, const char *p, size_t len) {
+    if (text_reserve(r, len)) return -1;
+    memcpy(r->text + r->text_len, p, len);
+    r->text_len += len;
+    r->text[r->text_len] = 0;
+    return 0;
 }
 
-/* copy s[0..n) into the delta buffer, replacing invalid UTF-8 with U+FFFD */
-static int emit_valid(kiln_req *r, const unsigned char *s, size_t n) {
-    size_t need = n * 3 + 1;
-    if (need > r->delta_cap) {
-        char *d = kiln_realloc(r->delta, need);
-        if (!d) return -1;
-        r->delta = d;
-        r->delta_cap = need;
-    }
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        int len = c < 0x80 ? 1 : c >= 0xC2 && c < 0xE0 ? 2 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-        int ok = len > 0 && i + (size_t)len <= n;
-        for (int k = 1; ok && k < len; k++) ok = (s[i + k] & 0xC0) == 0x80;
-        if (ok && len == 3) {
-            unsigned cp = ((c & 0x0Fu) << 12) | ((s[i + 1] & 0x3Fu) << 6);
-            ok = cp >= 0x800 && !(cp >= 0xD800 && cp < 0xE000);
-        }
-        if (ok && len == 4) {
-            unsigned cp = ((c & 0x07u) << 18) | ((s[i + 1] & 0x3Fu) << 12);
-            ok = cp >= 0x10000 && cp <= 0x10FFFF;
-        }
-        if (ok) {
-            memcpy(r->delta + o, s + i, (size_t)len);
-            o += (size_t)len;
-            i += (size_t)len;
-        } else {
-            memcpy(r->delta + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i += 1;
-        }
-    }
-    r->delta[o] = 0;
-    return (int)o;
-}
-
-/* Convert new output tokens into text and compute the emittable delta into r->delta.
- * Returns the delta length, or -1 on out-of-memory. */
-int kiln_req_build_text(kiln_engine *e, kiln_req *r, int final) {
+/* Convert new output tokens into text; the emittable delta is r->text[*from, return value).
+ * Returns the end offset of the delta, or -1 on out-of-memory. */
+long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from) {
     int n_out = r->n_tokens - r->n_prompt;
-    for (; r->text_tokens < n_out; r->text_tokens++) {
+    (void)e;
+    if (text_reserve(r, 0)) return -1;
+    for (; r->has_detok && r->text_tokens < n_out; r->text_tokens++) {
+        const char *p;
         size_t len;
-        const char *p = token_bytes(e, r->tokens[r->n_prompt + r->text_tokens], &r->text_all_special, &len);
-        if (text_reserve(r, len)) return -1;
-        memcpy(r->text + r->text_len, p, len);
-        r->text_len += len;
+        if (kiln_detok_push(&r->dpoll, r->tokens[r->n_prompt + r->text_tokens], &p, &len, NULL) != KILN_OK ||
+            text_append(r, p, len))
+            return -1;
+    }
+    if (final && r->has_detok && !r->text_flushed) {
+        const char *p;
+        size_t len;
+        if (kiln_detok_flush(&r->dpoll, &p, &len, NULL) != KILN_OK || text_append(r, p, len)) return -1;
+        r->text_flushed = 1;
     }
     size_t end = r->text_len;
     if (r->stop_at >= 0 && (size_t)r->stop_at < end) end = (size_t)r->stop_at;
@@ -181,11 +124,9 @@ int kiln_req_build_text(kiln_engine *e, kiln_req *r, int final) {
         end -= hold;
     }
     if (end < r->text_sent) end = r->text_sent;
-    size_t upto = r->text_sent + utf8_complete((const unsigned char *)r->text + r->text_sent, end - r->text_sent, final);
-    int n = emit_valid(r, (const unsigned char *)r->text + r->text_sent, upto - r->text_sent);
-    if (n < 0) return -1;
-    r->text_sent = upto;
-    return n;
+    *from = r->text_sent;
+    r->text_sent = end;
+    return (long)end;
 }
 
 void kiln_req_free(kiln_req *r) {
@@ -202,6 +143,9 @@ void kiln_req_free(kiln_req *r) {
     kiln_free(r->top);
     kiln_free(r->tail);
     kiln_free(r->text);
-    kiln_free(r->delta);
+    if (r->has_detok) {
+        kiln_detok_free(&r->dstep);
+        kiln_detok_free(&r->dpoll);
+    }
     kiln_free(r);
 }

@@ -30,15 +30,23 @@ static int ensure_blocks(kiln_engine *e, kiln_req *r, int n_tokens) {
     return 1;
 }
 
-static void remove_running(kiln_engine *e, int i) {
-    memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof(kiln_req *));
-    e->n_running--;
+static void remove_from(kiln_req **list, int *n, const kiln_req *r) {
+    for (int i = 0; i < *n; i++)
+        if (list[i] == r) {
+            memmove(list + i, list + i + 1, (size_t)(*n - i - 1) * sizeof(kiln_req *));
+            (*n)--;
+            return;
+        }
+}
+
+void kiln_sched_remove(kiln_engine *e, kiln_req *r) {
+    if (r->state == KILN_REQ_RUNNING) remove_from(e->running, &e->n_running, r);
+    else if (r->state == KILN_REQ_WAITING) remove_from(e->waiting, &e->n_waiting, r);
+    kiln_req_release_kv(e, r);
 }
 
 void kiln_sched_preempt(kiln_engine *e, kiln_req *r) {
-    for (int i = 0; i < e->n_running; i++)
-        if (e->running[i] == r) { remove_running(e, i); break; }
-    kiln_req_release_kv(e, r);
+    kiln_sched_remove(e, r);
     r->state = KILN_REQ_WAITING;
     /* front of the waiting queue (capacity reserved at add_request) */
     memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof(kiln_req *));
