@@ -27,7 +27,7 @@ typedef struct cpu_backend {
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
-    float *scores;      /* [n_threads][max_model_len] */
+    float *scores;      /* [n_threads][heads per KV head][max_model_len] */
     float *logits;      /* [max_seqs][vocab] */
     int32_t *logit_rows;/* [max_seqs] */
     size_t scratch_bytes;
@@ -103,7 +103,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->att = alloc_f32(T * qd, &sb);
     c->gate = alloc_f32(T * mc->hidden_dim, &sb);
     c->up = alloc_f32(T * mc->hidden_dim, &sb);
-    c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * bc->max_model_len, &sb);
+    c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * (mc->n_heads / mc->n_kv_heads) * bc->max_model_len, &sb);
     c->logits = alloc_f32(S * mc->vocab_size, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
     c->scratch_bytes = sb;
@@ -128,41 +128,51 @@ typedef struct attn_job {
     cpu_backend *c;
     const kiln_step *s;
     int layer;
+    kiln_dot_fn dot;   /* the f32 dot kernel of the backend's ISA */
+    kiln_axpy_fn axpy; /* and its axpy */
 } attn_job;
 
-/* One (row, head) pair: softmax(q k^T / sqrt(hd)) v over positions 0..pos of the row's
- * sequence. Reduction orders are fixed (sequential over positions and dims). */
-static void attn_row_head(cpu_backend *c, const kiln_step *s, int layer, int seq, int t, int h,
-                          float *scores) {
+/* One (row, KV head) pair: the G query heads that share the KV head attend together over
+ * positions 0..pos of the row's sequence: scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
+ * dot kernel (each score's arithmetic is the same whatever G is), a softmax per head, then
+ * o_i = sum_j p_ij v_j in position order. Nothing depends on other rows. */
+static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, float *scores) {
+    cpu_backend *c = J->c;
+    const kiln_step *s = J->s;
     const kiln_config *mc = &c->m->cfg;
     const kiln_kv_layout *L = &c->cfg.kv;
-    int hd = mc->head_dim, bs = L->block_size;
-    int kvh = h / (mc->n_heads / mc->n_kv_heads);
-    int pos = s->positions[t];
-    const float *q = c->q + (size_t)t * mc->n_heads * hd + (size_t)h * hd;
+    int hd = mc->head_dim, bs = L->block_size, G = mc->n_heads / mc->n_kv_heads;
+    int pos = s->positions[t], n = pos + 1, stride = c->cfg.max_model_len;
+    const float *q = c->q + (size_t)t * mc->n_heads * hd + (size_t)kvh * G * hd;
     const int32_t *bt = s->block_table + (size_t)seq * s->max_blocks_per_seq;
     float scale = 1.0f / sqrtf((float)hd);
-    float mx = -INFINITY;
-    for (int j = 0; j <= pos; j++) {
-        const float *kp = c->kv + kiln_kv_offset(L, layer, bt[j / bs], 0, kvh, j % bs);
-        float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += q[i] * kp[i];
-        d *= scale;
-        scores[j] = d;
-        if (d > mx) mx = d;
+    for (int j = 0; j < n; j++) {
+        const float *kp = c->kv + kiln_kv_offset(L, J->layer, bt[j / bs], 0, kvh, j % bs);
+        for (int i0 = 0; i0 < G; i0 += 4)
+            J->dot(kp, q + (size_t)i0 * hd, (size_t)hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j,
+                   (size_t)stride);
     }
-    float sum = 0.0f;
-    for (int j = 0; j <= pos; j++) {
-        scores[j] = expf(scores[j] - mx);
-        sum += scores[j];
+    for (int i = 0; i < G; i++) {
+        float *sc = scores + (size_t)i * stride;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            sc[j] *= scale;
+            if (sc[j] > mx) mx = sc[j];
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) {
+            sc[j] = expf(sc[j] - mx);
+            sum += sc[j];
+        }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) sc[j] *= inv;
+        float *o = c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * G + i) * hd;
+        for (int d = 0; d < hd; d++) o[d] = 0.0f;
     }
-    float inv = 1.0f / sum;
-    float *o = c->att + (size_t)t * mc->n_heads * hd + (size_t)h * hd;
-    for (int i = 0; i < hd; i++) o[i] = 0.0f;
-    for (int j = 0; j <= pos; j++) {
-        const float *vp = c->kv + kiln_kv_offset(L, layer, bt[j / bs], 1, kvh, j % bs);
-        float p = scores[j] * inv;
-        for (int i = 0; i < hd; i++) o[i] += p * vp[i];
+    for (int j = 0; j < n; j++) {
+        const float *vp = c->kv + kiln_kv_offset(L, J->layer, bt[j / bs], 1, kvh, j % bs);
+        for (int i = 0; i < G; i++)
+            J->axpy(c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * G + i) * hd, vp, scores[(size_t)i * stride + j], hd);
     }
 }
 
@@ -170,14 +180,14 @@ static void attn_worker(void *arg, int ith, int nth) {
     attn_job *J = arg;
     cpu_backend *c = J->c;
     const kiln_step *s = J->s;
-    int H = c->m->cfg.n_heads;
-    int total = s->n_tokens * H;
-    float *scores = c->scores + (size_t)ith * c->cfg.max_model_len;
+    int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV;
+    int total = s->n_tokens * KV;
+    float *scores = c->scores + (size_t)ith * G * c->cfg.max_model_len;
     int seq = 0;
     for (int w = ith; w < total; w += nth) {
-        int t = w / H, h = w % H;
+        int t = w / KV, g = w % KV;
         while (t >= s->seq_q_start[seq + 1]) seq++;
-        attn_row_head(c, s, J->layer, seq, t, h, scores);
+        attn_row_kvhead(J, seq, t, g, scores);
     }
 }
 
@@ -262,7 +272,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kv_write(c, s, l);
-        attn_job J = {c, s, l};
+        attn_job J = {c, s, l, kiln_cpu_dot_lookup(KILN_DT_F32, c->ctx.isa), kiln_cpu_axpy_lookup(c->ctx.isa)};
         kiln_pool_run(c->ctx.pool, attn_worker, &J);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);

@@ -121,6 +121,21 @@ kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
     }
 }
 
+void kiln_cpu_axpy_scalar(float *restrict o, const float *restrict v, float a, int n) {
+    for (int i = 0; i < n; i++) o[i] += a * v[i];
+}
+
+kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa) {
+    switch (isa) {
+#ifdef KILN_X86
+    case KILN_ISA_AVX2: return kiln_isa_supported(isa) ? kiln_cpu_axpy_avx2 : NULL;
+    case KILN_ISA_AVX512: return kiln_isa_supported(isa) ? kiln_cpu_axpy_avx512 : NULL;
+#endif
+    case KILN_ISA_SCALAR: return kiln_cpu_axpy_scalar;
+    default: return NULL;
+    }
+}
+
 int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out) {
     if (n < 0) return KILN_ERR_INVALID_ARG;
     switch (dt) {

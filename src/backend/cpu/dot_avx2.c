@@ -10,6 +10,7 @@
  * The arithmetic of a row is the same whatever nr is (the compiler may spill accumulators
  * at nr = 4; that moves data, never changes an operation). */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include "backend/cpu/dot_internal.h"
 #include "util/fp16.h"
@@ -108,4 +109,12 @@ kiln_dot_fn kiln_cpu_dot_avx2(kiln_dtype dt) {
     case KILN_DT_BF16: return dot_bf16_avx2;
     default: return NULL;
     }
+}
+
+void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(o + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
+    for (; i < n; i++) o[i] = fmaf(a, v[i], o[i]);
 }

@@ -107,3 +107,14 @@ kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt) {
     default: return NULL;
     }
 }
+
+void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n) {
+    __m512 va = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(o + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(v + i), _mm512_loadu_ps(o + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(o + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, o + i)));
+    }
+}

@@ -18,9 +18,12 @@
 #define KILN_DOT_MAX_NR 4
 
 kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt);
+void kiln_cpu_axpy_scalar(float *restrict o, const float *restrict v, float a, int n);
 #ifdef KILN_X86
 kiln_dot_fn kiln_cpu_dot_avx2(kiln_dtype dt);
 kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt);
+void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int n);
+void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n);
 #endif
 
 #endif

@@ -44,6 +44,11 @@ kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);
 /* Implemented by the quantized-types file (quant_dot*.c): NULL where unsupported. */
 kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
 
+/* o[i] += a * v[i] for i < n (attention's P.V). No reduction: each element is one multiply-add
+ * (fused on AVX2/AVX-512, separate in scalar), so the result never depends on batching. */
+typedef void (*kiln_axpy_fn)(float *restrict o, const float *restrict v, float a, int n);
+kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
+
 /* Convert one row of n elements of dtype dt to f32 (embedding lookups, tests). 0 or status. */
 int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out);
 /* Implemented by the quantized-types file for quant dtypes; returns -1 if unsupported. */
