@@ -7,7 +7,7 @@
  * GGUF's ne[0] is the innermost dimension, kiln's shape is outermost first, so a llama.cpp
  * linear weight ne = [in, out] is kiln [out][in], already PyTorch's layout. llama.cpp's
  * converter permutes q/k rows back to Meta's interleaved RoPE order, hence
- * KILN_ROPE_INTERLEAVED. Roles are bound here (gguf_bind) with shape checks; the norm vectors
+ * KILN_ROPE_INTERLEAVED. Roles are bound by kiln_model_bind (model.c) with shape checks; the norm vectors
  * are copied to f32 in one owned buffer (m->owned). The kiln_gguf handle (which owns the
  * mapping) is kept in m->gguf: kiln_model_free must call kiln_gguf_close(m->gguf).
  */
@@ -149,116 +149,15 @@ static int fill_tensors(kiln_model *m, const kiln_gguf *g, const char *path, kil
     return 0;
 }
 
-static const kiln_tensor *find_t(const kiln_model *m, const char *name) {
-    for (int i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
-    return NULL;
-}
-
-/* A role tensor: present, of a type kiln can run, with the expected 2-D (or 1-D) shape. */
-static int need(const kiln_model *m, const kiln_gguf *g, const char *path, const char *name,
-                int64_t d0, int64_t d1, const kiln_tensor **out, kiln_error *err) {
-    const kiln_tensor *t = find_t(m, name);
-    if (!t) {
-        const kiln_gguf_tensor_info *ti = kiln_gguf_find_tensor(g, name);
-        if (ti)
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "%s: tensor '%s' has ggml type %u (%s), which kiln does not support",
-                            path, name, ti->ggml_type, kiln_gguf_ggml_type_name(ti->ggml_type));
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor '%s' is missing", path, name);
+/* A tensor of a type kiln cannot run is not in the table: say so when a role needs it. */
+static int check_types(kiln_model *m, const kiln_gguf *g, const char *path, kiln_error *err) {
+    for (uint64_t i = 0; i < kiln_gguf_n_tensors(g); i++) {
+        const kiln_gguf_tensor_info *ti = kiln_gguf_tensor(g, i);
+        if (ti->dtype != KILN_DT_COUNT) continue;
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: tensor '%.*s' has ggml type %u (%s), which kiln does not support",
+                        path, (int)ti->name.len, ti->name.ptr, ti->ggml_type, kiln_gguf_ggml_type_name(ti->ggml_type));
     }
-    if (t->dtype == KILN_DT_I32)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: tensor '%s' is i32", path, name);
-    int ok = d1 < 0 ? (t->ndim == 1 && t->shape[0] == d0)
-                    : (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1);
-    if (!ok) {
-        char sh[96];
-        if (t->ndim == 1) snprintf(sh, sizeof sh, "[%lld]", (long long)t->shape[0]);
-        else snprintf(sh, sizeof sh, "[%lld][%lld]%s", (long long)t->shape[0], (long long)t->shape[1],
-                      t->ndim > 2 ? "[...]" : "");
-        if (d1 < 0)
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected [%lld]", path,
-                            name, sh, (long long)d0);
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected [%lld][%lld]",
-                        path, name, sh, (long long)d0, (long long)d1);
-    }
-    *out = t;
-    return 0;
-}
-
-/* norm vector -> f32 */
-static int norm_f32(const kiln_tensor *t, const char *path, float *dst, kiln_error *err) {
-    int64_t n = t->shape[0];
-    for (int64_t i = 0; i < n; i++) {
-        if (t->dtype == KILN_DT_F32) memcpy(&dst[i], (const char *)t->data + 4 * i, 4);
-        else if (t->dtype == KILN_DT_F16 || t->dtype == KILN_DT_BF16) {
-            uint16_t h;
-            memcpy(&h, (const char *)t->data + 2 * i, 2);
-            dst[i] = t->dtype == KILN_DT_F16 ? kiln_f16_to_f32(h) : kiln_bf16_to_f32(h);
-        } else {
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: norm '%s' has type %s (f32/f16/bf16 only)",
-                            path, t->name, kiln_dtype_name(t->dtype));
-        }
-    }
-    return 0;
-}
-
-static int gguf_bind(kiln_model *m, const kiln_gguf *g, const char *path, kiln_error *err) {
-    kiln_config *c = &m->cfg;
-    int64_t dim = c->dim, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
-    int64_t hid = c->hidden_dim, voc = c->vocab_size;
-    int rc = need(m, g, path, "token_embd.weight", voc, dim, &m->tok_embd, err);
-    if (rc) return rc;
-    if (kiln_gguf_find_tensor(g, "output.weight")) {
-        rc = need(m, g, path, "output.weight", voc, dim, &m->lm_head, err);
-        if (rc) return rc;
-    } else {
-        m->lm_head = m->tok_embd;
-        c->tied_embeddings = 1;
-    }
-    const kiln_tensor *on;
-    rc = need(m, g, path, "output_norm.weight", dim, -1, &on, err);
-    if (rc) return rc;
-    m->layers = kiln_calloc((size_t)c->n_layers, sizeof *m->layers);
-    m->owned = kiln_malloc(sizeof(float) * (size_t)dim * (2 * (size_t)c->n_layers + 1));
-    if (!m->layers || !m->owned) return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", path);
-    float *nb = m->owned;
-    m->out_norm = nb + 2 * (size_t)c->n_layers * dim;
-    rc = norm_f32(on, path, m->out_norm, err);
-    if (rc) return rc;
-    int counts[KILN_DT_COUNT] = {0};
-    for (int l = 0; l < c->n_layers; l++) {
-        kiln_layer_weights *L = &m->layers[l];
-        struct { const char *nm; int64_t d0, d1; const kiln_tensor **dst; } roles[] = {
-            {"attn_q", q, dim, &L->wq},       {"attn_k", kv, dim, &L->wk},
-            {"attn_v", kv, dim, &L->wv},      {"attn_output", dim, q, &L->wo},
-            {"ffn_gate", hid, dim, &L->w_gate}, {"ffn_up", hid, dim, &L->w_up},
-            {"ffn_down", dim, hid, &L->w_down},
-        };
-        char name[96];
-        for (size_t k = 0; k < sizeof roles / sizeof roles[0]; k++) {
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, roles[k].nm);
-            rc = need(m, g, path, name, roles[k].d0, roles[k].d1, roles[k].dst, err);
-            if (rc) return rc;
-            counts[(*roles[k].dst)->dtype]++;
-        }
-        const kiln_tensor *an, *fn;
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        rc = need(m, g, path, name, dim, -1, &an, err);
-        if (rc) return rc;
-        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        rc = need(m, g, path, name, dim, -1, &fn, err);
-        if (rc) return rc;
-        L->attn_norm = nb + (size_t)(2 * l) * dim;
-        L->ffn_norm = nb + (size_t)(2 * l + 1) * dim;
-        rc = norm_f32(an, path, L->attn_norm, err);
-        if (!rc) rc = norm_f32(fn, path, L->ffn_norm, err);
-        if (rc) return rc;
-    }
-    /* the dtype of the large matrices: the most common one among the layers' */
-    c->dtype = KILN_DT_F32;
-    for (int t = 0; t < KILN_DT_COUNT; t++)
-        if (counts[t] > counts[c->dtype]) c->dtype = (kiln_dtype)t;
+    m->cfg.tied_embeddings = kiln_gguf_find_tensor(g, "output.weight") == NULL;
     return 0;
 }
 
@@ -273,6 +172,18 @@ int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err) {
     snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s", path); /* vocab is embedded */
     rc = read_config(m, g, path, err);
     if (!rc) rc = fill_tensors(m, g, path, err);
-    if (!rc) rc = gguf_bind(m, g, path, err);
+    if (!rc) rc = check_types(m, g, path, err);
+    if (!rc) rc = kiln_model_bind(m, err);
+    if (!rc) { /* the dtype of the large matrices: the most common one among the layers' */
+        int counts[KILN_DT_COUNT] = {0};
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            const kiln_layer_weights *L = &m->layers[l];
+            const kiln_tensor *ts[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+            for (int k = 0; k < 7; k++) counts[ts[k]->dtype]++;
+        }
+        m->cfg.dtype = KILN_DT_F32;
+        for (int t = 0; t < KILN_DT_COUNT; t++)
+            if (counts[t] > counts[m->cfg.dtype]) m->cfg.dtype = (kiln_dtype)t;
+    }
     return rc;
 }
