@@ -13,6 +13,7 @@
  * their text (or nothing with skip_special).
  */
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 #include "tokenizer/tok_hf.h" /* hf_regex_compile */
 #include "util/alloc.h"
@@ -237,6 +238,8 @@ int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
         goto done;
     }
     t->kind = KILN_TOK_KIND_TEKKEN;
+    const char *ver = json_string_value(json_object_get(cfg, "version"));
+    snprintf(t->version, sizeof t->version, "%s", ver ? ver : "");
     t->encode = tekken_encode;
     t->strip_mode = TOK_STRIP_NONE;
     t->bos = 1;
