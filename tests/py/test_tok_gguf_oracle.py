@@ -20,8 +20,7 @@ def _field_strs(r, key):
     return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
 
 
-@pytest.fixture(scope="module")
-def oracle(default_gguf):
+def build_oracle(default_gguf, specials=True):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     r = gguf.GGUFReader(default_gguf)
     pre = bytes(r.fields["tokenizer.ggml.pre"].parts[-1]).decode()
@@ -34,9 +33,15 @@ def oracle(default_gguf):
     tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tk.decoder = decoders.ByteLevel()
-    tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                           for t, ty in zip(toks, types) if ty == 3])
+    if specials:
+        tk.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                               for t, ty in zip(toks, types) if ty == 3])
     return tk
+
+
+@pytest.fixture(scope="module")
+def oracle(default_gguf):
+    return build_oracle(default_gguf)
 
 
 def test_smollm2_gguf_encode_matches_tokenizers(kiln, default_gguf, oracle):
