@@ -15,6 +15,7 @@
  * format (--chat-template NAME overrides; the generation prompt is added). --tool-calls: stdin
  * holds ids of model output; decode them (special tokens kept) and print
  * {"content": ..., "tool_calls": [...]} as parsed by kiln_chat_parse_tool_calls.
+ * --bench N: encode stdin N times (plain text, one thread) and print the best run's MB/s.
  * --batch (for tests, one load for many texts): encode reads records "<byte length>\n<bytes>"
  * and prints one line of ids per record; --decode --batch reads one line of ids per sequence
  * and prints each text as a JSON string on its own line.
@@ -26,6 +27,7 @@
 #include "tokenizer/tokenizer.h"
 #include "cli/cli.h"
 #include "util/alloc.h"
+#include "util/timeutil.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: kiln tokenize --tokenizer PATH [--no-special] [--parse-special] [--json] "
@@ -168,6 +170,27 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
     return rc;
 }
 
+/* --bench N: encode stdin N times (no special tokens); the best run's MB/s and the id count */
+static int do_bench(kiln_tokenizer *t, const char *in, size_t n, int reps) {
+    kiln_error err = {0};
+    double best = 1e30;
+    int nid = 0;
+    for (int r = 0; r < reps; r++) {
+        int32_t *ids;
+        double t0 = kiln_now();
+        if (kiln_tokenizer_encode(t, in, n, 0, &ids, &nid, &err)) {
+            fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+            return 1;
+        }
+        double dt = kiln_now() - t0;
+        if (dt < best) best = dt;
+        kiln_free(ids);
+    }
+    printf("{\"bytes\": %zu, \"tokens\": %d, \"seconds\": %.6f, \"mb_per_s\": %.3f}\n", n, nid, best,
+           (double)n / 1e6 / best);
+    return 0;
+}
+
 static int do_tool_calls(kiln_tokenizer *t, const char *p) {
     kiln_error err = {0};
     int32_t *ids = NULL;
@@ -213,7 +236,7 @@ static int do_tool_calls(kiln_tokenizer *t, const char *p) {
 int kiln_cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
     const char *chat = NULL, *tmpl = NULL;
-    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0, tool_calls = 0;
+    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0, tool_calls = 0, bench = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--tokenizer") && i + 1 < argc) path = argv[++i];
@@ -227,6 +250,7 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--chat") && i + 1 < argc) chat = argv[++i];
         else if (!strcmp(a, "--chat-template") && i + 1 < argc) tmpl = argv[++i];
         else if (!strcmp(a, "--tool-calls")) tool_calls = 1;
+        else if (!strcmp(a, "--bench") && i + 1 < argc) bench = atoi(argv[++i]);
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -260,6 +284,12 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     int rc = 0;
+    if (bench > 0) {
+        rc = do_bench(t, in, n, bench);
+        kiln_free(in);
+        kiln_tokenizer_free(t);
+        return rc;
+    }
     if (tool_calls) {
         rc = do_tool_calls(t, in);
         kiln_free(in);
