@@ -25,4 +25,5 @@ int kiln_cmd_bench(int argc, char **argv);
 int kiln_cmd_tokenize(int argc, char **argv);
 int kiln_cmd_gguf(int argc, char **argv);
 int kiln_cmd_serve(int argc, char **argv);
+int kiln_cmd_chat(int argc, char **argv);
 #endif

@@ -10,7 +10,12 @@
  * newlines; brackets ignored); the text goes to stdout as is (a JSON string with --json);
  * --no-special leaves special tokens out. --raw reads tokenizer.json exactly as the HF
  * `tokenizers` library does instead of transformers' view (see tokenizer.h).
- * PATH: tokenizer.json, tekken.json, llama2.c tokenizer .bin, or a model folder.
+ * PATH: tokenizer.json, tekken.json, llama2.c tokenizer .bin, a .gguf, or a model folder.
+ * --chat FILE.json: encode an OpenAI-style request (messages, tools) with the vocabulary's chat
+ * format (--chat-template NAME overrides; the generation prompt is added). --tool-calls: stdin
+ * holds ids of model output; decode them (special tokens kept) and print
+ * {"content": ..., "tool_calls": [...]} as parsed by kiln_chat_parse_tool_calls.
+ * --bench N: encode stdin N times (plain text, one thread) and print the best run's MB/s.
  * --batch (for tests, one load for many texts): encode reads records "<byte length>\n<bytes>"
  * and prints one line of ids per record; --decode --batch reads one line of ids per sequence
  * and prints each text as a JSON string on its own line.
@@ -18,12 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
+#include "cli/cli.h"
 #include "util/alloc.h"
+#include "util/timeutil.h"
 
 static void usage(FILE *f) {
     fprintf(f, "usage: kiln tokenize --tokenizer PATH [--no-special] [--parse-special] [--json] "
                "[--decode] [--raw] [--batch]\n"
+               "       kiln tokenize --tokenizer PATH --chat FILE.json [--chat-template NAME] [--json]\n"
+               "       kiln tokenize --tokenizer PATH --tool-calls   (stdin: ids of model output)\n"
                "  reads stdin: text to encode, or ids to decode (--decode)\n");
 }
 
@@ -130,9 +140,103 @@ static int do_decode(kiln_tokenizer *t, const char *p, int skip_special, int jso
     return rc;
 }
 
+static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int json) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "kiln tokenize: cannot open %s\n", path);
+        return 1;
+    }
+    size_t n;
+    char *s = read_all(f, &n);
+    fclose(f);
+    if (!s) return 1;
+    kiln_error err = {0};
+    kiln_chat_request req;
+    int32_t *ids = NULL;
+    int nid = 0, rc = 0;
+    if (kiln_chat_request_parse(s, n, &req, &err) ||
+        kiln_chat_encode(t, tmpl, req.msgs, req.n_msgs, req.tools_json, 1, &ids, &nid, &err)) {
+        fprintf(stderr, "kiln tokenize: %s: %s\n", path, err.msg);
+        rc = 1;
+    } else {
+        if (json) putchar('[');
+        for (int i = 0; i < nid; i++) printf(i ? (json ? ",%d" : " %d") : "%d", ids[i]);
+        if (json) putchar(']');
+        putchar('\n');
+    }
+    kiln_free(ids);
+    kiln_chat_request_free(&req);
+    kiln_free(s);
+    return rc;
+}
+
+/* --bench N: encode stdin N times (no special tokens); the best run's MB/s and the id count */
+static int do_bench(kiln_tokenizer *t, const char *in, size_t n, int reps) {
+    kiln_error err = {0};
+    double best = 1e30;
+    int nid = 0;
+    for (int r = 0; r < reps; r++) {
+        int32_t *ids;
+        double t0 = kiln_now();
+        if (kiln_tokenizer_encode(t, in, n, 0, &ids, &nid, &err)) {
+            fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+            return 1;
+        }
+        double dt = kiln_now() - t0;
+        if (dt < best) best = dt;
+        kiln_free(ids);
+    }
+    printf("{\"bytes\": %zu, \"tokens\": %d, \"seconds\": %.6f, \"mb_per_s\": %.3f}\n", n, nid, best,
+           (double)n / 1e6 / best);
+    return 0;
+}
+
+static int do_tool_calls(kiln_tokenizer *t, const char *p) {
+    kiln_error err = {0};
+    int32_t *ids = NULL;
+    int nid = 0, rc = 0;
+    char *q = kiln_strdup(p); /* ids separated by spaces, commas or newlines, brackets ignored */
+    size_t k = 0;
+    for (const char *r = p; q && *r; r++) {
+        if (strchr(" \t\r\n,[]", *r)) {
+            if (k && q[k - 1] != ',') q[k++] = ',';
+        } else {
+            q[k++] = *r;
+        }
+    }
+    if (q) {
+        if (k && q[k - 1] == ',') k--;
+        q[k] = 0;
+    }
+    int bad = !q || kiln_cli_parse_ids(q, &ids, &nid);
+    kiln_free(q);
+    if (bad) {
+        fprintf(stderr, "kiln tokenize: --tool-calls: stdin must hold token ids\n");
+        return 2;
+    }
+    char *text = NULL, *content = NULL, *calls = NULL;
+    size_t tl;
+    if (kiln_tokenizer_decode(t, ids, nid, 0, &text, &tl, &err) ||
+        kiln_chat_parse_tool_calls(t, text, tl, &content, &calls, &err)) {
+        fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+        rc = 1;
+    } else {
+        fputs("{\"content\": ", stdout);
+        const char *c = calls ? content : text;
+        put_json_string(c, strlen(c));
+        printf(", \"tool_calls\": %s}\n", calls ? calls : "null");
+    }
+    kiln_free(text);
+    kiln_free(content);
+    kiln_free(calls);
+    kiln_free(ids);
+    return rc;
+}
+
 int kiln_cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
-    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0;
+    const char *chat = NULL, *tmpl = NULL;
+    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0, tool_calls = 0, bench = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--tokenizer") && i + 1 < argc) path = argv[++i];
@@ -143,6 +247,10 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--decode")) decode = 1;
         else if (!strcmp(a, "--raw")) raw = 1;
         else if (!strcmp(a, "--batch")) batch = 1;
+        else if (!strcmp(a, "--chat") && i + 1 < argc) chat = argv[++i];
+        else if (!strcmp(a, "--chat-template") && i + 1 < argc) tmpl = argv[++i];
+        else if (!strcmp(a, "--tool-calls")) tool_calls = 1;
+        else if (!strcmp(a, "--bench") && i + 1 < argc) bench = atoi(argv[++i]);
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -163,6 +271,11 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "kiln tokenize: %s\n", err.msg);
         return 1;
     }
+    if (chat) {
+        int rc = do_chat(t, chat, tmpl, json);
+        kiln_tokenizer_free(t);
+        return rc;
+    }
     size_t n;
     char *in = read_all(stdin, &n);
     if (!in) {
@@ -171,6 +284,18 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     int rc = 0;
+    if (bench > 0) {
+        rc = do_bench(t, in, n, bench);
+        kiln_free(in);
+        kiln_tokenizer_free(t);
+        return rc;
+    }
+    if (tool_calls) {
+        rc = do_tool_calls(t, in);
+        kiln_free(in);
+        kiln_tokenizer_free(t);
+        return rc;
+    }
     int flags = (no_special ? 0 : KILN_TOK_ADD_BOS) | (parse_special ? KILN_TOK_PARSE_SPECIAL : 0);
     if (!decode && !batch) {
         rc = do_encode(t, in, n, flags, json);

@@ -10,6 +10,7 @@ static const struct { const char *name; cmd_fn fn; const char *help; } k_cmds[] 
     {"generate", kiln_cmd_generate, "generate text from a prompt"},
     {"logits", kiln_cmd_logits, "dump the f32 logits of every prompt position"},
     {"info", kiln_cmd_info, "describe a model (architecture, parameters, memory)"},
+    {"chat", kiln_cmd_chat, "chat with a model in the terminal (stdin not a terminal: answer once)"},
     {"tokenize", kiln_cmd_tokenize, "encode stdin to ids (or --decode ids to text)"},
     {"bench", kiln_cmd_bench, "measure prefill / decode throughput per batch size"},
     {"gguf-dump", kiln_cmd_gguf, "list a GGUF file's metadata and tensors; dequantize one tensor"},

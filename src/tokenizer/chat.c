@@ -1,16 +1,443 @@
-/* chat.c: placeholder until the chat formats land. */
+/* chat.c: chat formats rendered straight to token ids, and Mistral tool-call parsing.
+ *
+ * Every piece of message text is encoded with kiln_tokenizer_encode(flags 0): never parsed for
+ * control tokens, so "[INST]" or "<|im_end|>" typed by a user stays text. Control tokens are
+ * looked up by name and inserted as ids.
+ *
+ *  mistral-v7 (mistral-common InstructTokenizerV7): <s> then per message
+ *    system:    [SYSTEM_PROMPT] text [/SYSTEM_PROMPT]
+ *    user:      ([AVAILABLE_TOOLS] tools-json [/AVAILABLE_TOOLS], before the last user turn only)
+ *               [INST] text [/INST]
+ *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s>
+ *    tool:      [TOOL_RESULTS] call-id [TOOL_CONTENT] text [/TOOL_RESULTS]
+ *  JSON is written as Python's json.dumps(ensure_ascii=False) does (", " and ": "), which is
+ *  what mistral-common tokenizes.
+ *  chatml: <|im_start|>role\ncontent<|im_end|>\n per message (one text piece "role\ncontent"),
+ *    the template's literal default system prompt first when there is one (SmolLM2), and
+ *    <|im_start|>assistant\n as the generation prompt.
+ *  llama3: <|begin_of_text|> then <|start_header_id|>role<|end_header_id|>\n\ncontent.strip()<|eot_id|>.
+ * The format comes from the name, else from the tokenizer's metadata: tekken config.version
+ * (v7 and later), or the chat template text recognised by its markers.
+ */
 #include "tokenizer/chat.h"
+#include <ctype.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tokenizer/tok_internal.h"
+#include "util/alloc.h"
 #include "util/error.h"
+
+#define OOM() KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory")
+
+/* ---- JSON as Python's json.dumps(obj, ensure_ascii=False) ---- */
+static int py_str(tok_buf *b, const char *s, size_t n) {
+    if (tok_buf_putc(b, '"')) return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[8];
+        const char *r = NULL;
+        if (c == '"') r = "\\\"";
+        else if (c == '\\') r = "\\\\";
+        else if (c == '\n') r = "\\n";
+        else if (c == '\r') r = "\\r";
+        else if (c == '\t') r = "\\t";
+        else if (c == '\b') r = "\\b";
+        else if (c == '\f') r = "\\f";
+        else if (c < 0x20 || c == 0x7f) {
+            if (c == 0x7f) { if (tok_buf_putc(b, (char)c)) return -1; continue; }
+            snprintf(e, sizeof e, "\\u%04x", c);
+            r = e;
+        }
+        if (r ? tok_buf_put(b, r, strlen(r)) : tok_buf_putc(b, (char)c)) return -1;
+    }
+    return tok_buf_putc(b, '"');
+}
+static int py_real(tok_buf *b, double v) {
+    char s[40];
+    if (isnan(v)) return tok_buf_put(b, "NaN", 3);
+    if (isinf(v)) return v > 0 ? tok_buf_put(b, "Infinity", 8) : tok_buf_put(b, "-Infinity", 9);
+    for (int p = 1; p <= 17; p++) { /* shortest repr that round-trips */
+        snprintf(s, sizeof s, "%.*g", p, v);
+        if (strtod(s, NULL) == v) break;
+    }
+    if (!strpbrk(s, ".eEn")) strcat(s, ".0");
+    return tok_buf_put(b, s, strlen(s));
+}
+static int py_dump(tok_buf *b, json_t *v) {
+    char s[32];
+    size_t i;
+    json_t *x;
+    const char *k;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        int first = 1;
+        if (tok_buf_putc(b, '{')) return -1;
+        json_object_foreach(v, k, x) {
+            if ((!first && tok_buf_put(b, ", ", 2)) || py_str(b, k, strlen(k)) || tok_buf_put(b, ": ", 2) ||
+                py_dump(b, x))
+                return -1;
+            first = 0;
+        }
+        return tok_buf_putc(b, '}');
+    }
+    case JSON_ARRAY:
+        if (tok_buf_putc(b, '[')) return -1;
+        json_array_foreach(v, i, x) {
+            if ((i && tok_buf_put(b, ", ", 2)) || py_dump(b, x)) return -1;
+        }
+        return tok_buf_putc(b, ']');
+    case JSON_STRING: return py_str(b, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        snprintf(s, sizeof s, "%lld", (long long)json_integer_value(v));
+        return tok_buf_put(b, s, strlen(s));
+    case JSON_REAL: return py_real(b, json_real_value(v));
+    case JSON_TRUE: return tok_buf_put(b, "true", 4);
+    case JSON_FALSE: return tok_buf_put(b, "false", 5);
+    default: return tok_buf_put(b, "null", 4);
+    }
+}
+
+/* ---- formats ---- */
+typedef enum { FMT_MISTRAL_V7, FMT_CHATML, FMT_LLAMA3 } chat_fmt;
+static const char *k_names[] = {"mistral-v7", "chatml", "llama3"};
+
+static int resolve(const kiln_tokenizer *t, const char *name, chat_fmt *f, kiln_error *err) {
+    if (name && *name && strcmp(name, "auto")) {
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(name, k_names[i])) {
+                *f = (chat_fmt)i;
+                return KILN_OK;
+            }
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: unknown chat template \"%s\" (known: mistral-v7, chatml, llama3)",
+                        name);
+    }
+    const char *ver = kiln_tokenizer_version(t), *ct = kiln_tokenizer_chat_template(t);
+    if (kiln_tokenizer_kind(t) == KILN_TOK_KIND_TEKKEN) {
+        if (ver[0] == 'v' && atoi(ver + 1) >= 7) {
+            *f = FMT_MISTRAL_V7;
+            return KILN_OK;
+        }
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "chat: tekken version \"%s\" has no chat format in kiln (only v7 and later); choose one with "
+                        "--chat-template mistral-v7", ver);
+    }
+    if (!ct)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "chat: the tokenizer has no chat template; choose one with --chat-template "
+                        "(mistral-v7, chatml, llama3)");
+    if (strstr(ct, "<|im_start|>")) *f = FMT_CHATML;
+    else if (strstr(ct, "<|start_header_id|>")) *f = FMT_LLAMA3;
+    else if (strstr(ct, "[SYSTEM_PROMPT]") && strstr(ct, "[INST]")) *f = FMT_MISTRAL_V7;
+    else
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "chat: the model's chat template is not one kiln recognises (ChatML, Llama 3, Mistral v7); "
+                        "choose one with --chat-template");
+    return KILN_OK;
+}
+
+const char *kiln_chat_template_name(const kiln_tokenizer *t, const char *template_name, kiln_error *err) {
+    chat_fmt f;
+    return resolve(t, template_name, &f, err) ? NULL : k_names[f];
+}
+
+typedef struct enc {
+    const kiln_tokenizer *t;
+    tok_ivec ids;
+    kiln_error *err;
+} enc;
+
+static int put_id(enc *e, int32_t id) { return tok_ivec_push(&e->ids, id) ? KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory") : KILN_OK; }
+static int put_text(enc *e, const char *s, size_t n) {
+    if (n == 0) return KILN_OK;
+    int32_t *ids;
+    int k;
+    int rc = kiln_tokenizer_encode(e->t, s, n, 0, &ids, &k, e->err);
+    for (int i = 0; rc == KILN_OK && i < k; i++) rc = put_id(e, ids[i]);
+    if (ids) kiln_free(ids);
+    return rc;
+}
+static int put_str(enc *e, const char *s) { return put_text(e, s, strlen(s)); }
+static int special(enc *e, const char *name, int32_t *id) {
+    *id = kiln_tokenizer_token_id(e->t, name);
+    if (*id < 0) return KILN_ERR(e->err, KILN_ERR_UNSUPPORTED, "chat: the vocabulary has no %s token", name);
+    return KILN_OK;
+}
+static int put_special(enc *e, const char *name) {
+    int32_t id;
+    int rc = special(e, name, &id);
+    return rc ? rc : put_id(e, id);
+}
+static int put_json(enc *e, json_t *v) {
+    tok_buf b = {0};
+    int rc = py_dump(&b, v) ? KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory") : put_text(e, b.p, b.n);
+    tok_buf_free(&b);
+    return rc;
+}
+
+static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
+    kiln_error *err = e->err;
+    int rc, last_user = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(m[i].role, "user")) last_user = i;
+    json_t *tools = NULL;
+    if (tools_json && *tools_json) {
+        json_error_t je;
+        json_t *in = json_loads(tools_json, 0, &je);
+        if (!json_is_array(in)) {
+            json_decref(in);
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tools is not a JSON array");
+        }
+        tools = json_array(); /* mistral-common's Tool.model_dump(): type, function{name, description, parameters} */
+        size_t i;
+        json_t *t;
+        json_array_foreach(in, i, t) {
+            json_t *fn = json_object_get(t, "function"), *name = json_object_get(fn, "name");
+            if (!json_is_string(name)) {
+                json_decref(in);
+                json_decref(tools);
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool %zu has no function.name", i);
+            }
+            json_t *d = json_object_get(fn, "description"), *p = json_object_get(fn, "parameters");
+            json_t *o = json_pack("{s:s, s:{s:O, s:s, s:o}}", "type", "function", "function", "name", name,
+                                  "description", json_is_string(d) ? json_string_value(d) : "",
+                                  "parameters", p ? json_incref(p) : json_object());
+            json_array_append_new(tools, o);
+        }
+        json_decref(in);
+    }
+    if ((rc = put_special(e, "<s>"))) goto done;
+    for (int i = 0; i < n && rc == KILN_OK; i++) {
+        const char *c = m[i].content ? m[i].content : "";
+        if (!strcmp(m[i].role, "system")) {
+            if (!(rc = put_special(e, "[SYSTEM_PROMPT]")) && !(rc = put_str(e, c))) rc = put_special(e, "[/SYSTEM_PROMPT]");
+        } else if (!strcmp(m[i].role, "user")) {
+            if (i == last_user && tools && json_array_size(tools)) {
+                if (!(rc = put_special(e, "[AVAILABLE_TOOLS]")) && !(rc = put_json(e, tools)))
+                    rc = put_special(e, "[/AVAILABLE_TOOLS]");
+                if (rc) break;
+            }
+            if (!(rc = put_special(e, "[INST]")) && !(rc = put_str(e, c))) rc = put_special(e, "[/INST]");
+        } else if (!strcmp(m[i].role, "assistant")) {
+            size_t cl = strlen(c);
+            while (cl > 0 && c[cl - 1] == ' ') cl--;
+            if (!cl && !m[i].tool_calls_json) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: assistant message %d has neither content nor tool calls", i);
+                break;
+            }
+            if ((rc = put_text(e, c, cl))) break;
+            if (m[i].tool_calls_json) {
+                json_error_t je;
+                json_t *calls = json_loads(m[i].tool_calls_json, 0, &je), *out = json_array(), *tc;
+                size_t k;
+                if (!json_is_array(calls)) rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool_calls is not an array", i);
+                json_array_foreach(calls, k, tc) {
+                    json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+                    json_t *id = json_object_get(tc, "id"), *pa = NULL;
+                    if (json_is_string(args)) pa = json_loads(json_string_value(args), JSON_DECODE_ANY, &je);
+                    if (!pa) pa = args ? json_incref(args) : json_object();
+                    json_t *o = json_pack("{s:O, s:o}", "name", json_object_get(fn, "name"), "arguments", pa);
+                    if (!o) {
+                        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu has no name", i, k);
+                        break;
+                    }
+                    if (json_is_string(id) && strcmp(json_string_value(id), "null")) json_object_set(o, "id", id);
+                    json_array_append_new(out, o);
+                }
+                if (rc == KILN_OK && !(rc = put_special(e, "[TOOL_CALLS]"))) rc = put_json(e, out);
+                json_decref(calls);
+                json_decref(out);
+                if (rc) break;
+            }
+            rc = put_special(e, "</s>");
+        } else if (!strcmp(m[i].role, "tool")) {
+            if (!m[i].tool_call_id) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool message %d has no tool_call_id", i);
+                break;
+            }
+            if (!(rc = put_special(e, "[TOOL_RESULTS]")) && !(rc = put_str(e, m[i].tool_call_id)) &&
+                !(rc = put_special(e, "[TOOL_CONTENT]")) && !(rc = put_str(e, c)))
+                rc = put_special(e, "[/TOOL_RESULTS]");
+        } else {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, m[i].role);
+        }
+    }
+done:
+    json_decref(tools);
+    return rc;
+}
+
+/* the literal default system prompt of a ChatML template ("<|im_start|>system\n...<|im_end|>") */
+static char *chatml_default_system(const char *ct) {
+    const char *p = ct ? strstr(ct, "'<|im_start|>system\n") : NULL;
+    if (!p) return NULL;
+    p += strlen("'<|im_start|>system\n");
+    const char *q = strstr(p, "<|im_end|>");
+    if (!q) return NULL;
+    for (const char *r = p; r < q; r++)
+        if (*r == '\'' || *r == '{' || *r == '}') return NULL; /* not a plain literal */
+    return kiln_strndup(p, (size_t)(q - p));
+}
+
+static int chatml(enc *e, const kiln_chat_msg *m, int n, int gen) {
+    int32_t st, en;
+    int rc;
+    if ((rc = special(e, "<|im_start|>", &st)) || (rc = special(e, "<|im_end|>", &en))) return rc;
+    char *def = n > 0 && strcmp(m[0].role, "system") ? chatml_default_system(kiln_tokenizer_chat_template(e->t)) : NULL;
+    tok_buf b = {0};
+    for (int i = -1; i < n && rc == KILN_OK; i++) {
+        const char *role = i < 0 ? "system" : m[i].role, *c = i < 0 ? def : m[i].content;
+        if (i < 0 && !def) continue;
+        b.n = 0;
+        if (tok_buf_put(&b, role, strlen(role)) || tok_buf_putc(&b, '\n') || (c && tok_buf_put(&b, c, strlen(c)))) {
+            rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory");
+            break;
+        }
+        if (!(rc = put_id(e, st)) && !(rc = put_text(e, b.p, b.n)) && !(rc = put_id(e, en))) rc = put_str(e, "\n");
+    }
+    if (rc == KILN_OK && gen && !(rc = put_id(e, st))) rc = put_str(e, "assistant\n");
+    tok_buf_free(&b);
+    kiln_free(def);
+    return rc;
+}
+
+static int llama3(enc *e, const kiln_chat_msg *m, int n, int gen) {
+    int rc = put_special(e, "<|begin_of_text|>");
+    for (int i = 0; i < n && rc == KILN_OK; i++) {
+        const char *c = m[i].content ? m[i].content : "";
+        size_t a = 0, z = strlen(c);
+        while (a < z && isspace((unsigned char)c[a])) a++;
+        while (z > a && isspace((unsigned char)c[z - 1])) z--;
+        if (!(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, m[i].role)) &&
+            !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_str(e, "\n\n")) && !(rc = put_text(e, c + a, z - a)))
+            rc = put_special(e, "<|eot_id|>");
+    }
+    if (rc == KILN_OK && gen && !(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, "assistant")) &&
+        !(rc = put_special(e, "<|end_header_id|>")))
+        rc = put_str(e, "\n\n");
+    return rc;
+}
+
 int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const kiln_chat_msg *msgs,
                      int n_msgs, const char *tools_json, int add_generation_prompt, int32_t **ids,
                      int *n_ids, kiln_error *err) {
-    (void)t; (void)template_name; (void)msgs; (void)n_msgs; (void)tools_json; (void)add_generation_prompt;
-    *ids = NULL; *n_ids = 0;
-    return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "chat formats are not implemented yet");
+    *ids = NULL;
+    *n_ids = 0;
+    chat_fmt f;
+    int rc = resolve(t, template_name, &f, err);
+    if (rc) return rc;
+    for (int i = 0; i < n_msgs; i++)
+        if (!msgs[i].role) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has no role", i);
+    if (f != FMT_MISTRAL_V7 && tools_json && strcmp(tools_json, "[]"))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "chat: the %s format in kiln does not take tools", k_names[f]);
+    enc e = {t, {0}, err};
+    if (f == FMT_MISTRAL_V7) rc = mistral_v7(&e, msgs, n_msgs, tools_json);
+    else if (f == FMT_CHATML) rc = chatml(&e, msgs, n_msgs, add_generation_prompt);
+    else rc = llama3(&e, msgs, n_msgs, add_generation_prompt);
+    if (rc) {
+        tok_ivec_free(&e.ids);
+        return rc;
+    }
+    *ids = e.ids.p ? e.ids.p : kiln_malloc(sizeof(int32_t));
+    *n_ids = e.ids.n;
+    return *ids ? KILN_OK : OOM();
 }
+
+int kiln_chat_end_of_turn(const kiln_tokenizer *t, const char *template_name) {
+    kiln_error err;
+    chat_fmt f;
+    if (resolve(t, template_name, &f, &err)) return -1;
+    const char *n = f == FMT_MISTRAL_V7 ? "</s>" : f == FMT_CHATML ? "<|im_end|>" : "<|eot_id|>";
+    return kiln_tokenizer_token_id(t, n);
+}
+
+/* ---- tool calls in model output ---- */
+static void call_id(const char *text, size_t len, size_t k, char out[10]) {
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)k; /* FNV-1a of the text: deterministic ids */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)text[i]) * 1099511628211ULL;
+    for (int i = 0; i < 9; i++) {
+        h = h * 6364136223846793005ULL + 1442695040888963407ULL;
+        out[i] = al[(h >> 33) % 62];
+    }
+    out[9] = 0;
+}
+
 int kiln_chat_parse_tool_calls(const kiln_tokenizer *t, const char *text, size_t len, char **content,
                                char **calls_json, kiln_error *err) {
-    (void)t; (void)text; (void)len; (void)err;
-    *content = NULL; *calls_json = NULL;
+    (void)t;
+    *content = NULL;
+    *calls_json = NULL;
+    const char *mark = "[TOOL_CALLS]";
+    size_t ml = strlen(mark), at = len;
+    for (size_t i = 0; i + ml <= len; i++)
+        if (!memcmp(text + i, mark, ml)) {
+            at = i;
+            break;
+        }
+    if (at == len) return KILN_OK;
+    json_t *out = json_array();
+    const char *p = text + at + ml, *end = text + len;
+    size_t k = 0;
+    while (p < end) { /* one or more JSON arrays (or objects), each after [TOOL_CALLS] */
+        while (p < end && isspace((unsigned char)*p)) p++;
+        if (p + ml <= end && !memcmp(p, mark, ml)) {
+            p += ml;
+            continue;
+        }
+        if (p >= end) break;
+        json_error_t je;
+        json_t *v = json_loadb(p, (size_t)(end - p), JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+        if (!v || (!json_is_array(v) && !json_is_object(v))) {
+            json_decref(v);
+            json_decref(out);
+            return KILN_ERR(err, KILN_ERR_FORMAT, "chat: tool calls after [TOOL_CALLS] are not valid JSON: %s", je.text);
+        }
+        p += je.position;
+        json_t *arr = json_is_array(v) ? v : json_pack("[O]", v), *c;
+        size_t i;
+        json_array_foreach(arr, i, c) {
+            json_t *name = json_object_get(c, "name"), *args = json_object_get(c, "arguments");
+            if (!json_is_string(name)) {
+                if (arr != v) json_decref(arr);
+                json_decref(v);
+                json_decref(out);
+                return KILN_ERR(err, KILN_ERR_FORMAT, "chat: tool call %zu has no name", k);
+            }
+            tok_buf ab = {0};
+            if (json_is_string(args)) tok_buf_put(&ab, json_string_value(args), json_string_length(args));
+            else py_dump(&ab, args ? args : json_object());
+            char id[10];
+            json_t *given = json_object_get(c, "id");
+            call_id(text, len, k, id);
+            json_t *o = json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", json_is_string(given) ? json_string_value(given) : id,
+                                  "type", "function", "function", "name", name, "arguments", ab.p ? ab.p : "{}");
+            tok_buf_free(&ab);
+            json_array_append_new(out, o);
+            k++;
+        }
+        if (arr != v) json_decref(arr);
+        json_decref(v);
+    }
+    *calls_json = json_dumps(out, JSON_COMPACT);
+    json_decref(out);
+    *content = kiln_strndup(text, at);
+    if (!*calls_json || !*content) {
+        free(*calls_json);
+        kiln_free(*content);
+        *calls_json = *content = NULL;
+        return OOM();
+    }
+    /* json_dumps allocates with malloc: hand back a kiln_malloc copy */
+    char *cj = kiln_strdup(*calls_json);
+    free(*calls_json);
+    *calls_json = cj;
+    if (!cj) {
+        kiln_free(*content);
+        *content = NULL;
+        return OOM();
+    }
     return KILN_OK;
 }

@@ -20,9 +20,29 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
                      int n_msgs, const char *tools_json, int add_generation_prompt, int32_t **ids,
                      int *n_ids, kiln_error *err);
 
-/* Parse model output text that contains tool calls (Devstral: "[TOOL_CALLS][{...}]") into an
- * OpenAI tool_calls JSON array (allocated) and the text before the calls. Returns 0 and sets
- * *calls_json to NULL when the text holds no tool call. */
+/* The format name chosen for template_name (as kiln_chat_encode would), NULL + err if none. */
+const char *kiln_chat_template_name(const kiln_tokenizer *t, const char *template_name, kiln_error *err);
+/* The token that ends an assistant turn in that format (</s>, <|im_end|>, <|eot_id|>), -1 if none. */
+int kiln_chat_end_of_turn(const kiln_tokenizer *t, const char *template_name);
+
+/* An OpenAI-style chat request {"messages": [...], "tools": [...]} read into messages. content
+ * may be a string or a list of {"type": "text", "text": ...} parts (joined); tool_calls are kept
+ * as JSON text. Free with kiln_chat_request_free. */
+typedef struct kiln_chat_request {
+    kiln_chat_msg *msgs;
+    int n_msgs;
+    char *tools_json; /* NULL when absent */
+    void *store;      /* owns the strings */
+} kiln_chat_request;
+int kiln_chat_request_parse(const char *json, size_t len, kiln_chat_request *req, kiln_error *err);
+void kiln_chat_request_free(kiln_chat_request *req);
+
+/* Parse model output text that contains tool calls (Devstral: "[TOOL_CALLS][{...}]", decoded
+ * with special tokens kept) into an OpenAI tool_calls JSON array (allocated with kiln_malloc:
+ * [{"id": 9 alphanumerics, "type": "function", "function": {"name", "arguments": JSON text}}])
+ * and the text before the calls (allocated). Ids are derived from the text (deterministic).
+ * Returns 0 and sets *calls_json to NULL when the text holds no tool call; malformed JSON after
+ * [TOOL_CALLS] is KILN_ERR_FORMAT. t may be NULL. */
 int kiln_chat_parse_tool_calls(const kiln_tokenizer *t, const char *text, size_t len,
                                char **content, char **calls_json, kiln_error *err);
 #endif

@@ -697,6 +697,8 @@ int tok_load_hf(kiln_tokenizer *t, const char *path, const char *config_path, in
         t->encode = hf_encode;
         rc = load_model(t, m, root, cfg, tf_mode, path, err);
     }
+    const char *ct = cfg ? jstr(cfg, "chat_template") : NULL; /* a string (named lists: not used) */
+    if (rc == KILN_OK && ct && !(t->chat_template = kiln_strdup(ct))) rc = OOM();
     json_decref(root);
     if (cfg) json_decref(cfg);
     return rc;

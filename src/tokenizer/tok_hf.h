@@ -101,6 +101,13 @@ int hf_normalize(const hf_norm *n, int k, const char *s, size_t len, char **out,
                  kiln_error *err);
 int hf_encode(const kiln_tokenizer *t, const char *text, size_t len, int flags, tok_ivec *out,
               kiln_error *err);
+/* the same with the pipeline m given (t: token tables only; GGUF vocabularies use this) */
+int hf_encode_model(const kiln_tokenizer *t, const hf_model *m, const char *text, size_t len, int flags,
+                    tok_ivec *out, kiln_error *err);
 void hf_model_free(void *m);
+/* Cut s on the added tokens that are not normalized (leftmost-longest; specials only when
+ * parse_special): out gets triples (start, end, id) with id -1 for plain text. */
+int hf_split_added_tokens(const hf_model *m, const char *s, size_t n, int parse_special,
+                          tok_ivec *out, kiln_error *err);
 
 #endif

@@ -358,6 +358,18 @@ static int split_added(const hf_model *m, const char *s, size_t n, int norm, int
     return KILN_OK;
 }
 
+int hf_split_added_tokens(const hf_model *m, const char *s, size_t n, int parse_special,
+                          tok_ivec *out, kiln_error *err) {
+    spans sp = {0};
+    int rc = split_added(m, s, n, 0, parse_special, &sp, err);
+    for (int i = 0; rc == KILN_OK && i < sp.n; i++)
+        if (tok_ivec_push(out, (int32_t)sp.p[i].s) || tok_ivec_push(out, (int32_t)sp.p[i].e) ||
+            tok_ivec_push(out, sp.p[i].m))
+            rc = OOM();
+    kiln_free(sp.p);
+    return rc;
+}
+
 /* ---- BPE model on one word ---- */
 static int bpe_word(const kiln_tokenizer *t, const hf_model *m, const char *w, size_t n,
                     tok_ivec *out, kiln_error *err) {
@@ -417,7 +429,11 @@ static int encode_segment(const kiln_tokenizer *t, const hf_model *m, const char
 
 int hf_encode(const kiln_tokenizer *t, const char *text, size_t len, int flags, tok_ivec *out,
               kiln_error *err) {
-    const hf_model *m = t->impl;
+    return hf_encode_model(t, t->impl, text, len, flags, out, err);
+}
+
+int hf_encode_model(const kiln_tokenizer *t, const hf_model *m, const char *text, size_t len, int flags,
+                    tok_ivec *out, kiln_error *err) {
     char *s = NULL, *ns = NULL;
     size_t n, nn;
     spans s1 = {0}, s2 = {0};

@@ -94,6 +94,9 @@ struct kiln_tokenizer {
     int strip_n;     /* TOK_STRIP_OUTPUT: how many leading spaces */
     int max_tok_len;
     tok_encode_fn encode;
+    char *chat_template; /* the vocabulary's chat template text (GGUF tokenizer.chat_template,
+                          * tokenizer_config.json chat_template), NULL when none */
+    char version[16];    /* tekken config.version ("v7"), "" otherwise */
     void *impl;
     void (*impl_free)(void *impl);
 };
@@ -131,5 +134,7 @@ int tok_load_llama2c(kiln_tokenizer *t, const char *path, kiln_error *err);
 int tok_load_hf(kiln_tokenizer *t, const char *path, const char *config_path, int tf_mode,
                 kiln_error *err);
 int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err);
+/* GGUF vocabulary (tokenizer.ggml.*): model "llama" (SentencePiece scores) or "gpt2" (merges) */
+int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err);
 
 #endif

@@ -13,6 +13,8 @@
  * their text (or nothing with skip_special).
  */
 #include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include "tokenizer/tok_hf.h" /* hf_regex_compile */
 #include "util/alloc.h"
@@ -64,9 +66,48 @@ static int b64_decode(const char *s, size_t n, unsigned char *out) {
     return len;
 }
 
+/* tiktoken's byte_pair_merge for short pieces, on the stack: boundaries pos[0..k], rank[i] =
+ * id of bytes pos[i]..pos[i+2] (ids are ordered as ranks) or INT32_MAX; merge the lowest,
+ * leftmost on ties, and refresh its two neighbours. O(n^2) but allocation-free. */
+#define SHORT_PIECE 256
+static int32_t span_id(const kiln_tokenizer *t, const char *s, const int *pos, int k, int i) {
+    if (i + 2 > k) return INT32_MAX;
+    int32_t id = tok_strmap_get(&t->vocab, s + pos[i], (size_t)(pos[i + 2] - pos[i]));
+    return id < 0 ? INT32_MAX : id;
+}
+static int merge_short(const kiln_tokenizer *t, const char *s, size_t n, tok_ivec *out, kiln_error *err) {
+    int pos[SHORT_PIECE + 1];
+    int32_t rank[SHORT_PIECE];
+    int k = (int)n; /* number of parts */
+    for (int i = 0; i <= k; i++) pos[i] = i;
+    for (int i = 0; i + 1 < k; i++) rank[i] = span_id(t, s, pos, k, i);
+    while (k > 1) {
+        int best = -1;
+        int32_t br = INT32_MAX;
+        for (int i = 0; i + 1 < k; i++)
+            if (rank[i] < br) {
+                br = rank[i];
+                best = i;
+            }
+        if (best < 0) break;
+        for (int i = best + 1; i < k; i++) pos[i] = pos[i + 1]; /* drop boundary best+1 */
+        for (int i = best + 1; i + 1 < k; i++) rank[i] = rank[i + 1];
+        k--;
+        if (best + 1 < k) rank[best] = span_id(t, s, pos, k, best);
+        if (best > 0) rank[best - 1] = span_id(t, s, pos, k, best - 1);
+    }
+    for (int i = 0; i < k; i++) {
+        int32_t id = tok_strmap_get(&t->vocab, s + pos[i], (size_t)(pos[i + 1] - pos[i]));
+        if (id < 0) return KILN_ERR(err, KILN_ERR_FORMAT, "tekken: piece without a token");
+        if (tok_ivec_push(out, id)) return OOM();
+    }
+    return KILN_OK;
+}
+
 static int encode_piece(const kiln_tokenizer *t, const char *s, size_t n, tok_ivec *out, kiln_error *err) {
     int32_t id = tok_strmap_get(&t->vocab, s, n);
     if (id >= 0) return tok_ivec_push(out, id) ? OOM() : KILN_OK;
+    if (n <= SHORT_PIECE) return merge_short(t, s, n, out, err);
     int start = out->n;
     for (size_t i = 0; i < n; i++) {
         int32_t b = tok_strmap_get(&t->vocab, s + i, 1);
@@ -237,6 +278,8 @@ int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
         goto done;
     }
     t->kind = KILN_TOK_KIND_TEKKEN;
+    const char *ver = json_string_value(json_object_get(cfg, "version"));
+    snprintf(t->version, sizeof t->version, "%s", ver ? ver : "");
     t->encode = tekken_encode;
     t->strip_mode = TOK_STRIP_NONE;
     t->bos = 1;

@@ -2,8 +2,7 @@
  *
  * A path is recognised by what it is: a folder (tokenizer.json, then tekken.json, then a
  * llama2.c tokenizer.bin), a .bin (llama2.c), a .json (tokenizer.json when it has "model",
- * tekken when it has "config" + "vocab"), a .gguf / tokenizer.model (refused as unsupported
- * for now). Decoding concatenates each token's decoded bytes (built at load from the
+ * tekken when it has "config" + "vocab"), a .gguf (tok_gguf.c); tokenizer.model is refused. Decoding concatenates each token's decoded bytes (built at load from the
  * vocabulary's decoder), applies the vocabulary's leading-space rule, and replaces invalid
  * UTF-8 with U+FFFD so the result is always valid UTF-8.
  */
@@ -32,6 +31,15 @@ static void dir_of(const char *path, char *dst, size_t cap) {
     memcpy(dst, path, n);
     dst[n] = 0;
     if (n == 0) snprintf(dst, cap, "/");
+}
+
+static int has_gguf_magic(const char *path) {
+    char m[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(m, 1, 4, f);
+    fclose(f);
+    return n == 4 && memcmp(m, "GGUF", 4) == 0;
 }
 
 static int load_json_file(kiln_tokenizer *t, const char *path, int opts, kiln_error *err) {
@@ -76,9 +84,8 @@ int kiln_tokenizer_load_ex(kiln_tokenizer **out, const char *path, int opts, kil
                           "%s: no tokenizer.json, tekken.json or tokenizer.bin in this folder", path);
     } else if (!kiln_file_exists(path)) {
         rc = KILN_ERR(err, KILN_ERR_IO, "%s: no such tokenizer file", path);
-    } else if (ends_with(path, ".gguf")) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                      "%s: GGUF vocabularies are not supported yet (the GGUF reader has not landed)", path);
+    } else if (ends_with(path, ".gguf") || has_gguf_magic(path)) {
+        rc = tok_load_gguf(t, path, err);
     } else if (ends_with(path, ".model")) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                       "%s: SentencePiece .model files are not supported yet (use tokenizer.json)", path);
@@ -111,6 +118,7 @@ void kiln_tokenizer_free(kiln_tokenizer *t) {
     kiln_free(t->special);
     kiln_free(t->scores);
     tok_strmap_free(&t->vocab);
+    kiln_free(t->chat_template);
     kiln_free(t);
 }
 
@@ -118,6 +126,17 @@ kiln_tok_kind kiln_tokenizer_kind(const kiln_tokenizer *t) { return t->kind; }
 int kiln_tokenizer_vocab_size(const kiln_tokenizer *t) { return t->n_vocab; }
 int kiln_tokenizer_bos(const kiln_tokenizer *t) { return t->bos; }
 int kiln_tokenizer_eos(const kiln_tokenizer *t) { return t->eos; }
+const char *kiln_tokenizer_chat_template(const kiln_tokenizer *t) { return t->chat_template; }
+const char *kiln_tokenizer_version(const kiln_tokenizer *t) { return t->version; }
+int32_t kiln_tokenizer_token_id(const kiln_tokenizer *t, const char *s) {
+    size_t n = strlen(s);
+    for (int i = 0; i < t->n_vocab; i++) { /* specials first: they may shadow plain spellings */
+        size_t l;
+        const char *p = tok_str(t, i, &l);
+        if (t->special[i] && l == n && memcmp(p, s, n) == 0) return i;
+    }
+    return tok_strmap_get(&t->vocab, s, n);
+}
 
 int kiln_tokenizer_encode(const kiln_tokenizer *t, const char *text, size_t len, int flags,
                           int32_t **ids, int *n_ids, kiln_error *err) {

@@ -48,6 +48,12 @@ kiln_tok_kind kiln_tokenizer_kind(const kiln_tokenizer *t);
 int kiln_tokenizer_vocab_size(const kiln_tokenizer *t);
 int kiln_tokenizer_bos(const kiln_tokenizer *t); /* -1 if none */
 int kiln_tokenizer_eos(const kiln_tokenizer *t); /* -1 if none */
+/* The vocabulary's chat template text (GGUF tokenizer.chat_template, tokenizer_config.json's
+ * chat_template) or NULL; tekken's config.version ("v7") or "" (chat.c chooses formats by them). */
+const char *kiln_tokenizer_chat_template(const kiln_tokenizer *t);
+const char *kiln_tokenizer_version(const kiln_tokenizer *t);
+/* Id of the token spelled s (special tokens first), -1 when none. */
+int32_t kiln_tokenizer_token_id(const kiln_tokenizer *t, const char *s);
 
 /* Encode len bytes of text. *ids is allocated with kiln_malloc (free with kiln_free).
  * Invalid UTF-8 has defined behaviour, never a crash: tokenizer.json and tekken encode the text
