@@ -75,7 +75,7 @@ static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks
 #ifdef KILN_TEST_HOOKS
 /* Test hooks (env, read at open): KILN_TEST_EXTRA_SYNC=1 makes every step wait twice (I1
  * broken on purpose); KILN_TEST_BREAK_BATCH=1 perturbs the logits of the second sequence of
- * a batched step (I5 broken on purpose). They let `kiln validate` prove its checks can fail. */
+ * a batched step (+1e-3 on its largest logit) (I5 broken on purpose). They let `kiln validate` prove its checks can fail. */
 static int env_on(const char *name) {
     const char *v = getenv(name);
     return v && strcmp(v, "1") == 0;
@@ -402,8 +402,14 @@ int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
         if ((rc = e->ops->finish_step(e->backend, &res, err))) return rc;
 #ifdef KILN_TEST_HOOKS
         if (e->test_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
-        if (e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1)
-            ((float *)res.logits)[res.vocab] += 1e-3f; /* first logit of the second logits row */
+        if (e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1) {
+            /* +1e-3 on the largest logit of the second logits row: moves that sequence's
+             * logprobs (and near-ties) while a solo run of it is untouched */
+            float *row = (float *)res.logits + res.vocab;
+            int am = 0;
+            for (int k = 1; k < res.vocab; k++) if (row[k] > row[am]) am = k;
+            row[am] += 1e-3f;
+        }
 #endif
         t_backend = kiln_now() - tb;
         e->stats.steps++;
