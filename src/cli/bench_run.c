@@ -222,6 +222,9 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
     }
     m->fma_gflops = 2.0 * 12 * lanes * (double)fj.iters * m->threads / best / 1e9;
     kiln_pool_destroy(pool);
+    /* reset VmHWM so that peak RSS reports the engine, not the 256 MiB probe buffer */
+    FILE *cr = fopen("/proc/self/clear_refs", "w");
+    if (cr) { fputs("5", cr); fclose(cr); }
 }
 
 /* ---- the run ----------------------------------------------------------------------------- */
