@@ -150,6 +150,8 @@ typedef struct kiln_engine_stats {
     uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
     int max_model_len;
     int vocab_size;
+    double host_seconds;       /* time in kiln_engine_step outside backend encode/finish */
+    double backend_seconds;    /* time in backend encode_step + finish_step */
 } kiln_engine_stats;
 
 void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s);

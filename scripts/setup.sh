@@ -19,7 +19,7 @@ for a in "$@"; do
 done
 
 pkgs=(build-essential cmake pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev
-      libssl-dev python3 python3-venv python3-pip ca-certificates)
+      libssl-dev libcurl4-openssl-dev gnuplot-nox python3 python3-venv python3-pip ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,6 +22,8 @@ int kiln_cmd_generate(int argc, char **argv);
 int kiln_cmd_logits(int argc, char **argv);
 int kiln_cmd_info(int argc, char **argv);
 int kiln_cmd_bench(int argc, char **argv);
+int kiln_cmd_bench_serve(int argc, char **argv);
+int kiln_cmd_validate(int argc, char **argv);
 int kiln_cmd_tokenize(int argc, char **argv);
 int kiln_cmd_gguf(int argc, char **argv);
 int kiln_cmd_serve(int argc, char **argv);

@@ -13,6 +13,7 @@ static const struct { const char *name; cmd_fn fn; const char *help; } k_cmds[] 
     {"chat", kiln_cmd_chat, "chat with a model in the terminal (stdin not a terminal: answer once)"},
     {"tokenize", kiln_cmd_tokenize, "encode stdin to ids (or --decode ids to text)"},
     {"bench", kiln_cmd_bench, "measure prefill / decode throughput per batch size"},
+    {"validate", kiln_cmd_validate, "benchmark + invariant and coherence checks -> Markdown/JSON report"}, /* bench branch */
     {"gguf-dump", kiln_cmd_gguf, "list a GGUF file's metadata and tensors; dequantize one tensor"},
     {"serve", kiln_cmd_serve, "OpenAI-compatible HTTP server (docs/server.md)"}, /* server branch */
 };

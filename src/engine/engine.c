@@ -15,6 +15,7 @@
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/timeutil.h"
 
 void kiln_engine_options_default(kiln_engine_options *o) {
     memset(o, 0, sizeof *o);
@@ -71,6 +72,16 @@ static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks
     return s->token_ids && s->positions && s->slot_mapping && s->seq_q_start && s->seq_ctx_len &&
            s->block_table && s->seq_logits && s->sampling;
 }
+
+#ifdef KILN_TEST_HOOKS
+/* Test hooks (env, read at open): KILN_TEST_EXTRA_SYNC=1 makes every step wait twice (I1
+ * broken on purpose); KILN_TEST_BREAK_BATCH=1 perturbs the logits of the second sequence of
+ * a batched step (+1e-3 on its largest logit) (I5 broken on purpose). They let `kiln validate` prove its checks can fail. */
+static int env_on(const char *name) {
+    const char *v = getenv(name);
+    return v && strcmp(v, "1") == 0;
+}
+#endif
 
 static size_t phys_mem_bytes(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
@@ -170,6 +181,10 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->step_reqs = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
     if (!e->running || !e->step_reqs) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
     e->next_id = 1;
+#ifdef KILN_TEST_HOOKS
+    e->test_extra_sync = env_on("KILN_TEST_EXTRA_SYNC");
+    e->test_break_batch = env_on("KILN_TEST_BREAK_BATCH");
+#endif
     e->stats.max_model_len = e->max_model_len;
     e->stats.vocab_size = mc->vocab_size;
     *out = e;
@@ -388,13 +403,27 @@ static void register_blocks(kiln_engine *e, kiln_req *r) {
 }
 
 int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
+    double t_start = kiln_now(), t_backend = 0;
     int rc = kiln_sched_build_step(e, err);
     if (rc) return rc;
     kiln_step *s = &e->step;
     if (s->n_seqs > 0) {
         kiln_step_result res;
+        double tb = kiln_now();
         if ((rc = e->ops->encode_step(e->backend, s, err))) return rc;
         if ((rc = e->ops->finish_step(e->backend, &res, err))) return rc;
+#ifdef KILN_TEST_HOOKS
+        if (e->test_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
+        if (e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1) {
+            /* +1e-3 on the largest logit of the second logits row: moves that sequence's
+             * logprobs (and near-ties) while a solo run of it is untouched */
+            float *row = (float *)res.logits + res.vocab;
+            int am = 0;
+            for (int k = 1; k < res.vocab; k++) if (row[k] > row[am]) am = k;
+            row[am] += 1e-3f;
+        }
+#endif
+        t_backend = kiln_now() - tb;
         e->stats.steps++;
         int li = 0;
         for (int i = 0; i < s->n_seqs; i++) {
@@ -426,6 +455,8 @@ int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
         for (int i = 0; i < e->n_reqs; i++) n += e->reqs[i]->state != KILN_REQ_FINISHED;
         *n_active = n;
     }
+    e->stats.backend_seconds += t_backend;
+    e->stats.host_seconds += kiln_now() - t_start - t_backend;
     return KILN_OK;
 }
 
@@ -479,6 +510,20 @@ int kiln_engine_detokenize(kiln_engine *e, const int32_t *ids, int n, int skip_s
 /* internal accessors for the CLI / tests */
 const kiln_model *kiln_engine_model(const kiln_engine *e) { return e->model; }
 const kiln_tokenizer *kiln_engine_tokenizer(const kiln_engine *e) { return e->tok; }
+
+void kiln_engine_get_info(const kiln_engine *e, kiln_engine_info *info) {
+    memset(info, 0, sizeof *info);
+    info->backend = e->ops->name;
+    info->strict = e->strict;
+    info->kv_layout = e->kv_layout;
+    info->kv_layout_bytes = (size_t)kiln_kv_elems(&e->kv_layout) * sizeof(float);
+    if (e->ops->memory) e->ops->memory(e->backend, &info->backend_kv_bytes, &info->backend_scratch_bytes);
+    info->max_batch_tokens = e->max_batch_tokens;
+    info->max_seqs = e->max_seqs;
+    info->max_model_len = e->max_model_len;
+    info->block_size = e->block_size;
+    info->prefix_cache = e->opt.enable_prefix_cache >= 0;
+}
 
 int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *out, kiln_error *err) {
     const kiln_config *mc = &e->model->cfg;

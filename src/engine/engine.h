@@ -2,11 +2,25 @@
 #ifndef KILN_ENGINE_ENGINE_H
 #define KILN_ENGINE_ENGINE_H
 #include "kiln.h"
+#include "engine/step.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 const kiln_model *kiln_engine_model(const kiln_engine *e);
 const kiln_tokenizer *kiln_engine_tokenizer(const kiln_engine *e);
+
+/* The engine's sizing, for bench/validate reports (I2: backend_kv_bytes == kv_layout_bytes). */
+typedef struct kiln_engine_info {
+    const char *backend;          /* ops name */
+    int strict;                   /* KILN_STRICT=1 was in effect at open */
+    kiln_kv_layout kv_layout;     /* the pool layout the engine gave the backend */
+    size_t kv_layout_bytes;       /* kiln_kv_elems(kv_layout) * sizeof(float) */
+    size_t backend_kv_bytes;      /* what the backend says it holds for KV (memory()) */
+    size_t backend_scratch_bytes;
+    int max_batch_tokens, max_seqs, max_model_len, block_size;
+    int prefix_cache;
+} kiln_engine_info;
+void kiln_engine_get_info(const kiln_engine *e, kiln_engine_info *info);
 
 
 

@@ -80,6 +80,10 @@ struct kiln_engine {
     int suppress_cap;
     uint64_t next_id;
     kiln_engine_stats stats;
+#ifdef KILN_TEST_HOOKS
+    int test_extra_sync;  /* KILN_TEST_EXTRA_SYNC=1 */
+    int test_break_batch; /* KILN_TEST_BREAK_BATCH=1 */
+#endif
 };
 
 /* scheduler.c */

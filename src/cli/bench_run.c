@@ -1,0 +1,426 @@
+/* bench_run.c: the benchmark loop and the machine probes (see bench.h).
+ *
+ * Timing of one run of B requests: t0 before the first step; TTFT = until every request has
+ * its first token (the prefill of the whole batch; one step when max_batch_tokens >= B*prompt);
+ * decode time = from there until every request finished, over the engine steps in between.
+ * Host time per step comes from the engine's own host_seconds/backend_seconds counters.
+ * Around every kiln_engine_step the allocation counter and the sync counter are read: the
+ * evidence of invariants I7 and I1 (polling, which builds text, is outside the counted span).
+ *
+ * Probes: memory read bandwidth = n threads each summing their slice of a 256 MiB buffer (best
+ * of 5 passes); peak FMA rate = n threads each running 12 independent FMA chains on registers
+ * (AVX-512 or AVX2 via function target attributes, chosen at run time; scalar otherwise).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli/bench.h"
+#include "cli/cli.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/threads.h"
+#include "util/timeutil.h"
+#if defined(KILN_X86)
+#include <immintrin.h>
+#endif
+
+static uint64_t mix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+void kiln_bench_random_ids(int32_t *ids, int n, int vocab, uint64_t seed) {
+    /* ids in [3, vocab): skip the usual special ids 0..2 (unk/bos/eos in llama vocabularies) */
+    int lo = vocab > 16 ? 3 : 0;
+    for (int i = 0; i < n; i++) ids[i] = lo + (int32_t)(mix64(seed * 1000003u + (uint64_t)i) % (uint64_t)(vocab - lo));
+}
+
+int kiln_bench_parse_batches(const char *s, kiln_bench_opts *o) {
+    int32_t *v;
+    int n;
+    if (kiln_cli_parse_ids(s, &v, &n)) return -1;
+    int ok = n <= KILN_BENCH_MAX_BATCHES;
+    for (int i = 0; ok && i < n; i++) ok = v[i] >= 1 && v[i] <= 4096;
+    if (ok) {
+        for (int i = 0; i < n; i++) o->batches[i] = v[i];
+        o->n_batches = n;
+    }
+    kiln_free(v);
+    return ok ? 0 : -1;
+}
+
+void kiln_bench_engine_options(kiln_engine_options *eo, const kiln_bench_opts *o, int user_mbt, int min_seqs) {
+    int maxb = min_seqs;
+    for (int i = 0; i < o->n_batches; i++) if (o->batches[i] > maxb) maxb = o->batches[i];
+    eo->enable_prefix_cache = -1;
+    if (eo->max_seqs < maxb) eo->max_seqs = maxb;
+    if (!user_mbt) {
+        long want = (long)maxb * o->prompt_len;
+        if (want < 2048) want = 2048;
+        eo->max_batch_tokens = (int)(want > (1 << 20) ? 1 << 20 : want);
+    }
+    if (eo->max_model_len <= 0) eo->max_model_len = o->prompt_len + o->decode_steps + 2;
+    eo->skip_tokenizer = 1;
+}
+
+size_t kiln_bench_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) { kb = (size_t)strtoull(line + 6, NULL, 10); break; }
+    fclose(f);
+    return kb * 1024;
+}
+
+/* ---- probes ---------------------------------------------------------------------------- */
+
+typedef struct bw_job { const uint64_t *buf; size_t n; uint64_t sums[64]; } bw_job;
+
+#if defined(KILN_X86)
+__attribute__((target("avx2"))) static uint64_t read_avx2(const uint64_t *p, size_t n) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 16 <= n; i += 16) {
+        a0 = _mm256_xor_si256(a0, _mm256_load_si256((const __m256i *)(p + i)));
+        a1 = _mm256_xor_si256(a1, _mm256_load_si256((const __m256i *)(p + i + 4)));
+        a2 = _mm256_xor_si256(a2, _mm256_load_si256((const __m256i *)(p + i + 8)));
+        a3 = _mm256_xor_si256(a3, _mm256_load_si256((const __m256i *)(p + i + 12)));
+    }
+    a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    uint64_t out[4];
+    _mm256_storeu_si256((__m256i *)out, a0);
+    return out[0] ^ out[1] ^ out[2] ^ out[3];
+}
+#endif
+
+static void bw_worker(void *ctx, int ith, int nth) {
+    bw_job *j = ctx;
+    size_t per = (j->n / (size_t)nth) & ~(size_t)15;
+    const uint64_t *p = j->buf + per * (size_t)ith;
+    uint64_t s = 0;
+#if defined(KILN_X86)
+    if (__builtin_cpu_supports("avx2")) s = read_avx2(p, per);
+    else
+#endif
+    {
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i + 4 <= per; i += 4) { s0 ^= p[i]; s1 ^= p[i + 1]; s2 ^= p[i + 2]; s3 ^= p[i + 3]; }
+        s = s0 ^ s1 ^ s2 ^ s3;
+    }
+    if (ith < 64) j->sums[ith] = s;
+}
+
+typedef struct fma_job { long iters; int isa; float sink[64]; } fma_job;
+
+#if defined(KILN_X86)
+#define FMA_CHAINS(T, SET1, FMA, ADD, CAST)                                                  \
+    T a0 = SET1(1.0f), a1 = SET1(1.1f), a2 = SET1(1.2f), a3 = SET1(1.3f), a4 = SET1(1.4f),   \
+      a5 = SET1(1.5f), a6 = SET1(1.6f), a7 = SET1(1.7f), a8 = SET1(1.8f), a9 = SET1(1.9f),   \
+      a10 = SET1(2.0f), a11 = SET1(2.1f);                                                     \
+    const T m = SET1(0.999999f), c = SET1(1e-7f);                                             \
+    for (long i = 0; i < iters; i++) {                                                        \
+        a0 = FMA(a0, m, c); a1 = FMA(a1, m, c); a2 = FMA(a2, m, c); a3 = FMA(a3, m, c);      \
+        a4 = FMA(a4, m, c); a5 = FMA(a5, m, c); a6 = FMA(a6, m, c); a7 = FMA(a7, m, c);      \
+        a8 = FMA(a8, m, c); a9 = FMA(a9, m, c); a10 = FMA(a10, m, c); a11 = FMA(a11, m, c);  \
+    }                                                                                         \
+    T s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));                  \
+    s = ADD(s, ADD(ADD(a8, a9), ADD(a10, a11)));                                              \
+    return CAST(s);
+
+__attribute__((target("avx512f"))) static float fma_avx512(long iters) {
+    FMA_CHAINS(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_reduce_add_ps)
+}
+__attribute__((target("avx2,fma"))) static float fma_avx2_sum(__m256 s) {
+    float o[8];
+    _mm256_storeu_ps(o, s);
+    return o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+}
+__attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
+    FMA_CHAINS(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, fma_avx2_sum)
+}
+#endif
+
+static float fma_scalar(long iters) {
+    float a[12];
+    for (int k = 0; k < 12; k++) a[k] = 1.0f + 0.1f * (float)k;
+    for (long i = 0; i < iters; i++)
+        for (int k = 0; k < 12; k++) a[k] = a[k] * 0.999999f + 1e-7f;
+    float s = 0;
+    for (int k = 0; k < 12; k++) s += a[k];
+    return s;
+}
+
+static void fma_worker(void *ctx, int ith, int nth) {
+    fma_job *j = ctx;
+    float s;
+#if defined(KILN_X86)
+    if (j->isa == 2) s = fma_avx512(j->iters);
+    else if (j->isa == 1) s = fma_avx2(j->iters);
+    else
+#endif
+        s = fma_scalar(j->iters);
+    if (ith < 64) j->sink[ith] = s;
+    (void)nth;
+}
+
+static void nvidia_card(char *buf, size_t cap) {
+    buf[0] = 0;
+    FILE *p = popen("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1", "r");
+    if (!p) return;
+    if (fgets(buf, (int)cap, p)) buf[strcspn(buf, "\n")] = 0;
+    pclose(p);
+}
+
+void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int threads) {
+    memset(m, 0, sizeof *m);
+    kiln_cli_machine(m->cpu, sizeof m->cpu);
+    char *comma = strrchr(m->cpu, ',');
+    if (comma) *comma = 0; /* kiln_cli_machine appends ", N cores" */
+    m->cores = kiln_num_cores();
+    if (backend && !strcmp(backend, "cuda")) nvidia_card(m->card, sizeof m->card);
+    kiln_error err = {0};
+    kiln_pool *pool = NULL;
+    if (kiln_pool_create(&pool, threads, &err)) return;
+    m->threads = kiln_pool_size(pool);
+    /* bandwidth */
+    size_t bytes = (size_t)256 << 20;
+    uint64_t *buf = kiln_malloc_aligned(bytes);
+    if (buf) {
+        size_t n = bytes / sizeof(uint64_t);
+        for (size_t i = 0; i < n; i++) buf[i] = i * 0x9E3779B97F4A7C15ull;
+        bw_job j = {buf, n, {0}};
+        double best = 1e30;
+        for (int pass = 0; pass < 5; pass++) {
+            double t = kiln_now();
+            kiln_pool_run(pool, bw_worker, &j);
+            t = kiln_now() - t;
+            if (t < best) best = t;
+        }
+        size_t per = (n / (size_t)m->threads) & ~(size_t)15;
+        m->mem_bw_gbs = (double)per * m->threads * sizeof(uint64_t) / best / 1e9;
+        kiln_free_aligned(buf);
+    }
+    /* FMA rate */
+    fma_job fj = {2000000, 0, {0}};
+    int lanes = 1;
+    snprintf(m->fma_isa, sizeof m->fma_isa, "scalar");
+#if defined(KILN_X86)
+    if (__builtin_cpu_supports("avx512f")) { fj.isa = 2; lanes = 16; snprintf(m->fma_isa, sizeof m->fma_isa, "avx512"); }
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { fj.isa = 1; lanes = 8; snprintf(m->fma_isa, sizeof m->fma_isa, "avx2"); }
+#endif
+    if (fj.isa == 0) fj.iters = 200000;
+    kiln_pool_run(pool, fma_worker, &fj); /* warm up clocks */
+    double best = 1e30;
+    for (int pass = 0; pass < 3; pass++) {
+        double t = kiln_now();
+        kiln_pool_run(pool, fma_worker, &fj);
+        t = kiln_now() - t;
+        if (t < best) best = t;
+    }
+    m->fma_gflops = 2.0 * 12 * lanes * (double)fj.iters * m->threads / best / 1e9;
+    kiln_pool_destroy(pool);
+    /* reset VmHWM so that peak RSS reports the engine, not the 256 MiB probe buffer */
+    FILE *cr = fopen("/proc/self/clear_refs", "w");
+    if (cr) { fputs("5", cr); fclose(cr); }
+}
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+int kiln_bench_requests(kiln_engine *e, int B, int32_t *const *prompts, const int *lens, int max_tokens,
+                        int32_t *out_ids, float *out_lp, kiln_bench_rec *rec, kiln_error *err) {
+    memset(rec, 0, sizeof *rec);
+    rec->sync_min = 1 << 30;
+    uint64_t *ids = kiln_calloc((size_t)B, sizeof(uint64_t));
+    int *got = kiln_calloc((size_t)B, sizeof(int));
+    int *done = kiln_calloc((size_t)B, sizeof(int));
+    if (!ids || !got || !done) {
+        kiln_free(ids); kiln_free(got); kiln_free(done);
+        return KILN_ERR(err, KILN_ERR_OOM, "bench: out of memory");
+    }
+    int rc = 0;
+    for (int i = 0; i < B && !rc; i++) {
+        kiln_request_params p;
+        kiln_request_params_default(&p);
+        p.prompt_ids = prompts[i];
+        p.n_prompt = lens[i];
+        p.max_tokens = max_tokens;
+        p.ignore_eos = 1;
+        p.sampling.temperature = 0.0f;
+        p.sampling.logprobs = out_lp != NULL;
+        rc = kiln_engine_add_request(e, &p, &ids[i], err);
+    }
+    kiln_engine_stats s0, s1, sf = {0};
+    double t0 = kiln_now(), t_first = -1;
+    int n_first = 0, n_done = 0, step_at_first = 0, nsteps = 0;
+    while (!rc && n_done < B) {
+        int active;
+        kiln_engine_get_stats(e, &s0);
+        uint64_t a0 = kiln_alloc_count();
+        rc = kiln_engine_step(e, &active, err);
+        uint64_t a1 = kiln_alloc_count();
+        if (rc) break;
+        kiln_engine_get_stats(e, &s1);
+        rec->allocs += a1 - a0;
+        if (s1.steps > s0.steps) {
+            int d = (int)(s1.syncs - s0.syncs);
+            if (d < rec->sync_min) rec->sync_min = d;
+            if (d > rec->sync_max) rec->sync_max = d;
+            rec->steps += s1.steps - s0.steps;
+            rec->syncs += s1.syncs - s0.syncs;
+        }
+        nsteps++;
+        for (int i = 0; i < B && !rc; i++) {
+            if (done[i]) continue;
+            kiln_output out;
+            if ((rc = kiln_engine_poll(e, ids[i], &out, err))) break;
+            for (int k = 0; k < out.n_new && got[i] < max_tokens; k++, got[i]++) {
+                if (out_ids) out_ids[(size_t)i * max_tokens + got[i]] = out.new_ids[k];
+                if (out_lp) out_lp[(size_t)i * max_tokens + got[i]] = out.logprobs ? out.logprobs[k] : 0.0f;
+            }
+            if (got[i] > 0 && out.n_new == got[i]) n_first++;
+            if (out.finish != KILN_FINISH_NONE) { done[i] = 1; n_done++; }
+        }
+        if (t_first < 0 && n_first >= B) {
+            t_first = kiln_now() - t0;
+            step_at_first = nsteps;
+            kiln_engine_get_stats(e, &sf);
+        }
+        if (!rc && active == 0 && n_done < B) rc = KILN_ERR(err, KILN_ERR_INTERNAL, "bench: engine idle with requests unfinished");
+    }
+    double t_end = kiln_now() - t0;
+    if (!rc) {
+        kiln_engine_get_stats(e, &s1);
+        rec->ttft = t_first;
+        rec->decode_time = t_end - t_first;
+        rec->decode_steps = nsteps - step_at_first;
+        rec->host_decode = s1.host_seconds - sf.host_seconds;
+        rec->backend_decode = s1.backend_seconds - sf.backend_seconds;
+    }
+    for (int i = 0; i < B; i++)
+        if (ids[i] && !done[i]) {
+            kiln_error e2;
+            kiln_output out;
+            kiln_engine_abort(e, ids[i], &e2);
+            kiln_engine_poll(e, ids[i], &out, &e2);
+        }
+    if (rec->sync_min > rec->sync_max) rec->sync_min = rec->sync_max;
+    kiln_free(ids);
+    kiln_free(got);
+    kiln_free(done);
+    return rc;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static kiln_bench_stat stat_of(double *v, int n) {
+    kiln_bench_stat s = {0, 0, 0};
+    if (n <= 0) return s;
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    s.min = v[0];
+    s.max = v[n - 1];
+    s.med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return s;
+}
+
+int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *r, kiln_error *err) {
+    const kiln_model *m = kiln_engine_model(e);
+    const kiln_config *mc = &m->cfg;
+    r->opt = *o;
+    kiln_engine_get_info(e, &r->info);
+    snprintf(r->dtype, sizeof r->dtype, "%s", kiln_dtype_name(mc->dtype));
+    snprintf(r->arch, sizeof r->arch, "%s", mc->arch);
+    int shape[7] = {mc->dim, mc->hidden_dim, mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->vocab_size};
+    memcpy(r->shape, shape, sizeof shape);
+    r->params = kiln_model_param_count(m);
+    r->weight_bytes = kiln_model_weight_bytes(m);
+    r->decode_weight_bytes = r->weight_bytes;
+    if (!mc->tied_embeddings && m->tok_embd && m->tok_embd->nbytes < r->weight_bytes)
+        r->decode_weight_bytes -= m->tok_embd->nbytes; /* decode reads B embedding rows only */
+    r->sync_min = 1 << 30;
+    int maxb = 1;
+    for (int i = 0; i < o->n_batches; i++) if (o->batches[i] > maxb) maxb = o->batches[i];
+    int L = o->prompt_len, D = o->decode_steps;
+    int32_t **prompts = kiln_calloc((size_t)maxb, sizeof(int32_t *));
+    int *lens = kiln_calloc((size_t)maxb, sizeof(int));
+    int nrun = o->warmup + o->repeat;
+    double *v = kiln_calloc((size_t)6 * (nrun > 0 ? nrun : 1), sizeof(double));
+    int rc = 0;
+    if (!prompts || !lens || !v) rc = KILN_ERR(err, KILN_ERR_OOM, "bench: out of memory");
+    for (int i = 0; !rc && i < maxb; i++) {
+        prompts[i] = kiln_malloc((size_t)L * sizeof(int32_t));
+        if (!prompts[i]) { rc = KILN_ERR(err, KILN_ERR_OOM, "bench: out of memory"); break; }
+        lens[i] = L;
+    }
+    /* floors: bytes per decode step (weights once + the batch's KV at the mean context) and
+     * prefill FLOPs (2 per weight per token + causal attention) */
+    double kv_tok = (double)mc->n_layers * 2 * mc->n_kv_heads * mc->head_dim * sizeof(float);
+    double w_flops = 2.0 * ((double)r->params - (double)mc->vocab_size * mc->dim * (mc->tied_embeddings ? 1 : 2));
+    double att_flops_seq = 4.0 * mc->n_layers * mc->n_heads * mc->head_dim * ((double)L * (L + 1) / 2);
+    for (int bi = 0; !rc && bi < o->n_batches; bi++) {
+        int B = o->batches[bi];
+        kiln_bench_point *pt = &r->pts[r->n_pts];
+        memset(pt, 0, sizeof *pt);
+        pt->batch = B;
+        pt->sync_min = 1 << 30;
+        for (int i = 0; i < B; i++) kiln_bench_random_ids(prompts[i], L, mc->vocab_size, o->seed * 7919u + (uint64_t)B * 131u + (uint64_t)i);
+        int k = 0;
+        for (int run = 0; !rc && run < nrun; run++) {
+            int warm = run < o->warmup;
+            if (o->progress)
+                fprintf(stderr, "kiln bench: batch %d: %s %d/%d\n", B, warm ? "warmup" : "repeat",
+                        warm ? run + 1 : run - o->warmup + 1, warm ? o->warmup : o->repeat);
+            kiln_bench_rec rec;
+            if ((rc = kiln_bench_requests(e, B, prompts, lens, D + 1, NULL, NULL, &rec, err))) break;
+            pt->steps += rec.steps; pt->syncs += rec.syncs; pt->allocs += rec.allocs;
+            if (rec.steps && rec.sync_min < pt->sync_min) pt->sync_min = rec.sync_min;
+            if (rec.sync_max > pt->sync_max) pt->sync_max = rec.sync_max;
+            if (warm) continue;
+            int ds = rec.decode_steps > 0 ? rec.decode_steps : 1;
+            v[0 * nrun + k] = (double)B * L / rec.ttft;
+            v[1 * nrun + k] = rec.decode_time > 0 ? (double)B * D / rec.decode_time : 0;
+            v[2 * nrun + k] = 1e3 * rec.decode_time / ds;
+            v[3 * nrun + k] = 1e3 * rec.ttft;
+            v[4 * nrun + k] = 1e3 * rec.host_decode / ds;
+            v[5 * nrun + k] = 1e3 * rec.backend_decode / ds;
+            k++;
+        }
+        if (rc) break;
+        pt->prefill_tps = stat_of(v + 0 * nrun, k);
+        pt->decode_tps = stat_of(v + 1 * nrun, k);
+        pt->step_ms = stat_of(v + 2 * nrun, k);
+        pt->ttft_ms = stat_of(v + 3 * nrun, k);
+        pt->host_ms = stat_of(v + 4 * nrun, k);
+        pt->backend_ms = stat_of(v + 5 * nrun, k);
+        if (pt->sync_min > pt->sync_max) pt->sync_min = pt->sync_max;
+        double bytes = (double)r->decode_weight_bytes + (double)B * kv_tok * (L + D / 2.0);
+        if (r->mach.mem_bw_gbs > 0) pt->decode_floor_ms = 1e3 * bytes / (r->mach.mem_bw_gbs * 1e9);
+        if (r->mach.fma_gflops > 0)
+            pt->prefill_floor_ms = 1e3 * ((double)B * L * w_flops + (double)B * att_flops_seq +
+                                          2.0 * B * mc->vocab_size * mc->dim) / (r->mach.fma_gflops * 1e9);
+        r->steps += pt->steps; r->syncs += pt->syncs; r->allocs += pt->allocs;
+        if (pt->steps && pt->sync_min < r->sync_min) r->sync_min = pt->sync_min;
+        if (pt->sync_max > r->sync_max) r->sync_max = pt->sync_max;
+        r->n_pts++;
+    }
+    if (r->sync_min > r->sync_max) r->sync_min = r->sync_max;
+    for (int i = 0; prompts && i < maxb; i++) kiln_free(prompts[i]);
+    kiln_free(prompts);
+    kiln_free(lens);
+    kiln_free(v);
+    kiln_engine_get_info(e, &r->info);
+    r->peak_rss = kiln_bench_peak_rss();
+    return rc;
+}
+
+const char *kiln_bench_scaling_status(const kiln_bench_result *r, int i) {
+    const kiln_bench_point *b = &r->pts[0], *p = &r->pts[i];
+    if (i > 0 && p->batch > r->pts[i - 1].batch && p->decode_tps.med < r->pts[i - 1].decode_tps.med) return "CLIFF";
+    if (b->step_ms.med > 0 && p->step_ms.med <= 1.10 * b->step_ms.med) return "LINEAR";
+    return "SUBLINEAR";
+}
