@@ -22,7 +22,7 @@ typedef struct kiln_cuda_syncs {
     uint64_t stream_syncs;  /* cudaStreamSynchronize */
     uint64_t event_syncs;   /* cudaEventSynchronize */
     uint64_t device_syncs;  /* cudaDeviceSynchronize */
-    uint64_t sync_copies;   /* cudaMemcpy / cudaMemset (synchronous forms) */
+    uint64_t sync_copies;   /* synchronous cudaMemcpy and cudaMemset */
     uint64_t mallocs;       /* cudaMalloc + cudaMallocHost */
     uint64_t frees;         /* cudaFree + cudaFreeHost */
     size_t device_bytes;    /* bytes currently held through kiln_cuda_malloc */
