@@ -104,7 +104,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     }
     if (!o->model_path) { rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: no model path"); goto fail; }
     if (o->load_dummy)
-        rc = kiln_model_load_dummy(&e->model, o->model_path, o->dummy_seed, 1, err);
+        /* a GPU backend fills dummy matrices on the device (same values): no host copy */
+        rc = kiln_model_load_dummy(&e->model, o->model_path, o->dummy_seed, strcmp(e->ops->name, "cuda") != 0, err);
     else
         rc = kiln_model_load(&e->model, o->model_path, err);
     if (rc) goto fail;

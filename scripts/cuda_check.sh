@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# cuda_check.sh: build and run every GPU test (tests/cuda) on a machine with an NVIDIA GPU.
+#
+#   scripts/cuda_check.sh          build with -DKILN_CUDA_TESTS=ON into build-cuda (or use
+#                                  build-cuda/pack if it exists), run each tests/cuda program,
+#                                  then a compute-sanitizer memcheck pass over the small ones
+#   scripts/cuda_check.sh --pack   build here (needs nvcc, no GPU) and copy the test programs and
+#                                  the non-CUDA shared libraries they need (libjansson, ...) into
+#                                  build-cuda/pack, for machines without kiln's Debian -dev
+#                                  packages: carry build-cuda/pack, then run this script there
+#
+# Fixtures: KILN_SHARED (default: .fixtures/ in the checkout if present, else ../shared), with
+# models/mistral-tiny-random, models/mistral-tiny-random-f16, models/tinystories-656K,
+# models/devstral-small-2505-shape. Logs go to $OUT (if set) else build-cuda/logs; a short table
+# is printed last. Env: KILN_CUDA_MEMCHECK=0 skips the sanitizer pass; KILN_CUDA_TEST_TIMEOUT
+# (seconds per test, default 240); KILN_TEST_SEED replays random inputs.
+set -u
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$PWD
+BUILD=${KILN_CUDA_BUILD:-build-cuda}
+PACK=$BUILD/pack
+LOGS=${OUT:-$BUILD/logs}
+mkdir -p "$LOGS"
+if [ -z "${KILN_SHARED:-}" ]; then
+  if [ -d .fixtures ]; then export KILN_SHARED=$ROOT/.fixtures; else export KILN_SHARED=$ROOT/../shared; fi
+fi
+jobs=$(nproc 2>/dev/null || echo 4)
+
+build() {
+  echo "building into $BUILD (log: $LOGS/build.log)"
+  { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA_TESTS=ON &&
+    cmake --build "$BUILD" -j "$jobs"; } > "$LOGS/build.log" 2>&1
+}
+
+if [ "${1:-}" = "--pack" ]; then
+  build || { tail -30 "$LOGS/build.log"; echo "build failed"; exit 1; }
+  rm -rf "$PACK"; mkdir -p "$PACK/lib"
+  cp "$BUILD"/test_cuda_* "$PACK/"
+  for b in "$PACK"/test_cuda_*; do
+    ldd "$b" | awk '/=> \// {print $3}' | grep -E 'libjansson|libpcre2|libcrypto|libutf8proc' || true
+  done | sort -u | while read -r lib; do cp -L "$lib" "$PACK/lib/"; done
+  du -sh "$PACK"; ls "$PACK" "$PACK/lib"
+  exit 0
+fi
+
+if [ -d "$PACK" ]; then
+  BIN=$PACK
+  export LD_LIBRARY_PATH="$ROOT/$PACK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "using prebuilt test programs in $PACK"
+else
+  BIN=$BUILD
+  if ! build; then
+    tail -30 "$LOGS/build.log"
+    echo "build failed: if kiln's Debian -dev packages are missing here, run scripts/cuda_check.sh --pack"
+    echo "on the build machine and carry $PACK"
+    exit 1
+  fi
+fi
+
+{ nvidia-smi -L 2>&1; nvcc --version 2>&1 | tail -1; echo "KILN_SHARED=$KILN_SHARED"; } > "$LOGS/env.log"
+cuobjdump --dump-resource-usage "$BIN/test_cuda_step" > "$LOGS/resource_usage.log" 2>&1 || true
+
+timeout_s=${KILN_CUDA_TEST_TIMEOUT:-240}
+rows=()
+fails=0
+run_one() { # name command...
+  local name=$1; shift
+  local log="$LOGS/$name.log" t0 t1 rc st
+  t0=$(date +%s.%N)
+  timeout "$timeout_s" "$@" > "$log" 2>&1
+  rc=$?
+  t1=$(date +%s.%N)
+  case $rc in 0) st=PASS ;; 77) st=SKIP ;; 124|137) st=TIMEOUT ;; *) st="FAIL($rc)" ;; esac
+  [ "$st" = PASS ] || [ "$st" = SKIP ] || fails=$((fails + 1))
+  local summary
+  summary=$(grep -E 'passed, .* failed|SKIP|ERROR SUMMARY' "$log" | tail -1)
+  rows+=("$(printf '%-34s %-12s %7.1fs  %s' "$name" "$st" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$summary")")
+  echo "${rows[-1]}"
+}
+
+for t in "$BIN"/test_cuda_*; do
+  name=$(basename "$t")
+  [ "$name" = test_cuda_sync_lint ] && continue # CPU-only, runs in CI
+  run_one "$name" "$t"
+done
+run_one check_cuda_sync bash scripts/check_cuda_sync.sh
+
+if [ "${KILN_CUDA_MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer > /dev/null; then
+  for name in test_cuda_attention test_cuda_rope_kv test_cuda_rmsnorm test_cuda_swiglu test_cuda_step; do
+    [ -x "$BIN/$name" ] || continue
+    run_one "memcheck:$name" compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/$name"
+  done
+fi
+
+echo
+echo "== kiln cuda_check: $(head -1 "$LOGS/env.log")"
+printf '%-34s %-12s %8s  %s\n' test status time summary
+for r in "${rows[@]}"; do echo "$r"; done
+echo "failures: $fails  (logs: $LOGS)"
+grep -h '^FAIL' "$LOGS"/*.log 2>/dev/null | head -20
+[ "$fails" = 0 ]

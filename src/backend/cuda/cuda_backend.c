@@ -1,0 +1,608 @@
+/* cuda_backend.c: the transformer step on one NVIDIA GPU (part 1: correct, not yet fast).
+ *
+ * Per step (T rows, D = dim, H / KV heads, hd = head_dim, F = hidden_dim, adt = the layer
+ * matrices' dtype, all on one stream, nothing waits until finish_step):
+ *   step descriptor -> one H2D copy from pinned staging (ids, positions, slots, row -> sequence,
+ *                      rows needing logits, the block table packed to this step's widest row)
+ *   x[T][D] f32    = embedding rows                                      (embed.cu)
+ *   per layer:  xn[T][D] adt = rmsnorm(x += proj)                        (rmsnorm.cu; layer 0: no add)
+ *               qkv[T][(H+2KV)hd] f32 = xn Wqkv^T  (Wq|Wk|Wv concatenated at load; gemm.c)
+ *               RoPE(q, k) in place; K, V -> bf16 pool at slot_mapping     (rope_kv.cu)
+ *               att[T][H hd] adt = paged causal GQA attention               (attention.cu)
+ *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
+ *               gu[T][2F] f32 = xn Wgu^T  (Wgate|Wup concatenated);  act[T][F] adt = silu(g) u  (swiglu.cu)
+ *               proj = act Wd^T
+ *   xf[n][D] = rmsnorm(x + proj) of the last row of each sequence with seq_logits (gathered)
+ *   logits[n][V] f32 = xf Wlm^T -> async D2H into pinned host memory
+ * finish_step is the step's one wait (cudaStreamSynchronize through sync.c, I1); it returns the
+ * host logits and the engine samples. Sampling on the GPU comes later.
+ *
+ * Precision: residual stream, GEMM outputs, RoPE, softmax and all accumulation in f32; GEMM
+ * inputs rounded to the weights' dtype (bf16/f16; f32 weights keep everything f32, no TF32).
+ * The KV pool is bf16 on the device (half the CPU's f32 pool), layout [layer][block][k|v][KV]
+ * [block_size][hd] as step.h; block ids are range-checked on the host before upload (I2).
+ *
+ * Memory (I7): weights, KV pool, scratch for max_tokens rows, the descriptor buffers and the
+ * pinned logits are allocated in create(); a step allocates nothing on the device or through
+ * kiln_malloc (the GEMM algorithm table is sized at create and filled on first use of a row
+ * count, a host-only cuBLASLt query). Refused at load, in any mode (I3, no fallbacks exist):
+ * quantized or mixed-dtype layer matrices, head_dim > 256 or odd, no CUDA device or one older
+ * than sm_90, out of device memory. KILN_STRICT=1 also refuses KILN_CUDA_DEBUG=1 (its per-op
+ * waits break I1). KILN_CUDA_DEBUG=1: wait and check after every op, poison scratch with NaN at
+ * each step, to localise asynchronous errors.
+ *
+ * Weights: uploaded from the mmapped host tensors through two pinned 32 MiB staging buffers
+ * (progress bar on stderr); dummy models loaded with host_data = 0 are filled on the device
+ * with kiln_dummy_value's formula (dummy_fill.cu), bit-identical to the host's.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/sync.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+#define STAGE_BYTES ((size_t)32 << 20)
+#define GEMM_WORKSPACE ((size_t)32 << 20)
+#define MAX_DEV_ALLOCS_FIXED 32
+
+typedef struct dev_alloc {
+    void *p;
+    size_t n;
+} dev_alloc;
+
+typedef struct cuda_layer {
+    void *wqkv; /* [(H + 2KV) hd][D] adt */
+    void *wo;   /* [D][H hd] */
+    void *wgu;  /* [2F][D] (gate rows, then up rows) */
+    void *wd;   /* [D][F] */
+} cuda_layer;
+
+typedef struct cuda_backend {
+    kiln_backend base;
+    const kiln_model *m;
+    kiln_backend_config cfg;
+    kiln_cuda_syncs syncs;
+    int debug;
+    cudaStream_t st;
+    int have_stream;
+    kiln_cuda_gemm_ctx gctx;
+    int have_lt;
+    kiln_dtype adt, edt, hdt; /* layer matrices, embedding, LM head */
+    dev_alloc *allocs;
+    int n_allocs, cap_allocs;
+    /* weights */
+    void *emb, *lm;
+    float *norms; /* [2 L + 1][D]: attn_norm[l], ffn_norm[l], ..., out_norm */
+    cuda_layer *layers;
+    kiln_cuda_gemm g_qkv, g_o, g_gu, g_d, g_lm;
+    /* KV pool, bf16 */
+    uint16_t *kv;
+    size_t kv_bytes;
+    /* scratch */
+    float *x, *qkv, *proj, *gu, *logits_d;
+    void *xn, *att, *act, *xf;
+    size_t scratch_bytes;
+    /* step descriptor: pinned staging and its device copy, same layout */
+    unsigned char *desc_h, *desc_d;
+    size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_bt;
+    float *logits_h; /* pinned [max_seqs][V] */
+    /* the step in flight */
+    int n_logits, pending;
+} cuda_backend;
+
+static size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
+
+static int dev_malloc(cuda_backend *c, void **p, size_t n, const char *what, kiln_error *err) {
+    *p = NULL;
+    if (c->n_allocs == c->cap_allocs)
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: allocation table full (%s)", what);
+    int rc = kiln_cuda_malloc(&c->syncs, p, n, what, err);
+    if (rc) return rc;
+    c->allocs[c->n_allocs].p = *p;
+    c->allocs[c->n_allocs].n = n;
+    c->n_allocs++;
+    return KILN_OK;
+}
+
+static void cuda_destroy(kiln_backend *b) {
+    cuda_backend *c = (cuda_backend *)b;
+    if (!c) return;
+    kiln_error e2;
+    if (c->have_stream) (void)kiln_cuda_stream_sync(&c->syncs, c->st, &e2);
+    kiln_cuda_gemm_free(&c->g_qkv);
+    kiln_cuda_gemm_free(&c->g_o);
+    kiln_cuda_gemm_free(&c->g_gu);
+    kiln_cuda_gemm_free(&c->g_d);
+    kiln_cuda_gemm_free(&c->g_lm);
+    for (int i = 0; i < c->n_allocs; i++) kiln_cuda_free(&c->syncs, c->allocs[i].p, c->allocs[i].n);
+    kiln_cuda_host_free(&c->syncs, c->desc_h);
+    kiln_cuda_host_free(&c->syncs, c->logits_h);
+    if (c->have_lt) cublasLtDestroy(c->gctx.lt);
+    if (c->have_stream) cudaStreamDestroy(c->st);
+    kiln_free(c->allocs);
+    kiln_free(c->layers);
+    kiln_free(c);
+}
+
+/* ---- weight upload ------------------------------------------------------------------------ */
+
+typedef struct uploader {
+    cuda_backend *c;
+    unsigned char *stage[2]; /* pinned */
+    cudaEvent_t ev[2];
+    int used[2], have_ev[2];
+    int k;
+    size_t done, total;
+    int last_pct, tty;
+} uploader;
+
+static void progress(uploader *u, int final) {
+    int pct = u->total ? (int)(100.0 * (double)u->done / (double)u->total) : 100;
+    if (!final && (!u->tty || pct == u->last_pct)) return;
+    u->last_pct = pct;
+    char bar[41];
+    int fill = pct * 40 / 100;
+    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
+    bar[40] = 0;
+    fprintf(stderr, "%skiln cuda: weights [%s] %3d%% %.2f / %.2f GiB%s", u->tty ? "\r" : "", bar, pct,
+            u->done / 1073741824.0, u->total / 1073741824.0, final || !u->tty ? "\n" : "");
+    fflush(stderr);
+}
+
+static int upload_bytes(uploader *u, void *dst, const void *src, size_t n, kiln_error *err) {
+    cuda_backend *c = u->c;
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    while (n > 0) {
+        size_t chunk = n < STAGE_BYTES ? n : STAGE_BYTES;
+        int k = u->k;
+        u->k ^= 1;
+        if (u->used[k]) { /* the copy that last read this buffer must be done */
+            int rc = kiln_cuda_event_sync(&c->syncs, u->ev[k], err);
+            if (rc) return rc;
+        }
+        memcpy(u->stage[k], s, chunk);
+        KILN_CUDA_TRY(err, cudaMemcpyAsync(d, u->stage[k], chunk, cudaMemcpyHostToDevice, c->st));
+        KILN_CUDA_TRY(err, cudaEventRecord(u->ev[k], c->st));
+        u->used[k] = 1;
+        s += chunk;
+        d += chunk;
+        n -= chunk;
+        u->done += chunk;
+        progress(u, 0);
+    }
+    return KILN_OK;
+}
+
+/* One tensor into dst: from its host data, or generated on the device for a dummy model
+ * without host data. */
+static int put_tensor(uploader *u, void *dst, const kiln_tensor *t, kiln_error *err) {
+    cuda_backend *c = u->c;
+    const kiln_model *m = c->m;
+    if (t->data) return upload_bytes(u, dst, t->data, t->nbytes, err);
+    if (m->format != KILN_FORMAT_DUMMY)
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: tensor %s has no data", t->name);
+    int64_t n = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+    cudaError_t e = kiln_cuda_dummy_fill(dst, t->dtype, n, m->dummy_seed, (int)(t - m->tensors),
+                                         t->ndim == 1 ? 0 : t->shape[1], c->st);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "kiln_cuda_dummy_fill", __FILE__, __LINE__);
+    u->done += t->nbytes;
+    progress(u, 0);
+    return KILN_OK;
+}
+
+/* Several tensors placed back to back in one device buffer. */
+static int put_group(uploader *u, void **dst, const kiln_tensor *const *ts, int n, const char *what,
+                     kiln_error *err) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += ts[i]->nbytes;
+    int rc = dev_malloc(u->c, dst, total, what, err);
+    if (rc) return rc;
+    size_t off = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        rc = put_tensor(u, (unsigned char *)*dst + off, ts[i], err);
+        off += ts[i]->nbytes;
+    }
+    return rc;
+}
+
+static int upload_weights(cuda_backend *c, kiln_error *err) {
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    uploader u;
+    memset(&u, 0, sizeof u);
+    u.c = c;
+    u.tty = isatty(2);
+    u.last_pct = -1;
+    int rc = KILN_OK;
+    for (int i = 0; i < 2 && !rc; i++) {
+        rc = kiln_cuda_host_alloc(&c->syncs, (void **)&u.stage[i], STAGE_BYTES, "weight staging", err);
+        if (!rc) {
+            cudaError_t e = cudaEventCreateWithFlags(&u.ev[i], cudaEventDisableTiming);
+            if (e != cudaSuccess) rc = kiln_cuda_error(err, e, "cudaEventCreate", __FILE__, __LINE__);
+            else u.have_ev[i] = 1;
+        }
+    }
+    size_t D = (size_t)mc->dim;
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        u.total += w->wq->nbytes + w->wk->nbytes + w->wv->nbytes + w->wo->nbytes + w->w_gate->nbytes +
+                   w->w_up->nbytes + w->w_down->nbytes;
+    }
+    u.total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
+    u.total += (size_t)(2 * mc->n_layers + 1) * D * sizeof(float);
+    if (!rc) rc = put_group(&u, &c->emb, &m->tok_embd, 1, "the embedding", err);
+    if (!rc) {
+        if (m->lm_head == m->tok_embd) c->lm = c->emb;
+        else rc = put_group(&u, &c->lm, &m->lm_head, 1, "the LM head", err);
+    }
+    for (int l = 0; l < mc->n_layers && !rc; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *qkv[3] = {w->wq, w->wk, w->wv}, *gu[2] = {w->w_gate, w->w_up};
+        if (!rc) rc = put_group(&u, &c->layers[l].wqkv, qkv, 3, "q/k/v projections", err);
+        if (!rc) rc = put_group(&u, &c->layers[l].wo, &w->wo, 1, "o projection", err);
+        if (!rc) rc = put_group(&u, &c->layers[l].wgu, gu, 2, "gate/up projections", err);
+        if (!rc) rc = put_group(&u, &c->layers[l].wd, &w->w_down, 1, "down projection", err);
+    }
+    if (!rc) rc = dev_malloc(c, (void **)&c->norms, (size_t)(2 * mc->n_layers + 1) * D * sizeof(float), "norms", err);
+    for (int l = 0; l < mc->n_layers && !rc; l++) {
+        rc = upload_bytes(&u, c->norms + (size_t)(2 * l) * D, m->layers[l].attn_norm, D * sizeof(float), err);
+        if (!rc) rc = upload_bytes(&u, c->norms + (size_t)(2 * l + 1) * D, m->layers[l].ffn_norm, D * sizeof(float), err);
+    }
+    if (!rc) rc = upload_bytes(&u, c->norms + (size_t)(2 * mc->n_layers) * D, m->out_norm, D * sizeof(float), err);
+    /* the staging buffers are freed below: every copy must be done (a load-time wait) */
+    if (!rc) rc = kiln_cuda_stream_sync(&c->syncs, c->st, err);
+    if (!rc) progress(&u, 1);
+    else if (u.tty) fprintf(stderr, "\n");
+    if (rc) { /* do not free staging memory a copy may still read */
+        kiln_error e2;
+        (void)kiln_cuda_stream_sync(&c->syncs, c->st, &e2);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (u.have_ev[i]) cudaEventDestroy(u.ev[i]);
+        kiln_cuda_host_free(&c->syncs, u.stage[i]);
+    }
+    return rc;
+}
+
+/* ---- create --------------------------------------------------------------------------------- */
+
+static int dense_dtype(kiln_dtype dt) { return dt == KILN_DT_F32 || dt == KILN_DT_F16 || dt == KILN_DT_BF16; }
+
+/* Everything this backend cannot run is refused here, before any device memory is taken (I3). */
+static int check_model(cuda_backend *c, kiln_error *err) {
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    const kiln_backend_config *bc = &c->cfg;
+    if (mc->head_dim <= 0 || mc->head_dim > 256 || mc->head_dim % 2)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: head_dim %d unsupported (even, <= 256)", mc->head_dim);
+    if (mc->n_kv_heads <= 0 || mc->n_heads % mc->n_kv_heads || mc->n_heads > 65535)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d heads over %d KV heads unsupported", mc->n_heads,
+                        mc->n_kv_heads);
+    if (bc->kv.n_kv_heads != mc->n_kv_heads || bc->kv.head_dim != mc->head_dim || bc->kv.n_layers != mc->n_layers ||
+        bc->kv.block_size <= 0 || bc->kv.n_blocks < 2)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout does not match the model");
+    if (bc->max_tokens <= 0 || bc->max_seqs <= 0 || bc->max_blocks_per_seq <= 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: empty step capacities");
+    if (!dense_dtype(m->tok_embd->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s embedding not supported yet (f32/f16/bf16 only)",
+                        kiln_dtype_name(m->tok_embd->dtype));
+    if (!dense_dtype(m->lm_head->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s LM head not supported yet (f32/f16/bf16 only)",
+                        kiln_dtype_name(m->lm_head->dtype));
+    c->edt = m->tok_embd->dtype;
+    c->hdt = m->lm_head->dtype;
+    c->adt = m->layers[0].wq->dtype;
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+        for (int i = 0; i < 7; i++) {
+            if (!dense_dtype(ts[i]->dtype))
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                                "cuda backend: %s weights (%s) not supported yet (f32/f16/bf16 only)",
+                                kiln_dtype_name(ts[i]->dtype), ts[i]->name);
+            if (ts[i]->dtype != c->adt)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                                "cuda backend: mixed matrix dtypes (%s is %s, %s is %s) not supported",
+                                ts[i]->name, kiln_dtype_name(ts[i]->dtype), w->wq->name, kiln_dtype_name(c->adt));
+        }
+    }
+    return KILN_OK;
+}
+
+static int alloc_scratch(cuda_backend *c, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    size_t T = (size_t)c->cfg.max_tokens, S = (size_t)c->cfg.max_seqs, D = (size_t)mc->dim;
+    size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
+    size_t F = (size_t)mc->hidden_dim, V = (size_t)mc->vocab_size, a = dt_size(c->adt);
+    struct { void **p; size_t n; const char *what; } bufs[] = {
+        {(void **)&c->x, T * D * 4, "x"},
+        {&c->xn, T * D * a, "xn"},
+        {(void **)&c->qkv, T * (qd + 2 * kvd) * 4, "qkv"},
+        {&c->att, T * qd * a, "attention output"},
+        {(void **)&c->proj, T * D * 4, "projection output"},
+        {(void **)&c->gu, T * 2 * F * 4, "gate/up output"},
+        {&c->act, T * F * a, "SwiGLU output"},
+        {&c->xf, S * D * dt_size(c->hdt), "final norm output"},
+        {(void **)&c->logits_d, S * V * 4, "logits"},
+    };
+    int rc;
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        if ((rc = dev_malloc(c, bufs[i].p, bufs[i].n, bufs[i].what, err))) return rc;
+        c->scratch_bytes += bufs[i].n;
+    }
+    /* the step descriptor: [T] ids, positions, row -> sequence; [S] logit rows; [T] slots (i64);
+     * [S][max_blocks_per_seq] block table (packed per step) */
+    size_t off = 0;
+    c->off_tok = off; off += T * 4;
+    c->off_pos = off; off += T * 4;
+    c->off_rowseq = off; off += T * 4;
+    c->off_lrows = off; off += S * 4;
+    off = (off + 7) / 8 * 8;
+    c->off_slot = off; off += T * 8;
+    c->off_bt = off; off += S * (size_t)c->cfg.max_blocks_per_seq * 4;
+    c->desc_bytes = off;
+    if ((rc = dev_malloc(c, (void **)&c->desc_d, off, "the step descriptor", err))) return rc;
+    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->desc_h, off, "the step descriptor", err))) return rc;
+    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->logits_h, S * V * 4, "host logits", err))) return rc;
+    c->scratch_bytes += off;
+    return KILN_OK;
+}
+
+static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
+    *out = NULL;
+    const kiln_config *mc = &m->cfg;
+    cuda_backend *c = kiln_calloc(1, sizeof *c);
+    if (!c) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory");
+    c->base.ops = kiln_backend_cuda_ops();
+    c->m = m;
+    c->cfg = *bc;
+    const char *dv = getenv("KILN_CUDA_DEBUG");
+    c->debug = dv && strcmp(dv, "1") == 0;
+    int rc;
+    if (c->debug && bc->strict) {
+        rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: KILN_CUDA_DEBUG=1 waits after every op (I1); "
+                                            "refused under KILN_STRICT=1");
+        goto fail;
+    }
+    c->cap_allocs = 4 * mc->n_layers + MAX_DEV_ALLOCS_FIXED;
+    c->allocs = kiln_calloc((size_t)c->cap_allocs, sizeof *c->allocs);
+    c->layers = kiln_calloc((size_t)mc->n_layers, sizeof *c->layers);
+    if (!c->allocs || !c->layers) { rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory"); goto fail; }
+    if ((rc = check_model(c, err))) goto fail;
+
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev <= 0) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: no CUDA device (%s)",
+                      e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+        goto fail;
+    }
+    struct cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess || (e = cudaSetDevice(0)) != cudaSuccess) {
+        rc = kiln_cuda_error(err, e, "cudaGetDeviceProperties/cudaSetDevice(0)", __FILE__, __LINE__);
+        goto fail;
+    }
+    if (prop.major < 9) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
+                      prop.name, prop.major, prop.minor);
+        goto fail;
+    }
+    if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = kiln_cuda_error(err, e, "cudaStreamCreate", __FILE__, __LINE__);
+        goto fail;
+    }
+    c->have_stream = 1;
+    cublasStatus_t cs = cublasLtCreate(&c->gctx.lt);
+    if (cs != CUBLAS_STATUS_SUCCESS) {
+        rc = kiln_cublas_error(err, cs, "cublasLtCreate", __FILE__, __LINE__);
+        goto fail;
+    }
+    c->have_lt = 1;
+    c->gctx.batch_invariant = bc->batch_invariant;
+    c->gctx.ws_bytes = bc->batch_invariant ? 0 : GEMM_WORKSPACE;
+    if (c->gctx.ws_bytes && (rc = dev_malloc(c, &c->gctx.workspace, c->gctx.ws_bytes, "the GEMM workspace", err)))
+        goto fail;
+    /* GEMM shapes: refused here when cuBLASLt has no algorithm (I3) */
+    int D = mc->dim, qd = mc->n_heads * mc->head_dim, kvd = mc->n_kv_heads * mc->head_dim, F = mc->hidden_dim;
+    int T = bc->max_tokens;
+    if ((rc = kiln_cuda_gemm_init(&c->gctx, &c->g_qkv, qd + 2 * kvd, D, c->adt, T, err)) ||
+        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_o, D, qd, c->adt, T, err)) ||
+        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_gu, 2 * F, D, c->adt, T, err)) ||
+        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_d, D, F, c->adt, T, err)) ||
+        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)))
+        goto fail;
+    /* KV pool (bf16), scratch, then the weights */
+    c->kv_bytes = (size_t)kiln_kv_elems(&bc->kv) * sizeof(uint16_t);
+    if ((rc = dev_malloc(c, (void **)&c->kv, c->kv_bytes, "the KV pool", err))) goto fail;
+    if ((e = cudaMemsetAsync(c->kv, 0, c->kv_bytes, c->st)) != cudaSuccess) {
+        rc = kiln_cuda_error(err, e, "cudaMemsetAsync(kv)", __FILE__, __LINE__);
+        goto fail;
+    }
+    if ((rc = alloc_scratch(c, err))) goto fail;
+    if ((rc = upload_weights(c, err))) goto fail;
+    *out = &c->base;
+    return KILN_OK;
+fail:
+    cuda_destroy(&c->base);
+    return rc;
+}
+
+/* ---- the step ------------------------------------------------------------------------------- */
+
+/* Validate the descriptor against the capacities and the pool (I2), as the CPU backend does. */
+static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err) {
+    const kiln_kv_layout *L = &c->cfg.kv;
+    if (s->n_tokens < 1 || s->n_tokens > c->cfg.max_tokens || s->n_seqs < 1 || s->n_seqs > c->cfg.max_seqs ||
+        s->max_blocks_per_seq > c->cfg.max_blocks_per_seq)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d tokens / %d seqs beyond capacity %d / %d", s->n_tokens,
+                        s->n_seqs, c->cfg.max_tokens, c->cfg.max_seqs);
+    if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
+    int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
+    for (int i = 0; i < s->n_seqs; i++) {
+        int ctx = s->seq_ctx_len[i];
+        if (s->seq_q_start[i + 1] < s->seq_q_start[i])
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d has a negative row count", i);
+        if (ctx < 1 || ctx > c->cfg.max_model_len || (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
+        const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
+        for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
+            if (bt[b] < 1 || bt[b] >= L->n_blocks)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b, bt[b],
+                                L->n_blocks);
+        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {
+            if (s->positions[t] < 0 || s->positions[t] >= ctx)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d position %d outside context %d", t, s->positions[t],
+                                ctx);
+            if (s->token_ids[t] < 0 || s->token_ids[t] >= c->m->cfg.vocab_size)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d token id %d outside vocab", t, s->token_ids[t]);
+            if (s->slot_mapping[t] < 0 || s->slot_mapping[t] >= n_slots)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d KV slot %lld outside the pool", t,
+                                (long long)s->slot_mapping[t]);
+        }
+    }
+    return KILN_OK;
+}
+
+#define LAUNCH(call)                                                                                   \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, #call, __FILE__, __LINE__);             \
+        if (c->debug) {                                                                                \
+            int r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err);                                     \
+            if (r_) {                                                                                  \
+                kiln_err_prefix(err, "after %s: ", #call);                                             \
+                return r_;                                                                             \
+            }                                                                                          \
+        }                                                                                              \
+    } while (0)
+
+#define GEMM(g, y, x, w, n)                                                                            \
+    do {                                                                                               \
+        int r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
+        if (r_) return r_;                                                                             \
+        if (c->debug && (r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return r_;                \
+    } while (0)
+
+static int poison(cuda_backend *c, void *p, size_t bytes, kiln_error *err) {
+    LAUNCH(kiln_cuda_fill_u32((uint32_t *)p, 0xffffffffu, (int64_t)(bytes / 4), c->st));
+    return KILN_OK;
+}
+
+static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
+    cuda_backend *c = (cuda_backend *)b;
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    if (c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step twice without finish_step");
+    int rc = check_step(c, s, err);
+    if (rc) return rc;
+    int T = s->n_tokens, S = s->n_seqs, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim;
+    int F = mc->hidden_dim, bs = c->cfg.kv.block_size;
+    int qkvw = (H + 2 * KV) * hd;
+
+    /* fill the pinned descriptor; the block table is packed to this step's widest row */
+    int32_t *tok = (int32_t *)(c->desc_h + c->off_tok), *pos = (int32_t *)(c->desc_h + c->off_pos);
+    int32_t *rowseq = (int32_t *)(c->desc_h + c->off_rowseq), *lrows = (int32_t *)(c->desc_h + c->off_lrows);
+    int64_t *slot = (int64_t *)(c->desc_h + c->off_slot);
+    int32_t *bt = (int32_t *)(c->desc_h + c->off_bt);
+    memcpy(tok, s->token_ids, (size_t)T * 4);
+    memcpy(pos, s->positions, (size_t)T * 4);
+    memcpy(slot, s->slot_mapping, (size_t)T * 8);
+    int bt_w = 1, n = 0;
+    for (int i = 0; i < S; i++) {
+        int nb = (s->seq_ctx_len[i] + bs - 1) / bs;
+        if (nb > bt_w) bt_w = nb;
+        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) rowseq[t] = i;
+        if (s->seq_logits[i] && s->seq_q_start[i + 1] > s->seq_q_start[i]) lrows[n++] = s->seq_q_start[i + 1] - 1;
+    }
+    for (int i = 0; i < S; i++)
+        memcpy(bt + (size_t)i * bt_w, s->block_table + (size_t)i * s->max_blocks_per_seq, (size_t)bt_w * 4);
+    size_t nbytes = c->off_bt + (size_t)S * bt_w * 4;
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, nbytes, cudaMemcpyHostToDevice, c->st));
+    const int32_t *d_tok = (const int32_t *)(c->desc_d + c->off_tok), *d_pos = (const int32_t *)(c->desc_d + c->off_pos);
+    const int32_t *d_rowseq = (const int32_t *)(c->desc_d + c->off_rowseq);
+    const int32_t *d_lrows = (const int32_t *)(c->desc_d + c->off_lrows);
+    const int64_t *d_slot = (const int64_t *)(c->desc_d + c->off_slot);
+    const int32_t *d_bt = (const int32_t *)(c->desc_d + c->off_bt);
+
+    if (c->debug) { /* unwritten reads show up as NaN */
+        size_t a = dt_size(c->adt);
+        if ((rc = poison(c, c->x, (size_t)T * D * 4, err)) || (rc = poison(c, c->xn, (size_t)T * D * a, err)) ||
+            (rc = poison(c, c->qkv, (size_t)T * qkvw * 4, err)) ||
+            (rc = poison(c, c->att, (size_t)T * H * hd * a, err)) || (rc = poison(c, c->proj, (size_t)T * D * 4, err)) ||
+            (rc = poison(c, c->gu, (size_t)T * 2 * F * 4, err)) || (rc = poison(c, c->act, (size_t)T * F * a, err)))
+            return rc;
+    }
+
+    LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, d_tok, T, D, c->st));
+    for (int l = 0; l < mc->n_layers; l++) {
+        const cuda_layer *w = &c->layers[l];
+        uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+        const float *an = c->norms + (size_t)(2 * l) * D, *fn = c->norms + (size_t)(2 * l + 1) * D;
+        LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->st));
+        GEMM(&c->g_qkv, c->qkv, c->xn, w->wqkv, T);
+        LAUNCH(kiln_cuda_rope_kv(c->qkv, d_pos, d_slot, pool, T, H, KV, hd, bs, mc->rope_theta,
+                                 mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
+        LAUNCH(kiln_cuda_attention(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, T, H, KV, hd, bs,
+                                   c->st));
+        GEMM(&c->g_o, c->proj, c->att, w->wo, T);
+        LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
+        GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
+        LAUNCH(kiln_cuda_swiglu(c->act, c->adt, c->gu, T, F, c->st));
+        GEMM(&c->g_d, c->proj, c->act, w->wd, T);
+    }
+    if (n > 0) {
+        const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
+        LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, d_lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->st));
+        GEMM(&c->g_lm, c->logits_d, c->xf, c->lm, n);
+        KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
+                                           cudaMemcpyDeviceToHost, c->st));
+    }
+    c->n_logits = n;
+    c->pending = 1;
+    return KILN_OK;
+}
+
+static int cuda_finish(kiln_backend *b, kiln_step_result *r, kiln_error *err) {
+    cuda_backend *c = (cuda_backend *)b;
+    if (!c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: finish_step without encode_step");
+    c->pending = 0;
+    b->n_syncs++;
+    int rc = kiln_cuda_stream_sync(&c->syncs, c->st, err); /* the step's one wait (I1) */
+    if (rc) {
+        kiln_err_prefix(err, "cuda step: ");
+        return rc;
+    }
+    r->logits = c->logits_h;
+    r->n_logits = c->n_logits;
+    r->vocab = c->m->cfg.vocab_size;
+    return KILN_OK;
+}
+
+static void cuda_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_bytes) {
+    const cuda_backend *c = (const cuda_backend *)b;
+    if (kv_bytes) *kv_bytes = c->kv_bytes;
+    if (scratch_bytes) *scratch_bytes = c->scratch_bytes;
+}
+
+static const kiln_backend_ops k_cuda_ops = {
+    .name = "cuda",
+    .create = cuda_create,
+    .encode_step = cuda_encode,
+    .finish_step = cuda_finish,
+    .memory = cuda_memory,
+    .destroy = cuda_destroy,
+};
+
+const kiln_backend_ops *kiln_backend_cuda_ops(void) { return &k_cuda_ops; }
+
+const kiln_cuda_syncs *kiln_backend_cuda_syncs(const kiln_backend *b) {
+    return b && b->ops == &k_cuda_ops ? &((const cuda_backend *)b)->syncs : NULL;
+}

@@ -1,0 +1,48 @@
+/* cuda_dev.cuh: device helpers shared by the kernels: dtype loads/stores and a block sum with a
+ * fixed reduction order (warp shuffles, then warp partials in order). */
+#ifndef KILN_CUDA_DEV_CUH
+#define KILN_CUDA_DEV_CUH
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+#include "model/dtype.h"
+
+/* element i of a f32/f16/bf16 array as f32 (exact) */
+static __device__ __forceinline__ float kiln_ld(kiln_dtype dt, const void *p, int64_t i) {
+    if (dt == KILN_DT_F32) return ((const float *)p)[i];
+    if (dt == KILN_DT_F16) return __half2float(((const __half *)p)[i]);
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+/* store v rounded to nearest even */
+static __device__ __forceinline__ void kiln_st(kiln_dtype dt, void *p, int64_t i, float v) {
+    if (dt == KILN_DT_F32) ((float *)p)[i] = v;
+    else if (dt == KILN_DT_F16) ((__half *)p)[i] = __float2half_rn(v);
+    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
+static __device__ __forceinline__ float kiln_bf16_bits_to_f32(uint16_t b) {
+    return __uint_as_float((uint32_t)b << 16);
+}
+static __device__ __forceinline__ uint16_t kiln_f32_to_bf16_bits(float v) {
+    __nv_bfloat16 h = __float2bfloat16_rn(v);
+    return *(const uint16_t *)&h;
+}
+
+static __device__ __forceinline__ float kiln_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+ * `red` is __shared__ float[32]. Fixed order: xor-tree in each warp, then warps 0..n-1. */
+static __device__ __forceinline__ float kiln_block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = kiln_warp_sum(v);
+    __syncthreads(); /* red may be in use by a previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < nw; i++) s += red[i];
+    return s;
+}
+
+#define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
+#endif

@@ -1,0 +1,72 @@
+/* cuda_ops.h: the CUDA backend's kernels, one launcher per op (one .cu file each).
+ *
+ * Conventions (T = rows this step, D = hidden size, hd = head_dim, H / KV = query / KV heads):
+ *   - the residual stream x and every GEMM output are f32; the inputs of GEMMs (normed x,
+ *     attention output, SwiGLU output) are written in the weights' dtype `adt` (bf16, f16 or
+ *     f32), so cuBLASLt multiplies like types with f32 accumulation;
+ *   - the KV pool is bf16, in the engine's layout [layer][block][k|v][KV][block_size][hd]
+ *     (step.h), 64-bit element offsets;
+ *   - every launcher only enqueues on `st` and returns cudaGetLastError() (never waits); the
+ *     arrays of the step descriptor (token ids, positions, slots, row -> sequence, block table)
+ *     are device copies.
+ * Rows are independent and every reduction has a fixed order that depends only on the row's
+ * own shape (its position, D, hd), never on T: a row gives the same bits in any batch (I5/I6).
+ */
+#ifndef KILN_CUDA_OPS_H
+#define KILN_CUDA_OPS_H
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+#include "model/dtype.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x[t][i] = f32(emb[ids[t]][i]): emb [vocab][D] of dtype edt (f32/f16/bf16). */
+cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, int T, int D,
+                            cudaStream_t st);
+
+/* Residual add fused with RMSNorm, per output row r (T rows):
+ *   src = rows ? rows[r] : r;  v = x[src] + (delta ? delta[src] : 0)
+ *   if (write_back) x[src] = v;  out[r] = adt(w * (v / sqrt(mean(v^2) + eps)))
+ * x, delta: [*][D] f32; w: [D] f32; out: [T][D] of dtype adt. With rows (final norm) write_back
+ * must be 0. */
+cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *rows, int write_back,
+                                  const float *w, void *out, kiln_dtype adt, int T, int D, float eps,
+                                  cudaStream_t st);
+
+/* RoPE on q and k, then K and V into the pool:
+ *   qkv: [T][(H + 2 KV) * hd] f32 (q | k | v per row); q and k are rotated in place;
+ *   pool (bf16) of one layer at `layer_base` = kiln_kv_offset(layer, 0, 0, 0, 0):
+ *     K of row t, head h -> layer_base + ((blk * 2 + 0) * KV + h) * bs * hd + off * hd,
+ *     blk = slots[t] / bs, off = slots[t] % bs; V likewise with 1.
+ * Angles as the CPU: inv_freq = 1 / theta^(2i/hd), angle, sin, cos and rotation in double. */
+cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
+                              int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
+                              cudaStream_t st);
+
+/* Causal GQA attention over the paged pool for a ragged batch. One thread block per
+ * (row, head); row t belongs to sequence row_seq[t], its query at position pos[t] attends to
+ * positions 0..pos[t] through block_table[seq][max_blocks] of the layer's pool.
+ *   q: row t head h at q + t * q_stride + h * hd (f32, RoPE applied); out: [T][H * hd] in adt. */
+cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
+                                const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
+                                int block_size, cudaStream_t st);
+
+/* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
+cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, cudaStream_t st);
+
+/* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
+ * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).
+ * cols = the tensor's shape[1] (0 for a 1-D tensor). */
+cudaError_t kiln_cuda_dummy_fill(void *dst, kiln_dtype dt, int64_t n, uint64_t seed, int tensor_index,
+                                 int64_t cols, cudaStream_t st);
+
+/* dst[i] = bits (a 16-bit or 32-bit pattern) for poisoning buffers in tests and debug mode. */
+cudaError_t kiln_cuda_fill_u32(uint32_t *dst, uint32_t bits, int64_t n, cudaStream_t st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

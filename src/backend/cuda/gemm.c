@@ -1,0 +1,149 @@
+/* gemm.c: cuBLASLt matmuls of the CUDA backend (see gemm.h). Descriptors are initialised in
+ * caller-provided opaque structs (cublasLt*Init), so a GEMM allocates nothing on the host. */
+#include <string.h>
+#include "backend/cuda/gemm.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+int kiln_cublas_error(kiln_error *err, cublasStatus_t s, const char *stmt, const char *file, int line) {
+    return kiln_err_set(err, s == CUBLAS_STATUS_ALLOC_FAILED ? KILN_ERR_OOM : KILN_ERR_BACKEND, file, line,
+                        "cuBLASLt %s (%d) in %s", cublasGetStatusString(s), (int)s, stmt);
+}
+
+static cudaDataType cuda_type(kiln_dtype dt) {
+    return dt == KILN_DT_F32 ? CUDA_R_32F : dt == KILN_DT_F16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
+typedef struct gemm_desc {
+    cublasLtMatmulDescOpaque_t op;
+    cublasLtMatrixLayoutOpaque_t a, b, c;
+} gemm_desc;
+
+static int desc_init(gemm_desc *d, const kiln_cuda_gemm *g, int T, kiln_error *err) {
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cudaDataType ty = cuda_type(g->wdt);
+    KILN_CUBLAS_TRY(err, cublasLtMatmulDescInit(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    KILN_CUBLAS_TRY(err, cublasLtMatmulDescSetAttribute(&d->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    KILN_CUBLAS_TRY(err, cublasLtMatmulDescSetAttribute(&d->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->a, ty, (uint64_t)g->K, (uint64_t)g->N, g->K));
+    KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->b, ty, (uint64_t)g->K, (uint64_t)T, g->K));
+    KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->c, CUDA_R_32F, (uint64_t)g->N, (uint64_t)T, g->N));
+    return KILN_OK;
+}
+
+/* Up to cap heuristic results for T rows with the given workspace and reduction mask. */
+static int heuristic(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, int T, size_t ws, int no_split,
+                     cublasLtMatmulHeuristicResult_t *res, int cap, int *n, kiln_error *err) {
+    gemm_desc d;
+    int rc = desc_init(&d, g, T, err);
+    if (rc) return rc;
+    cublasLtMatmulPreferenceOpaque_t pref;
+    KILN_CUBLAS_TRY(err, cublasLtMatmulPreferenceInit(&pref));
+    uint64_t wsb = ws;
+    KILN_CUBLAS_TRY(err, cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                                              sizeof wsb));
+    if (no_split) {
+        uint32_t mask = CUBLASLT_REDUCTION_SCHEME_NONE;
+        KILN_CUBLAS_TRY(err, cublasLtMatmulPreferenceSetAttribute(&pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                                  &mask, sizeof mask));
+    }
+    *n = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, &d.op, &d.a, &d.b, &d.c, &d.c, &pref, cap, res, n);
+    if (s != CUBLAS_STATUS_SUCCESS || *n <= 0)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "cuBLASLt: no algorithm for a %s GEMM of %d x %d (N x K) with %d rows (%s)",
+                        kiln_dtype_name(g->wdt), g->N, g->K, T, cublasGetStatusString(s));
+    return KILN_OK;
+}
+
+static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a, int T,
+                      size_t ws) {
+    gemm_desc d;
+    kiln_error e2;
+    if (desc_init(&d, g, T, &e2)) return 0;
+    cublasLtMatmulHeuristicResult_t r;
+    if (cublasLtMatmulAlgoCheck(ctx->lt, &d.op, &d.a, &d.b, &d.c, &d.c, a, &r) != CUBLAS_STATUS_SUCCESS) return 0;
+    if (r.workspaceSize > ws) return 0;
+    uint32_t splitk = 1;
+    size_t got = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &got) ==
+            CUBLAS_STATUS_SUCCESS &&
+        splitk > 1)
+        return 0;
+    return 1;
+}
+
+int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt, int max_rows,
+                        kiln_error *err) {
+    memset(g, 0, sizeof *g);
+    if (wdt != KILN_DT_F32 && wdt != KILN_DT_F16 && wdt != KILN_DT_BF16)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: no GEMM for %s weights", kiln_dtype_name(wdt));
+    g->N = N;
+    g->K = K;
+    g->wdt = wdt;
+    g->max_rows = max_rows;
+    if (ctx->batch_invariant) {
+        cublasLtMatmulHeuristicResult_t res[16];
+        int n = 0;
+        int rc = heuristic(ctx, g, max_rows, 0, 1, res, 16, &n, err);
+        if (rc) return rc;
+        for (int i = 0; i < n && !g->has_fixed; i++)
+            if (algo_valid(ctx, g, &res[i].algo, 1, 0) && algo_valid(ctx, g, &res[i].algo, max_rows, 0)) {
+                g->fixed = res[i].algo;
+                g->has_fixed = 1;
+            }
+        if (!g->has_fixed)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                            "cuBLASLt: no split-K-free algorithm valid for 1..%d rows of a %s %d x %d GEMM "
+                            "(KILN_BATCH_INVARIANT=1)", max_rows, kiln_dtype_name(wdt), N, K);
+        return KILN_OK;
+    }
+    g->algos = kiln_calloc((size_t)max_rows + 1, sizeof *g->algos);
+    g->have = kiln_calloc((size_t)max_rows + 1, 1);
+    if (!g->algos || !g->have) return KILN_ERR(err, KILN_ERR_OOM, "cuda: out of memory for the GEMM algorithm table");
+    /* the two extremes now, so that an unsupported shape is refused at load (I3) */
+    cublasLtMatmulHeuristicResult_t r;
+    int n = 0, rows[2] = {1, max_rows};
+    for (int i = 0; i < 2; i++) {
+        int rc = heuristic(ctx, g, rows[i], ctx->ws_bytes, 0, &r, 1, &n, err);
+        if (rc) return rc;
+        g->algos[rows[i]] = r.algo;
+        g->have[rows[i]] = 1;
+    }
+    return KILN_OK;
+}
+
+void kiln_cuda_gemm_free(kiln_cuda_gemm *g) {
+    kiln_free(g->algos);
+    kiln_free(g->have);
+    g->algos = NULL;
+    g->have = NULL;
+}
+
+int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, float *y, const void *x, const void *w, int T,
+                       cudaStream_t st, kiln_error *err) {
+    if (T <= 0) return KILN_OK;
+    if (T > g->max_rows)
+        return KILN_ERR(err, KILN_ERR_RANGE, "cuda GEMM: %d rows beyond the %d it was sized for", T, g->max_rows);
+    const cublasLtMatmulAlgo_t *algo;
+    if (ctx->batch_invariant) {
+        algo = &g->fixed;
+    } else {
+        if (!g->have[T]) {
+            cublasLtMatmulHeuristicResult_t r;
+            int n = 0;
+            int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, &r, 1, &n, err);
+            if (rc) return rc;
+            g->algos[T] = r.algo;
+            g->have[T] = 1;
+        }
+        algo = &g->algos[T];
+    }
+    gemm_desc d;
+    int rc = desc_init(&d, g, T, err);
+    if (rc) return rc;
+    const float alpha = 1.0f, beta = 0.0f;
+    KILN_CUBLAS_TRY(err, cublasLtMatmul(ctx->lt, &d.op, &alpha, w, &d.a, x, &d.b, &beta, y, &d.c, y, &d.c, algo,
+                                        ctx->workspace, ctx->ws_bytes, st));
+    return KILN_OK;
+}

@@ -1,0 +1,52 @@
+/* gemm.h: y = x W^T through cuBLASLt, f32 accumulation, one object per weight shape.
+ *
+ *   W: [N][K] row-major (PyTorch layout) of dtype wdt (bf16, f16 or f32);
+ *   x: [T][K] of the same dtype;  y: [T][N] f32.
+ * In cuBLAS's column-major terms: y^T (N x T, ld N) = op_T(W stored K x N, ld K) * x^T (K x T).
+ * Compute type CUBLAS_COMPUTE_32F (f32 weights: true f32, no TF32).
+ *
+ * Algorithm choice: normally the heuristic's first choice for each row count T, with a 32 MiB
+ * workspace, cached per T in a table allocated at create (the first step with a new T asks the
+ * heuristic on the host; no device work, no waits). Batch-invariant mode (KILN_BATCH_INVARIANT=1):
+ * one algorithm per shape, chosen at create with workspace 0 and reduction scheme NONE (no
+ * split-K), checked valid for T = 1 and T = max_rows, used for every T, so a row's bits do not
+ * depend on the batch. */
+#ifndef KILN_CUDA_GEMM_H
+#define KILN_CUDA_GEMM_H
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include "kiln.h"
+#include "model/dtype.h"
+
+typedef struct kiln_cuda_gemm_ctx {
+    cublasLtHandle_t lt;
+    void *workspace; /* device, ws_bytes (0 in batch-invariant mode) */
+    size_t ws_bytes;
+    int batch_invariant;
+} kiln_cuda_gemm_ctx;
+
+typedef struct kiln_cuda_gemm {
+    int N, K, max_rows;
+    kiln_dtype wdt;
+    cublasLtMatmulAlgo_t *algos; /* [max_rows + 1], filled lazily (normal mode) */
+    unsigned char *have;         /* [max_rows + 1] */
+    cublasLtMatmulAlgo_t fixed;  /* batch-invariant mode */
+    int has_fixed;
+} kiln_cuda_gemm;
+
+/* A cuBLAS status as a kiln error. */
+int kiln_cublas_error(kiln_error *err, cublasStatus_t s, const char *stmt, const char *file, int line);
+#define KILN_CUBLAS_TRY(err, call)                                                                 \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) return kiln_cublas_error((err), s_, #call, __FILE__, __LINE__); \
+    } while (0)
+
+int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt, int max_rows,
+                        kiln_error *err);
+void kiln_cuda_gemm_free(kiln_cuda_gemm *g);
+/* Enqueue y = x W^T for T rows (1 <= T <= max_rows) on st. */
+int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, float *y, const void *x, const void *w, int T,
+                       cudaStream_t st, kiln_error *err);
+
+#endif

@@ -1,0 +1,78 @@
+/* test_cuda_backend_host.c: the CUDA backend's host-side paths that need no GPU (CI):
+ *   - without a GPU, opening an engine on backend "cuda" fails cleanly (KILN_ERR_UNSUPPORTED,
+ *     "no CUDA device"), never crashes; with a GPU it opens;
+ *   - refusals at create happen before any device work (I3): mixed matrix dtypes and quantized
+ *     layer matrices are KILN_ERR_UNSUPPORTED with the tensor named;
+ *   - KILN_STRICT=1 with KILN_CUDA_DEBUG=1 is KILN_ERR_STRICT.
+ * Skips when the build has no CUDA backend. */
+#include <stdlib.h>
+#include "backend/backend.h"
+#include "engine/engine.h"
+#include "model/model.h"
+#include "test.h"
+
+static int try_create(kiln_model *m, int strict, kiln_error *err) {
+    kiln_backend_config bc;
+    memset(&bc, 0, sizeof bc);
+    bc.max_tokens = 16;
+    bc.max_seqs = 2;
+    bc.max_blocks_per_seq = 8;
+    bc.max_model_len = 128;
+    bc.kv.n_layers = m->cfg.n_layers;
+    bc.kv.n_kv_heads = m->cfg.n_kv_heads;
+    bc.kv.head_dim = m->cfg.head_dim;
+    bc.kv.block_size = 16;
+    bc.kv.n_blocks = 17;
+    bc.strict = strict;
+    kiln_backend *b = NULL;
+    int rc = kiln_backend_cuda_ops()->create(&b, m, &bc, err);
+    if (b) b->ops->destroy(b);
+    return rc;
+}
+
+int main(void) {
+    if (!kiln_backend_cuda_ops()) KT_SKIP("this build has no CUDA backend");
+    const char *dir = kt_shared("models/mistral-tiny-random");
+    if (!kt_exists(dir)) KT_SKIP("fixture %s missing", dir);
+    kiln_error err = {0};
+    kiln_engine_options o;
+    kiln_engine_options_default(&o);
+    o.model_path = dir;
+    o.backend = "cuda";
+    o.max_seqs = 2;
+    o.kv_memory_mb = 16;
+    kiln_engine *e = NULL;
+    int rc = kiln_engine_open(&e, &o, &err);
+    int has_gpu = rc == 0;
+    KT_CHECK(rc == 0 || (rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "no CUDA device")),
+             "engine on cuda: rc %d: %s", rc, err.msg);
+    printf("engine on cuda: %s\n", rc ? err.msg : "opened (a GPU is present)");
+    kiln_engine_close(e);
+
+    kiln_model *m = NULL;
+    KT_CHECK(kiln_model_load(&m, dir, &err) == 0, "load: %s", err.msg);
+    if (m) {
+        kiln_tensor *t = (kiln_tensor *)kiln_model_find(m, "model.layers.2.mlp.down_proj.weight");
+        KT_CHECK(t != NULL, "no down_proj");
+        if (t) {
+            kiln_dtype keep = t->dtype;
+            t->dtype = KILN_DT_F16;
+            rc = try_create(m, 0, &err);
+            KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "mixed"), "mixed dtypes: rc %d: %s", rc, err.msg);
+            t->dtype = KILN_DT_Q8_0;
+            rc = try_create(m, 0, &err);
+            KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, t->name), "quantized: rc %d: %s", rc, err.msg);
+            t->dtype = keep;
+        }
+        setenv("KILN_CUDA_DEBUG", "1", 1);
+        rc = try_create(m, 1, &err);
+        KT_CHECK(rc == KILN_ERR_STRICT, "strict + debug: rc %d: %s", rc, err.msg);
+        unsetenv("KILN_CUDA_DEBUG");
+        if (!has_gpu) {
+            rc = try_create(m, 0, &err);
+            KT_CHECK(rc == KILN_ERR_UNSUPPORTED, "no GPU: rc %d: %s", rc, err.msg);
+        }
+        kiln_model_free(m);
+    }
+    return kt_done();
+}

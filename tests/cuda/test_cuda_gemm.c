@@ -1,0 +1,85 @@
+/* test_cuda_gemm.c: y = x W^T through cuBLASLt (gemm.c) against kiln_cpu_matmul on the same
+ * dtype-rounded inputs: bf16 / f16 / f32 weights, row counts 1..300, the backend's shapes
+ * (fused qkv, o, fused gate|up, down, LM head; tiny and Devstral widths). Batch-invariant mode:
+ * the first row's bits are the same computed alone or with 1..max_rows-1 others. */
+#include "backend/cpu/kernels.h"
+#include "backend/cuda/gemm.h"
+#include "cuda_test.h"
+#include "util/alloc.h"
+
+static void one(kiln_cuda_gemm_ctx *ctx, kiln_cpu_ctx *cc, kiln_dtype dt, int N, int K, int T, int max_rows,
+                unsigned long long *s) {
+    size_t es = kc_dtsize(dt), wn = (size_t)N * K, xn = (size_t)T * K, yn = (size_t)T * N;
+    float *w = kiln_malloc(wn * 4), *x = kiln_malloc(xn * 4), *want = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    void *wh = kiln_malloc(wn * es), *xh = kiln_malloc(xn * es);
+    kc_rand(w, wn, 1.0f / sqrtf((float)K), s);
+    kc_rand(x, xn, 2.0f, s);
+    kc_to_dt(dt, w, wh, wn);
+    kc_to_dt(dt, x, xh, xn);
+    kc_round_dt(dt, x, xn); /* the CPU multiplies the same rounded activations */
+    kiln_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dt;
+    t.ndim = 2;
+    t.shape[0] = N;
+    t.shape[1] = K;
+    t.data = wh;
+    t.nbytes = wn * es;
+    kiln_error err = {0};
+    KT_CHECK(kiln_cpu_matmul(cc, want, x, T, &t, &err) == 0, "cpu matmul: %s", err.msg);
+    kiln_cuda_gemm g;
+    int rc = kiln_cuda_gemm_init(ctx, &g, N, K, dt, max_rows, &err);
+    KT_CHECK(rc == 0, "gemm init %s %dx%d: %s", kc_dtname(dt), N, K, err.msg);
+    if (rc) return;
+    void *dw = kc_dev(wn * es), *dx = kc_dev(xn * es);
+    float *dy = kc_dev(yn * 4);
+    kc_put(dw, wh, wn * es);
+    kc_put(dx, xh, xn * es);
+    kc_poison(dy, yn * 4);
+    rc = kiln_cuda_gemm_run(ctx, &g, dy, dx, dw, T, 0, &err);
+    KT_CHECK(rc == 0, "gemm run: %s", err.msg);
+    kc_get(got, dy, yn * 4);
+    double e = kt_rel_l2(got, want, yn);
+    KT_CHECK(e <= kc_tol(dt), "gemm %s N=%d K=%d T=%d: rel L2 %g", kc_dtname(dt), N, K, T, e);
+    printf("gemm %-4s N=%-6d K=%-5d T=%-4d inv=%d rel L2 %.3g\n", kc_dtname(dt), N, K, T, ctx->batch_invariant, e);
+    if (ctx->batch_invariant && T > 1) { /* row 0 alone must give the same bits */
+        float *row = kiln_malloc((size_t)N * 4);
+        kc_poison(dy, yn * 4);
+        rc = kiln_cuda_gemm_run(ctx, &g, dy, dx, dw, 1, 0, &err);
+        kc_get(row, dy, (size_t)N * 4);
+        KT_CHECK(rc == 0 && memcmp(row, got, (size_t)N * 4) == 0,
+                 "gemm %s N=%d K=%d: batch-invariant row 0 differs between T=1 and T=%d", kc_dtname(dt), N, K, T);
+        kiln_free(row);
+    }
+    kiln_cuda_gemm_free(&g);
+    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+    kiln_free(w); kiln_free(x); kiln_free(want); kiln_free(got); kiln_free(wh); kiln_free(xh);
+}
+
+int main(void) {
+    kc_require_gpu();
+    unsigned long long s = kc_seed();
+    kiln_cpu_ctx cc = {kiln_isa_best(), NULL};
+    kiln_error err = {0};
+    if (kiln_pool_create(&cc.pool, 0, &err)) { fprintf(stderr, "pool: %s\n", err.msg); return 1; }
+    kiln_dtype dts[3] = {KILN_DT_F32, KILN_DT_F16, KILN_DT_BF16};
+    int shapes[][3] = {{384, 256, 1}, {256, 192, 7}, {1024, 256, 64}, {256, 512, 300}, {2048, 256, 3},
+                       {6144, 5120, 5}, {5120, 4096, 2}, {65536, 5120, 1}, {5120, 32768, 3}, {131072, 5120, 2}};
+    for (int inv = 0; inv < 2; inv++) {
+        kiln_cuda_gemm_ctx ctx;
+        memset(&ctx, 0, sizeof ctx);
+        if (cublasLtCreate(&ctx.lt) != CUBLAS_STATUS_SUCCESS) { fprintf(stderr, "FAIL cublasLtCreate\n"); return 1; }
+        ctx.batch_invariant = inv;
+        ctx.ws_bytes = inv ? 0 : (size_t)32 << 20;
+        if (ctx.ws_bytes) ctx.workspace = kc_dev(ctx.ws_bytes);
+        for (int i = 0; i < 3; i++)
+            for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+                if (dts[i] == KILN_DT_F32 && shapes[k][0] * (size_t)shapes[k][1] > ((size_t)64 << 20)) continue;
+                one(&ctx, &cc, dts[i], shapes[k][0], shapes[k][1], shapes[k][2], 320, &s);
+            }
+        if (ctx.workspace) CU(cudaFree(ctx.workspace));
+        cublasLtDestroy(ctx.lt);
+    }
+    kiln_pool_destroy(cc.pool);
+    return kt_done();
+}

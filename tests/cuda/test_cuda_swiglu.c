@@ -1,0 +1,45 @@
+/* test_cuda_swiglu.c: SwiGLU over the fused gate|up GEMM output (swiglu.cu) against
+ * kiln_cpu_swiglu, f32 / f16 / bf16 outputs. */
+#include "backend/cpu/kernels.h"
+#include "backend/cuda/cuda_ops.h"
+#include "cuda_test.h"
+#include "util/alloc.h"
+
+static void one(kiln_dtype adt, int T, int n, unsigned long long *s) {
+    size_t tn = (size_t)T * n, as = kc_dtsize(adt);
+    float *gu = kiln_malloc(tn * 2 * 4), *g = kiln_malloc(tn * 4), *u = kiln_malloc(tn * 4);
+    float *want = kiln_malloc(tn * 4), *got = kiln_malloc(tn * 4);
+    void *oh = kiln_malloc(tn * as);
+    kc_rand(gu, tn * 2, 6.0f, s);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < n; i++) {
+            g[(size_t)t * n + i] = gu[(size_t)t * 2 * n + i];
+            u[(size_t)t * n + i] = gu[(size_t)t * 2 * n + n + i];
+        }
+    kiln_cpu_swiglu(NULL, want, g, u, T, n);
+    float *dgu = kc_dev(tn * 2 * 4);
+    void *dout = kc_dev(tn * as);
+    kc_put(dgu, gu, tn * 2 * 4);
+    kc_poison(dout, tn * as);
+    CU(kiln_cuda_swiglu(dout, adt, dgu, T, n, 0));
+    kc_get(oh, dout, tn * as);
+    kc_from_dt(adt, oh, got, tn);
+    double e = kt_rel_l2(got, want, tn);
+    KT_CHECK(e <= kc_tol(adt), "swiglu %s T=%d n=%d: rel L2 %g", kc_dtname(adt), T, n, e);
+    printf("swiglu %-4s T=%-4d n=%-6d rel L2 %.3g\n", kc_dtname(adt), T, n, e);
+    CU(cudaFree(dgu)); CU(cudaFree(dout));
+    kiln_free(gu); kiln_free(g); kiln_free(u); kiln_free(want); kiln_free(got); kiln_free(oh);
+}
+
+int main(void) {
+    kc_require_gpu();
+    unsigned long long s = kc_seed();
+    kiln_dtype dts[3] = {KILN_DT_F32, KILN_DT_F16, KILN_DT_BF16};
+    for (int i = 0; i < 3; i++) {
+        one(dts[i], 1, 512, &s);
+        one(dts[i], 13, 384, &s);
+        one(dts[i], 4, 32768, &s);
+        one(dts[i], 200, 1000, &s);
+    }
+    return kt_done();
+}
