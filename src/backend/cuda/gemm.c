@@ -83,14 +83,23 @@ int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N,
     g->wdt = wdt;
     g->max_rows = max_rows;
     if (ctx->batch_invariant) {
+        /* one algorithm for every row count: no split-K and no reduction scheme, so a row's
+         * reduction order never depends on the batch. Ask the heuristic at several row counts,
+         * first without workspace, then with (large-N shapes such as a 131072-row LM head
+         * have no workspace-free kernel). */
         cublasLtMatmulHeuristicResult_t res[16];
-        int n = 0;
-        int rc = heuristic(ctx, g, max_rows, 0, 1, res, 16, &n, err);
-        if (rc) return rc;
-        for (int i = 0; i < n && !g->has_fixed; i++)
-            if (algo_valid(ctx, g, &res[i].algo, 1, 0) && algo_valid(ctx, g, &res[i].algo, max_rows, 0)) {
-                g->fixed = res[i].algo;
-                g->has_fixed = 1;
+        size_t wss[2] = {0, ctx->ws_bytes};
+        int qs[3] = {max_rows, 1, max_rows > 64 ? 64 : max_rows};
+        for (int w = 0; w < 2 && !g->has_fixed; w++)
+            for (int q = 0; q < 3 && !g->has_fixed; q++) {
+                int n = 0;
+                kiln_error e2;
+                if (heuristic(ctx, g, qs[q], wss[w], 1, res, 16, &n, &e2)) continue;
+                for (int i = 0; i < n && !g->has_fixed; i++)
+                    if (algo_valid(ctx, g, &res[i].algo, 1, wss[w]) && algo_valid(ctx, g, &res[i].algo, max_rows, wss[w])) {
+                        g->fixed = res[i].algo;
+                        g->has_fixed = 1;
+                    }
             }
         if (!g->has_fixed)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
