@@ -35,9 +35,11 @@ build() {
 if [ "${1:-}" = "--pack" ]; then
   build || { tail -30 "$LOGS/build.log"; echo "build failed"; exit 1; }
   rm -rf "$PACK"; mkdir -p "$PACK/lib"
-  cp "$BUILD"/test_cuda_* "$PACK/"
-  for b in "$PACK"/test_cuda_*; do
-    ldd "$b" | awk '/=> \// {print $3}' | grep -E 'libjansson|libpcre2|libcrypto|libutf8proc' || true
+  cp "$BUILD"/test_cuda_* "$BUILD"/kiln "$PACK/"
+  # every shared library but the C runtime and CUDA's own (the GPU machine has those)
+  for b in "$PACK"/test_cuda_* "$PACK"/kiln; do
+    ldd "$b" | awk '/=> \// {print $3}' |
+      grep -v -E 'libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libstdc\+\+|libgcc_s|libcublas|libcudart' || true
   done | sort -u | while read -r lib; do cp -L "$lib" "$PACK/lib/"; done
   du -sh "$PACK"; ls "$PACK" "$PACK/lib"
   exit 0

@@ -86,14 +86,21 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     kc_put(drs, rs, (size_t)T * 4);
     kc_put(dbt, bt, (size_t)S * max_nb * 4);
     kc_poison(dout, on * as);
-    CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 0));
+    int max_pos = 0, max_splits = 0;
+    for (int t = 0; t < T; t++) if (pos[t] > max_pos) max_pos = pos[t];
+    /* a small window width too, so that rows span several windows */
+    int split_w = kiln_cuda_attention_split_width(max_nb * bs, &max_splits);
+    if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; }
+    float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
+    CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, max_pos, split_w, max_splits,
+                           dscr, 0));
     kc_get(oh, dout, on * as);
     kc_from_dt(adt, oh, got, on);
     double e = kt_rel_l2(got, want, on);
     KT_CHECK(e <= kc_tol(adt), "attention %s T=%d S=%d H=%d KV=%d hd=%d bs=%d: rel L2 %g", kc_dtname(adt), T, S, H, KV,
              hd, bs, e);
     printf("attention %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d rel L2 %.3g\n", kc_dtname(adt), T, S, H, KV, hd, bs, e);
-    CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout));
+    CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
     kiln_free(pool); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
     kiln_free(got); kiln_free(sc); kiln_free(acc); kiln_free(oh);
 }

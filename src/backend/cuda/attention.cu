@@ -1,13 +1,18 @@
-/* attention.cu: causal GQA attention over the paged bf16 KV pool for a ragged batch.
+/* attention.cu: causal GQA attention over the paged bf16 KV pool for a ragged batch, split over
+ * the context (flash-decoding) so that short batches still fill the chip.
  *
- * A straightforward kernel (part 1: correct, not fast). One block of ATT_WARPS warps per
- * (row t, query head h); KV head = h / (H / KV). Warp w walks positions j = w, w + ATT_WARPS, ...
- * up to pos[t]; lane l owns dims l, l + 32, ... (hd <= 256). For each position the warp computes
- * the score (q . k_j) * 1/sqrt(hd) with a shuffle sum, then updates its online softmax
- * (running max m, sum l, accumulator acc) in f32. At the end the warps' states are merged in
- * warp order through shared memory. The partition and every reduction order depend only on
- * pos[t] and hd, never on the batch (I6). K_j and V_j are read through the sequence's block
- * table: block = table[j / bs], offset j % bs. */
+ * Pass 1, attention_split_kernel, grid (T rows, KV heads, splits): one block serves all G query
+ * heads that share a KV head (GQA: K/V are read once for the group). The context of row t
+ * (positions 0..pos[t]) is cut into fixed windows of split_w positions; block z covers window
+ * [z * split_w, min((z + 1) * split_w, pos[t] + 1)) and exits if that is empty. Tiles of 16
+ * positions of K and V are staged in shared memory (f32), read through the sequence's block
+ * table (block = table[j / bs], offset j % bs). Warp w serves heads g = w, w + 4, ...; lane l owns
+ * dims l, l + 32, ...; per position: score = (q . k_j) / sqrt(hd) by a shuffle sum, then the online
+ * softmax (running max m, sum l, unnormalised accumulator acc) in f32. The window's (m, l, acc) go
+ * to scratch.
+ * Pass 2, attention_combine_kernel, grid (T, H): merges the windows of a row in window order.
+ * The windows depend only on pos[t] and split_w (fixed per engine), never on the batch, so a
+ * row's result is the same in any batch (I6). scratch: [T][H][max_splits][hd + 2] f32. */
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
@@ -15,89 +20,138 @@
 #define ATT_WARPS 4
 #define ATT_MAX_HD 256
 #define ATT_PER_LANE (ATT_MAX_HD / 32)
+#define ATT_TILE 16
+#define ATT_MAX_HPW 4 /* heads per warp: G <= 16 */
 
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
-attention_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
-                 const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int hd, int bs,
-                 float scale) {
-    __shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS];
-    __shared__ float s_acc[ATT_WARPS][ATT_MAX_HD];
-    int t = blockIdx.x, h = blockIdx.y;
+attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+                       const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int hd,
+                       int bs, int split_w, int max_splits, float scale) {
+    __shared__ float s_k[ATT_TILE][ATT_MAX_HD];
+    __shared__ float s_v[ATT_TILE][ATT_MAX_HD];
+    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int kvh = h / (H / KV);
+    int G = H / KV;
     int p = pos[t];
+    int j_begin = z * split_w;
+    if (j_begin > p) return; /* this window lies beyond the row's context */
+    int j_end = min(j_begin + split_w, p + 1);
     const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
-    const float *qr = q + (int64_t)t * q_stride + (int64_t)h * hd;
-    int64_t head_tile = (int64_t)bs * hd;       /* one head of one block */
-    int64_t kv_stride = (int64_t)KV * head_tile; /* K -> V of the same block */
+    int64_t head_tile = (int64_t)bs * hd, kv_stride = (int64_t)KV * head_tile;
 
-    float qv[ATT_PER_LANE], acc[ATT_PER_LANE];
+    float qv[ATT_MAX_HPW][ATT_PER_LANE], acc[ATT_MAX_HPW][ATT_PER_LANE], m[ATT_MAX_HPW], l[ATT_MAX_HPW];
 #pragma unroll
-    for (int k = 0; k < ATT_PER_LANE; k++) {
-        int d = lane + 32 * k;
-        qv[k] = d < hd ? qr[d] : 0.0f;
-        acc[k] = 0.0f;
-    }
-    float m = -INFINITY, l = 0.0f;
-    for (int j = warp; j <= p; j += ATT_WARPS) {
-        int64_t blk = bt[j / bs];
-        const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd;
-        const uint16_t *vp = kp + kv_stride;
-        float s = 0.0f;
+    for (int k = 0; k < ATT_MAX_HPW; k++) {
+        int g = warp + ATT_WARPS * k;
+        const float *qr = q + (int64_t)t * q_stride + (int64_t)(kvh * G + g) * hd;
 #pragma unroll
-        for (int k = 0; k < ATT_PER_LANE; k++) {
-            int d = lane + 32 * k;
-            if (d < hd) s += qv[k] * kiln_bf16_bits_to_f32(kp[d]);
+        for (int e = 0; e < ATT_PER_LANE; e++) {
+            int d = lane + 32 * e;
+            qv[k][e] = (g < G && d < hd) ? qr[d] : 0.0f;
+            acc[k][e] = 0.0f;
         }
-        s = kiln_warp_sum(s) * scale;
-        float mn = fmaxf(m, s);
-        float corr = expf(m - mn); /* m = -inf the first time: 0 */
-        float pj = expf(s - mn);
-        l = l * corr + pj;
-#pragma unroll
-        for (int k = 0; k < ATT_PER_LANE; k++) {
-            int d = lane + 32 * k;
-            if (d < hd) acc[k] = acc[k] * corr + pj * kiln_bf16_bits_to_f32(vp[d]);
+        m[k] = -INFINITY;
+        l[k] = 0.0f;
+    }
+    for (int j0 = j_begin; j0 < j_end; j0 += ATT_TILE) {
+        int n = min(ATT_TILE, j_end - j0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < n * hd; e += blockDim.x) {
+            int jj = e / hd, d = e - jj * hd, j = j0 + jj;
+            int64_t blk = bt[j / bs];
+            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd;
+            s_k[jj][d] = kiln_bf16_bits_to_f32(kp[d]);
+            s_v[jj][d] = kiln_bf16_bits_to_f32(kp[kv_stride + d]);
         }
-        m = mn;
-    }
-    if (lane == 0) {
-        s_m[warp] = m;
-        s_l[warp] = l;
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < ATT_MAX_HPW; k++) {
+            if (warp + ATT_WARPS * k >= G) break;
+            for (int jj = 0; jj < n; jj++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int e = 0; e < ATT_PER_LANE; e++) {
+                    int d = lane + 32 * e;
+                    if (d < hd) s += qv[k][e] * s_k[jj][d];
+                }
+                s = kiln_warp_sum(s) * scale;
+                float mn = fmaxf(m[k], s);
+                float corr = expf(m[k] - mn); /* m = -inf the first time: 0 */
+                float pj = expf(s - mn);
+                l[k] = l[k] * corr + pj;
+#pragma unroll
+                for (int e = 0; e < ATT_PER_LANE; e++) {
+                    int d = lane + 32 * e;
+                    if (d < hd) acc[k][e] = acc[k][e] * corr + pj * s_v[jj][d];
+                }
+                m[k] = mn;
+            }
+        }
     }
 #pragma unroll
-    for (int k = 0; k < ATT_PER_LANE; k++) {
-        int d = lane + 32 * k;
-        if (d < hd) s_acc[warp][d] = acc[k];
-    }
-    __syncthreads();
-    /* merge in warp order; a warp that saw no position has m = -inf, l = 0 and weighs 0 */
-    float M = s_m[0];
-    for (int w = 1; w < ATT_WARPS; w++) M = fmaxf(M, s_m[w]);
-    float L = 0.0f, wgt[ATT_WARPS];
+    for (int k = 0; k < ATT_MAX_HPW; k++) {
+        int g = warp + ATT_WARPS * k;
+        if (g >= G) break;
+        float *o = scratch + (((int64_t)t * H + kvh * G + g) * max_splits + z) * (hd + 2);
 #pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) {
-        wgt[w] = s_l[w] > 0.0f ? expf(s_m[w] - M) : 0.0f;
-        L += s_l[w] * wgt[w];
+        for (int e = 0; e < ATT_PER_LANE; e++) {
+            int d = lane + 32 * e;
+            if (d < hd) o[d] = acc[k][e];
+        }
+        if (lane == 0) {
+            o[hd] = m[k];
+            o[hd + 1] = l[k];
+        }
+    }
+}
+
+static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
+                                                int H, int hd, int split_w, int max_splits) {
+    int t = blockIdx.x, h = blockIdx.y;
+    int ns = pos[t] / split_w + 1;
+    const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
+    float M = -INFINITY;
+    for (int z = 0; z < ns; z++) M = fmaxf(M, base[(int64_t)z * (hd + 2) + hd]);
+    float L = 0.0f;
+    for (int z = 0; z < ns; z++) {
+        const float *w = base + (int64_t)z * (hd + 2);
+        L += w[hd + 1] * expf(w[hd] - M);
     }
     float invL = 1.0f / L;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float o = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) o += s_acc[w][d] * wgt[w];
+        for (int z = 0; z < ns; z++) {
+            const float *w = base + (int64_t)z * (hd + 2);
+            o += w[d] * expf(w[hd] - M);
+        }
         kiln_st(adt, out, (int64_t)t * H * hd + (int64_t)h * hd + d, o * invL);
     }
+}
+
+extern "C" int kiln_cuda_attention_split_width(int max_model_len, int *max_splits) {
+    int w = 128;
+    while ((max_model_len + w - 1) / w > 16) w *= 2;
+    if (max_splits) *max_splits = (max_model_len + w - 1) / w;
+    return w;
 }
 
 extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                            const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                            const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                           int block_size, cudaStream_t st) {
+                                           int block_size, int max_pos, int split_w, int max_splits, float *scratch,
+                                           cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (hd <= 0 || hd > ATT_MAX_HD || KV <= 0 || H % KV || H > 65535) return cudaErrorInvalidValue;
-    dim3 grid((unsigned)T, (unsigned)H);
+    if (hd <= 0 || hd > ATT_MAX_HD || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
+        KV > 65535 || split_w <= 0 || max_pos / split_w + 1 > max_splits)
+        return cudaErrorInvalidValue;
     float scale = 1.0f / sqrtf((float)hd);
-    attention_kernel<<<grid, ATT_WARPS * 32, 0, st>>>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                       max_blocks, H, KV, hd, block_size, scale);
+    dim3 g1((unsigned)T, (unsigned)KV, (unsigned)(max_pos / split_w + 1));
+    attention_split_kernel<<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, block_table,
+                                                          max_blocks, H, KV, hd, block_size, split_w, max_splits, scale);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    dim3 g2((unsigned)T, (unsigned)H);
+    int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
+    attention_combine_kernel<<<g2, threads, 0, st>>>(out, adt, scratch, pos, H, hd, split_w, max_splits);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -49,7 +49,7 @@
 
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
-#define MAX_DEV_ALLOCS_FIXED 32
+#define MAX_DEV_ALLOCS_FIXED (32 + 1)
 
 typedef struct dev_alloc {
     void *p;
@@ -88,6 +88,8 @@ typedef struct cuda_backend {
     float *x, *qkv, *proj, *gu, *logits_d;
     void *xn, *att, *act, *xf;
     size_t scratch_bytes;
+    float *att_scratch; /* [max_tokens][H][att_splits][hd + 2] attention windows */
+    int att_split_w, att_splits;
     /* step descriptor: pinned staging and its device copy, same layout */
     unsigned char *desc_h, *desc_d;
     size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_bt;
@@ -318,6 +320,7 @@ static int check_model(cuda_backend *c, kiln_error *err) {
 
 static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
+    c->att_split_w = kiln_cuda_attention_split_width(c->cfg.max_model_len, &c->att_splits);
     size_t T = (size_t)c->cfg.max_tokens, S = (size_t)c->cfg.max_seqs, D = (size_t)mc->dim;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t F = (size_t)mc->hidden_dim, V = (size_t)mc->vocab_size, a = dt_size(c->adt);
@@ -326,6 +329,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         {&c->xn, T * D * a, "xn"},
         {(void **)&c->qkv, T * (qd + 2 * kvd) * 4, "qkv"},
         {&c->att, T * qd * a, "attention output"},
+        {(void **)&c->att_scratch, T * (size_t)mc->n_heads * c->att_splits * (mc->head_dim + 2) * 4, "attention splits"},
         {(void **)&c->proj, T * D * 4, "projection output"},
         {(void **)&c->gu, T * 2 * F * 4, "gate/up output"},
         {&c->act, T * F * a, "SwiGLU output"},
@@ -514,6 +518,8 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     int32_t *bt = (int32_t *)(c->desc_h + c->off_bt);
     memcpy(tok, s->token_ids, (size_t)T * 4);
     memcpy(pos, s->positions, (size_t)T * 4);
+    int max_pos = 0;
+    for (int t = 0; t < T; t++) if (s->positions[t] > max_pos) max_pos = s->positions[t];
     memcpy(slot, s->slot_mapping, (size_t)T * 8);
     int bt_w = 1, n = 0;
     for (int i = 0; i < S; i++) {
@@ -551,7 +557,7 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         LAUNCH(kiln_cuda_rope_kv(c->qkv, d_pos, d_slot, pool, T, H, KV, hd, bs, mc->rope_theta,
                                  mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
         LAUNCH(kiln_cuda_attention(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, T, H, KV, hd, bs,
-                                   c->st));
+                                   max_pos, c->att_split_w, c->att_splits, c->att_scratch, c->st));
         GEMM(&c->g_o, c->proj, c->att, w->wo, T);
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);

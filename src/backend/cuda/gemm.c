@@ -101,6 +101,26 @@ int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N,
                         g->has_fixed = 1;
                     }
             }
+        /* none offered: take the heuristic's algorithms for the largest row count and force
+         * split-K off (SPLITK_NUM 1, no reduction scheme) on them */
+        for (int w = 0; w < 2 && !g->has_fixed; w++) {
+            int n = 0;
+            kiln_error e2;
+            if (heuristic(ctx, g, max_rows, wss[w], 0, res, 16, &n, &e2)) continue;
+            for (int i = 0; i < n && !g->has_fixed; i++) {
+                cublasLtMatmulAlgo_t a = res[i].algo;
+                uint32_t one = 1, none = CUBLASLT_REDUCTION_SCHEME_NONE;
+                if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) !=
+                        CUBLAS_STATUS_SUCCESS ||
+                    cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) !=
+                        CUBLAS_STATUS_SUCCESS)
+                    continue;
+                if (algo_valid(ctx, g, &a, 1, wss[w]) && algo_valid(ctx, g, &a, max_rows, wss[w])) {
+                    g->fixed = a;
+                    g->has_fixed = 1;
+                }
+            }
+        }
         if (!g->has_fixed)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                             "cuBLASLt: no split-K-free algorithm valid for 1..%d rows of a %s %d x %d GEMM "
