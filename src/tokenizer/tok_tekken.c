@@ -217,18 +217,26 @@ static void heap_push(uint64_t *h, int *hn, uint64_t v) {
     }
     h[i] = v;
 }
+/* Pop the least entry: the hole at the root moves down along the lesser children to a leaf
+ * (one compare per level), then the last entry moves up from there (usually not far). */
 static uint64_t heap_pop(uint64_t *h, int *hn) {
-    uint64_t top = h[0], last = h[--*hn];
-    int i = 0, n = *hn;
+    uint64_t top = h[0];
+    int n = --*hn, i = 0;
+    uint64_t last = h[n]; /* h[n] stays readable: the array has room for it */
     for (;;) {
         int c = 2 * i + 1;
         if (c >= n) break;
-        if (c + 1 < n && h[c + 1] < h[c]) c++;
-        if (last <= h[c]) break;
+        c += (c + 1 < n) & (h[c + 1] < h[c]);
         h[i] = h[c];
         i = c;
     }
-    if (n) h[i] = last;
+    while (i > 0) {
+        int par = (i - 1) / 2;
+        if (h[par] <= last) break;
+        h[i] = h[par];
+        i = par;
+    }
+    h[i] = last;
     return top;
 }
 static void merge_heap(const tekken *k, tek_scratch *w, const unsigned char *s, int n, int32_t *dst, int *dn) {
