@@ -32,12 +32,10 @@ typedef struct tekken {
     int n_special;
     int32_t byte_id[256]; /* id of each one-byte token */
     /* (a, b) -> id of the token spelled str(a) str(b), for every such pair of tokens: open
-     * addressing over [1 << pair_bits] slots, linear probing from the key's Fibonacci hash */
-    struct pair_slot {
-        uint64_t key; /* (a + 1) << 32 | b; 0 = empty */
-        int32_t id;
-        int32_t unused;
-    } * pair;
+     * addressing over [1 << pair_bits] slots, linear probing from the key's Fibonacci hash.
+     * A slot packs key and value in 64 bits: (a + 1) << 42 | b << 21 | id (0 = empty), so ids
+     * must be < 2^21 - 1 (checked at load). */
+    uint64_t *pair;
     int pair_bits;
 } tekken;
 
@@ -77,7 +75,9 @@ static int b64_decode(const char *s, size_t n, unsigned char *out) {
 }
 
 /* ---- the pair table ---- */
-static inline uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)b; }
+#define PAIR_ID_BITS 21
+#define PAIR_MAX_VOCAB ((1 << PAIR_ID_BITS) - 1)
+static inline uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(a + 1) << PAIR_ID_BITS | (uint64_t)b; }
 static inline uint32_t pair_home(const tekken *k, uint64_t key) {
     return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - k->pair_bits));
 }
@@ -86,9 +86,9 @@ static inline int32_t pair_get(const tekken *k, int32_t a, int32_t b) {
     uint64_t key = pair_key(a, b);
     uint32_t mask = (1u << k->pair_bits) - 1;
     for (uint32_t i = pair_home(k, key);; i = (i + 1) & mask) {
-        const struct pair_slot *e = &k->pair[i];
-        if (e->key == key) return e->id;
-        if (!e->key) return INT32_MAX;
+        uint64_t e = k->pair[i];
+        if (e >> PAIR_ID_BITS == key) return (int32_t)(e & PAIR_MAX_VOCAB);
+        if (!e) return INT32_MAX;
     }
 }
 /* Every split of every token into two tokens: (left, right) -> token. A part of a piece being
@@ -130,9 +130,8 @@ static int build_pairs(kiln_tokenizer *t, tekken *k, kiln_error *err) {
     for (size_t j = 0; j < n; j++) {
         uint64_t key = pair_key(tmp[3 * j], tmp[3 * j + 1]);
         uint32_t i = pair_home(k, key);
-        while (k->pair[i].key) i = (i + 1) & mask; /* each (a, b) is one string: no repeats */
-        k->pair[i].key = key;
-        k->pair[i].id = tmp[3 * j + 2];
+        while (k->pair[i]) i = (i + 1) & mask; /* each (a, b) is one string: no repeats */
+        k->pair[i] = key << PAIR_ID_BITS | (uint64_t)tmp[3 * j + 2];
     }
     kiln_free(tmp);
     return KILN_OK;
@@ -379,6 +378,11 @@ int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
         rc = KILN_ERR(err, KILN_ERR_FORMAT,
                       "%s: not a tekken file (needs config.pattern, default_vocab_size, "
                       "default_num_special_tokens and a vocab list)", path);
+        goto done;
+    }
+    if (vsize > PAIR_MAX_VOCAB) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: %lld tokens, more than kiln's tekken encoder takes (%d)",
+                      path, (long long)vsize, PAIR_MAX_VOCAB);
         goto done;
     }
     json_int_t inner = vsize - nspec;
