@@ -127,10 +127,6 @@ int tok_bpe_score_merge(const kiln_tokenizer *t, tok_ivec *ids, kiln_error *err)
 /* Rank BPE over symbol ids: merges the adjacent pair with the lowest rank in pm (leftmost on
  * ties) until none is left. ids[start..] in/out. */
 int tok_bpe_rank_merge(const tok_pairmap *pm, tok_ivec *ids, int start, kiln_error *err);
-/* tiktoken merges over token ids ids[start..]: merges the pair whose concatenated string has
- * the lowest id in map (ids ordered as ranks), leftmost on ties. */
-int tok_bpe_concat_rank_merge(const kiln_tokenizer *t, const tok_strmap *map, tok_ivec *ids,
-                              int start, kiln_error *err);
 
 /* "<0xXX>" -> byte value, else -1 */
 int tok_parse_byte_token(const char *s, size_t n);

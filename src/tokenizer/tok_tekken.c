@@ -8,7 +8,13 @@
  *
  * Encoding = tiktoken's: the text (made valid UTF-8 first) is cut by the PCRE2 pattern
  * (UTF + UCP, JIT); each matched piece is one id when its bytes are a token, else its bytes are
- * merged pairwise by lowest rank (leftmost on ties). Special-token text is plain text unless
+ * merged pairwise by lowest rank (leftmost on ties). Merging works on token ids only: every part
+ * of a piece is a token, so "is the concatenation of parts a and b a token" is a lookup of the
+ * pair (a, b) in a table built at load from every two-token split of every token (no string
+ * hashing while merging). Pieces up to 128 bytes merge in a stack array (tiktoken's linear
+ * scan), longer ones through a binary heap in per-call scratch. Everything built at load is
+ * read-only afterwards, and each call owns its scratch and PCRE2 match data, so one tokenizer
+ * may encode from several threads at once. Special-token text is plain text unless
  * KILN_TOK_PARSE_SPECIAL. KILN_TOK_ADD_BOS prepends <s>. Decoding: token bytes; specials give
  * their text (or nothing with skip_special).
  */

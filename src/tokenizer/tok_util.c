@@ -410,10 +410,6 @@ static int concat_merge(const kiln_tokenizer *t, const tok_strmap *map, int use_
 int tok_bpe_score_merge(const kiln_tokenizer *t, tok_ivec *ids, kiln_error *err) {
     return concat_merge(t, &t->vocab, 1, ids, 0, err);
 }
-int tok_bpe_concat_rank_merge(const kiln_tokenizer *t, const tok_strmap *map, tok_ivec *ids,
-                              int start, kiln_error *err) {
-    return concat_merge(t, map, 0, ids, start, err);
-}
 
 static int rank_pair(const void *vctx, int32_t a, int32_t b, double *prio, int32_t *id) {
     int32_t r;
