@@ -29,14 +29,22 @@ typedef struct tok_ivec {
 int tok_ivec_push(tok_ivec *v, int32_t x);
 void tok_ivec_free(tok_ivec *v);
 
-/* ---- string -> int32 map (open addressing; keys are copied into the map's own arena) ---- */
+/* ---- string -> int32 map (open addressing; keys are copied into the map's own arena) ----
+ * One 16-byte slot per entry: the key's arena offset and length, the value and 32 bits of the
+ * key's hash (compared before the key bytes, so a probe past a different key costs no memcmp). */
+typedef struct tok_strslot {
+    uint32_t koff; /* offset of key in arena + 1 (0 = empty) */
+    uint32_t klen;
+    int32_t val;
+    uint32_t tag;  /* high half of the key's 64-bit hash */
+} tok_strslot;
 typedef struct tok_strmap {
-    uint32_t cap, n; /* cap a power of two */
-    uint32_t *koff;  /* [cap] offset of key in arena + 1 (0 = empty) */
-    uint32_t *klen;  /* [cap] */
-    int32_t *val;    /* [cap] */
+    uint32_t cap, n;   /* cap a power of two */
+    tok_strslot *slot; /* [cap] */
     tok_buf arena;
 } tok_strmap;
+/* The map's 64-bit hash of a byte string (word-at-a-time; host byte order). */
+uint64_t tok_hash_bytes(const char *s, size_t n);
 int tok_strmap_init(tok_strmap *m, uint32_t expect);
 /* Insert or overwrite; 0 ok, -1 oom. */
 int tok_strmap_put(tok_strmap *m, const char *k, size_t n, int32_t v);
@@ -119,10 +127,6 @@ int tok_bpe_score_merge(const kiln_tokenizer *t, tok_ivec *ids, kiln_error *err)
 /* Rank BPE over symbol ids: merges the adjacent pair with the lowest rank in pm (leftmost on
  * ties) until none is left. ids[start..] in/out. */
 int tok_bpe_rank_merge(const tok_pairmap *pm, tok_ivec *ids, int start, kiln_error *err);
-/* tiktoken merges over token ids ids[start..]: merges the pair whose concatenated string has
- * the lowest id in map (ids ordered as ranks), leftmost on ties. */
-int tok_bpe_concat_rank_merge(const kiln_tokenizer *t, const tok_strmap *map, tok_ivec *ids,
-                              int start, kiln_error *err);
 
 /* "<0xXX>" -> byte value, else -1 */
 int tok_parse_byte_token(const char *s, size_t n);

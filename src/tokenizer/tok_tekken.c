@@ -8,7 +8,13 @@
  *
  * Encoding = tiktoken's: the text (made valid UTF-8 first) is cut by the PCRE2 pattern
  * (UTF + UCP, JIT); each matched piece is one id when its bytes are a token, else its bytes are
- * merged pairwise by lowest rank (leftmost on ties). Special-token text is plain text unless
+ * merged pairwise by lowest rank (leftmost on ties). Merging works on token ids only: every part
+ * of a piece is a token, so "is the concatenation of parts a and b a token" is a lookup of the
+ * pair (a, b) in a table built at load from every two-token split of every token (no string
+ * hashing while merging). Pieces up to 128 bytes merge in a stack array (tiktoken's linear
+ * scan), longer ones through a binary heap in per-call scratch. Everything built at load is
+ * read-only afterwards, and each call owns its scratch and PCRE2 match data, so one tokenizer
+ * may encode from several threads at once. Special-token text is plain text unless
  * KILN_TOK_PARSE_SPECIAL. KILN_TOK_ADD_BOS prepends <s>. Decoding: token bytes; specials give
  * their text (or nothing with skip_special).
  */
@@ -30,12 +36,20 @@ static const char *DEFAULT_SPECIALS[] = {
 typedef struct tekken {
     pcre2_code *re;
     int n_special;
+    int32_t byte_id[256]; /* id of each one-byte token */
+    /* (a, b) -> id of the token spelled str(a) str(b), for every such pair of tokens: open
+     * addressing over [1 << pair_bits] slots, linear probing from the key's Fibonacci hash.
+     * A slot packs key and value in 64 bits: (a + 1) << 42 | b << 21 | id (0 = empty), so ids
+     * must be < 2^21 - 1 (checked at load). */
+    uint64_t *pair;
+    int pair_bits;
 } tekken;
 
 static void tekken_free(void *p) {
     tekken *k = p;
     if (!k) return;
     if (k->re) pcre2_code_free(k->re);
+    kiln_free(k->pair);
     kiln_free(k);
 }
 
@@ -66,61 +80,227 @@ static int b64_decode(const char *s, size_t n, unsigned char *out) {
     return len;
 }
 
-/* tiktoken's byte_pair_merge for short pieces, on the stack: boundaries pos[0..k], rank[i] =
- * id of bytes pos[i]..pos[i+2] (ids are ordered as ranks) or INT32_MAX; merge the lowest,
- * leftmost on ties, and refresh its two neighbours. O(n^2) but allocation-free. */
-#define SHORT_PIECE 256
-static int32_t span_id(const kiln_tokenizer *t, const char *s, const int *pos, int k, int i) {
-    if (i + 2 > k) return INT32_MAX;
-    int32_t id = tok_strmap_get(&t->vocab, s + pos[i], (size_t)(pos[i + 2] - pos[i]));
-    return id < 0 ? INT32_MAX : id;
+/* ---- the pair table ---- */
+#define PAIR_ID_BITS 21
+#define PAIR_MAX_VOCAB ((1 << PAIR_ID_BITS) - 1)
+static inline uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(a + 1) << PAIR_ID_BITS | (uint64_t)b; }
+static inline uint32_t pair_home(const tekken *k, uint64_t key) {
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - k->pair_bits));
 }
-static int merge_short(const kiln_tokenizer *t, const char *s, size_t n, tok_ivec *out, kiln_error *err) {
-    int pos[SHORT_PIECE + 1];
-    int32_t rank[SHORT_PIECE];
-    int k = (int)n; /* number of parts */
-    for (int i = 0; i <= k; i++) pos[i] = i;
-    for (int i = 0; i + 1 < k; i++) rank[i] = span_id(t, s, pos, k, i);
-    while (k > 1) {
-        int best = -1;
-        int32_t br = INT32_MAX;
-        for (int i = 0; i + 1 < k; i++)
-            if (rank[i] < br) {
-                br = rank[i];
-                best = i;
+/* id of the token str(a) str(b), or INT32_MAX when there is none */
+static inline int32_t pair_get(const tekken *k, int32_t a, int32_t b) {
+    uint64_t key = pair_key(a, b);
+    uint32_t mask = (1u << k->pair_bits) - 1;
+    for (uint32_t i = pair_home(k, key);; i = (i + 1) & mask) {
+        uint64_t e = k->pair[i];
+        if (e >> PAIR_ID_BITS == key) return (int32_t)(e & PAIR_MAX_VOCAB);
+        if (!e) return INT32_MAX;
+    }
+}
+/* Every split of every token into two tokens: (left, right) -> token. A part of a piece being
+ * merged is always a token (its ids are the vocab map's), so looking up the pair gives what
+ * tiktoken's lookup of the concatenated bytes gives. */
+static int build_pairs(kiln_tokenizer *t, tekken *k, kiln_error *err) {
+    int32_t *tmp = NULL; /* (a, b, id) triples */
+    size_t n = 0, cap = 0;
+    for (int id = k->n_special; id < t->n_vocab; id++) {
+        size_t len;
+        const char *s = tok_str(t, id, &len);
+        if (len < 2 || tok_strmap_get(&t->vocab, s, len) != id) continue; /* duplicate bytes */
+        for (size_t c = 1; c < len; c++) {
+            int32_t a = tok_strmap_get(&t->vocab, s, c), b;
+            if (a < 0 || (b = tok_strmap_get(&t->vocab, s + c, len - c)) < 0) continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 1 << 16;
+                int32_t *p = kiln_realloc(tmp, cap * 3 * sizeof *p);
+                if (!p) {
+                    kiln_free(tmp);
+                    return OOM();
+                }
+                tmp = p;
             }
-        if (best < 0) break;
-        for (int i = best + 1; i < k; i++) pos[i] = pos[i + 1]; /* drop boundary best+1 */
-        for (int i = best + 1; i + 1 < k; i++) rank[i] = rank[i + 1];
-        k--;
-        if (best + 1 < k) rank[best] = span_id(t, s, pos, k, best);
-        if (best > 0) rank[best - 1] = span_id(t, s, pos, k, best - 1);
+            tmp[3 * n] = a;
+            tmp[3 * n + 1] = b;
+            tmp[3 * n + 2] = id;
+            n++;
+        }
     }
-    for (int i = 0; i < k; i++) {
-        int32_t id = tok_strmap_get(&t->vocab, s + pos[i], (size_t)(pos[i + 1] - pos[i]));
-        if (id < 0) return KILN_ERR(err, KILN_ERR_FORMAT, "tekken: piece without a token");
-        if (tok_ivec_push(out, id)) return OOM();
+    k->pair_bits = 4;
+    while (((size_t)1 << k->pair_bits) < n * 2) k->pair_bits++; /* load <= 1/2 */
+    uint32_t mask = (1u << k->pair_bits) - 1;
+    k->pair = kiln_calloc((size_t)mask + 1, sizeof *k->pair);
+    if (!k->pair) {
+        kiln_free(tmp);
+        return OOM();
     }
+    for (size_t j = 0; j < n; j++) {
+        uint64_t key = pair_key(tmp[3 * j], tmp[3 * j + 1]);
+        uint32_t i = pair_home(k, key);
+        while (k->pair[i]) i = (i + 1) & mask; /* each (a, b) is one string: no repeats */
+        k->pair[i] = key << PAIR_ID_BITS | (uint64_t)tmp[3 * j + 2];
+    }
+    kiln_free(tmp);
     return KILN_OK;
 }
 
-static int encode_piece(const kiln_tokenizer *t, const char *s, size_t n, tok_ivec *out, kiln_error *err) {
-    int32_t id = tok_strmap_get(&t->vocab, s, n);
-    if (id >= 0) return tok_ivec_push(out, id) ? OOM() : KILN_OK;
-    if (n <= SHORT_PIECE) return merge_short(t, s, n, out, err);
-    int start = out->n;
-    for (size_t i = 0; i < n; i++) {
-        int32_t b = tok_strmap_get(&t->vocab, s + i, 1);
-        if (b < 0) return KILN_ERR(err, KILN_ERR_FORMAT, "tekken: byte 0x%02x has no token", (unsigned char)s[i]);
-        if (tok_ivec_push(out, b)) return OOM();
-    }
-    return tok_bpe_concat_rank_merge(t, &t->vocab, out, start, err);
+/* ---- merging one piece ----
+ * tiktoken's byte_pair_merge: start from the piece's bytes, merge the adjacent pair whose
+ * merged token has the lowest rank (= lowest id), leftmost on ties, until no pair merges. */
+static int ivec_reserve(tok_ivec *v, int extra) {
+    if (v->n + extra <= v->cap) return 0;
+    int cap = v->cap ? v->cap : 16;
+    while (cap < v->n + extra) cap *= 2;
+    int32_t *p = kiln_realloc(v->p, (size_t)cap * sizeof *p);
+    if (!p) return -1;
+    v->p = p;
+    v->cap = cap;
+    return 0;
 }
 
-static int encode_text(const kiln_tokenizer *t, const char *s, size_t n, tok_ivec *out, kiln_error *err) {
+/* Short pieces (the common case): parts in an array, a linear scan for the best pair, the
+ * tail moved down one slot per merge: O(n * merges), on the stack, cache friendly.
+ * id[i] = token of part i, rk[i] = token of parts i, i+1 merged (INT32_MAX: none). */
+#define LINEAR_MAX 128
+static void merge_linear(const tekken *k, const unsigned char *s, int n, int32_t *dst, int *dn) {
+    int32_t id[LINEAR_MAX], rk[LINEAR_MAX];
+    for (int i = 0; i < n; i++) id[i] = k->byte_id[s[i]];
+    for (int i = 0; i + 1 < n; i++) rk[i] = pair_get(k, id[i], id[i + 1]);
+    rk[n - 1] = INT32_MAX;
+    int m = n;
+    for (;;) {
+        int best = 0;
+        for (int i = 1; i < m - 1; i++)
+            if (rk[i] < rk[best]) best = i;
+        if (rk[best] == INT32_MAX) break;
+        id[best] = rk[best];
+        m--;
+        memmove(id + best + 1, id + best + 2, (size_t)(m - best - 1) * sizeof *id);
+        memmove(rk + best + 1, rk + best + 2, (size_t)(m - best - 1) * sizeof *rk);
+        rk[best] = best + 1 < m ? pair_get(k, id[best], id[best + 1]) : INT32_MAX;
+        if (best > 0) rk[best - 1] = pair_get(k, id[best - 1], id[best]);
+    }
+    memcpy(dst, id, (size_t)m * sizeof *id);
+    *dn = m;
+}
+
+/* Long pieces: parts in a linked list over byte positions, candidate pairs in a binary min-heap
+ * of (token << 32 | position of the left part): the lowest token first, leftmost on ties, as the
+ * linear scan picks. pr[p] is the token of the live pair at p now (INT32_MAX: none), so an
+ * entry whose pair has changed since it was pushed is recognised and skipped. O(n log n). */
+typedef struct tek_scratch { /* per call, grown to the longest piece */
+    int32_t *id, *next, *prev, *pr; /* [cap] */
+    uint64_t *heap;                 /* [3 * cap]: n pairs + two per merge */
+    size_t cap;
+} tek_scratch;
+static void scratch_free(tek_scratch *w) {
+    kiln_free(w->id);
+    kiln_free(w->heap);
+    memset(w, 0, sizeof *w);
+}
+static int scratch_reserve(tek_scratch *w, size_t n) {
+    if (n <= w->cap) return 0;
+    scratch_free(w);
+    w->id = kiln_malloc(n * 4 * sizeof *w->id);
+    w->heap = kiln_malloc(n * 3 * sizeof *w->heap);
+    if (!w->id || !w->heap) {
+        scratch_free(w);
+        return -1;
+    }
+    w->next = w->id + n;
+    w->prev = w->next + n;
+    w->pr = w->prev + n;
+    w->cap = n;
+    return 0;
+}
+static void heap_push(uint64_t *h, int *hn, uint64_t v) {
+    int i = (*hn)++;
+    while (i > 0) {
+        int par = (i - 1) / 2;
+        if (h[par] <= v) break;
+        h[i] = h[par];
+        i = par;
+    }
+    h[i] = v;
+}
+/* Pop the least entry: the hole at the root moves down along the lesser children to a leaf
+ * (one compare per level), then the last entry moves up from there (usually not far). */
+static uint64_t heap_pop(uint64_t *h, int *hn) {
+    uint64_t top = h[0];
+    int n = --*hn, i = 0;
+    uint64_t last = h[n]; /* h[n] stays readable: the array has room for it */
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n) break;
+        c += (c + 1 < n) & (h[c + 1] < h[c]);
+        h[i] = h[c];
+        i = c;
+    }
+    while (i > 0) {
+        int par = (i - 1) / 2;
+        if (h[par] <= last) break;
+        h[i] = h[par];
+        i = par;
+    }
+    h[i] = last;
+    return top;
+}
+static void merge_heap(const tekken *k, tek_scratch *w, const unsigned char *s, int n, int32_t *dst, int *dn) {
+    int32_t *id = w->id, *next = w->next, *prev = w->prev, *pr = w->pr;
+    uint64_t *h = w->heap;
+    int hn = 0;
+    for (int i = 0; i < n; i++) {
+        id[i] = k->byte_id[s[i]];
+        next[i] = i + 1 < n ? i + 1 : -1;
+        prev[i] = i - 1;
+    }
+    for (int i = 0; i < n; i++) {
+        pr[i] = i + 1 < n ? pair_get(k, id[i], id[i + 1]) : INT32_MAX;
+        if (pr[i] != INT32_MAX) heap_push(h, &hn, (uint64_t)pr[i] << 32 | (uint32_t)i);
+    }
+    while (hn) {
+        uint64_t e = heap_pop(h, &hn);
+        int p = (int)(uint32_t)e;
+        int32_t tok = (int32_t)(e >> 32);
+        if (pr[p] != tok) continue; /* stale */
+        int r = next[p];            /* merge part r into part p */
+        id[p] = tok;
+        pr[r] = INT32_MAX;
+        next[p] = next[r];
+        if (next[p] >= 0) prev[next[p]] = p;
+        pr[p] = next[p] >= 0 ? pair_get(k, tok, id[next[p]]) : INT32_MAX;
+        if (pr[p] != INT32_MAX) heap_push(h, &hn, (uint64_t)pr[p] << 32 | (uint32_t)p);
+        int q = prev[p];
+        if (q >= 0) {
+            pr[q] = pair_get(k, id[q], tok);
+            if (pr[q] != INT32_MAX) heap_push(h, &hn, (uint64_t)pr[q] << 32 | (uint32_t)q);
+        }
+    }
+    int m = 0;
+    for (int i = 0; i >= 0; i = next[i]) dst[m++] = id[i];
+    *dn = m;
+}
+
+static int encode_piece(const kiln_tokenizer *t, tek_scratch *w, const char *s, size_t n, tok_ivec *out,
+                        kiln_error *err) {
     const tekken *k = t->impl;
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(k->re, NULL);
-    if (!md) return OOM();
+    int32_t id = n == 1 ? k->byte_id[(unsigned char)s[0]] : tok_strmap_get(&t->vocab, s, n);
+    if (id >= 0) return tok_ivec_push(out, id) ? OOM() : KILN_OK;
+    if (n > (size_t)INT32_MAX / 4) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "tekken: piece of %zu bytes", n);
+    if (ivec_reserve(out, (int)n)) return OOM();
+    int m;
+    if (n <= LINEAR_MAX) {
+        merge_linear(k, (const unsigned char *)s, (int)n, out->p + out->n, &m);
+    } else {
+        if (scratch_reserve(w, n)) return OOM();
+        merge_heap(k, w, (const unsigned char *)s, (int)n, out->p + out->n, &m);
+    }
+    out->n += m;
+    return KILN_OK;
+}
+
+static int encode_text(const kiln_tokenizer *t, tek_scratch *w, pcre2_match_data *md, const char *s, size_t n,
+                       tok_ivec *out, kiln_error *err) {
+    const tekken *k = t->impl;
     size_t pos = 0;
     int rc = KILN_OK;
     while (pos < n && rc == KILN_OK) {
@@ -136,10 +316,9 @@ static int encode_text(const kiln_tokenizer *t, const char *s, size_t n, tok_ive
             while (pos < n && ((unsigned char)s[pos] & 0xC0) == 0x80) pos++;
             continue;
         }
-        rc = encode_piece(t, s + ov[0], ov[1] - ov[0], out, err);
+        rc = encode_piece(t, w, s + ov[0], ov[1] - ov[0], out, err);
         pos = ov[1];
     }
-    pcre2_match_data_free(md);
     return rc;
 }
 
@@ -149,7 +328,9 @@ static int tekken_encode(const kiln_tokenizer *t, const char *text, size_t len, 
     char *s;
     size_t n;
     if (tok_utf8_sanitize(text, len, &s, &n)) return OOM();
-    int rc = KILN_OK;
+    tek_scratch w = {0};
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(k->re, NULL);
+    int rc = md ? KILN_OK : OOM();
     if ((flags & KILN_TOK_ADD_BOS) && t->bos >= 0 && tok_ivec_push(out, t->bos)) rc = OOM();
     size_t last = 0, i = 0;
     if (flags & KILN_TOK_PARSE_SPECIAL) {
@@ -169,12 +350,14 @@ static int tekken_encode(const kiln_tokenizer *t, const char *text, size_t len, 
                 i++;
                 continue;
             }
-            rc = encode_text(t, s + last, i - last, out, err);
+            rc = encode_text(t, &w, md, s + last, i - last, out, err);
             if (rc == KILN_OK && tok_ivec_push(out, best)) rc = OOM();
             i = last = i + bl;
         }
     }
-    if (rc == KILN_OK) rc = encode_text(t, s + last, n - last, out, err);
+    if (rc == KILN_OK) rc = encode_text(t, &w, md, s + last, n - last, out, err);
+    if (md) pcre2_match_data_free(md);
+    scratch_free(&w);
     kiln_free(s);
     return rc;
 }
@@ -201,6 +384,11 @@ int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
         rc = KILN_ERR(err, KILN_ERR_FORMAT,
                       "%s: not a tekken file (needs config.pattern, default_vocab_size, "
                       "default_num_special_tokens and a vocab list)", path);
+        goto done;
+    }
+    if (vsize > PAIR_MAX_VOCAB) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: %lld tokens, more than kiln's tekken encoder takes (%d)",
+                      path, (long long)vsize, PAIR_MAX_VOCAB);
         goto done;
     }
     json_int_t inner = vsize - nspec;
@@ -267,11 +455,12 @@ int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
     }
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
-        if (tok_strmap_get(&t->vocab, &c, 1) < 0) {
+        if ((k->byte_id[b] = tok_strmap_get(&t->vocab, &c, 1)) < 0) {
             rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: byte 0x%02x has no token", path, b);
             goto done;
         }
     }
+    if ((rc = build_pairs(t, k, err))) goto done;
     k->re = hf_regex_compile(pat, strlen(pat), path, err);
     if (!k->re) {
         rc = err->code;

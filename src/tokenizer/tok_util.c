@@ -47,79 +47,95 @@ void tok_ivec_free(tok_ivec *v) {
 }
 
 /* ---- string map ---- */
-static uint64_t hash_bytes(const char *s, size_t n) { /* FNV-1a 64 */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+static inline uint64_t mix64(uint64_t h) { /* splitmix64 finaliser */
+    h ^= h >> 30;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 27;
+    h *= 0x94D049BB133111EBull;
+    return h ^ (h >> 31);
+}
+uint64_t tok_hash_bytes(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    uint64_t h = 0x9E3779B97F4A7C15ull * (n + 1), w;
+    while (n > 8) {
+        memcpy(&w, u, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+        h ^= h >> 32;
+        u += 8;
+        n -= 8;
+    }
+    if (n >= 4) { /* two overlapping 4-byte reads cover 4..8 bytes */
+        uint32_t lo, hi;
+        memcpy(&lo, u, 4);
+        memcpy(&hi, u + n - 4, 4);
+        w = (uint64_t)lo | (uint64_t)hi << 32;
+    } else if (n) { /* first, middle and last byte cover 1..3 bytes */
+        w = (uint64_t)u[0] | (uint64_t)u[n / 2] << 8 | (uint64_t)u[n - 1] << 16;
+    } else {
+        w = 0;
+    }
+    return mix64(h ^ w);
 }
 int tok_strmap_init(tok_strmap *m, uint32_t expect) {
     memset(m, 0, sizeof *m);
     uint32_t cap = 16;
     while (cap < expect * 2 + 2) cap *= 2;
     m->cap = cap;
-    m->koff = kiln_calloc(cap, sizeof *m->koff);
-    m->klen = kiln_calloc(cap, sizeof *m->klen);
-    m->val = kiln_calloc(cap, sizeof *m->val);
-    if (!m->koff || !m->klen || !m->val) {
+    m->slot = kiln_calloc(cap, sizeof *m->slot);
+    if (!m->slot) {
         tok_strmap_free(m);
         return -1;
     }
     return 0;
 }
-static uint32_t strmap_find(const tok_strmap *m, const char *k, size_t n) {
-    uint32_t i = (uint32_t)hash_bytes(k, n) & (m->cap - 1);
-    while (m->koff[i]) {
-        if (m->klen[i] == n && memcmp(m->arena.p + m->koff[i] - 1, k, n) == 0) return i;
+/* slot holding key k, or the empty slot where it would go; h = tok_hash_bytes(k, n) */
+static uint32_t strmap_find(const tok_strmap *m, const char *k, size_t n, uint64_t h) {
+    uint32_t i = (uint32_t)h & (m->cap - 1), tag = (uint32_t)(h >> 32);
+    for (;;) {
+        const tok_strslot *e = &m->slot[i];
+        if (!e->koff) return i;
+        if (e->tag == tag && e->klen == n && memcmp(m->arena.p + e->koff - 1, k, n) == 0) return i;
         i = (i + 1) & (m->cap - 1);
     }
-    return i;
 }
 int tok_strmap_put(tok_strmap *m, const char *k, size_t n, int32_t v) {
     if ((m->n + 1) * 2 > m->cap) { /* grow */
-        tok_strmap g;
-        memset(&g, 0, sizeof g);
-        g.cap = m->cap * 2;
-        g.koff = kiln_calloc(g.cap, sizeof *g.koff);
-        g.klen = kiln_calloc(g.cap, sizeof *g.klen);
-        g.val = kiln_calloc(g.cap, sizeof *g.val);
-        if (!g.koff || !g.klen || !g.val) {
-            kiln_free(g.koff); kiln_free(g.klen); kiln_free(g.val);
-            return -1;
-        }
-        g.arena = m->arena;
-        g.n = m->n;
+        uint32_t cap = m->cap * 2;
+        tok_strslot *g = kiln_calloc(cap, sizeof *g);
+        if (!g) return -1;
         for (uint32_t i = 0; i < m->cap; i++) {
-            if (!m->koff[i]) continue;
-            uint32_t j = strmap_find(&g, m->arena.p + m->koff[i] - 1, m->klen[i]);
-            g.koff[j] = m->koff[i];
-            g.klen[j] = m->klen[i];
-            g.val[j] = m->val[i];
+            const tok_strslot *e = &m->slot[i];
+            if (!e->koff) continue;
+            uint32_t j = (uint32_t)tok_hash_bytes(m->arena.p + e->koff - 1, e->klen) & (cap - 1);
+            while (g[j].koff) j = (j + 1) & (cap - 1);
+            g[j] = *e;
         }
-        kiln_free(m->koff); kiln_free(m->klen); kiln_free(m->val);
-        *m = g;
+        kiln_free(m->slot);
+        m->slot = g;
+        m->cap = cap;
     }
-    uint32_t i = strmap_find(m, k, n);
-    if (m->koff[i]) {
-        m->val[i] = v;
+    uint64_t h = tok_hash_bytes(k, n);
+    tok_strslot *e = &m->slot[strmap_find(m, k, n, h)];
+    if (e->koff) {
+        e->val = v;
         return 0;
     }
     size_t off = m->arena.n;
     if (tok_buf_put(&m->arena, k, n) != 0) return -1;
-    m->koff[i] = (uint32_t)off + 1;
-    m->klen[i] = (uint32_t)n;
-    m->val[i] = v;
+    e->koff = (uint32_t)off + 1;
+    e->klen = (uint32_t)n;
+    e->val = v;
+    e->tag = (uint32_t)(h >> 32);
     m->n++;
     return 0;
 }
 int32_t tok_strmap_get(const tok_strmap *m, const char *k, size_t n) {
     if (!m->cap) return -1;
-    uint32_t i = strmap_find(m, k, n);
-    return m->koff[i] ? m->val[i] : -1;
+    const tok_strslot *e = &m->slot[strmap_find(m, k, n, tok_hash_bytes(k, n))];
+    return e->koff ? e->val : -1;
 }
 void tok_strmap_free(tok_strmap *m) {
-    kiln_free(m->koff);
-    kiln_free(m->klen);
-    kiln_free(m->val);
+    kiln_free(m->slot);
     tok_buf_free(&m->arena);
     memset(m, 0, sizeof *m);
 }
@@ -393,10 +409,6 @@ static int concat_merge(const kiln_tokenizer *t, const tok_strmap *map, int use_
 }
 int tok_bpe_score_merge(const kiln_tokenizer *t, tok_ivec *ids, kiln_error *err) {
     return concat_merge(t, &t->vocab, 1, ids, 0, err);
-}
-int tok_bpe_concat_rank_merge(const kiln_tokenizer *t, const tok_strmap *map, tok_ivec *ids,
-                              int start, kiln_error *err) {
-    return concat_merge(t, map, 0, ids, start, err);
 }
 
 static int rank_pair(const void *vctx, int32_t a, int32_t b, double *prio, int32_t *id) {

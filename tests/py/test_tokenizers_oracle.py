@@ -216,3 +216,36 @@ def test_tekken_vs_tiktoken_ranks():
     got = kiln_encode(path, texts, "--no-special")
     exp = [[r + nspec for r in enc.encode(t, disallowed_special=())] for t in texts]
     report("tiktoken ranks", [(t, g, e) for t, g, e in zip(texts, got, exp) if g != e], len(texts))
+
+
+def test_tekken_merge_paths_vs_tiktoken():
+    """Pieces that take every merge path of kiln's tekken encoder (one byte, one token, the
+    array merge up to 128 bytes, the heap merge beyond), with many merges each: runs of one
+    character, short periods, random lowercase words (one piece each), CJK and emoji runs."""
+    tiktoken = pytest.importorskip("tiktoken", reason="PyPI package `tiktoken` not installed")
+    files = [f for f in tekken_files() if f.name == "tekken_240911.json"]
+    if not files:
+        pytest.skip("mistral-common (tekken_240911.json) not installed")
+    import base64
+    import random
+    path = files[0]
+    d = json.loads(path.read_text())
+    nspec = d["config"]["default_num_special_tokens"]
+    inner = d["config"]["default_vocab_size"] - nspec
+    ranks = {base64.b64decode(v["token_bytes"]): v["rank"] for v in d["vocab"][:inner]}
+    enc = tiktoken.Encoding("tekken", pat_str=d["config"]["pattern"], mergeable_ranks=ranks, special_tokens={})
+    rnd = random.Random(20261125)
+    lengths = [1, 2, 3, 7, 31, 63, 64, 65, 100, 127, 128, 129, 130, 200, 255, 256, 257, 511, 1000, 3001]
+    texts = []
+    for n in lengths:
+        for unit in ["z", "a", "e", "ab", "abc", "ing", "日本", "é", "😀", "the", "qxj"]:
+            texts.append((unit * n)[: max(1, n)] if len(unit) == 1 else unit * max(1, n // len(unit)))
+        alpha = "etaoinshrdlucmfwypvbgkjqxz"
+        for k in (2, 3, 5, 26):
+            texts.append("".join(rnd.choice(alpha[:k]) for _ in range(n)))
+        texts.append("".join(rnd.choice("aeiouéèàüößçñ") for _ in range(n)))
+        texts.append("".join(chr(rnd.randrange(0x4E00, 0x4E00 + 300)) for _ in range(n)))
+    texts.append(" ".join(texts[:50]))  # many pieces in one text
+    got = kiln_encode(path, texts, "--no-special")
+    exp = [[r + nspec for r in enc.encode(t, disallowed_special=())] for t in texts]
+    report("tekken merge paths", [(t, g, e) for t, g, e in zip(texts, got, exp) if g != e], len(texts))
