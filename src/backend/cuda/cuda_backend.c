@@ -410,7 +410,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     }
     c->have_lt = 1;
     c->gctx.batch_invariant = bc->batch_invariant;
-    c->gctx.ws_bytes = bc->batch_invariant ? 0 : GEMM_WORKSPACE;
+    /* workspace in both modes: some shapes (a 131072-row LM head) have no workspace-free kernel;
+     * batch invariance comes from a fixed algorithm without split-K, not from the workspace */
+    c->gctx.ws_bytes = GEMM_WORKSPACE;
     if (c->gctx.ws_bytes && (rc = dev_malloc(c, &c->gctx.workspace, c->gctx.ws_bytes, "the GEMM workspace", err)))
         goto fail;
     /* GEMM shapes: refused here when cuBLASLt has no algorithm (I3) */
