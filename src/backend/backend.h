@@ -33,6 +33,7 @@ typedef struct kiln_backend kiln_backend;
 
 typedef struct kiln_backend_ops {
     const char *name;
+    int kv_elem_bytes; /* bytes per element of the KV pool (f32 on cpu, bf16 on cuda) */
     int (*create)(kiln_backend **out, const kiln_model *m, const kiln_backend_config *c,
                   kiln_error *err);
     int (*encode_step)(kiln_backend *b, const kiln_step *s, kiln_error *err); /* never waits */

@@ -11,7 +11,7 @@
  *   I1 sync        per-step delta of the engine's sync counter == 1 on every step (bench runs
  *                  and coherence runs), and total syncs == total steps.
  *   I2 KV pool     the backend's memory() KV bytes == the engine's layout size
- *                  (layers x blocks x 2 x kv_heads x block_size x head_dim x f32).
+ *                  (layers x blocks x 2 x kv_heads x block_size x head_dim x element bytes).
  *   I7 no alloc    kiln_alloc_count() does not move across any kiln_engine_step call.
  *   I4 no cliff    decode tok/s never drops as the batch grows (N/A with one batch size).
  *   coherence      greedy outputs (ids and raw logprobs, bit-identical on the CPU):
@@ -286,9 +286,9 @@ int kiln_cmd_validate(int argc, char **argv) {
     inv[2].name = "KV cache single source of truth (I2)";
     inv[2].status = in.backend_kv_bytes == in.kv_layout_bytes && in.kv_layout_bytes > 0 ? ST_PASS : ST_FAIL;
     snprintf(inv[2].notes, sizeof inv[2].notes,
-             "backend memory() KV = %zu bytes; engine pool layout %d layers x %d blocks x 2 x %d kv_heads x %d slots x %d head_dim x f32 = %zu bytes",
+             "backend memory() KV = %zu bytes; engine pool layout %d layers x %d blocks x 2 x %d kv_heads x %d slots x %d head_dim x %s = %zu bytes",
              in.backend_kv_bytes, in.kv_layout.n_layers, in.kv_layout.n_blocks, in.kv_layout.n_kv_heads, in.kv_layout.block_size,
-             in.kv_layout.head_dim, in.kv_layout_bytes);
+             in.kv_layout.head_dim, in.kv_layout.elem_bytes == 2 ? "bf16" : "f32", in.kv_layout_bytes);
     inv[3].name = "No allocation in the step loop (I7)";
     inv[3].status = acc.steps > 0 && acc.allocs == 0 ? ST_PASS : ST_FAIL;
     snprintf(inv[3].notes, sizeof inv[3].notes, "kiln_alloc_count() moved by %llu across %llu kiln_engine_step calls", (unsigned long long)acc.allocs,

@@ -144,7 +144,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->kv_layout.n_kv_heads = mc->n_kv_heads;
     e->kv_layout.head_dim = mc->head_dim;
     e->kv_layout.block_size = e->block_size;
-    size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * sizeof(float);
+    e->kv_layout.elem_bytes = e->ops->kv_elem_bytes > 0 ? e->ops->kv_elem_bytes : 4;
+    size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * (size_t)e->kv_layout.elem_bytes;
     int n_blocks = o->kv_blocks;
     if (n_blocks <= 0) {
         double frac = o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 0.95 ? o->kv_memory_fraction : 0.25;
@@ -517,7 +518,7 @@ void kiln_engine_get_info(const kiln_engine *e, kiln_engine_info *info) {
     info->backend = e->ops->name;
     info->strict = e->strict;
     info->kv_layout = e->kv_layout;
-    info->kv_layout_bytes = (size_t)kiln_kv_elems(&e->kv_layout) * sizeof(float);
+    info->kv_layout_bytes = (size_t)kiln_kv_elems(&e->kv_layout) * (size_t)e->kv_layout.elem_bytes;
     if (e->ops->memory) e->ops->memory(e->backend, &info->backend_kv_bytes, &info->backend_scratch_bytes);
     info->max_batch_tokens = e->max_batch_tokens;
     info->max_seqs = e->max_seqs;

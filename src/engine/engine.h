@@ -14,7 +14,7 @@ typedef struct kiln_engine_info {
     const char *backend;          /* ops name */
     int strict;                   /* KILN_STRICT=1 was in effect at open */
     kiln_kv_layout kv_layout;     /* the pool layout the engine gave the backend */
-    size_t kv_layout_bytes;       /* kiln_kv_elems(kv_layout) * sizeof(float) */
+    size_t kv_layout_bytes;       /* kiln_kv_elems(kv_layout) * kv_layout.elem_bytes */
     size_t backend_kv_bytes;      /* what the backend says it holds for KV (memory()) */
     size_t backend_scratch_bytes;
     int max_batch_tokens, max_seqs, max_model_len, block_size;

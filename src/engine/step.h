@@ -22,6 +22,7 @@ typedef struct kiln_kv_layout {
     int head_dim;
     int block_size;
     int n_blocks; /* physical blocks, the null block 0 included */
+    int elem_bytes; /* bytes per element: 4 (cpu, f32) or 2 (cuda, bf16); the backend's choice */
 } kiln_kv_layout;
 
 static inline int64_t kiln_kv_offset(const kiln_kv_layout *l, int layer, int64_t block, int kv,

@@ -318,6 +318,7 @@ static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_
 
 static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
+    .kv_elem_bytes = 4,
     .create = cpu_create,
     .encode_step = cpu_encode,
     .finish_step = cpu_finish,

@@ -602,6 +602,7 @@ static void cuda_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch
 
 static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
+    .kv_elem_bytes = 2,
     .create = cuda_create,
     .encode_step = cuda_encode,
     .finish_step = cuda_finish,
