@@ -7,8 +7,9 @@
  * [z * split_w, min((z + 1) * split_w, pos[t] + 1)) and exits if that is empty. Tiles of 16
  * positions of K and V are staged in shared memory (f32), read through the sequence's block
  * table (block = table[j / bs], offset j % bs). Warp w serves heads g = w, w + 4, ...; lane l owns
- * dims l, l + 32, ...; per position: score = (q . k_j) / sqrt(hd) by a shuffle sum, then the online
- * softmax (running max m, sum l, unnormalised accumulator acc) in f32. The window's (m, l, acc) go
+ * dims l, l + 32, ...; per tile: the 16 scores (q . k_j) / sqrt(hd) by one recursive-halving
+ * exchange across the warp, then the online softmax update for the tile (running max m, sum l,
+ * unnormalised accumulator acc) in f32. The window's (m, l, acc) go
  * to scratch.
  * Pass 2, attention_combine_kernel, grid (T, H): merges the windows of a row in window order.
  * The windows depend only on pos[t] and split_w (fixed per engine), never on the batch, so a
@@ -56,36 +57,71 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
     for (int j0 = j_begin; j0 < j_end; j0 += ATT_TILE) {
         int n = min(ATT_TILE, j_end - j0);
         __syncthreads();
-        for (int e = threadIdx.x; e < n * hd; e += blockDim.x) {
+        for (int e = threadIdx.x; e < ATT_TILE * hd; e += blockDim.x) {
             int jj = e / hd, d = e - jj * hd, j = j0 + jj;
-            int64_t blk = bt[j / bs];
-            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd;
-            s_k[jj][d] = kiln_bf16_bits_to_f32(kp[d]);
-            s_v[jj][d] = kiln_bf16_bits_to_f32(kp[kv_stride + d]);
+            float kf = 0.0f, vf = 0.0f; /* positions past the window: zeros, masked below */
+            if (jj < n) {
+                int64_t blk = bt[j / bs];
+                const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd;
+                kf = kiln_bf16_bits_to_f32(kp[d]);
+                vf = kiln_bf16_bits_to_f32(kp[kv_stride + d]);
+            }
+            s_k[jj][d] = kf;
+            s_v[jj][d] = vf;
         }
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < ATT_MAX_HPW; k++) {
             if (warp + ATT_WARPS * k >= G) break;
-            for (int jj = 0; jj < n; jj++) {
-                float s = 0.0f;
+            /* scores of the tile's 16 positions at once: each lane sums its dims for every
+             * position, then a recursive-halving exchange (offsets 16, 8, 4, 2, 1) leaves the
+             * full dot of position (lane >> 1) in lanes 2j and 2j+1; the tree is fixed */
+            float part[ATT_TILE];
+#pragma unroll
+            for (int jj = 0; jj < ATT_TILE; jj++) {
+                float a = 0.0f;
 #pragma unroll
                 for (int e = 0; e < ATT_PER_LANE; e++) {
                     int d = lane + 32 * e;
-                    if (d < hd) s += qv[k][e] * s_k[jj][d];
+                    if (d < hd) a += qv[k][e] * s_k[jj][d];
                 }
-                s = kiln_warp_sum(s) * scale;
-                float mn = fmaxf(m[k], s);
-                float corr = expf(m[k] - mn); /* m = -inf the first time: 0 */
-                float pj = expf(s - mn);
-                l[k] = l[k] * corr + pj;
-#pragma unroll
-                for (int e = 0; e < ATT_PER_LANE; e++) {
-                    int d = lane + 32 * e;
-                    if (d < hd) acc[k][e] = acc[k][e] * corr + pj * s_v[jj][d];
-                }
-                m[k] = mn;
+                part[jj] = a;
             }
+#pragma unroll
+            for (int half = ATT_TILE / 2, off = 16; half >= 1; half /= 2, off /= 2) {
+                int hi = (lane & off) != 0;
+#pragma unroll
+                for (int i = 0; i < half; i++) {
+                    float mine = hi ? part[i + half] : part[i];
+                    float other = hi ? part[i] : part[i + half];
+                    part[i] = mine + __shfl_xor_sync(0xffffffffu, other, off);
+                }
+            }
+            float s = part[0] + __shfl_xor_sync(0xffffffffu, part[0], 1);
+            int jpos = lane >> 1;
+            s = jpos < n ? s * scale : -INFINITY;
+            float mx = s;
+#pragma unroll
+            for (int off = 2; off < 32; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+            float mn = fmaxf(m[k], mx);
+            float corr = expf(m[k] - mn); /* m = -inf the first time: 0 */
+            float pj = jpos < n ? expf(s - mn) : 0.0f;
+            float ps = pj;
+#pragma unroll
+            for (int off = 2; off < 32; off *= 2) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+            l[k] = l[k] * corr + ps;
+#pragma unroll
+            for (int e = 0; e < ATT_PER_LANE; e++) acc[k][e] *= corr;
+#pragma unroll
+            for (int jj = 0; jj < ATT_TILE; jj++) {
+                float p = __shfl_sync(0xffffffffu, pj, 2 * jj);
+#pragma unroll
+                for (int e = 0; e < ATT_PER_LANE; e++) {
+                    int d = lane + 32 * e;
+                    if (d < hd) acc[k][e] += p * s_v[jj][d];
+                }
+            }
+            m[k] = mn;
         }
     }
 #pragma unroll
