@@ -23,6 +23,7 @@
 #define ATT_PER_LANE (ATT_MAX_HD / 32)
 #define ATT_TILE 16
 #define ATT_MAX_HPW 4 /* heads per warp: G <= 16 */
+#define ATT_CH (ATT_TILE * ATT_MAX_HD / 8 / (ATT_WARPS * 32)) /* 16-byte chunks per thread per tile */
 
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
@@ -30,6 +31,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
                        int bs, int split_w, int max_splits, float scale) {
     __shared__ float s_k[ATT_TILE][ATT_MAX_HD];
     __shared__ float s_v[ATT_TILE][ATT_MAX_HD];
+    __shared__ int64_t s_blk[ATT_TILE];
     int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int G = H / KV;
@@ -57,17 +59,41 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
     for (int j0 = j_begin; j0 < j_end; j0 += ATT_TILE) {
         int n = min(ATT_TILE, j_end - j0);
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * hd; e += blockDim.x) {
-            int jj = e / hd, d = e - jj * hd, j = j0 + jj;
-            float kf = 0.0f, vf = 0.0f; /* positions past the window: zeros, masked below */
-            if (jj < n) {
-                int64_t blk = bt[j / bs];
-                const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd;
-                kf = kiln_bf16_bits_to_f32(kp[d]);
-                vf = kiln_bf16_bits_to_f32(kp[kv_stride + d]);
+        /* stage the tile: block ids first, then every 16-byte chunk of K and V loaded into
+         * registers before any is stored (the loads overlap instead of queueing one by one) */
+        if (threadIdx.x < ATT_TILE) {
+            int j = j0 + threadIdx.x;
+            s_blk[threadIdx.x] = threadIdx.x < n ? bt[j / bs] : -1;
+        }
+        __syncthreads();
+        int cpr = hd / 8, nch = ATT_TILE * cpr;
+        uint4 kr[ATT_CH], vr[ATT_CH];
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++) {
+            int c = threadIdx.x + i * ATT_WARPS * 32;
+            kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
+            if (c < nch) {
+                int jj = c / cpr, d0 = (c - jj * cpr) * 8;
+                int64_t blk = s_blk[jj];
+                if (blk >= 0) {
+                    const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)((j0 + jj) % bs) * hd + d0;
+                    kr[i] = *(const uint4 *)kp;
+                    vr[i] = *(const uint4 *)(kp + kv_stride);
+                }
             }
-            s_k[jj][d] = kf;
-            s_v[jj][d] = vf;
+        }
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++) {
+            int c = threadIdx.x + i * ATT_WARPS * 32;
+            if (c < nch) {
+                int jj = c / cpr, d0 = (c - jj * cpr) * 8;
+                const uint16_t *kh = (const uint16_t *)&kr[i], *vh = (const uint16_t *)&vr[i];
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    s_k[jj][d0 + u] = kiln_bf16_bits_to_f32(kh[u]);
+                    s_v[jj][d0 + u] = kiln_bf16_bits_to_f32(vh[u]);
+                }
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -177,7 +203,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            int block_size, int max_pos, int split_w, int max_splits, float *scratch,
                                            cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (hd <= 0 || hd > ATT_MAX_HD || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
+    if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
         KV > 65535 || split_w <= 0 || max_pos / split_w + 1 > max_splits)
         return cudaErrorInvalidValue;
     float scale = 1.0f / sqrtf((float)hd);

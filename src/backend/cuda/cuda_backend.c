@@ -26,7 +26,7 @@
  * pinned logits are allocated in create(); a step allocates nothing on the device or through
  * kiln_malloc (the GEMM algorithm table is sized at create and filled on first use of a row
  * count, a host-only cuBLASLt query). Refused at load, in any mode (I3, no fallbacks exist):
- * quantized or mixed-dtype layer matrices, head_dim > 256 or odd, no CUDA device or one older
+ * quantized or mixed-dtype layer matrices, head_dim > 256 or not a multiple of 8, no CUDA device or one older
  * than sm_90, out of device memory. KILN_STRICT=1 also refuses KILN_CUDA_DEBUG=1 (its per-op
  * waits break I1). KILN_CUDA_DEBUG=1: wait and check after every op, poison scratch with NaN at
  * each step, to localise asynchronous errors.
@@ -282,9 +282,9 @@ static int check_model(cuda_backend *c, kiln_error *err) {
     const kiln_model *m = c->m;
     const kiln_config *mc = &m->cfg;
     const kiln_backend_config *bc = &c->cfg;
-    if (mc->head_dim <= 0 || mc->head_dim > 256 || mc->head_dim % 2)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: head_dim %d unsupported (even, <= 256)", mc->head_dim);
-    if (mc->n_kv_heads <= 0 || mc->n_heads % mc->n_kv_heads || mc->n_heads > 65535)
+    if (mc->head_dim <= 0 || mc->head_dim > 256 || mc->head_dim % 8)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: head_dim %d unsupported (a multiple of 8, <= 256)", mc->head_dim);
+    if (mc->n_kv_heads <= 0 || mc->n_heads % mc->n_kv_heads || mc->n_heads > 65535 || mc->n_heads / mc->n_kv_heads > 16)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d heads over %d KV heads unsupported", mc->n_heads,
                         mc->n_kv_heads);
     if (bc->kv.n_kv_heads != mc->n_kv_heads || bc->kv.head_dim != mc->head_dim || bc->kv.n_layers != mc->n_layers ||
