@@ -50,7 +50,9 @@ typedef struct kiln_bench_machine {
     char card[256];       /* "" on cpu */
     double mem_bw_gbs;    /* host memory read bandwidth, best of several passes */
     double fma_gflops;    /* peak f32 FMA rate on `threads` threads */
-    char fma_isa[16];     /* avx512 / avx2 / scalar */
+    char fma_isa[32];     /* avx512 / avx2 / scalar, or "bf16 GEMM" on cuda */
+    int gpu_floors;       /* 1: mem_bw_gbs is the GPU copy bandwidth (read + write), fma_gflops
+                           * its bf16 GEMM rate (kiln_cuda_probe_floors) */
     int threads;          /* threads used by the probes and the backend */
 } kiln_bench_machine;
 

@@ -127,8 +127,12 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r) {
             r->shape[3], r->shape[4], r->shape[5], r->shape[6], r->dtype, (double)r->params / 1e6, wb);
     fprintf(f, "**Hardware**: %s, %d cores%s%s; backend %s, %d threads  \n", r->mach.cpu, r->mach.cores,
             r->mach.card[0] ? "; card " : "", r->mach.card, r->info.backend, r->mach.threads);
-    fprintf(f, "**Floors (measured in this run)**: host memory read %.1f GB/s (%d threads), peak f32 FMA %.1f GFLOP/s (%s)  \n",
-            r->mach.mem_bw_gbs, r->mach.threads, r->mach.fma_gflops, r->mach.fma_isa);
+    if (r->mach.gpu_floors)
+        fprintf(f, "**Floors (measured in this run)**: GPU copy bandwidth %.2f TB/s (read + write), bf16 GEMM %.0f TFLOP/s (cuBLASLt 8192^3)  \n",
+                r->mach.mem_bw_gbs / 1e3, r->mach.fma_gflops / 1e3);
+    else
+        fprintf(f, "**Floors (measured in this run)**: host memory read %.1f GB/s (%d threads), peak f32 FMA %.1f GFLOP/s (%s)  \n",
+                r->mach.mem_bw_gbs, r->mach.threads, r->mach.fma_gflops, r->mach.fma_isa);
     fprintf(f, "**Prompt Length**: %d tokens  \n**Decode Steps**: %d  \n**Repeats**: %d (+%d warmup), medians with min-max spread  \n",
             r->opt.prompt_len, r->opt.decode_steps, r->opt.repeat, r->opt.warmup);
     char kv[32], sc[32];

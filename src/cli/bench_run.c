@@ -19,6 +19,9 @@
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/threads.h"
+#ifdef KILN_HAVE_CUDA
+#include "kiln_cuda_probe.h"
+#endif
 #include "util/timeutil.h"
 #if defined(KILN_X86)
 #include <immintrin.h>
@@ -222,6 +225,20 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
     }
     m->fma_gflops = 2.0 * 12 * lanes * (double)fj.iters * m->threads / best / 1e9;
     kiln_pool_destroy(pool);
+#ifdef KILN_HAVE_CUDA
+    if (backend && !strcmp(backend, "cuda")) { /* the floors of a GPU run are the GPU's */
+        double gbs, tflops;
+        kiln_error e2 = {0};
+        if (kiln_cuda_probe_floors(&gbs, &tflops, &e2) == 0) {
+            m->mem_bw_gbs = gbs;
+            m->fma_gflops = tflops * 1e3;
+            m->gpu_floors = 1;
+            snprintf(m->fma_isa, sizeof m->fma_isa, "bf16 GEMM");
+        } else {
+            fprintf(stderr, "kiln bench: GPU floor probe failed: %s\n", e2.msg);
+        }
+    }
+#endif
     /* reset VmHWM so that peak RSS reports the engine, not the 256 MiB probe buffer */
     FILE *cr = fopen("/proc/self/clear_refs", "w");
     if (cr) { fputs("5", cr); fclose(cr); }
@@ -359,7 +376,8 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
     }
     /* floors: bytes per decode step (weights once + the batch's KV at the mean context) and
      * prefill FLOPs (2 per weight per token + causal attention) */
-    double kv_tok = (double)mc->n_layers * 2 * mc->n_kv_heads * mc->head_dim * sizeof(float);
+    double kv_tok = (double)mc->n_layers * 2 * mc->n_kv_heads * mc->head_dim *
+                    (r->info.kv_layout.elem_bytes > 0 ? r->info.kv_layout.elem_bytes : 4);
     double w_flops = 2.0 * ((double)r->params - (double)mc->vocab_size * mc->dim * (mc->tied_embeddings ? 1 : 2));
     double att_flops_seq = 4.0 * mc->n_layers * mc->n_heads * mc->head_dim * ((double)L * (L + 1) / 2);
     for (int bi = 0; !rc && bi < o->n_batches; bi++) {
