@@ -27,143 +27,159 @@
 
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
-                       const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int hd,
-                       int bs, int split_w, int max_splits, float scale) {
+                       const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
+                       int bs, int split_w, int max_splits, int rows_per_block, float scale) {
     __shared__ float s_k[ATT_TILE][ATT_MAX_HD];
     __shared__ float s_v[ATT_TILE][ATT_MAX_HD];
     __shared__ int64_t s_blk[ATT_TILE];
-    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
+    int kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int G = H / KV;
-    int p = pos[t];
     int j_begin = z * split_w;
-    if (j_begin > p) return; /* this window lies beyond the row's context */
-    int j_end = min(j_begin + split_w, p + 1);
-    const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
     int64_t head_tile = (int64_t)bs * hd, kv_stride = (int64_t)KV * head_tile;
+    int t_first = blockIdx.x * rows_per_block, t_last = min(t_first + rows_per_block, T);
+    /* the block's rows, one run of rows of the same sequence at a time (positions increase
+     * within a run); every (row, head) pair of a run is one slot: warp w takes slots w, w + 4, ... */
+    for (int ts = t_first; ts < t_last;) {
+        int seq = row_seq[ts], te = ts + 1;
+        while (te < t_last && row_seq[te] == seq) te++;
+        int p_max = pos[te - 1];
+        if (j_begin > p_max) { ts = te; continue; } /* the window lies beyond every row of the run */
+        int j_end_max = min(j_begin + split_w, p_max + 1);
+        const int32_t *bt = block_table + (int64_t)seq * max_blocks;
+        int n_slots = (te - ts) * G;
 
-    float qv[ATT_MAX_HPW][ATT_PER_LANE], acc[ATT_MAX_HPW][ATT_PER_LANE], m[ATT_MAX_HPW], l[ATT_MAX_HPW];
-#pragma unroll
-    for (int k = 0; k < ATT_MAX_HPW; k++) {
-        int g = warp + ATT_WARPS * k;
-        const float *qr = q + (int64_t)t * q_stride + (int64_t)(kvh * G + g) * hd;
-#pragma unroll
-        for (int e = 0; e < ATT_PER_LANE; e++) {
-            int d = lane + 32 * e;
-            qv[k][e] = (g < G && d < hd) ? qr[d] : 0.0f;
-            acc[k][e] = 0.0f;
-        }
-        m[k] = -INFINITY;
-        l[k] = 0.0f;
-    }
-    for (int j0 = j_begin; j0 < j_end; j0 += ATT_TILE) {
-        int n = min(ATT_TILE, j_end - j0);
-        __syncthreads();
-        /* stage the tile: block ids first, then every 16-byte chunk of K and V loaded into
-         * registers before any is stored (the loads overlap instead of queueing one by one) */
-        if (threadIdx.x < ATT_TILE) {
-            int j = j0 + threadIdx.x;
-            s_blk[threadIdx.x] = threadIdx.x < n ? bt[j / bs] : -1;
-        }
-        __syncthreads();
-        int cpr = hd / 8, nch = ATT_TILE * cpr;
-        uint4 kr[ATT_CH], vr[ATT_CH];
-#pragma unroll
-        for (int i = 0; i < ATT_CH; i++) {
-            int c = threadIdx.x + i * ATT_WARPS * 32;
-            kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
-            if (c < nch) {
-                int jj = c / cpr, d0 = (c - jj * cpr) * 8;
-                int64_t blk = s_blk[jj];
-                if (blk >= 0) {
-                    const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)((j0 + jj) % bs) * hd + d0;
-                    kr[i] = *(const uint4 *)kp;
-                    vr[i] = *(const uint4 *)(kp + kv_stride);
-                }
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < ATT_CH; i++) {
-            int c = threadIdx.x + i * ATT_WARPS * 32;
-            if (c < nch) {
-                int jj = c / cpr, d0 = (c - jj * cpr) * 8;
-                const uint16_t *kh = (const uint16_t *)&kr[i], *vh = (const uint16_t *)&vr[i];
-#pragma unroll
-                for (int u = 0; u < 8; u++) {
-                    s_k[jj][d0 + u] = kiln_bf16_bits_to_f32(kh[u]);
-                    s_v[jj][d0 + u] = kiln_bf16_bits_to_f32(vh[u]);
-                }
-            }
-        }
-        __syncthreads();
+        float qv[ATT_MAX_HPW][ATT_PER_LANE], acc[ATT_MAX_HPW][ATT_PER_LANE], m[ATT_MAX_HPW], l[ATT_MAX_HPW];
+        int j_end[ATT_MAX_HPW];
 #pragma unroll
         for (int k = 0; k < ATT_MAX_HPW; k++) {
-            if (warp + ATT_WARPS * k >= G) break;
-            /* scores of the tile's 16 positions at once: each lane sums its dims for every
-             * position, then a recursive-halving exchange (offsets 16, 8, 4, 2, 1) leaves the
-             * full dot of position (lane >> 1) in lanes 2j and 2j+1; the tree is fixed */
-            float part[ATT_TILE];
+            int qi = warp + ATT_WARPS * k;
+            int r = ts + qi / G, g = qi % G;
+            int ok = qi < n_slots && pos[min(r, te - 1)] >= j_begin;
+            j_end[k] = ok ? min(j_begin + split_w, pos[r] + 1) : j_begin; /* empty for inactive slots */
+            const float *qr = q + (int64_t)min(r, te - 1) * q_stride + (int64_t)(kvh * G + g) * hd;
 #pragma unroll
-            for (int jj = 0; jj < ATT_TILE; jj++) {
-                float a = 0.0f;
-#pragma unroll
-                for (int e = 0; e < ATT_PER_LANE; e++) {
-                    int d = lane + 32 * e;
-                    if (d < hd) a += qv[k][e] * s_k[jj][d];
-                }
-                part[jj] = a;
+            for (int e = 0; e < ATT_PER_LANE; e++) {
+                int d = lane + 32 * e;
+                qv[k][e] = (ok && d < hd) ? qr[d] : 0.0f;
+                acc[k][e] = 0.0f;
             }
-#pragma unroll
-            for (int half = ATT_TILE / 2, off = 16; half >= 1; half /= 2, off /= 2) {
-                int hi = (lane & off) != 0;
-#pragma unroll
-                for (int i = 0; i < half; i++) {
-                    float mine = hi ? part[i + half] : part[i];
-                    float other = hi ? part[i] : part[i + half];
-                    part[i] = mine + __shfl_xor_sync(0xffffffffu, other, off);
-                }
+            m[k] = -INFINITY;
+            l[k] = 0.0f;
+        }
+        for (int j0 = j_begin; j0 < j_end_max; j0 += ATT_TILE) {
+            int n = min(ATT_TILE, j_end_max - j0);
+            __syncthreads();
+            /* stage the tile: block ids first, then every 16-byte chunk of K and V loaded into
+             * registers before any is stored (the loads overlap instead of queueing one by one) */
+            if (threadIdx.x < ATT_TILE) {
+                int j = j0 + threadIdx.x;
+                s_blk[threadIdx.x] = threadIdx.x < n ? bt[j / bs] : -1;
             }
-            float s = part[0] + __shfl_xor_sync(0xffffffffu, part[0], 1);
-            int jpos = lane >> 1;
-            s = jpos < n ? s * scale : -INFINITY;
-            float mx = s;
+            __syncthreads();
+            int cpr = hd / 8, nch = ATT_TILE * cpr;
+            uint4 kr[ATT_CH], vr[ATT_CH];
 #pragma unroll
-            for (int off = 2; off < 32; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-            float mn = fmaxf(m[k], mx);
-            float corr = expf(m[k] - mn); /* m = -inf the first time: 0 */
-            float pj = jpos < n ? expf(s - mn) : 0.0f;
-            float ps = pj;
-#pragma unroll
-            for (int off = 2; off < 32; off *= 2) ps += __shfl_xor_sync(0xffffffffu, ps, off);
-            l[k] = l[k] * corr + ps;
-#pragma unroll
-            for (int e = 0; e < ATT_PER_LANE; e++) acc[k][e] *= corr;
-#pragma unroll
-            for (int jj = 0; jj < ATT_TILE; jj++) {
-                float p = __shfl_sync(0xffffffffu, pj, 2 * jj);
-#pragma unroll
-                for (int e = 0; e < ATT_PER_LANE; e++) {
-                    int d = lane + 32 * e;
-                    if (d < hd) acc[k][e] += p * s_v[jj][d];
+            for (int i = 0; i < ATT_CH; i++) {
+                int c = threadIdx.x + i * ATT_WARPS * 32;
+                kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
+                if (c < nch) {
+                    int jj = c / cpr, d0 = (c - jj * cpr) * 8;
+                    int64_t blk = s_blk[jj];
+                    if (blk >= 0) {
+                        const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)((j0 + jj) % bs) * hd + d0;
+                        kr[i] = *(const uint4 *)kp;
+                        vr[i] = *(const uint4 *)(kp + kv_stride);
+                    }
                 }
             }
-            m[k] = mn;
-        }
-    }
 #pragma unroll
-    for (int k = 0; k < ATT_MAX_HPW; k++) {
-        int g = warp + ATT_WARPS * k;
-        if (g >= G) break;
-        float *o = scratch + (((int64_t)t * H + kvh * G + g) * max_splits + z) * (hd + 2);
+            for (int i = 0; i < ATT_CH; i++) {
+                int c = threadIdx.x + i * ATT_WARPS * 32;
+                if (c < nch) {
+                    int jj = c / cpr, d0 = (c - jj * cpr) * 8;
+                    const uint16_t *kh = (const uint16_t *)&kr[i], *vh = (const uint16_t *)&vr[i];
 #pragma unroll
-        for (int e = 0; e < ATT_PER_LANE; e++) {
-            int d = lane + 32 * e;
-            if (d < hd) o[d] = acc[k][e];
+                    for (int u = 0; u < 8; u++) {
+                        s_k[jj][d0 + u] = kiln_bf16_bits_to_f32(kh[u]);
+                        s_v[jj][d0 + u] = kiln_bf16_bits_to_f32(vh[u]);
+                    }
+                }
+            }
+            __syncthreads();
+#pragma unroll
+            for (int k = 0; k < ATT_MAX_HPW; k++) {
+                int nk = min(ATT_TILE, j_end[k] - j0); /* this row's positions in the tile */
+                if (nk <= 0) continue; /* done or inactive (a fully masked tile would change nothing) */
+                /* scores of the tile's 16 positions at once: each lane sums its dims for every
+                 * position, then a recursive-halving exchange (offsets 16, 8, 4, 2, 1) leaves the
+                 * full dot of position (lane >> 1) in lanes 2j and 2j+1; the tree is fixed */
+                float part[ATT_TILE];
+#pragma unroll
+                for (int jj = 0; jj < ATT_TILE; jj++) {
+                    float a = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < ATT_PER_LANE; e++) {
+                        int d = lane + 32 * e;
+                        if (d < hd) a += qv[k][e] * s_k[jj][d];
+                    }
+                    part[jj] = a;
+                }
+#pragma unroll
+                for (int half = ATT_TILE / 2, off = 16; half >= 1; half /= 2, off /= 2) {
+                    int hi = (lane & off) != 0;
+#pragma unroll
+                    for (int i = 0; i < half; i++) {
+                        float mine = hi ? part[i + half] : part[i];
+                        float other = hi ? part[i] : part[i + half];
+                        part[i] = mine + __shfl_xor_sync(0xffffffffu, other, off);
+                    }
+                }
+                float s = part[0] + __shfl_xor_sync(0xffffffffu, part[0], 1);
+                int jpos = lane >> 1;
+                s = jpos < nk ? s * scale : -INFINITY;
+                float mx = s;
+#pragma unroll
+                for (int off = 2; off < 32; off *= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+                float mn = fmaxf(m[k], mx);
+                float corr = expf(m[k] - mn); /* m = -inf the first time: 0 */
+                float pj = jpos < nk ? expf(s - mn) : 0.0f;
+                float ps = pj;
+#pragma unroll
+                for (int off = 2; off < 32; off *= 2) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+                l[k] = l[k] * corr + ps;
+#pragma unroll
+                for (int e = 0; e < ATT_PER_LANE; e++) acc[k][e] *= corr;
+#pragma unroll
+                for (int jj = 0; jj < ATT_TILE; jj++) {
+                    float p = __shfl_sync(0xffffffffu, pj, 2 * jj);
+                    if (jj >= nk) break; /* only this row's positions: the sum is the same in any group */
+#pragma unroll
+                    for (int e = 0; e < ATT_PER_LANE; e++) {
+                        int d = lane + 32 * e;
+                        if (d < hd) acc[k][e] += p * s_v[jj][d];
+                    }
+                }
+                m[k] = mn;
+            }
         }
-        if (lane == 0) {
-            o[hd] = m[k];
-            o[hd + 1] = l[k];
+#pragma unroll
+        for (int k = 0; k < ATT_MAX_HPW; k++) {
+            int qi = warp + ATT_WARPS * k;
+            if (j_end[k] <= j_begin) continue;
+            int r = ts + qi / G, g = qi % G;
+            float *o = scratch + (((int64_t)r * H + kvh * G + g) * max_splits + z) * (hd + 2);
+#pragma unroll
+            for (int e = 0; e < ATT_PER_LANE; e++) {
+                int d = lane + 32 * e;
+                if (d < hd) o[d] = acc[k][e];
+            }
+            if (lane == 0) {
+                o[hd] = m[k];
+                o[hd + 1] = l[k];
+            }
         }
+        ts = te;
     }
 }
 
@@ -207,9 +223,15 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
         KV > 65535 || split_w <= 0 || max_pos / split_w + 1 > max_splits)
         return cudaErrorInvalidValue;
     float scale = 1.0f / sqrtf((float)hd);
-    dim3 g1((unsigned)T, (unsigned)KV, (unsigned)(max_pos / split_w + 1));
+    /* rows per block: long steps (prefill chunks) share each K/V tile among 4 rows' heads (as
+     * slots allow: 16 / G rows); short steps (decodes) keep one row per block for parallelism.
+     * A row's arithmetic is the same either way (tiles are aligned to the window start). */
+    int G = H / KV, rpb = T >= 64 ? (16 / G > 4 ? 4 : 16 / G) : 1;
+    if (rpb < 1) rpb = 1;
+    dim3 g1((unsigned)((T + rpb - 1) / rpb), (unsigned)KV, (unsigned)(max_pos / split_w + 1));
     attention_split_kernel<<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                          max_blocks, H, KV, hd, block_size, split_w, max_splits, scale);
+                                                          max_blocks, T, H, KV, hd, block_size, split_w, max_splits, rpb,
+                                                          scale);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     dim3 g2((unsigned)T, (unsigned)H);
