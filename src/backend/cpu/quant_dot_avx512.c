@@ -24,6 +24,8 @@ typedef __m512i VI;
 #define ISUB(a, b) _mm512_sub_epi32(a, b)
 #define ISRLI(a, k) _mm512_srli_epi32(a, k)
 #define ISLLI(a, k) _mm512_slli_epi32(a, k)
+#define VPERM16(idx, tab) _mm512_permutexvar_ps(idx, tab)
+#define VIOTA16() _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
 
 #include "backend/cpu/quant_dot_simd.inc"
