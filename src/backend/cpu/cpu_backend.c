@@ -265,10 +265,9 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
-        if ((rc = kiln_cpu_matmul(&c->ctx, c->q, c->xn, T, w->wq, err)) ||
-            (rc = kiln_cpu_matmul(&c->ctx, c->k, c->xn, T, w->wk, err)) ||
-            (rc = kiln_cpu_matmul(&c->ctx, c->v, c->xn, T, w->wv, err)))
-            return rc;
+        float *const qkv[3] = {c->q, c->k, c->v};
+        const kiln_tensor *const wqkv[3] = {w->wq, w->wk, w->wv};
+        if ((rc = kiln_cpu_matmul_multi(&c->ctx, 3, qkv, c->xn, T, wqkv, err))) return rc;
         kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kv_write(c, s, l);
@@ -277,10 +276,8 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
-        if ((rc = kiln_cpu_matmul(&c->ctx, c->gate, c->xn, T, w->w_gate, err)) ||
-            (rc = kiln_cpu_matmul(&c->ctx, c->up, c->xn, T, w->w_up, err)))
+        if ((rc = kiln_cpu_matmul_swiglu(&c->ctx, c->gate, c->up, c->xn, T, w->w_gate, w->w_up, err)))
             return rc;
-        kiln_cpu_swiglu(&c->ctx, c->gate, c->gate, c->up, T, mc->hidden_dim);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);
     }

@@ -10,6 +10,7 @@
  */
 #ifndef KILN_CPU_KERNELS_H
 #define KILN_CPU_KERNELS_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "kiln.h"
@@ -61,6 +62,19 @@ int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
  * (a quant ISA fallback is the caller's choice, made at load time via kiln_cpu_dot_lookup). */
 int kiln_cpu_matmul(kiln_cpu_ctx *c, float *y, const float *x, int n_rows, const kiln_tensor *w,
                     kiln_error *err);
+
+/* The same product for n (<= 4) weights of equal n_in sharing x (e.g. Wq, Wk, Wv): one pool
+ * job; y[i] = x W[i]^T, each element bit-identical to a kiln_cpu_matmul of W[i] alone. */
+int kiln_cpu_matmul_multi(kiln_cpu_ctx *c, int n, float *const *y, const float *x, int n_rows,
+                          const kiln_tensor *const *w, kiln_error *err);
+/* The FFN's first half in one pool job: out[r][i] = silu(x Wg^T)[r][i] * (x Wu^T)[r][i]
+ * (kiln_cpu_silu_mul of the two products); up: [n_rows][n_out] scratch. Bit-identical to two
+ * kiln_cpu_matmul calls followed by kiln_cpu_swiglu. */
+int kiln_cpu_matmul_swiglu(kiln_cpu_ctx *c, float *out, float *up, const float *x, int n_rows,
+                           const kiln_tensor *w_gate, const kiln_tensor *w_up, kiln_error *err);
+
+/* silu(g) * u, as torch's silu: the one expression both SwiGLU paths use. */
+static inline float kiln_cpu_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 /* out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps), n_rows rows of n. out may alias x. */
 void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *w, int n_rows, int n,
