@@ -1,6 +1,7 @@
 /* quant_dot_avx512.c: AVX-512 quantized dot kernels (16 f32 lanes); the kernels themselves are
  * in quant_dot_simd.inc, shared with the AVX2 file. Compiled with -mavx512f/bw/vl/dq -mfma. */
 #include <immintrin.h>
+#include <string.h>
 #include "backend/cpu/quant_impl.h"
 
 typedef __m512 VF;
@@ -25,6 +26,13 @@ typedef __m512i VI;
 #define ISRLI(a, k) _mm512_srli_epi32(a, k)
 #define ISLLI(a, k) _mm512_slli_epi32(a, k)
 #define VPERM16(idx, tab) _mm512_permutexvar_ps(idx, tab)
+/* dm = (f32) {d, m, 0 ...} from the block's two leading f16 */
+#define VDM16(b, dm)                                                                          \
+    do {                                                                                      \
+        int32_t u_;                                                                           \
+        memcpy(&u_, (b), 4);                                                                  \
+        (dm) = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(u_)));                   \
+    } while (0)
 #define VIOTA16() _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
 
