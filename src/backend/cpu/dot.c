@@ -125,6 +125,35 @@ void kiln_cpu_axpy_scalar(float *restrict o, const float *restrict v, float a, i
     for (int i = 0; i < n; i++) o[i] += a * v[i];
 }
 
+static void attn_qk_scalar(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    for (int j = 0; j < nk; j++) dot_f32_scalar(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+}
+static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int hd) {
+    for (int j = 0; j < nv; j++) kiln_cpu_axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
+}
+
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_qk_fn *qk, kiln_attn_pv_fn *pv) {
+    switch (isa) {
+#ifdef KILN_X86
+    case KILN_ISA_AVX2:
+        if (!kiln_isa_supported(isa)) return -1;
+        *qk = kiln_cpu_attn_qk_avx2;
+        *pv = kiln_cpu_attn_pv_avx2;
+        return 0;
+    case KILN_ISA_AVX512:
+        if (!kiln_isa_supported(isa)) return -1;
+        *qk = kiln_cpu_attn_qk_avx512;
+        *pv = kiln_cpu_attn_pv_avx512;
+        return 0;
+#endif
+    case KILN_ISA_SCALAR:
+        *qk = attn_qk_scalar;
+        *pv = attn_pv_scalar;
+        return 0;
+    default: return -1;
+    }
+}
+
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa) {
     switch (isa) {
 #ifdef KILN_X86

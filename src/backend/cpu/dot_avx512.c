@@ -118,3 +118,49 @@ void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, i
         _mm512_mask_storeu_ps(o + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, o + i)));
     }
 }
+
+/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G, with the
+ * arithmetic of dot_f32_avx512 (so the same bits). head_dim 64 (G <= 4): the queries stay in
+ * registers and each key is loaded once for the G heads. */
+void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    if (hd != 64 || G > KILN_DOT_MAX_NR) {
+        for (int j = 0; j < nk; j++) dot_rows(k + (size_t)j * hd, KILN_DT_F32, q, (size_t)hd, G, hd, s + j, lds);
+        return;
+    }
+    __m512 qv[KILN_DOT_MAX_NR][4];
+    for (int i = 0; i < G; i++)
+        for (int c = 0; c < 4; c++) qv[i][c] = _mm512_loadu_ps(q + (size_t)i * 64 + 16 * c);
+    const __m512 z = _mm512_setzero_ps();
+    for (int j = 0; j < nk; j++) {
+        const float *kj = k + (size_t)j * 64;
+        __m512 k0 = _mm512_loadu_ps(kj), k1 = _mm512_loadu_ps(kj + 16);
+        __m512 k2 = _mm512_loadu_ps(kj + 32), k3 = _mm512_loadu_ps(kj + 48);
+        for (int i = 0; i < G; i++) /* dot_body: acc[c] = fma(w_c, x_c, 0), then hsum */
+            s[(size_t)i * lds + j] = hsum(_mm512_fmadd_ps(k0, qv[i][0], z), _mm512_fmadd_ps(k1, qv[i][1], z),
+                                          _mm512_fmadd_ps(k2, qv[i][2], z), _mm512_fmadd_ps(k3, qv[i][3], z));
+    }
+}
+
+/* o[d] = fma(p[j], v_j[d], o[d]) for j = 0..nv-1 in order (exactly nv kiln_cpu_axpy_avx512
+ * calls), v rows contiguous [nv][hd]; o is held in registers over the run, 64 lanes at a time. */
+void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd) {
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m512 o0 = _mm512_loadu_ps(o + d), o1 = _mm512_loadu_ps(o + d + 16);
+        __m512 o2 = _mm512_loadu_ps(o + d + 32), o3 = _mm512_loadu_ps(o + d + 48);
+        for (int j = 0; j < nv; j++) {
+            const float *vj = v + (size_t)j * hd + d;
+            __m512 a = _mm512_set1_ps(p[j]);
+            o0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj), o0);
+            o1 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 16), o1);
+            o2 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 32), o2);
+            o3 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 48), o3);
+        }
+        _mm512_storeu_ps(o + d, o0);
+        _mm512_storeu_ps(o + d + 16, o1);
+        _mm512_storeu_ps(o + d + 32, o2);
+        _mm512_storeu_ps(o + d + 48, o3);
+    }
+    if (d < hd)
+        for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx512(o + d, v + (size_t)j * hd + d, p[j], hd - d);
+}

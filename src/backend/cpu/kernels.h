@@ -50,6 +50,14 @@ kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
 typedef void (*kiln_axpy_fn)(float *restrict o, const float *restrict v, float a, int n);
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
 
+/* Attention over a run of nk consecutive KV rows (contiguous, [nk][hd]), G query heads:
+ *   qk: s[i * lds + j] = k_j . q_i   (q: [G][hd]; each the f32 dot kernel of the ISA, same bits)
+ *   pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (same bits as nv axpy calls)
+ * 0, or -1 where isa is not supported. */
+typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
+typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_qk_fn *qk, kiln_attn_pv_fn *pv);
+
 /* Convert one row of n elements of dtype dt to f32 (embedding lookups, tests). 0 or status. */
 int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out);
 /* Implemented by the quantized-types file for quant dtypes; returns -1 if unsupported. */
