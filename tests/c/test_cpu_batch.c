@@ -4,7 +4,9 @@
  *     as the last row of a many-row prefill chunk of any length, or next to another sequence in
  *     a ragged step; and whatever the thread count (1, 2, 3);
  *   - kiln_cpu_matmul_multi (fused Q/K/V) and kiln_cpu_matmul_swiglu (fused gate/up/SwiGLU)
- *     give the same bits as separate kiln_cpu_matmul calls + kiln_cpu_swiglu, for 1..37 rows.
+ *     give the same bits as separate kiln_cpu_matmul calls + kiln_cpu_swiglu, for 1..37 rows;
+ *   - the attention run kernels (kiln_cpu_attn_lookup) give the bits of the dot / axpy kernels
+ *     (no model needed).
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
@@ -187,7 +189,49 @@ static void test_fused(const kiln_model *m) {
     }
 }
 
+/* The attention run kernels against the dot / axpy kernels of the same ISA, bit for bit, for
+ * runs of 0..40 keys (the 16-key blocks of the AVX-512 path and their tails), 1..4 heads and
+ * head_dim 64 (the fast path), 80 and 128. */
+static void test_attn_kernels(void) {
+    enum { NK = 40, HD = 128 };
+    static float k[NK * HD], q[4 * HD], s1[4 * NK], s2[4 * NK], o1[HD], o2[HD], p[NK];
+    unsigned long long seed = 99;
+    for (int i = 0; i < NK * HD; i++) k[i] = kt_randf(&seed);
+    for (int i = 0; i < 4 * HD; i++) q[i] = kt_randf(&seed);
+    for (int i = 0; i < NK; i++) p[i] = 0.5f * (kt_randf(&seed) + 1.0f);
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_attn_qk_fn qk;
+        kiln_attn_pv_fn pv;
+        KT_CHECK(kiln_cpu_attn_lookup((kiln_isa)isa, &qk, &pv) == 0, "attention kernels for %s",
+                 kiln_isa_name((kiln_isa)isa));
+        kiln_dot_fn dot = kiln_cpu_dot_lookup(KILN_DT_F32, (kiln_isa)isa);
+        kiln_axpy_fn axpy = kiln_cpu_axpy_lookup((kiln_isa)isa);
+        int bad = 0;
+        const int hds[] = {64, 80, 128};
+        for (int h = 0; h < 3; h++) {
+            int hd = hds[h];
+            for (int nk = 0; nk <= NK; nk++) {
+                for (int G = 1; G <= 4; G++) {
+                    memset(s1, 0, sizeof s1);
+                    memset(s2, 0, sizeof s2);
+                    qk(k, nk, q, G, hd, s1, NK);
+                    for (int j = 0; j < nk; j++) dot(k + (size_t)j * hd, q, (size_t)hd, G, hd, s2 + j, NK);
+                    bad += memcmp(s1, s2, sizeof s1) != 0;
+                }
+                for (int d = 0; d < hd; d++) o1[d] = o2[d] = q[d];
+                pv(o1, p, k, nk, hd);
+                for (int j = 0; j < nk; j++) axpy(o2, k + (size_t)j * hd, p[j], hd);
+                bad += memcmp(o1, o2, sizeof(float) * hd) != 0;
+            }
+        }
+        KT_CHECK(bad == 0, "%s: %d attention runs differ from the dot/axpy kernels", kiln_isa_name((kiln_isa)isa),
+                 bad);
+    }
+}
+
 int main(void) {
+    test_attn_kernels();
     const char *path = default_model();
     if (!kt_exists(path))
         KT_SKIP("%s not found: run scripts/get_default_model.sh (or set KILN_DEFAULT_GGUF)", path);

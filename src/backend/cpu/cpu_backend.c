@@ -218,7 +218,10 @@ static void attention(cpu_backend *c, attn_job *J) {
     int pairs = J->s->n_tokens * KV;
     if (pairs < 4 * nth) A.gs = 1;
     A.items = pairs * (G / A.gs);
-    int want = nth * 8;
+    /* few items (decode): one contiguous range per thread, so that the heads of one KV head
+     * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
+     * ranges claimed dynamically (causal rows differ in cost) */
+    int want = A.items < 16 * nth ? nth : nth * 8;
     A.per_task = (A.items + want - 1) / want;
     kiln_pool_run_tasks(c->ctx.pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
 }

@@ -119,9 +119,30 @@ void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, i
     }
 }
 
+/* hsum() of 16 vectors at once: lane u of the result is hsum's tree on S[u] (lane l + lane
+ * l+8, then l + l+4, l + l+2, l + l+1: the same pairs, so the same bits), in 4 transposing
+ * levels of shuffles and adds instead of 16 horizontal reductions. */
+static ALWAYS_INLINE __m512 hsum16(const __m512 S[16]) {
+    __m512 P[8], R[4], T[2];
+    for (int m = 0; m < 8; m++) /* chunks [A0 A1 B0 B1] + [A2 A3 B2 B3]: l + l+8 */
+        P[m] = _mm512_add_ps(_mm512_shuffle_f32x4(S[2 * m], S[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(S[2 * m], S[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int m = 0; m < 4; m++) /* [P0 P2 Q0 Q2] + [P1 P3 Q1 Q3]: l + l+4; chunk c = key 4m+c */
+        R[m] = _mm512_add_ps(_mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int m = 0; m < 2; m++) /* per chunk [u0 u1 v0 v1] + [u2 u3 v2 v3]: l + l+2 */
+        T[m] = _mm512_add_ps(_mm512_shuffle_ps(R[2 * m], R[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(R[2 * m], R[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* per chunk c [w0 w2 z0 z2] + [w1 w3 z1 z3]: l + l+1; lane 4c + a holds key 4a + c */
+    __m512 F = _mm512_add_ps(_mm512_shuffle_ps(T[0], T[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(T[0], T[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(tr, F);
+}
+
 /* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G, with the
  * arithmetic of dot_f32_avx512 (so the same bits). head_dim 64 (G <= 4): the queries stay in
- * registers and each key is loaded once for the G heads. */
+ * registers, and 16 keys at a time are reduced together (hsum16). */
 void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
     if (hd != 64 || G > KILN_DOT_MAX_NR) {
         for (int j = 0; j < nk; j++) dot_rows(k + (size_t)j * hd, KILN_DT_F32, q, (size_t)hd, G, hd, s + j, lds);
@@ -131,7 +152,20 @@ void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int 
     for (int i = 0; i < G; i++)
         for (int c = 0; c < 4; c++) qv[i][c] = _mm512_loadu_ps(q + (size_t)i * 64 + 16 * c);
     const __m512 z = _mm512_setzero_ps();
-    for (int j = 0; j < nk; j++) {
+    int j = 0;
+    for (; j + 16 <= nk; j += 16)
+        for (int i = 0; i < G; i++) {
+            __m512 S[16];
+            for (int u = 0; u < 16; u++) {
+                const float *kj = k + (size_t)(j + u) * 64;
+                S[u] = _mm512_add_ps(_mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(kj), qv[i][0], z),
+                                                   _mm512_fmadd_ps(_mm512_loadu_ps(kj + 16), qv[i][1], z)),
+                                     _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(kj + 32), qv[i][2], z),
+                                                   _mm512_fmadd_ps(_mm512_loadu_ps(kj + 48), qv[i][3], z)));
+            }
+            _mm512_storeu_ps(s + (size_t)i * lds + j, hsum16(S));
+        }
+    for (; j < nk; j++) {
         const float *kj = k + (size_t)j * 64;
         __m512 k0 = _mm512_loadu_ps(kj), k1 = _mm512_loadu_ps(kj + 16);
         __m512 k2 = _mm512_loadu_ps(kj + 32), k3 = _mm512_loadu_ps(kj + 48);
