@@ -10,6 +10,7 @@
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
+#include <math.h>
 #include <stdint.h>
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
@@ -201,10 +202,11 @@ static void test_attn_kernels(void) {
     for (int i = 0; i < NK; i++) p[i] = 0.5f * (kt_randf(&seed) + 1.0f);
     for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
         if (!kiln_isa_supported((kiln_isa)isa)) continue;
-        kiln_attn_qk_fn qk;
-        kiln_attn_pv_fn pv;
-        KT_CHECK(kiln_cpu_attn_lookup((kiln_isa)isa, &qk, &pv) == 0, "attention kernels for %s",
+        kiln_attn_kernels ak;
+        KT_CHECK(kiln_cpu_attn_lookup((kiln_isa)isa, &ak) == 0, "attention kernels for %s",
                  kiln_isa_name((kiln_isa)isa));
+        kiln_attn_qk_fn qk = ak.qk;
+        kiln_attn_pv_fn pv = ak.pv;
         kiln_dot_fn dot = kiln_cpu_dot_lookup(KILN_DT_F32, (kiln_isa)isa);
         kiln_axpy_fn axpy = kiln_cpu_axpy_lookup((kiln_isa)isa);
         int bad = 0;
@@ -230,8 +232,50 @@ static void test_attn_kernels(void) {
     }
 }
 
+/* The attention softmax of each ISA against float64: every element within 1e-6 relative (the
+ * AVX-512 vector exp is about 1 ulp), a -inf score gives exactly 0, and the result depends on
+ * nothing but the row. */
+static void test_attn_softmax(void) {
+    enum { NMAX = 3000 };
+    static float x[NMAX], y[NMAX];
+    static double ref[NMAX];
+    const int ns[] = {1, 2, 15, 16, 17, 33, 100, 1000, NMAX};
+    unsigned long long seed = 3;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_attn_kernels ak;
+        if (kiln_cpu_attn_lookup((kiln_isa)isa, &ak)) { KT_CHECK(0, "attention kernels"); continue; }
+        double worst = 0;
+        int bad_inf = 0;
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            int n = ns[k];
+            float scale = 0.125f;
+            for (int i = 0; i < n; i++) x[i] = kt_randf(&seed) * (k % 2 ? 300.0f : 40.0f); /* wide: many underflow */
+            if (n > 4) x[n / 3] = -INFINITY;
+            /* the f32 rounding of s - max is the kernels' input, not their error: same in ref */
+            float mx = -INFINITY;
+            double sum = 0;
+            for (int i = 0; i < n; i++) mx = x[i] * scale > mx ? x[i] * scale : mx;
+            for (int i = 0; i < n; i++) sum += exp((double)(x[i] * scale - mx));
+            for (int i = 0; i < n; i++) ref[i] = exp((double)(x[i] * scale - mx)) / sum;
+            memcpy(y, x, sizeof(float) * n);
+            ak.softmax(y, n, scale);
+            for (int i = 0; i < n; i++) {
+                double e = fabs(y[i] - ref[i]) / (ref[i] > 1e-30 ? ref[i] : 1e-30);
+                if (ref[i] > 1e-30 && e > worst) worst = e; /* subnormal outputs: absolute only */
+                if (ref[i] <= 1e-30) KT_CHECK(fabs(y[i]) <= 1e-30, "tiny prob %g vs %g", y[i], ref[i]);
+            }
+            if (n > 4) bad_inf += y[n / 3] != 0.0f;
+        }
+        KT_CHECK(worst <= 1e-6, "%s softmax: max relative error %.3g", kiln_isa_name((kiln_isa)isa), worst);
+        KT_CHECK(bad_inf == 0, "%s softmax: -inf score not 0", kiln_isa_name((kiln_isa)isa));
+        printf("%-6s attention softmax: max rel err %.2e vs float64\n", kiln_isa_name((kiln_isa)isa), worst);
+    }
+}
+
 int main(void) {
     test_attn_kernels();
+    test_attn_softmax();
     const char *path = default_model();
     if (!kt_exists(path))
         KT_SKIP("%s not found: run scripts/get_default_model.sh (or set KILN_DEFAULT_GGUF)", path);

@@ -28,8 +28,7 @@ typedef struct cpu_backend {
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
     float *scores;      /* [n_threads][heads per KV head][max_model_len] */
-    kiln_attn_qk_fn qk; /* attention kernels of the ISA */
-    kiln_attn_pv_fn pv;
+    kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
     int32_t *logit_rows;/* [max_seqs] */
     size_t scratch_bytes;
@@ -75,7 +74,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     if (rc) goto fail;
     rc = kiln_pool_create(&c->ctx.pool, bc->n_threads, err);
     if (rc) goto fail;
-    if (kiln_cpu_attn_lookup(c->ctx.isa, &c->qk, &c->pv)) {
+    if (kiln_cpu_attn_lookup(c->ctx.isa, &c->attn)) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s attention kernels", kiln_isa_name(c->ctx.isa));
         goto fail;
     }
@@ -134,8 +133,8 @@ typedef struct attn_job {
     cpu_backend *c;
     const kiln_step *s;
     int layer;
-    kiln_attn_qk_fn qk; /* the ISA's scores over a run of keys (its f32 dot kernel) */
-    kiln_attn_pv_fn pv; /* and its P.V over a run of values (its axpy) */
+    kiln_attn_kernels k; /* the ISA's scores over a run of keys (its f32 dot kernel), P.V over
+                          * a run of values (its axpy), softmax */
 } attn_job;
 
 /* One (row, KV head) pair: gn query heads (gi0 .. gi0+gn-1 of the G that share the KV head,
@@ -158,31 +157,19 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
         const float *kp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 0, kvh, j0 % bs);
         for (int i0 = 0; i0 < G; i0 += 4)
-            J->qk(kp, run, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j0,
+            J->k.qk(kp, run, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j0,
                   (size_t)stride);
         j0 += run;
     }
     float *att = c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
     for (int i = 0; i < G; i++) {
-        float *sc = scores + (size_t)i * stride;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            sc[j] *= scale;
-            if (sc[j] > mx) mx = sc[j];
-        }
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++) sc[j] *= inv;
+        J->k.softmax(scores + (size_t)i * stride, n, scale);
         for (int d = 0; d < hd; d++) att[(size_t)i * hd + d] = 0.0f;
     }
     for (int j0 = 0; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
         const float *vp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 1, kvh, j0 % bs);
-        for (int i = 0; i < G; i++) J->pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
+        for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
         j0 += run;
     }
 }
@@ -306,7 +293,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kv_write(c, s, l);
-        attn_job J = {c, s, l, c->qk, c->pv};
+        attn_job J = {c, s, l, c->attn};
         attention(c, &J);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);

@@ -8,6 +8,7 @@
  * s[j] += s[j + w] for w = 8, 4, 2, 1. nr > 4 is processed in groups of 4 (weights re-read
  * from L1). The inner loops have independent lanes, so the compiler may vectorise them
  * without changing a single bit of the result. */
+#include <math.h>
 #include <string.h>
 #include "backend/cpu/dot_internal.h"
 #include "util/fp16.h"
@@ -132,23 +133,37 @@ static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int
     for (int j = 0; j < nv; j++) kiln_cpu_axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
 }
 
-int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_qk_fn *qk, kiln_attn_pv_fn *pv) {
+/* scale, max, expf, a sequential sum, one multiply by the inverse (the order of the original
+ * attention loop; the AVX2 path uses it too) */
+static void attn_softmax_scalar(float *x, int n, float scale) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        x[j] *= scale;
+        if (x[j] > mx) mx = x[j];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        sum += x[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) x[j] *= inv;
+}
+
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k) {
     switch (isa) {
 #ifdef KILN_X86
     case KILN_ISA_AVX2:
         if (!kiln_isa_supported(isa)) return -1;
-        *qk = kiln_cpu_attn_qk_avx2;
-        *pv = kiln_cpu_attn_pv_avx2;
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, attn_softmax_scalar};
         return 0;
     case KILN_ISA_AVX512:
         if (!kiln_isa_supported(isa)) return -1;
-        *qk = kiln_cpu_attn_qk_avx512;
-        *pv = kiln_cpu_attn_pv_avx512;
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512};
         return 0;
 #endif
     case KILN_ISA_SCALAR:
-        *qk = attn_qk_scalar;
-        *pv = attn_pv_scalar;
+        *k = (kiln_attn_kernels){attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar};
         return 0;
     default: return -1;
     }

@@ -198,3 +198,57 @@ void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, i
     if (d < hd)
         for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx512(o + d, v + (size_t)j * hd + d, p[j], hd - d);
 }
+
+/* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
+ * so n ln2 is exact), e^r by its degree-7 Taylor polynomial (truncation < 6e-9 relative),
+ * times 2^n by vscalefps (which rounds a subnormal result once). About 1 ulp. */
+static ALWAYS_INLINE __m512 exp_neg(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* also maps -inf to e^-104 = 0 */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* x[j] = softmax(scale * x)[j], j < n: scaled scores and their max, e^(s - max) (exp_neg),
+ * their sum in 16 lanes (element j -> lane j % 16, masked zeros past n) folded by hsum, then
+ * one multiply by 1 / sum. Fixed order for a given n. */
+void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale) {
+    __m512 vs = _mm512_set1_ps(scale), mx = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + j), vs);
+        _mm512_storeu_ps(x + j, v);
+        mx = _mm512_max_ps(mx, v);
+    }
+    __mmask16 tail = (__mmask16)((1u << (n - j)) - 1u);
+    if (j < n) {
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + j), vs);
+        _mm512_mask_storeu_ps(x + j, tail, v);
+        mx = _mm512_mask_max_ps(mx, tail, mx, v);
+    }
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), sum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 e = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(x + j), m));
+        _mm512_storeu_ps(x + j, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (j < n) {
+        __m512 e = _mm512_maskz_mov_ps(tail, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + j), m)));
+        _mm512_mask_storeu_ps(x + j, tail, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 z = _mm512_setzero_ps();
+    __m512 inv = _mm512_set1_ps(1.0f / hsum(sum, z, z, z));
+    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), inv));
+    if (j < n) _mm512_mask_storeu_ps(x + j, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + j), inv));
+}

@@ -50,13 +50,23 @@ kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
 typedef void (*kiln_axpy_fn)(float *restrict o, const float *restrict v, float a, int n);
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
 
-/* Attention over a run of nk consecutive KV rows (contiguous, [nk][hd]), G query heads:
+/* Attention kernels of one ISA. Over a run of nk consecutive KV rows (contiguous, [nk][hd]),
+ * G query heads:
  *   qk: s[i * lds + j] = k_j . q_i   (q: [G][hd]; each the f32 dot kernel of the ISA, same bits)
  *   pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (same bits as nv axpy calls)
- * 0, or -1 where isa is not supported. */
+ * and softmax: x[j] = softmax(scale * x)[j], j < n, with an order fixed for a given n (scalar
+ * and AVX2: expf and a sequential sum; AVX-512: a vector exp of about 1 ulp and 16 partial
+ * sums). */
 typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
-int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_qk_fn *qk, kiln_attn_pv_fn *pv);
+typedef void (*kiln_attn_softmax_fn)(float *x, int n, float scale);
+typedef struct kiln_attn_kernels {
+    kiln_attn_qk_fn qk;
+    kiln_attn_pv_fn pv;
+    kiln_attn_softmax_fn softmax;
+} kiln_attn_kernels;
+/* 0, or -1 where isa is not supported. */
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k);
 
 /* Convert one row of n elements of dtype dt to f32 (embedding lookups, tests). 0 or status. */
 int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out);
