@@ -5,8 +5,9 @@
  *     a ragged step; and whatever the thread count (1, 2, 3);
  *   - kiln_cpu_matmul_multi (fused Q/K/V) and kiln_cpu_matmul_swiglu (fused gate/up/SwiGLU)
  *     give the same bits as separate kiln_cpu_matmul calls + kiln_cpu_swiglu, for 1..37 rows;
- *   - the attention run kernels (kiln_cpu_attn_lookup) give the bits of the dot / axpy kernels
- *     (no model needed).
+ *   - the attention run kernels (kiln_cpu_attn_lookup) give the bits of the dot / axpy kernels,
+ *     the attention softmax is within 1e-6 of float64, and the dotw kernels give the bits of
+ *     the dot kernels (no model needed).
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
@@ -273,8 +274,53 @@ static void test_attn_softmax(void) {
     }
 }
 
+/* The dotw kernels (consecutive weight rows, one x row) against the dot kernel with nr = 1,
+ * bit for bit, for every quant type on every ISA that has them; random blocks whose f16
+ * scales are set to sane values. */
+static void test_dotw(void) {
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    enum { ROWS = 9, NIN = 1536 };
+    unsigned long long seed = 11;
+    float *x = malloc(sizeof(float) * NIN), a[ROWS], b[ROWS];
+    for (int i = 0; i < NIN; i++) x[i] = kt_randf(&seed);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        kiln_dtype dt = types[ti];
+        int bb = kiln_dtype_block_bytes(dt);
+        size_t rb = kiln_dtype_row_bytes(dt, NIN);
+        unsigned char *w = malloc(rb * ROWS);
+        for (size_t i = 0; i < rb * ROWS; i++) w[i] = (unsigned char)kt_rand_u64(&seed);
+        /* f16 scales: d (and m / dmin) at the block start, Q6_K's d at byte 208 */
+        for (size_t blk = 0; blk < rb * ROWS / (size_t)bb; blk++) {
+            unsigned char *p = w + blk * (size_t)bb + (dt == KILN_DT_Q6_K ? 208 : 0);
+            p[0] = (unsigned char)kt_rand_u64(&seed);
+            p[1] = 0x20; /* ~0.008, the low byte random */
+            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) {
+                p[2] = (unsigned char)kt_rand_u64(&seed);
+                p[3] = 0xa0; /* ~-0.008 */
+            }
+        }
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            if (!kiln_isa_supported((kiln_isa)isa)) continue;
+            kiln_dotw_fn fw = kiln_cpu_dotw_lookup_quant(dt, (kiln_isa)isa);
+            kiln_dot_fn f = kiln_cpu_dot_lookup_quant(dt, (kiln_isa)isa);
+            if (!fw || !f) continue;
+            int bad = 0;
+            for (int nw = 1; nw <= ROWS; nw++) {
+                fw(w, rb, nw, x, NIN, a);
+                for (int r = 0; r < nw; r++) f(w + (size_t)r * rb, x, NIN, 1, NIN, &b[r], 1);
+                bad += memcmp(a, b, sizeof(float) * nw) != 0;
+            }
+            KT_CHECK(bad == 0, "%s %s: dotw differs from dot in %d cases", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa), bad);
+        }
+        free(w);
+    }
+    free(x);
+}
+
 int main(void) {
     test_attn_kernels();
+    test_dotw();
     test_attn_softmax();
     const char *path = default_model();
     if (!kt_exists(path))

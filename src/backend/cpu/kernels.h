@@ -39,6 +39,12 @@ typedef struct kiln_cpu_ctx {
  * The per-element arithmetic is the same whatever nr is. */
 typedef void (*kiln_dot_fn)(const void *wrow, const float *x, size_t ldx, int nr, int n,
                             float *out, size_t ldo);
+/* Several weight rows against one activation row (decode): out[k] = W[k] . x for k < nw, row
+ * k at wrow + k * ldw bytes. Bit-identical, row by row, to the kiln_dot_fn of the same (dtype,
+ * isa) with nr = 1; the rows are done one after the other, sharing only the call. */
+typedef void (*kiln_dotw_fn)(const void *wrow, size_t ldw, int nw, const float *x, int n, float *out);
+/* The kiln_dotw_fn matching kiln_cpu_dot_lookup_quant(dt, isa), or NULL (then use that). */
+kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa);
 /* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
  * lower ISA only when not in strict mode (the caller decides). */
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);

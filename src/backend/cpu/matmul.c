@@ -31,6 +31,7 @@
 
 typedef struct mm_part {
     kiln_dot_fn fn;
+    kiln_dotw_fn fnw; /* the same kernel over consecutive weight rows (1 x row), or NULL */
     const uint8_t *w; /* [n_out][row_bytes] */
     size_t row_bytes;
     float *y;         /* [n_rows][n_out] */
@@ -45,10 +46,15 @@ typedef struct mm_job {
     mm_part part[MAX_PARTS];
 } mm_job;
 
-/* y[r][o] for r < nr, o in [o0, o1): one kernel call per weight row. */
+/* y[r][o] for r < nr, o in [o0, o1): one kernel call per weight row, or one for all of them
+ * when nr == 1 and the dtype has a dotw kernel (the same arithmetic per element). */
 static inline void dots(const mm_part *P, const float *x, size_t ldx, int nr, int n_in, int o0, int o1,
                         float *y) {
     size_t ldy = (size_t)P->n_out;
+    if (nr == 1 && P->fnw) {
+        P->fnw(P->w + (size_t)o0 * P->row_bytes, P->row_bytes, o1 - o0, x, n_in, y + o0);
+        return;
+    }
     for (int o = o0; o < o1; o++) P->fn(P->w + (size_t)o * P->row_bytes, x, ldx, nr, n_in, y + o, ldy);
 }
 
@@ -98,6 +104,9 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "matmul: %s: no %s kernel for %s weights", w->name,
                         kiln_isa_name(c->isa), kiln_dtype_name(w->dtype));
     P->fn = fn;
+    P->fnw = kiln_dtype_is_quant(w->dtype) && kiln_cpu_dot_lookup_quant(w->dtype, c->isa) == fn
+                 ? kiln_cpu_dotw_lookup_quant(w->dtype, c->isa)
+                 : NULL;
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];

@@ -39,3 +39,4 @@ typedef __m512i VI;
 #include "backend/cpu/quant_dot_simd.inc"
 
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
+kiln_dotw_fn kiln_quant_dotw_avx512(kiln_dtype dt) { return lookup_w_avx512(dt); }
