@@ -275,14 +275,15 @@ static void test_attn_softmax(void) {
 }
 
 /* The dotw kernels (consecutive weight rows, one x row) against the dot kernel with nr = 1,
- * bit for bit, for every quant type on every ISA that has them; random blocks whose f16
- * scales are set to sane values. */
+ * and the dot kernel with every nr up to kiln_cpu_dot_max_rows against nr = 1, bit for bit,
+ * for every quant type on every ISA; random blocks whose f16 scales are set to sane values. */
 static void test_dotw(void) {
     const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
     enum { ROWS = 9, NIN = 1536 };
     unsigned long long seed = 11;
-    float *x = malloc(sizeof(float) * NIN), a[ROWS], b[ROWS];
+    float *x = malloc(sizeof(float) * NIN), a[ROWS], b[ROWS], *xs = malloc(sizeof(float) * 8 * NIN);
     for (int i = 0; i < NIN; i++) x[i] = kt_randf(&seed);
+    for (int i = 0; i < 8 * NIN; i++) xs[i] = kt_randf(&seed);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         kiln_dtype dt = types[ti];
         int bb = kiln_dtype_block_bytes(dt);
@@ -312,10 +313,24 @@ static void test_dotw(void) {
             }
             KT_CHECK(bad == 0, "%s %s: dotw differs from dot in %d cases", kiln_dtype_name(dt),
                      kiln_isa_name((kiln_isa)isa), bad);
+            /* every nr up to the kernel's maximum: row r's bits as with nr = 1 */
+            int mr = kiln_cpu_dot_max_rows(dt, (kiln_isa)isa);
+            bad = 0;
+            for (int nr = 1; nr <= mr; nr++) {
+                float o[8], o1;
+                f(w, xs, NIN, nr, NIN, o, 1);
+                for (int r = 0; r < nr; r++) {
+                    f(w, xs + (size_t)r * NIN, NIN, 1, NIN, &o1, 1);
+                    bad += memcmp(&o1, &o[r], sizeof o1) != 0;
+                }
+            }
+            KT_CHECK(mr >= 4 && mr <= 8 && bad == 0, "%s %s: %d results depend on nr (max %d)", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa), bad, mr);
         }
         free(w);
     }
     free(x);
+    free(xs);
 }
 
 int main(void) {

@@ -109,6 +109,10 @@ kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt) {
     }
 }
 
+int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa) {
+    return isa == KILN_ISA_AVX512 && kiln_dtype_is_quant(dt) ? 6 : KILN_DOT_MAX_NR;
+}
+
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
     if ((unsigned)isa >= KILN_ISA_COUNT) return NULL;
     if (kiln_dtype_is_quant(dt)) return kiln_cpu_dot_lookup_quant(dt, isa);

@@ -34,7 +34,8 @@ typedef struct kiln_cpu_ctx {
     kiln_pool *pool;
 } kiln_cpu_ctx;
 
-/* Dot-product kernel for one weight row of dtype dt against nr (1..4) f32 activation rows:
+/* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
+ * kiln_cpu_dot_max_rows(dt, isa) (4, or 6 for the quant types on AVX-512):
  *   out[r * ldo] = sum_i W[i] * x[r * ldx + i],  i in [0, n)
  * The per-element arithmetic is the same whatever nr is. */
 typedef void (*kiln_dot_fn)(const void *wrow, const float *x, size_t ldx, int nr, int n,
@@ -48,6 +49,7 @@ kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa);
 /* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
  * lower ISA only when not in strict mode (the caller decides). */
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);
+int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa);
 /* Implemented by the quantized-types file (quant_dot*.c): NULL where unsupported. */
 kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
 

@@ -9,7 +9,7 @@
  * decode (1.5x faster than 8 at 2 threads): each task is one long contiguous weight stream for
  * the hardware prefetcher, and every claim moves a cache line between cores.
  * Inside a task [o0, o1) of one weight the loop is
- *   for each group of <= 4 rows of x          (4 x n_in floats: stays in L1)
+ *   for each group of <= 4 (6) rows of x      (6 x n_in floats: stays in L1)
  *     for o in [o0, o1): one kiln_dot_fn call (the task's weight rows: L1 / L2)
  * so for decode (1 row) each weight row streams from memory exactly once per step (I4) and for
  * prefill the x group is re-used from L1 by every weight row of the task. Each output element
@@ -43,6 +43,7 @@ typedef struct mm_job {
     const float *x;   /* [n_rows][n_in] */
     int n_rows, n_in, n_parts, cols;
     int swiglu;       /* parts 0, 1 = gate, up: part 0's y becomes silu(gate) * up */
+    int max_nr;       /* x rows per kernel call: the least kiln_cpu_dot_max_rows of the parts */
     mm_part part[MAX_PARTS];
 } mm_job;
 
@@ -68,8 +69,8 @@ static void mm_task(void *ctx, int task, int thread) {
     int o0 = (task - P->task0) * j->cols;
     int o1 = o0 + j->cols < P->n_out ? o0 + j->cols : P->n_out;
     const size_t ldx = (size_t)j->n_in, ldy = (size_t)P->n_out;
-    for (int g = 0; g < j->n_rows; g += KILN_DOT_MAX_NR) {
-        int nr = j->n_rows - g < KILN_DOT_MAX_NR ? j->n_rows - g : KILN_DOT_MAX_NR;
+    for (int g = 0; g < j->n_rows; g += j->max_nr) {
+        int nr = j->n_rows - g < j->max_nr ? j->n_rows - g : j->max_nr;
         const float *xg = j->x + (size_t)g * ldx;
         dots(P, xg, ldx, nr, j->n_in, o0, o1, P->y + (size_t)g * ldy);
         if (j->swiglu) {
@@ -118,9 +119,12 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
     if (j->n_parts < 1 || j->n_parts > MAX_PARTS)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %d weights in one call", j->n_parts);
     int64_t total_cols = 0;
+    j->max_nr = 1 << 20;
     for (int p = 0; p < j->n_parts; p++) {
         int rc = check_weight(c, w[p], j->n_rows, &j->part[p], err);
         if (rc) return rc;
+        int mr = kiln_cpu_dot_max_rows(w[p]->dtype, c->isa);
+        if (mr < j->max_nr) j->max_nr = mr;
         if (w[p]->shape[1] != w[0]->shape[1])
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %s has %lld inputs, %s %lld", w[p]->name,
                             (long long)w[p]->shape[1], w[0]->name, (long long)w[0]->shape[1]);

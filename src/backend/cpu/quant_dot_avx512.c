@@ -36,6 +36,7 @@ typedef __m512i VI;
 #define VIOTA16() _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
 
+#define QNR 6 /* 24 accumulators of the 32 zmm registers */
 #include "backend/cpu/quant_dot_simd.inc"
 
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
