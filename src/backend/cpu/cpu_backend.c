@@ -135,7 +135,13 @@ typedef struct attn_job {
     int layer;
     kiln_attn_kernels k; /* the ISA's scores over a run of keys (its f32 dot kernel), P.V over
                           * a run of values (its axpy), softmax */
+    int prefetch;        /* small steps (decode): prefetch the next KV block (no effect on values) */
 } attn_job;
+
+/* Ask for the cache lines of p[0 .. n) (floats) ahead of use. */
+static inline void prefetch_rows(const float *p, size_t n) {
+    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
 
 /* One (row, KV head) pair: gn query heads (gi0 .. gi0+gn-1 of the G that share the KV head,
  * all G of them unless the step is too small to keep the threads busy) attend together over
@@ -156,6 +162,9 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
     for (int j0 = 0; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
         const float *kp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 0, kvh, j0 % bs);
+        if (J->prefetch && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
+            prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 0, kvh, 0),
+                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
         for (int i0 = 0; i0 < G; i0 += 4)
             J->k.qk(kp, run, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j0,
                   (size_t)stride);
@@ -169,6 +178,9 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
     for (int j0 = 0; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
         const float *vp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 1, kvh, j0 % bs);
+        if (J->prefetch && j0 + run < n)
+            prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 1, kvh, 0),
+                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
         for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
         j0 += run;
     }
@@ -293,7 +305,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kv_write(c, s, l);
-        attn_job J = {c, s, l, c->attn};
+        attn_job J = {c, s, l, c->attn, s->n_tokens <= 16};
         attention(c, &J);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);
