@@ -37,6 +37,34 @@ typedef __m512i VI;
 #define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
 
 #define QNR 6 /* 24 accumulators of the 32 zmm registers */
+
+/* out[r * ldo] = _mm512_reduce_add_ps(S[r]) for r < nr (3..6), all at once: GCC's reduce pairs
+ * lane l with l+8, then l+4, l+2, l+1; the same pairs here, in transposing shuffles (one
+ * tree for all rows instead of one per row), so the same bits. */
+static inline __attribute__((always_inline)) void reduce_rows(const __m512 *S, int nr, float *out, size_t ldo) {
+    const __m512 z = _mm512_setzero_ps();
+    __m512 P[4], R[2];
+    for (int m = 0; m < 3; m++) { /* rows 2m, 2m+1: [A0 A1 B0 B1] + [A2 A3 B2 B3] = l + l+8 */
+        __m512 a = S[2 * m], b = 2 * m + 1 < nr ? S[2 * m + 1] : z;
+        if (2 * m >= nr) a = z;
+        P[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    P[3] = z;
+    for (int m = 0; m < 2; m++) /* l + l+4; chunk c of R[m] = row 4m + c */
+        R[m] = _mm512_add_ps(_mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* l + l+2: chunk c = [row c: r0 r1, row 4+c: r0 r1] */
+    __m512 T = _mm512_add_ps(_mm512_shuffle_ps(R[0], R[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(R[0], R[1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* r0 + r1: lane 4c = row c, lane 4c + 1 = row 4 + c */
+    __m512 F = _mm512_add_ps(_mm512_shuffle_ps(T, T, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(T, T, _MM_SHUFFLE(3, 1, 3, 1)));
+    float f[16];
+    _mm512_storeu_ps(f, F);
+    for (int r = 0; r < nr; r++) out[(size_t)r * ldo] = f[r < 4 ? 4 * r : 4 * (r - 4) + 1];
+}
+#define VREDUCE_ROWS(S, nr, out, ldo) reduce_rows(S, nr, out, ldo)
 #include "backend/cpu/quant_dot_simd.inc"
 
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
