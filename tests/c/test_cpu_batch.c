@@ -104,6 +104,7 @@ static void test_steps(const kiln_model *m) {
     const int chunks[] = {1, 5, 4, 13, 3, 11}; /* sums to N: tails of 1..3 rows and full groups */
     for (int th = 1; th <= 3; th++) {
         if (rig_open(&r, m, th)) { KT_CHECK(0, "backend create %d threads", th); continue; }
+        KT_CHECK(step(&r, ids, 0, NULL, NULL, NULL, NULL, V) == 0, "%d threads: an empty step", th);
         int bad = 0, p = 0;
         for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) { /* chunked prefill */
             int a = p, b = p + chunks[c], base = 1;

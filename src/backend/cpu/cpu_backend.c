@@ -143,8 +143,8 @@ static inline void prefetch_rows(const float *p, size_t n) {
     for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
 }
 
-/* One (row, KV head) pair: gn query heads (gi0 .. gi0+gn-1 of the G that share the KV head,
- * all G of them unless the step is too small to keep the threads busy) attend together over
+/* One (row, KV head) pair: G query heads (gi0 .. gi0+G-1 of the GG that share the KV head,
+ * all GG of them unless the step is too small to keep the threads busy) attend together over
  * positions 0..pos of the row's sequence: scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
  * dot kernel (each score's arithmetic is the same whatever G is), a softmax per head, then
  * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
@@ -217,6 +217,7 @@ static void attention(cpu_backend *c, attn_job *J) {
     int pairs = J->s->n_tokens * KV;
     if (pairs < 4 * nth) A.gs = 1;
     A.items = pairs * (G / A.gs);
+    if (A.items == 0) return; /* an empty step */
     /* few items (decode): one contiguous range per thread, so that the heads of one KV head
      * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
      * ranges claimed dynamically (causal rows differ in cost) */
