@@ -3,7 +3,14 @@
  * A job is published by bumping gen; spinning workers see it at once. Workers that spun out
  * sleep on a condition variable and register in `sleepers`, so kiln_pool_run takes the mutex
  * and broadcasts only when someone actually sleeps (the common decode case, back-to-back jobs,
- * is lock-free). Completion: each worker decrements pending; the caller spins until 0. */
+ * is lock-free).
+ *
+ * Tasks are claimed with a compare-and-swap on one word, work = job id (32 bits) | n_tasks
+ * (16) | next task (16). A successful claim of task c < n proves the job is still running (the
+ * caller cannot return before task c is done), so fn/ctx, written before work was published,
+ * are that job's; a thread that finds next >= n claims nothing and touches nothing. Each
+ * finished task bumps `done`; the caller, after claiming all it can, waits for done == n. So a
+ * worker that is descheduled before it claims anything never delays the caller. */
 #include "util/threads.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -35,12 +42,32 @@ struct kiln_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     _Atomic uint64_t gen;   /* bumped for each job */
-    _Atomic int pending;    /* workers still running the current job */
+    _Atomic uint64_t work;  /* job id << 32 | n_tasks << 16 | next task */
+    _Atomic int done;       /* tasks of the current job finished */
+    uint32_t job_id;        /* the caller's counter */
     _Atomic int sleepers;   /* workers blocked (or about to block) on cv */
     _Atomic int quit;
-    kiln_pool_fn fn;
+    kiln_pool_fn fn;        /* kiln_pool_run's fn(ctx, task, n), or NULL */
+    kiln_pool_task_fn tfn;  /* kiln_pool_run_tasks's fn(ctx, base + task, thread) */
     void *ctx;
+    int base;
 };
+
+/* Claim and run tasks of whatever job is current until none is left. */
+static void run_claims(kiln_pool *p, int thread) {
+    uint64_t w = atomic_load_explicit(&p->work, memory_order_acquire);
+    for (;;) {
+        int n = (int)((w >> 16) & 0xffff), c = (int)(w & 0xffff);
+        if (c >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->work, &w, w + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* w now holds the current value */
+        if (p->fn) p->fn(p->ctx, c, n);
+        else p->tfn(p->ctx, p->base + c, thread);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+        w = atomic_load_explicit(&p->work, memory_order_acquire);
+    }
+}
 
 typedef struct { kiln_pool *p; int ith; } worker_arg;
 
@@ -72,8 +99,7 @@ static void *worker(void *arg) {
         }
         if (atomic_load(&p->quit)) return NULL;
         seen = g;
-        p->fn(p->ctx, ith, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+        run_claims(p, ith);
     }
 }
 
@@ -127,21 +153,40 @@ void kiln_pool_destroy(kiln_pool *p) {
 
 int kiln_pool_size(const kiln_pool *p) { return p ? p->n : 1; }
 
-void kiln_pool_run(kiln_pool *p, kiln_pool_fn fn, void *ctx) {
-    if (!p || p->n <= 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
+static void run_job(kiln_pool *p, int n, kiln_pool_fn fn, kiln_pool_task_fn tfn, void *ctx, int base) {
     p->fn = fn;
+    p->base = base;
+    p->tfn = tfn;
     p->ctx = ctx;
-    atomic_store(&p->pending, p->n - 1);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    p->job_id++;
+    atomic_store_explicit(&p->work, (uint64_t)p->job_id << 32 | (uint64_t)n << 16, memory_order_release);
     atomic_fetch_add(&p->gen, 1); /* seq_cst: pairs with the sleepers handshake in worker() */
     if (atomic_load(&p->sleepers) > 0) { /* only wake-ups cost a mutex + broadcast */
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    fn(ctx, 0, p->n);
-    for (int spins = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++)
+    run_claims(p, 0);
+    for (int spins = 1; atomic_load_explicit(&p->done, memory_order_acquire) < n; spins++)
         spin_wait(spins);
+}
+
+void kiln_pool_run(kiln_pool *p, kiln_pool_fn fn, void *ctx) {
+    if (!p || p->n <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    run_job(p, p->n, fn, NULL, ctx, 0);
+}
+
+void kiln_pool_run_tasks(kiln_pool *p, int n_tasks, kiln_pool_task_fn fn, void *ctx) {
+    if (n_tasks <= 0) return;
+    if (!p || p->n <= 1) {
+        for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+        return;
+    }
+    for (int base = 0; base < n_tasks; base += KILN_POOL_MAX_TASKS) /* the 16-bit task field */
+        run_job(p, n_tasks - base < KILN_POOL_MAX_TASKS ? n_tasks - base : KILN_POOL_MAX_TASKS, NULL, fn,
+                ctx, base);
 }

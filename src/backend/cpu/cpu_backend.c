@@ -28,6 +28,7 @@ typedef struct cpu_backend {
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
     float *scores;      /* [n_threads][heads per KV head][max_model_len] */
+    kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
     int32_t *logit_rows;/* [max_seqs] */
     size_t scratch_bytes;
@@ -73,6 +74,10 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     if (rc) goto fail;
     rc = kiln_pool_create(&c->ctx.pool, bc->n_threads, err);
     if (rc) goto fail;
+    if (kiln_cpu_attn_lookup(c->ctx.isa, &c->attn)) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s attention kernels", kiln_isa_name(c->ctx.isa));
+        goto fail;
+    }
     /* Every weight dtype must have a kernel on this ISA: refused at load, never at run time (I3). */
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
@@ -128,67 +133,97 @@ typedef struct attn_job {
     cpu_backend *c;
     const kiln_step *s;
     int layer;
-    kiln_dot_fn dot;   /* the f32 dot kernel of the backend's ISA */
-    kiln_axpy_fn axpy; /* and its axpy */
+    kiln_attn_kernels k; /* the ISA's scores over a run of keys (its f32 dot kernel), P.V over
+                          * a run of values (its axpy), softmax */
+    int prefetch;        /* small steps (decode): prefetch the next KV block (no effect on values) */
 } attn_job;
 
-/* One (row, KV head) pair: the G query heads that share the KV head attend together over
+/* Ask for the cache lines of p[0 .. n) (floats) ahead of use. */
+static inline void prefetch_rows(const float *p, size_t n) {
+    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+
+/* One (row, KV head) pair: G query heads (gi0 .. gi0+G-1 of the GG that share the KV head,
+ * all GG of them unless the step is too small to keep the threads busy) attend together over
  * positions 0..pos of the row's sequence: scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
  * dot kernel (each score's arithmetic is the same whatever G is), a softmax per head, then
- * o_i = sum_j p_ij v_j in position order. Nothing depends on other rows. */
-static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, float *scores) {
+ * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
+ * slots of one KV block (contiguous rows). Nothing depends on other rows. */
+static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0, int G, float *scores) {
     cpu_backend *c = J->c;
     const kiln_step *s = J->s;
     const kiln_config *mc = &c->m->cfg;
     const kiln_kv_layout *L = &c->cfg.kv;
-    int hd = mc->head_dim, bs = L->block_size, G = mc->n_heads / mc->n_kv_heads;
+    int hd = mc->head_dim, bs = L->block_size, GG = mc->n_heads / mc->n_kv_heads;
     int pos = s->positions[t], n = pos + 1, stride = c->cfg.max_model_len;
-    const float *q = c->q + (size_t)t * mc->n_heads * hd + (size_t)kvh * G * hd;
+    const float *q = c->q + (size_t)t * mc->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
     const int32_t *bt = s->block_table + (size_t)seq * s->max_blocks_per_seq;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int j = 0; j < n; j++) {
-        const float *kp = c->kv + kiln_kv_offset(L, J->layer, bt[j / bs], 0, kvh, j % bs);
+    for (int j0 = 0; j0 < n;) {
+        int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
+        const float *kp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 0, kvh, j0 % bs);
+        if (J->prefetch && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
+            prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 0, kvh, 0),
+                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
         for (int i0 = 0; i0 < G; i0 += 4)
-            J->dot(kp, q + (size_t)i0 * hd, (size_t)hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j,
-                   (size_t)stride);
+            J->k.qk(kp, run, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j0,
+                  (size_t)stride);
+        j0 += run;
     }
+    float *att = c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
     for (int i = 0; i < G; i++) {
-        float *sc = scores + (size_t)i * stride;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            sc[j] *= scale;
-            if (sc[j] > mx) mx = sc[j];
-        }
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) {
-            sc[j] = expf(sc[j] - mx);
-            sum += sc[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++) sc[j] *= inv;
-        float *o = c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * G + i) * hd;
-        for (int d = 0; d < hd; d++) o[d] = 0.0f;
+        J->k.softmax(scores + (size_t)i * stride, n, scale);
+        for (int d = 0; d < hd; d++) att[(size_t)i * hd + d] = 0.0f;
     }
-    for (int j = 0; j < n; j++) {
-        const float *vp = c->kv + kiln_kv_offset(L, J->layer, bt[j / bs], 1, kvh, j % bs);
-        for (int i = 0; i < G; i++)
-            J->axpy(c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * G + i) * hd, vp, scores[(size_t)i * stride + j], hd);
+    for (int j0 = 0; j0 < n;) {
+        int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
+        const float *vp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 1, kvh, j0 % bs);
+        if (J->prefetch && j0 + run < n)
+            prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 1, kvh, 0),
+                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
+        for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
+        j0 += run;
     }
 }
 
-static void attn_worker(void *arg, int ith, int nth) {
-    attn_job *J = arg;
+/* Work items (row, KV head, group of gs query heads), in row order; a task is a range of
+ * items. gs is G, or 1 when there are too few (row, KV head) pairs for the threads (decode:
+ * 3 KV heads on 2 threads would leave one idle half the time). Per score and per output the
+ * arithmetic is the same whatever gs is, so this changes no bit. */
+typedef struct attn_tasks {
+    attn_job *J;
+    int gs, items, per_task;
+} attn_tasks;
+
+static void attn_task(void *arg, int task, int thread) {
+    attn_tasks *A = arg;
+    attn_job *J = A->J;
     cpu_backend *c = J->c;
     const kiln_step *s = J->s;
-    int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV;
-    int total = s->n_tokens * KV;
-    float *scores = c->scores + (size_t)ith * G * c->cfg.max_model_len;
+    int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, ng = G / A->gs;
+    float *scores = c->scores + (size_t)thread * G * c->cfg.max_model_len;
+    int w0 = task * A->per_task, w1 = w0 + A->per_task < A->items ? w0 + A->per_task : A->items;
     int seq = 0;
-    for (int w = ith; w < total; w += nth) {
-        int t = w / KV, g = w % KV;
+    for (int w = w0; w < w1; w++) {
+        int t = w / (KV * ng), kvh = (w / ng) % KV, gi = w % ng;
         while (t >= s->seq_q_start[seq + 1]) seq++;
-        attn_row_kvhead(J, seq, t, g, scores);
+        attn_row_kvhead(J, seq, t, kvh, gi * A->gs, A->gs, scores);
     }
+}
+
+static void attention(cpu_backend *c, attn_job *J) {
+    int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, nth = kiln_pool_size(c->ctx.pool);
+    attn_tasks A = {J, G, 0, 1};
+    int pairs = J->s->n_tokens * KV;
+    if (pairs < 4 * nth) A.gs = 1;
+    A.items = pairs * (G / A.gs);
+    if (A.items == 0) return; /* an empty step */
+    /* few items (decode): one contiguous range per thread, so that the heads of one KV head
+     * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
+     * ranges claimed dynamically (causal rows differ in cost) */
+    int want = A.items < 16 * nth ? nth : nth * 8;
+    A.per_task = (A.items + want - 1) / want;
+    kiln_pool_run_tasks(c->ctx.pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
 }
 
 /* Write this step's K and V rows into the pool at their slots. */
@@ -265,22 +300,19 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
-        if ((rc = kiln_cpu_matmul(&c->ctx, c->q, c->xn, T, w->wq, err)) ||
-            (rc = kiln_cpu_matmul(&c->ctx, c->k, c->xn, T, w->wk, err)) ||
-            (rc = kiln_cpu_matmul(&c->ctx, c->v, c->xn, T, w->wv, err)))
-            return rc;
+        float *const qkv[3] = {c->q, c->k, c->v};
+        const kiln_tensor *const wqkv[3] = {w->wq, w->wk, w->wv};
+        if ((rc = kiln_cpu_matmul_multi(&c->ctx, 3, qkv, c->xn, T, wqkv, err))) return rc;
         kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
         kv_write(c, s, l);
-        attn_job J = {c, s, l, kiln_cpu_dot_lookup(KILN_DT_F32, c->ctx.isa), kiln_cpu_axpy_lookup(c->ctx.isa)};
-        kiln_pool_run(c->ctx.pool, attn_worker, &J);
+        attn_job J = {c, s, l, c->attn, s->n_tokens <= 16};
+        attention(c, &J);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
-        if ((rc = kiln_cpu_matmul(&c->ctx, c->gate, c->xn, T, w->w_gate, err)) ||
-            (rc = kiln_cpu_matmul(&c->ctx, c->up, c->xn, T, w->w_up, err)))
+        if ((rc = kiln_cpu_matmul_swiglu(&c->ctx, c->gate, c->up, c->xn, T, w->w_gate, w->w_up, err)))
             return rc;
-        kiln_cpu_swiglu(&c->ctx, c->gate, c->gate, c->up, T, mc->hidden_dim);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
         add_inplace(c->x, c->xn, (size_t)T * D);
     }

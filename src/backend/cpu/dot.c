@@ -8,6 +8,7 @@
  * s[j] += s[j + w] for w = 8, 4, 2, 1. nr > 4 is processed in groups of 4 (weights re-read
  * from L1). The inner loops have independent lanes, so the compiler may vectorise them
  * without changing a single bit of the result. */
+#include <math.h>
 #include <string.h>
 #include "backend/cpu/dot_internal.h"
 #include "util/fp16.h"
@@ -108,6 +109,10 @@ kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt) {
     }
 }
 
+int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa) {
+    return isa == KILN_ISA_AVX512 && kiln_dtype_is_quant(dt) ? 6 : KILN_DOT_MAX_NR;
+}
+
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
     if ((unsigned)isa >= KILN_ISA_COUNT) return NULL;
     if (kiln_dtype_is_quant(dt)) return kiln_cpu_dot_lookup_quant(dt, isa);
@@ -123,6 +128,49 @@ kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
 
 void kiln_cpu_axpy_scalar(float *restrict o, const float *restrict v, float a, int n) {
     for (int i = 0; i < n; i++) o[i] += a * v[i];
+}
+
+static void attn_qk_scalar(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    for (int j = 0; j < nk; j++) dot_f32_scalar(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+}
+static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int hd) {
+    for (int j = 0; j < nv; j++) kiln_cpu_axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
+}
+
+/* scale, max, expf, a sequential sum, one multiply by the inverse (the order of the original
+ * attention loop; the AVX2 path uses it too) */
+static void attn_softmax_scalar(float *x, int n, float scale) {
+    float mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        x[j] *= scale;
+        if (x[j] > mx) mx = x[j];
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        x[j] = expf(x[j] - mx);
+        sum += x[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < n; j++) x[j] *= inv;
+}
+
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k) {
+    switch (isa) {
+#ifdef KILN_X86
+    case KILN_ISA_AVX2:
+        if (!kiln_isa_supported(isa)) return -1;
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, attn_softmax_scalar};
+        return 0;
+    case KILN_ISA_AVX512:
+        if (!kiln_isa_supported(isa)) return -1;
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512};
+        return 0;
+#endif
+    case KILN_ISA_SCALAR:
+        *k = (kiln_attn_kernels){attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar};
+        return 0;
+    default: return -1;
+    }
 }
 
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa) {

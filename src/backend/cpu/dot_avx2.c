@@ -118,3 +118,11 @@ void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int
         _mm256_storeu_ps(o + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
     for (; i < n; i++) o[i] = fmaf(a, v[i], o[i]);
 }
+
+/* Attention over a run of keys / values (see kernels.h): the dot and axpy kernels above. */
+void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    for (int j = 0; j < nk; j++) dot_f32_avx2(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+}
+void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd) {
+    for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx2(o, v + (size_t)j * hd, p[j], hd);
+}

@@ -118,3 +118,137 @@ void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, i
         _mm512_mask_storeu_ps(o + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, v + i), _mm512_maskz_loadu_ps(m, o + i)));
     }
 }
+
+/* hsum() of 16 vectors at once: lane u of the result is hsum's tree on S[u] (lane l + lane
+ * l+8, then l + l+4, l + l+2, l + l+1: the same pairs, so the same bits), in 4 transposing
+ * levels of shuffles and adds instead of 16 horizontal reductions. */
+static ALWAYS_INLINE __m512 hsum16(const __m512 S[16]) {
+    __m512 P[8], R[4], T[2];
+    for (int m = 0; m < 8; m++) /* chunks [A0 A1 B0 B1] + [A2 A3 B2 B3]: l + l+8 */
+        P[m] = _mm512_add_ps(_mm512_shuffle_f32x4(S[2 * m], S[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(S[2 * m], S[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int m = 0; m < 4; m++) /* [P0 P2 Q0 Q2] + [P1 P3 Q1 Q3]: l + l+4; chunk c = key 4m+c */
+        R[m] = _mm512_add_ps(_mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int m = 0; m < 2; m++) /* per chunk [u0 u1 v0 v1] + [u2 u3 v2 v3]: l + l+2 */
+        T[m] = _mm512_add_ps(_mm512_shuffle_ps(R[2 * m], R[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(R[2 * m], R[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    /* per chunk c [w0 w2 z0 z2] + [w1 w3 z1 z3]: l + l+1; lane 4c + a holds key 4a + c */
+    __m512 F = _mm512_add_ps(_mm512_shuffle_ps(T[0], T[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(T[0], T[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(tr, F);
+}
+
+/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G, with the
+ * arithmetic of dot_f32_avx512 (so the same bits). head_dim 64 (G <= 4): the queries stay in
+ * registers, and 16 keys at a time are reduced together (hsum16). */
+void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    if (hd != 64 || G > KILN_DOT_MAX_NR) {
+        for (int j = 0; j < nk; j++) dot_rows(k + (size_t)j * hd, KILN_DT_F32, q, (size_t)hd, G, hd, s + j, lds);
+        return;
+    }
+    __m512 qv[KILN_DOT_MAX_NR][4];
+    for (int i = 0; i < G; i++)
+        for (int c = 0; c < 4; c++) qv[i][c] = _mm512_loadu_ps(q + (size_t)i * 64 + 16 * c);
+    const __m512 z = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= nk; j += 16)
+        for (int i = 0; i < G; i++) {
+            __m512 S[16];
+            for (int u = 0; u < 16; u++) {
+                const float *kj = k + (size_t)(j + u) * 64;
+                S[u] = _mm512_add_ps(_mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(kj), qv[i][0], z),
+                                                   _mm512_fmadd_ps(_mm512_loadu_ps(kj + 16), qv[i][1], z)),
+                                     _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(kj + 32), qv[i][2], z),
+                                                   _mm512_fmadd_ps(_mm512_loadu_ps(kj + 48), qv[i][3], z)));
+            }
+            _mm512_storeu_ps(s + (size_t)i * lds + j, hsum16(S));
+        }
+    for (; j < nk; j++) {
+        const float *kj = k + (size_t)j * 64;
+        __m512 k0 = _mm512_loadu_ps(kj), k1 = _mm512_loadu_ps(kj + 16);
+        __m512 k2 = _mm512_loadu_ps(kj + 32), k3 = _mm512_loadu_ps(kj + 48);
+        for (int i = 0; i < G; i++) /* dot_body: acc[c] = fma(w_c, x_c, 0), then hsum */
+            s[(size_t)i * lds + j] = hsum(_mm512_fmadd_ps(k0, qv[i][0], z), _mm512_fmadd_ps(k1, qv[i][1], z),
+                                          _mm512_fmadd_ps(k2, qv[i][2], z), _mm512_fmadd_ps(k3, qv[i][3], z));
+    }
+}
+
+/* o[d] = fma(p[j], v_j[d], o[d]) for j = 0..nv-1 in order (exactly nv kiln_cpu_axpy_avx512
+ * calls), v rows contiguous [nv][hd]; o is held in registers over the run, 64 lanes at a time. */
+void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd) {
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m512 o0 = _mm512_loadu_ps(o + d), o1 = _mm512_loadu_ps(o + d + 16);
+        __m512 o2 = _mm512_loadu_ps(o + d + 32), o3 = _mm512_loadu_ps(o + d + 48);
+        for (int j = 0; j < nv; j++) {
+            const float *vj = v + (size_t)j * hd + d;
+            __m512 a = _mm512_set1_ps(p[j]);
+            o0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj), o0);
+            o1 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 16), o1);
+            o2 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 32), o2);
+            o3 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 48), o3);
+        }
+        _mm512_storeu_ps(o + d, o0);
+        _mm512_storeu_ps(o + d + 16, o1);
+        _mm512_storeu_ps(o + d + 32, o2);
+        _mm512_storeu_ps(o + d + 48, o3);
+    }
+    if (d < hd)
+        for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx512(o + d, v + (size_t)j * hd + d, p[j], hd - d);
+}
+
+/* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
+ * so n ln2 is exact), e^r by its degree-7 Taylor polynomial (truncation < 6e-9 relative),
+ * times 2^n by vscalefps (which rounds a subnormal result once). About 1 ulp. */
+static ALWAYS_INLINE __m512 exp_neg(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* also maps -inf to e^-104 = 0 */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* x[j] = softmax(scale * x)[j], j < n: scaled scores and their max, e^(s - max) (exp_neg),
+ * their sum in 16 lanes (element j -> lane j % 16, masked zeros past n) folded by hsum, then
+ * one multiply by 1 / sum. Fixed order for a given n. */
+void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale) {
+    __m512 vs = _mm512_set1_ps(scale), mx = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + j), vs);
+        _mm512_storeu_ps(x + j, v);
+        mx = _mm512_max_ps(mx, v);
+    }
+    __mmask16 tail = (__mmask16)((1u << (n - j)) - 1u);
+    if (j < n) {
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + j), vs);
+        _mm512_mask_storeu_ps(x + j, tail, v);
+        mx = _mm512_mask_max_ps(mx, tail, mx, v);
+    }
+    __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), sum = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 e = exp_neg(_mm512_sub_ps(_mm512_loadu_ps(x + j), m));
+        _mm512_storeu_ps(x + j, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (j < n) {
+        __m512 e = _mm512_maskz_mov_ps(tail, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + j), m)));
+        _mm512_mask_storeu_ps(x + j, tail, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 z = _mm512_setzero_ps();
+    __m512 inv = _mm512_set1_ps(1.0f / hsum(sum, z, z, z));
+    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), inv));
+    if (j < n) _mm512_mask_storeu_ps(x + j, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + j), inv));
+}

@@ -24,6 +24,11 @@ kiln_dot_fn kiln_cpu_dot_avx2(kiln_dtype dt);
 kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt);
 void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int n);
 void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n);
+void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
+void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd);
+void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
+void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd);
+void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale);
 #endif
 
 #endif

@@ -10,6 +10,7 @@
  */
 #ifndef KILN_CPU_KERNELS_H
 #define KILN_CPU_KERNELS_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "kiln.h"
@@ -33,14 +34,22 @@ typedef struct kiln_cpu_ctx {
     kiln_pool *pool;
 } kiln_cpu_ctx;
 
-/* Dot-product kernel for one weight row of dtype dt against nr (1..4) f32 activation rows:
+/* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
+ * kiln_cpu_dot_max_rows(dt, isa) (4, or 6 for the quant types on AVX-512):
  *   out[r * ldo] = sum_i W[i] * x[r * ldx + i],  i in [0, n)
  * The per-element arithmetic is the same whatever nr is. */
 typedef void (*kiln_dot_fn)(const void *wrow, const float *x, size_t ldx, int nr, int n,
                             float *out, size_t ldo);
+/* Several weight rows against one activation row (decode): out[k] = W[k] . x for k < nw, row
+ * k at wrow + k * ldw bytes. Bit-identical, row by row, to the kiln_dot_fn of the same (dtype,
+ * isa) with nr = 1; the rows are done one after the other, sharing only the call. */
+typedef void (*kiln_dotw_fn)(const void *wrow, size_t ldw, int nw, const float *x, int n, float *out);
+/* The kiln_dotw_fn matching kiln_cpu_dot_lookup_quant(dt, isa), or NULL (then use that). */
+kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa);
 /* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
  * lower ISA only when not in strict mode (the caller decides). */
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);
+int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa);
 /* Implemented by the quantized-types file (quant_dot*.c): NULL where unsupported. */
 kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
 
@@ -48,6 +57,24 @@ kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
  * (fused on AVX2/AVX-512, separate in scalar), so the result never depends on batching. */
 typedef void (*kiln_axpy_fn)(float *restrict o, const float *restrict v, float a, int n);
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
+
+/* Attention kernels of one ISA. Over a run of nk consecutive KV rows (contiguous, [nk][hd]),
+ * G query heads:
+ *   qk: s[i * lds + j] = k_j . q_i   (q: [G][hd]; each the f32 dot kernel of the ISA, same bits)
+ *   pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (same bits as nv axpy calls)
+ * and softmax: x[j] = softmax(scale * x)[j], j < n, with an order fixed for a given n (scalar
+ * and AVX2: expf and a sequential sum; AVX-512: a vector exp of about 1 ulp and 16 partial
+ * sums). */
+typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
+typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
+typedef void (*kiln_attn_softmax_fn)(float *x, int n, float scale);
+typedef struct kiln_attn_kernels {
+    kiln_attn_qk_fn qk;
+    kiln_attn_pv_fn pv;
+    kiln_attn_softmax_fn softmax;
+} kiln_attn_kernels;
+/* 0, or -1 where isa is not supported. */
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k);
 
 /* Convert one row of n elements of dtype dt to f32 (embedding lookups, tests). 0 or status. */
 int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out);
@@ -61,6 +88,19 @@ int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
  * (a quant ISA fallback is the caller's choice, made at load time via kiln_cpu_dot_lookup). */
 int kiln_cpu_matmul(kiln_cpu_ctx *c, float *y, const float *x, int n_rows, const kiln_tensor *w,
                     kiln_error *err);
+
+/* The same product for n (<= 4) weights of equal n_in sharing x (e.g. Wq, Wk, Wv): one pool
+ * job; y[i] = x W[i]^T, each element bit-identical to a kiln_cpu_matmul of W[i] alone. */
+int kiln_cpu_matmul_multi(kiln_cpu_ctx *c, int n, float *const *y, const float *x, int n_rows,
+                          const kiln_tensor *const *w, kiln_error *err);
+/* The FFN's first half in one pool job: out[r][i] = silu(x Wg^T)[r][i] * (x Wu^T)[r][i]
+ * (kiln_cpu_silu_mul of the two products); up: [n_rows][n_out] scratch. Bit-identical to two
+ * kiln_cpu_matmul calls followed by kiln_cpu_swiglu. */
+int kiln_cpu_matmul_swiglu(kiln_cpu_ctx *c, float *out, float *up, const float *x, int n_rows,
+                           const kiln_tensor *w_gate, const kiln_tensor *w_up, kiln_error *err);
+
+/* silu(g) * u, as torch's silu: the one expression both SwiGLU paths use. */
+static inline float kiln_cpu_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 /* out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps), n_rows rows of n. out may alias x. */
 void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *w, int n_rows, int n,

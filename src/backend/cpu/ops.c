@@ -111,8 +111,7 @@ static void swiglu_run(void *ctx, int ith, int nth) {
     const swiglu_job *j = ctx;
     int64_t lo = j->n * ith / nth, hi = j->n * (ith + 1) / nth;
     for (int64_t i = lo; i < hi; i++) {
-        float g = j->g[i];
-        j->out[i] = g / (1.0f + expf(-g)) * j->u[i]; /* silu(g) * u, as torch's silu */
+        j->out[i] = kiln_cpu_silu_mul(j->g[i], j->u[i]);
     }
 }
 

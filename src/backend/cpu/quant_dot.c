@@ -173,3 +173,13 @@ kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa) {
     default: return NULL;
     }
 }
+
+kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa) {
+    switch (isa) {
+#ifdef KILN_X86
+    case KILN_ISA_AVX2: return kiln_quant_dotw_avx2(dt);
+    case KILN_ISA_AVX512: return kiln_quant_dotw_avx512(dt);
+#endif
+    default: (void)dt; return NULL;
+    }
+}

@@ -37,3 +37,4 @@ static inline float hsum_avx2(__m256 v) {
 #include "backend/cpu/quant_dot_simd.inc"
 
 kiln_dot_fn kiln_quant_dot_avx2(kiln_dtype dt) { return lookup_avx2(dt); }
+kiln_dotw_fn kiln_quant_dotw_avx2(kiln_dtype dt) { return lookup_w_avx2(dt); }

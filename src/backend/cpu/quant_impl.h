@@ -35,5 +35,7 @@ static inline void kiln_qk_scale_min(const uint8_t *s, int j, int *sc, int *mn) 
 /* Dot kernels of one ISA for dtype dt; NULL where none. */
 kiln_dot_fn kiln_quant_dot_avx2(kiln_dtype dt);
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt);
+kiln_dotw_fn kiln_quant_dotw_avx2(kiln_dtype dt);
+kiln_dotw_fn kiln_quant_dotw_avx512(kiln_dtype dt);
 
 #endif

@@ -1,0 +1,356 @@
+/* test_cpu_batch.c: batch and thread invariance of the CPU backend on the default GGUF model
+ * (SmolLM2-135M-Instruct Q4_1, real quantized weights):
+ *   - the logits of a row are bit-identical whether it is computed in a 1-row step (decode),
+ *     as the last row of a many-row prefill chunk of any length, or next to another sequence in
+ *     a ragged step; and whatever the thread count (1, 2, 3);
+ *   - kiln_cpu_matmul_multi (fused Q/K/V) and kiln_cpu_matmul_swiglu (fused gate/up/SwiGLU)
+ *     give the same bits as separate kiln_cpu_matmul calls + kiln_cpu_swiglu, for 1..37 rows;
+ *   - the attention run kernels (kiln_cpu_attn_lookup) give the bits of the dot / axpy kernels,
+ *     the attention softmax is within 1e-6 of float64, and the dotw kernels give the bits of
+ *     the dot kernels (no model needed).
+ * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
+ * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
+ * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
+#include <math.h>
+#include <stdint.h>
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "model/loaders.h"
+#include "test.h"
+#include "util/alloc.h"
+
+enum { N = 37, BS = 16, NB = 16, MAXB = 4, MAXT = 48 };
+
+static const char *default_model(void) {
+    static char p[1024];
+    const char *e = getenv("KILN_DEFAULT_GGUF");
+    if (e && *e) return e;
+    const char *c = getenv("KILN_CACHE");
+    if (c && *c) snprintf(p, sizeof p, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", c);
+    else snprintf(p, sizeof p, "%s/.cache/kiln/SmolLM2-135M-Instruct.Q4_1.gguf",
+                  getenv("HOME") ? getenv("HOME") : ".");
+    return p;
+}
+
+typedef struct rig {
+    kiln_backend *b;
+    kiln_step s;
+    int32_t tok[MAXT], pos[MAXT], qs[3], ctx[2], bt[2 * MAXB], lg[2];
+    int64_t slot[MAXT];
+    kiln_step_sampling smp[2];
+} rig;
+
+static int rig_open(rig *r, const kiln_model *m, int threads) {
+    memset(r, 0, sizeof *r);
+    kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
+                             .max_model_len = MAXB * BS, .n_threads = threads};
+    c.kv = (kiln_kv_layout){m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, BS, NB};
+    kiln_error err = {0};
+    if (kiln_backend_cpu_ops()->create(&r->b, m, &c, &err)) {
+        fprintf(stderr, "backend: %s\n", err.msg);
+        return -1;
+    }
+    r->s = (kiln_step){.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB, .token_ids = r->tok,
+                       .positions = r->pos, .slot_mapping = r->slot, .seq_q_start = r->qs, .seq_ctx_len = r->ctx,
+                       .block_table = r->bt, .seq_logits = r->lg, .sampling = r->smp};
+    return 0;
+}
+
+/* One step: sequence i (< ns) gets rows [p0[i], p1[i]) of ids, in blocks base[i] + 0..MAXB-1.
+ * Copies the logits of each sequence's last row to out[i]. */
+static int step(rig *r, const int32_t *ids, int ns, const int *p0, const int *p1, const int *base, float **out,
+                int V) {
+    kiln_step *s = &r->s;
+    int t = 0;
+    s->n_seqs = ns;
+    for (int i = 0; i < ns; i++) {
+        s->seq_q_start[i] = t;
+        for (int p = p0[i]; p < p1[i]; p++, t++) {
+            s->token_ids[t] = ids[p];
+            s->positions[t] = p;
+            s->slot_mapping[t] = (int64_t)(base[i] + p / BS) * BS + p % BS;
+        }
+        s->seq_ctx_len[i] = p1[i];
+        for (int b = 0; b < MAXB; b++) s->block_table[i * MAXB + b] = base[i] + b;
+        s->seq_logits[i] = 1;
+    }
+    s->seq_q_start[ns] = t;
+    s->n_tokens = t;
+    kiln_error err = {0};
+    kiln_step_result res;
+    if (r->b->ops->encode_step(r->b, s, &err) || r->b->ops->finish_step(r->b, &res, &err)) {
+        fprintf(stderr, "step: %s\n", err.msg);
+        return -1;
+    }
+    for (int i = 0; i < ns; i++) memcpy(out[i], res.logits + (size_t)i * V, (size_t)V * sizeof(float));
+    return 0;
+}
+
+static void test_steps(const kiln_model *m) {
+    const int V = m->cfg.vocab_size;
+    int32_t ids[N];
+    unsigned long long seed = 42;
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)(kt_rand_u64(&seed) % (unsigned)V);
+    float *ref = malloc(sizeof(float) * N * V), *got = malloc(sizeof(float) * V), *got2 = malloc(sizeof(float) * V);
+    rig r;
+    /* reference: 1-row steps, 1 thread */
+    if (rig_open(&r, m, 1)) { KT_CHECK(0, "backend create"); return; }
+    for (int p = 0; p < N; p++) {
+        int a = p, b = p + 1, base = 1;
+        float *o = ref + (size_t)p * V;
+        KT_CHECK(step(&r, ids, 1, &a, &b, &base, &o, V) == 0, "1-row step %d", p);
+    }
+    r.b->ops->destroy(r.b);
+    const int chunks[] = {1, 5, 4, 13, 3, 11}; /* sums to N: tails of 1..3 rows and full groups */
+    for (int th = 1; th <= 3; th++) {
+        if (rig_open(&r, m, th)) { KT_CHECK(0, "backend create %d threads", th); continue; }
+        KT_CHECK(step(&r, ids, 0, NULL, NULL, NULL, NULL, V) == 0, "%d threads: an empty step", th);
+        int bad = 0, p = 0;
+        for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) { /* chunked prefill */
+            int a = p, b = p + chunks[c], base = 1;
+            KT_CHECK(step(&r, ids, 1, &a, &b, &base, &got, V) == 0, "chunk step");
+            bad += memcmp(got, ref + (size_t)(b - 1) * V, (size_t)V * sizeof(float)) != 0;
+            p = b;
+        }
+        KT_CHECK(bad == 0, "%d threads: %d chunked-prefill rows differ from 1-row steps", th, bad);
+        bad = 0;
+        { /* the whole prompt in one step */
+            int a = 0, b = N, base = 1;
+            KT_CHECK(step(&r, ids, 1, &a, &b, &base, &got, V) == 0, "whole step");
+            bad += memcmp(got, ref + (size_t)(N - 1) * V, (size_t)V * sizeof(float)) != 0;
+        }
+        for (int k = 1; k < N; k += 6) { /* ragged: a decode row next to a prefill of another seq */
+            int a[2] = {0, k - 1}, b[2] = {N, k}, base[2] = {1, 1 + MAXB};
+            float *o[2] = {got, got2};
+            if (k > 1) { /* seq 2's KV for positions < k - 1 must be in its blocks: prefill them */
+                int a1 = 0, b1 = k - 1, base1 = 1 + MAXB;
+                KT_CHECK(step(&r, ids, 1, &a1, &b1, &base1, &o[1], V) == 0, "prefill step");
+            }
+            KT_CHECK(step(&r, ids, 2, a, b, base, o, V) == 0, "ragged step");
+            bad += memcmp(got, ref + (size_t)(N - 1) * V, (size_t)V * sizeof(float)) != 0;
+            bad += memcmp(got2, ref + (size_t)(k - 1) * V, (size_t)V * sizeof(float)) != 0;
+        }
+        KT_CHECK(bad == 0, "%d threads: %d rows of whole/ragged steps differ from 1-row steps", th, bad);
+        printf("%d threads: chunked, whole and ragged steps bit-identical to 1-row steps\n", th);
+        r.b->ops->destroy(r.b);
+    }
+    free(ref);
+    free(got);
+    free(got2);
+}
+
+static void test_fused(const kiln_model *m) {
+    const kiln_layer_weights *w = &m->layers[3];
+    const int D = m->cfg.dim, H = m->cfg.hidden_dim;
+    const int qd = m->cfg.n_heads * m->cfg.head_dim, kvd = m->cfg.n_kv_heads * m->cfg.head_dim;
+    enum { R = 37 };
+    float *x = malloc(sizeof(float) * R * D);
+    float *y[6], *z[6];
+    size_t sz[3] = {(size_t)R * qd, (size_t)R * kvd, (size_t)R * kvd};
+    for (int i = 0; i < 3; i++) {
+        y[i] = malloc(sizeof(float) * sz[i]);
+        z[i] = malloc(sizeof(float) * sz[i]);
+    }
+    for (int i = 3; i < 6; i++) {
+        y[i] = malloc(sizeof(float) * R * H);
+        z[i] = malloc(sizeof(float) * R * H);
+    }
+    unsigned long long seed = 7;
+    for (int i = 0; i < R * D; i++) x[i] = kt_randf(&seed);
+    const kiln_tensor *wqkv[3] = {w->wq, w->wk, w->wv};
+    kiln_error err = {0};
+    for (int th = 1; th <= 3; th++) {
+        kiln_cpu_ctx c = {0};
+        KT_CHECK(kiln_isa_from_env(&c.isa, &err) == 0, "isa");
+        KT_CHECK(kiln_pool_create(&c.pool, th, &err) == 0, "pool");
+        int bad = 0;
+        const int rows[] = {1, 2, 3, 5, R};
+        for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
+            int n = rows[k];
+            for (int i = 0; i < 3; i++)
+                KT_CHECK(kiln_cpu_matmul(&c, y[i], x, n, wqkv[i], &err) == 0, "matmul: %s", err.msg);
+            KT_CHECK(kiln_cpu_matmul_multi(&c, 3, z, x, n, wqkv, &err) == 0, "multi: %s", err.msg);
+            for (int i = 0; i < 3; i++) bad += memcmp(y[i], z[i], sizeof(float) * (sz[i] / R) * n) != 0;
+            KT_CHECK(kiln_cpu_matmul(&c, y[3], x, n, w->w_gate, &err) == 0, "gate");
+            KT_CHECK(kiln_cpu_matmul(&c, y[4], x, n, w->w_up, &err) == 0, "up");
+            kiln_cpu_swiglu(&c, y[3], y[3], y[4], n, H);
+            KT_CHECK(kiln_cpu_matmul_swiglu(&c, z[3], z[4], x, n, w->w_gate, w->w_up, &err) == 0, "swiglu: %s",
+                     err.msg);
+            bad += memcmp(y[3], z[3], sizeof(float) * H * n) != 0;
+            /* a row's bits do not depend on the batch: row 0 alone vs row 0 of n */
+            KT_CHECK(kiln_cpu_matmul_swiglu(&c, z[5], z[4], x, 1, w->w_gate, w->w_up, &err) == 0, "swiglu 1");
+            bad += memcmp(z[5], z[3], sizeof(float) * H) != 0;
+        }
+        KT_CHECK(bad == 0, "%d threads: %d fused products differ from separate ones", th, bad);
+        KT_CHECK(kiln_cpu_matmul_multi(&c, 5, z, x, 1, wqkv, &err) != 0, "5 weights refused");
+        kiln_pool_destroy(c.pool);
+    }
+    free(x);
+    for (int i = 0; i < 6; i++) {
+        free(y[i]);
+        free(z[i]);
+    }
+}
+
+/* The attention run kernels against the dot / axpy kernels of the same ISA, bit for bit, for
+ * runs of 0..40 keys (the 16-key blocks of the AVX-512 path and their tails), 1..4 heads and
+ * head_dim 64 (the fast path), 80 and 128. */
+static void test_attn_kernels(void) {
+    enum { NK = 40, HD = 128 };
+    static float k[NK * HD], q[4 * HD], s1[4 * NK], s2[4 * NK], o1[HD], o2[HD], p[NK];
+    unsigned long long seed = 99;
+    for (int i = 0; i < NK * HD; i++) k[i] = kt_randf(&seed);
+    for (int i = 0; i < 4 * HD; i++) q[i] = kt_randf(&seed);
+    for (int i = 0; i < NK; i++) p[i] = 0.5f * (kt_randf(&seed) + 1.0f);
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_attn_kernels ak;
+        KT_CHECK(kiln_cpu_attn_lookup((kiln_isa)isa, &ak) == 0, "attention kernels for %s",
+                 kiln_isa_name((kiln_isa)isa));
+        kiln_attn_qk_fn qk = ak.qk;
+        kiln_attn_pv_fn pv = ak.pv;
+        kiln_dot_fn dot = kiln_cpu_dot_lookup(KILN_DT_F32, (kiln_isa)isa);
+        kiln_axpy_fn axpy = kiln_cpu_axpy_lookup((kiln_isa)isa);
+        int bad = 0;
+        const int hds[] = {64, 80, 128};
+        for (int h = 0; h < 3; h++) {
+            int hd = hds[h];
+            for (int nk = 0; nk <= NK; nk++) {
+                for (int G = 1; G <= 4; G++) {
+                    memset(s1, 0, sizeof s1);
+                    memset(s2, 0, sizeof s2);
+                    qk(k, nk, q, G, hd, s1, NK);
+                    for (int j = 0; j < nk; j++) dot(k + (size_t)j * hd, q, (size_t)hd, G, hd, s2 + j, NK);
+                    bad += memcmp(s1, s2, sizeof s1) != 0;
+                }
+                for (int d = 0; d < hd; d++) o1[d] = o2[d] = q[d];
+                pv(o1, p, k, nk, hd);
+                for (int j = 0; j < nk; j++) axpy(o2, k + (size_t)j * hd, p[j], hd);
+                bad += memcmp(o1, o2, sizeof(float) * hd) != 0;
+            }
+        }
+        KT_CHECK(bad == 0, "%s: %d attention runs differ from the dot/axpy kernels", kiln_isa_name((kiln_isa)isa),
+                 bad);
+    }
+}
+
+/* The attention softmax of each ISA against float64: every element within 1e-6 relative (the
+ * AVX-512 vector exp is about 1 ulp), a -inf score gives exactly 0, and the result depends on
+ * nothing but the row. */
+static void test_attn_softmax(void) {
+    enum { NMAX = 3000 };
+    static float x[NMAX], y[NMAX];
+    static double ref[NMAX];
+    const int ns[] = {1, 2, 15, 16, 17, 33, 100, 1000, NMAX};
+    unsigned long long seed = 3;
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_attn_kernels ak;
+        if (kiln_cpu_attn_lookup((kiln_isa)isa, &ak)) { KT_CHECK(0, "attention kernels"); continue; }
+        double worst = 0;
+        int bad_inf = 0;
+        for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+            int n = ns[k];
+            float scale = 0.125f;
+            for (int i = 0; i < n; i++) x[i] = kt_randf(&seed) * (k % 2 ? 300.0f : 40.0f); /* wide: many underflow */
+            if (n > 4) x[n / 3] = -INFINITY;
+            /* the f32 rounding of s - max is the kernels' input, not their error: same in ref */
+            float mx = -INFINITY;
+            double sum = 0;
+            for (int i = 0; i < n; i++) mx = x[i] * scale > mx ? x[i] * scale : mx;
+            for (int i = 0; i < n; i++) sum += exp((double)(x[i] * scale - mx));
+            for (int i = 0; i < n; i++) ref[i] = exp((double)(x[i] * scale - mx)) / sum;
+            memcpy(y, x, sizeof(float) * n);
+            ak.softmax(y, n, scale);
+            for (int i = 0; i < n; i++) {
+                double e = fabs(y[i] - ref[i]) / (ref[i] > 1e-30 ? ref[i] : 1e-30);
+                if (ref[i] > 1e-30 && e > worst) worst = e; /* subnormal outputs: absolute only */
+                if (ref[i] <= 1e-30) KT_CHECK(fabs(y[i]) <= 1e-30, "tiny prob %g vs %g", y[i], ref[i]);
+            }
+            if (n > 4) bad_inf += y[n / 3] != 0.0f;
+        }
+        KT_CHECK(worst <= 1e-6, "%s softmax: max relative error %.3g", kiln_isa_name((kiln_isa)isa), worst);
+        KT_CHECK(bad_inf == 0, "%s softmax: -inf score not 0", kiln_isa_name((kiln_isa)isa));
+        printf("%-6s attention softmax: max rel err %.2e vs float64\n", kiln_isa_name((kiln_isa)isa), worst);
+    }
+}
+
+/* The dotw kernels (consecutive weight rows, one x row) against the dot kernel with nr = 1,
+ * and the dot kernel with every nr up to kiln_cpu_dot_max_rows against nr = 1, bit for bit,
+ * for every quant type on every ISA; random blocks whose f16 scales are set to sane values. */
+static void test_dotw(void) {
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    enum { ROWS = 9, NIN = 1536 };
+    unsigned long long seed = 11;
+    float *x = malloc(sizeof(float) * NIN), a[ROWS], b[ROWS], *xs = malloc(sizeof(float) * 8 * NIN);
+    for (int i = 0; i < NIN; i++) x[i] = kt_randf(&seed);
+    for (int i = 0; i < 8 * NIN; i++) xs[i] = kt_randf(&seed);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        kiln_dtype dt = types[ti];
+        int bb = kiln_dtype_block_bytes(dt);
+        size_t rb = kiln_dtype_row_bytes(dt, NIN);
+        unsigned char *w = malloc(rb * ROWS);
+        for (size_t i = 0; i < rb * ROWS; i++) w[i] = (unsigned char)kt_rand_u64(&seed);
+        /* f16 scales: d (and m / dmin) at the block start, Q6_K's d at byte 208 */
+        for (size_t blk = 0; blk < rb * ROWS / (size_t)bb; blk++) {
+            unsigned char *p = w + blk * (size_t)bb + (dt == KILN_DT_Q6_K ? 208 : 0);
+            p[0] = (unsigned char)kt_rand_u64(&seed);
+            p[1] = 0x20; /* ~0.008, the low byte random */
+            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) {
+                p[2] = (unsigned char)kt_rand_u64(&seed);
+                p[3] = 0xa0; /* ~-0.008 */
+            }
+        }
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            if (!kiln_isa_supported((kiln_isa)isa)) continue;
+            kiln_dotw_fn fw = kiln_cpu_dotw_lookup_quant(dt, (kiln_isa)isa);
+            kiln_dot_fn f = kiln_cpu_dot_lookup_quant(dt, (kiln_isa)isa);
+            if (!fw || !f) continue;
+            int bad = 0;
+            for (int nw = 1; nw <= ROWS; nw++) {
+                fw(w, rb, nw, x, NIN, a);
+                for (int r = 0; r < nw; r++) f(w + (size_t)r * rb, x, NIN, 1, NIN, &b[r], 1);
+                bad += memcmp(a, b, sizeof(float) * nw) != 0;
+            }
+            KT_CHECK(bad == 0, "%s %s: dotw differs from dot in %d cases", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa), bad);
+            /* every nr up to the kernel's maximum: row r's bits as with nr = 1 */
+            int mr = kiln_cpu_dot_max_rows(dt, (kiln_isa)isa);
+            bad = 0;
+            for (int nr = 1; nr <= mr; nr++) {
+                float o[8], o1;
+                f(w, xs, NIN, nr, NIN, o, 1);
+                for (int r = 0; r < nr; r++) {
+                    f(w, xs + (size_t)r * NIN, NIN, 1, NIN, &o1, 1);
+                    bad += memcmp(&o1, &o[r], sizeof o1) != 0;
+                }
+            }
+            KT_CHECK(mr >= 4 && mr <= 8 && bad == 0, "%s %s: %d results depend on nr (max %d)", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa), bad, mr);
+        }
+        free(w);
+    }
+    free(x);
+    free(xs);
+}
+
+int main(void) {
+    test_attn_kernels();
+    test_dotw();
+    test_attn_softmax();
+    const char *path = default_model();
+    if (!kt_exists(path))
+        KT_SKIP("%s not found: run scripts/get_default_model.sh (or set KILN_DEFAULT_GGUF)", path);
+    kiln_model *m = kiln_calloc(1, sizeof *m); /* kiln_model_free releases the struct too */
+    kiln_error err = {0};
+    int rc = kiln_load_gguf(m, path, &err);
+    KT_CHECK(rc == 0, "load: %s", err.msg);
+    if (rc) {
+        kiln_model_free(m);
+        return kt_done();
+    }
+    test_fused(m);
+    test_steps(m);
+    kiln_model_free(m);
+    return kt_done();
+}
