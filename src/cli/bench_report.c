@@ -169,7 +169,7 @@ void kiln_bench_print_tables(FILE *f, const kiln_bench_result *r, const char *h)
                 p->step_ms.med > 0 ? 100.0 * p->decode_floor_ms / p->step_ms.med : 0, p->prefill_floor_ms,
                 p->ttft_ms.med > 0 ? 100.0 * p->prefill_floor_ms / p->ttft_ms.med : 0);
     }
-    fprintf(f, "\nDecode floor: (weights read once per step, %zu bytes, + the batch's f32 KV at the mean context) / the measured "
+    fprintf(f, "\nDecode floor: (weights read once per step, %zu bytes, + the batch's KV (in the pool's element type) at the mean context) / the measured "
                "memory bandwidth. Prefill floor: FLOPs (2 per weight per token + causal attention) / the measured peak FMA "
                "rate. %% of floor = floor time / measured time.\n",
             r->decode_weight_bytes);

@@ -44,7 +44,7 @@ static int rig_open(rig *r, const kiln_model *m, int threads) {
     memset(r, 0, sizeof *r);
     kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
                              .max_model_len = MAXB * BS, .n_threads = threads};
-    c.kv = (kiln_kv_layout){m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, BS, NB};
+    c.kv = (kiln_kv_layout){m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, BS, NB, 4};
     kiln_error err = {0};
     if (kiln_backend_cpu_ops()->create(&r->b, m, &c, &err)) {
         fprintf(stderr, "backend: %s\n", err.msg);
