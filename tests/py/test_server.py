@@ -643,3 +643,36 @@ def test_chat_logprobs_and_content_parts(chat_server):
     assert len(content) == c.usage.completion_tokens
     for e in content:
         assert e.logprob <= 0 and len(e.top_logprobs) <= 2
+
+
+@pytest.mark.parametrize("prompt", ["The capital of France is", "def fibonacci(n):"])
+def test_chat_model_completion_equals_generate(chat_server, prompt):
+    """On the SmolLM2 chat model: a greedy completion, whole and streamed, equals `kiln generate`."""
+    n = 24
+    ref = greedy_ref(["--model", _chat_model()], prompt, n)
+    cl = chat_server.client()
+    c = cl.completions.create(model=chat_server.name, prompt=prompt, max_tokens=n, temperature=0)
+    assert c.choices[0].text == ref
+    text = "".join(ch.choices[0].text for ch in cl.completions.create(model=chat_server.name, prompt=prompt,
+                                                                      max_tokens=n, temperature=0, stream=True)
+                   if ch.choices)
+    assert text == ref
+
+
+def test_chat_answer_coherent_and_equals_kiln_chat(chat_server):
+    """A simple question gets a coherent answer (it names Paris), streamed and not, and the server's
+    greedy answer equals `kiln chat`'s for the same message."""
+    q = "What is the capital of France?"
+    cl = chat_server.client()
+    c = cl.chat.completions.create(model=chat_server.name, messages=[{"role": "user", "content": q}], max_tokens=48,
+                                   temperature=0)
+    text = c.choices[0].message.content
+    assert "Paris" in text, text
+    streamed = "".join((ch.choices[0].delta.content or "") for ch in cl.chat.completions.create(
+        model=chat_server.name, messages=[{"role": "user", "content": q}], max_tokens=48, temperature=0, stream=True)
+        if ch.choices)
+    assert streamed == text
+    r = subprocess.run([KILN, "chat", "--model", _chat_model(), "-n", "48"], input=q.encode(), capture_output=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert r.stdout.decode().strip() == text.strip()
