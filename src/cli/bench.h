@@ -105,5 +105,10 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r);
  * (1 consumed, 0 not ours, -1 bad value); clamp prompt_len to the context (-1: cannot fit). */
 void kiln_bench_opts_default(kiln_bench_opts *o);
 int kiln_bench_cli_opt(int argc, char **argv, int *i, kiln_bench_opts *o);
+/* The command line of `kiln bench` and `kiln validate`: engine options, bench options and one
+ * extra "--NAME VALUE" option of the command (bench: --json, validate: --out) into *extra.
+ * Returns 0 to go on, 1 after printing help (exit 0), -1 on a bad option (exit 2). */
+int kiln_bench_parse_args(int argc, char **argv, const char *cmd, const char *extra_opt, const char **extra,
+                          kiln_engine_options *eo, kiln_bench_opts *bo, int *user_mbt, void (*usage)(void));
 int kiln_bench_fit(kiln_engine *e, kiln_bench_opts *o, const char *cmd);
 #endif

@@ -26,6 +26,29 @@ void kiln_bench_opts_default(kiln_bench_opts *o) {
     o->progress = 1;
 }
 
+int kiln_bench_parse_args(int argc, char **argv, const char *cmd, const char *extra_opt, const char **extra,
+                          kiln_engine_options *eo, kiln_bench_opts *bo, int *user_mbt, void (*usage)(void)) {
+    kiln_engine_options_default(eo);
+    eo->max_seqs = 0;
+    kiln_bench_opts_default(bo);
+    *user_mbt = getenv("KILN_MAX_BATCH_TOKENS") != NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--max-batch-tokens")) *user_mbt = 1;
+        int r = kiln_cli_engine_opt(argc, argv, &i, eo);
+        if (r < 0) return -1;
+        if (r > 0) continue;
+        if ((r = kiln_bench_cli_opt(argc, argv, &i, bo)) < 0) return -1;
+        if (r > 0) continue;
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 1; }
+        if (!strcmp(argv[i], extra_opt) && i + 1 < argc) { *extra = argv[++i]; continue; }
+        fprintf(stderr, "kiln %s: unknown or incomplete option '%s'\n", cmd, argv[i]);
+        usage();
+        return -1;
+    }
+    if (!eo->model_path) { usage(); return -1; }
+    return 0;
+}
+
 int kiln_bench_cli_opt(int argc, char **argv, int *i, kiln_bench_opts *o) {
     const char *a = argv[*i], *val = *i + 1 < argc ? argv[*i + 1] : NULL;
     long x;
@@ -88,26 +111,11 @@ static void usage(void) {
 int kiln_cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "serve")) return kiln_cmd_bench_serve(argc - 1, argv + 1);
     kiln_engine_options eo;
-    kiln_engine_options_default(&eo);
-    eo.max_seqs = 0;
     kiln_bench_opts bo;
-    kiln_bench_opts_default(&bo);
     const char *json_path = NULL;
-    int user_mbt = getenv("KILN_MAX_BATCH_TOKENS") != NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--max-batch-tokens")) user_mbt = 1;
-        int r = kiln_cli_engine_opt(argc, argv, &i, &eo);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        if ((r = kiln_bench_cli_opt(argc, argv, &i, &bo)) < 0) return 2;
-        if (r > 0) continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
-        if (!strcmp(argv[i], "--json") && i + 1 < argc) { json_path = argv[++i]; continue; }
-        fprintf(stderr, "kiln bench: unknown or incomplete option '%s'\n", argv[i]);
-        usage();
-        return 2;
-    }
-    if (!eo.model_path) { usage(); return 2; }
+    int user_mbt;
+    int pr = kiln_bench_parse_args(argc, argv, "bench", "--json", &json_path, &eo, &bo, &user_mbt, usage);
+    if (pr) return pr > 0 ? 0 : 2;
     kiln_bench_engine_options(&eo, &bo, user_mbt, 1);
     kiln_bench_result res;
     memset(&res, 0, sizeof res);

@@ -127,26 +127,11 @@ static void usage(void) {
 
 int kiln_cmd_validate(int argc, char **argv) {
     kiln_engine_options eo;
-    kiln_engine_options_default(&eo);
-    eo.max_seqs = 0;
     kiln_bench_opts bo;
-    kiln_bench_opts_default(&bo);
     const char *out_md = "validation-report.md";
-    int user_mbt = getenv("KILN_MAX_BATCH_TOKENS") != NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--max-batch-tokens")) user_mbt = 1;
-        int r = kiln_cli_engine_opt(argc, argv, &i, &eo);
-        if (r < 0) return 2;
-        if (r > 0) continue;
-        if ((r = kiln_bench_cli_opt(argc, argv, &i, &bo)) < 0) return 2;
-        if (r > 0) continue;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
-        if (!strcmp(argv[i], "--out") && i + 1 < argc) { out_md = argv[++i]; continue; }
-        fprintf(stderr, "kiln validate: unknown or incomplete option '%s'\n", argv[i]);
-        usage();
-        return 2;
-    }
-    if (!eo.model_path) { usage(); return 2; }
+    int user_mbt;
+    int pr = kiln_bench_parse_args(argc, argv, "validate", "--out", &out_md, &eo, &bo, &user_mbt, usage);
+    if (pr) return pr > 0 ? 0 : 2;
     char out_json[1100], out_png[1100];
     derive(out_json, sizeof out_json, out_md, ".json");
     derive(out_png, sizeof out_png, out_md, ".png");
