@@ -125,6 +125,10 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r) {
                "%s, %.3gM parameters, %s)  \n",
             r->model_path, r->load_dummy ? " [dummy weights]" : "", r->arch, r->shape[0], r->shape[1], r->shape[2],
             r->shape[3], r->shape[4], r->shape[5], r->shape[6], r->dtype, (double)r->params / 1e6, wb);
+#ifndef KILN_GIT_COMMIT
+#define KILN_GIT_COMMIT "unknown"
+#endif
+    fprintf(f, "**Commit**: %s (at configure time)  \n", KILN_GIT_COMMIT);
     fprintf(f, "**Hardware**: %s, %d cores%s%s; backend %s, %d threads  \n", r->mach.cpu, r->mach.cores,
             r->mach.card[0] ? "; card " : "", r->mach.card, r->info.backend, r->mach.threads);
     if (r->mach.gpu_floors)
