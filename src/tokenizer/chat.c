@@ -15,7 +15,10 @@
  *  chatml: <|im_start|>role\ncontent<|im_end|>\n per message (one text piece "role\ncontent"),
  *    the template's literal default system prompt first when there is one (SmolLM2), and
  *    <|im_start|>assistant\n as the generation prompt.
- *  llama3: <|begin_of_text|> then <|start_header_id|>role<|end_header_id|>\n\ncontent.strip()<|eot_id|>.
+ *  llama3: <|begin_of_text|> then <|start_header_id|>role<|end_header_id|>\n\ncontent.strip()<|eot_id|>
+ *    per message ("\n\n" + content one text piece; strip() is Python's, Unicode whitespace
+ *    included, as Jinja's `trim` in Meta's template), <|start_header_id|>assistant<|end_header_id|>\n\n
+ *    as the generation prompt.
  * The format comes from the name, else from the tokenizer's metadata: tekken config.version
  * (v7 and later), or the chat template text recognised by its markers.
  */
@@ -303,17 +306,52 @@ static int chatml(enc *e, const kiln_chat_msg *m, int n, int gen) {
     return rc;
 }
 
+/* Python's str.isspace() characters (what Jinja's `trim` strips), as UTF-8: the length of the one
+ * that starts at p (n bytes left), 0 if none. Request text is valid UTF-8 (jansson checks). */
+static size_t py_space_len(const char *p, size_t n) {
+    static const char *const wide[] = {"\xc2\x85", "\xc2\xa0", "\xe1\x9a\x80", "\xe2\x80\xa8", "\xe2\x80\xa9",
+                                       "\xe2\x80\xaf", "\xe2\x81\x9f", "\xe3\x80\x80"};
+    if (n == 0) return 0;
+    unsigned char c = (unsigned char)p[0];
+    if ((c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20)) return 1;
+    if (n >= 3 && c == 0xe2 && (unsigned char)p[1] == 0x80 && (unsigned char)p[2] >= 0x80 &&
+        (unsigned char)p[2] <= 0x8a)
+        return 3; /* U+2000..U+200A */
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
+        size_t k = strlen(wide[i]);
+        if (n >= k && !memcmp(p, wide[i], k)) return k;
+    }
+    return 0;
+}
+
+/* Meta's template renders header "\n\n" + content|trim as one text run between control tokens,
+ * so it is encoded as one piece (a pre-tokenizer may split "\n\nword" unlike "\n\n" + "word"). */
 static int llama3(enc *e, const kiln_chat_msg *m, int n, int gen) {
     int rc = put_special(e, "<|begin_of_text|>");
+    tok_buf b = {0};
     for (int i = 0; i < n && rc == KILN_OK; i++) {
         const char *c = m[i].content ? m[i].content : "";
-        size_t a = 0, z = strlen(c);
-        while (a < z && isspace((unsigned char)c[a])) a++;
-        while (z > a && isspace((unsigned char)c[z - 1])) z--;
+        size_t a = 0, z = strlen(c), k;
+        while ((k = py_space_len(c + a, z - a)) > 0) a += k;
+        for (int again = 1; again && z > a;) { /* trailing: the last character is 1 to 3 bytes */
+            again = 0;
+            for (k = 1; k <= 3 && k <= z - a; k++)
+                if (py_space_len(c + z - k, k) == k) {
+                    z -= k;
+                    again = 1;
+                    break;
+                }
+        }
+        b.n = 0;
+        if (tok_buf_put(&b, "\n\n", 2) || tok_buf_put(&b, c + a, z - a)) {
+            rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory");
+            break;
+        }
         if (!(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, m[i].role)) &&
-            !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_str(e, "\n\n")) && !(rc = put_text(e, c + a, z - a)))
+            !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_text(e, b.p, b.n)))
             rc = put_special(e, "<|eot_id|>");
     }
+    tok_buf_free(&b);
     if (rc == KILN_OK && gen && !(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, "assistant")) &&
         !(rc = put_special(e, "<|end_header_id|>")))
         rc = put_str(e, "\n\n");
