@@ -288,7 +288,7 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
     int max_new = p->max_tokens > 0 ? p->max_tokens : room;
     int total_blocks = (p->n_prompt + max_new + e->block_size - 1) / e->block_size;
     if (total_blocks > kiln_kv_num_usable(e->kv))
-        return KILN_ERR(err, KILN_ERR_OOM, "the request needs up to %d KV blocks, the pool has %d",
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "the request needs up to %d KV blocks, the pool has %d (lower max_tokens or enlarge the KV pool)",
                         total_blocks, kiln_kv_num_usable(e->kv));
 
     kiln_req *r = kiln_calloc(1, sizeof *r);
