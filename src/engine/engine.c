@@ -286,6 +286,12 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
                         "this model's maximum context length is %d tokens; %d prompt tokens + %d max_tokens exceed it",
                         e->max_model_len, p->n_prompt, p->max_tokens);
     int max_new = p->max_tokens > 0 ? p->max_tokens : room;
+    if (p->max_tokens < 0) {
+        /* "up to the context limit": also up to what the whole KV pool can hold */
+        int pool_tokens = kiln_kv_num_usable(e->kv) * e->block_size;
+        if (p->n_prompt + max_new > pool_tokens) max_new = pool_tokens - p->n_prompt;
+        if (max_new < 1) max_new = 1; /* refused just below: the prompt alone does not fit */
+    }
     int total_blocks = (p->n_prompt + max_new + e->block_size - 1) / e->block_size;
     if (total_blocks > kiln_kv_num_usable(e->kv))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "the request needs up to %d KV blocks, the pool has %d (lower max_tokens or enlarge the KV pool)",
