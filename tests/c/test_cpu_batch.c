@@ -6,8 +6,10 @@
  *   - kiln_cpu_matmul_multi (fused Q/K/V) and kiln_cpu_matmul_swiglu (fused gate/up/SwiGLU)
  *     give the same bits as separate kiln_cpu_matmul calls + kiln_cpu_swiglu, for 1..37 rows;
  *   - the attention run kernels (kiln_cpu_attn_lookup) give the bits of the dot / axpy kernels,
- *     the attention softmax is within 1e-6 of float64, and the dotw kernels give the bits of
- *     the dot kernels (no model needed).
+ *     the attention softmax is within 1e-6 of float64, the dotw kernels and the prefill panel
+ *     tile (f32 weight panels) give the bits of the dot kernels (no model needed);
+ *   - the prefill panel path of kiln_cpu_matmul* gives the dot path's bits on the model's
+ *     weights, for 1..37 rows and 1..3 threads.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
@@ -151,7 +153,7 @@ static void test_fused(const kiln_model *m) {
         y[i] = malloc(sizeof(float) * sz[i]);
         z[i] = malloc(sizeof(float) * sz[i]);
     }
-    for (int i = 3; i < 6; i++) {
+    for (int i = 3; i < 6; i++) { /* [R][H]; [5]: [R][D] (D < H) */
         y[i] = malloc(sizeof(float) * R * H);
         z[i] = malloc(sizeof(float) * R * H);
     }
@@ -163,10 +165,28 @@ static void test_fused(const kiln_model *m) {
         kiln_cpu_ctx c = {0};
         KT_CHECK(kiln_isa_from_env(&c.isa, &err) == 0, "isa");
         KT_CHECK(kiln_pool_create(&c.pool, th, &err) == 0, "pool");
-        int bad = 0;
-        const int rows[] = {1, 2, 3, 5, R};
+        int bad = 0, badp = 0;
+        /* the same products through the prefill panel path (per-thread f32 weight panels) */
+        kiln_cpu_ctx cp = c;
+        cp.panel_floats = 64 * 1024;
+        cp.panel = kiln_malloc_aligned(sizeof(float) * cp.panel_floats * (size_t)th);
+        KT_CHECK(cp.panel != NULL, "panel scratch");
+        const int rows[] = {1, 2, 3, 5, 6, 7, 13, R};
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             int n = rows[k];
+            for (int i = 0; i < 3; i++) {
+                KT_CHECK(kiln_cpu_matmul(&c, y[i], x, n, wqkv[i], &err) == 0, "matmul: %s", err.msg);
+                KT_CHECK(kiln_cpu_matmul(&cp, z[i], x, n, wqkv[i], &err) == 0, "panel matmul: %s", err.msg);
+                badp += memcmp(y[i], z[i], sizeof(float) * (sz[i] / R) * n) != 0;
+            }
+            KT_CHECK(kiln_cpu_matmul_multi(&cp, 3, z, x, n, wqkv, &err) == 0, "panel multi: %s", err.msg);
+            for (int i = 0; i < 3; i++) badp += memcmp(y[i], z[i], sizeof(float) * (sz[i] / R) * n) != 0;
+            KT_CHECK(kiln_cpu_matmul_swiglu(&c, y[3], y[4], x, n, w->w_gate, w->w_up, &err) == 0, "swiglu");
+            KT_CHECK(kiln_cpu_matmul_swiglu(&cp, z[3], z[4], x, n, w->w_gate, w->w_up, &err) == 0, "panel swiglu");
+            badp += memcmp(y[3], z[3], sizeof(float) * H * n) != 0;
+            KT_CHECK(kiln_cpu_matmul(&c, y[5], y[3], n, w->w_down, &err) == 0, "down");
+            KT_CHECK(kiln_cpu_matmul(&cp, z[5], y[3], n, w->w_down, &err) == 0, "panel down");
+            badp += memcmp(y[5], z[5], sizeof(float) * D * n) != 0;
             for (int i = 0; i < 3; i++)
                 KT_CHECK(kiln_cpu_matmul(&c, y[i], x, n, wqkv[i], &err) == 0, "matmul: %s", err.msg);
             KT_CHECK(kiln_cpu_matmul_multi(&c, 3, z, x, n, wqkv, &err) == 0, "multi: %s", err.msg);
@@ -182,6 +202,8 @@ static void test_fused(const kiln_model *m) {
             bad += memcmp(z[5], z[3], sizeof(float) * H) != 0;
         }
         KT_CHECK(bad == 0, "%d threads: %d fused products differ from separate ones", th, bad);
+        KT_CHECK(badp == 0, "%d threads: %d panel-path products differ from the dot path", th, badp);
+        kiln_free_aligned(cp.panel);
         KT_CHECK(kiln_cpu_matmul_multi(&c, 5, z, x, 1, wqkv, &err) != 0, "5 weights refused");
         kiln_pool_destroy(c.pool);
     }
@@ -334,9 +356,77 @@ static void test_dotw(void) {
     free(xs);
 }
 
+/* The prefill pair (deq + f32 tile) against the dot kernel with nr = 1, bit for bit, for every
+ * tile shape, row lengths whose vector count is 0 or 2 mod 4 (the dot kernel's tail), every
+ * quant type and ISA that has the pair; random blocks with sane f16 scales. */
+static void test_panel_tile(void) {
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    enum { ROWS = 6, XR = 6, NMAX = 1536 };
+    const int ns[] = {32, 64, 96, 256, 576, 1024, 1536};
+    unsigned long long seed = 13;
+    float *xs = malloc(sizeof(float) * XR * NMAX), *wf = malloc(sizeof(float) * ROWS * NMAX);
+    for (int i = 0; i < XR * NMAX; i++) xs[i] = kt_randf(&seed);
+    int checked = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        kiln_dtype dt = types[ti];
+        int bb = kiln_dtype_block_bytes(dt);
+        size_t rb = kiln_dtype_row_bytes(dt, NMAX);
+        unsigned char *w = malloc(rb * ROWS);
+        for (size_t i = 0; i < rb * ROWS; i++) w[i] = (unsigned char)kt_rand_u64(&seed);
+        for (size_t blk = 0; blk < rb * ROWS / (size_t)bb; blk++) {
+            unsigned char *p = w + blk * (size_t)bb + (dt == KILN_DT_Q6_K ? 208 : 0);
+            p[1] = 0x20;
+            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) p[3] = 0xa0;
+        }
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            if (!kiln_isa_supported((kiln_isa)isa)) continue;
+            kiln_tile_fn tile;
+            kiln_deq_fn deq = kiln_cpu_deq_lookup_quant(dt, (kiln_isa)isa, &tile);
+            kiln_dot_fn f = kiln_cpu_dot_lookup_quant(dt, (kiln_isa)isa);
+            if (!deq) continue;
+            KT_CHECK(tile && f, "%s %s: deq without tile or dot", kiln_dtype_name(dt), kiln_isa_name((kiln_isa)isa));
+            if (!tile || !f) continue;
+            int bad = 0;
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int n = ns[ni];
+                size_t rbn = kiln_dtype_row_bytes(dt, n);
+                if (rbn == 0) continue; /* not a whole number of blocks */
+                /* rows of n elements: the first rbn bytes of each stored row */
+                for (int k = 0; k < ROWS; k++) deq(w + (size_t)k * rb, rb, 1, n, wf + (size_t)k * n);
+                float ref[ROWS][XR];
+                for (int k = 0; k < ROWS; k++)
+                    for (int r = 0; r < XR; r++) f(w + (size_t)k * rb, xs + (size_t)r * n, n, 1, n, &ref[k][r], 1);
+                for (int nw = 1; nw <= 6; nw++)
+                    for (int nx = 1; nx <= 6; nx++) {
+                        if (!((nw <= 4 && nx <= 6) || nx <= 4)) continue;
+                        float o[XR * ROWS];
+                        memset(o, 0xff, sizeof o);
+                        tile(wf, nw, xs, n, nx, n, o, ROWS);
+                        for (int k = 0; k < nw; k++)
+                            for (int r = 0; r < nx; r++) bad += memcmp(&o[r * ROWS + k], &ref[k][r], sizeof(float)) != 0;
+                        checked++;
+                    }
+                /* several rows in one deq call: the same values */
+                float *wf2 = malloc(sizeof(float) * ROWS * n);
+                deq(w, rb, ROWS, n, wf2);
+                bad += memcmp(wf, wf2, sizeof(float) * ROWS * n) != 0;
+                free(wf2);
+            }
+            KT_CHECK(bad == 0, "%s %s: %d panel-tile results differ from the dot kernel", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa), bad);
+        }
+        free(w);
+    }
+    if (kiln_isa_supported(KILN_ISA_AVX512)) KT_CHECK(checked > 0, "AVX-512: no panel tile checked");
+    else fprintf(stderr, "note: no AVX-512 here: the panel tile is not exercised\n");
+    free(xs);
+    free(wf);
+}
+
 int main(void) {
     test_attn_kernels();
     test_dotw();
+    test_panel_tile();
     test_attn_softmax();
     const char *path = default_model();
     if (!kt_exists(path))

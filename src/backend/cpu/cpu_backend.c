@@ -18,6 +18,8 @@
 #include "util/alloc.h"
 #include "util/error.h"
 
+#define PANEL_FLOATS (128u * 1024u) /* per thread: the prefill matmul's f32 weight panel (512 KB) */
+
 typedef struct cpu_backend {
     kiln_backend base;
     const kiln_model *m;
@@ -51,6 +53,7 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->gate);
     kiln_free_aligned(c->up);
     kiln_free_aligned(c->scores);
+    kiln_free_aligned(c->ctx.panel);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
     kiln_free(c);
@@ -110,10 +113,12 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->up = alloc_f32(T * mc->hidden_dim, &sb);
     c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * (mc->n_heads / mc->n_kv_heads) * bc->max_model_len, &sb);
     c->logits = alloc_f32(S * mc->vocab_size, &sb);
+    c->ctx.panel_floats = PANEL_FLOATS;
+    c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * PANEL_FLOATS, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
     c->scratch_bytes = sb;
     if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
-        !c->scores || !c->logits || !c->logit_rows) {
+        !c->scores || !c->ctx.panel || !c->logits || !c->logit_rows) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
                       c->kv_bytes / 1048576.0, sb / 1048576.0);
         goto fail;

@@ -2,7 +2,8 @@
  *
  * Rules that every op keeps:
  *   - f32 arithmetic and f32 accumulation; weights (f32/f16/bf16, GGUF quants) are read in
- *     place and converted in registers, never expanded to a full f32 copy;
+ *     place and converted in registers, never expanded to a full f32 copy (prefill expands a
+ *     panel of rows at a time into per-thread scratch, the same values);
  *   - a row's result does not depend on how many rows are computed together, nor on the thread
  *     count (fixed reduction order per output element), so ragged batches are bit-exact;
  *   - the ISA (scalar / AVX2 / AVX-512) is chosen at run time; KILN_CPU_ISA forces one. Paths
@@ -28,10 +29,13 @@ int kiln_isa_supported(kiln_isa isa);
  * An unknown or unsupported value is an error. */
 int kiln_isa_from_env(kiln_isa *isa, kiln_error *err);
 
-/* Per-backend context the ops run in. */
+/* Per-backend context the ops run in. panel: optional per-thread scratch for the prefill
+ * matmul path (thread t owns panel + t * panel_floats); NULL: that path is not used. */
 typedef struct kiln_cpu_ctx {
     kiln_isa isa;
     kiln_pool *pool;
+    float *panel;
+    size_t panel_floats;
 } kiln_cpu_ctx;
 
 /* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
@@ -46,6 +50,15 @@ typedef void (*kiln_dot_fn)(const void *wrow, const float *x, size_t ldx, int nr
 typedef void (*kiln_dotw_fn)(const void *wrow, size_t ldw, int nw, const float *x, int n, float *out);
 /* The kiln_dotw_fn matching kiln_cpu_dot_lookup_quant(dt, isa), or NULL (then use that). */
 kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa);
+/* Prefill pair (quant dtypes whose dot kernel on isa supports it, else NULL and *tile NULL):
+ *   deq:  nw weight rows (ldw bytes apart) -> f32 out[nw][n], the values the dot kernel uses;
+ *   tile: out[r * ldo + k] = W[k] . x[r * ldx ..] for k < nw, r < nx (nw <= 4 and nx <= 6, or
+ *         nw <= 6 and nx <= 4), W f32
+ *         [nw][n] from deq; bit-identical per element to the dot kernel of (dt, isa), any nr. */
+typedef void (*kiln_deq_fn)(const void *w, size_t ldw, int nw, int n, float *out);
+typedef void (*kiln_tile_fn)(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out,
+                             size_t ldo);
+kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile);
 /* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
  * lower ISA only when not in strict mode (the caller decides). */
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);

@@ -67,5 +67,107 @@ static inline __attribute__((always_inline)) void reduce_rows(const __m512 *S, i
 #define VREDUCE_ROWS(S, nr, out, ldo) reduce_rows(S, nr, out, ldo)
 #include "backend/cpu/quant_dot_simd.inc"
 
+/* ---- prefill: weights dequantized once per step, an f32 register tile over many rows ------
+ *
+ * deq: nw weight rows of a 32-element block type -> f32 [nw][n], each vector exactly the one
+ * dot32 computes in registers (blk32), so the products below use the same weight values.
+ * tile: out[r * ldo + k] = W[k] . x[r] for k < nw, r < nx (nw <= 4 and nx <= 6, or nw <= 6 and
+ * nx <= 4): per (k, r) pair,
+ * 4 accumulators, vector j (16 lanes) of the row into accumulator j % 4 by one fma, in j order;
+ * then (a0 + a1) + (a2 + a3) and the reduction of reduce_rows / _mm512_reduce_add_ps. That is
+ * dot32's arithmetic per element for nr = 1 .. 6 (its vector j also feeds accumulator
+ * (k * VPB + v) % A = j % 4, the tail's two vectors a0 and a1), so the bits are the same;
+ * test_cpu_batch checks it. */
+static void deq_rows(int T, int bb, const void *w, size_t ldw, int nw, int n, float *out) {
+    for (int k = 0; k < nw; k++) {
+        const uint8_t *b = (const uint8_t *)w + (size_t)k * ldw;
+        float *o = out + (size_t)k * n;
+        for (int i = 0; i < n / 32; i++) {
+            VF v[VPB];
+            blk32_avx512(T, b + (size_t)i * bb, v);
+            _mm512_storeu_ps(o + 32 * i, v[0]);
+            _mm512_storeu_ps(o + 32 * i + 16, v[1]);
+        }
+    }
+}
+static void deq_q8_0(const void *w, size_t ldw, int nw, int n, float *out) { deq_rows(T_Q8_0, 34, w, ldw, nw, n, out); }
+static void deq_q4_0(const void *w, size_t ldw, int nw, int n, float *out) { deq_rows(T_Q4_0, 18, w, ldw, nw, n, out); }
+static void deq_q4_1(const void *w, size_t ldw, int nw, int n, float *out) { deq_rows(T_Q4_1, 20, w, ldw, nw, n, out); }
+
+/* One accumulator phase at a time: accumulator a of every (k, r) pair is the fma chain over
+ * the vectors j = a, a + 4, a + 8 ... in order, independent of the other three, so the four
+ * chains can run one after the other (the same bits as interleaved): 4 x 6 (or 6 x 4) pairs x
+ * 1 chain = 24 zmm registers, 10 loads per 24 fmas. The chains' ends go to the stack, then
+ * (a0 + a1) + (a2 + a3) and reduce_rows per weight row. */
+INL void tile_body(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out, size_t ldo) {
+    __m512 part[4][6][6];
+    const int nv = n / 16;
+#pragma GCC unroll 1
+    for (int a = 0; a < 4; a++) {
+        __m512 acc[6][6];
+#pragma GCC unroll 6
+        for (int k = 0; k < nw; k++)
+#pragma GCC unroll 6
+            for (int r = 0; r < nx; r++) acc[k][r] = _mm512_setzero_ps();
+        for (int j = a; j < nv; j += 4) {
+            __m512 wv[6];
+#pragma GCC unroll 6
+            for (int k = 0; k < nw; k++) wv[k] = _mm512_loadu_ps(w + (size_t)k * n + 16 * j);
+#pragma GCC unroll 6
+            for (int r = 0; r < nx; r++) {
+                __m512 xv = _mm512_loadu_ps(x + (size_t)r * ldx + 16 * j);
+#pragma GCC unroll 6
+                for (int k = 0; k < nw; k++) acc[k][r] = _mm512_fmadd_ps(wv[k], xv, acc[k][r]);
+            }
+        }
+#pragma GCC unroll 6
+        for (int k = 0; k < nw; k++)
+#pragma GCC unroll 6
+            for (int r = 0; r < nx; r++) part[a][k][r] = acc[k][r];
+    }
+#pragma GCC unroll 6
+    for (int k = 0; k < nw; k++) {
+        __m512 S[6];
+#pragma GCC unroll 6
+        for (int r = 0; r < nx; r++)
+            S[r] = _mm512_add_ps(_mm512_add_ps(part[0][k][r], part[1][k][r]),
+                                 _mm512_add_ps(part[2][k][r], part[3][k][r]));
+        reduce_rows(S, nx, out + k, ldo);
+    }
+}
+
+#define TILE_NX4(nw_)                                                                         \
+    case 1: tile_body(w, nw_, x, ldx, 1, n, out, ldo); break;                                 \
+    case 2: tile_body(w, nw_, x, ldx, 2, n, out, ldo); break;                                 \
+    case 3: tile_body(w, nw_, x, ldx, 3, n, out, ldo); break;                                 \
+    case 4: tile_body(w, nw_, x, ldx, 4, n, out, ldo); break;
+#define TILE_NX6(nw_)                                                                         \
+    switch (nx) {                                                                             \
+        TILE_NX4(nw_)                                                                         \
+    case 5: tile_body(w, nw_, x, ldx, 5, n, out, ldo); break;                                 \
+    default: tile_body(w, nw_, x, ldx, 6, n, out, ldo); break;                                \
+    }
+/* nw <= 4 with nx <= 6, or nw 5..6 with nx <= 4 */
+static void f32_tile(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out, size_t ldo) {
+    switch (nw) {
+    case 1: TILE_NX6(1) break;
+    case 2: TILE_NX6(2) break;
+    case 3: TILE_NX6(3) break;
+    case 4: TILE_NX6(4) break;
+    case 5: switch (nx) { TILE_NX4(5) } break;
+    default: switch (nx) { TILE_NX4(6) } break;
+    }
+}
+
+kiln_deq_fn kiln_quant_deq_avx512(kiln_dtype dt) {
+    switch (dt) {
+    case KILN_DT_Q8_0: return deq_q8_0;
+    case KILN_DT_Q4_0: return deq_q4_0;
+    case KILN_DT_Q4_1: return deq_q4_1;
+    default: return NULL;
+    }
+}
+kiln_tile_fn kiln_quant_tile_avx512(void) { return f32_tile; }
+
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
 kiln_dotw_fn kiln_quant_dotw_avx512(kiln_dtype dt) { return lookup_w_avx512(dt); }
