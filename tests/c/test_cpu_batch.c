@@ -170,7 +170,9 @@ static void test_fused(const kiln_model *m) {
         kiln_cpu_ctx cp = c;
         cp.panel_floats = 64 * 1024;
         cp.panel = kiln_malloc_aligned(sizeof(float) * cp.panel_floats * (size_t)th);
-        KT_CHECK(cp.panel != NULL, "panel scratch");
+        cp.xperm_floats = (size_t)R * H;
+        cp.xperm = kiln_malloc_aligned(sizeof(float) * cp.xperm_floats);
+        KT_CHECK(cp.panel && cp.xperm, "panel scratch");
         const int rows[] = {1, 2, 3, 5, 6, 7, 13, R};
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             int n = rows[k];
@@ -204,6 +206,7 @@ static void test_fused(const kiln_model *m) {
         KT_CHECK(bad == 0, "%d threads: %d fused products differ from separate ones", th, bad);
         KT_CHECK(badp == 0, "%d threads: %d panel-path products differ from the dot path", th, badp);
         kiln_free_aligned(cp.panel);
+        kiln_free_aligned(cp.xperm);
         KT_CHECK(kiln_cpu_matmul_multi(&c, 5, z, x, 1, wqkv, &err) != 0, "5 weights refused");
         kiln_pool_destroy(c.pool);
     }
@@ -381,18 +384,20 @@ static void test_panel_tile(void) {
         for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
             if (!kiln_isa_supported((kiln_isa)isa)) continue;
             kiln_tile_fn tile;
-            kiln_deq_fn deq = kiln_cpu_deq_lookup_quant(dt, (kiln_isa)isa, &tile);
+            kiln_tile_phase_fn phase;
+            kiln_deq_fn deq = kiln_cpu_deq_lookup_quant(dt, (kiln_isa)isa, &tile, &phase);
             kiln_dot_fn f = kiln_cpu_dot_lookup_quant(dt, (kiln_isa)isa);
             if (!deq) continue;
-            KT_CHECK(tile && f, "%s %s: deq without tile or dot", kiln_dtype_name(dt), kiln_isa_name((kiln_isa)isa));
-            if (!tile || !f) continue;
+            KT_CHECK(tile && phase && f, "%s %s: deq without tile or dot", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa));
+            if (!tile || !phase || !f) continue;
             int bad = 0;
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
                 int n = ns[ni];
                 size_t rbn = kiln_dtype_row_bytes(dt, n);
                 if (rbn == 0) continue; /* not a whole number of blocks */
                 /* rows of n elements: the first rbn bytes of each stored row */
-                for (int k = 0; k < ROWS; k++) deq(w + (size_t)k * rb, rb, 1, n, wf + (size_t)k * n);
+                for (int k = 0; k < ROWS; k++) deq(w + (size_t)k * rb, rb, 1, n, 0, wf + (size_t)k * n);
                 float ref[ROWS][XR];
                 for (int k = 0; k < ROWS; k++)
                     for (int r = 0; r < XR; r++) f(w + (size_t)k * rb, xs + (size_t)r * n, n, 1, n, &ref[k][r], 1);
@@ -405,10 +410,27 @@ static void test_panel_tile(void) {
                         for (int k = 0; k < nw; k++)
                             for (int r = 0; r < nx; r++) bad += memcmp(&o[r * ROWS + k], &ref[k][r], sizeof(float)) != 0;
                         checked++;
+                        if (n % 64) continue;
+                        /* phase by phase over phase-major rows */
+                        float *wp = kiln_malloc_aligned(sizeof(float) * ROWS * n);
+                        float *xp = kiln_malloc_aligned(sizeof(float) * XR * n);
+                        float *buf = kiln_malloc_aligned(sizeof(float) * 2 * 36 * 16);
+                        deq(w, rb, nw, n, 1, wp); /* rows rb bytes apart, first n elements */
+                        for (int r = 0; r < nx; r++)
+                            for (int q = 0; q < n / 16; q++)
+                                memcpy(xp + (size_t)r * n + (q % 4) * (n / 4) + 16 * (q / 4), xs + (size_t)r * n + 16 * q,
+                                       16 * sizeof(float));
+                        memset(o, 0xff, sizeof o);
+                        for (int a = 0; a < 4; a++) phase(wp, nw, xp, n, nx, n, a, buf, o, ROWS);
+                        for (int k = 0; k < nw; k++)
+                            for (int r = 0; r < nx; r++) bad += memcmp(&o[r * ROWS + k], &ref[k][r], sizeof(float)) != 0;
+                        kiln_free_aligned(wp);
+                        kiln_free_aligned(xp);
+                        kiln_free_aligned(buf);
                     }
                 /* several rows in one deq call: the same values */
                 float *wf2 = malloc(sizeof(float) * ROWS * n);
-                deq(w, rb, ROWS, n, wf2);
+                deq(w, rb, ROWS, n, 0, wf2);
                 bad += memcmp(wf, wf2, sizeof(float) * ROWS * n) != 0;
                 free(wf2);
             }

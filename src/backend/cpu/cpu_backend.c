@@ -54,6 +54,7 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->up);
     kiln_free_aligned(c->scores);
     kiln_free_aligned(c->ctx.panel);
+    kiln_free_aligned(c->ctx.xperm);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
     kiln_free(c);
@@ -115,10 +116,12 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->logits = alloc_f32(S * mc->vocab_size, &sb);
     c->ctx.panel_floats = PANEL_FLOATS;
     c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * PANEL_FLOATS, &sb);
+    c->ctx.xperm_floats = T * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim);
+    c->ctx.xperm = alloc_f32(c->ctx.xperm_floats, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
     c->scratch_bytes = sb;
     if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
-        !c->scores || !c->ctx.panel || !c->logits || !c->logit_rows) {
+        !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->logits || !c->logit_rows) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
                       c->kv_bytes / 1048576.0, sb / 1048576.0);
         goto fail;

@@ -30,12 +30,15 @@ int kiln_isa_supported(kiln_isa isa);
 int kiln_isa_from_env(kiln_isa *isa, kiln_error *err);
 
 /* Per-backend context the ops run in. panel: optional per-thread scratch for the prefill
- * matmul path (thread t owns panel + t * panel_floats); NULL: that path is not used. */
+ * matmul path (thread t owns panel + t * panel_floats); NULL: that path is not used.
+ * xperm: optional scratch for x in the long-row prefill path (rows * n_in <= xperm_floats). */
 typedef struct kiln_cpu_ctx {
     kiln_isa isa;
     kiln_pool *pool;
     float *panel;
     size_t panel_floats;
+    float *xperm;
+    size_t xperm_floats;
 } kiln_cpu_ctx;
 
 /* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
@@ -55,10 +58,18 @@ kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa);
  *   tile: out[r * ldo + k] = W[k] . x[r * ldx ..] for k < nw, r < nx (nw <= 4 and nx <= 6, or
  *         nw <= 6 and nx <= 4), W f32
  *         [nw][n] from deq; bit-identical per element to the dot kernel of (dt, isa), any nr. */
-typedef void (*kiln_deq_fn)(const void *w, size_t ldw, int nw, int n, float *out);
+typedef void (*kiln_deq_fn)(const void *w, size_t ldw, int nw, int n, int perm, float *out);
 typedef void (*kiln_tile_fn)(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out,
                              size_t ldo);
-kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile);
+/*         perm (n a multiple of 64): rows "phase-major", vector j (16 floats) of a row at
+ *         (j % 4) * n / 4 + 16 * (j / 4), for phase;
+ *   phase: the tile's accumulator chain a (0..3: the vectors j = a mod 4) only, over
+ *         phase-major W and x rows (deq's perm; x rows ldx floats apart); called for
+ *         a = 0, 1, 2, 3 in order with the same buf (per tile: 2 * nw * nx 64-byte aligned
+ *         vectors, 16 floats each), it writes out at a = 3, with the tile's bits. */
+typedef void (*kiln_tile_phase_fn)(const float *w, int nw, const float *x, size_t ldx, int nx, int n, int a,
+                                   float *buf, float *out, size_t ldo);
+kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile, kiln_tile_phase_fn *phase);
 /* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
  * lower ISA only when not in strict mode (the caller decides). */
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);

@@ -23,6 +23,7 @@
  * Small products run on the calling thread (a pool wake-up would cost more than the work).
  * No allocation. */
 #include "backend/cpu/dot_internal.h"
+#include <string.h>
 #include "util/error.h"
 
 #define SERIAL_MACS (1u << 16) /* below this many multiply-adds: no threads */
@@ -34,7 +35,8 @@
  * 92 against 76 GMAC/s on one core at n_in = 1536) */
 #define TILE_W 4
 #define TILE_X 6
-#define PANEL_MAX_N 1024
+#define PANEL_MAX_N 4096
+#define PHASE_MIN_N 1024
 #define PANEL_TARGET_FLOATS (48u * 1024u) /* 192 KB of f32 weights per panel (L2); one core,
                                            * 576-wide rows: 64 KB 80, 128 KB 85, 192-256 KB 88 GMAC/s
                                            * with the 2 x 3 tile */
@@ -49,6 +51,7 @@ typedef struct mm_part {
     int off;          /* first column of this part in the call's column space */
     kiln_deq_fn deq;  /* prefill: weight rows -> f32 panel (with tile), or NULL */
     kiln_tile_fn tile;
+    kiln_tile_phase_fn phase;
 } mm_part;
 
 typedef struct mm_job {
@@ -56,7 +59,9 @@ typedef struct mm_job {
     int n_rows, n_in, n_parts;
     int swiglu;       /* parts 0, 1 = gate, up: part 0's y becomes silu(gate) * up */
     int max_nr;       /* x rows per kernel call: the least kiln_cpu_dot_max_rows of the parts */
-    int pw;           /* > 0: the panel path, pw weight rows per panel (even) */
+    int pw;           /* > 0: the panel path, pw weight rows per panel (a multiple of TILE_W) */
+    int phased;       /* the panel path for long rows (phase-major panels, tile_phase) */
+    const float *xperm; /* phased: x, phase-major, [n_rows][n_in] */
     float *panel;     /* per-thread scratch, panel_floats each */
     size_t panel_floats;
     mm_part part[MAX_PARTS];
@@ -90,8 +95,22 @@ static void mm_task_panel(const mm_job *j, int v0, int v1, int thread) {
         for (int c0 = o0; c0 < o1; c0 += j->pw) {
             int nc = o1 - c0 < j->pw ? o1 - c0 : j->pw;
             float *pu = pan + (size_t)nc * n;
-            P->deq(P->w + (size_t)c0 * P->row_bytes, P->row_bytes, nc, n, pan);
-            if (j->swiglu) U->deq(U->w + (size_t)c0 * U->row_bytes, U->row_bytes, nc, n, pu);
+            int ph = j->phased && !j->swiglu;
+            P->deq(P->w + (size_t)c0 * P->row_bytes, P->row_bytes, nc, n, ph, pan);
+            if (j->swiglu) U->deq(U->w + (size_t)c0 * U->row_bytes, U->row_bytes, nc, n, 0, pu);
+            if (ph) { /* long rows: one accumulator phase at a time, phase-major rows */
+                float *buf = pan + (size_t)j->pw * n; /* [pw / TILE_W][2][TILE_W * TILE_X][16] */
+                for (int g = 0; g < j->n_rows; g += TILE_X) {
+                    int nx = j->n_rows - g < TILE_X ? j->n_rows - g : TILE_X;
+                    const float *xp = j->xperm + (size_t)g * n;
+                    for (int a = 0; a < 4; a++)
+                        for (int k = 0; k < nc; k += TILE_W)
+                            P->phase(pan + (size_t)k * n, nc - k < TILE_W ? nc - k : TILE_W, xp, ldx, nx, n, a,
+                                     buf + (size_t)(k / TILE_W) * 2 * TILE_W * TILE_X * 16,
+                                     P->y + (size_t)g * ldy + c0 + k, ldy);
+                }
+                continue;
+            }
             for (int g = 0; g < j->n_rows; g += TILE_X) {
                 int nx = j->n_rows - g < TILE_X ? j->n_rows - g : TILE_X;
                 const float *xg = j->x + (size_t)g * ldx;
@@ -165,7 +184,7 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
     P->fnw = kiln_dtype_is_quant(w->dtype) && kiln_cpu_dot_lookup_quant(w->dtype, c->isa) == fn
                  ? kiln_cpu_dotw_lookup_quant(w->dtype, c->isa)
                  : NULL;
-    P->deq = P->fnw ? kiln_cpu_deq_lookup_quant(w->dtype, c->isa, &P->tile) : NULL;
+    P->deq = P->fnw ? kiln_cpu_deq_lookup_quant(w->dtype, c->isa, &P->tile, &P->phase) : NULL;
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];
@@ -205,7 +224,11 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         int ok = 1;
         for (int p = 0; p < j->n_parts; p++) ok &= j->part[p].deq != NULL;
         size_t per = (size_t)j->n_in * (j->swiglu ? 2 : 1);
-        size_t fit = c->panel_floats / per;
+        /* the panel, then (long rows) x's group and the phase buffers (2 * TILE_X * 16 floats
+         * per weight row) */
+        j->phased = j->n_in > PHASE_MIN_N && j->n_in % 64 == 0 && !j->swiglu && c->xperm &&
+                    (size_t)j->n_rows * j->n_in <= c->xperm_floats;
+        size_t fit = c->panel_floats / (per + (j->phased ? 2 * TILE_X * 16 : 0));
         size_t want = PANEL_TARGET_FLOATS / per;
         if (want < fit) fit = want;
         fit -= fit % TILE_W;
@@ -213,6 +236,16 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
             j->pw = fit > 4096 ? 4096 : (int)fit;
             j->panel = c->panel;
             j->panel_floats = c->panel_floats;
+            if (j->phased) { /* x -> phase-major once per call: vector q of a row to (q % 4) n/4 + 16 (q / 4) */
+                const int n = j->n_in;
+                for (int r = 0; r < j->n_rows; r++)
+                    for (int q = 0; q < n / 16; q++)
+                        memcpy(c->xperm + (size_t)r * n + (size_t)(q % 4) * (n / 4) + 16 * (q / 4),
+                               j->x + (size_t)r * n + 16 * q, 16 * sizeof(float));
+                j->xperm = c->xperm;
+            }
+        } else {
+            j->phased = 0;
         }
     }
 
