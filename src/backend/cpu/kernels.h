@@ -125,6 +125,10 @@ int kiln_cpu_matmul_swiglu(kiln_cpu_ctx *c, float *out, float *up, const float *
 
 /* silu(g) * u, as torch's silu: the one expression both SwiGLU paths use. */
 static inline float kiln_cpu_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/* out[i] = silu(g[i]) * u[i], i < n, as every SwiGLU of the ISA computes it (scalar, AVX2:
+ * kiln_cpu_silu_mul; AVX-512: the same expression over a vector exp of about 1 ulp); each
+ * element's bits depend only on g[i], u[i] and the ISA. out may alias g. */
+void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n);
 
 /* out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps), n_rows rows of n. out may alias x. */
 void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *w, int n_rows, int n,

@@ -18,8 +18,8 @@
  * the group size, so y is bit-identical whatever the thread count, the task split and the
  * batch composition (I5/I6).
  * kiln_cpu_matmul_swiglu fuses the FFN's gate and up products with SwiGLU: a task computes
- * gate and up for its columns of a row group, then silu(gate) * up in place (kiln_cpu_silu_mul,
- * the same expression as kiln_cpu_swiglu).
+ * gate and up for its columns of a row group, then silu(gate) * up in place
+ * (kiln_cpu_silu_mul_row of the ISA, as kiln_cpu_swiglu).
  * Small products run on the calling thread (a pool wake-up would cost more than the work).
  * No allocation. */
 #include "backend/cpu/dot_internal.h"
@@ -58,6 +58,7 @@ typedef struct mm_job {
     const float *x;   /* [n_rows][n_in] */
     int n_rows, n_in, n_parts;
     int swiglu;       /* parts 0, 1 = gate, up: part 0's y becomes silu(gate) * up */
+    kiln_isa isa;     /* of kiln_cpu_silu_mul_row */
     int max_nr;       /* x rows per kernel call: the least kiln_cpu_dot_max_rows of the parts */
     int pw;           /* > 0: the panel path, pw weight rows per panel (a multiple of TILE_W) */
     int phased;       /* the panel path for long rows (phase-major panels, tile_phase) */
@@ -122,8 +123,7 @@ static void mm_task_panel(const mm_job *j, int v0, int v1, int thread) {
                     for (int k = 0; k < nc; k += TILE_W)
                         U->tile(pu + (size_t)k * n, nc - k < TILE_W ? nc - k : TILE_W, xg, ldx, nx, n, ug + k, ldy);
                     for (int r = 0; r < nx; r++)
-                        for (int o = 0; o < nc; o++)
-                            yg[(size_t)r * ldy + o] = kiln_cpu_silu_mul(yg[(size_t)r * ldy + o], ug[(size_t)r * ldy + o]);
+                        kiln_cpu_silu_mul_row(j->isa, yg + (size_t)r * ldy, yg + (size_t)r * ldy, ug + (size_t)r * ldy, nc);
                 }
             }
         }
@@ -154,7 +154,7 @@ static void mm_task(void *ctx, int task, int thread) {
                 for (int r = 0; r < nr; r++) {
                     float *gr = P->y + (size_t)(g + r) * ldy;
                     const float *ur = U->y + (size_t)(g + r) * ldy;
-                    for (int o = o0; o < o1; o++) gr[o] = kiln_cpu_silu_mul(gr[o], ur[o]);
+                    kiln_cpu_silu_mul_row(j->isa, gr + o0, gr + o0, ur + o0, o1 - o0);
                 }
             }
         }
@@ -193,6 +193,7 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
 
 static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *const *w, kiln_error *err) {
     if (!c) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: NULL context");
+    j->isa = c->isa;
     if (j->n_parts < 1 || j->n_parts > MAX_PARTS)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %d weights in one call", j->n_parts);
     int64_t total_cols = 0;

@@ -16,7 +16,7 @@
  * short ones (pos < ~1000). kiln is the accurate one; the tests check it against a long
  * double reference at positions up to 131072 with theta 1e4 and 1e9. */
 #include <math.h>
-#include "backend/cpu/kernels.h"
+#include "backend/cpu/dot_internal.h"
 
 #define PAR_MIN_ELEMS (1 << 16) /* fewer elements per call: stay on the calling thread */
 #define ROPE_CHUNK 64           /* frequency pairs per stack chunk (no allocation, any head_dim) */
@@ -105,19 +105,31 @@ void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int he
 
 /* ---- SwiGLU ----------------------------------------------------------------------------- */
 
-typedef struct { float *out; const float *g, *u; int64_t n; } swiglu_job;
+void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n) {
+#ifdef KILN_X86
+    if (isa == KILN_ISA_AVX512) {
+        kiln_cpu_silu_mul_avx512(out, g, u, n);
+        return;
+    }
+#endif
+    (void)isa;
+    for (int i = 0; i < n; i++) out[i] = kiln_cpu_silu_mul(g[i], u[i]);
+}
+
+typedef struct { float *out; const float *g, *u; int64_t n; kiln_isa isa; } swiglu_job;
 
 static void swiglu_run(void *ctx, int ith, int nth) {
     const swiglu_job *j = ctx;
     int64_t lo = j->n * ith / nth, hi = j->n * (ith + 1) / nth;
-    for (int64_t i = lo; i < hi; i++) {
-        j->out[i] = kiln_cpu_silu_mul(j->g[i], j->u[i]);
+    for (int64_t i = lo; i < hi; i += 1 << 20) {
+        int m = hi - i < (1 << 20) ? (int)(hi - i) : 1 << 20;
+        kiln_cpu_silu_mul_row(j->isa, j->out + i, j->g + i, j->u + i, m);
     }
 }
 
 void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n) {
     if (n_rows <= 0 || n <= 0) return;
-    swiglu_job j = {out, gate, up, (int64_t)n_rows * n};
+    swiglu_job j = {out, gate, up, (int64_t)n_rows * n, c->isa};
     run_rows(c, j.n, swiglu_run, &j);
 }
 
