@@ -29,6 +29,7 @@ typedef struct cpu_backend {
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
+    double *rope_cs, *rope_sn; /* [max_tokens][head_dim / 2]: this step's RoPE angles */
     float *scores;      /* [n_threads][heads per KV head][max_model_len] */
     kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
@@ -55,6 +56,8 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->scores);
     kiln_free_aligned(c->ctx.panel);
     kiln_free_aligned(c->ctx.xperm);
+    kiln_free_aligned(c->rope_cs);
+    kiln_free_aligned(c->rope_sn);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
     kiln_free(c);
@@ -112,6 +115,9 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->att = alloc_f32(T * qd, &sb);
     c->gate = alloc_f32(T * mc->hidden_dim, &sb);
     c->up = alloc_f32(T * mc->hidden_dim, &sb);
+    c->rope_cs = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
+    c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
+    sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
     c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * (mc->n_heads / mc->n_kv_heads) * bc->max_model_len, &sb);
     c->logits = alloc_f32(S * mc->vocab_size, &sb);
     c->ctx.panel_floats = PANEL_FLOATS;
@@ -121,7 +127,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
     c->scratch_bytes = sb;
     if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
-        !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->logits || !c->logit_rows) {
+        !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
                       c->kv_bytes / 1048576.0, sb / 1048576.0);
         goto fail;
@@ -305,14 +311,16 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
                             kiln_dtype_name(m->tok_embd->dtype));
     }
+    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
+    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
         float *const qkv[3] = {c->q, c->k, c->v};
         const kiln_tensor *const wqkv[3] = {w->wq, w->wk, w->wv};
         if ((rc = kiln_cpu_matmul_multi(&c->ctx, 3, qkv, c->xn, T, wqkv, err))) return rc;
-        kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
-        kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
+        kiln_cpu_rope_apply(&c->ctx, c->q, c->rope_cs, c->rope_sn, T, mc->n_heads, mc->head_dim, mc->rope_style);
+        kiln_cpu_rope_apply(&c->ctx, c->k, c->rope_cs, c->rope_sn, T, mc->n_kv_heads, mc->head_dim, mc->rope_style);
         kv_write(c, s, l);
         attn_job J = {c, s, l, c->attn, s->n_tokens <= 16};
         attention(c, &J);

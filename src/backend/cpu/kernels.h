@@ -141,6 +141,12 @@ void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *
 void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim,
                    double theta, kiln_rope_style style);
 
+/* kiln_cpu_rope in two halves, the same bits: the angles' cos / sin once per step,
+ * cs, sn: [n_rows][head_dim / 2] (double), then applied to q and k (threads split rows). */
+void kiln_cpu_rope_angles(double *cs, double *sn, const int32_t *pos, int n_rows, int head_dim, double theta);
+void kiln_cpu_rope_apply(kiln_cpu_ctx *c, float *x, const double *cs, const double *sn, int n_rows, int n_heads,
+                         int head_dim, kiln_rope_style style);
+
 /* out[r][i] = silu(gate[r][i]) * up[r][i]; out may alias gate. */
 void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n);
 

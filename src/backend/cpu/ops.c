@@ -103,6 +103,56 @@ void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int he
     }
 }
 
+void kiln_cpu_rope_angles(double *cs, double *sn, const int32_t *pos, int n_rows, int head_dim, double theta) {
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = 1.0 / pow(theta, (double)(2 * i) / (double)head_dim); /* as kiln_cpu_rope */
+        for (int r = 0; r < n_rows; r++) {
+            double a = (double)pos[r] * inv;
+            cs[(size_t)r * half + i] = cos(a);
+            sn[(size_t)r * half + i] = sin(a);
+        }
+    }
+}
+
+typedef struct {
+    float *x;
+    const double *cs, *sn;
+    int n_rows, n_heads, head_dim;
+    kiln_rope_style style;
+} rope_job;
+
+static void rope_run(void *ctx, int ith, int nth) {
+    const rope_job *j = ctx;
+    const int half = j->head_dim / 2;
+    for (int r = split_lo(j->n_rows, ith, nth); r < split_lo(j->n_rows, ith + 1, nth); r++) {
+        const double *cs = j->cs + (size_t)r * half, *sn = j->sn + (size_t)r * half;
+        for (int h = 0; h < j->n_heads; h++) {
+            float *v = j->x + ((size_t)r * j->n_heads + h) * j->head_dim;
+            if (j->style == KILN_ROPE_INTERLEAVED) {
+                for (int i = 0; i < half; i++) {
+                    double a = v[2 * i], b = v[2 * i + 1];
+                    v[2 * i] = (float)(a * cs[i] - b * sn[i]);
+                    v[2 * i + 1] = (float)(b * cs[i] + a * sn[i]);
+                }
+            } else {
+                for (int i = 0; i < half; i++) {
+                    double a = v[i], b = v[i + half];
+                    v[i] = (float)(a * cs[i] - b * sn[i]);
+                    v[i + half] = (float)(b * cs[i] + a * sn[i]);
+                }
+            }
+        }
+    }
+}
+
+void kiln_cpu_rope_apply(kiln_cpu_ctx *c, float *x, const double *cs, const double *sn, int n_rows, int n_heads,
+                         int head_dim, kiln_rope_style style) {
+    if (n_rows <= 0) return;
+    rope_job j = {x, cs, sn, n_rows, n_heads, head_dim, style};
+    run_rows(c, (int64_t)n_rows * n_heads * head_dim, rope_run, &j);
+}
+
 /* ---- SwiGLU ----------------------------------------------------------------------------- */
 
 void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n) {
