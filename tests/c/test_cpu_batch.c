@@ -473,7 +473,33 @@ static void test_silu(void) {
     }
 }
 
+/* kiln_cpu_rope_angles + kiln_cpu_rope_apply (the backend's per-step RoPE) against
+ * kiln_cpu_rope, bit for bit, both styles, 1 and 2 threads. */
+static void test_rope_split(void) {
+    enum { R = 19, H = 3, HD = 64 };
+    static float a[R * H * HD], b[R * H * HD];
+    static double cs[R * HD / 2], sn[R * HD / 2];
+    int32_t pos[R];
+    unsigned long long seed = 5;
+    for (int r = 0; r < R; r++) pos[r] = (int32_t)(kt_rand_u64(&seed) % 40000);
+    kiln_error err = {0};
+    for (int th = 1; th <= 2; th++) {
+        kiln_cpu_ctx c = {.isa = kiln_isa_best()};
+        KT_CHECK(kiln_pool_create(&c.pool, th, &err) == 0, "pool");
+        for (int st = 0; st < 2; st++) {
+            kiln_rope_style style = st ? KILN_ROPE_INTERLEAVED : KILN_ROPE_HALF;
+            for (int i = 0; i < R * H * HD; i++) a[i] = b[i] = kt_randf(&seed);
+            kiln_cpu_rope(a, pos, R, H, HD, 10000.0, style);
+            kiln_cpu_rope_angles(cs, sn, pos, R, HD, 10000.0);
+            kiln_cpu_rope_apply(&c, b, cs, sn, R, H, HD, style);
+            KT_CHECK(memcmp(a, b, sizeof a) == 0, "rope apply (style %d, %d threads) differs from kiln_cpu_rope", st, th);
+        }
+        kiln_pool_destroy(c.pool);
+    }
+}
+
 int main(void) {
+    test_rope_split();
     test_silu();
     test_attn_kernels();
     test_dotw();
