@@ -12,7 +12,9 @@
  * All buffers are allocated in create(); a step allocates nothing (I7).
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #include "util/alloc.h"
@@ -63,9 +65,25 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free(c);
 }
 
+/* Ask for transparent huge pages over the 2 MB-aligned interior of a big scratch buffer (THP
+ * in "madvise" mode): one fault per 2 MB instead of per 4 KB on first touch, and fewer TLB
+ * misses (prefill-512 +1.8 %). A hint: failure changes nothing. */
+static void advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t H = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + H - 1) & ~(H - 1), b = ((uintptr_t)p + n) & ~(H - 1);
+    if (p && b > a) (void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 static float *alloc_f32(size_t n, size_t *total) {
     *total += n * sizeof(float);
-    return kiln_malloc_aligned(n * sizeof(float));
+    float *p = kiln_malloc_aligned(n * sizeof(float));
+    advise_huge(p, n * sizeof(float));
+    return p;
 }
 
 static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc,
@@ -106,6 +124,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
     c->kv_bytes = kvn * sizeof(float);
     c->kv = kiln_malloc_aligned(c->kv_bytes);
+    /* not advise_huge: the pool is touched sparsely (2 MB pages: +60 MB RSS for a 3-token
+     * prompt, for +1.7 % prefill-512 measured) */
     size_t sb = 0;
     c->x = alloc_f32(T * mc->dim, &sb);
     c->xn = alloc_f32(T * mc->dim, &sb);
