@@ -222,7 +222,8 @@ static void test_fused(const kiln_model *m) {
  * head_dim 64 (the fast path), 80 and 128. */
 static void test_attn_kernels(void) {
     enum { NK = 40, HD = 128 };
-    static float k[NK * HD], q[4 * HD], s1[4 * NK], s2[4 * NK], o1[HD], o2[HD], p[NK];
+    static float k[NK * HD], q[4 * HD], s1[4 * NK], s2[4 * NK], o1[HD], o2[HD], p[NK], og1[5 * HD], og2[5 * HD];
+    int pvg_checked = 0;
     unsigned long long seed = 99;
     for (int i = 0; i < NK * HD; i++) k[i] = kt_randf(&seed);
     for (int i = 0; i < 4 * HD; i++) q[i] = kt_randf(&seed);
@@ -252,11 +253,21 @@ static void test_attn_kernels(void) {
                 pv(o1, p, k, nk, hd);
                 for (int j = 0; j < nk; j++) axpy(o2, k + (size_t)j * hd, p[j], hd);
                 bad += memcmp(o1, o2, sizeof(float) * hd) != 0;
+                if (!ak.pvg) continue;
+                /* G heads at once: head i = pv over its own probabilities (p shifted by i) */
+                for (int G = 1; G <= 5; G++) {
+                    for (int d = 0; d < G * hd; d++) og1[d] = og2[d] = q[d % (4 * HD)];
+                    ak.pvg(og1, (size_t)hd, p, 1, G, k, nk - (nk > G ? G : nk), hd);
+                    for (int i = 0; i < G; i++) pv(og2 + (size_t)i * hd, p + i, k, nk - (nk > G ? G : nk), hd);
+                    bad += memcmp(og1, og2, sizeof(float) * G * hd) != 0;
+                    pvg_checked++;
+                }
             }
         }
         KT_CHECK(bad == 0, "%s: %d attention runs differ from the dot/axpy kernels", kiln_isa_name((kiln_isa)isa),
                  bad);
     }
+    if (kiln_isa_supported(KILN_ISA_AVX512)) KT_CHECK(pvg_checked > 0, "AVX-512: pvg not checked");
 }
 
 /* The attention softmax of each ISA against float64: every element within 1e-6 relative (the

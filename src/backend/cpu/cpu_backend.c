@@ -215,7 +215,9 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
         if (J->prefetch && j0 + run < n)
             prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 1, kvh, 0),
                           (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
-        for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
+        if (J->k.pvg) J->k.pvg(att, (size_t)hd, scores + j0, (size_t)stride, G, vp, run, hd);
+        else
+            for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
         j0 += run;
     }
 }

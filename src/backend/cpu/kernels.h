@@ -92,10 +92,15 @@ kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
 typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
 typedef void (*kiln_attn_softmax_fn)(float *x, int n, float scale);
+/* pvg: pv for G heads over the same values (o_i = o + i * ldo, p_i = p + i * ldp), per head
+ * the bits of pv; NULL: call pv per head. */
+typedef void (*kiln_attn_pvg_fn)(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
+                                 int hd);
 typedef struct kiln_attn_kernels {
     kiln_attn_qk_fn qk;
     kiln_attn_pv_fn pv;
     kiln_attn_softmax_fn softmax;
+    kiln_attn_pvg_fn pvg;
 } kiln_attn_kernels;
 /* 0, or -1 where isa is not supported. */
 int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k);
