@@ -280,10 +280,6 @@ static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
     }
 }
 
-static void add_inplace(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-}
-
 /* Validate the descriptor against the capacities and the pool (I2: block ids physical and
  * range-checked). */
 static int check_step(const cpu_backend *c, const kiln_step *s, kiln_error *err) {
@@ -347,12 +343,12 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         attn_job J = {c, s, l, c->attn, s->n_tokens <= 16};
         attention(c, &J);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
-        add_inplace(c->x, c->xn, (size_t)T * D);
+        kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
         if ((rc = kiln_cpu_matmul_swiglu(&c->ctx, c->gate, c->up, c->xn, T, w->w_gate, w->w_up, err)))
             return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
-        add_inplace(c->x, c->xn, (size_t)T * D);
+        kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
     }
     (void)qd;
     /* gather the rows that need logits, in sequence order */

@@ -135,6 +135,9 @@ static inline float kiln_cpu_silu_mul(float g, float u) { return g / (1.0f + exp
  * element's bits depend only on g[i], u[i] and the ISA. out may alias g. */
 void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n);
 
+/* x[i] += y[i], i < n (the residual adds; threads split the range). */
+void kiln_cpu_add(kiln_cpu_ctx *c, float *x, const float *y, int64_t n);
+
 /* out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps), n_rows rows of n. out may alias x. */
 void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *w, int n_rows, int n,
                       float eps);

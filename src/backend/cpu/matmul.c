@@ -161,6 +161,17 @@ static void mm_task(void *ctx, int task, int thread) {
     }
 }
 
+/* x row -> phase-major: vector q (16 floats) to (q % 4) n/4 + 16 (q / 4); rows split by ith */
+static void xperm_rows(void *ctx, int ith, int nth) {
+    mm_job *j = ctx;
+    const int n = j->n_in;
+    float *xp = (float *)j->xperm;
+    for (int r = (int)((int64_t)j->n_rows * ith / nth); r < (int)((int64_t)j->n_rows * (ith + 1) / nth); r++)
+        for (int q = 0; q < n / 16; q++)
+            memcpy(xp + (size_t)r * n + (size_t)(q % 4) * (n / 4) + 16 * (q / 4), j->x + (size_t)r * n + 16 * q,
+                   16 * sizeof(float));
+}
+
 static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_part *P, kiln_error *err) {
     if (!w) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: NULL weight");
     if (w->ndim != 2 || w->shape[0] <= 0 || w->shape[1] <= 0 || w->shape[0] > INT32_MAX ||
@@ -237,13 +248,10 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
             j->pw = fit > 4096 ? 4096 : (int)fit;
             j->panel = c->panel;
             j->panel_floats = c->panel_floats;
-            if (j->phased) { /* x -> phase-major once per call: vector q of a row to (q % 4) n/4 + 16 (q / 4) */
-                const int n = j->n_in;
-                for (int r = 0; r < j->n_rows; r++)
-                    for (int q = 0; q < n / 16; q++)
-                        memcpy(c->xperm + (size_t)r * n + (size_t)(q % 4) * (n / 4) + 16 * (q / 4),
-                               j->x + (size_t)r * n + 16 * q, 16 * sizeof(float));
+            if (j->phased) { /* x -> phase-major once per call, rows split between the threads */
                 j->xperm = c->xperm;
+                if (c->pool && kiln_pool_size(c->pool) > 1) kiln_pool_run(c->pool, xperm_rows, j);
+                else xperm_rows(j, 0, 1);
             }
         } else {
             j->phased = 0;

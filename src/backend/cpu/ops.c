@@ -30,6 +30,21 @@ static void run_rows(kiln_cpu_ctx *c, int64_t elems, kiln_pool_fn fn, void *job)
         fn(job, 0, 1);
 }
 
+/* ---- residual add ------------------------------------------------------------------------ */
+
+typedef struct { float *x; const float *y; int64_t n; } add_job;
+
+static void add_run(void *ctx, int ith, int nth) {
+    const add_job *j = ctx;
+    for (int64_t i = j->n * ith / nth; i < j->n * (ith + 1) / nth; i++) j->x[i] += j->y[i];
+}
+
+void kiln_cpu_add(kiln_cpu_ctx *c, float *x, const float *y, int64_t n) {
+    if (n <= 0) return;
+    add_job j = {x, y, n};
+    run_rows(c, n, add_run, &j);
+}
+
 /* ---- RMSNorm ---------------------------------------------------------------------------- */
 
 typedef struct { float *out; const float *x, *w; int n_rows, n; float eps; } rms_job;
