@@ -229,6 +229,7 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
 typedef struct attn_tasks {
     attn_job *J;
     int gs, items, per_task;
+    int reverse; /* many small tasks: claim the last rows' first */
 } attn_tasks;
 
 static void attn_task(void *arg, int task, int thread) {
@@ -238,6 +239,10 @@ static void attn_task(void *arg, int task, int thread) {
     const kiln_step *s = J->s;
     int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, ng = G / A->gs;
     float *scores = c->scores + (size_t)thread * G * c->cfg.max_model_len;
+    /* tasks claimed in order run the last (longest: causal) rows first, so that the job ends
+     * on short tasks (each item is independent: no bit changes) */
+    int n_tasks = (A->items + A->per_task - 1) / A->per_task;
+    if (A->reverse) task = n_tasks - 1 - task;
     int w0 = task * A->per_task, w1 = w0 + A->per_task < A->items ? w0 + A->per_task : A->items;
     int seq = 0;
     for (int w = w0; w < w1; w++) {
@@ -249,7 +254,7 @@ static void attn_task(void *arg, int task, int thread) {
 
 static void attention(cpu_backend *c, attn_job *J) {
     int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, nth = kiln_pool_size(c->ctx.pool);
-    attn_tasks A = {J, G, 0, 1};
+    attn_tasks A = {J, G, 0, 1, 0};
     int pairs = J->s->n_tokens * KV;
     if (pairs < 4 * nth) A.gs = 1;
     A.items = pairs * (G / A.gs);
@@ -258,6 +263,7 @@ static void attention(cpu_backend *c, attn_job *J) {
      * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
      * ranges claimed dynamically (causal rows differ in cost) */
     int want = A.items < 16 * nth ? nth : nth * 8;
+    A.reverse = want > nth;
     A.per_task = (A.items + want - 1) / want;
     kiln_pool_run_tasks(c->ctx.pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
 }

@@ -37,9 +37,10 @@
 #define TILE_X 6
 #define PANEL_MAX_N 4096
 #define PHASE_MIN_N 1024
-#define PANEL_TARGET_FLOATS (48u * 1024u) /* 192 KB of f32 weights per panel (L2); one core,
-                                           * 576-wide rows: 64 KB 80, 128 KB 85, 192-256 KB 88 GMAC/s
-                                           * with the 2 x 3 tile */
+#define PANEL_TARGET_FLOATS (64u * 1024u) /* 256 KB of f32 weights per panel (L2); 2 threads,
+                                           * 4 x 6 tile: 128 KB 190 / 173 GMAC/s (576- / 1536-wide
+                                           * rows), 192 KB 205 / 205, 256 KB 206 / 213, 384 KB
+                                           * 205 / 213 */
 
 typedef struct mm_part {
     kiln_dot_fn fn;
