@@ -112,7 +112,8 @@ int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
 
 /* y[r][o] = sum_i x[r][i] * W[o][i]
  *   x: [n_rows][n_in] f32 (row stride n_in), W: tensor [n_out][n_in], y: [n_rows][n_out].
- * Threads split the output columns; each element is one kiln_dot_fn call (same order always).
+ * Threads split the output columns; each element is one kiln_dot_fn call (same order always),
+ * or with >= 3 rows and c->panel the prefill tile (kiln_deq_fn / kiln_tile_fn), same bits.
  * No allocation. (dtype, c->isa) without a kernel is KILN_ERR_UNSUPPORTED: no silent fallback
  * (a quant ISA fallback is the caller's choice, made at load time via kiln_cpu_dot_lookup). */
 int kiln_cpu_matmul(kiln_cpu_ctx *c, float *y, const float *x, int n_rows, const kiln_tensor *w,

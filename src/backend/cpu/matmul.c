@@ -17,6 +17,11 @@
  * is exactly one dot call on one weight row and one x row, whose result does not depend on
  * the group size, so y is bit-identical whatever the thread count, the task split and the
  * batch composition (I5/I6).
+ * Prefill (>= 3 rows, quant types with a kiln_deq_fn, c->panel set): the panel path instead
+ * (mm_task_panel): per panel of the task's weight rows, dequantized once into the thread's f32
+ * scratch, a 4 x 6 register tile runs one accumulator phase at a time (rows longer than
+ * PHASE_MIN_N: phase-major panel and x, the phase loop outside the tile loop); each element
+ * has the dot kernel's bits (test_cpu_batch), so the same invariance holds.
  * kiln_cpu_matmul_swiglu fuses the FFN's gate and up products with SwiGLU: a task computes
  * gate and up for its columns of a row group, then silu(gate) * up in place
  * (kiln_cpu_silu_mul_row of the ISA, as kiln_cpu_swiglu).
