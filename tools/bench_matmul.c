@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     }
     float *x = kiln_malloc_aligned(sizeof(float) * nr * n_in), *y = kiln_malloc_aligned(sizeof(float) * nr * n_out);
     for (int i = 0; i < nr * n_in; i++) x[i] = (float)(i % 13) / 13.0f;
-    kiln_cpu_ctx ctx = {isa, pool};
+    kiln_cpu_ctx ctx = {.isa = isa, .pool = pool};
     for (int k = 0; k < 5; k++)
         if (kiln_cpu_matmul(&ctx, y, x, nr, &w[k % copies], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     double t0 = kiln_now();

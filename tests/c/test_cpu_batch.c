@@ -6,8 +6,10 @@
  *   - kiln_cpu_matmul_multi (fused Q/K/V) and kiln_cpu_matmul_swiglu (fused gate/up/SwiGLU)
  *     give the same bits as separate kiln_cpu_matmul calls + kiln_cpu_swiglu, for 1..37 rows;
  *   - the attention run kernels (kiln_cpu_attn_lookup) give the bits of the dot / axpy kernels,
- *     the attention softmax is within 1e-6 of float64, and the dotw kernels give the bits of
- *     the dot kernels (no model needed).
+ *     the attention softmax is within 1e-6 of float64, the dotw kernels and the prefill panel
+ *     tile (f32 weight panels) give the bits of the dot kernels (no model needed);
+ *   - the prefill panel path of kiln_cpu_matmul* gives the dot path's bits on the model's
+ *     weights, for 1..37 rows and 1..3 threads.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
@@ -151,7 +153,7 @@ static void test_fused(const kiln_model *m) {
         y[i] = malloc(sizeof(float) * sz[i]);
         z[i] = malloc(sizeof(float) * sz[i]);
     }
-    for (int i = 3; i < 6; i++) {
+    for (int i = 3; i < 6; i++) { /* [R][H]; [5]: [R][D] (D < H) */
         y[i] = malloc(sizeof(float) * R * H);
         z[i] = malloc(sizeof(float) * R * H);
     }
@@ -163,10 +165,30 @@ static void test_fused(const kiln_model *m) {
         kiln_cpu_ctx c = {0};
         KT_CHECK(kiln_isa_from_env(&c.isa, &err) == 0, "isa");
         KT_CHECK(kiln_pool_create(&c.pool, th, &err) == 0, "pool");
-        int bad = 0;
-        const int rows[] = {1, 2, 3, 5, R};
+        int bad = 0, badp = 0;
+        /* the same products through the prefill panel path (per-thread f32 weight panels) */
+        kiln_cpu_ctx cp = c;
+        cp.panel_floats = 64 * 1024;
+        cp.panel = kiln_malloc_aligned(sizeof(float) * cp.panel_floats * (size_t)th);
+        cp.xperm_floats = (size_t)R * H;
+        cp.xperm = kiln_malloc_aligned(sizeof(float) * cp.xperm_floats);
+        KT_CHECK(cp.panel && cp.xperm, "panel scratch");
+        const int rows[] = {1, 2, 3, 5, 6, 7, 13, R};
         for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
             int n = rows[k];
+            for (int i = 0; i < 3; i++) {
+                KT_CHECK(kiln_cpu_matmul(&c, y[i], x, n, wqkv[i], &err) == 0, "matmul: %s", err.msg);
+                KT_CHECK(kiln_cpu_matmul(&cp, z[i], x, n, wqkv[i], &err) == 0, "panel matmul: %s", err.msg);
+                badp += memcmp(y[i], z[i], sizeof(float) * (sz[i] / R) * n) != 0;
+            }
+            KT_CHECK(kiln_cpu_matmul_multi(&cp, 3, z, x, n, wqkv, &err) == 0, "panel multi: %s", err.msg);
+            for (int i = 0; i < 3; i++) badp += memcmp(y[i], z[i], sizeof(float) * (sz[i] / R) * n) != 0;
+            KT_CHECK(kiln_cpu_matmul_swiglu(&c, y[3], y[4], x, n, w->w_gate, w->w_up, &err) == 0, "swiglu");
+            KT_CHECK(kiln_cpu_matmul_swiglu(&cp, z[3], z[4], x, n, w->w_gate, w->w_up, &err) == 0, "panel swiglu");
+            badp += memcmp(y[3], z[3], sizeof(float) * H * n) != 0;
+            KT_CHECK(kiln_cpu_matmul(&c, y[5], y[3], n, w->w_down, &err) == 0, "down");
+            KT_CHECK(kiln_cpu_matmul(&cp, z[5], y[3], n, w->w_down, &err) == 0, "panel down");
+            badp += memcmp(y[5], z[5], sizeof(float) * D * n) != 0;
             for (int i = 0; i < 3; i++)
                 KT_CHECK(kiln_cpu_matmul(&c, y[i], x, n, wqkv[i], &err) == 0, "matmul: %s", err.msg);
             KT_CHECK(kiln_cpu_matmul_multi(&c, 3, z, x, n, wqkv, &err) == 0, "multi: %s", err.msg);
@@ -182,6 +204,9 @@ static void test_fused(const kiln_model *m) {
             bad += memcmp(z[5], z[3], sizeof(float) * H) != 0;
         }
         KT_CHECK(bad == 0, "%d threads: %d fused products differ from separate ones", th, bad);
+        KT_CHECK(badp == 0, "%d threads: %d panel-path products differ from the dot path", th, badp);
+        kiln_free_aligned(cp.panel);
+        kiln_free_aligned(cp.xperm);
         KT_CHECK(kiln_cpu_matmul_multi(&c, 5, z, x, 1, wqkv, &err) != 0, "5 weights refused");
         kiln_pool_destroy(c.pool);
     }
@@ -197,7 +222,8 @@ static void test_fused(const kiln_model *m) {
  * head_dim 64 (the fast path), 80 and 128. */
 static void test_attn_kernels(void) {
     enum { NK = 40, HD = 128 };
-    static float k[NK * HD], q[4 * HD], s1[4 * NK], s2[4 * NK], o1[HD], o2[HD], p[NK];
+    static float k[NK * HD], q[4 * HD], s1[4 * NK], s2[4 * NK], o1[HD], o2[HD], p[NK], og1[5 * HD], og2[5 * HD];
+    int pvg_checked = 0;
     unsigned long long seed = 99;
     for (int i = 0; i < NK * HD; i++) k[i] = kt_randf(&seed);
     for (int i = 0; i < 4 * HD; i++) q[i] = kt_randf(&seed);
@@ -227,11 +253,21 @@ static void test_attn_kernels(void) {
                 pv(o1, p, k, nk, hd);
                 for (int j = 0; j < nk; j++) axpy(o2, k + (size_t)j * hd, p[j], hd);
                 bad += memcmp(o1, o2, sizeof(float) * hd) != 0;
+                if (!ak.pvg) continue;
+                /* G heads at once: head i = pv over its own probabilities (p shifted by i) */
+                for (int G = 1; G <= 5; G++) {
+                    for (int d = 0; d < G * hd; d++) og1[d] = og2[d] = q[d % (4 * HD)];
+                    ak.pvg(og1, (size_t)hd, p, 1, G, k, nk - (nk > G ? G : nk), hd);
+                    for (int i = 0; i < G; i++) pv(og2 + (size_t)i * hd, p + i, k, nk - (nk > G ? G : nk), hd);
+                    bad += memcmp(og1, og2, sizeof(float) * G * hd) != 0;
+                    pvg_checked++;
+                }
             }
         }
         KT_CHECK(bad == 0, "%s: %d attention runs differ from the dot/axpy kernels", kiln_isa_name((kiln_isa)isa),
                  bad);
     }
+    if (kiln_isa_supported(KILN_ISA_AVX512)) KT_CHECK(pvg_checked > 0, "AVX-512: pvg not checked");
 }
 
 /* The attention softmax of each ISA against float64: every element within 1e-6 relative (the
@@ -334,9 +370,151 @@ static void test_dotw(void) {
     free(xs);
 }
 
+/* The prefill pair (deq + f32 tile) against the dot kernel with nr = 1, bit for bit, for every
+ * tile shape, row lengths whose vector count is 0 or 2 mod 4 (the dot kernel's tail), every
+ * quant type and ISA that has the pair; random blocks with sane f16 scales. */
+static void test_panel_tile(void) {
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    enum { ROWS = 6, XR = 6, NMAX = 1536 };
+    const int ns[] = {32, 64, 96, 256, 576, 1024, 1536};
+    unsigned long long seed = 13;
+    float *xs = malloc(sizeof(float) * XR * NMAX), *wf = malloc(sizeof(float) * ROWS * NMAX);
+    for (int i = 0; i < XR * NMAX; i++) xs[i] = kt_randf(&seed);
+    int checked = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        kiln_dtype dt = types[ti];
+        int bb = kiln_dtype_block_bytes(dt);
+        size_t rb = kiln_dtype_row_bytes(dt, NMAX);
+        unsigned char *w = malloc(rb * ROWS);
+        for (size_t i = 0; i < rb * ROWS; i++) w[i] = (unsigned char)kt_rand_u64(&seed);
+        for (size_t blk = 0; blk < rb * ROWS / (size_t)bb; blk++) {
+            unsigned char *p = w + blk * (size_t)bb + (dt == KILN_DT_Q6_K ? 208 : 0);
+            p[1] = 0x20;
+            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) p[3] = 0xa0;
+        }
+        for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+            if (!kiln_isa_supported((kiln_isa)isa)) continue;
+            kiln_tile_fn tile;
+            kiln_tile_phase_fn phase;
+            kiln_deq_fn deq = kiln_cpu_deq_lookup_quant(dt, (kiln_isa)isa, &tile, &phase);
+            kiln_dot_fn f = kiln_cpu_dot_lookup_quant(dt, (kiln_isa)isa);
+            if (!deq) continue;
+            KT_CHECK(tile && phase && f, "%s %s: deq without tile or dot", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa));
+            if (!tile || !phase || !f) continue;
+            int bad = 0;
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int n = ns[ni];
+                size_t rbn = kiln_dtype_row_bytes(dt, n);
+                if (rbn == 0) continue; /* not a whole number of blocks */
+                /* rows of n elements: the first rbn bytes of each stored row */
+                for (int k = 0; k < ROWS; k++) deq(w + (size_t)k * rb, rb, 1, n, 0, wf + (size_t)k * n);
+                float ref[ROWS][XR];
+                for (int k = 0; k < ROWS; k++)
+                    for (int r = 0; r < XR; r++) f(w + (size_t)k * rb, xs + (size_t)r * n, n, 1, n, &ref[k][r], 1);
+                for (int nw = 1; nw <= 6; nw++)
+                    for (int nx = 1; nx <= 6; nx++) {
+                        if (!((nw <= 4 && nx <= 6) || nx <= 4)) continue;
+                        float o[XR * ROWS];
+                        memset(o, 0xff, sizeof o);
+                        tile(wf, nw, xs, n, nx, n, o, ROWS);
+                        for (int k = 0; k < nw; k++)
+                            for (int r = 0; r < nx; r++) bad += memcmp(&o[r * ROWS + k], &ref[k][r], sizeof(float)) != 0;
+                        checked++;
+                        if (n % 64) continue;
+                        /* phase by phase over phase-major rows */
+                        float *wp = kiln_malloc_aligned(sizeof(float) * ROWS * n);
+                        float *xp = kiln_malloc_aligned(sizeof(float) * XR * n);
+                        float *buf = kiln_malloc_aligned(sizeof(float) * 2 * 36 * 16);
+                        deq(w, rb, nw, n, 1, wp); /* rows rb bytes apart, first n elements */
+                        for (int r = 0; r < nx; r++)
+                            for (int q = 0; q < n / 16; q++)
+                                memcpy(xp + (size_t)r * n + (q % 4) * (n / 4) + 16 * (q / 4), xs + (size_t)r * n + 16 * q,
+                                       16 * sizeof(float));
+                        memset(o, 0xff, sizeof o);
+                        for (int a = 0; a < 4; a++) phase(wp, nw, xp, n, nx, n, a, buf, o, ROWS);
+                        for (int k = 0; k < nw; k++)
+                            for (int r = 0; r < nx; r++) bad += memcmp(&o[r * ROWS + k], &ref[k][r], sizeof(float)) != 0;
+                        kiln_free_aligned(wp);
+                        kiln_free_aligned(xp);
+                        kiln_free_aligned(buf);
+                    }
+                /* several rows in one deq call: the same values */
+                float *wf2 = malloc(sizeof(float) * ROWS * n);
+                deq(w, rb, ROWS, n, 0, wf2);
+                bad += memcmp(wf, wf2, sizeof(float) * ROWS * n) != 0;
+                free(wf2);
+            }
+            KT_CHECK(bad == 0, "%s %s: %d panel-tile results differ from the dot kernel", kiln_dtype_name(dt),
+                     kiln_isa_name((kiln_isa)isa), bad);
+        }
+        free(w);
+    }
+    if (kiln_isa_supported(KILN_ISA_AVX512)) KT_CHECK(checked > 0, "AVX-512: no panel tile checked");
+    else fprintf(stderr, "note: no AVX-512 here: the panel tile is not exercised\n");
+    free(xs);
+    free(wf);
+}
+
+/* kiln_cpu_silu_mul_row on every ISA: within 1e-6 relative (plus 1e-30 absolute) of float64
+ * silu(g) * u over g in [-120, 120] (overflow of e^-g included) and u = +-1, and each
+ * element's bits the same computed alone (n = 1) as inside a row (lane position, tail). */
+static void test_silu(void) {
+    enum { NS = 2401 };
+    static float g[NS], u[NS], o[NS], o1[NS];
+    for (int i = 0; i < NS; i++) {
+        g[i] = -120.0f + 0.1f * (float)i + 0.013f;
+        u[i] = i % 2 ? -1.0f : 1.0f;
+    }
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_cpu_silu_mul_row((kiln_isa)isa, o, g, u, NS);
+        double worst = 0;
+        int bad = 0;
+        for (int i = 0; i < NS; i++) {
+            double gd = g[i], ref = gd / (1.0 + exp(-gd)) * u[i];
+            double e = fabs(o[i] - ref) / (fabs(ref) + 1e-30);
+            if (e > worst) worst = e;
+            kiln_cpu_silu_mul_row((kiln_isa)isa, o1 + i, g + i, u + i, 1);
+            bad += memcmp(&o1[i], &o[i], sizeof(float)) != 0;
+        }
+        KT_CHECK(worst <= 1e-6, "%s silu: rel err %.3g", kiln_isa_name((kiln_isa)isa), worst);
+        KT_CHECK(bad == 0, "%s silu: %d elements depend on their position", kiln_isa_name((kiln_isa)isa), bad);
+        fprintf(stderr, "%s silu*u: max rel err %.3g vs float64\n", kiln_isa_name((kiln_isa)isa), worst);
+    }
+}
+
+/* kiln_cpu_rope_angles + kiln_cpu_rope_apply (the backend's per-step RoPE) against
+ * kiln_cpu_rope, bit for bit, both styles, 1 and 2 threads. */
+static void test_rope_split(void) {
+    enum { R = 19, H = 3, HD = 64 };
+    static float a[R * H * HD], b[R * H * HD];
+    static double cs[R * HD / 2], sn[R * HD / 2];
+    int32_t pos[R];
+    unsigned long long seed = 5;
+    for (int r = 0; r < R; r++) pos[r] = (int32_t)(kt_rand_u64(&seed) % 40000);
+    kiln_error err = {0};
+    for (int th = 1; th <= 2; th++) {
+        kiln_cpu_ctx c = {.isa = kiln_isa_best()};
+        KT_CHECK(kiln_pool_create(&c.pool, th, &err) == 0, "pool");
+        for (int st = 0; st < 2; st++) {
+            kiln_rope_style style = st ? KILN_ROPE_INTERLEAVED : KILN_ROPE_HALF;
+            for (int i = 0; i < R * H * HD; i++) a[i] = b[i] = kt_randf(&seed);
+            kiln_cpu_rope(a, pos, R, H, HD, 10000.0, style);
+            kiln_cpu_rope_angles(cs, sn, pos, R, HD, 10000.0);
+            kiln_cpu_rope_apply(&c, b, cs, sn, R, H, HD, style);
+            KT_CHECK(memcmp(a, b, sizeof a) == 0, "rope apply (style %d, %d threads) differs from kiln_cpu_rope", st, th);
+        }
+        kiln_pool_destroy(c.pool);
+    }
+}
+
 int main(void) {
+    test_rope_split();
+    test_silu();
     test_attn_kernels();
     test_dotw();
+    test_panel_tile();
     test_attn_softmax();
     const char *path = default_model();
     if (!kt_exists(path))

@@ -98,7 +98,7 @@ static void test_matmul(kiln_pool *pools[3]) {
                 const char *iname = kiln_isa_name((kiln_isa)isa);
                 kiln_error err = {0};
                 /* reference run: one thread, all rows at once */
-                kiln_cpu_ctx c1 = {(kiln_isa)isa, pools[0]};
+                kiln_cpu_ctx c1 = {.isa = (kiln_isa)isa, .pool = pools[0]};
                 poison(y1, (size_t)R * O);
                 int rc = kiln_cpu_matmul(&c1, y1, x, R, &w.t, &err);
                 KT_CHECK(rc == 0, "%s %s: matmul failed: %s", iname, w.t.name, err.msg);
@@ -116,7 +116,7 @@ static void test_matmul(kiln_pool *pools[3]) {
                 /* bit-identical whatever the batch split and the thread count */
                 static const int splits[] = {1, 2, 3, 4, 7, 30};
                 for (int pi = 0; pi < 3; pi++) {
-                    kiln_cpu_ctx c = {(kiln_isa)isa, pools[pi]};
+                    kiln_cpu_ctx c = {.isa = (kiln_isa)isa, .pool = pools[pi]};
                     for (size_t k = 0; k < sizeof splits / sizeof splits[0]; k++) {
                         int b = splits[k];
                         if (b > R && b != 1) continue;
@@ -164,7 +164,7 @@ static void test_matmul_errors(kiln_pool *pool) {
     weight_make(&w, KILN_DT_BF16, 64, 256, &seed);
     float x[2 * 256], y[2 * 64];
     for (int i = 0; i < 2 * 256; i++) x[i] = kt_randf(&seed);
-    kiln_cpu_ctx c = {kiln_isa_best(), pool};
+    kiln_cpu_ctx c = {.isa = kiln_isa_best(), .pool = pool};
     kiln_error err = {0};
     /* no allocation in the hot path */
     uint64_t a0 = kiln_alloc_count();
@@ -323,7 +323,7 @@ static void test_rmsnorm(kiln_pool *pools[3]) {
         for (int i = 0; i < R * n; i++) x[i] = kt_randf(&seed) * (i % 7 == 0 ? 30.0f : 1.0f);
         for (int i = 0; i < n; i++) w[i] = 1.0f + kt_randf(&seed);
         float eps = 1e-5f;
-        kiln_cpu_ctx c = {KILN_ISA_SCALAR, pools[0]}, c2 = {KILN_ISA_SCALAR, pools[1]};
+        kiln_cpu_ctx c = {.isa = KILN_ISA_SCALAR, .pool = pools[0]}, c2 = {.isa = KILN_ISA_SCALAR, .pool = pools[1]};
         poison(y, (size_t)R * n);
         kiln_cpu_rmsnorm(&c, y, x, w, R, n, eps);
         for (int r = 0; r < R; r++) {
@@ -356,7 +356,7 @@ static void test_swiglu(kiln_pool *pools[3]) {
     }
     g[0] = -100.0f; ref[0] = (float)(-100.0 / (1.0 + exp(100.0)) * u[0]);
     g[1] = 100.0f;  ref[1] = (float)(100.0 * u[1]);
-    kiln_cpu_ctx c = {KILN_ISA_SCALAR, pools[0]}, c2 = {KILN_ISA_SCALAR, pools[1]};
+    kiln_cpu_ctx c = {.isa = KILN_ISA_SCALAR, .pool = pools[0]}, c2 = {.isa = KILN_ISA_SCALAR, .pool = pools[1]};
     poison(y, cnt);
     kiln_cpu_swiglu(&c, y, g, u, R, n);
     double worst = 0;

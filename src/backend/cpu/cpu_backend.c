@@ -12,11 +12,15 @@
  * All buffers are allocated in create(); a step allocates nothing (I7).
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #include "util/alloc.h"
 #include "util/error.h"
+
+#define PANEL_FLOATS (128u * 1024u) /* per thread: the prefill matmul's f32 weight panel (512 KB) */
 
 typedef struct cpu_backend {
     kiln_backend base;
@@ -27,6 +31,7 @@ typedef struct cpu_backend {
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
+    double *rope_cs, *rope_sn; /* [max_tokens][head_dim / 2]: this step's RoPE angles */
     float *scores;      /* [n_threads][heads per KV head][max_model_len] */
     kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
@@ -51,14 +56,34 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->gate);
     kiln_free_aligned(c->up);
     kiln_free_aligned(c->scores);
+    kiln_free_aligned(c->ctx.panel);
+    kiln_free_aligned(c->ctx.xperm);
+    kiln_free_aligned(c->rope_cs);
+    kiln_free_aligned(c->rope_sn);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
     kiln_free(c);
 }
 
+/* Ask for transparent huge pages over the 2 MB-aligned interior of a big scratch buffer (THP
+ * in "madvise" mode): one fault per 2 MB instead of per 4 KB on first touch, and fewer TLB
+ * misses (prefill-512 +1.8 %). A hint: failure changes nothing. */
+static void advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t H = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + H - 1) & ~(H - 1), b = ((uintptr_t)p + n) & ~(H - 1);
+    if (p && b > a) (void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 static float *alloc_f32(size_t n, size_t *total) {
     *total += n * sizeof(float);
-    return kiln_malloc_aligned(n * sizeof(float));
+    float *p = kiln_malloc_aligned(n * sizeof(float));
+    advise_huge(p, n * sizeof(float));
+    return p;
 }
 
 static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc,
@@ -99,6 +124,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
     c->kv_bytes = kvn * sizeof(float);
     c->kv = kiln_malloc_aligned(c->kv_bytes);
+    /* not advise_huge: the pool is touched sparsely (2 MB pages: +60 MB RSS for a 3-token
+     * prompt, for +1.7 % prefill-512 measured) */
     size_t sb = 0;
     c->x = alloc_f32(T * mc->dim, &sb);
     c->xn = alloc_f32(T * mc->dim, &sb);
@@ -108,12 +135,19 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->att = alloc_f32(T * qd, &sb);
     c->gate = alloc_f32(T * mc->hidden_dim, &sb);
     c->up = alloc_f32(T * mc->hidden_dim, &sb);
+    c->rope_cs = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
+    c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
+    sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
     c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * (mc->n_heads / mc->n_kv_heads) * bc->max_model_len, &sb);
     c->logits = alloc_f32(S * mc->vocab_size, &sb);
+    c->ctx.panel_floats = PANEL_FLOATS;
+    c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * PANEL_FLOATS, &sb);
+    c->ctx.xperm_floats = T * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim);
+    c->ctx.xperm = alloc_f32(c->ctx.xperm_floats, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
     c->scratch_bytes = sb;
     if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
-        !c->scores || !c->logits || !c->logit_rows) {
+        !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
                       c->kv_bytes / 1048576.0, sb / 1048576.0);
         goto fail;
@@ -181,7 +215,9 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
         if (J->prefetch && j0 + run < n)
             prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 1, kvh, 0),
                           (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
-        for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
+        if (J->k.pvg) J->k.pvg(att, (size_t)hd, scores + j0, (size_t)stride, G, vp, run, hd);
+        else
+            for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
         j0 += run;
     }
 }
@@ -193,6 +229,7 @@ static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0,
 typedef struct attn_tasks {
     attn_job *J;
     int gs, items, per_task;
+    int reverse; /* many small tasks: claim the last rows' first */
 } attn_tasks;
 
 static void attn_task(void *arg, int task, int thread) {
@@ -202,6 +239,10 @@ static void attn_task(void *arg, int task, int thread) {
     const kiln_step *s = J->s;
     int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, ng = G / A->gs;
     float *scores = c->scores + (size_t)thread * G * c->cfg.max_model_len;
+    /* tasks claimed in order run the last (longest: causal) rows first, so that the job ends
+     * on short tasks (each item is independent: no bit changes) */
+    int n_tasks = (A->items + A->per_task - 1) / A->per_task;
+    if (A->reverse) task = n_tasks - 1 - task;
     int w0 = task * A->per_task, w1 = w0 + A->per_task < A->items ? w0 + A->per_task : A->items;
     int seq = 0;
     for (int w = w0; w < w1; w++) {
@@ -213,7 +254,7 @@ static void attn_task(void *arg, int task, int thread) {
 
 static void attention(cpu_backend *c, attn_job *J) {
     int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, nth = kiln_pool_size(c->ctx.pool);
-    attn_tasks A = {J, G, 0, 1};
+    attn_tasks A = {J, G, 0, 1, 0};
     int pairs = J->s->n_tokens * KV;
     if (pairs < 4 * nth) A.gs = 1;
     A.items = pairs * (G / A.gs);
@@ -222,6 +263,7 @@ static void attention(cpu_backend *c, attn_job *J) {
      * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
      * ranges claimed dynamically (causal rows differ in cost) */
     int want = A.items < 16 * nth ? nth : nth * 8;
+    A.reverse = want > nth;
     A.per_task = (A.items + want - 1) / want;
     kiln_pool_run_tasks(c->ctx.pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
 }
@@ -242,10 +284,6 @@ static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
                    c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd, hd * sizeof(float));
         }
     }
-}
-
-static void add_inplace(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
 /* Validate the descriptor against the capacities and the pool (I2: block ids physical and
@@ -297,24 +335,26 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
                             kiln_dtype_name(m->tok_embd->dtype));
     }
+    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
+    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
         float *const qkv[3] = {c->q, c->k, c->v};
         const kiln_tensor *const wqkv[3] = {w->wq, w->wk, w->wv};
         if ((rc = kiln_cpu_matmul_multi(&c->ctx, 3, qkv, c->xn, T, wqkv, err))) return rc;
-        kiln_cpu_rope(c->q, s->positions, T, mc->n_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
-        kiln_cpu_rope(c->k, s->positions, T, mc->n_kv_heads, mc->head_dim, mc->rope_theta, mc->rope_style);
+        kiln_cpu_rope_apply(&c->ctx, c->q, c->rope_cs, c->rope_sn, T, mc->n_heads, mc->head_dim, mc->rope_style);
+        kiln_cpu_rope_apply(&c->ctx, c->k, c->rope_cs, c->rope_sn, T, mc->n_kv_heads, mc->head_dim, mc->rope_style);
         kv_write(c, s, l);
         attn_job J = {c, s, l, c->attn, s->n_tokens <= 16};
         attention(c, &J);
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
-        add_inplace(c->x, c->xn, (size_t)T * D);
+        kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
         if ((rc = kiln_cpu_matmul_swiglu(&c->ctx, c->gate, c->up, c->xn, T, w->w_gate, w->w_up, err)))
             return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
-        add_inplace(c->x, c->xn, (size_t)T * D);
+        kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
     }
     (void)qd;
     /* gather the rows that need logits, in sequence order */

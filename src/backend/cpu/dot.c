@@ -159,15 +159,16 @@ int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k) {
 #ifdef KILN_X86
     case KILN_ISA_AVX2:
         if (!kiln_isa_supported(isa)) return -1;
-        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, attn_softmax_scalar};
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, attn_softmax_scalar, NULL};
         return 0;
     case KILN_ISA_AVX512:
         if (!kiln_isa_supported(isa)) return -1;
-        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512};
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512,
+                                 kiln_cpu_attn_pvg_avx512};
         return 0;
 #endif
     case KILN_ISA_SCALAR:
-        *k = (kiln_attn_kernels){attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar};
+        *k = (kiln_attn_kernels){attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL};
         return 0;
     default: return -1;
     }

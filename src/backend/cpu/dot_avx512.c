@@ -199,6 +199,48 @@ void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, i
         for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx512(o + d, v + (size_t)j * hd + d, p[j], hd - d);
 }
 
+/* G heads sharing a run of values: o_i[d] = fma(p_i[j], v_j[d], o_i[d]) for j in order, i < G
+ * (o_i = o + i * ldo, p_i = p + i * ldp): per head exactly kiln_cpu_attn_pv_avx512, so the
+ * same bits; head_dim 64 and G <= 4: the G heads' outputs stay in registers together
+ * (4 G independent fma chains instead of 4: pv is latency-bound) and each value row is
+ * loaded once for all heads. */
+static ALWAYS_INLINE void pvg64(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv) {
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < G; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_loadu_ps(o + (size_t)i * ldo + 16 * c);
+    for (int j = 0; j < nv; j++) {
+        const float *vj = v + (size_t)j * 64;
+        __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
+        __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
+#pragma GCC unroll 4
+        for (int i = 0; i < G; i++) {
+            __m512 a = _mm512_set1_ps(p[(size_t)i * ldp + j]);
+            acc[i][0] = _mm512_fmadd_ps(a, v0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, v1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(a, v2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < G; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + (size_t)i * ldo + 16 * c, acc[i][c]);
+}
+
+void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
+                              int hd) {
+    switch (hd == 64 ? G : 0) {
+    case 1: pvg64(o, ldo, p, ldp, 1, v, nv); break;
+    case 2: pvg64(o, ldo, p, ldp, 2, v, nv); break;
+    case 3: pvg64(o, ldo, p, ldp, 3, v, nv); break;
+    case 4: pvg64(o, ldo, p, ldp, 4, v, nv); break;
+    default:
+        for (int i = 0; i < G; i++) kiln_cpu_attn_pv_avx512(o + (size_t)i * ldo, p + (size_t)i * ldp, v, nv, hd);
+    }
+}
+
 /* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
  * so n ln2 is exact), e^r by its degree-7 Taylor polynomial (truncation < 6e-9 relative),
  * times 2^n by vscalefps (which rounds a subnormal result once). About 1 ulp. */
@@ -251,4 +293,37 @@ void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale) {
     __m512 inv = _mm512_set1_ps(1.0f / hsum(sum, z, z, z));
     for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), inv));
     if (j < n) _mm512_mask_storeu_ps(x + j, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + j), inv));
+}
+
+/* out[i] = silu(g[i]) * u[i] = g / (1 + e^-g) * u (kiln_cpu_silu_mul's expression) for i < n,
+ * 16 at a time, the tail by masked lanes (every element the same function, wherever it sits).
+ * e^x: exp_neg's reduction and polynomial over x clamped to [-104, 89] (about 1 ulp; above 89
+ * 2^n overflows to inf, as expf does past 88.7, and g / inf is -0). out may alias g. */
+static ALWAYS_INLINE __m512 silu_mul16(__m512 g, __m512 u) {
+    __m512 x = _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), g), _mm512_set1_ps(89.0f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 e = _mm512_scalef_ps(p, n);
+    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u);
+}
+
+void kiln_cpu_silu_mul_avx512(float *out, const float *g, const float *u, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, silu_mul16(_mm512_loadu_ps(g + i), _mm512_loadu_ps(u + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(out + i, m, silu_mul16(_mm512_maskz_loadu_ps(m, g + i), _mm512_maskz_loadu_ps(m, u + i)));
+    }
 }

@@ -28,7 +28,10 @@ void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd
 void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd);
 void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd);
+void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
+                              int hd);
 void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale);
+void kiln_cpu_silu_mul_avx512(float *out, const float *g, const float *u, int n);
 #endif
 
 #endif

@@ -2,7 +2,8 @@
  *
  * Rules that every op keeps:
  *   - f32 arithmetic and f32 accumulation; weights (f32/f16/bf16, GGUF quants) are read in
- *     place and converted in registers, never expanded to a full f32 copy;
+ *     place and converted in registers, never expanded to a full f32 copy (prefill expands a
+ *     panel of rows at a time into per-thread scratch, the same values);
  *   - a row's result does not depend on how many rows are computed together, nor on the thread
  *     count (fixed reduction order per output element), so ragged batches are bit-exact;
  *   - the ISA (scalar / AVX2 / AVX-512) is chosen at run time; KILN_CPU_ISA forces one. Paths
@@ -28,10 +29,16 @@ int kiln_isa_supported(kiln_isa isa);
  * An unknown or unsupported value is an error. */
 int kiln_isa_from_env(kiln_isa *isa, kiln_error *err);
 
-/* Per-backend context the ops run in. */
+/* Per-backend context the ops run in. panel: optional per-thread scratch for the prefill
+ * matmul path (thread t owns panel + t * panel_floats); NULL: that path is not used.
+ * xperm: optional scratch for x in the long-row prefill path (rows * n_in <= xperm_floats). */
 typedef struct kiln_cpu_ctx {
     kiln_isa isa;
     kiln_pool *pool;
+    float *panel;
+    size_t panel_floats;
+    float *xperm;
+    size_t xperm_floats;
 } kiln_cpu_ctx;
 
 /* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
@@ -46,6 +53,23 @@ typedef void (*kiln_dot_fn)(const void *wrow, const float *x, size_t ldx, int nr
 typedef void (*kiln_dotw_fn)(const void *wrow, size_t ldw, int nw, const float *x, int n, float *out);
 /* The kiln_dotw_fn matching kiln_cpu_dot_lookup_quant(dt, isa), or NULL (then use that). */
 kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa);
+/* Prefill pair (quant dtypes whose dot kernel on isa supports it, else NULL and *tile NULL):
+ *   deq:  nw weight rows (ldw bytes apart) -> f32 out[nw][n], the values the dot kernel uses;
+ *   tile: out[r * ldo + k] = W[k] . x[r * ldx ..] for k < nw, r < nx (nw <= 4 and nx <= 6, or
+ *         nw <= 6 and nx <= 4), W f32
+ *         [nw][n] from deq; bit-identical per element to the dot kernel of (dt, isa), any nr. */
+typedef void (*kiln_deq_fn)(const void *w, size_t ldw, int nw, int n, int perm, float *out);
+typedef void (*kiln_tile_fn)(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out,
+                             size_t ldo);
+/*         perm (n a multiple of 64): rows "phase-major", vector j (16 floats) of a row at
+ *         (j % 4) * n / 4 + 16 * (j / 4), for phase;
+ *   phase: the tile's accumulator chain a (0..3: the vectors j = a mod 4) only, over
+ *         phase-major W and x rows (deq's perm; x rows ldx floats apart); called for
+ *         a = 0, 1, 2, 3 in order with the same buf (per tile: 2 * nw * nx 64-byte aligned
+ *         vectors, 16 floats each), it writes out at a = 3, with the tile's bits. */
+typedef void (*kiln_tile_phase_fn)(const float *w, int nw, const float *x, size_t ldx, int nx, int n, int a,
+                                   float *buf, float *out, size_t ldo);
+kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile, kiln_tile_phase_fn *phase);
 /* NULL when (dt, isa) has no kernel; a quant dtype without a kernel on isa falls back to a
  * lower ISA only when not in strict mode (the caller decides). */
 kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa);
@@ -68,10 +92,15 @@ kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
 typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
 typedef void (*kiln_attn_softmax_fn)(float *x, int n, float scale);
+/* pvg: pv for G heads over the same values (o_i = o + i * ldo, p_i = p + i * ldp), per head
+ * the bits of pv; NULL: call pv per head. */
+typedef void (*kiln_attn_pvg_fn)(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
+                                 int hd);
 typedef struct kiln_attn_kernels {
     kiln_attn_qk_fn qk;
     kiln_attn_pv_fn pv;
     kiln_attn_softmax_fn softmax;
+    kiln_attn_pvg_fn pvg;
 } kiln_attn_kernels;
 /* 0, or -1 where isa is not supported. */
 int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k);
@@ -83,7 +112,8 @@ int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
 
 /* y[r][o] = sum_i x[r][i] * W[o][i]
  *   x: [n_rows][n_in] f32 (row stride n_in), W: tensor [n_out][n_in], y: [n_rows][n_out].
- * Threads split the output columns; each element is one kiln_dot_fn call (same order always).
+ * Threads split the output columns; each element is one kiln_dot_fn call (same order always),
+ * or with >= 3 rows and c->panel the prefill tile (kiln_deq_fn / kiln_tile_fn), same bits.
  * No allocation. (dtype, c->isa) without a kernel is KILN_ERR_UNSUPPORTED: no silent fallback
  * (a quant ISA fallback is the caller's choice, made at load time via kiln_cpu_dot_lookup). */
 int kiln_cpu_matmul(kiln_cpu_ctx *c, float *y, const float *x, int n_rows, const kiln_tensor *w,
@@ -101,6 +131,13 @@ int kiln_cpu_matmul_swiglu(kiln_cpu_ctx *c, float *out, float *up, const float *
 
 /* silu(g) * u, as torch's silu: the one expression both SwiGLU paths use. */
 static inline float kiln_cpu_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+/* out[i] = silu(g[i]) * u[i], i < n, as every SwiGLU of the ISA computes it (scalar, AVX2:
+ * kiln_cpu_silu_mul; AVX-512: the same expression over a vector exp of about 1 ulp); each
+ * element's bits depend only on g[i], u[i] and the ISA. out may alias g. */
+void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n);
+
+/* x[i] += y[i], i < n (the residual adds; threads split the range). */
+void kiln_cpu_add(kiln_cpu_ctx *c, float *x, const float *y, int64_t n);
 
 /* out[r] = x[r] * w / sqrt(mean(x[r]^2) + eps), n_rows rows of n. out may alias x. */
 void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *w, int n_rows, int n,
@@ -112,6 +149,12 @@ void kiln_cpu_rmsnorm(kiln_cpu_ctx *c, float *out, const float *x, const float *
  * by up to ~1e-2 rad at positions ~1e5; see ops.c.) */
 void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int head_dim,
                    double theta, kiln_rope_style style);
+
+/* kiln_cpu_rope in two halves, the same bits: the angles' cos / sin once per step,
+ * cs, sn: [n_rows][head_dim / 2] (double), then applied to q and k (threads split rows). */
+void kiln_cpu_rope_angles(double *cs, double *sn, const int32_t *pos, int n_rows, int head_dim, double theta);
+void kiln_cpu_rope_apply(kiln_cpu_ctx *c, float *x, const double *cs, const double *sn, int n_rows, int n_heads,
+                         int head_dim, kiln_rope_style style);
 
 /* out[r][i] = silu(gate[r][i]) * up[r][i]; out may alias gate. */
 void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n);

@@ -16,7 +16,7 @@
  * short ones (pos < ~1000). kiln is the accurate one; the tests check it against a long
  * double reference at positions up to 131072 with theta 1e4 and 1e9. */
 #include <math.h>
-#include "backend/cpu/kernels.h"
+#include "backend/cpu/dot_internal.h"
 
 #define PAR_MIN_ELEMS (1 << 16) /* fewer elements per call: stay on the calling thread */
 #define ROPE_CHUNK 64           /* frequency pairs per stack chunk (no allocation, any head_dim) */
@@ -28,6 +28,21 @@ static void run_rows(kiln_cpu_ctx *c, int64_t elems, kiln_pool_fn fn, void *job)
         kiln_pool_run(c->pool, fn, job);
     else
         fn(job, 0, 1);
+}
+
+/* ---- residual add ------------------------------------------------------------------------ */
+
+typedef struct { float *x; const float *y; int64_t n; } add_job;
+
+static void add_run(void *ctx, int ith, int nth) {
+    const add_job *j = ctx;
+    for (int64_t i = j->n * ith / nth; i < j->n * (ith + 1) / nth; i++) j->x[i] += j->y[i];
+}
+
+void kiln_cpu_add(kiln_cpu_ctx *c, float *x, const float *y, int64_t n) {
+    if (n <= 0) return;
+    add_job j = {x, y, n};
+    run_rows(c, n, add_run, &j);
 }
 
 /* ---- RMSNorm ---------------------------------------------------------------------------- */
@@ -103,21 +118,83 @@ void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int he
     }
 }
 
+void kiln_cpu_rope_angles(double *cs, double *sn, const int32_t *pos, int n_rows, int head_dim, double theta) {
+    const int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = 1.0 / pow(theta, (double)(2 * i) / (double)head_dim); /* as kiln_cpu_rope */
+        for (int r = 0; r < n_rows; r++) {
+            double a = (double)pos[r] * inv;
+            cs[(size_t)r * half + i] = cos(a);
+            sn[(size_t)r * half + i] = sin(a);
+        }
+    }
+}
+
+typedef struct {
+    float *x;
+    const double *cs, *sn;
+    int n_rows, n_heads, head_dim;
+    kiln_rope_style style;
+} rope_job;
+
+static void rope_run(void *ctx, int ith, int nth) {
+    const rope_job *j = ctx;
+    const int half = j->head_dim / 2;
+    for (int r = split_lo(j->n_rows, ith, nth); r < split_lo(j->n_rows, ith + 1, nth); r++) {
+        const double *cs = j->cs + (size_t)r * half, *sn = j->sn + (size_t)r * half;
+        for (int h = 0; h < j->n_heads; h++) {
+            float *v = j->x + ((size_t)r * j->n_heads + h) * j->head_dim;
+            if (j->style == KILN_ROPE_INTERLEAVED) {
+                for (int i = 0; i < half; i++) {
+                    double a = v[2 * i], b = v[2 * i + 1];
+                    v[2 * i] = (float)(a * cs[i] - b * sn[i]);
+                    v[2 * i + 1] = (float)(b * cs[i] + a * sn[i]);
+                }
+            } else {
+                for (int i = 0; i < half; i++) {
+                    double a = v[i], b = v[i + half];
+                    v[i] = (float)(a * cs[i] - b * sn[i]);
+                    v[i + half] = (float)(b * cs[i] + a * sn[i]);
+                }
+            }
+        }
+    }
+}
+
+void kiln_cpu_rope_apply(kiln_cpu_ctx *c, float *x, const double *cs, const double *sn, int n_rows, int n_heads,
+                         int head_dim, kiln_rope_style style) {
+    if (n_rows <= 0) return;
+    rope_job j = {x, cs, sn, n_rows, n_heads, head_dim, style};
+    run_rows(c, (int64_t)n_rows * n_heads * head_dim, rope_run, &j);
+}
+
 /* ---- SwiGLU ----------------------------------------------------------------------------- */
 
-typedef struct { float *out; const float *g, *u; int64_t n; } swiglu_job;
+void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n) {
+#ifdef KILN_X86
+    if (isa == KILN_ISA_AVX512) {
+        kiln_cpu_silu_mul_avx512(out, g, u, n);
+        return;
+    }
+#endif
+    (void)isa;
+    for (int i = 0; i < n; i++) out[i] = kiln_cpu_silu_mul(g[i], u[i]);
+}
+
+typedef struct { float *out; const float *g, *u; int64_t n; kiln_isa isa; } swiglu_job;
 
 static void swiglu_run(void *ctx, int ith, int nth) {
     const swiglu_job *j = ctx;
     int64_t lo = j->n * ith / nth, hi = j->n * (ith + 1) / nth;
-    for (int64_t i = lo; i < hi; i++) {
-        j->out[i] = kiln_cpu_silu_mul(j->g[i], j->u[i]);
+    for (int64_t i = lo; i < hi; i += 1 << 20) {
+        int m = hi - i < (1 << 20) ? (int)(hi - i) : 1 << 20;
+        kiln_cpu_silu_mul_row(j->isa, j->out + i, j->g + i, j->u + i, m);
     }
 }
 
 void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n) {
     if (n_rows <= 0 || n <= 0) return;
-    swiglu_job j = {out, gate, up, (int64_t)n_rows * n};
+    swiglu_job j = {out, gate, up, (int64_t)n_rows * n, c->isa};
     run_rows(c, j.n, swiglu_run, &j);
 }
 

@@ -183,3 +183,22 @@ kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa) {
     default: (void)dt; return NULL;
     }
 }
+
+kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile,
+                                      kiln_tile_phase_fn *phase) {
+    *tile = NULL;
+    *phase = NULL;
+    switch (isa) {
+#ifdef KILN_X86
+    case KILN_ISA_AVX512: {
+        kiln_deq_fn d = kiln_quant_deq_avx512(dt);
+        if (d) {
+            *tile = kiln_quant_tile_avx512();
+            *phase = kiln_quant_tile_phase_avx512();
+        }
+        return d;
+    }
+#endif
+    default: (void)dt; return NULL;
+    }
+}

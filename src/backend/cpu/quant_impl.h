@@ -37,5 +37,8 @@ kiln_dot_fn kiln_quant_dot_avx2(kiln_dtype dt);
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt);
 kiln_dotw_fn kiln_quant_dotw_avx2(kiln_dtype dt);
 kiln_dotw_fn kiln_quant_dotw_avx512(kiln_dtype dt);
+kiln_deq_fn kiln_quant_deq_avx512(kiln_dtype dt);
+kiln_tile_fn kiln_quant_tile_avx512(void);
+kiln_tile_phase_fn kiln_quant_tile_phase_avx512(void);
 
 #endif
