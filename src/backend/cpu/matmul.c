@@ -17,7 +17,7 @@
  * is exactly one dot call on one weight row and one x row, whose result does not depend on
  * the group size, so y is bit-identical whatever the thread count, the task split and the
  * batch composition (I5/I6).
- * Prefill (>= 3 rows, quant types with a kiln_deq_fn, c->panel set): the panel path instead
+ * Prefill (>= 32 rows, quant types with a kiln_deq_fn, c->panel set): the panel path instead
  * (mm_task_panel): per panel of the task's weight rows, dequantized once into the thread's f32
  * scratch, a 4 x 6 register tile runs one accumulator phase at a time (rows longer than
  * PHASE_MIN_N: phase-major panel and x, the phase loop outside the tile loop); each element
@@ -236,9 +236,10 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         if (!y[p]) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %s: NULL output", w[p]->name);
     j->n_in = (int)w[0]->shape[1];
     if (j->swiglu) total_cols = j->part[0].n_out;
-    /* the panel path: >= 3 rows, every part has it, scratch for >= 2 rows (x2 for SwiGLU) */
+    /* the panel path: >= 32 rows (below, dequantizing every panel costs more than the dot
+     * kernels lose: measured at batch 4/8/16 decode), every part has it, scratch for >= 2 rows (x2 for SwiGLU) */
     j->pw = 0;
-    if (j->n_rows >= 3 && c->panel && j->n_in <= PANEL_MAX_N) {
+    if (j->n_rows >= 32 && c->panel && j->n_in <= PANEL_MAX_N) {
         int ok = 1;
         for (int p = 0; p < j->n_parts; p++) ok &= j->part[p].deq != NULL;
         size_t per = (size_t)j->n_in * (j->swiglu ? 2 : 1);
