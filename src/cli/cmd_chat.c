@@ -25,7 +25,7 @@
 static void usage_chat(void) {
     fprintf(stderr,
             "usage: kiln chat --model PATH [--system TEXT] [-n N] [--temperature T] [--top-p P]\n"
-            "         [--top-k K] [--seed S] [--chat-template mistral-v7|chatml|llama3] [engine options]\n"
+            "         [--top-k K] [--seed S] [--chat-template mistral-v7|mistral-v3|chatml|llama3] [engine options]\n"
             "  interactive on a terminal (/reset, /quit); otherwise stdin is one message, answered once\n");
 }
 

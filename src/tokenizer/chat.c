@@ -10,6 +10,13 @@
  *               [INST] text [/INST]
  *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s>
  *    tool:      [TOOL_RESULTS] call-id [TOOL_CONTENT] text [/TOOL_RESULTS]
+ *  mistral-v3 (mistral-common's InstructRequestNormalizer + InstructTokenizerV3, tekken v3 files):
+ *    <s>; system texts joined by "\n\n" into one prompt put before the LAST user text
+ *    ("system\n\nuser", one piece); runs of user (assistant) messages merged with "\n\n"; an
+ *    empty user turn first when the first turn is not a user's; then per turn
+ *    user:      ([AVAILABLE_TOOLS] tools-json [/AVAILABLE_TOOLS], last user turn only) [INST] text [/INST]
+ *    assistant: text.rstrip(" ") | [TOOL_CALLS] [{"name", "arguments", "id"}...]   then </s>
+ *    tool:      [TOOL_RESULTS] {"content": result (parsed when JSON), "call_id": id} [/TOOL_RESULTS]
  *  JSON is written as Python's json.dumps(ensure_ascii=False) does (", " and ": "), which is
  *  what mistral-common tokenizes.
  *  chatml: <|im_start|>role\ncontent<|im_end|>\n per message (one text piece "role\ncontent"),
@@ -20,7 +27,7 @@
  *    included, as Jinja's `trim` in Meta's template), <|start_header_id|>assistant<|end_header_id|>\n\n
  *    as the generation prompt.
  * The format comes from the name, else from the tokenizer's metadata: tekken config.version
- * (v7 and later), or the chat template text recognised by its markers.
+ * (v3; v7 and later), or the chat template text recognised by its markers.
  */
 #include "tokenizer/chat.h"
 #include <ctype.h>
@@ -104,17 +111,17 @@ static int py_dump(tok_buf *b, json_t *v) {
 }
 
 /* ---- formats ---- */
-typedef enum { FMT_MISTRAL_V7, FMT_CHATML, FMT_LLAMA3 } chat_fmt;
-static const char *k_names[] = {"mistral-v7", "chatml", "llama3"};
+typedef enum { FMT_MISTRAL_V7, FMT_CHATML, FMT_LLAMA3, FMT_MISTRAL_V3, FMT_COUNT } chat_fmt;
+static const char *k_names[] = {"mistral-v7", "chatml", "llama3", "mistral-v3"};
 
 static int resolve(const kiln_tokenizer *t, const char *name, chat_fmt *f, kiln_error *err) {
     if (name && *name && strcmp(name, "auto")) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < FMT_COUNT; i++)
             if (!strcmp(name, k_names[i])) {
                 *f = (chat_fmt)i;
                 return KILN_OK;
             }
-        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: unknown chat template \"%s\" (known: mistral-v7, chatml, llama3)",
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: unknown chat template \"%s\" (known: mistral-v7, mistral-v3, chatml, llama3)",
                         name);
     }
     const char *ver = kiln_tokenizer_version(t), *ct = kiln_tokenizer_chat_template(t);
@@ -123,14 +130,18 @@ static int resolve(const kiln_tokenizer *t, const char *name, chat_fmt *f, kiln_
             *f = FMT_MISTRAL_V7;
             return KILN_OK;
         }
+        if (!strcmp(ver, "v3")) {
+            *f = FMT_MISTRAL_V3;
+            return KILN_OK;
+        }
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "chat: tekken version \"%s\" has no chat format in kiln (only v7 and later); choose one with "
-                        "--chat-template mistral-v7", ver);
+                        "chat: tekken version \"%s\" has no chat format in kiln (v3, v7 and later); choose one with "
+                        "--chat-template mistral-v3 or mistral-v7", ver);
     }
     if (!ct)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                         "chat: the tokenizer has no chat template; choose one with --chat-template "
-                        "(mistral-v7, chatml, llama3)");
+                        "(mistral-v7, mistral-v3, chatml, llama3)");
     if (strstr(ct, "<|im_start|>")) *f = FMT_CHATML;
     else if (strstr(ct, "<|start_header_id|>")) *f = FMT_LLAMA3;
     else if (strstr(ct, "[SYSTEM_PROMPT]") && strstr(ct, "[INST]")) *f = FMT_MISTRAL_V7;
@@ -180,48 +191,93 @@ static int put_json(enc *e, json_t *v) {
     return rc;
 }
 
+/* mistral-common's Tool.model_dump() of each OpenAI tool: type, function{name, description,
+ * parameters}; *out NULL when there are none. */
+static int mistral_tools(const char *tools_json, json_t **out, kiln_error *err) {
+    *out = NULL;
+    if (!tools_json || !*tools_json) return KILN_OK;
+    json_error_t je;
+    json_t *in = json_loads(tools_json, 0, &je);
+    if (!json_is_array(in)) {
+        json_decref(in);
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tools is not a JSON array");
+    }
+    json_t *tools = json_array(), *t;
+    size_t i;
+    json_array_foreach(in, i, t) {
+        json_t *fn = json_object_get(t, "function"), *name = json_object_get(fn, "name");
+        if (!json_is_string(name)) {
+            json_decref(in);
+            json_decref(tools);
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool %zu has no function.name", i);
+        }
+        json_t *d = json_object_get(fn, "description"), *p = json_object_get(fn, "parameters");
+        json_t *o = json_pack("{s:s, s:{s:O, s:s, s:o}}", "type", "function", "function", "name", name,
+                              "description", json_is_string(d) ? json_string_value(d) : "",
+                              "parameters", p ? json_incref(p) : json_object());
+        json_array_append_new(tools, o);
+    }
+    json_decref(in);
+    if (!json_array_size(tools)) json_decref(tools), tools = NULL;
+    *out = tools;
+    return KILN_OK;
+}
+
+/* Text as mistral-common's _parse_json_content after its normaliser: "" -> {}, JSON text -> the
+ * value, anything else -> the text itself. */
+static json_t *mistral_json_content(const char *s, size_t n) {
+    if (n == 0) return json_object();
+    json_error_t je;
+    json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &je);
+    return v ? v : json_stringn(s, n);
+}
+
+/* An assistant message's OpenAI tool_calls appended to out as mistral-common's
+ * _prepare_function_call (v3 and later): {name, arguments (parsed), id (unless empty or "null")}. */
+static int mistral_calls(json_t *out, const char *tool_calls_json, int i, kiln_error *err) {
+    json_error_t je;
+    json_t *calls = json_loads(tool_calls_json, 0, &je), *tc;
+    size_t k;
+    int rc = KILN_OK;
+    if (!json_is_array(calls)) rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool_calls is not an array", i);
+    json_array_foreach(calls, k, tc) {
+        json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
+        json_t *id = json_object_get(tc, "id"), *pa;
+        if (json_is_string(args)) pa = mistral_json_content(json_string_value(args), json_string_length(args));
+        else pa = args && !json_is_null(args) ? json_incref(args) : json_object();
+        json_t *o = json_pack("{s:O, s:o}", "name", json_object_get(fn, "name"), "arguments", pa);
+        if (!o) {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu has no name", i, k);
+            break;
+        }
+        if (json_is_string(id) && json_string_length(id) && strcmp(json_string_value(id), "null"))
+            json_object_set(o, "id", id);
+        json_array_append_new(out, o);
+    }
+    json_decref(calls);
+    return rc;
+}
+
+static int put_tools(enc *e, json_t *tools) {
+    int rc;
+    if (!(rc = put_special(e, "[AVAILABLE_TOOLS]")) && !(rc = put_json(e, tools))) rc = put_special(e, "[/AVAILABLE_TOOLS]");
+    return rc;
+}
+
 static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
     kiln_error *err = e->err;
     int rc, last_user = -1;
     for (int i = 0; i < n; i++)
         if (!strcmp(m[i].role, "user")) last_user = i;
     json_t *tools = NULL;
-    if (tools_json && *tools_json) {
-        json_error_t je;
-        json_t *in = json_loads(tools_json, 0, &je);
-        if (!json_is_array(in)) {
-            json_decref(in);
-            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tools is not a JSON array");
-        }
-        tools = json_array(); /* mistral-common's Tool.model_dump(): type, function{name, description, parameters} */
-        size_t i;
-        json_t *t;
-        json_array_foreach(in, i, t) {
-            json_t *fn = json_object_get(t, "function"), *name = json_object_get(fn, "name");
-            if (!json_is_string(name)) {
-                json_decref(in);
-                json_decref(tools);
-                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool %zu has no function.name", i);
-            }
-            json_t *d = json_object_get(fn, "description"), *p = json_object_get(fn, "parameters");
-            json_t *o = json_pack("{s:s, s:{s:O, s:s, s:o}}", "type", "function", "function", "name", name,
-                                  "description", json_is_string(d) ? json_string_value(d) : "",
-                                  "parameters", p ? json_incref(p) : json_object());
-            json_array_append_new(tools, o);
-        }
-        json_decref(in);
-    }
+    if ((rc = mistral_tools(tools_json, &tools, err))) return rc;
     if ((rc = put_special(e, "<s>"))) goto done;
     for (int i = 0; i < n && rc == KILN_OK; i++) {
         const char *c = m[i].content ? m[i].content : "";
         if (!strcmp(m[i].role, "system")) {
             if (!(rc = put_special(e, "[SYSTEM_PROMPT]")) && !(rc = put_str(e, c))) rc = put_special(e, "[/SYSTEM_PROMPT]");
         } else if (!strcmp(m[i].role, "user")) {
-            if (i == last_user && tools && json_array_size(tools)) {
-                if (!(rc = put_special(e, "[AVAILABLE_TOOLS]")) && !(rc = put_json(e, tools)))
-                    rc = put_special(e, "[/AVAILABLE_TOOLS]");
-                if (rc) break;
-            }
+            if (i == last_user && tools && (rc = put_tools(e, tools))) break;
             if (!(rc = put_special(e, "[INST]")) && !(rc = put_str(e, c))) rc = put_special(e, "[/INST]");
         } else if (!strcmp(m[i].role, "assistant")) {
             size_t cl = strlen(c);
@@ -232,25 +288,9 @@ static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             }
             if ((rc = put_text(e, c, cl))) break;
             if (m[i].tool_calls_json) {
-                json_error_t je;
-                json_t *calls = json_loads(m[i].tool_calls_json, 0, &je), *out = json_array(), *tc;
-                size_t k;
-                if (!json_is_array(calls)) rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool_calls is not an array", i);
-                json_array_foreach(calls, k, tc) {
-                    json_t *fn = json_object_get(tc, "function"), *args = json_object_get(fn, "arguments");
-                    json_t *id = json_object_get(tc, "id"), *pa = NULL;
-                    if (json_is_string(args)) pa = json_loads(json_string_value(args), JSON_DECODE_ANY, &je);
-                    if (!pa) pa = args ? json_incref(args) : json_object();
-                    json_t *o = json_pack("{s:O, s:o}", "name", json_object_get(fn, "name"), "arguments", pa);
-                    if (!o) {
-                        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu has no name", i, k);
-                        break;
-                    }
-                    if (json_is_string(id) && strcmp(json_string_value(id), "null")) json_object_set(o, "id", id);
-                    json_array_append_new(out, o);
-                }
-                if (rc == KILN_OK && !(rc = put_special(e, "[TOOL_CALLS]"))) rc = put_json(e, out);
-                json_decref(calls);
+                json_t *out = json_array();
+                if (!(rc = mistral_calls(out, m[i].tool_calls_json, i, err)) && !(rc = put_special(e, "[TOOL_CALLS]")))
+                    rc = put_json(e, out);
                 json_decref(out);
                 if (rc) break;
             }
@@ -268,6 +308,120 @@ static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
         }
     }
 done:
+    json_decref(tools);
+    return rc;
+}
+
+/* mistral-v3: mistral-common's InstructRequestNormalizer then InstructTokenizerV3. One turn after
+ * the normaliser: consecutive user (or assistant) messages merged, their non-empty texts joined
+ * with "\n\n"; system messages only break runs (their texts make the system prompt). */
+typedef struct v3_turn {
+    char role;          /* 'u', 'a', 't' */
+    tok_buf text;       /* user/assistant: joined content; tool: the result text */
+    json_t *calls;      /* assistant: prepared tool calls, NULL if none */
+    const char *call_id;
+} v3_turn;
+
+static int v3_join(tok_buf *b, const char *c) {
+    if (!c || !*c) return 0;
+    if (b->n && tok_buf_put(b, "\n\n", 2)) return -1;
+    return tok_buf_put(b, c, strlen(c));
+}
+
+static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, tok_buf *sys, kiln_error *err) {
+    int k = 0;
+    tu[k++].role = 'u'; /* the normaliser's empty first user turn, dropped below unless needed */
+    for (int i = 0; i < n; i++) {
+        const char *r = m[i].role, *c = m[i].content;
+        int run = i > 0 && !strcmp(m[i - 1].role, r);
+        if (!strcmp(r, "system")) {
+            if (v3_join(sys, c)) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+        } else if (!strcmp(r, "user") || !strcmp(r, "assistant")) {
+            if (!run) {
+                tu[k].role = r[0];
+                k++;
+            }
+            v3_turn *t = &tu[k - 1];
+            if (v3_join(&t->text, c)) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+            if (r[0] == 'a' && m[i].tool_calls_json) {
+                if (c && *c)
+                    return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                                    "chat: assistant message %d has both content and tool calls (mistral-v3 takes one)", i);
+                if (!t->calls && !(t->calls = json_array())) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+                int rc = mistral_calls(t->calls, m[i].tool_calls_json, i, err);
+                if (rc) return rc;
+                if (!json_array_size(t->calls)) json_decref(t->calls), t->calls = NULL;
+            }
+        } else if (!strcmp(r, "tool")) {
+            if (!m[i].tool_call_id)
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool message %d has no tool_call_id", i);
+            v3_turn *t = &tu[k++];
+            t->role = 't';
+            t->call_id = m[i].tool_call_id;
+            if (c && tok_buf_put(&t->text, c, strlen(c))) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+        } else {
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, r);
+        }
+    }
+    *nt = k;
+    return KILN_OK;
+}
+
+static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
+    kiln_error *err = e->err;
+    json_t *tools = NULL;
+    tok_buf sys = {0}, txt = {0};
+    int nt = 0, rc, first, last_user = 0;
+    v3_turn *tu = kiln_calloc((size_t)n + 1, sizeof *tu);
+    if (!tu) return OOM();
+    if ((rc = mistral_tools(tools_json, &tools, err)) || (rc = v3_turns(m, n, tu, &nt, &sys, err))) goto done;
+    first = nt > 1 && tu[1].role == 'u' ? 1 : 0; /* else the empty user turn goes first */
+    for (int i = first; i < nt; i++)
+        if (tu[i].role == 'u') last_user = i;
+    if ((rc = put_special(e, "<s>"))) goto done;
+    for (int i = first; i < nt && rc == KILN_OK; i++) {
+        v3_turn *t = &tu[i];
+        if (t->role == 'u') {
+            if (i == last_user && tools && (rc = put_tools(e, tools))) break;
+            txt.n = 0;
+            if ((i == last_user && sys.n && (tok_buf_put(&txt, sys.p, sys.n) || tok_buf_put(&txt, "\n\n", 2))) ||
+                (t->text.n && tok_buf_put(&txt, t->text.p, t->text.n))) {
+                rc = OOM();
+                break;
+            }
+            if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, txt.p, txt.n))) rc = put_special(e, "[/INST]");
+        } else if (t->role == 'a') {
+            if (t->calls && t->text.n) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has both content and tool calls (mistral-v3 takes one)");
+            } else if (t->calls) {
+                if (!(rc = put_special(e, "[TOOL_CALLS]"))) rc = put_json(e, t->calls);
+            } else if (t->text.n) {
+                size_t cl = t->text.n;
+                while (cl > 0 && t->text.p[cl - 1] == ' ') cl--;
+                rc = put_text(e, t->text.p, cl);
+            } else {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has neither content nor tool calls");
+            }
+            if (rc == KILN_OK) rc = put_special(e, "</s>");
+        } else { /* tool: {"content": parsed result, "call_id": id} */
+            json_t *o = json_pack("{s:o, s:s}", "content", mistral_json_content(t->text.p ? t->text.p : "", t->text.n),
+                                  "call_id", t->call_id);
+            if (!o) {
+                rc = OOM();
+                break;
+            }
+            if (!(rc = put_special(e, "[TOOL_RESULTS]")) && !(rc = put_json(e, o))) rc = put_special(e, "[/TOOL_RESULTS]");
+            json_decref(o);
+        }
+    }
+done:
+    for (int i = 0; i <= n; i++) { /* all n + 1: a failed v3_turns leaves some filled */
+        tok_buf_free(&tu[i].text);
+        json_decref(tu[i].calls);
+    }
+    kiln_free(tu);
+    tok_buf_free(&sys);
+    tok_buf_free(&txt);
     json_decref(tools);
     return rc;
 }
@@ -368,10 +522,11 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     if (rc) return rc;
     for (int i = 0; i < n_msgs; i++)
         if (!msgs[i].role) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has no role", i);
-    if (f != FMT_MISTRAL_V7 && tools_json && strcmp(tools_json, "[]"))
+    if (f != FMT_MISTRAL_V7 && f != FMT_MISTRAL_V3 && tools_json && strcmp(tools_json, "[]"))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "chat: the %s format in kiln does not take tools", k_names[f]);
     enc e = {t, {0}, err};
     if (f == FMT_MISTRAL_V7) rc = mistral_v7(&e, msgs, n_msgs, tools_json);
+    else if (f == FMT_MISTRAL_V3) rc = mistral_v3(&e, msgs, n_msgs, tools_json);
     else if (f == FMT_CHATML) rc = chatml(&e, msgs, n_msgs, add_generation_prompt);
     else rc = llama3(&e, msgs, n_msgs, add_generation_prompt);
     if (rc) {
@@ -387,7 +542,7 @@ int kiln_chat_end_of_turn(const kiln_tokenizer *t, const char *template_name) {
     kiln_error err;
     chat_fmt f;
     if (resolve(t, template_name, &f, &err)) return -1;
-    const char *n = f == FMT_MISTRAL_V7 ? "</s>" : f == FMT_CHATML ? "<|im_end|>" : "<|eot_id|>";
+    const char *n = f == FMT_MISTRAL_V7 || f == FMT_MISTRAL_V3 ? "</s>" : f == FMT_CHATML ? "<|im_end|>" : "<|eot_id|>";
     return kiln_tokenizer_token_id(t, n);
 }
 

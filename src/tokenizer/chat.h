@@ -1,4 +1,4 @@
-/* chat.h: chat formats (Mistral v7 over tekken, ChatML, Llama 3) rendered straight to token ids.
+/* chat.h: chat formats (Mistral v7 and v3 over tekken, ChatML, Llama 3) rendered straight to token ids.
  * Message text is always encoded as plain text (never parsed for control tokens): a user who
  * types "[INST]" or "</s>" gets those characters, not the control tokens. */
 #ifndef KILN_TOKENIZER_CHAT_H
@@ -14,7 +14,7 @@ typedef struct kiln_chat_msg {
 } kiln_chat_msg;
 
 /* template_name: NULL or "auto" = chosen from the tokenizer's metadata; else "mistral-v7",
- * "chatml", "llama3". Unknown name => KILN_ERR_INVALID_ARG. tools_json: JSON array of OpenAI
+ * "mistral-v3", "chatml", "llama3" (tekken config.version "v3" picks mistral-v3, "v7"+ mistral-v7). Unknown name => KILN_ERR_INVALID_ARG. tools_json: JSON array of OpenAI
  * tools or NULL. add_generation_prompt: end with the assistant turn's opening. */
 int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const kiln_chat_msg *msgs,
                      int n_msgs, const char *tools_json, int add_generation_prompt, int32_t **ids,
