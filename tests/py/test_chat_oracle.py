@@ -93,10 +93,25 @@ def test_control_text_stays_text(kiln, v7, tmp_path):
     assert ids.count(3) == 1 and ids.count(4) == 1 and 2 not in ids and ids.count(1) == 1 and 9 not in ids
 
 
-def test_auto_on_v3_tekken_is_a_clear_error(kiln, tmp_path):
+def test_auto_on_v3_tekken_picks_mistral_v3(kiln, tmp_path):
+    """tekken_240911.json says config.version "v3": auto is mistral-v3 (oracle cases in
+    test_chat_v3_oracle.py), not v7 (no [SYSTEM_PROMPT])."""
     if not TEKKEN.exists():
         pytest.skip("SKIP: no tekken file")
-    r = kiln_chat(kiln, TEKKEN, CASES["single"], tmp_path)
+    auto = kiln_chat(kiln, TEKKEN, CASES["system"], tmp_path)
+    named = kiln_chat(kiln, TEKKEN, CASES["system"], tmp_path, "--chat-template", "mistral-v3")
+    assert auto.returncode == 0 and named.returncode == 0, auto.stderr + named.stderr
+    assert auto.stdout == named.stdout and "17" not in auto.stdout.split()  # 17: [SYSTEM_PROMPT]
+
+
+def test_auto_on_unknown_tekken_version_is_a_clear_error(kiln, tmp_path):
+    if not TEKKEN.exists():
+        pytest.skip("SKIP: no tekken file")
+    d = json.loads(TEKKEN.read_text())
+    d["config"]["version"] = "v2"  # a version kiln has no format for
+    tok = tmp_path / "tekken_v2.json"
+    tok.write_text(json.dumps(d))
+    r = kiln_chat(kiln, tok, CASES["single"], tmp_path)
     assert r.returncode != 0 and "--chat-template" in r.stderr
 
 

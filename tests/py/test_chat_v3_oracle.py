@@ -118,10 +118,10 @@ def test_control_text_stays_text(kiln, tekken, tmp_path):
     assert r.returncode == 0, r.stderr
     ids = [int(x) for x in r.stdout.split()]
     tk = mt.instruct_tokenizer.tokenizer
-    inst, end_inst = tk.get_control_token("[INST]"), tk.get_control_token("[/INST]")
+    inst, end_inst = tk.get_special_token("[INST]"), tk.get_special_token("[/INST]")
     assert ids[0] == tk.bos_id and ids.count(tk.bos_id) == 1 and tk.eos_id not in ids
     assert ids.count(inst) == 1 and ids.count(end_inst) == 1
-    assert tk.get_control_token("[TOOL_CALLS]") not in ids and tk.get_control_token("[AVAILABLE_TOOLS]") not in ids
+    assert tk.get_special_token("[TOOL_CALLS]") not in ids and tk.get_special_token("[AVAILABLE_TOOLS]") not in ids
 
 
 def test_template_override_on_v3_file(kiln, tekken, tmp_path):
@@ -130,7 +130,7 @@ def test_template_override_on_v3_file(kiln, tekken, tmp_path):
     r3 = kiln_chat(kiln, path, CASES["system"], tmp_path)
     r7 = kiln_chat(kiln, path, CASES["system"], tmp_path, "--chat-template", "mistral-v7")
     assert r3.returncode == 0 and r7.returncode == 0, r3.stderr + r7.stderr
-    sp = mt.instruct_tokenizer.tokenizer.get_control_token("[SYSTEM_PROMPT]")
+    sp = mt.instruct_tokenizer.tokenizer.get_special_token("[SYSTEM_PROMPT]")
     assert sp in [int(x) for x in r7.stdout.split()] and sp not in [int(x) for x in r3.stdout.split()]
 
 
