@@ -65,15 +65,23 @@ static int py_str(tok_buf *b, const char *s, size_t n) {
     }
     return tok_buf_putc(b, '"');
 }
+/* Python's float repr: the shortest digits that round-trip, positional when the decimal exponent
+ * is in [-4, 16) ("100000.0", "0.0001"), else "1e+16" / "1.5e-05". */
 static int py_real(tok_buf *b, double v) {
-    char s[40];
+    char s[64];
     if (isnan(v)) return tok_buf_put(b, "NaN", 3);
     if (isinf(v)) return v > 0 ? tok_buf_put(b, "Infinity", 8) : tok_buf_put(b, "-Infinity", 9);
-    for (int p = 1; p <= 17; p++) { /* shortest repr that round-trips */
-        snprintf(s, sizeof s, "%.*g", p, v);
+    int p;
+    for (p = 1; p < 17; p++) { /* p significant digits */
+        snprintf(s, sizeof s, "%.*e", p - 1, v);
         if (strtod(s, NULL) == v) break;
     }
-    if (!strpbrk(s, ".eEn")) strcat(s, ".0");
+    snprintf(s, sizeof s, "%.*e", p - 1, v);
+    int ex = atoi(strchr(s, 'e') + 1);
+    if (ex >= -4 && ex < 16) {
+        snprintf(s, sizeof s, "%.*f", p - 1 - ex > 0 ? p - 1 - ex : 0, v);
+        if (!strchr(s, '.')) strcat(s, ".0");
+    }
     return tok_buf_put(b, s, strlen(s));
 }
 static int py_dump(tok_buf *b, json_t *v) {

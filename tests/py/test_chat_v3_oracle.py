@@ -73,6 +73,15 @@ CASES = {
                                       {"role": "assistant", "content": None, "tool_calls": CALL},
                                       {"role": "tool", "tool_call_id": "abcDEF123", "content": "sunny"}],
                          "tools": [WEATHER]},
+    "numbers_in_results": {"messages": [
+        {"role": "user", "content": "Numbers?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "num000001", "type": "function",
+             "function": {"name": "search", "arguments": "{\"q\": 1e5, \"n\": 0.1, \"m\": -0.0}"}}]},
+        {"role": "tool", "tool_call_id": "num000001", "content":
+         "{\"a\": 1e5, \"b\": 1.5e-7, \"c\": 12345678901234567890.0, \"d\": 0.0001, \"e\": 1e16,"
+         " \"f\": 123456789012345.6, \"g\": 2.5, \"h\": 1e15, \"i\": [true, null, -3, \"\\u00e9\\n\"]}"}],
+        "tools": [SEARCH]},
     "two_calls": {"messages": [{"role": "system", "content": "Be helpful."},
                                {"role": "user", "content": "Search, then weather."},
                                {"role": "assistant", "content": "", "tool_calls": TWO_CALLS},
