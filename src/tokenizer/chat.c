@@ -400,7 +400,8 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, txt.p, txt.n))) rc = put_special(e, "[/INST]");
         } else if (t->role == 'a') {
             if (t->calls && t->text.n) {
-                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has both content and tool calls (mistral-v3 takes one)");
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                              "chat: an assistant turn has both content and tool calls (mistral-v3 takes one)");
             } else if (t->calls) {
                 if (!(rc = put_special(e, "[TOOL_CALLS]"))) rc = put_json(e, t->calls);
             } else if (t->text.n) {
