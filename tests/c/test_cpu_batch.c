@@ -11,6 +11,7 @@
  *     tile (f32 weight panels) give the bits of the dot kernels (no model needed);
  *   - the prefill panel path of kiln_cpu_matmul* gives the dot path's bits on the model's
  *     weights, for 1..37 rows and 1..3 threads.
+ *   - each ISA path's logits on the model within 1e-5 relative L2 of the scalar path's.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
@@ -140,6 +141,46 @@ static void test_steps(const kiln_model *m) {
     free(ref);
     free(got);
     free(got2);
+}
+
+/* Each ISA path on the whole model (head_dim 64: the attention fast paths) against the scalar
+ * path: the logits after prefill chunks of 16 (one full KV block), 1 and 20 rows (a tail of 5)
+ * within 1e-5 relative L2 (kernels.h: the paths agree within 1e-5; golden's test_isa_paths
+ * checks a head_dim 48 model). */
+static void test_isa_model(const kiln_model *m) {
+    const int V = m->cfg.vocab_size;
+    enum { NC = 3 };
+    const int ends[NC] = {16, 17, N};
+    int32_t ids[N];
+    unsigned long long seed = 7;
+    for (int i = 0; i < N; i++) ids[i] = (int32_t)(kt_rand_u64(&seed) % (unsigned)V);
+    float *ref = malloc(sizeof(float) * NC * V), *got = malloc(sizeof(float) * V);
+    const char *old = getenv("KILN_CPU_ISA");
+    char saved[32] = "";
+    if (old) snprintf(saved, sizeof saved, "%s", old);
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        setenv("KILN_CPU_ISA", kiln_isa_name((kiln_isa)isa), 1);
+        rig r;
+        if (rig_open(&r, m, 2)) { KT_CHECK(0, "backend create (%s)", kiln_isa_name((kiln_isa)isa)); continue; }
+        double worst = 0;
+        for (int c = 0, p = 0; c < NC; p = ends[c], c++) {
+            int a = p, b = ends[c], base = 1;
+            float *o = isa == 0 ? ref + (size_t)c * V : got;
+            KT_CHECK(step(&r, ids, 1, &a, &b, &base, &o, V) == 0, "%s step", kiln_isa_name((kiln_isa)isa));
+            if (isa == 0) continue;
+            double rel = kt_rel_l2(got, ref + (size_t)c * V, (size_t)V);
+            if (rel > worst) worst = rel;
+        }
+        r.b->ops->destroy(r.b);
+        if (isa == 0) continue;
+        KT_CHECK(worst <= 1e-5, "%s vs scalar on the model: relative L2 %.3g", kiln_isa_name((kiln_isa)isa), worst);
+        printf("%-6s vs scalar on the model: relative L2 %.2e\n", kiln_isa_name((kiln_isa)isa), worst);
+    }
+    if (old) setenv("KILN_CPU_ISA", saved, 1);
+    else unsetenv("KILN_CPU_ISA");
+    free(ref);
+    free(got);
 }
 
 static void test_fused(const kiln_model *m) {
@@ -560,6 +601,7 @@ int main(void) {
     }
     test_fused(m);
     test_steps(m);
+    test_isa_model(m);
     kiln_model_free(m);
     return kt_done();
 }
