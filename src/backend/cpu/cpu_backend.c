@@ -167,8 +167,8 @@ typedef struct attn_job {
     cpu_backend *c;
     const kiln_step *s;
     int layer;
-    kiln_attn_kernels k; /* the ISA's scores over a run of keys (its f32 dot kernel), P.V over
-                          * a run of values (its axpy), softmax */
+    kiln_attn_kernels k; /* the ISA's scores over a run of keys, P.V over a run of values (its
+                          * axpy's bits), softmax (kernels.h) */
     int prefetch;        /* small steps (decode): prefetch the next KV block (no effect on values) */
 } attn_job;
 
@@ -180,7 +180,8 @@ static inline void prefetch_rows(const float *p, size_t n) {
 /* One (row, KV head) pair: G query heads (gi0 .. gi0+G-1 of the GG that share the KV head,
  * all GG of them unless the step is too small to keep the threads busy) attend together over
  * positions 0..pos of the row's sequence: scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
- * dot kernel (each score's arithmetic is the same whatever G is), a softmax per head, then
+ * qk kernel (each score's arithmetic depends only on k_j and q_i: not on G or the run), a
+ * softmax per head, then
  * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
  * slots of one KV block (contiguous rows). Nothing depends on other rows. */
 static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0, int G, float *scores) {

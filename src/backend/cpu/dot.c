@@ -138,7 +138,7 @@ static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int
 }
 
 /* scale, max, expf, a sequential sum, one multiply by the inverse (the order of the original
- * attention loop; the AVX2 path uses it too) */
+ * attention loop) */
 static void attn_softmax_scalar(float *x, int n, float scale) {
     float mx = -INFINITY;
     for (int j = 0; j < n; j++) {
@@ -159,7 +159,7 @@ int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k) {
 #ifdef KILN_X86
     case KILN_ISA_AVX2:
         if (!kiln_isa_supported(isa)) return -1;
-        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, attn_softmax_scalar, NULL};
+        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL};
         return 0;
     case KILN_ISA_AVX512:
         if (!kiln_isa_supported(isa)) return -1;

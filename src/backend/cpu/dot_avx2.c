@@ -8,7 +8,8 @@
  * rows too) and run as one more step: 0 * 0 added to a partial sum changes nothing.
  * Reduction: (a0 + a1) + (a2 + a3), high 128 + low 128, then a fixed shuffle tree.
  * The arithmetic of a row is the same whatever nr is (the compiler may spill accumulators
- * at nr = 4; that moves data, never changes an operation). */
+ * at nr = 4; that moves data, never changes an operation).
+ * Also the AVX2 attention kernels (kernels.h): qk by 8-key trees, pv, a vector-exp softmax. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -119,10 +120,139 @@ void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int
     for (; i < n; i++) o[i] = fmaf(a, v[i], o[i]);
 }
 
-/* Attention over a run of keys / values (see kernels.h): the dot and axpy kernels above. */
-void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
-    for (int j = 0; j < nk; j++) dot_f32_avx2(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+/* The 8 keys' scores of a block from S[u] (key u's 8 partial sums): lane u of the result is the
+ * halving tree l + l+4, l + l+2, l + l+1 on key u's own lanes only. Each level: in every
+ * 2h-lane segment, V[l] + V[l + h] then W[l - h] + W[l] (the same pairs; add is commutative). */
+static ALWAYS_INLINE __m256 qk_tree8(const __m256 S[8]) {
+    __m256 P[4], R[2];
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; m++) /* [V_lo W_hi] + [V_hi W_lo] */
+        P[m] = _mm256_add_ps(_mm256_blend_ps(S[2 * m], S[2 * m + 1], 0xf0),
+                             _mm256_permute2f128_ps(S[2 * m], S[2 * m + 1], 0x21));
+#pragma GCC unroll 2
+    for (int m = 0; m < 2; m++) /* per 128: [V0 V1 W2 W3] + [V2 V3 W0 W1] */
+        R[m] = _mm256_add_ps(_mm256_blend_ps(P[2 * m], P[2 * m + 1], 0xcc),
+                             _mm256_shuffle_ps(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(1, 0, 3, 2)));
+    /* per 128: [V0 V2 W1 W3] + [V1 V3 W0 W2]; then lane u of the result takes key u */
+    __m256 F = _mm256_add_ps(_mm256_shuffle_ps(R[0], R[1], _MM_SHUFFLE(3, 1, 2, 0)),
+                             _mm256_shuffle_ps(R[0], R[1], _MM_SHUFFLE(2, 0, 3, 1)));
+    return _mm256_permutevar8x32_ps(F, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
+
+/* key u's 8 partial sums against one query (qv: its 8 vectors): lane l is the fma chain over
+ * k[8c + l] q[8c + l], c = 0..7 in order (the first a multiply) */
+static ALWAYS_INLINE __m256 qk_partial8(const float *kj, const __m256 qv[8]) {
+    __m256 a = _mm256_mul_ps(_mm256_loadu_ps(kj), qv[0]);
+#pragma GCC unroll 7
+    for (int c = 1; c < 8; c++) a = _mm256_fmadd_ps(_mm256_loadu_ps(kj + 8 * c), qv[c], a);
+    return a;
+}
+
+/* Attention over a run of keys / values (see kernels.h). qk at head_dim 64: qk_partial8 then
+ * qk_tree8, 8 keys per tree (a tail runs the same tree with zero vectors: a score's bits do
+ * not depend on its run); other head_dims: the dot kernel per score. pv: the axpy kernel. */
+void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    if (hd != 64) {
+        for (int j = 0; j < nk; j++) dot_f32_avx2(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+        return;
+    }
+    for (int i = 0; i < G; i++) {
+        __m256 qv[8];
+        for (int c = 0; c < 8; c++) qv[c] = _mm256_loadu_ps(q + (size_t)i * 64 + 8 * c);
+        float *si = s + (size_t)i * lds;
+        int j = 0;
+        for (; j + 8 <= nk; j += 8) {
+            __m256 S[8];
+#pragma GCC unroll 8
+            for (int u = 0; u < 8; u++) S[u] = qk_partial8(k + (size_t)(j + u) * 64, qv);
+            _mm256_storeu_ps(si + j, qk_tree8(S));
+        }
+        if (j < nk) {
+            __m256 S[8];
+            float t[8];
+            for (int u = 0; u < 8; u++) S[u] = j + u < nk ? qk_partial8(k + (size_t)(j + u) * 64, qv) : _mm256_setzero_ps();
+            _mm256_storeu_ps(t, qk_tree8(S));
+            memcpy(si + j, t, sizeof(float) * (size_t)(nk - j));
+        }
+    }
+}
+/* pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (nv kiln_cpu_axpy_avx2 calls, the same
+ * bits); head_dim 64: o stays in 8 registers over the run. */
 void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd) {
-    for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx2(o, v + (size_t)j * hd, p[j], hd);
+    if (hd != 64) {
+        for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx2(o, v + (size_t)j * hd, p[j], hd);
+        return;
+    }
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; c++) acc[c] = _mm256_loadu_ps(o + 8 * c);
+    for (int j = 0; j < nv; j++) {
+        __m256 a = _mm256_set1_ps(p[j]);
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + (size_t)j * 64 + 8 * c), acc[c]);
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + 8 * c, acc[c]);
+}
+
+/* e^x for x <= 0: x = n ln2 + r (ln2 in two parts), e^r by the degree-7 Taylor polynomial,
+ * times 2^n built in the exponent field; x < -87 (n < -126 would be subnormal) gives 0, which
+ * is below 2e-38 of the result (softmax: the max's term is 1). About 1 ulp. */
+static ALWAYS_INLINE __m256 exp_neg8(__m256 x) {
+    __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ); /* also drops -inf, NaN */
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+/* x[j] = softmax(scale * x)[j], j < n: scaled scores and their max, e^(s - max) (exp_neg8),
+ * their sum in 8 lanes (element j -> lane j % 8; the tail padded with e^-inf = 0) folded by
+ * hsum, then one multiply by 1 / sum. Fixed order for a given n. */
+void kiln_cpu_attn_softmax_avx2(float *x, int n, float scale) {
+    __m256 vs = _mm256_set1_ps(scale), vmx = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) { /* max is exact: any order gives the same value */
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), vs);
+        _mm256_storeu_ps(x + j, v);
+        vmx = _mm256_max_ps(vmx, v);
+    }
+    float mx = -INFINITY, lanes[8];
+    for (; j < n; j++) {
+        x[j] *= scale;
+        if (x[j] > mx) mx = x[j];
+    }
+    _mm256_storeu_ps(lanes, vmx);
+    for (int u = 0; u < 8; u++) mx = lanes[u] > mx ? lanes[u] : mx;
+    __m256 m = _mm256_set1_ps(mx), sum = _mm256_setzero_ps();
+    j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 e = exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+        _mm256_storeu_ps(x + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if (j < n) {
+        float t[8];
+        for (int u = 0; u < 8; u++) t[u] = j + u < n ? x[j + u] : -INFINITY;
+        __m256 e = exp_neg8(_mm256_sub_ps(_mm256_loadu_ps(t), m));
+        _mm256_storeu_ps(t, e);
+        memcpy(x + j, t, sizeof(float) * (size_t)(n - j));
+        sum = _mm256_add_ps(sum, e);
+    }
+    const __m256 z = _mm256_setzero_ps();
+    float inv = 1.0f / hsum(sum, z, z, z);
+    __m256 vinv = _mm256_set1_ps(inv);
+    for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), vinv));
+    for (; j < n; j++) x[j] *= inv;
 }

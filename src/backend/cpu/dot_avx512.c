@@ -119,59 +119,75 @@ void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, i
     }
 }
 
-/* hsum() of 16 vectors at once: lane u of the result is hsum's tree on S[u] (lane l + lane
- * l+8, then l + l+4, l + l+2, l + l+1: the same pairs, so the same bits), in 4 transposing
- * levels of shuffles and adds instead of 16 horizontal reductions. */
-static ALWAYS_INLINE __m512 hsum16(const __m512 S[16]) {
-    __m512 P[8], R[4], T[2];
-    for (int m = 0; m < 8; m++) /* chunks [A0 A1 B0 B1] + [A2 A3 B2 B3]: l + l+8 */
-        P[m] = _mm512_add_ps(_mm512_shuffle_f32x4(S[2 * m], S[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_f32x4(S[2 * m], S[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    for (int m = 0; m < 4; m++) /* [P0 P2 Q0 Q2] + [P1 P3 Q1 Q3]: l + l+4; chunk c = key 4m+c */
-        R[m] = _mm512_add_ps(_mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(P[2 * m], P[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    for (int m = 0; m < 2; m++) /* per chunk [u0 u1 v0 v1] + [u2 u3 v2 v3]: l + l+2 */
-        T[m] = _mm512_add_ps(_mm512_shuffle_ps(R[2 * m], R[2 * m + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_ps(R[2 * m], R[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    /* per chunk c [w0 w2 z0 z2] + [w1 w3 z1 z3]: l + l+1; lane 4c + a holds key 4a + c */
-    __m512 F = _mm512_add_ps(_mm512_shuffle_ps(T[0], T[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_ps(T[0], T[1], _MM_SHUFFLE(3, 1, 3, 1)));
-    const __m512i tr = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-    return _mm512_permutexvar_ps(tr, F);
+/* One step of qk_tree: V and W each hold 16 / (2h) groups of 2h partial sums; the result holds
+ * twice the groups, each half as wide: in every 2h-lane segment, the first h lanes are
+ * V[l] + V[l + h] and the last h are W[l - h] + W[l] (the same pairs for both: an add is
+ * commutative). One two-source permute, one blend and one add. */
+static ALWAYS_INLINE __m512 tree_step(__m512 V, __m512 W, __m512i idx, __mmask16 second) {
+    return _mm512_add_ps(_mm512_mask_blend_ps(second, V, W), _mm512_permutex2var_ps(V, idx, W));
 }
 
-/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G, with the
- * arithmetic of dot_f32_avx512 (so the same bits). head_dim 64 (G <= 4): the queries stay in
- * registers, and 16 keys at a time are reduced together (hsum16). */
+/* The 16 keys' scores of a block from S[u] (key u's 16 partial sums): lane u of the result is
+ * ((S_l + S_l+8) + (S_l+4 + S_l+12)) + ... : the halving tree l + l+8, l + l+4, l + l+2,
+ * l + l+1 on each key's own lanes (no lane of another key, so each score's bits depend only on
+ * its key and query). */
+static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
+    /* idx per level h: lane l of a 2h-segment takes V[l + h] (first half) or W[l - h] (second) */
+    const __m512i i8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i i4 = _mm512_setr_epi32(4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25, 26, 27);
+    const __m512i i2 = _mm512_setr_epi32(2, 3, 16, 17, 6, 7, 20, 21, 10, 11, 24, 25, 14, 15, 28, 29);
+    const __m512i i1 = _mm512_setr_epi32(1, 16, 3, 18, 5, 20, 7, 22, 9, 24, 11, 26, 13, 28, 15, 30);
+    __m512 P[8], R[4], T[2];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++) P[m] = tree_step(S[2 * m], S[2 * m + 1], i8, 0xff00);
+#pragma GCC unroll 4
+    for (int m = 0; m < 4; m++) R[m] = tree_step(P[2 * m], P[2 * m + 1], i4, 0xf0f0);
+#pragma GCC unroll 2
+    for (int m = 0; m < 2; m++) T[m] = tree_step(R[2 * m], R[2 * m + 1], i2, 0xcccc);
+    __m512 F = tree_step(T[0], T[1], i1, 0xaaaa);
+    /* F lane l holds key perm[l]: P[m] = keys 2m (lanes 0-7), 2m+1 (8-15); each level
+     * interleaves, so lane l = 8 b0 + 4 b1 + 2 b2 + b3 holds key 8 b3 + 4 b2 + 2 b1 + b0 */
+    const __m512i rev = _mm512_setr_epi32(0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
+    return _mm512_permutexvar_ps(rev, F);
+}
+
+/* key u's 16 partial sums against one query (q0..q3: its 4 vectors): lane l is
+ * fma(k[48+l], q[48+l], fma(k[32+l], q[32+l], fma(k[16+l], q[16+l], k[l] * q[l]))) */
+static ALWAYS_INLINE __m512 qk_partial(const float *kj, __m512 q0, __m512 q1, __m512 q2, __m512 q3) {
+    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(kj), q0);
+    a = _mm512_fmadd_ps(_mm512_loadu_ps(kj + 16), q1, a);
+    a = _mm512_fmadd_ps(_mm512_loadu_ps(kj + 32), q2, a);
+    return _mm512_fmadd_ps(_mm512_loadu_ps(kj + 48), q3, a);
+}
+
+/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G.
+ * head_dim 64 (G <= 4): per score qk_partial then qk_tree (16 keys per tree; a tail of
+ * fewer keys runs the same tree with zero vectors for the missing keys and a masked store, so
+ * a score's bits do not depend on where its run starts or ends, let alone on the batch).
+ * Other shapes: the f32 dot kernel per score (dot_internal.h's order). */
 void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
     if (hd != 64 || G > KILN_DOT_MAX_NR) {
         for (int j = 0; j < nk; j++) dot_rows(k + (size_t)j * hd, KILN_DT_F32, q, (size_t)hd, G, hd, s + j, lds);
         return;
     }
-    __m512 qv[KILN_DOT_MAX_NR][4];
-    for (int i = 0; i < G; i++)
-        for (int c = 0; c < 4; c++) qv[i][c] = _mm512_loadu_ps(q + (size_t)i * 64 + 16 * c);
-    const __m512 z = _mm512_setzero_ps();
-    int j = 0;
-    for (; j + 16 <= nk; j += 16)
-        for (int i = 0; i < G; i++) {
+    for (int i = 0; i < G; i++) {
+        const float *qi = q + (size_t)i * 64;
+        __m512 q0 = _mm512_loadu_ps(qi), q1 = _mm512_loadu_ps(qi + 16);
+        __m512 q2 = _mm512_loadu_ps(qi + 32), q3 = _mm512_loadu_ps(qi + 48);
+        float *si = s + (size_t)i * lds;
+        int j = 0;
+        for (; j + 16 <= nk; j += 16) {
             __m512 S[16];
-            for (int u = 0; u < 16; u++) {
-                const float *kj = k + (size_t)(j + u) * 64;
-                S[u] = _mm512_add_ps(_mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(kj), qv[i][0], z),
-                                                   _mm512_fmadd_ps(_mm512_loadu_ps(kj + 16), qv[i][1], z)),
-                                     _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(kj + 32), qv[i][2], z),
-                                                   _mm512_fmadd_ps(_mm512_loadu_ps(kj + 48), qv[i][3], z)));
-            }
-            _mm512_storeu_ps(s + (size_t)i * lds + j, hsum16(S));
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) S[u] = qk_partial(k + (size_t)(j + u) * 64, q0, q1, q2, q3);
+            _mm512_storeu_ps(si + j, qk_tree(S));
         }
-    for (; j < nk; j++) {
-        const float *kj = k + (size_t)j * 64;
-        __m512 k0 = _mm512_loadu_ps(kj), k1 = _mm512_loadu_ps(kj + 16);
-        __m512 k2 = _mm512_loadu_ps(kj + 32), k3 = _mm512_loadu_ps(kj + 48);
-        for (int i = 0; i < G; i++) /* dot_body: acc[c] = fma(w_c, x_c, 0), then hsum */
-            s[(size_t)i * lds + j] = hsum(_mm512_fmadd_ps(k0, qv[i][0], z), _mm512_fmadd_ps(k1, qv[i][1], z),
-                                          _mm512_fmadd_ps(k2, qv[i][2], z), _mm512_fmadd_ps(k3, qv[i][3], z));
+        if (j < nk) {
+            __m512 S[16];
+            for (int u = 0; u < 16; u++)
+                S[u] = j + u < nk ? qk_partial(k + (size_t)(j + u) * 64, q0, q1, q2, q3) : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(si + j, (__mmask16)((1u << (nk - j)) - 1u), qk_tree(S));
+        }
     }
 }
 

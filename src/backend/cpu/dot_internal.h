@@ -26,6 +26,7 @@ void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int
 void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n);
 void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd);
+void kiln_cpu_attn_softmax_avx2(float *x, int n, float scale);
 void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd);
 void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,

@@ -84,10 +84,15 @@ kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
 
 /* Attention kernels of one ISA. Over a run of nk consecutive KV rows (contiguous, [nk][hd]),
  * G query heads:
- *   qk: s[i * lds + j] = k_j . q_i   (q: [G][hd]; each the f32 dot kernel of the ISA, same bits)
+ *   qk: s[i * lds + j] = k_j . q_i   (q: [G][hd]) in an order fixed per (ISA, hd) that depends
+ *       on nothing but k_j and q_i: not on nk, G, or where the run starts (scalar, and
+ *       head_dims other than 64: the f32 dot kernel of the ISA; AVX-512 at hd 64: lane l of 16
+ *       is fma(k[48+l]q[48+l], fma(.., fma(.., k[l]q[l]))), then the halving tree l + l+8,
+ *       l + l+4, l + l+2, l + l+1, 16 keys reduced together; AVX2 at hd 64: the same with 8
+ *       lanes, an fma chain of 8 and a tree of 3 levels, 8 keys together)
  *   pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (same bits as nv axpy calls)
- * and softmax: x[j] = softmax(scale * x)[j], j < n, with an order fixed for a given n (scalar
- * and AVX2: expf and a sequential sum; AVX-512: a vector exp of about 1 ulp and 16 partial
+ * and softmax: x[j] = softmax(scale * x)[j], j < n, with an order fixed for a given n (scalar:
+ * expf and a sequential sum; AVX2 / AVX-512: a vector exp of about 1 ulp and 8 / 16 partial
  * sums). */
 typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
