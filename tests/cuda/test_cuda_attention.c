@@ -19,7 +19,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         need += nb;
         if (nb > max_nb) max_nb = nb;
     }
-    kiln_kv_layout L = {1, KV, hd, bs, 2 * need + 3};
+    kiln_kv_layout L = {1, KV, hd, bs, 2 * need + 3, 2};
     int64_t pool_n = kiln_kv_elems(&L);
     uint16_t *pool = kiln_malloc((size_t)pool_n * 2);
     for (int64_t i = 0; i < pool_n; i++) pool[i] = 0xffff; /* NaN */

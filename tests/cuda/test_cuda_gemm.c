@@ -59,7 +59,7 @@ static void one(kiln_cuda_gemm_ctx *ctx, kiln_cpu_ctx *cc, kiln_dtype dt, int N,
 int main(void) {
     kc_require_gpu();
     unsigned long long s = kc_seed();
-    kiln_cpu_ctx cc = {kiln_isa_best(), NULL};
+    kiln_cpu_ctx cc = {.isa = kiln_isa_best(), .pool = NULL};
     kiln_error err = {0};
     if (kiln_pool_create(&cc.pool, 0, &err)) { fprintf(stderr, "pool: %s\n", err.msg); return 1; }
     kiln_dtype dts[3] = {KILN_DT_F32, KILN_DT_F16, KILN_DT_BF16};
