@@ -368,6 +368,15 @@ static void test_swiglu(kiln_pool *pools[3]) {
     poison(y2, cnt);
     kiln_cpu_swiglu(&c2, y2, g, u, R, n);
     KT_CHECK(memcmp(y, y2, cnt * 4) == 0, "swiglu: 2 threads differ");
+    /* no context (single-threaded callers, e.g. the GPU tests' reference): the best ISA's result */
+    kiln_cpu_ctx cb = {.isa = kiln_isa_best(), .pool = NULL};
+    poison(y2, cnt);
+    kiln_cpu_swiglu(&cb, y2, g, u, R, n);
+    float *y3 = malloc(cnt * 4);
+    poison(y3, cnt);
+    kiln_cpu_swiglu(NULL, y3, g, u, R, n);
+    KT_CHECK(memcmp(y2, y3, cnt * 4) == 0, "swiglu: NULL context differs from the best ISA's");
+    free(y3);
     kiln_cpu_swiglu(&c, g, g, u, R, n);
     KT_CHECK(memcmp(y, g, cnt * 4) == 0, "swiglu: in place differs");
     free(g); free(u); free(y); free(y2); free(ref);

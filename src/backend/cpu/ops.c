@@ -194,7 +194,8 @@ static void swiglu_run(void *ctx, int ith, int nth) {
 
 void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n) {
     if (n_rows <= 0 || n <= 0) return;
-    swiglu_job j = {out, gate, up, (int64_t)n_rows * n, c->isa};
+    /* c may be NULL (single-threaded use, e.g. reference checks): the best ISA then */
+    swiglu_job j = {out, gate, up, (int64_t)n_rows * n, c ? c->isa : kiln_isa_best()};
     run_rows(c, j.n, swiglu_run, &j);
 }
 
