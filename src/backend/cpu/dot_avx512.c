@@ -260,8 +260,7 @@ void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, 
 /* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
  * so n ln2 is exact), e^r by its degree-7 Taylor polynomial (truncation < 6e-9 relative),
  * times 2^n by vscalefps (which rounds a subnormal result once). About 1 ulp. */
-static ALWAYS_INLINE __m512 exp_neg(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* also maps -inf to e^-104 = 0 */
+static ALWAYS_INLINE __m512 exp_core(__m512 x) { /* x already clamped to [-104, 89] */
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
@@ -275,6 +274,9 @@ static ALWAYS_INLINE __m512 exp_neg(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
+}
+static ALWAYS_INLINE __m512 exp_neg(__m512 x) {
+    return exp_core(_mm512_max_ps(x, _mm512_set1_ps(-104.0f))); /* also maps -inf to e^-104 = 0 */
 }
 
 /* x[j] = softmax(scale * x)[j], j < n: scaled scores and their max, e^(s - max) (exp_neg),
@@ -317,20 +319,7 @@ void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale) {
  * 2^n overflows to inf, as expf does past 88.7, and g / inf is -0). out may alias g. */
 static ALWAYS_INLINE __m512 silu_mul16(__m512 g, __m512 u) {
     __m512 x = _mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), g), _mm512_set1_ps(89.0f));
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512 e = _mm512_scalef_ps(p, n);
+    __m512 e = exp_core(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)));
     return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u);
 }
 
