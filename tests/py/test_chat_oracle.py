@@ -21,17 +21,9 @@ from mistral_common.protocol.instruct.normalize import InstructRequestNormalizer
 from mistral_common.protocol.instruct.request import ChatCompletionRequest  # noqa: E402
 from mistral_common.tokens.tokenizers.instruct import InstructTokenizerV7  # noqa: E402
 from mistral_common.tokens.tokenizers.tekken import Tekkenizer  # noqa: E402
+from chat_cases import CALL, SEARCH, WEATHER  # noqa: E402
 
 TEKKEN = Path(mc.__file__).parent / "data" / "tekken_240911.json"
-
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"},
-                                                          "unit": {"type": "string", "enum": ["c", "f"]}},
-                          "required": ["city"]}}}
-SEARCH = {"type": "function", "function": {"name": "search", "description": "Search the web for «text»",
-          "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}}}}
-CALL = [{"id": "abcDEF123", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}}]
 
 CASES = {
     "single": {"messages": [{"role": "user", "content": "Hello"}]},

@@ -20,18 +20,11 @@ mc = pytest.importorskip("mistral_common", reason="SKIP: mistral-common is not i
 from mistral_common.protocol.instruct.request import ChatCompletionRequest  # noqa: E402
 from mistral_common.tokens.tokenizers.instruct import InstructTokenizerV3, InstructTokenizerV7  # noqa: E402
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer  # noqa: E402
+from chat_cases import CALL, SEARCH, WEATHER  # noqa: E402
 
 DATA = Path(mc.__file__).parent / "data"
 TEKKENS = ["tekken_240718.json", "tekken_240911.json"]
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Get the weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"},
-                                                          "unit": {"type": "string", "enum": ["c", "f"]}},
-                          "required": ["city"]}}}
-SEARCH = {"type": "function", "function": {"name": "search", "description": "Search the web for «text»",
-          "parameters": {"type": "object", "properties": {"q": {"type": "string"}, "n": {"type": "integer"}}}}}
-CALL = [{"id": "abcDEF123", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"c\"}"}}]
 TWO_CALLS = [{"id": "call00001", "type": "function",
               "function": {"name": "search", "arguments": "{\"q\": \"kiln \\\"C\\\" 東京\", \"n\": 3}"}},
              {"id": "call00002", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]
