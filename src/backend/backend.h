@@ -24,16 +24,25 @@ typedef struct kiln_backend_config {
 } kiln_backend_config;
 
 typedef struct kiln_step_result {
-    const float *logits;    /* [n_logits][vocab], rows in sequence order of seq_logits */
+    const float *logits;    /* [n_logits][vocab], rows in sequence order of seq_logits; NULL
+                             * when the backend sampled */
     int n_logits;
     int vocab;
+    /* a sampling backend (ops.samples) given device_sample = 1: */
+    const int32_t *tokens;  /* [n_logits] the drawn tokens */
+    const float *logprob;   /* [n_logits] raw logprob of each (when want_logprob) */
+    const int32_t *top_ids; /* [n_logits][KILN_STEP_MAX_TOP] raw top ids (first n_logprobs valid) */
+    const float *top_lp;    /* [n_logits][KILN_STEP_MAX_TOP] */
 } kiln_step_result;
+
+#define KILN_STEP_MAX_TOP 20
 
 typedef struct kiln_backend kiln_backend;
 
 typedef struct kiln_backend_ops {
     const char *name;
     int kv_elem_bytes; /* bytes per element of the KV pool (f32 on cpu, bf16 on cuda) */
+    int samples;       /* 1: can sample on the device (kiln_step.device_sample) */
     int (*create)(kiln_backend **out, const kiln_model *m, const kiln_backend_config *c,
                   kiln_error *err);
     int (*encode_step)(kiln_backend *b, const kiln_step *s, kiln_error *err); /* never waits */

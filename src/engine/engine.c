@@ -53,10 +53,17 @@ static void free_step(kiln_step *s) {
     kiln_free(s->block_table);
     kiln_free(s->seq_logits);
     kiln_free(s->sampling);
+    kiln_free(s->bias_ids);
+    kiln_free(s->bias_values);
+    kiln_free(s->supp_ids);
+    kiln_free(s->pen_slot);
+    kiln_free(s->pen_start);
+    kiln_free(s->pen_n_prompt);
+    kiln_free(s->pen_tokens);
     memset(s, 0, sizeof *s);
 }
 
-static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks) {
+static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks, int max_model_len) {
     memset(s, 0, sizeof *s);
     s->max_tokens = max_tokens;
     s->max_seqs = max_seqs;
@@ -69,8 +76,17 @@ static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks
     s->block_table = kiln_calloc((size_t)max_seqs * max_blocks, sizeof(int32_t));
     s->seq_logits = kiln_calloc((size_t)max_seqs, sizeof(int32_t));
     s->sampling = kiln_calloc((size_t)max_seqs, sizeof(kiln_step_sampling));
+    s->bias_ids = kiln_calloc((size_t)max_seqs * KILN_MAX_LOGIT_BIAS, sizeof(int32_t));
+    s->bias_values = kiln_calloc((size_t)max_seqs * KILN_MAX_LOGIT_BIAS, sizeof(float));
+    s->supp_ids = kiln_calloc((size_t)max_seqs * (KILN_MAX_EOS + KILN_MAX_STOP_IDS), sizeof(int32_t));
+    s->pen_slot = kiln_calloc((size_t)max_seqs, sizeof(int32_t));
+    s->pen_start = kiln_calloc((size_t)max_seqs + 1, sizeof(int32_t));
+    s->pen_n_prompt = kiln_calloc((size_t)max_seqs, sizeof(int32_t));
+    s->cap_pen_tokens = max_model_len + max_tokens;
+    s->pen_tokens = kiln_calloc((size_t)s->cap_pen_tokens, sizeof(int32_t));
     return s->token_ids && s->positions && s->slot_mapping && s->seq_q_start && s->seq_ctx_len &&
-           s->block_table && s->seq_logits && s->sampling;
+           s->block_table && s->seq_logits && s->sampling && s->bias_ids && s->bias_values && s->supp_ids &&
+           s->pen_slot && s->pen_start && s->pen_n_prompt && s->pen_tokens;
 }
 
 #ifdef KILN_TEST_HOOKS
@@ -175,13 +191,17 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     };
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
-    if (!alloc_step(&e->step, e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq)) {
+    if (!alloc_step(&e->step, e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len)) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
         goto fail;
     }
     e->running = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
     e->step_reqs = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
-    if (!e->running || !e->step_reqs) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
+    e->free_pen = kiln_calloc((size_t)e->max_seqs, sizeof(int32_t));
+    if (!e->running || !e->step_reqs || !e->free_pen) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
+    for (int i = 0; i < e->max_seqs; i++) e->free_pen[i] = e->max_seqs - 1 - i;
+    e->n_free_pen = e->max_seqs;
+    e->device_sample = e->ops->samples;
     e->next_id = 1;
 #ifdef KILN_TEST_HOOKS
     e->test_extra_sync = env_on("KILN_TEST_EXTRA_SYNC");
@@ -201,6 +221,7 @@ void kiln_engine_close(kiln_engine *e) {
     for (int i = 0; i < e->n_reqs; i++) kiln_req_free(e->reqs[i]);
     kiln_free(e->reqs);
     kiln_free(e->running);
+    kiln_free(e->free_pen);
     kiln_free(e->waiting);
     kiln_free(e->step_reqs);
     kiln_free(e->suppress);
@@ -266,6 +287,10 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "frequency_penalty must be in [-2, 2] (got %g)", (double)sp->frequency_penalty);
     if (sp->n_logprobs < 0 || sp->n_logprobs > 20)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "logprobs must be in [0, 20] (got %d)", sp->n_logprobs);
+    if (p->n_stop_ids < 0 || p->n_stop_ids > KILN_MAX_STOP_IDS)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "at most %d stop token ids (got %d)", KILN_MAX_STOP_IDS, p->n_stop_ids);
+    if (sp->n_bias < 0 || sp->n_bias > KILN_MAX_LOGIT_BIAS)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "at most %d logit_bias entries (got %d)", KILN_MAX_LOGIT_BIAS, sp->n_bias);
     for (int i = 0; i < p->n_stop_ids; i++)
         if (p->stop_ids[i] < 0 || p->stop_ids[i] >= mc->vocab_size)
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "stop token id %d is outside the vocabulary (0..%d)",
@@ -366,6 +391,7 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
     r->min_tokens = p->min_tokens;
     r->ignore_eos = p->ignore_eos;
     r->stop_at = -1;
+    r->pen_slot = -1;
     r->id = e->next_id++;
     r->seed = sp->has_seed ? sp->seed : (r->id * 0x9E3779B97F4A7C15ull) ^ 0x5DEECE66Dull;
     if (e->tok) {
@@ -417,12 +443,13 @@ int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
     kiln_step *s = &e->step;
     if (s->n_seqs > 0) {
         kiln_step_result res;
+        memset(&res, 0, sizeof res);
         double tb = kiln_now();
         if ((rc = e->ops->encode_step(e->backend, s, err))) return rc;
         if ((rc = e->ops->finish_step(e->backend, &res, err))) return rc;
 #ifdef KILN_TEST_HOOKS
         if (e->test_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
-        if (e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1) {
+        if (e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1 && res.logits) {
             /* +1e-3 on the largest logit of the second logits row: moves that sequence's
              * logprobs (and near-ties) while a solo run of it is untouched */
             float *row = (float *)res.logits + res.vocab;
@@ -442,18 +469,28 @@ int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
             r->n_computed += n;
             register_blocks(e, r);
             if (!s->seq_logits[i]) continue;
-            const float *logits = res.logits + (size_t)li * res.vocab;
             li++;
             int n_out = r->n_tokens - r->n_prompt;
-            int ns = 0;
-            if (n_out < r->min_tokens) {
-                for (int k = 0; k < e->model->cfg.n_eos; k++) e->suppress[ns++] = e->model->cfg.eos_ids[k];
-                for (int k = 0; k < r->n_stop_ids; k++) e->suppress[ns++] = r->stop_ids[k];
-            }
             int nlp = r->sp.n_logprobs;
-            int32_t tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
-                                      e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
-                                      nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
+            int32_t tok;
+            if (res.tokens) { /* drawn on the device with the same semantics */
+                tok = res.tokens[li - 1];
+                if (r->lp) r->lp[n_out] = res.logprob[li - 1];
+                for (int k = 0; k < nlp; k++) {
+                    r->top[(size_t)n_out * nlp + k].id = res.top_ids[(size_t)(li - 1) * KILN_STEP_MAX_TOP + k];
+                    r->top[(size_t)n_out * nlp + k].logprob = res.top_lp[(size_t)(li - 1) * KILN_STEP_MAX_TOP + k];
+                }
+            } else {
+                const float *logits = res.logits + (size_t)(li - 1) * res.vocab;
+                int ns = 0;
+                if (n_out < r->min_tokens) {
+                    for (int k = 0; k < e->model->cfg.n_eos; k++) e->suppress[ns++] = e->model->cfg.eos_ids[k];
+                    for (int k = 0; k < r->n_stop_ids; k++) e->suppress[ns++] = r->stop_ids[k];
+                }
+                tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
+                                  e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
+                                  nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
+            }
             kiln_req_on_token(e, r, tok);
         }
     }
@@ -558,7 +595,10 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         s->seq_ctx_len[0] = i + 1;
         memcpy(s->block_table, blocks, (size_t)nb * sizeof(int32_t));
         s->seq_logits[0] = 1;
+        s->device_sample = 0;
+        s->n_pen = 0;
         kiln_step_result res;
+        memset(&res, 0, sizeof res);
         if ((rc = e->ops->encode_step(e->backend, s, err)) || (rc = e->ops->finish_step(e->backend, &res, err))) break;
         memcpy(out + (size_t)i * mc->vocab_size, res.logits, (size_t)mc->vocab_size * sizeof(float));
     }

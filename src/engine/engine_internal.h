@@ -31,6 +31,7 @@ typedef struct kiln_req {
     int n_hashed;        /* full blocks hashed (and registered) so far */
     int n_cached_prompt; /* prompt tokens served by the prefix cache at first schedule */
     int scheduled_once;
+    int pen_slot;        /* device penalty table row while running (-1: none / not loaded) */
     /* parameters (copied) */
     int max_new, min_tokens, ignore_eos;
     int32_t *stop_ids; int n_stop_ids;
@@ -76,6 +77,9 @@ struct kiln_engine {
     kiln_req **running; int n_running;            /* [max_seqs] scheduling order */
     kiln_req **waiting; int n_waiting, cap_waiting;
     kiln_req **step_reqs;                         /* [max_seqs] the step's sequences */
+    int device_sample;                            /* the backend draws the tokens (ops.samples) */
+    int32_t *free_pen; int n_free_pen;            /* [max_seqs] free device penalty table rows */
+    int step_n_bias, step_n_supp;                 /* entries used in the step's bias / supp lists */
     int32_t *suppress;                            /* [KILN_MAX_EOS + max stop ids] */
     int suppress_cap;
     uint64_t next_id;

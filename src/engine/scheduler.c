@@ -13,6 +13,10 @@
 #include "util/error.h"
 
 void kiln_req_release_kv(kiln_engine *e, kiln_req *r) {
+    if (r->pen_slot >= 0) { /* its device penalty row is free again (reloaded by the next owner) */
+        e->free_pen[e->n_free_pen++] = r->pen_slot;
+        r->pen_slot = -1;
+    }
     kiln_kv_release(e->kv, r->blocks, r->n_blocks);
     r->n_blocks = 0;
     r->n_computed = 0;
@@ -55,10 +59,51 @@ void kiln_sched_preempt(kiln_engine *e, kiln_req *r) {
     e->stats.preemptions++;
 }
 
-/* Append sequence r with n new tokens (from r->n_computed) to the step. */
-static void add_to_step(kiln_engine *e, kiln_req *r, int n) {
+static int has_penalties(const kiln_req *r) {
+    return r->sp.repetition_penalty != 1.0f || r->sp.presence_penalty != 0.0f || r->sp.frequency_penalty != 0.0f;
+}
+
+/* Device sampling: the sequence's bias, min_tokens suppression and penalty-table load (a sequence
+ * drawing its first token since it was scheduled loads its prompt + outputs into a free table
+ * row). Returns 0 when the step's penalty-token buffer is too full for that load: the sequence
+ * waits for the next step (the buffer holds a whole sequence, so the first one always fits). */
+static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
+    kiln_step *s = &e->step;
+    kiln_step_sampling *ss = &s->sampling[si];
+    ss->pen_slot = -1;
+    ss->bias_start = ss->n_bias = ss->supp_start = ss->n_supp = 0;
+    if (!s->device_sample || !wants_logits) return 1;
+    if (has_penalties(r) && r->pen_slot < 0) {
+        int used = s->pen_start[s->n_pen];
+        if (used + r->n_tokens > s->cap_pen_tokens || e->n_free_pen == 0) return 0;
+        r->pen_slot = e->free_pen[--e->n_free_pen];
+        s->pen_slot[s->n_pen] = r->pen_slot;
+        s->pen_n_prompt[s->n_pen] = r->n_prompt;
+        memcpy(s->pen_tokens + used, r->tokens, (size_t)r->n_tokens * sizeof(int32_t));
+        s->pen_start[++s->n_pen] = used + r->n_tokens;
+    }
+    ss->pen_slot = has_penalties(r) ? r->pen_slot : -1;
+    ss->bias_start = e->step_n_bias;
+    ss->n_bias = r->sp.n_bias;
+    memcpy(s->bias_ids + e->step_n_bias, r->bias_ids, (size_t)r->sp.n_bias * sizeof(int32_t));
+    memcpy(s->bias_values + e->step_n_bias, r->bias_values, (size_t)r->sp.n_bias * sizeof(float));
+    e->step_n_bias += r->sp.n_bias;
+    ss->supp_start = e->step_n_supp;
+    if (r->n_tokens - r->n_prompt < r->min_tokens) {
+        int32_t *o = s->supp_ids + e->step_n_supp;
+        for (int k = 0; k < e->model->cfg.n_eos; k++) o[ss->n_supp++] = e->model->cfg.eos_ids[k];
+        for (int k = 0; k < r->n_stop_ids; k++) o[ss->n_supp++] = r->stop_ids[k];
+        e->step_n_supp += ss->n_supp;
+    }
+    return 1;
+}
+
+/* Append sequence r with n new tokens (from r->n_computed) to the step; 0 if it must wait
+ * (device penalty buffer full this step). */
+static int add_to_step(kiln_engine *e, kiln_req *r, int n) {
     kiln_step *s = &e->step;
     int si = s->n_seqs, t0 = s->n_tokens, bs = e->block_size;
+    if (!add_sampling(e, r, si, r->n_computed + n == r->n_tokens)) return 0;
     for (int k = 0; k < n; k++) {
         int pos = r->n_computed + k;
         s->token_ids[t0 + k] = r->tokens[pos];
@@ -81,11 +126,13 @@ static void add_to_step(kiln_engine *e, kiln_req *r, int n) {
     ss->presence_penalty = r->sp.presence_penalty;
     ss->frequency_penalty = r->sp.frequency_penalty;
     ss->n_logprobs = r->sp.n_logprobs;
+    ss->want_logprob = r->lp != NULL;
     ss->seed = r->seed;
     ss->rng_offset = (uint64_t)(r->n_tokens - r->n_prompt);
     e->step_reqs[si] = r;
     s->n_seqs = si + 1;
     s->n_tokens = t0 + n;
+    return 1;
 }
 
 int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
@@ -94,6 +141,13 @@ int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
     s->n_tokens = 0;
     s->n_seqs = 0;
     s->seq_q_start[0] = 0;
+    s->device_sample = e->device_sample;
+#ifdef KILN_TEST_HOOKS
+    if (e->test_break_batch) s->device_sample = 0; /* the hook perturbs host logits */
+#endif
+    s->n_pen = 0;
+    s->pen_start[0] = 0;
+    e->step_n_bias = e->step_n_supp = 0;
     int budget = e->max_batch_tokens;
 
     for (int i = 0; i < e->n_running && budget > 0;) {
@@ -107,8 +161,7 @@ int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
             if (victim == r) { preempted_self = 1; break; }
         }
         if (preempted_self) break; /* r was the last running sequence */
-        add_to_step(e, r, n);
-        budget -= n;
+        if (add_to_step(e, r, n)) budget -= n;
         i++;
     }
 
@@ -131,6 +184,11 @@ int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
             kiln_req_release_kv(e, r);
             break;
         }
+        if (e->device_sample && has_penalties(r) && r->n_computed + n == r->n_tokens &&
+            s->pen_start[s->n_pen] + r->n_tokens > s->cap_pen_tokens) {
+            kiln_req_release_kv(e, r); /* its penalty load does not fit this step: FCFS waits */
+            break;
+        }
         if (!r->scheduled_once) {
             r->scheduled_once = 1;
             r->n_cached_prompt = r->n_computed < r->n_prompt ? r->n_computed : r->n_prompt;
@@ -140,7 +198,7 @@ int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
         e->n_waiting--;
         r->state = KILN_REQ_RUNNING;
         e->running[e->n_running++] = r;
-        add_to_step(e, r, n);
+        (void)add_to_step(e, r, n); /* fits: checked above */
         budget -= n;
     }
     return KILN_OK;

@@ -41,10 +41,18 @@ typedef struct kiln_step_sampling {
     float temperature, top_p, min_p;
     float repetition_penalty, presence_penalty, frequency_penalty;
     int top_k;
-    int n_logprobs;
+    int n_logprobs;      /* raw top-n logprobs wanted (0..20) */
+    int want_logprob;    /* raw logprob of the sampled token wanted */
+    int pen_slot;        /* row of the device penalty tables, -1 = no penalties */
+    int bias_start, n_bias; /* logit bias entries in kiln_step.bias_ids / bias_values */
+    int supp_start, n_supp; /* ids forced to -inf (min_tokens) in kiln_step.supp_ids */
     uint64_t seed;
     uint64_t rng_offset; /* output position of the token being sampled */
 } kiln_step_sampling;
+
+/* Limits that size the step's sampling buffers at load (checked at add_request). */
+#define KILN_MAX_LOGIT_BIAS 1024 /* logit_bias entries per request */
+#define KILN_MAX_STOP_IDS 256    /* stop token ids per request (besides the EOS ids) */
 
 typedef struct kiln_step {
     int max_tokens, max_seqs, max_blocks_per_seq; /* capacities of the buffers below */
@@ -58,6 +66,22 @@ typedef struct kiln_step {
     int32_t *block_table;        /* [max_seqs][max_blocks_per_seq] physical block ids */
     int32_t *seq_logits;         /* [max_seqs] 1 when the sequence's last row needs logits */
     kiln_step_sampling *sampling;/* [max_seqs] */
+    /* For backends that sample on the device (kiln_backend_ops.samples): */
+    int device_sample;           /* 1: draw the tokens on the device (no host logits); the
+                                  * engine sets it when the backend samples (ops.samples) */
+    int32_t *bias_ids;           /* [max_seqs * KILN_MAX_LOGIT_BIAS] packed per sequence */
+    float *bias_values;
+    int32_t *supp_ids;           /* [max_seqs * (KILN_MAX_EOS + KILN_MAX_STOP_IDS)] packed */
+    /* penalty tables to (re)load before sampling: entry i fills slot pen_slot[i] from
+     * pen_tokens[pen_start[i] .. pen_start[i+1]): the first pen_n_prompt[i] are prompt ids
+     * (presence for the repetition penalty), the rest output ids (counted). The table then
+     * stays current on the device (the sampler counts each token it draws). */
+    int n_pen;
+    int32_t *pen_slot;           /* [max_seqs] */
+    int32_t *pen_start;          /* [max_seqs + 1] */
+    int32_t *pen_n_prompt;       /* [max_seqs] */
+    int32_t *pen_tokens;         /* [cap_pen_tokens] */
+    int cap_pen_tokens;          /* max_model_len + max_tokens: one whole sequence always fits */
 } kiln_step;
 
 #endif

@@ -1,10 +1,13 @@
 /* attention.cu: causal GQA attention over the paged bf16 KV pool for a ragged batch, split over
  * the context (flash-decoding) so that short batches still fill the chip.
  *
- * Pass 1, attention_split_kernel, grid (T rows, KV heads, splits): one block serves all G query
- * heads that share a KV head (GQA: K/V are read once for the group). The context of row t
- * (positions 0..pos[t]) is cut into fixed windows of split_w positions; block z covers window
- * [z * split_w, min((z + 1) * split_w, pos[t] + 1)) and exits if that is empty. Tiles of 16
+ * Pass 1, attention_split_kernel, grid (T rows, KV heads, max_splits): one block serves all G
+ * query heads that share a KV head (GQA: K/V are read once for the group). The context of row t
+ * (n = pos[t] + 1 positions) is cut into ns = min(max_splits, ceil(n / min_w)) windows of
+ * w = ceil(n / ns) rounded up to 16 positions (att_window); block z covers [z w, min((z+1) w, n))
+ * and exits if that is empty. The windows depend only on the row's own position, so a decode
+ * at 512 context gets ~16 windows x KV heads blocks (fills the chip at batch 1) and a row's
+ * reduction order never depends on the batch. Tiles of 16
  * positions of K and V are staged in shared memory (f32), read through the sequence's block
  * table (block = table[j / bs], offset j % bs). Warp w serves heads g = w, w + 4, ...; lane l owns
  * dims l, l + 32, ...; per tile: the 16 scores (q . k_j) / sqrt(hd) by one recursive-halving
@@ -12,8 +15,8 @@
  * unnormalised accumulator acc) in f32. The window's (m, l, acc) go
  * to scratch.
  * Pass 2, attention_combine_kernel, grid (T, H): merges the windows of a row in window order.
- * The windows depend only on pos[t] and split_w (fixed per engine), never on the batch, so a
- * row's result is the same in any batch (I6). scratch: [T][H][max_splits][hd + 2] f32. */
+ * Windows depend only on pos[t], min_w and max_splits (fixed per engine), never on the batch, so
+ * a row's result is the same in any batch (I6). scratch: [T][H][max_splits][hd + 2] f32. */
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
@@ -25,26 +28,33 @@
 #define ATT_MAX_HPW 4 /* heads per warp: G <= 16 */
 #define ATT_CH (ATT_TILE * ATT_MAX_HD / 8 / (ATT_WARPS * 32)) /* 16-byte chunks per thread per tile */
 
+/* window width of a row with n = pos + 1 context positions (a multiple of the 16-position tile) */
+static __device__ __forceinline__ int att_window(int n, int min_w, int max_splits) {
+    int ns = (n + min_w - 1) / min_w;
+    if (ns > max_splits) ns = max_splits;
+    int w = (n + ns - 1) / ns;
+    return (w + ATT_TILE - 1) / ATT_TILE * ATT_TILE;
+}
+
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                       int bs, int split_w, int max_splits, int rows_per_block, float scale) {
+                       int bs, int min_w, int max_splits, int rows_per_block, float scale) {
     __shared__ float s_k[ATT_TILE][ATT_MAX_HD];
     __shared__ float s_v[ATT_TILE][ATT_MAX_HD];
     __shared__ int64_t s_blk[ATT_TILE];
     int kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int G = H / KV;
-    int j_begin = z * split_w;
     int64_t head_tile = (int64_t)bs * hd, kv_stride = (int64_t)KV * head_tile;
     int t_first = blockIdx.x * rows_per_block, t_last = min(t_first + rows_per_block, T);
-    /* the block's rows, one run of rows of the same sequence at a time (positions increase
-     * within a run); every (row, head) pair of a run is one slot: warp w takes slots w, w + 4, ... */
+    /* one row per block (rows_per_block = 1): its (row, head) slots are warp w's w, w + 4, ... */
     for (int ts = t_first; ts < t_last;) {
         int seq = row_seq[ts], te = ts + 1;
-        while (te < t_last && row_seq[te] == seq) te++;
-        int p_max = pos[te - 1];
-        if (j_begin > p_max) { ts = te; continue; } /* the window lies beyond every row of the run */
+        int p_max = pos[ts];
+        int split_w = att_window(p_max + 1, min_w, max_splits);
+        int j_begin = z * split_w;
+        if (j_begin > p_max) { ts = te; continue; } /* the window lies beyond the row */
         int j_end_max = min(j_begin + split_w, p_max + 1);
         const int32_t *bt = block_table + (int64_t)seq * max_blocks;
         int n_slots = (te - ts) * G;
@@ -184,9 +194,9 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
 }
 
 static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
-                                                int H, int hd, int split_w, int max_splits) {
+                                                int H, int hd, int min_w, int max_splits) {
     int t = blockIdx.x, h = blockIdx.y;
-    int ns = pos[t] / split_w + 1;
+    int ns = pos[t] / att_window(pos[t] + 1, min_w, max_splits) + 1;
     const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
     float M = -INFINITY;
     for (int z = 0; z < ns; z++) M = fmaxf(M, base[(int64_t)z * (hd + 2) + hd]);
@@ -206,11 +216,12 @@ static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const
     }
 }
 
+/* The minimum window (32 positions: a block does at least two tiles) and at most 16 windows per
+ * row (the scratch is [T][H][16][hd + 2]); max_model_len no longer matters. */
 extern "C" int kiln_cuda_attention_split_width(int max_model_len, int *max_splits) {
-    int w = 128;
-    while ((max_model_len + w - 1) / w > 16) w *= 2;
-    if (max_splits) *max_splits = (max_model_len + w - 1) / w;
-    return w;
+    (void)max_model_len;
+    if (max_splits) *max_splits = 16;
+    return 32;
 }
 
 extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
@@ -220,17 +231,14 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
-        KV > 65535 || split_w <= 0 || max_pos / split_w + 1 > max_splits)
+        KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 65535)
         return cudaErrorInvalidValue;
+    (void)max_pos;
     float scale = 1.0f / sqrtf((float)hd);
-    /* rows per block: long steps (prefill chunks) share each K/V tile among 4 rows' heads (as
-     * slots allow: 16 / G rows); short steps (decodes) keep one row per block for parallelism.
-     * A row's arithmetic is the same either way (tiles are aligned to the window start). */
-    int G = H / KV, rpb = T >= 64 ? (16 / G > 4 ? 4 : 16 / G) : 1;
-    if (rpb < 1) rpb = 1;
-    dim3 g1((unsigned)((T + rpb - 1) / rpb), (unsigned)KV, (unsigned)(max_pos / split_w + 1));
+    /* one row per block: every row has its own windows (they depend on its position) */
+    dim3 g1((unsigned)T, (unsigned)KV, (unsigned)max_splits);
     attention_split_kernel<<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                          max_blocks, T, H, KV, hd, block_size, split_w, max_splits, rpb,
+                                                          max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1,
                                                           scale);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;

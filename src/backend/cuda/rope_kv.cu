@@ -1,6 +1,6 @@
 /* rope_kv.cu: RoPE on q and k fused with writing K and V into the paged bf16 pool.
  *
- * One block per row t. Thread j handles frequency pairs i = j, j + blockDim, ... (i < hd/2):
+ * Grid (row t, head group). Thread (head, pair i < hd/2):
  * inv_freq = 1 / theta^(2i/hd), angle = pos * inv_freq, cos and sin, and the rotation itself in
  * double, rounded once to f32, exactly as kiln_cpu_rope (HALF: pairs (i, i + hd/2);
  * INTERLEAVED: pairs (2i, 2i + 1)). The rotated K (f32, then rounded to bf16) and V go to slot
@@ -13,8 +13,11 @@ static __device__ __forceinline__ int64_t pool_index(int64_t blk, int kv, int h,
     return ((blk * 2 + kv) * KV + h) * (int64_t)bs * hd + (int64_t)off * hd + d;
 }
 
+/* grid (T, head groups + 1): block y < n_groups rotates heads y * hpb .. of q|k (H + KV heads),
+ * thread = (head in the group, frequency pair i); the last y copies V. Each thread computes its
+ * own angle (double pow / sincos), so the ~40 heads of a row run in parallel instead of a loop. */
 static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool, int H,
-                                      int KV, int hd, int bs, double theta, int interleaved) {
+                                      int KV, int hd, int bs, double theta, int interleaved, int hpb) {
     int t = blockIdx.x;
     int half = hd / 2;
     int64_t stride = (int64_t)(H + 2 * KV) * hd;
@@ -22,32 +25,34 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
     int64_t slot = slots[t];
     int64_t blk = slot / bs;
     int off = (int)(slot % bs);
-    double p = (double)pos[t];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        double inv = 1.0 / pow(theta, (double)(2 * i) / (double)hd);
-        double a = p * inv;
-        double cs = cos(a), sn = sin(a);
-        int i0 = interleaved ? 2 * i : i;
-        int i1 = interleaved ? 2 * i + 1 : i + half;
-        for (int h = 0; h < H + KV; h++) {
-            float *v = row + (int64_t)h * hd;
-            double x0 = v[i0], x1 = v[i1];
-            /* explicit roundings: no FMA contraction, the CPU's arithmetic */
-            float r0 = (float)__dsub_rn(__dmul_rn(x0, cs), __dmul_rn(x1, sn));
-            float r1 = (float)__dadd_rn(__dmul_rn(x1, cs), __dmul_rn(x0, sn));
-            v[i0] = r0;
-            v[i1] = r1;
-            if (h >= H) { /* a K head: into the pool */
-                int kh = h - H;
-                pool[pool_index(blk, 0, kh, off, i0, KV, bs, hd)] = kiln_f32_to_bf16_bits(r0);
-                pool[pool_index(blk, 0, kh, off, i1, KV, bs, hd)] = kiln_f32_to_bf16_bits(r1);
-            }
+    int n_groups = (H + KV + hpb - 1) / hpb;
+    if ((int)blockIdx.y == n_groups) { /* V: straight copy into the pool */
+        const float *vrow = row + (int64_t)(H + KV) * hd;
+        for (int k = threadIdx.x; k < KV * hd; k += blockDim.x) {
+            int h = k / hd, d = k % hd;
+            pool[pool_index(blk, 1, h, off, d, KV, bs, hd)] = kiln_f32_to_bf16_bits(vrow[k]);
         }
+        return;
     }
-    const float *vrow = row + (int64_t)(H + KV) * hd;
-    for (int k = threadIdx.x; k < KV * hd; k += blockDim.x) {
-        int h = k / hd, d = k % hd;
-        pool[pool_index(blk, 1, h, off, d, KV, bs, hd)] = kiln_f32_to_bf16_bits(vrow[k]);
+    int i = threadIdx.x % half, h = blockIdx.y * hpb + threadIdx.x / half;
+    if (threadIdx.x >= hpb * half || h >= H + KV) return;
+    double p = (double)pos[t];
+    double inv = 1.0 / pow(theta, (double)(2 * i) / (double)hd);
+    double a = p * inv;
+    double cs = cos(a), sn = sin(a);
+    int i0 = interleaved ? 2 * i : i;
+    int i1 = interleaved ? 2 * i + 1 : i + half;
+    float *v = row + (int64_t)h * hd;
+    double x0 = v[i0], x1 = v[i1];
+    /* explicit roundings: no FMA contraction, the CPU's arithmetic */
+    float r0 = (float)__dsub_rn(__dmul_rn(x0, cs), __dmul_rn(x1, sn));
+    float r1 = (float)__dadd_rn(__dmul_rn(x1, cs), __dmul_rn(x0, sn));
+    v[i0] = r0;
+    v[i1] = r1;
+    if (h >= H) { /* a K head: into the pool */
+        int kh = h - H;
+        pool[pool_index(blk, 0, kh, off, i0, KV, bs, hd)] = kiln_f32_to_bf16_bits(r0);
+        pool[pool_index(blk, 0, kh, off, i1, KV, bs, hd)] = kiln_f32_to_bf16_bits(r1);
     }
 }
 
@@ -55,7 +60,13 @@ extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const i
                                          int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
                                          cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (hd <= 0 || hd % 2) return cudaErrorInvalidValue;
-    rope_kv_kernel<<<T, 128, 0, st>>>(qkv, pos, slots, pool_layer, H, KV, hd, block_size, theta, interleaved);
+    if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647) return cudaErrorInvalidValue;
+    int half = hd / 2, hpb = 256 / half; /* heads per block: 256 threads of (head, pair) */
+    if (hpb < 1) hpb = 1;
+    int threads = hpb * half;
+    if (threads < 32) threads = 32;
+    int n_groups = (H + KV + hpb - 1) / hpb;
+    dim3 grid((unsigned)T, (unsigned)(n_groups + 1));
+    rope_kv_kernel<<<grid, threads, 0, st>>>(qkv, pos, slots, pool_layer, H, KV, hd, block_size, theta, interleaved, hpb);
     KILN_CUDA_CHECK_LAUNCH();
 }
