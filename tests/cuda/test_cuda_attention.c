@@ -3,7 +3,14 @@
  * Batches mix decodes and prefill chunks; block tables are random distinct block ids with holes;
  * every pool element outside the sequences' contexts (unused blocks, slots past the context) is
  * NaN, so a read through a wrong block or past the causal limit fails the test. head_dim 16 / 48
- * / 64 / 128, GQA 4:1 and 1:1, block sizes 16 and 32, outputs f32 (1e-5) and bf16 (1e-2). */
+ * / 64 / 128, GQA 4:1 and 1:1, block sizes 16 and 32, outputs f32 (1e-5) and bf16 (1e-2).
+ * Flash mode (attention_prefill.cu): the prefill chunks (>= 16 rows) go to the tensor-core kernel
+ * through kiln_cuda_prefill_tiles, the other rows to kiln_cuda_attention run by run, as the
+ * backend does; checked: rows outside the tiles stay poisoned after the prefill launch, the
+ * tiled rows have no NaN, rel L2 <= 1e-2 (q and P are rounded to bf16) and max |error| < 3e-2
+ * for f32 and bf16 outputs, and a row gives the same bits with another tiling (tiles of 7 rows).
+ * hd 64 / 128, G = 1, 2, 4, 8, block sizes 16 and 32. The host tile builder is checked by hand. */
+#include <string.h>
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "engine/step.h"
@@ -11,7 +18,20 @@
 
 typedef struct { int ctx, rows; } seq_spec;
 
-static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_dtype adt, unsigned long long *s) {
+static double max_abs_err(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        if (d > m) m = d;
+    }
+    return m;
+}
+
+/* flash = 0: kiln_cuda_attention on every row; 1: tiles on the prefill chunks, the split kernel
+ * on the runs of other rows */
+static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_dtype adt, int flash,
+                unsigned long long *s) {
     int T = 0, need = 0, max_nb = 0;
     for (int i = 0; i < S; i++) {
         T += sp[i].rows;
@@ -92,33 +112,134 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     int split_w = kiln_cuda_attention_split_width(max_nb * bs, &max_splits);
     if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; }
     float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
-    CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, max_pos, split_w, max_splits,
-                           dscr, 0));
-    kc_get(oh, dout, on * as);
-    kc_from_dt(adt, oh, got, on);
-    double e = kt_rel_l2(got, want, on);
-    KT_CHECK(e <= kc_tol(adt), "attention %s T=%d S=%d H=%d KV=%d hd=%d bs=%d: rel L2 %g", kc_dtname(adt), T, S, H, KV,
-             hd, bs, e);
-    printf("attention %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d rel L2 %.3g\n", kc_dtname(adt), T, S, H, KV, hd, bs, e);
+    if (!flash) {
+        CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, max_pos, split_w,
+                               max_splits, dscr, 0));
+    } else {
+        int32_t *qst = kiln_malloc((size_t)(S + 1) * 4);
+        qst[0] = 0;
+        for (int i = 0; i < S; i++) qst[i + 1] = qst[i] + sp[i].rows;
+        int tr = kiln_cuda_prefill_tile_rows(H, KV), max_tiles = T + S;
+        KT_CHECK(tr > 0, "tile rows for H=%d KV=%d", H, KV);
+        int32_t *tiles = kiln_malloc((size_t)max_tiles * 8), *dtiles = kc_dev((size_t)max_tiles * 8);
+        unsigned char *cov = kiln_malloc((size_t)T), *cov2 = kiln_malloc((size_t)T);
+        int nt = kiln_cuda_prefill_tiles(qst, S, 16, tr, tiles, max_tiles, cov);
+        kc_put(dtiles, tiles, (size_t)nt * 8);
+        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt, 0));
+        kc_get(oh, dout, on * as);
+        kc_from_dt(adt, oh, got, on);
+        /* rows outside the tiles untouched (still 0xff bytes), tiled rows finite */
+        size_t row = (size_t)H * hd, bad = 0, nan = 0, ncov = 0;
+        for (int t = 0; t < T; t++) {
+            ncov += cov[t];
+            const unsigned char *b = (const unsigned char *)oh + (size_t)t * row * as;
+            for (size_t i = 0; i < row; i++) {
+                if (!cov[t] && (b[i * as] != 0xff || b[i * as + as - 1] != 0xff)) bad++;
+                if (cov[t] && isnan(got[(size_t)t * row + i])) nan++;
+            }
+        }
+        KT_CHECK(ncov > 0 && bad == 0 && nan == 0, "prefill T=%d hd=%d: %zu rows tiled, %zu uncovered elements written, "
+                 "%zu NaN", T, hd, ncov, bad, nan);
+        /* the same bits with tiles of 7 rows (or 1) */
+        float *got1 = kiln_malloc(on * 4);
+        memcpy(got1, got, on * 4);
+        int nt2 = kiln_cuda_prefill_tiles(qst, S, 16, tr >= 7 ? 7 : 1, tiles, max_tiles, cov2);
+        kc_put(dtiles, tiles, (size_t)nt2 * 8);
+        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt2, 0));
+        /* the other rows: kiln_cuda_attention on each run of rows outside the tiles */
+        for (int a = 0; a < T;) {
+            if (cov[a]) { a++; continue; }
+            int b = a, mp = 0;
+            while (b < T && !cov[b]) { if (pos[b] > mp) mp = pos[b]; b++; }
+            int ms = 0, sw = kiln_cuda_attention_split_width(max_nb * bs, &ms);
+            CU(kiln_cuda_attention((char *)dout + (size_t)a * row * as, adt, dq + (size_t)a * qs, qs, dpool, dpos + a,
+                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, mp, sw, ms, dscr, 0));
+            a = b;
+        }
+        kc_get(oh, dout, on * as);
+        kc_from_dt(adt, oh, got, on);
+        size_t diff = 0;
+        for (int t = 0; t < T; t++)
+            if (cov[t]) diff += memcmp(got + (size_t)t * row, got1 + (size_t)t * row, row * 4) != 0;
+        KT_CHECK(diff == 0 && memcmp(cov, cov2, (size_t)T) == 0, "prefill T=%d hd=%d: %zu rows differ with tiles of 7",
+                 T, hd, diff);
+        kiln_free(qst); kiln_free(tiles); kiln_free(cov); kiln_free(cov2); kiln_free(got1);
+        CU(cudaFree(dtiles));
+    }
+    if (!flash) {
+        kc_get(oh, dout, on * as);
+        kc_from_dt(adt, oh, got, on);
+    }
+    double e = kt_rel_l2(got, want, on), ma = max_abs_err(got, want, on);
+    double tol = flash ? 1e-2 : kc_tol(adt);
+    KT_CHECK(e <= tol && (!flash || ma < 3e-2), "attention%s %s T=%d S=%d H=%d KV=%d hd=%d bs=%d: rel L2 %g, max abs %g",
+             flash ? " (prefill tiles)" : "", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
+    printf("attention %-5s %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d rel L2 %.3g max abs %.3g\n",
+           flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
     CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
     kiln_free(pool); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
     kiln_free(got); kiln_free(sc); kiln_free(acc); kiln_free(oh);
 }
 
+/* kiln_cuda_prefill_tiles by hand: rows 1 / 16 / 33 / 1 / 99 */
+static void tiles_host(void) {
+    int32_t qst[6] = {0, 1, 17, 50, 51, 150}, tiles[2 * 32];
+    unsigned char cov[150];
+    int want[11][2] = {{1, 16}, {17, 16}, {33, 16}, {49, 1}, {51, 16}, {67, 16}, {83, 16}, {99, 16}, {115, 16},
+                       {131, 16}, {147, 3}};
+    int n = kiln_cuda_prefill_tiles(qst, 5, 16, 16, tiles, 32, cov);
+    int ok = n == 11;
+    for (int i = 0; ok && i < 11; i++) ok = tiles[2 * i] == want[i][0] && tiles[2 * i + 1] == want[i][1];
+    for (int t = 0; ok && t < 150; t++) ok = cov[t] == (t != 0 && t != 50);
+    KT_CHECK(ok, "prefill tiles: %d tiles", n);
+    /* 5 tiles allowed: the third chunk (7 tiles) is left out whole */
+    n = kiln_cuda_prefill_tiles(qst, 5, 16, 16, tiles, 5, cov);
+    ok = n == 4 && tiles[6] == 49 && tiles[7] == 1;
+    for (int t = 0; ok && t < 150; t++) ok = cov[t] == (t >= 1 && t < 50);
+    KT_CHECK(ok, "prefill tiles capped at 5: %d tiles", n);
+    /* min_rows 34: only the 99-row chunk; tiles of 64 */
+    n = kiln_cuda_prefill_tiles(qst, 5, 34, 64, tiles, 32, cov);
+    KT_CHECK(n == 2 && tiles[0] == 51 && tiles[1] == 64 && tiles[2] == 115 && tiles[3] == 35 && cov[50] == 0 &&
+                 cov[51] == 1 && cov[149] == 1 && cov[49] == 0,
+             "prefill tiles min_rows 34: %d tiles", n);
+    KT_CHECK(kiln_cuda_prefill_tile_rows(32, 8) == 16 && kiln_cuda_prefill_tile_rows(8, 8) == 64 &&
+                 kiln_cuda_prefill_tile_rows(16, 2) == 8 && kiln_cuda_prefill_tile_rows(6, 2) == 0,
+             "prefill tile rows");
+}
+
 int main(void) {
+    tiles_host();
     kc_require_gpu();
     unsigned long long s = kc_seed();
     seq_spec mix[] = {{1, 1}, {17, 7}, {40, 1}, {130, 30}, {16, 16}, {33, 2}};
     seq_spec dec[] = {{300, 1}, {5, 1}, {64, 1}};
     seq_spec pre[] = {{200, 200}};
+    /* prefill chunks of 16..300 rows, most starting mid-context, between decodes */
+    seq_spec fmix[] = {{1, 1}, {300, 300}, {170, 37}, {40, 1}, {100, 16}, {69, 64}, {33, 17}, {5, 1}};
     kiln_dtype dts[2] = {KILN_DT_F32, KILN_DT_BF16};
     for (int i = 0; i < 2; i++) {
-        one(mix, 6, 8, 2, 64, 16, dts[i], &s);
-        one(mix, 6, 32, 8, 128, 16, dts[i], &s);
-        one(mix, 6, 4, 2, 48, 32, dts[i], &s);
-        one(mix, 6, 8, 8, 16, 16, dts[i], &s);
-        one(dec, 3, 32, 8, 128, 32, dts[i], &s);
-        one(pre, 1, 8, 2, 128, 16, dts[i], &s);
+        one(mix, 6, 8, 2, 64, 16, dts[i], 0, &s);
+        one(mix, 6, 32, 8, 128, 16, dts[i], 0, &s);
+        one(mix, 6, 4, 2, 48, 32, dts[i], 0, &s);
+        one(mix, 6, 8, 8, 16, 16, dts[i], 0, &s);
+        one(dec, 3, 32, 8, 128, 32, dts[i], 0, &s);
+        one(pre, 1, 8, 2, 128, 16, dts[i], 0, &s);
+        one(fmix, 8, 8, 2, 64, 16, dts[i], 1, &s);
+        one(fmix, 8, 32, 8, 128, 16, dts[i], 1, &s);
+        one(fmix, 8, 8, 2, 128, 32, dts[i], 1, &s);
+        one(fmix, 8, 4, 4, 128, 32, dts[i], 1, &s);
+        one(fmix, 8, 8, 8, 64, 16, dts[i], 1, &s);
+        one(fmix, 8, 16, 2, 128, 16, dts[i], 1, &s);
+        one(fmix, 8, 4, 2, 64, 32, dts[i], 1, &s);
+        one(pre, 1, 8, 2, 128, 16, dts[i], 1, &s);
+        one(mix, 6, 4, 1, 64, 16, dts[i], 1, &s);
     }
+    /* shapes the prefill kernel does not serve are refused (the caller keeps the split kernel) */
+    KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 48, NULL, NULL, NULL, NULL, 1, 8, 2, 48, 16, NULL, 1,
+                                         0) == cudaErrorInvalidValue,
+             "prefill refuses hd 48");
+    KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 64, NULL, NULL, NULL, NULL, 1, 6, 2, 64, 16, NULL, 1,
+                                         0) == cudaErrorInvalidValue,
+             "prefill refuses G = 3");
     return kt_done();
 }

@@ -58,6 +58,28 @@ cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q
                                 int block_size, int max_pos, int split_w, int max_splits, float *scratch,
                                 cudaStream_t st);
 
+/* Tensor-core causal GQA attention for the query tiles of prefill chunks (attention_prefill.cu).
+ * tiles: device array [n_tiles][2] of (first row, n rows) runs of rows of one sequence with
+ * consecutive positions, n <= kiln_cuda_prefill_tile_rows(H, KV) = KILN_PREFILL_QROWS / G
+ * (G = H / KV; one CTA packs the G heads of a group x those rows into 64 mma rows). row_seq,
+ * pos, block table, q and out as kiln_cuda_attention; only the rows named by tiles are written,
+ * the same values for a row in any tile. Needs hd 64 or 128, G a power of two <= 64, q_stride
+ * even, q 8-byte aligned; anything else returns cudaErrorInvalidValue (keep the split kernel).
+ * No scratch. Each row's result matches kiln_cuda_attention within bf16 rounding (q and P are
+ * rounded to bf16 for the tensor cores), not bit for bit. */
+#define KILN_PREFILL_QROWS 64
+int kiln_cuda_prefill_tile_rows(int H, int KV); /* rows per tile, 0 when (H, KV) is unsupported */
+cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                        const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
+                                        const int32_t *block_table, int max_blocks, int H, int KV, int hd,
+                                        int block_size, const int32_t *tiles, int n_tiles, cudaStream_t st);
+/* Host: cut every sequence with >= min_rows rows (seq_q_start [n_seqs + 1]) into tiles of
+ * tile_rows rows (the last one shorter); whole sequences only, while max_tiles allows. Writes
+ * tiles[n][2] and covered[t] (0/1) for every row t < seq_q_start[n_seqs]; returns n_tiles.
+ * At most T / tile_rows + n_seqs tiles. */
+int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows, int tile_rows, int32_t *tiles,
+                            int max_tiles, unsigned char *covered);
+
 /* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
 cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, cudaStream_t st);
 

@@ -1,0 +1,333 @@
+/* attention_prefill.cu: causal GQA attention for the rows of prefill chunks on tensor cores
+ * (FlashAttention-2 style: mma.sync m16n8k16 bf16 -> f32, online softmax in registers).
+ *
+ * Work unit. One CTA (4 warps, 128 threads) serves one query tile of one KV head: the tile is a
+ * run of n <= R rows of one sequence with consecutive positions (tiles[b] = {first row, n}),
+ * R = KILN_PREFILL_QROWS / G for G = H / KV query heads per KV head. The CTA's 64 "query rows"
+ * qi (the M dimension of the mma) are (head g, row r) with qi = g * R + r: for G = 4 (Devstral),
+ * R = 16 and warp w is head kvh * G + w for the tile's 16 rows; for G = 1, R = 64 and warp w is
+ * rows 16w..16w+15; for G = 8, R = 8 and warp w holds heads 2w, 2w+1 x 8 rows. Padding query
+ * rows (r >= n) duplicate row n - 1 and are never written. K and V of the group are read into
+ * shared memory once for all G heads. grid = (n_tiles, KV), tiles taken in reverse order (the
+ * last tiles of a sequence have the longest contexts: they start first).
+ *
+ * Per warp, registers (lane = 4 gid + tig; the warp's query rows are gid and gid + 8):
+ *   qa[HD/16][4]  Q as A fragments (bf16x2), Q read once from f32 global, rounded to bf16
+ *   s[8][4]       S = Q K^T of the key tile (16 rows x 64 keys, f32); then P in place
+ *   o[HD/8][4]    O accumulator (16 rows x HD, f32), unnormalised
+ *   m[2], l[2]    running max (log2 domain) and this lane's partial sum of each row
+ * Key tiles of PF_BC = 64 positions j0 = 0, 64, ... up to the tile's last position p_last, in
+ * shared memory as sk/sv[64][HD] bf16, double-buffered (cp.async 16-byte copies, read through
+ * the block table: position j -> block bt[j / bs], slot j % bs; positions > p_last are zeroed,
+ * never read: the pool past a context may hold anything). The 16-byte chunk c of key row j is
+ * stored at chunk (c ^ (j & 7)) of the row (XOR swizzle): the 8 rows of every ldmatrix 8x8
+ * matrix fall in 8 distinct bank groups. Scores are scaled by log2(e) / sqrt(hd) and
+ * exponentiated with ex2.approx; positions > pos[row] are -inf (only on tiles that reach past
+ * the warp's smallest position). A warp skips key tiles that lie wholly past its rows.
+ *
+ * Fragment layouts of mma.m16n8k16.row.col (gid = lane >> 2, tig = lane & 3):
+ *   A 16x16 (row-major): reg0 = (row gid,   cols 2tig, 2tig+1)   reg1 = (row gid+8, cols 2tig..)
+ *                        reg2 = (row gid,   cols 2tig+8, +9)     reg3 = (row gid+8, cols 2tig+8..)
+ *   B 16x8 (k x n, "col"): reg0 = (k 2tig, 2tig+1; n gid)       reg1 = (k 2tig+8, +9; n gid)
+ *   C 16x8 f32: c0, c1 = (row gid, cols 2tig, 2tig+1)           c2, c3 = (row gid+8, same cols)
+ *   (in a bf16x2 register the lower column is the lower half)
+ *   ldmatrix.x4: lanes 8i..8i+7 give the 8 row addresses of matrix i -> register i; lane l gets
+ *   (row l/4, cols 2(l%4), +1) of each matrix; with .trans it gets (rows 2(l%4), +1; col l/4).
+ *   S: B = K^T, K rows are keys: a non-trans 8x8 of (keys n0..n0+7, dims d..d+7) gives lane
+ *      (key gid, dims 2tig..) = B reg for (k = dims, n = key). One x4 = keys of one n-tile x
+ *      32 dims = the two B registers of two k-steps.
+ *   P.V: A = P straight from the C layout of S (n-tiles 2kk, 2kk+1 = the 16 keys of k-step kk);
+ *      B = V (k = key, n = dim) from V rows by .trans: an 8x8 of (keys k0..k0+7, dims d..d+7)
+ *      gives lane (keys 2tig, +1; dim gid). One x4 = 16 keys x 16 dims = B of two n-tiles.
+ * Each row's arithmetic (key tiles aligned to position 0, reductions within its quad in a
+ * fixed order) depends only on its own position and context, not on the tile or the batch;
+ * skipping a wholly masked key tile gives the same bits as running it (corr = 1, p = 0).
+ */
+#include <math.h>
+#include <string.h>
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_dev.cuh"
+
+#define PF_BC 64 /* key positions per shared-memory tile */
+#define PF_THREADS 128
+
+static __device__ __forceinline__ uint32_t pf_pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo */
+    return *(const uint32_t *)&v;
+}
+static __device__ __forceinline__ float pf_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+/* d += a b for one m16n8k16 (bf16 inputs, f32 accumulators) */
+static __device__ __forceinline__ void pf_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+static __device__ __forceinline__ void pf_ldsm_x4(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void pf_ldsm_x4_t(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void pf_cp16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
+}
+static __device__ __forceinline__ void pf_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+static __device__ __forceinline__ void pf_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Stage key tile [j0, j0 + PF_BC) of KV head kvh: K at sk, V at sk + PF_BC * HD (shared
+ * addresses, bf16 [PF_BC][HD] swizzled). Positions > p_last are zero-filled. */
+template <int HD>
+static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t *pool, const int32_t *bt, int bs, int KV,
+                                                    int kvh, int j0, int p_last) {
+    constexpr int CH = HD / 8;                     /* 16-byte chunks per key row */
+    constexpr int N = PF_BC * CH / PF_THREADS;     /* chunks per thread (of K, and of V) */
+    const int64_t head_tile = (int64_t)bs * HD, kv_stride = (int64_t)KV * head_tile;
+    const uint32_t sv = sk + PF_BC * HD * 2;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int c = threadIdx.x + i * PF_THREADS, jj = c / CH, ch = c % CH, j = j0 + jj;
+        uint32_t so = (uint32_t)(jj * CH + (ch ^ (jj & 7))) * 16; /* bytes */
+        if (j <= p_last) {
+            int64_t blk = bt[j / bs];
+            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + ch * 8;
+            pf_cp16(sk + so, kp);
+            pf_cp16(sv + so, kp + kv_stride);
+        } else {
+            asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(sk + so), "r"(0));
+            asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(sv + so), "r"(0));
+        }
+    }
+}
+
+template <int HD>
+static __global__ void __launch_bounds__(PF_THREADS)
+attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
+                         const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
+                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2) {
+    extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
+    constexpr int CH = HD / 8, KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
+    const int tile = n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int first = tiles[2 * tile], n = tiles[2 * tile + 1];
+    const int G = H / KV, R = KILN_PREFILL_QROWS / G;
+    const int p_last = pos[first + n - 1];
+    const int32_t *bt = block_table + (int64_t)row_seq[first] * max_blocks;
+    const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
+    const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
+
+    /* start loading key tile 0 while Q is read */
+    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, 0, p_last);
+    pf_commit();
+
+    /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
+    int prow[2], trow[2], hrow[2], valid[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        int qi = 16 * warp + gid + 8 * hh, g = qi / R, r = qi % R, rr = min(r, n - 1);
+        valid[hh] = r < n;
+        trow[hh] = first + rr;
+        hrow[hh] = kvh * G + g;
+        prow[hh] = pos[first + rr];
+    }
+    const int warp_max = __reduce_max_sync(0xffffffffu, max(prow[0], prow[1]));
+    const int warp_min = __reduce_min_sync(0xffffffffu, min(prow[0], prow[1]));
+    uint32_t qa[KS][4];
+    {
+        const float *q0 = q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig;
+        const float *q1 = q + (int64_t)trow[1] * q_stride + (int64_t)hrow[1] * HD + 2 * tig;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            float2 x00 = *(const float2 *)(q0 + ks * 16), x01 = *(const float2 *)(q0 + ks * 16 + 8);
+            float2 x10 = *(const float2 *)(q1 + ks * 16), x11 = *(const float2 *)(q1 + ks * 16 + 8);
+            qa[ks][0] = pf_pack_bf16(x00.x, x00.y); /* row gid,   dims 16ks + 2tig, +1 */
+            qa[ks][1] = pf_pack_bf16(x10.x, x10.y); /* row gid+8, same dims */
+            qa[ks][2] = pf_pack_bf16(x01.x, x01.y); /* row gid,   dims 16ks + 8 + 2tig, +1 */
+            qa[ks][3] = pf_pack_bf16(x11.x, x11.y); /* row gid+8 */
+        }
+    }
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    const int n_kt = p_last / PF_BC + 1;
+    for (int kt = 0; kt < n_kt; kt++) {
+        if (kt + 1 < n_kt) {
+            pf_load_tile<HD>(s_base + ((kt + 1) & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt + 1) * PF_BC, p_last);
+            pf_commit();
+            pf_wait<1>(); /* tile kt has landed (this thread's copies) */
+        } else {
+            pf_wait<0>();
+        }
+        __syncthreads(); /* ... and every thread's */
+        const int j0 = kt * PF_BC;
+        if (j0 <= warp_max) {
+            const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
+            /* S = Q K^T: 16 query rows x 64 keys */
+            float s[NT][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) {
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+                for (int kp = 0; kp < KS / 2; kp++) {
+                    /* matrix i = lane >> 3: keys 8nt..8nt+7 (row lane & 7), dims 32kp + 8i..+7 */
+                    int key = nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
+                    uint32_t b[4];
+                    pf_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+                    pf_mma(s[nt], qa[2 * kp], b[0], b[1]);
+                    pf_mma(s[nt], qa[2 * kp + 1], b[2], b[3]);
+                }
+            }
+            /* online softmax per row (hh = 0: row gid, 1: row gid + 8); a row's 64 scores lie in
+             * the 4 lanes of its quad: s[nt][2hh + e] is key j0 + 8nt + 2tig + e */
+            const int diag = j0 + PF_BC - 1 > warp_min;
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = s[nt][2 * hh + e] * sl2;
+                        if (diag && j0 + nt * 8 + 2 * tig + e > prow[hh]) v = -INFINITY;
+                        s[nt][2 * hh + e] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                /* key 0 lies in tile 0, which every warp runs: m is finite from then on */
+                float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
+                m[hh] = mn;
+                float ls = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float p = pf_exp2(s[nt][2 * hh + e] - mn);
+                        s[nt][2 * hh + e] = p;
+                        ls += p;
+                    }
+                l[hh] = l[hh] * corr + ls;
+#pragma unroll
+                for (int d = 0; d < DT; d++) {
+                    o[d][2 * hh] *= corr;
+                    o[d][2 * hh + 1] *= corr;
+                }
+            }
+            /* O += P V: k-step kk = keys 16kk..16kk+15 */
+#pragma unroll
+            for (int kk = 0; kk < PF_BC / 16; kk++) {
+                uint32_t pa[4];
+                pa[0] = pf_pack_bf16(s[2 * kk][0], s[2 * kk][1]);         /* row gid,   keys 2tig, +1 */
+                pa[1] = pf_pack_bf16(s[2 * kk][2], s[2 * kk][3]);         /* row gid+8, keys 2tig, +1 */
+                pa[2] = pf_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]); /* row gid,   keys 8 + 2tig, +1 */
+                pa[3] = pf_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]); /* row gid+8 */
+#pragma unroll
+                for (int dp = 0; dp < HD / 16; dp++) {
+                    /* matrix i = lane >> 3: keys 16kk + 8(i & 1) + (lane & 7), dims 16dp + 8(i >> 1)..+7;
+                     * registers 0, 1 = B of dim n-tile 2dp, registers 2, 3 = n-tile 2dp + 1 */
+                    int key = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
+                    uint32_t b[4];
+                    pf_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+                    pf_mma(o[2 * dp], pa, b[0], b[1]);
+                    pf_mma(o[2 * dp + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads(); /* the buffer of tile kt is refilled at iteration kt + 1 */
+    }
+
+    /* finish: the row sum over the quad (fixed order), O / l, rows < n only */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float L = l[hh];
+        L += __shfl_xor_sync(0xffffffffu, L, 1);
+        L += __shfl_xor_sync(0xffffffffu, L, 2);
+        float inv = 1.0f / L;
+        if (!valid[hh]) continue;
+        int64_t base = ((int64_t)trow[hh] * H + hrow[hh]) * HD + 2 * tig;
+#pragma unroll
+        for (int d = 0; d < DT; d++) {
+            float a = o[d][2 * hh] * inv, b = o[d][2 * hh + 1] * inv;
+            int64_t i = base + d * 8;
+            if (adt == KILN_DT_F32) *(float2 *)((float *)out + i) = make_float2(a, b);
+            else if (adt == KILN_DT_BF16) *(uint32_t *)((uint16_t *)out + i) = pf_pack_bf16(a, b);
+            else {
+                kiln_st(adt, out, i, a);
+                kiln_st(adt, out, i + 1, b);
+            }
+        }
+    }
+}
+
+extern "C" int kiln_cuda_prefill_tile_rows(int H, int KV) {
+    if (KV <= 0 || H <= 0 || H % KV) return 0;
+    int G = H / KV;
+    if (G > KILN_PREFILL_QROWS || KILN_PREFILL_QROWS % G) return 0;
+    return KILN_PREFILL_QROWS / G;
+}
+
+extern "C" int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows, int tile_rows,
+                                       int32_t *tiles, int max_tiles, unsigned char *covered) {
+    int nt = 0, T = n_seqs > 0 ? seq_q_start[n_seqs] : 0;
+    if (covered && T > 0) memset(covered, 0, (size_t)T);
+    if (tile_rows < 1) return 0;
+    if (min_rows < 1) min_rows = 1;
+    for (int s = 0; s < n_seqs; s++) {
+        int a = seq_q_start[s], b = seq_q_start[s + 1];
+        if (b - a < min_rows) continue;
+        int need = (b - a + tile_rows - 1) / tile_rows;
+        if (nt + need > max_tiles) continue; /* whole sequences only */
+        for (int t = a; t < b; t += tile_rows, nt++) {
+            tiles[2 * nt] = t;
+            tiles[2 * nt + 1] = b - t < tile_rows ? b - t : tile_rows;
+        }
+        if (covered) memset(covered + a, 1, (size_t)(b - a));
+    }
+    return nt;
+}
+
+template <int HD>
+static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
+                             const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
+                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, cudaStream_t st) {
+    size_t smem = (size_t)2 * 2 * PF_BC * HD * 2;
+    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    float sl2 = 1.4426950408889634f / sqrtf((float)HD);
+    dim3 grid((unsigned)n_tiles, (unsigned)KV);
+    attention_prefill_kernel<HD><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq, block_table,
+                                                                  max_blocks, H, KV, bs, tiles, n_tiles, sl2);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                                   const uint16_t *pool_layer, const int32_t *pos,
+                                                   const int32_t *row_seq, const int32_t *block_table, int max_blocks,
+                                                   int H, int KV, int hd, int block_size, const int32_t *tiles,
+                                                   int n_tiles, cudaStream_t st) {
+    if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
+        ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 &&
+                                                                adt != KILN_DT_F16))
+        return cudaErrorInvalidValue;
+    if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
+    if (n_tiles <= 0) return cudaSuccess;
+    if (hd == 64)
+        return pf_launch<64>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
+                             block_size, tiles, n_tiles, st);
+    return pf_launch<128>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size,
+                          tiles, n_tiles, st);
+}
