@@ -8,7 +8,9 @@
  *   per layer:  xn[T][D] adt = rmsnorm(x += proj)                        (rmsnorm.cu; layer 0: no add)
  *               qkv[T][(H+2KV)hd] f32 = xn Wqkv^T  (Wq|Wk|Wv concatenated at load; gemm.c)
  *               RoPE(q, k) in place; K, V -> bf16 pool at slot_mapping     (rope_kv.cu)
- *               att[T][H hd] adt = paged causal GQA attention               (attention.cu)
+ *               att[T][H hd] adt = paged causal GQA attention: chunks of >= 16 rows on tensor
+ *                              cores (attention_prefill.cu), the other rows split over the
+ *                              context (attention.cu); batch-invariant mode: all split
  *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
  *               gu[T][2F] f32 = xn Wgu^T  (Wgate|Wup concatenated);  act[T][F] adt = silu(g) u  (swiglu.cu)
  *               proj = act Wd^T
@@ -49,6 +51,7 @@
 
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
+#define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define MAX_DEV_ALLOCS_FIXED (32 + 1)
 
 typedef struct dev_alloc {
@@ -92,7 +95,12 @@ typedef struct cuda_backend {
     int att_split_w, att_splits;
     /* step descriptor: pinned staging and its device copy, same layout */
     unsigned char *desc_h, *desc_d;
-    size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_bt;
+    size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_tiles, off_bt;
+    /* prefill attention on tensor cores (attention_prefill.cu): rows of chunks >= PREFILL_MIN_ROWS
+     * go in tiles; the other rows (decodes, short chunks) form runs for the split kernel */
+    int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
+    unsigned char *pf_covered;      /* host [max_tokens] */
+    int32_t *run_a, *run_b, *run_maxpos; /* host [max_tokens] runs of uncovered rows */
     float *logits_h; /* pinned [max_seqs][V] */
     /* the step in flight */
     int n_logits, pending;
@@ -129,6 +137,10 @@ static void cuda_destroy(kiln_backend *b) {
     if (c->have_stream) cudaStreamDestroy(c->st);
     kiln_free(c->allocs);
     kiln_free(c->layers);
+    kiln_free(c->pf_covered);
+    kiln_free(c->run_a);
+    kiln_free(c->run_b);
+    kiln_free(c->run_maxpos);
     kiln_free(c);
 }
 
@@ -350,6 +362,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     c->off_lrows = off; off += S * 4;
     off = (off + 7) / 8 * 8;
     c->off_slot = off; off += T * 8;
+    c->pf_max_tiles = (int)(T + S);
+    c->off_tiles = off; off += (size_t)c->pf_max_tiles * 2 * 4;
     c->off_bt = off; off += S * (size_t)c->cfg.max_blocks_per_seq * 4;
     c->desc_bytes = off;
     if ((rc = dev_malloc(c, (void **)&c->desc_d, off, "the step descriptor", err))) return rc;
@@ -432,6 +446,18 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     if ((rc = alloc_scratch(c, err))) goto fail;
+    /* batch-invariant mode keeps every row on the split kernel: which kernel a row gets must not
+     * depend on how the scheduler chunked its sequence (I6) */
+    c->pf_tile_rows = bc->batch_invariant || (mc->head_dim != 64 && mc->head_dim != 128)
+                          ? 0 : kiln_cuda_prefill_tile_rows(mc->n_heads, mc->n_kv_heads);
+    c->pf_covered = kiln_calloc((size_t)T, 1);
+    c->run_a = kiln_calloc((size_t)T, sizeof(int32_t));
+    c->run_b = kiln_calloc((size_t)T, sizeof(int32_t));
+    c->run_maxpos = kiln_calloc((size_t)T, sizeof(int32_t));
+    if (!c->pf_covered || !c->run_a || !c->run_b || !c->run_maxpos) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory");
+        goto fail;
+    }
     if ((rc = upload_weights(c, err))) goto fail;
     *out = &c->base;
     return KILN_OK;
@@ -520,8 +546,6 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     int32_t *bt = (int32_t *)(c->desc_h + c->off_bt);
     memcpy(tok, s->token_ids, (size_t)T * 4);
     memcpy(pos, s->positions, (size_t)T * 4);
-    int max_pos = 0;
-    for (int t = 0; t < T; t++) if (s->positions[t] > max_pos) max_pos = s->positions[t];
     memcpy(slot, s->slot_mapping, (size_t)T * 8);
     int bt_w = 1, n = 0;
     for (int i = 0; i < S; i++) {
@@ -532,6 +556,22 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     }
     for (int i = 0; i < S; i++)
         memcpy(bt + (size_t)i * bt_w, s->block_table + (size_t)i * s->max_blocks_per_seq, (size_t)bt_w * 4);
+    /* prefill tiles, then the runs of the remaining rows (each run: one split-kernel launch per layer) */
+    int n_tiles = 0, n_runs = 0;
+    int32_t *tiles = (int32_t *)(c->desc_h + c->off_tiles);
+    if (c->pf_tile_rows > 0)
+        n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, PREFILL_MIN_ROWS, c->pf_tile_rows, tiles, c->pf_max_tiles,
+                                          c->pf_covered);
+    else
+        memset(c->pf_covered, 0, (size_t)T);
+    for (int t = 0; t < T;) {
+        if (c->pf_covered[t]) { t++; continue; }
+        int a = t, mp = 0;
+        while (t < T && !c->pf_covered[t]) { if (s->positions[t] > mp) mp = s->positions[t]; t++; }
+        c->run_a[n_runs] = a;
+        c->run_b[n_runs] = t;
+        c->run_maxpos[n_runs++] = mp;
+    }
     size_t nbytes = c->off_bt + (size_t)S * bt_w * 4;
     KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, nbytes, cudaMemcpyHostToDevice, c->st));
     const int32_t *d_tok = (const int32_t *)(c->desc_d + c->off_tok), *d_pos = (const int32_t *)(c->desc_d + c->off_pos);
@@ -539,6 +579,8 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     const int32_t *d_lrows = (const int32_t *)(c->desc_d + c->off_lrows);
     const int64_t *d_slot = (const int64_t *)(c->desc_d + c->off_slot);
     const int32_t *d_bt = (const int32_t *)(c->desc_d + c->off_bt);
+    const int32_t *d_tiles = (const int32_t *)(c->desc_d + c->off_tiles);
+    size_t asz = dt_size(c->adt);
 
     if (c->debug) { /* unwritten reads show up as NaN */
         size_t a = dt_size(c->adt);
@@ -558,8 +600,16 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         GEMM(&c->g_qkv, c->qkv, c->xn, w->wqkv, T);
         LAUNCH(kiln_cuda_rope_kv(c->qkv, d_pos, d_slot, pool, T, H, KV, hd, bs, mc->rope_theta,
                                  mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
-        LAUNCH(kiln_cuda_attention(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, T, H, KV, hd, bs,
-                                   max_pos, c->att_split_w, c->att_splits, c->att_scratch, c->st));
+        if (n_tiles > 0)
+            LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, H, KV, hd,
+                                               bs, d_tiles, n_tiles, c->st));
+        for (int k = 0; k < n_runs; k++) {
+            int a = c->run_a[k];
+            LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+                                       c->qkv + (size_t)a * qkvw, qkvw, pool, d_pos + a, d_rowseq + a, d_bt, bt_w,
+                                       c->run_b[k] - a, H, KV, hd, bs, c->run_maxpos[k], c->att_split_w, c->att_splits,
+                                       c->att_scratch, c->st));
+        }
         GEMM(&c->g_o, c->proj, c->att, w->wo, T);
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
