@@ -220,9 +220,12 @@ int kiln_trace_check(const kiln_trace_step_stats *s, size_t n_steps, char *why, 
     for (size_t k = 0; k < n_steps; k++)
         if (s[k].n_sync != 1 && bad++ == 0) first = k;
     if (!bad) return 0;
-    snprintf(why, why_size, "%zu of %zu steps did not make exactly one synchronising call (first: step %zu made %d%s%s)",
-             bad, n_steps, first, s[first].n_sync, s[first].n_sync_names ? ", e.g. " : "",
-             s[first].n_sync_names ? s[first].sync[s[first].n_sync_names - 1].name : "");
+    const kiln_trace_step_stats *f = &s[first];
+    int n = snprintf(why, why_size, "%zu of %zu steps did not make exactly one synchronising call (first: step %zu made %d",
+                     bad, n_steps, first, f->n_sync);
+    for (int i = 0; i < f->n_sync_names && n > 0 && (size_t)n < why_size; i++)
+        n += snprintf(why + n, why_size - (size_t)n, "%s%s x%d", i ? ", " : ": ", f->sync[i].name, f->sync[i].count);
+    if (n > 0 && (size_t)n < why_size) snprintf(why + n, why_size - (size_t)n, ")");
     return 1;
 }
 
