@@ -51,15 +51,18 @@ selftest() {
     gcc -std=c11 -O2 -Wall -Wextra -Werror -I"$CUDA/include" -DFAKE_CUPTI_DRIVER tools/cuda_trace/fake_cupti.c \
         "$dir/lib/libcupti.so.13" -ldl -Wl,-rpath,'$ORIGIN/lib' -o "$dir/fake_app" || return 1
     local rc=0 mode
-    for mode in good extra; do
+    for mode in good extra nonvtx; do
         KILN_TRACE_OUT="$dir/$mode.json" KILN_TRACE_SUMMARY="$dir/$mode.txt" \
             "$dir/fake_app" "$PWD/$dir/libkiln_cupti_trace.so" "$mode" > "$dir/$mode.log" 2>&1
         if [ "$mode" = good ]; then
             grep -q "check: OK" "$dir/$mode.txt" && grep -q "3 steps (NVTX kiln_step" "$dir/$mode.txt" &&
                 python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$dir/$mode.json" || {
                 echo "selftest FAIL: clean run not OK"; cat "$dir/$mode.log"; rc=1; }
-        else
+        elif [ "$mode" = extra ]; then
             grep -q "check: FAIL" "$dir/$mode.txt" || { echo "selftest FAIL: extra sync not caught"; cat "$dir/$mode.log"; rc=1; }
+        else # no NVTX: 3 stream syncs give 2 fallback intervals, flagged as FALLBACK
+            grep -q "2 steps (FALLBACK: " "$dir/$mode.txt" && grep -q "check: OK" "$dir/$mode.txt" || {
+                echo "selftest FAIL: fallback steps"; cat "$dir/$mode.log"; rc=1; }
         fi
     done
     [ $rc = 0 ] && { cat "$dir/good.txt"; echo "cuda_trace selftest: OK (fake CUPTI; logs in $dir)"; }

@@ -6,7 +6,8 @@
  * a fake clock, activity buffers (records queued by fake_kernel, handed over on flush). Built with
  * -DFAKE_CUPTI_DRIVER it is instead a small program that plays libcuda and a kiln run: it dlopens
  * the tracer, calls InitializeInjection, makes load-time calls, three "kiln_step" NVTX ranges with
- * launches and one stream sync each (mode "extra": a synchronous cudaMemcpy in step 1) and exits,
+ * launches and one stream sync each (mode "extra": a synchronous cudaMemcpy in step 1; "nonvtx": no
+ * ranges, so the tracer falls back to stream-sync intervals) and exits,
  * so the tracer's atexit summary can be checked.
  */
 #ifndef _GNU_SOURCE
@@ -146,20 +147,20 @@ void fake_kernel(const char *name, uint64_t dur) {
 #include <dlfcn.h>
 
 int main(int argc, char **argv) {
-    if (argc < 3) { fprintf(stderr, "usage: fake_app TRACER.so good|extra\n"); return 2; }
+    if (argc < 3) { fprintf(stderr, "usage: fake_app TRACER.so good|extra|nonvtx\n"); return 2; }
     void *h = dlopen(argv[1], RTLD_NOW);
     if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 2; }
     int (*init)(void) = (int (*)(void))dlsym(h, "InitializeInjection");
     if (!init || init() != 1) { fprintf(stderr, "InitializeInjection missing or failed\n"); return 2; }
     const char *nv = getenv("NVTX_INJECTION64_PATH");
     if (!nv || !strstr(nv, "libcupti.so")) { fprintf(stderr, "NVTX_INJECTION64_PATH not set to libcupti: %s\n", nv ? nv : "(unset)"); return 3; }
-    int extra = strcmp(argv[2], "extra") == 0;
+    int extra = strcmp(argv[2], "extra") == 0, nvtx = strcmp(argv[2], "nonvtx") != 0;
     /* load: allocations and the weight upload, not counted against steps */
     fake_call("cudaMalloc_v3020", "cuMemAlloc_v2", 100);
     fake_call("cudaMemcpy_v3020", "cuMemcpyHtoD_v2", 500);
     fake_call("cudaMallocHost_v3020", "cuMemAllocHost_v2", 100);
     for (int s = 0; s < 3; s++) {
-        fake_nvtx_push("kiln_step");
+        if (nvtx) fake_nvtx_push("kiln_step");
         fake_call("cudaMemcpyAsync_v3020", "cuMemcpyHtoDAsync_v2", 20);
         for (int k = 0; k < 3; k++) {
             fake_kernel(k == 1 ? "attention" : "gemm", 200);
@@ -172,7 +173,7 @@ int main(int argc, char **argv) {
         }
         if (extra && s == 1) fake_call("cudaMemcpy_v3020", "cuMemcpyDtoH_v2", 50);
         fake_call("cudaStreamSynchronize_v3020", "cuStreamSynchronize", 900);
-        fake_nvtx_pop();
+        if (nvtx) fake_nvtx_pop();
     }
     fake_call("cudaFree_v3020", "cuMemFree_v2", 100);
     return 0; /* the tracer's atexit handler writes the summary */
