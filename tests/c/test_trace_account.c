@@ -229,10 +229,20 @@ static void test_no_steps_fails(void) {
     kiln_trace_step_stats st[8];
     char why[256];
     KT_CHECK(run(&s, st, why, sizeof why) != 0 && strstr(why, "no engine steps"), "zero steps passed: %s", why);
-    /* a step with no sync at all also fails */
+    /* an idle step (nothing scheduled: no CUDA call) is not checked ... */
     build(&s);
-    s.n_api = 3; /* load calls only */
-    KT_CHECK(run(&s, st, why, sizeof why) != 0, "steps without any sync passed");
+    s.steps[s.n_steps++] = (kiln_trace_range){4500, 4600, 7};
+    KT_CHECK(run(&s, st, why, sizeof why) == 0 && st[2].n_api == 0, "an idle step failed the check: %s", why);
+    /* ... but steps that are all idle prove nothing */
+    build(&s);
+    s.n_api = 3, s.n_gpu = 0;
+    KT_CHECK(run(&s, st, why, sizeof why) != 0 && strstr(why, "any CUDA call"), "all-idle steps passed: %s", why);
+    /* a step with CUDA work but no sync at all fails */
+    build(&s);
+    for (size_t i = 0; i < s.n_api; i++)
+        if (strncmp(s.api[i].name, "cudaStreamSynchronize", 21) == 0 && s.api[i].t0 < 2000) /* step 0 polls instead */
+            s.api[i].name = "cudaStreamQuery_v3020";
+    KT_CHECK(run(&s, st, why, sizeof why) != 0 && st[0].n_sync == 0 && strstr(why, "step 0 made 0"), "a step without a sync passed: %s", why);
 }
 
 int main(void) {

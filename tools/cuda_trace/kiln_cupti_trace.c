@@ -421,8 +421,10 @@ int InitializeInjection(void) {
         fprintf(stderr, "kiln_cupti_trace: cannot allocate the trace buffers; not tracing\n");
         return 1;
     }
-    if (warn_cupti(cuptiSubscribe(&g.sub, on_callback, NULL), "cuptiSubscribe")) {
-        fprintf(stderr, "kiln_cupti_trace: not tracing (another CUPTI subscriber, e.g. a profiler, is active?)\n");
+    CUptiResult r = cuptiSubscribe(&g.sub, on_callback, NULL);
+    if (warn_cupti(r, "cuptiSubscribe")) {
+        fprintf(stderr, "kiln_cupti_trace: not tracing%s\n",
+                r == CUPTI_ERROR_MULTIPLE_SUBSCRIBERS_NOT_SUPPORTED ? " (another CUPTI client, e.g. a profiler, is active)" : "");
         return 1;
     }
     warn_cupti(cuptiEnableDomain(1, g.sub, CUPTI_CB_DOMAIN_RUNTIME_API), "enable runtime API callbacks");

@@ -78,7 +78,8 @@ void kiln_trace_account(const kiln_trace_api *api, size_t n_api, const kiln_trac
                         const kiln_trace_range *steps, size_t n_steps, kiln_trace_step_stats *out);
 /* Outermost synchronising calls outside every step (load / teardown: reported, not checked). */
 size_t kiln_trace_sync_outside(const kiln_trace_api *api, size_t n_api, const kiln_trace_range *steps, size_t n_steps);
-/* 0 when n_steps > 0 and every step made exactly one synchronising call; else 1 with a reason. */
+/* 0 when some step made CUDA calls and every such step made exactly one synchronising call; else
+ * 1 with a reason. Idle steps (no CUDA API call at all: nothing was scheduled) are not checked. */
 int kiln_trace_check(const kiln_trace_step_stats *s, size_t n_steps, char *why, size_t why_size);
 /* Kernels that start inside a step, aggregated by name into tab[cap] (sorted by time, largest
  * first); returns the number of entries (names past cap are dropped). */
