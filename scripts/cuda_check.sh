@@ -7,13 +7,18 @@
 #   scripts/cuda_check.sh --pack   build here (needs nvcc, no GPU) and copy the test programs and
 #                                  the non-CUDA shared libraries they need (libjansson, ...) into
 #                                  build-cuda/pack, for machines without kiln's Debian -dev
-#                                  packages: carry build-cuda/pack, then run this script there
+#                                  packages: carry build-cuda/pack, then run this script there;
+#                                  also the CUPTI trace library (scripts/cuda_trace.sh) as
+#                                  pack/libkiln_cupti_trace.so with libcupti.so.* in pack/lib
+#                                  (found through the library's RUNPATH $ORIGIN/lib, or
+#                                  LD_LIBRARY_PATH=$PWD/build-cuda/pack/lib)
 #
 # Fixtures: KILN_SHARED (default: .fixtures/ in the checkout if present, else ../shared), with
 # models/mistral-tiny-random, models/mistral-tiny-random-f16, models/tinystories-656K,
 # models/devstral-small-2505-shape. Logs go to $OUT (if set) else build-cuda/logs; a short table
 # is printed last. Env: KILN_CUDA_MEMCHECK=0 skips the sanitizer pass; KILN_CUDA_TEST_TIMEOUT
-# (seconds per test, default 240); KILN_TEST_SEED replays random inputs.
+# (seconds per test, default 240); KILN_TEST_SEED replays random inputs; KILN_CUDA_TRACE=1 adds
+# the I1 profiler check (scripts/cuda_trace.sh --check over a dummy-weight kiln bench).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
@@ -41,6 +46,12 @@ if [ "${1:-}" = "--pack" ]; then
     ldd "$b" | awk '/=> \// {print $3}' |
       grep -v -E 'libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libstdc\+\+|libgcc_s|libcublas|libcudart' || true
   done | sort -u | while read -r lib; do cp -L "$lib" "$PACK/lib/"; done
+  # the CUPTI trace library and the libcupti it links (the GPU machine may have no CUPTI)
+  if bash scripts/cuda_trace.sh --build "$PACK" >> "$LOGS/build.log" 2>&1; then
+    ldd "$PACK/libkiln_cupti_trace.so" | awk '/libcupti/ && /=> \// {print $3}' | while read -r lib; do cp -L "$lib" "$PACK/lib/"; done
+  else
+    echo "warning: libkiln_cupti_trace.so not built (see $LOGS/build.log); the pack has no profiler trace"
+  fi
   du -sh "$PACK"; ls "$PACK" "$PACK/lib"
   exit 0
 fi
@@ -86,6 +97,15 @@ for t in "$BIN"/test_cuda_*; do
   run_one "$name" "$t"
 done
 run_one check_cuda_sync bash scripts/check_cuda_sync.sh
+
+# I1 seen by a profiler: every kiln_step NVTX range makes exactly one synchronising CUDA call
+if [ "${KILN_CUDA_TRACE:-0}" = 1 ]; then
+  trace_lib=$BIN/libkiln_cupti_trace.so
+  [ -e "$trace_lib" ] || bash scripts/cuda_trace.sh --build "$BIN" >> "$LOGS/build.log" 2>&1
+  run_one cuda_trace_i1 bash scripts/cuda_trace.sh --check --lib "$trace_lib" --out "$LOGS/trace" -- \
+    "$BIN/kiln" bench --backend cuda --load-format dummy --model "$KILN_SHARED/models/mistral-tiny-random/config.json" \
+    --batch 1,4 --prompt-len 64 --decode-steps 8 --warmup 0 --repeat 1
+fi
 
 if [ "${KILN_CUDA_MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer > /dev/null; then
   for name in test_cuda_attention test_cuda_rope_kv test_cuda_rmsnorm test_cuda_swiglu test_cuda_step; do

@@ -6,6 +6,8 @@
  *   3. for every sequence whose last row produced logits: sample (sampler.c), append, check
  *      stop conditions (output.c); full blocks are registered in the prefix cache.
  * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.
+ * In CUDA builds the step is an NVTX range "kiln_step" (nvtx3 is header-only; without a profiler
+ * injected each push/pop is a call through a no-op pointer): tools/cuda_trace checks I1 per range.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +18,9 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/timeutil.h"
+#ifdef KILN_HAVE_CUDA
+#include <nvtx3/nvToolsExt.h>
+#endif
 
 void kiln_engine_options_default(kiln_engine_options *o) {
     memset(o, 0, sizeof *o);
@@ -436,7 +441,7 @@ static void register_blocks(kiln_engine *e, kiln_req *r) {
     if (full > r->n_hashed) r->n_hashed = full;
 }
 
-int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
+static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
     double t_start = kiln_now(), t_backend = 0;
     int rc = kiln_sched_build_step(e, err);
     if (rc) return rc;
@@ -503,6 +508,17 @@ int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
     e->stats.backend_seconds += t_backend;
     e->stats.host_seconds += kiln_now() - t_start - t_backend;
     return KILN_OK;
+}
+
+int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
+#ifdef KILN_HAVE_CUDA
+    nvtxRangePushA("kiln_step");
+    int rc = engine_step(e, n_active, err);
+    nvtxRangePop();
+    return rc;
+#else
+    return engine_step(e, n_active, err);
+#endif
 }
 
 int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_error *err) {
