@@ -23,7 +23,14 @@
  * __launch_bounds__(256, 2): at most 128 registers (ptxas -v, sm_90: 54..124, no spills), so at
  * least 16 warps per SM.
  * Tail chunks (c >= C8) are neither loaded nor accumulated (not added as zeros), so even the
- * sign of a zero result does not depend on R or U. */
+ * sign of a zero result does not depend on R or U.
+ *
+ * Limits: the unit of work is a warp's R whole rows, so N = 5120 gives 1280..5120 warps, about
+ * 1.2 waves of resident warps at 2..4 CTAs per SM: the last wave runs with fewer bytes in flight.
+ * The next step, if the benchmark shows it, is a split of K across the warps of a CTA chosen by
+ * K alone (e.g. 4 slices for K = 32768) with a fixed-order shared-memory sum. No tensor cores:
+ * mma.sync m16n8k16 (n = 8 = T) would cut the issue cost at T = 8, but its internal sum order
+ * and rounding are unspecified. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
 
