@@ -83,6 +83,19 @@ int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows
 /* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
 cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, cudaStream_t st);
 
+/* y[t][n] = sum_k x[t][k] * W[n][k] for t < T <= KILN_GEMV_MAX_ROWS (gemv.cu): W [N][K] bf16 or
+ * f16 (wdt), x [T][K] same dtype, y [T][N] f32. K % 8 == 0; x and W 16-byte aligned (row starts
+ * are then aligned too), y 4-byte aligned; T >= 1, N >= 1. Deterministic: a fixed reduction
+ * order that depends only on K (not on T or the launch), f32 accumulation, so row t has the same
+ * bits for any T. Returns cudaErrorInvalidValue for shapes (or pointers) it does not take.
+ * The _ex form fixes the rows per warp (1, 2 or 4; 0 = chosen by T and N as kiln_cuda_gemv
+ * does) for benchmarks; the result bits never depend on it. */
+#define KILN_GEMV_MAX_ROWS 8
+cudaError_t kiln_cuda_gemv(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                           cudaStream_t st);
+cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                              int rows_per_warp, cudaStream_t st);
+
 /* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
  * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).
  * cols = the tensor's shape[1] (0 for a 1-D tensor). */

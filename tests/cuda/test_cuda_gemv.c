@@ -1,0 +1,251 @@
+/* test_cuda_gemv.c: kiln_cuda_gemv (gemv.cu), y[t][n] = sum_k x[t][k] W[n][k] for T <= 8 rows,
+ * against a double-precision CPU sum over the same bf16 / f16-rounded inputs:
+ *   - shapes N in {1, 7, 64, 5120} x K in {8, 64, 4096, 5120}, odd N (and K not a multiple of
+ *     256), and the Devstral qkv shape 6144 x 5120; bf16 and f16 weights;
+ *   - accuracy: relative L2 <= 1e-5 over the 8 x N block, and every element within a
+ *     first-order f32 error bound (8 ceil(K/256) + 5 roundings of sum |w x|);
+ *   - y poisoned (NaN) before every run: no NaN may come back, rows t >= T stay untouched;
+ *   - determinism: row t has the same bits for T = 1..8, for every rows-per-warp variant
+ *     (kiln_cuda_gemv_ex 1, 2, 4) and when computed alone (T = 1 on x + t K);
+ *   - shapes and pointers it does not take return cudaErrorInvalidValue.
+ * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) against
+ * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
+ * T = 1, 2, 4, 8: cudaEvent time of 20 calls after warmup, rotating over enough copies of W
+ * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
+ * (kiln_dtype_name and kiln_err_clear also pull dtype.c and error.c out of libkiln before
+ * libkiln_cuda, whose gemm.c needs them: the static link order is kiln, kiln_cuda.) */
+#include <math.h>
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemm.h"
+#include "cuda_test.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+#define MR KILN_GEMV_MAX_ROWS
+#define POISON 0xffffffffu
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
+    size_t wn = (size_t)N * K, xn = (size_t)MR * K, yn = (size_t)MR * N;
+    float *w = kiln_malloc(wn * 4), *x = kiln_malloc(xn * 4), *got8 = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    double *want = kiln_malloc(yn * sizeof(double)), *mag = kiln_malloc(yn * sizeof(double));
+    uint16_t *wh = kiln_malloc(wn * 2), *xh = kiln_malloc(xn * 2);
+    kc_rand(w, wn, 1.0f / sqrtf((float)K), s);
+    kc_rand(x, xn, 2.0f, s);
+    kc_to_dt(dt, w, wh, wn);
+    kc_to_dt(dt, x, xh, xn);
+    kc_from_dt(dt, wh, w, wn); /* the reference multiplies the rounded values */
+    kc_from_dt(dt, xh, x, xn);
+    for (int t = 0; t < MR; t++)
+        for (int n = 0; n < N; n++) {
+            const float *a = x + (size_t)t * K, *b = w + (size_t)n * K;
+            double acc = 0, m = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)a[k] * (double)b[k];
+                acc += p;
+                m += fabs(p);
+            }
+            want[(size_t)t * N + n] = acc;
+            mag[(size_t)t * N + n] = m;
+        }
+    void *dw = kc_dev(wn * 2), *dx = kc_dev(xn * 2);
+    float *dy = kc_dev(yn * 4);
+    kc_put(dw, wh, wn * 2);
+    kc_put(dx, xh, xn * 2);
+    const char *nm = kiln_dtype_name(dt);
+
+    /* T = 8, rows per warp chosen by the launcher: accuracy */
+    kc_poison(dy, yn * 4);
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, dt, MR, N, K, 0) == cudaSuccess, "gemv %s N=%d K=%d T=8 launch", nm, N, K);
+    kc_get(got8, dy, yn * 4);
+    /* a lane sums 8 ceil(K / 256) products in sequence, then 5 butterfly adds: each rounding is at
+     * most 2^-24 of a partial sum, itself at most sum |w x| (first order; 2x margin) */
+    double num = 0, den = 0, bound = (8.0 * ((K + 255) / 256) + 6) * ldexp(1.0, -24) * 2;
+    int nan = 0, over = 0;
+    for (size_t i = 0; i < yn; i++) {
+        if (isnan(got8[i])) { nan++; continue; }
+        double d = (double)got8[i] - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+        if (fabs(d) > bound * mag[i] + 1e-30) {
+            if (!over) fprintf(stderr, "  elem %zu: got %.9g want %.9g (|wx| sum %.3g)\n", i, got8[i], want[i], mag[i]);
+            over++;
+        }
+    }
+    double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    KT_CHECK(nan == 0, "gemv %s N=%d K=%d T=8: %d NaN (unwritten) outputs", nm, N, K, nan);
+    KT_CHECK(e <= 1e-5, "gemv %s N=%d K=%d T=8: rel L2 %g", nm, N, K, e);
+    KT_CHECK(over == 0, "gemv %s N=%d K=%d T=8: %d elements beyond the f32 error bound", nm, N, K, over);
+    printf("gemv %-4s N=%-6d K=%-5d rel L2 %.3g\n", nm, N, K, e);
+
+    /* every T and rows-per-warp variant: rows < T bit-identical to the T = 8 run, rows >= T untouched */
+    static const int rpw[4] = {0, 1, 2, 4};
+    for (int T = 1; T <= MR; T++)
+        for (int v = 0; v < 4; v++) {
+            kc_poison(dy, yn * 4);
+            cudaError_t rc = kiln_cuda_gemv_ex(dy, dx, dw, dt, T, N, K, rpw[v], 0);
+            KT_CHECK(rc == cudaSuccess, "gemv %s N=%d K=%d T=%d R=%d launch: %s", nm, N, K, T, rpw[v], cudaGetErrorString(rc));
+            kc_get(got, dy, yn * 4);
+            int diff = memcmp(got, got8, (size_t)T * N * 4) != 0, touched = 0;
+            for (size_t i = (size_t)T * N; i < yn; i++) touched += f32_bits(got[i]) != POISON;
+            KT_CHECK(!diff, "gemv %s N=%d K=%d: T=%d R=%d rows differ from the T=8 run", nm, N, K, T, rpw[v]);
+            KT_CHECK(!touched, "gemv %s N=%d K=%d: T=%d R=%d wrote %d elements of rows >= T", nm, N, K, T, rpw[v],
+                     touched);
+        }
+    /* row t alone (T = 1 on x + t K) */
+    for (int t = 0; t < MR; t++) {
+        kc_poison(dy, yn * 4);
+        KT_CHECK(kiln_cuda_gemv(dy, (const uint16_t *)dx + (size_t)t * K, dw, dt, 1, N, K, 0) == cudaSuccess,
+                 "gemv %s row %d alone launch", nm, t);
+        kc_get(got, dy, (size_t)N * 4);
+        KT_CHECK(memcmp(got, got8 + (size_t)t * N, (size_t)N * 4) == 0,
+                 "gemv %s N=%d K=%d: row %d alone differs from row %d of T=8", nm, N, K, t, t);
+    }
+    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+    kiln_free(w); kiln_free(x); kiln_free(got8); kiln_free(got); kiln_free(want); kiln_free(mag);
+    kiln_free(wh); kiln_free(xh);
+}
+
+static void invalid(void) {
+    void *dw = kc_dev(64 * 64 * 2), *dx = kc_dev(MR * 64 * 2);
+    float *dy = kc_dev(MR * 64 * 4);
+    kc_poison(dy, MR * 64 * 4);
+    const cudaError_t bad = cudaErrorInvalidValue;
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_BF16, 0, 64, 64, 0) == bad, "T=0 accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_BF16, MR + 1, 64, 64, 0) == bad, "T=9 accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_BF16, 1, 0, 64, 0) == bad, "N=0 accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_BF16, 1, 64, 0, 0) == bad, "K=0 accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_BF16, 1, 64, 60, 0) == bad, "K=60 (not a multiple of 8) accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_F32, 1, 32, 64, 0) == bad, "f32 weights accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, dw, KILN_DT_Q8_0, 1, 32, 64, 0) == bad, "q8_0 weights accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, (const uint16_t *)dx + 1, dw, KILN_DT_BF16, 1, 64, 64, 0) == bad, "misaligned x accepted");
+    KT_CHECK(kiln_cuda_gemv(dy, dx, (const uint16_t *)dw + 4, KILN_DT_BF16, 1, 63, 64, 0) == bad, "misaligned W accepted");
+    KT_CHECK(kiln_cuda_gemv(NULL, dx, dw, KILN_DT_BF16, 1, 64, 64, 0) == bad, "NULL y accepted");
+    KT_CHECK(kiln_cuda_gemv_ex(dy, dx, dw, KILN_DT_BF16, 1, 64, 64, 3, 0) == bad, "3 rows per warp accepted");
+    float back[MR * 64];
+    kc_get(back, dy, sizeof back);
+    int touched = 0;
+    for (int i = 0; i < MR * 64; i++) touched += f32_bits(back[i]) != POISON;
+    KT_CHECK(touched == 0, "a refused call wrote %d outputs", touched);
+    CU(cudaGetLastError());
+    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+}
+
+/* ---- KILN_GEMV_BENCH=1: timings against cuBLASLt ---- */
+
+typedef struct bench_op {
+    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt */
+    int arg;
+    kiln_cuda_gemm_ctx *ctx;
+    kiln_cuda_gemm *g;
+} bench_op;
+
+/* us per call: 3 warmup calls, then 20 timed, W rotating over `copies` buffers of wbytes */
+static double time_op(const bench_op *op, float *dy, const void *dx, const char *dw, size_t wbytes, int copies, int T,
+                      int N, int K, cudaEvent_t e0, cudaEvent_t e1) {
+    kiln_error err;
+    kiln_err_clear(&err);
+    for (int i = -3; i < 20; i++) {
+        if (i == 0) CU(cudaEventRecord(e0, 0));
+        const void *w = dw + (size_t)((i + 3) % copies) * wbytes;
+        if (op->kind == 0) {
+            cudaError_t rc = kiln_cuda_gemv_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0);
+            if (rc != cudaSuccess) { fprintf(stderr, "gemv: %s\n", cudaGetErrorString(rc)); return NAN; }
+        } else if (kiln_cuda_gemm_run(op->ctx, op->g, dy, dx, w, T, 0, &err)) {
+            fprintf(stderr, "cuBLASLt: %s\n", err.msg);
+            return NAN;
+        }
+    }
+    CU(cudaEventRecord(e1, 0));
+    CU(cudaEventSynchronize(e1));
+    CU(cudaGetLastError());
+    float ms = 0;
+    CU(cudaEventElapsedTime(&ms, e0, e1));
+    return ms * 1000.0 / 20;
+}
+
+static void bench(void) {
+    static const struct { int N, K; const char *name; } sh[5] = {
+        {6144, 5120, "qkv"}, {5120, 4096, "o"}, {65536, 5120, "gate|up"}, {5120, 32768, "down"}, {131072, 5120, "lm_head"}};
+    static const char *col[6] = {"gemv", "gemv R1", "gemv R2", "gemv R4", "cuBLASLt", "Lt inv"};
+    kiln_cuda_gemm_ctx ctx[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&ctx[i], 0, sizeof ctx[i]);
+        if (cublasLtCreate(&ctx[i].lt) != CUBLAS_STATUS_SUCCESS) { fprintf(stderr, "FAIL cublasLtCreate\n"); exit(1); }
+        ctx[i].batch_invariant = i;
+        ctx[i].ws_bytes = (size_t)32 << 20;
+        ctx[i].workspace = kc_dev(ctx[i].ws_bytes);
+    }
+    cudaEvent_t e0, e1;
+    CU(cudaEventCreate(&e0));
+    CU(cudaEventCreate(&e1));
+    printf("\nbench (bf16, us per call | GB/s of W read; W rotated over >= 256 MiB of copies)\n");
+    printf("%-8s %-6s %-6s T", "shape", "N", "K");
+    for (int c = 0; c < 6; c++) printf(" | %-16s", col[c]);
+    printf(" | best\n");
+    for (int si = 0; si < 5; si++) {
+        int N = sh[si].N, K = sh[si].K;
+        size_t wbytes = (size_t)N * K * 2;
+        int copies = (int)((((size_t)256 << 20) + wbytes - 1) / wbytes);
+        if (copies < 1) copies = 1;
+        char *dw = kc_dev(wbytes * copies);
+        void *dx = kc_dev((size_t)MR * K * 2);
+        float *dy = kc_dev((size_t)MR * N * 4);
+        CU(kiln_cuda_fill_u32((uint32_t *)dw, 0x3c003c00u, (int64_t)(wbytes * copies / 4), 0)); /* bf16 2^-7 */
+        CU(kiln_cuda_fill_u32((uint32_t *)dx, 0x3f803f80u, (int64_t)MR * K / 2, 0));            /* bf16 1.0 */
+        kiln_cuda_gemm g[2];
+        kiln_error err = {0};
+        int have[2];
+        for (int i = 0; i < 2; i++) {
+            have[i] = kiln_cuda_gemm_init(&ctx[i], &g[i], N, K, KILN_DT_BF16, MR, &err) == 0;
+            if (!have[i]) fprintf(stderr, "cuBLASLt init %s (inv=%d): %s\n", sh[si].name, i, err.msg);
+        }
+        static const int Ts[4] = {1, 2, 4, 8};
+        for (int ti = 0; ti < 4; ti++) {
+            int T = Ts[ti];
+            bench_op ops[6] = {{0, 0, NULL, NULL}, {0, 1, NULL, NULL}, {0, 2, NULL, NULL}, {0, 4, NULL, NULL},
+                               {1, 0, &ctx[0], &g[0]}, {1, 0, &ctx[1], &g[1]}};
+            printf("%-8s %-6d %-6d %d", sh[si].name, N, K, T);
+            double best = INFINITY;
+            int bi = 0;
+            for (int c = 0; c < 6; c++) {
+                if (c >= 4 && !have[c - 4]) { printf(" | %-16s", "-"); continue; }
+                double us = time_op(&ops[c], dy, dx, dw, wbytes, copies, T, N, K, e0, e1);
+                printf(" | %7.1f %6.0f  ", us, (double)wbytes / (us * 1e-6) / 1e9);
+                if (us < best) { best = us; bi = c; }
+            }
+            printf(" | %s\n", col[bi]);
+        }
+        for (int i = 0; i < 2; i++)
+            if (have[i]) kiln_cuda_gemm_free(&g[i]);
+        CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+    }
+    CU(cudaEventDestroy(e0));
+    CU(cudaEventDestroy(e1));
+    for (int i = 0; i < 2; i++) {
+        CU(cudaFree(ctx[i].workspace));
+        cublasLtDestroy(ctx[i].lt);
+    }
+}
+
+int main(void) {
+    kc_require_gpu();
+    unsigned long long s = kc_seed();
+    invalid();
+    static const int Ns[4] = {1, 7, 64, 5120}, Ks[4] = {8, 64, 4096, 5120};
+    static const int odd[][2] = {{33, 136}, {1000, 1032}, {129, 4104}, {3, 520}, {6144, 5120}};
+    kiln_dtype dts[2] = {KILN_DT_BF16, KILN_DT_F16};
+    for (int d = 0; d < 2; d++) {
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) one(dts[d], Ns[i], Ks[j], &s);
+        for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) one(dts[d], odd[i][0], odd[i][1], &s);
+    }
+    const char *b = getenv("KILN_GEMV_BENCH");
+    if (b && *b && strcmp(b, "0") != 0) bench();
+    return kt_done();
+}
