@@ -104,6 +104,7 @@ typedef struct cuda_backend {
     float *logits_h; /* pinned [max_seqs][V] */
     /* the step in flight */
     int n_logits, pending;
+    int gemv_max_rows; /* steps of at most this many rows use gemv.cu (0: never) */
 } cuda_backend;
 
 static size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
@@ -383,6 +384,10 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->cfg = *bc;
     const char *dv = getenv("KILN_CUDA_DEBUG");
     c->debug = dv && strcmp(dv, "1") == 0;
+    /* KILN_CUDA_GEMV: rows up to which the GEMV kernel replaces cuBLASLt (default 8, 0 = off) */
+    const char *gv = getenv("KILN_CUDA_GEMV");
+    c->gemv_max_rows = gv && *gv ? atoi(gv) : KILN_GEMV_MAX_ROWS;
+    if (c->gemv_max_rows < 0 || c->gemv_max_rows > KILN_GEMV_MAX_ROWS || bc->batch_invariant) c->gemv_max_rows = 0;
     int rc;
     if (c->debug && bc->strict) {
         rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: KILN_CUDA_DEBUG=1 waits after every op (I1); "
@@ -516,9 +521,18 @@ static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err
         }                                                                                              \
     } while (0)
 
+/* y = x W^T: the GEMV kernel (gemv.cu) for small row counts where it reads the weights faster
+ * than cuBLASLt (not in batch-invariant mode: a row's bits would change when the batch crosses
+ * KILN_GEMV_MAX_ROWS), cuBLASLt otherwise */
 #define GEMM(g, y, x, w, n)                                                                            \
     do {                                                                                               \
-        int r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
+        int r_ = 0;                                                                                    \
+        if ((n) <= c->gemv_max_rows && (g)->wdt != KILN_DT_F32) {                                      \
+            cudaError_t e_ = kiln_cuda_gemv((y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);       \
+            if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv", __FILE__, __LINE__); \
+        } else {                                                                                       \
+            r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
+        }                                                                                              \
         if (r_) return r_;                                                                             \
         if (c->debug && (r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return r_;                \
     } while (0)
