@@ -40,8 +40,9 @@ static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                        int bs, int min_w, int max_splits, int rows_per_block, float scale) {
-    extern __shared__ float att_smem[]; /* K tile [16][hd] f32, then V tile [16][hd] f32 */
-    float *s_k = att_smem, *s_v = att_smem + ATT_TILE * hd;
+    __shared__ float s_k[ATT_TILE][ATT_MAX_HD];
+    __shared__ float s_v[ATT_TILE][ATT_MAX_HD];
+    __shared__ int64_t s_blk[ATT_TILE];
     int kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int G = H / KV;
@@ -76,26 +77,32 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
             m[k] = -INFINITY;
             l[k] = 0.0f;
         }
-        /* software pipeline: the next tile's 16-byte K/V chunks are loaded into registers while
-         * the current tile is computed from shared memory (f32), so memory latency overlaps */
-        int cpr = hd / 8, nch = ATT_TILE * cpr;
-        uint4 kr[ATT_CH], vr[ATT_CH];
-#define ATT_LOAD_TILE(J0)                                                                              \
-    _Pragma("unroll") for (int i = 0; i < ATT_CH; i++) {                                               \
-        int c = threadIdx.x + i * ATT_WARPS * 32;                                                      \
-        kr[i] = vr[i] = make_uint4(0, 0, 0, 0);                                                        \
-        int jj = c / cpr, j = (J0) + jj;                                                               \
-        if (c < nch && j < j_end_max) {                                                                \
-            int d0 = (c - jj * cpr) * 8;                                                               \
-            int64_t blk = bt[j / bs];                                                                  \
-            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd + d0; \
-            kr[i] = *(const uint4 *)kp;                                                                \
-            vr[i] = *(const uint4 *)(kp + kv_stride);                                                  \
-        }                                                                                              \
-    }
-        ATT_LOAD_TILE(j_begin)
         for (int j0 = j_begin; j0 < j_end_max; j0 += ATT_TILE) {
-            __syncthreads(); /* the previous tile's compute is done with shared memory */
+            int n = min(ATT_TILE, j_end_max - j0);
+            __syncthreads();
+            /* stage the tile: block ids first, then every 16-byte chunk of K and V loaded into
+             * registers before any is stored (the loads overlap instead of queueing one by one) */
+            if (threadIdx.x < ATT_TILE) {
+                int j = j0 + threadIdx.x;
+                s_blk[threadIdx.x] = threadIdx.x < n ? bt[j / bs] : -1;
+            }
+            __syncthreads();
+            int cpr = hd / 8, nch = ATT_TILE * cpr;
+            uint4 kr[ATT_CH], vr[ATT_CH];
+#pragma unroll
+            for (int i = 0; i < ATT_CH; i++) {
+                int c = threadIdx.x + i * ATT_WARPS * 32;
+                kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
+                if (c < nch) {
+                    int jj = c / cpr, d0 = (c - jj * cpr) * 8;
+                    int64_t blk = s_blk[jj];
+                    if (blk >= 0) {
+                        const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)((j0 + jj) % bs) * hd + d0;
+                        kr[i] = *(const uint4 *)kp;
+                        vr[i] = *(const uint4 *)(kp + kv_stride);
+                    }
+                }
+            }
 #pragma unroll
             for (int i = 0; i < ATT_CH; i++) {
                 int c = threadIdx.x + i * ATT_WARPS * 32;
@@ -104,13 +111,12 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
                     const uint16_t *kh = (const uint16_t *)&kr[i], *vh = (const uint16_t *)&vr[i];
 #pragma unroll
                     for (int u = 0; u < 8; u++) {
-                        s_k[jj * hd + d0 + u] = kiln_bf16_bits_to_f32(kh[u]);
-                        s_v[jj * hd + d0 + u] = kiln_bf16_bits_to_f32(vh[u]);
+                        s_k[jj][d0 + u] = kiln_bf16_bits_to_f32(kh[u]);
+                        s_v[jj][d0 + u] = kiln_bf16_bits_to_f32(vh[u]);
                     }
                 }
             }
             __syncthreads();
-            if (j0 + ATT_TILE < j_end_max) ATT_LOAD_TILE(j0 + ATT_TILE)
 #pragma unroll
             for (int k = 0; k < ATT_MAX_HPW; k++) {
                 int nk = min(ATT_TILE, j_end[k] - j0); /* this row's positions in the tile */
@@ -125,7 +131,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
 #pragma unroll
                     for (int e = 0; e < ATT_PER_LANE; e++) {
                         int d = lane + 32 * e;
-                        if (d < hd) a += qv[k][e] * s_k[jj * hd + d];
+                        if (d < hd) a += qv[k][e] * s_k[jj][d];
                     }
                     part[jj] = a;
                 }
@@ -161,7 +167,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
 #pragma unroll
                     for (int e = 0; e < ATT_PER_LANE; e++) {
                         int d = lane + 32 * e;
-                        if (d < hd) acc[k][e] += p * s_v[jj * hd + d];
+                        if (d < hd) acc[k][e] += p * s_v[jj][d];
                     }
                 }
                 m[k] = mn;
@@ -231,8 +237,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     float scale = 1.0f / sqrtf((float)hd);
     /* one row per block: every row has its own windows (they depend on its position) */
     dim3 g1((unsigned)T, (unsigned)KV, (unsigned)max_splits);
-    size_t smem = (size_t)2 * ATT_TILE * hd * sizeof(float);
-    attention_split_kernel<<<g1, ATT_WARPS * 32, smem, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, block_table,
+    attention_split_kernel<<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, block_table,
                                                           max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1,
                                                           scale);
     cudaError_t e = cudaGetLastError();
