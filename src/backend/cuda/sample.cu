@@ -184,12 +184,24 @@ static __device__ uint32_t radix_select(const float *src, int V, int mass, u64 n
         int nb = pass < 2 ? 11 : 10, shift = hi - nb;
         for (int b = threadIdx.x; b < NB; b += NT) sm->hist[b] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < V; i += NT) {
-            float v = src[i];
-            uint32_t k = fkey(v);
-            if (hi < 32 && (k >> hi) != prefix) continue;
-            u64 wt = mass ? efix(v, mx, scale) : 1;
-            if (wt) atomicAdd(&sm->hist[(k >> shift) & ((1u << nb) - 1)], wt);
+        /* every lane runs every iteration (NT is a multiple of 32): the count histogram
+         * aggregates equal buckets of a warp (__match_any_sync) to spare contended atomics */
+        for (int base = 0; base < V; base += NT) {
+            int i = base + (int)threadIdx.x, bucket = -1;
+            float v = 0.0f;
+            if (i < V) {
+                v = src[i];
+                uint32_t k = fkey(v);
+                if (hi == 32 || (k >> hi) == prefix) bucket = (int)((k >> shift) & ((1u << nb) - 1));
+            }
+            if (mass) {
+                u64 wt = bucket >= 0 ? efix(v, mx, scale) : 0;
+                if (wt) atomicAdd(&sm->hist[bucket], wt);
+            } else {
+                unsigned peers = __match_any_sync(0xffffffffu, bucket);
+                if (bucket >= 0 && (int)(threadIdx.x & 31) == __ffs(peers) - 1)
+                    atomicAdd(&sm->hist[bucket], (u64)__popc(peers));
+            }
         }
         __syncthreads();
         /* thread t looks at buckets b0 = 2047 - 2t and b1 = b0 - 1 (descending key order) */
