@@ -27,6 +27,9 @@
  *      (count) then a sort of <= 20 candidates (logit desc, id asc).
  * The only difference from the CPU is the summation order of doubles (and the fixed point of
  * top-p), so a token can differ only when u * sum falls within ~1e-12 relative of a boundary.
+ * Cost per row: ~3-4 reads of the row per radix select (top-k, top-p, raw top-n) plus the
+ * penalty, temperature and draw passes, all from L2; the mass histograms use shared 64-bit
+ * atomics, which contend when many candidates share a bucket (not tuned yet).
  * Nothing allocates or synchronises; the launchers only enqueue on `st`.
  */
 #include <limits.h>
@@ -323,6 +326,8 @@ __global__ void __launch_bounds__(NT) sample_kernel(const float *logits, float *
             chosen = 0; /* everything suppressed: the CPU returns 0 too */
         } else if (r.min_p > 0.0f && thr > 0.0) {
             chosen = block_argmax(w, V, &sm); /* min_p > 1 keeps only the first candidate */
+            for (int i = tid; i < V; i += NT)
+                if (i != chosen) w[i] = -INFINITY; /* work shows the kept set, as the CPU's */
         } else {
             int bl = 0;
             while (bl < 31 && (1 << bl) <= V) bl++;
