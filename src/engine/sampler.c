@@ -144,8 +144,6 @@ int32_t kiln_sample(kiln_sampler *s, const float *logits, const kiln_sampling *p
                 if (cum >= p->top_p) { keep = i + 1; break; }
             }
             n = keep;
-            sum = 0;
-            for (int i = 0; i < n; i++) sum += exp((double)w[idx[i]] - mx);
         }
         if (need_sort && p->min_p > 0.0f) {
             /* max prob = exp(0)/sum; keep prob >= min_p * max prob */
@@ -153,17 +151,32 @@ int32_t kiln_sample(kiln_sampler *s, const float *logits, const kiln_sampling *p
             int keep = 1;
             while (keep < n && (double)w[idx[keep]] - mx >= thr) keep++;
             n = keep;
-            sum = 0;
-            for (int i = 0; i < n; i++) sum += exp((double)w[idx[i]] - mx);
+        }
+        /* The draw walks the kept set in token-id order (the same distribution as the sorted
+         * order, and a GPU can match it without a sort): the candidates outside the kept set
+         * become -inf in w, then chosen = the first id whose running sum of exp(w - mx) exceeds
+         * u * sum (ids with a zero weight are skipped; if rounding leaves u * sum >= the last
+         * running sum, the last id with a nonzero weight). */
+        if (need_sort)
+            for (int i = n; i < V; i++) w[idx[i]] = -INFINITY;
+        sum = 0;
+        for (int i = 0; i < V; i++) {
+            if (w[i] == -INFINITY) continue;
+            double e = exp((double)w[i] - mx);
+            if (e > 0) sum += e;
         }
         double u = kiln_uniform(seed, position) * sum, acc = 0;
-        chosen = idx[n - 1];
-        for (int i = 0; i < n; i++) {
-            double e = exp((double)w[idx[i]] - mx);
-            if (e == 0) continue;
+        int32_t last = 0;
+        chosen = -1;
+        for (int i = 0; i < V && chosen < 0; i++) {
+            if (w[i] == -INFINITY) continue;
+            double e = exp((double)w[i] - mx);
+            if (!(e > 0)) continue;
             acc += e;
-            if (u < acc) { chosen = idx[i]; break; }
+            last = i;
+            if (u < acc) chosen = i;
         }
+        if (chosen < 0) chosen = last;
     }
     if (raw_logprob || (top && n_top > 0)) {
         double mx, lse;

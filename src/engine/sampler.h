@@ -3,7 +3,13 @@
  * Order, as vLLM applies it: penalties (repetition over prompt + output; presence and
  * frequency over the output) -> logit bias -> (min-tokens suppression, by the caller) ->
  * temperature -> top-k -> top-p -> min-p -> draw. temperature 0 is greedy (argmax of the
- * processed logits, lowest id on ties). The draw uses a counter-based generator (Philox4x32-10)
+ * processed logits, lowest id on ties). The kept set: sort by (logit desc, id asc); top-k keeps
+ * the first k; top-p the shortest prefix of those with cumulative probability >= top_p; min-p
+ * those with prob >= min_p * max prob (the first always). The draw is order-free: it walks the
+ * kept ids in ascending id order and picks the first id whose running sum of exp(w - max)
+ * (double) exceeds u * sum (sum over the kept set), so the GPU sampler (backend/cuda/sample.cu)
+ * matches it without a sort. After a sampled (non-greedy) call, work[] holds the
+ * temperature-scaled logits of the kept set and -inf elsewhere (tests compare it). The draw uses a counter-based generator (Philox4x32-10)
  * keyed by (seed, output position): a request's samples do not depend on its batch slot, on
  * its neighbours or on preemption. Logprobs are those of the raw model distribution.
  */

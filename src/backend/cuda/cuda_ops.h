@@ -105,6 +105,43 @@ cudaError_t kiln_cuda_dummy_fill(void *dst, kiln_dtype dt, int64_t n, uint64_t s
 /* dst[i] = bits (a 16-bit or 32-bit pattern) for poisoning buffers in tests and debug mode. */
 cudaError_t kiln_cuda_fill_u32(uint32_t *dst, uint32_t bits, int64_t n, cudaStream_t st);
 
+/* ---- sampling (sample.cu): the semantics of kiln_sample (engine/sampler.c) on the device ----
+ * One row of logits per sequence that samples this step. Per-row parameters (a device array): */
+#define KILN_CUDA_MAX_TOP 20
+#define KILN_CUDA_SAMPLE_MAX_VOCAB (1 << 30)
+typedef struct kiln_cuda_sample_row {
+    float temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+    int top_k;        /* 0 = off */
+    int n_top;        /* raw top logprobs wanted, 0..KILN_CUDA_MAX_TOP */
+    int want_logprob; /* raw logprob of the chosen token */
+    int slot;         /* row of the penalty tables; -1 = no penalties (and no count update) */
+    int bias_start, n_bias; /* into bias_ids / bias_values (applied in list order) */
+    int supp_start, n_supp; /* into supp_ids: ids forced to -inf (min_tokens) */
+    uint64_t seed, position; /* Philox key / counter: kiln_uniform(seed, position) */
+} kiln_cuda_sample_row;
+
+/* Sample n rows: logits [n][V] f32 (not modified); work [n][V] f32 scratch
+ * (kiln_cuda_sample_work_bytes; afterwards a sampled row holds its temperature-scaled kept
+ * candidates and -inf elsewhere, a greedy row its processed logits).
+ *   counts [slots][V] output-token counts, in_prompt [slots][V] (kiln_cuda_penalty_load);
+ *   the chosen token of a row with slot >= 0 is added to counts[slot] (slots distinct within one
+ *   call). out_tok [n]; out_logprob [n] (may be NULL; 0 unless want_logprob); out_top_ids /
+ *   out_top_lp [n][KILN_CUDA_MAX_TOP] (may be NULL): the n_top best raw (id, logprob), logit
+ *   desc, lowest id first on ties, entries past n_top = (-1, 0). Only the rows' own values
+ *   matter: a row gives the same bits alone or in any batch. */
+size_t kiln_cuda_sample_work_bytes(int max_rows, int V);
+cudaError_t kiln_cuda_sample(const float *logits, float *work, int n, int V, const kiln_cuda_sample_row *rows,
+                             const int32_t *bias_ids, const float *bias_values, const int32_t *supp_ids,
+                             int32_t *counts, const uint8_t *in_prompt, int32_t *out_tok, float *out_logprob,
+                             int32_t *out_top_ids, float *out_top_lp, cudaStream_t st);
+/* Penalty tables: for each of n_init slots (slots[i]), zero its rows, then set
+ * in_prompt[slot][t] = 1 for the prompt ids tokens[tok_start[i] .. tok_start[i] + n_prompt[i])
+ * and count counts[slot][t] += 1 for the output ids up to tok_start[i + 1] (tok_start [n_init + 1]).
+ * Ids outside [0, V) are ignored. */
+cudaError_t kiln_cuda_penalty_load(int32_t *counts, uint8_t *in_prompt, int V, const int32_t *slots,
+                                   const int32_t *tok_start, const int32_t *n_prompt, const int32_t *tokens,
+                                   int n_init, cudaStream_t st);
+
 #ifdef __cplusplus
 }
 #endif
