@@ -206,7 +206,10 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     if (!e->running || !e->step_reqs || !e->free_pen) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
     for (int i = 0; i < e->max_seqs; i++) e->free_pen[i] = e->max_seqs - 1 - i;
     e->n_free_pen = e->max_seqs;
-    e->device_sample = e->ops->samples;
+    /* KILN_HOST_SAMPLING=1: sample in the engine from host logits even when the backend can
+     * draw on the device (the reference the GPU sampler is tested against) */
+    const char *hs = getenv("KILN_HOST_SAMPLING");
+    e->device_sample = e->ops->samples && !(hs && strcmp(hs, "1") == 0);
     e->next_id = 1;
 #ifdef KILN_TEST_HOOKS
     e->test_extra_sync = env_on("KILN_TEST_EXTRA_SYNC");

@@ -52,7 +52,7 @@
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
-#define MAX_DEV_ALLOCS_FIXED (32 + 1)
+#define MAX_DEV_ALLOCS_FIXED (40 + 1)
 
 typedef struct dev_alloc {
     void *p;
@@ -102,8 +102,16 @@ typedef struct cuda_backend {
     unsigned char *pf_covered;      /* host [max_tokens] */
     int32_t *run_a, *run_b, *run_maxpos; /* host [max_tokens] runs of uncovered rows */
     float *logits_h; /* pinned [max_seqs][V] */
+    /* device sampling (sample.cu): penalty tables, per-step parameters, results */
+    int32_t *pen_counts;  /* [max_seqs][V] output-token counts per table row */
+    uint8_t *pen_prompt;  /* [max_seqs][V] 1 where the id is in the prompt */
+    float *samp_work;     /* [max_seqs][V] processed logits */
+    unsigned char *sdesc_h, *sdesc_d; /* sampling descriptor (pinned / device), packed per step */
+    size_t sdesc_bytes;
+    unsigned char *sout_d, *sout_h;   /* [S] tok, [S] logprob, [S][20] top ids, [S][20] top lp */
+    size_t sout_bytes;
     /* the step in flight */
-    int n_logits, pending;
+    int n_logits, pending, sampled;
     int gemv_max_rows; /* steps of at most this many rows use gemv.cu (0: never) */
 } cuda_backend;
 
@@ -134,6 +142,8 @@ static void cuda_destroy(kiln_backend *b) {
     for (int i = 0; i < c->n_allocs; i++) kiln_cuda_free(&c->syncs, c->allocs[i].p, c->allocs[i].n);
     kiln_cuda_host_free(&c->syncs, c->desc_h);
     kiln_cuda_host_free(&c->syncs, c->logits_h);
+    kiln_cuda_host_free(&c->syncs, c->sdesc_h);
+    kiln_cuda_host_free(&c->syncs, c->sout_h);
     if (c->have_lt) cublasLtDestroy(c->gctx.lt);
     if (c->have_stream) cudaStreamDestroy(c->st);
     kiln_free(c->allocs);
@@ -371,6 +381,29 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->desc_h, off, "the step descriptor", err))) return rc;
     if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->logits_h, S * V * 4, "host logits", err))) return rc;
     c->scratch_bytes += off;
+
+    /* device sampling: tables, work rows, scratch, the packed per-step descriptor (rows, bias,
+     * suppression, penalty loads: worst case sizes) and the results */
+    size_t cap_pen = (size_t)c->cfg.max_model_len + T;
+    c->sdesc_bytes = S * sizeof(kiln_cuda_sample_row) + S * KILN_MAX_LOGIT_BIAS * 8 +
+                     S * (KILN_MAX_EOS + KILN_MAX_STOP_IDS) * 4 + (3 * S + 1) * 4 + cap_pen * 4 + 64;
+    c->sout_bytes = S * (2 + 2 * KILN_STEP_MAX_TOP) * 4;
+    struct { void **p; size_t n; const char *what; } sb[] = {
+        {(void **)&c->pen_counts, S * V * 4, "penalty counts"},
+        {(void **)&c->pen_prompt, S * V, "penalty prompt marks"},
+        {(void **)&c->samp_work, kiln_cuda_sample_work_bytes((int)S, (int)V), "sampling rows"},
+        {(void **)&c->sdesc_d, c->sdesc_bytes, "sampling descriptor"},
+        {(void **)&c->sout_d, c->sout_bytes, "sampling results"},
+    };
+    for (size_t i = 0; i < sizeof sb / sizeof sb[0]; i++) {
+        if ((rc = dev_malloc(c, sb[i].p, sb[i].n, sb[i].what, err))) return rc;
+        c->scratch_bytes += sb[i].n;
+    }
+    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sdesc_h, c->sdesc_bytes, "sampling descriptor", err))) return rc;
+    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sout_h, c->sout_bytes, "sampling results", err))) return rc;
+    cudaError_t e = cudaMemsetAsync(c->pen_counts, 0, S * V * 4, c->st);
+    if (e == cudaSuccess) e = cudaMemsetAsync(c->pen_prompt, 0, S * V, c->st);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(penalty tables)", __FILE__, __LINE__);
     return KILN_OK;
 }
 
@@ -522,13 +555,23 @@ static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err
     } while (0)
 
 /* y = x W^T: the GEMV kernel (gemv.cu) for small row counts where it reads the weights faster
- * than cuBLASLt (not in batch-invariant mode: a row's bits would change when the batch crosses
- * KILN_GEMV_MAX_ROWS), cuBLASLt otherwise */
+ * than cuBLASLt, cuBLASLt otherwise. Measured on the H100 for the Devstral shapes (GEMV
+ * microbenchmark in tests/cuda/test_cuda_gemv.c, docs/perf-notes.md): wide matrices (gate|up,
+ * LM head, N >= 32768) win up to 4 rows; the others up to 2 rows, with 2 rows per warp at 1 row
+ * and K < 16384, else 4. Off in batch-invariant mode: a row's bits would change when the batch
+ * crosses the threshold. Returns the rows per warp, or -1 for cuBLASLt. */
+static int gemv_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
+    if (n > c->gemv_max_rows || g->wdt == KILN_DT_F32) return -1;
+    if (g->N >= 32768) return n <= 4 ? 0 : -1;
+    if (n > 2) return -1;
+    return n == 1 && g->K < 16384 ? 2 : 4;
+}
+
 #define GEMM(g, y, x, w, n)                                                                            \
     do {                                                                                               \
-        int r_ = 0;                                                                                    \
-        if ((n) <= c->gemv_max_rows && (g)->wdt != KILN_DT_F32) {                                      \
-            cudaError_t e_ = kiln_cuda_gemv((y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);       \
+        int r_ = 0, rpw_ = gemv_choice(c, (g), (n));                                                   \
+        if (rpw_ >= 0) {                                                                               \
+            cudaError_t e_ = kiln_cuda_gemv_ex((y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, rpw_, c->st); \
             if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv", __FILE__, __LINE__); \
         } else {                                                                                       \
             r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
@@ -539,6 +582,95 @@ static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err
 
 static int poison(cuda_backend *c, void *p, size_t bytes, kiln_error *err) {
     LAUNCH(kiln_cuda_fill_u32((uint32_t *)p, 0xffffffffu, (int64_t)(bytes / 4), c->st));
+    return KILN_OK;
+}
+
+/* Device sampling of the step's n logits rows (sample.cu): pack the rows' parameters, bias and
+ * suppression lists and the penalty-table loads into pinned memory, one H2D copy, load tables,
+ * draw, one D2H copy of the results (tokens, logprobs, top-n), read after finish_step's wait. */
+static int encode_sampling(cuda_backend *c, const kiln_step *s, int n, kiln_error *err) {
+    int V = c->m->cfg.vocab_size, S = c->cfg.max_seqs;
+    size_t off = 0;
+#define SD_TAKE(type, name, count)                                                                     \
+    type *name = (type *)(c->sdesc_h + off);                                                           \
+    size_t name##_off = off;                                                                           \
+    off += ((size_t)(count) * sizeof(type) + 15) / 16 * 16;
+    int n_bias = 0, n_supp = 0;
+    for (int i = 0; i < s->n_seqs; i++)
+        if (s->seq_logits[i]) {
+            n_bias += s->sampling[i].n_bias;
+            n_supp += s->sampling[i].n_supp;
+        }
+    int n_pen = s->n_pen, n_pen_tok = n_pen ? s->pen_start[n_pen] : 0;
+    SD_TAKE(kiln_cuda_sample_row, rows, n)
+    SD_TAKE(int32_t, bias_ids, n_bias)
+    SD_TAKE(float, bias_vals, n_bias)
+    SD_TAKE(int32_t, supp, n_supp)
+    SD_TAKE(int32_t, pslot, n_pen)
+    SD_TAKE(int32_t, pstart, n_pen + 1)
+    SD_TAKE(int32_t, pnp, n_pen)
+    SD_TAKE(int32_t, ptok, n_pen_tok)
+#undef SD_TAKE
+    if (off > c->sdesc_bytes)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: sampling descriptor of %zu bytes beyond its %zu", off, c->sdesc_bytes);
+    int j = 0, nb = 0, ns = 0;
+    for (int i = 0; i < s->n_seqs; i++) {
+        if (!s->seq_logits[i] || s->seq_q_start[i + 1] <= s->seq_q_start[i]) continue;
+        const kiln_step_sampling *ss = &s->sampling[i];
+        if (ss->pen_slot >= S || ss->n_logprobs > KILN_STEP_MAX_TOP)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d sampling slot %d / top %d out of range", i,
+                            ss->pen_slot, ss->n_logprobs);
+        kiln_cuda_sample_row *r = &rows[j++];
+        memset(r, 0, sizeof *r);
+        r->temperature = ss->temperature;
+        r->top_p = ss->top_p;
+        r->min_p = ss->min_p;
+        r->repetition_penalty = ss->repetition_penalty;
+        r->presence_penalty = ss->presence_penalty;
+        r->frequency_penalty = ss->frequency_penalty;
+        r->top_k = ss->top_k;
+        r->n_top = ss->n_logprobs;
+        r->want_logprob = ss->want_logprob;
+        r->slot = ss->pen_slot;
+        r->bias_start = nb;
+        r->n_bias = ss->n_bias;
+        memcpy(bias_ids + nb, s->bias_ids + ss->bias_start, (size_t)ss->n_bias * 4);
+        memcpy(bias_vals + nb, s->bias_values + ss->bias_start, (size_t)ss->n_bias * 4);
+        nb += ss->n_bias;
+        r->supp_start = ns;
+        r->n_supp = ss->n_supp;
+        memcpy(supp + ns, s->supp_ids + ss->supp_start, (size_t)ss->n_supp * 4);
+        ns += ss->n_supp;
+        r->seed = ss->seed;
+        r->position = ss->rng_offset;
+    }
+    for (int k = 0; k < n_pen; k++) {
+        if (s->pen_slot[k] < 0 || s->pen_slot[k] >= S)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty slot %d out of range", s->pen_slot[k]);
+        pslot[k] = s->pen_slot[k];
+        pnp[k] = s->pen_n_prompt[k];
+    }
+    if (n_pen) {
+        memcpy(pstart, s->pen_start, (size_t)(n_pen + 1) * 4);
+        memcpy(ptok, s->pen_tokens, (size_t)n_pen_tok * 4);
+        for (int k = 0; k < n_pen_tok; k++)
+            if (ptok[k] < 0 || ptok[k] >= V) return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty token %d outside vocab", ptok[k]);
+    }
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sdesc_d, c->sdesc_h, off, cudaMemcpyHostToDevice, c->st));
+    unsigned char *d = c->sdesc_d;
+    if (n_pen)
+        LAUNCH(kiln_cuda_penalty_load(c->pen_counts, c->pen_prompt, V, (const int32_t *)(d + pslot_off),
+                                      (const int32_t *)(d + pstart_off), (const int32_t *)(d + pnp_off),
+                                      (const int32_t *)(d + ptok_off), n_pen, c->st));
+    int32_t *o_tok = (int32_t *)c->sout_d;
+    float *o_lp = (float *)(c->sout_d + (size_t)S * 4);
+    int32_t *o_tid = (int32_t *)(c->sout_d + (size_t)S * 8);
+    float *o_tlp = (float *)(c->sout_d + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
+    LAUNCH(kiln_cuda_sample(c->logits_d, c->samp_work, n, V, (const kiln_cuda_sample_row *)(d + rows_off),
+                            (const int32_t *)(d + bias_ids_off), (const float *)(d + bias_vals_off),
+                            (const int32_t *)(d + supp_off), c->pen_counts, c->pen_prompt, o_tok, o_lp, o_tid, o_tlp,
+                            c->st));
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sout_h, c->sout_d, c->sout_bytes, cudaMemcpyDeviceToHost, c->st));
     return KILN_OK;
 }
 
@@ -630,12 +762,18 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         LAUNCH(kiln_cuda_swiglu(c->act, c->adt, c->gu, T, F, c->st));
         GEMM(&c->g_d, c->proj, c->act, w->wd, T);
     }
+    c->sampled = 0;
     if (n > 0) {
         const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, d_lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->st));
         GEMM(&c->g_lm, c->logits_d, c->xf, c->lm, n);
-        KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
-                                           cudaMemcpyDeviceToHost, c->st));
+        if (s->device_sample) {
+            if ((rc = encode_sampling(c, s, n, err))) return rc;
+            c->sampled = 1;
+        } else {
+            KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
+                                               cudaMemcpyDeviceToHost, c->st));
+        }
     }
     c->n_logits = n;
     c->pending = 1;
@@ -652,9 +790,18 @@ static int cuda_finish(kiln_backend *b, kiln_step_result *r, kiln_error *err) {
         kiln_err_prefix(err, "cuda step: ");
         return rc;
     }
-    r->logits = c->logits_h;
+    int S = c->cfg.max_seqs;
     r->n_logits = c->n_logits;
     r->vocab = c->m->cfg.vocab_size;
+    if (c->sampled) {
+        r->logits = NULL;
+        r->tokens = (const int32_t *)c->sout_h;
+        r->logprob = (const float *)(c->sout_h + (size_t)S * 4);
+        r->top_ids = (const int32_t *)(c->sout_h + (size_t)S * 8);
+        r->top_lp = (const float *)(c->sout_h + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
+    } else {
+        r->logits = c->logits_h;
+    }
     return KILN_OK;
 }
 
@@ -667,6 +814,7 @@ static void cuda_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch
 static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
     .kv_elem_bytes = 2,
+    .samples = 1,
     .create = cuda_create,
     .encode_step = cuda_encode,
     .finish_step = cuda_finish,
