@@ -15,18 +15,24 @@
  * unnormalised accumulator acc) in f32. The window's (m, l, acc) go
  * to scratch.
  * Pass 2, attention_combine_kernel, grid (T, H): merges the windows of a row in window order.
- * Windows depend only on pos[t], min_w and max_splits (fixed per engine), never on the batch, so
- * a row's result is the same in any batch (I6). scratch: [T][H][max_splits][hd + 2] f32. */
+ * Windows depend only on pos[t], min_w and max_splits. The backend passes a max_splits that
+ * shrinks as the batch grows (fewer, longer windows once the batch fills the chip) except in
+ * batch-invariant mode, where it is fixed (16), so a row's result is the same in any batch (I6).
+ * scratch: [T][H][max_splits][hd + 2] f32. */
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
 
 #define ATT_WARPS 4
 #define ATT_MAX_HD 256
-#define ATT_PER_LANE (ATT_MAX_HD / 32)
+
 #define ATT_TILE 16
 #define ATT_MAX_HPW 4 /* heads per warp: G <= 16 */
-#define ATT_CH (ATT_TILE * ATT_MAX_HD / 8 / (ATT_WARPS * 32)) /* 16-byte chunks per thread per tile */
+/* Compile-time shape of one instantiation: PL = dims per lane (hd <= 32 PL), HPW = heads per
+ * warp (G <= 4 HPW); registers are sized for these, so hd 128 with G 4 (Devstral) keeps a small
+ * footprint and many blocks per SM. ATT_CH: 16-byte chunks per thread per tile. */
+#define ATT_PER_LANE PL
+#define ATT_CH (PL / 2 > 0 ? PL / 2 : 1)
 
 /* window width of a row with n = pos + 1 context positions (a multiple of the 16-position tile) */
 static __device__ __forceinline__ int att_window(int n, int min_w, int max_splits) {
@@ -36,12 +42,13 @@ static __device__ __forceinline__ int att_window(int n, int min_w, int max_split
     return (w + ATT_TILE - 1) / ATT_TILE * ATT_TILE;
 }
 
+template <int PL, int HPW>
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                        int bs, int min_w, int max_splits, int rows_per_block, float scale) {
-    __shared__ float s_k[ATT_TILE][ATT_MAX_HD];
-    __shared__ float s_v[ATT_TILE][ATT_MAX_HD];
+    __shared__ float s_k[ATT_TILE][32 * PL];
+    __shared__ float s_v[ATT_TILE][32 * PL];
     __shared__ int64_t s_blk[ATT_TILE];
     int kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -59,10 +66,10 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
         const int32_t *bt = block_table + (int64_t)seq * max_blocks;
         int n_slots = (te - ts) * G;
 
-        float qv[ATT_MAX_HPW][ATT_PER_LANE], acc[ATT_MAX_HPW][ATT_PER_LANE], m[ATT_MAX_HPW], l[ATT_MAX_HPW];
-        int j_end[ATT_MAX_HPW];
+        float qv[HPW][ATT_PER_LANE], acc[HPW][ATT_PER_LANE], m[HPW], l[HPW];
+        int j_end[HPW];
 #pragma unroll
-        for (int k = 0; k < ATT_MAX_HPW; k++) {
+        for (int k = 0; k < HPW; k++) {
             int qi = warp + ATT_WARPS * k;
             int r = ts + qi / G, g = qi % G;
             int ok = qi < n_slots && pos[min(r, te - 1)] >= j_begin;
@@ -118,7 +125,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
             }
             __syncthreads();
 #pragma unroll
-            for (int k = 0; k < ATT_MAX_HPW; k++) {
+            for (int k = 0; k < HPW; k++) {
                 int nk = min(ATT_TILE, j_end[k] - j0); /* this row's positions in the tile */
                 if (nk <= 0) continue; /* done or inactive (a fully masked tile would change nothing) */
                 /* scores of the tile's 16 positions at once: each lane sums its dims for every
@@ -174,7 +181,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
             }
         }
 #pragma unroll
-        for (int k = 0; k < ATT_MAX_HPW; k++) {
+        for (int k = 0; k < HPW; k++) {
             int qi = warp + ATT_WARPS * k;
             if (j_end[k] <= j_begin) continue;
             int r = ts + qi / G, g = qi % G;
@@ -237,9 +244,23 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     float scale = 1.0f / sqrtf((float)hd);
     /* one row per block: every row has its own windows (they depend on its position) */
     dim3 g1((unsigned)T, (unsigned)KV, (unsigned)max_splits);
-    attention_split_kernel<<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                          max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1,
-                                                          scale);
+    int G = H / KV, pl = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8, hpw = G <= 4 ? 1 : G <= 8 ? 2 : 4;
+#define ATT_LAUNCH(PLV, HPWV)                                                                          \
+    attention_split_kernel<PLV, HPWV><<<g1, ATT_WARPS * 32, 0, st>>>(                                  \
+        scratch, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV, hd, block_size, split_w, \
+        max_splits, 1, scale)
+#define ATT_LAUNCH_PL(PLV)                                                                             \
+    do {                                                                                               \
+        if (hpw == 1) ATT_LAUNCH(PLV, 1);                                                              \
+        else if (hpw == 2) ATT_LAUNCH(PLV, 2);                                                         \
+        else ATT_LAUNCH(PLV, 4);                                                                       \
+    } while (0)
+    if (pl == 1) ATT_LAUNCH_PL(1);
+    else if (pl == 2) ATT_LAUNCH_PL(2);
+    else if (pl == 4) ATT_LAUNCH_PL(4);
+    else ATT_LAUNCH_PL(8);
+#undef ATT_LAUNCH_PL
+#undef ATT_LAUNCH
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     dim3 g2((unsigned)T, (unsigned)H);

@@ -113,6 +113,7 @@ typedef struct cuda_backend {
     /* the step in flight */
     int n_logits, pending, sampled;
     int gemv_max_rows; /* steps of at most this many rows use gemv.cu (0: never) */
+    int n_sm;          /* streaming multiprocessors (sizes the attention split) */
 } cuda_backend;
 
 static size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
@@ -445,6 +446,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         rc = kiln_cuda_error(err, e, "cudaGetDeviceProperties/cudaSetDevice(0)", __FILE__, __LINE__);
         goto fail;
     }
+    c->n_sm = prop.multiProcessorCount;
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -462,6 +464,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     }
     c->have_lt = 1;
     c->gctx.batch_invariant = bc->batch_invariant;
+    /* KILN_CUDA_SMALL_NO_SPLITK: row counts up to which GEMMs avoid split-K (default 16) */
+    const char *ns = getenv("KILN_CUDA_SMALL_NO_SPLITK");
+    c->gctx.small_no_split = ns && *ns ? atoi(ns) : 16;
     /* workspace in both modes: some shapes (a 131072-row LM head) have no workspace-free kernel;
      * batch invariance comes from a fixed algorithm without split-K, not from the workspace */
     c->gctx.ws_bytes = GEMM_WORKSPACE;
@@ -750,11 +755,20 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, H, KV, hd,
                                                bs, d_tiles, n_tiles, c->st));
         for (int k = 0; k < n_runs; k++) {
-            int a = c->run_a[k];
+            int a = c->run_a[k], rows = c->run_b[k] - a;
+            /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
+             * needs fewer (about 4 blocks per SM in all), which also makes the combine cheaper.
+             * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
+            int splits = c->att_splits;
+            if (!c->cfg.batch_invariant) {
+                splits = (4 * c->n_sm + rows * KV - 1) / (rows * KV);
+                if (splits < 1) splits = 1;
+                if (splits > c->att_splits) splits = c->att_splits;
+            }
             LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                        c->qkv + (size_t)a * qkvw, qkvw, pool, d_pos + a, d_rowseq + a, d_bt, bt_w,
-                                       c->run_b[k] - a, H, KV, hd, bs, c->run_maxpos[k], c->att_split_w, c->att_splits,
-                                       c->att_scratch, c->st));
+                                       rows, H, KV, hd, bs, c->run_maxpos[k], c->att_split_w, splits, c->att_scratch,
+                                       c->st));
         }
         GEMM(&c->g_o, c->proj, c->att, w->wo, T);
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
