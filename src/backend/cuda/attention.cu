@@ -49,7 +49,6 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
                        int bs, int min_w, int max_splits, int rows_per_block, float scale) {
     __shared__ float s_k[ATT_TILE][32 * PL];
     __shared__ float s_v[ATT_TILE][32 * PL];
-    __shared__ int64_t s_blk[ATT_TILE];
     int kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int G = H / KV;
@@ -84,32 +83,28 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
             m[k] = -INFINITY;
             l[k] = 0.0f;
         }
+        /* K/V tiles of 16 positions staged in shared memory (f32). Software pipeline: the next
+         * tile's 16-byte chunks are loaded into registers (block id read by each thread from the
+         * cached block table) while the current tile is computed, so the two dependent memory
+         * round trips per tile overlap the arithmetic. */
+        int cpr = hd / 8, nch = ATT_TILE * cpr;
+        uint4 kr[ATT_CH], vr[ATT_CH];
+#define ATT_LOAD_TILE(J0)                                                                              \
+    _Pragma("unroll") for (int i = 0; i < ATT_CH; i++) {                                               \
+        int c = threadIdx.x + i * ATT_WARPS * 32;                                                      \
+        kr[i] = vr[i] = make_uint4(0, 0, 0, 0);                                                        \
+        int jj = c / cpr, j = (J0) + jj;                                                               \
+        if (c < nch && j < j_end_max) {                                                                \
+            int d0 = (c - jj * cpr) * 8;                                                               \
+            int64_t blk = bt[j / bs];                                                                  \
+            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd + d0; \
+            kr[i] = *(const uint4 *)kp;                                                                \
+            vr[i] = *(const uint4 *)(kp + kv_stride);                                                  \
+        }                                                                                              \
+    }
+        ATT_LOAD_TILE(j_begin)
         for (int j0 = j_begin; j0 < j_end_max; j0 += ATT_TILE) {
-            int n = min(ATT_TILE, j_end_max - j0);
-            __syncthreads();
-            /* stage the tile: block ids first, then every 16-byte chunk of K and V loaded into
-             * registers before any is stored (the loads overlap instead of queueing one by one) */
-            if (threadIdx.x < ATT_TILE) {
-                int j = j0 + threadIdx.x;
-                s_blk[threadIdx.x] = threadIdx.x < n ? bt[j / bs] : -1;
-            }
-            __syncthreads();
-            int cpr = hd / 8, nch = ATT_TILE * cpr;
-            uint4 kr[ATT_CH], vr[ATT_CH];
-#pragma unroll
-            for (int i = 0; i < ATT_CH; i++) {
-                int c = threadIdx.x + i * ATT_WARPS * 32;
-                kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
-                if (c < nch) {
-                    int jj = c / cpr, d0 = (c - jj * cpr) * 8;
-                    int64_t blk = s_blk[jj];
-                    if (blk >= 0) {
-                        const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)((j0 + jj) % bs) * hd + d0;
-                        kr[i] = *(const uint4 *)kp;
-                        vr[i] = *(const uint4 *)(kp + kv_stride);
-                    }
-                }
-            }
+            __syncthreads(); /* the previous tile's compute is done with shared memory */
 #pragma unroll
             for (int i = 0; i < ATT_CH; i++) {
                 int c = threadIdx.x + i * ATT_WARPS * 32;
@@ -124,6 +119,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
                 }
             }
             __syncthreads();
+            if (j0 + ATT_TILE < j_end_max) ATT_LOAD_TILE(j0 + ATT_TILE)
 #pragma unroll
             for (int k = 0; k < HPW; k++) {
                 int nk = min(ATT_TILE, j_end[k] - j0); /* this row's positions in the tile */

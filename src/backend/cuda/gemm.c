@@ -77,22 +77,16 @@ static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, co
  * algorithm without split-K when there is one (ctx->small_no_split). Host-only query. */
 static int pick_normal(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, int T, cublasLtMatmulAlgo_t *out,
                        kiln_error *err) {
-    cublasLtMatmulHeuristicResult_t r[8];
+    cublasLtMatmulHeuristicResult_t r;
     int n = 0;
-    int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, r, 8, &n, err);
-    if (rc) return rc;
-    *out = r[0].algo;
-    if (T > ctx->small_no_split) return KILN_OK;
-    for (int i = 0; i < n; i++) {
-        uint32_t splitk = 1;
-        size_t got = 0;
-        if (cublasLtMatmulAlgoConfigGetAttribute(&r[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk,
-                                                 &got) == CUBLAS_STATUS_SUCCESS &&
-            splitk <= 1) {
-            *out = r[i].algo;
-            break;
-        }
+    kiln_error e2;
+    if (T <= ctx->small_no_split && heuristic(ctx, g, T, ctx->ws_bytes, 1, &r, 1, &n, &e2) == KILN_OK) {
+        *out = r.algo; /* reduction scheme NONE: no split-K */
+        return KILN_OK;
     }
+    int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, &r, 1, &n, err);
+    if (rc) return rc;
+    *out = r.algo;
     return KILN_OK;
 }
 
