@@ -464,9 +464,6 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     }
     c->have_lt = 1;
     c->gctx.batch_invariant = bc->batch_invariant;
-    /* KILN_CUDA_SMALL_NO_SPLITK: row counts up to which GEMMs avoid split-K (default 16) */
-    const char *ns = getenv("KILN_CUDA_SMALL_NO_SPLITK");
-    c->gctx.small_no_split = ns && *ns ? atoi(ns) : 16;
     /* workspace in both modes: some shapes (a 131072-row LM head) have no workspace-free kernel;
      * batch invariance comes from a fixed algorithm without split-K, not from the workspace */
     c->gctx.ws_bytes = GEMM_WORKSPACE;

@@ -73,23 +73,6 @@ static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, co
     return 1;
 }
 
-/* Normal mode: the heuristic's first choice, except that small row counts take the best
- * algorithm without split-K when there is one (ctx->small_no_split). Host-only query. */
-static int pick_normal(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, int T, cublasLtMatmulAlgo_t *out,
-                       kiln_error *err) {
-    cublasLtMatmulHeuristicResult_t r;
-    int n = 0;
-    kiln_error e2;
-    if (T <= ctx->small_no_split && heuristic(ctx, g, T, ctx->ws_bytes, 1, &r, 1, &n, &e2) == KILN_OK) {
-        *out = r.algo; /* reduction scheme NONE: no split-K */
-        return KILN_OK;
-    }
-    int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, &r, 1, &n, err);
-    if (rc) return rc;
-    *out = r.algo;
-    return KILN_OK;
-}
-
 int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt, int max_rows,
                         kiln_error *err) {
     memset(g, 0, sizeof *g);
@@ -148,10 +131,12 @@ int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N,
     g->have = kiln_calloc((size_t)max_rows + 1, 1);
     if (!g->algos || !g->have) return KILN_ERR(err, KILN_ERR_OOM, "cuda: out of memory for the GEMM algorithm table");
     /* the two extremes now, so that an unsupported shape is refused at load (I3) */
-    int rows[2] = {1, max_rows};
+    cublasLtMatmulHeuristicResult_t r;
+    int n = 0, rows[2] = {1, max_rows};
     for (int i = 0; i < 2; i++) {
-        int rc = pick_normal(ctx, g, rows[i], &g->algos[rows[i]], err);
+        int rc = heuristic(ctx, g, rows[i], ctx->ws_bytes, 0, &r, 1, &n, err);
         if (rc) return rc;
+        g->algos[rows[i]] = r.algo;
         g->have[rows[i]] = 1;
     }
     return KILN_OK;
@@ -174,8 +159,11 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, float *
         algo = &g->fixed;
     } else {
         if (!g->have[T]) {
-            int rc = pick_normal(ctx, g, T, &g->algos[T], err);
+            cublasLtMatmulHeuristicResult_t r;
+            int n = 0;
+            int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, &r, 1, &n, err);
             if (rc) return rc;
+            g->algos[T] = r.algo;
             g->have[T] = 1;
         }
         algo = &g->algos[T];

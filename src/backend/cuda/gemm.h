@@ -23,9 +23,6 @@ typedef struct kiln_cuda_gemm_ctx {
     void *workspace; /* device, ws_bytes (0 in batch-invariant mode) */
     size_t ws_bytes;
     int batch_invariant;
-    int small_no_split; /* row counts <= this take the heuristic's best algorithm without split-K
-                         * (H100, Devstral down projection at 1..8 rows: 114-117 us vs 124-126 us
-                         * for its split-K first choice); 0 = always the first choice */
 } kiln_cuda_gemm_ctx;
 
 typedef struct kiln_cuda_gemm {
