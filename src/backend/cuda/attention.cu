@@ -196,6 +196,131 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
     }
 }
 
+/* Pass 1 for hd 64 / 128 / 256 and G <= 8 (attention_stream_kernel): same grid, windows and
+ * scratch as attention_split_kernel, but K and V go straight from the pool into registers.
+ * A position's K row (hd bf16) is read by LP = hd / 8 lanes, 16 bytes each, so a warp covers
+ * PPW = 32 / LP positions per load and the 4 warps 4 PPW consecutive positions; U = 4 such steps
+ * are loaded before any is used (16 x 16-byte loads in flight per lane). Each lane group keeps its
+ * own online-softmax state (m, l, acc[G][8 dims]) for the G heads over the positions it saw;
+ * the states of the 4 PPW groups are merged in shared memory in a fixed order at the end.
+ * Scores: per head, the 8-dim partial dot of each lane, summed by an xor tree over the LP lanes
+ * (fixed), times 1/sqrt(hd). Nothing depends on other rows: I6 holds. */
+template <int HD, int G>
+static __global__ void __launch_bounds__(ATT_WARPS * 32)
+attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
+                        int min_w, int max_splits, float scale) {
+    constexpr int LP = HD / 8, PPW = 32 / LP, NG = ATT_WARPS * PPW, U = 4;
+    __shared__ float s_m[NG][G], s_l[NG][G];
+    __shared__ float s_acc[NG][G][HD];
+    int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int sub = lane / LP, d0 = (lane % LP) * 8, grp = warp * PPW + sub;
+    int p = pos[t];
+    int w = att_window(p + 1, min_w, max_splits);
+    int j_begin = z * w;
+    if (j_begin > p) return; /* uniform over the block */
+    int j_end = min(j_begin + w, p + 1);
+    const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
+    int64_t head_tile = (int64_t)bs * HD, kv_stride = (int64_t)KV * head_tile;
+    float qv[G][8], acc[G][8], m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float4 *qr = (const float4 *)(q + (int64_t)t * q_stride + (int64_t)(kvh * G + g) * HD + d0);
+        float4 a = qr[0], b = qr[1];
+        qv[g][0] = a.x; qv[g][1] = a.y; qv[g][2] = a.z; qv[g][3] = a.w;
+        qv[g][4] = b.x; qv[g][5] = b.y; qv[g][6] = b.z; qv[g][7] = b.w;
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    for (int base = j_begin; base < j_end; base += U * NG) {
+        uint4 kr[U], vr[U];
+        bool ok[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int j = base + u * NG + grp;
+            ok[u] = j < j_end;
+            kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+            if (ok[u]) {
+                int64_t blk = bt[j / bs];
+                const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + d0;
+                kr[u] = *(const uint4 *)kp;
+                vr[u] = *(const uint4 *)(kp + kv_stride);
+            }
+        }
+        float sc[U][G];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint16_t *kh = (const uint16_t *)&kr[u];
+            float kf[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) kf[e] = kiln_bf16_bits_to_f32(kh[e]);
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float a = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 8; e++) a += qv[g][e] * kf[e];
+#pragma unroll
+                for (int off = LP / 2; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+                sc[u][g] = ok[u] ? a * scale : -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float mx = sc[0][g];
+#pragma unroll
+            for (int u = 1; u < U; u++) mx = fmaxf(mx, sc[u][g]);
+            float mn = fmaxf(m[g], mx);
+            if (mn == -INFINITY) continue; /* nothing seen yet by this group */
+            float corr = expf(m[g] - mn); /* m = -inf the first time: 0 */
+            l[g] *= corr;
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[g][e] *= corr;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                float pu = ok[u] ? expf(sc[u][g] - mn) : 0.0f;
+                const uint16_t *vh = (const uint16_t *)&vr[u];
+                l[g] += pu;
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[g][e] += pu * kiln_bf16_bits_to_f32(vh[e]);
+            }
+            m[g] = mn;
+        }
+    }
+    /* merge the NG groups' states (fixed order) into the window's (acc, m, l) per head */
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (lane % LP == 0) {
+            s_m[grp][g] = m[g];
+            s_l[grp][g] = l[g];
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) s_acc[grp][g][d0 + e] = acc[g][e];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * HD; i += blockDim.x) {
+        int g = i / HD, d = i % HD;
+        float M = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < NG; k++) M = fmaxf(M, s_m[k][g]);
+        float A = 0.0f, L = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NG; k++) {
+            float f = s_m[k][g] == -INFINITY ? 0.0f : expf(s_m[k][g] - M);
+            A += s_acc[k][g][d] * f;
+            L += s_l[k][g] * f;
+        }
+        float *o = scratch + (((int64_t)t * H + kvh * G + g) * max_splits + z) * (HD + 2);
+        o[d] = A;
+        if (d == 0) {
+            o[HD] = M;
+            o[HD + 1] = L;
+        }
+    }
+}
+
 static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
                                                 int H, int hd, int min_w, int max_splits) {
     int t = blockIdx.x, h = blockIdx.y;
@@ -241,6 +366,18 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     /* one row per block: every row has its own windows (they depend on its position) */
     dim3 g1((unsigned)T, (unsigned)KV, (unsigned)max_splits);
     int G = H / KV, pl = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8, hpw = G <= 4 ? 1 : G <= 8 ? 2 : 4;
+    int stream = (hd == 64 || hd == 128 || hd == 256) && (G == 1 || G == 2 || G == 4 || G == 8) && q_stride % 4 == 0;
+#define ATT_STREAM(HDV, GV)                                                                            \
+    attention_stream_kernel<HDV, GV><<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, \
+                                                                    block_table, max_blocks, H, KV, block_size, split_w, \
+                                                                    max_splits, scale)
+#define ATT_STREAM_G(HDV)                                                                              \
+    do {                                                                                               \
+        if (G == 1) ATT_STREAM(HDV, 1);                                                                \
+        else if (G == 2) ATT_STREAM(HDV, 2);                                                           \
+        else if (G == 4) ATT_STREAM(HDV, 4);                                                           \
+        else ATT_STREAM(HDV, 8);                                                                       \
+    } while (0)
 #define ATT_LAUNCH(PLV, HPWV)                                                                          \
     attention_split_kernel<PLV, HPWV><<<g1, ATT_WARPS * 32, 0, st>>>(                                  \
         scratch, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV, hd, block_size, split_w, \
@@ -251,12 +388,17 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
         else if (hpw == 2) ATT_LAUNCH(PLV, 2);                                                         \
         else ATT_LAUNCH(PLV, 4);                                                                       \
     } while (0)
-    if (pl == 1) ATT_LAUNCH_PL(1);
+    if (stream && hd == 64) ATT_STREAM_G(64);
+    else if (stream && hd == 128) ATT_STREAM_G(128);
+    else if (stream) ATT_STREAM_G(256);
+    else if (pl == 1) ATT_LAUNCH_PL(1);
     else if (pl == 2) ATT_LAUNCH_PL(2);
     else if (pl == 4) ATT_LAUNCH_PL(4);
     else ATT_LAUNCH_PL(8);
 #undef ATT_LAUNCH_PL
 #undef ATT_LAUNCH
+#undef ATT_STREAM_G
+#undef ATT_STREAM
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     dim3 g2((unsigned)T, (unsigned)H);

@@ -114,6 +114,7 @@ typedef struct cuda_backend {
     int n_logits, pending, sampled;
     int gemv_max_rows; /* steps of at most this many rows use gemv.cu (0: never) */
     int n_sm;          /* streaming multiprocessors (sizes the attention split) */
+    int att_blocks_per_sm; /* attention blocks per SM the split aims at (KILN_CUDA_ATT_BPS, default 4) */
 } cuda_backend;
 
 static size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
@@ -447,6 +448,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     c->n_sm = prop.multiProcessorCount;
+    const char *bps = getenv("KILN_CUDA_ATT_BPS");
+    c->att_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -758,9 +761,12 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
              * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
             int splits = c->att_splits;
             if (!c->cfg.batch_invariant) {
-                splits = (4 * c->n_sm + rows * KV - 1) / (rows * KV);
+                /* up to 32 windows while the scratch ([max_tokens][H][16][hd + 2]) holds them */
+                int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
+                if (cap > 2 * c->att_splits) cap = 2 * c->att_splits;
+                splits = (c->att_blocks_per_sm * c->n_sm + rows * KV - 1) / (rows * KV);
                 if (splits < 1) splits = 1;
-                if (splits > c->att_splits) splits = c->att_splits;
+                if (splits > cap) splits = cap;
             }
             LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                        c->qkv + (size_t)a * qkvw, qkvw, pool, d_pos + a, d_rowseq + a, d_bt, bt_w,
