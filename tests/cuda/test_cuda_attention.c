@@ -110,7 +110,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     for (int t = 0; t < T; t++) if (pos[t] > max_pos) max_pos = pos[t];
     /* a small window width too, so that rows span several windows */
     int split_w = kiln_cuda_attention_split_width(max_nb * bs, &max_splits);
-    if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; }
+    if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; if (max_splits > 64) max_splits = 64; }
     float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
     if (!flash) {
         CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, max_pos, split_w,

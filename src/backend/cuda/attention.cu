@@ -321,25 +321,38 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
     }
 }
 
+/* Pass 2: one block per (row, head). Warp 0 reads the windows' (m, l) in parallel (lane z =
+ * window z; at most 64 windows), reduces the max and the weighted sum by fixed xor trees and
+ * leaves the weights f_z = exp(m_z - M) in shared memory; then each thread sums its dims over the
+ * windows in window order. The order depends only on the row's window count. */
 static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
                                                 int H, int hd, int min_w, int max_splits) {
+    __shared__ float s_f[64];
+    __shared__ float s_invl;
     int t = blockIdx.x, h = blockIdx.y;
     int ns = pos[t] / att_window(pos[t] + 1, min_w, max_splits) + 1;
     const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
-    float M = -INFINITY;
-    for (int z = 0; z < ns; z++) M = fmaxf(M, base[(int64_t)z * (hd + 2) + hd]);
-    float L = 0.0f;
-    for (int z = 0; z < ns; z++) {
-        const float *w = base + (int64_t)z * (hd + 2);
-        L += w[hd + 1] * expf(w[hd] - M);
+    if (threadIdx.x < 32) {
+        int lane = threadIdx.x;
+        float m0 = lane < ns ? base[(int64_t)lane * (hd + 2) + hd] : -INFINITY;
+        float m1 = lane + 32 < ns ? base[(int64_t)(lane + 32) * (hd + 2) + hd] : -INFINITY;
+        float l0 = lane < ns ? base[(int64_t)lane * (hd + 2) + hd + 1] : 0.0f;
+        float l1 = lane + 32 < ns ? base[(int64_t)(lane + 32) * (hd + 2) + hd + 1] : 0.0f;
+        float M = fmaxf(m0, m1);
+        for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        float f0 = lane < ns ? expf(m0 - M) : 0.0f, f1 = lane + 32 < ns ? expf(m1 - M) : 0.0f;
+        float L = l0 * f0 + l1 * f1;
+        for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+        s_f[lane] = f0;
+        s_f[lane + 32] = f1;
+        if (lane == 0) s_invl = 1.0f / L;
     }
-    float invL = 1.0f / L;
+    __syncthreads();
+    float invL = s_invl;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float o = 0.0f;
-        for (int z = 0; z < ns; z++) {
-            const float *w = base + (int64_t)z * (hd + 2);
-            o += w[d] * expf(w[hd] - M);
-        }
+#pragma unroll 4
+        for (int z = 0; z < ns; z++) o += base[(int64_t)z * (hd + 2) + d] * s_f[z];
         kiln_st(adt, out, (int64_t)t * H * hd + (int64_t)h * hd + d, o * invL);
     }
 }
@@ -359,7 +372,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
-        KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 65535)
+        KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 64)
         return cudaErrorInvalidValue;
     (void)max_pos;
     float scale = 1.0f / sqrtf((float)hd);
