@@ -12,7 +12,8 @@
  *                              cores (attention_prefill.cu), the other rows split over the
  *                              context (attention.cu); batch-invariant mode: all split
  *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
- *               gu[T][2F] f32 = xn Wgu^T  (Wgate|Wup concatenated);  act[T][F] adt = silu(g) u  (swiglu.cu)
+ *               gu[T][2F] = xn Wgu^T  (Wgate|Wup concatenated; f32 from GEMV at small T, else adt:
+ *                             half the bytes of the largest activation);  act[T][F] adt = silu(g) u
  *               proj = act Wd^T
  *   xf[n][D] = rmsnorm(x + proj) of the last row of each sequence with seq_logits (gathered)
  *   logits[n][V] f32 = xf Wlm^T -> async D2H into pinned host memory
@@ -477,7 +478,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     int T = bc->max_tokens;
     if ((rc = kiln_cuda_gemm_init(&c->gctx, &c->g_qkv, qd + 2 * kvd, D, c->adt, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_o, D, qd, c->adt, T, err)) ||
-        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_gu, 2 * F, D, c->adt, T, err)) ||
+        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, c->adt, c->adt == KILN_DT_F32 ? KILN_DT_F32 : c->adt,
+                                      T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_d, D, F, c->adt, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)))
         goto fail;
@@ -776,7 +778,9 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         GEMM(&c->g_o, c->proj, c->att, w->wo, T);
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
-        LAUNCH(kiln_cuda_swiglu(c->act, c->adt, c->gu, T, F, c->st));
+        /* gate|up comes out f32 from the GEMV path, in the weights' 16-bit type from cuBLASLt */
+        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu, gemv_choice(c, &c->g_gu, T) >= 0 ? KILN_DT_F32 : c->g_gu.ydt, T,
+                                   F, c->st));
         GEMM(&c->g_d, c->proj, c->act, w->wd, T);
     }
     c->sampled = 0;

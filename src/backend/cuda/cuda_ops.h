@@ -82,6 +82,9 @@ int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows
 
 /* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
 cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, cudaStream_t st);
+/* the same with gu of dtype gdt (f32, f16 or bf16) */
+cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
+                                cudaStream_t st);
 
 /* y[t][n] = sum_k x[t][k] * W[n][k] for t < T <= KILN_GEMV_MAX_ROWS (gemv.cu): W [N][K] bf16 or
  * f16 (wdt), x [T][K] same dtype, y [T][N] f32. K % 8 == 0; x and W 16-byte aligned (row starts

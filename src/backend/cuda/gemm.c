@@ -27,7 +27,7 @@ static int desc_init(gemm_desc *d, const kiln_cuda_gemm *g, int T, kiln_error *e
     KILN_CUBLAS_TRY(err, cublasLtMatmulDescSetAttribute(&d->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->a, ty, (uint64_t)g->K, (uint64_t)g->N, g->K));
     KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->b, ty, (uint64_t)g->K, (uint64_t)T, g->K));
-    KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->c, CUDA_R_32F, (uint64_t)g->N, (uint64_t)T, g->N));
+    KILN_CUBLAS_TRY(err, cublasLtMatrixLayoutInit(&d->c, cuda_type(g->ydt), (uint64_t)g->N, (uint64_t)T, g->N));
     return KILN_OK;
 }
 
@@ -75,9 +75,18 @@ static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, co
 
 int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt, int max_rows,
                         kiln_error *err) {
+    return kiln_cuda_gemm_init_out(ctx, g, N, K, wdt, KILN_DT_F32, max_rows, err);
+}
+
+int kiln_cuda_gemm_init_out(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt,
+                            kiln_dtype ydt, int max_rows, kiln_error *err) {
     memset(g, 0, sizeof *g);
     if (wdt != KILN_DT_F32 && wdt != KILN_DT_F16 && wdt != KILN_DT_BF16)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: no GEMM for %s weights", kiln_dtype_name(wdt));
+    if (ydt != KILN_DT_F32 && ydt != wdt)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: GEMM output %s for %s weights", kiln_dtype_name(ydt),
+                        kiln_dtype_name(wdt));
+    g->ydt = ydt;
     g->N = N;
     g->K = K;
     g->wdt = wdt;
@@ -149,7 +158,7 @@ void kiln_cuda_gemm_free(kiln_cuda_gemm *g) {
     g->have = NULL;
 }
 
-int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, float *y, const void *x, const void *w, int T,
+int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int T,
                        cudaStream_t st, kiln_error *err) {
     if (T <= 0) return KILN_OK;
     if (T > g->max_rows)

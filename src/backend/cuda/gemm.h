@@ -1,7 +1,7 @@
 /* gemm.h: y = x W^T through cuBLASLt, f32 accumulation, one object per weight shape.
  *
  *   W: [N][K] row-major (PyTorch layout) of dtype wdt (bf16, f16 or f32);
- *   x: [T][K] of the same dtype;  y: [T][N] f32.
+ *   x: [T][K] of the same dtype;  y: [T][N] f32 (or ydt, see kiln_cuda_gemm_init_out).
  * In cuBLAS's column-major terms: y^T (N x T, ld N) = op_T(W stored K x N, ld K) * x^T (K x T).
  * Compute type CUBLAS_COMPUTE_32F (f32 weights: true f32, no TF32).
  *
@@ -28,6 +28,7 @@ typedef struct kiln_cuda_gemm_ctx {
 typedef struct kiln_cuda_gemm {
     int N, K, max_rows;
     kiln_dtype wdt;
+    kiln_dtype ydt; /* output dtype: f32 (default) or the weights' 16-bit type */
     cublasLtMatmulAlgo_t *algos; /* [max_rows + 1], filled lazily (normal mode) */
     unsigned char *have;         /* [max_rows + 1] */
     cublasLtMatmulAlgo_t fixed;  /* batch-invariant mode */
@@ -44,9 +45,13 @@ int kiln_cublas_error(kiln_error *err, cublasStatus_t s, const char *stmt, const
 
 int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt, int max_rows,
                         kiln_error *err);
+/* the same with output dtype ydt (f32, or wdt when wdt is 16-bit: y rounded once from the f32
+ * accumulator) */
+int kiln_cuda_gemm_init_out(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt,
+                            kiln_dtype ydt, int max_rows, kiln_error *err);
 void kiln_cuda_gemm_free(kiln_cuda_gemm *g);
 /* Enqueue y = x W^T for T rows (1 <= T <= max_rows) on st. */
-int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, float *y, const void *x, const void *w, int T,
+int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int T,
                        cudaStream_t st, kiln_error *err);
 
 #endif
