@@ -191,7 +191,7 @@ static void bench(void) {
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
     printf("\nbench (bf16, us per call | GB/s of W read; W rotated over >= 256 MiB of copies)\n");
-    printf("%-8s %-6s %-6s T", "shape", "N", "K");
+    printf("%-8s %-6s %-6s  T", "shape", "N", "K");
     for (int c = 0; c < NCOL; c++) printf(" | %-16s", col[c]);
     printf(" | best\n");
     for (int si = 0; si < 5; si++) {
@@ -218,7 +218,7 @@ static void bench(void) {
                                   {0, 4, NULL, NULL},     {2, 0, NULL, NULL},    {2, 1, NULL, NULL},
                                   {2, 2, NULL, NULL},     {2, 3, NULL, NULL},    {1, 0, &ctx[0], &g[0]},
                                   {1, 0, &ctx[1], &g[1]}};
-            printf("%-8s %-6d %-6d %d", sh[si].name, N, K, T);
+            printf("%-8s %-6d %-6d %2d", sh[si].name, N, K, T);
             double best = INFINITY;
             int bi = 0;
             for (int c = 0; c < NCOL; c++) {
