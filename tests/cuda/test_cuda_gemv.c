@@ -8,9 +8,10 @@
  *   - determinism: row t has the same bits for T = 1..8, for every rows-per-warp variant
  *     (kiln_cuda_gemv_ex 1, 2, 4) and when computed alone (T = 1 on x + t K);
  *   - shapes and pointers it does not take return cudaErrorInvalidValue.
- * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) against
+ * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) and
+ * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) against
  * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
- * T = 1, 2, 4, 8: cudaEvent time of 20 calls after warmup, rotating over enough copies of W
+ * T = 1, 2, 4, 8, 16 (gemv only up to 8): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
  * (kiln_dtype_name and kiln_err_clear also pull dtype.c and error.c out of libkiln before
  * libkiln_cuda, whose gemm.c needs them: the static link order is kiln, kiln_cuda.) */
@@ -138,8 +139,10 @@ static void invalid(void) {
 
 /* ---- KILN_GEMV_BENCH=1: timings against cuBLASLt ---- */
 
+#define BMR KILN_SKINNY_MAX_ROWS /* rows of the benchmark's x and y */
+
 typedef struct bench_op {
-    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt */
+    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt, 2: skinny (variant in arg) */
     int arg;
     kiln_cuda_gemm_ctx *ctx;
     kiln_cuda_gemm *g;
@@ -153,9 +156,10 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
     for (int i = -3; i < 20; i++) {
         if (i == 0) CU(cudaEventRecord(e0, 0));
         const void *w = dw + (size_t)((i + 3) % copies) * wbytes;
-        if (op->kind == 0) {
-            cudaError_t rc = kiln_cuda_gemv_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0);
-            if (rc != cudaSuccess) { fprintf(stderr, "gemv: %s\n", cudaGetErrorString(rc)); return NAN; }
+        if (op->kind == 0 || op->kind == 2) {
+            cudaError_t rc = op->kind == 0 ? kiln_cuda_gemv_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
+                                           : kiln_cuda_gemm_skinny_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0);
+            if (rc != cudaSuccess) { fprintf(stderr, "gemv/skinny: %s\n", cudaGetErrorString(rc)); return NAN; }
         } else if (kiln_cuda_gemm_run(op->ctx, op->g, dy, dx, w, T, 0, &err)) {
             fprintf(stderr, "cuBLASLt: %s\n", err.msg);
             return NAN;
@@ -172,7 +176,9 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
 static void bench(void) {
     static const struct { int N, K; const char *name; } sh[5] = {
         {6144, 5120, "qkv"}, {5120, 4096, "o"}, {65536, 5120, "gate|up"}, {5120, 32768, "down"}, {131072, 5120, "lm_head"}};
-    static const char *col[6] = {"gemv", "gemv R1", "gemv R2", "gemv R4", "cuBLASLt", "Lt inv"};
+#define NCOL 10
+    static const char *col[NCOL] = {"gemv", "gemv R1", "gemv R2", "gemv R4", "skinny", "skinny v1",
+                                    "skinny v2",  "skinny v3", "cuBLASLt", "Lt inv"};
     kiln_cuda_gemm_ctx ctx[2];
     for (int i = 0; i < 2; i++) {
         memset(&ctx[i], 0, sizeof ctx[i]);
@@ -185,8 +191,8 @@ static void bench(void) {
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
     printf("\nbench (bf16, us per call | GB/s of W read; W rotated over >= 256 MiB of copies)\n");
-    printf("%-8s %-6s %-6s T", "shape", "N", "K");
-    for (int c = 0; c < 6; c++) printf(" | %-16s", col[c]);
+    printf("%-8s %-6s %-6s  T", "shape", "N", "K");
+    for (int c = 0; c < NCOL; c++) printf(" | %-16s", col[c]);
     printf(" | best\n");
     for (int si = 0; si < 5; si++) {
         int N = sh[si].N, K = sh[si].K;
@@ -194,27 +200,32 @@ static void bench(void) {
         int copies = (int)((((size_t)256 << 20) + wbytes - 1) / wbytes);
         if (copies < 1) copies = 1;
         char *dw = kc_dev(wbytes * copies);
-        void *dx = kc_dev((size_t)MR * K * 2);
-        float *dy = kc_dev((size_t)MR * N * 4);
+        void *dx = kc_dev((size_t)BMR * K * 2);
+        float *dy = kc_dev((size_t)BMR * N * 4);
         CU(kiln_cuda_fill_u32((uint32_t *)dw, 0x3c003c00u, (int64_t)(wbytes * copies / 4), 0)); /* bf16 2^-7 */
-        CU(kiln_cuda_fill_u32((uint32_t *)dx, 0x3f803f80u, (int64_t)MR * K / 2, 0));            /* bf16 1.0 */
+        CU(kiln_cuda_fill_u32((uint32_t *)dx, 0x3f803f80u, (int64_t)BMR * K / 2, 0));            /* bf16 1.0 */
         kiln_cuda_gemm g[2];
         kiln_error err = {0};
         int have[2];
         for (int i = 0; i < 2; i++) {
-            have[i] = kiln_cuda_gemm_init(&ctx[i], &g[i], N, K, KILN_DT_BF16, MR, &err) == 0;
+            have[i] = kiln_cuda_gemm_init(&ctx[i], &g[i], N, K, KILN_DT_BF16, BMR, &err) == 0;
             if (!have[i]) fprintf(stderr, "cuBLASLt init %s (inv=%d): %s\n", sh[si].name, i, err.msg);
         }
-        static const int Ts[4] = {1, 2, 4, 8};
-        for (int ti = 0; ti < 4; ti++) {
+        static const int Ts[5] = {1, 2, 4, 8, 16};
+        for (int ti = 0; ti < 5; ti++) {
             int T = Ts[ti];
-            bench_op ops[6] = {{0, 0, NULL, NULL}, {0, 1, NULL, NULL}, {0, 2, NULL, NULL}, {0, 4, NULL, NULL},
-                               {1, 0, &ctx[0], &g[0]}, {1, 0, &ctx[1], &g[1]}};
-            printf("%-8s %-6d %-6d %d", sh[si].name, N, K, T);
+            bench_op ops[NCOL] = {{0, 0, NULL, NULL},     {0, 1, NULL, NULL},    {0, 2, NULL, NULL},
+                                  {0, 4, NULL, NULL},     {2, 0, NULL, NULL},    {2, 1, NULL, NULL},
+                                  {2, 2, NULL, NULL},     {2, 3, NULL, NULL},    {1, 0, &ctx[0], &g[0]},
+                                  {1, 0, &ctx[1], &g[1]}};
+            printf("%-8s %-6d %-6d %2d", sh[si].name, N, K, T);
             double best = INFINITY;
             int bi = 0;
-            for (int c = 0; c < 6; c++) {
-                if (c >= 4 && !have[c - 4]) { printf(" | %-16s", "-"); continue; }
+            for (int c = 0; c < NCOL; c++) {
+                if ((c >= NCOL - 2 && !have[c - (NCOL - 2)]) || (ops[c].kind == 0 && T > MR)) {
+                    printf(" | %-16s", "-");
+                    continue;
+                }
                 double us = time_op(&ops[c], dy, dx, dw, wbytes, copies, T, N, K, e0, e1);
                 printf(" | %7.1f %6.0f  ", us, (double)wbytes / (us * 1e-6) / 1e9);
                 if (us < best) { best = us; bi = c; }

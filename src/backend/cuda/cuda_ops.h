@@ -99,6 +99,20 @@ cudaError_t kiln_cuda_gemv(float *y, const void *x, const void *w, kiln_dtype wd
 cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                               int rows_per_warp, cudaStream_t st);
 
+/* The same product on tensor cores for T <= KILN_SKINNY_MAX_ROWS rows (skinny.cu): W [N][K]
+ * bf16 or f16 (wdt), x [T][K] same dtype, y [T][N] f32; K % 8 == 0, x and W 16-byte aligned, y
+ * 4-byte aligned, 1 <= T <= 16, 1 <= N <= 2^30; otherwise cudaErrorInvalidValue. A pure stream
+ * of W (mma.sync m16n8k16, f32 accumulation) meant for decode batches of 3..16 rows. The
+ * reduction order depends only on K: row t has the same bits for any T (not the same bits as
+ * kiln_cuda_gemv or cuBLASLt). Rows t >= T of y are not written. */
+#define KILN_SKINNY_MAX_ROWS 16
+cudaError_t kiln_cuda_gemm_skinny(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                                  cudaStream_t st);
+/* variant 1..3 fixes the register / occupancy variant (0 = chosen from T, N, K as above), for
+ * benchmarks; the result bits never depend on it. */
+cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                                     int variant, cudaStream_t st);
+
 /* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
  * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).
  * cols = the tensor's shape[1] (0 for a 1-D tensor). */
