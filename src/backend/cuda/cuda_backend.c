@@ -113,7 +113,8 @@ typedef struct cuda_backend {
     size_t sout_bytes;
     /* the step in flight */
     int n_logits, pending, sampled;
-    int gemv_max_rows; /* steps of at most this many rows use gemv.cu (0: never) */
+    int gemv_max_rows;   /* GEMV allowed up to this many rows (0: never; KILN_CUDA_GEMV) */
+    int skinny_max_rows; /* skinny.cu up to this many rows (0: never; KILN_CUDA_SKINNY) */
     int n_sm;          /* streaming multiprocessors (sizes the attention split) */
     int att_blocks_per_sm; /* attention blocks per SM the split aims at (KILN_CUDA_ATT_BPS, default 4) */
 } cuda_backend;
@@ -424,6 +425,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *gv = getenv("KILN_CUDA_GEMV");
     c->gemv_max_rows = gv && *gv ? atoi(gv) : KILN_GEMV_MAX_ROWS;
     if (c->gemv_max_rows < 0 || c->gemv_max_rows > KILN_GEMV_MAX_ROWS || bc->batch_invariant) c->gemv_max_rows = 0;
+    const char *sk = getenv("KILN_CUDA_SKINNY");
+    c->skinny_max_rows = sk && *sk ? atoi(sk) : KILN_SKINNY_MAX_ROWS;
+    if (c->skinny_max_rows < 0 || c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
     int rc;
     if (c->debug && bc->strict) {
         rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: KILN_CUDA_DEBUG=1 waits after every op (I1); "
@@ -561,28 +565,38 @@ static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err
         }                                                                                              \
     } while (0)
 
-/* y = x W^T: the GEMV kernel (gemv.cu) for small row counts where it reads the weights faster
- * than cuBLASLt, cuBLASLt otherwise. Measured on the H100 for the Devstral shapes (GEMV
- * microbenchmark in tests/cuda/test_cuda_gemv.c, docs/perf-notes.md): wide matrices (gate|up,
- * LM head, N >= 32768) win up to 4 rows; the others up to 2 rows, with 2 rows per warp at 1 row
- * and K < 16384, else 4. Off in batch-invariant mode: a row's bits would change when the batch
- * crosses the threshold. Returns the rows per warp, or -1 for cuBLASLt. */
-static int gemv_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
-    if (n > c->gemv_max_rows || g->wdt == KILN_DT_F32) return -1;
-    if (g->N >= 32768) return n <= 4 ? 0 : -1;
-    if (n > 2) return -1;
-    return n == 1 && g->K < 16384 ? 2 : 4;
+/* y = x W^T by one of three kernels, chosen per shape and row count (measured on the H100 for
+ * the Devstral shapes: the GEMV / skinny microbenchmarks in tests/cuda/test_cuda_gemv.c and
+ * docs/perf-notes.md):
+ *   GEMV (gemv.cu, CUDA cores): wide matrices (gate|up, LM head, N >= 32768) up to 4 rows, the
+ *     others up to 2, with 2 rows per warp at 1 row and K < 16384, else 4;
+ *   skinny (skinny.cu, tensor cores, a pure weight stream): the rest up to skinny_max_rows (16);
+ *   cuBLASLt beyond.
+ * Off in batch-invariant mode: a row's bits would change when the batch crosses a threshold.
+ * Returns GEMM_LT, GEMM_SKINNY, or the GEMV rows per warp (>= 0). */
+#define GEMM_LT (-1)
+#define GEMM_SKINNY (-2)
+static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
+    if (g->wdt == KILN_DT_F32) return GEMM_LT;
+    if (n <= c->gemv_max_rows) {
+        if (g->N >= 32768 && n <= 4) return 0;
+        if (n <= 2) return n == 1 && g->K < 16384 ? 2 : 4;
+    }
+    if (n <= c->skinny_max_rows) return GEMM_SKINNY;
+    return GEMM_LT;
 }
 
 #define GEMM(g, y, x, w, n)                                                                            \
     do {                                                                                               \
-        int r_ = 0, rpw_ = gemv_choice(c, (g), (n));                                                   \
-        if (rpw_ >= 0) {                                                                               \
-            cudaError_t e_ = kiln_cuda_gemv_ex((y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, rpw_, c->st); \
-            if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv", __FILE__, __LINE__); \
-        } else {                                                                                       \
+        int r_ = 0, k_ = gemm_choice(c, (g), (n));                                                     \
+        cudaError_t e_ = cudaSuccess;                                                                  \
+        if (k_ >= 0)                                                                                   \
+            e_ = kiln_cuda_gemv_ex((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, k_, c->st);  \
+        else if (k_ == GEMM_SKINNY)                                                                    \
+            e_ = kiln_cuda_gemm_skinny((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);  \
+        else                                                                                           \
             r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
-        }                                                                                              \
+        if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv/skinny", __FILE__, __LINE__); \
         if (r_) return r_;                                                                             \
         if (c->debug && (r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return r_;                \
     } while (0)
@@ -779,7 +793,7 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
         /* gate|up comes out f32 from the GEMV path, in the weights' 16-bit type from cuBLASLt */
-        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu, gemv_choice(c, &c->g_gu, T) >= 0 ? KILN_DT_F32 : c->g_gu.ydt, T,
+        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu, gemm_choice(c, &c->g_gu, T) != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T,
                                    F, c->st));
         GEMM(&c->g_d, c->proj, c->act, w->wd, T);
     }
