@@ -485,7 +485,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, c->adt, c->adt == KILN_DT_F32 ? KILN_DT_F32 : c->adt,
                                       T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_d, D, F, c->adt, T, err)) ||
-        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)))
+        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)) ||
+        /* the down projection's split-K first choice is slower at decode sizes (see gemm.h) */
+        (c->adt != KILN_DT_F32 && (rc = kiln_cuda_gemm_fixed_upto(&c->gctx, &c->g_d, 16, err))))
         goto fail;
     /* KV pool (bf16), scratch, then the weights */
     c->kv_bytes = (size_t)kiln_kv_elems(&bc->kv) * sizeof(uint16_t);
@@ -570,19 +572,21 @@ static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err
  * docs/perf-notes.md):
  *   GEMV (gemv.cu, CUDA cores): wide matrices (gate|up, LM head, N >= 32768) up to 4 rows, the
  *     others up to 2, with 2 rows per warp at 1 row and K < 16384, else 4;
- *   skinny (skinny.cu, tensor cores, a pure weight stream): the rest up to skinny_max_rows (16);
- *   cuBLASLt beyond.
+ *   skinny (skinny.cu, tensor cores): wide matrices at 5..8 rows (gate|up 235 us vs 239, LM
+ *     head 465 vs 475 at 8 rows; at 16 rows cuBLASLt is faster on every shape);
+ *   cuBLASLt otherwise (the down projection without split-K up to 16 rows, gemm.h).
  * Off in batch-invariant mode: a row's bits would change when the batch crosses a threshold.
  * Returns GEMM_LT, GEMM_SKINNY, or the GEMV rows per warp (>= 0). */
 #define GEMM_LT (-1)
 #define GEMM_SKINNY (-2)
 static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
     if (g->wdt == KILN_DT_F32) return GEMM_LT;
-    if (n <= c->gemv_max_rows) {
-        if (g->N >= 32768 && n <= 4) return 0;
-        if (n <= 2) return n == 1 && g->K < 16384 ? 2 : 4;
+    if (g->N >= 32768) { /* gate|up, LM head */
+        if (n <= 4 && n <= c->gemv_max_rows) return 0;
+        if (n <= 8 && n <= c->skinny_max_rows) return GEMM_SKINNY;
+        return GEMM_LT;
     }
-    if (n <= c->skinny_max_rows) return GEMM_SKINNY;
+    if (n <= 2 && n <= c->gemv_max_rows) return n == 1 && g->K < 16384 ? 2 : 4;
     return GEMM_LT;
 }
 

@@ -73,6 +73,55 @@ static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, co
     return 1;
 }
 
+/* The split-K-free algorithm valid for 1..max_rows rows, chosen by the heuristic at max_rows. */
+static int find_fixed(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int max_rows, kiln_error *err) {
+    kiln_dtype wdt = g->wdt;
+    int N = g->N, K = g->K;
+    /* one algorithm for every row count: no split-K and no reduction scheme, so a row's
+     * reduction order never depends on the batch. Ask the heuristic at several row counts,
+     * first without workspace, then with (large-N shapes such as a 131072-row LM head
+     * have no workspace-free kernel). */
+    cublasLtMatmulHeuristicResult_t res[16];
+    size_t wss[2] = {0, ctx->ws_bytes};
+    int qs[3] = {max_rows, 1, max_rows > 64 ? 64 : max_rows};
+    for (int w = 0; w < 2 && !g->has_fixed; w++)
+        for (int q = 0; q < 3 && !g->has_fixed; q++) {
+            int n = 0;
+            kiln_error e2;
+            if (heuristic(ctx, g, qs[q], wss[w], 1, res, 16, &n, &e2)) continue;
+            for (int i = 0; i < n && !g->has_fixed; i++)
+                if (algo_valid(ctx, g, &res[i].algo, 1, wss[w]) && algo_valid(ctx, g, &res[i].algo, max_rows, wss[w])) {
+                    g->fixed = res[i].algo;
+                    g->has_fixed = 1;
+                }
+        }
+    /* none offered: take the heuristic's algorithms for the largest row count and force
+     * split-K off (SPLITK_NUM 1, no reduction scheme) on them */
+    for (int w = 0; w < 2 && !g->has_fixed; w++) {
+        int n = 0;
+        kiln_error e2;
+        if (heuristic(ctx, g, max_rows, wss[w], 0, res, 16, &n, &e2)) continue;
+        for (int i = 0; i < n && !g->has_fixed; i++) {
+            cublasLtMatmulAlgo_t a = res[i].algo;
+            uint32_t one = 1, none = CUBLASLT_REDUCTION_SCHEME_NONE;
+            if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) !=
+                    CUBLAS_STATUS_SUCCESS ||
+                cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) !=
+                    CUBLAS_STATUS_SUCCESS)
+                continue;
+            if (algo_valid(ctx, g, &a, 1, wss[w]) && algo_valid(ctx, g, &a, max_rows, wss[w])) {
+                g->fixed = a;
+                g->has_fixed = 1;
+            }
+        }
+    }
+    if (!g->has_fixed)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "cuBLASLt: no split-K-free algorithm valid for 1..%d rows of a %s %d x %d GEMM "
+                        "(KILN_BATCH_INVARIANT=1)", max_rows, kiln_dtype_name(wdt), N, K);
+    return KILN_OK;
+}
+
 int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt, int max_rows,
                         kiln_error *err) {
     return kiln_cuda_gemm_init_out(ctx, g, N, K, wdt, KILN_DT_F32, max_rows, err);
@@ -91,51 +140,7 @@ int kiln_cuda_gemm_init_out(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, in
     g->K = K;
     g->wdt = wdt;
     g->max_rows = max_rows;
-    if (ctx->batch_invariant) {
-        /* one algorithm for every row count: no split-K and no reduction scheme, so a row's
-         * reduction order never depends on the batch. Ask the heuristic at several row counts,
-         * first without workspace, then with (large-N shapes such as a 131072-row LM head
-         * have no workspace-free kernel). */
-        cublasLtMatmulHeuristicResult_t res[16];
-        size_t wss[2] = {0, ctx->ws_bytes};
-        int qs[3] = {max_rows, 1, max_rows > 64 ? 64 : max_rows};
-        for (int w = 0; w < 2 && !g->has_fixed; w++)
-            for (int q = 0; q < 3 && !g->has_fixed; q++) {
-                int n = 0;
-                kiln_error e2;
-                if (heuristic(ctx, g, qs[q], wss[w], 1, res, 16, &n, &e2)) continue;
-                for (int i = 0; i < n && !g->has_fixed; i++)
-                    if (algo_valid(ctx, g, &res[i].algo, 1, wss[w]) && algo_valid(ctx, g, &res[i].algo, max_rows, wss[w])) {
-                        g->fixed = res[i].algo;
-                        g->has_fixed = 1;
-                    }
-            }
-        /* none offered: take the heuristic's algorithms for the largest row count and force
-         * split-K off (SPLITK_NUM 1, no reduction scheme) on them */
-        for (int w = 0; w < 2 && !g->has_fixed; w++) {
-            int n = 0;
-            kiln_error e2;
-            if (heuristic(ctx, g, max_rows, wss[w], 0, res, 16, &n, &e2)) continue;
-            for (int i = 0; i < n && !g->has_fixed; i++) {
-                cublasLtMatmulAlgo_t a = res[i].algo;
-                uint32_t one = 1, none = CUBLASLT_REDUCTION_SCHEME_NONE;
-                if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) !=
-                        CUBLAS_STATUS_SUCCESS ||
-                    cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) !=
-                        CUBLAS_STATUS_SUCCESS)
-                    continue;
-                if (algo_valid(ctx, g, &a, 1, wss[w]) && algo_valid(ctx, g, &a, max_rows, wss[w])) {
-                    g->fixed = a;
-                    g->has_fixed = 1;
-                }
-            }
-        }
-        if (!g->has_fixed)
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "cuBLASLt: no split-K-free algorithm valid for 1..%d rows of a %s %d x %d GEMM "
-                            "(KILN_BATCH_INVARIANT=1)", max_rows, kiln_dtype_name(wdt), N, K);
-        return KILN_OK;
-    }
+    if (ctx->batch_invariant) return find_fixed(ctx, g, g->max_rows, err);
     g->algos = kiln_calloc((size_t)max_rows + 1, sizeof *g->algos);
     g->have = kiln_calloc((size_t)max_rows + 1, 1);
     if (!g->algos || !g->have) return KILN_ERR(err, KILN_ERR_OOM, "cuda: out of memory for the GEMM algorithm table");
@@ -164,7 +169,7 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y
     if (T > g->max_rows)
         return KILN_ERR(err, KILN_ERR_RANGE, "cuda GEMM: %d rows beyond the %d it was sized for", T, g->max_rows);
     const cublasLtMatmulAlgo_t *algo;
-    if (ctx->batch_invariant) {
+    if (ctx->batch_invariant || T <= g->fixed_upto) {
         algo = &g->fixed;
     } else {
         if (!g->have[T]) {
@@ -183,5 +188,16 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y
     const float alpha = 1.0f, beta = 0.0f;
     KILN_CUBLAS_TRY(err, cublasLtMatmul(ctx->lt, &d.op, &alpha, w, &d.a, x, &d.b, &beta, y, &d.c, y, &d.c, algo,
                                         ctx->workspace, ctx->ws_bytes, st));
+    return KILN_OK;
+}
+
+int kiln_cuda_gemm_fixed_upto(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int rows, kiln_error *err) {
+    if (ctx->batch_invariant || rows <= 0) return KILN_OK;
+    if (rows > g->max_rows) rows = g->max_rows;
+    if (!g->has_fixed) {
+        int rc = find_fixed(ctx, g, rows, err);
+        if (rc) return rc;
+    }
+    g->fixed_upto = rows;
     return KILN_OK;
 }
