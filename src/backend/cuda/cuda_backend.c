@@ -487,8 +487,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     int T = bc->max_tokens;
     if ((rc = kiln_cuda_gemm_init(&c->gctx, &c->g_qkv, qd + 2 * kvd, D, c->adt, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_o, D, qd, c->adt, T, err)) ||
-        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, c->adt, c->gu_16bit && c->adt != KILN_DT_F32 ? c->adt : KILN_DT_F32,
-                                      T, err)) ||
+        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, c->adt,
+                                      c->gu_16bit && c->adt != KILN_DT_F32 ? c->adt : KILN_DT_F32, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_d, D, F, c->adt, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)) ||
         /* the down projection's split-K first choice is slower at decode sizes (see gemm.h) */
