@@ -206,7 +206,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
  * Scores: per head, the 8-dim partial dot of each lane, summed by an xor tree over the LP lanes
  * (fixed), times 1/sqrt(hd). Nothing depends on other rows: I6 holds. */
 template <int HD, int G>
-static __global__ void __launch_bounds__(ATT_WARPS * 32)
+static __global__ void __launch_bounds__(ATT_WARPS * 32, G <= 4 ? 4 : 2)
 attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
                         const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
                         int min_w, int max_splits, float scale) {
@@ -355,6 +355,22 @@ static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const
         for (int z = 0; z < ns; z++) o += base[(int64_t)z * (hd + 2) + d] * s_f[z];
         kiln_st(adt, out, (int64_t)t * H * hd + (int64_t)h * hd + d, o * invL);
     }
+}
+
+/* Resident blocks per SM of the pass-1 kernel kiln_cuda_attention launches for (hd, G): the
+ * backend sizes the split so a decode batch is one wave. A host query, no device work. */
+extern "C" int kiln_cuda_attention_blocks_per_sm(int hd, int G) {
+    int n = 0;
+    cudaError_t e = cudaErrorInvalidValue;
+#define ATT_OCC(HDV, GV) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_stream_kernel<HDV, GV>, ATT_WARPS * 32, 0)
+    if (hd == 128 && G == 4) ATT_OCC(128, 4);
+    else if (hd == 128 && G == 1) ATT_OCC(128, 1);
+    else if (hd == 128 && G == 2) ATT_OCC(128, 2);
+    else if (hd == 128 && G == 8) ATT_OCC(128, 8);
+    else if (hd == 64 && G == 4) ATT_OCC(64, 4);
+    else if (hd == 64 && G == 1) ATT_OCC(64, 1);
+#undef ATT_OCC
+    return e == cudaSuccess && n > 0 ? n : 4;
 }
 
 /* The minimum window (32 positions: a block does at least two tiles) and at most 16 windows per

@@ -119,7 +119,8 @@ typedef struct cuda_backend {
                           * (prefill +3% on the H100, but the 2-layer mistral-tiny step test then
                           * drifts to 2.1e-2 from the CPU, past its 2e-2 bound: off by default) */
     int n_sm;          /* streaming multiprocessors (sizes the attention split) */
-    int att_blocks_per_sm; /* attention blocks per SM the split aims at (KILN_CUDA_ATT_BPS, default 4) */
+    int att_blocks_per_sm; /* resident attention blocks per SM: the split makes one wave
+                            * (KILN_CUDA_ATT_BPS overrides the occupancy query) */
 } cuda_backend;
 
 static size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
@@ -459,7 +460,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     }
     c->n_sm = prop.multiProcessorCount;
     const char *bps = getenv("KILN_CUDA_ATT_BPS");
-    c->att_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
+    c->att_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps)
+                                                : kiln_cuda_attention_blocks_per_sm(mc->head_dim, mc->n_heads / mc->n_kv_heads);
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -789,7 +791,7 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
                 /* up to 32 windows while the scratch ([max_tokens][H][16][hd + 2]) holds them */
                 int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
                 if (cap > 2 * c->att_splits) cap = 2 * c->att_splits;
-                splits = (c->att_blocks_per_sm * c->n_sm + rows * KV - 1) / (rows * KV);
+                splits = c->att_blocks_per_sm * c->n_sm / (rows * KV); /* one wave */
                 if (splits < 1) splits = 1;
                 if (splits > cap) splits = cap;
             }

@@ -52,6 +52,8 @@ cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slo
  *   max_pos: the largest pos[t] of the step (bounds the grid); split_w / max_splits from
  *   kiln_cuda_attention_split_width(max_model_len); scratch: [T][H][max_splits][hd + 2] f32. */
 int kiln_cuda_attention_split_width(int max_model_len, int *max_splits);
+/* resident pass-1 blocks per SM for (hd, G) (occupancy query; 4 when unknown) */
+int kiln_cuda_attention_blocks_per_sm(int hd, int G);
 cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                 const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                 const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
