@@ -432,7 +432,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
     c->gu_16bit = g16 && strcmp(g16, "1") == 0;
     const char *sk = getenv("KILN_CUDA_SKINNY");
-    c->skinny_max_rows = sk && *sk ? atoi(sk) : KILN_SKINNY_MAX_ROWS;
+    c->skinny_max_rows = sk && *sk ? atoi(sk) : 8;
     if (c->skinny_max_rows < 0 || c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
     int rc;
     if (c->debug && bc->strict) {
@@ -590,7 +590,7 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
     if (g->wdt == KILN_DT_F32) return GEMM_LT;
     if (g->N >= 32768) { /* gate|up, LM head */
         if (n <= 4 && n <= c->gemv_max_rows) return 0;
-        if (n <= 8 && n <= c->skinny_max_rows) return GEMM_SKINNY;
+        if (n <= c->skinny_max_rows) return GEMM_SKINNY;
         return GEMM_LT;
     }
     if (n <= 2 && n <= c->gemv_max_rows) return n == 1 && g->K < 16384 ? 2 : 4;
