@@ -9,8 +9,7 @@
  *     first-order bound (4 chained mmas of 17 truncated terms, then ceil(K/64) + 8 f32 adds);
  *   - y poisoned (NaN) before every run: no NaN may come back, rows t >= T stay untouched;
  *   - determinism: row t has the same bits for T = 1..16 (both the T <= 8 and T > 8 kernels),
- *     for every variant (kiln_cuda_gemm_skinny_ex 1, 2, 3: 16, 32, 64 rows per warp, so grids
- *     with part-empty warps at N = 8, 33, 1000) and alone (T = 1 on x + t K);
+ *     for every variant (kiln_cuda_gemm_skinny_ex 1, 2, 3) and alone (T = 1 on x + t K);
  *   - shapes and pointers it does not take return cudaErrorInvalidValue and write nothing.
  * Timings: KILN_GEMV_BENCH=1 in test_cuda_gemv.c. */
 #include <math.h>

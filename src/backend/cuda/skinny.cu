@@ -12,21 +12,17 @@
  * t >= T of x are zeros (never loaded); column t of D depends only on column t of B, so the
  * NT = 1 and NT = 2 kernels give row t the same bits.
  *
- * Work split. A "group" is 16 consecutive output rows; a warp owns GW consecutive groups (GW =
- * 1, 2 or 4 by variant: rows n0 .. n0 + 16 GW - 1) and one K slice, and loads each x fragment
- * once for all GW groups, so x is read (from L1 / L2) at T / (16 GW) of W's bytes: at T = 16
- * as many x bytes as W bytes with GW = 1, a quarter with GW = 4. A CTA has 8 warps; K is cut
+ * Work split. A "group" is 16 consecutive output rows n0..n0+15; a CTA has 8 warps; K is cut
  * into KS slices (KS = 1, 2, 4 or 8 from K alone: K / 512 rounded down to a power of two, at
- * most 8), and warp w of the CTA takes slice w % KS of warp-unit 8 / KS * blockIdx.x + w / KS
- * (n0 = 16 GW x unit). So N = 5120 (320 groups) still gives 2560 warps at K >= 4096 (GW = 1).
- * The KS partial sums of a group are added in shared memory in slice order 0, 1, .., KS-1 by
- * the slice-0 warp. No atomics, no second kernel.
+ * most 8), and warp w of the CTA takes slice w % KS of group 8 / KS * blockIdx.x + w / KS. So
+ * N = 5120 (320 groups) still gives 2560 warps at K >= 4096. The KS partial sums of a group
+ * are added in shared memory in slice order 0, 1, .., KS-1 by the slice-0 warp. No atomics,
+ * no second kernel.
  *
  * K walk. K is read in "quad chunks" of 32 k (Q = ceil(K / 32)); slice s takes quad chunks
  * [s Q / KS, (s + 1) Q / KS), U = 2 or 4 per iteration. In quad chunk q, lane l (gid = l / 4,
- * tig = l % 4) loads with one 16-byte load each, for each group g < GW (n0g = n0 + 16 g)
- *   W[n0g + gid][32q + 8tig .. +7] -> wa,  W[n0g + gid + 8][same] -> wb
- * and once for all groups  x[8nt + gid][32q + 8tig .. +7] -> xv
+ * tig = l % 4) loads with one 16-byte load each
+ *   W[n0 + gid][32q + 8tig .. +7] -> wa,  W[n0 + gid + 8][same] -> wb,  x[8nt + gid][same] -> xv
  * (each load instruction reads 64 contiguous bytes of 8 rows; the 4 chunks of an iteration 256
  * bytes of a row). W loads skip L1 and carry an L2 evict_first policy (read once per step);
  * x goes through L1 (shared by every CTA). A tail chunk past K, a row n >= N or t >= T is not
@@ -43,7 +39,7 @@
  *   a0 = wa.u[2h]  a1 = wb.u[2h]  a2 = wa.u[2h+1]  a3 = wb.u[2h+1]
  *   b0 = xv.u[2h]  b1 = xv.u[2h+1]
  * (step 0 covers k offsets 0-3, 8-11, 16-19, 24-27 of the chunk, step 1 the other 16) and
- *   c[nt][2hh + e] of group g = y[t = 8nt + 2tig + e][n = n0g + gid + 8hh].
+ *   c[nt][2hh + e] = y[t = 8nt + 2tig + e][n = n0 + gid + 8hh].
  * (checked with a Python emulation of these layouts, not committed.)
  *
  * Arithmetic and determinism. The warp chains the mmas of SK_CHAIN = 2 quad chunks (4 k-steps,
@@ -53,14 +49,8 @@
  * slice start qa + 2j whatever U is. Every choice (KS, slice and chain bounds, slot <-> k map)
  * is a function of K alone, and a D element depends only on its own A row, B column and C
  * element: row t has the same bits for any T, N, grid or variant, and alone.
- * Registers (ptxas -v, sm_90, CUDA 13, no spills; T <= 8 / T > 8): variant 1 (GW = 1, 3 CTAs
- * per SM) 80 / 80; variant 2 (GW = 2, U = 2, 2 CTAs per SM) 86 / 108; variant 3 (GW = 4, U = 2,
- * launch bound 1 CTA per SM; T <= 8 fits 2) 128 / 162. Shared memory: the slice partials,
- * 4 GW NT KB per CTA. GW is not part of the arithmetic (a group's sums are the same whichever
- * warp runs it), so the bits equal those of the GW = 1 kernel.
- * Limits: a W load instruction touches 8 rows x 64 bytes (8 cache lines for 512 bytes; a GEMV
- * row load touches 4): the fragment layout gives each row to one quad of lanes. Staging W
- * through shared memory (cp.async / TMA bulk copies + ldmatrix) would lift that.
+ * Registers (ptxas -v, sm_90, no spills): variant 1 (U = 4, 2 CTAs per SM) 92 (T <= 8) / 120
+ * (T > 8); variant 2 (3 CTAs per SM) 80 / 80; variant 3 (T <= 8: U = 2, 4 CTAs per SM) 56.
  * The variant changes only occupancy and bytes in flight, never the bits (see pick_variant).
  */
 #include "backend/cuda/cuda_ops.h"
@@ -112,31 +102,23 @@ static __device__ __forceinline__ uint32_t sk_u(const uint4 &v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; /* i is a compile-time constant after unrolling */
 }
 
-/* NT: n-tiles of x rows (1: T <= 8, 2: T <= 16); GW: row groups per warp (its x fragments
- * serve all GW); U: quad chunks loaded per iteration (a multiple of SK_CHAIN; 2 GW U 16-byte W
- * loads in flight per lane); MINB: CTAs per SM the register budget is cut for; KS: K slices per
- * group (1, 2, 4, 8) */
-template <int NT, int GW, int U, int MINB, bool BF>
+/* NT: n-tiles of x rows (1: T <= 8, 2: T <= 16); U: quad chunks loaded per iteration (a
+ * multiple of SK_CHAIN; 2 U 16-byte W loads in flight per lane); MINB: CTAs per SM the
+ * register budget is cut for; KS: K slices per group (1, 2, 4, 8) */
+template <int NT, int U, int MINB, bool BF>
 static __global__ void __launch_bounds__(SK_WARPS * 32, MINB)
 skinny_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *__restrict__ w, int T, int N, int C8,
               int KS) {
-    __shared__ float red[SK_WARPS][GW * NT * 4][32]; /* partial tiles, lane-minor (no bank conflicts) */
+    __shared__ float red[SK_WARPS][NT * 4][32]; /* partial tiles, lane-minor (no bank conflicts) */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int s = warp & (KS - 1);
-    /* the warp's rows: n0 .. n0 + 16 GW - 1 (grid: n0 < N + 128 GW) */
-    const int n0 = ((int)blockIdx.x * (SK_WARPS / KS) + warp / KS) * 16 * GW;
-    const int Q = (C8 + 3) >> 2; /* quad chunks of 32 k */
+    const int n0 = ((int)blockIdx.x * (SK_WARPS / KS) + warp / KS) * 16; /* grid: n0 < N + 128 */
+    const int Q = (C8 + 3) >> 2;                                         /* quad chunks of 32 k */
     const int qa = (int)((int64_t)s * Q / KS), qb = (int)((int64_t)(s + 1) * Q / KS);
-    /* W row j of this lane (j = 0 .. 2 GW - 1): n0 + 16 (j / 2) + gid + 8 (j % 2), i.e. the A
-     * rows gid (j even) and gid + 8 (j odd) of group j / 2 */
-    const uint4 *w_p[2 * GW];
-    int okw[2 * GW];
-#pragma unroll
-    for (int j = 0; j < 2 * GW; j++) {
-        int r = n0 + 16 * (j >> 1) + gid + 8 * (j & 1);
-        w_p[j] = w + (int64_t)min(r, N - 1) * C8 + tig; /* rows >= N: never loaded */
-        okw[j] = r < N;
-    }
+    const int ra = n0 + gid, rb = ra + 8;
+    const uint4 *wa_p = w + (int64_t)min(ra, N - 1) * C8 + tig; /* rows >= N: never loaded */
+    const uint4 *wb_p = w + (int64_t)min(rb, N - 1) * C8 + tig;
+    const int oka = ra < N, okb = rb < N;
     const uint4 *x_p[NT];
     int okx[NT];
 #pragma unroll
@@ -148,20 +130,18 @@ skinny_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *_
     uint64_t pol;
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
 
-    float acc[GW][NT][4];
+    float acc[NT][4];
 #pragma unroll
-    for (int g = 0; g < GW; g++)
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) acc[g][nt][0] = acc[g][nt][1] = acc[g][nt][2] = acc[g][nt][3] = 0.0f;
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
 
     if (n0 < N) { /* warp-uniform */
         for (int q = qa; q < qb; q += U) {
-            uint4 wv[U][2 * GW], xv[NT][U];
+            uint4 wa[U], wb[U], xv[NT][U];
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 int c = 4 * (q + u), ok = q + u < qb && c + tig < C8; /* c + tig: this lane's uint4 in the row */
-#pragma unroll
-                for (int j = 0; j < 2 * GW; j++) wv[u][j] = sk_ld_w(w_p[j] + c, ok & okw[j], pol);
+                wa[u] = sk_ld_w(wa_p + c, ok & oka, pol);
+                wb[u] = sk_ld_w(wb_p + c, ok & okb, pol);
             }
 #pragma unroll
             for (int u = 0; u < U; u++) {
@@ -169,70 +149,62 @@ skinny_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *_
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) xv[nt][u] = sk_ld_x(x_p[nt] + c, ok & okx[nt]);
             }
-            /* per group: chains of SK_CHAIN quad chunks (aligned to qa, so independent of U and
-             * GW) into a zeroed tile, each added to acc */
+            /* chains of SK_CHAIN quad chunks (aligned to qa, so independent of U) into a zeroed
+             * tile, each added to acc */
 #pragma unroll
-            for (int g = 0; g < GW; g++)
+            for (int u0 = 0; u0 < U; u0 += SK_CHAIN) {
+                float tmp[NT][4];
 #pragma unroll
-                for (int u0 = 0; u0 < U; u0 += SK_CHAIN) {
-                    float tmp[NT][4];
+                for (int nt = 0; nt < NT; nt++) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
 #pragma unroll
-                    for (int nt = 0; nt < NT; nt++) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
+                for (int u = u0; u < u0 + SK_CHAIN; u++) {
+                    if (q + u < qb) { /* warp-uniform: chunks past the slice are skipped, not added as zeros */
 #pragma unroll
-                    for (int u = u0; u < u0 + SK_CHAIN; u++) {
-                        if (q + u < qb) { /* warp-uniform: chunks past the slice are skipped, not added as zeros */
-                            const uint4 &wa = wv[u][2 * g], &wb = wv[u][2 * g + 1];
+                        for (int h = 0; h < 2; h++)
 #pragma unroll
-                            for (int h = 0; h < 2; h++)
-#pragma unroll
-                                for (int nt = 0; nt < NT; nt++)
-                                    sk_mma<BF>(tmp[nt], sk_u(wa, 2 * h), sk_u(wb, 2 * h), sk_u(wa, 2 * h + 1),
-                                               sk_u(wb, 2 * h + 1), sk_u(xv[nt][u], 2 * h), sk_u(xv[nt][u], 2 * h + 1));
-                        }
-                    }
-                    if (q + u0 < qb) {
-#pragma unroll
-                        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                            for (int i = 0; i < 4; i++) acc[g][nt][i] += tmp[nt][i];
+                            for (int nt = 0; nt < NT; nt++)
+                                sk_mma<BF>(tmp[nt], sk_u(wa[u], 2 * h), sk_u(wb[u], 2 * h), sk_u(wa[u], 2 * h + 1),
+                                           sk_u(wb[u], 2 * h + 1), sk_u(xv[nt][u], 2 * h),
+                                           sk_u(xv[nt][u], 2 * h + 1));
                     }
                 }
+                if (q + u0 < qb) {
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) acc[nt][i] += tmp[nt][i];
+                }
+            }
         }
     }
 
     if (KS > 1) { /* fixed-order sum of the group's slices: slice 0 + 1 + ... + KS-1 */
 #pragma unroll
-        for (int g = 0; g < GW; g++)
+        for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) red[warp][(g * NT + nt) * 4 + i][lane] = acc[g][nt][i];
+            for (int i = 0; i < 4; i++) red[warp][nt * 4 + i][lane] = acc[nt][i];
         __syncthreads();
         if (s != 0) return;
 #pragma unroll
-        for (int g = 0; g < GW; g++)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    float v = acc[g][nt][i];
-                    for (int j = 1; j < KS; j++) v += red[warp + j][(g * NT + nt) * 4 + i][lane];
-                    acc[g][nt][i] = v;
-                }
-    }
-    if (n0 >= N) return;
-    /* c[nt][2hh + e] of group g = y[t = 8nt + 2tig + e][n = n0 + 16g + gid + 8hh] */
-#pragma unroll
-    for (int g = 0; g < GW; g++)
-#pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++)
+            for (int i = 0; i < 4; i++) {
+                float v = acc[nt][i];
+                for (int j = 1; j < KS; j++) v += red[warp + j][nt * 4 + i][lane];
+                acc[nt][i] = v;
+            }
+    }
+    if (n0 >= N) return;
+    /* c[nt][2hh + e] = y[t = 8nt + 2tig + e][n = n0 + gid + 8hh] */
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int t = 8 * nt + 2 * tig + e, n = n0 + 16 * g + gid + 8 * hh;
-                    if (t < T && n < N) y[(int64_t)t * N + n] = acc[g][nt][2 * hh + e];
-                }
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int t = 8 * nt + 2 * tig + e, n = n0 + gid + 8 * hh;
+                if (t < T && n < N) y[(int64_t)t * N + n] = acc[nt][2 * hh + e];
+            }
 }
 
 /* K slices per group, from K alone: slices of >= 512 k (16 quad chunks), a power of two <= 8 */
@@ -242,46 +214,37 @@ static int k_slices(int C8) {
     return ks;
 }
 
-/* CTAs of a launch with GW groups per warp */
-static int64_t sk_ctas(int N, int C8, int GW) {
-    int64_t units = ((int64_t)N + 16 * GW - 1) / (16 * GW); /* warps' worth of rows per K slice */
-    int upc = SK_WARPS / k_slices(C8);
-    return (units + upc - 1) / upc;
-}
-
-/* Variants (same bits; they differ in rows per warp, registers, CTAs per SM, bytes in flight):
- *   1: GW = 1, 3 CTAs per SM (T <= 8: U = 4, 96 KB of W in flight per SM; T > 8: U = 2, 48 KB):
- *      the most warps, for small grids (N = 5120: 320 CTAs); x read per W byte T / 16
- *   2: GW = 2, U = 2, 2 CTAs per SM (16 warps x 128 bytes per lane = 64 KB per SM); x: T / 32
- *   3: GW = 4, U = 2 (256 bytes per lane): T > 8 1 CTA per SM (162 registers; 64 KB per SM),
- *      T <= 8 2 CTAs per SM (128 registers; 128 KB per SM); x: T / 64
- * Auto: 1 when the grid is small (< 3 waves at 2 CTAs per SM of an H100: the last wave would
- * run part-empty; N = 5120 at K >= 4096: 320 CTAs, all resident at once, ~40 KB per SM at
- * T > 8); else 3 for T <= 8 (128 registers: 2 CTAs per SM, 128 KB per SM, x at T / 64) and 2
- * for T > 8 (variant 3 would run 1 CTA per SM, with a bubble at each CTA's end). */
+/* Variants (same bits; they differ in registers, hence CTAs per SM, and bytes in flight):
+ *   1: U = 4, 2 CTAs per SM (16 warps x 128 bytes of W in flight per lane = 64 KB per SM)
+ *   2: 3 CTAs per SM (T <= 8: U = 4, 96 KB; T > 8: U = 2, 48 KB)
+ *   3: T <= 8: U = 2, 4 CTAs per SM (32 warps x 64 bytes = 64 KB per SM); T > 8: as 2
+ * Auto: the fewest-register variant that is still >= 64 KB per SM when the grid is small
+ * (< 3 waves at 2 CTAs per SM of an H100: the last wave would run part-empty), else 1. */
 static int pick_variant(int T, int N, int C8) {
-    if (T <= 8 && sk_ctas(N, C8, 4) >= 3 * 2 * 132) return 3;
-    if (sk_ctas(N, C8, 2) >= 3 * 2 * 132) return 2;
-    return 1;
+    int gpc = SK_WARPS / k_slices(C8);
+    int64_t ctas = (((int64_t)N + 15) / 16 + gpc - 1) / gpc;
+    if (ctas >= 3 * 2 * 132) return 1;
+    return T <= 8 ? 2 : 3;
 }
 
-template <int NT, int GW, int U, int MINB, bool BF>
+template <int NT, int U, int MINB, bool BF>
 static void sk_launch(float *y, const void *x, const void *w, int T, int N, int C8, cudaStream_t st) {
-    unsigned grid = (unsigned)sk_ctas(N, C8, GW);
-    skinny_kernel<NT, GW, U, MINB, BF>
-        <<<grid, SK_WARPS * 32, 0, st>>>(y, (const uint4 *)x, (const uint4 *)w, T, N, C8, k_slices(C8));
+    int ks = k_slices(C8), groups_per_cta = SK_WARPS / ks;
+    int64_t groups = ((int64_t)N + 15) / 16;
+    unsigned grid = (unsigned)((groups + groups_per_cta - 1) / groups_per_cta);
+    skinny_kernel<NT, U, MINB, BF><<<grid, SK_WARPS * 32, 0, st>>>(y, (const uint4 *)x, (const uint4 *)w, T, N, C8, ks);
 }
 
 template <bool BF>
 static void sk_launch_v(float *y, const void *x, const void *w, int T, int N, int C8, int v, cudaStream_t st) {
     if (T <= 8) {
-        if (v == 1) sk_launch<1, 1, 4, 3, BF>(y, x, w, T, N, C8, st);
-        else if (v == 2) sk_launch<1, 2, 2, 2, BF>(y, x, w, T, N, C8, st);
-        else sk_launch<1, 4, 2, 1, BF>(y, x, w, T, N, C8, st);
+        if (v == 1) sk_launch<1, 4, 2, BF>(y, x, w, T, N, C8, st);
+        else if (v == 2) sk_launch<1, 4, 3, BF>(y, x, w, T, N, C8, st);
+        else sk_launch<1, 2, 4, BF>(y, x, w, T, N, C8, st);
     } else {
-        if (v == 1) sk_launch<2, 1, 2, 3, BF>(y, x, w, T, N, C8, st);
-        else if (v == 2) sk_launch<2, 2, 2, 2, BF>(y, x, w, T, N, C8, st);
-        else sk_launch<2, 4, 2, 1, BF>(y, x, w, T, N, C8, st);
+        if (v == 1) sk_launch<2, 4, 2, BF>(y, x, w, T, N, C8, st);
+        else if (v == 2) sk_launch<2, 2, 3, BF>(y, x, w, T, N, C8, st);
+        else sk_launch<2, 2, 3, BF>(y, x, w, T, N, C8, st); /* U = 2 at 4 CTAs per SM spills */
     }
 }
 
