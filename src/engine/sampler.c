@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "util/alloc.h"
+#include "util/philox.h"
 #include "util/error.h"
 
 int kiln_sampler_init(kiln_sampler *s, int vocab, kiln_error *err) {
@@ -26,28 +27,10 @@ void kiln_sampler_free(kiln_sampler *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11). */
-void kiln_philox(uint64_t counter, uint64_t key, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-        uint32_t n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        uint32_t n3 = (uint32_t)p0;
-        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
-}
+void kiln_philox(uint64_t counter, uint64_t key, uint32_t out[4]) { kiln_philox4x32(counter, key, out); }
 
 double kiln_uniform(uint64_t seed, uint64_t position) {
-    uint32_t r[4];
-    kiln_philox(position, seed, r);
-    uint64_t bits = ((uint64_t)r[0] << 21) ^ (uint64_t)r[1];
-    return (double)(bits & ((1ull << 53) - 1)) * (1.0 / 9007199254740992.0);
+    return (double)kiln_philox_bits53(seed, position) * (1.0 / 9007199254740992.0);
 }
 
 /* raw log-softmax normaliser: max and log(sum(exp(x - max))) in double */

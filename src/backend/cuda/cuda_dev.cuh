@@ -44,5 +44,28 @@ static __device__ __forceinline__ float kiln_block_sum(float v, float *red) {
     return s;
 }
 
+/* 16 bytes of a weight stream: not kept in L1, L2 policy pol (evict-first); zero when !ok */
+static __device__ __forceinline__ uint4 kiln_ld_stream16(const uint4 *p, int ok, uint64_t pol) {
+    uint4 v;
+    asm("{\n\t.reg .pred q;\n\t"
+        "setp.ne.b32 q, %5, 0;\n\t"
+        "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
+        "@q ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %6;\n\t}"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p), "r"(ok), "l"(pol));
+    return v;
+}
+/* 16 read-only bytes through L1; zero when !ok */
+static __device__ __forceinline__ uint4 kiln_ld_nc16(const uint4 *p, int ok) {
+    uint4 v;
+    asm("{\n\t.reg .pred q;\n\t"
+        "setp.ne.b32 q, %5, 0;\n\t"
+        "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
+        "@q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n\t}"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p), "r"(ok));
+    return v;
+}
+
 #define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 #endif

@@ -36,28 +36,6 @@
 
 #define GEMV_WARPS 8 /* warps per CTA */
 
-/* 16 bytes of W: not kept in L1, first to leave L2; zero when !ok */
-static __device__ __forceinline__ uint4 ld_w(const uint4 *p, int ok, uint64_t pol) {
-    uint4 v;
-    asm("{\n\t.reg .pred q;\n\t"
-        "setp.ne.b32 q, %5, 0;\n\t"
-        "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
-        "@q ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %6;\n\t}"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p), "r"(ok), "l"(pol));
-    return v;
-}
-/* 16 bytes of x through L1; zero when !ok */
-static __device__ __forceinline__ uint4 ld_x(const uint4 *p, int ok) {
-    uint4 v;
-    asm("{\n\t.reg .pred q;\n\t"
-        "setp.ne.b32 q, %5, 0;\n\t"
-        "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
-        "@q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n\t}"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p), "r"(ok));
-    return v;
-}
 
 /* the 8 elements of a 16-byte chunk as f32, element 0 first (the low half of .x) */
 template <bool BF>
@@ -105,7 +83,7 @@ gemv_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *__r
         for (int u = 0; u < U; u++) {
             int c = base + 32 * u + lane;
 #pragma unroll
-            for (int r = 0; r < R; r++) wv[r][u] = ld_w(wr[r] + c, c < C8, pol);
+            for (int r = 0; r < R; r++) wv[r][u] = kiln_ld_stream16(wr[r] + c, c < C8, pol);
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -113,7 +91,7 @@ gemv_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *__r
             if (c < C8) {
                 float xf[TP][8];
 #pragma unroll
-                for (int t = 0; t < TP; t++) unpack8<BF>(ld_x(x + (int64_t)t * C8 + c, t < T), xf[t]);
+                for (int t = 0; t < TP; t++) unpack8<BF>(kiln_ld_nc16(x + (int64_t)t * C8 + c, t < T), xf[t]);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     float wf[8];

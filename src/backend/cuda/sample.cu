@@ -37,28 +37,16 @@
 #include <stdint.h>
 #include "backend/cuda/cuda_dev.cuh"
 #include "backend/cuda/cuda_ops.h"
+#include "util/philox.h"
 
 #define NT 1024   /* threads per row; the bucket scan below maps 2 buckets to each thread */
 #define NB 2048   /* histogram buckets (11 bits) */
 
 typedef unsigned long long u64;
 
-/* ---- Philox4x32-10 and the uniform, bit-identical to engine/sampler.c ---- */
+/* ---- the uniform of (seed, position), bit-identical to engine/sampler.c (util/philox.h) ---- */
 static __device__ double dev_uniform(uint64_t seed, uint64_t position) {
-    uint32_t c0 = (uint32_t)position, c1 = (uint32_t)(position >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
-        uint32_t n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
-        uint32_t n3 = (uint32_t)p0;
-        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    uint64_t bits = ((uint64_t)c0 << 21) ^ (uint64_t)c1;
-    return __dmul_rn(__ull2double_rn(bits & ((1ull << 53) - 1)), 1.0 / 9007199254740992.0);
+    return __dmul_rn(__ull2double_rn(kiln_philox_bits53(seed, position)), 1.0 / 9007199254740992.0);
 }
 
 /* order-preserving key: larger float -> larger key; -0 and +0 share one key (they compare

@@ -59,28 +59,6 @@
 #define SK_WARPS 8 /* warps per CTA */
 #define SK_CHAIN 2 /* quad chunks (32 k) per mma chain: 4 k-steps into one zeroed tile */
 
-/* 16 bytes of W: not kept in L1, first to leave L2; zero when !ok */
-static __device__ __forceinline__ uint4 sk_ld_w(const uint4 *p, int ok, uint64_t pol) {
-    uint4 v;
-    asm("{\n\t.reg .pred q;\n\t"
-                 "setp.ne.b32 q, %5, 0;\n\t"
-                 "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
-                 "@q ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %6;\n\t}"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p), "r"(ok), "l"(pol));
-    return v;
-}
-/* 16 bytes of x through L1; zero when !ok */
-static __device__ __forceinline__ uint4 sk_ld_x(const uint4 *p, int ok) {
-    uint4 v;
-    asm("{\n\t.reg .pred q;\n\t"
-                 "setp.ne.b32 q, %5, 0;\n\t"
-                 "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
-                 "@q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n\t}"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p), "r"(ok));
-    return v;
-}
 
 /* d += a b for one m16n8k16, f32 accumulators; BF: bf16 inputs, else f16 */
 template <bool BF>
@@ -140,14 +118,14 @@ skinny_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *_
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 int c = 4 * (q + u), ok = q + u < qb && c + tig < C8; /* c + tig: this lane's uint4 in the row */
-                wa[u] = sk_ld_w(wa_p + c, ok & oka, pol);
-                wb[u] = sk_ld_w(wb_p + c, ok & okb, pol);
+                wa[u] = kiln_ld_stream16(wa_p + c, ok & oka, pol);
+                wb[u] = kiln_ld_stream16(wb_p + c, ok & okb, pol);
             }
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 int c = 4 * (q + u), ok = q + u < qb && c + tig < C8;
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) xv[nt][u] = sk_ld_x(x_p[nt] + c, ok & okx[nt]);
+                for (int nt = 0; nt < NT; nt++) xv[nt][u] = kiln_ld_nc16(x_p[nt] + c, ok & okx[nt]);
             }
             /* chains of SK_CHAIN quad chunks (aligned to qa, so independent of U) into a zeroed
              * tile, each added to acc */
