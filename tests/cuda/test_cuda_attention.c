@@ -29,7 +29,8 @@ static double max_abs_err(const float *a, const float *b, size_t n) {
 }
 
 /* flash = 0: kiln_cuda_attention on every row; 1: tiles on the prefill chunks, the split kernel
- * on the runs of other rows */
+ * on the runs of other rows; 2: tiles on every row (decodes too: one-row tiles, as the backend
+ * does for large decode batches) */
 static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_dtype adt, int flash,
                 unsigned long long *s) {
     int T = 0, need = 0, max_nb = 0;
@@ -123,7 +124,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         KT_CHECK(tr > 0, "tile rows for H=%d KV=%d", H, KV);
         int32_t *tiles = kiln_malloc((size_t)max_tiles * 8), *dtiles = kc_dev((size_t)max_tiles * 8);
         unsigned char *cov = kiln_malloc((size_t)T), *cov2 = kiln_malloc((size_t)T);
-        int nt = kiln_cuda_prefill_tiles(qst, S, 16, tr, tiles, max_tiles, cov);
+        int nt = kiln_cuda_prefill_tiles(qst, S, flash == 2 ? 1 : 16, tr, tiles, max_tiles, cov);
         kc_put(dtiles, tiles, (size_t)nt * 8);
         CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt, 0));
         kc_get(oh, dout, on * as);
@@ -143,7 +144,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         /* the same bits with tiles of 7 rows (or 1) */
         float *got1 = kiln_malloc(on * 4);
         memcpy(got1, got, on * 4);
-        int nt2 = kiln_cuda_prefill_tiles(qst, S, 16, tr >= 7 ? 7 : 1, tiles, max_tiles, cov2);
+        int nt2 = kiln_cuda_prefill_tiles(qst, S, flash == 2 ? 1 : 16, tr >= 7 ? 7 : 1, tiles, max_tiles, cov2);
         kc_put(dtiles, tiles, (size_t)nt2 * 8);
         CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt2, 0));
         /* the other rows: kiln_cuda_attention on each run of rows outside the tiles */
@@ -228,6 +229,9 @@ int main(void) {
         one(fmix, 8, 32, 8, 128, 16, dts[i], 1, &s);
         one(fmix, 8, 8, 2, 128, 32, dts[i], 1, &s);
         one(fmix, 8, 4, 4, 128, 32, dts[i], 1, &s);
+        one(fmix, 8, 32, 8, 128, 16, dts[i], 2, &s);
+        one(dec, 3, 32, 8, 128, 32, dts[i], 2, &s);
+        one(mix, 6, 8, 2, 64, 16, dts[i], 2, &s);
         one(fmix, 8, 8, 8, 64, 16, dts[i], 1, &s);
         one(fmix, 8, 16, 2, 128, 16, dts[i], 1, &s);
         one(fmix, 8, 4, 2, 64, 32, dts[i], 1, &s);

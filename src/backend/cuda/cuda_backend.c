@@ -100,6 +100,8 @@ typedef struct cuda_backend {
     /* prefill attention on tensor cores (attention_prefill.cu): rows of chunks >= PREFILL_MIN_ROWS
      * go in tiles; the other rows (decodes, short chunks) form runs for the split kernel */
     int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
+    int decode_tc_rows;             /* steps of >= this many rows put every row on tensor cores
+                                     * (KILN_CUDA_DECODE_TC, default 8; 0 = never) */
     unsigned char *pf_covered;      /* host [max_tokens] */
     int32_t *run_a, *run_b, *run_maxpos; /* host [max_tokens] runs of uncovered rows */
     float *logits_h; /* pinned [max_seqs][V] */
@@ -429,6 +431,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *gv = getenv("KILN_CUDA_GEMV");
     c->gemv_max_rows = gv && *gv ? atoi(gv) : KILN_GEMV_MAX_ROWS;
     if (c->gemv_max_rows < 0 || c->gemv_max_rows > KILN_GEMV_MAX_ROWS || bc->batch_invariant) c->gemv_max_rows = 0;
+    const char *dtc = getenv("KILN_CUDA_DECODE_TC");
+    c->decode_tc_rows = dtc && *dtc ? atoi(dtc) : 8;
+    if (c->decode_tc_rows <= 0) c->decode_tc_rows = 1 << 30;
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
     c->gu_16bit = g16 && strcmp(g16, "1") == 0;
     const char *sk = getenv("KILN_CUDA_SKINNY");
@@ -738,7 +743,11 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     int n_tiles = 0, n_runs = 0;
     int32_t *tiles = (int32_t *)(c->desc_h + c->off_tiles);
     if (c->pf_tile_rows > 0)
-        n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, PREFILL_MIN_ROWS, c->pf_tile_rows, tiles, c->pf_max_tiles,
+        /* a step of many rows sends its decodes to the tensor-core kernel too (one tile per
+         * row, the whole context per block): at batch 16 that is 128 blocks streaming K/V with
+         * cp.async, against the split kernel's ~1 TB/s there; small steps keep the split */
+        n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, T >= c->decode_tc_rows ? 1 : PREFILL_MIN_ROWS,
+                                          c->pf_tile_rows, tiles, c->pf_max_tiles,
                                           c->pf_covered);
     else
         memset(c->pf_covered, 0, (size_t)T);
