@@ -6,13 +6,17 @@
  *    KILN_HOST_SAMPLING=1 (the engine's CPU sampler on the same backend's host logits). The
  *    backend computes the same logits bits in both runs (same batch, same kernels), so the
  *    tokens must be equal and the logprobs equal within 1e-4 (device log-softmax vs host).
+ *    Both runs launch kernel by kernel (KILN_CUDA_GRAPHS=0): a decode graph pads the batch to a
+ *    bucket, which may change a default-mode GEMM's algorithm and so the logits' last bits.
  * 2. Batch invariance (KILN_BATCH_INVARIANT=1): each seeded request alone gives the same tokens
  *    and bit-identical logprobs as inside the batch, and again under a KV pool small enough to
- *    force preemptions (the penalty tables are reloaded from the recomputed sequence).
+ *    force preemptions (the penalty tables are reloaded from the recomputed sequence); and the
+ *    batch with decode graphs (the default) equals the batch launched kernel by kernel.
  * Models: tinystories-656K (f32) and mistral-tiny-random (bf16) from KILN_SHARED. */
 #include <stdlib.h>
 #include "cuda_test.h"
 #include "engine/engine.h"
+#include "backend/cuda/sync.h"
 #include "engine/engine_internal.h"
 
 #define NR 6
@@ -145,15 +149,17 @@ static int one_model(const char *dir) {
         return 0;
     }
     int all[NR] = {0, 1, 2, 3, 4, 5};
-    static run_out dev, host, inv_batch, inv_solo, inv_small;
+    static run_out dev, host, inv_batch, inv_solo, inv_small, inv_nograph;
     memset(&dev, 0, sizeof dev);
     memset(&host, 0, sizeof host);
     memset(&inv_batch, 0, sizeof inv_batch);
     memset(&inv_solo, 0, sizeof inv_solo);
     memset(&inv_small, 0, sizeof inv_small);
+    memset(&inv_nograph, 0, sizeof inv_nograph);
 
     unsetenv("KILN_BATCH_INVARIANT");
     unsetenv("KILN_HOST_SAMPLING");
+    setenv("KILN_CUDA_GRAPHS", "0", 1);
     kiln_engine *e = open_engine(model, 0);
     KT_CHECK(e != NULL, "open %s", model);
     if (!e) return 1;
@@ -169,6 +175,7 @@ static int one_model(const char *dir) {
     kiln_engine_close(e);
     unsetenv("KILN_HOST_SAMPLING");
     compare("device vs host sampler", &dev, &host, 1e-4f);
+    unsetenv("KILN_CUDA_GRAPHS");
     /* the min_tokens request must not stop before 20 tokens, the bias pushes id 7 out */
     KT_CHECK(dev.n[5] >= 20, "%s: min_tokens 20 gave %d tokens", dir, dev.n[5]);
     for (int k = 0; k < dev.n[4]; k++) KT_CHECK(dev.ids[4][k] != g_bias_ids[1], "%s: biased-out id sampled", dir);
@@ -177,6 +184,9 @@ static int one_model(const char *dir) {
     e = open_engine(model, 0);
     KT_CHECK(e && run(e, all, NR, vocab, &inv_batch), "%s: invariant batch", dir);
     for (int i = 0; i < NR && e; i++) KT_CHECK(run(e, &all[i], 1, vocab, &inv_solo), "%s: solo %d", dir, i);
+    uint64_t gsteps = e ? kiln_backend_cuda_graph_steps(e->backend) : 0;
+    KT_CHECK(gsteps > 0, "%s: decode steps replayed from graphs (%llu)", dir, (unsigned long long)gsteps);
+    printf("%s: %llu decode steps replayed from graphs\n", dir, (unsigned long long)gsteps);
     kiln_engine_close(e);
     compare("alone vs in a batch (KILN_BATCH_INVARIANT=1)", &inv_solo, &inv_batch, 0.0f);
     /* a pool of 12 blocks of 16 for six sequences of up to 77 tokens: preemption and recompute */
@@ -186,6 +196,12 @@ static int one_model(const char *dir) {
     KT_CHECK(inv_small.preemptions > 0, "%s: the small pool preempted (%llu)", dir, (unsigned long long)inv_small.preemptions);
     printf("%s: %llu preemptions in the small pool\n", dir, (unsigned long long)inv_small.preemptions);
     compare("after preemption vs batch (KILN_BATCH_INVARIANT=1)", &inv_small, &inv_batch, 0.0f);
+    setenv("KILN_CUDA_GRAPHS", "0", 1);
+    e = open_engine(model, 0);
+    KT_CHECK(e && run(e, all, NR, vocab, &inv_nograph), "%s: invariant batch without graphs", dir);
+    kiln_engine_close(e);
+    unsetenv("KILN_CUDA_GRAPHS");
+    compare("decode graphs vs kernel by kernel (KILN_BATCH_INVARIANT=1)", &inv_batch, &inv_nograph, 0.0f);
     unsetenv("KILN_BATCH_INVARIANT");
     return 1;
 }

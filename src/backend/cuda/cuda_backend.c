@@ -49,6 +49,7 @@
 #include "backend/cuda/sync.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/log.h"
 
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
@@ -122,6 +123,11 @@ typedef struct cuda_backend {
                           * (prefill +3% on the H100, but the 2-layer mistral-tiny step test then
                           * drifts to 2.1e-2 from the CPU, past its 2e-2 bound: off by default) */
     int n_sm;          /* streaming multiprocessors (sizes the attention split) */
+    /* CUDA graphs of decode steps: [n_graph_rows][n_graph_widths], rows 1, 2, 4, .., graph_max_rows */
+    cudaGraphExec_t *graphs;
+    int graph_max_rows, n_graph_rows, n_graph_widths;
+    int graph_widths[32];
+    uint64_t graph_steps; /* steps replayed from a graph */
     int att_blocks_per_sm; /* resident attention blocks per SM: the split makes one wave
                             * (KILN_CUDA_ATT_BPS overrides the occupancy query) */
 } cuda_backend;
@@ -145,6 +151,11 @@ static void cuda_destroy(kiln_backend *b) {
     if (!c) return;
     kiln_error e2;
     if (c->have_stream) (void)kiln_cuda_stream_sync(&c->syncs, c->st, &e2);
+    if (c->graphs) {
+        for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
+            if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
+        kiln_free(c->graphs);
+    }
     kiln_cuda_gemm_free(&c->g_qkv);
     kiln_cuda_gemm_free(&c->g_o);
     kiln_cuda_gemm_free(&c->g_gu);
@@ -418,6 +429,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     return KILN_OK;
 }
 
+static int capture_graphs(cuda_backend *c, kiln_error *err);
+
 static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
     *out = NULL;
     const kiln_config *mc = &m->cfg;
@@ -523,6 +536,23 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     if ((rc = upload_weights(c, err))) goto fail;
+    /* KILN_CUDA_GRAPHS=0 turns the decode graphs off; rows up to max_seqs (and 256) */
+    const char *gr = getenv("KILN_CUDA_GRAPHS");
+    c->graph_max_rows = bc->max_seqs < bc->max_tokens ? bc->max_seqs : bc->max_tokens;
+    if (c->graph_max_rows > 256) c->graph_max_rows = 256;
+    if (!(gr && strcmp(gr, "0") == 0) && !c->debug && (rc = capture_graphs(c, err))) {
+        /* steps then launch kernel by kernel, as with KILN_CUDA_GRAPHS=0; refused in strict mode */
+        if (bc->strict) goto fail;
+        KILN_WARN("cuda backend: decode graphs not captured (%s); launching kernels one by one", err->msg);
+        if (c->graphs) {
+            for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
+                if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
+            kiln_free(c->graphs);
+            c->graphs = NULL;
+        }
+        cudaGetLastError();
+        rc = KILN_OK;
+    }
     *out = &c->base;
     return KILN_OK;
 fail:
@@ -623,16 +653,39 @@ static int poison(cuda_backend *c, void *p, size_t bytes, kiln_error *err) {
     return KILN_OK;
 }
 
-/* Device sampling of the step's n logits rows (sample.cu): pack the rows' parameters, bias and
- * suppression lists and the penalty-table loads into pinned memory, one H2D copy, load tables,
- * draw, one D2H copy of the results (tokens, logprobs, top-n), read after finish_step's wait. */
-static int encode_sampling(cuda_backend *c, const kiln_step *s, int n, kiln_error *err) {
-    int V = c->m->cfg.vocab_size, S = c->cfg.max_seqs;
+/* The device work of one step is fixed by these values (and the host arrays run_a / run_b):
+ * enqueue() issues it, and a CUDA graph captured from enqueue() replays it. */
+typedef struct step_plan {
+    int T, n, bt_w, n_tiles, n_runs; /* rows, logits rows, block-table width, tensor-core tiles, split runs */
+    size_t desc_bytes;               /* H2D bytes of the step descriptor */
+    int sample;                      /* draw on the device (else copy the logits back) */
+    int n_pen;                       /* penalty tables to load */
+    size_t sd_bytes, sd_rows, sd_bias, sd_bvals, sd_supp, sd_pslot, sd_pstart, sd_pnp, sd_ptok; /* offsets */
+} step_plan;
+
+/* Offsets of the packed sampling descriptor for n rows and the given list lengths. */
+static void sampling_layout(step_plan *p, int n, int n_bias, int n_supp, int n_pen, int n_pen_tok) {
     size_t off = 0;
-#define SD_TAKE(type, name, count)                                                                     \
-    type *name = (type *)(c->sdesc_h + off);                                                           \
-    size_t name##_off = off;                                                                           \
-    off += ((size_t)(count) * sizeof(type) + 15) / 16 * 16;
+#define SD_PLACE(field, bytes)                                                                         \
+    p->field = off;                                                                                    \
+    off += ((size_t)(bytes) + 15) / 16 * 16;
+    SD_PLACE(sd_rows, (size_t)n * sizeof(kiln_cuda_sample_row))
+    SD_PLACE(sd_bias, (size_t)n_bias * 4)
+    SD_PLACE(sd_bvals, (size_t)n_bias * 4)
+    SD_PLACE(sd_supp, (size_t)n_supp * 4)
+    SD_PLACE(sd_pslot, (size_t)n_pen * 4)
+    SD_PLACE(sd_pstart, (size_t)(n_pen + 1) * 4)
+    SD_PLACE(sd_pnp, (size_t)n_pen * 4)
+    SD_PLACE(sd_ptok, (size_t)n_pen_tok * 4)
+#undef SD_PLACE
+    p->sd_bytes = off;
+    p->n_pen = n_pen;
+}
+
+/* Device sampling, host side: pack the n logits rows' parameters, bias and suppression lists and
+ * the penalty-table loads into the pinned sampling descriptor (launch_sampling copies it). */
+static int pack_sampling(cuda_backend *c, const kiln_step *s, int n, step_plan *p, kiln_error *err) {
+    int V = c->m->cfg.vocab_size, S = c->cfg.max_seqs;
     int n_bias = 0, n_supp = 0;
     for (int i = 0; i < s->n_seqs; i++)
         if (s->seq_logits[i]) {
@@ -640,17 +693,16 @@ static int encode_sampling(cuda_backend *c, const kiln_step *s, int n, kiln_erro
             n_supp += s->sampling[i].n_supp;
         }
     int n_pen = s->n_pen, n_pen_tok = n_pen ? s->pen_start[n_pen] : 0;
-    SD_TAKE(kiln_cuda_sample_row, rows, n)
-    SD_TAKE(int32_t, bias_ids, n_bias)
-    SD_TAKE(float, bias_vals, n_bias)
-    SD_TAKE(int32_t, supp, n_supp)
-    SD_TAKE(int32_t, pslot, n_pen)
-    SD_TAKE(int32_t, pstart, n_pen + 1)
-    SD_TAKE(int32_t, pnp, n_pen)
-    SD_TAKE(int32_t, ptok, n_pen_tok)
-#undef SD_TAKE
-    if (off > c->sdesc_bytes)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: sampling descriptor of %zu bytes beyond its %zu", off, c->sdesc_bytes);
+    sampling_layout(p, n, n_bias, n_supp, n_pen, n_pen_tok);
+    if (p->sd_bytes > c->sdesc_bytes)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: sampling descriptor of %zu bytes beyond its %zu", p->sd_bytes,
+                        c->sdesc_bytes);
+    unsigned char *h = c->sdesc_h;
+    kiln_cuda_sample_row *rows = (kiln_cuda_sample_row *)(h + p->sd_rows);
+    int32_t *bias_ids = (int32_t *)(h + p->sd_bias), *supp = (int32_t *)(h + p->sd_supp);
+    float *bias_vals = (float *)(h + p->sd_bvals);
+    int32_t *pslot = (int32_t *)(h + p->sd_pslot), *pstart = (int32_t *)(h + p->sd_pstart);
+    int32_t *pnp = (int32_t *)(h + p->sd_pnp), *ptok = (int32_t *)(h + p->sd_ptok);
     int j = 0, nb = 0, ns = 0;
     for (int i = 0; i < s->n_seqs; i++) {
         if (!s->seq_logits[i] || s->seq_q_start[i + 1] <= s->seq_q_start[i]) continue;
@@ -694,74 +746,38 @@ static int encode_sampling(cuda_backend *c, const kiln_step *s, int n, kiln_erro
         for (int k = 0; k < n_pen_tok; k++)
             if (ptok[k] < 0 || ptok[k] >= V) return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty token %d outside vocab", ptok[k]);
     }
-    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sdesc_d, c->sdesc_h, off, cudaMemcpyHostToDevice, c->st));
+    return KILN_OK;
+}
+
+/* Device sampling, device side: one H2D copy of the packed descriptor, the penalty-table loads,
+ * the draw, one D2H copy of the results (tokens, logprobs, top-n), read after the step's wait. */
+static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    int V = c->m->cfg.vocab_size, S = c->cfg.max_seqs;
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sdesc_d, c->sdesc_h, p->sd_bytes, cudaMemcpyHostToDevice, c->st));
     unsigned char *d = c->sdesc_d;
-    if (n_pen)
-        LAUNCH(kiln_cuda_penalty_load(c->pen_counts, c->pen_prompt, V, (const int32_t *)(d + pslot_off),
-                                      (const int32_t *)(d + pstart_off), (const int32_t *)(d + pnp_off),
-                                      (const int32_t *)(d + ptok_off), n_pen, c->st));
+    if (p->n_pen)
+        LAUNCH(kiln_cuda_penalty_load(c->pen_counts, c->pen_prompt, V, (const int32_t *)(d + p->sd_pslot),
+                                      (const int32_t *)(d + p->sd_pstart), (const int32_t *)(d + p->sd_pnp),
+                                      (const int32_t *)(d + p->sd_ptok), p->n_pen, c->st));
     int32_t *o_tok = (int32_t *)c->sout_d;
     float *o_lp = (float *)(c->sout_d + (size_t)S * 4);
     int32_t *o_tid = (int32_t *)(c->sout_d + (size_t)S * 8);
     float *o_tlp = (float *)(c->sout_d + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
-    LAUNCH(kiln_cuda_sample(c->logits_d, c->samp_work, n, V, (const kiln_cuda_sample_row *)(d + rows_off),
-                            (const int32_t *)(d + bias_ids_off), (const float *)(d + bias_vals_off),
-                            (const int32_t *)(d + supp_off), c->pen_counts, c->pen_prompt, o_tok, o_lp, o_tid, o_tlp,
+    LAUNCH(kiln_cuda_sample(c->logits_d, c->samp_work, p->n, V, (const kiln_cuda_sample_row *)(d + p->sd_rows),
+                            (const int32_t *)(d + p->sd_bias), (const float *)(d + p->sd_bvals),
+                            (const int32_t *)(d + p->sd_supp), c->pen_counts, c->pen_prompt, o_tok, o_lp, o_tid, o_tlp,
                             c->st));
     KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sout_h, c->sout_d, c->sout_bytes, cudaMemcpyDeviceToHost, c->st));
     return KILN_OK;
 }
 
-static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
-    cuda_backend *c = (cuda_backend *)b;
-    const kiln_model *m = c->m;
-    const kiln_config *mc = &m->cfg;
-    if (c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step twice without finish_step");
-    int rc = check_step(c, s, err);
-    if (rc) return rc;
-    int T = s->n_tokens, S = s->n_seqs, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim;
-    int F = mc->hidden_dim, bs = c->cfg.kv.block_size;
-    int qkvw = (H + 2 * KV) * hd;
-
-    /* fill the pinned descriptor; the block table is packed to this step's widest row */
-    int32_t *tok = (int32_t *)(c->desc_h + c->off_tok), *pos = (int32_t *)(c->desc_h + c->off_pos);
-    int32_t *rowseq = (int32_t *)(c->desc_h + c->off_rowseq), *lrows = (int32_t *)(c->desc_h + c->off_lrows);
-    int64_t *slot = (int64_t *)(c->desc_h + c->off_slot);
-    int32_t *bt = (int32_t *)(c->desc_h + c->off_bt);
-    memcpy(tok, s->token_ids, (size_t)T * 4);
-    memcpy(pos, s->positions, (size_t)T * 4);
-    memcpy(slot, s->slot_mapping, (size_t)T * 8);
-    int bt_w = 1, n = 0;
-    for (int i = 0; i < S; i++) {
-        int nb = (s->seq_ctx_len[i] + bs - 1) / bs;
-        if (nb > bt_w) bt_w = nb;
-        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) rowseq[t] = i;
-        if (s->seq_logits[i] && s->seq_q_start[i + 1] > s->seq_q_start[i]) lrows[n++] = s->seq_q_start[i + 1] - 1;
-    }
-    for (int i = 0; i < S; i++)
-        memcpy(bt + (size_t)i * bt_w, s->block_table + (size_t)i * s->max_blocks_per_seq, (size_t)bt_w * 4);
-    /* prefill tiles, then the runs of the remaining rows (each run: one split-kernel launch per layer) */
-    int n_tiles = 0, n_runs = 0;
-    int32_t *tiles = (int32_t *)(c->desc_h + c->off_tiles);
-    if (c->pf_tile_rows > 0)
-        /* a step of many rows sends its decodes to the tensor-core kernel too (one tile per
-         * row, the whole context per block): at batch 16 that is 128 blocks streaming K/V with
-         * cp.async, against the split kernel's ~1 TB/s there; small steps keep the split */
-        n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, T >= c->decode_tc_rows ? 1 : PREFILL_MIN_ROWS,
-                                          c->pf_tile_rows, tiles, c->pf_max_tiles,
-                                          c->pf_covered);
-    else
-        memset(c->pf_covered, 0, (size_t)T);
-    for (int t = 0; t < T;) {
-        if (c->pf_covered[t]) { t++; continue; }
-        int a = t, mp = 0;
-        while (t < T && !c->pf_covered[t]) { if (s->positions[t] > mp) mp = s->positions[t]; t++; }
-        c->run_a[n_runs] = a;
-        c->run_b[n_runs] = t;
-        c->run_maxpos[n_runs++] = mp;
-    }
-    size_t nbytes = c->off_bt + (size_t)S * bt_w * 4;
-    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, nbytes, cudaMemcpyHostToDevice, c->st));
+/* Everything the GPU does in a step, in stream order: the descriptor copy, the layers, the
+ * final norm and LM head over the logits rows, then sampling or the logits copy. */
+static int enqueue(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, n = p->n, bt_w = p->bt_w, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim;
+    int F = mc->hidden_dim, bs = c->cfg.kv.block_size, qkvw = (H + 2 * KV) * hd, rc;
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, p->desc_bytes, cudaMemcpyHostToDevice, c->st));
     const int32_t *d_tok = (const int32_t *)(c->desc_d + c->off_tok), *d_pos = (const int32_t *)(c->desc_d + c->off_pos);
     const int32_t *d_rowseq = (const int32_t *)(c->desc_d + c->off_rowseq);
     const int32_t *d_lrows = (const int32_t *)(c->desc_d + c->off_lrows);
@@ -788,13 +804,13 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         GEMM(&c->g_qkv, c->qkv, c->xn, w->wqkv, T);
         LAUNCH(kiln_cuda_rope_kv(c->qkv, d_pos, d_slot, pool, T, H, KV, hd, bs, mc->rope_theta,
                                  mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
-        if (n_tiles > 0)
+        if (p->n_tiles > 0)
             LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, H, KV, hd,
-                                               bs, d_tiles, n_tiles, c->st));
-        for (int k = 0; k < n_runs; k++) {
+                                               bs, d_tiles, p->n_tiles, c->st));
+        for (int k = 0; k < p->n_runs; k++) {
             int a = c->run_a[k], rows = c->run_b[k] - a;
             /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
-             * needs fewer (about 4 blocks per SM in all), which also makes the combine cheaper.
+             * needs fewer (one wave of resident blocks), which also makes the combine cheaper.
              * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
             int splits = c->att_splits;
             if (!c->cfg.batch_invariant) {
@@ -813,24 +829,194 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         GEMM(&c->g_o, c->proj, c->att, w->wo, T);
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
-        /* gate|up comes out f32 from the GEMV path, in the weights' 16-bit type from cuBLASLt */
-        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu, gemm_choice(c, &c->g_gu, T) != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T,
-                                   F, c->st));
+        /* gate|up comes out f32 from GEMV / skinny, in the weights' 16-bit type from cuBLASLt
+         * when KILN_CUDA_GU_16BIT=1 */
+        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu,
+                                   gemm_choice(c, &c->g_gu, T) != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T, F, c->st));
         GEMM(&c->g_d, c->proj, c->act, w->wd, T);
     }
-    c->sampled = 0;
     if (n > 0) {
         const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, d_lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->st));
         GEMM(&c->g_lm, c->logits_d, c->xf, c->lm, n);
-        if (s->device_sample) {
-            if ((rc = encode_sampling(c, s, n, err))) return rc;
-            c->sampled = 1;
+        if (p->sample) {
+            if ((rc = launch_sampling(c, p, err))) return rc;
         } else {
             KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
                                                cudaMemcpyDeviceToHost, c->st));
         }
     }
+    return KILN_OK;
+}
+
+/* ---- CUDA graphs for decode steps -----------------------------------------------------------
+ * A decode step (every sequence one row that wants a token, drawn on the device, no logit bias,
+ * suppression or penalty-table load this step) is padded to a bucket of rows (a power of two)
+ * and a block-table width (a power of two, or the full width), and replays the graph captured
+ * for that bucket at create, so its ~400 launches cost one. Padding rows: token 0 at position 0,
+ * K/V written to slot 0 of the null block, a block table of null blocks, greedy draws that the
+ * engine never reads. */
+
+static int pow2_at_least(int v) { int b = 1; while (b < v) b <<= 1; return b; }
+
+/* the bucket indices of (rows, width), or -1 when the step has no graph */
+static int graph_bucket(const cuda_backend *c, int rows, int width, int *ri, int *wi) {
+    int rb = pow2_at_least(rows), wb = pow2_at_least(width);
+    if (rb > c->graph_max_rows) return -1;
+    if (wb > c->cfg.max_blocks_per_seq) wb = c->cfg.max_blocks_per_seq;
+    int r = 0, w = 0;
+    while ((1 << r) < rb) r++;
+    while (w < c->n_graph_widths && c->graph_widths[w] < wb) w++;
+    if (w == c->n_graph_widths) return -1;
+    *ri = r;
+    *wi = w;
+    return 0;
+}
+
+static void fill_plan_shape(const cuda_backend *c, step_plan *p, int T, int bt_w) {
+    memset(p, 0, sizeof *p);
+    p->T = p->n = T;
+    p->bt_w = bt_w;
+    p->sample = 1;
+    p->n_tiles = c->pf_tile_rows > 0 && T >= c->decode_tc_rows ? T : 0;
+    p->n_runs = p->n_tiles ? 0 : 1;
+    p->desc_bytes = c->off_bt + (size_t)T * bt_w * 4;
+    sampling_layout(p, T, 0, 0, 0, 0);
+}
+
+/* Capture one graph per (rows, width) bucket: load-time work (I7), host-side only apart from the
+ * instantiation. */
+static int capture_graphs(cuda_backend *c, kiln_error *err) {
+    int rb = 1, nr = 0;
+    while (rb * 2 <= c->graph_max_rows) { rb *= 2; nr++; }
+    c->graph_max_rows = rb;
+    c->n_graph_rows = nr + 1;
+    int w = 1;
+    c->n_graph_widths = 0;
+    while (w < c->cfg.max_blocks_per_seq) { c->graph_widths[c->n_graph_widths++] = w; w *= 2; }
+    c->graph_widths[c->n_graph_widths++] = c->cfg.max_blocks_per_seq;
+    c->graphs = kiln_calloc((size_t)c->n_graph_rows * c->n_graph_widths, sizeof(cudaGraphExec_t));
+    if (!c->graphs) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory for the graph table");
+    for (int r = 0; r < c->n_graph_rows; r++)
+        for (int wi = 0; wi < c->n_graph_widths; wi++) {
+            step_plan p;
+            int T = 1 << r;
+            fill_plan_shape(c, &p, T, c->graph_widths[wi]);
+            c->run_a[0] = 0;
+            c->run_b[0] = T;
+            c->run_maxpos[0] = 0;
+            cudaGraph_t g = NULL;
+            KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
+            int rc = enqueue(c, &p, err);
+            cudaError_t e = cudaStreamEndCapture(c->st, &g);
+            if (rc) {
+                if (g) cudaGraphDestroy(g);
+                return rc;
+            }
+            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
+            e = cudaGraphInstantiate(&c->graphs[r * c->n_graph_widths + wi], g, 0);
+            cudaGraphDestroy(g);
+            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
+        }
+    return KILN_OK;
+}
+
+static int decode_graph_step(const kiln_step *s) {
+    if (!s->device_sample || s->n_pen || s->n_tokens != s->n_seqs) return 0;
+    for (int i = 0; i < s->n_seqs; i++)
+        if (!s->seq_logits[i] || s->sampling[i].n_bias || s->sampling[i].n_supp) return 0;
+    return 1;
+}
+
+static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
+    cuda_backend *c = (cuda_backend *)b;
+    if (c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step twice without finish_step");
+    int rc = check_step(c, s, err);
+    if (rc) return rc;
+    int T = s->n_tokens, S = s->n_seqs, bs = c->cfg.kv.block_size;
+
+    /* fill the pinned descriptor; the block table is packed to this step's widest row */
+    int32_t *tok = (int32_t *)(c->desc_h + c->off_tok), *pos = (int32_t *)(c->desc_h + c->off_pos);
+    int32_t *rowseq = (int32_t *)(c->desc_h + c->off_rowseq), *lrows = (int32_t *)(c->desc_h + c->off_lrows);
+    int64_t *slot = (int64_t *)(c->desc_h + c->off_slot);
+    int32_t *bt = (int32_t *)(c->desc_h + c->off_bt);
+    int32_t *tiles = (int32_t *)(c->desc_h + c->off_tiles);
+    memcpy(tok, s->token_ids, (size_t)T * 4);
+    memcpy(pos, s->positions, (size_t)T * 4);
+    memcpy(slot, s->slot_mapping, (size_t)T * 8);
+    int bt_w = 1, n = 0;
+    for (int i = 0; i < S; i++) {
+        int nb = (s->seq_ctx_len[i] + bs - 1) / bs;
+        if (nb > bt_w) bt_w = nb;
+        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) rowseq[t] = i;
+        if (s->seq_logits[i] && s->seq_q_start[i + 1] > s->seq_q_start[i]) lrows[n++] = s->seq_q_start[i + 1] - 1;
+    }
+
+    int ri, wi;
+    if (c->graphs && decode_graph_step(s) && graph_bucket(c, T, bt_w, &ri, &wi) == 0) {
+        /* a decode step: pad to the bucket and replay its graph */
+        int Tb = 1 << ri, wb = c->graph_widths[wi];
+        step_plan p;
+        fill_plan_shape(c, &p, Tb, wb);
+        for (int t = T; t < Tb; t++) {
+            tok[t] = 0;
+            pos[t] = 0;
+            slot[t] = 0; /* the null block */
+            rowseq[t] = t;
+            lrows[t] = t;
+        }
+        for (int i = 0; i < Tb; i++) {
+            if (i < S) memcpy(bt + (size_t)i * wb, s->block_table + (size_t)i * s->max_blocks_per_seq, (size_t)wb * 4);
+            else memset(bt + (size_t)i * wb, 0, (size_t)wb * 4);
+        }
+        for (int i = 0; i < p.n_tiles; i++) {
+            tiles[2 * i] = i;
+            tiles[2 * i + 1] = 1;
+        }
+        step_plan q;
+        if ((rc = pack_sampling(c, s, T, &q, err))) return rc;
+        kiln_cuda_sample_row *rows = (kiln_cuda_sample_row *)(c->sdesc_h + p.sd_rows);
+        for (int i = T; i < Tb; i++) { /* greedy, no tables, nothing back that is read */
+            memset(&rows[i], 0, sizeof rows[i]);
+            rows[i].slot = -1;
+        }
+        KILN_CUDA_TRY(err, cudaGraphLaunch(c->graphs[ri * c->n_graph_widths + wi], c->st));
+        c->sampled = 1;
+        c->n_logits = T;
+        c->pending = 1;
+        c->graph_steps++;
+        return KILN_OK;
+    }
+
+    step_plan p;
+    memset(&p, 0, sizeof p);
+    p.T = T;
+    p.n = n;
+    p.bt_w = bt_w;
+    for (int i = 0; i < S; i++)
+        memcpy(bt + (size_t)i * bt_w, s->block_table + (size_t)i * s->max_blocks_per_seq, (size_t)bt_w * 4);
+    /* prefill tiles, then the runs of the remaining rows (each run: one split-kernel launch per layer) */
+    if (c->pf_tile_rows > 0)
+        /* a step of many rows sends its decodes to the tensor-core kernel too (one tile per
+         * row, the whole context per block): at batch 16 that is 128 blocks streaming K/V with
+         * cp.async, against the split kernel's ~1 TB/s there; small steps keep the split */
+        p.n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, T >= c->decode_tc_rows ? 1 : PREFILL_MIN_ROWS,
+                                            c->pf_tile_rows, tiles, c->pf_max_tiles, c->pf_covered);
+    else
+        memset(c->pf_covered, 0, (size_t)T);
+    for (int t = 0; t < T;) {
+        if (c->pf_covered[t]) { t++; continue; }
+        int a = t, mp = 0;
+        while (t < T && !c->pf_covered[t]) { if (s->positions[t] > mp) mp = s->positions[t]; t++; }
+        c->run_a[p.n_runs] = a;
+        c->run_b[p.n_runs] = t;
+        c->run_maxpos[p.n_runs++] = mp;
+    }
+    p.desc_bytes = c->off_bt + (size_t)S * bt_w * 4;
+    p.sample = n > 0 && s->device_sample;
+    if (p.sample && (rc = pack_sampling(c, s, n, &p, err))) return rc;
+    if ((rc = enqueue(c, &p, err))) return rc;
+    c->sampled = p.sample;
     c->n_logits = n;
     c->pending = 1;
     return KILN_OK;
@@ -882,4 +1068,8 @@ const kiln_backend_ops *kiln_backend_cuda_ops(void) { return &k_cuda_ops; }
 
 const kiln_cuda_syncs *kiln_backend_cuda_syncs(const kiln_backend *b) {
     return b && b->ops == &k_cuda_ops ? &((const cuda_backend *)b)->syncs : NULL;
+}
+
+uint64_t kiln_backend_cuda_graph_steps(const kiln_backend *b) {
+    return b && b->ops == &k_cuda_ops ? ((const cuda_backend *)b)->graph_steps : 0;
 }

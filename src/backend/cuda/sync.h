@@ -49,6 +49,8 @@ int kiln_cuda_memset_sync(kiln_cuda_syncs *c, void *dst, int value, size_t n, ki
 /* The counters of a CUDA backend (NULL if b is not one): tests check I1 with them. */
 struct kiln_backend;
 const kiln_cuda_syncs *kiln_backend_cuda_syncs(const struct kiln_backend *b);
+/* steps the cuda backend replayed from a decode graph (0 for other backends) */
+uint64_t kiln_backend_cuda_graph_steps(const struct kiln_backend *b);
 /* Total synchronising calls so far (all kinds). */
 uint64_t kiln_cuda_syncs_total(const kiln_cuda_syncs *c);
 
