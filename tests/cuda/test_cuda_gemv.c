@@ -10,7 +10,7 @@
  *   - shapes and pointers it does not take return cudaErrorInvalidValue.
  * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) and
  * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) and, on the wide
- * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: default = v1, and v2..v4) against
+ * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: default = v1, and v2..v5) against
  * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
  * T = 1, 2, 4, 8, 16 (gemv only up to 8): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
@@ -178,10 +178,10 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
 static void bench(void) {
     static const struct { int N, K; const char *name; } sh[5] = {
         {6144, 5120, "qkv"}, {5120, 4096, "o"}, {65536, 5120, "gate|up"}, {5120, 32768, "down"}, {131072, 5120, "lm_head"}};
-#define NCOL 14
+#define NCOL 15
     static const char *col[NCOL] = {"gemv",      "gemv R1",   "gemv R2", "gemv R4", "skinny",  "skinny v1",
                                     "skinny v2", "skinny v3", "wide",    "wide v2", "wide v3", "wide v4",
-                                    "cuBLASLt",  "Lt inv"};
+                                    "wide v5",   "cuBLASLt",  "Lt inv"};
     kiln_cuda_gemm_ctx ctx[2];
     for (int i = 0; i < 2; i++) {
         memset(&ctx[i], 0, sizeof ctx[i]);
@@ -221,7 +221,7 @@ static void bench(void) {
                                   {0, 4, NULL, NULL},     {2, 0, NULL, NULL},    {2, 1, NULL, NULL},
                                   {2, 2, NULL, NULL},     {2, 3, NULL, NULL},    {3, 0, NULL, NULL},
                                   {3, 2, NULL, NULL},     {3, 3, NULL, NULL},    {3, 4, NULL, NULL},
-                                  {1, 0, &ctx[0], &g[0]}, {1, 0, &ctx[1], &g[1]}};
+                                  {3, 5, NULL, NULL},     {1, 0, &ctx[0], &g[0]}, {1, 0, &ctx[1], &g[1]}};
             printf("%-8s %-6d %-6d %2d", sh[si].name, N, K, T);
             double best = INFINITY;
             int bi = 0;

@@ -9,7 +9,7 @@
  *     first-order bound (4 chained mmas of 17 truncated terms, then K/64 f32 adds);
  *   - y poisoned (NaN) before every run: no NaN may come back, rows t >= T stay untouched;
  *   - determinism: row t has the same bits for T = 1..16 (both the T <= 8 and T > 8 kernels),
- *     for every variant (kiln_cuda_gemm_wide_ex 1..4) and alone (T = 1 on x + t K);
+ *     for every variant (kiln_cuda_gemm_wide_ex 1..5) and alone (T = 1 on x + t K);
  *   - shapes and pointers it does not take return cudaErrorInvalidValue and write nothing.
  * Timings: KILN_GEMV_BENCH=1 in test_cuda_gemv.c. */
 #include <math.h>
@@ -96,7 +96,7 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
 
     /* every T and variant: rows < T bit-identical to the T = 16 run, rows >= T untouched */
     for (int T = 1; T <= MR; T++)
-        for (int v = 0; v <= 4; v++) {
+        for (int v = 0; v <= 5; v++) {
             kc_poison(dy, yn * 4);
             rc = kiln_cuda_gemm_wide_ex(dy, dx, dw, dt, T, N, K, v, 0);
             KT_CHECK(rc == cudaSuccess, "wide %s N=%d K=%d T=%d v=%d launch: %s", nm, N, K, T, v,
@@ -147,7 +147,7 @@ static void invalid(void) {
     KT_CHECK(kiln_cuda_gemm_wide(NULL, dx, dw, b16, 1, 64, 64, 0) == bad, "NULL y accepted");
     KT_CHECK(kiln_cuda_gemm_wide(dy, NULL, dw, b16, 1, 64, 64, 0) == bad, "NULL x accepted");
     KT_CHECK(kiln_cuda_gemm_wide(dy, dx, NULL, b16, 1, 64, 64, 0) == bad, "NULL W accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, 5, 0) == bad, "variant 5 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, 6, 0) == bad, "variant 6 accepted");
     KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, -1, 0) == bad, "variant -1 accepted");
     float back[MR * 64];
     kc_get(back, dy, sizeof back);

@@ -125,7 +125,7 @@ cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kil
 #define KILN_WIDE_MAX_ROWS 16
 cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                 cudaStream_t st);
-/* variant 1..4 fixes the pipeline shape (0 = default, 1), for benchmarks; the bits never depend on it. */
+/* variant 1..5 fixes the pipeline shape (0 = default, 1), for benchmarks; the bits never depend on it. */
 cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                    int variant, cudaStream_t st);
 

@@ -49,6 +49,7 @@
  *   2: CH = 16 (BK 128), S = 3,  2 CTAs per SM: 3 x 36 KB = 108 KB per CTA, 144 KB in flight
  *   3: CH = 8  (BK 64),  S = 12, 1 CTA per SM: 216 KB, 198 KB in flight
  *   4: CH = 16 (BK 128), S = 6,  1 CTA per SM: 216 KB, 180 KB in flight
+ *   5: as 1, W copies with the .L2::256B prefetch hint (the next k-tile's line of each row too)
  * (KB for T > 8; x stages are half as big for T <= 8.) Variants 2 and 4 need K % 128 == 0 and
  * run as 1 and 3 otherwise. Registers: see ptxas -v (no spills).
  */
@@ -79,10 +80,16 @@ static __device__ __forceinline__ void wd_ldsm_x4(uint32_t *r, uint32_t addr) {
 static __device__ __forceinline__ void wd_ldsm_x2(uint32_t *r, uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
-/* 16 bytes global -> shared, L2 policy pol; zeros when !ok (src-size 0, src not read) */
+/* 16 bytes global -> shared, L2 policy pol; zeros when !ok (src-size 0, src not read); PF: with
+ * the .L2::256B prefetch hint */
+template <bool PF>
 static __device__ __forceinline__ void wd_cp16_pol(uint32_t dst, const void *src, int ok, uint64_t pol) {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
-                 "r"(ok ? 16 : 0), "l"(pol));
+    if (PF)
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst),
+                     "l"(src), "r"(ok ? 16 : 0), "l"(pol));
+    else
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                     "r"(ok ? 16 : 0), "l"(pol));
 }
 static __device__ __forceinline__ void wd_cp16(uint32_t dst, const void *src, int ok) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
@@ -94,7 +101,7 @@ static __device__ __forceinline__ void wd_wait(void) {
 }
 
 /* Issue the copies of item (tile n0, k-tile kt) into the stage at shared address st. */
-template <int NT, int CH>
+template <int NT, int CH, bool PF>
 static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__restrict__ x,
                                                const uint16_t *__restrict__ w, int T, int N, int K, int n0, int kt,
                                                uint64_t pol) {
@@ -107,7 +114,7 @@ static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__re
     for (int j = 0; j < NW; j++) {
         int r = r0 + j * RSTEP, n = n0 + r, ok = n < N;
         const uint16_t *src = w + (int64_t)(ok ? n : 0) * K + k0;
-        wd_cp16_pol(st + (uint32_t)r * CH * 16 + sw, src, ok, pol);
+        wd_cp16_pol<PF>(st + (uint32_t)r * CH * 16 + sw, src, ok, pol);
     }
     if (tid < NT * 8 * CH) { /* x rows 0..8NT-1: one chunk per thread */
         int t = r0, ok = t < T;
@@ -117,8 +124,8 @@ static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__re
 }
 
 /* NT: n-tiles of x rows (1: T <= 8, 2: T <= 16); CH: 16-byte chunks per row of a k-tile;
- * S: stages; MINB: CTAs per SM */
-template <int NT, int CH, int S, int MINB, bool BF>
+ * S: stages; MINB: CTAs per SM; PF: L2 prefetch hint on W copies */
+template <int NT, int CH, int S, int MINB, bool PF, bool BF>
 static __global__ void __launch_bounds__(WD_WARPS * 32, MINB)
 wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, int T, int N,
             int K, int ntiles) {
@@ -138,7 +145,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
 #pragma unroll
     for (int s = 0; s < S - 1; s++) {
         if (ld < total) {
-            wd_load<NT, CH>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
+            wd_load<NT, CH, PF>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
             if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
         }
         ld++;
@@ -160,7 +167,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
         __syncthreads();  /* ... every thread's, and every warp is done with item it - 1's stage */
         if (ld < total) {
             int s = rs == 0 ? S - 1 : rs - 1; /* (it + S - 1) % S */
-            wd_load<NT, CH>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
+            wd_load<NT, CH, PF>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
             if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
         }
         ld++;
@@ -207,12 +214,16 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
     wd_wait<0>(); /* no copy may still target shared memory when the CTA exits */
 }
 
-template <int NT, int CH, int S, int MINB, bool BF>
+template <int NT, int CH, int S, int MINB, bool PF, bool BF>
 static cudaError_t wd_launch(float *y, const void *x, const void *w, int T, int N, int K, cudaStream_t st) {
     constexpr int SB = (WD_BN + NT * 8) * CH * 16;
     const size_t smem = (size_t)S * SB;
-    cudaError_t e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, BF>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem);
+    /* all of the unified L1 / shared memory as shared (the copies bypass L1): MINB CTAs fit */
+    cudaError_t e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     int dev = 0, sms = 0;
     if ((e = cudaGetDevice(&dev)) != cudaSuccess) return e;
@@ -220,8 +231,8 @@ static cudaError_t wd_launch(float *y, const void *x, const void *w, int T, int 
     int ntiles = (int)(((int64_t)N + WD_BN - 1) / WD_BN);
     int64_t g = (int64_t)sms * MINB;
     unsigned grid = (unsigned)(g < ntiles ? g : ntiles);
-    wide_kernel<NT, CH, S, MINB, BF><<<grid, WD_WARPS * 32, smem, st>>>(y, (const uint16_t *)x, (const uint16_t *)w, T,
-                                                                       N, K, ntiles);
+    wide_kernel<NT, CH, S, MINB, PF, BF><<<grid, WD_WARPS * 32, smem, st>>>(y, (const uint16_t *)x,
+                                                                           (const uint16_t *)w, T, N, K, ntiles);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -229,17 +240,18 @@ template <int NT, bool BF>
 static cudaError_t wd_launch_v(float *y, const void *x, const void *w, int T, int N, int K, int v, cudaStream_t st) {
     if (K % 128 != 0) v = v == 2 ? 1 : v == 4 ? 3 : v; /* BK = 128 variants need K % 128 */
     switch (v) {
-    case 2: return wd_launch<NT, 16, 3, 2, BF>(y, x, w, T, N, K, st);
-    case 3: return wd_launch<NT, 8, 12, 1, BF>(y, x, w, T, N, K, st);
-    case 4: return wd_launch<NT, 16, 6, 1, BF>(y, x, w, T, N, K, st);
-    default: return wd_launch<NT, 8, 6, 2, BF>(y, x, w, T, N, K, st);
+    case 2: return wd_launch<NT, 16, 3, 2, false, BF>(y, x, w, T, N, K, st);
+    case 3: return wd_launch<NT, 8, 12, 1, false, BF>(y, x, w, T, N, K, st);
+    case 4: return wd_launch<NT, 16, 6, 1, false, BF>(y, x, w, T, N, K, st);
+    case 5: return wd_launch<NT, 8, 6, 2, true, BF>(y, x, w, T, N, K, st);
+    default: return wd_launch<NT, 8, 6, 2, false, BF>(y, x, w, T, N, K, st);
     }
 }
 
 extern "C" cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N,
                                               int K, int variant, cudaStream_t st) {
     if ((wdt != KILN_DT_BF16 && wdt != KILN_DT_F16) || T < 1 || T > KILN_WIDE_MAX_ROWS || N < 1 || K < 64 ||
-        K % 64 != 0 || N > (1 << 30) || variant < 0 || variant > 4 || !y || !x || !w || ((uintptr_t)x & 15) ||
+        K % 64 != 0 || N > (1 << 30) || variant < 0 || variant > 5 || !y || !x || !w || ((uintptr_t)x & 15) ||
         ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
         return cudaErrorInvalidValue;
     int v = variant ? variant : 1;
