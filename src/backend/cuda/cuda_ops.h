@@ -115,6 +115,20 @@ cudaError_t kiln_cuda_gemm_skinny(float *y, const void *x, const void *w, kiln_d
 cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                      int variant, cudaStream_t st);
 
+/* The same product for WIDE matrices (skinny_wide.cu: cp.async shared-memory pipeline, 128
+ * output rows and all of K per tile, persistent grid; meant for gate|up 65536 x 5120 and the LM
+ * head 131072 x 5120): W [N][K] bf16 or f16 (wdt), x [T][K] same dtype, y [T][N] f32; K % 64 == 0,
+ * K >= 64, x and W 16-byte aligned, y 4-byte aligned, 1 <= T <= 16, 1 <= N <= 2^30; otherwise
+ * cudaErrorInvalidValue. The reduction order depends only on K: row t has the same bits for any T
+ * (not the same bits as kiln_cuda_gemm_skinny, kiln_cuda_gemv or cuBLASLt). Rows t >= T of y are
+ * not written. */
+#define KILN_WIDE_MAX_ROWS 16
+cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                                cudaStream_t st);
+/* variant 1..5 fixes the pipeline shape (0 = default, 1), for benchmarks; the bits never depend on it. */
+cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                                   int variant, cudaStream_t st);
+
 /* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
  * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).
  * cols = the tensor's shape[1] (0 for a 1-D tensor). */

@@ -1,0 +1,268 @@
+/* skinny_wide.cu: y = x W^T for decode batches of T <= 16 rows on WIDE matrices (many output
+ * rows), bf16 or f16, a pure stream of W through a cp.async shared-memory pipeline.
+ *
+ *   W: [N][K] row-major (wdt);  x: [T][K] same dtype;  y: [T][N] f32;  K % 64 == 0.
+ * Meant for Devstral's gate|up (N = 65536, K = 5120, 640 MiB) and LM head (131072 x 5120):
+ * skinny.cu loads W straight into fragment registers (64 contiguous bytes per row and load),
+ * which caps it at ~2.72 TB/s at 16 rows (register pressure); here the registers hold only the
+ * accumulators and every byte of W is in flight in shared memory.
+ *
+ * Work split. A "tile" is BN = 128 consecutive output rows n0..n0+127 and ALL of K (no split-K:
+ * N = 65536 gives 512 tiles). The grid is persistent: G = min(tiles, SMs x CTAs per SM) CTAs of
+ * 8 warps; CTA b takes tiles b, b + G, b + 2G, ... Its loads run as ONE pipeline over the
+ * sequence of (tile, k-tile) items, so the next tile's first k-tiles are in flight while the
+ * current tile finishes (no pipeline fill per tile). Warp w owns rows n0 + 16w .. +15 of the tile.
+ *
+ * Pipeline. A k-tile is BK = 8 CH k (CH = 8 or 16 16-byte chunks per row: 128 or 256 bytes).
+ * Stage s of S in shared memory (dynamic, bytes):
+ *   sW[128][CH] 16-byte chunks  (W rows n0..n0+127, k kt BK .. +BK-1)       128 CH 16
+ *   sX[8 NT][CH] 16-byte chunks (x rows 0..8NT-1, same k; rows t >= T zero)  8 NT CH 16
+ * Chunk c of row r is stored at chunk (c ^ (r & 7)) of the row (XOR swizzle): the 8 row
+ * addresses of every ldmatrix 8x8 matrix fall in 8 distinct bank groups. Copies are
+ * cp.async.cg 16-byte (L1 bypassed); the 256 threads copy consecutive chunks, so a warp copies
+ * 4 (CH = 8) or 2 (CH = 16) whole 128-byte line segments per instruction; W copies carry an L2
+ * evict_first policy (read once per step), x copies do not (x stays in L2 for every CTA). W rows
+ * >= N and x rows >= T are zero-filled (src-size 0), never read. Classic multistage loop: wait
+ * for item i (cp.async.wait_group S-2), __syncthreads, issue item i + S - 1 into the stage item
+ * i - 1 used, compute item i. S - 1 stages in flight per CTA.
+ *
+ * Fragments (mma.m16n8k16.row.col; gid = lane >> 2, tig = lane & 3; attention_prefill.cu has
+ * the layouts): y^T (16 W rows x 8 x rows) = W (16 n x 16 k) * x^T (16 k x 8 t), A = W tile,
+ * B = x^T, C = y^T, f32. For k-step ks (k 16ks .. +15 of the k-tile = chunks 2ks, 2ks+1):
+ *   A: ldmatrix.x4, lane l gives row 16w + (l & 7) + 8((l >> 3) & 1), chunk 2ks + (l >> 4):
+ *      matrices (rows 0-7, c), (rows 8-15, c), (rows 0-7, c+1), (rows 8-15, c+1) = a0..a3.
+ *   B: x rows are B columns, k contiguous: a non-trans 8x8 of (t 0-7, chunk c) gives lane
+ *      (t gid, k 2tig, +1) = b0 (chunk 2ks) or b1 (chunk 2ks + 1). NT = 2: ldmatrix.x4, lane l
+ *      gives row (l & 7) + 8(l >> 4), chunk 2ks + ((l >> 3) & 1): b0, b1 of x rows 0-7, then of
+ *      rows 8-15. NT = 1: ldmatrix.x2 (lanes 0-15) of rows 0-7.
+ *   C: c[nt][2hh + e] = y[t = 8nt + 2tig + e][n = n0 + 16w + gid + 8hh].
+ * (checked with a Python emulation of ldmatrix / mma / the swizzle, not committed.)
+ *
+ * Arithmetic and determinism. Chains of 4 k-steps (64 k, aligned to k = 0) run into a zeroed
+ * f32 tile, which is then added to the accumulator (round to nearest): the tensor core
+ * truncates inside each mma, so its chains stay short. Every choice is a function of K alone and
+ * a column of D depends only on its own column of B: row t has the same bits for any T, N, grid
+ * or variant, and computed alone (not the same bits as skinny.cu, gemv.cu or cuBLASLt).
+ *
+ * Variants (same bits; shared memory, CTAs per SM and bytes in flight per SM differ):
+ *   1: CH = 8  (BK 64),  S = 6,  2 CTAs per SM: 6 x 18 KB = 108 KB per CTA, 180 KB in flight per SM
+ *   2: CH = 16 (BK 128), S = 3,  2 CTAs per SM: 3 x 36 KB = 108 KB per CTA, 144 KB in flight
+ *   3: CH = 8  (BK 64),  S = 12, 1 CTA per SM: 216 KB, 198 KB in flight
+ *   4: CH = 16 (BK 128), S = 6,  1 CTA per SM: 216 KB, 180 KB in flight
+ *   5: as 1, W copies with the .L2::256B prefetch hint (the next k-tile's line of each row too)
+ * (KB for T > 8; x stages are half as big for T <= 8.) Variants 2 and 4 need K % 128 == 0 and
+ * run as 1 and 3 otherwise. Registers (ptxas -v, sm_90, no spills), T > 8 / T <= 8: v1 and v5
+ * 64 / 52, v2 91 / 76, v3 62 / 51, v4 92 / 76. Host side per call: two cudaFuncSetAttribute and
+ * a device-attribute query (no cached state).
+ */
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_dev.cuh"
+
+#define WD_WARPS 8
+#define WD_BN (16 * WD_WARPS) /* output rows per tile */
+
+template <bool BF>
+static __device__ __forceinline__ void wd_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    if (BF)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+static __device__ __forceinline__ void wd_ldsm_x4(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void wd_ldsm_x2(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+/* 16 bytes global -> shared, L2 policy pol; zeros when !ok (src-size 0, src not read); PF: with
+ * the .L2::256B prefetch hint */
+template <bool PF>
+static __device__ __forceinline__ void wd_cp16_pol(uint32_t dst, const void *src, int ok, uint64_t pol) {
+    if (PF)
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst),
+                     "l"(src), "r"(ok ? 16 : 0), "l"(pol));
+    else
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                     "r"(ok ? 16 : 0), "l"(pol));
+}
+static __device__ __forceinline__ void wd_cp16(uint32_t dst, const void *src, int ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+static __device__ __forceinline__ void wd_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+static __device__ __forceinline__ void wd_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Issue the copies of item (tile n0, k-tile kt) into the stage at shared address st. */
+template <int NT, int CH, bool PF>
+static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__restrict__ x,
+                                               const uint16_t *__restrict__ w, int T, int N, int K, int n0, int kt,
+                                               uint64_t pol) {
+    constexpr int RSTEP = 256 / CH;            /* rows between a thread's W chunks */
+    constexpr int NW = WD_BN * CH / 256;       /* W chunks per thread */
+    const int tid = threadIdx.x, ch = tid % CH, r0 = tid / CH;
+    const int k0 = kt * CH * 8 + ch * 8;       /* element offset of this thread's chunk in a row */
+    const uint32_t sw = (uint32_t)(ch ^ (r0 & 7)) * 16; /* RSTEP % 8 == 0: every row r has r & 7 == r0 & 7 */
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        int r = r0 + j * RSTEP, n = n0 + r, ok = n < N;
+        const uint16_t *src = w + (int64_t)(ok ? n : 0) * K + k0;
+        wd_cp16_pol<PF>(st + (uint32_t)r * CH * 16 + sw, src, ok, pol);
+    }
+    if (tid < NT * 8 * CH) { /* x rows 0..8NT-1: one chunk per thread */
+        int t = r0, ok = t < T;
+        const uint16_t *src = x + (int64_t)(ok ? t : 0) * K + k0;
+        wd_cp16(st + WD_BN * CH * 16 + (uint32_t)t * CH * 16 + sw, src, ok);
+    }
+}
+
+/* NT: n-tiles of x rows (1: T <= 8, 2: T <= 16); CH: 16-byte chunks per row of a k-tile;
+ * S: stages; MINB: CTAs per SM; PF: L2 prefetch hint on W copies */
+template <int NT, int CH, int S, int MINB, bool PF, bool BF>
+static __global__ void __launch_bounds__(WD_WARPS * 32, MINB)
+wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, int T, int N,
+            int K, int ntiles) {
+    extern __shared__ __align__(128) unsigned char wd_smem[];
+    constexpr int SB = (WD_BN + NT * 8) * CH * 16; /* bytes per stage */
+    constexpr int XOFF = WD_BN * CH * 16;          /* x part of a stage */
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(wd_smem);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int nk = K / (CH * 8);
+    const int G = (int)gridDim.x, my_tiles = (ntiles - (int)blockIdx.x + G - 1) / G;
+    const int total = my_tiles * nk; /* items of this CTA */
+    uint64_t pol;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+
+    /* loader position: item ld = (tile ld_n0, k-tile ld_kt) */
+    int ld = 0, ld_kt = 0, ld_n0 = (int)blockIdx.x * WD_BN;
+#pragma unroll
+    for (int s = 0; s < S - 1; s++) {
+        if (ld < total) {
+            wd_load<NT, CH, PF>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
+            if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
+        }
+        ld++;
+        wd_commit();
+    }
+
+    /* per-lane ldmatrix offsets within a stage (bytes) for chunk pair 2ks: A and B */
+    const int ar = 16 * warp + (lane & 7) + 8 * ((lane >> 3) & 1), ac = lane >> 4;
+    const int br = NT == 2 ? (lane & 7) + 8 * (lane >> 4) : (lane & 7), bc = (lane >> 3) & 1;
+    const uint32_t a_row = (uint32_t)ar * CH * 16, b_row = XOFF + (uint32_t)br * CH * 16;
+    const int asw = ar & 7, bsw = br & 7; /* == lane & 7 */
+
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    int kt = 0, n0 = (int)blockIdx.x * WD_BN, rs = 0;
+    for (int it = 0; it < total; it++) {
+        wd_wait<S - 2>(); /* item it has landed (this thread's copies) */
+        __syncthreads();  /* ... every thread's, and every warp is done with item it - 1's stage */
+        if (ld < total) {
+            int s = rs == 0 ? S - 1 : rs - 1; /* (it + S - 1) % S */
+            wd_load<NT, CH, PF>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
+            if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
+        }
+        ld++;
+        wd_commit();
+
+        const uint32_t st = sbase + rs * SB;
+#pragma unroll
+        for (int c0 = 0; c0 < CH / 8; c0++) { /* chains of 64 k: 4 k-steps */
+            float tmp[NT][4];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const int ks = 4 * c0 + kk;
+                uint32_t a[4], b[4];
+                wd_ldsm_x4(a, st + a_row + (uint32_t)((2 * ks + ac) ^ asw) * 16);
+                if (NT == 2) wd_ldsm_x4(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+                else wd_ldsm_x2(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) wd_mma<BF>(tmp[nt], a, b[2 * nt], b[2 * nt + 1]);
+            }
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[nt][i] += tmp[nt][i];
+        }
+        rs = rs == S - 1 ? 0 : rs + 1;
+
+        if (++kt == nk) { /* tile done: c[nt][2hh + e] = y[8nt + 2tig + e][n0 + 16 warp + gid + 8hh] */
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        int t = 8 * nt + 2 * tig + e, n = n0 + 16 * warp + gid + 8 * hh;
+                        if (t < T && n < N) y[(int64_t)t * N + n] = acc[nt][2 * hh + e];
+                        acc[nt][2 * hh + e] = 0.0f;
+                    }
+            kt = 0;
+            n0 += G * WD_BN;
+        }
+    }
+    wd_wait<0>(); /* no copy may still target shared memory when the CTA exits */
+}
+
+template <int NT, int CH, int S, int MINB, bool PF, bool BF>
+static cudaError_t wd_launch(float *y, const void *x, const void *w, int T, int N, int K, cudaStream_t st) {
+    constexpr int SB = (WD_BN + NT * 8) * CH * 16;
+    const size_t smem = (size_t)S * SB;
+    /* all of the unified L1 / shared memory as shared (the copies bypass L1): MINB CTAs fit */
+    cudaError_t e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             (int)cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) return e;
+    int dev = 0, sms = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess) return e;
+    if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
+    int ntiles = (int)(((int64_t)N + WD_BN - 1) / WD_BN);
+    int64_t g = (int64_t)sms * MINB;
+    unsigned grid = (unsigned)(g < ntiles ? g : ntiles);
+    wide_kernel<NT, CH, S, MINB, PF, BF><<<grid, WD_WARPS * 32, smem, st>>>(y, (const uint16_t *)x,
+                                                                           (const uint16_t *)w, T, N, K, ntiles);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+template <int NT, bool BF>
+static cudaError_t wd_launch_v(float *y, const void *x, const void *w, int T, int N, int K, int v, cudaStream_t st) {
+    if (K % 128 != 0) v = v == 2 ? 1 : v == 4 ? 3 : v; /* BK = 128 variants need K % 128 */
+    switch (v) {
+    case 2: return wd_launch<NT, 16, 3, 2, false, BF>(y, x, w, T, N, K, st);
+    case 3: return wd_launch<NT, 8, 12, 1, false, BF>(y, x, w, T, N, K, st);
+    case 4: return wd_launch<NT, 16, 6, 1, false, BF>(y, x, w, T, N, K, st);
+    case 5: return wd_launch<NT, 8, 6, 2, true, BF>(y, x, w, T, N, K, st);
+    default: return wd_launch<NT, 8, 6, 2, false, BF>(y, x, w, T, N, K, st);
+    }
+}
+
+extern "C" cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N,
+                                              int K, int variant, cudaStream_t st) {
+    if ((wdt != KILN_DT_BF16 && wdt != KILN_DT_F16) || T < 1 || T > KILN_WIDE_MAX_ROWS || N < 1 || K < 64 ||
+        K % 64 != 0 || N > (1 << 30) || variant < 0 || variant > 5 || !y || !x || !w || ((uintptr_t)x & 15) ||
+        ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
+        return cudaErrorInvalidValue;
+    int v = variant ? variant : 1;
+    if (wdt == KILN_DT_BF16) return T <= 8 ? wd_launch_v<1, true>(y, x, w, T, N, K, v, st)
+                                           : wd_launch_v<2, true>(y, x, w, T, N, K, v, st);
+    return T <= 8 ? wd_launch_v<1, false>(y, x, w, T, N, K, v, st) : wd_launch_v<2, false>(y, x, w, T, N, K, v, st);
+}
+
+extern "C" cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
+                                           cudaStream_t st) {
+    return kiln_cuda_gemm_wide_ex(y, x, w, wdt, T, N, K, 0, st);
+}

@@ -1,0 +1,175 @@
+/* test_cuda_wide.c: kiln_cuda_gemm_wide (skinny_wide.cu: cp.async pipeline, tensor cores),
+ * y[t][n] = sum_k x[t][k] W[n][k] for T <= 16 rows, against a double-precision CPU sum over the
+ * same bf16 / f16-rounded inputs:
+ *   - bf16: N in {8, 128, 1000, 5120} x K in {64, 192, 4096, 5120} (one k-tile; K % 128 != 0,
+ *     where the BK = 128 variants fall back), N = 40000 x K = 512 (more tiles than resident
+ *     CTAs: several tiles per CTA, a partial last tile), N = 256 x K = 32768; f16: N in
+ *     {8, 1000} x K in {64, 5120}, 40000 x 512;
+ *   - accuracy: relative L2 <= 1e-5 over the 16 x N block, and every element within a
+ *     first-order bound (4 chained mmas of 17 truncated terms, then K/64 f32 adds);
+ *   - y poisoned (NaN) before every run: no NaN may come back, rows t >= T stay untouched;
+ *   - determinism: row t has the same bits for T = 1..16 (both the T <= 8 and T > 8 kernels),
+ *     for every variant (kiln_cuda_gemm_wide_ex 1..5) and alone (T = 1 on x + t K);
+ *   - shapes and pointers it does not take return cudaErrorInvalidValue and write nothing.
+ * Timings: KILN_GEMV_BENCH=1 in test_cuda_gemv.c. */
+#include <math.h>
+#include "backend/cuda/cuda_ops.h"
+#include "cuda_test.h"
+#include "util/alloc.h"
+
+#define MR KILN_WIDE_MAX_ROWS
+#define POISON 0xffffffffu
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* want[t][n] = sum_k x[t][k] w[n][k], mag = sum |x w| (double, 4 partial sums) */
+static void reference(const float *x, const float *w, int N, int K, double *want, double *mag) {
+    for (int t = 0; t < MR; t++)
+        for (int n = 0; n < N; n++) {
+            const float *a = x + (size_t)t * K, *b = w + (size_t)n * K;
+            double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};
+            int k = 0;
+            for (; k + 4 <= K; k += 4)
+                for (int j = 0; j < 4; j++) {
+                    double p = (double)a[k + j] * (double)b[k + j];
+                    s[j] += p;
+                    m[j] += fabs(p);
+                }
+            for (; k < K; k++) {
+                double p = (double)a[k] * (double)b[k];
+                s[0] += p;
+                m[0] += fabs(p);
+            }
+            want[(size_t)t * N + n] = (s[0] + s[1]) + (s[2] + s[3]);
+            mag[(size_t)t * N + n] = (m[0] + m[1]) + (m[2] + m[3]);
+        }
+}
+
+static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
+    size_t wn = (size_t)N * K, xn = (size_t)MR * K, yn = (size_t)MR * N;
+    float *w = kiln_malloc(wn * 4), *x = kiln_malloc(xn * 4), *ref = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    double *want = kiln_malloc(yn * sizeof(double)), *mag = kiln_malloc(yn * sizeof(double));
+    uint16_t *wh = kiln_malloc(wn * 2), *xh = kiln_malloc(xn * 2);
+    kc_rand(w, wn, 1.0f / sqrtf((float)K), s);
+    kc_rand(x, xn, 2.0f, s);
+    kc_to_dt(dt, w, wh, wn);
+    kc_to_dt(dt, x, xh, xn);
+    kc_from_dt(dt, wh, w, wn); /* the reference multiplies the rounded values */
+    kc_from_dt(dt, xh, x, xn);
+    reference(x, w, N, K, want, mag);
+    void *dw = kc_dev(wn * 2), *dx = kc_dev(xn * 2);
+    float *dy = kc_dev(yn * 4);
+    kc_put(dw, wh, wn * 2);
+    kc_put(dx, xh, xn * 2);
+    const char *nm = kiln_dtype_name(dt);
+
+    /* T = 16, variant chosen by the launcher: accuracy */
+    kc_poison(dy, yn * 4);
+    cudaError_t rc = kiln_cuda_gemm_wide(dy, dx, dw, dt, MR, N, K, 0);
+    KT_CHECK(rc == cudaSuccess, "wide %s N=%d K=%d T=16 launch: %s", nm, N, K, cudaGetErrorString(rc));
+    kc_get(ref, dy, yn * 4);
+    /* per element, first order: a chain of 4 mmas, each summing 17 terms (16 products and the
+     * accumulator) aligned to the largest and truncated (<= 2^-23 of it each, <= sum |w x|),
+     * then K / 64 chain adds in round to nearest (2^-24 each); 2x margin */
+    double bound = (4.0 * 17.0 * ldexp(1.0, -23) + (K / 64 + 1) * ldexp(1.0, -24)) * 2;
+    double num = 0, den = 0;
+    int nan = 0, over = 0;
+    for (size_t i = 0; i < yn; i++) {
+        if (isnan(ref[i])) { nan++; continue; }
+        double d = (double)ref[i] - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+        if (fabs(d) > bound * mag[i] + 1e-30) {
+            if (!over) fprintf(stderr, "  elem %zu: got %.9g want %.9g (|wx| sum %.3g)\n", i, ref[i], want[i], mag[i]);
+            over++;
+        }
+    }
+    double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    KT_CHECK(nan == 0, "wide %s N=%d K=%d T=16: %d NaN (unwritten) outputs", nm, N, K, nan);
+    KT_CHECK(e <= 1e-5, "wide %s N=%d K=%d T=16: rel L2 %g", nm, N, K, e);
+    KT_CHECK(over == 0, "wide %s N=%d K=%d T=16: %d elements beyond the error bound", nm, N, K, over);
+    printf("wide %-4s N=%-6d K=%-5d rel L2 %.3g\n", nm, N, K, e);
+
+    /* every T and variant: rows < T bit-identical to the T = 16 run, rows >= T untouched */
+    for (int T = 1; T <= MR; T++)
+        for (int v = 0; v <= 5; v++) {
+            kc_poison(dy, yn * 4);
+            rc = kiln_cuda_gemm_wide_ex(dy, dx, dw, dt, T, N, K, v, 0);
+            KT_CHECK(rc == cudaSuccess, "wide %s N=%d K=%d T=%d v=%d launch: %s", nm, N, K, T, v,
+                     cudaGetErrorString(rc));
+            kc_get(got, dy, yn * 4);
+            int diff = memcmp(got, ref, (size_t)T * N * 4) != 0, touched = 0;
+            for (size_t i = (size_t)T * N; i < yn; i++) touched += f32_bits(got[i]) != POISON;
+            KT_CHECK(!diff, "wide %s N=%d K=%d: T=%d v=%d rows differ from the T=16 run", nm, N, K, T, v);
+            KT_CHECK(!touched, "wide %s N=%d K=%d: T=%d v=%d wrote %d elements of rows >= T", nm, N, K, T, v,
+                     touched);
+        }
+    /* row t alone (T = 1 on x + t K) */
+    for (int t = 0; t < MR; t++) {
+        kc_poison(dy, yn * 4);
+        KT_CHECK(kiln_cuda_gemm_wide(dy, (const uint16_t *)dx + (size_t)t * K, dw, dt, 1, N, K, 0) == cudaSuccess,
+                 "wide %s row %d alone launch", nm, t);
+        kc_get(got, dy, yn * 4);
+        int touched = 0;
+        for (size_t i = (size_t)N; i < yn; i++) touched += f32_bits(got[i]) != POISON;
+        KT_CHECK(memcmp(got, ref + (size_t)t * N, (size_t)N * 4) == 0,
+                 "wide %s N=%d K=%d: row %d alone differs from row %d of T=16", nm, N, K, t, t);
+        KT_CHECK(!touched, "wide %s N=%d K=%d: row %d alone wrote %d elements past row 0", nm, N, K, t, touched);
+    }
+    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+    kiln_free(w); kiln_free(x); kiln_free(ref); kiln_free(got); kiln_free(want); kiln_free(mag);
+    kiln_free(wh); kiln_free(xh);
+}
+
+static void invalid(void) {
+    void *dw = kc_dev(64 * 64 * 2), *dx = kc_dev(MR * 64 * 2);
+    float *dy = kc_dev(MR * 64 * 4);
+    kc_poison(dy, MR * 64 * 4);
+    const cudaError_t bad = cudaErrorInvalidValue;
+    const kiln_dtype b16 = KILN_DT_BF16;
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 0, 64, 64, 0) == bad, "T=0 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, MR + 1, 64, 64, 0) == bad, "T=17 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 0, 64, 0) == bad, "N=0 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, -8, 64, 0) == bad, "N=-8 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 0, 0) == bad, "K=0 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 60, 0) == bad, "K=60 (not a multiple of 64) accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 32, 96, 0) == bad, "K=96 (not a multiple of 64) accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 32, 0) == bad, "K=32 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, KILN_DT_F32, 1, 32, 64, 0) == bad, "f32 weights accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, KILN_DT_Q8_0, 1, 32, 64, 0) == bad, "q8_0 weights accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, (const uint16_t *)dx + 1, dw, b16, 1, 64, 64, 0) == bad, "misaligned x accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, (const uint16_t *)dw + 4, b16, 1, 63, 64, 0) == bad, "misaligned W accepted");
+    KT_CHECK(kiln_cuda_gemm_wide((float *)((char *)dy + 2), dx, dw, b16, 1, 64, 64, 0) == bad, "misaligned y accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(NULL, dx, dw, b16, 1, 64, 64, 0) == bad, "NULL y accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, NULL, dw, b16, 1, 64, 64, 0) == bad, "NULL x accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, NULL, b16, 1, 64, 64, 0) == bad, "NULL W accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, 6, 0) == bad, "variant 6 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, -1, 0) == bad, "variant -1 accepted");
+    float back[MR * 64];
+    kc_get(back, dy, sizeof back);
+    int touched = 0;
+    for (int i = 0; i < MR * 64; i++) touched += f32_bits(back[i]) != POISON;
+    KT_CHECK(touched == 0, "a refused call wrote %d outputs", touched);
+    CU(cudaGetLastError());
+    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+}
+
+int main(void) {
+    kc_require_gpu();
+    unsigned long long s = kc_seed();
+    invalid();
+    static const int Ns[4] = {8, 128, 1000, 5120}, Ks[4] = {64, 192, 4096, 5120};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) one(KILN_DT_BF16, Ns[i], Ks[j], &s);
+    one(KILN_DT_BF16, 40000, 512, &s); /* > 2 x 132 tiles: several tiles per CTA, partial last tile */
+    one(KILN_DT_BF16, 256, 32768, &s);
+    static const int fN[2] = {8, 1000}, fK[2] = {64, 5120};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) one(KILN_DT_F16, fN[i], fK[j], &s);
+    one(KILN_DT_F16, 40000, 512, &s);
+    return kt_done();
+}
