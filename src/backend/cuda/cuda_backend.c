@@ -119,6 +119,8 @@ typedef struct cuda_backend {
     int n_logits, pending, sampled;
     int gemv_max_rows;   /* GEMV allowed up to this many rows (0: never; KILN_CUDA_GEMV) */
     int skinny_max_rows; /* skinny.cu up to this many rows (0: never; KILN_CUDA_SKINNY) */
+    int wide_min_rows;   /* skinny_wide.cu for wide matrices from this many rows to 16 (0: never;
+                          * KILN_CUDA_WIDE) */
     int gu_16bit;        /* KILN_CUDA_GU_16BIT=1: cuBLASLt writes gate|up in the weights' 16-bit type
                           * (prefill +3% on the H100, but the 2-layer mistral-tiny step test then
                           * drifts to 2.1e-2 from the CPU, past its 2e-2 bound: off by default) */
@@ -450,6 +452,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     if (c->decode_tc_rows <= 0) c->decode_tc_rows = 1 << 30;
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
     c->gu_16bit = g16 && strcmp(g16, "1") == 0;
+    const char *wd = getenv("KILN_CUDA_WIDE");
+    c->wide_min_rows = wd && *wd ? atoi(wd) : 0;
+    if (c->wide_min_rows < 0 || c->wide_min_rows > KILN_WIDE_MAX_ROWS || bc->batch_invariant) c->wide_min_rows = 0;
     const char *sk = getenv("KILN_CUDA_SKINNY");
     c->skinny_max_rows = sk && *sk ? atoi(sk) : 8;
     if (c->skinny_max_rows < 0 || c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
@@ -622,9 +627,11 @@ static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err
  * Returns GEMM_LT, GEMM_SKINNY, or the GEMV rows per warp (>= 0). */
 #define GEMM_LT (-1)
 #define GEMM_SKINNY (-2)
+#define GEMM_WIDE (-3)
 static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
     if (g->wdt == KILN_DT_F32) return GEMM_LT;
     if (g->N >= 32768) { /* gate|up, LM head */
+        if (c->wide_min_rows && n >= c->wide_min_rows && n <= KILN_WIDE_MAX_ROWS) return GEMM_WIDE;
         if (n <= 4 && n <= c->gemv_max_rows) return 0;
         if (n <= c->skinny_max_rows) return GEMM_SKINNY;
         return GEMM_LT;
@@ -641,6 +648,8 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
             e_ = kiln_cuda_gemv_ex((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, k_, c->st);  \
         else if (k_ == GEMM_SKINNY)                                                                    \
             e_ = kiln_cuda_gemm_skinny((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);  \
+        else if (k_ == GEMM_WIDE)                                                                      \
+            e_ = kiln_cuda_gemm_wide((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);    \
         else                                                                                           \
             r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
         if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv/skinny", __FILE__, __LINE__); \
