@@ -453,7 +453,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
     c->gu_16bit = g16 && strcmp(g16, "1") == 0;
     const char *wd = getenv("KILN_CUDA_WIDE");
-    c->wide_min_rows = wd && *wd ? atoi(wd) : 0;
+    c->wide_min_rows = wd && *wd ? atoi(wd) : 5;
     if (c->wide_min_rows < 0 || c->wide_min_rows > KILN_WIDE_MAX_ROWS || bc->batch_invariant) c->wide_min_rows = 0;
     const char *sk = getenv("KILN_CUDA_SKINNY");
     c->skinny_max_rows = sk && *sk ? atoi(sk) : 8;
