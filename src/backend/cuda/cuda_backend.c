@@ -1,4 +1,4 @@
-/* cuda_backend.c: the transformer step on one NVIDIA GPU (part 1: correct, not yet fast).
+/* cuda_backend.c: the transformer step on one NVIDIA GPU.
  *
  * Per step (T rows, D = dim, H / KV heads, hd = head_dim, F = hidden_dim, adt = the layer
  * matrices' dtype, all on one stream, nothing waits until finish_step):
@@ -8,25 +8,33 @@
  *   per layer:  xn[T][D] adt = rmsnorm(x += proj)                        (rmsnorm.cu; layer 0: no add)
  *               qkv[T][(H+2KV)hd] f32 = xn Wqkv^T  (Wq|Wk|Wv concatenated at load; gemm.c)
  *               RoPE(q, k) in place; K, V -> bf16 pool at slot_mapping     (rope_kv.cu)
- *               att[T][H hd] adt = paged causal GQA attention: chunks of >= 16 rows on tensor
- *                              cores (attention_prefill.cu), the other rows split over the
- *                              context (attention.cu); batch-invariant mode: all split
+ *               att[T][H hd] adt = paged causal GQA attention: chunks of >= 16 rows (and every
+ *                              row of steps of >= 16 rows) on tensor cores (attention_prefill.cu),
+ *                              the other rows split over the context (attention.cu);
+ *                              batch-invariant mode: all split
  *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
  *               gu[T][2F] f32 = xn Wgu^T  (Wgate|Wup concatenated; KILN_CUDA_GU_16BIT=1: adt from
  *                             cuBLASLt);  act[T][F] adt = silu(g) u  (swiglu.cu)
  *               proj = act Wd^T
  *   xf[n][D] = rmsnorm(x + proj) of the last row of each sequence with seq_logits (gathered)
- *   logits[n][V] f32 = xf Wlm^T -> async D2H into pinned host memory
+ *   logits[n][V] f32 = xf Wlm^T, then either drawn on the device (sample.cu: penalties from
+ *                      device tables, bias, temperature, top-k/p, min-p, Philox; one D2H copy of
+ *                      the tokens and logprobs) or copied back whole (device_sample = 0)
+ * GEMMs: gemv.cu / skinny_wide.cu at decode sizes where they stream the weights faster than
+ * cuBLASLt (gemm_choice; not in batch-invariant mode), cuBLASLt otherwise.
+ * The host prepares a step (descriptor, tiles, runs, sampling descriptor: cuda_encode) and
+ * enqueue() issues the device work; a decode step is padded to a (rows, block-table width)
+ * bucket and replays the CUDA graph captured from enqueue() at load.
  * finish_step is the step's one wait (cudaStreamSynchronize through sync.c, I1); it returns the
- * host logits and the engine samples. Sampling on the GPU comes later.
+ * tokens (or the host logits).
  *
  * Precision: residual stream, GEMM outputs, RoPE, softmax and all accumulation in f32; GEMM
  * inputs rounded to the weights' dtype (bf16/f16; f32 weights keep everything f32, no TF32).
  * The KV pool is bf16 on the device (half the CPU's f32 pool), layout [layer][block][k|v][KV]
  * [block_size][hd] as step.h; block ids are range-checked on the host before upload (I2).
  *
- * Memory (I7): weights, KV pool, scratch for max_tokens rows, the descriptor buffers and the
- * pinned logits are allocated in create(); a step allocates nothing on the device or through
+ * Memory (I7): weights, KV pool, scratch for max_tokens rows, the descriptor buffers, the
+ * pinned logits, the penalty tables and the decode graphs are allocated in create(); a step allocates nothing on the device or through
  * kiln_malloc (the GEMM algorithm table is sized at create and filled on first use of a row
  * count, a host-only cuBLASLt query). Refused at load, in any mode (I3, no fallbacks exist):
  * quantized or mixed-dtype layer matrices, head_dim > 256 or not a multiple of 8, no CUDA device or one older
