@@ -107,14 +107,13 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     kc_put(drs, rs, (size_t)T * 4);
     kc_put(dbt, bt, (size_t)S * max_nb * 4);
     kc_poison(dout, on * as);
-    int max_pos = 0, max_splits = 0;
-    for (int t = 0; t < T; t++) if (pos[t] > max_pos) max_pos = pos[t];
+    int max_splits = 0;
     /* a small window width too, so that rows span several windows */
-    int split_w = kiln_cuda_attention_split_width(max_nb * bs, &max_splits);
+    int split_w = kiln_cuda_attention_split_width(&max_splits);
     if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; if (max_splits > 64) max_splits = 64; }
     float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
     if (!flash) {
-        CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, max_pos, split_w,
+        CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, split_w,
                                max_splits, dscr, 0));
     } else {
         int32_t *qst = kiln_malloc((size_t)(S + 1) * 4);
@@ -150,11 +149,11 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         /* the other rows: kiln_cuda_attention on each run of rows outside the tiles */
         for (int a = 0; a < T;) {
             if (cov[a]) { a++; continue; }
-            int b = a, mp = 0;
-            while (b < T && !cov[b]) { if (pos[b] > mp) mp = pos[b]; b++; }
-            int ms = 0, sw = kiln_cuda_attention_split_width(max_nb * bs, &ms);
+            int b = a;
+            while (b < T && !cov[b]) b++;
+            int ms = 0, sw = kiln_cuda_attention_split_width(&ms);
             CU(kiln_cuda_attention((char *)dout + (size_t)a * row * as, adt, dq + (size_t)a * qs, qs, dpool, dpos + a,
-                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, mp, sw, ms, dscr, 0));
+                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, sw, ms, dscr, 0));
             a = b;
         }
         kc_get(oh, dout, on * as);

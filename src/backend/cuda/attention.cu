@@ -374,9 +374,8 @@ extern "C" int kiln_cuda_attention_blocks_per_sm(int hd, int G) {
 }
 
 /* The minimum window (32 positions: a block does at least two tiles) and at most 16 windows per
- * row (the scratch is [T][H][16][hd + 2]); max_model_len no longer matters. */
-extern "C" int kiln_cuda_attention_split_width(int max_model_len, int *max_splits) {
-    (void)max_model_len;
+ * row (the scratch is [T][H][16][hd + 2]), whatever the context length. */
+extern "C" int kiln_cuda_attention_split_width(int *max_splits) {
     if (max_splits) *max_splits = 16;
     return 32;
 }
@@ -384,13 +383,12 @@ extern "C" int kiln_cuda_attention_split_width(int max_model_len, int *max_split
 extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                            const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                            const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                           int block_size, int max_pos, int split_w, int max_splits, float *scratch,
+                                           int block_size, int split_w, int max_splits, float *scratch,
                                            cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
         KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 64)
         return cudaErrorInvalidValue;
-    (void)max_pos;
     float scale = 1.0f / sqrtf((float)hd);
     /* one row per block: every row has its own windows (they depend on its position) */
     dim3 g1((unsigned)T, (unsigned)KV, (unsigned)max_splits);

@@ -113,7 +113,7 @@ typedef struct cuda_backend {
                                      * (KILN_CUDA_DECODE_TC, default 16; 0 = never; H100: batch 16
                                      * 843 -> 852 tok/s, batch 8 444 -> 440, so not at 8) */
     unsigned char *pf_covered;      /* host [max_tokens] */
-    int32_t *run_a, *run_b, *run_maxpos; /* host [max_tokens] runs of uncovered rows */
+    int32_t *run_a, *run_b;         /* host [max_tokens] runs of uncovered rows [run_a, run_b) */
     float *logits_h; /* pinned [max_seqs][V] */
     /* device sampling (sample.cu): penalty tables, per-step parameters, results */
     int32_t *pen_counts;  /* [max_seqs][V] output-token counts per table row */
@@ -156,16 +156,21 @@ static int dev_malloc(cuda_backend *c, void **p, size_t n, const char *what, kil
     return KILN_OK;
 }
 
+/* the decode graphs (capture_graphs), whole or partly captured */
+static void free_graphs(cuda_backend *c) {
+    if (!c->graphs) return;
+    for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
+        if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
+    kiln_free(c->graphs);
+    c->graphs = NULL;
+}
+
 static void cuda_destroy(kiln_backend *b) {
     cuda_backend *c = (cuda_backend *)b;
     if (!c) return;
     kiln_error e2;
     if (c->have_stream) (void)kiln_cuda_stream_sync(&c->syncs, c->st, &e2);
-    if (c->graphs) {
-        for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
-            if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
-        kiln_free(c->graphs);
-    }
+    free_graphs(c);
     kiln_cuda_gemm_free(&c->g_qkv);
     kiln_cuda_gemm_free(&c->g_o);
     kiln_cuda_gemm_free(&c->g_gu);
@@ -183,7 +188,6 @@ static void cuda_destroy(kiln_backend *b) {
     kiln_free(c->pf_covered);
     kiln_free(c->run_a);
     kiln_free(c->run_b);
-    kiln_free(c->run_maxpos);
     kiln_free(c);
 }
 
@@ -375,7 +379,7 @@ static int check_model(cuda_backend *c, kiln_error *err) {
 
 static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
-    c->att_split_w = kiln_cuda_attention_split_width(c->cfg.max_model_len, &c->att_splits);
+    c->att_split_w = kiln_cuda_attention_split_width(&c->att_splits);
     size_t T = (size_t)c->cfg.max_tokens, S = (size_t)c->cfg.max_seqs, D = (size_t)mc->dim;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t F = (size_t)mc->hidden_dim, V = (size_t)mc->vocab_size, a = dt_size(c->adt);
@@ -543,8 +547,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->pf_covered = kiln_calloc((size_t)T, 1);
     c->run_a = kiln_calloc((size_t)T, sizeof(int32_t));
     c->run_b = kiln_calloc((size_t)T, sizeof(int32_t));
-    c->run_maxpos = kiln_calloc((size_t)T, sizeof(int32_t));
-    if (!c->pf_covered || !c->run_a || !c->run_b || !c->run_maxpos) {
+    if (!c->pf_covered || !c->run_a || !c->run_b) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory");
         goto fail;
     }
@@ -557,12 +560,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         /* steps then launch kernel by kernel, as with KILN_CUDA_GRAPHS=0; refused in strict mode */
         if (bc->strict) goto fail;
         KILN_WARN("cuda backend: decode graphs not captured (%s); launching kernels one by one", err->msg);
-        if (c->graphs) {
-            for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
-                if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
-            kiln_free(c->graphs);
-            c->graphs = NULL;
-        }
+        free_graphs(c);
         cudaGetLastError();
         rc = KILN_OK;
     }
@@ -840,8 +838,7 @@ static int enqueue(cuda_backend *c, const step_plan *p, kiln_error *err) {
             }
             LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                        c->qkv + (size_t)a * qkvw, qkvw, pool, d_pos + a, d_rowseq + a, d_bt, bt_w,
-                                       rows, H, KV, hd, bs, c->run_maxpos[k], c->att_split_w, splits, c->att_scratch,
-                                       c->st));
+                                       rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->st));
         }
         GEMM(&c->g_o, c->proj, c->att, w->wo, T);
         LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
@@ -921,7 +918,6 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
             fill_plan_shape(c, &p, T, c->graph_widths[wi]);
             c->run_a[0] = 0;
             c->run_b[0] = T;
-            c->run_maxpos[0] = 0;
             cudaGraph_t g = NULL;
             KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
             int rc = enqueue(c, &p, err);
@@ -1023,11 +1019,9 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         memset(c->pf_covered, 0, (size_t)T);
     for (int t = 0; t < T;) {
         if (c->pf_covered[t]) { t++; continue; }
-        int a = t, mp = 0;
-        while (t < T && !c->pf_covered[t]) { if (s->positions[t] > mp) mp = s->positions[t]; t++; }
-        c->run_a[p.n_runs] = a;
-        c->run_b[p.n_runs] = t;
-        c->run_maxpos[p.n_runs++] = mp;
+        c->run_a[p.n_runs] = t;
+        while (t < T && !c->pf_covered[t]) t++;
+        c->run_b[p.n_runs++] = t;
     }
     p.desc_bytes = c->off_bt + (size_t)S * bt_w * 4;
     p.sample = n > 0 && s->device_sample;

@@ -49,16 +49,15 @@ cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slo
  * (attention.cu). Row t belongs to sequence row_seq[t]; its query at position pos[t] attends to
  * positions 0..pos[t] through block_table[seq][max_blocks] of the layer's pool.
  *   q: row t head h at q + t * q_stride + h * hd (f32, RoPE applied); out: [T][H * hd] in adt.
- *   max_pos: the largest pos[t] of the step (bounds the grid); split_w / max_splits from
- *   kiln_cuda_attention_split_width(max_model_len); scratch: [T][H][max_splits][hd + 2] f32. */
-int kiln_cuda_attention_split_width(int max_model_len, int *max_splits);
+ *   split_w (the minimum window) / max_splits from kiln_cuda_attention_split_width();
+ *   scratch: [T][H][max_splits][hd + 2] f32. */
+int kiln_cuda_attention_split_width(int *max_splits);
 /* resident pass-1 blocks per SM for (hd, G) (occupancy query; 4 when unknown) */
 int kiln_cuda_attention_blocks_per_sm(int hd, int G);
 cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                 const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                 const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                int block_size, int max_pos, int split_w, int max_splits, float *scratch,
-                                cudaStream_t st);
+                                int block_size, int split_w, int max_splits, float *scratch, cudaStream_t st);
 
 /* Tensor-core causal GQA attention for the query tiles of prefill chunks (attention_prefill.cu).
  * tiles: device array [n_tiles][2] of (first row, n rows) runs of rows of one sequence with
