@@ -490,11 +490,7 @@ static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
                 }
             } else {
                 const float *logits = res.logits + (size_t)(li - 1) * res.vocab;
-                int ns = 0;
-                if (n_out < r->min_tokens) {
-                    for (int k = 0; k < e->model->cfg.n_eos; k++) e->suppress[ns++] = e->model->cfg.eos_ids[k];
-                    for (int k = 0; k < r->n_stop_ids; k++) e->suppress[ns++] = r->stop_ids[k];
-                }
+                int ns = kiln_req_suppressed(e, r, e->suppress);
                 tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
                                   e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
                                   nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);

@@ -96,6 +96,8 @@ void kiln_sched_preempt(kiln_engine *e, kiln_req *r);
 /* take r out of the running or waiting list and free its KV blocks */
 void kiln_sched_remove(kiln_engine *e, kiln_req *r);
 void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
+/* ids r may not draw yet (min_tokens: EOS + stop ids) into out; returns the count */
+int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out);
 /* output.c */
 void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok);
 long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from);

@@ -59,6 +59,16 @@ void kiln_sched_preempt(kiln_engine *e, kiln_req *r) {
     e->stats.preemptions++;
 }
 
+/* The ids a request may not draw yet (min_tokens not reached: the EOS ids, then its stop ids)
+ * into out; returns how many. Shared by the host sampler (engine.c) and the device descriptor. */
+int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out) {
+    int n = 0;
+    if (r->n_tokens - r->n_prompt >= r->min_tokens) return 0;
+    for (int k = 0; k < e->model->cfg.n_eos; k++) out[n++] = e->model->cfg.eos_ids[k];
+    for (int k = 0; k < r->n_stop_ids; k++) out[n++] = r->stop_ids[k];
+    return n;
+}
+
 static int has_penalties(const kiln_req *r) {
     return r->sp.repetition_penalty != 1.0f || r->sp.presence_penalty != 0.0f || r->sp.frequency_penalty != 0.0f;
 }
@@ -82,19 +92,15 @@ static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
         memcpy(s->pen_tokens + used, r->tokens, (size_t)r->n_tokens * sizeof(int32_t));
         s->pen_start[++s->n_pen] = used + r->n_tokens;
     }
-    ss->pen_slot = has_penalties(r) ? r->pen_slot : -1;
+    ss->pen_slot = r->pen_slot; /* -1 unless the request has penalties (set just above) */
     ss->bias_start = e->step_n_bias;
     ss->n_bias = r->sp.n_bias;
     memcpy(s->bias_ids + e->step_n_bias, r->bias_ids, (size_t)r->sp.n_bias * sizeof(int32_t));
     memcpy(s->bias_values + e->step_n_bias, r->bias_values, (size_t)r->sp.n_bias * sizeof(float));
     e->step_n_bias += r->sp.n_bias;
     ss->supp_start = e->step_n_supp;
-    if (r->n_tokens - r->n_prompt < r->min_tokens) {
-        int32_t *o = s->supp_ids + e->step_n_supp;
-        for (int k = 0; k < e->model->cfg.n_eos; k++) o[ss->n_supp++] = e->model->cfg.eos_ids[k];
-        for (int k = 0; k < r->n_stop_ids; k++) o[ss->n_supp++] = r->stop_ids[k];
-        e->step_n_supp += ss->n_supp;
-    }
+    ss->n_supp = kiln_req_suppressed(e, r, s->supp_ids + e->step_n_supp);
+    e->step_n_supp += ss->n_supp;
     return 1;
 }
 
