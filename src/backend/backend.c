@@ -1,10 +1,46 @@
-/* backend.c: backend registry. */
+/* backend.c: backend registry and the step-descriptor check every backend runs (I2). */
 #include "backend/backend.h"
 #include <string.h>
+#include "util/error.h"
 
 #ifndef KILN_HAVE_CUDA
 const kiln_backend_ops *kiln_backend_cuda_ops(void) { return NULL; }
 #endif
+
+int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
+                            kiln_error *err) {
+    const kiln_kv_layout *L = &c->kv;
+    if (s->n_tokens < min_rows || s->n_tokens > c->max_tokens || s->n_seqs < min_rows || s->n_seqs > c->max_seqs ||
+        s->max_blocks_per_seq > c->max_blocks_per_seq)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d tokens / %d seqs beyond capacity %d / %d", s->n_tokens,
+                        s->n_seqs, c->max_tokens, c->max_seqs);
+    if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
+    int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
+    for (int i = 0; i < s->n_seqs; i++) {
+        int ctx = s->seq_ctx_len[i];
+        if (s->seq_q_start[i + 1] < s->seq_q_start[i])
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d has a negative row count", i);
+        if (ctx < 1 || ctx > c->max_model_len || (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
+        const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
+        for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
+            if (bt[b] < 1 || bt[b] >= L->n_blocks)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b, bt[b],
+                                L->n_blocks);
+        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {
+            if (s->positions[t] < 0 || s->positions[t] >= ctx)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d position %d outside context %d", t, s->positions[t],
+                                ctx);
+            if (s->token_ids[t] < 0 || s->token_ids[t] >= vocab)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d token id %d outside vocab", t, s->token_ids[t]);
+            if (s->slot_mapping[t] < 0 || s->slot_mapping[t] >= n_slots)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d KV slot %lld outside the pool", t,
+                                (long long)s->slot_mapping[t]);
+        }
+    }
+    return KILN_OK;
+}
 
 const kiln_backend_ops *kiln_backend_find(const char *name) {
     if (!name || !*name || strcmp(name, "cpu") == 0) return kiln_backend_cpu_ops();

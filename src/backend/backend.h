@@ -60,6 +60,13 @@ struct kiln_backend {
 const kiln_backend_ops *kiln_backend_cpu_ops(void);
 /* NULL when the CUDA backend was not built. */
 const kiln_backend_ops *kiln_backend_cuda_ops(void);
+/* The descriptor against the capacities and the pool (I2): counts within capacity (at least
+ * min_rows rows and sequences), query starts covering the rows in order, contexts within
+ * max_model_len and the block table, block ids in [1, n_blocks), positions inside the context,
+ * token ids inside the vocabulary, KV slots inside the pool. */
+int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
+                            kiln_error *err);
+
 /* by name: "cpu" or "cuda"; NULL if unknown or not built */
 const kiln_backend_ops *kiln_backend_find(const char *name);
 

@@ -287,45 +287,11 @@ static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
     }
 }
 
-/* Validate the descriptor against the capacities and the pool (I2: block ids physical and
- * range-checked). */
-static int check_step(const cpu_backend *c, const kiln_step *s, kiln_error *err) {
-    const kiln_kv_layout *L = &c->cfg.kv;
-    if (s->n_tokens < 0 || s->n_tokens > c->cfg.max_tokens || s->n_seqs < 0 || s->n_seqs > c->cfg.max_seqs)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d tokens / %d seqs beyond capacity %d / %d",
-                        s->n_tokens, s->n_seqs, c->cfg.max_tokens, c->cfg.max_seqs);
-    if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
-    int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
-    for (int i = 0; i < s->n_seqs; i++) {
-        int ctx = s->seq_ctx_len[i];
-        if (ctx < 1 || ctx > c->cfg.max_model_len ||
-            (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
-        const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
-        for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
-            if (bt[b] < 1 || bt[b] >= L->n_blocks)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b,
-                                bt[b], L->n_blocks);
-        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {
-            if (s->positions[t] < 0 || s->positions[t] >= ctx)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d position %d outside context %d", t,
-                                s->positions[t], ctx);
-            if (s->token_ids[t] < 0 || s->token_ids[t] >= c->m->cfg.vocab_size)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d token id %d outside vocab", t, s->token_ids[t]);
-            if (s->slot_mapping[t] < 0 || s->slot_mapping[t] >= n_slots)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d KV slot %lld outside the pool", t,
-                                (long long)s->slot_mapping[t]);
-        }
-    }
-    return KILN_OK;
-}
-
 static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     cpu_backend *c = (cpu_backend *)b;
     const kiln_model *m = c->m;
     const kiln_config *mc = &m->cfg;
-    int rc = check_step(c, s, err);
+    int rc = kiln_backend_check_step(&c->cfg, mc->vocab_size, 0, s, err); /* I2 */
     if (rc) return rc;
     int T = s->n_tokens, D = mc->dim;
     size_t qd = (size_t)mc->n_heads * mc->head_dim;

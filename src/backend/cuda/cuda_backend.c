@@ -573,41 +573,6 @@ fail:
 
 /* ---- the step ------------------------------------------------------------------------------- */
 
-/* Validate the descriptor against the capacities and the pool (I2), as the CPU backend does. */
-static int check_step(const cuda_backend *c, const kiln_step *s, kiln_error *err) {
-    const kiln_kv_layout *L = &c->cfg.kv;
-    if (s->n_tokens < 1 || s->n_tokens > c->cfg.max_tokens || s->n_seqs < 1 || s->n_seqs > c->cfg.max_seqs ||
-        s->max_blocks_per_seq > c->cfg.max_blocks_per_seq)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d tokens / %d seqs beyond capacity %d / %d", s->n_tokens,
-                        s->n_seqs, c->cfg.max_tokens, c->cfg.max_seqs);
-    if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
-    int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
-    for (int i = 0; i < s->n_seqs; i++) {
-        int ctx = s->seq_ctx_len[i];
-        if (s->seq_q_start[i + 1] < s->seq_q_start[i])
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d has a negative row count", i);
-        if (ctx < 1 || ctx > c->cfg.max_model_len || (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
-        const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
-        for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
-            if (bt[b] < 1 || bt[b] >= L->n_blocks)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b, bt[b],
-                                L->n_blocks);
-        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {
-            if (s->positions[t] < 0 || s->positions[t] >= ctx)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d position %d outside context %d", t, s->positions[t],
-                                ctx);
-            if (s->token_ids[t] < 0 || s->token_ids[t] >= c->m->cfg.vocab_size)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d token id %d outside vocab", t, s->token_ids[t]);
-            if (s->slot_mapping[t] < 0 || s->slot_mapping[t] >= n_slots)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d KV slot %lld outside the pool", t,
-                                (long long)s->slot_mapping[t]);
-        }
-    }
-    return KILN_OK;
-}
-
 #define LAUNCH(call)                                                                                   \
     do {                                                                                               \
         cudaError_t e_ = (call);                                                                       \
@@ -944,7 +909,7 @@ static int decode_graph_step(const kiln_step *s) {
 static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     cuda_backend *c = (cuda_backend *)b;
     if (c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step twice without finish_step");
-    int rc = check_step(c, s, err);
+    int rc = kiln_backend_check_step(&c->cfg, c->m->cfg.vocab_size, 1, s, err); /* I2 */
     if (rc) return rc;
     int T = s->n_tokens, S = s->n_seqs, bs = c->cfg.kv.block_size;
 
