@@ -11,21 +11,12 @@
 #include <string.h>
 #include "model/loaders.h"
 #include "util/alloc.h"
+#include "util/dummy_hash.h"
 #include "util/error.h"
 #include "util/fp16.h"
 
-static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 float kiln_dummy_value(uint64_t seed, int t, int64_t i, const kiln_tensor *tensor) {
-    uint64_t x = mix64(mix64(seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(t + 1))) + (uint64_t)i);
-    float u = (float)((double)(x >> 40) * (1.0 / 8388608.0) - 1.0); /* [-1, 1) */
+    float u = kiln_dummy_u(kiln_dummy_key(seed, t), i); /* [-1, 1) */
     if (tensor->ndim == 1) return 1.0f + u / 16.0f;
     return u / sqrtf((float)tensor->shape[1]);
 }

@@ -5,12 +5,7 @@
 #ifndef KILN_PHILOX_H
 #define KILN_PHILOX_H
 #include <stdint.h>
-
-#ifdef __CUDACC__
-#define KILN_HD __host__ __device__
-#else
-#define KILN_HD
-#endif
+#include "util/hostdev.h"
 
 /* Philox4x32-10 of (counter, key): the 64-bit counter fills words 0-1 (words 2-3 are 0). */
 static inline KILN_HD void kiln_philox4x32(uint64_t counter, uint64_t key, uint32_t out[4]) {

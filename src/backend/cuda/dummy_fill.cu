@@ -6,21 +6,12 @@
  * -prec-sqrt / -prec-div); the dtype rounding is round-to-nearest-even like util/fp16.h. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
-
-static __device__ __forceinline__ uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
+#include "util/dummy_hash.h"
 
 static __global__ void dummy_kernel(void *dst, kiln_dtype dt, int64_t n, uint64_t key, int64_t cols) {
     float sc = cols > 0 ? __fsqrt_rn((float)cols) : 1.0f;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        uint64_t x = mix64(key + (uint64_t)i);
-        float u = (float)((double)(x >> 40) * (1.0 / 8388608.0) - 1.0);
+        float u = kiln_dummy_u(key, i);
         float v = cols > 0 ? __fdiv_rn(u, sc) : 1.0f + u / 16.0f;
         kiln_st(dt, dst, i, v);
     }
@@ -30,13 +21,7 @@ extern "C" cudaError_t kiln_cuda_dummy_fill(void *dst, kiln_dtype dt, int64_t n,
                                             int64_t cols, cudaStream_t st) {
     if (n <= 0) return cudaSuccess;
     if (dt != KILN_DT_F32 && dt != KILN_DT_F16 && dt != KILN_DT_BF16) return cudaErrorInvalidValue;
-    /* the per-tensor key, computed on the host exactly as dummy.c */
-    uint64_t k = seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(tensor_index + 1));
-    k ^= k >> 30;
-    k *= 0xbf58476d1ce4e5b9ULL;
-    k ^= k >> 27;
-    k *= 0x94d049bb133111ebULL;
-    k ^= k >> 31;
+    uint64_t k = kiln_dummy_key(seed, tensor_index); /* per tensor, on the host */
     int64_t blocks = (n + 255) / 256;
     if (blocks > 65536) blocks = 65536;
     dummy_kernel<<<(unsigned)blocks, 256, 0, st>>>(dst, dt, n, k, cols);
