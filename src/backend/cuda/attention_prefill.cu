@@ -60,30 +60,8 @@ static __device__ __forceinline__ float pf_exp2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 }
-/* d += a b for one m16n8k16 (bf16 inputs, f32 accumulators) */
-static __device__ __forceinline__ void pf_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-static __device__ __forceinline__ void pf_ldsm_x4(uint32_t *r, uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-static __device__ __forceinline__ void pf_ldsm_x4_t(uint32_t *r, uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
 static __device__ __forceinline__ void pf_cp16(uint32_t dst, const void *src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
-}
-static __device__ __forceinline__ void pf_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-static __device__ __forceinline__ void pf_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 /* Stage key tile [j0, j0 + PF_BC) of KV head kvh: K at sk, V at sk + PF_BC * HD (shared
@@ -129,7 +107,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
 
     /* start loading key tile 0 while Q is read */
     pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, 0, p_last);
-    pf_commit();
+    kiln_cp_commit();
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
     int prow[2], trow[2], hrow[2], valid[2];
@@ -166,10 +144,10 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     for (int kt = 0; kt < n_kt; kt++) {
         if (kt + 1 < n_kt) {
             pf_load_tile<HD>(s_base + ((kt + 1) & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt + 1) * PF_BC, p_last);
-            pf_commit();
-            pf_wait<1>(); /* tile kt has landed (this thread's copies) */
+            kiln_cp_commit();
+            kiln_cp_wait<1>(); /* tile kt has landed (this thread's copies) */
         } else {
-            pf_wait<0>();
+            kiln_cp_wait<0>();
         }
         __syncthreads(); /* ... and every thread's */
         const int j0 = kt * PF_BC;
@@ -185,9 +163,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
                     /* matrix i = lane >> 3: keys 8nt..8nt+7 (row lane & 7), dims 32kp + 8i..+7 */
                     int key = nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
                     uint32_t b[4];
-                    pf_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-                    pf_mma(s[nt], qa[2 * kp], b[0], b[1]);
-                    pf_mma(s[nt], qa[2 * kp + 1], b[2], b[3]);
+                    kiln_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+                    kiln_mma16816<true>(s[nt], qa[2 * kp], b[0], b[1]);
+                    kiln_mma16816<true>(s[nt], qa[2 * kp + 1], b[2], b[3]);
                 }
             }
             /* online softmax per row (hh = 0: row gid, 1: row gid + 8); a row's 64 scores lie in
@@ -240,9 +218,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
                      * registers 0, 1 = B of dim n-tile 2dp, registers 2, 3 = n-tile 2dp + 1 */
                     int key = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
                     uint32_t b[4];
-                    pf_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-                    pf_mma(o[2 * dp], pa, b[0], b[1]);
-                    pf_mma(o[2 * dp + 1], pa, b[2], b[3]);
+                    kiln_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+                    kiln_mma16816<true>(o[2 * dp], pa, b[0], b[1]);
+                    kiln_mma16816<true>(o[2 * dp + 1], pa, b[2], b[3]);
                 }
             }
         }

@@ -67,5 +67,46 @@ static __device__ __forceinline__ uint4 kiln_ld_nc16(const uint4 *p, int ok) {
     return v;
 }
 
+/* ---- tensor-core and async-copy PTX (sm_80+; used by attention_prefill, skinny, skinny_wide) ---- */
+/* d += a b for one mma m16n8k16, f32 accumulators; BF: bf16 inputs, else f16. a: the 4 A
+ * registers, b0/b1: the 2 B registers, in the PTX fragment layout. */
+template <bool BF>
+static __device__ __forceinline__ void kiln_mma16816(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                     uint32_t b0, uint32_t b1) {
+    if (BF)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+/* the same with the A registers in an array */
+template <bool BF>
+static __device__ __forceinline__ void kiln_mma16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    kiln_mma16816<BF>(d, a[0], a[1], a[2], a[3], b0, b1);
+}
+static __device__ __forceinline__ void kiln_ldsm_x4(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void kiln_ldsm_x4_t(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+static __device__ __forceinline__ void kiln_ldsm_x2(uint32_t *r, uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+static __device__ __forceinline__ void kiln_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+static __device__ __forceinline__ void kiln_cp_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 #define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 #endif

@@ -60,21 +60,6 @@
 #define SK_CHAIN 2 /* quad chunks (32 k) per mma chain: 4 k-steps into one zeroed tile */
 
 
-/* d += a b for one m16n8k16, f32 accumulators; BF: bf16 inputs, else f16 */
-template <bool BF>
-static __device__ __forceinline__ void sk_mma(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                              uint32_t b0, uint32_t b1) {
-    if (BF)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 static __device__ __forceinline__ uint32_t sk_u(const uint4 &v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; /* i is a compile-time constant after unrolling */
@@ -141,7 +126,7 @@ skinny_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *_
                         for (int h = 0; h < 2; h++)
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++)
-                                sk_mma<BF>(tmp[nt], sk_u(wa[u], 2 * h), sk_u(wb[u], 2 * h), sk_u(wa[u], 2 * h + 1),
+                                kiln_mma16816<BF>(tmp[nt], sk_u(wa[u], 2 * h), sk_u(wb[u], 2 * h), sk_u(wa[u], 2 * h + 1),
                                            sk_u(wb[u], 2 * h + 1), sk_u(xv[nt][u], 2 * h),
                                            sk_u(xv[nt][u], 2 * h + 1));
                     }

@@ -61,27 +61,6 @@
 #define WD_WARPS 8
 #define WD_BN (16 * WD_WARPS) /* output rows per tile */
 
-template <bool BF>
-static __device__ __forceinline__ void wd_mma(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    if (BF)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                     "{%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-static __device__ __forceinline__ void wd_ldsm_x4(uint32_t *r, uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-static __device__ __forceinline__ void wd_ldsm_x2(uint32_t *r, uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
-}
 /* 16 bytes global -> shared, L2 policy pol; zeros when !ok (src-size 0, src not read); PF: with
  * the .L2::256B prefetch hint */
 template <bool PF>
@@ -95,11 +74,6 @@ static __device__ __forceinline__ void wd_cp16_pol(uint32_t dst, const void *src
 }
 static __device__ __forceinline__ void wd_cp16(uint32_t dst, const void *src, int ok) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
-}
-static __device__ __forceinline__ void wd_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-static __device__ __forceinline__ void wd_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 /* Issue the copies of item (tile n0, k-tile kt) into the stage at shared address st. */
@@ -151,7 +125,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
             if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
         }
         ld++;
-        wd_commit();
+        kiln_cp_commit();
     }
 
     /* per-lane ldmatrix offsets within a stage (bytes) for chunk pair 2ks: A and B */
@@ -165,7 +139,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
     for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     int kt = 0, n0 = (int)blockIdx.x * WD_BN, rs = 0;
     for (int it = 0; it < total; it++) {
-        wd_wait<S - 2>(); /* item it has landed (this thread's copies) */
+        kiln_cp_wait<S - 2>(); /* item it has landed (this thread's copies) */
         __syncthreads();  /* ... every thread's, and every warp is done with item it - 1's stage */
         if (ld < total) {
             int s = rs == 0 ? S - 1 : rs - 1; /* (it + S - 1) % S */
@@ -173,7 +147,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
             if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
         }
         ld++;
-        wd_commit();
+        kiln_cp_commit();
 
         const uint32_t st = sbase + rs * SB;
 #pragma unroll
@@ -185,11 +159,11 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
             for (int kk = 0; kk < 4; kk++) {
                 const int ks = 4 * c0 + kk;
                 uint32_t a[4], b[4];
-                wd_ldsm_x4(a, st + a_row + (uint32_t)((2 * ks + ac) ^ asw) * 16);
-                if (NT == 2) wd_ldsm_x4(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
-                else wd_ldsm_x2(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+                kiln_ldsm_x4(a, st + a_row + (uint32_t)((2 * ks + ac) ^ asw) * 16);
+                if (NT == 2) kiln_ldsm_x4(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+                else kiln_ldsm_x2(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) wd_mma<BF>(tmp[nt], a, b[2 * nt], b[2 * nt + 1]);
+                for (int nt = 0; nt < NT; nt++) kiln_mma16816<BF>(tmp[nt], a, b[2 * nt], b[2 * nt + 1]);
             }
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
@@ -213,7 +187,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
             n0 += G * WD_BN;
         }
     }
-    wd_wait<0>(); /* no copy may still target shared memory when the CTA exits */
+    kiln_cp_wait<0>(); /* no copy may still target shared memory when the CTA exits */
 }
 
 template <int NT, int CH, int S, int MINB, bool PF, bool BF>
