@@ -29,8 +29,9 @@ static double max_abs_err(const float *a, const float *b, size_t n) {
 }
 
 /* flash = 0: kiln_cuda_attention on every row; 1: tiles on the prefill chunks, the split kernel
- * on the runs of other rows; 2: tiles on every row (decodes too: one-row tiles, as the backend
- * does for large decode batches) */
+ * on the runs of other rows; 2: tiles on every row (decodes too: one-row tiles); 3: every row a
+ * decode on tensor cores split over its context (kiln_cuda_attention_decode_tc, as the backend
+ * does for large decode batches), and again with one window per row */
 static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_dtype adt, int flash,
                 unsigned long long *s) {
     int T = 0, need = 0, max_nb = 0;
@@ -115,6 +116,29 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     if (!flash) {
         CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, split_w,
                                max_splits, dscr, 0));
+    } else if (flash == 3) {
+        /* every row a decode on tensor cores, split over its context: 3 windows (hd 64), or as
+         * many as the scratch holds (up to 64 windows of 64 positions) */
+        int ms = hd == 64 ? 3 : max_splits;
+        CU(kiln_cuda_attention_decode_tc(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, ms,
+                                         dscr, 0));
+        /* the same rows with one window each (the whole context per CTA) */
+        float *dscr1 = kc_dev((size_t)T * H * (hd + 2) * 4);
+        void *dout1 = kc_dev(on * as);
+        float *got1 = kiln_malloc(on * 4);
+        kc_poison(dout1, on * as);
+        CU(kiln_cuda_attention_decode_tc(dout1, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 1,
+                                         dscr1, 0));
+        kc_get(oh, dout1, on * as);
+        kc_from_dt(adt, oh, got1, on);
+        double e1 = kt_rel_l2(got1, want, on);
+        KT_CHECK(e1 <= 1e-2, "decode tc T=%d hd=%d one window: rel L2 %g", T, hd, e1);
+        kiln_free(got1);
+        CU(cudaFree(dscr1));
+        CU(cudaFree(dout1));
+        KT_CHECK(kiln_cuda_attention_decode_tc(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 65,
+                                               dscr, 0) == cudaErrorInvalidValue,
+                 "decode tc refuses 65 windows");
     } else {
         int32_t *qst = kiln_malloc((size_t)(S + 1) * 4);
         qst[0] = 0;
@@ -166,16 +190,16 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         kiln_free(qst); kiln_free(tiles); kiln_free(cov); kiln_free(cov2); kiln_free(got1);
         CU(cudaFree(dtiles));
     }
-    if (!flash) {
+    if (!flash || flash == 3) {
         kc_get(oh, dout, on * as);
         kc_from_dt(adt, oh, got, on);
     }
     double e = kt_rel_l2(got, want, on), ma = max_abs_err(got, want, on);
     double tol = flash ? 1e-2 : kc_tol(adt);
     KT_CHECK(e <= tol && (!flash || ma < 3e-2), "attention%s %s T=%d S=%d H=%d KV=%d hd=%d bs=%d: rel L2 %g, max abs %g",
-             flash ? " (prefill tiles)" : "", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
+             flash == 3 ? " (decode tc split)" : flash ? " (prefill tiles)" : "", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
     printf("attention %-5s %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d rel L2 %.3g max abs %.3g\n",
-           flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
+           flash == 3 ? "dectc" : flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
     CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
     kiln_free(pool); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
     kiln_free(got); kiln_free(sc); kiln_free(acc); kiln_free(oh);
@@ -236,6 +260,10 @@ int main(void) {
         one(fmix, 8, 4, 2, 64, 32, dts[i], 1, &s);
         one(pre, 1, 8, 2, 128, 16, dts[i], 1, &s);
         one(mix, 6, 4, 1, 64, 16, dts[i], 1, &s);
+        one(dec, 3, 32, 8, 128, 32, dts[i], 3, &s);
+        one(fmix, 8, 32, 8, 128, 16, dts[i], 3, &s);
+        one(mix, 6, 8, 2, 64, 16, dts[i], 3, &s);
+        one(mix, 6, 16, 2, 128, 16, dts[i], 3, &s);
     }
     /* shapes the prefill kernel does not serve are refused (the caller keeps the split kernel) */
     KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 48, NULL, NULL, NULL, NULL, 1, 8, 2, 48, 16, NULL, 1,

@@ -34,12 +34,16 @@
 #define ATT_PER_LANE PL
 #define ATT_CH (PL / 2 > 0 ? PL / 2 : 1)
 
-/* window width of a row with n = pos + 1 context positions (a multiple of the 16-position tile) */
-static __device__ __forceinline__ int att_window(int n, int min_w, int max_splits) {
+/* window width of a row with n = pos + 1 context positions, a multiple of wr positions (the
+ * 16-position tile here, the 64-position key tile of the tensor-core decode kernel) */
+static __device__ __forceinline__ int att_window_r(int n, int min_w, int max_splits, int wr) {
     int ns = (n + min_w - 1) / min_w;
     if (ns > max_splits) ns = max_splits;
     int w = (n + ns - 1) / ns;
-    return (w + ATT_TILE - 1) / ATT_TILE * ATT_TILE;
+    return (w + wr - 1) / wr * wr;
+}
+static __device__ __forceinline__ int att_window(int n, int min_w, int max_splits) {
+    return att_window_r(n, min_w, max_splits, ATT_TILE);
 }
 
 template <int PL, int HPW>
@@ -326,11 +330,11 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
  * leaves the weights f_z = exp(m_z - M) in shared memory; then each thread sums its dims over the
  * windows in window order. The order depends only on the row's window count. */
 static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
-                                                int H, int hd, int min_w, int max_splits) {
+                                                int H, int hd, int min_w, int max_splits, int wr) {
     __shared__ float s_f[64];
     __shared__ float s_invl;
     int t = blockIdx.x, h = blockIdx.y;
-    int ns = pos[t] / att_window(pos[t] + 1, min_w, max_splits) + 1;
+    int ns = pos[t] / att_window_r(pos[t] + 1, min_w, max_splits, wr) + 1;
     const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
     if (threadIdx.x < 32) {
         int lane = threadIdx.x;
@@ -430,6 +434,20 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     if (e != cudaSuccess) return e;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    attention_combine_kernel<<<g2, threads, 0, st>>>(out, adt, scratch, pos, H, hd, split_w, max_splits);
+    attention_combine_kernel<<<g2, threads, 0, st>>>(out, adt, scratch, pos, H, hd, split_w, max_splits, ATT_TILE);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+/* Pass 2 alone, for pass-1 kernels elsewhere (the tensor-core decode split of
+ * attention_prefill.cu, windows rounded to wr positions). */
+extern "C" cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
+                                                   int T, int H, int hd, int min_w, int max_splits, int wr,
+                                                   cudaStream_t st) {
+    if (T <= 0) return cudaSuccess;
+    if (hd <= 0 || hd > ATT_MAX_HD || H <= 0 || H > 65535 || min_w < 1 || wr < 1 || max_splits < 1 || max_splits > 64)
+        return cudaErrorInvalidValue;
+    dim3 g2((unsigned)T, (unsigned)H);
+    int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
+    attention_combine_kernel<<<g2, threads, 0, st>>>(out, adt, scratch, pos, H, hd, min_w, max_splits, wr);
     KILN_CUDA_CHECK_LAUNCH();
 }

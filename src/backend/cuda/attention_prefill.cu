@@ -89,24 +89,40 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t 
     }
 }
 
-template <int HD>
+/* SPLIT (decode): tile = one row t = blockIdx.x, the context cut into windows as the split
+ * kernel of attention.cu cuts it (att_window_r with min_w, max_splits, rounded to PF_BC):
+ * block z runs the key tiles of window z and writes the unnormalised (acc, m, l) to scratch
+ * [T][H][max_splits][HD + 2] (m in natural-log units), which kiln_cuda_attention_combine merges. */
+template <int HD, bool SPLIT>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
-                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2) {
+                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2, float *scratch, int min_w,
+                         int max_splits) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
     constexpr int CH = HD / 8, KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
-    const int tile = n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
+    const int tile = SPLIT ? (int)blockIdx.x : n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
-    const int first = tiles[2 * tile], n = tiles[2 * tile + 1];
+    const int first = SPLIT ? tile : tiles[2 * tile], n = SPLIT ? 1 : tiles[2 * tile + 1];
     const int G = H / KV, R = KILN_PREFILL_QROWS / G;
     const int p_last = pos[first + n - 1];
+    /* keys [j_first, j_stop]: the whole context, or window blockIdx.z (SPLIT) */
+    int j_first = 0, j_stop = p_last;
+    if (SPLIT) {
+        int nctx = p_last + 1, ns = (nctx + min_w - 1) / min_w;
+        if (ns > max_splits) ns = max_splits;
+        int w = ((nctx + ns - 1) / ns + PF_BC - 1) / PF_BC * PF_BC;
+        j_first = (int)blockIdx.z * w;
+        if (j_first > p_last) return; /* uniform over the block, before any barrier or copy */
+        j_stop = min(j_first + w, nctx) - 1;
+    }
     const int32_t *bt = block_table + (int64_t)row_seq[first] * max_blocks;
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
 
-    /* start loading key tile 0 while Q is read */
-    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, 0, p_last);
+    /* start loading the first key tile while Q is read */
+    const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
+    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
     kiln_cp_commit();
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
@@ -140,17 +156,16 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-    const int n_kt = p_last / PF_BC + 1;
-    for (int kt = 0; kt < n_kt; kt++) {
+    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1 */
         if (kt + 1 < n_kt) {
-            pf_load_tile<HD>(s_base + ((kt + 1) & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt + 1) * PF_BC, p_last);
+            pf_load_tile<HD>(s_base + ((kt + 1) & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 1) * PF_BC, j_stop);
             kiln_cp_commit();
             kiln_cp_wait<1>(); /* tile kt has landed (this thread's copies) */
         } else {
             kiln_cp_wait<0>();
         }
         __syncthreads(); /* ... and every thread's */
-        const int j0 = kt * PF_BC;
+        const int j0 = (kt0 + kt) * PF_BC;
         if (j0 <= warp_max) {
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
             /* S = Q K^T: 16 query rows x 64 keys */
@@ -185,7 +200,8 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
                     }
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                /* key 0 lies in tile 0, which every warp runs: m is finite from then on */
+                /* key j_first (<= every row's position) lies in the first tile, which every
+                 * warp runs: m is finite from then on */
                 float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
                 m[hh] = mn;
                 float ls = 0.0f;
@@ -235,6 +251,16 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
         L += __shfl_xor_sync(0xffffffffu, L, 2);
         float inv = 1.0f / L;
         if (!valid[hh]) continue;
+        if (SPLIT) { /* the window's unnormalised state, m from log2 to natural-log units */
+            float *sc = scratch + (((int64_t)trow[hh] * H + hrow[hh]) * max_splits + blockIdx.z) * (HD + 2) + 2 * tig;
+#pragma unroll
+            for (int d = 0; d < DT; d++) *(float2 *)(sc + d * 8) = make_float2(o[d][2 * hh], o[d][2 * hh + 1]);
+            if (tig == 0) {
+                sc[HD] = m[hh] * 0.6931471805599453f;
+                sc[HD + 1] = L;
+            }
+            continue;
+        }
         int64_t base = ((int64_t)trow[hh] * H + hrow[hh]) * HD + 2 * tig;
 #pragma unroll
         for (int d = 0; d < DT; d++) {
@@ -277,18 +303,23 @@ extern "C" int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, i
     return nt;
 }
 
-template <int HD>
+#define PF_SMEM(HD) ((size_t)2 * 2 * PF_BC * (HD) * 2) /* 2 buffers x (K, V) x [PF_BC][HD] bf16 */
+
+/* SPLIT: grid (n_tiles = T rows, KV, max_splits), partials into scratch */
+template <int HD, bool SPLIT>
 static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                              const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
-                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, cudaStream_t st) {
-    size_t smem = (size_t)2 * 2 * PF_BC * HD * 2;
-    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem);
+                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, float *scratch, int min_w,
+                             int max_splits, cudaStream_t st) {
+    size_t smem = PF_SMEM(HD);
+    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD, SPLIT>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD);
-    dim3 grid((unsigned)n_tiles, (unsigned)KV);
-    attention_prefill_kernel<HD><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq, block_table,
-                                                                  max_blocks, H, KV, bs, tiles, n_tiles, sl2);
+    dim3 grid((unsigned)n_tiles, (unsigned)KV, SPLIT ? (unsigned)max_splits : 1u);
+    attention_prefill_kernel<HD, SPLIT><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq,
+                                                                         block_table, max_blocks, H, KV, bs, tiles,
+                                                                         n_tiles, sl2, scratch, min_w, max_splits);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -304,8 +335,41 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (n_tiles <= 0) return cudaSuccess;
     if (hd == 64)
-        return pf_launch<64>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                             block_size, tiles, n_tiles, st);
-    return pf_launch<128>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size,
-                          tiles, n_tiles, st);
+        return pf_launch<64, false>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
+                                    block_size, tiles, n_tiles, NULL, 1, 1, st);
+    return pf_launch<128, false>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
+                                 block_size, tiles, n_tiles, NULL, 1, 1, st);
+}
+
+extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd) {
+    int n = 0;
+    cudaError_t e = cudaErrorInvalidValue;
+    if (hd == 64 && cudaFuncSetAttribute(attention_prefill_kernel<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)PF_SMEM(64)) == cudaSuccess)
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_prefill_kernel<64, true>, PF_THREADS, PF_SMEM(64));
+    else if (hd == 128 && cudaFuncSetAttribute(attention_prefill_kernel<128, true>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PF_SMEM(128)) == cudaSuccess)
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_prefill_kernel<128, true>, PF_THREADS,
+                                                          PF_SMEM(128));
+    return e == cudaSuccess && n > 0 ? n : 1;
+}
+
+extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                                     const uint16_t *pool_layer, const int32_t *pos,
+                                                     const int32_t *row_seq, const int32_t *block_table, int max_blocks,
+                                                     int T, int H, int KV, int hd, int block_size, int min_w,
+                                                     int max_splits, float *scratch, cudaStream_t st) {
+    if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
+        ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || !scratch || min_w < 1 || max_splits < 1 ||
+        max_splits > 64 || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16))
+        return cudaErrorInvalidValue;
+    if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
+    if (T <= 0) return cudaSuccess;
+    cudaError_t e = hd == 64 ? pf_launch<64, true>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
+                                                   max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits, st)
+                             : pf_launch<128, true>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
+                                                    max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits,
+                                                    st);
+    if (e != cudaSuccess) return e;
+    return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, st);
 }

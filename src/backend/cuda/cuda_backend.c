@@ -62,6 +62,7 @@
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
+#define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
 #define MAX_DEV_ALLOCS_FIXED (40 + 1)
 
 typedef struct dev_alloc {
@@ -140,6 +141,8 @@ typedef struct cuda_backend {
     uint64_t graph_steps; /* steps replayed from a graph */
     int att_blocks_per_sm; /* resident attention blocks per SM: the split makes one wave
                             * (KILN_CUDA_ATT_BPS overrides the occupancy query) */
+    int tc_blocks_per_sm;  /* the same for the tensor-core decode split (0: off,
+                            * KILN_CUDA_DECODE_TC_SPLIT=0) */
 } cuda_backend;
 
 static size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
@@ -498,6 +501,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *bps = getenv("KILN_CUDA_ATT_BPS");
     c->att_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps)
                                                 : kiln_cuda_attention_blocks_per_sm(mc->head_dim, mc->n_heads / mc->n_kv_heads);
+    /* KILN_CUDA_DECODE_TC_SPLIT=0: decode rows on tensor cores take the whole context per CTA */
+    const char *tcs = getenv("KILN_CUDA_DECODE_TC_SPLIT");
+    c->tc_blocks_per_sm = tcs && strcmp(tcs, "0") == 0 ? 0 : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim);
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -637,6 +643,9 @@ static int poison(cuda_backend *c, void *p, size_t bytes, kiln_error *err) {
  * enqueue() issues it, and a CUDA graph captured from enqueue() replays it. */
 typedef struct step_plan {
     int T, n, bt_w, n_tiles, n_runs; /* rows, logits rows, block-table width, tensor-core tiles, split runs */
+    int tc_splits;                   /* > 0: every row is a decode on tensor cores, split over its context
+                                      * into at most tc_splits windows (kiln_cuda_attention_decode_tc);
+                                      * the tiles are then unused */
     size_t desc_bytes;               /* H2D bytes of the step descriptor */
     int sample;                      /* draw on the device (else copy the logits back) */
     int n_pen;                       /* penalty tables to load */
@@ -784,7 +793,10 @@ static int enqueue(cuda_backend *c, const step_plan *p, kiln_error *err) {
         GEMM(&c->g_qkv, c->qkv, c->xn, w->wqkv, T);
         LAUNCH(kiln_cuda_rope_kv(c->qkv, d_pos, d_slot, pool, T, H, KV, hd, bs, mc->rope_theta,
                                  mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
-        if (p->n_tiles > 0)
+        if (p->tc_splits > 0)
+            LAUNCH(kiln_cuda_attention_decode_tc(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, T, H, KV,
+                                                 hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->st));
+        else if (p->n_tiles > 0)
             LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, H, KV, hd,
                                                bs, d_tiles, p->n_tiles, c->st));
         for (int k = 0; k < p->n_runs; k++) {
@@ -838,6 +850,20 @@ static int enqueue(cuda_backend *c, const step_plan *p, kiln_error *err) {
 
 static int pow2_at_least(int v) { int b = 1; while (b < v) b <<= 1; return b; }
 
+/* Windows per row for a decode step of T rows on tensor cores: one wave of resident CTAs
+ * (T x KV x splits ~ CTAs per SM x SMs), within the attention scratch ([max_tokens][H][16]
+ * windows) and the combine's 64; 0 when the split is off. H100, Devstral, batch 16 at ~550
+ * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
+static int tc_split_count(const cuda_backend *c, int T) {
+    if (!c->tc_blocks_per_sm || T < 1) return 0;
+    int KV = c->m->cfg.n_kv_heads;
+    int s = c->tc_blocks_per_sm * c->n_sm / (T * KV);
+    int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / T);
+    if (cap > 64) cap = 64;
+    if (s > cap) s = cap;
+    return s < 1 ? 1 : s;
+}
+
 /* the bucket indices of (rows, width), or -1 when the step has no graph */
 static int graph_bucket(const cuda_backend *c, int rows, int width, int *ri, int *wi) {
     int rb = pow2_at_least(rows), wb = pow2_at_least(width);
@@ -859,6 +885,7 @@ static void fill_plan_shape(const cuda_backend *c, step_plan *p, int T, int bt_w
     p->sample = 1;
     p->n_tiles = c->pf_tile_rows > 0 && T >= c->decode_tc_rows ? T : 0;
     p->n_runs = p->n_tiles ? 0 : 1;
+    if (p->n_tiles) p->tc_splits = tc_split_count(c, T);
     p->desc_bytes = c->off_bt + (size_t)T * bt_w * 4;
     sampling_layout(p, T, 0, 0, 0, 0);
 }
@@ -982,6 +1009,7 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
                                             c->pf_tile_rows, tiles, c->pf_max_tiles, c->pf_covered);
     else
         memset(c->pf_covered, 0, (size_t)T);
+    if (p.n_tiles == T && T == S && T >= c->decode_tc_rows) p.tc_splits = tc_split_count(c, T); /* all decodes */
     for (int t = 0; t < T;) {
         if (c->pf_covered[t]) { t++; continue; }
         c->run_a[p.n_runs] = t;
