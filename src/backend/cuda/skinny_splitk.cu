@@ -130,7 +130,7 @@ splitk_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint1
         const int i = i0 + it;
         if (kt == nk - 1 || it == count - 1) { /* the segment [seg0, i] of tile `tile` ends */
             const int tfirst = tile * nk, tlast = tfirst + nk - 1, n0 = tile * WD_BN;
-            bool write = true; /* this CTA writes y for the tile (from acc or from the partials) */
+            bool wr_y = true; /* this CTA writes y for the tile (from acc or from the partials) */
             if (!(seg0 == tfirst && i == tlast)) { /* tile split over CTAs */
                 float *mine = ws + ((int64_t)2 * b + (seg0 == i0 ? 0 : 1)) * SK_SLOT;
 #pragma unroll
@@ -149,8 +149,8 @@ splitk_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint1
                     sk_last = last;
                 }
                 __syncthreads();
-                write = sk_last != 0;
-                if (write) {
+                wr_y = sk_last != 0;
+                if (wr_y) {
                     float v[NT][4];
                     for (int s = bf; s <= bl; s++) { /* segment order, not arrival order */
                         const float *p = ws + ((int64_t)2 * s + (sk_start(s, total, G) >= tfirst ? 0 : 1)) * SK_SLOT;
@@ -176,7 +176,7 @@ splitk_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint1
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
                         int t = 8 * nt + 2 * tig + e, n = n0 + 16 * warp + gid + 8 * hh;
-                        if (write && t < T && n < N) y[(int64_t)t * N + n] = acc[nt][2 * hh + e];
+                        if (wr_y && t < T && n < N) y[(int64_t)t * N + n] = acc[nt][2 * hh + e];
                         acc[nt][2 * hh + e] = 0.0f;
                     }
             seg0 = i + 1;
