@@ -46,7 +46,8 @@
  *   2: S = 6,  2 CTAs per SM, .L2::256B hint     (default; skinny_wide's v5)
  *   3: S = 12, 1 CTA per SM,  .L2::256B hint     (216 KB)
  *   4: S = 4,  3 CTAs per SM, .L2::256B hint     (72 KB)
- * Registers (ptxas -v, sm_90, no spills): see kiln_cuda_gemm_splitk_ex below.
+ * Registers (ptxas -v, sm_90, no spills), T > 8 / T <= 8: v1, v2 70 / 66, v3 70 / 64, v4 70 / 56;
+ * static shared memory 128 bytes (sk_last, padded) beside the dynamic stages.
  * Host side per call: two cudaFuncSetAttribute and a device-attribute query (SM count; no cached
  * state, no allocation). ws / counters: sized by kiln_cuda_gemm_splitk_ws_bytes /
  * kiln_cuda_gemm_splitk_counters on the same device, counters zeroed once by the caller; one call
