@@ -1,0 +1,103 @@
+/* gemm_harness.h: shared pieces of the decode-GEMM tests (test_cuda_wide.c, test_cuda_splitk.c):
+ * random bf16 / f16 inputs with their device copies, a double-precision reference over the
+ * rounded values, and the accuracy check (NaN count, relative L2, per-element first-order bound
+ * of the tensor-core kernels). y [rows][N] f32, x [rows][K], W [N][K] (dtype dt). */
+#ifndef KILN_GEMM_HARNESS_H
+#define KILN_GEMM_HARNESS_H
+#include <math.h>
+#include "cuda_test.h"
+#include "util/alloc.h"
+
+#define KG_POISON 0xffffffffu /* what kc_poison leaves in an f32 */
+
+static inline uint32_t kg_f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+/* want[t][n] = sum_k x[t][k] w[n][k], mag = sum |x w| (double, 4 partial sums), t < rows */
+static inline void kg_reference(const float *x, const float *w, int rows, int N, int K, double *want, double *mag) {
+    for (int t = 0; t < rows; t++)
+        for (int n = 0; n < N; n++) {
+            const float *a = x + (size_t)t * K, *b = w + (size_t)n * K;
+            double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};
+            int k = 0;
+            for (; k + 4 <= K; k += 4)
+                for (int j = 0; j < 4; j++) {
+                    double p = (double)a[k + j] * (double)b[k + j];
+                    s[j] += p;
+                    m[j] += fabs(p);
+                }
+            for (; k < K; k++) {
+                double p = (double)a[k] * (double)b[k];
+                s[0] += p;
+                m[0] += fabs(p);
+            }
+            want[(size_t)t * N + n] = (s[0] + s[1]) + (s[2] + s[3]);
+            mag[(size_t)t * N + n] = (m[0] + m[1]) + (m[2] + m[3]);
+        }
+}
+
+/* one problem: host reference and device inputs / output */
+typedef struct kg_problem {
+    kiln_dtype dt;
+    int rows, N, K;
+    double *want, *mag; /* [rows][N] */
+    void *dw, *dx;      /* device W [N][K], x [rows][K] (dt) */
+    float *dy;          /* device y [rows][N] */
+} kg_problem;
+
+/* random W (scale 1/sqrt(K)) and x (scale 2), rounded to dt; the reference uses the rounded values */
+static inline void kg_problem_init(kg_problem *p, kiln_dtype dt, int rows, int N, int K, unsigned long long *s) {
+    size_t wn = (size_t)N * K, xn = (size_t)rows * K, yn = (size_t)rows * N;
+    float *w = kiln_malloc(wn * 4), *x = kiln_malloc(xn * 4);
+    uint16_t *wh = kiln_malloc(wn * 2), *xh = kiln_malloc(xn * 2);
+    p->dt = dt;
+    p->rows = rows;
+    p->N = N;
+    p->K = K;
+    p->want = kiln_malloc(yn * sizeof(double));
+    p->mag = kiln_malloc(yn * sizeof(double));
+    kc_rand(w, wn, 1.0f / sqrtf((float)K), s);
+    kc_rand(x, xn, 2.0f, s);
+    kc_to_dt(dt, w, wh, wn);
+    kc_to_dt(dt, x, xh, xn);
+    kc_from_dt(dt, wh, w, wn);
+    kc_from_dt(dt, xh, x, xn);
+    kg_reference(x, w, rows, N, K, p->want, p->mag);
+    p->dw = kc_dev(wn * 2);
+    p->dx = kc_dev(xn * 2);
+    p->dy = kc_dev(yn * 4);
+    kc_put(p->dw, wh, wn * 2);
+    kc_put(p->dx, xh, xn * 2);
+    kiln_free(w); kiln_free(x); kiln_free(wh); kiln_free(xh);
+}
+static inline void kg_problem_free(kg_problem *p) {
+    CU(cudaFree(p->dw)); CU(cudaFree(p->dx)); CU(cudaFree(p->dy));
+    kiln_free(p->want); kiln_free(p->mag);
+}
+
+/* Accuracy of got [rows][N] against the reference: returns the relative L2 error; *nan = NaN
+ * (unwritten) outputs, *over = elements beyond the first-order bound of the tensor-core kernels
+ * (a chain of 4 mmas, each summing 17 terms aligned to the largest and truncated, <= 2^-23 of
+ * sum |w x| each, then `adds` f32 additions in round to nearest, 2^-24 each; 2x margin). */
+static inline double kg_check(const kg_problem *p, const float *got, int adds, int *nan, int *over) {
+    size_t yn = (size_t)p->rows * p->N;
+    double bound = (4.0 * 17.0 * ldexp(1.0, -23) + (adds + 1) * ldexp(1.0, -24)) * 2;
+    double num = 0, den = 0;
+    *nan = *over = 0;
+    for (size_t i = 0; i < yn; i++) {
+        if (isnan(got[i])) { (*nan)++; continue; }
+        double d = (double)got[i] - p->want[i];
+        num += d * d;
+        den += p->want[i] * p->want[i];
+        if (fabs(d) > bound * p->mag[i] + 1e-30) {
+            if (!*over)
+                fprintf(stderr, "  elem %zu: got %.9g want %.9g (|wx| sum %.3g)\n", i, got[i], p->want[i], p->mag[i]);
+            (*over)++;
+        }
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+#endif
