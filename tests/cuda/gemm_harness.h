@@ -1,4 +1,4 @@
-/* gemm_harness.h: shared pieces of the decode-GEMM tests (test_cuda_wide.c, test_cuda_splitk.c):
+/* gemm_harness.h: shared pieces of the decode-GEMM tests (test_cuda_wide.c):
  * random bf16 / f16 inputs with their device copies, a double-precision reference over the
  * rounded values, and the accuracy check (NaN count, relative L2, per-element first-order bound
  * of the tensor-core kernels). y [rows][N] f32, x [rows][K], W [N][K] (dtype dt). */

@@ -10,8 +10,7 @@
  *   - shapes and pointers it does not take return cudaErrorInvalidValue.
  * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) and
  * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) and, on the wide
- * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: default = v1, and v2..v5), and on
- * every shape kiln_cuda_gemm_splitk (skinny_splitk.cu, stream-K: default = v2, and v1, v3, v4) against
+ * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: default = v1, and v2..v5) against
  * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
  * T = 1, 2, 4, 8, 16 (gemv only up to 8): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
@@ -144,12 +143,10 @@ static void invalid(void) {
 #define BMR KILN_SKINNY_MAX_ROWS /* rows of the benchmark's x and y */
 
 typedef struct bench_op {
-    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt, 2: skinny, 3: wide, 4: splitk (variant in arg) */
+    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt, 2: skinny, 3: wide (variant in arg) */
     int arg;
     kiln_cuda_gemm_ctx *ctx;
     kiln_cuda_gemm *g;
-    float *ws; /* splitk workspace and counters */
-    int *counters;
 } bench_op;
 
 /* us per call: 3 warmup calls, then 20 timed, W rotating over `copies` buffers of wbytes */
@@ -163,13 +160,8 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
         if (op->kind != 1) {
             cudaError_t rc = op->kind == 0   ? kiln_cuda_gemv_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
                              : op->kind == 2 ? kiln_cuda_gemm_skinny_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
-                             : op->kind == 3 ? kiln_cuda_gemm_wide_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
-                                             : kiln_cuda_gemm_splitk_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->ws,
-                                                                        op->counters, op->arg, 0);
-            if (rc != cudaSuccess) {
-                fprintf(stderr, "gemv/skinny/wide/splitk: %s\n", cudaGetErrorString(rc));
-                return NAN;
-            }
+                                             : kiln_cuda_gemm_wide_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0);
+            if (rc != cudaSuccess) { fprintf(stderr, "gemv/skinny/wide: %s\n", cudaGetErrorString(rc)); return NAN; }
         } else if (kiln_cuda_gemm_run(op->ctx, op->g, dy, dx, w, T, 0, &err)) {
             fprintf(stderr, "cuBLASLt: %s\n", err.msg);
             return NAN;
@@ -186,11 +178,10 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
 static void bench(void) {
     static const struct { int N, K; const char *name; } sh[5] = {
         {6144, 5120, "qkv"}, {5120, 4096, "o"}, {65536, 5120, "gate|up"}, {5120, 32768, "down"}, {131072, 5120, "lm_head"}};
-#define NCOL 19
-    static const char *col[NCOL] = {"gemv",      "gemv R1",   "gemv R2",   "gemv R4",   "skinny",
-                                    "skinny v1", "skinny v2", "skinny v3", "wide",      "wide v2",
-                                    "wide v3",   "wide v4",   "wide v5",   "splitk",    "splitk v1",
-                                    "splitk v3", "splitk v4", "cuBLASLt",  "Lt inv"};
+#define NCOL 15
+    static const char *col[NCOL] = {"gemv",      "gemv R1",   "gemv R2", "gemv R4", "skinny",  "skinny v1",
+                                    "skinny v2", "skinny v3", "wide",    "wide v2", "wide v3", "wide v4",
+                                    "wide v5",   "cuBLASLt",  "Lt inv"};
     kiln_cuda_gemm_ctx ctx[2];
     for (int i = 0; i < 2; i++) {
         memset(&ctx[i], 0, sizeof ctx[i]);
@@ -214,11 +205,6 @@ static void bench(void) {
         char *dw = kc_dev(wbytes * copies);
         void *dx = kc_dev((size_t)BMR * K * 2);
         float *dy = kc_dev((size_t)BMR * N * 4);
-        size_t skb = kiln_cuda_gemm_splitk_ws_bytes(N, K);
-        int skn = kiln_cuda_gemm_splitk_counters(N);
-        float *skws = kc_dev(skb);
-        int *skc = kc_dev((size_t)skn * sizeof(int));
-        CU(cudaMemset(skc, 0, (size_t)skn * sizeof(int)));
         CU(kiln_cuda_fill_u32((uint32_t *)dw, 0x3c003c00u, (int64_t)(wbytes * copies / 4), 0)); /* bf16 2^-7 */
         CU(kiln_cuda_fill_u32((uint32_t *)dx, 0x3f803f80u, (int64_t)BMR * K / 2, 0));            /* bf16 1.0 */
         kiln_cuda_gemm g[2];
@@ -231,16 +217,11 @@ static void bench(void) {
         static const int Ts[5] = {1, 2, 4, 8, 16};
         for (int ti = 0; ti < 5; ti++) {
             int T = Ts[ti];
-            bench_op ops[NCOL] = {{0, 0, NULL, NULL, NULL, NULL},    {0, 1, NULL, NULL, NULL, NULL},
-                                  {0, 2, NULL, NULL, NULL, NULL},    {0, 4, NULL, NULL, NULL, NULL},
-                                  {2, 0, NULL, NULL, NULL, NULL},    {2, 1, NULL, NULL, NULL, NULL},
-                                  {2, 2, NULL, NULL, NULL, NULL},    {2, 3, NULL, NULL, NULL, NULL},
-                                  {3, 0, NULL, NULL, NULL, NULL},    {3, 2, NULL, NULL, NULL, NULL},
-                                  {3, 3, NULL, NULL, NULL, NULL},    {3, 4, NULL, NULL, NULL, NULL},
-                                  {3, 5, NULL, NULL, NULL, NULL},    {4, 0, NULL, NULL, skws, skc},
-                                  {4, 1, NULL, NULL, skws, skc},     {4, 3, NULL, NULL, skws, skc},
-                                  {4, 4, NULL, NULL, skws, skc},     {1, 0, &ctx[0], &g[0], NULL, NULL},
-                                  {1, 0, &ctx[1], &g[1], NULL, NULL}};
+            bench_op ops[NCOL] = {{0, 0, NULL, NULL},     {0, 1, NULL, NULL},    {0, 2, NULL, NULL},
+                                  {0, 4, NULL, NULL},     {2, 0, NULL, NULL},    {2, 1, NULL, NULL},
+                                  {2, 2, NULL, NULL},     {2, 3, NULL, NULL},    {3, 0, NULL, NULL},
+                                  {3, 2, NULL, NULL},     {3, 3, NULL, NULL},    {3, 4, NULL, NULL},
+                                  {3, 5, NULL, NULL},     {1, 0, &ctx[0], &g[0]}, {1, 0, &ctx[1], &g[1]}};
             printf("%-8s %-6d %-6d %2d", sh[si].name, N, K, T);
             double best = INFINITY;
             int bi = 0;
@@ -258,7 +239,7 @@ static void bench(void) {
         }
         for (int i = 0; i < 2; i++)
             if (have[i]) kiln_cuda_gemm_free(&g[i]);
-        CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy)); CU(cudaFree(skws)); CU(cudaFree(skc));
+        CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
     }
     CU(cudaEventDestroy(e0));
     CU(cudaEventDestroy(e1));

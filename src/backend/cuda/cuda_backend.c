@@ -128,10 +128,6 @@ typedef struct cuda_backend {
     int n_logits, pending, sampled;
     int gemv_max_rows;   /* GEMV allowed up to this many rows (0: never; KILN_CUDA_GEMV) */
     int skinny_max_rows; /* skinny.cu up to this many rows (0: never; KILN_CUDA_SKINNY) */
-    int splitk_min_rows; /* skinny_splitk.cu for the narrow matrices (qkv, o, down) from this many
-                          * rows to 16 (0: never; KILN_CUDA_SPLITK) */
-    float *sk_ws;        /* its partial sums (NULL: not available for these shapes) */
-    int *sk_counters;    /* its tile counters */
     int wide_min_rows;   /* skinny_wide.cu for wide matrices from this many rows to 16 (0: never;
                           * KILN_CUDA_WIDE) */
     int gu_16bit;        /* KILN_CUDA_GU_16BIT=1: cuBLASLt writes gate|up in the weights' 16-bit type
@@ -447,28 +443,6 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     cudaError_t e = cudaMemsetAsync(c->pen_counts, 0, S * V * 4, c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->pen_prompt, 0, S * V, c->st);
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(penalty tables)", __FILE__, __LINE__);
-
-    /* the split-K GEMM's partial sums and tile counters (zeroed once; every call leaves them
-     * zero), sized for the largest narrow matrix: qkv [(H + 2KV) hd][D], o [D][H hd], down [D][F] */
-    if (c->splitk_min_rows > 0) {
-        int shp[3][2] = {{(int)(qd + 2 * kvd), (int)D}, {(int)D, (int)qd}, {(int)D, (int)F}};
-        size_t ws = 0;
-        int nc = 0;
-        for (int i = 0; i < 3; i++) {
-            size_t b = kiln_cuda_gemm_splitk_ws_bytes(shp[i][0], shp[i][1]);
-            int k = kiln_cuda_gemm_splitk_counters(shp[i][0]);
-            if (b > ws) ws = b;
-            if (k > nc) nc = k;
-        }
-        if (ws > 0 && nc > 0) {
-            if ((rc = dev_malloc(c, (void **)&c->sk_ws, ws, "split-K partial sums", err)) ||
-                (rc = dev_malloc(c, (void **)&c->sk_counters, (size_t)nc * 4, "split-K counters", err)))
-                return rc;
-            c->scratch_bytes += ws + (size_t)nc * 4;
-            e = cudaMemsetAsync(c->sk_counters, 0, (size_t)nc * 4, c->st);
-            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(split-K counters)", __FILE__, __LINE__);
-        }
-    }
     return KILN_OK;
 }
 
@@ -496,9 +470,6 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *wd = getenv("KILN_CUDA_WIDE");
     c->wide_min_rows = wd && *wd ? atoi(wd) : 5;
     if (c->wide_min_rows < 0 || c->wide_min_rows > KILN_WIDE_MAX_ROWS || bc->batch_invariant) c->wide_min_rows = 0;
-    const char *skk = getenv("KILN_CUDA_SPLITK");
-    c->splitk_min_rows = skk && *skk ? atoi(skk) : 0;
-    if (c->splitk_min_rows < 0 || c->splitk_min_rows > KILN_SPLITK_MAX_ROWS || bc->batch_invariant) c->splitk_min_rows = 0;
     const char *sk = getenv("KILN_CUDA_SKINNY");
     c->skinny_max_rows = sk && *sk ? atoi(sk) : 8;
     if (c->skinny_max_rows < 0 || c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
@@ -527,20 +498,14 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     c->n_sm = prop.multiProcessorCount;
-    /* Every kernel without its own carveout prefers the largest shared memory: the big-smem
-     * kernels (wide / split-K GEMMs, tensor-core attention) then never force the SMs to
-     * reconfigure between them and the small kernels (KILN_CUDA_PREFER_SHARED=0: the default) */
-    const char *psh = getenv("KILN_CUDA_PREFER_SHARED");
-    if (!(psh && strcmp(psh, "0") == 0) && (e = cudaDeviceSetCacheConfig(cudaFuncCachePreferShared)) != cudaSuccess) {
-        rc = kiln_cuda_error(err, e, "cudaDeviceSetCacheConfig", __FILE__, __LINE__);
-        goto fail;
-    }
     const char *bps = getenv("KILN_CUDA_ATT_BPS");
     c->att_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps)
                                                 : kiln_cuda_attention_blocks_per_sm(mc->head_dim, mc->n_heads / mc->n_kv_heads);
-    /* KILN_CUDA_DECODE_TC_SPLIT=0: decode rows on tensor cores take the whole context per CTA */
+    /* KILN_CUDA_DECODE_TC_SPLIT=0: decode rows on tensor cores take the whole context per CTA;
+     * =n > 0: size the split for n resident CTAs per SM instead of the occupancy query's */
     const char *tcs = getenv("KILN_CUDA_DECODE_TC_SPLIT");
-    c->tc_blocks_per_sm = tcs && strcmp(tcs, "0") == 0 ? 0 : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim);
+    c->tc_blocks_per_sm = tcs && *tcs ? atoi(tcs) : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim);
+    if (c->tc_blocks_per_sm < 0) c->tc_blocks_per_sm = 0;
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -642,12 +607,8 @@ fail:
 #define GEMM_LT (-1)
 #define GEMM_SKINNY (-2)
 #define GEMM_WIDE (-3)
-#define GEMM_SPLITK (-4)
 static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
     if (g->wdt == KILN_DT_F32) return GEMM_LT;
-    if (g->N < 32768 && c->sk_ws && c->splitk_min_rows && n >= c->splitk_min_rows && n <= KILN_SPLITK_MAX_ROWS &&
-        g->K % 64 == 0)
-        return GEMM_SPLITK;
     if (g->N >= 32768) { /* gate|up, LM head */
         if (c->wide_min_rows && n >= c->wide_min_rows && n <= KILN_WIDE_MAX_ROWS) return GEMM_WIDE;
         if (n <= 4 && n <= c->gemv_max_rows) return 0;
@@ -668,9 +629,6 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
             e_ = kiln_cuda_gemm_skinny((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);  \
         else if (k_ == GEMM_WIDE)                                                                      \
             e_ = kiln_cuda_gemm_wide((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);    \
-        else if (k_ == GEMM_SPLITK)                                                                    \
-            e_ = kiln_cuda_gemm_splitk((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->sk_ws, \
-                                       c->sk_counters, c->st);                                         \
         else                                                                                           \
             r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
         if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv/skinny", __FILE__, __LINE__); \

@@ -144,31 +144,6 @@ cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dty
 cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                    int variant, cudaStream_t st);
 
-/* The same product for NARROW matrices (skinny_splitk.cu: skinny_wide's pipeline, work split
- * over N and K "stream-K", every CTA streams the same W bytes; meant for down 5120 x 32768, qkv
- * 6144 x 5120, o 5120 x 4096): W [N][K] bf16 or f16 (wdt), x [T][K] same dtype, y [T][N] f32;
- * K % 64 == 0, K >= 64, x and W 16-byte aligned, y 4-byte aligned, 1 <= T <= 16,
- * 1 <= N <= 2^30, ceil(N / 128) K / 64 <= INT_MAX; otherwise cudaErrorInvalidValue.
- *   ws: f32 workspace of kiln_cuda_gemm_splitk_ws_bytes(N, K) bytes (partial sums of split
- *       tiles; sized for the CURRENT device's SM count; 0 = bad shape or no device), 4-byte
- *       aligned; contents need no initialisation;
- *   counters: kiln_cuda_gemm_splitk_counters(N) ints (one per 128 output rows), zeroed ONCE by
- *       the caller (cudaMemset); every call leaves them zero again (CUDA-graph safe).
- * ws and counters belong to one call at a time (not shared by concurrent streams). The sum order
- * depends on N, K and the grid (SM count, variant), never on T: row t has the same bits for
- * any T and run to run (not the same bits as the other GEMMs). Rows t >= T of y are not
- * written. The SM count is queried per call (no cached state). */
-#define KILN_SPLITK_MAX_ROWS 16
-size_t kiln_cuda_gemm_splitk_ws_bytes(int N, int K);
-int kiln_cuda_gemm_splitk_counters(int N);
-cudaError_t kiln_cuda_gemm_splitk(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
-                                  float *ws, int *counters, cudaStream_t st);
-/* variant 1..4 fixes the pipeline shape (0 = default, 2): 1: 6 stages, 2 CTAs per SM; 2: the
- * same with the L2 256B prefetch hint; 3: 12 stages, 1 CTA per SM, hint; 4: 4 stages, 3 CTAs per
- * SM, hint. The grid (hence the bits) differs between variants with different CTAs per SM. */
-cudaError_t kiln_cuda_gemm_splitk_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
-                                     float *ws, int *counters, int variant, cudaStream_t st);
-
 /* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
  * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).
  * cols = the tensor's shape[1] (0 for a 1-D tensor). */

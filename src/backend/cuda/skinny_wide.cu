@@ -56,7 +56,48 @@
  * a device-attribute query (no cached state).
  */
 #include "backend/cuda/cuda_ops.h"
-#include "backend/cuda/wstage.cuh"
+#include "backend/cuda/cuda_dev.cuh"
+
+#define WD_WARPS 8
+#define WD_BN (16 * WD_WARPS) /* output rows per tile */
+
+/* 16 bytes global -> shared, L2 policy pol; zeros when !ok (src-size 0, src not read); PF: with
+ * the .L2::256B prefetch hint */
+template <bool PF>
+static __device__ __forceinline__ void wd_cp16_pol(uint32_t dst, const void *src, int ok, uint64_t pol) {
+    if (PF)
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint.L2::256B [%0], [%1], 16, %2, %3;\n" ::"r"(dst),
+                     "l"(src), "r"(ok ? 16 : 0), "l"(pol));
+    else
+        asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                     "r"(ok ? 16 : 0), "l"(pol));
+}
+static __device__ __forceinline__ void wd_cp16(uint32_t dst, const void *src, int ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+
+/* Issue the copies of item (tile n0, k-tile kt) into the stage at shared address st. */
+template <int NT, int CH, bool PF>
+static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__restrict__ x,
+                                               const uint16_t *__restrict__ w, int T, int N, int K, int n0, int kt,
+                                               uint64_t pol) {
+    constexpr int RSTEP = 256 / CH;            /* rows between a thread's W chunks */
+    constexpr int NW = WD_BN * CH / 256;       /* W chunks per thread */
+    const int tid = threadIdx.x, ch = tid % CH, r0 = tid / CH;
+    const int k0 = kt * CH * 8 + ch * 8;       /* element offset of this thread's chunk in a row */
+    const uint32_t sw = (uint32_t)(ch ^ (r0 & 7)) * 16; /* RSTEP % 8 == 0: every row r has r & 7 == r0 & 7 */
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        int r = r0 + j * RSTEP, n = n0 + r, ok = n < N;
+        const uint16_t *src = w + (int64_t)(ok ? n : 0) * K + k0;
+        wd_cp16_pol<PF>(st + (uint32_t)r * CH * 16 + sw, src, ok, pol);
+    }
+    if (tid < NT * 8 * CH) { /* x rows 0..8NT-1: one chunk per thread */
+        int t = r0, ok = t < T;
+        const uint16_t *src = x + (int64_t)(ok ? t : 0) * K + k0;
+        wd_cp16(st + WD_BN * CH * 16 + (uint32_t)t * CH * 16 + sw, src, ok);
+    }
+}
 
 /* NT: n-tiles of x rows (1: T <= 8, 2: T <= 16); CH: 16-byte chunks per row of a k-tile;
  * S: stages; MINB: CTAs per SM; PF: L2 prefetch hint on W copies */
@@ -66,6 +107,7 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
             int K, int ntiles) {
     extern __shared__ __align__(128) unsigned char wd_smem[];
     constexpr int SB = (WD_BN + NT * 8) * CH * 16; /* bytes per stage */
+    constexpr int XOFF = WD_BN * CH * 16;          /* x part of a stage */
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(wd_smem);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int nk = K / (CH * 8);
@@ -86,7 +128,11 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
         kiln_cp_commit();
     }
 
-    const wd_frag f = wd_frag_offsets<NT, CH>(lane, warp);
+    /* per-lane ldmatrix offsets within a stage (bytes) for chunk pair 2ks: A and B */
+    const int ar = 16 * warp + (lane & 7) + 8 * ((lane >> 3) & 1), ac = lane >> 4;
+    const int br = NT == 2 ? (lane & 7) + 8 * (lane >> 4) : (lane & 7), bc = (lane >> 3) & 1;
+    const uint32_t a_row = (uint32_t)ar * CH * 16, b_row = XOFF + (uint32_t)br * CH * 16;
+    const int asw = ar & 7, bsw = br & 7; /* == lane & 7 */
 
     float acc[NT][4];
 #pragma unroll
@@ -107,7 +153,18 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
 #pragma unroll
         for (int c0 = 0; c0 < CH / 8; c0++) { /* chains of 64 k: 4 k-steps */
             float tmp[NT][4];
-            wd_chain<NT, CH, BF>(st, f, c0, tmp);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const int ks = 4 * c0 + kk;
+                uint32_t a[4], b[4];
+                kiln_ldsm_x4(a, st + a_row + (uint32_t)((2 * ks + ac) ^ asw) * 16);
+                if (NT == 2) kiln_ldsm_x4(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+                else kiln_ldsm_x2(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) kiln_mma16816<BF>(tmp[nt], a, b[2 * nt], b[2 * nt + 1]);
+            }
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
