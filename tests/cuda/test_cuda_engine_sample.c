@@ -11,7 +11,8 @@
  * 2. Batch invariance (KILN_BATCH_INVARIANT=1): each seeded request alone gives the same tokens
  *    and bit-identical logprobs as inside the batch, and again under a KV pool small enough to
  *    force preemptions (the penalty tables are reloaded from the recomputed sequence); and the
- *    batch with decode graphs (the default) equals the batch launched kernel by kernel.
+ *    batch with graphs (the default: decode graphs, and piecewise graphs for the prefill and
+ *    mixed steps) equals the batch launched kernel by kernel.
  * Models: tinystories-656K (f32) and mistral-tiny-random (bf16) from KILN_SHARED. */
 #include <stdlib.h>
 #include "cuda_test.h"
@@ -185,8 +186,11 @@ static int one_model(const char *dir) {
     KT_CHECK(e && run(e, all, NR, vocab, &inv_batch), "%s: invariant batch", dir);
     for (int i = 0; i < NR && e; i++) KT_CHECK(run(e, &all[i], 1, vocab, &inv_solo), "%s: solo %d", dir, i);
     uint64_t gsteps = e ? kiln_backend_cuda_graph_steps(e->backend) : 0;
+    uint64_t psteps = e ? kiln_backend_cuda_piece_steps(e->backend) : 0;
     KT_CHECK(gsteps > 0, "%s: decode steps replayed from graphs (%llu)", dir, (unsigned long long)gsteps);
-    printf("%s: %llu decode steps replayed from graphs\n", dir, (unsigned long long)gsteps);
+    KT_CHECK(psteps > 0, "%s: prefill steps through the piecewise graphs (%llu)", dir, (unsigned long long)psteps);
+    printf("%s: %llu decode steps replayed from graphs, %llu steps through the piecewise graphs\n", dir,
+           (unsigned long long)gsteps, (unsigned long long)psteps);
     kiln_engine_close(e);
     compare("alone vs in a batch (KILN_BATCH_INVARIANT=1)", &inv_solo, &inv_batch, 0.0f);
     /* a pool of 12 blocks of 16 for six sequences of up to 77 tokens: preemption and recompute */
@@ -201,7 +205,7 @@ static int one_model(const char *dir) {
     KT_CHECK(e && run(e, all, NR, vocab, &inv_nograph), "%s: invariant batch without graphs", dir);
     kiln_engine_close(e);
     unsetenv("KILN_CUDA_GRAPHS");
-    compare("decode graphs vs kernel by kernel (KILN_BATCH_INVARIANT=1)", &inv_batch, &inv_nograph, 0.0f);
+    compare("decode + piecewise graphs vs kernel by kernel (KILN_BATCH_INVARIANT=1)", &inv_batch, &inv_nograph, 0.0f);
     unsetenv("KILN_BATCH_INVARIANT");
     return 1;
 }

@@ -93,7 +93,11 @@ static void model_case(const char *dir, unsigned long long *rs) {
             double e = kt_rel_l2(lg + (size_t)r * V, lc + (size_t)r * V, (size_t)V);
             if (!(e <= worst)) worst = e;
         }
-        KT_CHECK(worst <= 2e-2, "%s: cuda vs cpu logits, worst row rel L2 %g", dir, worst);
+        /* bf16 activations and a bf16 KV pool against the CPU's f32 through 2 random layers: on
+         * the H100 the worst row over 9 seeds (2026-11-26) was 0.012-0.021 for the bf16 model
+         * (0.004-0.006 for f16), so 2e-2 failed now and then on fresh seeds; a wrong op gives
+         * 1e-1 and more */
+        KT_CHECK(worst <= 3e-2, "%s: cuda vs cpu logits, worst row rel L2 %g", dir, worst);
         printf("step %s: %d logit rows over %d ragged steps, worst rel L2 vs cpu %.3g\n", dir, nc, N_STEPS, worst);
     }
     /* debug mode: same logits; refused under strict */

@@ -62,6 +62,7 @@
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
+#define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
 #define MAX_DEV_ALLOCS_FIXED (40 + 1)
 
@@ -139,6 +140,11 @@ typedef struct cuda_backend {
     int graph_max_rows, n_graph_rows, n_graph_widths;
     int graph_widths[32];
     uint64_t graph_steps; /* steps replayed from a graph */
+    /* piecewise graphs of the other steps (prefill, mixed, decodes the decode graphs do not
+     * take): [n_piece_buckets][L + 1], buckets of 1, 2, 4, 8, 16 rows, then multiples of 16 */
+    cudaGraphExec_t *pieces;
+    int n_piece_buckets;  /* 0: none (KILN_CUDA_PIECE_MAX=0, debug, capture failed) */
+    uint64_t piece_steps; /* steps run through the piecewise graphs */
     int att_blocks_per_sm; /* resident attention blocks per SM: the split makes one wave
                             * (KILN_CUDA_ATT_BPS overrides the occupancy query) */
     int tc_blocks_per_sm;  /* the same for the tensor-core decode split (0: off,
@@ -159,13 +165,34 @@ static int dev_malloc(cuda_backend *c, void **p, size_t n, const char *what, kil
     return KILN_OK;
 }
 
-/* the decode graphs (capture_graphs), whole or partly captured */
+/* The piecewise-graph bucket of a step of T rows (1, 2, 4, 8, 16, then multiples of
+ * PIECE_ROWS: GEMMs of a few rows keep their GEMV kernels) and its rows (*Tb). */
+static int piece_bucket(int T, int *Tb) {
+    int b = 0, r = 1;
+    while (r < T && r < PIECE_ROWS) { r *= 2; b++; }
+    if (T > PIECE_ROWS) {
+        b += (T - 1) / PIECE_ROWS;
+        r = PIECE_ROWS * ((T - 1) / PIECE_ROWS + 1);
+    }
+    if (Tb) *Tb = r;
+    return b;
+}
+
+/* the decode and piecewise graphs (capture_graphs), whole or partly captured */
 static void free_graphs(cuda_backend *c) {
-    if (!c->graphs) return;
-    for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
-        if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
-    kiln_free(c->graphs);
-    c->graphs = NULL;
+    if (c->graphs) {
+        for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
+            if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
+        kiln_free(c->graphs);
+        c->graphs = NULL;
+    }
+    if (c->pieces) {
+        for (int i = 0; i < c->n_piece_buckets * (c->m->cfg.n_layers + 1); i++)
+            if (c->pieces[i]) cudaGraphExecDestroy(c->pieces[i]);
+        kiln_free(c->pieces);
+        c->pieces = NULL;
+    }
+    c->n_piece_buckets = 0;
 }
 
 static void cuda_destroy(kiln_backend *b) {
@@ -560,14 +587,20 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     if ((rc = upload_weights(c, err))) goto fail;
-    /* KILN_CUDA_GRAPHS=0 turns the decode graphs off; rows up to max_seqs (and 256) */
+    /* KILN_CUDA_GRAPHS=0 turns the decode and piecewise graphs off; decode graphs for rows up to
+     * max_seqs (and 256); piecewise graphs for steps up to KILN_CUDA_PIECE_MAX rows (default
+     * 256, 0 = none), in buckets of PIECE_ROWS */
     const char *gr = getenv("KILN_CUDA_GRAPHS");
     c->graph_max_rows = bc->max_seqs < bc->max_tokens ? bc->max_seqs : bc->max_tokens;
     if (c->graph_max_rows > 256) c->graph_max_rows = 256;
+    const char *pm = getenv("KILN_CUDA_PIECE_MAX");
+    int piece_max = pm && *pm ? atoi(pm) : 256;
+    if (piece_max > bc->max_tokens) piece_max = bc->max_tokens;
+    c->n_piece_buckets = piece_max > 0 ? piece_bucket(piece_max, NULL) + 1 : 0;
     if (!(gr && strcmp(gr, "0") == 0) && !c->debug && (rc = capture_graphs(c, err))) {
         /* steps then launch kernel by kernel, as with KILN_CUDA_GRAPHS=0; refused in strict mode */
         if (bc->strict) goto fail;
-        KILN_WARN("cuda backend: decode graphs not captured (%s); launching kernels one by one", err->msg);
+        KILN_WARN("cuda backend: graphs not captured (%s); launching kernels one by one", err->msg);
         free_graphs(c);
         cudaGetLastError();
         rc = KILN_OK;
@@ -762,21 +795,31 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
     return KILN_OK;
 }
 
-/* Everything the GPU does in a step, in stream order: the descriptor copy, the layers, the
- * final norm and LM head over the logits rows, then sampling or the logits copy. */
-static int enqueue(cuda_backend *c, const step_plan *p, kiln_error *err) {
-    const kiln_config *mc = &c->m->cfg;
-    int T = p->T, n = p->n, bt_w = p->bt_w, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim;
-    int F = mc->hidden_dim, bs = c->cfg.kv.block_size, qkvw = (H + 2 * KV) * hd, rc;
-    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, p->desc_bytes, cudaMemcpyHostToDevice, c->st));
-    const int32_t *d_tok = (const int32_t *)(c->desc_d + c->off_tok), *d_pos = (const int32_t *)(c->desc_d + c->off_pos);
-    const int32_t *d_rowseq = (const int32_t *)(c->desc_d + c->off_rowseq);
-    const int32_t *d_lrows = (const int32_t *)(c->desc_d + c->off_lrows);
-    const int64_t *d_slot = (const int64_t *)(c->desc_d + c->off_slot);
-    const int32_t *d_bt = (const int32_t *)(c->desc_d + c->off_bt);
-    const int32_t *d_tiles = (const int32_t *)(c->desc_d + c->off_tiles);
-    size_t asz = dt_size(c->adt);
+/* The device work of a step in pieces (the piecewise graphs replay all but attention):
+ *   enq_head: the embedding rows;  per layer l: enq_pre(l) = add + RMSNorm, QKV GEMM, RoPE and the
+ *   K/V write;  enq_att(l) = attention;  enq_post(l) = O GEMM, add + RMSNorm, gate|up GEMM,
+ *   SwiGLU, down GEMM;  enq_tail: final norm of the logits rows, LM head, sampling or the copy. */
+typedef struct step_ptrs {
+    const int32_t *tok, *pos, *rowseq, *lrows, *bt, *tiles;
+    const int64_t *slot;
+} step_ptrs;
 
+static step_ptrs desc_ptrs(const cuda_backend *c) {
+    step_ptrs d;
+    d.tok = (const int32_t *)(c->desc_d + c->off_tok);
+    d.pos = (const int32_t *)(c->desc_d + c->off_pos);
+    d.rowseq = (const int32_t *)(c->desc_d + c->off_rowseq);
+    d.lrows = (const int32_t *)(c->desc_d + c->off_lrows);
+    d.slot = (const int64_t *)(c->desc_d + c->off_slot);
+    d.bt = (const int32_t *)(c->desc_d + c->off_bt);
+    d.tiles = (const int32_t *)(c->desc_d + c->off_tiles);
+    return d;
+}
+
+static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, F = mc->hidden_dim, rc;
+    int qkvw = (H + 2 * KV) * hd;
     if (c->debug) { /* unwritten reads show up as NaN */
         size_t a = dt_size(c->adt);
         if ((rc = poison(c, c->x, (size_t)T * D * 4, err)) || (rc = poison(c, c->xn, (size_t)T * D * a, err)) ||
@@ -785,61 +828,110 @@ static int enqueue(cuda_backend *c, const step_plan *p, kiln_error *err) {
             (rc = poison(c, c->gu, (size_t)T * 2 * F * 4, err)) || (rc = poison(c, c->act, (size_t)T * F * a, err)))
             return rc;
     }
+    LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, desc_ptrs(c).tok, T, D, c->st));
+    return KILN_OK;
+}
 
-    LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, d_tok, T, D, c->st));
-    for (int l = 0; l < mc->n_layers; l++) {
-        const cuda_layer *w = &c->layers[l];
-        uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
-        const float *an = c->norms + (size_t)(2 * l) * D, *fn = c->norms + (size_t)(2 * l + 1) * D;
-        LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->st));
-        GEMM(&c->g_qkv, c->qkv, c->xn, w->wqkv, T);
-        LAUNCH(kiln_cuda_rope_kv(c->qkv, d_pos, d_slot, pool, T, H, KV, hd, bs, mc->rope_theta,
-                                 mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
-        if (p->tc_splits > 0)
-            LAUNCH(kiln_cuda_attention_decode_tc(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, T, H, KV,
-                                                 hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->st));
-        else if (p->n_tiles > 0)
-            LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d_pos, d_rowseq, d_bt, bt_w, H, KV, hd,
-                                               bs, d_tiles, p->n_tiles, c->st));
-        for (int k = 0; k < p->n_runs; k++) {
-            int a = c->run_a[k], rows = c->run_b[k] - a;
-            /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
-             * needs fewer (one wave of resident blocks), which also makes the combine cheaper.
-             * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
-            int splits = c->att_splits;
-            if (!c->cfg.batch_invariant) {
-                /* up to 32 windows while the scratch ([max_tokens][H][16][hd + 2]) holds them */
-                int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
-                if (cap > 2 * c->att_splits) cap = 2 * c->att_splits;
-                splits = c->att_blocks_per_sm * c->n_sm / (rows * KV); /* one wave */
-                if (splits < 1) splits = 1;
-                if (splits > cap) splits = cap;
-            }
-            LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
-                                       c->qkv + (size_t)a * qkvw, qkvw, pool, d_pos + a, d_rowseq + a, d_bt, bt_w,
-                                       rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->st));
+static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
+    step_ptrs d = desc_ptrs(c);
+    uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    const float *an = c->norms + (size_t)(2 * l) * D;
+    LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->st));
+    GEMM(&c->g_qkv, c->qkv, c->xn, c->layers[l].wqkv, T);
+    LAUNCH(kiln_cuda_rope_kv(c->qkv, d.pos, d.slot, pool, T, H, KV, hd, bs, mc->rope_theta,
+                             mc->rope_style == KILN_ROPE_INTERLEAVED, c->st));
+    return KILN_OK;
+}
+
+static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, bt_w = p->bt_w, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
+    int qkvw = (H + 2 * KV) * hd;
+    size_t asz = dt_size(c->adt);
+    step_ptrs d = desc_ptrs(c);
+    uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    if (p->tc_splits > 0)
+        LAUNCH(kiln_cuda_attention_decode_tc(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
+                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->st));
+    else if (p->n_tiles > 0)
+        LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
+                                           bs, d.tiles, p->n_tiles, c->st));
+    for (int k = 0; k < p->n_runs; k++) {
+        int a = c->run_a[k], rows = c->run_b[k] - a;
+        /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
+         * needs fewer (one wave of resident blocks), which also makes the combine cheaper.
+         * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
+        int splits = c->att_splits;
+        if (!c->cfg.batch_invariant) {
+            /* up to 32 windows while the scratch ([max_tokens][H][16][hd + 2]) holds them */
+            int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
+            if (cap > 2 * c->att_splits) cap = 2 * c->att_splits;
+            splits = c->att_blocks_per_sm * c->n_sm / (rows * KV); /* one wave */
+            if (splits < 1) splits = 1;
+            if (splits > cap) splits = cap;
         }
-        GEMM(&c->g_o, c->proj, c->att, w->wo, T);
-        LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
-        GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
-        /* gate|up comes out f32 from GEMV / skinny, in the weights' 16-bit type from cuBLASLt
-         * when KILN_CUDA_GU_16BIT=1 */
-        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu,
-                                   gemm_choice(c, &c->g_gu, T) != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T, F, c->st));
-        GEMM(&c->g_d, c->proj, c->act, w->wd, T);
-    }
-    if (n > 0) {
-        const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
-        LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, d_lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->st));
-        GEMM(&c->g_lm, c->logits_d, c->xf, c->lm, n);
-        if (p->sample) {
-            if ((rc = launch_sampling(c, p, err))) return rc;
-        } else {
-            KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
-                                               cudaMemcpyDeviceToHost, c->st));
-        }
+        LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+                                   c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
+                                   rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->st));
     }
     return KILN_OK;
+}
+
+static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, D = mc->dim, F = mc->hidden_dim;
+    const cuda_layer *w = &c->layers[l];
+    const float *fn = c->norms + (size_t)(2 * l + 1) * D;
+    GEMM(&c->g_o, c->proj, c->att, w->wo, T);
+    LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
+    GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
+    /* gate|up comes out f32 from GEMV / skinny, in the weights' 16-bit type from cuBLASLt
+     * when KILN_CUDA_GU_16BIT=1 */
+    LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu,
+                               gemm_choice(c, &c->g_gu, T) != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T, F, c->st));
+    GEMM(&c->g_d, c->proj, c->act, w->wd, T);
+    return KILN_OK;
+}
+
+static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int n = p->n, D = mc->dim, rc;
+    if (n <= 0) return KILN_OK;
+    const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
+    LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, desc_ptrs(c).lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->st));
+    GEMM(&c->g_lm, c->logits_d, c->xf, c->lm, n);
+    if (p->sample) {
+        if ((rc = launch_sampling(c, p, err))) return rc;
+    } else {
+        KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
+                                           cudaMemcpyDeviceToHost, c->st));
+    }
+    return KILN_OK;
+}
+
+/* Piece k of the piecewise graphs (0..L): 0 = head + pre(0); k = post(k - 1) + pre(k); L = post(L - 1). */
+static int enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *err) {
+    int L = c->m->cfg.n_layers, rc;
+    if (k == 0 && (rc = enq_head(c, p, err))) return rc;
+    if (k > 0 && (rc = enq_post(c, p, k - 1, err))) return rc;
+    if (k < L && (rc = enq_pre(c, p, k, err))) return rc;
+    return KILN_OK;
+}
+
+/* Everything the GPU does in a step, in stream order: the descriptor copy, the layers, the
+ * final norm and LM head over the logits rows, then sampling or the logits copy. pieces: the
+ * (T-bucket's) piecewise graphs [L + 1] replace everything but attention and the tail. */
+static int enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *pieces, kiln_error *err) {
+    int L = c->m->cfg.n_layers, rc;
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, p->desc_bytes, cudaMemcpyHostToDevice, c->st));
+    for (int k = 0; k <= L; k++) {
+        if (pieces) KILN_CUDA_TRY(err, cudaGraphLaunch(pieces[k], c->st));
+        else if ((rc = enq_piece(c, p, k, err))) return rc;
+        if (k < L && (rc = enq_att(c, p, k, err))) return rc;
+    }
+    return enq_tail(c, p, err);
 }
 
 /* ---- CUDA graphs for decode steps -----------------------------------------------------------
@@ -914,7 +1006,7 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
             c->run_b[0] = T;
             cudaGraph_t g = NULL;
             KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
-            int rc = enqueue(c, &p, err);
+            int rc = enqueue(c, &p, NULL, err);
             cudaError_t e = cudaStreamEndCapture(c->st, &g);
             if (rc) {
                 if (g) cudaGraphDestroy(g);
@@ -922,6 +1014,29 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
             }
             if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
             e = cudaGraphInstantiate(&c->graphs[r * c->n_graph_widths + wi], g, 0);
+            cudaGraphDestroy(g);
+            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
+        }
+    /* the pieces: [bucket][piece], all but attention and the tail of a step of the bucket's rows */
+    int L = c->m->cfg.n_layers, nb = c->n_piece_buckets;
+    if (nb == 0) return KILN_OK;
+    c->pieces = kiln_calloc((size_t)nb * (L + 1), sizeof(cudaGraphExec_t));
+    if (!c->pieces) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory for the piecewise graphs");
+    for (int b = 0; b < nb; b++)
+        for (int k = 0; k <= L; k++) {
+            step_plan p;
+            memset(&p, 0, sizeof p);
+            p.T = b < 5 ? 1 << b : PIECE_ROWS * (b - 3);
+            cudaGraph_t g = NULL;
+            KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
+            int rc = enq_piece(c, &p, k, err);
+            cudaError_t e = cudaStreamEndCapture(c->st, &g);
+            if (rc) {
+                if (g) cudaGraphDestroy(g);
+                return rc;
+            }
+            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
+            e = cudaGraphInstantiate(&c->pieces[b * (L + 1) + k], g, 0);
             cudaGraphDestroy(g);
             if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
         }
@@ -1021,7 +1136,21 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     p.desc_bytes = c->off_bt + (size_t)S * bt_w * 4;
     p.sample = n > 0 && s->device_sample;
     if (p.sample && (rc = pack_sampling(c, s, n, &p, err))) return rc;
-    if ((rc = enqueue(c, &p, err))) return rc;
+    const cudaGraphExec_t *pieces = NULL;
+    int Tb = 0, pb = piece_bucket(T, &Tb);
+    if (c->pieces && pb < c->n_piece_buckets) {
+        /* pad to the bucket: rows T.. of the pieces embed token 0 at position 0 and write their
+         * K/V to slot 0 of the null block; every op of a piece is row by row, attention and the
+         * tail see the real rows only */
+        for (int t = T; t < Tb; t++) {
+            tok[t] = 0;
+            pos[t] = 0;
+            slot[t] = 0;
+        }
+        pieces = &c->pieces[(size_t)pb * (c->m->cfg.n_layers + 1)];
+        c->piece_steps++;
+    }
+    if ((rc = enqueue(c, &p, pieces, err))) return rc;
     c->sampled = p.sample;
     c->n_logits = n;
     c->pending = 1;
@@ -1078,4 +1207,8 @@ const kiln_cuda_syncs *kiln_backend_cuda_syncs(const kiln_backend *b) {
 
 uint64_t kiln_backend_cuda_graph_steps(const kiln_backend *b) {
     return b && b->ops == &k_cuda_ops ? ((const cuda_backend *)b)->graph_steps : 0;
+}
+
+uint64_t kiln_backend_cuda_piece_steps(const kiln_backend *b) {
+    return b && b->ops == &k_cuda_ops ? ((const cuda_backend *)b)->piece_steps : 0;
 }

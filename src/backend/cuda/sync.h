@@ -51,6 +51,8 @@ struct kiln_backend;
 const kiln_cuda_syncs *kiln_backend_cuda_syncs(const struct kiln_backend *b);
 /* steps the cuda backend replayed from a decode graph (0 for other backends) */
 uint64_t kiln_backend_cuda_graph_steps(const struct kiln_backend *b);
+/* steps run through the piecewise graphs (all but attention and the LM head / sampling) */
+uint64_t kiln_backend_cuda_piece_steps(const struct kiln_backend *b);
 /* Total synchronising calls so far (all kinds). */
 uint64_t kiln_cuda_syncs_total(const kiln_cuda_syncs *c);
 
