@@ -1,10 +1,58 @@
 /* engine.c: the public engine API (kiln.h): open/close, requests, the step, polling.
  *
- * kiln_engine_step():
+ * kiln_engine_step(), plain (host sampling, or a backend without overlap):
  *   1. schedule (scheduler.c) -> the step descriptor;
  *   2. backend encode_step (never waits) + finish_step (the step's one wait, counted: I1);
- *   3. for every sequence whose last row produced logits: sample (sampler.c), append, check
- *      stop conditions (output.c); full blocks are registered in the prefix cache.
+ *   3. for every sequence whose last row produced logits: sample (sampler.c) or take the
+ *      backend's draw, append, check stop conditions (output.c); full blocks are registered in
+ *      the prefix cache.
+ *
+ * Overlapped (async) scheduling, as vLLM's "async scheduling": on when the backend draws the
+ * tokens and allows two steps in flight (ops.overlap && device_sample; off with the option
+ * overlap = -1 or env KILN_OVERLAP=0). The step descriptors are double-buffered (steps[2],
+ * step_reqs[2]). One call, with step n in flight:
+ *   1. build step n+1 into the other buffer while step n runs. A sequence whose step-n row
+ *      draws a token has that token "in flight" (r->n_inflight): it gets a decode row at
+ *      position n_tokens whose input the backend takes from step n's draw (prev_row = its
+ *      logits row in step n); RNG offset and min_tokens count the token in flight; a sequence
+ *      whose token in flight reaches max_tokens or the context limit is not scheduled;
+ *   2. encode step n+1 (the device queues it behind step n);
+ *   3. finish step n (the call's one wait) and apply it. A sequence that finished at step n
+ *      (EOS, stop id/string, length) or was aborted still has a row in step n+1: its result
+ *      is discarded when step n+1 is applied (requests named by a step in flight are not freed
+ *      before: r->n_sched).
+ * The first call with nothing in flight encodes step 1, builds and encodes step 2 from it, then
+ * waits for step 1. Each call still makes exactly one wait; stats.steps counts the waits (steps
+ * finished), stats.overlapped_steps the steps encoded while another was in flight.
+ *
+ * Drain rule: nothing is preempted while a step is in flight (its sequences' rows and tokens
+ * would be lost). When building step n+1 would need a preemption, the partial step is undone
+ * (penalty rows given back; blocks already taken stay with their sequences, which need them
+ * next anyway) and the call instead finishes step n (its one wait), applies it, and builds
+ * step n+1 as without overlap (preemption allowed); that step stays in flight for the next
+ * call. kiln_engine_prompt_logits and close first finish a step left in flight.
+ *
+ * End of the run: a request that ends by length is known when step n+1 is built (no row);
+ * one that ends by EOS / stop is only known when step n is applied, after step n+1 was
+ * encoded. When that leaves every request finished with step n+1 in flight, the call reports
+ * *n_active = 1 and the next call drains it: it encodes nothing and makes the one wait.
+ * (A caller that stops calling instead leaves it in flight: the next call that has work
+ * finishes it as its one wait, while the new step is encoded.)
+ *
+ * Why KV blocks can be released on the host while a step that uses them is in flight (a
+ * finished or aborted sequence, whose row in step n+1 is discarded): the device runs steps in
+ * submission order, and a released block is handed out again only by a step built later,
+ * which is encoded after, so the old step's reads and writes of it happen first. The new
+ * owner reads only slots it wrote itself (attention covers positions it computed), so junk
+ * left in a reused block by the discarded row is never read. The discarded row writes K/V at
+ * its sequence's position n_tokens, which lies in a block that is not full of computed tokens,
+ * so never in a block registered in the prefix cache. Its penalty-table row, given back, is
+ * reloaded (zeroed) by the next owner's load, again in a later step; the discarded draw is
+ * counted into it before that. The prefix cache hashes only known tokens: register_blocks
+ * covers n_computed, committed when a step is applied, when every computed token is known.
+ *
+ * Time: backend_seconds = encode + finish (the wait) per call; host_seconds = the rest of the
+ * call (scheduling, applying, sampling on the host): the host's own work per step.
  * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.
  * In CUDA builds the step is an NVTX range "kiln_step" (nvtx3 is header-only; without a profiler
  * injected each push/pop is a call through a no-op pointer): tools/cuda_trace checks I1 per range.
@@ -592,6 +640,7 @@ static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
         e->pending = next;
         if (rc) goto out;
         if (need_drain) {
+            e->n_drains++;
             /* step n is applied and nothing is in flight: build as without overlap (preemption
              * allowed); the new step stays in flight for the next call */
             if ((rc = kiln_sched_build_step(e, &need_drain, err))) goto out;

@@ -77,6 +77,7 @@ struct kiln_engine {
     int cur;                                      /* the step being built (steps[cur]) */
     int pending;                                  /* the encoded step not finished yet, -1: none */
     int overlap;                                  /* overlapped scheduling on (ops.overlap && device_sample) */
+    uint64_t n_drains;                            /* calls that drained first (preemption needed; tests) */
     int max_model_len, max_blocks_per_seq, block_size, max_seqs, max_batch_tokens;
     int strict;
     size_t scratch_row_bytes; /* scratch bytes per step row (KILN_SCRATCH_POOL_MB) */
