@@ -145,6 +145,7 @@ static int same(const result *a, const result *b, int n_top, char *why, size_t w
 
 static int32_t g_prompts[NR][64];
 static int32_t g_bias_ids[2], g_stop_id[1], g_supp_id[1];
+static int g_supp_at; /* request 5: min_tokens = g_supp_at, where request 0 draws g_supp_id first */
 static float g_bias_vals[2] = {4.0f, -100.0f};
 static char g_stop_str[16];
 static const char *g_stops[1] = {g_stop_str};
@@ -190,12 +191,13 @@ static void make_params(kiln_request_params *p, int i) {
         sp->bias_values = g_bias_vals;
         sp->n_bias = 2;
         break;
-    case 5: /* greedy as request 0, but the id it draws 3rd is a stop id suppressed by min_tokens */
+    case 5: /* greedy as request 0 with a stop id first drawn at g_supp_at, min_tokens g_supp_at:
+             * suppressed (with EOS) before, allowed exactly there, so it stops after g_supp_at + 1 */
         p->prompt_ids = g_prompts[0];
         p->n_prompt = 9;
         p->stop_ids = g_supp_id;
         p->n_stop_ids = 1;
-        p->min_tokens = 8;
+        p->min_tokens = g_supp_at;
         break;
     case 6: /* greedy as request 0 with a stop id it draws */
         p->prompt_ids = g_prompts[0];
@@ -267,7 +269,21 @@ static void suite(void) {
         return;
     }
     g_stop_id[0] = g_solo[0].ids[12];
-    g_supp_id[0] = g_solo[0].ids[2];
+    /* the min_tokens boundary: an id first drawn at k (5 <= k < 20), no EOS before it */
+    const kiln_config *mc = &kiln_engine_model(e)->cfg;
+    g_supp_at = -1;
+    for (int k = 5; k < 20 && g_supp_at < 0; k++) {
+        int ok = 1;
+        for (int j = 0; j < k; j++) {
+            ok &= g_solo[0].ids[j] != g_solo[0].ids[k];
+            for (int q = 0; q < mc->n_eos; q++) ok &= g_solo[0].ids[j] != mc->eos_ids[q];
+        }
+        for (int q = 0; q < mc->n_eos; q++) ok &= g_solo[0].ids[k] != mc->eos_ids[q];
+        if (ok) g_supp_at = k;
+    }
+    KT_CHECK(g_supp_at > 0, "%s: no id for the min_tokens boundary in request 0's output", g_model);
+    if (g_supp_at < 0) g_supp_at = 5;
+    g_supp_id[0] = g_solo[0].ids[g_supp_at];
     if (g_tok) {
         size_t at = g_solo[0].tl > 40 ? 20 : g_solo[0].tl / 2;
         size_t len = g_solo[0].tl - at < 6 ? g_solo[0].tl - at : 6;
@@ -289,9 +305,8 @@ static void suite(void) {
     KT_CHECK(g_ref[8].n == 3 && g_ref[8].fin == KILN_FINISH_LENGTH, "%s: max_tokens 3: %d tokens", g_model, g_ref[8].n);
     KT_CHECK(g_ref[9].fin == KILN_FINISH_LENGTH && g_ref[9].n == 160 - ps[9].n_prompt, "%s: context limit: %d tokens",
              g_model, g_ref[9].n);
-    KT_CHECK(g_ref[5].n >= 8, "%s: min_tokens: %d tokens", g_model, g_ref[5].n);
-    for (int k = 0; k < 7 && k < g_ref[5].n; k++)
-        KT_CHECK(g_ref[5].ids[k] != g_supp_id[0], "%s: suppressed id drawn at %d", g_model, k);
+    KT_CHECK(g_ref[5].n == g_supp_at + 1 && g_ref[5].fin == KILN_FINISH_STOP, "%s: min_tokens %d: %d tokens, finish %d",
+             g_model, g_supp_at, g_ref[5].n, g_ref[5].fin);
     KT_CHECK(rs.st.prefix_cache_hits > 0, "%s: no prefix cache hit", g_model);
     printf("%s: A: %d calls, %llu steps, prefix hits %llu\n", g_model, calls, (unsigned long long)rs.st.steps,
            (unsigned long long)rs.st.prefix_cache_hits);
@@ -345,6 +360,12 @@ static void suite(void) {
         kiln_engine_close(f);
         kiln_free(l1);
         kiln_free(l2);
+        /* a request that ends by length leaves no step in flight (its last token is known to
+         * end it when the next step is built) */
+        run(e, &ps[8], &zero, 1, -1, 0, 0, g_got, &rs);
+        KT_CHECK(same(&g_got[0], &g_ref[8], 0, why, sizeof why) && !rs.left_in_flight && rs.st.steps == (uint64_t)ps[8].max_tokens,
+                 "%s: C4: max_tokens: %s, in flight %d, %llu steps", g_model, why, rs.left_in_flight,
+                 (unsigned long long)rs.st.steps);
         /* close with a step in flight */
         run(e, p2, at2, 2, -1, 0, 0, g_got, &rs);
         KT_CHECK(rs.left_in_flight, "%s: C3: expected a step left in flight", g_model);
