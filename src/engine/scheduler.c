@@ -104,8 +104,10 @@ static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
     ss->pen_slot = r->pen_slot; /* -1 unless the request has penalties (set just above) */
     ss->bias_start = e->step_n_bias;
     ss->n_bias = r->sp.n_bias;
-    memcpy(s->bias_ids + e->step_n_bias, r->bias_ids, (size_t)r->sp.n_bias * sizeof(int32_t));
-    memcpy(s->bias_values + e->step_n_bias, r->bias_values, (size_t)r->sp.n_bias * sizeof(float));
+    if (r->sp.n_bias > 0) { /* (no memcpy from the NULL lists of a request without bias) */
+        memcpy(s->bias_ids + e->step_n_bias, r->bias_ids, (size_t)r->sp.n_bias * sizeof(int32_t));
+        memcpy(s->bias_values + e->step_n_bias, r->bias_values, (size_t)r->sp.n_bias * sizeof(float));
+    }
     e->step_n_bias += r->sp.n_bias;
     ss->supp_start = e->step_n_supp;
     ss->n_supp = kiln_req_suppressed(e, r, s->supp_ids + e->step_n_supp);
