@@ -60,6 +60,8 @@ typedef struct kiln_engine_options {
     int load_dummy;             /* --load-format dummy: random weights in the config's shape */
     int skip_tokenizer;         /* ids only: do not load the tokenizer */
     uint64_t dummy_seed;
+    int overlap;                /* overlapped (async) scheduling where the backend samples and allows
+                                 * it: default on (0 or 1); -1 = off (also env KILN_OVERLAP=0) */
 } kiln_engine_options;
 
 void kiln_engine_options_default(kiln_engine_options *o);
@@ -109,7 +111,11 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
                             kiln_error *err);
 int kiln_engine_abort(kiln_engine *e, uint64_t req_id, kiln_error *err);
 /* One engine step: schedule, run the backend once, sample, update. *n_active gets the number
- * of requests not yet finished (running or waiting). */
+ * of requests not yet finished (running or waiting). With overlapped scheduling a call encodes
+ * step n+1 before it waits for step n and applies it, so a step can be left in flight after
+ * the last request finished: *n_active is then 1, and one more call drains it (it encodes
+ * nothing; a later call, kiln_engine_prompt_logits or close also do). Every call that waits
+ * makes exactly one wait (stats: syncs == steps). */
 int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err);
 
 typedef struct kiln_token_logprob {
@@ -146,11 +152,13 @@ typedef struct kiln_engine_stats {
     uint64_t generation_tokens_total;
     uint64_t steps;
     uint64_t syncs;            /* backend waits; == steps when I1 holds */
+    uint64_t overlapped_steps; /* steps encoded while the previous one was in flight */
     uint64_t preemptions;
     uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
     int max_model_len;
     int vocab_size;
-    double host_seconds;       /* time in kiln_engine_step outside backend encode/finish */
+    double host_seconds;       /* time in kiln_engine_step outside backend encode/finish (with
+                                * overlap too: the host's own work per call, the wait excluded) */
     double backend_seconds;    /* time in backend encode_step + finish_step */
 } kiln_engine_stats;
 

@@ -16,6 +16,21 @@ int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_row
                         s->n_seqs, c->max_tokens, c->max_seqs);
     if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
         return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
+    if (s->n_prev < 0 || s->n_prev > s->n_tokens)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d rows from the previous step, %d rows", s->n_prev, s->n_tokens);
+    if (s->n_prev > 0) {
+        if (!s->device_sample)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: input tokens from the previous step need device sampling");
+        int np = 0;
+        for (int t = 0; t < s->n_tokens; t++) {
+            if (s->prev_row[t] < -1 || s->prev_row[t] >= c->max_seqs)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d takes previous logits row %d outside [-1, %d)", t,
+                                s->prev_row[t], c->max_seqs);
+            np += s->prev_row[t] >= 0;
+        }
+        if (np != s->n_prev)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: n_prev %d but %d rows take a previous token", s->n_prev, np);
+    }
     int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
     for (int i = 0; i < s->n_seqs; i++) {
         int ctx = s->seq_ctx_len[i];

@@ -5,6 +5,12 @@
  * result buffers. encode_step() enqueues one step and never waits; finish_step() is the step's
  * one wait and hands back the logits of the rows that asked for them (host memory,
  * [n_seqs_with_logits][vocab] in sequence order). Nothing is allocated between them (I7).
+ *
+ * Overlap (ops.overlap = 1): encode_step may be called once more while one step is pending (at
+ * most two steps in flight); finish_step then waits for and returns the OLDEST pending step.
+ * A step may take input tokens drawn by the previous encoded step (kiln_step.prev_row). The
+ * result pointers of a finish_step stay valid until the next finish_step call (the backend
+ * double-buffers them); the engine reads them before it encodes again.
  */
 #ifndef KILN_BACKEND_H
 #define KILN_BACKEND_H
@@ -43,6 +49,9 @@ typedef struct kiln_backend_ops {
     const char *name;
     int kv_elem_bytes; /* bytes per element of the KV pool (f32 on cpu, bf16 on cuda) */
     int samples;       /* 1: can sample on the device (kiln_step.device_sample) */
+    int sample_opt_in; /* 1: the engine uses the backend's sampler only when asked (cpu: env
+                        * KILN_CPU_SAMPLE=1); 0: whenever it samples (cuda) */
+    int overlap;       /* 1: two steps may be in flight (see above; needs device_sample) */
     int (*create)(kiln_backend **out, const kiln_model *m, const kiln_backend_config *c,
                   kiln_error *err);
     int (*encode_step)(kiln_backend *b, const kiln_step *s, kiln_error *err); /* never waits */
@@ -63,7 +72,9 @@ const kiln_backend_ops *kiln_backend_cuda_ops(void);
 /* The descriptor against the capacities and the pool (I2): counts within capacity (at least
  * min_rows rows and sequences), query starts covering the rows in order, contexts within
  * max_model_len and the block table, block ids in [1, n_blocks), positions inside the context,
- * token ids inside the vocabulary, KV slots inside the pool. */
+ * token ids inside the vocabulary, KV slots inside the pool; with n_prev > 0: device_sample set,
+ * every prev_row in [-1, max_seqs) and n_prev of them >= 0 (their range against the previous
+ * step's logits rows is the backend's check). */
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err);
 

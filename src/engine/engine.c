@@ -1,10 +1,58 @@
 /* engine.c: the public engine API (kiln.h): open/close, requests, the step, polling.
  *
- * kiln_engine_step():
+ * kiln_engine_step(), plain (host sampling, or a backend without overlap):
  *   1. schedule (scheduler.c) -> the step descriptor;
  *   2. backend encode_step (never waits) + finish_step (the step's one wait, counted: I1);
- *   3. for every sequence whose last row produced logits: sample (sampler.c), append, check
- *      stop conditions (output.c); full blocks are registered in the prefix cache.
+ *   3. for every sequence whose last row produced logits: sample (sampler.c) or take the
+ *      backend's draw, append, check stop conditions (output.c); full blocks are registered in
+ *      the prefix cache.
+ *
+ * Overlapped (async) scheduling, as vLLM's "async scheduling": on when the backend draws the
+ * tokens and allows two steps in flight (ops.overlap && device_sample; off with the option
+ * overlap = -1 or env KILN_OVERLAP=0). The step descriptors are double-buffered (steps[2],
+ * step_reqs[2]). One call, with step n in flight:
+ *   1. build step n+1 into the other buffer while step n runs. A sequence whose step-n row
+ *      draws a token has that token "in flight" (r->n_inflight): it gets a decode row at
+ *      position n_tokens whose input the backend takes from step n's draw (prev_row = its
+ *      logits row in step n); RNG offset and min_tokens count the token in flight; a sequence
+ *      whose token in flight reaches max_tokens or the context limit is not scheduled;
+ *   2. encode step n+1 (the device queues it behind step n);
+ *   3. finish step n (the call's one wait) and apply it. A sequence that finished at step n
+ *      (EOS, stop id/string, length) or was aborted still has a row in step n+1: its result
+ *      is discarded when step n+1 is applied (requests named by a step in flight are not freed
+ *      before: r->n_sched).
+ * The first call with nothing in flight encodes step 1, builds and encodes step 2 from it, then
+ * waits for step 1. Each call still makes exactly one wait; stats.steps counts the waits (steps
+ * finished), stats.overlapped_steps the steps encoded while another was in flight.
+ *
+ * Drain rule: nothing is preempted while a step is in flight (its sequences' rows and tokens
+ * would be lost). When building step n+1 would need a preemption, the partial step is undone
+ * (penalty rows given back; blocks already taken stay with their sequences, which need them
+ * next anyway) and the call instead finishes step n (its one wait), applies it, and builds
+ * step n+1 as without overlap (preemption allowed); that step stays in flight for the next
+ * call. kiln_engine_prompt_logits and close first finish a step left in flight.
+ *
+ * End of the run: a request that ends by length is known when step n+1 is built (no row);
+ * one that ends by EOS / stop is only known when step n is applied, after step n+1 was
+ * encoded. When that leaves every request finished with step n+1 in flight, the call reports
+ * *n_active = 1 and the next call drains it: it encodes nothing and makes the one wait.
+ * (A caller that stops calling instead leaves it in flight: the next call that has work
+ * finishes it as its one wait, while the new step is encoded.)
+ *
+ * Why KV blocks can be released on the host while a step that uses them is in flight (a
+ * finished or aborted sequence, whose row in step n+1 is discarded): the device runs steps in
+ * submission order, and a released block is handed out again only by a step built later,
+ * which is encoded after, so the old step's reads and writes of it happen first. The new
+ * owner reads only slots it wrote itself (attention covers positions it computed), so junk
+ * left in a reused block by the discarded row is never read. The discarded row writes K/V at
+ * its sequence's position n_tokens, which lies in a block that is not full of computed tokens,
+ * so never in a block registered in the prefix cache. Its penalty-table row, given back, is
+ * reloaded (zeroed) by the next owner's load, again in a later step; the discarded draw is
+ * counted into it before that. The prefix cache hashes only known tokens: register_blocks
+ * covers n_computed, committed when a step is applied, when every computed token is known.
+ *
+ * Time: backend_seconds = encode + finish (the wait) per call; host_seconds = the rest of the
+ * call (scheduling, applying, sampling on the host): the host's own work per step.
  * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.
  * In CUDA builds the step is an NVTX range "kiln_step" (nvtx3 is header-only; without a profiler
  * injected each push/pop is a call through a no-op pointer): tools/cuda_trace checks I1 per range.
@@ -65,6 +113,7 @@ static void free_step(kiln_step *s) {
     kiln_free(s->pen_start);
     kiln_free(s->pen_n_prompt);
     kiln_free(s->pen_tokens);
+    kiln_free(s->prev_row);
     memset(s, 0, sizeof *s);
 }
 
@@ -89,7 +138,10 @@ static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks
     s->pen_n_prompt = kiln_calloc((size_t)max_seqs, sizeof(int32_t));
     s->cap_pen_tokens = max_model_len + max_tokens;
     s->pen_tokens = kiln_calloc((size_t)s->cap_pen_tokens, sizeof(int32_t));
-    return s->token_ids && s->positions && s->slot_mapping && s->seq_q_start && s->seq_ctx_len &&
+    s->prev_row = kiln_malloc((size_t)max_tokens * sizeof(int32_t));
+    if (s->prev_row)
+        for (int t = 0; t < max_tokens; t++) s->prev_row[t] = -1;
+    return s->prev_row && s->token_ids && s->positions && s->slot_mapping && s->seq_q_start && s->seq_ctx_len &&
            s->block_table && s->seq_logits && s->sampling && s->bias_ids && s->bias_values && s->supp_ids &&
            s->pen_slot && s->pen_start && s->pen_n_prompt && s->pen_tokens;
 }
@@ -114,6 +166,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     kiln_engine *e = kiln_calloc(1, sizeof *e);
     if (!e) return KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory");
     e->opt = *o;
+    e->pending = -1;
     int rc;
     const char *sv = getenv("KILN_STRICT");
     e->strict = sv && strcmp(sv, "1") == 0;
@@ -196,24 +249,35 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     };
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
-    if (!alloc_step(&e->step, e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len)) {
-        rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
-        goto fail;
+    for (int k = 0; k < 2; k++) {
+        if (!alloc_step(&e->steps[k], e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len)) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
+            goto fail;
+        }
+        e->step_reqs[k] = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
+        if (!e->step_reqs[k]) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
     }
     e->running = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
-    e->step_reqs = kiln_calloc((size_t)e->max_seqs, sizeof(kiln_req *));
     e->free_pen = kiln_calloc((size_t)e->max_seqs, sizeof(int32_t));
-    if (!e->running || !e->step_reqs || !e->free_pen) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
+    if (!e->running || !e->free_pen) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
     for (int i = 0; i < e->max_seqs; i++) e->free_pen[i] = e->max_seqs - 1 - i;
     e->n_free_pen = e->max_seqs;
     /* KILN_HOST_SAMPLING=1: sample in the engine from host logits even when the backend can
      * draw on the device (the reference the GPU sampler is tested against) */
     const char *hs = getenv("KILN_HOST_SAMPLING");
     e->device_sample = e->ops->samples && !(hs && strcmp(hs, "1") == 0);
+    /* a backend whose sampler is opt-in (cpu) draws only with KILN_CPU_SAMPLE=1 */
+    const char *cs = getenv("KILN_CPU_SAMPLE");
+    if (e->ops->sample_opt_in && !(cs && strcmp(cs, "1") == 0)) e->device_sample = 0;
+    /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
+     * off with the option overlap = -1 or env KILN_OVERLAP=0 */
+    const char *ov = getenv("KILN_OVERLAP");
+    e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !(ov && strcmp(ov, "0") == 0);
     e->next_id = 1;
 #ifdef KILN_TEST_HOOKS
     e->test_extra_sync = env_on("KILN_TEST_EXTRA_SYNC");
     e->test_break_batch = env_on("KILN_TEST_BREAK_BATCH");
+    if (e->test_break_batch) e->overlap = 0; /* the hook needs host logits */
 #endif
     e->stats.max_model_len = e->max_model_len;
     e->stats.vocab_size = mc->vocab_size;
@@ -224,16 +288,24 @@ fail:
     return rc;
 }
 
+static int drain(kiln_engine *e, kiln_error *err);
+
 void kiln_engine_close(kiln_engine *e) {
     if (!e) return;
+    if (e->pending >= 0) { /* a step still in flight: wait for it before the buffers go */
+        kiln_error err2;
+        (void)drain(e, &err2);
+    }
     for (int i = 0; i < e->n_reqs; i++) kiln_req_free(e->reqs[i]);
     kiln_free(e->reqs);
     kiln_free(e->running);
     kiln_free(e->free_pen);
     kiln_free(e->waiting);
-    kiln_free(e->step_reqs);
     kiln_free(e->suppress);
-    free_step(&e->step);
+    for (int k = 0; k < 2; k++) {
+        free_step(&e->steps[k]);
+        kiln_free(e->step_reqs[k]);
+    }
     kiln_sampler_free(&e->sampler);
     if (e->backend) e->ops->destroy(e->backend);
     kiln_kv_cache_destroy(e->kv);
@@ -259,8 +331,8 @@ static void drop_req(kiln_engine *e, int i) {
 
 /* Requests whose final output was polled are released here, outside the step. */
 static void release_reported(kiln_engine *e) {
-    for (int i = 0; i < e->n_reqs;)
-        if (e->reqs[i]->reported_final) drop_req(e, i); else i++;
+    for (int i = 0; i < e->n_reqs;) /* not while a step in flight still names it */
+        if (e->reqs[i]->reported_final && e->reqs[i]->n_sched == 0) drop_req(e, i); else i++;
 }
 
 int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64_t *req_id, kiln_error *err) {
@@ -444,69 +516,153 @@ static void register_blocks(kiln_engine *e, kiln_req *r) {
     if (full > r->n_hashed) r->n_hashed = full;
 }
 
-static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
-    double t_start = kiln_now(), t_backend = 0;
-    int rc = kiln_sched_build_step(e, err);
-    if (rc) return rc;
-    kiln_step *s = &e->step;
-    if (s->n_seqs > 0) {
-        kiln_step_result res;
-        memset(&res, 0, sizeof res);
-        double tb = kiln_now();
-        if ((rc = e->ops->encode_step(e->backend, s, err))) return rc;
-        if ((rc = e->ops->finish_step(e->backend, &res, err))) return rc;
-#ifdef KILN_TEST_HOOKS
-        if (e->test_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
-        if (e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1 && res.logits) {
-            /* +1e-3 on the largest logit of the second logits row: moves that sequence's
-             * logprobs (and near-ties) while a solo run of it is untouched */
-            float *row = (float *)res.logits + res.vocab;
-            int am = 0;
-            for (int k = 1; k < res.vocab; k++) if (row[k] > row[am]) am = k;
-            row[am] += 1e-3f;
-        }
-#endif
-        t_backend = kiln_now() - tb;
-        e->stats.steps++;
-        int li = 0;
-        for (int i = 0; i < s->n_seqs; i++) {
-            kiln_req *r = e->step_reqs[i];
-            int n = s->seq_q_start[i + 1] - s->seq_q_start[i];
-            if (r->n_computed < r->n_prompt)
-                e->stats.prompt_tokens_computed += (uint64_t)((r->n_computed + n < r->n_prompt ? r->n_computed + n : r->n_prompt) - r->n_computed);
-            r->n_computed += n;
-            register_blocks(e, r);
-            if (!s->seq_logits[i]) continue;
-            li++;
-            int n_out = r->n_tokens - r->n_prompt;
-            int nlp = r->sp.n_logprobs;
-            int32_t tok;
-            if (res.tokens) { /* drawn on the device with the same semantics */
-                tok = res.tokens[li - 1];
-                if (r->lp) r->lp[n_out] = res.logprob[li - 1];
-                for (int k = 0; k < nlp; k++) {
-                    r->top[(size_t)n_out * nlp + k].id = res.top_ids[(size_t)(li - 1) * KILN_STEP_MAX_TOP + k];
-                    r->top[(size_t)n_out * nlp + k].logprob = res.top_lp[(size_t)(li - 1) * KILN_STEP_MAX_TOP + k];
-                }
-            } else {
-                const float *logits = res.logits + (size_t)(li - 1) * res.vocab;
-                int ns = kiln_req_suppressed(e, r, e->suppress);
-                tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
-                                  e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
-                                  nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
-            }
-            kiln_req_on_token(e, r, tok);
+/* steps[k] was encoded: its rows are scheduled (n_sched) and its draws are in flight. */
+static void mark_encoded(kiln_engine *e, int k) {
+    const kiln_step *s = &e->steps[k];
+    int li = 0;
+    for (int i = 0; i < s->n_seqs; i++) {
+        kiln_req *r = e->step_reqs[k][i];
+        r->n_sched += s->seq_q_start[i + 1] - s->seq_q_start[i];
+        if (s->seq_logits[i]) {
+            r->n_inflight++;
+            r->inflight_row = li++;
         }
     }
+}
+
+static int encode(kiln_engine *e, int k, double *t_backend, kiln_error *err) {
+    double t = kiln_now();
+    int rc = e->ops->encode_step(e->backend, &e->steps[k], err);
+    *t_backend += kiln_now() - t;
+    if (rc) {
+        kiln_sched_undo_pen(e, k); /* its penalty rows were never loaded */
+        return rc;
+    }
+    if (e->pending >= 0) e->stats.overlapped_steps++;
+    mark_encoded(e, k);
+    return KILN_OK;
+}
+
+/* Wait for the oldest step in flight, steps[k] (the call's one wait, I1), and apply it: commit
+ * the computed rows, register full blocks, append the drawn tokens (sampling them here when the
+ * backend returned logits). Rows of sequences that finished or were aborted after steps[k] was
+ * encoded are discarded. */
+static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *err) {
+    const kiln_step *s = &e->steps[k];
+    kiln_step_result res;
+    memset(&res, 0, sizeof res);
+    double tb = kiln_now();
+    int rc = e->ops->finish_step(e->backend, &res, err);
+    *t_backend += kiln_now() - tb;
+#ifdef KILN_TEST_HOOKS
+    if (!rc && e->test_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
+    if (!rc && e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1 && res.logits) {
+        /* +1e-3 on the largest logit of the second logits row: moves that sequence's
+         * logprobs (and near-ties) while a solo run of it is untouched */
+        float *row = (float *)res.logits + res.vocab;
+        int am = 0;
+        for (int j = 1; j < res.vocab; j++) if (row[j] > row[am]) am = j;
+        row[am] += 1e-3f;
+    }
+#endif
+    if (!rc) e->stats.steps++;
+    int li = 0;
+    for (int i = 0; i < s->n_seqs; i++) {
+        kiln_req *r = e->step_reqs[k][i];
+        int n = s->seq_q_start[i + 1] - s->seq_q_start[i], has = s->seq_logits[i], row = has ? li++ : -1;
+        r->n_sched -= n;
+        if (has) r->n_inflight--; /* known from here on (or discarded) */
+        if (rc || r->state != KILN_REQ_RUNNING) continue;
+        if (r->n_computed < r->n_prompt)
+            e->stats.prompt_tokens_computed += (uint64_t)((r->n_computed + n < r->n_prompt ? r->n_computed + n : r->n_prompt) - r->n_computed);
+        r->n_computed += n;
+        register_blocks(e, r); /* n_computed <= n_tokens: known tokens only */
+        if (!has) continue;
+        int n_out = r->n_tokens - r->n_prompt;
+        int nlp = r->sp.n_logprobs;
+        int32_t tok;
+        if (res.tokens) { /* drawn on the device with the same semantics */
+            tok = res.tokens[row];
+            if (r->lp) r->lp[n_out] = res.logprob[row];
+            for (int j = 0; j < nlp; j++) {
+                r->top[(size_t)n_out * nlp + j].id = res.top_ids[(size_t)row * KILN_STEP_MAX_TOP + j];
+                r->top[(size_t)n_out * nlp + j].logprob = res.top_lp[(size_t)row * KILN_STEP_MAX_TOP + j];
+            }
+        } else {
+            const float *logits = res.logits + (size_t)row * res.vocab;
+            int ns = kiln_req_suppressed(e, r, e->suppress);
+            tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
+                              e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
+                              nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
+        }
+        kiln_req_on_token(e, r, tok);
+    }
+    return rc;
+}
+
+/* Finish and apply the step in flight, if any (outside kiln_engine_step: close, prompt_logits). */
+static int drain(kiln_engine *e, kiln_error *err) {
+    if (e->pending < 0) return KILN_OK;
+    double tb = 0;
+    int p = e->pending;
+    e->pending = -1;
+    return finish_process(e, p, &tb, err);
+}
+
+static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
+    double t_start = kiln_now(), t_backend = 0;
+    int rc = KILN_OK, need_drain = 0;
+    if (e->pending < 0) {
+        /* nothing in flight: build and encode a step (preemption allowed) */
+        e->cur = 0;
+        if ((rc = kiln_sched_build_step(e, &need_drain, err))) goto out;
+        if (e->steps[e->cur].n_seqs > 0) {
+            if ((rc = encode(e, e->cur, &t_backend, err))) goto out;
+            e->pending = e->cur;
+            if (!e->overlap) { /* the plain step: its own wait */
+                e->pending = -1;
+                rc = finish_process(e, e->cur, &t_backend, err);
+                goto out;
+            }
+        }
+    }
+    if (e->pending >= 0) {
+        /* overlap: build and encode step n+1 from step n's draws (on the device), then wait for
+         * step n and apply it; step n+1 stays in flight */
+        int p = e->pending, next = -1;
+        e->cur = 1 - p;
+        if ((rc = kiln_sched_build_step(e, &need_drain, err))) goto out;
+        if (!need_drain && e->steps[e->cur].n_seqs > 0) {
+            if ((rc = encode(e, e->cur, &t_backend, err))) goto out;
+            next = e->cur;
+        }
+        rc = finish_process(e, p, &t_backend, err);
+        e->pending = next;
+        if (rc) goto out;
+        if (need_drain) {
+            e->n_drains++;
+            /* step n is applied and nothing is in flight: build as without overlap (preemption
+             * allowed); the new step stays in flight for the next call */
+            if ((rc = kiln_sched_build_step(e, &need_drain, err))) goto out;
+            if (e->steps[e->cur].n_seqs > 0) {
+                if ((rc = encode(e, e->cur, &t_backend, err))) goto out;
+                e->pending = e->cur;
+            }
+        }
+    }
+out:
     e->stats.syncs = e->backend->n_syncs;
     if (n_active) {
         int n = 0;
         for (int i = 0; i < e->n_reqs; i++) n += e->reqs[i]->state != KILN_REQ_FINISHED;
+        /* every request is done but a step is still in flight (its rows are discarded): one more
+         * call drains it (it encodes nothing and makes the one wait) */
+        if (n == 0 && e->pending >= 0) n = 1;
         *n_active = n;
     }
     e->stats.backend_seconds += t_backend;
     e->stats.host_seconds += kiln_now() - t_start - t_backend;
-    return KILN_OK;
+    return rc;
 }
 
 int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
@@ -588,6 +744,8 @@ void kiln_engine_get_info(const kiln_engine *e, kiln_engine_info *info) {
 int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *out, kiln_error *err) {
     const kiln_config *mc = &e->model->cfg;
     if (e->n_running > 0) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "prompt_logits: the engine is busy");
+    int rc = drain(e, err); /* a step left in flight (its rows all discarded) */
+    if (rc) return rc;
     if (n <= 0 || n > e->max_model_len)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "prompt_logits: %d tokens (context %d)", n, e->max_model_len);
     for (int i = 0; i < n; i++)
@@ -596,9 +754,9 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
     int nb = (n + e->block_size - 1) / e->block_size;
     int32_t *blocks = kiln_malloc((size_t)nb * sizeof(int32_t));
     if (!blocks) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
-    int rc = kiln_kv_alloc(e->kv, nb, blocks, err);
+    rc = kiln_kv_alloc(e->kv, nb, blocks, err);
     if (rc) { kiln_free(blocks); return rc; }
-    kiln_step *s = &e->step;
+    kiln_step *s = &e->steps[0];
     for (int i = 0; i < n && !rc; i++) {
         s->n_tokens = 1;
         s->n_seqs = 1;
@@ -612,6 +770,7 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         s->seq_logits[0] = 1;
         s->device_sample = 0;
         s->n_pen = 0;
+        s->n_prev = 0;
         kiln_step_result res;
         memset(&res, 0, sizeof res);
         if ((rc = e->ops->encode_step(e->backend, s, err)) || (rc = e->ops->finish_step(e->backend, &res, err))) break;

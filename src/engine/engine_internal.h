@@ -32,6 +32,10 @@ typedef struct kiln_req {
     int n_cached_prompt; /* prompt tokens served by the prefix cache at first schedule */
     int scheduled_once;
     int pen_slot;        /* device penalty table row while running (-1: none / not loaded) */
+    /* overlapped scheduling (engine.c design note): rows of this sequence in encoded steps not
+     * processed yet, tokens drawn by such steps and not known yet (0 or 1 when a step is built),
+     * and the logits row of the last encoded step that draws one (its prev_row in the next) */
+    int n_sched, n_inflight, inflight_row;
     /* parameters (copied) */
     int max_new, min_tokens, ignore_eos;
     int32_t *stop_ids; int n_stop_ids;
@@ -68,7 +72,12 @@ struct kiln_engine {
     kiln_kv_cache *kv;
     kiln_kv_layout kv_layout;
     kiln_sampler sampler;
-    kiln_step step;
+    kiln_step steps[2];                           /* double-buffered: one built while one is in flight */
+    kiln_req **step_reqs[2];                      /* [2][max_seqs] each step's sequences */
+    int cur;                                      /* the step being built (steps[cur]) */
+    int pending;                                  /* the encoded step not finished yet, -1: none */
+    int overlap;                                  /* overlapped scheduling on (ops.overlap && device_sample) */
+    uint64_t n_drains;                            /* calls that drained first (preemption needed; tests) */
     int max_model_len, max_blocks_per_seq, block_size, max_seqs, max_batch_tokens;
     int strict;
     size_t scratch_row_bytes; /* scratch bytes per step row (KILN_SCRATCH_POOL_MB) */
@@ -76,7 +85,6 @@ struct kiln_engine {
     kiln_req **reqs; int n_reqs, cap_reqs;        /* all live requests */
     kiln_req **running; int n_running;            /* [max_seqs] scheduling order */
     kiln_req **waiting; int n_waiting, cap_waiting;
-    kiln_req **step_reqs;                         /* [max_seqs] the step's sequences */
     int device_sample;                            /* the backend draws the tokens (ops.samples) */
     int32_t *free_pen; int n_free_pen;            /* [max_seqs] free device penalty table rows */
     int step_n_bias, step_n_supp;                 /* entries used in the step's bias / supp lists */
@@ -91,7 +99,12 @@ struct kiln_engine {
 };
 
 /* scheduler.c */
-int kiln_sched_build_step(kiln_engine *e, kiln_error *err);
+/* Build steps[e->cur]. With a step in flight (e->pending >= 0) its draws feed the new step's
+ * rows (prev_row) and nothing is preempted: when a preemption would be needed, the partial step
+ * is undone and *need_drain = 1 (the caller finishes the pending step first, then builds again). */
+int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err);
+/* give back the penalty rows assigned while building steps[k] (a step that is not encoded) */
+void kiln_sched_undo_pen(kiln_engine *e, int k);
 void kiln_sched_preempt(kiln_engine *e, kiln_req *r);
 /* take r out of the running or waiting list and free its KV blocks */
 void kiln_sched_remove(kiln_engine *e, kiln_req *r);

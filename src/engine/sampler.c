@@ -13,7 +13,8 @@ int kiln_sampler_init(kiln_sampler *s, int vocab, kiln_error *err) {
     s->work = kiln_malloc((size_t)vocab * sizeof(float));
     s->idx = kiln_malloc((size_t)vocab * sizeof(int32_t));
     s->count = kiln_calloc((size_t)vocab, sizeof(int32_t));
-    if (!s->work || !s->idx || !s->count) {
+    s->seen = kiln_calloc((size_t)vocab, 1);
+    if (!s->work || !s->idx || !s->count || !s->seen) {
         kiln_sampler_free(s);
         return KILN_ERR(err, KILN_ERR_OOM, "sampler: out of memory (vocab %d)", vocab);
     }
@@ -24,6 +25,7 @@ void kiln_sampler_free(kiln_sampler *s) {
     kiln_free(s->work);
     kiln_free(s->idx);
     kiln_free(s->count);
+    kiln_free(s->seen);
     memset(s, 0, sizeof *s);
 }
 
@@ -64,35 +66,51 @@ static int cmp_desc(const void *a, const void *b, void *keys) {
     return (i > j) - (i < j);
 }
 
+/* Penalties from tables, the one implementation for the engine (kiln_sample) and the backends'
+ * table-based sampling (cpu_sample.c; the CUDA kernel mirrors it): repetition on every id that
+ * is in the prompt or was output (divide positive, multiply negative), then presence/frequency
+ * on every output id (w -= freq * count + pres). */
+static void apply_penalties(float *w, int V, const kiln_sampling *p, const int32_t *count, const uint8_t *in_prompt) {
+    int do_rep = count && in_prompt && p->repetition_penalty != 1.0f && p->repetition_penalty > 0;
+    int do_pf = count && (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f);
+    if (!do_rep && !do_pf) return;
+    for (int i = 0; i < V; i++) {
+        int32_t c = count[i];
+        if (do_rep && (c > 0 || in_prompt[i])) w[i] = w[i] > 0 ? w[i] / p->repetition_penalty : w[i] * p->repetition_penalty;
+        if (do_pf && c > 0) {
+            float d = p->frequency_penalty * (float)c; /* two rounded ops (no fused multiply-add) */
+            d = d + p->presence_penalty;
+            w[i] = w[i] - d;
+        }
+    }
+}
+
 int32_t kiln_sample(kiln_sampler *s, const float *logits, const kiln_sampling *p, const int32_t *prompt,
                     int n_prompt, const int32_t *out, int n_out, const int32_t *suppress, int n_suppress,
                     uint64_t seed, uint64_t position, float *raw_logprob, kiln_token_logprob *top, int n_top) {
     int V = s->vocab;
+    int pen = (p->repetition_penalty != 1.0f && p->repetition_penalty > 0) || p->presence_penalty != 0.0f ||
+              p->frequency_penalty != 0.0f;
+    if (pen) { /* the sequence as tables in the scratch (kept zeroed between calls) */
+        for (int i = 0; i < n_prompt; i++) if (prompt[i] >= 0 && prompt[i] < V) s->seen[prompt[i]] = 1;
+        for (int i = 0; i < n_out; i++) if (out[i] >= 0 && out[i] < V) s->count[out[i]]++;
+    }
+    int32_t tok = kiln_sample_tables(s, logits, p, pen ? s->count : NULL, pen ? s->seen : NULL, suppress, n_suppress,
+                                     seed, position, raw_logprob, top, n_top);
+    if (pen) {
+        for (int i = 0; i < n_prompt; i++) if (prompt[i] >= 0 && prompt[i] < V) s->seen[prompt[i]] = 0;
+        for (int i = 0; i < n_out; i++) if (out[i] >= 0 && out[i] < V) s->count[out[i]] = 0;
+    }
+    return tok;
+}
+
+int32_t kiln_sample_tables(kiln_sampler *s, const float *logits, const kiln_sampling *p, const int32_t *count,
+                           const uint8_t *in_prompt, const int32_t *suppress, int n_suppress, uint64_t seed,
+                           uint64_t position, float *raw_logprob, kiln_token_logprob *top, int n_top) {
+    int V = s->vocab;
     float *w = s->work;
     memcpy(w, logits, (size_t)V * sizeof(float));
-
-    /* penalties: repetition over prompt + output (HF/vLLM: divide positive, multiply negative) */
-    if (p->repetition_penalty != 1.0f && p->repetition_penalty > 0) {
-        for (int i = 0; i < n_prompt + n_out; i++) {
-            int32_t t = i < n_prompt ? prompt[i] : out[i - n_prompt];
-            if (t < 0 || t >= V || s->count[t]) continue;
-            s->count[t] = 1;
-            w[t] = w[t] > 0 ? w[t] / p->repetition_penalty : w[t] * p->repetition_penalty;
-        }
-        for (int i = 0; i < n_prompt + n_out; i++) {
-            int32_t t = i < n_prompt ? prompt[i] : out[i - n_prompt];
-            if (t >= 0 && t < V) s->count[t] = 0;
-        }
-    }
-    if (p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f) {
-        for (int i = 0; i < n_out; i++) if (out[i] >= 0 && out[i] < V) s->count[out[i]]++;
-        for (int i = 0; i < n_out; i++) {
-            int32_t t = out[i];
-            if (t < 0 || t >= V || s->count[t] == 0) continue;
-            w[t] -= p->frequency_penalty * (float)s->count[t] + p->presence_penalty;
-            s->count[t] = 0;
-        }
-    }
+    apply_penalties(w, V, p, count, in_prompt);
     for (int i = 0; i < p->n_bias; i++)
         if (p->bias_ids[i] >= 0 && p->bias_ids[i] < V) w[p->bias_ids[i]] += p->bias_values[i];
     for (int i = 0; i < n_suppress; i++)

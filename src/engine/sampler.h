@@ -22,7 +22,8 @@ typedef struct kiln_sampler {
     int vocab;
     float *work;    /* [vocab] processed logits / probabilities */
     int32_t *idx;   /* [vocab] candidate ids */
-    int32_t *count; /* [vocab] token occurrence counts (kept zeroed between calls) */
+    int32_t *count; /* [vocab] output-token counts for kiln_sample (kept zeroed between calls) */
+    uint8_t *seen;  /* [vocab] prompt presence for kiln_sample (kept zeroed between calls) */
 } kiln_sampler;
 
 int kiln_sampler_init(kiln_sampler *s, int vocab, kiln_error *err);
@@ -41,5 +42,13 @@ double kiln_uniform(uint64_t seed, uint64_t position);
 int32_t kiln_sample(kiln_sampler *s, const float *logits, const kiln_sampling *p, const int32_t *prompt,
                     int n_prompt, const int32_t *out, int n_out, const int32_t *suppress, int n_suppress,
                     uint64_t seed, uint64_t position, float *raw_logprob, kiln_token_logprob *top, int n_top);
+
+/* The same draw with the sequence given as penalty tables (one implementation: kiln_sample
+ * builds these tables from its arrays and calls this): count[vocab] = occurrences of each id
+ * in the output, in_prompt[vocab] = 1 for ids in the prompt (both NULL: no penalties). The
+ * backends that sample keep such tables per sequence slot (kiln_step.pen_*). */
+int32_t kiln_sample_tables(kiln_sampler *s, const float *logits, const kiln_sampling *p, const int32_t *count,
+                           const uint8_t *in_prompt, const int32_t *suppress, int n_suppress, uint64_t seed,
+                           uint64_t position, float *raw_logprob, kiln_token_logprob *top, int n_top);
 
 #endif

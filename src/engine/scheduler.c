@@ -7,6 +7,15 @@
  *   2. then waiting requests in FCFS order (no skipping: a request that does not fit stops the
  *      admission): the prefix cache supplies full blocks of its prompt, the rest is prefilled.
  * The step descriptor is filled here; nothing is allocated.
+ *
+ * Overlap (a step still in flight while this one is built, engine.c): a sequence whose pending
+ * step draws a token (r->n_inflight) gets one decode row for that token: its position is
+ * n_tokens, its input comes from the pending step on the device (prev_row = its logits row
+ * there), its RNG offset and min_tokens count include it, and it is not scheduled at all when
+ * that token reaches max_tokens or the context limit. A sequence with a non-final prefill chunk
+ * in flight continues with its next chunk (known tokens). Rows already in encoded steps are
+ * r->n_sched: a sequence's next row is at n_computed + n_sched. Nothing is preempted while a
+ * step is in flight (kiln_sched_build_step reports need_drain instead).
  */
 #include <string.h>
 #include "engine/engine_internal.h"
@@ -63,7 +72,7 @@ void kiln_sched_preempt(kiln_engine *e, kiln_req *r) {
  * into out; returns how many. Shared by the host sampler (engine.c) and the device descriptor. */
 int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out) {
     int n = 0;
-    if (r->n_tokens - r->n_prompt >= r->min_tokens) return 0;
+    if (r->n_tokens + r->n_inflight - r->n_prompt >= r->min_tokens) return 0; /* the token in flight counts */
     for (int k = 0; k < e->model->cfg.n_eos; k++) out[n++] = e->model->cfg.eos_ids[k];
     for (int k = 0; k < r->n_stop_ids; k++) out[n++] = r->stop_ids[k];
     return n;
@@ -78,7 +87,7 @@ static int has_penalties(const kiln_req *r) {
  * row). Returns 0 when the step's penalty-token buffer is too full for that load: the sequence
  * waits for the next step (the buffer holds a whole sequence, so the first one always fits). */
 static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
-    kiln_step *s = &e->step;
+    kiln_step *s = &e->steps[e->cur];
     kiln_step_sampling *ss = &s->sampling[si];
     ss->pen_slot = -1;
     ss->bias_start = ss->n_bias = ss->supp_start = ss->n_supp = 0;
@@ -95,8 +104,10 @@ static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
     ss->pen_slot = r->pen_slot; /* -1 unless the request has penalties (set just above) */
     ss->bias_start = e->step_n_bias;
     ss->n_bias = r->sp.n_bias;
-    memcpy(s->bias_ids + e->step_n_bias, r->bias_ids, (size_t)r->sp.n_bias * sizeof(int32_t));
-    memcpy(s->bias_values + e->step_n_bias, r->bias_values, (size_t)r->sp.n_bias * sizeof(float));
+    if (r->sp.n_bias > 0) { /* (no memcpy from the NULL lists of a request without bias) */
+        memcpy(s->bias_ids + e->step_n_bias, r->bias_ids, (size_t)r->sp.n_bias * sizeof(int32_t));
+        memcpy(s->bias_values + e->step_n_bias, r->bias_values, (size_t)r->sp.n_bias * sizeof(float));
+    }
     e->step_n_bias += r->sp.n_bias;
     ss->supp_start = e->step_n_supp;
     ss->n_supp = kiln_req_suppressed(e, r, s->supp_ids + e->step_n_supp);
@@ -104,25 +115,34 @@ static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
     return 1;
 }
 
-/* Append sequence r with n new tokens (from r->n_computed) to the step; 0 if it must wait
- * (device penalty buffer full this step). */
-static int add_to_step(kiln_engine *e, kiln_req *r, int n) {
-    kiln_step *s = &e->step;
+/* Append sequence r with n new rows from position base (= n_computed + n_sched) to the step; a
+ * row at position n_tokens is the token in flight (prev_row). 0 if it must wait (device penalty
+ * buffer full this step). */
+static int add_to_step(kiln_engine *e, kiln_req *r, int base, int n) {
+    kiln_step *s = &e->steps[e->cur];
     int si = s->n_seqs, t0 = s->n_tokens, bs = e->block_size;
-    if (!add_sampling(e, r, si, r->n_computed + n == r->n_tokens)) return 0;
+    int virt = r->n_tokens + r->n_inflight; /* tokens including the one in flight */
+    if (!add_sampling(e, r, si, base + n == virt)) return 0;
     for (int k = 0; k < n; k++) {
-        int pos = r->n_computed + k;
-        s->token_ids[t0 + k] = r->tokens[pos];
+        int pos = base + k;
+        if (pos < r->n_tokens) {
+            s->token_ids[t0 + k] = r->tokens[pos];
+            s->prev_row[t0 + k] = -1;
+        } else { /* drawn by the step in flight: the backend reads it there */
+            s->token_ids[t0 + k] = 0;
+            s->prev_row[t0 + k] = r->inflight_row;
+            s->n_prev++;
+        }
         s->positions[t0 + k] = pos;
         s->slot_mapping[t0 + k] = (int64_t)r->blocks[pos / bs] * bs + pos % bs;
     }
     s->seq_q_start[si] = t0;
     s->seq_q_start[si + 1] = t0 + n;
-    s->seq_ctx_len[si] = r->n_computed + n;
+    s->seq_ctx_len[si] = base + n;
     int32_t *bt = s->block_table + (size_t)si * s->max_blocks_per_seq;
     memcpy(bt, r->blocks, (size_t)r->n_blocks * sizeof(int32_t));
     for (int b = r->n_blocks; b < s->max_blocks_per_seq; b++) bt[b] = 0; /* null block */
-    s->seq_logits[si] = (r->n_computed + n == r->n_tokens);
+    s->seq_logits[si] = (base + n == virt);
     kiln_step_sampling *ss = &s->sampling[si];
     ss->temperature = r->sp.temperature;
     ss->top_p = r->sp.top_p;
@@ -134,18 +154,34 @@ static int add_to_step(kiln_engine *e, kiln_req *r, int n) {
     ss->n_logprobs = r->sp.n_logprobs;
     ss->want_logprob = r->lp != NULL;
     ss->seed = r->seed;
-    ss->rng_offset = (uint64_t)(r->n_tokens - r->n_prompt);
-    e->step_reqs[si] = r;
+    ss->rng_offset = (uint64_t)(virt - r->n_prompt);
+    e->step_reqs[e->cur][si] = r;
     s->n_seqs = si + 1;
     s->n_tokens = t0 + n;
     return 1;
 }
 
-int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
+void kiln_sched_undo_pen(kiln_engine *e, int k) {
+    kiln_step *s = &e->steps[k];
+    for (int i = 0; i < s->n_seqs; i++) {
+        kiln_req *r = e->step_reqs[k][i];
+        for (int j = 0; j < s->n_pen && r->pen_slot >= 0; j++)
+            if (s->pen_slot[j] == r->pen_slot) {
+                e->free_pen[e->n_free_pen++] = r->pen_slot;
+                r->pen_slot = -1;
+            }
+    }
+    s->n_pen = 0;
+}
+
+int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
     (void)err;
-    kiln_step *s = &e->step;
+    kiln_step *s = &e->steps[e->cur];
+    int in_flight = e->pending >= 0;
+    *need_drain = 0;
     s->n_tokens = 0;
     s->n_seqs = 0;
+    s->n_prev = 0;
     s->seq_q_start[0] = 0;
     s->device_sample = e->device_sample;
 #ifdef KILN_TEST_HOOKS
@@ -158,16 +194,30 @@ int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
 
     for (int i = 0; i < e->n_running && budget > 0;) {
         kiln_req *r = e->running[i];
-        int n = r->n_tokens - r->n_computed;
+        int base = r->n_computed + r->n_sched, virt = r->n_tokens + r->n_inflight;
+        if (r->n_inflight > 0 && (virt - r->n_prompt >= r->max_new || virt >= e->max_model_len)) {
+            i++; /* the token in flight ends it (kiln_req_on_token will say so) */
+            continue;
+        }
+        int n = virt - base;
+        if (n <= 0) { i++; continue; }
         if (n > budget) n = budget;
         int preempted_self = 0;
-        while (!ensure_blocks(e, r, r->n_computed + n)) {
+        while (!ensure_blocks(e, r, base + n)) {
+            if (in_flight) {
+                /* no preemption with a step in flight: undo this partial step (its blocks stay
+                 * with their sequences, which need them next anyway) and drain first */
+                kiln_sched_undo_pen(e, e->cur);
+                s->n_tokens = s->n_seqs = s->n_prev = 0;
+                *need_drain = 1;
+                return KILN_OK;
+            }
             kiln_req *victim = e->running[e->n_running - 1];
             kiln_sched_preempt(e, victim);
             if (victim == r) { preempted_self = 1; break; }
         }
         if (preempted_self) break; /* r was the last running sequence */
-        if (add_to_step(e, r, n)) budget -= n;
+        if (add_to_step(e, r, base, n)) budget -= n;
         i++;
     }
 
@@ -204,7 +254,7 @@ int kiln_sched_build_step(kiln_engine *e, kiln_error *err) {
         e->n_waiting--;
         r->state = KILN_REQ_RUNNING;
         e->running[e->n_running++] = r;
-        (void)add_to_step(e, r, n); /* fits: checked above */
+        (void)add_to_step(e, r, r->n_computed, n); /* fits: checked above (n_sched is 0) */
         budget -= n;
     }
     return KILN_OK;

@@ -9,6 +9,8 @@
  * attention, the K and V of row t are written to physical KV slot slot_mapping[t]
  * (= block * block_size + offset); a query at position p attends to positions 0..p of its
  * sequence, read through its block table. Block 0 is the null block: padded rows write there.
+ * With overlapped scheduling (kiln_step.prev_row) some input tokens are not known to the host:
+ * the backend takes them from the previous step's draws on the device.
  */
 #ifndef KILN_ENGINE_STEP_H
 #define KILN_ENGINE_STEP_H
@@ -82,6 +84,13 @@ typedef struct kiln_step {
     int32_t *pen_n_prompt;       /* [max_seqs] */
     int32_t *pen_tokens;         /* [cap_pen_tokens] */
     int cap_pen_tokens;          /* max_model_len + max_tokens: one whole sequence always fits */
+    /* Overlapped (async) scheduling, backends with kiln_backend_ops.overlap: when n_prev > 0, a
+     * row t with prev_row[t] >= 0 takes as its input token the token drawn for logits row
+     * prev_row[t] of the previous encoded step (not seen by the engine yet; token_ids[t] is 0
+     * and ignored); prev_row[t] = -1: token_ids[t] as usual. n_prev = rows with prev_row >= 0
+     * (0: the field is unused). Only with device_sample = 1 in this step and the previous one. */
+    int32_t *prev_row;           /* [max_tokens] */
+    int n_prev;
 } kiln_step;
 
 #endif

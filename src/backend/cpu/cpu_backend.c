@@ -10,12 +10,22 @@
  * Every row's arithmetic is independent of the other rows and of the thread count (fixed
  * reduction orders), so a sequence gives bit-identical results alone or in any batch (I5/I6).
  * All buffers are allocated in create(); a step allocates nothing (I7).
+ *
+ * Sampling (ops.samples; the engine asks for it with env KILN_CPU_SAMPLE=1): a step with
+ * device_sample = 1 draws its tokens here, right after the logits (cpu_sample.c: per-slot
+ * penalty tables like the GPU's, the engine's own sampler), so finish_step hands back tokens,
+ * logprobs and top-n instead of logits. Overlap (ops.overlap): the CPU computes inside encode,
+ * so a second encode while one step is pending just computes too; rows with prev_row >= 0 read
+ * their input token from the previous encoded step's draws. Results live in 3 rotating slots
+ * (two steps in flight + the one last returned, valid until the next finish_step); the logits
+ * buffer is single, so a step without device sampling must be finished before the next encode.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "backend/backend.h"
+#include "backend/cpu/cpu_sample.h"
 #include "backend/cpu/kernels.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -37,10 +47,16 @@ typedef struct cpu_backend {
     float *logits;      /* [max_seqs][vocab] */
     int32_t *logit_rows;/* [max_seqs] */
     size_t scratch_bytes;
-    /* results of the last encode */
-    int n_logits;
-    int pending;
+    int32_t *tok_in;    /* [max_tokens] the step's input tokens (prev_row resolved) */
+    kiln_cpu_sampler smp;
+    /* results: NSLOT rotating slots; a FIFO of the pending steps' slots */
+    kiln_cpu_sample_out out[3];
+    int slot_n_logits[3], slot_sampled[3];
+    int queue[2], n_pending; /* queue[0] = the oldest pending step's slot */
+    int last_slot;           /* slot of the last encoded step (-1: none) */
 } cpu_backend;
+
+#define NSLOT 3
 
 static void cpu_destroy(kiln_backend *b) {
     cpu_backend *c = (cpu_backend *)b;
@@ -62,6 +78,9 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->rope_sn);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
+    kiln_free(c->tok_in);
+    kiln_cpu_sampler_free(&c->smp);
+    for (int i = 0; i < NSLOT; i++) kiln_cpu_sample_out_free(&c->out[i]);
     kiln_free(c);
 }
 
@@ -145,9 +164,16 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->ctx.xperm_floats = T * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim);
     c->ctx.xperm = alloc_f32(c->ctx.xperm_floats, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
+    c->tok_in = kiln_calloc(T, sizeof(int32_t));
+    int outs_ok = 1;
+    for (int i = 0; i < NSLOT; i++) outs_ok &= kiln_cpu_sample_out_init(&c->out[i], (int)S);
+    c->last_slot = -1;
+    if ((rc = kiln_cpu_sampler_init(&c->smp, mc->vocab_size, (int)S, err))) goto fail;
+    sb += S * (size_t)mc->vocab_size * (sizeof(int32_t) + 1);
     c->scratch_bytes = sb;
     if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
-        !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows) {
+        !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows ||
+        !c->tok_in || !outs_ok) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
                       c->kv_bytes / 1048576.0, sb / 1048576.0);
         goto fail;
@@ -293,11 +319,25 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     const kiln_config *mc = &m->cfg;
     int rc = kiln_backend_check_step(&c->cfg, mc->vocab_size, 0, s, err); /* I2 */
     if (rc) return rc;
+    if (c->n_pending == 2)
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: encode_step with two steps in flight");
+    if (c->n_pending == 1 && !c->slot_sampled[c->queue[0]])
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: encode_step while a step without device sampling is pending");
     int T = s->n_tokens, D = mc->dim;
     size_t qd = (size_t)mc->n_heads * mc->head_dim;
+    /* input tokens; a row with prev_row >= 0 takes the previous encoded step's draw */
+    for (int t = 0; t < T; t++) {
+        int pr = s->n_prev > 0 ? s->prev_row[t] : -1;
+        if (pr < 0) { c->tok_in[t] = s->token_ids[t]; continue; }
+        int ls = c->last_slot;
+        if (ls < 0 || !c->slot_sampled[ls] || pr >= c->slot_n_logits[ls])
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d takes logits row %d of a previous step that drew %d tokens", t,
+                            pr, ls < 0 || !c->slot_sampled[ls] ? 0 : c->slot_n_logits[ls]);
+        c->tok_in[t] = c->out[ls].tokens[pr];
+    }
     for (int t = 0; t < T; t++) {
         const unsigned char *row = (const unsigned char *)m->tok_embd->data +
-                                   kiln_dtype_row_bytes(m->tok_embd->dtype, D) * (size_t)s->token_ids[t];
+                                   kiln_dtype_row_bytes(m->tok_embd->dtype, D) * (size_t)c->tok_in[t];
         if (kiln_cpu_row_to_f32(m->tok_embd->dtype, row, D, c->x + (size_t)t * D))
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
                             kiln_dtype_name(m->tok_embd->dtype));
@@ -333,19 +373,35 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         n++;
     }
     if (n > 0 && (rc = kiln_cpu_matmul(&c->ctx, c->logits, c->xn, n, m->lm_head, err))) return rc;
-    c->n_logits = n;
-    c->pending = 1;
+    /* the result slot: neither pending nor the one last returned (NSLOT = 3) */
+    int slot = (c->last_slot + 1) % NSLOT;
+    if (c->last_slot < 0) slot = 0;
+    if (s->device_sample && n > 0 && (rc = kiln_cpu_sample_step(&c->smp, s, c->logits, n, &c->out[slot], err))) return rc;
+    c->slot_n_logits[slot] = n;
+    c->slot_sampled[slot] = s->device_sample != 0;
+    c->last_slot = slot;
+    c->queue[c->n_pending++] = slot;
     return KILN_OK;
 }
 
 static int cpu_finish(kiln_backend *b, kiln_step_result *r, kiln_error *err) {
     cpu_backend *c = (cpu_backend *)b;
-    if (!c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: finish_step without encode_step");
-    c->pending = 0;
+    if (c->n_pending == 0) return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: finish_step without encode_step");
+    int slot = c->queue[0];
+    c->queue[0] = c->queue[1];
+    c->n_pending--;
     b->n_syncs++; /* the CPU computes inside encode; this is the step's one (trivial) wait */
-    r->logits = c->logits;
-    r->n_logits = c->n_logits;
+    memset(r, 0, sizeof *r);
+    r->n_logits = c->slot_n_logits[slot];
     r->vocab = c->m->cfg.vocab_size;
+    if (c->slot_sampled[slot]) {
+        r->tokens = c->out[slot].tokens;
+        r->logprob = c->out[slot].logprob;
+        r->top_ids = c->out[slot].top_ids;
+        r->top_lp = c->out[slot].top_lp;
+    } else {
+        r->logits = c->logits;
+    }
     return KILN_OK;
 }
 
@@ -358,6 +414,9 @@ static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_
 static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
     .kv_elem_bytes = 4,
+    .samples = 1,
+    .sample_opt_in = 1, /* host sampling unless KILN_CPU_SAMPLE=1 */
+    .overlap = 1,
     .create = cpu_create,
     .encode_step = cpu_encode,
     .finish_step = cpu_finish,
