@@ -12,7 +12,8 @@
  *    and bit-identical logprobs as inside the batch, and again under a KV pool small enough to
  *    force preemptions (the penalty tables are reloaded from the recomputed sequence); and the
  *    batch with graphs (the default: decode graphs, and piecewise graphs for the prefill and
- *    mixed steps) equals the batch launched kernel by kernel.
+ *    mixed steps) equals the batch launched kernel by kernel, and the batch with overlapped
+ *    scheduling (the default) equals it without (KILN_OVERLAP=0).
  * Models: tinystories-656K (f32) and mistral-tiny-random (bf16) from KILN_SHARED. */
 #include <stdlib.h>
 #include "cuda_test.h"
@@ -150,13 +151,14 @@ static int one_model(const char *dir) {
         return 0;
     }
     int all[NR] = {0, 1, 2, 3, 4, 5};
-    static run_out dev, host, inv_batch, inv_solo, inv_small, inv_nograph;
+    static run_out dev, host, inv_batch, inv_solo, inv_small, inv_nograph, inv_noover;
     memset(&dev, 0, sizeof dev);
     memset(&host, 0, sizeof host);
     memset(&inv_batch, 0, sizeof inv_batch);
     memset(&inv_solo, 0, sizeof inv_solo);
     memset(&inv_small, 0, sizeof inv_small);
     memset(&inv_nograph, 0, sizeof inv_nograph);
+    memset(&inv_noover, 0, sizeof inv_noover);
 
     unsetenv("KILN_BATCH_INVARIANT");
     unsetenv("KILN_HOST_SAMPLING");
@@ -185,6 +187,10 @@ static int one_model(const char *dir) {
     e = open_engine(model, 0);
     KT_CHECK(e && run(e, all, NR, vocab, &inv_batch), "%s: invariant batch", dir);
     for (int i = 0; i < NR && e; i++) KT_CHECK(run(e, &all[i], 1, vocab, &inv_solo), "%s: solo %d", dir, i);
+    uint64_t osteps = e ? e->stats.overlapped_steps : 0;
+    KT_CHECK(osteps > 0 && e->stats.syncs == e->stats.steps, "%s: %llu overlapped steps, %llu syncs for %llu steps", dir,
+             (unsigned long long)osteps, (unsigned long long)(e ? e->stats.syncs : 0),
+             (unsigned long long)(e ? e->stats.steps : 0));
     uint64_t gsteps = e ? kiln_backend_cuda_graph_steps(e->backend) : 0;
     uint64_t psteps = e ? kiln_backend_cuda_piece_steps(e->backend) : 0;
     KT_CHECK(gsteps > 0, "%s: decode steps replayed from graphs (%llu)", dir, (unsigned long long)gsteps);
@@ -206,6 +212,15 @@ static int one_model(const char *dir) {
     kiln_engine_close(e);
     unsetenv("KILN_CUDA_GRAPHS");
     compare("decode + piecewise graphs vs kernel by kernel (KILN_BATCH_INVARIANT=1)", &inv_batch, &inv_nograph, 0.0f);
+    /* overlapped scheduling (the default: the next step's input tokens come from the device) vs
+     * a host round trip per step */
+    setenv("KILN_OVERLAP", "0", 1);
+    e = open_engine(model, 0);
+    KT_CHECK(e && run(e, all, NR, vocab, &inv_noover), "%s: invariant batch without overlap", dir);
+    KT_CHECK(e && e->stats.overlapped_steps == 0, "%s: KILN_OVERLAP=0 still overlapped", dir);
+    kiln_engine_close(e);
+    unsetenv("KILN_OVERLAP");
+    compare("overlapped vs not (KILN_BATCH_INVARIANT=1)", &inv_batch, &inv_noover, 0.0f);
     unsetenv("KILN_BATCH_INVARIANT");
     return 1;
 }

@@ -106,8 +106,9 @@ typedef struct cuda_backend {
     float *att_scratch; /* [max_tokens][H][att_splits][hd + 2] attention windows */
     int att_split_w, att_splits;
     /* step descriptor: pinned staging and its device copy, same layout */
-    unsigned char *desc_h, *desc_d;
-    size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_tiles, off_bt;
+    unsigned char *desc_h, *desc_d;  /* desc_h: desc_hb[par], the buffer of the step being encoded */
+    unsigned char *desc_hb[2];
+    size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_tiles, off_bt, off_prev;
     /* prefill attention on tensor cores (attention_prefill.cu): rows of chunks >= PREFILL_MIN_ROWS
      * go in tiles; the other rows (decodes, short chunks) form runs for the split kernel */
     int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
@@ -122,11 +123,18 @@ typedef struct cuda_backend {
     uint8_t *pen_prompt;  /* [max_seqs][V] 1 where the id is in the prompt */
     float *samp_work;     /* [max_seqs][V] processed logits */
     unsigned char *sdesc_h, *sdesc_d; /* sampling descriptor (pinned / device), packed per step */
+    unsigned char *sdesc_hb[2], *sout_hb[2]; /* per parity (two steps in flight); sdesc_h / sout_h
+                                              * point at the encoded step's */
     size_t sdesc_bytes;
     unsigned char *sout_d, *sout_h;   /* [S] tok, [S] logprob, [S][20] top ids, [S][20] top lp */
     size_t sout_bytes;
-    /* the step in flight */
-    int n_logits, pending, sampled;
+    /* Steps in flight (overlapped scheduling: at most two). Step i uses the pinned buffers of
+     * parity i & 1; its end is marked by ev[parity]; finish_step waits for the oldest. */
+    struct { int n_logits, sampled, par; } fl[2]; /* fl[0] oldest */
+    int n_pending, par;
+    cudaEvent_t ev[2];
+    int have_ev;
+    int last_n_logits, last_sampled; /* of the last encoded step: the rows prev_row may name */
     int gemv_max_rows;   /* GEMV allowed up to this many rows (0: never; KILN_CUDA_GEMV) */
     int skinny_max_rows; /* skinny.cu up to this many rows (0: never; KILN_CUDA_SKINNY) */
     int wide_min_rows;   /* skinny_wide.cu for wide matrices from this many rows to 16 (0: never;
@@ -181,7 +189,7 @@ static int piece_bucket(int T, int *Tb) {
 /* the decode and piecewise graphs (capture_graphs), whole or partly captured */
 static void free_graphs(cuda_backend *c) {
     if (c->graphs) {
-        for (int i = 0; i < c->n_graph_rows * c->n_graph_widths; i++)
+        for (int i = 0; i < 2 * c->n_graph_rows * c->n_graph_widths; i++)
             if (c->graphs[i]) cudaGraphExecDestroy(c->graphs[i]);
         kiln_free(c->graphs);
         c->graphs = NULL;
@@ -207,10 +215,13 @@ static void cuda_destroy(kiln_backend *b) {
     kiln_cuda_gemm_free(&c->g_d);
     kiln_cuda_gemm_free(&c->g_lm);
     for (int i = 0; i < c->n_allocs; i++) kiln_cuda_free(&c->syncs, c->allocs[i].p, c->allocs[i].n);
-    kiln_cuda_host_free(&c->syncs, c->desc_h);
+    for (int i = 0; i < 2; i++) {
+        kiln_cuda_host_free(&c->syncs, c->desc_hb[i]);
+        kiln_cuda_host_free(&c->syncs, c->sdesc_hb[i]);
+        kiln_cuda_host_free(&c->syncs, c->sout_hb[i]);
+        if (c->have_ev > i) cudaEventDestroy(c->ev[i]);
+    }
     kiln_cuda_host_free(&c->syncs, c->logits_h);
-    kiln_cuda_host_free(&c->syncs, c->sdesc_h);
-    kiln_cuda_host_free(&c->syncs, c->sout_h);
     if (c->have_lt) cublasLtDestroy(c->gctx.lt);
     if (c->have_stream) cudaStreamDestroy(c->st);
     kiln_free(c->allocs);
@@ -441,10 +452,13 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     c->off_slot = off; off += T * 8;
     c->pf_max_tiles = (int)(T + S);
     c->off_tiles = off; off += (size_t)c->pf_max_tiles * 2 * 4;
+    c->off_prev = off; off += T * 4;
     c->off_bt = off; off += S * (size_t)c->cfg.max_blocks_per_seq * 4;
     c->desc_bytes = off;
     if ((rc = dev_malloc(c, (void **)&c->desc_d, off, "the step descriptor", err))) return rc;
-    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->desc_h, off, "the step descriptor", err))) return rc;
+    for (int i = 0; i < 2; i++)
+        if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->desc_hb[i], off, "the step descriptor", err))) return rc;
+    c->desc_h = c->desc_hb[0];
     if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->logits_h, S * V * 4, "host logits", err))) return rc;
     c->scratch_bytes += off;
 
@@ -465,8 +479,12 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         if ((rc = dev_malloc(c, sb[i].p, sb[i].n, sb[i].what, err))) return rc;
         c->scratch_bytes += sb[i].n;
     }
-    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sdesc_h, c->sdesc_bytes, "sampling descriptor", err))) return rc;
-    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sout_h, c->sout_bytes, "sampling results", err))) return rc;
+    for (int i = 0; i < 2; i++)
+        if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sdesc_hb[i], c->sdesc_bytes, "sampling descriptor", err)) ||
+            (rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sout_hb[i], c->sout_bytes, "sampling results", err)))
+            return rc;
+    c->sdesc_h = c->sdesc_hb[0];
+    c->sout_h = c->sout_hb[0];
     cudaError_t e = cudaMemsetAsync(c->pen_counts, 0, S * V * 4, c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->pen_prompt, 0, S * V, c->st);
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(penalty tables)", __FILE__, __LINE__);
@@ -543,6 +561,11 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     c->have_stream = 1;
+    for (; c->have_ev < 2; c->have_ev++)
+        if ((e = cudaEventCreateWithFlags(&c->ev[c->have_ev], cudaEventDisableTiming)) != cudaSuccess) {
+            rc = kiln_cuda_error(err, e, "cudaEventCreate", __FILE__, __LINE__);
+            goto fail;
+        }
     cublasStatus_t cs = cublasLtCreate(&c->gctx.lt);
     if (cs != CUBLAS_STATUS_SUCCESS) {
         rc = kiln_cublas_error(err, cs, "cublasLtCreate", __FILE__, __LINE__);
@@ -800,7 +823,7 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
  *   K/V write;  enq_att(l) = attention;  enq_post(l) = O GEMM, add + RMSNorm, gate|up GEMM,
  *   SwiGLU, down GEMM;  enq_tail: final norm of the logits rows, LM head, sampling or the copy. */
 typedef struct step_ptrs {
-    const int32_t *tok, *pos, *rowseq, *lrows, *bt, *tiles;
+    const int32_t *tok, *pos, *rowseq, *lrows, *bt, *tiles, *prev;
     const int64_t *slot;
 } step_ptrs;
 
@@ -813,6 +836,7 @@ static step_ptrs desc_ptrs(const cuda_backend *c) {
     d.slot = (const int64_t *)(c->desc_d + c->off_slot);
     d.bt = (const int32_t *)(c->desc_d + c->off_bt);
     d.tiles = (const int32_t *)(c->desc_d + c->off_tiles);
+    d.prev = (const int32_t *)(c->desc_d + c->off_prev);
     return d;
 }
 
@@ -828,7 +852,9 @@ static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
             (rc = poison(c, c->gu, (size_t)T * 2 * F * 4, err)) || (rc = poison(c, c->act, (size_t)T * F * a, err)))
             return rc;
     }
-    LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, desc_ptrs(c).tok, T, D, c->st));
+    /* rows with prev_row >= 0 take the token the previous step drew (still in sout_d) */
+    LAUNCH(kiln_cuda_embed_prev(c->x, c->emb, c->edt, desc_ptrs(c).tok, desc_ptrs(c).prev, (const int32_t *)c->sout_d,
+                                T, D, c->st));
     return KILN_OK;
 }
 
@@ -995,10 +1021,16 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
     c->n_graph_widths = 0;
     while (w < c->cfg.max_blocks_per_seq) { c->graph_widths[c->n_graph_widths++] = w; w *= 2; }
     c->graph_widths[c->n_graph_widths++] = c->cfg.max_blocks_per_seq;
-    c->graphs = kiln_calloc((size_t)c->n_graph_rows * c->n_graph_widths, sizeof(cudaGraphExec_t));
+    /* one set per parity: a graph copies from and to its parity's pinned buffers */
+    int ng = c->n_graph_rows * c->n_graph_widths;
+    c->graphs = kiln_calloc((size_t)2 * ng, sizeof(cudaGraphExec_t));
     if (!c->graphs) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory for the graph table");
+    for (int par = 0; par < 2; par++)
     for (int r = 0; r < c->n_graph_rows; r++)
         for (int wi = 0; wi < c->n_graph_widths; wi++) {
+            c->desc_h = c->desc_hb[par];
+            c->sdesc_h = c->sdesc_hb[par];
+            c->sout_h = c->sout_hb[par];
             step_plan p;
             int T = 1 << r;
             fill_plan_shape(c, &p, T, c->graph_widths[wi]);
@@ -1013,7 +1045,7 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
                 return rc;
             }
             if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
-            e = cudaGraphInstantiate(&c->graphs[r * c->n_graph_widths + wi], g, 0);
+            e = cudaGraphInstantiate(&c->graphs[par * ng + r * c->n_graph_widths + wi], g, 0);
             cudaGraphDestroy(g);
             if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
         }
@@ -1050,12 +1082,46 @@ static int decode_graph_step(const kiln_step *s) {
     return 1;
 }
 
+/* The step is enqueued: mark its end and queue it behind the one in flight (if any). */
+static int step_enqueued(cuda_backend *c, int sampled, int n_logits, kiln_error *err) {
+    KILN_CUDA_TRY(err, cudaEventRecord(c->ev[c->par], c->st));
+    c->fl[c->n_pending].n_logits = n_logits;
+    c->fl[c->n_pending].sampled = sampled;
+    c->fl[c->n_pending].par = c->par;
+    c->n_pending++;
+    c->last_n_logits = n_logits;
+    c->last_sampled = sampled;
+    c->par ^= 1;
+    return KILN_OK;
+}
+
 static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     cuda_backend *c = (cuda_backend *)b;
-    if (c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step twice without finish_step");
+    /* overlapped scheduling: one more step while one is in flight, and only behind a step that
+     * draws on the device (host logits have one buffer) */
+    if (c->n_pending == 2 || (c->n_pending == 1 && !c->fl[0].sampled))
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step with %d step(s) in flight", c->n_pending);
     int rc = kiln_backend_check_step(&c->cfg, c->m->cfg.vocab_size, 1, s, err); /* I2 */
     if (rc) return rc;
     int T = s->n_tokens, S = s->n_seqs, bs = c->cfg.kv.block_size;
+    /* this step's pinned buffers: the other step in flight may still be copying from / to the
+     * other parity's */
+    c->desc_h = c->desc_hb[c->par];
+    c->sdesc_h = c->sdesc_hb[c->par];
+    c->sout_h = c->sout_hb[c->par];
+    int32_t *prev = (int32_t *)(c->desc_h + c->off_prev);
+    if (s->n_prev > 0) {
+        if (!c->last_sampled || !s->device_sample)
+            return KILN_ERR(err, KILN_ERR_INTERNAL, "step: prev_row without device sampling in this and the last step");
+        for (int t = 0; t < T; t++) {
+            if (s->prev_row[t] >= c->last_n_logits)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d takes logits row %d of a step of %d", t,
+                                s->prev_row[t], c->last_n_logits);
+            prev[t] = s->prev_row[t];
+        }
+    } else {
+        for (int t = 0; t < T; t++) prev[t] = -1;
+    }
 
     /* fill the pinned descriptor; the block table is packed to this step's widest row */
     int32_t *tok = (int32_t *)(c->desc_h + c->off_tok), *pos = (int32_t *)(c->desc_h + c->off_pos);
@@ -1102,12 +1168,10 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             memset(&rows[i], 0, sizeof rows[i]);
             rows[i].slot = -1;
         }
-        KILN_CUDA_TRY(err, cudaGraphLaunch(c->graphs[ri * c->n_graph_widths + wi], c->st));
-        c->sampled = 1;
-        c->n_logits = T;
-        c->pending = 1;
+        for (int t = T; t < Tb; t++) prev[t] = -1;
+        KILN_CUDA_TRY(err, cudaGraphLaunch(c->graphs[(c->par * c->n_graph_rows + ri) * c->n_graph_widths + wi], c->st));
         c->graph_steps++;
-        return KILN_OK;
+        return step_enqueued(c, 1, T, err);
     }
 
     step_plan p;
@@ -1150,32 +1214,34 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         pieces = &c->pieces[(size_t)pb * (c->m->cfg.n_layers + 1)];
         c->piece_steps++;
     }
+    if (pieces)
+        for (int t = T; t < Tb; t++) prev[t] = -1;
     if ((rc = enqueue(c, &p, pieces, err))) return rc;
-    c->sampled = p.sample;
-    c->n_logits = n;
-    c->pending = 1;
-    return KILN_OK;
+    return step_enqueued(c, p.sample, n, err);
 }
 
 static int cuda_finish(kiln_backend *b, kiln_step_result *r, kiln_error *err) {
     cuda_backend *c = (cuda_backend *)b;
-    if (!c->pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: finish_step without encode_step");
-    c->pending = 0;
+    if (!c->n_pending) return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: finish_step without encode_step");
+    int par = c->fl[0].par, n_logits = c->fl[0].n_logits, sampled = c->fl[0].sampled;
+    c->fl[0] = c->fl[1];
+    c->n_pending--;
     b->n_syncs++;
-    int rc = kiln_cuda_stream_sync(&c->syncs, c->st, err); /* the step's one wait (I1) */
+    int rc = kiln_cuda_event_sync(&c->syncs, c->ev[par], err); /* the step's one wait (I1) */
     if (rc) {
         kiln_err_prefix(err, "cuda step: ");
         return rc;
     }
     int S = c->cfg.max_seqs;
-    r->n_logits = c->n_logits;
+    r->n_logits = n_logits;
     r->vocab = c->m->cfg.vocab_size;
-    if (c->sampled) {
+    if (sampled) { /* valid until the step after next is encoded: the engine reads it before */
+        const unsigned char *o = c->sout_hb[par];
         r->logits = NULL;
-        r->tokens = (const int32_t *)c->sout_h;
-        r->logprob = (const float *)(c->sout_h + (size_t)S * 4);
-        r->top_ids = (const int32_t *)(c->sout_h + (size_t)S * 8);
-        r->top_lp = (const float *)(c->sout_h + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
+        r->tokens = (const int32_t *)o;
+        r->logprob = (const float *)(o + (size_t)S * 4);
+        r->top_ids = (const int32_t *)(o + (size_t)S * 8);
+        r->top_lp = (const float *)(o + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
     } else {
         r->logits = c->logits_h;
     }
@@ -1192,6 +1258,7 @@ static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
     .kv_elem_bytes = 2,
     .samples = 1,
+    .overlap = 1,
     .create = cuda_create,
     .encode_step = cuda_encode,
     .finish_step = cuda_finish,
