@@ -8,8 +8,9 @@
  *   per layer:  xn[T][D] adt = rmsnorm(x += proj)                        (rmsnorm.cu; layer 0: no add)
  *               qkv[T][(H+2KV)hd] f32 = xn Wqkv^T  (Wq|Wk|Wv concatenated at load; gemm.c)
  *               RoPE(q, k) in place; K, V -> bf16 pool at slot_mapping     (rope_kv.cu)
- *               att[T][H hd] adt = paged causal GQA attention: chunks of >= 16 rows (and every
- *                              row of steps of >= 16 rows) on tensor cores (attention_prefill.cu),
+ *               att[T][H hd] adt = paged causal GQA attention: chunks of >= 16 rows on tensor
+ *                              cores (attention_prefill.cu), decode steps of >= 8 rows on tensor
+ *                              cores split over the context (kiln_cuda_attention_decode_tc),
  *                              the other rows split over the context (attention.cu);
  *                              batch-invariant mode: all split
  *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
@@ -25,8 +26,14 @@
  * The host prepares a step (descriptor, tiles, runs, sampling descriptor: cuda_encode) and
  * enqueue() issues the device work; a decode step is padded to a (rows, block-table width)
  * bucket and replays the CUDA graph captured from enqueue() at load.
- * finish_step is the step's one wait (cudaStreamSynchronize through sync.c, I1); it returns the
- * tokens (or the host logits).
+ * Steps other than those (prefill, mixed, decodes with bias / penalty loads / host logits) of up
+ * to KILN_CUDA_PIECE_MAX rows are padded to a row bucket and replay piecewise graphs: all but
+ * attention and the LM head / sampling, L + 1 graphs per bucket, attention launched between them.
+ * Overlapped scheduling: a second step may be encoded while one is in flight (pinned buffers
+ * and decode graphs per parity); its rows with prev_row take their input tokens from the
+ * previous step's draws on the device (the embedding reads them).
+ * finish_step is the step's one wait (cudaEventSynchronize on the oldest step's event through
+ * sync.c, I1); it returns the tokens (or the host logits).
  *
  * Precision: residual stream, GEMM outputs, RoPE, softmax and all accumulation in f32; GEMM
  * inputs rounded to the weights' dtype (bf16/f16; f32 weights keep everything f32, no TF32).

@@ -4,7 +4,8 @@
  * allocation all go through these wrappers, which count every call in a kiln_cuda_syncs record
  * owned by the caller (no global state). scripts/check_cuda_sync.sh fails the build's lint test
  * when any other file of src/backend/cuda calls one of them directly. A step makes exactly one
- * call: kiln_cuda_stream_sync() in finish_step; everything else happens at create/destroy.
+ * call: kiln_cuda_event_sync() on the step's event in finish_step (a second step may already be
+ * queued behind it: overlapped scheduling); everything else happens at create/destroy.
  * Errors are routed into kiln_error (KILN_ERR_BACKEND / KILN_ERR_OOM), never exit.
  */
 #ifndef KILN_CUDA_SYNC_H
