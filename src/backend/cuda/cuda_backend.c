@@ -469,7 +469,6 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     if ((rc = dev_malloc(c, (void **)&c->desc_d, off, "the step descriptor", err))) return rc;
     for (int i = 0; i < 2; i++)
         if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->desc_hb[i], off, "the step descriptor", err))) return rc;
-    c->desc_h = c->desc_hb[0];
     if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->logits_h, S * V * 4, "host logits", err))) return rc;
     c->scratch_bytes += off;
 
@@ -494,8 +493,6 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sdesc_hb[i], c->sdesc_bytes, "sampling descriptor", err)) ||
             (rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sout_hb[i], c->sout_bytes, "sampling results", err)))
             return rc;
-    c->sdesc_h = c->sdesc_hb[0];
-    c->sout_h = c->sout_hb[0];
     cudaError_t e = cudaMemsetAsync(c->pen_counts, 0, S * V * 4, c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->att_counters, 0, T * (size_t)mc->n_kv_heads * 4, c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->pen_prompt, 0, S * V, c->st);
@@ -834,6 +831,17 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
     return KILN_OK;
 }
 
+/* Windows per row so that rows x KV heads x windows CTAs make one wave of blocks_per_sm per SM:
+ * at least 1, at most max_splits and what the attention scratch ([max_tokens][H][att_splits]
+ * windows) holds for this many rows. */
+static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int max_splits) {
+    int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
+    if (cap > max_splits) cap = max_splits;
+    int s = blocks_per_sm * c->n_sm / (rows * c->m->cfg.n_kv_heads);
+    if (s < 1) s = 1;
+    return s > cap ? cap : s;
+}
+
 /* The device work of a step in pieces (the piecewise graphs replay all but attention):
  *   enq_head: the embedding rows;  per layer l: enq_pre(l) = add + RMSNorm, QKV GEMM, RoPE and the
  *   K/V write;  enq_att(l) = attention;  enq_post(l) = O GEMM, add + RMSNorm, gate|up GEMM,
@@ -906,15 +914,9 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
         /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
          * needs fewer (one wave of resident blocks), which also makes the combine cheaper.
          * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
-        int splits = c->att_splits;
-        if (!c->cfg.batch_invariant) {
-            /* up to 32 windows while the scratch ([max_tokens][H][16][hd + 2]) holds them */
-            int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
-            if (cap > 2 * c->att_splits) cap = 2 * c->att_splits;
-            splits = c->att_blocks_per_sm * c->n_sm / (rows * KV); /* one wave */
-            if (splits < 1) splits = 1;
-            if (splits > cap) splits = cap;
-        }
+        /* (up to 32 windows while the scratch holds them) */
+        int splits = c->cfg.batch_invariant ? c->att_splits
+                                            : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits);
         LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                    c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
                                    rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->st));
@@ -977,6 +979,43 @@ static int enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *p
     return enq_tail(c, p, err);
 }
 
+/* Encode into the pinned buffers of parity par (desc_h, sdesc_h, sout_h): the other parity's
+ * may still be in use by the step in flight. */
+static void use_parity(cuda_backend *c, int par) {
+    c->desc_h = c->desc_hb[par];
+    c->sdesc_h = c->sdesc_hb[par];
+    c->sout_h = c->sout_hb[par];
+}
+
+/* Rows [T, Tb) that pad a step to its graph bucket: token 0 at position 0 (not from the previous
+ * step), K/V written to slot 0 of the null block. */
+static void pad_rows(cuda_backend *c, int T, int Tb) {
+    int32_t *tok = (int32_t *)(c->desc_h + c->off_tok), *pos = (int32_t *)(c->desc_h + c->off_pos);
+    int32_t *prev = (int32_t *)(c->desc_h + c->off_prev);
+    int64_t *slot = (int64_t *)(c->desc_h + c->off_slot);
+    for (int t = T; t < Tb; t++) {
+        tok[t] = 0;
+        pos[t] = 0;
+        slot[t] = 0;
+        prev[t] = -1;
+    }
+}
+
+/* End the capture begun on c->st around work that returned rc; instantiate it into *out. */
+static int end_capture(cuda_backend *c, int rc, cudaGraphExec_t *out, kiln_error *err) {
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->st, &g);
+    if (rc) {
+        if (g) cudaGraphDestroy(g);
+        return rc;
+    }
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
+    e = cudaGraphInstantiate(out, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
+    return KILN_OK;
+}
+
 /* ---- CUDA graphs for decode steps -----------------------------------------------------------
  * A decode step (every sequence one row that wants a token, drawn on the device, no logit bias,
  * suppression or penalty-table load this step) is padded to a bucket of rows (a power of two)
@@ -992,13 +1031,7 @@ static int pow2_at_least(int v) { int b = 1; while (b < v) b <<= 1; return b; }
  * windows) and the combine's 64; 0 when the split is off. H100, Devstral, batch 16 at ~550
  * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
 static int tc_split_count(const cuda_backend *c, int T) {
-    if (!c->tc_blocks_per_sm || T < 1) return 0;
-    int KV = c->m->cfg.n_kv_heads;
-    int s = c->tc_blocks_per_sm * c->n_sm / (T * KV);
-    int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / T);
-    if (cap > 64) cap = 64;
-    if (s > cap) s = cap;
-    return s < 1 ? 1 : s;
+    return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64) : 0;
 }
 
 /* the bucket indices of (rows, width), or -1 when the step has no graph */
@@ -1045,26 +1078,15 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
     for (int par = 0; par < 2; par++)
     for (int r = 0; r < c->n_graph_rows; r++)
         for (int wi = 0; wi < c->n_graph_widths; wi++) {
-            c->desc_h = c->desc_hb[par];
-            c->sdesc_h = c->sdesc_hb[par];
-            c->sout_h = c->sout_hb[par];
+            use_parity(c, par);
             step_plan p;
-            int T = 1 << r;
+            int T = 1 << r, rc;
             fill_plan_shape(c, &p, T, c->graph_widths[wi]);
             c->run_a[0] = 0;
             c->run_b[0] = T;
-            cudaGraph_t g = NULL;
             KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
-            int rc = enqueue(c, &p, NULL, err);
-            cudaError_t e = cudaStreamEndCapture(c->st, &g);
-            if (rc) {
-                if (g) cudaGraphDestroy(g);
+            if ((rc = end_capture(c, enqueue(c, &p, NULL, err), &c->graphs[par * ng + r * c->n_graph_widths + wi], err)))
                 return rc;
-            }
-            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
-            e = cudaGraphInstantiate(&c->graphs[par * ng + r * c->n_graph_widths + wi], g, 0);
-            cudaGraphDestroy(g);
-            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
         }
     /* the pieces: [bucket][piece], all but attention and the tail of a step of the bucket's rows */
     int L = c->m->cfg.n_layers, nb = c->n_piece_buckets;
@@ -1074,20 +1096,11 @@ static int capture_graphs(cuda_backend *c, kiln_error *err) {
     for (int b = 0; b < nb; b++)
         for (int k = 0; k <= L; k++) {
             step_plan p;
+            int rc;
             memset(&p, 0, sizeof p);
             p.T = b < 5 ? 1 << b : PIECE_ROWS * (b - 3);
-            cudaGraph_t g = NULL;
             KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
-            int rc = enq_piece(c, &p, k, err);
-            cudaError_t e = cudaStreamEndCapture(c->st, &g);
-            if (rc) {
-                if (g) cudaGraphDestroy(g);
-                return rc;
-            }
-            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamEndCapture", __FILE__, __LINE__);
-            e = cudaGraphInstantiate(&c->pieces[b * (L + 1) + k], g, 0);
-            cudaGraphDestroy(g);
-            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaGraphInstantiate", __FILE__, __LINE__);
+            if ((rc = end_capture(c, enq_piece(c, &p, k, err), &c->pieces[b * (L + 1) + k], err))) return rc;
         }
     return KILN_OK;
 }
@@ -1123,9 +1136,7 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     int T = s->n_tokens, S = s->n_seqs, bs = c->cfg.kv.block_size;
     /* this step's pinned buffers: the other step in flight may still be copying from / to the
      * other parity's */
-    c->desc_h = c->desc_hb[c->par];
-    c->sdesc_h = c->sdesc_hb[c->par];
-    c->sout_h = c->sout_hb[c->par];
+    use_parity(c, c->par);
     int32_t *prev = (int32_t *)(c->desc_h + c->off_prev);
     if (s->n_prev > 0) {
         if (!c->last_sampled || !s->device_sample)
@@ -1163,10 +1174,8 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         int Tb = 1 << ri, wb = c->graph_widths[wi];
         step_plan p;
         fill_plan_shape(c, &p, Tb, wb);
+        pad_rows(c, T, Tb);
         for (int t = T; t < Tb; t++) {
-            tok[t] = 0;
-            pos[t] = 0;
-            slot[t] = 0; /* the null block */
             rowseq[t] = t;
             lrows[t] = t;
         }
@@ -1185,7 +1194,6 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             memset(&rows[i], 0, sizeof rows[i]);
             rows[i].slot = -1;
         }
-        for (int t = T; t < Tb; t++) prev[t] = -1;
         KILN_CUDA_TRY(err, cudaGraphLaunch(c->graphs[(c->par * c->n_graph_rows + ri) * c->n_graph_widths + wi], c->st));
         c->graph_steps++;
         return step_enqueued(c, 1, T, err);
@@ -1220,19 +1228,12 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     const cudaGraphExec_t *pieces = NULL;
     int Tb = 0, pb = piece_bucket(T, &Tb);
     if (c->pieces && pb < c->n_piece_buckets) {
-        /* pad to the bucket: rows T.. of the pieces embed token 0 at position 0 and write their
-         * K/V to slot 0 of the null block; every op of a piece is row by row, attention and the
-         * tail see the real rows only */
-        for (int t = T; t < Tb; t++) {
-            tok[t] = 0;
-            pos[t] = 0;
-            slot[t] = 0;
-        }
+        /* pad to the bucket; every op of a piece is row by row, attention and the tail see the
+         * real rows only */
+        pad_rows(c, T, Tb);
         pieces = &c->pieces[(size_t)pb * (c->m->cfg.n_layers + 1)];
         c->piece_steps++;
     }
-    if (pieces)
-        for (int t = T; t < Tb; t++) prev[t] = -1;
     if ((rc = enqueue(c, &p, pieces, err))) return rc;
     return step_enqueued(c, p.sample, n, err);
 }
