@@ -4,7 +4,7 @@
  * Pass 1, attention_split_kernel, grid (T rows, KV heads, max_splits): one block serves all G
  * query heads that share a KV head (GQA: K/V are read once for the group). The context of row t
  * (n = pos[t] + 1 positions) is cut into ns = min(max_splits, ceil(n / min_w)) windows of
- * w = ceil(n / ns) rounded up to 16 positions (att_window); block z covers [z w, min((z+1) w, n))
+ * w = ceil(n / ns) rounded up to 16 positions (kiln_att_window); block z covers [z w, min((z+1) w, n))
  * and exits if that is empty. The windows depend only on the row's own position, so a decode
  * at 512 context gets ~16 windows x KV heads blocks (fills the chip at batch 1) and a row's
  * reduction order never depends on the batch. Tiles of 16
@@ -34,18 +34,6 @@
 #define ATT_PER_LANE PL
 #define ATT_CH (PL / 2 > 0 ? PL / 2 : 1)
 
-/* window width of a row with n = pos + 1 context positions, a multiple of wr positions (the
- * 16-position tile here, the 64-position key tile of the tensor-core decode kernel) */
-static __device__ __forceinline__ int att_window_r(int n, int min_w, int max_splits, int wr) {
-    int ns = (n + min_w - 1) / min_w;
-    if (ns > max_splits) ns = max_splits;
-    int w = (n + ns - 1) / ns;
-    return (w + wr - 1) / wr * wr;
-}
-static __device__ __forceinline__ int att_window(int n, int min_w, int max_splits) {
-    return att_window_r(n, min_w, max_splits, ATT_TILE);
-}
-
 template <int PL, int HPW>
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
@@ -62,7 +50,7 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
     for (int ts = t_first; ts < t_last;) {
         int seq = row_seq[ts], te = ts + 1;
         int p_max = pos[ts];
-        int split_w = att_window(p_max + 1, min_w, max_splits);
+        int split_w = kiln_att_window(p_max + 1, min_w, max_splits, ATT_TILE);
         int j_begin = z * split_w;
         if (j_begin > p_max) { ts = te; continue; } /* the window lies beyond the row */
         int j_end_max = min(j_begin + split_w, p_max + 1);
@@ -221,7 +209,7 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int sub = lane / LP, d0 = (lane % LP) * 8, grp = warp * PPW + sub;
     int p = pos[t];
-    int w = att_window(p + 1, min_w, max_splits);
+    int w = kiln_att_window(p + 1, min_w, max_splits, ATT_TILE);
     int j_begin = z * w;
     if (j_begin > p) return; /* uniform over the block */
     int j_end = min(j_begin + w, p + 1);
@@ -334,7 +322,7 @@ static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const
     __shared__ float s_f[64];
     __shared__ float s_invl;
     int t = blockIdx.x, h = blockIdx.y;
-    int ns = pos[t] / att_window_r(pos[t] + 1, min_w, max_splits, wr) + 1;
+    int ns = pos[t] / kiln_att_window(pos[t] + 1, min_w, max_splits, wr) + 1;
     const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
     if (threadIdx.x < 32) {
         int lane = threadIdx.x;

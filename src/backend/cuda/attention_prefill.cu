@@ -90,7 +90,7 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t 
 }
 
 /* SPLIT (decode): tile = one row t = blockIdx.x, the context cut into windows as the split
- * kernel of attention.cu cuts it (att_window_r with min_w, max_splits, rounded to PF_BC):
+ * kernel of attention.cu cuts it (kiln_att_window with min_w, max_splits, rounded to PF_BC):
  * block z runs the key tiles of window z and writes the unnormalised (acc, m, l) to scratch
  * [T][H][max_splits][HD + 2] (m in natural-log units), which kiln_cuda_attention_combine merges. */
 template <int HD, bool SPLIT>
@@ -109,9 +109,8 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     /* keys [j_first, j_stop]: the whole context, or window blockIdx.z (SPLIT) */
     int j_first = 0, j_stop = p_last, w = 1;
     if (SPLIT) {
-        int nctx = p_last + 1, ns = (nctx + min_w - 1) / min_w;
-        if (ns > max_splits) ns = max_splits;
-        w = ((nctx + ns - 1) / ns + PF_BC - 1) / PF_BC * PF_BC;
+        int nctx = p_last + 1;
+        w = kiln_att_window(nctx, min_w, max_splits, PF_BC);
         j_first = (int)blockIdx.z * w;
         if (j_first > p_last) return; /* uniform over the block, before any barrier or copy */
         j_stop = min(j_first + w, nctx) - 1;

@@ -108,5 +108,16 @@ static __device__ __forceinline__ void kiln_cp_wait(void) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+/* Split attention: the window width of a row with n = pos + 1 context positions cut into at
+ * most max_splits windows of at least min_w positions, rounded up to a multiple of wr (the
+ * split kernel's 16-position tile, the tensor-core kernel's 64-position key tile); window z
+ * covers [z w, min((z + 1) w, n)). Pass 1 and the merge must agree on it. */
+static __device__ __forceinline__ int kiln_att_window(int n, int min_w, int max_splits, int wr) {
+    int ns = (n + min_w - 1) / min_w;
+    if (ns > max_splits) ns = max_splits;
+    int w = (n + ns - 1) / ns;
+    return (w + wr - 1) / wr * wr;
+}
+
 #define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 #endif
