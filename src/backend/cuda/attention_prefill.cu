@@ -98,7 +98,7 @@ static __global__ void __launch_bounds__(PF_THREADS)
 attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
                          int KV, int bs, const int32_t *tiles, int n_tiles, float sl2, float *scratch, int min_w,
-                         int max_splits, int *counters) {
+                         int max_splits) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
     constexpr int CH = HD / 8, KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
     const int tile = SPLIT ? (int)blockIdx.x : n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
@@ -107,10 +107,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     const int G = H / KV, R = KILN_PREFILL_QROWS / G;
     const int p_last = pos[first + n - 1];
     /* keys [j_first, j_stop]: the whole context, or window blockIdx.z (SPLIT) */
-    int j_first = 0, j_stop = p_last, w = 1;
+    int j_first = 0, j_stop = p_last;
     if (SPLIT) {
-        int nctx = p_last + 1;
-        w = kiln_att_window(nctx, min_w, max_splits, PF_BC);
+        int nctx = p_last + 1, w = kiln_att_window(nctx, min_w, max_splits, PF_BC);
         j_first = (int)blockIdx.z * w;
         if (j_first > p_last) return; /* uniform over the block, before any barrier or copy */
         j_stop = min(j_first + w, nctx) - 1;
@@ -273,37 +272,6 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
             }
         }
     }
-    if (SPLIT && counters) {
-        /* the last of the row's windows to finish merges them (the combine kernel's work, in
-         * window order): partials through L2, a counter per (row, KV head) that the last one
-         * resets for the next step */
-        __shared__ int s_last;
-        const int ns_row = p_last / w + 1;
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            int *cnt = counters + (int64_t)first * KV + kvh;
-            s_last = atomicAdd(cnt, 1) == ns_row - 1;
-            if (s_last) *cnt = 0;
-        }
-        __syncthreads();
-        if (!s_last) return;
-        __threadfence();
-        for (int i = threadIdx.x; i < G * HD; i += PF_THREADS) {
-            const int h = kvh * G + i / HD, d = i % HD;
-            const float *sb = scratch + ((int64_t)first * H + h) * max_splits * (HD + 2);
-            float M = -INFINITY;
-            for (int z = 0; z < ns_row; z++) M = fmaxf(M, __ldcg(sb + (int64_t)z * (HD + 2) + HD));
-            float A = 0.0f, Ls = 0.0f;
-            for (int z = 0; z < ns_row; z++) {
-                const float *wz = sb + (int64_t)z * (HD + 2);
-                float f = expf(__ldcg(wz + HD) - M);
-                A += __ldcg(wz + d) * f;
-                Ls += __ldcg(wz + HD + 1) * f;
-            }
-            kiln_st(adt, out, ((int64_t)first * H + h) * HD + d, A / Ls);
-        }
-    }
 }
 
 extern "C" int kiln_cuda_prefill_tile_rows(int H, int KV) {
@@ -340,7 +308,7 @@ template <int HD, bool SPLIT>
 static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                              const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                              int H, int KV, int bs, const int32_t *tiles, int n_tiles, float *scratch, int min_w,
-                             int max_splits, int *counters, cudaStream_t st) {
+                             int max_splits, cudaStream_t st) {
     size_t smem = PF_SMEM(HD);
     cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD, SPLIT>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -349,8 +317,7 @@ static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_st
     dim3 grid((unsigned)n_tiles, (unsigned)KV, SPLIT ? (unsigned)max_splits : 1u);
     attention_prefill_kernel<HD, SPLIT><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq,
                                                                          block_table, max_blocks, H, KV, bs, tiles,
-                                                                         n_tiles, sl2, scratch, min_w, max_splits,
-                                                                         counters);
+                                                                         n_tiles, sl2, scratch, min_w, max_splits);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -367,9 +334,9 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
     if (n_tiles <= 0) return cudaSuccess;
     if (hd == 64)
         return pf_launch<64, false>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                                    block_size, tiles, n_tiles, NULL, 1, 1, NULL, st);
+                                    block_size, tiles, n_tiles, NULL, 1, 1, st);
     return pf_launch<128, false>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                                 block_size, tiles, n_tiles, NULL, 1, 1, NULL, st);
+                                 block_size, tiles, n_tiles, NULL, 1, 1, st);
 }
 
 extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd) {
@@ -389,7 +356,7 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      const uint16_t *pool_layer, const int32_t *pos,
                                                      const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                      int T, int H, int KV, int hd, int block_size, int min_w,
-                                                     int max_splits, float *scratch, int *counters, cudaStream_t st) {
+                                                     int max_splits, float *scratch, cudaStream_t st) {
     if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
         ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || !scratch || min_w < 1 || max_splits < 1 ||
         max_splits > 64 || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16))
@@ -397,11 +364,10 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (T <= 0) return cudaSuccess;
     cudaError_t e = hd == 64 ? pf_launch<64, true>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                   max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits,
-                                                   counters, st)
+                                                   max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits, st)
                              : pf_launch<128, true>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
                                                     max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits,
-                                                    counters, st);
-    if (e != cudaSuccess || counters) return e;
+                                                    st);
+    if (e != cudaSuccess) return e;
     return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, st);
 }

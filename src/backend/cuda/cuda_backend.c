@@ -111,9 +111,6 @@ typedef struct cuda_backend {
     void *xn, *att, *act, *xf;
     size_t scratch_bytes;
     float *att_scratch; /* [max_tokens][H][att_splits][hd + 2] attention windows */
-    int *att_counters;  /* [max_tokens][KV] windows done per (row, KV head) of the tensor-core
-                         * decode split (zero between steps) */
-    int tc_merge;       /* the last window merges (KILN_CUDA_TC_MERGE=1), else the combine kernel */
     int att_split_w, att_splits;
     /* step descriptor: pinned staging and its device copy, same layout */
     unsigned char *desc_h, *desc_d;  /* desc_h: desc_hb[par], the buffer of the step being encoded */
@@ -440,7 +437,6 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         {(void **)&c->qkv, T * (qd + 2 * kvd) * 4, "qkv"},
         {&c->att, T * qd * a, "attention output"},
         {(void **)&c->att_scratch, T * (size_t)mc->n_heads * c->att_splits * (mc->head_dim + 2) * 4, "attention splits"},
-        {(void **)&c->att_counters, T * (size_t)mc->n_kv_heads * 4, "attention window counters"},
         {(void **)&c->proj, T * D * 4, "projection output"},
         {(void **)&c->gu, T * 2 * F * 4, "gate/up output"},
         {&c->act, T * F * a, "SwiGLU output"},
@@ -494,7 +490,6 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             (rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sout_hb[i], c->sout_bytes, "sampling results", err)))
             return rc;
     cudaError_t e = cudaMemsetAsync(c->pen_counts, 0, S * V * 4, c->st);
-    if (e == cudaSuccess) e = cudaMemsetAsync(c->att_counters, 0, T * (size_t)mc->n_kv_heads * 4, c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->pen_prompt, 0, S * V, c->st);
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(penalty tables)", __FILE__, __LINE__);
     return KILN_OK;
@@ -560,10 +555,6 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *tcs = getenv("KILN_CUDA_DECODE_TC_SPLIT");
     c->tc_blocks_per_sm = tcs && *tcs ? atoi(tcs) : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim);
     if (c->tc_blocks_per_sm < 0) c->tc_blocks_per_sm = 0;
-    /* off by default: the merge in the last CTA adds its serial tail (H100, same call: batch 16
-     * 17.32 ms with the combine kernel, 17.40 with the merge) */
-    const char *tcm = getenv("KILN_CUDA_TC_MERGE");
-    c->tc_merge = tcm && strcmp(tcm, "1") == 0;
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -904,8 +895,7 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
     if (p->tc_splits > 0)
         LAUNCH(kiln_cuda_attention_decode_tc(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
-                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch,
-                                             c->tc_merge ? c->att_counters : NULL, c->st));
+                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->st));
     else if (p->n_tiles > 0)
         LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
                                            bs, d.tiles, p->n_tiles, c->st));

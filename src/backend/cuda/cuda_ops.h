@@ -81,16 +81,14 @@ cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *
 /* Decode rows on tensor cores, split over the context (attention_prefill.cu, SPLIT): every row
  * t < T is a one-row tile; its context is cut into windows of a multiple of 64 positions (at
  * most max_splits, at least min_w positions each, as the split kernel cuts them); grid (T, KV,
- * max_splits) writes the windows' states to scratch [T][H][max_splits][hd + 2]; with counters
- * ([T][KV] ints, zeroed once by the caller, left zero) the last window of each (row, KV head) to
- * finish merges them into out, without (NULL) kiln_cuda_attention_combine does. Same argument rules as
+ * max_splits) writes the windows' states to scratch [T][H][max_splits][hd + 2] and
+ * kiln_cuda_attention_combine merges them into out. Same argument rules as
  * kiln_cuda_attention_prefill. kiln_cuda_attention_decode_tc_blocks_per_sm: resident CTAs per
  * SM of the pass-1 kernel (occupancy query, 1 when unknown). */
 cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float *q, int q_stride,
                                           const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                           const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                          int block_size, int min_w, int max_splits, float *scratch, int *counters,
-                                          cudaStream_t st);
+                                          int block_size, int min_w, int max_splits, float *scratch, cudaStream_t st);
 int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd);
 /* Pass 2 of the split attention alone: merge the windows (rounded to wr positions) of rows
  * [0, T) from scratch [T][H][max_splits][hd + 2] into out [T][H * hd] (attention.cu). */
