@@ -27,6 +27,8 @@ typedef struct kiln_backend_config {
     int n_threads;          /* cpu: 0 = all cores */
     int strict;             /* KILN_STRICT=1: refuse every fallback */
     int batch_invariant;    /* KILN_BATCH_INVARIANT=1 */
+    int sample;             /* the engine will send device_sample steps (a backend with ops.samples
+                             * may leave its sampler out otherwise: cpu) */
 } kiln_backend_config;
 
 typedef struct kiln_step_result {

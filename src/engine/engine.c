@@ -237,6 +237,17 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->kv_layout.n_blocks = n_blocks;
     if ((rc = kiln_kv_cache_create(&e->kv, n_blocks, e->block_size, o->enable_prefix_cache >= 0, err))) goto fail;
 
+    /* KILN_HOST_SAMPLING=1: sample in the engine from host logits even when the backend can
+     * draw on the device (the reference the GPU sampler is tested against) */
+    const char *hs = getenv("KILN_HOST_SAMPLING");
+    e->device_sample = e->ops->samples && !(hs && strcmp(hs, "1") == 0);
+    /* a backend whose sampler is opt-in (cpu) draws only with KILN_CPU_SAMPLE=1 */
+    const char *cs = getenv("KILN_CPU_SAMPLE");
+    if (e->ops->sample_opt_in && !(cs && strcmp(cs, "1") == 0)) e->device_sample = 0;
+    /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
+     * off with the option overlap = -1 or env KILN_OVERLAP=0 */
+    const char *ov = getenv("KILN_OVERLAP");
+    e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !(ov && strcmp(ov, "0") == 0);
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
         .max_seqs = e->max_seqs,
@@ -246,6 +257,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .n_threads = o->n_threads,
         .strict = e->strict,
         .batch_invariant = getenv("KILN_BATCH_INVARIANT") && strcmp(getenv("KILN_BATCH_INVARIANT"), "1") == 0,
+        .sample = e->device_sample,
     };
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
@@ -262,17 +274,6 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     if (!e->running || !e->free_pen) { rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory"); goto fail; }
     for (int i = 0; i < e->max_seqs; i++) e->free_pen[i] = e->max_seqs - 1 - i;
     e->n_free_pen = e->max_seqs;
-    /* KILN_HOST_SAMPLING=1: sample in the engine from host logits even when the backend can
-     * draw on the device (the reference the GPU sampler is tested against) */
-    const char *hs = getenv("KILN_HOST_SAMPLING");
-    e->device_sample = e->ops->samples && !(hs && strcmp(hs, "1") == 0);
-    /* a backend whose sampler is opt-in (cpu) draws only with KILN_CPU_SAMPLE=1 */
-    const char *cs = getenv("KILN_CPU_SAMPLE");
-    if (e->ops->sample_opt_in && !(cs && strcmp(cs, "1") == 0)) e->device_sample = 0;
-    /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
-     * off with the option overlap = -1 or env KILN_OVERLAP=0 */
-    const char *ov = getenv("KILN_OVERLAP");
-    e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !(ov && strcmp(ov, "0") == 0);
     e->next_id = 1;
 #ifdef KILN_TEST_HOOKS
     e->test_extra_sync = env_on("KILN_TEST_EXTRA_SYNC");

@@ -168,8 +168,10 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     int outs_ok = 1;
     for (int i = 0; i < NSLOT; i++) outs_ok &= kiln_cpu_sample_out_init(&c->out[i], (int)S);
     c->last_slot = -1;
-    if ((rc = kiln_cpu_sampler_init(&c->smp, mc->vocab_size, (int)S, err))) goto fail;
-    sb += S * (size_t)mc->vocab_size * (sizeof(int32_t) + 1);
+    if (bc->sample) { /* the penalty tables ([max_seqs][V] x 5 bytes) only when the engine asks */
+        if ((rc = kiln_cpu_sampler_init(&c->smp, mc->vocab_size, (int)S, err))) goto fail;
+        sb += S * (size_t)mc->vocab_size * (sizeof(int32_t) + 1);
+    }
     c->scratch_bytes = sb;
     if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
         !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows ||
@@ -323,6 +325,8 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: encode_step with two steps in flight");
     if (c->n_pending == 1 && !c->slot_sampled[c->queue[0]])
         return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: encode_step while a step without device sampling is pending");
+    if (s->device_sample && !c->cfg.sample)
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: a step to sample, but created without sampling");
     int T = s->n_tokens, D = mc->dim;
     size_t qd = (size_t)mc->n_heads * mc->head_dim;
     /* input tokens; a row with prev_row >= 0 takes the previous encoded step's draw */
