@@ -7,6 +7,36 @@
 const kiln_backend_ops *kiln_backend_cuda_ops(void) { return NULL; }
 #endif
 
+/* A device_sample step's sampling parameters and penalty-table loads, as the backends' samplers
+ * read them (cpu_sample.c, the CUDA sampling descriptor). */
+static int check_sampling(const kiln_backend_config *c, int vocab, const kiln_step *s, kiln_error *err) {
+    const int64_t max_bias = (int64_t)c->max_seqs * KILN_MAX_LOGIT_BIAS;
+    const int64_t max_supp = (int64_t)c->max_seqs * (KILN_MAX_EOS + KILN_MAX_STOP_IDS);
+    for (int i = 0; i < s->n_seqs; i++) {
+        if (!s->seq_logits[i]) continue;
+        const kiln_step_sampling *ss = &s->sampling[i];
+        if (ss->pen_slot < -1 || ss->pen_slot >= c->max_seqs || ss->n_logprobs < 0 ||
+            ss->n_logprobs > KILN_STEP_MAX_TOP || ss->n_bias < 0 || ss->bias_start < 0 ||
+            ss->bias_start + (int64_t)ss->n_bias > max_bias || ss->n_supp < 0 || ss->supp_start < 0 ||
+            ss->supp_start + (int64_t)ss->n_supp > max_supp)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d sampling slot %d / top %d / lists out of range", i,
+                            ss->pen_slot, ss->n_logprobs);
+    }
+    if (s->n_pen < 0 || s->n_pen > c->max_seqs)
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d penalty loads", s->n_pen);
+    for (int k = 0; k < s->n_pen; k++) {
+        int a = s->pen_start[k], b = s->pen_start[k + 1], np = s->pen_n_prompt[k];
+        if (s->pen_slot[k] < 0 || s->pen_slot[k] >= c->max_seqs)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty slot %d out of range", s->pen_slot[k]);
+        if (a < 0 || b < a || b > s->cap_pen_tokens || np < 0 || np > b - a)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty load %d spans [%d, %d) with %d prompt ids", k, a, b, np);
+        for (int i = a; i < b; i++)
+            if (s->pen_tokens[i] < 0 || s->pen_tokens[i] >= vocab)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty token %d outside vocab", s->pen_tokens[i]);
+    }
+    return KILN_OK;
+}
+
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err) {
     const kiln_kv_layout *L = &c->kv;
@@ -54,7 +84,7 @@ int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_row
                                 (long long)s->slot_mapping[t]);
         }
     }
-    return KILN_OK;
+    return s->device_sample ? check_sampling(c, vocab, s, err) : KILN_OK;
 }
 
 const kiln_backend_ops *kiln_backend_find(const char *name) {

@@ -76,7 +76,8 @@ const kiln_backend_ops *kiln_backend_cuda_ops(void);
  * max_model_len and the block table, block ids in [1, n_blocks), positions inside the context,
  * token ids inside the vocabulary, KV slots inside the pool; with n_prev > 0: device_sample set,
  * every prev_row in [-1, max_seqs) and n_prev of them >= 0 (their range against the previous
- * step's logits rows is the backend's check). */
+ * step's logits rows is the backend's check); with device_sample: the sampling rows (penalty
+ * slot, top-n, bias / suppression list ranges) and the penalty loads (slots, spans, token ids). */
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err);
 

@@ -15,7 +15,7 @@
  * difference). Also: overlap really happened (stats.overlapped_steps > 0, and 0 without it),
  * one wait per step call (syncs == steps), no allocation in the step loop (I7), no step left
  * in flight once n_active reaches 0, prompt_logits and close with a step left in flight, and
- * the backend refuses bad prev_row values.
+ * the backend refuses bad prev_row values and out-of-range sampling rows / penalty loads.
  * Models: tinystories-656K (with its tokenizer: text and stop strings) and
  * mistral-tiny-random (bf16, ids only) from KILN_SHARED; each skips loudly when missing. */
 #include <stdint.h>
@@ -440,6 +440,32 @@ static void suite(void) {
         kiln_step_result res;
         KT_CHECK(e->ops->finish_step(e->backend, &res, &err) == KILN_OK, "finish: %s", err.msg);
         s->n_prev = 0;
+        /* the sampling rows and penalty loads a sampler reads (kiln_backend_check_step) */
+        int V = e->model->cfg.vocab_size;
+        s->seq_logits[0] = 1;
+        memset(&s->sampling[0], 0, sizeof s->sampling[0]);
+        s->sampling[0].pen_slot = -1;
+        s->sampling[0].n_logprobs = KILN_STEP_MAX_TOP + 1;
+        KT_CHECK(e->ops->encode_step(e->backend, s, &err) == KILN_ERR_RANGE, "top-n beyond %d accepted", KILN_STEP_MAX_TOP);
+        s->sampling[0].n_logprobs = 0;
+        s->sampling[0].pen_slot = e->max_seqs;
+        KT_CHECK(e->ops->encode_step(e->backend, s, &err) == KILN_ERR_RANGE, "penalty slot beyond max_seqs accepted");
+        s->sampling[0].pen_slot = 0;
+        s->n_pen = 1;
+        s->pen_slot[0] = 0;
+        s->pen_start[0] = 0;
+        s->pen_start[1] = 1;
+        s->pen_n_prompt[0] = 0;
+        s->pen_tokens[0] = V;
+        KT_CHECK(e->ops->encode_step(e->backend, s, &err) == KILN_ERR_RANGE, "penalty token outside the vocab accepted");
+        s->pen_tokens[0] = 1;
+        s->pen_start[1] = s->cap_pen_tokens + 1;
+        KT_CHECK(e->ops->encode_step(e->backend, s, &err) == KILN_ERR_RANGE, "penalty load beyond its buffer accepted");
+        s->pen_start[1] = 1;
+        KT_CHECK(e->ops->encode_step(e->backend, s, &err) == KILN_OK, "valid sampled step refused: %s", err.msg);
+        KT_CHECK(e->ops->finish_step(e->backend, &res, &err) == KILN_OK, "finish: %s", err.msg);
+        s->n_pen = 0;
+        s->seq_logits[0] = 0;
         kiln_engine_close(e);
     }
 }

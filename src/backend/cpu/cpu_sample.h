@@ -35,8 +35,9 @@ int kiln_cpu_sample_out_init(kiln_cpu_sample_out *o, int max_seqs);
 void kiln_cpu_sample_out_free(kiln_cpu_sample_out *o);
 
 /* Load the step's penalty tables, then draw one token for each logits row of the step
- * (logits [n][vocab], n = the step's sequences with seq_logits) into out. */
-int kiln_cpu_sample_step(kiln_cpu_sampler *cs, const kiln_step *s, const float *logits, int n,
-                         kiln_cpu_sample_out *out, kiln_error *err);
+ * (logits [n][vocab], n = the step's sequences with seq_logits) into out. The step passed
+ * kiln_backend_check_step (sampling rows and penalty loads in range). */
+void kiln_cpu_sample_step(kiln_cpu_sampler *cs, const kiln_step *s, const float *logits, int n,
+                          kiln_cpu_sample_out *out);
 
 #endif
