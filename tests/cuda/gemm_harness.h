@@ -1,7 +1,8 @@
-/* gemm_harness.h: shared pieces of the decode-GEMM tests (test_cuda_wide.c):
- * random bf16 / f16 inputs with their device copies, a double-precision reference over the
- * rounded values, and the accuracy check (NaN count, relative L2, per-element first-order bound
- * of the tensor-core kernels). y [rows][N] f32, x [rows][K], W [N][K] (dtype dt). */
+/* gemm_harness.h: shared pieces of the decode-GEMM tests (test_cuda_gemv.c, test_cuda_skinny.c,
+ * test_cuda_wide.c): random bf16 / f16 inputs with their device copies, a double-precision
+ * reference over the rounded values, and the accuracy check (NaN count, relative L2, a
+ * per-element first-order bound relative to sum |w x|). y [rows][N] f32, x [rows][K], W [N][K]
+ * (dtype dt). */
 #ifndef KILN_GEMM_HARNESS_H
 #define KILN_GEMM_HARNESS_H
 #include <math.h>
@@ -78,13 +79,17 @@ static inline void kg_problem_free(kg_problem *p) {
     kiln_free(p->want); kiln_free(p->mag);
 }
 
+/* The first-order bound of the tensor-core kernels, relative to sum |w x|: a chain of 4 mmas,
+ * each summing 17 terms aligned to the largest and truncated (<= 2^-23 each), then n_round f32
+ * roundings in round to nearest (2^-24 each); 2x margin. */
+static inline double kg_tc_bound(int n_round) {
+    return (4.0 * 17.0 * ldexp(1.0, -23) + n_round * ldexp(1.0, -24)) * 2;
+}
+
 /* Accuracy of got [rows][N] against the reference: returns the relative L2 error; *nan = NaN
- * (unwritten) outputs, *over = elements beyond the first-order bound of the tensor-core kernels
- * (a chain of 4 mmas, each summing 17 terms aligned to the largest and truncated, <= 2^-23 of
- * sum |w x| each, then `adds` f32 additions in round to nearest, 2^-24 each; 2x margin). */
-static inline double kg_check(const kg_problem *p, const float *got, int adds, int *nan, int *over) {
+ * (unwritten) outputs, *over = elements off by more than bound x sum |w x|. */
+static inline double kg_check(const kg_problem *p, const float *got, double bound, int *nan, int *over) {
     size_t yn = (size_t)p->rows * p->N;
-    double bound = (4.0 * 17.0 * ldexp(1.0, -23) + (adds + 1) * ldexp(1.0, -24)) * 2;
     double num = 0, den = 0;
     *nan = *over = 0;
     for (size_t i = 0; i < yn; i++) {

@@ -16,49 +16,20 @@
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
  * (kiln_dtype_name and kiln_err_clear also pull dtype.c and error.c out of libkiln before
  * libkiln_cuda, whose gemm.c needs them: the static link order is kiln, kiln_cuda.) */
-#include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm.h"
-#include "cuda_test.h"
-#include "util/alloc.h"
+#include "gemm_harness.h"
 #include "util/error.h"
 
 #define MR KILN_GEMV_MAX_ROWS
-#define POISON 0xffffffffu
-
-static uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
 
 static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
-    size_t wn = (size_t)N * K, xn = (size_t)MR * K, yn = (size_t)MR * N;
-    float *w = kiln_malloc(wn * 4), *x = kiln_malloc(xn * 4), *got8 = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
-    double *want = kiln_malloc(yn * sizeof(double)), *mag = kiln_malloc(yn * sizeof(double));
-    uint16_t *wh = kiln_malloc(wn * 2), *xh = kiln_malloc(xn * 2);
-    kc_rand(w, wn, 1.0f / sqrtf((float)K), s);
-    kc_rand(x, xn, 2.0f, s);
-    kc_to_dt(dt, w, wh, wn);
-    kc_to_dt(dt, x, xh, xn);
-    kc_from_dt(dt, wh, w, wn); /* the reference multiplies the rounded values */
-    kc_from_dt(dt, xh, x, xn);
-    for (int t = 0; t < MR; t++)
-        for (int n = 0; n < N; n++) {
-            const float *a = x + (size_t)t * K, *b = w + (size_t)n * K;
-            double acc = 0, m = 0;
-            for (int k = 0; k < K; k++) {
-                double p = (double)a[k] * (double)b[k];
-                acc += p;
-                m += fabs(p);
-            }
-            want[(size_t)t * N + n] = acc;
-            mag[(size_t)t * N + n] = m;
-        }
-    void *dw = kc_dev(wn * 2), *dx = kc_dev(xn * 2);
-    float *dy = kc_dev(yn * 4);
-    kc_put(dw, wh, wn * 2);
-    kc_put(dx, xh, xn * 2);
+    size_t yn = (size_t)MR * N;
+    float *got8 = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    kg_problem pb;
+    kg_problem_init(&pb, dt, MR, N, K, s);
+    void *dw = pb.dw, *dx = pb.dx;
+    float *dy = pb.dy;
     const char *nm = kiln_dtype_name(dt);
 
     /* T = 8, rows per warp chosen by the launcher: accuracy */
@@ -67,19 +38,8 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     kc_get(got8, dy, yn * 4);
     /* a lane sums 8 ceil(K / 256) products in sequence, then 5 butterfly adds: each rounding is at
      * most 2^-24 of a partial sum, itself at most sum |w x| (first order; 2x margin) */
-    double num = 0, den = 0, bound = (8.0 * ((K + 255) / 256) + 6) * ldexp(1.0, -24) * 2;
     int nan = 0, over = 0;
-    for (size_t i = 0; i < yn; i++) {
-        if (isnan(got8[i])) { nan++; continue; }
-        double d = (double)got8[i] - want[i];
-        num += d * d;
-        den += want[i] * want[i];
-        if (fabs(d) > bound * mag[i] + 1e-30) {
-            if (!over) fprintf(stderr, "  elem %zu: got %.9g want %.9g (|wx| sum %.3g)\n", i, got8[i], want[i], mag[i]);
-            over++;
-        }
-    }
-    double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    double e = kg_check(&pb, got8, (8.0 * ((K + 255) / 256) + 6) * ldexp(1.0, -24) * 2, &nan, &over);
     KT_CHECK(nan == 0, "gemv %s N=%d K=%d T=8: %d NaN (unwritten) outputs", nm, N, K, nan);
     KT_CHECK(e <= 1e-5, "gemv %s N=%d K=%d T=8: rel L2 %g", nm, N, K, e);
     KT_CHECK(over == 0, "gemv %s N=%d K=%d T=8: %d elements beyond the f32 error bound", nm, N, K, over);
@@ -94,7 +54,7 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
             KT_CHECK(rc == cudaSuccess, "gemv %s N=%d K=%d T=%d R=%d launch: %s", nm, N, K, T, rpw[v], cudaGetErrorString(rc));
             kc_get(got, dy, yn * 4);
             int diff = memcmp(got, got8, (size_t)T * N * 4) != 0, touched = 0;
-            for (size_t i = (size_t)T * N; i < yn; i++) touched += f32_bits(got[i]) != POISON;
+            for (size_t i = (size_t)T * N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
             KT_CHECK(!diff, "gemv %s N=%d K=%d: T=%d R=%d rows differ from the T=8 run", nm, N, K, T, rpw[v]);
             KT_CHECK(!touched, "gemv %s N=%d K=%d: T=%d R=%d wrote %d elements of rows >= T", nm, N, K, T, rpw[v],
                      touched);
@@ -108,9 +68,8 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
         KT_CHECK(memcmp(got, got8 + (size_t)t * N, (size_t)N * 4) == 0,
                  "gemv %s N=%d K=%d: row %d alone differs from row %d of T=8", nm, N, K, t, t);
     }
-    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
-    kiln_free(w); kiln_free(x); kiln_free(got8); kiln_free(got); kiln_free(want); kiln_free(mag);
-    kiln_free(wh); kiln_free(xh);
+    kg_problem_free(&pb);
+    kiln_free(got8); kiln_free(got);
 }
 
 static void invalid(void) {
@@ -132,7 +91,7 @@ static void invalid(void) {
     float back[MR * 64];
     kc_get(back, dy, sizeof back);
     int touched = 0;
-    for (int i = 0; i < MR * 64; i++) touched += f32_bits(back[i]) != POISON;
+    for (int i = 0; i < MR * 64; i++) touched += kg_f32_bits(back[i]) != KG_POISON;
     KT_CHECK(touched == 0, "a refused call wrote %d outputs", touched);
     CU(cudaGetLastError());
     CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));

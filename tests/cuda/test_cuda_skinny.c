@@ -12,59 +12,18 @@
  *     for every variant (kiln_cuda_gemm_skinny_ex 1, 2, 3) and alone (T = 1 on x + t K);
  *   - shapes and pointers it does not take return cudaErrorInvalidValue and write nothing.
  * Timings: KILN_GEMV_BENCH=1 in test_cuda_gemv.c. */
-#include <math.h>
 #include "backend/cuda/cuda_ops.h"
-#include "cuda_test.h"
-#include "util/alloc.h"
+#include "gemm_harness.h"
 
 #define MR KILN_SKINNY_MAX_ROWS
-#define POISON 0xffffffffu
-
-static uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-/* want[t][n] = sum_k x[t][k] w[n][k], mag = sum |x w| (double, 4 partial sums) */
-static void reference(const float *x, const float *w, int N, int K, double *want, double *mag) {
-    for (int t = 0; t < MR; t++)
-        for (int n = 0; n < N; n++) {
-            const float *a = x + (size_t)t * K, *b = w + (size_t)n * K;
-            double s[4] = {0, 0, 0, 0}, m[4] = {0, 0, 0, 0};
-            int k = 0;
-            for (; k + 4 <= K; k += 4)
-                for (int j = 0; j < 4; j++) {
-                    double p = (double)a[k + j] * (double)b[k + j];
-                    s[j] += p;
-                    m[j] += fabs(p);
-                }
-            for (; k < K; k++) {
-                double p = (double)a[k] * (double)b[k];
-                s[0] += p;
-                m[0] += fabs(p);
-            }
-            want[(size_t)t * N + n] = (s[0] + s[1]) + (s[2] + s[3]);
-            mag[(size_t)t * N + n] = (m[0] + m[1]) + (m[2] + m[3]);
-        }
-}
 
 static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
-    size_t wn = (size_t)N * K, xn = (size_t)MR * K, yn = (size_t)MR * N;
-    float *w = kiln_malloc(wn * 4), *x = kiln_malloc(xn * 4), *ref = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
-    double *want = kiln_malloc(yn * sizeof(double)), *mag = kiln_malloc(yn * sizeof(double));
-    uint16_t *wh = kiln_malloc(wn * 2), *xh = kiln_malloc(xn * 2);
-    kc_rand(w, wn, 1.0f / sqrtf((float)K), s);
-    kc_rand(x, xn, 2.0f, s);
-    kc_to_dt(dt, w, wh, wn);
-    kc_to_dt(dt, x, xh, xn);
-    kc_from_dt(dt, wh, w, wn); /* the reference multiplies the rounded values */
-    kc_from_dt(dt, xh, x, xn);
-    reference(x, w, N, K, want, mag);
-    void *dw = kc_dev(wn * 2), *dx = kc_dev(xn * 2);
-    float *dy = kc_dev(yn * 4);
-    kc_put(dw, wh, wn * 2);
-    kc_put(dx, xh, xn * 2);
+    size_t yn = (size_t)MR * N;
+    float *ref = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    kg_problem pb;
+    kg_problem_init(&pb, dt, MR, N, K, s);
+    void *dw = pb.dw, *dx = pb.dx;
+    float *dy = pb.dy;
     const char *nm = kiln_dtype_name(dt);
 
     /* T = 16, variant chosen by the launcher: accuracy */
@@ -73,22 +32,10 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     KT_CHECK(rc == cudaSuccess, "skinny %s N=%d K=%d T=16 launch: %s", nm, N, K, cudaGetErrorString(rc));
     kc_get(ref, dy, yn * 4);
     /* per element, first order: a chain of 4 mmas, each summing 17 terms (16 products and the
-     * accumulator) aligned to the largest and truncated (<= 2^-23 of it each, <= sum |w x|),
-     * then ceil(K / 64) chain adds and <= 8 slice adds in round to nearest (2^-24 each); 2x margin */
-    double bound = (4.0 * 17.0 * ldexp(1.0, -23) + ((K + 63) / 64 + 8) * ldexp(1.0, -24)) * 2;
-    double num = 0, den = 0;
+     * accumulator) aligned to the largest and truncated, then ceil(K / 64) chain adds and <= 8
+     * slice adds in round to nearest (kg_tc_bound) */
     int nan = 0, over = 0;
-    for (size_t i = 0; i < yn; i++) {
-        if (isnan(ref[i])) { nan++; continue; }
-        double d = (double)ref[i] - want[i];
-        num += d * d;
-        den += want[i] * want[i];
-        if (fabs(d) > bound * mag[i] + 1e-30) {
-            if (!over) fprintf(stderr, "  elem %zu: got %.9g want %.9g (|wx| sum %.3g)\n", i, ref[i], want[i], mag[i]);
-            over++;
-        }
-    }
-    double e = den > 0 ? sqrt(num / den) : sqrt(num);
+    double e = kg_check(&pb, ref, kg_tc_bound((K + 63) / 64 + 8), &nan, &over);
     KT_CHECK(nan == 0, "skinny %s N=%d K=%d T=16: %d NaN (unwritten) outputs", nm, N, K, nan);
     KT_CHECK(e <= 1e-5, "skinny %s N=%d K=%d T=16: rel L2 %g", nm, N, K, e);
     KT_CHECK(over == 0, "skinny %s N=%d K=%d T=16: %d elements beyond the error bound", nm, N, K, over);
@@ -103,7 +50,7 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
                      cudaGetErrorString(rc));
             kc_get(got, dy, yn * 4);
             int diff = memcmp(got, ref, (size_t)T * N * 4) != 0, touched = 0;
-            for (size_t i = (size_t)T * N; i < yn; i++) touched += f32_bits(got[i]) != POISON;
+            for (size_t i = (size_t)T * N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
             KT_CHECK(!diff, "skinny %s N=%d K=%d: T=%d v=%d rows differ from the T=16 run", nm, N, K, T, v);
             KT_CHECK(!touched, "skinny %s N=%d K=%d: T=%d v=%d wrote %d elements of rows >= T", nm, N, K, T, v,
                      touched);
@@ -115,14 +62,13 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
                  "skinny %s row %d alone launch", nm, t);
         kc_get(got, dy, yn * 4);
         int touched = 0;
-        for (size_t i = (size_t)N; i < yn; i++) touched += f32_bits(got[i]) != POISON;
+        for (size_t i = (size_t)N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
         KT_CHECK(memcmp(got, ref + (size_t)t * N, (size_t)N * 4) == 0,
                  "skinny %s N=%d K=%d: row %d alone differs from row %d of T=16", nm, N, K, t, t);
         KT_CHECK(!touched, "skinny %s N=%d K=%d: row %d alone wrote %d elements past row 0", nm, N, K, t, touched);
     }
-    CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
-    kiln_free(w); kiln_free(x); kiln_free(ref); kiln_free(got); kiln_free(want); kiln_free(mag);
-    kiln_free(wh); kiln_free(xh);
+    kg_problem_free(&pb);
+    kiln_free(ref); kiln_free(got);
 }
 
 static void invalid(void) {
@@ -151,7 +97,7 @@ static void invalid(void) {
     float back[MR * 64];
     kc_get(back, dy, sizeof back);
     int touched = 0;
-    for (int i = 0; i < MR * 64; i++) touched += f32_bits(back[i]) != POISON;
+    for (int i = 0; i < MR * 64; i++) touched += kg_f32_bits(back[i]) != KG_POISON;
     KT_CHECK(touched == 0, "a refused call wrote %d outputs", touched);
     CU(cudaGetLastError());
     CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
