@@ -105,4 +105,43 @@ static inline double kg_check(const kg_problem *p, const float *got, double boun
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
+
+/* a kernel under test: y = x W^T for T rows, variant v (0 = its default) */
+typedef cudaError_t (*kg_launch)(float *y, const void *x, const void *w, kiln_dtype dt, int T, int N, int K, int v);
+
+/* Bit identity of a kernel whose rows do not depend on each other: for every T = 1..rows and
+ * variant 0..n_var-1, rows < T equal ref (the T = rows run) bit for bit and rows >= T stay
+ * poisoned; each row t computed alone (T = 1 on x + t K, default variant) equals row t of ref and
+ * writes nothing past row 0. */
+static inline void kg_check_rows(const kg_problem *p, const float *ref, kg_launch f, int n_var, const char *what) {
+    int N = p->N, K = p->K, MR = p->rows;
+    size_t yn = (size_t)MR * N, es = kc_dtsize(p->dt);
+    const char *nm = kiln_dtype_name(p->dt);
+    float *got = kiln_malloc(yn * 4);
+    for (int T = 1; T <= MR; T++)
+        for (int v = 0; v < n_var; v++) {
+            kc_poison(p->dy, yn * 4);
+            cudaError_t rc = f(p->dy, p->dx, p->dw, p->dt, T, N, K, v);
+            KT_CHECK(rc == cudaSuccess, "%s %s N=%d K=%d T=%d v=%d launch: %s", what, nm, N, K, T, v,
+                     cudaGetErrorString(rc));
+            kc_get(got, p->dy, yn * 4);
+            int diff = memcmp(got, ref, (size_t)T * N * 4) != 0, touched = 0;
+            for (size_t i = (size_t)T * N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
+            KT_CHECK(!diff, "%s %s N=%d K=%d: T=%d v=%d rows differ from the T=%d run", what, nm, N, K, T, v, MR);
+            KT_CHECK(!touched, "%s %s N=%d K=%d: T=%d v=%d wrote %d elements of rows >= T", what, nm, N, K, T, v,
+                     touched);
+        }
+    for (int t = 0; t < MR; t++) {
+        kc_poison(p->dy, yn * 4);
+        KT_CHECK(f(p->dy, (const char *)p->dx + (size_t)t * K * es, p->dw, p->dt, 1, N, K, 0) == cudaSuccess,
+                 "%s %s row %d alone launch", what, nm, t);
+        kc_get(got, p->dy, yn * 4);
+        int touched = 0;
+        for (size_t i = (size_t)N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
+        KT_CHECK(memcmp(got, ref + (size_t)t * N, (size_t)N * 4) == 0,
+                 "%s %s N=%d K=%d: row %d alone differs from row %d of T=%d", what, nm, N, K, t, t, MR);
+        KT_CHECK(!touched, "%s %s N=%d K=%d: row %d alone wrote %d elements past row 0", what, nm, N, K, t, touched);
+    }
+    kiln_free(got);
+}
 #endif

@@ -23,9 +23,14 @@
 
 #define MR KILN_GEMV_MAX_ROWS
 
+static cudaError_t launch_gemv(float *y, const void *x, const void *w, kiln_dtype dt, int T, int N, int K, int v) {
+    static const int rpw[4] = {0, 1, 2, 4}; /* rows per warp: auto, 1, 2, 4 */
+    return kiln_cuda_gemv_ex(y, x, w, dt, T, N, K, rpw[v], 0);
+}
+
 static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     size_t yn = (size_t)MR * N;
-    float *got8 = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    float *got8 = kiln_malloc(yn * 4);
     kg_problem pb;
     kg_problem_init(&pb, dt, MR, N, K, s);
     void *dw = pb.dw, *dx = pb.dx;
@@ -45,31 +50,10 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     KT_CHECK(over == 0, "gemv %s N=%d K=%d T=8: %d elements beyond the f32 error bound", nm, N, K, over);
     printf("gemv %-4s N=%-6d K=%-5d rel L2 %.3g\n", nm, N, K, e);
 
-    /* every T and rows-per-warp variant: rows < T bit-identical to the T = 8 run, rows >= T untouched */
-    static const int rpw[4] = {0, 1, 2, 4};
-    for (int T = 1; T <= MR; T++)
-        for (int v = 0; v < 4; v++) {
-            kc_poison(dy, yn * 4);
-            cudaError_t rc = kiln_cuda_gemv_ex(dy, dx, dw, dt, T, N, K, rpw[v], 0);
-            KT_CHECK(rc == cudaSuccess, "gemv %s N=%d K=%d T=%d R=%d launch: %s", nm, N, K, T, rpw[v], cudaGetErrorString(rc));
-            kc_get(got, dy, yn * 4);
-            int diff = memcmp(got, got8, (size_t)T * N * 4) != 0, touched = 0;
-            for (size_t i = (size_t)T * N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
-            KT_CHECK(!diff, "gemv %s N=%d K=%d: T=%d R=%d rows differ from the T=8 run", nm, N, K, T, rpw[v]);
-            KT_CHECK(!touched, "gemv %s N=%d K=%d: T=%d R=%d wrote %d elements of rows >= T", nm, N, K, T, rpw[v],
-                     touched);
-        }
-    /* row t alone (T = 1 on x + t K) */
-    for (int t = 0; t < MR; t++) {
-        kc_poison(dy, yn * 4);
-        KT_CHECK(kiln_cuda_gemv(dy, (const uint16_t *)dx + (size_t)t * K, dw, dt, 1, N, K, 0) == cudaSuccess,
-                 "gemv %s row %d alone launch", nm, t);
-        kc_get(got, dy, (size_t)N * 4);
-        KT_CHECK(memcmp(got, got8 + (size_t)t * N, (size_t)N * 4) == 0,
-                 "gemv %s N=%d K=%d: row %d alone differs from row %d of T=8", nm, N, K, t, t);
-    }
+    /* every T and rows-per-warp variant (auto, 1, 2, 4): bit identity, rows alone */
+    kg_check_rows(&pb, got8, launch_gemv, 4, "gemv");
     kg_problem_free(&pb);
-    kiln_free(got8); kiln_free(got);
+    kiln_free(got8);
 }
 
 static void invalid(void) {

@@ -17,9 +17,13 @@
 
 #define MR KILN_SKINNY_MAX_ROWS
 
+static cudaError_t launch_skinny(float *y, const void *x, const void *w, kiln_dtype dt, int T, int N, int K, int v) {
+    return kiln_cuda_gemm_skinny_ex(y, x, w, dt, T, N, K, v, 0);
+}
+
 static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     size_t yn = (size_t)MR * N;
-    float *ref = kiln_malloc(yn * 4), *got = kiln_malloc(yn * 4);
+    float *ref = kiln_malloc(yn * 4);
     kg_problem pb;
     kg_problem_init(&pb, dt, MR, N, K, s);
     void *dw = pb.dw, *dx = pb.dx;
@@ -41,34 +45,10 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     KT_CHECK(over == 0, "skinny %s N=%d K=%d T=16: %d elements beyond the error bound", nm, N, K, over);
     printf("skinny %-4s N=%-6d K=%-5d rel L2 %.3g\n", nm, N, K, e);
 
-    /* every T and variant: rows < T bit-identical to the T = 16 run, rows >= T untouched */
-    for (int T = 1; T <= MR; T++)
-        for (int v = 0; v <= 3; v++) {
-            kc_poison(dy, yn * 4);
-            rc = kiln_cuda_gemm_skinny_ex(dy, dx, dw, dt, T, N, K, v, 0);
-            KT_CHECK(rc == cudaSuccess, "skinny %s N=%d K=%d T=%d v=%d launch: %s", nm, N, K, T, v,
-                     cudaGetErrorString(rc));
-            kc_get(got, dy, yn * 4);
-            int diff = memcmp(got, ref, (size_t)T * N * 4) != 0, touched = 0;
-            for (size_t i = (size_t)T * N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
-            KT_CHECK(!diff, "skinny %s N=%d K=%d: T=%d v=%d rows differ from the T=16 run", nm, N, K, T, v);
-            KT_CHECK(!touched, "skinny %s N=%d K=%d: T=%d v=%d wrote %d elements of rows >= T", nm, N, K, T, v,
-                     touched);
-        }
-    /* row t alone (T = 1 on x + t K) */
-    for (int t = 0; t < MR; t++) {
-        kc_poison(dy, yn * 4);
-        KT_CHECK(kiln_cuda_gemm_skinny(dy, (const uint16_t *)dx + (size_t)t * K, dw, dt, 1, N, K, 0) == cudaSuccess,
-                 "skinny %s row %d alone launch", nm, t);
-        kc_get(got, dy, yn * 4);
-        int touched = 0;
-        for (size_t i = (size_t)N; i < yn; i++) touched += kg_f32_bits(got[i]) != KG_POISON;
-        KT_CHECK(memcmp(got, ref + (size_t)t * N, (size_t)N * 4) == 0,
-                 "skinny %s N=%d K=%d: row %d alone differs from row %d of T=16", nm, N, K, t, t);
-        KT_CHECK(!touched, "skinny %s N=%d K=%d: row %d alone wrote %d elements past row 0", nm, N, K, t, touched);
-    }
+    /* every T and variant (kiln_cuda_gemm_skinny_ex 0..3): bit identity, rows alone */
+    kg_check_rows(&pb, ref, launch_skinny, 4, "skinny");
     kg_problem_free(&pb);
-    kiln_free(ref); kiln_free(got);
+    kiln_free(ref);
 }
 
 static void invalid(void) {
