@@ -860,8 +860,8 @@ static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
             return rc;
     }
     /* rows with prev_row >= 0 take the token the previous step drew (still in sout_d) */
-    LAUNCH(kiln_cuda_embed_prev(c->x, c->emb, c->edt, desc_ptrs(c).tok, desc_ptrs(c).prev, (const int32_t *)c->sout_d,
-                                T, D, c->st));
+    step_ptrs d = desc_ptrs(c);
+    LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, d.tok, d.prev, (const int32_t *)c->sout_d, T, D, c->st));
     return KILN_OK;
 }
 

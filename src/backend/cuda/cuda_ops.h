@@ -22,13 +22,11 @@
 extern "C" {
 #endif
 
-/* x[t][i] = f32(emb[ids[t]][i]): emb [vocab][D] of dtype edt (f32/f16/bf16). */
-cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, int T, int D,
-                            cudaStream_t st);
-/* the same; rows with prev_row[t] >= 0 embed prev_tok[prev_row[t]] (the previous step's drawn
- * token of that logits row, overlapped scheduling) instead of ids[t]; prev_row may be NULL */
-cudaError_t kiln_cuda_embed_prev(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,
-                                 const int32_t *prev_tok, int T, int D, cudaStream_t st);
+/* x[t][i] = f32(emb[id][i]): emb [vocab][D] of dtype edt (f32/f16/bf16), id = ids[t], or, for
+ * rows with prev_row[t] >= 0, prev_tok[prev_row[t]] (the previous step's drawn token of that
+ * logits row: overlapped scheduling); prev_row may be NULL (every row from ids). */
+cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,
+                            const int32_t *prev_tok, int T, int D, cudaStream_t st);
 
 /* Residual add fused with RMSNorm, per output row r (T rows):
  *   src = rows ? rows[r] : r;  v = x[src] + (delta ? delta[src] : 0)

@@ -13,16 +13,10 @@ static __global__ void embed_kernel(float *x, const void *emb, kiln_dtype edt, c
     for (int i = threadIdx.x; i < D; i += blockDim.x) x[(int64_t)t * D + i] = kiln_ld(edt, emb, base + i);
 }
 
-extern "C" cudaError_t kiln_cuda_embed_prev(float *x, const void *emb, kiln_dtype edt, const int32_t *ids,
-                                            const int32_t *prev_row, const int32_t *prev_tok, int T, int D,
-                                            cudaStream_t st) {
+extern "C" cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids,
+                                       const int32_t *prev_row, const int32_t *prev_tok, int T, int D, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (prev_row && !prev_tok) return cudaErrorInvalidValue;
     embed_kernel<<<T, 256, 0, st>>>(x, emb, edt, ids, prev_row, prev_tok, D);
     KILN_CUDA_CHECK_LAUNCH();
-}
-
-extern "C" cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, int T,
-                                       int D, cudaStream_t st) {
-    return kiln_cuda_embed_prev(x, emb, edt, ids, NULL, NULL, T, D, st);
 }
