@@ -10,7 +10,7 @@
  *   - shapes and pointers it does not take return cudaErrorInvalidValue.
  * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) and
  * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) and, on the wide
- * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: default = v1, and v2..v5) against
+ * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: the default and v2..v6, and SwiGLU fused at v5 / v6) against
  * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
  * T = 1, 2, 4, 8, 16 (gemv only up to 8): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
@@ -86,7 +86,8 @@ static void invalid(void) {
 #define BMR KILN_SKINNY_MAX_ROWS /* rows of the benchmark's x and y */
 
 typedef struct bench_op {
-    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt, 2: skinny, 3: wide (variant in arg) */
+    int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt, 2: skinny, 3: wide (variant in arg),
+               * 4: wide with SwiGLU fused (variant in arg; N = 2F, bf16 out into y) */
     int arg;
     kiln_cuda_gemm_ctx *ctx;
     kiln_cuda_gemm *g;
@@ -103,7 +104,9 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
         if (op->kind != 1) {
             cudaError_t rc = op->kind == 0   ? kiln_cuda_gemv_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
                              : op->kind == 2 ? kiln_cuda_gemm_skinny_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
-                                             : kiln_cuda_gemm_wide_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0);
+                             : op->kind == 3 ? kiln_cuda_gemm_wide_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
+                                             : kiln_cuda_gemm_wide_glu(dy, KILN_DT_BF16, dx, w, KILN_DT_BF16, T, N / 2,
+                                                                       K, op->arg, 0);
             if (rc != cudaSuccess) { fprintf(stderr, "gemv/skinny/wide: %s\n", cudaGetErrorString(rc)); return NAN; }
         } else if (kiln_cuda_gemm_run(op->ctx, op->g, dy, dx, w, T, 0, &err)) {
             fprintf(stderr, "cuBLASLt: %s\n", err.msg);
@@ -118,13 +121,15 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
     return ms * 1000.0 / 20;
 }
 
-static void bench(void) {
+/* wide_only: the wide shapes (gate|up, LM head) only (KILN_GEMV_BENCH=wide) */
+static void bench(int wide_only) {
     static const struct { int N, K; const char *name; } sh[5] = {
         {6144, 5120, "qkv"}, {5120, 4096, "o"}, {65536, 5120, "gate|up"}, {5120, 32768, "down"}, {131072, 5120, "lm_head"}};
-#define NCOL 15
+#define NCOL 18
     static const char *col[NCOL] = {"gemv",      "gemv R1",   "gemv R2", "gemv R4", "skinny",  "skinny v1",
                                     "skinny v2", "skinny v3", "wide",    "wide v2", "wide v3", "wide v4",
-                                    "wide v5",   "cuBLASLt",  "Lt inv"};
+                                    "wide v5",   "wide v6",   "glu v5",  "glu v6",  "cuBLASLt",
+                                    "Lt inv"};
     kiln_cuda_gemm_ctx ctx[2];
     for (int i = 0; i < 2; i++) {
         memset(&ctx[i], 0, sizeof ctx[i]);
@@ -142,6 +147,7 @@ static void bench(void) {
     printf(" | best\n");
     for (int si = 0; si < 5; si++) {
         int N = sh[si].N, K = sh[si].K;
+        if (wide_only && N < 65536) continue;
         size_t wbytes = (size_t)N * K * 2;
         int copies = (int)((((size_t)256 << 20) + wbytes - 1) / wbytes);
         if (copies < 1) copies = 1;
@@ -164,13 +170,16 @@ static void bench(void) {
                                   {0, 4, NULL, NULL},     {2, 0, NULL, NULL},    {2, 1, NULL, NULL},
                                   {2, 2, NULL, NULL},     {2, 3, NULL, NULL},    {3, 0, NULL, NULL},
                                   {3, 2, NULL, NULL},     {3, 3, NULL, NULL},    {3, 4, NULL, NULL},
-                                  {3, 5, NULL, NULL},     {1, 0, &ctx[0], &g[0]}, {1, 0, &ctx[1], &g[1]}};
+                                  {3, 5, NULL, NULL},     {3, 6, NULL, NULL},    {4, 5, NULL, NULL},
+                                  {4, 6, NULL, NULL},     {1, 0, &ctx[0], &g[0]},
+                                  {1, 0, &ctx[1], &g[1]}};
             printf("%-8s %-6d %-6d %2d", sh[si].name, N, K, T);
             double best = INFINITY;
             int bi = 0;
             for (int c = 0; c < NCOL; c++) {
                 if ((c >= NCOL - 2 && !have[c - (NCOL - 2)]) || (ops[c].kind == 0 && T > MR) ||
-                    (ops[c].kind == 3 && N < 65536)) { /* wide: the wide shapes only */
+                    (ops[c].kind >= 3 && N < 65536) || (ops[c].kind == 4 && N != 65536) ||
+                    (wide_only && ops[c].kind == 2)) { /* wide: the wide shapes only; glu: gate|up */
                     printf(" | %-16s", "-");
                     continue;
                 }
@@ -205,6 +214,6 @@ int main(void) {
         for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) one(dts[d], odd[i][0], odd[i][1], &s);
     }
     const char *b = getenv("KILN_GEMV_BENCH");
-    if (b && *b && strcmp(b, "0") != 0) bench();
+    if (b && *b && strcmp(b, "0") != 0) bench(strcmp(b, "wide") == 0);
     return kt_done();
 }

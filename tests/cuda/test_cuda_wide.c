@@ -9,7 +9,12 @@
  *     first-order bound (4 chained mmas of 17 truncated terms, then K/64 f32 adds);
  *   - y poisoned (NaN) before every run: no NaN may come back, rows t >= T stay untouched;
  *   - determinism: row t has the same bits for T = 1..16 (both the T <= 8 and T > 8 kernels),
- *     for every variant (kiln_cuda_gemm_wide_ex 1..5) and alone (T = 1 on x + t K);
+ *     for every variant (kiln_cuda_gemm_wide_ex 1..KILN_WIDE_VARIANTS, MT = 1 and 2) and alone
+ *     (T = 1 on x + t K);
+ *   - fused SwiGLU (kiln_cuda_gemm_wide_glu): for F in {3, 8, 1000, 20000} (a partial unit, one
+ *     unit, partial tiles, several tiles per CTA), f32 / bf16 / f16 output, every T and variant:
+ *     the same bits as kiln_cuda_gemm_wide + kiln_cuda_swiglu, rows >= T untouched, and the f32
+ *     output within 1e-5 relative L2 of silu(g) u from the double reference;
  *   - shapes and pointers it does not take return cudaErrorInvalidValue and write nothing.
  * Timings: KILN_GEMV_BENCH=1 in test_cuda_gemv.c. */
 #include "backend/cuda/cuda_ops.h"
@@ -44,8 +49,8 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     KT_CHECK(over == 0, "wide %s N=%d K=%d T=16: %d elements beyond the error bound", nm, N, K, over);
     printf("wide %-4s N=%-6d K=%-5d rel L2 %.3g\n", nm, N, K, e);
 
-    /* every T and variant (kiln_cuda_gemm_wide_ex 0..5): bit identity, rows alone */
-    kg_check_rows(&pb, ref, launch_wide, 6, "wide");
+    /* every T and variant (kiln_cuda_gemm_wide_ex 0..KILN_WIDE_VARIANTS): bit identity, rows alone */
+    kg_check_rows(&pb, ref, launch_wide, KILN_WIDE_VARIANTS + 1, "wide");
     kg_problem_free(&pb);
     kiln_free(ref);
 }
@@ -72,7 +77,16 @@ static void invalid(void) {
     KT_CHECK(kiln_cuda_gemm_wide(NULL, dx, dw, b16, 1, 64, 64, 0) == bad, "NULL y accepted");
     KT_CHECK(kiln_cuda_gemm_wide(dy, NULL, dw, b16, 1, 64, 64, 0) == bad, "NULL x accepted");
     KT_CHECK(kiln_cuda_gemm_wide(dy, dx, NULL, b16, 1, 64, 64, 0) == bad, "NULL W accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, 6, 0) == bad, "variant 6 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, KILN_WIDE_VARIANTS + 1, 0) == bad,
+             "variant %d accepted", KILN_WIDE_VARIANTS + 1);
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, KILN_DT_Q8_0, dx, dw, b16, 1, 32, 64, 0, 0) == bad, "glu: q8_0 act accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu((char *)dy + 2, b16, dx, dw, b16, 1, 32, 64, 0, 0) == bad,
+             "glu: misaligned act accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 0, 32, 64, 0, 0) == bad, "glu: T=0 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 1, 32, 96, 0, 0) == bad, "glu: K=96 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 1, 32, 64, KILN_WIDE_VARIANTS + 1, 0) == bad,
+             "glu: variant %d accepted", KILN_WIDE_VARIANTS + 1);
+    KT_CHECK(kiln_cuda_gemm_wide_glu(NULL, b16, dx, dw, b16, 1, 32, 64, 0, 0) == bad, "glu: NULL act accepted");
     KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, -1, 0) == bad, "variant -1 accepted");
     float back[MR * 64];
     kc_get(back, dy, sizeof back);
@@ -81,6 +95,55 @@ static void invalid(void) {
     KT_CHECK(touched == 0, "a refused call wrote %d outputs", touched);
     CU(cudaGetLastError());
     CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+}
+
+/* Fused SwiGLU against the unfused pair on the same inputs: W = [gate; up] [2F][K]. */
+static void glu(kiln_dtype dt, int F, int K, unsigned long long *s) {
+    int N = 2 * F;
+    kg_problem pb;
+    kg_problem_init(&pb, dt, MR, N, K, s);
+    const char *nm = kiln_dtype_name(dt);
+    static const kiln_dtype adts[3] = {KILN_DT_F32, KILN_DT_BF16, KILN_DT_F16};
+    size_t an = (size_t)MR * F;
+    void *dref = kc_dev(an * 4), *dact = kc_dev(an * 4);
+    unsigned char *ref = kiln_malloc(an * 4), *got = kiln_malloc(an * 4);
+    CU(kiln_cuda_gemm_wide(pb.dy, pb.dx, pb.dw, dt, MR, N, K, 0));
+    for (int a = 0; a < 3; a++) {
+        kiln_dtype adt = adts[a];
+        size_t es = kc_dtsize(adt);
+        CU(kiln_cuda_swiglu(dref, adt, pb.dy, MR, F, 0));
+        kc_get(ref, dref, an * es);
+        if (adt == KILN_DT_F32) { /* silu(g) u of the double reference */
+            double num = 0, den = 0;
+            for (int t = 0; t < MR; t++)
+                for (int j = 0; j < F; j++) {
+                    double g = pb.want[(size_t)t * N + j], u = pb.want[(size_t)t * N + F + j];
+                    double want = g / (1.0 + exp(-g)) * u, d = ((const float *)ref)[(size_t)t * F + j] - want;
+                    num += d * d;
+                    den += want * want;
+                }
+            double e = den > 0 ? sqrt(num / den) : sqrt(num);
+            KT_CHECK(e <= 1e-5, "glu %s F=%d K=%d: rel L2 %g against silu(g) u of the double reference", nm, F, K, e);
+            printf("glu  %-4s F=%-6d K=%-5d rel L2 %.3g\n", nm, F, K, e);
+        }
+        for (int T = 1; T <= MR; T++)
+            for (int v = 0; v <= KILN_WIDE_VARIANTS; v++) {
+                kc_poison(dact, an * 4);
+                cudaError_t rc = kiln_cuda_gemm_wide_glu(dact, adt, pb.dx, pb.dw, dt, T, F, K, v, 0);
+                KT_CHECK(rc == cudaSuccess, "glu %s F=%d K=%d T=%d v=%d launch: %s", nm, F, K, T, v,
+                         cudaGetErrorString(rc));
+                kc_get(got, dact, an * es);
+                int touched = 0;
+                for (size_t i = (size_t)T * F * es; i < an * es; i++) touched += got[i] != 0xff;
+                KT_CHECK(memcmp(got, ref, (size_t)T * F * es) == 0,
+                         "glu %s -> %s F=%d K=%d T=%d v=%d: differs from wide + swiglu", nm, kiln_dtype_name(adt), F,
+                         K, T, v);
+                KT_CHECK(!touched, "glu %s F=%d K=%d T=%d v=%d: wrote %d bytes of rows >= T", nm, F, K, T, v, touched);
+            }
+    }
+    CU(cudaFree(dref)); CU(cudaFree(dact));
+    kiln_free(ref); kiln_free(got);
+    kg_problem_free(&pb);
 }
 
 int main(void) {
@@ -96,5 +159,8 @@ int main(void) {
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++) one(KILN_DT_F16, fN[i], fK[j], &s);
     one(KILN_DT_F16, 40000, 512, &s);
+    static const int gF[4] = {3, 8, 1000, 20000}, gK[4] = {64, 5120, 192, 512};
+    for (int i = 0; i < 4; i++) glu(KILN_DT_BF16, gF[i], gK[i], &s);
+    glu(KILN_DT_F16, 1000, 5120, &s);
     return kt_done();
 }

@@ -17,7 +17,8 @@
  *   o[HD/8][4]    O accumulator (16 rows x HD, f32), unnormalised
  *   m[2], l[2]    running max (log2 domain) and this lane's partial sum of each row
  * Key tiles of PF_BC = 64 positions j0 = 0, 64, ... up to the tile's last position p_last, in
- * shared memory as sk/sv[64][HD] bf16, double-buffered (cp.async 16-byte copies, read through
+ * shared memory as sk/sv[64][HD] bf16, double-buffered, the first two issued before Q is read
+ * (cp.async 16-byte copies, read through
  * the block table: position j -> block bt[j / bs], slot j % bs; positions > p_last are zeroed,
  * never read: the pool past a context may hold anything). The 16-byte chunk c of key row j is
  * stored at chunk (c ^ (j & 7)) of the row (XOR swizzle): the 8 rows of every ldmatrix 8x8
@@ -118,10 +119,15 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
 
-    /* start loading the first key tile while Q is read */
+    /* start loading the first two key tiles (both buffers) while Q is read: a decode window is
+     * only ~3 tiles, so the second tile's copies must not wait for Q's loads */
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
     pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
     kiln_cp_commit();
+    if (n_kt > 1) {
+        pf_load_tile<HD>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
+        kiln_cp_commit();
+    }
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
     int prow[2], trow[2], hrow[2], valid[2];
@@ -154,14 +160,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
-    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1 */
-        if (kt + 1 < n_kt) {
-            pf_load_tile<HD>(s_base + ((kt + 1) & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 1) * PF_BC, j_stop);
-            kiln_cp_commit();
-            kiln_cp_wait<1>(); /* tile kt has landed (this thread's copies) */
-        } else {
-            kiln_cp_wait<0>();
-        }
+    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
+        if (kt + 1 < n_kt) kiln_cp_wait<1>(); /* tile kt has landed (this thread's copies) */
+        else kiln_cp_wait<0>();
         __syncthreads(); /* ... and every thread's */
         const int j0 = (kt0 + kt) * PF_BC;
         if (j0 <= warp_max) {
@@ -238,7 +239,11 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
                 }
             }
         }
-        __syncthreads(); /* the buffer of tile kt is refilled at iteration kt + 1 */
+        __syncthreads(); /* every warp is done with buffer kt & 1: refill it with tile kt + 2 */
+        if (kt + 2 < n_kt) {
+            pf_load_tile<HD>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
+            kiln_cp_commit();
+        }
     }
 
     /* finish: the row sum over the quad (fixed order), O / l, rows < n only */

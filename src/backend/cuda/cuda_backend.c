@@ -146,6 +146,8 @@ typedef struct cuda_backend {
     int skinny_max_rows; /* skinny.cu up to this many rows (0: never; KILN_CUDA_SKINNY) */
     int wide_min_rows;   /* skinny_wide.cu for wide matrices from this many rows to 16 (0: never;
                           * KILN_CUDA_WIDE) */
+    int wide_variant;    /* its pipeline shape (KILN_CUDA_WIDE_VARIANT, 0 = the kernel's default) */
+    int wide_glu;        /* gate|up on skinny_wide.cu with SwiGLU fused (KILN_CUDA_WIDE_GLU, default 1) */
     int gu_16bit;        /* KILN_CUDA_GU_16BIT=1: cuBLASLt writes gate|up in the weights' 16-bit type
                           * (prefill +3% on the H100, but the 2-layer mistral-tiny step test then
                           * drifts to 2.1e-2 from the CPU, past its 2e-2 bound: off by default) */
@@ -519,6 +521,11 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *wd = getenv("KILN_CUDA_WIDE");
     c->wide_min_rows = wd && *wd ? atoi(wd) : 5;
     if (c->wide_min_rows < 0 || c->wide_min_rows > KILN_WIDE_MAX_ROWS || bc->batch_invariant) c->wide_min_rows = 0;
+    const char *wv = getenv("KILN_CUDA_WIDE_VARIANT");
+    c->wide_variant = wv && *wv ? atoi(wv) : 0;
+    if (c->wide_variant < 0 || c->wide_variant > KILN_WIDE_VARIANTS) c->wide_variant = 0;
+    const char *wg = getenv("KILN_CUDA_WIDE_GLU");
+    c->wide_glu = !(wg && strcmp(wg, "0") == 0);
     const char *sk = getenv("KILN_CUDA_SKINNY");
     c->skinny_max_rows = sk && *sk ? atoi(sk) : 8;
     if (c->skinny_max_rows < 0 || c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
@@ -654,16 +661,18 @@ fail:
         }                                                                                              \
     } while (0)
 
-/* y = x W^T by one of three kernels, chosen per shape and row count (measured on the H100 for
+/* y = x W^T by one of four kernels, chosen per shape and row count (measured on the H100 for
  * the Devstral shapes: the GEMV / skinny microbenchmarks in tests/cuda/test_cuda_gemv.c and
  * docs/perf-notes.md):
  *   GEMV (gemv.cu, CUDA cores): wide matrices (gate|up, LM head, N >= 32768) up to 4 rows, the
  *     others up to 2, with 2 rows per warp at 1 row and K < 16384, else 4;
  *   skinny (skinny.cu, tensor cores): wide matrices at 5..8 rows (gate|up 235 us vs 239, LM
  *     head 465 vs 475 at 8 rows; at 16 rows cuBLASLt is faster on every shape);
+ *   wide (skinny_wide.cu, tensor cores, cp.async pipeline): wide matrices from 5 rows to 16
+ *     (gate|up with SwiGLU in its epilogue unless KILN_CUDA_WIDE_GLU=0);
  *   cuBLASLt otherwise (the down projection without split-K up to 16 rows, gemm.h).
  * Off in batch-invariant mode: a row's bits would change when the batch crosses a threshold.
- * Returns GEMM_LT, GEMM_SKINNY, or the GEMV rows per warp (>= 0). */
+ * Returns GEMM_LT, GEMM_SKINNY, GEMM_WIDE, or the GEMV rows per warp (>= 0). */
 #define GEMM_LT (-1)
 #define GEMM_SKINNY (-2)
 #define GEMM_WIDE (-3)
@@ -688,7 +697,8 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
         else if (k_ == GEMM_SKINNY)                                                                    \
             e_ = kiln_cuda_gemm_skinny((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);  \
         else if (k_ == GEMM_WIDE)                                                                      \
-            e_ = kiln_cuda_gemm_wide((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K, c->st);    \
+            e_ = kiln_cuda_gemm_wide_ex((float *)(y), (x), (w), (g)->wdt, (n), (g)->N, (g)->K,         \
+                                        c->wide_variant, c->st);                                       \
         else                                                                                           \
             r_ = kiln_cuda_gemm_run(&c->gctx, (g), (y), (x), (w), (n), c->st, err);                    \
         if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv/skinny", __FILE__, __LINE__); \
@@ -913,11 +923,15 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     const float *fn = c->norms + (size_t)(2 * l + 1) * D;
     GEMM(&c->g_o, c->proj, c->att, w->wo, T);
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
-    GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
-    /* gate|up comes out f32 from GEMV / skinny, in the weights' 16-bit type from cuBLASLt
-     * when KILN_CUDA_GU_16BIT=1 */
-    LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu,
-                               gemm_choice(c, &c->g_gu, T) != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T, F, c->st));
+    int gk = gemm_choice(c, &c->g_gu, T);
+    if (gk == GEMM_WIDE && c->wide_glu) { /* SwiGLU in the GEMM's epilogue: act[T][F] straight out */
+        LAUNCH(kiln_cuda_gemm_wide_glu(c->act, c->adt, c->xn, w->wgu, c->g_gu.wdt, T, F, D, c->wide_variant, c->st));
+    } else {
+        GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
+        /* gate|up comes out f32 from GEMV / skinny / wide, in the weights' 16-bit type from
+         * cuBLASLt when KILN_CUDA_GU_16BIT=1 */
+        LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu, gk != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T, F, c->st));
+    }
     GEMM(&c->g_d, c->proj, c->act, w->wd, T);
     return KILN_OK;
 }

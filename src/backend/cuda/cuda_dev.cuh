@@ -119,5 +119,9 @@ static __device__ __forceinline__ int kiln_att_window(int n, int min_w, int max_
     return (w + wr - 1) / wr * wr;
 }
 
+/* SwiGLU's product silu(g) u = g / (1 + e^-g) u, as the CPU (expf, IEEE division): swiglu.cu and
+ * the fused gate|up epilogue of skinny_wide.cu share it, so the two paths give the same bits. */
+static __device__ __forceinline__ float kiln_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 #define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 #endif

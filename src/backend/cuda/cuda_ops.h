@@ -142,9 +142,18 @@ cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kil
 #define KILN_WIDE_MAX_ROWS 16
 cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                 cudaStream_t st);
-/* variant 1..5 fixes the pipeline shape (0 = default, 1), for benchmarks; the bits never depend on it. */
+/* variant 1..KILN_WIDE_VARIANTS fixes the pipeline shape (0 = KILN_WIDE_DEFAULT_VARIANT), for
+ * benchmarks; the bits never depend on it. */
+#define KILN_WIDE_VARIANTS 6
+#define KILN_WIDE_DEFAULT_VARIANT 6
 cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                    int variant, cudaStream_t st);
+/* gate|up with SwiGLU fused: W = [gate; up] [2F][K], act[t][j] = silu(gate_j . x_t) (up_j . x_t)
+ * in adt (f32, bf16, f16; 4-byte aligned). Every gate / up sum has the bits of
+ * kiln_cuda_gemm_wide's, and the product is kiln_cuda_swiglu's: the same bits as the two calls.
+ * The other limits are kiln_cuda_gemm_wide's (F for N). */
+cudaError_t kiln_cuda_gemm_wide_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt, int T,
+                                    int F, int K, int variant, cudaStream_t st);
 
 /* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
  * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).

@@ -11,7 +11,15 @@
  * N = 65536 gives 512 tiles). The grid is persistent: G = min(tiles, SMs x CTAs per SM) CTAs of
  * 8 warps; CTA b takes tiles b, b + G, b + 2G, ... Its loads run as ONE pipeline over the
  * sequence of (tile, k-tile) items, so the next tile's first k-tiles are in flight while the
- * current tile finishes (no pipeline fill per tile). Warp w owns rows n0 + 16w .. +15 of the tile.
+ * current tile finishes (no pipeline fill per tile). Warp w owns the 16-row "unit" w, rows
+ * n0 + 16w .. +15 of the tile.
+ *
+ * Fused SwiGLU (GLU, kiln_cuda_gemm_wide_glu): W = [gate; up] with F = N / 2 rows each, and the
+ * output is act[t][j] = silu(gate_j . x_t) (up_j . x_t) in the activation dtype. Unit w of tile
+ * b holds gate rows j .. j + 7 then up rows j .. j + 7, j = 64b + 8w, so the C fragment
+ * of a lane holds gate (row gid) and up (row gid + 8) of the same j and t: the epilogue needs
+ * no exchange, and the f32 gate|up block (T x 2F x 4 bytes) and the SwiGLU kernel go away.
+ * Each gate / up sum has the same bits as the unfused kernel's, and kiln_silu_mul is swiglu.cu's.
  *
  * Pipeline. A k-tile is BK = 8 CH k (CH = 8 or 16 16-byte chunks per row: 128 or 256 bytes).
  * Stage s of S in shared memory (dynamic, bytes):
@@ -50,8 +58,13 @@
  *   3: CH = 8  (BK 64),  S = 12, 1 CTA per SM: 216 KB, 198 KB in flight
  *   4: CH = 16 (BK 128), S = 6,  1 CTA per SM: 216 KB, 180 KB in flight
  *   5: as 1, W copies with the .L2::256B prefetch hint (the next k-tile's line of each row too)
- * (KB for T > 8; x stages are half as big for T <= 8.) Variants 2 and 4 need K % 128 == 0 and
- * run as 1 and 3 otherwise. Registers (ptxas -v, sm_90, no spills), T > 8 / T <= 8: v1 and v5
+ *   6: as 2 with the prefetch hint: the default. In the Devstral step on the H100 (same call)
+ *      the BK 128 variants gave batch-16 steps of 16.86-16.87 ms against 17.19 with v5, and a
+ *      CUPTI trace put gate|up at 216.9 us per layer against 224.7 (of a BK 128 variant with two
+ *      16-row units per warp, BN 256, which halves x's L2 traffic but gained nothing more: not
+ *      kept); the isolated microbenchmark shows no difference (228 us at 16 rows).
+ * (KB for T > 8; x stages are half as big for T <= 8.) Variants 2, 4 and 6 need K % 128 == 0
+ * and run as 1, 3 and 5 otherwise. Registers (ptxas -v, sm_90, no spills), T > 8 / T <= 8: v1 and v5
  * 64 / 52, v2 91 / 76, v3 62 / 51, v4 92 / 76. Host side per call: two cudaFuncSetAttribute and
  * a device-attribute query (no cached state).
  */
@@ -73,41 +86,56 @@ static __device__ __forceinline__ void wd_cp16_pol(uint32_t dst, const void *src
                      "r"(ok ? 16 : 0), "l"(pol));
 }
 static __device__ __forceinline__ void wd_cp16(uint32_t dst, const void *src, int ok) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
 
-/* Issue the copies of item (tile n0, k-tile kt) into the stage at shared address st. */
-template <int NT, int CH, bool PF>
+/* W row of tile row r (0 .. BN - 1) of tile b, -1 past the matrix. N: output columns (F for GLU,
+ * whose W has 2F rows: unit r / 16 = gate rows j .. j + 7, then up rows j .. j + 7). */
+template <bool GLU>
+static __device__ __forceinline__ int wd_row(int b, int r, int BN, int N) {
+    if (!GLU) {
+        int n = b * BN + r;
+        return n < N ? n : -1;
+    }
+    int j = b * (BN / 2) + 8 * (r >> 4) + (r & 7);
+    return j < N ? ((r & 8) ? N + j : j) : -1;
+}
+
+/* Issue the copies of item (tile b, k-tile kt) into the stage at shared address st. */
+template <int NT, int CH, bool PF, bool GLU>
 static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__restrict__ x,
-                                               const uint16_t *__restrict__ w, int T, int N, int K, int n0, int kt,
+                                               const uint16_t *__restrict__ w, int T, int N, int K, int b, int kt,
                                                uint64_t pol) {
+    constexpr int BN = WD_BN;
     constexpr int RSTEP = 256 / CH;            /* rows between a thread's W chunks */
-    constexpr int NW = WD_BN * CH / 256;       /* W chunks per thread */
+    constexpr int NW = BN * CH / 256;          /* W chunks per thread */
     const int tid = threadIdx.x, ch = tid % CH, r0 = tid / CH;
     const int k0 = kt * CH * 8 + ch * 8;       /* element offset of this thread's chunk in a row */
     const uint32_t sw = (uint32_t)(ch ^ (r0 & 7)) * 16; /* RSTEP % 8 == 0: every row r has r & 7 == r0 & 7 */
 #pragma unroll
     for (int j = 0; j < NW; j++) {
-        int r = r0 + j * RSTEP, n = n0 + r, ok = n < N;
+        int r = r0 + j * RSTEP, n = wd_row<GLU>(b, r, BN, N), ok = n >= 0;
         const uint16_t *src = w + (int64_t)(ok ? n : 0) * K + k0;
         wd_cp16_pol<PF>(st + (uint32_t)r * CH * 16 + sw, src, ok, pol);
     }
     if (tid < NT * 8 * CH) { /* x rows 0..8NT-1: one chunk per thread */
         int t = r0, ok = t < T;
         const uint16_t *src = x + (int64_t)(ok ? t : 0) * K + k0;
-        wd_cp16(st + WD_BN * CH * 16 + (uint32_t)t * CH * 16 + sw, src, ok);
+        wd_cp16(st + BN * CH * 16 + (uint32_t)t * CH * 16 + sw, src, ok);
     }
 }
 
 /* NT: n-tiles of x rows (1: T <= 8, 2: T <= 16); CH: 16-byte chunks per row of a k-tile;
- * S: stages; MINB: CTAs per SM; PF: L2 prefetch hint on W copies */
-template <int NT, int CH, int S, int MINB, bool PF, bool BF>
+ * S: stages; MINB: CTAs per SM; PF: L2 prefetch hint on W copies; GLU: fused SwiGLU (y = act
+ * [T][N] in ydt), else y = f32 [T][N] */
+template <int NT, int CH, int S, int MINB, bool PF, bool BF, bool GLU>
 static __global__ void __launch_bounds__(WD_WARPS * 32, MINB)
-wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_t *__restrict__ w, int T, int N,
-            int K, int ntiles) {
+wide_kernel(void *__restrict__ y, kiln_dtype ydt, const uint16_t *__restrict__ x, const uint16_t *__restrict__ w,
+            int T, int N, int K, int ntiles) {
     extern __shared__ __align__(128) unsigned char wd_smem[];
-    constexpr int SB = (WD_BN + NT * 8) * CH * 16; /* bytes per stage */
-    constexpr int XOFF = WD_BN * CH * 16;          /* x part of a stage */
+    constexpr int BN = WD_BN;
+    constexpr int SB = (BN + NT * 8) * CH * 16; /* bytes per stage */
+    constexpr int XOFF = BN * CH * 16;          /* x part of a stage */
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(wd_smem);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int nk = K / (CH * 8);
@@ -116,13 +144,13 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
     uint64_t pol;
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
 
-    /* loader position: item ld = (tile ld_n0, k-tile ld_kt) */
-    int ld = 0, ld_kt = 0, ld_n0 = (int)blockIdx.x * WD_BN;
+    /* loader position: item ld = (tile ld_b, k-tile ld_kt) */
+    int ld = 0, ld_kt = 0, ld_b = (int)blockIdx.x;
 #pragma unroll
     for (int s = 0; s < S - 1; s++) {
         if (ld < total) {
-            wd_load<NT, CH, PF>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
-            if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
+            wd_load<NT, CH, PF, GLU>(sbase + s * SB, x, w, T, N, K, ld_b, ld_kt, pol);
+            if (++ld_kt == nk) { ld_kt = 0; ld_b += G; }
         }
         ld++;
         kiln_cp_commit();
@@ -137,14 +165,14 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
     float acc[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-    int kt = 0, n0 = (int)blockIdx.x * WD_BN, rs = 0;
+    int kt = 0, b = (int)blockIdx.x, rs = 0;
     for (int it = 0; it < total; it++) {
         kiln_cp_wait<S - 2>(); /* item it has landed (this thread's copies) */
         __syncthreads();  /* ... every thread's, and every warp is done with item it - 1's stage */
         if (ld < total) {
             int s = rs == 0 ? S - 1 : rs - 1; /* (it + S - 1) % S */
-            wd_load<NT, CH, PF>(sbase + s * SB, x, w, T, N, K, ld_n0, ld_kt, pol);
-            if (++ld_kt == nk) { ld_kt = 0; ld_n0 += G * WD_BN; }
+            wd_load<NT, CH, PF, GLU>(sbase + s * SB, x, w, T, N, K, ld_b, ld_kt, pol);
+            if (++ld_kt == nk) { ld_kt = 0; ld_b += G; }
         }
         ld++;
         kiln_cp_commit();
@@ -158,12 +186,12 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
 #pragma unroll
             for (int kk = 0; kk < 4; kk++) {
                 const int ks = 4 * c0 + kk;
-                uint32_t a[4], b[4];
+                uint32_t a[4], bx[4];
                 kiln_ldsm_x4(a, st + a_row + (uint32_t)((2 * ks + ac) ^ asw) * 16);
-                if (NT == 2) kiln_ldsm_x4(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
-                else kiln_ldsm_x2(b, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+                if (NT == 2) kiln_ldsm_x4(bx, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
+                else kiln_ldsm_x2(bx, st + b_row + (uint32_t)((2 * ks + bc) ^ bsw) * 16);
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++) kiln_mma16816<BF>(tmp[nt], a, b[2 * nt], b[2 * nt + 1]);
+                for (int nt = 0; nt < NT; nt++) kiln_mma16816<BF>(tmp[nt], a, bx[2 * nt], bx[2 * nt + 1]);
             }
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
@@ -172,71 +200,101 @@ wide_kernel(float *__restrict__ y, const uint16_t *__restrict__ x, const uint16_
         }
         rs = rs == S - 1 ? 0 : rs + 1;
 
-        if (++kt == nk) { /* tile done: c[nt][2hh + e] = y[8nt + 2tig + e][n0 + 16 warp + gid + 8hh] */
+        if (++kt == nk) { /* tile done: c[nt][2hh + e] = (W row 16 warp + gid + 8hh of the tile, x row 8nt + 2tig + e) */
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                for (int hh = 0; hh < 2; hh++)
+                for (int e = 0; e < 2; e++) {
+                    int t = 8 * nt + 2 * tig + e;
+                    if (GLU) { /* hh = 0: gate of j, hh = 1: up of j */
+                        int j = b * (BN / 2) + 8 * warp + gid;
+                        if (t < T && j < N)
+                            kiln_st(ydt, y, (int64_t)t * N + j, kiln_silu_mul(acc[nt][e], acc[nt][2 + e]));
+                    } else {
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        int t = 8 * nt + 2 * tig + e, n = n0 + 16 * warp + gid + 8 * hh;
-                        if (t < T && n < N) y[(int64_t)t * N + n] = acc[nt][2 * hh + e];
-                        acc[nt][2 * hh + e] = 0.0f;
+                        for (int hh = 0; hh < 2; hh++) {
+                            int n = b * BN + 16 * warp + gid + 8 * hh;
+                            if (t < T && n < N) ((float *)y)[(int64_t)t * N + n] = acc[nt][2 * hh + e];
+                        }
                     }
+                    acc[nt][e] = acc[nt][2 + e] = 0.0f;
+                }
             kt = 0;
-            n0 += G * WD_BN;
+            b += G;
         }
     }
     kiln_cp_wait<0>(); /* no copy may still target shared memory when the CTA exits */
 }
 
-template <int NT, int CH, int S, int MINB, bool PF, bool BF>
-static cudaError_t wd_launch(float *y, const void *x, const void *w, int T, int N, int K, cudaStream_t st) {
+template <int NT, int CH, int S, int MINB, bool PF, bool BF, bool GLU>
+static cudaError_t wd_launch(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int K,
+                             cudaStream_t st) {
     constexpr int SB = (WD_BN + NT * 8) * CH * 16;
     const size_t smem = (size_t)S * SB;
     /* all of the unified L1 / shared memory as shared (the copies bypass L1): MINB CTAs fit */
-    cudaError_t e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF>,
+    cudaError_t e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF, GLU>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
-    e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             (int)cudaSharedmemCarveoutMaxShared);
+    e = cudaFuncSetAttribute(wide_kernel<NT, CH, S, MINB, PF, BF, GLU>,
+                             cudaFuncAttributePreferredSharedMemoryCarveout, (int)cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) return e;
     int dev = 0, sms = 0;
     if ((e = cudaGetDevice(&dev)) != cudaSuccess) return e;
     if ((e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
-    int ntiles = (int)(((int64_t)N + WD_BN - 1) / WD_BN);
+    const int per_tile = GLU ? WD_BN / 2 : WD_BN; /* output columns per tile */
+    int ntiles = (int)(((int64_t)N + per_tile - 1) / per_tile);
     int64_t g = (int64_t)sms * MINB;
     unsigned grid = (unsigned)(g < ntiles ? g : ntiles);
-    wide_kernel<NT, CH, S, MINB, PF, BF><<<grid, WD_WARPS * 32, smem, st>>>(y, (const uint16_t *)x,
-                                                                           (const uint16_t *)w, T, N, K, ntiles);
+    wide_kernel<NT, CH, S, MINB, PF, BF, GLU><<<grid, WD_WARPS * 32, smem, st>>>(
+        y, ydt, (const uint16_t *)x, (const uint16_t *)w, T, N, K, ntiles);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
-template <int NT, bool BF>
-static cudaError_t wd_launch_v(float *y, const void *x, const void *w, int T, int N, int K, int v, cudaStream_t st) {
-    if (K % 128 != 0) v = v == 2 ? 1 : v == 4 ? 3 : v; /* BK = 128 variants need K % 128 */
+template <int NT, bool BF, bool GLU>
+static cudaError_t wd_launch_v(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int K, int v,
+                               cudaStream_t st) {
+    if (K % 128 != 0) v = v == 2 ? 1 : v == 4 ? 3 : v == 6 ? 5 : v; /* BK = 128 variants need K % 128 */
     switch (v) {
-    case 2: return wd_launch<NT, 16, 3, 2, false, BF>(y, x, w, T, N, K, st);
-    case 3: return wd_launch<NT, 8, 12, 1, false, BF>(y, x, w, T, N, K, st);
-    case 4: return wd_launch<NT, 16, 6, 1, false, BF>(y, x, w, T, N, K, st);
-    case 5: return wd_launch<NT, 8, 6, 2, true, BF>(y, x, w, T, N, K, st);
-    default: return wd_launch<NT, 8, 6, 2, false, BF>(y, x, w, T, N, K, st);
+    case 2: return wd_launch<NT, 16, 3, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
+    case 3: return wd_launch<NT, 8, 12, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
+    case 4: return wd_launch<NT, 16, 6, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
+    case 5: return wd_launch<NT, 8, 6, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, st);
+    case 6: return wd_launch<NT, 16, 3, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, st);
+    default: return wd_launch<NT, 8, 6, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
     }
+}
+
+template <bool GLU>
+static cudaError_t wd_dispatch(void *y, kiln_dtype ydt, const void *x, const void *w, kiln_dtype wdt, int T, int N,
+                               int K, int variant, cudaStream_t st) {
+    int v = variant ? variant : KILN_WIDE_DEFAULT_VARIANT;
+    if (wdt == KILN_DT_BF16) return T <= 8 ? wd_launch_v<1, true, GLU>(y, ydt, x, w, T, N, K, v, st)
+                                           : wd_launch_v<2, true, GLU>(y, ydt, x, w, T, N, K, v, st);
+    return T <= 8 ? wd_launch_v<1, false, GLU>(y, ydt, x, w, T, N, K, v, st)
+                  : wd_launch_v<2, false, GLU>(y, ydt, x, w, T, N, K, v, st);
+}
+
+static int wd_args_ok(const void *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K, int variant) {
+    return (wdt == KILN_DT_BF16 || wdt == KILN_DT_F16) && T >= 1 && T <= KILN_WIDE_MAX_ROWS && N >= 1 && K >= 64 &&
+           K % 64 == 0 && N <= (1 << 30) && variant >= 0 && variant <= KILN_WIDE_VARIANTS && y && x && w &&
+           !((uintptr_t)x & 15) && !((uintptr_t)w & 15);
 }
 
 extern "C" cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N,
                                               int K, int variant, cudaStream_t st) {
-    if ((wdt != KILN_DT_BF16 && wdt != KILN_DT_F16) || T < 1 || T > KILN_WIDE_MAX_ROWS || N < 1 || K < 64 ||
-        K % 64 != 0 || N > (1 << 30) || variant < 0 || variant > 5 || !y || !x || !w || ((uintptr_t)x & 15) ||
-        ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
-        return cudaErrorInvalidValue;
-    int v = variant ? variant : 5; /* H100: v5 (BK 64, 6 stages, L2 256B prefetch) 2.94-2.98 TB/s at 8-16 rows, v1 2.77-2.81 */
-    if (wdt == KILN_DT_BF16) return T <= 8 ? wd_launch_v<1, true>(y, x, w, T, N, K, v, st)
-                                           : wd_launch_v<2, true>(y, x, w, T, N, K, v, st);
-    return T <= 8 ? wd_launch_v<1, false>(y, x, w, T, N, K, v, st) : wd_launch_v<2, false>(y, x, w, T, N, K, v, st);
+    if (!wd_args_ok(y, x, w, wdt, T, N, K, variant) || ((uintptr_t)y & 3)) return cudaErrorInvalidValue;
+    return wd_dispatch<false>(y, KILN_DT_F32, x, w, wdt, T, N, K, variant, st);
 }
 
 extern "C" cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                            cudaStream_t st) {
     return kiln_cuda_gemm_wide_ex(y, x, w, wdt, T, N, K, 0, st);
+}
+
+extern "C" cudaError_t kiln_cuda_gemm_wide_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt,
+                                               int T, int F, int K, int variant, cudaStream_t st) {
+    if (!wd_args_ok(act, x, w, wdt, T, F, K, variant) || F > (1 << 29) ||
+        (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16) || ((uintptr_t)act & 3))
+        return cudaErrorInvalidValue;
+    return wd_dispatch<true>(act, adt, x, w, wdt, T, F, K, variant, st);
 }

@@ -10,7 +10,7 @@ static __global__ void swiglu_kernel(void *out, kiln_dtype adt, const void *gu, 
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = k / n, i = k % n;
         float g = kiln_ld(gdt, gu, t * 2 * n + i), u = kiln_ld(gdt, gu, t * 2 * n + n + i);
-        kiln_st(adt, out, k, g / (1.0f + expf(-g)) * u);
+        kiln_st(adt, out, k, kiln_silu_mul(g, u));
     }
 }
 
