@@ -272,5 +272,10 @@ int main(void) {
     KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 64, NULL, NULL, NULL, NULL, 1, 6, 2, 64, 16, NULL, 1,
                                          0) == cudaErrorInvalidValue,
              "prefill refuses G = 3");
+    /* the decode kernel's MMA rows hold at most 16 heads of a group */
+    float scr_dummy = 0;
+    KT_CHECK(kiln_cuda_attention_decode_tc(NULL, KILN_DT_F32, NULL, 2 * 64, NULL, NULL, NULL, NULL, 1, 1, 32, 1, 64, 16,
+                                           64, 1, &scr_dummy, 0) == cudaErrorInvalidValue,
+             "decode tc refuses G = 32");
     return kt_done();
 }

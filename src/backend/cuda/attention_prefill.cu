@@ -1,5 +1,6 @@
 /* attention_prefill.cu: causal GQA attention for the rows of prefill chunks on tensor cores
- * (FlashAttention-2 style: mma.sync m16n8k16 bf16 -> f32, online softmax in registers).
+ * (FlashAttention-2 style: mma.sync m16n8k16 bf16 -> f32, online softmax in registers), and
+ * for large decode batches split over the context (attention_decode_kernel, at the end).
  *
  * Work unit. One CTA (4 warps, 128 threads) serves one query tile of one KV head: the tile is a
  * run of n <= R rows of one sequence with consecutive positions (tiles[b] = {first row, n}),
@@ -90,31 +91,19 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t 
     }
 }
 
-/* SPLIT (decode): tile = one row t = blockIdx.x, the context cut into windows as the split
- * kernel of attention.cu cuts it (kiln_att_window with min_w, max_splits, rounded to PF_BC):
- * block z runs the key tiles of window z and writes the unnormalised (acc, m, l) to scratch
- * [T][H][max_splits][HD + 2] (m in natural-log units), which kiln_cuda_attention_combine merges. */
-template <int HD, bool SPLIT>
+template <int HD>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
-                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2, float *scratch, int min_w,
-                         int max_splits) {
+                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
     constexpr int CH = HD / 8, KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
-    const int tile = SPLIT ? (int)blockIdx.x : n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
+    const int tile = n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
-    const int first = SPLIT ? tile : tiles[2 * tile], n = SPLIT ? 1 : tiles[2 * tile + 1];
+    const int first = tiles[2 * tile], n = tiles[2 * tile + 1];
     const int G = H / KV, R = KILN_PREFILL_QROWS / G;
     const int p_last = pos[first + n - 1];
-    /* keys [j_first, j_stop]: the whole context, or window blockIdx.z (SPLIT) */
-    int j_first = 0, j_stop = p_last;
-    if (SPLIT) {
-        int nctx = p_last + 1, w = kiln_att_window(nctx, min_w, max_splits, PF_BC);
-        j_first = (int)blockIdx.z * w;
-        if (j_first > p_last) return; /* uniform over the block, before any barrier or copy */
-        j_stop = min(j_first + w, nctx) - 1;
-    }
+    const int j_first = 0, j_stop = p_last; /* keys: the whole context */
     const int32_t *bt = block_table + (int64_t)row_seq[first] * max_blocks;
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
@@ -254,16 +243,6 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
         L += __shfl_xor_sync(0xffffffffu, L, 2);
         float inv = 1.0f / L;
         if (!valid[hh]) continue;
-        if (SPLIT) { /* the window's unnormalised state, m from log2 to natural-log units */
-            float *sc = scratch + (((int64_t)trow[hh] * H + hrow[hh]) * max_splits + blockIdx.z) * (HD + 2) + 2 * tig;
-#pragma unroll
-            for (int d = 0; d < DT; d++) *(float2 *)(sc + d * 8) = make_float2(o[d][2 * hh], o[d][2 * hh + 1]);
-            if (tig == 0) {
-                sc[HD] = m[hh] * 0.6931471805599453f;
-                sc[HD + 1] = L;
-            }
-            continue;
-        }
         int64_t base = ((int64_t)trow[hh] * H + hrow[hh]) * HD + 2 * tig;
 #pragma unroll
         for (int d = 0; d < DT; d++) {
@@ -308,21 +287,213 @@ extern "C" int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, i
 
 #define PF_SMEM(HD) ((size_t)2 * 2 * PF_BC * (HD) * 2) /* 2 buffers x (K, V) x [PF_BC][HD] bf16 */
 
-/* SPLIT: grid (n_tiles = T rows, KV, max_splits), partials into scratch */
-template <int HD, bool SPLIT>
+/* Decode on tensor cores, split over the context (kiln_cuda_attention_decode_tc): every row is
+ * one query position. grid (T rows, KV heads, max_splits windows), 4 warps, the key tiles staged
+ * as above (two buffers of PF_BC = 64 positions, the first two issued before Q is read). The
+ * window of block z is the split kernel's (kiln_att_window with min_w, max_splits, rounded to
+ * PF_BC), so windows end on tile boundaries.
+ *
+ * Unlike the prefill tiles, the 16 M rows of the MMA are the G query heads of the group (row i =
+ * head kvh G + min(i, G - 1); rows >= G are copies, never stored), so one warp's MMAs serve the
+ * whole group, and the 4 warps split each key tile instead: warp w takes keys 16w .. 16w + 15
+ * and keeps its own online-softmax state (m, l, O) over the window (per key tile and warp: S =
+ * 2 n-tiles x HD / 16 k-steps, P.V = HD / 8 n-tiles x 1 k-step; 1/4 of the MMAs of the prefill
+ * kernel's one-row tiles, where each warp ran all 64 keys for 16 rows of one head). A warp's
+ * slice that lies wholly past the window's last key is skipped (m stays -inf, l and O 0). At the
+ * end the 4 states of each head are merged in shared memory in warp order, M = max m_w,
+ * L = sum l_w 2^(m_w - M), acc = sum O_w 2^(m_w - M), and the window's unnormalised (acc, m, l)
+ * go to scratch [T][H][max_splits][HD + 2] (m in natural-log units) for
+ * kiln_cuda_attention_combine. A row's bits depend only on its own position, context and
+ * max_splits, not on the batch. */
+template <int HD>
+static __global__ void __launch_bounds__(PF_THREADS)
+attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
+                        float sl2, float *scratch, int min_w, int max_splits) {
+    extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16; then the merge */
+    constexpr int CH = HD / 8, KS = HD / 16, DT = HD / 8;
+    const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int G = H / KV, p = pos[t], nctx = p + 1;
+    const int w = kiln_att_window(nctx, min_w, max_splits, PF_BC), j_first = z * w;
+    if (j_first > p) return; /* uniform over the block, before any barrier or copy */
+    const int j_stop = min(j_first + w, nctx) - 1;
+    const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
+    const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
+    const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
+    const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
+    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
+    kiln_cp_commit();
+    if (n_kt > 1) {
+        pf_load_tile<HD>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
+        kiln_cp_commit();
+    }
+
+    /* Q of rows gid and gid + 8 (heads h0, h1) as A fragments, rounded to bf16 */
+    const int h0 = kvh * G + min(gid, G - 1), h1 = kvh * G + min(gid + 8, G - 1);
+    uint32_t qa[KS][4];
+    {
+        const float *q0 = q + (int64_t)t * q_stride + (int64_t)h0 * HD + 2 * tig;
+        const float *q1 = q + (int64_t)t * q_stride + (int64_t)h1 * HD + 2 * tig;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            float2 x00 = *(const float2 *)(q0 + ks * 16), x01 = *(const float2 *)(q0 + ks * 16 + 8);
+            float2 x10 = *(const float2 *)(q1 + ks * 16), x11 = *(const float2 *)(q1 + ks * 16 + 8);
+            qa[ks][0] = pf_pack_bf16(x00.x, x00.y);
+            qa[ks][1] = pf_pack_bf16(x10.x, x10.y);
+            qa[ks][2] = pf_pack_bf16(x01.x, x01.y);
+            qa[ks][3] = pf_pack_bf16(x11.x, x11.y);
+        }
+    }
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
+        if (kt + 1 < n_kt) kiln_cp_wait<1>();
+        else kiln_cp_wait<0>();
+        __syncthreads();
+        const int j0 = (kt0 + kt) * PF_BC + 16 * warp; /* this warp's first key */
+        if (j0 <= j_stop) {
+            const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
+            /* S = Q K^T: 16 rows x this warp's 16 keys (n-tiles 0, 1) */
+            float s[2][4];
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+                for (int kp = 0; kp < KS / 2; kp++) {
+                    int key = 16 * warp + nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
+                    uint32_t b[4];
+                    kiln_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+                    kiln_mma16816<true>(s[nt], qa[2 * kp], b[0], b[1]);
+                    kiln_mma16816<true>(s[nt], qa[2 * kp + 1], b[2], b[3]);
+                }
+            }
+            /* online softmax; key j0 (<= j_stop) is in every slice this warp runs: mn is finite */
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float v = s[nt][2 * hh + e] * sl2;
+                        if (j0 + nt * 8 + 2 * tig + e > j_stop) v = -INFINITY;
+                        s[nt][2 * hh + e] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
+                m[hh] = mn;
+                float ls = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        float pv = pf_exp2(s[nt][2 * hh + e] - mn);
+                        s[nt][2 * hh + e] = pv;
+                        ls += pv;
+                    }
+                l[hh] = l[hh] * corr + ls;
+#pragma unroll
+                for (int d = 0; d < DT; d++) {
+                    o[d][2 * hh] *= corr;
+                    o[d][2 * hh + 1] *= corr;
+                }
+            }
+            /* O += P V: one k-step of this warp's 16 keys */
+            uint32_t pa[4];
+            pa[0] = pf_pack_bf16(s[0][0], s[0][1]);
+            pa[1] = pf_pack_bf16(s[0][2], s[0][3]);
+            pa[2] = pf_pack_bf16(s[1][0], s[1][1]);
+            pa[3] = pf_pack_bf16(s[1][2], s[1][3]);
+#pragma unroll
+            for (int dp = 0; dp < HD / 16; dp++) {
+                int key = 16 * warp + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
+                uint32_t b[4];
+                kiln_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+                kiln_mma16816<true>(o[2 * dp], pa, b[0], b[1]);
+                kiln_mma16816<true>(o[2 * dp + 1], pa, b[2], b[3]);
+            }
+        }
+        __syncthreads(); /* every warp is done with buffer kt & 1: refill it with tile kt + 2 */
+        if (kt + 2 < n_kt) {
+            pf_load_tile<HD>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
+            kiln_cp_commit();
+        }
+    }
+
+    /* merge the 4 warps' states: red[warp][row][HD + 2] f32 over the (now idle) tile buffers */
+    float *red = (float *)pf_smem;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float L = l[hh];
+        L += __shfl_xor_sync(0xffffffffu, L, 1);
+        L += __shfl_xor_sync(0xffffffffu, L, 2);
+        int row = gid + 8 * hh;
+        if (row >= G) continue;
+        float *r = red + ((int64_t)warp * 16 + row) * (HD + 2);
+#pragma unroll
+        for (int d = 0; d < DT; d++) *(float2 *)(r + d * 8 + 2 * tig) = make_float2(o[d][2 * hh], o[d][2 * hh + 1]);
+        if (tig == 0) {
+            r[HD] = m[hh];
+            r[HD + 1] = L;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * (HD + 1); i += PF_THREADS) {
+        int row = i / (HD + 1), d = i % (HD + 1); /* d == HD: the (m, l) pair */
+        float M = -INFINITY;
+#pragma unroll
+        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * 16 + row) * (HD + 2) + HD]);
+        float acc = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < 4; ww++) {
+            const float *r = red + ((int64_t)ww * 16 + row) * (HD + 2);
+            float f = pf_exp2(r[HD] - M); /* 0 for a warp that ran no key (m = -inf) */
+            acc += (d < HD ? r[d] : r[HD + 1]) * f;
+        }
+        float *sc = scratch + (((int64_t)t * H + kvh * G + row) * max_splits + z) * (HD + 2);
+        if (d < HD) sc[d] = acc;
+        else {
+            sc[HD] = M * 0.6931471805599453f;
+            sc[HD + 1] = acc;
+        }
+    }
+}
+
+template <int HD>
 static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                              const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
-                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, float *scratch, int min_w,
-                             int max_splits, cudaStream_t st) {
+                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, cudaStream_t st) {
     size_t smem = PF_SMEM(HD);
-    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD, SPLIT>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD);
-    dim3 grid((unsigned)n_tiles, (unsigned)KV, SPLIT ? (unsigned)max_splits : 1u);
-    attention_prefill_kernel<HD, SPLIT><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq,
-                                                                         block_table, max_blocks, H, KV, bs, tiles,
-                                                                         n_tiles, sl2, scratch, min_w, max_splits);
+    dim3 grid((unsigned)n_tiles, (unsigned)KV, 1u);
+    attention_prefill_kernel<HD><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq,
+                                                                 block_table, max_blocks, H, KV, bs, tiles, n_tiles,
+                                                                 sl2);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+/* grid (T rows, KV, max_splits), the windows' partial states into scratch */
+template <int HD>
+static cudaError_t dec_launch(const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+                              const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV,
+                              int bs, float *scratch, int min_w, int max_splits, cudaStream_t st) {
+    size_t smem = PF_SMEM(HD);
+    cudaError_t e = cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    float sl2 = 1.4426950408889634f / sqrtf((float)HD);
+    dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
+    attention_decode_kernel<HD><<<grid, PF_THREADS, smem, st>>>(q, q_stride, pool, pos, row_seq, block_table,
+                                                                max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -338,22 +509,21 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (n_tiles <= 0) return cudaSuccess;
     if (hd == 64)
-        return pf_launch<64, false>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                                    block_size, tiles, n_tiles, NULL, 1, 1, st);
-    return pf_launch<128, false>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                                 block_size, tiles, n_tiles, NULL, 1, 1, st);
+        return pf_launch<64>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
+                             block_size, tiles, n_tiles, st);
+    return pf_launch<128>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size,
+                          tiles, n_tiles, st);
 }
 
 extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd) {
     int n = 0;
     cudaError_t e = cudaErrorInvalidValue;
-    if (hd == 64 && cudaFuncSetAttribute(attention_prefill_kernel<64, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if (hd == 64 && cudaFuncSetAttribute(attention_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)PF_SMEM(64)) == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_prefill_kernel<64, true>, PF_THREADS, PF_SMEM(64));
-    else if (hd == 128 && cudaFuncSetAttribute(attention_prefill_kernel<128, true>,
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<64>, PF_THREADS, PF_SMEM(64));
+    else if (hd == 128 && cudaFuncSetAttribute(attention_decode_kernel<128>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PF_SMEM(128)) == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_prefill_kernel<128, true>, PF_THREADS,
-                                                          PF_SMEM(128));
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<128>, PF_THREADS, PF_SMEM(128));
     return e == cudaSuccess && n > 0 ? n : 1;
 }
 
@@ -362,17 +532,16 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                      int T, int H, int KV, int hd, int block_size, int min_w,
                                                      int max_splits, float *scratch, cudaStream_t st) {
-    if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
+    if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || H / KV > 16 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
         ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || !scratch || min_w < 1 || max_splits < 1 ||
         max_splits > 64 || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16))
         return cudaErrorInvalidValue;
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (T <= 0) return cudaSuccess;
-    cudaError_t e = hd == 64 ? pf_launch<64, true>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                   max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits, st)
-                             : pf_launch<128, true>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table,
-                                                    max_blocks, H, KV, block_size, NULL, T, scratch, min_w, max_splits,
-                                                    st);
+    cudaError_t e = hd == 64 ? dec_launch<64>(q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV,
+                                              block_size, scratch, min_w, max_splits, st)
+                             : dec_launch<128>(q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H,
+                                               KV, block_size, scratch, min_w, max_splits, st);
     if (e != cudaSuccess) return e;
     return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, st);
 }

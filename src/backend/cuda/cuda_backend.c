@@ -14,8 +14,10 @@
  *                              the other rows split over the context (attention.cu);
  *                              batch-invariant mode: all split
  *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
- *               gu[T][2F] f32 = xn Wgu^T  (Wgate|Wup concatenated; KILN_CUDA_GU_16BIT=1: adt from
- *                             cuBLASLt);  act[T][F] adt = silu(g) u  (swiglu.cu)
+ *               gu[T][2F] = xn Wgu^T  (Wgate|Wup concatenated; adt from cuBLASLt, as vLLM's
+ *                             merged gate_up output; f32 from GEMV / skinny, or with
+ *                             KILN_CUDA_GU_16BIT=0);  act[T][F] adt = silu(g) u  (swiglu.cu);
+ *                             the wide kernel writes act straight (SwiGLU in its epilogue)
  *               proj = act Wd^T
  *   xf[n][D] = rmsnorm(x + proj) of the last row of each sequence with seq_logits (gathered)
  *   logits[n][V] f32 = xf Wlm^T, then either drawn on the device (sample.cu: penalties from
@@ -148,9 +150,10 @@ typedef struct cuda_backend {
                           * KILN_CUDA_WIDE) */
     int wide_variant;    /* its pipeline shape (KILN_CUDA_WIDE_VARIANT, 0 = the kernel's default) */
     int wide_glu;        /* gate|up on skinny_wide.cu with SwiGLU fused (KILN_CUDA_WIDE_GLU, default 1) */
-    int gu_16bit;        /* KILN_CUDA_GU_16BIT=1: cuBLASLt writes gate|up in the weights' 16-bit type
-                          * (prefill +3% on the H100, but the 2-layer mistral-tiny step test then
-                          * drifts to 2.1e-2 from the CPU, past its 2e-2 bound: off by default) */
+    int gu_16bit;        /* cuBLASLt writes gate|up in the weights' 16-bit type (default; 0 with
+                          * KILN_CUDA_GU_16BIT=0: f32): prefill +3.5 % on the H100 (batch 16
+                          * 13,553 -> 14,030 tok/s, same call); the 2-layer mistral-tiny step
+                          * test's worst row went 0.0141 from the CPU (bound 3e-2) */
     int n_sm;          /* streaming multiprocessors (sizes the attention split) */
     /* CUDA graphs of decode steps: [n_graph_rows][n_graph_widths], rows 1, 2, 4, .., graph_max_rows */
     cudaGraphExec_t *graphs;
@@ -517,9 +520,10 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->decode_tc_rows = dtc && *dtc ? atoi(dtc) : 8;
     if (c->decode_tc_rows <= 0) c->decode_tc_rows = 1 << 30;
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
-    c->gu_16bit = g16 && strcmp(g16, "1") == 0;
+    c->gu_16bit = !(g16 && strcmp(g16, "0") == 0);
     const char *wd = getenv("KILN_CUDA_WIDE");
-    c->wide_min_rows = wd && *wd ? atoi(wd) : 5;
+    /* from 4 rows (H100, same call, SwiGLU fused: batch 4 16.89 -> 16.75 ms, batch 2 16.58 -> 16.61) */
+    c->wide_min_rows = wd && *wd ? atoi(wd) : 4;
     if (c->wide_min_rows < 0 || c->wide_min_rows > KILN_WIDE_MAX_ROWS || bc->batch_invariant) c->wide_min_rows = 0;
     const char *wv = getenv("KILN_CUDA_WIDE_VARIANT");
     c->wide_variant = wv && *wv ? atoi(wv) : 0;
@@ -664,11 +668,11 @@ fail:
 /* y = x W^T by one of four kernels, chosen per shape and row count (measured on the H100 for
  * the Devstral shapes: the GEMV / skinny microbenchmarks in tests/cuda/test_cuda_gemv.c and
  * docs/perf-notes.md):
- *   GEMV (gemv.cu, CUDA cores): wide matrices (gate|up, LM head, N >= 32768) up to 4 rows, the
+ *   GEMV (gemv.cu, CUDA cores): wide matrices (gate|up, LM head, N >= 32768) up to 3 rows, the
  *     others up to 2, with 2 rows per warp at 1 row and K < 16384, else 4;
  *   skinny (skinny.cu, tensor cores): wide matrices at 5..8 rows (gate|up 235 us vs 239, LM
  *     head 465 vs 475 at 8 rows; at 16 rows cuBLASLt is faster on every shape);
- *   wide (skinny_wide.cu, tensor cores, cp.async pipeline): wide matrices from 5 rows to 16
+ *   wide (skinny_wide.cu, tensor cores, cp.async pipeline): wide matrices from 4 rows to 16
  *     (gate|up with SwiGLU in its epilogue unless KILN_CUDA_WIDE_GLU=0);
  *   cuBLASLt otherwise (the down projection without split-K up to 16 rows, gemm.h).
  * Off in batch-invariant mode: a row's bits would change when the batch crosses a threshold.
@@ -929,7 +933,7 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     } else {
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
         /* gate|up comes out f32 from GEMV / skinny / wide, in the weights' 16-bit type from
-         * cuBLASLt when KILN_CUDA_GU_16BIT=1 */
+         * cuBLASLt unless KILN_CUDA_GU_16BIT=0 */
         LAUNCH(kiln_cuda_swiglu_in(c->act, c->adt, c->gu, gk != GEMM_LT ? KILN_DT_F32 : c->g_gu.ydt, T, F, c->st));
     }
     GEMM(&c->g_d, c->proj, c->act, w->wd, T);

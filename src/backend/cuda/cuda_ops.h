@@ -76,12 +76,14 @@ cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *
                                         const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                         const int32_t *block_table, int max_blocks, int H, int KV, int hd,
                                         int block_size, const int32_t *tiles, int n_tiles, cudaStream_t st);
-/* Decode rows on tensor cores, split over the context (attention_prefill.cu, SPLIT): every row
- * t < T is a one-row tile; its context is cut into windows of a multiple of 64 positions (at
+/* Decode rows on tensor cores, split over the context (attention_prefill.cu,
+ * attention_decode_kernel: the G <= 16 heads of a KV group are the MMA rows, the 4 warps split
+ * each key tile): every row t < T is one query position; its context is cut into windows of a
+ * multiple of 64 positions (at
  * most max_splits, at least min_w positions each, as the split kernel cuts them); grid (T, KV,
  * max_splits) writes the windows' states to scratch [T][H][max_splits][hd + 2] and
  * kiln_cuda_attention_combine merges them into out. Same argument rules as
- * kiln_cuda_attention_prefill. kiln_cuda_attention_decode_tc_blocks_per_sm: resident CTAs per
+ * kiln_cuda_attention_prefill, and G = H / KV <= 16. kiln_cuda_attention_decode_tc_blocks_per_sm: resident CTAs per
  * SM of the pass-1 kernel (occupancy query, 1 when unknown). */
 cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float *q, int q_stride,
                                           const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
