@@ -122,8 +122,9 @@ typedef struct cuda_backend {
      * go in tiles; the other rows (decodes, short chunks) form runs for the split kernel */
     int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
     int decode_tc_rows;             /* steps of >= this many rows put every row on tensor cores
-                                     * (KILN_CUDA_DECODE_TC, default 16; 0 = never; H100: batch 16
-                                     * 843 -> 852 tok/s, batch 8 444 -> 440, so not at 8) */
+                                     * (KILN_CUDA_DECODE_TC, default 2; 0 = never; H100, same call,
+                                     * attention_decode_kernel against the split kernel: batch 2
+                                     * 16.56 -> 16.44 ms, batch 4 16.73 -> 16.57) */
     unsigned char *pf_covered;      /* host [max_tokens] */
     int32_t *run_a, *run_b;         /* host [max_tokens] runs of uncovered rows [run_a, run_b) */
     float *logits_h; /* pinned [max_seqs][V] */
@@ -517,7 +518,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->gemv_max_rows = gv && *gv ? atoi(gv) : KILN_GEMV_MAX_ROWS;
     if (c->gemv_max_rows < 0 || c->gemv_max_rows > KILN_GEMV_MAX_ROWS || bc->batch_invariant) c->gemv_max_rows = 0;
     const char *dtc = getenv("KILN_CUDA_DECODE_TC");
-    c->decode_tc_rows = dtc && *dtc ? atoi(dtc) : 8;
+    c->decode_tc_rows = dtc && *dtc ? atoi(dtc) : 2;
     if (c->decode_tc_rows <= 0) c->decode_tc_rows = 1 << 30;
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
     c->gu_16bit = !(g16 && strcmp(g16, "0") == 0);
