@@ -71,6 +71,7 @@
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
+#define MIXED_TC_ROWS 8     /* mixed steps this wide put their decodes in one-row prefill tiles */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
 #define MAX_DEV_ALLOCS_FIXED (40 + 1)
@@ -122,9 +123,10 @@ typedef struct cuda_backend {
      * go in tiles; the other rows (decodes, short chunks) form runs for the split kernel */
     int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
     int decode_tc_rows;             /* steps of >= this many rows put every row on tensor cores
-                                     * (KILN_CUDA_DECODE_TC, default 2; 0 = never; H100, same call,
-                                     * attention_decode_kernel against the split kernel: batch 2
-                                     * 16.56 -> 16.44 ms, batch 4 16.73 -> 16.57) */
+                                     * (KILN_CUDA_DECODE_TC, default 1: always; 0 = never; H100,
+                                     * attention_decode_kernel against the split kernel, same call:
+                                     * batch 2 16.56 -> 16.44 ms, batch 4 16.73 -> 16.57; batch 1
+                                     * 16.15 -> 16.00 in another) */
     unsigned char *pf_covered;      /* host [max_tokens] */
     int32_t *run_a, *run_b;         /* host [max_tokens] runs of uncovered rows [run_a, run_b) */
     float *logits_h; /* pinned [max_seqs][V] */
@@ -518,7 +520,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->gemv_max_rows = gv && *gv ? atoi(gv) : KILN_GEMV_MAX_ROWS;
     if (c->gemv_max_rows < 0 || c->gemv_max_rows > KILN_GEMV_MAX_ROWS || bc->batch_invariant) c->gemv_max_rows = 0;
     const char *dtc = getenv("KILN_CUDA_DECODE_TC");
-    c->decode_tc_rows = dtc && *dtc ? atoi(dtc) : 2;
+    c->decode_tc_rows = dtc && *dtc ? atoi(dtc) : 1;
     if (c->decode_tc_rows <= 0) c->decode_tc_rows = 1 << 30;
     const char *g16 = getenv("KILN_CUDA_GU_16BIT");
     c->gu_16bit = !(g16 && strcmp(g16, "0") == 0);
@@ -1209,10 +1211,13 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         memcpy(bt + (size_t)i * bt_w, s->block_table + (size_t)i * s->max_blocks_per_seq, (size_t)bt_w * 4);
     /* prefill tiles, then the runs of the remaining rows (each run: one split-kernel launch per layer) */
     if (c->pf_tile_rows > 0)
-        /* a step of many rows sends its decodes to the tensor-core kernel too (one tile per
-         * row, the whole context per block): at batch 16 that is 128 blocks streaming K/V with
-         * cp.async, against the split kernel's ~1 TB/s there; small steps keep the split */
-        p.n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, T >= c->decode_tc_rows ? 1 : PREFILL_MIN_ROWS,
+        /* an all-decode step (one row per sequence) of >= decode_tc_rows rows goes to
+         * attention_decode_kernel (tc_splits below); a mixed step of >= MIXED_TC_ROWS rows sends
+         * its decodes to the prefill kernel too (one tile per row, the whole context per block:
+         * at 16 rows 128 blocks streaming K/V with cp.async, against the split kernel's ~1 TB/s
+         * there); smaller mixed steps keep the split kernel for them */
+        p.n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S,
+                                            T >= (T == S ? c->decode_tc_rows : MIXED_TC_ROWS) ? 1 : PREFILL_MIN_ROWS,
                                             c->pf_tile_rows, tiles, c->pf_max_tiles, c->pf_covered);
     else
         memset(c->pf_covered, 0, (size_t)T);
