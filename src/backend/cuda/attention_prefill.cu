@@ -91,13 +91,140 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t 
     }
 }
 
+/* Issue key tiles kt0 and kt0 + 1 (when n_kt > 1) into the two buffers, each its own group. */
+template <int HD>
+static __device__ __forceinline__ void pf_start(uint32_t s_base, uint32_t buf_bytes, const uint16_t *pool,
+                                                const int32_t *bt, int bs, int KV, int kvh, int j_first, int j_stop,
+                                                int kt0, int n_kt) {
+    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
+    kiln_cp_commit();
+    if (n_kt > 1) {
+        pf_load_tile<HD>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
+        kiln_cp_commit();
+    }
+}
+
+/* Wait until tile kt (of n_kt; tile kt + 1 may still be in flight) has landed for every thread. */
+static __device__ __forceinline__ void pf_wait(int kt, int n_kt) {
+    if (kt + 1 < n_kt) kiln_cp_wait<1>();
+    else kiln_cp_wait<0>();
+    __syncthreads();
+}
+
+/* After tile kt: once every warp is done with its buffer (kt & 1), refill it with tile kt + 2. */
+template <int HD>
+static __device__ __forceinline__ void pf_refill(uint32_t s_base, uint32_t buf_bytes, const uint16_t *pool,
+                                                 const int32_t *bt, int bs, int KV, int kvh, int j_stop, int kt0,
+                                                 int kt, int n_kt) {
+    __syncthreads();
+    if (kt + 2 < n_kt) {
+        pf_load_tile<HD>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
+        kiln_cp_commit();
+    }
+}
+
+/* Q as A fragments (bf16x2): q0, q1 = f32 rows gid and gid + 8, already offset by 2 tig. */
+template <int KS>
+static __device__ __forceinline__ void pf_load_q(uint32_t (*qa)[4], const float *q0, const float *q1) {
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        float2 x00 = *(const float2 *)(q0 + ks * 16), x01 = *(const float2 *)(q0 + ks * 16 + 8);
+        float2 x10 = *(const float2 *)(q1 + ks * 16), x11 = *(const float2 *)(q1 + ks * 16 + 8);
+        qa[ks][0] = pf_pack_bf16(x00.x, x00.y); /* row gid,   dims 16ks + 2tig, +1 */
+        qa[ks][1] = pf_pack_bf16(x10.x, x10.y); /* row gid+8, same dims */
+        qa[ks][2] = pf_pack_bf16(x01.x, x01.y); /* row gid,   dims 16ks + 8 + 2tig, +1 */
+        qa[ks][3] = pf_pack_bf16(x11.x, x11.y); /* row gid+8 */
+    }
+}
+
+/* S = Q K^T over NT n-tiles of 8 keys: key rows k0 + 8nt .. +7 of the staged tile sk. */
+template <int HD, int NT>
+static __device__ __forceinline__ void pf_scores(float (*s)[4], const uint32_t (*qa)[4], uint32_t sk, int k0,
+                                                 int lane) {
+    constexpr int CH = HD / 8, KS = HD / 16;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kp = 0; kp < KS / 2; kp++) {
+            /* matrix i = lane >> 3: keys k0 + 8nt .. +7 (row lane & 7), dims 32kp + 8i .. +7 */
+            int key = k0 + nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
+            uint32_t b[4];
+            kiln_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+            kiln_mma16816<true>(s[nt], qa[2 * kp], b[0], b[1]);
+            kiln_mma16816<true>(s[nt], qa[2 * kp + 1], b[2], b[3]);
+        }
+    }
+}
+
+/* Online softmax of row hh (0: row gid, 1: row gid + 8) over its NT x 8 scores, which lie in
+ * the 4 lanes of its quad (s[nt][2hh + e] is key j0 + 8nt + 2tig + e): scale by sl2 (log2
+ * domain), keys > lim are -inf when mask, then m, l and O (DT n-tiles) are rescaled and the
+ * scores become P. The caller guarantees one unmasked key in the row's first run (m finite). */
+template <int NT, int DT>
+static __device__ __forceinline__ void pf_softmax(float (*s)[4], float (*o)[4], float *m, float *l, int hh, float sl2,
+                                                  int mask, int j0, int lim, int tig) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float v = s[nt][2 * hh + e] * sl2;
+            if (mask && j0 + nt * 8 + 2 * tig + e > lim) v = -INFINITY;
+            s[nt][2 * hh + e] = v;
+            mx = fmaxf(mx, v);
+        }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
+    m[hh] = mn;
+    float ls = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float p = pf_exp2(s[nt][2 * hh + e] - mn);
+            s[nt][2 * hh + e] = p;
+            ls += p;
+        }
+    l[hh] = l[hh] * corr + ls;
+#pragma unroll
+    for (int d = 0; d < DT; d++) {
+        o[d][2 * hh] *= corr;
+        o[d][2 * hh + 1] *= corr;
+    }
+}
+
+/* O += P V for one k-step of 16 keys: P from the C layout of n-tiles s0 (keys 0-7) and s1
+ * (keys 8-15), V rows k0 .. k0 + 15 of the staged tile sv by .trans. */
+template <int HD>
+static __device__ __forceinline__ void pf_pv(float (*o)[4], const float *s0, const float *s1, uint32_t sv, int k0,
+                                             int lane) {
+    constexpr int CH = HD / 8;
+    uint32_t pa[4];
+    pa[0] = pf_pack_bf16(s0[0], s0[1]); /* row gid,   keys 2tig, +1 */
+    pa[1] = pf_pack_bf16(s0[2], s0[3]); /* row gid+8, keys 2tig, +1 */
+    pa[2] = pf_pack_bf16(s1[0], s1[1]); /* row gid,   keys 8 + 2tig, +1 */
+    pa[3] = pf_pack_bf16(s1[2], s1[3]); /* row gid+8 */
+#pragma unroll
+    for (int dp = 0; dp < HD / 16; dp++) {
+        /* matrix i = lane >> 3: keys k0 + 8(i & 1) + (lane & 7), dims 16dp + 8(i >> 1) .. +7;
+         * registers 0, 1 = B of dim n-tile 2dp, registers 2, 3 = n-tile 2dp + 1 */
+        int key = k0 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
+        uint32_t b[4];
+        kiln_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
+        kiln_mma16816<true>(o[2 * dp], pa, b[0], b[1]);
+        kiln_mma16816<true>(o[2 * dp + 1], pa, b[2], b[3]);
+    }
+}
+
 template <int HD>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
                          int KV, int bs, const int32_t *tiles, int n_tiles, float sl2) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
-    constexpr int CH = HD / 8, KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
+    constexpr int KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
     const int tile = n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int first = tiles[2 * tile], n = tiles[2 * tile + 1];
@@ -108,15 +235,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
 
-    /* start loading the first two key tiles (both buffers) while Q is read: a decode window is
-     * only ~3 tiles, so the second tile's copies must not wait for Q's loads */
+    /* start loading the first two key tiles (both buffers) while Q is read */
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
-    kiln_cp_commit();
-    if (n_kt > 1) {
-        pf_load_tile<HD>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
-        kiln_cp_commit();
-    }
+    pf_start<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
     int prow[2], trow[2], hrow[2], valid[2];
@@ -131,108 +252,29 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     const int warp_max = __reduce_max_sync(0xffffffffu, max(prow[0], prow[1]));
     const int warp_min = __reduce_min_sync(0xffffffffu, min(prow[0], prow[1]));
     uint32_t qa[KS][4];
-    {
-        const float *q0 = q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig;
-        const float *q1 = q + (int64_t)trow[1] * q_stride + (int64_t)hrow[1] * HD + 2 * tig;
-#pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
-            float2 x00 = *(const float2 *)(q0 + ks * 16), x01 = *(const float2 *)(q0 + ks * 16 + 8);
-            float2 x10 = *(const float2 *)(q1 + ks * 16), x11 = *(const float2 *)(q1 + ks * 16 + 8);
-            qa[ks][0] = pf_pack_bf16(x00.x, x00.y); /* row gid,   dims 16ks + 2tig, +1 */
-            qa[ks][1] = pf_pack_bf16(x10.x, x10.y); /* row gid+8, same dims */
-            qa[ks][2] = pf_pack_bf16(x01.x, x01.y); /* row gid,   dims 16ks + 8 + 2tig, +1 */
-            qa[ks][3] = pf_pack_bf16(x11.x, x11.y); /* row gid+8 */
-        }
-    }
+    pf_load_q<KS>(qa, q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig,
+                  q + (int64_t)trow[1] * q_stride + (int64_t)hrow[1] * HD + 2 * tig);
     float o[DT][4];
 #pragma unroll
     for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
-        if (kt + 1 < n_kt) kiln_cp_wait<1>(); /* tile kt has landed (this thread's copies) */
-        else kiln_cp_wait<0>();
-        __syncthreads(); /* ... and every thread's */
+        pf_wait(kt, n_kt);
         const int j0 = (kt0 + kt) * PF_BC;
         if (j0 <= warp_max) {
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
-            /* S = Q K^T: 16 query rows x 64 keys */
-            float s[NT][4];
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++) {
-                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-                for (int kp = 0; kp < KS / 2; kp++) {
-                    /* matrix i = lane >> 3: keys 8nt..8nt+7 (row lane & 7), dims 32kp + 8i..+7 */
-                    int key = nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
-                    uint32_t b[4];
-                    kiln_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-                    kiln_mma16816<true>(s[nt], qa[2 * kp], b[0], b[1]);
-                    kiln_mma16816<true>(s[nt], qa[2 * kp + 1], b[2], b[3]);
-                }
-            }
-            /* online softmax per row (hh = 0: row gid, 1: row gid + 8); a row's 64 scores lie in
-             * the 4 lanes of its quad: s[nt][2hh + e] is key j0 + 8nt + 2tig + e */
+            float s[NT][4]; /* S = Q K^T: 16 query rows x 64 keys */
+            pf_scores<HD, NT>(s, qa, sk, 0, lane);
+            /* key j_first (<= every row's position) lies in the first tile, which every warp
+             * runs: m is finite from then on; only tiles past the warp's smallest position mask */
             const int diag = j0 + PF_BC - 1 > warp_min;
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                float mx = -INFINITY;
+            for (int hh = 0; hh < 2; hh++) pf_softmax<NT, DT>(s, o, m, l, hh, sl2, diag, j0, prow[hh], tig);
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float v = s[nt][2 * hh + e] * sl2;
-                        if (diag && j0 + nt * 8 + 2 * tig + e > prow[hh]) v = -INFINITY;
-                        s[nt][2 * hh + e] = v;
-                        mx = fmaxf(mx, v);
-                    }
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                /* key j_first (<= every row's position) lies in the first tile, which every
-                 * warp runs: m is finite from then on */
-                float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
-                m[hh] = mn;
-                float ls = 0.0f;
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float p = pf_exp2(s[nt][2 * hh + e] - mn);
-                        s[nt][2 * hh + e] = p;
-                        ls += p;
-                    }
-                l[hh] = l[hh] * corr + ls;
-#pragma unroll
-                for (int d = 0; d < DT; d++) {
-                    o[d][2 * hh] *= corr;
-                    o[d][2 * hh + 1] *= corr;
-                }
-            }
-            /* O += P V: k-step kk = keys 16kk..16kk+15 */
-#pragma unroll
-            for (int kk = 0; kk < PF_BC / 16; kk++) {
-                uint32_t pa[4];
-                pa[0] = pf_pack_bf16(s[2 * kk][0], s[2 * kk][1]);         /* row gid,   keys 2tig, +1 */
-                pa[1] = pf_pack_bf16(s[2 * kk][2], s[2 * kk][3]);         /* row gid+8, keys 2tig, +1 */
-                pa[2] = pf_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]); /* row gid,   keys 8 + 2tig, +1 */
-                pa[3] = pf_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]); /* row gid+8 */
-#pragma unroll
-                for (int dp = 0; dp < HD / 16; dp++) {
-                    /* matrix i = lane >> 3: keys 16kk + 8(i & 1) + (lane & 7), dims 16dp + 8(i >> 1)..+7;
-                     * registers 0, 1 = B of dim n-tile 2dp, registers 2, 3 = n-tile 2dp + 1 */
-                    int key = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
-                    uint32_t b[4];
-                    kiln_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-                    kiln_mma16816<true>(o[2 * dp], pa, b[0], b[1]);
-                    kiln_mma16816<true>(o[2 * dp + 1], pa, b[2], b[3]);
-                }
-            }
+            for (int kk = 0; kk < PF_BC / 16; kk++) pf_pv<HD>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane); /* keys 16kk .. +15 */
         }
-        __syncthreads(); /* every warp is done with buffer kt & 1: refill it with tile kt + 2 */
-        if (kt + 2 < n_kt) {
-            pf_load_tile<HD>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
-            kiln_cp_commit();
-        }
+        pf_refill<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
 
     /* finish: the row sum over the quad (fixed order), O / l, rows < n only */
@@ -311,7 +353,7 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
                         const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
                         float sl2, float *scratch, int min_w, int max_splits) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16; then the merge */
-    constexpr int CH = HD / 8, KS = HD / 16, DT = HD / 8;
+    constexpr int KS = HD / 16, DT = HD / 8;
     const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int G = H / KV, p = pos[t], nctx = p + 1;
@@ -322,108 +364,30 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
-    kiln_cp_commit();
-    if (n_kt > 1) {
-        pf_load_tile<HD>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
-        kiln_cp_commit();
-    }
+    pf_start<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
 
     /* Q of rows gid and gid + 8 (heads h0, h1) as A fragments, rounded to bf16 */
     const int h0 = kvh * G + min(gid, G - 1), h1 = kvh * G + min(gid + 8, G - 1);
     uint32_t qa[KS][4];
-    {
-        const float *q0 = q + (int64_t)t * q_stride + (int64_t)h0 * HD + 2 * tig;
-        const float *q1 = q + (int64_t)t * q_stride + (int64_t)h1 * HD + 2 * tig;
-#pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
-            float2 x00 = *(const float2 *)(q0 + ks * 16), x01 = *(const float2 *)(q0 + ks * 16 + 8);
-            float2 x10 = *(const float2 *)(q1 + ks * 16), x11 = *(const float2 *)(q1 + ks * 16 + 8);
-            qa[ks][0] = pf_pack_bf16(x00.x, x00.y);
-            qa[ks][1] = pf_pack_bf16(x10.x, x10.y);
-            qa[ks][2] = pf_pack_bf16(x01.x, x01.y);
-            qa[ks][3] = pf_pack_bf16(x11.x, x11.y);
-        }
-    }
+    pf_load_q<KS>(qa, q + (int64_t)t * q_stride + (int64_t)h0 * HD + 2 * tig,
+                  q + (int64_t)t * q_stride + (int64_t)h1 * HD + 2 * tig);
     float o[DT][4];
 #pragma unroll
     for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
-        if (kt + 1 < n_kt) kiln_cp_wait<1>();
-        else kiln_cp_wait<0>();
-        __syncthreads();
+        pf_wait(kt, n_kt);
         const int j0 = (kt0 + kt) * PF_BC + 16 * warp; /* this warp's first key */
-        if (j0 <= j_stop) {
+        if (j0 <= j_stop) { /* key j0 is unmasked: m is finite */
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
-            /* S = Q K^T: 16 rows x this warp's 16 keys (n-tiles 0, 1) */
-            float s[2][4];
+            float s[2][4]; /* S = Q K^T: 16 rows x this warp's 16 keys */
+            pf_scores<HD, 2>(s, qa, sk, 16 * warp, lane);
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-                for (int kp = 0; kp < KS / 2; kp++) {
-                    int key = 16 * warp + nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
-                    uint32_t b[4];
-                    kiln_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-                    kiln_mma16816<true>(s[nt], qa[2 * kp], b[0], b[1]);
-                    kiln_mma16816<true>(s[nt], qa[2 * kp + 1], b[2], b[3]);
-                }
-            }
-            /* online softmax; key j0 (<= j_stop) is in every slice this warp runs: mn is finite */
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {
-                float mx = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float v = s[nt][2 * hh + e] * sl2;
-                        if (j0 + nt * 8 + 2 * tig + e > j_stop) v = -INFINITY;
-                        s[nt][2 * hh + e] = v;
-                        mx = fmaxf(mx, v);
-                    }
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
-                m[hh] = mn;
-                float ls = 0.0f;
-#pragma unroll
-                for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float pv = pf_exp2(s[nt][2 * hh + e] - mn);
-                        s[nt][2 * hh + e] = pv;
-                        ls += pv;
-                    }
-                l[hh] = l[hh] * corr + ls;
-#pragma unroll
-                for (int d = 0; d < DT; d++) {
-                    o[d][2 * hh] *= corr;
-                    o[d][2 * hh + 1] *= corr;
-                }
-            }
-            /* O += P V: one k-step of this warp's 16 keys */
-            uint32_t pa[4];
-            pa[0] = pf_pack_bf16(s[0][0], s[0][1]);
-            pa[1] = pf_pack_bf16(s[0][2], s[0][3]);
-            pa[2] = pf_pack_bf16(s[1][0], s[1][1]);
-            pa[3] = pf_pack_bf16(s[1][2], s[1][3]);
-#pragma unroll
-            for (int dp = 0; dp < HD / 16; dp++) {
-                int key = 16 * warp + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
-                uint32_t b[4];
-                kiln_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-                kiln_mma16816<true>(o[2 * dp], pa, b[0], b[1]);
-                kiln_mma16816<true>(o[2 * dp + 1], pa, b[2], b[3]);
-            }
+            for (int hh = 0; hh < 2; hh++) pf_softmax<2, DT>(s, o, m, l, hh, sl2, 1, j0, j_stop, tig);
+            pf_pv<HD>(o, s[0], s[1], sv, 16 * warp, lane);
         }
-        __syncthreads(); /* every warp is done with buffer kt & 1: refill it with tile kt + 2 */
-        if (kt + 2 < n_kt) {
-            pf_load_tile<HD>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
-            kiln_cp_commit();
-        }
+        pf_refill<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
 
     /* merge the 4 warps' states: red[warp][row][HD + 2] f32 over the (now idle) tile buffers */
