@@ -41,6 +41,8 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
                        int bs, int min_w, int max_splits, int rows_per_block, float scale) {
     __shared__ float s_k[ATT_TILE][32 * PL];
     __shared__ float s_v[ATT_TILE][32 * PL];
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     int kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int G = H / KV;
@@ -205,6 +207,8 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
     constexpr int LP = HD / 8, PPW = 32 / LP, NG = ATT_WARPS * PPW, U = 4;
     __shared__ float s_m[NG][G], s_l[NG][G];
     __shared__ float s_acc[NG][G][HD];
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int sub = lane / LP, d0 = (lane % LP) * 8, grp = warp * PPW + sub;
@@ -321,6 +325,8 @@ static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const
                                                 int H, int hd, int min_w, int max_splits, int wr) {
     __shared__ float s_f[64];
     __shared__ float s_invl;
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     int t = blockIdx.x, h = blockIdx.y;
     int ns = pos[t] / kiln_att_window(pos[t] + 1, min_w, max_splits, wr) + 1;
     const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
@@ -387,9 +393,9 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     int G = H / KV, pl = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8, hpw = G <= 4 ? 1 : G <= 8 ? 2 : 4;
     int stream = (hd == 64 || hd == 128 || hd == 256) && (G == 1 || G == 2 || G == 4 || G == 8) && q_stride % 4 == 0;
 #define ATT_STREAM(HDV, GV)                                                                            \
-    attention_stream_kernel<HDV, GV><<<g1, ATT_WARPS * 32, 0, st>>>(scratch, q, q_stride, pool_layer, pos, row_seq, \
-                                                                    block_table, max_blocks, H, KV, block_size, split_w, \
-                                                                    max_splits, scale)
+    kiln_launch(T >= KILN_PDL_MIN_ROWS, attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
+                q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size, split_w,       \
+                max_splits, scale)
 #define ATT_STREAM_G(HDV)                                                                              \
     do {                                                                                               \
         if (G == 1) ATT_STREAM(HDV, 1);                                                                \
@@ -398,9 +404,9 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
         else ATT_STREAM(HDV, 8);                                                                       \
     } while (0)
 #define ATT_LAUNCH(PLV, HPWV)                                                                          \
-    attention_split_kernel<PLV, HPWV><<<g1, ATT_WARPS * 32, 0, st>>>(                                  \
-        scratch, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV, hd, block_size, split_w, \
-        max_splits, 1, scale)
+    kiln_launch(T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
+                q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV, hd, block_size, split_w, \
+                max_splits, 1, scale)
 #define ATT_LAUNCH_PL(PLV)                                                                             \
     do {                                                                                               \
         if (hpw == 1) ATT_LAUNCH(PLV, 1);                                                              \
@@ -422,7 +428,9 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     if (e != cudaSuccess) return e;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    attention_combine_kernel<<<g2, threads, 0, st>>>(out, adt, scratch, pos, H, hd, split_w, max_splits, ATT_TILE);
+    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, split_w, max_splits,
+                ATT_TILE);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -436,6 +444,8 @@ extern "C" cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, co
         return cudaErrorInvalidValue;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    attention_combine_kernel<<<g2, threads, 0, st>>>(out, adt, scratch, pos, H, hd, min_w, max_splits, wr);
+    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, min_w, max_splits,
+                wr);
     KILN_CUDA_CHECK_LAUNCH();
 }

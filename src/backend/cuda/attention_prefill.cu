@@ -224,6 +224,8 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
                          int KV, int bs, const int32_t *tiles, int n_tiles, float sl2) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     constexpr int KS = HD / 16, NT = PF_BC / 8, DT = HD / 8;
     const int tile = n_tiles - 1 - (int)blockIdx.x, kvh = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
@@ -272,7 +274,8 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) pf_softmax<NT, DT>(s, o, m, l, hh, sl2, diag, j0, prow[hh], tig);
 #pragma unroll
-            for (int kk = 0; kk < PF_BC / 16; kk++) pf_pv<HD>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane); /* keys 16kk .. +15 */
+            for (int kk = 0; kk < PF_BC / 16; kk++) /* keys 16kk .. +15 */
+                pf_pv<HD>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane);
         }
         pf_refill<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
@@ -353,6 +356,8 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
                         const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
                         float sl2, float *scratch, int min_w, int max_splits) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16; then the merge */
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     constexpr int KS = HD / 16, DT = HD / 8;
     const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
@@ -439,9 +444,8 @@ static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_st
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD);
     dim3 grid((unsigned)n_tiles, (unsigned)KV, 1u);
-    attention_prefill_kernel<HD><<<grid, PF_THREADS, smem, st>>>(out, adt, q, q_stride, pool, pos, row_seq,
-                                                                 block_table, max_blocks, H, KV, bs, tiles, n_tiles,
-                                                                 sl2);
+    kiln_launch(true, attention_prefill_kernel<HD>, grid, dim3(PF_THREADS), smem, st, out, adt, q, q_stride, pool, pos,
+                row_seq, block_table, max_blocks, H, KV, bs, tiles, n_tiles, sl2);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -456,8 +460,9 @@ static cudaError_t dec_launch(const float *q, int q_stride, const uint16_t *pool
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD);
     dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
-    attention_decode_kernel<HD><<<grid, PF_THREADS, smem, st>>>(q, q_stride, pool, pos, row_seq, block_table,
-                                                                max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits);
+    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                attention_decode_kernel<HD>, grid, dim3(PF_THREADS), smem, st, q, q_stride, pool, pos, row_seq,
+                block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits);
     KILN_CUDA_CHECK_LAUNCH();
 }
 

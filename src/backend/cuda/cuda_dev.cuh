@@ -5,7 +5,51 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include "model/dtype.h"
+
+/* Programmatic dependent launch (sm_90). A kernel launched by kiln_launch may start while the
+ * kernel before it in the stream still runs, so the next kernel's prologue (launch, index math,
+ * its first weight loads) overlaps this one's tail. kiln_pdl_wait() blocks until that earlier
+ * kernel has completed and its writes are visible; a kernel launched this way must call it
+ * before it reads anything an earlier kernel of the step wrote, and before it writes anything
+ * (the earlier kernel may still read it). Only weights (never written during a step) and the
+ * step descriptor (copied before the step's first kernel) may be read before it. The chain is
+ * transitive: every such kernel waits before it can complete. kiln_pdl_trigger() lets the next
+ * kernel be scheduled (it then waits in its own kiln_pdl_wait). Both are no-ops in a kernel
+ * launched without the attribute. */
+static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+static __device__ __forceinline__ void kiln_pdl_trigger(void) {
+    asm volatile("griddepcontrol.launch_dependents;\n" ::);
+}
+
+/* Launch k<<<grid, block, smem, st>>>(args), with programmatic stream serialization when pdl
+ * (the kernel must follow the kiln_pdl_wait rule) unless KILN_CUDA_PDL=0 (read at each launch;
+ * the graphs capture launches once). The launchers pass pdl = rows >= KILN_PDL_MIN_ROWS: on the
+ * H100 (Devstral shape, same call) PDL took batch 4 / 8 / 16 from 16.59 / 16.80 / 17.23 ms to
+ * 16.37 / 16.61 / 17.01, where cuBLASLt and the wide kernel leave 0.3-0.6 us between kernels,
+ * but batch 1 / 2 from 16.23 / 16.65 to 16.80 / 17.60: their GEMV chains have 0.08 us gaps in
+ * the graphs, and each release of a waiting kernel cost more than that. */
+#define KILN_PDL_MIN_ROWS 4
+template <typename... P, typename... A>
+static cudaError_t kiln_launch(bool pdl, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                               A... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cudaLaunchAttribute at{};
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    const char *e = getenv("KILN_CUDA_PDL");
+    if (pdl && !(e && strcmp(e, "0") == 0)) {
+        cfg.attrs = &at;
+        cfg.numAttrs = 1;
+    }
+    return cudaLaunchKernelEx(&cfg, k, ((P)args)...);
+}
 
 /* element i of a f32/f16/bf16 array as f32 (exact) */
 static __device__ __forceinline__ float kiln_ld(kiln_dtype dt, const void *p, int64_t i) {

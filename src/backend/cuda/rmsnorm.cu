@@ -41,6 +41,8 @@ static __device__ __forceinline__ void st4(kiln_dtype adt, void *out, int64_t i,
 static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
                                               const float *w, void *out, kiln_dtype adt, int D, float eps) {
     __shared__ float red[32];
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int r = blockIdx.x;
     int64_t src = rows ? (int64_t)rows[r] : (int64_t)r;
     float4 *xr = (float4 *)(x + src * D);
@@ -84,6 +86,8 @@ static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, cons
 static __global__ void add_rmsnorm_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
                                           const float *w, void *out, kiln_dtype adt, int D, float eps) {
     __shared__ float red[32];
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int r = blockIdx.x;
     int64_t src = rows ? (int64_t)rows[r] : (int64_t)r;
     float *xr = x + src * D;
@@ -111,8 +115,12 @@ extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const
     if (T <= 0) return cudaSuccess;
     if (rows && write_back) return cudaErrorInvalidValue;
     if (D % 4 == 0 && D / 4 <= 1024 * RMS_VEC)
-        add_rmsnorm_vec_kernel<<<T, rms_threads(D), 0, st>>>(x, delta, rows, write_back, w, out, adt, D, eps);
+        kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                add_rmsnorm_vec_kernel, dim3(T), dim3(rms_threads(D)), 0, st, x, delta, rows, write_back, w, out,
+                    adt, D, eps);
     else
-        add_rmsnorm_kernel<<<T, 256, 0, st>>>(x, delta, rows, write_back, w, out, adt, D, eps);
+        kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                add_rmsnorm_kernel, dim3(T), dim3(256), 0, st, x, delta, rows, write_back, w,
+                    out, adt, D, eps);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -18,6 +18,8 @@ static __device__ __forceinline__ int64_t pool_index(int64_t blk, int kv, int h,
  * own angle (double pow / sincos), so the ~40 heads of a row run in parallel instead of a loop. */
 static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool, int H,
                                       int KV, int hd, int bs, double theta, int interleaved, int hpb) {
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int t = blockIdx.x;
     int half = hd / 2;
     int64_t stride = (int64_t)(H + 2 * KV) * hd;
@@ -67,6 +69,8 @@ extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const i
     if (threads < 32) threads = 32;
     int n_groups = (H + KV + hpb - 1) / hpb;
     dim3 grid((unsigned)T, (unsigned)(n_groups + 1));
-    rope_kv_kernel<<<grid, threads, 0, st>>>(qkv, pos, slots, pool_layer, H, KV, hd, block_size, theta, interleaved, hpb);
+    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                rope_kv_kernel, grid, dim3(threads), 0, st, qkv, pos, slots, pool_layer, H, KV, hd, block_size, theta,
+                interleaved, hpb);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -101,11 +101,10 @@ static __device__ __forceinline__ int wd_row(int b, int r, int BN, int N) {
     return j < N ? ((r & 8) ? N + j : j) : -1;
 }
 
-/* Issue the copies of item (tile b, k-tile kt) into the stage at shared address st. */
-template <int NT, int CH, bool PF, bool GLU>
-static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__restrict__ x,
-                                               const uint16_t *__restrict__ w, int T, int N, int K, int b, int kt,
-                                               uint64_t pol) {
+/* Issue the W copies of item (tile b, k-tile kt) into the stage at shared address st. */
+template <int CH, bool PF, bool GLU>
+static __device__ __forceinline__ void wd_load_w(uint32_t st, const uint16_t *__restrict__ w, int N, int K, int b,
+                                                 int kt, uint64_t pol) {
     constexpr int BN = WD_BN;
     constexpr int RSTEP = 256 / CH;            /* rows between a thread's W chunks */
     constexpr int NW = BN * CH / 256;          /* W chunks per thread */
@@ -118,10 +117,14 @@ static __device__ __forceinline__ void wd_load(uint32_t st, const uint16_t *__re
         const uint16_t *src = w + (int64_t)(ok ? n : 0) * K + k0;
         wd_cp16_pol<PF>(st + (uint32_t)r * CH * 16 + sw, src, ok, pol);
     }
-    if (tid < NT * 8 * CH) { /* x rows 0..8NT-1: one chunk per thread */
-        int t = r0, ok = t < T;
-        const uint16_t *src = x + (int64_t)(ok ? t : 0) * K + k0;
-        wd_cp16(st + BN * CH * 16 + (uint32_t)t * CH * 16 + sw, src, ok);
+}
+/* ... and its x copies (x rows 0..8NT-1: one chunk per thread) */
+template <int NT, int CH>
+static __device__ __forceinline__ void wd_load_x(uint32_t st, const uint16_t *__restrict__ x, int T, int K, int kt) {
+    const int tid = threadIdx.x, ch = tid % CH, t = tid / CH, ok = t < T;
+    if (tid < NT * 8 * CH) {
+        const uint16_t *src = x + (int64_t)(ok ? t : 0) * K + kt * CH * 8 + ch * 8;
+        wd_cp16(st + WD_BN * CH * 16 + (uint32_t)t * CH * 16 + (uint32_t)(ch ^ (t & 7)) * 16, src, ok);
     }
 }
 
@@ -143,13 +146,20 @@ wide_kernel(void *__restrict__ y, kiln_dtype ydt, const uint16_t *__restrict__ x
     const int total = my_tiles * nk; /* items of this CTA */
     uint64_t pol;
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    kiln_pdl_trigger();
 
-    /* loader position: item ld = (tile ld_b, k-tile ld_kt) */
+    /* loader position: item ld = (tile ld_b, k-tile ld_kt). The prologue's W copies go out
+     * before the PDL wait (weights), its x copies (the previous kernel's output) after it; all
+     * of the W copies land in the first commit group. */
     int ld = 0, ld_kt = 0, ld_b = (int)blockIdx.x;
+#pragma unroll
+    for (int s = 0; s < S - 1; s++)
+        if (s < total) wd_load_w<CH, PF, GLU>(sbase + s * SB, w, N, K, ld_b + (s / nk) * G, s % nk, pol);
+    kiln_pdl_wait();
 #pragma unroll
     for (int s = 0; s < S - 1; s++) {
         if (ld < total) {
-            wd_load<NT, CH, PF, GLU>(sbase + s * SB, x, w, T, N, K, ld_b, ld_kt, pol);
+            wd_load_x<NT, CH>(sbase + s * SB, x, T, K, ld_kt);
             if (++ld_kt == nk) { ld_kt = 0; ld_b += G; }
         }
         ld++;
@@ -171,7 +181,8 @@ wide_kernel(void *__restrict__ y, kiln_dtype ydt, const uint16_t *__restrict__ x
         __syncthreads();  /* ... every thread's, and every warp is done with item it - 1's stage */
         if (ld < total) {
             int s = rs == 0 ? S - 1 : rs - 1; /* (it + S - 1) % S */
-            wd_load<NT, CH, PF, GLU>(sbase + s * SB, x, w, T, N, K, ld_b, ld_kt, pol);
+            wd_load_w<CH, PF, GLU>(sbase + s * SB, w, N, K, ld_b, ld_kt, pol);
+            wd_load_x<NT, CH>(sbase + s * SB, x, T, K, ld_kt);
             if (++ld_kt == nk) { ld_kt = 0; ld_b += G; }
         }
         ld++;
@@ -200,7 +211,7 @@ wide_kernel(void *__restrict__ y, kiln_dtype ydt, const uint16_t *__restrict__ x
         }
         rs = rs == S - 1 ? 0 : rs + 1;
 
-        if (++kt == nk) { /* tile done: c[nt][2hh + e] = (W row 16 warp + gid + 8hh of the tile, x row 8nt + 2tig + e) */
+        if (++kt == nk) { /* tile done: c[nt][2hh + e] = (tile W row 16 warp + gid + 8hh, x row 8nt + 2tig + e) */
 #pragma unroll
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -245,8 +256,9 @@ static cudaError_t wd_launch(void *y, kiln_dtype ydt, const void *x, const void 
     int ntiles = (int)(((int64_t)N + per_tile - 1) / per_tile);
     int64_t g = (int64_t)sms * MINB;
     unsigned grid = (unsigned)(g < ntiles ? g : ntiles);
-    wide_kernel<NT, CH, S, MINB, PF, BF, GLU><<<grid, WD_WARPS * 32, smem, st>>>(
-        y, ydt, (const uint16_t *)x, (const uint16_t *)w, T, N, K, ntiles);
+    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                wide_kernel<NT, CH, S, MINB, PF, BF, GLU>, dim3(grid), dim3(WD_WARPS * 32), smem, st, y, ydt,
+                (const uint16_t *)x, (const uint16_t *)w, T, N, K, ntiles);
     KILN_CUDA_CHECK_LAUNCH();
 }
 

@@ -6,6 +6,8 @@
 #include "backend/cuda/cuda_dev.cuh"
 
 static __global__ void swiglu_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n) {
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int64_t total = (int64_t)T * n;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = k / n, i = k % n;
@@ -20,7 +22,8 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
     int64_t total = (int64_t)T * n;
     int64_t blocks = (total + 255) / 256;
     if (blocks > 65535) blocks = 65535;
-    swiglu_kernel<<<(unsigned)blocks, 256, 0, st>>>(out, adt, gu, gdt, T, n);
+    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+                swiglu_kernel, dim3((unsigned)blocks), dim3(256), 0, st, out, adt, gu, gdt, T, n);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
