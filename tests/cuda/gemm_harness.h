@@ -6,6 +6,7 @@
 #ifndef KILN_GEMM_HARNESS_H
 #define KILN_GEMM_HARNESS_H
 #include <math.h>
+#include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "util/alloc.h"
 
@@ -143,5 +144,63 @@ static inline void kg_check_rows(const kg_problem *p, const float *ref, kg_launc
         KT_CHECK(!touched, "%s %s N=%d K=%d: row %d alone wrote %d elements past row 0", what, nm, N, K, t, touched);
     }
     kiln_free(got);
+}
+
+/* a fused gate|up + SwiGLU kernel under test: act[t][j] = silu(g) u for T rows, variant v */
+typedef cudaError_t (*kg_launch_glu)(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype dt, int T,
+                                     int F, int K, int v);
+
+/* The fused kernel f against the unfused pair on problem p (W = [gate; up], N = 2F): p->dy must
+ * hold the plain kernel's f32 output for all p->rows rows. For f32 / bf16 / f16 outputs, every
+ * T = 1..rows and variant 0..n_var-1: the same bytes as kiln_cuda_swiglu over p->dy, rows >= T
+ * untouched; the f32 output within 1e-5 relative L2 of silu(g) u of the double reference; and
+ * the refusal of a q8_0 output and a misaligned one. */
+static inline void kg_check_glu(const kg_problem *p, kg_launch_glu f, int n_var, const char *what) {
+    int MR = p->rows, N = p->N, F = N / 2, K = p->K;
+    const char *nm = kiln_dtype_name(p->dt);
+    static const kiln_dtype adts[3] = {KILN_DT_F32, KILN_DT_BF16, KILN_DT_F16};
+    size_t an = (size_t)MR * F;
+    void *dref = kc_dev(an * 4), *dact = kc_dev(an * 4);
+    unsigned char *ref = kiln_malloc(an * 4), *got = kiln_malloc(an * 4);
+    for (int a = 0; a < 3; a++) {
+        kiln_dtype adt = adts[a];
+        size_t es = kc_dtsize(adt);
+        CU(kiln_cuda_swiglu(dref, adt, p->dy, MR, F, 0));
+        kc_get(ref, dref, an * es);
+        if (adt == KILN_DT_F32) { /* silu(g) u of the double reference */
+            double num = 0, den = 0;
+            for (int t = 0; t < MR; t++)
+                for (int j = 0; j < F; j++) {
+                    double g = p->want[(size_t)t * N + j], u = p->want[(size_t)t * N + F + j];
+                    double want = g / (1.0 + exp(-g)) * u, d = ((const float *)ref)[(size_t)t * F + j] - want;
+                    num += d * d;
+                    den += want * want;
+                }
+            double e = den > 0 ? sqrt(num / den) : sqrt(num);
+            KT_CHECK(e <= 1e-5, "%s %s F=%d K=%d: rel L2 %g against silu(g) u of the double reference", what, nm, F, K,
+                     e);
+            printf("%s %-4s F=%-6d K=%-5d rel L2 %.3g\n", what, nm, F, K, e);
+        }
+        for (int T = 1; T <= MR; T++)
+            for (int v = 0; v < n_var; v++) {
+                kc_poison(dact, an * 4);
+                cudaError_t rc = f(dact, adt, p->dx, p->dw, p->dt, T, F, K, v);
+                KT_CHECK(rc == cudaSuccess, "%s %s F=%d K=%d T=%d v=%d launch: %s", what, nm, F, K, T, v,
+                         cudaGetErrorString(rc));
+                kc_get(got, dact, an * es);
+                int touched = 0;
+                for (size_t i = (size_t)T * F * es; i < an * es; i++) touched += got[i] != 0xff;
+                KT_CHECK(memcmp(got, ref, (size_t)T * F * es) == 0, "%s %s -> %s F=%d K=%d T=%d v=%d: differs from the "
+                         "unfused pair", what, nm, kiln_dtype_name(adt), F, K, T, v);
+                KT_CHECK(!touched, "%s %s F=%d K=%d T=%d v=%d: wrote %d bytes of rows >= T", what, nm, F, K, T, v,
+                         touched);
+            }
+    }
+    KT_CHECK(f(dact, KILN_DT_Q8_0, p->dx, p->dw, p->dt, 1, F, K, 0) == cudaErrorInvalidValue, "%s: q8_0 act accepted",
+             what);
+    KT_CHECK(f((char *)dact + 2, KILN_DT_BF16, p->dx, p->dw, p->dt, 1, F, K, 0) == cudaErrorInvalidValue,
+             "%s: misaligned act accepted", what);
+    CU(cudaFree(dref)); CU(cudaFree(dact));
+    kiln_free(ref); kiln_free(got);
 }
 #endif

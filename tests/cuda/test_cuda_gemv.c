@@ -7,7 +7,10 @@
  *   - y poisoned (NaN) before every run: no NaN may come back, rows t >= T stay untouched;
  *   - determinism: row t has the same bits for T = 1..8, for every rows-per-warp variant
  *     (kiln_cuda_gemv_ex 1, 2, 4) and when computed alone (T = 1 on x + t K);
- *   - shapes and pointers it does not take return cudaErrorInvalidValue.
+ *   - shapes and pointers it does not take return cudaErrorInvalidValue;
+ *   - fused SwiGLU (kiln_cuda_gemv_glu): for F in {3, 1000, 4096}, f32 / bf16 / f16 output,
+ *     T = 1..8: the same bits as kiln_cuda_gemv + kiln_cuda_swiglu, rows >= T untouched, the f32
+ *     output within 1e-5 relative L2 of silu(g) u from the double reference, and its refusals.
  * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) and
  * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) and, on the wide
  * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: the default and v2..v6, and SwiGLU fused at v5 / v6) against
@@ -79,6 +82,25 @@ static void invalid(void) {
     KT_CHECK(touched == 0, "a refused call wrote %d outputs", touched);
     CU(cudaGetLastError());
     CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
+}
+
+static cudaError_t launch_gemv_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype dt, int T,
+                                   int F, int K, int v) {
+    (void)v;
+    return kiln_cuda_gemv_glu(act, adt, x, w, dt, T, F, K, 0);
+}
+
+/* Fused SwiGLU against kiln_cuda_gemv + kiln_cuda_swiglu on the same inputs: W = [gate; up] [2F][K]. */
+static void glu(kiln_dtype dt, int F, int K, unsigned long long *s) {
+    kg_problem pb;
+    kg_problem_init(&pb, dt, MR, 2 * F, K, s);
+    CU(kiln_cuda_gemv(pb.dy, pb.dx, pb.dw, dt, MR, 2 * F, K, 0));
+    kg_check_glu(&pb, launch_gemv_glu, 1, "gemv glu");
+    KT_CHECK(kiln_cuda_gemv_glu(pb.dy, KILN_DT_BF16, pb.dx, pb.dw, dt, MR + 1, F, K, 0) == cudaErrorInvalidValue,
+             "gemv glu: T=%d accepted", MR + 1);
+    KT_CHECK(kiln_cuda_gemv_glu(pb.dy, KILN_DT_BF16, pb.dx, pb.dw, KILN_DT_F32, 1, F, K, 0) == cudaErrorInvalidValue,
+             "gemv glu: f32 weights accepted");
+    kg_problem_free(&pb);
 }
 
 /* ---- KILN_GEMV_BENCH=1: timings against cuBLASLt ---- */
@@ -213,6 +235,9 @@ int main(void) {
             for (int j = 0; j < 4; j++) one(dts[d], Ns[i], Ks[j], &s);
         for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) one(dts[d], odd[i][0], odd[i][1], &s);
     }
+    static const int gF[3] = {3, 1000, 4096}, gK[3] = {64, 5120, 1032};
+    for (int i = 0; i < 3; i++) glu(KILN_DT_BF16, gF[i], gK[i], &s);
+    glu(KILN_DT_F16, 1000, 5120, &s);
     const char *b = getenv("KILN_GEMV_BENCH");
     if (b && *b && strcmp(b, "0") != 0) bench(strcmp(b, "wide") == 0);
     return kt_done();

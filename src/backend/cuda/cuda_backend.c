@@ -152,7 +152,8 @@ typedef struct cuda_backend {
     int wide_min_rows;   /* skinny_wide.cu for wide matrices from this many rows to 16 (0: never;
                           * KILN_CUDA_WIDE) */
     int wide_variant;    /* its pipeline shape (KILN_CUDA_WIDE_VARIANT, 0 = the kernel's default) */
-    int wide_glu;        /* gate|up on skinny_wide.cu with SwiGLU fused (KILN_CUDA_WIDE_GLU, default 1) */
+    int glu;             /* gate|up on the GEMV or wide kernel with SwiGLU in its epilogue (KILN_CUDA_GLU,
+                          * default 1) */
     int gu_16bit;        /* cuBLASLt writes gate|up in the weights' 16-bit type (default; 0 with
                           * KILN_CUDA_GU_16BIT=0: f32): prefill +3.5 % on the H100 (batch 16
                           * 13,553 -> 14,030 tok/s, same call); the 2-layer mistral-tiny step
@@ -531,8 +532,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     const char *wv = getenv("KILN_CUDA_WIDE_VARIANT");
     c->wide_variant = wv && *wv ? atoi(wv) : 0;
     if (c->wide_variant < 0 || c->wide_variant > KILN_WIDE_VARIANTS) c->wide_variant = 0;
-    const char *wg = getenv("KILN_CUDA_WIDE_GLU");
-    c->wide_glu = !(wg && strcmp(wg, "0") == 0);
+    const char *wg = getenv("KILN_CUDA_GLU");
+    c->glu = !(wg && strcmp(wg, "0") == 0);
     const char *sk = getenv("KILN_CUDA_SKINNY");
     c->skinny_max_rows = sk && *sk ? atoi(sk) : 8;
     if (c->skinny_max_rows < 0 || c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
@@ -676,7 +677,7 @@ fail:
  *   skinny (skinny.cu, tensor cores): wide matrices at 5..8 rows (gate|up 235 us vs 239, LM
  *     head 465 vs 475 at 8 rows; at 16 rows cuBLASLt is faster on every shape);
  *   wide (skinny_wide.cu, tensor cores, cp.async pipeline): wide matrices from 4 rows to 16
- *     (gate|up with SwiGLU in its epilogue unless KILN_CUDA_WIDE_GLU=0);
+ *     (gate|up with SwiGLU in its epilogue, as on the GEMV, unless KILN_CUDA_GLU=0);
  *   cuBLASLt otherwise (the down projection without split-K up to 16 rows, gemm.h).
  * Off in batch-invariant mode: a row's bits would change when the batch crosses a threshold.
  * Returns GEMM_LT, GEMM_SKINNY, GEMM_WIDE, or the GEMV rows per warp (>= 0). */
@@ -931,8 +932,10 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     GEMM(&c->g_o, c->proj, c->att, w->wo, T);
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->st));
     int gk = gemm_choice(c, &c->g_gu, T);
-    if (gk == GEMM_WIDE && c->wide_glu) { /* SwiGLU in the GEMM's epilogue: act[T][F] straight out */
+    if (gk == GEMM_WIDE && c->glu) { /* SwiGLU in the GEMM's epilogue: act[T][F] straight out */
         LAUNCH(kiln_cuda_gemm_wide_glu(c->act, c->adt, c->xn, w->wgu, c->g_gu.wdt, T, F, D, c->wide_variant, c->st));
+    } else if (gk >= 0 && c->glu) {
+        LAUNCH(kiln_cuda_gemv_glu(c->act, c->adt, c->xn, w->wgu, c->g_gu.wdt, T, F, D, c->st));
     } else {
         GEMM(&c->g_gu, c->gu, c->xn, w->wgu, T);
         /* gate|up comes out f32 from GEMV / skinny / wide, in the weights' 16-bit type from

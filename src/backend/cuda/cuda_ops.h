@@ -119,6 +119,12 @@ cudaError_t kiln_cuda_gemv(float *y, const void *x, const void *w, kiln_dtype wd
                            cudaStream_t st);
 cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                               int rows_per_warp, cudaStream_t st);
+/* gate|up with SwiGLU fused on the GEMV: W = [gate; up] [2F][K], act[t][j] = silu(gate_j . x_t)
+ * (up_j . x_t) in adt (f32, bf16, f16; 4-byte aligned); a warp runs rows j and F + j. Each sum
+ * has kiln_cuda_gemv's bits and the product is kiln_cuda_swiglu's: the same bits as the two
+ * calls. The other limits are kiln_cuda_gemv's (F for N). */
+cudaError_t kiln_cuda_gemv_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt, int T, int F,
+                               int K, cudaStream_t st);
 
 /* The same product on tensor cores for T <= KILN_SKINNY_MAX_ROWS rows (skinny.cu): W [N][K]
  * bf16 or f16 (wdt), x [T][K] same dtype, y [T][N] f32; K % 8 == 0, x and W 16-byte aligned, y

@@ -24,6 +24,9 @@
  * least 16 warps per SM.
  * Tail chunks (c >= C8) are neither loaded nor accumulated (not added as zeros), so even the
  * sign of a zero result does not depend on R or U.
+ * GLU (kiln_cuda_gemv_glu): R = 2 with the rows j and F + j of W = [gate; up] (N = F), and the
+ * warp writes act[t][j] = silu(gate) up (kiln_silu_mul, as swiglu.cu) in the activation dtype:
+ * the f32 gate|up block and the SwiGLU kernel go away.
  *
  * Limits: the unit of work is a warp's R whole rows, so N = 5120 gives 1280..5120 warps, about
  * 1.2 waves of resident warps at 2..4 CTAs per SM: the last wave runs with fewer bytes in flight.
@@ -56,18 +59,20 @@ static __device__ __forceinline__ void unpack8(uint4 v, float f[8]) {
 }
 
 /* TP: rows of x the kernel holds (1, 2, 4, 8; rows >= T are skipped); R: output rows per warp;
- * U: chunks per lane per iteration (R * U loads of W in flight). */
-template <int TP, int R, int U, bool BF>
+ * U: chunks per lane per iteration (R * U loads of W in flight); GLU: rows j, N + j and the
+ * SwiGLU product (R = 2; y = act [T][N] in ydt), else y = f32 [T][N]. */
+template <int TP, int R, int U, bool BF, bool GLU>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)
-gemv_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *__restrict__ w, int T, int N,
-            int C8) {
+gemv_kernel(void *__restrict__ y, kiln_dtype ydt, const uint4 *__restrict__ x, const uint4 *__restrict__ w, int T,
+            int N, int C8) {
     const int lane = threadIdx.x & 31;
-    /* the grid has ceil(N / (8 R)) CTAs, so n0 < N + 8 R fits an int */
-    const int n0 = (int)(blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * R;
+    /* the grid has ceil(N / (8 R)) CTAs (GLU: ceil(N / 8)), so n0 < N + 8 R fits an int */
+    const int n0 = (int)(blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5)) * (GLU ? 1 : R);
     if (n0 >= N) return; /* whole warp */
     const uint4 *wr[R];
 #pragma unroll
-    for (int r = 0; r < R; r++) wr[r] = w + (int64_t)min(n0 + r, N - 1) * C8; /* rows >= N: read, never stored */
+    for (int r = 0; r < R; r++) /* rows >= N: read, never stored */
+        wr[r] = w + (int64_t)(GLU ? n0 + r * N : min(n0 + r, N - 1)) * C8;
     uint64_t pol;
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
 
@@ -110,19 +115,35 @@ gemv_kernel(float *__restrict__ y, const uint4 *__restrict__ x, const uint4 *__r
         for (int t = 0; t < TP; t++)
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) acc[r][t] += __shfl_xor_sync(0xffffffffu, acc[r][t], o);
-    /* every lane holds every sum; lane r * TP + t (mod 32) stores y[t][n0 + r] */
-#pragma unroll
-    for (int r = 0; r < R; r++)
+    /* every lane holds every sum; lane r * TP + t (mod 32) stores y[t][n0 + r] (GLU: lane t
+     * stores act[t][n0]) */
+    if (GLU) {
 #pragma unroll
         for (int t = 0; t < TP; t++)
-            if (lane == ((r * TP + t) & 31) && t < T && n0 + r < N) y[(int64_t)t * N + (n0 + r)] = acc[r][t];
+            if (lane == t && t < T) kiln_st(ydt, y, (int64_t)t * N + n0, kiln_silu_mul(acc[0][t], acc[R - 1][t]));
+    } else {
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < TP; t++)
+                if (lane == ((r * TP + t) & 31) && t < T && n0 + r < N)
+                    ((float *)y)[(int64_t)t * N + (n0 + r)] = acc[r][t];
+    }
 }
 
 template <int TP, int R, bool BF>
 static void launch(float *y, const void *x, const void *w, int T, int N, int C8, cudaStream_t st) {
     int rows_per_cta = GEMV_WARPS * R;
     unsigned grid = (unsigned)(((int64_t)N + rows_per_cta - 1) / rows_per_cta);
-    gemv_kernel<TP, R, 8 / R, BF><<<grid, GEMV_WARPS * 32, 0, st>>>(y, (const uint4 *)x, (const uint4 *)w, T, N, C8);
+    gemv_kernel<TP, R, 8 / R, BF, false><<<grid, GEMV_WARPS * 32, 0, st>>>(y, KILN_DT_F32, (const uint4 *)x,
+                                                                           (const uint4 *)w, T, N, C8);
+}
+
+template <int TP, bool BF>
+static void launch_glu(void *act, kiln_dtype adt, const void *x, const void *w, int T, int F, int C8, cudaStream_t st) {
+    unsigned grid = (unsigned)(((int64_t)F + GEMV_WARPS - 1) / GEMV_WARPS);
+    gemv_kernel<TP, 2, 4, BF, true><<<grid, GEMV_WARPS * 32, 0, st>>>(act, adt, (const uint4 *)x, (const uint4 *)w,
+                                                                      T, F, C8);
 }
 
 template <int TP, bool BF>
@@ -157,6 +178,27 @@ extern "C" cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w,
     int R = rows_per_warp ? rows_per_warp : pick_rows(T, N);
     if (wdt == KILN_DT_BF16) launch_t<true>(y, x, w, T, N, K / 8, R, st);
     else launch_t<false>(y, x, w, T, N, K / 8, R, st);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_gemv_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt,
+                                          int T, int F, int K, cudaStream_t st) {
+    if ((wdt != KILN_DT_BF16 && wdt != KILN_DT_F16) || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 &&
+                                                        adt != KILN_DT_F16) || T < 1 || T > KILN_GEMV_MAX_ROWS ||
+        F < 1 || F > (1 << 29) || K < 8 || K % 8 != 0 || !act || !x || !w || ((uintptr_t)x & 15) ||
+        ((uintptr_t)w & 15) || ((uintptr_t)act & 3))
+        return cudaErrorInvalidValue;
+    int C8 = K / 8;
+#define GLU_T(BF)                                                                                      \
+    do {                                                                                               \
+        if (T == 1) launch_glu<1, BF>(act, adt, x, w, T, F, C8, st);                                    \
+        else if (T == 2) launch_glu<2, BF>(act, adt, x, w, T, F, C8, st);                               \
+        else if (T <= 4) launch_glu<4, BF>(act, adt, x, w, T, F, C8, st);                               \
+        else launch_glu<8, BF>(act, adt, x, w, T, F, C8, st);                                           \
+    } while (0)
+    if (wdt == KILN_DT_BF16) GLU_T(true);
+    else GLU_T(false);
+#undef GLU_T
     KILN_CUDA_CHECK_LAUNCH();
 }
 
