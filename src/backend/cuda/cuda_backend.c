@@ -9,10 +9,11 @@
  *               qkv[T][(H+2KV)hd] f32 = xn Wqkv^T  (Wq|Wk|Wv concatenated at load; gemm.c)
  *               RoPE(q, k) in place; K, V -> bf16 pool at slot_mapping     (rope_kv.cu)
  *               att[T][H hd] adt = paged causal GQA attention: chunks of >= 16 rows on tensor
- *                              cores (attention_prefill.cu), decode steps of >= 8 rows on tensor
- *                              cores split over the context (kiln_cuda_attention_decode_tc),
- *                              the other rows split over the context (attention.cu);
- *                              batch-invariant mode: all split
+ *                              cores (attention_prefill.cu), every other row (decodes, short
+ *                              chunks) one query position on tensor cores split over its
+ *                              context (kiln_cuda_attention_decode_tc); batch-invariant mode
+ *                              (or KILN_CUDA_DECODE_TC=0): those rows on the CUDA-core split
+ *                              kernel (attention.cu)
  *               proj[T][D] f32 = att Wo^T;  xn = rmsnorm(x += proj)
  *               gu[T][2F] = xn Wgu^T  (Wgate|Wup concatenated; adt from cuBLASLt, as vLLM's
  *                             merged gate_up output; f32 from GEMV / skinny, or with
@@ -71,7 +72,6 @@
 #define STAGE_BYTES ((size_t)32 << 20)
 #define GEMM_WORKSPACE ((size_t)32 << 20)
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
-#define MIXED_TC_ROWS 8     /* mixed steps this wide put their decodes in one-row prefill tiles */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
 #define MAX_DEV_ALLOCS_FIXED (40 + 1)
@@ -120,7 +120,8 @@ typedef struct cuda_backend {
     unsigned char *desc_hb[2];
     size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_tiles, off_bt, off_prev;
     /* prefill attention on tensor cores (attention_prefill.cu): rows of chunks >= PREFILL_MIN_ROWS
-     * go in tiles; the other rows (decodes, short chunks) form runs for the split kernel */
+     * go in tiles; the other rows (decodes, short chunks) form runs for the decode kernel (or
+     * the split kernel) */
     int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
     int decode_tc_rows;             /* steps of >= this many rows put every row on tensor cores
                                      * (KILN_CUDA_DECODE_TC, default 1: always; 0 = never; H100,
@@ -569,7 +570,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
      * =n > 0: size the split for n resident CTAs per SM instead of the occupancy query's */
     const char *tcs = getenv("KILN_CUDA_DECODE_TC_SPLIT");
     c->tc_blocks_per_sm = tcs && *tcs ? atoi(tcs) : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim);
-    if (c->tc_blocks_per_sm < 0) c->tc_blocks_per_sm = 0;
+    /* attention_decode_kernel holds the G heads of a group in its 16 MMA rows */
+    if (c->tc_blocks_per_sm < 0 || mc->n_heads / mc->n_kv_heads > 16) c->tc_blocks_per_sm = 0;
     if (prop.major < 9) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
                       prop.name, prop.major, prop.minor);
@@ -843,6 +845,14 @@ static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int m
     return s > cap ? cap : s;
 }
 
+/* Windows per row for T decode rows on tensor cores: one wave of resident CTAs
+ * (T x KV x splits ~ CTAs per SM x SMs), within the attention scratch ([max_tokens][H][16]
+ * windows) and the combine's 64; 0 when the split is off. H100, Devstral, batch 16 at ~550
+ * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
+static int tc_split_count(const cuda_backend *c, int T) {
+    return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64) : 0;
+}
+
 /* The device work of a step in pieces (the piecewise graphs replay all but attention):
  *   enq_head: the embedding rows;  per layer l: enq_pre(l) = add + RMSNorm, QKV GEMM, RoPE and the
  *   K/V write;  enq_att(l) = attention;  enq_post(l) = O GEMM, add + RMSNorm, gate|up GEMM,
@@ -911,6 +921,15 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
                                            bs, d.tiles, p->n_tiles, c->st));
     for (int k = 0; k < p->n_runs; k++) {
         int a = c->run_a[k], rows = c->run_b[k] - a;
+        /* the rows of a mixed step outside the prefill tiles (decodes, short chunks): each row is
+         * one query position, so attention_decode_kernel serves them, split over the context */
+        int ts = c->pf_tile_rows > 0 && rows >= c->decode_tc_rows ? tc_split_count(c, rows) : 0;
+        if (ts > 0) {
+            LAUNCH(kiln_cuda_attention_decode_tc((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+                                                 c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt,
+                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, c->st));
+            continue;
+        }
         /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
          * needs fewer (one wave of resident blocks), which also makes the combine cheaper.
          * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
@@ -1031,14 +1050,6 @@ static int end_capture(cuda_backend *c, int rc, cudaGraphExec_t *out, kiln_error
  * engine never reads. */
 
 static int pow2_at_least(int v) { int b = 1; while (b < v) b <<= 1; return b; }
-
-/* Windows per row for a decode step of T rows on tensor cores: one wave of resident CTAs
- * (T x KV x splits ~ CTAs per SM x SMs), within the attention scratch ([max_tokens][H][16]
- * windows) and the combine's 64; 0 when the split is off. H100, Devstral, batch 16 at ~550
- * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
-static int tc_split_count(const cuda_backend *c, int T) {
-    return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64) : 0;
-}
 
 /* the bucket indices of (rows, width), or -1 when the step has no graph */
 static int graph_bucket(const cuda_backend *c, int rows, int width, int *ri, int *wi) {
@@ -1215,12 +1226,11 @@ static int cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     /* prefill tiles, then the runs of the remaining rows (each run: one split-kernel launch per layer) */
     if (c->pf_tile_rows > 0)
         /* an all-decode step (one row per sequence) of >= decode_tc_rows rows goes to
-         * attention_decode_kernel (tc_splits below); a mixed step of >= MIXED_TC_ROWS rows sends
-         * its decodes to the prefill kernel too (one tile per row, the whole context per block:
-         * at 16 rows 128 blocks streaming K/V with cp.async, against the split kernel's ~1 TB/s
-         * there); smaller mixed steps keep the split kernel for them */
-        p.n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S,
-                                            T >= (T == S ? c->decode_tc_rows : MIXED_TC_ROWS) ? 1 : PREFILL_MIN_ROWS,
+         * attention_decode_kernel whole (tc_splits below); in a mixed step the chunks of >=
+         * PREFILL_MIN_ROWS rows take prefill tiles and the other rows form runs (enq_att: the
+         * decode kernel, split over each row's context, so a long-context decode beside a
+         * prefill chunk is not one CTA per KV head streaming its whole context) */
+        p.n_tiles = kiln_cuda_prefill_tiles(s->seq_q_start, S, T == S && T >= c->decode_tc_rows ? 1 : PREFILL_MIN_ROWS,
                                             c->pf_tile_rows, tiles, c->pf_max_tiles, c->pf_covered);
     else
         memset(c->pf_covered, 0, (size_t)T);
