@@ -110,20 +110,15 @@ void kiln_trace_sort_ranges(kiln_trace_range *r, size_t n) {
 
 /* ---- accounting ---------------------------------------------------------------------------- */
 
-static size_t api_lower(const kiln_trace_api *a, size_t n, uint64_t t) { /* first i with a[i].t0 >= t */
+/* First i < n with t0(i) >= t in an array sorted by t0, whose element i has its t0 field at
+ * t0_first + i * stride bytes (the API records and the GPU activities alike). */
+static size_t lower_t0(const void *t0_first, size_t n, size_t stride, uint64_t t) {
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (a[mid].t0 < t) lo = mid + 1; else hi = mid;
-    }
-    return lo;
-}
-
-static size_t gpu_lower(const kiln_trace_gpu *g, size_t n, uint64_t t) {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (g[mid].t0 < t) lo = mid + 1; else hi = mid;
+        uint64_t v;
+        memcpy(&v, (const char *)t0_first + mid * stride, sizeof v);
+        if (v < t) lo = mid + 1; else hi = mid;
     }
     return lo;
 }
@@ -161,14 +156,16 @@ void kiln_trace_account(const kiln_trace_api *api, size_t n_api, const kiln_trac
         kiln_trace_step_stats *st = &out[k];
         memset(st, 0, sizeof *st);
         st->t0 = s->t0, st->t1 = s->t1;
-        for (size_t i = api_lower(api, n_api, s->t0); i < n_api && api[i].t0 <= s->t1; i++) {
+        for (size_t i = n_api ? lower_t0(&api->t0, n_api, sizeof *api, s->t0) : 0; i < n_api && api[i].t0 <= s->t1;
+             i++) {
             if (api[i].nested) continue;
             st->n_api++;
             if (kiln_trace_is_sync(api[i].name)) add_sync_name(st, api[i].name);
         }
         int any = 0;
         uint64_t first = 0, cur0 = 0, cur1 = 0;
-        for (size_t i = gpu_lower(gpu, n_gpu, s->t0 > max_dur ? s->t0 - max_dur : 0); i < n_gpu && gpu[i].t0 <= s->t1;
+        uint64_t from = s->t0 > max_dur ? s->t0 - max_dur : 0;
+        for (size_t i = n_gpu ? lower_t0(&gpu->t0, n_gpu, sizeof *gpu, from) : 0; i < n_gpu && gpu[i].t0 <= s->t1;
              i++) {
             const kiln_trace_gpu *g = &gpu[i];
             int starts_in = g->t0 >= s->t0;
