@@ -157,6 +157,15 @@ static __device__ __forceinline__ void pf_scores(float (*s)[4], const uint32_t (
     }
 }
 
+/* The online-softmax state of a warp's rows gid, gid + 8: O (DT n-tiles) = 0, m = -inf, l = 0. */
+template <int DT>
+static __device__ __forceinline__ void pf_state_init(float (*o)[4], float *m, float *l) {
+#pragma unroll
+    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.0f;
+}
+
 /* Online softmax of row hh (0: row gid, 1: row gid + 8) over its NT x 8 scores, which lie in
  * the 4 lanes of its quad (s[nt][2hh + e] is key j0 + 8nt + 2tig + e): scale by sl2 (log2
  * domain), keys > lim are -inf when mask, then m, l and O (DT n-tiles) are rescaled and the
@@ -256,10 +265,8 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     uint32_t qa[KS][4];
     pf_load_q<KS>(qa, q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig,
                   q + (int64_t)trow[1] * q_stride + (int64_t)hrow[1] * HD + 2 * tig);
-    float o[DT][4];
-#pragma unroll
-    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[DT][4], m[2], l[2];
+    pf_state_init<DT>(o, m, l);
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
         pf_wait(kt, n_kt);
@@ -376,10 +383,8 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
     uint32_t qa[KS][4];
     pf_load_q<KS>(qa, q + (int64_t)t * q_stride + (int64_t)h0 * HD + 2 * tig,
                   q + (int64_t)t * q_stride + (int64_t)h1 * HD + 2 * tig);
-    float o[DT][4];
-#pragma unroll
-    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[DT][4], m[2], l[2];
+    pf_state_init<DT>(o, m, l);
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
         pf_wait(kt, n_kt);
