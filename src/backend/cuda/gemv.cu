@@ -131,34 +131,30 @@ gemv_kernel(void *__restrict__ y, kiln_dtype ydt, const uint4 *__restrict__ x, c
     }
 }
 
-template <int TP, int R, bool BF>
-static void launch(float *y, const void *x, const void *w, int T, int N, int C8, cudaStream_t st) {
-    int rows_per_cta = GEMV_WARPS * R;
+template <int TP, int R, bool BF, bool GLU>
+static void launch(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int C8, cudaStream_t st) {
+    int rows_per_cta = GEMV_WARPS * (GLU ? 1 : R); /* GLU: one output (two W rows) per warp */
     unsigned grid = (unsigned)(((int64_t)N + rows_per_cta - 1) / rows_per_cta);
-    gemv_kernel<TP, R, 8 / R, BF, false><<<grid, GEMV_WARPS * 32, 0, st>>>(y, KILN_DT_F32, (const uint4 *)x,
-                                                                           (const uint4 *)w, T, N, C8);
+    gemv_kernel<TP, R, 8 / R, BF, GLU><<<grid, GEMV_WARPS * 32, 0, st>>>(y, ydt, (const uint4 *)x, (const uint4 *)w, T,
+                                                                         N, C8);
 }
 
-template <int TP, bool BF>
-static void launch_glu(void *act, kiln_dtype adt, const void *x, const void *w, int T, int F, int C8, cudaStream_t st) {
-    unsigned grid = (unsigned)(((int64_t)F + GEMV_WARPS - 1) / GEMV_WARPS);
-    gemv_kernel<TP, 2, 4, BF, true><<<grid, GEMV_WARPS * 32, 0, st>>>(act, adt, (const uint4 *)x, (const uint4 *)w,
-                                                                      T, F, C8);
+template <int TP, bool BF, bool GLU>
+static void launch_r(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int C8, int R,
+                     cudaStream_t st) {
+    if (GLU) launch<TP, 2, BF, true>(y, ydt, x, w, T, N, C8, st); /* rows j and N + j */
+    else if (R == 1) launch<TP, 1, BF, false>(y, ydt, x, w, T, N, C8, st);
+    else if (R == 2) launch<TP, 2, BF, false>(y, ydt, x, w, T, N, C8, st);
+    else launch<TP, 4, BF, false>(y, ydt, x, w, T, N, C8, st);
 }
 
-template <int TP, bool BF>
-static void launch_r(float *y, const void *x, const void *w, int T, int N, int C8, int R, cudaStream_t st) {
-    if (R == 1) launch<TP, 1, BF>(y, x, w, T, N, C8, st);
-    else if (R == 2) launch<TP, 2, BF>(y, x, w, T, N, C8, st);
-    else launch<TP, 4, BF>(y, x, w, T, N, C8, st);
-}
-
-template <bool BF>
-static void launch_t(float *y, const void *x, const void *w, int T, int N, int C8, int R, cudaStream_t st) {
-    if (T == 1) launch_r<1, BF>(y, x, w, T, N, C8, R, st);
-    else if (T == 2) launch_r<2, BF>(y, x, w, T, N, C8, R, st);
-    else if (T <= 4) launch_r<4, BF>(y, x, w, T, N, C8, R, st);
-    else launch_r<8, BF>(y, x, w, T, N, C8, R, st);
+template <bool BF, bool GLU>
+static void launch_t(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int C8, int R,
+                     cudaStream_t st) {
+    if (T == 1) launch_r<1, BF, GLU>(y, ydt, x, w, T, N, C8, R, st);
+    else if (T == 2) launch_r<2, BF, GLU>(y, ydt, x, w, T, N, C8, R, st);
+    else if (T <= 4) launch_r<4, BF, GLU>(y, ydt, x, w, T, N, C8, R, st);
+    else launch_r<8, BF, GLU>(y, ydt, x, w, T, N, C8, R, st);
 }
 
 /* rows per warp by T (x traffic and conversions are T / R per W element), halved while the
@@ -176,8 +172,8 @@ extern "C" cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w,
         !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
         return cudaErrorInvalidValue;
     int R = rows_per_warp ? rows_per_warp : pick_rows(T, N);
-    if (wdt == KILN_DT_BF16) launch_t<true>(y, x, w, T, N, K / 8, R, st);
-    else launch_t<false>(y, x, w, T, N, K / 8, R, st);
+    if (wdt == KILN_DT_BF16) launch_t<true, false>(y, KILN_DT_F32, x, w, T, N, K / 8, R, st);
+    else launch_t<false, false>(y, KILN_DT_F32, x, w, T, N, K / 8, R, st);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -188,17 +184,8 @@ extern "C" cudaError_t kiln_cuda_gemv_glu(void *act, kiln_dtype adt, const void 
         F < 1 || F > (1 << 29) || K < 8 || K % 8 != 0 || !act || !x || !w || ((uintptr_t)x & 15) ||
         ((uintptr_t)w & 15) || ((uintptr_t)act & 3))
         return cudaErrorInvalidValue;
-    int C8 = K / 8;
-#define GLU_T(BF)                                                                                      \
-    do {                                                                                               \
-        if (T == 1) launch_glu<1, BF>(act, adt, x, w, T, F, C8, st);                                    \
-        else if (T == 2) launch_glu<2, BF>(act, adt, x, w, T, F, C8, st);                               \
-        else if (T <= 4) launch_glu<4, BF>(act, adt, x, w, T, F, C8, st);                               \
-        else launch_glu<8, BF>(act, adt, x, w, T, F, C8, st);                                           \
-    } while (0)
-    if (wdt == KILN_DT_BF16) GLU_T(true);
-    else GLU_T(false);
-#undef GLU_T
+    if (wdt == KILN_DT_BF16) launch_t<true, true>(act, adt, x, w, T, F, K / 8, 2, st);
+    else launch_t<false, true>(act, adt, x, w, T, F, K / 8, 2, st);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
