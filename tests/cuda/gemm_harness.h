@@ -110,6 +110,59 @@ static inline double kg_check(const kg_problem *p, const float *got, double boun
 /* a kernel under test: y = x W^T for T rows, variant v (0 = its default) */
 typedef cudaError_t (*kg_launch)(float *y, const void *x, const void *w, kiln_dtype dt, int T, int N, int K, int v);
 
+/* Accuracy of f at T = p->rows rows and variant 0 (its default): y poisoned first; no NaN
+ * (unwritten) output, relative L2 <= 1e-5 and every element within bound x sum |w x|. ref
+ * receives y [rows][N] (the reference run of kg_check_rows). */
+static inline void kg_check_accuracy(const kg_problem *p, kg_launch f, double bound, float *ref, const char *what) {
+    int N = p->N, K = p->K, T = p->rows;
+    size_t yn = (size_t)T * N;
+    const char *nm = kiln_dtype_name(p->dt);
+    kc_poison(p->dy, yn * 4);
+    cudaError_t rc = f(p->dy, p->dx, p->dw, p->dt, T, N, K, 0);
+    KT_CHECK(rc == cudaSuccess, "%s %s N=%d K=%d T=%d launch: %s", what, nm, N, K, T, cudaGetErrorString(rc));
+    kc_get(ref, p->dy, yn * 4);
+    int nan = 0, over = 0;
+    double e = kg_check(p, ref, bound, &nan, &over);
+    KT_CHECK(nan == 0, "%s %s N=%d K=%d T=%d: %d NaN (unwritten) outputs", what, nm, N, K, T, nan);
+    KT_CHECK(e <= 1e-5, "%s %s N=%d K=%d T=%d: rel L2 %g", what, nm, N, K, T, e);
+    KT_CHECK(over == 0, "%s %s N=%d K=%d T=%d: %d elements beyond the error bound", what, nm, N, K, T, over);
+    printf("%s %-4s N=%-6d K=%-5d rel L2 %.3g\n", what, nm, N, K, e);
+}
+
+/* The refusals every decode GEMM shares, f at variant 0 on the caller's buffers dy [max_rows][64]
+ * f32 (poisoned), dx [max_rows][64] and dw [64][64] bf16: T = 0 and max_rows + 1, N = 0 and -8,
+ * K = 0, f32 and q8_0 weights, misaligned x, W and y, NULL y, x and W. Each must return
+ * cudaErrorInvalidValue; kg_check_untouched then checks that none wrote. */
+static inline void kg_check_refusals(kg_launch f, float *dy, const void *dx, const void *dw, int max_rows,
+                                     const char *what) {
+    const cudaError_t bad = cudaErrorInvalidValue;
+    const kiln_dtype b16 = KILN_DT_BF16;
+    KT_CHECK(f(dy, dx, dw, b16, 0, 64, 64, 0) == bad, "%s: T=0 accepted", what);
+    KT_CHECK(f(dy, dx, dw, b16, max_rows + 1, 64, 64, 0) == bad, "%s: T=%d accepted", what, max_rows + 1);
+    KT_CHECK(f(dy, dx, dw, b16, 1, 0, 64, 0) == bad, "%s: N=0 accepted", what);
+    KT_CHECK(f(dy, dx, dw, b16, 1, -8, 64, 0) == bad, "%s: N=-8 accepted", what);
+    KT_CHECK(f(dy, dx, dw, b16, 1, 64, 0, 0) == bad, "%s: K=0 accepted", what);
+    KT_CHECK(f(dy, dx, dw, KILN_DT_F32, 1, 32, 64, 0) == bad, "%s: f32 weights accepted", what);
+    KT_CHECK(f(dy, dx, dw, KILN_DT_Q8_0, 1, 32, 64, 0) == bad, "%s: q8_0 weights accepted", what);
+    KT_CHECK(f(dy, (const uint16_t *)dx + 1, dw, b16, 1, 64, 64, 0) == bad, "%s: misaligned x accepted", what);
+    KT_CHECK(f(dy, dx, (const uint16_t *)dw + 4, b16, 1, 63, 64, 0) == bad, "%s: misaligned W accepted", what);
+    KT_CHECK(f((float *)((char *)dy + 2), dx, dw, b16, 1, 64, 64, 0) == bad, "%s: misaligned y accepted", what);
+    KT_CHECK(f(NULL, dx, dw, b16, 1, 64, 64, 0) == bad, "%s: NULL y accepted", what);
+    KT_CHECK(f(dy, NULL, dw, b16, 1, 64, 64, 0) == bad, "%s: NULL x accepted", what);
+    KT_CHECK(f(dy, dx, NULL, b16, 1, 64, 64, 0) == bad, "%s: NULL W accepted", what);
+}
+
+/* dy [n] f32 still all poison after refused calls; no launch error left behind */
+static inline void kg_check_untouched(const float *dy, int n, const char *what) {
+    float *back = kiln_malloc((size_t)n * 4);
+    kc_get(back, dy, (size_t)n * 4);
+    int touched = 0;
+    for (int i = 0; i < n; i++) touched += kg_f32_bits(back[i]) != KG_POISON;
+    KT_CHECK(touched == 0, "%s: a refused call wrote %d outputs", what, touched);
+    kiln_free(back);
+    CU(cudaGetLastError());
+}
+
 /* Bit identity of a kernel whose rows do not depend on each other: for every T = 1..rows and
  * variant 0..n_var-1, rows < T equal ref (the T = rows run) bit for bit and rows >= T stay
  * poisoned; each row t computed alone (T = 1 on x + t K, default variant) equals row t of ref and
