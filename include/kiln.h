@@ -44,13 +44,57 @@ const char *kiln_status_name(kiln_status s);
 
 typedef struct kiln_engine kiln_engine;
 
+/* Switches of the CPU backend. */
+typedef struct kiln_cpu_options {
+    const char *isa;       /* NULL or "": the best the CPU has; "scalar", "avx2" or "avx512" forces
+                            * a path (refused when the CPU lacks it) (env KILN_CPU_ISA) */
+    int backend_sampling;  /* 1: the backend draws the tokens (per-slot penalty tables, like the
+                            * GPU) instead of the engine from host logits; same tokens and
+                            * logprobs; turns on overlapped scheduling (default 0; KILN_CPU_SAMPLE) */
+} kiln_cpu_options;
+
+/* Switches of the CUDA backend, for A/B measurements; none changes a result bit unless it says
+ * so. -1 everywhere means "the backend's default" (the value in parentheses). The kiln command
+ * maps the KILN_CUDA_* environment variables of the README onto these fields. */
+typedef struct kiln_cuda_options {
+    int debug;             /* 1: wait and check after every op (breaks I1; refused under strict) (0) */
+    int gemv_max_rows;     /* rows up to which the GEMV kernel replaces cuBLASLt, 0 = off (8) */
+    int skinny_max_rows;   /* rows up to which the tensor-core skinny kernel may, 0 = off (8) */
+    int wide_min_rows;     /* from this many rows (up to 16) gate/up and the LM head use the
+                            * W-staged tensor-core kernel, 0 = off (4) */
+    int wide_variant;      /* pipeline shape of that kernel, 1..6 (6) */
+    int glu_fused;         /* SwiGLU in the gate/up kernel's epilogue, 0 = a separate kernel (1) */
+    int pdl;               /* programmatic dependent launch in steps of 4+ rows, 0 = off (1) */
+    int graphs;            /* replay the graphs captured at load, 0 = launch kernel by kernel (1) */
+    int piece_max_rows;    /* steps of up to this many rows outside the decode graphs replay
+                            * piecewise graphs, 0 = none (256) */
+    int decode_tc_rows;    /* decode rows run attention on the tensor-core decode kernel from this
+                            * many rows, 0 = never (1) */
+    int decode_tc_split;   /* that kernel's split over the context sized for this many CTAs per SM,
+                            * 0 = one CTA per row and KV head (the occupancy query) */
+    int att_blocks_per_sm; /* attention blocks per SM the decode split aims at (occupancy query) */
+    int gate_up_16bit;     /* cuBLASLt writes gate|up in the weights' 16-bit type, 0 = f32 (1) */
+} kiln_cuda_options;
+
+/* Fault injection, for the tests that prove a check can fail (kiln validate's invariants, the
+ * server's disconnect handling). All 0 in normal use. */
+typedef struct kiln_engine_faults {
+    int extra_sync;        /* every step waits twice (I1 broken on purpose) */
+    int break_batch;       /* +1e-3 on the largest logit of the second sequence of a batched step
+                            * (I5 broken on purpose; turns overlap off) */
+    int truncate_hash_bits;/* prefix cache: keep only this many bits of every block hash, to
+                            * force collisions (0 = off) */
+} kiln_engine_faults;
+
 typedef struct kiln_engine_options {
     const char *model_path;     /* HF folder, Mistral-native folder, .gguf or llama2.c .bin */
     const char *tokenizer_path; /* NULL: found beside the model */
     const char *backend;        /* "cpu" (default) or "cuda" */
     int n_threads;              /* 0: all cores */
     int max_seqs;               /* cap on running sequences (default 64) */
-    int max_batch_tokens;       /* token budget per step (default 2048; env KILN_MAX_BATCH_TOKENS) */
+    int max_batch_tokens;       /* token budget per step (default 2048) */
+    size_t scratch_pool_mb;     /* 0: no cap; else max_batch_tokens is lowered until one step's
+                                 * scratch rows fit in this many MiB */
     int max_model_len;          /* 0: the model's context length */
     int kv_block_size;          /* default 16 */
     int kv_blocks;              /* 0: derived from kv_memory_mb */
@@ -61,7 +105,15 @@ typedef struct kiln_engine_options {
     int skip_tokenizer;         /* ids only: do not load the tokenizer */
     uint64_t dummy_seed;
     int overlap;                /* overlapped (async) scheduling where the backend samples and allows
-                                 * it: default on (0 or 1); -1 = off (also env KILN_OVERLAP=0) */
+                                 * it: default on (0 or 1); -1 = off */
+    int strict;                 /* 1: every fallback is an error (invariant I3) (default 0) */
+    int batch_invariant;        /* 1: bit-identical logits at any batch size (the CPU backend always
+                                 * is; the GPU then uses fixed kernels without split-K) (default 0) */
+    int host_sampling;          /* 1: sample in the engine from host logits even where the backend
+                                 * can draw on the device (the GPU sampler's reference) (default 0) */
+    kiln_cpu_options cpu;
+    kiln_cuda_options cuda;
+    kiln_engine_faults faults;
 } kiln_engine_options;
 
 void kiln_engine_options_default(kiln_engine_options *o);

@@ -14,7 +14,7 @@
  */
 #ifndef KILN_BACKEND_H
 #define KILN_BACKEND_H
-#include "engine/step.h"
+#include "step/step.h"
 #include "kiln.h"
 #include "model/model.h"
 

@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 #include "cli/bench.h"
-#include "model/dtype.h"
+#include "format/dtype.h"
 
 static json_t *stat_json(const kiln_bench_stat *s) {
     return json_pack("{s:f, s:f, s:f}", "median", s->med, "min", s->min, "max", s->max);

@@ -4,6 +4,9 @@
 #include <stdint.h>
 #include "kiln.h"
 
+/* kiln_engine_options_default, then the KILN_* environment variables of the README mapped onto
+ * the options (env.c: the only code that reads the environment); flags parsed afterwards win. */
+void kiln_cli_engine_defaults(kiln_engine_options *o);
 /* Engine options common to every command that opens a model:
  *   --model PATH --tokenizer PATH --backend cpu|cuda --threads N --max-model-len N
  *   --max-num-seqs N --max-batch-tokens N --kv-blocks N --kv-memory-mb N --block-size N

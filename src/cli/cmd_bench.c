@@ -28,7 +28,7 @@ void kiln_bench_opts_default(kiln_bench_opts *o) {
 
 int kiln_bench_parse_args(int argc, char **argv, const char *cmd, const char *extra_opt, const char **extra,
                           kiln_engine_options *eo, kiln_bench_opts *bo, int *user_mbt, void (*usage)(void)) {
-    kiln_engine_options_default(eo);
+    kiln_cli_engine_defaults(eo);
     eo->max_seqs = 0;
     kiln_bench_opts_default(bo);
     *user_mbt = getenv("KILN_MAX_BATCH_TOKENS") != NULL;

@@ -135,7 +135,7 @@ static char *read_stdin(size_t *n) {
 
 int kiln_cmd_chat(int argc, char **argv) {
     kiln_engine_options o;
-    kiln_engine_options_default(&o);
+    kiln_cli_engine_defaults(&o);
     const char *system = NULL, *tmpl = NULL;
     long n = 512, top_k = -2, seed = -1;
     double temp = -1, top_p = -1;

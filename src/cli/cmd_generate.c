@@ -18,7 +18,7 @@ static void usage_generate(void) {
 
 int kiln_cmd_generate(int argc, char **argv) {
     kiln_engine_options o;
-    kiln_engine_options_default(&o);
+    kiln_cli_engine_defaults(&o);
     const char *prompt = NULL, *prompt_ids = NULL;
     long n = 256;
     double temp = -1, top_p = -1, min_p = 0, v;
@@ -119,7 +119,7 @@ int kiln_cmd_generate(int argc, char **argv) {
 
 int kiln_cmd_logits(int argc, char **argv) {
     kiln_engine_options o;
-    kiln_engine_options_default(&o);
+    kiln_cli_engine_defaults(&o);
     const char *ids_s = NULL, *out_path = NULL;
     for (int i = 1; i < argc; i++) {
         int r = kiln_cli_engine_opt(argc, argv, &i, &o);

@@ -4,8 +4,8 @@
  * package's dequantize). */
 #include <stdio.h>
 #include <string.h>
-#include "backend/cpu/kernels.h"
-#include "model/gguf.h"
+#include "format/quant.h"
+#include "format/gguf.h"
 #include "util/alloc.h"
 #include "util/fp16.h"
 
@@ -73,7 +73,7 @@ static int dump_tensor(const kiln_gguf_tensor_info *t, const char *out) {
                 memcpy(&h, row + 2 * i, 2);
                 buf[i] = t->dtype == KILN_DT_F16 ? kiln_f16_to_f32(h) : kiln_bf16_to_f32(h);
             }
-        } else if (kiln_cpu_dequant_row(t->dtype, row, n, buf) != 0) {
+        } else if (kiln_dequant_row(t->dtype, row, n, buf) != 0) {
             fprintf(stderr, "gguf-dump: cannot dequantize %s\n", kiln_dtype_name(t->dtype));
             rc = 1;
             break;

@@ -84,7 +84,7 @@ int kiln_cmd_serve(int argc, char **argv) {
 
     kiln_error err = {0};
     kiln_engine_options eo;
-    kiln_engine_options_default(&eo);
+    kiln_cli_engine_defaults(&eo);
     eo.model_path = model;
     eo.tokenizer_path = tokenizer;
     eo.backend = backend;

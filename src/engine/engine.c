@@ -79,6 +79,10 @@ void kiln_engine_options_default(kiln_engine_options *o) {
     o->enable_prefix_cache = 1;
     o->dummy_seed = 1;
     o->kv_memory_fraction = 0.25;
+    kiln_cuda_options *c = &o->cuda;
+    c->gemv_max_rows = c->skinny_max_rows = c->wide_min_rows = c->wide_variant = c->glu_fused = c->pdl = -1;
+    c->graphs = c->piece_max_rows = c->decode_tc_rows = c->decode_tc_split = c->att_blocks_per_sm = -1;
+    c->gate_up_16bit = -1;
 }
 
 void kiln_request_params_default(kiln_request_params *p) {

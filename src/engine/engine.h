@@ -2,7 +2,7 @@
 #ifndef KILN_ENGINE_ENGINE_H
 #define KILN_ENGINE_ENGINE_H
 #include "kiln.h"
-#include "engine/step.h"
+#include "step/step.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 

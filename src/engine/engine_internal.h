@@ -10,8 +10,8 @@
 #define KILN_ENGINE_INTERNAL_H
 #include "backend/backend.h"
 #include "engine/kv_cache.h"
-#include "engine/sampler.h"
-#include "engine/step.h"
+#include "sample/sampler.h"
+#include "step/step.h"
 #include "kiln.h"
 #include "model/model.h"
 #include "tokenizer/detok.h"

@@ -13,7 +13,7 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "model/loaders.h"
 #include "util/alloc.h"
 #include "util/error.h"

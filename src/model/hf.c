@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "model/loaders.h"
-#include "model/safetensors.h"
+#include "format/safetensors.h"
 #include "util/alloc.h"
 #include "util/error.h"
 

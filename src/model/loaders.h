@@ -9,6 +9,9 @@ int kiln_load_hf(kiln_model *m, const char *dir, kiln_error *err);        /* con
 int kiln_load_mistral(kiln_model *m, const char *dir, kiln_error *err);   /* params.json + consolidated */
 int kiln_load_llama2c(kiln_model *m, const char *path, kiln_error *err);  /* llama2.c .bin */
 int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err);     /* GGUF (gguf_model.c) */
+/* Open a safetensors file and move its tensors and mapping into m (appended to m->tensors and
+ * m->files). Names already present in m are refused (duplicate tensor). */
+int kiln_model_add_safetensors(kiln_model *m, const char *path, kiln_error *err);
 /* Resolve tok_embd / lm_head / layers from tensor names after a loader filled m->tensors;
  * checks every shape against cfg. Shared by the loaders. */
 int kiln_model_bind(kiln_model *m, kiln_error *err);

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "model/loaders.h"
-#include "model/safetensors.h"
+#include "format/safetensors.h"
 #include "util/error.h"
 
 static int req_int(json_t *j, const char *key, int *out, const char *path, kiln_error *err) {

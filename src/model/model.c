@@ -12,7 +12,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "model/loaders.h"
 #include "util/alloc.h"
 #include "util/error.h"

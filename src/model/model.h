@@ -14,19 +14,11 @@
 #define KILN_MODEL_MODEL_H
 #include <stdint.h>
 #include "kiln.h"
-#include "model/dtype.h"
+#include "format/tensor.h"
 #include "util/mapfile.h"
 
 #define KILN_MAX_EOS 8
 
-typedef struct kiln_tensor {
-    char name[128];
-    kiln_dtype dtype;
-    int ndim;
-    int64_t shape[4]; /* outermost first, as in PyTorch / safetensors */
-    const void *data; /* into a mapped file or owned buffer */
-    size_t nbytes;
-} kiln_tensor;
 
 typedef enum kiln_rope_style {
     KILN_ROPE_HALF = 0,    /* HF rotate_half: pairs (i, i + head_dim/2) */

@@ -20,7 +20,7 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "tokenizer/tok_hf.h"
 #include "util/alloc.h"
 #include "util/error.h"

@@ -1,3 +1,4 @@
+/* kiln-layer: tokenizer (links only this layer and those below it) */
 /* test_chat.c: chat formats and tool-call parsing (C side; the token-for-token oracles are in
  * tests/py/test_chat_oracle.py).
  *   - kiln_chat_parse_tool_calls on Devstral v7 output text: names, arguments as JSON text

@@ -1,3 +1,4 @@
+/* kiln-layer: backend (links only this layer and those below it) */
 /* test_cpu_batch.c: batch and thread invariance of the CPU backend on the default GGUF model
  * (SmolLM2-135M-Instruct Q4_1, real quantized weights):
  *   - the logits of a row are bit-identical whether it is computed in a 1-row step (decode),

@@ -1,3 +1,4 @@
+/* kiln-layer: backend (links only this layer and those below it) */
 /* test_cpu_ops.c: the CPU backend's numerical ops against float64 / long double references.
  *
  * For every ISA this CPU supports and every dense weight dtype (f32, f16, bf16):
@@ -11,6 +12,7 @@
  * Outputs are poisoned with NaN before every run, so an unwritten element fails. */
 #include <errno.h>
 #include <stdint.h>
+#include "format/quant.h"
 #include "test.h"
 #include "backend/cpu/kernels.h"
 #include "util/alloc.h"
@@ -204,7 +206,7 @@ static void test_row_to_f32(void) {
     uint16_t *h = malloc(65536 * 2);
     float *f = malloc(65536 * 4);
     for (int i = 0; i < 65536; i++) h[i] = (uint16_t)i;
-    KT_CHECK(kiln_cpu_row_to_f32(KILN_DT_F16, h, 65536, f) == 0, "f16 row");
+    KT_CHECK(kiln_row_to_f32(KILN_DT_F16, h, 65536, f) == 0, "f16 row");
     int bad = 0;
     for (int i = 0; i < 65536; i++) {
         float e = kiln_f16_to_f32((uint16_t)i);
@@ -214,11 +216,11 @@ static void test_row_to_f32(void) {
     KT_CHECK(f[0x3c00] == 1.0f && f[0x0001] == 0x1p-24f && f[0x7bff] == 65504.0f && f[0xc000] == -2.0f &&
                  f[0x03ff] == 1023 * 0x1p-24f && isinf(f[0x7c00]) && isnan(f[0x7e00]) && signbit(f[0x8000]),
              "f16 known values");
-    KT_CHECK(kiln_cpu_row_to_f32(KILN_DT_BF16, h, 65536, f) == 0, "bf16 row");
+    KT_CHECK(kiln_row_to_f32(KILN_DT_BF16, h, 65536, f) == 0, "bf16 row");
     KT_CHECK(f[0x3f80] == 1.0f && f[0xc040] == -3.0f && f[0x0001] == 0x1p-133f, "bf16 known values");
     float src[5] = {1, -2, 3.5f, 0, 1e-30f}, dst[5];
-    KT_CHECK(kiln_cpu_row_to_f32(KILN_DT_F32, src, 5, dst) == 0 && memcmp(src, dst, sizeof src) == 0, "f32 row");
-    KT_CHECK(kiln_cpu_row_to_f32(KILN_DT_I32, src, 5, dst) == KILN_ERR_UNSUPPORTED, "i32 row unsupported");
+    KT_CHECK(kiln_row_to_f32(KILN_DT_F32, src, 5, dst) == 0 && memcmp(src, dst, sizeof src) == 0, "f32 row");
+    KT_CHECK(kiln_row_to_f32(KILN_DT_I32, src, 5, dst) == KILN_ERR_UNSUPPORTED, "i32 row unsupported");
     free(h);
     free(f);
 }

@@ -1,3 +1,4 @@
+/* kiln-layer: engine (links only this layer and those below it) */
 /* test_cuda_backend_host.c: the CUDA backend's host-side paths that need no GPU (CI):
  *   - without a GPU, opening an engine on backend "cuda" fails cleanly (KILN_ERR_UNSUPPORTED,
  *     "no CUDA device"), never crashes; with a GPU it opens;

@@ -1,3 +1,4 @@
+/* kiln-layer: none (links only this layer and those below it) */
 /* test_cuda_sync_lint.c: runs scripts/check_cuda_sync.sh (invariant I1: every synchronising
  * CUDA call of src/backend/cuda goes through sync.c) and checks that the script can fail: a
  * planted file with a direct cudaStreamSynchronize call in a temporary folder must be refused.

@@ -1,3 +1,4 @@
+/* kiln-layer: engine (links only this layer and those below it) */
 /* test_engine.c: the serving core on the CPU backend (continuous batching, chunked prefill,
  * paged KV, prefix cache, preemption, sampling, stop conditions, invariants I1/I5/I6/I7).
  * Models: stories260K (llama2.c + its tokenizer) and tinystories-656K (ids only). */

@@ -1,3 +1,4 @@
+/* kiln-layer: engine (links only this layer and those below it) */
 /* test_engine_overlap.c: overlapped (async) scheduling and the CPU backend's sampler.
  *
  * One set of requests (greedy + top-5 logprobs, seeded top-p, top-k + min-p, repetition /

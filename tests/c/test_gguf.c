@@ -1,10 +1,12 @@
+/* kiln-layer: backend (links only this layer and those below it) */
 /* test_gguf.c: the GGUF reader on good and malformed files built here, and the quantized dot
  * kernels of every ISA this CPU has against dequantize-then-dot (double precision).
  * The dequantization itself is checked bit-exactly against the gguf Python package in
  * tests/py/test_gguf_dequant.py. */
 #include <stdint.h>
+#include "format/quant.h"
 #include "backend/cpu/kernels.h"
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "test.h"
 #include "util/alloc.h"
 #include "util/fp16.h"
@@ -264,14 +266,14 @@ static void test_quant(void) {
         for (int r = 0; r < ROWS; r++) rand_row(dt, w + r * rb, n, &seed);
         for (int i = 0; i < 4 * NMAX; i++) x[i] = kt_randf(&seed);
         for (int r = 0; r < ROWS; r++) {
-            KT_CHECK(kiln_cpu_dequant_row(dt, w + r * rb, n, deq) == 0, "dequant %s", kiln_dtype_name(dt));
+            KT_CHECK(kiln_dequant_row(dt, w + r * rb, n, deq) == 0, "dequant %s", kiln_dtype_name(dt));
             for (int a = 0; a < 4; a++) {
                 double s = 0;
                 for (int i = 0; i < n; i++) s += (double)deq[i] * x[a * NMAX + i];
                 ref[r][a] = s;
             }
         }
-        KT_CHECK(kiln_cpu_dequant_row(dt, w, n + 1, deq) == -1, "dequant of a partial block refused");
+        KT_CHECK(kiln_dequant_row(dt, w, n + 1, deq) == -1, "dequant of a partial block refused");
         for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
             if (!isa_on_cpu((kiln_isa)isa)) {
                 fprintf(stderr, "note: %s not on this CPU, its %s kernel is not run\n",

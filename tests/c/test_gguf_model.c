@@ -1,10 +1,11 @@
+/* kiln-layer: model (links only this layer and those below it) */
 /* test_gguf_model.c: kiln_load_gguf on the default model SmolLM2-135M-Instruct.Q4_1.gguf
  * (config and roles against the values its metadata and the gguf package report), and on copies
  * patched to be wrong (unknown tensor type, bad shape, other architecture, RoPE scaling).
  * The model comes from scripts/get_default_model.sh ($KILN_CACHE or ~/.cache/kiln, or
  * KILN_DEFAULT_GGUF); absent, the test skips. */
 #include <stdint.h>
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include "model/loaders.h"
 #include "test.h"
 #include "util/alloc.h"

@@ -1,3 +1,4 @@
+/* kiln-layer: engine (links only this layer and those below it) */
 /* test_golden.c: the CPU backend end to end against oracles nobody here wrote.
  *   - stories260K: greedy from BOS, 256 steps == the sample its author published (ids + text)
  *   - tinystories-656K: prompt ids from our tokenizer == HF's; logits within 1e-3 of HF's;

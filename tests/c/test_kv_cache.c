@@ -1,3 +1,4 @@
+/* kiln-layer: engine (links only this layer and those below it) */
 /* test_kv_cache.c: the block manager and prefix cache on their own (engine/kv_cache.h):
  * null block never handed out, refcounts, out-of-blocks refusal, chained-hash lookups, LRU
  * eviction of unreferenced cached blocks (least recently freed first), collision safety. */

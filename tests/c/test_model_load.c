@@ -1,3 +1,4 @@
+/* kiln-layer: model (links only this layer and those below it) */
 /* test_model_load.c: every model under ../shared/models loads with the expected config; every
  * malformed input is refused with the right code and a message naming the file and the problem;
  * a sharded checkpoint (written here) loads the same bytes as the single file; the HF ->
@@ -13,7 +14,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include "model/loaders.h"
-#include "model/safetensors.h"
+#include "format/safetensors.h"
 #include "test.h"
 #include "util/alloc.h"
 #include "util/fp16.h"

@@ -1,3 +1,4 @@
+/* kiln-layer: contract (links only this layer and those below it) */
 /* test_sampler.c: the CPU sampler (engine/sampler.c).
  *   - Philox4x32-10 against Random123's published known-answer vector (counter 0, key 0);
  *   - kiln_uniform in [0, 1);
@@ -7,7 +8,7 @@
  *   - greedy: argmax, lowest id on ties.
  */
 #include <math.h>
-#include "engine/sampler.h"
+#include "sample/sampler.h"
 #include "test.h"
 
 static void kat(void) {

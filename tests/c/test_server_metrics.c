@@ -1,3 +1,4 @@
+/* kiln-layer: server (links only this layer and those below it) */
 /* test_server_metrics.c: the Prometheus text of `kiln serve` (src/server/metrics.c): vLLM's
  * metric names, cumulative histogram buckets ending in +Inf with _sum/_count, label escaping,
  * and every sample line in the exposition format (name{labels} value). */

@@ -1,3 +1,4 @@
+/* kiln-layer: server (links only this layer and those below it) */
 /* test_server_openai.c: request parsing/validation, error shape, SSE framing and response JSON
  * of `kiln serve` (src/server/openai.c), without a model or a socket. The server sources are
  * compiled into the CLI only, so this test includes the one file it needs. Expected values are

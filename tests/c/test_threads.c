@@ -1,3 +1,4 @@
+/* kiln-layer: util (links only this layer and those below it) */
 /* test_threads.c: the fork-join pool runs every task of a job exactly once (kiln_pool_run_tasks,
  * and kiln_pool_run's n shares), both for
  * back-to-back jobs (workers spinning) and after idle gaps (workers asleep on the condition

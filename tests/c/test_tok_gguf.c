@@ -1,3 +1,4 @@
+/* kiln-layer: tokenizer (links only this layer and those below it) */
 /* test_tok_gguf.c: GGUF vocabularies against llama.cpp's own tokenizer test files.
  *
  * ../shared/testdata/llama-cpp-vocab/ggml-vocab-NAME.gguf(.inp/.out): the .inp holds cases,

@@ -1,3 +1,4 @@
+/* kiln-layer: tokenizer (links only this layer and those below it) */
 /* test_tokenizer.c: tokenizers against oracles nobody here wrote.
  *   - tinystories-656K tokenizer.json: HF goldens (reference/tinystories_tokenizer_golden.json)
  *     and the transformers prompt ids + greedy text of reference/tinystories_reference.json;

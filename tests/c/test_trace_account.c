@@ -1,3 +1,4 @@
+/* kiln-layer: none (links only this layer and those below it) */
 /* test_trace_account.c: the CUPTI-free half of tools/cuda_trace (trace_account.c): which CUDA
  * API names count as synchronising, nested driver calls counted once, per-step accounting of
  * syncs / GPU busy time / gaps, and the "exactly one synchronising call per step" verdict, which

@@ -8,7 +8,7 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <time.h>
-#include "model/dtype.h"
+#include "format/dtype.h"
 #include "test.h"
 #include "util/fp16.h"
 

@@ -13,7 +13,7 @@
 #include <string.h>
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
-#include "engine/step.h"
+#include "step/step.h"
 #include "util/alloc.h"
 
 typedef struct { int ctx, rows; } seq_spec;

@@ -1,7 +1,8 @@
 /* test_cuda_embed.c: embedding gather (embed.cu) against the CPU's row conversion
- * (kiln_cpu_row_to_f32): exact for f32, f16 and bf16 tables; repeated and extreme ids; and with
+ * (kiln_row_to_f32): exact for f32, f16 and bf16 tables; repeated and extreme ids; and with
  * prev_row (overlapped scheduling): every other row takes its id from the previous step's drawn
  * tokens instead of ids. */
+#include "format/quant.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
@@ -16,7 +17,7 @@ static void one(kiln_dtype dt, int V, int D, int T, unsigned long long *s) {
     kc_to_dt(dt, ef, eh, (size_t)V * D);
     for (int t = 0; t < T; t++) ids[t] = t == 0 ? V - 1 : t == 1 ? 0 : (int)(kt_rand_u64(s) % (unsigned)V);
     for (int t = 0; t < T; t++)
-        kiln_cpu_row_to_f32(dt, (const char *)eh + (size_t)ids[t] * D * es, D, want + (size_t)t * D);
+        kiln_row_to_f32(dt, (const char *)eh + (size_t)ids[t] * D * es, D, want + (size_t)t * D);
     void *de = kc_dev((size_t)V * D * es);
     int32_t *dids = kc_dev((size_t)T * 4);
     float *dx = kc_dev((size_t)T * D * 4);
@@ -34,7 +35,7 @@ static void one(kiln_dtype dt, int V, int D, int T, unsigned long long *s) {
     for (int t = 0; t < T; t++) {
         prev_row[t] = t % 2 ? t % 3 : -1;
         int id = t % 2 ? prev_tok[t % 3] : ids[t];
-        kiln_cpu_row_to_f32(dt, (const char *)eh + (size_t)id * D * es, D, want + (size_t)t * D);
+        kiln_row_to_f32(dt, (const char *)eh + (size_t)id * D * es, D, want + (size_t)t * D);
     }
     int32_t *dprev = kc_dev((size_t)T * 4), *dptok = kc_dev(sizeof prev_tok);
     kc_put(dprev, prev_row, (size_t)T * 4);

@@ -6,7 +6,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
-#include "engine/step.h"
+#include "step/step.h"
 #include "util/alloc.h"
 
 static void one(int T, int H, int KV, int hd, int bs, double theta, kiln_rope_style style, unsigned long long *s) {

@@ -18,7 +18,7 @@
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
-#include "engine/sampler.h"
+#include "sample/sampler.h"
 #include "util/alloc.h"
 
 #define R 8

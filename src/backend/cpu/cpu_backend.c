@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include "format/quant.h"
 #include "backend/backend.h"
 #include "backend/cpu/cpu_sample.h"
 #include "backend/cpu/kernels.h"
@@ -342,7 +343,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     for (int t = 0; t < T; t++) {
         const unsigned char *row = (const unsigned char *)m->tok_embd->data +
                                    kiln_dtype_row_bytes(m->tok_embd->dtype, D) * (size_t)c->tok_in[t];
-        if (kiln_cpu_row_to_f32(m->tok_embd->dtype, row, D, c->x + (size_t)t * D))
+        if (kiln_row_to_f32(m->tok_embd->dtype, row, D, c->x + (size_t)t * D))
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
                             kiln_dtype_name(m->tok_embd->dtype));
     }

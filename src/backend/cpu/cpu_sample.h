@@ -11,7 +11,7 @@
 #ifndef KILN_CPU_SAMPLE_H
 #define KILN_CPU_SAMPLE_H
 #include "backend/backend.h"
-#include "engine/sampler.h"
+#include "sample/sampler.h"
 
 /* one step's draws: [n] rows in the order of the step's logits rows */
 typedef struct kiln_cpu_sample_out {

@@ -185,27 +185,3 @@ kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa) {
     }
 }
 
-int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out) {
-    if (n < 0) return KILN_ERR_INVALID_ARG;
-    switch (dt) {
-    case KILN_DT_F32:
-        memcpy(out, row, (size_t)n * sizeof(float));
-        return KILN_OK;
-    case KILN_DT_F16: {
-        const uint16_t *h = row;
-        for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32_fast(h[i]);
-        return KILN_OK;
-    }
-    case KILN_DT_BF16: {
-        const uint16_t *h = row;
-        for (int64_t i = 0; i < n; i++) out[i] = kiln_bf16_to_f32(h[i]);
-        return KILN_OK;
-    }
-    default:
-        if (kiln_dtype_is_quant(dt)) {
-            int rc = kiln_cpu_dequant_row(dt, row, n, out); /* 0, a status, or -1: unsupported */
-            return rc == 0 ? KILN_OK : rc > 0 ? rc : KILN_ERR_UNSUPPORTED;
-        }
-        return KILN_ERR_UNSUPPORTED;
-    }
-}

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kiln.h"
-#include "model/dtype.h"
+#include "format/dtype.h"
 #include "model/model.h"
 #include "util/threads.h"
 
@@ -110,10 +110,6 @@ typedef struct kiln_attn_kernels {
 /* 0, or -1 where isa is not supported. */
 int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k);
 
-/* Convert one row of n elements of dtype dt to f32 (embedding lookups, tests). 0 or status. */
-int kiln_cpu_row_to_f32(kiln_dtype dt, const void *row, int64_t n, float *out);
-/* Implemented by the quantized-types file for quant dtypes; returns -1 if unsupported. */
-int kiln_cpu_dequant_row(kiln_dtype dt, const void *row, int64_t n, float *out);
 
 /* y[r][o] = sum_i x[r][i] * W[o][i]
  *   x: [n_rows][n_in] f32 (row stride n_in), W: tensor [n_out][n_in], y: [n_rows][n_out].

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model/dtype.h"
+#include "format/dtype.h"
 
 /* Programmatic dependent launch (sm_90). A kernel launched by kiln_launch may start while the
  * kernel before it in the stream still runs, so the next kernel's prologue (launch, index math,

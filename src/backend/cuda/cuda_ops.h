@@ -16,7 +16,7 @@
 #define KILN_CUDA_OPS_H
 #include <stdint.h>
 #include <cuda_runtime_api.h>
-#include "model/dtype.h"
+#include "format/dtype.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -16,7 +16,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include "kiln.h"
-#include "model/dtype.h"
+#include "format/dtype.h"
 
 typedef struct kiln_cuda_gemm_ctx {
     cublasLtHandle_t lt;

@@ -12,8 +12,8 @@
  * With overlapped scheduling (kiln_step.prev_row) some input tokens are not known to the host:
  * the backend takes them from the previous step's draws on the device.
  */
-#ifndef KILN_ENGINE_STEP_H
-#define KILN_ENGINE_STEP_H
+#ifndef KILN_STEP_STEP_H
+#define KILN_STEP_STEP_H
 #include <stdint.h>
 
 /* KV pool: [layer][block][k|v][kv_heads][block_size][head_dim] (one block of one head is one

@@ -13,8 +13,8 @@
  * keyed by (seed, output position): a request's samples do not depend on its batch slot, on
  * its neighbours or on preemption. Logprobs are those of the raw model distribution.
  */
-#ifndef KILN_ENGINE_SAMPLER_H
-#define KILN_ENGINE_SAMPLER_H
+#ifndef KILN_SAMPLE_SAMPLER_H
+#define KILN_SAMPLE_SAMPLER_H
 #include <stdint.h>
 #include "kiln.h"
 

@@ -1,12 +1,12 @@
 /* gguf.h: GGUF v2/v3 reader (header, typed metadata, tensor infos, aligned data; mmapped).
  * Every length and offset is checked against the file size: malformed files are refused with
  * a message naming the file and the problem. */
-#ifndef KILN_MODEL_GGUF_H
-#define KILN_MODEL_GGUF_H
+#ifndef KILN_FORMAT_GGUF_H
+#define KILN_FORMAT_GGUF_H
 #include <stddef.h>
 #include <stdint.h>
 #include "kiln.h"
-#include "model/dtype.h"
+#include "format/dtype.h"
 
 typedef enum kiln_gguf_type {
     KILN_GGUF_UINT8 = 0, KILN_GGUF_INT8 = 1, KILN_GGUF_UINT16 = 2, KILN_GGUF_INT16 = 3,

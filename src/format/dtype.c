@@ -1,4 +1,4 @@
-#include "model/dtype.h"
+#include "format/dtype.h"
 
 static const struct { const char *name; int elems, bytes; } k_dt[KILN_DT_COUNT] = {
     [KILN_DT_F32] = {"f32", 1, 4},      [KILN_DT_F16] = {"f16", 1, 2},

@@ -1,7 +1,7 @@
 /* dtype.h: element types of weights, as stored in checkpoint files. Quantized types are GGUF's
  * block formats: a row of n elements is n / block_elems blocks of block_bytes each. */
-#ifndef KILN_MODEL_DTYPE_H
-#define KILN_MODEL_DTYPE_H
+#ifndef KILN_FORMAT_DTYPE_H
+#define KILN_FORMAT_DTYPE_H
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
 /* sampler.c: see sampler.h. */
-#include "engine/sampler.h"
+#include "sample/sampler.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -7,9 +7,11 @@
  * names the file and the problem. Tensors may overlap or come in any order as long as each lies
  * inside the data area and its byte length equals dtype size x prod(shape).
  */
-#ifndef KILN_MODEL_SAFETENSORS_H
-#define KILN_MODEL_SAFETENSORS_H
-#include "model/model.h"
+#ifndef KILN_FORMAT_SAFETENSORS_H
+#define KILN_FORMAT_SAFETENSORS_H
+#include "format/tensor.h"
+#include "kiln.h"
+#include "util/mapfile.h"
 
 typedef struct kiln_safetensors {
     kiln_mapfile map;
@@ -20,8 +22,5 @@ typedef struct kiln_safetensors {
 int kiln_safetensors_open(kiln_safetensors *st, const char *path, kiln_error *err);
 void kiln_safetensors_close(kiln_safetensors *st);
 
-/* Open a safetensors file and move its tensors and mapping into m (appended to m->tensors and
- * m->files). Names already present in m are refused (duplicate tensor). */
-int kiln_model_add_safetensors(kiln_model *m, const char *path, kiln_error *err);
 
 #endif

@@ -12,7 +12,7 @@
  * Nested arrays are walked (to skip them) but not exposed. Keys and tensor names are sorted
  * once for binary-search lookup, which also finds duplicates.
  */
-#include "model/gguf.h"
+#include "format/gguf.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * dtype, a shape of at most 4 non-negative dims, data_offsets [begin, end] with
  * begin <= end <= data size and end - begin == elements x element size (overflow-checked).
  */
-#include "model/safetensors.h"
+#include "format/safetensors.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -144,35 +144,4 @@ void kiln_safetensors_close(kiln_safetensors *st) {
     kiln_free(st->tensors);
     kiln_mapfile_close(&st->map);
     memset(st, 0, sizeof *st);
-}
-
-int kiln_model_add_safetensors(kiln_model *m, const char *path, kiln_error *err) {
-    kiln_safetensors st;
-    int rc = kiln_safetensors_open(&st, path, err);
-    if (rc) return rc;
-    for (int i = 0; i < st.n_tensors; i++) {
-        if (kiln_model_find(m, st.tensors[i].name)) {
-            rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor %s is already defined by another file",
-                          path, st.tensors[i].name);
-            kiln_safetensors_close(&st);
-            return rc;
-        }
-    }
-    kiln_tensor *nt = kiln_realloc(m->tensors, (size_t)(m->n_tensors + st.n_tensors + 1) * sizeof *nt);
-    if (!nt) {
-        kiln_safetensors_close(&st);
-        return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", path);
-    }
-    m->tensors = nt;
-    kiln_mapfile *nf = kiln_realloc(m->files, (size_t)(m->n_files + 1) * sizeof *nf);
-    if (!nf) {
-        kiln_safetensors_close(&st);
-        return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", path);
-    }
-    m->files = nf;
-    memcpy(m->tensors + m->n_tensors, st.tensors, (size_t)st.n_tensors * sizeof *nt);
-    m->n_tensors += st.n_tensors;
-    m->files[m->n_files++] = st.map; /* ownership of the mapping moves to m */
-    kiln_free(st.tensors);
-    return KILN_OK;
 }

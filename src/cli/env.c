@@ -1,0 +1,63 @@
+/* env.c: the one place that reads the environment. Library behaviour is set through the
+ * options structs of kiln.h; the kiln command keeps accepting the KILN_* variables of the README
+ * and maps them onto those fields here, before the command-line flags (which win). A malformed
+ * number is reported and ignored (the option keeps its default). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli/cli.h"
+
+/* "1" -> 1, "0" -> 0, unset or empty -> *dst unchanged */
+static void env_flag(const char *name, int *dst) {
+    const char *v = getenv(name);
+    if (!v || !*v) return;
+    if (!strcmp(v, "1")) *dst = 1;
+    else if (!strcmp(v, "0")) *dst = 0;
+    else fprintf(stderr, "kiln: warning: %s=%s ignored (expected 0 or 1)\n", name, v);
+}
+
+/* an integer in [lo, hi]; unset or empty -> *dst unchanged */
+static void env_int(const char *name, long lo, long hi, int *dst) {
+    const char *v = getenv(name);
+    long x;
+    if (!v || !*v) return;
+    if (kiln_cli_parse_int(v, lo, hi, &x)) {
+        fprintf(stderr, "kiln: warning: %s=%s ignored (expected an integer in [%ld, %ld])\n", name, v, lo, hi);
+        return;
+    }
+    *dst = (int)x;
+}
+
+void kiln_cli_engine_defaults(kiln_engine_options *o) {
+    kiln_engine_options_default(o);
+    env_flag("KILN_STRICT", &o->strict);
+    env_flag("KILN_BATCH_INVARIANT", &o->batch_invariant);
+    env_flag("KILN_HOST_SAMPLING", &o->host_sampling);
+    env_int("KILN_MAX_BATCH_TOKENS", 1, 1 << 20, &o->max_batch_tokens);
+    int mb = 0;
+    env_int("KILN_SCRATCH_POOL_MB", 1, 1 << 30, &mb);
+    if (mb > 0) o->scratch_pool_mb = (size_t)mb;
+    int ov = 1;
+    env_flag("KILN_OVERLAP", &ov);
+    if (!ov) o->overlap = -1;
+    const char *isa = getenv("KILN_CPU_ISA");
+    if (isa && *isa) o->cpu.isa = isa;
+    env_flag("KILN_CPU_SAMPLE", &o->cpu.backend_sampling);
+    kiln_cuda_options *c = &o->cuda;
+    env_flag("KILN_CUDA_DEBUG", &c->debug);
+    env_int("KILN_CUDA_GEMV", 0, 1 << 20, &c->gemv_max_rows);
+    env_int("KILN_CUDA_SKINNY", 0, 1 << 20, &c->skinny_max_rows);
+    env_int("KILN_CUDA_WIDE", 0, 1 << 20, &c->wide_min_rows);
+    env_int("KILN_CUDA_WIDE_VARIANT", 0, 64, &c->wide_variant);
+    env_flag("KILN_CUDA_GLU", &c->glu_fused);
+    env_flag("KILN_CUDA_PDL", &c->pdl);
+    env_flag("KILN_CUDA_GRAPHS", &c->graphs);
+    env_int("KILN_CUDA_PIECE_MAX", 0, 1 << 20, &c->piece_max_rows);
+    env_int("KILN_CUDA_DECODE_TC", 0, 1 << 30, &c->decode_tc_rows);
+    env_int("KILN_CUDA_DECODE_TC_SPLIT", 0, 1024, &c->decode_tc_split);
+    env_int("KILN_CUDA_ATT_BPS", 1, 1024, &c->att_blocks_per_sm);
+    env_flag("KILN_CUDA_GU_16BIT", &c->gate_up_16bit);
+    /* fault injection (tests of kiln validate) */
+    env_flag("KILN_TEST_EXTRA_SYNC", &o->faults.extra_sync);
+    env_flag("KILN_TEST_BREAK_BATCH", &o->faults.break_batch);
+}
