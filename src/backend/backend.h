@@ -29,6 +29,8 @@ typedef struct kiln_backend_config {
     int batch_invariant;    /* KILN_BATCH_INVARIANT=1 */
     int sample;             /* the engine will send device_sample steps (a backend with ops.samples
                              * may leave its sampler out otherwise: cpu) */
+    kiln_cpu_options cpu;   /* the switches of kiln.h, copied from the engine options */
+    kiln_cuda_options cuda;
 } kiln_backend_config;
 
 typedef struct kiln_step_result {

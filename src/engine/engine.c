@@ -262,6 +262,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .strict = e->strict,
         .batch_invariant = getenv("KILN_BATCH_INVARIANT") && strcmp(getenv("KILN_BATCH_INVARIANT"), "1") == 0,
         .sample = e->device_sample,
+        .cpu = o->cpu,
+        .cuda = o->cuda,
     };
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
