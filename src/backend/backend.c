@@ -1,4 +1,5 @@
-/* backend.c: backend registry and the step-descriptor check every backend runs (I2). */
+/* backend.c: backend registry and the step-descriptor check every backend runs (I2, through
+ * step/step_check.c). */
 #include "backend/backend.h"
 #include <string.h>
 #include "util/error.h"
@@ -7,84 +8,19 @@
 const kiln_backend_ops *kiln_backend_cuda_ops(void) { return NULL; }
 #endif
 
-/* A device_sample step's sampling parameters and penalty-table loads, as the backends' samplers
- * read them (cpu_sample.c, the CUDA sampling descriptor). */
-static int check_sampling(const kiln_backend_config *c, int vocab, const kiln_step *s, kiln_error *err) {
-    const int64_t max_bias = (int64_t)c->max_seqs * KILN_MAX_LOGIT_BIAS;
-    const int64_t max_supp = (int64_t)c->max_seqs * (KILN_MAX_EOS + KILN_MAX_STOP_IDS);
-    for (int i = 0; i < s->n_seqs; i++) {
-        if (!s->seq_logits[i]) continue;
-        const kiln_step_sampling *ss = &s->sampling[i];
-        if (ss->pen_slot < -1 || ss->pen_slot >= c->max_seqs || ss->n_logprobs < 0 ||
-            ss->n_logprobs > KILN_STEP_MAX_TOP || ss->n_bias < 0 || ss->bias_start < 0 ||
-            ss->bias_start + (int64_t)ss->n_bias > max_bias || ss->n_supp < 0 || ss->supp_start < 0 ||
-            ss->supp_start + (int64_t)ss->n_supp > max_supp)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d sampling slot %d / top %d / lists out of range", i,
-                            ss->pen_slot, ss->n_logprobs);
-    }
-    if (s->n_pen < 0 || s->n_pen > c->max_seqs)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d penalty loads", s->n_pen);
-    for (int k = 0; k < s->n_pen; k++) {
-        int a = s->pen_start[k], b = s->pen_start[k + 1], np = s->pen_n_prompt[k];
-        if (s->pen_slot[k] < 0 || s->pen_slot[k] >= c->max_seqs)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty slot %d out of range", s->pen_slot[k]);
-        if (a < 0 || b < a || b > s->cap_pen_tokens || np < 0 || np > b - a)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty load %d spans [%d, %d) with %d prompt ids", k, a, b, np);
-        for (int i = a; i < b; i++)
-            if (s->pen_tokens[i] < 0 || s->pen_tokens[i] >= vocab)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: penalty token %d outside vocab", s->pen_tokens[i]);
-    }
-    return KILN_OK;
-}
-
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err) {
-    const kiln_kv_layout *L = &c->kv;
-    if (s->n_tokens < min_rows || s->n_tokens > c->max_tokens || s->n_seqs < min_rows || s->n_seqs > c->max_seqs ||
-        s->max_blocks_per_seq > c->max_blocks_per_seq)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d tokens / %d seqs beyond capacity %d / %d", s->n_tokens,
-                        s->n_seqs, c->max_tokens, c->max_seqs);
-    if (s->seq_q_start[0] != 0 || s->seq_q_start[s->n_seqs] != s->n_tokens)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: query starts do not cover the %d rows", s->n_tokens);
-    if (s->n_prev < 0 || s->n_prev > s->n_tokens)
-        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d rows from the previous step, %d rows", s->n_prev, s->n_tokens);
-    if (s->n_prev > 0) {
-        if (!s->device_sample)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: input tokens from the previous step need device sampling");
-        int np = 0;
-        for (int t = 0; t < s->n_tokens; t++) {
-            if (s->prev_row[t] < -1 || s->prev_row[t] >= c->max_seqs)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d takes previous logits row %d outside [-1, %d)", t,
-                                s->prev_row[t], c->max_seqs);
-            np += s->prev_row[t] >= 0;
-        }
-        if (np != s->n_prev)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: n_prev %d but %d rows take a previous token", s->n_prev, np);
-    }
-    int64_t n_slots = (int64_t)L->n_blocks * L->block_size;
-    for (int i = 0; i < s->n_seqs; i++) {
-        int ctx = s->seq_ctx_len[i];
-        if (s->seq_q_start[i + 1] < s->seq_q_start[i])
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d has a negative row count", i);
-        if (ctx < 1 || ctx > c->max_model_len || (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
-            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
-        const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
-        for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
-            if (bt[b] < 1 || bt[b] >= L->n_blocks)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b, bt[b],
-                                L->n_blocks);
-        for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {
-            if (s->positions[t] < 0 || s->positions[t] >= ctx)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d position %d outside context %d", t, s->positions[t],
-                                ctx);
-            if (s->token_ids[t] < 0 || s->token_ids[t] >= vocab)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d token id %d outside vocab", t, s->token_ids[t]);
-            if (s->slot_mapping[t] < 0 || s->slot_mapping[t] >= n_slots)
-                return KILN_ERR(err, KILN_ERR_RANGE, "step: row %d KV slot %lld outside the pool", t,
-                                (long long)s->slot_mapping[t]);
-        }
-    }
-    return s->device_sample ? check_sampling(c, vocab, s, err) : KILN_OK;
+    kiln_step_limits lim = {
+        .max_tokens = c->max_tokens,
+        .max_seqs = c->max_seqs,
+        .max_blocks_per_seq = c->max_blocks_per_seq,
+        .max_model_len = c->max_model_len,
+        .vocab = vocab,
+        .kv = c->kv,
+        .min_rows = min_rows,
+        .max_logits_per_seq = c->max_logits_per_seq,
+    };
+    return kiln_step_check(&lim, s, err);
 }
 
 const kiln_backend_ops *kiln_backend_find(const char *name) {

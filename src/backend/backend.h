@@ -29,6 +29,8 @@ typedef struct kiln_backend_config {
     int batch_invariant;    /* KILN_BATCH_INVARIANT=1 */
     int sample;             /* the engine will send device_sample steps (a backend with ops.samples
                              * may leave its sampler out otherwise: cpu) */
+    int max_logits_per_seq; /* logits rows a step may ask per sequence (the engine sets it from
+                             * ops.max_logits_per_seq; 0 = 1) */
     kiln_cpu_options cpu;   /* the switches of kiln.h, copied from the engine options */
     kiln_cuda_options cuda;
 } kiln_backend_config;
@@ -45,7 +47,6 @@ typedef struct kiln_step_result {
     const float *top_lp;    /* [n_logits][KILN_STEP_MAX_TOP] */
 } kiln_step_result;
 
-#define KILN_STEP_MAX_TOP 20
 
 typedef struct kiln_backend kiln_backend;
 
@@ -73,13 +74,8 @@ struct kiln_backend {
 const kiln_backend_ops *kiln_backend_cpu_ops(void);
 /* NULL when the CUDA backend was not built. */
 const kiln_backend_ops *kiln_backend_cuda_ops(void);
-/* The descriptor against the capacities and the pool (I2): counts within capacity (at least
- * min_rows rows and sequences), query starts covering the rows in order, contexts within
- * max_model_len and the block table, block ids in [1, n_blocks), positions inside the context,
- * token ids inside the vocabulary, KV slots inside the pool; with n_prev > 0: device_sample set,
- * every prev_row in [-1, max_seqs) and n_prev of them >= 0 (their range against the previous
- * step's logits rows is the backend's check); with device_sample: the sampling rows (penalty
- * slot, top-n, bias / suppression list ranges) and the penalty loads (slots, spans, token ids). */
+/* kiln_step_check (step.h) with the limits of a backend config: the vocabulary, at least
+ * min_rows rows and sequences, config.max_logits_per_seq logits rows per sequence. */
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err);
 

@@ -16,13 +16,16 @@ typedef enum kiln_dtype {
     KILN_DT_Q5_K, /* 256 elems                                       = 176 bytes */
     KILN_DT_Q6_K, /* 256 elems                                       = 210 bytes */
     KILN_DT_I32,  /* metadata-like tensors only */
+    KILN_DT_F8_E4M3, /* 1 byte: FP8 (OCP E4M3, max 448), with scales in a kiln_quant descriptor */
+    KILN_DT_F8_E5M2, /* 1 byte: FP8 (OCP E5M2) */
     KILN_DT_COUNT
 } kiln_dtype;
 
 const char *kiln_dtype_name(kiln_dtype t);
 int kiln_dtype_block_elems(kiln_dtype t);
 int kiln_dtype_block_bytes(kiln_dtype t);
-int kiln_dtype_is_quant(kiln_dtype t);
+int kiln_dtype_is_quant(kiln_dtype t); /* a GGUF block type (scales inside the blocks) */
+int kiln_dtype_is_fp8(kiln_dtype t);
 /* bytes of n elements (n a multiple of the block size); 0 when it is not. */
 size_t kiln_dtype_row_bytes(kiln_dtype t, int64_t n);
 

@@ -54,6 +54,10 @@ typedef struct kiln_layer_weights {
     const kiln_tensor *w_gate, *w_up, *w_down; /* [hidden][dim] x2, [dim][hidden] */
     float *attn_norm;                          /* [dim] f32 copy */
     float *ffn_norm;                           /* [dim] f32 copy */
+    int window;   /* attention window of this layer: a query at position p sees keys
+                   * max(0, p - window + 1) .. p; 0 = the whole context (full attention).
+                   * The loaders set 0 today (configs with a sliding window shorter than the
+                   * context are refused); a backend that cannot run a window refuses it at load. */
 } kiln_layer_weights;
 
 typedef enum kiln_model_format {

@@ -15,6 +15,27 @@
 #ifndef KILN_STEP_STEP_H
 #define KILN_STEP_STEP_H
 #include <stdint.h>
+#include "kiln.h"
+
+/* Element type of the KV pool. The backend names the types it can hold (kiln_backend_ops.kv_dtypes);
+ * the engine picks one (its native type unless asked, e.g. FP8 to double the context). */
+typedef enum kiln_kv_dtype {
+    KILN_KV_F32 = 0,  /* the CPU backend's pool */
+    KILN_KV_BF16,     /* the CUDA backend's pool (bf16 models) */
+    KILN_KV_F16,
+    KILN_KV_FP8_E4M3, /* 1 byte, scaled (kiln_kv_scale) */
+    KILN_KV_DTYPE_COUNT
+} kiln_kv_dtype;
+
+/* Scales of a quantized (FP8) pool: stored = real / scale. The backend owns them (f32):
+ *   KILN_KV_SCALE_TENSOR  [n_layers][2]              one for K and one for V per layer (vLLM's
+ *                                                    k_scale / v_scale)
+ *   KILN_KV_SCALE_HEAD    [n_layers][2][n_kv_heads]  per KV head */
+typedef enum kiln_kv_scale {
+    KILN_KV_SCALE_NONE = 0,
+    KILN_KV_SCALE_TENSOR,
+    KILN_KV_SCALE_HEAD
+} kiln_kv_scale;
 
 /* KV pool: [layer][block][k|v][kv_heads][block_size][head_dim] (one block of one head is one
  * contiguous tile), element offsets in 64 bits. */
@@ -23,9 +44,18 @@ typedef struct kiln_kv_layout {
     int n_kv_heads;
     int head_dim;
     int block_size;
-    int n_blocks; /* physical blocks, the null block 0 included */
-    int elem_bytes; /* bytes per element: 4 (cpu, f32) or 2 (cuda, bf16); the backend's choice */
+    int n_blocks;         /* physical blocks, the null block 0 included */
+    kiln_kv_dtype dtype;  /* element type; elem_bytes follows from it */
+    kiln_kv_scale scale;  /* NONE for f32 / bf16 / f16 */
+    int elem_bytes;       /* kiln_kv_dtype_bytes(dtype): 4 (cpu, f32), 2 (cuda, bf16), 1 (fp8) */
 } kiln_kv_layout;
+
+const char *kiln_kv_dtype_name(kiln_kv_dtype t);
+int kiln_kv_dtype_bytes(kiln_kv_dtype t); /* 0 for an unknown type */
+/* by name: "f32", "bf16", "f16", "fp8" / "fp8_e4m3"; -1 when unknown */
+int kiln_kv_dtype_from_name(const char *name);
+/* f32 scales the backend keeps for a layout (0 with KILN_KV_SCALE_NONE) */
+int64_t kiln_kv_scale_count(const kiln_kv_layout *l);
 
 static inline int64_t kiln_kv_offset(const kiln_kv_layout *l, int layer, int64_t block, int kv,
                                      int head, int slot) {
@@ -53,6 +83,7 @@ typedef struct kiln_step_sampling {
 } kiln_step_sampling;
 
 /* Limits that size the step's sampling buffers at load (checked at add_request). */
+#define KILN_STEP_MAX_TOP 20     /* raw top-n logprobs per token */
 #define KILN_MAX_LOGIT_BIAS 1024 /* logit_bias entries per request */
 #define KILN_MAX_STOP_IDS 256    /* stop token ids per request (besides the EOS ids) */
 
@@ -66,8 +97,10 @@ typedef struct kiln_step {
     int32_t *seq_q_start;        /* [max_seqs + 1] */
     int32_t *seq_ctx_len;        /* [max_seqs] context length after this step */
     int32_t *block_table;        /* [max_seqs][max_blocks_per_seq] physical block ids */
-    int32_t *seq_logits;         /* [max_seqs] 1 when the sequence's last row needs logits */
-    kiln_step_sampling *sampling;/* [max_seqs] */
+    int32_t *seq_logits;         /* [max_seqs] how many of the sequence's last rows need logits: 0,
+                                  * 1 (the last row: generation), or k > 1 (speculative verification:
+                                  * the last k rows, when the backend allows it, see kiln_step_limits) */
+    kiln_step_sampling *sampling;/* [max_seqs] (one per sequence: its every logits row uses it) */
     /* For backends that sample on the device (kiln_backend_ops.samples): */
     int device_sample;           /* 1: draw the tokens on the device (no host logits); the
                                   * engine sets it when the backend samples (ops.samples) */
@@ -92,5 +125,25 @@ typedef struct kiln_step {
     int32_t *prev_row;           /* [max_tokens] */
     int n_prev;
 } kiln_step;
+
+/* What a step may hold, against which kiln_step_check holds it (I2): the capacities the buffers
+ * were sized for, the pool, the vocabulary, and what the backend can do. */
+typedef struct kiln_step_limits {
+    int max_tokens, max_seqs, max_blocks_per_seq, max_model_len;
+    int vocab;
+    kiln_kv_layout kv;
+    int min_rows;           /* at least this many rows and sequences (a graph bucket's floor) */
+    int max_logits_per_seq; /* seq_logits[i] <= this (0 is read as 1) */
+} kiln_step_limits;
+
+/* The descriptor against the limits (I2): counts within capacity (at least min_rows rows and
+ * sequences), query starts covering the rows in order, contexts within max_model_len and the
+ * block table, block ids in [1, n_blocks), positions inside the context, token ids inside the
+ * vocabulary, KV slots inside the pool, logits rows per sequence within its rows and the limit;
+ * with n_prev > 0: device_sample set, every prev_row in [-1, max_seqs) and n_prev of them >= 0
+ * (their range against the previous step's logits rows is the backend's check); with
+ * device_sample: one logits row per sequence, the sampling rows (penalty slot, top-n, bias /
+ * suppression list ranges) and the penalty loads (slots, spans, token ids). */
+int kiln_step_check(const kiln_step_limits *lim, const kiln_step *s, kiln_error *err);
 
 #endif

@@ -49,7 +49,8 @@ static int rig_open(rig *r, const kiln_model *m, int threads) {
     memset(r, 0, sizeof *r);
     kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
                              .max_model_len = MAXB * BS, .n_threads = threads};
-    c.kv = (kiln_kv_layout){m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, BS, NB, 4};
+    c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
+                            .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
     kiln_error err = {0};
     if (kiln_backend_cpu_ops()->create(&r->b, m, &c, &err)) {
         fprintf(stderr, "backend: %s\n", err.msg);
