@@ -86,6 +86,8 @@ typedef struct kiln_engine_faults {
                             * force collisions (0 = off) */
 } kiln_engine_faults;
 
+#define KILN_MAX_DEVICES 16
+
 typedef struct kiln_engine_options {
     const char *model_path;     /* HF folder, Mistral-native folder, .gguf or llama2.c .bin */
     const char *tokenizer_path; /* NULL: found beside the model */
@@ -111,6 +113,14 @@ typedef struct kiln_engine_options {
                                  * is; the GPU then uses fixed kernels without split-K) (default 0) */
     int host_sampling;          /* 1: sample in the engine from host logits even where the backend
                                  * can draw on the device (the GPU sampler's reference) (default 0) */
+    const char *kv_cache_dtype; /* NULL or "auto": the backend's own (cpu f32, cuda bf16); else "f32",
+                                 * "bf16", "f16" or "fp8" (e4m3), refused where the backend cannot
+                                 * hold it (vLLM's --kv-cache-dtype) */
+    int n_devices;              /* 0: the backend's first device; n > 1: tensor parallelism over
+                                 * devices[0 .. n) (refused until the backend implements it) */
+    int devices[KILN_MAX_DEVICES]; /* device ordinals (cuda) */
+    const char *draft_model_path;  /* speculative decoding: a draft model run beside the target with
+                                    * its own backend and KV pool (refused until implemented) */
     kiln_cpu_options cpu;
     kiln_cuda_options cuda;
     kiln_engine_faults faults;

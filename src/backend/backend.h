@@ -31,6 +31,8 @@ typedef struct kiln_backend_config {
                              * may leave its sampler out otherwise: cpu) */
     int max_logits_per_seq; /* logits rows a step may ask per sequence (the engine sets it from
                              * ops.max_logits_per_seq; 0 = 1) */
+    int n_devices;          /* 0: the backend's default device; else devices[0 .. n_devices) */
+    int devices[KILN_MAX_DEVICES];
     kiln_cpu_options cpu;   /* the switches of kiln.h, copied from the engine options */
     kiln_cuda_options cuda;
 } kiln_backend_config;

@@ -100,6 +100,32 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         o->kv_memory_fraction = f;
         return 1;
     }
+    if (!strcmp(a, "--kv-cache-dtype")) { NEEDVAL(); o->kv_cache_dtype = val; return 1; }
+    if (!strcmp(a, "--speculative-model")) { NEEDVAL(); o->draft_model_path = val; return 1; }
+    if (!strcmp(a, "--devices")) { /* "0,1,3": device ordinals */
+        NEEDVAL();
+        int32_t *ids = NULL;
+        int n = 0;
+        if (kiln_cli_parse_ids(val, &ids, &n) || n > KILN_MAX_DEVICES) {
+            kiln_free(ids);
+            fprintf(stderr, "kiln: --devices takes up to %d device ordinals, e.g. 0,1 (got '%s')\n", KILN_MAX_DEVICES, val);
+            return -1;
+        }
+        for (int k = 0; k < n; k++) o->devices[k] = ids[k];
+        o->n_devices = n;
+        kiln_free(ids);
+        return 1;
+    }
+    if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) { /* devices 0 .. n-1, as vLLM */
+        NEEDVAL();
+        if (kiln_cli_parse_int(val, 1, KILN_MAX_DEVICES, &x)) {
+            fprintf(stderr, "kiln: %s must be in [1, %d] (got '%s')\n", a, KILN_MAX_DEVICES, val);
+            return -1;
+        }
+        o->n_devices = (int)x;
+        for (int k = 0; k < o->n_devices; k++) o->devices[k] = k;
+        return 1;
+    }
     if (!strcmp(a, "--seed-weights")) {
         NEEDVAL();
         if (kiln_cli_parse_int(val, 0, 1L << 62, &x)) { fprintf(stderr, "kiln: bad --seed-weights '%s'\n", val); return -1; }
