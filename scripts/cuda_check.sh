@@ -4,7 +4,8 @@
 #   scripts/cuda_check.sh          build with -DKILN_CUDA_TESTS=ON into build-cuda (or use
 #                                  build-cuda/pack if it exists), run each tests/cuda program,
 #                                  then a compute-sanitizer memcheck pass over the small ones
-#   scripts/cuda_check.sh --pack   build here (needs nvcc, no GPU) and copy the test programs and
+#   scripts/cuda_check.sh --pack   build here (needs nvcc, no GPU) and copy the test programs,
+#                                  kiln with its CUDA backend module libkiln_cuda.so beside it, and
 #                                  the non-CUDA shared libraries they need (libjansson, ...) into
 #                                  build-cuda/pack, for machines without kiln's Debian -dev
 #                                  packages: carry build-cuda/pack, then run this script there;
@@ -40,9 +41,10 @@ build() {
 if [ "${1:-}" = "--pack" ]; then
   build || { tail -30 "$LOGS/build.log"; echo "build failed"; exit 1; }
   rm -rf "$PACK"; mkdir -p "$PACK/lib"
-  cp "$BUILD"/test_cuda_* "$BUILD"/kiln "$PACK/"
-  # every shared library but the C runtime and CUDA's own (the GPU machine has those)
-  for b in "$PACK"/test_cuda_* "$PACK"/kiln; do
+  cp "$BUILD"/test_cuda_* "$BUILD"/kiln "$BUILD"/libkiln_cuda.so "$PACK/"
+  # every shared library but the C runtime and CUDA's own (the GPU machine has those); kiln
+  # loads libkiln_cuda.so from its own folder for --backend cuda
+  for b in "$PACK"/test_cuda_* "$PACK"/kiln "$PACK"/libkiln_cuda.so; do
     ldd "$b" | awk '/=> \// {print $3}' |
       grep -v -E 'libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libstdc\+\+|libgcc_s|libcublas|libcudart' || true
   done | sort -u | while read -r lib; do cp -L "$lib" "$PACK/lib/"; done

@@ -66,7 +66,19 @@ typedef struct kiln_backend_ops {
     /* Bytes of memory the backend holds (weights uploaded/converted, KV pool, scratch). */
     void (*memory)(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_bytes);
     void (*destroy)(kiln_backend *b);
+    /* Optional (NULL on cpu): a profiler range around each engine step (cuda: the NVTX range
+     * "kiln_step" in which tools/cuda_trace counts the synchronising calls, I1). */
+    void (*range_push)(const char *name);
+    void (*range_pop)(void);
+    /* Optional: the device's measured ceilings for `kiln bench` floors (cuda: probe.c). */
+    int (*probe_floors)(double *copy_gbs, double *gemm_tflops, kiln_error *err);
 } kiln_backend_ops;
+
+/* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
+ * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
+#define KILN_BACKEND_ABI 1
+/* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
+const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 
 struct kiln_backend {
     const kiln_backend_ops *ops;
@@ -74,14 +86,18 @@ struct kiln_backend {
 };
 
 const kiln_backend_ops *kiln_backend_cpu_ops(void);
-/* NULL when the CUDA backend was not built. */
+/* NULL when the CUDA backend is not available: not built, or libkiln_cuda.so not found or not
+ * loadable (backend.c loads it on the first call; kiln_backend_unavailable says why). */
 const kiln_backend_ops *kiln_backend_cuda_ops(void);
 /* kiln_step_check (step.h) with the limits of a backend config: the vocabulary, at least
  * min_rows rows and sequences, config.max_logits_per_seq logits rows per sequence. */
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err);
 
-/* by name: "cpu" or "cuda"; NULL if unknown or not built */
+/* by name: "cpu" or "cuda"; NULL if unknown or not available */
 const kiln_backend_ops *kiln_backend_find(const char *name);
+/* Why kiln_backend_find(name) gave NULL, as one sentence into buf (an unknown name, a build
+ * without the CUDA backend, or libkiln_cuda.so not found / not loadable with what was tried). */
+void kiln_backend_unavailable(const char *name, char *buf, size_t n);
 
 #endif

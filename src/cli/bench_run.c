@@ -14,14 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "backend/backend.h"
 #include "cli/bench.h"
 #include "cli/cli.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/threads.h"
-#ifdef KILN_HAVE_CUDA
-#include "kiln_cuda_probe.h"
-#endif
 #include "util/timeutil.h"
 #if defined(KILN_X86)
 #include <immintrin.h>
@@ -225,11 +223,11 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
     }
     m->fma_gflops = 2.0 * 12 * lanes * (double)fj.iters * m->threads / best / 1e9;
     kiln_pool_destroy(pool);
-#ifdef KILN_HAVE_CUDA
-    if (backend && !strcmp(backend, "cuda")) { /* the floors of a GPU run are the GPU's */
+    const kiln_backend_ops *gpu = backend && !strcmp(backend, "cuda") ? kiln_backend_cuda_ops() : NULL;
+    if (gpu && gpu->probe_floors) { /* the floors of a GPU run are the GPU's */
         double gbs, tflops;
         kiln_error e2 = {0};
-        if (kiln_cuda_probe_floors(&gbs, &tflops, &e2) == 0) {
+        if (gpu->probe_floors(&gbs, &tflops, &e2) == 0) {
             m->mem_bw_gbs = gbs;
             m->fma_gflops = tflops * 1e3;
             m->gpu_floors = 1;
@@ -238,7 +236,6 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
             fprintf(stderr, "kiln bench: GPU floor probe failed: %s\n", e2.msg);
         }
     }
-#endif
     /* reset VmHWM so that peak RSS reports the engine, not the 256 MiB probe buffer */
     FILE *cr = fopen("/proc/self/clear_refs", "w");
     if (cr) { fputs("5", cr); fclose(cr); }

@@ -54,8 +54,8 @@
  * Time: backend_seconds = encode + finish (the wait) per call; host_seconds = the rest of the
  * call (scheduling, applying, sampling on the host): the host's own work per step.
  * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.
- * In CUDA builds the step is an NVTX range "kiln_step" (nvtx3 is header-only; without a profiler
- * injected each push/pop is a call through a no-op pointer): tools/cuda_trace checks I1 per range.
+ * The step is a profiler range "kiln_step" where the backend has one (ops.range_push: NVTX on
+ * cuda): tools/cuda_trace checks I1 per range.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -66,9 +66,6 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/timeutil.h"
-#ifdef KILN_HAVE_CUDA
-#include <nvtx3/nvToolsExt.h>
-#endif
 
 void kiln_engine_options_default(kiln_engine_options *o) {
     memset(o, 0, sizeof *o);
@@ -176,8 +173,9 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->strict = sv && strcmp(sv, "1") == 0;
     e->ops = kiln_backend_find(o->backend);
     if (!e->ops) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "backend '%s' is not available in this build (cpu%s)",
-                      o->backend ? o->backend : "", kiln_backend_cuda_ops() ? ", cuda" : "");
+        char why[sizeof err->msg - 64];
+        kiln_backend_unavailable(o->backend, why, sizeof why);
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s", why);
         goto fail;
     }
     if (!o->model_path) { rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: no model path"); goto fail; }
@@ -673,14 +671,10 @@ out:
 }
 
 int kiln_engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
-#ifdef KILN_HAVE_CUDA
-    nvtxRangePushA("kiln_step");
+    if (e->ops->range_push) e->ops->range_push("kiln_step");
     int rc = engine_step(e, n_active, err);
-    nvtxRangePop();
+    if (e->ops->range_pop) e->ops->range_pop();
     return rc;
-#else
-    return engine_step(e, n_active, err);
-#endif
 }
 
 int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_error *err) {

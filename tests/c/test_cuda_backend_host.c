@@ -4,17 +4,22 @@
  *     "no CUDA device"), never crashes; with a GPU it opens;
  *   - refusals at create happen before any device work (I3): mixed matrix dtypes and quantized
  *     layer matrices are KILN_ERR_UNSUPPORTED with the tensor named;
- *   - KILN_STRICT=1 with KILN_CUDA_DEBUG=1 is KILN_ERR_STRICT.
- * Skips when the build has no CUDA backend. */
+ *   - strict with the debug switch (KILN_STRICT=1, KILN_CUDA_DEBUG=1) is KILN_ERR_STRICT.
+ * Runs through libkiln_cuda.so (loaded by backend.c, its host symbols from this program); skips
+ * when the build has no CUDA backend (it fails when the module was built but does not load). */
 #include <stdlib.h>
 #include "backend/backend.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "test.h"
 
-static int try_create(kiln_model *m, int strict, kiln_error *err) {
+static int try_create(kiln_model *m, int strict, int debug, kiln_error *err) {
     kiln_backend_config bc;
     memset(&bc, 0, sizeof bc);
+    kiln_engine_options eo; /* the backend's defaults (-1) for every cuda switch */
+    kiln_engine_options_default(&eo);
+    bc.cuda = eo.cuda;
+    bc.cuda.debug = debug;
     bc.max_tokens = 16;
     bc.max_seqs = 2;
     bc.max_blocks_per_seq = 8;
@@ -32,7 +37,13 @@ static int try_create(kiln_model *m, int strict, kiln_error *err) {
 }
 
 int main(void) {
-    if (!kiln_backend_cuda_ops()) KT_SKIP("this build has no CUDA backend");
+    if (!kiln_backend_cuda_ops()) {
+        char why[1024];
+        kiln_backend_unavailable("cuda", why, sizeof why);
+        if (strstr(why, "not available in this build")) KT_SKIP("%s", why);
+        KT_CHECK(0, "the cuda module did not load: %s", why);
+        return kt_done();
+    }
     const char *dir = kt_shared("models/mistral-tiny-random");
     if (!kt_exists(dir)) KT_SKIP("fixture %s missing", dir);
     kiln_error err = {0};
@@ -58,19 +69,17 @@ int main(void) {
         if (t) {
             kiln_dtype keep = t->dtype;
             t->dtype = KILN_DT_F16;
-            rc = try_create(m, 0, &err);
+            rc = try_create(m, 0, 0, &err);
             KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "mixed"), "mixed dtypes: rc %d: %s", rc, err.msg);
             t->dtype = KILN_DT_Q8_0;
-            rc = try_create(m, 0, &err);
+            rc = try_create(m, 0, 0, &err);
             KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, t->name), "quantized: rc %d: %s", rc, err.msg);
             t->dtype = keep;
         }
-        setenv("KILN_CUDA_DEBUG", "1", 1);
-        rc = try_create(m, 1, &err);
+        rc = try_create(m, 1, 1, &err); /* strict + debug (KILN_CUDA_DEBUG=1) */
         KT_CHECK(rc == KILN_ERR_STRICT, "strict + debug: rc %d: %s", rc, err.msg);
-        unsetenv("KILN_CUDA_DEBUG");
         if (!has_gpu) {
-            rc = try_create(m, 0, &err);
+            rc = try_create(m, 0, 0, &err);
             KT_CHECK(rc == KILN_ERR_UNSUPPORTED, "no GPU: rc %d: %s", rc, err.msg);
         }
         kiln_model_free(m);

@@ -218,7 +218,7 @@ static inline void kg_check_glu(const kg_problem *p, kg_launch_glu f, int n_var,
     for (int a = 0; a < 3; a++) {
         kiln_dtype adt = adts[a];
         size_t es = kc_dtsize(adt);
-        CU(kiln_cuda_swiglu(dref, adt, p->dy, MR, F, 0));
+        CU(kiln_cuda_swiglu(dref, adt, p->dy, MR, F, 1, 0));
         kc_get(ref, dref, an * es);
         if (adt == KILN_DT_F32) { /* silu(g) u of the double reference */
             double num = 0, den = 0;

@@ -30,6 +30,9 @@ static inline void sh_init(sh_ctx *h, int n_seq, int block_size, int n_blocks, u
     bc->max_blocks_per_seq = 64;
     bc->max_model_len = 512;
     bc->n_threads = 0;
+    kiln_engine_options eo; /* the backend's defaults (-1) for every cuda switch */
+    kiln_engine_options_default(&eo);
+    bc->cuda = eo.cuda;
     kiln_step *s = &h->s;
     s->max_tokens = bc->max_tokens;
     s->max_seqs = bc->max_seqs;

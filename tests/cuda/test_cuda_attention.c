@@ -115,20 +115,20 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
     if (!flash) {
         CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, split_w,
-                               max_splits, dscr, 0));
+                               max_splits, dscr, 1, 0));
     } else if (flash == 3) {
         /* every row a decode on tensor cores, split over its context: 3 windows (hd 64), or as
          * many as the scratch holds (up to 64 windows of 64 positions) */
         int ms = hd == 64 ? 3 : max_splits;
         CU(kiln_cuda_attention_decode_tc(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, ms,
-                                         dscr, 0));
+                                         dscr, 1, 0));
         /* the same rows with one window each (the whole context per CTA) */
         float *dscr1 = kc_dev((size_t)T * H * (hd + 2) * 4);
         void *dout1 = kc_dev(on * as);
         float *got1 = kiln_malloc(on * 4);
         kc_poison(dout1, on * as);
         CU(kiln_cuda_attention_decode_tc(dout1, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 1,
-                                         dscr1, 0));
+                                         dscr1, 1, 0));
         kc_get(oh, dout1, on * as);
         kc_from_dt(adt, oh, got1, on);
         double e1 = kt_rel_l2(got1, want, on);
@@ -137,7 +137,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         CU(cudaFree(dscr1));
         CU(cudaFree(dout1));
         KT_CHECK(kiln_cuda_attention_decode_tc(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 65,
-                                               dscr, 0) == cudaErrorInvalidValue,
+                                               dscr, 1, 0) == cudaErrorInvalidValue,
                  "decode tc refuses 65 windows");
     } else {
         int32_t *qst = kiln_malloc((size_t)(S + 1) * 4);
@@ -149,7 +149,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         unsigned char *cov = kiln_malloc((size_t)T), *cov2 = kiln_malloc((size_t)T);
         int nt = kiln_cuda_prefill_tiles(qst, S, flash == 2 ? 1 : 16, tr, tiles, max_tiles, cov);
         kc_put(dtiles, tiles, (size_t)nt * 8);
-        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt, 0));
+        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt, 1, 0));
         kc_get(oh, dout, on * as);
         kc_from_dt(adt, oh, got, on);
         /* rows outside the tiles untouched (still 0xff bytes), tiled rows finite */
@@ -169,7 +169,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         memcpy(got1, got, on * 4);
         int nt2 = kiln_cuda_prefill_tiles(qst, S, flash == 2 ? 1 : 16, tr >= 7 ? 7 : 1, tiles, max_tiles, cov2);
         kc_put(dtiles, tiles, (size_t)nt2 * 8);
-        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt2, 0));
+        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt2, 1, 0));
         /* the other rows: kiln_cuda_attention on each run of rows outside the tiles */
         for (int a = 0; a < T;) {
             if (cov[a]) { a++; continue; }
@@ -177,7 +177,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
             while (b < T && !cov[b]) b++;
             int ms = 0, sw = kiln_cuda_attention_split_width(&ms);
             CU(kiln_cuda_attention((char *)dout + (size_t)a * row * as, adt, dq + (size_t)a * qs, qs, dpool, dpos + a,
-                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, sw, ms, dscr, 0));
+                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, sw, ms, dscr, 1, 0));
             a = b;
         }
         kc_get(oh, dout, on * as);
@@ -266,16 +266,16 @@ int main(void) {
         one(mix, 6, 16, 2, 128, 16, dts[i], 3, &s);
     }
     /* shapes the prefill kernel does not serve are refused (the caller keeps the split kernel) */
-    KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 48, NULL, NULL, NULL, NULL, 1, 8, 2, 48, 16, NULL, 1,
+    KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 48, NULL, NULL, NULL, NULL, 1, 8, 2, 48, 16, NULL, 1, 1,
                                          0) == cudaErrorInvalidValue,
              "prefill refuses hd 48");
-    KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 64, NULL, NULL, NULL, NULL, 1, 6, 2, 64, 16, NULL, 1,
+    KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 64, NULL, NULL, NULL, NULL, 1, 6, 2, 64, 16, NULL, 1, 1,
                                          0) == cudaErrorInvalidValue,
              "prefill refuses G = 3");
     /* the decode kernel's MMA rows hold at most 16 heads of a group */
     float scr_dummy = 0;
     KT_CHECK(kiln_cuda_attention_decode_tc(NULL, KILN_DT_F32, NULL, 2 * 64, NULL, NULL, NULL, NULL, 1, 1, 32, 1, 64, 16,
-                                           64, 1, &scr_dummy, 0) == cudaErrorInvalidValue,
+                                           64, 1, &scr_dummy, 1, 0) == cudaErrorInvalidValue,
              "decode tc refuses G = 32");
     return kt_done();
 }

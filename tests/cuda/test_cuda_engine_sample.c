@@ -44,6 +44,13 @@ static kiln_engine *open_engine(const char *model, int kv_blocks) {
     o.kv_memory_mb = 64;
     o.max_batch_tokens = 256;
     o.enable_prefix_cache = -1;
+    /* the switches this test flips in the environment, mapped as the kiln command does
+     * (src/cli/env.c): the library reads options, not the environment */
+    const char *v;
+    if ((v = getenv("KILN_CUDA_GRAPHS")) && !strcmp(v, "0")) o.cuda.graphs = 0;
+    if ((v = getenv("KILN_BATCH_INVARIANT")) && !strcmp(v, "1")) o.batch_invariant = 1;
+    if ((v = getenv("KILN_HOST_SAMPLING")) && !strcmp(v, "1")) o.host_sampling = 1;
+    if ((v = getenv("KILN_OVERLAP")) && !strcmp(v, "0")) o.overlap = -1;
     kiln_engine *e = NULL;
     kiln_error err = {0};
     if (kiln_engine_open(&e, &o, &err)) fprintf(stderr, "open %s: %s\n", model, err.msg);

@@ -13,7 +13,7 @@
  *     output within 1e-5 relative L2 of silu(g) u from the double reference, and its refusals.
  * KILN_GEMV_BENCH=1 adds timings: kiln_cuda_gemv (auto and each rows-per-warp) and
  * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) and, on the wide
- * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: the default and v2..v6, and SwiGLU fused at v5 / v6) against
+ * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: the default and v2..v6, 1, and SwiGLU fused at v5 / v6) against
  * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
  * T = 1, 2, 4, 8, 16 (gemv only up to 8): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
@@ -99,9 +99,9 @@ static double time_op(const bench_op *op, float *dy, const void *dx, const char 
         if (op->kind != 1) {
             cudaError_t rc = op->kind == 0   ? kiln_cuda_gemv_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
                              : op->kind == 2 ? kiln_cuda_gemm_skinny_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
-                             : op->kind == 3 ? kiln_cuda_gemm_wide_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 0)
+                             : op->kind == 3 ? kiln_cuda_gemm_wide_ex(dy, dx, w, KILN_DT_BF16, T, N, K, op->arg, 1, 0)
                                              : kiln_cuda_gemm_wide_glu(dy, KILN_DT_BF16, dx, w, KILN_DT_BF16, T, N / 2,
-                                                                       K, op->arg, 0);
+                                                                       K, op->arg, 1, 0);
             if (rc != cudaSuccess) { fprintf(stderr, "gemv/skinny/wide: %s\n", cudaGetErrorString(rc)); return NAN; }
         } else if (kiln_cuda_gemm_run(op->ctx, op->g, dy, dx, w, T, 0, &err)) {
             fprintf(stderr, "cuBLASLt: %s\n", err.msg);

@@ -30,7 +30,7 @@ static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsign
     kc_put(dw, w, (size_t)D * 4);
     kc_put(drows, rows, sizeof rows);
     kc_poison(dout, n * as);
-    CU(kiln_cuda_add_rmsnorm(dx, with_delta ? ddl : NULL, gather ? drows : NULL, !gather, dw, dout, adt, R, D, 1e-5f, 0));
+    CU(kiln_cuda_add_rmsnorm(dx, with_delta ? ddl : NULL, gather ? drows : NULL, !gather, dw, dout, adt, R, D, 1e-5f, 1, 0));
     kc_get(oh, dout, (size_t)R * D * as);
     kc_from_dt(adt, oh, got, (size_t)R * D);
     double e = kt_rel_l2(got, want, (size_t)R * D);

@@ -45,7 +45,7 @@ static void one(int T, int H, int KV, int hd, int bs, double theta, kiln_rope_st
     kc_put(dpos, pos, (size_t)T * 4);
     kc_put(dsl, slots, (size_t)T * 8);
     kc_poison(dpool, (size_t)pool_n * 2);
-    CU(kiln_cuda_rope_kv(dqkv, dpos, dsl, dpool, T, H, KV, hd, bs, theta, style == KILN_ROPE_INTERLEAVED, 0));
+    CU(kiln_cuda_rope_kv(dqkv, dpos, dsl, dpool, T, H, KV, hd, bs, theta, style == KILN_ROPE_INTERLEAVED, 1, 0));
     kc_get(got, dqkv, (size_t)T * W * 4);
     kc_get(pool, dpool, (size_t)pool_n * 2);
     /* q and k in place */

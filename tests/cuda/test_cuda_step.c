@@ -102,12 +102,12 @@ static void model_case(const char *dir, unsigned long long *rs) {
         printf("step %s: %d logit rows over %d ragged steps, worst rel L2 vs cpu %.3g\n", dir, nc, N_STEPS, worst);
     }
     /* debug mode: same logits; refused under strict */
-    setenv("KILN_CUDA_DEBUG", "1", 1);
+    h.bc.cuda.debug = 1; /* KILN_CUDA_DEBUG=1 */
     kiln_backend *bad = NULL;
     int rc = create(kiln_backend_cuda_ops(), &bad, m, &h, 0, 1, &err);
     KT_CHECK(rc == KILN_ERR_STRICT && !bad, "strict + KILN_CUDA_DEBUG=1 not refused (rc %d)", rc);
     KT_CHECK(create(kiln_backend_cuda_ops(), &dbg, m, &h, 0, 0, &err) == 0, "cuda debug create: %s", err.msg);
-    unsetenv("KILN_CUDA_DEBUG");
+    h.bc.cuda.debug = -1;
     if (dbg && gpu && run_script(dbg, &h, ld, V, &nd, 0) == 0) {
         double e = kt_rel_l2(ld, lg, (size_t)nd * V);
         KT_CHECK(nd == ng && e <= 1e-5, "debug mode logits differ: rel L2 %g", e);

@@ -24,8 +24,8 @@ static void one(kiln_dtype adt, kiln_dtype gdt, int T, int n, unsigned long long
     void *dout = kc_dev(tn * as);
     kc_put(dgu, guh, tn * 2 * gs);
     kc_poison(dout, tn * as);
-    if (gdt == KILN_DT_F32) CU(kiln_cuda_swiglu(dout, adt, (const float *)dgu, T, n, 0));
-    else CU(kiln_cuda_swiglu_in(dout, adt, dgu, gdt, T, n, 0));
+    if (gdt == KILN_DT_F32) CU(kiln_cuda_swiglu(dout, adt, (const float *)dgu, T, n, 1, 0));
+    else CU(kiln_cuda_swiglu_in(dout, adt, dgu, gdt, T, n, 1, 0));
     kc_get(oh, dout, tn * as);
     kc_from_dt(adt, oh, got, tn);
     double e = kt_rel_l2(got, want, tn);

@@ -1,4 +1,4 @@
-/* test_cuda_wide.c: kiln_cuda_gemm_wide (skinny_wide.cu: cp.async pipeline, tensor cores),
+/* test_cuda_wide.c: kiln_cuda_gemm_wide (skinny_wide.cu: cp.async pipeline, 1, tensor cores),
  * y[t][n] = sum_k x[t][k] W[n][k] for T <= 16 rows, against a double-precision CPU sum over the
  * same bf16 / f16-rounded inputs:
  *   - bf16: N in {8, 128, 1000, 5120} x K in {64, 192, 4096, 5120} (one k-tile; K % 128 != 0,
@@ -23,7 +23,7 @@
 #define MR KILN_WIDE_MAX_ROWS
 
 static cudaError_t launch_wide(float *y, const void *x, const void *w, kiln_dtype dt, int T, int N, int K, int v) {
-    return kiln_cuda_gemm_wide_ex(y, x, w, dt, T, N, K, v, 0);
+    return kiln_cuda_gemm_wide_ex(y, x, w, dt, T, N, K, v, 1, 0);
 }
 
 static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
@@ -47,34 +47,34 @@ static void invalid(void) {
     const cudaError_t bad = cudaErrorInvalidValue;
     const kiln_dtype b16 = KILN_DT_BF16;
     kg_check_refusals(launch_wide, dy, dx, dw, MR, "wide");
-    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 60, 0) == bad, "K=60 (not a multiple of 64) accepted");
-    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 32, 96, 0) == bad, "K=96 (not a multiple of 64) accepted");
-    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 32, 0) == bad, "K=32 accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, KILN_WIDE_VARIANTS + 1, 0) == bad,
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 60, 1, 0) == bad, "K=60 (not a multiple of 64) accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 32, 96, 1, 0) == bad, "K=96 (not a multiple of 64) accepted");
+    KT_CHECK(kiln_cuda_gemm_wide(dy, dx, dw, b16, 1, 64, 32, 1, 0) == bad, "K=32 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, KILN_WIDE_VARIANTS + 1, 1, 0) == bad,
              "variant %d accepted", KILN_WIDE_VARIANTS + 1);
-    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, -1, 0) == bad, "variant -1 accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, KILN_DT_Q8_0, dx, dw, b16, 1, 32, 64, 0, 0) == bad, "glu: q8_0 act accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_glu((char *)dy + 2, b16, dx, dw, b16, 1, 32, 64, 0, 0) == bad,
+    KT_CHECK(kiln_cuda_gemm_wide_ex(dy, dx, dw, b16, 1, 64, 64, -1, 1, 0) == bad, "variant -1 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, KILN_DT_Q8_0, dx, dw, b16, 1, 32, 64, 0, 1, 0) == bad, "glu: q8_0 act accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu((char *)dy + 2, b16, dx, dw, b16, 1, 32, 64, 0, 1, 0) == bad,
              "glu: misaligned act accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 0, 32, 64, 0, 0) == bad, "glu: T=0 accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 1, 32, 96, 0, 0) == bad, "glu: K=96 accepted");
-    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 1, 32, 64, KILN_WIDE_VARIANTS + 1, 0) == bad,
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 0, 32, 64, 0, 1, 0) == bad, "glu: T=0 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 1, 32, 96, 0, 1, 0) == bad, "glu: K=96 accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(dy, b16, dx, dw, b16, 1, 32, 64, KILN_WIDE_VARIANTS + 1, 1, 0) == bad,
              "glu: variant %d accepted", KILN_WIDE_VARIANTS + 1);
-    KT_CHECK(kiln_cuda_gemm_wide_glu(NULL, b16, dx, dw, b16, 1, 32, 64, 0, 0) == bad, "glu: NULL act accepted");
+    KT_CHECK(kiln_cuda_gemm_wide_glu(NULL, b16, dx, dw, b16, 1, 32, 64, 0, 1, 0) == bad, "glu: NULL act accepted");
     kg_check_untouched(dy, MR * 64, "wide");
     CU(cudaFree(dw)); CU(cudaFree(dx)); CU(cudaFree(dy));
 }
 
 static cudaError_t launch_wide_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype dt, int T,
                                    int F, int K, int v) {
-    return kiln_cuda_gemm_wide_glu(act, adt, x, w, dt, T, F, K, v, 0);
+    return kiln_cuda_gemm_wide_glu(act, adt, x, w, dt, T, F, K, v, 1, 0);
 }
 
 /* Fused SwiGLU against kiln_cuda_gemm_wide + kiln_cuda_swiglu on the same inputs: W = [gate; up] [2F][K]. */
 static void glu(kiln_dtype dt, int F, int K, unsigned long long *s) {
     kg_problem pb;
     kg_problem_init(&pb, dt, MR, 2 * F, K, s);
-    CU(kiln_cuda_gemm_wide(pb.dy, pb.dx, pb.dw, dt, MR, 2 * F, K, 0));
+    CU(kiln_cuda_gemm_wide(pb.dy, pb.dx, pb.dw, dt, MR, 2 * F, K, 1, 0));
     kg_check_glu(&pb, launch_wide_glu, KILN_WIDE_VARIANTS + 1, "wide glu");
     kg_problem_free(&pb);
 }

@@ -7,8 +7,9 @@
  *   - subscribes to every runtime and driver API callback: name, thread, enter / exit time
  *     (cuptiGetTimestamp) of each call go to a fixed-size array (slot index carried from enter to
  *     exit in cbInfo->correlationData);
- *   - subscribes to NVTX callbacks: kiln_engine_step is wrapped in nvtxRangePushA("kiln_step") /
- *     nvtxRangePop() in CUDA builds (src/engine/engine.c); NVTX reaches CUPTI only when
+ *   - subscribes to NVTX callbacks: kiln_engine_step (src/engine/engine.c) is wrapped in the
+ *     backend's range hooks, on cuda nvtxRangePushA("kiln_step") / nvtxRangePop() from
+ *     libkiln_cuda.so (src/backend/cuda/cuda_backend.c); NVTX reaches CUPTI only when
  *     NVTX_INJECTION64_PATH names libcupti, so the library sets it (to the libcupti it is linked
  *     against, found with dladdr) unless already set: NVTX reads it at its first call, which
  *     comes after cuInit;

@@ -382,7 +382,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                            const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                            int block_size, int split_w, int max_splits, float *scratch,
-                                           cudaStream_t st) {
+                                           int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
         KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 64)
@@ -393,7 +393,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     int G = H / KV, pl = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8, hpw = G <= 4 ? 1 : G <= 8 ? 2 : 4;
     int stream = (hd == 64 || hd == 128 || hd == 256) && (G == 1 || G == 2 || G == 4 || G == 8) && q_stride % 4 == 0;
 #define ATT_STREAM(HDV, GV)                                                                            \
-    kiln_launch(T >= KILN_PDL_MIN_ROWS, attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
                 q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size, split_w,       \
                 max_splits, scale)
 #define ATT_STREAM_G(HDV)                                                                              \
@@ -404,7 +404,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
         else ATT_STREAM(HDV, 8);                                                                       \
     } while (0)
 #define ATT_LAUNCH(PLV, HPWV)                                                                          \
-    kiln_launch(T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
                 q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV, hd, block_size, split_w, \
                 max_splits, 1, scale)
 #define ATT_LAUNCH_PL(PLV)                                                                             \
@@ -428,7 +428,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     if (e != cudaSuccess) return e;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, split_w, max_splits,
                 ATT_TILE);
     KILN_CUDA_CHECK_LAUNCH();
@@ -438,13 +438,13 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
  * attention_prefill.cu, windows rounded to wr positions). */
 extern "C" cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
                                                    int T, int H, int hd, int min_w, int max_splits, int wr,
-                                                   cudaStream_t st) {
+                                                   int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd > ATT_MAX_HD || H <= 0 || H > 65535 || min_w < 1 || wr < 1 || max_splits < 1 || max_splits > 64)
         return cudaErrorInvalidValue;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, min_w, max_splits,
                 wr);
     KILN_CUDA_CHECK_LAUNCH();

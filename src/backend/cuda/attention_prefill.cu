@@ -442,14 +442,14 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
 template <int HD>
 static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
                              const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
-                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, cudaStream_t st) {
+                             int H, int KV, int bs, const int32_t *tiles, int n_tiles, int pdl, cudaStream_t st) {
     size_t smem = PF_SMEM(HD);
     cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD);
     dim3 grid((unsigned)n_tiles, (unsigned)KV, 1u);
-    kiln_launch(true, attention_prefill_kernel<HD>, grid, dim3(PF_THREADS), smem, st, out, adt, q, q_stride, pool, pos,
+    kiln_launch(pdl != 0, attention_prefill_kernel<HD>, grid, dim3(PF_THREADS), smem, st, out, adt, q, q_stride, pool, pos,
                 row_seq, block_table, max_blocks, H, KV, bs, tiles, n_tiles, sl2);
     KILN_CUDA_CHECK_LAUNCH();
 }
@@ -458,14 +458,14 @@ static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_st
 template <int HD>
 static cudaError_t dec_launch(const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
                               const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV,
-                              int bs, float *scratch, int min_w, int max_splits, cudaStream_t st) {
+                              int bs, float *scratch, int min_w, int max_splits, int pdl, cudaStream_t st) {
     size_t smem = PF_SMEM(HD);
     cudaError_t e = cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD);
     dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
-    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_decode_kernel<HD>, grid, dim3(PF_THREADS), smem, st, q, q_stride, pool, pos, row_seq,
                 block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits);
     KILN_CUDA_CHECK_LAUNCH();
@@ -475,7 +475,7 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
                                                    const uint16_t *pool_layer, const int32_t *pos,
                                                    const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                    int H, int KV, int hd, int block_size, const int32_t *tiles,
-                                                   int n_tiles, cudaStream_t st) {
+                                                   int n_tiles, int pdl, cudaStream_t st) {
     if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
         ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 &&
                                                                 adt != KILN_DT_F16))
@@ -484,9 +484,9 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
     if (n_tiles <= 0) return cudaSuccess;
     if (hd == 64)
         return pf_launch<64>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                             block_size, tiles, n_tiles, st);
+                             block_size, tiles, n_tiles, pdl, st);
     return pf_launch<128>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size,
-                          tiles, n_tiles, st);
+                          tiles, n_tiles, pdl, st);
 }
 
 extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd) {
@@ -505,7 +505,7 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      const uint16_t *pool_layer, const int32_t *pos,
                                                      const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                      int T, int H, int KV, int hd, int block_size, int min_w,
-                                                     int max_splits, float *scratch, cudaStream_t st) {
+                                                     int max_splits, float *scratch, int pdl, cudaStream_t st) {
     if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || H / KV > 16 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
         ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || !scratch || min_w < 1 || max_splits < 1 ||
         max_splits > 64 || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16))
@@ -513,9 +513,9 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (T <= 0) return cudaSuccess;
     cudaError_t e = hd == 64 ? dec_launch<64>(q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV,
-                                              block_size, scratch, min_w, max_splits, st)
+                                              block_size, scratch, min_w, max_splits, pdl, st)
                              : dec_launch<128>(q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H,
-                                               KV, block_size, scratch, min_w, max_splits, st);
+                                               KV, block_size, scratch, min_w, max_splits, pdl, st);
     if (e != cudaSuccess) return e;
-    return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, st);
+    return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, pdl, st);
 }

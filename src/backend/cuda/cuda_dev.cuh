@@ -25,8 +25,9 @@ static __device__ __forceinline__ void kiln_pdl_trigger(void) {
 }
 
 /* Launch k<<<grid, block, smem, st>>>(args), with programmatic stream serialization when pdl
- * (the kernel must follow the kiln_pdl_wait rule) unless KILN_CUDA_PDL=0 (read at each launch;
- * the graphs capture launches once). The launchers pass pdl = rows >= KILN_PDL_MIN_ROWS: on the
+ * (the kernel must follow the kiln_pdl_wait rule). The launchers of cuda_ops.h take the switch
+ * as their `pdl` argument (the backend passes kiln_cuda_options.pdl, KILN_CUDA_PDL; the graphs
+ * capture launches once) and pass pdl && rows >= KILN_PDL_MIN_ROWS here: on the
  * H100 (Devstral shape, same call) PDL took batch 4 / 8 / 16 from 16.59 / 16.80 / 17.23 ms to
  * 16.37 / 16.61 / 17.01, where cuBLASLt and the wide kernel leave 0.3-0.6 us between kernels,
  * but batch 1 / 2 from 16.23 / 16.65 to 16.80 / 17.60: their GEMV chains have 0.08 us gaps in
@@ -43,8 +44,7 @@ static cudaError_t kiln_launch(bool pdl, void (*k)(P...), dim3 grid, dim3 block,
     cudaLaunchAttribute at{};
     at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at.val.programmaticStreamSerializationAllowed = 1;
-    const char *e = getenv("KILN_CUDA_PDL");
-    if (pdl && !(e && strcmp(e, "0") == 0)) {
+    if (pdl) {
         cfg.attrs = &at;
         cfg.numAttrs = 1;
     }

@@ -6,6 +6,9 @@
  *     f32), so cuBLASLt multiplies like types with f32 accumulation;
  *   - the KV pool is bf16, in the engine's layout [layer][block][k|v][KV][block_size][hd]
  *     (step.h), 64-bit element offsets;
+ *   - pdl (the launchers of kernels that follow cuda_dev.cuh's kiln_pdl_wait rule): 1 allows
+ *     programmatic dependent launch in steps of KILN_PDL_MIN_ROWS+ rows, 0 never (the backend
+ *     passes kiln_cuda_options.pdl, KILN_CUDA_PDL; tests pass 1, the default);
  *   - every launcher only enqueues on `st` and returns cudaGetLastError() (never waits); the
  *     arrays of the step descriptor (token ids, positions, slots, row -> sequence, block table)
  *     are device copies.
@@ -35,7 +38,7 @@ cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int
  * must be 0. */
 cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *rows, int write_back,
                                   const float *w, void *out, kiln_dtype adt, int T, int D, float eps,
-                                  cudaStream_t st);
+                                  int pdl, cudaStream_t st);
 
 /* RoPE on q and k, then K and V into the pool:
  *   qkv: [T][(H + 2 KV) * hd] f32 (q | k | v per row); q and k are rotated in place;
@@ -45,7 +48,7 @@ cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *r
  * Angles as the CPU: inv_freq = 1 / theta^(2i/hd), angle, sin, cos and rotation in double. */
 cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
                               int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
-                              cudaStream_t st);
+                              int pdl, cudaStream_t st);
 
 /* Causal GQA attention over the paged pool for a ragged batch, split over the context
  * (attention.cu). Row t belongs to sequence row_seq[t]; its query at position pos[t] attends to
@@ -59,7 +62,7 @@ int kiln_cuda_attention_blocks_per_sm(int hd, int G);
 cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                 const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                 const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                int block_size, int split_w, int max_splits, float *scratch, cudaStream_t st);
+                                int block_size, int split_w, int max_splits, float *scratch, int pdl, cudaStream_t st);
 
 /* Tensor-core causal GQA attention for the query tiles of prefill chunks (attention_prefill.cu).
  * tiles: device array [n_tiles][2] of (first row, n rows) runs of rows of one sequence with
@@ -75,7 +78,7 @@ int kiln_cuda_prefill_tile_rows(int H, int KV); /* rows per tile, 0 when (H, KV)
 cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *q, int q_stride,
                                         const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                         const int32_t *block_table, int max_blocks, int H, int KV, int hd,
-                                        int block_size, const int32_t *tiles, int n_tiles, cudaStream_t st);
+                                        int block_size, const int32_t *tiles, int n_tiles, int pdl, cudaStream_t st);
 /* Decode rows on tensor cores, split over the context (attention_prefill.cu,
  * attention_decode_kernel: the G <= 16 heads of a KV group are the MMA rows, the 4 warps split
  * each key tile): every row t < T is one query position; its context is cut into windows of a
@@ -88,12 +91,12 @@ cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *
 cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float *q, int q_stride,
                                           const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                           const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                          int block_size, int min_w, int max_splits, float *scratch, cudaStream_t st);
+                                          int block_size, int min_w, int max_splits, float *scratch, int pdl, cudaStream_t st);
 int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd);
 /* Pass 2 of the split attention alone: merge the windows (rounded to wr positions) of rows
  * [0, T) from scratch [T][H][max_splits][hd + 2] into out [T][H * hd] (attention.cu). */
 cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos, int T,
-                                        int H, int hd, int min_w, int max_splits, int wr, cudaStream_t st);
+                                        int H, int hd, int min_w, int max_splits, int wr, int pdl, cudaStream_t st);
 /* Host: cut every sequence with >= min_rows rows (seq_q_start [n_seqs + 1]) into tiles of
  * tile_rows rows (the last one shorter); whole sequences only, while max_tiles allows. Writes
  * tiles[n][2] and covered[t] (0/1) for every row t < seq_q_start[n_seqs]; returns n_tiles.
@@ -102,10 +105,10 @@ int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows
                             int max_tiles, unsigned char *covered);
 
 /* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
-cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, cudaStream_t st);
+cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, int pdl, cudaStream_t st);
 /* the same with gu of dtype gdt (f32, f16 or bf16) */
 cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
-                                cudaStream_t st);
+                                int pdl, cudaStream_t st);
 
 /* y[t][n] = sum_k x[t][k] * W[n][k] for t < T <= KILN_GEMV_MAX_ROWS (gemv.cu): W [N][K] bf16 or
  * f16 (wdt), x [T][K] same dtype, y [T][N] f32. K % 8 == 0; x and W 16-byte aligned (row starts
@@ -149,19 +152,19 @@ cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kil
  * not written. */
 #define KILN_WIDE_MAX_ROWS 16
 cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
-                                cudaStream_t st);
+                                int pdl, cudaStream_t st);
 /* variant 1..KILN_WIDE_VARIANTS fixes the pipeline shape (0 = KILN_WIDE_DEFAULT_VARIANT), for
  * benchmarks; the bits never depend on it. */
 #define KILN_WIDE_VARIANTS 6
 #define KILN_WIDE_DEFAULT_VARIANT 6
 cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
-                                   int variant, cudaStream_t st);
+                                   int variant, int pdl, cudaStream_t st);
 /* gate|up with SwiGLU fused: W = [gate; up] [2F][K], act[t][j] = silu(gate_j . x_t) (up_j . x_t)
  * in adt (f32, bf16, f16; 4-byte aligned). Every gate / up sum has the bits of
  * kiln_cuda_gemm_wide's, and the product is kiln_cuda_swiglu's: the same bits as the two calls.
  * The other limits are kiln_cuda_gemm_wide's (F for N). */
 cudaError_t kiln_cuda_gemm_wide_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt, int T,
-                                    int F, int K, int variant, cudaStream_t st);
+                                    int F, int K, int variant, int pdl, cudaStream_t st);
 
 /* dst[i] = dt(kiln_dummy_value(seed, tensor_index, i)) for i in [0, n): the formula of
  * model.h computed on the device, bit-identical to the host (dt: f32, f16 or bf16).

@@ -111,15 +111,15 @@ static __global__ void add_rmsnorm_kernel(float *x, const float *delta, const in
 
 extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *rows, int write_back,
                                              const float *w, void *out, kiln_dtype adt, int T, int D, float eps,
-                                             cudaStream_t st) {
+                                             int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (rows && write_back) return cudaErrorInvalidValue;
     if (D % 4 == 0 && D / 4 <= 1024 * RMS_VEC)
-        kiln_launch(T >= KILN_PDL_MIN_ROWS,
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 add_rmsnorm_vec_kernel, dim3(T), dim3(rms_threads(D)), 0, st, x, delta, rows, write_back, w, out,
                     adt, D, eps);
     else
-        kiln_launch(T >= KILN_PDL_MIN_ROWS,
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 add_rmsnorm_kernel, dim3(T), dim3(256), 0, st, x, delta, rows, write_back, w,
                     out, adt, D, eps);
     KILN_CUDA_CHECK_LAUNCH();

@@ -60,7 +60,7 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
 
 extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
                                          int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
-                                         cudaStream_t st) {
+                                         int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647) return cudaErrorInvalidValue;
     int half = hd / 2, hpb = 256 / half; /* heads per block: 256 threads of (head, pair) */
@@ -69,7 +69,7 @@ extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const i
     if (threads < 32) threads = 32;
     int n_groups = (H + KV + hpb - 1) / hpb;
     dim3 grid((unsigned)T, (unsigned)(n_groups + 1));
-    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 rope_kv_kernel, grid, dim3(threads), 0, st, qkv, pos, slots, pool_layer, H, KV, hd, block_size, theta,
                 interleaved, hpb);
     KILN_CUDA_CHECK_LAUNCH();

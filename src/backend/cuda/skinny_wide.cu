@@ -239,7 +239,7 @@ wide_kernel(void *__restrict__ y, kiln_dtype ydt, const uint16_t *__restrict__ x
 
 template <int NT, int CH, int S, int MINB, bool PF, bool BF, bool GLU>
 static cudaError_t wd_launch(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int K,
-                             cudaStream_t st) {
+                             int pdl, cudaStream_t st) {
     constexpr int SB = (WD_BN + NT * 8) * CH * 16;
     const size_t smem = (size_t)S * SB;
     /* all of the unified L1 / shared memory as shared (the copies bypass L1): MINB CTAs fit */
@@ -256,7 +256,7 @@ static cudaError_t wd_launch(void *y, kiln_dtype ydt, const void *x, const void 
     int ntiles = (int)(((int64_t)N + per_tile - 1) / per_tile);
     int64_t g = (int64_t)sms * MINB;
     unsigned grid = (unsigned)(g < ntiles ? g : ntiles);
-    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 wide_kernel<NT, CH, S, MINB, PF, BF, GLU>, dim3(grid), dim3(WD_WARPS * 32), smem, st, y, ydt,
                 (const uint16_t *)x, (const uint16_t *)w, T, N, K, ntiles);
     KILN_CUDA_CHECK_LAUNCH();
@@ -264,26 +264,26 @@ static cudaError_t wd_launch(void *y, kiln_dtype ydt, const void *x, const void 
 
 template <int NT, bool BF, bool GLU>
 static cudaError_t wd_launch_v(void *y, kiln_dtype ydt, const void *x, const void *w, int T, int N, int K, int v,
-                               cudaStream_t st) {
+                               int pdl, cudaStream_t st) {
     if (K % 128 != 0) v = v == 2 ? 1 : v == 4 ? 3 : v == 6 ? 5 : v; /* BK = 128 variants need K % 128 */
     switch (v) {
-    case 2: return wd_launch<NT, 16, 3, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
-    case 3: return wd_launch<NT, 8, 12, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
-    case 4: return wd_launch<NT, 16, 6, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
-    case 5: return wd_launch<NT, 8, 6, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, st);
-    case 6: return wd_launch<NT, 16, 3, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, st);
-    default: return wd_launch<NT, 8, 6, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, st);
+    case 2: return wd_launch<NT, 16, 3, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
+    case 3: return wd_launch<NT, 8, 12, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
+    case 4: return wd_launch<NT, 16, 6, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
+    case 5: return wd_launch<NT, 8, 6, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
+    case 6: return wd_launch<NT, 16, 3, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
+    default: return wd_launch<NT, 8, 6, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
     }
 }
 
 template <bool GLU>
 static cudaError_t wd_dispatch(void *y, kiln_dtype ydt, const void *x, const void *w, kiln_dtype wdt, int T, int N,
-                               int K, int variant, cudaStream_t st) {
+                               int K, int variant, int pdl, cudaStream_t st) {
     int v = variant ? variant : KILN_WIDE_DEFAULT_VARIANT;
-    if (wdt == KILN_DT_BF16) return T <= 8 ? wd_launch_v<1, true, GLU>(y, ydt, x, w, T, N, K, v, st)
-                                           : wd_launch_v<2, true, GLU>(y, ydt, x, w, T, N, K, v, st);
-    return T <= 8 ? wd_launch_v<1, false, GLU>(y, ydt, x, w, T, N, K, v, st)
-                  : wd_launch_v<2, false, GLU>(y, ydt, x, w, T, N, K, v, st);
+    if (wdt == KILN_DT_BF16) return T <= 8 ? wd_launch_v<1, true, GLU>(y, ydt, x, w, T, N, K, v, pdl, st)
+                                           : wd_launch_v<2, true, GLU>(y, ydt, x, w, T, N, K, v, pdl, st);
+    return T <= 8 ? wd_launch_v<1, false, GLU>(y, ydt, x, w, T, N, K, v, pdl, st)
+                  : wd_launch_v<2, false, GLU>(y, ydt, x, w, T, N, K, v, pdl, st);
 }
 
 static int wd_args_ok(const void *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K, int variant) {
@@ -293,20 +293,20 @@ static int wd_args_ok(const void *y, const void *x, const void *w, kiln_dtype wd
 }
 
 extern "C" cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N,
-                                              int K, int variant, cudaStream_t st) {
+                                              int K, int variant, int pdl, cudaStream_t st) {
     if (!wd_args_ok(y, x, w, wdt, T, N, K, variant) || ((uintptr_t)y & 3)) return cudaErrorInvalidValue;
-    return wd_dispatch<false>(y, KILN_DT_F32, x, w, wdt, T, N, K, variant, st);
+    return wd_dispatch<false>(y, KILN_DT_F32, x, w, wdt, T, N, K, variant, pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
-                                           cudaStream_t st) {
-    return kiln_cuda_gemm_wide_ex(y, x, w, wdt, T, N, K, 0, st);
+                                           int pdl, cudaStream_t st) {
+    return kiln_cuda_gemm_wide_ex(y, x, w, wdt, T, N, K, 0, pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_gemm_wide_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt,
-                                               int T, int F, int K, int variant, cudaStream_t st) {
+                                               int T, int F, int K, int variant, int pdl, cudaStream_t st) {
     if (!wd_args_ok(act, x, w, wdt, T, F, K, variant) || F > (1 << 29) ||
         (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16) || ((uintptr_t)act & 3))
         return cudaErrorInvalidValue;
-    return wd_dispatch<true>(act, adt, x, w, wdt, T, F, K, variant, st);
+    return wd_dispatch<true>(act, adt, x, w, wdt, T, F, K, variant, pdl, st);
 }

@@ -17,16 +17,16 @@ static __global__ void swiglu_kernel(void *out, kiln_dtype adt, const void *gu, 
 }
 
 extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
-                                           cudaStream_t st) {
+                                           int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     int64_t total = (int64_t)T * n;
     int64_t blocks = (total + 255) / 256;
     if (blocks > 65535) blocks = 65535;
-    kiln_launch(T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 swiglu_kernel, dim3((unsigned)blocks), dim3(256), 0, st, out, adt, gu, gdt, T, n);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
-extern "C" cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, cudaStream_t st) {
-    return kiln_cuda_swiglu_in(out, adt, gu, KILN_DT_F32, T, n, st);
+extern "C" cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, int pdl, cudaStream_t st) {
+    return kiln_cuda_swiglu_in(out, adt, gu, KILN_DT_F32, T, n, pdl, st);
 }

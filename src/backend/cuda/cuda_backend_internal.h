@@ -1,0 +1,200 @@
+/* cuda_backend_internal.h: the CUDA backend's state and the calls between its files.
+ *
+ *   cuda_backend.c  create (options, device, cuBLASLt, scratch), destroy, finish_step, the ops
+ *                   table and the module entry (kiln_backend_cuda_entry)
+ *   cuda_weights.c  what the backend refuses at load (check_model) and the weight upload
+ *   cuda_linear.c   every projection (QKV, O, gate|up, down, LM head): one entry that picks GEMV,
+ *                   skinny, wide or cuBLASLt per shape and row count
+ *   cuda_forward.c  the device work of one step (enqueue and its pieces, device sampling)
+ *   cuda_plan.c     encode_step: the step descriptor packed into the pinned buffers, the plan
+ *   cuda_graphs.c   decode graphs and piecewise graphs: buckets, capture at create
+ * Private to src/backend/cuda; names shared between the files carry the kiln_cuda_ prefix and
+ * are hidden in libkiln_cuda.so (only the entry is exported). */
+#ifndef KILN_CUDA_BACKEND_INTERNAL_H
+#define KILN_CUDA_BACKEND_INTERNAL_H
+#include <stdint.h>
+#include <string.h>
+#include "backend/backend.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemm.h"
+#include "backend/cuda/sync.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define STAGE_BYTES ((size_t)32 << 20)
+#define GEMM_WORKSPACE ((size_t)32 << 20)
+#define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
+#define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
+#define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
+#define MAX_DEV_ALLOCS_FIXED (40 + 1)
+
+typedef struct dev_alloc {
+    void *p;
+    size_t n;
+} dev_alloc;
+
+typedef struct cuda_layer {
+    void *wqkv; /* [(H + 2KV) hd][D] adt */
+    void *wo;   /* [D][H hd] */
+    void *wgu;  /* [2F][D] (gate rows, then up rows) */
+    void *wd;   /* [D][F] */
+} cuda_layer;
+
+typedef struct cuda_backend {
+    kiln_backend base;
+    const kiln_model *m;
+    kiln_backend_config cfg;
+    kiln_cuda_syncs syncs;
+    int debug;
+    cudaStream_t st;
+    int have_stream;
+    kiln_cuda_gemm_ctx gctx;
+    int have_lt;
+    kiln_dtype adt, edt, hdt; /* layer matrices, embedding, LM head */
+    dev_alloc *allocs;
+    int n_allocs, cap_allocs;
+    /* weights */
+    void *emb, *lm;
+    float *norms; /* [2 L + 1][D]: attn_norm[l], ffn_norm[l], ..., out_norm */
+    cuda_layer *layers;
+    kiln_cuda_gemm g_qkv, g_o, g_gu, g_d, g_lm;
+    /* KV pool, bf16 */
+    uint16_t *kv;
+    size_t kv_bytes;
+    /* scratch */
+    float *x, *qkv, *proj, *gu, *logits_d;
+    void *xn, *att, *act, *xf;
+    size_t scratch_bytes;
+    float *att_scratch; /* [max_tokens][H][att_splits][hd + 2] attention windows */
+    int att_split_w, att_splits;
+    /* step descriptor: pinned staging and its device copy, same layout */
+    unsigned char *desc_h, *desc_d;  /* desc_h: desc_hb[par], the buffer of the step being encoded */
+    unsigned char *desc_hb[2];
+    size_t desc_bytes, off_tok, off_pos, off_rowseq, off_lrows, off_slot, off_tiles, off_bt, off_prev;
+    /* prefill attention on tensor cores (attention_prefill.cu): rows of chunks >= PREFILL_MIN_ROWS
+     * go in tiles; the other rows (decodes, short chunks) form runs for the decode kernel (or
+     * the split kernel) */
+    int pf_tile_rows, pf_max_tiles; /* 0 rows: not available (shape, or batch-invariant mode) */
+    int decode_tc_rows;             /* steps of >= this many rows put every row on tensor cores
+                                     * (KILN_CUDA_DECODE_TC, default 1: always; 0 = never; H100,
+                                     * attention_decode_kernel against the split kernel, same call:
+                                     * batch 2 16.56 -> 16.44 ms, batch 4 16.73 -> 16.57; batch 1
+                                     * 16.15 -> 16.00 in another) */
+    unsigned char *pf_covered;      /* host [max_tokens] */
+    int32_t *run_a, *run_b;         /* host [max_tokens] runs of uncovered rows [run_a, run_b) */
+    float *logits_h; /* pinned [max_seqs][V] */
+    /* device sampling (sample.cu): penalty tables, per-step parameters, results */
+    int32_t *pen_counts;  /* [max_seqs][V] output-token counts per table row */
+    uint8_t *pen_prompt;  /* [max_seqs][V] 1 where the id is in the prompt */
+    float *samp_work;     /* [max_seqs][V] processed logits */
+    unsigned char *sdesc_h, *sdesc_d; /* sampling descriptor (pinned / device), packed per step */
+    unsigned char *sdesc_hb[2], *sout_hb[2]; /* per parity (two steps in flight); sdesc_h / sout_h
+                                              * point at the encoded step's */
+    size_t sdesc_bytes;
+    unsigned char *sout_d, *sout_h;   /* [S] tok, [S] logprob, [S][20] top ids, [S][20] top lp */
+    size_t sout_bytes;
+    /* Steps in flight (overlapped scheduling: at most two). Step i uses the pinned buffers of
+     * parity i & 1; its end is marked by ev[parity]; finish_step waits for the oldest. */
+    struct { int n_logits, sampled, par; } fl[2]; /* fl[0] oldest */
+    int n_pending, par;
+    cudaEvent_t ev[2];
+    int have_ev;
+    int last_n_logits, last_sampled; /* of the last encoded step: the rows prev_row may name */
+    int gemv_max_rows;   /* GEMV allowed up to this many rows (0: never; KILN_CUDA_GEMV) */
+    int skinny_max_rows; /* skinny.cu up to this many rows (0: never; KILN_CUDA_SKINNY) */
+    int wide_min_rows;   /* skinny_wide.cu for wide matrices from this many rows to 16 (0: never;
+                          * KILN_CUDA_WIDE) */
+    int wide_variant;    /* its pipeline shape (KILN_CUDA_WIDE_VARIANT, 0 = the kernel's default) */
+    int glu;             /* gate|up on the GEMV or wide kernel with SwiGLU in its epilogue (KILN_CUDA_GLU,
+                          * default 1) */
+    int gu_16bit;        /* cuBLASLt writes gate|up in the weights' 16-bit type (default; 0 with
+                          * KILN_CUDA_GU_16BIT=0: f32): prefill +3.5 % on the H100 (batch 16
+                          * 13,553 -> 14,030 tok/s, same call); the 2-layer mistral-tiny step
+                          * test's worst row went 0.0141 from the CPU (bound 3e-2) */
+    int pdl;             /* programmatic dependent launch allowed (KILN_CUDA_PDL, default 1): the
+                          * launchers' pdl argument (cuda_dev.cuh kiln_launch) */
+    int n_sm;          /* streaming multiprocessors (sizes the attention split) */
+    /* CUDA graphs of decode steps: [n_graph_rows][n_graph_widths], rows 1, 2, 4, .., graph_max_rows */
+    cudaGraphExec_t *graphs;
+    int graph_max_rows, n_graph_rows, n_graph_widths;
+    int graph_widths[32];
+    uint64_t graph_steps; /* steps replayed from a graph */
+    /* piecewise graphs of the other steps (prefill, mixed, decodes the decode graphs do not
+     * take): [n_piece_buckets][L + 1], buckets of 1, 2, 4, 8, 16 rows, then multiples of 16 */
+    cudaGraphExec_t *pieces;
+    int n_piece_buckets;  /* 0: none (KILN_CUDA_PIECE_MAX=0, debug, capture failed) */
+    uint64_t piece_steps; /* steps run through the piecewise graphs */
+    int att_blocks_per_sm; /* resident attention blocks per SM: the split makes one wave
+                            * (KILN_CUDA_ATT_BPS overrides the occupancy query) */
+    int tc_blocks_per_sm;  /* the same for the tensor-core decode split (0: off,
+                            * KILN_CUDA_DECODE_TC_SPLIT=0) */
+} cuda_backend;
+
+static inline size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
+
+/* Enqueue one launcher call; in debug mode (KILN_CUDA_DEBUG) wait and check after it. Needs
+ * `c` and `err` in scope; returns from the caller on error. */
+#define LAUNCH(call)                                                                                   \
+    do {                                                                                               \
+        cudaError_t e_ = (call);                                                                       \
+        if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, #call, __FILE__, __LINE__);             \
+        if (c->debug) {                                                                                \
+            int r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err);                                     \
+            if (r_) {                                                                                  \
+                kiln_err_prefix(err, "after %s: ", #call);                                             \
+                return r_;                                                                             \
+            }                                                                                          \
+        }                                                                                              \
+    } while (0)
+
+/* The device work of one step is fixed by these values (and the host arrays run_a / run_b):
+ * enqueue() issues it, and a CUDA graph captured from enqueue() replays it. */
+typedef struct step_plan {
+    int T, n, bt_w, n_tiles, n_runs; /* rows, logits rows, block-table width, tensor-core tiles, split runs */
+    int tc_splits;                   /* > 0: every row is a decode on tensor cores, split over its context
+                                      * into at most tc_splits windows (kiln_cuda_attention_decode_tc);
+                                      * the tiles are then unused */
+    size_t desc_bytes;               /* H2D bytes of the step descriptor */
+    int sample;                      /* draw on the device (else copy the logits back) */
+    int n_pen;                       /* penalty tables to load */
+    size_t sd_bytes, sd_rows, sd_bias, sd_bvals, sd_supp, sd_pslot, sd_pstart, sd_pnp, sd_ptok; /* offsets */
+} step_plan;
+
+/* the step descriptor's arrays on the device (desc_d) */
+typedef struct step_ptrs {
+    const int32_t *tok, *pos, *rowseq, *lrows, *bt, *tiles, *prev;
+    const int64_t *slot;
+} step_ptrs;
+
+/* the entry of libkiln_cuda.so: the one symbol it exports (built with -fvisibility=hidden) */
+#define KILN_CUDA_EXPORT __attribute__((visibility("default")))
+
+/* cuda_backend.c */
+int kiln_cuda_dev_malloc(cuda_backend *c, void **p, size_t n, const char *what, kiln_error *err);
+/* cuda_weights.c */
+int kiln_cuda_linear_supports(kiln_dtype dt);
+int kiln_cuda_check_model(cuda_backend *c, kiln_error *err);
+int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err);
+/* cuda_linear.c: y[rows][g->N] = x[rows][g->K] w^T (y f32, or g->ydt from cuBLASLt); and
+ * act[rows][F] = silu(gate) up from w = [gate; up] [2F][K], through gu[rows][2F] unless fused */
+int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int rows,
+                     kiln_error *err);
+int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const void *w,
+                            int rows, kiln_error *err);
+/* cuda_forward.c */
+int kiln_cuda_enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *err);
+int kiln_cuda_enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *pieces, kiln_error *err);
+int kiln_cuda_tc_split_count(const cuda_backend *c, int T);
+/* cuda_plan.c */
+void kiln_cuda_sampling_layout(step_plan *p, int n, int n_bias, int n_supp, int n_pen, int n_pen_tok);
+void kiln_cuda_use_parity(cuda_backend *c, int par);
+int kiln_cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err);
+/* cuda_graphs.c */
+int kiln_cuda_piece_bucket(int T, int *Tb);
+void kiln_cuda_free_graphs(cuda_backend *c);
+int kiln_cuda_capture_graphs(cuda_backend *c, kiln_error *err);
+int kiln_cuda_graph_bucket(const cuda_backend *c, int rows, int width, int *ri, int *wi);
+void kiln_cuda_fill_plan_shape(const cuda_backend *c, step_plan *p, int T, int bt_w);
+
+#endif

@@ -1,0 +1,190 @@
+/* cuda_forward.c: the device work of one step, in stream order (cuda_backend.c's top comment
+ * has the whole step with shapes): the descriptor copy, per layer the pieces before and after
+ * attention and attention itself, then the final norm, the LM head and device sampling or the
+ * logits copy. kiln_cuda_enqueue issues it; the decode graphs are captured from it and the
+ * piecewise graphs from kiln_cuda_enq_piece (cuda_graphs.c). Every projection goes through
+ * kiln_cuda_linear (cuda_linear.c). Nothing here waits, except after each op in debug mode. */
+#include "backend/cuda/cuda_backend_internal.h"
+
+static int poison(cuda_backend *c, void *p, size_t bytes, kiln_error *err) {
+    LAUNCH(kiln_cuda_fill_u32((uint32_t *)p, 0xffffffffu, (int64_t)(bytes / 4), c->st));
+    return KILN_OK;
+}
+
+/* Device sampling, device side: one H2D copy of the packed descriptor, the penalty-table loads,
+ * the draw, one D2H copy of the results (tokens, logprobs, top-n), read after the step's wait. */
+static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    int V = c->m->cfg.vocab_size, S = c->cfg.max_seqs;
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sdesc_d, c->sdesc_h, p->sd_bytes, cudaMemcpyHostToDevice, c->st));
+    unsigned char *d = c->sdesc_d;
+    if (p->n_pen)
+        LAUNCH(kiln_cuda_penalty_load(c->pen_counts, c->pen_prompt, V, (const int32_t *)(d + p->sd_pslot),
+                                      (const int32_t *)(d + p->sd_pstart), (const int32_t *)(d + p->sd_pnp),
+                                      (const int32_t *)(d + p->sd_ptok), p->n_pen, c->st));
+    int32_t *o_tok = (int32_t *)c->sout_d;
+    float *o_lp = (float *)(c->sout_d + (size_t)S * 4);
+    int32_t *o_tid = (int32_t *)(c->sout_d + (size_t)S * 8);
+    float *o_tlp = (float *)(c->sout_d + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
+    LAUNCH(kiln_cuda_sample(c->logits_d, c->samp_work, p->n, V, (const kiln_cuda_sample_row *)(d + p->sd_rows),
+                            (const int32_t *)(d + p->sd_bias), (const float *)(d + p->sd_bvals),
+                            (const int32_t *)(d + p->sd_supp), c->pen_counts, c->pen_prompt, o_tok, o_lp, o_tid, o_tlp,
+                            c->st));
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sout_h, c->sout_d, c->sout_bytes, cudaMemcpyDeviceToHost, c->st));
+    return KILN_OK;
+}
+
+/* Windows per row so that rows x KV heads x windows CTAs make one wave of blocks_per_sm per SM:
+ * at least 1, at most max_splits and what the attention scratch ([max_tokens][H][att_splits]
+ * windows) holds for this many rows. */
+static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int max_splits) {
+    int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
+    if (cap > max_splits) cap = max_splits;
+    int s = blocks_per_sm * c->n_sm / (rows * c->m->cfg.n_kv_heads);
+    if (s < 1) s = 1;
+    return s > cap ? cap : s;
+}
+
+/* Windows per row for T decode rows on tensor cores: one wave of resident CTAs
+ * (T x KV x splits ~ CTAs per SM x SMs), within the attention scratch ([max_tokens][H][16]
+ * windows) and the combine's 64; 0 when the split is off. H100, Devstral, batch 16 at ~550
+ * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
+int kiln_cuda_tc_split_count(const cuda_backend *c, int T) {
+    return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64) : 0;
+}
+
+/* The device work of a step in pieces (the piecewise graphs replay all but attention):
+ *   enq_head: the embedding rows;  per layer l: enq_pre(l) = add + RMSNorm, QKV GEMM, RoPE and the
+ *   K/V write;  enq_att(l) = attention;  enq_post(l) = O GEMM, add + RMSNorm, gate|up GEMM,
+ *   SwiGLU, down GEMM;  enq_tail: final norm of the logits rows, LM head, sampling or the copy. */
+static step_ptrs desc_ptrs(const cuda_backend *c) {
+    step_ptrs d;
+    d.tok = (const int32_t *)(c->desc_d + c->off_tok);
+    d.pos = (const int32_t *)(c->desc_d + c->off_pos);
+    d.rowseq = (const int32_t *)(c->desc_d + c->off_rowseq);
+    d.lrows = (const int32_t *)(c->desc_d + c->off_lrows);
+    d.slot = (const int64_t *)(c->desc_d + c->off_slot);
+    d.bt = (const int32_t *)(c->desc_d + c->off_bt);
+    d.tiles = (const int32_t *)(c->desc_d + c->off_tiles);
+    d.prev = (const int32_t *)(c->desc_d + c->off_prev);
+    return d;
+}
+
+static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, F = mc->hidden_dim, rc;
+    int qkvw = (H + 2 * KV) * hd;
+    if (c->debug) { /* unwritten reads show up as NaN */
+        size_t a = dt_size(c->adt);
+        if ((rc = poison(c, c->x, (size_t)T * D * 4, err)) || (rc = poison(c, c->xn, (size_t)T * D * a, err)) ||
+            (rc = poison(c, c->qkv, (size_t)T * qkvw * 4, err)) ||
+            (rc = poison(c, c->att, (size_t)T * H * hd * a, err)) || (rc = poison(c, c->proj, (size_t)T * D * 4, err)) ||
+            (rc = poison(c, c->gu, (size_t)T * 2 * F * 4, err)) || (rc = poison(c, c->act, (size_t)T * F * a, err)))
+            return rc;
+    }
+    /* rows with prev_row >= 0 take the token the previous step drew (still in sout_d) */
+    step_ptrs d = desc_ptrs(c);
+    LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, d.tok, d.prev, (const int32_t *)c->sout_d, T, D, c->st));
+    return KILN_OK;
+}
+
+static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
+    step_ptrs d = desc_ptrs(c);
+    uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    const float *an = c->norms + (size_t)(2 * l) * D;
+    LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
+    int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, c->layers[l].wqkv, T, err);
+    if (rc) return rc;
+    LAUNCH(kiln_cuda_rope_kv(c->qkv, d.pos, d.slot, pool, T, H, KV, hd, bs, mc->rope_theta,
+                             mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl, c->st));
+    return KILN_OK;
+}
+
+static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, bt_w = p->bt_w, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
+    int qkvw = (H + 2 * KV) * hd;
+    size_t asz = dt_size(c->adt);
+    step_ptrs d = desc_ptrs(c);
+    uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    if (p->tc_splits > 0)
+        LAUNCH(kiln_cuda_attention_decode_tc(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
+                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->pdl, c->st));
+    else if (p->n_tiles > 0)
+        LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
+                                           bs, d.tiles, p->n_tiles, c->pdl, c->st));
+    for (int k = 0; k < p->n_runs; k++) {
+        int a = c->run_a[k], rows = c->run_b[k] - a;
+        /* the rows of a mixed step outside the prefill tiles (decodes, short chunks): each row is
+         * one query position, so attention_decode_kernel serves them, split over the context */
+        int ts = c->pf_tile_rows > 0 && rows >= c->decode_tc_rows ? kiln_cuda_tc_split_count(c, rows) : 0;
+        if (ts > 0) {
+            LAUNCH(kiln_cuda_attention_decode_tc((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+                                                 c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt,
+                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, c->pdl, c->st));
+            continue;
+        }
+        /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
+         * needs fewer (one wave of resident blocks), which also makes the combine cheaper.
+         * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
+        /* (up to 32 windows while the scratch holds them) */
+        int splits = c->cfg.batch_invariant ? c->att_splits
+                                            : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits);
+        LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+                                   c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
+                                   rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->pdl, c->st));
+    }
+    return KILN_OK;
+}
+
+static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int T = p->T, D = mc->dim;
+    const cuda_layer *w = &c->layers[l];
+    const float *fn = c->norms + (size_t)(2 * l + 1) * D;
+    int rc = kiln_cuda_linear(c, &c->g_o, c->proj, c->att, w->wo, T, err);
+    if (rc) return rc;
+    LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
+    if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, w->wgu, T, err))) return rc;
+    return kiln_cuda_linear(c, &c->g_d, c->proj, c->act, w->wd, T, err);
+}
+
+static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {
+    const kiln_config *mc = &c->m->cfg;
+    int n = p->n, D = mc->dim, rc;
+    if (n <= 0) return KILN_OK;
+    const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
+    LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, desc_ptrs(c).lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->pdl, c->st));
+    if ((rc = kiln_cuda_linear(c, &c->g_lm, c->logits_d, c->xf, c->lm, n, err))) return rc;
+    if (p->sample) {
+        if ((rc = launch_sampling(c, p, err))) return rc;
+    } else {
+        KILN_CUDA_TRY(err, cudaMemcpyAsync(c->logits_h, c->logits_d, (size_t)n * mc->vocab_size * sizeof(float),
+                                           cudaMemcpyDeviceToHost, c->st));
+    }
+    return KILN_OK;
+}
+
+/* Piece k of the piecewise graphs (0..L): 0 = head + pre(0); k = post(k - 1) + pre(k); L = post(L - 1). */
+int kiln_cuda_enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *err) {
+    int L = c->m->cfg.n_layers, rc;
+    if (k == 0 && (rc = enq_head(c, p, err))) return rc;
+    if (k > 0 && (rc = enq_post(c, p, k - 1, err))) return rc;
+    if (k < L && (rc = enq_pre(c, p, k, err))) return rc;
+    return KILN_OK;
+}
+
+/* Everything the GPU does in a step, in stream order: the descriptor copy, the layers, the
+ * final norm and LM head over the logits rows, then sampling or the logits copy. pieces: the
+ * (T-bucket's) piecewise graphs [L + 1] replace everything but attention and the tail. */
+int kiln_cuda_enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *pieces, kiln_error *err) {
+    int L = c->m->cfg.n_layers, rc;
+    KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, p->desc_bytes, cudaMemcpyHostToDevice, c->st));
+    for (int k = 0; k <= L; k++) {
+        if (pieces) KILN_CUDA_TRY(err, cudaGraphLaunch(pieces[k], c->st));
+        else if ((rc = kiln_cuda_enq_piece(c, p, k, err))) return rc;
+        if (k < L && (rc = enq_att(c, p, k, err))) return rc;
+    }
+    return enq_tail(c, p, err);
+}

@@ -1,0 +1,71 @@
+/* cuda_linear.c: the one entry of every projection of a step (QKV, O, gate|up, down, LM head).
+ *
+ * A weight is a kiln_cuda_gemm (shape N x K, dtype, its cuBLASLt plan) and a device matrix
+ * W [N][K]; kiln_cuda_linear computes y[rows][N] = x[rows][K] W^T on the kernel gemm_choice picks,
+ * kiln_cuda_linear_swiglu the gate|up projection followed by SwiGLU (fused into the GEMV or wide
+ * kernel's epilogue when those run it and KILN_CUDA_GLU is on). The dtypes the backend can run
+ * (kiln_cuda_linear_supports: f32, f16, bf16) are checked at create (cuda_weights.c). */
+#include "backend/cuda/cuda_backend_internal.h"
+
+/* y = x W^T by one of four kernels, chosen per shape and row count (measured on the H100 for
+ * the Devstral shapes: the GEMV / skinny microbenchmarks in tests/cuda/test_cuda_gemv.c and
+ * docs/perf-notes.md):
+ *   GEMV (gemv.cu, CUDA cores): wide matrices (gate|up, LM head, N >= 32768) up to 3 rows, the
+ *     others up to 2, with 2 rows per warp at 1 row and K < 16384, else 4;
+ *   skinny (skinny.cu, tensor cores): wide matrices at 5..8 rows (gate|up 235 us vs 239, LM
+ *     head 465 vs 475 at 8 rows; at 16 rows cuBLASLt is faster on every shape);
+ *   wide (skinny_wide.cu, tensor cores, cp.async pipeline): wide matrices from 4 rows to 16
+ *     (gate|up with SwiGLU in its epilogue, as on the GEMV, unless KILN_CUDA_GLU=0);
+ *   cuBLASLt otherwise (the down projection without split-K up to 16 rows, gemm.h).
+ * Off in batch-invariant mode: a row's bits would change when the batch crosses a threshold.
+ * Returns GEMM_LT, GEMM_SKINNY, GEMM_WIDE, or the GEMV rows per warp (>= 0). */
+#define GEMM_LT (-1)
+#define GEMM_SKINNY (-2)
+#define GEMM_WIDE (-3)
+static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
+    if (g->wdt == KILN_DT_F32) return GEMM_LT;
+    if (g->N >= 32768) { /* gate|up, LM head */
+        if (c->wide_min_rows && n >= c->wide_min_rows && n <= KILN_WIDE_MAX_ROWS) return GEMM_WIDE;
+        if (n <= 4 && n <= c->gemv_max_rows) return 0;
+        if (n <= c->skinny_max_rows) return GEMM_SKINNY;
+        return GEMM_LT;
+    }
+    if (n <= 2 && n <= c->gemv_max_rows) return n == 1 && g->K < 16384 ? 2 : 4;
+    return GEMM_LT;
+}
+
+int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int n,
+                     kiln_error *err) {
+    int r_ = 0, k_ = gemm_choice(c, g, n);
+    cudaError_t e_ = cudaSuccess;
+    if (k_ >= 0)
+        e_ = kiln_cuda_gemv_ex((float *)y, x, w, g->wdt, n, g->N, g->K, k_, c->st);
+    else if (k_ == GEMM_SKINNY)
+        e_ = kiln_cuda_gemm_skinny((float *)y, x, w, g->wdt, n, g->N, g->K, c->st);
+    else if (k_ == GEMM_WIDE)
+        e_ = kiln_cuda_gemm_wide_ex((float *)y, x, w, g->wdt, n, g->N, g->K, c->wide_variant, c->pdl, c->st);
+    else
+        r_ = kiln_cuda_gemm_run(&c->gctx, g, y, x, w, n, c->st, err);
+    if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv/skinny", __FILE__, __LINE__);
+    if (r_) return r_;
+    if (c->debug && (r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return r_;
+    return KILN_OK;
+}
+
+int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const void *w,
+                            int T, kiln_error *err) {
+    int F = g->N / 2, D = g->K;
+    int gk = gemm_choice(c, g, T);
+    if (gk == GEMM_WIDE && c->glu) { /* SwiGLU in the GEMM's epilogue: act[T][F] straight out */
+        LAUNCH(kiln_cuda_gemm_wide_glu(act, c->adt, x, w, g->wdt, T, F, D, c->wide_variant, c->pdl, c->st));
+    } else if (gk >= 0 && c->glu) {
+        LAUNCH(kiln_cuda_gemv_glu(act, c->adt, x, w, g->wdt, T, F, D, c->st));
+    } else {
+        int rc = kiln_cuda_linear(c, g, gu, x, w, T, err);
+        if (rc) return rc;
+        /* gate|up comes out f32 from GEMV / skinny / wide, in the weights' 16-bit type from
+         * cuBLASLt unless KILN_CUDA_GU_16BIT=0 */
+        LAUNCH(kiln_cuda_swiglu_in(act, c->adt, gu, gk != GEMM_LT ? KILN_DT_F32 : g->ydt, T, F, c->pdl, c->st));
+    }
+    return KILN_OK;
+}

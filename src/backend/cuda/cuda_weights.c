@@ -1,0 +1,199 @@
+/* cuda_weights.c: the model at create. kiln_cuda_check_model refuses, before any device work
+ * (I3), every shape and dtype the backend cannot run; kiln_cuda_upload_weights copies the
+ * mmapped host tensors to the device through two pinned 32 MiB staging buffers (progress bar on
+ * stderr), Wq|Wk|Wv and Wgate|Wup concatenated, or fills a dummy model's matrices on the device
+ * (dummy_fill.cu, kiln_dummy_value's bits). */
+#include <stdio.h>
+#include <unistd.h>
+#include "backend/cuda/cuda_backend_internal.h"
+
+/* ---- weight upload ------------------------------------------------------------------------ */
+
+typedef struct uploader {
+    cuda_backend *c;
+    unsigned char *stage[2]; /* pinned */
+    cudaEvent_t ev[2];
+    int used[2], have_ev[2];
+    int k;
+    size_t done, total;
+    int last_pct, tty;
+} uploader;
+
+static void progress(uploader *u, int final) {
+    int pct = u->total ? (int)(100.0 * (double)u->done / (double)u->total) : 100;
+    if (!final && (!u->tty || pct == u->last_pct)) return;
+    u->last_pct = pct;
+    char bar[41];
+    int fill = pct * 40 / 100;
+    for (int i = 0; i < 40; i++) bar[i] = i < fill ? '#' : '.';
+    bar[40] = 0;
+    fprintf(stderr, "%skiln cuda: weights [%s] %3d%% %.2f / %.2f GiB%s", u->tty ? "\r" : "", bar, pct,
+            u->done / 1073741824.0, u->total / 1073741824.0, final || !u->tty ? "\n" : "");
+    fflush(stderr);
+}
+
+static int upload_bytes(uploader *u, void *dst, const void *src, size_t n, kiln_error *err) {
+    cuda_backend *c = u->c;
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    while (n > 0) {
+        size_t chunk = n < STAGE_BYTES ? n : STAGE_BYTES;
+        int k = u->k;
+        u->k ^= 1;
+        if (u->used[k]) { /* the copy that last read this buffer must be done */
+            int rc = kiln_cuda_event_sync(&c->syncs, u->ev[k], err);
+            if (rc) return rc;
+        }
+        memcpy(u->stage[k], s, chunk);
+        KILN_CUDA_TRY(err, cudaMemcpyAsync(d, u->stage[k], chunk, cudaMemcpyHostToDevice, c->st));
+        KILN_CUDA_TRY(err, cudaEventRecord(u->ev[k], c->st));
+        u->used[k] = 1;
+        s += chunk;
+        d += chunk;
+        n -= chunk;
+        u->done += chunk;
+        progress(u, 0);
+    }
+    return KILN_OK;
+}
+
+/* One tensor into dst: from its host data, or generated on the device for a dummy model
+ * without host data. */
+static int put_tensor(uploader *u, void *dst, const kiln_tensor *t, kiln_error *err) {
+    cuda_backend *c = u->c;
+    const kiln_model *m = c->m;
+    if (t->data) return upload_bytes(u, dst, t->data, t->nbytes, err);
+    if (m->format != KILN_FORMAT_DUMMY)
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: tensor %s has no data", t->name);
+    int64_t n = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+    cudaError_t e = kiln_cuda_dummy_fill(dst, t->dtype, n, m->dummy_seed, (int)(t - m->tensors),
+                                         t->ndim == 1 ? 0 : t->shape[1], c->st);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "kiln_cuda_dummy_fill", __FILE__, __LINE__);
+    u->done += t->nbytes;
+    progress(u, 0);
+    return KILN_OK;
+}
+
+/* Several tensors placed back to back in one device buffer. */
+static int put_group(uploader *u, void **dst, const kiln_tensor *const *ts, int n, const char *what,
+                     kiln_error *err) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += ts[i]->nbytes;
+    int rc = kiln_cuda_dev_malloc(u->c, dst, total, what, err);
+    if (rc) return rc;
+    size_t off = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        rc = put_tensor(u, (unsigned char *)*dst + off, ts[i], err);
+        off += ts[i]->nbytes;
+    }
+    return rc;
+}
+
+int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    uploader u;
+    memset(&u, 0, sizeof u);
+    u.c = c;
+    u.tty = isatty(2);
+    u.last_pct = -1;
+    int rc = KILN_OK;
+    for (int i = 0; i < 2 && !rc; i++) {
+        rc = kiln_cuda_host_alloc(&c->syncs, (void **)&u.stage[i], STAGE_BYTES, "weight staging", err);
+        if (!rc) {
+            cudaError_t e = cudaEventCreateWithFlags(&u.ev[i], cudaEventDisableTiming);
+            if (e != cudaSuccess) rc = kiln_cuda_error(err, e, "cudaEventCreate", __FILE__, __LINE__);
+            else u.have_ev[i] = 1;
+        }
+    }
+    size_t D = (size_t)mc->dim;
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        u.total += w->wq->nbytes + w->wk->nbytes + w->wv->nbytes + w->wo->nbytes + w->w_gate->nbytes +
+                   w->w_up->nbytes + w->w_down->nbytes;
+    }
+    u.total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
+    u.total += (size_t)(2 * mc->n_layers + 1) * D * sizeof(float);
+    if (!rc) rc = put_group(&u, &c->emb, &m->tok_embd, 1, "the embedding", err);
+    if (!rc) {
+        if (m->lm_head == m->tok_embd) c->lm = c->emb;
+        else rc = put_group(&u, &c->lm, &m->lm_head, 1, "the LM head", err);
+    }
+    for (int l = 0; l < mc->n_layers && !rc; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *qkv[3] = {w->wq, w->wk, w->wv}, *gu[2] = {w->w_gate, w->w_up};
+        if (!rc) rc = put_group(&u, &c->layers[l].wqkv, qkv, 3, "q/k/v projections", err);
+        if (!rc) rc = put_group(&u, &c->layers[l].wo, &w->wo, 1, "o projection", err);
+        if (!rc) rc = put_group(&u, &c->layers[l].wgu, gu, 2, "gate/up projections", err);
+        if (!rc) rc = put_group(&u, &c->layers[l].wd, &w->w_down, 1, "down projection", err);
+    }
+    if (!rc) rc = kiln_cuda_dev_malloc(c, (void **)&c->norms, (size_t)(2 * mc->n_layers + 1) * D * sizeof(float), "norms", err);
+    for (int l = 0; l < mc->n_layers && !rc; l++) {
+        rc = upload_bytes(&u, c->norms + (size_t)(2 * l) * D, m->layers[l].attn_norm, D * sizeof(float), err);
+        if (!rc) rc = upload_bytes(&u, c->norms + (size_t)(2 * l + 1) * D, m->layers[l].ffn_norm, D * sizeof(float), err);
+    }
+    if (!rc) rc = upload_bytes(&u, c->norms + (size_t)(2 * mc->n_layers) * D, m->out_norm, D * sizeof(float), err);
+    /* the staging buffers are freed below: every copy must be done (a load-time wait) */
+    if (!rc) rc = kiln_cuda_stream_sync(&c->syncs, c->st, err);
+    if (!rc) progress(&u, 1);
+    else if (u.tty) fprintf(stderr, "\n");
+    if (rc) { /* do not free staging memory a copy may still read */
+        kiln_error e2;
+        (void)kiln_cuda_stream_sync(&c->syncs, c->st, &e2);
+    }
+    for (int i = 0; i < 2; i++) {
+        if (u.have_ev[i]) cudaEventDestroy(u.ev[i]);
+        kiln_cuda_host_free(&c->syncs, u.stage[i]);
+    }
+    return rc;
+}
+
+/* ---- what the backend runs ------------------------------------------------------------------ */
+
+static int dense_dtype(kiln_dtype dt) { return dt == KILN_DT_F32 || dt == KILN_DT_F16 || dt == KILN_DT_BF16; }
+
+/* The weight dtypes kiln_cuda_linear runs (GEMV / skinny / wide: f16, bf16; cuBLASLt: f32, f16,
+ * bf16). Anything else (GGUF block quantizations such as Q4_K or Q8_0, FP8) is refused at load
+ * by check_model, with the type and the tensor named: there is no fallback (I3). */
+int kiln_cuda_linear_supports(kiln_dtype dt) { return dense_dtype(dt); }
+
+/* Everything this backend cannot run is refused here, before any device memory is taken (I3). */
+int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    const kiln_backend_config *bc = &c->cfg;
+    if (mc->head_dim <= 0 || mc->head_dim > 256 || mc->head_dim % 8)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: head_dim %d unsupported (a multiple of 8, <= 256)", mc->head_dim);
+    if (mc->n_kv_heads <= 0 || mc->n_heads % mc->n_kv_heads || mc->n_heads > 65535 || mc->n_heads / mc->n_kv_heads > 16)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d heads over %d KV heads unsupported", mc->n_heads,
+                        mc->n_kv_heads);
+    if (bc->kv.n_kv_heads != mc->n_kv_heads || bc->kv.head_dim != mc->head_dim || bc->kv.n_layers != mc->n_layers ||
+        bc->kv.block_size <= 0 || bc->kv.n_blocks < 2)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout does not match the model");
+    if (bc->max_tokens <= 0 || bc->max_seqs <= 0 || bc->max_blocks_per_seq <= 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: empty step capacities");
+    if (!dense_dtype(m->tok_embd->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s embedding not supported yet (f32/f16/bf16 only)",
+                        kiln_dtype_name(m->tok_embd->dtype));
+    if (!kiln_cuda_linear_supports(m->lm_head->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s LM head not supported yet (f32/f16/bf16 only)",
+                        kiln_dtype_name(m->lm_head->dtype));
+    c->edt = m->tok_embd->dtype;
+    c->hdt = m->lm_head->dtype;
+    c->adt = m->layers[0].wq->dtype;
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+        for (int i = 0; i < 7; i++) {
+            if (!kiln_cuda_linear_supports(ts[i]->dtype))
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                                "cuda backend: %s weights (%s) not supported yet (f32/f16/bf16 only)",
+                                kiln_dtype_name(ts[i]->dtype), ts[i]->name);
+            if (ts[i]->dtype != c->adt)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                                "cuda backend: mixed matrix dtypes (%s is %s, %s is %s) not supported",
+                                ts[i]->name, kiln_dtype_name(ts[i]->dtype), w->wq->name, kiln_dtype_name(c->adt));
+        }
+    }
+    return KILN_OK;
+}
