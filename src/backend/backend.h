@@ -54,7 +54,9 @@ typedef struct kiln_backend kiln_backend;
 
 typedef struct kiln_backend_ops {
     const char *name;
-    int kv_elem_bytes; /* bytes per element of the KV pool (f32 on cpu, bf16 on cuda) */
+    kiln_kv_dtype kv_dtype; /* the KV pool's own element type (cpu: f32, cuda: bf16) */
+    unsigned kv_dtypes;     /* bit (1u << t) for every kiln_kv_dtype t the pool can hold; 0: kv_dtype only */
+    int max_logits_per_seq; /* logits rows per sequence a step may ask (0: 1, the last row) */
     int samples;       /* 1: can sample on the device (kiln_step.device_sample) */
     int sample_opt_in; /* 1: the engine uses the backend's sampler only when asked (cpu: env
                         * KILN_CPU_SAMPLE=1); 0: whenever it samples (cuda) */
@@ -70,13 +72,18 @@ typedef struct kiln_backend_ops {
      * "kiln_step" in which tools/cuda_trace counts the synchronising calls, I1). */
     void (*range_push)(const char *name);
     void (*range_pop)(void);
+    /* The quantized-linear interface's admission: KILN_OK when the backend's one linear entry
+     * (cpu: kiln_cpu_matmul, cuda: kiln_cuda_linear) runs weight w, its dtype (dense, GGUF
+     * block, FP8) and its kiln_quant scales, else KILN_ERR_UNSUPPORTED naming the type and the
+     * tensor. create() refuses a model through it (I3); callers may ask before creating. */
+    int (*check_weight)(const kiln_tensor *w, kiln_error *err);
     /* Optional: the device's measured ceilings for `kiln bench` floors (cuda: probe.c). */
     int (*probe_floors)(double *copy_gbs, double *gemm_tflops, kiln_error *err);
 } kiln_backend_ops;
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 1
+#define KILN_BACKEND_ABI 2
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

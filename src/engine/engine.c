@@ -220,7 +220,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->kv_layout.n_kv_heads = mc->n_kv_heads;
     e->kv_layout.head_dim = mc->head_dim;
     e->kv_layout.block_size = e->block_size;
-    e->kv_layout.elem_bytes = e->ops->kv_elem_bytes > 0 ? e->ops->kv_elem_bytes : 4;
+    e->kv_layout.dtype = e->ops->kv_dtype;
+    e->kv_layout.elem_bytes = kiln_kv_dtype_bytes(e->kv_layout.dtype);
     size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * (size_t)e->kv_layout.elem_bytes;
     int n_blocks = o->kv_blocks;
     if (n_blocks <= 0) {

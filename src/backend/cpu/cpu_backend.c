@@ -418,7 +418,7 @@ static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_
 
 static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
-    .kv_elem_bytes = 4,
+    .kv_dtype = KILN_KV_F32,
     .samples = 1,
     .sample_opt_in = 1, /* host sampling unless KILN_CPU_SAMPLE=1 */
     .overlap = 1,

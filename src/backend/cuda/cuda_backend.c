@@ -219,9 +219,15 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
                       e != cudaSuccess ? cudaGetErrorString(e) : "none found");
         goto fail;
     }
+    /* the device: the config's first (a list of several is refused by check_model), else 0 */
+    int dev = bc->n_devices > 0 ? bc->devices[0] : 0;
+    if (dev < 0 || dev >= n_dev) {
+        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: device %d does not exist (%d found)", dev, n_dev);
+        goto fail;
+    }
     struct cudaDeviceProp prop;
-    if ((e = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess || (e = cudaSetDevice(0)) != cudaSuccess) {
-        rc = kiln_cuda_error(err, e, "cudaGetDeviceProperties/cudaSetDevice(0)", __FILE__, __LINE__);
+    if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess || (e = cudaSetDevice(dev)) != cudaSuccess) {
+        rc = kiln_cuda_error(err, e, "cudaGetDeviceProperties/cudaSetDevice", __FILE__, __LINE__);
         goto fail;
     }
     c->n_sm = prop.multiProcessorCount;
@@ -359,7 +365,9 @@ static void cuda_range_pop(void) { nvtxRangePop(); }
 
 static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
-    .kv_elem_bytes = 2,
+    .kv_dtype = KILN_KV_BF16,
+    .max_logits_per_seq = 1,
+    .check_weight = kiln_cuda_check_weight,
     .samples = 1,
     .overlap = 1,
     .create = cuda_create,

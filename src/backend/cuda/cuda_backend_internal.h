@@ -174,6 +174,8 @@ typedef struct step_ptrs {
 int kiln_cuda_dev_malloc(cuda_backend *c, void **p, size_t n, const char *what, kiln_error *err);
 /* cuda_weights.c */
 int kiln_cuda_linear_supports(kiln_dtype dt);
+/* ops.check_weight: a weight kiln_cuda_linear runs (dtype and kiln_quant scales), or the refusal */
+int kiln_cuda_check_weight(const kiln_tensor *w, kiln_error *err);
 int kiln_cuda_check_model(cuda_backend *c, kiln_error *err);
 int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err);
 /* cuda_linear.c: y[rows][g->N] = x[rows][g->K] w^T (y f32, or g->ydt from cuBLASLt); and

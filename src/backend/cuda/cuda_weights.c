@@ -157,6 +157,16 @@ static int dense_dtype(kiln_dtype dt) { return dt == KILN_DT_F32 || dt == KILN_D
  * by check_model, with the type and the tensor named: there is no fallback (I3). */
 int kiln_cuda_linear_supports(kiln_dtype dt) { return dense_dtype(dt); }
 
+int kiln_cuda_check_weight(const kiln_tensor *w, kiln_error *err) {
+    if (!kiln_cuda_linear_supports(w->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s weights (%s) not supported yet (f32/f16/bf16 only)",
+                        kiln_dtype_name(w->dtype), w->name);
+    if (w->quant.kind != KILN_SCALE_NONE)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s scales of %s not supported yet",
+                        kiln_scale_kind_name(w->quant.kind), w->name);
+    return KILN_OK;
+}
+
 /* Everything this backend cannot run is refused here, before any device memory is taken (I3). */
 int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     const kiln_model *m = c->m;
@@ -172,12 +182,27 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout does not match the model");
     if (bc->max_tokens <= 0 || bc->max_seqs <= 0 || bc->max_blocks_per_seq <= 0)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: empty step capacities");
+    if (bc->kv.dtype != KILN_KV_BF16 || bc->kv.elem_bytes != 2)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: a %s KV cache is not supported yet (bf16 only)",
+                        kiln_kv_dtype_name(bc->kv.dtype));
+    if (bc->n_devices > 1)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs is not supported yet "
+                        "(one device)", bc->n_devices);
+    if (bc->max_logits_per_seq > 1)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d logits rows per sequence not supported yet (1)",
+                        bc->max_logits_per_seq);
+    for (int l = 0; l < mc->n_layers; l++)
+        if (m->layers[l].window != 0)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has a %d-token attention window; "
+                            "windowed attention is not supported yet", l, m->layers[l].window);
     if (!dense_dtype(m->tok_embd->dtype))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s embedding not supported yet (f32/f16/bf16 only)",
                         kiln_dtype_name(m->tok_embd->dtype));
     if (!kiln_cuda_linear_supports(m->lm_head->dtype))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s LM head not supported yet (f32/f16/bf16 only)",
                         kiln_dtype_name(m->lm_head->dtype));
+    int rc = kiln_cuda_check_weight(m->lm_head, err);
+    if (rc) return rc;
     c->edt = m->tok_embd->dtype;
     c->hdt = m->lm_head->dtype;
     c->adt = m->layers[0].wq->dtype;
@@ -185,10 +210,7 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
         for (int i = 0; i < 7; i++) {
-            if (!kiln_cuda_linear_supports(ts[i]->dtype))
-                return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                                "cuda backend: %s weights (%s) not supported yet (f32/f16/bf16 only)",
-                                kiln_dtype_name(ts[i]->dtype), ts[i]->name);
+            if ((rc = kiln_cuda_check_weight(ts[i], err))) return rc;
             if (ts[i]->dtype != c->adt)
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                                 "cuda backend: mixed matrix dtypes (%s is %s, %s is %s) not supported",
