@@ -4,7 +4,9 @@
  *     "no CUDA device"), never crashes; with a GPU it opens;
  *   - refusals at create happen before any device work (I3): mixed matrix dtypes and quantized
  *     layer matrices are KILN_ERR_UNSUPPORTED with the tensor named;
- *   - strict with the debug switch (KILN_STRICT=1, KILN_CUDA_DEBUG=1) is KILN_ERR_STRICT.
+ *   - strict with the debug switch (KILN_STRICT=1, KILN_CUDA_DEBUG=1) is KILN_ERR_STRICT;
+ *   - the contract's cases it cannot run yet are refused by name: a scaled (FP8-style) weight, an
+ *     FP8 KV cache, several devices, several logits rows per sequence, an attention window.
  * Runs through libkiln_cuda.so (loaded by backend.c, its host symbols from this program); skips
  * when the build has no CUDA backend (it fails when the module was built but does not load). */
 #include <stdlib.h>
@@ -13,7 +15,13 @@
 #include "model/model.h"
 #include "test.h"
 
-static int try_create(kiln_model *m, int strict, int debug, kiln_error *err) {
+/* what a create may vary: the contract's refusals */
+typedef struct variant {
+    kiln_kv_dtype kv;
+    int n_devices, max_logits;
+} variant;
+
+static int try_create_v(kiln_model *m, int strict, int debug, const variant *v, kiln_error *err) {
     kiln_backend_config bc;
     memset(&bc, 0, sizeof bc);
     kiln_engine_options eo; /* the backend's defaults (-1) for every cuda switch */
@@ -29,11 +37,20 @@ static int try_create(kiln_model *m, int strict, int debug, kiln_error *err) {
     bc.kv.head_dim = m->cfg.head_dim;
     bc.kv.block_size = 16;
     bc.kv.n_blocks = 17;
+    bc.kv.dtype = v ? v->kv : KILN_KV_BF16;
+    bc.kv.elem_bytes = kiln_kv_dtype_bytes(bc.kv.dtype);
+    bc.n_devices = v ? v->n_devices : 0;
+    for (int i = 0; i < bc.n_devices; i++) bc.devices[i] = i;
+    bc.max_logits_per_seq = v ? v->max_logits : 0;
     bc.strict = strict;
     kiln_backend *b = NULL;
     int rc = kiln_backend_cuda_ops()->create(&b, m, &bc, err);
     if (b) b->ops->destroy(b);
     return rc;
+}
+
+static int try_create(kiln_model *m, int strict, int debug, kiln_error *err) {
+    return try_create_v(m, strict, debug, NULL, err);
 }
 
 int main(void) {
@@ -75,7 +92,26 @@ int main(void) {
             rc = try_create(m, 0, 0, &err);
             KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, t->name), "quantized: rc %d: %s", rc, err.msg);
             t->dtype = keep;
+            kiln_quant q0 = t->quant;
+            static const float scale = 0.5f;
+            t->quant = (kiln_quant){.kind = KILN_SCALE_TENSOR, .scale = &scale};
+            rc = try_create(m, 0, 0, &err);
+            KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "per-tensor") && strstr(err.msg, t->name),
+                     "scaled weight: rc %d: %s", rc, err.msg);
+            t->quant = q0;
         }
+        /* the contract's other refusals, before any device work */
+        variant fp8 = {KILN_KV_FP8_E4M3, 0, 0}, tp = {KILN_KV_BF16, 2, 0}, spec = {KILN_KV_BF16, 0, 4};
+        rc = try_create_v(m, 0, 0, &fp8, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "fp8_e4m3"), "fp8 KV: rc %d: %s", rc, err.msg);
+        rc = try_create_v(m, 0, 0, &tp, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "tensor parallelism"), "2 devices: rc %d: %s", rc, err.msg);
+        rc = try_create_v(m, 0, 0, &spec, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "logits rows"), "4 logits rows: rc %d: %s", rc, err.msg);
+        m->layers[1].window = 4096;
+        rc = try_create(m, 0, 0, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "window"), "attention window: rc %d: %s", rc, err.msg);
+        m->layers[1].window = 0;
         rc = try_create(m, 1, 1, &err); /* strict + debug (KILN_CUDA_DEBUG=1) */
         KT_CHECK(rc == KILN_ERR_STRICT, "strict + debug: rc %d: %s", rc, err.msg);
         if (!has_gpu) {
