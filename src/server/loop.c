@@ -8,6 +8,7 @@
  */
 #include "server/loop.h"
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>

@@ -6,6 +6,7 @@
  * (prompt tokens of requests added, generation tokens sampled).
  */
 #include "server/metrics.h"
+#include <stdio.h>
 #include <string.h>
 
 static const double TTFT_B[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,

@@ -9,7 +9,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include "kiln.h"
-#include "server/openai.h"
+#include "util/buf.h"
 
 #define KILN_HIST_MAX_BUCKETS 24
 

@@ -3,8 +3,9 @@
  * Parsing: a request body (bytes) -> kiln_srv_request (validated sampling parameters, the prompt
  * as text or ids, or the chat messages) or an error with its HTTP status and the OpenAI error
  * shape {"error": {"message", "type", "param", "code"}}. Unknown fields are ignored (as vLLM
- * does by default). Prompt tokenization and the context-length check happen later (serve.c),
- * because they need the tokenizer.
+ * does by default). Prompt tokenization and the context-length check happen later (http.c),
+ * because they need the tokenizer. This is the one reader of OpenAI chat messages in kiln:
+ * `kiln tokenize --chat` parses its request file here too.
  *
  * Building: responses (completion, chat completion), SSE chunks ("data: {...}\n\n", "data:
  * [DONE]\n\n"), usage objects and logprobs, from spans of generated output (kiln_srv_out).
