@@ -232,6 +232,49 @@ int kiln_engine_tokenize(kiln_engine *e, const char *text, size_t len, int add_s
 /* Decode ids to text (allocated; free with kiln_free). */
 int kiln_engine_detokenize(kiln_engine *e, const int32_t *ids, int n, int skip_special, char **text,
                            size_t *len, kiln_error *err);
+
+/* ---- Text: the engine's tokenizer and chat formats ----------------------------------- */
+/* These read only the tokenizer, which is immutable once the engine is open, so they may be
+ * called from any thread, also while another thread runs kiln_engine_step (the server encodes
+ * prompts on its connection threads while its loop thread steps). Every one fails with
+ * KILN_ERR_UNSUPPORTED when the engine was opened without a tokenizer. */
+
+/* 1 when the engine has a tokenizer (prompts may be text, chat formats apply), 0 when it
+ * takes token ids only. */
+int kiln_engine_has_tokenizer(const kiln_engine *e);
+
+/* The raw bytes of token id (not NUL-terminated, *len of them; may be invalid UTF-8 on its own,
+ * e.g. one byte of a multi-byte character), pointing into the tokenizer: valid while the engine
+ * is open. NULL for an id outside the vocabulary or without a tokenizer. */
+const char *kiln_engine_token_piece(const kiln_engine *e, int32_t id, size_t *len);
+
+/* One message of a chat, OpenAI-style. Strings are the caller's; nothing is copied. */
+typedef struct kiln_chat_msg {
+    const char *role;            /* "system", "user", "assistant", "tool" */
+    const char *content;         /* may be NULL (assistant with only tool calls) */
+    const char *tool_calls_json; /* assistant: JSON array of OpenAI tool_calls, or NULL */
+    const char *tool_call_id;    /* tool: the call this result answers */
+    const char *name;            /* tool: function name (optional) */
+} kiln_chat_msg;
+
+/* Render messages in a chat format straight to token ids (*ids allocated; free with
+ * kiln_free). template_name: NULL or "auto" = chosen from the tokenizer's metadata, else
+ * "mistral-v7", "mistral-v3", "chatml" or "llama3" (unknown: KILN_ERR_INVALID_ARG). tools_json:
+ * a JSON array of OpenAI tools, or NULL. add_generation_prompt: end with the opening of the
+ * assistant's turn. Message text is always encoded as plain text: "[INST]" typed by a user
+ * stays those characters, never becomes a control token. */
+int kiln_engine_apply_chat(const kiln_engine *e, const char *template_name, const kiln_chat_msg *msgs,
+                           int n_msgs, const char *tools_json, int add_generation_prompt, int32_t **ids,
+                           int *n_ids, kiln_error *err);
+
+/* Split model output that holds tool calls (Devstral: "[TOOL_CALLS][{...}]", decoded with the
+ * special tokens kept) into an OpenAI tool_calls JSON array (*calls_json) and the text before
+ * the calls (*content); both allocated, free with kiln_free. No tool call in text: 0 and
+ * *calls_json NULL. Malformed JSON after the marker: KILN_ERR_FORMAT. Works without a
+ * tokenizer too (then only the textual marker is recognised). */
+int kiln_engine_parse_tool_calls(const kiln_engine *e, const char *text, size_t len, char **content,
+                                 char **calls_json, kiln_error *err);
+
 void kiln_free(void *p);
 
 #ifdef __cplusplus

@@ -3,10 +3,14 @@
 #define KILN_CLI_H
 #include <stdint.h>
 #include "kiln.h"
+#include "server/server.h"
 
 /* kiln_engine_options_default, then the KILN_* environment variables of the README mapped onto
  * the options (env.c: the only code that reads the environment); flags parsed afterwards win. */
 void kiln_cli_engine_defaults(kiln_engine_options *o);
+/* kiln_server_options_default, then KILN_API_KEY (api_key) and KILN_TEST_STEP_DELAY_MS (fault
+ * injection: test_step_delay_ms) from the environment; flags parsed afterwards win. */
+void kiln_cli_server_defaults(kiln_server_options *o);
 /* Engine options common to every command that opens a model:
  *   --model PATH --tokenizer PATH --backend cpu|cuda --threads N --max-model-len N
  *   --max-num-seqs N --max-batch-tokens N --kv-blocks N --kv-memory-mb N --block-size N

@@ -12,8 +12,9 @@
  * `tokenizers` library does instead of transformers' view (see tokenizer.h).
  * PATH: tokenizer.json, tekken.json, llama2.c tokenizer .bin, a .gguf, or a model folder.
  * --chat FILE.json: encode an OpenAI-style request (messages, tools) with the vocabulary's chat
- * format (--chat-template NAME overrides; the generation prompt is added). --tool-calls: stdin
- * holds ids of model output; decode them (special tokens kept) and print
+ * format (--chat-template NAME overrides; the generation prompt is added unless the request says
+ * "add_generation_prompt": false). The request is read by the server's parser
+ * (kiln_srv_parse_request), the one reader of OpenAI chat messages. --tool-calls: stdin holds ids of model output; decode them (special tokens kept) and print
  * {"content": ..., "tool_calls": [...]} as parsed by kiln_chat_parse_tool_calls.
  * --bench N: encode stdin N times (plain text, one thread) and print the best run's MB/s.
  * --batch (for tests, one load for many texts): encode reads records "<byte length>\n<bytes>"
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "server/openai.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
 #include "cli/cli.h"
@@ -150,12 +152,19 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
     char *s = read_all(f, &n);
     fclose(f);
     if (!s) return 1;
+    /* the server's OpenAI request parser: one reading of chat messages for both commands */
     kiln_error err = {0};
-    kiln_chat_request req;
+    kiln_srv_limits lim = {.model_name = NULL, .vocab_size = kiln_tokenizer_vocab_size(t), .max_model_len = 0};
+    kiln_srv_request req;
+    kiln_srv_err e;
     int32_t *ids = NULL;
     int nid = 0, rc = 0;
-    if (kiln_chat_request_parse(s, n, &req, &err) ||
-        kiln_chat_encode(t, tmpl, req.msgs, req.n_msgs, req.tools_json, 1, &ids, &nid, &err)) {
+    if (kiln_srv_parse_request(&req, KILN_SRV_CHAT, s, n, &lim, &e)) {
+        fprintf(stderr, "kiln tokenize: %s: %s%s%s\n", path, e.param[0] ? e.param : "", e.param[0] ? ": " : "", e.msg);
+        kiln_free(s);
+        return 1;
+    }
+    if (kiln_chat_encode(t, tmpl, req.msgs, req.n_msgs, req.tools_json, req.add_generation_prompt, &ids, &nid, &err)) {
         fprintf(stderr, "kiln tokenize: %s: %s\n", path, err.msg);
         rc = 1;
     } else {
@@ -165,7 +174,7 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
         putchar('\n');
     }
     kiln_free(ids);
-    kiln_chat_request_free(&req);
+    kiln_srv_request_free(&req);
     kiln_free(s);
     return rc;
 }

@@ -61,3 +61,11 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_flag("KILN_TEST_EXTRA_SYNC", &o->faults.extra_sync);
     env_flag("KILN_TEST_BREAK_BATCH", &o->faults.break_batch);
 }
+
+void kiln_cli_server_defaults(kiln_server_options *o) {
+    kiln_server_options_default(o);
+    const char *key = getenv("KILN_API_KEY");
+    if (key && *key) o->api_key = key;
+    /* fault injection (tests of kiln serve: a slow step outlives a client's timeout) */
+    env_int("KILN_TEST_STEP_DELAY_MS", 0, 60 * 1000, &o->test_step_delay_ms);
+}

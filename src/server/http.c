@@ -2,21 +2,23 @@
  *
  * MHD runs one thread per connection. A handler reads the whole body (at most 8 MiB: more is
  * read and dropped, then answered 413), routes, and for generation: parses and validates the
- * request (openai.c), encodes the prompt with the engine's tokenizer in this thread, checks the
- * context length, and submits a job to the engine loop (loop.c). Non-streamed answers wait for
- * the job in this thread; streamed answers are an MHD callback response whose reader blocks
- * until the job has new output and frames it as SSE chunks. While waiting, both look at the
+ * request (openai.c), encodes the prompt in this thread through kiln.h's thread-safe Text
+ * functions (the engine itself belongs to the loop thread), checks the context length, and
+ * submits a job to the engine loop (loop.c). Non-streamed answers wait for the job in this
+ * thread; streamed answers are an MHD callback response whose reader blocks until the job has
+ * new output, copies it out of the loop (kiln_srv_loop_read) and frames it as SSE chunks. While waiting, both look at the
  * socket every 50 ms: a client that went away cancels its job, which the loop aborts at once.
  *
  * Without libmicrohttpd (KILN_HAVE_MHD undefined) kiln_http_start fails with UNSUPPORTED.
  */
-#include "server/server.h"
+#include "server/server_internal.h"
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "tokenizer/chat.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -32,7 +34,7 @@
 
 /* per-connection state: the body being read */
 typedef struct conn_ctx {
-    kiln_srv_buf body;
+    kiln_buf body;
     int too_large;
 } conn_ctx;
 
@@ -70,8 +72,8 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, kiln_server *s, int st
 }
 
 static enum MHD_Result send_json(struct MHD_Connection *c, kiln_server *s, int status, json_t *j) {
-    kiln_srv_buf b = {0};
-    int rc = j ? kiln_srv_buf_json(&b, j) : -1;
+    kiln_buf b = {0};
+    int rc = j ? kiln_srv_add_json(&b, j) : -1;
     if (j) json_decref(j);
     enum MHD_Result r;
     if (rc < 0) {
@@ -80,19 +82,19 @@ static enum MHD_Result send_json(struct MHD_Connection *c, kiln_server *s, int s
     } else {
         r = send_buf(c, s, status, "application/json", b.p, b.len, NULL);
     }
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     return r;
 }
 
 static enum MHD_Result send_err(struct MHD_Connection *c, kiln_server *s, const kiln_srv_err *e) {
-    kiln_srv_buf b = {0};
+    kiln_buf b = {0};
     enum MHD_Result r;
     if (kiln_srv_err_json(&b, e) < 0) {
         r = send_buf(c, s, e->status, "application/json", "{}", 2, NULL);
     } else {
         r = send_buf(c, s, e->status, "application/json", b.p, b.len, e->status == 503 ? "1" : NULL);
     }
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     return r;
 }
 
@@ -125,10 +127,9 @@ static void new_id(kiln_server *s, const char *prefix, char *out, size_t n) {
     snprintf(out, n, "%s%016llx%08llx", prefix, x, k & 0xffffffffull);
 }
 
+/* token strings of logprobs (ctx: the engine; NULL without a tokenizer: "token_id:N") */
 static const char *piece_cb(void *ctx, int32_t id, size_t *len) {
-    const kiln_tokenizer *t = ctx;
-    if (!t) return NULL;
-    return kiln_tok_piece(t, id, len);
+    return kiln_engine_token_piece(ctx, id, len);
 }
 
 static int auth_ok(struct MHD_Connection *c, kiln_server *s) {
@@ -170,7 +171,7 @@ static enum MHD_Result handle_models(struct MHD_Connection *c, kiln_server *s, c
 
 static int encode_chat(kiln_server *s, kiln_srv_request *r, int32_t **ids, int *n, kiln_srv_err *e) {
     kiln_error err = {0};
-    int rc = kiln_chat_encode(s->tok, s->chat_template, r->msgs, r->n_msgs, r->tools_json, r->add_generation_prompt,
+    int rc = kiln_engine_apply_chat(s->engine, s->chat_template, r->msgs, r->n_msgs, r->tools_json, r->add_generation_prompt,
                               ids, n, &err);
     if (rc == KILN_OK) return 0;
     if (rc == KILN_ERR_OOM) return kiln_srv_err_set(e, 500, NULL, "out of memory");
@@ -179,7 +180,7 @@ static int encode_chat(kiln_server *s, kiln_srv_request *r, int32_t **ids, int *
 
 static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s, conn_ctx *cc) {
     kiln_srv_err e;
-    if (!s->tok) return fail(c, s, 400, NULL, "the model has no tokenizer%s", NULL);
+    if (!s->has_tok) return fail(c, s, 400, NULL, "the model has no tokenizer%s", NULL);
     json_error_t je;
     if (!kiln_srv_utf8_valid(cc->body.p ? cc->body.p : "", cc->body.len))
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
@@ -201,8 +202,8 @@ static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s,
         else if (ast && !json_is_boolean(ast)) status = kiln_srv_err_set(&e, 400, "add_special_tokens", "'add_special_tokens' must be a boolean");
         else {
             kiln_error err = {0};
-            int flags = (!ast || json_is_true(ast)) ? KILN_TOK_ADD_BOS : 0;
-            if (kiln_tokenizer_encode(s->tok, json_string_value(prompt), json_string_length(prompt), flags, &ids, &n, &err))
+            int add_special = !ast || json_is_true(ast);
+            if (kiln_engine_tokenize(s->engine, json_string_value(prompt), json_string_length(prompt), add_special, &ids, &n, &err))
                 status = kiln_srv_err_set(&e, 400, "prompt", "cannot tokenize: %s", err.msg);
         }
     } else if (json_object_get(root, "messages")) {
@@ -232,7 +233,7 @@ static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s,
 }
 
 static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *s, conn_ctx *cc) {
-    if (!s->tok) return fail(c, s, 400, NULL, "the model has no tokenizer%s", NULL);
+    if (!s->has_tok) return fail(c, s, 400, NULL, "the model has no tokenizer%s", NULL);
     json_error_t je;
     if (!kiln_srv_utf8_valid(cc->body.p ? cc->body.p : "", cc->body.len))
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
@@ -272,7 +273,7 @@ static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *
     char *text = NULL;
     size_t len = 0;
     kiln_error err = {0};
-    int rc = kiln_tokenizer_decode(s->tok, ids, (int)n, 0, &text, &len, &err);
+    int rc = kiln_engine_detokenize(s->engine, ids, (int)n, 0, &text, &len, &err);
     kiln_free(ids);
     if (rc) return fail(c, s, 400, "tokens", "cannot detokenize: %s", err.msg);
     json_t *out = json_object();
@@ -287,10 +288,10 @@ static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *
 static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t len, char **content, char **calls) {
     *content = NULL;
     *calls = NULL;
-    if (g->r.kind != KILN_SRV_CHAT || g->r.tools_mode == KILN_SRV_TOOLS_NONE || !s->tok) return;
+    if (g->r.kind != KILN_SRV_CHAT || g->r.tools_mode == KILN_SRV_TOOLS_NONE || !s->has_tok) return;
     kiln_error err = {0};
     char *cont = NULL, *cj = NULL;
-    if (kiln_chat_parse_tool_calls(s->tok, text, len, &cont, &cj, &err) != KILN_OK || !cj) {
+    if (kiln_engine_parse_tool_calls(s->engine, text, len, &cont, &cj, &err) != KILN_OK || !cj) {
         kiln_free(cont);
         kiln_free(cj);
         return;
@@ -313,59 +314,73 @@ static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t
         }
         if (!json_object_get(call, "type")) json_object_set_new(call, "type", json_string("function"));
     }
-    kiln_srv_buf b = {0};
-    kiln_srv_buf_json(&b, arr);
+    kiln_buf b = {0};
+    kiln_srv_add_json(&b, arr);
     json_decref(arr);
     *calls = b.p;
     *content = cont;
 }
 
-static void fill_meta(const gen_req *g, const kiln_srv_job *j, kiln_srv_meta *m) {
+static void fill_meta(const gen_req *g, const kiln_srv_chunk *c, kiln_srv_meta *m) {
     m->id = g->id;
     m->created = g->created;
     m->model = g->srv->model_name;
-    m->n_prompt = j->n_prompt > 0 ? j->n_prompt : g->n_ids;
-    m->n_output = j->n_output;
-    m->n_cached = j->n_cached;
+    m->n_prompt = c->n_prompt > 0 ? c->n_prompt : g->n_ids;
+    m->n_output = c->n_output;
+    m->n_cached = c->n_cached;
+}
+
+/* how many top logprobs the request shows per token */
+static int n_top_of(const gen_req *g) { return g->r.kind == KILN_SRV_CHAT ? g->r.top_logprobs : g->r.logprobs; }
+
+/* the whole output of a finished job (c read from 0), tool calls split off when asked for */
+static kiln_srv_out whole_out(kiln_server *s, gen_req *g, const kiln_srv_chunk *c, char **content, char **calls) {
+    parse_tools_out(s, g, c->text.p ? c->text.p : "", c->text.len, content, calls);
+    kiln_srv_out o = {.text = c->text.p ? c->text.p : "", .text_len = c->text.len, .ids = c->ids, .n_ids = c->n_ids,
+                      .lps = c->lps, .top = c->top, .top_stride = c->top_stride, .n_top = n_top_of(g),
+                      .finish = c->finish, .tool_calls_json = *calls};
+    if (*calls) {
+        o.text = *content ? *content : "";
+        o.text_len = *content ? strlen(*content) : 0;
+    }
+    return o;
 }
 
 static enum MHD_Result answer_whole(struct MHD_Connection *c, kiln_server *s, gen_req *g, kiln_srv_job *j) {
     int n_seen = 0;
     size_t t_seen = 0;
-    kiln_srv_snapshot snap;
-    for (;;) {
+    kiln_srv_chunk ck;
+    memset(&ck, 0, sizeof ck);
+    for (;;) { /* state only (a start past the end) until the job is done */
         kiln_srv_loop_wait(s->loop, j, n_seen, t_seen, WAIT_SLICE_S);
-        kiln_srv_loop_snapshot(s->loop, j, &snap);
-        if (snap.done) break;
-        n_seen = snap.n_ids;
-        t_seen = snap.text_len;
+        kiln_srv_loop_read(s->loop, j, INT_MAX, SIZE_MAX, &ck);
+        if (ck.done) break;
+        n_seen = ck.n_ids_total;
+        t_seen = ck.text_total;
         if (peer_gone(c)) {
             kiln_srv_loop_release(s->loop, j); /* cancels: the loop aborts the request */
+            kiln_srv_chunk_free(&ck);
             return MHD_NO;
         }
     }
     enum MHD_Result rc;
-    if (snap.error_status) {
-        kiln_srv_err e;
-        kiln_srv_err_set(&e, snap.error_status, NULL, "%s", snap.error_msg);
+    kiln_srv_err e;
+    if (ck.error_status) {
+        kiln_srv_err_set(&e, ck.error_status, NULL, "%s", ck.error_msg);
+        rc = send_err(c, s, &e);
+    } else if (kiln_srv_loop_read(s->loop, j, 0, 0, &ck) < 0) {
+        kiln_srv_err_set(&e, 500, NULL, "out of memory");
         rc = send_err(c, s, &e);
     } else {
-        /* done: the loop no longer writes to the job */
         char *content = NULL, *calls = NULL;
-        parse_tools_out(s, g, j->text, j->text_len, &content, &calls);
-        kiln_srv_out o = {.text = j->text, .text_len = j->text_len, .ids = j->ids, .n_ids = j->n_ids, .lps = j->lps,
-                          .top = j->top, .top_stride = j->n_top_stride, .n_top = g->r.kind == KILN_SRV_CHAT ? g->r.top_logprobs : g->r.logprobs,
-                          .finish = j->finish, .tool_calls_json = calls};
-        if (calls) {
-            o.text = content;
-            o.text_len = content ? strlen(content) : 0;
-        }
+        kiln_srv_out o = whole_out(s, g, &ck, &content, &calls);
         kiln_srv_meta m;
-        fill_meta(g, j, &m);
-        rc = send_json(c, s, 200, kiln_srv_response(&g->r, &m, &o, piece_cb, (void *)s->tok));
+        fill_meta(g, &ck, &m);
+        rc = send_json(c, s, 200, kiln_srv_response(&g->r, &m, &o, piece_cb, s->engine));
         kiln_free(content);
         kiln_free(calls);
     }
+    kiln_srv_chunk_free(&ck);
     kiln_srv_loop_release(s->loop, j);
     return rc;
 }
@@ -376,86 +391,82 @@ typedef struct stream_ctx {
     gen_req *g; /* owned by the job */
     kiln_srv_job *j;
     struct MHD_Connection *c;
-    kiln_srv_buf out; /* framed bytes not yet handed to MHD */
+    kiln_srv_chunk ck; /* the job's output beyond what was sent, copied out of the loop */
+    kiln_buf out;      /* framed bytes not yet handed to MHD */
     size_t out_off;
-    int n_sent;       /* tokens already framed */
-    size_t t_sent;    /* text bytes already framed */
-    size_t lp_off;    /* completions logprobs: text offset of the next token */
+    int n_sent;        /* tokens already framed */
+    size_t t_sent;     /* text bytes already framed */
+    size_t lp_off;     /* completions logprobs: text offset of the next token */
     int first, ended;
 } stream_ctx;
 
 static void stream_free(void *p) {
     stream_ctx *st = p;
     kiln_srv_loop_release(st->s->loop, st->j); /* cancels the job when it is not done */
-    kiln_srv_buf_free(&st->out);
+    kiln_srv_chunk_free(&st->ck);
+    kiln_buf_free(&st->out);
     kiln_free(st);
 }
 
-/* frame what the job has beyond what was sent (under the loop lock) */
+/* the stream ends with an error event */
+static void stream_fail(stream_ctx *st, int status, const char *msg) {
+    kiln_srv_err e;
+    kiln_srv_err_set(&e, status, NULL, "%s", msg);
+    kiln_srv_sse_error(&st->out, &e);
+    kiln_srv_sse_done(&st->out);
+    st->ended = 1;
+}
+
+/* frame what the job has beyond what was sent */
 static void stream_frame(stream_ctx *st) {
     kiln_server *s = st->s;
     gen_req *g = st->g;
-    kiln_srv_job *j = st->j;
-    kiln_srv_meta m;
-    kiln_srv_loop_lock(s->loop);
-    int done = j->done;
-    fill_meta(g, j, &m);
+    kiln_srv_chunk *ck = &st->ck;
     int hold = g->r.kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE; /* tools: whole text at the end */
-    int want_lp = g->r.kind == KILN_SRV_COMPLETION ? g->r.logprobs >= 0 : g->r.logprobs > 0;
-    int n_top = g->r.kind == KILN_SRV_CHAT ? g->r.top_logprobs : g->r.logprobs;
-    if (j->error_status) {
-        kiln_srv_err e;
-        kiln_srv_err_set(&e, j->error_status, NULL, "%s", j->error_msg);
-        kiln_srv_sse_error(&st->out, &e);
-        kiln_srv_sse_done(&st->out);
-        st->ended = 1;
-        kiln_srv_loop_unlock(s->loop);
+    if (kiln_srv_loop_read(s->loop, st->j, st->n_sent, st->t_sent, ck) < 0) {
+        stream_fail(st, 500, "out of memory");
         return;
     }
+    if (ck->error_status) {
+        stream_fail(st, ck->error_status, ck->error_msg);
+        return;
+    }
+    kiln_srv_meta m;
+    fill_meta(g, ck, &m);
+    int want_lp = g->r.kind == KILN_SRV_COMPLETION ? g->r.logprobs >= 0 : g->r.logprobs > 0;
     if (hold) { /* tools: nothing is framed before the end */
-        st->n_sent = j->n_ids;
-        st->t_sent = j->text_len;
-    } else if (j->text_len > st->t_sent || (want_lp && j->n_ids > st->n_sent) || (st->first && g->r.kind == KILN_SRV_CHAT)) {
-        kiln_srv_out o = {.text = j->text + st->t_sent, .text_len = j->text_len - st->t_sent, .ids = j->ids + st->n_sent,
-                          .n_ids = j->n_ids - st->n_sent, .lps = j->lps ? j->lps + st->n_sent : NULL,
-                          .top = j->top ? j->top + (size_t)st->n_sent * (size_t)j->n_top_stride : NULL,
-                          .top_stride = j->n_top_stride, .n_top = n_top, .text_offset = st->lp_off};
-        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, (void *)s->tok);
-        for (int i = st->n_sent; i < j->n_ids; i++) {
+    } else if (ck->text.len > 0 || (want_lp && ck->n_ids > 0) || (st->first && g->r.kind == KILN_SRV_CHAT)) {
+        kiln_srv_out o = {.text = ck->text.p ? ck->text.p : "", .text_len = ck->text.len, .ids = ck->ids,
+                          .n_ids = ck->n_ids, .lps = ck->lps, .top = ck->top, .top_stride = ck->top_stride,
+                          .n_top = n_top_of(g), .text_offset = st->lp_off};
+        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
+        for (int i = 0; i < ck->n_ids; i++) {
             size_t pl = 0;
-            if (s->tok && kiln_tok_piece(s->tok, j->ids[i], &pl)) st->lp_off += pl;
+            if (kiln_engine_token_piece(s->engine, ck->ids[i], &pl)) st->lp_off += pl;
         }
         st->first = 0;
-        st->n_sent = j->n_ids;
-        st->t_sent = j->text_len;
-    } else if (!want_lp) {
-        st->n_sent = j->n_ids; /* tokens without text yet (a partial UTF-8 sequence) */
     }
-    if (done) {
+    /* held output, or tokens without text yet (a partial UTF-8 sequence) and no logprobs to
+     * show: counted as sent, the text follows with a later token */
+    st->n_sent = ck->n_ids_total;
+    st->t_sent = ck->text_total;
+    if (ck->done) {
         char *content = NULL, *calls = NULL;
-        kiln_srv_out o = {.finish = j->finish};
+        kiln_srv_out o = {.finish = ck->finish, .text = ""};
         if (hold) {
-            parse_tools_out(s, g, j->text, j->text_len, &content, &calls);
-            o.tool_calls_json = calls;
-            o.text = calls ? content : j->text;
-            o.text_len = calls ? (content ? strlen(content) : 0) : j->text_len;
-            o.ids = j->ids;
-            o.n_ids = j->n_ids;
-            o.lps = j->lps;
-            o.top = j->top;
-            o.top_stride = j->n_top_stride;
-            o.n_top = n_top;
-        } else {
-            o.text = "";
+            if (kiln_srv_loop_read(s->loop, st->j, 0, 0, ck) < 0) {
+                stream_fail(st, 500, "out of memory");
+                return;
+            }
+            o = whole_out(s, g, ck, &content, &calls);
         }
-        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, (void *)s->tok);
+        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
         if (g->r.include_usage) kiln_srv_sse_usage(&st->out, &g->r, &m);
         kiln_srv_sse_done(&st->out);
         kiln_free(content);
         kiln_free(calls);
         st->ended = 1;
     }
-    kiln_srv_loop_unlock(s->loop);
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -493,15 +504,15 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
     if (!status) {
         kiln_error err = {0};
         if (kind == KILN_SRV_CHAT) {
-            if (!s->tok) status = kiln_srv_err_set(&e, 400, "messages", "the model has no tokenizer: chat needs one");
+            if (!s->has_tok) status = kiln_srv_err_set(&e, 400, "messages", "the model has no tokenizer: chat needs one");
             else status = encode_chat(s, &g->r, &g->ids, &g->n_ids, &e);
         } else if (g->r.prompt_ids) {
             g->ids = g->r.prompt_ids;
             g->n_ids = g->r.n_prompt_ids;
             g->r.prompt_ids = NULL;
-        } else if (!s->tok) {
+        } else if (!s->has_tok) {
             status = kiln_srv_err_set(&e, 400, "prompt", "the model has no tokenizer: give the prompt as token ids");
-        } else if (kiln_tokenizer_encode(s->tok, g->r.prompt_text, g->r.prompt_len, KILN_TOK_ADD_BOS, &g->ids, &g->n_ids, &err)) {
+        } else if (kiln_engine_tokenize(s->engine, g->r.prompt_text, g->r.prompt_len, 1, &g->ids, &g->n_ids, &err)) {
             status = kiln_srv_err_set(&e, err.code == KILN_ERR_OOM ? 500 : 400, "prompt", "cannot tokenize the prompt: %s", err.msg);
         }
     }
@@ -581,10 +592,10 @@ static enum MHD_Result route(struct MHD_Connection *c, kiln_server *s, const cha
     }
     if (!strcmp(url, "/metrics")) {
         if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
-        kiln_srv_buf b = {0};
+        kiln_buf b = {0};
         kiln_metrics_render(&s->metrics, s->model_name, &b);
         enum MHD_Result r = send_buf(c, s, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.len, NULL);
-        kiln_srv_buf_free(&b);
+        kiln_buf_free(&b);
         return r;
     }
     if (!strcmp(url, "/version")) {
@@ -635,8 +646,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!cc->too_large) {
             if (cc->body.len + *upload_data_size > KILN_SRV_MAX_BODY) {
                 cc->too_large = 1;
-                kiln_srv_buf_free(&cc->body);
-            } else if (kiln_srv_buf_add(&cc->body, upload_data, *upload_data_size) < 0) {
+                kiln_buf_free(&cc->body);
+            } else if (kiln_buf_add(&cc->body, upload_data, *upload_data_size) < 0) {
                 return MHD_NO;
             }
         }
@@ -652,7 +663,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     (void)toe;
     conn_ctx *cc = *con_cls;
     if (cc) {
-        kiln_srv_buf_free(&cc->body);
+        kiln_buf_free(&cc->body);
         kiln_free(cc);
         *con_cls = NULL;
     }

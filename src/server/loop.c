@@ -8,6 +8,7 @@
  */
 #include "server/loop.h"
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,10 +17,36 @@
 #include "util/log.h"
 #include "util/timeutil.h"
 
+struct kiln_srv_job {
+    /* input, immutable after submit */
+    kiln_request_params params; /* points into owner's storage */
+    void *owner;                /* freed with owner_free when the last reference goes */
+    void (*owner_free)(void *owner);
+    int n_top_stride;           /* params.sampling.n_logprobs */
+    double t_arrival;
+    /* state, under the loop mutex */
+    pthread_cond_t cv;
+    int refs;
+    int added, cancel, done;
+    uint64_t req_id;
+    int error_status;        /* != 0: the engine refused or failed it */
+    char error_msg[512];
+    int32_t *ids;            /* [n_ids] all output tokens so far */
+    float *lps;              /* [n_ids] when logprobs were asked */
+    kiln_token_logprob *top; /* [n_ids][n_top_stride] */
+    int n_ids, cap_ids;
+    kiln_buf text;           /* all output text so far */
+    kiln_finish finish;
+    int n_prompt, n_cached, n_output;
+    double t_first, t_last;
+    struct kiln_srv_job *next; /* queue link */
+};
+
 struct kiln_srv_loop {
     kiln_engine *engine;
     kiln_metrics *metrics;
     int max_pending;
+    int step_delay_ms;      /* kiln_srv_loop_options.test_step_delay_ms */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t wake;    /* loop: new job, cancel or stop */
@@ -39,7 +66,7 @@ static void job_free(kiln_srv_job *j) {
     kiln_free(j->ids);
     kiln_free(j->lps);
     kiln_free(j->top);
-    kiln_free(j->text);
+    kiln_buf_free(&j->text);
     kiln_free(j);
 }
 
@@ -93,19 +120,7 @@ static int job_append(kiln_srv_job *j, const kiln_output *o) {
         }
         j->n_ids += o->n_new;
     }
-    if (o->text_len > 0) {
-        if (j->text_len + o->text_len + 1 > j->text_cap) {
-            size_t cap = j->text_cap ? j->text_cap : 256;
-            while (cap < j->text_len + o->text_len + 1) cap *= 2;
-            char *t = kiln_realloc(j->text, cap);
-            if (!t) return -1;
-            j->text = t;
-            j->text_cap = cap;
-        }
-        memcpy(j->text + j->text_len, o->text_delta, o->text_len);
-        j->text_len += o->text_len;
-        j->text[j->text_len] = 0;
-    }
+    if (o->text_len > 0 && kiln_buf_add(&j->text, o->text_delta, o->text_len) < 0) return -1;
     j->n_prompt = o->n_prompt_tokens;
     j->n_cached = o->n_cached_tokens;
     j->n_output = o->n_output_tokens;
@@ -142,12 +157,8 @@ static int active_push(kiln_srv_loop *l, kiln_srv_job *j) {
 }
 
 static void *loop_main(void *arg) {
-#ifdef KILN_TEST_HOOKS
-    /* test hook: slow every step down so that tests can disconnect mid-request on a tiny model */
-    const char *delay_env = getenv("KILN_TEST_STEP_DELAY_MS");
-    long delay_ms = delay_env ? strtol(delay_env, NULL, 10) : 0;
-#endif
     kiln_srv_loop *l = arg;
+    long delay_ms = l->step_delay_ms; /* fault injection (tests): slow every step down */
     kiln_error err = {0};
     kiln_srv_job *fresh = NULL;
     for (;;) {
@@ -205,9 +216,7 @@ static void *loop_main(void *arg) {
         if (l->n_active == 0) continue;
 
         /* 3. one engine step, without the mutex */
-#ifdef KILN_TEST_HOOKS
         if (delay_ms > 0) nanosleep(&(struct timespec){delay_ms / 1000, (delay_ms % 1000) * 1000000L}, NULL);
-#endif
         int n_left = 0;
         int rc = kiln_engine_step(l->engine, &n_left, &err);
         double now = kiln_now();
@@ -272,6 +281,7 @@ int kiln_srv_loop_start(kiln_srv_loop **out, kiln_engine *e, kiln_metrics *m, co
     l->engine = e;
     l->metrics = m;
     l->max_pending = o && o->max_pending > 0 ? o->max_pending : 256;
+    l->step_delay_ms = o && o->test_step_delay_ms > 0 ? o->test_step_delay_ms : 0;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->wake, NULL);
     pthread_cond_init(&l->drained, NULL);
@@ -342,9 +352,9 @@ int kiln_srv_loop_wait(kiln_srv_loop *l, kiln_srv_job *j, int n_ids, size_t text
     ts_after(&ts, timeout_s);
     pthread_mutex_lock(&l->mu);
     int r = 1;
-    while (!j->done && j->n_ids <= n_ids && j->text_len <= text_len) {
+    while (!j->done && j->n_ids <= n_ids && j->text.len <= text_len) {
         if (pthread_cond_timedwait(&j->cv, &l->mu, &ts) == ETIMEDOUT) {
-            r = j->done || j->n_ids > n_ids || j->text_len > text_len;
+            r = j->done || j->n_ids > n_ids || j->text.len > text_len;
             break;
         }
     }
@@ -352,22 +362,68 @@ int kiln_srv_loop_wait(kiln_srv_loop *l, kiln_srv_job *j, int n_ids, size_t text
     return r;
 }
 
-void kiln_srv_loop_snapshot(kiln_srv_loop *l, kiln_srv_job *j, kiln_srv_snapshot *s) {
-    pthread_mutex_lock(&l->mu);
-    s->n_ids = j->n_ids;
-    s->text_len = j->text_len;
-    s->done = j->done;
-    s->finish = j->finish;
-    s->n_prompt = j->n_prompt;
-    s->n_cached = j->n_cached;
-    s->n_output = j->n_output;
-    s->error_status = j->error_status;
-    memcpy(s->error_msg, j->error_msg, sizeof s->error_msg);
-    pthread_mutex_unlock(&l->mu);
+/* grow the chunk's arrays to n tokens (lps / top as the job keeps them) */
+static int chunk_reserve(kiln_srv_chunk *c, int n, int with_lps, int stride) {
+    if (n <= c->cap_ids && (!with_lps || c->lps) && (!stride || c->top)) return 0;
+    int cap = c->cap_ids > n ? c->cap_ids : n;
+    int32_t *ids = kiln_realloc(c->ids, sizeof *ids * (size_t)cap);
+    if (!ids) return -1;
+    c->ids = ids;
+    if (with_lps) {
+        float *lps = kiln_realloc(c->lps, sizeof *lps * (size_t)cap);
+        if (!lps) return -1;
+        c->lps = lps;
+    }
+    if (stride) {
+        kiln_token_logprob *top = kiln_realloc(c->top, sizeof *top * (size_t)cap * (size_t)stride);
+        if (!top) return -1;
+        c->top = top;
+    }
+    c->cap_ids = cap;
+    return 0;
 }
 
-void kiln_srv_loop_lock(kiln_srv_loop *l) { pthread_mutex_lock(&l->mu); }
-void kiln_srv_loop_unlock(kiln_srv_loop *l) { pthread_mutex_unlock(&l->mu); }
+int kiln_srv_loop_read(kiln_srv_loop *l, kiln_srv_job *j, int from_id, size_t from_text, kiln_srv_chunk *c) {
+    int rc = 0;
+    pthread_mutex_lock(&l->mu);
+    c->done = j->done;
+    c->finish = j->finish;
+    c->n_prompt = j->n_prompt;
+    c->n_cached = j->n_cached;
+    c->n_output = j->n_output;
+    c->error_status = j->error_status;
+    memcpy(c->error_msg, j->error_msg, sizeof c->error_msg);
+    c->n_ids_total = j->n_ids;
+    c->text_total = j->text.len;
+    c->top_stride = j->n_top_stride;
+    c->n_ids = 0;
+    kiln_buf_clear(&c->text);
+    int n = from_id >= 0 && from_id < j->n_ids ? j->n_ids - from_id : 0;
+    int stride = j->top ? j->n_top_stride : 0, has_lps = j->lps != NULL;
+    if (n > 0 && chunk_reserve(c, n, has_lps, stride) == 0) {
+        memcpy(c->ids, j->ids + from_id, sizeof *c->ids * (size_t)n);
+        if (j->lps) memcpy(c->lps, j->lps + from_id, sizeof *c->lps * (size_t)n);
+        if (stride)
+            memcpy(c->top, j->top + (size_t)from_id * (size_t)stride, sizeof *c->top * (size_t)n * (size_t)stride);
+        c->n_ids = n;
+    } else if (n > 0) {
+        rc = -1;
+    }
+    if (!rc && from_text < j->text.len && kiln_buf_add(&c->text, j->text.p + from_text, j->text.len - from_text) < 0) rc = -1;
+    pthread_mutex_unlock(&l->mu);
+    /* what the job does not keep is not shown, whatever an earlier read left in the chunk */
+    if (!has_lps) { kiln_free(c->lps); c->lps = NULL; }
+    if (!stride) { kiln_free(c->top); c->top = NULL; }
+    return rc;
+}
+
+void kiln_srv_chunk_free(kiln_srv_chunk *c) {
+    kiln_free(c->ids);
+    kiln_free(c->lps);
+    kiln_free(c->top);
+    kiln_buf_free(&c->text);
+    memset(c, 0, sizeof *c);
+}
 
 void kiln_srv_loop_cancel(kiln_srv_loop *l, kiln_srv_job *j) {
     pthread_mutex_lock(&l->mu);

@@ -8,7 +8,8 @@
  * loop aborts the engine request before the next step. The engine is touched by the loop thread
  * only (plus open/close before and after it runs).
  *
- * A job is reference counted (connection + loop); the last release frees it.
+ * A job is reference counted (connection + loop); the last release frees it. Connection
+ * threads never read a job's fields: kiln_srv_loop_read copies what they need under the mutex.
  */
 #ifndef KILN_SERVER_LOOP_H
 #define KILN_SERVER_LOOP_H
@@ -16,37 +17,18 @@
 #include <stdint.h>
 #include "kiln.h"
 #include "server/metrics.h"
+#include "util/buf.h"
 
 typedef struct kiln_srv_loop kiln_srv_loop;
-
-typedef struct kiln_srv_job {
-    /* input, immutable after submit */
-    kiln_request_params params; /* points into owner's storage */
-    void *owner;                /* freed with owner_free when the last reference goes */
-    void (*owner_free)(void *owner);
-    int n_top_stride;           /* params.sampling.n_logprobs */
-    double t_arrival;
-    /* state, under the loop mutex */
-    pthread_cond_t cv;
-    int refs;
-    int added, cancel, done;
-    uint64_t req_id;
-    int error_status;        /* != 0: the engine refused or failed it */
-    char error_msg[512];
-    int32_t *ids;            /* [n_ids] all output tokens so far */
-    float *lps;              /* [n_ids] when logprobs were asked */
-    kiln_token_logprob *top; /* [n_ids][n_top_stride] */
-    int n_ids, cap_ids;
-    char *text;              /* all output text so far */
-    size_t text_len, text_cap;
-    kiln_finish finish;
-    int n_prompt, n_cached, n_output;
-    double t_first, t_last;
-    struct kiln_srv_job *next; /* queue link */
-} kiln_srv_job;
+/* A job: one generation request between a connection thread and the loop (opaque; its output
+ * grows under the loop's mutex and is read through kiln_srv_loop_read). */
+typedef struct kiln_srv_job kiln_srv_job;
 
 typedef struct kiln_srv_loop_options {
-    int max_pending; /* jobs admitted and not yet finished; more get 503 */
+    int max_pending;        /* jobs admitted and not yet finished; more get 503 */
+    int test_step_delay_ms; /* fault injection for tests: sleep this long before every engine
+                             * step, so that a tiny model's request outlives a client's timeout
+                             * (0 = off) */
 } kiln_srv_loop_options;
 
 int kiln_srv_loop_start(kiln_srv_loop **out, kiln_engine *e, kiln_metrics *m, const kiln_srv_loop_options *o,
@@ -62,20 +44,31 @@ int kiln_srv_loop_submit(kiln_srv_loop *l, const kiln_request_params *p, void *o
 /* Wait until the job has more than (n_ids, text_len) of output or is done, for at most
  * timeout_s. Returns 1 when something new is there (or done), 0 on timeout. */
 int kiln_srv_loop_wait(kiln_srv_loop *l, kiln_srv_job *j, int n_ids, size_t text_len, double timeout_s);
-/* Copy out the job's state (under the lock) for the span [n_ids0, ...) and [text0, ...). */
-typedef struct kiln_srv_snapshot {
-    int n_ids;
-    size_t text_len;
+
+/* A job's state and a span of its output, copied out under the loop's mutex into storage the
+ * caller owns (reused from call to call; a zeroed chunk is empty; kiln_srv_chunk_free). */
+typedef struct kiln_srv_chunk {
     int done;
     kiln_finish finish;
     int n_prompt, n_cached, n_output;
-    int error_status;
+    int error_status;         /* != 0: the engine refused or failed the request */
     char error_msg[512];
-} kiln_srv_snapshot;
-void kiln_srv_loop_snapshot(kiln_srv_loop *l, kiln_srv_job *j, kiln_srv_snapshot *s);
-/* Hold the loop mutex while reading a job's output arrays directly (they grow under it). */
-void kiln_srv_loop_lock(kiln_srv_loop *l);
-void kiln_srv_loop_unlock(kiln_srv_loop *l);
+    int n_ids_total;          /* output tokens so far */
+    size_t text_total;        /* output text bytes so far */
+    /* the output from (from_id, from_text) on */
+    int n_ids;
+    int32_t *ids;             /* [n_ids] */
+    float *lps;               /* [n_ids] logprob of each token; NULL when none were asked */
+    kiln_token_logprob *top;  /* [n_ids][top_stride]; NULL when top_stride is 0 */
+    int top_stride;           /* the request's sampling.n_logprobs */
+    kiln_buf text;            /* text bytes [from_text, text_total) */
+    int cap_ids;
+} kiln_srv_chunk;
+/* Copy the job's state and its output from token from_id and text byte from_text on (a start
+ * at or past the end copies only the state). 0, or -1 when the chunk cannot grow (OOM). */
+int kiln_srv_loop_read(kiln_srv_loop *l, kiln_srv_job *j, int from_id, size_t from_text, kiln_srv_chunk *c);
+void kiln_srv_chunk_free(kiln_srv_chunk *c);
+
 void kiln_srv_loop_cancel(kiln_srv_loop *l, kiln_srv_job *j);
 void kiln_srv_loop_cancel_all(kiln_srv_loop *l);
 void kiln_srv_loop_release(kiln_srv_loop *l, kiln_srv_job *j);

@@ -6,6 +6,7 @@
  * (prompt tokens of requests added, generation tokens sampled).
  */
 #include "server/metrics.h"
+#include <stdio.h>
 #include <string.h>
 
 static const double TTFT_B[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
@@ -81,24 +82,24 @@ static void esc_label(const char *s, char *out, size_t n) {
     out[k] = 0;
 }
 
-static void head(kiln_srv_buf *b, const char *name, const char *type, const char *help) {
-    kiln_srv_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+static void head(kiln_buf *b, const char *name, const char *type, const char *help) {
+    kiln_buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void hist(kiln_srv_buf *b, const char *name, const char *help, const char *lab, const kiln_hist *h) {
+static void hist(kiln_buf *b, const char *name, const char *help, const char *lab, const kiln_hist *h) {
     head(b, name, "histogram", help);
     uint64_t cum = 0;
     for (int i = 0; i < h->n_bounds; i++) {
         cum += h->counts[i];
-        kiln_srv_buf_addf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, lab, h->bounds[i], (unsigned long long)cum);
+        kiln_buf_addf(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, lab, h->bounds[i], (unsigned long long)cum);
     }
     cum += h->counts[h->n_bounds];
-    kiln_srv_buf_addf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, lab, (unsigned long long)cum);
-    kiln_srv_buf_addf(b, "%s_sum{%s} %.9g\n", name, lab, h->sum);
-    kiln_srv_buf_addf(b, "%s_count{%s} %llu\n", name, lab, (unsigned long long)h->count);
+    kiln_buf_addf(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, lab, (unsigned long long)cum);
+    kiln_buf_addf(b, "%s_sum{%s} %.9g\n", name, lab, h->sum);
+    kiln_buf_addf(b, "%s_count{%s} %llu\n", name, lab, (unsigned long long)h->count);
 }
 
-int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_srv_buf *b) {
+int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     char esc[512], lab[600];
     esc_label(model_name ? model_name : "", esc, sizeof esc);
     snprintf(lab, sizeof lab, "model_name=\"%s\"", esc);
@@ -106,39 +107,39 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_srv_buf *b
     const kiln_engine_stats *s = &m->stats;
     double usage = s->kv_blocks_total > 0 ? (double)s->kv_blocks_used / (double)s->kv_blocks_total : 0.0;
     head(b, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
-    kiln_srv_buf_addf(b, "vllm:num_requests_running{%s} %d\n", lab, s->n_running);
+    kiln_buf_addf(b, "vllm:num_requests_running{%s} %d\n", lab, s->n_running);
     head(b, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");
-    kiln_srv_buf_addf(b, "vllm:num_requests_waiting{%s} %d\n", lab, s->n_waiting);
+    kiln_buf_addf(b, "vllm:num_requests_waiting{%s} %d\n", lab, s->n_waiting);
     head(b, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.");
-    kiln_srv_buf_addf(b, "vllm:kv_cache_usage_perc{%s} %.6g\n", lab, usage);
+    kiln_buf_addf(b, "vllm:kv_cache_usage_perc{%s} %.6g\n", lab, usage);
     head(b, "vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.");
-    kiln_srv_buf_addf(b, "vllm:prompt_tokens_total{%s} %llu\n", lab, (unsigned long long)s->prompt_tokens_total);
+    kiln_buf_addf(b, "vllm:prompt_tokens_total{%s} %llu\n", lab, (unsigned long long)s->prompt_tokens_total);
     head(b, "vllm:generation_tokens_total", "counter", "Number of generation tokens processed.");
-    kiln_srv_buf_addf(b, "vllm:generation_tokens_total{%s} %llu\n", lab, (unsigned long long)s->generation_tokens_total);
+    kiln_buf_addf(b, "vllm:generation_tokens_total{%s} %llu\n", lab, (unsigned long long)s->generation_tokens_total);
     head(b, "vllm:num_preemptions_total", "counter", "Cumulative number of preemptions from the engine.");
-    kiln_srv_buf_addf(b, "vllm:num_preemptions_total{%s} %llu\n", lab, (unsigned long long)s->preemptions);
+    kiln_buf_addf(b, "vllm:num_preemptions_total{%s} %llu\n", lab, (unsigned long long)s->preemptions);
     head(b, "vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.");
-    kiln_srv_buf_addf(b, "vllm:prefix_cache_hits_total{%s} %llu\n", lab, (unsigned long long)s->prefix_cache_hits);
+    kiln_buf_addf(b, "vllm:prefix_cache_hits_total{%s} %llu\n", lab, (unsigned long long)s->prefix_cache_hits);
     head(b, "vllm:request_success_total", "counter", "Count of successfully processed requests.");
     static const char *const reasons[] = {NULL, "stop", "length", "abort"};
     for (int f = KILN_FINISH_STOP; f <= KILN_FINISH_ABORT; f++)
-        kiln_srv_buf_addf(b, "vllm:request_success_total{%s,finished_reason=\"%s\"} %llu\n", lab, reasons[f],
+        kiln_buf_addf(b, "vllm:request_success_total{%s,finished_reason=\"%s\"} %llu\n", lab, reasons[f],
                           (unsigned long long)m->success[f]);
     hist(b, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", lab, &m->ttft);
     hist(b, "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", lab, &m->itl);
     hist(b, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", lab, &m->e2e);
     head(b, "kiln:engine_steps_total", "counter", "Engine steps run.");
-    kiln_srv_buf_addf(b, "kiln:engine_steps_total{%s} %llu\n", lab, (unsigned long long)s->steps);
+    kiln_buf_addf(b, "kiln:engine_steps_total{%s} %llu\n", lab, (unsigned long long)s->steps);
     head(b, "kiln:engine_syncs_total", "counter", "Backend waits (equals steps when invariant I1 holds).");
-    kiln_srv_buf_addf(b, "kiln:engine_syncs_total{%s} %llu\n", lab, (unsigned long long)s->syncs);
+    kiln_buf_addf(b, "kiln:engine_syncs_total{%s} %llu\n", lab, (unsigned long long)s->syncs);
     head(b, "kiln:kv_blocks_total", "gauge", "Usable KV blocks.");
-    kiln_srv_buf_addf(b, "kiln:kv_blocks_total{%s} %d\n", lab, s->kv_blocks_total);
+    kiln_buf_addf(b, "kiln:kv_blocks_total{%s} %d\n", lab, s->kv_blocks_total);
     head(b, "kiln:kv_blocks_used", "gauge", "KV blocks referenced by running sequences.");
-    kiln_srv_buf_addf(b, "kiln:kv_blocks_used{%s} %d\n", lab, s->kv_blocks_used);
+    kiln_buf_addf(b, "kiln:kv_blocks_used{%s} %d\n", lab, s->kv_blocks_used);
     head(b, "kiln:http_requests_total", "counter", "HTTP requests answered.");
-    kiln_srv_buf_addf(b, "kiln:http_requests_total{%s} %llu\n", lab, (unsigned long long)m->http_requests);
+    kiln_buf_addf(b, "kiln:http_requests_total{%s} %llu\n", lab, (unsigned long long)m->http_requests);
     head(b, "kiln:http_errors_total", "counter", "HTTP requests answered with a status >= 400.");
-    kiln_srv_buf_addf(b, "kiln:http_errors_total{%s} %llu\n", lab, (unsigned long long)m->http_errors);
+    kiln_buf_addf(b, "kiln:http_errors_total{%s} %llu\n", lab, (unsigned long long)m->http_errors);
     pthread_mutex_unlock(&m->mu);
     return b->p ? 0 : -1;
 }

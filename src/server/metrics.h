@@ -9,7 +9,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include "kiln.h"
-#include "server/openai.h"
+#include "util/buf.h"
 
 #define KILN_HIST_MAX_BUCKETS 24
 
@@ -41,6 +41,6 @@ void kiln_metrics_request_done(kiln_metrics *m, kiln_finish f, int n_prompt, int
 void kiln_metrics_observe_itl(kiln_metrics *m, double dt, int n);
 void kiln_metrics_count_http(kiln_metrics *m, int status);
 /* Prometheus text exposition format 0.0.4 */
-int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_srv_buf *out);
+int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *out);
 
 #endif

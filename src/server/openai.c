@@ -13,63 +13,15 @@
 #include <string.h>
 #include "util/alloc.h"
 
-/* ---- buffer ---------------------------------------------------------------------------- */
+/* ---- JSON into a buffer --------------------------------------------------------------- */
 
-int kiln_srv_buf_add(kiln_srv_buf *b, const void *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = kiln_realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
-
-int kiln_srv_buf_addf(kiln_srv_buf *b, const char *fmt, ...) {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return -1;
-    if ((size_t)n < sizeof tmp) return kiln_srv_buf_add(b, tmp, (size_t)n);
-    char *big = kiln_malloc((size_t)n + 1);
-    if (!big) return -1;
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int rc = kiln_srv_buf_add(b, big, (size_t)n);
-    kiln_free(big);
-    return rc;
-}
-
-int kiln_srv_buf_json(kiln_srv_buf *b, const json_t *j) {
+int kiln_srv_add_json(kiln_buf *b, const json_t *j) {
     size_t n = json_dumpb(j, NULL, 0, JSON_COMPACT);
-    if (n == 0) return -1;
-    if (kiln_srv_buf_add(b, NULL, 0) < 0) return -1;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = kiln_realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
+    if (n == 0 || kiln_buf_reserve(b, n)) return -1;
     json_dumpb(j, b->p + b->len, n, JSON_COMPACT);
     b->len += n;
     b->p[b->len] = 0;
     return 0;
-}
-
-void kiln_srv_buf_free(kiln_srv_buf *b) {
-    kiln_free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
 }
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -107,9 +59,9 @@ static json_t *err_obj(const kiln_srv_err *e) {
     return root;
 }
 
-int kiln_srv_err_json(kiln_srv_buf *b, const kiln_srv_err *e) {
+int kiln_srv_err_json(kiln_buf *b, const kiln_srv_err *e) {
     json_t *root = err_obj(e);
-    int rc = kiln_srv_buf_json(b, root);
+    int rc = kiln_srv_add_json(b, root);
     json_decref(root);
     return rc;
 }
@@ -149,21 +101,21 @@ int kiln_srv_utf8_valid(const char *s, size_t n) {
 json_t *kiln_srv_jstr(const char *s, size_t n) {
     if (!s) return json_string("");
     if (kiln_srv_utf8_valid(s, n)) return json_stringn(s, n);
-    kiln_srv_buf b = {0};
+    kiln_buf b = {0};
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
         int l = utf8_seq(u + i, n - i);
         if (l) {
-            kiln_srv_buf_add(&b, s + i, (size_t)l);
+            kiln_buf_add(&b, s + i, (size_t)l);
             i += (size_t)l;
         } else {
-            kiln_srv_buf_add(&b, "\xEF\xBF\xBD", 3);
+            kiln_buf_add(&b, "\xEF\xBF\xBD", 3);
             i++;
         }
     }
     json_t *j = json_stringn(b.p ? b.p : "", b.len);
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     return j;
 }
 
@@ -219,8 +171,8 @@ static char *own(kiln_srv_request *r, char *s) {
 }
 
 static char *dump_owned(kiln_srv_request *r, json_t *j) {
-    kiln_srv_buf b = {0};
-    if (kiln_srv_buf_json(&b, j) < 0) { kiln_srv_buf_free(&b); return NULL; }
+    kiln_buf b = {0};
+    if (kiln_srv_add_json(&b, j) < 0) { kiln_buf_free(&b); return NULL; }
     return own(r, b.p);
 }
 
@@ -275,20 +227,20 @@ static int parse_content(kiln_srv_request *r, json_t *c, const char **out, kiln_
     if (!c || json_is_null(c)) return 0;
     if (json_is_string(c)) { *out = json_string_value(c); return 0; }
     if (!json_is_array(c)) return kiln_srv_err_set(e, 400, "messages", "message 'content' must be a string or a list of text parts");
-    kiln_srv_buf b = {0};
-    kiln_srv_buf_add(&b, "", 0);
+    kiln_buf b = {0};
+    kiln_buf_add(&b, "", 0);
     size_t i;
     json_t *part;
     json_array_foreach(c, i, part) {
         const char *type = json_string_value(json_object_get(part, "type"));
         json_t *t = json_object_get(part, "text");
         if (!json_is_object(part) || !type || strcmp(type, "text") != 0 || !json_is_string(t)) {
-            kiln_srv_buf_free(&b);
+            kiln_buf_free(&b);
             return kiln_srv_err_set(e, 400, "messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
         }
-        if (i > 0) kiln_srv_buf_add(&b, "\n", 1);
-        if (kiln_srv_buf_add(&b, json_string_value(t), json_string_length(t)) < 0) {
-            kiln_srv_buf_free(&b);
+        if (i > 0) kiln_buf_add(&b, "\n", 1);
+        if (kiln_buf_add(&b, json_string_value(t), json_string_length(t)) < 0) {
+            kiln_buf_free(&b);
             return kiln_srv_err_set(e, 500, NULL, "out of memory");
         }
     }
@@ -727,15 +679,15 @@ json_t *kiln_srv_response(const kiln_srv_request *r, const kiln_srv_meta *m, con
     return root;
 }
 
-static int sse_obj(kiln_srv_buf *b, json_t *obj) {
-    int rc = kiln_srv_buf_add(b, "data: ", 6);
-    if (!rc) rc = kiln_srv_buf_json(b, obj);
-    if (!rc) rc = kiln_srv_buf_add(b, "\n\n", 2);
+static int sse_obj(kiln_buf *b, json_t *obj) {
+    int rc = kiln_buf_add(b, "data: ", 6);
+    if (!rc) rc = kiln_srv_add_json(b, obj);
+    if (!rc) rc = kiln_buf_add(b, "\n\n", 2);
     json_decref(obj);
     return rc;
 }
 
-int kiln_srv_sse_chunk(kiln_srv_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m,
+int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m,
                        const kiln_srv_out *o, int first, kiln_srv_piece_fn piece, void *pctx) {
     int chat = r->kind == KILN_SRV_CHAT;
     json_t *root = base_obj(m, chat ? "chat.completion.chunk" : "text_completion");
@@ -766,13 +718,13 @@ int kiln_srv_sse_chunk(kiln_srv_buf *b, const kiln_srv_request *r, const kiln_sr
     return sse_obj(b, root);
 }
 
-int kiln_srv_sse_usage(kiln_srv_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m) {
+int kiln_srv_sse_usage(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m) {
     json_t *root = base_obj(m, r->kind == KILN_SRV_CHAT ? "chat.completion.chunk" : "text_completion");
     json_object_set_new(root, "choices", json_array());
     json_object_set_new(root, "usage", kiln_srv_usage(m->n_prompt, m->n_output, m->n_cached));
     return sse_obj(b, root);
 }
 
-int kiln_srv_sse_done(kiln_srv_buf *b) { return kiln_srv_buf_add(b, "data: [DONE]\n\n", 14); }
+int kiln_srv_sse_done(kiln_buf *b) { return kiln_buf_add(b, "data: [DONE]\n\n", 14); }
 
-int kiln_srv_sse_error(kiln_srv_buf *b, const kiln_srv_err *e) { return sse_obj(b, err_obj(e)); }
+int kiln_srv_sse_error(kiln_buf *b, const kiln_srv_err *e) { return sse_obj(b, err_obj(e)); }

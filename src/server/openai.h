@@ -3,8 +3,9 @@
  * Parsing: a request body (bytes) -> kiln_srv_request (validated sampling parameters, the prompt
  * as text or ids, or the chat messages) or an error with its HTTP status and the OpenAI error
  * shape {"error": {"message", "type", "param", "code"}}. Unknown fields are ignored (as vLLM
- * does by default). Prompt tokenization and the context-length check happen later (serve.c),
- * because they need the tokenizer.
+ * does by default). Prompt tokenization and the context-length check happen later (http.c),
+ * because they need the tokenizer. This is the one reader of OpenAI chat messages in kiln:
+ * `kiln tokenize --chat` parses its request file here too.
  *
  * Building: responses (completion, chat completion), SSE chunks ("data: {...}\n\n", "data:
  * [DONE]\n\n"), usage objects and logprobs, from spans of generated output (kiln_srv_out).
@@ -17,21 +18,14 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kiln.h"
-#include "tokenizer/chat.h"
+#include "util/buf.h"
 
 #define KILN_SRV_MAX_BODY (8u << 20) /* 8 MiB: larger bodies get 413 */
 #define KILN_SRV_MAX_LOGPROBS 20
 #define KILN_SRV_MAX_STOP 64
 
-/* growable byte buffer (kiln_malloc'd) */
-typedef struct kiln_srv_buf {
-    char *p;
-    size_t len, cap;
-} kiln_srv_buf;
-int kiln_srv_buf_add(kiln_srv_buf *b, const void *s, size_t n); /* 0 or -1 on OOM; keeps NUL */
-int kiln_srv_buf_addf(kiln_srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int kiln_srv_buf_json(kiln_srv_buf *b, const json_t *j); /* compact dump appended */
-void kiln_srv_buf_free(kiln_srv_buf *b);
+/* compact JSON dump of j appended to b (util/buf.h): 0 or -1 on out-of-memory */
+int kiln_srv_add_json(kiln_buf *b, const json_t *j);
 
 /* An error answer: HTTP status + OpenAI error object fields. */
 typedef struct kiln_srv_err {
@@ -43,7 +37,7 @@ int kiln_srv_err_set(kiln_srv_err *e, int status, const char *param, const char 
     __attribute__((format(printf, 4, 5))); /* returns status */
 const char *kiln_srv_err_type(int status);
 /* {"error": {...}} as a NUL-terminated string in b */
-int kiln_srv_err_json(kiln_srv_buf *b, const kiln_srv_err *e);
+int kiln_srv_err_json(kiln_buf *b, const kiln_srv_err *e);
 
 int kiln_srv_utf8_valid(const char *s, size_t n);
 /* a JSON string of n bytes; invalid UTF-8 sequences become U+FFFD (never NULL unless OOM) */
@@ -129,11 +123,11 @@ json_t *kiln_srv_logprobs(const kiln_srv_request *r, const kiln_srv_out *o, kiln
 json_t *kiln_srv_response(const kiln_srv_request *r, const kiln_srv_meta *m, const kiln_srv_out *o,
                           kiln_srv_piece_fn piece, void *pctx);
 /* one SSE chunk appended to b ("data: {...}\n\n"); first: chat's role delta */
-int kiln_srv_sse_chunk(kiln_srv_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m,
+int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m,
                        const kiln_srv_out *o, int first, kiln_srv_piece_fn piece, void *pctx);
 /* the usage-only chunk (stream_options.include_usage) */
-int kiln_srv_sse_usage(kiln_srv_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m);
-int kiln_srv_sse_done(kiln_srv_buf *b);
-int kiln_srv_sse_error(kiln_srv_buf *b, const kiln_srv_err *e);
+int kiln_srv_sse_usage(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m);
+int kiln_srv_sse_done(kiln_buf *b);
+int kiln_srv_sse_error(kiln_buf *b, const kiln_srv_err *e);
 
 #endif

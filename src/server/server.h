@@ -1,39 +1,55 @@
-/* server.h: the `kiln serve` process state shared by the HTTP layer and the CLI command.
+/* server.h: `kiln serve`, the OpenAI-compatible HTTP server, behind one facade.
  *
- * One kiln_server per process run: the engine (owned by the loop thread once started), the
- * engine's tokenizer (read-only; used by connection threads to encode prompts and render chat
- * formats, never mutated), the loop, the metrics and the HTTP daemon.
+ *   kiln_server_options o;
+ *   kiln_server_options_default(&o);  ... fill o ...
+ *   kiln_server_open(&s, engine, &o, &err);   state only: no thread, no socket yet
+ *   kiln_server_run(s, &err);                 start, serve, drain, stop (blocks)
+ *   kiln_server_close(s);                     free; the engine stays the caller's to close
+ *
+ * run owns the start order (the engine loop thread, then the HTTP daemon), the threads and the
+ * drain: on the first SIGINT/SIGTERM (or kiln_server_stop) the daemon stops accepting
+ * connections, new generation requests get 503, running ones finish; a second one aborts them;
+ * then the daemon, its connections and the loop stop and run returns 0. The server borrows the
+ * engine: only its loop thread touches it while run runs (connection threads use the
+ * thread-safe "Text" functions of kiln.h).
  */
 #ifndef KILN_SERVER_SERVER_H
 #define KILN_SERVER_SERVER_H
-#include <stdatomic.h>
 #include "kiln.h"
-#include "server/loop.h"
-#include "server/metrics.h"
-#include "server/openai.h"
-#include "tokenizer/tokenizer.h"
 
-typedef struct kiln_server {
-    kiln_engine *engine;
-    const kiln_tokenizer *tok; /* NULL: the model has no tokenizer (ids-only prompts) */
-    kiln_srv_loop *loop;
-    kiln_metrics metrics;
-    kiln_srv_limits lim;
-    const char *model_name;
-    const char *model_path;
-    const char *api_key;       /* NULL: no auth */
-    const char *chat_template; /* NULL: auto */
-    long long started;
-    atomic_ullong id_counter;
-    atomic_int draining;       /* SIGINT/SIGTERM: new generation requests get 503 */
-    void *mhd;                 /* struct MHD_Daemon * */
-} kiln_server;
+typedef struct kiln_server kiln_server;
 
-/* start listening (thread per connection); max_conns caps open connections */
-int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, kiln_error *err);
-/* stop accepting new connections (drain) */
-void kiln_http_quiesce(kiln_server *s);
-/* close every connection and stop (after the loop drained) */
-void kiln_http_stop(kiln_server *s);
+typedef struct kiln_server_options {
+    const char *host;          /* IPv4 or IPv6 address to listen on ("127.0.0.1") */
+    int port;                  /* 8000 */
+    const char *model_path;    /* shown as "root" in /v1/models (required) */
+    const char *model_name;    /* the served name requests must use; NULL: model_path */
+    const char *api_key;       /* NULL or "": no auth; else "Authorization: Bearer KEY" */
+    const char *chat_template; /* NULL: chosen from the tokenizer's metadata */
+    int max_pending;           /* requests admitted (running + waiting) before 503 (320) */
+    int handle_signals;        /* 1: run blocks SIGINT/SIGTERM in the calling thread (and so in
+                                * every thread it starts; they stay blocked after it returns)
+                                * and drains on them; 0: only kiln_server_stop ends run (1) */
+    int test_step_delay_ms;    /* fault injection for tests: the loop sleeps this long before
+                                * every engine step, so a tiny model's request outlives a
+                                * client's timeout (0 = off) */
+    /* progress lines ("listening on ...", "draining ...", "stopped"), without a newline;
+     * NULL: none */
+    void (*log)(void *ctx, const char *line);
+    void *log_ctx;
+} kiln_server_options;
+
+void kiln_server_options_default(kiln_server_options *o);
+/* Check the options and build the server's state around e (borrowed: it must outlive the
+ * server). The option strings are copied. */
+int kiln_server_open(kiln_server **out, kiln_engine *e, const kiln_server_options *o, kiln_error *err);
+/* Start the engine loop and the HTTP daemon, serve until a signal (handle_signals) or
+ * kiln_server_stop, drain, and stop both. Returns 0 after a clean stop, else a kiln_status
+ * (cannot listen, cannot start a thread). Call at most once per server. */
+int kiln_server_run(kiln_server *s, kiln_error *err);
+/* Ask run to drain and return, from any thread (a signal handler excepted); a second call
+ * aborts the requests still running, as a second signal does. */
+void kiln_server_stop(kiln_server *s);
+void kiln_server_close(kiln_server *s);
 
 #endif

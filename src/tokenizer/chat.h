@@ -5,13 +5,7 @@
 #define KILN_TOKENIZER_CHAT_H
 #include "tokenizer/tokenizer.h"
 
-typedef struct kiln_chat_msg {
-    const char *role;            /* "system", "user", "assistant", "tool" */
-    const char *content;         /* may be NULL (assistant with only tool calls) */
-    const char *tool_calls_json; /* assistant: JSON array of OpenAI tool_calls, or NULL */
-    const char *tool_call_id;    /* tool: the call this result answers */
-    const char *name;            /* tool: function name (optional) */
-} kiln_chat_msg;
+/* kiln_chat_msg (one OpenAI-style message) is declared in kiln.h: the server builds them. */
 
 /* template_name: NULL or "auto" = chosen from the tokenizer's metadata; else "mistral-v7",
  * "mistral-v3", "chatml", "llama3" (tekken config.version "v3" picks mistral-v3, "v7"+ mistral-v7). Unknown name => KILN_ERR_INVALID_ARG. tools_json: JSON array of OpenAI
@@ -25,17 +19,8 @@ const char *kiln_chat_template_name(const kiln_tokenizer *t, const char *templat
 /* The token that ends an assistant turn in that format (</s>, <|im_end|>, <|eot_id|>), -1 if none. */
 int kiln_chat_end_of_turn(const kiln_tokenizer *t, const char *template_name);
 
-/* An OpenAI-style chat request {"messages": [...], "tools": [...]} read into messages. content
- * may be a string or a list of {"type": "text", "text": ...} parts (joined); tool_calls are kept
- * as JSON text. Free with kiln_chat_request_free. */
-typedef struct kiln_chat_request {
-    kiln_chat_msg *msgs;
-    int n_msgs;
-    char *tools_json; /* NULL when absent */
-    void *store;      /* owns the strings */
-} kiln_chat_request;
-int kiln_chat_request_parse(const char *json, size_t len, kiln_chat_request *req, kiln_error *err);
-void kiln_chat_request_free(kiln_chat_request *req);
+/* OpenAI chat requests (JSON) are parsed in one place: the server's openai.c
+ * (kiln_srv_parse_request), which `kiln tokenize --chat` uses too. */
 
 /* Parse model output text that contains tool calls (Devstral: "[TOOL_CALLS][{...}]", decoded
  * with special tokens kept) into an OpenAI tool_calls JSON array (allocated with kiln_malloc:

@@ -3,8 +3,8 @@
  * metric names, cumulative histogram buckets ending in +Inf with _sum/_count, label escaping,
  * and every sample line in the exposition format (name{labels} value). */
 #include "test.h"
-#include "../../src/server/metrics.c"
-#include "../../src/server/openai.c"
+#include <string.h>
+#include "server/metrics.h"
 
 static double value_of(const char *text, const char *prefix) {
     const char *p = strstr(text, prefix);
@@ -28,7 +28,7 @@ int main(void) {
     kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, 0.05, 2.0);
     kiln_metrics_request_done(&m, KILN_FINISH_ABORT, 10, 1, -1, 100.0);
     kiln_metrics_observe_itl(&m, 0.04, 2); /* two tokens of 0.02 s */
-    kiln_srv_buf b = {0};
+    kiln_buf b = {0};
     KT_CHECK(kiln_metrics_render(&m, "my \"model\"\n", &b) == 0, "render");
     const char *t = b.p;
     const char *L = "{model_name=\"my \\\"model\\\"\\n\"";
@@ -69,7 +69,7 @@ int main(void) {
         p = nl + 1;
     }
     KT_CHECK(lines > 50 && bad == 0, "%d lines, %d malformed", lines, bad);
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     kiln_metrics_destroy(&m);
     return kt_done();
 }

@@ -1,10 +1,10 @@
 /* kiln-layer: server (links only this layer and those below it) */
 /* test_server_openai.c: request parsing/validation, error shape, SSE framing and response JSON
- * of `kiln serve` (src/server/openai.c), without a model or a socket. The server sources are
- * compiled into the CLI only, so this test includes the one file it needs. Expected values are
- * the OpenAI / vLLM API's documented shapes. */
+ * of `kiln serve` (src/server/openai.c, linked from kiln_server), without a model or a socket.
+ * Expected values are the OpenAI / vLLM API's documented shapes. */
 #include "test.h"
-#include "../../src/server/openai.c"
+#include <string.h>
+#include "server/openai.h"
 
 static const kiln_srv_limits LIM = {.model_name = "m", .vocab_size = 1000, .max_model_len = 256};
 
@@ -182,7 +182,7 @@ static void test_invalid(void) {
 static void test_error_shape(void) {
     kiln_srv_err e;
     kiln_srv_err_set(&e, 400, "max_tokens", "bad \"value\" %d", 3);
-    kiln_srv_buf b = {0};
+    kiln_buf b = {0};
     KT_CHECK(kiln_srv_err_json(&b, &e) == 0, "err json");
     json_t *j = json_loads(b.p, 0, NULL);
     json_t *o = json_object_get(j, "error");
@@ -192,13 +192,13 @@ static void test_error_shape(void) {
     KT_CHECK(!strcmp(json_string_value(json_object_get(o, "param")), "max_tokens"), "param");
     KT_CHECK(json_integer_value(json_object_get(o, "code")) == 400, "code");
     json_decref(j);
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     kiln_srv_err_set(&e, 503, NULL, "busy");
     kiln_srv_err_json(&b, &e);
     j = json_loads(b.p, 0, NULL);
     KT_CHECK(json_is_null(json_object_get(json_object_get(j, "error"), "param")), "param null");
     json_decref(j);
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     KT_CHECK(!strcmp(kiln_srv_err_type(401), "authentication_error"), "401 type");
 }
 
@@ -247,7 +247,7 @@ static void test_responses(void) {
     json_decref(resp);
 
     /* SSE framing */
-    kiln_srv_buf b = {0};
+    kiln_buf b = {0};
     o.finish = KILN_FINISH_NONE;
     kiln_srv_sse_chunk(&b, &r, &m, &o, 1, piece, NULL);
     kiln_srv_sse_usage(&b, &r, &m);
@@ -265,7 +265,7 @@ static void test_responses(void) {
                  json_integer_value(json_object_get(json_object_get(c2, "usage"), "completion_tokens")) == 3, "usage chunk");
     json_decref(c2);
     KT_CHECK(!strcmp(e2, "\n\ndata: [DONE]\n\n"), "done framing: %s", e2);
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     kiln_srv_request_free(&r);
 
     /* chat: role in the first delta, tool calls */
@@ -281,7 +281,7 @@ static void test_responses(void) {
     KT_CHECK(!strcmp(json_string_value(json_object_get(cc, "object")), "chat.completion.chunk"), "chunk object");
     KT_CHECK(!json_object_get(cc, "usage"), "no usage key without include_usage");
     json_decref(cc);
-    kiln_srv_buf_free(&b);
+    kiln_buf_free(&b);
     kiln_srv_out to = {.text = "", .finish = KILN_FINISH_STOP,
                        .tool_calls_json = "[{\"id\":\"t1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]"};
     json_t *tr = kiln_srv_response(&r, &m, &to, piece, NULL);
