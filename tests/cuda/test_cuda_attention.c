@@ -41,7 +41,8 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         need += nb;
         if (nb > max_nb) max_nb = nb;
     }
-    kiln_kv_layout L = {1, KV, hd, bs, 2 * need + 3, 2};
+    kiln_kv_layout L = {.n_layers = 1, .n_kv_heads = KV, .head_dim = hd, .block_size = bs, .n_blocks = 2 * need + 3,
+                        .dtype = KILN_KV_BF16, .elem_bytes = 2};
     int64_t pool_n = kiln_kv_elems(&L);
     uint16_t *pool = kiln_malloc((size_t)pool_n * 2);
     for (int64_t i = 0; i < pool_n; i++) pool[i] = 0xffff; /* NaN */

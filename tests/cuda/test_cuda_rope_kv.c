@@ -11,7 +11,8 @@
 
 static void one(int T, int H, int KV, int hd, int bs, double theta, kiln_rope_style style, unsigned long long *s) {
     int W = (H + 2 * KV) * hd;
-    kiln_kv_layout L = {1, KV, hd, bs, 0, 2};
+    kiln_kv_layout L = {.n_layers = 1, .n_kv_heads = KV, .head_dim = hd, .block_size = bs, .n_blocks = 0,
+                        .dtype = KILN_KV_BF16, .elem_bytes = 2};
     L.n_blocks = (T + bs - 1) / bs * 2 + 3;
     int64_t n_slots = (int64_t)L.n_blocks * bs, pool_n = kiln_kv_elems(&L);
     float *qkv = kiln_malloc((size_t)T * W * 4), *q = kiln_malloc((size_t)T * H * hd * 4);
