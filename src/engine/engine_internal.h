@@ -92,10 +92,8 @@ struct kiln_engine {
     int suppress_cap;
     uint64_t next_id;
     kiln_engine_stats stats;
-#ifdef KILN_TEST_HOOKS
-    int test_extra_sync;  /* KILN_TEST_EXTRA_SYNC=1 */
-    int test_break_batch; /* KILN_TEST_BREAK_BATCH=1 */
-#endif
+    int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
+    int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };
 
 /* scheduler.c */

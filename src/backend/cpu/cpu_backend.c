@@ -11,7 +11,7 @@
  * reduction orders), so a sequence gives bit-identical results alone or in any batch (I5/I6).
  * All buffers are allocated in create(); a step allocates nothing (I7).
  *
- * Sampling (ops.samples; the engine asks for it with env KILN_CPU_SAMPLE=1): a step with
+ * Sampling (ops.samples; the engine asks for it with the option cpu.backend_sampling): a step with
  * device_sample = 1 draws its tokens here, right after the logits (cpu_sample.c: per-slot
  * penalty tables like the GPU's, the engine's own sampler), so finish_step hands back tokens,
  * logprobs and top-n instead of logits. Overlap (ops.overlap): the CPU computes inside encode,
@@ -115,7 +115,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->base.ops = kiln_backend_cpu_ops();
     c->m = m;
     c->cfg = *bc;
-    int rc = kiln_isa_from_env(&c->ctx.isa, err);
+    int rc = kiln_isa_select(bc->cpu.isa, &c->ctx.isa, err);
     if (rc) goto fail;
     rc = kiln_pool_create(&c->ctx.pool, bc->n_threads, err);
     if (rc) goto fail;
@@ -348,7 +348,6 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
                             kiln_dtype_name(m->tok_embd->dtype));
     }
     kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
-    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
@@ -420,7 +419,7 @@ static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
     .kv_elem_bytes = 4,
     .samples = 1,
-    .sample_opt_in = 1, /* host sampling unless KILN_CPU_SAMPLE=1 */
+    .sample_opt_in = 1, /* host sampling unless cpu.backend_sampling */
     .overlap = 1,
     .create = cpu_create,
     .encode_step = cpu_encode,
