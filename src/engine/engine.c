@@ -678,7 +678,7 @@ int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_err
     size_t from = 0;
     long end = kiln_req_build_text(e, r, final, &from);
     if (end < 0) return KILN_ERR(err, KILN_ERR_OOM, "out of memory building request text");
-    out->text_delta = r->text + from;
+    out->text_delta = r->text.p + from;
     out->text_len = (size_t)end - from;
     out->finish = final ? r->finish : KILN_FINISH_NONE;
     out->n_prompt_tokens = r->n_prompt;

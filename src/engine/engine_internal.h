@@ -15,6 +15,7 @@
 #include "kiln.h"
 #include "model/model.h"
 #include "tokenizer/detok.h"
+#include "util/buf.h"
 #include "tokenizer/tokenizer.h"
 
 typedef enum { KILN_REQ_WAITING = 0, KILN_REQ_RUNNING, KILN_REQ_FINISHED } kiln_req_state;
@@ -56,7 +57,7 @@ typedef struct kiln_req {
     kiln_detok dpoll;          /* poll-time detokenizer (builds the text); same stream */
     int has_detok;
     /* text (poll-time) */
-    char *text; size_t text_len, text_cap; /* output text built so far (valid UTF-8) */
+    kiln_buf text;             /* output text built so far (valid UTF-8) */
     size_t text_sent;          /* bytes of text handed out */
     int text_tokens;           /* output tokens converted into text */
     int text_flushed;
