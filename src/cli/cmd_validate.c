@@ -6,7 +6,7 @@
  *   kiln validate [model/engine options as kiln bench] [--out report.md]
  *
  * Every PASS comes from a check that ran and could fail; N/A carries its reason:
- *   I3 strict      KILN_STRICT=1 is set for the run; the engine must report it in effect, and
+ *   I3 strict      strict mode (KILN_STRICT=1) is set for the run; the engine must report it in effect, and
  *                  every step must succeed (a fallback is a KILN_ERR_STRICT failure).
  *   I1 sync        per-step delta of the engine's sync counter == 1 on every step (bench runs
  *                  and coherence runs), and total syncs == total steps.
@@ -135,8 +135,8 @@ int kiln_cmd_validate(int argc, char **argv) {
     char out_json[1100], out_png[1100];
     derive(out_json, sizeof out_json, out_md, ".json");
     derive(out_png, sizeof out_png, out_md, ".png");
-    setenv("KILN_STRICT", "1", 1); /* I3: strict mode for the whole run */
     kiln_bench_engine_options(&eo, &bo, user_mbt, 8);
+    eo.strict = 1; /* I3: strict mode for the whole run (what KILN_STRICT=1 sets) */
     kiln_bench_result *res = kiln_calloc(1, sizeof *res);
     if (!res) return 1;
     res->model_path = eo.model_path;

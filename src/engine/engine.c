@@ -9,7 +9,7 @@
  *
  * Overlapped (async) scheduling, as vLLM's "async scheduling": on when the backend draws the
  * tokens and allows two steps in flight (ops.overlap && device_sample; off with the option
- * overlap = -1 or env KILN_OVERLAP=0). The step descriptors are double-buffered (steps[2],
+ * overlap = -1, KILN_OVERLAP=0 in the kiln command). The step descriptors are double-buffered (steps[2],
  * step_reqs[2]). One call, with step n in flight:
  *   1. build step n+1 into the other buffer while step n runs. A sequence whose step-n row
  *      draws a token has that token "in flight" (r->n_inflight): it gets a decode row at
@@ -90,14 +90,6 @@ void kiln_request_params_default(kiln_request_params *p) {
     p->sampling.repetition_penalty = 1.0f;
 }
 
-static int env_int(const char *name, int def) {
-    const char *v = getenv(name);
-    if (!v || !*v) return def;
-    char *end;
-    long x = strtol(v, &end, 10);
-    return (*end || x <= 0 || x > (1 << 30)) ? def : (int)x;
-}
-
 static void free_step(kiln_step *s) {
     kiln_free(s->token_ids);
     kiln_free(s->positions);
@@ -147,16 +139,6 @@ static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks
            s->pen_slot && s->pen_start && s->pen_n_prompt && s->pen_tokens;
 }
 
-#ifdef KILN_TEST_HOOKS
-/* Test hooks (env, read at open): KILN_TEST_EXTRA_SYNC=1 makes every step wait twice (I1
- * broken on purpose); KILN_TEST_BREAK_BATCH=1 perturbs the logits of the second sequence of
- * a batched step (+1e-3 on its largest logit) (I5 broken on purpose). They let `kiln validate` prove its checks can fail. */
-static int env_on(const char *name) {
-    const char *v = getenv(name);
-    return v && strcmp(v, "1") == 0;
-}
-#endif
-
 static size_t phys_mem_bytes(void) {
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
     return pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : (size_t)8 << 30;
@@ -169,8 +151,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->opt = *o;
     e->pending = -1;
     int rc;
-    const char *sv = getenv("KILN_STRICT");
-    e->strict = sv && strcmp(sv, "1") == 0;
+    e->strict = o->strict > 0;
     e->ops = kiln_backend_find(o->backend);
     if (!e->ops) {
         char why[sizeof err->msg - 64];
@@ -197,18 +178,20 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->block_size = o->kv_block_size > 0 ? o->kv_block_size : 16;
     e->max_model_len = o->max_model_len > 0 && o->max_model_len < mc->max_seq_len ? o->max_model_len : mc->max_seq_len;
     e->max_seqs = o->max_seqs > 0 ? o->max_seqs : 64;
-    e->max_batch_tokens = env_int("KILN_MAX_BATCH_TOKENS", o->max_batch_tokens > 0 ? o->max_batch_tokens : 2048);
+    e->max_batch_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 2048;
     e->max_blocks_per_seq = (e->max_model_len + e->block_size - 1) / e->block_size;
     {
-        /* KILN_SCRATCH_POOL_MB caps the step's rows: the scratch of one row (activations
-         * x, xn, q, k, v, attention out, gate, up in f32) times max_batch_tokens must fit. */
+        /* scratch_pool_mb (KILN_SCRATCH_POOL_MB) caps the step's rows: the scratch of one row
+         * (activations x, xn, q, k, v, attention out, gate, up in f32) times max_batch_tokens
+         * must fit. */
         size_t per_row = (size_t)(2 * mc->dim + 2 * mc->n_heads * mc->head_dim + 2 * mc->n_kv_heads * mc->head_dim +
                                   2 * mc->hidden_dim) * sizeof(float);
-        int pool_mb = env_int("KILN_SCRATCH_POOL_MB", 0);
+        size_t pool_mb = o->scratch_pool_mb;
         if (pool_mb > 0) {
-            size_t rows = ((size_t)pool_mb << 20) / per_row;
+            size_t rows = pool_mb > ((size_t)1 << 30) ? SIZE_MAX : (pool_mb << 20) / per_row;
             if (rows < 1) {
-                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "KILN_SCRATCH_POOL_MB=%d holds no step row (%zu bytes each)", pool_mb, per_row);
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "scratch_pool_mb (KILN_SCRATCH_POOL_MB) = %zu holds no step row (%zu bytes each)",
+                              pool_mb, per_row);
                 goto fail;
             }
             if (rows < (size_t)e->max_batch_tokens) e->max_batch_tokens = (int)rows;
@@ -239,18 +222,23 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     }
     e->kv_layout.n_blocks = n_blocks;
     if ((rc = kiln_kv_cache_create(&e->kv, n_blocks, e->block_size, o->enable_prefix_cache >= 0, err))) goto fail;
+    if (o->faults.truncate_hash_bits > 0) kiln_kv_truncate_hash(e->kv, o->faults.truncate_hash_bits);
 
-    /* KILN_HOST_SAMPLING=1: sample in the engine from host logits even when the backend can
-     * draw on the device (the reference the GPU sampler is tested against) */
-    const char *hs = getenv("KILN_HOST_SAMPLING");
-    e->device_sample = e->ops->samples && !(hs && strcmp(hs, "1") == 0);
-    /* a backend whose sampler is opt-in (cpu) draws only with KILN_CPU_SAMPLE=1 */
-    const char *cs = getenv("KILN_CPU_SAMPLE");
-    if (e->ops->sample_opt_in && !(cs && strcmp(cs, "1") == 0)) e->device_sample = 0;
+    /* host_sampling (KILN_HOST_SAMPLING=1): sample in the engine from host logits even when the
+     * backend can draw on the device (the reference the GPU sampler is tested against) */
+    e->device_sample = e->ops->samples && o->host_sampling <= 0;
+    /* a backend whose sampler is opt-in (cpu) draws only with cpu.backend_sampling
+     * (KILN_CPU_SAMPLE=1) */
+    if (e->ops->sample_opt_in && o->cpu.backend_sampling <= 0) e->device_sample = 0;
+    /* fault injection (read once, here): faults.extra_sync makes every step wait twice (I1
+     * broken on purpose); faults.break_batch perturbs the logits of the second sequence of a
+     * batched step (I5 broken on purpose), which needs host logits, so it turns device
+     * sampling and overlap off. They let `kiln validate` prove its checks can fail. */
+    e->fault_extra_sync = o->faults.extra_sync > 0;
+    e->fault_break_batch = o->faults.break_batch > 0;
     /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
-     * off with the option overlap = -1 or env KILN_OVERLAP=0 */
-    const char *ov = getenv("KILN_OVERLAP");
-    e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !(ov && strcmp(ov, "0") == 0);
+     * off with the option overlap = -1 (KILN_OVERLAP=0) */
+    e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !e->fault_break_batch;
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
         .max_seqs = e->max_seqs,
@@ -259,7 +247,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .kv = e->kv_layout,
         .n_threads = o->n_threads,
         .strict = e->strict,
-        .batch_invariant = getenv("KILN_BATCH_INVARIANT") && strcmp(getenv("KILN_BATCH_INVARIANT"), "1") == 0,
+        .batch_invariant = o->batch_invariant > 0,
         .sample = e->device_sample,
         .cpu = o->cpu,
         .cuda = o->cuda,
@@ -280,11 +268,6 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     for (int i = 0; i < e->max_seqs; i++) e->free_pen[i] = e->max_seqs - 1 - i;
     e->n_free_pen = e->max_seqs;
     e->next_id = 1;
-#ifdef KILN_TEST_HOOKS
-    e->test_extra_sync = env_on("KILN_TEST_EXTRA_SYNC");
-    e->test_break_batch = env_on("KILN_TEST_BREAK_BATCH");
-    if (e->test_break_batch) e->overlap = 0; /* the hook needs host logits */
-#endif
     e->stats.max_model_len = e->max_model_len;
     e->stats.vocab_size = mc->vocab_size;
     *out = e;
@@ -560,9 +543,8 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
     double tb = kiln_now();
     int rc = e->ops->finish_step(e->backend, &res, err);
     *t_backend += kiln_now() - tb;
-#ifdef KILN_TEST_HOOKS
-    if (!rc && e->test_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
-    if (!rc && e->test_break_batch && s->n_seqs > 1 && res.n_logits > 1 && res.logits) {
+    if (!rc && e->fault_extra_sync) e->backend->n_syncs++; /* a second wait, as a counting shim sees it */
+    if (!rc && e->fault_break_batch && s->n_seqs > 1 && res.n_logits > 1 && res.logits) {
         /* +1e-3 on the largest logit of the second logits row: moves that sequence's
          * logprobs (and near-ties) while a solo run of it is untouched */
         float *row = (float *)res.logits + res.vocab;
@@ -570,7 +552,6 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         for (int j = 1; j < res.vocab; j++) if (row[j] > row[am]) am = j;
         row[am] += 1e-3f;
     }
-#endif
     if (!rc) e->stats.steps++;
     int li = 0;
     for (int i = 0; i < s->n_seqs; i++) {
@@ -692,7 +673,7 @@ int kiln_engine_poll(kiln_engine *e, uint64_t req_id, kiln_output *out, kiln_err
     size_t from = 0;
     long end = kiln_req_build_text(e, r, final, &from);
     if (end < 0) return KILN_ERR(err, KILN_ERR_OOM, "out of memory building request text");
-    out->text_delta = r->text + from;
+    out->text_delta = r->text.p + from;
     out->text_len = (size_t)end - from;
     out->finish = final ? r->finish : KILN_FINISH_NONE;
     out->n_prompt_tokens = r->n_prompt;

@@ -15,6 +15,7 @@
 #include "kiln.h"
 #include "model/model.h"
 #include "tokenizer/detok.h"
+#include "util/buf.h"
 #include "tokenizer/tokenizer.h"
 
 typedef enum { KILN_REQ_WAITING = 0, KILN_REQ_RUNNING, KILN_REQ_FINISHED } kiln_req_state;
@@ -56,7 +57,7 @@ typedef struct kiln_req {
     kiln_detok dpoll;          /* poll-time detokenizer (builds the text); same stream */
     int has_detok;
     /* text (poll-time) */
-    char *text; size_t text_len, text_cap; /* output text built so far (valid UTF-8) */
+    kiln_buf text;             /* output text built so far (valid UTF-8) */
     size_t text_sent;          /* bytes of text handed out */
     int text_tokens;           /* output tokens converted into text */
     int text_flushed;
@@ -92,10 +93,8 @@ struct kiln_engine {
     int suppress_cap;
     uint64_t next_id;
     kiln_engine_stats stats;
-#ifdef KILN_TEST_HOOKS
-    int test_extra_sync;  /* KILN_TEST_EXTRA_SYNC=1 */
-    int test_break_batch; /* KILN_TEST_BREAK_BATCH=1 */
-#endif
+    int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
+    int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };
 
 /* scheduler.c */

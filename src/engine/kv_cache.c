@@ -200,6 +200,4 @@ void kiln_kv_register(kiln_kv_cache *c, int32_t block, const kiln_block_hash *pa
     if (m->in_free) c->n_cached_free++;
 }
 
-#ifdef KILN_TEST_HOOKS
-void kiln_kv_test_truncate_hash(kiln_kv_cache *c, int bits) { c->trunc_bits = bits; }
-#endif
+void kiln_kv_truncate_hash(kiln_kv_cache *c, int bits) { c->trunc_bits = bits > 0 ? bits : 0; }

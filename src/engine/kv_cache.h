@@ -5,7 +5,7 @@
  * a sequence's tokens can be registered in the prefix cache under a chained hash:
  *     h_i = SHA-256(h_{i-1} || token ids of block i)      (h_{-1} = 32 zero bytes)
  * so equal hashes mean equal prefixes. On a lookup hit the stored tokens and parent hash are
- * compared too, so even a forced collision (test hook) cannot mix sequences.
+ * compared too, so even a forced collision (kiln_kv_truncate_hash) cannot mix sequences.
  *
  * Free blocks wait in an LRU queue (least recently freed first out). A free block that still
  * holds a cached prefix stays findable until it is handed out again, which evicts it.
@@ -43,8 +43,7 @@ int kiln_kv_lookup(kiln_kv_cache *c, const int32_t *tokens, int n_blocks, int32_
 void kiln_kv_register(kiln_kv_cache *c, int32_t block, const kiln_block_hash *parent,
                       const kiln_block_hash *h, const int32_t *tokens);
 
-#ifdef KILN_TEST_HOOKS
-/* Test hook: keep only the first `bits` bits of every hash (0 = off) to force collisions. */
-void kiln_kv_test_truncate_hash(kiln_kv_cache *c, int bits);
-#endif
+/* Fault injection (kiln_engine_faults.truncate_hash_bits, tests): keep only the first `bits`
+ * bits of every hash (0 = off) to force collisions; lookups still compare the tokens. */
+void kiln_kv_truncate_hash(kiln_kv_cache *c, int bits);
 #endif

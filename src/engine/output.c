@@ -73,45 +73,26 @@ void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok) {
     if (n_out >= r->max_new || r->n_tokens >= e->max_model_len) finish(e, r, KILN_FINISH_LENGTH);
 }
 
-static int text_reserve(kiln_req *r, size_t extra) {
-    if (r->text_len + extra + 1 <= r->text_cap) return 0;
-    size_t cap = r->text_cap ? r->text_cap : 256;
-    while (cap < r->text_len + extra + 1) cap *= 2;
-    char *t = kiln_realloc(r->text, cap);
-    if (!t) return -1;
-    r->text = t;
-    r->text_cap = cap;
-    return 0;
-}
-
-static int text_append(kiln_req *r, const char *p, size_t len) {
-    if (text_reserve(r, len)) return -1;
-    memcpy(r->text + r->text_len, p, len);
-    r->text_len += len;
-    r->text[r->text_len] = 0;
-    return 0;
-}
-
 /* Convert new output tokens into text; the emittable delta is r->text[*from, return value).
  * Returns the end offset of the delta, or -1 on out-of-memory. */
 long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from) {
     int n_out = r->n_tokens - r->n_prompt;
     (void)e;
-    if (text_reserve(r, 0)) return -1;
+    if (kiln_buf_reserve(&r->text, 0)) return -1; /* r->text.p exists, even for no text */
     for (; r->has_detok && r->text_tokens < n_out; r->text_tokens++) {
         const char *p;
         size_t len;
         if (kiln_detok_push(&r->dpoll, r->tokens[r->n_prompt + r->text_tokens], &p, &len, NULL) != KILN_OK ||
-            text_append(r, p, len))
+            kiln_buf_add(&r->text, p, len))
             return -1;
     }
     if (final && r->has_detok && !r->text_flushed) {
         const char *p;
         size_t len;
-        if (kiln_detok_flush(&r->dpoll, &p, &len, NULL) != KILN_OK || text_append(r, p, len)) return -1;
+        if (kiln_detok_flush(&r->dpoll, &p, &len, NULL) != KILN_OK || kiln_buf_add(&r->text, p, len)) return -1;
         r->text_flushed = 1;
     }
-    size_t end = r->text_len;
+    size_t end = r->text.len;
     if (r->stop_at >= 0 && (size_t)r->stop_at < end) end = (size_t)r->stop_at;
     if (!final && r->stop_at < 0 && r->n_stops > 0) {
         /* hold back the longest suffix that is a proper prefix of a stop string */
@@ -119,7 +100,7 @@ long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from) {
         for (int k = 0; k < r->n_stops; k++) {
             size_t sl = strlen(r->stops[k]);
             for (size_t h = sl - 1; h > hold && h > 0; h--)
-                if (h <= end && memcmp(r->text + end - h, r->stops[k], h) == 0) { hold = h; break; }
+                if (h <= end && memcmp(r->text.p + end - h, r->stops[k], h) == 0) { hold = h; break; }
         }
         end -= hold;
     }
@@ -142,7 +123,7 @@ void kiln_req_free(kiln_req *r) {
     kiln_free(r->lp);
     kiln_free(r->top);
     kiln_free(r->tail);
-    kiln_free(r->text);
+    kiln_buf_free(&r->text);
     if (r->has_detok) {
         kiln_detok_free(&r->dstep);
         kiln_detok_free(&r->dpoll);

@@ -184,9 +184,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
     s->n_prev = 0;
     s->seq_q_start[0] = 0;
     s->device_sample = e->device_sample;
-#ifdef KILN_TEST_HOOKS
-    if (e->test_break_batch) s->device_sample = 0; /* the hook perturbs host logits */
-#endif
+    if (e->fault_break_batch) s->device_sample = 0; /* the fault perturbs host logits */
     s->n_pen = 0;
     s->pen_start[0] = 0;
     e->step_n_bias = e->step_n_supp = 0;

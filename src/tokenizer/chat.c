@@ -43,8 +43,8 @@
 #define OOM() KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory")
 
 /* ---- JSON as Python's json.dumps(obj, ensure_ascii=False) ---- */
-static int py_str(tok_buf *b, const char *s, size_t n) {
-    if (tok_buf_putc(b, '"')) return -1;
+static int py_str(kiln_buf *b, const char *s, size_t n) {
+    if (kiln_buf_addc(b, '"')) return -1;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         char e[8];
@@ -57,20 +57,20 @@ static int py_str(tok_buf *b, const char *s, size_t n) {
         else if (c == '\b') r = "\\b";
         else if (c == '\f') r = "\\f";
         else if (c < 0x20 || c == 0x7f) {
-            if (c == 0x7f) { if (tok_buf_putc(b, (char)c)) return -1; continue; }
+            if (c == 0x7f) { if (kiln_buf_addc(b, (char)c)) return -1; continue; }
             snprintf(e, sizeof e, "\\u%04x", c);
             r = e;
         }
-        if (r ? tok_buf_put(b, r, strlen(r)) : tok_buf_putc(b, (char)c)) return -1;
+        if (r ? kiln_buf_add(b, r, strlen(r)) : kiln_buf_addc(b, (char)c)) return -1;
     }
-    return tok_buf_putc(b, '"');
+    return kiln_buf_addc(b, '"');
 }
 /* Python's float repr: the shortest digits that round-trip, positional when the decimal exponent
  * is in [-4, 16) ("100000.0", "0.0001"), else "1e+16" / "1.5e-05". */
-static int py_real(tok_buf *b, double v) {
+static int py_real(kiln_buf *b, double v) {
     char s[64];
-    if (isnan(v)) return tok_buf_put(b, "NaN", 3);
-    if (isinf(v)) return v > 0 ? tok_buf_put(b, "Infinity", 8) : tok_buf_put(b, "-Infinity", 9);
+    if (isnan(v)) return kiln_buf_add(b, "NaN", 3);
+    if (isinf(v)) return v > 0 ? kiln_buf_add(b, "Infinity", 8) : kiln_buf_add(b, "-Infinity", 9);
     int p;
     for (p = 1; p < 17; p++) { /* p significant digits */
         snprintf(s, sizeof s, "%.*e", p - 1, v);
@@ -82,9 +82,9 @@ static int py_real(tok_buf *b, double v) {
         snprintf(s, sizeof s, "%.*f", p - 1 - ex > 0 ? p - 1 - ex : 0, v);
         if (!strchr(s, '.')) strcat(s, ".0");
     }
-    return tok_buf_put(b, s, strlen(s));
+    return kiln_buf_add(b, s, strlen(s));
 }
-static int py_dump(tok_buf *b, json_t *v) {
+static int py_dump(kiln_buf *b, json_t *v) {
     char s[32];
     size_t i;
     json_t *x;
@@ -92,29 +92,29 @@ static int py_dump(tok_buf *b, json_t *v) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         int first = 1;
-        if (tok_buf_putc(b, '{')) return -1;
+        if (kiln_buf_addc(b, '{')) return -1;
         json_object_foreach(v, k, x) {
-            if ((!first && tok_buf_put(b, ", ", 2)) || py_str(b, k, strlen(k)) || tok_buf_put(b, ": ", 2) ||
+            if ((!first && kiln_buf_add(b, ", ", 2)) || py_str(b, k, strlen(k)) || kiln_buf_add(b, ": ", 2) ||
                 py_dump(b, x))
                 return -1;
             first = 0;
         }
-        return tok_buf_putc(b, '}');
+        return kiln_buf_addc(b, '}');
     }
     case JSON_ARRAY:
-        if (tok_buf_putc(b, '[')) return -1;
+        if (kiln_buf_addc(b, '[')) return -1;
         json_array_foreach(v, i, x) {
-            if ((i && tok_buf_put(b, ", ", 2)) || py_dump(b, x)) return -1;
+            if ((i && kiln_buf_add(b, ", ", 2)) || py_dump(b, x)) return -1;
         }
-        return tok_buf_putc(b, ']');
+        return kiln_buf_addc(b, ']');
     case JSON_STRING: return py_str(b, json_string_value(v), json_string_length(v));
     case JSON_INTEGER:
         snprintf(s, sizeof s, "%lld", (long long)json_integer_value(v));
-        return tok_buf_put(b, s, strlen(s));
+        return kiln_buf_add(b, s, strlen(s));
     case JSON_REAL: return py_real(b, json_real_value(v));
-    case JSON_TRUE: return tok_buf_put(b, "true", 4);
-    case JSON_FALSE: return tok_buf_put(b, "false", 5);
-    default: return tok_buf_put(b, "null", 4);
+    case JSON_TRUE: return kiln_buf_add(b, "true", 4);
+    case JSON_FALSE: return kiln_buf_add(b, "false", 5);
+    default: return kiln_buf_add(b, "null", 4);
     }
 }
 
@@ -193,9 +193,9 @@ static int put_special(enc *e, const char *name) {
     return rc ? rc : put_id(e, id);
 }
 static int put_json(enc *e, json_t *v) {
-    tok_buf b = {0};
-    int rc = py_dump(&b, v) ? KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory") : put_text(e, b.p, b.n);
-    tok_buf_free(&b);
+    kiln_buf b = {0};
+    int rc = py_dump(&b, v) ? KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory") : put_text(e, b.p, b.len);
+    kiln_buf_free(&b);
     return rc;
 }
 
@@ -325,18 +325,18 @@ done:
  * with "\n\n"; system messages only break runs (their texts make the system prompt). */
 typedef struct v3_turn {
     char role;          /* 'u', 'a', 't' */
-    tok_buf text;       /* user/assistant: joined content; tool: the result text */
+    kiln_buf text;       /* user/assistant: joined content; tool: the result text */
     json_t *calls;      /* assistant: prepared tool calls, NULL if none */
     const char *call_id;
 } v3_turn;
 
-static int v3_join(tok_buf *b, const char *c) {
+static int v3_join(kiln_buf *b, const char *c) {
     if (!c || !*c) return 0;
-    if (b->n && tok_buf_put(b, "\n\n", 2)) return -1;
-    return tok_buf_put(b, c, strlen(c));
+    if (b->len && kiln_buf_add(b, "\n\n", 2)) return -1;
+    return kiln_buf_add(b, c, strlen(c));
 }
 
-static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, tok_buf *sys, kiln_error *err) {
+static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, kiln_buf *sys, kiln_error *err) {
     int k = 0;
     tu[k++].role = 'u'; /* the normaliser's empty first user turn, dropped below unless needed */
     for (int i = 0; i < n; i++) {
@@ -366,7 +366,7 @@ static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, tok_buf
             v3_turn *t = &tu[k++];
             t->role = 't';
             t->call_id = m[i].tool_call_id;
-            if (c && tok_buf_put(&t->text, c, strlen(c))) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+            if (c && kiln_buf_add(&t->text, c, strlen(c))) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
         } else {
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, r);
         }
@@ -378,7 +378,7 @@ static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, tok_buf
 static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
     kiln_error *err = e->err;
     json_t *tools = NULL;
-    tok_buf sys = {0}, txt = {0};
+    kiln_buf sys = {0}, txt = {0};
     int nt = 0, rc, first, last_user = 0;
     v3_turn *tu = kiln_calloc((size_t)n + 1, sizeof *tu);
     if (!tu) return OOM();
@@ -391,21 +391,21 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
         v3_turn *t = &tu[i];
         if (t->role == 'u') {
             if (i == last_user && tools && (rc = put_tools(e, tools))) break;
-            txt.n = 0;
-            if ((i == last_user && sys.n && (tok_buf_put(&txt, sys.p, sys.n) || tok_buf_put(&txt, "\n\n", 2))) ||
-                (t->text.n && tok_buf_put(&txt, t->text.p, t->text.n))) {
+            kiln_buf_clear(&txt);
+            if ((i == last_user && sys.len && (kiln_buf_add(&txt, sys.p, sys.len) || kiln_buf_add(&txt, "\n\n", 2))) ||
+                (t->text.len && kiln_buf_add(&txt, t->text.p, t->text.len))) {
                 rc = OOM();
                 break;
             }
-            if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, txt.p, txt.n))) rc = put_special(e, "[/INST]");
+            if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, txt.p, txt.len))) rc = put_special(e, "[/INST]");
         } else if (t->role == 'a') {
-            if (t->calls && t->text.n) {
+            if (t->calls && t->text.len) {
                 rc = KILN_ERR(err, KILN_ERR_INVALID_ARG,
                               "chat: an assistant turn has both content and tool calls (mistral-v3 takes one)");
             } else if (t->calls) {
                 if (!(rc = put_special(e, "[TOOL_CALLS]"))) rc = put_json(e, t->calls);
-            } else if (t->text.n) {
-                size_t cl = t->text.n;
+            } else if (t->text.len) {
+                size_t cl = t->text.len;
                 while (cl > 0 && t->text.p[cl - 1] == ' ') cl--;
                 rc = put_text(e, t->text.p, cl);
             } else {
@@ -413,7 +413,7 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             }
             if (rc == KILN_OK) rc = put_special(e, "</s>");
         } else { /* tool: {"content": parsed result, "call_id": id} */
-            json_t *o = json_pack("{s:o, s:s}", "content", mistral_json_content(t->text.p ? t->text.p : "", t->text.n),
+            json_t *o = json_pack("{s:o, s:s}", "content", mistral_json_content(t->text.p ? t->text.p : "", t->text.len),
                                   "call_id", t->call_id);
             if (!o) {
                 rc = OOM();
@@ -425,12 +425,12 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
     }
 done:
     for (int i = 0; i <= n; i++) { /* all n + 1: a failed v3_turns leaves some filled */
-        tok_buf_free(&tu[i].text);
+        kiln_buf_free(&tu[i].text);
         json_decref(tu[i].calls);
     }
     kiln_free(tu);
-    tok_buf_free(&sys);
-    tok_buf_free(&txt);
+    kiln_buf_free(&sys);
+    kiln_buf_free(&txt);
     json_decref(tools);
     return rc;
 }
@@ -452,19 +452,19 @@ static int chatml(enc *e, const kiln_chat_msg *m, int n, int gen) {
     int rc;
     if ((rc = special(e, "<|im_start|>", &st)) || (rc = special(e, "<|im_end|>", &en))) return rc;
     char *def = n > 0 && strcmp(m[0].role, "system") ? chatml_default_system(kiln_tokenizer_chat_template(e->t)) : NULL;
-    tok_buf b = {0};
+    kiln_buf b = {0};
     for (int i = -1; i < n && rc == KILN_OK; i++) {
         const char *role = i < 0 ? "system" : m[i].role, *c = i < 0 ? def : m[i].content;
         if (i < 0 && !def) continue;
-        b.n = 0;
-        if (tok_buf_put(&b, role, strlen(role)) || tok_buf_putc(&b, '\n') || (c && tok_buf_put(&b, c, strlen(c)))) {
+        kiln_buf_clear(&b);
+        if (kiln_buf_add(&b, role, strlen(role)) || kiln_buf_addc(&b, '\n') || (c && kiln_buf_add(&b, c, strlen(c)))) {
             rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory");
             break;
         }
-        if (!(rc = put_id(e, st)) && !(rc = put_text(e, b.p, b.n)) && !(rc = put_id(e, en))) rc = put_str(e, "\n");
+        if (!(rc = put_id(e, st)) && !(rc = put_text(e, b.p, b.len)) && !(rc = put_id(e, en))) rc = put_str(e, "\n");
     }
     if (rc == KILN_OK && gen && !(rc = put_id(e, st))) rc = put_str(e, "assistant\n");
-    tok_buf_free(&b);
+    kiln_buf_free(&b);
     kiln_free(def);
     return rc;
 }
@@ -491,7 +491,7 @@ static size_t py_space_len(const char *p, size_t n) {
  * so it is encoded as one piece (a pre-tokenizer may split "\n\nword" unlike "\n\n" + "word"). */
 static int llama3(enc *e, const kiln_chat_msg *m, int n, int gen) {
     int rc = put_special(e, "<|begin_of_text|>");
-    tok_buf b = {0};
+    kiln_buf b = {0};
     for (int i = 0; i < n && rc == KILN_OK; i++) {
         const char *c = m[i].content ? m[i].content : "";
         size_t a = 0, z = strlen(c), k;
@@ -505,16 +505,16 @@ static int llama3(enc *e, const kiln_chat_msg *m, int n, int gen) {
                     break;
                 }
         }
-        b.n = 0;
-        if (tok_buf_put(&b, "\n\n", 2) || tok_buf_put(&b, c + a, z - a)) {
+        kiln_buf_clear(&b);
+        if (kiln_buf_add(&b, "\n\n", 2) || kiln_buf_add(&b, c + a, z - a)) {
             rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory");
             break;
         }
         if (!(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, m[i].role)) &&
-            !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_text(e, b.p, b.n)))
+            !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_text(e, b.p, b.len)))
             rc = put_special(e, "<|eot_id|>");
     }
-    tok_buf_free(&b);
+    kiln_buf_free(&b);
     if (rc == KILN_OK && gen && !(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, "assistant")) &&
         !(rc = put_special(e, "<|end_header_id|>")))
         rc = put_str(e, "\n\n");
@@ -608,15 +608,15 @@ int kiln_chat_parse_tool_calls(const kiln_tokenizer *t, const char *text, size_t
                 json_decref(out);
                 return KILN_ERR(err, KILN_ERR_FORMAT, "chat: tool call %zu has no name", k);
             }
-            tok_buf ab = {0};
-            if (json_is_string(args)) tok_buf_put(&ab, json_string_value(args), json_string_length(args));
+            kiln_buf ab = {0};
+            if (json_is_string(args)) kiln_buf_add(&ab, json_string_value(args), json_string_length(args));
             else py_dump(&ab, args ? args : json_object());
             char id[10];
             json_t *given = json_object_get(c, "id");
             call_id(text, len, k, id);
             json_t *o = json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", json_is_string(given) ? json_string_value(given) : id,
                                   "type", "function", "function", "name", name, "arguments", ab.p ? ab.p : "{}");
-            tok_buf_free(&ab);
+            kiln_buf_free(&ab);
             json_array_append_new(out, o);
             k++;
         }

@@ -21,26 +21,10 @@ void kiln_detok_init(kiln_detok *d, const kiln_tokenizer *t, int skip_special) {
     if (kiln_tok_strip_rule(t, &n) == KILN_TOK_STRIP_OUTPUT) d->strip_left = n;
 }
 
-void kiln_detok_free(kiln_detok *d) {
-    kiln_free(d->out);
-    d->out = NULL;
-    d->out_len = d->out_cap = 0;
-}
+void kiln_detok_free(kiln_detok *d) { kiln_buf_free(&d->out); }
 
-static int out_put(kiln_detok *d, const void *s, size_t n) {
-    if (d->out_len + n + 1 > d->out_cap) {
-        size_t cap = d->out_cap ? d->out_cap : 64;
-        while (cap < d->out_len + n + 1) cap *= 2;
-        char *p = kiln_realloc(d->out, cap);
-        if (!p) return -1;
-        d->out = p;
-        d->out_cap = cap;
-    }
-    memcpy(d->out + d->out_len, s, n);
-    d->out_len += n;
-    d->out[d->out_len] = 0;
-    return 0;
-}
+/* append to the result; out_put(d, "", 0) makes sure it exists (a C string, even if empty) */
+static int out_put(kiln_detok *d, const void *s, size_t n) { return kiln_buf_add(&d->out, s, n); }
 
 /* Release the decided prefix of buf[0..n) into out; keep an incomplete tail (final: none). */
 static int release(kiln_detok *d, const unsigned char *buf, size_t n, int final) {
@@ -67,7 +51,7 @@ static int release(kiln_detok *d, const unsigned char *buf, size_t n, int final)
 
 int kiln_detok_push(kiln_detok *d, int32_t id, const char **text, size_t *len, kiln_error *err) {
     const kiln_tokenizer *t = d->tok;
-    d->out_len = 0;
+    kiln_buf_clear(&d->out);
     *text = "";
     *len = 0;
     if (id < 0 || id >= kiln_tokenizer_vocab_size(t))
@@ -79,7 +63,7 @@ int kiln_detok_push(kiln_detok *d, int32_t id, const char **text, size_t *len, k
     int special = kiln_tok_is_special(t, id);
     if (d->skip_special && special) {
         if (out_put(d, "", 0)) goto oom;
-        *text = d->out;
+        *text = d->out.p;
         return KILN_OK;
     }
     size_t pl;
@@ -114,8 +98,8 @@ int kiln_detok_push(kiln_detok *d, int32_t id, const char **text, size_t *len, k
     int bad = release(d, buf, n, 0) || out_put(d, "", 0);
     if (buf != small) kiln_free(buf);
     if (bad) goto oom;
-    *text = d->out;
-    *len = d->out_len;
+    *text = d->out.p;
+    *len = d->out.len;
     return KILN_OK;
 oom:
     return KILN_ERR(err, KILN_ERR_OOM, "detok: out of memory");
@@ -125,10 +109,10 @@ int kiln_detok_flush(kiln_detok *d, const char **text, size_t *len, kiln_error *
     unsigned char tail[4];
     size_t n = (size_t)d->n_pend;
     memcpy(tail, d->pend, n);
-    d->out_len = 0;
+    kiln_buf_clear(&d->out);
     if (release(d, tail, n, 1) || out_put(d, "", 0)) return KILN_ERR(err, KILN_ERR_OOM, "detok: out of memory");
-    *text = d->out;
-    *len = d->out_len;
+    *text = d->out.p;
+    *len = d->out.len;
     /* reset for a new sequence */
     d->n_pushed = d->n_decoded = 0;
     d->prev_id = -1;

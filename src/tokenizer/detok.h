@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "tokenizer/tokenizer.h"
+#include "util/buf.h"
 
 typedef struct kiln_detok {
     const kiln_tokenizer *tok;
@@ -30,8 +31,7 @@ typedef struct kiln_detok {
     int strip_left;      /* OUTPUT rule: leading spaces still to drop */
     unsigned char pend[4]; /* an incomplete UTF-8 sequence held back */
     int n_pend;
-    char *out;           /* result of the last call */
-    size_t out_len, out_cap;
+    kiln_buf out;        /* result of the last call (its memory kept across calls) */
 } kiln_detok;
 
 /* Start a sequence (d is plain memory; call kiln_detok_free when done). */

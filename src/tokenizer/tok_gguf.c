@@ -81,14 +81,14 @@ static void gv_free(void *p) {
 /* SentencePiece encode of one raw-text fragment */
 static int spm_fragment(const kiln_tokenizer *t, const gguf_vocab *v, const char *s, size_t n,
                         int prefix, tok_ivec *out, kiln_error *err) {
-    tok_buf b = {0};
+    kiln_buf b = {0};
     tok_ivec ids = {0};
     int rc = KILN_OK;
-    if (prefix && tok_buf_put(&b, "\xE2\x96\x81", 3)) rc = OOM();
+    if (prefix && kiln_buf_add(&b, "\xE2\x96\x81", 3)) rc = OOM();
     for (size_t i = 0; rc == KILN_OK && i < n; i++)
-        if (s[i] == ' ' ? tok_buf_put(&b, "\xE2\x96\x81", 3) : tok_buf_putc(&b, s[i])) rc = OOM();
-    for (size_t i = 0; rc == KILN_OK && i < b.n;) {
-        int bad = 0, l = tok_utf8_valid_len((const unsigned char *)b.p + i, b.n - i, &bad);
+        if (s[i] == ' ' ? kiln_buf_add(&b, "\xE2\x96\x81", 3) : kiln_buf_addc(&b, s[i])) rc = OOM();
+    for (size_t i = 0; rc == KILN_OK && i < b.len;) {
+        int bad = 0, l = tok_utf8_valid_len((const unsigned char *)b.p + i, b.len - i, &bad);
         if (l == 0) l = bad;
         int32_t id = tok_strmap_get(&t->vocab, b.p + i, (size_t)l);
         if (id >= 0) {
@@ -105,7 +105,7 @@ static int spm_fragment(const kiln_tokenizer *t, const gguf_vocab *v, const char
     if (rc == KILN_OK) rc = tok_bpe_score_merge(t, &ids, err);
     for (int i = 0; rc == KILN_OK && i < ids.n; i++)
         if (tok_ivec_push(out, ids.p[i])) rc = OOM();
-    tok_buf_free(&b);
+    kiln_buf_free(&b);
     tok_ivec_free(&ids);
     return rc;
 }
@@ -148,21 +148,21 @@ static int get_id(kiln_gguf *g, const char *key, int n, int32_t *id) {
 }
 
 /* token string -> decoded bytes (gpt2: GPT-2 alphabet -> bytes; spm: U+2581 -> space, <0xXX>) */
-static int decoded(const char *s, size_t n, int type, int spm, tok_buf *o) {
-    o->n = 0;
-    if (tok_buf_put(o, "", 0)) return -1;
-    if (type == TT_CONTROL || type == TT_USER || type == TT_UNKNOWN) return tok_buf_put(o, s, n);
+static int decoded(const char *s, size_t n, int type, int spm, kiln_buf *o) {
+    kiln_buf_clear(o);
+    if (kiln_buf_add(o, "", 0)) return -1;
+    if (type == TT_CONTROL || type == TT_USER || type == TT_UNKNOWN) return kiln_buf_add(o, s, n);
     if (spm) {
         int b = tok_parse_byte_token(s, n);
         if (b >= 0) {
             char c = (char)b;
-            return tok_buf_put(o, &c, 1);
+            return kiln_buf_add(o, &c, 1);
         }
         for (size_t i = 0; i < n;) {
             if (i + 3 <= n && !memcmp(s + i, "\xE2\x96\x81", 3)) {
-                if (tok_buf_putc(o, ' ')) return -1;
+                if (kiln_buf_addc(o, ' ')) return -1;
                 i += 3;
-            } else if (tok_buf_putc(o, s[i++])) {
+            } else if (kiln_buf_addc(o, s[i++])) {
                 return -1;
             }
         }
@@ -172,10 +172,10 @@ static int decoded(const char *s, size_t n, int type, int spm, tok_buf *o) {
         int bad = 0, l = tok_utf8_valid_len((const unsigned char *)s + i, n - i, &bad);
         int byte = l ? hf_cp_to_byte(tok_utf8_cp((const unsigned char *)s + i, l)) : -1;
         if (byte < 0) { /* outside the byte alphabet: keep the text as is */
-            o->n = 0;
-            return tok_buf_put(o, s, n);
+            kiln_buf_clear(o);
+            return kiln_buf_add(o, s, n);
         }
-        if (tok_buf_putc(o, (char)byte)) return -1;
+        if (kiln_buf_addc(o, (char)byte)) return -1;
         i += (size_t)l;
     }
     return 0;
@@ -222,7 +222,7 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
     if (rc) return rc;
     gguf_vocab *v = kiln_calloc(1, sizeof *v);
     hf_model *m = kiln_calloc(1, sizeof *m);
-    tok_buf db = {0};
+    kiln_buf db = {0};
     if (!v || !m) {
         kiln_free(v);
         kiln_free(m);
@@ -289,7 +289,7 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
         if (v->spm) t->scores[i] = (float)sc;
         types[i] = (uint8_t)(ty >= 1 && ty <= 6 ? ty : TT_NORMAL);
         if (decoded(s.ptr, s.len, types[i], v->spm, &db)) rc = OOM();
-        else rc = tok_set_token(t, i, s.ptr, s.len, db.p, db.n, err);
+        else rc = tok_set_token(t, i, s.ptr, s.len, db.p, db.len, err);
         t->special[i] = types[i] == TT_CONTROL || types[i] == TT_UNKNOWN;
         if (v->spm && types[i] == TT_BYTE) {
             int b = tok_parse_byte_token(s.ptr, s.len);
@@ -366,7 +366,7 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
         rc = load_merges(t, g, m, path, err);
     }
 done:
-    tok_buf_free(&db);
+    kiln_buf_free(&db);
     kiln_gguf_close(g);
     return rc;
 }

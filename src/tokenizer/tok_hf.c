@@ -354,15 +354,15 @@ static int collect_dec(json_t *o, dec_op *ops, int *n, const char *path, kiln_er
 }
 
 /* replace every a in s by b */
-static int replace_all(tok_buf *o, const char *s, size_t n, const char *a, const char *b) {
+static int replace_all(kiln_buf *o, const char *s, size_t n, const char *a, const char *b) {
     size_t an = strlen(a), bn = strlen(b), i = 0;
-    if (tok_buf_put(o, "", 0)) return -1;
+    if (kiln_buf_add(o, "", 0)) return -1;
     while (i < n) {
         if (an && i + an <= n && memcmp(s + i, a, an) == 0) {
-            if (tok_buf_put(o, b, bn)) return -1;
+            if (kiln_buf_add(o, b, bn)) return -1;
             i += an;
         } else {
-            if (tok_buf_putc(o, s[i])) return -1;
+            if (kiln_buf_addc(o, s[i])) return -1;
             i++;
         }
     }
@@ -370,67 +370,67 @@ static int replace_all(tok_buf *o, const char *s, size_t n, const char *a, const
 }
 /* decoded bytes of one token string through the decoder chain */
 static int decode_token(kiln_tokenizer *t, const dec_op *ops, int n_ops, const char *s, size_t n,
-                        tok_buf *out) {
-    tok_buf cur = {0};
+                        kiln_buf *out) {
+    kiln_buf cur = {0};
     int fused = 0;
-    if (tok_buf_put(&cur, s, n)) return -1;
+    if (kiln_buf_add(&cur, s, n)) return -1;
     for (int k = 0; k < n_ops; k++) {
         const dec_op *d = &ops[k];
-        tok_buf nx = {0};
+        kiln_buf nx = {0};
         int bad = 0;
         switch (d->type) {
-        case D_REPLACE: bad = replace_all(&nx, cur.p, cur.n, d->a, d->b); break;
+        case D_REPLACE: bad = replace_all(&nx, cur.p, cur.len, d->a, d->b); break;
         case D_METASPACE:
-            bad = replace_all(&nx, cur.p, cur.n, d->a, " ");
+            bad = replace_all(&nx, cur.p, cur.len, d->a, " ");
             if (d->prepend) t->strip_mode = TOK_STRIP_FIRST_TOKEN;
             break;
         case D_BYTEFALLBACK: {
-            int b = tok_parse_byte_token(cur.p, cur.n);
+            int b = tok_parse_byte_token(cur.p, cur.len);
             char c = (char)b;
-            bad = b >= 0 ? tok_buf_put(&nx, &c, 1) : tok_buf_put(&nx, cur.p, cur.n);
+            bad = b >= 0 ? kiln_buf_add(&nx, &c, 1) : kiln_buf_add(&nx, cur.p, cur.len);
             break;
         }
         case D_FUSE:
             fused = 1;
-            bad = tok_buf_put(&nx, cur.p, cur.n);
+            bad = kiln_buf_add(&nx, cur.p, cur.len);
             break;
         case D_STRIP:
             if (fused) {
                 t->strip_mode = TOK_STRIP_OUTPUT;
                 t->strip_n = d->start;
-                bad = tok_buf_put(&nx, cur.p, cur.n);
+                bad = kiln_buf_add(&nx, cur.p, cur.len);
             } else {
                 size_t a = 0;
-                while ((int)a < d->start && a < cur.n && cur.p[a] == ' ') a++;
-                bad = tok_buf_put(&nx, cur.p + a, cur.n - a);
+                while ((int)a < d->start && a < cur.len && cur.p[a] == ' ') a++;
+                bad = kiln_buf_add(&nx, cur.p + a, cur.len - a);
             }
             break;
         case D_BYTELEVEL: {
             int ok = 1;
-            for (size_t i = 0; i < cur.n && ok;) {
-                int eb = 0, l = tok_utf8_valid_len((const unsigned char *)cur.p + i, cur.n - i, &eb);
+            for (size_t i = 0; i < cur.len && ok;) {
+                int eb = 0, l = tok_utf8_valid_len((const unsigned char *)cur.p + i, cur.len - i, &eb);
                 int byte = l ? hf_cp_to_byte(tok_utf8_cp((const unsigned char *)cur.p + i, l)) : -1;
                 if (byte < 0) ok = 0;
-                else bad |= tok_buf_putc(&nx, (char)byte);
+                else bad |= kiln_buf_addc(&nx, (char)byte);
                 i += (size_t)(l ? l : 1);
             }
             if (!ok) { /* as HF: a token with a char outside the byte alphabet stays as is */
-                nx.n = 0;
-                bad = tok_buf_put(&nx, cur.p, cur.n);
+                kiln_buf_clear(&nx);
+                bad = kiln_buf_add(&nx, cur.p, cur.len);
             }
             break;
         }
         }
-        tok_buf_free(&cur);
+        kiln_buf_free(&cur);
         if (bad) {
-            tok_buf_free(&nx);
+            kiln_buf_free(&nx);
             return -1;
         }
         cur = nx;
     }
-    out->n = 0;
-    int bad = tok_buf_put(out, cur.p, cur.n);
-    tok_buf_free(&cur);
+    kiln_buf_clear(out);
+    int bad = kiln_buf_add(out, cur.p, cur.len);
+    kiln_buf_free(&cur);
     return bad;
 }
 
@@ -653,13 +653,13 @@ static int load_model(kiln_tokenizer *t, hf_model *m, json_t *root, json_t *cfg,
             rc = collect_dec(json_object_get(root, "decoder"), ops, &n_ops, path, err);
         }
     }
-    tok_buf db = {0};
+    kiln_buf db = {0};
     for (int id = 0; !rc && id <= maxid; id++) {
         const char *s = strs[id] ? strs[id] : "";
         if (decode_token(t, ops, n_ops, s, lens[id], &db)) rc = OOM();
-        else rc = tok_set_token(t, id, s, lens[id], db.p ? db.p : "", db.n, err);
+        else rc = tok_set_token(t, id, s, lens[id], db.p ? db.p : "", db.len, err);
     }
-    tok_buf_free(&db);
+    kiln_buf_free(&db);
     kiln_free(strs);
     kiln_free(lens);
     if (rc) return rc;

@@ -35,19 +35,19 @@ int hf_cp_to_byte(uint32_t cp) {
 
 /* ---- pieces ---- */
 typedef struct pieces {
-    tok_buf text;
+    kiln_buf text;
     tok_ivec off, len, first;
 } pieces;
 static void pieces_free(pieces *p) {
-    tok_buf_free(&p->text);
+    kiln_buf_free(&p->text);
     tok_ivec_free(&p->off);
     tok_ivec_free(&p->len);
     tok_ivec_free(&p->first);
 }
 static int pieces_add(pieces *p, const char *s, size_t n, int first) {
     if (n == 0) return 0;
-    if (tok_ivec_push(&p->off, (int32_t)p->text.n) || tok_ivec_push(&p->len, (int32_t)n) ||
-        tok_ivec_push(&p->first, first) || tok_buf_put(&p->text, s, n))
+    if (tok_ivec_push(&p->off, (int32_t)p->text.len) || tok_ivec_push(&p->len, (int32_t)n) ||
+        tok_ivec_push(&p->first, first) || kiln_buf_add(&p->text, s, n))
         return -1;
     return 0;
 }
@@ -171,14 +171,14 @@ static int apply_split(const hf_pre *p, const char *s, size_t n, int first, span
 /* byte-level: map the bytes of s to the GPT-2 alphabet */
 static int add_bytelevel(pieces *out, const char *s, size_t n, int first) {
     if (n == 0) return 0;
-    if (tok_ivec_push(&out->off, (int32_t)out->text.n) || tok_ivec_push(&out->first, first)) return -1;
-    size_t start = out->text.n;
+    if (tok_ivec_push(&out->off, (int32_t)out->text.len) || tok_ivec_push(&out->first, first)) return -1;
+    size_t start = out->text.len;
     for (size_t i = 0; i < n; i++) {
         char u[4];
         int l = tok_utf8_put(hf_byte_to_cp((unsigned char)s[i]), u);
-        if (tok_buf_put(&out->text, u, (size_t)l)) return -1;
+        if (kiln_buf_add(&out->text, u, (size_t)l)) return -1;
     }
-    return tok_ivec_push(&out->len, (int32_t)(out->text.n - start));
+    return tok_ivec_push(&out->len, (int32_t)(out->text.len - start));
 }
 
 static int run_pre(const hf_pre *p, const pieces *in, pieces *out, spans *sp, kiln_error *err) {
@@ -189,14 +189,14 @@ static int run_pre(const hf_pre *p, const pieces *in, pieces *out, spans *sp, ki
         if (p->type == HF_PRE_SPLIT) {
             if ((rc = apply_split(p, s, n, first, sp, out, err))) return rc;
         } else if (p->type == HF_PRE_BYTELEVEL) {
-            tok_buf tmp = {0};
+            kiln_buf tmp = {0};
             if (p->add_prefix_space && (n == 0 || s[0] != ' ')) {
-                if (tok_buf_put(&tmp, " ", 1) || tok_buf_put(&tmp, s, n)) {
-                    tok_buf_free(&tmp);
+                if (kiln_buf_add(&tmp, " ", 1) || kiln_buf_add(&tmp, s, n)) {
+                    kiln_buf_free(&tmp);
                     return OOM();
                 }
                 s = tmp.p;
-                n = tmp.n;
+                n = tmp.len;
             }
             if (p->use_regex) {
                 rc = find_matches(p->re, NULL, 0, s, n, sp, err);
@@ -206,29 +206,29 @@ static int run_pre(const hf_pre *p, const pieces *in, pieces *out, spans *sp, ki
             } else {
                 rc = add_bytelevel(out, s, n, first) ? OOM() : 0;
             }
-            tok_buf_free(&tmp);
+            kiln_buf_free(&tmp);
             if (rc) return rc;
         } else { /* Metaspace */
-            tok_buf tmp = {0};
+            kiln_buf tmp = {0};
             /* prepend unless the piece (after ' ' -> replacement) already starts with it */
             int pre = (p->prepend == 1 || (p->prepend == 2 && first)) && !(n > 0 && s[0] == ' ') &&
                       !(n >= (size_t)p->repln && memcmp(s, p->repl, (size_t)p->repln) == 0);
-            if (pre && tok_buf_put(&tmp, p->repl, (size_t)p->repln)) return OOM();
+            if (pre && kiln_buf_add(&tmp, p->repl, (size_t)p->repln)) return OOM();
             for (size_t j = 0; j < n; j++) {
-                if ((s[j] == ' ' ? tok_buf_put(&tmp, p->repl, (size_t)p->repln) : tok_buf_putc(&tmp, s[j]))) {
-                    tok_buf_free(&tmp);
+                if ((s[j] == ' ' ? kiln_buf_add(&tmp, p->repl, (size_t)p->repln) : kiln_buf_addc(&tmp, s[j]))) {
+                    kiln_buf_free(&tmp);
                     return OOM();
                 }
             }
-            if (tmp.n == 0 && tok_buf_put(&tmp, "", 0)) return OOM();
+            if (tmp.len == 0 && kiln_buf_add(&tmp, "", 0)) return OOM();
             if (p->split) {
                 hf_pre sp_pre = {.type = HF_PRE_SPLIT, .lit = (char *)p->repl, .litn = (size_t)p->repln,
                                  .beh = HF_SPLIT_MERGED_NEXT};
-                rc = apply_split(&sp_pre, tmp.p, tmp.n, first, sp, out, err);
+                rc = apply_split(&sp_pre, tmp.p, tmp.len, first, sp, out, err);
             } else {
-                rc = pieces_add(out, tmp.p, tmp.n, first) ? OOM() : 0;
+                rc = pieces_add(out, tmp.p, tmp.len, first) ? OOM() : 0;
             }
-            tok_buf_free(&tmp);
+            kiln_buf_free(&tmp);
             if (rc) return rc;
         }
     }
@@ -236,19 +236,19 @@ static int run_pre(const hf_pre *p, const pieces *in, pieces *out, spans *sp, ki
 }
 
 /* ---- normalizers ---- */
-static int norm_one(const hf_norm *nm, const char *s, size_t n, tok_buf *o, spans *sp, kiln_error *err) {
+static int norm_one(const hf_norm *nm, const char *s, size_t n, kiln_buf *o, spans *sp, kiln_error *err) {
     switch (nm->type) {
     case HF_NORM_PREPEND:
-        if (n && (tok_buf_put(o, nm->a, nm->an) || tok_buf_put(o, s, n))) return OOM();
-        if (!n && tok_buf_put(o, "", 0)) return OOM();
+        if (n && (kiln_buf_add(o, nm->a, nm->an) || kiln_buf_add(o, s, n))) return OOM();
+        if (!n && kiln_buf_add(o, "", 0)) return OOM();
         return KILN_OK;
     case HF_NORM_REPLACE: {
         int rc = find_matches(nm->re, nm->a, nm->an, s, n, sp, err);
         if (rc) return rc;
-        if (tok_buf_put(o, "", 0)) return OOM();
+        if (kiln_buf_add(o, "", 0)) return OOM();
         for (int i = 0; i < sp->n; i++) {
             span x = sp->p[i];
-            if (x.m ? tok_buf_put(o, nm->b, nm->bn) : tok_buf_put(o, s + x.s, x.e - x.s)) return OOM();
+            if (x.m ? kiln_buf_add(o, nm->b, nm->bn) : kiln_buf_add(o, s + x.s, x.e - x.s)) return OOM();
         }
         return KILN_OK;
     }
@@ -258,21 +258,21 @@ static int norm_one(const hf_norm *nm, const char *s, size_t n, tok_buf *o, span
             while (a < b && strchr(" \t\n\r\f\v", s[a])) a++;
         if (nm->right)
             while (b > a && strchr(" \t\n\r\f\v", s[b - 1])) b--;
-        return tok_buf_put(o, s + a, b - a) ? OOM() : KILN_OK;
+        return kiln_buf_add(o, s + a, b - a) ? OOM() : KILN_OK;
     }
     default:
         break;
     }
 #ifdef KILN_HAVE_UTF8PROC
     if (nm->type == HF_NORM_LOWERCASE) {
-        if (tok_buf_put(o, "", 0)) return OOM();
+        if (kiln_buf_add(o, "", 0)) return OOM();
         for (size_t i = 0; i < n;) {
             int bad = 0, l = tok_utf8_valid_len((const unsigned char *)s + i, n - i, &bad);
             if (l == 0) l = bad;
             uint32_t cp = tok_utf8_cp((const unsigned char *)s + i, l);
             char u[4];
             int ul = tok_utf8_put((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), u);
-            if (tok_buf_put(o, u, (size_t)ul)) return OOM();
+            if (kiln_buf_add(o, u, (size_t)ul)) return OOM();
             i += (size_t)l;
         }
         return KILN_OK;
@@ -285,7 +285,7 @@ static int norm_one(const hf_norm *nm, const char *s, size_t n, tok_buf *o, span
     utf8proc_uint8_t *r = NULL;
     utf8proc_ssize_t rl = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &r, opt);
     if (rl < 0) return KILN_ERR(err, KILN_ERR_INTERNAL, "tokenizer: unicode normalization failed");
-    int bad = tok_buf_put(o, r, (size_t)rl);
+    int bad = kiln_buf_add(o, r, (size_t)rl);
     free(r); /* allocated by utf8proc with malloc */
     return bad ? OOM() : KILN_OK;
 #else
@@ -295,15 +295,15 @@ static int norm_one(const hf_norm *nm, const char *s, size_t n, tok_buf *o, span
 
 int hf_normalize(const hf_norm *ns, int k, const char *s, size_t len, char **out, size_t *out_n,
                  kiln_error *err) {
-    tok_buf cur = {0};
+    kiln_buf cur = {0};
     spans sp = {0};
-    if (tok_buf_put(&cur, s, len)) return OOM();
+    if (kiln_buf_add(&cur, s, len)) return OOM();
     for (int i = 0; i < k; i++) {
-        tok_buf nx = {0};
-        int rc = norm_one(&ns[i], cur.p, cur.n, &nx, &sp, err);
-        tok_buf_free(&cur);
+        kiln_buf nx = {0};
+        int rc = norm_one(&ns[i], cur.p, cur.len, &nx, &sp, err);
+        kiln_buf_free(&cur);
         if (rc) {
-            tok_buf_free(&nx);
+            kiln_buf_free(&nx);
             kiln_free(sp.p);
             return rc;
         }
@@ -311,7 +311,7 @@ int hf_normalize(const hf_norm *ns, int k, const char *s, size_t len, char **out
     }
     kiln_free(sp.p);
     *out = cur.p;
-    *out_n = cur.n;
+    *out_n = cur.len;
     return KILN_OK;
 }
 

@@ -3,7 +3,7 @@
  * Every vocabulary kind fills one kiln_tokenizer: a token table (the token's string as the
  * vocabulary spells it, used for lookups and merges; and its decoded bytes, used by decode
  * and the streaming detokenizer), special flags, BOS/EOS, the leading-space strip rule, and
- * an encode function with its private state. Helpers: a growable byte buffer, an int vector,
+ * an encode function with its private state. Helpers: an int vector (bytes go in util/buf.h's kiln_buf),
  * a string->id hash map, an (id,id)->(rank,id) pair map, UTF-8 utilities and the BPE merge
  * loops (score-based as llama2.c/SentencePiece, rank-based as HF/tiktoken).
  */
@@ -12,16 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "tokenizer/tokenizer.h"
+#include "util/buf.h"
 
-/* ---- growable buffers ---- */
-typedef struct tok_buf {
-    char *p;
-    size_t n, cap;
-} tok_buf;
-int tok_buf_put(tok_buf *b, const void *s, size_t n); /* 0 ok, -1 oom; keeps p NUL-terminated */
-static inline int tok_buf_putc(tok_buf *b, char c) { return tok_buf_put(b, &c, 1); }
-void tok_buf_free(tok_buf *b);
-
+/* ---- growable buffers: bytes in kiln_buf (util/buf.h), ids in tok_ivec ---- */
 typedef struct tok_ivec {
     int32_t *p;
     int n, cap;
@@ -41,7 +34,7 @@ typedef struct tok_strslot {
 typedef struct tok_strmap {
     uint32_t cap, n;   /* cap a power of two */
     tok_strslot *slot; /* [cap] */
-    tok_buf arena;
+    kiln_buf arena;
 } tok_strmap;
 /* The map's 64-bit hash of a byte string (word-at-a-time; host byte order). */
 uint64_t tok_hash_bytes(const char *s, size_t n);
@@ -89,10 +82,10 @@ struct kiln_tokenizer {
     kiln_tok_kind kind;
     int n_vocab;
     /* token strings as the vocabulary spells them: [n_vocab] offsets into str */
-    tok_buf str;
+    kiln_buf str;
     uint32_t *str_off, *str_len;
     /* decoded bytes of each token: [n_vocab] offsets into dec */
-    tok_buf dec;
+    kiln_buf dec;
     uint32_t *dec_off, *dec_len;
     uint8_t *special; /* [n_vocab] control / special token */
     float *scores;    /* [n_vocab] llama2.c only */

@@ -12,24 +12,6 @@
 #include "util/alloc.h"
 #include "util/error.h"
 
-int tok_buf_put(tok_buf *b, const void *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = kiln_realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-void tok_buf_free(tok_buf *b) {
-    kiln_free(b->p);
-    memset(b, 0, sizeof *b);
-}
 int tok_ivec_push(tok_ivec *v, int32_t x) {
     if (v->n == v->cap) {
         int cap = v->cap ? v->cap * 2 : 16;
@@ -120,8 +102,8 @@ int tok_strmap_put(tok_strmap *m, const char *k, size_t n, int32_t v) {
         e->val = v;
         return 0;
     }
-    size_t off = m->arena.n;
-    if (tok_buf_put(&m->arena, k, n) != 0) return -1;
+    size_t off = m->arena.len;
+    if (kiln_buf_add(&m->arena, k, n) != 0) return -1;
     e->koff = (uint32_t)off + 1;
     e->klen = (uint32_t)n;
     e->val = v;
@@ -136,7 +118,7 @@ int32_t tok_strmap_get(const tok_strmap *m, const char *k, size_t n) {
 }
 void tok_strmap_free(tok_strmap *m) {
     kiln_free(m->slot);
-    tok_buf_free(&m->arena);
+    kiln_buf_free(&m->arena);
     memset(m, 0, sizeof *m);
 }
 
@@ -250,10 +232,10 @@ uint32_t tok_utf8_cp(const unsigned char *s, int len) {
     }
 }
 int tok_utf8_sanitize(const char *s, size_t n, char **out, size_t *out_n) {
-    tok_buf b = {0};
+    kiln_buf b = {0};
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, run = 0;
-    if (tok_buf_put(&b, "", 0) != 0) return -1;
+    if (kiln_buf_add(&b, "", 0) != 0) return -1;
     while (i < n) {
         int bad = 0, l = tok_utf8_valid_len(u + i, n - i, &bad);
         if (l > 0) {
@@ -261,19 +243,19 @@ int tok_utf8_sanitize(const char *s, size_t n, char **out, size_t *out_n) {
             run += (size_t)l;
             continue;
         }
-        if (tok_buf_put(&b, s + i - run, run) != 0 || tok_buf_put(&b, "\xEF\xBF\xBD", 3) != 0) {
-            tok_buf_free(&b);
+        if (kiln_buf_add(&b, s + i - run, run) != 0 || kiln_buf_add(&b, "\xEF\xBF\xBD", 3) != 0) {
+            kiln_buf_free(&b);
             return -1;
         }
         run = 0;
         i += (size_t)bad;
     }
-    if (tok_buf_put(&b, s + i - run, run) != 0) {
-        tok_buf_free(&b);
+    if (kiln_buf_add(&b, s + i - run, run) != 0) {
+        kiln_buf_free(&b);
         return -1;
     }
     *out = b.p;
-    *out_n = b.n;
+    *out_n = b.len;
     return 0;
 }
 
@@ -430,7 +412,7 @@ int tok_alloc_tables(kiln_tokenizer *t, int n, kiln_error *err) {
     t->dec_len = kiln_calloc((size_t)n, sizeof *t->dec_len);
     t->special = kiln_calloc((size_t)n, 1);
     if (!t->str_off || !t->str_len || !t->dec_off || !t->dec_len || !t->special ||
-        tok_buf_put(&t->str, "", 0) != 0 || tok_buf_put(&t->dec, "", 0) != 0)
+        kiln_buf_add(&t->str, "", 0) != 0 || kiln_buf_add(&t->dec, "", 0) != 0)
         return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory (%d tokens)", n);
     return KILN_OK;
 }
@@ -440,12 +422,12 @@ int tok_set_token(kiln_tokenizer *t, int id, const char *s, size_t n, const char
         dec = s;
         dn = n;
     }
-    t->str_off[id] = (uint32_t)t->str.n;
+    t->str_off[id] = (uint32_t)t->str.len;
     t->str_len[id] = (uint32_t)n;
-    if (tok_buf_put(&t->str, s, n) != 0) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
-    t->dec_off[id] = (uint32_t)t->dec.n;
+    if (kiln_buf_add(&t->str, s, n) != 0) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
+    t->dec_off[id] = (uint32_t)t->dec.len;
     t->dec_len[id] = (uint32_t)dn;
-    if (tok_buf_put(&t->dec, dec, dn) != 0) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
+    if (kiln_buf_add(&t->dec, dec, dn) != 0) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
     if ((int)n > t->max_tok_len) t->max_tok_len = (int)n;
     return KILN_OK;
 }

@@ -109,8 +109,8 @@ int kiln_tokenizer_load(kiln_tokenizer **out, const char *path, kiln_error *err)
 void kiln_tokenizer_free(kiln_tokenizer *t) {
     if (!t) return;
     if (t->impl_free) t->impl_free(t->impl);
-    tok_buf_free(&t->str);
-    tok_buf_free(&t->dec);
+    kiln_buf_free(&t->str);
+    kiln_buf_free(&t->dec);
     kiln_free(t->str_off);
     kiln_free(t->str_len);
     kiln_free(t->dec_off);
@@ -182,13 +182,13 @@ int kiln_tokenizer_decode(const kiln_tokenizer *t, const int32_t *ids, int n, in
                           char **text, size_t *len, kiln_error *err) {
     *text = NULL;
     if (len) *len = 0;
-    tok_buf b = {0};
-    if (tok_buf_put(&b, "", 0) != 0) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
+    kiln_buf b = {0};
+    if (kiln_buf_add(&b, "", 0) != 0) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
     int emitted = 0; /* tokens passed to the decoder so far */
     for (int i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_vocab) {
-            tok_buf_free(&b);
+            kiln_buf_free(&b);
             return KILN_ERR(err, KILN_ERR_RANGE, "tokenizer: token id %d out of range [0, %d)", id,
                             t->n_vocab);
         }
@@ -205,21 +205,21 @@ int kiln_tokenizer_decode(const kiln_tokenizer *t, const int32_t *ids, int n, in
             pl--;
         }
         emitted++;
-        if (tok_buf_put(&b, p, pl) != 0) {
-            tok_buf_free(&b);
+        if (kiln_buf_add(&b, p, pl) != 0) {
+            kiln_buf_free(&b);
             return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
         }
     }
     size_t off = 0;
     if (t->strip_mode == TOK_STRIP_OUTPUT)
-        while ((int)off < t->strip_n && off < b.n && b.p[off] == ' ') off++;
+        while ((int)off < t->strip_n && off < b.len && b.p[off] == ' ') off++;
     char *clean;
     size_t cn;
-    if (tok_utf8_sanitize(b.p + off, b.n - off, &clean, &cn) != 0) {
-        tok_buf_free(&b);
+    if (tok_utf8_sanitize(b.p + off, b.len - off, &clean, &cn) != 0) {
+        kiln_buf_free(&b);
         return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
     }
-    tok_buf_free(&b);
+    kiln_buf_free(&b);
     *text = clean;
     if (len) *len = cn;
     return KILN_OK;

@@ -8,7 +8,7 @@
  *     with 1, 2 or 3 threads, and through the dot kernel directly with odd strides;
  * RoPE (both styles, theta 1e4 and 1e9, positions up to 131072) vs long double, plus a check
  * that a float32-angle RoPE *fails* the same tolerance (the test can fail); RMSNorm, SwiGLU
- * and softmax vs double; KILN_CPU_ISA parsing; error paths; no allocation in matmul.
+ * and softmax vs double; cpu.isa (KILN_CPU_ISA) parsing; error paths; no allocation in matmul.
  * Outputs are poisoned with NaN before every run, so an unwritten element fails. */
 #include <errno.h>
 #include <stdint.h>
@@ -418,32 +418,26 @@ static void test_isa(void) {
     for (int i = best + 1; i < KILN_ISA_COUNT; i++) KT_CHECK(!kiln_isa_supported((kiln_isa)i), "above best: %d", i);
     KT_CHECK(!kiln_isa_supported(KILN_ISA_COUNT), "bad isa unsupported");
     KT_CHECK(strcmp(kiln_isa_name(KILN_ISA_AVX512), "avx512") == 0, "names");
-    unsetenv("KILN_CPU_ISA");
-    KT_CHECK(kiln_isa_from_env(&isa, &err) == 0 && isa == best, "unset -> best");
-    setenv("KILN_CPU_ISA", "", 1);
-    KT_CHECK(kiln_isa_from_env(&isa, &err) == 0 && isa == best, "empty -> best");
-    setenv("KILN_CPU_ISA", "scalar", 1);
-    KT_CHECK(kiln_isa_from_env(&isa, &err) == 0 && isa == KILN_ISA_SCALAR, "scalar");
+    KT_CHECK(kiln_isa_select(NULL, &isa, &err) == 0 && isa == best, "unset -> best");
+    KT_CHECK(kiln_isa_select("", &isa, &err) == 0 && isa == best, "empty -> best");
+    KT_CHECK(kiln_isa_select("scalar", &isa, &err) == 0 && isa == KILN_ISA_SCALAR, "scalar");
     static const char *bad[] = {"avx", "sse4", "avx-512", "avx2 ", "neon", "1"};
     for (int i = 0; i < 6; i++) {
-        setenv("KILN_CPU_ISA", bad[i], 1);
         err.msg[0] = 0;
-        int rc = kiln_isa_from_env(&isa, &err);
+        int rc = kiln_isa_select(bad[i], &isa, &err);
         KT_CHECK(rc == KILN_ERR_INVALID_ARG, "'%s': rc %d", bad[i], rc);
         KT_CHECK(strstr(err.msg, "KILN_CPU_ISA") && strstr(err.msg, bad[i]), "'%s': message: %s", bad[i], err.msg);
     }
     static const char *names[] = {"avx2", "AVX512"};
     kiln_isa want[] = {KILN_ISA_AVX2, KILN_ISA_AVX512};
     for (int i = 0; i < 2; i++) {
-        setenv("KILN_CPU_ISA", names[i], 1);
-        int rc = kiln_isa_from_env(&isa, &err);
+        int rc = kiln_isa_select(names[i], &isa, &err);
         if (kiln_isa_supported(want[i]))
             KT_CHECK(rc == 0 && isa == want[i], "%s: rc %d isa %s", names[i], rc, kiln_isa_name(isa));
         else
             KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "KILN_CPU_ISA"), "%s unsupported: rc %d (%s)",
                      names[i], rc, err.msg);
     }
-    unsetenv("KILN_CPU_ISA");
 }
 
 int main(void) {

@@ -21,9 +21,14 @@ typedef struct result {
 
 static const char *g_model, *g_tok;
 
+/* options of the engines open_opts makes from here on (batch_invariant, fault injection) */
+static int g_batch_invariant, g_truncate_hash_bits;
+
 static kiln_engine *open_opts(const char *model, const char *tok, int kv_blocks, int budget, int prefix) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
+    o.batch_invariant = g_batch_invariant;
+    o.faults.truncate_hash_bits = g_truncate_hash_bits;
     o.model_path = model;
     o.tokenizer_path = tok;
     o.skip_tokenizer = tok == NULL;
@@ -214,10 +219,11 @@ static void test_prefix_cache(const char *model, int vocab) {
     KT_CHECK(computed >= 1 && computed <= 16, "repeat prompt: %llu tokens prefilled", (unsigned long long)computed);
     KT_CHECK(same_result(&g_batch[0], &ref_b), "repeat prompt: output differs");
     kiln_engine_close(e);
-#ifdef KILN_TEST_HOOKS
-    /* forced collisions: every hash keeps 1 bit; distinct prompts must not share blocks */
+    /* forced collisions (faults.truncate_hash_bits): every hash keeps 1 bit; distinct prompts
+     * must not share blocks */
+    g_truncate_hash_bits = 1;
     e = open_opts(model, NULL, 0, 2048, 1);
-    kiln_kv_test_truncate_hash(e->kv, 1);
+    g_truncate_hash_bits = 0;
     int32_t c[128];
     make_prompt(c, 80, 901, vocab);
     kiln_request_params pc;
@@ -228,7 +234,6 @@ static void test_prefix_cache(const char *model, int vocab) {
     run(e, &pc, &zero, 1, &g_batch[1], NULL);
     KT_CHECK(same_result(&g_batch[0], &ref_b) && same_result(&g_batch[1], &ref_c), "forced hash collision mixed sequences");
     kiln_engine_close(e);
-#endif
 }
 
 static void test_stops_and_limits(void) {
@@ -380,9 +385,9 @@ int main(void) {
     if (kt_exists(kt_shared("models/tinystories-656K/model.safetensors"))) {
         test_coherence(tiny, 2048);
         test_ragged(tiny, 2048, 32);
-        setenv("KILN_BATCH_INVARIANT", "1", 1); /* I6: on the CPU the same bit-exactness holds */
+        g_batch_invariant = 1; /* I6: on the CPU the same bit-exactness holds */
         test_ragged(tiny, 2048, 16);
-        unsetenv("KILN_BATCH_INVARIANT");
+        g_batch_invariant = 0;
     } else {
         fprintf(stderr, "SKIP tinystories engine checks: fixture missing\n");
     }

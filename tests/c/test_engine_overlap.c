@@ -6,8 +6,8 @@
  * strings, small max_tokens, EOS, the context limit, repeated prompts for prefix-cache hits,
  * requests added while steps are in flight) runs on real tiny models:
  *   A. host sampling (the engine's sampler over host logits), no overlap: the reference;
- *   B. KILN_CPU_SAMPLE=1 (the backend draws, per-slot penalty tables), overlap off;
- *   C. KILN_CPU_SAMPLE=1 with overlap (step n+1 encoded before step n's wait, its input
+ *   B. cpu.backend_sampling (the backend draws, per-slot penalty tables), overlap off;
+ *   C. cpu.backend_sampling with overlap (step n+1 encoded before step n's wait, its input
  *      tokens taken from step n's draws inside the backend);
  *   D. C under a KV pool small enough to force preemptions (the drain rule);
  *   E. A and C with an abort in the middle.
@@ -52,10 +52,9 @@ static const char *g_model, *g_tok;
 static int g_vocab;
 
 static kiln_engine *open_mode(int mode, int kv_blocks) {
-    if (mode == HOST) unsetenv("KILN_CPU_SAMPLE");
-    else setenv("KILN_CPU_SAMPLE", "1", 1);
     kiln_engine_options o;
     kiln_engine_options_default(&o);
+    o.cpu.backend_sampling = mode != HOST;
     o.model_path = g_model;
     o.tokenizer_path = g_tok;
     o.skip_tokenizer = g_tok == NULL;
@@ -69,7 +68,6 @@ static kiln_engine *open_mode(int mode, int kv_blocks) {
     kiln_engine *e = NULL;
     kiln_error err = {0};
     if (kiln_engine_open(&e, &o, &err)) fprintf(stderr, "open %s: %s\n", g_model, err.msg);
-    unsetenv("KILN_CPU_SAMPLE");
     return e;
 }
 

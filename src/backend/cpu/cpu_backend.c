@@ -4,14 +4,14 @@
  *   x[T][D]    = embedding rows
  *   per layer:  xn = rmsnorm(x);  q[T][H*hd], k[T][KV*hd], v[T][KV*hd] = xn W^T;  RoPE(q, k);
  *               k, v -> KV pool at slot_mapping;  att[T][H*hd] = causal GQA attention through
- *               the block tables;  x += att Wo^T;  xn = rmsnorm(x);
+ *               the block tables (attention.c);  x += att Wo^T;  xn = rmsnorm(x);
  *               x += (silu(xn Wg^T) * xn Wu^T) Wd^T
  *   logits[n][V] = rmsnorm(x[last row of each sequence that asked]) Wlm^T
  * Every row's arithmetic is independent of the other rows and of the thread count (fixed
  * reduction orders), so a sequence gives bit-identical results alone or in any batch (I5/I6).
  * All buffers are allocated in create(); a step allocates nothing (I7).
  *
- * Sampling (ops.samples; the engine asks for it with env KILN_CPU_SAMPLE=1): a step with
+ * Sampling (ops.samples; the engine asks for it with the option cpu.backend_sampling): a step with
  * device_sample = 1 draws its tokens here, right after the logits (cpu_sample.c: per-slot
  * penalty tables like the GPU's, the engine's own sampler), so finish_step hands back tokens,
  * logprobs and top-n instead of logits. Overlap (ops.overlap): the CPU computes inside encode,
@@ -26,6 +26,7 @@
 #include <sys/mman.h>
 #include "format/quant.h"
 #include "backend/backend.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/cpu_sample.h"
 #include "backend/cpu/kernels.h"
 #include "util/alloc.h"
@@ -115,7 +116,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->base.ops = kiln_backend_cpu_ops();
     c->m = m;
     c->cfg = *bc;
-    int rc = kiln_isa_from_env(&c->ctx.isa, err);
+    int rc = kiln_isa_select(bc->cpu.isa, &c->ctx.isa, err);
     if (rc) goto fail;
     rc = kiln_pool_create(&c->ctx.pool, bc->n_threads, err);
     if (rc) goto fail;
@@ -190,114 +191,6 @@ fail:
     return rc;
 }
 
-/* ---- attention over the paged pool ----------------------------------------------------- */
-
-typedef struct attn_job {
-    cpu_backend *c;
-    const kiln_step *s;
-    int layer;
-    kiln_attn_kernels k; /* the ISA's scores over a run of keys, P.V over a run of values (its
-                          * axpy's bits), softmax (kernels.h) */
-    int prefetch;        /* small steps (decode): prefetch the next KV block (no effect on values) */
-} attn_job;
-
-/* Ask for the cache lines of p[0 .. n) (floats) ahead of use. */
-static inline void prefetch_rows(const float *p, size_t n) {
-    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
-}
-
-/* One (row, KV head) pair: G query heads (gi0 .. gi0+G-1 of the GG that share the KV head,
- * all GG of them unless the step is too small to keep the threads busy) attend together over
- * positions 0..pos of the row's sequence: scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
- * qk kernel (each score's arithmetic depends only on k_j and q_i: not on G or the run), a
- * softmax per head, then
- * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
- * slots of one KV block (contiguous rows). Nothing depends on other rows. */
-static void attn_row_kvhead(const attn_job *J, int seq, int t, int kvh, int gi0, int G, float *scores) {
-    cpu_backend *c = J->c;
-    const kiln_step *s = J->s;
-    const kiln_config *mc = &c->m->cfg;
-    const kiln_kv_layout *L = &c->cfg.kv;
-    int hd = mc->head_dim, bs = L->block_size, GG = mc->n_heads / mc->n_kv_heads;
-    int pos = s->positions[t], n = pos + 1, stride = c->cfg.max_model_len;
-    const float *q = c->q + (size_t)t * mc->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
-    const int32_t *bt = s->block_table + (size_t)seq * s->max_blocks_per_seq;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int j0 = 0; j0 < n;) {
-        int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
-        const float *kp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 0, kvh, j0 % bs);
-        if (J->prefetch && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
-            prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 0, kvh, 0),
-                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
-        for (int i0 = 0; i0 < G; i0 += 4)
-            J->k.qk(kp, run, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j0,
-                  (size_t)stride);
-        j0 += run;
-    }
-    float *att = c->att + (size_t)t * mc->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
-    for (int i = 0; i < G; i++) {
-        J->k.softmax(scores + (size_t)i * stride, n, scale);
-        for (int d = 0; d < hd; d++) att[(size_t)i * hd + d] = 0.0f;
-    }
-    for (int j0 = 0; j0 < n;) {
-        int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
-        const float *vp = c->kv + kiln_kv_offset(L, J->layer, bt[j0 / bs], 1, kvh, j0 % bs);
-        if (J->prefetch && j0 + run < n)
-            prefetch_rows(c->kv + kiln_kv_offset(L, J->layer, bt[(j0 + run) / bs], 1, kvh, 0),
-                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
-        if (J->k.pvg) J->k.pvg(att, (size_t)hd, scores + j0, (size_t)stride, G, vp, run, hd);
-        else
-            for (int i = 0; i < G; i++) J->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
-        j0 += run;
-    }
-}
-
-/* Work items (row, KV head, group of gs query heads), in row order; a task is a range of
- * items. gs is G, or 1 when there are too few (row, KV head) pairs for the threads (decode:
- * 3 KV heads on 2 threads would leave one idle half the time). Per score and per output the
- * arithmetic is the same whatever gs is, so this changes no bit. */
-typedef struct attn_tasks {
-    attn_job *J;
-    int gs, items, per_task;
-    int reverse; /* many small tasks: claim the last rows' first */
-} attn_tasks;
-
-static void attn_task(void *arg, int task, int thread) {
-    attn_tasks *A = arg;
-    attn_job *J = A->J;
-    cpu_backend *c = J->c;
-    const kiln_step *s = J->s;
-    int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, ng = G / A->gs;
-    float *scores = c->scores + (size_t)thread * G * c->cfg.max_model_len;
-    /* tasks claimed in order run the last (longest: causal) rows first, so that the job ends
-     * on short tasks (each item is independent: no bit changes) */
-    int n_tasks = (A->items + A->per_task - 1) / A->per_task;
-    if (A->reverse) task = n_tasks - 1 - task;
-    int w0 = task * A->per_task, w1 = w0 + A->per_task < A->items ? w0 + A->per_task : A->items;
-    int seq = 0;
-    for (int w = w0; w < w1; w++) {
-        int t = w / (KV * ng), kvh = (w / ng) % KV, gi = w % ng;
-        while (t >= s->seq_q_start[seq + 1]) seq++;
-        attn_row_kvhead(J, seq, t, kvh, gi * A->gs, A->gs, scores);
-    }
-}
-
-static void attention(cpu_backend *c, attn_job *J) {
-    int KV = c->m->cfg.n_kv_heads, G = c->m->cfg.n_heads / KV, nth = kiln_pool_size(c->ctx.pool);
-    attn_tasks A = {J, G, 0, 1, 0};
-    int pairs = J->s->n_tokens * KV;
-    if (pairs < 4 * nth) A.gs = 1;
-    A.items = pairs * (G / A.gs);
-    if (A.items == 0) return; /* an empty step */
-    /* few items (decode): one contiguous range per thread, so that the heads of one KV head
-     * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
-     * ranges claimed dynamically (causal rows differ in cost) */
-    int want = A.items < 16 * nth ? nth : nth * 8;
-    A.reverse = want > nth;
-    A.per_task = (A.items + want - 1) / want;
-    kiln_pool_run_tasks(c->ctx.pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
-}
-
 /* Write this step's K and V rows into the pool at their slots. */
 static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
     const kiln_config *mc = &c->m->cfg;
@@ -329,7 +222,6 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     if (s->device_sample && !c->cfg.sample)
         return KILN_ERR(err, KILN_ERR_INTERNAL, "cpu backend: a step to sample, but created without sampling");
     int T = s->n_tokens, D = mc->dim;
-    size_t qd = (size_t)mc->n_heads * mc->head_dim;
     /* input tokens; a row with prev_row >= 0 takes the previous encoded step's draw */
     for (int t = 0; t < T; t++) {
         int pr = s->n_prev > 0 ? s->prev_row[t] : -1;
@@ -348,7 +240,6 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
                             kiln_dtype_name(m->tok_embd->dtype));
     }
     kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
-    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
@@ -358,8 +249,15 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         kiln_cpu_rope_apply(&c->ctx, c->q, c->rope_cs, c->rope_sn, T, mc->n_heads, mc->head_dim, mc->rope_style);
         kiln_cpu_rope_apply(&c->ctx, c->k, c->rope_cs, c->rope_sn, T, mc->n_kv_heads, mc->head_dim, mc->rope_style);
         kv_write(c, s, l);
-        attn_job J = {c, s, l, c->attn, s->n_tokens <= 16};
-        attention(c, &J);
+        kiln_cpu_attn_args aa = {
+            .kv = c->kv, .layout = &c->cfg.kv, .layer = l,
+            .n_tokens = T, .n_seqs = s->n_seqs, .positions = s->positions, .seq_q_start = s->seq_q_start,
+            .block_table = s->block_table, .max_blocks_per_seq = s->max_blocks_per_seq,
+            .q = c->q, .att = c->att, .n_heads = mc->n_heads, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
+            .scores = c->scores, .max_model_len = c->cfg.max_model_len, .k = c->attn,
+            .prefetch = T <= 16, /* small steps (decode) */
+        };
+        if ((rc = kiln_cpu_attention(&c->ctx, &aa, err))) return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
@@ -368,7 +266,6 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
         kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
     }
-    (void)qd;
     /* gather the rows that need logits, in sequence order */
     int n = 0;
     for (int i = 0; i < s->n_seqs; i++) {
@@ -420,7 +317,7 @@ static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
     .kv_dtype = KILN_KV_F32,
     .samples = 1,
-    .sample_opt_in = 1, /* host sampling unless KILN_CPU_SAMPLE=1 */
+    .sample_opt_in = 1, /* host sampling unless cpu.backend_sampling */
     .overlap = 1,
     .create = cpu_create,
     .encode_step = cpu_encode,

@@ -1,5 +1,5 @@
-/* dot.c: portable scalar dot-product kernels, the per-dtype / per-ISA dispatch, and row
- * conversion to f32.
+/* dot.c: portable scalar kernels (dot products, attention runs, SwiGLU), their table and the
+ * one per-ISA dispatch (kiln_cpu_kernels_for, dot_internal.h) behind every kiln_cpu_*_lookup.
  *
  * Kernel contract (kernels.h): one weight row W[n] (f32, f16 or bf16, read in place) against
  * nr f32 activation rows x[r * ldx + i], writing out[r * ldo]. Every row uses the same
@@ -100,33 +100,11 @@ static void dot_bf16_scalar(const void *w, const float *x, size_t ldx, int nr, i
     dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
 }
 
-kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt) {
-    switch (dt) {
-    case KILN_DT_F32: return dot_f32_scalar;
-    case KILN_DT_F16: return dot_f16_scalar;
-    case KILN_DT_BF16: return dot_bf16_scalar;
-    default: return NULL;
-    }
-}
-
 int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa) {
     return isa == KILN_ISA_AVX512 && kiln_dtype_is_quant(dt) ? 6 : KILN_DOT_MAX_NR;
 }
 
-kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
-    if ((unsigned)isa >= KILN_ISA_COUNT) return NULL;
-    if (kiln_dtype_is_quant(dt)) return kiln_cpu_dot_lookup_quant(dt, isa);
-    switch (isa) {
-    case KILN_ISA_SCALAR: return kiln_cpu_dot_scalar(dt);
-#ifdef KILN_X86
-    case KILN_ISA_AVX2: return kiln_isa_supported(isa) ? kiln_cpu_dot_avx2(dt) : NULL;
-    case KILN_ISA_AVX512: return kiln_isa_supported(isa) ? kiln_cpu_dot_avx512(dt) : NULL;
-#endif
-    default: return NULL;
-    }
-}
-
-void kiln_cpu_axpy_scalar(float *restrict o, const float *restrict v, float a, int n) {
+static void axpy_scalar(float *restrict o, const float *restrict v, float a, int n) {
     for (int i = 0; i < n; i++) o[i] += a * v[i];
 }
 
@@ -134,7 +112,7 @@ static void attn_qk_scalar(const float *k, int nk, const float *q, int G, int hd
     for (int j = 0; j < nk; j++) dot_f32_scalar(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
 }
 static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int hd) {
-    for (int j = 0; j < nv; j++) kiln_cpu_axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
+    for (int j = 0; j < nv; j++) axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
 }
 
 /* scale, max, expf, a sequential sum, one multiply by the inverse (the order of the original
@@ -154,34 +132,75 @@ static void attn_softmax_scalar(float *x, int n, float scale) {
     for (int j = 0; j < n; j++) x[j] *= inv;
 }
 
-int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k) {
-    switch (isa) {
+/* silu(g) * u as torch computes it, element by element (kernels.h kiln_cpu_silu_mul) */
+static void silu_mul_scalar(float *out, const float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++) out[i] = kiln_cpu_silu_mul(g[i], u[i]);
+}
+
+/* ---- the one dispatch: a table per ISA (dot_internal.h) ----------------------------------- */
+
+const kiln_cpu_kernels kiln_cpu_kernels_scalar = {
+    .isa = KILN_ISA_SCALAR,
+    .dot = {[KILN_DT_F32] = dot_f32_scalar, [KILN_DT_F16] = dot_f16_scalar, [KILN_DT_BF16] = dot_bf16_scalar},
+    .quant_dot = kiln_quant_dot_scalar,
+    .axpy = axpy_scalar,
+    .attn = {attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL},
+    .silu_mul = silu_mul_scalar,
+};
+
+static const kiln_cpu_kernels *const k_tables[KILN_ISA_COUNT] = {
+    [KILN_ISA_SCALAR] = &kiln_cpu_kernels_scalar,
 #ifdef KILN_X86
-    case KILN_ISA_AVX2:
-        if (!kiln_isa_supported(isa)) return -1;
-        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL};
-        return 0;
-    case KILN_ISA_AVX512:
-        if (!kiln_isa_supported(isa)) return -1;
-        *k = (kiln_attn_kernels){kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512,
-                                 kiln_cpu_attn_pvg_avx512};
-        return 0;
+    [KILN_ISA_AVX2] = &kiln_cpu_kernels_avx2,
+    [KILN_ISA_AVX512] = &kiln_cpu_kernels_avx512,
 #endif
-    case KILN_ISA_SCALAR:
-        *k = (kiln_attn_kernels){attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL};
-        return 0;
-    default: return -1;
-    }
+};
+
+const kiln_cpu_kernels *kiln_cpu_kernels_for(kiln_isa isa) {
+    if ((unsigned)isa >= KILN_ISA_COUNT || !k_tables[isa] || !kiln_isa_supported(isa)) return NULL;
+    return k_tables[isa];
+}
+
+/* The kernel for (dt, isa) exactly: no fallback to another ISA here (the caller decides, see
+ * kernels.h). */
+kiln_dot_fn kiln_cpu_dot_lookup(kiln_dtype dt, kiln_isa isa) {
+    if (kiln_dtype_is_quant(dt)) return kiln_cpu_dot_lookup_quant(dt, isa);
+    const kiln_cpu_kernels *k = kiln_cpu_kernels_for(isa);
+    return k && (unsigned)dt < KILN_DT_COUNT ? k->dot[dt] : NULL;
+}
+
+kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa) {
+    const kiln_cpu_kernels *k = kiln_cpu_kernels_for(isa);
+    return k && k->quant_dot ? k->quant_dot(dt) : NULL;
+}
+
+kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa) {
+    const kiln_cpu_kernels *k = kiln_cpu_kernels_for(isa);
+    return k && k->quant_dotw ? k->quant_dotw(dt) : NULL;
+}
+
+kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile,
+                                      kiln_tile_phase_fn *phase) {
+    const kiln_cpu_kernels *k = kiln_cpu_kernels_for(isa);
+    kiln_deq_fn d = k && k->quant_deq ? k->quant_deq(dt) : NULL;
+    *tile = d ? k->tile : NULL;
+    *phase = d ? k->tile_phase : NULL;
+    return d;
+}
+
+int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k) {
+    const kiln_cpu_kernels *t = kiln_cpu_kernels_for(isa);
+    if (!t) return -1;
+    *k = t->attn;
+    return 0;
 }
 
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa) {
-    switch (isa) {
-#ifdef KILN_X86
-    case KILN_ISA_AVX2: return kiln_isa_supported(isa) ? kiln_cpu_axpy_avx2 : NULL;
-    case KILN_ISA_AVX512: return kiln_isa_supported(isa) ? kiln_cpu_axpy_avx512 : NULL;
-#endif
-    case KILN_ISA_SCALAR: return kiln_cpu_axpy_scalar;
-    default: return NULL;
-    }
+    const kiln_cpu_kernels *k = kiln_cpu_kernels_for(isa);
+    return k ? k->axpy : NULL;
 }
 
+void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n) {
+    const kiln_cpu_kernels *k = kiln_cpu_kernels_for(isa);
+    (k && k->silu_mul ? k->silu_mul : silu_mul_scalar)(out, g, u, n);
+}

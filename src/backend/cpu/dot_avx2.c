@@ -103,14 +103,6 @@ static void dot_bf16_avx2(const void *w, const float *x, size_t ldx, int nr, int
     dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
 }
 
-kiln_dot_fn kiln_cpu_dot_avx2(kiln_dtype dt) {
-    switch (dt) {
-    case KILN_DT_F32: return dot_f32_avx2;
-    case KILN_DT_F16: return dot_f16_avx2;
-    case KILN_DT_BF16: return dot_bf16_avx2;
-    default: return NULL;
-    }
-}
 
 void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int n) {
     __m256 va = _mm256_set1_ps(a);
@@ -256,3 +248,14 @@ void kiln_cpu_attn_softmax_avx2(float *x, int n, float scale) {
     for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), vinv));
     for (; j < n; j++) x[j] *= inv;
 }
+
+/* The AVX2 kernels (dot_internal.h); dot.c's kiln_cpu_kernels_for picks this table. */
+const kiln_cpu_kernels kiln_cpu_kernels_avx2 = {
+    .isa = KILN_ISA_AVX2,
+    .dot = {[KILN_DT_F32] = dot_f32_avx2, [KILN_DT_F16] = dot_f16_avx2, [KILN_DT_BF16] = dot_bf16_avx2},
+    .quant_dot = kiln_quant_dot_avx2,
+    .quant_dotw = kiln_quant_dotw_avx2,
+    .axpy = kiln_cpu_axpy_avx2,
+    .attn = {kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL},
+    /* no quant prefill pair, no vector SwiGLU: NULL (the scalar expression) */
+};

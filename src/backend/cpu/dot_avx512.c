@@ -99,14 +99,6 @@ static void dot_bf16_avx512(const void *w, const float *x, size_t ldx, int nr, i
     dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
 }
 
-kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt) {
-    switch (dt) {
-    case KILN_DT_F32: return dot_f32_avx512;
-    case KILN_DT_F16: return dot_f16_avx512;
-    case KILN_DT_BF16: return dot_bf16_avx512;
-    default: return NULL;
-    }
-}
 
 void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n) {
     __m512 va = _mm512_set1_ps(a);
@@ -332,3 +324,17 @@ void kiln_cpu_silu_mul_avx512(float *out, const float *g, const float *u, int n)
         _mm512_mask_storeu_ps(out + i, m, silu_mul16(_mm512_maskz_loadu_ps(m, g + i), _mm512_maskz_loadu_ps(m, u + i)));
     }
 }
+
+/* The AVX-512 kernels (dot_internal.h); dot.c's kiln_cpu_kernels_for picks this table. */
+const kiln_cpu_kernels kiln_cpu_kernels_avx512 = {
+    .isa = KILN_ISA_AVX512,
+    .dot = {[KILN_DT_F32] = dot_f32_avx512, [KILN_DT_F16] = dot_f16_avx512, [KILN_DT_BF16] = dot_bf16_avx512},
+    .quant_dot = kiln_quant_dot_avx512,
+    .quant_dotw = kiln_quant_dotw_avx512,
+    .quant_deq = kiln_quant_deq_avx512,
+    .tile = kiln_quant_tile_avx512,
+    .tile_phase = kiln_quant_tile_phase_avx512,
+    .axpy = kiln_cpu_axpy_avx512,
+    .attn = {kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512, kiln_cpu_attn_pvg_avx512},
+    .silu_mul = kiln_cpu_silu_mul_avx512,
+};

@@ -1,8 +1,10 @@
 /* dot_internal.h: private glue between the dot-product files of the CPU backend.
  *
- * Each ISA file exposes one lookup returning its kiln_dot_fn for f32 / f16 / bf16 weights
- * (NULL for other dtypes); dot.c dispatches between them. The ISA files are compiled with
- * their own -m flags, so they are only called after kiln_isa_supported() said yes.
+ * One dispatch: every ISA has one const table of its kernels (kiln_cpu_kernels below), defined
+ * in its dot file (dot.c: scalar, dot_avx2.c, dot_avx512.c; the quant entries point into
+ * quant_dot*.c), and kiln_cpu_kernels_for() in dot.c is the only place that picks a table by
+ * ISA; every kiln_cpu_*_lookup goes through it. The ISA files are compiled with their own -m
+ * flags, so a table is handed out only when kiln_isa_supported() says yes.
  *
  * Accumulation order, per ISA (fixed, so a row's result never depends on nr or threads):
  *   scalar : 16 partial sums, element i -> sum i % 16, then a halving tree (8,4,2,1);
@@ -17,11 +19,35 @@
 
 #define KILN_DOT_MAX_NR 4
 
-kiln_dot_fn kiln_cpu_dot_scalar(kiln_dtype dt);
-void kiln_cpu_axpy_scalar(float *restrict o, const float *restrict v, float a, int n);
+/* The kernels of one ISA. A NULL entry: none on this ISA (the caller falls back or refuses). */
+typedef struct kiln_cpu_kernels {
+    kiln_isa isa;
+    kiln_dot_fn dot[KILN_DT_COUNT];            /* f32 / f16 / bf16 weight rows (dot*.c) */
+    kiln_dot_fn (*quant_dot)(kiln_dtype dt);   /* GGUF quant weight rows (quant_dot*.c) */
+    kiln_dotw_fn (*quant_dotw)(kiln_dtype dt); /* their decode form (several weight rows) */
+    kiln_deq_fn (*quant_deq)(kiln_dtype dt);   /* their prefill pair with tile / tile_phase */
+    kiln_tile_fn tile;
+    kiln_tile_phase_fn tile_phase;
+    kiln_axpy_fn axpy;
+    kiln_attn_kernels attn;
+    void (*silu_mul)(float *out, const float *g, const float *u, int n); /* kiln_cpu_silu_mul_row */
+} kiln_cpu_kernels;
+
+/* The table of isa, or NULL when it is not built in or this CPU lacks it. */
+const kiln_cpu_kernels *kiln_cpu_kernels_for(kiln_isa isa);
+
+extern const kiln_cpu_kernels kiln_cpu_kernels_scalar;
+kiln_dot_fn kiln_quant_dot_scalar(kiln_dtype dt);
 #ifdef KILN_X86
-kiln_dot_fn kiln_cpu_dot_avx2(kiln_dtype dt);
-kiln_dot_fn kiln_cpu_dot_avx512(kiln_dtype dt);
+extern const kiln_cpu_kernels kiln_cpu_kernels_avx2, kiln_cpu_kernels_avx512;
+kiln_dot_fn kiln_quant_dot_avx2(kiln_dtype dt);
+kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt);
+kiln_dotw_fn kiln_quant_dotw_avx2(kiln_dtype dt);
+kiln_dotw_fn kiln_quant_dotw_avx512(kiln_dtype dt);
+kiln_deq_fn kiln_quant_deq_avx512(kiln_dtype dt);
+void kiln_quant_tile_avx512(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out, size_t ldo);
+void kiln_quant_tile_phase_avx512(const float *w, int nw, const float *x, size_t ldx, int nx, int n, int a, float *buf,
+                                  float *out, size_t ldo);
 void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int n);
 void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n);
 void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);

@@ -5,9 +5,9 @@
  *   KILN_ISA_AVX2   = avx2 + fma + f16c
  *   KILN_ISA_AVX512 = avx512f + avx512bw + avx512vl + avx512dq (and the AVX2 level)
  * Non-x86 builds (KILN_X86 undefined) have only the portable scalar path.
- * KILN_CPU_ISA=scalar|avx2|avx512 (case-insensitive) forces a level; an empty value counts as
- * unset, an unknown or unsupported one is an error, never silently replaced. */
-#include <stdlib.h>
+ * The backend option cpu.isa (env KILN_CPU_ISA in the kiln command) = scalar|avx2|avx512
+ * (case-insensitive) forces a level; NULL or empty counts as unset, an unknown or unsupported
+ * one is an error, never silently replaced. */
 #include <strings.h>
 #include "backend/cpu/kernels.h"
 #include "util/error.h"
@@ -53,25 +53,24 @@ static const char *isa_requirements(kiln_isa isa) {
     }
 }
 
-int kiln_isa_from_env(kiln_isa *isa, kiln_error *err) {
+int kiln_isa_select(const char *v, kiln_isa *isa, kiln_error *err) {
     kiln_isa best = kiln_isa_best();
     *isa = best;
-    const char *v = getenv("KILN_CPU_ISA");
     if (!v || !*v) return KILN_OK;
     int want = -1;
     for (int i = 0; i < KILN_ISA_COUNT; i++)
         if (strcasecmp(v, kiln_isa_name((kiln_isa)i)) == 0) want = i;
     if (want < 0)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG,
-                        "KILN_CPU_ISA=%s: unknown instruction set (expected scalar, avx2 or avx512)", v);
+                        "cpu.isa (KILN_CPU_ISA) = %s: unknown instruction set (expected scalar, avx2 or avx512)", v);
     if (!kiln_isa_supported((kiln_isa)want)) {
 #ifdef KILN_X86
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "KILN_CPU_ISA=%s: this CPU lacks %s (best available here: %s)", v,
+                        "cpu.isa (KILN_CPU_ISA) = %s: this CPU lacks %s (best available here: %s)", v,
                         isa_requirements((kiln_isa)want), kiln_isa_name(best));
 #else
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "KILN_CPU_ISA=%s: not an x86 build, only scalar is available (%s needs %s)", v,
+                        "cpu.isa (KILN_CPU_ISA) = %s: not an x86 build, only scalar is available (%s needs %s)", v,
                         kiln_isa_name((kiln_isa)want), isa_requirements((kiln_isa)want));
 #endif
     }

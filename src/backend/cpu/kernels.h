@@ -6,7 +6,7 @@
  *     panel of rows at a time into per-thread scratch, the same values);
  *   - a row's result does not depend on how many rows are computed together, nor on the thread
  *     count (fixed reduction order per output element), so ragged batches are bit-exact;
- *   - the ISA (scalar / AVX2 / AVX-512) is chosen at run time; KILN_CPU_ISA forces one. Paths
+ *   - the ISA (scalar / AVX2 / AVX-512) is chosen at run time; cpu.isa (KILN_CPU_ISA) forces one. Paths
  *     agree within 1e-5 relative; each path is deterministic.
  */
 #ifndef KILN_CPU_KERNELS_H
@@ -25,9 +25,10 @@ const char *kiln_isa_name(kiln_isa isa);
 /* Best ISA this CPU supports. */
 kiln_isa kiln_isa_best(void);
 int kiln_isa_supported(kiln_isa isa);
-/* The ISA to use: KILN_CPU_ISA (scalar|avx2|avx512) if set and supported, else the best.
- * An unknown or unsupported value is an error. */
-int kiln_isa_from_env(kiln_isa *isa, kiln_error *err);
+/* The ISA to use: want (kiln_cpu_options.isa: "scalar", "avx2" or "avx512", any case) if
+ * supported, else (NULL or "") the best. An unknown or unsupported name is an error whose
+ * message names the option and its variable (KILN_CPU_ISA). */
+int kiln_isa_select(const char *want, kiln_isa *isa, kiln_error *err);
 
 /* Per-backend context the ops run in. panel: optional per-thread scratch for the prefill
  * matmul path (thread t owns panel + t * panel_floats); NULL: that path is not used.

@@ -170,16 +170,7 @@ void kiln_cpu_rope_apply(kiln_cpu_ctx *c, float *x, const double *cs, const doub
 
 /* ---- SwiGLU ----------------------------------------------------------------------------- */
 
-void kiln_cpu_silu_mul_row(kiln_isa isa, float *out, const float *g, const float *u, int n) {
-#ifdef KILN_X86
-    if (isa == KILN_ISA_AVX512) {
-        kiln_cpu_silu_mul_avx512(out, g, u, n);
-        return;
-    }
-#endif
-    (void)isa;
-    for (int i = 0; i < n; i++) out[i] = kiln_cpu_silu_mul(g[i], u[i]);
-}
+/* kiln_cpu_silu_mul_row: in dot.c, through the ISA's kernel table */
 
 typedef struct { float *out; const float *g, *u; int64_t n; kiln_isa isa; } swiglu_job;
 

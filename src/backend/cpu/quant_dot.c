@@ -1,6 +1,7 @@
 /* quant_dot.c: GGUF quantized weights on the CPU: the scalar dot kernels over the format layer's
- * block dequantization (format/quant.h), and the per-ISA dispatch (the AVX2 / AVX-512 kernels live in quant_dot_avx2.c / _avx512.c,
- * generated from quant_dot_simd.inc). Block layouts are described in quant_impl.h.
+ * block dequantization (format/quant.h). The AVX2 / AVX-512 kernels live in quant_dot_avx2.c /
+ * _avx512.c, generated from quant_dot_simd.inc; dot.c's kernel tables (dot_internal.h) pick
+ * between them. Block layouts are described in quant_impl.h.
  *
  * Dequantization does, per element, exactly the f32 operations of GGML's reference (and of
  * the gguf Python package): e.g. Q4_K x = (d*sc)*q - (dmin*mn), each product rounded to f32
@@ -9,7 +10,6 @@
  * row, the block's partial sum into a running f32 total: same order whatever nr is.
  */
 #include <string.h>
-#include "backend/cpu/kernels.h"
 #include "backend/cpu/quant_impl.h"
 #include "format/quant.h"
 
@@ -48,7 +48,8 @@ SCALAR_DOT(dot_q4_k, KILN_DT_Q4_K, 256, 144)
 SCALAR_DOT(dot_q5_k, KILN_DT_Q5_K, 256, 176)
 SCALAR_DOT(dot_q6_k, KILN_DT_Q6_K, 256, 210)
 
-static kiln_dot_fn scalar_lookup(kiln_dtype dt) {
+/* the scalar table's quant_dot (dot.c) */
+kiln_dot_fn kiln_quant_dot_scalar(kiln_dtype dt) {
     switch (dt) {
     case KILN_DT_Q8_0: return dot_q8_0;
     case KILN_DT_Q4_0: return dot_q4_0;
@@ -57,47 +58,5 @@ static kiln_dot_fn scalar_lookup(kiln_dtype dt) {
     case KILN_DT_Q5_K: return dot_q5_k;
     case KILN_DT_Q6_K: return dot_q6_k;
     default: return NULL;
-    }
-}
-
-/* The kernel for (dt, isa) exactly: no fallback here (the caller decides, see kernels.h).
- * Whether the CPU supports isa is the caller's business too. */
-kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa) {
-    switch (isa) {
-    case KILN_ISA_SCALAR: return scalar_lookup(dt);
-#ifdef KILN_X86
-    case KILN_ISA_AVX2: return kiln_quant_dot_avx2(dt);
-    case KILN_ISA_AVX512: return kiln_quant_dot_avx512(dt);
-#endif
-    default: return NULL;
-    }
-}
-
-kiln_dotw_fn kiln_cpu_dotw_lookup_quant(kiln_dtype dt, kiln_isa isa) {
-    switch (isa) {
-#ifdef KILN_X86
-    case KILN_ISA_AVX2: return kiln_quant_dotw_avx2(dt);
-    case KILN_ISA_AVX512: return kiln_quant_dotw_avx512(dt);
-#endif
-    default: (void)dt; return NULL;
-    }
-}
-
-kiln_deq_fn kiln_cpu_deq_lookup_quant(kiln_dtype dt, kiln_isa isa, kiln_tile_fn *tile,
-                                      kiln_tile_phase_fn *phase) {
-    *tile = NULL;
-    *phase = NULL;
-    switch (isa) {
-#ifdef KILN_X86
-    case KILN_ISA_AVX512: {
-        kiln_deq_fn d = kiln_quant_deq_avx512(dt);
-        if (d) {
-            *tile = kiln_quant_tile_avx512();
-            *phase = kiln_quant_tile_phase_avx512();
-        }
-        return d;
-    }
-#endif
-    default: (void)dt; return NULL;
     }
 }

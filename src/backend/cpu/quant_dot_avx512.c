@@ -190,8 +190,8 @@ INL void tile_body(const float *w, int nw, const float *x, size_t ldx, int nx, i
     case 5: tile_phase_body(w, nw_, x, ldx, 5, n, 1, a, (__m512 *)buf, out, ldo); break;         \
     default: tile_phase_body(w, nw_, x, ldx, 6, n, 1, a, (__m512 *)buf, out, ldo); break;        \
     }
-static void f32_tile_phase(const float *w, int nw, const float *x, size_t ldx, int nx, int n, int a, float *buf,
-                           float *out, size_t ldo) {
+void kiln_quant_tile_phase_avx512(const float *w, int nw, const float *x, size_t ldx, int nx, int n, int a, float *buf,
+                                  float *out, size_t ldo) {
     switch (nw) {
     case 1: PHASE_NX6(1) break;
     case 2: PHASE_NX6(2) break;
@@ -214,7 +214,7 @@ static void f32_tile_phase(const float *w, int nw, const float *x, size_t ldx, i
     default: tile_body(w, nw_, x, ldx, 6, n, out, ldo); break;                                \
     }
 /* nw <= 4 with nx <= 6, or nw 5..6 with nx <= 4 */
-static void f32_tile(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out, size_t ldo) {
+void kiln_quant_tile_avx512(const float *w, int nw, const float *x, size_t ldx, int nx, int n, float *out, size_t ldo) {
     switch (nw) {
     case 1: TILE_NX6(1) break;
     case 2: TILE_NX6(2) break;
@@ -234,8 +234,6 @@ kiln_deq_fn kiln_quant_deq_avx512(kiln_dtype dt) {
     default: return NULL;
     }
 }
-kiln_tile_fn kiln_quant_tile_avx512(void) { return f32_tile; }
-kiln_tile_phase_fn kiln_quant_tile_phase_avx512(void) { return f32_tile_phase; }
 
 kiln_dot_fn kiln_quant_dot_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
 kiln_dotw_fn kiln_quant_dotw_avx512(kiln_dtype dt) { return lookup_w_avx512(dt); }

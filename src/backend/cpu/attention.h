@@ -1,0 +1,52 @@
+/* attention.h: the CPU backend's causal GQA attention over the paged KV pool, exported so that
+ * other backends' attention tests can use it as their reference (with a kiln_cpu_ctx of their
+ * own: {.isa = kiln_isa_best(), .pool = NULL} runs it on the calling thread).
+ *
+ * Shapes (T = n_tokens rows of one step, H = n_heads, KV = n_kv_heads, G = H / KV query heads
+ * per KV head, hd = head_dim):
+ *   q   [T][H * hd]  the step's queries (RoPE applied); head h of row t at q + t*H*hd + h*hd
+ *   att [T][H * hd]  out: att[t][h] = sum_{j <= pos_t} softmax_j(q[t][h] . k_j / sqrt(hd)) v_j,
+ *                    k_j, v_j the keys / values of KV head h / G at position j of row t's
+ *                    sequence, read from the pool through its block table:
+ *                    kv + kiln_kv_offset(layout, layer, block_table[seq][j / bs], 0 (k) or 1 (v),
+ *                    h / G, j % bs)
+ *   kv               the pool, f32, kiln_kv_elems(layout) floats; every slot read must have been
+ *                    written (positions 0..pos_t of each row's sequence)
+ *   positions [T], seq_q_start [n_seqs + 1] (rows of sequence i: seq_q_start[i] ..
+ *   seq_q_start[i+1]-1), block_table [n_seqs][max_blocks_per_seq]: as in kiln_step
+ *   scores  [kiln_pool_size(ctx->pool)][G][max_model_len] scratch; every position
+ *           < max_model_len
+ * Arithmetic: the ISA's kiln_attn_kernels (kernels.h) in a fixed order per (row, head): keys
+ * and values in runs of consecutive slots of one block, a softmax per head, P.V in position
+ * order. A row's result depends on nothing but its own q and its sequence's K/V: not on the
+ * other rows, the thread count or the prefetch flag (bit-exact ragged batches, I5/I6).
+ * No allocation. */
+#ifndef KILN_CPU_ATTENTION_H
+#define KILN_CPU_ATTENTION_H
+#include "backend/cpu/kernels.h"
+#include "step/step.h"
+
+typedef struct kiln_cpu_attn_args {
+    const float *kv;               /* the KV pool (f32) laid out by *layout */
+    const kiln_kv_layout *layout;  /* n_kv_heads and head_dim must match the ones below */
+    int layer;
+    int n_tokens, n_seqs;          /* T rows; sequences */
+    const int32_t *positions;      /* [T] position of each row in its sequence */
+    const int32_t *seq_q_start;    /* [n_seqs + 1] first row of each sequence */
+    const int32_t *block_table;    /* [n_seqs][max_blocks_per_seq] physical block ids */
+    int max_blocks_per_seq;
+    const float *q;                /* [T][n_heads * head_dim] */
+    float *att;                    /* [T][n_heads * head_dim] out */
+    int n_heads, n_kv_heads, head_dim;
+    float *scores;                 /* [pool threads][n_heads / n_kv_heads][max_model_len] */
+    int max_model_len;             /* the scores' row stride: positions must be below it */
+    kiln_attn_kernels k;           /* the ISA's kernels (kiln_cpu_attn_lookup) */
+    int prefetch;                  /* prefetch the next KV block (small steps); no effect on values */
+} kiln_cpu_attn_args;
+
+/* att = attention(q, the pool) for every row of the step (see the top of this file); threads of
+ * ctx->pool (NULL: the calling thread) split (row, KV head, head group) items. KILN_OK, or
+ * KILN_ERR_INVALID_ARG for inconsistent arguments (nothing written). */
+int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_error *err);
+
+#endif

@@ -1,0 +1,197 @@
+/* kiln-layer: backend (links only this layer and those below it) */
+/* test_cpu_attention.c: kiln_cpu_attention (backend/cpu/attention.h) against a naive
+ * double-precision causal GQA attention, on random inputs over a random paged layout:
+ *   - ragged steps: several sequences, each with its own context length and 1..n query rows
+ *     at its last positions (chunked prefill and decode rows in one step);
+ *   - GQA (G = 1, 2, 3, 4, 8), head_dim 64 (the AVX kernels' special case) and others, block
+ *     sizes 4..16, a layer other than 0;
+ *   - block tables with shuffled physical block ids; the pool's unwritten slots hold NaN, so a
+ *     read outside a sequence's blocks or past the last written slot poisons the result;
+ *   - every supported ISA, 1..3 threads: within 1e-5 relative (L2, per row and head) of float64,
+ *     and bit-identical whatever the thread count and the prefetch flag;
+ *   - inconsistent arguments are KILN_ERR_INVALID_ARG. */
+#include <math.h>
+#include "test.h"
+#include "backend/cpu/attention.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/threads.h"
+
+enum { MAX_SEQS = 5, MAX_LEN = 96 };
+
+typedef struct shape { int H, KV, hd, bs; } shape;
+
+typedef struct problem {
+    shape sh;
+    kiln_kv_layout L;
+    float *kv;                 /* the pool, kiln_kv_elems(&L) floats */
+    int n_seqs, T;
+    int ctx[MAX_SEQS];         /* tokens in each sequence's KV */
+    int32_t qs[MAX_SEQS + 1], pos[MAX_SEQS * MAX_LEN];
+    int32_t bt[MAX_SEQS][MAX_LEN]; /* [n_seqs][max_blocks] (max_blocks = MAX_LEN: bs >= 1) */
+    int max_blocks;
+    float *q;                  /* [T][H * hd] */
+} problem;
+
+/* A random step over a random paged layout. */
+static void make_problem(problem *p, shape sh, unsigned long long *seed) {
+    memset(p, 0, sizeof *p);
+    p->sh = sh;
+    p->max_blocks = (MAX_LEN + sh.bs - 1) / sh.bs;
+    p->n_seqs = 1 + (int)(kt_rand_u64(seed) % MAX_SEQS);
+    int need = 0;
+    for (int i = 0; i < p->n_seqs; i++) {
+        p->ctx[i] = 1 + (int)(kt_rand_u64(seed) % MAX_LEN);
+        need += (p->ctx[i] + sh.bs - 1) / sh.bs;
+    }
+    /* shuffled block ids 1..n_blocks-1 (0 is the null block), some left unused */
+    int n_blocks = need + 1 + 3;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    for (int b = 0; b < n_blocks - 1; b++) ids[b] = b + 1;
+    for (int b = n_blocks - 2; b > 0; b--) {
+        int j = (int)(kt_rand_u64(seed) % (unsigned)(b + 1));
+        int32_t t = ids[b]; ids[b] = ids[j]; ids[j] = t;
+    }
+    p->L = (kiln_kv_layout){.n_layers = 2, .n_kv_heads = sh.KV, .head_dim = sh.hd, .block_size = sh.bs,
+                            .n_blocks = n_blocks, .elem_bytes = 4};
+    size_t n = (size_t)kiln_kv_elems(&p->L);
+    p->kv = kiln_malloc_aligned(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p->kv[i] = NAN;
+    int next = 0, t = 0;
+    for (int i = 0; i < p->n_seqs; i++) {
+        for (int b = 0; b < (p->ctx[i] + sh.bs - 1) / sh.bs; b++) p->bt[i][b] = ids[next++];
+        for (int j = 0; j < p->ctx[i]; j++) /* K and V of every position of the layer tested (1) */
+            for (int kvi = 0; kvi < 2; kvi++)
+                for (int h = 0; h < sh.KV; h++) {
+                    float *d = p->kv + kiln_kv_offset(&p->L, 1, p->bt[i][j / sh.bs], kvi, h, j % sh.bs);
+                    for (int e = 0; e < sh.hd; e++) d[e] = kt_randf(seed);
+                }
+        /* query rows: the last nq positions (1 = decode) */
+        int nq = 1 + (int)(kt_rand_u64(seed) % (unsigned)(p->ctx[i] < 24 ? p->ctx[i] : 24));
+        if (kt_rand_u64(seed) % 3 == 0) nq = 1;
+        p->qs[i] = t;
+        for (int j = p->ctx[i] - nq; j < p->ctx[i]; j++) p->pos[t++] = j;
+    }
+    p->qs[p->n_seqs] = p->T = t;
+    free(ids);
+    size_t qn = (size_t)t * sh.H * sh.hd;
+    p->q = kiln_malloc_aligned(qn * sizeof(float));
+    for (size_t i = 0; i < qn; i++) p->q[i] = 2.0f * kt_randf(seed); /* scores of a few units */
+}
+
+static void free_problem(problem *p) {
+    kiln_free_aligned(p->kv);
+    kiln_free_aligned(p->q);
+}
+
+/* out[t][h][d] in float64, straight from the definition */
+static void reference(const problem *p, double *out) {
+    const shape *s = &p->sh;
+    int G = s->H / s->KV;
+    double *w = malloc(sizeof(double) * MAX_LEN);
+    for (int i = 0; i < p->n_seqs; i++)
+        for (int t = p->qs[i]; t < p->qs[i + 1]; t++)
+            for (int h = 0; h < s->H; h++) {
+                const float *q = p->q + ((size_t)t * s->H + h) * s->hd;
+                int n = p->pos[t] + 1, kvh = h / G;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < n; j++) {
+                    const float *k = p->kv + kiln_kv_offset(&p->L, 1, p->bt[i][j / s->bs], 0, kvh, j % s->bs);
+                    double d = 0;
+                    for (int e = 0; e < s->hd; e++) d += (double)q[e] * k[e];
+                    w[j] = d / sqrt((double)s->hd);
+                    if (w[j] > mx) mx = w[j];
+                }
+                for (int j = 0; j < n; j++) sum += (w[j] = exp(w[j] - mx));
+                double *o = out + ((size_t)t * s->H + h) * s->hd;
+                for (int e = 0; e < s->hd; e++) o[e] = 0;
+                for (int j = 0; j < n; j++) {
+                    const float *v = p->kv + kiln_kv_offset(&p->L, 1, p->bt[i][j / s->bs], 1, kvh, j % s->bs);
+                    for (int e = 0; e < s->hd; e++) o[e] += w[j] / sum * v[e];
+                }
+            }
+    free(w);
+}
+
+static kiln_cpu_attn_args args_of(const problem *p, float *att, float *scores, kiln_attn_kernels k, int prefetch) {
+    return (kiln_cpu_attn_args){
+        .kv = p->kv, .layout = &p->L, .layer = 1,
+        .n_tokens = p->T, .n_seqs = p->n_seqs, .positions = p->pos, .seq_q_start = p->qs,
+        .block_table = &p->bt[0][0], .max_blocks_per_seq = MAX_LEN,
+        .q = p->q, .att = att, .n_heads = p->sh.H, .n_kv_heads = p->sh.KV, .head_dim = p->sh.hd,
+        .scores = scores, .max_model_len = MAX_LEN, .k = k, .prefetch = prefetch,
+    };
+}
+
+int main(void) {
+    static const shape shapes[] = {
+        {4, 2, 64, 16}, {8, 1, 64, 8}, {6, 2, 48, 4}, {3, 3, 32, 16}, {12, 4, 64, 16}, {4, 1, 80, 5}, {2, 2, 16, 1},
+    };
+    kiln_pool *pools[3] = {0};
+    kiln_error err = {0};
+    for (int i = 0; i < 3; i++) KT_CHECK(kiln_pool_create(&pools[i], i + 1, &err) == 0, "pool %d: %s", i + 1, err.msg);
+    unsigned long long seed = 2024;
+    double worst = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int rep = 0; rep < 3; rep++) {
+            problem p;
+            make_problem(&p, shapes[si], &seed);
+            const shape *s = &p.sh;
+            size_t n = (size_t)p.T * s->H * s->hd;
+            double *ref = malloc(sizeof(double) * n);
+            float *ref32 = malloc(sizeof(float) * n), *first = malloc(sizeof(float) * n);
+            float *att = kiln_malloc_aligned(n * sizeof(float));
+            float *scores = kiln_malloc_aligned(sizeof(float) * 3 * (s->H / s->KV) * MAX_LEN);
+            reference(&p, ref);
+            for (size_t i = 0; i < n; i++) ref32[i] = (float)ref[i];
+            for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+                kiln_attn_kernels k;
+                if (!kiln_isa_supported((kiln_isa)isa) || kiln_cpu_attn_lookup((kiln_isa)isa, &k)) continue;
+                for (int th = 0; th < 3; th++)
+                    for (int pf = 0; pf < 2; pf++) {
+                        kiln_cpu_ctx ctx = {.isa = (kiln_isa)isa, .pool = pools[th]};
+                        for (size_t i = 0; i < n; i++) att[i] = NAN;
+                        kiln_cpu_attn_args a = args_of(&p, att, scores, k, pf);
+                        KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "attention: %s", err.msg);
+                        if (th == 0 && pf == 0) {
+                            /* per (row, head) relative L2 against float64 */
+                            double w = 0;
+                            for (size_t r = 0; r < (size_t)p.T * s->H; r++) {
+                                double e = kt_rel_l2(att + r * s->hd, ref32 + r * s->hd, (size_t)s->hd);
+                                if (!(e <= w)) w = e;
+                            }
+                            KT_CHECK(w <= 1e-5, "%s H%d KV%d hd%d bs%d: relative error %.3g", kiln_isa_name(isa), s->H,
+                                     s->KV, s->hd, s->bs, w);
+                            if (w > worst) worst = w;
+                            memcpy(first, att, n * sizeof(float));
+                        } else {
+                            KT_CHECK(memcmp(first, att, n * sizeof(float)) == 0,
+                                     "%s H%d KV%d hd%d: %d threads, prefetch %d changes bits", kiln_isa_name(isa), s->H,
+                                     s->KV, s->hd, th + 1, pf);
+                        }
+                    }
+            }
+            /* inconsistent arguments: refused, nothing written */
+            kiln_attn_kernels k;
+            kiln_cpu_attn_lookup(KILN_ISA_SCALAR, &k);
+            kiln_cpu_ctx ctx = {.isa = KILN_ISA_SCALAR, .pool = NULL};
+            kiln_cpu_attn_args a = args_of(&p, att, scores, k, 0);
+            a.n_kv_heads = s->KV + 1;
+            KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == KILN_ERR_INVALID_ARG, "KV heads that do not match");
+            a = args_of(&p, att, scores, k, 0);
+            a.layer = 2;
+            KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == KILN_ERR_INVALID_ARG, "a layer outside the pool");
+            a = args_of(&p, att, scores, k, 0);
+            a.n_tokens = 0;
+            KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == KILN_OK, "an empty step");
+            free(ref);
+            free(ref32);
+            free(first);
+            kiln_free_aligned(att);
+            kiln_free_aligned(scores);
+            free_problem(&p);
+        }
+    printf("worst relative error vs float64: %.3g\n", worst);
+    for (int i = 0; i < 3; i++) kiln_pool_destroy(pools[i]);
+    return kt_done();
+}
