@@ -160,6 +160,32 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         goto fail;
     }
     if (!o->model_path) { rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: no model path"); goto fail; }
+    /* the contract has room for these; the engine does not run them yet: refused by name */
+    if (o->draft_model_path && *o->draft_model_path) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: speculative decoding with a draft model (%s) is not "
+                      "supported yet", o->draft_model_path);
+        goto fail;
+    }
+    if (o->n_devices < 0 || o->n_devices > KILN_MAX_DEVICES) {
+        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: %d devices (0 .. %d)", o->n_devices, KILN_MAX_DEVICES);
+        goto fail;
+    }
+    kiln_kv_dtype kv_dtype = e->ops->kv_dtype;
+    if (o->kv_cache_dtype && *o->kv_cache_dtype && strcmp(o->kv_cache_dtype, "auto") != 0) {
+        int t = kiln_kv_dtype_from_name(o->kv_cache_dtype);
+        if (t < 0) {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: unknown kv_cache_dtype '%s' (auto, f32, bf16, f16, fp8)",
+                          o->kv_cache_dtype);
+            goto fail;
+        }
+        unsigned can = e->ops->kv_dtypes ? e->ops->kv_dtypes : 1u << e->ops->kv_dtype;
+        if (!(can & (1u << t))) {
+            rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: a %s KV cache is not supported by the %s backend (it holds %s)",
+                          kiln_kv_dtype_name((kiln_kv_dtype)t), e->ops->name, kiln_kv_dtype_name(e->ops->kv_dtype));
+            goto fail;
+        }
+        kv_dtype = (kiln_kv_dtype)t;
+    }
     if (o->load_dummy)
         /* a GPU backend fills dummy matrices on the device (same values): no host copy */
         rc = kiln_model_load_dummy(&e->model, o->model_path, o->dummy_seed, strcmp(e->ops->name, "cuda") != 0, err);
@@ -203,7 +229,9 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->kv_layout.n_kv_heads = mc->n_kv_heads;
     e->kv_layout.head_dim = mc->head_dim;
     e->kv_layout.block_size = e->block_size;
-    e->kv_layout.dtype = e->ops->kv_dtype;
+    e->kv_layout.dtype = kv_dtype;
+    /* an FP8 pool keeps one scale for K and one for V per layer (vLLM's k_scale / v_scale) */
+    e->kv_layout.scale = kv_dtype == KILN_KV_FP8_E4M3 ? KILN_KV_SCALE_TENSOR : KILN_KV_SCALE_NONE;
     e->kv_layout.elem_bytes = kiln_kv_dtype_bytes(e->kv_layout.dtype);
     size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * (size_t)e->kv_layout.elem_bytes;
     int n_blocks = o->kv_blocks;
@@ -249,9 +277,11 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .strict = e->strict,
         .batch_invariant = o->batch_invariant > 0,
         .sample = e->device_sample,
+        .n_devices = o->n_devices,
         .cpu = o->cpu,
         .cuda = o->cuda,
     };
+    memcpy(bc.devices, o->devices, sizeof bc.devices);
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
     for (int k = 0; k < 2; k++) {

@@ -3,7 +3,9 @@
  * target and a draft model, each with its own backend instance and KV pool): two CPU backends
  * over two real models (stories260K, llama2.c format; tinystories-656K, HF safetensors) whose
  * steps are interleaved give logits bit-identical to each run alone. A backend keeps no state
- * outside its instance, so nothing one does can reach the other. */
+ * outside its instance, so nothing one does can reach the other.
+ * And several logits rows per sequence in one step (speculative verification), as the contract
+ * allows: the CPU backend's rows are bit-identical to 1-row steps at the same positions. */
 #include <string.h>
 #include "backend/backend.h"
 #include "model/model.h"
@@ -21,18 +23,23 @@ typedef struct rig {
     kiln_step_sampling smp[1];
 } rig;
 
+static int rig_open_k(rig *r, const kiln_model *m, int max_logits, kiln_error *err);
 static int rig_open(rig *r, const kiln_model *m) {
+    kiln_error err = {0};
+    int rc = rig_open_k(r, m, 0, &err);
+    if (rc) fprintf(stderr, "backend: %s\n", err.msg);
+    return rc;
+}
+
+static int rig_open_k(rig *r, const kiln_model *m, int max_logits, kiln_error *err) {
     memset(r, 0, sizeof *r);
     r->m = m;
     kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 1, .max_blocks_per_seq = MAXB,
-                             .max_model_len = MAXB * BS, .n_threads = 2};
+                             .max_model_len = MAXB * BS, .n_threads = 2, .max_logits_per_seq = max_logits};
     c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
                             .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
-    kiln_error err = {0};
-    if (kiln_backend_cpu_ops()->create(&r->b, m, &c, &err)) {
-        fprintf(stderr, "backend: %s\n", err.msg);
-        return -1;
-    }
+    int rc = kiln_backend_cpu_ops()->create(&r->b, m, &c, err);
+    if (rc) return rc;
     r->s = (kiln_step){.max_tokens = MAXT, .max_seqs = 1, .max_blocks_per_seq = MAXB, .token_ids = r->tok,
                        .positions = r->pos, .slot_mapping = r->slot, .seq_q_start = r->qs, .seq_ctx_len = r->ctx,
                        .block_table = r->bt, .seq_logits = r->lg, .sampling = r->smp};
@@ -40,15 +47,15 @@ static int rig_open(rig *r, const kiln_model *m) {
     return 0;
 }
 
-/* rows [p0, p1) of ids as one step; the last row's logits into out[vocab] */
-static int rig_step(rig *r, const int32_t *ids, int p0, int p1, float *out) {
+/* rows [p0, p1) of ids as one step; the logits of its last k rows into out[k][vocab] */
+static int rig_step_k(rig *r, const int32_t *ids, int p0, int p1, int k, float *out) {
     kiln_step *s = &r->s;
     s->n_seqs = 1;
     s->n_tokens = p1 - p0;
     r->qs[0] = 0;
     r->qs[1] = p1 - p0;
     r->ctx[0] = p1;
-    r->lg[0] = 1;
+    r->lg[0] = k;
     for (int p = p0; p < p1; p++) {
         r->tok[p - p0] = ids[p];
         r->pos[p - p0] = p;
@@ -60,10 +67,12 @@ static int rig_step(rig *r, const int32_t *ids, int p0, int p1, float *out) {
         fprintf(stderr, "step: %s\n", err.msg);
         return -1;
     }
-    if (res.n_logits != 1 || res.vocab != r->m->cfg.vocab_size) return -1;
-    memcpy(out, res.logits, (size_t)res.vocab * sizeof(float));
+    if (res.n_logits != k || res.vocab != r->m->cfg.vocab_size) return -1;
+    memcpy(out, res.logits, (size_t)k * res.vocab * sizeof(float));
     return 0;
 }
+
+static int rig_step(rig *r, const int32_t *ids, int p0, int p1, float *out) { return rig_step_k(r, ids, p0, p1, 1, out); }
 
 /* a prefill of the first 5 ids, then one decode row per step up to NPROMPT */
 static const int k_chunks[][2] = {{0, 5}, {5, 6}, {6, 7}, {7, 8}, {8, 9}, {9, 10}, {10, 11}, {11, 12}};
@@ -112,6 +121,24 @@ int main(void) {
     printf("two models, two backends, %d interleaved steps each: bit-identical to the runs alone\n", NSTEPS);
     a.b->ops->destroy(a.b);
     b.b->ops->destroy(b.b);
+
+    /* several logits rows per sequence (speculative verification): the last 3 rows of a 5-row
+     * chunk give the bits of 1-row steps at those positions; beyond the backend's limit, create
+     * refuses; past the config's limit, the step is refused */
+    float *one = kiln_malloc(sizeof(float) * 5 * va), *three = kiln_malloc(sizeof(float) * 3 * va);
+    KT_CHECK(rig_open(&a, ma) == 0, "backend A");
+    for (int p = 0; p < 5; p++) KT_CHECK(rig_step(&a, ida, p, p + 1, one + (size_t)p * va) == 0, "1-row step %d", p);
+    a.b->ops->destroy(a.b);
+    KT_CHECK(rig_open_k(&a, ma, 4, &err) == 0, "backend A with 4 logits rows per sequence: %s", err.msg);
+    KT_CHECK(rig_step_k(&a, ida, 0, 5, 3, three) == 0, "a step asking 3 logits rows");
+    KT_CHECK(memcmp(three, one + (size_t)2 * va, sizeof(float) * 3 * va) == 0,
+             "the last 3 rows' logits differ from 1-row steps at positions 2, 3, 4");
+    KT_CHECK(rig_step_k(&a, ida, 0, 5, 5, three) != 0, "5 logits rows refused beyond the config's 4");
+    a.b->ops->destroy(a.b);
+    rig tmp;
+    KT_CHECK(rig_open_k(&tmp, ma, 1000, &err) == KILN_ERR_UNSUPPORTED, "1000 logits rows per sequence refused: %s", err.msg);
+    kiln_free(one);
+    kiln_free(three);
     kiln_free(ref_a);
     kiln_free(ref_b);
     kiln_free(got_a);

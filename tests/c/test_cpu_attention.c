@@ -9,6 +9,8 @@
  *     read outside a sequence's blocks or past the last written slot poisons the result;
  *   - every supported ISA, 1..3 threads: within 1e-5 relative (L2, per row and head) of float64,
  *     and bit-identical whatever the thread count and the prefetch flag;
+ *   - attention windows (1, 5, 31 keys) against the windowed float64 reference on every ISA; a
+ *     window as long as the context gives the bits of full attention;
  *   - inconsistent arguments are KILN_ERR_INVALID_ARG. */
 #include <math.h>
 #include "test.h"
@@ -84,8 +86,9 @@ static void free_problem(problem *p) {
     kiln_free_aligned(p->q);
 }
 
-/* out[t][h][d] in float64, straight from the definition */
-static void reference(const problem *p, double *out) {
+/* out[t][h][d] in float64, straight from the definition; window > 0: a row at position p sees
+ * keys max(0, p - window + 1) .. p */
+static void reference(const problem *p, int window, double *out) {
     const shape *s = &p->sh;
     int G = s->H / s->KV;
     double *w = malloc(sizeof(double) * MAX_LEN);
@@ -93,19 +96,19 @@ static void reference(const problem *p, double *out) {
         for (int t = p->qs[i]; t < p->qs[i + 1]; t++)
             for (int h = 0; h < s->H; h++) {
                 const float *q = p->q + ((size_t)t * s->H + h) * s->hd;
-                int n = p->pos[t] + 1, kvh = h / G;
+                int n = p->pos[t] + 1, kvh = h / G, lo = window > 0 && n > window ? n - window : 0;
                 double mx = -INFINITY, sum = 0;
-                for (int j = 0; j < n; j++) {
+                for (int j = lo; j < n; j++) {
                     const float *k = p->kv + kiln_kv_offset(&p->L, 1, p->bt[i][j / s->bs], 0, kvh, j % s->bs);
                     double d = 0;
                     for (int e = 0; e < s->hd; e++) d += (double)q[e] * k[e];
                     w[j] = d / sqrt((double)s->hd);
                     if (w[j] > mx) mx = w[j];
                 }
-                for (int j = 0; j < n; j++) sum += (w[j] = exp(w[j] - mx));
+                for (int j = lo; j < n; j++) sum += (w[j] = exp(w[j] - mx));
                 double *o = out + ((size_t)t * s->H + h) * s->hd;
                 for (int e = 0; e < s->hd; e++) o[e] = 0;
-                for (int j = 0; j < n; j++) {
+                for (int j = lo; j < n; j++) {
                     const float *v = p->kv + kiln_kv_offset(&p->L, 1, p->bt[i][j / s->bs], 1, kvh, j % s->bs);
                     for (int e = 0; e < s->hd; e++) o[e] += w[j] / sum * v[e];
                 }
@@ -142,7 +145,7 @@ int main(void) {
             float *ref32 = malloc(sizeof(float) * n), *first = malloc(sizeof(float) * n);
             float *att = kiln_malloc_aligned(n * sizeof(float));
             float *scores = kiln_malloc_aligned(sizeof(float) * 3 * (s->H / s->KV) * MAX_LEN);
-            reference(&p, ref);
+            reference(&p, 0, ref);
             for (size_t i = 0; i < n; i++) ref32[i] = (float)ref[i];
             for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
                 kiln_attn_kernels k;
@@ -171,6 +174,43 @@ int main(void) {
                         }
                     }
             }
+            /* attention windows (per-layer sliding windows): against the windowed reference on
+             * every ISA with 2 threads; a window of at least the context is full attention (the
+             * same bits as no window) */
+            static const int windows[] = {1, 5, 31};
+            for (int wi = 0; wi < 3; wi++) {
+                reference(&p, windows[wi], ref);
+                for (size_t i = 0; i < n; i++) ref32[i] = (float)ref[i];
+                for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+                    kiln_attn_kernels k;
+                    if (!kiln_isa_supported((kiln_isa)isa) || kiln_cpu_attn_lookup((kiln_isa)isa, &k)) continue;
+                    kiln_cpu_ctx ctx = {.isa = (kiln_isa)isa, .pool = pools[1]};
+                    for (size_t i = 0; i < n; i++) att[i] = NAN;
+                    kiln_cpu_attn_args a = args_of(&p, att, scores, k, 0);
+                    a.window = windows[wi];
+                    KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "attention: %s", err.msg);
+                    double w = 0;
+                    for (size_t r = 0; r < (size_t)p.T * s->H; r++) {
+                        double e = kt_rel_l2(att + r * s->hd, ref32 + r * s->hd, (size_t)s->hd);
+                        if (!(e <= w)) w = e;
+                    }
+                    KT_CHECK(w <= 1e-5, "%s H%d KV%d hd%d window %d: relative error %.3g", kiln_isa_name(isa), s->H,
+                             s->KV, s->hd, windows[wi], w);
+                }
+            }
+            {
+                kiln_attn_kernels k;
+                kiln_cpu_attn_lookup(KILN_ISA_SCALAR, &k);
+                kiln_cpu_ctx ctx = {.isa = KILN_ISA_SCALAR, .pool = pools[0]};
+                kiln_cpu_attn_args a = args_of(&p, att, scores, k, 0);
+                float *full = malloc(sizeof(float) * n);
+                KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "attention: %s", err.msg);
+                memcpy(full, att, n * sizeof(float));
+                a.window = MAX_LEN;
+                KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "attention: %s", err.msg);
+                KT_CHECK(memcmp(full, att, n * sizeof(float)) == 0, "a window as long as the context changes bits");
+                free(full);
+            }
             /* inconsistent arguments: refused, nothing written */
             kiln_attn_kernels k;
             kiln_cpu_attn_lookup(KILN_ISA_SCALAR, &k);
@@ -184,6 +224,9 @@ int main(void) {
             a = args_of(&p, att, scores, k, 0);
             a.n_tokens = 0;
             KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == KILN_OK, "an empty step");
+            a = args_of(&p, att, scores, k, 0);
+            a.window = -1;
+            KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == KILN_ERR_INVALID_ARG, "a negative window");
             free(ref);
             free(ref32);
             free(first);

@@ -14,7 +14,7 @@ static inline void prefetch_rows(const float *p, size_t n) {
 
 /* One (row, KV head) pair: G query heads (gi0 .. gi0+G-1 of the GG that share the KV head,
  * all GG of them unless the step is too small to keep the threads busy) attend together over
- * positions 0..pos of the row's sequence: scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
+ * positions 0..pos of the row's sequence (pos - window + 1 .. pos with a window): scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
  * qk kernel (each score's arithmetic depends only on k_j and q_i: not on G or the run), a
  * softmax per head, then
  * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
@@ -24,10 +24,12 @@ static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh
     const kiln_kv_layout *L = a->layout;
     int hd = a->head_dim, bs = L->block_size, GG = a->n_heads / a->n_kv_heads;
     int pos = a->positions[t], n = pos + 1, stride = a->max_model_len;
+    /* a window of w keys: positions lo .. pos (absolute indices into scores throughout) */
+    int lo = a->window > 0 && n > a->window ? n - a->window : 0;
     const float *q = a->q + (size_t)t * a->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
     const int32_t *bt = a->block_table + (size_t)seq * a->max_blocks_per_seq;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int j0 = 0; j0 < n;) {
+    for (int j0 = lo; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
         const float *kp = a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
         if (a->prefetch && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
@@ -40,10 +42,10 @@ static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh
     }
     float *att = a->att + (size_t)t * a->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
     for (int i = 0; i < G; i++) {
-        a->k.softmax(scores + (size_t)i * stride, n, scale);
+        a->k.softmax(scores + (size_t)i * stride + lo, n - lo, scale);
         for (int d = 0; d < hd; d++) att[(size_t)i * hd + d] = 0.0f;
     }
-    for (int j0 = 0; j0 < n;) {
+    for (int j0 = lo; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
         const float *vp = a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
         if (a->prefetch && j0 + run < n)
@@ -89,7 +91,7 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
     if (!a || !a->layout || a->n_heads <= 0 || a->n_kv_heads <= 0 || a->n_heads % a->n_kv_heads ||
         a->head_dim <= 0 || a->layout->n_kv_heads != a->n_kv_heads || a->layout->head_dim != a->head_dim ||
         a->layout->block_size <= 0 || a->layer < 0 || a->layer >= a->layout->n_layers || a->n_tokens < 0 ||
-        a->max_model_len <= 0 || !a->k.qk || !a->k.softmax || (!a->k.pv && !a->k.pvg))
+        a->max_model_len <= 0 || a->window < 0 || !a->k.qk || !a->k.softmax || (!a->k.pv && !a->k.pvg))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: inconsistent arguments");
     if (a->n_tokens == 0) return KILN_OK; /* an empty step */
     if (!a->kv || !a->q || !a->att || !a->scores || !a->positions || !a->seq_q_start || !a->block_table ||

@@ -5,8 +5,9 @@
  * Shapes (T = n_tokens rows of one step, H = n_heads, KV = n_kv_heads, G = H / KV query heads
  * per KV head, hd = head_dim):
  *   q   [T][H * hd]  the step's queries (RoPE applied); head h of row t at q + t*H*hd + h*hd
- *   att [T][H * hd]  out: att[t][h] = sum_{j <= pos_t} softmax_j(q[t][h] . k_j / sqrt(hd)) v_j,
- *                    k_j, v_j the keys / values of KV head h / G at position j of row t's
+ *   att [T][H * hd]  out: att[t][h] = sum_{lo_t <= j <= pos_t} softmax_j(q[t][h] . k_j / sqrt(hd)) v_j,
+ *                    (lo_t = 0, or pos_t - window + 1 with a window), k_j, v_j the keys /
+ *                    values of KV head h / G at position j of row t's
  *                    sequence, read from the pool through its block table:
  *                    kv + kiln_kv_offset(layout, layer, block_table[seq][j / bs], 0 (k) or 1 (v),
  *                    h / G, j % bs)
@@ -42,6 +43,8 @@ typedef struct kiln_cpu_attn_args {
     int max_model_len;             /* the scores' row stride: positions must be below it */
     kiln_attn_kernels k;           /* the ISA's kernels (kiln_cpu_attn_lookup) */
     int prefetch;                  /* prefetch the next KV block (small steps); no effect on values */
+    int window;                    /* the layer's attention window (kiln_layer_weights.window): a row
+                                    * at position p attends to max(0, p - window + 1) .. p; 0 = all */
 } kiln_cpu_attn_args;
 
 /* att = attention(q, the pool) for every row of the step (see the top of this file); threads of

@@ -107,6 +107,25 @@ static float *alloc_f32(size_t n, size_t *total) {
     return p;
 }
 
+/* several logits rows per sequence (speculative verification): the last k rows' logits */
+enum { K_CPU_MAX_LOGITS = 64 };
+
+/* The quantized-linear interface's admission on one ISA: kiln_cpu_matmul runs w when the ISA has
+ * a dot kernel for its dtype (f32 / f16 / bf16, GGUF Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K)
+ * and it carries no separate scales (FP8-style kiln_quant: not yet). */
+static int check_weight_isa(const kiln_tensor *w, kiln_isa isa, kiln_error *err) {
+    if (w->quant.kind != KILN_SCALE_NONE)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s scales of %s (%s) not supported yet",
+                        kiln_scale_kind_name(w->quant.kind), w->name, kiln_dtype_name(w->dtype));
+    if (!kiln_cpu_dot_lookup(w->dtype, isa))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s kernel for %s weights (%s)", kiln_isa_name(isa),
+                        kiln_dtype_name(w->dtype), w->name);
+    return KILN_OK;
+}
+
+/* ops.check_weight: runnable on some ISA (the scalar path has every kernel the others have) */
+static int cpu_check_weight(const kiln_tensor *w, kiln_error *err) { return check_weight_isa(w, KILN_ISA_SCALAR, err); }
+
 static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc,
                       kiln_error *err) {
     *out = NULL;
@@ -124,22 +143,31 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s attention kernels", kiln_isa_name(c->ctx.isa));
         goto fail;
     }
-    /* Every weight dtype must have a kernel on this ISA: refused at load, never at run time (I3). */
+    /* What the contract allows and this backend does not run, refused at load (I3): a KV pool
+     * of another element type, several devices. */
+    if (bc->kv.dtype != KILN_KV_F32 || bc->kv.elem_bytes != 4) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a %s KV cache is not supported (f32 only)",
+                      kiln_kv_dtype_name(bc->kv.dtype));
+        goto fail;
+    }
+    if (bc->n_devices > 1) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a list of %d devices (tensor parallelism) is for cuda",
+                      bc->n_devices);
+        goto fail;
+    }
+    if (bc->max_logits_per_seq > K_CPU_MAX_LOGITS) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %d logits rows per sequence (at most %d)",
+                      bc->max_logits_per_seq, K_CPU_MAX_LOGITS);
+        goto fail;
+    }
+    /* Every weight must have a kernel on this ISA: refused at load, never at run time (I3). */
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
         for (int i = 0; i < 7; i++)
-            if (!kiln_cpu_dot_lookup(ts[i]->dtype, c->ctx.isa)) {
-                rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s kernel for %s weights (%s)",
-                              kiln_isa_name(c->ctx.isa), kiln_dtype_name(ts[i]->dtype), ts[i]->name);
-                goto fail;
-            }
+            if ((rc = check_weight_isa(ts[i], c->ctx.isa, err))) goto fail;
     }
-    if (!kiln_cpu_dot_lookup(m->lm_head->dtype, c->ctx.isa)) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no kernel for %s LM head",
-                      kiln_dtype_name(m->lm_head->dtype));
-        goto fail;
-    }
+    if ((rc = check_weight_isa(m->lm_head, c->ctx.isa, err))) goto fail;
     size_t T = (size_t)bc->max_tokens, S = (size_t)bc->max_seqs;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
@@ -160,7 +188,10 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
     c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * (mc->n_heads / mc->n_kv_heads) * bc->max_model_len, &sb);
-    c->logits = alloc_f32(S * mc->vocab_size, &sb);
+    /* logits rows: one per sequence, or max_logits_per_seq per sequence (at most one per row) */
+    size_t LR = bc->max_logits_per_seq > 1 ? S * (size_t)bc->max_logits_per_seq : S;
+    if (LR > T && LR > S) LR = T > S ? T : S;
+    c->logits = alloc_f32(LR * mc->vocab_size, &sb);
     c->ctx.panel_floats = PANEL_FLOATS;
     c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * PANEL_FLOATS, &sb);
     c->ctx.xperm_floats = T * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim);
@@ -256,6 +287,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             .q = c->q, .att = c->att, .n_heads = mc->n_heads, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
             .scores = c->scores, .max_model_len = c->cfg.max_model_len, .k = c->attn,
             .prefetch = T <= 16, /* small steps (decode) */
+            .window = w->window,
         };
         if ((rc = kiln_cpu_attention(&c->ctx, &aa, err))) return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
@@ -266,14 +298,12 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
         kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
     }
-    /* gather the rows that need logits, in sequence order */
+    /* gather the rows that need logits, in sequence order: the last seq_logits[i] rows of each
+     * sequence (one for generation, k for speculative verification), in row order */
     int n = 0;
-    for (int i = 0; i < s->n_seqs; i++) {
-        if (!s->seq_logits[i]) continue;
-        int row = s->seq_q_start[i + 1] - 1;
-        kiln_cpu_rmsnorm(&c->ctx, c->xn + (size_t)n * D, c->x + (size_t)row * D, m->out_norm, 1, D, mc->norm_eps);
-        n++;
-    }
+    for (int i = 0; i < s->n_seqs; i++)
+        for (int row = s->seq_q_start[i + 1] - s->seq_logits[i]; row < s->seq_q_start[i + 1]; row++, n++)
+            kiln_cpu_rmsnorm(&c->ctx, c->xn + (size_t)n * D, c->x + (size_t)row * D, m->out_norm, 1, D, mc->norm_eps);
     if (n > 0 && (rc = kiln_cpu_matmul(&c->ctx, c->logits, c->xn, n, m->lm_head, err))) return rc;
     /* the result slot: neither pending nor the one last returned (NSLOT = 3) */
     int slot = (c->last_slot + 1) % NSLOT;
@@ -316,6 +346,8 @@ static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_
 static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
     .kv_dtype = KILN_KV_F32,
+    .max_logits_per_seq = K_CPU_MAX_LOGITS,
+    .check_weight = cpu_check_weight,
     .samples = 1,
     .sample_opt_in = 1, /* host sampling unless cpu.backend_sampling */
     .overlap = 1,
