@@ -1,5 +1,5 @@
 /* test_cuda_attention.c: paged causal GQA attention (attention.cu) for ragged batches against
- * a double-precision reference on the same bf16 pool values.
+ * the CPU backend's attention (kiln_cpu_attention) on the same bf16 pool values.
  * Batches mix decodes and prefill chunks; block tables are random distinct block ids with holes;
  * every pool element outside the sequences' contexts (unused blocks, slots past the context) is
  * NaN, so a read through a wrong block or past the causal limit fails the test. head_dim 16 / 48
@@ -11,6 +11,7 @@
  * for f32 and bf16 outputs, and a row gives the same bits with another tiling (tiles of 7 rows).
  * hd 64 / 128, G = 1, 2, 4, 8, block sizes 16 and 32. The host tile builder is checked by hand. */
 #include <string.h>
+#include "backend/cpu/attention.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "step/step.h"
@@ -72,32 +73,36 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     int qs = (H + 2 * KV) * hd; /* the backend's qkv row stride */
     float *q = kiln_malloc((size_t)T * qs * 4);
     kc_rand(q, (size_t)T * qs, 4.0f, s);
-    /* reference in double */
+    /* reference: the CPU backend's attention (kiln_cpu_attention, f32, within 1e-6 of float64 by
+     * test_cpu_attention) on the same pool values: the bf16 pool widened to f32 (exact; the
+     * NaN poison stays NaN), the queries packed to [T][H * hd] */
     float *want = kiln_malloc((size_t)T * H * hd * 4), *got = kiln_malloc((size_t)T * H * hd * 4);
-    double *sc = kiln_malloc(sizeof(double) * 4096), *acc = kiln_malloc(sizeof(double) * hd);
-    double scale = 1.0 / sqrt((double)hd);
-    for (t = 0; t < T; t++)
-        for (int h = 0; h < H; h++) {
-            int kvh = h / (H / KV), p = pos[t];
-            const int32_t *b = bt + (size_t)rs[t] * max_nb;
-            const float *qr = q + (size_t)t * qs + (size_t)h * hd;
-            double mx = -INFINITY, sum = 0;
-            for (int j = 0; j <= p; j++) {
-                const uint16_t *kp = pool + kiln_kv_offset(&L, 0, b[j / bs], 0, kvh, j % bs);
-                double d = 0;
-                for (int i = 0; i < hd; i++) d += (double)qr[i] * kiln_bf16_to_f32(kp[i]);
-                sc[j] = d * scale;
-                if (sc[j] > mx) mx = sc[j];
-            }
-            for (int i = 0; i < hd; i++) acc[i] = 0;
-            for (int j = 0; j <= p; j++) {
-                double w = exp(sc[j] - mx);
-                sum += w;
-                const uint16_t *vp = pool + kiln_kv_offset(&L, 0, b[j / bs], 1, kvh, j % bs);
-                for (int i = 0; i < hd; i++) acc[i] += w * kiln_bf16_to_f32(vp[i]);
-            }
-            for (int i = 0; i < hd; i++) want[((size_t)t * H + h) * hd + i] = (float)(acc[i] / sum);
-        }
+    {
+        kiln_kv_layout Lf = L;
+        Lf.dtype = KILN_KV_F32;
+        Lf.elem_bytes = 4;
+        float *pool32 = kiln_malloc((size_t)pool_n * 4), *q32 = kiln_malloc((size_t)T * H * hd * 4);
+        for (int64_t i = 0; i < pool_n; i++) pool32[i] = kiln_bf16_to_f32(pool[i]);
+        for (int r = 0; r < T; r++) memcpy(q32 + (size_t)r * H * hd, q + (size_t)r * qs, (size_t)H * hd * 4);
+        int32_t *sq = kiln_malloc((size_t)(S + 1) * 4);
+        sq[0] = 0;
+        for (int i = 0; i < S; i++) sq[i + 1] = sq[i] + sp[i].rows;
+        int mml = max_nb * bs;
+        float *scores = kiln_malloc((size_t)(H / KV) * mml * 4);
+        kiln_cpu_ctx cctx = {.isa = kiln_isa_best(), .pool = NULL};
+        kiln_cpu_attn_args ca = {
+            .kv = pool32, .layout = &Lf, .layer = 0, .n_tokens = T, .n_seqs = S, .positions = pos,
+            .seq_q_start = sq, .block_table = bt, .max_blocks_per_seq = max_nb, .q = q32, .att = want,
+            .n_heads = H, .n_kv_heads = KV, .head_dim = hd, .scores = scores, .max_model_len = mml,
+        };
+        kiln_error cerr = {0};
+        KT_CHECK(kiln_cpu_attn_lookup(cctx.isa, &ca.k) == 0, "cpu attention kernels");
+        KT_CHECK(kiln_cpu_attention(&cctx, &ca, &cerr) == KILN_OK, "cpu reference: %s", cerr.msg);
+        kiln_free(pool32);
+        kiln_free(q32);
+        kiln_free(sq);
+        kiln_free(scores);
+    }
     size_t as = kc_dtsize(adt), on = (size_t)T * H * hd;
     uint16_t *dpool = kc_dev((size_t)pool_n * 2);
     float *dq = kc_dev((size_t)T * qs * 4);
@@ -203,7 +208,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
            flash == 3 ? "dectc" : flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
     CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
     kiln_free(pool); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
-    kiln_free(got); kiln_free(sc); kiln_free(acc); kiln_free(oh);
+    kiln_free(got); kiln_free(oh);
 }
 
 /* kiln_cuda_prefill_tiles by hand: rows 1 / 16 / 33 / 1 / 99 */
