@@ -30,6 +30,8 @@ static int create(const kiln_backend_ops *ops, kiln_backend **b, const kiln_mode
     bc.kv.head_dim = m->cfg.head_dim;
     bc.kv.block_size = BS;
     bc.kv.n_blocks = NBLK;
+    bc.kv.dtype = ops->kv_dtype; /* each backend's own pool type: f32 on cpu, bf16 on cuda */
+    bc.kv.elem_bytes = kiln_kv_dtype_bytes(ops->kv_dtype);
     bc.batch_invariant = inv;
     bc.strict = strict;
     return ops->create(b, m, &bc, err);

@@ -145,8 +145,13 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     }
     /* What the contract allows and this backend does not run, refused at load (I3): a KV pool
      * of another element type, several devices. */
-    if (bc->kv.dtype != KILN_KV_F32 || bc->kv.elem_bytes != 4) {
+    if (bc->kv.dtype != KILN_KV_F32) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a %s KV cache is not supported (f32 only)",
+                      kiln_kv_dtype_name(bc->kv.dtype));
+        goto fail;
+    }
+    if (bc->kv.elem_bytes != kiln_kv_dtype_bytes(bc->kv.dtype)) {
+        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu backend: KV layout of %d-byte %s elements", bc->kv.elem_bytes,
                       kiln_kv_dtype_name(bc->kv.dtype));
         goto fail;
     }

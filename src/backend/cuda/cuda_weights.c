@@ -182,8 +182,11 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout does not match the model");
     if (bc->max_tokens <= 0 || bc->max_seqs <= 0 || bc->max_blocks_per_seq <= 0)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: empty step capacities");
-    if (bc->kv.dtype != KILN_KV_BF16 || bc->kv.elem_bytes != 2)
+    if (bc->kv.dtype != KILN_KV_BF16)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: a %s KV cache is not supported yet (bf16 only)",
+                        kiln_kv_dtype_name(bc->kv.dtype));
+    if (bc->kv.elem_bytes != kiln_kv_dtype_bytes(bc->kv.dtype))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout of %d-byte %s elements", bc->kv.elem_bytes,
                         kiln_kv_dtype_name(bc->kv.dtype));
     if (bc->n_devices > 1)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs is not supported yet "
