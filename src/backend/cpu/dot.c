@@ -76,29 +76,7 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
     }
 }
 
-static ALWAYS_INLINE void dot_rows(const void *w, kiln_dtype dt, const float *x, size_t ldx, int nr,
-                                   int n, float *out, size_t ldo) {
-    for (int r0 = 0; r0 < nr; r0 += KILN_DOT_MAX_NR) {
-        const float *xr = x + (size_t)r0 * ldx;
-        float *o = out + (size_t)r0 * ldo;
-        switch (nr - r0 < KILN_DOT_MAX_NR ? nr - r0 : KILN_DOT_MAX_NR) {
-        case 1: dot_body(w, dt, xr, ldx, 1, n, o, ldo); break;
-        case 2: dot_body(w, dt, xr, ldx, 2, n, o, ldo); break;
-        case 3: dot_body(w, dt, xr, ldx, 3, n, o, ldo); break;
-        default: dot_body(w, dt, xr, ldx, 4, n, o, ldo); break;
-        }
-    }
-}
-
-static void dot_f32_scalar(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_F32, x, ldx, nr, n, out, ldo);
-}
-static void dot_f16_scalar(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_F16, x, ldx, nr, n, out, ldo);
-}
-static void dot_bf16_scalar(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
-}
+#include "backend/cpu/dot_rows.inc"
 
 int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa) {
     return isa == KILN_ISA_AVX512 && kiln_dtype_is_quant(dt) ? 6 : KILN_DOT_MAX_NR;
@@ -109,7 +87,7 @@ static void axpy_scalar(float *restrict o, const float *restrict v, float a, int
 }
 
 static void attn_qk_scalar(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
-    for (int j = 0; j < nk; j++) dot_f32_scalar(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+    for (int j = 0; j < nk; j++) dot_f32(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
 }
 static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int hd) {
     for (int j = 0; j < nv; j++) axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
@@ -141,7 +119,7 @@ static void silu_mul_scalar(float *out, const float *g, const float *u, int n) {
 
 const kiln_cpu_kernels kiln_cpu_kernels_scalar = {
     .isa = KILN_ISA_SCALAR,
-    .dot = {[KILN_DT_F32] = dot_f32_scalar, [KILN_DT_F16] = dot_f16_scalar, [KILN_DT_BF16] = dot_bf16_scalar},
+    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16},
     .quant_dot = kiln_quant_dot_scalar,
     .axpy = axpy_scalar,
     .attn = {attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL},

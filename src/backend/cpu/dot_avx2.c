@@ -79,29 +79,7 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
     for (int r = 0; r < nr; r++) out[(size_t)r * ldo] = hsum(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 
-static ALWAYS_INLINE void dot_rows(const void *w, kiln_dtype dt, const float *x, size_t ldx, int nr,
-                                   int n, float *out, size_t ldo) {
-    for (int r0 = 0; r0 < nr; r0 += KILN_DOT_MAX_NR) {
-        const float *xr = x + (size_t)r0 * ldx;
-        float *o = out + (size_t)r0 * ldo;
-        switch (nr - r0 < KILN_DOT_MAX_NR ? nr - r0 : KILN_DOT_MAX_NR) {
-        case 1: dot_body(w, dt, xr, ldx, 1, n, o, ldo); break;
-        case 2: dot_body(w, dt, xr, ldx, 2, n, o, ldo); break;
-        case 3: dot_body(w, dt, xr, ldx, 3, n, o, ldo); break;
-        default: dot_body(w, dt, xr, ldx, 4, n, o, ldo); break;
-        }
-    }
-}
-
-static void dot_f32_avx2(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_F32, x, ldx, nr, n, out, ldo);
-}
-static void dot_f16_avx2(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_F16, x, ldx, nr, n, out, ldo);
-}
-static void dot_bf16_avx2(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
-}
+#include "backend/cpu/dot_rows.inc"
 
 
 void kiln_cpu_axpy_avx2(float *restrict o, const float *restrict v, float a, int n) {
@@ -145,7 +123,7 @@ static ALWAYS_INLINE __m256 qk_partial8(const float *kj, const __m256 qv[8]) {
  * not depend on its run); other head_dims: the dot kernel per score. pv: the axpy kernel. */
 void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
     if (hd != 64) {
-        for (int j = 0; j < nk; j++) dot_f32_avx2(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
+        for (int j = 0; j < nk; j++) dot_f32(k + (size_t)j * hd, q, (size_t)hd, G, hd, s + j, lds);
         return;
     }
     for (int i = 0; i < G; i++) {
@@ -252,7 +230,7 @@ void kiln_cpu_attn_softmax_avx2(float *x, int n, float scale) {
 /* The AVX2 kernels (dot_internal.h); dot.c's kiln_cpu_kernels_for picks this table. */
 const kiln_cpu_kernels kiln_cpu_kernels_avx2 = {
     .isa = KILN_ISA_AVX2,
-    .dot = {[KILN_DT_F32] = dot_f32_avx2, [KILN_DT_F16] = dot_f16_avx2, [KILN_DT_BF16] = dot_bf16_avx2},
+    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16},
     .quant_dot = kiln_quant_dot_avx2,
     .quant_dotw = kiln_quant_dotw_avx2,
     .axpy = kiln_cpu_axpy_avx2,

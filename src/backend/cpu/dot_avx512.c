@@ -75,29 +75,7 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
     for (int r = 0; r < nr; r++) out[(size_t)r * ldo] = hsum(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 
-static ALWAYS_INLINE void dot_rows(const void *w, kiln_dtype dt, const float *x, size_t ldx, int nr,
-                                   int n, float *out, size_t ldo) {
-    for (int r0 = 0; r0 < nr; r0 += KILN_DOT_MAX_NR) {
-        const float *xr = x + (size_t)r0 * ldx;
-        float *o = out + (size_t)r0 * ldo;
-        switch (nr - r0 < KILN_DOT_MAX_NR ? nr - r0 : KILN_DOT_MAX_NR) {
-        case 1: dot_body(w, dt, xr, ldx, 1, n, o, ldo); break;
-        case 2: dot_body(w, dt, xr, ldx, 2, n, o, ldo); break;
-        case 3: dot_body(w, dt, xr, ldx, 3, n, o, ldo); break;
-        default: dot_body(w, dt, xr, ldx, 4, n, o, ldo); break;
-        }
-    }
-}
-
-static void dot_f32_avx512(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_F32, x, ldx, nr, n, out, ldo);
-}
-static void dot_f16_avx512(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_F16, x, ldx, nr, n, out, ldo);
-}
-static void dot_bf16_avx512(const void *w, const float *x, size_t ldx, int nr, int n, float *out, size_t ldo) {
-    dot_rows(w, KILN_DT_BF16, x, ldx, nr, n, out, ldo);
-}
+#include "backend/cpu/dot_rows.inc"
 
 
 void kiln_cpu_axpy_avx512(float *restrict o, const float *restrict v, float a, int n) {
@@ -328,7 +306,7 @@ void kiln_cpu_silu_mul_avx512(float *out, const float *g, const float *u, int n)
 /* The AVX-512 kernels (dot_internal.h); dot.c's kiln_cpu_kernels_for picks this table. */
 const kiln_cpu_kernels kiln_cpu_kernels_avx512 = {
     .isa = KILN_ISA_AVX512,
-    .dot = {[KILN_DT_F32] = dot_f32_avx512, [KILN_DT_F16] = dot_f16_avx512, [KILN_DT_BF16] = dot_bf16_avx512},
+    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16},
     .quant_dot = kiln_quant_dot_avx512,
     .quant_dotw = kiln_quant_dotw_avx512,
     .quant_deq = kiln_quant_deq_avx512,
