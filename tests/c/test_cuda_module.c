@@ -73,8 +73,27 @@ int main(void) {
     /* the same binary without the module next to it (and none on the loader's path) */
     char dir[] = "/tmp/kiln_cuda_module_XXXXXX";
     KT_CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s/kiln' && LD_LIBRARY_PATH= '%s/kiln' %s --backend cuda 2>&1", bin, dir,
-             dir, args);
+    /* the loader's path without the folders that hold the module (a packed tree finds kiln's
+     * other libraries through LD_LIBRARY_PATH, so it cannot simply be cleared) */
+    char ldp[2048] = "";
+    const char *cur = getenv("LD_LIBRARY_PATH");
+    for (const char *p = cur ? cur : ""; *p;) {
+        size_t n = strcspn(p, ":");
+        char one[1024], probe[1100];
+        if (n > 0 && n < sizeof one) {
+            memcpy(one, p, n);
+            one[n] = 0;
+            snprintf(probe, sizeof probe, "%s/libkiln_cuda.so", one);
+            if (!kt_exists(probe) && strlen(ldp) + n + 2 < sizeof ldp) {
+                if (ldp[0]) strcat(ldp, ":");
+                strcat(ldp, one);
+            }
+        }
+        p += n;
+        if (*p == ':') p++;
+    }
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s/kiln' && LD_LIBRARY_PATH='%s' '%s/kiln' %s --backend cuda 2>&1", bin, dir,
+             ldp, dir, args);
     st = run(cmd);
     KT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "--backend cuda without the module: status %d: %.2000s", st,
              g_out);
