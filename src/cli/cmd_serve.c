@@ -3,7 +3,8 @@
  *   kiln serve --model PATH [--host 127.0.0.1] [--port 8000] [--api-key KEY]
  *              [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N]
  *              [--max-queue N] [--threads N] [--tokenizer PATH] [--chat-template NAME]
- *              [--backend cpu|cuda] [--kv-memory-mb N]
+ *              [--backend cpu|cuda] [--kv-memory-mb N] [--max-connections-per-ip N]
+ *              [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]
  *
  * Flags (and the environment, env.c) become kiln_server_options; the engine is opened here and
  * lent to the server facade (src/server/server.h), whose run owns the threads, the signals and
@@ -24,7 +25,8 @@ static void usage(void) {
             "usage: kiln serve --model PATH [--host 127.0.0.1] [--port 8000] [--api-key KEY]\n"
             "                  [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N]\n"
             "                  [--max-queue N] [--threads N] [--tokenizer PATH] [--chat-template NAME]\n"
-            "                  [--backend cpu|cuda] [--kv-memory-mb N]\n"
+            "                  [--backend cpu|cuda] [--kv-memory-mb N] [--max-connections-per-ip N]\n"
+            "                  [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]\n"
             "Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,\n"
             "GET /metrics, POST /tokenize, POST /detokenize (see docs/server.md).\n"
             "The API key may also come from env KILN_API_KEY.\n");
@@ -70,6 +72,10 @@ int kiln_cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--tokenizer")) tokenizer = v;
         else if (!strcmp(a, "--chat-template")) so.chat_template = v;
         else if (!strcmp(a, "--backend")) backend = v;
+        else if (!strcmp(a, "--max-connections-per-ip")) rc = parse_int(a, v, 1, 1 << 20, &so.max_conns_per_ip);
+        else if (!strcmp(a, "--timeout-keep-alive")) rc = parse_int(a, v, 0, 86400, &so.timeout_keep_alive_s);
+        else if (!strcmp(a, "--ssl-keyfile")) so.ssl_keyfile = v;
+        else if (!strcmp(a, "--ssl-certfile")) so.ssl_certfile = v;
         else { fprintf(stderr, "kiln serve: unknown option %s\n", a); usage(); return 2; }
         if (rc) return 2;
         i++;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include "util/alloc.h"
@@ -36,6 +37,7 @@
 typedef struct conn_ctx {
     kiln_buf body;
     int too_large;
+    int untimed; /* a generation answer is running: the idle timeout is off (see handle_generate) */
 } conn_ctx;
 
 /* a generation request: owned by its job once submitted */
@@ -59,12 +61,11 @@ static void gen_req_free(void *p) {
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 static enum MHD_Result send_buf(struct MHD_Connection *c, kiln_server *s, int status, const char *ctype,
-                                const char *data, size_t n, const char *retry_after) {
+                                const char *data, size_t n, const char *xname, const char *xval) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(n, (void *)data, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", ctype);
-    if (retry_after) MHD_add_response_header(resp, "Retry-After", retry_after);
-    if (status == 405) MHD_add_response_header(resp, "Allow", "GET, POST");
+    if (xname) MHD_add_response_header(resp, xname, xval); /* Retry-After, Allow */
     enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     kiln_metrics_count_http(&s->metrics, status);
@@ -78,24 +79,38 @@ static enum MHD_Result send_json(struct MHD_Connection *c, kiln_server *s, int s
     enum MHD_Result r;
     if (rc < 0) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":500}}";
-        r = send_buf(c, s, 500, "application/json", oom, sizeof oom - 1, NULL);
+        r = send_buf(c, s, 500, "application/json", oom, sizeof oom - 1, NULL, NULL);
     } else {
-        r = send_buf(c, s, status, "application/json", b.p, b.len, NULL);
+        r = send_buf(c, s, status, "application/json", b.p, b.len, NULL, NULL);
+    }
+    kiln_buf_free(&b);
+    return r;
+}
+
+/* an error answer; allow: the Allow header of a 405 */
+static enum MHD_Result send_err_allow(struct MHD_Connection *c, kiln_server *s, const kiln_srv_err *e, const char *allow) {
+    kiln_buf b = {0};
+    const char *xname = e->status == 503 ? "Retry-After" : allow ? "Allow" : NULL;
+    const char *xval = e->status == 503 ? "1" : allow;
+    enum MHD_Result r;
+    if (kiln_srv_err_json(&b, e) < 0) {
+        r = send_buf(c, s, e->status, "application/json", "{}", 2, xname, xval);
+    } else {
+        r = send_buf(c, s, e->status, "application/json", b.p, b.len, xname, xval);
     }
     kiln_buf_free(&b);
     return r;
 }
 
 static enum MHD_Result send_err(struct MHD_Connection *c, kiln_server *s, const kiln_srv_err *e) {
-    kiln_buf b = {0};
-    enum MHD_Result r;
-    if (kiln_srv_err_json(&b, e) < 0) {
-        r = send_buf(c, s, e->status, "application/json", "{}", 2, NULL);
-    } else {
-        r = send_buf(c, s, e->status, "application/json", b.p, b.len, e->status == 503 ? "1" : NULL);
-    }
-    kiln_buf_free(&b);
-    return r;
+    return send_err_allow(c, s, e, NULL);
+}
+
+/* 405 with the route's methods in Allow */
+static enum MHD_Result not_allowed(struct MHD_Connection *c, kiln_server *s, const char *method, const char *allow) {
+    kiln_srv_err e;
+    kiln_srv_err_set(&e, 405, NULL, "method %.40s not allowed (allowed: %s)", method, allow);
+    return send_err_allow(c, s, &e, allow);
 }
 
 static enum MHD_Result fail(struct MHD_Connection *c, kiln_server *s, int status, const char *param, const char *fmt,
@@ -137,9 +152,11 @@ static int auth_ok(struct MHD_Connection *c, kiln_server *s) {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!h || strncmp(h, "Bearer ", 7) != 0) return 0;
     h += 7;
+    /* constant time: the work depends on the key's length only, never on where the given
+     * value first differs (or on its length) */
     size_t a = strlen(h), b = strlen(s->api_key);
-    unsigned diff = (unsigned)(a ^ b);
-    for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned char)(h[i] ^ s->api_key[i]);
+    volatile unsigned diff = a != b;
+    for (size_t i = 0; i < b; i++) diff |= (unsigned char)((i < a ? h[i] : 0) ^ s->api_key[i]);
     return diff == 0;
 }
 
@@ -184,6 +201,8 @@ static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s,
     json_error_t je;
     if (!kiln_srv_utf8_valid(cc->body.p ? cc->body.p : "", cc->body.len))
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
+    if (!kiln_srv_json_depth_ok(cc->body.p ? cc->body.p : "", cc->body.len, KILN_SRV_MAX_DEPTH))
+        return fail(c, s, 400, NULL, "the request body nests too deep%s", NULL);
     json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
     if (!json_is_object(root)) {
         json_decref(root);
@@ -237,6 +256,8 @@ static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *
     json_error_t je;
     if (!kiln_srv_utf8_valid(cc->body.p ? cc->body.p : "", cc->body.len))
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
+    if (!kiln_srv_json_depth_ok(cc->body.p ? cc->body.p : "", cc->body.len, KILN_SRV_MAX_DEPTH))
+        return fail(c, s, 400, NULL, "the request body nests too deep%s", NULL);
     json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
     if (!json_is_object(root)) {
         json_decref(root);
@@ -542,6 +563,12 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
     }
     g->r.params.prompt_ids = g->ids;
     g->r.params.n_prompt = g->n_ids;
+    /* MHD's connection timeout counts idle time even while this thread waits for the engine
+     * (a queued request, a slow first token, a blocked stream reader), and would cut the answer:
+     * it is off until the request completes (on_completed turns it back on). A client that goes
+     * away is still noticed by peer_gone. */
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    cc->untimed = 1;
     g->created = (long long)time(NULL);
     new_id(s, kind == KILN_SRV_CHAT ? "chatcmpl-" : "cmpl-", g->id, sizeof g->id);
     int stream = g->r.stream;
@@ -578,51 +605,97 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
 
 /* ---- routing ------------------------------------------------------------------------------ */
 
+static enum MHD_Result count_kv(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    size_t *n = cls;
+    *n += (key ? strlen(key) : 0) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF, or "?=&" */
+    return MHD_YES;
+}
+
+/* 1 when a Content-Type header names application/json (case-insensitive, parameters such as
+ * "; charset=utf-8" allowed) */
+static int is_json_type(const char *ct) {
+    if (!ct) return 0;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    static const char want[] = "application/json";
+    if (strncasecmp(ct, want, sizeof want - 1)) return 0;
+    ct += sizeof want - 1;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    return *ct == 0 || *ct == ';';
+}
+
+typedef enum route_id {
+    R_NONE = 0, R_HEALTH, R_METRICS, R_VERSION, R_TOKENIZE, R_DETOKENIZE, R_MODELS, R_MODEL, R_COMPLETIONS, R_CHAT
+} route_id;
+
+static route_id find_route(const char *url) {
+    if (!strcmp(url, "/health")) return R_HEALTH;
+    if (!strcmp(url, "/metrics")) return R_METRICS;
+    if (!strcmp(url, "/version")) return R_VERSION;
+    if (!strcmp(url, "/tokenize")) return R_TOKENIZE;
+    if (!strcmp(url, "/detokenize")) return R_DETOKENIZE;
+    if (!strcmp(url, "/v1/models")) return R_MODELS;
+    if (!strncmp(url, "/v1/models/", 11) && url[11]) return R_MODEL;
+    if (!strcmp(url, "/v1/completions")) return R_COMPLETIONS;
+    if (!strcmp(url, "/v1/chat/completions")) return R_CHAT;
+    return R_NONE;
+}
+
 static enum MHD_Result route(struct MHD_Connection *c, kiln_server *s, const char *url, const char *method, conn_ctx *cc) {
     int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    /* URL and header limits: MHD's per-connection pool is larger than these (kiln_http_start),
+     * so such requests reach this handler and get a JSON answer */
+    size_t ulen = strlen(url), hlen = 0;
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, count_kv, &ulen);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_kv, &hlen);
+    if (ulen > KILN_SRV_MAX_URL) {
+        kiln_srv_err e;
+        kiln_srv_err_set(&e, 414, NULL, "request URL too long (%zu bytes; limit %u)", ulen, KILN_SRV_MAX_URL);
+        return send_err(c, s, &e);
+    }
+    if (hlen > KILN_SRV_MAX_HEADERS) {
+        kiln_srv_err e;
+        kiln_srv_err_set(&e, 431, NULL, "request headers too large (%zu bytes; limit %u)", hlen, KILN_SRV_MAX_HEADERS);
+        return send_err(c, s, &e);
+    }
+    route_id r = find_route(url);
+    /* every /v1/ path needs the key, known or not (as vLLM: 401 before 404) */
+    if (!strncmp(url, "/v1/", 4) && !auth_ok(c, s))
+        return fail(c, s, 401, NULL, "invalid or missing API key (Authorization: Bearer <key>)%s", NULL);
+    if (r == R_NONE) return fail(c, s, 404, NULL, "unknown route %.200s", url);
+    int is_post = r == R_TOKENIZE || r == R_DETOKENIZE || r == R_COMPLETIONS || r == R_CHAT;
+    if (is_post ? !post : !get) return not_allowed(c, s, method, is_post ? "POST" : "GET, HEAD");
     if (cc->too_large) {
         kiln_srv_err e;
         kiln_srv_err_set(&e, 413, NULL, "request body too large (limit %u bytes)", KILN_SRV_MAX_BODY);
         return send_err(c, s, &e);
     }
-    if (!strcmp(url, "/health")) {
-        if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+    if (is_post && !is_json_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type")))
+        return fail(c, s, 415, NULL, "Unsupported Media Type: only 'application/json' is allowed%s", NULL);
+    switch (r) {
+    case R_HEALTH:
+        if (atomic_load(&s->draining)) return fail(c, s, 503, NULL, "the server is shutting down%s", NULL);
         if (!kiln_srv_loop_alive(s->loop)) return fail(c, s, 503, NULL, "the engine loop has stopped%s", NULL);
-        return send_buf(c, s, 200, "application/json", "{}", 2, NULL);
-    }
-    if (!strcmp(url, "/metrics")) {
-        if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
+        return send_buf(c, s, 200, "application/json", "{}", 2, NULL, NULL);
+    case R_METRICS: {
         kiln_buf b = {0};
         kiln_metrics_render(&s->metrics, s->model_name, &b);
-        enum MHD_Result r = send_buf(c, s, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.len, NULL);
+        enum MHD_Result rc = send_buf(c, s, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.len, NULL, NULL);
         kiln_buf_free(&b);
-        return r;
+        return rc;
     }
-    if (!strcmp(url, "/version")) {
-        if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
-        return send_buf(c, s, 200, "application/json", "{\"version\":\"" KILN_VERSION "\"}", strlen("{\"version\":\"" KILN_VERSION "\"}"), NULL);
+    case R_VERSION: {
+        static const char v[] = "{\"version\":\"" KILN_VERSION "\"}";
+        return send_buf(c, s, 200, "application/json", v, sizeof v - 1, NULL, NULL);
     }
-    if (!strcmp(url, "/tokenize") || !strcmp(url, "/detokenize")) {
-        if (!post) return fail(c, s, 405, NULL, "method %s not allowed", method);
-        return url[1] == 't' ? handle_tokenize(c, s, cc) : handle_detokenize(c, s, cc);
+    case R_TOKENIZE: return handle_tokenize(c, s, cc);
+    case R_DETOKENIZE: return handle_detokenize(c, s, cc);
+    case R_MODELS: return handle_models(c, s, NULL);
+    case R_MODEL: return handle_models(c, s, url + 11);
+    case R_COMPLETIONS: return handle_generate(c, s, cc, KILN_SRV_COMPLETION);
+    case R_CHAT: return handle_generate(c, s, cc, KILN_SRV_CHAT);
+    default: return fail(c, s, 404, NULL, "unknown route %.200s", url);
     }
-    if (!strncmp(url, "/v1/", 4)) {
-        int known = !strcmp(url, "/v1/completions") || !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/models") ||
-                    !strncmp(url, "/v1/models/", 11);
-        if (!known) return fail(c, s, 404, NULL, "unknown route %.200s", url);
-        if (!auth_ok(c, s)) return fail(c, s, 401, NULL, "invalid or missing API key (Authorization: Bearer <key>)%s", NULL);
-        if (!strcmp(url, "/v1/models")) {
-            if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
-            return handle_models(c, s, NULL);
-        }
-        if (!strncmp(url, "/v1/models/", 11)) {
-            if (!get) return fail(c, s, 405, NULL, "method %s not allowed", method);
-            return handle_models(c, s, url + 11);
-        }
-        if (!post) return fail(c, s, 405, NULL, "method %s not allowed", method);
-        return handle_generate(c, s, cc, !strcmp(url, "/v1/completions") ? KILN_SRV_COMPLETION : KILN_SRV_CHAT);
-    }
-    return fail(c, s, 404, NULL, "unknown route %.200s", url);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -658,21 +731,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)c;
+    kiln_server *s = cls;
     (void)toe;
     conn_ctx *cc = *con_cls;
     if (cc) {
+        /* the keep-alive wait for the next request is timed again (and restarts now) */
+        if (cc->untimed && c) MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->timeout_s);
         kiln_buf_free(&cc->body);
         kiln_free(cc);
         *con_cls = NULL;
     }
 }
 
-int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, kiln_error *err) {
+int kiln_http_start(kiln_server *s, kiln_error *err) {
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *sa;
+    const char *host = s->host;
+    int port = s->port;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
@@ -689,21 +765,29 @@ int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, k
     } else {
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "--host %s is not an IPv4 or IPv6 address", host);
     }
-    struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s,
-                                            MHD_OPTION_SOCK_ADDR, sa,
-                                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)(max_conns > 0 ? max_conns : 512),
-                                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
-                                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+    if (s->tls_key) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "this libmicrohttpd has no TLS support: --ssl-keyfile cannot be used");
+        flags |= MHD_USE_TLS;
+    }
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_SOCK_ADDR, 0, sa},
+        {MHD_OPTION_CONNECTION_LIMIT, s->max_conns, NULL},
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_conns_per_ip, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, s->timeout_s, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)KILN_SRV_CONN_MEMORY, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s},
+        {s->tls_key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, s->tls_key},
+        {s->tls_key ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->tls_cert},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_ARRAY, opts,
                                             MHD_OPTION_END);
-    if (!d) return KILN_ERR(err, KILN_ERR_IO, "cannot listen on %s:%d (address in use?)", host, port);
+    if (!d)
+        return KILN_ERR(err, KILN_ERR_IO, "cannot listen on %s:%d (address in use?%s)", host, port,
+                        s->tls_key ? " or the TLS key and certificate are unusable" : "");
     s->mhd = d;
     return KILN_OK;
-}
-
-void kiln_http_quiesce(kiln_server *s) {
-    if (!s->mhd) return;
-    MHD_socket fd = MHD_quiesce_daemon(s->mhd);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
 }
 
 void kiln_http_stop(kiln_server *s) {
@@ -713,11 +797,10 @@ void kiln_http_stop(kiln_server *s) {
 
 #else /* no libmicrohttpd */
 
-int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, kiln_error *err) {
-    (void)s; (void)host; (void)port; (void)max_conns;
+int kiln_http_start(kiln_server *s, kiln_error *err) {
+    (void)s;
     return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "kiln was built without libmicrohttpd: `kiln serve` is unavailable");
 }
-void kiln_http_quiesce(kiln_server *s) { (void)s; }
 void kiln_http_stop(kiln_server *s) { (void)s; }
 
 #endif

@@ -87,6 +87,24 @@ static int utf8_seq(const unsigned char *s, size_t n) {
     return len;
 }
 
+int kiln_srv_json_depth_ok(const char *s, size_t n, int max_depth) {
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max_depth) return 0;
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    return 1;
+}
+
 int kiln_srv_utf8_valid(const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
@@ -255,6 +273,7 @@ static int parse_messages(kiln_srv_request *r, kiln_srv_err *e) {
     if (!json_is_array(m)) return kiln_srv_err_set(e, 400, "messages", "'messages' must be a list");
     size_t n = json_array_size(m);
     if (n == 0) return kiln_srv_err_set(e, 400, "messages", "'messages' must not be empty");
+    if (n > KILN_SRV_MAX_MESSAGES) return kiln_srv_err_set(e, 400, "messages", "at most %d messages", KILN_SRV_MAX_MESSAGES);
     r->msgs = kiln_calloc(n, sizeof *r->msgs);
     if (!r->msgs) return kiln_srv_err_set(e, 500, NULL, "out of memory");
     r->n_msgs = (int)n;
@@ -354,6 +373,7 @@ static int parse_logit_bias(kiln_srv_request *r, const kiln_srv_limits *lim, kil
     if (!json_is_object(b)) return kiln_srv_err_set(e, 400, "logit_bias", "'logit_bias' must be an object {\"token id\": bias}");
     size_t n = json_object_size(b);
     if (n == 0) return 0;
+    if (n > KILN_SRV_MAX_BIAS) return kiln_srv_err_set(e, 400, "logit_bias", "at most %d logit_bias entries", KILN_SRV_MAX_BIAS);
     r->bias_ids = kiln_malloc(sizeof *r->bias_ids * n);
     r->bias_values = kiln_malloc(sizeof *r->bias_values * n);
     if (!r->bias_ids || !r->bias_values) return kiln_srv_err_set(e, 500, NULL, "out of memory");
@@ -469,6 +489,8 @@ static int parse_body(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_srv_
     json_t *sti = json_object_get(root, "stop_token_ids");
     if (sti && !json_is_null(sti)) {
         if (!json_is_array(sti)) return kiln_srv_err_set(e, 400, "stop_token_ids", "'stop_token_ids' must be a list of token ids");
+        if (json_array_size(sti) > KILN_SRV_MAX_STOP_IDS)
+            return kiln_srv_err_set(e, 400, "stop_token_ids", "at most %d stop_token_ids", KILN_SRV_MAX_STOP_IDS);
         if (json_array_size(sti) > 0) {
             if ((rc = parse_ids(sti, "stop_token_ids", lim->vocab_size, &r->stop_ids, &r->params.n_stop_ids, e))) return rc;
             r->params.stop_ids = r->stop_ids;
@@ -508,6 +530,8 @@ int kiln_srv_parse_request(kiln_srv_request *r, kiln_srv_kind kind, const char *
     kiln_request_params_default(&r->params);
     if (len > KILN_SRV_MAX_BODY) return kiln_srv_err_set(e, 413, NULL, "request body too large (%zu bytes; limit %u)", len, KILN_SRV_MAX_BODY);
     if (!kiln_srv_utf8_valid(body, len)) return kiln_srv_err_set(e, 400, NULL, "request body is not valid UTF-8");
+    if (!kiln_srv_json_depth_ok(body, len, KILN_SRV_MAX_DEPTH))
+        return kiln_srv_err_set(e, 400, NULL, "the request body nests deeper than %d arrays and objects", KILN_SRV_MAX_DEPTH);
     json_error_t je;
     r->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!r->root) return kiln_srv_err_set(e, 400, NULL, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);

@@ -23,6 +23,14 @@
 #define KILN_SRV_MAX_BODY (8u << 20) /* 8 MiB: larger bodies get 413 */
 #define KILN_SRV_MAX_LOGPROBS 20
 #define KILN_SRV_MAX_STOP 64
+#define KILN_SRV_MAX_URL (8u << 10)        /* path + query string: longer gets 414 */
+#define KILN_SRV_MAX_HEADERS (32u << 10)   /* all header lines together: more gets 431 */
+#define KILN_SRV_CONN_MEMORY (256u << 10)  /* libmicrohttpd's per-connection pool: requests whose
+                                            * head does not fit are answered by libmicrohttpd */
+#define KILN_SRV_MAX_DEPTH 64              /* JSON nesting (arrays + objects): deeper gets 400 */
+#define KILN_SRV_MAX_MESSAGES 4096         /* chat messages per request */
+#define KILN_SRV_MAX_BIAS 1024             /* logit_bias entries */
+#define KILN_SRV_MAX_STOP_IDS 1024         /* stop_token_ids entries */
 
 /* compact JSON dump of j appended to b (util/buf.h): 0 or -1 on out-of-memory */
 int kiln_srv_add_json(kiln_buf *b, const json_t *j);
@@ -40,6 +48,9 @@ const char *kiln_srv_err_type(int status);
 int kiln_srv_err_json(kiln_buf *b, const kiln_srv_err *e);
 
 int kiln_srv_utf8_valid(const char *s, size_t n);
+/* 0 when the JSON text nests arrays and objects deeper than max_depth (strings skipped; the
+ * text need not be valid JSON), else 1; a cheap check before jansson builds the tree */
+int kiln_srv_json_depth_ok(const char *s, size_t n, int max_depth);
 /* a JSON string of n bytes; invalid UTF-8 sequences become U+FFFD (never NULL unless OOM) */
 json_t *kiln_srv_jstr(const char *s, size_t n);
 

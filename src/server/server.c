@@ -2,8 +2,9 @@
  *
  * run: block SIGINT/SIGTERM first (threads inherit the mask, so only sigtimedwait here ever
  * takes them), start the engine loop, then the HTTP daemon; wait; on the first signal or
- * kiln_server_stop, set draining (new generation requests get 503), quiesce the daemon (no new
- * connections) and wait for the loop's pending jobs; a second signal or stop cancels them all
+ * kiln_server_stop, set draining (new generation requests and /health get 503; the daemon
+ * still accepts connections so that health checks see the 503) and wait for the loop's pending
+ * jobs; a second signal or stop cancels them all
  * and gives the loop at most 30 s more. Then stop the daemon (its connection threads release
  * their jobs) and the loop.
  */
@@ -25,6 +26,7 @@ void kiln_server_options_default(kiln_server_options *o) {
     o->host = "127.0.0.1";
     o->port = 8000;
     o->max_pending = 64 + 256; /* the engine's default max_seqs + vLLM-like waiting queue */
+    o->timeout_keep_alive_s = 5;
     o->handle_signals = 1;
 }
 
@@ -37,6 +39,47 @@ static void say(kiln_server *s, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     s->log(s->log_ctx, line);
+}
+
+/* the whole of a (PEM) file as a string: 0, or a kiln_status with err filled */
+static int read_text(const char *path, const char *what, char **out, kiln_error *err) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return KILN_ERR(err, KILN_ERR_IO, "%s %s: cannot open (%s)", what, path, strerror(errno));
+    kiln_buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b.len + n > (1u << 20) || kiln_buf_add(&b, chunk, n) < 0) {
+            fclose(f);
+            kiln_buf_free(&b);
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "%s %s: larger than 1 MiB or out of memory", what, path);
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || b.len == 0 || kiln_buf_add(&b, "", 1) < 0) {
+        kiln_buf_free(&b);
+        return KILN_ERR(err, KILN_ERR_IO, "%s %s: cannot read, or empty", what, path);
+    }
+    *out = b.p;
+    return KILN_OK;
+}
+
+/* an explicit chat template must render a one-message conversation with this model's
+ * vocabulary (a Mistral format needs [INST] and friends as tokens): refused at start, not on
+ * every chat request */
+static int probe_chat_template(kiln_server *s, kiln_error *err) {
+    if (!s->chat_template || !strcmp(s->chat_template, "auto") || !s->has_tok) return KILN_OK;
+    kiln_chat_msg m = {.role = "user", .content = "hi"};
+    int32_t *ids = NULL;
+    int n = 0;
+    kiln_error e = {0};
+    int rc = kiln_engine_apply_chat(s->engine, s->chat_template, &m, 1, NULL, 1, &ids, &n, &e);
+    kiln_free(ids);
+    if (rc == KILN_ERR_OOM) return KILN_ERR(err, KILN_ERR_OOM, "serve: out of memory");
+    if (rc) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "--chat-template %s cannot be used with this model: %s", s->chat_template, e.msg);
+    return KILN_OK;
 }
 
 /* NULL stays NULL; 0 or -1 (out of memory) */
@@ -66,6 +109,9 @@ int kiln_server_open(kiln_server **out, kiln_engine *e, const kiln_server_option
     s->has_tok = kiln_engine_has_tokenizer(e);
     s->port = o->port;
     s->max_pending = o->max_pending > 0 ? o->max_pending : 320;
+    s->max_conns = o->max_conns > 0 ? o->max_conns : s->max_pending + 64;
+    s->max_conns_per_ip = o->max_conns_per_ip > 0 ? o->max_conns_per_ip : (s->max_conns > 32 ? s->max_conns - 16 : s->max_conns);
+    s->timeout_s = o->timeout_keep_alive_s > 0 ? o->timeout_keep_alive_s : 0;
     s->handle_signals = o->handle_signals;
     s->test_step_delay_ms = o->test_step_delay_ms;
     s->log = o->log;
@@ -77,6 +123,16 @@ int kiln_server_open(kiln_server **out, kiln_engine *e, const kiln_server_option
     s->lim.vocab_size = st.vocab_size;
     s->lim.max_model_len = st.max_model_len;
     kiln_metrics_set_stats(&s->metrics, &st);
+    int rc = KILN_OK;
+    if (!o->ssl_keyfile != !o->ssl_certfile)
+        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "--ssl-keyfile and --ssl-certfile go together");
+    else if (o->ssl_keyfile && !(rc = read_text(o->ssl_keyfile, "--ssl-keyfile", &s->tls_key, err)))
+        rc = read_text(o->ssl_certfile, "--ssl-certfile", &s->tls_cert, err);
+    if (!rc) rc = probe_chat_template(s, err);
+    if (rc) {
+        kiln_server_close(s);
+        return rc;
+    }
     *out = s;
     return KILN_OK;
 }
@@ -109,13 +165,14 @@ int kiln_server_run(kiln_server *s, kiln_error *err) {
     kiln_srv_loop_options lo = {.max_pending = s->max_pending, .test_step_delay_ms = s->test_step_delay_ms};
     int rc = kiln_srv_loop_start(&s->loop, s->engine, &s->metrics, &lo, err);
     if (rc) return rc;
-    if ((rc = kiln_http_start(s, s->host, s->port, s->max_pending + 64, err))) {
+    if ((rc = kiln_http_start(s, err))) {
         kiln_srv_loop_stop(s->loop, 0);
         s->loop = NULL;
         return rc;
     }
-    say(s, "model '%s' (max_model_len %d, vocab %d) listening on http://%s:%d%s", s->model_name,
-        s->lim.max_model_len, s->lim.vocab_size, s->host, s->port, s->api_key ? " (API key required)" : "");
+    say(s, "model '%s' (max_model_len %d, vocab %d) listening on %s://%s:%d%s", s->model_name,
+        s->lim.max_model_len, s->lim.vocab_size, s->tls_key ? "https" : "http", s->host, s->port,
+        s->api_key ? " (API key required)" : "");
 
     int stops = atomic_load(&s->stops);
     int sig = wait_event(s, &sigs, stops, 0);
@@ -123,7 +180,6 @@ int kiln_server_run(kiln_server *s, kiln_error *err) {
     if (sig > 0) say(s, "signal %d: draining %d in-flight requests (again to abort them)", sig, kiln_srv_loop_pending(s->loop));
     else say(s, "stop: draining %d in-flight requests", kiln_srv_loop_pending(s->loop));
     atomic_store(&s->draining, 1);
-    kiln_http_quiesce(s);
     int hard = 0;
     for (int ticks = 0; kiln_srv_loop_pending(s->loop) > 0 && ticks < ABORT_TICKS;) {
         int ev = wait_event(s, &sigs, stops, 1);
@@ -155,5 +211,8 @@ void kiln_server_close(kiln_server *s) {
     kiln_free(s->model_path);
     kiln_free(s->api_key);
     kiln_free(s->chat_template);
+    if (s->tls_key) memset(s->tls_key, 0, strlen(s->tls_key)); /* the private key */
+    kiln_free(s->tls_key);
+    kiln_free(s->tls_cert);
     kiln_free(s);
 }

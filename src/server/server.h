@@ -7,8 +7,9 @@
  *   kiln_server_close(s);                     free; the engine stays the caller's to close
  *
  * run owns the start order (the engine loop thread, then the HTTP daemon), the threads and the
- * drain: on the first SIGINT/SIGTERM (or kiln_server_stop) the daemon stops accepting
- * connections, new generation requests get 503, running ones finish; a second one aborts them;
+ * drain: on the first SIGINT/SIGTERM (or kiln_server_stop) new generation requests and /health
+ * get 503 (connections are still accepted, so a load balancer sees the 503), running ones
+ * finish; a second one aborts them;
  * then the daemon, its connections and the loop stop and run returns 0. The server borrows the
  * engine: only its loop thread touches it while run runs (connection threads use the
  * thread-safe "Text" functions of kiln.h).
@@ -27,6 +28,16 @@ typedef struct kiln_server_options {
     const char *api_key;       /* NULL or "": no auth; else "Authorization: Bearer KEY" */
     const char *chat_template; /* NULL: chosen from the tokenizer's metadata */
     int max_pending;           /* requests admitted (running + waiting) before 503 (320) */
+    int max_conns;             /* open connections at most (0: max_pending + 64); more are closed
+                                * at once by libmicrohttpd */
+    int max_conns_per_ip;      /* open connections from one client address (0: max_conns - 16,
+                                * so one address never takes the last 16) */
+    int timeout_keep_alive_s;  /* idle timeout of a connection, in seconds (5, as uvicorn's
+                                * --timeout-keep-alive): reading the head or the body, or waiting
+                                * for the next keep-alive request; off while a generation answer
+                                * is produced (0 = never) */
+    const char *ssl_keyfile;   /* PEM private key: serve HTTPS (needs ssl_certfile); NULL: HTTP */
+    const char *ssl_certfile;  /* PEM certificate (chain) */
     int handle_signals;        /* 1: run blocks SIGINT/SIGTERM in the calling thread (and so in
                                 * every thread it starts; they stay blocked after it returns)
                                 * and drains on them; 0: only kiln_server_stop ends run (1) */

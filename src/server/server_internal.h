@@ -21,20 +21,21 @@ struct kiln_server {
     char *api_key;             /* NULL: no auth */
     char *chat_template;       /* NULL: auto */
     int port, max_pending, handle_signals, test_step_delay_ms;
+    int max_conns, max_conns_per_ip, timeout_s;
+    char *tls_key, *tls_cert;  /* PEM text read from the option files; NULL: plain HTTP */
     void (*log)(void *ctx, const char *line);
     void *log_ctx;
     long long started;
     atomic_ullong id_counter;
-    atomic_int draining;       /* SIGINT/SIGTERM: new generation requests get 503 */
+    atomic_int draining;       /* SIGINT/SIGTERM: new generation requests and /health get 503 */
     atomic_int stops;          /* kiln_server_stop calls */
     int ran;
     void *mhd;                 /* struct MHD_Daemon * */
 };
 
-/* http.c: start listening (thread per connection; max_conns caps open connections) */
-int kiln_http_start(kiln_server *s, const char *host, int port, int max_conns, kiln_error *err);
-/* stop accepting new connections (drain) */
-void kiln_http_quiesce(kiln_server *s);
+/* http.c: start listening on s->host:s->port (thread per connection; connection caps,
+ * timeout and TLS from s) */
+int kiln_http_start(kiln_server *s, kiln_error *err);
 /* close every connection and stop (after the loop drained) */
 void kiln_http_stop(kiln_server *s);
 

@@ -294,7 +294,26 @@ static void test_responses(void) {
     kiln_srv_request_free(&r);
 }
 
+/* the nesting pre-check: brackets inside strings (escaped quotes too) do not count */
+static void test_depth(void) {
+    char deep[200];
+    memset(deep, '[', 65);
+    memset(deep + 65, ']', 65);
+    deep[130] = 0;
+    KT_CHECK(!kiln_srv_json_depth_ok(deep, strlen(deep), 64), "65 arrays pass a depth of 64");
+    KT_CHECK(kiln_srv_json_depth_ok(deep + 1, strlen(deep) - 2, 64), "64 arrays refused");
+    const char *s = "{\"a\": \"[[[[[[\\\"[[[[\"}";
+    KT_CHECK(kiln_srv_json_depth_ok(s, strlen(s), 1), "brackets in a string counted: %s", s);
+    const char *o = "{\"a\":{\"b\":{}}}";
+    KT_CHECK(!kiln_srv_json_depth_ok(o, strlen(o), 2) && kiln_srv_json_depth_ok(o, strlen(o), 3), "objects");
+    char body[400] = "{\"prompt\": \"hi\", \"x\": ";
+    strcat(body, deep);
+    strcat(body, "}");
+    expect_err(KILN_SRV_COMPLETION, body, 400, NULL);
+}
+
 int main(void) {
+    test_depth();
     test_valid_completion();
     test_valid_chat();
     test_invalid();
