@@ -610,7 +610,13 @@ int kiln_chat_parse_tool_calls(const kiln_tokenizer *t, const char *text, size_t
             }
             kiln_buf ab = {0};
             if (json_is_string(args)) kiln_buf_add(&ab, json_string_value(args), json_string_length(args));
-            else py_dump(&ab, args ? args : json_object());
+            else {
+                /* a call without "arguments" dumps {}: the empty object is ours to free (it
+                 * leaked before; tests/fuzz/regressions/fuzz_chat/leak-no-arguments) */
+                json_t *none = args ? NULL : json_object();
+                py_dump(&ab, args ? args : none);
+                json_decref(none);
+            }
             char id[10];
             json_t *given = json_object_get(c, "id");
             call_id(text, len, k, id);
