@@ -100,18 +100,19 @@ class Soak:
             self.errors[kind] += 1
             self.examples.setdefault(kind, str(detail)[:300])
 
-    def prompt(self, r):
-        return " ".join(r.choice(WORDS) for _ in range(r.randint(1, 60)))
+    def prompt(self, r, lo=1, hi=60):
+        return " ".join(r.choice(WORDS) for _ in range(r.randint(lo, hi)))
 
-    def valid(self, r, cancel):
-        max_tokens = r.randint(1, 96)
+    def valid(self, r, cancel, warm=False):
+        """warm: long prompts and outputs, to fill the KV pool in the warm-up"""
+        max_tokens = r.randint(150, 200) if warm else r.randint(1, 96)
         t0 = time.time()
         first = None
         finish = None
         n_chunks = 0
         stop_after = r.randint(1, max(1, max_tokens // 2)) if cancel else None
         try:
-            stream = self.client.completions.create(model=self.name, prompt=self.prompt(r), max_tokens=max_tokens,
+            stream = self.client.completions.create(model=self.name, prompt=self.prompt(r, *((60, 120) if warm else (1, 60))), max_tokens=max_tokens,
                                                     temperature=r.choice([0, 0.7, 1.0]), stream=True)
             for ch in stream:
                 if first is None:
@@ -168,7 +169,7 @@ class Soak:
             with self.lock:
                 self.served["malformed-4xx"] += 1
 
-    def worker(self, seed, deadline, malformed_share, cancel_share):
+    def worker(self, seed, deadline, malformed_share, cancel_share, warm=False):
         """deadline: a one-element list, so the warm-up can end it early"""
         r = random.Random(seed)
         while time.time() < deadline[0]:
@@ -176,7 +177,7 @@ class Soak:
             if x < malformed_share:
                 self.malformed(r)
             else:
-                self.valid(r, cancel=x < malformed_share + cancel_share)
+                self.valid(r, cancel=x < malformed_share + cancel_share, warm=warm)
 
 
 def main():
@@ -231,7 +232,7 @@ def main():
         peak = 0
         t_warm0 = time.time()
         warm_deadline = [t_warm0 + 60]
-        wth = [threading.Thread(target=s.worker, args=(1000 + i, warm_deadline, 0.0, 0.0), daemon=True)
+        wth = [threading.Thread(target=s.worker, args=(1000 + i, warm_deadline, 0.0, 0.0, True), daemon=True)
                for i in range(a.clients)]
         for t in wth:
             t.start()
