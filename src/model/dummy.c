@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "model/loaders.h"
 #include "util/alloc.h"
 #include "util/dummy_hash.h"
@@ -93,6 +94,16 @@ int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t se
         else mat_bytes += nb;
     }
     size_t total = norm_bytes + (host_data ? mat_bytes : 0);
+    /* A config larger than the machine is refused before any allocation: with overcommit the
+     * allocation itself can succeed and the fill below would then get the process OOM-killed
+     * (and ASan aborts on a request this large instead of returning NULL). */
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
+    size_t phys = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : 0;
+    if (phys && total > phys) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "%s: dummy weights need %.1f GiB, more than this machine's %.1f GiB of memory",
+                      config_path, (double)total / (1 << 30), (double)phys / (1 << 30));
+        goto fail;
+    }
     m->owned = kiln_malloc_aligned(total);
     if (!m->owned) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory for %zu bytes of dummy weights",
