@@ -14,26 +14,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 requests = pytest.importorskip("requests")
 openai = pytest.importorskip("openai")
 
-ROOT = Path(__file__).resolve().parents[2]
-KILN = os.environ.get("KILN_BIN", str(ROOT / "build" / "kiln"))
-SHARED = Path(os.environ.get("KILN_SHARED", str(ROOT.parent / "shared")))
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serve_util import KILN, NAME, ROOT, SHARED, Srv, default_gguf
 
 
 def _model_args_candidates():
@@ -74,45 +64,15 @@ def model_args():
     pytest.skip(f"SKIP: no test model runs with this build: {why}")
 
 
-class Server:
-    def __init__(self, args, extra=()):
-        self.port = _free_port()
-        self.name = "kiln-test-model"
-        cmd = [KILN, "serve", *args, "--host", "127.0.0.1", "--port", str(self.port),
-               "--served-model-name", self.name, *extra]
-        self.log = open(f"/tmp/kiln-serve-{self.port}.log", "w+b")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kiln serve exited with {self.proc.returncode}: {self.logtext()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("kiln serve did not become healthy in 60 s: " + self.logtext())
+class Server(Srv):
+    """serve_util's server on 127.0.0.1 (free port, SIGTERM stop), with an openai client."""
 
-    def logtext(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-2000:]
+    def __init__(self, args, extra=()):
+        super().__init__(args, extra)
+        self.name = NAME
 
     def client(self, key="unused"):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=120)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -582,13 +542,12 @@ def test_sigterm_drains_in_flight(model_args):
 # ---- chat (needs a chat model) -----------------------------------------------------------------
 
 def _chat_model():
-    for var in ("KILN_CHAT_MODEL", "KILN_DEFAULT_GGUF"):  # the latter: scripts/test.sh
-        env = os.environ.get(var)
-        if env and os.path.exists(env):
-            return env
-    cached = Path(os.environ.get("KILN_CACHE", str(Path.home() / ".cache" / "kiln"))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if cached.exists():
-        return str(cached)
+    env = os.environ.get("KILN_CHAT_MODEL")
+    if env and os.path.exists(env):
+        return env
+    g = default_gguf()  # KILN_DEFAULT_GGUF (scripts/test.sh), else the cache
+    if g:
+        return g
     for base in (SHARED / "models", ROOT / "models"):
         if base.exists():
             for p in sorted(base.rglob("SmolLM2*.gguf")):
