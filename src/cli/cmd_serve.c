@@ -11,6 +11,7 @@
  * the drain. Diagnostics go to stderr; the listening address is printed there once ready.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,14 @@ int kiln_cmd_serve(int argc, char **argv) {
     so.log = log_line;
     /* a client that goes away mid-answer must not kill the process */
     signal(SIGPIPE, SIG_IGN);
+    /* SIGINT/SIGTERM blocked before the engine opens: its CPU thread pool is created there and
+     * inherits this mask; a thread with them unblocked would take a SIGTERM by its default action
+     * (the process dies instead of draining), so kiln_server_run's own block comes too late */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     kiln_error err = {0};
     kiln_engine_options eo;

@@ -40,7 +40,10 @@ typedef struct kiln_server_options {
     const char *ssl_certfile;  /* PEM certificate (chain) */
     int handle_signals;        /* 1: run blocks SIGINT/SIGTERM in the calling thread (and so in
                                 * every thread it starts; they stay blocked after it returns)
-                                * and drains on them; 0: only kiln_server_stop ends run (1) */
+                                * and drains on them; 0: only kiln_server_stop ends run (1).
+                                * Threads started before run (the engine's CPU pool, at
+                                * kiln_engine_open) must have them blocked too: block them before
+                                * opening the engine, as `kiln serve` does */
     int test_step_delay_ms;    /* fault injection for tests: the loop sleeps this long before
                                 * every engine step, so a tiny model's request outlives a
                                 * client's timeout (0 = off) */
