@@ -8,12 +8,15 @@ static const struct { const char *name; int elems, bytes; } k_dt[KILN_DT_COUNT] 
     [KILN_DT_Q4_K] = {"q4_k", 256, 144}, [KILN_DT_Q5_K] = {"q5_k", 256, 176},
     [KILN_DT_Q6_K] = {"q6_k", 256, 210}, [KILN_DT_I32] = {"i32", 1, 4},
     [KILN_DT_F8_E4M3] = {"f8_e4m3", 1, 1}, [KILN_DT_F8_E5M2] = {"f8_e5m2", 1, 1},
+    [KILN_DT_Q5_0] = {"q5_0", 32, 22},  [KILN_DT_Q5_1] = {"q5_1", 32, 24},
 };
 
 const char *kiln_dtype_name(kiln_dtype t) { return (unsigned)t < KILN_DT_COUNT ? k_dt[t].name : "?"; }
 int kiln_dtype_block_elems(kiln_dtype t) { return (unsigned)t < KILN_DT_COUNT ? k_dt[t].elems : 0; }
 int kiln_dtype_block_bytes(kiln_dtype t) { return (unsigned)t < KILN_DT_COUNT ? k_dt[t].bytes : 0; }
-int kiln_dtype_is_quant(kiln_dtype t) { return t >= KILN_DT_Q8_0 && t <= KILN_DT_Q6_K; }
+int kiln_dtype_is_quant(kiln_dtype t) {
+    return (t >= KILN_DT_Q8_0 && t <= KILN_DT_Q6_K) || t == KILN_DT_Q5_0 || t == KILN_DT_Q5_1;
+}
 int kiln_dtype_is_fp8(kiln_dtype t) { return t == KILN_DT_F8_E4M3 || t == KILN_DT_F8_E5M2; }
 size_t kiln_dtype_row_bytes(kiln_dtype t, int64_t n) {
     if ((unsigned)t >= KILN_DT_COUNT || n < 0) return 0;

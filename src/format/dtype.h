@@ -18,6 +18,8 @@ typedef enum kiln_dtype {
     KILN_DT_I32,  /* metadata-like tensors only */
     KILN_DT_F8_E4M3, /* 1 byte: FP8 (OCP E4M3, max 448), with scales in a kiln_quant descriptor */
     KILN_DT_F8_E5M2, /* 1 byte: FP8 (OCP E5M2) */
+    KILN_DT_Q5_0, /* 32 elems: f16 d, u8 qh[4], nibbles[16]           = 22 bytes */
+    KILN_DT_Q5_1, /* 32 elems: f16 d, f16 m, u8 qh[4], nibbles[16]    = 24 bytes */
     KILN_DT_COUNT
 } kiln_dtype;
 

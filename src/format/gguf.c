@@ -51,7 +51,7 @@ struct kiln_gguf {
 static const struct { const char *name; int blk, bytes; kiln_dtype dt; } k_ggml[] = {
     [0] = {"f32", 1, 4, KILN_DT_F32},       [1] = {"f16", 1, 2, KILN_DT_F16},
     [2] = {"q4_0", 32, 18, KILN_DT_Q4_0},   [3] = {"q4_1", 32, 20, KILN_DT_Q4_1},
-    [6] = {"q5_0", 32, 22, KILN_DT_COUNT},  [7] = {"q5_1", 32, 24, KILN_DT_COUNT},
+    [6] = {"q5_0", 32, 22, KILN_DT_Q5_0},   [7] = {"q5_1", 32, 24, KILN_DT_Q5_1},
     [8] = {"q8_0", 32, 34, KILN_DT_Q8_0},   [9] = {"q8_1", 32, 36, KILN_DT_COUNT},
     [10] = {"q2_K", 256, 84, KILN_DT_COUNT}, [11] = {"q3_K", 256, 110, KILN_DT_COUNT},
     [12] = {"q4_K", 256, 144, KILN_DT_Q4_K}, [13] = {"q5_K", 256, 176, KILN_DT_Q5_K},

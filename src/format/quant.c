@@ -38,6 +38,26 @@ static void deq_q4_1(const uint8_t *b, float *y) { /* y[32] */
         y[i + 16] = d * (float)(q[i] >> 4) + m;
     }
 }
+static void deq_q5_0(const uint8_t *b, float *y) { /* y[32] */
+    float d = h2f(b);
+    uint32_t qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+    const uint8_t *q = b + 6;
+    for (int i = 0; i < 16; i++) {
+        int h0 = (int)((qh >> i) & 1) << 4, h1 = (int)((qh >> (i + 16)) & 1) << 4;
+        y[i] = d * (float)(((q[i] & 15) | h0) - 16);
+        y[i + 16] = d * (float)(((q[i] >> 4) | h1) - 16);
+    }
+}
+static void deq_q5_1(const uint8_t *b, float *y) { /* y[32] */
+    float d = h2f(b), m = h2f(b + 2);
+    uint32_t qh = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+    const uint8_t *q = b + 8;
+    for (int i = 0; i < 16; i++) {
+        int h0 = (int)((qh >> i) & 1) << 4, h1 = (int)((qh >> (i + 16)) & 1) << 4;
+        y[i] = d * (float)((q[i] & 15) | h0) + m;
+        y[i + 16] = d * (float)((q[i] >> 4) | h1) + m;
+    }
+}
 static void deq_q4_k(const uint8_t *b, float *y) { /* y[256] */
     float d = h2f(b), dmin = h2f(b + 2);
     const uint8_t *s = b + 4, *q = b + 16;
@@ -93,6 +113,8 @@ kiln_dequant_block_fn kiln_dequant_block(kiln_dtype dt) {
     case KILN_DT_Q8_0: return deq_q8_0;
     case KILN_DT_Q4_0: return deq_q4_0;
     case KILN_DT_Q4_1: return deq_q4_1;
+    case KILN_DT_Q5_0: return deq_q5_0;
+    case KILN_DT_Q5_1: return deq_q5_1;
     case KILN_DT_Q4_K: return deq_q4_k;
     case KILN_DT_Q5_K: return deq_q5_k;
     case KILN_DT_Q6_K: return deq_q6_k;

@@ -6,6 +6,9 @@
  *   Q4_0 (32):  f16 d, u8 qs[16]                             x[j] = d * ((qs[j] & 15) - 8),
  *                                                            x[j+16] = d * ((qs[j] >> 4) - 8)
  *   Q4_1 (32):  f16 d, f16 m, u8 qs[16]                      x = d * q + m (nibbles as Q4_0)
+ *   Q5_0 (32):  f16 d, u8 qh[4], u8 qs[16]                 nibbles as Q4_0 with bit j of the
+ *               little-endian u32 qh as bit 4 of element j: x = d * (q - 16)
+ *   Q5_1 (32):  f16 d, f16 m, u8 qh[4], u8 qs[16]          x = d * q + m (q as Q5_0)
  *   Q4_K (256): f16 d, f16 dmin, u8 scales[12], u8 qs[128]   8 sub-blocks of 32 with 6-bit
  *               scale sc and min mn: x = (d*sc) * q - (dmin*mn); sub-blocks 2c, 2c+1 are the
  *               low / high nibbles of qs[32c .. 32c+31]

@@ -44,6 +44,8 @@ static inline void dot_scalar(kiln_dequant_block_fn f, int be, int bb, const voi
 SCALAR_DOT(dot_q8_0, KILN_DT_Q8_0, 32, 34)
 SCALAR_DOT(dot_q4_0, KILN_DT_Q4_0, 32, 18)
 SCALAR_DOT(dot_q4_1, KILN_DT_Q4_1, 32, 20)
+SCALAR_DOT(dot_q5_0, KILN_DT_Q5_0, 32, 22)
+SCALAR_DOT(dot_q5_1, KILN_DT_Q5_1, 32, 24)
 SCALAR_DOT(dot_q4_k, KILN_DT_Q4_K, 256, 144)
 SCALAR_DOT(dot_q5_k, KILN_DT_Q5_K, 256, 176)
 SCALAR_DOT(dot_q6_k, KILN_DT_Q6_K, 256, 210)
@@ -54,6 +56,8 @@ kiln_dot_fn kiln_quant_dot_scalar(kiln_dtype dt) {
     case KILN_DT_Q8_0: return dot_q8_0;
     case KILN_DT_Q4_0: return dot_q4_0;
     case KILN_DT_Q4_1: return dot_q4_1;
+    case KILN_DT_Q5_0: return dot_q5_0;
+    case KILN_DT_Q5_1: return dot_q5_1;
     case KILN_DT_Q4_K: return dot_q4_k;
     case KILN_DT_Q5_K: return dot_q5_k;
     case KILN_DT_Q6_K: return dot_q6_k;
