@@ -125,6 +125,18 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         if ((rc = kiln_cuda_dev_malloc(c, bufs[i].p, bufs[i].n, bufs[i].what, err))) return rc;
         c->scratch_bytes += bufs[i].n;
     }
+    /* quantized weights: the largest quantized matrix in bf16, for steps past the GEMV's rows */
+    if (c->quant) {
+        size_t mx = 0;
+        if (kiln_dtype_is_quant(c->m->layers[0].wq->dtype)) {
+            size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F};
+            for (int i = 0; i < 4; i++) mx = sz[i] > mx ? sz[i] : mx;
+        }
+        if (kiln_dtype_is_quant(c->m->lm_head->dtype) && V * D > mx) mx = V * D;
+        c->wdq_bytes = mx * 2;
+        if ((rc = kiln_cuda_dev_malloc(c, &c->wdq, c->wdq_bytes, "dequantized weights", err))) return rc;
+        c->scratch_bytes += c->wdq_bytes;
+    }
     /* the step descriptor: [T] ids, positions, row -> sequence; [S] logit rows; [T] slots (i64);
      * [S][max_blocks_per_seq] block table (packed per step) */
     size_t off = 0;
@@ -200,6 +212,10 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->glu = o->glu_fused != 0;
     c->skinny_max_rows = o->skinny_max_rows >= 0 ? o->skinny_max_rows : 8;
     if (c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
+    /* quantized weights: the GEMV up to 8 rows (the same switch as the dense GEMV's), then
+     * dequantization + cuBLASLt; batch-invariant mode always the latter */
+    c->qgemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_QGEMV_MAX_ROWS;
+    if (c->qgemv_max_rows > KILN_QGEMV_MAX_ROWS || bc->batch_invariant) c->qgemv_max_rows = 0;
     int rc;
     if (c->debug && bc->strict) {
         rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: KILN_CUDA_DEBUG=1 waits after every op (I1); "

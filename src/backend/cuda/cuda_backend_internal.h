@@ -27,18 +27,31 @@
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
-#define MAX_DEV_ALLOCS_FIXED (40 + 1)
+#define MAX_DEV_ALLOCS_FIXED (40 + 2)
 
 typedef struct dev_alloc {
     void *p;
     size_t n;
 } dev_alloc;
 
+/* A projection's weights on the device: N x K, one buffer holding up to 3 row segments (the q, k,
+ * v parts of QKV; gate and up) back to back. Dense: one segment of dtype adt (or hdt), rows
+ * concatenated. GGUF-quantized: the segments' blocks as in the file (each segment 16-byte
+ * aligned, 16 bytes of padding after the last), one segment when the parts share a type, else
+ * one per part (a Q4_K_M file has Q6_K attn_v beside Q4_K attn_q / attn_k). */
+#define CUDA_MAT_SEGS 3
+typedef struct cuda_mat {
+    void *w;       /* the buffer (segment 0) */
+    kiln_dtype dt; /* of segment 0; quantized iff kiln_dtype_is_quant(dt) */
+    int N, K, n_seg;
+    struct { void *w; kiln_dtype dt; int row0, rows; } seg[CUDA_MAT_SEGS];
+} cuda_mat;
+
 typedef struct cuda_layer {
-    void *wqkv; /* [(H + 2KV) hd][D] adt */
-    void *wo;   /* [D][H hd] */
-    void *wgu;  /* [2F][D] (gate rows, then up rows) */
-    void *wd;   /* [D][F] */
+    cuda_mat qkv; /* [(H + 2KV) hd][D] */
+    cuda_mat o;   /* [D][H hd] */
+    cuda_mat gu;  /* [2F][D] (gate rows, then up rows) */
+    cuda_mat d;   /* [D][F] */
 } cuda_layer;
 
 typedef struct cuda_backend {
@@ -51,11 +64,19 @@ typedef struct cuda_backend {
     int have_stream;
     kiln_cuda_gemm_ctx gctx;
     int have_lt;
-    kiln_dtype adt, edt, hdt; /* layer matrices, embedding, LM head */
+    kiln_dtype adt, edt, hdt; /* layer matrices' activations, embedding, LM head input (bf16 when
+                               * the weights are GGUF-quantized) */
+    int quant;                /* some projection holds GGUF-quantized weights */
+    void *wdq;                /* [max N x K] adt: a quantized matrix dequantized for cuBLASLt
+                               * (steps of more than qgemv_max_rows rows) */
+    size_t wdq_bytes;
+    int qgemv_max_rows;       /* quantized weights: GEMV up to this many rows (0 in batch-invariant
+                               * mode: every step dequantizes and runs the fixed cuBLASLt algorithm) */
     dev_alloc *allocs;
     int n_allocs, cap_allocs;
     /* weights */
-    void *emb, *lm;
+    void *emb;
+    cuda_mat lm;
     float *norms; /* [2 L + 1][D]: attn_norm[l], ffn_norm[l], ..., out_norm */
     cuda_layer *layers;
     kiln_cuda_gemm g_qkv, g_o, g_gu, g_d, g_lm;
@@ -180,9 +201,9 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err);
 int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err);
 /* cuda_linear.c: y[rows][g->N] = x[rows][g->K] w^T (y f32, or g->ydt from cuBLASLt); and
  * act[rows][F] = silu(gate) up from w = [gate; up] [2F][K], through gu[rows][2F] unless fused */
-int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int rows,
+int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
                      kiln_error *err);
-int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const void *w,
+int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             int rows, kiln_error *err);
 /* cuda_forward.c */
 int kiln_cuda_enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *err);

@@ -94,7 +94,7 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
     const float *an = c->norms + (size_t)(2 * l) * D;
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
-    int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, c->layers[l].wqkv, T, err);
+    int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, err);
     if (rc) return rc;
     LAUNCH(kiln_cuda_rope_kv(c->qkv, d.pos, d.slot, pool, T, H, KV, hd, bs, mc->rope_theta,
                              mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl, c->st));
@@ -143,11 +143,11 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     int T = p->T, D = mc->dim;
     const cuda_layer *w = &c->layers[l];
     const float *fn = c->norms + (size_t)(2 * l + 1) * D;
-    int rc = kiln_cuda_linear(c, &c->g_o, c->proj, c->att, w->wo, T, err);
+    int rc = kiln_cuda_linear(c, &c->g_o, c->proj, c->att, &w->o, T, err);
     if (rc) return rc;
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
-    if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, w->wgu, T, err))) return rc;
-    return kiln_cuda_linear(c, &c->g_d, c->proj, c->act, w->wd, T, err);
+    if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, &w->gu, T, err))) return rc;
+    return kiln_cuda_linear(c, &c->g_d, c->proj, c->act, &w->d, T, err);
 }
 
 static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {
@@ -156,7 +156,7 @@ static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {
     if (n <= 0) return KILN_OK;
     const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, desc_ptrs(c).lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->pdl, c->st));
-    if ((rc = kiln_cuda_linear(c, &c->g_lm, c->logits_d, c->xf, c->lm, n, err))) return rc;
+    if ((rc = kiln_cuda_linear(c, &c->g_lm, c->logits_d, c->xf, &c->lm, n, err))) return rc;
     if (p->sample) {
         if ((rc = launch_sampling(c, p, err))) return rc;
     } else {

@@ -3,8 +3,9 @@
  * A weight is a kiln_cuda_gemm (shape N x K, dtype, its cuBLASLt plan) and a device matrix
  * W [N][K]; kiln_cuda_linear computes y[rows][N] = x[rows][K] W^T on the kernel gemm_choice picks,
  * kiln_cuda_linear_swiglu the gate|up projection followed by SwiGLU (fused into the GEMV or wide
- * kernel's epilogue when those run it and KILN_CUDA_GLU is on). The dtypes the backend can run
- * (kiln_cuda_linear_supports: f32, f16, bf16) are checked at create (cuda_weights.c). */
+ * kernel's epilogue when those run it and KILN_CUDA_GLU is on). GGUF-quantized weights (cuda_mat
+ * segments) take qlinear.cu's GEMV for few rows, else are dequantized to bf16 for cuBLASLt. The
+ * dtypes the backend can run (kiln_cuda_linear_supports) are checked at create (cuda_weights.c). */
 #include "backend/cuda/cuda_backend_internal.h"
 
 /* y = x W^T by one of four kernels, chosen per shape and row count (measured on the H100 for
@@ -34,32 +35,65 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
     return GEMM_LT;
 }
 
-int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int n,
+/* Quantized weights: the GEMV per segment (each into its column slice of y) up to
+ * qgemv_max_rows rows; above, every segment dequantized into the bf16 scratch wdq (rows
+ * row0..row0+rows) and one cuBLASLt GEMM over the whole N x K. Returns whether y came from
+ * cuBLASLt (then in g->ydt) through *lt. */
+static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
+                   kiln_error *err) {
+    *lt = n > c->qgemv_max_rows;
+    if (!*lt) {
+        for (int s = 0; s < w->n_seg; s++)
+            LAUNCH(kiln_cuda_qgemv_ex((float *)y + w->seg[s].row0, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n,
+                                      w->seg[s].rows, w->K, 0, c->n_sm, c->st));
+        return KILN_OK;
+    }
+    for (int s = 0; s < w->n_seg; s++)
+        LAUNCH(kiln_cuda_qdequant((uint16_t *)c->wdq + (size_t)w->seg[s].row0 * w->K, c->adt, w->seg[s].w,
+                                  w->seg[s].dt, w->seg[s].rows, w->K, c->st));
+    return kiln_cuda_gemm_run(&c->gctx, g, y, x, c->wdq, n, c->st, err);
+}
+
+int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n,
                      kiln_error *err) {
+    if (kiln_dtype_is_quant(w->dt)) {
+        int lt, rc = qlinear(c, g, y, x, w, n, &lt, err);
+        if (rc) return rc;
+        if (c->debug && (rc = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return rc;
+        return KILN_OK;
+    }
+    const void *wp = w->w;
     int r_ = 0, k_ = gemm_choice(c, g, n);
     cudaError_t e_ = cudaSuccess;
     if (k_ >= 0)
-        e_ = kiln_cuda_gemv_ex((float *)y, x, w, g->wdt, n, g->N, g->K, k_, c->st);
+        e_ = kiln_cuda_gemv_ex((float *)y, x, wp, g->wdt, n, g->N, g->K, k_, c->st);
     else if (k_ == GEMM_SKINNY)
-        e_ = kiln_cuda_gemm_skinny((float *)y, x, w, g->wdt, n, g->N, g->K, c->st);
+        e_ = kiln_cuda_gemm_skinny((float *)y, x, wp, g->wdt, n, g->N, g->K, c->st);
     else if (k_ == GEMM_WIDE)
-        e_ = kiln_cuda_gemm_wide_ex((float *)y, x, w, g->wdt, n, g->N, g->K, c->wide_variant, c->pdl, c->st);
+        e_ = kiln_cuda_gemm_wide_ex((float *)y, x, wp, g->wdt, n, g->N, g->K, c->wide_variant, c->pdl, c->st);
     else
-        r_ = kiln_cuda_gemm_run(&c->gctx, g, y, x, w, n, c->st, err);
+        r_ = kiln_cuda_gemm_run(&c->gctx, g, y, x, wp, n, c->st, err);
     if (e_ != cudaSuccess) return kiln_cuda_error(err, e_, "kiln_cuda_gemv/skinny", __FILE__, __LINE__);
     if (r_) return r_;
     if (c->debug && (r_ = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return r_;
     return KILN_OK;
 }
 
-int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const void *w,
+int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             int T, kiln_error *err) {
     int F = g->N / 2, D = g->K;
+    if (kiln_dtype_is_quant(w->dt)) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
+        int lt, rc = qlinear(c, g, gu, x, w, T, &lt, err);
+        if (rc) return rc;
+        LAUNCH(kiln_cuda_swiglu_in(act, c->adt, gu, lt ? g->ydt : KILN_DT_F32, T, F, c->pdl, c->st));
+        return KILN_OK;
+    }
+    const void *wp = w->w;
     int gk = gemm_choice(c, g, T);
     if (gk == GEMM_WIDE && c->glu) { /* SwiGLU in the GEMM's epilogue: act[T][F] straight out */
-        LAUNCH(kiln_cuda_gemm_wide_glu(act, c->adt, x, w, g->wdt, T, F, D, c->wide_variant, c->pdl, c->st));
+        LAUNCH(kiln_cuda_gemm_wide_glu(act, c->adt, x, wp, g->wdt, T, F, D, c->wide_variant, c->pdl, c->st));
     } else if (gk >= 0 && c->glu) {
-        LAUNCH(kiln_cuda_gemv_glu(act, c->adt, x, w, g->wdt, T, F, D, c->st));
+        LAUNCH(kiln_cuda_gemv_glu(act, c->adt, x, wp, g->wdt, T, F, D, c->st));
     } else {
         int rc = kiln_cuda_linear(c, g, gu, x, w, T, err);
         if (rc) return rc;

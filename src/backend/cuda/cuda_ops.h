@@ -129,6 +129,25 @@ cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w, kiln_dtype
 cudaError_t kiln_cuda_gemv_glu(void *act, kiln_dtype adt, const void *x, const void *w, kiln_dtype wdt, int T, int F,
                                int K, cudaStream_t st);
 
+/* GGUF-quantized weights (qlinear.cu; decoding in qdecode.cuh). W [N][K] in blocks of wdt (Q8_0,
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), 16-byte aligned, with 16 readable bytes after its
+ * last block; K a multiple of the block size and of 32.
+ * kiln_cuda_qgemv_ex: y[t][n] (row stride ldy >= N, f32) = sum_k x[t][k] W[n][k] for
+ *   1 <= T <= KILN_QGEMV_MAX_ROWS, x [T][K] bf16 or f16 (16-byte aligned); a fixed summation order
+ *   that depends on K only (row t has the same bits for any T, rows per warp or grid);
+ *   rows_per_warp 0 (by N and n_sm), 1 or 2.
+ * kiln_cuda_qdequant: out [N][K] (bf16, f16 or f32, 16-byte aligned) = the weights, each computed
+ *   exactly as the CPU's scalar dequantization (format/quant.c) and then rounded to odt.
+ * kiln_cuda_qembed: kiln_cuda_embed for a quantized table emb [vocab][D].
+ * Anything else: cudaErrorInvalidValue. */
+#define KILN_QGEMV_MAX_ROWS 8
+cudaError_t kiln_cuda_qgemv_ex(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt,
+                               int T, int N, int K, int rows_per_warp, int n_sm, cudaStream_t st);
+cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
+                               cudaStream_t st);
+cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,
+                             const int32_t *prev_tok, int T, int D, cudaStream_t st);
+
 /* The same product on tensor cores for T <= KILN_SKINNY_MAX_ROWS rows (skinny.cu): W [N][K]
  * bf16 or f16 (wdt), x [T][K] same dtype, y [T][N] f32; K % 8 == 0, x and W 16-byte aligned, y
  * 4-byte aligned, 1 <= T <= 16, 1 <= N <= 2^30; otherwise cudaErrorInvalidValue. A pure stream
@@ -171,6 +190,10 @@ cudaError_t kiln_cuda_gemm_wide_glu(void *act, kiln_dtype adt, const void *x, co
  * cols = the tensor's shape[1] (0 for a 1-D tensor). */
 cudaError_t kiln_cuda_dummy_fill(void *dst, kiln_dtype dt, int64_t n, uint64_t seed, int tensor_index,
                                  int64_t cols, cudaStream_t st);
+/* the same for a GGUF-quantized tensor of nbytes bytes whose rows have cols elements: byte i is
+ * kiln_dummy_qbyte(kiln_dummy_key(seed, tensor_index), dt, i, cols) (model/dummy_quant.h) */
+cudaError_t kiln_cuda_dummy_fill_q(void *dst, kiln_dtype dt, int64_t nbytes, uint64_t seed, int tensor_index,
+                                   int64_t cols, cudaStream_t st);
 
 /* dst[i] = bits (a 16-bit or 32-bit pattern) for poisoning buffers in tests and debug mode. */
 cudaError_t kiln_cuda_fill_u32(uint32_t *dst, uint32_t bits, int64_t n, cudaStream_t st);

@@ -66,25 +66,51 @@ static int put_tensor(uploader *u, void *dst, const kiln_tensor *t, kiln_error *
     if (m->format != KILN_FORMAT_DUMMY)
         return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: tensor %s has no data", t->name);
     int64_t n = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
-    cudaError_t e = kiln_cuda_dummy_fill(dst, t->dtype, n, m->dummy_seed, (int)(t - m->tensors),
-                                         t->ndim == 1 ? 0 : t->shape[1], c->st);
+    cudaError_t e = kiln_dtype_is_quant(t->dtype)
+                        ? kiln_cuda_dummy_fill_q(dst, t->dtype, (int64_t)t->nbytes, m->dummy_seed, (int)(t - m->tensors),
+                                                 t->shape[t->ndim - 1], c->st)
+                        : kiln_cuda_dummy_fill(dst, t->dtype, n, m->dummy_seed, (int)(t - m->tensors),
+                                               t->ndim == 1 ? 0 : t->shape[1], c->st);
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "kiln_cuda_dummy_fill", __FILE__, __LINE__);
     u->done += t->nbytes;
     progress(u, 0);
     return KILN_OK;
 }
 
-/* Several tensors placed back to back in one device buffer. */
-static int put_group(uploader *u, void **dst, const kiln_tensor *const *ts, int n, const char *what,
-                     kiln_error *err) {
-    size_t total = 0;
-    for (int i = 0; i < n; i++) total += ts[i]->nbytes;
-    int rc = kiln_cuda_dev_malloc(u->c, dst, total, what, err);
+/* Several tensors placed back to back in one device buffer, as the row segments of *mt (N x K).
+ * Dense parts (one dtype, checked at load) are one segment of concatenated rows. Quantized
+ * parts of one type are one segment too (rows of whole blocks concatenate); parts of different
+ * types are one segment each, every segment start 16-byte aligned. Quantized buffers end with
+ * 16 bytes of padding (qdecode.cuh may read that far past the last block). */
+static size_t seg_align(size_t n) { return (n + 15) / 16 * 16; }
+static int put_mat(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int n, const char *what, kiln_error *err) {
+    int quant = kiln_dtype_is_quant(ts[0]->dtype);
+    memset(mt, 0, sizeof *mt);
+    mt->K = (int)ts[0]->shape[ts[0]->ndim - 1];
+    size_t total = 0, off[CUDA_MAT_SEGS];
+    for (int i = 0; i < n; i++) {
+        int rows = (int)(ts[i]->ndim == 1 ? 1 : ts[i]->shape[0]);
+        if (mt->n_seg == 0 || ts[i]->dtype != mt->seg[mt->n_seg - 1].dt) {
+            total = seg_align(total);
+            mt->seg[mt->n_seg].dt = ts[i]->dtype;
+            mt->seg[mt->n_seg].row0 = mt->N;
+            mt->seg[mt->n_seg].w = (void *)(uintptr_t)total; /* an offset until allocated */
+            mt->n_seg++;
+        }
+        off[i] = total;
+        mt->seg[mt->n_seg - 1].rows += rows;
+        mt->N += rows;
+        total += ts[i]->nbytes;
+    }
+    if (quant) total += 16;
+    int rc = kiln_cuda_dev_malloc(u->c, &mt->w, total, what, err);
     if (rc) return rc;
-    size_t off = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        rc = put_tensor(u, (unsigned char *)*dst + off, ts[i], err);
-        off += ts[i]->nbytes;
+    for (int s = 0; s < mt->n_seg; s++) mt->seg[s].w = (unsigned char *)mt->w + (uintptr_t)mt->seg[s].w;
+    mt->dt = mt->seg[0].dt;
+    for (int i = 0; i < n && !rc; i++) rc = put_tensor(u, (unsigned char *)mt->w + off[i], ts[i], err);
+    if (!rc && quant) {
+        cudaError_t e = cudaMemsetAsync((unsigned char *)mt->w + total - 16, 0, 16, u->c->st);
+        if (e != cudaSuccess) rc = kiln_cuda_error(err, e, "cudaMemsetAsync(weight padding)", __FILE__, __LINE__);
     }
     return rc;
 }
@@ -114,18 +140,20 @@ int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
     }
     u.total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
     u.total += (size_t)(2 * mc->n_layers + 1) * D * sizeof(float);
-    if (!rc) rc = put_group(&u, &c->emb, &m->tok_embd, 1, "the embedding", err);
+    cuda_mat emb;
+    if (!rc) rc = put_mat(&u, &emb, &m->tok_embd, 1, "the embedding", err);
+    if (!rc) c->emb = emb.w;
     if (!rc) {
-        if (m->lm_head == m->tok_embd) c->lm = c->emb;
-        else rc = put_group(&u, &c->lm, &m->lm_head, 1, "the LM head", err);
+        if (m->lm_head == m->tok_embd) c->lm = emb;
+        else rc = put_mat(&u, &c->lm, &m->lm_head, 1, "the LM head", err);
     }
     for (int l = 0; l < mc->n_layers && !rc; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *qkv[3] = {w->wq, w->wk, w->wv}, *gu[2] = {w->w_gate, w->w_up};
-        if (!rc) rc = put_group(&u, &c->layers[l].wqkv, qkv, 3, "q/k/v projections", err);
-        if (!rc) rc = put_group(&u, &c->layers[l].wo, &w->wo, 1, "o projection", err);
-        if (!rc) rc = put_group(&u, &c->layers[l].wgu, gu, 2, "gate/up projections", err);
-        if (!rc) rc = put_group(&u, &c->layers[l].wd, &w->w_down, 1, "down projection", err);
+        if (!rc) rc = put_mat(&u, &c->layers[l].qkv, qkv, 3, "q/k/v projections", err);
+        if (!rc) rc = put_mat(&u, &c->layers[l].o, &w->wo, 1, "o projection", err);
+        if (!rc) rc = put_mat(&u, &c->layers[l].gu, gu, 2, "gate/up projections", err);
+        if (!rc) rc = put_mat(&u, &c->layers[l].d, &w->w_down, 1, "down projection", err);
     }
     if (!rc) rc = kiln_cuda_dev_malloc(c, (void **)&c->norms, (size_t)(2 * mc->n_layers + 1) * D * sizeof(float), "norms", err);
     for (int l = 0; l < mc->n_layers && !rc; l++) {
@@ -151,19 +179,29 @@ int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
 /* ---- what the backend runs ------------------------------------------------------------------ */
 
 static int dense_dtype(kiln_dtype dt) { return dt == KILN_DT_F32 || dt == KILN_DT_F16 || dt == KILN_DT_BF16; }
+static int quant_dtype(kiln_dtype dt) {
+    return dt == KILN_DT_Q8_0 || dt == KILN_DT_Q4_0 || dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_0 || dt == KILN_DT_Q5_1 ||
+           dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K;
+}
 
-/* The weight dtypes kiln_cuda_linear runs (GEMV / skinny / wide: f16, bf16; cuBLASLt: f32, f16,
- * bf16). Anything else (GGUF block quantizations such as Q4_K or Q8_0, FP8) is refused at load
- * by check_model, with the type and the tensor named: there is no fallback (I3). */
-int kiln_cuda_linear_supports(kiln_dtype dt) { return dense_dtype(dt); }
+/* The weight dtypes kiln_cuda_linear runs: f32, f16, bf16 (GEMV / skinny / wide / cuBLASLt) and
+ * the GGUF block types of qlinear.cu (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). Anything
+ * else (FP8, other GGUF types) is refused at load by check_model, with the type and the tensor
+ * named: there is no fallback (I3). */
+int kiln_cuda_linear_supports(kiln_dtype dt) { return dense_dtype(dt) || quant_dtype(dt); }
 
 int kiln_cuda_check_weight(const kiln_tensor *w, kiln_error *err) {
     if (!kiln_cuda_linear_supports(w->dtype))
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s weights (%s) not supported yet (f32/f16/bf16 only)",
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s weights (%s) not supported (f32/f16/bf16 and the "
+                        "GGUF types q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)",
                         kiln_dtype_name(w->dtype), w->name);
     if (w->quant.kind != KILN_SCALE_NONE)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s scales of %s not supported yet",
                         kiln_scale_kind_name(w->quant.kind), w->name);
+    int64_t K = w->shape[w->ndim - 1];
+    if (quant_dtype(w->dtype) && K % 32)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s (%s) has rows of %lld elements, not a multiple of 32",
+                        w->name, kiln_dtype_name(w->dtype), (long long)K);
     return KILN_OK;
 }
 
@@ -198,26 +236,29 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         if (m->layers[l].window != 0)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has a %d-token attention window; "
                             "windowed attention is not supported yet", l, m->layers[l].window);
-    if (!dense_dtype(m->tok_embd->dtype))
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s embedding not supported yet (f32/f16/bf16 only)",
-                        kiln_dtype_name(m->tok_embd->dtype));
-    if (!kiln_cuda_linear_supports(m->lm_head->dtype))
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s LM head not supported yet (f32/f16/bf16 only)",
-                        kiln_dtype_name(m->lm_head->dtype));
+    if (!dense_dtype(m->tok_embd->dtype) && !quant_dtype(m->tok_embd->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s embedding (%s) not supported",
+                        kiln_dtype_name(m->tok_embd->dtype), m->tok_embd->name);
+    if (quant_dtype(m->tok_embd->dtype) && mc->dim % 32)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: quantized embedding rows of %d elements", mc->dim);
     int rc = kiln_cuda_check_weight(m->lm_head, err);
     if (rc) return rc;
+    /* Matrices: all dense of one dtype (adt), or all GGUF-quantized (any mix of the supported
+     * types; activations then bf16). The LM head on its own: dense (hdt) or quantized (bf16 in). */
+    int quant = quant_dtype(m->layers[0].wq->dtype);
     c->edt = m->tok_embd->dtype;
-    c->hdt = m->lm_head->dtype;
-    c->adt = m->layers[0].wq->dtype;
+    c->hdt = quant_dtype(m->lm_head->dtype) ? KILN_DT_BF16 : m->lm_head->dtype;
+    c->adt = quant ? KILN_DT_BF16 : m->layers[0].wq->dtype;
+    c->quant = quant || quant_dtype(m->lm_head->dtype);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
         for (int i = 0; i < 7; i++) {
             if ((rc = kiln_cuda_check_weight(ts[i], err))) return rc;
-            if (ts[i]->dtype != c->adt)
+            if (quant ? !quant_dtype(ts[i]->dtype) : ts[i]->dtype != c->adt)
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                                 "cuda backend: mixed matrix dtypes (%s is %s, %s is %s) not supported",
-                                ts[i]->name, kiln_dtype_name(ts[i]->dtype), w->wq->name, kiln_dtype_name(c->adt));
+                                ts[i]->name, kiln_dtype_name(ts[i]->dtype), w->wq->name, kiln_dtype_name(w->wq->dtype));
         }
     }
     return KILN_OK;

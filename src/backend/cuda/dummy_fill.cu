@@ -6,6 +6,7 @@
  * -prec-sqrt / -prec-div); the dtype rounding is round-to-nearest-even like util/fp16.h. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
+#include "model/dummy_quant.h"
 #include "util/dummy_hash.h"
 
 static __global__ void dummy_kernel(void *dst, kiln_dtype dt, int64_t n, uint64_t key, int64_t cols) {
@@ -25,6 +26,25 @@ extern "C" cudaError_t kiln_cuda_dummy_fill(void *dst, kiln_dtype dt, int64_t n,
     int64_t blocks = (n + 255) / 256;
     if (blocks > 65536) blocks = 65536;
     dummy_kernel<<<(unsigned)blocks, 256, 0, st>>>(dst, dt, n, k, cols);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+/* --dummy-quant: a GGUF-quantized tensor's bytes, kiln_dummy_qbyte (model/dummy_quant.h) each,
+ * the same bits as the host's; 4 bytes per thread */
+static __global__ void dummy_q_kernel(uint8_t *dst, kiln_dtype dt, int64_t nbytes, uint64_t key, int64_t cols) {
+    for (int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 4; i < nbytes;
+         i += (int64_t)gridDim.x * blockDim.x * 4)
+        for (int j = 0; j < 4 && i + j < nbytes; j++) dst[i + j] = kiln_dummy_qbyte(key, dt, i + j, cols);
+}
+
+extern "C" cudaError_t kiln_cuda_dummy_fill_q(void *dst, kiln_dtype dt, int64_t nbytes, uint64_t seed, int tensor_index,
+                                              int64_t cols, cudaStream_t st) {
+    if (nbytes <= 0) return cudaSuccess;
+    if (!kiln_dtype_is_quant(dt)) return cudaErrorInvalidValue;
+    uint64_t k = kiln_dummy_key(seed, tensor_index);
+    int64_t blocks = (nbytes / 4 + 255) / 256;
+    if (blocks > 65536) blocks = 65536;
+    dummy_q_kernel<<<(unsigned)blocks, 256, 0, st>>>((uint8_t *)dst, dt, nbytes, k, cols);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
