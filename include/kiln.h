@@ -106,6 +106,9 @@ typedef struct kiln_engine_options {
     int load_dummy;             /* --load-format dummy: random weights in the config's shape */
     int skip_tokenizer;         /* ids only: do not load the tokenizer */
     uint64_t dummy_seed;
+    const char *dummy_quant;    /* --dummy-quant: NULL = the config dtype; else a kiln quantize type
+                                 * ("q8_0", "q4_k_m" ...): the dummy layers' matrices and LM head in
+                                 * its GGUF block types (embedding: config dtype; norms f32) */
     int overlap;                /* overlapped (async) scheduling where the backend samples and allows
                                  * it: default on (0 or 1); -1 = off */
     int strict;                 /* 1: every fallback is an error (invariant I3) (default 0) */

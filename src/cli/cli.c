@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "format/ftype.h"
 #include "util/alloc.h"
 #include "util/threads.h"
 
@@ -98,6 +99,17 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
             return -1;
         }
         o->kv_memory_fraction = f;
+        return 1;
+    }
+    if (!strcmp(a, "--dummy-quant")) {
+        NEEDVAL();
+        kiln_ftype ft;
+        if (kiln_ftype_parse(val, &ft)) {
+            fprintf(stderr, "kiln: --dummy-quant must be one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+                            "q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k (got '%s')\n", val);
+            return -1;
+        }
+        o->dummy_quant = val;
         return 1;
     }
     if (!strcmp(a, "--kv-cache-dtype")) { NEEDVAL(); o->kv_cache_dtype = val; return 1; }

@@ -17,16 +17,18 @@ static const char *fmt_name(kiln_model_format f) {
 
 int kiln_cmd_info(int argc, char **argv) {
     const char *path = NULL;
+    const char *quant = NULL;
     int dummy = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "--model") || !strcmp(argv[i], "-m")) && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--load-format") && i + 1 < argc) dummy = !strcmp(argv[++i], "dummy");
-        else { fprintf(stderr, "kiln info: unknown option '%s'\nusage: kiln info --model PATH [--load-format dummy]\n", argv[i]); return 2; }
+        else if (!strcmp(argv[i], "--dummy-quant") && i + 1 < argc) quant = argv[++i];
+        else { fprintf(stderr, "kiln info: unknown option '%s'\nusage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]]\n", argv[i]); return 2; }
     }
-    if (!path) { fprintf(stderr, "usage: kiln info --model PATH [--load-format dummy]\n"); return 2; }
+    if (!path) { fprintf(stderr, "usage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]]\n"); return 2; }
     kiln_error err = {0};
     kiln_model *m = NULL;
-    int rc = dummy ? kiln_model_load_dummy(&m, path, 1, 0, &err) : kiln_model_load(&m, path, &err);
+    int rc = dummy ? kiln_model_load_dummy_quant(&m, path, 1, 0, quant, &err) : kiln_model_load(&m, path, &err);
     if (rc) { kiln_cli_print_error("info", &err); return 1; }
     const kiln_config *c = &m->cfg;
     int counts[KILN_DT_COUNT] = {0};

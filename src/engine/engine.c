@@ -188,7 +188,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     }
     if (o->load_dummy)
         /* a GPU backend fills dummy matrices on the device (same values): no host copy */
-        rc = kiln_model_load_dummy(&e->model, o->model_path, o->dummy_seed, strcmp(e->ops->name, "cuda") != 0, err);
+        rc = kiln_model_load_dummy_quant(&e->model, o->model_path, o->dummy_seed, strcmp(e->ops->name, "cuda") != 0,
+                                         o->dummy_quant, err);
     else
         rc = kiln_model_load(&e->model, o->model_path, err);
     if (rc) goto fail;

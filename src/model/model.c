@@ -140,7 +140,7 @@ static int check_matrix(const kiln_model *m, const kiln_tensor *t, int64_t rows,
                         tensor_file(m, t), t->name, (long long)t->shape[0],
                         (long long)(t->ndim > 1 ? t->shape[1] : 0), t->ndim != 2 ? " (not 2-D)" : "",
                         (long long)rows, (long long)cols);
-    if (m->format == KILN_FORMAT_GGUF) {
+    if (m->format == KILN_FORMAT_GGUF || (m->format == KILN_FORMAT_DUMMY && m->dummy_quant[0])) {
         if (t->dtype == KILN_DT_I32 || (unsigned)t->dtype >= KILN_DT_COUNT)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s", m->path,
                             t->name, kiln_dtype_name(t->dtype));

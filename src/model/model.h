@@ -82,6 +82,8 @@ typedef struct kiln_model {
     float *norm_f32;           /* owned by kiln_model_bind: every f32 norm copy, [(2*n_layers+1)*dim] */
     uint64_t dummy_seed;       /* format == DUMMY: the seed of kiln_dummy_value */
     int dummy_host_data;       /* format == DUMMY: 0 when matrix data is NULL (filled on a device) */
+    char dummy_quant[16];      /* format == DUMMY: the quantization type ("q4_k_m"), "" = none: the
+                                * matrices' dtypes then differ (tensor dtype; norms f32) */
     const kiln_tensor *tok_embd; /* [vocab][dim] */
     const kiln_tensor *lm_head;  /* [vocab][dim] */
     float *out_norm;             /* [dim] f32 */
@@ -96,6 +98,12 @@ int kiln_model_load(kiln_model **out, const char *path, kiln_error *err);
 /* host_data = 0 leaves tensor data NULL (a GPU backend fills the weights on the device). */
 int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t seed, int host_data,
                           kiln_error *err);
+/* The same with the layers' matrices and an untied LM head in the GGUF block types of a
+ * quantization type (quant: a kiln_ftype name, "q4_k_m" ...; NULL or "" = the config dtype);
+ * their bytes are kiln_dummy_qbyte(kiln_dummy_key(seed, t), dtype, byte, cols)
+ * (model/dummy_quant.h). */
+int kiln_model_load_dummy_quant(kiln_model **out, const char *config_path, uint64_t seed, int host_data,
+                                const char *quant, kiln_error *err);
 void kiln_model_free(kiln_model *m);
 
 /* Dummy weights are a pure function of (seed, tensor index in m->tensors, element index), so

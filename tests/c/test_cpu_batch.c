@@ -388,7 +388,7 @@ static void test_attn_softmax(void) {
  * and the dot kernel with every nr up to kiln_cpu_dot_max_rows against nr = 1, bit for bit,
  * for every quant type on every ISA; random blocks whose f16 scales are set to sane values. */
 static void test_dotw(void) {
-    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q5_0, KILN_DT_Q5_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
     enum { ROWS = 9, NIN = 1536 };
     unsigned long long seed = 11;
     float *x = malloc(sizeof(float) * NIN), a[ROWS], b[ROWS], *xs = malloc(sizeof(float) * 8 * NIN);
@@ -405,7 +405,7 @@ static void test_dotw(void) {
             unsigned char *p = w + blk * (size_t)bb + (dt == KILN_DT_Q6_K ? 208 : 0);
             p[0] = (unsigned char)kt_rand_u64(&seed);
             p[1] = 0x20; /* ~0.008, the low byte random */
-            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) {
+            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) {
                 p[2] = (unsigned char)kt_rand_u64(&seed);
                 p[3] = 0xa0; /* ~-0.008 */
             }
@@ -447,7 +447,7 @@ static void test_dotw(void) {
  * tile shape, row lengths whose vector count is 0 or 2 mod 4 (the dot kernel's tail), every
  * quant type and ISA that has the pair; random blocks with sane f16 scales. */
 static void test_panel_tile(void) {
-    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q5_0, KILN_DT_Q5_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
     enum { ROWS = 6, XR = 6, NMAX = 1536 };
     const int ns[] = {32, 64, 96, 256, 576, 1024, 1536};
     unsigned long long seed = 13;
@@ -463,7 +463,7 @@ static void test_panel_tile(void) {
         for (size_t blk = 0; blk < rb * ROWS / (size_t)bb; blk++) {
             unsigned char *p = w + blk * (size_t)bb + (dt == KILN_DT_Q6_K ? 208 : 0);
             p[1] = 0x20;
-            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) p[3] = 0xa0;
+            if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) p[3] = 0xa0;
         }
         for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
             if (!kiln_isa_supported((kiln_isa)isa)) continue;

@@ -237,7 +237,7 @@ static void rand_row(kiln_dtype dt, unsigned char *row, int n, unsigned long lon
     for (int k = 0; k < n / be; k++) {
         unsigned char *b = row + (size_t)k * bb;
         int off[2] = {0, -1};
-        if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) off[1] = 2;
+        if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) off[1] = 2;
         if (dt == KILN_DT_Q6_K) off[0] = 208;
         for (int j = 0; j < 2; j++) {
             if (off[j] < 0) continue;
@@ -249,8 +249,8 @@ static void rand_row(kiln_dtype dt, unsigned char *row, int n, unsigned long lon
 }
 
 static void test_quant(void) {
-    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1,
-                                KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    const kiln_dtype types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q5_0,
+                                KILN_DT_Q5_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
     unsigned long long seed = 0x1234567ULL;
     enum { ROWS = 24, NMAX = 1792 };
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {

@@ -23,6 +23,8 @@ typedef __m256i VI;
 #define ISUB(a, b) _mm256_sub_epi32(a, b)
 #define ISRLI(a, k) _mm256_srli_epi32(a, k)
 #define ISLLI(a, k) _mm256_slli_epi32(a, k)
+#define ISRLV(a, b) _mm256_srlv_epi32(a, b)
+#define IIOTA() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
 #define IBITS(v, s, mask) _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_set1_epi32(s)), _mm256_set1_epi32(mask))
 
 /* horizontal sum in a fixed order: (lo128 + hi128), then pairs */

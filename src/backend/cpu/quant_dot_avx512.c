@@ -25,6 +25,8 @@ typedef __m512i VI;
 #define ISUB(a, b) _mm512_sub_epi32(a, b)
 #define ISRLI(a, k) _mm512_srli_epi32(a, k)
 #define ISLLI(a, k) _mm512_slli_epi32(a, k)
+#define ISRLV(a, b) _mm512_srlv_epi32(a, b)
+#define IIOTA() _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 #define VPERM16(idx, tab) _mm512_permutexvar_ps(idx, tab)
 /* dm = (f32) {d, m, 0 ...} from the block's two leading f16 */
 #define VDM16(b, dm)                                                                          \
@@ -113,6 +115,8 @@ static void deq_rows_perm(int T, int bb, const void *w, size_t ldw, int nw, int 
 DEQ(deq_q8_0, T_Q8_0, 34)
 DEQ(deq_q4_0, T_Q4_0, 18)
 DEQ(deq_q4_1, T_Q4_1, 20)
+DEQ(deq_q5_0, T_Q5_0, 22)
+DEQ(deq_q5_1, T_Q5_1, 24)
 
 /* Phase a only (the chains j = a, a + 4 ...), for rows too long for x's group to stay in L1
  * while the weight rows stream: the caller runs phases 0..3 in order over many tiles, each
@@ -231,6 +235,8 @@ kiln_deq_fn kiln_quant_deq_avx512(kiln_dtype dt) {
     case KILN_DT_Q8_0: return deq_q8_0;
     case KILN_DT_Q4_0: return deq_q4_0;
     case KILN_DT_Q4_1: return deq_q4_1;
+    case KILN_DT_Q5_0: return deq_q5_0;
+    case KILN_DT_Q5_1: return deq_q5_1;
     default: return NULL;
     }
 }
