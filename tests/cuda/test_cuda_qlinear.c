@@ -1,0 +1,292 @@
+/* test_cuda_qlinear.c: the GGUF-quantized kernels of qlinear.cu against the CPU's quantized math
+ * (format/quant.c's scalar dequantization, the reference of the CPU backend), on random blocks:
+ *   - every type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): random bytes with random f16
+ *     scale fields (either sign, 2^-12 .. 2^-5), N in {1, 7, 64, 333}, K in {32, 96, 576, 4096}
+ *     (K-quants {256, 768, 5120}), x bf16 and f16;
+ *   - kiln_cuda_qdequant: f32 output bit-equal to kiln_dequant_row, bf16 / f16 output equal to its
+ *     round-to-nearest-even;
+ *   - kiln_cuda_qgemv_ex, T = 1..8: every element within a first-order f32 bound of the double sum
+ *     of the dequantized weights times x, 2^-24 (4 K / 32 + 64) sum_k (|w_k| + m_k) |x_k| with m_k
+ *     the largest |w| of k's 32-element unit (the per-unit offset term a off sum(x) can be that
+ *     large before it cancels); row t bit-identical for T = 1..8 and rows per warp 1 and 2;
+ *     written into a column slice (ldy = N + 5) with the other columns left untouched;
+ *   - kiln_cuda_qembed: rows equal to kiln_dequant_row's, with and without prev_row;
+ *   - refusals: non-quantized or unsupported types, K not whole blocks, misaligned pointers.
+ * KILN_QGEMV_BENCH=1 adds timings of the GEMV at T = 1, 2, 4, 8 and of qdequant for the Devstral
+ * shapes in Q4_K, Q6_K and Q8_0 (us per call, weight GB/s), rotating over copies of W past L2. */
+#include <math.h>
+#include <string.h>
+#include "backend/cuda/cuda_ops.h"
+#include "cuda_test.h"
+#include "format/quant.h"
+#include "util/alloc.h"
+
+static const kiln_dtype k_types[] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q5_0,
+                                     KILN_DT_Q5_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+#define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
+
+/* offsets of the f16 scale fields of a block (-1: none) */
+static void scale_fields(kiln_dtype dt, int *a, int *b) {
+    *a = 0;
+    *b = -1;
+    if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) *b = 2;
+    if (dt == KILN_DT_Q6_K) *a = 208;
+}
+static uint16_t rand_scale(unsigned long long *s) {
+    double mag = ldexp(1.0 + 0.5 * (kt_randf(s) + 1.0), -12 + (int)(kt_rand_u64(s) % 8));
+    return kiln_f32_to_f16((float)((kt_rand_u64(s) & 1) ? -mag : mag));
+}
+/* N rows of K elements of dt: random blocks */
+static uint8_t *rand_blocks(kiln_dtype dt, int N, int K, unsigned long long *s, size_t *nbytes) {
+    size_t rb = kiln_dtype_row_bytes(dt, K), n = rb * (size_t)N;
+    uint8_t *b = kiln_malloc(n + 16);
+    for (size_t i = 0; i < n + 16; i++) b[i] = (uint8_t)(kt_rand_u64(s) >> 56);
+    int bb = kiln_dtype_block_bytes(dt), fa, fb;
+    scale_fields(dt, &fa, &fb);
+    for (size_t o = 0; o < n; o += (size_t)bb) {
+        uint16_t h = rand_scale(s);
+        memcpy(b + o + fa, &h, 2);
+        if (fb >= 0) {
+            h = rand_scale(s);
+            memcpy(b + o + fb, &h, 2);
+        }
+    }
+    *nbytes = n;
+    return b;
+}
+static float *dequant(kiln_dtype dt, const uint8_t *b, int N, int K) {
+    float *w = kiln_malloc((size_t)N * K * 4);
+    size_t rb = kiln_dtype_row_bytes(dt, K);
+    for (int n = 0; n < N; n++) KT_CHECK(kiln_dequant_row(dt, b + rb * n, K, w + (size_t)n * K) == 0, "dequant_row");
+    return w;
+}
+
+static void check_dequant(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K) {
+    kiln_dtype odts[3] = {KILN_DT_F32, KILN_DT_BF16, KILN_DT_F16};
+    size_t n = (size_t)N * K;
+    void *dout = kc_dev(n * 4);
+    void *h = kiln_malloc(n * 4);
+    for (int i = 0; i < 3; i++) {
+        kiln_dtype o = odts[i];
+        kc_poison(dout, n * 4);
+        CU(kiln_cuda_qdequant(dout, o, dw, dt, N, K, 0));
+        kc_get(h, dout, n * kc_dtsize(o));
+        size_t bad = 0;
+        for (size_t j = 0; j < n; j++) {
+            uint32_t got, want;
+            if (o == KILN_DT_F32) {
+                memcpy(&got, (float *)h + j, 4);
+                memcpy(&want, w + j, 4);
+            } else {
+                got = ((uint16_t *)h)[j];
+                want = o == KILN_DT_BF16 ? kiln_f32_to_bf16(w[j]) : kiln_f32_to_f16(w[j]);
+            }
+            bad += got != want;
+        }
+        KT_CHECK(bad == 0, "qdequant %s -> %s N %d K %d: %zu of %zu elements differ from the CPU's", kiln_dtype_name(dt),
+                 kc_dtname(o), N, K, bad, n);
+    }
+    CU(cudaFree(dout));
+    kiln_free(h);
+}
+
+static void check_gemv(kiln_dtype dt, kiln_dtype xdt, const uint8_t *dw, const float *w, int N, int K,
+                       unsigned long long *s) {
+    const int MR = KILN_QGEMV_MAX_ROWS, ldy = N + 5;
+    float *x = kiln_malloc((size_t)MR * K * 4);
+    kc_rand(x, (size_t)MR * K, 1.0f, s);
+    kc_round_dt(xdt, x, (size_t)MR * K);
+    void *hx = kiln_malloc((size_t)MR * K * 2);
+    kc_to_dt(xdt, x, hx, (size_t)MR * K);
+    void *dx = kc_dev((size_t)MR * K * 2);
+    kc_put(dx, hx, (size_t)MR * K * 2);
+    float *dy = kc_dev((size_t)MR * ldy * 4);
+    float *y8 = kiln_malloc((size_t)MR * ldy * 4), *yt = kiln_malloc((size_t)MR * ldy * 4);
+    /* T = 8: accuracy against the double sum */
+    kc_poison(dy, (size_t)MR * ldy * 4);
+    CU(kiln_cuda_qgemv_ex(dy + 2, ldy, dx, xdt, dw, dt, MR, N, K, 0, 0, 0));
+    kc_get(y8, dy, (size_t)MR * ldy * 4);
+    double worst = 0;
+    size_t bad = 0, untouched = 0;
+    for (int t = 0; t < MR; t++) {
+        for (int j = 0; j < ldy; j++) {
+            uint32_t bits;
+            memcpy(&bits, &y8[(size_t)t * ldy + j], 4);
+            if (j < 2 || j >= N + 2) {
+                untouched += bits != 0xffffffffu;
+                continue;
+            }
+            int n = j - 2;
+            const float *wr = w + (size_t)n * K, *xr = x + (size_t)t * K;
+            double ref = 0, mag = 0;
+            for (int u = 0; u < K / 32; u++) {
+                double um = 0;
+                for (int k = 32 * u; k < 32 * u + 32; k++) um = fmax(um, fabs(wr[k]));
+                for (int k = 32 * u; k < 32 * u + 32; k++) {
+                    ref += (double)wr[k] * xr[k];
+                    mag += (fabs(wr[k]) + um) * fabs(xr[k]);
+                }
+            }
+            double bound = ldexp(1.0, -24) * (4.0 * K / 32 + 64) * mag + 1e-30;
+            double e = fabs(y8[(size_t)t * ldy + j] - ref);
+            if (!(e <= bound)) bad++;
+            if (e / bound > worst) worst = e / bound;
+        }
+    }
+    KT_CHECK(bad == 0 && untouched == 0, "qgemv %s x %s N %d K %d: %zu elements out of bound (worst %.2f of it), %zu "
+             "outside the slice written", kiln_dtype_name(dt), kc_dtname(xdt), N, K, bad, worst, untouched);
+    /* T = 1..7 and rows per warp 1, 2: the same bits per row */
+    size_t diff = 0;
+    for (int rpw = 0; rpw <= 2; rpw++)
+        for (int T = 1; T <= MR; T++) {
+            kc_poison(dy, (size_t)MR * ldy * 4);
+            CU(kiln_cuda_qgemv_ex(dy + 2, ldy, dx, xdt, dw, dt, T, N, K, rpw, 0, 0));
+            kc_get(yt, dy, (size_t)MR * ldy * 4);
+            for (int t = 0; t < T; t++) diff += memcmp(yt + (size_t)t * ldy + 2, y8 + (size_t)t * ldy + 2, (size_t)N * 4) != 0;
+            for (int t = T; t < MR; t++)
+                for (int j = 0; j < ldy; j++) {
+                    uint32_t bits;
+                    memcpy(&bits, &yt[(size_t)t * ldy + j], 4);
+                    diff += bits != 0xffffffffu;
+                }
+        }
+    KT_CHECK(diff == 0, "qgemv %s N %d K %d: rows differ across T / rows per warp (%zu)", kiln_dtype_name(dt), N, K, diff);
+    CU(cudaFree(dx));
+    CU(cudaFree(dy));
+    kiln_free(x);
+    kiln_free(hx);
+    kiln_free(y8);
+    kiln_free(yt);
+}
+
+static void check_embed(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K) {
+    const int T = 5;
+    int32_t ids[T] = {0, N - 1, N / 2, 0, N / 3}, prev[T] = {-1, 1, -1, 0, -1}, ptok[2] = {N - 1, N / 2};
+    int32_t *d = kc_dev(sizeof ids * 3);
+    kc_put(d, ids, sizeof ids);
+    kc_put(d + T, prev, sizeof prev);
+    kc_put(d + 2 * T, ptok, sizeof ptok);
+    float *dx = kc_dev((size_t)T * K * 4), *hx = kiln_malloc((size_t)T * K * 4);
+    for (int pass = 0; pass < 2; pass++) {
+        kc_poison(dx, (size_t)T * K * 4);
+        CU(kiln_cuda_embed(dx, dw, dt, d, pass ? d + T : NULL, pass ? d + 2 * T : NULL, T, K, 0));
+        kc_get(hx, dx, (size_t)T * K * 4);
+        int bad = 0;
+        for (int t = 0; t < T; t++) {
+            int id = pass && prev[t] >= 0 ? ptok[prev[t]] : ids[t];
+            bad += memcmp(hx + (size_t)t * K, w + (size_t)id * K, (size_t)K * 4) != 0;
+        }
+        KT_CHECK(bad == 0, "embed %s K %d (prev_row %d): %d rows differ from the CPU's", kiln_dtype_name(dt), K, pass, bad);
+    }
+    CU(cudaFree(d));
+    CU(cudaFree(dx));
+    kiln_free(hx);
+}
+
+static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
+    size_t nb;
+    uint8_t *b = rand_blocks(dt, N, K, s, &nb);
+    float *w = dequant(dt, b, N, K);
+    uint8_t *dw = kc_dev(nb + 16);
+    kc_put(dw, b, nb + 16);
+    check_dequant(dt, dw, w, N, K);
+    check_gemv(dt, KILN_DT_BF16, dw, w, N, K, s);
+    if (N < 100) check_gemv(dt, KILN_DT_F16, dw, w, N, K, s);
+    check_embed(dt, dw, w, N, K);
+    CU(cudaFree(dw));
+    kiln_free(b);
+    kiln_free(w);
+}
+
+static void refusals(void) {
+    void *dw = kc_dev(1 << 16), *dx = kc_dev(1 << 16);
+    float *dy = kc_dev(1 << 16);
+    const cudaError_t bad = cudaErrorInvalidValue;
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_BF16, 1, 64, 256, 0, 0, 0) == bad, "bf16 taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_F8_E4M3, 1, 64, 256, 0, 0, 0) == bad, "f8 taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_Q4_K, 1, 64, 128, 0, 0, 0) == bad,
+             "Q4_K with K 128 taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_F32, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad, "f32 x taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_Q8_0, 9, 64, 256, 0, 0, 0) == bad, "T 9 taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 32, dx, KILN_DT_BF16, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad, "ldy < N taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, (char *)dx + 2, KILN_DT_BF16, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad,
+             "misaligned x taken");
+    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_Q8_0, 1, 64, 256, 3, 0, 0) == bad, "3 rows a warp");
+    KT_CHECK(kiln_cuda_qdequant(dy, KILN_DT_BF16, dw, KILN_DT_Q6_K, 4, 32, 0) == bad, "Q6_K K 32 taken");
+    KT_CHECK(kiln_cuda_qdequant(dy, KILN_DT_I32, dw, KILN_DT_Q8_0, 4, 32, 0) == bad, "i32 output taken");
+    KT_CHECK(kiln_cuda_qembed(dy, dw, KILN_DT_Q4_K, (const int32_t *)dx, NULL, NULL, 1, 100, 0) == bad, "D 100 taken");
+    CU(cudaFree(dw));
+    CU(cudaFree(dx));
+    CU(cudaFree(dy));
+}
+
+/* timings: Devstral shapes, weights rotated past L2 */
+static void bench(void) {
+    struct { const char *name; int N, K; } sh[] = {
+        {"qkv", 6144, 5120}, {"o", 5120, 4096}, {"gate|up", 65536, 5120}, {"down", 5120, 32768}, {"lm head", 131072, 5120}};
+    kiln_dtype bt[3] = {KILN_DT_Q4_K, KILN_DT_Q6_K, KILN_DT_Q8_0};
+    unsigned long long s = 7;
+    printf("| type | shape | N x K | T | us | GB/s |\n|---|---|---|---|---|---|\n");
+    for (int ti = 0; ti < 3; ti++)
+        for (int si = 0; si < 5; si++) {
+            kiln_dtype dt = bt[ti];
+            int N = sh[si].N, K = sh[si].K;
+            size_t nb = kiln_dtype_row_bytes(dt, K) * (size_t)N;
+            int copies = (int)((512u << 20) / nb) + 1;
+            uint8_t *dw = kc_dev(nb * copies + 16);
+            CU(cudaMemset(dw, 0, nb * copies + 16));
+            size_t nx = 8 * (size_t)K;
+            float *xf = kiln_malloc(nx * 4);
+            kc_rand(xf, nx, 1.0f, &s);
+            uint16_t *hx = kiln_malloc(nx * 2);
+            kc_to_dt(KILN_DT_BF16, xf, hx, nx);
+            void *dx = kc_dev(nx * 2), *dy = kc_dev((size_t)8 * N * 4);
+            kc_put(dx, hx, nx * 2);
+            int Ts[5] = {1, 2, 4, 8, 0};
+            for (int k = 0; k < 5; k++) {
+                cudaEvent_t a, b;
+                CU(cudaEventCreate(&a));
+                CU(cudaEventCreate(&b));
+                void *dq = Ts[k] ? NULL : kc_dev((size_t)N * K * 2);
+                for (int it = -3; it < 20; it++) {
+                    if (it == 0) CU(cudaEventRecord(a, 0));
+                    const uint8_t *w = dw + nb * (size_t)((it + 3) % copies);
+                    if (Ts[k]) CU(kiln_cuda_qgemv_ex(dy, N, dx, KILN_DT_BF16, w, dt, Ts[k], N, K, 0, 0, 0));
+                    else CU(kiln_cuda_qdequant(dq, KILN_DT_BF16, w, dt, N, K, 0));
+                }
+                CU(cudaEventRecord(b, 0));
+                CU(cudaEventSynchronize(b));
+                float ms;
+                CU(cudaEventElapsedTime(&ms, a, b));
+                double us = ms * 1000.0 / 20;
+                if (Ts[k]) printf("| %s | %s | %d x %d | %d | %.1f | %.0f |\n", kiln_dtype_name(dt), sh[si].name, N, K, Ts[k], us, nb / us / 1e3);
+                else printf("| %s | %s | %d x %d | dequant | %.1f | %.0f (+%.0f written) |\n", kiln_dtype_name(dt), sh[si].name, N, K, us, nb / us / 1e3, (double)N * K * 2 / us / 1e3);
+                if (dq) CU(cudaFree(dq));
+                CU(cudaEventDestroy(a));
+                CU(cudaEventDestroy(b));
+            }
+            CU(cudaFree(dw));
+            CU(cudaFree(dx));
+            CU(cudaFree(dy));
+            kiln_free(xf);
+            kiln_free(hx);
+        }
+}
+
+int main(void) {
+    kc_require_gpu();
+    unsigned long long s = kc_seed();
+    const int Ns[4] = {1, 7, 64, 333};
+    const int K32[4] = {32, 96, 576, 4096}, K256[3] = {256, 768, 5120};
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        kiln_dtype dt = k_types[ti];
+        int kq = kiln_dtype_block_elems(dt) == 256;
+        for (int ni = 0; ni < 4; ni++)
+            for (int ki = 0; ki < (kq ? 3 : 4); ki++) one(dt, Ns[ni], kq ? K256[ki] : K32[ki], &s);
+        fprintf(stderr, "%s: done\n", kiln_dtype_name(dt));
+    }
+    refusals();
+    const char *b = getenv("KILN_QGEMV_BENCH");
+    if (b && *b == '1') bench();
+    return kt_done();
+}
