@@ -118,20 +118,21 @@ def tekken(tmp_path_factory):
     pieces = [base64.b64decode(v["token_bytes"]) for v in vocab]
     assert [v["rank"] for v in vocab] == list(range(nv - nsp))
     rank = {p: r for r, p in enumerate(pieces)}
-    merges = []  # (merged rank, left rank, right rank, left, right)
+    # the BPE merges a rank table implies: every split of a token into two tokens, by the merged
+    # token's rank, then the parts' ranks (transformers' TikTokenConverter orders them so)
+    found = []
     for r, p in enumerate(pieces):
         for i in range(1, len(p)):
             a, b = rank.get(p[:i]), rank.get(p[i:])
             if a is not None and b is not None:
-                merges.append((r, a, b, p[:i], p[i:]))
-    merges.sort()
-    specials = [tk.id_to_piece(i) for i in range(nsp)]
-    tokens = specials + [bl(p) for p in pieces]
-    types = [3] * nsp + [1] * (nv - nsp)
-    path = write_vocab(tmp_path_factory.mktemp("tekken") / "tekken.gguf", "tekken", tokens, types,
-                       [f"{bl(a)} {bl(b)}" for _, _, _, a, b in merges], bos=tk.bos_id, eos=tk.eos_id,
-                       unk=tk.unk_id)
-    return tk, path, tokens, types, [f"{bl(a)} {bl(b)}" for _, _, _, a, b in merges]
+                found.append((r, a, b, p[:i], p[i:]))
+    found.sort()
+    merges = [f"{bl(a)} {bl(b)}" for _, _, _, a, b in found]
+    tokens = [tk.id_to_piece(i) for i in range(nsp)] + [bl(p) for p in pieces]
+    types = [3] * nsp + [1] * (nv - nsp)  # the special tokens are control tokens
+    path = write_vocab(tmp_path_factory.mktemp("tekken") / "tekken.gguf", "tekken", tokens, types, merges,
+                       bos=tk.bos_id, eos=tk.eos_id, unk=tk.unk_id)
+    return tk, path, tokens, types, merges
 
 
 def test_tekken_gguf_encode_matches_mistral_common(kiln, tekken):
