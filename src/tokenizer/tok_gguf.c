@@ -12,7 +12,11 @@
  * gpt2: the pre name picks llama.cpp's regex list (each regex splits the previous pieces,
  * matches and gaps both kept), then bytes -> GPT-2 alphabet -> rank BPE over the merges (the
  * tokenizer.json pipeline with Split(Isolated) pre-tokenizers and ByteLevel, no regex). An
- * unknown pre name is refused: a wrong regex would tokenize silently wrong.
+ * unknown pre name is refused: a wrong regex would tokenize silently wrong. Where llama.cpp
+ * rewrote a model's regex for its own engine, or shortened a step, kiln keeps the model's
+ * published pipeline (PCRE2 has \p{Lu}, lookahead, ...), which the tests check against HF
+ * tokenizers and mistral-common; each such entry says why below. On a vocabulary trained
+ * through the model's pipeline both should give the same ids; on others only kiln's is exact.
  * llama (SPM): each text fragment gets " " prepended when it starts the text or follows a
  * special token (add_space_prefix), spaces become U+2581, each UTF-8 character is a symbol
  * (unknown characters -> <0xXX> byte tokens, else unk), and the pair whose concatenation has
@@ -37,15 +41,64 @@ enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5
 #define RE_QWEN2                                                                                    \
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"      \
     "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* tekken (Mistral-Nemo, Pixtral-12B, Devstral, Mistral-Small-3): the pattern of tekken.json, as
+ * mistral-common's tiktoken applies it. llama.cpp replaces the case classes by
+ * ((?=[\p{L}])([^a-z]))* ... ([^A-Z]) for its std::regex, which splits combining marks from their
+ * letters ("café" in NFD) and differs on non-ASCII case changes; kiln uses the original. */
+#define RE_TEKKEN                                                                                   \
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|"    \
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|"    \
+    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* deepseek-llm (DeepSeek-LLM, DeepSeek-V2): the cased-letter ranges of its tokenizer.json, here
+ * as \x{...} code points (the file has them as UTF-8 text) */
+#define RE_DEEPSEEK_LETTERS                                                                         \
+    "\\s?[A-Za-z\\x{B5}\\x{C0}-\\x{D6}\\x{D8}-\\x{F6}\\x{F8}-\\x{1BA}\\x{1BC}-\\x{1BF}"             \
+    "\\x{1C4}-\\x{293}\\x{295}-\\x{2AF}\\x{370}-\\x{373}\\x{376}\\x{377}\\x{37B}-\\x{37D}"          \
+    "\\x{37F}\\x{386}\\x{388}-\\x{38A}\\x{38C}\\x{38E}-\\x{3A1}\\x{3A3}-\\x{3F5}"                   \
+    "\\x{3F7}-\\x{481}\\x{48A}-\\x{52F}\\x{531}-\\x{556}\\x{10A0}-\\x{10C5}"                        \
+    "\\x{13A0}-\\x{13F5}\\x{13F8}-\\x{13FD}\\x{1C90}-\\x{1CBA}\\x{1CBD}-\\x{1CBF}"                  \
+    "\\x{1D00}-\\x{1D2B}\\x{1D6B}-\\x{1D77}\\x{1D79}-\\x{1D9A}\\x{1E00}-\\x{1F15}"                  \
+    "\\x{1F18}-\\x{1F1D}\\x{1F20}-\\x{1F45}\\x{1F48}-\\x{1F4D}\\x{1F50}-\\x{1F57}\\x{1F59}"         \
+    "\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}"          \
+    "\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}"                  \
+    "\\x{1FE0}-\\x{1FEC}\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}"                   \
+    "\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}\\x{2124}\\x{2126}\\x{2128}"                    \
+    "\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}\\x{2145}-\\x{2149}"         \
+    "\\x{214E}\\x{2183}\\x{2184}\\x{2C00}-\\x{2C7B}\\x{2C7E}-\\x{2CE4}\\x{2CEB}-\\x{2CEE}"          \
+    "\\x{2CF2}\\x{2CF3}\\x{A640}-\\x{A66D}\\x{A680}-\\x{A69B}\\x{A722}-\\x{A76F}"                   \
+    "\\x{A771}-\\x{A787}\\x{A78B}-\\x{A78E}\\x{AB70}-\\x{ABBF}\\x{FB00}-\\x{FB06}"                  \
+    "\\x{FB13}-\\x{FB17}\\x{FF21}-\\x{FF3A}\\x{FF41}-\\x{FF5A}\\x{10400}-\\x{1044F}"                \
+    "\\x{104B0}-\\x{104D3}\\x{104D8}-\\x{104FB}\\x{10C80}-\\x{10CB2}\\x{10CC0}-\\x{10CF2}"          \
+    "\\x{118A0}-\\x{118DF}\\x{1E900}-\\x{1E943}]+"
+#define RE_DEEPSEEK_PUNCT "\\s?[!-/:-~\\x{FF01}-\\x{FF0F}\\x{FF1A}-\\x{FF5E}\\x{2018}-\\x{201F}\\x{3000}-\\x{3002}]+"
+#define RE_DEEPSEEK_CJK "[\\x{4E00}-\\x{9FA5}\\x{800}-\\x{4E00}\\x{AC00}-\\x{D7FF}]+"
+#define RE_DEEPSEEK3_CJK "[\\x{4E00}-\\x{9FA5}\\x{3040}-\\x{309F}\\x{30A0}-\\x{30FF}]+"
+#define RE_DEEPSEEK3                                                                                \
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|"                                        \
+    "[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"                                                  \
+    " ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define PRE_MAX_RE 6
 static const struct {
     const char *names; /* '|'-separated */
-    const char *re[4];
+    const char *re[PRE_MAX_RE];
     int ignore_merges, add_bos;
 } k_pre[] = {
     {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral", {RE_LLAMA3}, 1, 1},
     {"qwen2|deepseek-r1-qwen|stablelm2", {RE_QWEN2}, 0, 0},
     {"gpt-2|mpt|olmo|jais", {RE_GPT2}, 0, 0},
     {"smollm|starcoder|refact|command-r|codeshell|exaone|minerva", {"\\p{N}", RE_GPT2}, 0, 0},
+    {"tekken", {RE_TEKKEN}, 1, 1},
+    /* deepseek-llm, deepseek-coder: their Digits(individual_digits) step is \p{N}; llama.cpp
+     * has \p{N}+ for deepseek-llm, which differs only where a vocabulary merges digits */
+    {"deepseek-llm", {"[\\r\\n]", RE_DEEPSEEK_LETTERS, RE_DEEPSEEK_PUNCT, "\\s+$", RE_DEEPSEEK_CJK, "\\p{N}"}, 0, 0},
+    {"deepseek-coder", {"[\\r\\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", RE_DEEPSEEK_CJK, "\\p{N}"}, 0, 0},
+    {"deepseek-v3", {"\\p{N}{1,3}", RE_DEEPSEEK3_CJK, RE_DEEPSEEK3}, 0, 0},
+    /* falcon: Punctuation, ByteLevel's regex, Digits (runs), Split [0-9]{3}; llama.cpp leaves out
+     * the Digits step, so " 12" stays one piece (which matters only where a vocabulary has
+     * space-digit tokens). The two digit steps of tokenizer.json run on byte-level text, where
+     * bytes B2 B3 B9 BC-BE are the numbers ²³¹¼½¾: HF cuts inside the UTF-8 characters that
+     * hold them ("м" is D0 BC); no regex over text can (nor does llama.cpp's). */
+    {"falcon", {"[\\p{P}\\$\\+<=>\\^~\\|`]+", RE_GPT2, "[0-9]+", "[0-9][0-9][0-9]"}, 0, 0},
     {"default", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, 0, 0},
 };
 
@@ -255,7 +308,8 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
     if (!v->spm && (pi = pre_lookup(pre)) < 0) {
         rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                       "%s: tokenizer.ggml.pre \"%s\" names a pre-tokenizer kiln does not know (known: llama-bpe, "
-                      "llama3, qwen2, gpt-2, mpt, smollm, starcoder, command-r, default)", path, pre);
+                      "llama3, pixtral, tekken, qwen2, deepseek-llm, deepseek-coder, deepseek-v3, falcon, gpt-2, "
+                      "mpt, smollm, starcoder, command-r, default)", path, pre);
         goto done;
     }
     kiln_gguf_type et;
@@ -342,7 +396,7 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
         t->strip_mode = TOK_STRIP_NONE;
         m->byte_level = 1;
         m->ignore_merges = k_pre[pi].ignore_merges;
-        for (int k = 0; k < 4 && k_pre[pi].re[k] && rc == KILN_OK; k++) {
+        for (int k = 0; k < PRE_MAX_RE && k_pre[pi].re[k] && rc == KILN_OK; k++) {
             hf_pre *np = kiln_realloc(m->pres, (size_t)(m->n_pres + 1) * sizeof *np);
             if (!np) {
                 rc = OOM();

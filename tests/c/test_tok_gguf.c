@@ -6,8 +6,8 @@
  * case (made by llama.cpp with no BOS and no special-token parsing). Every BPE and SentencePiece
  * vocabulary present must give every case exactly; WordPiece (bert) is out of scope, and names
  * whose .gguf is absent (only .inp/.out kept) are reported as skipped.
- * Also: small vocabulary-only GGUFs written here (an unknown pre name is refused; BOS/EOS
- * flags and user-defined vs control tokens behave as llama.cpp's).
+ * Also: small vocabulary-only GGUFs written here (an unknown pre name is refused, the known
+ * ones load; BOS/EOS flags and user-defined vs control tokens behave as llama.cpp's).
  */
 #include "test.h"
 #include <stdint.h>
@@ -153,6 +153,23 @@ static void synthetic(void) {
     write_vocab(path, "frobnicate", 0, 0);
     int rc = kiln_tokenizer_load(&t, path, &err);
     KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "frobnicate"), "unknown pre refused: %s", err.msg);
+    KT_CHECK(strstr(err.msg, "tekken") && strstr(err.msg, "deepseek-llm") && strstr(err.msg, "falcon"),
+             "the refusal lists the known names: %s", err.msg);
+    /* the pre names added for issue 16 load (their regexes compile); ids are checked against
+     * mistral-common and HF tokenizers in tests/py/test_gguf_pretok.py */
+    const char *added[] = {"tekken", "deepseek-llm", "deepseek-coder", "deepseek-v3", "falcon"};
+    for (int i = 0; i < 5; i++) {
+        write_vocab(path, added[i], 0, 0);
+        rc = kiln_tokenizer_load(&t, path, &err);
+        KT_CHECK(rc == KILN_OK, "pre %s loads: %s", added[i], err.msg);
+        if (rc) continue;
+        int32_t *ids;
+        int n;
+        kiln_tokenizer_encode(t, "abc a", 5, 0, &ids, &n, &err);
+        KT_CHECK(ids_are(ids, n, "8 10"), "pre %s: \"abc a\"", added[i]);
+        kiln_free(ids);
+        kiln_tokenizer_free(t);
+    }
     write_vocab(path, "gpt-2", 1, 1);
     rc = kiln_tokenizer_load(&t, path, &err);
     KT_CHECK(rc == KILN_OK, "vocab-only gguf: %s", err.msg);
