@@ -34,6 +34,7 @@ int kiln_cmd_bench_serve(int argc, char **argv);
 int kiln_cmd_validate(int argc, char **argv);
 int kiln_cmd_tokenize(int argc, char **argv);
 int kiln_cmd_gguf(int argc, char **argv);
+int kiln_cmd_quantize(int argc, char **argv);
 int kiln_cmd_serve(int argc, char **argv);
 int kiln_cmd_chat(int argc, char **argv);
 #endif

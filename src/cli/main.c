@@ -14,6 +14,7 @@ static const struct { const char *name; cmd_fn fn; const char *help; } k_cmds[] 
     {"tokenize", kiln_cmd_tokenize, "encode stdin to ids (or --decode ids to text)"},
     {"bench", kiln_cmd_bench, "measure prefill / decode throughput per batch size"},
     {"validate", kiln_cmd_validate, "benchmark + invariant and coherence checks -> Markdown/JSON report"}, /* bench branch */
+    {"quantize", kiln_cmd_quantize, "write a model as GGUF in a quantization type (q4_k_m, q8_0 ...)"},
     {"gguf-dump", kiln_cmd_gguf, "list a GGUF file's metadata and tensors; dequantize one tensor"},
     {"serve", kiln_cmd_serve, "OpenAI-compatible HTTP server (docs/server.md)"}, /* server branch */
 };

@@ -32,6 +32,8 @@ typedef struct gguf_kv {
     uint64_t arr_n;
     const unsigned char *arr_data;                    /* first element */
     uint64_t *str_offs;                               /* [arr_n] string arrays: offsets in file */
+    const unsigned char *raw;                         /* the value's bytes as stored (after its type) */
+    uint64_t raw_len;
 } gguf_kv;
 
 struct kiln_gguf {
@@ -186,13 +188,23 @@ static int skip_array(rd *r, uint32_t et, uint64_t n, uint64_t *offs, int depth)
                     r->what, et);
 }
 
+static int parse_kv_value(rd *r, gguf_kv *kv);
 static int parse_kv(rd *r, gguf_kv *kv) {
-    uint32_t t;
     int rc = rd_str(r, &kv->key);
     if (rc) return rc;
+    uint32_t t;
     rc = rd_u32(r, &t);
     if (rc) return rc;
     kv->type = (kiln_gguf_type)t;
+    uint64_t start = r->pos;
+    kv->raw = r->p + start;
+    rc = parse_kv_value(r, kv);
+    kv->raw_len = r->pos - start;
+    return rc;
+}
+static int parse_kv_value(rd *r, gguf_kv *kv) {
+    uint32_t t = (uint32_t)kv->type;
+    int rc;
     int ss = scalar_size(t);
     if (ss) {
         rc = rd_need(r, (uint64_t)ss);
@@ -438,6 +450,11 @@ kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i) { return g->kv[i
 kiln_gguf_type kiln_gguf_kv_arr_type(const kiln_gguf *g, int64_t i, uint64_t *n) {
     if (n) *n = g->kv[i].arr_n;
     return g->kv[i].arr_type;
+}
+
+const void *kiln_gguf_kv_raw(const kiln_gguf *g, int64_t i, uint64_t *len) {
+    *len = g->kv[i].raw_len;
+    return g->kv[i].raw;
 }
 
 int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key) {

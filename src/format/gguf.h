@@ -40,6 +40,9 @@ kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i);
 /* Iteration over metadata (dumps): count and the i-th key. */
 uint64_t kiln_gguf_n_kv(const kiln_gguf *g);
 kiln_gguf_str kiln_gguf_kv_key(const kiln_gguf *g, int64_t i);
+/* The i-th value's bytes as stored in the file (after its u32 type; arrays: element type, count
+ * and elements), *len bytes: what a writer copies to keep an entry verbatim. */
+const void *kiln_gguf_kv_raw(const kiln_gguf *g, int64_t i, uint64_t *len);
 /* Element type of an array entry (KILN_GGUF_ARRAY for nested arrays, whose elements are
  * skipped: none of the getters reads them). */
 kiln_gguf_type kiln_gguf_kv_arr_type(const kiln_gguf *g, int64_t i, uint64_t *n);

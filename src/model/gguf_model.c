@@ -2,7 +2,9 @@
  * use too).
  *
  * Config comes from the llama.* metadata (head_dim = attention.key_length, default dim/heads;
- * rope.freq_base default 10000; vocab = length of tokenizer.ggml.tokens). Every GGUF tensor of
+ * rope.freq_base default 10000; vocab = length of tokenizer.ggml.tokens; a file without
+ * tokenizer metadata is for ids-only use: vocab = llama.vocab_size, else token_embd's rows,
+ * and no tokenizer_path). Every GGUF tensor of
  * a type kiln knows becomes a kiln_tensor pointing into the mapping, with the shape reversed:
  * GGUF's ne[0] is the innermost dimension, kiln's shape is outermost first, so a llama.cpp
  * linear weight ne = [in, out] is kiln [out][in], already PyTorch's layout. llama.cpp's
@@ -101,8 +103,20 @@ static int read_config(kiln_model *m, const kiln_gguf *g, const char *path, kiln
     c->rope_style = KILN_ROPE_INTERLEAVED;
     kiln_gguf_type et;
     uint64_t nv;
-    if (kiln_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv) != 0 || et != KILN_GGUF_STRING)
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tokenizer.ggml.tokens (string array) is missing", path);
+    if (kiln_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv) != 0 || et != KILN_GGUF_STRING) {
+        /* no vocabulary: an ids-only file (kiln quantize of a checkpoint without one); the size
+         * from llama.vocab_size, else the embedding's rows */
+        if (kiln_gguf_find_key(g, "tokenizer.ggml.tokens") >= 0)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tokenizer.ggml.tokens is not a string array", path);
+        const kiln_gguf_tensor_info *te = kiln_gguf_find_tensor(g, "token_embd.weight");
+        uint64_t v;
+        if (kiln_gguf_get_u64(g, "llama.vocab_size", &v) == 0) nv = v;
+        else if (te && te->n_dims == 2) nv = te->ne[1];
+        else
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens, llama.vocab_size or token_embd.weight",
+                            path);
+        m->tokenizer_path[0] = 0;
+    }
     if (nv == 0 || nv > (1u << 30))
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: vocabulary of %llu tokens", path,
                         (unsigned long long)nv);
@@ -170,7 +184,7 @@ int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err) {
     snprintf(m->path, sizeof m->path, "%s", path);
     snprintf(m->loaded_from, sizeof m->loaded_from, "%s (GGUF v%u)", path, kiln_gguf_version(g));
     snprintf(m->tokenizer_path, sizeof m->tokenizer_path, "%s", path); /* vocab is embedded */
-    rc = read_config(m, g, path, err);
+    rc = read_config(m, g, path, err); /* clears tokenizer_path when there is none */
     if (!rc) rc = fill_tensors(m, g, path, err);
     if (!rc) rc = check_types(m, g, path, err);
     if (!rc) rc = kiln_model_bind(m, err);

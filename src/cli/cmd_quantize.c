@@ -1,0 +1,262 @@
+/* cmd_quantize.c: `kiln quantize --model IN --out OUT.gguf --type T`: any model kiln loads ->
+ * a GGUF v3 file whose weights are in the types of T (format/ftype.h: llama.cpp's names and
+ * mixes, fallbacks for rows that are not whole 256-blocks; norms f32).
+ *
+ * GGUF input: every metadata entry is copied verbatim (tokenizer included), general.file_type
+ * is set to T's and general.quantization_version to 2; a tensor whose type changes is
+ * dequantized to f32 first (exactly, format/quant.c) and quantized again, one already in its
+ * target type is copied as it is. Other inputs (HF safetensors folder, Mistral-native folder,
+ * llama2.c): llama-architecture metadata under llama.cpp's keys, tensors under GGUF names, the
+ * q / k rows of a rotate_half (HF) checkpoint permuted to the interleaved RoPE order GGUF's
+ * llama uses (what llama.cpp's convert_hf_to_gguf.py does; kiln's GGUF loader expects it); no
+ * tokenizer metadata is written (the file is then for ids-only use; kiln's GGUF loader takes
+ * the vocabulary size from llama.vocab_size).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli/cli.h"
+#include "format/ftype.h"
+#include "format/gguf.h"
+#include "format/gguf_write.h"
+#include "format/quant.h"
+#include "format/quantize.h"
+#include "model/model.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+typedef struct q_src {
+    const kiln_tensor *t; /* the source tensor, or NULL for a norm given as f32 */
+    const float *f32;     /* norm copy [cols] when t is NULL */
+    int64_t rows, cols;   /* 2-D view: rows x cols (1-D: 1 x n) */
+    int permute_heads;    /* > 0: q/k rows from rotate_half to interleaved, this many heads */
+    kiln_dtype out;
+} q_src;
+
+typedef struct q_ctx {
+    q_src *src;
+    int n;
+    int copied, requant;
+} q_ctx;
+
+static int q_fill(void *vctx, int i, void *dst, size_t nbytes, kiln_error *err) {
+    q_ctx *c = vctx;
+    const q_src *s = &c->src[i];
+    if (!s->t) {
+        memcpy(dst, s->f32, nbytes);
+        return KILN_OK;
+    }
+    if (s->t->dtype == s->out && !s->permute_heads) {
+        if (s->t->nbytes != nbytes)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: %zu bytes, expected %zu", s->t->name, s->t->nbytes, nbytes);
+        memcpy(dst, s->t->data, nbytes);
+        return KILN_OK;
+    }
+    size_t in_rb = kiln_dtype_row_bytes(s->t->dtype, s->cols), out_rb = kiln_dtype_row_bytes(s->out, s->cols);
+    float *row = kiln_malloc(sizeof(float) * (size_t)s->cols);
+    if (!row) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    int64_t hd = s->permute_heads ? s->rows / s->permute_heads : 0;
+    int rc = KILN_OK;
+    for (int64_t r = 0; r < s->rows && rc == KILN_OK; r++) {
+        int64_t from = r;
+        if (hd) { /* interleaved row 2i + j of a head is rotate_half row j * hd/2 + i */
+            int64_t h = r / hd, k = r % hd;
+            from = h * hd + (k % 2) * (hd / 2) + k / 2;
+        }
+        rc = kiln_row_to_f32(s->t->dtype, (const uint8_t *)s->t->data + (size_t)from * in_rb, s->cols, row);
+        if (rc == KILN_OK && kiln_quantize_row(s->out, row, s->cols, (uint8_t *)dst + (size_t)r * out_rb))
+            rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: cannot write %s", s->t->name, kiln_dtype_name(s->out));
+    }
+    if (rc && rc != KILN_ERR_UNSUPPORTED) KILN_ERR(err, rc, "%s: cannot read %s", s->t->name, kiln_dtype_name(s->t->dtype));
+    kiln_free(row);
+    return rc;
+}
+
+/* the role and layer of a GGUF tensor name */
+static kiln_wrole gguf_role(const char *name, int *layer) {
+    *layer = 0;
+    if (!strcmp(name, "token_embd.weight")) return KILN_WROLE_TOKEN_EMBD;
+    if (!strcmp(name, "output.weight")) return KILN_WROLE_OUTPUT;
+    if (strstr(name, "_norm")) return KILN_WROLE_NORM;
+    if (strncmp(name, "blk.", 4)) return KILN_WROLE_OTHER;
+    *layer = atoi(name + 4);
+    const char *p = strchr(name + 4, '.');
+    if (!p) return KILN_WROLE_OTHER;
+    p++;
+    static const struct { const char *n; kiln_wrole r; } k[] = {
+        {"attn_q.", KILN_WROLE_ATTN_Q},     {"attn_k.", KILN_WROLE_ATTN_K},   {"attn_v.", KILN_WROLE_ATTN_V},
+        {"attn_output.", KILN_WROLE_ATTN_O}, {"ffn_gate.", KILN_WROLE_FFN_GATE}, {"ffn_up.", KILN_WROLE_FFN_UP},
+        {"ffn_down.", KILN_WROLE_FFN_DOWN},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        if (!strncmp(p, k[i].n, strlen(k[i].n))) return k[i].r;
+    return KILN_WROLE_OTHER;
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: kiln quantize --model IN --out OUT.gguf --type T\n"
+                    "  IN: a GGUF file, an HF or Mistral-native folder, a llama2.c checkpoint\n"
+                    "  T:  f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n");
+    return 2;
+}
+
+static int add(kiln_gguf_writer *w, q_src *src, int *n, const char *name, const kiln_tensor *t, const float *f32,
+               int64_t rows, int64_t cols, int perm, kiln_dtype out) {
+    int64_t shape[2] = {rows, cols};
+    int ndim = t ? t->ndim : 1;
+    if (ndim == 1) shape[0] = cols;
+    if (kiln_gguf_add_tensor(w, name, out, ndim, ndim == 1 ? shape : shape) < 0) {
+        fprintf(stderr, "kiln quantize: cannot declare tensor %s (%s)\n", name, kiln_dtype_name(out));
+        return -1;
+    }
+    src[*n] = (q_src){t, f32, ndim == 1 ? 1 : rows, cols, perm, out};
+    (*n)++;
+    return 0;
+}
+
+int kiln_cmd_quantize(int argc, char **argv) {
+    const char *in = NULL, *out = NULL, *type = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "--model") || !strcmp(argv[i], "-m")) && i + 1 < argc) in = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (!strcmp(argv[i], "--type") && i + 1 < argc) type = argv[++i];
+        else {
+            fprintf(stderr, "kiln quantize: unknown option '%s'\n", argv[i]);
+            return usage();
+        }
+    }
+    kiln_ftype ft;
+    if (!in || !out || !type) return usage();
+    if (kiln_ftype_parse(type, &ft)) {
+        fprintf(stderr, "kiln quantize: unknown type '%s'\n", type);
+        return usage();
+    }
+    kiln_error err = {0};
+    kiln_model *m = NULL;
+    if (kiln_model_load(&m, in, &err)) {
+        kiln_cli_print_error("quantize", &err);
+        return 1;
+    }
+    const kiln_config *c = &m->cfg;
+    kiln_gguf_writer *w = kiln_gguf_writer_new();
+    q_src *src = kiln_calloc((size_t)m->n_tensors + 4 * (size_t)c->n_layers + 8, sizeof *src);
+    int n = 0, rc = 0, quantized = kiln_dtype_is_quant(kiln_ftype_base(ft));
+    if (!w || !src) {
+        fprintf(stderr, "kiln quantize: out of memory\n");
+        rc = 1;
+        goto done;
+    }
+    int L = c->n_layers;
+    if (m->format == KILN_FORMAT_GGUF) {
+        const kiln_gguf *g = m->gguf;
+        for (uint64_t i = 0; i < kiln_gguf_n_kv(g) && !rc; i++) {
+            kiln_gguf_str k = kiln_gguf_kv_key(g, (int64_t)i);
+            if (k.len == 17 && !memcmp(k.ptr, "general.alignment", 17)) continue; /* 32 is written */
+            uint64_t len;
+            const void *raw = kiln_gguf_kv_raw(g, (int64_t)i, &len);
+            rc = kiln_gguf_set_raw(w, k.ptr, (size_t)k.len, kiln_gguf_kv_type(g, (int64_t)i), raw, len);
+        }
+        int has_output = kiln_gguf_find_tensor(g, "output.weight") != NULL, deq = 0;
+        for (int i = 0; i < m->n_tensors && !rc; i++) {
+            const kiln_tensor *t = &m->tensors[i];
+            int layer;
+            kiln_wrole role = gguf_role(t->name, &layer);
+            if (role == KILN_WROLE_TOKEN_EMBD && !has_output) role = KILN_WROLE_OUTPUT;
+            int64_t cols = t->shape[t->ndim - 1], rows = 1;
+            for (int d = 0; d < t->ndim - 1; d++) rows *= t->shape[d];
+            kiln_dtype dt = t->ndim == 1 || t->dtype == KILN_DT_I32 ? t->dtype
+                                                                     : kiln_ftype_tensor_type(ft, role, layer, L, 2, cols);
+            if (t->ndim > 2) dt = t->dtype;
+            deq += kiln_dtype_is_quant(t->dtype) && dt != t->dtype;
+            int64_t shape[4];
+            for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
+            if (kiln_gguf_add_tensor(w, t->name, dt, t->ndim, shape) < 0) {
+                fprintf(stderr, "kiln quantize: cannot declare tensor %s (%s)\n", t->name, kiln_dtype_name(dt));
+                rc = -1;
+                break;
+            }
+            src[n++] = (q_src){t, NULL, rows, cols, 0, dt};
+        }
+        if (deq)
+            fprintf(stderr, "kiln quantize: %d quantized input tensors are dequantized to f32 (exactly) and quantized "
+                            "again; tensors already in their target type are copied unchanged\n", deq);
+    } else {
+        const char *base = strrchr(in, '/');
+        char name[256];
+        snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : in);
+        rc = kiln_gguf_set_str(w, "general.architecture", "llama") || kiln_gguf_set_str(w, "general.name", name) ||
+             kiln_gguf_set_u32(w, "llama.context_length", (uint32_t)c->max_seq_len) ||
+             kiln_gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->dim) ||
+             kiln_gguf_set_u32(w, "llama.block_count", (uint32_t)L) ||
+             kiln_gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim) ||
+             kiln_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim) ||
+             kiln_gguf_set_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads) ||
+             kiln_gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads) ||
+             kiln_gguf_set_f32(w, "llama.rope.freq_base", (float)c->rope_theta) ||
+             kiln_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps) ||
+             kiln_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+        if (!rc && c->head_dim * c->n_heads != c->dim)
+            rc = kiln_gguf_set_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim) ||
+                 kiln_gguf_set_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim);
+        if (!rc && c->bos_id >= 0) rc = kiln_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
+        if (!rc && c->n_eos > 0) rc = kiln_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_ids[0]);
+        if (m->tokenizer_path[0])
+            fprintf(stderr, "kiln quantize: note: the tokenizer of %s is not written to the GGUF (ids-only use; "
+                            "pass --tokenizer %s to kiln)\n", in, m->tokenizer_path);
+        int perm = c->rope_style == KILN_ROPE_HALF;
+        kiln_wrole embd_role = c->tied_embeddings ? KILN_WROLE_OUTPUT : KILN_WROLE_TOKEN_EMBD;
+#define TT(role, l, cols) kiln_ftype_tensor_type(ft, role, l, L, 2, cols)
+        if (!rc) rc = add(w, src, &n, "token_embd.weight", m->tok_embd, NULL, c->vocab_size, c->dim, 0,
+                          TT(embd_role, 0, c->dim));
+        for (int l = 0; l < L && !rc; l++) {
+            const kiln_layer_weights *y = &m->layers[l];
+            char nm[96];
+            int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+#define ADDL(suffix, t, f, rows, cols, pm, role)                                                        \
+    do {                                                                                           \
+        snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                                          \
+        if (!rc) rc = add(w, src, &n, nm, t, f, rows, cols, pm, (t) ? TT(role, l, cols) : KILN_DT_F32); \
+    } while (0)
+            ADDL("attn_norm.weight", NULL, y->attn_norm, 1, c->dim, 0, KILN_WROLE_NORM);
+            ADDL("attn_q.weight", y->wq, NULL, q, c->dim, perm ? c->n_heads : 0, KILN_WROLE_ATTN_Q);
+            ADDL("attn_k.weight", y->wk, NULL, kv, c->dim, perm ? c->n_kv_heads : 0, KILN_WROLE_ATTN_K);
+            ADDL("attn_v.weight", y->wv, NULL, kv, c->dim, 0, KILN_WROLE_ATTN_V);
+            ADDL("attn_output.weight", y->wo, NULL, c->dim, q, 0, KILN_WROLE_ATTN_O);
+            ADDL("ffn_norm.weight", NULL, y->ffn_norm, 1, c->dim, 0, KILN_WROLE_NORM);
+            ADDL("ffn_gate.weight", y->w_gate, NULL, c->hidden_dim, c->dim, 0, KILN_WROLE_FFN_GATE);
+            ADDL("ffn_up.weight", y->w_up, NULL, c->hidden_dim, c->dim, 0, KILN_WROLE_FFN_UP);
+            ADDL("ffn_down.weight", y->w_down, NULL, c->dim, c->hidden_dim, 0, KILN_WROLE_FFN_DOWN);
+#undef ADDL
+        }
+        if (!rc) rc = add(w, src, &n, "output_norm.weight", NULL, m->out_norm, 1, c->dim, 0, KILN_DT_F32);
+        if (!rc && !c->tied_embeddings)
+            rc = add(w, src, &n, "output.weight", m->lm_head, NULL, c->vocab_size, c->dim, 0,
+                     TT(KILN_WROLE_OUTPUT, 0, c->dim));
+#undef TT
+    }
+    if (!rc)
+        rc = kiln_gguf_set_u32(w, "general.file_type", kiln_ftype_gguf_id(ft)) ||
+             (quantized && kiln_gguf_set_u32(w, "general.quantization_version", 2));
+    if (rc) {
+        fprintf(stderr, "kiln quantize: out of memory or a tensor GGUF cannot hold\n");
+        rc = 1;
+        goto done;
+    }
+    q_ctx qc = {src, n, 0, 0};
+    if (kiln_gguf_write(w, out, q_fill, &qc, &err)) {
+        kiln_cli_print_error("quantize", &err);
+        rc = 1;
+        goto done;
+    }
+    int counts[KILN_DT_COUNT] = {0};
+    for (int i = 0; i < n; i++) counts[src[i].out]++;
+    fprintf(stderr, "kiln quantize: wrote %s (%s, %d tensors:", out, kiln_ftype_name(ft), n);
+    for (int t = 0; t < KILN_DT_COUNT; t++)
+        if (counts[t]) fprintf(stderr, " %s x%d", kiln_dtype_name((kiln_dtype)t), counts[t]);
+    fprintf(stderr, ")\n");
+done:
+    kiln_free(src);
+    kiln_gguf_writer_free(w);
+    kiln_model_free(m);
+    return rc;
+}
