@@ -160,7 +160,7 @@ static void check_gemv(kiln_dtype dt, kiln_dtype xdt, const uint8_t *dw, const f
 }
 
 static void check_embed(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K) {
-    const int T = 5;
+    enum { T = 5 };
     int32_t ids[T] = {0, N - 1, N / 2, 0, N / 3}, prev[T] = {-1, 1, -1, 0, -1}, ptok[2] = {N - 1, N / 2};
     int32_t *d = kc_dev(sizeof ids * 3);
     kc_put(d, ids, sizeof ids);

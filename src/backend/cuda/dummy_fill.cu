@@ -6,6 +6,7 @@
  * -prec-sqrt / -prec-div); the dtype rounding is round-to-nearest-even like util/fp16.h. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
+#include "backend/cuda/qdecode.cuh"
 #include "model/dummy_quant.h"
 #include "util/dummy_hash.h"
 
@@ -40,7 +41,7 @@ static __global__ void dummy_q_kernel(uint8_t *dst, kiln_dtype dt, int64_t nbyte
 extern "C" cudaError_t kiln_cuda_dummy_fill_q(void *dst, kiln_dtype dt, int64_t nbytes, uint64_t seed, int tensor_index,
                                               int64_t cols, cudaStream_t st) {
     if (nbytes <= 0) return cudaSuccess;
-    if (!kiln_dtype_is_quant(dt)) return cudaErrorInvalidValue;
+    if (!kiln_q_supported(dt)) return cudaErrorInvalidValue;
     uint64_t k = kiln_dummy_key(seed, tensor_index);
     int64_t blocks = (nbytes / 4 + 255) / 256;
     if (blocks > 65536) blocks = 65536;

@@ -5,6 +5,7 @@
  * step drew for its logits row prev_row[t] (prev_tok, still on the device) instead of ids[t]. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
+#include "backend/cuda/qdecode.cuh"
 
 static __global__ void embed_kernel(float *x, const void *emb, kiln_dtype edt, const int32_t *ids,
                                     const int32_t *prev_row, const int32_t *prev_tok, int D) {
@@ -18,7 +19,7 @@ extern "C" cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt
                                        const int32_t *prev_row, const int32_t *prev_tok, int T, int D, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (prev_row && !prev_tok) return cudaErrorInvalidValue;
-    if (kiln_dtype_is_quant(edt)) return kiln_cuda_qembed(x, emb, edt, ids, prev_row, prev_tok, T, D, st);
+    if (kiln_q_supported(edt)) return kiln_cuda_qembed(x, emb, edt, ids, prev_row, prev_tok, T, D, st);
     if (edt != KILN_DT_F32 && edt != KILN_DT_F16 && edt != KILN_DT_BF16) return cudaErrorInvalidValue;
     embed_kernel<<<T, 256, 0, st>>>(x, emb, edt, ids, prev_row, prev_tok, D);
     KILN_CUDA_CHECK_LAUNCH();

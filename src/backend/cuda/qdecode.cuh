@@ -206,4 +206,26 @@ static inline int kiln_q_supported(kiln_dtype dt) {
            dt == KILN_DT_Q5_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K;
 }
 
+/* block elements / bytes (dtype.c's table, here as inline code: .cu files do not link the C
+ * format layer's functions, whose header has no C++ linkage guard) */
+static inline __host__ __device__ int kiln_q_block_elems(kiln_dtype dt) {
+    return dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K ? 256 : 32;
+}
+static inline __host__ __device__ int kiln_q_block_bytes(kiln_dtype dt) {
+    switch (dt) {
+    case KILN_DT_Q8_0: return 34;
+    case KILN_DT_Q4_0: return 18;
+    case KILN_DT_Q4_1: return 20;
+    case KILN_DT_Q5_0: return 22;
+    case KILN_DT_Q5_1: return 24;
+    case KILN_DT_Q4_K: return 144;
+    case KILN_DT_Q5_K: return 176;
+    case KILN_DT_Q6_K: return 210;
+    default: return 0;
+    }
+}
+static inline int64_t kiln_q_row_bytes(kiln_dtype dt, int64_t n) {
+    return n / kiln_q_block_elems(dt) * kiln_q_block_bytes(dt);
+}
+
 #endif

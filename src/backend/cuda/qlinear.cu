@@ -148,7 +148,7 @@ static void qg_launch_r(float *y, int ldy, const void *x, const void *w, int64_t
 template <int DT>
 static void qg_launch(float *y, int ldy, const void *x, bool bf, const void *w, int T, int N, int K, int R,
                       cudaStream_t st) {
-    int64_t rb = (int64_t)kiln_dtype_row_bytes((kiln_dtype)DT, K);
+    int64_t rb = kiln_q_row_bytes((kiln_dtype)DT, K);
     int U = K / 32;
     if (bf) {
         if (T == 1) qg_launch_r<DT, 1, true>(y, ldy, x, w, rb, T, N, U, R, st);
@@ -171,7 +171,7 @@ extern "C" cudaError_t kiln_cuda_qgemv_ex(float *y, int ldy, const void *x, kiln
                                           kiln_dtype wdt, int T, int N, int K, int rows_per_warp, int n_sm,
                                           cudaStream_t st) {
     if (!kiln_q_supported(wdt) || (xdt != KILN_DT_BF16 && xdt != KILN_DT_F16) || T < 1 || T > KILN_QGEMV_MAX_ROWS ||
-        N < 1 || K < 32 || K % kiln_dtype_block_elems(wdt) != 0 || K % 32 != 0 || ldy < N || !y || !x || !w ||
+        N < 1 || K < 32 || K % kiln_q_block_elems(wdt) != 0 || K % 32 != 0 || ldy < N || !y || !x || !w ||
         ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
         (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2))
         return cudaErrorInvalidValue;
@@ -224,13 +224,13 @@ static void qd_launch(void *out, kiln_dtype odt, const void *w, int N, int K, cu
     int64_t total = (int64_t)N * U, blocks = (total + 255) / 256;
     if (blocks > 65536) blocks = 65536;
     qdequant_kernel<DT><<<(unsigned)blocks, 256, 0, st>>>(out, odt, (const uint8_t *)w,
-                                                          (int64_t)kiln_dtype_row_bytes((kiln_dtype)DT, K), N, U);
+                                                          kiln_q_row_bytes((kiln_dtype)DT, K), N, U);
 }
 
 extern "C" cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
                                           cudaStream_t st) {
     if (!kiln_q_supported(wdt) || (odt != KILN_DT_BF16 && odt != KILN_DT_F16 && odt != KILN_DT_F32) || N < 1 ||
-        K < 32 || K % kiln_dtype_block_elems(wdt) != 0 || K % 32 != 0 || !out || !w || ((uintptr_t)out & 15) ||
+        K < 32 || K % kiln_q_block_elems(wdt) != 0 || K % 32 != 0 || !out || !w || ((uintptr_t)out & 15) ||
         ((uintptr_t)w & 15))
         return cudaErrorInvalidValue;
     KILN_Q_DISPATCH(wdt, qd_launch, out, odt, w, N, K, st);
@@ -258,7 +258,7 @@ static __global__ void qembed_kernel(float *x, const uint8_t *emb, int64_t row_b
 template <int DT>
 static void qe_launch(float *x, const void *emb, const int32_t *ids, const int32_t *prev_row, const int32_t *prev_tok,
                       int T, int D, cudaStream_t st) {
-    qembed_kernel<DT><<<T, 128, 0, st>>>(x, (const uint8_t *)emb, (int64_t)kiln_dtype_row_bytes((kiln_dtype)DT, D),
+    qembed_kernel<DT><<<T, 128, 0, st>>>(x, (const uint8_t *)emb, kiln_q_row_bytes((kiln_dtype)DT, D),
                                          ids, prev_row, prev_tok, D);
 }
 
@@ -266,7 +266,7 @@ extern "C" cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype ed
                                         const int32_t *prev_row, const int32_t *prev_tok, int T, int D,
                                         cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (!kiln_q_supported(edt) || D % kiln_dtype_block_elems(edt) != 0 || D % 32 != 0 || (prev_row && !prev_tok) ||
+    if (!kiln_q_supported(edt) || D % kiln_q_block_elems(edt) != 0 || D % 32 != 0 || (prev_row && !prev_tok) ||
         ((uintptr_t)emb & 15))
         return cudaErrorInvalidValue;
     KILN_Q_DISPATCH(edt, qe_launch, x, emb, ids, prev_row, prev_tok, T, D, st);
