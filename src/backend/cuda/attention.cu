@@ -383,9 +383,14 @@ extern "C" int kiln_cuda_attention_blocks_per_sm(int hd, int G, const kiln_cuda_
 /* A kernel of this build on the current device: cudaErrorNoKernelImageForDevice (or
  * cudaErrorUnsupportedPtxVersion) when the build has neither SASS for the card nor PTX it can
  * JIT (target.c refuses the card with the build's architectures). */
-extern "C" cudaError_t kiln_cuda_image_check(void) {
+extern "C" cudaError_t kiln_cuda_image_check(int *ptx_version, int *binary_version) {
     struct cudaFuncAttributes fa;
-    return cudaFuncGetAttributes(&fa, attention_combine_kernel);
+    cudaError_t e = cudaFuncGetAttributes(&fa, attention_combine_kernel);
+    if (e == cudaSuccess) {
+        *ptx_version = fa.ptxVersion;       /* the virtual architecture the code came from (80, 90) */
+        *binary_version = fa.binaryVersion; /* the SASS it runs as (90: sm_90a, or JIT on sm_90) */
+    }
+    return e;
 }
 
 /* The minimum window (32 positions: a block does at least two tiles) and at most 16 windows per

@@ -48,15 +48,16 @@
  * kiln_malloc (the GEMM algorithm table is sized at create and filled on first use of a row
  * count, a host-only cuBLASLt query). Refused at load, in any mode (I3, no fallbacks exist):
  * quantized or mixed-dtype layer matrices, head_dim > 256 or not a multiple of 8, no CUDA device, one older
- * than sm_80 or one this build has no code for (target.c), out of device memory.
+ * than sm_80 or one this build has no code for (target.c), out of device memory. KILN_STRICT=1
+ * also refuses KILN_CUDA_DEBUG=1 (its per-op waits break I1). KILN_CUDA_DEBUG=1: wait and check
+ * after every op, poison scratch with NaN at each step, to localise asynchronous errors.
  *
  * Architectures (issue 16): one build carries sm_80 / 86 / 89 / 90a code and compute_90 PTX
  * (KILN_CUDA_ARCHS=release). c->target (target.h) is the card's limits, or those of a forced
  * older architecture (kiln_cuda_options.target_sm, KILN_CUDA_TARGET); choose_paths() makes every
  * choice that depends on it (PDL, the wide kernel's variant, the tensor-core attention kernels,
- * the attention splits), and describe (`kiln info --backend cuda`) prints them. KILN_STRICT=1 also refuses KILN_CUDA_DEBUG=1 (its per-op
- * waits break I1). KILN_CUDA_DEBUG=1: wait and check after every op, poison scratch with NaN at
- * each step, to localise asynchronous errors.
+ * the attention splits), and describe (`kiln info --backend cuda`) prints them. The GEMV and
+ * skinny launchers size for the current device's SM count, which a forced target keeps.
  *
  * Weights: uploaded from the mmapped host tensors through two pinned 32 MiB staging buffers
  * (progress bar on stderr); dummy models loaded with host_data = 0 are filled on the device
@@ -395,8 +396,8 @@ typedef struct desc_buf {
     size_t n, len;
 } desc_buf;
 
-static void dprintf_(desc_buf *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dprintf_(desc_buf *d, const char *fmt, ...) {
+static void desc_printf(desc_buf *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void desc_printf(desc_buf *d, const char *fmt, ...) {
     if (d->len >= d->n) return;
     va_list ap;
     va_start(ap, fmt);
@@ -425,54 +426,58 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
     const kiln_cuda_options *o = &bc->cuda;
     desc_buf d = {buf, n, 0};
     int G = mc->n_kv_heads > 0 ? mc->n_heads / mc->n_kv_heads : 1;
-    dprintf_(&d, "card:         %s (device %d), sm_%d%d, %d SMs, %.1f GiB\n", t->card, t->device, t->card_major,
+    desc_printf(&d, "card:         %s (device %d), sm_%d%d, %d SMs, %.1f GiB\n", t->card, t->device, t->card_major,
              t->card_minor, t->n_sm, (double)t->card_mem / (1024.0 * 1024 * 1024));
-    dprintf_(&d, "build:        CUDA architectures %s\n", kiln_cuda_build_archs());
-    dprintf_(&d, "target:       sm_%d%d%s: %zu KB shared memory per block, %zu KB per SM, %d registers per SM\n",
+    desc_printf(&d, "build:        CUDA architectures %s; the card runs compute_%d code as sm_%d\n",
+                kiln_cuda_build_archs(), t->code_ptx, t->code_sass);
+    desc_printf(&d, "target:       sm_%d%d%s: %zu KB shared memory per block, %zu KB per SM, %d registers per SM\n",
              t->cc_major, t->cc_minor, t->forced ? " (forced: kiln_cuda_options.target_sm, KILN_CUDA_TARGET)" : " (the card's)",
              t->smem_per_block / 1024, t->smem_per_sm / 1024, t->regs_per_sm);
-    dprintf_(&d, "shape:        %s: hidden %d, intermediate %d, heads %d / %d kv, head_dim %d\n",
+    desc_printf(&d, "shape:        %s: hidden %d, intermediate %d, heads %d / %d kv, head_dim %d\n",
              m ? "the model's" : "generic (Devstral-Small-2505; --model for another)", mc->dim, mc->hidden_dim,
              mc->n_heads, mc->n_kv_heads, mc->head_dim);
-    dprintf_(&d, "PDL:          %s\n", c->pdl ? "on (steps of 4+ rows)" : !t->has_pdl ? "off (target below sm_90)"
-                                                                                  : "off (KILN_CUDA_PDL=0)");
-    dprintf_(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+; no FP8 kernel uses it yet)"
+    desc_printf(&d, "PDL:          %s\n", c->pdl          ? "on (steps of 4+ rows)"
+                                    : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
+                                    : !t->has_pdl      ? "off (target below sm_90)"
+                                                       : "off (KILN_CUDA_PDL=0)");
+    desc_printf(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+; no FP8 kernel uses it yet)"
                                                       : "no (target below sm_89)");
-    dprintf_(&d, "wgmma:        %s\n", t->has_wgmma ? "available (sm_90a code; no kernel uses it yet)" : "no");
+    desc_printf(&d, "wgmma:        %s\n", t->has_wgmma ? "available (sm_90a code; no kernel uses it yet)" : "no");
     size_t tc = kiln_cuda_attention_tc_smem(mc->head_dim);
     if (c->pf_tile_rows > 0)
-        dprintf_(&d, "attention:    prefill chunks of %d+ rows on tensor cores (tiles of %d rows x %d heads, "
+        desc_printf(&d, "attention:    prefill chunks of %d+ rows on tensor cores (tiles of %d rows x %d heads, "
                      "%zu KB shared memory per CTA)\n",
                  PREFILL_MIN_ROWS, c->pf_tile_rows, G, tc / 1024);
     else if (bc->batch_invariant)
-        dprintf_(&d, "attention:    split kernel for every row (batch-invariant mode)\n");
+        desc_printf(&d, "attention:    split kernel for every row (batch-invariant mode)\n");
     else if (!tc)
-        dprintf_(&d, "attention:    split kernel for every row (tensor-core kernels: head_dim %d or %d heads per group "
+        desc_printf(&d, "attention:    split kernel for every row (tensor-core kernels: head_dim %d or %d heads per group "
                      "not taken)\n", mc->head_dim, G);
     else
-        dprintf_(&d, "attention:    split kernel for every row (tensor-core kernels need %zu KB shared memory per "
+        desc_printf(&d, "attention:    split kernel for every row (tensor-core kernels need %zu KB shared memory per "
                      "block, the target has %zu KB)\n", tc / 1024, t->smem_per_block / 1024);
     if (c->pf_tile_rows > 0 && c->tc_blocks_per_sm > 0 && c->decode_tc_rows < (1 << 30))
-        dprintf_(&d, "              decode rows on tensor cores (steps of %d+ rows), split for %d CTAs per SM\n",
+        desc_printf(&d, "              decode rows on tensor cores (steps of %d+ rows), split for %d CTAs per SM\n",
                  c->decode_tc_rows, c->tc_blocks_per_sm);
-    dprintf_(&d, "              split kernel: windows sized for %d blocks per SM x %d SMs\n", c->att_blocks_per_sm,
+    desc_printf(&d, "              split kernel: windows sized for %d blocks per SM x %d SMs\n", c->att_blocks_per_sm,
              c->n_sm);
-    dprintf_(&d, "GEMV:         %s", c->gemv_max_rows ? "" : "off\n");
     if (c->gemv_max_rows)
-        dprintf_(&d, "up to %d rows (rows per warp for %d SMs)\n", c->gemv_max_rows, c->n_sm);
+        desc_printf(&d, "GEMV:         up to %d rows (rows per warp for %d SMs)\n", c->gemv_max_rows, c->n_sm);
+    else
+        desc_printf(&d, "GEMV:         off\n");
     if (c->skinny_max_rows)
-        dprintf_(&d, "skinny:       up to %d rows (variant for %d SMs: %d at 8 rows of the LM head)\n",
+        desc_printf(&d, "skinny:       up to %d rows (variant for %d SMs: %d at 8 rows of the LM head)\n",
                  c->skinny_max_rows, c->n_sm, kiln_cuda_skinny_pick_variant(8, mc->vocab_size, mc->dim, c->n_sm));
     else
-        dprintf_(&d, "skinny:       off\n");
+        desc_printf(&d, "skinny:       off\n");
     if (c->wide_min_rows)
-        dprintf_(&d, "wide:         %d..%d rows, variant %d (%zu KB shared memory per CTA)%s\n", c->wide_min_rows,
+        desc_printf(&d, "wide:         %d..%d rows, variant %d (%zu KB shared memory per CTA)%s\n", c->wide_min_rows,
                  KILN_WIDE_MAX_ROWS, c->wide_variant, kiln_cuda_gemm_wide_smem(c->wide_variant, 16, mc->dim) / 1024,
                  c->glu ? ", SwiGLU fused" : "");
     else if (o->wide_min_rows != 0 && !bc->batch_invariant)
-        dprintf_(&d, "wide:         off (no variant fits %zu KB shared memory per block)\n", t->smem_per_block / 1024);
+        desc_printf(&d, "wide:         off (no variant fits %zu KB shared memory per block)\n", t->smem_per_block / 1024);
     else
-        dprintf_(&d, "wide:         off\n");
+        desc_printf(&d, "wide:         off\n");
     kiln_free(c);
     return KILN_OK;
 }

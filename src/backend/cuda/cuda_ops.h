@@ -61,9 +61,11 @@ int kiln_cuda_attention_split_width(int *max_splits);
 /* resident pass-1 blocks per SM for (hd, G) (occupancy query capped by target t's shared memory,
  * t NULL: the device's; 4 when unknown) */
 int kiln_cuda_attention_blocks_per_sm(int hd, int G, const kiln_cuda_target *t);
-/* cudaSuccess when this build has code the current device runs (a kernel's attributes), else
- * cudaErrorNoKernelImageForDevice / cudaErrorUnsupportedPtxVersion (target.c) */
-cudaError_t kiln_cuda_image_check(void);
+/* cudaSuccess when this build has code the current device runs (a kernel's attributes: the PTX
+ * architecture the code was compiled from, e.g. 80 for a compute_80 PTX build JIT-compiled on an
+ * H100, and the SASS it runs as), else cudaErrorNoKernelImageForDevice /
+ * cudaErrorUnsupportedPtxVersion (target.c) */
+cudaError_t kiln_cuda_image_check(int *ptx_version, int *binary_version);
 cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                 const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                 const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,

@@ -84,7 +84,7 @@ int kiln_cuda_target_init(kiln_cuda_target *t, int dev, int target_sm, kiln_erro
                         t->card, p.major, p.minor, p.major, p.minor);
     /* a kernel of this build on this card: no SASS for it and no PTX it can JIT -> refused */
     if ((e = cudaSetDevice(dev)) != cudaSuccess) return kiln_cuda_error(err, e, "cudaSetDevice", __FILE__, __LINE__);
-    e = kiln_cuda_image_check();
+    e = kiln_cuda_image_check(&t->code_ptx, &t->code_sass);
     if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorUnsupportedPtxVersion ||
         e == cudaErrorInvalidKernelImage) {
         cudaGetLastError();
@@ -94,5 +94,9 @@ int kiln_cuda_target_init(kiln_cuda_target *t, int dev, int target_sm, kiln_erro
                         t->card, p.major, p.minor, p.major, p.minor, cudaGetErrorString(e), kiln_cuda_build_archs());
     }
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaFuncGetAttributes (kernel image check)", __FILE__, __LINE__);
+    /* what the code the card runs was compiled for: griddepcontrol is compiled in from compute_90
+     * only (cuda_dev.cuh), so a compute_80 PTX build on an H100 must not launch with PDL */
+    if (t->code_ptx < 90) t->has_pdl = t->has_wgmma = 0;
+    if (t->code_ptx < 89) t->has_fp8_mma = 0;
     return kiln_cuda_target_force(t, target_sm, err);
 }

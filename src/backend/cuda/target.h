@@ -12,6 +12,8 @@
  *   90   227 KB                   228 KB       yes  yes      (wgmma: the card is sm_90 itself)
  *
  * The SM count and the registers stay the card's. A target above the card is refused. The
+ * features also need the code the card runs to have them: a compute_80 PTX build JIT-compiled
+ * on an H100 has no griddepcontrol, so no PDL there. The
  * backend keeps one (cuda_backend.target); every launch-sizing or kernel-choice decision reads
  * it, never the device or a constant. Plain C: included by the .c files and cuda_ops.h. */
 #ifndef KILN_CUDA_TARGET_H
@@ -37,6 +39,10 @@ typedef struct kiln_cuda_target {
     int card_major, card_minor; /* the card's compute capability */
     size_t card_mem;          /* the card's global memory, bytes */
     int device;               /* the CUDA device ordinal */
+    int code_ptx, code_sass;  /* this build's code for the card: the PTX architecture it was compiled
+                               * from (80 for a compute_80 PTX build, 90 for sm_90a SASS) and the
+                               * SASS it runs as (cudaFuncGetAttributes ptxVersion / binaryVersion);
+                               * has_pdl / has_fp8_mma / has_wgmma need the code to have them too */
 } kiln_cuda_target;
 
 /* Fill t from device dev, then restrict it to target_sm (0: the card's own; 80, 86, 89 or 90).
