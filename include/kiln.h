@@ -74,6 +74,10 @@ typedef struct kiln_cuda_options {
                             * 0 = one CTA per row and KV head (the occupancy query) */
     int att_blocks_per_sm; /* attention blocks per SM the decode split aims at (occupancy query) */
     int gate_up_16bit;     /* cuBLASLt writes gate|up in the weights' 16-bit type, 0 = f32 (1) */
+    int target_sm;         /* size launches and choose kernels for this architecture's limits: 80,
+                            * 86, 89 or 90 (shared memory, PDL, FP8 MMA; the SM count stays the
+                            * card's); above the card is refused; 0 or -1 = the card's own (0)
+                            * (env KILN_CUDA_TARGET=sm_86) */
 } kiln_cuda_options;
 
 /* Fault injection, for the tests that prove a check can fail (kiln validate's invariants, the

@@ -13,6 +13,15 @@
 #                                  pack/libkiln_cupti_trace.so with libcupti.so.* in pack/lib
 #                                  (found through the library's RUNPATH $ORIGIN/lib, or
 #                                  LD_LIBRARY_PATH=$PWD/build-cuda/pack/lib)
+#   --archs VALUE                  build for KILN_CUDA_ARCHS=VALUE (CMakeLists.txt: default = sm_90,
+#                                  release = sm_80 / 86 / 89 / 90a SASS + compute_90 PTX, every GPU
+#                                  since Ampere; ptx = compute_80 PTX only, JIT on the card: the
+#                                  test of the arch guards; or a CUDA_ARCHITECTURES list), with
+#                                  --pack too; the module's kernels are checked against each
+#                                  SASS architecture's limits by scripts/check_cuda_resources.sh
+#   --target sm_86                 run the tests with KILN_CUDA_TARGET=sm_86: the backend sizes its
+#                                  launches and picks its kernels for that architecture's limits
+#                                  (sm_80, sm_86, sm_89, sm_90; not above the card)
 #
 # Fixtures: KILN_SHARED (default: .fixtures/ in the checkout if present, else ../shared), with
 # models/mistral-tiny-random, models/mistral-tiny-random-f16, models/tinystories-656K,
@@ -32,14 +41,33 @@ if [ -z "${KILN_SHARED:-}" ]; then
 fi
 jobs=$(nproc 2>/dev/null || echo 4)
 
+pack=0
+archs=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --pack) pack=1 ;;
+    --archs) archs=${2:?--archs needs a value}; shift ;;
+    --archs=*) archs=${1#--archs=} ;;
+    --target) export KILN_CUDA_TARGET=${2:?--target needs a value (sm_80, sm_86, sm_89, sm_90)}; shift ;;
+    --target=*) export KILN_CUDA_TARGET=${1#--target=} ;;
+    *) echo "usage: scripts/cuda_check.sh [--pack] [--archs default|release|ptx|LIST] [--target sm_NN]"; exit 2 ;;
+  esac
+  shift
+done
+
 build() {
-  echo "building into $BUILD (log: $LOGS/build.log)"
-  { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA_TESTS=ON &&
+  echo "building into $BUILD${archs:+ for KILN_CUDA_ARCHS=$archs} (log: $LOGS/build.log)"
+  { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA_TESTS=ON ${archs:+-DKILN_CUDA_ARCHS=$archs} &&
     cmake --build "$BUILD" -j "$jobs"; } > "$LOGS/build.log" 2>&1
 }
 
-if [ "${1:-}" = "--pack" ]; then
+if [ "$pack" = 1 ]; then
   build || { tail -30 "$LOGS/build.log"; echo "build failed"; exit 1; }
+  # the module's kernels against each SASS architecture's limits (static, no GPU needed)
+  bash scripts/check_cuda_resources.sh "$BUILD/libkiln_cuda.so" > "$LOGS/check_cuda_resources.log" 2>&1
+  rc=$?
+  tail -8 "$LOGS/check_cuda_resources.log"
+  [ $rc = 0 ] || [ $rc = 77 ] || { echo "resource check failed"; exit 1; }
   rm -rf "$PACK"; mkdir -p "$PACK/lib"
   cp "$BUILD"/test_cuda_* "$BUILD"/kiln "$BUILD"/libkiln_cuda.so "$PACK/"
   # every shared library but the C runtime and CUDA's own (the GPU machine has those); kiln
@@ -72,7 +100,8 @@ else
   fi
 fi
 
-{ nvidia-smi -L 2>&1; nvcc --version 2>&1 | tail -1; echo "KILN_SHARED=$KILN_SHARED"; } > "$LOGS/env.log"
+{ nvidia-smi -L 2>&1; nvcc --version 2>&1 | tail -1; echo "KILN_SHARED=$KILN_SHARED";
+  echo "KILN_CUDA_TARGET=${KILN_CUDA_TARGET:-card}"; } > "$LOGS/env.log"
 cuobjdump --dump-resource-usage "$BIN/test_cuda_step" > "$LOGS/resource_usage.log" 2>&1 || true
 
 timeout_s=${KILN_CUDA_TEST_TIMEOUT:-240}
@@ -99,6 +128,7 @@ for t in "$BIN"/test_cuda_*; do
   run_one "$name" "$t"
 done
 run_one check_cuda_sync bash scripts/check_cuda_sync.sh
+[ -f "$BIN/libkiln_cuda.so" ] && run_one check_cuda_resources bash scripts/check_cuda_resources.sh "$BIN/libkiln_cuda.so"
 
 # I1 seen by a profiler: every kiln_step NVTX range makes exactly one synchronising CUDA call
 if [ "${KILN_CUDA_TRACE:-0}" = 1 ]; then

@@ -79,11 +79,16 @@ typedef struct kiln_backend_ops {
     int (*check_weight)(const kiln_tensor *w, kiln_error *err);
     /* Optional: the device's measured ceilings for `kiln bench` floors (cuda: probe.c). */
     int (*probe_floors)(double *copy_gbs, double *gemm_tflops, kiln_error *err);
+    /* Optional: what create() would choose on the configured device, as lines of text into buf
+     * (`kiln info --backend cuda`: the card, the build's architectures, the target and whether
+     * it is forced, the kernel paths), for model m's shape (NULL: a generic shape). Loads no
+     * weights; returns the create() refusal a card or target would get. */
+    int (*describe)(const kiln_model *m, const kiln_backend_config *c, char *buf, size_t n, kiln_error *err);
 } kiln_backend_ops;
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 2
+#define KILN_BACKEND_ABI 3
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

@@ -1,8 +1,49 @@
-/* cmd_info.c: `kiln info --model PATH`: architecture, parameters, dtypes, memory needed. */
+/* cmd_info.c: `kiln info --model PATH`: architecture, parameters, dtypes, memory needed;
+ * `kiln info --backend cuda [--model PATH]`: what the backend would run on its device (the card,
+ * the build's architectures, the target, the kernel paths), through the backend's describe op
+ * (the CLI never calls CUDA itself). KILN_CUDA_* (KILN_CUDA_TARGET=sm_86 ...) apply as in the
+ * other commands. */
 #include <stdio.h>
 #include <string.h>
+#include "backend/backend.h"
 #include "cli/cli.h"
 #include "model/model.h"
+
+#define INFO_USAGE "usage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]] [--backend cpu|cuda]\n" \
+                   "       kiln info --backend cuda   (the card, the build's architectures, the kernel paths)\n"
+
+static int describe_backend(const char *name, const kiln_model *m) {
+    const kiln_backend_ops *ops = kiln_backend_find(name);
+    if (!ops) {
+        char why[1024];
+        kiln_backend_unavailable(name, why, sizeof why);
+        fprintf(stderr, "kiln info: %s\n", why);
+        return 1;
+    }
+    if (!ops->describe) {
+        printf("backend:      %s (nothing to describe)\n", ops->name);
+        return 0;
+    }
+    kiln_engine_options eo;
+    kiln_cli_engine_defaults(&eo); /* the KILN_* switches, as the engine would get them */
+    kiln_backend_config bc;
+    memset(&bc, 0, sizeof bc);
+    bc.cuda = eo.cuda;
+    bc.cpu = eo.cpu;
+    bc.strict = eo.strict;
+    bc.batch_invariant = eo.batch_invariant;
+    bc.n_devices = eo.n_devices;
+    memcpy(bc.devices, eo.devices, sizeof bc.devices);
+    char buf[4096];
+    kiln_error err = {0};
+    printf("backend:      %s\n", ops->name);
+    if (ops->describe(m, &bc, buf, sizeof buf, &err)) {
+        kiln_cli_print_error("info", &err);
+        return 1;
+    }
+    fputs(buf, stdout);
+    return 0;
+}
 
 static const char *fmt_name(kiln_model_format f) {
     switch (f) {
@@ -16,16 +57,17 @@ static const char *fmt_name(kiln_model_format f) {
 }
 
 int kiln_cmd_info(int argc, char **argv) {
-    const char *path = NULL;
-    const char *quant = NULL;
+    const char *path = NULL, *backend = NULL, *quant = NULL;
     int dummy = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "--model") || !strcmp(argv[i], "-m")) && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--load-format") && i + 1 < argc) dummy = !strcmp(argv[++i], "dummy");
         else if (!strcmp(argv[i], "--dummy-quant") && i + 1 < argc) quant = argv[++i];
-        else { fprintf(stderr, "kiln info: unknown option '%s'\nusage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]]\n", argv[i]); return 2; }
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else { fprintf(stderr, "kiln info: unknown option '%s'\n" INFO_USAGE, argv[i]); return 2; }
     }
-    if (!path) { fprintf(stderr, "usage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]]\n"); return 2; }
+    if (!path && backend) return describe_backend(backend, NULL);
+    if (!path) { fprintf(stderr, INFO_USAGE); return 2; }
     kiln_error err = {0};
     kiln_model *m = NULL;
     int rc = dummy ? kiln_model_load_dummy_quant(&m, path, 1, 0, quant, &err) : kiln_model_load(&m, path, &err);
@@ -54,6 +96,7 @@ int kiln_cmd_info(int argc, char **argv) {
     for (int i = 0; i < c->n_eos; i++) printf(" %d", c->eos_ids[i]);
     printf("   bos: %d\n", c->bos_id);
     if (m->tokenizer_path[0]) printf("tokenizer:    %s\n", m->tokenizer_path);
+    rc = backend ? describe_backend(backend, m) : 0;
     kiln_model_free(m);
-    return 0;
+    return rc;
 }

@@ -28,6 +28,24 @@ static void env_int(const char *name, long lo, long hi, int *dst) {
     *dst = (int)x;
 }
 
+/* a CUDA architecture: "sm_86", "sm86" or "86" -> 86; "card" or "0" -> 0 (the card's own); unset
+ * or empty -> *dst unchanged (the backend refuses an architecture it does not know) */
+static void env_target(const char *name, int *dst) {
+    const char *v = getenv(name);
+    long x;
+    if (!v || !*v) return;
+    if (!strcmp(v, "card")) {
+        *dst = 0;
+        return;
+    }
+    const char *d = !strncmp(v, "sm_", 3) ? v + 3 : !strncmp(v, "sm", 2) ? v + 2 : v;
+    if (kiln_cli_parse_int(d, 0, 1000, &x)) {
+        fprintf(stderr, "kiln: warning: %s=%s ignored (expected sm_80, sm_86, sm_89, sm_90 or card)\n", name, v);
+        return;
+    }
+    *dst = (int)x;
+}
+
 void kiln_cli_engine_defaults(kiln_engine_options *o) {
     kiln_engine_options_default(o);
     env_flag("KILN_STRICT", &o->strict);
@@ -57,6 +75,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_int("KILN_CUDA_DECODE_TC_SPLIT", 0, 1024, &c->decode_tc_split);
     env_int("KILN_CUDA_ATT_BPS", 1, 1024, &c->att_blocks_per_sm);
     env_flag("KILN_CUDA_GU_16BIT", &c->gate_up_16bit);
+    env_target("KILN_CUDA_TARGET", &c->target_sm);
     /* fault injection (tests of kiln validate) */
     env_flag("KILN_TEST_EXTRA_SYNC", &o->faults.extra_sync);
     env_flag("KILN_TEST_BREAK_BATCH", &o->faults.break_batch);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 #include "format/dtype.h"
+#include "kiln.h"
 #include "test.h"
 #include "util/fp16.h"
 
@@ -27,6 +28,16 @@ static inline void kc_require_gpu(void) {
     struct cudaDeviceProp p;
     CU(cudaGetDeviceProperties(&p, 0));
     fprintf(stderr, "device: %s (sm_%d%d)\n", p.name, p.major, p.minor);
+}
+/* KILN_CUDA_TARGET=sm_86 (or 86; "card" / unset: the card's own) -> kiln_cuda_options.target_sm,
+ * as the kiln command maps it (src/cli/env.c): every GPU test that creates the backend or an
+ * engine runs with the forced target's kernel choices (scripts/cuda_check.sh --target sm_86). */
+static inline void kc_target_from_env(kiln_cuda_options *o) {
+    const char *v = getenv("KILN_CUDA_TARGET");
+    if (!v || !*v || !strcmp(v, "card")) return;
+    const char *d = !strncmp(v, "sm_", 3) ? v + 3 : !strncmp(v, "sm", 2) ? v + 2 : v;
+    o->target_sm = atoi(d);
+    fprintf(stderr, "target: sm_%d (KILN_CUDA_TARGET)\n", o->target_sm);
 }
 static inline void *kc_dev(size_t n) {
     void *p = NULL;

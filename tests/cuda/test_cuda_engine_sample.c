@@ -51,6 +51,7 @@ static kiln_engine *open_engine(const char *model, int kv_blocks) {
     if ((v = getenv("KILN_BATCH_INVARIANT")) && !strcmp(v, "1")) o.batch_invariant = 1;
     if ((v = getenv("KILN_HOST_SAMPLING")) && !strcmp(v, "1")) o.host_sampling = 1;
     if ((v = getenv("KILN_OVERLAP")) && !strcmp(v, "0")) o.overlap = -1;
+    kc_target_from_env(&o.cuda);
     kiln_engine *e = NULL;
     kiln_error err = {0};
     if (kiln_engine_open(&e, &o, &err)) fprintf(stderr, "open %s: %s\n", model, err.msg);

@@ -23,6 +23,7 @@ static kiln_engine *open_engine(const char *model, const char *backend, int dumm
     o.max_model_len = 512;
     o.load_dummy = dummy;
     o.skip_tokenizer = dummy;
+    kc_target_from_env(&o.cuda);
     kiln_engine *e = NULL;
     if (kiln_engine_open(&e, &o, err)) return NULL;
     return e;

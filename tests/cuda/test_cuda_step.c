@@ -25,6 +25,7 @@ static const int k_script[][4] = { /* per step: new tokens of sequences A, B, C,
 static int create(const kiln_backend_ops *ops, kiln_backend **b, const kiln_model *m, sh_ctx *h, int inv, int strict,
                   kiln_error *err) {
     kiln_backend_config bc = h->bc;
+    kc_target_from_env(&bc.cuda); /* KILN_CUDA_TARGET=sm_86: the forced target's kernel choices */
     bc.kv.n_layers = m->cfg.n_layers;
     bc.kv.n_kv_heads = m->cfg.n_kv_heads;
     bc.kv.head_dim = m->cfg.head_dim;

@@ -356,11 +356,20 @@ static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const
 }
 
 /* Resident blocks per SM of the pass-1 kernel kiln_cuda_attention launches for (hd, G): the
- * backend sizes the split so a decode batch is one wave. A host query, no device work. */
-extern "C" int kiln_cuda_attention_blocks_per_sm(int hd, int G) {
+ * backend sizes the split so a decode batch is one wave. A host query, no device work: the
+ * device's occupancy, capped by the target's shared memory per SM (t may be NULL: the device). */
+extern "C" int kiln_cuda_attention_blocks_per_sm(int hd, int G, const kiln_cuda_target *t) {
     int n = 0;
     cudaError_t e = cudaErrorInvalidValue;
-#define ATT_OCC(HDV, GV) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_stream_kernel<HDV, GV>, ATT_WARPS * 32, 0)
+    struct cudaFuncAttributes fa;
+#define ATT_OCC(HDV, GV)                                                                               \
+    do {                                                                                               \
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_stream_kernel<HDV, GV>, ATT_WARPS * 32, 0); \
+        if (e == cudaSuccess && t && cudaFuncGetAttributes(&fa, attention_stream_kernel<HDV, GV>) == cudaSuccess) { \
+            int m = kiln_cuda_target_smem_blocks(t, fa.sharedSizeBytes);                               \
+            if (m < n) n = m;                                                                          \
+        }                                                                                              \
+    } while (0)
     if (hd == 128 && G == 4) ATT_OCC(128, 4);
     else if (hd == 128 && G == 1) ATT_OCC(128, 1);
     else if (hd == 128 && G == 2) ATT_OCC(128, 2);
@@ -369,6 +378,19 @@ extern "C" int kiln_cuda_attention_blocks_per_sm(int hd, int G) {
     else if (hd == 64 && G == 1) ATT_OCC(64, 1);
 #undef ATT_OCC
     return e == cudaSuccess && n > 0 ? n : 4;
+}
+
+/* A kernel of this build on the current device: cudaErrorNoKernelImageForDevice (or
+ * cudaErrorUnsupportedPtxVersion) when the build has neither SASS for the card nor PTX it can
+ * JIT (target.c refuses the card with the build's architectures). */
+extern "C" cudaError_t kiln_cuda_image_check(int *ptx_version, int *binary_version) {
+    struct cudaFuncAttributes fa;
+    cudaError_t e = cudaFuncGetAttributes(&fa, attention_combine_kernel);
+    if (e == cudaSuccess) {
+        *ptx_version = fa.ptxVersion;       /* the virtual architecture the code came from (80, 90) */
+        *binary_version = fa.binaryVersion; /* the SASS it runs as (90: sm_90a, or JIT on sm_90) */
+    }
+    return e;
 }
 
 /* The minimum window (32 positions: a block does at least two tiles) and at most 16 windows per

@@ -489,7 +489,9 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
                           tiles, n_tiles, pdl, st);
 }
 
-extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd) {
+extern "C" size_t kiln_cuda_attention_tc_smem(int hd) { return hd == 64 || hd == 128 ? PF_SMEM(hd) : 0; }
+
+extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, const kiln_cuda_target *t) {
     int n = 0;
     cudaError_t e = cudaErrorInvalidValue;
     if (hd == 64 && cudaFuncSetAttribute(attention_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -498,6 +500,10 @@ extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd) {
     else if (hd == 128 && cudaFuncSetAttribute(attention_decode_kernel<128>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PF_SMEM(128)) == cudaSuccess)
         e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<128>, PF_THREADS, PF_SMEM(128));
+    if (e == cudaSuccess && n > 0 && t) { /* capped by the target's shared memory per SM */
+        int m = kiln_cuda_target_smem_blocks(t, PF_SMEM(hd == 64 ? 64 : 128));
+        if (m < n) n = m;
+    }
     return e == cudaSuccess && n > 0 ? n : 1;
 }
 

@@ -47,15 +47,24 @@
  * pinned logits, the penalty tables and the decode graphs are allocated in create(); a step allocates nothing on the device or through
  * kiln_malloc (the GEMM algorithm table is sized at create and filled on first use of a row
  * count, a host-only cuBLASLt query). Refused at load, in any mode (I3, no fallbacks exist):
- * quantized or mixed-dtype layer matrices, head_dim > 256 or not a multiple of 8, no CUDA device or one older
- * than sm_90, out of device memory. KILN_STRICT=1 also refuses KILN_CUDA_DEBUG=1 (its per-op
- * waits break I1). KILN_CUDA_DEBUG=1: wait and check after every op, poison scratch with NaN at
- * each step, to localise asynchronous errors.
+ * quantized or mixed-dtype layer matrices, head_dim > 256 or not a multiple of 8, no CUDA device, one older
+ * than sm_80 or one this build has no code for (target.c), out of device memory. KILN_STRICT=1
+ * also refuses KILN_CUDA_DEBUG=1 (its per-op waits break I1). KILN_CUDA_DEBUG=1: wait and check
+ * after every op, poison scratch with NaN at each step, to localise asynchronous errors.
+ *
+ * Architectures (issue 16): one build carries sm_80 / 86 / 89 / 90a code and compute_90 PTX
+ * (KILN_CUDA_ARCHS=release). c->target (target.h) is the card's limits, or those of a forced
+ * older architecture (kiln_cuda_options.target_sm, KILN_CUDA_TARGET); choose_paths() makes every
+ * choice that depends on it (PDL, the wide kernel's variant, the tensor-core attention kernels,
+ * the attention splits), and describe (`kiln info --backend cuda`) prints them. The GEMV and
+ * skinny launchers size for the current device's SM count, which a forced target keeps.
  *
  * Weights: uploaded from the mmapped host tensors through two pinned 32 MiB staging buffers
  * (progress bar on stderr); dummy models loaded with host_data = 0 are filled on the device
  * with kiln_dummy_value's formula (dummy_fill.cu), bit-identical to the host's.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <nvtx3/nvToolsExt.h>
 #include "backend/cuda/cuda_backend_internal.h"
 #include "kiln_cuda_probe.h"
@@ -184,17 +193,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     return KILN_OK;
 }
 
-static const kiln_backend_ops k_cuda_ops;
-
-static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
-    *out = NULL;
-    const kiln_config *mc = &m->cfg;
-    cuda_backend *c = kiln_calloc(1, sizeof *c);
-    if (!c) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory");
-    c->base.ops = &k_cuda_ops;
-    c->m = m;
-    c->cfg = *bc;
-    /* the switches of kiln_cuda_options (KILN_CUDA_* through the kiln command); -1: defaults */
+/* the switches of kiln_cuda_options (KILN_CUDA_* through the kiln command); -1: defaults */
+static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     const kiln_cuda_options *o = &bc->cuda;
     c->debug = o->debug == 1;
     c->pdl = o->pdl != 0;
@@ -216,6 +216,66 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
      * dequantization + cuBLASLt; batch-invariant mode always the latter */
     c->qgemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_QGEMV_MAX_ROWS;
     if (c->qgemv_max_rows > KILN_QGEMV_MAX_ROWS || bc->batch_invariant) c->qgemv_max_rows = 0;
+}
+
+/* The device of the config (its first; several are refused by check_model), else 0, and its
+ * target (target.h: the card's limits, or the forced architecture's; the card refusals). */
+static int select_device(cuda_backend *c, const kiln_backend_config *bc, kiln_error *err) {
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev <= 0)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: no CUDA device (%s)",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    int dev = bc->n_devices > 0 ? bc->devices[0] : 0;
+    if (dev < 0 || dev >= n_dev)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: device %d does not exist (%d found)", dev, n_dev);
+    return kiln_cuda_target_init(&c->target, dev, bc->cuda.target_sm > 0 ? bc->cuda.target_sm : 0, err);
+}
+
+/* Every choice that depends on the target, after set_options: PDL only where the target has
+ * it (sm_90); the wide kernel's variant by the target's shared memory per block (the default,
+ * else the 90 KB variant on sm_86 / sm_89, else off); the tensor-core attention kernels only
+ * where their shared memory fits (else the split kernel takes every row); the attention splits
+ * sized for the target's SMs and the blocks its shared memory keeps resident. */
+static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_backend_config *bc) {
+    const kiln_cuda_options *o = &bc->cuda;
+    const kiln_cuda_target *t = &c->target;
+    c->n_sm = t->n_sm;
+    if (!t->has_pdl) c->pdl = 0;
+    if (c->wide_min_rows) {
+        int v = kiln_cuda_gemm_wide_fit(c->wide_variant, mc->dim, t->smem_per_block);
+        if (v) c->wide_variant = v;
+        else c->wide_min_rows = 0;
+    }
+    int G = mc->n_kv_heads > 0 ? mc->n_heads / mc->n_kv_heads : 1;
+    c->att_blocks_per_sm = o->att_blocks_per_sm > 0 ? o->att_blocks_per_sm
+                                                    : kiln_cuda_attention_blocks_per_sm(mc->head_dim, G, t);
+    size_t tc_smem = kiln_cuda_attention_tc_smem(mc->head_dim);
+    int tc_fits = tc_smem && tc_smem <= t->smem_per_block;
+    /* decode_tc_split (KILN_CUDA_DECODE_TC_SPLIT) 0: decode rows on tensor cores take the whole
+     * context per CTA; n > 0: size the split for n resident CTAs per SM instead of the occupancy
+     * query's (-1) */
+    c->tc_blocks_per_sm = o->decode_tc_split >= 0 ? o->decode_tc_split
+                                                  : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim, t);
+    /* attention_decode_kernel holds the G heads of a group in its 16 MMA rows */
+    if (c->tc_blocks_per_sm < 0 || G > 16 || !tc_fits) c->tc_blocks_per_sm = 0;
+    /* batch-invariant mode keeps every row on the split kernel: which kernel a row gets must not
+     * depend on how the scheduler chunked its sequence (I6) */
+    c->pf_tile_rows = bc->batch_invariant || !tc_fits ? 0 : kiln_cuda_prefill_tile_rows(mc->n_heads, mc->n_kv_heads);
+}
+
+static const kiln_backend_ops k_cuda_ops;
+
+static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
+    *out = NULL;
+    const kiln_config *mc = &m->cfg;
+    cuda_backend *c = kiln_calloc(1, sizeof *c);
+    if (!c) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory");
+    c->base.ops = &k_cuda_ops;
+    c->m = m;
+    c->cfg = *bc;
+    set_options(c, bc);
+    const kiln_cuda_options *o = &bc->cuda;
     int rc;
     if (c->debug && bc->strict) {
         rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: KILN_CUDA_DEBUG=1 waits after every op (I1); "
@@ -228,40 +288,9 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     if (!c->allocs || !c->layers) { rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory"); goto fail; }
     if ((rc = kiln_cuda_check_model(c, err))) goto fail;
 
-    int n_dev = 0;
-    cudaError_t e = cudaGetDeviceCount(&n_dev);
-    if (e != cudaSuccess || n_dev <= 0) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: no CUDA device (%s)",
-                      e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-        goto fail;
-    }
-    /* the device: the config's first (a list of several is refused by check_model), else 0 */
-    int dev = bc->n_devices > 0 ? bc->devices[0] : 0;
-    if (dev < 0 || dev >= n_dev) {
-        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: device %d does not exist (%d found)", dev, n_dev);
-        goto fail;
-    }
-    struct cudaDeviceProp prop;
-    if ((e = cudaGetDeviceProperties(&prop, dev)) != cudaSuccess || (e = cudaSetDevice(dev)) != cudaSuccess) {
-        rc = kiln_cuda_error(err, e, "cudaGetDeviceProperties/cudaSetDevice", __FILE__, __LINE__);
-        goto fail;
-    }
-    c->n_sm = prop.multiProcessorCount;
-    c->att_blocks_per_sm = o->att_blocks_per_sm > 0
-                               ? o->att_blocks_per_sm
-                               : kiln_cuda_attention_blocks_per_sm(mc->head_dim, mc->n_heads / mc->n_kv_heads);
-    /* decode_tc_split (KILN_CUDA_DECODE_TC_SPLIT) 0: decode rows on tensor cores take the whole
-     * context per CTA; n > 0: size the split for n resident CTAs per SM instead of the occupancy
-     * query's (-1) */
-    c->tc_blocks_per_sm = o->decode_tc_split >= 0 ? o->decode_tc_split
-                                                  : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim);
-    /* attention_decode_kernel holds the G heads of a group in its 16 MMA rows */
-    if (c->tc_blocks_per_sm < 0 || mc->n_heads / mc->n_kv_heads > 16) c->tc_blocks_per_sm = 0;
-    if (prop.major < 9) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s is sm_%d%d; this build has sm_90 code only",
-                      prop.name, prop.major, prop.minor);
-        goto fail;
-    }
+    if ((rc = select_device(c, bc, err))) goto fail;
+    choose_paths(c, mc, bc);
+    cudaError_t e;
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {
         rc = kiln_cuda_error(err, e, "cudaStreamCreate", __FILE__, __LINE__);
         goto fail;
@@ -304,10 +333,6 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
         goto fail;
     }
     if ((rc = alloc_scratch(c, err))) goto fail;
-    /* batch-invariant mode keeps every row on the split kernel: which kernel a row gets must not
-     * depend on how the scheduler chunked its sequence (I6) */
-    c->pf_tile_rows = bc->batch_invariant || (mc->head_dim != 64 && mc->head_dim != 128)
-                          ? 0 : kiln_cuda_prefill_tile_rows(mc->n_heads, mc->n_kv_heads);
     c->pf_covered = kiln_calloc((size_t)T, 1);
     c->run_a = kiln_calloc((size_t)T, sizeof(int32_t));
     c->run_b = kiln_calloc((size_t)T, sizeof(int32_t));
@@ -379,6 +404,100 @@ static void cuda_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch
 static void cuda_range_push(const char *name) { nvtxRangePushA(name); }
 static void cuda_range_pop(void) { nvtxRangePop(); }
 
+/* ops.describe: set_options, select_device and choose_paths as create() runs them, printed
+ * (`kiln info --backend cuda`); no weights, no device allocation. The generic shape (no model)
+ * is Devstral-Small-2505's. */
+typedef struct desc_buf {
+    char *p;
+    size_t n, len;
+} desc_buf;
+
+static void desc_printf(desc_buf *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void desc_printf(desc_buf *d, const char *fmt, ...) {
+    if (d->len >= d->n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(d->p + d->len, d->n - d->len, fmt, ap);
+    va_end(ap);
+    if (k > 0) d->len += (size_t)k < d->n - d->len ? (size_t)k : d->n - d->len;
+}
+
+static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, char *buf, size_t n, kiln_error *err) {
+    kiln_config gen;
+    memset(&gen, 0, sizeof gen);
+    gen.dim = 5120, gen.hidden_dim = 32768, gen.n_layers = 40, gen.n_heads = 32, gen.n_kv_heads = 8;
+    gen.head_dim = 128, gen.vocab_size = 131072;
+    const kiln_config *mc = m ? &m->cfg : &gen;
+    if (n) buf[0] = 0;
+    cuda_backend *c = kiln_calloc(1, sizeof *c);
+    if (!c) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory");
+    set_options(c, bc);
+    int rc = select_device(c, bc, err);
+    if (rc) {
+        kiln_free(c);
+        return rc;
+    }
+    choose_paths(c, mc, bc);
+    const kiln_cuda_target *t = &c->target;
+    const kiln_cuda_options *o = &bc->cuda;
+    desc_buf d = {buf, n, 0};
+    int G = mc->n_kv_heads > 0 ? mc->n_heads / mc->n_kv_heads : 1;
+    desc_printf(&d, "card:         %s (device %d), sm_%d%d, %d SMs, %.1f GiB\n", t->card, t->device, t->card_major,
+             t->card_minor, t->n_sm, (double)t->card_mem / (1024.0 * 1024 * 1024));
+    desc_printf(&d, "build:        CUDA architectures %s; the card runs compute_%d code as sm_%d\n",
+                kiln_cuda_build_archs(), t->code_ptx, t->code_sass);
+    desc_printf(&d, "target:       sm_%d%d%s: %zu KB shared memory per block, %zu KB per SM, %d registers per SM\n",
+             t->cc_major, t->cc_minor, t->forced ? " (forced: kiln_cuda_options.target_sm, KILN_CUDA_TARGET)" : " (the card's)",
+             t->smem_per_block / 1024, t->smem_per_sm / 1024, t->regs_per_sm);
+    desc_printf(&d, "shape:        %s: hidden %d, intermediate %d, heads %d / %d kv, head_dim %d\n",
+             m ? "the model's" : "generic (Devstral-Small-2505; --model for another)", mc->dim, mc->hidden_dim,
+             mc->n_heads, mc->n_kv_heads, mc->head_dim);
+    desc_printf(&d, "PDL:          %s\n", c->pdl          ? "on (steps of 4+ rows)"
+                                    : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
+                                    : !t->has_pdl      ? "off (target below sm_90)"
+                                                       : "off (KILN_CUDA_PDL=0)");
+    desc_printf(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+; no FP8 kernel uses it yet)"
+                                                      : "no (target below sm_89)");
+    desc_printf(&d, "wgmma:        %s\n", t->has_wgmma ? "available (sm_90a code; no kernel uses it yet)" : "no");
+    size_t tc = kiln_cuda_attention_tc_smem(mc->head_dim);
+    if (c->pf_tile_rows > 0)
+        desc_printf(&d, "attention:    prefill chunks of %d+ rows on tensor cores (tiles of %d rows x %d heads, "
+                     "%zu KB shared memory per CTA)\n",
+                 PREFILL_MIN_ROWS, c->pf_tile_rows, G, tc / 1024);
+    else if (bc->batch_invariant)
+        desc_printf(&d, "attention:    split kernel for every row (batch-invariant mode)\n");
+    else if (!tc)
+        desc_printf(&d, "attention:    split kernel for every row (tensor-core kernels: head_dim %d or %d heads per group "
+                     "not taken)\n", mc->head_dim, G);
+    else
+        desc_printf(&d, "attention:    split kernel for every row (tensor-core kernels need %zu KB shared memory per "
+                     "block, the target has %zu KB)\n", tc / 1024, t->smem_per_block / 1024);
+    if (c->pf_tile_rows > 0 && c->tc_blocks_per_sm > 0 && c->decode_tc_rows < (1 << 30))
+        desc_printf(&d, "              decode rows on tensor cores (steps of %d+ rows), split for %d CTAs per SM\n",
+                 c->decode_tc_rows, c->tc_blocks_per_sm);
+    desc_printf(&d, "              split kernel: windows sized for %d blocks per SM x %d SMs\n", c->att_blocks_per_sm,
+             c->n_sm);
+    if (c->gemv_max_rows)
+        desc_printf(&d, "GEMV:         up to %d rows (rows per warp for %d SMs)\n", c->gemv_max_rows, c->n_sm);
+    else
+        desc_printf(&d, "GEMV:         off\n");
+    if (c->skinny_max_rows)
+        desc_printf(&d, "skinny:       up to %d rows (variant for %d SMs: %d at 8 rows of the LM head)\n",
+                 c->skinny_max_rows, c->n_sm, kiln_cuda_skinny_pick_variant(8, mc->vocab_size, mc->dim, c->n_sm));
+    else
+        desc_printf(&d, "skinny:       off\n");
+    if (c->wide_min_rows)
+        desc_printf(&d, "wide:         %d..%d rows, variant %d (%zu KB shared memory per CTA)%s\n", c->wide_min_rows,
+                 KILN_WIDE_MAX_ROWS, c->wide_variant, kiln_cuda_gemm_wide_smem(c->wide_variant, 16, mc->dim) / 1024,
+                 c->glu ? ", SwiGLU fused" : "");
+    else if (o->wide_min_rows != 0 && !bc->batch_invariant)
+        desc_printf(&d, "wide:         off (no variant fits %zu KB shared memory per block)\n", t->smem_per_block / 1024);
+    else
+        desc_printf(&d, "wide:         off\n");
+    kiln_free(c);
+    return KILN_OK;
+}
+
 static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
     .kv_dtype = KILN_KV_BF16,
@@ -394,6 +513,7 @@ static const kiln_backend_ops k_cuda_ops = {
     .range_push = cuda_range_push,
     .range_pop = cuda_range_pop,
     .probe_floors = kiln_cuda_probe_floors,
+    .describe = cuda_describe,
 };
 
 /* The one symbol libkiln_cuda.so exports (src/backend/backend.c loads it; the GPU tests link the

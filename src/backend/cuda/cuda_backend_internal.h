@@ -135,7 +135,8 @@ typedef struct cuda_backend {
                           * test's worst row went 0.0141 from the CPU (bound 3e-2) */
     int pdl;             /* programmatic dependent launch allowed (KILN_CUDA_PDL, default 1): the
                           * launchers' pdl argument (cuda_dev.cuh kiln_launch) */
-    int n_sm;          /* streaming multiprocessors (sizes the attention split) */
+    int n_sm;          /* streaming multiprocessors (sizes the attention split): target.n_sm */
+    kiln_cuda_target target; /* what launches are sized for and kernels chosen by (target.h) */
     /* CUDA graphs of decode steps: [n_graph_rows][n_graph_widths], rows 1, 2, 4, .., graph_max_rows */
     cudaGraphExec_t *graphs;
     int graph_max_rows, n_graph_rows, n_graph_widths;

@@ -18,10 +18,18 @@
  * step descriptor (copied before the step's first kernel) may be read before it. The chain is
  * transitive: every such kernel waits before it can complete. kiln_pdl_trigger() lets the next
  * kernel be scheduled (it then waits in its own kiln_pdl_wait). Both are no-ops in a kernel
- * launched without the attribute. */
-static __device__ __forceinline__ void kiln_pdl_wait(void) { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+ * launched without the attribute.
+ * griddepcontrol exists from sm_90: below it (the sm_80 / 86 / 89 code and the compute_80 PTX of
+ * a release build) both are no-ops, and the backend never asks for PDL there (target.h has_pdl). */
+static __device__ __forceinline__ void kiln_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
 static __device__ __forceinline__ void kiln_pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
 }
 
 /* Launch k<<<grid, block, smem, st>>>(args), with programmatic stream serialization when pdl

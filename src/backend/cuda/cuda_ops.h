@@ -19,6 +19,7 @@
 #define KILN_CUDA_OPS_H
 #include <stdint.h>
 #include <cuda_runtime_api.h>
+#include "backend/cuda/target.h"
 #include "format/dtype.h"
 
 #ifdef __cplusplus
@@ -57,8 +58,14 @@ cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slo
  *   split_w (the minimum window) / max_splits from kiln_cuda_attention_split_width();
  *   scratch: [T][H][max_splits][hd + 2] f32. */
 int kiln_cuda_attention_split_width(int *max_splits);
-/* resident pass-1 blocks per SM for (hd, G) (occupancy query; 4 when unknown) */
-int kiln_cuda_attention_blocks_per_sm(int hd, int G);
+/* resident pass-1 blocks per SM for (hd, G) (occupancy query capped by target t's shared memory,
+ * t NULL: the device's; 4 when unknown) */
+int kiln_cuda_attention_blocks_per_sm(int hd, int G, const kiln_cuda_target *t);
+/* cudaSuccess when this build has code the current device runs (a kernel's attributes: the PTX
+ * architecture the code was compiled from, e.g. 80 for a compute_80 PTX build JIT-compiled on an
+ * H100, and the SASS it runs as), else cudaErrorNoKernelImageForDevice /
+ * cudaErrorUnsupportedPtxVersion (target.c) */
+cudaError_t kiln_cuda_image_check(int *ptx_version, int *binary_version);
 cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const float *q, int q_stride,
                                 const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                 const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
@@ -87,12 +94,16 @@ cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *
  * max_splits) writes the windows' states to scratch [T][H][max_splits][hd + 2] and
  * kiln_cuda_attention_combine merges them into out. Same argument rules as
  * kiln_cuda_attention_prefill, and G = H / KV <= 16. kiln_cuda_attention_decode_tc_blocks_per_sm: resident CTAs per
- * SM of the pass-1 kernel (occupancy query, 1 when unknown). */
+ * SM of the pass-1 kernel (occupancy query capped by target t's shared memory, t NULL: the
+ * device's; 1 when unknown). kiln_cuda_attention_tc_smem: the dynamic shared memory both
+ * tensor-core kernels ask (0 for an hd they do not take): the backend keeps them off a target
+ * whose smem_per_block is below it (the split kernel then takes every row). */
 cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float *q, int q_stride,
                                           const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                           const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                           int block_size, int min_w, int max_splits, float *scratch, int pdl, cudaStream_t st);
-int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd);
+int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, const kiln_cuda_target *t);
+size_t kiln_cuda_attention_tc_smem(int hd);
 /* Pass 2 of the split attention alone: merge the windows (rounded to wr positions) of rows
  * [0, T) from scratch [T][H][max_splits][hd + 2] into out [T][H * hd] (attention.cu). */
 cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos, int T,
@@ -122,6 +133,8 @@ cudaError_t kiln_cuda_gemv(float *y, const void *x, const void *w, kiln_dtype wd
                            cudaStream_t st);
 cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                               int rows_per_warp, cudaStream_t st);
+/* the rows per warp kiln_cuda_gemv picks for (T, N) on n_sm SMs (auto uses the device's) */
+int kiln_cuda_gemv_pick_rows(int T, int N, int n_sm);
 /* gate|up with SwiGLU fused on the GEMV: W = [gate; up] [2F][K], act[t][j] = silu(gate_j . x_t)
  * (up_j . x_t) in adt (f32, bf16, f16; 4-byte aligned); a warp runs rows j and F + j. Each sum
  * has kiln_cuda_gemv's bits and the product is kiln_cuda_swiglu's: the same bits as the two
@@ -161,6 +174,8 @@ cudaError_t kiln_cuda_gemm_skinny(float *y, const void *x, const void *w, kiln_d
  * benchmarks; the result bits never depend on it. */
 cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                      int variant, cudaStream_t st);
+/* the variant variant 0 picks for (T, N, K) on n_sm SMs (auto uses the device's) */
+int kiln_cuda_skinny_pick_variant(int T, int N, int K, int n_sm);
 
 /* The same product for WIDE matrices (skinny_wide.cu: cp.async shared-memory pipeline, 128
  * output rows and all of K per tile, persistent grid; meant for gate|up 65536 x 5120 and the LM
@@ -172,10 +187,17 @@ cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const void *w, kil
 #define KILN_WIDE_MAX_ROWS 16
 cudaError_t kiln_cuda_gemm_wide(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                 int pdl, cudaStream_t st);
-/* variant 1..KILN_WIDE_VARIANTS fixes the pipeline shape (0 = KILN_WIDE_DEFAULT_VARIANT), for
- * benchmarks; the bits never depend on it. */
-#define KILN_WIDE_VARIANTS 6
+/* variant 1..KILN_WIDE_VARIANTS fixes the pipeline shape (0 = KILN_WIDE_DEFAULT_VARIANT where it
+ * fits the device's shared memory per block, else KILN_WIDE_SMALL_VARIANT), for benchmarks and
+ * the backend's choice per target; the bits never depend on it. */
+#define KILN_WIDE_VARIANTS 7
 #define KILN_WIDE_DEFAULT_VARIANT 6
+#define KILN_WIDE_SMALL_VARIANT 7 /* 90 KB: the targets with 99 KB per block (sm_86, sm_89) */
+/* dynamic shared memory variant (0: the default) asks at T rows and K */
+size_t kiln_cuda_gemm_wide_smem(int variant, int T, int K);
+/* the variant to run on a target with smem_per_block: variant (0: the default) when it fits at
+ * 16 rows, else KILN_WIDE_SMALL_VARIANT when that fits, else 0 (the kernel does not fit) */
+int kiln_cuda_gemm_wide_fit(int variant, int K, size_t smem_per_block);
 cudaError_t kiln_cuda_gemm_wide_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
                                    int variant, int pdl, cudaStream_t st);
 /* gate|up with SwiGLU fused: W = [gate; up] [2F][K], act[t][j] = silu(gate_j . x_t) (up_j . x_t)

@@ -158,11 +158,20 @@ static void launch_t(void *y, kiln_dtype ydt, const void *x, const void *w, int 
 }
 
 /* rows per warp by T (x traffic and conversions are T / R per W element), halved while the
- * grid would have fewer than 16 warps per SM of an H100 (132 SMs) */
-static int pick_rows(int T, int N) {
+ * grid would have fewer than 16 warps per SM (n_sm: the target's; measured on the H100, 132) */
+extern "C" int kiln_cuda_gemv_pick_rows(int T, int N, int n_sm) {
     int R = T <= 2 ? 1 : T <= 4 ? 2 : 4;
-    while (R > 1 && (N + R - 1) / R < 132 * 16) R >>= 1;
+    if (n_sm <= 0) n_sm = 132;
+    while (R > 1 && (N + R - 1) / R < n_sm * 16) R >>= 1;
     return R;
+}
+
+/* the current device's SM count (a cached runtime attribute, no device work); 0 when unknown */
+static int gemv_device_sms(void) {
+    int dev = 0, n = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        return 0;
+    return n;
 }
 
 extern "C" cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w, kiln_dtype wdt, int T, int N, int K,
@@ -171,7 +180,7 @@ extern "C" cudaError_t kiln_cuda_gemv_ex(float *y, const void *x, const void *w,
         K % 8 != 0 || (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4) ||
         !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
         return cudaErrorInvalidValue;
-    int R = rows_per_warp ? rows_per_warp : pick_rows(T, N);
+    int R = rows_per_warp ? rows_per_warp : kiln_cuda_gemv_pick_rows(T, N, gemv_device_sms());
     if (wdt == KILN_DT_BF16) launch_t<true, false>(y, KILN_DT_F32, x, w, T, N, K / 8, R, st);
     else launch_t<false, false>(y, KILN_DT_F32, x, w, T, N, K / 8, R, st);
     KILN_CUDA_CHECK_LAUNCH();

@@ -182,11 +182,13 @@ static int k_slices(int C8) {
  *   2: 3 CTAs per SM (T <= 8: U = 4, 96 KB; T > 8: U = 2, 48 KB)
  *   3: T <= 8: U = 2, 4 CTAs per SM (32 warps x 64 bytes = 64 KB per SM); T > 8: as 2
  * Auto: the fewest-register variant that is still >= 64 KB per SM when the grid is small
- * (< 3 waves at 2 CTAs per SM of an H100: the last wave would run part-empty), else 1. */
-static int pick_variant(int T, int N, int C8) {
-    int gpc = SK_WARPS / k_slices(C8);
+ * (< 3 waves at 2 CTAs per SM of the target's n_sm SMs, 132 on the H100: the last wave would
+ * run part-empty), else 1. */
+extern "C" int kiln_cuda_skinny_pick_variant(int T, int N, int K, int n_sm) {
+    int gpc = SK_WARPS / k_slices(K / 8);
     int64_t ctas = (((int64_t)N + 15) / 16 + gpc - 1) / gpc;
-    if (ctas >= 3 * 2 * 132) return 1;
+    if (n_sm <= 0) n_sm = 132;
+    if (ctas >= 3 * 2 * (int64_t)n_sm) return 1;
     return T <= 8 ? 2 : 3;
 }
 
@@ -217,7 +219,13 @@ extern "C" cudaError_t kiln_cuda_gemm_skinny_ex(float *y, const void *x, const v
         K % 8 != 0 || N > (1 << 30) || variant < 0 || variant > 3 || !y || !x || !w || ((uintptr_t)x & 15) ||
         ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
         return cudaErrorInvalidValue;
-    int v = variant ? variant : pick_variant(T, N, K / 8);
+    int v = variant;
+    if (!v) { /* the current device's SM count (a cached runtime attribute) */
+        int dev = 0, sms = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev))
+            sms = 0;
+        v = kiln_cuda_skinny_pick_variant(T, N, K, sms);
+    }
     if (wdt == KILN_DT_BF16) sk_launch_v<true>(y, x, w, T, N, K / 8, v, st);
     else sk_launch_v<false>(y, x, w, T, N, K / 8, v, st);
     KILN_CUDA_CHECK_LAUNCH();

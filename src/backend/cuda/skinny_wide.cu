@@ -63,6 +63,9 @@
  *      CUPTI trace put gate|up at 216.9 us per layer against 224.7 (of a BK 128 variant with two
  *      16-row units per warp, BN 256, which halves x's L2 traffic but gained nothing more: not
  *      kept); the isolated microbenchmark shows no difference (228 us at 16 rows).
+ *   7: CH = 8 (BK 64), S = 5, 1 CTA per SM, prefetch hint: 5 x 18 KB = 90 KB, for the targets
+ *      with 99 KB of shared memory per block (sm_86, sm_89: target.h), where 1..6 do not fit;
+ *      the backend picks it there (kiln_cuda_gemm_wide_fit). Not measured on such a card.
  * (KB for T > 8; x stages are half as big for T <= 8.) Variants 2, 4 and 6 need K % 128 == 0
  * and run as 1, 3 and 5 otherwise. Registers (ptxas -v, sm_90, no spills), T > 8 / T <= 8: v1 and v5
  * 64 / 52, v2 91 / 76, v3 62 / 51, v4 92 / 76. Host side per call: two cudaFuncSetAttribute and
@@ -272,14 +275,45 @@ static cudaError_t wd_launch_v(void *y, kiln_dtype ydt, const void *x, const voi
     case 4: return wd_launch<NT, 16, 6, 1, false, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
     case 5: return wd_launch<NT, 8, 6, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
     case 6: return wd_launch<NT, 16, 3, 2, true, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
+    case 7: return wd_launch<NT, 8, 5, 1, true, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
     default: return wd_launch<NT, 8, 6, 2, false, BF, GLU>(y, ydt, x, w, T, N, K, pdl, st);
     }
+}
+
+/* dynamic shared memory of variant v (1..KILN_WIDE_VARIANTS) at T rows and K (the BK 128
+ * variants run as their BK 64 twins when K % 128 != 0) */
+static size_t wd_smem_bytes(int v, int T, int K) {
+    if (K % 128 != 0) v = v == 2 ? 1 : v == 4 ? 3 : v == 6 ? 5 : v;
+    const int CH = v == 2 || v == 4 || v == 6 ? 16 : 8;
+    const int S = v == 3 ? 12 : v == 4 ? 6 : v == 2 || v == 6 ? 3 : v == 7 ? 5 : 6;
+    const int NT = T <= 8 ? 1 : 2;
+    return (size_t)S * (WD_BN + NT * 8) * CH * 16;
+}
+
+extern "C" size_t kiln_cuda_gemm_wide_smem(int variant, int T, int K) {
+    if (variant < 0 || variant > KILN_WIDE_VARIANTS) return 0;
+    return wd_smem_bytes(variant ? variant : KILN_WIDE_DEFAULT_VARIANT, T, K);
+}
+
+extern "C" int kiln_cuda_gemm_wide_fit(int variant, int K, size_t smem_per_block) {
+    int v = variant > 0 && variant <= KILN_WIDE_VARIANTS ? variant : KILN_WIDE_DEFAULT_VARIANT;
+    if (wd_smem_bytes(v, KILN_WIDE_MAX_ROWS, K) <= smem_per_block) return v;
+    if (wd_smem_bytes(KILN_WIDE_SMALL_VARIANT, KILN_WIDE_MAX_ROWS, K) <= smem_per_block) return KILN_WIDE_SMALL_VARIANT;
+    return 0;
 }
 
 template <bool GLU>
 static cudaError_t wd_dispatch(void *y, kiln_dtype ydt, const void *x, const void *w, kiln_dtype wdt, int T, int N,
                                int K, int variant, int pdl, cudaStream_t st) {
-    int v = variant ? variant : KILN_WIDE_DEFAULT_VARIANT;
+    int v = variant;
+    if (!v) { /* the default where it fits the current device, else the small variant (sm_86 / sm_89) */
+        int dev = 0, optin = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e != cudaSuccess) return e;
+        v = kiln_cuda_gemm_wide_fit(0, K, (size_t)optin);
+        if (!v) return cudaErrorInvalidValue;
+    }
     if (wdt == KILN_DT_BF16) return T <= 8 ? wd_launch_v<1, true, GLU>(y, ydt, x, w, T, N, K, v, pdl, st)
                                            : wd_launch_v<2, true, GLU>(y, ydt, x, w, T, N, K, v, pdl, st);
     return T <= 8 ? wd_launch_v<1, false, GLU>(y, ydt, x, w, T, N, K, v, pdl, st)
