@@ -5,14 +5,19 @@
  *     (K-quants {256, 768, 5120}), x bf16 and f16;
  *   - kiln_cuda_qdequant: f32 output bit-equal to kiln_dequant_row, bf16 / f16 output equal to its
  *     round-to-nearest-even;
- *   - kiln_cuda_qgemv_ex, T = 1..8: every element within a first-order f32 bound of the double sum
- *     of the dequantized weights times x, 2^-24 (4 K / 32 + 64) sum_k (|w_k| + m_k) |x_k| with m_k
- *     the largest |w| of k's 32-element unit (the per-unit offset term a off sum(x) can be that
- *     large before it cancels); row t bit-identical for T = 1..8 and rows per warp 1 and 2;
+ *   - kiln_cuda_quantize_x: int8 blocks, scales and half sums bit-equal to the same f32 operations
+ *     on the host (d = amax / 127, q = round-to-even(x * 127 / amax), s = d sum q), and
+ *     |x - d q| <= d / 2 (1 + 2^-20) for every element;
+ *   - kiln_cuda_qgemv_q8, T = 1..8 and 13: every element within a first-order f32 bound of the
+ *     double sum of the dequantized weights times the dequantized activations d q,
+ *     2^-24 (4 K / 32 + 64) sum_k (|w_k| + m_k) |x_k| with m_k the largest |w| of k's 32-element
+ *     unit (the per-unit offset term a off s can be that large before it cancels); and the
+ *     activations' own rounding stated against the exact x: |y - sum w x| within that plus
+ *     sum_k |w_k| d_k / 2; row t bit-identical for every T and rows per warp 1, 2 and 4;
  *     written into a column slice (ldy = N + 5) with the other columns left untouched;
  *   - kiln_cuda_qembed: rows equal to kiln_dequant_row's, with and without prev_row;
  *   - refusals: non-quantized or unsupported types, K not whole blocks, misaligned pointers.
- * KILN_QGEMV_BENCH=1 adds timings of the GEMV at T = 1, 2, 4, 8 and of qdequant for the Devstral
+ * KILN_QGEMV_BENCH=1 adds timings of the GEMV at T = 1, 2, 4, 8, 16 and of qdequant for the Devstral
  * shapes in Q4_K, Q6_K and Q8_0 (us per call, weight GB/s), rotating over copies of W past L2. */
 #include <math.h>
 #include <string.h>
@@ -92,57 +97,94 @@ static void check_dequant(kiln_dtype dt, const uint8_t *dw, const float *w, int 
 
 static void check_gemv(kiln_dtype dt, kiln_dtype xdt, const uint8_t *dw, const float *w, int N, int K,
                        unsigned long long *s) {
-    const int MR = KILN_QGEMV_MAX_ROWS, ldy = N + 5;
+    const int MR = 13, ldy = N + 5, nb = K / 32; /* 13 rows: two launches of the 8-row kernel */
     float *x = kiln_malloc((size_t)MR * K * 4);
     kc_rand(x, (size_t)MR * K, 1.0f, s);
+    for (int i = 0; i < MR * K; i += 97) x[i] *= 30.0f; /* a few outliers per block */
     kc_round_dt(xdt, x, (size_t)MR * K);
     void *hx = kiln_malloc((size_t)MR * K * 2);
     kc_to_dt(xdt, x, hx, (size_t)MR * K);
     void *dx = kc_dev((size_t)MR * K * 2);
     kc_put(dx, hx, (size_t)MR * K * 2);
+    int8_t *dq = kc_dev((size_t)MR * K);
+    float *dd = kc_dev((size_t)MR * nb * 4), *ds = kc_dev((size_t)MR * nb * 8);
+    CU(kiln_cuda_quantize_x(dq, dd, ds, dx, xdt, MR, K, 0));
+    int8_t *hq = kiln_malloc((size_t)MR * K);
+    float *hd = kiln_malloc((size_t)MR * nb * 4), *hs = kiln_malloc((size_t)MR * nb * 8);
+    kc_get(hq, dq, (size_t)MR * K);
+    kc_get(hd, dd, (size_t)MR * nb * 4);
+    kc_get(hs, ds, (size_t)MR * nb * 8);
+    /* the activations' blocks against the host's f32 operations */
+    size_t qbad = 0;
+    float *xh = kiln_malloc((size_t)MR * K * 4); /* d q */
+    for (int b = 0; b < MR * nb; b++) {
+        const float *xb = x + (size_t)b * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        int sq[2] = {0, 0};
+        for (int j = 0; j < 32; j++) {
+            int q = (int)nearbyintf(xb[j] * id);
+            qbad += q != hq[(size_t)b * 32 + j];
+            sq[j >> 4] += q;
+            xh[(size_t)b * 32 + j] = hd[b] * (float)hq[(size_t)b * 32 + j];
+            qbad += !(fabsf(xb[j] - xh[(size_t)b * 32 + j]) <= d * 0.5f * (1.0f + 1e-6f));
+        }
+        qbad += memcmp(&hd[b], &d, 4) != 0;
+        for (int h = 0; h < 2; h++) {
+            float sv = d * (float)sq[h];
+            qbad += memcmp(&hs[2 * b + h], &sv, 4) != 0;
+        }
+    }
+    KT_CHECK(qbad == 0, "quantize_x %s K %d: %zu values differ from the host's", kc_dtname(xdt), K, qbad);
     float *dy = kc_dev((size_t)MR * ldy * 4);
-    float *y8 = kiln_malloc((size_t)MR * ldy * 4), *yt = kiln_malloc((size_t)MR * ldy * 4);
-    /* T = 8: accuracy against the double sum */
+    float *yr = kiln_malloc((size_t)MR * ldy * 4), *yt = kiln_malloc((size_t)MR * ldy * 4);
     kc_poison(dy, (size_t)MR * ldy * 4);
-    CU(kiln_cuda_qgemv_ex(dy + 2, ldy, dx, xdt, dw, dt, MR, N, K, 0, 0, 0));
-    kc_get(y8, dy, (size_t)MR * ldy * 4);
-    double worst = 0;
-    size_t bad = 0, untouched = 0;
+    CU(kiln_cuda_qgemv_q8(dy + 2, ldy, dq, dd, ds, dw, dt, MR, N, K, 0, 0, 0));
+    kc_get(yr, dy, (size_t)MR * ldy * 4);
+    double worst = 0, worst_x = 0;
+    size_t bad = 0, bad_x = 0, untouched = 0;
     for (int t = 0; t < MR; t++) {
         for (int j = 0; j < ldy; j++) {
             uint32_t bits;
-            memcpy(&bits, &y8[(size_t)t * ldy + j], 4);
+            memcpy(&bits, &yr[(size_t)t * ldy + j], 4);
             if (j < 2 || j >= N + 2) {
                 untouched += bits != 0xffffffffu;
                 continue;
             }
             int n = j - 2;
-            const float *wr = w + (size_t)n * K, *xr = x + (size_t)t * K;
-            double ref = 0, mag = 0;
-            for (int u = 0; u < K / 32; u++) {
+            const float *wr = w + (size_t)n * K, *xr = xh + (size_t)t * K, *xe = x + (size_t)t * K;
+            double ref = 0, mag = 0, exact = 0, xerr = 0;
+            for (int u = 0; u < nb; u++) {
                 double um = 0;
                 for (int k = 32 * u; k < 32 * u + 32; k++) um = fmax(um, fabs(wr[k]));
                 for (int k = 32 * u; k < 32 * u + 32; k++) {
                     ref += (double)wr[k] * xr[k];
+                    exact += (double)wr[k] * xe[k];
                     mag += (fabs(wr[k]) + um) * fabs(xr[k]);
+                    xerr += fabs(wr[k]) * hd[t * nb + u] * 0.5 * (1 + 1e-6);
                 }
             }
             double bound = ldexp(1.0, -24) * (4.0 * K / 32 + 64) * mag + 1e-30;
-            double e = fabs(y8[(size_t)t * ldy + j] - ref);
+            double got = yr[(size_t)t * ldy + j], e = fabs(got - ref), ex = fabs(got - exact);
             if (!(e <= bound)) bad++;
+            if (!(ex <= bound + xerr)) bad_x++;
             if (e / bound > worst) worst = e / bound;
+            if (ex / (bound + xerr) > worst_x) worst_x = ex / (bound + xerr);
         }
     }
-    KT_CHECK(bad == 0 && untouched == 0, "qgemv %s x %s N %d K %d: %zu elements out of bound (worst %.2f of it), %zu "
-             "outside the slice written", kiln_dtype_name(dt), kc_dtname(xdt), N, K, bad, worst, untouched);
-    /* T = 1..7 and rows per warp 1, 2: the same bits per row */
+    KT_CHECK(bad == 0 && bad_x == 0 && untouched == 0,
+             "qgemv %s x %s N %d K %d: %zu elements out of the f32 bound (worst %.2f of it), %zu out of the int8 "
+             "activation bound against exact x (worst %.2f), %zu outside the slice written",
+             kiln_dtype_name(dt), kc_dtname(xdt), N, K, bad, worst, bad_x, worst_x, untouched);
+    /* T = 1..MR and rows per warp 1, 2, 4: the same bits per row */
     size_t diff = 0;
-    for (int rpw = 0; rpw <= 2; rpw++)
-        for (int T = 1; T <= MR; T++) {
+    for (int rpw = 0; rpw <= 4; rpw += (rpw ? rpw : 1))
+        for (int T = 1; T <= MR; T += (T < 9 ? 1 : 4)) {
             kc_poison(dy, (size_t)MR * ldy * 4);
-            CU(kiln_cuda_qgemv_ex(dy + 2, ldy, dx, xdt, dw, dt, T, N, K, rpw, 0, 0));
+            CU(kiln_cuda_qgemv_q8(dy + 2, ldy, dq, dd, ds, dw, dt, T, N, K, rpw, 0, 0));
             kc_get(yt, dy, (size_t)MR * ldy * 4);
-            for (int t = 0; t < T; t++) diff += memcmp(yt + (size_t)t * ldy + 2, y8 + (size_t)t * ldy + 2, (size_t)N * 4) != 0;
+            for (int t = 0; t < T; t++) diff += memcmp(yt + (size_t)t * ldy + 2, yr + (size_t)t * ldy + 2, (size_t)N * 4) != 0;
             for (int t = T; t < MR; t++)
                 for (int j = 0; j < ldy; j++) {
                     uint32_t bits;
@@ -151,12 +193,9 @@ static void check_gemv(kiln_dtype dt, kiln_dtype xdt, const uint8_t *dw, const f
                 }
         }
     KT_CHECK(diff == 0, "qgemv %s N %d K %d: rows differ across T / rows per warp (%zu)", kiln_dtype_name(dt), N, K, diff);
-    CU(cudaFree(dx));
-    CU(cudaFree(dy));
-    kiln_free(x);
-    kiln_free(hx);
-    kiln_free(y8);
-    kiln_free(yt);
+    CU(cudaFree(dx)); CU(cudaFree(dy)); CU(cudaFree(dq)); CU(cudaFree(dd)); CU(cudaFree(ds));
+    kiln_free(x); kiln_free(hx); kiln_free(yr); kiln_free(yt); kiln_free(hq); kiln_free(hd); kiln_free(hs);
+    kiln_free(xh);
 }
 
 static void check_embed(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K) {
@@ -202,16 +241,18 @@ static void refusals(void) {
     void *dw = kc_dev(1 << 16), *dx = kc_dev(1 << 16);
     float *dy = kc_dev(1 << 16);
     const cudaError_t bad = cudaErrorInvalidValue;
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_BF16, 1, 64, 256, 0, 0, 0) == bad, "bf16 taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_F8_E4M3, 1, 64, 256, 0, 0, 0) == bad, "f8 taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_Q4_K, 1, 64, 128, 0, 0, 0) == bad,
-             "Q4_K with K 128 taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_F32, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad, "f32 x taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_Q8_0, 9, 64, 256, 0, 0, 0) == bad, "T 9 taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 32, dx, KILN_DT_BF16, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad, "ldy < N taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, (char *)dx + 2, KILN_DT_BF16, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad,
-             "misaligned x taken");
-    KT_CHECK(kiln_cuda_qgemv_ex(dy, 64, dx, KILN_DT_BF16, dw, KILN_DT_Q8_0, 1, 64, 256, 3, 0, 0) == bad, "3 rows a warp");
+    int8_t *q = dx;
+    float *d = (float *)dx + 4096, *sm = (float *)dx + 8192;
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 64, q, d, sm, dw, KILN_DT_BF16, 1, 64, 256, 0, 0, 0) == bad, "bf16 taken");
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 64, q, d, sm, dw, KILN_DT_F8_E4M3, 1, 64, 256, 0, 0, 0) == bad, "f8 taken");
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 64, q, d, sm, dw, KILN_DT_Q4_K, 1, 64, 128, 0, 0, 0) == bad, "Q4_K K 128 taken");
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 64, q, d, sm, dw, KILN_DT_Q8_0, KILN_QGEMV_MAX_ROWS + 1, 64, 256, 0, 0, 0) == bad,
+             "too many rows taken");
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 32, q, d, sm, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad, "ldy < N taken");
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 64, q + 2, d, sm, dw, KILN_DT_Q8_0, 1, 64, 256, 0, 0, 0) == bad, "misaligned xq");
+    KT_CHECK(kiln_cuda_qgemv_q8(dy, 64, q, d, sm, dw, KILN_DT_Q8_0, 1, 64, 256, 3, 0, 0) == bad, "3 rows a warp");
+    KT_CHECK(kiln_cuda_quantize_x(q, d, sm, dw, KILN_DT_BF16, 1, 48, 0) == bad, "quantize_x K 48 taken");
+    KT_CHECK(kiln_cuda_quantize_x(q, d, sm, dw, KILN_DT_Q8_0, 1, 64, 0) == bad, "quantize_x of q8_0 x taken");
     KT_CHECK(kiln_cuda_qdequant(dy, KILN_DT_BF16, dw, KILN_DT_Q6_K, 4, 32, 0) == bad, "Q6_K K 32 taken");
     KT_CHECK(kiln_cuda_qdequant(dy, KILN_DT_I32, dw, KILN_DT_Q8_0, 4, 32, 0) == bad, "i32 output taken");
     KT_CHECK(kiln_cuda_qembed(dy, dw, KILN_DT_Q4_K, (const int32_t *)dx, NULL, NULL, 1, 100, 0) == bad, "D 100 taken");
@@ -240,10 +281,16 @@ static void bench(void) {
             kc_rand(xf, nx, 1.0f, &s);
             uint16_t *hx = kiln_malloc(nx * 2);
             kc_to_dt(KILN_DT_BF16, xf, hx, nx);
-            void *dx = kc_dev(nx * 2), *dy = kc_dev((size_t)8 * N * 4);
+            void *dx = kc_dev(nx * 2), *dy = kc_dev((size_t)64 * N * 4);
             kc_put(dx, hx, nx * 2);
-            int Ts[5] = {1, 2, 4, 8, 0};
-            for (int k = 0; k < 5; k++) {
+            int8_t *xq = kc_dev((size_t)64 * K);
+            float *xd = kc_dev((size_t)64 * K / 8), *xs = kc_dev((size_t)64 * K / 4);
+            CU(kiln_cuda_quantize_x(xq, xd, xs, dx, KILN_DT_BF16, 8, K, 0));
+            CU(cudaMemset(xq + 8 * (size_t)K, 1, (size_t)56 * K));
+            CU(cudaMemset(xd, 0, (size_t)64 * K / 8));
+            CU(cudaMemset(xs, 0, (size_t)64 * K / 4));
+            int Ts[6] = {1, 2, 4, 8, 16, 0};
+            for (int k = 0; k < 6; k++) {
                 cudaEvent_t a, b;
                 CU(cudaEventCreate(&a));
                 CU(cudaEventCreate(&b));
@@ -251,7 +298,7 @@ static void bench(void) {
                 for (int it = -3; it < 20; it++) {
                     if (it == 0) CU(cudaEventRecord(a, 0));
                     const uint8_t *w = dw + nb * (size_t)((it + 3) % copies);
-                    if (Ts[k]) CU(kiln_cuda_qgemv_ex(dy, N, dx, KILN_DT_BF16, w, dt, Ts[k], N, K, 0, 0, 0));
+                    if (Ts[k]) CU(kiln_cuda_qgemv_q8((float *)dy, N, xq, xd, xs, w, dt, Ts[k], N, K, 0, 0, 0));
                     else CU(kiln_cuda_qdequant(dq, KILN_DT_BF16, w, dt, N, K, 0));
                 }
                 CU(cudaEventRecord(b, 0));
@@ -268,6 +315,7 @@ static void bench(void) {
             CU(cudaFree(dw));
             CU(cudaFree(dx));
             CU(cudaFree(dy));
+            CU(cudaFree(xq)); CU(cudaFree(xd)); CU(cudaFree(xs));
             kiln_free(xf);
             kiln_free(hx);
         }

@@ -145,6 +145,13 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         c->wdq_bytes = mx * 2;
         if ((rc = kiln_cuda_dev_malloc(c, &c->wdq, c->wdq_bytes, "dequantized weights", err))) return rc;
         c->scratch_bytes += c->wdq_bytes;
+        size_t kmax = D > qd ? D : qd, R = (size_t)(c->qgemv_max_rows > 0 ? c->qgemv_max_rows : 1);
+        if (F > kmax) kmax = F;
+        if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->xq, R * kmax, "int8 activations", err)) ||
+            (rc = kiln_cuda_dev_malloc(c, (void **)&c->xq_d, R * kmax / 32 * 4, "int8 activation scales", err)) ||
+            (rc = kiln_cuda_dev_malloc(c, (void **)&c->xq_s, R * kmax / 16 * 4, "int8 activation sums", err)))
+            return rc;
+        c->scratch_bytes += R * kmax * 2;
     }
     /* the step descriptor: [T] ids, positions, row -> sequence; [S] logit rows; [T] slots (i64);
      * [S][max_blocks_per_seq] block table (packed per step) */

@@ -27,7 +27,7 @@
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
-#define MAX_DEV_ALLOCS_FIXED (40 + 2)
+#define MAX_DEV_ALLOCS_FIXED (40 + 5)
 
 typedef struct dev_alloc {
     void *p;
@@ -70,6 +70,8 @@ typedef struct cuda_backend {
     void *wdq;                /* [max N x K] adt: a quantized matrix dequantized for cuBLASLt
                                * (steps of more than qgemv_max_rows rows) */
     size_t wdq_bytes;
+    int8_t *xq;               /* [qgemv_max_rows][max K] the GEMV's input as int8 blocks */
+    float *xq_d, *xq_s;       /* [rows][max K / 32] block scales, [rows][max K / 16] half sums */
     int qgemv_max_rows;       /* quantized weights: GEMV up to this many rows (0 in batch-invariant
                                * mode: every step dequantizes and runs the fixed cuBLASLt algorithm) */
     dev_alloc *allocs;

@@ -42,10 +42,11 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
 static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
                    kiln_error *err) {
     *lt = n > c->qgemv_max_rows;
-    if (!*lt) {
+    if (!*lt) { /* x as int8 blocks once, then each segment's GEMV */
+        LAUNCH(kiln_cuda_quantize_x(c->xq, c->xq_d, c->xq_s, x, c->adt, n, w->K, c->st));
         for (int s = 0; s < w->n_seg; s++)
-            LAUNCH(kiln_cuda_qgemv_ex((float *)y + w->seg[s].row0, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n,
-                                      w->seg[s].rows, w->K, 0, c->n_sm, c->st));
+            LAUNCH(kiln_cuda_qgemv_q8((float *)y + w->seg[s].row0, w->N, c->xq, c->xq_d, c->xq_s, w->seg[s].w,
+                                      w->seg[s].dt, n, w->seg[s].rows, w->K, 0, c->n_sm, c->st));
         return KILN_OK;
     }
     for (int s = 0; s < w->n_seg; s++)

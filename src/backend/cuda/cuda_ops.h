@@ -145,17 +145,21 @@ cudaError_t kiln_cuda_gemv_glu(void *act, kiln_dtype adt, const void *x, const v
 /* GGUF-quantized weights (qlinear.cu; decoding in qdecode.cuh). W [N][K] in blocks of wdt (Q8_0,
  * Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), 16-byte aligned, with 16 readable bytes after its
  * last block; K a multiple of the block size and of 32.
- * kiln_cuda_qgemv_ex: y[t][n] (row stride ldy >= N, f32) = sum_k x[t][k] W[n][k] for
- *   1 <= T <= KILN_QGEMV_MAX_ROWS, x [T][K] bf16 or f16 (16-byte aligned); a fixed summation order
- *   that depends on K only (row t has the same bits for any T, rows per warp or grid);
- *   rows_per_warp 0 (by N and n_sm), 1 or 2.
+ * kiln_cuda_quantize_x: x [T][K] (bf16, f16 or f32) -> xq [T][K] int8 (16-byte aligned),
+ *   xd [T][K / 32] block scales (amax / 127), xs [T][K / 16] d * sum(q) per 16-element half.
+ * kiln_cuda_qgemv_q8: y[t][n] (row stride ldy >= N, f32) = sum_k (d q)[t][k] W[n][k] for
+ *   1 <= T <= KILN_QGEMV_MAX_ROWS from kiln_cuda_quantize_x's blocks; a fixed summation order that
+ *   depends on K only (row t has the same bits for any T, rows per warp or grid);
+ *   rows_per_warp 0 (by N and n_sm), 1, 2 or 4.
  * kiln_cuda_qdequant: out [N][K] (bf16, f16 or f32, 16-byte aligned) = the weights, each computed
  *   exactly as the CPU's scalar dequantization (format/quant.c) and then rounded to odt.
  * kiln_cuda_qembed: kiln_cuda_embed for a quantized table emb [vocab][D].
  * Anything else: cudaErrorInvalidValue. */
-#define KILN_QGEMV_MAX_ROWS 8
-cudaError_t kiln_cuda_qgemv_ex(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt,
-                               int T, int N, int K, int rows_per_warp, int n_sm, cudaStream_t st);
+#define KILN_QGEMV_MAX_ROWS 64
+cudaError_t kiln_cuda_quantize_x(int8_t *xq, float *xd, float *xs, const void *x, kiln_dtype xdt, int T, int K,
+                                 cudaStream_t st);
+cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, const float *xd, const float *xs, const void *w,
+                               kiln_dtype wdt, int T, int N, int K, int rows_per_warp, int n_sm, cudaStream_t st);
 cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
                                cudaStream_t st);
 cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,

@@ -9,7 +9,7 @@
  *   w = a[h] * (float)(code - off) + mn
  * with the operations (and their f32 roundings) of the CPU's scalar dequantization
  * (format/quant.c): Q4_0 d (q - 8); Q4_1 d q + m; Q5_0 d (q - 16); Q5_1 d q + m; Q8_0 d q
- * (code = q + 128, off 128); Q4_K / Q5_K (d sc) q - (dmin mn); Q6_K (d sc) (q - 32).
+ * (codes signed: q itself, off 0); Q4_K / Q5_K (d sc) q - (dmin mn); Q6_K (d sc) (q - 32).
  * kiln_q_dequant_unit() writes those values exactly (bit-equal to the CPU's); the GEMV sums
  * a * sum(code x) + (mn - a off) * sum(x) per half instead, which is the same sum in another
  * order (f32, errors of the order of a few ulps of sum |w x|).
@@ -30,6 +30,7 @@ typedef struct kiln_qunit {
     float mn;       /* added after the product (Q4_1 / Q5_1 m, K-quants -dmin mn); 0 otherwise */
     int off;        /* subtracted from the code before the product */
     int has_mn;     /* mn is part of the type (else no addition: -0.0 stays -0.0, as on the CPU) */
+    int sgn;        /* the codes are int8 (Q8_0's q, off 0), else unsigned */
 } kiln_qunit;
 
 static __device__ __forceinline__ float kiln_q_h2f(uint32_t bits16) {
@@ -83,15 +84,15 @@ template <int DT>
 static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, kiln_qunit *q) {
     q->mn = 0.0f;
     q->off = 0;
+    q->sgn = DT == KILN_DT_Q8_0;
     q->has_mn = DT == KILN_DT_Q4_1 || DT == KILN_DT_Q5_1 || DT == KILN_DT_Q4_K || DT == KILN_DT_Q5_K;
     if (DT == KILN_DT_Q8_0) {
         uint32_t w[9]; /* d at byte 0, q[32] at 2 */
         kiln_q_words2<9>(row + (int64_t)u * 34, w);
         float d = kiln_q_h2f(w[0]);
 #pragma unroll
-        for (int i = 0; i < 8; i++) q->c[i] = __funnelshift_r(w[i], w[i + 1], 16) ^ 0x80808080u;
+        for (int i = 0; i < 8; i++) q->c[i] = __funnelshift_r(w[i], w[i + 1], 16);
         q->a[0] = q->a[1] = d;
-        q->off = 128;
     } else if (DT == KILN_DT_Q4_0) {
         uint32_t w[5]; /* d, qs[16] at 2 */
         kiln_q_words2<5>(row + (int64_t)u * 18, w);
@@ -172,16 +173,12 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
     }
 }
 
-/* code j of a decoded unit as an exact f32 (2^23 + code built by a byte permute, minus 2^23) */
-static __device__ __forceinline__ float kiln_q_code(const kiln_qunit *q, int j) {
-    return __uint_as_float(__byte_perm(q->c[j >> 2], 0x4B000000u, 0x7440u | (unsigned)(j & 3))) - 8388608.0f;
-}
-
 /* the 32 weights of a decoded unit, exactly as the CPU's dequantization computes them */
 static __device__ __forceinline__ void kiln_q_dequant_unit(const kiln_qunit *q, float *y) {
 #pragma unroll
     for (int j = 0; j < 32; j++) {
-        float v = (float)((int)((q->c[j >> 2] >> (8 * (j & 3))) & 0xff) - q->off);
+        int b = (int)((q->c[j >> 2] >> (8 * (j & 3))) & 0xff);
+        float v = (float)(q->sgn ? (int)(int8_t)b : b - q->off);
         float p = __fmul_rn(q->a[j >> 4], v);
         y[j] = q->has_mn ? __fadd_rn(p, q->mn) : p;
     }

@@ -1,102 +1,112 @@
 /* qlinear.cu: GGUF-quantized weights kept quantized on the device (qdecode.cuh decodes them):
  *
- *   kiln_cuda_qgemv     y[t][n] = sum_k x[t][k] W[n][k] for T <= KILN_QGEMV_MAX_ROWS rows
- *                       (decode): W [N][K] blocks of wdt, x [T][K] bf16 or f16, y f32 with row
- *                       stride ldy (a column slice of a wider output: the q | k | v segments of
- *                       a QKV projection whose parts have different types);
- *   kiln_cuda_qdequant  W -> out [N][K] (bf16, f16 or f32) for the tensor-core GEMM of larger
- *                       batches (prefill): dequantized into a scratch matrix, then cuBLASLt;
- *   kiln_cuda_qembed    embedding rows of a quantized table, f32.
+ *   kiln_cuda_quantize_x  activations x [T][K] (bf16 / f16 / f32) -> int8 blocks of 32 with a
+ *                         scale (d = amax / 127) and the sums of each 16-element half (GGML's
+ *                         q8_1 idea): the GEMV's input;
+ *   kiln_cuda_qgemv_q8    y[t][n] = sum_k x[t][k] W[n][k] for T <= KILN_QGEMV_MAX_ROWS rows
+ *                         (decode), in launches of up to 8 rows (the weights are read once per
+ *                         launch): W [N][K] blocks of wdt; y f32 with row stride ldy (a column
+ *                         slice of a wider output: the q | k | v segments of a QKV projection
+ *                         whose parts have different types);
+ *   kiln_cuda_qdequant    W -> out [N][K] (bf16, f16 or f32) for the tensor-core GEMM of larger
+ *                         batches (prefill): dequantized into a scratch matrix, then cuBLASLt;
+ *   kiln_cuda_qembed      embedding rows of a quantized table, f32.
  *
- * GEMV work split: a CTA of 8 warps; a warp owns R (1 or 2) consecutive output rows and the whole
- * of K; lane l takes the 32-element units l, l + 32, ... in ascending order, two per iteration
- * (the loads of both issued before either is used). Per unit and half h (16 elements) it sums
- * s = sum code_j x_j and sx = sum x_j in f32 (codes are exact small integers: a byte permute
- * and one subtraction, no int -> float conversion instruction), then
- *   acc += a_h s + (mn - a_h off) sx                 (qdecode.cuh: w = a_h (code - off) + mn)
- * and the warp ends with a xor butterfly. The order depends on K only: row t has the same bits
- * for any T, R or grid. Against the CPU (which dequantizes each weight, then sums w x) the
- * result differs by f32 rounding only. The weight bytes are read once per step (~4.5 bits a
- * weight for Q4_K): at one row the kernel needs about 3 instructions a weight, which the H200
- * issues in about the time its HBM needs for the bytes. */
+ * GEMV work split: a CTA of 8 warps; a warp owns R (1, 2 or 4) consecutive output rows and the
+ * whole of K; lane l takes the 32-element units l, l + 32, ... in ascending order, two per
+ * iteration (the loads of both issued before either is used). Per unit, row and half h the
+ * integer S = sum code_j q_j comes from 4 dp4a (exact), and
+ *   acc += a_h d S + (mn - a_h off) s_h             (qdecode.cuh: w = a_h (code - off) + mn)
+ * then a xor butterfly over the lanes. The order depends on K only: row t has the same bits for
+ * any T, R, chunking or grid. Against the CPU (f32 weights times f32 x) the result differs by the
+ * activations' int8 rounding (|x - d q| <= d / 2 per element) and f32 rounding; a first version
+ * with f32 activations needed ~13 instructions a weight and reached 1.0-1.5 TB/s on Q4_K (H200,
+ * Devstral shapes, T = 1): compute-bound. dp4a does four multiply-adds in one instruction. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
 #include "backend/cuda/qdecode.cuh"
 
 #define QG_WARPS 8
 
-/* 8 x values of a 16-byte chunk as f32 */
-template <bool BF>
-static __device__ __forceinline__ void qg_unpack8(uint4 v, float *f) {
-    uint32_t u[4] = {v.x, v.y, v.z, v.w};
+/* ---- activations as int8 blocks ---------------------------------------------------------- */
+
+/* One warp per 32-element block of one row: d = amax / 127, q = round(x / d) (0 where amax is 0),
+ * s[h] = d * sum(q) over each 16-element half. */
+static __global__ void quantize_x_kernel(int8_t *xq, float *xd, float *xs, const void *x, kiln_dtype xdt, int T, int K) {
+    int64_t blk = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31, nb = K / 32;
+    if (blk >= (int64_t)T * nb) return;
+    int64_t i = blk * 32 + lane;
+    float v = kiln_ld(xdt, x, i);
+    float amax = fabsf(v);
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        if (BF) {
-            f[2 * i] = __uint_as_float(u[i] << 16);
-            f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-        } else {
-            float2 g = __half22float2(*reinterpret_cast<const __half2 *>(&u[i]));
-            f[2 * i] = g.x;
-            f[2 * i + 1] = g.y;
-        }
-    }
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int q = __float2int_rn(v * id);
+    xq[i] = (int8_t)q;
+    int sq = q;
+#pragma unroll
+    for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o); /* within each half */
+    if (lane == 0) xd[blk] = d;
+    if ((lane & 15) == 0) xs[blk * 2 + (lane >> 4)] = d * (float)sq;
 }
 
-/* acc[r][t] += the unit's contribution of rows r < R for x rows t < TP (t >= T skipped). Per
- * half h: 8 codes at a time as f32 (shared by the T rows), then s[r][t] and sx[t]. */
-template <int TP, int R, bool BF>
-static __device__ __forceinline__ void qg_unit(float (*acc)[TP], const kiln_qunit *q, const uint4 *x, int64_t x_stride,
-                                               int T) {
+extern "C" cudaError_t kiln_cuda_quantize_x(int8_t *xq, float *xd, float *xs, const void *x, kiln_dtype xdt, int T, int K,
+                                            cudaStream_t st) {
+    if (T < 1 || K < 32 || K % 32 || !xq || !xd || !xs || !x ||
+        (xdt != KILN_DT_BF16 && xdt != KILN_DT_F16 && xdt != KILN_DT_F32) || ((uintptr_t)xq & 15))
+        return cudaErrorInvalidValue;
+    int64_t warps = (int64_t)T * (K / 32);
+    quantize_x_kernel<<<(unsigned)((warps + 7) / 8), 256, 0, st>>>(xq, xd, xs, x, xdt, T, K);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+/* ---- the GEMV ------------------------------------------------------------------------------ */
+
+/* acc[r][t] += the unit's contribution of rows r < R for x rows t < TP (t >= T skipped):
+ * per half h, S = dp4a(codes, q) over 4 words (exact integer), then
+ *   acc += a_h d S + (mn - a_h off) s_h        (w = a_h (code - off) + mn; x ~ d q, s_h = d sum q) */
+template <int TP, int R>
+static __device__ __forceinline__ void qg_unit(float (*acc)[TP], const kiln_qunit *q, const int8_t *xq, const float *xd,
+                                               const float *xs, int u, int K, int T) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-        float s[R][TP], sx[TP];
+    for (int t = 0; t < TP; t++) {
+        if (t < T) {
+            const uint4 *xp = (const uint4 *)(xq + (int64_t)t * K + 32 * u);
+            uint4 v0 = kiln_ld_nc16(xp, 1), v1 = kiln_ld_nc16(xp + 1, 1);
+            int xw[8] = {(int)v0.x, (int)v0.y, (int)v0.z, (int)v0.w, (int)v1.x, (int)v1.y, (int)v1.z, (int)v1.w};
+            int64_t bi = (int64_t)t * (K / 32) + u;
+            float d = __ldg(xd + bi), s0 = __ldg(xs + 2 * bi), s1 = __ldg(xs + 2 * bi + 1);
 #pragma unroll
-        for (int t = 0; t < TP; t++) {
-            sx[t] = 0.0f;
+            for (int r = 0; r < R; r++) {
+                int S0 = 0, S1 = 0;
 #pragma unroll
-            for (int r = 0; r < R; r++) s[r][t] = 0.0f;
-        }
-#pragma unroll
-        for (int c = 2 * h; c < 2 * h + 2; c++) { /* 8 elements per 16-byte chunk of x */
-            float cf[R][8];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int j = 0; j < 8; j++) cf[r][j] = kiln_q_code(&q[r], 8 * c + j);
-#pragma unroll
-            for (int t = 0; t < TP; t++) {
-                if (t < T) {
-                    float xf[8];
-                    qg_unpack8<BF>(kiln_ld_nc16(x + t * x_stride + c, 1), xf);
-#pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        sx[t] += xf[j];
-#pragma unroll
-                        for (int r = 0; r < R; r++) s[r][t] = fmaf(cf[r][j], xf[j], s[r][t]);
-                    }
+                for (int i = 0; i < 4; i++) { /* codes as int8: Q8_0's are, the others are < 64 */
+                    S0 = __dp4a((int)q[r].c[i], xw[i], S0);
+                    S1 = __dp4a((int)q[r].c[4 + i], xw[4 + i], S1);
                 }
+                float mn = q[r].has_mn ? q[r].mn : 0.0f, a0 = q[r].a[0], a1 = q[r].a[1];
+                float v = acc[r][t];
+                v = fmaf(a0 * d, (float)S0, v);
+                v = fmaf(a1 * d, (float)S1, v);
+                v = fmaf(fmaf(-a0, (float)q[r].off, mn), s0, v);
+                v = fmaf(fmaf(-a1, (float)q[r].off, mn), s1, v);
+                acc[r][t] = v;
             }
         }
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            float a = q[r].a[h], b = fmaf(-a, (float)q[r].off, q[r].has_mn ? q[r].mn : 0.0f);
-#pragma unroll
-            for (int t = 0; t < TP; t++) acc[r][t] = fmaf(b, sx[t], fmaf(a, s[r][t], acc[r][t]));
-        }
     }
 }
 
-template <int DT, int TP, int R, bool BF>
+template <int DT, int TP, int R>
 static __global__ void __launch_bounds__(QG_WARPS * 32, 2)
-qgemv_kernel(float *__restrict__ y, int ldy, const uint4 *__restrict__ x, const uint8_t *__restrict__ w,
-             int64_t row_bytes, int T, int N, int U) {
-    const int lane = threadIdx.x & 31;
+qgemv_kernel(float *__restrict__ y, int ldy, const int8_t *__restrict__ xq, const float *__restrict__ xd,
+             const float *__restrict__ xs, const uint8_t *__restrict__ w, int64_t row_bytes, int T, int N, int K) {
+    const int lane = threadIdx.x & 31, U = K / 32;
     const int n0 = (int)(blockIdx.x * QG_WARPS + (threadIdx.x >> 5)) * R;
     if (n0 >= N) return; /* whole warp */
     const uint8_t *wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = w + (int64_t)min(n0 + r, N - 1) * row_bytes; /* rows >= N: read, not stored */
-    const int64_t xs = (int64_t)U * 4; /* uint4 chunks per x row: 32 elements = 4 chunks per unit */
     float acc[R][TP];
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -110,14 +120,14 @@ qgemv_kernel(float *__restrict__ y, int ldy, const uint4 *__restrict__ x, const 
             kiln_q_unit<DT>(wr[r], u, &qa[r]);
             kiln_q_unit<DT>(wr[r], u + 32, &qb[r]);
         }
-        qg_unit<TP, R, BF>(acc, qa, x + (int64_t)u * 4, xs, T);
-        qg_unit<TP, R, BF>(acc, qb, x + (int64_t)(u + 32) * 4, xs, T);
+        qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
+        qg_unit<TP, R>(acc, qb, xq, xd, xs, u + 32, K, T);
     }
     if (u < U) {
         kiln_qunit qa[R];
 #pragma unroll
         for (int r = 0; r < R; r++) kiln_q_unit<DT>(wr[r], u, &qa[r]);
-        qg_unit<TP, R, BF>(acc, qa, x + (int64_t)u * 4, xs, T);
+        qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
     }
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -132,53 +142,50 @@ qgemv_kernel(float *__restrict__ y, int ldy, const uint4 *__restrict__ x, const 
             if (lane == ((r * TP + t) & 31) && t < T && n0 + r < N) y[(int64_t)t * ldy + n0 + r] = acc[r][t];
 }
 
-template <int DT, int TP, bool BF>
-static void qg_launch_r(float *y, int ldy, const void *x, const void *w, int64_t rb, int T, int N, int U, int R,
-                        cudaStream_t st) {
+template <int DT, int TP>
+static void qg_launch_r(float *y, int ldy, const int8_t *xq, const float *xd, const float *xs, const void *w, int64_t rb,
+                        int T, int N, int K, int R, cudaStream_t st) {
     int rows_per_cta = QG_WARPS * R;
     unsigned grid = (unsigned)(((int64_t)N + rows_per_cta - 1) / rows_per_cta);
-    if (R == 1)
-        qgemv_kernel<DT, TP, 1, BF><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, (const uint4 *)x, (const uint8_t *)w, rb, T,
-                                                                    N, U);
-    else
-        qgemv_kernel<DT, TP, 2, BF><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, (const uint4 *)x, (const uint8_t *)w, rb, T,
-                                                                    N, U);
+    const uint8_t *wb = (const uint8_t *)w;
+    if (R == 1) qgemv_kernel<DT, TP, 1><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
+    else if (R == 2) qgemv_kernel<DT, TP, 2><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
+    else qgemv_kernel<DT, TP, 4><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
 }
 
+/* T rows in chunks of up to 8 (each chunk one launch: the weights are read once per chunk) */
 template <int DT>
-static void qg_launch(float *y, int ldy, const void *x, bool bf, const void *w, int T, int N, int K, int R,
-                      cudaStream_t st) {
+static void qg_launch(float *y, int ldy, const int8_t *xq, const float *xd, const float *xs, const void *w, int T, int N,
+                      int K, int R, cudaStream_t st) {
     int64_t rb = kiln_q_row_bytes((kiln_dtype)DT, K);
-    int U = K / 32;
-    if (bf) {
-        if (T == 1) qg_launch_r<DT, 1, true>(y, ldy, x, w, rb, T, N, U, R, st);
-        else if (T == 2) qg_launch_r<DT, 2, true>(y, ldy, x, w, rb, T, N, U, R, st);
-        else if (T <= 4) qg_launch_r<DT, 4, true>(y, ldy, x, w, rb, T, N, U, R, st);
-        else qg_launch_r<DT, 8, true>(y, ldy, x, w, rb, T, N, U, R, st);
-    } else {
-        if (T == 1) qg_launch_r<DT, 1, false>(y, ldy, x, w, rb, T, N, U, R, st);
-        else if (T == 2) qg_launch_r<DT, 2, false>(y, ldy, x, w, rb, T, N, U, R, st);
-        else if (T <= 4) qg_launch_r<DT, 4, false>(y, ldy, x, w, rb, T, N, U, R, st);
-        else qg_launch_r<DT, 8, false>(y, ldy, x, w, rb, T, N, U, R, st);
+    for (int t0 = 0; t0 < T; t0 += 8) {
+        int n = T - t0 < 8 ? T - t0 : 8;
+        float *yc = y + (int64_t)t0 * ldy;
+        const int8_t *q = xq + (int64_t)t0 * K;
+        const float *d = xd + (int64_t)t0 * (K / 32), *s = xs + (int64_t)t0 * (K / 16);
+        if (n == 1) qg_launch_r<DT, 1>(yc, ldy, q, d, s, w, rb, n, N, K, R, st);
+        else if (n == 2) qg_launch_r<DT, 2>(yc, ldy, q, d, s, w, rb, n, N, K, R, st);
+        else if (n <= 4) qg_launch_r<DT, 4>(yc, ldy, q, d, s, w, rb, n, N, K, R, st);
+        else qg_launch_r<DT, 8>(yc, ldy, q, d, s, w, rb, n, N, K, R, st);
     }
 }
 
-/* K must be whole blocks of wdt (and of 32 elements); w's row starts aligned as the type needs
- * (2 bytes; 4 for Q4_1 / Q5_1 / K-quants whose blocks are multiples of 4; the K-quants need 16
- * for ...: the whole matrix 16-byte aligned is always enough), and 16 readable bytes after the
- * last block. rows_per_warp: 0 (chosen by N and n_sm), 1 or 2. */
-extern "C" cudaError_t kiln_cuda_qgemv_ex(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w,
-                                          kiln_dtype wdt, int T, int N, int K, int rows_per_warp, int n_sm,
-                                          cudaStream_t st) {
-    if (!kiln_q_supported(wdt) || (xdt != KILN_DT_BF16 && xdt != KILN_DT_F16) || T < 1 || T > KILN_QGEMV_MAX_ROWS ||
-        N < 1 || K < 32 || K % kiln_q_block_elems(wdt) != 0 || K % 32 != 0 || ldy < N || !y || !x || !w ||
-        ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
-        (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2))
+/* rows per warp: 4 while that leaves >= 16 warps per SM, else 2, else 1 */
+static int qg_pick_rows(int N, int n_sm) {
+    int sm = n_sm > 0 ? n_sm : 132;
+    return N / 4 >= sm * 16 ? 4 : N / 2 >= sm * 16 ? 2 : 1;
+}
+
+extern "C" cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, const float *xd, const float *xs,
+                                          const void *w, kiln_dtype wdt, int T, int N, int K, int rows_per_warp,
+                                          int n_sm, cudaStream_t st) {
+    if (!kiln_q_supported(wdt) || T < 1 || T > KILN_QGEMV_MAX_ROWS || N < 1 || K < 32 ||
+        K % kiln_q_block_elems(wdt) != 0 || K % 32 != 0 || ldy < N || !y || !xq || !xd || !xs || !w ||
+        ((uintptr_t)xq & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
+        (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4))
         return cudaErrorInvalidValue;
-    int R = rows_per_warp;
-    if (!R) R = (N + 1) / 2 >= (n_sm > 0 ? n_sm : 132) * 16 ? 2 : 1; /* 2 rows a warp while >= 16 warps per SM */
-    bool bf = xdt == KILN_DT_BF16;
-    KILN_Q_DISPATCH(wdt, qg_launch, y, ldy, x, bf, w, T, N, K, R, st);
+    int R = rows_per_warp ? rows_per_warp : qg_pick_rows(N, n_sm);
+    KILN_Q_DISPATCH(wdt, qg_launch, y, ldy, xq, xd, xs, w, T, N, K, R, st);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
