@@ -59,6 +59,11 @@ swiglu_kernel             256   0      swiglu.cu
 embed_kernel              256   0      embed.cu
 dummy_kernel              256   0      dummy_fill.cu
 fill_u32_kernel           256   0      dummy_fill.cu
+dummy_q_kernel            256   0      dummy_fill.cu
+quantize_x_kernel         256   0      qlinear.cu
+qgemv_kernel              256   0      qlinear.cu: QG_WARPS * 32
+qdequant_kernel           256   0      qlinear.cu
+qembed_kernel             128   0      qlinear.cu
 '
 
 "$CO" --dump-resource-usage "$LIB" 2>/dev/null | awk -v table="$TABLE" '

@@ -221,7 +221,7 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     if (c->skinny_max_rows > KILN_SKINNY_MAX_ROWS || bc->batch_invariant) c->skinny_max_rows = 0;
     /* quantized weights: the GEMV up to 8 rows (the same switch as the dense GEMV's), then
      * dequantization + cuBLASLt; batch-invariant mode always the latter */
-    c->qgemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_QGEMV_MAX_ROWS;
+    c->qgemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_QGEMV_DEFAULT_ROWS;
     if (c->qgemv_max_rows > KILN_QGEMV_MAX_ROWS || bc->batch_invariant) c->qgemv_max_rows = 0;
 }
 

@@ -48,6 +48,18 @@ static __device__ __forceinline__ void kiln_q_words2(const uint8_t *p, uint32_t 
 #pragma unroll
     for (int i = 0; i < N; i++) w[i] = __funnelshift_r(r[i], r[i + 1], sh);
 }
+/* 4N 32-bit words at p (16-byte aligned), in 16-byte loads */
+template <int N>
+static __device__ __forceinline__ void kiln_q_words16(const uint8_t *p, uint32_t *w) {
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        uint4 v = __ldg((const uint4 *)p + i);
+        w[4 * i] = v.x;
+        w[4 * i + 1] = v.y;
+        w[4 * i + 2] = v.z;
+        w[4 * i + 3] = v.w;
+    }
+}
 /* n 32-bit words at p (4-byte aligned) */
 template <int N>
 static __device__ __forceinline__ void kiln_q_words4(const uint8_t *p, uint32_t *w) {
@@ -131,23 +143,23 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
         const int BB = DT == KILN_DT_Q4_K ? 144 : 176, QS = DT == KILN_DT_Q4_K ? 16 : 48;
         const uint8_t *b = row + (int64_t)(u >> 3) * BB;
         int s = u & 7, c = s >> 1, hi = s & 1;
-        uint32_t h[4]; /* d, dmin, scales[12] */
-        kiln_q_words4<4>(b, h);
-        int sc, mn;
-        if (s < 4) {
-            sc = kiln_q_byte3(h + 1, s) & 63;
-            mn = kiln_q_byte3(h + 1, s + 4) & 63;
-        } else {
-            sc = (kiln_q_byte3(h + 1, s + 4) & 15) | ((kiln_q_byte3(h + 1, s - 4) >> 6) << 4);
-            mn = (kiln_q_byte3(h + 1, s + 4) >> 4) | ((kiln_q_byte3(h + 1, s) >> 6) << 4);
-        }
+        uint32_t h[4]; /* d, dmin, scales[12]: blocks are 16-byte aligned (144, 176) */
+        kiln_q_words16<1>(b, h);
+        /* branch-free (s differs across the lanes of a warp): s < 4: sc = S[s] & 63,
+         * mn = S[s + 4] & 63; else sc = (S[s + 4] & 15) | (S[s - 4] >> 6) << 4,
+         * mn = (S[s + 4] >> 4) | (S[s] >> 6) << 4 */
+        int lo = s < 4;
+        uint32_t b0 = kiln_q_byte3(h + 1, lo ? s : s + 4), b1 = kiln_q_byte3(h + 1, lo ? s + 4 : s - 4),
+                 b2 = kiln_q_byte3(h + 1, s);
+        int sc = lo ? (int)(b0 & 63) : (int)((b0 & 15) | ((b1 >> 6) << 4));
+        int mn = lo ? (int)(b1 & 63) : (int)((b0 >> 4) | ((b2 >> 6) << 4));
         uint32_t w[8];
-        kiln_q_words4<8>(b + QS + 32 * c, w);
+        kiln_q_words16<2>(b + QS + 32 * c, w);
 #pragma unroll
         for (int i = 0; i < 8; i++) q->c[i] = (hi ? w[i] >> 4 : w[i]) & 0x0f0f0f0fu;
         if (DT == KILN_DT_Q5_K) {
             uint32_t qh[8];
-            kiln_q_words4<8>(b + 16, qh);
+            kiln_q_words16<2>(b + 16, qh);
 #pragma unroll
             for (int i = 0; i < 8; i++) q->c[i] |= ((qh[i] >> s) & 0x01010101u) << 4;
         }

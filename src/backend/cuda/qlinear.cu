@@ -12,7 +12,7 @@
  *                         batches (prefill): dequantized into a scratch matrix, then cuBLASLt;
  *   kiln_cuda_qembed      embedding rows of a quantized table, f32.
  *
- * GEMV work split: a CTA of 8 warps; a warp owns R (1, 2 or 4) consecutive output rows and the
+ * GEMV work split: a CTA of 8 warps; a warp owns R (1 or 2) consecutive output rows and the
  * whole of K; lane l takes the 32-element units l, l + 32, ... in ascending order, two per
  * iteration (the loads of both issued before either is used). Per unit, row and half h the
  * integer S = sum code_j q_j comes from 4 dp4a (exact), and
@@ -149,8 +149,7 @@ static void qg_launch_r(float *y, int ldy, const int8_t *xq, const float *xd, co
     unsigned grid = (unsigned)(((int64_t)N + rows_per_cta - 1) / rows_per_cta);
     const uint8_t *wb = (const uint8_t *)w;
     if (R == 1) qgemv_kernel<DT, TP, 1><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
-    else if (R == 2) qgemv_kernel<DT, TP, 2><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
-    else qgemv_kernel<DT, TP, 4><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
+    else qgemv_kernel<DT, TP, 2><<<grid, QG_WARPS * 32, 0, st>>>(y, ldy, xq, xd, xs, wb, rb, T, N, K);
 }
 
 /* T rows in chunks of up to 8 (each chunk one launch: the weights are read once per chunk) */
@@ -170,10 +169,11 @@ static void qg_launch(float *y, int ldy, const int8_t *xq, const float *xd, cons
     }
 }
 
-/* rows per warp: 4 while that leaves >= 16 warps per SM, else 2, else 1 */
+/* rows per warp: 2 while that leaves >= 16 warps per SM, else 1 (4 spills registers in the
+ * 8-row variants: ptxas, sm_90) */
 static int qg_pick_rows(int N, int n_sm) {
     int sm = n_sm > 0 ? n_sm : 132;
-    return N / 4 >= sm * 16 ? 4 : N / 2 >= sm * 16 ? 2 : 1;
+    return N / 2 >= sm * 16 ? 2 : 1;
 }
 
 extern "C" cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, const float *xd, const float *xs,
@@ -182,7 +182,7 @@ extern "C" cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, c
     if (!kiln_q_supported(wdt) || T < 1 || T > KILN_QGEMV_MAX_ROWS || N < 1 || K < 32 ||
         K % kiln_q_block_elems(wdt) != 0 || K % 32 != 0 || ldy < N || !y || !xq || !xd || !xs || !w ||
         ((uintptr_t)xq & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
-        (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2 && rows_per_warp != 4))
+        (rows_per_warp != 0 && rows_per_warp != 1 && rows_per_warp != 2))
         return cudaErrorInvalidValue;
     int R = rows_per_warp ? rows_per_warp : qg_pick_rows(N, n_sm);
     KILN_Q_DISPATCH(wdt, qg_launch, y, ldy, xq, xd, xs, w, T, N, K, R, st);
