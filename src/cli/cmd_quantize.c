@@ -11,6 +11,15 @@
  * llama uses (what llama.cpp's convert_hf_to_gguf.py does; kiln's GGUF loader expects it); no
  * tokenizer metadata is written (the file is then for ids-only use; kiln's GGUF loader takes
  * the vocabulary size from llama.vocab_size).
+ *
+ * --type keep: every tensor in its stored type, bytes unchanged (GGUF input: general.file_type
+ * and general.quantization_version as they were; other inputs: norms f32, as kiln holds them,
+ * and a GGUF has no FP8 type: such a checkpoint is refused). --layers N: only the first N
+ * transformer layers (blk.0 .. blk.N-1; HF layers 0 .. N-1) and the block count N (GGUF input:
+ * every "*.block_count" key); embedding, output norm, LM head and the other metadata (tokenizer
+ * included) as they were. For a cut-down copy of a model, e.g. the default model's first 8
+ * layers (48 MB): kiln quantize --model SmolLM2-135M-Instruct.Q4_1.gguf --out smol8.gguf
+ * --type keep --layers 8. With a quantizing T, the type mix is that of an N-layer model.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,16 +62,19 @@ static int q_fill(void *vctx, int i, void *dst, size_t nbytes, kiln_error *err) 
         return KILN_OK;
     }
     size_t in_rb = kiln_dtype_row_bytes(s->t->dtype, s->cols), out_rb = kiln_dtype_row_bytes(s->out, s->cols);
+    int64_t hd = s->permute_heads ? s->rows / s->permute_heads : 0;
+#define FROM(r) (hd ? ((r) / hd) * hd + ((r) % hd % 2) * (hd / 2) + (r) % hd / 2 : (r))
+    /* interleaved row 2i + j of a head is rotate_half row j * hd/2 + i */
+    if (s->t->dtype == s->out) { /* permuted rows, bytes unchanged */
+        for (int64_t r = 0; r < s->rows; r++)
+            memcpy((uint8_t *)dst + (size_t)r * out_rb, (const uint8_t *)s->t->data + (size_t)FROM(r) * in_rb, in_rb);
+        return KILN_OK;
+    }
     float *row = kiln_malloc(sizeof(float) * (size_t)s->cols);
     if (!row) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
-    int64_t hd = s->permute_heads ? s->rows / s->permute_heads : 0;
     int rc = KILN_OK;
     for (int64_t r = 0; r < s->rows && rc == KILN_OK; r++) {
-        int64_t from = r;
-        if (hd) { /* interleaved row 2i + j of a head is rotate_half row j * hd/2 + i */
-            int64_t h = r / hd, k = r % hd;
-            from = h * hd + (k % 2) * (hd / 2) + k / 2;
-        }
+        int64_t from = FROM(r);
         rc = kiln_row_to_f32(s->t->dtype, (const uint8_t *)s->t->data + (size_t)from * in_rb, s->cols, row);
         if (rc == KILN_OK && kiln_quantize_row(s->out, row, s->cols, (uint8_t *)dst + (size_t)r * out_rb))
             rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: cannot write %s", s->t->name, kiln_dtype_name(s->out));
@@ -70,16 +82,16 @@ static int q_fill(void *vctx, int i, void *dst, size_t nbytes, kiln_error *err) 
     if (rc && rc != KILN_ERR_UNSUPPORTED) KILN_ERR(err, rc, "%s: cannot read %s", s->t->name, kiln_dtype_name(s->t->dtype));
     kiln_free(row);
     return rc;
+#undef FROM
 }
 
 /* the role and layer of a GGUF tensor name */
 static kiln_wrole gguf_role(const char *name, int *layer) {
-    *layer = 0;
+    *layer = strncmp(name, "blk.", 4) ? 0 : atoi(name + 4);
     if (!strcmp(name, "token_embd.weight")) return KILN_WROLE_TOKEN_EMBD;
     if (!strcmp(name, "output.weight")) return KILN_WROLE_OUTPUT;
     if (strstr(name, "_norm")) return KILN_WROLE_NORM;
     if (strncmp(name, "blk.", 4)) return KILN_WROLE_OTHER;
-    *layer = atoi(name + 4);
     const char *p = strchr(name + 4, '.');
     if (!p) return KILN_WROLE_OTHER;
     p++;
@@ -93,10 +105,14 @@ static kiln_wrole gguf_role(const char *name, int *layer) {
     return KILN_WROLE_OTHER;
 }
 
+static kiln_dtype stored_type(const kiln_tensor *t) { return t ? t->dtype : KILN_DT_F32; }
+
 static int usage(void) {
-    fprintf(stderr, "usage: kiln quantize --model IN --out OUT.gguf --type T\n"
+    fprintf(stderr, "usage: kiln quantize --model IN --out OUT.gguf --type T [--layers N]\n"
                     "  IN: a GGUF file, an HF or Mistral-native folder, a llama2.c checkpoint\n"
-                    "  T:  f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_s q4_k_m q5_k_s q5_k_m q6_k\n");
+                    "  T:  f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k_s q4_k_m q5_k_s q5_k_m q6_k,\n"
+                    "      or keep (every tensor in its stored type, bytes unchanged)\n"
+                    "  --layers N: only the first N transformer layers (block_count N)\n");
     return 2;
 }
 
@@ -106,7 +122,8 @@ static int add(kiln_gguf_writer *w, q_src *src, int *n, const char *name, const 
     int ndim = t ? t->ndim : 1;
     if (ndim == 1) shape[0] = cols;
     if (kiln_gguf_add_tensor(w, name, out, ndim, ndim == 1 ? shape : shape) < 0) {
-        fprintf(stderr, "kiln quantize: cannot declare tensor %s (%s)\n", name, kiln_dtype_name(out));
+        fprintf(stderr, "kiln quantize: cannot declare tensor %s (%s%s)\n", name, kiln_dtype_name(out),
+                kiln_gguf_ggml_type_of(out) < 0 ? ": GGUF has no such type; pick a --type other than keep" : "");
         return -1;
     }
     src[*n] = (q_src){t, f32, ndim == 1 ? 1 : rows, cols, perm, out};
@@ -115,21 +132,32 @@ static int add(kiln_gguf_writer *w, q_src *src, int *n, const char *name, const 
 }
 
 int kiln_cmd_quantize(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *type = NULL;
+    const char *in = NULL, *out = NULL, *type = NULL, *layers = NULL;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "--model") || !strcmp(argv[i], "-m")) && i + 1 < argc) in = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--type") && i + 1 < argc) type = argv[++i];
+        else if (!strcmp(argv[i], "--layers") && i + 1 < argc) layers = argv[++i];
         else {
             fprintf(stderr, "kiln quantize: unknown option '%s'\n", argv[i]);
             return usage();
         }
     }
-    kiln_ftype ft;
+    kiln_ftype ft = KILN_FTYPE_F32;
     if (!in || !out || !type) return usage();
-    if (kiln_ftype_parse(type, &ft)) {
+    int keep = !strcmp(type, "keep");
+    if (!keep && kiln_ftype_parse(type, &ft)) {
         fprintf(stderr, "kiln quantize: unknown type '%s'\n", type);
         return usage();
+    }
+    long n_keep = -1; /* --layers */
+    if (layers) {
+        char *e;
+        n_keep = strtol(layers, &e, 10);
+        if (e == layers || *e || n_keep < 1) {
+            fprintf(stderr, "kiln quantize: --layers %s: expected a number of layers >= 1\n", layers);
+            return 2;
+        }
     }
     kiln_error err = {0};
     kiln_model *m = NULL;
@@ -138,20 +166,32 @@ int kiln_cmd_quantize(int argc, char **argv) {
         return 1;
     }
     const kiln_config *c = &m->cfg;
+    if (n_keep > c->n_layers) {
+        fprintf(stderr, "kiln quantize: --layers %ld: %s has only %d layers (1..%d)\n", n_keep, in, c->n_layers,
+                c->n_layers);
+        kiln_model_free(m);
+        return 2;
+    }
     kiln_gguf_writer *w = kiln_gguf_writer_new();
     q_src *src = kiln_calloc((size_t)m->n_tensors + 4 * (size_t)c->n_layers + 8, sizeof *src);
-    int n = 0, rc = 0, quantized = kiln_dtype_is_quant(kiln_ftype_base(ft));
+    int n = 0, rc = 0, quantized = !keep && kiln_dtype_is_quant(kiln_ftype_base(ft));
     if (!w || !src) {
         fprintf(stderr, "kiln quantize: out of memory\n");
         rc = 1;
         goto done;
     }
-    int L = c->n_layers;
+    int L = n_keep > 0 ? (int)n_keep : c->n_layers; /* the layers written */
     if (m->format == KILN_FORMAT_GGUF) {
         const kiln_gguf *g = m->gguf;
         for (uint64_t i = 0; i < kiln_gguf_n_kv(g) && !rc; i++) {
             kiln_gguf_str k = kiln_gguf_kv_key(g, (int64_t)i);
             if (k.len == 17 && !memcmp(k.ptr, "general.alignment", 17)) continue; /* 32 is written */
+            if (n_keep > 0 && k.len > 12 && !memcmp(k.ptr + k.len - 12, ".block_count", 12)) {
+                char key[256];
+                snprintf(key, sizeof key, "%.*s", (int)k.len, k.ptr);
+                rc = kiln_gguf_set_u32(w, key, (uint32_t)L);
+                continue;
+            }
             uint64_t len;
             const void *raw = kiln_gguf_kv_raw(g, (int64_t)i, &len);
             rc = kiln_gguf_set_raw(w, k.ptr, (size_t)k.len, kiln_gguf_kv_type(g, (int64_t)i), raw, len);
@@ -161,12 +201,13 @@ int kiln_cmd_quantize(int argc, char **argv) {
             const kiln_tensor *t = &m->tensors[i];
             int layer;
             kiln_wrole role = gguf_role(t->name, &layer);
+            if (!strncmp(t->name, "blk.", 4) && layer >= L) continue; /* --layers */
             if (role == KILN_WROLE_TOKEN_EMBD && !has_output) role = KILN_WROLE_OUTPUT;
             int64_t cols = t->shape[t->ndim - 1], rows = 1;
             for (int d = 0; d < t->ndim - 1; d++) rows *= t->shape[d];
             kiln_dtype dt = t->ndim == 1 || t->dtype == KILN_DT_I32 ? t->dtype
                                                                      : kiln_ftype_tensor_type(ft, role, layer, L, 2, cols);
-            if (t->ndim > 2) dt = t->dtype;
+            if (t->ndim > 2 || keep) dt = t->dtype;
             deq += kiln_dtype_is_quant(t->dtype) && dt != t->dtype;
             int64_t shape[4];
             for (int d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
@@ -205,9 +246,9 @@ int kiln_cmd_quantize(int argc, char **argv) {
                             "pass --tokenizer %s to kiln)\n", in, m->tokenizer_path);
         int perm = c->rope_style == KILN_ROPE_HALF;
         kiln_wrole embd_role = c->tied_embeddings ? KILN_WROLE_OUTPUT : KILN_WROLE_TOKEN_EMBD;
-#define TT(role, l, cols) kiln_ftype_tensor_type(ft, role, l, L, 2, cols)
+#define TT(t, role, l, cols) (keep ? stored_type(t) : kiln_ftype_tensor_type(ft, role, l, L, 2, cols))
         if (!rc) rc = add(w, src, &n, "token_embd.weight", m->tok_embd, NULL, c->vocab_size, c->dim, 0,
-                          TT(embd_role, 0, c->dim));
+                          TT(m->tok_embd, embd_role, 0, c->dim));
         for (int l = 0; l < L && !rc; l++) {
             const kiln_layer_weights *y = &m->layers[l];
             char nm[96];
@@ -215,7 +256,7 @@ int kiln_cmd_quantize(int argc, char **argv) {
 #define ADDL(suffix, t, f, rows, cols, pm, role)                                                        \
     do {                                                                                           \
         snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                                          \
-        if (!rc) rc = add(w, src, &n, nm, t, f, rows, cols, pm, (t) ? TT(role, l, cols) : KILN_DT_F32); \
+        if (!rc) rc = add(w, src, &n, nm, t, f, rows, cols, pm, (t) ? TT(t, role, l, cols) : KILN_DT_F32); \
     } while (0)
             ADDL("attn_norm.weight", NULL, y->attn_norm, 1, c->dim, 0, KILN_WROLE_NORM);
             ADDL("attn_q.weight", y->wq, NULL, q, c->dim, perm ? c->n_heads : 0, KILN_WROLE_ATTN_Q);
@@ -231,12 +272,17 @@ int kiln_cmd_quantize(int argc, char **argv) {
         if (!rc) rc = add(w, src, &n, "output_norm.weight", NULL, m->out_norm, 1, c->dim, 0, KILN_DT_F32);
         if (!rc && !c->tied_embeddings)
             rc = add(w, src, &n, "output.weight", m->lm_head, NULL, c->vocab_size, c->dim, 0,
-                     TT(KILN_WROLE_OUTPUT, 0, c->dim));
+                     TT(m->lm_head, KILN_WROLE_OUTPUT, 0, c->dim));
 #undef TT
     }
-    if (!rc)
+    if (!rc && !keep)
         rc = kiln_gguf_set_u32(w, "general.file_type", kiln_ftype_gguf_id(ft)) ||
              (quantized && kiln_gguf_set_u32(w, "general.quantization_version", 2));
+    else if (!rc && m->format != KILN_FORMAT_GGUF) { /* keep: the embedding's type names the file */
+        kiln_dtype e = m->tok_embd->dtype;
+        if (e == KILN_DT_F32 || e == KILN_DT_F16 || e == KILN_DT_BF16)
+            rc = kiln_gguf_set_u32(w, "general.file_type", e == KILN_DT_F32 ? 0 : e == KILN_DT_F16 ? 1 : 32);
+    } /* keep, GGUF input: general.file_type and quantization_version as they were */
     if (rc) {
         fprintf(stderr, "kiln quantize: out of memory or a tensor GGUF cannot hold\n");
         rc = 1;
@@ -250,7 +296,8 @@ int kiln_cmd_quantize(int argc, char **argv) {
     }
     int counts[KILN_DT_COUNT] = {0};
     for (int i = 0; i < n; i++) counts[src[i].out]++;
-    fprintf(stderr, "kiln quantize: wrote %s (%s, %d tensors:", out, kiln_ftype_name(ft), n);
+    fprintf(stderr, "kiln quantize: wrote %s (%s, %d layers, %d tensors:", out, keep ? "keep" : kiln_ftype_name(ft), L,
+            n);
     for (int t = 0; t < KILN_DT_COUNT; t++)
         if (counts[t]) fprintf(stderr, " %s x%d", kiln_dtype_name((kiln_dtype)t), counts[t]);
     fprintf(stderr, ")\n");

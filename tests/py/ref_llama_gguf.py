@@ -22,7 +22,8 @@ import gguf
 
 class Model:
     def __init__(self, path, dtype=np.float32):
-        self.r = r = gguf.GGUFReader(path)
+        """path: a GGUF file, or a gguf.GGUFReader of one"""
+        self.r = r = path if isinstance(path, gguf.GGUFReader) else gguf.GGUFReader(path)
         self.dtype = dtype
         f = r.fields
 
