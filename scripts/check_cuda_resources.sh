@@ -64,6 +64,7 @@ quantize_x_kernel         256   0      qlinear.cu
 qgemv_kernel              256   0      qlinear.cu: QG_WARPS * 32
 qdequant_kernel           256   0      qlinear.cu
 qembed_kernel             128   0      qlinear.cu
+qmma_kernel               128   qm     qlinear.cu: 128 threads, max((32 + 16 MT) * 136 * 2, 4 * 16 MT * 32 * 4) <= 32768
 '
 
 "$CO" --dump-resource-usage "$LIB" 2>/dev/null | awk -v table="$TABLE" '
@@ -92,6 +93,9 @@ BEGIN {
   if (!(base in thr)) { printf "FAIL %-7s %s: not in the table of scripts/check_cuda_resources.sh\n", arch, name; bad++; fn = ""; next }
   t = thr[base] + 0; d = 0; small = 0
   if (dyn[base] == "pf") { split(targs, a, ", "); d = 2 * 2 * 64 * a[1] * 2 }
+  else if (dyn[base] == "qm") {      # DT, MT: tiles (32 + 16 MT) x 136 bf16, or the warps' partial sums
+    split(targs, a, ", "); d1 = (32 + 16 * a[2]) * 136 * 2; d2 = 4 * 16 * a[2] * 32 * 4; d = d1 > d2 ? d1 : d2
+  }
   else if (dyn[base] == "wide") {
     split(targs, a, ", ")      # NT, CH, S, MINB, PF, BF, GLU
     d = a[3] * (128 + 8 * a[1]) * a[2] * 16

@@ -15,9 +15,11 @@
  *     activations' own rounding stated against the exact x: |y - sum w x| within that plus
  *     sum_k |w_k| d_k / 2; row t bit-identical for every T and rows per warp 1 and 2;
  *     written into a column slice (ldy = N + 5) with the other columns left untouched;
+ *   - kiln_cuda_qmma (tensor cores, T = 64): within 2^-22 (K / 16 + 64) sum |w x| of the double
+ *     sum of the bf16-rounded weights times x; rows bit-identical for T = 1, 9, 16, 17, 33, 63;
  *   - kiln_cuda_qembed: rows equal to kiln_dequant_row's, with and without prev_row;
  *   - refusals: non-quantized or unsupported types, K not whole blocks, misaligned pointers.
- * KILN_QGEMV_BENCH=1 adds timings of the GEMV at T = 1, 2, 4, 8, 16 and of qdequant for the Devstral
+ * KILN_QGEMV_BENCH=1 adds timings of the GEMV at T = 1, 2, 4, 8, of qmma at 16 and 64 and of qdequant for the Devstral
  * shapes in Q4_K, Q6_K and Q8_0 (us per call, weight GB/s), rotating over copies of W past L2. */
 #include <math.h>
 #include <string.h>
@@ -199,6 +201,60 @@ static void check_gemv(kiln_dtype dt, kiln_dtype xdt, const uint8_t *dw, const f
     kiln_free(xh);
 }
 
+/* kiln_cuda_qmma: against the double sum of bf16-rounded weights times x (bf16), a first-order
+ * f32 bound with 4x margin for the tensor cores' accumulation, 2^-22 (K / 16 + 64) sum |w x|;
+ * rows bit-identical for every T; column slice */
+static void check_mma(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K, unsigned long long *s) {
+    const int MR = KILN_QMMA_MAX_ROWS, ldy = N + 3;
+    float *x = kiln_malloc((size_t)MR * K * 4);
+    kc_rand(x, (size_t)MR * K, 1.0f, s);
+    kc_round_dt(KILN_DT_BF16, x, (size_t)MR * K);
+    uint16_t *hx = kiln_malloc((size_t)MR * K * 2);
+    kc_to_dt(KILN_DT_BF16, x, hx, (size_t)MR * K);
+    void *dx = kc_dev((size_t)MR * K * 2);
+    kc_put(dx, hx, (size_t)MR * K * 2);
+    float *dy = kc_dev((size_t)MR * ldy * 4), *yr = kiln_malloc((size_t)MR * ldy * 4), *yt = kiln_malloc((size_t)MR * ldy * 4);
+    kc_poison(dy, (size_t)MR * ldy * 4);
+    CU(kiln_cuda_qmma(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, MR, N, K, 0));
+    kc_get(yr, dy, (size_t)MR * ldy * 4);
+    size_t bad = 0, untouched = 0;
+    double worst = 0;
+    for (int t = 0; t < MR; t++)
+        for (int j = 0; j < ldy; j++) {
+            uint32_t bits;
+            memcpy(&bits, &yr[(size_t)t * ldy + j], 4);
+            if (j < 1 || j >= N + 1) { untouched += bits != 0xffffffffu; continue; }
+            const float *wr = w + (size_t)(j - 1) * K, *xr = x + (size_t)t * K;
+            double ref = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                double wb = kiln_bf16_to_f32(kiln_f32_to_bf16(wr[k]));
+                ref += wb * xr[k];
+                mag += fabs(wb * xr[k]);
+            }
+            double bound = ldexp(1.0, -22) * (K / 16.0 + 64) * mag + 1e-30, e = fabs(yr[(size_t)t * ldy + j] - ref);
+            if (!(e <= bound)) bad++;
+            if (e / bound > worst) worst = e / bound;
+        }
+    size_t diff = 0;
+    const int Ts[6] = {1, 9, 16, 17, 33, 63};
+    for (int i = 0; i < 6; i++) {
+        int T = Ts[i];
+        kc_poison(dy, (size_t)MR * ldy * 4);
+        CU(kiln_cuda_qmma(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0));
+        kc_get(yt, dy, (size_t)MR * ldy * 4);
+        for (int t = 0; t < T; t++) diff += memcmp(yt + (size_t)t * ldy + 1, yr + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
+        for (int t = T; t < MR; t++) {
+            uint32_t bits;
+            memcpy(&bits, &yt[(size_t)t * ldy + 1], 4);
+            diff += bits != 0xffffffffu;
+        }
+    }
+    KT_CHECK(bad == 0 && untouched == 0 && diff == 0, "qmma %s N %d K %d: %zu out of bound (worst %.2f), %zu outside "
+             "the slice, %zu rows differ across T", kiln_dtype_name(dt), N, K, bad, worst, untouched, diff);
+    CU(cudaFree(dx)); CU(cudaFree(dy));
+    kiln_free(x); kiln_free(hx); kiln_free(yr); kiln_free(yt);
+}
+
 static void check_embed(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K) {
     enum { T = 5 };
     int32_t ids[T] = {0, N - 1, N / 2, 0, N / 3}, prev[T] = {-1, 1, -1, 0, -1}, ptok[2] = {N - 1, N / 2};
@@ -232,6 +288,7 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     check_dequant(dt, dw, w, N, K);
     check_gemv(dt, KILN_DT_BF16, dw, w, N, K, s);
     if (N < 100) check_gemv(dt, KILN_DT_F16, dw, w, N, K, s);
+    check_mma(dt, dw, w, N, K, s);
     check_embed(dt, dw, w, N, K);
     CU(cudaFree(dw));
     kiln_free(b);
@@ -290,8 +347,10 @@ static void bench(void) {
             CU(cudaMemset(xq + 8 * (size_t)K, 1, (size_t)56 * K));
             CU(cudaMemset(xd, 0, (size_t)64 * K / 8));
             CU(cudaMemset(xs, 0, (size_t)64 * K / 4));
-            int Ts[6] = {1, 2, 4, 8, 16, 0};
-            for (int k = 0; k < 6; k++) {
+            int Ts[7] = {1, 2, 4, 8, 16, 64, 0};
+            void *dx64 = kc_dev((size_t)64 * K * 2);
+            CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
+            for (int k = 0; k < 7; k++) {
                 cudaEvent_t a, b;
                 CU(cudaEventCreate(&a));
                 CU(cudaEventCreate(&b));
@@ -299,7 +358,8 @@ static void bench(void) {
                 for (int it = -3; it < 20; it++) {
                     if (it == 0) CU(cudaEventRecord(a, 0));
                     const uint8_t *w = dw + nb * (size_t)((it + 3) % copies);
-                    if (Ts[k]) CU(kiln_cuda_qgemv_q8((float *)dy, N, xq, xd, xs, w, dt, Ts[k], N, K, 0, 0, 0));
+                    if (Ts[k] > 8) CU(kiln_cuda_qmma((float *)dy, N, dx64, KILN_DT_BF16, w, dt, Ts[k], N, K, 0));
+                    else if (Ts[k]) CU(kiln_cuda_qgemv_q8((float *)dy, N, xq, xd, xs, w, dt, Ts[k], N, K, 0, 0, 0));
                     else CU(kiln_cuda_qdequant(dq, KILN_DT_BF16, w, dt, N, K, 0));
                 }
                 CU(cudaEventRecord(b, 0));
@@ -316,7 +376,7 @@ static void bench(void) {
             CU(cudaFree(dw));
             CU(cudaFree(dx));
             CU(cudaFree(dy));
-            CU(cudaFree(xq)); CU(cudaFree(xd)); CU(cudaFree(xs));
+            CU(cudaFree(xq)); CU(cudaFree(xd)); CU(cudaFree(xs)); CU(cudaFree(dx64));
             kiln_free(xf);
             kiln_free(hx);
         }

@@ -223,6 +223,7 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
      * dequantization + cuBLASLt; batch-invariant mode always the latter */
     c->qgemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_QGEMV_DEFAULT_ROWS;
     if (c->qgemv_max_rows > KILN_QGEMV_MAX_ROWS || bc->batch_invariant) c->qgemv_max_rows = 0;
+    c->qmma_max_rows = bc->batch_invariant ? 0 : KILN_QMMA_MAX_ROWS;
 }
 
 /* The device of the config (its first; several are refused by check_model), else 0, and its

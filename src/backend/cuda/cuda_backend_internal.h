@@ -72,6 +72,8 @@ typedef struct cuda_backend {
     size_t wdq_bytes;
     int8_t *xq;               /* [qgemv_max_rows][max K] the GEMV's input as int8 blocks */
     float *xq_d, *xq_s;       /* [rows][max K / 32] block scales, [rows][max K / 16] half sums */
+    int qmma_max_rows;        /* then qmma (tensor cores, tiles dequantized in shared memory) up to
+                               * this many (0 in batch-invariant mode) */
     int qgemv_max_rows;       /* quantized weights: GEMV up to this many rows (0 in batch-invariant
                                * mode: every step dequantizes and runs the fixed cuBLASLt algorithm) */
     dev_alloc *allocs;

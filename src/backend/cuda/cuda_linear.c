@@ -36,7 +36,8 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
 }
 
 /* Quantized weights: the GEMV per segment (each into its column slice of y) up to
- * qgemv_max_rows rows; above, every segment dequantized into the bf16 scratch wdq (rows
+ * qgemv_max_rows rows; then the tensor-core kernel on shared-memory tiles (qmma) up to
+ * qmma_max_rows; above (prefill), every segment dequantized into the bf16 scratch wdq (rows
  * row0..row0+rows) and one cuBLASLt GEMM over the whole N x K. Returns whether y came from
  * cuBLASLt (then in g->ydt) through *lt. */
 static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
@@ -47,6 +48,13 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
         for (int s = 0; s < w->n_seg; s++)
             LAUNCH(kiln_cuda_qgemv_q8((float *)y + w->seg[s].row0, w->N, c->xq, c->xq_d, c->xq_s, w->seg[s].w,
                                       w->seg[s].dt, n, w->seg[s].rows, w->K, 0, c->n_sm, c->st));
+        return KILN_OK;
+    }
+    if (n <= c->qmma_max_rows) { /* tensor cores on tiles dequantized in shared memory */
+        *lt = 0;
+        for (int s = 0; s < w->n_seg; s++)
+            LAUNCH(kiln_cuda_qmma((float *)y + w->seg[s].row0, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n,
+                                  w->seg[s].rows, w->K, c->st));
         return KILN_OK;
     }
     for (int s = 0; s < w->n_seg; s++)

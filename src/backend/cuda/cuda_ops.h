@@ -163,6 +163,12 @@ cudaError_t kiln_cuda_quantize_x(int8_t *xq, float *xd, float *xs, const void *x
                                  cudaStream_t st);
 cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, const float *xd, const float *xs, const void *w,
                                kiln_dtype wdt, int T, int N, int K, int rows_per_warp, int n_sm, cudaStream_t st);
+/* kiln_cuda_qmma: the same product on tensor cores for 1 <= T <= KILN_QMMA_MAX_ROWS rows of x
+ *   [T][K] bf16 (16-byte aligned), the weights dequantized (exactly, then rounded to bf16) tile by
+ *   tile in shared memory; y f32 with row stride ldy >= N. Row t has the same bits for any T. */
+#define KILN_QMMA_MAX_ROWS 64
+cudaError_t kiln_cuda_qmma(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
+                           int N, int K, cudaStream_t st);
 cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
                                cudaStream_t st);
 cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,

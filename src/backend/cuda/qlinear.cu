@@ -189,6 +189,161 @@ extern "C" cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, c
     KILN_CUDA_CHECK_LAUNCH();
 }
 
+/* ---- tensor cores for 9..64 rows ------------------------------------------------------------ */
+
+/* y[t][n] = sum_k x[t][k] W[n][k] for T <= 64 rows on mma.sync m16n8k16 (bf16 in, f32 out), the
+ * weights dequantized into shared memory tile by tile (kiln_q_dequant_unit: the CPU's f32 value,
+ * rounded to bf16 as a bf16 model's weights are):
+ *   CTA (128 threads): 32 weight rows [n0, n0 + 32) x all T rows; K in chunks of 128 (4 units);
+ *   per chunk thread i dequantizes unit (row i / 4, unit i % 4) into Ws [32][128 + 8] and loads
+ *   16-byte pieces of x into Xs [16 MT][128 + 8] (rows >= T and columns >= K zero); warp w
+ *   multiplies the chunk's k16 steps 2w and 2w + 1 (MT m-tiles x 4 n-tiles, 16 MT f32
+ *   accumulators a thread); the next chunk's weight units and x pieces are loaded into registers
+ *   before the multiply (in flight while it runs).
+ *   End: the 4 warps' partial sums meet in shared memory and are added in warp order.
+ * The order of every sum depends on K only, not on T: a row has the same bits in any batch. */
+#define QM_ROWS 32
+#define QM_KC 128
+#define QM_LD (QM_KC + 8) /* bf16 elements per smem row: +16 bytes keeps ldmatrix conflict-free */
+
+template <int DT, int MT>
+static __global__ void __launch_bounds__(128)
+qmma_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
+            int64_t row_bytes, int T, int N, int K) {
+    extern __shared__ __align__(16) unsigned char qm_smem[];
+    uint16_t *Ws = (uint16_t *)qm_smem;                  /* [32][QM_LD] */
+    uint16_t *Xs = Ws + QM_ROWS * QM_LD;                 /* [16 MT][QM_LD] */
+    float *red = (float *)qm_smem;                       /* [4][16 MT][32] after the K loop */
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int n0 = blockIdx.x * QM_ROWS, U = K / 32, nch = (K + QM_KC - 1) / QM_KC;
+    const int wr = tid >> 2, wu = tid & 3;
+    const uint8_t *wrow = w + (int64_t)min(n0 + wr, N - 1) * row_bytes;
+    /* x pieces: 16 MT rows x 16 pieces of 8 elements; thread takes pieces tid, tid + 128, ... */
+    const int NXP = (16 * MT * 16) / 128;
+    float acc[MT][4][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[m][j][e] = 0.0f;
+    kiln_qunit q;
+    uint4 xv[NXP];
+    auto load_chunk = [&](int c) {
+        int u = c * 4 + wu;
+        if (u < U) kiln_q_unit<DT>(wrow, u, &q);
+#pragma unroll
+        for (int i = 0; i < NXP; i++) {
+            int p = tid + 128 * i, r = p >> 4, k = c * QM_KC + (p & 15) * 8;
+            xv[i] = r < T && k < K ? __ldg((const uint4 *)(x + (int64_t)r * K + k)) : make_uint4(0, 0, 0, 0);
+        }
+    };
+    load_chunk(0);
+    const uint32_t sW = (uint32_t)__cvta_generic_to_shared(Ws), sX = (uint32_t)__cvta_generic_to_shared(Xs);
+    for (int c = 0; c < nch; c++) {
+        { /* the registers of chunk c into shared memory */
+            uint32_t hb[16];
+            if (c * 4 + wu < U) {
+                float v[32];
+                kiln_q_dequant_unit(&q, v);
+#pragma unroll
+                for (int j = 0; j < 16; j++) {
+                    __nv_bfloat162 b = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+                    hb[j] = *reinterpret_cast<uint32_t *>(&b);
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < 16; j++) hb[j] = 0;
+            }
+            uint4 *d = (uint4 *)(Ws + wr * QM_LD + wu * 32);
+#pragma unroll
+            for (int j = 0; j < 4; j++) d[j] = make_uint4(hb[4 * j], hb[4 * j + 1], hb[4 * j + 2], hb[4 * j + 3]);
+#pragma unroll
+            for (int i = 0; i < NXP; i++) {
+                int p = tid + 128 * i;
+                *(uint4 *)(Xs + (p >> 4) * QM_LD + (p & 15) * 8) = xv[i];
+            }
+        }
+        __syncthreads();
+        if (c + 1 < nch) load_chunk(c + 1);
+#pragma unroll
+        for (int ks = 2 * warp; ks < 2 * warp + 2; ks++) {
+            uint32_t b[2][4]; /* n-tiles 0-1 and 2-3: {b0, b1} of each */
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int nr = 16 * h + (lane & 7) + ((lane >> 4) << 3), kk = ks * 16 + ((lane >> 3) & 1) * 8;
+                kiln_ldsm_x4(b[h], sW + (uint32_t)(nr * QM_LD + kk) * 2);
+            }
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                uint32_t a[4];
+                int mr = 16 * m + (lane & 15), kk = ks * 16 + (lane >> 4) * 8;
+                kiln_ldsm_x4(a, sX + (uint32_t)(mr * QM_LD + kk) * 2);
+#pragma unroll
+                for (int j = 0; j < 4; j++) kiln_mma16816<true>(acc[m][j], a, b[j >> 1][2 * (j & 1)], b[j >> 1][2 * (j & 1) + 1]);
+            }
+        }
+        __syncthreads();
+    }
+    /* warp partials: acc[m][j] = {(row g, col 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)} of
+     * m-tile m, n-tile j (g = lane / 4, t = lane % 4) */
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int r = 16 * m + g + 8 * (e >> 1), col = 8 * j + 2 * t4 + (e & 1);
+                red[(warp * 16 * MT + r) * QM_ROWS + col] = acc[m][j][e];
+            }
+    __syncthreads();
+    for (int i = tid; i < 16 * MT * QM_ROWS; i += 128) {
+        int r = i / QM_ROWS, col = i % QM_ROWS;
+        float v = red[i];
+#pragma unroll
+        for (int ww = 1; ww < 4; ww++) v += red[ww * 16 * MT * QM_ROWS + i];
+        if (r < T && n0 + col < N) y[(int64_t)r * ldy + n0 + col] = v;
+    }
+}
+
+template <int DT>
+static cudaError_t qm_launch(float *y, int ldy, const void *x, const void *w, int T, int N, int K, cudaStream_t st) {
+    int64_t rb = kiln_q_row_bytes((kiln_dtype)DT, K);
+    unsigned grid = (unsigned)((N + QM_ROWS - 1) / QM_ROWS);
+    const uint16_t *xb = (const uint16_t *)x;
+    const uint8_t *wb = (const uint8_t *)w;
+    int MT = T <= 16 ? 1 : T <= 32 ? 2 : 4;
+    size_t tiles = (size_t)(QM_ROWS + 16 * MT) * QM_LD * 2, red = (size_t)4 * 16 * MT * QM_ROWS * 4;
+    size_t smem = tiles > red ? tiles : red;
+    if (MT == 1) qmma_kernel<DT, 1><<<grid, 128, smem, st>>>(y, ldy, xb, wb, rb, T, N, K);
+    else if (MT == 2) qmma_kernel<DT, 2><<<grid, 128, smem, st>>>(y, ldy, xb, wb, rb, T, N, K);
+    else qmma_kernel<DT, 4><<<grid, 128, smem, st>>>(y, ldy, xb, wb, rb, T, N, K);
+    return cudaSuccess;
+}
+
+extern "C" cudaError_t kiln_cuda_qmma(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt,
+                                      int T, int N, int K, cudaStream_t st) {
+    if (!kiln_q_supported(wdt) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 || K < 32 ||
+        K % kiln_q_block_elems(wdt) != 0 || K % 32 != 0 || ldy < N || !y || !x || !w || ((uintptr_t)x & 15) ||
+        ((uintptr_t)w & 15) || ((uintptr_t)y & 3))
+        return cudaErrorInvalidValue;
+    cudaError_t e = cudaSuccess;
+    switch (wdt) {
+    case KILN_DT_Q8_0: e = qm_launch<KILN_DT_Q8_0>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q4_0: e = qm_launch<KILN_DT_Q4_0>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q4_1: e = qm_launch<KILN_DT_Q4_1>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q5_0: e = qm_launch<KILN_DT_Q5_0>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q5_1: e = qm_launch<KILN_DT_Q5_1>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q4_K: e = qm_launch<KILN_DT_Q4_K>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q5_K: e = qm_launch<KILN_DT_Q5_K>(y, ldy, x, w, T, N, K, st); break;
+    case KILN_DT_Q6_K: e = qm_launch<KILN_DT_Q6_K>(y, ldy, x, w, T, N, K, st); break;
+    default: return cudaErrorInvalidValue;
+    }
+    if (e != cudaSuccess) return e;
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
 /* ---- dequantization -------------------------------------------------------------------- */
 
 template <int DT>
