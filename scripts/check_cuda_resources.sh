@@ -93,7 +93,7 @@ BEGIN {
   if (!(base in thr)) { printf "FAIL %-7s %s: not in the table of scripts/check_cuda_resources.sh\n", arch, name; bad++; fn = ""; next }
   t = thr[base] + 0; d = 0; small = 0
   if (dyn[base] == "pf") { split(targs, a, ", "); d = 2 * 2 * 64 * a[1] * 2 }
-  else if (dyn[base] == "qm") {      # DT, MT: tiles (32 + 16 MT) x 136 bf16, or the warps' partial sums
+  else if (dyn[base] == "qm") {      # DT, MT: tiles (32 + 16 MT) x 136 bf16, or the partial sums of the 4 warps
     split(targs, a, ", "); d1 = (32 + 16 * a[2]) * 136 * 2; d2 = 4 * 16 * a[2] * 32 * 4; d = d1 > d2 ? d1 : d2
   }
   else if (dyn[base] == "wide") {
