@@ -134,16 +134,19 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         if ((rc = kiln_cuda_dev_malloc(c, bufs[i].p, bufs[i].n, bufs[i].what, err))) return rc;
         c->scratch_bytes += bufs[i].n;
     }
-    /* quantized weights: the largest quantized matrix in bf16, for steps past the GEMV's rows */
+    /* quantized weights: the largest quantized matrix in bf16 that a step of more rows than the
+     * GEMV and qmma take can meet (cuda_linear.c dequantizes it then): the layers' when a step may
+     * have more than that many rows (prefill), the LM head's only when that many sequences may
+     * ask for logits (Devstral's Q6_K head: 1.34 GB not taken at the default 64 sequences) */
     if (c->quant) {
-        size_t mx = 0;
-        if (kiln_dtype_is_quant(c->m->layers[0].wq->dtype)) {
+        size_t mx = 0, direct = (size_t)(c->qgemv_max_rows > c->qmma_max_rows ? c->qgemv_max_rows : c->qmma_max_rows);
+        if (kiln_dtype_is_quant(c->m->layers[0].wq->dtype) && T > direct) {
             size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F};
             for (int i = 0; i < 4; i++) mx = sz[i] > mx ? sz[i] : mx;
         }
-        if (kiln_dtype_is_quant(c->m->lm_head->dtype) && V * D > mx) mx = V * D;
+        if (kiln_dtype_is_quant(c->m->lm_head->dtype) && S > direct && V * D > mx) mx = V * D;
         c->wdq_bytes = mx * 2;
-        if ((rc = kiln_cuda_dev_malloc(c, &c->wdq, c->wdq_bytes, "dequantized weights", err))) return rc;
+        if (mx && (rc = kiln_cuda_dev_malloc(c, &c->wdq, c->wdq_bytes, "dequantized weights", err))) return rc;
         c->scratch_bytes += c->wdq_bytes;
         size_t kmax = D > qd ? D : qd, R = (size_t)(c->qgemv_max_rows > 0 ? c->qgemv_max_rows : 1);
         if (F > kmax) kmax = F;
@@ -494,6 +497,9 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
                  c->skinny_max_rows, c->n_sm, kiln_cuda_skinny_pick_variant(8, mc->vocab_size, mc->dim, c->n_sm));
     else
         desc_printf(&d, "skinny:       off\n");
+    desc_printf(&d, "GGUF blocks:  q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k kept quantized; GEMV on int8 activations "
+                    "(dp4a) up to %d rows, tensor cores on dequantized tiles up to %d, then dequantization + "
+                    "cuBLASLt\n", c->qgemv_max_rows, c->qmma_max_rows);
     if (c->wide_min_rows)
         desc_printf(&d, "wide:         %d..%d rows, variant %d (%zu KB shared memory per CTA)%s\n", c->wide_min_rows,
                  KILN_WIDE_MAX_ROWS, c->wide_variant, kiln_cuda_gemm_wide_smem(c->wide_variant, 16, mc->dim) / 1024,

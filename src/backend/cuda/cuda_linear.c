@@ -57,6 +57,8 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
                                   w->seg[s].rows, w->K, c->st));
         return KILN_OK;
     }
+    if (!c->wdq) /* alloc_scratch sizes it for every step that can come here */
+        return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: %d rows need the dequantization scratch, not allocated", n);
     for (int s = 0; s < w->n_seg; s++)
         LAUNCH(kiln_cuda_qdequant((uint16_t *)c->wdq + (size_t)w->seg[s].row0 * w->K, c->adt, w->seg[s].w,
                                   w->seg[s].dt, w->seg[s].rows, w->K, c->st));
