@@ -4,11 +4,11 @@
  * control tokens, so "[INST]" or "<|im_end|>" typed by a user stays text. Control tokens are
  * looked up by name and inserted as ids.
  *
- *  mistral-v7 (mistral-common InstructTokenizerV7): <s> then per message
+ *  mistral-v7 (mistral-common InstructRequestNormalizerV7 + InstructTokenizerV7): <s> then per turn
  *    system:    [SYSTEM_PROMPT] text [/SYSTEM_PROMPT]
  *    user:      ([AVAILABLE_TOOLS] tools-json [/AVAILABLE_TOOLS], before the last user turn only)
  *               [INST] text [/INST]
- *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s>
+ *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s> (none when a prefix)
  *    tool:      [TOOL_RESULTS] call-id [TOOL_CONTENT] text [/TOOL_RESULTS]
  *  mistral-v3 (mistral-common's InstructRequestNormalizer + InstructTokenizerV3, tekken v3 files):
  *    <s>; system texts joined by "\n\n" into one prompt put before the LAST user text
@@ -26,6 +26,11 @@
  *    per message ("\n\n" + content one text piece; strip() is Python's, Unicode whitespace
  *    included, as Jinja's `trim` in Meta's template), <|start_header_id|>assistant<|end_header_id|>\n\n
  *    as the generation prompt.
+ *  Both Mistral formats first check the conversation as mistral-common's request validator does
+ *  (mode "test": role order, the last message, tool calls answered, ids and names) and refuse
+ *  what it refuses, naming the message and the rule; both merge runs of user (assistant)
+ *  messages as its normaliser does ("\n\n", text parts of one message too); an assistant
+ *  message with prefix set, last, is rendered without </s> (continuation).
  * The format comes from the name, else from the tokenizer's metadata: tekken config.version
  * (v3; v7 and later), or the chat template text recognised by its markers.
  */
