@@ -262,6 +262,12 @@ typedef struct kiln_chat_msg {
     const char *tool_calls_json; /* assistant: JSON array of OpenAI tool_calls, or NULL */
     const char *tool_call_id;    /* tool: the call this result answers */
     const char *name;            /* tool: function name (optional) */
+    int prefix;                  /* assistant, last message only: a prefix the reply continues (rendered
+                                    without the end-of-turn token; Mistral formats, as mistral-common) */
+    const char *const *parts;    /* content given as a list of text parts: the n_parts texts as given
+                                    (content then holds them joined by "\n"; the Mistral formats join
+                                    them by "\n\n", skipping empty ones, as mistral-common does); else NULL */
+    int n_parts;
 } kiln_chat_msg;
 
 /* Render messages in a chat format straight to token ids (*ids allocated; free with

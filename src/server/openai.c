@@ -239,16 +239,23 @@ static int parse_prompt(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_sr
     return kiln_srv_err_set(e, 400, "prompt", "'prompt' must be a string, a list of token ids, or a list with one of those");
 }
 
-/* content: string, null, or a list of {"type": "text", "text": ...} parts (joined by "\n") */
-static int parse_content(kiln_srv_request *r, json_t *c, const char **out, kiln_srv_err *e) {
+/* content: string, null, or a list of {"type": "text", "text": ...} parts: *out the parts joined
+ * by "\n" (vLLM's join, what the chatml / llama3 formats render), m->parts the texts as given (the
+ * Mistral formats join them as mistral-common does) */
+static int parse_content(kiln_srv_request *r, json_t *c, kiln_chat_msg *m, const char **out, kiln_srv_err *e) {
     *out = NULL;
     if (!c || json_is_null(c)) return 0;
     if (json_is_string(c)) { *out = json_string_value(c); return 0; }
     if (!json_is_array(c)) return kiln_srv_err_set(e, 400, "messages", "message 'content' must be a string or a list of text parts");
     kiln_buf b = {0};
     kiln_buf_add(&b, "", 0);
-    size_t i;
+    size_t i, np = json_array_size(c);
     json_t *part;
+    const char **parts = kiln_calloc(np ? np : 1, sizeof *parts);
+    if (!parts || !own(r, (char *)parts)) {
+        kiln_buf_free(&b);
+        return kiln_srv_err_set(e, 500, NULL, "out of memory");
+    }
     json_array_foreach(c, i, part) {
         const char *type = json_string_value(json_object_get(part, "type"));
         json_t *t = json_object_get(part, "text");
@@ -256,6 +263,7 @@ static int parse_content(kiln_srv_request *r, json_t *c, const char **out, kiln_
             kiln_buf_free(&b);
             return kiln_srv_err_set(e, 400, "messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
         }
+        parts[i] = json_string_value(t);
         if (i > 0) kiln_buf_add(&b, "\n", 1);
         if (kiln_buf_add(&b, json_string_value(t), json_string_length(t)) < 0) {
             kiln_buf_free(&b);
@@ -264,6 +272,8 @@ static int parse_content(kiln_srv_request *r, json_t *c, const char **out, kiln_
     }
     if (!own(r, b.p)) return kiln_srv_err_set(e, 500, NULL, "out of memory");
     *out = b.p;
+    m->parts = parts;
+    m->n_parts = (int)np;
     return 0;
 }
 
@@ -287,8 +297,15 @@ static int parse_messages(kiln_srv_request *r, kiln_srv_err *e) {
         if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant") && strcmp(role, "tool"))
             return kiln_srv_err_set(e, 400, "messages", "messages[%zu].role must be system, user, assistant or tool", i);
         cm->role = role;
-        int rc = parse_content(r, json_object_get(msg, "content"), &cm->content, e);
+        int rc = parse_content(r, json_object_get(msg, "content"), cm, &cm->content, e);
         if (rc) return rc;
+        json_t *prefix = json_object_get(msg, "prefix"); /* mistral-common's continuation of the last assistant message */
+        if (prefix && !json_is_null(prefix)) {
+            if (!json_is_boolean(prefix)) return kiln_srv_err_set(e, 400, "messages", "messages[%zu].prefix must be a boolean", i);
+            if (json_is_true(prefix) && strcmp(role, "assistant"))
+                return kiln_srv_err_set(e, 400, "messages", "messages[%zu].prefix is only for an assistant message", i);
+            cm->prefix = json_is_true(prefix);
+        }
         json_t *tc = json_object_get(msg, "tool_calls");
         if (tc && !json_is_null(tc)) {
             if (strcmp(role, "assistant") || !json_is_array(tc))

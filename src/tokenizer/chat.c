@@ -4,11 +4,11 @@
  * control tokens, so "[INST]" or "<|im_end|>" typed by a user stays text. Control tokens are
  * looked up by name and inserted as ids.
  *
- *  mistral-v7 (mistral-common InstructTokenizerV7): <s> then per message
+ *  mistral-v7 (mistral-common InstructRequestNormalizerV7 + InstructTokenizerV7): <s> then per turn
  *    system:    [SYSTEM_PROMPT] text [/SYSTEM_PROMPT]
  *    user:      ([AVAILABLE_TOOLS] tools-json [/AVAILABLE_TOOLS], before the last user turn only)
  *               [INST] text [/INST]
- *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s>
+ *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s> (none when a prefix)
  *    tool:      [TOOL_RESULTS] call-id [TOOL_CONTENT] text [/TOOL_RESULTS]
  *  mistral-v3 (mistral-common's InstructRequestNormalizer + InstructTokenizerV3, tekken v3 files):
  *    <s>; system texts joined by "\n\n" into one prompt put before the LAST user text
@@ -26,6 +26,11 @@
  *    per message ("\n\n" + content one text piece; strip() is Python's, Unicode whitespace
  *    included, as Jinja's `trim` in Meta's template), <|start_header_id|>assistant<|end_header_id|>\n\n
  *    as the generation prompt.
+ *  Both Mistral formats first check the conversation as mistral-common's request validator does
+ *  (mode "test": role order, the last message, tool calls answered, ids and names) and refuse
+ *  what it refuses, naming the message and the rule; both merge runs of user (assistant)
+ *  messages as its normaliser does ("\n\n", text parts of one message too); an assistant
+ *  message with prefix set, last, is rendered without </s> (continuation).
  * The format comes from the name, else from the tokenizer's metadata: tekken config.version
  * (v3; v7 and later), or the chat template text recognised by its markers.
  */
@@ -199,6 +204,9 @@ static int put_json(enc *e, json_t *v) {
     return rc;
 }
 
+static int py_name_ok(const char *s, size_t lo, size_t hi, int dash);
+#define FN_NAME_RULE "1 to 64 characters of a-z, A-Z, 0-9, '_' and '-'"
+
 /* mistral-common's Tool.model_dump() of each OpenAI tool: type, function{name, description,
  * parameters}; *out NULL when there are none. */
 static int mistral_tools(const char *tools_json, json_t **out, kiln_error *err) {
@@ -218,6 +226,13 @@ static int mistral_tools(const char *tools_json, json_t **out, kiln_error *err) 
             json_decref(in);
             json_decref(tools);
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool %zu has no function.name", i);
+        }
+        if (!py_name_ok(json_string_value(name), 1, 64, 1)) {
+            int rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool %zu: the function name \"%s\" must be " FN_NAME_RULE, i,
+                              json_string_value(name));
+            json_decref(in);
+            json_decref(tools);
+            return rc;
         }
         json_t *d = json_object_get(fn, "description"), *p = json_object_get(fn, "parameters");
         json_t *o = json_pack("{s:s, s:{s:O, s:s, s:o}}", "type", "function", "function", "name", name,
@@ -272,90 +287,175 @@ static int put_tools(enc *e, json_t *tools) {
     return rc;
 }
 
-static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
-    kiln_error *err = e->err;
-    int rc, last_user = -1;
-    for (int i = 0; i < n; i++)
-        if (!strcmp(m[i].role, "user")) last_user = i;
-    json_t *tools = NULL;
-    if ((rc = mistral_tools(tools_json, &tools, err))) return rc;
-    if ((rc = put_special(e, "<s>"))) goto done;
-    for (int i = 0; i < n && rc == KILN_OK; i++) {
-        const char *c = m[i].content ? m[i].content : "";
-        if (!strcmp(m[i].role, "system")) {
-            if (!(rc = put_special(e, "[SYSTEM_PROMPT]")) && !(rc = put_str(e, c))) rc = put_special(e, "[/SYSTEM_PROMPT]");
-        } else if (!strcmp(m[i].role, "user")) {
-            if (i == last_user && tools && (rc = put_tools(e, tools))) break;
-            if (!(rc = put_special(e, "[INST]")) && !(rc = put_str(e, c))) rc = put_special(e, "[/INST]");
-        } else if (!strcmp(m[i].role, "assistant")) {
-            size_t cl = strlen(c);
-            while (cl > 0 && c[cl - 1] == ' ') cl--;
-            if (!cl && !m[i].tool_calls_json) {
-                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: assistant message %d has neither content nor tool calls", i);
-                break;
-            }
-            if ((rc = put_text(e, c, cl))) break;
-            if (m[i].tool_calls_json) {
-                json_t *out = json_array();
-                if (!(rc = mistral_calls(out, m[i].tool_calls_json, i, err)) && !(rc = put_special(e, "[TOOL_CALLS]")))
-                    rc = put_json(e, out);
-                json_decref(out);
-                if (rc) break;
-            }
-            rc = put_special(e, "</s>");
-        } else if (!strcmp(m[i].role, "tool")) {
-            if (!m[i].tool_call_id) {
-                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool message %d has no tool_call_id", i);
-                break;
-            }
-            if (!(rc = put_special(e, "[TOOL_RESULTS]")) && !(rc = put_str(e, m[i].tool_call_id)) &&
-                !(rc = put_special(e, "[TOOL_CONTENT]")) && !(rc = put_str(e, c)))
-                rc = put_special(e, "[/TOOL_RESULTS]");
-        } else {
-            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, m[i].role);
-        }
-    }
-done:
-    json_decref(tools);
-    return rc;
+/* ---- mistral-common's request validator: MistralRequestValidatorV3 (mistral-v3) / V5
+ * (mistral-v7) in mode "test", the one MistralTokenizer.from_file uses; what it refuses kiln
+ * refuses, with the message and the rule named. Checked in its order: structure (one message,
+ * the last message, role order, tool calls answered), then each message, then the tools. ---- */
+
+static int ascii_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+/* Python's re.match(r"^[a-zA-Z0-9_-]{lo,hi}$" (no '_' / '-' when !dash)): '$' also matches
+ * before one final "\n" */
+static int py_name_ok(const char *s, size_t lo, size_t hi, int dash) {
+    size_t n = s ? strlen(s) : 0;
+    if (n && s[n - 1] == '\n') n--;
+    if (n < lo || n > hi) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!ascii_alnum(s[i]) && !(dash && (s[i] == '_' || s[i] == '-'))) return 0;
+    return 1;
+}
+#define CALL_ID_RULE "9 characters of a-z, A-Z and 0-9"
+
+/* Python truthiness of a message's content: a non-empty string or a non-empty list of parts */
+static int has_content(const kiln_chat_msg *m) { return m->n_parts > 0 || (m->content && *m->content); }
+static const char *a_role(const char *role) { return !strcmp(role, "assistant") ? "an assistant" : !strcmp(role, "user") ? "a user" : !strcmp(role, "tool") ? "a tool" : "a system"; }
+
+/* the number of tool calls in an assistant message (-1: tool_calls is not a JSON array) */
+static int n_calls(const kiln_chat_msg *m) {
+    if (!m->tool_calls_json) return 0;
+    json_error_t je;
+    json_t *c = json_loads(m->tool_calls_json, 0, &je);
+    int k = json_is_array(c) ? (int)json_array_size(c) : -1;
+    json_decref(c);
+    return k;
 }
 
-/* mistral-v3: mistral-common's InstructRequestNormalizer then InstructTokenizerV3. One turn after
- * the normaliser: consecutive user (or assistant) messages merged, their non-empty texts joined
- * with "\n\n"; system messages only break runs (their texts make the system prompt). */
-typedef struct v3_turn {
-    char role;          /* 'u', 'a', 't' */
-    kiln_buf text;       /* user/assistant: joined content; tool: the result text */
+static int mistral_validate(const kiln_chat_msg *m, int n, int v7, kiln_error *err) {
+    static const char *const roles[] = {"system", "user", "assistant", "tool"};
+    /* after role r come the roles in next[r] (mistral-common's _validate_message_order) */
+    static const char *const next[] = {"user, assistant or system", "assistant, system or user", "assistant, user or tool",
+                                       "assistant, tool or user"};
+    static const unsigned char ok[4][4] = {{1, 1, 1, 0}, {1, 1, 1, 0}, {0, 1, 1, 1}, {0, 1, 1, 1}};
+    for (int i = 0; i < n; i++) {
+        int r = -1;
+        for (int k = 0; k < 4; k++)
+            if (!strcmp(m[i].role, roles[k])) r = k;
+        if (r < 0) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, m[i].role);
+    }
+    if (n == 0) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: the conversation is empty (at least one message)");
+    if (n == 1 && strcmp(m[0].role, "user") && strcmp(m[0].role, "system"))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                        "chat: a conversation of one message must be a user or system message, not %s message", a_role(m[0].role));
+    const kiln_chat_msg *last = &m[n - 1];
+    if (n > 1 && strcmp(last->role, "user") && strcmp(last->role, "tool") && !(!strcmp(last->role, "assistant") && last->prefix))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                        "chat: the last message must be a user or tool message (or an assistant message with prefix: true "
+                        "to continue it), not %s message", a_role(last->role));
+    for (int i = 1; i < n; i++) {
+        int p = 0, c = 0;
+        for (int k = 0; k < 4; k++) {
+            if (!strcmp(m[i - 1].role, roles[k])) p = k;
+            if (!strcmp(m[i].role, roles[k])) c = k;
+        }
+        if (!ok[p][c])
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                            "chat: message %d: %s message cannot follow %s message (after %s message come %s messages)", i,
+                            a_role(m[i].role), a_role(m[i - 1].role), a_role(m[i - 1].role), next[p]);
+    }
+    int expected = 0; /* tool results still owed to the last assistant message (from message 1 on, as mistral-common) */
+    for (int i = 1; i < n; i++) {
+        if (!strcmp(m[i].role, "tool")) {
+            expected--;
+        } else if (!strcmp(m[i].role, "assistant")) {
+            if (expected != 0)
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                                "chat: message %d: the tool calls before it are not answered one tool message each "
+                                "(%s tool results)", i, expected > 0 ? "missing" : "too many");
+            expected = n_calls(&m[i]) > 0 ? n_calls(&m[i]) : 0;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const kiln_chat_msg *x = &m[i];
+        if (!strcmp(x->role, "assistant")) {
+            int nc = n_calls(x);
+            if (nc < 0) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool_calls is not an array", i);
+            if (!v7 && has_content(x) == (nc > 0))
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                                "chat: message %d: an assistant message must have either content or tool calls, not %s "
+                                "(mistral-v3)", i, nc > 0 ? "both" : "neither");
+            if (nc > 0) {
+                json_error_t je;
+                json_t *calls = json_loads(x->tool_calls_json, 0, &je), *tc;
+                size_t k;
+                int rc = KILN_OK;
+                json_array_foreach(calls, k, tc) {
+                    const char *id = json_string_value(json_object_get(tc, "id"));
+                    const char *fn = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+                    if (!id || !strcmp(id, "null") || !py_name_ok(id, 9, 9, 0))
+                        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu: the id \"%s\" must be "
+                                      CALL_ID_RULE, i, k, id ? id : "null");
+                    else if (!py_name_ok(fn, 1, 64, 1))
+                        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu: the function name \"%s\" "
+                                      "must be " FN_NAME_RULE, i, k, fn ? fn : "");
+                    if (rc) break;
+                }
+                json_decref(calls);
+                if (rc) return rc;
+            }
+            if (x->prefix && i != n - 1)
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                                "chat: message %d: only the last message may be an assistant prefix (prefix: true)", i);
+        } else if (x->prefix) {
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: prefix is only for an assistant message", i);
+        } else if (!strcmp(x->role, "tool")) {
+            if (x->name && !py_name_ok(x->name, 1, 64, 1))
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: the tool name \"%s\" must be " FN_NAME_RULE, i,
+                                x->name);
+            if (!x->tool_call_id) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool message %d has no tool_call_id", i);
+            if (!py_name_ok(x->tool_call_id, 9, 9, 0))
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: the tool_call_id \"%s\" must be " CALL_ID_RULE,
+                                i, x->tool_call_id);
+        } else if (!strcmp(x->role, "system") && !x->content && !x->n_parts) {
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: a system message must have content", i);
+        }
+    }
+    return KILN_OK;
+}
+
+/* ---- mistral-common's normaliser (InstructRequestNormalizer for v3, ...V7 for v7): runs of user
+ * (assistant) messages merged into one turn, texts joined with "\n\n" (the text parts of one
+ * message too), empty ones skipped; an assistant run keeps all tool calls and is a prefix when
+ * its last message is. v3: system texts make one system prompt (joined with "\n\n") and only
+ * break runs; an empty user turn goes first when the first turn is not a user's. v7: each system
+ * message is a turn of its own where it stands. ---- */
+typedef struct m_turn {
+    char role;          /* 's', 'u', 'a', 't' */
+    int prefix;         /* assistant: continued by the reply, no </s> */
+    kiln_buf text;      /* joined content (tool: the result text) */
     json_t *calls;      /* assistant: prepared tool calls, NULL if none */
     const char *call_id;
-} v3_turn;
+} m_turn;
 
-static int v3_join(kiln_buf *b, const char *c) {
+static int m_join(kiln_buf *b, const char *c) {
     if (!c || !*c) return 0;
     if (b->len && kiln_buf_add(b, "\n\n", 2)) return -1;
     return kiln_buf_add(b, c, strlen(c));
 }
+static int m_text(kiln_buf *b, const kiln_chat_msg *m) {
+    if (m->n_parts <= 0) return m_join(b, m->content);
+    for (int k = 0; k < m->n_parts; k++)
+        if (m_join(b, m->parts[k])) return -1;
+    return 0;
+}
 
-static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, kiln_buf *sys, kiln_error *err) {
+static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, kiln_buf *sys, kiln_error *err) {
     int k = 0;
-    tu[k++].role = 'u'; /* the normaliser's empty first user turn, dropped below unless needed */
+    if (!v7) tu[k++].role = 'u'; /* the normaliser's empty first user turn, dropped below unless needed */
     for (int i = 0; i < n; i++) {
-        const char *r = m[i].role, *c = m[i].content;
+        const char *r = m[i].role;
         int run = i > 0 && !strcmp(m[i - 1].role, r);
         if (!strcmp(r, "system")) {
-            if (v3_join(sys, c)) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+            if (v7) tu[k++].role = 's';
+            if (m_text(v7 ? &tu[k - 1].text : sys, &m[i])) return OOM();
         } else if (!strcmp(r, "user") || !strcmp(r, "assistant")) {
-            if (!run) {
-                tu[k].role = r[0];
-                k++;
-            }
-            v3_turn *t = &tu[k - 1];
-            if (v3_join(&t->text, c)) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+            if (!run) tu[k++].role = r[0];
+            m_turn *t = &tu[k - 1];
+            if (m_text(&t->text, &m[i])) return OOM();
+            if (r[0] == 'a') t->prefix |= m[i].prefix;
             if (r[0] == 'a' && m[i].tool_calls_json) {
-                if (c && *c)
+                if (!v7 && has_content(&m[i]))
                     return KILN_ERR(err, KILN_ERR_INVALID_ARG,
                                     "chat: assistant message %d has both content and tool calls (mistral-v3 takes one)", i);
-                if (!t->calls && !(t->calls = json_array())) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+                if (!t->calls && !(t->calls = json_array())) return OOM();
                 int rc = mistral_calls(t->calls, m[i].tool_calls_json, i, err);
                 if (rc) return rc;
                 if (!json_array_size(t->calls)) json_decref(t->calls), t->calls = NULL;
@@ -363,10 +463,10 @@ static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, kiln_bu
         } else if (!strcmp(r, "tool")) {
             if (!m[i].tool_call_id)
                 return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool message %d has no tool_call_id", i);
-            v3_turn *t = &tu[k++];
+            m_turn *t = &tu[k++];
             t->role = 't';
             t->call_id = m[i].tool_call_id;
-            if (c && kiln_buf_add(&t->text, c, strlen(c))) return KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+            if (m_text(&t->text, &m[i])) return OOM();
         } else {
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, r);
         }
@@ -375,20 +475,74 @@ static int v3_turns(const kiln_chat_msg *m, int n, v3_turn *tu, int *nt, kiln_bu
     return KILN_OK;
 }
 
+static void m_turns_free(m_turn *tu, int n) {
+    for (int i = 0; i < n; i++) { /* all of them: a failed m_turns leaves some filled */
+        kiln_buf_free(&tu[i].text);
+        json_decref(tu[i].calls);
+    }
+    kiln_free(tu);
+}
+
+/* an assistant turn's content: text.rstrip(" ") (when there is text) */
+static int put_reply_text(enc *e, const m_turn *t) {
+    size_t cl = t->text.len;
+    while (cl > 0 && t->text.p[cl - 1] == ' ') cl--;
+    return put_text(e, t->text.p, cl);
+}
+
+static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
+    kiln_error *err = e->err;
+    json_t *tools = NULL;
+    int nt = 0, rc, last_user = -1;
+    m_turn *tu = kiln_calloc((size_t)n + 1, sizeof *tu);
+    if (!tu) return OOM();
+    if ((rc = mistral_tools(tools_json, &tools, err)) || (rc = m_turns(m, n, 1, tu, &nt, NULL, err))) goto done;
+    for (int i = 0; i < nt; i++)
+        if (tu[i].role == 'u') last_user = i;
+    if ((rc = put_special(e, "<s>"))) goto done;
+    for (int i = 0; i < nt && rc == KILN_OK; i++) {
+        m_turn *t = &tu[i];
+        if (t->role == 's') {
+            if (!(rc = put_special(e, "[SYSTEM_PROMPT]")) && !(rc = put_text(e, t->text.p, t->text.len)))
+                rc = put_special(e, "[/SYSTEM_PROMPT]");
+        } else if (t->role == 'u') {
+            if (i == last_user && tools && (rc = put_tools(e, tools))) break;
+            if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, t->text.p, t->text.len))) rc = put_special(e, "[/INST]");
+        } else if (t->role == 'a') {
+            if (!t->text.len && !t->calls) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has neither content nor tool calls");
+                break;
+            }
+            if ((rc = put_reply_text(e, t))) break;
+            if (t->calls && (!(rc = put_special(e, "[TOOL_CALLS]")))) rc = put_json(e, t->calls);
+            if (rc == KILN_OK && !t->prefix) rc = put_special(e, "</s>");
+        } else {
+            if (!(rc = put_special(e, "[TOOL_RESULTS]")) && !(rc = put_str(e, t->call_id)) &&
+                !(rc = put_special(e, "[TOOL_CONTENT]")) && !(rc = put_text(e, t->text.p, t->text.len)))
+                rc = put_special(e, "[/TOOL_RESULTS]");
+        }
+    }
+done:
+    m_turns_free(tu, n + 1);
+    json_decref(tools);
+    return rc;
+}
+
+/* mistral-v3: the v3 normaliser's turns, then InstructTokenizerV3 */
 static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
     kiln_error *err = e->err;
     json_t *tools = NULL;
     kiln_buf sys = {0}, txt = {0};
     int nt = 0, rc, first, last_user = 0;
-    v3_turn *tu = kiln_calloc((size_t)n + 1, sizeof *tu);
+    m_turn *tu = kiln_calloc((size_t)n + 1, sizeof *tu);
     if (!tu) return OOM();
-    if ((rc = mistral_tools(tools_json, &tools, err)) || (rc = v3_turns(m, n, tu, &nt, &sys, err))) goto done;
+    if ((rc = mistral_tools(tools_json, &tools, err)) || (rc = m_turns(m, n, 0, tu, &nt, &sys, err))) goto done;
     first = nt > 1 && tu[1].role == 'u' ? 1 : 0; /* else the empty user turn goes first */
     for (int i = first; i < nt; i++)
         if (tu[i].role == 'u') last_user = i;
     if ((rc = put_special(e, "<s>"))) goto done;
     for (int i = first; i < nt && rc == KILN_OK; i++) {
-        v3_turn *t = &tu[i];
+        m_turn *t = &tu[i];
         if (t->role == 'u') {
             if (i == last_user && tools && (rc = put_tools(e, tools))) break;
             kiln_buf_clear(&txt);
@@ -405,13 +559,11 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             } else if (t->calls) {
                 if (!(rc = put_special(e, "[TOOL_CALLS]"))) rc = put_json(e, t->calls);
             } else if (t->text.len) {
-                size_t cl = t->text.len;
-                while (cl > 0 && t->text.p[cl - 1] == ' ') cl--;
-                rc = put_text(e, t->text.p, cl);
+                rc = put_reply_text(e, t);
             } else {
                 rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has neither content nor tool calls");
             }
-            if (rc == KILN_OK) rc = put_special(e, "</s>");
+            if (rc == KILN_OK && !t->prefix) rc = put_special(e, "</s>");
         } else { /* tool: {"content": parsed result, "call_id": id} */
             json_t *o = json_pack("{s:o, s:s}", "content", mistral_json_content(t->text.p ? t->text.p : "", t->text.len),
                                   "call_id", t->call_id);
@@ -424,17 +576,12 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
         }
     }
 done:
-    for (int i = 0; i <= n; i++) { /* all n + 1: a failed v3_turns leaves some filled */
-        kiln_buf_free(&tu[i].text);
-        json_decref(tu[i].calls);
-    }
-    kiln_free(tu);
+    m_turns_free(tu, n + 1);
     kiln_buf_free(&sys);
     kiln_buf_free(&txt);
     json_decref(tools);
     return rc;
 }
-
 /* the literal default system prompt of a ChatML template ("<|im_start|>system\n...<|im_end|>") */
 static char *chatml_default_system(const char *ct) {
     const char *p = ct ? strstr(ct, "'<|im_start|>system\n") : NULL;
@@ -531,8 +678,15 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     if (rc) return rc;
     for (int i = 0; i < n_msgs; i++)
         if (!msgs[i].role) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has no role", i);
-    if (f != FMT_MISTRAL_V7 && f != FMT_MISTRAL_V3 && tools_json && strcmp(tools_json, "[]"))
+    int mistral = f == FMT_MISTRAL_V7 || f == FMT_MISTRAL_V3;
+    if (!mistral && tools_json && strcmp(tools_json, "[]"))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "chat: the %s format in kiln does not take tools", k_names[f]);
+    for (int i = 0; i < n_msgs && !mistral; i++)
+        if (msgs[i].prefix)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                            "chat: message %d: an assistant prefix (prefix: true) is supported in the mistral formats only, not %s",
+                            i, k_names[f]);
+    if (mistral && (rc = mistral_validate(msgs, n_msgs, f == FMT_MISTRAL_V7, err))) return rc;
     enc e = {t, {0}, err};
     if (f == FMT_MISTRAL_V7) rc = mistral_v7(&e, msgs, n_msgs, tools_json);
     else if (f == FMT_MISTRAL_V3) rc = mistral_v3(&e, msgs, n_msgs, tools_json);

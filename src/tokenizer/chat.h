@@ -9,7 +9,9 @@
 
 /* template_name: NULL or "auto" = chosen from the tokenizer's metadata; else "mistral-v7",
  * "mistral-v3", "chatml", "llama3" (tekken config.version "v3" picks mistral-v3, "v7"+ mistral-v7). Unknown name => KILN_ERR_INVALID_ARG. tools_json: JSON array of OpenAI
- * tools or NULL. add_generation_prompt: end with the assistant turn's opening. */
+ * tools or NULL. add_generation_prompt: end with the assistant turn's opening. The Mistral formats
+ * refuse (KILN_ERR_INVALID_ARG, the message and the rule named) what mistral-common's validator
+ * refuses, and take msgs[n-1].prefix (continuation); the others refuse prefix (KILN_ERR_UNSUPPORTED). */
 int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const kiln_chat_msg *msgs,
                      int n_msgs, const char *tools_json, int add_generation_prompt, int32_t **ids,
                      int *n_ids, kiln_error *err);

@@ -139,7 +139,8 @@ def test_template_override_on_v3_file(kiln, tekken, tmp_path):
 def test_content_and_tool_calls_is_an_error(kiln, tekken, tmp_path):
     path, _ = tekken
     req = {"messages": [{"role": "user", "content": "x"},
-                        {"role": "assistant", "content": "Let me check.", "tool_calls": CALL}]}
+                        {"role": "assistant", "content": "Let me check.", "tool_calls": CALL},
+                        {"role": "tool", "tool_call_id": "abcDEF123", "content": "sunny"}]}
     r = kiln_chat(kiln, path, req, tmp_path)
     assert r.returncode != 0 and "tool calls" in r.stderr
 
