@@ -3,6 +3,7 @@
  * paged KV, prefix cache, preemption, sampling, stop conditions, invariants I1/I5/I6/I7).
  * Models: stories260K (llama2.c + its tokenizer) and tinystories-656K (ids only). */
 #include <stdint.h>
+#include <string.h>
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
 #include "test.h"
@@ -371,6 +372,46 @@ static void test_stops_and_limits(void) {
     kiln_engine_close(e);
 }
 
+/* Issue 22: the KV pool follows the model and max_model_len (x max_seqs), not the machine's
+ * RAM: a tiny model gets max_seqs * ceil(max_model_len / block) blocks (+ the null block), the
+ * backend holds exactly that, and a prompt past max_model_len is still refused by name. */
+static void test_kv_sizing(void) {
+    const int lens[2] = {100, 512}, seqs[2] = {4, 64};
+    for (int c = 0; c < 2; c++) {
+        kiln_engine_options o;
+        kiln_engine_options_default(&o);
+        o.model_path = g_model;
+        o.skip_tokenizer = 1;
+        o.max_seqs = seqs[c];
+        o.max_model_len = lens[c];
+        kiln_engine *e = NULL;
+        kiln_error err = {0};
+        if (kiln_engine_open(&e, &o, &err)) { KT_CHECK(0, "open: %s", err.msg); return; }
+        const kiln_config *mc = &kiln_engine_model(e)->cfg;
+        kiln_engine_info info;
+        kiln_engine_get_info(e, &info);
+        int ctx = lens[c] < mc->max_seq_len ? lens[c] : mc->max_seq_len;
+        int per_seq = (ctx + info.block_size - 1) / info.block_size;
+        KT_CHECK(info.max_model_len == ctx, "max_model_len %d, want %d", info.max_model_len, ctx);
+        KT_CHECK(info.kv_layout.n_blocks == seqs[c] * per_seq + 1, "kv pool of %d blocks for %d seqs x %d, want %d",
+                 info.kv_layout.n_blocks, seqs[c], ctx, seqs[c] * per_seq + 1);
+        size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * info.block_size * mc->head_dim * sizeof(float);
+        KT_CHECK(info.backend_kv_bytes == info.kv_layout_bytes && info.kv_layout_bytes == block_bytes * info.kv_layout.n_blocks,
+                 "kv bytes: backend %zu, layout %zu, want %zu", info.backend_kv_bytes, info.kv_layout_bytes,
+                 block_bytes * info.kv_layout.n_blocks);
+        static int32_t longp[600];
+        for (int i = 0; i < ctx + 1; i++) longp[i] = 1 + i % 500;
+        kiln_request_params p;
+        params(&p, longp, ctx, 1);
+        uint64_t id;
+        KT_CHECK(kiln_engine_add_request(e, &p, &id, &err) == KILN_ERR_INVALID_ARG && strstr(err.msg, "maximum context length"),
+                 "a %d-token prompt at max_model_len %d: %s", ctx, ctx, err.msg);
+        params(&p, longp, ctx - 1, 1); /* the longest that fits */
+        KT_CHECK(kiln_engine_add_request(e, &p, &id, &err) == KILN_OK, "a %d-token prompt: %s", ctx - 1, err.msg);
+        kiln_engine_close(e);
+    }
+}
+
 int main(void) {
     g_model = kt_shared("models/stories260K/stories260K.bin");
     g_tok = kt_shared("models/stories260K/tok512.bin");
@@ -382,6 +423,7 @@ int main(void) {
     test_sampling_and_preemption(g_model, 512);
     test_prefix_cache(g_model, 512);
     test_stops_and_limits();
+    test_kv_sizing();
     if (kt_exists(kt_shared("models/tinystories-656K/model.safetensors"))) {
         test_coherence(tiny, 2048);
         test_ragged(tiny, 2048, 32);

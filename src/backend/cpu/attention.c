@@ -7,6 +7,8 @@
 #include "backend/cpu/attention.h"
 #include "util/error.h"
 
+#define ATTN_SERIAL_MACS (1 << 16) /* below this many multiply-adds a call: no threads (as matmul.c) */
+
 /* Ask for the cache lines of p[0 .. n) (floats) ahead of use. */
 static inline void prefetch_rows(const float *p, size_t n) {
     for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
@@ -108,6 +110,17 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
     int want = A.items < 16 * nth ? nth : nth * 8;
     A.reverse = want > nth;
     A.per_task = (A.items + want - 1) / want;
-    kiln_pool_run_tasks(ctx ? ctx->pool : NULL, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
+    /* A small call (a tiny model's decode: stories260K's is ~33 K multiply-adds a layer at 260
+     * positions) costs less than waking the pool and keeping its workers spinning: it runs on
+     * the calling thread, as the matmul does below SERIAL_MACS. Tasks and items are the same
+     * either way, so no bit changes. */
+    double macs = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        int q0 = a->seq_q_start[i], q1 = a->seq_q_start[i + 1];
+        if (q1 > q0) macs += (double)(q1 - q0) * (a->positions[q1 - 1] + 1);
+    }
+    macs *= 2.0 * a->n_heads * a->head_dim; /* q.k and p.v per position and head */
+    kiln_pool *pool = ctx && macs >= ATTN_SERIAL_MACS ? ctx->pool : NULL;
+    kiln_pool_run_tasks(pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
     return KILN_OK;
 }

@@ -8,6 +8,7 @@
  * The backend option cpu.isa (env KILN_CPU_ISA in the kiln command) = scalar|avx2|avx512
  * (case-insensitive) forces a level; NULL or empty counts as unset, an unknown or unsupported
  * one is an error, never silently replaced. */
+#include <stdatomic.h>
 #include <strings.h>
 #include "backend/cpu/kernels.h"
 #include "util/error.h"
@@ -32,7 +33,7 @@ const char *kiln_isa_name(kiln_isa isa) {
     }
 }
 
-int kiln_isa_supported(kiln_isa isa) {
+static int isa_detect(kiln_isa isa) {
     switch (isa) {
     case KILN_ISA_SCALAR: return 1;
 #ifdef KILN_X86
@@ -41,12 +42,29 @@ int kiln_isa_supported(kiln_isa isa) {
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && isa_has_f16c();
     case KILN_ISA_AVX512:
         __builtin_cpu_init();
-        return kiln_isa_supported(KILN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+        return isa_detect(KILN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512dq");
 #endif
     default: return 0;
     }
+}
+
+/* The answer is a fact of the CPU, so it is detected once per level and kept: CPUID (behind
+ * isa_has_f16c) traps to the hypervisor on a virtual machine, tens of microseconds, and the
+ * kernel lookups (kiln_cpu_kernels_for) ask on every matmul and row op. Measured on the
+ * 2-core VM: 40 % of a stories260K decode's CPU time was this CPUID (docs/perf-notes.md).
+ * The cache is one immutable hardware property per level (0 unknown, 1 no, 2 yes), written
+ * idempotently: a race only detects twice. */
+int kiln_isa_supported(kiln_isa isa) {
+    static _Atomic int known[KILN_ISA_COUNT];
+    if ((unsigned)isa >= KILN_ISA_COUNT) return 0;
+    int k = atomic_load_explicit(&known[isa], memory_order_relaxed);
+    if (k == 0) {
+        k = isa_detect(isa) ? 2 : 1;
+        atomic_store_explicit(&known[isa], k, memory_order_relaxed);
+    }
+    return k == 2;
 }
 
 kiln_isa kiln_isa_best(void) {
