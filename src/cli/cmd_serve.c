@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,14 @@ static int parse_int(const char *opt, const char *v, int lo, int hi, int *out) {
 static void log_line(void *ctx, const char *line) {
     (void)ctx;
     fprintf(stderr, "kiln serve: %s\n", line);
+}
+
+/* the server a stop signal goes to (signal handlers are process-wide: this is the CLI's) */
+static _Atomic(kiln_server *) g_serving;
+static void on_stop_signal(int sig) {
+    (void)sig;
+    kiln_server *s = atomic_load(&g_serving);
+    if (s) kiln_server_stop(s);
 }
 
 int kiln_cmd_serve(int argc, char **argv) {
@@ -95,6 +104,16 @@ int kiln_cmd_serve(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* ... and a handler as well, for a thread that started before this block with the signals
+     * open (a sanitizer's background thread does: under TSan a SIGTERM taken there by its default
+     * action killed the process mid-drain): the handler asks the server to stop, what
+     * kiln_server_run's sigtimedwait would have done. An atomic add: async-signal-safe. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     kiln_error err = {0};
     kiln_engine_options eo;
@@ -110,7 +129,9 @@ int kiln_cmd_serve(int argc, char **argv) {
     kiln_server *srv = NULL;
     int rc = kiln_engine_open(&engine, &eo, &err);
     if (!rc) rc = kiln_server_open(&srv, engine, &so, &err);
+    if (!rc) atomic_store(&g_serving, srv);
     if (!rc) rc = kiln_server_run(srv, &err);
+    atomic_store(&g_serving, NULL);
     if (rc) fprintf(stderr, "kiln serve: %s\n", err.msg);
     kiln_server_close(srv);
     kiln_engine_close(engine);
