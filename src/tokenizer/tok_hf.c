@@ -639,6 +639,13 @@ static int load_model(kiln_tokenizer *t, hf_model *m, json_t *root, json_t *cfg,
             rc = add_post(t, m, json_object_get(root, "post_processor"), path, err);
         }
     }
+    /* the template's ids are emitted as they are: each must be a token (a fuzzed file had
+     * "ids": [528] in a 268-token vocabulary, and encode returned id 528) */
+    for (int i = 0; !rc && i < m->n_tmpl; i++)
+        for (int k = 0; !rc && k < m->tmpl[i].n_ids; k++)
+            if (m->tmpl[i].ids[k] < 0 || m->tmpl[i].ids[k] > maxid)
+                rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: post_processor token id %d is outside the vocabulary (0..%d)",
+                              path, (int)m->tmpl[i].ids[k], maxid);
     /* decoder -> token table */
     dec_op ops[32];
     int n_ops = 0;
