@@ -112,7 +112,7 @@ static int rd_str(rd *r, kiln_gguf_str *s) {
     return 0;
 }
 
-static int scalar_size(uint32_t t) {
+int kiln_gguf_scalar_size(uint32_t t) {
     switch (t) {
     case KILN_GGUF_UINT8: case KILN_GGUF_INT8: case KILN_GGUF_BOOL: return 1;
     case KILN_GGUF_UINT16: case KILN_GGUF_INT16: return 2;
@@ -143,7 +143,7 @@ static void decode_scalar(uint32_t t, const unsigned char *p, gguf_kv *kv) {
  * given (top-level string arrays), records each string's offset. */
 static int skip_array(rd *r, uint32_t et, uint64_t n, uint64_t *offs, int depth) {
     uint64_t left = r->size - r->pos;
-    int ss = scalar_size(et);
+    int ss = kiln_gguf_scalar_size(et);
     if (ss) {
         if (n > left / (uint64_t)ss)
             return KILN_ERR(r->err, KILN_ERR_FORMAT,
@@ -205,7 +205,7 @@ static int parse_kv(rd *r, gguf_kv *kv) {
 static int parse_kv_value(rd *r, gguf_kv *kv) {
     uint32_t t = (uint32_t)kv->type;
     int rc;
-    int ss = scalar_size(t);
+    int ss = kiln_gguf_scalar_size(t);
     if (ss) {
         rc = rd_need(r, (uint64_t)ss);
         if (rc) return rc;
@@ -539,7 +539,7 @@ int kiln_gguf_arr_str(const kiln_gguf *g, const char *key, uint64_t i, kiln_gguf
 static const gguf_kv *arr_elem(const kiln_gguf *g, const char *key, uint64_t i, gguf_kv *tmp) {
     const gguf_kv *kv = find(g, key);
     if (!kv || kv->type != KILN_GGUF_ARRAY || i >= kv->arr_n) return NULL;
-    int ss = scalar_size(kv->arr_type);
+    int ss = kiln_gguf_scalar_size(kv->arr_type);
     if (!ss) return NULL;
     tmp->type = kv->arr_type;
     decode_scalar(kv->arr_type, kv->arr_data + i * (uint64_t)ss, tmp);

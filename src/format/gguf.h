@@ -63,5 +63,8 @@ const kiln_gguf_tensor_info *kiln_gguf_tensor(const kiln_gguf *g, uint64_t i);
 const kiln_gguf_tensor_info *kiln_gguf_find_tensor(const kiln_gguf *g, const char *name);
 /* GGML type name ("q4_K", "type 7" style for unknown ones) for messages and dumps. */
 const char *kiln_gguf_ggml_type_name(uint32_t ggml_type);
+/* bytes of one scalar metadata value of GGUF value type t (kiln_gguf_type); 0 for strings,
+ * arrays and unknown types (the reader and the writer share it) */
+int kiln_gguf_scalar_size(uint32_t t);
 
 #endif

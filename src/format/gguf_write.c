@@ -117,18 +117,8 @@ int kiln_gguf_set_str(kiln_gguf_writer *w, const char *key, const char *v) {
     return rc;
 }
 
-static int scalar_bytes(kiln_gguf_type t) {
-    switch (t) {
-    case KILN_GGUF_UINT8: case KILN_GGUF_INT8: case KILN_GGUF_BOOL: return 1;
-    case KILN_GGUF_UINT16: case KILN_GGUF_INT16: return 2;
-    case KILN_GGUF_UINT32: case KILN_GGUF_INT32: case KILN_GGUF_FLOAT32: return 4;
-    case KILN_GGUF_UINT64: case KILN_GGUF_INT64: case KILN_GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 int kiln_gguf_set_arr(kiln_gguf_writer *w, const char *key, kiln_gguf_type et, const void *elems, uint64_t n) {
-    int es = scalar_bytes(et);
+    int es = kiln_gguf_scalar_size(et);
     if (!key || !es || (n && !elems) || n > ((uint64_t)1 << 40) / (uint64_t)es) return -1;
     size_t sz = 12 + (size_t)n * (size_t)es;
     uint8_t *b = kiln_malloc(sz);
