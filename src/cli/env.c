@@ -75,6 +75,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_int("KILN_CUDA_DECODE_TC_SPLIT", 0, 1024, &c->decode_tc_split);
     env_int("KILN_CUDA_ATT_BPS", 1, 1024, &c->att_blocks_per_sm);
     env_flag("KILN_CUDA_GU_16BIT", &c->gate_up_16bit);
+    env_int("KILN_CUDA_QREG", 0, 1 << 20, &c->qreg_max_rows);
     env_target("KILN_CUDA_TARGET", &c->target_sm);
     /* fault injection (tests of kiln validate) */
     env_flag("KILN_TEST_EXTRA_SYNC", &o->faults.extra_sync);

@@ -255,6 +255,92 @@ static void check_mma(kiln_dtype dt, const uint8_t *dw, const float *w, int N, i
     kiln_free(x); kiln_free(hx); kiln_free(yr); kiln_free(yt);
 }
 
+/* the weights kiln_cuda_qmma_reg multiplies (qmma_reg.cu's note): Q8_0 bf16(d q); Q4_K
+ * bf16(bf16(d sc) q + bf16(-dmin m)) (one rounding: the bf16 FMA); Q6_K bf16(bf16(d sc) (q - 32)) */
+static float bf16r(double v) { return kiln_bf16_to_f32(kiln_f32_to_bf16((float)v)); }
+static float *reg_weights(kiln_dtype dt, const uint8_t *b, const float *w, int N, int K) {
+    float *o = kiln_malloc((size_t)N * K * 4);
+    size_t rb = kiln_dtype_row_bytes(dt, K);
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) {
+            const uint8_t *blk = b + rb * n + (size_t)(k / 256) * kiln_dtype_block_bytes(dt);
+            int e = k % 256, j = e / 32, l = e % 32;
+            float v;
+            if (dt == KILN_DT_Q4_K) {
+                int sc, mn;
+                kiln_qk_scale_min(blk + 4, j, &sc, &mn);
+                float d = kiln_f16_to_f32((uint16_t)(blk[0] | blk[1] << 8)), dm = kiln_f16_to_f32((uint16_t)(blk[2] | blk[3] << 8));
+                int q = (blk[16 + 32 * (j / 2) + l] >> (4 * (j & 1))) & 15;
+                v = bf16r((double)bf16r(d * (float)sc) * q + (double)bf16r(-(dm * (float)mn)));
+            } else if (dt == KILN_DT_Q6_K) {
+                int h = j / 4, kk = j % 4;
+                int ql = (blk[64 * h + 32 * (kk & 1) + l] >> (4 * (kk >> 1))) & 15;
+                int qh = (blk[128 + 32 * h + l] >> (2 * kk)) & 3;
+                float d = kiln_f16_to_f32((uint16_t)(blk[208] | blk[209] << 8));
+                int8_t sc = (int8_t)blk[192 + 8 * h + 2 * kk + l / 16];
+                v = bf16r((double)bf16r(d * (float)sc) * ((ql | qh << 4) - 32));
+            } else {
+                v = bf16r(w[(size_t)n * K + k]);
+            }
+            o[(size_t)n * K + k] = v;
+        }
+    return o;
+}
+
+/* kiln_cuda_qmma_reg: against the double sum of reg_weights times x (bf16), the qmma bound;
+ * every nt; rows bit-identical for every T at the same nt (T <= 32: nt is capped above) */
+static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, int N, int K, unsigned long long *s) {
+    const int MR = KILN_QMMA_MAX_ROWS, ldy = N + 3;
+    float *x = kiln_malloc((size_t)MR * K * 4);
+    kc_rand(x, (size_t)MR * K, 1.0f, s);
+    kc_round_dt(KILN_DT_BF16, x, (size_t)MR * K);
+    uint16_t *hx = kiln_malloc((size_t)MR * K * 2);
+    kc_to_dt(KILN_DT_BF16, x, hx, (size_t)MR * K);
+    void *dx = kc_dev((size_t)MR * K * 2);
+    kc_put(dx, hx, (size_t)MR * K * 2);
+    float *dy = kc_dev((size_t)MR * ldy * 4), *y32 = kiln_malloc((size_t)MR * ldy * 4), *yt = kiln_malloc((size_t)MR * ldy * 4);
+    double *ref = kiln_malloc((size_t)MR * N * 8), *mag = kiln_malloc((size_t)MR * N * 8);
+    for (int t = 0; t < MR; t++)
+        for (int n = 0; n < N; n++) {
+            double r = 0, m = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)wr_[(size_t)n * K + k] * x[(size_t)t * K + k];
+                r += p;
+                m += fabs(p);
+            }
+            ref[(size_t)t * N + n] = r;
+            mag[(size_t)t * N + n] = m;
+        }
+    size_t bad = 0, untouched = 0, diff = 0;
+    double worst = 0;
+    const int nts[4] = {0, 1, 2, 4}, Ts[6] = {32, 1, 5, 16, 17, 64};
+    for (int ni = 0; ni < 4; ni++)
+        for (int ti = 0; ti < 6; ti++) {
+            int T = Ts[ti];
+            kc_poison(dy, (size_t)MR * ldy * 4);
+            CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, nts[ni], 0, 132, 0));
+            kc_get(yt, dy, (size_t)MR * ldy * 4);
+            for (int t = 0; t < MR; t++)
+                for (int j = 0; j < ldy; j++) {
+                    uint32_t bits;
+                    memcpy(&bits, &yt[(size_t)t * ldy + j], 4);
+                    if (t >= T || j < 1 || j >= N + 1) { untouched += bits != 0xffffffffu; continue; }
+                    double r = ref[(size_t)t * N + j - 1];
+                    double bound = ldexp(1.0, -22) * (K / 16.0 + 64) * mag[(size_t)t * N + j - 1] + 1e-30;
+                    double e = fabs(yt[(size_t)t * ldy + j] - r);
+                    if (!(e <= bound)) bad++;
+                    if (e / bound > worst) worst = e / bound;
+                }
+            if (T == 32) memcpy(y32, yt, (size_t)MR * ldy * 4);
+            else if (T < 32)
+                for (int t = 0; t < T; t++) diff += memcmp(yt + (size_t)t * ldy + 1, y32 + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
+        }
+    KT_CHECK(bad == 0 && untouched == 0 && diff == 0, "qmma_reg %s N %d K %d: %zu out of bound (worst %.2f), %zu "
+             "outside the slice, %zu rows differ across T", kiln_dtype_name(dt), N, K, bad, worst, untouched, diff);
+    CU(cudaFree(dx)); CU(cudaFree(dy));
+    kiln_free(x); kiln_free(hx); kiln_free(y32); kiln_free(yt); kiln_free(ref); kiln_free(mag);
+}
+
 static void check_embed(kiln_dtype dt, const uint8_t *dw, const float *w, int N, int K) {
     enum { T = 5 };
     int32_t ids[T] = {0, N - 1, N / 2, 0, N / 3}, prev[T] = {-1, 1, -1, 0, -1}, ptok[2] = {N - 1, N / 2};
@@ -289,6 +375,11 @@ static void one(kiln_dtype dt, int N, int K, unsigned long long *s) {
     check_gemv(dt, KILN_DT_BF16, dw, w, N, K, s);
     if (N < 100) check_gemv(dt, KILN_DT_F16, dw, w, N, K, s);
     check_mma(dt, dw, w, N, K, s);
+    if (kiln_cuda_qmma_reg_supports(dt, K)) {
+        float *wr = reg_weights(dt, b, w, N, K);
+        check_mma_reg(dt, dw, wr, N, K, s);
+        kiln_free(wr);
+    }
     check_embed(dt, dw, w, N, K);
     CU(cudaFree(dw));
     kiln_free(b);
@@ -350,6 +441,30 @@ static void bench(void) {
             int Ts[7] = {1, 2, 4, 8, 16, 64, 0};
             void *dx64 = kc_dev((size_t)64 * K * 2);
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
+            if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
+                const int RT[12] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16};
+                const int RNT[12] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
+                for (int k = 0; k < 12; k++) {
+                    int T = RT[k], nt = RNT[k], wp = 4;
+                    cudaEvent_t a, b;
+                    CU(cudaEventCreate(&a));
+                    CU(cudaEventCreate(&b));
+                    for (int it = -3; it < 20; it++) {
+                        if (it == 0) CU(cudaEventRecord(a, 0));
+                        const uint8_t *w = dw + nb * (size_t)((it + 3) % copies);
+                        CU(kiln_cuda_qmma_reg((float *)dy, N, dx64, KILN_DT_BF16, w, dt, T, N, K, nt, wp, 132, 0));
+                    }
+                    CU(cudaEventRecord(b, 0));
+                    CU(cudaEventSynchronize(b));
+                    float ms;
+                    CU(cudaEventElapsedTime(&ms, a, b));
+                    double us = ms * 1000.0 / 20;
+                    printf("| %s | %s | %d x %d | reg %d nt %d w %d | %.1f | %.0f |\n", kiln_dtype_name(dt), sh[si].name, N,
+                           K, T, nt, wp, us, nb / us / 1e3);
+                    CU(cudaEventDestroy(a));
+                    CU(cudaEventDestroy(b));
+                }
+            }
             for (int k = 0; k < 7; k++) {
                 cudaEvent_t a, b;
                 CU(cudaEventCreate(&a));

@@ -139,7 +139,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
      * have more than that many rows (prefill), the LM head's only when that many sequences may
      * ask for logits (Devstral's Q6_K head: 1.34 GB not taken at the default 64 sequences) */
     if (c->quant) {
-        size_t mx = 0, direct = (size_t)(c->qgemv_max_rows > c->qmma_max_rows ? c->qgemv_max_rows : c->qmma_max_rows);
+        int dr = c->qgemv_max_rows > c->qmma_max_rows ? c->qgemv_max_rows : c->qmma_max_rows;
+        size_t mx = 0, direct = (size_t)(dr > c->qreg_max_rows ? dr : c->qreg_max_rows);
         if (kiln_dtype_is_quant(c->m->layers[0].wq->dtype) && T > direct) {
             size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F};
             for (int i = 0; i < 4; i++) mx = sz[i] > mx ? sz[i] : mx;
@@ -227,6 +228,8 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     c->qgemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_QGEMV_DEFAULT_ROWS;
     if (c->qgemv_max_rows > KILN_QGEMV_MAX_ROWS || bc->batch_invariant) c->qgemv_max_rows = 0;
     c->qmma_max_rows = bc->batch_invariant ? 0 : KILN_QMMA_MAX_ROWS;
+    c->qreg_max_rows = o->qreg_max_rows >= 0 ? o->qreg_max_rows : KILN_QMMA_MAX_ROWS;
+    if (c->qreg_max_rows > KILN_QMMA_MAX_ROWS || bc->batch_invariant) c->qreg_max_rows = 0;
 }
 
 /* The device of the config (its first; several are refused by check_model), else 0, and its
@@ -497,9 +500,10 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
                  c->skinny_max_rows, c->n_sm, kiln_cuda_skinny_pick_variant(8, mc->vocab_size, mc->dim, c->n_sm));
     else
         desc_printf(&d, "skinny:       off\n");
-    desc_printf(&d, "GGUF blocks:  q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k kept quantized; GEMV on int8 activations "
-                    "(dp4a) up to %d rows, tensor cores on dequantized tiles up to %d, then dequantization + "
-                    "cuBLASLt\n", c->qgemv_max_rows, c->qmma_max_rows);
+    desc_printf(&d, "GGUF blocks:  q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k kept quantized; q4_k q6_k q8_0: tensor "
+                    "cores dequantizing in registers up to %d rows; the others: GEMV on int8 activations (dp4a) up "
+                    "to %d rows, tensor cores on dequantized tiles up to %d; then dequantization + cuBLASLt\n",
+                c->qreg_max_rows, c->qgemv_max_rows, c->qmma_max_rows);
     if (c->wide_min_rows)
         desc_printf(&d, "wide:         %d..%d rows, variant %d (%zu KB shared memory per CTA)%s\n", c->wide_min_rows,
                  KILN_WIDE_MAX_ROWS, c->wide_variant, kiln_cuda_gemm_wide_smem(c->wide_variant, 16, mc->dim) / 1024,

@@ -74,6 +74,8 @@ typedef struct cuda_backend {
     float *xq_d, *xq_s;       /* [rows][max K / 32] block scales, [rows][max K / 16] half sums */
     int qmma_max_rows;        /* then qmma (tensor cores, tiles dequantized in shared memory) up to
                                * this many (0 in batch-invariant mode) */
+    int qreg_max_rows;        /* Q4_K / Q6_K / Q8_0 segments: qmma_reg (registers) up to this many
+                               * rows, before the GEMV / qmma below (0 in batch-invariant mode) */
     int qgemv_max_rows;       /* quantized weights: GEMV up to this many rows (0 in batch-invariant
                                * mode: every step dequantizes and runs the fixed cuBLASLt algorithm) */
     dev_alloc *allocs;

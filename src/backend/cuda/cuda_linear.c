@@ -35,26 +35,42 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
     return GEMM_LT;
 }
 
-/* Quantized weights: the GEMV per segment (each into its column slice of y) up to
- * qgemv_max_rows rows; then the tensor-core kernel on shared-memory tiles (qmma) up to
- * qmma_max_rows; above (prefill), every segment dequantized into the bf16 scratch wdq (rows
- * row0..row0+rows) and one cuBLASLt GEMM over the whole N x K. Returns whether y came from
- * cuBLASLt (then in g->ydt) through *lt. */
+/* Quantized weights, per segment (each into its column slice of y): Q4_K / Q6_K / Q8_0 on
+ * qmma_reg (tensor cores, dequantized in registers) up to qreg_max_rows rows; the other types on
+ * the int8 GEMV up to qgemv_max_rows, then qmma (tensor cores on shared-memory tiles) up to
+ * qmma_max_rows. When some segment can take none of those (prefill), every segment is
+ * dequantized into the bf16 scratch wdq (rows row0..row0+rows) and one cuBLASLt GEMM runs over
+ * the whole N x K. Returns whether y came from cuBLASLt (then in g->ydt) through *lt. */
+enum { QP_REG, QP_GEMV, QP_MMA, QP_LT };
+static int q_path(const cuda_backend *c, kiln_dtype dt, int K, int n) {
+    if (n <= c->qreg_max_rows && kiln_cuda_qmma_reg_supports(dt, K)) return QP_REG;
+    if (n <= c->qgemv_max_rows) return QP_GEMV;
+    if (n <= c->qmma_max_rows) return QP_MMA;
+    return QP_LT;
+}
 static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
                    kiln_error *err) {
-    *lt = n > c->qgemv_max_rows;
-    if (!*lt) { /* x as int8 blocks once, then each segment's GEMV */
-        LAUNCH(kiln_cuda_quantize_x(c->xq, c->xq_d, c->xq_s, x, c->adt, n, w->K, c->st));
-        for (int s = 0; s < w->n_seg; s++)
-            LAUNCH(kiln_cuda_qgemv_q8((float *)y + w->seg[s].row0, w->N, c->xq, c->xq_d, c->xq_s, w->seg[s].w,
-                                      w->seg[s].dt, n, w->seg[s].rows, w->K, 0, c->n_sm, c->st));
-        return KILN_OK;
+    int p[CUDA_MAT_SEGS], gemv = 0;
+    *lt = 0;
+    for (int s = 0; s < w->n_seg; s++) {
+        p[s] = q_path(c, w->seg[s].dt, w->K, n);
+        *lt |= p[s] == QP_LT;
+        gemv |= p[s] == QP_GEMV;
     }
-    if (n <= c->qmma_max_rows) { /* tensor cores on tiles dequantized in shared memory */
-        *lt = 0;
-        for (int s = 0; s < w->n_seg; s++)
-            LAUNCH(kiln_cuda_qmma((float *)y + w->seg[s].row0, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n,
-                                  w->seg[s].rows, w->K, c->st));
+    if (!*lt) {
+        if (gemv) /* x as int8 blocks once for the GEMV segments */
+            LAUNCH(kiln_cuda_quantize_x(c->xq, c->xq_d, c->xq_s, x, c->adt, n, w->K, c->st));
+        for (int s = 0; s < w->n_seg; s++) {
+            float *ys = (float *)y + w->seg[s].row0;
+            if (p[s] == QP_REG)
+                LAUNCH(kiln_cuda_qmma_reg(ys, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n, w->seg[s].rows, w->K, 0,
+                                          0, c->n_sm, c->st));
+            else if (p[s] == QP_GEMV)
+                LAUNCH(kiln_cuda_qgemv_q8(ys, w->N, c->xq, c->xq_d, c->xq_s, w->seg[s].w, w->seg[s].dt, n,
+                                          w->seg[s].rows, w->K, 0, c->n_sm, c->st));
+            else
+                LAUNCH(kiln_cuda_qmma(ys, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n, w->seg[s].rows, w->K, c->st));
+        }
         return KILN_OK;
     }
     if (!c->wdq) /* alloc_scratch sizes it for every step that can come here */

@@ -169,6 +169,16 @@ cudaError_t kiln_cuda_qgemv_q8(float *y, int ldy, const int8_t *xq, const float 
 #define KILN_QMMA_MAX_ROWS 64
 cudaError_t kiln_cuda_qmma(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
                            int N, int K, cudaStream_t st);
+/* kiln_cuda_qmma_reg (qmma_reg.cu): the same product for 1 <= T <= KILN_QMMA_MAX_ROWS rows of x
+ *   [T][K] bf16 on tensor cores with the weights dequantized in registers (Q4_K, Q6_K, Q8_0; K a
+ *   multiple of 256: kiln_cuda_qmma_reg_supports), x 16-byte aligned; Q8_0 weights are
+ *   kiln_cuda_qdequant's bf16, Q4_K / Q6_K use their unit scale and offset rounded to bf16 (the
+ *   file's note); nt n-tiles of 8 weight rows a warp (1, 2, 4; 0: by N and n_sm), warps 4 or 8
+ *   a CTA splitting K (0: 4). Row t has the same bits for any T at the same nt and warps (nt is
+ *   capped at 2 for Q6_K, Q8_0 and T > 32). */
+int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
+cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
+                               int N, int K, int nt, int warps, int n_sm, cudaStream_t st);
 cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
                                cudaStream_t st);
 cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,

@@ -1,0 +1,392 @@
+/* qmma_reg.cu: y[t][n] = sum_k x[t][k] W[n][k] for 1..64 rows of x on tensor cores (mma.sync
+ * m16n8k16, bf16 in, f32 accumulators), the GGUF weights dequantized in registers, straight from
+ * their blocks in global memory: no shared-memory tiles, no second pass. For the types of the
+ * Devstral GGUFs people run (Q4_K and Q6_K, Q4_K_M's mix; Q8_0), K a multiple of 256.
+ *
+ * Why: qlinear.cu's GEMV (dp4a) costs ~4 instructions a weight per activation row and its
+ * shared-memory qmma ~7 a weight (a unit decoded per thread, stored, synced, reloaded): both are
+ * instruction-bound far below the memory floor (H200: Q4_K gate|up at 16 rows 957 GB/s). Here a
+ * weight costs ~1.5 instructions whatever the row count (Q4_K / Q6_K: a byte permute builds two
+ * bf16 values 128 + code at once, one exact bf16x2 subtraction, one bf16x2 FMA with the unit's
+ * scale and offset), and the MMA covers 16 activation rows.
+ *
+ * Layout: a warp owns NT n-tiles of 8 weight rows and every 4th 256-element group of K (warp w:
+ * groups w, w + 4, ...; a CTA of 4 warps covers 8 NT rows and all of K; the warps' partial sums
+ * are added in warp order in shared memory at the end). In a group, lane (g = lane / 4,
+ * t4 = lane % 4) takes weight row g of each n-tile and the 64 contiguous elements
+ * [64 t4, 64 t4 + 64) of the group: the sum over k is the same in any order of k, so the MMA's
+ * logical k of step s (0..15) are mapped to the lane's physical elements 4 s .. 4 s + 3 (B
+ * fragment b0 = elements 4s, 4s + 1, b1 = 4s + 2, 4s + 3; A fragment likewise from x). Each
+ * lane's weight bytes are then contiguous: Q4_K qs[32 t4 .. 32 t4 + 32) (16-byte loads) holds
+ * sub-blocks 2 t4 (low nibbles) and 2 t4 + 1 (high); Q6_K ql[32 t4 ..] (sub-blocks
+ * 4 (t4 / 2) + t4 % 2 and that + 2, so its x columns are not contiguous: qr_xoff) and
+ * qh[32 (t4 / 2) ..]; Q8_0 blocks 2 t4 and 2 t4 + 1 of the group.
+ *
+ * Values: Q8_0 weights are bf16(d q), the bits of kiln_cuda_qdequant; Q4_K's are
+ * bf16(bf16(d sc) q + bf16(-dmin m)) and Q6_K's bf16(bf16(d sc) (q - 32)): the unit's scale and
+ * offset rounded to bf16 (a relative 2^-9 on the unit's scale, 3% of a quantization step on the
+ * offset at worst: far under the 4- and 6-bit rounding itself). The order of every sum depends on
+ * K and the CTA shape only, not on T: a row has the same bits in any batch of one launch shape. */
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cuda_dev.cuh"
+#include "backend/cuda/qdecode.cuh"
+#include <cuda_bf16.h>
+
+
+/* d += a b, m16n8k16 bf16 (not volatile: the compiler may interleave it with the decoding) */
+static __device__ __forceinline__ void qr_mma(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                              uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t qr_bf2_bits(__nv_bfloat162 v) { return *reinterpret_cast<uint32_t *>(&v); }
+static __device__ __forceinline__ __nv_bfloat162 qr_bits_bf2(uint32_t v) {
+    return *reinterpret_cast<__nv_bfloat162 *>(&v);
+}
+
+#define QR_WARPS 4
+#define QR_STAGES 4 /* groups in flight per warp (the copy of group i + 3 runs while i is multiplied) */
+/* raw 32-bit words a lane takes for one n-tile row and group */
+#define QR_NRAW(dt) ((dt) == KILN_DT_Q4_K ? 12 : (dt) == KILN_DT_Q6_K ? 24 : 17)
+/* the widest n-tile count a type runs at (more raw words would spill) */
+#define QR_NTMAX(dt) ((dt) == KILN_DT_Q4_K ? 4 : 2)
+/* bytes of a row's group in a stage: the block (Q4_K 144; Q8_0 eight blocks, 272), Q6_K's 210
+ * from the 4-byte word below its start, 56 words (the realigning reads stay inside) */
+#define QR_RB(dt) ((dt) == KILN_DT_Q4_K ? 144 : (dt) == KILN_DT_Q6_K ? 224 : 272)
+#define QR_BB(dt) ((dt) == KILN_DT_Q4_K ? 144 : (dt) == KILN_DT_Q6_K ? 210 : 272)
+/* dynamic shared memory: the warps' stages, reused for the partial sums at the end */
+#define QR_SMEM(dt, mt, nt)                                                                                             \
+    ((size_t)QR_WARPS * QR_STAGES * (nt) * 8 * QR_RB(dt) > (size_t)QR_WARPS * (mt) * (nt) * 4 * 32 * 4                 \
+         ? (size_t)QR_WARPS * QR_STAGES * (nt) * 8 * QR_RB(dt)                                                          \
+         : (size_t)QR_WARPS * (mt) * (nt) * 4 * 32 * 4)
+
+static __device__ __forceinline__ void qr_cp16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src));
+}
+static __device__ __forceinline__ void qr_cp4(void *dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src));
+}
+
+/* the warp copies group G of its 8 NT rows into a stage [8 NT][QR_RB] (coalesced: consecutive
+ * lanes take consecutive 16-byte pieces of a row's group) */
+template <int DT, int NT>
+static __device__ __forceinline__ void qr_copy(uint8_t *stage, const uint8_t *w, int64_t row_bytes, int n0, int N, int G,
+                                               int lane) {
+    const int P = DT == KILN_DT_Q6_K ? QR_RB(DT) / 4 : QR_RB(DT) / 16; /* pieces a row */
+#pragma unroll 4
+    for (int q = lane; q < NT * 8 * P; q += 32) {
+        int r = q / P, j = q - r * P;
+        const uint8_t *src = w + (int64_t)min(n0 + r, N - 1) * row_bytes + (int64_t)G * QR_BB(DT);
+        if (DT == KILN_DT_Q6_K)
+            qr_cp4(stage + r * QR_RB(DT) + 4 * j, (const uint8_t *)((uintptr_t)src & ~(uintptr_t)3) + 4 * j);
+        else
+            qr_cp16(stage + r * QR_RB(DT) + 16 * j, src + 16 * j);
+    }
+}
+
+/* the lane's raw words of one row's group in a stage: blk is the block's first byte there (for
+ * Q6_K the stage row plus the block's offset in its word, so that blk and the block in global
+ * memory agree modulo 4) */
+template <int DT>
+static __device__ __forceinline__ void qr_load(uint32_t *r, const uint8_t *blk, int t4) {
+    if (DT == KILN_DT_Q4_K) { /* d, dmin, scales[12] | qs[32 t4 .. +32): 16-byte aligned */
+        uint4 h = *(const uint4 *)blk, q0 = *(const uint4 *)(blk + 16 + 32 * t4), q1 = *(const uint4 *)(blk + 32 + 32 * t4);
+        r[0] = h.x, r[1] = h.y, r[2] = h.z, r[3] = h.w;
+        r[4] = q0.x, r[5] = q0.y, r[6] = q0.z, r[7] = q0.w;
+        r[8] = q1.x, r[9] = q1.y, r[10] = q1.z, r[11] = q1.w;
+    } else if (DT == KILN_DT_Q6_K) { /* 2-byte aligned: aligned words, realigned at decode */
+        const uint32_t *ql = (const uint32_t *)((uintptr_t)(blk + 32 * t4) & ~(uintptr_t)3);
+        const uint32_t *qh = (const uint32_t *)((uintptr_t)(blk + 128 + 32 * (t4 >> 1)) & ~(uintptr_t)3);
+        const uint32_t *sc = (const uint32_t *)((uintptr_t)(blk + 192) & ~(uintptr_t)3);
+#pragma unroll
+        for (int i = 0; i < 9; i++) r[i] = ql[i];
+#pragma unroll
+        for (int i = 0; i < 9; i++) r[9 + i] = qh[i];
+#pragma unroll
+        for (int i = 0; i < 6; i++) r[18 + i] = sc[i];
+    } else { /* Q8_0: blocks 2 t4, 2 t4 + 1 of the group (68 bytes, 4-byte aligned) */
+        const uint32_t *p = (const uint32_t *)(blk + 68 * t4);
+#pragma unroll
+        for (int i = 0; i < 17; i++) r[i] = p[i];
+    }
+}
+
+/* per-group scale data of a lane (bf16x2 pairs): Q4_K {a, mn} of sub-blocks 2 t4, 2 t4 + 1;
+ * Q6_K a of its 4 16-element groups; Q8_0 d of its 2 blocks (f32 bits) */
+template <int DT>
+static __device__ __forceinline__ void qr_prep(const uint32_t *r, int t4, const uint8_t *b, uint32_t *p) {
+    if (DT == KILN_DT_Q4_K) {
+        float d = kiln_q_h2f(r[0]), dmin = kiln_q_h2f(r[0] >> 16);
+        int lo = t4 < 2;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int j = 2 * t4 + h;
+            uint32_t b0 = kiln_q_byte3(r + 1, lo ? j : j + 4), b1 = kiln_q_byte3(r + 1, lo ? j + 4 : j - 4),
+                     b2 = kiln_q_byte3(r + 1, j);
+            int sc = lo ? (int)(b0 & 63) : (int)((b0 & 15) | ((b1 >> 6) << 4));
+            int mn = lo ? (int)(b1 & 63) : (int)((b0 >> 4) | ((b2 >> 6) << 4));
+            p[2 * h] = qr_bf2_bits(__float2bfloat162_rn(__fmul_rn(d, (float)sc)));
+            p[2 * h + 1] = qr_bf2_bits(__float2bfloat162_rn(-__fmul_rn(dmin, (float)mn)));
+        }
+    } else if (DT == KILN_DT_Q6_K) {
+        /* scales[16] at byte 192, d at 208; the words start at (b + 192) & ~3 */
+        unsigned sh = (unsigned)((uintptr_t)(b + 192) & 3) * 8u;
+        uint32_t w[5];
+#pragma unroll
+        for (int i = 0; i < 5; i++) w[i] = __funnelshift_r(r[18 + i], r[19 + i], sh);
+        float d = kiln_q_h2f(w[4]);
+        /* lane t4: h = t4 / 2, units k = t4 % 2 (low nibbles) and k + 2 (high); scale index
+         * 8h + 2k + e / 16 */
+        int base = 8 * (t4 >> 1) + 2 * (t4 & 1);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int si = base + (i >> 1) * 4 + (i & 1);
+            int8_t s = (int8_t)kiln_q_byte4(w, si);
+            p[i] = qr_bf2_bits(__float2bfloat162_rn(__fmul_rn(d, (float)s)));
+        }
+    } else {
+        p[0] = __float_as_uint(kiln_q_h2f(r[0]));
+        p[1] = __float_as_uint(kiln_q_h2f(r[8] >> 16));
+    }
+}
+
+/* step s (0..15) of the lane's 64 elements: b0 = elements 4s, 4s + 1, b1 = 4s + 2, 4s + 3 */
+template <int DT, int S>
+static __device__ __forceinline__ void qr_step(const uint32_t *r, const uint32_t *p, int t4, const uint8_t *b, uint32_t *b0,
+                                               uint32_t *b1) {
+    if (DT == KILN_DT_Q4_K) {
+        uint32_t nib = (S < 8 ? r[4 + S] : r[4 + S - 8] >> 4) & 0x0f0f0f0fu;
+        __nv_bfloat162 v0 = qr_bits_bf2(__byte_perm(nib, 0x43434343u, 0x4140)), /* 128 + code, exact */
+            v1 = qr_bits_bf2(__byte_perm(nib, 0x43434343u, 0x4342));
+        const __nv_bfloat162 c128 = qr_bits_bf2(0x43004300u);
+        __nv_bfloat162 a = qr_bits_bf2(p[S < 8 ? 0 : 2]), m = qr_bits_bf2(p[S < 8 ? 1 : 3]);
+        *b0 = qr_bf2_bits(__hfma2(__hsub2(v0, c128), a, m));
+        *b1 = qr_bf2_bits(__hfma2(__hsub2(v1, c128), a, m));
+    } else if (DT == KILN_DT_Q6_K) {
+        unsigned shl = (unsigned)((uintptr_t)(b + 32 * t4) & 3) * 8u;
+        unsigned shh = (unsigned)((uintptr_t)(b + 128 + 32 * (t4 >> 1)) & 3) * 8u;
+        const int i = S & 7;
+        uint32_t ql = __funnelshift_r(r[i], r[i + 1], shl), qh = __funnelshift_r(r[9 + i], r[10 + i], shh);
+        unsigned hs = 2u * (unsigned)(t4 & 1) + (S < 8 ? 0u : 4u);
+        uint32_t c = ((S < 8 ? ql : ql >> 4) & 0x0f0f0f0fu) | (((qh >> hs) & 0x03030303u) << 4);
+        __nv_bfloat162 v0 = qr_bits_bf2(__byte_perm(c, 0x43434343u, 0x4140)),
+            v1 = qr_bits_bf2(__byte_perm(c, 0x43434343u, 0x4342));
+        const __nv_bfloat162 c160 = qr_bits_bf2(0x43204320u); /* 128 + 32 */
+        __nv_bfloat162 a = qr_bits_bf2(p[(S < 8 ? 0 : 2) + ((S >> 2) & 1)]);
+        *b0 = qr_bf2_bits(__hmul2(__hsub2(v0, c160), a));
+        *b1 = qr_bf2_bits(__hmul2(__hsub2(v1, c160), a));
+    } else { /* Q8_0: block 2 t4 codes at bytes 2..33 of the 68, block 2 t4 + 1 at 36..67 */
+        uint32_t c = S < 8 ? __funnelshift_r(r[S], r[S + 1], 16) : r[9 + S - 8];
+        float d = __uint_as_float(p[S < 8 ? 0 : 1]);
+        float f0 = __fmul_rn(d, (float)(int8_t)(c & 0xff)), f1 = __fmul_rn(d, (float)(int8_t)((c >> 8) & 0xff)),
+              f2 = __fmul_rn(d, (float)(int8_t)((c >> 16) & 0xff)), f3 = __fmul_rn(d, (float)(int8_t)(c >> 24));
+        *b0 = qr_bf2_bits(__floats2bfloat162_rn(f0, f1));
+        *b1 = qr_bf2_bits(__floats2bfloat162_rn(f2, f3));
+    }
+}
+
+/* one step of the MMA for every n-tile and m-tile; xa[m][h]: words of x rows 16m + g + 8h */
+template <int DT, int MT, int NT, int S>
+static __device__ __forceinline__ void qr_mma_step(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
+                                                   const uint32_t (*p)[4], const uint2 (*xa)[2], int t4,
+                                                   const uint8_t *const *blk) {
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+        uint32_t b0, b1;
+        qr_step<DT, S>(r[i], p[i], t4, blk[i], &b0, &b1);
+#pragma unroll
+        for (int m = 0; m < MT; m++) qr_mma(acc[m][i], xa[m][0].x, xa[m][1].x, xa[m][0].y, xa[m][1].y, b0, b1);
+    }
+}
+
+/* element offset in the group of the lane's physical elements 8j .. 8j + 7 (steps 2j, 2j + 1):
+ * Q4_K / Q8_0 own [64 t4, 64 t4 + 64); Q6_K sub-blocks 4h + k and 4h + k + 2 (h = t4 / 2,
+ * k = t4 % 2: the low and high nibbles of its ql bytes) */
+template <int DT>
+static __device__ __forceinline__ int qr_xoff(int t4, int j) {
+    if (DT == KILN_DT_Q6_K) return 32 * (4 * (t4 >> 1) + (t4 & 1) + (j < 4 ? 0 : 2)) + 8 * (j & 3);
+    return 64 * t4 + 8 * j;
+}
+
+/* the group's whole product: 16 steps; x loaded 16 bytes (two steps) at a time */
+template <int DT, int MT, int NT>
+static __device__ __forceinline__ void qr_group(float (*acc)[NT][4], const uint8_t *const *blk, int G, int t4, int g,
+                                                const uint16_t *__restrict__ x, int T, int K) {
+    uint32_t r[NT][QR_NRAW(DT)], p[NT][4];
+#pragma unroll
+    for (int i = 0; i < NT; i++) {
+        qr_load<DT>(r[i], blk[i], t4);
+        qr_prep<DT>(r[i], t4, blk[i], p[i]);
+    }
+    const int64_t k0 = (int64_t)G * 256;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        uint4 xv[MT][2];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int t = 16 * m + 8 * h + g;
+                xv[m][h] = t < T ? __ldg((const uint4 *)(x + (int64_t)t * K + k0 + qr_xoff<DT>(t4, j)))
+                                 : make_uint4(0, 0, 0, 0);
+            }
+        uint2 xa[MT][2];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].x, xv[m][h].y);
+#define QR_STEP(S) qr_mma_step<DT, MT, NT, S>(acc, r, p, xa, t4, blk)
+        switch (j) { /* S must be a constant: registers, not local memory */
+        case 0: QR_STEP(0); break;
+        case 1: QR_STEP(2); break;
+        case 2: QR_STEP(4); break;
+        case 3: QR_STEP(6); break;
+        case 4: QR_STEP(8); break;
+        case 5: QR_STEP(10); break;
+        case 6: QR_STEP(12); break;
+        default: QR_STEP(14); break;
+        }
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].z, xv[m][h].w);
+        switch (j) {
+        case 0: QR_STEP(1); break;
+        case 1: QR_STEP(3); break;
+        case 2: QR_STEP(5); break;
+        case 3: QR_STEP(7); break;
+        case 4: QR_STEP(9); break;
+        case 5: QR_STEP(11); break;
+        case 6: QR_STEP(13); break;
+        default: QR_STEP(15); break;
+        }
+#undef QR_STEP
+    }
+}
+
+template <int DT, int MT, int NT>
+static __global__ void __launch_bounds__(QR_WARPS * 32)
+qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
+                int64_t row_bytes, int T, int N, int K) {
+    extern __shared__ __align__(16) uint8_t qr_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
+    const int n0 = blockIdx.x * 8 * NT, NG = K / 256, ng = (NG - warp + QR_WARPS - 1) / QR_WARPS;
+    const int STAGE = NT * 8 * QR_RB(DT);
+    uint8_t *ws = qr_smem + (size_t)warp * QR_STAGES * STAGE;
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int i = 0; i < NT; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[m][i][e] = 0.0f;
+    /* warp w multiplies groups w, w + 4, ... (its i-th: w + 4i), each copied QR_STAGES - 1 ahead */
+#pragma unroll
+    for (int s = 0; s < QR_STAGES - 1; s++) {
+        if (s < ng) qr_copy<DT, NT>(ws + s * STAGE, w, row_bytes, n0, N, warp + s * QR_WARPS, lane);
+        kiln_cp_commit();
+    }
+    for (int i = 0; i < ng; i++) {
+        int in = i + QR_STAGES - 1;
+        if (in < ng) qr_copy<DT, NT>(ws + (in % QR_STAGES) * STAGE, w, row_bytes, n0, N, warp + in * QR_WARPS, lane);
+        kiln_cp_commit();
+        kiln_cp_wait<QR_STAGES - 1>();
+        __syncwarp();
+        const int G = warp + i * QR_WARPS;
+        const uint8_t *st = ws + (i % QR_STAGES) * STAGE;
+        const uint8_t *blk[NT];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+            blk[j] = st + (8 * j + g) * QR_RB(DT);
+            if (DT == KILN_DT_Q6_K) /* the block's offset in its word, as in global memory */
+                blk[j] += ((uintptr_t)(w + (int64_t)min(n0 + 8 * j + g, N - 1) * row_bytes + (int64_t)G * 210)) & 3;
+        }
+        qr_group<DT, MT, NT>(acc, blk, G, t4, g, x, T, K);
+        __syncwarp(); /* every lane is done with the stage before it is refilled */
+    }
+    kiln_cp_wait<0>();
+    __syncthreads();
+    /* warp partials, added in warp order: acc[m][i][e] is (row 16m + g + 8(e / 2), column
+     * 8i + 2 t4 + e % 2) */
+    float *red = (float *)qr_smem; /* [QR_WARPS][MT NT 4][32] */
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int i = 0; i < NT; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) red[(warp * MT * NT * 4 + (m * NT + i) * 4 + e) * 32 + lane] = acc[m][i][e];
+    __syncthreads();
+    for (int q = threadIdx.x; q < MT * NT * 4 * 32; q += QR_WARPS * 32) {
+        int l = q & 31, f = q >> 5, e = f & 3, i = (f >> 2) % NT, m = (f >> 2) / NT;
+        int t = 16 * m + (l >> 2) + 8 * (e >> 1), n = n0 + 8 * i + 2 * (l & 3) + (e & 1);
+        float v = red[q];
+#pragma unroll
+        for (int ww = 1; ww < QR_WARPS; ww++) v += red[ww * MT * NT * 4 * 32 + q];
+        if (t < T && n < N) y[(int64_t)t * ldy + n] = v;
+    }
+}
+
+template <int DT, int MT, int NT>
+static cudaError_t qr_launch_k(float *y, int ldy, const uint16_t *x, const uint8_t *w, int64_t rb, int T, int N, int K,
+                               cudaStream_t st) {
+    size_t smem = QR_SMEM(DT, MT, NT);
+    cudaError_t e = cudaFuncSetAttribute(qmma_reg_kernel<DT, MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess) return e;
+    unsigned grid = (unsigned)((N + 8 * NT - 1) / (8 * NT));
+    qmma_reg_kernel<DT, MT, NT><<<grid, QR_WARPS * 32, smem, st>>>(y, ldy, x, w, rb, T, N, K);
+    return cudaSuccess;
+}
+
+template <int DT, int MT>
+static cudaError_t qr_launch_nt(float *y, int ldy, const uint16_t *x, const uint8_t *w, int64_t rb, int T, int N, int K,
+                                int nt, cudaStream_t st) {
+    if (nt == 1) return qr_launch_k<DT, MT, 1>(y, ldy, x, w, rb, T, N, K, st);
+    if (nt == 2) return qr_launch_k<DT, MT, 2>(y, ldy, x, w, rb, T, N, K, st);
+    return qr_launch_k<DT, MT, (MT == 4 ? 2 : QR_NTMAX(DT))>(y, ldy, x, w, rb, T, N, K, st);
+}
+
+template <int DT>
+static cudaError_t qr_launch(float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K, int nt,
+                             cudaStream_t st) {
+    int64_t rb = kiln_q_row_bytes((kiln_dtype)DT, K);
+    if (nt > QR_NTMAX(DT)) nt = QR_NTMAX(DT);
+    if (T > 32 && nt > 2) nt = 2; /* 4 m-tiles: 2 n-tiles at most */
+    if (T <= 16) return qr_launch_nt<DT, 1>(y, ldy, x, w, rb, T, N, K, nt, st);
+    if (T <= 32) return qr_launch_nt<DT, 2>(y, ldy, x, w, rb, T, N, K, nt, st);
+    return qr_launch_nt<DT, 4>(y, ldy, x, w, rb, T, N, K, nt, st);
+}
+
+extern "C" int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K) {
+    return (wdt == KILN_DT_Q4_K || wdt == KILN_DT_Q6_K || wdt == KILN_DT_Q8_0) && K >= 256 && K % 256 == 0;
+}
+
+/* n-tiles per warp: 1 while that leaves fewer than ~4 CTAs an SM, else 2, 4 for the widest */
+static int qr_pick_nt(int N, int n_sm) {
+    int sm = n_sm > 0 ? n_sm : 132;
+    if (N / 32 >= sm * 8) return 4;
+    if (N / 16 >= sm * 2) return 2;
+    return 1;
+}
+
+extern "C" cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w,
+                                          kiln_dtype wdt, int T, int N, int K, int nt, int warps, int n_sm,
+                                          cudaStream_t st) {
+    if (!kiln_cuda_qmma_reg_supports(wdt, K) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 ||
+        ldy < N || !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
+        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || (warps != 0 && warps != QR_WARPS))
+        return cudaErrorInvalidValue;
+    if (!nt) nt = qr_pick_nt(N, n_sm);
+    const uint16_t *xb = (const uint16_t *)x;
+    const uint8_t *wb = (const uint8_t *)w;
+    cudaError_t e;
+    switch (wdt) {
+    case KILN_DT_Q4_K: e = qr_launch<KILN_DT_Q4_K>(y, ldy, xb, wb, T, N, K, nt, st); break;
+    case KILN_DT_Q6_K: e = qr_launch<KILN_DT_Q6_K>(y, ldy, xb, wb, T, N, K, nt, st); break;
+    default: e = qr_launch<KILN_DT_Q8_0>(y, ldy, xb, wb, T, N, K, nt, st); break;
+    }
+    if (e != cudaSuccess) return e;
+    KILN_CUDA_CHECK_LAUNCH();
+}
