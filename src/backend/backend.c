@@ -134,3 +134,13 @@ const kiln_backend_ops *kiln_backend_find(const char *name) {
     if (strcmp(name, "cuda") == 0) return kiln_backend_cuda_ops();
     return NULL;
 }
+
+int kiln_backend_check_model(const kiln_backend_ops *ops, const kiln_model *m, kiln_error *err) {
+    unsigned missing = kiln_model_features(m) & ~ops->features;
+    if (!missing) return KILN_OK;
+    char names[256];
+    kiln_model_feature_names(m, missing, names, sizeof names);
+    int cpu_runs = !(kiln_model_features(m) & ~kiln_backend_cpu_ops()->features);
+    return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s backend: %s not supported yet (model %s)%s", ops->name, names,
+                    m->path, cpu_runs && ops != kiln_backend_cpu_ops() ? "; --backend cpu runs it" : "");
+}

@@ -283,6 +283,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .cuda = o->cuda,
     };
     memcpy(bc.devices, o->devices, sizeof bc.devices);
+    if ((rc = kiln_backend_check_model(e->ops, e->model, err))) goto fail; /* I3: refused at load */
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
     for (int k = 0; k < 2; k++) {

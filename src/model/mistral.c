@@ -45,13 +45,15 @@ static int opt_num(json_t *j, const char *key, double def, double *out, const ch
 static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error *err) {
     memset(c, 0, sizeof *c);
     if (!json_is_object(j)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
-    const char *refused[] = {"moe", "vision_encoder", "quantization", "lora"};
+    const char *refused[] = {"moe", "quantization", "lora", "yarn"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         json_t *v = json_object_get(j, refused[i]);
         if (v && !json_is_null(v))
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: \"%s\" models are not supported", path,
                             refused[i]);
     }
+    json_t *ve = json_object_get(j, "vision_encoder");
+    if (ve && !json_is_null(ve)) snprintf(c->text_of, sizeof c->text_of, "vision_encoder"); /* text only */
     int rc;
     if ((rc = req_int(j, "dim", &c->dim, path, err)) ||
         (rc = req_int(j, "n_layers", &c->n_layers, path, err)) ||
@@ -75,11 +77,14 @@ static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error 
     if (sw && !json_is_null(sw)) {
         if (!json_is_integer(sw))
             return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not an integer", path);
-        if (json_integer_value(sw) < c->max_seq_len)
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "%s: sliding_window %lld is smaller than the context length %d "
-                            "(sliding-window attention is not supported)",
-                            path, (long long)json_integer_value(sw), c->max_seq_len);
+        if (json_integer_value(sw) < 1 || json_integer_value(sw) > 0x7fffffff)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not a positive integer", path);
+        if (json_integer_value(sw) < c->max_seq_len) { /* Mistral: every layer windowed */
+            if (c->n_layers > KILN_MAX_WINDOW_LAYERS)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: sliding window with %d layers", path, c->n_layers);
+            c->sliding_window = (int)json_integer_value(sw);
+            for (int l = 0; l < c->n_layers; l++) c->window_layers[l / 64] |= 1ull << (l % 64);
+        }
     }
     json_t *rs = json_object_get(j, "rope_scaling");
     if (rs && !json_is_null(rs))
@@ -112,6 +117,12 @@ int kiln_load_mistral(kiln_model *m, const char *dir, kiln_error *err) {
     if (!kiln_file_exists(p))
         return KILN_ERR(err, KILN_ERR_NOT_FOUND, "%s: no consolidated.safetensors beside params.json", dir);
     if ((rc = kiln_model_add_safetensors(m, p, err))) return rc;
+    if (m->cfg.text_of[0]) { /* Pixtral-style vision encoder and adapter: skipped, text only */
+        static const kiln_prefix_map mm[] = {{"vision_encoder.", NULL}, {"vision_language_adapter.", NULL},
+                                             {"patch_merger.", NULL},   {"pre_mm_projector_norm.", NULL},
+                                             {NULL, NULL}};
+        kiln_model_take_text(m, mm);
+    }
     const kiln_tensor *e = kiln_model_find(m, "tok_embeddings.weight");
     if (!e) e = kiln_model_find(m, "output.weight");
     m->cfg.dtype = e ? e->dtype : KILN_DT_BF16;

@@ -2,7 +2,9 @@
  *
  * Per step (T = s->n_tokens rows, D = dim, H = n_heads, KV = n_kv_heads, hd = head_dim):
  *   x[T][D]    = embedding rows
- *   per layer:  xn = rmsnorm(x);  q[T][H*hd], k[T][KV*hd], v[T][KV*hd] = xn W^T;  RoPE(q, k);
+ *   per layer:  xn = rmsnorm(x);  q[T][H*hd], k[T][KV*hd], v[T][KV*hd] = xn W^T (+ bias: Qwen2);
+ *               q, k = rmsnorm per head [hd] (Qwen3);  RoPE(q, k) with the model's inverse
+ *               frequencies and cos / sin factor (kiln_rope_inv_freq: RoPE scaling);
  *               k, v -> KV pool at slot_mapping;  att[T][H*hd] = causal GQA attention through
  *               the block tables (attention.c);  x += att Wo^T;  xn = rmsnorm(x);
  *               x += (silu(xn Wg^T) * xn Wu^T) Wd^T
@@ -44,6 +46,8 @@ typedef struct cpu_backend {
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
     double *rope_cs, *rope_sn; /* [max_tokens][head_dim / 2]: this step's RoPE angles */
+    double *rope_inv;          /* [head_dim / 2] the model's inverse frequencies (kiln_rope_inv_freq) */
+    double rope_mscale;        /* cos / sin multiplier (YaRN), else 1 */
     float *scores;      /* [n_threads][heads per KV head][max_model_len] */
     kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
@@ -78,6 +82,7 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->ctx.xperm);
     kiln_free_aligned(c->rope_cs);
     kiln_free_aligned(c->rope_sn);
+    kiln_free(c->rope_inv);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
     kiln_free(c->tok_in);
@@ -189,6 +194,12 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->att = alloc_f32(T * qd, &sb);
     c->gate = alloc_f32(T * mc->hidden_dim, &sb);
     c->up = alloc_f32(T * mc->hidden_dim, &sb);
+    c->rope_inv = kiln_malloc((size_t)(mc->head_dim / 2 + 1) * sizeof(double));
+    if (!c->rope_inv) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory");
+        goto fail;
+    }
+    if ((rc = kiln_rope_inv_freq(m, c->rope_inv, &c->rope_mscale, err))) goto fail;
     c->rope_cs = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
@@ -275,13 +286,22 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
                             kiln_dtype_name(m->tok_embd->dtype));
     }
-    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
+    kiln_cpu_rope_angles_inv(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim / 2, c->rope_inv, c->rope_mscale);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
         float *const qkv[3] = {c->q, c->k, c->v};
         const kiln_tensor *const wqkv[3] = {w->wq, w->wk, w->wv};
         if ((rc = kiln_cpu_matmul_multi(&c->ctx, 3, qkv, c->xn, T, wqkv, err))) return rc;
+        if (w->bq) { /* Qwen2: q [T][H*hd], k / v [T][KV*hd] + their biases */
+            kiln_cpu_add_bias(c->q, w->bq, T, mc->n_heads * mc->head_dim);
+            kiln_cpu_add_bias(c->k, w->bk, T, mc->n_kv_heads * mc->head_dim);
+            kiln_cpu_add_bias(c->v, w->bv, T, mc->n_kv_heads * mc->head_dim);
+        }
+        if (w->q_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
+            kiln_cpu_rmsnorm(&c->ctx, c->q, c->q, w->q_norm, T * mc->n_heads, mc->head_dim, mc->norm_eps);
+            kiln_cpu_rmsnorm(&c->ctx, c->k, c->k, w->k_norm, T * mc->n_kv_heads, mc->head_dim, mc->norm_eps);
+        }
         kiln_cpu_rope_apply(&c->ctx, c->q, c->rope_cs, c->rope_sn, T, mc->n_heads, mc->head_dim, mc->rope_style);
         kiln_cpu_rope_apply(&c->ctx, c->k, c->rope_cs, c->rope_sn, T, mc->n_kv_heads, mc->head_dim, mc->rope_style);
         kv_write(c, s, l);
@@ -361,6 +381,7 @@ static const kiln_backend_ops k_cpu_ops = {
     .finish_step = cpu_finish,
     .memory = cpu_memory,
     .destroy = cpu_destroy,
+    .features = KILN_FEAT_QKV_BIAS | KILN_FEAT_QK_NORM | KILN_FEAT_ROPE_SCALING | KILN_FEAT_WINDOW,
 };
 
 const kiln_backend_ops *kiln_backend_cpu_ops(void) { return &k_cpu_ops; }

