@@ -23,6 +23,8 @@ typedef struct kiln_backend_config {
     int max_seqs;
     int max_blocks_per_seq;
     int max_model_len;
+    int kv_window;          /* > 0: the engine releases KV blocks out of this window (every layer's
+                             * window is at most this); they read as block 0 (step.h kv_window) */
     kiln_kv_layout kv;
     int n_threads;          /* cpu: 0 = all cores */
     int strict;             /* KILN_STRICT=1: refuse every fallback */

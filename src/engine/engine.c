@@ -268,11 +268,20 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
      * off with the option overlap = -1 (KILN_OVERLAP=0) */
     e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !e->fault_break_batch;
+    /* windows on every layer: KV blocks no query can see any more are released (scheduler.c);
+     * a model with some full-attention layers keeps them all (one block id covers every layer) */
+    e->kv_window = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        int w = e->model->layers[l].window;
+        if (w <= 0) { e->kv_window = 0; break; }
+        if (w > e->kv_window) e->kv_window = w;
+    }
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
         .max_seqs = e->max_seqs,
         .max_blocks_per_seq = e->max_blocks_per_seq,
         .max_model_len = e->max_model_len,
+        .kv_window = e->kv_window,
         .kv = e->kv_layout,
         .n_threads = o->n_threads,
         .strict = e->strict,
@@ -585,6 +594,8 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         row[am] += 1e-3f;
     }
     if (!rc) e->stats.steps++;
+    int used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+    if (used > e->kv_peak) e->kv_peak = used;
     int li = 0;
     for (int i = 0; i < s->n_seqs; i++) {
         kiln_req *r = e->step_reqs[k][i];
@@ -723,6 +734,7 @@ void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s) {
     s->kv_blocks_total = kiln_kv_num_usable(e->kv);
     s->kv_blocks_cached = kiln_kv_num_cached_free(e->kv);
     s->kv_blocks_used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+    s->kv_blocks_peak = e->kv_peak > s->kv_blocks_used ? e->kv_peak : s->kv_blocks_used;
     s->syncs = e->backend ? e->backend->n_syncs : 0;
 }
 
@@ -767,12 +779,12 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         if (ids[i] < 0 || ids[i] >= mc->vocab_size)
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "token %d at position %d is outside the vocabulary", ids[i], i);
     int nb = (n + e->block_size - 1) / e->block_size;
-    int32_t *blocks = kiln_malloc((size_t)nb * sizeof(int32_t));
+    int32_t *blocks = kiln_calloc((size_t)nb, sizeof(int32_t));
     if (!blocks) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
-    rc = kiln_kv_alloc(e->kv, nb, blocks, err);
-    if (rc) { kiln_free(blocks); return rc; }
     kiln_step *s = &e->steps[0];
     for (int i = 0; i < n && !rc; i++) {
+        /* a block when the position enters it (with windows, the ones behind are released) */
+        if (i % e->block_size == 0 && (rc = kiln_kv_alloc(e->kv, 1, &blocks[i / e->block_size], err))) break;
         s->n_tokens = 1;
         s->n_seqs = 1;
         s->token_ids[0] = ids[i];
@@ -790,6 +802,15 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         memset(&res, 0, sizeof res);
         if ((rc = e->ops->encode_step(e->backend, s, err)) || (rc = e->ops->finish_step(e->backend, &res, err))) break;
         memcpy(out + (size_t)i * mc->vocab_size, res.logits, (size_t)mc->vocab_size * sizeof(float));
+        int used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+        if (used > e->kv_peak) e->kv_peak = used;
+        /* sliding windows: the blocks the next position's window no longer covers (as scheduler.c) */
+        int lo = i + 1 - e->kv_window + 1, nrel = e->kv_window > 0 && lo > 0 ? lo / e->block_size : 0;
+        for (int b = 0; b < nrel && b < nb; b++)
+            if (blocks[b]) {
+                kiln_kv_release(e->kv, &blocks[b], 1);
+                blocks[b] = 0;
+            }
     }
     kiln_kv_release(e->kv, blocks, nb);
     kiln_free(blocks);

@@ -62,6 +62,29 @@ def test_sliding_window_matters(fixture):
     assert rel(win[8:], full[8:]) > 1e-3
 
 
+@pytest.mark.parametrize("fixture,bound", [("mistral-swa", 5), ("qwen2-swa", None)])
+def test_sliding_window_blocks_released(kiln, fixture, bound):
+    """Contexts of 2x and 4x the window (8), 2-slot KV blocks: logits equal the float64 oracle
+    with the window mask, and the blocks in use stay within the window (mistral-swa: 5 blocks =
+    the most that 8 positions straddle) where every layer is windowed; qwen2-swa has a full
+    layer 0, so every block is kept. Pool usage printed."""
+    d = os.path.join(FIX, fixture)
+    for n in (16, 32):
+        ids = IDS[:n]
+        with tempfile.NamedTemporaryFile(suffix=".f32") as f:
+            r = subprocess.run([kiln, "logits", "--model", d, "--prompt-ids", ",".join(map(str, ids)), "--out", f.name,
+                                "--block-size", "2"], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            got = np.fromfile(f.name, dtype=np.float32).reshape(n, -1)
+        peak = int(r.stderr.split("KV blocks in use at most ")[1].split()[0])
+        full = forward_f64(d, ids, window_override=[0, 0])
+        exact = forward_f64(d, ids)
+        print(f"{fixture} context {n} (window 8): kiln vs windowed float64 {rel(got, exact):.2e}, vs full attention "
+              f"{rel(got, full):.2e}; KV blocks in use at most {peak} of the {n // 2} the context fills")
+        assert rel(got, exact) <= 1e-5
+        assert peak == (bound if bound else n // 2)
+
+
 def test_sliding_window_chunked_decode_releases_blocks(kiln):
     """Contexts of 2x and 4x the window (8) through `kiln generate` with a small step budget and
     2-token blocks: the logits of the generated ids equal the windowed oracle's greedy choice,
