@@ -221,6 +221,12 @@ int kiln_cmd_quantize(int argc, char **argv) {
         if (deq)
             fprintf(stderr, "kiln quantize: %d quantized input tensors are dequantized to f32 (exactly) and quantized "
                             "again; tensors already in their target type are copied unchanged\n", deq);
+    } else if (kiln_model_features(m)) { /* written as llama: what llama metadata cannot say is refused */
+        char feats[256];
+        kiln_model_feature_names(m, kiln_model_features(m), feats, sizeof feats);
+        fprintf(stderr, "kiln quantize: %s (%s) uses %s, which kiln's GGUF writer does not write yet (llama metadata "
+                        "only)\n", in, c->arch, feats);
+        rc = -1;
     } else {
         const char *base = strrchr(in, '/');
         char name[256];
