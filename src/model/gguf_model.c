@@ -107,8 +107,19 @@ static int read_config(kiln_model *m, const kiln_gguf *g, const char *path, kiln
     if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "attention.head_count_kv"), 0, c->n_heads, &c->n_kv_heads, err);
     if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "context_length"), 0, 2048, &c->max_seq_len, err);
     if (rc) return rc;
-    if (kiln_gguf_find_key(g, akey(k, sizeof k, arch, "expert_count")) >= 0)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mixture-of-experts GGUF (%s) is not supported", path, k);
+    if (kiln_gguf_find_key(g, akey(k, sizeof k, arch, "expert_count")) >= 0) { /* Mixtral: llama + experts */
+        if (strcmp(arch, "llama"))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mixture-of-experts %s GGUF is not supported (llama only)", path, arch);
+        if ((rc = get_int(g, path, k, 1, 0, &c->n_experts, err)) ||
+            (rc = get_int(g, path, akey(k, sizeof k, arch, "expert_used_count"), 1, 0, &c->n_experts_used, err)))
+            return rc;
+        const char *refused[] = {"expert_shared_count", "expert_weights_scale", "expert_gating_func",
+                                 "expert_weights_norm", "expert_feed_forward_length"};
+        for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+            if (kiln_gguf_find_key(g, akey(k, sizeof k, arch, refused[i])) >= 0)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: metadata %s is not supported (Mixtral-style MoE only)",
+                                path, k);
+    }
     if (c->dim % c->n_heads && kiln_gguf_find_key(g, akey(k, sizeof k, arch, "attention.key_length")) < 0)
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: embedding_length %d is not a multiple of head_count %d",
                         path, c->dim, c->n_heads);
@@ -248,7 +259,9 @@ int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             const kiln_layer_weights *L = &m->layers[l];
             const kiln_tensor *ts[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-            for (int k = 0; k < 7; k++) counts[ts[k]->dtype]++;
+            for (int k = 0; k < 7; k++)
+                if (ts[k]) counts[ts[k]->dtype]++;
+            for (int k = 0; L->experts && k < 3 * m->cfg.n_experts; k++) counts[L->experts[k].dtype]++;
         }
         m->cfg.dtype = KILN_DT_F32;
         for (int t = 0; t < KILN_DT_COUNT; t++)

@@ -209,6 +209,7 @@ static int parse_config_json(kiln_config *c, json_t *top, const char *path, kiln
     static const struct { const char *cls, *type, *arch; } k_archs[] = {
         {"LlamaForCausalLM", "llama", "llama"},   {"MistralForCausalLM", "mistral", "mistral"},
         {"Qwen2ForCausalLM", "qwen2", "qwen2"},   {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+        {"MixtralForCausalLM", "mixtral", "mixtral"},
     };
     for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0] && !arch; i++)
         if (a ? !strcmp(a, k_archs[i].cls) : (mt && !strcmp(mt, k_archs[i].type))) arch = k_archs[i].arch;
@@ -216,9 +217,9 @@ static int parse_config_json(kiln_config *c, json_t *top, const char *path, kiln
         if (a)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                             "%s: unknown architecture %s (supported: LlamaForCausalLM, MistralForCausalLM, "
-                            "Qwen2ForCausalLM, Qwen3ForCausalLM, Mistral3ForConditionalGeneration (text only))", path, a);
+                            "Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Mistral3ForConditionalGeneration (text only))", path, a);
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "%s: unknown architecture (model_type %s; supported: llama, mistral, qwen2, qwen3, mistral3)",
+                        "%s: unknown architecture (model_type %s; supported: llama, mistral, qwen2, qwen3, mixtral, mistral3)",
                         path, mt ? mt : "absent");
     }
     snprintf(c->arch, sizeof c->arch, "%s", arch);
@@ -271,9 +272,13 @@ static int parse_config_json(kiln_config *c, json_t *top, const char *path, kiln
                         "(Qwen2's q/k/v biases are)", path);
     if (is_true(j, "mlp_bias"))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mlp_bias is not supported", path);
-    if (json_object_get(j, "num_local_experts") || json_object_get(j, "num_experts"))
+    if (!strcmp(arch, "mixtral")) { /* top-k routing over num_local_experts SwiGLU experts */
+        if (get_int(j, "num_local_experts", 8, &c->n_experts, path, err) ||
+            get_int(j, "num_experts_per_tok", 2, &c->n_experts_used, path, err))
+            return err ? err->code : KILN_ERR_FORMAT;
+    } else if (json_object_get(j, "num_local_experts") || json_object_get(j, "num_experts"))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mixture-of-experts configs (num_local_experts / num_experts) "
-                        "are not supported", path);
+                        "are supported for MixtralForCausalLM only", path);
     json_t *act = json_object_get(j, "hidden_act");
     if (!act) act = json_object_get(j, "hidden_activation");
     if (act && !json_is_null(act) &&

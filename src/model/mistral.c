@@ -45,12 +45,25 @@ static int opt_num(json_t *j, const char *key, double def, double *out, const ch
 static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error *err) {
     memset(c, 0, sizeof *c);
     if (!json_is_object(j)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
-    const char *refused[] = {"moe", "quantization", "lora", "yarn"};
+    const char *refused[] = {"quantization", "lora", "yarn"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         json_t *v = json_object_get(j, refused[i]);
         if (v && !json_is_null(v))
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: \"%s\" models are not supported", path,
                             refused[i]);
+    }
+    json_t *moe = json_object_get(j, "moe"); /* Mixtral: {"num_experts": 8, "num_experts_per_tok": 2} */
+    if (moe && !json_is_null(moe)) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(moe)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: moe is not an object", path);
+        json_object_foreach(moe, k, v) if (strcmp(k, "num_experts") && strcmp(k, "num_experts_per_tok"))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: moe.%s is not supported (num_experts, num_experts_per_tok)",
+                            path, k);
+        int rc;
+        if ((rc = req_int(moe, "num_experts", &c->n_experts, path, err)) ||
+            (rc = req_int(moe, "num_experts_per_tok", &c->n_experts_used, path, err)))
+            return rc;
     }
     json_t *ve = json_object_get(j, "vision_encoder");
     if (ve && !json_is_null(ve)) snprintf(c->text_of, sizeof c->text_of, "vision_encoder"); /* text only */

@@ -27,6 +27,10 @@ typedef struct name_scheme {
     /* per layer, %d = layer */
     const char *attn_norm, *ffn_norm, *q, *k, *v, *o, *gate, *up, *down;
     const char *bq, *bk, *bv, *q_norm, *k_norm; /* Qwen2 biases, Qwen3 per-head norms */
+    /* MoE: the router (%d = layer) and expert e's gate / up / down (%d = layer, %d = expert), or
+     * for GGUF the 3-D tensors of all experts (%d = layer) */
+    const char *router, *x_gate, *x_up, *x_down;
+    int experts_3d;
 } name_scheme;
 
 static const name_scheme k_hf_names = {
@@ -38,7 +42,9 @@ static const name_scheme k_hf_names = {
     "model.layers.%d.mlp.down_proj.weight",
     "model.layers.%d.self_attn.q_proj.bias", "model.layers.%d.self_attn.k_proj.bias",
     "model.layers.%d.self_attn.v_proj.bias", "model.layers.%d.self_attn.q_norm.weight",
-    "model.layers.%d.self_attn.k_norm.weight"};
+    "model.layers.%d.self_attn.k_norm.weight",
+    "model.layers.%d.block_sparse_moe.gate.weight", "model.layers.%d.block_sparse_moe.experts.%d.w1.weight",
+    "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", 0};
 static const name_scheme k_mistral_names = {
     "tok_embeddings.weight", "output.weight", "norm.weight",
     "layers.%d.attention_norm.weight", "layers.%d.ffn_norm.weight",
@@ -47,7 +53,9 @@ static const name_scheme k_mistral_names = {
     "layers.%d.feed_forward.w1.weight", "layers.%d.feed_forward.w3.weight",
     "layers.%d.feed_forward.w2.weight",
     "layers.%d.attention.wq.bias", "layers.%d.attention.wk.bias", "layers.%d.attention.wv.bias",
-    "layers.%d.attention.q_norm.weight", "layers.%d.attention.k_norm.weight"};
+    "layers.%d.attention.q_norm.weight", "layers.%d.attention.k_norm.weight",
+    "layers.%d.feed_forward.gate.weight", "layers.%d.feed_forward.experts.%d.w1.weight",
+    "layers.%d.feed_forward.experts.%d.w3.weight", "layers.%d.feed_forward.experts.%d.w2.weight", 0};
 static const name_scheme k_gguf_names = {
     "token_embd.weight", "output.weight", "output_norm.weight",
     "blk.%d.attn_norm.weight", "blk.%d.ffn_norm.weight",
@@ -55,7 +63,9 @@ static const name_scheme k_gguf_names = {
     "blk.%d.attn_output.weight", "blk.%d.ffn_gate.weight", "blk.%d.ffn_up.weight",
     "blk.%d.ffn_down.weight",
     "blk.%d.attn_q.bias", "blk.%d.attn_k.bias", "blk.%d.attn_v.bias",
-    "blk.%d.attn_q_norm.weight", "blk.%d.attn_k_norm.weight"};
+    "blk.%d.attn_q_norm.weight", "blk.%d.attn_k_norm.weight",
+    "blk.%d.ffn_gate_inp.weight", "blk.%d.ffn_gate_exps.weight", "blk.%d.ffn_up_exps.weight",
+    "blk.%d.ffn_down_exps.weight", 1};
 
 static const name_scheme *scheme_of(kiln_model_format f) {
     switch (f) {
@@ -109,6 +119,9 @@ int kiln_config_check(const kiln_config *c, const char *what, kiln_error *err) {
     CHK(c->norm_eps > 0 && c->norm_eps < 1, "%s: norm eps %g out of range", what, c->norm_eps);
     CHK(c->rope_theta > 0, "%s: rope_theta %g must be positive", what, c->rope_theta);
     CHK(c->sliding_window >= 0, "%s: sliding window %d", what, c->sliding_window);
+    CHK(c->n_experts == 0 || (c->n_experts <= 1024 && c->n_experts_used >= 1 && c->n_experts_used <= c->n_experts &&
+                              c->n_experts_used <= 64),
+        "%s: %d experts, %d used per token", what, c->n_experts, c->n_experts_used);
     CHK(c->sliding_window == 0 || c->n_layers <= KILN_MAX_WINDOW_LAYERS,
         "%s: sliding window with %d layers (at most %d)", what, c->n_layers, KILN_MAX_WINDOW_LAYERS);
     CHK((unsigned)c->rope_scaling.type < KILN_ROPE_SCALING_COUNT, "%s: RoPE scaling type %d", what,
@@ -248,6 +261,58 @@ static int bind_extras(kiln_model *m, const name_scheme *ns, kiln_error *err) {
     return KILN_OK;
 }
 
+/* The MoE FFN of layer l: the router [E][dim] and each expert's gate / up / down as views in
+ * m->expert_views (allocated for every layer at the first call); GGUF's 3-D [E][rows][cols]
+ * tensors are sliced per expert. */
+static int bind_experts(kiln_model *m, const name_scheme *ns, int l, kiln_error *err) {
+    kiln_config *c = &m->cfg;
+    int E = c->n_experts, rc;
+    if (!m->expert_views) {
+        m->expert_views = kiln_calloc((size_t)c->n_layers * E * 3, sizeof *m->expert_views);
+        if (!m->expert_views) return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory binding experts", m->path);
+    }
+    kiln_layer_weights *L = &m->layers[l];
+    kiln_tensor *xv = m->expert_views + (size_t)l * E * 3;
+    char name[200];
+    snprintf(name, sizeof name, ns->router, l);
+    if ((rc = find_required(m, name, &L->router, err)) || (rc = check_matrix(m, L->router, E, c->dim, err))) return rc;
+    const char *fmts[3] = {ns->x_gate, ns->x_up, ns->x_down};
+    int64_t rows[3] = {c->hidden_dim, c->hidden_dim, c->dim}, cols[3] = {c->dim, c->dim, c->hidden_dim};
+    for (int j = 0; j < 3; j++) {
+        if (ns->experts_3d) {
+            const kiln_tensor *t;
+            snprintf(name, sizeof name, fmts[j], l);
+            if ((rc = find_required(m, name, &t, err))) return rc;
+            size_t rb = kiln_dtype_row_bytes(t->dtype, cols[j]);
+            if (t->ndim != 3 || t->shape[0] != E || t->shape[1] != rows[j] || t->shape[2] != cols[j] || rb == 0 ||
+                t->nbytes != rb * (size_t)rows[j] * (size_t)E)
+                return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor %s is not [%d][%lld][%lld] (experts, rows, columns)",
+                                m->path, t->name, E, (long long)rows[j], (long long)cols[j]);
+            for (int e = 0; e < E; e++) {
+                kiln_tensor *v = &xv[3 * e + j];
+                *v = *t;
+                snprintf(v->name, sizeof v->name, "%.100s[%d]", t->name, e);
+                v->ndim = 2;
+                v->shape[0] = rows[j];
+                v->shape[1] = cols[j];
+                v->shape[2] = 0;
+                v->nbytes = rb * (size_t)rows[j];
+                v->data = t->data ? (const unsigned char *)t->data + v->nbytes * (size_t)e : NULL;
+                if ((rc = check_matrix(m, v, rows[j], cols[j], err))) return rc;
+            }
+        } else {
+            for (int e = 0; e < E; e++) {
+                const kiln_tensor *t;
+                snprintf(name, sizeof name, fmts[j], l, e);
+                if ((rc = find_required(m, name, &t, err)) || (rc = check_matrix(m, t, rows[j], cols[j], err))) return rc;
+                xv[3 * e + j] = *t;
+            }
+        }
+    }
+    L->experts = xv;
+    return KILN_OK;
+}
+
 /* GGUF: every tensor of the file must have a role (a tensor kiln does not bind would be a part
  * of the computation it leaves out). */
 static int check_all_bound(const kiln_model *m, kiln_error *err) {
@@ -260,12 +325,15 @@ static int check_all_bound(const kiln_model *m, kiln_error *err) {
     MARK(kiln_model_find(m, "output_norm.weight"));
     MARK(kiln_model_find(m, "rope_freqs.weight"));
     const name_scheme *ns = &k_gguf_names;
-    const char *vecs[] = {ns->attn_norm, ns->ffn_norm, ns->bq, ns->bk, ns->bv, ns->q_norm, ns->k_norm};
+    const char *vecs[] = {ns->attn_norm, ns->ffn_norm, ns->bq, ns->bk, ns->bv, ns->q_norm, ns->k_norm,
+                          ns->router, ns->x_gate, ns->x_up, ns->x_down};
     char name[160];
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const kiln_layer_weights *L = &m->layers[l];
         const kiln_tensor *ts[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
         for (int k = 0; k < 7; k++) MARK(ts[k]);
+        if (m->cfg.n_experts == 0) /* the MoE names only count for a MoE model */
+            for (int k = 0; k < 4; k++) vecs[7 + k] = "";
         for (size_t k = 0; k < sizeof vecs / sizeof vecs[0]; k++) {
             snprintf(name, sizeof name, vecs[k], l);
             MARK(kiln_model_find(m, name));
@@ -346,6 +414,8 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
 
     kiln_free(m->layers);
     kiln_free(m->norm_f32);
+    kiln_free(m->expert_views);
+    m->expert_views = NULL;
     m->layers = kiln_calloc((size_t)c->n_layers, sizeof *m->layers);
     m->norm_f32 = kiln_malloc(((size_t)2 * c->n_layers + 1) * (size_t)c->dim * sizeof(float));
     if (!m->layers || !m->norm_f32)
@@ -365,7 +435,9 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
             {ns->gate, &L->w_gate, c->hidden_dim, c->dim},
             {ns->up, &L->w_up, c->hidden_dim, c->dim}, {ns->down, &L->w_down, c->dim, c->hidden_dim},
         };
-        for (size_t j = 0; j < sizeof mats / sizeof mats[0]; j++) {
+        size_t n_mats = c->n_experts > 0 ? 4 : sizeof mats / sizeof mats[0]; /* MoE: no dense FFN */
+        if (c->n_experts > 0 && (rc = bind_experts(m, ns, l, err))) return rc;
+        for (size_t j = 0; j < n_mats; j++) {
             snprintf(name, sizeof name, mats[j].fmt, l);
             if ((rc = find_required(m, name, mats[j].dst, err))) return rc;
             if ((rc = check_matrix(m, *mats[j].dst, mats[j].rows, mats[j].cols, err))) return rc;
@@ -398,6 +470,7 @@ void kiln_model_free(kiln_model *m) {
     kiln_free(m->layers);
     kiln_free(m->norm_f32);
     kiln_free(m->extra_f32);
+    kiln_free(m->expert_views);
     kiln_free_aligned(m->owned);
     if (m->gguf) kiln_gguf_close(m->gguf);
     kiln_free(m);

@@ -69,6 +69,8 @@ typedef struct kiln_config {
     int sliding_window;   /* window of the windowed layers (0: none, full attention everywhere) */
     uint64_t window_layers[KILN_MAX_WINDOW_LAYERS / 64]; /* bit l: layer l is windowed (set with
                            * sliding_window; layer_types / max_window_layers / Mistral: all) */
+    int n_experts;        /* mixture of experts (Mixtral): experts per layer, 0 = dense FFN */
+    int n_experts_used;   /* experts each token is routed to (top-k) */
     int tied_embeddings;  /* LM head == embedding */
     char text_of[48];     /* the language model of this multimodal class ("Mistral3ForConditionalGeneration"),
                            * or "vision_encoder" (Mistral-native); "" = a text model */
@@ -89,6 +91,11 @@ typedef struct kiln_layer_weights {
     float *ffn_norm;                           /* [dim] f32 copy */
     const float *bq, *bk, *bv;  /* [nh*hd], [nkv*hd] x2 f32 copies: projection biases (Qwen2), or NULL */
     const float *q_norm, *k_norm; /* [hd] f32 copies: per-head RMSNorm of q / k before RoPE (Qwen3), or NULL */
+    /* mixture of experts (cfg.n_experts > 0; w_gate / w_up / w_down are NULL then):
+     * router [E][dim]; experts[3e + 0] gate [hidden][dim], [3e + 1] up [hidden][dim],
+     * [3e + 2] down [dim][hidden] of expert e (views; GGUF: slices of the 3-D *_exps tensors) */
+    const kiln_tensor *router;
+    const kiln_tensor *experts;
     int window;   /* attention window of this layer: a query at position p sees keys
                    * max(0, p - window + 1) .. p; 0 = the whole context (full attention).
                    * Set from cfg.sliding_window and cfg.window_layers at bind; a backend that
@@ -125,6 +132,7 @@ typedef struct kiln_model {
     kiln_layer_weights *layers;  /* [n_layers] */
     void *gguf;                  /* the kiln_gguf handle when format == GGUF */
     float *extra_f32;            /* owned by kiln_model_bind: biases, q/k norms, rope_freqs copies */
+    kiln_tensor *expert_views;   /* owned by kiln_model_bind: [n_layers][n_experts * 3] (MoE) */
     const float *rope_freqs;     /* [head_dim / 2] GGUF rope_freqs.weight (Llama 3.1 factors: the
                                   * pair's frequency is divided by it), or NULL */
     int n_skipped;               /* tensors skipped on purpose (a multimodal checkpoint's vision
@@ -139,7 +147,7 @@ enum {
     KILN_FEAT_QK_NORM = 1u << 1,
     KILN_FEAT_ROPE_SCALING = 1u << 2, /* any scaling type, or GGUF rope_freqs */
     KILN_FEAT_WINDOW = 1u << 3,       /* a layer with an attention window */
-    KILN_FEAT_MOE = 1u << 4           /* (not loaded by any loader yet) */
+    KILN_FEAT_MOE = 1u << 4           /* mixture-of-experts FFN (Mixtral) */
 };
 unsigned kiln_model_features(const kiln_model *m);
 /* The names of the feature bits in mask, comma-separated ("q/k/v biases, RoPE scaling (llama3)"). */

@@ -119,6 +119,7 @@ unsigned kiln_model_features(const kiln_model *m) {
     unsigned f = 0;
     if (m->cfg.qkv_bias) f |= KILN_FEAT_QKV_BIAS;
     if (m->cfg.qk_norm) f |= KILN_FEAT_QK_NORM;
+    if (m->cfg.n_experts > 0) f |= KILN_FEAT_MOE;
     if (m->cfg.rope_scaling.type != KILN_ROPE_SCALING_NONE || m->rope_freqs) f |= KILN_FEAT_ROPE_SCALING;
     for (int l = 0; m->layers && l < m->cfg.n_layers; l++)
         if (m->layers[l].window > 0) f |= KILN_FEAT_WINDOW;
@@ -148,6 +149,6 @@ void kiln_model_feature_names(const kiln_model *m, unsigned mask, char *buf, siz
         for (int l = 0; m->layers && l < m->cfg.n_layers; l++) nw += m->layers[l].window > 0;
         ADD("sliding-window attention (%d tokens, %d of %d layers)", m->cfg.sliding_window, nw, m->cfg.n_layers);
     }
-    if (mask & KILN_FEAT_MOE) ADD("mixture of experts");
+    if (mask & KILN_FEAT_MOE) ADD("mixture of experts (%d experts, top %d)", m->cfg.n_experts, m->cfg.n_experts_used);
 #undef ADD
 }

@@ -718,10 +718,10 @@ static void test_converter(void) {
     /* native refusals */
     const char *d = newdir("native_bad");
     const char *p = "{\"dim\": 64, \"n_layers\": 1, \"hidden_dim\": 128, \"n_heads\": 4, "
-                    "\"vocab_size\": 10, \"moe\": {\"num_experts\": 8}}";
+                    "\"vocab_size\": 10, \"moe\": {\"num_experts\": 8, \"num_experts_per_tok\": 2, \"router\": 1}}";
     spit(tpath(d, "params.json"), p, strlen(p));
     spit(tpath(d, "consolidated.safetensors"), "\0\0\0\0\0\0\0\0", 8);
-    expect_fail("native moe", d, KILN_ERR_UNSUPPORTED, tpath(d, "params.json"), "\"moe\" models are not supported");
+    expect_fail("native moe key", d, KILN_ERR_UNSUPPORTED, tpath(d, "params.json"), "moe.router is not supported");
     p = "{\"dim\": 64, \"n_layers\": 1, \"hidden_dim\": 128, \"n_heads\": 4, \"vocab_size\": 10}";
     spit(tpath(d, "params.json"), p, strlen(p));
     expect_fail("native empty safetensors", d, KILN_ERR_FORMAT, tpath(d, "consolidated.safetensors"),

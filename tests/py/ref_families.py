@@ -173,6 +173,21 @@ def forward_f64(d, ids, window_override=None):
             o[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, kh]
         x = x + o.reshape(T, H * hd) @ W[p + "self_attn.o_proj.weight"].T
         h = rms(x, W[p + "post_attention_layernorm.weight"])
+        if p + "block_sparse_moe.gate.weight" in W:  # MixtralSparseMoeBlock
+            E, K = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+            logits = h @ W[p + "block_sparse_moe.gate.weight"].T
+            prob = np.exp(logits - logits.max(-1, keepdims=True))
+            prob /= prob.sum(-1, keepdims=True)
+            y = np.zeros_like(x)
+            for t in range(T):
+                top = np.argsort(-prob[t], kind="stable")[:K]
+                wts = prob[t, top] / prob[t, top].sum()
+                for e, wt in zip(top, wts):
+                    q_ = f"{p}block_sparse_moe.experts.{e}."
+                    g, u = W[q_ + "w1.weight"] @ h[t], W[q_ + "w3.weight"] @ h[t]
+                    y[t] += wt * (W[q_ + "w2.weight"] @ ((g / (1 + np.exp(-g))) * u))
+            x = x + y
+            continue
         g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
         x = x + ((g / (1 + np.exp(-g))) * u) @ W[p + "mlp.down_proj.weight"].T
     return rms(x, W["model.norm.weight"]) @ head.T

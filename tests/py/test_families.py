@@ -37,7 +37,7 @@ CASES = [  # (fixture kiln loads, HF folder the oracle reads)
     ("dynamic-rope", "dynamic-rope"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("mistral3", "mistral3"),
     ("mistral3-native", "mistral3"), ("qwen2.gguf", "qwen2"), ("qwen3.gguf", "qwen3"),
     ("llama3-rope.gguf", "llama3-rope"), ("yarn-rope.gguf", "yarn-rope"), ("mistral-swa", "mistral-swa"),
-    ("qwen2-swa", "qwen2-swa"),
+    ("qwen2-swa", "qwen2-swa"), ("mixtral", "mixtral"), ("mixtral-native", "mixtral"), ("mixtral.gguf", "mixtral"),
 ]
 
 
@@ -142,7 +142,7 @@ def edit_config(tmp_path, fixture, fn):
 @pytest.mark.parametrize("edit,needle", [
     (lambda c: c.__setitem__("rope_scaling", {"rope_type": "longrope", "factor": 2.0}), "longrope"),
     (lambda c: c.__setitem__("rope_scaling", {"rope_type": "llama3", "factor": 8.0}), "original_max_position_embeddings"),
-    (lambda c: c.__setitem__("num_local_experts", 8), "num_local_experts"),
+    (lambda c: c.__setitem__("num_local_experts", 8), "MixtralForCausalLM only"),
     (lambda c: c.__setitem__("partial_rotary_factor", 0.5), "partial_rotary_factor"),
     (lambda c: c.__setitem__("layer_types", ["chunked_attention", "full_attention"]), "chunked_attention"),
 ])
