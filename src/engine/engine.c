@@ -193,6 +193,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     else
         rc = kiln_model_load(&e->model, o->model_path, err);
     if (rc) goto fail;
+    /* I3: a model feature the backend does not run (ops.features) is refused at load */
+    if ((rc = kiln_backend_check_model(e->ops, e->model, err))) goto fail;
     const kiln_config *mc = &e->model->cfg;
 
     const char *tp = o->tokenizer_path ? o->tokenizer_path : e->model->tokenizer_path;
@@ -292,7 +294,6 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .cuda = o->cuda,
     };
     memcpy(bc.devices, o->devices, sizeof bc.devices);
-    if ((rc = kiln_backend_check_model(e->ops, e->model, err))) goto fail; /* I3: refused at load */
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
     for (int k = 0; k < 2; k++) {
