@@ -457,7 +457,16 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
     }
     if ((rc = bind_extras(m, ns, err))) return rc;
     if (m->format == KILN_FORMAT_GGUF && (rc = check_all_bound(m, err))) return rc;
-    return KILN_OK;
+    /* the RoPE frequencies are computable (scaling parameters, rope_freqs values): refused at load */
+    double *inv = kiln_malloc(((size_t)c->head_dim / 2 + 1) * sizeof(double)), af;
+    if (!inv) return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", m->path);
+    rc = kiln_rope_inv_freq(m, inv, &af, err);
+    for (int i = 0; !rc && i < c->head_dim / 2; i++)
+        if (!isfinite(inv[i]) || !(inv[i] > 0) || !isfinite(af))
+            rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: RoPE %s parameters give frequency %g for pair %d", m->path,
+                          kiln_rope_scaling_name(c->rope_scaling.type), inv[i], i);
+    kiln_free(inv);
+    return rc;
 }
 
 /* ---- lifetime and dispatch ------------------------------------------------------------ */

@@ -51,6 +51,9 @@ int kiln_rope_inv_freq(const kiln_model *m, double *inv, double *attn_factor, ki
     if (rs->type != KILN_ROPE_SCALING_NONE && !(f > 0))
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: RoPE scaling %s with factor %g", m->path,
                         kiln_rope_scaling_name(rs->type), f);
+    if ((rs->type == KILN_ROPE_SCALING_DYNAMIC || rs->type == KILN_ROPE_SCALING_YARN) && !(base > 1.0))
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: RoPE scaling %s needs rope_theta > 1 (got %g)", m->path,
+                        kiln_rope_scaling_name(rs->type), base);
     if (rs->type == KILN_ROPE_SCALING_DYNAMIC) {
         if (hd <= 2) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: dynamic RoPE needs head_dim > 2", m->path);
         base = base * pow(f * f - (f - 1.0), (double)hd / (hd - 2));
