@@ -132,6 +132,8 @@ static int parse_rope(kiln_config *c, json_t *o, const char *field, const char *
         get_num(o, "mscale_all_dim", 0.0, &rs->mscale_all_dim, path, err) || get_num(o, "truncate", 1.0, &v, path, err))
         return -1;
     rs->orig_max_pos = orig > 0 ? orig : 0;
+    if (rs->type == KILN_ROPE_SCALING_YARN && !(rs->factor > 0) && orig > 0) /* transformers 5: the ratio */
+        rs->factor = (double)c->max_seq_len / orig;
     rs->truncate = json_is_false(json_object_get(o, "truncate")) ? 0 : 1;
     if (!(rs->factor > 0)) {
         KILN_ERR(err, KILN_ERR_FORMAT, "%s: %s type \"%s\" needs a positive factor", path, field, s);

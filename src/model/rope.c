@@ -17,7 +17,9 @@
  *             (clamped to [0, hd - 1]; no floor / ceil when truncate = 0), and cos / sin times
  *             attention_factor (given, or mscale(factor, mscale) / mscale(factor, mscale_all_dim)
  *             when both are set, else mscale(factor) = 0.1 ln(factor) + 1 for factor > 1)
- *             (HF _compute_yarn_parameters, vLLM YaRNScalingRotaryEmbedding)
+ *             (HF _compute_yarn_parameters, vLLM YaRNScalingRotaryEmbedding; a config's
+ *             attention_factor replaces mscale(factor) as in HF, where vLLM reads only its own
+ *             attn_factor, a multiplier of mscale: no checkpoint kiln knows sets either)
  *   GGUF rope_freqs.weight (llama.cpp's Llama 3.1 conversion): inv[i] / rope_freqs[i], which
  *             is how llama.cpp stores the llama3 bands.
  * Everything in double; the backends take inv and the factor as they are.

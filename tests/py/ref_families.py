@@ -48,7 +48,7 @@ def inv_freq(cfg, hd):
     theta = cfg.get("rope_theta") or rp.get("rope_theta") or 10000.0
     kind = rs.get("rope_type") or rs.get("type") or "default"
     L = rs.get("original_max_position_embeddings") or cfg.get("max_position_embeddings", 2048)
-    f = rs.get("factor", 1.0)
+    f = rs.get("factor") or (cfg.get("max_position_embeddings", 2048) / L if kind == "yarn" else 1.0)
     if kind == "dynamic":  # vLLM DynamicNTKScalingRotaryEmbedding: max_len = L * factor
         theta = theta * ((f * (L * f) / L) - (f - 1)) ** (hd / (hd - 2))
     inv = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
