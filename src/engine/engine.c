@@ -90,6 +90,15 @@ void kiln_request_params_default(kiln_request_params *p) {
     p->sampling.repetition_penalty = 1.0f;
 }
 
+/* With a window on every layer (e->kv_window), the most blocks one sequence holds at once: the
+ * window behind its oldest uncomputed row plus one step's chunk (scheduler.c releases the rest),
+ * each end possibly straddling a block. */
+static int window_blocks(const kiln_engine *e) {
+    int span = e->kv_window - 1 + e->max_batch_tokens;
+    int n = (span + e->block_size - 1) / e->block_size + 1;
+    return n < e->max_blocks_per_seq ? n : e->max_blocks_per_seq;
+}
+
 static void free_step(kiln_step *s) {
     kiln_free(s->token_ids);
     kiln_free(s->positions);
@@ -196,6 +205,14 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* I3: a model feature the backend does not run (ops.features) is refused at load */
     if ((rc = kiln_backend_check_model(e->ops, e->model, err))) goto fail;
     const kiln_config *mc = &e->model->cfg;
+    /* windows on every layer: KV blocks no query can see any more are released (scheduler.c);
+     * a model with some full-attention layers keeps them all (one block id covers every layer) */
+    e->kv_window = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        int w = e->model->layers[l].window;
+        if (w <= 0) { e->kv_window = 0; break; }
+        if (w > e->kv_window) e->kv_window = w;
+    }
 
     const char *tp = o->tokenizer_path ? o->tokenizer_path : e->model->tokenizer_path;
     if (tp && *tp && !o->skip_tokenizer) {
@@ -241,7 +258,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     if (n_blocks <= 0) {
         double frac = o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 0.95 ? o->kv_memory_fraction : 0.25;
         size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : (size_t)(phys_mem_bytes() * frac);
-        size_t want = (size_t)e->max_seqs * e->max_blocks_per_seq;
+        /* every sequence at its longest (with windows: what it holds at once) */
+        size_t want = (size_t)e->max_seqs * (e->kv_window > 0 ? window_blocks(e) : e->max_blocks_per_seq);
         size_t fit = budget / block_bytes;
         n_blocks = (int)((want < fit ? want : fit) + 1);
     } else {
@@ -270,14 +288,6 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
      * off with the option overlap = -1 (KILN_OVERLAP=0) */
     e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !e->fault_break_batch;
-    /* windows on every layer: KV blocks no query can see any more are released (scheduler.c);
-     * a model with some full-attention layers keeps them all (one block id covers every layer) */
-    e->kv_window = 0;
-    for (int l = 0; l < mc->n_layers; l++) {
-        int w = e->model->layers[l].window;
-        if (w <= 0) { e->kv_window = 0; break; }
-        if (w > e->kv_window) e->kv_window = w;
-    }
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
         .max_seqs = e->max_seqs,
@@ -422,13 +432,14 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
                         "this model's maximum context length is %d tokens; %d prompt tokens + %d max_tokens exceed it",
                         e->max_model_len, p->n_prompt, p->max_tokens);
     int max_new = p->max_tokens > 0 ? p->max_tokens : room;
-    if (p->max_tokens < 0) {
+    if (p->max_tokens < 0 && e->kv_window <= 0) {
         /* "up to the context limit": also up to what the whole KV pool can hold */
         int pool_tokens = kiln_kv_num_usable(e->kv) * e->block_size;
         if (p->n_prompt + max_new > pool_tokens) max_new = pool_tokens - p->n_prompt;
         if (max_new < 1) max_new = 1; /* refused just below: the prompt alone does not fit */
     }
     int total_blocks = (p->n_prompt + max_new + e->block_size - 1) / e->block_size;
+    if (e->kv_window > 0 && total_blocks > window_blocks(e)) total_blocks = window_blocks(e); /* released as it goes */
     if (total_blocks > kiln_kv_num_usable(e->kv))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "the request needs up to %d KV blocks, the pool has %d (lower max_tokens or enlarge the KV pool)",
                         total_blocks, kiln_kv_num_usable(e->kv));

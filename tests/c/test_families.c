@@ -29,10 +29,13 @@ typedef struct result {
 
 static int g_backend_sampling; /* cpu.backend_sampling: the backend draws, steps overlap */
 
+static int g_kv_blocks; /* 0: sized from kv_memory_mb */
+
 static kiln_engine *open_engine(const char *model, int block_size, int budget, int prefix) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
     o.cpu.backend_sampling = g_backend_sampling;
+    o.kv_blocks = g_kv_blocks;
     o.model_path = model;
     o.skip_tokenizer = 1;
     o.max_seqs = 8;
@@ -180,6 +183,21 @@ static void test_window_blocks(void) {
             kiln_engine_close(e);
     }
     g_backend_sampling = 0;
+    /* a pool smaller than one sequence's context: 8 two-slot blocks hold the window (8) and a
+     * 4-token step, so a 56-token sequence runs (refused without windows: 28 blocks) */
+    {
+        g_kv_blocks = 8;
+        kiln_engine *e = open_engine(FIX "mistral-swa", 2, 4, 0);
+        g_kv_blocks = 0;
+        if (!e) { KT_CHECK(0, "open with 8 blocks"); return; }
+        result r;
+        int peak = run(e, &prompts[2], &len[2], 1, 16, 0, &r);
+        KT_CHECK(peak > 0 && peak <= 8 && same(&r, &ref[2], 2e-5f), "8-block pool: peak %d, same %d", peak,
+                 same(&r, &ref[2], 2e-5f));
+        printf("ok   a pool of 8 two-slot blocks runs a 56-token sequence with window 8 (peak %d blocks), same output\n",
+               peak);
+        kiln_engine_close(e);
+    }
     /* blocks released out of the window stay in the prefix cache (free, LRU): the same prompt
      * again finds its chain, and its output is the same */
     {
