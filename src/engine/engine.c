@@ -794,6 +794,7 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
     int32_t *blocks = kiln_calloc((size_t)nb, sizeof(int32_t));
     if (!blocks) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
     kiln_step *s = &e->steps[0];
+    int released = 0; /* leading blocks released out of the window */
     for (int i = 0; i < n && !rc; i++) {
         /* a block when the position enters it (with windows, the ones behind are released) */
         if (i % e->block_size == 0 && (rc = kiln_kv_alloc(e->kv, 1, &blocks[i / e->block_size], err))) break;
@@ -818,11 +819,10 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         if (used > e->kv_peak) e->kv_peak = used;
         /* sliding windows: the blocks the next position's window no longer covers (as scheduler.c) */
         int lo = i + 1 - e->kv_window + 1, nrel = e->kv_window > 0 && lo > 0 ? lo / e->block_size : 0;
-        for (int b = 0; b < nrel && b < nb; b++)
-            if (blocks[b]) {
-                kiln_kv_release(e->kv, &blocks[b], 1);
-                blocks[b] = 0;
-            }
+        for (; released < nrel && released < nb; released++) {
+            kiln_kv_release(e->kv, &blocks[released], 1);
+            blocks[released] = 0;
+        }
     }
     kiln_kv_release(e->kv, blocks, nb);
     kiln_free(blocks);
