@@ -86,17 +86,27 @@ static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error 
         return rc;
     c->norm_eps = (float)eps;
     c->rope_theta = theta;
+    /* sliding_window: one value for every layer, or a list repeated over the layers (layer l
+     * takes list[l % n], as vLLM reads Ministral's interleaved windows); a value that covers the
+     * context is full attention. kiln runs one window size: different sizes are refused. */
     json_t *sw = json_object_get(j, "sliding_window");
     if (sw && !json_is_null(sw)) {
-        if (!json_is_integer(sw))
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not an integer", path);
-        if (json_integer_value(sw) < 1 || json_integer_value(sw) > 0x7fffffff)
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not a positive integer", path);
-        if (json_integer_value(sw) < c->max_seq_len) { /* Mistral: every layer windowed */
+        size_t n = json_is_array(sw) ? json_array_size(sw) : 1;
+        if (n == 0) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is an empty list", path);
+        for (int l = 0; l < c->n_layers; l++) {
+            json_t *v = json_is_array(sw) ? json_array_get(sw, (size_t)l % n) : sw;
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 0x7fffffff)
+                return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not a positive integer (or a list of them)",
+                                path);
+            int w = (int)json_integer_value(v);
+            if (w >= c->max_seq_len) continue; /* covers the context */
             if (c->n_layers > KILN_MAX_WINDOW_LAYERS)
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: sliding window with %d layers", path, c->n_layers);
-            c->sliding_window = (int)json_integer_value(sw);
-            for (int l = 0; l < c->n_layers; l++) c->window_layers[l / 64] |= 1ull << (l % 64);
+            if (c->sliding_window && c->sliding_window != w)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: sliding windows of %d and %d tokens (one size is supported)",
+                                path, c->sliding_window, w);
+            c->sliding_window = w;
+            c->window_layers[l / 64] |= 1ull << (l % 64);
         }
     }
     json_t *rs = json_object_get(j, "rope_scaling");

@@ -159,3 +159,23 @@ def test_qwen3_bias_tensor_without_config_refused(kiln, tmp_path):
     d = edit_config(tmp_path, "qwen3", lambda c: c.__setitem__("architectures", ["LlamaForCausalLM"]))
     r = subprocess.run([kiln, "info", "--model", d], capture_output=True, text=True)
     assert r.returncode != 0 and "q_norm" in r.stderr, r.stderr
+
+
+def test_native_interleaved_windows(kiln, tmp_path):
+    """params.json sliding_window as a list (Ministral-style, layer l takes list[l % n]; a value
+    that covers the context is full attention): layer 0 windowed (8), layer 1 full."""
+    d = tmp_path / "native-iswa"
+    shutil.copytree(os.path.join(FIX, "mistral3-native"), d)
+    p = json.load(open(d / "params.json"))
+    p["sliding_window"] = [8, 4096]
+    json.dump(p, open(d / "params.json", "w"))
+    ids = IDS[:32]
+    got = kiln_logits(kiln, str(d), ids)
+    exact = forward_f64(os.path.join(FIX, "mistral3"), ids, window_override=[8, 0])
+    full = forward_f64(os.path.join(FIX, "mistral3"), ids)
+    print(f"params.json sliding_window [8, 4096]: kiln vs float64 {rel(got, exact):.2e} (vs no window {rel(got, full):.2e})")
+    assert rel(got, exact) <= 1e-5 and rel(got, full) > 1e-3
+    p["sliding_window"] = [8, 16]
+    json.dump(p, open(d / "params.json", "w"))
+    r = subprocess.run([kiln, "info", "--model", str(d)], capture_output=True, text=True)
+    assert r.returncode != 0 and "one size" in r.stderr, r.stderr
