@@ -105,10 +105,11 @@ def test_sliding_window_chunked_decode_releases_blocks(kiln):
         print(f"window 8, prompt {n_prompt}: greedy ids {out[:8]} equal the windowed float64 oracle's")
 
 
-def test_gguf_unbound_tensor_refused(kiln, tmp_path):
+def copy_gguf(src_path, dst_path, arch, extra_kv=(), extra_tensors=()):
+    """A copy of a GGUF fixture with more metadata / tensors (gguf PyPI package)."""
     gguf = pytest.importorskip("gguf")
-    src = gguf.GGUFReader(os.path.join(FIX, "qwen3.gguf"))
-    w = gguf.GGUFWriter(str(tmp_path / "extra.gguf"), "qwen3")
+    src = gguf.GGUFReader(src_path)
+    w = gguf.GGUFWriter(str(dst_path), arch)
     for f in src.fields.values():
         if f.name.startswith("GGUF.") or f.name == "general.architecture":
             continue
@@ -119,15 +120,52 @@ def test_gguf_unbound_tensor_refused(kiln, tmp_path):
             w.add_float32(f.name, float(v[0]))
         else:
             w.add_uint32(f.name, int(v[0]))
+    for k, v in extra_kv:
+        (w.add_float32 if isinstance(v, float) else w.add_uint32)(k, v)
     for t in src.tensors:
         w.add_tensor(t.name, np.array(t.data).reshape([int(x) for x in reversed(t.shape)]))
-    w.add_tensor("blk.0.attn_output.bias", np.zeros(32, dtype=np.float32))
+    for n, a in extra_tensors:
+        w.add_tensor(n, a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    r = subprocess.run([kiln, "info", "--model", str(tmp_path / "extra.gguf")], capture_output=True, text=True)
-    assert r.returncode != 0 and "blk.0.attn_output.bias" in r.stderr, r.stderr
+    return str(dst_path)
+
+
+@pytest.mark.parametrize("src,arch,kv,tensors,needle", [
+    ("qwen3.gguf", "qwen3", [], [("blk.0.attn_output.bias", np.zeros(32, dtype=np.float32))], "blk.0.attn_output.bias"),
+    ("yarn-rope.gguf", "llama", [("llama.rope.scaling.attn_factor", 0.5)], [], "attn_factor"),
+    ("qwen3.gguf", "qwen3", [("qwen3.attention.sliding_window", 8)], [], "sliding_window"),
+    ("mixtral.gguf", "llama", [("llama.expert_shared_count", 1)], [], "expert_shared_count"),
+    ("qwen3.gguf", "qwen3", [("qwen3.expert_count", 4)], [], "mixture-of-experts qwen3"),
+])
+def test_gguf_refusals(kiln, tmp_path, src, arch, kv, tensors, needle):
+    """A GGUF tensor kiln does not bind, and metadata it does not implement, are refused by name."""
+    path = copy_gguf(os.path.join(FIX, src), tmp_path / "x.gguf", arch, kv, tensors)
+    r = subprocess.run([kiln, "info", "--model", path], capture_output=True, text=True)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda p: p.__setitem__("yarn", {"factor": 4.0}), '"yarn"'),
+    (lambda p: p.__setitem__("rope_scaling", {"type": "linear", "factor": 2.0}), "rope_scaling"),
+    (lambda p: p.__setitem__("moe", {"num_experts": 4, "num_experts_per_tok": 2, "gate": 1}), "moe.gate"),
+])
+def test_native_refusals(kiln, tmp_path, edit, needle):
+    d = tmp_path / "n"
+    shutil.copytree(os.path.join(FIX, "mixtral-native"), d)
+    p = json.load(open(d / "params.json"))
+    edit(p)
+    json.dump(p, open(d / "params.json", "w"))
+    r = subprocess.run([kiln, "info", "--model", str(d)], capture_output=True, text=True)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+
+
+def test_mistral3_text_model_type_refused(kiln, tmp_path):
+    d = edit_config(tmp_path, "mistral3", lambda c: c["text_config"].__setitem__("model_type", "ministral3"))
+    r = subprocess.run([kiln, "info", "--model", d], capture_output=True, text=True)
+    assert r.returncode != 0 and "ministral3" in r.stderr, r.stderr
 
 
 def edit_config(tmp_path, fixture, fn):
