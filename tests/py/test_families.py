@@ -217,3 +217,30 @@ def test_native_interleaved_windows(kiln, tmp_path):
     json.dump(p, open(d / "params.json", "w"))
     r = subprocess.run([kiln, "info", "--model", str(d)], capture_output=True, text=True)
     assert r.returncode != 0 and "one size" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("fixture", ["llama3-rope", "yarn-rope", "linear-rope", "dynamic-rope", "qwen2", "qwen3",
+                                     "mistral3"])
+def test_quantize_families_f32(kiln, tmp_path, fixture):
+    """kiln quantize writes the families' GGUFs (qwen2 / qwen3 metadata, biases, q/k norms; RoPE
+    scaling as rope.scaling.* or rope_freqs): the f32 file's logits equal the float64 oracle's,
+    and gguf-py reads the architecture back."""
+    out = tmp_path / f"{fixture}.gguf"
+    r = subprocess.run([kiln, "quantize", "--model", os.path.join(FIX, fixture), "--out", str(out), "--type", "f32"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ids = IDS[:24]
+    got = kiln_logits(kiln, str(out), ids)
+    exact = forward_f64(os.path.join(FIX, fixture), ids)
+    print(f"{fixture} -> kiln quantize f32 GGUF: kiln vs float64 {rel(got, exact):.2e}")
+    assert rel(got, exact) <= 1e-5
+    gguf = pytest.importorskip("gguf")
+    arch = bytes(gguf.GGUFReader(str(out)).fields["general.architecture"].parts[-1]).decode()
+    assert arch == {"qwen2": "qwen2", "qwen3": "qwen3"}.get(fixture, "llama")
+
+
+@pytest.mark.parametrize("fixture", ["mistral-swa", "mixtral"])
+def test_quantize_refuses_what_gguf_cannot_say(kiln, tmp_path, fixture):
+    r = subprocess.run([kiln, "quantize", "--model", os.path.join(FIX, fixture), "--out", str(tmp_path / "x.gguf"),
+                        "--type", "f32"], capture_output=True, text=True)
+    assert r.returncode != 0 and "does not write" in r.stderr, r.stderr
