@@ -219,6 +219,8 @@ typedef struct kiln_engine_stats {
     int kv_blocks_total;       /* usable blocks (null block excluded) */
     int kv_blocks_used;        /* referenced by running sequences */
     int kv_blocks_cached;      /* unreferenced but kept by the prefix cache */
+    int kv_blocks_peak;        /* the most blocks referenced at the end of any step since open (with
+                                * sliding windows, blocks that left the window are released) */
     uint64_t prompt_tokens_total;     /* prompt tokens of all requests added */
     uint64_t prompt_tokens_computed;  /* prompt tokens actually prefilled (cache hits excluded) */
     uint64_t generation_tokens_total;

@@ -125,6 +125,7 @@ int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_row
         .kv = c->kv,
         .min_rows = min_rows,
         .max_logits_per_seq = c->max_logits_per_seq,
+        .kv_window = c->kv_window,
     };
     return kiln_step_check(&lim, s, err);
 }
@@ -133,4 +134,14 @@ const kiln_backend_ops *kiln_backend_find(const char *name) {
     if (!name || !*name || strcmp(name, "cpu") == 0) return kiln_backend_cpu_ops();
     if (strcmp(name, "cuda") == 0) return kiln_backend_cuda_ops();
     return NULL;
+}
+
+int kiln_backend_check_model(const kiln_backend_ops *ops, const kiln_model *m, kiln_error *err) {
+    unsigned missing = kiln_model_features(m) & ~ops->features;
+    if (!missing) return KILN_OK;
+    char names[256];
+    kiln_model_feature_names(m, missing, names, sizeof names);
+    int cpu_runs = !(kiln_model_features(m) & ~kiln_backend_cpu_ops()->features);
+    return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s backend: %s not supported yet (model %s)%s", ops->name, names,
+                    m->path, cpu_runs && ops != kiln_backend_cpu_ops() ? "; --backend cpu runs it" : "");
 }

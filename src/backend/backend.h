@@ -23,6 +23,8 @@ typedef struct kiln_backend_config {
     int max_seqs;
     int max_blocks_per_seq;
     int max_model_len;
+    int kv_window;          /* > 0: the engine releases KV blocks out of this window (every layer's
+                             * window is at most this); they read as block 0 (step.h kv_window) */
     kiln_kv_layout kv;
     int n_threads;          /* cpu: 0 = all cores */
     int strict;             /* KILN_STRICT=1: refuse every fallback */
@@ -84,11 +86,15 @@ typedef struct kiln_backend_ops {
      * it is forced, the kernel paths), for model m's shape (NULL: a generic shape). Loads no
      * weights; returns the create() refusal a card or target would get. */
     int (*describe)(const kiln_model *m, const kiln_backend_config *c, char *buf, size_t n, kiln_error *err);
+    /* The model features (KILN_FEAT_* of model.h: q/k/v biases, q/k norms, RoPE scaling, attention
+     * windows, MoE) the backend runs; kiln_backend_check_model refuses a model with any other
+     * before create (I3). 0 (a table that does not set it): none. */
+    unsigned features;
 } kiln_backend_ops;
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 3
+#define KILN_BACKEND_ABI 4
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 
@@ -105,6 +111,11 @@ const kiln_backend_ops *kiln_backend_cuda_ops(void);
  * min_rows rows and sequences, config.max_logits_per_seq logits rows per sequence. */
 int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_rows, const kiln_step *s,
                             kiln_error *err);
+
+/* KILN_OK when ops runs every feature model m uses (kiln_model_features against ops->features),
+ * else KILN_ERR_UNSUPPORTED naming the backend and the features it lacks. The engine calls it
+ * before ops->create. */
+int kiln_backend_check_model(const kiln_backend_ops *ops, const kiln_model *m, kiln_error *err);
 
 /* by name: "cpu" or "cuda"; NULL if unknown or not available */
 const kiln_backend_ops *kiln_backend_find(const char *name);

@@ -67,6 +67,7 @@ typedef struct kiln_bench_result {
     int shape[7]; /* dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, vocab */
     int64_t params;
     size_t weight_bytes, decode_weight_bytes; /* all / read once per decode step */
+    int n_experts, n_experts_used;            /* MoE (0: dense): the floors count routed experts only */
     size_t peak_rss;
     kiln_bench_point pts[KILN_BENCH_MAX_BATCHES];
     int n_pts;

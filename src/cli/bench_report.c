@@ -175,6 +175,8 @@ void kiln_bench_print_tables(FILE *f, const kiln_bench_result *r, const char *h)
     }
     fprintf(f, "\nDecode floor: (weights read once per step, %zu bytes, + the batch's KV (in the pool's element type) at the mean context) / the measured "
                "memory bandwidth. Prefill floor: FLOPs (2 per weight per token + causal attention) / the measured peak FMA "
-               "rate. %% of floor = floor time / measured time.\n",
-            r->decode_weight_bytes);
+               "rate. %% of floor = floor time / measured time.%s\n",
+            r->decode_weight_bytes,
+            r->n_experts > 0 ? " MoE: a step reads the experts its tokens pick (E (1 - (1 - k/E)^B) expected, uniform "
+                               "routing) and a token's FLOPs count its k experts." : "");
 }

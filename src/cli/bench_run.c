@@ -11,6 +11,7 @@
  * of 5 passes); peak FMA rate = n threads each running 12 independent FMA chains on registers
  * (AVX-512 or AVX2 via function target attributes, chosen at run time; scalar otherwise).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,6 +354,8 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
     memcpy(r->shape, shape, sizeof shape);
     r->params = kiln_model_param_count(m);
     r->weight_bytes = kiln_model_weight_bytes(m);
+    r->n_experts = mc->n_experts;
+    r->n_experts_used = mc->n_experts_used;
     r->decode_weight_bytes = r->weight_bytes;
     if (!mc->tied_embeddings && m->tok_embd && m->tok_embd->nbytes < r->weight_bytes)
         r->decode_weight_bytes -= m->tok_embd->nbytes; /* decode reads B embedding rows only */
@@ -376,6 +379,15 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
     double kv_tok = (double)mc->n_layers * 2 * mc->n_kv_heads * mc->head_dim *
                     (r->info.kv_layout.elem_bytes > 0 ? r->info.kv_layout.elem_bytes : 4);
     double w_flops = 2.0 * ((double)r->params - (double)mc->vocab_size * mc->dim * (mc->tied_embeddings ? 1 : 2));
+    /* MoE: a token runs k of the E experts (FLOPs), and a decode step of B tokens reads the
+     * experts they pick: E (1 - (1 - k/E)^B) of them in expectation under uniform routing */
+    double expert_bytes = 0, expert_params = 0;
+    for (int l = 0; mc->n_experts > 0 && l < mc->n_layers; l++)
+        for (int x = 0; m->layers[l].experts && x < 3 * mc->n_experts; x++) {
+            expert_bytes += (double)m->layers[l].experts[x].nbytes;
+            expert_params += (double)m->layers[l].experts[x].shape[0] * (double)m->layers[l].experts[x].shape[1];
+        }
+    if (mc->n_experts > 0) w_flops -= 2.0 * expert_params * (1.0 - (double)mc->n_experts_used / mc->n_experts);
     double att_flops_seq = 4.0 * mc->n_layers * mc->n_heads * mc->head_dim * ((double)L * (L + 1) / 2);
     for (int bi = 0; !rc && bi < o->n_batches; bi++) {
         int B = o->batches[bi];
@@ -414,6 +426,8 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
         pt->backend_ms = stat_of(v + 5 * nrun, k);
         if (pt->sync_min > pt->sync_max) pt->sync_min = pt->sync_max;
         double bytes = (double)r->decode_weight_bytes + (double)B * kv_tok * (L + D / 2.0);
+        if (mc->n_experts > 0)
+            bytes -= expert_bytes * pow(1.0 - (double)mc->n_experts_used / mc->n_experts, (double)B);
         if (r->mach.mem_bw_gbs > 0) pt->decode_floor_ms = 1e3 * bytes / (r->mach.mem_bw_gbs * 1e9);
         if (r->mach.fma_gflops > 0)
             pt->prefill_floor_ms = 1e3 * ((double)B * L * w_flops + (double)B * att_flops_seq +

@@ -154,6 +154,10 @@ int kiln_cmd_logits(int argc, char **argv) {
         }
         if (f) fclose(f);
         if (!rc) fprintf(stderr, "kiln logits: wrote %d x %d f32 to %s\n", n, V, out_path);
+        kiln_engine_stats st;
+        kiln_engine_get_stats(e, &st);
+        if (!rc) fprintf(stderr, "kiln logits: KV blocks in use at most %d of %d\n", st.kv_blocks_peak,
+                         st.kv_blocks_total);
     }
     kiln_free(buf);
     kiln_free(ids);

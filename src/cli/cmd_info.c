@@ -78,7 +78,16 @@ int kiln_cmd_info(int argc, char **argv) {
     printf("model:        %s\n", m->path);
     printf("format:       %s\n", fmt_name(m->format));
     if (m->loaded_from[0]) printf("loaded from:  %s\n", m->loaded_from);
-    printf("architecture: %s\n", c->arch);
+    printf("architecture: %s%s%s\n", c->arch, c->text_of[0] ? ", the text model of " : "",
+           !c->text_of[0] ? "" : !strcmp(c->text_of, "vision_encoder") ? "a multimodal Mistral-native checkpoint (params.json vision_encoder)" : c->text_of);
+    {
+        char feats[512];
+        kiln_model_feature_names(m, kiln_model_features(m), feats, sizeof feats);
+        printf("features:     %s\n", feats[0] ? feats : "none beyond Llama's (RMSNorm, SwiGLU, RoPE, GQA)");
+    }
+    if (m->n_skipped)
+        printf("skipped:      %d tensors (%lld parameters) on purpose: %s (text only; image inputs are refused)\n",
+               m->n_skipped, (long long)m->skipped_params, m->skipped_what);
     printf("parameters:   %lld (%.3f B)\n", (long long)kiln_model_param_count(m), kiln_model_param_count(m) / 1e9);
     printf("layers %d, hidden %d, intermediate %d, heads %d, kv heads %d, head_dim %d, vocab %d\n", c->n_layers, c->dim,
            c->hidden_dim, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size);

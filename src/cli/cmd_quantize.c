@@ -21,6 +21,7 @@
  * layers (48 MB): kiln quantize --model SmolLM2-135M-Instruct.Q4_1.gguf --out smol8.gguf
  * --type keep --layers 8. With a quantizing T, the type mix is that of an N-layer model.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,27 @@ static kiln_wrole gguf_role(const char *name, int *layer) {
 
 static kiln_dtype stored_type(const kiln_tensor *t) { return t ? t->dtype : KILN_DT_F32; }
 
+/* What the GGUF writer cannot say for a folder: windows (no GGUF metadata kiln reads), experts
+ * (3-D tensors), a yarn attention factor or other than the default betas; Qwen's llama3 /
+ * dynamic scaling (rope_freqs is llama's). 0 when it can write m. */
+static int folder_refusal(const kiln_model *m, const char *in) {
+    const kiln_config *c = &m->cfg;
+    const kiln_rope_scaling *r = &c->rope_scaling;
+    const char *why = NULL;
+    if (kiln_model_features(m) & (KILN_FEAT_WINDOW | KILN_FEAT_MOE))
+        why = "sliding windows and mixtures of experts";
+    else if (r->type == KILN_ROPE_SCALING_YARN &&
+             (r->attention_factor > 0 || r->mscale > 0 || r->mscale_all_dim > 0 || r->beta_fast != 32.0 ||
+              r->beta_slow != 1.0 || !r->truncate))
+        why = "a yarn attention factor, mscale or betas other than 32 / 1";
+    else if ((r->type == KILN_ROPE_SCALING_LLAMA3 || r->type == KILN_ROPE_SCALING_DYNAMIC) && strcmp(c->arch, "llama") &&
+             strcmp(c->arch, "mistral"))
+        why = "llama3 / dynamic RoPE scaling outside llama (rope_freqs)";
+    if (!why) return 0;
+    fprintf(stderr, "kiln quantize: %s (%s): kiln's GGUF writer does not write %s yet\n", in, c->arch, why);
+    return 1;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: kiln quantize --model IN --out OUT.gguf --type T [--layers N]\n"
                     "  IN: a GGUF file, an HF or Mistral-native folder, a llama2.c checkpoint\n"
@@ -173,7 +195,8 @@ int kiln_cmd_quantize(int argc, char **argv) {
         return 2;
     }
     kiln_gguf_writer *w = kiln_gguf_writer_new();
-    q_src *src = kiln_calloc((size_t)m->n_tensors + 4 * (size_t)c->n_layers + 8, sizeof *src);
+    q_src *src = kiln_calloc((size_t)m->n_tensors + 8 * (size_t)c->n_layers + 8, sizeof *src);
+    float *rope_freqs = NULL; /* [head_dim / 2] written for llama3 / dynamic RoPE scaling */
     int n = 0, rc = 0, quantized = !keep && kiln_dtype_is_quant(kiln_ftype_base(ft));
     if (!w || !src) {
         fprintf(stderr, "kiln quantize: out of memory\n");
@@ -221,30 +244,58 @@ int kiln_cmd_quantize(int argc, char **argv) {
         if (deq)
             fprintf(stderr, "kiln quantize: %d quantized input tensors are dequantized to f32 (exactly) and quantized "
                             "again; tensors already in their target type are copied unchanged\n", deq);
+    } else if ((rc = folder_refusal(m, in)) != 0) {
+        rc = -1;
     } else {
         const char *base = strrchr(in, '/');
         char name[256];
         snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : in);
-        rc = kiln_gguf_set_str(w, "general.architecture", "llama") || kiln_gguf_set_str(w, "general.name", name) ||
-             kiln_gguf_set_u32(w, "llama.context_length", (uint32_t)c->max_seq_len) ||
-             kiln_gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->dim) ||
-             kiln_gguf_set_u32(w, "llama.block_count", (uint32_t)L) ||
-             kiln_gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim) ||
-             kiln_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim) ||
-             kiln_gguf_set_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads) ||
-             kiln_gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads) ||
-             kiln_gguf_set_f32(w, "llama.rope.freq_base", (float)c->rope_theta) ||
-             kiln_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps) ||
-             kiln_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
-        if (!rc && c->head_dim * c->n_heads != c->dim)
-            rc = kiln_gguf_set_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim) ||
-                 kiln_gguf_set_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim);
+        /* llama metadata, or qwen2 / qwen3 (their q/k/v biases and q/k norms below) */
+        const char *arch = !strcmp(c->arch, "qwen2") || !strcmp(c->arch, "qwen3") ? c->arch : "llama";
+        char k[96];
+#define AK(key) (snprintf(k, sizeof k, "%s.%s", arch, key), k)
+        rc = kiln_gguf_set_str(w, "general.architecture", arch) || kiln_gguf_set_str(w, "general.name", name) ||
+             kiln_gguf_set_u32(w, AK("context_length"), (uint32_t)c->max_seq_len) ||
+             kiln_gguf_set_u32(w, AK("embedding_length"), (uint32_t)c->dim) ||
+             kiln_gguf_set_u32(w, AK("block_count"), (uint32_t)L) ||
+             kiln_gguf_set_u32(w, AK("feed_forward_length"), (uint32_t)c->hidden_dim) ||
+             kiln_gguf_set_u32(w, AK("rope.dimension_count"), (uint32_t)c->head_dim) ||
+             kiln_gguf_set_u32(w, AK("attention.head_count"), (uint32_t)c->n_heads) ||
+             kiln_gguf_set_u32(w, AK("attention.head_count_kv"), (uint32_t)c->n_kv_heads) ||
+             kiln_gguf_set_f32(w, AK("rope.freq_base"), (float)c->rope_theta) ||
+             kiln_gguf_set_f32(w, AK("attention.layer_norm_rms_epsilon"), c->norm_eps) ||
+             kiln_gguf_set_u32(w, AK("vocab_size"), (uint32_t)c->vocab_size);
+        /* RoPE scaling: linear and yarn as llama.cpp's rope.scaling.* keys; llama3 and dynamic as
+         * the rope_freqs factors (default / scaled frequency), as llama.cpp writes Llama 3.1 */
+        const kiln_rope_scaling *rsc = &c->rope_scaling;
+        if (!rc && (rsc->type == KILN_ROPE_SCALING_LINEAR || rsc->type == KILN_ROPE_SCALING_YARN))
+            rc = kiln_gguf_set_str(w, AK("rope.scaling.type"), rsc->type == KILN_ROPE_SCALING_YARN ? "yarn" : "linear") ||
+                 kiln_gguf_set_f32(w, AK("rope.scaling.factor"), (float)rsc->factor) ||
+                 (rsc->type == KILN_ROPE_SCALING_YARN &&
+                  kiln_gguf_set_u32(w, AK("rope.scaling.original_context_length"),
+                                    (uint32_t)(rsc->orig_max_pos > 0 ? rsc->orig_max_pos : c->max_seq_len)));
+#undef AK
+        if (!rc && c->head_dim * c->n_heads != c->dim) {
+            char k2[96];
+            snprintf(k, sizeof k, "%s.attention.key_length", arch);
+            snprintf(k2, sizeof k2, "%s.attention.value_length", arch);
+            rc = kiln_gguf_set_u32(w, k, (uint32_t)c->head_dim) || kiln_gguf_set_u32(w, k2, (uint32_t)c->head_dim);
+        }
         if (!rc && c->bos_id >= 0) rc = kiln_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_id);
         if (!rc && c->n_eos > 0) rc = kiln_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_ids[0]);
         if (m->tokenizer_path[0])
             fprintf(stderr, "kiln quantize: note: the tokenizer of %s is not written to the GGUF (ids-only use; "
                             "pass --tokenizer %s to kiln)\n", in, m->tokenizer_path);
-        int perm = c->rope_style == KILN_ROPE_HALF;
+        int perm = c->rope_style == KILN_ROPE_HALF && !strcmp(arch, "llama"); /* qwen GGUFs keep rotate_half */
+        if (!rc && (rsc->type == KILN_ROPE_SCALING_LLAMA3 || rsc->type == KILN_ROPE_SCALING_DYNAMIC)) {
+            rope_freqs = kiln_malloc(sizeof(float) * (size_t)(c->head_dim / 2));
+            double *inv = kiln_malloc(sizeof(double) * (size_t)(c->head_dim / 2)), af;
+            rc = !rope_freqs || !inv || kiln_rope_inv_freq(m, inv, &af, &err);
+            for (int i = 0; !rc && i < c->head_dim / 2; i++)
+                rope_freqs[i] = (float)(1.0 / pow(c->rope_theta, (double)(2 * i) / c->head_dim) / inv[i]);
+            kiln_free(inv);
+            if (!rc) rc = add(w, src, &n, "rope_freqs.weight", NULL, rope_freqs, 1, c->head_dim / 2, 0, KILN_DT_F32);
+        }
         kiln_wrole embd_role = c->tied_embeddings ? KILN_WROLE_OUTPUT : KILN_WROLE_TOKEN_EMBD;
 #define TT(t, role, l, cols) (keep ? stored_type(t) : kiln_ftype_tensor_type(ft, role, l, L, 2, cols))
         if (!rc) rc = add(w, src, &n, "token_embd.weight", m->tok_embd, NULL, c->vocab_size, c->dim, 0,
@@ -262,6 +313,15 @@ int kiln_cmd_quantize(int argc, char **argv) {
             ADDL("attn_q.weight", y->wq, NULL, q, c->dim, perm ? c->n_heads : 0, KILN_WROLE_ATTN_Q);
             ADDL("attn_k.weight", y->wk, NULL, kv, c->dim, perm ? c->n_kv_heads : 0, KILN_WROLE_ATTN_K);
             ADDL("attn_v.weight", y->wv, NULL, kv, c->dim, 0, KILN_WROLE_ATTN_V);
+            if (y->bq) { /* Qwen2 */
+                ADDL("attn_q.bias", NULL, y->bq, 1, q, 0, KILN_WROLE_NORM);
+                ADDL("attn_k.bias", NULL, y->bk, 1, kv, 0, KILN_WROLE_NORM);
+                ADDL("attn_v.bias", NULL, y->bv, 1, kv, 0, KILN_WROLE_NORM);
+            }
+            if (y->q_norm) { /* Qwen3 */
+                ADDL("attn_q_norm.weight", NULL, y->q_norm, 1, c->head_dim, 0, KILN_WROLE_NORM);
+                ADDL("attn_k_norm.weight", NULL, y->k_norm, 1, c->head_dim, 0, KILN_WROLE_NORM);
+            }
             ADDL("attn_output.weight", y->wo, NULL, c->dim, q, 0, KILN_WROLE_ATTN_O);
             ADDL("ffn_norm.weight", NULL, y->ffn_norm, 1, c->dim, 0, KILN_WROLE_NORM);
             ADDL("ffn_gate.weight", y->w_gate, NULL, c->hidden_dim, c->dim, 0, KILN_WROLE_FFN_GATE);
@@ -302,6 +362,7 @@ int kiln_cmd_quantize(int argc, char **argv) {
         if (counts[t]) fprintf(stderr, " %s x%d", kiln_dtype_name((kiln_dtype)t), counts[t]);
     fprintf(stderr, ")\n");
 done:
+    kiln_free(rope_freqs);
     kiln_free(src);
     kiln_gguf_writer_free(w);
     kiln_model_free(m);

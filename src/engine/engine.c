@@ -90,6 +90,15 @@ void kiln_request_params_default(kiln_request_params *p) {
     p->sampling.repetition_penalty = 1.0f;
 }
 
+/* With a window on every layer (e->kv_window), the most blocks one sequence holds at once: the
+ * window behind its oldest uncomputed row plus one step's chunk (scheduler.c releases the rest),
+ * each end possibly straddling a block. */
+static int window_blocks(const kiln_engine *e) {
+    int span = e->kv_window - 1 + e->max_batch_tokens;
+    int n = (span + e->block_size - 1) / e->block_size + 1;
+    return n < e->max_blocks_per_seq ? n : e->max_blocks_per_seq;
+}
+
 static void free_step(kiln_step *s) {
     kiln_free(s->token_ids);
     kiln_free(s->positions);
@@ -193,7 +202,17 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     else
         rc = kiln_model_load(&e->model, o->model_path, err);
     if (rc) goto fail;
+    /* I3: a model feature the backend does not run (ops.features) is refused at load */
+    if ((rc = kiln_backend_check_model(e->ops, e->model, err))) goto fail;
     const kiln_config *mc = &e->model->cfg;
+    /* windows on every layer: KV blocks no query can see any more are released (scheduler.c);
+     * a model with some full-attention layers keeps them all (one block id covers every layer) */
+    e->kv_window = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        int w = e->model->layers[l].window;
+        if (w <= 0) { e->kv_window = 0; break; }
+        if (w > e->kv_window) e->kv_window = w;
+    }
 
     const char *tp = o->tokenizer_path ? o->tokenizer_path : e->model->tokenizer_path;
     if (tp && *tp && !o->skip_tokenizer) {
@@ -239,7 +258,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     if (n_blocks <= 0) {
         double frac = o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 0.95 ? o->kv_memory_fraction : 0.25;
         size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : (size_t)(phys_mem_bytes() * frac);
-        size_t want = (size_t)e->max_seqs * e->max_blocks_per_seq;
+        /* every sequence at its longest (with windows: what it holds at once) */
+        size_t want = (size_t)e->max_seqs * (e->kv_window > 0 ? window_blocks(e) : e->max_blocks_per_seq);
         size_t fit = budget / block_bytes;
         n_blocks = (int)((want < fit ? want : fit) + 1);
     } else {
@@ -273,6 +293,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .max_seqs = e->max_seqs,
         .max_blocks_per_seq = e->max_blocks_per_seq,
         .max_model_len = e->max_model_len,
+        .kv_window = e->kv_window,
         .kv = e->kv_layout,
         .n_threads = o->n_threads,
         .strict = e->strict,
@@ -411,13 +432,14 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
                         "this model's maximum context length is %d tokens; %d prompt tokens + %d max_tokens exceed it",
                         e->max_model_len, p->n_prompt, p->max_tokens);
     int max_new = p->max_tokens > 0 ? p->max_tokens : room;
-    if (p->max_tokens < 0) {
+    if (p->max_tokens < 0 && e->kv_window <= 0) {
         /* "up to the context limit": also up to what the whole KV pool can hold */
         int pool_tokens = kiln_kv_num_usable(e->kv) * e->block_size;
         if (p->n_prompt + max_new > pool_tokens) max_new = pool_tokens - p->n_prompt;
         if (max_new < 1) max_new = 1; /* refused just below: the prompt alone does not fit */
     }
     int total_blocks = (p->n_prompt + max_new + e->block_size - 1) / e->block_size;
+    if (e->kv_window > 0 && total_blocks > window_blocks(e)) total_blocks = window_blocks(e); /* released as it goes */
     if (total_blocks > kiln_kv_num_usable(e->kv))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "the request needs up to %d KV blocks, the pool has %d (lower max_tokens or enlarge the KV pool)",
                         total_blocks, kiln_kv_num_usable(e->kv));
@@ -584,6 +606,8 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         row[am] += 1e-3f;
     }
     if (!rc) e->stats.steps++;
+    int used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+    if (used > e->kv_peak) e->kv_peak = used;
     int li = 0;
     for (int i = 0; i < s->n_seqs; i++) {
         kiln_req *r = e->step_reqs[k][i];
@@ -722,6 +746,7 @@ void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s) {
     s->kv_blocks_total = kiln_kv_num_usable(e->kv);
     s->kv_blocks_cached = kiln_kv_num_cached_free(e->kv);
     s->kv_blocks_used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+    s->kv_blocks_peak = e->kv_peak > s->kv_blocks_used ? e->kv_peak : s->kv_blocks_used;
     s->syncs = e->backend ? e->backend->n_syncs : 0;
 }
 
@@ -766,12 +791,13 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         if (ids[i] < 0 || ids[i] >= mc->vocab_size)
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "token %d at position %d is outside the vocabulary", ids[i], i);
     int nb = (n + e->block_size - 1) / e->block_size;
-    int32_t *blocks = kiln_malloc((size_t)nb * sizeof(int32_t));
+    int32_t *blocks = kiln_calloc((size_t)nb, sizeof(int32_t));
     if (!blocks) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
-    rc = kiln_kv_alloc(e->kv, nb, blocks, err);
-    if (rc) { kiln_free(blocks); return rc; }
     kiln_step *s = &e->steps[0];
+    int released = 0; /* leading blocks released out of the window */
     for (int i = 0; i < n && !rc; i++) {
+        /* a block when the position enters it (with windows, the ones behind are released) */
+        if (i % e->block_size == 0 && (rc = kiln_kv_alloc(e->kv, 1, &blocks[i / e->block_size], err))) break;
         s->n_tokens = 1;
         s->n_seqs = 1;
         s->token_ids[0] = ids[i];
@@ -789,6 +815,14 @@ int kiln_engine_prompt_logits(kiln_engine *e, const int32_t *ids, int n, float *
         memset(&res, 0, sizeof res);
         if ((rc = e->ops->encode_step(e->backend, s, err)) || (rc = e->ops->finish_step(e->backend, &res, err))) break;
         memcpy(out + (size_t)i * mc->vocab_size, res.logits, (size_t)mc->vocab_size * sizeof(float));
+        int used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
+        if (used > e->kv_peak) e->kv_peak = used;
+        /* sliding windows: the blocks the next position's window no longer covers (as scheduler.c) */
+        int lo = i + 1 - e->kv_window + 1, nrel = e->kv_window > 0 && lo > 0 ? lo / e->block_size : 0;
+        for (; released < nrel && released < nb; released++) {
+            kiln_kv_release(e->kv, &blocks[released], 1);
+            blocks[released] = 0;
+        }
     }
     kiln_kv_release(e->kv, blocks, nb);
     kiln_free(blocks);

@@ -28,6 +28,7 @@ typedef struct kiln_req {
     int n_computed;      /* tokens whose K/V are in the pool */
     int32_t *blocks;     /* [max_blocks_per_seq] physical ids */
     int n_blocks;
+    int n_released;      /* leading blocks released out of the attention window (blocks[b] = 0) */
     kiln_block_hash *hashes; /* [max_blocks_per_seq] chained hashes of full blocks */
     int n_hashed;        /* full blocks hashed (and registered) so far */
     int n_cached_prompt; /* prompt tokens served by the prefix cache at first schedule */
@@ -80,6 +81,8 @@ struct kiln_engine {
     int overlap;                                  /* overlapped scheduling on (ops.overlap && device_sample) */
     uint64_t n_drains;                            /* calls that drained first (preemption needed; tests) */
     int max_model_len, max_blocks_per_seq, block_size, max_seqs, max_batch_tokens;
+    int kv_window;       /* > 0 when every layer has an attention window (the largest): blocks that
+                          * left it are released (scheduler.c) */
     int strict;
     size_t scratch_row_bytes; /* scratch bytes per step row (KILN_SCRATCH_POOL_MB) */
     /* requests */
@@ -92,6 +95,7 @@ struct kiln_engine {
     int32_t *suppress;                            /* [KILN_MAX_EOS + max stop ids] */
     int suppress_cap;
     uint64_t next_id;
+    int kv_peak;                                  /* stats.kv_blocks_peak */
     kiln_engine_stats stats;
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */

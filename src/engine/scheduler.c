@@ -26,10 +26,33 @@ void kiln_req_release_kv(kiln_engine *e, kiln_req *r) {
         e->free_pen[e->n_free_pen++] = r->pen_slot;
         r->pen_slot = -1;
     }
-    kiln_kv_release(e->kv, r->blocks, r->n_blocks);
+    kiln_kv_release(e->kv, r->blocks, r->n_blocks); /* released entries are 0: skipped */
     r->n_blocks = 0;
+    r->n_released = 0;
     r->n_computed = 0;
     r->n_hashed = 0;
+}
+
+/* Sliding windows (e->kv_window > 0, every layer windowed): the blocks of r wholly below
+ * n_computed - kv_window + 1 are released, their table entries set to the null block 0. Rows
+ * not yet computed (this step's, a step in flight's) are at positions >= n_computed, and a
+ * query at p reads keys from p - window + 1 on, so no query can read them again (step.h
+ * kv_window lets the step check accept the 0 entries).
+ * Prefix caching: a released block that was registered keeps its hash and goes to the free
+ * LRU list like any freed block: its K/V is a function of the prefix alone, so a later request
+ * with the same prefix may still get it back (until it is handed out again) and the chain of
+ * hashes stays exact; a request that finds a chain only re-takes blocks it then releases again
+ * at its first schedule if they are out of its window. */
+static void release_window(kiln_engine *e, kiln_req *r) {
+    if (e->kv_window <= 0) return;
+    int lo = r->n_computed - e->kv_window + 1;
+    int n = lo > 0 ? lo / e->block_size : 0;
+    if (n > r->n_blocks) n = r->n_blocks;
+    for (int b = r->n_released; b < n; b++) {
+        kiln_kv_release(e->kv, &r->blocks[b], 1);
+        r->blocks[b] = 0;
+    }
+    if (n > r->n_released) r->n_released = n;
 }
 
 /* blocks needed to hold n tokens */
@@ -200,6 +223,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         int n = virt - base;
         if (n <= 0) { i++; continue; }
         if (n > budget) n = budget;
+        release_window(e, r);
         int preempted_self = 0;
         while (!ensure_blocks(e, r, base + n)) {
             if (in_flight) {
@@ -232,6 +256,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         }
         int n = r->n_tokens - r->n_computed;
         if (n > budget) n = budget;
+        release_window(e, r); /* prefix hits already out of the window */
         if (!ensure_blocks(e, r, r->n_computed + n)) {
             /* add_request refused requests that could never fit the pool, so this one will
              * fit once running sequences finish */

@@ -71,7 +71,9 @@ int kiln_model_load_dummy_quant(kiln_model **out, const char *config_path, uint6
     if ((rc = kiln_config_check(c, config_path, err))) goto fail;
 
     int L = c->n_layers;
-    m->tensors = kiln_calloc((size_t)9 * L + 3, sizeof *m->tensors);
+    /* per layer: 9 (dense) or 6 + router + 3 per expert (MoE), + 3 biases (Qwen2), + 2 q/k norms (Qwen3) */
+    size_t per = (size_t)(c->n_experts > 0 ? 7 + 3 * c->n_experts : 9) + (c->qkv_bias ? 3 : 0) + (c->qk_norm ? 2 : 0);
+    m->tensors = kiln_calloc(per * L + 3, sizeof *m->tensors);
     if (!m->tensors) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory", config_path);
         goto fail;
@@ -105,11 +107,40 @@ int kiln_model_load_dummy_quant(kiln_model **out, const char *config_path, uint6
     if (!c->tied_embeddings) ADD("lm_head.weight", c->vocab_size, c->dim, MAT_TYPE(KILN_WROLE_OUTPUT, 0, c->dim));
     ADD("model.norm.weight", c->dim, 0, c->dtype);
     char name[128];
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < L; l++) {
         for (size_t k = 0; k < sizeof per_layer / sizeof per_layer[0]; k++) {
+            if (c->n_experts > 0 && k >= 6) break; /* MoE: experts instead of the dense FFN */
             snprintf(name, sizeof name, per_layer[k].fmt, l);
             ADD(name, per_layer[k].rows, per_layer[k].cols, MAT_TYPE(per_layer[k].role, l, per_layer[k].cols));
         }
+        /* issue 19's extras, after the dense tensors (a dense model's tensor indices, hence its
+         * values, are unchanged); 1-D ones get the norm formula (1 + u / 16) */
+        if (c->qkv_bias) {
+            const char *b[3] = {"q", "k", "v"};
+            for (int j = 0; j < 3; j++) {
+                snprintf(name, sizeof name, "model.layers.%d.self_attn.%s_proj.bias", l, b[j]);
+                ADD(name, j ? kv : q, 0, c->dtype);
+            }
+        }
+        if (c->qk_norm) {
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+            ADD(name, c->head_dim, 0, c->dtype);
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+            ADD(name, c->head_dim, 0, c->dtype);
+        }
+        if (c->n_experts > 0) {
+            snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.gate.weight", l);
+            ADD(name, c->n_experts, c->dim, c->dtype);
+            for (int e = 0; e < c->n_experts; e++) {
+                snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", l, e);
+                ADD(name, c->hidden_dim, c->dim, MAT_TYPE(KILN_WROLE_FFN_GATE, l, c->dim));
+                snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", l, e);
+                ADD(name, c->hidden_dim, c->dim, MAT_TYPE(KILN_WROLE_FFN_UP, l, c->dim));
+                snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", l, e);
+                ADD(name, c->dim, c->hidden_dim, MAT_TYPE(KILN_WROLE_FFN_DOWN, l, c->hidden_dim));
+            }
+        }
+    }
 #undef ADD
 #undef MAT_TYPE
     /* one buffer: norms first, then matrices (when host_data); each tensor 64-byte aligned */

@@ -1,7 +1,8 @@
 /* gguf_model.c: kiln_model from a GGUF file (architecture "llama", which Mistral-family GGUFs
- * use too).
+ * use too, "qwen2" with q/k/v biases, "qwen3" with per-head q/k norms).
  *
- * Config comes from the llama.* metadata (head_dim = attention.key_length, default dim/heads;
+ * Config comes from the <arch>.* metadata (rope.scaling.type none / linear / yarn with its
+ * factor and original_context_length; Llama 3.1's bands as the rope_freqs tensor) (head_dim = attention.key_length, default dim/heads;
  * rope.freq_base default 10000; vocab = length of tokenizer.ggml.tokens; a file without
  * tokenizer metadata is for ids-only use: vocab = llama.vocab_size, else token_embd's rows,
  * and no tokenizer_path). Every GGUF tensor of
@@ -43,31 +44,90 @@ static int str_is(kiln_gguf_str s, const char *lit) {
     return s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
 }
 
+/* <arch>.<key> */
+static const char *akey(char *buf, size_t n, const char *arch, const char *key) {
+    snprintf(buf, n, "%s.%s", arch, key);
+    return buf;
+}
+
+/* <arch>.rope.scaling.*: type none / linear / yarn with factor and original_context_length
+ * (llama.cpp's Llama 3.1 bands come as the rope_freqs tensor instead, bound in model.c). */
+static int read_rope_scaling(kiln_config *c, const kiln_gguf *g, const char *arch, const char *path, kiln_error *err) {
+    char k[96];
+    kiln_gguf_str st;
+    if (kiln_gguf_get_str(g, akey(k, sizeof k, arch, "rope.scaling.type"), &st) != 0 || str_is(st, "none")) {
+        if (kiln_gguf_find_key(g, k) >= 0 && kiln_gguf_get_str(g, k, &st) != 0)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: metadata %s is not a string", path, k);
+        return 0;
+    }
+    kiln_rope_scaling *rs = &c->rope_scaling;
+    if (str_is(st, "linear")) rs->type = KILN_ROPE_SCALING_LINEAR;
+    else if (str_is(st, "yarn")) rs->type = KILN_ROPE_SCALING_YARN;
+    else
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: %s '%.*s' is not supported (none, linear, yarn)", path, k,
+                        (int)(st.len > 64 ? 64 : st.len), st.ptr);
+    double f;
+    if (kiln_gguf_get_f64(g, akey(k, sizeof k, arch, "rope.scaling.factor"), &f) != 0 || !(f > 0))
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: RoPE scaling without a positive %s", path, k);
+    rs->factor = f;
+    int orig = 0;
+    int rc = get_int(g, path, akey(k, sizeof k, arch, "rope.scaling.original_context_length"), 0, 0, &orig, err);
+    if (rc) return rc;
+    rs->orig_max_pos = orig;
+    rs->beta_fast = 32.0;
+    rs->beta_slow = 1.0;
+    rs->truncate = 1;
+    /* llama.cpp multiplies its own mscale by these; HF-style attention factors do not map onto
+     * that one to one: refused rather than guessed */
+    const char *refused[] = {"rope.scaling.attn_factor", "rope.scaling.yarn_log_multiplier",
+                             "rope.scaling.yarn_ext_factor", "rope.scaling.yarn_attn_factor"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (kiln_gguf_get_f64(g, akey(k, sizeof k, arch, refused[i]), &f) == 0 && f != 1.0 &&
+            !(strstr(refused[i], "log_multiplier") && f == 0.0))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: metadata %s = %g is not supported", path, k, f);
+    return 0;
+}
+
 static int read_config(kiln_model *m, const kiln_gguf *g, const char *path, kiln_error *err) {
     kiln_config *c = &m->cfg;
-    kiln_gguf_str arch;
-    if (kiln_gguf_get_str(g, "general.architecture", &arch) != 0)
+    kiln_gguf_str as;
+    if (kiln_gguf_get_str(g, "general.architecture", &as) != 0)
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: metadata general.architecture is missing", path);
-    if (!str_is(arch, "llama"))
+    const char *arch = str_is(as, "llama") ? "llama" : str_is(as, "qwen2") ? "qwen2" : str_is(as, "qwen3") ? "qwen3" : NULL;
+    if (!arch)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "%s: architecture '%.*s' is not supported (only 'llama')", path,
-                        (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-    snprintf(c->arch, sizeof c->arch, "llama");
-    int rc = get_int(g, path, "llama.embedding_length", 1, 0, &c->dim, err);
-    if (!rc) rc = get_int(g, path, "llama.block_count", 1, 0, &c->n_layers, err);
-    if (!rc) rc = get_int(g, path, "llama.feed_forward_length", 1, 0, &c->hidden_dim, err);
-    if (!rc) rc = get_int(g, path, "llama.attention.head_count", 1, 0, &c->n_heads, err);
-    if (!rc) rc = get_int(g, path, "llama.attention.head_count_kv", 0, c->n_heads, &c->n_kv_heads, err);
-    if (!rc) rc = get_int(g, path, "llama.context_length", 0, 2048, &c->max_seq_len, err);
+                        "%s: architecture '%.*s' is not supported (llama, qwen2, qwen3)", path,
+                        (int)(as.len > 64 ? 64 : as.len), as.ptr);
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    char k[96];
+    int rc = get_int(g, path, akey(k, sizeof k, arch, "embedding_length"), 1, 0, &c->dim, err);
+    if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "block_count"), 1, 0, &c->n_layers, err);
+    if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "feed_forward_length"), 1, 0, &c->hidden_dim, err);
+    if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "attention.head_count"), 1, 0, &c->n_heads, err);
+    if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "attention.head_count_kv"), 0, c->n_heads, &c->n_kv_heads, err);
+    if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "context_length"), 0, 2048, &c->max_seq_len, err);
     if (rc) return rc;
-    if (c->dim % c->n_heads && kiln_gguf_find_key(g, "llama.attention.key_length") < 0)
+    if (kiln_gguf_find_key(g, akey(k, sizeof k, arch, "expert_count")) >= 0) { /* Mixtral: llama + experts */
+        if (strcmp(arch, "llama"))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mixture-of-experts %s GGUF is not supported (llama only)", path, arch);
+        if ((rc = get_int(g, path, k, 1, 0, &c->n_experts, err)) ||
+            (rc = get_int(g, path, akey(k, sizeof k, arch, "expert_used_count"), 1, 0, &c->n_experts_used, err)))
+            return rc;
+        const char *refused[] = {"expert_shared_count", "expert_weights_scale", "expert_gating_func",
+                                 "expert_weights_norm", "expert_feed_forward_length"};
+        for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+            if (kiln_gguf_find_key(g, akey(k, sizeof k, arch, refused[i])) >= 0)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: metadata %s is not supported (Mixtral-style MoE only)",
+                                path, k);
+    }
+    if (c->dim % c->n_heads && kiln_gguf_find_key(g, akey(k, sizeof k, arch, "attention.key_length")) < 0)
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: embedding_length %d is not a multiple of head_count %d",
                         path, c->dim, c->n_heads);
-    rc = get_int(g, path, "llama.attention.key_length", 0, c->dim / c->n_heads, &c->head_dim, err);
+    rc = get_int(g, path, akey(k, sizeof k, arch, "attention.key_length"), 0, c->dim / c->n_heads, &c->head_dim, err);
     if (rc) return rc;
     int vlen, rope_dims;
-    rc = get_int(g, path, "llama.attention.value_length", 0, c->head_dim, &vlen, err);
-    if (!rc) rc = get_int(g, path, "llama.rope.dimension_count", 0, c->head_dim, &rope_dims, err);
+    rc = get_int(g, path, akey(k, sizeof k, arch, "attention.value_length"), 0, c->head_dim, &vlen, err);
+    if (!rc) rc = get_int(g, path, akey(k, sizeof k, arch, "rope.dimension_count"), 0, c->head_dim, &rope_dims, err);
     if (rc) return rc;
     if (vlen != c->head_dim)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: value_length %d != key_length %d", path, vlen,
@@ -81,26 +141,32 @@ static int read_config(kiln_model *m, const kiln_gguf *g, const char *path, kiln
                         path, c->n_heads, c->n_kv_heads);
     if (c->head_dim % 2)
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: odd head_dim %d", path, c->head_dim);
-    kiln_gguf_str st;
-    if (kiln_gguf_get_str(g, "llama.rope.scaling.type", &st) == 0 && !str_is(st, "none"))
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: RoPE scaling '%.*s' is not supported", path,
-                        (int)(st.len > 64 ? 64 : st.len), st.ptr);
+    if ((rc = read_rope_scaling(c, g, arch, path, err))) return rc;
+    int sw = 0;
+    if ((rc = get_int(g, path, akey(k, sizeof k, arch, "attention.sliding_window"), 0, 0, &sw, err))) return rc;
+    if (sw > 0 && sw < c->max_seq_len)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: %s = %d: sliding windows from GGUF metadata are not supported yet",
+                        path, k, sw);
     double f;
-    if (kiln_gguf_find_key(g, "llama.rope.freq_base") >= 0) {
-        if (kiln_gguf_get_f64(g, "llama.rope.freq_base", &f) != 0 || !(f > 0))
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: bad llama.rope.freq_base", path);
+    if (kiln_gguf_find_key(g, akey(k, sizeof k, arch, "rope.freq_base")) >= 0) {
+        if (kiln_gguf_get_f64(g, k, &f) != 0 || !(f > 0))
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: bad %s", path, k);
         c->rope_theta = f;
     } else {
         c->rope_theta = 10000.0;
     }
-    if (kiln_gguf_get_f64(g, "llama.attention.layer_norm_rms_epsilon", &f) == 0) {
+    if (kiln_gguf_get_f64(g, akey(k, sizeof k, arch, "attention.layer_norm_rms_epsilon"), &f) == 0) {
         if (!(f > 0 && f < 1))
             return KILN_ERR(err, KILN_ERR_FORMAT, "%s: bad layer_norm_rms_epsilon %g", path, f);
         c->norm_eps = (float)f;
     } else {
         c->norm_eps = 1e-5f;
     }
-    c->rope_style = KILN_ROPE_INTERLEAVED;
+    /* llama.cpp permutes llama's q / k rows into Meta's interleaved order; qwen2 / qwen3 use
+     * NEOX RoPE (rotate_half) on unpermuted rows */
+    c->rope_style = strcmp(arch, "llama") ? KILN_ROPE_HALF : KILN_ROPE_INTERLEAVED;
+    c->qkv_bias = !strcmp(arch, "qwen2");
+    c->qk_norm = !strcmp(arch, "qwen3");
     kiln_gguf_type et;
     uint64_t nv;
     if (kiln_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nv) != 0 || et != KILN_GGUF_STRING) {
@@ -110,11 +176,11 @@ static int read_config(kiln_model *m, const kiln_gguf *g, const char *path, kiln
             return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tokenizer.ggml.tokens is not a string array", path);
         const kiln_gguf_tensor_info *te = kiln_gguf_find_tensor(g, "token_embd.weight");
         uint64_t v;
-        if (kiln_gguf_get_u64(g, "llama.vocab_size", &v) == 0) nv = v;
+        if (kiln_gguf_get_u64(g, akey(k, sizeof k, arch, "vocab_size"), &v) == 0) nv = v;
         else if (te && te->n_dims == 2) nv = te->ne[1];
         else
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens, llama.vocab_size or token_embd.weight",
-                            path);
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: no tokenizer.ggml.tokens, %s or token_embd.weight",
+                            path, k);
         m->tokenizer_path[0] = 0;
     }
     if (nv == 0 || nv > (1u << 30))
@@ -193,7 +259,9 @@ int kiln_load_gguf(kiln_model *m, const char *path, kiln_error *err) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             const kiln_layer_weights *L = &m->layers[l];
             const kiln_tensor *ts[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-            for (int k = 0; k < 7; k++) counts[ts[k]->dtype]++;
+            for (int k = 0; k < 7; k++)
+                if (ts[k]) counts[ts[k]->dtype]++;
+            for (int k = 0; L->experts && k < 3 * m->cfg.n_experts; k++) counts[L->experts[k].dtype]++;
         }
         m->cfg.dtype = KILN_DT_F32;
         for (int t = 0; t < KILN_DT_COUNT; t++)

@@ -93,8 +93,9 @@ static int read_dtype(json_t *o, kiln_dtype *dt, const char *path, kiln_error *e
     return 0;
 }
 
-/* rope_scaling / rope_parameters: null or type "default" only. */
-static int check_rope_type(json_t *o, const char *field, const char *path, kiln_error *err) {
+/* rope_scaling (transformers 4) / rope_parameters (transformers 5): the type and its keys into
+ * c->rope_scaling; types other than default, linear, dynamic, llama3 and yarn are refused. */
+static int parse_rope(kiln_config *c, json_t *o, const char *field, const char *path, kiln_error *err) {
     if (!o || json_is_null(o)) return 0;
     if (!json_is_object(o)) {
         KILN_ERR(err, KILN_ERR_FORMAT, "%s: %s is not an object", path, field);
@@ -103,40 +104,125 @@ static int check_rope_type(json_t *o, const char *field, const char *path, kiln_
     json_t *t = json_object_get(o, "rope_type");
     if (!json_is_string(t)) t = json_object_get(o, "type");
     const char *s = json_is_string(t) ? json_string_value(t) : NULL;
-    if (s && strcmp(s, "default") != 0) {
-        KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: %s type \"%s\" is not supported (only \"default\")",
-                 path, field, s);
-        return -1;
-    }
     if (!s && !strcmp(field, "rope_scaling")) {
         KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: rope_scaling without a type is not supported", path);
+        return -1;
+    }
+    kiln_rope_scaling *rs = &c->rope_scaling;
+    if (!s || !strcmp(s, "default")) return 0;
+    if (!strcmp(s, "linear")) rs->type = KILN_ROPE_SCALING_LINEAR;
+    else if (!strcmp(s, "dynamic")) rs->type = KILN_ROPE_SCALING_DYNAMIC;
+    else if (!strcmp(s, "llama3")) rs->type = KILN_ROPE_SCALING_LLAMA3;
+    else if (!strcmp(s, "yarn")) rs->type = KILN_ROPE_SCALING_YARN;
+    else {
+        KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                 "%s: %s type \"%s\" is not supported (default, linear, dynamic, llama3, yarn)", path, field, s);
+        return -1;
+    }
+    double v;
+    int orig = 0;
+    if (get_num(o, "factor", 0.0, &rs->factor, path, err) ||
+        get_int(o, "original_max_position_embeddings", 0, &orig, path, err) ||
+        get_num(o, "low_freq_factor", 1.0, &rs->low_freq_factor, path, err) ||
+        get_num(o, "high_freq_factor", 4.0, &rs->high_freq_factor, path, err) ||
+        get_num(o, "beta_fast", 32.0, &rs->beta_fast, path, err) ||
+        get_num(o, "beta_slow", 1.0, &rs->beta_slow, path, err) ||
+        get_num(o, "attention_factor", 0.0, &rs->attention_factor, path, err) ||
+        get_num(o, "mscale", 0.0, &rs->mscale, path, err) ||
+        get_num(o, "mscale_all_dim", 0.0, &rs->mscale_all_dim, path, err) || get_num(o, "truncate", 1.0, &v, path, err))
+        return -1;
+    rs->orig_max_pos = orig > 0 ? orig : 0;
+    if (rs->type == KILN_ROPE_SCALING_YARN && !(rs->factor > 0) && orig > 0) /* transformers 5: the ratio */
+        rs->factor = (double)c->max_seq_len / orig;
+    rs->truncate = json_is_false(json_object_get(o, "truncate")) ? 0 : 1;
+    if (!(rs->factor > 0)) {
+        KILN_ERR(err, KILN_ERR_FORMAT, "%s: %s type \"%s\" needs a positive factor", path, field, s);
+        return -1;
+    }
+    if (rs->type == KILN_ROPE_SCALING_LLAMA3 && orig <= 0) {
+        KILN_ERR(err, KILN_ERR_FORMAT, "%s: llama3 RoPE scaling needs original_max_position_embeddings", path);
         return -1;
     }
     return 0;
 }
 
-static int parse_config_json(kiln_config *c, json_t *j, const char *path, kiln_error *err) {
-    memset(c, 0, sizeof *c);
-    if (!json_is_object(j)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
-    const char *arch = NULL;
-    json_t *archs = json_object_get(j, "architectures");
-    if (json_is_array(archs) && json_array_size(archs) > 0) {
-        const char *a = json_string_value(json_array_get(archs, 0));
-        if (!a) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: architectures[0] is not a string", path);
-        if (!strcmp(a, "LlamaForCausalLM")) arch = "llama";
-        else if (!strcmp(a, "MistralForCausalLM")) arch = "mistral";
-        else
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "%s: unknown architecture %s (supported: LlamaForCausalLM, "
-                            "MistralForCausalLM)", path, a);
+/* The attention window of each layer: sliding_window (unless use_sliding_window is false, or it
+ * covers the whole context), on the layers layer_types calls "sliding_attention", else (Qwen2 /
+ * Qwen3) the layers from max_window_layers on, else every layer (Mistral). */
+static int parse_window(kiln_config *c, json_t *j, const char *path, kiln_error *err) {
+    json_t *sw = json_object_get(j, "sliding_window");
+    json_t *use = json_object_get(j, "use_sliding_window");
+    if (!sw || json_is_null(sw) || json_is_false(use)) return 0;
+    if (!json_is_integer(sw) || json_integer_value(sw) < 1 || json_integer_value(sw) > 0x7fffffff)
+        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not a positive integer", path);
+    if (json_integer_value(sw) >= c->max_seq_len) return 0; /* covers the context: full attention */
+    int arch_qwen = !strncmp(c->arch, "qwen", 4);
+    if (arch_qwen && !json_is_true(use)) return 0; /* Qwen: windows only with use_sliding_window */
+    if (c->n_layers > KILN_MAX_WINDOW_LAYERS)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: sliding window with %d layers (at most %d)", path, c->n_layers,
+                        KILN_MAX_WINDOW_LAYERS);
+    c->sliding_window = (int)json_integer_value(sw);
+    json_t *lt = json_object_get(j, "layer_types");
+    int mwl = 0;
+    if (json_is_array(lt)) {
+        if ((int)json_array_size(lt) != c->n_layers)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: layer_types has %zu entries for %d layers", path,
+                            json_array_size(lt), c->n_layers);
+        for (int l = 0; l < c->n_layers; l++) {
+            const char *s = json_string_value(json_array_get(lt, (size_t)l));
+            if (s && !strcmp(s, "sliding_attention")) c->window_layers[l / 64] |= 1ull << (l % 64);
+            else if (!s || strcmp(s, "full_attention"))
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: layer_types[%d] \"%s\" is not supported "
+                                "(sliding_attention, full_attention)", path, l, s ? s : "(not a string)");
+        }
+    } else if (arch_qwen && json_object_get(j, "max_window_layers")) {
+        if (get_int(j, "max_window_layers", 0, &mwl, path, err)) return err ? err->code : KILN_ERR_FORMAT;
+        for (int l = mwl < 0 ? 0 : mwl; l < c->n_layers; l++) c->window_layers[l / 64] |= 1ull << (l % 64);
     } else {
-        const char *mt = json_string_value(json_object_get(j, "model_type"));
-        if (mt && !strcmp(mt, "llama")) arch = "llama";
-        else if (mt && !strcmp(mt, "mistral")) arch = "mistral";
-        else
+        for (int l = 0; l < c->n_layers; l++) c->window_layers[l / 64] |= 1ull << (l % 64);
+    }
+    return 0;
+}
+
+static int parse_config_json(kiln_config *c, json_t *top, const char *path, kiln_error *err) {
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(top)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
+    const char *arch = NULL;
+    json_t *j = top; /* the language model's config: text_config of a multimodal wrapper */
+    json_t *archs = json_object_get(top, "architectures");
+    const char *a = NULL;
+    if (json_is_array(archs) && json_array_size(archs) > 0) {
+        a = json_string_value(json_array_get(archs, 0));
+        if (!a) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: architectures[0] is not a string", path);
+    }
+    const char *mt = json_string_value(json_object_get(top, "model_type"));
+    if ((a && !strcmp(a, "Mistral3ForConditionalGeneration")) || (!a && mt && !strcmp(mt, "mistral3"))) {
+        j = json_object_get(top, "text_config");
+        if (!json_is_object(j))
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: Mistral3ForConditionalGeneration without a text_config object", path);
+        snprintf(c->text_of, sizeof c->text_of, "Mistral3ForConditionalGeneration");
+        const char *tmt = json_string_value(json_object_get(j, "model_type"));
+        if (tmt && strcmp(tmt, "mistral") && strcmp(tmt, "llama"))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: text_config model_type %s is not supported (mistral, llama)",
+                            path, tmt);
+        a = NULL;
+        mt = tmt ? tmt : "mistral";
+    }
+    static const struct { const char *cls, *type, *arch; } k_archs[] = {
+        {"LlamaForCausalLM", "llama", "llama"},   {"MistralForCausalLM", "mistral", "mistral"},
+        {"Qwen2ForCausalLM", "qwen2", "qwen2"},   {"Qwen3ForCausalLM", "qwen3", "qwen3"},
+        {"MixtralForCausalLM", "mixtral", "mixtral"},
+    };
+    for (size_t i = 0; i < sizeof k_archs / sizeof k_archs[0] && !arch; i++)
+        if (a ? !strcmp(a, k_archs[i].cls) : (mt && !strcmp(mt, k_archs[i].type))) arch = k_archs[i].arch;
+    if (!arch) {
+        if (a)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "%s: unknown architecture (model_type %s; supported: llama, mistral)",
-                            path, mt ? mt : "absent");
+                            "%s: unknown architecture %s (supported: LlamaForCausalLM, MistralForCausalLM, "
+                            "Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Mistral3ForConditionalGeneration (text only))", path, a);
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "%s: unknown architecture (model_type %s; supported: llama, mistral, qwen2, qwen3, mixtral, mistral3)",
+                        path, mt ? mt : "absent");
     }
     snprintf(c->arch, sizeof c->arch, "%s", arch);
 
@@ -163,8 +249,9 @@ static int parse_config_json(kiln_config *c, json_t *j, const char *path, kiln_e
 
     /* RoPE: rope_theta top level, or inside rope_parameters (transformers 5) */
     json_t *rp = json_object_get(j, "rope_parameters");
-    if (check_rope_type(rp, "rope_parameters", path, err) ||
-        check_rope_type(json_object_get(j, "rope_scaling"), "rope_scaling", path, err))
+    if (parse_rope(c, rp, "rope_parameters", path, err) ||
+        (c->rope_scaling.type == KILN_ROPE_SCALING_NONE &&
+         parse_rope(c, json_object_get(j, "rope_scaling"), "rope_scaling", path, err)))
         return err ? err->code : KILN_ERR_FORMAT;
     if (get_num(j, "rope_theta", 10000.0, &theta, path, err)) return err ? err->code : KILN_ERR_FORMAT;
     if (json_is_object(rp) && json_object_get(rp, "rope_theta") &&
@@ -172,32 +259,43 @@ static int parse_config_json(kiln_config *c, json_t *j, const char *path, kiln_e
         return err ? err->code : KILN_ERR_FORMAT;
     c->rope_theta = theta;
     c->rope_style = KILN_ROPE_HALF;
+    json_t *prf = json_object_get(j, "partial_rotary_factor");
+    if (prf && !json_is_null(prf) && !(json_is_number(prf) && json_number_value(prf) == 1.0))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: partial_rotary_factor is not supported", path);
 
     /* what kiln cannot run is refused, never run wrongly */
-    json_t *sw = json_object_get(j, "sliding_window");
-    if (sw && !json_is_null(sw) && !(json_object_get(j, "use_sliding_window") &&
-                                     json_is_false(json_object_get(j, "use_sliding_window")))) {
-        if (!json_is_integer(sw))
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not an integer", path);
-        if (json_integer_value(sw) < c->max_seq_len)
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "%s: sliding_window %lld is smaller than the context length %d "
-                            "(sliding-window attention is not supported)",
-                            path, (long long)json_integer_value(sw), c->max_seq_len);
-    }
-    if (is_true(j, "attention_bias"))
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: attention_bias is not supported", path);
+    int rc = parse_window(c, j, path, err);
+    if (rc) return rc;
+    int qwen2 = !strcmp(arch, "qwen2"), qwen3 = !strcmp(arch, "qwen3");
+    c->qkv_bias = qwen2; /* Qwen2: q/k/v biases (no o bias), whatever attention_bias says */
+    c->qk_norm = qwen3;
+    if (is_true(j, "attention_bias") && !qwen2)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: attention_bias (q/k/v/o biases) is not supported "
+                        "(Qwen2's q/k/v biases are)", path);
     if (is_true(j, "mlp_bias"))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mlp_bias is not supported", path);
+    if (!strcmp(arch, "mixtral")) { /* top-k routing over num_local_experts SwiGLU experts */
+        if (get_int(j, "num_local_experts", 8, &c->n_experts, path, err) ||
+            get_int(j, "num_experts_per_tok", 2, &c->n_experts_used, path, err))
+            return err ? err->code : KILN_ERR_FORMAT;
+    } else if (json_object_get(j, "num_local_experts") || json_object_get(j, "num_experts"))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: mixture-of-experts configs (num_local_experts / num_experts) "
+                        "are supported for MixtralForCausalLM only", path);
     json_t *act = json_object_get(j, "hidden_act");
     if (!act) act = json_object_get(j, "hidden_activation");
     if (act && !json_is_null(act) &&
         (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: hidden_act %s is not supported (only silu)",
                         path, json_is_string(act) ? json_string_value(act) : "(not a string)");
-    c->tied_embeddings = is_true(j, "tie_word_embeddings");
+    json_t *tie = json_object_get(j, "tie_word_embeddings");
+    if (!tie && j != top) tie = json_object_get(top, "tie_word_embeddings");
+    c->tied_embeddings = json_is_true(tie);
     if (read_dtype(j, &c->dtype, path, err)) return err ? err->code : KILN_ERR_FORMAT;
-    if (read_eos(c, j, path, err)) return err ? err->code : KILN_ERR_FORMAT;
+    if (c->dtype == KILN_DT_COUNT && j != top && read_dtype(top, &c->dtype, path, err))
+        return err ? err->code : KILN_ERR_FORMAT;
+    if (read_eos(c, j, path, err) || (j != top && read_eos(c, top, path, err))) return err ? err->code : KILN_ERR_FORMAT;
+    if (j != top && c->bos_id < 0 && get_int(top, "bos_token_id", -1, &c->bos_id, path, err))
+        return err ? err->code : KILN_ERR_FORMAT;
     return KILN_OK;
 }
 
@@ -316,6 +414,15 @@ done:
     return rc;
 }
 
+/* Mistral3ForConditionalGeneration: the language model under language_model.model. /
+ * language_model.lm_head. (checkpoints saved before transformers 4.52) or model.language_model. /
+ * lm_head. (after); the vision tower and the projector are skipped */
+static const kiln_prefix_map k_mm_hf[] = {
+    {"language_model.model.", "model."}, {"language_model.lm_head.", "lm_head."},
+    {"model.language_model.", "model."}, {"vision_tower.", NULL}, {"multi_modal_projector.", NULL},
+    {"model.vision_tower.", NULL},       {"model.multi_modal_projector.", NULL}, {NULL, NULL},
+};
+
 int kiln_load_hf(kiln_model *m, const char *dir, kiln_error *err) {
     char p[1200];
     m->format = KILN_FORMAT_HF;
@@ -335,6 +442,7 @@ int kiln_load_hf(kiln_model *m, const char *dir, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_NOT_FOUND,
                         "%s: no model.safetensors or model.safetensors.index.json", dir);
     }
+    if (m->cfg.text_of[0]) kiln_model_take_text(m, k_mm_hf);
     if (m->cfg.dtype == KILN_DT_COUNT) {
         const kiln_tensor *e = kiln_model_find(m, "model.embed_tokens.weight");
         if (!e) e = kiln_model_find(m, "lm_head.weight");

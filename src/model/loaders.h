@@ -15,6 +15,11 @@ int kiln_model_add_safetensors(kiln_model *m, const char *path, kiln_error *err)
 /* Resolve tok_embd / lm_head / layers from tensor names after a loader filled m->tensors;
  * checks every shape against cfg. Shared by the loaders. */
 int kiln_model_bind(kiln_model *m, kiln_error *err);
+/* A multimodal checkpoint's language model: tensors whose names start with from are renamed to
+ * start with to instead, or (to == NULL) dropped from m->tensors and counted in m->n_skipped /
+ * skipped_params / skipped_what. The list ends with {NULL, NULL}. */
+typedef struct kiln_prefix_map { const char *from, *to; } kiln_prefix_map;
+void kiln_model_take_text(kiln_model *m, const kiln_prefix_map *map);
 /* Parse a Hugging Face config.json (+ generation_config.json beside it when present) into cfg;
  * refuses what kiln cannot run (architecture, rope scaling, sliding window, biases, act). */
 int kiln_hf_parse_config(kiln_config *cfg, const char *config_path, kiln_error *err);

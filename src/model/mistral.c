@@ -45,13 +45,28 @@ static int opt_num(json_t *j, const char *key, double def, double *out, const ch
 static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error *err) {
     memset(c, 0, sizeof *c);
     if (!json_is_object(j)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
-    const char *refused[] = {"moe", "vision_encoder", "quantization", "lora"};
+    const char *refused[] = {"quantization", "lora", "yarn"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         json_t *v = json_object_get(j, refused[i]);
         if (v && !json_is_null(v))
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: \"%s\" models are not supported", path,
                             refused[i]);
     }
+    json_t *moe = json_object_get(j, "moe"); /* Mixtral: {"num_experts": 8, "num_experts_per_tok": 2} */
+    if (moe && !json_is_null(moe)) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(moe)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: moe is not an object", path);
+        json_object_foreach(moe, k, v) if (strcmp(k, "num_experts") && strcmp(k, "num_experts_per_tok"))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: moe.%s is not supported (num_experts, num_experts_per_tok)",
+                            path, k);
+        int rc;
+        if ((rc = req_int(moe, "num_experts", &c->n_experts, path, err)) ||
+            (rc = req_int(moe, "num_experts_per_tok", &c->n_experts_used, path, err)))
+            return rc;
+    }
+    json_t *ve = json_object_get(j, "vision_encoder");
+    if (ve && !json_is_null(ve)) snprintf(c->text_of, sizeof c->text_of, "vision_encoder"); /* text only */
     int rc;
     if ((rc = req_int(j, "dim", &c->dim, path, err)) ||
         (rc = req_int(j, "n_layers", &c->n_layers, path, err)) ||
@@ -71,15 +86,28 @@ static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error 
         return rc;
     c->norm_eps = (float)eps;
     c->rope_theta = theta;
+    /* sliding_window: one value for every layer, or a list repeated over the layers (layer l
+     * takes list[l % n], as vLLM reads Ministral's interleaved windows); a value that covers the
+     * context is full attention. kiln runs one window size: different sizes are refused. */
     json_t *sw = json_object_get(j, "sliding_window");
     if (sw && !json_is_null(sw)) {
-        if (!json_is_integer(sw))
-            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not an integer", path);
-        if (json_integer_value(sw) < c->max_seq_len)
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                            "%s: sliding_window %lld is smaller than the context length %d "
-                            "(sliding-window attention is not supported)",
-                            path, (long long)json_integer_value(sw), c->max_seq_len);
+        size_t n = json_is_array(sw) ? json_array_size(sw) : 1;
+        if (n == 0) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is an empty list", path);
+        for (int l = 0; l < c->n_layers; l++) {
+            json_t *v = json_is_array(sw) ? json_array_get(sw, (size_t)l % n) : sw;
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 0x7fffffff)
+                return KILN_ERR(err, KILN_ERR_FORMAT, "%s: sliding_window is not a positive integer (or a list of them)",
+                                path);
+            int w = (int)json_integer_value(v);
+            if (w >= c->max_seq_len) continue; /* covers the context */
+            if (c->n_layers > KILN_MAX_WINDOW_LAYERS)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: sliding window with %d layers", path, c->n_layers);
+            if (c->sliding_window && c->sliding_window != w)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: sliding windows of %d and %d tokens (one size is supported)",
+                                path, c->sliding_window, w);
+            c->sliding_window = w;
+            c->window_layers[l / 64] |= 1ull << (l % 64);
+        }
     }
     json_t *rs = json_object_get(j, "rope_scaling");
     if (rs && !json_is_null(rs))
@@ -112,6 +140,12 @@ int kiln_load_mistral(kiln_model *m, const char *dir, kiln_error *err) {
     if (!kiln_file_exists(p))
         return KILN_ERR(err, KILN_ERR_NOT_FOUND, "%s: no consolidated.safetensors beside params.json", dir);
     if ((rc = kiln_model_add_safetensors(m, p, err))) return rc;
+    if (m->cfg.text_of[0]) { /* Pixtral-style vision encoder and adapter: skipped, text only */
+        static const kiln_prefix_map mm[] = {{"vision_encoder.", NULL}, {"vision_language_adapter.", NULL},
+                                             {"patch_merger.", NULL},   {"pre_mm_projector_norm.", NULL},
+                                             {NULL, NULL}};
+        kiln_model_take_text(m, mm);
+    }
     const kiln_tensor *e = kiln_model_find(m, "tok_embeddings.weight");
     if (!e) e = kiln_model_find(m, "output.weight");
     m->cfg.dtype = e ? e->dtype : KILN_DT_BF16;

@@ -18,6 +18,7 @@
 #include "util/mapfile.h"
 
 #define KILN_MAX_EOS 8
+#define KILN_MAX_WINDOW_LAYERS 512 /* a model with a per-layer window pattern has at most this many layers */
 
 
 typedef enum kiln_rope_style {
@@ -25,8 +26,32 @@ typedef enum kiln_rope_style {
     KILN_ROPE_INTERLEAVED  /* Meta / Mistral-native / llama2.c / GGUF llama: pairs (2i, 2i+1) */
 } kiln_rope_style;
 
+/* RoPE frequency scaling (HF rope_scaling / rope_parameters, GGUF <arch>.rope.scaling.*);
+ * kiln_rope_inv_freq (rope.c) turns it into the per-pair inverse frequencies and the cos / sin
+ * multiplier every backend uses. */
+typedef enum kiln_rope_scaling_type {
+    KILN_ROPE_SCALING_NONE = 0,
+    KILN_ROPE_SCALING_LINEAR,  /* inv_freq / factor */
+    KILN_ROPE_SCALING_DYNAMIC, /* NTK base fixed at factor * original length (vLLM's choice) */
+    KILN_ROPE_SCALING_LLAMA3,  /* Llama 3.1 wavelength bands */
+    KILN_ROPE_SCALING_YARN,    /* YaRN ramp + attention factor on cos / sin */
+    KILN_ROPE_SCALING_COUNT
+} kiln_rope_scaling_type;
+
+typedef struct kiln_rope_scaling {
+    kiln_rope_scaling_type type;
+    double factor;                  /* linear, dynamic, llama3, yarn */
+    int orig_max_pos;               /* original_max_position_embeddings (0: max_seq_len) */
+    double low_freq_factor, high_freq_factor; /* llama3 */
+    double beta_fast, beta_slow;    /* yarn (32, 1) */
+    double attention_factor;        /* yarn: cos / sin multiplier; 0 = from factor and mscale */
+    double mscale, mscale_all_dim;  /* yarn (DeepSeek-style attention factor), 0 = unset */
+    int truncate;                   /* yarn: floor / ceil the correction range (default 1) */
+} kiln_rope_scaling;
+
 typedef struct kiln_config {
-    char arch[32];        /* "llama" or "mistral" (same computation) */
+    char arch[32];        /* "llama", "mistral", "qwen2", "qwen3" (feature flags below say what
+                           * differs from Llama's computation) */
     int dim;              /* hidden_size */
     int hidden_dim;       /* intermediate_size */
     int n_layers;
@@ -38,7 +63,17 @@ typedef struct kiln_config {
     float norm_eps;
     double rope_theta;
     kiln_rope_style rope_style;
+    kiln_rope_scaling rope_scaling;
+    int qkv_bias;         /* q / k / v projections have biases (Qwen2) */
+    int qk_norm;          /* per-head RMSNorm of q and k before RoPE (Qwen3) */
+    int sliding_window;   /* window of the windowed layers (0: none, full attention everywhere) */
+    uint64_t window_layers[KILN_MAX_WINDOW_LAYERS / 64]; /* bit l: layer l is windowed (set with
+                           * sliding_window; layer_types / max_window_layers / Mistral: all) */
+    int n_experts;        /* mixture of experts (Mixtral): experts per layer, 0 = dense FFN */
+    int n_experts_used;   /* experts each token is routed to (top-k) */
     int tied_embeddings;  /* LM head == embedding */
+    char text_of[48];     /* the language model of this multimodal class ("Mistral3ForConditionalGeneration"),
+                           * or "vision_encoder" (Mistral-native); "" = a text model */
     kiln_dtype dtype;     /* dtype of the large matrices */
     int bos_id;           /* -1 if none */
     int eos_ids[KILN_MAX_EOS];
@@ -54,10 +89,17 @@ typedef struct kiln_layer_weights {
     const kiln_tensor *w_gate, *w_up, *w_down; /* [hidden][dim] x2, [dim][hidden] */
     float *attn_norm;                          /* [dim] f32 copy */
     float *ffn_norm;                           /* [dim] f32 copy */
+    const float *bq, *bk, *bv;  /* [nh*hd], [nkv*hd] x2 f32 copies: projection biases (Qwen2), or NULL */
+    const float *q_norm, *k_norm; /* [hd] f32 copies: per-head RMSNorm of q / k before RoPE (Qwen3), or NULL */
+    /* mixture of experts (cfg.n_experts > 0; w_gate / w_up / w_down are NULL then):
+     * router [E][dim]; experts[3e + 0] gate [hidden][dim], [3e + 1] up [hidden][dim],
+     * [3e + 2] down [dim][hidden] of expert e (views; GGUF: slices of the 3-D *_exps tensors) */
+    const kiln_tensor *router;
+    const kiln_tensor *experts;
     int window;   /* attention window of this layer: a query at position p sees keys
                    * max(0, p - window + 1) .. p; 0 = the whole context (full attention).
-                   * The loaders set 0 today (configs with a sliding window shorter than the
-                   * context are refused); a backend that cannot run a window refuses it at load. */
+                   * Set from cfg.sliding_window and cfg.window_layers at bind; a backend that
+                   * cannot run a window refuses it at load. */
 } kiln_layer_weights;
 
 typedef enum kiln_model_format {
@@ -89,7 +131,31 @@ typedef struct kiln_model {
     float *out_norm;             /* [dim] f32 */
     kiln_layer_weights *layers;  /* [n_layers] */
     void *gguf;                  /* the kiln_gguf handle when format == GGUF */
+    float *extra_f32;            /* owned by kiln_model_bind: biases, q/k norms, rope_freqs copies */
+    kiln_tensor *expert_views;   /* owned by kiln_model_bind: [n_layers][n_experts * 3] (MoE) */
+    const float *rope_freqs;     /* [head_dim / 2] GGUF rope_freqs.weight (Llama 3.1 factors: the
+                                  * pair's frequency is divided by it), or NULL */
+    int n_skipped;               /* tensors skipped on purpose (a multimodal checkpoint's vision
+                                  * encoder and projector): not in tensors[] */
+    int64_t skipped_params;
+    char skipped_what[96];       /* what was skipped ("vision encoder (vision_tower., ...)"), "" = none */
 } kiln_model;
+
+/* Model features a backend may not run (kiln_model_features; backend.h's ops.features). */
+enum {
+    KILN_FEAT_QKV_BIAS = 1u << 0,
+    KILN_FEAT_QK_NORM = 1u << 1,
+    KILN_FEAT_ROPE_SCALING = 1u << 2, /* any scaling type, or GGUF rope_freqs */
+    KILN_FEAT_WINDOW = 1u << 3,       /* a layer with an attention window */
+    KILN_FEAT_MOE = 1u << 4           /* mixture-of-experts FFN (Mixtral) */
+};
+unsigned kiln_model_features(const kiln_model *m);
+/* The names of the feature bits in mask, comma-separated ("q/k/v biases, RoPE scaling (llama3)"). */
+void kiln_model_feature_names(const kiln_model *m, unsigned mask, char *buf, size_t n);
+/* RoPE of a model: inv[i] (i < head_dim / 2) the inverse frequency of pair i, *attn_factor the
+ * multiplier of cos and sin (YaRN; else 1). Angles are pos * inv[i] (rope.c has the formulas). */
+int kiln_rope_inv_freq(const kiln_model *m, double *inv, double *attn_factor, kiln_error *err);
+const char *kiln_rope_scaling_name(kiln_rope_scaling_type t);
 
 /* Load a model from a path: a folder (HF or Mistral-native), a .gguf, or a llama2.c .bin.
  * Everything malformed or unsupported is refused with a message naming the file. */

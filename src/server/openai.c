@@ -259,6 +259,12 @@ static int parse_content(kiln_srv_request *r, json_t *c, kiln_chat_msg *m, const
     json_array_foreach(c, i, part) {
         const char *type = json_string_value(json_object_get(part, "type"));
         json_t *t = json_object_get(part, "text");
+        if (type && (!strcmp(type, "image_url") || !strcmp(type, "image") || !strcmp(type, "input_image"))) {
+            kiln_buf_free(&b);
+            return kiln_srv_err_set(e, 400, "messages",
+                                    "image inputs (\"%s\" content parts) are not supported: kiln runs the text model "
+                                    "only (a multimodal checkpoint's vision encoder is not loaded)", type);
+        }
         if (!json_is_object(part) || !type || strcmp(type, "text") != 0 || !json_is_string(t)) {
             kiln_buf_free(&b);
             return kiln_srv_err_set(e, 400, "messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");

@@ -134,6 +134,10 @@ typedef struct kiln_step_limits {
     kiln_kv_layout kv;
     int min_rows;           /* at least this many rows and sequences (a graph bucket's floor) */
     int max_logits_per_seq; /* seq_logits[i] <= this (0 is read as 1) */
+    int kv_window;          /* > 0: every layer attends over at most this many positions, and the
+                             * engine releases KV blocks that left the window: a sequence's blocks
+                             * wholly below (its first row's position - kv_window + 1) may be the
+                             * null block 0 in the block table (never read) */
 } kiln_step_limits;
 
 /* The descriptor against the limits (I2): counts within capacity (at least min_rows rows and

@@ -100,8 +100,14 @@ int kiln_step_check(const kiln_step_limits *c, const kiln_step *s, kiln_error *e
             return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d asks logits of %d of its %d rows (at most %d%s)", i, lg,
                             q_len, max_lg, s->device_sample ? ", 1 with device sampling" : "");
         const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
+        /* blocks released out of the window (kv_window): the null block, never read */
+        int live = 0;
+        if (c->kv_window > 0 && q_len > 0) {
+            int lo = s->positions[s->seq_q_start[i]] - c->kv_window + 1;
+            live = lo > 0 ? lo / L->block_size : 0;
+        }
         for (int b = 0; b < (ctx + L->block_size - 1) / L->block_size; b++)
-            if (bt[b] < 1 || bt[b] >= L->n_blocks)
+            if ((bt[b] < 1 && !(b < live && bt[b] == 0)) || bt[b] >= L->n_blocks)
                 return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d block %d id %d outside [1, %d)", i, b, bt[b],
                                 L->n_blocks);
         for (int t = s->seq_q_start[i]; t < s->seq_q_start[i + 1]; t++) {

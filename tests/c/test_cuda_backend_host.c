@@ -120,5 +120,30 @@ int main(void) {
         }
         kiln_model_free(m);
     }
+    /* issue 19: every family feature the CPU runs is refused by name, at engine open (ops.features)
+     * and at create */
+    static const struct { const char *fx, *word; } fam[] = {
+        {"llama3-rope", "RoPE scaling llama3"}, {"yarn-rope.gguf", "RoPE scaling yarn"},
+        {"llama3-rope.gguf", "rope_freqs"},    {"qwen2", "biases"},
+        {"qwen3", "q/k RMSNorm"},              {"mistral-swa", "sliding-window"},
+        {"mixtral", "mixture of experts"},
+    };
+    for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "tests/fixtures/families/%s", fam[i].fx);
+        if (!kt_exists(path)) continue;
+        o.model_path = path;
+        rc = kiln_engine_open(&e, &o, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "cuda") && strstr(err.msg, fam[i].word),
+                 "%s on cuda: rc %d: %s", fam[i].fx, rc, err.msg);
+        kiln_engine_close(e);
+        kiln_model *m = NULL;
+        if (kiln_model_load(&m, path, &err)) continue;
+        rc = try_create(m, 0, 0, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && (strstr(err.msg, fam[i].word) || strstr(err.msg, "window")),
+                 "%s: cuda create: rc %d: %s", fam[i].fx, rc, err.msg);
+        printf("ok   %s refused on cuda: %s\n", fam[i].fx, err.msg);
+        kiln_model_free(m);
+    }
     return kt_done();
 }

@@ -367,6 +367,14 @@ int main(void) {
         if (have_ts) test_alloc_faults("tinystories-656K", ts, NULL, 0);
         if (have_mt) test_alloc_faults("mistral-tiny-random", mt, NULL, 1);
         if (have_gguf) test_alloc_faults("gguf", gguf, NULL, 0);
+        /* issue 19's families: biases / q/k norms, experts (views), multimodal skipping, windows */
+        const char *fam[] = {"qwen2", "qwen3", "mixtral", "mixtral.gguf", "mistral3", "mistral3-native", "mistral-swa",
+                             "llama3-rope.gguf"};
+        for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
+            char p[256];
+            snprintf(p, sizeof p, "tests/fixtures/families/%s", fam[i]);
+            if (kt_exists(p)) test_alloc_faults(fam[i], p, NULL, 1);
+        }
     }
     if (RUN("damaged")) {
         /* llama2.c: a 28-byte header (7 int32), then the weights; its tokenizer file too */

@@ -166,6 +166,16 @@ static void test_invalid(void) {
     expect_err(H, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400, "messages");
+    { /* issue 19: an image part (a Mistral 3 checkpoint runs text only) says so */
+        kiln_srv_request r;
+        kiln_srv_err e;
+        memset(&e, 0, sizeof e);
+        int rc = parse(H, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"what is this\"},"
+                          "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}}]}]}", &r, &e);
+        KT_CHECK(rc == 400 && strstr(e.msg, "image inputs") && strstr(e.msg, "image_url") && strstr(e.msg, "text model"),
+                 "image_url part: %d %s", rc, e.msg);
+        if (rc == 0) kiln_srv_request_free(&r);
+    }
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", 400, "messages");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400, "top_logprobs");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400, "tools");

@@ -231,6 +231,12 @@ PIPELINES = {
         split("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
               " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"),
         BYTELEVEL_NOREGEX]},
+    # Qwen/Qwen2.5-* and Qwen3-* tokenizer.json (issue 19; the NFC normalizer of those files is not
+    # a pre-tokenizer, and llama.cpp's "qwen2" leaves it out too)
+    "qwen2": {"type": "Sequence", "pretokenizers": [
+        split("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\r\n]*|"
+              "\\s*[\r\n]+|\\s+(?!\\S)|\\s+"),
+        BYTELEVEL_NOREGEX]},
     # tiiuae/falcon-7b tokenizer.json
     "falcon": {"type": "Sequence", "pretokenizers": [
         {"type": "Punctuation", "behavior": "Contiguous"},

@@ -2,10 +2,12 @@
  *
  * Per step (T = s->n_tokens rows, D = dim, H = n_heads, KV = n_kv_heads, hd = head_dim):
  *   x[T][D]    = embedding rows
- *   per layer:  xn = rmsnorm(x);  q[T][H*hd], k[T][KV*hd], v[T][KV*hd] = xn W^T;  RoPE(q, k);
+ *   per layer:  xn = rmsnorm(x);  q[T][H*hd], k[T][KV*hd], v[T][KV*hd] = xn W^T (+ bias: Qwen2);
+ *               q, k = rmsnorm per head [hd] (Qwen3);  RoPE(q, k) with the model's inverse
+ *               frequencies and cos / sin factor (kiln_rope_inv_freq: RoPE scaling);
  *               k, v -> KV pool at slot_mapping;  att[T][H*hd] = causal GQA attention through
  *               the block tables (attention.c);  x += att Wo^T;  xn = rmsnorm(x);
- *               x += (silu(xn Wg^T) * xn Wu^T) Wd^T
+ *               x += (silu(xn Wg^T) * xn Wu^T) Wd^T  (MoE: the top-k experts' sum, moe.c)
  *   logits[n][V] = rmsnorm(x[last row of each sequence that asked]) Wlm^T
  * Every row's arithmetic is independent of the other rows and of the thread count (fixed
  * reduction orders), so a sequence gives bit-identical results alone or in any batch (I5/I6).
@@ -29,6 +31,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/cpu_sample.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/moe.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -43,7 +46,10 @@ typedef struct cpu_backend {
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
+    float *moe_out, *moe_scratch; /* MoE: [max_tokens][dim], kiln_cpu_moe_scratch_floats */
     double *rope_cs, *rope_sn; /* [max_tokens][head_dim / 2]: this step's RoPE angles */
+    double *rope_inv;          /* [head_dim / 2] the model's inverse frequencies (kiln_rope_inv_freq) */
+    double rope_mscale;        /* cos / sin multiplier (YaRN), else 1 */
     float *scores;      /* [n_threads][heads per KV head][max_model_len] */
     kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
@@ -73,11 +79,14 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free_aligned(c->att);
     kiln_free_aligned(c->gate);
     kiln_free_aligned(c->up);
+    kiln_free_aligned(c->moe_out);
+    kiln_free_aligned(c->moe_scratch);
     kiln_free_aligned(c->scores);
     kiln_free_aligned(c->ctx.panel);
     kiln_free_aligned(c->ctx.xperm);
     kiln_free_aligned(c->rope_cs);
     kiln_free_aligned(c->rope_sn);
+    kiln_free(c->rope_inv);
     kiln_free_aligned(c->logits);
     kiln_free(c->logit_rows);
     kiln_free(c->tok_in);
@@ -168,9 +177,11 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     /* Every weight must have a kernel on this ISA: refused at load, never at run time (I3). */
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
-        const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
-        for (int i = 0; i < 7; i++)
-            if ((rc = check_weight_isa(ts[i], c->ctx.isa, err))) goto fail;
+        const kiln_tensor *ts[8] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down, w->router};
+        for (int i = 0; i < 8; i++)
+            if (ts[i] && (rc = check_weight_isa(ts[i], c->ctx.isa, err))) goto fail;
+        for (int i = 0; w->experts && i < 3 * mc->n_experts; i++)
+            if ((rc = check_weight_isa(&w->experts[i], c->ctx.isa, err))) goto fail;
     }
     if ((rc = check_weight_isa(m->lm_head, c->ctx.isa, err))) goto fail;
     size_t T = (size_t)bc->max_tokens, S = (size_t)bc->max_seqs;
@@ -189,6 +200,20 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->att = alloc_f32(T * qd, &sb);
     c->gate = alloc_f32(T * mc->hidden_dim, &sb);
     c->up = alloc_f32(T * mc->hidden_dim, &sb);
+    if (mc->n_experts > 0) {
+        c->moe_out = alloc_f32(T * mc->dim, &sb);
+        c->moe_scratch = alloc_f32(kiln_cpu_moe_scratch_floats((int)T, mc->dim, mc->n_experts, mc->n_experts_used), &sb);
+        if (!c->moe_out || !c->moe_scratch) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate the MoE scratch");
+            goto fail;
+        }
+    }
+    c->rope_inv = kiln_malloc((size_t)(mc->head_dim / 2 + 1) * sizeof(double));
+    if (!c->rope_inv) {
+        rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory");
+        goto fail;
+    }
+    if ((rc = kiln_rope_inv_freq(m, c->rope_inv, &c->rope_mscale, err))) goto fail;
     c->rope_cs = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
@@ -275,13 +300,22 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: cannot read %s embedding rows",
                             kiln_dtype_name(m->tok_embd->dtype));
     }
-    kiln_cpu_rope_angles(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim, mc->rope_theta);
+    kiln_cpu_rope_angles_inv(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim / 2, c->rope_inv, c->rope_mscale);
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
         float *const qkv[3] = {c->q, c->k, c->v};
         const kiln_tensor *const wqkv[3] = {w->wq, w->wk, w->wv};
         if ((rc = kiln_cpu_matmul_multi(&c->ctx, 3, qkv, c->xn, T, wqkv, err))) return rc;
+        if (w->bq) { /* Qwen2: q [T][H*hd], k / v [T][KV*hd] + their biases */
+            kiln_cpu_add_bias(c->q, w->bq, T, mc->n_heads * mc->head_dim);
+            kiln_cpu_add_bias(c->k, w->bk, T, mc->n_kv_heads * mc->head_dim);
+            kiln_cpu_add_bias(c->v, w->bv, T, mc->n_kv_heads * mc->head_dim);
+        }
+        if (w->q_norm) { /* Qwen3: RMSNorm over each head's hd values, before RoPE */
+            kiln_cpu_rmsnorm(&c->ctx, c->q, c->q, w->q_norm, T * mc->n_heads, mc->head_dim, mc->norm_eps);
+            kiln_cpu_rmsnorm(&c->ctx, c->k, c->k, w->k_norm, T * mc->n_kv_heads, mc->head_dim, mc->norm_eps);
+        }
         kiln_cpu_rope_apply(&c->ctx, c->q, c->rope_cs, c->rope_sn, T, mc->n_heads, mc->head_dim, mc->rope_style);
         kiln_cpu_rope_apply(&c->ctx, c->k, c->rope_cs, c->rope_sn, T, mc->n_kv_heads, mc->head_dim, mc->rope_style);
         kv_write(c, s, l);
@@ -298,6 +332,12 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;
         kiln_cpu_add(&c->ctx, c->x, c->xn, (int64_t)T * D);
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->ffn_norm, T, D, mc->norm_eps);
+        if (w->router) { /* mixture of experts (moe.c) */
+            if ((rc = kiln_cpu_moe_ffn(&c->ctx, w, mc, T, c->xn, c->moe_out, c->gate, c->up, c->moe_scratch, err)))
+                return rc;
+            kiln_cpu_add(&c->ctx, c->x, c->moe_out, (int64_t)T * D);
+            continue;
+        }
         if ((rc = kiln_cpu_matmul_swiglu(&c->ctx, c->gate, c->up, c->xn, T, w->w_gate, w->w_up, err)))
             return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->gate, T, w->w_down, err))) return rc;
@@ -361,6 +401,7 @@ static const kiln_backend_ops k_cpu_ops = {
     .finish_step = cpu_finish,
     .memory = cpu_memory,
     .destroy = cpu_destroy,
+    .features = KILN_FEAT_QKV_BIAS | KILN_FEAT_QK_NORM | KILN_FEAT_ROPE_SCALING | KILN_FEAT_WINDOW | KILN_FEAT_MOE,
 };
 
 const kiln_backend_ops *kiln_backend_cpu_ops(void) { return &k_cpu_ops; }

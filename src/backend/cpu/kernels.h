@@ -157,6 +157,13 @@ void kiln_cpu_rope(float *x, const int32_t *pos, int n_rows, int n_heads, int he
 void kiln_cpu_rope_angles(double *cs, double *sn, const int32_t *pos, int n_rows, int head_dim, double theta);
 void kiln_cpu_rope_apply(kiln_cpu_ctx *c, float *x, const double *cs, const double *sn, int n_rows, int n_heads,
                          int head_dim, kiln_rope_style style);
+/* The angles from a model's inverse frequencies inv[half] (kiln_rope_inv_freq: RoPE scaling),
+ * cos and sin times mscale (YaRN's attention factor; 1 otherwise). With the default inv and
+ * mscale 1 the same bits as kiln_cpu_rope_angles. */
+void kiln_cpu_rope_angles_inv(double *cs, double *sn, const int32_t *pos, int n_rows, int half, const double *inv,
+                              double mscale);
+/* x[r][i] += b[i] (projection biases), n_rows rows of n. */
+void kiln_cpu_add_bias(float *x, const float *b, int n_rows, int n);
 
 /* out[r][i] = silu(gate[r][i]) * up[r][i]; out may alias gate. */
 void kiln_cpu_swiglu(kiln_cpu_ctx *c, float *out, const float *gate, const float *up, int n_rows, int n);

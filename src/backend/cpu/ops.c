@@ -130,6 +130,23 @@ void kiln_cpu_rope_angles(double *cs, double *sn, const int32_t *pos, int n_rows
     }
 }
 
+void kiln_cpu_rope_angles_inv(double *cs, double *sn, const int32_t *pos, int n_rows, int half, const double *inv,
+                              double mscale) {
+    for (int i = 0; i < half; i++)
+        for (int r = 0; r < n_rows; r++) {
+            double a = (double)pos[r] * inv[i];
+            cs[(size_t)r * half + i] = cos(a) * mscale;
+            sn[(size_t)r * half + i] = sin(a) * mscale;
+        }
+}
+
+/* ---- biases ------------------------------------------------------------------------------ */
+
+void kiln_cpu_add_bias(float *x, const float *b, int n_rows, int n) {
+    for (int r = 0; r < n_rows; r++)
+        for (int i = 0; i < n; i++) x[(size_t)r * n + i] += b[i];
+}
+
 typedef struct {
     float *x;
     const double *cs, *sn;

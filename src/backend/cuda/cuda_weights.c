@@ -236,6 +236,15 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         if (m->layers[l].window != 0)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has a %d-token attention window; "
                             "windowed attention is not supported yet", l, m->layers[l].window);
+    /* issue 19's features (model.h KILN_FEAT_*) the CPU backend runs and this one does not yet;
+     * the engine refuses them before create through ops.features (0 here), this repeats it for
+     * callers of create itself (the GPU tests) */
+    unsigned feats = kiln_model_features(m) & ~(unsigned)KILN_FEAT_WINDOW;
+    if (feats) {
+        char names[256];
+        kiln_model_feature_names(m, feats, names, sizeof names);
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s not supported yet (--backend cpu runs it)", names);
+    }
     if (!dense_dtype(m->tok_embd->dtype) && !quant_dtype(m->tok_embd->dtype))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s embedding (%s) not supported",
                         kiln_dtype_name(m->tok_embd->dtype), m->tok_embd->name);
