@@ -79,8 +79,9 @@ typedef struct kiln_cuda_options {
                             * card's); above the card is refused; 0 or -1 = the card's own (0)
                             * (env KILN_CUDA_TARGET=sm_86) */
     int qreg_max_rows;     /* GGUF Q4_K / Q6_K / Q8_0 weights: rows up to which the tensor-core
-                            * kernel dequantizing in registers runs (qmma_reg.cu), before the
-                            * int8 GEMV and the shared-memory tiles, 0 = off (64) */
+                            * kernel dequantizing in registers runs (qmma_reg.cu, from 4 rows;
+                            * fewer on the int8 GEMV, more on shared-memory tiles), 0 = off, at
+                            * most 64 (16) */
 } kiln_cuda_options;
 
 /* Fault injection, for the tests that prove a check can fail (kiln validate's invariants, the

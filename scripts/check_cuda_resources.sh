@@ -65,7 +65,7 @@ qgemv_kernel              256   0      qlinear.cu: QG_WARPS * 32
 qdequant_kernel           256   0      qlinear.cu
 qembed_kernel             128   0      qlinear.cu
 qmma_kernel               128   qm     qlinear.cu: 128 threads, max((32 + 16 MT) * 136 * 2, 4 * 16 MT * 32 * 4) <= 32768
-qmma_reg_kernel           128   qr     qmma_reg.cu: QR_WARPS * 32, QR_SMEM(DT, MT, NT)
+qmma_reg_kernel           128   0      qmma_reg.cu: QR_WARPS * 32, static shared memory only
 '
 
 "$CO" --dump-resource-usage "$LIB" 2>/dev/null | awk -v table="$TABLE" '
@@ -96,10 +96,6 @@ BEGIN {
   if (dyn[base] == "pf") { split(targs, a, ", "); d = 2 * 2 * 64 * a[1] * 2 }
   else if (dyn[base] == "qm") {      # DT, MT: tiles (32 + 16 MT) x 136 bf16, or the partial sums of the 4 warps
     split(targs, a, ", "); d1 = (32 + 16 * a[2]) * 136 * 2; d2 = 4 * 16 * a[2] * 32 * 4; d = d1 > d2 ? d1 : d2
-  }
-  else if (dyn[base] == "qr") {      # DT, MT, NT: 4 warps x 4 stages x 8 NT rows x the group bytes, or the partial sums
-    split(targs, a, ", "); rb = a[1] == 6 ? 144 : a[1] == 8 ? 224 : 272
-    d1 = 4 * 4 * a[3] * 8 * rb; d2 = 4 * a[2] * a[3] * 4 * 32 * 4; d = d1 > d2 ? d1 : d2
   }
   else if (dyn[base] == "wide") {
     split(targs, a, ", ")      # NT, CH, S, MINB, PF, BF, GLU

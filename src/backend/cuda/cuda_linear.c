@@ -36,14 +36,16 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
 }
 
 /* Quantized weights, per segment (each into its column slice of y): Q4_K / Q6_K / Q8_0 on
- * qmma_reg (tensor cores, dequantized in registers) up to qreg_max_rows rows; the other types on
+ * qmma_reg (tensor cores, dequantized in registers) from KILN_QREG_MIN_ROWS (below, the GEMV) up
+ * to qreg_max_rows rows; the other types on
  * the int8 GEMV up to qgemv_max_rows, then qmma (tensor cores on shared-memory tiles) up to
  * qmma_max_rows. When some segment can take none of those (prefill), every segment is
  * dequantized into the bf16 scratch wdq (rows row0..row0+rows) and one cuBLASLt GEMM runs over
  * the whole N x K. Returns whether y came from cuBLASLt (then in g->ydt) through *lt. */
 enum { QP_REG, QP_GEMV, QP_MMA, QP_LT };
 static int q_path(const cuda_backend *c, kiln_dtype dt, int K, int n) {
-    if (n <= c->qreg_max_rows && kiln_cuda_qmma_reg_supports(dt, K)) return QP_REG;
+    if (n <= c->qreg_max_rows && (n >= KILN_QREG_MIN_ROWS || n > c->qgemv_max_rows) && kiln_cuda_qmma_reg_supports(dt, K))
+        return QP_REG;
     if (n <= c->qgemv_max_rows) return QP_GEMV;
     if (n <= c->qmma_max_rows) return QP_MMA;
     return QP_LT;

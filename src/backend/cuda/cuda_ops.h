@@ -177,6 +177,11 @@ cudaError_t kiln_cuda_qmma(float *y, int ldy, const void *x, kiln_dtype xdt, con
  *   a CTA splitting K (0: 4). Row t has the same bits for any T at the same nt and warps (nt is
  *   capped at 2 for Q6_K, Q8_0 and T > 32). */
 int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
+/* where the backend uses it (H200, Devstral q4_k_m dummy, decode tok/s GEMV+qmma -> qmma_reg: batch
+ * 2 207 -> 176, 4 297 -> 334, 8 370 -> 617, 16 573 -> 999, 32 976 -> 905): from 4 rows (below,
+ * the int8 GEMV when it is on) up to 16 (above, qmma) */
+#define KILN_QREG_MIN_ROWS 4
+#define KILN_QREG_DEFAULT_MAX_ROWS 16
 cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
                                int N, int K, int nt, int warps, int n_sm, cudaStream_t st);
 cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,

@@ -47,52 +47,20 @@ static __device__ __forceinline__ __nv_bfloat162 qr_bits_bf2(uint32_t v) {
 }
 
 #define QR_WARPS 4
-#define QR_STAGES 4 /* groups in flight per warp (the copy of group i + 3 runs while i is multiplied) */
 /* raw 32-bit words a lane takes for one n-tile row and group */
 #define QR_NRAW(dt) ((dt) == KILN_DT_Q4_K ? 12 : (dt) == KILN_DT_Q6_K ? 24 : 17)
 /* the widest n-tile count a type runs at (more raw words would spill) */
 #define QR_NTMAX(dt) ((dt) == KILN_DT_Q4_K ? 4 : 2)
-/* bytes of a row's group in a stage: the block (Q4_K 144; Q8_0 eight blocks, 272), Q6_K's 210
- * from the 4-byte word below its start, 56 words (the realigning reads stay inside) */
-#define QR_RB(dt) ((dt) == KILN_DT_Q4_K ? 144 : (dt) == KILN_DT_Q6_K ? 224 : 272)
-#define QR_BB(dt) ((dt) == KILN_DT_Q4_K ? 144 : (dt) == KILN_DT_Q6_K ? 210 : 272)
-/* dynamic shared memory: the warps' stages, reused for the partial sums at the end */
-#define QR_SMEM(dt, mt, nt)                                                                                             \
-    ((size_t)QR_WARPS * QR_STAGES * (nt) * 8 * QR_RB(dt) > (size_t)QR_WARPS * (mt) * (nt) * 4 * 32 * 4                 \
-         ? (size_t)QR_WARPS * QR_STAGES * (nt) * 8 * QR_RB(dt)                                                          \
-         : (size_t)QR_WARPS * (mt) * (nt) * 4 * 32 * 4)
+#define QR_BB(dt) ((dt) == KILN_DT_Q4_K ? 144 : (dt) == KILN_DT_Q6_K ? 210 : 272) /* bytes of a group of a row */
 
-static __device__ __forceinline__ void qr_cp16(void *dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src));
-}
-static __device__ __forceinline__ void qr_cp4(void *dst, const void *src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src));
-}
-
-/* the warp copies group G of its 8 NT rows into a stage [8 NT][QR_RB] (coalesced: consecutive
- * lanes take consecutive 16-byte pieces of a row's group) */
-template <int DT, int NT>
-static __device__ __forceinline__ void qr_copy(uint8_t *stage, const uint8_t *w, int64_t row_bytes, int n0, int N, int G,
-                                               int lane) {
-    const int P = DT == KILN_DT_Q6_K ? QR_RB(DT) / 4 : QR_RB(DT) / 16; /* pieces a row */
-#pragma unroll 4
-    for (int q = lane; q < NT * 8 * P; q += 32) {
-        int r = q / P, j = q - r * P;
-        const uint8_t *src = w + (int64_t)min(n0 + r, N - 1) * row_bytes + (int64_t)G * QR_BB(DT);
-        if (DT == KILN_DT_Q6_K)
-            qr_cp4(stage + r * QR_RB(DT) + 4 * j, (const uint8_t *)((uintptr_t)src & ~(uintptr_t)3) + 4 * j);
-        else
-            qr_cp16(stage + r * QR_RB(DT) + 16 * j, src + 16 * j);
-    }
-}
-
-/* the lane's raw words of one row's group in a stage: blk is the block's first byte there (for
- * Q6_K the stage row plus the block's offset in its word, so that blk and the block in global
- * memory agree modulo 4) */
+/* the lane's raw words of one row's group (blk: the group's first byte; through L1: a lane's 32
+ * bytes of a 144-byte Q4_K block straddle 32-byte sectors whose other halves the lane's second
+ * load or its neighbour's reads; with L1::no_allocate those went to L2 twice) */
 template <int DT>
 static __device__ __forceinline__ void qr_load(uint32_t *r, const uint8_t *blk, int t4) {
     if (DT == KILN_DT_Q4_K) { /* d, dmin, scales[12] | qs[32 t4 .. +32): 16-byte aligned */
-        uint4 h = *(const uint4 *)blk, q0 = *(const uint4 *)(blk + 16 + 32 * t4), q1 = *(const uint4 *)(blk + 32 + 32 * t4);
+        uint4 h = __ldg((const uint4 *)blk), q0 = __ldg((const uint4 *)(blk + 16 + 32 * t4)),
+              q1 = __ldg((const uint4 *)(blk + 32 + 32 * t4));
         r[0] = h.x, r[1] = h.y, r[2] = h.z, r[3] = h.w;
         r[4] = q0.x, r[5] = q0.y, r[6] = q0.z, r[7] = q0.w;
         r[8] = q1.x, r[9] = q1.y, r[10] = q1.z, r[11] = q1.w;
@@ -101,15 +69,15 @@ static __device__ __forceinline__ void qr_load(uint32_t *r, const uint8_t *blk, 
         const uint32_t *qh = (const uint32_t *)((uintptr_t)(blk + 128 + 32 * (t4 >> 1)) & ~(uintptr_t)3);
         const uint32_t *sc = (const uint32_t *)((uintptr_t)(blk + 192) & ~(uintptr_t)3);
 #pragma unroll
-        for (int i = 0; i < 9; i++) r[i] = ql[i];
+        for (int i = 0; i < 9; i++) r[i] = __ldg(ql + i);
 #pragma unroll
-        for (int i = 0; i < 9; i++) r[9 + i] = qh[i];
+        for (int i = 0; i < 9; i++) r[9 + i] = __ldg(qh + i);
 #pragma unroll
-        for (int i = 0; i < 6; i++) r[18 + i] = sc[i];
-    } else { /* Q8_0: blocks 2 t4, 2 t4 + 1 of the group (68 bytes, 4-byte aligned) */
+        for (int i = 0; i < 6; i++) r[18 + i] = __ldg(sc + i);
+    } else { /* Q8_0: blocks 2 t4, 2 t4 + 1 of the group (68 bytes, 4-byte aligned: rows of 8k blocks) */
         const uint32_t *p = (const uint32_t *)(blk + 68 * t4);
 #pragma unroll
-        for (int i = 0; i < 17; i++) r[i] = p[i];
+        for (int i = 0; i < 17; i++) r[i] = __ldg(p + i);
     }
 }
 
@@ -212,14 +180,12 @@ static __device__ __forceinline__ int qr_xoff(int t4, int j) {
 
 /* the group's whole product: 16 steps; x loaded 16 bytes (two steps) at a time */
 template <int DT, int MT, int NT>
-static __device__ __forceinline__ void qr_group(float (*acc)[NT][4], const uint8_t *const *blk, int G, int t4, int g,
+static __device__ __forceinline__ void qr_group(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
+                                                const uint8_t *const *blk, int G, int t4, int g,
                                                 const uint16_t *__restrict__ x, int T, int K) {
-    uint32_t r[NT][QR_NRAW(DT)], p[NT][4];
+    uint32_t p[NT][4];
 #pragma unroll
-    for (int i = 0; i < NT; i++) {
-        qr_load<DT>(r[i], blk[i], t4);
-        qr_prep<DT>(r[i], t4, blk[i], p[i]);
-    }
+    for (int i = 0; i < NT; i++) qr_prep<DT>(r[i], t4, blk[i], p[i]);
     const int64_t k0 = (int64_t)G * 256;
 #pragma unroll
     for (int j = 0; j < 8; j++) {
@@ -270,11 +236,12 @@ template <int DT, int MT, int NT>
 static __global__ void __launch_bounds__(QR_WARPS * 32)
 qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
                 int64_t row_bytes, int T, int N, int K) {
-    extern __shared__ __align__(16) uint8_t qr_smem[];
+    __shared__ float red[QR_WARPS][MT * NT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const int n0 = blockIdx.x * 8 * NT, NG = K / 256, ng = (NG - warp + QR_WARPS - 1) / QR_WARPS;
-    const int STAGE = NT * 8 * QR_RB(DT);
-    uint8_t *ws = qr_smem + (size_t)warp * QR_STAGES * STAGE;
+    const int n0 = blockIdx.x * 8 * NT, NG = K / 256;
+    const uint8_t *rows[NT];
+#pragma unroll
+    for (int i = 0; i < NT; i++) rows[i] = w + (int64_t)min(n0 + 8 * i + g, N - 1) * row_bytes; /* >= N: not stored */
     float acc[MT][NT][4];
 #pragma unroll
     for (int m = 0; m < MT; m++)
@@ -282,48 +249,42 @@ qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, 
         for (int i = 0; i < NT; i++)
 #pragma unroll
             for (int e = 0; e < 4; e++) acc[m][i][e] = 0.0f;
-    /* warp w multiplies groups w, w + 4, ... (its i-th: w + 4i), each copied QR_STAGES - 1 ahead */
+    /* warp w multiplies groups w, w + 4, ...; two in flight: the next one's words load while this
+     * one is multiplied (a 4-deep cp.async ring through shared memory measured slower: 212 against
+     * 141 us for Q4_K gate|up at 16 rows, H200) */
+    uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
+    const uint8_t *ba[NT], *bb[NT];
+    int G = warp;
+    if (G < NG)
 #pragma unroll
-    for (int s = 0; s < QR_STAGES - 1; s++) {
-        if (s < ng) qr_copy<DT, NT>(ws + s * STAGE, w, row_bytes, n0, N, warp + s * QR_WARPS, lane);
-        kiln_cp_commit();
-    }
-    for (int i = 0; i < ng; i++) {
-        int in = i + QR_STAGES - 1;
-        if (in < ng) qr_copy<DT, NT>(ws + (in % QR_STAGES) * STAGE, w, row_bytes, n0, N, warp + in * QR_WARPS, lane);
-        kiln_cp_commit();
-        kiln_cp_wait<QR_STAGES - 1>();
-        __syncwarp();
-        const int G = warp + i * QR_WARPS;
-        const uint8_t *st = ws + (i % QR_STAGES) * STAGE;
-        const uint8_t *blk[NT];
+        for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)G * QR_BB(DT), t4);
+    for (; G < NG; G += 2 * QR_WARPS) {
+        int G1 = G + QR_WARPS;
+        if (G1 < NG)
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            blk[j] = st + (8 * j + g) * QR_RB(DT);
-            if (DT == KILN_DT_Q6_K) /* the block's offset in its word, as in global memory */
-                blk[j] += ((uintptr_t)(w + (int64_t)min(n0 + 8 * j + g, N - 1) * row_bytes + (int64_t)G * 210)) & 3;
-        }
-        qr_group<DT, MT, NT>(acc, blk, G, t4, g, x, T, K);
-        __syncwarp(); /* every lane is done with the stage before it is refilled */
+            for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)G1 * QR_BB(DT), t4);
+        qr_group<DT, MT, NT>(acc, ra, ba, G, t4, g, x, T, K);
+        if (G1 >= NG) break;
+        if (G1 + QR_WARPS < NG)
+#pragma unroll
+            for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G1 + QR_WARPS) * QR_BB(DT), t4);
+        qr_group<DT, MT, NT>(acc, rb, bb, G1, t4, g, x, T, K);
     }
-    kiln_cp_wait<0>();
-    __syncthreads();
     /* warp partials, added in warp order: acc[m][i][e] is (row 16m + g + 8(e / 2), column
      * 8i + 2 t4 + e % 2) */
-    float *red = (float *)qr_smem; /* [QR_WARPS][MT NT 4][32] */
 #pragma unroll
     for (int m = 0; m < MT; m++)
 #pragma unroll
         for (int i = 0; i < NT; i++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) red[(warp * MT * NT * 4 + (m * NT + i) * 4 + e) * 32 + lane] = acc[m][i][e];
+            for (int e = 0; e < 4; e++) red[warp][(m * NT + i) * 4 + e][lane] = acc[m][i][e];
     __syncthreads();
     for (int q = threadIdx.x; q < MT * NT * 4 * 32; q += QR_WARPS * 32) {
         int l = q & 31, f = q >> 5, e = f & 3, i = (f >> 2) % NT, m = (f >> 2) / NT;
         int t = 16 * m + (l >> 2) + 8 * (e >> 1), n = n0 + 8 * i + 2 * (l & 3) + (e & 1);
-        float v = red[q];
+        float v = red[0][f][l];
 #pragma unroll
-        for (int ww = 1; ww < QR_WARPS; ww++) v += red[ww * MT * NT * 4 * 32 + q];
+        for (int ww = 1; ww < QR_WARPS; ww++) v += red[ww][f][l];
         if (t < T && n < N) y[(int64_t)t * ldy + n] = v;
     }
 }
@@ -331,12 +292,8 @@ qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, 
 template <int DT, int MT, int NT>
 static cudaError_t qr_launch_k(float *y, int ldy, const uint16_t *x, const uint8_t *w, int64_t rb, int T, int N, int K,
                                cudaStream_t st) {
-    size_t smem = QR_SMEM(DT, MT, NT);
-    cudaError_t e = cudaFuncSetAttribute(qmma_reg_kernel<DT, MT, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem);
-    if (e != cudaSuccess) return e;
     unsigned grid = (unsigned)((N + 8 * NT - 1) / (8 * NT));
-    qmma_reg_kernel<DT, MT, NT><<<grid, QR_WARPS * 32, smem, st>>>(y, ldy, x, w, rb, T, N, K);
+    qmma_reg_kernel<DT, MT, NT><<<grid, QR_WARPS * 32, 0, st>>>(y, ldy, x, w, rb, T, N, K);
     return cudaSuccess;
 }
 
