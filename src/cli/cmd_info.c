@@ -87,6 +87,15 @@ int kiln_cmd_info(int argc, char **argv) {
     printf("dtypes:      ");
     for (int t = 0; t < KILN_DT_COUNT; t++) if (counts[t]) printf(" %s x%d", kiln_dtype_name(t), counts[t]);
     printf("\n");
+    char f8[200];
+    kiln_model_fp8_describe(m, f8, sizeof f8);
+    printf("weights:      %s%s%s\n", kiln_model_weight_dtype(m), f8[0] ? " (" : "", f8[0] ? f8 : "");
+    {
+        int has_kv = 0;
+        for (int l = 0; l < c->n_layers; l++) has_kv |= m->layers[l].k_scale > 0;
+        printf("kv cache:     f32 on cpu, bf16 on cuda (auto); fp8 e4m3 with --kv-cache-dtype fp8, scales %s\n",
+               has_kv ? "k_scale / v_scale from the checkpoint" : "1.0");
+    }
     size_t wb = kiln_model_weight_bytes(m);
     double kv_tok_f32 = 2.0 * c->n_layers * c->n_kv_heads * c->head_dim * 4;
     printf("memory:       weights %.1f MiB; KV cache %.1f KiB per token (f32, cpu), %.1f KiB (bf16, cuda); "

@@ -111,12 +111,18 @@ static float *alloc_f32(size_t n, size_t *total) {
 enum { K_CPU_MAX_LOGITS = 64 };
 
 /* The quantized-linear interface's admission on one ISA: kiln_cpu_matmul runs w when the ISA has
- * a dot kernel for its dtype (f32 / f16 / bf16, GGUF Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K)
- * and it carries no separate scales (FP8-style kiln_quant: not yet). */
+ * a dot kernel for its dtype (f32 / f16 / bf16, GGUF Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K,
+ * F8_E4M3) and, FP8 only, its kiln_quant scales: per tensor, per channel or per block, with
+ * weight-only, dynamic per-token or static activations. */
 static int check_weight_isa(const kiln_tensor *w, kiln_isa isa, kiln_error *err) {
-    if (w->quant.kind != KILN_SCALE_NONE)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s scales of %s (%s) not supported yet",
+    if ((w->quant.kind != KILN_SCALE_NONE) != (w->dtype == KILN_DT_F8_E4M3))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s scales of %s (%s) not supported",
                         kiln_scale_kind_name(w->quant.kind), w->name, kiln_dtype_name(w->dtype));
+    if (w->quant.kind == KILN_SCALE_BLOCK && (w->quant.block_in <= 0 || w->quant.block_out <= 0))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s: block scales of %d x %d", w->name, w->quant.block_out,
+                        w->quant.block_in);
+    if (w->quant.act == KILN_ACT_STATIC && !w->quant.input_scale)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s: static activations without an input scale", w->name);
     if (!kiln_cpu_dot_lookup(w->dtype, isa))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s kernel for %s weights (%s)", kiln_isa_name(isa),
                         kiln_dtype_name(w->dtype), w->name);
@@ -197,8 +203,10 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t LR = bc->max_logits_per_seq > 1 ? S * (size_t)bc->max_logits_per_seq : S;
     if (LR > T && LR > S) LR = T > S ? T : S;
     c->logits = alloc_f32(LR * mc->vocab_size, &sb);
-    c->ctx.panel_floats = PANEL_FLOATS;
-    c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * PANEL_FLOATS, &sb);
+    /* also the FP8 path's scratch: 4 rows of quantized activations and their scales */
+    size_t fp8_need = 8 * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim) + 8 * qd;
+    c->ctx.panel_floats = PANEL_FLOATS > fp8_need ? PANEL_FLOATS : fp8_need;
+    c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * c->ctx.panel_floats, &sb);
     c->ctx.xperm_floats = T * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim);
     c->ctx.xperm = alloc_f32(c->ctx.xperm_floats, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
