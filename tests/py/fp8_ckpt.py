@@ -201,6 +201,41 @@ def write(folder, fmt, weights="tensor", act="dynamic", block=(128, 128), kv_sca
     return spec
 
 
+def write_bf16_online(folder, per_channel=False, seed=3):
+    """A plain bf16 HF checkpoint of the same shape, and the spec of what kiln's online FP8
+    (--quantization fp8 / fp8-per-channel) makes of it: per tensor (row) scale = max|w| / 448 of
+    the bf16 values, codes = e4m3(w / scale), activations dynamic per token."""
+    cfg = dict(CFG)
+    os.makedirs(folder, exist_ok=True)
+    W = _rng_weights(cfg, seed)
+    T = {"model.embed_tokens.weight": _bf16(W["embed"]), "lm_head.weight": _bf16(W["head"]),
+         "model.norm.weight": _bf16(W["norm"])}
+    spec = {"cfg": cfg, "mistral": False, "act": "dynamic", "lin": {}, "block": None,
+            "embed": _bf16(W["embed"]).astype(np.float32), "head": _bf16(W["head"]).astype(np.float32),
+            "norm": _bf16(W["norm"]).astype(np.float32)}
+    for l in range(cfg["layers"]):
+        p = f"model.layers.{l}."
+        T[p + "input_layernorm.weight"] = _bf16(W[f"{l}.attn_norm"])
+        T[p + "post_attention_layernorm.weight"] = _bf16(W[f"{l}.ffn_norm"])
+        spec[f"{l}.attn_norm"] = _bf16(W[f"{l}.attn_norm"]).astype(np.float32)
+        spec[f"{l}.ffn_norm"] = _bf16(W[f"{l}.ffn_norm"]).astype(np.float32)
+        for k, n in HF_NAMES.items():
+            w = _bf16(W[f"{l}.{k}"])
+            T[p + n + ".weight"] = w
+            w = w.astype(np.float32)
+            amax = np.abs(w).max(axis=1, keepdims=True) if per_channel else np.abs(w).max()
+            s = (amax / np.float32(FMAX)).astype(np.float32)
+            spec["lin"][f"{l}.{k}"] = {"w": e4m3(w / s) * s, "in": None, "fp8": True}
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": cfg["dim"],
+              "intermediate_size": cfg["hidden"], "num_hidden_layers": cfg["layers"],
+              "num_attention_heads": cfg["heads"], "num_key_value_heads": cfg["kv_heads"], "head_dim": cfg["head_dim"],
+              "vocab_size": cfg["vocab"], "max_position_embeddings": 256, "rms_norm_eps": cfg["eps"],
+              "rope_theta": cfg["theta"], "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+    json.dump(config, open(os.path.join(folder, "config.json"), "w"))
+    save_file(T, os.path.join(folder, "model.safetensors"))
+    return spec
+
+
 # ---- reference forward --------------------------------------------------------------------
 
 def _linear(spec, key, x):

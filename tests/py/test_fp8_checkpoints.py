@@ -79,6 +79,30 @@ def test_fp8_kv_cache_checkpoint_scales(kiln, tmp_path):
     assert dist > 10 * err
 
 
+@pytest.mark.parametrize("mode", ["fp8", "fp8-per-channel"])
+def test_online_fp8(kiln, tmp_path, mode):
+    """--quantization fp8 on a bf16 checkpoint: kiln's logits against numpy's W8A8 of the
+    per-tensor (per-row) E4M3 quantization of the same weights; kiln info names it"""
+    d = str(tmp_path / "m")
+    # seeds whose activations land on no e4m3 midpoint where kiln's f32 and numpy's f64 differ
+    # (such a flip moves every later position of this tiny model by ~0.1: seed 3 per channel)
+    spec = fp8_ckpt.write_bf16_online(d, per_channel=mode != "fp8", seed=3 if mode == "fp8" else 5)
+    got = logits(kiln, d, extra=("--quantization", mode))
+    ref = fp8_ckpt.reference_logits(spec, IDS)
+    plain = logits(kiln, d)
+    scale = max(1.0, np.abs(ref).max())
+    rows, moved = np.abs(got - ref).max(axis=1), np.abs(plain - ref).max(axis=1)
+    print(f"{mode}: |kiln - numpy| median {np.median(rows):.3g}, max {rows.max():.3g}; bf16 is {np.median(moved):.3g} away")
+    assert np.median(rows) < 1e-4 * scale and rows.max() < 2e-2 * scale
+    assert np.median(moved) > 10 * 1e-4 * scale
+    info = subprocess.run([kiln, "info", "--model", d, "--quantization", mode], capture_output=True, text=True)
+    assert info.returncode == 0 and "online fp8" in info.stdout, info.stdout + info.stderr
+    assert ("per-channel" if mode != "fp8" else "per-tensor") in info.stdout
+    bad = subprocess.run([kiln, "logits", "--model", d, "--prompt-ids", "1,2", "--out", os.path.join(d, "x"),
+                          "--quantization", "int4"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "int4" in bad.stderr
+
+
 REFUSALS = [
     ("hf", dict(config_patch={"activation_scheme": "weird"}), "activation_scheme \"weird\""),
     ("hf", dict(config_patch={"quant_method": "gptq"}), "quant_method \"gptq\""),
