@@ -99,7 +99,7 @@ int kiln_cmd_info(int argc, char **argv) {
     printf("\n");
     char f8[200];
     kiln_model_fp8_describe(m, f8, sizeof f8);
-    printf("weights:      %s%s%s\n", kiln_model_weight_dtype(m), f8[0] ? " (" : "", f8[0] ? f8 : "");
+    printf("weights:      %s%s%s%s\n", kiln_model_weight_dtype(m), f8[0] ? " (" : "", f8, f8[0] ? ")" : "");
     {
         int has_kv = 0;
         for (int l = 0; l < c->n_layers; l++) has_kv |= m->layers[l].k_scale > 0;

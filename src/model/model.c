@@ -77,6 +77,12 @@ int64_t kiln_model_param_count(const kiln_model *m) {
 size_t kiln_model_weight_bytes(const kiln_model *m) {
     size_t n = 0;
     for (int i = 0; i < m->n_tensors; i++) n += m->tensors[i].nbytes;
+    if (m->fp8_tensors) /* online FP8: the layers' matrices are the E4M3 copies (+ their scales) */
+        for (int i = 0; i < m->cfg.n_layers * 7; i++) {
+            const kiln_tensor *q = &m->fp8_tensors[i], *orig = kiln_model_find(m, q->name);
+            if (orig) n -= orig->nbytes;
+            n += q->nbytes + sizeof(float) * (size_t)(q->quant.kind == KILN_SCALE_CHANNEL ? q->shape[0] : 1);
+        }
     return n;
 }
 

@@ -185,3 +185,13 @@ def test_e4m3_encode_matches_ml_dtypes(tmp_path):
     # NaN: kiln gives 0x7f / 0xff
     out = subprocess.run([b, "--encode-nan"], capture_output=True)
     assert out.returncode == 0 and out.stdout in (b"\x7f", b"\x7f\xff"), out.stdout
+
+
+def test_quantize_refuses_fp8(kiln, tmp_path):
+    """kiln quantize: GGUF has no FP8 type; an FP8 checkpoint is refused, never written without
+    its scales"""
+    d = str(tmp_path / "m")
+    fp8_ckpt.write(d, "hf")
+    r = subprocess.run([kiln, "quantize", "--model", d, "--out", str(tmp_path / "x.gguf"), "--type", "q8_0"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "FP8 checkpoint" in r.stderr and not os.path.exists(tmp_path / "x.gguf"), r.stderr
