@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "backend/cpu/attention.h"
 #include "backend/cpu/kernels.h"
 #include "test.h"
 #include "util/alloc.h"
@@ -224,6 +225,62 @@ static void test_matmul(void) {
     kiln_free(yr);
 }
 
+/* Attention over an FP8 pool is attention over the f32 pool of its decoded values
+ * (kiln_e4m3_to_f32(code) * scale): bit for bit, every ISA (the FP8 KV reference of the GPU's
+ * attention kernels: decode, scale, then the f32 arithmetic). */
+static void test_attention_kv8(void) {
+    enum { H = 4, KV = 2, HD = 64, BS = 16, NBLK = 5, T = 3, CTX = 40, MAXLEN = 64 };
+    kiln_kv_layout L8 = {.n_layers = 2, .n_kv_heads = KV, .head_dim = HD, .block_size = BS, .n_blocks = NBLK,
+                         .dtype = KILN_KV_FP8_E4M3, .scale = KILN_KV_SCALE_TENSOR, .elem_bytes = 1};
+    kiln_kv_layout L32 = L8;
+    L32.dtype = KILN_KV_F32;
+    L32.scale = KILN_KV_SCALE_NONE;
+    L32.elem_bytes = 4;
+    size_t n = (size_t)kiln_kv_elems(&L8);
+    uint8_t *kv8 = kiln_malloc(n);
+    float *kv32 = kiln_malloc(n * sizeof(float)), lut[2][256];
+    const float ks = 0.37f, vs = 2.5f;
+    unsigned long long s = 3;
+    rand_codes(kv8, (int)n, &s);
+    for (int c = 0; c < 256; c++) {
+        lut[0][c] = kiln_e4m3_to_f32((uint8_t)c) * ks;
+        lut[1][c] = kiln_e4m3_to_f32((uint8_t)c) * vs;
+    }
+    /* f32 pool of the decoded values: element offsets are the same in both layouts */
+    for (int l = 0; l < 2; l++)
+        for (int b = 0; b < NBLK; b++)
+            for (int kv = 0; kv < 2; kv++)
+                for (int h = 0; h < KV; h++)
+                    for (int j = 0; j < BS * HD; j++) {
+                        int64_t o = kiln_kv_offset(&L8, l, b, kv, h, 0) + j;
+                        kv32[o] = lut[kv][kv8[o]];
+                    }
+    /* scores of magnitude ~ 1: q small against keys up to 448 * 0.37 */
+    float q[T * H * HD], a8[T * H * HD], a32[T * H * HD], scores[H / KV * MAXLEN], kvbuf[BS * HD];
+    for (int i = 0; i < T * H * HD; i++) q[i] = kt_randf(&s) * 0.002f;
+    int32_t pos[T] = {CTX - 3, CTX - 2, CTX - 1}, qs[2] = {0, T}, bt[3] = {3, 1, 4};
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_cpu_ctx ctx = {.isa = (kiln_isa)isa};
+        kiln_cpu_attn_args a = {.layout = &L8, .layer = 1, .n_tokens = T, .n_seqs = 1, .positions = pos,
+                                .seq_q_start = qs, .block_table = bt, .max_blocks_per_seq = 3, .q = q, .att = a8,
+                                .n_heads = H, .n_kv_heads = KV, .head_dim = HD, .scores = scores, .max_model_len = MAXLEN,
+                                .kv8 = kv8, .kv8_lut = &lut[0][0], .kvbuf = kvbuf};
+        kiln_cpu_attn_lookup(ctx.isa, &a.k);
+        kiln_error err = {0};
+        int rc = kiln_cpu_attention(&ctx, &a, &err);
+        a.kv8 = NULL;
+        a.kv = kv32;
+        a.layout = &L32;
+        a.att = a32;
+        rc |= kiln_cpu_attention(&ctx, &a, &err);
+        KT_CHECK(rc == 0 && memcmp(a8, a32, sizeof a8) == 0, "%s: attention over the FP8 pool == over its decoded f32 values: %s",
+                 kiln_isa_name(ctx.isa), err.msg);
+    }
+    kiln_free(kv8);
+    kiln_free(kv32);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--encode")) return encode_mode(argv[2]);
     if (argc == 2 && !strcmp(argv[1], "--encode-nan")) {
@@ -234,5 +291,6 @@ int main(int argc, char **argv) {
     test_conversion();
     test_dot_kernels();
     test_matmul();
+    test_attention_kv8();
     return kt_done();
 }
