@@ -437,9 +437,9 @@ int kiln_model_quantize_fp8(kiln_model *m, kiln_scale_kind kind, kiln_error *err
             if (kiln_row_to_f32(ts[i]->dtype, ts[i]->data, 0, &probe))
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "quantization fp8: %s has dtype %s", ts[i]->name,
                                 kiln_dtype_name(ts[i]->dtype));
-            bytes += (size_t)(ts[i]->shape[0] * ts[i]->shape[1]);
-            bytes += (size_t)(kind == KILN_SCALE_CHANNEL ? ts[i]->shape[0] : 1) * sizeof(float);
-            bytes = (bytes + 63) & ~(size_t)63;
+            /* per tensor: its scales (64-byte aligned), then its codes (64-byte aligned) */
+            bytes += ((size_t)(kind == KILN_SCALE_CHANNEL ? ts[i]->shape[0] : 1) * sizeof(float) + 63) & ~(size_t)63;
+            bytes += ((size_t)(ts[i]->shape[0] * ts[i]->shape[1]) + 63) & ~(size_t)63;
         }
     }
     int64_t maxin = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
@@ -460,8 +460,9 @@ int kiln_model_quantize_fp8(kiln_model *m, kiln_scale_kind kind, kiln_error *err
             kiln_tensor *dst = &m->fp8_tensors[l * 7 + i];
             int64_t out = src->shape[0], in = src->shape[1];
             size_t rb = kiln_dtype_row_bytes(src->dtype, in);
+            float *scale = (float *)(m->fp8_online + at); /* aligned: at is a multiple of 64 */
+            at += ((size_t)(kind == KILN_SCALE_CHANNEL ? out : 1) * sizeof(float) + 63) & ~(size_t)63;
             uint8_t *codes = m->fp8_online + at;
-            float *scale = (float *)(m->fp8_online + at + (size_t)(out * in));
             /* pass 1: max |w| per row (per tensor: the max of the rows) */
             float tmax = 0.0f;
             for (int64_t o = 0; o < out; o++) {
@@ -484,8 +485,7 @@ int kiln_model_quantize_fp8(kiln_model *m, kiln_scale_kind kind, kiln_error *err
             dst->nbytes = (size_t)(out * in);
             dst->quant = (kiln_quant){.kind = kind, .act = KILN_ACT_DYNAMIC, .scale = scale};
             *ts[i] = dst;
-            at += (size_t)(out * in) + (size_t)(kind == KILN_SCALE_CHANNEL ? out : 1) * sizeof(float);
-            at = (at + 63) & ~(size_t)63;
+            at += ((size_t)(out * in) + 63) & ~(size_t)63;
         }
     }
     kiln_free(row);
