@@ -127,6 +127,12 @@ typedef struct kiln_engine_options {
     const char *kv_cache_dtype; /* NULL or "auto": the backend's own (cpu f32, cuda bf16); else "f32",
                                  * "bf16", "f16" or "fp8" (e4m3), refused where the backend cannot
                                  * hold it (vLLM's --kv-cache-dtype) */
+    const char *quantization;   /* NULL or "": the checkpoint's weights as stored; "fp8": 16-bit / f32
+                                 * (or GGUF, decoded) layer matrices quantized to FP8 E4M3 at load with
+                                 * per-tensor scales and dynamic per-token activations (vLLM's
+                                 * --quantization fp8; embedding and LM head stay as stored);
+                                 * "fp8-per-channel": the same with one scale per output row. On an FP8
+                                 * checkpoint "fp8" keeps the checkpoint's scheme. */
     int n_devices;              /* 0: the backend's first device; n > 1: tensor parallelism over
                                  * devices[0 .. n) (refused until the backend implements it) */
     int devices[KILN_MAX_DEVICES]; /* device ordinals (cuda) */

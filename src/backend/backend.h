@@ -94,7 +94,8 @@ typedef struct kiln_backend_ops {
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 4
+#define KILN_BACKEND_ABI 5 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
+                            * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

@@ -54,6 +54,8 @@ json_t *kiln_bench_to_json(const kiln_bench_result *r) {
     json_object_set_new(mj, "head_dim", json_integer(r->shape[5]));
     json_object_set_new(mj, "vocab_size", json_integer(r->shape[6]));
     json_object_set_new(mj, "dtype", json_string(r->dtype));
+    json_object_set_new(mj, "quantization", json_string(r->info.quantization));
+    json_object_set_new(mj, "kv_cache_dtype", json_string(kiln_kv_dtype_name(r->info.kv_layout.dtype)));
     json_object_set_new(mj, "params", json_integer(r->params));
     json_object_set_new(mj, "weight_bytes", json_integer((json_int_t)r->weight_bytes));
     json_object_set_new(j, "model", mj);
@@ -125,6 +127,8 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r) {
                "%s, %.3gM parameters, %s)  \n",
             r->model_path, r->load_dummy ? " [dummy weights]" : "", r->arch, r->shape[0], r->shape[1], r->shape[2],
             r->shape[3], r->shape[4], r->shape[5], r->shape[6], r->dtype, (double)r->params / 1e6, wb);
+    fprintf(f, "**Weights / KV cache**: %s%s%s%s / %s  \n", r->dtype, r->info.quantization[0] ? " (" : "",
+            r->info.quantization, r->info.quantization[0] ? ")" : "", kiln_kv_dtype_name(r->info.kv_layout.dtype));
 #ifndef KILN_GIT_COMMIT
 #define KILN_GIT_COMMIT "unknown"
 #endif

@@ -348,7 +348,7 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
     const kiln_config *mc = &m->cfg;
     r->opt = *o;
     kiln_engine_get_info(e, &r->info);
-    snprintf(r->dtype, sizeof r->dtype, "%s", m->dummy_quant[0] ? m->dummy_quant : kiln_dtype_name(mc->dtype));
+    snprintf(r->dtype, sizeof r->dtype, "%s", m->dummy_quant[0] ? m->dummy_quant : kiln_model_weight_dtype(m));
     snprintf(r->arch, sizeof r->arch, "%s", mc->arch);
     int shape[7] = {mc->dim, mc->hidden_dim, mc->n_layers, mc->n_heads, mc->n_kv_heads, mc->head_dim, mc->vocab_size};
     memcpy(r->shape, shape, sizeof shape);

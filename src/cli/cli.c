@@ -113,6 +113,15 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         return 1;
     }
     if (!strcmp(a, "--kv-cache-dtype")) { NEEDVAL(); o->kv_cache_dtype = val; return 1; }
+    if (!strcmp(a, "--quantization") || !strcmp(a, "-q")) {
+        NEEDVAL();
+        if (strcmp(val, "fp8") != 0 && strcmp(val, "fp8-per-channel") != 0) {
+            fprintf(stderr, "kiln: --quantization must be fp8 or fp8-per-channel (got '%s')\n", val);
+            return -1;
+        }
+        o->quantization = val;
+        return 1;
+    }
     if (!strcmp(a, "--speculative-model")) { NEEDVAL(); o->draft_model_path = val; return 1; }
     if (!strcmp(a, "--devices")) { /* "0,1,3": device ordinals */
         NEEDVAL();

@@ -15,6 +15,7 @@ void kiln_cli_server_defaults(kiln_server_options *o);
  *   --model PATH --tokenizer PATH --backend cpu|cuda --threads N --max-model-len N
  *   --max-num-seqs N --max-batch-tokens N --kv-blocks N --kv-memory-mb N --block-size N
  *   --no-prefix-cache --load-format auto|dummy --seed-weights N --kv-cache-dtype T
+ *   --quantization fp8|fp8-per-channel
  *   --devices 0,1 | --tensor-parallel-size N --speculative-model PATH
  * Returns 1 when argv[*i] was one of them (consuming its value), 0 if not, -1 on a bad value. */
 int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o);

@@ -8,8 +8,9 @@
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "model/model.h"
+#include "util/error.h"
 
-#define INFO_USAGE "usage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]] [--backend cpu|cuda]\n" \
+#define INFO_USAGE "usage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]] [--quantization fp8] [--backend cpu|cuda]\n" \
                    "       kiln info --backend cuda   (the card, the build's architectures, the kernel paths)\n"
 
 static int describe_backend(const char *name, const kiln_model *m) {
@@ -57,13 +58,14 @@ static const char *fmt_name(kiln_model_format f) {
 }
 
 int kiln_cmd_info(int argc, char **argv) {
-    const char *path = NULL, *backend = NULL, *quant = NULL;
+    const char *path = NULL, *backend = NULL, *quant = NULL, *quantization = NULL;
     int dummy = 0;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "--model") || !strcmp(argv[i], "-m")) && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--load-format") && i + 1 < argc) dummy = !strcmp(argv[++i], "dummy");
         else if (!strcmp(argv[i], "--dummy-quant") && i + 1 < argc) quant = argv[++i];
         else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--quantization") && i + 1 < argc) quantization = argv[++i];
         else { fprintf(stderr, "kiln info: unknown option '%s'\n" INFO_USAGE, argv[i]); return 2; }
     }
     if (!path && backend) return describe_backend(backend, NULL);
@@ -71,6 +73,14 @@ int kiln_cmd_info(int argc, char **argv) {
     kiln_error err = {0};
     kiln_model *m = NULL;
     int rc = dummy ? kiln_model_load_dummy_quant(&m, path, 1, 0, quant, &err) : kiln_model_load(&m, path, &err);
+    if (!rc && quantization) { /* what the engine's quantization option would make of it */
+        int pc = !strcmp(quantization, "fp8-per-channel");
+        if (strcmp(quantization, "fp8") != 0 && !pc)
+            rc = KILN_ERR(&err, KILN_ERR_INVALID_ARG, "--quantization must be fp8 or fp8-per-channel (got '%s')", quantization);
+        else if (m->fp8.format == KILN_FP8_NONE)
+            rc = kiln_model_quantize_fp8(m, pc ? KILN_SCALE_CHANNEL : KILN_SCALE_TENSOR, &err);
+        if (rc) kiln_model_free(m);
+    }
     if (rc) { kiln_cli_print_error("info", &err); return 1; }
     const kiln_config *c = &m->cfg;
     int counts[KILN_DT_COUNT] = {0};
@@ -96,6 +106,15 @@ int kiln_cmd_info(int argc, char **argv) {
     printf("dtypes:      ");
     for (int t = 0; t < KILN_DT_COUNT; t++) if (counts[t]) printf(" %s x%d", kiln_dtype_name(t), counts[t]);
     printf("\n");
+    char f8[200];
+    kiln_model_fp8_describe(m, f8, sizeof f8);
+    printf("weights:      %s%s%s%s\n", kiln_model_weight_dtype(m), f8[0] ? " (" : "", f8, f8[0] ? ")" : "");
+    {
+        int has_kv = 0;
+        for (int l = 0; l < c->n_layers; l++) has_kv |= m->layers[l].k_scale > 0;
+        printf("kv cache:     f32 on cpu, bf16 on cuda (auto); fp8 e4m3 with --kv-cache-dtype fp8, scales %s\n",
+               has_kv ? "k_scale / v_scale from the checkpoint" : "1.0");
+    }
     size_t wb = kiln_model_weight_bytes(m);
     double kv_tok_f32 = 2.0 * c->n_layers * c->n_kv_heads * c->head_dim * 4;
     printf("memory:       weights %.1f MiB; KV cache %.1f KiB per token (f32, cpu), %.1f KiB (bf16, cuda); "

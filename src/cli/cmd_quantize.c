@@ -188,6 +188,12 @@ int kiln_cmd_quantize(int argc, char **argv) {
         return 1;
     }
     const kiln_config *c = &m->cfg;
+    if (m->fp8.format != KILN_FP8_NONE) { /* GGUF has no FP8 type, and the scales would be lost */
+        fprintf(stderr, "kiln quantize: %s is an FP8 checkpoint (%s): GGUF has no FP8 type; not written\n", in,
+                kiln_fp8_format_name(m->fp8.format));
+        kiln_model_free(m);
+        return 1;
+    }
     if (n_keep > c->n_layers) {
         fprintf(stderr, "kiln quantize: --layers %ld: %s has only %d layers (1..%d)\n", n_keep, in, c->n_layers,
                 c->n_layers);

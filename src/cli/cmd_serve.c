@@ -3,7 +3,8 @@
  *   kiln serve --model PATH [--host 127.0.0.1] [--port 8000] [--api-key KEY]
  *              [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N]
  *              [--max-queue N] [--threads N] [--tokenizer PATH] [--chat-template NAME]
- *              [--backend cpu|cuda] [--kv-memory-mb N] [--max-connections-per-ip N]
+ *              [--backend cpu|cuda] [--kv-memory-mb N] [--quantization fp8] [--kv-cache-dtype fp8]
+ *              [--max-connections-per-ip N]
  *              [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]
  *
  * Flags (and the environment, env.c) become kiln_server_options; the engine is opened here and
@@ -27,7 +28,8 @@ static void usage(void) {
             "usage: kiln serve --model PATH [--host 127.0.0.1] [--port 8000] [--api-key KEY]\n"
             "                  [--served-model-name NAME] [--max-model-len N] [--max-num-seqs N]\n"
             "                  [--max-queue N] [--threads N] [--tokenizer PATH] [--chat-template NAME]\n"
-            "                  [--backend cpu|cuda] [--kv-memory-mb N] [--max-connections-per-ip N]\n"
+            "                  [--backend cpu|cuda] [--kv-memory-mb N] [--quantization fp8] [--kv-cache-dtype fp8]\n"
+            "                  [--max-connections-per-ip N]\n"
             "                  [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]\n"
             "Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,\n"
             "GET /metrics, POST /tokenize, POST /detokenize (see docs/server.md).\n"
@@ -62,7 +64,7 @@ static void on_stop_signal(int sig) {
 int kiln_cmd_serve(int argc, char **argv) {
     kiln_server_options so;
     kiln_cli_server_defaults(&so); /* KILN_API_KEY, KILN_TEST_STEP_DELAY_MS */
-    const char *model = NULL, *tokenizer = NULL, *backend = "cpu";
+    const char *model = NULL, *tokenizer = NULL, *backend = "cpu", *quantization = NULL, *kv_dtype = NULL;
     int max_model_len = 0, max_seqs = 64, max_queue = 256, threads = 0, kv_mb = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -80,6 +82,8 @@ int kiln_cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 0, 4096, &threads);
         else if (!strcmp(a, "--kv-memory-mb")) rc = parse_int(a, v, 1, 1 << 30, &kv_mb);
         else if (!strcmp(a, "--tokenizer")) tokenizer = v;
+        else if (!strcmp(a, "--quantization")) quantization = v; /* fp8 | fp8-per-channel (engine checks) */
+        else if (!strcmp(a, "--kv-cache-dtype")) kv_dtype = v;
         else if (!strcmp(a, "--chat-template")) so.chat_template = v;
         else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--max-connections-per-ip")) rc = parse_int(a, v, 1, 1 << 20, &so.max_conns_per_ip);
@@ -125,6 +129,8 @@ int kiln_cmd_serve(int argc, char **argv) {
     eo.max_seqs = max_seqs;
     eo.max_model_len = max_model_len;
     if (kv_mb > 0) eo.kv_memory_mb = (size_t)kv_mb;
+    if (quantization) eo.quantization = quantization;
+    if (kv_dtype) eo.kv_cache_dtype = kv_dtype;
     kiln_engine *engine = NULL;
     kiln_server *srv = NULL;
     int rc = kiln_engine_open(&engine, &eo, &err);

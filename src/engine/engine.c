@@ -202,6 +202,21 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     else
         rc = kiln_model_load(&e->model, o->model_path, err);
     if (rc) goto fail;
+    if (o->quantization && *o->quantization) { /* online FP8 (model/fp8.c) */
+        int pc = !strcmp(o->quantization, "fp8-per-channel");
+        if (strcmp(o->quantization, "fp8") != 0 && !pc) {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: quantization '%s' is not supported (fp8, fp8-per-channel)",
+                          o->quantization);
+            goto fail;
+        }
+        if (e->model->fp8.format == KILN_FP8_NONE) {
+            if ((rc = kiln_model_quantize_fp8(e->model, pc ? KILN_SCALE_CHANNEL : KILN_SCALE_TENSOR, err))) goto fail;
+        } else if (pc) {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: quantization fp8-per-channel on a checkpoint that is FP8 "
+                          "already (%s)", kiln_fp8_format_name(e->model->fp8.format));
+            goto fail;
+        }
+    }
     /* I3: a model feature the backend does not run (ops.features) is refused at load */
     if ((rc = kiln_backend_check_model(e->ops, e->model, err))) goto fail;
     const kiln_config *mc = &e->model->cfg;
@@ -771,6 +786,8 @@ void kiln_engine_get_info(const kiln_engine *e, kiln_engine_info *info) {
     info->backend = e->ops->name;
     info->strict = e->strict;
     info->kv_layout = e->kv_layout;
+    info->weight_dtype = kiln_model_weight_dtype(e->model);
+    kiln_model_fp8_describe(e->model, info->quantization, sizeof info->quantization);
     info->kv_layout_bytes = (size_t)kiln_kv_elems(&e->kv_layout) * (size_t)e->kv_layout.elem_bytes;
     if (e->ops->memory) e->ops->memory(e->backend, &info->backend_kv_bytes, &info->backend_scratch_bytes);
     info->max_batch_tokens = e->max_batch_tokens;

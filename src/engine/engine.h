@@ -19,6 +19,8 @@ typedef struct kiln_engine_info {
     size_t backend_scratch_bytes;
     int max_batch_tokens, max_seqs, max_model_len, block_size;
     int prefix_cache;
+    const char *weight_dtype;     /* the layers' matrices (kiln_model_weight_dtype: "bf16", "f8_e4m3", ...) */
+    char quantization[200];       /* the FP8 scheme (kiln_model_fp8_describe), "" when none */
 } kiln_engine_info;
 void kiln_engine_get_info(const kiln_engine *e, kiln_engine_info *info);
 

@@ -34,3 +34,12 @@ const char *kiln_scale_kind_name(kiln_scale_kind k) {
     }
     return "?";
 }
+
+const char *kiln_act_quant_name(kiln_act_quant a) {
+    switch (a) {
+    case KILN_ACT_NONE: return "weight-only";
+    case KILN_ACT_DYNAMIC: return "dynamic per-token";
+    case KILN_ACT_STATIC: return "static";
+    }
+    return "?";
+}

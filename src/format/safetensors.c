@@ -15,6 +15,7 @@ static int st_dtype(const char *s, kiln_dtype *dt) {
     if (!strcmp(s, "BF16")) *dt = KILN_DT_BF16;
     else if (!strcmp(s, "F16")) *dt = KILN_DT_F16;
     else if (!strcmp(s, "F32")) *dt = KILN_DT_F32;
+    else if (!strcmp(s, "F8_E4M3")) *dt = KILN_DT_F8_E4M3;
     else return -1;
     return 0;
 }
@@ -35,8 +36,9 @@ static int st_parse_tensor(kiln_tensor *t, const char *path, const char *name, j
                         name);
     if (st_dtype(json_string_value(jd), &t->dtype) != 0)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "%s: tensor %s: dtype %s is not supported (only BF16, F16, F32)", path,
-                        name, json_string_value(jd));
+                        "%s: tensor %s: dtype %s is not supported (only BF16, F16, F32, F8_E4M3%s)", path,
+                        name, json_string_value(jd),
+                        !strcmp(json_string_value(jd), "F8_E5M2") ? "; FP8 E5M2 weights are not supported" : "");
     json_t *js = json_object_get(v, "shape");
     if (!json_is_array(js))
         return KILN_ERR(err, KILN_ERR_FORMAT, "%s: tensor %s: missing shape", path, name);

@@ -2,8 +2,9 @@
  *
  * Layout: u64 little-endian header length N, N bytes of JSON
  *   {"__metadata__": {...}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}, ...}
- * then the data area; offsets are relative to the data area (8 + N). Only BF16 / F16 / F32 are
- * accepted. Every length and offset is checked: a malformed file is refused with a message that
+ * then the data area; offsets are relative to the data area (8 + N). Only BF16 / F16 / F32 and
+ * F8_E4M3 (FP8, whose scales are other tensors: model/fp8.c) are accepted; F8_E5M2 is refused
+ * by name. Every length and offset is checked: a malformed file is refused with a message that
  * names the file and the problem. Tensors may overlap or come in any order as long as each lies
  * inside the data area and its byte length equals dtype size x prod(shape).
  */

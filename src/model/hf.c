@@ -430,6 +430,12 @@ int kiln_load_hf(kiln_model *m, const char *dir, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "%s: path too long", dir);
     int rc = kiln_hf_parse_config(&m->cfg, p, err);
     if (rc) return rc;
+    { /* quantization_config: FP8 (model/fp8.c) or refused */
+        json_t *j = json_load_file(p, 0, NULL);
+        rc = j ? kiln_fp8_parse_hf(m, json_object_get(j, "quantization_config"), p, err) : KILN_OK;
+        json_decref(j);
+        if (rc) return rc;
+    }
     char single[1200], index[1200];
     kiln_path_join(single, sizeof single, dir, "model.safetensors");
     kiln_path_join(index, sizeof index, dir, "model.safetensors.index.json");

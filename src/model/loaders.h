@@ -26,4 +26,17 @@ int kiln_hf_parse_config(kiln_config *cfg, const char *config_path, kiln_error *
 /* Sanity of a filled config (positive sizes, heads divisible, ids within the vocabulary). */
 int kiln_config_check(const kiln_config *cfg, const char *what, kiln_error *err);
 
+/* FP8 (model/fp8.c). Parse a quantization_config (HF "fp8" or compressed-tensors; NULL or
+ * JSON null: none) / params.json quantization (Mistral) into m->fp8; anything else is refused
+ * naming the field and its value. */
+int kiln_fp8_parse_hf(kiln_model *m, const void *json_quantization_config, const char *path, kiln_error *err);
+int kiln_fp8_parse_mistral(kiln_model *m, const void *json_quantization, const char *path, kiln_error *err);
+/* After a loader filled m->tensors: every F8_E4M3 tensor gets its kiln_quant (scales copied to
+ * m->fp8_scales as f32, checked: shapes, finite and positive) and every layer its KV scales.
+ * Called by kiln_model_bind before the roles are checked. */
+int kiln_fp8_bind(kiln_model *m, kiln_error *err);
+/* After the roles are bound: every layer's KV cache scales (k_scale / v_scale) when present. */
+int kiln_fp8_bind_kv(kiln_model *m, kiln_error *err);
+void kiln_fp8_free(kiln_model *m);
+
 #endif

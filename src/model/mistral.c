@@ -6,7 +6,8 @@
  * Tensor names: tok_embeddings, norm, output, layers.N.attention.{wq,wk,wv,wo},
  * layers.N.attention_norm, layers.N.ffn_norm, layers.N.feed_forward.{w1 gate, w2 down, w3 up}.
  * The q/k rows are in Meta's interleaved RoPE order (pairs 2i, 2i+1): rope_style INTERLEAVED
- * (HF's conversion permutes them into rotate_half order instead).
+ * (HF's conversion permutes them into rotate_half order instead). quantization {qformat_weight
+ * "fp8_e4m3", qscheme_act}: FP8 weights with qscale_weight / qscale_act (model/fp8.c).
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -45,7 +46,7 @@ static int opt_num(json_t *j, const char *key, double def, double *out, const ch
 static int parse_params(kiln_config *c, json_t *j, const char *path, kiln_error *err) {
     memset(c, 0, sizeof *c);
     if (!json_is_object(j)) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
-    const char *refused[] = {"quantization", "lora", "yarn"};
+    const char *refused[] = {"quantization_config", "lora", "yarn"}; /* quantization: fp8.c */
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         json_t *v = json_object_get(j, refused[i]);
         if (v && !json_is_null(v))
@@ -134,6 +135,7 @@ int kiln_load_mistral(kiln_model *m, const char *dir, kiln_error *err) {
                         je.text, je.line, je.column);
     }
     int rc = parse_params(&m->cfg, j, p, err);
+    if (!rc) rc = kiln_fp8_parse_mistral(m, json_object_get(j, "quantization"), p, err);
     json_decref(j);
     if (rc) return rc;
     kiln_path_join(p, sizeof p, dir, "consolidated.safetensors");

@@ -95,6 +95,12 @@ int64_t kiln_model_param_count(const kiln_model *m) {
 size_t kiln_model_weight_bytes(const kiln_model *m) {
     size_t n = 0;
     for (int i = 0; i < m->n_tensors; i++) n += m->tensors[i].nbytes;
+    if (m->fp8_tensors) /* online FP8: the layers' matrices are the E4M3 copies (+ their scales) */
+        for (int i = 0; i < m->cfg.n_layers * 7; i++) {
+            const kiln_tensor *q = &m->fp8_tensors[i], *orig = kiln_model_find(m, q->name);
+            if (orig) n -= orig->nbytes;
+            n += q->nbytes + sizeof(float) * (size_t)(q->quant.kind == KILN_SCALE_CHANNEL ? q->shape[0] : 1);
+        }
     return n;
 }
 
@@ -166,7 +172,10 @@ static int check_matrix(const kiln_model *m, const kiln_tensor *t, int64_t rows,
                         tensor_file(m, t), t->name, (long long)t->shape[0],
                         (long long)(t->ndim > 1 ? t->shape[1] : 0), t->ndim != 2 ? " (not 2-D)" : "",
                         (long long)rows, (long long)cols);
-    if (m->format == KILN_FORMAT_GGUF || (m->format == KILN_FORMAT_DUMMY && m->dummy_quant[0])) {
+    if (t->dtype == KILN_DT_F8_E4M3) {
+        if (t->quant.kind == KILN_SCALE_NONE)
+            return KILN_ERR(err, KILN_ERR_FORMAT, "%s: FP8 tensor %s has no scales", tensor_file(m, t), t->name);
+    } else if (m->format == KILN_FORMAT_GGUF || (m->format == KILN_FORMAT_DUMMY && m->dummy_quant[0])) {
         if (t->dtype == KILN_DT_I32 || (unsigned)t->dtype >= KILN_DT_COUNT)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s", m->path,
                             t->name, kiln_dtype_name(t->dtype));
@@ -384,6 +393,7 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
     if (rc) return rc;
     const name_scheme *ns = scheme_of(m->format);
     char name[160];
+    if ((rc = kiln_fp8_bind(m, err))) return rc; /* FP8 weights get their scales first */
 
     /* embedding and head; a tied checkpoint may store either one (tinystories: lm_head only) */
     const kiln_tensor *embd = kiln_model_find(m, ns->embd);
@@ -407,6 +417,10 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
                   kiln_dtype_name(embd->dtype));
         c->dtype = embd->dtype;
     }
+    if (kiln_dtype_is_fp8(embd->dtype) || kiln_dtype_is_fp8(head->dtype))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "%s: an FP8 %s (%s) is not supported (the embedding and the LM head "
+                        "stay 16-bit)", m->path, kiln_dtype_is_fp8(embd->dtype) ? "embedding" : "LM head",
+                        kiln_dtype_is_fp8(embd->dtype) ? embd->name : head->name);
     if ((rc = check_matrix(m, embd, c->vocab_size, c->dim, err))) return rc;
     if (head != embd && (rc = check_matrix(m, head, c->vocab_size, c->dim, err))) return rc;
     m->tok_embd = embd;
@@ -466,7 +480,8 @@ int kiln_model_bind(kiln_model *m, kiln_error *err) {
             rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: RoPE %s parameters give frequency %g for pair %d", m->path,
                           kiln_rope_scaling_name(c->rope_scaling.type), inv[i], i);
     kiln_free(inv);
-    return rc;
+    if (rc) return rc;
+    return kiln_fp8_bind_kv(m, err);
 }
 
 /* ---- lifetime and dispatch ------------------------------------------------------------ */
@@ -482,6 +497,7 @@ void kiln_model_free(kiln_model *m) {
     kiln_free(m->expert_views);
     kiln_free_aligned(m->owned);
     if (m->gguf) kiln_gguf_close(m->gguf);
+    kiln_fp8_free(m);
     kiln_free(m);
 }
 

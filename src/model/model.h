@@ -96,6 +96,9 @@ typedef struct kiln_layer_weights {
      * [3e + 2] down [dim][hidden] of expert e (views; GGUF: slices of the 3-D *_exps tensors) */
     const kiln_tensor *router;
     const kiln_tensor *experts;
+    float k_scale, v_scale; /* FP8 KV cache scales from the checkpoint (stored = real / scale):
+                             * HF / compressed-tensors self_attn.k_scale / v_scale (kv_scale: both),
+                             * Mistral attention.kv_fake_quantizer.qscale_act (both); 0 = absent */
     int window;   /* attention window of this layer: a query at position p sees keys
                    * max(0, p - window + 1) .. p; 0 = the whole context (full attention).
                    * Set from cfg.sliding_window and cfg.window_layers at bind; a backend that
@@ -109,6 +112,28 @@ typedef enum kiln_model_format {
     KILN_FORMAT_GGUF,
     KILN_FORMAT_DUMMY          /* random weights in a config's shape */
 } kiln_model_format;
+
+/* FP8 checkpoint formats (model/fp8.c) and what their config declares. */
+typedef enum kiln_fp8_format {
+    KILN_FP8_NONE = 0,
+    KILN_FP8_HF,       /* config.json quantization_config.quant_method "fp8" */
+    KILN_FP8_CT,       /* quant_method "compressed-tensors", format "float-quantized" */
+    KILN_FP8_MISTRAL,  /* params.json quantization.qformat_weight "fp8_e4m3" */
+    KILN_FP8_ONLINE    /* 16-bit weights quantized at load (kiln_model_quantize_fp8) */
+} kiln_fp8_format;
+
+typedef struct kiln_fp8_scheme {
+    kiln_fp8_format format;
+    kiln_act_quant act;        /* activations of every FP8 linear layer */
+    kiln_scale_kind weight;    /* declared weight scales: TENSOR (HF without blocks, Mistral: the
+                                * tensors' shapes may say CHANNEL), CHANNEL, BLOCK */
+    int block_out, block_in;   /* BLOCK: weight_block_size / block_structure */
+    int kv_scales;             /* the config declares KV cache scales (kv_cache_scheme) */
+    char **ignored;            /* [n_ignored] modules kept in 16 bits (ignored_layers / ignore) */
+    int n_ignored;
+} kiln_fp8_scheme;
+
+const char *kiln_fp8_format_name(kiln_fp8_format f);
 
 typedef struct kiln_model {
     kiln_config cfg;
@@ -139,6 +164,10 @@ typedef struct kiln_model {
                                   * encoder and projector): not in tensors[] */
     int64_t skipped_params;
     char skipped_what[96];       /* what was skipped ("vision encoder (vision_tower., ...)"), "" = none */
+    kiln_fp8_scheme fp8;         /* FP8 checkpoint or online FP8 (format NONE: neither) */
+    float *fp8_scales;           /* owned f32 copies of every FP8 weight's scales */
+    unsigned char *fp8_online;   /* owned: online FP8 codes and scales */
+    kiln_tensor *fp8_tensors;    /* owned: online FP8 tensors [n_layers * 7] (roles point here) */
 } kiln_model;
 
 /* Model features a backend may not run (kiln_model_features; backend.h's ops.features). */
@@ -179,6 +208,18 @@ void kiln_model_free(kiln_model *m);
  *   matrix [out][in]: u / sqrt(in)        norm: 1 + u / 16
  * then rounded to the tensor dtype (round-to-nearest-even). */
 float kiln_dummy_value(uint64_t seed, int t, int64_t i, const kiln_tensor *tensor);
+
+/* Online FP8 (engine option quantization "fp8", vLLM's --quantization fp8): every layer's 7
+ * matrices (f32 / f16 / bf16; GGUF block types are decoded first) become E4M3 with one scale per
+ * tensor (kind KILN_SCALE_TENSOR, as vLLM) or per output row (KILN_SCALE_CHANNEL):
+ * scale = max|w| / 448 over the tensor (row), codes = kiln_f32_to_e4m3(w / scale); activations
+ * dynamic per token. The embedding and the LM head keep their type. A model that is FP8
+ * already, or whose matrices have no host data (dummy weights for a GPU), is refused. */
+int kiln_model_quantize_fp8(kiln_model *m, kiln_scale_kind kind, kiln_error *err);
+/* The dtype of the layers' matrices ("f8_e4m3", "bf16", "q4_1", "mixed") and a one-line
+ * description of their FP8 scheme ("" when not FP8), for kiln info / bench / validate. */
+const char *kiln_model_weight_dtype(const kiln_model *m);
+void kiln_model_fp8_describe(const kiln_model *m, char *buf, size_t n);
 
 const kiln_tensor *kiln_model_find(const kiln_model *m, const char *name);
 int64_t kiln_model_param_count(const kiln_model *m);

@@ -106,6 +106,16 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     pthread_mutex_lock(&m->mu);
     const kiln_engine_stats *s = &m->stats;
     double usage = s->kv_blocks_total > 0 ? (double)s->kv_blocks_used / (double)s->kv_blocks_total : 0.0;
+    head(b, "vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig");
+    kiln_buf_addf(b, "vllm:cache_config_info{%s,block_size=\"%d\",cache_dtype=\"%s\",num_gpu_blocks=\"%d\"} 1\n", lab,
+                  m->block_size, m->kv_dtype[0] ? m->kv_dtype : "auto", m->kv_blocks);
+    {
+        char q[256];
+        esc_label(m->quantization, q, sizeof q);
+        head(b, "kiln:model_config_info", "gauge", "Storage of the model's weights (dtype of the layers' matrices, FP8 scheme).");
+        kiln_buf_addf(b, "kiln:model_config_info{%s,weight_dtype=\"%s\",quantization=\"%s\"} 1\n", lab,
+                      m->weight_dtype[0] ? m->weight_dtype : "?", q);
+    }
     head(b, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.");
     kiln_buf_addf(b, "vllm:num_requests_running{%s} %d\n", lab, s->n_running);
     head(b, "vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.");

@@ -31,6 +31,10 @@ typedef struct kiln_metrics {
     uint64_t success[4];     /* by kiln_finish: [STOP], [LENGTH], [ABORT] */
     uint64_t prompt_tokens, generation_tokens; /* of requests the server handed to the engine */
     uint64_t http_requests, http_errors;
+    /* set once at open: what the weights and the KV cache are stored in (vllm:cache_config_info,
+     * kiln:model_config_info) */
+    char weight_dtype[32], kv_dtype[32], quantization[200];
+    int block_size, kv_blocks;
 } kiln_metrics;
 
 void kiln_metrics_init(kiln_metrics *m);

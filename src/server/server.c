@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include "engine/engine.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -106,6 +107,15 @@ int kiln_server_open(kiln_server **out, kiln_engine *e, const kiln_server_option
         return KILN_ERR(err, KILN_ERR_OOM, "serve: out of memory");
     }
     s->engine = e;
+    {
+        kiln_engine_info in;
+        kiln_engine_get_info(e, &in);
+        snprintf(s->metrics.weight_dtype, sizeof s->metrics.weight_dtype, "%s", in.weight_dtype ? in.weight_dtype : "?");
+        snprintf(s->metrics.kv_dtype, sizeof s->metrics.kv_dtype, "%s", kiln_kv_dtype_name(in.kv_layout.dtype));
+        snprintf(s->metrics.quantization, sizeof s->metrics.quantization, "%s", in.quantization);
+        s->metrics.block_size = in.block_size;
+        s->metrics.kv_blocks = in.kv_layout.n_blocks;
+    }
     s->has_tok = kiln_engine_has_tokenizer(e);
     s->port = o->port;
     s->max_pending = o->max_pending > 0 ? o->max_pending : 320;

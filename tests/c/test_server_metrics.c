@@ -28,6 +28,11 @@ int main(void) {
     kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, 0.05, 2.0);
     kiln_metrics_request_done(&m, KILN_FINISH_ABORT, 10, 1, -1, 100.0);
     kiln_metrics_observe_itl(&m, 0.04, 2); /* two tokens of 0.02 s */
+    snprintf(m.weight_dtype, sizeof m.weight_dtype, "f8_e4m3");
+    snprintf(m.kv_dtype, sizeof m.kv_dtype, "fp8_e4m3");
+    snprintf(m.quantization, sizeof m.quantization, "online fp8: \"x\"");
+    m.block_size = 16;
+    m.kv_blocks = 100;
     kiln_buf b = {0};
     KT_CHECK(kiln_metrics_render(&m, "my \"model\"\n", &b) == 0, "render");
     const char *t = b.p;
@@ -53,6 +58,11 @@ int main(void) {
     KT_CHECK(V("vllm:e2e_request_latency_seconds_count", "}") == 3, "e2e count");
     KT_CHECK(strstr(t, "# TYPE vllm:e2e_request_latency_seconds histogram\n") != NULL, "histogram TYPE");
     KT_CHECK(strstr(t, "# TYPE vllm:generation_tokens_total counter\n") != NULL, "counter TYPE");
+    /* issue 17: the weight and KV dtypes */
+    KT_CHECK(strstr(t, ",block_size=\"16\",cache_dtype=\"fp8_e4m3\",num_gpu_blocks=\"100\"} 1\n") != NULL,
+             "vllm:cache_config_info names the KV dtype");
+    KT_CHECK(strstr(t, ",weight_dtype=\"f8_e4m3\",quantization=\"online fp8: \\\"x\\\"\"} 1\n") != NULL,
+             "kiln:model_config_info names the weight dtype (label escaped)");
     /* every line: a comment or `name{labels} value` */
     int lines = 0, bad = 0;
     for (const char *p = t; *p;) {

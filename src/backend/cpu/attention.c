@@ -22,7 +22,16 @@ static inline void prefetch_rows(const float *p, size_t n) {
  * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
  * slots of one KV block (contiguous rows). Nothing depends on other rows.
  * scores: [G][max_model_len] of this thread. */
-static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh, int gi0, int G, float *scores) {
+/* FP8 pool: run rows [nr][hd] of (layer, block, k|v, head) from slot off, decoded and scaled */
+static const float *kv8_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, int kvh, int off, int nr, float *buf) {
+    const uint8_t *p = a->kv8 + kiln_kv_offset(a->layout, a->layer, blk, kv, kvh, off);
+    const float *lut = a->kv8_lut + 256 * kv;
+    for (int i = 0; i < nr * a->head_dim; i++) buf[i] = lut[p[i]];
+    return buf;
+}
+
+static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh, int gi0, int G, float *scores,
+                            float *kvbuf) {
     const kiln_kv_layout *L = a->layout;
     int hd = a->head_dim, bs = L->block_size, GG = a->n_heads / a->n_kv_heads;
     int pos = a->positions[t], n = pos + 1, stride = a->max_model_len;
@@ -33,8 +42,9 @@ static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh
     float scale = 1.0f / sqrtf((float)hd);
     for (int j0 = lo; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
-        const float *kp = a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
-        if (a->prefetch && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
+        const float *kp = a->kv8 ? kv8_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
+                                 : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
+        if (a->prefetch && !a->kv8 && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
             prefetch_rows(a->kv + kiln_kv_offset(L, a->layer, bt[(j0 + run) / bs], 0, kvh, 0),
                           (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
         for (int i0 = 0; i0 < G; i0 += 4)
@@ -49,8 +59,9 @@ static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh
     }
     for (int j0 = lo; j0 < n;) {
         int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
-        const float *vp = a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
-        if (a->prefetch && j0 + run < n)
+        const float *vp = a->kv8 ? kv8_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
+                                 : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
+        if (a->prefetch && !a->kv8 && j0 + run < n)
             prefetch_rows(a->kv + kiln_kv_offset(L, a->layer, bt[(j0 + run) / bs], 1, kvh, 0),
                           (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
         if (a->k.pvg) a->k.pvg(att, (size_t)hd, scores + j0, (size_t)stride, G, vp, run, hd);
@@ -75,6 +86,7 @@ static void attn_task(void *arg, int task, int thread) {
     const kiln_cpu_attn_args *a = A->a;
     int KV = a->n_kv_heads, G = a->n_heads / KV, ng = G / A->gs;
     float *scores = a->scores + (size_t)thread * G * a->max_model_len;
+    float *kvbuf = a->kvbuf ? a->kvbuf + (size_t)thread * a->layout->block_size * a->head_dim : NULL;
     /* tasks claimed in order run the last (longest: causal) rows first, so that the job ends
      * on short tasks (each item is independent: no bit changes) */
     int n_tasks = (A->items + A->per_task - 1) / A->per_task;
@@ -84,7 +96,7 @@ static void attn_task(void *arg, int task, int thread) {
     for (int w = w0; w < w1; w++) {
         int t = w / (KV * ng), kvh = (w / ng) % KV, gi = w % ng;
         while (t >= a->seq_q_start[seq + 1]) seq++;
-        attn_row_kvhead(a, seq, t, kvh, gi * A->gs, A->gs, scores);
+        attn_row_kvhead(a, seq, t, kvh, gi * A->gs, A->gs, scores, kvbuf);
     }
 }
 
@@ -96,7 +108,7 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
         a->max_model_len <= 0 || a->window < 0 || !a->k.qk || !a->k.softmax || (!a->k.pv && !a->k.pvg))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: inconsistent arguments");
     if (a->n_tokens == 0) return KILN_OK; /* an empty step */
-    if (!a->kv || !a->q || !a->att || !a->scores || !a->positions || !a->seq_q_start || !a->block_table ||
+    if ((a->kv8 ? !a->kvbuf || !a->kv8_lut || a->layout->dtype != KILN_KV_FP8_E4M3 : !a->kv) || !a->q || !a->att || !a->scores || !a->positions || !a->seq_q_start || !a->block_table ||
         a->n_seqs <= 0 || a->seq_q_start[a->n_seqs] != a->n_tokens)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: missing buffers or rows");
     int KV = a->n_kv_heads, G = a->n_heads / KV, nth = kiln_pool_size(ctx ? ctx->pool : NULL);

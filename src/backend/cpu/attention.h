@@ -12,7 +12,8 @@
  *                    kv + kiln_kv_offset(layout, layer, block_table[seq][j / bs], 0 (k) or 1 (v),
  *                    h / G, j % bs)
  *   kv               the pool, f32, kiln_kv_elems(layout) floats; every slot read must have been
- *                    written (positions 0..pos_t of each row's sequence)
+ *                    written (positions 0..pos_t of each row's sequence); or kv8, an FP8 E4M3
+ *                    pool of the same layout (one byte an element) with per-layer scales
  *   positions [T], seq_q_start [n_seqs + 1] (rows of sequence i: seq_q_start[i] ..
  *   seq_q_start[i+1]-1), block_table [n_seqs][max_blocks_per_seq]: as in kiln_step
  *   scores  [kiln_pool_size(ctx->pool)][G][max_model_len] scratch; every position
@@ -43,6 +44,14 @@ typedef struct kiln_cpu_attn_args {
     int max_model_len;             /* the scores' row stride: positions must be below it */
     kiln_attn_kernels k;           /* the ISA's kernels (kiln_cpu_attn_lookup) */
     int prefetch;                  /* prefetch the next KV block (small steps); no effect on values */
+    const uint8_t *kv8;            /* FP8 pool (layout->dtype KILN_KV_FP8_E4M3) instead of kv: E4M3
+                                    * codes, real = kiln_e4m3_to_f32(code) * k_scale (v_scale);
+                                    * each run of keys / values is decoded into kvbuf, then the same
+                                    * kernels run on the decoded rows */
+    const float *kv8_lut;          /* kv8: this layer's decode tables [2 (k, v)][256]:
+                                    * lut[kv][code] = kiln_e4m3_to_f32(code) * (k_scale | v_scale),
+                                    * the same f32 values as decoding and scaling each element */
+    float *kvbuf;                  /* kv8: [pool threads][block_size * head_dim] scratch */
     int window;                    /* the layer's attention window (kiln_layer_weights.window): a row
                                     * at position p attends to max(0, p - window + 1) .. p; 0 = all */
 } kiln_cpu_attn_args;

@@ -34,6 +34,7 @@
 #include "backend/cpu/moe.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/fp8.h"
 
 #define PANEL_FLOATS (128u * 1024u) /* per thread: the prefill matmul's f32 weight panel (512 KB) */
 
@@ -42,7 +43,11 @@ typedef struct cpu_backend {
     const kiln_model *m;
     kiln_backend_config cfg;
     kiln_cpu_ctx ctx;
-    float *kv;          /* the KV pool, kiln_kv_elems(&cfg.kv) floats */
+    float *kv;          /* the KV pool, kiln_kv_elems(&cfg.kv) floats (f32 pool) */
+    uint8_t *kv8;       /* or the FP8 E4M3 pool, kiln_kv_elems(&cfg.kv) bytes (stored = real / scale) */
+    float *kv_scale;    /* FP8: [n_layers][2] k and v scales (the checkpoint's, else 1.0) */
+    float *kv_lut;      /* FP8: [n_layers][2][256] decoded code x scale (attention's reads) */
+    float *kvbuf;       /* FP8: [n_threads][block_size * head_dim] decoded K or V run */
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
@@ -71,6 +76,10 @@ static void cpu_destroy(kiln_backend *b) {
     if (!c) return;
     kiln_pool_destroy(c->ctx.pool);
     kiln_free_aligned(c->kv);
+    kiln_free_aligned(c->kv8);
+    kiln_free(c->kv_scale);
+    kiln_free(c->kv_lut);
+    kiln_free_aligned(c->kvbuf);
     kiln_free_aligned(c->x);
     kiln_free_aligned(c->xn);
     kiln_free_aligned(c->q);
@@ -120,12 +129,18 @@ static float *alloc_f32(size_t n, size_t *total) {
 enum { K_CPU_MAX_LOGITS = 64 };
 
 /* The quantized-linear interface's admission on one ISA: kiln_cpu_matmul runs w when the ISA has
- * a dot kernel for its dtype (f32 / f16 / bf16, GGUF Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K)
- * and it carries no separate scales (FP8-style kiln_quant: not yet). */
+ * a dot kernel for its dtype (f32 / f16 / bf16, GGUF Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K,
+ * F8_E4M3) and, FP8 only, its kiln_quant scales: per tensor, per channel or per block, with
+ * weight-only, dynamic per-token or static activations. */
 static int check_weight_isa(const kiln_tensor *w, kiln_isa isa, kiln_error *err) {
-    if (w->quant.kind != KILN_SCALE_NONE)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s scales of %s (%s) not supported yet",
+    if ((w->quant.kind != KILN_SCALE_NONE) != (w->dtype == KILN_DT_F8_E4M3))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s scales of %s (%s) not supported",
                         kiln_scale_kind_name(w->quant.kind), w->name, kiln_dtype_name(w->dtype));
+    if (w->quant.kind == KILN_SCALE_BLOCK && (w->quant.block_in <= 0 || w->quant.block_out <= 0))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s: block scales of %d x %d", w->name, w->quant.block_out,
+                        w->quant.block_in);
+    if (w->quant.act == KILN_ACT_STATIC && !w->quant.input_scale)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: %s: static activations without an input scale", w->name);
     if (!kiln_cpu_dot_lookup(w->dtype, isa))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: no %s kernel for %s weights (%s)", kiln_isa_name(isa),
                         kiln_dtype_name(w->dtype), w->name);
@@ -154,9 +169,14 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     }
     /* What the contract allows and this backend does not run, refused at load (I3): a KV pool
      * of another element type, several devices. */
-    if (bc->kv.dtype != KILN_KV_F32) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a %s KV cache is not supported (f32 only)",
+    if (bc->kv.dtype != KILN_KV_F32 && bc->kv.dtype != KILN_KV_FP8_E4M3) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a %s KV cache is not supported (f32, fp8)",
                       kiln_kv_dtype_name(bc->kv.dtype));
+        goto fail;
+    }
+    if (bc->kv.dtype == KILN_KV_FP8_E4M3 && bc->kv.scale != KILN_KV_SCALE_TENSOR) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: an FP8 KV cache with scale layout %d (per-tensor only)",
+                      (int)bc->kv.scale);
         goto fail;
     }
     if (bc->kv.elem_bytes != kiln_kv_dtype_bytes(bc->kv.dtype)) {
@@ -187,8 +207,27 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t T = (size_t)bc->max_tokens, S = (size_t)bc->max_seqs;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
-    c->kv_bytes = kvn * sizeof(float);
-    c->kv = kiln_malloc_aligned(c->kv_bytes);
+    int fp8kv = bc->kv.dtype == KILN_KV_FP8_E4M3;
+    c->kv_bytes = kvn * (fp8kv ? 1 : sizeof(float));
+    if (fp8kv) {
+        c->kv8 = kiln_malloc_aligned(c->kv_bytes);
+        c->kv_scale = kiln_malloc((size_t)mc->n_layers * 2 * sizeof(float));
+        c->kv_lut = kiln_malloc((size_t)mc->n_layers * 2 * 256 * sizeof(float));
+        c->kvbuf = kiln_malloc_aligned((size_t)kiln_pool_size(c->ctx.pool) * bc->kv.block_size * mc->head_dim * sizeof(float));
+        if (!c->kv8 || !c->kv_scale || !c->kv_lut || !c->kvbuf) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate the FP8 KV pool (%.1f MiB)", c->kv_bytes / 1048576.0);
+            goto fail;
+        }
+        for (int l = 0; l < mc->n_layers; l++) { /* vLLM: k_scale / v_scale from the checkpoint, else 1.0 */
+            c->kv_scale[2 * l] = m->layers[l].k_scale > 0 ? m->layers[l].k_scale : 1.0f;
+            c->kv_scale[2 * l + 1] = m->layers[l].v_scale > 0 ? m->layers[l].v_scale : 1.0f;
+            for (int kv = 0; kv < 2; kv++)
+                for (int code = 0; code < 256; code++)
+                    c->kv_lut[(2 * l + kv) * 256 + code] = kiln_e4m3_to_f32((uint8_t)code) * c->kv_scale[2 * l + kv];
+        }
+    } else {
+        c->kv = kiln_malloc_aligned(c->kv_bytes);
+    }
     /* not advise_huge: the pool is touched sparsely (2 MB pages: +60 MB RSS for a 3-token
      * prompt, for +1.7 % prefill-512 measured) */
     size_t sb = 0;
@@ -222,8 +261,10 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t LR = bc->max_logits_per_seq > 1 ? S * (size_t)bc->max_logits_per_seq : S;
     if (LR > T && LR > S) LR = T > S ? T : S;
     c->logits = alloc_f32(LR * mc->vocab_size, &sb);
-    c->ctx.panel_floats = PANEL_FLOATS;
-    c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * PANEL_FLOATS, &sb);
+    /* also the FP8 path's scratch: 4 rows of quantized activations and their scales */
+    size_t fp8_need = 8 * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim) + 8 * qd;
+    c->ctx.panel_floats = PANEL_FLOATS > fp8_need ? PANEL_FLOATS : fp8_need;
+    c->ctx.panel = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * c->ctx.panel_floats, &sb);
     c->ctx.xperm_floats = T * (size_t)(mc->hidden_dim > mc->dim ? mc->hidden_dim : mc->dim);
     c->ctx.xperm = alloc_f32(c->ctx.xperm_floats, &sb);
     c->logit_rows = kiln_calloc(S, sizeof(int32_t));
@@ -236,7 +277,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         sb += S * (size_t)mc->vocab_size * (sizeof(int32_t) + 1);
     }
     c->scratch_bytes = sb;
-    if (!c->kv || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
+    if ((!c->kv && !c->kv8) || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
         !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows ||
         !c->tok_in || !outs_ok) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
@@ -252,7 +293,8 @@ fail:
     return rc;
 }
 
-/* Write this step's K and V rows into the pool at their slots. */
+/* Write this step's K and V rows into the pool at their slots (FP8 pool: the E4M3 code of
+ * real / scale, kiln_f32_to_e4m3: round to nearest even, saturating). */
 static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
     const kiln_config *mc = &c->m->cfg;
     const kiln_kv_layout *L = &c->cfg.kv;
@@ -261,6 +303,20 @@ static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
         int64_t slot = s->slot_mapping[t];
         int64_t blk = slot / L->block_size;
         int off = (int)(slot % L->block_size);
+        if (c->kv8) {
+            const float ks = c->kv_scale[2 * layer], vs = c->kv_scale[2 * layer + 1];
+            for (int h = 0; h < mc->n_kv_heads; h++) {
+                uint8_t *kd = c->kv8 + kiln_kv_offset(L, layer, blk, 0, h, off);
+                uint8_t *vd = c->kv8 + kiln_kv_offset(L, layer, blk, 1, h, off);
+                const float *kr = c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
+                const float *vr = c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
+                for (int d = 0; d < hd; d++) {
+                    kd[d] = kiln_f32_to_e4m3(kr[d] / ks);
+                    vd[d] = kiln_f32_to_e4m3(vr[d] / vs);
+                }
+            }
+            continue;
+        }
         for (int h = 0; h < mc->n_kv_heads; h++) {
             memcpy(c->kv + kiln_kv_offset(L, layer, blk, 0, h, off),
                    c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd, hd * sizeof(float));
@@ -321,6 +377,8 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         kv_write(c, s, l);
         kiln_cpu_attn_args aa = {
             .kv = c->kv, .layout = &c->cfg.kv, .layer = l,
+            .kv8 = c->kv8, .kvbuf = c->kvbuf,
+            .kv8_lut = c->kv8 ? c->kv_lut + (size_t)2 * l * 256 : NULL,
             .n_tokens = T, .n_seqs = s->n_seqs, .positions = s->positions, .seq_q_start = s->seq_q_start,
             .block_table = s->block_table, .max_blocks_per_seq = s->max_blocks_per_seq,
             .q = c->q, .att = c->att, .n_heads = mc->n_heads, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
@@ -391,6 +449,7 @@ static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_
 static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
     .kv_dtype = KILN_KV_F32,
+    .kv_dtypes = (1u << KILN_KV_F32) | (1u << KILN_KV_FP8_E4M3), /* fp8: E4M3, per-layer k / v scales */
     .max_logits_per_seq = K_CPU_MAX_LOGITS,
     .check_weight = cpu_check_weight,
     .samples = 1,

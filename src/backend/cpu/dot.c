@@ -12,6 +12,7 @@
 #include <string.h>
 #include "backend/cpu/dot_internal.h"
 #include "util/fp16.h"
+#include "util/fp8.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 /* full unrolling keeps the accumulator arrays in registers (-O2 alone leaves them on the stack) */
@@ -39,6 +40,7 @@ static ALWAYS_INLINE float load_w(const void *w, kiln_dtype dt, int i) {
     switch (dt) {
     case KILN_DT_F16: return f16_to_f32_fast(((const uint16_t *)w)[i]);
     case KILN_DT_BF16: return kiln_bf16_to_f32(((const uint16_t *)w)[i]);
+    case KILN_DT_F8_E4M3: return kiln_e4m3_to_f32(((const uint8_t *)w)[i]);
     default: return ((const float *)w)[i];
     }
 }
@@ -119,7 +121,7 @@ static void silu_mul_scalar(float *out, const float *g, const float *u, int n) {
 
 const kiln_cpu_kernels kiln_cpu_kernels_scalar = {
     .isa = KILN_ISA_SCALAR,
-    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16},
+    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16, [KILN_DT_F8_E4M3] = dot_f8},
     .quant_dot = kiln_quant_dot_scalar,
     .axpy = axpy_scalar,
     .attn = {attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL},

@@ -15,6 +15,7 @@
 #include <string.h>
 #include "backend/cpu/dot_internal.h"
 #include "util/fp16.h"
+#include "util/fp8.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 /* full unrolling keeps the accumulator arrays in registers (-O2 alone leaves them on the stack) */
@@ -28,6 +29,12 @@ static ALWAYS_INLINE __m256 load8(const void *w, kiln_dtype dt, int i) {
     }
     case KILN_DT_F16:
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    case KILN_DT_F8_E4M3: { /* e4m3 -> the f16 with the same bits moved (exact) -> f32, x 2^8 */
+        __m128i v = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)((const uint8_t *)w + i)));
+        __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0x7f)), 7),
+                                 _mm_slli_epi16(_mm_and_si128(v, _mm_set1_epi16(0x80)), 8));
+        return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+    }
     default: return _mm256_loadu_ps((const float *)w + i);
     }
 }
@@ -67,6 +74,8 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
         memset(xt, 0, sizeof xt);
         if (dt == KILN_DT_F32) {
             memcpy(wt, (const float *)w + i, (size_t)m * 4);
+        } else if (dt == KILN_DT_F8_E4M3) {
+            for (int j = 0; j < m; j++) wt[j] = kiln_e4m3_to_f32(((const uint8_t *)w)[i + j]);
         } else {
             const uint16_t *h = (const uint16_t *)w + i;
             for (int j = 0; j < m; j++) wt[j] = dt == KILN_DT_BF16 ? kiln_bf16_to_f32(h[j]) : kiln_f16_to_f32(h[j]);
@@ -230,7 +239,7 @@ void kiln_cpu_attn_softmax_avx2(float *x, int n, float scale) {
 /* The AVX2 kernels (dot_internal.h); dot.c's kiln_cpu_kernels_for picks this table. */
 const kiln_cpu_kernels kiln_cpu_kernels_avx2 = {
     .isa = KILN_ISA_AVX2,
-    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16},
+    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16, [KILN_DT_F8_E4M3] = dot_f8},
     .quant_dot = kiln_quant_dot_avx2,
     .quant_dotw = kiln_quant_dotw_avx2,
     .axpy = kiln_cpu_axpy_avx2,

@@ -14,6 +14,14 @@
 /* full unrolling keeps the accumulator arrays in registers (-O2 alone leaves them on the stack) */
 #define KILN_UNROLL _Pragma("GCC unroll 16")
 
+/* 16 e4m3 codes (zero-extended to 16 bits) -> f32: the f16 with the same exponent and mantissa
+ * bits moved up (exact, subnormals included) times 2^8 */
+static ALWAYS_INLINE __m512 f8_16(__m256i v) {
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x7f)), 7),
+                                _mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x80)), 8));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(256.0f));
+}
+
 static ALWAYS_INLINE __m512 load16(const void *w, kiln_dtype dt, int i) {
     switch (dt) {
     case KILN_DT_BF16: {
@@ -22,6 +30,7 @@ static ALWAYS_INLINE __m512 load16(const void *w, kiln_dtype dt, int i) {
     }
     case KILN_DT_F16:
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    case KILN_DT_F8_E4M3: return f8_16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)((const uint8_t *)w + i))));
     default: return _mm512_loadu_ps((const float *)w + i);
     }
 }
@@ -33,6 +42,7 @@ static ALWAYS_INLINE __m512 load16_mask(const void *w, kiln_dtype dt, int i, __m
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
     case KILN_DT_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i));
+    case KILN_DT_F8_E4M3: return f8_16(_mm256_cvtepu8_epi16(_mm_maskz_loadu_epi8(m, (const uint8_t *)w + i)));
     default: return _mm512_maskz_loadu_ps(m, (const float *)w + i);
     }
 }
@@ -306,7 +316,7 @@ void kiln_cpu_silu_mul_avx512(float *out, const float *g, const float *u, int n)
 /* The AVX-512 kernels (dot_internal.h); dot.c's kiln_cpu_kernels_for picks this table. */
 const kiln_cpu_kernels kiln_cpu_kernels_avx512 = {
     .isa = KILN_ISA_AVX512,
-    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16},
+    .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16, [KILN_DT_F8_E4M3] = dot_f8},
     .quant_dot = kiln_quant_dot_avx512,
     .quant_dotw = kiln_quant_dotw_avx512,
     .quant_deq = kiln_quant_deq_avx512,

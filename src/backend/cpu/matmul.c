@@ -25,11 +25,19 @@
  * kiln_cpu_matmul_swiglu fuses the FFN's gate and up products with SwiGLU: a task computes
  * gate and up for its columns of a row group, then silu(gate) * up in place
  * (kiln_cpu_silu_mul_row of the ISA, as kiln_cpu_swiglu).
+ * FP8 weights (F8_E4M3 with a kiln_quant, format/tensor.h, the math spelled out there): the
+ * ISA's dot_f8 kernel (E4M3 codes, unscaled) per output, per block_in group with block scales,
+ * times (s_a * s_w); with quantized activations (W8A8) each task first rounds its x group to
+ * E4M3 values (kiln_fp8_act_q: per token, or per token and group, or the static input scale)
+ * into the thread's scratch (c->panel, free on this path), so every task derives the same
+ * activation values and a row's result is still independent of the batch and the split.
  * Small products run on the calling thread (a pool wake-up would cost more than the work).
  * No allocation. */
 #include "backend/cpu/dot_internal.h"
+#include <math.h>
 #include <string.h>
 #include "util/error.h"
+#include "util/fp8.h"
 
 #define SERIAL_MACS (1u << 16) /* below this many multiply-adds: no threads */
 #define MIN_TASK_COLS 16
@@ -58,6 +66,7 @@ typedef struct mm_part {
     kiln_deq_fn deq;  /* prefill: weight rows -> f32 panel (with tile), or NULL */
     kiln_tile_fn tile;
     kiln_tile_phase_fn phase;
+    kiln_quant q;      /* FP8: the weight's scales and activation scheme (kind NONE otherwise) */
 } mm_part;
 
 typedef struct mm_job {
@@ -85,6 +94,57 @@ static inline void dots(const mm_part *P, const float *x, size_t ldx, int nr, in
         return;
     }
     for (int o = o0; o < o1; o++) P->fn(P->w + (size_t)o * P->row_bytes, x, ldx, nr, n_in, y + o, ldy);
+}
+
+/* FP8 (see the top of the file): y[r][o] for r < nr, o in [o0, o1). scratch: this thread's
+ * [KILN_DOT_MAX_NR][groups] activation scales, then [KILN_DOT_MAX_NR][n_in] quantized x. */
+static void dots_fp8(const mm_part *P, const float *x, size_t ldx, int nr, int n_in, int o0, int o1, float *y,
+                     float *scratch) {
+    const kiln_quant *q = &P->q;
+    const size_t ldy = (size_t)P->n_out;
+    const int bi = q->kind == KILN_SCALE_BLOCK ? q->block_in : n_in;
+    const int ng = (n_in + bi - 1) / bi;
+    float *sa = scratch, *xq = scratch + (size_t)KILN_DOT_MAX_NR * ng;
+    const float *xa = x;
+    size_t lda = ldx;
+    for (int r = 0; r < nr; r++)
+        for (int g = 0; g < ng; g++) {
+            const float *xr = x + (size_t)r * ldx + (size_t)g * bi;
+            int len = n_in - g * bi < bi ? n_in - g * bi : bi;
+            float s = 1.0f;
+            if (q->act == KILN_ACT_STATIC) {
+                s = q->input_scale[0];
+            } else if (q->act == KILN_ACT_DYNAMIC) {
+                float amax = 0.0f;
+                for (int k = 0; k < len; k++) amax = fabsf(xr[k]) > amax ? fabsf(xr[k]) : amax;
+                s = kiln_fp8_act_scale(amax);
+            }
+            sa[r * ng + g] = s;
+            if (q->act != KILN_ACT_NONE)
+                for (int k = 0; k < len; k++) xq[(size_t)r * n_in + (size_t)g * bi + k] = kiln_fp8_act_q(xr[k], s);
+        }
+    if (q->act != KILN_ACT_NONE) {
+        xa = xq;
+        lda = (size_t)n_in;
+    }
+    float t[KILN_DOT_MAX_NR];
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *wr = P->w + (size_t)o * P->row_bytes;
+        if (q->kind != KILN_SCALE_BLOCK) {
+            float sw = q->kind == KILN_SCALE_CHANNEL ? q->scale[o] : q->scale[0];
+            P->fn(wr, xa, lda, nr, n_in, t, 1);
+            for (int r = 0; r < nr; r++) y[(size_t)r * ldy + o] = t[r] * (sa[r * ng] * sw);
+        } else {
+            float acc[KILN_DOT_MAX_NR] = {0};
+            const float *sw = q->scale + (size_t)(o / q->block_out) * ng;
+            for (int g = 0; g < ng; g++) {
+                int len = n_in - g * bi < bi ? n_in - g * bi : bi;
+                P->fn(wr + (size_t)g * bi, xa + (size_t)g * bi, lda, nr, len, t, 1);
+                for (int r = 0; r < nr; r++) acc[r] += t[r] * (sa[r * ng + g] * sw[g]);
+            }
+            for (int r = 0; r < nr; r++) y[(size_t)r * ldy + o] = acc[r];
+        }
+    }
 }
 
 /* The panel path (prefill): for each panel of pw weight rows of the task's columns, the rows
@@ -144,6 +204,7 @@ static void mm_task(void *ctx, int task, int thread) {
         return;
     }
     const size_t ldx = (size_t)j->n_in;
+    float *scratch = j->panel ? j->panel + (size_t)thread * j->panel_floats : NULL;
     for (int g = 0; g < j->n_rows; g += j->max_nr) {
         int nr = j->n_rows - g < j->max_nr ? j->n_rows - g : j->max_nr;
         const float *xg = j->x + (size_t)g * ldx;
@@ -153,10 +214,12 @@ static void mm_task(void *ctx, int task, int thread) {
             int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
             if (o0 >= o1) continue;
             const size_t ldy = (size_t)P->n_out;
-            dots(P, xg, ldx, nr, j->n_in, o0, o1, P->y + (size_t)g * ldy);
+            if (P->q.kind != KILN_SCALE_NONE) dots_fp8(P, xg, ldx, nr, j->n_in, o0, o1, P->y + (size_t)g * ldy, scratch);
+            else dots(P, xg, ldx, nr, j->n_in, o0, o1, P->y + (size_t)g * ldy);
             if (j->swiglu) {
                 const mm_part *U = &j->part[1];
-                dots(U, xg, ldx, nr, j->n_in, o0, o1, U->y + (size_t)g * ldy);
+                if (U->q.kind != KILN_SCALE_NONE) dots_fp8(U, xg, ldx, nr, j->n_in, o0, o1, U->y + (size_t)g * ldy, scratch);
+                else dots(U, xg, ldx, nr, j->n_in, o0, o1, U->y + (size_t)g * ldy);
                 for (int r = 0; r < nr; r++) {
                     float *gr = P->y + (size_t)(g + r) * ldy;
                     const float *ur = U->y + (size_t)(g + r) * ldy;
@@ -205,6 +268,22 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];
+    P->q = w->quant;
+    if ((w->dtype == KILN_DT_F8_E4M3) != (w->quant.kind != KILN_SCALE_NONE))
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "matmul: %s: %s weights with %s scales", w->name,
+                        kiln_dtype_name(w->dtype), kiln_scale_kind_name(w->quant.kind));
+    if (P->q.kind != KILN_SCALE_NONE) {
+        const kiln_quant *q = &P->q;
+        if (!q->scale || (q->kind == KILN_SCALE_BLOCK && (q->block_in <= 0 || q->block_out <= 0)) ||
+            (q->act == KILN_ACT_STATIC && !q->input_scale) || (unsigned)q->act > KILN_ACT_STATIC)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %s: incomplete FP8 descriptor (%s scales, %s activations)",
+                            w->name, kiln_scale_kind_name(q->kind), kiln_act_quant_name(q->act));
+        int bi = q->kind == KILN_SCALE_BLOCK ? q->block_in : (int)w->shape[1];
+        size_t need = (size_t)KILN_DOT_MAX_NR * ((size_t)w->shape[1] + (size_t)((w->shape[1] + bi - 1) / bi));
+        if (!c->panel || c->panel_floats < need)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %s: FP8 needs %zu floats of per-thread scratch (has %zu)",
+                            w->name, need, c->panel ? c->panel_floats : (size_t)0);
+    }
     return KILN_OK;
 }
 
@@ -265,6 +344,10 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         }
     }
 
+    if (!j->pw) { /* the FP8 path's per-thread scratch (the panel path is not taken with FP8 parts) */
+        j->panel = c->panel;
+        j->panel_floats = c->panel_floats;
+    }
     int nth = c->pool ? kiln_pool_size(c->pool) : 1;
     double macs = (double)j->n_rows * (double)total_cols * j->n_in * (j->swiglu ? 2 : 1);
     int serial = nth <= 1 || macs < SERIAL_MACS;
