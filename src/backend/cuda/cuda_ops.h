@@ -177,9 +177,10 @@ cudaError_t kiln_cuda_qmma(float *y, int ldy, const void *x, kiln_dtype xdt, con
  *   a CTA splitting K (0: 4). Row t has the same bits for any T at the same nt and warps (nt is
  *   capped at 2 for Q6_K, Q8_0 and T > 32). */
 int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
-/* where the backend uses it (H200, Devstral q4_k_m dummy, decode tok/s GEMV+qmma -> qmma_reg: batch
- * 2 207 -> 176, 4 297 -> 334, 8 370 -> 617, 16 573 -> 999, 32 976 -> 905): from 4 rows (below,
- * the int8 GEMV when it is on) up to 16 (above, qmma) */
+/* where the backend uses it (H200, Devstral q4_k_m dummy, decode tok/s, the int8 GEMV up to 8 rows
+ * and qmma above -> qmma_reg at every row count, two calls: batch 1 145 -> 92, 4 297 -> 353,
+ * 8 370 -> 649, 16 573 -> 999, 64 1473 -> 910): from 4 rows (below, the int8 GEMV when it is on)
+ * up to 16 (above, qmma) */
 #define KILN_QREG_MIN_ROWS 4
 #define KILN_QREG_DEFAULT_MAX_ROWS 16
 cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
