@@ -332,6 +332,12 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
                     if (e / bound > worst) worst = e / bound;
                 }
             if (T == 32) memcpy(y32, yt, (size_t)MR * ldy * 4);
+            if (T == 32 && nts[ni] == 0) { /* variant 1 (registers capped): the same bits */
+                kc_poison(dy, (size_t)MR * ldy * 4);
+                CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, 1, 132, 0));
+                kc_get(yt, dy, (size_t)MR * ldy * 4);
+                diff += memcmp(yt, y32, (size_t)MR * ldy * 4) != 0;
+            }
             else if (T < 32)
                 for (int t = 0; t < T; t++) diff += memcmp(yt + (size_t)t * ldy + 1, y32 + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
         }
@@ -442,10 +448,10 @@ static void bench(void) {
             void *dx64 = kc_dev((size_t)64 * K * 2);
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
-                const int RT[12] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16};
-                const int RNT[12] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
-                for (int k = 0; k < 12; k++) {
-                    int T = RT[k], nt = RNT[k], wp = 4;
+                const int RT[16] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16};
+                const int RNT[16] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 0, 0, 0, 0};
+                for (int k = 0; k < 16; k++) {
+                    int T = RT[k], nt = RNT[k], wp = k < 12 ? 0 : 1;
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));
                     CU(cudaEventCreate(&b));
@@ -459,7 +465,7 @@ static void bench(void) {
                     float ms;
                     CU(cudaEventElapsedTime(&ms, a, b));
                     double us = ms * 1000.0 / 20;
-                    printf("| %s | %s | %d x %d | reg %d nt %d w %d | %.1f | %.0f |\n", kiln_dtype_name(dt), sh[si].name, N,
+                    printf("| %s | %s | %d x %d | reg %d nt %d v %d | %.1f | %.0f |\n", kiln_dtype_name(dt), sh[si].name, N,
                            K, T, nt, wp, us, nb / us / 1e3);
                     CU(cudaEventDestroy(a));
                     CU(cudaEventDestroy(b));

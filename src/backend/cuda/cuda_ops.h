@@ -173,9 +173,9 @@ cudaError_t kiln_cuda_qmma(float *y, int ldy, const void *x, kiln_dtype xdt, con
  *   [T][K] bf16 on tensor cores with the weights dequantized in registers (Q4_K, Q6_K, Q8_0; K a
  *   multiple of 256: kiln_cuda_qmma_reg_supports), x 16-byte aligned; Q8_0 weights are
  *   kiln_cuda_qdequant's bf16, Q4_K / Q6_K use their unit scale and offset rounded to bf16 (the
- *   file's note); nt n-tiles of 8 weight rows a warp (1, 2, 4; 0: by N and n_sm), warps 4 or 8
- *   a CTA splitting K (0: 4). Row t has the same bits for any T at the same nt and warps (nt is
- *   capped at 2 for Q6_K, Q8_0 and T > 32). */
+ *   file's note); nt n-tiles of 8 weight rows a warp (1, 2, 4; 0: by N and n_sm); variant 0, or 1
+ *   for registers capped at 4 CTAs an SM (a measurement; same bits). Row t has the same bits for
+ *   any T at the same nt (capped at 2 for Q6_K, Q8_0 and T > 32). */
 int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
 /* where the backend uses it (H200, Devstral q4_k_m dummy, decode tok/s, the int8 GEMV up to 8 rows
  * and qmma above -> qmma_reg at every row count, two calls: batch 1 145 -> 92, 4 297 -> 353,
@@ -184,7 +184,7 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
 #define KILN_QREG_MIN_ROWS 4
 #define KILN_QREG_DEFAULT_MAX_ROWS 16
 cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
-                               int N, int K, int nt, int warps, int n_sm, cudaStream_t st);
+                               int N, int K, int nt, int variant, int n_sm, cudaStream_t st);
 cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
                                cudaStream_t st);
 cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,

@@ -5,10 +5,12 @@
  *
  * Why: qlinear.cu's GEMV (dp4a) costs ~4 instructions a weight per activation row and its
  * shared-memory qmma ~7 a weight (a unit decoded per thread, stored, synced, reloaded): both are
- * instruction-bound far below the memory floor (H200: Q4_K gate|up at 16 rows 957 GB/s). Here a
- * weight costs ~1.5 instructions whatever the row count (Q4_K / Q6_K: a byte permute builds two
- * bf16 values 128 + code at once, one exact bf16x2 subtraction, one bf16x2 FMA with the unit's
- * scale and offset), and the MMA covers 16 activation rows.
+ * instruction-bound far below the memory floor (H200: Q4_K gate|up at 16 rows 957 GB/s). Here the
+ * decoding of a weight costs ~1.5 instructions whatever the row count (Q4_K / Q6_K: a byte permute
+ * builds two bf16 values 128 + code at once, one exact bf16x2 subtraction, one bf16x2 FMA with the
+ * unit's scale and offset) and the MMA covers 16 activation rows; with addresses, scales and moves
+ * the loop is ~4 PTX instructions a weight, and the kernel reaches 1.3-1.8 TB/s on the Devstral
+ * shapes (perf notes, third session of 2026-12-03: not yet the memory floor).
  *
  * Layout: a warp owns NT n-tiles of 8 weight rows and every 4th 256-element group of K (warp w:
  * groups w, w + 4, ...; a CTA of 4 warps covers 8 NT rows and all of K; the warps' partial sums
@@ -31,7 +33,6 @@
 #include "backend/cuda/cuda_dev.cuh"
 #include "backend/cuda/qdecode.cuh"
 #include <cuda_bf16.h>
-
 
 /* d += a b, m16n8k16 bf16 (not volatile: the compiler may interleave it with the decoding) */
 static __device__ __forceinline__ void qr_mma(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -232,8 +233,8 @@ static __device__ __forceinline__ void qr_group(float (*acc)[NT][4], const uint3
     }
 }
 
-template <int DT, int MT, int NT>
-static __global__ void __launch_bounds__(QR_WARPS * 32)
+template <int DT, int MT, int NT, int MINB>
+static __global__ void __launch_bounds__(QR_WARPS * 32, MINB)
 qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
                 int64_t row_bytes, int T, int N, int K) {
     __shared__ float red[QR_WARPS][MT * NT * 4][32];
@@ -291,29 +292,32 @@ qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, 
 
 template <int DT, int MT, int NT>
 static cudaError_t qr_launch_k(float *y, int ldy, const uint16_t *x, const uint8_t *w, int64_t rb, int T, int N, int K,
-                               cudaStream_t st) {
+                               int variant, cudaStream_t st) {
     unsigned grid = (unsigned)((N + 8 * NT - 1) / (8 * NT));
-    qmma_reg_kernel<DT, MT, NT><<<grid, QR_WARPS * 32, 0, st>>>(y, ldy, x, w, rb, T, N, K);
+    if (variant == 1) /* registers capped for 4 CTAs an SM (an experiment: occupancy against spills) */
+        qmma_reg_kernel<DT, MT, NT, 4><<<grid, QR_WARPS * 32, 0, st>>>(y, ldy, x, w, rb, T, N, K);
+    else
+        qmma_reg_kernel<DT, MT, NT, 1><<<grid, QR_WARPS * 32, 0, st>>>(y, ldy, x, w, rb, T, N, K);
     return cudaSuccess;
 }
 
 template <int DT, int MT>
 static cudaError_t qr_launch_nt(float *y, int ldy, const uint16_t *x, const uint8_t *w, int64_t rb, int T, int N, int K,
-                                int nt, cudaStream_t st) {
-    if (nt == 1) return qr_launch_k<DT, MT, 1>(y, ldy, x, w, rb, T, N, K, st);
-    if (nt == 2) return qr_launch_k<DT, MT, 2>(y, ldy, x, w, rb, T, N, K, st);
-    return qr_launch_k<DT, MT, (MT == 4 ? 2 : QR_NTMAX(DT))>(y, ldy, x, w, rb, T, N, K, st);
+                                int nt, int variant, cudaStream_t st) {
+    if (nt == 1) return qr_launch_k<DT, MT, 1>(y, ldy, x, w, rb, T, N, K, variant, st);
+    if (nt == 2) return qr_launch_k<DT, MT, 2>(y, ldy, x, w, rb, T, N, K, variant, st);
+    return qr_launch_k<DT, MT, (MT == 4 ? 2 : QR_NTMAX(DT))>(y, ldy, x, w, rb, T, N, K, variant, st);
 }
 
 template <int DT>
 static cudaError_t qr_launch(float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K, int nt,
-                             cudaStream_t st) {
+                             int variant, cudaStream_t st) {
     int64_t rb = kiln_q_row_bytes((kiln_dtype)DT, K);
     if (nt > QR_NTMAX(DT)) nt = QR_NTMAX(DT);
     if (T > 32 && nt > 2) nt = 2; /* 4 m-tiles: 2 n-tiles at most */
-    if (T <= 16) return qr_launch_nt<DT, 1>(y, ldy, x, w, rb, T, N, K, nt, st);
-    if (T <= 32) return qr_launch_nt<DT, 2>(y, ldy, x, w, rb, T, N, K, nt, st);
-    return qr_launch_nt<DT, 4>(y, ldy, x, w, rb, T, N, K, nt, st);
+    if (T <= 16) return qr_launch_nt<DT, 1>(y, ldy, x, w, rb, T, N, K, nt, variant, st);
+    if (T <= 32) return qr_launch_nt<DT, 2>(y, ldy, x, w, rb, T, N, K, nt, variant, st);
+    return qr_launch_nt<DT, 4>(y, ldy, x, w, rb, T, N, K, nt, variant, st);
 }
 
 extern "C" int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K) {
@@ -329,20 +333,20 @@ static int qr_pick_nt(int N, int n_sm) {
 }
 
 extern "C" cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w,
-                                          kiln_dtype wdt, int T, int N, int K, int nt, int warps, int n_sm,
+                                          kiln_dtype wdt, int T, int N, int K, int nt, int variant, int n_sm,
                                           cudaStream_t st) {
     if (!kiln_cuda_qmma_reg_supports(wdt, K) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 ||
         ldy < N || !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
-        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || (warps != 0 && warps != QR_WARPS))
+        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || (variant != 0 && variant != 1))
         return cudaErrorInvalidValue;
     if (!nt) nt = qr_pick_nt(N, n_sm);
     const uint16_t *xb = (const uint16_t *)x;
     const uint8_t *wb = (const uint8_t *)w;
     cudaError_t e;
     switch (wdt) {
-    case KILN_DT_Q4_K: e = qr_launch<KILN_DT_Q4_K>(y, ldy, xb, wb, T, N, K, nt, st); break;
-    case KILN_DT_Q6_K: e = qr_launch<KILN_DT_Q6_K>(y, ldy, xb, wb, T, N, K, nt, st); break;
-    default: e = qr_launch<KILN_DT_Q8_0>(y, ldy, xb, wb, T, N, K, nt, st); break;
+    case KILN_DT_Q4_K: e = qr_launch<KILN_DT_Q4_K>(y, ldy, xb, wb, T, N, K, nt, variant, st); break;
+    case KILN_DT_Q6_K: e = qr_launch<KILN_DT_Q6_K>(y, ldy, xb, wb, T, N, K, nt, variant, st); break;
+    default: e = qr_launch<KILN_DT_Q8_0>(y, ldy, xb, wb, T, N, K, nt, variant, st); break;
     }
     if (e != cudaSuccess) return e;
     KILN_CUDA_CHECK_LAUNCH();
