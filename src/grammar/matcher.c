@@ -1,0 +1,363 @@
+/* matcher.c: the token trie, the byte-level matcher over parse stacks, and token masks.
+ *
+ * A stack is a chain of nodes (pos: an element of the grammar, parent: the node below, -1 at
+ * the bottom) in the matcher's arena; the state is the list of its top nodes, each at a byte
+ * class, plus `accepting` (some stack is empty: the text is a complete sentence). Advancing a
+ * stack by a byte moves its top to the next element and expands: a rule reference pushes the
+ * continuation (or, when the reference ends its alternative, reuses the parent: tail calls keep
+ * right-recursive repetitions at constant depth) and enters every alternative; the end of an
+ * alternative pops. Equal stacks are merged by (pos, parent).
+ *
+ * Arena use: nodes [0, n_nodes) hold the state; a token's bytes (accept) and the trie walk
+ * (mask) append above it and are cut back; accept then compacts the arena to the nodes the new
+ * state reaches (parents always precede their children, so one forward pass renumbers).
+ *
+ * The mask walk visits the trie in preorder: node i's tops are computed from its parent's level
+ * (levels are stacked in lv[], arena marks per depth), tokens ending at a live node are allowed,
+ * and a dead node's subtree is skipped. Masks are cached by the serialized state (each top's
+ * chain of positions), FNV-1a hashed; a state whose key is longer than KEY_CAP is not cached.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "grammar/gram_build.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+#define KEY_CAP 1024
+#define ARENA_NODES (1 << 18)
+#define LEVEL_TOPS (1 << 16)
+#define MAX_EXPAND_DEPTH 4096
+
+typedef struct gnode {
+    int32_t pos, parent;
+} gnode;
+
+struct kiln_gmatch {
+    const kiln_gram *g;
+    const kiln_token_trie *t;
+    int words;          /* mask words: (vocab + 31) / 32 */
+    gnode *nodes;       /* [ARENA_NODES] */
+    int n_nodes;
+    int32_t *tops;      /* [LEVEL_TOPS] state tops */
+    int n_tops, accepting;
+    int32_t *lv;        /* [LEVEL_TOPS] stacked levels of the walk / accept scratch */
+    int32_t *lv_start;  /* [max_depth + 2] */
+    int32_t *mark;      /* [max_depth + 2] arena marks */
+    int32_t *remap;     /* [ARENA_NODES] compaction */
+    /* cache: n_cache entries of (hash, key, mask) */
+    int n_cache, next;
+    uint64_t *c_hash;   /* [n_cache] 0: empty */
+    int32_t *c_key;     /* [n_cache][KEY_CAP] */
+    int32_t *c_len;     /* [n_cache] */
+    uint32_t *c_mask;   /* [n_cache][words] */
+    int32_t *key;       /* [KEY_CAP] */
+    uint64_t n_computed, n_cached;
+};
+
+/* ---- trie ---------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *const *p;
+    const size_t *l;
+} trie_ctx;
+
+static int cmp_piece(const void *a, const void *b, void *ctx) {
+    const trie_ctx *c = ctx;
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    size_t li = c->l[i], lj = c->l[j], n = li < lj ? li : lj;
+    int r = memcmp(c->p[i], c->p[j], n);
+    if (r) return r;
+    if (li != lj) return li < lj ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+void kiln_token_trie_free(kiln_token_trie *t) {
+    kiln_free(t->byte);
+    kiln_free(t->depth);
+    kiln_free(t->skip);
+    kiln_free(t->tok_off);
+    kiln_free(t->toks);
+    memset(t, 0, sizeof *t);
+}
+
+int kiln_token_trie_build(kiln_token_trie *t, int vocab, const char *const *pieces, const size_t *lens,
+                          const uint8_t *skipped, kiln_error *err) {
+    memset(t, 0, sizeof *t);
+    t->vocab = vocab;
+    size_t total = 1;
+    int n = 0;
+    for (int i = 0; i < vocab; i++)
+        if (lens[i] > 0 && lens[i] < 65535 && !(skipped && skipped[i])) { total += lens[i]; n++; }
+    int32_t *ord = kiln_malloc(((size_t)n + 1) * sizeof *ord), *node_of = kiln_malloc(((size_t)n + 1) * sizeof *node_of);
+    int32_t *path = NULL;
+    t->byte = kiln_malloc(total);
+    t->depth = kiln_malloc(total * sizeof *t->depth);
+    t->skip = kiln_malloc(total * sizeof *t->skip);
+    t->tok_off = kiln_calloc(total + 1, sizeof *t->tok_off);
+    t->toks = kiln_malloc(((size_t)n + 1) * sizeof *t->toks);
+    size_t maxlen = 0;
+    for (int i = 0; i < vocab; i++) if (!(skipped && skipped[i]) && lens[i] < 65535 && lens[i] > maxlen) maxlen = lens[i];
+    path = kiln_malloc((maxlen + 2) * sizeof *path);
+    if (!ord || !node_of || !t->byte || !t->depth || !t->skip || !t->tok_off || !t->toks || !path) {
+        kiln_free(ord); kiln_free(node_of); kiln_free(path); kiln_token_trie_free(t);
+        return KILN_ERR(err, KILN_ERR_OOM, "out of memory building the token trie");
+    }
+    n = 0;
+    for (int i = 0; i < vocab; i++)
+        if (lens[i] > 0 && lens[i] < 65535 && !(skipped && skipped[i])) ord[n++] = i;
+    trie_ctx c = {pieces, lens};
+    qsort_r(ord, (size_t)n, sizeof *ord, cmp_piece, &c);
+    int nn = 0;
+    size_t plen = 0;
+    const char *prev = NULL;
+    for (int k = 0; k < n; k++) {
+        const char *s = pieces[ord[k]];
+        size_t l = lens[ord[k]], lcp = 0;
+        while (prev && lcp < plen && lcp < l && prev[lcp] == s[lcp]) lcp++;
+        for (size_t d = plen; d > lcp; d--) t->skip[path[d]] = nn;
+        for (size_t d = lcp + 1; d <= l; d++) {
+            t->byte[nn] = (uint8_t)s[d - 1];
+            t->depth[nn] = (uint16_t)d;
+            path[d] = nn++;
+        }
+        node_of[k] = path[l];
+        t->tok_off[path[l] + 1]++;
+        prev = s;
+        plen = l;
+    }
+    for (size_t d = plen; d >= 1 && prev; d--) t->skip[path[d]] = nn;
+    for (int i = 0; i < nn; i++) t->tok_off[i + 1] += t->tok_off[i];
+    for (int k = 0; k < n; k++) t->toks[k] = ord[k]; /* sorted order == node preorder */
+    (void)node_of;
+    t->n_nodes = nn;
+    t->n_toks = n;
+    t->max_depth = (int)maxlen;
+    kiln_free(ord);
+    kiln_free(node_of);
+    kiln_free(path);
+    return KILN_OK;
+}
+
+/* ---- matcher ------------------------------------------------------------------------- */
+
+void kiln_gmatch_free(kiln_gmatch *m) {
+    if (!m) return;
+    kiln_free(m->nodes); kiln_free(m->tops); kiln_free(m->lv); kiln_free(m->lv_start); kiln_free(m->mark);
+    kiln_free(m->remap); kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
+    kiln_free(m->key);
+    kiln_free(m);
+}
+
+/* expand from (pos, parent) into out[0 .. *n) (cap): 0, or -1 when the arena or level is full */
+static int norm(kiln_gmatch *m, int32_t pos, int32_t parent, int32_t reuse, int32_t *out, int *n, int cap, int *acc,
+                int depth) {
+    const int32_t *el = m->g->elems;
+    if (depth > MAX_EXPAND_DEPTH) return 0;
+    for (;;) {
+        int32_t e = el[pos];
+        if (e >= 0) {
+            for (int k = 0; k < *n; k++)
+                if (m->nodes[out[k]].pos == pos && m->nodes[out[k]].parent == parent) return 0;
+            if (*n >= cap) return -1;
+            int32_t id = reuse;
+            if (id < 0) {
+                if (m->n_nodes >= ARENA_NODES) return -1;
+                id = m->n_nodes++;
+                m->nodes[id].pos = pos;
+                m->nodes[id].parent = parent;
+            }
+            out[(*n)++] = id;
+            return 0;
+        }
+        if (e == GB_END) {
+            if (parent < 0) { *acc = 1; return 0; }
+            reuse = parent;
+            pos = m->nodes[parent].pos;
+            parent = m->nodes[parent].parent;
+            continue;
+        }
+        int r = -e - 2;
+        int32_t cont = parent;
+        if (el[pos + 1] != GB_END) {
+            if (m->n_nodes >= ARENA_NODES) return -1;
+            cont = m->n_nodes++;
+            m->nodes[cont].pos = pos + 1;
+            m->nodes[cont].parent = parent;
+        }
+        for (int a = m->g->rule_alt[r]; a < m->g->rule_alt[r + 1]; a++)
+            if (norm(m, m->g->alts[a], cont, -1, out, n, cap, acc, depth + 1)) return -1;
+        return 0;
+    }
+}
+
+static int advance(kiln_gmatch *m, const int32_t *in, int n_in, uint8_t c, int32_t *out, int *n_out, int cap, int *acc) {
+    *n_out = 0;
+    *acc = 0;
+    const int32_t *el = m->g->elems;
+    for (int k = 0; k < n_in; k++) {
+        const gnode *t = &m->nodes[in[k]];
+        const uint32_t *cls = m->g->classes[el[t->pos]];
+        if (!(cls[c >> 5] >> (c & 31) & 1)) continue;
+        if (norm(m, t->pos + 1, t->parent, -1, out, n_out, cap, acc, 0)) return -1;
+    }
+    return 0;
+}
+
+int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_trie *t, int cache_entries,
+                       kiln_error *err) {
+    *out = NULL;
+    kiln_gmatch *m = kiln_calloc(1, sizeof *m);
+    if (!m) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    m->g = g;
+    m->t = t;
+    m->words = t ? (t->vocab + 31) / 32 : 1;
+    int md = t ? t->max_depth : 0;
+    m->n_cache = cache_entries > 0 ? cache_entries : 0;
+    m->nodes = kiln_malloc((size_t)ARENA_NODES * sizeof *m->nodes);
+    m->tops = kiln_malloc((size_t)LEVEL_TOPS * sizeof *m->tops);
+    m->lv = kiln_malloc((size_t)LEVEL_TOPS * sizeof *m->lv);
+    m->lv_start = kiln_malloc(((size_t)md + 3) * sizeof *m->lv_start);
+    m->mark = kiln_malloc(((size_t)md + 3) * sizeof *m->mark);
+    m->remap = kiln_malloc((size_t)ARENA_NODES * sizeof *m->remap);
+    m->key = kiln_malloc((size_t)KEY_CAP * sizeof *m->key);
+    if (m->n_cache) {
+        m->c_hash = kiln_calloc((size_t)m->n_cache, sizeof *m->c_hash);
+        m->c_key = kiln_malloc((size_t)m->n_cache * KEY_CAP * sizeof *m->c_key);
+        m->c_len = kiln_calloc((size_t)m->n_cache, sizeof *m->c_len);
+        m->c_mask = kiln_malloc((size_t)m->n_cache * (size_t)m->words * sizeof *m->c_mask);
+    }
+    if (!m->nodes || !m->tops || !m->lv || !m->lv_start || !m->mark || !m->remap || !m->key ||
+        (m->n_cache && (!m->c_hash || !m->c_key || !m->c_len || !m->c_mask))) {
+        kiln_gmatch_free(m);
+        return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar matcher");
+    }
+    /* the start state: root's alternatives expanded */
+    int acc = 0;
+    for (int a = g->rule_alt[g->root]; a < g->rule_alt[g->root + 1]; a++)
+        if (norm(m, g->alts[a], -1, -1, m->tops, &m->n_tops, LEVEL_TOPS, &acc, 0)) {
+            kiln_gmatch_free(m);
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "grammar: the start state is too large");
+        }
+    m->accepting = acc;
+    *out = m;
+    return KILN_OK;
+}
+
+/* keep only the nodes the state's tops reach, renumbered */
+static void compact(kiln_gmatch *m) {
+    for (int i = 0; i < m->n_nodes; i++) m->remap[i] = -1;
+    for (int k = 0; k < m->n_tops; k++)
+        for (int32_t x = m->tops[k]; x >= 0 && m->remap[x] == -1; x = m->nodes[x].parent) m->remap[x] = -2;
+    int n = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (m->remap[i] != -2) continue;
+        int32_t p = m->nodes[i].parent;
+        m->nodes[n].pos = m->nodes[i].pos;
+        m->nodes[n].parent = p >= 0 ? m->remap[p] : -1;
+        m->remap[i] = n++;
+    }
+    for (int k = 0; k < m->n_tops; k++) m->tops[k] = m->remap[m->tops[k]];
+    m->n_nodes = n;
+}
+
+int kiln_gmatch_accept(kiln_gmatch *m, const void *bytes, size_t n, kiln_error *err) {
+    const uint8_t *b = bytes;
+    int base = m->n_nodes;
+    /* ping-pong between the two halves of lv */
+    int32_t *cur = m->tops, *bufs[2] = {m->lv, m->lv + LEVEL_TOPS / 2};
+    int n_cur = m->n_tops, acc = m->accepting;
+    for (size_t i = 0; i < n; i++) {
+        int32_t *out = bufs[i & 1];
+        int n_out;
+        if (advance(m, cur, n_cur, b[i], out, &n_out, LEVEL_TOPS / 2, &acc)) {
+            m->n_nodes = base;
+            return KILN_ERR(err, KILN_ERR_OOM, "grammar: the parse state outgrew its arena");
+        }
+        if (n_out == 0 && !(acc && i + 1 == n)) {
+            m->n_nodes = base;
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "grammar: byte %zu (0x%02x) leaves the grammar", i, b[i]);
+        }
+        cur = out;
+        n_cur = n_out;
+    }
+    if (n == 0) return KILN_OK;
+    memcpy(m->tops, cur, (size_t)n_cur * sizeof *cur);
+    m->n_tops = n_cur;
+    m->accepting = acc;
+    compact(m);
+    return KILN_OK;
+}
+
+int kiln_gmatch_accepting(const kiln_gmatch *m) { return m->accepting; }
+int kiln_gmatch_done(const kiln_gmatch *m) { return m->n_tops == 0; }
+
+void kiln_gmatch_stats(const kiln_gmatch *m, uint64_t *computed, uint64_t *cached) {
+    if (computed) *computed = m->n_computed;
+    if (cached) *cached = m->n_cached;
+}
+
+/* the state as a key: each top's chain of positions, -1 between tops, the accept flag last;
+ * its length, or -1 when longer than KEY_CAP */
+static int make_key(const kiln_gmatch *m, int32_t *key) {
+    int n = 0;
+    for (int k = 0; k < m->n_tops; k++) {
+        for (int32_t x = m->tops[k]; x >= 0; x = m->nodes[x].parent) {
+            if (n >= KEY_CAP - 2) return -1;
+            key[n++] = m->nodes[x].pos;
+        }
+        key[n++] = -1;
+    }
+    key[n++] = m->accepting;
+    return n;
+}
+
+static uint64_t fnv(const int32_t *k, int n) {
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < n; i++) { h ^= (uint32_t)k[i]; h *= 1099511628211ull; }
+    return h ? h : 1;
+}
+
+int kiln_gmatch_mask(kiln_gmatch *m, uint32_t *mask, kiln_error *err) {
+    const kiln_token_trie *t = m->t;
+    int kn = m->n_cache ? make_key(m, m->key) : -1;
+    uint64_t h = kn > 0 ? fnv(m->key, kn) : 0;
+    if (kn > 0)
+        for (int c = 0; c < m->n_cache; c++)
+            if (m->c_hash[c] == h && m->c_len[c] == kn && !memcmp(m->c_key + (size_t)c * KEY_CAP, m->key, (size_t)kn * sizeof *m->key)) {
+                memcpy(mask, m->c_mask + (size_t)c * m->words, (size_t)m->words * sizeof *mask);
+                m->n_cached++;
+                return KILN_OK;
+            }
+    memset(mask, 0, (size_t)m->words * sizeof *mask);
+    int base = m->n_nodes;
+    memcpy(m->lv, m->tops, (size_t)m->n_tops * sizeof *m->lv);
+    m->lv_start[0] = 0;
+    m->lv_start[1] = m->n_tops;
+    m->mark[0] = base;
+    const int32_t *off = t->tok_off, *toks = t->toks;
+    for (int i = 0; i < t->n_nodes;) {
+        int d = t->depth[i];
+        m->n_nodes = m->mark[d - 1];
+        int s0 = m->lv_start[d - 1], s1 = m->lv_start[d], n_out = 0, acc = 0;
+        if (advance(m, m->lv + s0, s1 - s0, t->byte[i], m->lv + s1, &n_out, LEVEL_TOPS - s1, &acc)) {
+            m->n_nodes = base;
+            return KILN_ERR(err, KILN_ERR_OOM, "grammar: the parse state outgrew its arena in the mask walk");
+        }
+        if (n_out == 0 && !acc) { i = t->skip[i]; continue; }
+        for (int j = off[i]; j < off[i + 1]; j++) mask[toks[j] >> 5] |= 1u << (toks[j] & 31);
+        m->lv_start[d + 1] = s1 + n_out;
+        m->mark[d] = m->n_nodes;
+        i++;
+    }
+    m->n_nodes = base;
+    m->n_computed++;
+    if (kn > 0) {
+        int c = m->next;
+        m->next = (m->next + 1) % m->n_cache;
+        m->c_hash[c] = h;
+        m->c_len[c] = kn;
+        memcpy(m->c_key + (size_t)c * KEY_CAP, m->key, (size_t)kn * sizeof *m->key);
+        memcpy(m->c_mask + (size_t)c * m->words, mask, (size_t)m->words * sizeof *mask);
+    }
+    return KILN_OK;
+}
