@@ -14,6 +14,7 @@
  * constrained request with KILN_ERR_UNSUPPORTED (open it with host_sampling = 1); under host
  * sampling there is no overlap, so each step still makes its one wait.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include "engine/engine_internal.h"
 #include "util/alloc.h"
@@ -22,8 +23,16 @@
 
 #define GRAMMAR_CACHE_ENTRIES 64
 
+/* A compiled constraint, shared: the engine's cache holds one reference, each request (and a
+ * caller between compile and add_request) another. Its position tables are filled by the engine
+ * thread only. */
 struct kiln_grammar {
     kiln_gram g;
+    kiln_gtables *tabs;
+    atomic_int refs;
+    int kind;
+    char *text;
+    size_t len;
 };
 
 int kiln_engine_build_trie(kiln_engine *e, kiln_error *err) {
@@ -43,19 +52,67 @@ int kiln_engine_build_trie(kiln_engine *e, kiln_error *err) {
     kiln_free(lens);
     kiln_free(skip);
     if (rc) return rc;
+    if (pthread_mutex_init(&e->gmu, NULL)) return KILN_ERR(err, KILN_ERR_INTERNAL, "mutex");
+    e->gmu_init = 1;
     e->has_trie = 1;
+    if ((rc = kiln_gscratch_create(&e->gscratch, e->trie.max_depth, err))) return rc;
     size_t words = ((size_t)(e->model->cfg.vocab_size > V ? e->model->cfg.vocab_size : V) + 31) / 32 + 1;
     e->gmask = kiln_calloc(words, sizeof *e->gmask);
     if (!e->gmask) return KILN_ERR(err, KILN_ERR_OOM, "out of memory for the grammar mask");
     return KILN_OK;
 }
 
-int kiln_engine_compile_grammar(const kiln_engine *e, kiln_constraint_kind kind, const char *text, size_t len,
+void kiln_engine_free_grammars(kiln_engine *e) {
+    for (int i = 0; i < (int)(sizeof e->gcache / sizeof e->gcache[0]); i++) kiln_grammar_free(e->gcache[i]);
+    if (e->gmu_init) pthread_mutex_destroy(&e->gmu);
+    kiln_token_trie_free(&e->trie);
+    kiln_gscratch_free(e->gscratch);
+}
+
+/* the cached grammar of (kind, text) with a new reference, or NULL */
+static kiln_grammar *cache_get(kiln_engine *e, int kind, const char *text, size_t len) {
+    kiln_grammar *hit = NULL;
+    pthread_mutex_lock(&e->gmu);
+    for (int i = 0; i < (int)(sizeof e->gcache / sizeof e->gcache[0]) && !hit; i++) {
+        kiln_grammar *g = e->gcache[i];
+        if (g && g->kind == kind && g->len == len && !memcmp(g->text, text, len)) {
+            atomic_fetch_add(&g->refs, 1);
+            hit = g;
+            if (i > 0) { e->gcache[i] = e->gcache[0]; e->gcache[0] = g; } /* most recent first */
+        }
+    }
+    pthread_mutex_unlock(&e->gmu);
+    return hit;
+}
+
+/* keep g in the cache (one more reference), evicting the oldest entry */
+static void cache_put(kiln_engine *e, kiln_grammar *g) {
+    int n = (int)(sizeof e->gcache / sizeof e->gcache[0]);
+    pthread_mutex_lock(&e->gmu);
+    kiln_grammar *old = e->gcache[n - 1];
+    memmove(e->gcache + 1, e->gcache, (size_t)(n - 1) * sizeof *e->gcache);
+    e->gcache[0] = g;
+    atomic_fetch_add(&g->refs, 1);
+    pthread_mutex_unlock(&e->gmu);
+    kiln_grammar_free(old);
+}
+
+int kiln_engine_compile_grammar(const kiln_engine *ce, kiln_constraint_kind kind, const char *text, size_t len,
                                 kiln_grammar **out, kiln_error *err) {
     *out = NULL;
-    if (!e->has_trie) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "constrained decoding needs the model's tokenizer");
+    if (!ce->has_trie) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "constrained decoding needs the model's tokenizer");
+    kiln_engine *e = (kiln_engine *)ce; /* the grammar cache is synchronised inside */
+    if (!text) { text = ""; len = 0; }
+    if ((*out = cache_get(e, kind, text, len))) return KILN_OK;
     kiln_grammar *g = kiln_calloc(1, sizeof *g);
     if (!g) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    atomic_init(&g->refs, 1);
+    g->kind = kind;
+    g->len = len;
+    g->text = kiln_malloc(len + 1);
+    if (!g->text) { kiln_free(g); return KILN_ERR(err, KILN_ERR_OOM, "out of memory"); }
+    memcpy(g->text, text, len);
+    g->text[len] = 0;
     int rc;
     switch (kind) {
     case KILN_CONSTRAINT_JSON_SCHEMA: {
@@ -78,14 +135,18 @@ int kiln_engine_compile_grammar(const kiln_engine *e, kiln_constraint_kind kind,
     case KILN_CONSTRAINT_GRAMMAR: rc = kiln_gram_from_gbnf(&g->g, text, len, err); break;
     default: rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "unknown constraint kind %d", (int)kind);
     }
-    if (rc) { kiln_free(g); return rc; }
+    if (!rc) rc = kiln_gtables_create(&g->tabs, &g->g, &e->trie, err);
+    if (rc) { kiln_gram_free(&g->g); kiln_free(g->text); kiln_free(g); return rc; }
+    cache_put(e, g);
     *out = g;
     return KILN_OK;
 }
 
 void kiln_grammar_free(kiln_grammar *g) {
-    if (!g) return;
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
     kiln_gram_free(&g->g);
+    kiln_gtables_free(g->tabs);
+    kiln_free(g->text);
     kiln_free(g);
 }
 
@@ -96,7 +157,7 @@ int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_err
                         "constrained decoding runs in the host sampler; this engine draws tokens in the backend "
                         "(%s%s): open it with host_sampling = 1 (KILN_HOST_SAMPLING=1)",
                         e->ops->name, e->overlap ? ", overlapped scheduling" : "");
-    int rc = kiln_gmatch_create(&r->gm, &g->g, &e->trie, GRAMMAR_CACHE_ENTRIES, err);
+    int rc = kiln_gmatch_create(&r->gm, &g->g, &e->trie, g->tabs, GRAMMAR_CACHE_ENTRIES, err);
     if (!rc) r->grammar = g;
     return rc;
 }
@@ -107,7 +168,7 @@ int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err) {
     for (int i = tw; i < words; i++) e->gmask[i] = 0;
     uint64_t c0, k0, c1, k1;
     kiln_gmatch_stats(r->gm, &c0, &k0);
-    int rc = kiln_gmatch_mask(r->gm, e->gmask, err);
+    int rc = kiln_gmatch_mask(r->gm, e->gscratch, e->gmask, err);
     kiln_gmatch_stats(r->gm, &c1, &k1);
     e->stats.grammar_masks_computed += c1 - c0;
     e->stats.grammar_masks_cached += k1 - k0;

@@ -330,7 +330,7 @@ void kiln_engine_close(kiln_engine *e) {
     kiln_sampler_free(&e->sampler);
     if (e->backend) e->ops->destroy(e->backend);
     kiln_kv_cache_destroy(e->kv);
-    kiln_token_trie_free(&e->trie);
+    kiln_engine_free_grammars(e);
     kiln_free(e->gmask);
     kiln_tokenizer_free(e->tok);
     kiln_model_free(e->model);

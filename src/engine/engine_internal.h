@@ -8,6 +8,7 @@
  */
 #ifndef KILN_ENGINE_INTERNAL_H
 #define KILN_ENGINE_INTERNAL_H
+#include <pthread.h>
 #include "backend/backend.h"
 #include "engine/kv_cache.h"
 #include "grammar/grammar.h"
@@ -98,6 +99,10 @@ struct kiln_engine {
     kiln_engine_stats stats;
     kiln_token_trie trie;                         /* non-special vocabulary pieces (constrained decoding) */
     int has_trie;
+    kiln_gscratch *gscratch;                      /* the mask walk's scratch */
+    kiln_grammar *gcache[16];                     /* compiled grammars by (kind, text), shared */
+    pthread_mutex_t gmu;                          /* guards gcache (compile runs on any thread) */
+    int gmu_init;
     uint32_t *gmask;                              /* [(vocab + 31) / 32] the row's grammar mask */
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
@@ -118,6 +123,8 @@ void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
 int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out);
 /* constraint.c */
 int kiln_engine_build_trie(kiln_engine *e, kiln_error *err);
+/* close: the trie, the scratch and the grammar cache */
+void kiln_engine_free_grammars(kiln_engine *e);
 /* add_request: r's matcher over g (r owns g from here on); refused when the backend samples */
 int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_error *err);
 /* the mask of r's next draw into e->gmask (EOS / stop ids allowed when the text is complete) */

@@ -77,10 +77,26 @@ void kiln_token_trie_free(kiln_token_trie *t);
 
 typedef struct kiln_gmatch kiln_gmatch;
 
+/* Scratch of the mask walk (mask_walk.c): hash-consed stacks, memoized transitions; one per
+ * engine (masks are computed one at a time), about 20 MiB. max_depth: the trie's. */
+typedef struct kiln_gscratch kiln_gscratch;
+int kiln_gscratch_create(kiln_gscratch **out, int max_depth, kiln_error *err);
+void kiln_gscratch_free(kiln_gscratch *w);
+
+/* Per-position token tables of a grammar over a trie (mask_walk.c's A_p / U_p), filled as
+ * matchers reach positions; shared by every matcher of the grammar (one thread at a time: the
+ * engine's), so a schema used by many requests computes each position once. */
+typedef struct kiln_gtables kiln_gtables;
+int kiln_gtables_create(kiln_gtables **out, const kiln_gram *g, const kiln_token_trie *trie, kiln_error *err);
+void kiln_gtables_free(kiln_gtables *t);
+/* positions computed so far */
+int kiln_gtables_count(const kiln_gtables *t);
+
 /* A matcher at the grammar's start, with its arena and a mask cache of cache_entries masks of
- * trie->vocab bits (all allocated here; nothing later allocates). g and trie must outlive it. */
-int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_trie *trie, int cache_entries,
-                       kiln_error *err);
+ * trie->vocab bits. tabs: shared tables, or NULL for the matcher's own. g, trie and tabs must
+ * outlive it. */
+int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_trie *trie, kiln_gtables *tabs,
+                       int cache_entries, kiln_error *err);
 void kiln_gmatch_free(kiln_gmatch *m);
 /* advance over n bytes: KILN_OK, or KILN_ERR_INVALID_ARG when the bytes leave the grammar (the
  * state is then unchanged), KILN_ERR_OOM when the arena is full */
@@ -90,8 +106,9 @@ int kiln_gmatch_accepting(const kiln_gmatch *m);
 /* 1 when nothing may follow (complete, no byte continues it) */
 int kiln_gmatch_done(const kiln_gmatch *m);
 /* mask[(vocab + 31) / 32]: bit i set when token i keeps the text inside the grammar (special
- * tokens never). Cached per state. */
-int kiln_gmatch_mask(kiln_gmatch *m, uint32_t *mask, kiln_error *err);
+ * tokens never). Cached per state; per grammar position, the position's own tokens are computed
+ * once (the first time a top reaches it: allocates, up to 1024 positions per matcher). */
+int kiln_gmatch_mask(kiln_gmatch *m, kiln_gscratch *w, uint32_t *mask, kiln_error *err);
 /* counters: masks computed (trie walks) and served from the cache */
 void kiln_gmatch_stats(const kiln_gmatch *m, uint64_t *computed, uint64_t *cached);
 #endif

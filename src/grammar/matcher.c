@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "grammar/gram_build.h"
+#include "grammar/mask_walk.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -27,6 +28,19 @@
 #define ARENA_NODES (1 << 18)
 #define LEVEL_TOPS (1 << 16)
 #define MAX_EXPAND_DEPTH 4096
+
+#define MAX_POS 4096
+#define POS_HASH 8192 /* power of two, > 2 * MAX_POS */
+#define FRAME_K 4     /* a table's frame: the top and its 3 nearest ancestors */
+#define U_TMP (1 << 18)
+
+typedef struct pos_entry {
+    int32_t key[FRAME_K]; /* positions of the top and its ancestors */
+    int key_len, truncated; /* truncated: the stack goes deeper (exits are resolved at run time) */
+    uint32_t *A;  /* [words] tokens accepted inside the position's frame */
+    int32_t *U;   /* [n_u] trie nodes where the frame exits with bytes left */
+    int n_u;
+} pos_entry;
 
 typedef struct gnode {
     int32_t pos, parent;
@@ -51,8 +65,42 @@ struct kiln_gmatch {
     int32_t *c_len;     /* [n_cache] */
     uint32_t *c_mask;   /* [n_cache][words] */
     int32_t *key;       /* [KEY_CAP] */
-    uint64_t n_computed, n_cached;
+    uint64_t n_computed, n_cached, n_walks;
+    kiln_gtables *tabs; /* position tables (shared, or own_tabs) */
+    int own_tabs;
+    int32_t *u_tmp;     /* [U_TMP] */
 };
+
+struct kiln_gtables {
+    pos_entry *pe;      /* [MAX_POS] */
+    int n_pe;
+    int32_t *pe_of;     /* [POS_HASH] index into pe by frame key, -1: empty */
+    int words;
+};
+
+void kiln_gtables_free(kiln_gtables *t) {
+    if (!t) return;
+    for (int i = 0; i < t->n_pe; i++) { kiln_free(t->pe[i].A); kiln_free(t->pe[i].U); }
+    kiln_free(t->pe);
+    kiln_free(t->pe_of);
+    kiln_free(t);
+}
+
+int kiln_gtables_create(kiln_gtables **out, const kiln_gram *g, const kiln_token_trie *trie, kiln_error *err) {
+    kiln_gtables *t = kiln_calloc(1, sizeof *t);
+    *out = NULL;
+    if (!t) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    t->words = trie ? (trie->vocab + 31) / 32 : 1;
+    t->pe = kiln_calloc(MAX_POS, sizeof *t->pe);
+    t->pe_of = kiln_malloc((size_t)POS_HASH * sizeof *t->pe_of);
+    if (!t->pe || !t->pe_of) { kiln_gtables_free(t); return KILN_ERR(err, KILN_ERR_OOM, "out of memory"); }
+    for (int i = 0; i < POS_HASH; i++) t->pe_of[i] = -1;
+    (void)g;
+    *out = t;
+    return KILN_OK;
+}
+
+int kiln_gtables_count(const kiln_gtables *t) { return t->n_pe; }
 
 /* ---- trie ---------------------------------------------------------------------------- */
 
@@ -145,6 +193,8 @@ void kiln_gmatch_free(kiln_gmatch *m) {
     kiln_free(m->nodes); kiln_free(m->tops); kiln_free(m->lv); kiln_free(m->lv_start); kiln_free(m->mark);
     kiln_free(m->remap); kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
     kiln_free(m->key);
+    if (m->own_tabs) kiln_gtables_free(m->tabs);
+    kiln_free(m->u_tmp);
     kiln_free(m);
 }
 
@@ -203,8 +253,8 @@ static int advance(kiln_gmatch *m, const int32_t *in, int n_in, uint8_t c, int32
     return 0;
 }
 
-int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_trie *t, int cache_entries,
-                       kiln_error *err) {
+int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_trie *t, kiln_gtables *tabs,
+                       int cache_entries, kiln_error *err) {
     *out = NULL;
     kiln_gmatch *m = kiln_calloc(1, sizeof *m);
     if (!m) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
@@ -226,7 +276,13 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
         m->c_len = kiln_calloc((size_t)m->n_cache, sizeof *m->c_len);
         m->c_mask = kiln_malloc((size_t)m->n_cache * (size_t)m->words * sizeof *m->c_mask);
     }
-    if (!m->nodes || !m->tops || !m->lv || !m->lv_start || !m->mark || !m->remap || !m->key ||
+    m->u_tmp = kiln_malloc((size_t)U_TMP * sizeof *m->u_tmp);
+    m->tabs = tabs;
+    if (!tabs && t) {
+        kiln_error e2;
+        if (kiln_gtables_create(&m->tabs, g, t, &e2) == KILN_OK) m->own_tabs = 1;
+    }
+    if (!m->nodes || !m->tops || !m->lv || !m->lv_start || !m->mark || !m->remap || !m->key || (t && !m->tabs) || !m->u_tmp ||
         (m->n_cache && (!m->c_hash || !m->c_key || !m->c_len || !m->c_mask))) {
         kiln_gmatch_free(m);
         return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar matcher");
@@ -317,7 +373,46 @@ static uint64_t fnv(const int32_t *k, int n) {
     return h ? h : 1;
 }
 
-int kiln_gmatch_mask(kiln_gmatch *m, uint32_t *mask, kiln_error *err) {
+/* the table of top's frame (computed on first use), or NULL when the tables are full */
+static pos_entry *entry(kiln_gmatch *m, kiln_gscratch *w, int32_t top, kiln_error *err, int *rc) {
+    *rc = KILN_OK;
+    kiln_gtables *tb = m->tabs;
+    int32_t key[FRAME_K];
+    int len = 0;
+    int32_t x = top;
+    for (; x >= 0 && len < FRAME_K; x = m->nodes[x].parent) key[len++] = m->nodes[x].pos;
+    int truncated = x >= 0;
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)truncated;
+    for (int k = 0; k < len; k++) { h ^= (uint32_t)key[k]; h *= 1099511628211ull; }
+    uint32_t slot = (uint32_t)(h ^ (h >> 29)) & (POS_HASH - 1);
+    for (;; slot = (slot + 1) & (POS_HASH - 1)) {
+        int32_t i = tb->pe_of[slot];
+        if (i < 0) break;
+        pos_entry *e = &tb->pe[i];
+        if (e->key_len == len && e->truncated == truncated && !memcmp(e->key, key, (size_t)len * sizeof *key)) return e;
+    }
+    if (tb->n_pe >= MAX_POS) return NULL;
+    pos_entry *e = &tb->pe[tb->n_pe];
+    e->A = kiln_calloc((size_t)m->words, sizeof *e->A);
+    if (!e->A) { *rc = KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar position table"); return NULL; }
+    kiln_gscratch_reset(w);
+    int nu = 0;
+    int32_t s0 = kiln_gwalk_frame(w, key, len, truncated);
+    *rc = kiln_gwalk(w, m->g, m->t, 0, m->t->n_nodes, 0, s0, e->A, m->u_tmp, U_TMP, &nu, err);
+    if (*rc) { kiln_free(e->A); e->A = NULL; return NULL; }
+    e->U = nu ? kiln_malloc((size_t)nu * sizeof *e->U) : NULL;
+    if (nu && !e->U) { kiln_free(e->A); e->A = NULL; *rc = KILN_ERR(err, KILN_ERR_OOM, "out of memory"); return NULL; }
+    if (nu) memcpy(e->U, m->u_tmp, (size_t)nu * sizeof *e->U);
+    e->n_u = nu;
+    memcpy(e->key, key, sizeof key);
+    e->key_len = len;
+    e->truncated = truncated;
+    tb->pe_of[slot] = tb->n_pe++;
+    m->n_walks++;
+    return e;
+}
+
+int kiln_gmatch_mask(kiln_gmatch *m, kiln_gscratch *w, uint32_t *mask, kiln_error *err) {
     const kiln_token_trie *t = m->t;
     int kn = m->n_cache ? make_key(m, m->key) : -1;
     uint64_t h = kn > 0 ? fnv(m->key, kn) : 0;
@@ -329,28 +424,60 @@ int kiln_gmatch_mask(kiln_gmatch *m, uint32_t *mask, kiln_error *err) {
                 return KILN_OK;
             }
     memset(mask, 0, (size_t)m->words * sizeof *mask);
-    int base = m->n_nodes;
-    memcpy(m->lv, m->tops, (size_t)m->n_tops * sizeof *m->lv);
-    m->lv_start[0] = 0;
-    m->lv_start[1] = m->n_tops;
-    m->mark[0] = base;
-    const int32_t *off = t->tok_off, *toks = t->toks;
-    for (int i = 0; i < t->n_nodes;) {
-        int d = t->depth[i];
-        m->n_nodes = m->mark[d - 1];
-        int s0 = m->lv_start[d - 1], s1 = m->lv_start[d], n_out = 0, acc = 0;
-        if (advance(m, m->lv + s0, s1 - s0, t->byte[i], m->lv + s1, &n_out, LEVEL_TOPS - s1, &acc)) {
-            m->n_nodes = base;
-            return KILN_ERR(err, KILN_ERR_OOM, "grammar: the parse state outgrew its arena in the mask walk");
-        }
-        if (n_out == 0 && !acc) { i = t->skip[i]; continue; }
-        for (int j = off[i]; j < off[i + 1]; j++) mask[toks[j] >> 5] |= 1u << (toks[j] & 31);
-        m->lv_start[d + 1] = s1 + n_out;
-        m->mark[d] = m->n_nodes;
-        i++;
+    int rc = KILN_OK;
+    /* 1. each top's position table (computed on first use) */
+    pos_entry *es[256];
+    int n_es = m->n_tops < 256 ? m->n_tops : 256, fallback = m->n_tops > 256;
+    for (int k = 0; k < n_es && !rc && !fallback; k++) {
+        es[k] = entry(m, w, m->tops[k], err, &rc);
+        if (!es[k] && !rc) fallback = 1;
     }
-    m->n_nodes = base;
-    m->n_computed++;
+    if (rc) return rc;
+    kiln_gscratch_reset(w);
+    if (fallback) { /* too many positions: walk the whole trie from the full state */
+        int32_t *pos = m->u_tmp, *lens = m->u_tmp + LEVEL_TOPS, *chains = m->u_tmp + 2 * LEVEL_TOPS, nc = 0;
+        for (int k = 0; k < m->n_tops; k++) {
+            int32_t x = m->nodes[m->tops[k]].parent;
+            int len = 0;
+            for (int32_t y = x; y >= 0; y = m->nodes[y].parent) len++;
+            if (nc + len > U_TMP - 2 * LEVEL_TOPS) return KILN_ERR(err, KILN_ERR_OOM, "grammar: state too deep");
+            int q = nc + len;
+            for (int32_t y = x; y >= 0; y = m->nodes[y].parent) chains[--q] = m->nodes[y].pos;
+            nc += len;
+            pos[k] = m->nodes[m->tops[k]].pos;
+            lens[k] = len;
+        }
+        int32_t s0 = kiln_gwalk_state(w, m->g, pos, lens, chains, m->n_tops, 0);
+        rc = kiln_gwalk(w, m->g, t, 0, t->n_nodes, 0, s0, mask, NULL, 0, NULL, err);
+        if (rc) return rc;
+        m->n_computed++;
+    } else {
+        /* 2. OR of the tables, then each exit subtree from the top's real continuation */
+        for (int k = 0; k < n_es; k++) {
+            int dup = 0;
+            for (int j = 0; j < k; j++) dup |= es[j] == es[k];
+            if (!dup) for (int i = 0; i < m->words; i++) mask[i] |= es[k]->A[i];
+        }
+        for (int k = 0; k < n_es && !rc; k++) {
+            if (!es[k]->n_u || !es[k]->truncated) continue;
+            int32_t par = m->tops[k]; /* the first ancestor below the frame: exits pop into it */
+            for (int d = 0; d < FRAME_K; d++) par = m->nodes[par].parent;
+            if (par < 0) continue;
+            int len = 0;
+            for (int32_t y = par; y >= 0; y = m->nodes[y].parent) len++;
+            if (len > U_TMP) return KILN_ERR(err, KILN_ERR_OOM, "grammar: state too deep");
+            int q = len;
+            for (int32_t y = par; y >= 0; y = m->nodes[y].parent) m->u_tmp[--q] = m->nodes[y].pos;
+            int32_t s = kiln_gwalk_pop(w, m->g, m->u_tmp, len);
+            if (s == -1) continue;
+            for (int j = 0; j < es[k]->n_u && !rc; j++) {
+                int u = es[k]->U[j];
+                rc = kiln_gwalk(w, m->g, t, u + 1, t->skip[u], t->depth[u], s, mask, NULL, 0, NULL, err);
+            }
+        }
+        if (rc) return rc;
+        m->n_computed++;
+    }
     if (kn > 0) {
         int c = m->next;
         m->next = (m->next + 1) % m->n_cache;

@@ -12,7 +12,7 @@
 static int matches(const kiln_gram *g, const char *s) {
     kiln_gmatch *m;
     kiln_error err;
-    if (kiln_gmatch_create(&m, g, NULL, 0, &err)) return -1;
+    if (kiln_gmatch_create(&m, g, NULL, NULL, 0, &err)) return -1;
     int ok = kiln_gmatch_accept(m, s, strlen(s), &err) == KILN_OK && kiln_gmatch_accepting(m);
     kiln_gmatch_free(m);
     return ok;
@@ -59,28 +59,36 @@ static void test_masks(void) {
                          "\"required\":[\"a\"]}";
     kiln_gram g;
     KT_CHECK(kiln_gram_from_json_schema(&g, schema, &err) == 0, "schema: %s", err.msg);
-    kiln_gmatch *m;
-    KT_CHECK(kiln_gmatch_create(&m, &g, &t, 8, &err) == 0, "matcher: %s", err.msg);
+    kiln_gmatch *m, *mn;
+    kiln_gscratch *ws;
+    KT_CHECK(kiln_gscratch_create(&ws, t.max_depth, &err) == 0, "scratch: %s", err.msg);
+    KT_CHECK(kiln_gmatch_create(&m, &g, &t, NULL, 8, &err) == 0, "matcher: %s", err.msg);
+    KT_CHECK(kiln_gmatch_create(&mn, &g, &t, NULL, 0, &err) == 0, "matcher: %s", err.msg);
     /* walk a valid document token by token, checking each mask against brute force */
     const int path[] = {20, 4, 21, 3, 14, 3, 8, 3, 5, 21, 13, 11};
     uint32_t mask[2];
     int bad = 0;
     for (int step = 0; step <= (int)(sizeof path / sizeof path[0]); step++) {
-        KT_CHECK(kiln_gmatch_mask(m, mask, &err) == 0, "mask: %s", err.msg);
+        uint32_t mask2[2];
+        KT_CHECK(kiln_gmatch_mask(m, ws, mask, &err) == 0, "mask: %s", err.msg);
+        KT_CHECK(kiln_gmatch_mask(mn, ws, mask2, &err) == 0, "mask: %s", err.msg);
+        KT_CHECK(mask[0] == mask2[0], "cached and uncached masks differ at step %d", step);
         for (int tok = 0; tok < n; tok++) {
             int allowed = mask[tok >> 5] >> (tok & 31) & 1;
             kiln_gmatch *c;
             int want = 0;
             if (tok != 0) { /* brute force: a fresh matcher fed the prefix, then the token */
-                kiln_gmatch_create(&c, &g, NULL, 0, &err);
+                kiln_gmatch_create(&c, &g, NULL, NULL, 0, &err);
                 for (int k = 0; k < step; k++) kiln_gmatch_accept(c, V[path[k]], lens[path[k]], &err);
                 want = kiln_gmatch_accept(c, V[tok], lens[tok], &err) == KILN_OK;
                 kiln_gmatch_free(c);
             }
             if (allowed != want) bad++;
         }
-        if (step < (int)(sizeof path / sizeof path[0]))
+        if (step < (int)(sizeof path / sizeof path[0])) {
             KT_CHECK(kiln_gmatch_accept(m, V[path[step]], lens[path[step]], &err) == 0, "accept step %d: %s", step, err.msg);
+            kiln_gmatch_accept(mn, V[path[step]], lens[path[step]], &err);
+        }
     }
     KT_CHECK(bad == 0, "masks differ from brute force in %d places", bad);
     KT_CHECK(kiln_gmatch_accept(m, "}", 1, &err) == 0 && kiln_gmatch_accepting(m) && kiln_gmatch_done(m), "document complete");
@@ -88,6 +96,8 @@ static void test_masks(void) {
     kiln_gmatch_stats(m, &comp, &cached);
     KT_CHECK(comp > 0, "masks computed");
     kiln_gmatch_free(m);
+    kiln_gmatch_free(mn);
+    kiln_gscratch_free(ws);
     kiln_gram_free(&g);
     kiln_token_trie_free(&t);
 }
