@@ -42,7 +42,7 @@ int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e
     if (!status && k == 0) status = kiln_srv_err_set(e, 400, "tool_choice", "no tool to call");
     if (!status) {
         kiln_buf_addf(&b, "call ::= %s\n", calls.p);
-        kiln_buf_adds(&b, r->parallel_tool_calls ? "root ::= call (\"\\n\" call){0,3}\n" : "root ::= call\n");
+        kiln_buf_adds(&b, r->parallel_tool_calls ? "root ::= call (\"\\n\" call){0,2}\n" : "root ::= call\n");
         if (!b.p) status = kiln_srv_err_set(e, 500, NULL, "out of memory");
     }
     kiln_buf_free(&calls);

@@ -1,11 +1,11 @@
 /* tools.h: forced tool calls and Hermes-form tool-call output for `kiln serve` (ChatML models).
  *
  * A forced tool_choice ("required", or a named function) becomes a GBNF grammar:
- *   root ::= call ("\n" call){0,3}          (parallel_tool_calls; else one call)
+ *   root ::= call ("\n" call){0,2}          (parallel_tool_calls; else one call)
  *   call ::= t0 | t1 | ...                  (the named function only, when named)
  *   tK   ::= "<tool_call>\n{\"name\": \"NAME\", \"arguments\": " tK-root "}\n</tool_call>"
  * with each function's parameters schema compiled by the grammar layer under the prefix "tK-"
- * (no parameters: any JSON object). Up to 4 calls in parallel mode keep a model from calling
+ * (no parameters: any JSON object). Up to 3 calls in parallel mode keep a model from calling
  * forever. The output is then read by hermes.c, whole or streamed.
  */
 #ifndef KILN_SERVER_TOOLS_H

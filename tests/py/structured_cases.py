@@ -91,6 +91,62 @@ def sets():
     return out
 
 
+def tool_sets():
+    """[(name, request fields, allowed names, single)] of forced tool calls"""
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    return [("tools_named", {"tool_choice": named}, {"get_weather"}, False),
+            ("tools_required", {"tool_choice": "required"}, {"get_weather", "search"}, False),
+            ("tools_named_single", {"tool_choice": named, "parallel_tool_calls": False}, {"get_weather"}, True)]
+
+
+TOOL_PROMPT = "What is the weather in Paris? Also search for news."
+
+
+def check_calls(calls, allowed, single):
+    assert calls, "no tool call"
+    if single:
+        assert len(calls) == 1, len(calls)
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    for c in calls:
+        assert c.type == "function" and c.id
+        assert c.function.name in allowed, c.function.name
+        jsonschema.validate(json.loads(c.function.arguments), schemas[c.function.name])
+
+
+def run_tools(client, model, fields, allowed, single, n, seed0=500, workers=8, max_tokens=300):
+    """n seeded forced-tool answers -> (n_ok, n_length, failures)"""
+    res = [None] * n
+    lock = threading.Lock()
+    idx = iter(range(n))
+
+    def worker():
+        while True:
+            with lock:
+                i = next(idx, None)
+            if i is None:
+                return
+            r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": TOOL_PROMPT}], tools=TOOLS,
+                                               temperature=1.0, seed=seed0 + i, max_tokens=max_tokens, **fields)
+            res[i] = r.choices[0]
+    ts = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    ok, length, fails = 0, 0, []
+    for i, ch in enumerate(res):
+        if ch.finish_reason == "length":
+            length += 1
+            continue
+        try:
+            assert ch.finish_reason == "tool_calls", ch.finish_reason
+            check_calls(ch.message.tool_calls, allowed, single)
+            ok += 1
+        except Exception as e:  # noqa: BLE001
+            fails.append((seed0 + i, str(ch.message), repr(e)))
+    return ok, length, fails
+
+
 def run_set(client, model, prompt, fields, check, max_tokens, n, seed0=1000, workers=8):
     """n seeded samples -> (n_stop_ok, n_length, failures [(seed, text, error)])"""
     res = [None] * n
