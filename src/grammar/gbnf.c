@@ -143,7 +143,7 @@ static int parse_seq(gp *p, int rule, int depth) {
         if ((rc = parse_quant(p, &mn, &mx))) return rc;
         if (mn < 0) gb_emit(p->b, rule, elem);
         else gb_repeat(p->b, rule, elem, mn, mx);
-        if (p->b->oom) return KILN_ERR(p->err, KILN_ERR_OOM, "out of memory");
+        if (p->b->oom) return gb_fail(p->b, p->err);
     }
 }
 

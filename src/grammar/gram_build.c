@@ -48,6 +48,7 @@ int gb_rule_new(kiln_gb *b) {
 
 int gb_emit(kiln_gb *b, int rule, int32_t elem) {
     if (rule < 0 || b->oom) return -1;
+    if (++b->n_elems > GB_MAX_ELEMS) { b->too_big = b->oom = 1; return -1; }
     if (kiln_buf_add(&b->rules[rule].body, &elem, sizeof elem)) { b->oom = 1; return -1; }
     return 0;
 }
@@ -244,8 +245,14 @@ static int lr_visit(const kiln_gram *g, const uint8_t *nullable, uint8_t *color,
     return 0;
 }
 
+int gb_fail(const kiln_gb *b, kiln_error *err) {
+    if (b->too_big) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "grammar: more than %ld elements after expanding repetitions", GB_MAX_ELEMS);
+    return KILN_ERR(err, KILN_ERR_OOM, "out of memory building a grammar");
+}
+
 int gb_finish(kiln_gb *b, int root, kiln_gram *g, kiln_error *err) {
     memset(g, 0, sizeof *g);
+    if (b->too_big) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "grammar: more than %ld elements after expanding repetitions", GB_MAX_ELEMS);
     if (b->oom) return KILN_ERR(err, KILN_ERR_OOM, "out of memory building a grammar");
     for (int i = 0; i < b->n_rules; i++)
         if (!b->rules[i].defined)

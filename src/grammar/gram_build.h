@@ -22,7 +22,11 @@ typedef struct kiln_gb {
     uint32_t (*cls)[8];
     int n_cls, cap_cls;
     int oom;
+    long n_elems;   /* elements emitted in all rules */
+    int too_big;    /* more than GB_MAX_ELEMS: refused (a request cannot make kiln build a huge grammar) */
 } kiln_gb;
+
+#define GB_MAX_ELEMS (1L << 21)
 
 #define GB_REF(r) (-2 - (r))
 #define GB_END (-1)
@@ -45,6 +49,8 @@ int gb_repeat(kiln_gb *b, int rule, int32_t elem, int min, int max);
 /* wrap elements [from, body end) of rule into a new rule; returns its element (GB_REF) */
 int32_t gb_wrap_tail(kiln_gb *b, int rule, size_t from_elem);
 int gb_finish(kiln_gb *b, int root, kiln_gram *g, kiln_error *err);
+/* the error of a builder that stopped (out of memory, or too large) */
+int gb_fail(const kiln_gb *b, kiln_error *err);
 static inline size_t gb_len(const kiln_gb *b, int rule) { return b->rules[rule].body.len / sizeof(int32_t); }
 /* UTF-8 encode cp into out (4 bytes max): the count */
 int gb_utf8(uint32_t cp, char *out);

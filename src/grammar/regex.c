@@ -246,11 +246,11 @@ static int parse_alt(kiln_gb *b, int rule, const char *s, size_t n, size_t *pos,
         if ((rc = parse_quant(s, n, &i, &mn, &mx, err))) return rc;
         if (mn < 0) gb_emit(b, rule, elem);
         else gb_repeat(b, rule, elem, mn, mx);
-        if (b->oom) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+        if (b->oom) return gb_fail(b, err);
     }
     gb_emit(b, rule, GB_END);
     *pos = i;
-    return b->oom ? KILN_ERR(err, KILN_ERR_OOM, "out of memory") : KILN_OK;
+    return b->oom ? gb_fail(b, err) : KILN_OK;
 }
 
 int gb_parse_regex(kiln_gb *b, int rule, const char *s, size_t n, size_t *pos, char term, kiln_error *err) {

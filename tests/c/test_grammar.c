@@ -146,6 +146,13 @@ int main(void) {
     expect_error("keyword", 2, "{\"type\":\"string\",\"format\":\"email\"}", "'format'");
     expect_error("nested keyword", 2, "{\"properties\":{\"a\":{\"type\":\"array\",\"uniqueItems\":true}}}", "/properties/a");
     expect_error("regex backref", 1, "(a)\\1", "backreference");
+    {
+        static char big[16384];
+        strcpy(big, "root ::=");
+        for (int i = 0; i < 400; i++) strcat(big, " [a]{0,4000}");
+        strcat(big, "\n");
+        expect_error("too large", 0, big, "elements");
+    }
     test_masks();
     return kt_done();
 }
