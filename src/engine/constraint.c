@@ -1,7 +1,7 @@
 /* constraint.c: constrained decoding in the engine (the grammar layer bound to the vocabulary).
  *
- * At open, the tokenizer's non-special pieces become a token trie (kiln_token_trie, once per
- * engine). kiln_engine_compile_grammar compiles a constraint on any thread; add_request gives
+ * At the first compile, the tokenizer's non-special pieces become a token trie (kiln_token_trie,
+ * once per engine, under gmu). kiln_engine_compile_grammar compiles a constraint on any thread; add_request gives
  * the request a matcher (its arena and mask cache allocated there, nothing later). When a
  * constrained row is sampled on the host, its mask is computed (or taken from the matcher's
  * cache), EOS and the request's stop ids are allowed only when the text so far is complete, and
@@ -35,7 +35,15 @@ struct kiln_grammar {
     size_t len;
 };
 
-int kiln_engine_build_trie(kiln_engine *e, kiln_error *err) {
+int kiln_engine_grammar_init(kiln_engine *e, kiln_error *err) {
+    if (pthread_mutex_init(&e->gmu, NULL)) return KILN_ERR(err, KILN_ERR_INTERNAL, "pthread_mutex_init failed");
+    e->gmu_init = 1;
+    return KILN_OK;
+}
+
+/* the trie, the walk scratch and the mask row, built by the first compile (under gmu): engines
+ * that never constrain pay nothing at open (tekken's trie is 40-80 ms) */
+static int build_trie(kiln_engine *e, kiln_error *err) {
     int V = kiln_tokenizer_vocab_size(e->tok);
     const char **pieces = kiln_malloc((size_t)V * sizeof *pieces);
     size_t *lens = kiln_malloc((size_t)V * sizeof *lens);
@@ -52,13 +60,15 @@ int kiln_engine_build_trie(kiln_engine *e, kiln_error *err) {
     kiln_free(lens);
     kiln_free(skip);
     if (rc) return rc;
-    if (pthread_mutex_init(&e->gmu, NULL)) return KILN_ERR(err, KILN_ERR_INTERNAL, "mutex");
-    e->gmu_init = 1;
-    e->has_trie = 1;
-    if ((rc = kiln_gscratch_create(&e->gscratch, e->trie.max_depth, err))) return rc;
     size_t words = ((size_t)(e->model->cfg.vocab_size > V ? e->model->cfg.vocab_size : V) + 31) / 32 + 1;
-    e->gmask = kiln_calloc(words, sizeof *e->gmask);
-    if (!e->gmask) return KILN_ERR(err, KILN_ERR_OOM, "out of memory for the grammar mask");
+    if ((rc = kiln_gscratch_create(&e->gscratch, e->trie.max_depth, err)) ||
+        !(e->gmask = kiln_calloc(words, sizeof *e->gmask))) {
+        kiln_gscratch_free(e->gscratch);
+        e->gscratch = NULL;
+        kiln_token_trie_free(&e->trie);
+        return rc ? rc : KILN_ERR(err, KILN_ERR_OOM, "out of memory for the grammar mask");
+    }
+    e->has_trie = 1;
     return KILN_OK;
 }
 
@@ -100,8 +110,12 @@ static void cache_put(kiln_engine *e, kiln_grammar *g) {
 int kiln_engine_compile_grammar(const kiln_engine *ce, kiln_constraint_kind kind, const char *text, size_t len,
                                 kiln_grammar **out, kiln_error *err) {
     *out = NULL;
-    if (!ce->has_trie) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "constrained decoding needs the model's tokenizer");
-    kiln_engine *e = (kiln_engine *)ce; /* the grammar cache is synchronised inside */
+    if (!ce->tok || !ce->gmu_init) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "constrained decoding needs the model's tokenizer");
+    kiln_engine *e = (kiln_engine *)ce; /* the trie and the grammar cache are synchronised inside */
+    pthread_mutex_lock(&e->gmu);
+    int brc = e->has_trie ? KILN_OK : build_trie(e, err);
+    pthread_mutex_unlock(&e->gmu);
+    if (brc) return brc;
     if (!text) { text = ""; len = 0; }
     if ((*out = cache_get(e, kind, text, len))) return KILN_OK;
     kiln_grammar *g = kiln_calloc(1, sizeof *g);

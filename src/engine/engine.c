@@ -200,7 +200,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         if ((rc = kiln_tokenizer_load(&e->tok, tp, err))) goto fail;
         if (kiln_tokenizer_vocab_size(e->tok) > mc->vocab_size)
             KILN_WARN("tokenizer has %d tokens, the model %d", kiln_tokenizer_vocab_size(e->tok), mc->vocab_size);
-        if ((rc = kiln_engine_build_trie(e, err))) goto fail;
+        if ((rc = kiln_engine_grammar_init(e, err))) goto fail;
     }
 
     e->block_size = o->kv_block_size > 0 ? o->kv_block_size : 16;

@@ -122,7 +122,7 @@ void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
 /* ids r may not draw yet (min_tokens: EOS + stop ids) into out; returns the count */
 int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out);
 /* constraint.c */
-int kiln_engine_build_trie(kiln_engine *e, kiln_error *err);
+int kiln_engine_grammar_init(kiln_engine *e, kiln_error *err);
 /* close: the trie, the scratch and the grammar cache */
 void kiln_engine_free_grammars(kiln_engine *e);
 /* add_request: r's matcher over g (r owns g from here on); refused when the backend samples */
