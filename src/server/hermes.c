@@ -35,12 +35,22 @@ int kiln_hermes_next(kiln_hermes *h, const char *text, size_t len, int final, ki
             }
             h->pos += upto; /* text between or after calls is dropped */
             if (!o) return 0;
+            h->open_pos = h->pos;
             h->pos += strlen(OPEN);
             h->phase = 1;
             continue;
         }
         if (h->phase == 1) { /* {"name": "N", "arguments": */
             const char *a = find(s, n, "\"arguments\"");
+            if (!a && final && h->n_calls == 0 && h->phase == 1) { /* never a call: content after all */
+                ev->kind = KILN_HERMES_CONTENT;
+                ev->off = h->open_pos;
+                ev->len = len - h->open_pos;
+                ev->index = 0;
+                h->pos = len;
+                h->phase = 4;
+                return 1;
+            }
             if (!a) return 0;
             const char *p = a + strlen("\"arguments\"");
             while (p < text + len && (*p == ' ' || *p == '\n' || *p == '\t')) p++;

@@ -7,6 +7,8 @@
  * deltas and the whole answer, so the streamed arguments concatenated equal the whole ones:
  * both are the raw bytes of the arguments value as generated. Content that could still be the
  * start of "<tool_call>" is held back until it cannot. Text after the calls is dropped (as vLLM).
+ * An opening that never becomes a call (no "arguments" by the end) is content after all, when it
+ * is the first: the output then has no calls, streamed or whole.
  */
 #ifndef KILN_SERVER_HERMES_H
 #define KILN_SERVER_HERMES_H
@@ -23,6 +25,7 @@ typedef struct kiln_hermes_ev {
 typedef struct kiln_hermes {
     int phase;         /* 0 content, 1 head, 2 arguments, 3 tail, 4 after the calls */
     size_t pos;        /* bytes consumed */
+    size_t open_pos;   /* where the last "<tool_call>" began */
     int n_calls;
     int depth, in_str, esc, started; /* the arguments scanner */
 } kiln_hermes;

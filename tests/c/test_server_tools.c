@@ -47,6 +47,7 @@ int main(void) {
                2, "Sure.\n", "{\"a\": \"x}\\\"{\", \"b\": [1, {\"c\": 2}]}");
     check_text("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\": 1}}\n</tool_call>", 1, "", "{\"q\": 1}");
     check_text("no calls here <tool", 0, "no calls here <tool", NULL);
+    check_text("hi <tool_call> not a call", 0, "hi <tool_call> not a call", NULL);
     check_text("a < b <tool_call>\n{\"name\": \"f\", \"arguments\": {\"q\"", 1, "a < b ", "{\"q\"");
 
     /* the forced grammar */
