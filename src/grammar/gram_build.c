@@ -276,7 +276,7 @@ int gb_finish(kiln_gb *b, int root, kiln_gram *g, kiln_error *err) {
         kiln_free(nullable); kiln_free(color); kiln_gram_free(g);
         return KILN_ERR(err, KILN_ERR_OOM, "out of memory building a grammar");
     }
-    memcpy(g->classes, b->cls, (size_t)b->n_cls * sizeof *g->classes);
+    if (b->n_cls) memcpy(g->classes, b->cls, (size_t)b->n_cls * sizeof *g->classes);
     g->n_classes = b->n_cls;
     int pe = 0, pa = 0;
     for (int i = 0; i < b->n_rules; i++) {
