@@ -8,14 +8,16 @@
  * right-recursive repetitions at constant depth) and enters every alternative; the end of an
  * alternative pops. Equal stacks are merged by (pos, parent).
  *
- * Arena use: nodes [0, n_nodes) hold the state; a token's bytes (accept) and the trie walk
- * (mask) append above it and are cut back; accept then compacts the arena to the nodes the new
- * state reaches (parents always precede their children, so one forward pass renumbers).
+ * Arena use: nodes [0, n_nodes) hold the state; a token's bytes (accept) append above it, and
+ * accept then compacts the arena to the nodes the new state reaches (parents always precede
+ * their children, so one forward pass renumbers).
  *
- * The mask walk visits the trie in preorder: node i's tops are computed from its parent's level
- * (levels are stacked in lv[], arena marks per depth), tokens ending at a live node are allowed,
- * and a dead node's subtree is skipped. Masks are cached by the serialized state (each top's
- * chain of positions), FNV-1a hashed; a state whose key is longer than KEY_CAP is not cached.
+ * Masks (kiln_gmatch_mask): the OR of the frame tables of the state's tops (kiln_gtables, filled
+ * on first use by mask_walk.c's memoized trie walk) plus the walks of their exit subtrees from
+ * the real stacks; see mask_walk.c. Whole masks are also cached per matcher by the serialized
+ * state (each top's chain of positions), FNV-1a hashed; a state whose key is longer than KEY_CAP
+ * is not cached. A state with more than 256 tops, or a grammar past MAX_POS frames, falls back
+ * to one memoized walk of the whole trie from the full state.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +57,6 @@ struct kiln_gmatch {
     int32_t *tops;      /* [LEVEL_TOPS] state tops */
     int n_tops, accepting;
     int32_t *lv;        /* [LEVEL_TOPS] stacked levels of the walk / accept scratch */
-    int32_t *lv_start;  /* [max_depth + 2] */
-    int32_t *mark;      /* [max_depth + 2] arena marks */
     int32_t *remap;     /* [ARENA_NODES] compaction */
     /* cache: n_cache entries of (hash, key, mask) */
     int n_cache, next;
@@ -190,7 +190,7 @@ int kiln_token_trie_build(kiln_token_trie *t, int vocab, const char *const *piec
 
 void kiln_gmatch_free(kiln_gmatch *m) {
     if (!m) return;
-    kiln_free(m->nodes); kiln_free(m->tops); kiln_free(m->lv); kiln_free(m->lv_start); kiln_free(m->mark);
+    kiln_free(m->nodes); kiln_free(m->tops); kiln_free(m->lv);
     kiln_free(m->remap); kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
     kiln_free(m->key);
     if (m->own_tabs) kiln_gtables_free(m->tabs);
@@ -261,13 +261,10 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
     m->g = g;
     m->t = t;
     m->words = t ? (t->vocab + 31) / 32 : 1;
-    int md = t ? t->max_depth : 0;
     m->n_cache = cache_entries > 0 ? cache_entries : 0;
     m->nodes = kiln_malloc((size_t)ARENA_NODES * sizeof *m->nodes);
     m->tops = kiln_malloc((size_t)LEVEL_TOPS * sizeof *m->tops);
     m->lv = kiln_malloc((size_t)LEVEL_TOPS * sizeof *m->lv);
-    m->lv_start = kiln_malloc(((size_t)md + 3) * sizeof *m->lv_start);
-    m->mark = kiln_malloc(((size_t)md + 3) * sizeof *m->mark);
     m->remap = kiln_malloc((size_t)ARENA_NODES * sizeof *m->remap);
     m->key = kiln_malloc((size_t)KEY_CAP * sizeof *m->key);
     if (m->n_cache) {
@@ -282,7 +279,7 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
         kiln_error e2;
         if (kiln_gtables_create(&m->tabs, g, t, &e2) == KILN_OK) m->own_tabs = 1;
     }
-    if (!m->nodes || !m->tops || !m->lv || !m->lv_start || !m->mark || !m->remap || !m->key || (t && !m->tabs) || !m->u_tmp ||
+    if (!m->nodes || !m->tops || !m->lv || !m->remap || !m->key || (t && !m->tabs) || !m->u_tmp ||
         (m->n_cache && (!m->c_hash || !m->c_key || !m->c_len || !m->c_mask))) {
         kiln_gmatch_free(m);
         return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar matcher");
