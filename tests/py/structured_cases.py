@@ -125,9 +125,12 @@ def run_tools(client, model, fields, allowed, single, n, seed0=500, workers=8, m
                 i = next(idx, None)
             if i is None:
                 return
-            r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": TOOL_PROMPT}], tools=TOOLS,
-                                               temperature=1.0, seed=seed0 + i, max_tokens=max_tokens, **fields)
-            res[i] = r.choices[0]
+            try:
+                r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": TOOL_PROMPT}], tools=TOOLS,
+                                                   temperature=1.0, seed=seed0 + i, max_tokens=max_tokens, **fields)
+                res[i] = r.choices[0]
+            except Exception as e:  # noqa: BLE001 (a failed request is a failure of its sample)
+                res[i] = e
     ts = [threading.Thread(target=worker) for _ in range(workers)]
     for t in ts:
         t.start()
@@ -135,6 +138,9 @@ def run_tools(client, model, fields, allowed, single, n, seed0=500, workers=8, m
         t.join()
     ok, length, fails = 0, 0, []
     for i, ch in enumerate(res):
+        if isinstance(ch, Exception):
+            fails.append((seed0 + i, "", "request failed: " + repr(ch)))
+            continue
         if ch.finish_reason == "length":
             length += 1
             continue
@@ -161,10 +167,13 @@ def run_set(client, model, prompt, fields, check, max_tokens, n, seed0=1000, wor
                 return
             kw = dict(fields)
             extra = kw.pop("extra_body", None)
-            r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                               temperature=1.0, seed=seed0 + i, max_tokens=max_tokens,
-                                               extra_body=extra, **kw)
-            res[i] = (r.choices[0].finish_reason, r.choices[0].message.content or "")
+            try:
+                r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                                   temperature=1.0, seed=seed0 + i, max_tokens=max_tokens,
+                                                   extra_body=extra, **kw)
+                res[i] = (r.choices[0].finish_reason, r.choices[0].message.content or "")
+            except Exception as e:  # noqa: BLE001 (a failed request is a failure of its sample)
+                res[i] = ("error", repr(e))
     ts = [threading.Thread(target=worker) for _ in range(workers)]
     for t in ts:
         t.start()
