@@ -164,6 +164,26 @@ typedef struct kiln_sampling {
     int n_bias;
 } kiln_sampling;
 
+/* Constrained decoding (src/grammar): a grammar compiled against the engine's vocabulary. The
+ * sampler masks every token that would leave it (special tokens always; end of sequence until
+ * the text is complete), so the output is a sentence of the grammar unless max_tokens cuts it. */
+typedef struct kiln_grammar kiln_grammar;
+
+typedef enum kiln_constraint_kind {
+    KILN_CONSTRAINT_JSON_SCHEMA = 1, /* text: a JSON Schema */
+    KILN_CONSTRAINT_JSON_OBJECT,     /* any JSON object (text unused) */
+    KILN_CONSTRAINT_REGEX,           /* text: a regular expression (full match) */
+    KILN_CONSTRAINT_CHOICE,          /* text: a JSON array of strings */
+    KILN_CONSTRAINT_GRAMMAR          /* text: GBNF (llama.cpp's format; xgrammar's EBNF) */
+} kiln_constraint_kind;
+
+/* Compile a constraint (thread-safe: reads only the tokenizer, as the text functions below).
+ * A schema or grammar kiln cannot compile fails with a message naming the part
+ * (KILN_ERR_INVALID_ARG: malformed; KILN_ERR_UNSUPPORTED: valid but not supported). */
+int kiln_engine_compile_grammar(const kiln_engine *e, kiln_constraint_kind kind, const char *text, size_t len,
+                                kiln_grammar **out, kiln_error *err);
+void kiln_grammar_free(kiln_grammar *g);
+
 typedef struct kiln_request_params {
     const int32_t *prompt_ids;
     int n_prompt;
@@ -175,6 +195,9 @@ typedef struct kiln_request_params {
     const char *const *stop_strings;
     int n_stop_strings;
     kiln_sampling sampling;
+    kiln_grammar *grammar;   /* constrained decoding, or NULL; the engine owns it after a successful
+                              * add_request (the caller frees it when add_request fails). Needs host
+                              * sampling: an engine whose backend draws the tokens refuses it */
 } kiln_request_params;
 
 void kiln_request_params_default(kiln_request_params *p);
@@ -235,6 +258,8 @@ typedef struct kiln_engine_stats {
     uint64_t syncs;            /* backend waits; == steps when I1 holds */
     uint64_t overlapped_steps; /* steps encoded while the previous one was in flight */
     uint64_t preemptions;
+    uint64_t grammar_masks_computed;  /* constrained decoding: token masks walked over the trie */
+    uint64_t grammar_masks_cached;    /* and served from a matcher's cache */
     uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
     int max_model_len;
     int vocab_size;

@@ -15,7 +15,7 @@ src=${1:-src}
 rank() {
     case $1 in
     util) echo 0 ;; format) echo 1 ;; tokenizer) echo 2 ;; model) echo 3 ;;
-    step | sample) echo 4 ;; backend) echo 5 ;; engine) echo 6 ;; server) echo 7 ;; cli) echo 8 ;;
+    step | sample | grammar) echo 4 ;; backend) echo 5 ;; engine) echo 6 ;; server) echo 7 ;; cli) echo 8 ;;
     *) echo -1 ;;
     esac
 }

@@ -234,6 +234,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         if ((rc = kiln_tokenizer_load(&e->tok, tp, err))) goto fail;
         if (kiln_tokenizer_vocab_size(e->tok) > mc->vocab_size)
             KILN_WARN("tokenizer has %d tokens, the model %d", kiln_tokenizer_vocab_size(e->tok), mc->vocab_size);
+        if ((rc = kiln_engine_grammar_init(e, err))) goto fail;
     }
 
     e->block_size = o->kv_block_size > 0 ? o->kv_block_size : 16;
@@ -365,6 +366,8 @@ void kiln_engine_close(kiln_engine *e) {
     kiln_sampler_free(&e->sampler);
     if (e->backend) e->ops->destroy(e->backend);
     kiln_kv_cache_destroy(e->kv);
+    kiln_engine_free_grammars(e);
+    kiln_free(e->gmask);
     kiln_tokenizer_free(e->tok);
     kiln_model_free(e->model);
     kiln_free(e);
@@ -522,6 +525,13 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
         kiln_req_free(r);
         return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a request of %d tokens", p->n_prompt + max_new);
     }
+    if (p->grammar) {
+        int grc = kiln_req_grammar_init(e, r, p->grammar, err);
+        if (grc) {
+            kiln_req_free(r); /* the grammar stays the caller's */
+            return grc;
+        }
+    }
     memcpy(r->tokens, p->prompt_ids, (size_t)p->n_prompt * sizeof(int32_t));
     r->n_tokens = r->n_prompt = p->n_prompt;
     r->max_new = max_new;
@@ -648,10 +658,17 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         } else {
             const float *logits = res.logits + (size_t)row * res.vocab;
             int ns = kiln_req_suppressed(e, r, e->suppress);
+            if (r->gm) {
+                kiln_error gerr;
+                if (kiln_req_grammar_mask(e, r, &gerr) == KILN_OK) e->sampler.allow = e->gmask;
+                else KILN_WARN("request %llu: grammar mask: %s", (unsigned long long)r->id, gerr.msg);
+            }
             tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
                               e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
                               nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
+            e->sampler.allow = NULL;
         }
+        if (r->gm) kiln_req_grammar_accept(e, r, tok);
         kiln_req_on_token(e, r, tok);
     }
     return rc;

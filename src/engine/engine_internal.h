@@ -8,8 +8,10 @@
  */
 #ifndef KILN_ENGINE_INTERNAL_H
 #define KILN_ENGINE_INTERNAL_H
+#include <pthread.h>
 #include "backend/backend.h"
 #include "engine/kv_cache.h"
+#include "grammar/grammar.h"
 #include "sample/sampler.h"
 #include "step/step.h"
 #include "kiln.h"
@@ -44,6 +46,8 @@ typedef struct kiln_req {
     char **stops; int n_stops; int max_stop_len;
     kiln_sampling sp;
     int32_t *bias_ids; float *bias_values;
+    kiln_grammar *grammar;     /* constrained decoding (owned), or NULL */
+    kiln_gmatch *gm;           /* its matcher: the state after the output so far */
     uint64_t seed;
     /* outputs */
     float *lp;                 /* [max_new] raw logprob of each output token (if asked) */
@@ -97,6 +101,13 @@ struct kiln_engine {
     uint64_t next_id;
     int kv_peak;                                  /* stats.kv_blocks_peak */
     kiln_engine_stats stats;
+    kiln_token_trie trie;                         /* non-special vocabulary pieces (constrained decoding) */
+    int has_trie;
+    kiln_gscratch *gscratch;                      /* the mask walk's scratch */
+    kiln_grammar *gcache[16];                     /* compiled grammars by (kind, text), shared */
+    pthread_mutex_t gmu;                          /* guards gcache (compile runs on any thread) */
+    int gmu_init;
+    uint32_t *gmask;                              /* [(vocab + 31) / 32] the row's grammar mask */
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };
@@ -114,6 +125,16 @@ void kiln_sched_remove(kiln_engine *e, kiln_req *r);
 void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
 /* ids r may not draw yet (min_tokens: EOS + stop ids) into out; returns the count */
 int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out);
+/* constraint.c */
+int kiln_engine_grammar_init(kiln_engine *e, kiln_error *err);
+/* close: the trie, the scratch and the grammar cache */
+void kiln_engine_free_grammars(kiln_engine *e);
+/* add_request: r's matcher over g (r owns g from here on); refused when the backend samples */
+int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_error *err);
+/* the mask of r's next draw into e->gmask (EOS / stop ids allowed when the text is complete) */
+int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err);
+/* advance r's matcher over tok (ids that end the request are not text) */
+void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok);
 /* output.c */
 void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok);
 long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from);

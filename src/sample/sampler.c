@@ -115,6 +115,9 @@ int32_t kiln_sample_tables(kiln_sampler *s, const float *logits, const kiln_samp
         if (p->bias_ids[i] >= 0 && p->bias_ids[i] < V) w[p->bias_ids[i]] += p->bias_values[i];
     for (int i = 0; i < n_suppress; i++)
         if (suppress[i] >= 0 && suppress[i] < V) w[suppress[i]] = -INFINITY;
+    if (s->allow)
+        for (int i = 0; i < V; i++)
+            if (!(s->allow[i >> 5] >> (i & 31) & 1)) w[i] = -INFINITY;
 
     int32_t chosen = 0;
     if (p->temperature <= 0.0f) {

@@ -24,6 +24,9 @@ typedef struct kiln_sampler {
     int32_t *idx;   /* [vocab] candidate ids */
     int32_t *count; /* [vocab] output-token counts for kiln_sample (kept zeroed between calls) */
     uint8_t *seen;  /* [vocab] prompt presence for kiln_sample (kept zeroed between calls) */
+    const uint32_t *allow; /* [(vocab + 31) / 32] grammar mask for the next draw, or NULL: ids whose
+                            * bit is clear are forced to -inf after the suppression (set by the
+                            * caller per row, constrained decoding) */
 } kiln_sampler;
 
 int kiln_sampler_init(kiln_sampler *s, int vocab, kiln_error *err);

@@ -20,6 +20,7 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include "server/tools.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -48,6 +49,7 @@ typedef struct gen_req {
     int n_ids;
     char id[48];
     long long created;
+    int hermes; /* chat with tools in ChatML: tool calls in the Hermes form (tools.c) */
 } gen_req;
 
 static void gen_req_free(void *p) {
@@ -305,11 +307,53 @@ static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *
 
 /* ---- generation ------------------------------------------------------------------------- */
 
+static void tool_id(void *ctx, char *id, size_t cap) { new_id(ctx, "chatcmpl-tool-", id, cap); }
+
+/* A ChatML prompt ends with "<|im_start|>assistant\n": tool calls then take the Hermes form. */
+static int prompt_is_chatml(kiln_server *s, const gen_req *g) {
+    int k = g->n_ids < 4 ? g->n_ids : 4;
+    char *t = NULL;
+    size_t n = 0;
+    kiln_error err;
+    if (k == 0 || kiln_engine_detokenize(s->engine, g->ids + g->n_ids - k, k, 0, &t, &n, &err)) return 0;
+    int yes = strstr(t, "<|im_start|>assistant") != NULL;
+    kiln_free(t);
+    return yes;
+}
+
+/* the request's constraint (response_format, structured outputs, a forced tool choice) compiled
+ * against the vocabulary into g->r.params.grammar: 0, or an HTTP status naming the part */
+static int compile_constraint(kiln_server *s, gen_req *g, kiln_srv_err *e) {
+    kiln_srv_request *r = &g->r;
+    kiln_error err = {0};
+    int rc;
+    if (r->tool_forced) {
+        if (!g->hermes)
+            return kiln_srv_err_set(e, 400, "tool_choice", "a forced tool_choice needs the chatml format (Hermes tool calls); the mistral and llama3 formats cannot be forced yet");
+        char *gbnf = NULL;
+        int st = kiln_srv_tool_grammar(r, &gbnf, e);
+        if (st) return st;
+        rc = kiln_engine_compile_grammar(s->engine, KILN_CONSTRAINT_GRAMMAR, gbnf, strlen(gbnf), &r->params.grammar, &err);
+        kiln_free(gbnf);
+        if (rc) return kiln_srv_err_set(e, rc == KILN_ERR_OOM ? 500 : 400, "tools", "cannot compile the tool call grammar: %s", err.msg);
+        return 0;
+    }
+    if (!r->constraint_kind) return 0;
+    rc = kiln_engine_compile_grammar(s->engine, (kiln_constraint_kind)r->constraint_kind, r->constraint_text, r->constraint_len,
+                                     &r->params.grammar, &err);
+    if (rc) return kiln_srv_err_set(e, rc == KILN_ERR_OOM ? 500 : 400, r->constraint_param, "%s: %s", r->constraint_param, err.msg);
+    return 0;
+}
+
 /* chat + tools: split the whole output into content and tool calls (ids and types filled in) */
 static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t len, char **content, char **calls) {
     *content = NULL;
     *calls = NULL;
     if (g->r.kind != KILN_SRV_CHAT || g->r.tools_mode == KILN_SRV_TOOLS_NONE || !s->has_tok) return;
+    if (g->hermes) {
+        kiln_srv_hermes_whole(text, len, tool_id, s, content, calls);
+        return;
+    }
     kiln_error err = {0};
     char *cont = NULL, *cj = NULL;
     if (kiln_engine_parse_tool_calls(s->engine, text, len, &cont, &cj, &err) != KILN_OK || !cj) {
@@ -419,6 +463,8 @@ typedef struct stream_ctx {
     size_t t_sent;     /* text bytes already framed */
     size_t lp_off;     /* completions logprobs: text offset of the next token */
     int first, ended;
+    kiln_buf acc;      /* Hermes tool calls: the whole output so far */
+    kiln_hermes hs;    /* and the reader's state over it */
 } stream_ctx;
 
 static void stream_free(void *p) {
@@ -426,6 +472,7 @@ static void stream_free(void *p) {
     kiln_srv_loop_release(st->s->loop, st->j); /* cancels the job when it is not done */
     kiln_srv_chunk_free(&st->ck);
     kiln_buf_free(&st->out);
+    kiln_buf_free(&st->acc);
     kiln_free(st);
 }
 
@@ -444,6 +491,7 @@ static void stream_frame(stream_ctx *st) {
     gen_req *g = st->g;
     kiln_srv_chunk *ck = &st->ck;
     int hold = g->r.kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE; /* tools: whole text at the end */
+    int hermes = hold && g->hermes; /* except Hermes calls: streamed as deltas (tools.c) */
     if (kiln_srv_loop_read(s->loop, st->j, st->n_sent, st->t_sent, ck) < 0) {
         stream_fail(st, 500, "out of memory");
         return;
@@ -455,7 +503,14 @@ static void stream_frame(stream_ctx *st) {
     kiln_srv_meta m;
     fill_meta(g, ck, &m);
     int want_lp = g->r.kind == KILN_SRV_COMPLETION ? g->r.logprobs >= 0 : g->r.logprobs > 0;
-    if (hold) { /* tools: nothing is framed before the end */
+    if (hermes) {
+        if (ck->text.len && kiln_buf_add(&st->acc, ck->text.p, ck->text.len)) {
+            stream_fail(st, 500, "out of memory");
+            return;
+        }
+        kiln_srv_hermes_frames(&st->hs, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m, &st->first,
+                               tool_id, s);
+    } else if (hold) { /* tools: nothing is framed before the end */
     } else if (ck->text.len > 0 || (want_lp && ck->n_ids > 0) || (st->first && g->r.kind == KILN_SRV_CHAT)) {
         kiln_srv_out o = {.text = ck->text.p ? ck->text.p : "", .text_len = ck->text.len, .ids = ck->ids,
                           .n_ids = ck->n_ids, .lps = ck->lps, .top = ck->top, .top_stride = ck->top_stride,
@@ -473,8 +528,8 @@ static void stream_frame(stream_ctx *st) {
     st->t_sent = ck->text_total;
     if (ck->done) {
         char *content = NULL, *calls = NULL;
-        kiln_srv_out o = {.finish = ck->finish, .text = ""};
-        if (hold) {
+        kiln_srv_out o = {.finish = ck->finish, .text = "", .had_tool_calls = hermes && (st->hs.n_calls > 0 || st->hs.phase > 0)};
+        if (hold && !hermes) {
             if (kiln_srv_loop_read(s->loop, st->j, 0, 0, ck) < 0) {
                 stream_fail(st, 500, "out of memory");
                 return;
@@ -557,7 +612,10 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
         if (!status && g->r.params.min_tokens > 0 && mt > 0 && g->r.params.min_tokens > mt)
             status = kiln_srv_err_set(&e, 400, "min_tokens", "'min_tokens' exceeds the tokens left to generate (%d)", mt);
     }
+    if (!status && kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE) g->hermes = prompt_is_chatml(s, g);
+    if (!status) status = compile_constraint(s, g, &e);
     if (status) {
+        kiln_grammar_free(g->r.params.grammar);
         gen_req_free(g);
         return send_err(c, s, &e);
     }

@@ -61,6 +61,7 @@ struct kiln_srv_loop {
 };
 
 static void job_free(kiln_srv_job *j) {
+    if (!j->added) kiln_grammar_free(j->params.grammar); /* added: the engine owns it */
     if (j->owner_free) j->owner_free(j->owner);
     pthread_cond_destroy(&j->cv);
     kiln_free(j->ids);

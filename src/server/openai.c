@@ -354,17 +354,32 @@ static int parse_tools(kiln_srv_request *r, kiln_srv_err *e) {
             const char *c = json_string_value(choice);
             if (!strcmp(c, "none")) r->tools_mode = KILN_SRV_TOOLS_NONE;
             else if (!strcmp(c, "auto")) { /* as given */ }
-            else if (!strcmp(c, "required"))
-                return kiln_srv_err_set(e, 400, "tool_choice", "tool_choice \"required\" needs constrained decoding, which kiln does not have yet; use \"auto\"");
-            else return kiln_srv_err_set(e, 400, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or a named function");
+            else if (!strcmp(c, "required")) {
+                if (!have_tools) return kiln_srv_err_set(e, 400, "tool_choice", "tool_choice \"required\" needs 'tools'");
+                r->tool_forced = 1;
+            } else return kiln_srv_err_set(e, 400, "tool_choice", "'tool_choice' must be \"none\", \"auto\", \"required\" or a named function");
             if (!strcmp(c, "auto") && !have_tools)
                 return kiln_srv_err_set(e, 400, "tool_choice", "tool_choice \"auto\" needs 'tools'");
         } else if (json_is_object(choice)) {
-            return kiln_srv_err_set(e, 400, "tool_choice", "a named tool_choice needs constrained decoding, which kiln does not have yet; use \"auto\"");
+            const char *nm = json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
+            if (!nm) return kiln_srv_err_set(e, 400, "tool_choice", "a named tool_choice is {\"type\": \"function\", \"function\": {\"name\": ...}}");
+            int found = 0;
+            size_t i;
+            json_t *t;
+            if (have_tools)
+                json_array_foreach(tools, i, t) found |= !strcmp(json_string_value(json_object_get(json_object_get(t, "function"), "name")), nm);
+            if (!found) return kiln_srv_err_set(e, 400, "tool_choice", "tool_choice names '%.100s', which is not in 'tools'", nm);
+            r->tool_forced = 2;
+            r->tool_name = nm;
         } else {
             return kiln_srv_err_set(e, 400, "tool_choice", "'tool_choice' must be a string or an object");
         }
     }
+    r->parallel_tool_calls = 1;
+    int rc = get_bool(r->root, "parallel_tool_calls", &r->parallel_tool_calls, e);
+    if (rc) return rc;
+    if (r->tool_forced && r->constraint_kind)
+        return kiln_srv_err_set(e, 400, "tool_choice", "a forced tool_choice cannot be combined with %s", r->constraint_param);
     if (r->tools_mode != KILN_SRV_TOOLS_NONE && !(r->tools_json = dump_owned(r, tools)))
         return kiln_srv_err_set(e, 500, NULL, "out of memory");
     return 0;
@@ -421,6 +436,85 @@ static int parse_logit_bias(kiln_srv_request *r, const kiln_srv_limits *lim, kil
 }
 
 /* fields that need features kiln does not have: refused rather than ignored */
+/* one constraint source: kind + text (a JSON value is dumped), at most one per request */
+static int set_constraint(kiln_srv_request *r, int kind, json_t *v, const char *param, kiln_srv_err *e) {
+    if (r->constraint_kind)
+        return kiln_srv_err_set(e, 400, param, "'%s' and '%s' both constrain the output: give one", r->constraint_param, param);
+    const char *t = "";
+    size_t n = 0;
+    if (json_is_string(v) && kind != KILN_CONSTRAINT_CHOICE) {
+        t = json_string_value(v);
+        n = json_string_length(v);
+        if (kind == KILN_CONSTRAINT_JSON_SCHEMA && !n) return kiln_srv_err_set(e, 400, param, "'%s' is empty", param);
+    } else if (v) {
+        if (kind == KILN_CONSTRAINT_CHOICE && !json_is_array(v)) return kiln_srv_err_set(e, 400, param, "'%s' must be a list of strings", param);
+        if (kind == KILN_CONSTRAINT_JSON_SCHEMA && !json_is_object(v) && !json_is_boolean(v))
+            return kiln_srv_err_set(e, 400, param, "'%s' must be a JSON schema (an object)", param);
+        if ((kind == KILN_CONSTRAINT_REGEX || kind == KILN_CONSTRAINT_GRAMMAR) && !json_is_string(v))
+            return kiln_srv_err_set(e, 400, param, "'%s' must be a string", param);
+        if (!(t = dump_owned(r, v))) return kiln_srv_err_set(e, 500, NULL, "out of memory");
+        n = strlen(t);
+    }
+    r->constraint_kind = kind;
+    r->constraint_text = t;
+    r->constraint_len = n;
+    r->constraint_param = param;
+    return 0;
+}
+
+/* response_format, structured_outputs (vLLM >= 0.10) and the older guided_* fields */
+static int parse_constraint(kiln_srv_request *r, kiln_srv_err *e) {
+    json_t *root = r->root, *v = json_object_get(root, "response_format");
+    int rc;
+    if (v && !json_is_null(v)) {
+        const char *t = json_string_value(json_object_get(v, "type"));
+        if (!json_is_object(v) || !t) return kiln_srv_err_set(e, 400, "response_format", "'response_format' must be {\"type\": ...}");
+        if (!strcmp(t, "json_object")) {
+            if ((rc = set_constraint(r, KILN_CONSTRAINT_JSON_OBJECT, NULL, "response_format", e))) return rc;
+        } else if (!strcmp(t, "json_schema")) {
+            json_t *js = json_object_get(v, "json_schema"), *s = js ? json_object_get(js, "schema") : NULL;
+            json_t *strict = js ? json_object_get(js, "strict") : NULL;
+            if (!json_is_object(js)) return kiln_srv_err_set(e, 400, "response_format", "response_format json_schema needs 'json_schema': {\"name\", \"schema\"}");
+            if (strict && !json_is_boolean(strict) && !json_is_null(strict)) return kiln_srv_err_set(e, 400, "response_format", "json_schema.strict must be a boolean");
+            if (!s) s = json_object_get(js, "json_schema"); /* some clients nest it so */
+            if (!s) return kiln_srv_err_set(e, 400, "response_format", "response_format json_schema has no 'schema'");
+            if ((rc = set_constraint(r, KILN_CONSTRAINT_JSON_SCHEMA, s, "response_format", e))) return rc;
+        } else if (strcmp(t, "text")) {
+            return kiln_srv_err_set(e, 400, "response_format", "response_format type '%.64s' (known: text, json_object, json_schema)", t);
+        }
+    }
+    static const struct { const char *name; int kind; } guided[] = {
+        {"guided_json", KILN_CONSTRAINT_JSON_SCHEMA}, {"guided_regex", KILN_CONSTRAINT_REGEX},
+        {"guided_choice", KILN_CONSTRAINT_CHOICE}, {"guided_grammar", KILN_CONSTRAINT_GRAMMAR}};
+    for (size_t i = 0; i < sizeof guided / sizeof *guided; i++) {
+        v = json_object_get(root, guided[i].name);
+        if (v && !json_is_null(v) && (rc = set_constraint(r, guided[i].kind, v, guided[i].name, e))) return rc;
+    }
+    v = json_object_get(root, "structured_outputs");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v)) return kiln_srv_err_set(e, 400, "structured_outputs", "'structured_outputs' must be an object");
+        static const struct { const char *name; int kind; } so[] = {
+            {"json", KILN_CONSTRAINT_JSON_SCHEMA}, {"regex", KILN_CONSTRAINT_REGEX},
+            {"choice", KILN_CONSTRAINT_CHOICE}, {"grammar", KILN_CONSTRAINT_GRAMMAR}};
+        for (size_t i = 0; i < sizeof so / sizeof *so; i++) {
+            json_t *x = json_object_get(v, so[i].name);
+            if (x && !json_is_null(x) && (rc = set_constraint(r, so[i].kind, x, "structured_outputs", e))) return rc;
+        }
+        json_t *jo = json_object_get(v, "json_object");
+        if (json_is_true(jo) && (rc = set_constraint(r, KILN_CONSTRAINT_JSON_OBJECT, NULL, "structured_outputs", e))) return rc;
+        const char *known[] = {"json", "regex", "choice", "grammar", "json_object", "disable_fallback", "disable_any_whitespace",
+                               "disable_additional_properties", "whitespace_pattern", NULL};
+        const char *k;
+        json_t *x;
+        json_object_foreach(v, k, x) {
+            int ok = 0;
+            for (int i = 0; known[i]; i++) ok |= !strcmp(k, known[i]);
+            if (!ok && !json_is_null(x)) return kiln_srv_err_set(e, 400, "structured_outputs", "structured_outputs.%.64s is not supported", k);
+        }
+    }
+    return 0;
+}
+
 static int refuse_unsupported(kiln_srv_request *r, kiln_srv_err *e) {
     json_t *root = r->root, *v;
     long long n = 1;
@@ -430,17 +524,7 @@ static int refuse_unsupported(kiln_srv_request *r, kiln_srv_err *e) {
     long long best_of = 1;
     if ((rc = get_int(root, "best_of", 1, 1 << 20, &best_of, e))) return rc;
     if (best_of != 1) return kiln_srv_err_set(e, 400, "best_of", "only best_of=1 is supported");
-    v = json_object_get(root, "response_format");
-    if (v && !json_is_null(v)) {
-        const char *t = json_string_value(json_object_get(v, "type"));
-        if (!json_is_object(v) || !t || strcmp(t, "text"))
-            return kiln_srv_err_set(e, 400, "response_format", "response_format (JSON mode / JSON schema) needs constrained decoding, which kiln does not have yet");
-    }
-    static const char *const guided[] = {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"};
-    for (size_t i = 0; i < sizeof guided / sizeof *guided; i++) {
-        v = json_object_get(root, guided[i]);
-        if (v && !json_is_null(v)) return kiln_srv_err_set(e, 400, guided[i], "'%s' needs constrained decoding, which kiln does not have yet", guided[i]);
-    }
+    if ((rc = parse_constraint(r, e))) return rc;
     int flag = 0;
     if ((rc = get_bool(root, "echo", &flag, e))) return rc;
     if (flag) return kiln_srv_err_set(e, 400, "echo", "echo=true is not supported");
@@ -688,7 +772,7 @@ static json_t *base_obj(const kiln_srv_meta *m, const char *object) {
 }
 
 static json_t *jfinish(const kiln_srv_out *o) {
-    const char *f = kiln_srv_finish_str(o->finish, o->tool_calls_json != NULL);
+    const char *f = kiln_srv_finish_str(o->finish, o->tool_calls_json != NULL || o->had_tool_calls);
     return f ? json_string(f) : json_null();
 }
 
@@ -748,7 +832,8 @@ int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_me
             json_t *calls = tool_calls_value(o->tool_calls_json);
             size_t i;
             json_t *c;
-            json_array_foreach(calls, i, c) json_object_set_new(c, "index", json_integer((json_int_t)i));
+            json_array_foreach(calls, i, c)
+                if (!json_object_get(c, "index")) json_object_set_new(c, "index", json_integer((json_int_t)i));
             json_object_set_new(delta, "tool_calls", calls);
         }
         json_object_set_new(choice, "delta", delta);

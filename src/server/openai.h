@@ -80,6 +80,14 @@ typedef struct kiln_srv_request {
     char *tools_json;    /* NULL: no tools (or tool_choice "none") */
     int tools_mode;
     int add_generation_prompt;
+    int tool_forced;     /* 0: as tools_mode says; 1: tool_choice "required"; 2: a named function */
+    const char *tool_name; /* tool_choice's function name (tool_forced 2) */
+    int parallel_tool_calls; /* default 1 */
+    /* constrained decoding (both kinds): response_format, structured_outputs, guided_* */
+    int constraint_kind; /* kiln_constraint_kind, 0: none */
+    const char *constraint_text; /* owned by the request (a dump or a string of the body) */
+    size_t constraint_len;
+    const char *constraint_param; /* the field it came from, for a 400 naming it */
     /* both */
     int stream;
     int include_usage;
@@ -114,7 +122,9 @@ typedef struct kiln_srv_out {
     int top_stride;
     int n_top;                      /* how many top entries to show (<= top_stride) */
     size_t text_offset;             /* completions logprobs: offset of this span's text */
-    const char *tool_calls_json;    /* chat: OpenAI tool_calls array, or NULL */
+    const char *tool_calls_json;    /* chat: OpenAI tool_calls array, or NULL (streamed deltas carry
+                                     * their own "index"; others are numbered by position) */
+    int had_tool_calls;             /* finish_reason "tool_calls" even without tool_calls_json here */
     kiln_finish finish;             /* NONE while streaming */
 } kiln_srv_out;
 

@@ -21,7 +21,13 @@
  *  what mistral-common tokenizes.
  *  chatml: <|im_start|>role\ncontent<|im_end|>\n per message (one text piece "role\ncontent"),
  *    the template's literal default system prompt first when there is one (SmolLM2), and
- *    <|im_start|>assistant\n as the generation prompt.
+ *    <|im_start|>assistant\n as the generation prompt. With tools, as Qwen2.5's template: the
+ *    system turn (the first system message, else the template's default, else "You are a helpful
+ *    assistant.") gets "\n\n# Tools ... <tools>\n{tool}...\n</tools>\n\nFor each function call ...";
+ *    an assistant turn with tool_calls is "assistant[\ncontent]" + per call
+ *    "\n<tool_call>\n{\"name\": \"N\", \"arguments\": ARGS}\n</tool_call>" (ARGS the arguments
+ *    string parsed and written as json.dumps); consecutive tool messages share one user turn of
+ *    "\n<tool_response>\nresult\n</tool_response>" pieces (vLLM's hermes parser reads the calls).
  *  llama3: <|begin_of_text|> then <|start_header_id|>role<|end_header_id|>\n\ncontent.strip()<|eot_id|>
  *    per message ("\n\n" + content one text piece; strip() is Python's, Unicode whitespace
  *    included, as Jinja's `trim` in Meta's template), <|start_header_id|>assistant<|end_header_id|>\n\n
@@ -594,25 +600,86 @@ static char *chatml_default_system(const char *ct) {
     return kiln_strndup(p, (size_t)(q - p));
 }
 
-static int chatml(enc *e, const kiln_chat_msg *m, int n, int gen) {
+static const char CHATML_TOOLS_HEAD[] =
+    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>";
+static const char CHATML_TOOLS_TAIL[] =
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>";
+
+/* the calls of an assistant message, Qwen2.5's way, appended to b */
+static int chatml_calls(kiln_buf *b, const char *calls_json, kiln_error *err) {
+    json_t *calls = json_loads(calls_json, 0, NULL);
+    if (!json_is_array(calls)) { json_decref(calls); return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool_calls is not a JSON array"); }
+    size_t i;
+    json_t *c;
+    int rc = KILN_OK;
+    json_array_foreach(calls, i, c) {
+        json_t *f = json_object_get(c, "function");
+        if (!f) f = c;
+        const char *name = json_string_value(json_object_get(f, "name"));
+        json_t *a = json_object_get(f, "arguments"), *parsed = NULL;
+        if (json_is_string(a)) parsed = json_loads(json_string_value(a), JSON_DECODE_ANY, NULL);
+        if (kiln_buf_adds(b, "\n<tool_call>\n{\"name\": \"") || kiln_buf_adds(b, name ? name : "") ||
+            kiln_buf_adds(b, "\", \"arguments\": ") || py_dump(b, parsed ? parsed : a ? a : json_object()) ||
+            kiln_buf_adds(b, "}\n</tool_call>"))
+            rc = KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
+        json_decref(parsed);
+        if (rc) break;
+    }
+    json_decref(calls);
+    return rc;
+}
+
+static int chatml(enc *e, const kiln_chat_msg *m, int n, int gen, const char *tools_json) {
     int32_t st, en;
     int rc;
     if ((rc = special(e, "<|im_start|>", &st)) || (rc = special(e, "<|im_end|>", &en))) return rc;
-    char *def = n > 0 && strcmp(m[0].role, "system") ? chatml_default_system(kiln_tokenizer_chat_template(e->t)) : NULL;
+    json_t *tools = NULL;
+    if (tools_json && strcmp(tools_json, "[]")) {
+        tools = json_loads(tools_json, 0, NULL);
+        if (!json_is_array(tools)) { json_decref(tools); return KILN_ERR(e->err, KILN_ERR_INVALID_ARG, "chat: tools is not a JSON array"); }
+    }
+    int first_sys = n > 0 && !strcmp(m[0].role, "system");
+    char *def = !first_sys ? chatml_default_system(kiln_tokenizer_chat_template(e->t)) : NULL;
     kiln_buf b = {0};
+    int oom = 0;
     for (int i = -1; i < n && rc == KILN_OK; i++) {
         const char *role = i < 0 ? "system" : m[i].role, *c = i < 0 ? def : m[i].content;
-        if (i < 0 && !def) continue;
+        if (i < 0 && !def && !tools) continue;
+        if (i == 0 && first_sys && tools) continue; /* rendered at i = -1 */
+        if (i < 0 && tools && first_sys) c = m[0].content;
+        if (i < 0 && tools && !c) c = "You are a helpful assistant.";
         kiln_buf_clear(&b);
-        if (kiln_buf_add(&b, role, strlen(role)) || kiln_buf_addc(&b, '\n') || (c && kiln_buf_add(&b, c, strlen(c)))) {
-            rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory");
-            break;
+        if (i >= 0 && !strcmp(role, "tool") && tools) {
+            int open = i == 0 || strcmp(m[i - 1].role, "tool"), close = i == n - 1 || strcmp(m[i + 1].role, "tool");
+            if (open) { if ((rc = put_id(e, st))) break; oom |= kiln_buf_adds(&b, "user"); }
+            oom |= kiln_buf_adds(&b, "\n<tool_response>\n") || kiln_buf_adds(&b, c ? c : "") || kiln_buf_adds(&b, "\n</tool_response>");
+            if (oom) { rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory"); break; }
+            if (!(rc = put_text(e, b.p, b.len)) && close && !(rc = put_id(e, en))) rc = put_str(e, "\n");
+            continue;
         }
+        oom |= kiln_buf_add(&b, role, strlen(role));
+        if (i >= 0 && !strcmp(role, "assistant") && m[i].tool_calls_json) {
+            if (c && *c) oom |= kiln_buf_addc(&b, '\n') || kiln_buf_adds(&b, c);
+            if (!oom && (rc = chatml_calls(&b, m[i].tool_calls_json, e->err))) break;
+        } else {
+            oom |= kiln_buf_addc(&b, '\n') || (c && kiln_buf_add(&b, c, strlen(c)));
+        }
+        if (i < 0 && tools) {
+            size_t k;
+            json_t *t;
+            oom |= kiln_buf_adds(&b, CHATML_TOOLS_HEAD);
+            json_array_foreach(tools, k, t) oom |= kiln_buf_addc(&b, '\n') || py_dump(&b, t);
+            oom |= kiln_buf_adds(&b, CHATML_TOOLS_TAIL);
+        }
+        if (oom) { rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory"); break; }
         if (!(rc = put_id(e, st)) && !(rc = put_text(e, b.p, b.len)) && !(rc = put_id(e, en))) rc = put_str(e, "\n");
     }
     if (rc == KILN_OK && gen && !(rc = put_id(e, st))) rc = put_str(e, "assistant\n");
     kiln_buf_free(&b);
     kiln_free(def);
+    json_decref(tools);
     return rc;
 }
 
@@ -679,7 +746,7 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     for (int i = 0; i < n_msgs; i++)
         if (!msgs[i].role) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has no role", i);
     int mistral = f == FMT_MISTRAL_V7 || f == FMT_MISTRAL_V3;
-    if (!mistral && tools_json && strcmp(tools_json, "[]"))
+    if (f == FMT_LLAMA3 && tools_json && strcmp(tools_json, "[]"))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "chat: the %s format in kiln does not take tools", k_names[f]);
     for (int i = 0; i < n_msgs && !mistral; i++)
         if (msgs[i].prefix)
@@ -690,7 +757,7 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     enc e = {t, {0}, err};
     if (f == FMT_MISTRAL_V7) rc = mistral_v7(&e, msgs, n_msgs, tools_json);
     else if (f == FMT_MISTRAL_V3) rc = mistral_v3(&e, msgs, n_msgs, tools_json);
-    else if (f == FMT_CHATML) rc = chatml(&e, msgs, n_msgs, add_generation_prompt);
+    else if (f == FMT_CHATML) rc = chatml(&e, msgs, n_msgs, add_generation_prompt, tools_json);
     else rc = llama3(&e, msgs, n_msgs, add_generation_prompt);
     if (rc) {
         tok_ivec_free(&e.ids);

@@ -42,6 +42,9 @@
 #define FUZZ_ENTRY fz_one_sse
 #include "../fuzz/fuzz_sse.c"
 #undef FUZZ_ENTRY
+#define FUZZ_ENTRY fz_one_grammar
+#include "../fuzz/fuzz_grammar.c"
+#undef FUZZ_ENTRY
 
 static const struct {
     const char *name;
@@ -52,7 +55,7 @@ static const struct {
     {"fuzz_shard_index", fz_one_shard_index}, {"fuzz_tokenizer_json", fz_one_tokenizer_json},
     {"fuzz_tekken", fz_one_tekken},           {"fuzz_tokenize", fz_one_tokenize},
     {"fuzz_chat", fz_one_chat},               {"fuzz_openai", fz_one_openai},
-    {"fuzz_sse", fz_one_sse},
+    {"fuzz_sse", fz_one_sse},                 {"fuzz_grammar", fz_one_grammar},
 };
 
 /* run every file of dir through one; returns how many ran */

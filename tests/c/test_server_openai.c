@@ -71,6 +71,24 @@ static void test_valid_completion(void) {
     rc = parse(KILN_SRV_COMPLETION, "{\"prompt\":[\"one\"],\"n\":1,\"response_format\":{\"type\":\"text\"}}", &r, &e);
     KT_CHECK(rc == 0 && r.prompt_text && !strcmp(r.prompt_text, "one"), "list with one prompt: %s", e.msg);
     if (!rc) kiln_srv_request_free(&r);
+    /* constraints: each source -> kind + text */
+    static const struct { const char *body; int kind; const char *text; } cs[] = {
+        {"{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_object\"}}", KILN_CONSTRAINT_JSON_OBJECT, ""},
+        {"{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\",\"strict\":true,\"schema\":{\"type\":\"integer\"}}}}",
+         KILN_CONSTRAINT_JSON_SCHEMA, "{\"type\":\"integer\"}"},
+        {"{\"prompt\":\"a\",\"guided_json\":\"{}\"}", KILN_CONSTRAINT_JSON_SCHEMA, "{}"},
+        {"{\"prompt\":\"a\",\"guided_regex\":\"[a-z]+\"}", KILN_CONSTRAINT_REGEX, "[a-z]+"},
+        {"{\"prompt\":\"a\",\"guided_choice\":[\"x\",\"y\"]}", KILN_CONSTRAINT_CHOICE, "[\"x\",\"y\"]"},
+        {"{\"prompt\":\"a\",\"guided_grammar\":\"root ::= \\\"a\\\"\"}", KILN_CONSTRAINT_GRAMMAR, "root ::= \"a\""},
+        {"{\"prompt\":\"a\",\"structured_outputs\":{\"choice\":[\"x\"]}}", KILN_CONSTRAINT_CHOICE, "[\"x\"]"},
+        {"{\"prompt\":\"a\",\"structured_outputs\":{\"json\":{\"type\":\"string\"}}}", KILN_CONSTRAINT_JSON_SCHEMA, "{\"type\":\"string\"}"},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        rc = parse(KILN_SRV_COMPLETION, cs[i].body, &r, &e);
+        KT_CHECK(rc == 0 && r.constraint_kind == cs[i].kind && !strcmp(r.constraint_text, cs[i].text),
+                 "constraint %s: rc %d kind %d text %s (%s)", cs[i].body, rc, rc ? -1 : r.constraint_kind, rc ? "" : r.constraint_text, e.msg);
+        if (!rc) kiln_srv_request_free(&r);
+    }
 }
 
 static void test_valid_chat(void) {
@@ -153,8 +171,13 @@ static void test_invalid(void) {
     expect_err(C, "{\"prompt\":\"a\",\"stream\":true,\"stream_options\":{\"include_usage\":1}}", 400, "include_usage");
     expect_err(C, "{\"prompt\":\"a\",\"model\":\"other\"}", 404, "model");
     expect_err(C, "{\"prompt\":\"a\",\"model\":[]}", 400, "model");
-    expect_err(C, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_object\"}}", 400, "response_format");
-    expect_err(C, "{\"prompt\":\"a\",\"guided_json\":{}}", 400, "guided_json");
+    expect_err(C, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"xml\"}}", 400, "response_format");
+    expect_err(C, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_schema\"}}", 400, "response_format");
+    expect_err(C, "{\"prompt\":\"a\",\"guided_json\":{},\"guided_regex\":\"a\"}", 400, "guided_regex");
+    expect_err(C, "{\"prompt\":\"a\",\"guided_choice\":\"a\"}", 400, "guided_choice");
+    expect_err(C, "{\"prompt\":\"a\",\"guided_regex\":[1]}", 400, "guided_regex");
+    expect_err(C, "{\"prompt\":\"a\",\"structured_outputs\":{\"structural_tag\":\"x\"}}", 400, "structured_outputs");
+    expect_err(C, "{\"prompt\":\"a\",\"structured_outputs\":{\"regex\":\"a\",\"choice\":[\"b\"]}}", 400, "structured_outputs");
     expect_err(C, "{\"prompt\":\"a\",\"min_tokens\":5,\"max_tokens\":4}", 400, "min_tokens");
     expect_err(C, "{\"prompt\":\"a\",\"stop_token_ids\":[-1]}", 400, "stop_token_ids");
     expect_err(H, "{}", 400, "messages");
@@ -181,7 +204,9 @@ static void test_invalid(void) {
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", 400, "tools");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", 400, "tools");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\"}", 400, "tool_choice");
-    expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\"}", 400, "tool_choice");
+    expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", 400, "tool_choice");
+    expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", 400, "tool_choice");
+    expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\",\"guided_regex\":\"a\"}", 400, "tool_choice");
     expect_err(H, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":0}", 400, "max_completion_tokens");
     /* body size */
     kiln_srv_request r;

@@ -1,0 +1,209 @@
+/* constraint.c: constrained decoding in the engine (the grammar layer bound to the vocabulary).
+ *
+ * At the first compile, the tokenizer's non-special pieces become a token trie (kiln_token_trie,
+ * once per engine, under gmu). kiln_engine_compile_grammar compiles a constraint on any thread; add_request gives
+ * the request a matcher (its arena and mask cache allocated there, nothing later). When a
+ * constrained row is sampled on the host, its mask is computed (or taken from the matcher's
+ * cache), EOS and the request's stop ids are allowed only when the text so far is complete, and
+ * the drawn token's bytes advance the matcher.
+ *
+ * Where the tokens are drawn matters: the mask of step n+1 depends on the token of step n, so a
+ * constrained row cannot be drawn by a step encoded before step n is known. Overlapped
+ * scheduling encodes exactly so, and so does the device sampler without a mask upload: an
+ * engine whose backend draws the tokens (cuda, or cpu with backend_sampling) refuses a
+ * constrained request with KILN_ERR_UNSUPPORTED (open it with host_sampling = 1); under host
+ * sampling there is no overlap, so each step still makes its one wait.
+ */
+#include <stdatomic.h>
+#include <string.h>
+#include "engine/engine_internal.h"
+#include "util/alloc.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define GRAMMAR_CACHE_ENTRIES 64
+
+/* A compiled constraint, shared: the engine's cache holds one reference, each request (and a
+ * caller between compile and add_request) another. Its position tables are filled by the engine
+ * thread only. */
+struct kiln_grammar {
+    kiln_gram g;
+    kiln_gtables *tabs;
+    atomic_int refs;
+    int kind;
+    char *text;
+    size_t len;
+};
+
+int kiln_engine_grammar_init(kiln_engine *e, kiln_error *err) {
+    if (pthread_mutex_init(&e->gmu, NULL)) return KILN_ERR(err, KILN_ERR_INTERNAL, "pthread_mutex_init failed");
+    e->gmu_init = 1;
+    return KILN_OK;
+}
+
+/* the trie, the walk scratch and the mask row, built by the first compile (under gmu): engines
+ * that never constrain pay nothing at open (tekken's trie is 40-80 ms) */
+static int build_trie(kiln_engine *e, kiln_error *err) {
+    int V = kiln_tokenizer_vocab_size(e->tok);
+    const char **pieces = kiln_malloc((size_t)V * sizeof *pieces);
+    size_t *lens = kiln_malloc((size_t)V * sizeof *lens);
+    uint8_t *skip = kiln_calloc((size_t)V, 1);
+    int rc = KILN_OK;
+    if (!pieces || !lens || !skip) rc = KILN_ERR(err, KILN_ERR_OOM, "out of memory for the token trie");
+    for (int i = 0; !rc && i < V; i++) {
+        pieces[i] = kiln_tok_piece(e->tok, i, &lens[i]);
+        if (!pieces[i]) { pieces[i] = ""; lens[i] = 0; }
+        skip[i] = (uint8_t)(kiln_tok_is_special(e->tok, i) != 0);
+    }
+    if (!rc) rc = kiln_token_trie_build(&e->trie, V, pieces, lens, skip, err);
+    kiln_free(pieces);
+    kiln_free(lens);
+    kiln_free(skip);
+    if (rc) return rc;
+    size_t words = ((size_t)(e->model->cfg.vocab_size > V ? e->model->cfg.vocab_size : V) + 31) / 32 + 1;
+    if ((rc = kiln_gscratch_create(&e->gscratch, e->trie.max_depth, err)) ||
+        !(e->gmask = kiln_calloc(words, sizeof *e->gmask))) {
+        kiln_gscratch_free(e->gscratch);
+        e->gscratch = NULL;
+        kiln_token_trie_free(&e->trie);
+        return rc ? rc : KILN_ERR(err, KILN_ERR_OOM, "out of memory for the grammar mask");
+    }
+    e->has_trie = 1;
+    return KILN_OK;
+}
+
+void kiln_engine_free_grammars(kiln_engine *e) {
+    for (int i = 0; i < (int)(sizeof e->gcache / sizeof e->gcache[0]); i++) kiln_grammar_free(e->gcache[i]);
+    if (e->gmu_init) pthread_mutex_destroy(&e->gmu);
+    kiln_token_trie_free(&e->trie);
+    kiln_gscratch_free(e->gscratch);
+}
+
+/* the cached grammar of (kind, text) with a new reference, or NULL */
+static kiln_grammar *cache_get(kiln_engine *e, int kind, const char *text, size_t len) {
+    kiln_grammar *hit = NULL;
+    pthread_mutex_lock(&e->gmu);
+    for (int i = 0; i < (int)(sizeof e->gcache / sizeof e->gcache[0]) && !hit; i++) {
+        kiln_grammar *g = e->gcache[i];
+        if (g && g->kind == kind && g->len == len && !memcmp(g->text, text, len)) {
+            atomic_fetch_add(&g->refs, 1);
+            hit = g;
+            if (i > 0) { e->gcache[i] = e->gcache[0]; e->gcache[0] = g; } /* most recent first */
+        }
+    }
+    pthread_mutex_unlock(&e->gmu);
+    return hit;
+}
+
+/* keep g in the cache (one more reference), evicting the oldest entry */
+static void cache_put(kiln_engine *e, kiln_grammar *g) {
+    int n = (int)(sizeof e->gcache / sizeof e->gcache[0]);
+    pthread_mutex_lock(&e->gmu);
+    kiln_grammar *old = e->gcache[n - 1];
+    memmove(e->gcache + 1, e->gcache, (size_t)(n - 1) * sizeof *e->gcache);
+    e->gcache[0] = g;
+    atomic_fetch_add(&g->refs, 1);
+    pthread_mutex_unlock(&e->gmu);
+    kiln_grammar_free(old);
+}
+
+int kiln_engine_compile_grammar(const kiln_engine *ce, kiln_constraint_kind kind, const char *text, size_t len,
+                                kiln_grammar **out, kiln_error *err) {
+    *out = NULL;
+    if (!ce->tok || !ce->gmu_init) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "constrained decoding needs the model's tokenizer");
+    kiln_engine *e = (kiln_engine *)ce; /* the trie and the grammar cache are synchronised inside */
+    pthread_mutex_lock(&e->gmu);
+    int brc = e->has_trie ? KILN_OK : build_trie(e, err);
+    pthread_mutex_unlock(&e->gmu);
+    if (brc) return brc;
+    if (!text) { text = ""; len = 0; }
+    if ((*out = cache_get(e, kind, text, len))) return KILN_OK;
+    kiln_grammar *g = kiln_calloc(1, sizeof *g);
+    if (!g) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
+    atomic_init(&g->refs, 1);
+    g->kind = kind;
+    g->len = len;
+    g->text = kiln_malloc(len + 1);
+    if (!g->text) { kiln_free(g); return KILN_ERR(err, KILN_ERR_OOM, "out of memory"); }
+    memcpy(g->text, text, len);
+    g->text[len] = 0;
+    int rc;
+    switch (kind) {
+    case KILN_CONSTRAINT_JSON_SCHEMA: {
+        char *t = kiln_malloc(len + 1);
+        if (!t) { rc = KILN_ERR(err, KILN_ERR_OOM, "out of memory"); break; }
+        memcpy(t, text, len);
+        t[len] = 0;
+        rc = kiln_gram_from_json_schema(&g->g, t, err);
+        kiln_free(t);
+        break;
+    }
+    case KILN_CONSTRAINT_JSON_OBJECT: {
+        char *gb;
+        rc = kiln_json_schema_to_gbnf(NULL, "", &gb, err);
+        if (!rc) { rc = kiln_gram_from_gbnf(&g->g, gb, strlen(gb), err); kiln_free(gb); }
+        break;
+    }
+    case KILN_CONSTRAINT_REGEX: rc = kiln_gram_from_regex(&g->g, text, len, err); break;
+    case KILN_CONSTRAINT_CHOICE: rc = kiln_gram_from_choice(&g->g, text, len, err); break;
+    case KILN_CONSTRAINT_GRAMMAR: rc = kiln_gram_from_gbnf(&g->g, text, len, err); break;
+    default: rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "unknown constraint kind %d", (int)kind);
+    }
+    if (!rc) rc = kiln_gtables_create(&g->tabs, &g->g, &e->trie, err);
+    if (rc) { kiln_gram_free(&g->g); kiln_free(g->text); kiln_free(g); return rc; }
+    cache_put(e, g);
+    *out = g;
+    return KILN_OK;
+}
+
+void kiln_grammar_free(kiln_grammar *g) {
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1) return;
+    kiln_gram_free(&g->g);
+    kiln_gtables_free(g->tabs);
+    kiln_free(g->text);
+    kiln_free(g);
+}
+
+/* for add_request: r gets its matcher */
+int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_error *err) {
+    if (e->device_sample)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                        "constrained decoding runs in the host sampler; this engine draws tokens in the backend "
+                        "(%s%s): open it with host_sampling = 1 (KILN_HOST_SAMPLING=1)",
+                        e->ops->name, e->overlap ? ", overlapped scheduling" : "");
+    int rc = kiln_gmatch_create(&r->gm, &g->g, &e->trie, g->tabs, GRAMMAR_CACHE_ENTRIES, err);
+    if (!rc) r->grammar = g;
+    return rc;
+}
+
+int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err) {
+    int words = (e->model->cfg.vocab_size + 31) / 32, tw = (e->trie.vocab + 31) / 32;
+    if (tw > words) tw = words;
+    for (int i = tw; i < words; i++) e->gmask[i] = 0;
+    uint64_t c0, k0, c1, k1;
+    kiln_gmatch_stats(r->gm, &c0, &k0);
+    int rc = kiln_gmatch_mask(r->gm, e->gscratch, e->gmask, err);
+    kiln_gmatch_stats(r->gm, &c1, &k1);
+    e->stats.grammar_masks_computed += c1 - c0;
+    e->stats.grammar_masks_cached += k1 - k0;
+    if (rc) return rc;
+    if (kiln_gmatch_accepting(r->gm)) {
+        int V = e->model->cfg.vocab_size;
+        for (int i = 0; i < e->model->cfg.n_eos; i++) {
+            int id = e->model->cfg.eos_ids[i];
+            if (id >= 0 && id < V) e->gmask[id >> 5] |= 1u << (id & 31);
+        }
+        for (int i = 0; i < r->n_stop_ids; i++) e->gmask[r->stop_ids[i] >> 5] |= 1u << (r->stop_ids[i] & 31);
+    }
+    return KILN_OK;
+}
+
+void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok) {
+    for (int i = 0; i < e->model->cfg.n_eos; i++) if (tok == e->model->cfg.eos_ids[i]) return;
+    for (int i = 0; i < r->n_stop_ids; i++) if (tok == r->stop_ids[i]) return;
+    size_t len = 0;
+    const char *p = tok < e->trie.vocab ? kiln_tok_piece(e->tok, tok, &len) : NULL;
+    kiln_error err;
+    if (!p || kiln_gmatch_accept(r->gm, p, len, &err))
+        KILN_WARN("request %llu: token %d does not continue its grammar (the mask allowed it)", (unsigned long long)r->id, tok);
+}
