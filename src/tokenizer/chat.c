@@ -620,8 +620,9 @@ static int chatml_calls(kiln_buf *b, const char *calls_json, kiln_error *err) {
         const char *name = json_string_value(json_object_get(f, "name"));
         json_t *a = json_object_get(f, "arguments"), *parsed = NULL;
         if (json_is_string(a)) parsed = json_loads(json_string_value(a), JSON_DECODE_ANY, NULL);
+        else if (!a) parsed = json_object(); /* no arguments: {} (owned here, like a parsed string) */
         if (kiln_buf_adds(b, "\n<tool_call>\n{\"name\": \"") || kiln_buf_adds(b, name ? name : "") ||
-            kiln_buf_adds(b, "\", \"arguments\": ") || py_dump(b, parsed ? parsed : a ? a : json_object()) ||
+            kiln_buf_adds(b, "\", \"arguments\": ") || py_dump(b, parsed ? parsed : a) ||
             kiln_buf_adds(b, "}\n</tool_call>"))
             rc = KILN_ERR(err, KILN_ERR_OOM, "chat: out of memory");
         json_decref(parsed);
