@@ -82,6 +82,8 @@ typedef struct kiln_cuda_options {
                             * kernel dequantizing in registers runs (qmma_reg.cu, from 4 rows;
                             * fewer on the int8 GEMV, more on shared-memory tiles), 0 = off, at
                             * most 64 (16) */
+    int fp8_mma_max_rows;  /* FP8 weights: rows up to which fp8.cu's tensor-core product runs
+                            * (more: cuBLASLt), 0 = never, at most 64 (8) */
 } kiln_cuda_options;
 
 /* Fault injection, for the tests that prove a check can fail (kiln validate's invariants, the

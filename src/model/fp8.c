@@ -428,18 +428,17 @@ int kiln_model_quantize_fp8(kiln_model *m, kiln_scale_kind kind, kiln_error *err
         const kiln_layer_weights *L = &m->layers[l];
         const kiln_tensor *ts[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
         for (int i = 0; i < 7; i++) {
-            if (!ts[i]->data)
-                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "quantization fp8: %s has no host data (dummy weights filled on "
-                                "a device)", ts[i]->name);
+            if (!ts[i]->data && m->format != KILN_FORMAT_DUMMY)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "quantization fp8: %s has no host data", ts[i]->name);
             if (kiln_dtype_is_fp8(ts[i]->dtype))
                 return KILN_ERR(err, KILN_ERR_INVALID_ARG, "quantization fp8: %s is FP8 already", ts[i]->name);
             float probe;
-            if (kiln_row_to_f32(ts[i]->dtype, ts[i]->data, 0, &probe))
+            if (ts[i]->data && kiln_row_to_f32(ts[i]->dtype, ts[i]->data, 0, &probe))
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "quantization fp8: %s has dtype %s", ts[i]->name,
                                 kiln_dtype_name(ts[i]->dtype));
             /* per tensor: its scales (64-byte aligned), then its codes (64-byte aligned) */
             bytes += ((size_t)(kind == KILN_SCALE_CHANNEL ? ts[i]->shape[0] : 1) * sizeof(float) + 63) & ~(size_t)63;
-            bytes += ((size_t)(ts[i]->shape[0] * ts[i]->shape[1]) + 63) & ~(size_t)63;
+            if (ts[i]->data) bytes += ((size_t)(ts[i]->shape[0] * ts[i]->shape[1]) + 63) & ~(size_t)63;
         }
     }
     int64_t maxin = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
@@ -462,6 +461,20 @@ int kiln_model_quantize_fp8(kiln_model *m, kiln_scale_kind kind, kiln_error *err
             size_t rb = kiln_dtype_row_bytes(src->dtype, in);
             float *scale = (float *)(m->fp8_online + at); /* aligned: at is a multiple of 64 */
             at += ((size_t)(kind == KILN_SCALE_CHANNEL ? out : 1) * sizeof(float) + 63) & ~(size_t)63;
+            if (!src->data) {
+                /* a dummy whose weights a device fills (the CUDA backend: kiln_cuda_dummy_fill_fp8
+                 * writes e4m3(kiln_dummy_value / scale)): the scale from the dummy's bound,
+                 * |u / sqrt(in)| < 1 / sqrt(in), for every row */
+                float s = 1.0f / (sqrtf((float)in) * KILN_E4M3_MAX);
+                for (int64_t o = 0; o < (kind == KILN_SCALE_CHANNEL ? out : 1); o++) scale[o] = s;
+                *dst = *src;
+                dst->dtype = KILN_DT_F8_E4M3;
+                dst->data = NULL;
+                dst->nbytes = (size_t)(out * in);
+                dst->quant = (kiln_quant){.kind = kind, .act = KILN_ACT_DYNAMIC, .scale = scale};
+                *ts[i] = dst;
+                continue;
+            }
             uint8_t *codes = m->fp8_online + at;
             /* pass 1: max |w| per row (per tensor: the max of the rows) */
             float tmax = 0.0f;

@@ -9,13 +9,21 @@
  * backend does; checked: rows outside the tiles stay poisoned after the prefill launch, the
  * tiled rows have no NaN, rel L2 <= 1e-2 (q and P are rounded to bf16) and max |error| < 3e-2
  * for f32 and bf16 outputs, and a row gives the same bits with another tiling (tiles of 7 rows).
- * hd 64 / 128, G = 1, 2, 4, 8, block sizes 16 and 32. The host tile builder is checked by hand. */
+ * hd 64 / 128, G = 1, 2, 4, 8, block sizes 16 and 32. The host tile builder is checked by hand.
+ * FP8 pool (issue 17, the _ex launchers): the same cases on e4m3 codes with K scale 0.5 and V
+ * scale 2 (poison: the NaN code 0x7f), against the CPU attention on the decoded values code * scale
+ * (what the CPU backend's FP8 pool computes), with the same bounds. */
 #include <string.h>
 #include "backend/cpu/attention.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "step/step.h"
 #include "util/alloc.h"
+#include "util/fp8.h"
+
+static int g_f8; /* this run's pool: 0 bf16, 1 FP8 codes (scales below) */
+#define F8_KS 0.5f
+#define F8_VS 2.0f
 
 typedef struct { int ctx, rows; } seq_spec;
 
@@ -46,7 +54,9 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
                         .dtype = KILN_KV_BF16, .elem_bytes = 2};
     int64_t pool_n = kiln_kv_elems(&L);
     uint16_t *pool = kiln_malloc((size_t)pool_n * 2);
+    uint8_t *pool8 = kiln_malloc((size_t)pool_n);
     for (int64_t i = 0; i < pool_n; i++) pool[i] = 0xffff; /* NaN */
+    for (int64_t i = 0; i < pool_n; i++) pool8[i] = 0x7f; /* NaN */
     int32_t *bt = kiln_calloc((size_t)S * max_nb, 4), *pos = kiln_malloc((size_t)T * 4), *rs = kiln_malloc((size_t)T * 4);
     int *used = kiln_calloc((size_t)L.n_blocks, sizeof(int));
     used[0] = 1;
@@ -62,9 +72,12 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         for (int j = 0; j < sp[i].ctx; j++) /* K and V of every context position */
             for (int kv = 0; kv < 2; kv++)
                 for (int h = 0; h < KV; h++)
-                    for (int d = 0; d < hd; d++)
-                        pool[kiln_kv_offset(&L, 0, bt[(size_t)i * max_nb + j / bs], kv, h, j % bs) + d] =
-                            kiln_f32_to_bf16(kt_randf(s));
+                    for (int d = 0; d < hd; d++) {
+                        int64_t o = kiln_kv_offset(&L, 0, bt[(size_t)i * max_nb + j / bs], kv, h, j % bs) + d;
+                        float v = kt_randf(s);
+                        pool[o] = kiln_f32_to_bf16(v);
+                        pool8[o] = kiln_f32_to_e4m3(v / (kv ? F8_VS : F8_KS));
+                    }
         for (int r = 0; r < sp[i].rows; r++, t++) {
             pos[t] = sp[i].ctx - sp[i].rows + r;
             rs[t] = i;
@@ -83,6 +96,9 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         Lf.elem_bytes = 4;
         float *pool32 = kiln_malloc((size_t)pool_n * 4), *q32 = kiln_malloc((size_t)T * H * hd * 4);
         for (int64_t i = 0; i < pool_n; i++) pool32[i] = kiln_bf16_to_f32(pool[i]);
+        if (g_f8) /* the decoded codes, code * scale (K or V by the element's place in its block) */
+            for (int64_t i = 0; i < pool_n; i++)
+                pool32[i] = kiln_e4m3_to_f32(pool8[i]) * ((i / ((int64_t)KV * bs * hd)) % 2 ? F8_VS : F8_KS);
         for (int r = 0; r < T; r++) memcpy(q32 + (size_t)r * H * hd, q + (size_t)r * qs, (size_t)H * hd * 4);
         int32_t *sq = kiln_malloc((size_t)(S + 1) * 4);
         sq[0] = 0;
@@ -108,7 +124,9 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     float *dq = kc_dev((size_t)T * qs * 4);
     int32_t *dpos = kc_dev((size_t)T * 4), *drs = kc_dev((size_t)T * 4), *dbt = kc_dev((size_t)S * max_nb * 4);
     void *dout = kc_dev(on * as), *oh = kiln_malloc(on * as);
-    kc_put(dpool, pool, (size_t)pool_n * 2);
+    if (g_f8) kc_put(dpool, pool8, (size_t)pool_n);
+    else kc_put(dpool, pool, (size_t)pool_n * 2);
+    kiln_cuda_kv kvd = {dpool, g_f8, g_f8 ? F8_KS : 1.0f, g_f8 ? F8_VS : 1.0f};
     kc_put(dq, q, (size_t)T * qs * 4);
     kc_put(dpos, pos, (size_t)T * 4);
     kc_put(drs, rs, (size_t)T * 4);
@@ -120,20 +138,20 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; if (max_splits > 64) max_splits = 64; }
     float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
     if (!flash) {
-        CU(kiln_cuda_attention(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, split_w,
+        CU(kiln_cuda_attention_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, split_w,
                                max_splits, dscr, 1, 0));
     } else if (flash == 3) {
         /* every row a decode on tensor cores, split over its context: 3 windows (hd 64), or as
          * many as the scratch holds (up to 64 windows of 64 positions) */
         int ms = hd == 64 ? 3 : max_splits;
-        CU(kiln_cuda_attention_decode_tc(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, ms,
+        CU(kiln_cuda_attention_decode_tc_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, ms,
                                          dscr, 1, 0));
         /* the same rows with one window each (the whole context per CTA) */
         float *dscr1 = kc_dev((size_t)T * H * (hd + 2) * 4);
         void *dout1 = kc_dev(on * as);
         float *got1 = kiln_malloc(on * 4);
         kc_poison(dout1, on * as);
-        CU(kiln_cuda_attention_decode_tc(dout1, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 1,
+        CU(kiln_cuda_attention_decode_tc_ex(dout1, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 1,
                                          dscr1, 1, 0));
         kc_get(oh, dout1, on * as);
         kc_from_dt(adt, oh, got1, on);
@@ -142,7 +160,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         kiln_free(got1);
         CU(cudaFree(dscr1));
         CU(cudaFree(dout1));
-        KT_CHECK(kiln_cuda_attention_decode_tc(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 65,
+        KT_CHECK(kiln_cuda_attention_decode_tc_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 65,
                                                dscr, 1, 0) == cudaErrorInvalidValue,
                  "decode tc refuses 65 windows");
     } else {
@@ -155,7 +173,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         unsigned char *cov = kiln_malloc((size_t)T), *cov2 = kiln_malloc((size_t)T);
         int nt = kiln_cuda_prefill_tiles(qst, S, flash == 2 ? 1 : 16, tr, tiles, max_tiles, cov);
         kc_put(dtiles, tiles, (size_t)nt * 8);
-        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt, 1, 0));
+        CU(kiln_cuda_attention_prefill_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt, 1, 0));
         kc_get(oh, dout, on * as);
         kc_from_dt(adt, oh, got, on);
         /* rows outside the tiles untouched (still 0xff bytes), tiled rows finite */
@@ -175,14 +193,14 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         memcpy(got1, got, on * 4);
         int nt2 = kiln_cuda_prefill_tiles(qst, S, flash == 2 ? 1 : 16, tr >= 7 ? 7 : 1, tiles, max_tiles, cov2);
         kc_put(dtiles, tiles, (size_t)nt2 * 8);
-        CU(kiln_cuda_attention_prefill(dout, adt, dq, qs, dpool, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt2, 1, 0));
+        CU(kiln_cuda_attention_prefill_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, H, KV, hd, bs, dtiles, nt2, 1, 0));
         /* the other rows: kiln_cuda_attention on each run of rows outside the tiles */
         for (int a = 0; a < T;) {
             if (cov[a]) { a++; continue; }
             int b = a;
             while (b < T && !cov[b]) b++;
             int ms = 0, sw = kiln_cuda_attention_split_width(&ms);
-            CU(kiln_cuda_attention((char *)dout + (size_t)a * row * as, adt, dq + (size_t)a * qs, qs, dpool, dpos + a,
+            CU(kiln_cuda_attention_ex((char *)dout + (size_t)a * row * as, adt, dq + (size_t)a * qs, qs, &kvd, dpos + a,
                                    drs + a, dbt, max_nb, b - a, H, KV, hd, bs, sw, ms, dscr, 1, 0));
             a = b;
         }
@@ -207,7 +225,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     printf("attention %-5s %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d rel L2 %.3g max abs %.3g\n",
            flash == 3 ? "dectc" : flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
     CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
-    kiln_free(pool); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
+    kiln_free(pool); kiln_free(pool8); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
     kiln_free(got); kiln_free(oh);
 }
 
@@ -247,29 +265,31 @@ int main(void) {
     /* prefill chunks of 16..300 rows, most starting mid-context, between decodes */
     seq_spec fmix[] = {{1, 1}, {300, 300}, {170, 37}, {40, 1}, {100, 16}, {69, 64}, {33, 17}, {5, 1}};
     kiln_dtype dts[2] = {KILN_DT_F32, KILN_DT_BF16};
-    for (int i = 0; i < 2; i++) {
-        one(mix, 6, 8, 2, 64, 16, dts[i], 0, &s);
-        one(mix, 6, 32, 8, 128, 16, dts[i], 0, &s);
-        one(mix, 6, 4, 2, 48, 32, dts[i], 0, &s);
-        one(mix, 6, 8, 8, 16, 16, dts[i], 0, &s);
-        one(dec, 3, 32, 8, 128, 32, dts[i], 0, &s);
-        one(pre, 1, 8, 2, 128, 16, dts[i], 0, &s);
-        one(fmix, 8, 8, 2, 64, 16, dts[i], 1, &s);
-        one(fmix, 8, 32, 8, 128, 16, dts[i], 1, &s);
-        one(fmix, 8, 8, 2, 128, 32, dts[i], 1, &s);
-        one(fmix, 8, 4, 4, 128, 32, dts[i], 1, &s);
-        one(fmix, 8, 32, 8, 128, 16, dts[i], 2, &s);
-        one(dec, 3, 32, 8, 128, 32, dts[i], 2, &s);
-        one(mix, 6, 8, 2, 64, 16, dts[i], 2, &s);
-        one(fmix, 8, 8, 8, 64, 16, dts[i], 1, &s);
-        one(fmix, 8, 16, 2, 128, 16, dts[i], 1, &s);
-        one(fmix, 8, 4, 2, 64, 32, dts[i], 1, &s);
-        one(pre, 1, 8, 2, 128, 16, dts[i], 1, &s);
-        one(mix, 6, 4, 1, 64, 16, dts[i], 1, &s);
-        one(dec, 3, 32, 8, 128, 32, dts[i], 3, &s);
-        one(fmix, 8, 32, 8, 128, 16, dts[i], 3, &s);
-        one(mix, 6, 8, 2, 64, 16, dts[i], 3, &s);
-        one(mix, 6, 16, 2, 128, 16, dts[i], 3, &s);
+    for (int i = 0; i < 4; i++) { /* f32, bf16 outputs on the bf16 pool, then on the FP8 pool */
+        g_f8 = i >= 2;
+        if (i == 2) fprintf(stderr, "FP8 pool (K scale %g, V scale %g)\n", F8_KS, F8_VS);
+        one(mix, 6, 8, 2, 64, 16, dts[i % 2], 0, &s);
+        one(mix, 6, 32, 8, 128, 16, dts[i % 2], 0, &s);
+        one(mix, 6, 4, 2, 48, 32, dts[i % 2], 0, &s);
+        one(mix, 6, 8, 8, 16, 16, dts[i % 2], 0, &s);
+        one(dec, 3, 32, 8, 128, 32, dts[i % 2], 0, &s);
+        one(pre, 1, 8, 2, 128, 16, dts[i % 2], 0, &s);
+        one(fmix, 8, 8, 2, 64, 16, dts[i % 2], 1, &s);
+        one(fmix, 8, 32, 8, 128, 16, dts[i % 2], 1, &s);
+        one(fmix, 8, 8, 2, 128, 32, dts[i % 2], 1, &s);
+        one(fmix, 8, 4, 4, 128, 32, dts[i % 2], 1, &s);
+        one(fmix, 8, 32, 8, 128, 16, dts[i % 2], 2, &s);
+        one(dec, 3, 32, 8, 128, 32, dts[i % 2], 2, &s);
+        one(mix, 6, 8, 2, 64, 16, dts[i % 2], 2, &s);
+        one(fmix, 8, 8, 8, 64, 16, dts[i % 2], 1, &s);
+        one(fmix, 8, 16, 2, 128, 16, dts[i % 2], 1, &s);
+        one(fmix, 8, 4, 2, 64, 32, dts[i % 2], 1, &s);
+        one(pre, 1, 8, 2, 128, 16, dts[i % 2], 1, &s);
+        one(mix, 6, 4, 1, 64, 16, dts[i % 2], 1, &s);
+        one(dec, 3, 32, 8, 128, 32, dts[i % 2], 3, &s);
+        one(fmix, 8, 32, 8, 128, 16, dts[i % 2], 3, &s);
+        one(mix, 6, 8, 2, 64, 16, dts[i % 2], 3, &s);
+        one(mix, 6, 16, 2, 128, 16, dts[i % 2], 3, &s);
     }
     /* shapes the prefill kernel does not serve are refused (the caller keeps the split kernel) */
     KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 48, NULL, NULL, NULL, NULL, 1, 8, 2, 48, 16, NULL, 1, 1,

@@ -6,6 +6,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
+#include "util/fp8.h"
 #include "step/step.h"
 #include "util/alloc.h"
 
@@ -77,6 +78,32 @@ static void one(int T, int H, int KV, int hd, int bs, double theta, kiln_rope_st
              (long long)untouched, (long long)want_untouched);
     printf("rope_kv %-11s T=%-3d H=%-2d KV=%d hd=%-3d bs=%-2d theta=%-5g q %.2g k %.2g poolK %.2g poolV %.2g\n", sty, T,
            H, KV, hd, bs, theta, eq, ek, epk, epv);
+    /* the FP8 pool (issue 17): the same rows again into e4m3 codes; each code must be exactly
+     * e4m3(value / scale) of the GPU's own rotated K (checked above against the CPU) and of V */
+    {
+        uint8_t *pool8 = kiln_malloc((size_t)pool_n);
+        kc_put(dqkv, qkv, (size_t)T * W * 4);
+        kc_poison(dpool, (size_t)pool_n);
+        kiln_cuda_kv kv = {dpool, 1, 0.37f, 1.9f};
+        CU(kiln_cuda_rope_kv_ex(dqkv, dpos, dsl, &kv, T, H, KV, hd, bs, theta, style == KILN_ROPE_INTERLEAVED, 1, 0));
+        kc_get(pool8, dpool, (size_t)pool_n);
+        int64_t bad = 0, left = 0;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < KV; h++)
+                for (int d = 0; d < hd; d++) {
+                    int64_t blk = slots[t] / bs;
+                    int off = (int)(slots[t] % bs);
+                    bad += pool8[kiln_kv_offset(&L, 0, blk, 0, h, off) + d] !=
+                           kiln_f32_to_e4m3(gk[((size_t)t * KV + h) * hd + d] / 0.37f);
+                    bad += pool8[kiln_kv_offset(&L, 0, blk, 1, h, off) + d] !=
+                           kiln_f32_to_e4m3(wv[((size_t)t * KV + h) * hd + d] / 1.9f);
+                }
+        for (int64_t i = 0; i < pool_n; i++) left += pool8[i] == 0xff;
+        KT_CHECK(bad == 0 && left >= want_untouched, "rope %s hd=%d FP8 pool: %lld codes differ from e4m3(value / scale), "
+                 "%lld poison bytes left (want >= %lld)", sty, hd, (long long)bad, (long long)left,
+                 (long long)want_untouched);
+        kiln_free(pool8);
+    }
     CU(cudaFree(dqkv)); CU(cudaFree(dpos)); CU(cudaFree(dsl)); CU(cudaFree(dpool));
     kiln_free(qkv); kiln_free(q); kiln_free(k); kiln_free(got); kiln_free(pos); kiln_free(slots); kiln_free(pool);
     kiln_free(gq); kiln_free(gk); kiln_free(pk); kiln_free(pv); kiln_free(wv);

@@ -22,6 +22,7 @@
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
+#include "util/fp8.h"
 
 #define ATT_WARPS 4
 #define ATT_MAX_HD 256
@@ -34,11 +35,14 @@
 #define ATT_PER_LANE PL
 #define ATT_CH (PL / 2 > 0 ? PL / 2 : 1)
 
-template <int PL, int HPW>
+/* F8: the pool holds e4m3 codes; K and V are decoded into the f32 tiles as code * k_scale
+ * (v_scale), the CPU's arithmetic (docs/fp8.md) */
+template <int PL, int HPW, bool F8>
 static __global__ void __launch_bounds__(ATT_WARPS * 32)
-attention_split_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+attention_split_kernel(float *scratch, const float *q, int q_stride, const void *pool, const int32_t *pos,
                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                       int bs, int min_w, int max_splits, int rows_per_block, float scale) {
+                       int bs, int min_w, int max_splits, int rows_per_block, float scale, float k_scale,
+                       float v_scale) {
     __shared__ float s_k[ATT_TILE][32 * PL];
     __shared__ float s_v[ATT_TILE][32 * PL];
     kiln_pdl_trigger();
@@ -91,9 +95,16 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
         if (c < nch && j < j_end_max) {                                                                \
             int d0 = (c - jj * cpr) * 8;                                                               \
             int64_t blk = bt[j / bs];                                                                  \
-            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd + d0; \
-            kr[i] = *(const uint4 *)kp;                                                                \
-            vr[i] = *(const uint4 *)(kp + kv_stride);                                                  \
+            int64_t ix = (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * hd + d0;                \
+            if (F8) {                                                                                  \
+                uint2 a = *(const uint2 *)((const uint8_t *)pool + ix);                                \
+                uint2 b = *(const uint2 *)((const uint8_t *)pool + ix + kv_stride);                    \
+                kr[i] = make_uint4(a.x, a.y, 0, 0);                                                    \
+                vr[i] = make_uint4(b.x, b.y, 0, 0);                                                    \
+            } else {                                                                                   \
+                kr[i] = *(const uint4 *)((const uint16_t *)pool + ix);                                 \
+                vr[i] = *(const uint4 *)((const uint16_t *)pool + ix + kv_stride);                     \
+            }                                                                                          \
         }                                                                                              \
     }
         ATT_LOAD_TILE(j_begin)
@@ -105,10 +116,11 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const uint1
                 if (c < nch) {
                     int jj = c / cpr, d0 = (c - jj * cpr) * 8;
                     const uint16_t *kh = (const uint16_t *)&kr[i], *vh = (const uint16_t *)&vr[i];
+                    const uint8_t *k8 = (const uint8_t *)&kr[i], *v8 = (const uint8_t *)&vr[i];
 #pragma unroll
                     for (int u = 0; u < 8; u++) {
-                        s_k[jj][d0 + u] = kiln_bf16_bits_to_f32(kh[u]);
-                        s_v[jj][d0 + u] = kiln_bf16_bits_to_f32(vh[u]);
+                        s_k[jj][d0 + u] = F8 ? kiln_e4m3_to_f32(k8[u]) * k_scale : kiln_bf16_bits_to_f32(kh[u]);
+                        s_v[jj][d0 + u] = F8 ? kiln_e4m3_to_f32(v8[u]) * v_scale : kiln_bf16_bits_to_f32(vh[u]);
                     }
                 }
             }
@@ -405,7 +417,20 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                            int block_size, int split_w, int max_splits, float *scratch,
                                            int pdl, cudaStream_t st) {
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    return kiln_cuda_attention_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV, hd,
+                                  block_size, split_w, max_splits, scratch, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                              const kiln_cuda_kv *kv, const int32_t *pos, const int32_t *row_seq,
+                                              const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
+                                              int block_size, int split_w, int max_splits, float *scratch, int pdl,
+                                              cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
+    if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f)) return cudaErrorInvalidValue;
+    const void *pool_layer = kv->pool;
+    float ks = kv->k_scale, vs = kv->v_scale;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
         KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 64)
         return cudaErrorInvalidValue;
@@ -413,11 +438,13 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
     /* one row per block: every row has its own windows (they depend on its position) */
     dim3 g1((unsigned)T, (unsigned)KV, (unsigned)max_splits);
     int G = H / KV, pl = hd <= 32 ? 1 : hd <= 64 ? 2 : hd <= 128 ? 4 : 8, hpw = G <= 4 ? 1 : G <= 8 ? 2 : 4;
-    int stream = (hd == 64 || hd == 128 || hd == 256) && (G == 1 || G == 2 || G == 4 || G == 8) && q_stride % 4 == 0;
+    /* the FP8 pool on the split kernel only (the stream kernel reads bf16) */
+    int stream = !kv->f8 && (hd == 64 || hd == 128 || hd == 256) && (G == 1 || G == 2 || G == 4 || G == 8) &&
+                 q_stride % 4 == 0;
 #define ATT_STREAM(HDV, GV)                                                                            \
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
-                q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size, split_w,       \
-                max_splits, scale)
+                q, q_stride, (const uint16_t *)pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size, \
+                split_w, max_splits, scale)
 #define ATT_STREAM_G(HDV)                                                                              \
     do {                                                                                               \
         if (G == 1) ATT_STREAM(HDV, 1);                                                                \
@@ -426,9 +453,16 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
         else ATT_STREAM(HDV, 8);                                                                       \
     } while (0)
 #define ATT_LAUNCH(PLV, HPWV)                                                                          \
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
-                q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV, hd, block_size, split_w, \
-                max_splits, 1, scale)
+    do {                                                                                               \
+        if (kv->f8)                                                                                    \
+            kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV, true>, g1,     \
+                        dim3(ATT_WARPS * 32), 0, st, scratch, q, q_stride, pool_layer, pos, row_seq,   \
+                        block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs); \
+        else                                                                                           \
+            kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV, false>, g1,    \
+                        dim3(ATT_WARPS * 32), 0, st, scratch, q, q_stride, pool_layer, pos, row_seq,   \
+                        block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs); \
+    } while (0)
 #define ATT_LAUNCH_PL(PLV)                                                                             \
     do {                                                                                               \
         if (hpw == 1) ATT_LAUNCH(PLV, 1);                                                              \

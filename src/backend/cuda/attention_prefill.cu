@@ -68,8 +68,8 @@ static __device__ __forceinline__ void pf_cp16(uint32_t dst, const void *src) {
 
 /* Stage key tile [j0, j0 + PF_BC) of KV head kvh: K at sk, V at sk + PF_BC * HD (shared
  * addresses, bf16 [PF_BC][HD] swizzled). Positions > p_last are zero-filled. */
-template <int HD>
-static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t *pool, const int32_t *bt, int bs, int KV,
+template <int HD, bool F8>
+static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *pool, const int32_t *bt, int bs, int KV,
                                                     int kvh, int j0, int p_last) {
     constexpr int CH = HD / 8;                     /* 16-byte chunks per key row */
     constexpr int N = PF_BC * CH / PF_THREADS;     /* chunks per thread (of K, and of V) */
@@ -81,9 +81,21 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t 
         uint32_t so = (uint32_t)(jj * CH + (ch ^ (jj & 7))) * 16; /* bytes */
         if (j <= p_last) {
             int64_t blk = bt[j / bs];
-            const uint16_t *kp = pool + (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + ch * 8;
-            pf_cp16(sk + so, kp);
-            pf_cp16(sv + so, kp + kv_stride);
+            int64_t ix = (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + ch * 8;
+            if (F8) { /* 8 codes each, decoded to the bf16 values of the codes (exact) and stored */
+                uint2 a = *(const uint2 *)((const uint8_t *)pool + ix);
+                uint2 b = *(const uint2 *)((const uint8_t *)pool + ix + kv_stride);
+                asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sk + so), "r"(kiln_f8x2_to_bf16x2(a.x)),
+                             "r"(kiln_f8x2_to_bf16x2(a.x >> 16)), "r"(kiln_f8x2_to_bf16x2(a.y)),
+                             "r"(kiln_f8x2_to_bf16x2(a.y >> 16)));
+                asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sv + so), "r"(kiln_f8x2_to_bf16x2(b.x)),
+                             "r"(kiln_f8x2_to_bf16x2(b.x >> 16)), "r"(kiln_f8x2_to_bf16x2(b.y)),
+                             "r"(kiln_f8x2_to_bf16x2(b.y >> 16)));
+            } else {
+                const uint16_t *kp = (const uint16_t *)pool + ix;
+                pf_cp16(sk + so, kp);
+                pf_cp16(sv + so, kp + kv_stride);
+            }
         } else {
             asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(sk + so), "r"(0));
             asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(sv + so), "r"(0));
@@ -92,14 +104,14 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const uint16_t 
 }
 
 /* Issue key tiles kt0 and kt0 + 1 (when n_kt > 1) into the two buffers, each its own group. */
-template <int HD>
-static __device__ __forceinline__ void pf_start(uint32_t s_base, uint32_t buf_bytes, const uint16_t *pool,
+template <int HD, bool F8>
+static __device__ __forceinline__ void pf_start(uint32_t s_base, uint32_t buf_bytes, const void *pool,
                                                 const int32_t *bt, int bs, int KV, int kvh, int j_first, int j_stop,
                                                 int kt0, int n_kt) {
-    pf_load_tile<HD>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
+    pf_load_tile<HD, F8>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
     kiln_cp_commit();
     if (n_kt > 1) {
-        pf_load_tile<HD>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
+        pf_load_tile<HD, F8>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
         kiln_cp_commit();
     }
 }
@@ -112,13 +124,13 @@ static __device__ __forceinline__ void pf_wait(int kt, int n_kt) {
 }
 
 /* After tile kt: once every warp is done with its buffer (kt & 1), refill it with tile kt + 2. */
-template <int HD>
-static __device__ __forceinline__ void pf_refill(uint32_t s_base, uint32_t buf_bytes, const uint16_t *pool,
+template <int HD, bool F8>
+static __device__ __forceinline__ void pf_refill(uint32_t s_base, uint32_t buf_bytes, const void *pool,
                                                  const int32_t *bt, int bs, int KV, int kvh, int j_stop, int kt0,
                                                  int kt, int n_kt) {
     __syncthreads();
     if (kt + 2 < n_kt) {
-        pf_load_tile<HD>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
+        pf_load_tile<HD, F8>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
         kiln_cp_commit();
     }
 }
@@ -227,11 +239,11 @@ static __device__ __forceinline__ void pf_pv(float (*o)[4], const float *s0, con
     }
 }
 
-template <int HD>
+template <int HD, bool F8>
 static __global__ void __launch_bounds__(PF_THREADS)
-attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
+attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const void *pool,
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
-                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2) {
+                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2, float vs) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
@@ -248,7 +260,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
 
     /* start loading the first two key tiles (both buffers) while Q is read */
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_start<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
+    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
     int prow[2], trow[2], hrow[2], valid[2];
@@ -284,7 +296,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
             for (int kk = 0; kk < PF_BC / 16; kk++) /* keys 16kk .. +15 */
                 pf_pv<HD>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane);
         }
-        pf_refill<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
 
     /* finish: the row sum over the quad (fixed order), O / l, rows < n only */
@@ -294,6 +306,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
         L += __shfl_xor_sync(0xffffffffu, L, 1);
         L += __shfl_xor_sync(0xffffffffu, L, 2);
         float inv = 1.0f / L;
+        if (F8) inv *= vs; /* V's scale (K's is in sl2) */
         if (!valid[hh]) continue;
         int64_t base = ((int64_t)trow[hh] * H + hrow[hh]) * HD + 2 * tig;
 #pragma unroll
@@ -357,11 +370,11 @@ extern "C" int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, i
  * go to scratch [T][H][max_splits][HD + 2] (m in natural-log units) for
  * kiln_cuda_attention_combine. A row's bits depend only on its own position, context and
  * max_splits, not on the batch. */
-template <int HD>
+template <int HD, bool F8>
 static __global__ void __launch_bounds__(PF_THREADS)
-attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+attention_decode_kernel(const float *q, int q_stride, const void *pool, const int32_t *pos,
                         const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
-                        float sl2, float *scratch, int min_w, int max_splits) {
+                        float sl2, float *scratch, int min_w, int max_splits, float vs) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16; then the merge */
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
@@ -376,7 +389,7 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_start<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
+    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
 
     /* Q of rows gid and gid + 8 (heads h0, h1) as A fragments, rounded to bf16 */
     const int h0 = kvh * G + min(gid, G - 1), h1 = kvh * G + min(gid + 8, G - 1);
@@ -397,7 +410,7 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
             for (int hh = 0; hh < 2; hh++) pf_softmax<2, DT>(s, o, m, l, hh, sl2, 1, j0, j_stop, tig);
             pf_pv<HD>(o, s[0], s[1], sv, 16 * warp, lane);
         }
-        pf_refill<HD>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
 
     /* merge the 4 warps' states: red[warp][row][HD + 2] f32 over the (now idle) tile buffers */
@@ -431,7 +444,7 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
             acc += (d < HD ? r[d] : r[HD + 1]) * f;
         }
         float *sc = scratch + (((int64_t)t * H + kvh * G + row) * max_splits + z) * (HD + 2);
-        if (d < HD) sc[d] = acc;
+        if (d < HD) sc[d] = F8 ? acc * vs : acc; /* V's scale (K's is in sl2) */
         else {
             sc[HD] = M * 0.6931471805599453f;
             sc[HD + 1] = acc;
@@ -439,35 +452,36 @@ attention_decode_kernel(const float *q, int q_stride, const uint16_t *pool, cons
     }
 }
 
-template <int HD>
-static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const uint16_t *pool,
+template <int HD, bool F8>
+static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const kiln_cuda_kv *kv,
                              const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                              int H, int KV, int bs, const int32_t *tiles, int n_tiles, int pdl, cudaStream_t st) {
     size_t smem = PF_SMEM(HD);
-    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t e = cudaFuncSetAttribute(attention_prefill_kernel<HD, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
-    float sl2 = 1.4426950408889634f / sqrtf((float)HD);
+    float sl2 = 1.4426950408889634f / sqrtf((float)HD) * (F8 ? kv->k_scale : 1.0f);
     dim3 grid((unsigned)n_tiles, (unsigned)KV, 1u);
-    kiln_launch(pdl != 0, attention_prefill_kernel<HD>, grid, dim3(PF_THREADS), smem, st, out, adt, q, q_stride, pool, pos,
-                row_seq, block_table, max_blocks, H, KV, bs, tiles, n_tiles, sl2);
+    kiln_launch(pdl != 0, attention_prefill_kernel<HD, F8>, grid, dim3(PF_THREADS), smem, st, out, adt, q, q_stride,
+                (const void *)kv->pool, pos, row_seq, block_table, max_blocks, H, KV, bs, tiles, n_tiles, sl2,
+                kv->v_scale);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
 /* grid (T rows, KV, max_splits), the windows' partial states into scratch */
-template <int HD>
-static cudaError_t dec_launch(const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
+template <int HD, bool F8>
+static cudaError_t dec_launch(const float *q, int q_stride, const kiln_cuda_kv *kv, const int32_t *pos,
                               const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV,
                               int bs, float *scratch, int min_w, int max_splits, int pdl, cudaStream_t st) {
     size_t smem = PF_SMEM(HD);
-    cudaError_t e = cudaFuncSetAttribute(attention_decode_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t e = cudaFuncSetAttribute(attention_decode_kernel<HD, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess) return e;
-    float sl2 = 1.4426950408889634f / sqrtf((float)HD);
+    float sl2 = 1.4426950408889634f / sqrtf((float)HD) * (F8 ? kv->k_scale : 1.0f);
     dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
-                attention_decode_kernel<HD>, grid, dim3(PF_THREADS), smem, st, q, q_stride, pool, pos, row_seq,
-                block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits);
+                attention_decode_kernel<HD, F8>, grid, dim3(PF_THREADS), smem, st, q, q_stride, (const void *)kv->pool,
+                pos, row_seq, block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits, kv->v_scale);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -476,17 +490,29 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
                                                    const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                    int H, int KV, int hd, int block_size, const int32_t *tiles,
                                                    int n_tiles, int pdl, cudaStream_t st) {
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    return kiln_cuda_attention_prefill_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, H, KV, hd,
+                                          block_size, tiles, n_tiles, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_attention_prefill_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                                      const kiln_cuda_kv *kv, const int32_t *pos,
+                                                      const int32_t *row_seq, const int32_t *block_table,
+                                                      int max_blocks, int H, int KV, int hd, int block_size,
+                                                      const int32_t *tiles, int n_tiles, int pdl, cudaStream_t st) {
+    if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f)) return cudaErrorInvalidValue;
+    const void *pool_layer = kv->pool;
     if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
         ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 &&
                                                                 adt != KILN_DT_F16))
         return cudaErrorInvalidValue;
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (n_tiles <= 0) return cudaSuccess;
-    if (hd == 64)
-        return pf_launch<64>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV,
-                             block_size, tiles, n_tiles, pdl, st);
-    return pf_launch<128>(out, adt, q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size,
-                          tiles, n_tiles, pdl, st);
+#define PF_L(HDV, F8V) pf_launch<HDV, F8V>(out, adt, q, q_stride, kv, pos, row_seq, block_table, max_blocks, H, KV, \
+                                         block_size, tiles, n_tiles, pdl, st)
+    if (hd == 64) return kv->f8 ? PF_L(64, true) : PF_L(64, false);
+    return kv->f8 ? PF_L(128, true) : PF_L(128, false);
+#undef PF_L
 }
 
 extern "C" size_t kiln_cuda_attention_tc_smem(int hd) { return hd == 64 || hd == 128 ? PF_SMEM(hd) : 0; }
@@ -494,12 +520,12 @@ extern "C" size_t kiln_cuda_attention_tc_smem(int hd) { return hd == 64 || hd ==
 extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, const kiln_cuda_target *t) {
     int n = 0;
     cudaError_t e = cudaErrorInvalidValue;
-    if (hd == 64 && cudaFuncSetAttribute(attention_decode_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if (hd == 64 && cudaFuncSetAttribute(attention_decode_kernel<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)PF_SMEM(64)) == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<64>, PF_THREADS, PF_SMEM(64));
-    else if (hd == 128 && cudaFuncSetAttribute(attention_decode_kernel<128>,
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<64, false>, PF_THREADS, PF_SMEM(64));
+    else if (hd == 128 && cudaFuncSetAttribute(attention_decode_kernel<128, false>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PF_SMEM(128)) == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<128>, PF_THREADS, PF_SMEM(128));
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<128, false>, PF_THREADS, PF_SMEM(128));
     if (e == cudaSuccess && n > 0 && t) { /* capped by the target's shared memory per SM */
         int m = kiln_cuda_target_smem_blocks(t, PF_SMEM(hd == 64 ? 64 : 128));
         if (m < n) n = m;
@@ -512,16 +538,30 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                      int T, int H, int KV, int hd, int block_size, int min_w,
                                                      int max_splits, float *scratch, int pdl, cudaStream_t st) {
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    return kiln_cuda_attention_decode_tc_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV,
+                                            hd, block_size, min_w, max_splits, scratch, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                                        const kiln_cuda_kv *kv, const int32_t *pos,
+                                                        const int32_t *row_seq, const int32_t *block_table,
+                                                        int max_blocks, int T, int H, int KV, int hd, int block_size,
+                                                        int min_w, int max_splits, float *scratch, int pdl,
+                                                        cudaStream_t st) {
+    if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f)) return cudaErrorInvalidValue;
+    const void *pool_layer = kv->pool;
     if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || H / KV > 16 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
         ((uintptr_t)q & 7) || ((uintptr_t)pool_layer & 15) || !scratch || min_w < 1 || max_splits < 1 ||
         max_splits > 64 || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16))
         return cudaErrorInvalidValue;
     if (hd != 64 && hd != 128) return cudaErrorInvalidValue;
     if (T <= 0) return cudaSuccess;
-    cudaError_t e = hd == 64 ? dec_launch<64>(q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H, KV,
-                                              block_size, scratch, min_w, max_splits, pdl, st)
-                             : dec_launch<128>(q, q_stride, pool_layer, pos, row_seq, block_table, max_blocks, T, H,
-                                               KV, block_size, scratch, min_w, max_splits, pdl, st);
+#define DEC_L(HDV, F8V) dec_launch<HDV, F8V>(q, q_stride, kv, pos, row_seq, block_table, max_blocks, T, H, KV, \
+                                          block_size, scratch, min_w, max_splits, pdl, st)
+    cudaError_t e = hd == 64 ? (kv->f8 ? DEC_L(64, true) : DEC_L(64, false))
+                             : (kv->f8 ? DEC_L(128, true) : DEC_L(128, false));
+#undef DEC_L
     if (e != cudaSuccess) return e;
     return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, pdl, st);
 }

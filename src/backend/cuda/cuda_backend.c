@@ -157,6 +157,29 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             return rc;
         c->scratch_bytes += R * kmax * 2;
     }
+    /* FP8 matrices: the activation codes and scales of W8A8 (a step's rows, the widest K), and
+     * the bf16 scratch of the steps that dequantize (more rows than fp8.cu's product takes, when
+     * cuBLASLt FP8 cannot: weight-only, BLOCK scales, parts with different static scales) */
+    if (c->fp8) {
+        size_t kmax = D > qd ? D : qd;
+        if (F > kmax) kmax = F;
+        size_t G = (kmax + 127) / 128;
+        if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->sa8, T * G * sizeof(float), "FP8 activation scales", err)))
+            return rc;
+        c->scratch_bytes += T * G * sizeof(float);
+        if (c->fp8_a8) {
+            if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->xq8, T * kmax, "FP8 activations", err))) return rc;
+            c->scratch_bytes += T * kmax;
+        }
+
+        if ((!c->fp8_lt8 || c->fp8_static) && T > (size_t)c->fp8_mma_max_rows) {
+            size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F}, mx = 0;
+            for (int i = 0; i < 4; i++) mx = sz[i] > mx ? sz[i] : mx;
+            c->wdq_bytes = mx * 2;
+            if ((rc = kiln_cuda_dev_malloc(c, &c->wdq, c->wdq_bytes, "dequantized FP8 weights", err))) return rc;
+            c->scratch_bytes += c->wdq_bytes;
+        }
+    }
     /* the step descriptor: [T] ids, positions, row -> sequence; [S] logit rows; [T] slots (i64);
      * [S][max_blocks_per_seq] block table (packed per step) */
     size_t off = 0;
@@ -230,6 +253,8 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     c->qmma_max_rows = bc->batch_invariant ? 0 : KILN_QMMA_MAX_ROWS;
     c->qreg_max_rows = o->qreg_max_rows >= 0 ? o->qreg_max_rows : KILN_QREG_DEFAULT_MAX_ROWS;
     if (c->qreg_max_rows > KILN_QMMA_MAX_ROWS || bc->batch_invariant) c->qreg_max_rows = 0;
+    c->fp8_mma_max_rows = o->fp8_mma_max_rows >= 0 ? o->fp8_mma_max_rows : KILN_FP8_MMA_DEFAULT_ROWS;
+    if (c->fp8_mma_max_rows > KILN_FP8_MMA_MAX_ROWS || bc->batch_invariant) c->fp8_mma_max_rows = 0;
 }
 
 /* The device of the config (its first; several are refused by check_model), else 0, and its
@@ -276,6 +301,10 @@ static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_back
     /* batch-invariant mode keeps every row on the split kernel: which kernel a row gets must not
      * depend on how the scheduler chunked its sequence (I6) */
     c->pf_tile_rows = bc->batch_invariant || !tc_fits ? 0 : kiln_cuda_prefill_tile_rows(mc->n_heads, mc->n_kv_heads);
+    /* FP8: W8A8 where the card has FP8 MMA and the checkpoint quantizes activations, else
+     * weight-only (sm_80 / sm_86, as vLLM's FP8 Marlin path: codes -> bf16 in the kernel) */
+    c->fp8_a8 = c->fp8 && t->has_fp8_mma && c->m->layers[0].wq->quant.act != KILN_ACT_NONE;
+    c->fp8_lt8 = c->fp8_a8 && !c->fp8_blk;
 }
 
 static const kiln_backend_ops k_cuda_ops;
@@ -296,7 +325,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
                                             "refused under KILN_STRICT=1");
         goto fail;
     }
-    c->cap_allocs = 4 * mc->n_layers + MAX_DEV_ALLOCS_FIXED;
+    c->cap_allocs = 8 * mc->n_layers + MAX_DEV_ALLOCS_FIXED; /* FP8: 4 matrices and 4 scale arrays */
     c->allocs = kiln_calloc((size_t)c->cap_allocs, sizeof *c->allocs);
     c->layers = kiln_calloc((size_t)mc->n_layers, sizeof *c->layers);
     if (!c->allocs || !c->layers) { rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory"); goto fail; }
@@ -330,17 +359,42 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     /* GEMM shapes: refused here when cuBLASLt has no algorithm (I3) */
     int D = mc->dim, qd = mc->n_heads * mc->head_dim, kvd = mc->n_kv_heads * mc->head_dim, F = mc->hidden_dim;
     int T = bc->max_tokens;
-    if ((rc = kiln_cuda_gemm_init(&c->gctx, &c->g_qkv, qd + 2 * kvd, D, c->adt, T, err)) ||
-        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_o, D, qd, c->adt, T, err)) ||
-        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, c->adt,
-                                      c->gu_16bit && c->adt != KILN_DT_F32 ? c->adt : KILN_DT_F32, T, err)) ||
-        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_d, D, F, c->adt, T, err)) ||
+    /* FP8 layers: cuBLASLt on the codes (W8A8, per-row scales) or on the bf16 dequantization;
+     * where this cuBLASLt has no FP8 kernel with outer-vector scales for a shape (before sm_90),
+     * the latter, said in the log and refused under strict mode */
+    if (c->fp8_lt8) {
+        kiln_cuda_gemm probe;
+        kiln_error e2;
+        int prc = kiln_cuda_gemm_init(&c->gctx, &probe, qd + 2 * kvd, D, KILN_DT_F8_E4M3, T, &e2);
+        kiln_cuda_gemm_free(&probe);
+        if (prc) {
+            if (bc->strict) {
+                rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: FP8 prefill on cuBLASLt not available (%s); refused "
+                              "under KILN_STRICT=1 (it would dequantize to bf16)", e2.msg);
+                goto fail;
+            }
+            KILN_WARN("cuda backend: FP8 steps of more than %d rows dequantize to bf16 (%s)",
+                     c->fp8_mma_max_rows, e2.msg);
+            c->fp8_lt8 = 0;
+        }
+    }
+    /* without cuBLASLt FP8, every step the product takes (up to 64 rows) stays on it: only
+     * prefill dequantizes */
+    if (c->fp8 && !c->fp8_lt8 && o->fp8_mma_max_rows < 0 && !bc->batch_invariant) c->fp8_mma_max_rows = KILN_FP8_MMA_MAX_ROWS;
+    kiln_dtype gw = c->fp8 ? (c->fp8_lt8 ? KILN_DT_F8_E4M3 : KILN_DT_BF16) : c->adt;
+    kiln_dtype gy = KILN_DT_F32;
+    if ((rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_qkv, qd + 2 * kvd, D, gw, gy, T, err)) ||
+        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_o, D, qd, gw, gy, T, err)) ||
+        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, gw,
+                                      c->gu_16bit && c->adt != KILN_DT_F32 && gw != KILN_DT_F8_E4M3 ? c->adt : KILN_DT_F32,
+                                      T, err)) ||
+        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_d, D, F, gw, gy, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)) ||
         /* the down projection's split-K first choice is slower at decode sizes (see gemm.h) */
-        (c->adt != KILN_DT_F32 && (rc = kiln_cuda_gemm_fixed_upto(&c->gctx, &c->g_d, 16, err))))
+        (c->adt != KILN_DT_F32 && !c->fp8 && (rc = kiln_cuda_gemm_fixed_upto(&c->gctx, &c->g_d, 16, err))))
         goto fail;
     /* KV pool (bf16), scratch, then the weights */
-    c->kv_bytes = (size_t)kiln_kv_elems(&bc->kv) * sizeof(uint16_t);
+    c->kv_bytes = (size_t)kiln_kv_elems(&bc->kv) * (size_t)bc->kv.elem_bytes; /* bf16 or FP8 */
     if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->kv, c->kv_bytes, "the KV pool", err))) goto fail;
     if ((e = cudaMemsetAsync(c->kv, 0, c->kv_bytes, c->st)) != cudaSuccess) {
         rc = kiln_cuda_error(err, e, "cudaMemsetAsync(kv)", __FILE__, __LINE__);
@@ -470,8 +524,11 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
                                     : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
                                     : !t->has_pdl      ? "off (target below sm_90)"
                                                        : "off (KILN_CUDA_PDL=0)");
-    desc_printf(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+; no FP8 kernel uses it yet)"
-                                                      : "no (target below sm_89)");
+    desc_printf(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+): FP8 weights run W8A8 (fp8.cu)"
+                                                      : "no (target below sm_89): FP8 weights run weight-only");
+    desc_printf(&d, "FP8 weights:  tensor cores on the codes up to %d rows (KILN_CUDA_FP8_MMA), then cuBLASLt FP8 "
+                    "(per-tensor / per-channel scales, W8A8), else dequantization + cuBLASLt; KV cache bf16 or fp8\n",
+                c->fp8_mma_max_rows);
     desc_printf(&d, "wgmma:        %s\n", t->has_wgmma ? "available (sm_90a code; no kernel uses it yet)" : "no");
     size_t tc = kiln_cuda_attention_tc_smem(mc->head_dim);
     if (c->pf_tile_rows > 0)
@@ -519,6 +576,7 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
 static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
     .kv_dtype = KILN_KV_BF16,
+    .kv_dtypes = (1u << KILN_KV_BF16) | (1u << KILN_KV_FP8_E4M3), /* fp8: E4M3, per-layer k / v scales (fp8.cu) */
     .max_logits_per_seq = 1,
     .check_weight = kiln_cuda_check_weight,
     .samples = 1,

@@ -27,7 +27,7 @@
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
-#define MAX_DEV_ALLOCS_FIXED (40 + 5)
+#define MAX_DEV_ALLOCS_FIXED (40 + 8)
 
 typedef struct dev_alloc {
     void *p;
@@ -40,11 +40,16 @@ typedef struct dev_alloc {
  * aligned, 16 bytes of padding after the last), one segment when the parts share a type, else
  * one per part (a Q4_K_M file has Q6_K attn_v beside Q4_K attn_q / attn_k). */
 #define CUDA_MAT_SEGS 3
+/* FP8 (f8_e4m3) parts: codes [rows][K] concatenated; sw the per-row scales [N] (a per-tensor
+ * scale repeated over its part's rows) or, with BLOCK scales, [N][ceil(K / 128)]; a new segment
+ * wherever a part's static activation scale differs from the previous part's (fp8.cu). */
 typedef struct cuda_mat {
     void *w;       /* the buffer (segment 0) */
     kiln_dtype dt; /* of segment 0; quantized iff kiln_dtype_is_quant(dt) */
     int N, K, n_seg;
-    struct { void *w; kiln_dtype dt; int row0, rows; } seg[CUDA_MAT_SEGS];
+    struct { void *w; kiln_dtype dt; int row0, rows; float in_scale; } seg[CUDA_MAT_SEGS];
+    float *sw;     /* FP8: device scales (see above), else NULL */
+    int sw_G;      /* FP8: scale groups per row (1, or ceil(K / 128) for BLOCK) */
 } cuda_mat;
 
 typedef struct cuda_layer {
@@ -67,6 +72,17 @@ typedef struct cuda_backend {
     kiln_dtype adt, edt, hdt; /* layer matrices' activations, embedding, LM head input (bf16 when
                                * the weights are GGUF-quantized) */
     int quant;                /* some projection holds GGUF-quantized weights */
+    int fp8;                  /* the layer matrices are FP8 (f8_e4m3 codes, fp8.cu) */
+    int fp8_a8;               /* ... run W8A8 (activations quantized, FP8 MMA: sm_89+), else
+                               * weight-only (bf16 activations) */
+    int fp8_blk;              /* ... with BLOCK scales (128-column groups) */
+    int fp8_static;           /* ... with static activation scales */
+    int fp8_lt8;              /* steps beyond fp8_mma_max_rows on cuBLASLt FP8 (W8A8, per-row
+                               * scales applied after), else dequantized to bf16 for cuBLASLt */
+    int fp8_mma_max_rows;     /* FP8 steps up to this many rows on fp8.cu's product (0 in
+                               * batch-invariant mode) */
+    uint8_t *xq8;             /* [max_tokens][max K] activation codes (W8A8) */
+    float *sa8;               /* [max_tokens][max groups] their scales */
     void *wdq;                /* [max N x K] adt: a quantized matrix dequantized for cuBLASLt
                                * (steps of more than qgemv_max_rows rows) */
     size_t wdq_bytes;

@@ -175,5 +175,18 @@ static __device__ __forceinline__ int kiln_att_window(int n, int min_w, int max_
  * the fused gate|up epilogue of skinny_wide.cu share it, so the two paths give the same bits. */
 static __device__ __forceinline__ float kiln_silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
+/* two e4m3 codes (bits 0-7 and 8-15 of v) as a bf16x2 (code 0 in the low half), exactly: the
+ * code's bits placed in an f16 (sign to bit 15, exponent and mantissa to bits 7-13) are its value
+ * times 2^-8 for every code, subnormals included (both formats' subnormals line up), so one
+ * f16x2 multiply by 256 gives the value; f16 -> f32 is exact, and the f32 value has at most 4
+ * significant bits, so its upper half is the bf16. */
+static __device__ __forceinline__ uint32_t kiln_f8x2_to_bf16x2(uint32_t v) {
+    uint32_t u = __byte_perm(v, 0, 0x4140); /* code 0 in bits 0-7, code 1 in bits 16-23 */
+    uint32_t h = ((u & 0x00800080u) << 8) | ((u & 0x007f007fu) << 7);
+    __half2 hv = __hmul2(*reinterpret_cast<__half2 *>(&h), __floats2half2_rn(256.0f, 256.0f));
+    float2 f = __half22float2(hv);
+    return __byte_perm(__float_as_uint(f.x), __float_as_uint(f.y), 0x7632);
+}
+
 #define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 #endif

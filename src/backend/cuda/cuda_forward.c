@@ -87,17 +87,31 @@ static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
     return KILN_OK;
 }
 
+/* layer l's KV pool as the kernels take it: bf16, or FP8 codes with the layer's scales (0 in the
+ * checkpoint: 1.0) */
+static kiln_cuda_kv layer_kv(const cuda_backend *c, int l) {
+    int64_t off = kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    kiln_cuda_kv kv = {(unsigned char *)c->kv + off * c->cfg.kv.elem_bytes, c->cfg.kv.dtype == KILN_KV_FP8_E4M3, 1.0f,
+                       1.0f};
+    if (kv.f8) {
+        const kiln_layer_weights *w = &c->m->layers[l];
+        if (w->k_scale > 0.0f) kv.k_scale = w->k_scale;
+        if (w->v_scale > 0.0f) kv.v_scale = w->v_scale;
+    }
+    return kv;
+}
+
 static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
     int T = p->T, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
     step_ptrs d = desc_ptrs(c);
-    uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    kiln_cuda_kv kv = layer_kv(c, l);
     const float *an = c->norms + (size_t)(2 * l) * D;
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
     int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, err);
     if (rc) return rc;
-    LAUNCH(kiln_cuda_rope_kv(c->qkv, d.pos, d.slot, pool, T, H, KV, hd, bs, mc->rope_theta,
-                             mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl, c->st));
+    LAUNCH(kiln_cuda_rope_kv_ex(c->qkv, d.pos, d.slot, &kv, T, H, KV, hd, bs, mc->rope_theta,
+                                mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl, c->st));
     return KILN_OK;
 }
 
@@ -107,12 +121,13 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     int qkvw = (H + 2 * KV) * hd;
     size_t asz = dt_size(c->adt);
     step_ptrs d = desc_ptrs(c);
-    uint16_t *pool = c->kv + kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
+    kiln_cuda_kv kv = layer_kv(c, l);
+    const kiln_cuda_kv *pool = &kv;
     if (p->tc_splits > 0)
-        LAUNCH(kiln_cuda_attention_decode_tc(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
+        LAUNCH(kiln_cuda_attention_decode_tc_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
                                              hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->pdl, c->st));
     else if (p->n_tiles > 0)
-        LAUNCH(kiln_cuda_attention_prefill(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
+        LAUNCH(kiln_cuda_attention_prefill_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
                                            bs, d.tiles, p->n_tiles, c->pdl, c->st));
     for (int k = 0; k < p->n_runs; k++) {
         int a = c->run_a[k], rows = c->run_b[k] - a;
@@ -120,7 +135,7 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
          * one query position, so attention_decode_kernel serves them, split over the context */
         int ts = c->pf_tile_rows > 0 && rows >= c->decode_tc_rows ? kiln_cuda_tc_split_count(c, rows) : 0;
         if (ts > 0) {
-            LAUNCH(kiln_cuda_attention_decode_tc((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+            LAUNCH(kiln_cuda_attention_decode_tc_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                                  c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt,
                                                  bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, c->pdl, c->st));
             continue;
@@ -131,7 +146,7 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
         /* (up to 32 windows while the scratch holds them) */
         int splits = c->cfg.batch_invariant ? c->att_splits
                                             : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits);
-        LAUNCH(kiln_cuda_attention((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
+        LAUNCH(kiln_cuda_attention_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                    c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
                                    rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->pdl, c->st));
     }

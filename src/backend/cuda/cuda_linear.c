@@ -83,10 +83,45 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
     return kiln_cuda_gemm_run(&c->gctx, g, y, x, c->wdq, n, c->st, err);
 }
 
+/* FP8 matrices (fp8.cu; the math: docs/fp8.md). W8A8 quantizes x (per row, or per row and
+ * 128-column group with BLOCK scales; again for a segment whose static scale differs from the
+ * previous one's). Up to fp8_mma_max_rows rows: fp8.cu's tensor-core product per segment into its
+ * column slice (f32). Beyond: cuBLASLt FP8 on the codes, f32, then the scales (fp8_lt8, one
+ * segment), else the matrix dequantized to bf16 (wdq) for cuBLASLt (y in g->ydt). *lt as qlinear's. */
+static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
+                      kiln_error *err) {
+    int a8 = c->fp8_a8, G = w->sw_G, K = w->K;
+    *lt = n > c->fp8_mma_max_rows;
+    if (*lt && c->fp8_lt8 && w->n_seg == 1) {
+        /* cuBLASLt on the codes (f32 sums), then the scales: y = (sum) (sa[t] sw[n]) */
+        LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
+        int rc = kiln_cuda_gemm_run(&c->gctx, g, y, c->xq8, w->w, n, c->st, err);
+        if (rc) return rc;
+        LAUNCH(kiln_cuda_fp8_scale_rows((float *)y, w->N, c->sa8, w->sw, n, w->N, c->st));
+        *lt = 0; /* f32 */
+        return KILN_OK;
+    }
+    if (*lt) {
+        if (!c->wdq)
+            return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: %d FP8 rows need the dequantization scratch", n);
+        LAUNCH(kiln_cuda_fp8_dequant(c->wdq, KILN_DT_BF16, (const uint8_t *)w->w, w->sw, G, w->N, K, c->st));
+        return kiln_cuda_gemm_run(&c->gctx, g, y, x, c->wdq, n, c->st, err);
+    }
+    for (int s = 0; s < w->n_seg; s++) {
+        if (a8 && (s == 0 || w->seg[s].in_scale != w->seg[s - 1].in_scale))
+            LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, G > 1 ? 128 : K, c->fp8_static,
+                                         w->seg[s].in_scale, c->st));
+        LAUNCH(kiln_cuda_fp8_mma((float *)y + w->seg[s].row0, w->N, (const uint8_t *)w->seg[s].w,
+                                 w->sw + (size_t)w->seg[s].row0 * G, G, a8 ? (const void *)c->xq8 : x, c->sa8, a8, n,
+                                 w->seg[s].rows, K, 0, c->n_sm, c->target.has_fp8_mma, c->st));
+    }
+    return KILN_OK;
+}
+
 int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n,
                      kiln_error *err) {
-    if (kiln_dtype_is_quant(w->dt)) {
-        int lt, rc = qlinear(c, g, y, x, w, n, &lt, err);
+    if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) {
+        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, y, x, w, n, &lt, err) : qlinear(c, g, y, x, w, n, &lt, err);
         if (rc) return rc;
         if (c->debug && (rc = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return rc;
         return KILN_OK;
@@ -111,8 +146,8 @@ int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x,
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             int T, kiln_error *err) {
     int F = g->N / 2, D = g->K;
-    if (kiln_dtype_is_quant(w->dt)) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
-        int lt, rc = qlinear(c, g, gu, x, w, T, &lt, err);
+    if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
+        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, err) : qlinear(c, g, gu, x, w, T, &lt, err);
         if (rc) return rc;
         LAUNCH(kiln_cuda_swiglu_in(act, c->adt, gu, lt ? g->ydt : KILN_DT_F32, T, F, c->pdl, c->st));
         return KILN_OK;

@@ -50,6 +50,17 @@ cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *r
 cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
                               int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
                               int pdl, cudaStream_t st);
+/* One layer's KV pool as the kernels read it: bf16 elements, or (f8) e4m3 codes of value / scale
+ * (the FP8 KV cache, docs/fp8.md: per-layer K and V scales, 1.0 when the checkpoint has none).
+ * The _ex launchers take it; the others are the bf16 pool with scales 1. */
+typedef struct kiln_cuda_kv {
+    void *pool;
+    int f8;
+    float k_scale, v_scale;
+} kiln_cuda_kv;
+cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
+                                 int H, int KV, int hd, int block_size, double theta, int interleaved, int pdl,
+                                 cudaStream_t st);
 
 /* Causal GQA attention over the paged pool for a ragged batch, split over the context
  * (attention.cu). Row t belongs to sequence row_seq[t]; its query at position pos[t] attends to
@@ -106,6 +117,23 @@ int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, const kiln_cuda_target *
 size_t kiln_cuda_attention_tc_smem(int hd);
 /* Pass 2 of the split attention alone: merge the windows (rounded to wr positions) of rows
  * [0, T) from scratch [T][H][max_splits][hd + 2] into out [T][H * hd] (attention.cu). */
+/* the same three on a kiln_cuda_kv pool (bf16, or FP8 codes: K and V decoded with their scales;
+ * the split kernel as the CPU, code * scale in f32; the tensor-core kernels stage the codes as bf16
+ * (exact) with K's scale in the score scale and V's on the output) */
+cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const float *q, int q_stride, const kiln_cuda_kv *kv,
+                                   const int32_t *pos, const int32_t *row_seq, const int32_t *block_table,
+                                   int max_blocks, int T, int H, int KV, int hd, int block_size, int split_w,
+                                   int max_splits, float *scratch, int pdl, cudaStream_t st);
+cudaError_t kiln_cuda_attention_prefill_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                           const kiln_cuda_kv *kv, const int32_t *pos, const int32_t *row_seq,
+                                           const int32_t *block_table, int max_blocks, int H, int KV, int hd,
+                                           int block_size, const int32_t *tiles, int n_tiles, int pdl,
+                                           cudaStream_t st);
+cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
+                                             const kiln_cuda_kv *kv, const int32_t *pos, const int32_t *row_seq,
+                                             const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
+                                             int block_size, int min_w, int max_splits, float *scratch, int pdl,
+                                             cudaStream_t st);
 cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos, int T,
                                         int H, int hd, int min_w, int max_splits, int wr, int pdl, cudaStream_t st);
 /* Host: cut every sequence with >= min_rows rows (seq_q_start [n_seqs + 1]) into tiles of
@@ -190,6 +218,32 @@ cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dt
 cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,
                              const int32_t *prev_tok, int T, int D, cudaStream_t st);
 
+/* FP8 E4M3 weights (fp8.cu; the math: docs/fp8.md, the layouts: fp8.cu's note).
+ * kiln_cuda_fp8_quant_x: xq [T][K] e4m3 codes and sa [T][ceil(K / gs)] scales of x [T][K] (bf16,
+ *   f16, f32): per row and group of gs columns the dynamic scale kiln_fp8_act_scale(amax) (stat 0)
+ *   or in_scale (stat 1), codes e4m3(x / s) as the CPU's kiln_fp8_act_q.
+ * kiln_cuda_fp8_mma: y [T][ldy] f32 (columns 0..N-1) = the W8A8 (a8: x = xq codes, scales sa [T][G];
+ *   needs has_fp8_mma: sm_89+) or weight-only (x bf16 [T][K]) product with W [N][K] e4m3 and sw
+ *   ([N] when G == 1, else [N][G] with G = ceil(K / 128)); 1 <= T <= KILN_FP8_MMA_MAX_ROWS,
+ *   K % 16 == 0, w and x 16-byte aligned; warps a CTA 4 or 8 (0: by N and n_sm; the sums' order
+ *   depends on it and on T's n-tile count 1, 2, 4, 8).
+ * kiln_cuda_fp8_dequant: out [N][K] (bf16 or f16) = e4m3(w) sw rounded once.
+ * Anything else: cudaErrorInvalidValue. */
+#define KILN_FP8_MMA_MAX_ROWS 64
+/* the backend's default: more rows go to cuBLASLt FP8 (H200, Devstral shapes, same call: at 8 rows
+ * the product 11.0 / 8.6 / 86.9 / 47.1 us for qkv / o / gate|up / down against cuBLASLt's 13.6 /
+ * 10.9 / 87.3 / 48.6; at 16 rows 17.1 / 13.1 / 124.0 / 78.9 against 14.2 / 11.1 / 90.7 / 48.8) */
+#define KILN_FP8_MMA_DEFAULT_ROWS 8
+cudaError_t kiln_cuda_fp8_quant_x(uint8_t *xq, float *sa, const void *x, kiln_dtype xdt, int T, int K, int gs,
+                                  int stat, float in_scale, cudaStream_t st);
+cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, const float *sw, int G, const void *x,
+                              const float *sa, int a8, int T, int N, int K, int warps, int n_sm, int has_fp8_mma,
+                              cudaStream_t st);
+/* y[t][n] *= sa[t] sw[n] for t < T, n < N (y [T][ldy] f32: cuBLASLt FP8's unscaled sums) */
+cudaError_t kiln_cuda_fp8_scale_rows(float *y, int ldy, const float *sa, const float *sw, int T, int N, cudaStream_t st);
+cudaError_t kiln_cuda_fp8_dequant(void *out, kiln_dtype odt, const uint8_t *w, const float *sw, int G, int N, int K,
+                                  cudaStream_t st);
+
 /* The same product on tensor cores for T <= KILN_SKINNY_MAX_ROWS rows (skinny.cu): W [N][K]
  * bf16 or f16 (wdt), x [T][K] same dtype, y [T][N] f32; K % 8 == 0, x and W 16-byte aligned, y
  * 4-byte aligned, 1 <= T <= 16, 1 <= N <= 2^30; otherwise cudaErrorInvalidValue. A pure stream
@@ -245,6 +299,10 @@ cudaError_t kiln_cuda_dummy_fill(void *dst, kiln_dtype dt, int64_t n, uint64_t s
  * kiln_dummy_qbyte(kiln_dummy_key(seed, tensor_index), dt, i, cols) (model/dummy_quant.h) */
 cudaError_t kiln_cuda_dummy_fill_q(void *dst, kiln_dtype dt, int64_t nbytes, uint64_t seed, int tensor_index,
                                    int64_t cols, cudaStream_t st);
+/* online FP8 of the dense dummy (--load-format dummy --quantization fp8): codes
+ * e4m3(kiln_dummy_value / scale) of n elements in rows of cols */
+cudaError_t kiln_cuda_dummy_fill_fp8(uint8_t *dst, int64_t n, uint64_t seed, int tensor_index, int64_t cols,
+                                     float scale, cudaStream_t st);
 
 /* dst[i] = bits (a 16-bit or 32-bit pattern) for poisoning buffers in tests and debug mode. */
 cudaError_t kiln_cuda_fill_u32(uint32_t *dst, uint32_t bits, int64_t n, cudaStream_t st);

@@ -21,6 +21,7 @@ typedef struct uploader {
 
 static void progress(uploader *u, int final) {
     int pct = u->total ? (int)(100.0 * (double)u->done / (double)u->total) : 100;
+    if (pct > 100) pct = 100; /* FP8 scales are not counted in total */
     if (!final && (!u->tty || pct == u->last_pct)) return;
     u->last_pct = pct;
     char bar[41];
@@ -66,6 +67,18 @@ static int put_tensor(uploader *u, void *dst, const kiln_tensor *t, kiln_error *
     if (m->format != KILN_FORMAT_DUMMY)
         return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: tensor %s has no data", t->name);
     int64_t n = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+    if (t->dtype == KILN_DT_F8_E4M3) { /* online FP8 of a dummy (fp8.c): the dense dummy's values / scale */
+        int idx = -1;
+        for (int i = 0; i < m->n_tensors && idx < 0; i++)
+            if (!strcmp(m->tensors[i].name, t->name)) idx = i;
+        if (idx < 0 || !t->quant.scale)
+            return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: FP8 dummy tensor %s has no source", t->name);
+        cudaError_t e = kiln_cuda_dummy_fill_fp8(dst, n, m->dummy_seed, idx, t->shape[1], t->quant.scale[0], c->st);
+        if (e != cudaSuccess) return kiln_cuda_error(err, e, "kiln_cuda_dummy_fill_fp8", __FILE__, __LINE__);
+        u->done += t->nbytes;
+        progress(u, 0);
+        return KILN_OK;
+    }
     cudaError_t e = kiln_dtype_is_quant(t->dtype)
                         ? kiln_cuda_dummy_fill_q(dst, t->dtype, (int64_t)t->nbytes, m->dummy_seed, (int)(t - m->tensors),
                                                  t->shape[t->ndim - 1], c->st)
@@ -83,6 +96,37 @@ static int put_tensor(uploader *u, void *dst, const kiln_tensor *t, kiln_error *
  * types are one segment each, every segment start 16-byte aligned. Quantized buffers end with
  * 16 bytes of padding (qdecode.cuh may read that far past the last block). */
 static size_t seg_align(size_t n) { return (n + 15) / 16 * 16; }
+
+/* a part's static activation scale (0: dynamic or none) */
+static float in_scale_of(const kiln_tensor *t) {
+    return t->quant.act == KILN_ACT_STATIC && t->quant.input_scale ? t->quant.input_scale[0] : 0.0f;
+}
+
+/* FP8 parts: docs/fp8.md's s_w per row of the matrix: [N] (a per-tensor scale repeated over its
+ * part's rows, per-channel scales as they are) or [N][ceil(K / 128)] (BLOCK: row o of a part
+ * takes the scales of its tile row o / block_out) */
+static int put_fp8_scales(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int n, const char *what,
+                          kiln_error *err) {
+    int G = ts[0]->quant.kind == KILN_SCALE_BLOCK ? (mt->K + 127) / 128 : 1;
+    size_t cnt = (size_t)mt->N * G, r = 0;
+    float *h = kiln_malloc(cnt * sizeof(float));
+    if (!h) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of host memory for the scales of %s", what);
+    for (int i = 0; i < n; i++) {
+        const kiln_quant *q = &ts[i]->quant;
+        int64_t rows = ts[i]->shape[0], gb = q->kind == KILN_SCALE_BLOCK ? (mt->K + q->block_in - 1) / q->block_in : 1;
+        for (int64_t o = 0; o < rows; o++, r++)
+            for (int g = 0; g < G; g++)
+                h[r * G + g] = q->kind == KILN_SCALE_TENSOR    ? q->scale[0]
+                               : q->kind == KILN_SCALE_CHANNEL ? q->scale[o]
+                                                               : q->scale[(o / q->block_out) * gb + g];
+    }
+    mt->sw_G = G;
+    int rc = kiln_cuda_dev_malloc(u->c, (void **)&mt->sw, cnt * sizeof(float), what, err);
+    if (!rc) rc = upload_bytes(u, mt->sw, h, cnt * sizeof(float), err); /* copied to staging: h may go */
+    kiln_free(h);
+    return rc;
+}
+
 static int put_mat(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int n, const char *what, kiln_error *err) {
     int quant = kiln_dtype_is_quant(ts[0]->dtype);
     memset(mt, 0, sizeof *mt);
@@ -90,9 +134,11 @@ static int put_mat(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int 
     size_t total = 0, off[CUDA_MAT_SEGS];
     for (int i = 0; i < n; i++) {
         int rows = (int)(ts[i]->ndim == 1 ? 1 : ts[i]->shape[0]);
-        if (mt->n_seg == 0 || ts[i]->dtype != mt->seg[mt->n_seg - 1].dt) {
+        if (mt->n_seg == 0 || ts[i]->dtype != mt->seg[mt->n_seg - 1].dt ||
+            in_scale_of(ts[i]) != mt->seg[mt->n_seg - 1].in_scale) {
             total = seg_align(total);
             mt->seg[mt->n_seg].dt = ts[i]->dtype;
+            mt->seg[mt->n_seg].in_scale = in_scale_of(ts[i]);
             mt->seg[mt->n_seg].row0 = mt->N;
             mt->seg[mt->n_seg].w = (void *)(uintptr_t)total; /* an offset until allocated */
             mt->n_seg++;
@@ -112,6 +158,7 @@ static int put_mat(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int 
         cudaError_t e = cudaMemsetAsync((unsigned char *)mt->w + total - 16, 0, 16, u->c->st);
         if (e != cudaSuccess) rc = kiln_cuda_error(err, e, "cudaMemsetAsync(weight padding)", __FILE__, __LINE__);
     }
+    if (!rc && mt->dt == KILN_DT_F8_E4M3) rc = put_fp8_scales(u, mt, ts, n, what, err);
     return rc;
 }
 
@@ -184,21 +231,37 @@ static int quant_dtype(kiln_dtype dt) {
            dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K;
 }
 
-/* The weight dtypes kiln_cuda_linear runs: f32, f16, bf16 (GEMV / skinny / wide / cuBLASLt) and
- * the GGUF block types of qlinear.cu (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K). Anything
- * else (FP8, other GGUF types) is refused at load by check_model, with the type and the tensor
- * named: there is no fallback (I3). */
-int kiln_cuda_linear_supports(kiln_dtype dt) { return dense_dtype(dt) || quant_dtype(dt); }
+/* The weight dtypes kiln_cuda_linear runs: f32, f16, bf16 (GEMV / skinny / wide / cuBLASLt), the
+ * GGUF block types of qlinear.cu (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and FP8 E4M3
+ * with per-tensor, per-channel or 128-column block scales (fp8.cu). Anything else (other GGUF
+ * types, E5M2) is refused at load by check_model, with the type and the tensor named: there is no
+ * fallback (I3). */
+int kiln_cuda_linear_supports(kiln_dtype dt) { return dense_dtype(dt) || quant_dtype(dt) || dt == KILN_DT_F8_E4M3; }
 
 int kiln_cuda_check_weight(const kiln_tensor *w, kiln_error *err) {
     if (!kiln_cuda_linear_supports(w->dtype))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s weights (%s) not supported (f32/f16/bf16 and the "
                         "GGUF types q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)",
                         kiln_dtype_name(w->dtype), w->name);
+    int64_t K = w->shape[w->ndim - 1];
+    if (w->dtype == KILN_DT_F8_E4M3) {
+        const kiln_quant *q = &w->quant;
+        if (w->ndim != 2 || K % 16)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: FP8 %s has rows of %lld elements, not a multiple "
+                            "of 16", w->name, (long long)K);
+        if (q->kind != KILN_SCALE_TENSOR && q->kind != KILN_SCALE_CHANNEL && q->kind != KILN_SCALE_BLOCK)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: FP8 %s without weight scales", w->name);
+        if (q->kind == KILN_SCALE_BLOCK && (q->block_in != 128 || q->block_out < 1))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: FP8 %s has [%d, %d] scale blocks; the GPU kernels "
+                            "take blocks of 128 columns ([N, 128])", w->name, q->block_out, q->block_in);
+        if (q->act == KILN_ACT_STATIC && !(q->input_scale && q->input_scale[0] > 0.0f))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: FP8 %s has a static activation scale that is not "
+                            "positive", w->name);
+        return KILN_OK;
+    }
     if (w->quant.kind != KILN_SCALE_NONE)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s scales of %s not supported yet",
                         kiln_scale_kind_name(w->quant.kind), w->name);
-    int64_t K = w->shape[w->ndim - 1];
     if (quant_dtype(w->dtype) && K % 32)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %s (%s) has rows of %lld elements, not a multiple of 32",
                         w->name, kiln_dtype_name(w->dtype), (long long)K);
@@ -220,8 +283,8 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout does not match the model");
     if (bc->max_tokens <= 0 || bc->max_seqs <= 0 || bc->max_blocks_per_seq <= 0)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: empty step capacities");
-    if (bc->kv.dtype != KILN_KV_BF16)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: a %s KV cache is not supported yet (bf16 only)",
+    if (bc->kv.dtype != KILN_KV_BF16 && bc->kv.dtype != KILN_KV_FP8_E4M3)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: a %s KV cache is not supported (bf16, fp8)",
                         kiln_kv_dtype_name(bc->kv.dtype));
     if (bc->kv.elem_bytes != kiln_kv_dtype_bytes(bc->kv.dtype))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout of %d-byte %s elements", bc->kv.elem_bytes,
@@ -252,22 +315,33 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: quantized embedding rows of %d elements", mc->dim);
     int rc = kiln_cuda_check_weight(m->lm_head, err);
     if (rc) return rc;
-    /* Matrices: all dense of one dtype (adt), or all GGUF-quantized (any mix of the supported
-     * types; activations then bf16). The LM head on its own: dense (hdt) or quantized (bf16 in). */
-    int quant = quant_dtype(m->layers[0].wq->dtype);
+    /* Matrices: all dense of one dtype (adt), all GGUF-quantized (any mix of the supported types;
+     * activations then bf16), or all FP8 with one scale layout and activation scheme (activations
+     * bf16). The LM head on its own: dense (hdt) or quantized (bf16 in). */
+    const kiln_tensor *w0 = m->layers[0].wq;
+    int quant = quant_dtype(w0->dtype), fp8 = w0->dtype == KILN_DT_F8_E4M3;
     c->edt = m->tok_embd->dtype;
     c->hdt = quant_dtype(m->lm_head->dtype) ? KILN_DT_BF16 : m->lm_head->dtype;
-    c->adt = quant ? KILN_DT_BF16 : m->layers[0].wq->dtype;
+    c->adt = quant || fp8 ? KILN_DT_BF16 : w0->dtype;
     c->quant = quant || quant_dtype(m->lm_head->dtype);
+    c->fp8 = fp8;
+    c->fp8_blk = fp8 && w0->quant.kind == KILN_SCALE_BLOCK;
+    c->fp8_static = fp8 && w0->quant.act == KILN_ACT_STATIC;
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
         for (int i = 0; i < 7; i++) {
             if ((rc = kiln_cuda_check_weight(ts[i], err))) return rc;
-            if (quant ? !quant_dtype(ts[i]->dtype) : ts[i]->dtype != c->adt)
+            if (quant ? !quant_dtype(ts[i]->dtype) : ts[i]->dtype != (fp8 ? KILN_DT_F8_E4M3 : c->adt))
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                                 "cuda backend: mixed matrix dtypes (%s is %s, %s is %s) not supported",
-                                ts[i]->name, kiln_dtype_name(ts[i]->dtype), w->wq->name, kiln_dtype_name(w->wq->dtype));
+                                ts[i]->name, kiln_dtype_name(ts[i]->dtype), w0->name, kiln_dtype_name(w0->dtype));
+            if (fp8 && ((ts[i]->quant.kind == KILN_SCALE_BLOCK) != c->fp8_blk || ts[i]->quant.act != w0->quant.act))
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                                "cuda backend: FP8 matrices with different scales (%s: %s weights, %s activations; %s: "
+                                "%s, %s) not supported", ts[i]->name, kiln_scale_kind_name(ts[i]->quant.kind),
+                                kiln_act_quant_name(ts[i]->quant.act), w0->name, kiln_scale_kind_name(w0->quant.kind),
+                                kiln_act_quant_name(w0->quant.act));
         }
     }
     return KILN_OK;

@@ -9,6 +9,7 @@
 #include "backend/cuda/qdecode.cuh"
 #include "model/dummy_quant.h"
 #include "util/dummy_hash.h"
+#include "util/fp8.h"
 
 static __global__ void dummy_kernel(void *dst, kiln_dtype dt, int64_t n, uint64_t key, int64_t cols) {
     float sc = cols > 0 ? __fsqrt_rn((float)cols) : 1.0f;
@@ -46,6 +47,23 @@ extern "C" cudaError_t kiln_cuda_dummy_fill_q(void *dst, kiln_dtype dt, int64_t 
     int64_t blocks = (nbytes / 4 + 255) / 256;
     if (blocks > 65536) blocks = 65536;
     dummy_q_kernel<<<(unsigned)blocks, 256, 0, st>>>((uint8_t *)dst, dt, nbytes, k, cols);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void dummy_fp8_kernel(uint8_t *dst, int64_t n, uint64_t key, int64_t cols, float scale) {
+    float sc = __fsqrt_rn((float)cols);
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = kiln_f32_to_e4m3(__fdiv_rn(__fdiv_rn(kiln_dummy_u(key, i), sc), scale));
+}
+
+extern "C" cudaError_t kiln_cuda_dummy_fill_fp8(uint8_t *dst, int64_t n, uint64_t seed, int tensor_index, int64_t cols,
+                                                float scale, cudaStream_t st) {
+    if (n <= 0) return cudaSuccess;
+    if (cols <= 0 || !(scale > 0.0f)) return cudaErrorInvalidValue;
+    uint64_t k = kiln_dummy_key(seed, tensor_index);
+    int64_t blocks = (n + 255) / 256;
+    if (blocks > 65536) blocks = 65536;
+    dummy_fp8_kernel<<<(unsigned)blocks, 256, 0, st>>>(dst, n, k, cols, scale);
     KILN_CUDA_CHECK_LAUNCH();
 }
 

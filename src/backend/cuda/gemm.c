@@ -11,7 +11,7 @@ int kiln_cublas_error(kiln_error *err, cublasStatus_t s, const char *stmt, const
 }
 
 static cudaDataType cuda_type(kiln_dtype dt) {
-    return dt == KILN_DT_F32 ? CUDA_R_32F : dt == KILN_DT_F16 ? CUDA_R_16F : CUDA_R_16BF;
+    return dt == KILN_DT_F32 ? CUDA_R_32F : dt == KILN_DT_F16 ? CUDA_R_16F : dt == KILN_DT_F8_E4M3 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
 }
 
 typedef struct gemm_desc {
@@ -19,6 +19,9 @@ typedef struct gemm_desc {
     cublasLtMatrixLayoutOpaque_t a, b, c;
 } gemm_desc;
 
+/* FP8 (wdt f8_e4m3, x the activation codes): the plain product of the codes, f32 out (cuBLASLt's
+ * outer-vector scales are refused on sm_90 by this cuBLAS: "unsupported value", H200 2026-12-04);
+ * the caller applies sa[t] sw[n] after (kiln_cuda_fp8_scale_rows). */
 static int desc_init(gemm_desc *d, const kiln_cuda_gemm *g, int T, kiln_error *err) {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     cudaDataType ty = cuda_type(g->wdt);
@@ -130,7 +133,7 @@ int kiln_cuda_gemm_init(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N,
 int kiln_cuda_gemm_init_out(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int N, int K, kiln_dtype wdt,
                             kiln_dtype ydt, int max_rows, kiln_error *err) {
     memset(g, 0, sizeof *g);
-    if (wdt != KILN_DT_F32 && wdt != KILN_DT_F16 && wdt != KILN_DT_BF16)
+    if (wdt != KILN_DT_F32 && wdt != KILN_DT_F16 && wdt != KILN_DT_BF16 && wdt != KILN_DT_F8_E4M3)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: no GEMM for %s weights", kiln_dtype_name(wdt));
     if (ydt != KILN_DT_F32 && ydt != wdt)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: GEMM output %s for %s weights", kiln_dtype_name(ydt),

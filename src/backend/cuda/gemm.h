@@ -1,6 +1,7 @@
 /* gemm.h: y = x W^T through cuBLASLt, f32 accumulation, one object per weight shape.
  *
- *   W: [N][K] row-major (PyTorch layout) of dtype wdt (bf16, f16 or f32);
+ *   W: [N][K] row-major (PyTorch layout) of dtype wdt (bf16, f16 or f32; or f8_e4m3 codes with x
+ *   e4m3 codes too: y = the f32 sums of the codes' products, unscaled, ydt f32);
  *   x: [T][K] of the same dtype;  y: [T][N] f32 (or ydt, see kiln_cuda_gemm_init_out).
  * In cuBLAS's column-major terms: y^T (N x T, ld N) = op_T(W stored K x N, ld K) * x^T (K x T).
  * Compute type CUBLAS_COMPUTE_32F (f32 weights: true f32, no TF32).

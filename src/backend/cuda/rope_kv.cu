@@ -4,9 +4,11 @@
  * inv_freq = 1 / theta^(2i/hd), angle = pos * inv_freq, cos and sin, and the rotation itself in
  * double, rounded once to f32, exactly as kiln_cpu_rope (HALF: pairs (i, i + hd/2);
  * INTERLEAVED: pairs (2i, 2i + 1)). The rotated K (f32, then rounded to bf16) and V go to slot
- * slots[t] of the pool: [block][k|v][KV][block_size][hd] inside the layer. */
+ * slots[t] of the pool: [block][k|v][KV][block_size][hd] inside the layer. An FP8 pool
+ * (kiln_cuda_rope_kv_ex, kv->f8) holds e4m3(value / k_scale or v_scale) instead (docs/fp8.md). */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
+#include "util/fp8.h"
 
 static __device__ __forceinline__ int64_t pool_index(int64_t blk, int kv, int h, int off, int d, int KV, int bs,
                                                      int hd) {
@@ -16,8 +18,18 @@ static __device__ __forceinline__ int64_t pool_index(int64_t blk, int kv, int h,
 /* grid (T, head groups + 1): block y < n_groups rotates heads y * hpb .. of q|k (H + KV heads),
  * thread = (head in the group, frequency pair i); the last y copies V. Each thread computes its
  * own angle (double pow / sincos), so the ~40 heads of a row run in parallel instead of a loop. */
-static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool, int H,
-                                      int KV, int hd, int bs, double theta, int interleaved, int hpb) {
+/* the pool element of value v: bf16 bits, or (F8) the e4m3 code of v / scale (an IEEE division,
+ * the CPU's kv_write) */
+template <bool F8>
+static __device__ __forceinline__ void kv_put(void *pool, int64_t i, float v, float scale) {
+    if (F8) ((uint8_t *)pool)[i] = kiln_f32_to_e4m3(__fdiv_rn(v, scale));
+    else ((uint16_t *)pool)[i] = kiln_f32_to_bf16_bits(v);
+}
+
+template <bool F8>
+static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, void *pool, int H,
+                                      int KV, int hd, int bs, double theta, int interleaved, int hpb, float k_scale,
+                                      float v_scale) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int t = blockIdx.x;
@@ -32,7 +44,7 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
         const float *vrow = row + (int64_t)(H + KV) * hd;
         for (int k = threadIdx.x; k < KV * hd; k += blockDim.x) {
             int h = k / hd, d = k % hd;
-            pool[pool_index(blk, 1, h, off, d, KV, bs, hd)] = kiln_f32_to_bf16_bits(vrow[k]);
+            kv_put<F8>(pool, pool_index(blk, 1, h, off, d, KV, bs, hd), vrow[k], v_scale);
         }
         return;
     }
@@ -53,24 +65,35 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
     v[i1] = r1;
     if (h >= H) { /* a K head: into the pool */
         int kh = h - H;
-        pool[pool_index(blk, 0, kh, off, i0, KV, bs, hd)] = kiln_f32_to_bf16_bits(r0);
-        pool[pool_index(blk, 0, kh, off, i1, KV, bs, hd)] = kiln_f32_to_bf16_bits(r1);
+        kv_put<F8>(pool, pool_index(blk, 0, kh, off, i0, KV, bs, hd), r0, k_scale);
+        kv_put<F8>(pool, pool_index(blk, 0, kh, off, i1, KV, bs, hd), r1, k_scale);
     }
 }
 
 extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
                                          int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
                                          int pdl, cudaStream_t st) {
+    kiln_cuda_kv kv = {pool_layer, 0, 1.0f, 1.0f};
+    return kiln_cuda_rope_kv_ex(qkv, pos, slots, &kv, T, H, KV, hd, block_size, theta, interleaved, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv,
+                                            int T, int H, int KV, int hd, int block_size, double theta,
+                                            int interleaved, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647) return cudaErrorInvalidValue;
+    if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647 || !kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f))
+        return cudaErrorInvalidValue;
     int half = hd / 2, hpb = 256 / half; /* heads per block: 256 threads of (head, pair) */
     if (hpb < 1) hpb = 1;
     int threads = hpb * half;
     if (threads < 32) threads = 32;
     int n_groups = (H + KV + hpb - 1) / hpb;
     dim3 grid((unsigned)T, (unsigned)(n_groups + 1));
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
-                rope_kv_kernel, grid, dim3(threads), 0, st, qkv, pos, slots, pool_layer, H, KV, hd, block_size, theta,
-                interleaved, hpb);
+    if (kv->f8)
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<true>, grid, dim3(threads), 0, st, qkv, pos, slots,
+                    kv->pool, H, KV, hd, block_size, theta, interleaved, hpb, kv->k_scale, kv->v_scale);
+    else
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<false>, grid, dim3(threads), 0, st, qkv, pos, slots,
+                    kv->pool, H, KV, hd, block_size, theta, interleaved, hpb, kv->k_scale, kv->v_scale);
     KILN_CUDA_CHECK_LAUNCH();
 }
