@@ -40,7 +40,12 @@ typedef struct kiln_cpu_ctx {
     size_t panel_floats;
     float *xperm;
     size_t xperm_floats;
+    int act_q8;       /* 1: quantized weights of the qgemm types run W x A8 (qgemm.h): activations
+                       * quantized to 8 bits per 32-element block, integer dot products; xperm
+                       * then holds the quantized rows and panel the per-thread offsets */
 } kiln_cpu_ctx;
+/* act_q8 when cpu.act is unset */
+#define KILN_CPU_ACT_Q8_DEFAULT 1
 
 /* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
  * kiln_cpu_dot_max_rows(dt, isa) (4, or 6 for the quant types on AVX-512):
