@@ -201,8 +201,9 @@ static void mm_task_panel(const mm_job *j, int v0, int v1, int thread) {
 }
 
 /* The W x A8 path (qgemm.h): per chunk of Q8_ROWS activation rows (their 8-bit values and
- * scales: L2), the task's columns 4 at a time (the 4 weight rows: L1), each tile one qgemm call
- * over the chunk's rows; a row's result depends on nothing but that row (qgemm.h). */
+ * scales: L2), the task's columns 16 at a time (their transposed weights: the thread's
+ * scratch, L1 / L2), each one qgemm call over the chunk's rows; a row's result depends on
+ * nothing but that row (qgemm.h). */
 #define Q8_ROWS 64
 static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
     void *scratch = j->panel + (size_t)thread * j->panel_floats;
@@ -215,9 +216,9 @@ static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
             int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
             if (o0 >= o1) continue;
             const size_t ldy = (size_t)P->n_out;
-            for (int c = o0; c < o1; c += 4)
-                P->qg(P->w + (size_t)c * P->row_bytes, P->row_bytes, o1 - c < 4 ? o1 - c : 4, &j->act, r0, r1,
-                      P->y + (size_t)r0 * ldy + c, ldy, scratch);
+            for (int c = o0; c < o1; c += KILN_QGEMM_COLS)
+                P->qg(P->w + (size_t)c * P->row_bytes, P->row_bytes, o1 - c < KILN_QGEMM_COLS ? o1 - c : KILN_QGEMM_COLS,
+                      &j->act, r0, r1, P->y + (size_t)r0 * ldy + c, ldy, scratch);
             o0s = o0;
             o1s = o1;
         }

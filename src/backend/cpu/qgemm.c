@@ -1,10 +1,9 @@
 /* qgemm.c: the W x A8 product's common part (qgemm.h): activation quantization (one C
- * function for every ISA, so a row's q and d are the same bits everywhere), the weights'
- * offsets, the ISA lookup, and the scalar reference kernel:
- *   y[r][c] = sum_b ((dw_b * dx_b) * (float)isum_b)  (f32, b in order)
- *           + sum_b (mw_b * sdx_b)                    (f32, b in order), the two sums added last.
- * Compiled as ISO C: no FMA contraction, so the scalar bits are those of the expression. */
+ * function for every ISA, so a row's q and dx are the same bits everywhere), the ISA lookup,
+ * and the scalar reference kernel (qgemm.h's arithmetic written out; the SIMD kernels give
+ * its bits). Compiled as ISO C: no FMA contraction, fmaf where the arithmetic has an fma. */
 #include "backend/cpu/qgemm.h"
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 #include "util/fp16.h"
@@ -17,21 +16,19 @@ static inline float h2f(const uint8_t *p) {
     return kiln_f16_to_f32(h);
 }
 
-static int round_up(int v, int m) { return (v + m - 1) / m * m; }
-
 size_t kiln_q8act_bytes(int n_rows, int n) {
-    size_t nq = (size_t)round_up(n, 64), nbp = (size_t)round_up(n / KILN_Q8_BLK, 16);
-    return (size_t)n_rows * (nq + nq + nbp * sizeof(float)); /* q, dxe (nq / 4 floats), sdx */
+    size_t nb = (size_t)(n / KILN_Q8_BLK), q = ((size_t)n_rows * (size_t)n + 63) / 64 * 64;
+    return q + (size_t)n_rows * nb * (2 * sizeof(float) + sizeof(int32_t));
 }
 
 void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
     a->n = n;
-    a->nq = round_up(n, 64);
-    a->nbp = round_up(n / KILN_Q8_BLK, 16);
+    a->nb = n / KILN_Q8_BLK;
     a->n_rows = n_rows;
     a->q = mem;
-    a->dxe = (float *)(void *)((uint8_t *)mem + (size_t)n_rows * a->nq);
-    a->sdx = a->dxe + (size_t)n_rows * (a->nq / 4);
+    a->dx = (float *)(void *)((uint8_t *)mem + ((size_t)n_rows * (size_t)n + 63) / 64 * 64);
+    a->sdx = a->dx + (size_t)n_rows * a->nb;
+    a->qsum = (int32_t *)(void *)(a->sdx + (size_t)n_rows * a->nb);
 }
 
 /* round half to even for |v| < 2^22: adding 1.5 * 2^23 leaves the integer part in the
@@ -39,11 +36,10 @@ void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
 #define KILN_RNE_MAGIC 12582912.0f
 
 void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int r1) {
-    const int nb = a->n / KILN_Q8_BLK;
+    const int nb = a->nb;
     for (int r = r0; r < r1; r++) {
         const float *xr = x + (size_t)r * ldx;
-        int8_t *q = a->q + (size_t)r * a->nq;
-        float *dxe = a->dxe + (size_t)r * (a->nq / 4), *sdx = a->sdx + (size_t)r * a->nbp;
+        int8_t *q = a->q + (size_t)r * a->n;
         for (int b = 0; b < nb; b++) {
             const float *xb = xr + KILN_Q8_BLK * b;
             float amax = 0.0f;
@@ -60,18 +56,17 @@ void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int 
                 q[KILN_Q8_BLK * b + i] = (int8_t)qi;
                 s += qi;
             }
-            for (int l = 0; l < 8; l++) dxe[8 * b + l] = d;
-            sdx[b] = d * (float)s;
+            a->dx[(size_t)r * nb + b] = d;
+            a->qsum[(size_t)r * nb + b] = s;
+            a->sdx[(size_t)r * nb + b] = d * (float)s;
         }
-        memset(q + a->n, 0, (size_t)(a->nq - a->n));
-        memset(dxe + a->n / 4, 0, (size_t)(a->nq - a->n) / 4 * sizeof(float));
-        memset(sdx + nb, 0, (size_t)(a->nbp - nb) * sizeof(float));
     }
 }
 
-size_t kiln_qgemm_scratch_bytes(int n) { return (size_t)4 * (size_t)round_up(n / KILN_Q8_BLK, 16) * sizeof(float); }
+/* the SIMD kernels' transposed weights of one call's 16 columns: per block 8 x 64 bytes of
+ * integers, 64 bytes of scales, 64 of offsets */
+size_t kiln_qgemm_scratch_bytes(int n) { return (size_t)(n / KILN_Q8_BLK) * (8 * 64 + 64 + 64); }
 
-/* block bytes, and where dw / mw sit (offset of the f16, or -1) */
 static int blk_bytes(kiln_dtype dt) {
     switch (dt) {
     case KILN_DT_Q8_0: return 34;
@@ -83,72 +78,58 @@ static int blk_bytes(kiln_dtype dt) {
     }
 }
 
-int kiln_qgemm_offsets(kiln_dtype dt, const uint8_t *w, size_t ldw, int nc, int n, int nbp, float *mw) {
-    const int nb = n / KILN_Q8_BLK, bb = blk_bytes(dt);
-    if (dt == KILN_DT_Q8_0) return 0;
-    for (int c = 0; c < nc; c++) {
-        const uint8_t *b = w + (size_t)c * ldw;
-        float *m = mw + (size_t)c * nbp;
-        for (int k = 0; k < nb; k++, b += bb) {
-            switch (dt) {
-            case KILN_DT_Q4_0: m[k] = -8.0f * h2f(b); break;
-            case KILN_DT_Q5_0: m[k] = -16.0f * h2f(b); break;
-            default: m[k] = h2f(b + 2); break; /* Q4_1, Q5_1 */
-            }
-        }
-        for (int k = nb; k < nbp; k++) m[k] = 0.0f;
-    }
-    return 1;
-}
-
-/* one block of dt -> integers u[32] (signed values for Q8_0) and its scale */
-static float unpack_block(kiln_dtype dt, const uint8_t *b, int u[32]) {
+/* one block of dt -> its integers w[32] (offset applied), dw and mw (0 when none) */
+static void unpack_block(kiln_dtype dt, const uint8_t *b, int w[32], float *dw, float *mw) {
     const uint8_t *qs;
     uint32_t qh = 0;
+    int off = 0;
+    *dw = h2f(b);
+    *mw = 0.0f;
     switch (dt) {
     case KILN_DT_Q8_0:
-        for (int i = 0; i < 32; i++) u[i] = (int8_t)b[2 + i];
-        return h2f(b);
-    case KILN_DT_Q4_0: qs = b + 2; break;
-    case KILN_DT_Q4_1: qs = b + 4; break;
+        for (int i = 0; i < 32; i++) w[i] = (int8_t)b[2 + i];
+        return;
+    case KILN_DT_Q4_0: qs = b + 2; off = 8; break;
+    case KILN_DT_Q4_1: qs = b + 4; *mw = h2f(b + 2); break;
     case KILN_DT_Q5_0:
         qs = b + 6;
+        off = 16;
         qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
         break;
     default: /* Q5_1 */
         qs = b + 8;
+        *mw = h2f(b + 2);
         qh = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
         break;
     }
     for (int i = 0; i < 16; i++) {
-        u[i] = (qs[i] & 15) | (int)((qh >> i) & 1) << 4;
-        u[i + 16] = (qs[i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
+        w[i] = ((qs[i] & 15) | (int)((qh >> i) & 1) << 4) - off;
+        w[i + 16] = ((qs[i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4) - off;
     }
-    return h2f(b);
 }
 
+/* the reference: qgemm.h's arithmetic written out (fmaf: the fused operation, exactly) */
 static void qgemm_scalar(kiln_dtype dt, const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1,
                          float *y, size_t ldy, void *scratch) {
-    const int nb = a->n / KILN_Q8_BLK, bb = blk_bytes(dt);
-    float *mw = scratch;
-    int has_m = kiln_qgemm_offsets(dt, w, ldw, nc, a->n, a->nbp, mw);
-    for (int c = 0; c < nc; c++) {
+    (void)scratch;
+    const int nb = a->nb, bb = blk_bytes(dt), has_m = dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1;
+    for (int c = 0; c < nc; c++)
         for (int r = r0; r < r1; r++) {
-            const int8_t *q = a->q + (size_t)r * a->nq;
-            const float *dxe = a->dxe + (size_t)r * (a->nq / 4), *sdx = a->sdx + (size_t)r * a->nbp;
+            const int8_t *q = a->q + (size_t)r * a->n;
+            const float *dx = a->dx + (size_t)r * nb, *sdx = a->sdx + (size_t)r * nb;
             const uint8_t *b = w + (size_t)c * ldw;
             float acc = 0.0f, macc = 0.0f;
             for (int k = 0; k < nb; k++, b += bb) {
-                int u[32], s = 0;
-                float dw = unpack_block(dt, b, u);
-                for (int i = 0; i < 32; i++) s += u[i] * q[32 * k + i];
-                acc += (dw * dxe[8 * k]) * (float)s;
+                int wi[32];
+                int32_t s = 0;
+                float dw, mw;
+                unpack_block(dt, b, wi, &dw, &mw);
+                for (int i = 0; i < 32; i++) s += wi[i] * q[32 * k + i];
+                acc = fmaf((float)s, dw * dx[k], acc);
+                if (has_m) macc = fmaf(mw, sdx[k], macc);
             }
-            if (has_m)
-                for (int k = 0; k < nb; k++) macc += mw[(size_t)c * a->nbp + k] * sdx[k];
-            y[(size_t)(r - r0) * ldy + c] = acc + macc;
+            y[(size_t)(r - r0) * ldy + c] = has_m ? acc + macc : acc;
         }
-    }
 }
 
 #define SCALAR_QGEMM(name, dt)                                                                   \
