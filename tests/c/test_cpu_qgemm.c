@@ -7,12 +7,15 @@
  *     1..64 rows, 1..16 columns, n = 32 .. 1568 (odd block counts);
  *   - every SIMD kernel gives the scalar kernel's bits (qgemm.h: one arithmetic for all);
  *   - a row's bits do not depend on which rows share the call (r0, r1 = the row alone vs
- *     all rows) nor on the column count of the call. */
+ *     all rows) nor on the column count of the call;
+ *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 rows): the scalar kernel's bits, and
+ *     kiln_cpu_matmul_multi / _swiglu the bits of separate products (+ kiln_cpu_silu_mul_row). */
 #include <stdint.h>
 #include "backend/cpu/qgemm.h"
 #include "format/quant.h"
 #include "test.h"
 #include "util/alloc.h"
+#include "util/threads.h"
 
 enum { MAXR = 64, MAXN = 1568 };
 
@@ -75,8 +78,75 @@ typedef struct kern {
     kiln_qgemm_fn (*table)(kiln_dtype);
 } kern;
 
+/* kiln_cpu_matmul* with act_q8 against the scalar kernel: Q4_1 [n_out][n_in], n_out not a
+ * multiple of 16 (the tasks' last columns) */
+static void check_matmul(void) {
+    enum { NO = 200, NI = 96, R = 37 };
+    const int bb = 20;
+    unsigned long long s = 99;
+    size_t ldw = (size_t)(NI / 32) * bb;
+    uint8_t *w[2] = {kiln_malloc_aligned(NO * ldw), kiln_malloc_aligned(NO * ldw)};
+    for (int k = 0; k < 2; k++) rand_weights(KILN_DT_Q4_1, w[k], NO * ldw, NO * (NI / 32), &s);
+    kiln_tensor t[2];
+    for (int k = 0; k < 2; k++) {
+        t[k] = (kiln_tensor){.dtype = KILN_DT_Q4_1, .ndim = 2, .shape = {NO, NI}, .data = w[k], .nbytes = NO * ldw};
+        snprintf(t[k].name, sizeof t[k].name, "w%d", k);
+    }
+    float *x = kiln_malloc_aligned(sizeof(float) * R * NI), *ref = kiln_malloc_aligned(sizeof(float) * 2 * R * NO);
+    float *y = kiln_malloc_aligned(sizeof(float) * 2 * R * NO), *u = kiln_malloc_aligned(sizeof(float) * R * NO);
+    for (int i = 0; i < R * NI; i++) x[i] = kt_randf(&s);
+    void *am = kiln_malloc_aligned(kiln_q8act_bytes(R, NI)), *scr = kiln_malloc_aligned(kiln_qgemm_scratch_bytes(NI));
+    kiln_q8act a;
+    kiln_q8act_init(&a, am, R, NI);
+    kiln_q8act_quantize(&a, x, NI, 0, R);
+    for (int k = 0; k < 2; k++)
+        for (int c = 0; c < NO; c += 16)
+            kiln_qgemm_scalar(KILN_DT_Q4_1)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
+                                           ref + (size_t)k * R * NO + c, NO, scr);
+    for (int th = 1; th <= 3; th++) {
+        kiln_error err = {0};
+        kiln_pool *pool = NULL;
+        if (kiln_pool_create(&pool, th, &err)) { KT_CHECK(0, "pool: %s", err.msg); continue; }
+        kiln_cpu_ctx ctx = {.isa = kiln_isa_best(), .pool = pool, .panel_floats = 128u * 1024u,
+                            .xperm_floats = (size_t)R * NI, .act_q8 = 1};
+        ctx.panel = kiln_malloc_aligned(sizeof(float) * ctx.panel_floats * (size_t)th);
+        ctx.xperm = kiln_malloc_aligned(sizeof(float) * ctx.xperm_floats);
+        int bad = 0, badm = 0, bads = 0;
+        for (int nr = 1; nr <= R; nr += 6) {
+            const kiln_tensor *tw[2] = {&t[0], &t[1]};
+            float *ys[2] = {y, y + (size_t)R * NO};
+            KT_CHECK(kiln_cpu_matmul(&ctx, y, x, nr, &t[0], &err) == 0, "matmul: %s", err.msg);
+            bad += memcmp(y, ref, sizeof(float) * (size_t)nr * NO) != 0;
+            KT_CHECK(kiln_cpu_matmul_multi(&ctx, 2, ys, x, nr, tw, &err) == 0, "multi: %s", err.msg);
+            badm += memcmp(ys[0], ref, sizeof(float) * (size_t)nr * NO) != 0;
+            badm += memcmp(ys[1], ref + (size_t)R * NO, sizeof(float) * (size_t)nr * NO) != 0;
+            KT_CHECK(kiln_cpu_matmul_swiglu(&ctx, y, u, x, nr, &t[0], &t[1], &err) == 0, "swiglu: %s", err.msg);
+            for (int r = 0; r < nr; r++) {
+                float want[NO];
+                kiln_cpu_silu_mul_row(ctx.isa, want, ref + (size_t)r * NO, ref + (size_t)R * NO + (size_t)r * NO, NO);
+                bads += memcmp(y + (size_t)r * NO, want, sizeof want) != 0;
+            }
+        }
+        KT_CHECK(bad == 0 && badm == 0 && bads == 0,
+                 "%d threads: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits", th, bad,
+                 badm, bads);
+        kiln_free_aligned(ctx.panel);
+        kiln_free_aligned(ctx.xperm);
+        kiln_pool_destroy(pool);
+    }
+    kiln_free_aligned(w[0]);
+    kiln_free_aligned(w[1]);
+    kiln_free_aligned(x);
+    kiln_free_aligned(ref);
+    kiln_free_aligned(y);
+    kiln_free_aligned(u);
+    kiln_free_aligned(am);
+    kiln_free_aligned(scr);
+}
+
 int main(void) {
     check_act();
+    check_matmul();
     kern ks[4] = {{"scalar", kiln_qgemm_scalar}};
     int nk = 1;
 #ifdef KILN_X86
