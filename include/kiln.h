@@ -48,6 +48,10 @@ typedef struct kiln_engine kiln_engine;
 typedef struct kiln_cpu_options {
     const char *isa;       /* NULL or "": the best the CPU has; "scalar", "avx2" or "avx512" forces
                             * a path (refused when the CPU lacks it) (env KILN_CPU_ISA) */
+    const char *act;       /* activations of the quantized matmuls (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+                            * weights): NULL or "" the default, "q8" (8 bits per 32-element
+                            * block, integer dot products, as llama.cpp) or "f32" (the weights
+                            * dequantized to f32) (env KILN_CPU_ACT) */
     int backend_sampling;  /* 1: the backend draws the tokens (per-slot penalty tables, like the
                             * GPU) instead of the engine from host logits; same tokens and
                             * logprobs; turns on overlapped scheduling (default 0; KILN_CPU_SAMPLE) */

@@ -40,6 +40,8 @@ typedef struct kiln_bench_point {
     int batch;
     kiln_bench_stat prefill_tps, decode_tps, step_ms, ttft_ms, host_ms, backend_ms;
     double decode_floor_ms, prefill_floor_ms; /* time at the floor (bandwidth / FMA rate) */
+    double decode_int8_ms, prefill_int8_ms;   /* the step's / the prefill's FLOPs at the int8 dot
+                                               * peak (CPU: what W x A8 could reach), 0 unknown */
     uint64_t steps, syncs, allocs;
     int sync_min, sync_max;
 } kiln_bench_point;
@@ -51,6 +53,8 @@ typedef struct kiln_bench_machine {
     double mem_bw_gbs;    /* host memory read bandwidth, best of several passes */
     double fma_gflops;    /* peak f32 FMA rate on `threads` threads */
     char fma_isa[32];     /* avx512 / avx2 / scalar, or "bf16 GEMM" on cuda */
+    double int8_gops;     /* peak int8 dot-product rate (2 ops per multiply-add), CPU only, 0 none */
+    char int8_isa[32];    /* avx512vnni / avxvnni / avx2 */
     int gpu_floors;       /* 1: mem_bw_gbs is the GPU copy bandwidth (read + write), fma_gflops
                            * its bf16 GEMM rate (kiln_cuda_probe_floors) */
     int threads;          /* threads used by the probes and the backend */

@@ -40,6 +40,8 @@ json_t *kiln_bench_to_json(const kiln_bench_result *r) {
                         json_pack("{s:s, s:i, s:s?, s:i, s:f, s:f, s:s}", "cpu", m->cpu, "cores", m->cores, "card",
                                   m->card[0] ? m->card : NULL, "threads", m->threads, "mem_bandwidth_gbs", m->mem_bw_gbs,
                                   "peak_fma_gflops", m->fma_gflops, "fma_isa", m->fma_isa));
+    json_object_set_new(json_object_get(j, "machine"), "peak_int8_gops", json_real(m->int8_gops));
+    json_object_set_new(json_object_get(j, "machine"), "int8_isa", json_string(m->int8_isa));
     json_object_set_new(j, "backend", json_string(r->info.backend ? r->info.backend : "?"));
     json_object_set_new(j, "threads", json_integer(m->threads));
     json_t *mj = json_object();
@@ -94,6 +96,8 @@ json_t *kiln_bench_to_json(const kiln_bench_result *r) {
         json_object_set_new(o, "decode_floor_ms", json_real(p->decode_floor_ms));
         json_object_set_new(o, "decode_floor_fraction", json_real(p->step_ms.med > 0 ? p->decode_floor_ms / p->step_ms.med : 0));
         json_object_set_new(o, "prefill_floor_ms", json_real(p->prefill_floor_ms));
+        json_object_set_new(o, "decode_int8_fraction", json_real(p->step_ms.med > 0 ? p->decode_int8_ms / p->step_ms.med : 0));
+        json_object_set_new(o, "prefill_int8_fraction", json_real(p->ttft_ms.med > 0 ? p->prefill_int8_ms / p->ttft_ms.med : 0));
         json_object_set_new(o, "prefill_floor_fraction", json_real(p->ttft_ms.med > 0 ? p->prefill_floor_ms / p->ttft_ms.med : 0));
         json_object_set_new(o, "steps", json_integer((json_int_t)p->steps));
         json_object_set_new(o, "syncs", json_integer((json_int_t)p->syncs));
@@ -139,8 +143,10 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r) {
         fprintf(f, "**Floors (measured in this run)**: GPU copy bandwidth %.2f TB/s (read + write), bf16 GEMM %.0f TFLOP/s (cuBLASLt 8192^3)  \n",
                 r->mach.mem_bw_gbs / 1e3, r->mach.fma_gflops / 1e3);
     else
-        fprintf(f, "**Floors (measured in this run)**: host memory read %.1f GB/s (%d threads), peak f32 FMA %.1f GFLOP/s (%s)  \n",
-                r->mach.mem_bw_gbs, r->mach.threads, r->mach.fma_gflops, r->mach.fma_isa);
+        fprintf(f, "**Floors (measured in this run)**: host memory read %.1f GB/s (%d threads), peak f32 FMA %.1f GFLOP/s (%s), "
+                   "peak int8 dot %.1f GOP/s (%s)  \n",
+                r->mach.mem_bw_gbs, r->mach.threads, r->mach.fma_gflops, r->mach.fma_isa, r->mach.int8_gops,
+                r->mach.int8_isa[0] ? r->mach.int8_isa : "none");
     fprintf(f, "**Prompt Length**: %d tokens  \n**Decode Steps**: %d  \n**Repeats**: %d (+%d warmup), medians with min-max spread  \n",
             r->opt.prompt_len, r->opt.decode_steps, r->opt.repeat, r->opt.warmup);
     char kv[32], sc[32];
@@ -176,6 +182,17 @@ void kiln_bench_print_tables(FILE *f, const kiln_bench_result *r, const char *h)
         fprintf(f, "| %d | %.3f ms | %.1f%% | %.2f ms | %.1f%% |\n", p->batch, p->decode_floor_ms,
                 p->step_ms.med > 0 ? 100.0 * p->decode_floor_ms / p->step_ms.med : 0, p->prefill_floor_ms,
                 p->ttft_ms.med > 0 ? 100.0 * p->prefill_floor_ms / p->ttft_ms.med : 0);
+    }
+    if (r->mach.int8_gops > 0) {
+        fprintf(f, "\n| Batch | Decode %% of int8 peak | Prefill %% of int8 peak |\n|-------|----------------------|-----------------------|\n");
+        for (int i = 0; i < r->n_pts; i++) {
+            const kiln_bench_point *p = &r->pts[i];
+            fprintf(f, "| %d | %.1f%% | %.1f%% |\n", p->batch,
+                    p->step_ms.med > 0 ? 100.0 * p->decode_int8_ms / p->step_ms.med : 0,
+                    p->ttft_ms.med > 0 ? 100.0 * p->prefill_int8_ms / p->ttft_ms.med : 0);
+        }
+        fprintf(f, "\n%% of int8 peak: the FLOPs (2 per weight per token, + attention for prefill) at the measured int8 "
+                   "dot-product rate / the measured time (the ceiling of W x A8, KILN_CPU_ACT=q8).\n");
     }
     fprintf(f, "\nDecode floor: (weights read once per step, %zu bytes, + the batch's KV (in the pool's element type) at the mean context) / the measured "
                "memory bandwidth. Prefill floor: FLOPs (2 per weight per token + causal attention) / the measured peak FMA "

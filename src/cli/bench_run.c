@@ -9,7 +9,10 @@
  *
  * Probes: memory read bandwidth = n threads each summing their slice of a 256 MiB buffer (best
  * of 5 passes); peak FMA rate = n threads each running 12 independent FMA chains on registers
- * (AVX-512 or AVX2 via function target attributes, chosen at run time; scalar otherwise).
+ * (AVX-512 or AVX2 via function target attributes, chosen at run time; scalar otherwise);
+ * peak int8 dot rate = the same with 12 independent chains of u8 x s8 dot products into int32
+ * lanes (vpdpbusd: AVX-512 VNNI, else AVX-VNNI; else AVX2's pmaddubsw + pmaddwd + paddd), 2
+ * ops per multiply-add: the ceiling of the W x A8 matmuls (backend/cpu/qgemm.h).
  */
 #include <math.h>
 #include <stdio.h>
@@ -145,6 +148,57 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
 }
 #endif
 
+#if defined(KILN_X86)
+#define DP_CHAINS(T, ZERO, SET1_8, DP, ADD, OUT)                                             \
+    T a0 = ZERO(), a1 = ZERO(), a2 = ZERO(), a3 = ZERO(), a4 = ZERO(), a5 = ZERO(), a6 = ZERO(), \
+      a7 = ZERO(), a8 = ZERO(), a9 = ZERO(), a10 = ZERO(), a11 = ZERO();                     \
+    const T u = SET1_8(3), v = SET1_8(-2);                                                    \
+    for (long i = 0; i < iters; i++) {                                                        \
+        a0 = DP(a0, u, v); a1 = DP(a1, u, v); a2 = DP(a2, u, v); a3 = DP(a3, u, v);          \
+        a4 = DP(a4, u, v); a5 = DP(a5, u, v); a6 = DP(a6, u, v); a7 = DP(a7, u, v);          \
+        a8 = DP(a8, u, v); a9 = DP(a9, u, v); a10 = DP(a10, u, v); a11 = DP(a11, u, v);      \
+    }                                                                                         \
+    T s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));                  \
+    s = ADD(s, ADD(ADD(a8, a9), ADD(a10, a11)));                                              \
+    return OUT(s);
+__attribute__((target("avx512f,avx512vnni"))) static int32_t dp_out512(__m512i s) { return _mm512_reduce_add_epi32(s); }
+__attribute__((target("avx512f,avx512vnni"))) static int32_t dp_avx512vnni(long iters) {
+    DP_CHAINS(__m512i, _mm512_setzero_si512, _mm512_set1_epi8, _mm512_dpbusd_epi32, _mm512_add_epi32, dp_out512)
+}
+__attribute__((target("avx2"))) static int32_t dp_out256(__m256i s) {
+    int32_t o[8];
+    _mm256_storeu_si256((__m256i *)(void *)o, s);
+    return o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+}
+__attribute__((target("avx2,avxvnni"))) static int32_t dp_avxvnni(long iters) {
+    DP_CHAINS(__m256i, _mm256_setzero_si256, _mm256_set1_epi8, _mm256_dpbusd_avx_epi32, _mm256_add_epi32, dp_out256)
+}
+#define DP_AVX2(a, u, v) _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), _mm256_set1_epi16(1)))
+__attribute__((target("avx2"))) static int32_t dp_avx2(long iters) {
+    DP_CHAINS(__m256i, _mm256_setzero_si256, _mm256_set1_epi8, DP_AVX2, _mm256_add_epi32, dp_out256)
+}
+#include <cpuid.h>
+static int has_vnni(int wide) { /* CPUID leaf 7: AVX512_VNNI (ECX bit 11), AVX-VNNI (sub-leaf 1, EAX bit 4) */
+    unsigned a, b, c, d;
+    if (wide) return __builtin_cpu_supports("avx512f") && __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
+    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+}
+#endif
+
+typedef struct dp_job { long iters; int isa; int32_t sink[64]; } dp_job;
+
+static void dp_worker(void *ctx, int ith, int nth) {
+    dp_job *j = ctx;
+    int32_t s = 0;
+#if defined(KILN_X86)
+    if (j->isa == 3) s = dp_avx512vnni(j->iters);
+    else if (j->isa == 2) s = dp_avxvnni(j->iters);
+    else if (j->isa == 1) s = dp_avx2(j->iters);
+#endif
+    if (ith < 64) j->sink[ith] = s;
+    (void)nth;
+}
+
 static float fma_scalar(long iters) {
     float a[12];
     for (int k = 0; k < 12; k++) a[k] = 1.0f + 0.1f * (float)k;
@@ -223,6 +277,24 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
         if (t < best) best = t;
     }
     m->fma_gflops = 2.0 * 12 * lanes * (double)fj.iters * m->threads / best / 1e9;
+    dp_job dj = {2000000, 0, {0}};
+    int dp_macs = 0; /* multiply-adds per chain step */
+#if defined(KILN_X86)
+    if (has_vnni(1)) { dj.isa = 3; dp_macs = 64; snprintf(m->int8_isa, sizeof m->int8_isa, "avx512vnni"); }
+    else if (has_vnni(0)) { dj.isa = 2; dp_macs = 32; snprintf(m->int8_isa, sizeof m->int8_isa, "avxvnni"); }
+    else if (__builtin_cpu_supports("avx2")) { dj.isa = 1; dp_macs = 32; snprintf(m->int8_isa, sizeof m->int8_isa, "avx2"); }
+#endif
+    if (dp_macs) {
+        kiln_pool_run(pool, dp_worker, &dj);
+        best = 1e30;
+        for (int pass = 0; pass < 3; pass++) {
+            double t = kiln_now();
+            kiln_pool_run(pool, dp_worker, &dj);
+            t = kiln_now() - t;
+            if (t < best) best = t;
+        }
+        m->int8_gops = 2.0 * 12 * dp_macs * (double)dj.iters * m->threads / best / 1e9;
+    }
     kiln_pool_destroy(pool);
     const kiln_backend_ops *gpu = backend && !strcmp(backend, "cuda") ? kiln_backend_cuda_ops() : NULL;
     if (gpu && gpu->probe_floors) { /* the floors of a GPU run are the GPU's */
@@ -232,6 +304,7 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
             m->mem_bw_gbs = gbs;
             m->fma_gflops = tflops * 1e3;
             m->gpu_floors = 1;
+            m->int8_gops = 0;
             snprintf(m->fma_isa, sizeof m->fma_isa, "bf16 GEMM");
         } else {
             fprintf(stderr, "kiln bench: GPU floor probe failed: %s\n", e2.msg);
@@ -432,6 +505,10 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
         if (r->mach.fma_gflops > 0)
             pt->prefill_floor_ms = 1e3 * ((double)B * L * w_flops + (double)B * att_flops_seq +
                                           2.0 * B * mc->vocab_size * mc->dim) / (r->mach.fma_gflops * 1e9);
+        if (r->mach.int8_gops > 0) {
+            pt->decode_int8_ms = 1e3 * B * (w_flops + 2.0 * mc->vocab_size * mc->dim) / (r->mach.int8_gops * 1e9);
+            pt->prefill_int8_ms = pt->prefill_floor_ms * r->mach.fma_gflops / r->mach.int8_gops;
+        }
         r->steps += pt->steps; r->syncs += pt->syncs; r->allocs += pt->allocs;
         if (pt->steps && pt->sync_min < r->sync_min) r->sync_min = pt->sync_min;
         if (pt->sync_max > r->sync_max) r->sync_max = pt->sync_max;

@@ -60,6 +60,8 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     if (!ov) o->overlap = -1;
     const char *isa = getenv("KILN_CPU_ISA");
     if (isa && *isa) o->cpu.isa = isa;
+    const char *act = getenv("KILN_CPU_ACT");
+    if (act && *act) o->cpu.act = act;
     env_flag("KILN_CPU_SAMPLE", &o->cpu.backend_sampling);
     kiln_cuda_options *c = &o->cuda;
     env_flag("KILN_CUDA_DEBUG", &c->debug);

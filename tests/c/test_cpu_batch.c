@@ -12,7 +12,9 @@
  *     tile (f32 weight panels) give the bits of the dot kernels (no model needed);
  *   - the prefill panel path of kiln_cpu_matmul* gives the dot path's bits on the model's
  *     weights, for 1..37 rows and 1..3 threads.
- *   - each ISA path's logits on the model within 1e-5 relative L2 of the scalar path's.
+ *   - each ISA path's logits on the model within 1e-5 relative L2 of the scalar path's;
+ *   - with cpu.act q8 (the W x A8 matmuls, backend/cpu/qgemm.h) the same bit-identity of
+ *     chunked, whole and ragged steps, and the ISA paths within 5e-2 of the scalar path's.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
  * forward pass is tests/py/test_gguf_logits.py's job. The model comes from
  * scripts/get_default_model.sh ($KILN_DEFAULT_GGUF, $KILN_CACHE or ~/.cache/kiln); absent, skip. */
@@ -46,12 +48,14 @@ typedef struct rig {
 } rig;
 
 static const char *g_isa; /* cpu.isa of the backends rig_open makes (NULL: the best) */
+static const char *g_act; /* cpu.act of the backends rig_open makes (NULL: the default) */
 
 static int rig_open(rig *r, const kiln_model *m, int threads) {
     memset(r, 0, sizeof *r);
     kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
                              .max_model_len = MAXB * BS, .n_threads = threads};
     c.cpu.isa = g_isa;
+    c.cpu.act = g_act;
     c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
                             .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
     kiln_error err = {0};
@@ -140,7 +144,8 @@ static void test_steps(const kiln_model *m) {
             bad += memcmp(got2, ref + (size_t)(k - 1) * V, (size_t)V * sizeof(float)) != 0;
         }
         KT_CHECK(bad == 0, "%d threads: %d rows of whole/ragged steps differ from 1-row steps", th, bad);
-        printf("%d threads: chunked, whole and ragged steps bit-identical to 1-row steps\n", th);
+        printf("%d threads, cpu.act %s: chunked, whole and ragged steps bit-identical to 1-row steps\n", th,
+               g_act ? g_act : "default");
         r.b->ops->destroy(r.b);
     }
     free(ref);
@@ -152,7 +157,7 @@ static void test_steps(const kiln_model *m) {
  * path: the logits after prefill chunks of 16 (one full KV block), 1 and 20 rows (a tail of 5)
  * within 1e-5 relative L2 (kernels.h: the paths agree within 1e-5; golden's test_isa_paths
  * checks a head_dim 48 model). */
-static void test_isa_model(const kiln_model *m) {
+static void test_isa_model(const kiln_model *m, double bound) {
     const int V = m->cfg.vocab_size;
     enum { NC = 3 };
     const int ends[NC] = {16, 17, N};
@@ -176,8 +181,10 @@ static void test_isa_model(const kiln_model *m) {
         }
         r.b->ops->destroy(r.b);
         if (isa == 0) continue;
-        KT_CHECK(worst <= 1e-5, "%s vs scalar on the model: relative L2 %.3g", kiln_isa_name((kiln_isa)isa), worst);
-        printf("%-6s vs scalar on the model: relative L2 %.2e\n", kiln_isa_name((kiln_isa)isa), worst);
+        KT_CHECK(worst <= bound, "%s vs scalar on the model (cpu.act %s): relative L2 %.3g", kiln_isa_name((kiln_isa)isa),
+                 g_act ? g_act : "default", worst);
+        printf("%-6s vs scalar on the model (cpu.act %s): relative L2 %.2e\n", kiln_isa_name((kiln_isa)isa),
+               g_act ? g_act : "default", worst);
     }
     g_isa = NULL;
     free(ref);
@@ -602,7 +609,15 @@ int main(void) {
     }
     test_fused(m);
     test_steps(m);
-    test_isa_model(m);
+    test_isa_model(m, 1e-5);
+    /* W x A8 (qgemm.h): the same batch invariance; across ISAs the kernels give the same bits
+     * for the same input (test_cpu_qgemm), but the other ops' last-bit differences move some
+     * activations across an 8-bit rounding boundary, so the logits differ by the 8-bit
+     * quantization's own noise (measured 1.1-1.3e-2 on this model) */
+    g_act = "q8";
+    test_steps(m);
+    test_isa_model(m, 5e-2);
+    g_act = NULL;
     kiln_model_free(m);
     return kt_done();
 }

@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include "format/quant.h"
 #include "backend/backend.h"
@@ -161,6 +162,15 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->cfg = *bc;
     int rc = kiln_isa_select(bc->cpu.isa, &c->ctx.isa, err);
     if (rc) goto fail;
+    c->ctx.act_q8 = KILN_CPU_ACT_Q8_DEFAULT;
+    if (bc->cpu.act && *bc->cpu.act) {
+        if (!strcasecmp(bc->cpu.act, "q8")) c->ctx.act_q8 = 1;
+        else if (!strcasecmp(bc->cpu.act, "f32")) c->ctx.act_q8 = 0;
+        else {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu.act (KILN_CPU_ACT) = %s: expected q8 or f32", bc->cpu.act);
+            goto fail;
+        }
+    }
     rc = kiln_pool_create(&c->ctx.pool, bc->n_threads, err);
     if (rc) goto fail;
     if (kiln_cpu_attn_lookup(c->ctx.isa, &c->attn)) {

@@ -40,7 +40,14 @@ typedef struct kiln_cpu_ctx {
     size_t panel_floats;
     float *xperm;
     size_t xperm_floats;
+    int act_q8;       /* 1: quantized weights of the qgemm types run W x A8 (qgemm.h): activations
+                       * quantized to 8 bits per 32-element block, integer dot products; xperm
+                       * then holds the quantized rows and panel the per-thread offsets */
 } kiln_cpu_ctx;
+/* act_q8 when cpu.act is unset. 0: on the default model the 8-bit activations move the logits
+ * by 2-4e-2 relative L2 from the f32 reference (tests/py/test_gguf_logits.py bounds 1e-3 and
+ * asks top-1 agreement), so W x A8 is opt-in until that bound is revisited */
+#define KILN_CPU_ACT_Q8_DEFAULT 0
 
 /* Dot-product kernel for one weight row of dtype dt against nr f32 activation rows, 1 <= nr <=
  * kiln_cpu_dot_max_rows(dt, isa) (4, or 6 for the quant types on AVX-512):

@@ -34,6 +34,7 @@
  * Small products run on the calling thread (a pool wake-up would cost more than the work).
  * No allocation. */
 #include "backend/cpu/dot_internal.h"
+#include "backend/cpu/qgemm.h"
 #include <math.h>
 #include <string.h>
 #include "util/error.h"
@@ -67,6 +68,7 @@ typedef struct mm_part {
     kiln_tile_fn tile;
     kiln_tile_phase_fn phase;
     kiln_quant q;      /* FP8: the weight's scales and activation scheme (kind NONE otherwise) */
+    kiln_qgemm_fn qg;  /* the W x A8 kernel of (dtype, isa) (qgemm.h), or NULL */
 } mm_part;
 
 typedef struct mm_job {
@@ -80,6 +82,8 @@ typedef struct mm_job {
     const float *xperm; /* phased: x, phase-major, [n_rows][n_in] */
     float *panel;     /* per-thread scratch, panel_floats each */
     size_t panel_floats;
+    int q8;           /* the W x A8 path: x quantized once into act, then qgemm tiles */
+    kiln_q8act act;
     mm_part part[MAX_PARTS];
     int bound[MAX_TASKS + 1]; /* task t = columns [bound[t], bound[t+1]) of the column space */
 } mm_job;
@@ -196,9 +200,52 @@ static void mm_task_panel(const mm_job *j, int v0, int v1, int thread) {
     }
 }
 
+/* The W x A8 path (qgemm.h): per chunk of Q8_ROWS activation rows (their 8-bit values and
+ * scales: L2), the task's columns 16 at a time (their transposed weights: the thread's
+ * scratch, L1 / L2), each one qgemm call over the chunk's rows; a row's result depends on
+ * nothing but that row (qgemm.h). */
+#define Q8_ROWS 64
+static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
+    void *scratch = j->panel + (size_t)thread * j->panel_floats;
+    for (int r0 = 0; r0 < j->n_rows; r0 += Q8_ROWS) {
+        int r1 = j->n_rows - r0 < Q8_ROWS ? j->n_rows : r0 + Q8_ROWS;
+        int o0s = 0, o1s = 0;
+        for (int p = 0; p < j->n_parts; p++) {
+            const mm_part *P = &j->part[p];
+            int o0 = v0 > P->off ? v0 - P->off : 0;
+            int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
+            if (o0 >= o1) continue;
+            const size_t ldy = (size_t)P->n_out;
+            for (int c = o0; c < o1; c += KILN_QGEMM_COLS)
+                P->qg(P->w + (size_t)c * P->row_bytes, P->row_bytes, o1 - c < KILN_QGEMM_COLS ? o1 - c : KILN_QGEMM_COLS,
+                      &j->act, r0, r1, P->y + (size_t)r0 * ldy + c, ldy, scratch);
+            o0s = o0;
+            o1s = o1;
+        }
+        if (j->swiglu && o0s < o1s) {
+            const size_t ldy = (size_t)j->part[0].n_out;
+            for (int r = r0; r < r1; r++) {
+                float *gr = j->part[0].y + (size_t)r * ldy;
+                const float *ur = j->part[1].y + (size_t)r * ldy;
+                kiln_cpu_silu_mul_row(j->isa, gr + o0s, gr + o0s, ur + o0s, o1s - o0s);
+            }
+        }
+    }
+}
+
+static void q8_quantize_rows(void *ctx, int ith, int nth) {
+    mm_job *j = ctx;
+    kiln_q8act_quantize(&j->act, j->x, (size_t)j->n_in, (int)((int64_t)j->n_rows * ith / nth),
+                        (int)((int64_t)j->n_rows * (ith + 1) / nth));
+}
+
 static void mm_task(void *ctx, int task, int thread) {
     const mm_job *j = ctx;
     int v0 = j->bound[task], v1 = j->bound[task + 1];
+    if (j->q8) {
+        mm_task_q8(j, v0, v1, thread);
+        return;
+    }
     if (j->pw > 0) {
         mm_task_panel(j, v0, v1, thread);
         return;
@@ -265,6 +312,7 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
                  ? kiln_cpu_dotw_lookup_quant(w->dtype, c->isa)
                  : NULL;
     P->deq = P->fnw ? kiln_cpu_deq_lookup_quant(w->dtype, c->isa, &P->tile, &P->phase) : NULL;
+    P->qg = c->act_q8 ? kiln_cpu_qgemm_lookup(w->dtype, c->isa) : NULL;
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];
@@ -315,10 +363,26 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         if (!y[p]) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "matmul: %s: NULL output", w[p]->name);
     j->n_in = (int)w[0]->shape[1];
     if (j->swiglu) total_cols = j->part[0].n_out;
+    /* the W x A8 path: every part has a qgemm kernel (then it is taken whatever n_rows is, so
+     * a row's bits do not depend on the batch), the activations fit c->xperm (sized for the
+     * step's rows at the widest n_in) and the offsets the per-thread scratch */
+    j->q8 = c->act_q8 && c->xperm && c->panel &&
+            kiln_q8act_bytes(j->n_rows, j->n_in) <= c->xperm_floats * sizeof(float) &&
+            kiln_qgemm_scratch_bytes(j->n_in) <= c->panel_floats * sizeof(float);
+    for (int p = 0; p < j->n_parts; p++) j->q8 &= j->part[p].qg != NULL && j->part[p].q.kind == KILN_SCALE_NONE;
+    if (j->q8) {
+        kiln_q8act_init(&j->act, c->xperm, j->n_rows, j->n_in);
+        j->panel = c->panel;
+        j->panel_floats = c->panel_floats;
+        if (c->pool && kiln_pool_size(c->pool) > 1 && (int64_t)j->n_rows * j->n_in >= 16384)
+            kiln_pool_run(c->pool, q8_quantize_rows, j);
+        else
+            kiln_q8act_quantize(&j->act, j->x, (size_t)j->n_in, 0, j->n_rows);
+    }
     /* the panel path: >= 32 rows (below, dequantizing every panel costs more than the dot
      * kernels lose: measured at batch 4/8/16 decode), every part has it, scratch for >= 2 rows (x2 for SwiGLU) */
     j->pw = 0;
-    if (j->n_rows >= 32 && c->panel && j->n_in <= PANEL_MAX_N) {
+    if (!j->q8 && j->n_rows >= 32 && c->panel && j->n_in <= PANEL_MAX_N) {
         int ok = 1;
         for (int p = 0; p < j->n_parts; p++) ok &= j->part[p].deq != NULL;
         size_t per = (size_t)j->n_in * (j->swiglu ? 2 : 1);

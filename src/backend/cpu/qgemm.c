@@ -1,0 +1,186 @@
+/* qgemm.c: the W x A8 product's common part (qgemm.h): activation quantization (one C
+ * function for every ISA, so a row's q and dx are the same bits everywhere), the ISA lookup,
+ * and the scalar reference kernel (qgemm.h's arithmetic written out; the SIMD kernels give
+ * its bits). Compiled as ISO C: no FMA contraction, fmaf where the arithmetic has an fma. */
+#include "backend/cpu/qgemm.h"
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+#include "util/fp16.h"
+
+#define KILN_Q8_BLK 32
+
+static inline float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return kiln_f16_to_f32(h);
+}
+
+size_t kiln_q8act_bytes(int n_rows, int n) {
+    size_t nb = (size_t)(n / KILN_Q8_BLK), q = ((size_t)n_rows * (size_t)n + 63) / 64 * 64;
+    return q + (size_t)n_rows * nb * (2 * sizeof(float) + sizeof(int32_t));
+}
+
+void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
+    a->n = n;
+    a->nb = n / KILN_Q8_BLK;
+    a->n_rows = n_rows;
+    a->q = mem;
+    a->dx = (float *)(void *)((uint8_t *)mem + ((size_t)n_rows * (size_t)n + 63) / 64 * 64);
+    a->sdx = a->dx + (size_t)n_rows * a->nb;
+    a->qsum = (int32_t *)(void *)(a->sdx + (size_t)n_rows * a->nb);
+}
+
+/* round half to even for |v| < 2^22: adding 1.5 * 2^23 leaves the integer part in the
+ * mantissa's last bits (exact IEEE f32 arithmetic, no library call, same bits on every ISA) */
+#define KILN_RNE_MAGIC 12582912.0f
+
+void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int r1) {
+    const int nb = a->nb;
+    for (int r = r0; r < r1; r++) {
+        const float *xr = x + (size_t)r * ldx;
+        int8_t *q = a->q + (size_t)r * a->n;
+        for (int b = 0; b < nb; b++) {
+            const float *xb = xr + KILN_Q8_BLK * b;
+            float amax = 0.0f;
+            for (int i = 0; i < KILN_Q8_BLK; i++) {
+                float v = xb[i] < 0 ? -xb[i] : xb[i];
+                amax = v > amax ? v : amax;
+            }
+            float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int s = 0;
+            for (int i = 0; i < KILN_Q8_BLK; i++) {
+                float v = (xb[i] * id + KILN_RNE_MAGIC) - KILN_RNE_MAGIC;
+                int qi = (int)v;
+                qi = qi > 127 ? 127 : qi < -127 ? -127 : qi;
+                q[KILN_Q8_BLK * b + i] = (int8_t)qi;
+                s += qi;
+            }
+            a->dx[(size_t)r * nb + b] = d;
+            a->qsum[(size_t)r * nb + b] = s;
+            a->sdx[(size_t)r * nb + b] = d * (float)s;
+        }
+    }
+}
+
+/* the SIMD kernels' transposed weights of one call's 16 columns: per block 8 x 64 bytes of
+ * integers, 64 bytes of scales, 64 of offsets */
+size_t kiln_qgemm_scratch_bytes(int n) { return (size_t)(n / KILN_Q8_BLK) * (8 * 64 + 64 + 64); }
+
+static int blk_bytes(kiln_dtype dt) {
+    switch (dt) {
+    case KILN_DT_Q8_0: return 34;
+    case KILN_DT_Q4_0: return 18;
+    case KILN_DT_Q4_1: return 20;
+    case KILN_DT_Q5_0: return 22;
+    case KILN_DT_Q5_1: return 24;
+    default: return 0;
+    }
+}
+
+/* one block of dt -> its integers w[32] (offset applied), dw and mw (0 when none) */
+static void unpack_block(kiln_dtype dt, const uint8_t *b, int w[32], float *dw, float *mw) {
+    const uint8_t *qs;
+    uint32_t qh = 0;
+    int off = 0;
+    *dw = h2f(b);
+    *mw = 0.0f;
+    switch (dt) {
+    case KILN_DT_Q8_0:
+        for (int i = 0; i < 32; i++) w[i] = (int8_t)b[2 + i];
+        return;
+    case KILN_DT_Q4_0: qs = b + 2; off = 8; break;
+    case KILN_DT_Q4_1: qs = b + 4; *mw = h2f(b + 2); break;
+    case KILN_DT_Q5_0:
+        qs = b + 6;
+        off = 16;
+        qh = (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+        break;
+    default: /* Q5_1 */
+        qs = b + 8;
+        *mw = h2f(b + 2);
+        qh = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+        break;
+    }
+    for (int i = 0; i < 16; i++) {
+        w[i] = ((qs[i] & 15) | (int)((qh >> i) & 1) << 4) - off;
+        w[i + 16] = ((qs[i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4) - off;
+    }
+}
+
+/* the reference: qgemm.h's arithmetic written out (fmaf: the fused operation, exactly) */
+static void qgemm_scalar(kiln_dtype dt, const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1,
+                         float *y, size_t ldy, void *scratch) {
+    (void)scratch;
+    const int nb = a->nb, bb = blk_bytes(dt), has_m = dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1;
+    for (int c = 0; c < nc; c++)
+        for (int r = r0; r < r1; r++) {
+            const int8_t *q = a->q + (size_t)r * a->n;
+            const float *dx = a->dx + (size_t)r * nb, *sdx = a->sdx + (size_t)r * nb;
+            const uint8_t *b = w + (size_t)c * ldw;
+            float acc = 0.0f, macc = 0.0f;
+            for (int k = 0; k < nb; k++, b += bb) {
+                int wi[32];
+                int32_t s = 0;
+                float dw, mw;
+                unpack_block(dt, b, wi, &dw, &mw);
+                for (int i = 0; i < 32; i++) s += wi[i] * q[32 * k + i];
+                acc = fmaf((float)s, dw * dx[k], acc);
+                if (has_m) macc = fmaf(mw, sdx[k], macc);
+            }
+            y[(size_t)(r - r0) * ldy + c] = has_m ? acc + macc : acc;
+        }
+}
+
+#define SCALAR_QGEMM(name, dt)                                                                   \
+    static void name(const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1, float *y, \
+                     size_t ldy, void *scratch) {                                                 \
+        qgemm_scalar(dt, w, ldw, nc, a, r0, r1, y, ldy, scratch);                                 \
+    }
+SCALAR_QGEMM(qg_q8_0, KILN_DT_Q8_0)
+SCALAR_QGEMM(qg_q4_0, KILN_DT_Q4_0)
+SCALAR_QGEMM(qg_q4_1, KILN_DT_Q4_1)
+SCALAR_QGEMM(qg_q5_0, KILN_DT_Q5_0)
+SCALAR_QGEMM(qg_q5_1, KILN_DT_Q5_1)
+
+kiln_qgemm_fn kiln_qgemm_scalar(kiln_dtype dt) {
+    switch (dt) {
+    case KILN_DT_Q8_0: return qg_q8_0;
+    case KILN_DT_Q4_0: return qg_q4_0;
+    case KILN_DT_Q4_1: return qg_q4_1;
+    case KILN_DT_Q5_0: return qg_q5_0;
+    case KILN_DT_Q5_1: return qg_q5_1;
+    default: return NULL;
+    }
+}
+
+#ifdef KILN_X86
+#include <cpuid.h>
+/* CPUID leaf 7: sub-leaf 0 ECX bit 11 = AVX512_VNNI, sub-leaf 1 EAX bit 4 = AVX-VNNI (the OS
+ * saving the registers is already implied by the AVX2 / AVX-512 level being usable) */
+int kiln_cpu_has_avx512vnni(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
+}
+int kiln_cpu_has_avxvnni(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+}
+#endif
+
+kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
+    if (!kiln_isa_supported(isa)) return NULL;
+#ifdef KILN_X86
+    /* the VNNI answers are facts of the CPU: asked once (CPUID traps on a VM, isa.c) */
+    static _Atomic int known; /* 0 unknown, else 1 + avx512vnni + 2 avxvnni (an idempotent race) */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (!k) {
+        k = 1 + kiln_cpu_has_avx512vnni() + 2 * kiln_cpu_has_avxvnni();
+        atomic_store_explicit(&known, k, memory_order_relaxed);
+    }
+    int vnni512 = (k - 1) & 1, vnni256 = (k - 1) >> 1 & 1;
+    if (isa == KILN_ISA_AVX512 && vnni512) return kiln_qgemm_avx512(dt);
+    if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2) return vnni256 ? kiln_qgemm_avxvnni(dt) : kiln_qgemm_avx2(dt);
+#endif
+    return kiln_qgemm_scalar(dt);
+}

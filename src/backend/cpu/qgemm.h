@@ -1,0 +1,68 @@
+/* qgemm.h: the CPU's W x A8 product: GGUF 32-element block weights (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0) against activations quantized to 8 bits per 32-element block (as llama.cpp's Q8
+ * activations), exact integer dot products per block (AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2
+ * pmaddubsw, scalar reference), each weight block read once per call for all its rows.
+ *
+ * Activations (kiln_q8act, made once per matmul call for all its rows): per row r and block b
+ * of 32 elements, dx = amax / 127, q[i] = round-half-even(x[i] * (127 / amax)) in [-127, 127]
+ * (0 when amax is 0), by one C function for every ISA, so a row's q and dx depend on that row
+ * only; qsum = sum q, sdx = dx * (float)qsum.
+ *
+ * Weights as integers with a block scale dw (and, Q4_1 / Q5_1, an offset mw):
+ *   Q4_0: nibble - 8      Q5_0: (nibble | bit << 4) - 16      Q8_0: the int8 value
+ *   Q4_1: nibble, + mw    Q5_1: nibble | bit << 4, + mw
+ * The arithmetic of every output (r, c), on every ISA and in every kernel (so all paths give
+ * the same bits, whatever the rows of the call, the tile or the thread):
+ *   isum_b = sum_i w_int[i] q[i]                    (exact int32)
+ *   acc  = fma((float)isum_b, dw_b * dx_b, acc)    for b = 0, 1 ... in order (from 0)
+ *   macc = fma(mw_b, sdx_b, macc)                   for b in order (Q4_1 / Q5_1 only)
+ *   y = acc + macc (Q4_1 / Q5_1), else y = acc.
+ * The SIMD kernels put one output column in each lane (16 on AVX-512, 8 on AVX2): the weight
+ * blocks of 16 (8) columns are transposed into 4-byte groups once per call (scratch), and each
+ * activation group of 4 bytes is broadcast, so a block's integer sum needs no horizontal
+ * reduction and the f32 steps above are plain lane-wise vector operations. */
+#ifndef KILN_CPU_QGEMM_H
+#define KILN_CPU_QGEMM_H
+#include <stddef.h>
+#include <stdint.h>
+#include "backend/cpu/kernels.h"
+
+#define KILN_QGEMM_COLS 16 /* most weight rows per kernel call */
+
+/* Quantized activations of n_rows rows of n (a multiple of 32) elements, nb = n / 32 blocks. */
+typedef struct kiln_q8act {
+    int8_t *q;      /* [n_rows][n]: the 8-bit values */
+    float *dx;      /* [n_rows][nb]: block scales */
+    float *sdx;     /* [n_rows][nb]: dx * (float)qsum */
+    int32_t *qsum;  /* [n_rows][nb]: sum of the block's q */
+    int n, nb, n_rows;
+} kiln_q8act;
+
+/* Bytes kiln_q8act_init needs for n_rows rows of n elements. */
+size_t kiln_q8act_bytes(int n_rows, int n);
+/* Point a at mem (64-byte aligned, kiln_q8act_bytes(n_rows, n) bytes). */
+void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n);
+/* Quantize rows [r0, r1) of x (row stride ldx floats) into a. */
+void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int r1);
+
+/* y[(r - r0) * ldy + c] for r in [r0, r1), c < nc (1..KILN_QGEMM_COLS): weight rows w + c * ldw
+ * (the lookup's dtype, a->n elements) against activation rows r of a. scratch:
+ * kiln_qgemm_scratch_bytes(n) bytes, 64-byte aligned (per thread). */
+typedef void (*kiln_qgemm_fn)(const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1, float *y,
+                              size_t ldy, void *scratch);
+size_t kiln_qgemm_scratch_bytes(int n);
+/* The kernel of (dt, isa), or NULL (dt not one of the five types). AVX-512 uses VNNI when the
+ * CPU has it, else AVX-VNNI or AVX2; AVX2 uses AVX-VNNI when present. Same bits everywhere. */
+kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
+
+/* The per-ISA tables (qgemm_*.c). */
+kiln_qgemm_fn kiln_qgemm_scalar(kiln_dtype dt);
+#ifdef KILN_X86
+kiln_qgemm_fn kiln_qgemm_avx2(kiln_dtype dt);
+kiln_qgemm_fn kiln_qgemm_avxvnni(kiln_dtype dt);
+kiln_qgemm_fn kiln_qgemm_avx512(kiln_dtype dt);
+int kiln_cpu_has_avxvnni(void);
+int kiln_cpu_has_avx512vnni(void);
+#endif
+
+#endif
