@@ -49,6 +49,10 @@ typedef struct kiln_req {
     kiln_grammar *grammar;     /* constrained decoding (owned), or NULL */
     kiln_gmatch *gm;           /* its matcher: the state after the output so far */
     uint64_t seed;
+    /* speculative decoding (spec.c): proposed tokens of the step being built / verified */
+    int spec;                  /* this request speculates (engine on, not opted out) */
+    int32_t *draft;            /* [KILN_SPEC_MAX_TOKENS] proposed tokens, positions n_tokens.. */
+    int n_draft;               /* in the step in flight (0: a plain row) */
     /* outputs */
     float *lp;                 /* [max_new] raw logprob of each output token (if asked) */
     kiln_token_logprob *top;   /* [max_new][n_logprobs] */
@@ -108,6 +112,8 @@ struct kiln_engine {
     pthread_mutex_t gmu;                          /* guards gcache (compile runs on any thread) */
     int gmu_init;
     uint32_t *gmask;                              /* [(vocab + 31) / 32] the row's grammar mask */
+    /* speculative decoding (spec.c): 0 = off, else proposals of up to spec_k tokens */
+    int spec_k, spec_ngram_min, spec_ngram_max;
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };
@@ -135,6 +141,22 @@ int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_err
 int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err);
 /* advance r's matcher over tok (ids that end the request are not text) */
 void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok);
+/* spec.c / spec_ngram.c: speculative decoding */
+/* Validate the options and set e->spec_*; refuses what the backend cannot verify (by name). */
+int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err);
+/* Up to k tokens that follow the latest earlier occurrence of the longest suffix of tokens[0..n)
+ * of nmax..nmin tokens, into out; returns how many (0: no match). */
+int kiln_spec_ngram_propose(const int32_t *tokens, int n, int nmin, int nmax, int k, int32_t *out);
+/* The scheduler's proposal for r, a decoding sequence with budget rows left this step: fills
+ * r->draft, returns r->n_draft (0: a plain decode row). */
+int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget);
+/* Verify r's proposal against its k + 1 logits rows (sample each, accept while the draw equals
+ * the proposal), append the emitted tokens, roll the KV back to the committed tokens. */
+void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int vocab);
+/* one draw of r's next token from a logits row (the host sampler; grammar mask, suppression) */
+int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits);
+/* register r's full computed blocks in the prefix cache (engine.c) */
+void kiln_req_register_blocks(kiln_engine *e, kiln_req *r);
 /* output.c */
 void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok);
 long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from);
