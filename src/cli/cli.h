@@ -34,6 +34,8 @@ int kiln_cmd_logits(int argc, char **argv);
 int kiln_cmd_info(int argc, char **argv);
 int kiln_cmd_bench(int argc, char **argv);
 int kiln_cmd_bench_serve(int argc, char **argv);
+/* kiln bench --speculative ...: plain vs speculative decoding on a prompt set (bench_spec.c) */
+int kiln_bench_spec(int argc, char **argv);
 int kiln_cmd_validate(int argc, char **argv);
 int kiln_cmd_tokenize(int argc, char **argv);
 int kiln_cmd_gguf(int argc, char **argv);
