@@ -106,12 +106,18 @@ typedef struct kiln_engine_faults {
 #define KILN_SPEC_MAX_TOKENS 16
 
 typedef struct kiln_spec_options {
-    const char *method;         /* NULL or "": off; "ngram": prompt lookup (vLLM's
-                                 * speculative_config method "ngram") */
+    const char *method;         /* NULL or "": off (unless draft_model_path is set: "draft");
+                                 * "ngram": prompt lookup (vLLM's speculative_config method
+                                 * "ngram"); "draft": a draft model (draft_model_path) */
     int num_speculative_tokens; /* K, proposed tokens per step (1 .. KILN_SPEC_MAX_TOKENS; 0: 4) */
     int ngram_max;              /* longest suffix matched against the context (vLLM's
                                  * prompt_lookup_max; 0: 4) */
     int ngram_min;              /* shortest (prompt_lookup_min; 0: 2) */
+    float draft_temperature;    /* draft model: sample its proposals at this temperature instead of
+                                 * the request's (sampled requests only; 0: the request's). The
+                                 * output distribution stays the target's whatever it is: only the
+                                 * acceptance rate moves (the statistical test uses it to put the
+                                 * draft far from the target) */
 } kiln_spec_options;
 
 typedef struct kiln_engine_options {
@@ -154,8 +160,10 @@ typedef struct kiln_engine_options {
     int n_devices;              /* 0: the backend's first device; n > 1: tensor parallelism over
                                  * devices[0 .. n) (refused until the backend implements it) */
     int devices[KILN_MAX_DEVICES]; /* device ordinals (cuda) */
-    const char *draft_model_path;  /* speculative decoding: a draft model run beside the target with
-                                    * its own backend and KV pool (refused until implemented) */
+    const char *draft_model_path;  /* speculative decoding: a draft model (same vocabulary, same
+                                    * backend) run beside the target with its own KV pool; proposals
+                                    * of spec.num_speculative_tokens tokens (spec.method NULL or
+                                    * "draft") */
     kiln_spec_options spec;        /* speculative decoding (off by default) */
     kiln_cpu_options cpu;
     kiln_cuda_options cuda;

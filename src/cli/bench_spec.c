@@ -1,6 +1,6 @@
 /* bench_spec.c: `kiln bench --speculative ngram ...`: what speculation buys on a prompt set.
  *
- *   kiln bench --model PATH --speculative ngram [--num-speculative-tokens K]
+ *   kiln bench --model PATH --speculative ngram | --draft-model PATH [--num-speculative-tokens K]
  *              [--ngram-prompt-lookup-max N] [--ngram-prompt-lookup-min N]
  *              [--prompts FILE.jsonl] [--no-chat] [--max-tokens 256] [--batch 1] [--repeat 1]
  *              [--prompt-len 256] [--json FILE] [engine options]
@@ -231,7 +231,9 @@ int kiln_bench_spec(int argc, char **argv) {
         const spec_run *a = &runs[0], *b = &runs[1];
         double acc = b->draft_tokens ? (double)b->accepted / (double)b->draft_tokens : 0;
         double tps_a = a->gen / a->wall, tps_b = b->gen / b->wall;
-        printf("# kiln bench --speculative %s\n\n", eo.spec.method);
+        const char *method = eo.spec.method ? eo.spec.method : "draft";
+        printf("# kiln bench --speculative %s%s%s\n\n", method, eo.draft_model_path ? " --draft-model " : "",
+               eo.draft_model_path ? eo.draft_model_path : "");
         printf("model %s, %s backend, %s; %d prompts (%s), greedy, max_tokens %d, batch %d, %d repeat(s); K = %d, "
                "ngram %d..%d\n\n",
                eo.model_path, eo.backend ? eo.backend : "cpu", mach, np, prompts ? prompts : "random ids, repeated",
@@ -241,7 +243,7 @@ int kiln_bench_spec(int argc, char **argv) {
                " mean accepted |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         printf("| plain | %.3f | %llu | %.1f | %llu | %.3f | - | - | - | - | - |\n", a->wall, (unsigned long long)a->gen,
                tps_a, (unsigned long long)a->steps, a->steps ? (double)a->gen / (double)a->steps : 0);
-        printf("| %s | %.3f | %llu | %.1f | %llu | %.3f | %llu | %llu | %llu | %.1f%% | %.2f |\n", eo.spec.method, b->wall,
+        printf("| %s | %.3f | %llu | %.1f | %llu | %.3f | %llu | %llu | %llu | %.1f%% | %.2f |\n", method, b->wall,
                (unsigned long long)b->gen, tps_b, (unsigned long long)b->steps,
                b->steps ? (double)b->gen / (double)b->steps : 0, (unsigned long long)b->drafts,
                (unsigned long long)b->draft_tokens, (unsigned long long)b->accepted, 100 * acc,

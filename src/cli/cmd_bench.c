@@ -112,7 +112,7 @@ static void usage(void) {
 int kiln_cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "serve")) return kiln_cmd_bench_serve(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) /* speculative decoding: its own comparison (bench_spec.c) */
-        if (!strcmp(argv[i], "--speculative")) return kiln_bench_spec(argc, argv);
+        if (!strcmp(argv[i], "--speculative") || !strcmp(argv[i], "--draft-model")) return kiln_bench_spec(argc, argv);
     kiln_engine_options eo;
     kiln_bench_opts bo;
     const char *json_path = NULL;

@@ -319,6 +319,13 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     memcpy(bc.devices, o->devices, sizeof bc.devices);
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
+    if (e->spec_k > 0 && o->draft_model_path && *o->draft_model_path) { /* the draft model (spec_draft.c) */
+        if ((rc = kiln_draft_open(e, o->draft_model_path, err))) goto fail;
+        if (!(e->spec_p = kiln_malloc((size_t)mc->vocab_size * sizeof(float)))) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory");
+            goto fail;
+        }
+    }
     for (int k = 0; k < 2; k++) {
         if (!alloc_step(&e->steps[k], e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len)) {
             rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
@@ -361,6 +368,8 @@ void kiln_engine_close(kiln_engine *e) {
         kiln_free(e->step_reqs[k]);
     }
     kiln_sampler_free(&e->sampler);
+    kiln_draft_close(e);
+    kiln_free(e->spec_p);
     if (e->backend) e->ops->destroy(e->backend);
     kiln_kv_cache_destroy(e->kv);
     kiln_engine_free_grammars(e);
@@ -467,7 +476,8 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
     r->hashes = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(kiln_block_hash));
     r->spec = e->spec_k > 0 && !p->no_speculation;
     if (r->spec) r->draft = kiln_calloc(KILN_SPEC_MAX_TOKENS, sizeof(int32_t));
-    int ok = r->tokens && r->blocks && r->hashes && (!r->spec || r->draft);
+    if (r->spec && e->draft) r->d_blocks = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(int32_t));
+    int ok = r->tokens && r->blocks && r->hashes && (!r->spec || r->draft) && (!r->spec || !e->draft || r->d_blocks);
     if (ok && p->n_stop_ids) {
         r->stop_ids = kiln_malloc((size_t)p->n_stop_ids * sizeof(int32_t));
         ok = r->stop_ids != NULL;
@@ -698,6 +708,7 @@ static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
     if (e->pending < 0) {
         /* nothing in flight: build and encode a step (preemption allowed) */
         e->cur = 0;
+        if ((rc = kiln_draft_propose(e, err))) goto out; /* a draft model's proposals (spec_draft.c) */
         if ((rc = kiln_sched_build_step(e, &need_drain, err))) goto out;
         if (e->steps[e->cur].n_seqs > 0) {
             if ((rc = encode(e, e->cur, &t_backend, err))) goto out;

@@ -53,6 +53,9 @@ typedef struct kiln_req {
     int spec;                  /* this request speculates (engine on, not opted out) */
     int32_t *draft;            /* [KILN_SPEC_MAX_TOKENS] proposed tokens, positions n_tokens.. */
     int n_draft;               /* in the step in flight (0: a plain row) */
+    int32_t *d_blocks;         /* [max_blocks_per_seq] the draft model's KV blocks (spec_draft.c) */
+    int d_n_blocks, d_computed;/* and the tokens whose draft KV is right */
+    int q_slot;                /* row of e->spec_q holding its proposals' draft distributions */
     /* outputs */
     float *lp;                 /* [max_new] raw logprob of each output token (if asked) */
     kiln_token_logprob *top;   /* [max_new][n_logprobs] */
@@ -114,6 +117,10 @@ struct kiln_engine {
     uint32_t *gmask;                              /* [(vocab + 31) / 32] the row's grammar mask */
     /* speculative decoding (spec.c): 0 = off, else proposals of up to spec_k tokens */
     int spec_k, spec_ngram_min, spec_ngram_max;
+    float spec_draft_temp;                        /* spec.draft_temperature (0: the request's) */
+    struct kiln_draft *draft;                     /* the draft model, or NULL (spec_draft.c) */
+    float *spec_q;                                /* [max_seqs][spec_k][vocab] draft distributions */
+    float *spec_p;                                /* [vocab] the target's, at verification */
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };
@@ -155,6 +162,19 @@ int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget);
 void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int vocab);
 /* one draw of r's next token from a logits row (the host sampler; grammar mask, suppression) */
 int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits);
+/* spec_draft.c: the draft model (NULL e->draft: every call is a no-op) */
+typedef struct kiln_draft kiln_draft;
+int kiln_draft_open(kiln_engine *e, const char *path, kiln_error *err);
+void kiln_draft_close(kiln_engine *e);
+/* proposals of every running decoding sequence that speculates (before the step is built) */
+int kiln_draft_propose(kiln_engine *e, kiln_error *err);
+/* free r's draft KV (preemption, finish, abort) */
+void kiln_draft_release(kiln_engine *e, kiln_req *r);
+/* after verifying k proposals of which `accepted` were taken, from n_old committed tokens */
+void kiln_draft_commit(kiln_engine *e, kiln_req *r, int n_old, int k, int accepted);
+float kiln_spec_raw_logprob(const float *logits, int V, int32_t tok);
+int32_t kiln_spec_reject_sample(kiln_engine *e, const float *q, int32_t d, double u_acc, double u_res, int32_t fallback,
+                                int *accepted);
 /* register r's full computed blocks in the prefix cache (engine.c) */
 void kiln_req_register_blocks(kiln_engine *e, kiln_req *r);
 /* output.c */

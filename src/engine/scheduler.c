@@ -32,6 +32,7 @@ void kiln_req_release_kv(kiln_engine *e, kiln_req *r) {
     r->n_computed = 0;
     r->n_hashed = 0;
     r->n_draft = 0;
+    kiln_draft_release(e, r);
 }
 
 /* Sliding windows (e->kv_window > 0, every layer windowed): the blocks of r wholly below

@@ -41,12 +41,18 @@
 int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err) {
     const kiln_spec_options *so = &o->spec;
     e->spec_k = 0;
-    if (o->draft_model_path && *o->draft_model_path)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: speculative decoding with a draft model (%s) is not "
-                        "supported yet (use the n-gram proposer: speculative method \"ngram\")", o->draft_model_path);
-    if (!so->method || !*so->method) return KILN_OK;
-    if (strcmp(so->method, "ngram") != 0)
-        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: unknown speculative method '%s' (ngram)", so->method);
+    int has_draft = o->draft_model_path && *o->draft_model_path;
+    const char *method = so->method && *so->method ? so->method : has_draft ? "draft" : NULL;
+    if (!method) return KILN_OK;
+    if (strcmp(method, "ngram") != 0 && strcmp(method, "draft") != 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: unknown speculative method '%s' (ngram, draft)", method);
+    if (has_draft && strcmp(method, "draft") != 0)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: a draft model (%s) with speculative method '%s': one "
+                        "proposer at a time", o->draft_model_path, method);
+    if (!has_draft && !strcmp(method, "draft"))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: speculative method 'draft' without a draft model path");
+    if (!(so->draft_temperature >= 0.0f) || so->draft_temperature > 100.0f)
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: draft_temperature %g (0 .. 100)", (double)so->draft_temperature);
     int k = so->num_speculative_tokens > 0 ? so->num_speculative_tokens : 4;
     int nmax = so->ngram_max > 0 ? so->ngram_max : 4;
     int nmin = so->ngram_min > 0 ? so->ngram_min : (nmax < 2 ? nmax : 2);
@@ -67,12 +73,17 @@ int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: speculative decoding samples on the host; the %s backend's "
                         "own sampler is on (cpu: turn backend_sampling / KILN_CPU_SAMPLE off)", e->ops->name);
     e->spec_k = k;
+    e->spec_draft_temp = so->draft_temperature;
     e->spec_ngram_min = nmin;
     e->spec_ngram_max = nmax;
     return KILN_OK;
 }
 
 int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget) {
+    if (e->draft) { /* proposed before the step was built (kiln_draft_propose): cut to the budget */
+        if (r->n_draft > budget - 1) r->n_draft = budget - 1 > 0 ? budget - 1 : 0;
+        return r->n_draft;
+    }
     r->n_draft = 0;
     if (!e->spec_k || !r->spec) return 0;
     int k = e->spec_k;
@@ -87,13 +98,24 @@ int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget) {
 }
 
 void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int vocab) {
-    int k = r->n_draft, acc = 0;
+    int k = r->n_draft, acc = 0, n_old = r->n_tokens;
     r->n_draft = 0;
     e->stats.spec_drafts++;
     e->stats.spec_draft_tokens += (uint64_t)k;
+    /* a draft model's proposals of a sampled request: the rejection rule against its q */
+    int rule = e->draft && r->sp.temperature > 0.0f;
     for (int j = 0; j <= k; j++) {
-        int32_t tok = kiln_req_sample(e, r, logits + (size_t)j * vocab);
+        const float *lg = logits + (size_t)j * vocab;
+        int32_t tok = kiln_req_sample(e, r, lg);
         int hit = j < k && tok == r->draft[j];
+        if (rule && j < k) {
+            int n_out = r->n_tokens - r->n_prompt;
+            const float *q = e->spec_q + ((size_t)r->q_slot * e->spec_k + j) * vocab;
+            int32_t t2 = kiln_spec_reject_sample(e, q, r->draft[j], kiln_uniform(r->seed ^ 0xA0761D6478BD642Full, (uint64_t)n_out),
+                                                 kiln_uniform(r->seed ^ 0xE7037ED1A0B428DBull, (uint64_t)n_out), tok, &hit);
+            if (t2 != tok && r->lp) r->lp[n_out] = kiln_spec_raw_logprob(lg, vocab, t2);
+            tok = t2;
+        }
         if (hit) {
             acc++;
             e->stats.spec_accepted_per_pos[j]++;
@@ -104,6 +126,7 @@ void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int voca
     }
     e->stats.spec_accepted_tokens += (uint64_t)acc;
     if (r->state != KILN_REQ_RUNNING) return;
+    kiln_draft_commit(e, r, n_old, k, acc);
     /* roll back: committed tokens only (see the note at the top) */
     r->n_computed = r->n_tokens - 1;
     kiln_req_register_blocks(e, r);

@@ -477,8 +477,18 @@ static void test_refusals(void) {
     o.spec.num_speculative_tokens = 0;
     o.draft_model_path = g_model;
     rc = kiln_engine_open(&e, &o, &err);
-    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "draft model"), "draft model: %d %s", rc, err.msg);
+    KT_CHECK(rc == KILN_ERR_INVALID_ARG && strstr(err.msg, "one proposer"), "draft model + ngram: %d %s", rc, err.msg);
     kiln_engine_close(e);
+    e = NULL;
+    o.spec.method = NULL;
+    o.draft_model_path = kt_shared("models/mistral-tiny-random-f16"); /* 1000 tokens, the target 2048 */
+    if (kt_exists(o.draft_model_path)) {
+        rc = kiln_engine_open(&e, &o, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "same vocabulary"), "draft vocabulary mismatch: %d %s", rc,
+                 err.msg);
+        kiln_engine_close(e);
+        e = NULL;
+    }
 }
 
 int main(void) {
