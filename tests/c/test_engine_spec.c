@@ -47,8 +47,10 @@ typedef struct run_stats {
     uint64_t allocs;
 } run_stats;
 
-static const char *g_model, *g_tok;
+static const char *g_model, *g_tok, *g_other; /* g_other: another model of the same vocabulary size */
 static int g_vocab;
+
+static const char *g_draft; /* open_spec's draft model (NULL: none) */
 
 static kiln_engine *open_spec(const char *method, int k, int nmin, int kv_blocks) {
     kiln_engine_options o;
@@ -64,6 +66,7 @@ static kiln_engine *open_spec(const char *method, int k, int nmin, int kv_blocks
     o.spec.method = method;
     o.spec.num_speculative_tokens = k;
     o.spec.ngram_min = nmin;
+    o.draft_model_path = g_draft;
     kiln_engine *e = NULL;
     kiln_error err = {0};
     if (kiln_engine_open(&e, &o, &err)) fprintf(stderr, "open %s: %s\n", g_model, err.msg);
@@ -432,6 +435,58 @@ static void suite(void) {
         kiln_engine_close(e);
     }
 
+    /* F: a draft model: the target itself, then another model of the same vocabulary; plain,
+     * under preemption, with an abort. Greedy requests decode exactly as plain; sampled ones
+     * follow the rejection rule (same distribution, other draws): each run again gives the
+     * same tokens (seeded), and every request ends as its limits say */
+    const char *drafts[2] = {g_model, g_other};
+    static result g_got2[NR];
+    for (int dv = 0; dv < 2; dv++) {
+        if (!drafts[dv] || !kt_exists(drafts[dv])) { fprintf(stderr, "SKIP draft %d: absent\n", dv); continue; }
+        for (int mode = 0; mode < 3; mode++) {
+            g_draft = drafts[dv];
+            e = open_spec(NULL, 3, 0, mode == 1 ? 14 : 0);
+            g_draft = NULL;
+            char what[96];
+            snprintf(what, sizeof what, "F draft %s%s", dv ? "other model" : "= target",
+                     mode == 1 ? " + preemption" : mode == 2 ? " + abort" : "");
+            if (!e) { KT_CHECK(0, "%s: %s: open", g_model, what); continue; }
+            run(e, ps, k_add_at, NR, mode == 2 ? 3 : -1, 9, g_got, &rs);
+            check_stats(what, &rs);
+            for (int i = 0; i < NR; i++) {
+                char why[256] = "";
+                if (mode == 2 && i == 3) continue;
+                if (ps[i].sampling.temperature == 0.0f)
+                    KT_CHECK(same(&g_got[i], &g_ref[i], ps[i].sampling.n_logprobs, why, sizeof why), "%s: %s: request %d: %s",
+                             g_model, what, i, why);
+                else
+                    KT_CHECK(g_got[i].fin == KILN_FINISH_LENGTH || g_got[i].fin == KILN_FINISH_STOP,
+                             "%s: %s: request %d: finish %d", g_model, what, i, g_got[i].fin);
+            }
+            KT_CHECK(g_got[8].n == 3, "%s: %s: max_tokens 3: %d tokens", g_model, what, g_got[8].n);
+            KT_CHECK(g_got[9].n == 160 - ps[9].n_prompt, "%s: %s: context limit: %d tokens", g_model, what, g_got[9].n);
+            KT_CHECK(rs.st.spec_drafts > 0 && (dv || rs.st.spec_accepted_tokens > 0), "%s: %s: %llu proposals, %llu accepted",
+                     g_model, what, (unsigned long long)rs.st.spec_drafts, (unsigned long long)rs.st.spec_accepted_tokens);
+            check_spec(what, &rs, 0);
+            if (mode == 1) KT_CHECK(rs.st.preemptions > 0, "%s: %s: no preemption", g_model, what);
+            if (mode == 0) { /* seeded: the same again on a fresh engine */
+                kiln_engine_close(e);
+                g_draft = drafts[dv];
+                e = open_spec(NULL, 3, 0, 0);
+                g_draft = NULL;
+                if (e) {
+                    run(e, ps, k_add_at, NR, -1, 0, g_got2, &rs);
+                    for (int i = 0; i < NR; i++) {
+                        char why[256] = "";
+                        KT_CHECK(same(&g_got2[i], &g_got[i], ps[i].sampling.n_logprobs, why, sizeof why),
+                                 "%s: %s: request %d not reproducible: %s", g_model, what, i, why);
+                    }
+                }
+            }
+            kiln_engine_close(e);
+        }
+    }
+
     /* E: every request opted out */
     e = open_spec("ngram", 4, 0, 0);
     if (e) {
@@ -504,6 +559,9 @@ int main(void) {
         if (!kt_exists(path)) { fprintf(stderr, "SKIP model %s: absent\n", path); continue; }
         g_model = path;
         g_tok = models[m][1] ? kt_shared(models[m][1]) : NULL;
+        static char other[1024];
+        snprintf(other, sizeof other, "%s", kt_shared(models[1 - m][0]));
+        g_other = other;
         kiln_engine *e = open_spec(NULL, 0, 0, 0);
         if (!e) { KT_CHECK(0, "open %s", path); continue; }
         g_vocab = e->model->cfg.vocab_size;
