@@ -500,6 +500,32 @@ static void suite(void) {
     }
 }
 
+/* a backend that returns one logits row per sequence (cuda today: ops.max_logits_per_seq 1) is
+ * refused by name before anything runs */
+static void test_backend_refusal(void) {
+    kiln_backend_ops ops = *kiln_backend_cpu_ops();
+    ops.name = "onerow";
+    ops.max_logits_per_seq = 1;
+    kiln_engine fake;
+    memset(&fake, 0, sizeof fake);
+    fake.ops = &ops;
+    kiln_engine_options o;
+    kiln_engine_options_default(&o);
+    o.spec.method = "ngram";
+    kiln_error err = {0};
+    int rc = kiln_spec_init(&fake, &o, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "not supported by the onerow backend") && fake.spec_k == 0,
+             "one logits row per sequence: %d %s", rc, err.msg);
+    ops.max_logits_per_seq = 5; /* K = 4 needs 5 */
+    rc = kiln_spec_init(&fake, &o, &err);
+    KT_CHECK(rc == KILN_OK && fake.spec_k == 4, "five rows for K = 4: %d %s", rc, err.msg);
+    o.spec.num_speculative_tokens = 5;
+    rc = kiln_spec_init(&fake, &o, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED, "five rows for K = 5: %d", rc);
+    o.spec.method = NULL; /* off: nothing asked of the backend */
+    KT_CHECK(kiln_spec_init(&fake, &o, &err) == KILN_OK && fake.spec_k == 0, "off: %s", err.msg);
+}
+
 static void test_refusals(void) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
@@ -548,6 +574,7 @@ static void test_refusals(void) {
 
 int main(void) {
     test_proposer();
+    test_backend_refusal();
     const char *models[2][2] = {
         {"models/tinystories-656K", "models/tinystories-656K/tokenizer.json"},
         {"models/mistral-tiny-random", NULL},
