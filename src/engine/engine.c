@@ -51,6 +51,10 @@
  * counted into it before that. The prefix cache hashes only known tokens: register_blocks
  * covers n_computed, committed when a step is applied, when every computed token is known.
  *
+ * Speculative decoding (spec.c, spec_ngram.c, spec_draft.c): a draft model's proposals are made
+ * before the step is built; a speculating sequence's k + 1 logits rows are verified, committed
+ * and rolled back by kiln_spec_verify when the step is applied (host sampling, no overlap).
+ *
  * Time: backend_seconds = encode + finish (the wait) per call; host_seconds = the rest of the
  * call (scheduling, applying, sampling on the host): the host's own work per step.
  * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.

@@ -16,6 +16,11 @@
  * in flight continues with its next chunk (known tokens). Rows already in encoded steps are
  * r->n_sched: a sequence's next row is at n_computed + n_sched. Nothing is preempted while a
  * step is in flight (kiln_sched_build_step reports need_drain instead).
+ *
+ * Speculative decoding (spec.c): a decoding sequence that speculates gets its proposals as extra
+ * rows after its decode row (r->n_draft of them, logits at all), budgeted like prefill rows; their
+ * blocks are taken only when free (no preemption for a guess). Speculation samples on the host,
+ * so it never meets a step in flight.
  */
 #include <string.h>
 #include "engine/engine_internal.h"
