@@ -183,6 +183,7 @@ int kiln_bench_spec(int argc, char **argv) {
     eo.max_seqs = batch;
     kiln_engine_options plain = eo;
     memset(&plain.spec, 0, sizeof plain.spec);
+    plain.draft_model_path = NULL; /* a draft model alone turns speculation on */
     kiln_error err = {0};
     /* the prompts, tokenized by a plain engine that also checks the options load */
     kiln_engine *e = NULL;

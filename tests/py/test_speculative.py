@@ -101,11 +101,16 @@ def test_serve_speculative_metrics_and_opt_out(model_args):
         srv.stop()
 
 
-def test_bench_speculative(model_args, tmp_path):
+@pytest.mark.parametrize("how", [["--speculative", "ngram"], ["--draft-model", None, "--num-speculative-tokens", "3"]])
+def test_bench_speculative(model_args, tmp_path, how):
     out = tmp_path / "b.json"
-    r = subprocess.run([KILN, "bench", *model_args, "--speculative", "ngram", "--prompt-len", "32", "--max-tokens", "24",
+    how = [model_args[1] if a is None else a for a in how]
+    r = subprocess.run([KILN, "bench", *model_args, *how, "--prompt-len", "32", "--max-tokens", "24",
                         "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "acceptance" in r.stdout and "outputs identical: yes" in r.stdout
     j = json.loads(out.read_text())
+    # the plain run really is plain (one token a step: each prompt fits one prefill step), the
+    # speculative one proposed
+    assert j["plain_steps"] == j["gen_tokens"] and j["drafts"] > 0
     assert j["identical"] is True and j["draft_tokens"] >= j["accepted"] >= 0 and j["spec_steps"] <= j["plain_steps"]
