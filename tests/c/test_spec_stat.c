@@ -25,8 +25,17 @@
 #define K 2
 #define NPOS (K + 2)
 #define NCELL (1 << NPOS)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* sanitizer builds (CI's asan / tsan stages, unoptimised and ~20x slower here): the same paths on
+ * fewer samples, for memory and race errors; the statistics are the release build's to check */
+#define STAT_LIGHT 1
+#define NSAMP 1000
+#define NCONTROL 500
+#else
+#define STAT_LIGHT 0
 #define NSAMP 20000   /* speculative samples: enough to see a 2% shift (checked below) */
 #define NCONTROL 8000 /* plain samples, the control of the exact distribution */
+#endif
 #define TD 8.0f
 
 static const char *g_model;
@@ -218,8 +227,12 @@ int main(void) {
            "2%%-shifted distribution: %.2f\n", NCELL - 1, crit, NCONTROL, x_plain, x_spec, x_spec_shift);
     for (int c = 0; c < NCELL; c++)
         printf("  cell %2d: p %.5f  plain %6ld  spec %6ld\n", c, p[c], plain[c], spec[c]);
-    KT_CHECK(acc >= 0.30 && acc <= 0.80, "acceptance %.3f outside [0.30, 0.80]: the rejection branch must run", acc);
     KT_CHECK(out_plain == 0 && out_spec == 0, "samples outside the support: plain %d, speculative %d", out_plain, out_spec);
+    if (STAT_LIGHT) {
+        printf("sanitizer build: %d samples, the statistical checks are left to the release build\n", NSAMP);
+        return kt_done();
+    }
+    KT_CHECK(acc >= 0.30 && acc <= 0.80, "acceptance %.3f outside [0.30, 0.80]: the rejection branch must run", acc);
     KT_CHECK(x_plain < crit, "plain sampling does not match the exact distribution: %.2f >= %.2f", x_plain, crit);
     KT_CHECK(x_spec < crit, "speculative sampling does not match the exact distribution: %.2f >= %.2f", x_spec, crit);
     KT_CHECK(x_spec_shift > crit, "the test cannot see a 2%% shift: %.2f <= %.2f", x_spec_shift, crit);
