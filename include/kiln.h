@@ -102,6 +102,30 @@ typedef struct kiln_engine_faults {
 
 #define KILN_MAX_DEVICES 16
 
+/* Speculative decoding (src/engine/spec*.c, docs/speculative.md): a proposer guesses the next
+ * tokens of a decoding sequence, the target model scores them all in the same ragged step, and
+ * the engine keeps the longest run the target agrees with (plus one token of its own). The
+ * output is exactly what plain decoding gives: greedy ids identical, sampled ids drawn by the
+ * rejection rule from the target's distribution (with n-gram proposals, bit-identical to plain
+ * sampling for the same seed). Needs host sampling and a backend that returns logits at several
+ * positions of a sequence (ops.max_logits_per_seq): the CPU backend; cuda refuses it. */
+#define KILN_SPEC_MAX_TOKENS 16
+
+typedef struct kiln_spec_options {
+    const char *method;         /* NULL or "": off (unless draft_model_path is set: "draft");
+                                 * "ngram": prompt lookup (vLLM's speculative_config method
+                                 * "ngram"); "draft": a draft model (draft_model_path) */
+    int num_speculative_tokens; /* K, proposed tokens per step (1 .. KILN_SPEC_MAX_TOKENS; 0: 4) */
+    int ngram_max;              /* longest suffix matched against the context (vLLM's
+                                 * prompt_lookup_max; 0: 4) */
+    int ngram_min;              /* shortest (prompt_lookup_min; 0: 2) */
+    float draft_temperature;    /* draft model: sample its proposals at this temperature instead of
+                                 * the request's (sampled requests only; 0: the request's). The
+                                 * output distribution stays the target's whatever it is: only the
+                                 * acceptance rate moves (the statistical test uses it to put the
+                                 * draft far from the target) */
+} kiln_spec_options;
+
 typedef struct kiln_engine_options {
     const char *model_path;     /* HF folder, Mistral-native folder, .gguf or llama2.c .bin */
     const char *tokenizer_path; /* NULL: found beside the model */
@@ -142,8 +166,11 @@ typedef struct kiln_engine_options {
     int n_devices;              /* 0: the backend's first device; n > 1: tensor parallelism over
                                  * devices[0 .. n) (refused until the backend implements it) */
     int devices[KILN_MAX_DEVICES]; /* device ordinals (cuda) */
-    const char *draft_model_path;  /* speculative decoding: a draft model run beside the target with
-                                    * its own backend and KV pool (refused until implemented) */
+    const char *draft_model_path;  /* speculative decoding: a draft model (same vocabulary, same
+                                    * backend) run beside the target with its own KV pool; proposals
+                                    * of spec.num_speculative_tokens tokens (spec.method NULL or
+                                    * "draft") */
+    kiln_spec_options spec;        /* speculative decoding (off by default) */
     kiln_cpu_options cpu;
     kiln_cuda_options cuda;
     kiln_engine_faults faults;
@@ -204,6 +231,7 @@ typedef struct kiln_request_params {
     kiln_grammar *grammar;   /* constrained decoding, or NULL; the engine owns it after a successful
                               * add_request (the caller frees it when add_request fails). Needs host
                               * sampling: an engine whose backend draws the tokens refuses it */
+    int no_speculation;      /* 1: this request decodes plainly on an engine that speculates */
 } kiln_request_params;
 
 void kiln_request_params_default(kiln_request_params *p);
@@ -267,6 +295,13 @@ typedef struct kiln_engine_stats {
     uint64_t grammar_masks_computed;  /* constrained decoding: token masks walked over the trie */
     uint64_t grammar_masks_cached;    /* and served from a matcher's cache */
     uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
+    /* speculative decoding (vLLM's spec_decode counters): steps in which a sequence verified a
+     * proposal, tokens proposed, proposed tokens accepted, and accepted counts by position in the
+     * proposal (position j counts the proposals whose first j + 1 tokens were all accepted) */
+    uint64_t spec_drafts;
+    uint64_t spec_draft_tokens;
+    uint64_t spec_accepted_tokens;
+    uint64_t spec_accepted_per_pos[KILN_SPEC_MAX_TOKENS];
     int max_model_len;
     int vocab_size;
     double host_seconds;       /* time in kiln_engine_step outside backend encode/finish (with

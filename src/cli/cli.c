@@ -74,6 +74,9 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         {"--threads", 0, 1024, &o->n_threads},         {"--max-model-len", 1, 1 << 24, &o->max_model_len},
         {"--max-num-seqs", 1, 4096, &o->max_seqs},      {"--max-batch-tokens", 1, 1 << 20, &o->max_batch_tokens},
         {"--kv-blocks", 1, 1 << 26, &o->kv_blocks},     {"--block-size", 1, 1024, &o->kv_block_size},
+        {"--num-speculative-tokens", 1, KILN_SPEC_MAX_TOKENS, &o->spec.num_speculative_tokens},
+        {"--ngram-prompt-lookup-max", 1, 64, &o->spec.ngram_max},
+        {"--ngram-prompt-lookup-min", 1, 64, &o->spec.ngram_min},
     };
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (!strcmp(a, ints[k].name)) {
@@ -122,7 +125,16 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         o->quantization = val;
         return 1;
     }
-    if (!strcmp(a, "--speculative-model")) { NEEDVAL(); o->draft_model_path = val; return 1; }
+    if (!strcmp(a, "--speculative-model") || !strcmp(a, "--draft-model")) { NEEDVAL(); o->draft_model_path = val; return 1; }
+    if (!strcmp(a, "--speculative")) { /* the proposer: ngram (a draft model: --draft-model) */
+        NEEDVAL();
+        if (strcmp(val, "ngram") != 0 && strcmp(val, "off") != 0) {
+            fprintf(stderr, "kiln: --speculative must be ngram or off (got '%s')\n", val);
+            return -1;
+        }
+        o->spec.method = strcmp(val, "off") ? val : NULL;
+        return 1;
+    }
     if (!strcmp(a, "--devices")) { /* "0,1,3": device ordinals */
         NEEDVAL();
         int32_t *ids = NULL;

@@ -17,6 +17,8 @@ void kiln_cli_server_defaults(kiln_server_options *o);
  *   --no-prefix-cache --load-format auto|dummy --seed-weights N --kv-cache-dtype T
  *   --quantization fp8|fp8-per-channel
  *   --devices 0,1 | --tensor-parallel-size N --speculative-model PATH
+ *   --speculative ngram|off --num-speculative-tokens K --ngram-prompt-lookup-max N
+ *   --ngram-prompt-lookup-min N --draft-model PATH (= --speculative-model)
  * Returns 1 when argv[*i] was one of them (consuming its value), 0 if not, -1 on a bad value. */
 int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o);
 /* "1,2,3" -> ids (allocated with kiln_malloc); -1 on a malformed list. */
@@ -32,6 +34,8 @@ int kiln_cmd_logits(int argc, char **argv);
 int kiln_cmd_info(int argc, char **argv);
 int kiln_cmd_bench(int argc, char **argv);
 int kiln_cmd_bench_serve(int argc, char **argv);
+/* kiln bench --speculative ...: plain vs speculative decoding on a prompt set (bench_spec.c) */
+int kiln_bench_spec(int argc, char **argv);
 int kiln_cmd_validate(int argc, char **argv);
 int kiln_cmd_tokenize(int argc, char **argv);
 int kiln_cmd_gguf(int argc, char **argv);

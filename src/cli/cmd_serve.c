@@ -5,6 +5,8 @@
  *              [--max-queue N] [--threads N] [--tokenizer PATH] [--chat-template NAME]
  *              [--backend cpu|cuda] [--kv-memory-mb N] [--quantization fp8] [--kv-cache-dtype fp8]
  *              [--max-connections-per-ip N]
+ *              [--speculative ngram --num-speculative-tokens K --ngram-prompt-lookup-max N
+ *               --ngram-prompt-lookup-min N] [--draft-model PATH]
  *              [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]
  *
  * Flags (and the environment, env.c) become kiln_server_options; the engine is opened here and
@@ -30,6 +32,8 @@ static void usage(void) {
             "                  [--max-queue N] [--threads N] [--tokenizer PATH] [--chat-template NAME]\n"
             "                  [--backend cpu|cuda] [--kv-memory-mb N] [--quantization fp8] [--kv-cache-dtype fp8]\n"
             "                  [--max-connections-per-ip N]\n"
+            "                  [--speculative ngram --num-speculative-tokens K --ngram-prompt-lookup-max N\n"
+            "                   --ngram-prompt-lookup-min N] [--draft-model PATH]\n"
             "                  [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]\n"
             "Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,\n"
             "GET /metrics, POST /tokenize, POST /detokenize (see docs/server.md).\n"
@@ -66,6 +70,8 @@ int kiln_cmd_serve(int argc, char **argv) {
     kiln_cli_server_defaults(&so); /* KILN_API_KEY, KILN_TEST_STEP_DELAY_MS */
     const char *model = NULL, *tokenizer = NULL, *backend = "cpu", *quantization = NULL, *kv_dtype = NULL;
     int max_model_len = 0, max_seqs = 64, max_queue = 256, threads = 0, kv_mb = 0;
+    kiln_spec_options spec = {0}; /* speculative decoding (engine options; off unless asked) */
+    const char *draft_model = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -90,6 +96,11 @@ int kiln_cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--timeout-keep-alive")) rc = parse_int(a, v, 0, 86400, &so.timeout_keep_alive_s);
         else if (!strcmp(a, "--ssl-keyfile")) so.ssl_keyfile = v;
         else if (!strcmp(a, "--ssl-certfile")) so.ssl_certfile = v;
+        else if (!strcmp(a, "--speculative")) spec.method = strcmp(v, "off") ? v : NULL; /* ngram (engine checks) */
+        else if (!strcmp(a, "--num-speculative-tokens")) rc = parse_int(a, v, 1, KILN_SPEC_MAX_TOKENS, &spec.num_speculative_tokens);
+        else if (!strcmp(a, "--ngram-prompt-lookup-max")) rc = parse_int(a, v, 1, 64, &spec.ngram_max);
+        else if (!strcmp(a, "--ngram-prompt-lookup-min")) rc = parse_int(a, v, 1, 64, &spec.ngram_min);
+        else if (!strcmp(a, "--draft-model") || !strcmp(a, "--speculative-model")) draft_model = v;
         else { fprintf(stderr, "kiln serve: unknown option %s\n", a); usage(); return 2; }
         if (rc) return 2;
         i++;
@@ -131,6 +142,8 @@ int kiln_cmd_serve(int argc, char **argv) {
     if (kv_mb > 0) eo.kv_memory_mb = (size_t)kv_mb;
     if (quantization) eo.quantization = quantization;
     if (kv_dtype) eo.kv_cache_dtype = kv_dtype;
+    if (spec.method) eo.spec = spec;
+    if (draft_model) eo.draft_model_path = draft_model;
     kiln_engine *engine = NULL;
     kiln_server *srv = NULL;
     int rc = kiln_engine_open(&engine, &eo, &err);

@@ -51,6 +51,10 @@
  * counted into it before that. The prefix cache hashes only known tokens: register_blocks
  * covers n_computed, committed when a step is applied, when every computed token is known.
  *
+ * Speculative decoding (spec.c, spec_ngram.c, spec_draft.c): a draft model's proposals are made
+ * before the step is built; a speculating sequence's k + 1 logits rows are verified, committed
+ * and rolled back by kiln_spec_verify when the step is applied (host sampling, no overlap).
+ *
  * Time: backend_seconds = encode + finish (the wait) per call; host_seconds = the rest of the
  * call (scheduling, applying, sampling on the host): the host's own work per step.
  * Nothing in the step allocates (I7); tests count allocations through util/alloc.h.
@@ -169,12 +173,6 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         goto fail;
     }
     if (!o->model_path) { rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: no model path"); goto fail; }
-    /* the contract has room for these; the engine does not run them yet: refused by name */
-    if (o->draft_model_path && *o->draft_model_path) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: speculative decoding with a draft model (%s) is not "
-                      "supported yet", o->draft_model_path);
-        goto fail;
-    }
     if (o->n_devices < 0 || o->n_devices > KILN_MAX_DEVICES) {
         rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: %d devices (0 .. %d)", o->n_devices, KILN_MAX_DEVICES);
         goto fail;
@@ -304,6 +302,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
      * off with the option overlap = -1 (KILN_OVERLAP=0) */
     e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !e->fault_break_batch;
+    /* speculative decoding (spec.c): refused by name where the backend cannot verify */
+    if ((rc = kiln_spec_init(e, o, err))) goto fail;
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
         .max_seqs = e->max_seqs,
@@ -315,6 +315,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .strict = e->strict,
         .batch_invariant = o->batch_invariant > 0,
         .sample = e->device_sample,
+        .max_logits_per_seq = e->spec_k > 0 ? e->spec_k + 1 : 0, /* verification rows */
         .n_devices = o->n_devices,
         .cpu = o->cpu,
         .cuda = o->cuda,
@@ -322,6 +323,13 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     memcpy(bc.devices, o->devices, sizeof bc.devices);
     if ((rc = e->ops->create(&e->backend, e->model, &bc, err))) goto fail;
     if ((rc = kiln_sampler_init(&e->sampler, mc->vocab_size, err))) goto fail;
+    if (e->spec_k > 0 && o->draft_model_path && *o->draft_model_path) { /* the draft model (spec_draft.c) */
+        if ((rc = kiln_draft_open(e, o->draft_model_path, err))) goto fail;
+        if (!(e->spec_p = kiln_malloc((size_t)mc->vocab_size * sizeof(float)))) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory");
+            goto fail;
+        }
+    }
     for (int k = 0; k < 2; k++) {
         if (!alloc_step(&e->steps[k], e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len)) {
             rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
@@ -364,6 +372,8 @@ void kiln_engine_close(kiln_engine *e) {
         kiln_free(e->step_reqs[k]);
     }
     kiln_sampler_free(&e->sampler);
+    kiln_draft_close(e);
+    kiln_free(e->spec_p);
     if (e->backend) e->ops->destroy(e->backend);
     kiln_kv_cache_destroy(e->kv);
     kiln_engine_free_grammars(e);
@@ -468,7 +478,10 @@ int kiln_engine_add_request(kiln_engine *e, const kiln_request_params *p, uint64
     r->tokens = kiln_malloc((size_t)r->cap_tokens * sizeof(int32_t));
     r->blocks = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(int32_t));
     r->hashes = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(kiln_block_hash));
-    int ok = r->tokens && r->blocks && r->hashes;
+    r->spec = e->spec_k > 0 && !p->no_speculation;
+    if (r->spec) r->draft = kiln_calloc(KILN_SPEC_MAX_TOKENS, sizeof(int32_t));
+    if (r->spec && e->draft) r->d_blocks = kiln_calloc((size_t)e->max_blocks_per_seq, sizeof(int32_t));
+    int ok = r->tokens && r->blocks && r->hashes && (!r->spec || r->draft) && (!r->spec || !e->draft || r->d_blocks);
     if (ok && p->n_stop_ids) {
         r->stop_ids = kiln_malloc((size_t)p->n_stop_ids * sizeof(int32_t));
         ok = r->stop_ids != NULL;
@@ -573,7 +586,7 @@ int kiln_engine_abort(kiln_engine *e, uint64_t req_id, kiln_error *err) {
 }
 
 /* Register the sequence's full blocks (computed tokens only) in the prefix cache. */
-static void register_blocks(kiln_engine *e, kiln_req *r) {
+void kiln_req_register_blocks(kiln_engine *e, kiln_req *r) {
     int full = r->n_computed / e->block_size;
     for (int b = r->n_hashed; b < full; b++) {
         const kiln_block_hash *parent = b > 0 ? &r->hashes[b - 1] : NULL;
@@ -636,14 +649,19 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
     int li = 0;
     for (int i = 0; i < s->n_seqs; i++) {
         kiln_req *r = e->step_reqs[k][i];
-        int n = s->seq_q_start[i + 1] - s->seq_q_start[i], has = s->seq_logits[i], row = has ? li++ : -1;
+        int n = s->seq_q_start[i + 1] - s->seq_q_start[i], has = s->seq_logits[i], row = has ? li : -1;
+        li += has; /* k + 1 rows for a speculating sequence */
         r->n_sched -= n;
         if (has) r->n_inflight--; /* known from here on (or discarded) */
         if (rc || r->state != KILN_REQ_RUNNING) continue;
         if (r->n_computed < r->n_prompt)
             e->stats.prompt_tokens_computed += (uint64_t)((r->n_computed + n < r->n_prompt ? r->n_computed + n : r->n_prompt) - r->n_computed);
+        if (has > 1) { /* speculative verification: commits, and rolls back, itself (spec.c) */
+            kiln_spec_verify(e, r, res.logits + (size_t)row * res.vocab, res.vocab);
+            continue;
+        }
         r->n_computed += n;
-        register_blocks(e, r); /* n_computed <= n_tokens: known tokens only */
+        kiln_req_register_blocks(e, r); /* n_computed <= n_tokens: known tokens only */
         if (!has) continue;
         int n_out = r->n_tokens - r->n_prompt;
         int nlp = r->sp.n_logprobs;
@@ -656,22 +674,27 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
                 r->top[(size_t)n_out * nlp + j].logprob = res.top_lp[(size_t)row * KILN_STEP_MAX_TOP + j];
             }
         } else {
-            const float *logits = res.logits + (size_t)row * res.vocab;
-            int ns = kiln_req_suppressed(e, r, e->suppress);
-            if (r->gm) {
-                kiln_error gerr;
-                if (kiln_req_grammar_mask(e, r, &gerr) == KILN_OK) e->sampler.allow = e->gmask;
-                else KILN_WARN("request %llu: grammar mask: %s", (unsigned long long)r->id, gerr.msg);
-            }
-            tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
-                              e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
-                              nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
-            e->sampler.allow = NULL;
+            tok = kiln_req_sample(e, r, res.logits + (size_t)row * res.vocab);
         }
         if (r->gm) kiln_req_grammar_accept(e, r, tok);
         kiln_req_on_token(e, r, tok);
     }
     return rc;
+}
+
+int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits) {
+    int n_out = r->n_tokens - r->n_prompt, nlp = r->sp.n_logprobs;
+    int ns = kiln_req_suppressed(e, r, e->suppress);
+    if (r->gm) {
+        kiln_error gerr;
+        if (kiln_req_grammar_mask(e, r, &gerr) == KILN_OK) e->sampler.allow = e->gmask;
+        else KILN_WARN("request %llu: grammar mask: %s", (unsigned long long)r->id, gerr.msg);
+    }
+    int32_t tok = kiln_sample(&e->sampler, logits, &r->sp, r->tokens, r->n_prompt, r->tokens + r->n_prompt, n_out,
+                              e->suppress, ns, r->seed, (uint64_t)n_out, r->lp ? &r->lp[n_out] : NULL,
+                              nlp > 0 ? r->top + (size_t)n_out * nlp : NULL, nlp);
+    e->sampler.allow = NULL;
+    return tok;
 }
 
 /* Finish and apply the step in flight, if any (outside kiln_engine_step: close, prompt_logits). */
@@ -689,6 +712,7 @@ static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
     if (e->pending < 0) {
         /* nothing in flight: build and encode a step (preemption allowed) */
         e->cur = 0;
+        if ((rc = kiln_draft_propose(e, err))) goto out; /* a draft model's proposals (spec_draft.c) */
         if ((rc = kiln_sched_build_step(e, &need_drain, err))) goto out;
         if (e->steps[e->cur].n_seqs > 0) {
             if ((rc = encode(e, e->cur, &t_backend, err))) goto out;

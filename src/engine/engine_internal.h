@@ -49,6 +49,13 @@ typedef struct kiln_req {
     kiln_grammar *grammar;     /* constrained decoding (owned), or NULL */
     kiln_gmatch *gm;           /* its matcher: the state after the output so far */
     uint64_t seed;
+    /* speculative decoding (spec.c): proposed tokens of the step being built / verified */
+    int spec;                  /* this request speculates (engine on, not opted out) */
+    int32_t *draft;            /* [KILN_SPEC_MAX_TOKENS] proposed tokens, positions n_tokens.. */
+    int n_draft;               /* in the step in flight (0: a plain row) */
+    int32_t *d_blocks;         /* [max_blocks_per_seq] the draft model's KV blocks (spec_draft.c) */
+    int d_n_blocks, d_computed;/* and the tokens whose draft KV is right */
+    int q_slot;                /* row of e->spec_q holding its proposals' draft distributions */
     /* outputs */
     float *lp;                 /* [max_new] raw logprob of each output token (if asked) */
     kiln_token_logprob *top;   /* [max_new][n_logprobs] */
@@ -108,6 +115,12 @@ struct kiln_engine {
     pthread_mutex_t gmu;                          /* guards gcache (compile runs on any thread) */
     int gmu_init;
     uint32_t *gmask;                              /* [(vocab + 31) / 32] the row's grammar mask */
+    /* speculative decoding (spec.c): 0 = off, else proposals of up to spec_k tokens */
+    int spec_k, spec_ngram_min, spec_ngram_max;
+    float spec_draft_temp;                        /* spec.draft_temperature (0: the request's) */
+    struct kiln_draft *draft;                     /* the draft model, or NULL (spec_draft.c) */
+    float *spec_q;                                /* [max_seqs][spec_k][vocab] draft distributions */
+    float *spec_p;                                /* [vocab] the target's, at verification */
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };
@@ -135,6 +148,35 @@ int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_err
 int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err);
 /* advance r's matcher over tok (ids that end the request are not text) */
 void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok);
+/* spec.c / spec_ngram.c: speculative decoding */
+/* Validate the options and set e->spec_*; refuses what the backend cannot verify (by name). */
+int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err);
+/* Up to k tokens that follow the latest earlier occurrence of the longest suffix of tokens[0..n)
+ * of nmax..nmin tokens, into out; returns how many (0: no match). */
+int kiln_spec_ngram_propose(const int32_t *tokens, int n, int nmin, int nmax, int k, int32_t *out);
+/* The scheduler's proposal for r, a decoding sequence with budget rows left this step: fills
+ * r->draft, returns r->n_draft (0: a plain decode row). */
+int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget);
+/* Verify r's proposal against its k + 1 logits rows (sample each, accept while the draw equals
+ * the proposal), append the emitted tokens, roll the KV back to the committed tokens. */
+void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int vocab);
+/* one draw of r's next token from a logits row (the host sampler; grammar mask, suppression) */
+int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits);
+/* spec_draft.c: the draft model (NULL e->draft: every call is a no-op) */
+typedef struct kiln_draft kiln_draft;
+int kiln_draft_open(kiln_engine *e, const char *path, kiln_error *err);
+void kiln_draft_close(kiln_engine *e);
+/* proposals of every running decoding sequence that speculates (before the step is built) */
+int kiln_draft_propose(kiln_engine *e, kiln_error *err);
+/* free r's draft KV (preemption, finish, abort) */
+void kiln_draft_release(kiln_engine *e, kiln_req *r);
+/* after verifying k proposals of which `accepted` were taken, from n_old committed tokens */
+void kiln_draft_commit(kiln_engine *e, kiln_req *r, int n_old, int k, int accepted);
+float kiln_spec_raw_logprob(const float *logits, int V, int32_t tok);
+int32_t kiln_spec_reject_sample(kiln_engine *e, const float *q, int32_t d, double u_acc, double u_res, int32_t fallback,
+                                int *accepted);
+/* register r's full computed blocks in the prefix cache (engine.c) */
+void kiln_req_register_blocks(kiln_engine *e, kiln_req *r);
 /* output.c */
 void kiln_req_on_token(kiln_engine *e, kiln_req *r, int32_t tok);
 long kiln_req_build_text(kiln_engine *e, kiln_req *r, int final, size_t *from);

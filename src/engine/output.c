@@ -120,6 +120,8 @@ void kiln_req_free(kiln_req *r) {
     kiln_free(r->stops);
     kiln_free(r->bias_ids);
     kiln_free(r->bias_values);
+    kiln_free(r->draft);
+    kiln_free(r->d_blocks);
     kiln_gmatch_free(r->gm);
     kiln_grammar_free(r->grammar);
     kiln_free(r->lp);

@@ -16,6 +16,11 @@
  * in flight continues with its next chunk (known tokens). Rows already in encoded steps are
  * r->n_sched: a sequence's next row is at n_computed + n_sched. Nothing is preempted while a
  * step is in flight (kiln_sched_build_step reports need_drain instead).
+ *
+ * Speculative decoding (spec.c): a decoding sequence that speculates gets its proposals as extra
+ * rows after its decode row (r->n_draft of them, logits at all), budgeted like prefill rows; their
+ * blocks are taken only when free (no preemption for a guess). Speculation samples on the host,
+ * so it never meets a step in flight.
  */
 #include <string.h>
 #include "engine/engine_internal.h"
@@ -31,6 +36,8 @@ void kiln_req_release_kv(kiln_engine *e, kiln_req *r) {
     r->n_released = 0;
     r->n_computed = 0;
     r->n_hashed = 0;
+    r->n_draft = 0;
+    kiln_draft_release(e, r);
 }
 
 /* Sliding windows (e->kv_window > 0, every layer windowed): the blocks of r wholly below
@@ -151,6 +158,9 @@ static int add_to_step(kiln_engine *e, kiln_req *r, int base, int n) {
         if (pos < r->n_tokens) {
             s->token_ids[t0 + k] = r->tokens[pos];
             s->prev_row[t0 + k] = -1;
+        } else if (r->n_draft > 0) { /* a proposed token (spec.c) */
+            s->token_ids[t0 + k] = r->draft[pos - r->n_tokens];
+            s->prev_row[t0 + k] = -1;
         } else { /* drawn by the step in flight: the backend reads it there */
             s->token_ids[t0 + k] = 0;
             s->prev_row[t0 + k] = r->inflight_row;
@@ -165,7 +175,8 @@ static int add_to_step(kiln_engine *e, kiln_req *r, int base, int n) {
     int32_t *bt = s->block_table + (size_t)si * s->max_blocks_per_seq;
     memcpy(bt, r->blocks, (size_t)r->n_blocks * sizeof(int32_t));
     for (int b = r->n_blocks; b < s->max_blocks_per_seq; b++) bt[b] = 0; /* null block */
-    s->seq_logits[si] = (base + n == virt);
+    /* a speculating sequence asks logits at its last token and at every proposed one */
+    s->seq_logits[si] = r->n_draft > 0 ? r->n_draft + 1 : (base + n == virt);
     kiln_step_sampling *ss = &s->sampling[si];
     ss->temperature = r->sp.temperature;
     ss->top_p = r->sp.top_p;
@@ -224,6 +235,10 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         if (n <= 0) { i++; continue; }
         if (n > budget) n = budget;
         release_window(e, r);
+        /* speculative decoding (spec.c): a decode row may carry proposals, budgeted like prefill
+         * rows; their blocks are taken without preempting anyone (none free: a plain row) */
+        int k = n == 1 && !in_flight && base == r->n_tokens - 1 ? kiln_spec_propose(e, r, budget) : 0;
+        if (k > 0 && !ensure_blocks(e, r, base + n + k)) k = r->n_draft = 0;
         int preempted_self = 0;
         while (!ensure_blocks(e, r, base + n)) {
             if (in_flight) {
@@ -239,7 +254,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
             if (victim == r) { preempted_self = 1; break; }
         }
         if (preempted_self) break; /* r was the last running sequence */
-        if (add_to_step(e, r, base, n)) budget -= n;
+        if (add_to_step(e, r, base, n + k)) budget -= n + k;
         i++;
     }
 

@@ -57,6 +57,8 @@ static void top_n_raw(const float *x, int n, int k, double mx, double lse, kiln_
     for (int j = 0; j < have; j++) top[j].logprob = (float)((double)x[top[j].id] - mx - lse);
 }
 
+enum { K_PARTIAL_TOPK = 64 }; /* top-k up to this selects by insertion instead of sorting the vocabulary */
+
 static int cmp_desc(const void *a, const void *b, void *keys) {
     int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
     const float *k = keys;
@@ -131,7 +133,20 @@ int32_t kiln_sample_tables(kiln_sampler *s, const float *logits, const kiln_samp
         int32_t *idx = s->idx;
         for (int i = 0; i < V; i++) idx[i] = i;
         int need_sort = (p->top_k > 0 && p->top_k < V) || p->top_p < 1.0f || p->min_p > 0.0f;
-        if (need_sort) {
+        /* a small top-k: only the first k of the (logit desc, id asc) order matter, and that order
+         * is total, so selecting them by insertion keeps the same set in the same order as the
+         * full sort (idx[0 .. k) only is valid then: `partial`) */
+        int partial = need_sort && p->top_k > 0 && p->top_k <= K_PARTIAL_TOPK && p->top_k < V;
+        if (partial) {
+            int k = p->top_k, have = 0;
+            for (int32_t i = 0; i < V; i++) {
+                if (have == k && cmp_desc(&i, &idx[k - 1], w) >= 0) continue;
+                int j = have < k ? have++ : k - 1;
+                while (j > 0 && cmp_desc(&i, &idx[j - 1], w) < 0) { idx[j] = idx[j - 1]; j--; }
+                idx[j] = i;
+            }
+            n = k;
+        } else if (need_sort) {
             qsort_r(idx, (size_t)V, sizeof(int32_t), cmp_desc, w);
             if (p->top_k > 0 && p->top_k < n) n = p->top_k;
         }
@@ -161,7 +176,12 @@ int32_t kiln_sample_tables(kiln_sampler *s, const float *logits, const kiln_samp
          * become -inf in w, then chosen = the first id whose running sum of exp(w - mx) exceeds
          * u * sum (ids with a zero weight are skipped; if rounding leaves u * sum >= the last
          * running sum, the last id with a nonzero weight). */
-        if (need_sort)
+        if (partial) { /* every id outside idx[0 .. n) to -inf: keep the n values aside */
+            float keep[K_PARTIAL_TOPK];
+            for (int i = 0; i < n; i++) keep[i] = w[idx[i]];
+            for (int i = 0; i < V; i++) w[i] = -INFINITY;
+            for (int i = 0; i < n; i++) w[idx[i]] = keep[i];
+        } else if (need_sort)
             for (int i = n; i < V; i++) w[idx[i]] = -INFINITY;
         sum = 0;
         for (int i = 0; i < V; i++) {

@@ -130,6 +130,18 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     kiln_buf_addf(b, "vllm:num_preemptions_total{%s} %llu\n", lab, (unsigned long long)s->preemptions);
     head(b, "vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.");
     kiln_buf_addf(b, "vllm:prefix_cache_hits_total{%s} %llu\n", lab, (unsigned long long)s->prefix_cache_hits);
+    /* speculative decoding, vLLM's spec_decode counters (zero while the engine does not speculate) */
+    head(b, "vllm:spec_decode_num_drafts_total", "counter", "Number of spec decoding drafts.");
+    kiln_buf_addf(b, "vllm:spec_decode_num_drafts_total{%s} %llu\n", lab, (unsigned long long)s->spec_drafts);
+    head(b, "vllm:spec_decode_num_draft_tokens_total", "counter", "Number of draft tokens.");
+    kiln_buf_addf(b, "vllm:spec_decode_num_draft_tokens_total{%s} %llu\n", lab, (unsigned long long)s->spec_draft_tokens);
+    head(b, "vllm:spec_decode_num_accepted_tokens_total", "counter", "Number of accepted tokens.");
+    kiln_buf_addf(b, "vllm:spec_decode_num_accepted_tokens_total{%s} %llu\n", lab,
+                  (unsigned long long)s->spec_accepted_tokens);
+    head(b, "vllm:spec_decode_num_accepted_tokens_per_pos_total", "counter", "Accepted tokens per draft position.");
+    for (int j = 0; j < KILN_SPEC_MAX_TOKENS && (j == 0 || s->spec_accepted_per_pos[j - 1] > 0); j++)
+        kiln_buf_addf(b, "vllm:spec_decode_num_accepted_tokens_per_pos_total{%s,position=\"%d\"} %llu\n", lab, j,
+                      (unsigned long long)s->spec_accepted_per_pos[j]);
     head(b, "vllm:request_success_total", "counter", "Count of successfully processed requests.");
     static const char *const reasons[] = {NULL, "stop", "length", "abort"};
     for (int f = KILN_FINISH_STOP; f <= KILN_FINISH_ABORT; f++)

@@ -574,6 +574,8 @@ static int parse_body(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_srv_
         return kiln_srv_err_set(e, 400, "min_tokens", "'min_tokens' (%lld) must not exceed max_tokens (%d)", x, r->max_tokens);
     r->params.min_tokens = (int)x;
     if ((rc = get_bool(root, "ignore_eos", &r->params.ignore_eos, e))) return rc;
+    /* kiln extension: opt out of speculative decoding on a server that speculates */
+    if ((rc = get_bool(root, "no_speculation", &r->params.no_speculation, e))) return rc;
 
     kiln_sampling *s = &r->params.sampling;
     s->temperature = 1.0f;
