@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "util/alloc.h"
+#include "util/json.h"
 
 /* ---- JSON into a buffer --------------------------------------------------------------- */
 
@@ -632,6 +633,7 @@ static int parse_body(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_srv_
 
 int kiln_srv_parse_request(kiln_srv_request *r, kiln_srv_kind kind, const char *body, size_t len,
                            const kiln_srv_limits *lim, kiln_srv_err *e) {
+    kiln_json_enter(); /* the hook for callers without a server; this thread's OOM flag cleared */
     memset(r, 0, sizeof *r);
     r->kind = kind;
     kiln_request_params_default(&r->params);
@@ -641,7 +643,10 @@ int kiln_srv_parse_request(kiln_srv_request *r, kiln_srv_kind kind, const char *
         return kiln_srv_err_set(e, 400, NULL, "the request body nests deeper than %d arrays and objects", KILN_SRV_MAX_DEPTH);
     json_error_t je;
     r->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!r->root) return kiln_srv_err_set(e, 400, NULL, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    if (!r->root) {
+        if (kiln_json_oom(&je)) return kiln_srv_err_set(e, 500, NULL, "out of memory parsing the request body");
+        return kiln_srv_err_set(e, 400, NULL, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    }
     if (!json_is_object(r->root)) {
         kiln_srv_request_free(r);
         return kiln_srv_err_set(e, 400, NULL, "the request body must be a JSON object");
