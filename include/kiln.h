@@ -82,6 +82,10 @@ typedef struct kiln_cuda_options {
                             * kernel dequantizing in registers runs (qmma_reg.cu, from 4 rows;
                             * fewer on the int8 GEMV, more on shared-memory tiles), 0 = off, at
                             * most 64 (16) */
+    int fail_alloc_at;     /* fault injection (tests): the allocation of create numbered this
+                            * (1-based; device memory and pinned host buffers) and every later
+                            * one fail as cudaMalloc fails when the device is full (KILN_ERR_OOM);
+                            * 0 = off (0). tests/cuda/test_cuda_oom.c walks every point */
 } kiln_cuda_options;
 
 /* Fault injection, for the tests that prove a check can fail (kiln validate's invariants, the
