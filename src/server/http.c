@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "server/tools.h"
+#include "util/json.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -205,7 +206,9 @@ static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s,
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
     if (!kiln_srv_json_depth_ok(cc->body.p ? cc->body.p : "", cc->body.len, KILN_SRV_MAX_DEPTH))
         return fail(c, s, 400, NULL, "the request body nests too deep%s", NULL);
+    kiln_json_enter(); /* this thread's out-of-memory flag cleared */
     json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
+    if (!root && kiln_json_oom(&je)) return fail(c, s, 500, NULL, "out of memory parsing the request body%s", NULL);
     if (!json_is_object(root)) {
         json_decref(root);
         return fail(c, s, 400, NULL, "the request body must be a JSON object%s", NULL);
@@ -260,7 +263,9 @@ static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
     if (!kiln_srv_json_depth_ok(cc->body.p ? cc->body.p : "", cc->body.len, KILN_SRV_MAX_DEPTH))
         return fail(c, s, 400, NULL, "the request body nests too deep%s", NULL);
+    kiln_json_enter(); /* this thread's out-of-memory flag cleared */
     json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
+    if (!root && kiln_json_oom(&je)) return fail(c, s, 500, NULL, "out of memory parsing the request body%s", NULL);
     if (!json_is_object(root)) {
         json_decref(root);
         return fail(c, s, 400, NULL, "the request body must be a JSON object%s", NULL);
