@@ -520,7 +520,10 @@ static void stream_frame(stream_ctx *st) {
         kiln_srv_out o = {.text = ck->text.p ? ck->text.p : "", .text_len = ck->text.len, .ids = ck->ids,
                           .n_ids = ck->n_ids, .lps = ck->lps, .top = ck->top, .top_stride = ck->top_stride,
                           .n_top = n_top_of(g), .text_offset = st->lp_off};
-        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
+        if (kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine)) {
+            stream_fail(st, 500, "out of memory");
+            return;
+        }
         for (int i = 0; i < ck->n_ids; i++) {
             size_t pl = 0;
             if (kiln_engine_token_piece(s->engine, ck->ids[i], &pl)) st->lp_off += pl;
@@ -541,11 +544,15 @@ static void stream_frame(stream_ctx *st) {
             }
             o = whole_out(s, g, ck, &content, &calls);
         }
-        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
-        if (g->r.include_usage) kiln_srv_sse_usage(&st->out, &g->r, &m);
-        kiln_srv_sse_done(&st->out);
+        int rc = kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
+        if (!rc && g->r.include_usage) rc = kiln_srv_sse_usage(&st->out, &g->r, &m);
         kiln_free(content);
         kiln_free(calls);
+        if (rc) {
+            stream_fail(st, 500, "out of memory");
+            return;
+        }
+        kiln_srv_sse_done(&st->out);
         st->ended = 1;
     }
 }
