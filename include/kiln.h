@@ -148,6 +148,11 @@ typedef struct kiln_engine_options {
 } kiln_engine_options;
 
 void kiln_engine_options_default(kiln_engine_options *o);
+/* jansson: the first kiln_engine_open (or tokenizer / model load) of the process makes jansson
+ * allocate through kiln's allocator (plain malloc / free plus a counter and the tests' failure
+ * hook: blocks stay interchangeable with malloc's), unless the program installed its own with
+ * json_set_alloc_funcs before; a program using jansson on other threads makes that first call
+ * before starting them (jansson's hook is process-wide and unsynchronised). */
 int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error *err);
 void kiln_engine_close(kiln_engine *e);
 

@@ -20,7 +20,7 @@
  *     nor faultable, nothing else changes); pthread_once orders the write before every later
  *     kiln entry. The one race left is a host thread already inside jansson at the moment of
  *     kiln's first entry: a host using jansson on other threads calls a kiln entry first (or
- *     sets its own allocator), as kiln.h says at kiln_engine_open.
+ *     sets its own allocator), as kiln.h says above kiln_engine_open.
  *  2. clear this thread's "a jansson allocation failed" flag (kiln_json_oom). */
 void kiln_json_enter(void);
 
