@@ -88,6 +88,10 @@ typedef struct kiln_cuda_options {
                             * most 64 (16) */
     int fp8_mma_max_rows;  /* FP8 weights: rows up to which fp8.cu's tensor-core product runs
                             * (more: cuBLASLt), 0 = never, at most 64 (8) */
+    int fail_alloc_at;     /* fault injection (tests): the allocation of create numbered this
+                            * (1-based; device memory and pinned host buffers) and every later
+                            * one fail as cudaMalloc fails when the device is full (KILN_ERR_OOM);
+                            * 0 = off (0). tests/cuda/test_cuda_oom.c walks every point */
 } kiln_cuda_options;
 
 /* Fault injection, for the tests that prove a check can fail (kiln validate's invariants, the
@@ -177,6 +181,11 @@ typedef struct kiln_engine_options {
 } kiln_engine_options;
 
 void kiln_engine_options_default(kiln_engine_options *o);
+/* jansson: the first kiln_engine_open (or tokenizer / model load) of the process makes jansson
+ * allocate through kiln's allocator (plain malloc / free plus a counter and the tests' failure
+ * hook: blocks stay interchangeable with malloc's), unless the program installed its own with
+ * json_set_alloc_funcs before; a program using jansson on other threads makes that first call
+ * before starting them (jansson's hook is process-wide and unsynchronised). */
 int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error *err);
 void kiln_engine_close(kiln_engine *e);
 

@@ -83,6 +83,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     /* fault injection (tests of kiln validate) */
     env_flag("KILN_TEST_EXTRA_SYNC", &o->faults.extra_sync);
     env_flag("KILN_TEST_BREAK_BATCH", &o->faults.break_batch);
+    env_int("KILN_TEST_CUDA_FAIL_ALLOC", 0, 1 << 30, &c->fail_alloc_at); /* issue 21: GPU OOM at load */
 }
 
 void kiln_cli_server_defaults(kiln_server_options *o) {

@@ -70,6 +70,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/timeutil.h"
+#include "util/json.h"
 
 void kiln_engine_options_default(kiln_engine_options *o) {
     memset(o, 0, sizeof *o);
@@ -159,6 +160,7 @@ static size_t phys_mem_bytes(void) {
 
 int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error *err) {
     *out = NULL;
+    kiln_json_enter(); /* jansson under the allocation hook, before any thread of ours */
     kiln_engine *e = kiln_calloc(1, sizeof *e);
     if (!e) return KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory");
     e->opt = *o;

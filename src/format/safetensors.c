@@ -10,6 +10,7 @@
 #include <string.h>
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/json.h"
 
 static int st_dtype(const char *s, kiln_dtype *dt) {
     if (!strcmp(s, "BF16")) *dt = KILN_DT_BF16;
@@ -105,7 +106,7 @@ int kiln_safetensors_open(kiln_safetensors *st, const char *path, kiln_error *er
     json_error_t je;
     json_t *root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: invalid JSON header: %s (line %d, column %d)",
+        rc = KILN_JSON_FAIL(err, &je, path, "%s: invalid JSON header: %s (line %d, column %d)",
                       path, je.text, je.line, je.column);
         goto fail;
     }

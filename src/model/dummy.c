@@ -21,6 +21,7 @@
 #include "util/dummy_hash.h"
 #include "util/error.h"
 #include "util/fp16.h"
+#include "util/json.h"
 
 float kiln_dummy_value(uint64_t seed, int t, int64_t i, const kiln_tensor *tensor) {
     float u = kiln_dummy_u(kiln_dummy_key(seed, t), i); /* [-1, 1) */
@@ -52,6 +53,7 @@ int kiln_model_load_dummy(kiln_model **out, const char *config_path, uint64_t se
 int kiln_model_load_dummy_quant(kiln_model **out, const char *config_path, uint64_t seed, int host_data,
                                 const char *quant, kiln_error *err) {
     *out = NULL;
+    kiln_json_enter();
     kiln_ftype ft = KILN_FTYPE_COUNT;
     if (quant && *quant && kiln_ftype_parse(quant, &ft))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG,

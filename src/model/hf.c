@@ -15,6 +15,7 @@
 #include "format/safetensors.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/json.h"
 
 /* Reads an integer field; absent or null -> def. Returns -1 (error set) on a wrong type. */
 static int get_int(json_t *o, const char *key, int def, int *out, const char *path, kiln_error *err) {
@@ -305,7 +306,7 @@ static int parse_generation_config(kiln_config *c, const char *path, kiln_error 
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
     if (!j)
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
+        return KILN_JSON_FAIL(err, &je, path, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
     int rc = KILN_OK;
     if (!json_is_object(j)) {
         rc = KILN_ERR(err, KILN_ERR_FORMAT, "%s: not a JSON object", path);
@@ -342,7 +343,7 @@ int kiln_hf_parse_config(kiln_config *cfg, const char *config_path, kiln_error *
     if (!j) {
         if (!kiln_file_exists(config_path))
             return KILN_ERR(err, KILN_ERR_IO, "%s: cannot open", config_path);
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)",
+        return KILN_JSON_FAIL(err, &je, config_path, "%s: invalid JSON: %s (line %d, column %d)",
                         config_path, je.text, je.line, je.column);
     }
     int rc = parse_config_json(cfg, j, config_path, err);
@@ -362,7 +363,7 @@ static int load_sharded(kiln_model *m, const char *dir, const char *index_path, 
     json_error_t je;
     json_t *j = json_load_file(index_path, 0, &je);
     if (!j)
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: invalid JSON: %s (line %d)", index_path, je.text,
+        return KILN_JSON_FAIL(err, &je, index_path, "%s: invalid JSON: %s (line %d)", index_path, je.text,
                         je.line);
     int rc = KILN_OK;
     json_t *wm = json_object_get(j, "weight_map");
@@ -431,8 +432,12 @@ int kiln_load_hf(kiln_model *m, const char *dir, kiln_error *err) {
     int rc = kiln_hf_parse_config(&m->cfg, p, err);
     if (rc) return rc;
     { /* quantization_config: FP8 (model/fp8.c) or refused */
-        json_t *j = json_load_file(p, 0, NULL);
-        rc = j ? kiln_fp8_parse_hf(m, json_object_get(j, "quantization_config"), p, err) : KILN_OK;
+        /* parsed once already: a failure now is out of memory, never a reason to skip the FP8
+         * scales (the weights would load without them) */
+        json_error_t je;
+        json_t *j = json_load_file(p, 0, &je);
+        rc = j ? kiln_fp8_parse_hf(m, json_object_get(j, "quantization_config"), p, err)
+               : KILN_JSON_FAIL(err, &je, p, "%s: %s", p, je.text);
         json_decref(j);
         if (rc) return rc;
     }

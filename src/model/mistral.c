@@ -15,6 +15,7 @@
 #include "model/loaders.h"
 #include "format/safetensors.h"
 #include "util/error.h"
+#include "util/json.h"
 
 static int req_int(json_t *j, const char *key, int *out, const char *path, kiln_error *err) {
     json_t *v = json_object_get(j, key);
@@ -131,7 +132,7 @@ int kiln_load_mistral(kiln_model *m, const char *dir, kiln_error *err) {
     json_t *j = json_load_file(p, 0, &je);
     if (!j) {
         if (!kiln_file_exists(p)) return KILN_ERR(err, KILN_ERR_IO, "%s: cannot open", p);
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: invalid JSON: %s (line %d, column %d)", p,
+        return KILN_JSON_FAIL(err, &je, p, "%s: invalid JSON: %s (line %d, column %d)", p,
                         je.text, je.line, je.column);
     }
     int rc = parse_params(&m->cfg, j, p, err);

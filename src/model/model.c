@@ -18,6 +18,7 @@
 #include "util/error.h"
 #include "util/fp16.h"
 #include "util/log.h"
+#include "util/json.h"
 
 
 /* ---- names of roles per format ----------------------------------------------------- */
@@ -518,6 +519,7 @@ static int is_gguf(const char *path) {
 }
 
 int kiln_model_load(kiln_model **out, const char *path, kiln_error *err) {
+    kiln_json_enter();
     *out = NULL;
     if (!path || !*path) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "no model path given");
     if (strlen(path) >= sizeof((kiln_model *)0)->path)

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "server/tools.h"
+#include "util/json.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -205,7 +206,9 @@ static enum MHD_Result handle_tokenize(struct MHD_Connection *c, kiln_server *s,
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
     if (!kiln_srv_json_depth_ok(cc->body.p ? cc->body.p : "", cc->body.len, KILN_SRV_MAX_DEPTH))
         return fail(c, s, 400, NULL, "the request body nests too deep%s", NULL);
+    kiln_json_enter(); /* this thread's out-of-memory flag cleared */
     json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
+    if (!root && kiln_json_oom(&je)) return fail(c, s, 500, NULL, "out of memory parsing the request body%s", NULL);
     if (!json_is_object(root)) {
         json_decref(root);
         return fail(c, s, 400, NULL, "the request body must be a JSON object%s", NULL);
@@ -260,7 +263,9 @@ static enum MHD_Result handle_detokenize(struct MHD_Connection *c, kiln_server *
         return fail(c, s, 400, NULL, "request body is not valid UTF-8%s", NULL);
     if (!kiln_srv_json_depth_ok(cc->body.p ? cc->body.p : "", cc->body.len, KILN_SRV_MAX_DEPTH))
         return fail(c, s, 400, NULL, "the request body nests too deep%s", NULL);
+    kiln_json_enter(); /* this thread's out-of-memory flag cleared */
     json_t *root = json_loadb(cc->body.p ? cc->body.p : "", cc->body.len, 0, &je);
+    if (!root && kiln_json_oom(&je)) return fail(c, s, 500, NULL, "out of memory parsing the request body%s", NULL);
     if (!json_is_object(root)) {
         json_decref(root);
         return fail(c, s, 400, NULL, "the request body must be a JSON object%s", NULL);
@@ -515,7 +520,10 @@ static void stream_frame(stream_ctx *st) {
         kiln_srv_out o = {.text = ck->text.p ? ck->text.p : "", .text_len = ck->text.len, .ids = ck->ids,
                           .n_ids = ck->n_ids, .lps = ck->lps, .top = ck->top, .top_stride = ck->top_stride,
                           .n_top = n_top_of(g), .text_offset = st->lp_off};
-        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
+        if (kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine)) {
+            stream_fail(st, 500, "out of memory");
+            return;
+        }
         for (int i = 0; i < ck->n_ids; i++) {
             size_t pl = 0;
             if (kiln_engine_token_piece(s->engine, ck->ids[i], &pl)) st->lp_off += pl;
@@ -536,11 +544,15 @@ static void stream_frame(stream_ctx *st) {
             }
             o = whole_out(s, g, ck, &content, &calls);
         }
-        kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
-        if (g->r.include_usage) kiln_srv_sse_usage(&st->out, &g->r, &m);
-        kiln_srv_sse_done(&st->out);
+        int rc = kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
+        if (!rc && g->r.include_usage) rc = kiln_srv_sse_usage(&st->out, &g->r, &m);
         kiln_free(content);
         kiln_free(calls);
+        if (rc) {
+            stream_fail(st, 500, "out of memory");
+            return;
+        }
+        kiln_srv_sse_done(&st->out);
         st->ended = 1;
     }
 }

@@ -12,13 +12,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include "util/alloc.h"
+#include "util/json.h"
 
 /* ---- JSON into a buffer --------------------------------------------------------------- */
 
 int kiln_srv_add_json(kiln_buf *b, const json_t *j) {
     size_t n = json_dumpb(j, NULL, 0, JSON_COMPACT);
     if (n == 0 || kiln_buf_reserve(b, n)) return -1;
-    json_dumpb(j, b->p + b->len, n, JSON_COMPACT);
+    /* the dump allocates too (jansson's cycle check): it can fail the second time */
+    if (json_dumpb(j, b->p + b->len, n, JSON_COMPACT) != n) {
+        b->p[b->len] = 0;
+        return -1;
+    }
     b->len += n;
     b->p[b->len] = 0;
     return 0;
@@ -634,6 +639,7 @@ static int parse_body(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_srv_
 
 int kiln_srv_parse_request(kiln_srv_request *r, kiln_srv_kind kind, const char *body, size_t len,
                            const kiln_srv_limits *lim, kiln_srv_err *e) {
+    kiln_json_enter(); /* the hook for callers without a server; this thread's OOM flag cleared */
     memset(r, 0, sizeof *r);
     r->kind = kind;
     kiln_request_params_default(&r->params);
@@ -643,7 +649,10 @@ int kiln_srv_parse_request(kiln_srv_request *r, kiln_srv_kind kind, const char *
         return kiln_srv_err_set(e, 400, NULL, "the request body nests deeper than %d arrays and objects", KILN_SRV_MAX_DEPTH);
     json_error_t je;
     r->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
-    if (!r->root) return kiln_srv_err_set(e, 400, NULL, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    if (!r->root) {
+        if (kiln_json_oom(&je)) return kiln_srv_err_set(e, 500, NULL, "out of memory parsing the request body");
+        return kiln_srv_err_set(e, 400, NULL, "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+    }
     if (!json_is_object(r->root)) {
         kiln_srv_request_free(r);
         return kiln_srv_err_set(e, 400, NULL, "the request body must be a JSON object");
@@ -789,6 +798,7 @@ static json_t *tool_calls_value(const char *calls_json) {
 
 json_t *kiln_srv_response(const kiln_srv_request *r, const kiln_srv_meta *m, const kiln_srv_out *o,
                           kiln_srv_piece_fn piece, void *pctx) {
+    kiln_json_enter(); /* jansson's setters drop what they cannot allocate: watch for it */
     int chat = r->kind == KILN_SRV_CHAT;
     json_t *root = base_obj(m, chat ? "chat.completion" : "text_completion");
     json_t *choice = json_object();
@@ -809,19 +819,31 @@ json_t *kiln_srv_response(const kiln_srv_request *r, const kiln_srv_meta *m, con
     json_array_append_new(choices, choice);
     json_object_set_new(root, "choices", choices);
     json_object_set_new(root, "usage", kiln_srv_usage(m->n_prompt, m->n_output, m->n_cached));
+    if (kiln_json_oom(NULL)) { /* a hole somewhere: no partial answer passed on as whole */
+        json_decref(root);
+        return NULL;
+    }
     return root;
 }
 
+/* one event "data: <obj>\n\n", or nothing at all (b as it was) when an allocation failed while
+ * obj was built (kiln_json_enter at the builder's start) or written */
 static int sse_obj(kiln_buf *b, json_t *obj) {
-    int rc = kiln_buf_add(b, "data: ", 6);
+    size_t len0 = b->len;
+    int rc = kiln_json_oom(NULL) || !obj ? -1 : kiln_buf_add(b, "data: ", 6);
     if (!rc) rc = kiln_srv_add_json(b, obj);
     if (!rc) rc = kiln_buf_add(b, "\n\n", 2);
+    if (rc && b->p) {
+        b->len = len0;
+        b->p[len0] = 0;
+    }
     json_decref(obj);
     return rc;
 }
 
 int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m,
                        const kiln_srv_out *o, int first, kiln_srv_piece_fn piece, void *pctx) {
+    kiln_json_enter(); /* sse_obj refuses an object with holes */
     int chat = r->kind == KILN_SRV_CHAT;
     json_t *root = base_obj(m, chat ? "chat.completion.chunk" : "text_completion");
     json_t *choice = json_object();
@@ -853,6 +875,7 @@ int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_me
 }
 
 int kiln_srv_sse_usage(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_meta *m) {
+    kiln_json_enter();
     json_t *root = base_obj(m, r->kind == KILN_SRV_CHAT ? "chat.completion.chunk" : "text_completion");
     json_object_set_new(root, "choices", json_array());
     json_object_set_new(root, "usage", kiln_srv_usage(m->n_prompt, m->n_output, m->n_cached));
@@ -861,4 +884,7 @@ int kiln_srv_sse_usage(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_me
 
 int kiln_srv_sse_done(kiln_buf *b) { return kiln_buf_add(b, "data: [DONE]\n\n", 14); }
 
-int kiln_srv_sse_error(kiln_buf *b, const kiln_srv_err *e) { return sse_obj(b, err_obj(e)); }
+int kiln_srv_sse_error(kiln_buf *b, const kiln_srv_err *e) {
+    kiln_json_enter();
+    return sse_obj(b, err_obj(e));
+}

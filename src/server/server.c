@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/json.h"
 
 #define TICK_NS (100 * 1000 * 1000) /* how often run looks at kiln_server_stop */
 #define ABORT_TICKS 300             /* after an abort, the loop gets 30 s to finish */
@@ -93,6 +94,7 @@ static int dup_opt(char **dst, const char *src) {
 
 int kiln_server_open(kiln_server **out, kiln_engine *e, const kiln_server_options *o, kiln_error *err) {
     *out = NULL;
+    kiln_json_enter(); /* before the HTTP threads start */
     if (!e || !o || !o->model_path || !o->host)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "serve: an engine, a model path and a host are required");
     if (o->port < 0 || o->port > 65535) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "--port %d is out of range", o->port);

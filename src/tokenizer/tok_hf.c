@@ -23,6 +23,7 @@
 #include <string.h>
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/json.h"
 
 #define OOM() KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory")
 
@@ -691,9 +692,15 @@ int tok_load_hf(kiln_tokenizer *t, const char *path, const char *config_path, in
     json_error_t je;
     json_t *root = json_load_file(path, JSON_ALLOW_NUL, &je);
     if (!root)
-        return KILN_ERR(err, KILN_ERR_FORMAT, "%s: JSON error at line %d: %s", path, je.line, je.text);
+        return KILN_JSON_FAIL(err, &je, path, "%s: JSON error at line %d: %s", path, je.line, je.text);
     /* huge integers (model_max_length 1e30) would fail to parse as json_int_t */
     json_t *cfg = config_path ? json_load_file(config_path, JSON_DECODE_INT_AS_REAL, &je) : NULL;
+    if (config_path && !cfg && kiln_json_oom(&je)) {
+        /* an unreadable tokenizer_config.json is ignored as before; running out of memory is not
+         * a reason to drop its chat template */
+        json_decref(root);
+        return KILN_ERR(err, KILN_ERR_OOM, "%s: out of memory reading it", config_path);
+    }
     hf_model *m = kiln_calloc(1, sizeof *m);
     int rc;
     if (!m) rc = OOM();

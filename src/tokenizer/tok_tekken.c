@@ -25,6 +25,7 @@
 #include "tokenizer/tok_hf.h" /* hf_regex_compile */
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/json.h"
 
 #define OOM() KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory")
 
@@ -365,7 +366,7 @@ static int tekken_encode(const kiln_tokenizer *t, const char *text, size_t len, 
 int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
     json_error_t je;
     json_t *root = json_load_file(path, JSON_ALLOW_NUL, &je); /* token_str "\u0000" */
-    if (!root) return KILN_ERR(err, KILN_ERR_FORMAT, "%s: JSON error at line %d: %s", path, je.line, je.text);
+    if (!root) return KILN_JSON_FAIL(err, &je, path, "%s: JSON error at line %d: %s", path, je.line, je.text);
     int rc = KILN_OK;
     json_t *cfg = json_object_get(root, "config"), *vocab = json_object_get(root, "vocab");
     json_t *specials = json_object_get(root, "special_tokens");

@@ -13,6 +13,7 @@
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/mapfile.h"
+#include "util/json.h"
 
 static int ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), m = strlen(suf);
@@ -64,6 +65,7 @@ static int load_json_file(kiln_tokenizer *t, const char *path, int opts, kiln_er
 
 int kiln_tokenizer_load_ex(kiln_tokenizer **out, const char *path, int opts, kiln_error *err) {
     *out = NULL;
+    kiln_json_enter();
     kiln_tokenizer *t = kiln_calloc(1, sizeof *t);
     if (!t) return KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory");
     t->bos = t->eos = -1;

@@ -1,10 +1,13 @@
 /* kiln-layer: server (links only this layer and those below it) */
 /* test_server_openai.c: request parsing/validation, error shape, SSE framing and response JSON
  * of `kiln serve` (src/server/openai.c, linked from kiln_server), without a model or a socket.
- * Expected values are the OpenAI / vLLM API's documented shapes. */
+ * Expected values are the OpenAI / vLLM API's documented shapes. test_parse_alloc_faults: an
+ * allocation failure at every allocation of the parser, jansson's included (util/json.h): each is
+ * a 500 "out of memory", never a 400 or a crash (leaks: LeakSanitizer, .ci/run's asan stage). */
 #include "test.h"
 #include <string.h>
 #include "server/openai.h"
+#include "util/alloc.h"
 
 static const kiln_srv_limits LIM = {.model_name = "m", .vocab_size = 1000, .max_model_len = 256};
 
@@ -347,6 +350,87 @@ static void test_depth(void) {
     expect_err(KILN_SRV_COMPLETION, body, 400, NULL);
 }
 
+/* allocation failures while building a response and an SSE chunk: never a crash, never a leak
+ * (LeakSanitizer), never a partial body passed on as whole. kiln_srv_response returns NULL or a
+ * complete object; kiln_srv_sse_chunk fails (non-zero) or appends a complete event. */
+static void test_response_alloc_faults(void) {
+    kiln_srv_request r;
+    kiln_srv_err e;
+    int rc = parse(KILN_SRV_COMPLETION, "{\"prompt\":\"x\",\"logprobs\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}", &r, &e);
+    KT_CHECK(rc == 0, "parse: %s", e.msg);
+    if (rc) return;
+    int32_t ids[3] = {0, 1, 2};
+    float lps[3] = {-0.5f, -1.0f, -2.0f};
+    kiln_token_logprob top[6] = {{0, -0.5f}, {3, -2.0f}, {1, -1.0f}, {0, -3.0f}, {2, -0.1f}, {1, -5.0f}};
+    kiln_srv_out o = {.text = "A b", .text_len = 3, .ids = ids, .n_ids = 3, .lps = lps, .top = top, .top_stride = 2, .n_top = 2,
+                      .finish = KILN_FINISH_LENGTH};
+    kiln_srv_meta m = {.id = "cmpl-1", .created = 7, .model = "m", .n_prompt = 4, .n_output = 3};
+    int fails = 0, partial = 0, done = 0;
+    for (int64_t k = 0; k < 10000 && !done; k++) {
+        kiln_alloc_fail_after(k);
+        json_t *resp = kiln_srv_response(&r, &m, &o, piece, NULL);
+        kiln_buf b = {0};
+        int crc = kiln_srv_sse_chunk(&b, &r, &m, &o, 1, piece, NULL);
+        kiln_alloc_fail_after(-1);
+        json_t *ch = resp ? json_array_get(json_object_get(resp, "choices"), 0) : NULL;
+        int whole = resp && ch && json_object_get(ch, "text") && json_object_get(ch, "logprobs") && json_object_get(resp, "usage");
+        if (resp && !whole) { partial++; fprintf(stderr, "k=%lld partial resp\n", (long long)k); }
+        json_t *ev = crc == 0 && b.len > 8 ? json_loadb(b.p + 6, b.len - 8, 0, NULL) : NULL;
+        if (crc == 0 && !ev) { partial++; fprintf(stderr, "k=%lld partial chunk: %s\n", (long long)k, b.p); }
+        json_decref(ev);
+        if (whole && crc == 0) done = 1;
+        else fails++;
+        json_decref(resp);
+        kiln_buf_free(&b);
+    }
+    printf("response alloc faults: %d failing points, %d partial bodies\n", fails, partial);
+    KT_CHECK(done && fails > 0, "response: built after %d injected failures", fails);
+    KT_CHECK(partial == 0, "response: %d partial bodies under allocation failure", partial);
+    kiln_srv_request_free(&r);
+}
+
+/* kiln_alloc_fail_after(k), k = 0, 1, ... until the parse succeeds: every failure must be the
+ * out-of-memory 500 (a failed allocation is never the client's fault), never a crash */
+static void test_parse_alloc_faults(void) {
+    static const struct { kiln_srv_kind kind; const char *body; } B[] = {
+        {KILN_SRV_CHAT,
+         "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+         "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]},"
+         "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+         "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+         "{\"role\":\"tool\",\"content\":\"42\",\"tool_call_id\":\"c1\"}],"
+         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\"}}}],"
+         "\"tool_choice\":\"auto\",\"max_completion_tokens\":9,\"logprobs\":true,\"top_logprobs\":2,"
+         "\"stop\":[\"x\",\"yz\"],\"logit_bias\":{\"5\":1.5,\"7\":-100},\"seed\":3}"},
+        {KILN_SRV_COMPLETION,
+         "{\"prompt\":\"hello there\",\"max_tokens\":4,\"stop\":\"q\",\"stream\":true,"
+         "\"stream_options\":{\"include_usage\":true},\"stop_token_ids\":[9],"
+         "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\",\"schema\":{\"type\":\"object\"}}}}"},
+        {KILN_SRV_COMPLETION, "{\"prompt\":[1,2,3],\"max_tokens\":2,\"logit_bias\":{\"1\":2}}"},
+    };
+    for (size_t i = 0; i < sizeof B / sizeof B[0]; i++) {
+        int done = 0, failures = 0;
+        for (int64_t k = 0; k < 10000 && !done; k++) {
+            kiln_srv_request r;
+            kiln_srv_err e;
+            memset(&e, 0, sizeof e);
+            kiln_alloc_fail_after(k);
+            int rc = parse(B[i].kind, B[i].body, &r, &e);
+            kiln_alloc_fail_after(-1);
+            if (rc == 0) {
+                kiln_srv_request_free(&r);
+                done = 1;
+                break;
+            }
+            failures++;
+            KT_CHECK(rc == 500 && e.status == 500 && strstr(e.msg, "out of memory"),
+                     "body %zu, allocation %lld failed: %d '%s' (want 500, out of memory)", i, (long long)k, rc, e.msg);
+        }
+        KT_CHECK(done && failures > 0, "body %zu: parsed after %d injected failures", i, failures);
+        printf("parse alloc faults, body %zu: %d failing points, each a 500\n", i, failures);
+    }
+}
+
 int main(void) {
     test_depth();
     test_valid_completion();
@@ -355,5 +439,7 @@ int main(void) {
     test_error_shape();
     test_utf8();
     test_responses();
+    test_parse_alloc_faults();
+    test_response_alloc_faults();
     return kt_done();
 }

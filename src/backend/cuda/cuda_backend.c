@@ -307,6 +307,26 @@ static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_back
     c->fp8_lt8 = c->fp8_a8 && !c->fp8_blk;
 }
 
+/* A model that cannot fit is refused before any device allocation: the weights and the KV pool
+ * alone (exact sizes; the scratch, the GEMM workspace and the graphs come on top) against the
+ * device's free memory (the bytes kiln_cuda_upload_weights puts there). What fits here can still fail later in create, at the scratch or a
+ * weight: every such failure is KILN_ERR_OOM naming the buffer (sync.c) and frees everything
+ * (cuda_destroy from create's fail label). */
+static int check_device_memory(cuda_backend *c, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
+    size_t weights = kiln_cuda_weight_bytes(m), free_b = 0, total_b = 0;
+    size_t kv = (size_t)kiln_kv_elems(&bc->kv) * (size_t)bc->kv.elem_bytes; /* bf16 or FP8 */
+    cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemGetInfo", __FILE__, __LINE__);
+    if (weights + kv > free_b)
+        return KILN_ERR(err, KILN_ERR_OOM,
+                        "cuda backend: the weights (%.2f GiB) and the KV pool (%.2f GiB) need %.2f GiB, more than "
+                        "the %.2f GiB free on device %d (%s, %.2f GiB): a smaller KV pool (--kv-memory, "
+                        "--max-model-len, --max-num-seqs), a quantized model or a larger GPU",
+                        weights / 1073741824.0, kv / 1073741824.0, (weights + kv) / 1073741824.0,
+                        free_b / 1073741824.0, c->target.device, c->target.card, total_b / 1073741824.0);
+    return KILN_OK;
+}
+
 static const kiln_backend_ops k_cuda_ops;
 
 static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
@@ -319,6 +339,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->cfg = *bc;
     set_options(c, bc);
     const kiln_cuda_options *o = &bc->cuda;
+    c->syncs.fail_at = o->fail_alloc_at > 0 ? (uint64_t)o->fail_alloc_at : 0;
     int rc;
     if (c->debug && bc->strict) {
         rc = KILN_ERR(err, KILN_ERR_STRICT, "cuda backend: KILN_CUDA_DEBUG=1 waits after every op (I1); "
@@ -332,6 +353,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     if ((rc = kiln_cuda_check_model(c, err))) goto fail;
 
     if ((rc = select_device(c, bc, err))) goto fail;
+    if ((rc = check_device_memory(c, m, bc, err))) goto fail;
     choose_paths(c, mc, bc);
     cudaError_t e;
     if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {

@@ -221,6 +221,8 @@ int kiln_cuda_linear_supports(kiln_dtype dt);
 /* ops.check_weight: a weight kiln_cuda_linear runs (dtype and kiln_quant scales), or the refusal */
 int kiln_cuda_check_weight(const kiln_tensor *w, kiln_error *err);
 int kiln_cuda_check_model(cuda_backend *c, kiln_error *err);
+/* the device bytes kiln_cuda_upload_weights allocates for m (matrices as stored, norms in f32) */
+size_t kiln_cuda_weight_bytes(const kiln_model *m);
 int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err);
 /* cuda_linear.c: y[rows][g->N] = x[rows][g->K] w^T (y f32, or g->ydt from cuBLASLt); and
  * act[rows][F] = silu(gate) up from w = [gate; up] [2F][K], through gu[rows][2F] unless fused */

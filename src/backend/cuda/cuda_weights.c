@@ -162,6 +162,18 @@ static int put_mat(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int 
     return rc;
 }
 
+size_t kiln_cuda_weight_bytes(const kiln_model *m) {
+    const kiln_config *mc = &m->cfg;
+    size_t total = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        total += w->wq->nbytes + w->wk->nbytes + w->wv->nbytes + w->wo->nbytes + w->w_gate->nbytes + w->w_up->nbytes +
+                 w->w_down->nbytes;
+    }
+    total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
+    return total + (size_t)(2 * mc->n_layers + 1) * (size_t)mc->dim * sizeof(float);
+}
+
 int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
     const kiln_model *m = c->m;
     const kiln_config *mc = &m->cfg;
@@ -180,13 +192,7 @@ int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
         }
     }
     size_t D = (size_t)mc->dim;
-    for (int l = 0; l < mc->n_layers; l++) {
-        const kiln_layer_weights *w = &m->layers[l];
-        u.total += w->wq->nbytes + w->wk->nbytes + w->wv->nbytes + w->wo->nbytes + w->w_gate->nbytes +
-                   w->w_up->nbytes + w->w_down->nbytes;
-    }
-    u.total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
-    u.total += (size_t)(2 * mc->n_layers + 1) * D * sizeof(float);
+    u.total = kiln_cuda_weight_bytes(m);
     cuda_mat emb;
     if (!rc) rc = put_mat(&u, &emb, &m->tok_embd, 1, "the embedding", err);
     if (!rc) c->emb = emb.w;

@@ -9,16 +9,30 @@ int kiln_cuda_error(kiln_error *err, cudaError_t e, const char *stmt, const char
                         stmt);
 }
 
+/* the injected failure of kiln_cuda_options.fail_alloc_at: the error cudaMalloc gives on a full
+ * device */
+static int injected(const kiln_cuda_syncs *c) { return c->fail_at && c->mallocs >= c->fail_at; }
+
 int kiln_cuda_malloc(kiln_cuda_syncs *c, void **p, size_t n, const char *what, kiln_error *err) {
     *p = NULL;
     c->mallocs++;
-    cudaError_t e = cudaMalloc(p, n ? n : 16);
+    int inj = injected(c);
+    cudaError_t e = inj ? cudaErrorMemoryAllocation : cudaMalloc(p, n ? n : 16);
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* clear the sticky-free error state */
         *p = NULL;
+        /* what was asked, what this backend already holds and what the device has left: enough
+         * to see whether the weights, the KV pool or the scratch did not fit */
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+            (void)cudaGetLastError();
+            free_b = total_b = 0;
+        }
         return KILN_ERR(err, e == cudaErrorMemoryAllocation ? KILN_ERR_OOM : KILN_ERR_BACKEND,
-                        "cuda: cannot allocate %.1f MiB of device memory for %s: %s", n / 1048576.0, what,
-                        cudaGetErrorString(e));
+                        "cuda: cannot allocate %.1f MiB of device memory for %s: %s%s (this backend holds "
+                        "%.1f MiB; the device has %.1f MiB free of %.1f MiB)",
+                        n / 1048576.0, what, cudaGetErrorString(e), inj ? " (injected)" : "",
+                        c->device_bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
     }
     c->device_bytes += n;
     return KILN_OK;
@@ -34,12 +48,13 @@ void kiln_cuda_free(kiln_cuda_syncs *c, void *p, size_t n) {
 int kiln_cuda_host_alloc(kiln_cuda_syncs *c, void **p, size_t n, const char *what, kiln_error *err) {
     *p = NULL;
     c->mallocs++;
-    cudaError_t e = cudaMallocHost(p, n ? n : 16);
+    int inj = injected(c);
+    cudaError_t e = inj ? cudaErrorMemoryAllocation : cudaMallocHost(p, n ? n : 16);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         *p = NULL;
-        return KILN_ERR(err, KILN_ERR_OOM, "cuda: cannot allocate %.1f MiB of pinned host memory for %s: %s",
-                        n / 1048576.0, what, cudaGetErrorString(e));
+        return KILN_ERR(err, KILN_ERR_OOM, "cuda: cannot allocate %.1f MiB of pinned host memory for %s: %s%s",
+                        n / 1048576.0, what, cudaGetErrorString(e), inj ? " (injected)" : "");
     }
     return KILN_OK;
 }

@@ -27,6 +27,8 @@ typedef struct kiln_cuda_syncs {
     uint64_t mallocs;       /* cudaMalloc + cudaMallocHost */
     uint64_t frees;         /* cudaFree + cudaFreeHost */
     size_t device_bytes;    /* bytes currently held through kiln_cuda_malloc */
+    uint64_t fail_at;       /* fault injection (kiln_cuda_options.fail_alloc_at): the allocation
+                             * whose `mallocs` count reaches this fails as out of memory; 0 = off */
 } kiln_cuda_syncs;
 
 /* A CUDA error as a kiln error: "CUDA <name> (<string>) in <stmt>" at file:line. */
