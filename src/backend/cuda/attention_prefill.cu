@@ -82,25 +82,55 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *poo
         if (j <= p_last) {
             int64_t blk = bt[j / bs];
             int64_t ix = (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + ch * 8;
-            if (F8) { /* 8 codes each, decoded to the bf16 values of the codes (exact) and stored */
-                uint2 a = *(const uint2 *)((const uint8_t *)pool + ix);
-                uint2 b = *(const uint2 *)((const uint8_t *)pool + ix + kv_stride);
-                asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sk + so), "r"(kiln_f8x2_to_bf16x2(a.x)),
-                             "r"(kiln_f8x2_to_bf16x2(a.x >> 16)), "r"(kiln_f8x2_to_bf16x2(a.y)),
-                             "r"(kiln_f8x2_to_bf16x2(a.y >> 16)));
-                asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sv + so), "r"(kiln_f8x2_to_bf16x2(b.x)),
-                             "r"(kiln_f8x2_to_bf16x2(b.x >> 16)), "r"(kiln_f8x2_to_bf16x2(b.y)),
-                             "r"(kiln_f8x2_to_bf16x2(b.y >> 16)));
+            if (F8) { /* 8 codes each, copied raw into the upper half (pf_convert decodes them) */
+                uint32_t ro = PF_BC * HD + (uint32_t)c * 8;
+                const uint8_t *kp = (const uint8_t *)pool + ix;
+                asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(sk + ro), "l"(kp));
+                asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(sv + ro), "l"(kp + kv_stride));
             } else {
                 const uint16_t *kp = (const uint16_t *)pool + ix;
                 pf_cp16(sk + so, kp);
                 pf_cp16(sv + so, kp + kv_stride);
             }
+        } else if (F8) { /* zero codes: the raw area may overlap other chunks' bf16 places */
+            uint32_t ro = PF_BC * HD + (uint32_t)c * 8;
+            asm volatile("st.shared.v2.u32 [%0], {%1,%1};\n" ::"r"(sk + ro), "r"(0));
+            asm volatile("st.shared.v2.u32 [%0], {%1,%1};\n" ::"r"(sv + ro), "r"(0));
         } else {
             asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(sk + so), "r"(0));
             asm volatile("st.shared.v4.u32 [%0], {%1,%1,%1,%1};\n" ::"r"(sv + so), "r"(0));
         }
     }
+}
+
+/* FP8 pool: after pf_wait, the landed codes of the tile at sk (the upper halves of the K and V
+ * buffers, chunk c at PF_BC HD + 8 c) are decoded to the bf16 values of the codes (exact) at their
+ * swizzled places; every thread reads its chunks before any writes (the places overlap the raw
+ * area). Costs two barriers a tile; the loads stay asynchronous (cp.async). */
+template <int HD>
+static __device__ __forceinline__ void pf_convert(uint32_t sk) {
+    constexpr int CH = HD / 8, N = PF_BC * CH / PF_THREADS;
+    const uint32_t sv = sk + PF_BC * HD * 2;
+    uint2 kr[N], vr[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        uint32_t ro = PF_BC * HD + (uint32_t)(threadIdx.x + i * PF_THREADS) * 8;
+        asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n" : "=r"(kr[i].x), "=r"(kr[i].y) : "r"(sk + ro));
+        asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n" : "=r"(vr[i].x), "=r"(vr[i].y) : "r"(sv + ro));
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        int c = threadIdx.x + i * PF_THREADS, jj = c / CH, ch = c % CH;
+        uint32_t so = (uint32_t)(jj * CH + (ch ^ (jj & 7))) * 16;
+        asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sk + so), "r"(kiln_f8x2_to_bf16x2(kr[i].x)),
+                     "r"(kiln_f8x2_to_bf16x2(kr[i].x >> 16)), "r"(kiln_f8x2_to_bf16x2(kr[i].y)),
+                     "r"(kiln_f8x2_to_bf16x2(kr[i].y >> 16)));
+        asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sv + so), "r"(kiln_f8x2_to_bf16x2(vr[i].x)),
+                     "r"(kiln_f8x2_to_bf16x2(vr[i].x >> 16)), "r"(kiln_f8x2_to_bf16x2(vr[i].y)),
+                     "r"(kiln_f8x2_to_bf16x2(vr[i].y >> 16)));
+    }
+    __syncthreads();
 }
 
 /* Issue key tiles kt0 and kt0 + 1 (when n_kt > 1) into the two buffers, each its own group. */
@@ -282,6 +312,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
         pf_wait(kt, n_kt);
+        if (F8) pf_convert<HD>(s_base + (kt & 1) * buf_bytes); /* uniform: every thread */
         const int j0 = (kt0 + kt) * PF_BC;
         if (j0 <= warp_max) {
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
@@ -401,6 +432,7 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
         pf_wait(kt, n_kt);
+        if (F8) pf_convert<HD>(s_base + (kt & 1) * buf_bytes); /* uniform: every thread */
         const int j0 = (kt0 + kt) * PF_BC + 16 * warp; /* this warp's first key */
         if (j0 <= j_stop) { /* key j0 is unmasked: m is finite */
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
