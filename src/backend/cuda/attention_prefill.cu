@@ -53,6 +53,36 @@
 #define PF_BC 64 /* key positions per shared-memory tile */
 #define PF_THREADS 128
 
+/* an FP8 pool runs the kernels' MMAs in f16 (BF false): the codes' values are exact in f16 and
+ * one conversion a pair, q and P rounded to f16 instead of bf16 (q of attention is far below
+ * f16's 65504; P <= 1) */
+static __device__ __forceinline__ uint32_t pf_pack_f16(float lo, float hi) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *(const uint32_t *)&v;
+}
+template <bool BF>
+static __device__ __forceinline__ uint32_t pf_pack(float lo, float hi) {
+    if (BF) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *(const uint32_t *)&v;
+    }
+    return pf_pack_f16(lo, hi);
+}
+/* two e4m3 codes (bits 0-15 of v, code 0 low) as an f16x2, exactly: sm_89+ converts in hardware;
+ * below, the code's bits in an f16 are its value times 2^-8 (subnormals included) */
+static __device__ __forceinline__ uint32_t pf_f8x2_to_f16x2(uint32_t v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    uint32_t r;
+    uint16_t a = (uint16_t)v;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(r) : "h"(a));
+    return r;
+#else
+    uint32_t u = __byte_perm(v, 0, 0x4140);
+    uint32_t h = ((u & 0x00800080u) << 8) | ((u & 0x007f007fu) << 7);
+    __half2 hv = __hmul2(*reinterpret_cast<__half2 *>(&h), __floats2half2_rn(256.0f, 256.0f));
+    return *reinterpret_cast<uint32_t *>(&hv);
+#endif
+}
 static __device__ __forceinline__ uint32_t pf_pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo */
     return *(const uint32_t *)&v;
@@ -104,7 +134,7 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *poo
 }
 
 /* FP8 pool: after pf_wait, the landed codes of the tile at sk (the upper halves of the K and V
- * buffers, chunk c at PF_BC HD + 8 c) are decoded to the bf16 values of the codes (exact) at their
+ * buffers, chunk c at PF_BC HD + 8 c) are decoded to the f16 values of the codes (exact) at their
  * swizzled places; every thread reads its chunks before any writes (the places overlap the raw
  * area). Costs two barriers a tile; the loads stay asynchronous (cp.async). */
 template <int HD>
@@ -123,12 +153,12 @@ static __device__ __forceinline__ void pf_convert(uint32_t sk) {
     for (int i = 0; i < N; i++) {
         int c = threadIdx.x + i * PF_THREADS, jj = c / CH, ch = c % CH;
         uint32_t so = (uint32_t)(jj * CH + (ch ^ (jj & 7))) * 16;
-        asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sk + so), "r"(kiln_f8x2_to_bf16x2(kr[i].x)),
-                     "r"(kiln_f8x2_to_bf16x2(kr[i].x >> 16)), "r"(kiln_f8x2_to_bf16x2(kr[i].y)),
-                     "r"(kiln_f8x2_to_bf16x2(kr[i].y >> 16)));
-        asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sv + so), "r"(kiln_f8x2_to_bf16x2(vr[i].x)),
-                     "r"(kiln_f8x2_to_bf16x2(vr[i].x >> 16)), "r"(kiln_f8x2_to_bf16x2(vr[i].y)),
-                     "r"(kiln_f8x2_to_bf16x2(vr[i].y >> 16)));
+        asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sk + so), "r"(pf_f8x2_to_f16x2(kr[i].x)),
+                     "r"(pf_f8x2_to_f16x2(kr[i].x >> 16)), "r"(pf_f8x2_to_f16x2(kr[i].y)),
+                     "r"(pf_f8x2_to_f16x2(kr[i].y >> 16)));
+        asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(sv + so), "r"(pf_f8x2_to_f16x2(vr[i].x)),
+                     "r"(pf_f8x2_to_f16x2(vr[i].x >> 16)), "r"(pf_f8x2_to_f16x2(vr[i].y)),
+                     "r"(pf_f8x2_to_f16x2(vr[i].y >> 16)));
     }
     __syncthreads();
 }
@@ -166,21 +196,21 @@ static __device__ __forceinline__ void pf_refill(uint32_t s_base, uint32_t buf_b
 }
 
 /* Q as A fragments (bf16x2): q0, q1 = f32 rows gid and gid + 8, already offset by 2 tig. */
-template <int KS>
+template <int KS, bool BF>
 static __device__ __forceinline__ void pf_load_q(uint32_t (*qa)[4], const float *q0, const float *q1) {
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) {
         float2 x00 = *(const float2 *)(q0 + ks * 16), x01 = *(const float2 *)(q0 + ks * 16 + 8);
         float2 x10 = *(const float2 *)(q1 + ks * 16), x11 = *(const float2 *)(q1 + ks * 16 + 8);
-        qa[ks][0] = pf_pack_bf16(x00.x, x00.y); /* row gid,   dims 16ks + 2tig, +1 */
-        qa[ks][1] = pf_pack_bf16(x10.x, x10.y); /* row gid+8, same dims */
-        qa[ks][2] = pf_pack_bf16(x01.x, x01.y); /* row gid,   dims 16ks + 8 + 2tig, +1 */
-        qa[ks][3] = pf_pack_bf16(x11.x, x11.y); /* row gid+8 */
+        qa[ks][0] = pf_pack<BF>(x00.x, x00.y); /* row gid,   dims 16ks + 2tig, +1 */
+        qa[ks][1] = pf_pack<BF>(x10.x, x10.y); /* row gid+8, same dims */
+        qa[ks][2] = pf_pack<BF>(x01.x, x01.y); /* row gid,   dims 16ks + 8 + 2tig, +1 */
+        qa[ks][3] = pf_pack<BF>(x11.x, x11.y); /* row gid+8 */
     }
 }
 
 /* S = Q K^T over NT n-tiles of 8 keys: key rows k0 + 8nt .. +7 of the staged tile sk. */
-template <int HD, int NT>
+template <int HD, int NT, bool BF>
 static __device__ __forceinline__ void pf_scores(float (*s)[4], const uint32_t (*qa)[4], uint32_t sk, int k0,
                                                  int lane) {
     constexpr int CH = HD / 8, KS = HD / 16;
@@ -193,8 +223,8 @@ static __device__ __forceinline__ void pf_scores(float (*s)[4], const uint32_t (
             int key = k0 + nt * 8 + (lane & 7), c = 4 * kp + (lane >> 3);
             uint32_t b[4];
             kiln_ldsm_x4(b, sk + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-            kiln_mma16816<true>(s[nt], qa[2 * kp], b[0], b[1]);
-            kiln_mma16816<true>(s[nt], qa[2 * kp + 1], b[2], b[3]);
+            kiln_mma16816<BF>(s[nt], qa[2 * kp], b[0], b[1]);
+            kiln_mma16816<BF>(s[nt], qa[2 * kp + 1], b[2], b[3]);
         }
     }
 }
@@ -248,15 +278,15 @@ static __device__ __forceinline__ void pf_softmax(float (*s)[4], float (*o)[4], 
 
 /* O += P V for one k-step of 16 keys: P from the C layout of n-tiles s0 (keys 0-7) and s1
  * (keys 8-15), V rows k0 .. k0 + 15 of the staged tile sv by .trans. */
-template <int HD>
+template <int HD, bool BF>
 static __device__ __forceinline__ void pf_pv(float (*o)[4], const float *s0, const float *s1, uint32_t sv, int k0,
                                              int lane) {
     constexpr int CH = HD / 8;
     uint32_t pa[4];
-    pa[0] = pf_pack_bf16(s0[0], s0[1]); /* row gid,   keys 2tig, +1 */
-    pa[1] = pf_pack_bf16(s0[2], s0[3]); /* row gid+8, keys 2tig, +1 */
-    pa[2] = pf_pack_bf16(s1[0], s1[1]); /* row gid,   keys 8 + 2tig, +1 */
-    pa[3] = pf_pack_bf16(s1[2], s1[3]); /* row gid+8 */
+    pa[0] = pf_pack<BF>(s0[0], s0[1]); /* row gid,   keys 2tig, +1 */
+    pa[1] = pf_pack<BF>(s0[2], s0[3]); /* row gid+8, keys 2tig, +1 */
+    pa[2] = pf_pack<BF>(s1[0], s1[1]); /* row gid,   keys 8 + 2tig, +1 */
+    pa[3] = pf_pack<BF>(s1[2], s1[3]); /* row gid+8 */
 #pragma unroll
     for (int dp = 0; dp < HD / 16; dp++) {
         /* matrix i = lane >> 3: keys k0 + 8(i & 1) + (lane & 7), dims 16dp + 8(i >> 1) .. +7;
@@ -264,8 +294,8 @@ static __device__ __forceinline__ void pf_pv(float (*o)[4], const float *s0, con
         int key = k0 + (lane & 7) + ((lane >> 3) & 1) * 8, c = 2 * dp + (lane >> 4);
         uint32_t b[4];
         kiln_ldsm_x4_t(b, sv + (uint32_t)(key * CH + (c ^ (key & 7))) * 16);
-        kiln_mma16816<true>(o[2 * dp], pa, b[0], b[1]);
-        kiln_mma16816<true>(o[2 * dp + 1], pa, b[2], b[3]);
+        kiln_mma16816<BF>(o[2 * dp], pa, b[0], b[1]);
+        kiln_mma16816<BF>(o[2 * dp + 1], pa, b[2], b[3]);
     }
 }
 
@@ -305,7 +335,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     const int warp_max = __reduce_max_sync(0xffffffffu, max(prow[0], prow[1]));
     const int warp_min = __reduce_min_sync(0xffffffffu, min(prow[0], prow[1]));
     uint32_t qa[KS][4];
-    pf_load_q<KS>(qa, q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig,
+    pf_load_q<KS, !F8>(qa, q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig,
                   q + (int64_t)trow[1] * q_stride + (int64_t)hrow[1] * HD + 2 * tig);
     float o[DT][4], m[2], l[2];
     pf_state_init<DT>(o, m, l);
@@ -317,7 +347,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
         if (j0 <= warp_max) {
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
             float s[NT][4]; /* S = Q K^T: 16 query rows x 64 keys */
-            pf_scores<HD, NT>(s, qa, sk, 0, lane);
+            pf_scores<HD, NT, !F8>(s, qa, sk, 0, lane);
             /* key j_first (<= every row's position) lies in the first tile, which every warp
              * runs: m is finite from then on; only tiles past the warp's smallest position mask */
             const int diag = j0 + PF_BC - 1 > warp_min;
@@ -325,7 +355,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
             for (int hh = 0; hh < 2; hh++) pf_softmax<NT, DT>(s, o, m, l, hh, sl2, diag, j0, prow[hh], tig);
 #pragma unroll
             for (int kk = 0; kk < PF_BC / 16; kk++) /* keys 16kk .. +15 */
-                pf_pv<HD>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane);
+                pf_pv<HD, !F8>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane);
         }
         pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
@@ -425,7 +455,7 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
     /* Q of rows gid and gid + 8 (heads h0, h1) as A fragments, rounded to bf16 */
     const int h0 = kvh * G + min(gid, G - 1), h1 = kvh * G + min(gid + 8, G - 1);
     uint32_t qa[KS][4];
-    pf_load_q<KS>(qa, q + (int64_t)t * q_stride + (int64_t)h0 * HD + 2 * tig,
+    pf_load_q<KS, !F8>(qa, q + (int64_t)t * q_stride + (int64_t)h0 * HD + 2 * tig,
                   q + (int64_t)t * q_stride + (int64_t)h1 * HD + 2 * tig);
     float o[DT][4], m[2], l[2];
     pf_state_init<DT>(o, m, l);
@@ -437,10 +467,10 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
         if (j0 <= j_stop) { /* key j0 is unmasked: m is finite */
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
             float s[2][4]; /* S = Q K^T: 16 rows x this warp's 16 keys */
-            pf_scores<HD, 2>(s, qa, sk, 16 * warp, lane);
+            pf_scores<HD, 2, !F8>(s, qa, sk, 16 * warp, lane);
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) pf_softmax<2, DT>(s, o, m, l, hh, sl2, 1, j0, j_stop, tig);
-            pf_pv<HD>(o, s[0], s[1], sv, 16 * warp, lane);
+            pf_pv<HD, !F8>(o, s[0], s[1], sv, 16 * warp, lane);
         }
         pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
     }
