@@ -35,6 +35,20 @@
 
 /* ---- activation quantization ------------------------------------------------------------------ */
 
+/* the largest m over the CTA's NT threads (red: NT / 32 floats of shared memory; every thread
+ * gets it; a barrier inside: call from every thread) */
+template <int NT>
+static __device__ __forceinline__ float f8_block_max(float m, float *red) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
+    __syncthreads();
+    m = red[0];
+#pragma unroll
+    for (int i = 1; i < NT / 32; i++) m = fmaxf(m, red[i]);
+    return m;
+}
+
 /* One CTA per (group g, row t): s = static ? in_scale : kiln_fp8_act_scale(max |x| over the
  * group); xq = e4m3(x / s) (IEEE division, round to nearest even, saturating), as the CPU's
  * kiln_fp8_act_q. */
@@ -49,14 +63,7 @@ fp8_quant_x_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const void 
     if (!stat) {
         float m = 0.0f;
         for (int k = k0 + (int)threadIdx.x; k < k1; k += F8_QX_THREADS) m = fmaxf(m, fabsf(kiln_ld(xdt, x, row + k)));
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
-        __syncthreads();
-        m = red[0];
-#pragma unroll
-        for (int i = 1; i < F8_QX_THREADS / 32; i++) m = fmaxf(m, red[i]);
-        s = kiln_fp8_act_scale(m);
+        s = kiln_fp8_act_scale(f8_block_max<F8_QX_THREADS>(m, red));
     }
     for (int k = k0 + (int)threadIdx.x; k < k1; k += F8_QX_THREADS)
         xq[row + k] = kiln_f32_to_e4m3(__fdiv_rn(kiln_ld(xdt, x, row + k), s));
@@ -87,13 +94,7 @@ fp8_quant_x16_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const uin
                 m = fmaxf(m, fmaxf(fabsf(__uint_as_float(u[i] << 16)), fabsf(__uint_as_float(u[i] & 0xffff0000u))));
         }
         if (ROW) {
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-            if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = m;
-            __syncthreads();
-            m = red[0];
-#pragma unroll
-            for (int i = 1; i < F8_QXR / 32; i++) m = fmaxf(m, red[i]);
+            m = f8_block_max<F8_QXR>(m, red);
         } else { /* the group's 16 lanes */
 #pragma unroll
             for (int o = 8; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
