@@ -161,14 +161,22 @@ __attribute__((target("avx2,fma"))) static float fma_avx2(long iters) {
     T s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));                  \
     s = ADD(s, ADD(ADD(a8, a9), ADD(a10, a11)));                                              \
     return OUT(s);
-__attribute__((target("avx512f,avx512vnni"))) static int32_t dp_out512(__m512i s) { return _mm512_reduce_add_epi32(s); }
+/* the sinks sum the accumulators as unsigned (they wrap after enough iterations: a signed sum,
+ * as _mm512_reduce_add_epi32's, is undefined behaviour there; UBSan found it in kiln validate) */
+__attribute__((target("avx512f,avx512vnni"))) static int32_t dp_out512(__m512i s) {
+    uint32_t o[16], t = 0;
+    _mm512_storeu_si512((void *)o, s);
+    for (int i = 0; i < 16; i++) t += o[i];
+    return (int32_t)(t & 0x7fffffffu);
+}
 __attribute__((target("avx512f,avx512vnni"))) static int32_t dp_avx512vnni(long iters) {
     DP_CHAINS(__m512i, _mm512_setzero_si512, _mm512_set1_epi8, _mm512_dpbusd_epi32, _mm512_add_epi32, dp_out512)
 }
 __attribute__((target("avx2"))) static int32_t dp_out256(__m256i s) {
-    int32_t o[8];
+    uint32_t o[8], t = 0;
     _mm256_storeu_si256((__m256i *)(void *)o, s);
-    return o[0] + o[1] + o[2] + o[3] + o[4] + o[5] + o[6] + o[7];
+    for (int i = 0; i < 8; i++) t += o[i];
+    return (int32_t)(t & 0x7fffffffu);
 }
 __attribute__((target("avx2,avxvnni"))) static int32_t dp_avxvnni(long iters) {
     DP_CHAINS(__m256i, _mm256_setzero_si256, _mm256_set1_epi8, _mm256_dpbusd_avx_epi32, _mm256_add_epi32, dp_out256)
