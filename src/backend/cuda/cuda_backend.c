@@ -172,7 +172,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             c->scratch_bytes += T * kmax;
         }
 
-        if ((!c->fp8_lt8 || c->fp8_static) && T > (size_t)c->fp8_mma_max_rows) {
+        if (!c->fp8_lt8 && T > (size_t)c->fp8_mma_max_rows) {
             size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F}, mx = 0;
             for (int i = 0; i < 4; i++) mx = sz[i] > mx ? sz[i] : mx;
             c->wdq_bytes = mx * 2;
@@ -304,7 +304,7 @@ static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_back
     /* FP8: W8A8 where the card has FP8 MMA and the checkpoint quantizes activations, else
      * weight-only (sm_80 / sm_86, as vLLM's FP8 Marlin path: codes -> bf16 in the kernel) */
     c->fp8_a8 = c->fp8 && t->has_fp8_mma && c->m->layers[0].wq->quant.act != KILN_ACT_NONE;
-    c->fp8_lt8 = c->fp8_a8 && !c->fp8_blk;
+    c->fp8_lt8 = c->fp8_a8 && !c->fp8_blk && !c->fp8_split;
 }
 
 /* A model that cannot fit is refused before any device allocation: the weights and the KV pool

@@ -77,6 +77,7 @@ typedef struct cuda_backend {
                                * weight-only (bf16 activations) */
     int fp8_blk;              /* ... with BLOCK scales (128-column groups) */
     int fp8_static;           /* ... with static activation scales */
+    int fp8_split;            /* ... and some fused parts' static scales differ (several segments) */
     int fp8_lt8;              /* steps beyond fp8_mma_max_rows on cuBLASLt FP8 (W8A8, per-row
                                * scales applied after), else dequantized to bf16 for cuBLASLt */
     int fp8_mma_max_rows;     /* FP8 steps up to this many rows on fp8.cu's product (0 in

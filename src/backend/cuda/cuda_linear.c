@@ -92,7 +92,7 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
                       kiln_error *err) {
     int a8 = c->fp8_a8, G = w->sw_G, K = w->K;
     *lt = n > c->fp8_mma_max_rows;
-    if (*lt && c->fp8_lt8 && w->n_seg == 1) {
+    if (*lt && c->fp8_lt8) { /* one segment: fp8_lt8 is off where parts' static scales differ */
         /* cuBLASLt on the codes (f32 sums), then the scales: y = (sum) (sa[t] sw[n]) */
         LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
         int rc = kiln_cuda_gemm_run(&c->gctx, g, y, c->xq8, w->w, n, c->st, err);

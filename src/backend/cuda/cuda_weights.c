@@ -333,6 +333,7 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     c->fp8 = fp8;
     c->fp8_blk = fp8 && w0->quant.kind == KILN_SCALE_BLOCK;
     c->fp8_static = fp8 && w0->quant.act == KILN_ACT_STATIC;
+    c->fp8_split = 0;
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
@@ -342,6 +343,9 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                                 "cuda backend: mixed matrix dtypes (%s is %s, %s is %s) not supported",
                                 ts[i]->name, kiln_dtype_name(ts[i]->dtype), w0->name, kiln_dtype_name(w0->dtype));
+            /* parts fused into one matrix (q|k|v, gate|up) with different static activation scales
+             * become separate segments (put_mat): cuBLASLt FP8 runs whole matrices only */
+            if ((i == 1 || i == 2 || i == 5) && in_scale_of(ts[i]) != in_scale_of(ts[i - 1])) c->fp8_split = 1;
             if (fp8 && ((ts[i]->quant.kind == KILN_SCALE_BLOCK) != c->fp8_blk || ts[i]->quant.act != w0->quant.act))
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                                 "cuda backend: FP8 matrices with different scales (%s: %s weights, %s activations; %s: "
