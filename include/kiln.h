@@ -128,6 +128,11 @@ typedef struct kiln_spec_options {
                                  * output distribution stays the target's whatever it is: only the
                                  * acceptance rate moves (the statistical test uses it to put the
                                  * draft far from the target) */
+    int propose_always;         /* benchmarking (`kiln bench --spec-cost`): n-gram lookup replaced
+                                 * by K copies of the sequence's last token, proposed every step
+                                 * whatever the context, so each verification step has exactly
+                                 * K + 1 rows per sequence; the output stays exact (rejected
+                                 * proposals roll back), only the cost of verification is seen */
 } kiln_spec_options;
 
 typedef struct kiln_engine_options {

@@ -125,6 +125,7 @@ int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_row
         .kv = c->kv,
         .min_rows = min_rows,
         .max_logits_per_seq = c->max_logits_per_seq,
+        .sample_rows = c->sample_rows,
         .kv_window = c->kv_window,
     };
     return kiln_step_check(&lim, s, err);

@@ -33,6 +33,8 @@ typedef struct kiln_backend_config {
                              * may leave its sampler out otherwise: cpu) */
     int max_logits_per_seq; /* logits rows a step may ask per sequence (the engine sets it from
                              * ops.max_logits_per_seq; 0 = 1) */
+    int sample_rows;        /* 1: device_sample steps may ask several rows of a sequence
+                             * (speculative verification; the engine sets it from ops.sample_rows) */
     int n_devices;          /* 0: the backend's default device; else devices[0 .. n_devices) */
     int devices[KILN_MAX_DEVICES];
     kiln_cpu_options cpu;   /* the switches of kiln.h, copied from the engine options */
@@ -63,6 +65,8 @@ typedef struct kiln_backend_ops {
     int sample_opt_in; /* 1: the engine uses the backend's sampler only when asked (cpu: env
                         * KILN_CPU_SAMPLE=1); 0: whenever it samples (cuda) */
     int overlap;       /* 1: two steps may be in flight (see above; needs device_sample) */
+    int sample_rows;   /* 1: the device sampler draws every logits row of a sequence (k + 1 rows
+                        * of a speculative verification), each with its own output position */
     int (*create)(kiln_backend **out, const kiln_model *m, const kiln_backend_config *c,
                   kiln_error *err);
     int (*encode_step)(kiln_backend *b, const kiln_step *s, kiln_error *err); /* never waits */
@@ -94,8 +98,9 @@ typedef struct kiln_backend_ops {
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 5 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
-                            * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale */
+#define KILN_BACKEND_ABI 6 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
+                            * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale;
+                            * 6: ops.sample_rows, kiln_backend_config.sample_rows */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

@@ -36,6 +36,8 @@ int kiln_cmd_bench(int argc, char **argv);
 int kiln_cmd_bench_serve(int argc, char **argv);
 /* kiln bench --speculative ...: plain vs speculative decoding on a prompt set (bench_spec.c) */
 int kiln_bench_spec(int argc, char **argv);
+/* kiln bench --spec-cost K,...: a verification step's cost against a plain step (bench_spec_cost.c) */
+int kiln_bench_spec_cost(int argc, char **argv);
 int kiln_cmd_validate(int argc, char **argv);
 int kiln_cmd_tokenize(int argc, char **argv);
 int kiln_cmd_gguf(int argc, char **argv);

@@ -106,11 +106,14 @@ static void usage(void) {
             "         [--batch 1,2,4,8,16] [--prompt-len 512] [--decode-steps 64] [--warmup 1] [--repeat 3]\n"
             "         [--seed 1] [--json FILE] [--threads N] [--quiet] [engine options]\n"
             "       kiln bench serve --url http://127.0.0.1:8000 [...]   (kiln bench serve --help)\n"
-            "       kiln bench --model PATH --speculative ngram [...]   (kiln bench --speculative ngram --help)\n");
+            "       kiln bench --model PATH --speculative ngram [...]   (kiln bench --speculative ngram --help)\n"
+            "       kiln bench --model PATH --spec-cost 1,2,4,8 [--batch 1,8,16] [...]   (verification step cost)\n");
 }
 
 int kiln_cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "serve")) return kiln_cmd_bench_serve(argc - 1, argv + 1);
+    for (int i = 1; i < argc; i++) /* the cost of a verification step (bench_spec_cost.c) */
+        if (!strcmp(argv[i], "--spec-cost")) return kiln_bench_spec_cost(argc, argv);
     for (int i = 1; i < argc; i++) /* speculative decoding: its own comparison (bench_spec.c) */
         if (!strcmp(argv[i], "--speculative") || !strcmp(argv[i], "--draft-model")) return kiln_bench_spec(argc, argv);
     kiln_engine_options eo;

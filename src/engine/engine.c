@@ -318,6 +318,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .batch_invariant = o->batch_invariant > 0,
         .sample = e->device_sample,
         .max_logits_per_seq = e->spec_k > 0 ? e->spec_k + 1 : 0, /* verification rows */
+        .sample_rows = e->spec_k > 0 && e->device_sample, /* drawn on the device (spec.c) */
         .n_devices = o->n_devices,
         .cpu = o->cpu,
         .cuda = o->cuda,
@@ -607,7 +608,8 @@ static void mark_encoded(kiln_engine *e, int k) {
         r->n_sched += s->seq_q_start[i + 1] - s->seq_q_start[i];
         if (s->seq_logits[i]) {
             r->n_inflight++;
-            r->inflight_row = li++;
+            r->inflight_row = li; /* (overlap only: one row a sequence then) */
+            li += s->seq_logits[i];
         }
     }
 }
@@ -659,7 +661,8 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         if (r->n_computed < r->n_prompt)
             e->stats.prompt_tokens_computed += (uint64_t)((r->n_computed + n < r->n_prompt ? r->n_computed + n : r->n_prompt) - r->n_computed);
         if (has > 1) { /* speculative verification: commits, and rolls back, itself (spec.c) */
-            kiln_spec_verify(e, r, res.logits + (size_t)row * res.vocab, res.vocab);
+            if (res.tokens) kiln_spec_verify_drawn(e, r, &res, row);
+            else kiln_spec_verify(e, r, res.logits + (size_t)row * res.vocab, res.vocab);
             continue;
         }
         r->n_computed += n;

@@ -160,6 +160,14 @@ int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget);
 /* Verify r's proposal against its k + 1 logits rows (sample each, accept while the draw equals
  * the proposal), append the emitted tokens, roll the KV back to the committed tokens. */
 void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int vocab);
+/* The same with the k + 1 rows drawn by the backend's sampler (res rows row .. row + k, each at
+ * its own output position): commit while the draw equals the proposal, roll back. */
+void kiln_spec_verify_drawn(kiln_engine *e, kiln_req *r, const kiln_step_result *res, int row);
+/* 1 when r's verification rows may be drawn on the device: no penalties (one device table row
+ * would count every row's draw), no grammar, no draft-model rejection rule (temperature > 0 with
+ * a draft), min_tokens reached (no row suppressed). Otherwise r decodes plainly in an engine that
+ * samples on the device. */
+int kiln_spec_device_ok(const kiln_engine *e, const kiln_req *r);
 /* one draw of r's next token from a logits row (the host sampler; grammar mask, suppression) */
 int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits);
 /* spec_draft.c: the draft model (NULL e->draft: every call is a no-op) */

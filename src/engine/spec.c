@@ -37,6 +37,7 @@
 #include <string.h>
 #include "engine/engine_internal.h"
 #include "util/error.h"
+#include "util/log.h"
 
 int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err) {
     const kiln_spec_options *so = &o->spec;
@@ -68,10 +69,17 @@ int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: speculative decoding is not supported by the %s backend: it "
                         "returns logits at %d position(s) of a sequence per step, verifying %d proposed tokens needs %d",
                         e->ops->name, lg, k, k + 1);
-    /* the draws of every verified position are made on the host (the engine's sampler) */
-    if (e->device_sample)
+    /* the draws of every verified position: the backend's sampler where it draws several rows of
+     * a sequence (cuda: ops.sample_rows), each row at its own output position; otherwise the
+     * engine's host sampler, and then an opt-in device sampler asked for explicitly
+     * (cpu.backend_sampling) is refused. Verification needs the outcome of a step before the
+     * next one is built, so a speculating engine does not overlap steps. */
+    if (e->device_sample && !e->ops->sample_rows)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "engine: speculative decoding samples on the host; the %s backend's "
                         "own sampler is on (cpu: turn backend_sampling / KILN_CPU_SAMPLE off)", e->ops->name);
+    if (e->overlap)
+        KILN_INFO("speculative decoding: overlapped scheduling off (a step needs the previous one's acceptance)");
+    e->overlap = 0;
     e->spec_k = k;
     e->spec_draft_temp = so->draft_temperature;
     e->spec_ngram_min = nmin;
@@ -85,7 +93,7 @@ int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget) {
         return r->n_draft;
     }
     r->n_draft = 0;
-    if (!e->spec_k || !r->spec) return 0;
+    if (!e->spec_k || !r->spec || (e->device_sample && !kiln_spec_device_ok(e, r))) return 0;
     int k = e->spec_k;
     /* every emitted token must stay within max_tokens and the context: k proposals + 1 */
     int left = r->max_new - (r->n_tokens - r->n_prompt) - 1;
@@ -93,8 +101,61 @@ int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget) {
     if (e->max_model_len - r->n_tokens - 1 < k) k = e->max_model_len - r->n_tokens - 1;
     if (budget - 1 < k) k = budget - 1;
     if (k <= 0) return 0;
+    if (e->opt.spec.propose_always) { /* benchmarking: K + 1 rows every step (kiln.h) */
+        for (int j = 0; j < k; j++) r->draft[j] = r->tokens[r->n_tokens - 1];
+        return r->n_draft = k;
+    }
     r->n_draft = kiln_spec_ngram_propose(r->tokens, r->n_tokens, e->spec_ngram_min, e->spec_ngram_max, k, r->draft);
     return r->n_draft;
+}
+
+int kiln_spec_device_ok(const kiln_engine *e, const kiln_req *r) {
+    const kiln_sampling *sp = &r->sp;
+    if (sp->repetition_penalty != 1.0f || sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f)
+        return 0; /* a device penalty table counts each draw at once */
+    if (e->draft && sp->temperature > 0.0f) return 0; /* the rejection rule needs p and q on the host */
+    if (r->gm) return 0;
+    return r->n_tokens + r->n_inflight - r->n_prompt >= r->min_tokens; /* no row's draw suppressed */
+}
+
+/* after verification committed acc of k proposals (n_old: tokens before): the draft model's
+ * state, then the roll back (see the note at the top) */
+static void spec_rollback(kiln_engine *e, kiln_req *r, int n_old, int k, int acc) {
+    e->stats.spec_accepted_tokens += (uint64_t)acc;
+    if (r->state != KILN_REQ_RUNNING) return;
+    kiln_draft_commit(e, r, n_old, k, acc);
+    r->n_computed = r->n_tokens - 1;
+    kiln_req_register_blocks(e, r);
+    int keep = (r->n_tokens + e->block_size - 1) / e->block_size;
+    if (keep < r->n_blocks) {
+        kiln_kv_release(e->kv, r->blocks + keep, r->n_blocks - keep);
+        for (int b = keep; b < r->n_blocks; b++) r->blocks[b] = 0;
+        r->n_blocks = keep;
+    }
+}
+
+void kiln_spec_verify_drawn(kiln_engine *e, kiln_req *r, const kiln_step_result *res, int row) {
+    int k = r->n_draft, acc = 0, n_old = r->n_tokens, nlp = r->sp.n_logprobs;
+    r->n_draft = 0;
+    e->stats.spec_drafts++;
+    e->stats.spec_draft_tokens += (uint64_t)k;
+    for (int j = 0; j <= k; j++) {
+        int n_out = r->n_tokens - r->n_prompt, q = row + j;
+        int32_t tok = res->tokens[q];
+        if (r->lp) r->lp[n_out] = res->logprob[q];
+        for (int t = 0; t < nlp; t++) {
+            r->top[(size_t)n_out * nlp + t].id = res->top_ids[(size_t)q * KILN_STEP_MAX_TOP + t];
+            r->top[(size_t)n_out * nlp + t].logprob = res->top_lp[(size_t)q * KILN_STEP_MAX_TOP + t];
+        }
+        int hit = j < k && tok == r->draft[j];
+        if (hit) {
+            acc++;
+            e->stats.spec_accepted_per_pos[j]++;
+        }
+        kiln_req_on_token(e, r, tok);
+        if (!hit || r->state != KILN_REQ_RUNNING) break;
+    }
+    spec_rollback(e, r, n_old, k, acc);
 }
 
 void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int vocab) {
@@ -124,16 +185,5 @@ void kiln_spec_verify(kiln_engine *e, kiln_req *r, const float *logits, int voca
         kiln_req_on_token(e, r, tok);
         if (!hit || r->state != KILN_REQ_RUNNING) break; /* finished: its KV is released already */
     }
-    e->stats.spec_accepted_tokens += (uint64_t)acc;
-    if (r->state != KILN_REQ_RUNNING) return;
-    kiln_draft_commit(e, r, n_old, k, acc);
-    /* roll back: committed tokens only (see the note at the top) */
-    r->n_computed = r->n_tokens - 1;
-    kiln_req_register_blocks(e, r);
-    int keep = (r->n_tokens + e->block_size - 1) / e->block_size;
-    if (keep < r->n_blocks) {
-        kiln_kv_release(e->kv, r->blocks + keep, r->n_blocks - keep);
-        for (int b = keep; b < r->n_blocks; b++) r->blocks[b] = 0;
-        r->n_blocks = keep;
-    }
+    spec_rollback(e, r, n_old, k, acc);
 }

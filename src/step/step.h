@@ -134,6 +134,7 @@ typedef struct kiln_step_limits {
     kiln_kv_layout kv;
     int min_rows;           /* at least this many rows and sequences (a graph bucket's floor) */
     int max_logits_per_seq; /* seq_logits[i] <= this (0 is read as 1) */
+    int sample_rows;        /* 1: seq_logits[i] > 1 allowed with device_sample too */
     int kv_window;          /* > 0: every layer attends over at most this many positions, and the
                              * engine releases KV blocks that left the window: a sequence's blocks
                              * wholly below (its first row's position - kv_window + 1) may be the
@@ -146,7 +147,7 @@ typedef struct kiln_step_limits {
  * vocabulary, KV slots inside the pool, logits rows per sequence within its rows and the limit;
  * with n_prev > 0: device_sample set, every prev_row in [-1, max_seqs) and n_prev of them >= 0
  * (their range against the previous step's logits rows is the backend's check); with
- * device_sample: one logits row per sequence, the sampling rows (penalty slot, top-n, bias /
+ * device_sample: one logits row per sequence (several where lim->sample_rows), the sampling rows (penalty slot, top-n, bias /
  * suppression list ranges) and the penalty loads (slots, spans, token ids). */
 int kiln_step_check(const kiln_step_limits *lim, const kiln_step *s, kiln_error *err);
 

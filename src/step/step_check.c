@@ -47,6 +47,11 @@ static int check_sampling(const kiln_step_limits *c, const kiln_step *s, kiln_er
             ss->supp_start + (int64_t)ss->n_supp > max_supp)
             return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d sampling slot %d / top %d / lists out of range", i,
                             ss->pen_slot, ss->n_logprobs);
+        /* several rows drawn at once cannot share one penalty-table row: each draw would count
+         * as output before the rows ahead of it are accepted */
+        if (s->seq_logits[i] > 1 && ss->pen_slot >= 0)
+            return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d draws %d rows with penalty slot %d", i,
+                            s->seq_logits[i], ss->pen_slot);
     }
     if (s->n_pen < 0 || s->n_pen > c->max_seqs)
         return KILN_ERR(err, KILN_ERR_RANGE, "step: %d penalty loads", s->n_pen);
@@ -96,9 +101,9 @@ int kiln_step_check(const kiln_step_limits *c, const kiln_step *s, kiln_error *e
         if (ctx < 1 || ctx > c->max_model_len || (ctx + L->block_size - 1) / L->block_size > s->max_blocks_per_seq)
             return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d context %d out of range", i, ctx);
         int q_len = s->seq_q_start[i + 1] - s->seq_q_start[i], lg = s->seq_logits[i];
-        if (lg < 0 || lg > q_len || lg > max_lg || (lg > 1 && s->device_sample))
+        if (lg < 0 || lg > q_len || lg > max_lg || (lg > 1 && s->device_sample && !c->sample_rows))
             return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d asks logits of %d of its %d rows (at most %d%s)", i, lg,
-                            q_len, max_lg, s->device_sample ? ", 1 with device sampling" : "");
+                            q_len, max_lg, s->device_sample && !c->sample_rows ? ", 1 with device sampling" : "");
         const int32_t *bt = s->block_table + (size_t)i * s->max_blocks_per_seq;
         /* blocks released out of the window (kv_window): the null block, never read */
         int live = 0;

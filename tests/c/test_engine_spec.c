@@ -20,7 +20,11 @@
  * exactly as without the cache: a block registered with the KV of a rejected proposal would
  * change it); refusals by name (the backend's own sampler, an unknown method, a draft model).
  * Models: tinystories-656K (with tokenizer: text, stop strings, grammar) and
- * mistral-tiny-random (ids only) from KILN_SHARED; each skips loudly when missing. */
+ * mistral-tiny-random (ids only) from KILN_SHARED; each skips loudly when missing.
+ * tests/cuda/test_cuda_spec.c runs the same suite on the cuda backend (SPEC_TEST_CUDA): in
+ * batch-invariant mode, where a row's bits do not depend on the step around it, with host
+ * sampling in runs A..F (the reference too), so everything must again be bit-identical; and G:
+ * plain and speculative runs with the backend's own sampler drawing every verification row. */
 #include <stdint.h>
 #include <stdlib.h>
 #include "engine/engine.h"
@@ -52,9 +56,21 @@ static int g_vocab;
 
 static const char *g_draft; /* open_spec's draft model (NULL: none) */
 
+#ifdef SPEC_TEST_CUDA
+static const int g_cuda = 1;
+#else
+static const int g_cuda = 0;
+#endif
+static int g_device; /* cuda: the backend's sampler draws (verification rows too) */
+
 static kiln_engine *open_spec(const char *method, int k, int nmin, int kv_blocks) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
+    if (g_cuda) {
+        o.backend = "cuda";
+        o.batch_invariant = 1;
+        o.host_sampling = !g_device;
+    }
     o.model_path = g_model;
     o.tokenizer_path = g_tok;
     o.skip_tokenizer = g_tok == NULL;
@@ -110,7 +126,7 @@ static int run(kiln_engine *e, kiln_request_params *ps, const int *add_at, int n
         for (int i = 0; i < n; i++) {
             if (add_at[i] != call) continue;
             kiln_request_params p = ps[i];
-            if (i == 13 && g_tok &&
+            if (i == 13 && g_tok && !g_device && /* (grammars: host sampling only) */
                 kiln_engine_compile_grammar(e, KILN_CONSTRAINT_REGEX, k_regex, strlen(k_regex), &p.grammar, &err)) {
                 fprintf(stderr, "grammar: %s\n", err.msg);
                 return -1;
@@ -488,6 +504,37 @@ static void suite(void) {
         }
     }
 
+    /* G (cuda): the backend's sampler draws, the verification rows too (each at its own output
+     * position), for the requests it can verify (kiln_spec_device_ok: no penalties, no draft
+     * rule, min_tokens reached; request 13 unconstrained here): plain and speculative runs with
+     * device sampling give identical tokens, logprobs and top-n */
+    if (g_cuda) {
+        static result g_dref[NR];
+        g_device = 1;
+        e = open_spec(NULL, 0, 0, 0);
+        if (e) {
+            KT_CHECK(e->device_sample && e->overlap, "%s: G: plain cuda engine: device sampling %d, overlap %d", g_model,
+                     e->device_sample, e->overlap);
+            run(e, ps, k_add_at, NR, -1, 0, g_dref, &rs);
+            check_stats("G plain, device sampling", &rs);
+            kiln_engine_close(e);
+        }
+        for (int v = 0; v < 2; v++) {
+            e = open_spec("ngram", 4, 0, v ? 14 : 0);
+            const char *what = v ? "G ngram k4, device sampling + preemption" : "G ngram k4, device sampling";
+            if (!e) { KT_CHECK(0, "%s: %s: open", g_model, what); continue; }
+            KT_CHECK(e->device_sample && !e->overlap, "%s: %s: device sampling %d, overlap %d", g_model, what,
+                     e->device_sample, e->overlap);
+            run(e, ps, k_add_at, NR, -1, 0, g_got, &rs);
+            check_run(what, g_dref, g_got, ps, -1);
+            check_stats(what, &rs);
+            check_spec(what, &rs, g_tok != NULL);
+            if (v) KT_CHECK(rs.st.preemptions > 0, "%s: %s: no preemption", g_model, what);
+            kiln_engine_close(e);
+        }
+        g_device = 0;
+    }
+
     /* E: every request opted out */
     e = open_spec("ngram", 4, 0, 0);
     if (e) {
@@ -501,8 +548,8 @@ static void suite(void) {
     }
 }
 
-/* a backend that returns one logits row per sequence (cuda today: ops.max_logits_per_seq 1) is
- * refused by name before anything runs */
+/* a backend that returns one logits row per sequence (ops.max_logits_per_seq 1) is refused by
+ * name before anything runs */
 static void test_backend_refusal(void) {
     kiln_backend_ops ops = *kiln_backend_cpu_ops();
     ops.name = "onerow";
@@ -573,7 +620,30 @@ static void test_refusals(void) {
     }
 }
 
+/* cuda: a speculating engine keeps the backend's sampler (ops.sample_rows) and turns overlapped
+ * steps off (spec.c) */
+static void test_cuda_sampling_mode(void) {
+    kiln_engine_options o;
+    kiln_engine_options_default(&o);
+    o.backend = "cuda";
+    o.model_path = g_model;
+    o.skip_tokenizer = 1;
+    o.max_model_len = 64;
+    o.kv_memory_mb = 4;
+    o.spec.method = "ngram";
+    kiln_engine *e = NULL;
+    kiln_error err = {0};
+    int rc = kiln_engine_open(&e, &o, &err);
+    KT_CHECK(rc == KILN_OK && e && e->spec_k == 4 && e->device_sample && !e->overlap,
+             "cuda + speculation: rc %d (%s), device sampling %d, overlap %d", rc, err.msg, e ? e->device_sample : -1,
+             e ? e->overlap : -1);
+    kiln_engine_close(e);
+}
+
 int main(void) {
+#ifdef SPEC_TEST_CUDA
+    kc_require_gpu();
+#endif
     test_proposer();
     test_backend_refusal();
     const char *models[2][2] = {
@@ -595,7 +665,8 @@ int main(void) {
         g_vocab = e->model->cfg.vocab_size;
         kiln_engine_close(e);
         suite();
-        if (m == 0) test_refusals();
+        if (m == 0 && !g_cuda) test_refusals();
+        if (m == 0 && g_cuda) test_cuda_sampling_mode();
         ran++;
     }
     if (!ran) KT_SKIP("no model in %s", kt_shared("models"));

@@ -97,7 +97,8 @@ int main(void) {
     REFUSED("more logits rows than the sequence has", (l.max_logits_per_seq = 8, r.lg[1] = 2));
     l.max_logits_per_seq = 0;
 
-    /* several logits rows per sequence: only where the limits allow it, never with device sampling */
+    /* several logits rows per sequence: only where the limits allow it, with device sampling only
+     * where the sampler draws every row (limits.sample_rows) and no penalty table is used */
     rig_init(&r);
     r.lg[0] = 3;
     KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "3 logits rows refused when the backend takes 1");
@@ -108,6 +109,12 @@ int main(void) {
     r.lg[0] = 3;
     r.s.device_sample = 1;
     KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "several logits rows refused with device sampling");
+    l.sample_rows = 1; /* a sampler that draws every row (cuda, issue 20) */
+    KT_CHECK(check(&r, &l) == KILN_OK, "several logits rows with device sampling where the sampler draws each");
+    r.smp[0].pen_slot = 0;
+    KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "several rows drawn with one penalty-table row refused");
+    r.smp[0].pen_slot = -1;
+    l.sample_rows = 0;
     r.lg[0] = 1;
     KT_CHECK(check(&r, &l) == KILN_OK, "device sampling of one row per sequence accepted");
     r.smp[1].n_logprobs = KILN_STEP_MAX_TOP + 1;

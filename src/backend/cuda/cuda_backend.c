@@ -115,6 +115,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
     c->att_split_w = kiln_cuda_attention_split_width(&c->att_splits);
     size_t T = (size_t)c->cfg.max_tokens, S = (size_t)c->cfg.max_seqs, D = (size_t)mc->dim;
+    size_t LR = (size_t)c->max_lrows; /* logits rows: S, or more with speculative verification */
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t F = (size_t)mc->hidden_dim, V = (size_t)mc->vocab_size, a = dt_size(c->adt);
     struct { void **p; size_t n; const char *what; } bufs[] = {
@@ -126,8 +127,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         {(void **)&c->proj, T * D * 4, "projection output"},
         {(void **)&c->gu, T * 2 * F * 4, "gate/up output"},
         {&c->act, T * F * a, "SwiGLU output"},
-        {&c->xf, S * D * dt_size(c->hdt), "final norm output"},
-        {(void **)&c->logits_d, S * V * 4, "logits"},
+        {&c->xf, LR * D * dt_size(c->hdt), "final norm output"},
+        {(void **)&c->logits_d, LR * V * 4, "logits"},
     };
     int rc;
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
@@ -145,7 +146,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F};
             for (int i = 0; i < 4; i++) mx = sz[i] > mx ? sz[i] : mx;
         }
-        if (kiln_dtype_is_quant(c->m->lm_head->dtype) && S > direct && V * D > mx) mx = V * D;
+        if (kiln_dtype_is_quant(c->m->lm_head->dtype) && LR > direct && V * D > mx) mx = V * D;
         c->wdq_bytes = mx * 2;
         if (mx && (rc = kiln_cuda_dev_malloc(c, &c->wdq, c->wdq_bytes, "dequantized weights", err))) return rc;
         c->scratch_bytes += c->wdq_bytes;
@@ -180,13 +181,13 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             c->scratch_bytes += c->wdq_bytes;
         }
     }
-    /* the step descriptor: [T] ids, positions, row -> sequence; [S] logit rows; [T] slots (i64);
+    /* the step descriptor: [T] ids, positions, row -> sequence; [LR] logit rows; [T] slots (i64);
      * [S][max_blocks_per_seq] block table (packed per step) */
     size_t off = 0;
     c->off_tok = off; off += T * 4;
     c->off_pos = off; off += T * 4;
     c->off_rowseq = off; off += T * 4;
-    c->off_lrows = off; off += S * 4;
+    c->off_lrows = off; off += LR * 4;
     off = (off + 7) / 8 * 8;
     c->off_slot = off; off += T * 8;
     c->pf_max_tiles = (int)(T + S);
@@ -197,19 +198,21 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->desc_d, off, "the step descriptor", err))) return rc;
     for (int i = 0; i < 2; i++)
         if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->desc_hb[i], off, "the step descriptor", err))) return rc;
-    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->logits_h, S * V * 4, "host logits", err))) return rc;
+    if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->logits_h, LR * V * 4, "host logits", err))) return rc;
     c->scratch_bytes += off;
 
     /* device sampling: tables, work rows, scratch, the packed per-step descriptor (rows, bias,
      * suppression, penalty loads: worst case sizes) and the results */
     size_t cap_pen = (size_t)c->cfg.max_model_len + T;
-    c->sdesc_bytes = S * sizeof(kiln_cuda_sample_row) + S * KILN_MAX_LOGIT_BIAS * 8 +
-                     S * (KILN_MAX_EOS + KILN_MAX_STOP_IDS) * 4 + (3 * S + 1) * 4 + cap_pen * 4 + 64;
-    c->sout_bytes = S * (2 + 2 * KILN_STEP_MAX_TOP) * 4;
+    /* rows: LR (a speculating sequence's k + 1 rows each carry its bias list; penalty loads
+     * stay one per sequence) */
+    c->sdesc_bytes = LR * sizeof(kiln_cuda_sample_row) + LR * KILN_MAX_LOGIT_BIAS * 8 +
+                     LR * (KILN_MAX_EOS + KILN_MAX_STOP_IDS) * 4 + (3 * S + 1) * 4 + cap_pen * 4 + 64;
+    c->sout_bytes = LR * (2 + 2 * KILN_STEP_MAX_TOP) * 4;
     struct { void **p; size_t n; const char *what; } sb[] = {
         {(void **)&c->pen_counts, S * V * 4, "penalty counts"},
         {(void **)&c->pen_prompt, S * V, "penalty prompt marks"},
-        {(void **)&c->samp_work, kiln_cuda_sample_work_bytes((int)S, (int)V), "sampling rows"},
+        {(void **)&c->samp_work, kiln_cuda_sample_work_bytes((int)LR, (int)V), "sampling rows"},
         {(void **)&c->sdesc_d, c->sdesc_bytes, "sampling descriptor"},
         {(void **)&c->sout_d, c->sout_bytes, "sampling results"},
     };
@@ -337,6 +340,14 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->base.ops = &k_cuda_ops;
     c->m = m;
     c->cfg = *bc;
+    /* logits rows a step may ask for: one per sequence, or k + 1 per speculating sequence (host
+     * logits; every such row is a row of the step, so never more than max_tokens) */
+    {
+        int lps = bc->max_logits_per_seq > 1 ? bc->max_logits_per_seq : 1;
+        long lr = (long)bc->max_seqs * lps;
+        if (lps > 1 && lr > bc->max_tokens) lr = bc->max_tokens > bc->max_seqs ? bc->max_tokens : bc->max_seqs;
+        c->max_lrows = (int)lr;
+    }
     set_options(c, bc);
     const kiln_cuda_options *o = &bc->cuda;
     c->syncs.fail_at = o->fail_alloc_at > 0 ? (uint64_t)o->fail_alloc_at : 0;
@@ -411,7 +422,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
                                       c->gu_16bit && c->adt != KILN_DT_F32 && gw != KILN_DT_F8_E4M3 ? c->adt : KILN_DT_F32,
                                       T, err)) ||
         (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_d, D, F, gw, gy, T, err)) ||
-        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, bc->max_seqs, err)) ||
+        (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, c->max_lrows, err)) ||
         /* the down projection's split-K first choice is slower at decode sizes (see gemm.h) */
         (c->adt != KILN_DT_F32 && !c->fp8 && (rc = kiln_cuda_gemm_fixed_upto(&c->gctx, &c->g_d, 16, err))))
         goto fail;
@@ -466,16 +477,16 @@ static int cuda_finish(kiln_backend *b, kiln_step_result *r, kiln_error *err) {
         kiln_err_prefix(err, "cuda step: ");
         return rc;
     }
-    int S = c->cfg.max_seqs;
+    size_t LR = (size_t)c->max_lrows;
     r->n_logits = n_logits;
     r->vocab = c->m->cfg.vocab_size;
     if (sampled) { /* valid until the step after next is encoded: the engine reads it before */
         const unsigned char *o = c->sout_hb[par];
         r->logits = NULL;
         r->tokens = (const int32_t *)o;
-        r->logprob = (const float *)(o + (size_t)S * 4);
-        r->top_ids = (const int32_t *)(o + (size_t)S * 8);
-        r->top_lp = (const float *)(o + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
+        r->logprob = (const float *)(o + LR * 4);
+        r->top_ids = (const int32_t *)(o + LR * 8);
+        r->top_lp = (const float *)(o + LR * 8 + LR * KILN_STEP_MAX_TOP * 4);
     } else {
         r->logits = c->logits_h;
     }
@@ -599,10 +610,11 @@ static const kiln_backend_ops k_cuda_ops = {
     .name = "cuda",
     .kv_dtype = KILN_KV_BF16,
     .kv_dtypes = (1u << KILN_KV_BF16) | (1u << KILN_KV_FP8_E4M3), /* fp8: E4M3, per-layer k / v scales (fp8.cu) */
-    .max_logits_per_seq = 1,
+    .max_logits_per_seq = 1 + KILN_SPEC_MAX_TOKENS, /* speculative verification */
     .check_weight = kiln_cuda_check_weight,
     .samples = 1,
     .overlap = 1,
+    .sample_rows = 1, /* every verification row drawn at its own output position (cuda_plan.c) */
     .create = cuda_create,
     .encode_step = kiln_cuda_encode,
     .finish_step = cuda_finish,

@@ -127,7 +127,9 @@ typedef struct cuda_backend {
                                      * 16.15 -> 16.00 in another) */
     unsigned char *pf_covered;      /* host [max_tokens] */
     int32_t *run_a, *run_b;         /* host [max_tokens] runs of uncovered rows [run_a, run_b) */
-    float *logits_h; /* pinned [max_seqs][V] */
+    float *logits_h; /* pinned [max_lrows][V] */
+    int max_lrows;   /* logits rows of a step: max_seqs, or up to max_logits_per_seq per sequence
+                      * (speculative verification, host logits) within max_tokens */
     /* device sampling (sample.cu): penalty tables, per-step parameters, results */
     int32_t *pen_counts;  /* [max_seqs][V] output-token counts per table row */
     uint8_t *pen_prompt;  /* [max_seqs][V] 1 where the id is in the prompt */

@@ -14,7 +14,8 @@ static int poison(cuda_backend *c, void *p, size_t bytes, kiln_error *err) {
 /* Device sampling, device side: one H2D copy of the packed descriptor, the penalty-table loads,
  * the draw, one D2H copy of the results (tokens, logprobs, top-n), read after the step's wait. */
 static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err) {
-    int V = c->m->cfg.vocab_size, S = c->cfg.max_seqs;
+    int V = c->m->cfg.vocab_size;
+    size_t LR = (size_t)c->max_lrows;
     KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sdesc_d, c->sdesc_h, p->sd_bytes, cudaMemcpyHostToDevice, c->st));
     unsigned char *d = c->sdesc_d;
     if (p->n_pen)
@@ -22,9 +23,9 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
                                       (const int32_t *)(d + p->sd_pstart), (const int32_t *)(d + p->sd_pnp),
                                       (const int32_t *)(d + p->sd_ptok), p->n_pen, c->st));
     int32_t *o_tok = (int32_t *)c->sout_d;
-    float *o_lp = (float *)(c->sout_d + (size_t)S * 4);
-    int32_t *o_tid = (int32_t *)(c->sout_d + (size_t)S * 8);
-    float *o_tlp = (float *)(c->sout_d + (size_t)S * 8 + (size_t)S * KILN_STEP_MAX_TOP * 4);
+    float *o_lp = (float *)(c->sout_d + LR * 4);
+    int32_t *o_tid = (int32_t *)(c->sout_d + LR * 8);
+    float *o_tlp = (float *)(c->sout_d + LR * 8 + LR * KILN_STEP_MAX_TOP * 4);
     LAUNCH(kiln_cuda_sample(c->logits_d, c->samp_work, p->n, V, (const kiln_cuda_sample_row *)(d + p->sd_rows),
                             (const int32_t *)(d + p->sd_bias), (const float *)(d + p->sd_bvals),
                             (const int32_t *)(d + p->sd_supp), c->pen_counts, c->pen_prompt, o_tok, o_lp, o_tid, o_tlp,

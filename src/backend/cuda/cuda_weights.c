@@ -298,9 +298,9 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     if (bc->n_devices > 1)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs is not supported yet "
                         "(one device)", bc->n_devices);
-    if (bc->max_logits_per_seq > 1)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d logits rows per sequence not supported yet (1)",
-                        bc->max_logits_per_seq);
+    if (bc->max_logits_per_seq > 1 + KILN_SPEC_MAX_TOKENS)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d logits rows per sequence (at most %d)",
+                        bc->max_logits_per_seq, 1 + KILN_SPEC_MAX_TOKENS);
     for (int l = 0; l < mc->n_layers; l++)
         if (m->layers[l].window != 0)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has a %d-token attention window; "
