@@ -34,6 +34,7 @@ static int describe_backend(const char *name, const kiln_model *m) {
     bc.strict = eo.strict;
     bc.batch_invariant = eo.batch_invariant;
     bc.n_devices = eo.n_devices;
+    bc.tp_size = eo.tensor_parallel_size;
     memcpy(bc.devices, eo.devices, sizeof bc.devices);
     char buf[4096];
     kiln_error err = {0};

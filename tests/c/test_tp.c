@@ -1,0 +1,287 @@
+/* kiln-layer: backend (links only this layer and those below it) */
+/* test_tp.c: tensor parallelism (issue 23) without GPUs.
+ *   1. the partition (model/tp.c): heads, KV heads (replicated when N > KV), FFN columns and
+ *      vocabulary of every rank tile the model exactly; the refusals name the count;
+ *   2. the shards: row slices are views of the right rows, column slices copies of the right
+ *      columns (f32 and a GGUF block type), a slice off a block boundary refused by name;
+ *   3. the CPU backend with N simulated ranks (backend config tp_size) gives the logits of N = 1
+ *      within float tolerance, with the same greedy token, over a prefill and decode steps on
+ *      the real fixtures: stories260K (llama2.c, f32), tinystories-656K (HF f32),
+ *      mistral-tiny-random (HF bf16) and the default GGUF (SmolLM2-135M Q4_1, tied embedding),
+ *      for every N in {2, 3, 4, 8} the model splits into (KV heads replicated at N > KV);
+ *      a model that does not split, and an FP8 KV cache, are refused at create. */
+#include <math.h>
+#include <string.h>
+#include "backend/backend.h"
+#include "model/model.h"
+#include "model/tp.h"
+#include "test.h"
+#include "util/alloc.h"
+#include "util/error.h"
+
+enum { BS = 8, NB = 12, MAXB = 8, MAXT = 16, NPROMPT = 12 };
+
+typedef struct rig {
+    const kiln_model *m;
+    kiln_backend *b;
+    kiln_step s;
+    int32_t tok[MAXT], pos[MAXT], qs[2], ctx[1], bt[MAXB], lg[1];
+    int64_t slot[MAXT];
+    kiln_step_sampling smp[1];
+} rig;
+
+static int rig_open(rig *r, const kiln_model *m, int tp, kiln_kv_dtype kvt, kiln_error *err) {
+    memset(r, 0, sizeof *r);
+    r->m = m;
+    kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 1, .max_blocks_per_seq = MAXB,
+                             .max_model_len = MAXB * BS, .n_threads = 2, .tp_size = tp};
+    c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
+                            .block_size = BS, .n_blocks = NB, .dtype = kvt, .elem_bytes = kiln_kv_dtype_bytes(kvt),
+                            .scale = kvt == KILN_KV_FP8_E4M3 ? KILN_KV_SCALE_TENSOR : KILN_KV_SCALE_NONE};
+    int rc = kiln_backend_cpu_ops()->create(&r->b, m, &c, err);
+    if (rc) return rc;
+    r->s = (kiln_step){.max_tokens = MAXT, .max_seqs = 1, .max_blocks_per_seq = MAXB, .token_ids = r->tok,
+                       .positions = r->pos, .slot_mapping = r->slot, .seq_q_start = r->qs, .seq_ctx_len = r->ctx,
+                       .block_table = r->bt, .seq_logits = r->lg, .sampling = r->smp};
+    for (int b = 0; b < MAXB; b++) r->bt[b] = 1 + b;
+    return 0;
+}
+
+/* rows [p0, p1) of ids as one step; the last row's logits into out[vocab] */
+static int rig_step(rig *r, const int32_t *ids, int p0, int p1, float *out) {
+    kiln_step *s = &r->s;
+    s->n_seqs = 1;
+    s->n_tokens = p1 - p0;
+    r->qs[0] = 0;
+    r->qs[1] = p1 - p0;
+    r->ctx[0] = p1;
+    r->lg[0] = 1;
+    for (int p = p0; p < p1; p++) {
+        r->tok[p - p0] = ids[p];
+        r->pos[p - p0] = p;
+        r->slot[p - p0] = (int64_t)r->bt[p / BS] * BS + p % BS;
+    }
+    kiln_error err = {0};
+    kiln_step_result res;
+    if (r->b->ops->encode_step(r->b, s, &err) || r->b->ops->finish_step(r->b, &res, &err)) {
+        fprintf(stderr, "step: %s\n", err.msg);
+        return -1;
+    }
+    if (res.n_logits != 1 || res.vocab != r->m->cfg.vocab_size) return -1;
+    memcpy(out, res.logits, (size_t)res.vocab * sizeof(float));
+    return 0;
+}
+
+/* a prefill of the first 5 ids, then one decode row per step up to NPROMPT */
+static const int k_chunks[][2] = {{0, 5}, {5, 6}, {6, 7}, {7, 8}, {8, 9}, {9, 10}, {10, 11}, {11, 12}};
+enum { NSTEPS = 8 };
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+/* ---- 1. the partition ---- */
+static void test_partition(void) {
+    kiln_config c = {.dim = 4096, .hidden_dim = 14336, .n_layers = 1, .n_heads = 32, .n_kv_heads = 8, .head_dim = 128,
+                     .vocab_size = 32001};
+    kiln_error err = {0};
+    static const int sizes[] = {1, 2, 4, 8, 16, 32};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        int N = sizes[i], q = 0, f = 0, v = 0, bad = 0;
+        int kv_seen[8] = {0};
+        for (int r = 0; r < N; r++) {
+            kiln_tp_rank p;
+            int rc = kiln_tp_partition(&c, N, r, &p, &err);
+            KT_CHECK(rc == 0, "N %d rank %d: %s", N, r, err.msg);
+            if (rc) return;
+            bad += p.q_head0 != q || p.n_q_heads != 32 / N || p.ffn0 != f || p.vocab0 != v;
+            /* every query head of the rank reads a KV head the rank holds (group of 4) */
+            for (int h = p.q_head0; h < p.q_head0 + p.n_q_heads; h++)
+                bad += h / 4 < p.kv_head0 || h / 4 >= p.kv_head0 + p.n_kv_heads;
+            bad += N <= 8 ? (p.n_kv_heads != 8 / N || p.kv_replicas != 1) : (p.n_kv_heads != 1 || p.kv_replicas != N / 8);
+            for (int k = p.kv_head0; k < p.kv_head0 + p.n_kv_heads; k++) kv_seen[k]++;
+            q += p.n_q_heads;
+            f += p.n_ffn;
+            v += p.n_vocab;
+        }
+        int kv_ok = 1;
+        for (int k = 0; k < 8; k++) kv_ok &= kv_seen[k] == (N <= 8 ? 1 : N / 8);
+        KT_CHECK(bad == 0 && q == 32 && f == 14336 && v == 32001 && kv_ok, "N %d: %d bad ranks, heads %d ffn %d vocab %d",
+                 N, bad, q, f, v);
+    }
+    /* refusals, each naming its count */
+    int rc = kiln_tp_check(&c, 0, &err);
+    KT_CHECK(rc == KILN_ERR_INVALID_ARG && strstr(err.msg, "tensor_parallel_size 0"), "N 0: %d %s", rc, err.msg);
+    kiln_tp_rank p;
+    rc = kiln_tp_partition(&c, 2, 2, &p, &err);
+    KT_CHECK(rc == KILN_ERR_INVALID_ARG && strstr(err.msg, "rank 2 of 2"), "rank 2 of 2: %d %s", rc, err.msg);
+    rc = kiln_tp_check(&c, 3, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "32 attention heads") && strstr(err.msg, "size 3"), "N 3: %s",
+             err.msg);
+    rc = kiln_tp_check(&c, 64, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "attention heads"), "N 64: %s", err.msg);
+    kiln_config c2 = c;
+    c2.n_heads = 24;
+    c2.n_kv_heads = 8;
+    rc = kiln_tp_check(&c2, 6, &err); /* 24 % 6 == 0, but 6 neither divides 8 nor is a multiple of it */
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "8 KV heads") && strstr(err.msg, "size 6"), "KV 8 N 6: %s",
+             err.msg);
+    c2 = c;
+    c2.hidden_dim = 172;
+    rc = kiln_tp_check(&c2, 8, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "intermediate size 172"), "ffn 172 N 8: %s", err.msg);
+    c2 = c;
+    c2.n_experts = 8;
+    c2.n_experts_used = 2;
+    rc = kiln_tp_check(&c2, 2, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "mixture-of-experts"), "MoE: %s", err.msg);
+    c2 = c;
+    c2.vocab_size = 7;
+    c2.n_heads = c2.n_kv_heads = 8;
+    rc = kiln_tp_check(&c2, 8, &err); /* ceil(7 / 8) = 1 row each: rank 7 gets none */
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "7 tokens"), "vocab 7 N 8: %d %s", rc, err.msg);
+    /* the vocabulary's last slice is the short one */
+    rc = kiln_tp_partition(&c, 4, 3, &p, &err);
+    KT_CHECK(rc == 0 && p.vocab0 == 3 * 8001 && p.n_vocab == 32001 - 3 * 8001, "last vocab slice %d + %d", p.vocab0,
+             p.n_vocab);
+}
+
+/* ---- 2. shards of tensors ---- */
+static void test_slices(void) {
+    enum { R = 6, C = 64 };
+    float w[R][C], dst[R * C];
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) w[i][j] = (float)(i * 1000 + j);
+    kiln_tensor t = {.name = "w", .dtype = KILN_DT_F32, .ndim = 2, .shape = {R, C}, .data = w, .nbytes = sizeof w};
+    kiln_tensor s;
+    kiln_error err = {0};
+    KT_CHECK(kiln_tp_slice_rows(&t, 2, 3, &s, &err) == 0 && s.shape[0] == 3 && s.shape[1] == C &&
+                 s.data == (const void *)w[2] && s.nbytes == 3 * C * sizeof(float),
+             "row view: %s", err.msg);
+    KT_CHECK(kiln_tp_slice_cols(&t, 16, 32, dst, &s, &err) == 0 && s.shape[0] == R && s.shape[1] == 32, "cols: %s", err.msg);
+    int bad = 0;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < 32; j++) bad += dst[i * 32 + j] != w[i][16 + j];
+    KT_CHECK(bad == 0, "%d column-slice elements wrong", bad);
+    KT_CHECK(kiln_tp_slice_rows(&t, 4, 3, &s, &err) == KILN_ERR_INVALID_ARG, "rows past the end");
+    /* a GGUF block type: Q4_1 rows of 2 blocks (32 elements, 20 bytes each) */
+    unsigned char q[3][40], qd[3 * 20];
+    for (int i = 0; i < 3; i++)
+        for (int b = 0; b < 40; b++) q[i][b] = (unsigned char)(i * 40 + b);
+    kiln_tensor tq = {.name = "blk.0.ffn_down.weight", .dtype = KILN_DT_Q4_1, .ndim = 2, .shape = {3, 64}, .data = q,
+                      .nbytes = sizeof q};
+    KT_CHECK(kiln_tp_slice_cols(&tq, 32, 32, qd, &s, &err) == 0 && s.nbytes == 60, "q4_1 cols: %s", err.msg);
+    bad = 0;
+    for (int i = 0; i < 3; i++) bad += memcmp(qd + 20 * i, q[i] + 20, 20) != 0;
+    KT_CHECK(bad == 0, "q4_1 column slice: %d rows wrong", bad);
+    int rc = kiln_tp_slice_cols(&tq, 16, 32, qd, &s, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "blk.0.ffn_down.weight") && strstr(err.msg, "q4_1"),
+             "off a block: %d %s", rc, err.msg);
+    tq.dtype = KILN_DT_Q4_K; /* 256-element blocks: a 64-column row cannot split */
+    tq.shape[1] = 256;
+    rc = kiln_tp_slice_cols(&tq, 0, 128, qd, &s, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "q4_k") && strstr(err.msg, "256"), "q4_k half row: %s", err.msg);
+    float sc = 0.5f;
+    t.quant = (kiln_quant){.kind = KILN_SCALE_BLOCK, .scale = &sc, .block_out = 128, .block_in = 128};
+    rc = kiln_tp_slice_rows(&t, 0, 1, &s, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "block scales"), "FP8 block scales: %s", err.msg);
+}
+
+/* ---- 3. N simulated ranks against N = 1 ---- */
+static void test_model(const char *label, const char *path) {
+    if (!kt_exists(path)) {
+        fprintf(stderr, "SKIP part: %s (%s missing)\n", label, path);
+        return;
+    }
+    kiln_model *m = NULL;
+    kiln_error err = {0};
+    if (kiln_model_load(&m, path, &err)) {
+        KT_CHECK(0, "%s: load: %s", label, err.msg);
+        return;
+    }
+    const int V = m->cfg.vocab_size;
+    int32_t ids[NPROMPT];
+    unsigned long long seed = 11;
+    for (int i = 0; i < NPROMPT; i++) ids[i] = (int32_t)(kt_rand_u64(&seed) % (unsigned)V);
+    float *ref = kiln_malloc(sizeof(float) * NSTEPS * V), *got = kiln_malloc(sizeof(float) * V);
+    rig r;
+    int rc = rig_open(&r, m, 1, KILN_KV_F32, &err);
+    KT_CHECK(rc == 0, "%s N 1: %s", label, err.msg);
+    for (int k = 0; rc == 0 && k < NSTEPS; k++)
+        KT_CHECK(rig_step(&r, ids, k_chunks[k][0], k_chunks[k][1], ref + (size_t)k * V) == 0, "%s N 1 step %d", label, k);
+    if (rc == 0) r.b->ops->destroy(r.b);
+    static const int sizes[] = {2, 3, 4, 8};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        int N = sizes[i];
+        kiln_error why = {0};
+        if (kiln_tp_check(&m->cfg, N, &why)) { /* the backend refuses it the same way */
+            rc = rig_open(&r, m, N, KILN_KV_F32, &err);
+            KT_CHECK(rc == KILN_ERR_UNSUPPORTED && !strcmp(err.msg, why.msg), "%s N %d: rc %d: %s", label, N, rc, err.msg);
+            if (rc == 0) r.b->ops->destroy(r.b);
+            fprintf(stderr, "%s: N %d refused: %s\n", label, N, err.msg);
+            continue;
+        }
+        rc = rig_open(&r, m, N, KILN_KV_F32, &err);
+        KT_CHECK(rc == 0, "%s N %d: %s", label, N, err.msg);
+        if (rc) continue;
+        double worst = 0;
+        int same_top = 1;
+        for (int k = 0; k < NSTEPS; k++) {
+            if (rig_step(&r, ids, k_chunks[k][0], k_chunks[k][1], got)) {
+                KT_CHECK(0, "%s N %d step %d", label, N, k);
+                break;
+            }
+            const float *e = ref + (size_t)k * V;
+            double dmax = 0, emax = 0;
+            for (int j = 0; j < V; j++) {
+                double d = fabs((double)got[j] - e[j]);
+                if (d > dmax || d != d) dmax = d;
+                if (fabs(e[j]) > emax) emax = fabs(e[j]);
+            }
+            double rel = dmax / (emax > 1e-6 ? emax : 1e-6);
+            if (rel > worst || rel != rel) worst = rel;
+            same_top &= argmax(got, V) == argmax(e, V);
+        }
+        /* only the order of the O / down sums (and the vocabulary split) differs from N = 1 */
+        KT_CHECK(worst < 1e-4 && same_top, "%s N %d: max |logit diff| / max |logit| = %.3g, same greedy ids %d", label, N,
+                 worst, same_top);
+        fprintf(stderr, "%s: N %d%s: max |logit diff| / max |logit| = %.3g over %d steps, greedy ids %s\n", label, N,
+                N > m->cfg.n_kv_heads ? " (KV heads replicated)" : "", worst, NSTEPS, same_top ? "equal" : "DIFFER");
+        r.b->ops->destroy(r.b);
+    }
+    /* an FP8 KV cache is not run by the simulated ranks: refused at create, by name */
+    if (kiln_tp_check(&m->cfg, 2, &err) == 0) {
+        rc = rig_open(&r, m, 2, KILN_KV_FP8_E4M3, &err);
+        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "fp8"), "%s fp8 KV N 2: %d %s", label, rc, err.msg);
+        if (rc == 0) r.b->ops->destroy(r.b);
+    }
+    kiln_free(ref);
+    kiln_free(got);
+    kiln_model_free(m);
+}
+
+int main(void) {
+    test_partition();
+    test_slices();
+    const char *gguf = getenv("KILN_DEFAULT_GGUF");
+    char gpath[1024];
+    if (!gguf || !*gguf) {
+        const char *home = getenv("HOME");
+        snprintf(gpath, sizeof gpath, "%s/.cache/kiln/SmolLM2-135M-Instruct.Q4_1.gguf", home ? home : "");
+        gguf = gpath;
+    }
+    const char *paths[][2] = {
+        {"stories260K", kt_shared("models/stories260K/stories260K.bin")},
+        {"tinystories-656K", kt_shared("models/tinystories-656K")},
+        {"mistral-tiny-random", kt_shared("models/mistral-tiny-random")},
+        {"SmolLM2-135M Q4_1", gguf},
+    };
+    int present = 0;
+    for (int i = 0; i < 4; i++) present += kt_exists(paths[i][1]);
+    if (present == 0) KT_SKIP("no model fixture (%s ...)", paths[0][1]);
+    for (int i = 0; i < 4; i++) test_model(paths[i][0], paths[i][1]);
+    return kt_done();
+}
