@@ -225,7 +225,9 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
     int fp8kv = bc->kv.dtype == KILN_KV_FP8_E4M3;
     c->kv_bytes = kvn * (fp8kv ? 1 : sizeof(float));
-    if (fp8kv) {
+    if (bc->tp_size > 1) {
+        c->kv_bytes = 0; /* the ranks' pools (cpu_tp.c) */
+    } else if (fp8kv) {
         c->kv8 = kiln_malloc_aligned(c->kv_bytes);
         c->kv_scale = kiln_malloc((size_t)mc->n_layers * 2 * sizeof(float));
         c->kv_lut = kiln_malloc((size_t)mc->n_layers * 2 * 256 * sizeof(float));
@@ -241,10 +243,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
                 for (int code = 0; code < 256; code++)
                     c->kv_lut[(2 * l + kv) * 256 + code] = kiln_e4m3_to_f32((uint8_t)code) * c->kv_scale[2 * l + kv];
         }
-    } else if (bc->tp_size <= 1) {
-        c->kv = kiln_malloc_aligned(c->kv_bytes);
     } else {
-        c->kv_bytes = 0; /* the ranks' pools (cpu_tp.c) */
+        c->kv = kiln_malloc_aligned(c->kv_bytes);
     }
     /* not advise_huge: the pool is touched sparsely (2 MB pages: +60 MB RSS for a 3-token
      * prompt, for +1.7 % prefill-512 measured) */
@@ -295,7 +295,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         sb += S * (size_t)mc->vocab_size * (sizeof(int32_t) + 1);
     }
     if (bc->tp_size > 1) {
-        if ((rc = kiln_cpu_tp_create(&c->tp, m, bc, LR, err))) goto fail;
+        if ((rc = kiln_cpu_tp_create(&c->tp, m, bc, kiln_pool_size(c->ctx.pool), LR, err))) goto fail;
         size_t tkv = 0, tsb = 0;
         kiln_cpu_tp_memory(c->tp, &tkv, &tsb);
         c->kv_bytes += tkv;

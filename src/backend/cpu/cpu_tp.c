@@ -17,6 +17,8 @@
 #include "model/tp.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/fp8.h"
+#include "util/threads.h"
 
 struct kiln_cpu_tp {
     const kiln_model *m;
@@ -25,6 +27,10 @@ struct kiln_cpu_tp {
     kiln_tp_shard *shard[KILN_TP_MAX];
     kiln_kv_layout layout[KILN_TP_MAX]; /* the engine's layout with the rank's n_kv_heads */
     float *kv[KILN_TP_MAX];      /* rank r's KV pool, kiln_kv_elems(&layout[r]) floats */
+    uint8_t *kv8[KILN_TP_MAX];   /* or, FP8 KV cache, its E4M3 pool (one byte an element) */
+    float *kv_scale;             /* FP8: [n_layers][2] k and v scales, as cpu_backend.c (every rank's) */
+    float *kv_lut;               /* FP8: [n_layers][2][256] decoded code x scale */
+    float *kvbuf;                /* FP8: [pool threads][block_size * head_dim] attention's decoded run */
     size_t kv_bytes, scratch_bytes;
     /* one rank's scratch (every rank has the same shapes), [max_tokens][...] */
     float *q, *k, *v, *att, *gate, *up;
@@ -37,7 +43,11 @@ void kiln_cpu_tp_destroy(kiln_cpu_tp *tp) {
     for (int r = 0; r < tp->n; r++) {
         kiln_tp_shard_free(tp->shard[r]);
         kiln_free_aligned(tp->kv[r]);
+        kiln_free_aligned(tp->kv8[r]);
     }
+    kiln_free(tp->kv_scale);
+    kiln_free(tp->kv_lut);
+    kiln_free_aligned(tp->kvbuf);
     float *bufs[] = {tp->q, tp->k, tp->v, tp->att, tp->gate, tp->up, tp->part, tp->red, tp->lg};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) kiln_free_aligned(bufs[i]);
     kiln_free(tp);
@@ -53,13 +63,14 @@ static float *tp_alloc(size_t n, size_t *total) {
     return kiln_malloc_aligned(n * sizeof(float));
 }
 
-int kiln_cpu_tp_create(kiln_cpu_tp **out, const kiln_model *m, const kiln_backend_config *bc, size_t logits_rows,
-                       kiln_error *err) {
+int kiln_cpu_tp_create(kiln_cpu_tp **out, const kiln_model *m, const kiln_backend_config *bc, int n_threads,
+                       size_t logits_rows, kiln_error *err) {
     *out = NULL;
     const kiln_config *mc = &m->cfg;
-    if (bc->kv.dtype != KILN_KV_F32)
+    const int fp8 = bc->kv.dtype == KILN_KV_FP8_E4M3;
+    if (bc->kv.dtype != KILN_KV_F32 && !fp8)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: tensor parallelism (%d simulated ranks) with a %s KV "
-                        "cache is not supported (f32)", bc->tp_size, kiln_kv_dtype_name(bc->kv.dtype));
+                        "cache is not supported (f32, fp8)", bc->tp_size, kiln_kv_dtype_name(bc->kv.dtype));
     int rc = kiln_tp_check(mc, bc->tp_size, err);
     if (rc) return rc;
     kiln_cpu_tp *tp = kiln_calloc(1, sizeof *tp);
@@ -72,16 +83,33 @@ int kiln_cpu_tp_create(kiln_cpu_tp **out, const kiln_model *m, const kiln_backen
         tp->scratch_bytes += tp->shard[r]->owned_bytes;
         tp->layout[r] = bc->kv;
         tp->layout[r].n_kv_heads = tp->shard[r]->part.n_kv_heads;
-        size_t kb = (size_t)kiln_kv_elems(&tp->layout[r]) * sizeof(float);
-        tp->kv[r] = kiln_malloc_aligned(kb);
+        size_t kb = (size_t)kiln_kv_elems(&tp->layout[r]) * (fp8 ? 1 : sizeof(float));
+        if (fp8) tp->kv8[r] = kiln_malloc_aligned(kb);
+        else tp->kv[r] = kiln_malloc_aligned(kb);
         tp->kv_bytes += kb;
-        if (!tp->kv[r]) {
+        if (!tp->kv[r] && !tp->kv8[r]) {
             rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate rank %d's KV pool (%.1f MiB)", r, kb / 1048576.0);
             goto fail;
         }
     }
     const kiln_tp_rank *p = &tp->shard[0]->part;
     size_t T = (size_t)bc->max_tokens, hd = (size_t)mc->head_dim, sb = 0;
+    if (fp8) { /* the scales and tables of cpu_backend.c's FP8 pool, the same on every rank */
+        tp->kv_scale = kiln_malloc((size_t)mc->n_layers * 2 * sizeof(float));
+        tp->kv_lut = kiln_malloc((size_t)mc->n_layers * 2 * 256 * sizeof(float));
+        tp->kvbuf = tp_alloc((size_t)(n_threads > 0 ? n_threads : 1) * bc->kv.block_size * hd, &sb);
+        if (!tp->kv_scale || !tp->kv_lut || !tp->kvbuf) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory (FP8 KV tables)");
+            goto fail;
+        }
+        for (int l = 0; l < mc->n_layers; l++) {
+            tp->kv_scale[2 * l] = m->layers[l].k_scale > 0 ? m->layers[l].k_scale : 1.0f;
+            tp->kv_scale[2 * l + 1] = m->layers[l].v_scale > 0 ? m->layers[l].v_scale : 1.0f;
+            for (int kv = 0; kv < 2; kv++)
+                for (int code = 0; code < 256; code++)
+                    tp->kv_lut[(2 * l + kv) * 256 + code] = kiln_e4m3_to_f32((uint8_t)code) * tp->kv_scale[2 * l + kv];
+        }
+    }
     tp->q = tp_alloc(T * p->n_q_heads * hd, &sb);
     tp->att = tp_alloc(T * p->n_q_heads * hd, &sb);
     tp->k = tp_alloc(T * p->n_kv_heads * hd, &sb);
@@ -111,10 +139,19 @@ static void tp_kv_write(kiln_cpu_tp *tp, int r, const kiln_step *s, int layer) {
         int64_t blk = s->slot_mapping[t] / L->block_size;
         int off = (int)(s->slot_mapping[t] % L->block_size);
         for (int h = 0; h < nkv; h++) {
-            memcpy(tp->kv[r] + kiln_kv_offset(L, layer, blk, 0, h, off), tp->k + ((size_t)t * nkv + h) * hd,
-                   hd * sizeof(float));
-            memcpy(tp->kv[r] + kiln_kv_offset(L, layer, blk, 1, h, off), tp->v + ((size_t)t * nkv + h) * hd,
-                   hd * sizeof(float));
+            const float *kr = tp->k + ((size_t)t * nkv + h) * hd, *vr = tp->v + ((size_t)t * nkv + h) * hd;
+            if (tp->kv8[r]) { /* E4M3 of real / scale, as cpu_backend.c's kv_write */
+                uint8_t *kd = tp->kv8[r] + kiln_kv_offset(L, layer, blk, 0, h, off);
+                uint8_t *vd = tp->kv8[r] + kiln_kv_offset(L, layer, blk, 1, h, off);
+                const float ks = tp->kv_scale[2 * layer], vs = tp->kv_scale[2 * layer + 1];
+                for (int d = 0; d < hd; d++) {
+                    kd[d] = kiln_f32_to_e4m3(kr[d] / ks);
+                    vd[d] = kiln_f32_to_e4m3(vr[d] / vs);
+                }
+                continue;
+            }
+            memcpy(tp->kv[r] + kiln_kv_offset(L, layer, blk, 0, h, off), kr, hd * sizeof(float));
+            memcpy(tp->kv[r] + kiln_kv_offset(L, layer, blk, 1, h, off), vr, hd * sizeof(float));
         }
     }
 }
@@ -155,6 +192,7 @@ int kiln_cpu_tp_forward(kiln_cpu_tp *tp, kiln_cpu_ctx *ctx, const kiln_attn_kern
             tp_kv_write(tp, r, s, l);
             kiln_cpu_attn_args aa = {
                 .kv = tp->kv[r], .layout = &tp->layout[r], .layer = l,
+                .kv8 = tp->kv8[r], .kvbuf = tp->kvbuf, .kv8_lut = tp->kv8[r] ? tp->kv_lut + (size_t)2 * l * 256 : NULL,
                 .n_tokens = T, .n_seqs = s->n_seqs, .positions = s->positions, .seq_q_start = s->seq_q_start,
                 .block_table = s->block_table, .max_blocks_per_seq = s->max_blocks_per_seq,
                 .q = tp->q, .att = tp->att, .n_heads = p->n_q_heads, .n_kv_heads = p->n_kv_heads, .head_dim = hd,

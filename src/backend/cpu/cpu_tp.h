@@ -21,10 +21,11 @@
 typedef struct kiln_cpu_tp kiln_cpu_tp;
 
 /* Shards m over bc->tp_size ranks and allocates the ranks' KV pools and the scratch of one
- * rank's step (rows up to bc->max_tokens; logits_rows rows of logits). Refuses (by name) what
- * the simulated ranks do not run: a KV cache other than f32, partitions model/tp.c refuses. */
-int kiln_cpu_tp_create(kiln_cpu_tp **out, const kiln_model *m, const kiln_backend_config *bc, size_t logits_rows,
-                       kiln_error *err);
+ * rank's step (rows up to bc->max_tokens; logits_rows rows of logits; n_threads: the pool's, for
+ * the FP8 pool's per-thread scratch). KV pools: f32, or FP8 E4M3 with cpu_backend.c's per-layer
+ * scales. Refuses (by name) another KV type and the partitions model/tp.c refuses. */
+int kiln_cpu_tp_create(kiln_cpu_tp **out, const kiln_model *m, const kiln_backend_config *bc, int n_threads,
+                       size_t logits_rows, kiln_error *err);
 void kiln_cpu_tp_destroy(kiln_cpu_tp *tp);
 void kiln_cpu_tp_memory(const kiln_cpu_tp *tp, size_t *kv_bytes, size_t *scratch_bytes);
 
