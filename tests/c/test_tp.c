@@ -9,7 +9,9 @@
  *      the real fixtures: stories260K (llama2.c, f32), tinystories-656K (HF f32),
  *      mistral-tiny-random (HF bf16) and the default GGUF (SmolLM2-135M Q4_1, tied embedding),
  *      for every N in {2, 3, 4, 8} the model splits into (KV heads replicated at N > KV);
- *      a model that does not split, and an FP8 KV cache, are refused at create. */
+ *      with an f32 and an FP8 KV pool; FP8 weights (weight-only: float rounding; dynamic
+ *      activations: within FP8 error); a model that does not split is refused at create;
+ *   4. a ragged batch of two sequences on the ranks: each bit-identical to its run alone (I5). */
 #include <math.h>
 #include <string.h>
 #include "backend/backend.h"
@@ -322,6 +324,123 @@ static void test_model(const char *label, const char *path, int fp8_weights) {
     kiln_model_free(m);
 }
 
+/* ---- 4. a ragged batch of two sequences (prefills of 5 and 4 rows, then a decode row each) ----
+ * at N ranks: each sequence's logits bit-identical to its run alone at N (I5 holds on the
+ * simulated ranks: every row's arithmetic is its own), and within float rounding of N = 1 */
+typedef struct brig {
+    kiln_backend *b;
+    kiln_step s;
+    int32_t tok[MAXT], pos[MAXT], qs[3], ctx[2], bt[2 * MAXB], lg[2];
+    int64_t slot[MAXT];
+    kiln_step_sampling smp[2];
+} brig;
+
+static int brig_open(brig *r, const kiln_model *m, int N, kiln_error *err) {
+    memset(r, 0, sizeof *r);
+    kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
+                             .max_model_len = MAXB * BS, .n_threads = 2, .tp_size = N};
+    c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
+                            .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
+    int rc = kiln_backend_cpu_ops()->create(&r->b, m, &c, err);
+    r->s = (kiln_step){.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB, .token_ids = r->tok,
+                       .positions = r->pos, .slot_mapping = r->slot, .seq_q_start = r->qs, .seq_ctx_len = r->ctx,
+                       .block_table = r->bt, .seq_logits = r->lg, .sampling = r->smp};
+    return rc;
+}
+
+/* one step over the sequences which[0 .. n): sequence q's rows [p0[q], p1[q]) of ids[q] (its
+ * blocks: 1 + 4q ..), logits of each last row into out[q][V] */
+static int brig_step(brig *r, int n, const int *which, int32_t (*ids)[NPROMPT], const int *p0, const int *p1, int V,
+                     float *out) {
+    kiln_step *s = &r->s;
+    int t = 0;
+    s->n_seqs = n;
+    for (int i = 0; i < n; i++) {
+        int q = which[i];
+        for (int b = 0; b < MAXB; b++) r->bt[i * MAXB + b] = b < 4 ? 1 + 4 * q + b : 0;
+        r->qs[i] = t;
+        r->ctx[i] = p1[q];
+        r->lg[i] = 1;
+        for (int p = p0[q]; p < p1[q]; p++, t++) {
+            r->tok[t] = ids[q][p];
+            r->pos[t] = p;
+            r->slot[t] = (int64_t)r->bt[i * MAXB + p / BS] * BS + p % BS;
+        }
+    }
+    r->qs[n] = t;
+    s->n_tokens = t;
+    kiln_error err = {0};
+    kiln_step_result res;
+    if (r->b->ops->encode_step(r->b, s, &err) || r->b->ops->finish_step(r->b, &res, &err)) {
+        fprintf(stderr, "batch step: %s\n", err.msg);
+        return -1;
+    }
+    if (res.n_logits != n) return -1;
+    for (int i = 0; i < n; i++) memcpy(out + (size_t)which[i] * V, res.logits + (size_t)i * V, (size_t)V * sizeof(float));
+    return 0;
+}
+
+/* both sequences in one step each time (alone = 0), or each alone: out[2 steps][2 seqs][V] */
+static int brig_run(const kiln_model *m, int N, int alone, int32_t (*ids)[NPROMPT], float *out, kiln_error *err) {
+    static const int pa[2][2] = {{0, 0}, {5, 4}}, pb[2][2] = {{5, 4}, {6, 5}}; /* [step][seq] */
+    const int V = m->cfg.vocab_size;
+    int rc = 0;
+    for (int q = 0; q < (alone ? 2 : 1) && rc == 0; q++) {
+        brig r;
+        if ((rc = brig_open(&r, m, N, err))) return rc;
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            int which[2] = {alone ? q : 0, 1};
+            rc = brig_step(&r, alone ? 1 : 2, which, ids, pa[k], pb[k], V, out + (size_t)k * 2 * V);
+        }
+        r.b->ops->destroy(r.b);
+    }
+    return rc;
+}
+
+static void test_batch(const char *label, const char *path) {
+    if (!kt_exists(path)) return;
+    kiln_model *m = NULL;
+    kiln_error err = {0};
+    if (kiln_model_load(&m, path, &err)) {
+        KT_CHECK(0, "%s: load: %s", label, err.msg);
+        return;
+    }
+    const int V = m->cfg.vocab_size;
+    int32_t ids[2][NPROMPT];
+    unsigned long long seed = 5;
+    for (int q = 0; q < 2; q++)
+        for (int i = 0; i < NPROMPT; i++) ids[q][i] = (int32_t)(kt_rand_u64(&seed) % (unsigned)V);
+    size_t nf = (size_t)4 * V;
+    float *ref = kiln_malloc(nf * sizeof(float)), *bat = kiln_malloc(nf * sizeof(float)),
+          *sol = kiln_malloc(nf * sizeof(float));
+    KT_CHECK(brig_run(m, 1, 0, ids, ref, &err) == 0, "%s batch N 1: %s", label, err.msg);
+    static const int sizes[] = {2, 4, 8};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        int N = sizes[i];
+        if (kiln_tp_check(&m->cfg, N, &err)) continue;
+        int rc = brig_run(m, N, 0, ids, bat, &err);
+        KT_CHECK(rc == 0, "%s batch N %d: %s", label, N, err.msg);
+        rc |= brig_run(m, N, 1, ids, sol, &err);
+        KT_CHECK(rc == 0, "%s alone N %d: %s", label, N, err.msg);
+        if (rc) continue;
+        KT_CHECK(memcmp(bat, sol, nf * sizeof(float)) == 0, "%s N %d: a sequence's logits in the batch differ from its run "
+                 "alone", label, N);
+        double dmax = 0, emax = 0;
+        for (size_t j = 0; j < nf; j++) {
+            double d = fabs((double)bat[j] - ref[j]);
+            if (d > dmax || d != d) dmax = d;
+            if (fabs(ref[j]) > emax) emax = fabs(ref[j]);
+        }
+        KT_CHECK(dmax / emax < 1e-4, "%s batch N %d against N 1: %.3g", label, N, dmax / emax);
+        fprintf(stderr, "%s: batch of 2 at N %d: bit-identical to each alone; against N = 1 %.3g\n", label, N,
+                dmax / emax);
+    }
+    kiln_free(ref);
+    kiln_free(bat);
+    kiln_free(sol);
+    kiln_model_free(m);
+}
+
 int main(void) {
     test_partition();
     test_slices();
@@ -342,5 +461,7 @@ int main(void) {
     for (int i = 0; i < 4; i++) present += kt_exists(paths[i][1]);
     if (present == 0) KT_SKIP("no model fixture (%s ...)", paths[0][1]);
     for (int i = 0; i < 4; i++) test_model(paths[i][0], paths[i][1], i == 1 || i == 2);
+    test_batch(paths[1][0], paths[1][1]);
+    test_batch(paths[2][0], paths[2][1]);
     return kt_done();
 }
