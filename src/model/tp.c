@@ -22,7 +22,7 @@ int kiln_tp_partition(const kiln_config *cfg, int size, int rank, kiln_tp_rank *
     if (size <= KV ? KV % size : size % KV)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "tensor parallelism: %d KV heads: tensor_parallel_size %d must %s",
                         KV, size, size <= KV ? "divide them" : "be a multiple of them (each KV head replicated)");
-    if (cfg->n_experts > 0)
+    if (cfg->n_experts > 0 && size > 1)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "tensor parallelism: mixture-of-experts layers (%d experts) are "
                         "not sharded yet", cfg->n_experts);
     if (cfg->hidden_dim <= 0 || cfg->hidden_dim % size)
@@ -60,6 +60,35 @@ int kiln_tp_check(const kiln_config *cfg, int size, kiln_error *err) {
     for (int r = 0; r < size || r == 0; r++) {
         int rc = kiln_tp_partition(cfg, size, r, &p, err);
         if (rc) return rc;
+    }
+    return KILN_OK;
+}
+
+int kiln_tp_check_model(const kiln_model *m, int size, kiln_error *err) {
+    int rc = kiln_tp_check(&m->cfg, size, err);
+    if (rc || size == 1) return rc;
+    kiln_tp_rank p;
+    if ((rc = kiln_tp_partition(&m->cfg, size, 0, &p, err))) return rc;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+        for (int i = 0; i < 7; i++) {
+            if (!ts[i]) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "tensor parallelism: layer %d lacks a matrix", l);
+            if (ts[i]->quant.kind == KILN_SCALE_BLOCK)
+                return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "tensor parallelism: %s has FP8 block scales (%d x %d), "
+                                "not sharded yet", ts[i]->name, ts[i]->quant.block_out, ts[i]->quant.block_in);
+        }
+        /* row-parallel column slices start and end on a block (every rank's slices are alike) */
+        int be_o = kiln_dtype_block_elems(w->wo->dtype), be_d = kiln_dtype_block_elems(w->w_down->dtype);
+        int64_t no = (int64_t)p.n_q_heads * m->cfg.head_dim;
+        if (be_o <= 0 || no % be_o)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "tensor parallelism: %s is %s (blocks of %d elements): a rank's %lld "
+                            "columns would not start and end on a block", w->wo->name, kiln_dtype_name(w->wo->dtype), be_o,
+                            (long long)no);
+        if (be_d <= 0 || p.n_ffn % be_d)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "tensor parallelism: %s is %s (blocks of %d elements): a rank's %d "
+                            "columns would not start and end on a block", w->w_down->name,
+                            kiln_dtype_name(w->w_down->dtype), be_d, p.n_ffn);
     }
     return KILN_OK;
 }

@@ -38,8 +38,12 @@ typedef struct kiln_tp_rank {
  * rank out of range) / KILN_ERR_UNSUPPORTED (a count not divisible as needed, MoE) with the
  * counts named. */
 int kiln_tp_partition(const kiln_config *cfg, int size, int rank, kiln_tp_rank *out, kiln_error *err);
-/* The same for every rank of `size` (rank 0's checks are everyone's): KILN_OK when cfg splits. */
+/* The same for every rank of `size`: KILN_OK when cfg splits. */
 int kiln_tp_check(const kiln_config *cfg, int size, kiln_error *err);
+/* kiln_tp_check and the weights: every row-parallel slice on a block boundary (GGUF block
+ * types), no FP8 block scales, a dense layer; what kiln_tp_shard_create would refuse, said
+ * before anything is allocated. */
+int kiln_tp_check_model(const kiln_model *m, int size, kiln_error *err);
 
 /* Tensor views and copies (exported for the tests):
  * rows [r0, r0 + n) of w as a view (FP8 channel scales sliced alike; tensor scales shared);

@@ -11,7 +11,8 @@
  *      for every N in {2, 3, 4, 8} the model splits into (KV heads replicated at N > KV);
  *      with an f32 and an FP8 KV pool; FP8 weights (weight-only: float rounding; dynamic
  *      activations: within FP8 error); a model that does not split is refused at create;
- *   4. a ragged batch of two sequences on the ranks: each bit-identical to its run alone (I5). */
+ *   4. a ragged batch of two sequences on the ranks: each bit-identical to its run alone (I5);
+ *   5. GGUF K-quant shards (dummy Q4_K_M weights) and a split inside a block refused at create. */
 #include <math.h>
 #include <string.h>
 #include "backend/backend.h"
@@ -441,6 +442,46 @@ static void test_batch(const char *label, const char *path) {
     kiln_model_free(m);
 }
 
+/* ---- 5. GGUF K-quants (dummy Q4_K_M weights in mistral-tiny-random's shape: Q4_K / Q6_K /
+ * Q5_0 matrices): N = 2 runs within float rounding of N = 1; N = 4 would cut Wo's 48 columns a
+ * rank inside a 32-element block: refused before anything is allocated, the tensor named ---- */
+static void test_kquant(const char *config) {
+    if (!kt_exists(config)) return;
+    kiln_model *m = NULL;
+    kiln_error err = {0};
+    if (kiln_model_load_dummy_quant(&m, config, 3, 1, "q4_k_m", &err)) {
+        KT_CHECK(0, "dummy q4_k_m: %s", err.msg);
+        return;
+    }
+    int rc = kiln_tp_check_model(m, 4, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "o_proj") && strstr(err.msg, "blocks of"), "N 4: %d %s", rc,
+             err.msg);
+    fprintf(stderr, "dummy q4_k_m: N 4 refused: %s\n", err.msg);
+    const int V = m->cfg.vocab_size;
+    int32_t ids[NPROMPT];
+    unsigned long long seed = 3;
+    for (int i = 0; i < NPROMPT; i++) ids[i] = (int32_t)(kt_rand_u64(&seed) % (unsigned)V);
+    float *ref = kiln_malloc(sizeof(float) * NSTEPS * V), *got = kiln_malloc(sizeof(float) * NSTEPS * V);
+    rc = run_steps(m, 1, KILN_KV_F32, ids, ref, &err);
+    KT_CHECK(rc == 0, "q4_k_m N 1: %s", err.msg);
+    if (rc == 0) {
+        rc = run_steps(m, 2, KILN_KV_F32, ids, got, &err);
+        KT_CHECK(rc == 0, "q4_k_m N 2: %s", err.msg);
+    }
+    if (rc == 0) {
+        int same_top;
+        double worst = compare(got, ref, V, &same_top, NULL);
+        KT_CHECK(worst < 1e-4 && same_top, "q4_k_m N 2: %.3g, same greedy ids %d", worst, same_top);
+        fprintf(stderr, "dummy q4_k_m: N 2: max |logit diff| / max |logit| = %.3g, greedy ids %s\n", worst,
+                same_top ? "equal" : "DIFFER");
+    }
+    rc = run_steps(m, 4, KILN_KV_F32, ids, got, &err);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "o_proj"), "q4_k_m N 4 at create: %d %s", rc, err.msg);
+    kiln_free(ref);
+    kiln_free(got);
+    kiln_model_free(m);
+}
+
 int main(void) {
     test_partition();
     test_slices();
@@ -463,5 +504,6 @@ int main(void) {
     for (int i = 0; i < 4; i++) test_model(paths[i][0], paths[i][1], i == 1 || i == 2);
     test_batch(paths[1][0], paths[1][1]);
     test_batch(paths[2][0], paths[2][1]);
+    test_kquant(kt_shared("models/mistral-tiny-random/config.json"));
     return kt_done();
 }

@@ -71,7 +71,7 @@ int kiln_cpu_tp_create(kiln_cpu_tp **out, const kiln_model *m, const kiln_backen
     if (bc->kv.dtype != KILN_KV_F32 && !fp8)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: tensor parallelism (%d simulated ranks) with a %s KV "
                         "cache is not supported (f32, fp8)", bc->tp_size, kiln_kv_dtype_name(bc->kv.dtype));
-    int rc = kiln_tp_check(mc, bc->tp_size, err);
+    int rc = kiln_tp_check_model(m, bc->tp_size, err);
     if (rc) return rc;
     kiln_cpu_tp *tp = kiln_calloc(1, sizeof *tp);
     if (!tp) return KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory");
