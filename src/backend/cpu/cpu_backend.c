@@ -201,8 +201,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         goto fail;
     }
     if (bc->n_devices > 1) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a list of %d devices (tensor parallelism) is for cuda",
-                      bc->n_devices);
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a list of %d devices is for cuda (tensor parallelism "
+                      "on the cpu: tensor_parallel_size, simulated ranks)", bc->n_devices);
         goto fail;
     }
     if (bc->max_logits_per_seq > K_CPU_MAX_LOGITS) {
