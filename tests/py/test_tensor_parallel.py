@@ -1,7 +1,9 @@
 """Tensor parallelism (issue 23, docs/tensor-parallel.md) from outside, on the CPU backend's
 simulated ranks: `kiln logits --tensor-parallel-size N` against the float64 oracle of
 test_reference_f64.py (N = 4 replicates mistral-tiny-random's 2 KV heads), greedy text equal to
-N = 1, and the refusals at start (a head count N does not divide; cuda with N > 1)."""
+N = 1, issue 19's families at TP 2 and 4 (Qwen2's q/k/v biases sliced, Qwen3's per-head q/k
+norms, RoPE scalings, sliding windows; HF and GGUF) against their float64 oracle, and the
+refusals at start (a head count N does not divide; mixture of experts; cuda with N > 1)."""
 import os
 import subprocess
 import tempfile
@@ -10,6 +12,8 @@ import numpy as np
 import pytest
 
 from test_reference_f64 import SHARED, forward_f64
+
+FAMILIES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "families")
 
 
 @pytest.mark.parametrize("tp", [2, 4])
@@ -57,3 +61,35 @@ def test_tp_refusals(kiln):
     r = _generate(kiln, d, "--backend", "cuda", "--tensor-parallel-size", "2")
     assert r.returncode != 0, r.stdout
     assert "tensor parallelism" in r.stderr or "not available" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("fixture,oracle", [
+    ("qwen2", "qwen2"), ("qwen2.gguf", "qwen2"), ("qwen3", "qwen3"), ("qwen3.gguf", "qwen3"),
+    ("llama3-rope", "llama3-rope"), ("yarn-rope.gguf", "yarn-rope"), ("mistral-swa", "mistral-swa"),
+    ("qwen2-swa", "qwen2-swa"), ("mistral3-native", "mistral3")])
+def test_tp_families_vs_float64(kiln, fixture, oracle):
+    from test_families import IDS, kiln_logits, rel
+    from ref_families import forward_f64 as family_f64
+    path = os.path.join(FAMILIES, fixture)
+    if not os.path.exists(path):
+        pytest.skip(f"SKIP: {path} missing (tests/fixtures/families)")
+    info = subprocess.run([kiln, "info", "--model", path], capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    line = next(l for l in info.stdout.splitlines() if l.startswith("tensor par."))
+    exact = family_f64(os.path.join(FAMILIES, oracle), IDS)
+    for tp in (2, 4):
+        assert f" {tp}" in line, line  # every one of these splits at 2 and 4 (4: KV replicated)
+        got = kiln_logits(kiln, path, IDS, ("--tensor-parallel-size", str(tp)))
+        r = rel(got, exact)
+        print(f"{fixture} TP {tp}: kiln vs f64 {r:.2e}")
+        assert r <= 1e-5, f"{fixture} TP {tp}: {r}"
+
+
+def test_tp_moe_refused(kiln):
+    path = os.path.join(FAMILIES, "mixtral")
+    if not os.path.exists(path):
+        pytest.skip(f"SKIP: {path} missing")
+    info = subprocess.run([kiln, "info", "--model", path], capture_output=True, text=True)
+    assert info.returncode == 0 and "not 2: tensor parallelism: mixture-of-experts" in info.stdout, info.stdout + info.stderr
+    r = _generate(kiln, path, "--prompt-ids", "1,2,3", "--tensor-parallel-size", "2")
+    assert r.returncode != 0 and "mixture-of-experts layers (4 experts)" in r.stderr, r.stderr
