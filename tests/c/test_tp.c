@@ -12,7 +12,8 @@
  *      with an f32 and an FP8 KV pool; FP8 weights (weight-only: float rounding; dynamic
  *      activations: within FP8 error); a model that does not split is refused at create;
  *   4. a ragged batch of two sequences on the ranks: each bit-identical to its run alone (I5);
- *   5. GGUF K-quant shards (dummy Q4_K_M weights) and a split inside a block refused at create. */
+ *   5. GGUF K-quant shards (dummy Q4_K_M weights) and a split inside a block refused at create;
+ *   6. no allocation in a step (I7); out of memory at every allocation of create: KILN_ERR_OOM. */
 #include <math.h>
 #include <string.h>
 #include "backend/backend.h"
@@ -201,8 +202,11 @@ static int run_steps(const kiln_model *m, int N, kiln_kv_dtype kvt, const int32_
     int rc = rig_open(&r, m, N, kvt, err);
     if (rc) return rc;
     const int V = m->cfg.vocab_size;
+    uint64_t a0 = kiln_alloc_count();
     for (int k = 0; k < NSTEPS && rc == 0; k++)
         if (rig_step(&r, ids, k_chunks[k][0], k_chunks[k][1], out + (size_t)k * V)) rc = KILN_ERR(err, KILN_ERR_INTERNAL, "step %d", k);
+    KT_CHECK(kiln_alloc_count() == a0, "N %d: %llu allocations in the steps (I7)", N,
+             (unsigned long long)(kiln_alloc_count() - a0));
     r.b->ops->destroy(r.b);
     return rc;
 }
@@ -482,6 +486,36 @@ static void test_kquant(const char *config) {
     kiln_model_free(m);
 }
 
+/* ---- 6. out of memory at every allocation of create with N = 2: KILN_ERR_OOM, nothing leaked
+ * (ASan / valgrind), then create succeeds ---- */
+static void test_oom(const char *path) {
+    if (!kt_exists(path)) return;
+    kiln_model *m = NULL;
+    kiln_error err = {0};
+    if (kiln_model_load(&m, path, &err)) {
+        KT_CHECK(0, "load: %s", err.msg);
+        return;
+    }
+    for (int kv = 0; kv < 2; kv++) {
+        int k, bad = 0;
+        for (k = 0; k < 500; k++) {
+            rig r;
+            kiln_alloc_fail_after(k);
+            int rc = rig_open(&r, m, 2, kv ? KILN_KV_FP8_E4M3 : KILN_KV_F32, &err);
+            kiln_alloc_fail_after(-1);
+            if (rc == 0) {
+                r.b->ops->destroy(r.b);
+                break;
+            }
+            if (rc != KILN_ERR_OOM) fprintf(stderr, "fail at %d: rc %d: %s\n", k, rc, err.msg);
+            bad += rc != KILN_ERR_OOM;
+        }
+        KT_CHECK(bad == 0 && k < 500, "OOM in create at N 2 (%s KV): %d wrong codes, %d allocations walked",
+                 kv ? "fp8" : "f32", bad, k);
+    }
+    kiln_model_free(m);
+}
+
 int main(void) {
     test_partition();
     test_slices();
@@ -505,5 +539,6 @@ int main(void) {
     test_batch(paths[1][0], paths[1][1]);
     test_batch(paths[2][0], paths[2][1]);
     test_kquant(kt_shared("models/mistral-tiny-random/config.json"));
+    test_oom(paths[1][1]);
     return kt_done();
 }
