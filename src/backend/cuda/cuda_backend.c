@@ -339,8 +339,9 @@ static int check_tp_devices(const kiln_backend_config *bc, kiln_error *err) {
     cudaError_t e = cudaGetDeviceCount(&n_dev);
     if (e != cudaSuccess) n_dev = 0;
     if (n_dev < n)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs, but %d visible (%s)",
-                        n, n_dev, e != cudaSuccess ? cudaGetErrorString(e) : "CUDA_VISIBLE_DEVICES / the machine");
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs, but %d visible%s%s",
+                        n, n_dev, e != cudaSuccess ? ": " : " (CUDA_VISIBLE_DEVICES)",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "");
     for (int i = 0; i < bc->n_devices; i++)
         if (bc->devices[i] < 0 || bc->devices[i] >= n_dev)
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: tensor parallelism: device %d does not exist "
