@@ -13,7 +13,8 @@
  *      activations: within FP8 error); a model that does not split is refused at create;
  *   4. a ragged batch of two sequences on the ranks: each bit-identical to its run alone (I5);
  *   5. GGUF K-quant shards (dummy Q4_K_M weights) and a split inside a block refused at create;
- *   6. no allocation in a step (I7); out of memory at every allocation of create: KILN_ERR_OOM. */
+ *   6. no allocation in a step (I7); out of memory at every allocation of create: KILN_ERR_OOM;
+ *   7. a vocabulary N does not divide (the last rank's slice shorter). */
 #include <math.h>
 #include <string.h>
 #include "backend/backend.h"
@@ -516,6 +517,45 @@ static void test_oom(const char *path) {
     kiln_model_free(m);
 }
 
+/* ---- 7. a vocabulary N does not divide (vLLM pads it; kiln's last slice is shorter): the
+ * model's vocabulary cut to an odd size (its LM head and embedding rows with it) ---- */
+static void test_odd_vocab(const char *path) {
+    if (!kt_exists(path)) return;
+    kiln_model *m = NULL;
+    kiln_error err = {0};
+    if (kiln_model_load(&m, path, &err)) {
+        KT_CHECK(0, "load: %s", err.msg);
+        return;
+    }
+    const int V = m->cfg.vocab_size - 3; /* 2045 for tinystories-656K */
+    m->cfg.vocab_size = V;
+    ((kiln_tensor *)m->lm_head)->shape[0] = V;
+    ((kiln_tensor *)m->tok_embd)->shape[0] = V;
+    int32_t ids[NPROMPT];
+    unsigned long long seed = 13;
+    for (int i = 0; i < NPROMPT; i++) ids[i] = (int32_t)(kt_rand_u64(&seed) % (unsigned)V);
+    float *ref = kiln_malloc(sizeof(float) * NSTEPS * V), *got = kiln_malloc(sizeof(float) * NSTEPS * V);
+    int rc = run_steps(m, 1, KILN_KV_F32, ids, ref, &err);
+    KT_CHECK(rc == 0, "odd vocab N 1: %s", err.msg);
+    static const int sizes[] = {2, 4, 8};
+    for (size_t i = 0; rc == 0 && i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (kiln_tp_check(&m->cfg, sizes[i], &err)) continue;
+        kiln_tp_rank last;
+        kiln_tp_partition(&m->cfg, sizes[i], sizes[i] - 1, &last, &err);
+        int rc2 = run_steps(m, sizes[i], KILN_KV_F32, ids, got, &err);
+        KT_CHECK(rc2 == 0, "odd vocab N %d: %s", sizes[i], err.msg);
+        if (rc2) continue;
+        int same_top;
+        double worst = compare(got, ref, V, &same_top, NULL);
+        KT_CHECK(worst < 1e-4 && same_top, "odd vocab %d N %d: %.3g, same greedy ids %d", V, sizes[i], worst, same_top);
+        fprintf(stderr, "vocabulary %d at N %d (last slice %d rows): max |logit diff| / max |logit| = %.3g, greedy ids %s\n",
+                V, sizes[i], last.n_vocab, worst, same_top ? "equal" : "DIFFER");
+    }
+    kiln_free(ref);
+    kiln_free(got);
+    kiln_model_free(m);
+}
+
 int main(void) {
     test_partition();
     test_slices();
@@ -540,5 +580,6 @@ int main(void) {
     test_batch(paths[2][0], paths[2][1]);
     test_kquant(kt_shared("models/mistral-tiny-random/config.json"));
     test_oom(paths[1][1]);
+    test_odd_vocab(paths[1][1]);
     return kt_done();
 }
