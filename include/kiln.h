@@ -175,6 +175,10 @@ typedef struct kiln_engine_options {
     int n_devices;              /* 0: the backend's first device; n > 1: tensor parallelism over
                                  * devices[0 .. n) (refused until the backend implements it) */
     int devices[KILN_MAX_DEVICES]; /* device ordinals (cuda) */
+    int tensor_parallel_size;   /* 0 or 1: off; N > 1: every layer split over N ranks (vLLM's
+                                 * --tensor-parallel-size; docs/tensor-parallel.md). cpu: N simulated
+                                 * ranks in one process (the partitioning's check); cuda: refused at
+                                 * start until its NCCL path exists */
     const char *draft_model_path;  /* speculative decoding: a draft model (same vocabulary, same
                                     * backend) run beside the target with its own KV pool; proposals
                                     * of spec.num_speculative_tokens tokens (spec.method NULL or

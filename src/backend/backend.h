@@ -37,6 +37,8 @@ typedef struct kiln_backend_config {
                              * (speculative verification; the engine sets it from ops.sample_rows) */
     int n_devices;          /* 0: the backend's default device; else devices[0 .. n_devices) */
     int devices[KILN_MAX_DEVICES];
+    int tp_size;            /* tensor parallelism: ranks (0 or 1: none). cpu: simulated ranks in one
+                             * process (cpu_tp.h); cuda: refused until the NCCL path exists */
     kiln_cpu_options cpu;   /* the switches of kiln.h, copied from the engine options */
     kiln_cuda_options cuda;
 } kiln_backend_config;
@@ -100,7 +102,7 @@ typedef struct kiln_backend_ops {
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
 #define KILN_BACKEND_ABI 6 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
                             * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale;
-                            * 6: ops.sample_rows, kiln_backend_config.sample_rows */
+                            * 6: ops.sample_rows, kiln_backend_config.sample_rows, .tp_size */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

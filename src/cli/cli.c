@@ -149,14 +149,13 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         kiln_free(ids);
         return 1;
     }
-    if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) { /* devices 0 .. n-1, as vLLM */
+    if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) { /* ranks (cuda: devices 0 .. n-1, as vLLM) */
         NEEDVAL();
         if (kiln_cli_parse_int(val, 1, KILN_MAX_DEVICES, &x)) {
             fprintf(stderr, "kiln: %s must be in [1, %d] (got '%s')\n", a, KILN_MAX_DEVICES, val);
             return -1;
         }
-        o->n_devices = (int)x;
-        for (int k = 0; k < o->n_devices; k++) o->devices[k] = k;
+        o->tensor_parallel_size = (int)x;
         return 1;
     }
     if (!strcmp(a, "--seed-weights")) {

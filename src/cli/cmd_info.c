@@ -8,6 +8,7 @@
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "model/model.h"
+#include "model/tp.h"
 #include "util/error.h"
 
 #define INFO_USAGE "usage: kiln info --model PATH [--load-format dummy [--dummy-quant TYPE]] [--quantization fp8] [--backend cpu|cuda]\n" \
@@ -34,6 +35,7 @@ static int describe_backend(const char *name, const kiln_model *m) {
     bc.strict = eo.strict;
     bc.batch_invariant = eo.batch_invariant;
     bc.n_devices = eo.n_devices;
+    bc.tp_size = eo.tensor_parallel_size;
     memcpy(bc.devices, eo.devices, sizeof bc.devices);
     char buf[4096];
     kiln_error err = {0};
@@ -124,6 +126,12 @@ int kiln_cmd_info(int argc, char **argv) {
     for (int i = 0; i < c->n_eos; i++) printf(" %d", c->eos_ids[i]);
     printf("   bos: %d\n", c->bos_id);
     if (m->tokenizer_path[0]) printf("tokenizer:    %s\n", m->tokenizer_path);
+    /* the --tensor-parallel-size values this model splits into (model/tp.c), else why 2 does not */
+    kiln_error tperr = {0}, why2 = {0};
+    printf("tensor par.:  --tensor-parallel-size 1");
+    for (int n = 2; n <= KILN_MAX_DEVICES; n++)
+        if (!kiln_tp_check_model(m, n, n == 2 ? &why2 : &tperr)) printf(", %d%s", n, n > c->n_kv_heads ? " (KV replicated)" : "");
+    printf("%s%s\n", why2.msg[0] ? "; not 2: " : "", why2.msg);
     rc = backend ? describe_backend(backend, m) : 0;
     kiln_model_free(m);
     return rc;

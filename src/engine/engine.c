@@ -179,6 +179,12 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: %d devices (0 .. %d)", o->n_devices, KILN_MAX_DEVICES);
         goto fail;
     }
+    if (o->tensor_parallel_size < 0 || o->tensor_parallel_size > KILN_MAX_DEVICES ||
+        (o->tensor_parallel_size > 1 && o->n_devices > 1 && o->n_devices != o->tensor_parallel_size)) {
+        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: tensor_parallel_size %d (0 .. %d) with %d devices listed",
+                      o->tensor_parallel_size, KILN_MAX_DEVICES, o->n_devices);
+        goto fail;
+    }
     kiln_kv_dtype kv_dtype = e->ops->kv_dtype;
     if (o->kv_cache_dtype && *o->kv_cache_dtype && strcmp(o->kv_cache_dtype, "auto") != 0) {
         int t = kiln_kv_dtype_from_name(o->kv_cache_dtype);
@@ -320,6 +326,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .max_logits_per_seq = e->spec_k > 0 ? e->spec_k + 1 : 0, /* verification rows */
         .sample_rows = e->spec_k > 0 && e->device_sample, /* drawn on the device (spec.c) */
         .n_devices = o->n_devices,
+        .tp_size = o->tensor_parallel_size,
         .cpu = o->cpu,
         .cuda = o->cuda,
     };

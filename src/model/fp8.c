@@ -516,8 +516,10 @@ const char *kiln_model_weight_dtype(const kiln_model *m) {
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const kiln_layer_weights *L = &m->layers[l];
         const kiln_tensor *ts[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
-        for (int i = 0; i < 7; i++)
-            if (ts[i]->dtype != d) return "mixed";
+        for (int i = 0; i < 7; i++) /* MoE layers: no dense FFN (NULL), their experts instead */
+            if (ts[i] && ts[i]->dtype != d) return "mixed";
+        for (int i = 0; L->experts && i < 3 * m->cfg.n_experts; i++)
+            if (L->experts[i].dtype != d) return "mixed";
     }
     return kiln_dtype_name(d);
 }

@@ -21,6 +21,9 @@
  * their input token from the previous encoded step's draws. Results live in 3 rotating slots
  * (two steps in flight + the one last returned, valid until the next finish_step); the logits
  * buffer is single, so a step without device sampling must be finished before the next encode.
+ *
+ * Tensor parallelism (config tp_size > 1): the layers and logits run as N simulated ranks over
+ * sharded weights and per-rank KV pools (cpu_tp.c); the pool above is then not allocated.
  */
 #include <math.h>
 #include <stdint.h>
@@ -31,6 +34,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/attention.h"
 #include "backend/cpu/cpu_sample.h"
+#include "backend/cpu/cpu_tp.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/moe.h"
 #include "util/alloc.h"
@@ -68,6 +72,7 @@ typedef struct cpu_backend {
     int slot_n_logits[3], slot_sampled[3];
     int queue[2], n_pending; /* queue[0] = the oldest pending step's slot */
     int last_slot;           /* slot of the last encoded step (-1: none) */
+    kiln_cpu_tp *tp;         /* tp_size > 1: the simulated ranks (cpu_tp.h), else NULL */
 } cpu_backend;
 
 #define NSLOT 3
@@ -76,6 +81,7 @@ static void cpu_destroy(kiln_backend *b) {
     cpu_backend *c = (cpu_backend *)b;
     if (!c) return;
     kiln_pool_destroy(c->ctx.pool);
+    kiln_cpu_tp_destroy(c->tp);
     kiln_free_aligned(c->kv);
     kiln_free_aligned(c->kv8);
     kiln_free(c->kv_scale);
@@ -195,8 +201,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         goto fail;
     }
     if (bc->n_devices > 1) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a list of %d devices (tensor parallelism) is for cuda",
-                      bc->n_devices);
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a list of %d devices is for cuda (tensor parallelism "
+                      "on the cpu: tensor_parallel_size, simulated ranks)", bc->n_devices);
         goto fail;
     }
     if (bc->max_logits_per_seq > K_CPU_MAX_LOGITS) {
@@ -219,7 +225,9 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
     int fp8kv = bc->kv.dtype == KILN_KV_FP8_E4M3;
     c->kv_bytes = kvn * (fp8kv ? 1 : sizeof(float));
-    if (fp8kv) {
+    if (bc->tp_size > 1) {
+        c->kv_bytes = 0; /* the ranks' pools (cpu_tp.c) */
+    } else if (fp8kv) {
         c->kv8 = kiln_malloc_aligned(c->kv_bytes);
         c->kv_scale = kiln_malloc((size_t)mc->n_layers * 2 * sizeof(float));
         c->kv_lut = kiln_malloc((size_t)mc->n_layers * 2 * 256 * sizeof(float));
@@ -286,8 +294,15 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         if ((rc = kiln_cpu_sampler_init(&c->smp, mc->vocab_size, (int)S, err))) goto fail;
         sb += S * (size_t)mc->vocab_size * (sizeof(int32_t) + 1);
     }
+    if (bc->tp_size > 1) {
+        if ((rc = kiln_cpu_tp_create(&c->tp, m, bc, kiln_pool_size(c->ctx.pool), LR, err))) goto fail;
+        size_t tkv = 0, tsb = 0;
+        kiln_cpu_tp_memory(c->tp, &tkv, &tsb);
+        c->kv_bytes += tkv;
+        sb += tsb;
+    }
     c->scratch_bytes = sb;
-    if ((!c->kv && !c->kv8) || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
+    if ((!c->kv && !c->kv8 && !c->tp) || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
         !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows ||
         !c->tok_in || !outs_ok) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
@@ -367,6 +382,13 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
                             kiln_dtype_name(m->tok_embd->dtype));
     }
     kiln_cpu_rope_angles_inv(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim / 2, c->rope_inv, c->rope_mscale);
+    int n = 0;
+    if (c->tp) {
+        if ((rc = kiln_cpu_tp_forward(c->tp, &c->ctx, &c->attn, c->scores, s, c->x, c->xn, c->rope_cs, c->rope_sn,
+                                      c->logits, &n, err)))
+            return rc;
+        goto logits_done;
+    }
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         kiln_cpu_rmsnorm(&c->ctx, c->xn, c->x, w->attn_norm, T, D, mc->norm_eps);
@@ -413,11 +435,11 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     }
     /* gather the rows that need logits, in sequence order: the last seq_logits[i] rows of each
      * sequence (one for generation, k for speculative verification), in row order */
-    int n = 0;
     for (int i = 0; i < s->n_seqs; i++)
         for (int row = s->seq_q_start[i + 1] - s->seq_logits[i]; row < s->seq_q_start[i + 1]; row++, n++)
             kiln_cpu_rmsnorm(&c->ctx, c->xn + (size_t)n * D, c->x + (size_t)row * D, m->out_norm, 1, D, mc->norm_eps);
     if (n > 0 && (rc = kiln_cpu_matmul(&c->ctx, c->logits, c->xn, n, m->lm_head, err))) return rc;
+logits_done:; /* tensor parallelism: cpu_tp.c wrote the logits */
     /* the result slot: neither pending nor the one last returned (NSLOT = 3) */
     int slot = (c->last_slot + 1) % NSLOT;
     if (c->last_slot < 0) slot = 0;

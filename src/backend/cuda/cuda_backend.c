@@ -332,6 +332,26 @@ static int check_device_memory(cuda_backend *c, const kiln_model *m, const kiln_
 
 static const kiln_backend_ops k_cuda_ops;
 
+/* Tensor parallelism over N GPUs (tp_size or a list of devices): fewer visible GPUs than N, or a
+ * listed ordinal that does not exist, is said first; check_model then refuses N > 1 itself
+ * (no NCCL path yet). */
+static int check_tp_devices(const kiln_backend_config *bc, kiln_error *err) {
+    int n = bc->tp_size > bc->n_devices ? bc->tp_size : bc->n_devices;
+    if (n <= 1) return KILN_OK;
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess) n_dev = 0;
+    if (n_dev < n)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs, but %d visible%s%s",
+                        n, n_dev, e != cudaSuccess ? ": " : " (CUDA_VISIBLE_DEVICES)",
+                        e != cudaSuccess ? cudaGetErrorString(e) : "");
+    for (int i = 0; i < bc->n_devices; i++)
+        if (bc->devices[i] < 0 || bc->devices[i] >= n_dev)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: tensor parallelism: device %d does not exist "
+                            "(%d visible)", bc->devices[i], n_dev);
+    return KILN_OK;
+}
+
 static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
     *out = NULL;
     const kiln_config *mc = &m->cfg;
@@ -361,6 +381,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     c->allocs = kiln_calloc((size_t)c->cap_allocs, sizeof *c->allocs);
     c->layers = kiln_calloc((size_t)mc->n_layers, sizeof *c->layers);
     if (!c->allocs || !c->layers) { rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory"); goto fail; }
+    if ((rc = check_tp_devices(bc, err))) goto fail;
     if ((rc = kiln_cuda_check_model(c, err))) goto fail;
 
     if ((rc = select_device(c, bc, err))) goto fail;

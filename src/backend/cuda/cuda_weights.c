@@ -295,9 +295,11 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     if (bc->kv.elem_bytes != kiln_kv_dtype_bytes(bc->kv.dtype))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: KV layout of %d-byte %s elements", bc->kv.elem_bytes,
                         kiln_kv_dtype_name(bc->kv.dtype));
-    if (bc->n_devices > 1)
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs is not supported yet "
-                        "(one device)", bc->n_devices);
+    if (bc->n_devices > 1 || bc->tp_size > 1)
+        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: tensor parallelism over %d GPUs is not supported yet: "
+                        "its NCCL path (a worker per GPU, an all-reduce after O and down, the vocabulary gather) is "
+                        "not written; the cpu backend runs --tensor-parallel-size N as simulated ranks "
+                        "(docs/tensor-parallel.md)", bc->tp_size > bc->n_devices ? bc->tp_size : bc->n_devices);
     if (bc->max_logits_per_seq > 1 + KILN_SPEC_MAX_TOKENS)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d logits rows per sequence (at most %d)",
                         bc->max_logits_per_seq, 1 + KILN_SPEC_MAX_TOKENS);
