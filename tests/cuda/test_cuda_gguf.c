@@ -1,9 +1,10 @@
 /* test_cuda_gguf.c: GGUF-quantized models on the GPU against the CPU backend (issue 16):
  *   - the default model, SmolLM2-135M-Instruct Q4_1 (Q4_1 layers, tied Q8_0 embedding / LM head;
  *     KILN_DEFAULT_GGUF, else .fixtures/ or ~/.cache/kiln/): prompt logits of 4 tokenized prompts
- *     within 2e-2 relative L2 of the CPU's, the argmax equal at every position where the CPU's
- *     top two logits are more than 0.05 apart; greedy continuations (24 tokens) of the prompts
- *     one at a time equal to the CPU's text; all four at once (ragged prefill through qmma, decode
+ *     within 0.15 relative L2 of the CPU's (K_SMOL_BOUND: int8 activations), the argmax equal at
+ *     every position where the CPU's top two logits are more than 0.05 apart; greedy
+ *     continuations (24 tokens) of the prompts one at a time equal to the CPU's text up to the
+ *     first near-tie (K_SMOL_TIE); all four at once (ragged prefill through qmma, decode
  *     rows through the GEMV) reported against the runs alone, and equal to them in batch-invariant
  *     mode (every step dequantized + one cuBLASLt algorithm);
  *   - a 2-layer model in the exact Devstral-Small-2505 layer shape with --dummy-quant q4_k_m
@@ -17,6 +18,17 @@
 #include "cuda_test.h"
 #include "engine/engine.h"
 #include "util/alloc.h"
+
+/* The default model on cuda against the cpu. The cuda quantized path rounds activations to int8
+ * per 32 elements in its GEMV (as llama.cpp's MMVQ) and to bf16 elsewhere; the cpu's reference
+ * path keeps them f32. On the whole SmolLM2 (30 layers) that moves the logits by 4-9% relative
+ * L2 at the worst position (H200, 2026-12-04), and the cpu's own int8-activation path
+ * (KILN_CPU_ACT=q8) moves them by 7-13% against its f32 path, with the gap between two of the top
+ * 10 logits changing by up to 1.06 (docs/evidence/2026-12-04-default-model-gpu-h200.md): hence the
+ * bound, and a greedy continuation may part from the cpu's only where the cpu's own logits of the
+ * two tokens are within that change (a near-tie). */
+#define K_SMOL_BOUND 0.15
+#define K_SMOL_TIE 1.1f
 
 static kiln_engine *open_engine_bi(const char *model, const char *backend, const char *dummy_quant, int bi,
                                    kiln_error *err) {
@@ -39,7 +51,7 @@ static kiln_engine *open_engine(const char *model, const char *backend, const ch
     return open_engine_bi(model, backend, dummy_quant, 0, err);
 }
 
-static void compare_logits(kiln_engine *g, kiln_engine *c, const int32_t *ids, int n, const char *what) {
+static void compare_logits(kiln_engine *g, kiln_engine *c, const int32_t *ids, int n, double bound, const char *what) {
     kiln_error err = {0};
     int V = kiln_engine_model(g)->cfg.vocab_size;
     float *lg = kiln_malloc((size_t)n * V * 4), *lc = kiln_malloc((size_t)n * V * 4);
@@ -63,7 +75,7 @@ static void compare_logits(kiln_engine *g, kiln_engine *c, const int32_t *ids, i
             if (ib2 >= 0 && b[ib] - b[ib2] <= 0.05f) ties++;
             else argmax_bad += ia != ib;
         }
-        KT_CHECK(worst <= 2e-2, "%s: cuda vs cpu worst rel L2 %g", what, worst);
+        KT_CHECK(worst <= bound, "%s: cuda vs cpu worst rel L2 %g (bound %g)", what, worst, bound);
         KT_CHECK(argmax_bad == 0, "%s: argmax differs at %d positions (outside near-ties)", what, argmax_bad);
         printf("%s: %d positions, cuda vs cpu worst rel L2 %.3g, argmax differs at %d (%d near-ties skipped)\n", what,
                n, worst, argmax_bad, ties);
@@ -138,7 +150,7 @@ static void default_model_case(void) {
         if (rc) goto out;
         char what[64];
         snprintf(what, sizeof what, "SmolLM2 Q4_1 prompt %d", r);
-        compare_logits(g, c, ids[r], np[r], what);
+        compare_logits(g, c, ids[r], np[r], K_SMOL_BOUND, what);
     }
     {
         static int32_t og[4][64], oc[4][64], ob[4][64];
@@ -155,10 +167,30 @@ static void default_model_case(void) {
             size_t n1, n2;
             kiln_engine_detokenize(c, og[r], lg[r], 1, &tg, &n1, &err);
             kiln_engine_detokenize(c, oc[r], lc[r], 1, &tc, &n2, &err);
-            KT_CHECK(same, "SmolLM2 prompt %d: cuda greedy text differs from the cpu's:\n  cuda: %s\n  cpu:  %s", r,
-                     tg ? tg : "?", tc ? tc : "?");
-            printf("SmolLM2 Q4_1 prompt %d greedy (%d tokens) cuda == cpu: %s  \"%s\"\n", r, lg[r], same ? "yes" : "NO",
-                   tg ? tg : "?");
+            /* parted: the cpu's logits at the first differing position, for its token and cuda's */
+            int d = 0;
+            while (d < lg[r] && d < lc[r] && og[r][d] == oc[r][d]) d++;
+            float gap = 0;
+            if (!same && d < lg[r] && d < lc[r]) {
+                int V = kiln_engine_model(c)->cfg.vocab_size, n = np[r] + d;
+                int32_t *seq = kiln_malloc((size_t)n * 4);
+                float *l = kiln_malloc((size_t)n * V * 4);
+                if (seq && l) {
+                    memcpy(seq, ids[r], (size_t)np[r] * 4);
+                    memcpy(seq + np[r], oc[r], (size_t)d * 4);
+                    if (kiln_engine_prompt_logits(c, seq, n, l, &err) == 0)
+                        gap = l[(size_t)(n - 1) * V + oc[r][d]] - l[(size_t)(n - 1) * V + og[r][d]];
+                    else gap = 1e9f;
+                }
+                kiln_free(seq);
+                kiln_free(l);
+            }
+            KT_CHECK(same || gap <= K_SMOL_TIE, "SmolLM2 prompt %d: cuda greedy text parts from the cpu's at token %d "
+                     "where the cpu's logits differ by %.3f (> %.2f):\n  cuda: %s\n  cpu:  %s", r, d, (double)gap,
+                     (double)K_SMOL_TIE, tg ? tg : "?", tc ? tc : "?");
+            printf("SmolLM2 Q4_1 prompt %d greedy (%d tokens) cuda == cpu: %s", r, lg[r], same ? "yes" : "NO");
+            if (!same) printf(" (parted at token %d, a near-tie: the cpu's logits of the two differ by %.3f)", d, (double)gap);
+            printf("  \"%s\"\n", tg ? tg : "?");
             kiln_free(tg);
             kiln_free(tc);
         }
@@ -215,9 +247,9 @@ static void devstral_quant_case(const char *shape_cfg, const char *q) {
         for (int i = 0; i < 40; i++) ids[i] = (int32_t)(kt_rand_u64(&s) % 131072);
         char what[96];
         snprintf(what, sizeof what, "devstral-shape 2-layer dummy %s, 7 tokens (GEMV)", q);
-        compare_logits(g, c, ids, 7, what);
+        compare_logits(g, c, ids, 7, 2e-2, what);
         snprintf(what, sizeof what, "devstral-shape 2-layer dummy %s, 40 tokens (dequant + GEMM)", q);
-        compare_logits(g, c, ids, 40, what);
+        compare_logits(g, c, ids, 40, 2e-2, what);
     }
     kiln_engine_close(g);
     kiln_engine_close(c);
