@@ -19,7 +19,7 @@
 #include "engine/step_cost.h"
 #include "test.h"
 
-#define NREQ 7
+#define NREQ 8
 #define MAXO 64
 
 static const char *g_model;
@@ -72,9 +72,9 @@ static void prompt(int32_t *p, int n, int seed) {
 }
 
 /* request i: (prompt length, max tokens, the step call before which it is added) */
-static const int k_len[NREQ] = {6, 9, 5, 300, 7, 260, 8};
-static const int k_max[NREQ] = {48, 40, 56, 12, 30, 10, 20};
-static const int k_at[NREQ] = {0, 0, 1, 4, 4, 9, 14};
+static const int k_len[NREQ] = {6, 9, 5, 300, 7, 260, 8, 200};
+static const int k_max[NREQ] = {48, 40, 56, 12, 30, 10, 20, 4};
+static const int k_at[NREQ] = {0, 0, 1, 4, 4, 9, 14, 90}; /* the last one alone */
 
 /* composition of steps[k]: prefill rows (sequences with more than one row) and decode rows */
 static void composition(const kiln_engine *e, int k, int *np, int *nd) {
@@ -180,6 +180,8 @@ int main(void) {
     KT_CHECK(on.violations == 0, "on: %d steps over budget", on.violations);
     KT_CHECK(on.max_pf_with_decode <= 50 - 1 && on.max_pf_with_decode >= MIN_CHUNK, "on: max %d prefill rows beside decodes",
              on.max_pf_with_decode);
+    KT_CHECK(on.max_pf_without_decode == MBT, "on: a prompt alone still takes the whole budget (%d rows)",
+             on.max_pf_without_decode);
     KT_CHECK(on.starved == 0, "on: %d steps gave a waiting prompt no rows", on.starved);
     KT_CHECK(on.steps_with_prefill > off.steps_with_prefill, "on: prompts cut into more steps (%d vs %d)",
              on.steps_with_prefill, off.steps_with_prefill);
