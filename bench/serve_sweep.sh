@@ -92,7 +92,8 @@ stop_server() {
     fi
     srv_pid=""
 }
-trap stop_server EXIT INT TERM
+trap stop_server EXIT
+trap 'stop_server; exit 130' INT TERM
 
 start_server() { # $1: itl ms (0 = off)
     local itl="$1" extra=()

@@ -131,6 +131,12 @@ int kiln_cmd_serve(int argc, char **argv) {
     kiln_engine *engine = NULL;
     kiln_server *srv = NULL;
     int rc = kiln_engine_open(&engine, &eo, &err);
+    if (!rc && eo.sched.max_itl_ms > 0)
+        fprintf(stderr, "kiln serve: chunked-prefill ITL policy: steps with decode rows kept under %g ms (min chunk %d, "
+                "step cost %s %g + %g/prefill row + %g/decode row ms)\n", eo.sched.max_itl_ms,
+                eo.sched.min_prefill_chunk > 0 ? eo.sched.min_prefill_chunk : 16,
+                eo.sched.cost_learn < 0 ? "fixed at" : "learned from", eo.sched.cost_fixed_ms, eo.sched.cost_token_ms,
+                eo.sched.cost_row_ms);
     if (!rc) rc = kiln_server_open(&srv, engine, &so, &err);
     if (!rc) atomic_store(&g_serving, srv);
     if (!rc) rc = kiln_server_run(srv, &err);

@@ -259,8 +259,9 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         }
         int n = virt - base;
         if (n <= 0) { i++; continue; }
+        int pf = n > 1; /* a prefill chunk (counted as such even when cut to one row) */
         if (n > budget) n = budget;
-        if (n > 1 && n > pf_left) { /* a prefill chunk cut by the ITL policy */
+        if (pf && n > pf_left) { /* cut by the ITL policy */
             n = pf_left;
             pf_cut = 1;
             if (n == 0) { i++; continue; }
@@ -287,7 +288,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         if (preempted_self) break; /* r was the last running sequence */
         if (add_to_step(e, r, base, n + k)) {
             budget -= n + k;
-            if (n == 1) n_dr++;
+            if (!pf) n_dr++;
             else { n_pf += n; pf_left -= n; }
             n_pf += k;
         }
