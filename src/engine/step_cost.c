@@ -6,6 +6,8 @@
 
 /* ridge weights: a thousandth of a pseudo-observation at nominal feature sizes (1, 64 prefill
  * rows, 16 decode rows): it only decides directions the data never varied (they keep the prior) */
+/* an observation counts at most this many times its prediction (see observe) */
+static const double CLIP = 3.0;
 static const double RIDGE[3] = {1e-3, 1e-3 * 64.0 * 64.0, 1e-3 * 16.0 * 16.0};
 
 /* solve M t = v (3x3, Gaussian elimination with partial pivoting); 0 when singular */
@@ -53,6 +55,11 @@ void kiln_step_cost_init(kiln_step_cost *c, const double prior[3], double decay,
 
 void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double ms) {
     if (!c->learn || p + d <= 0 || p < 0 || d < 0 || !(ms > 0) || !isfinite(ms)) return;
+    /* a hiccup (the host descheduled, a page fault storm) must not move ~50 steps' worth of fit:
+     * once the fit has seen a few steps, an observation counts at most CLIP x its prediction (a
+     * real change of regime, e.g. 2x slower, still passes and is followed) */
+    double pred = kiln_step_cost_predict(c, p, d);
+    if (c->n_obs >= 8 && pred > 0 && ms > CLIP * pred) ms = CLIP * pred;
     double x[3] = {1.0, (double)p, (double)d};
     for (int i = 0; i < 3; i++) {
         for (int j = 0; j < 3; j++) c->A[i][j] = c->decay * c->A[i][j] + x[i] * x[j];

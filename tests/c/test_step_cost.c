@@ -1,7 +1,8 @@
 /* kiln-layer: engine (links only this layer and those below it) */
 /* test_step_cost.c: the step-cost model of the ITL policy (src/engine/step_cost.c) on synthetic
  * timings, deterministic: the fit recovers a known linear cost (exactly without noise, within
- * the noise with it), follows a change of regime through its forgetting factor, keeps the
+ * the noise with it), follows a change of regime through its forgetting factor while a one-step
+ * hiccup barely moves it, keeps the
  * calibration for directions the data never varied (only pure decode steps of one size; no
  * steps at all), ignores unusable timings, and stays fixed with learning off. Then the budget:
  * the largest prefill chunk under the target, clamped to [min_chunk, max_tokens - d]. */
@@ -71,6 +72,18 @@ static void fit_tracks_change(void) {
     KT_CHECK(rel(c.theta[0], 10.0) < 1e-3, "tracked fixed %g", c.theta[0]);
     KT_CHECK(rel(c.theta[1], 0.04) < 1e-3, "tracked per token %g", c.theta[1]);
     KT_CHECK(rel(c.theta[2], 0.2) < 1e-3, "tracked per row %g", c.theta[2]);
+    /* one hiccup of a second among them moves the fit by little (clipped to 3x its prediction) */
+    int p, d;
+    shape(&p, &d);
+    double before = kiln_step_cost_predict(&c, 512, 16);
+    kiln_step_cost_observe(&c, p, d, 1000.0);
+    KT_CHECK(rel(kiln_step_cost_predict(&c, 512, 16), before) < 0.15, "hiccup: %g -> %g", before,
+             kiln_step_cost_predict(&c, 512, 16));
+    for (int i = 0; i < 200; i++) {
+        shape(&p, &d);
+        kiln_step_cost_observe(&c, p, d, 10.0 + 0.04 * p + 0.2 * d);
+    }
+    KT_CHECK(rel(c.theta[1], 0.04) < 1e-3, "after the hiccup %g", c.theta[1]);
 }
 
 static void fit_keeps_prior(void) {
