@@ -19,6 +19,8 @@
 # start at zero), a warmup of --warmup requests, then one `kiln bench serve` per rate (the
 # default concurrency of a finite rate: every request may be in flight, as vLLM's default).
 # /metrics is scraped after every rate (the kiln:sched_* counters are cumulative per server).
+# Prompts: seed + i for the i-th rate (each rate its own prompts, so the prefix cache serves no
+# repeated set; every policy setting the same ones), another seed for the warmup.
 #
 # Output under --out (default bench-out/serve_sweep-<UTC time>):
 #   itl<X>_rate<R>.json   kiln bench serve's JSON        itl<X>_rate<R>.metrics  /metrics after it
@@ -112,7 +114,7 @@ start_server() { # $1: itl ms (0 = off)
     exit 1
 }
 
-bench_args=(--url "$base" --input-len "$input_len" --output-len "$output_len" --seed "$seed")
+bench_args=(--url "$base" --input-len "$input_len" --output-len "$output_len")
 [ -n "$vocab" ] && bench_args+=(--vocab "$vocab")
 [ -n "$concurrency" ] && bench_args+=(--concurrency "$concurrency")
 
@@ -120,14 +122,19 @@ for itl in $itls; do
     echo "== policy: $([ "$itl" = 0 ] && echo off || echo "max ITL $itl ms")" >&2
     start_server "$itl"
     if [ "$warmup" -gt 0 ]; then
-        "$kiln" bench serve "${bench_args[@]}" --requests "$warmup" --concurrency "$warmup" >/dev/null 2>&1 || {
+        "$kiln" bench serve "${bench_args[@]}" --seed $((seed + 1000003)) --requests "$warmup" --concurrency "$warmup" \
+            >/dev/null 2>&1 || {
             echo "serve_sweep.sh: the warmup failed" >&2; exit 1; }
     fi
+    k=0
     for r in $rates; do
         echo "   rate $r req/s, $requests requests" >&2
-        "$kiln" bench serve "${bench_args[@]}" --rate "$r" --requests "$requests" \
+        # every rate its own prompts (the prefix cache would serve a repeated set), the same
+        # prompts for every policy setting (seed + the rate's index)
+        "$kiln" bench serve "${bench_args[@]}" --seed $((seed + k)) --rate "$r" --requests "$requests" \
             --json "$out/itl${itl}_rate${r}.json" > "$out/itl${itl}_rate${r}.txt"
         curl -sf "$base/metrics" > "$out/itl${itl}_rate${r}.metrics" || true
+        k=$((k + 1))
     done
     stop_server
 done
