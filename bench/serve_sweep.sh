@@ -11,7 +11,7 @@
 #
 # Everything after -- goes to `kiln serve` as given, e.g. on the GPU:
 #   bench/serve_sweep.sh --rates "2 4 8 12" --itl "0 30" -- \
-#       --backend cuda --load-format dummy --model ../shared/models/devstral-small-2505-shape \
+#       --backend cuda --load-format dummy --model ../shared/models/devstral-small-2505-shape/config.json \
 #       --max-num-seqs 256 --max-batch-tokens 8192 --max-model-len 4096
 # --itl lists the policy settings: 0 = off (every step's budget is --max-batch-tokens), a number
 # = --max-itl-ms of that many ms (the step-cost model learns from the run; add --step-cost and

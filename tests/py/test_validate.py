@@ -375,3 +375,42 @@ def test_serve_sweep_script(kiln, tmp_path):
     md = (out / "sweep.md").read_text()
     assert "| off | 8 |" in md and "| ITL <= 5 ms | 8 |" in md
     assert (out / "itl5_rate8.metrics").read_text().count("kiln:sched_step_cost_seconds{") == 3
+
+
+def test_bench_serve_dummy_model_without_tokenizer(kiln, tmp_path):
+    """A dummy-weight model from a bare config.json (the GPU sweep's Devstral shape) has no
+    tokenizer: the stream still carries a chunk per batch of new tokens (empty text), so kiln bench
+    serve measures ITL and TTFT there too."""
+    cfg = need(SHARED / "models" / "mistral-tiny-random" / "config.json")
+    port = free_port()
+    srv = subprocess.Popen([kiln, "serve", "--load-format", "dummy", "--model", cfg, "--port", str(port),
+                            "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(0.1)
+        else:
+            pytest.fail("kiln serve did not come up")
+        req = urllib.request.Request(base + "/v1/completions", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"prompt": [5, 6, 7, 8], "max_tokens": 6, "stream": True,
+                                                      "ignore_eos": True, "temperature": 0}).encode())
+        events = [ln[6:] for ln in urllib.request.urlopen(req, timeout=60).read().decode().splitlines()
+                  if ln.startswith("data: ") and ln != "data: [DONE]"]
+        chunks = [json.loads(e) for e in events]
+        assert all(c["choices"][0]["text"] == "" for c in chunks)
+        assert 2 <= len(chunks) <= 7 and chunks[-1]["choices"][0]["finish_reason"] == "length"
+        out = tmp_path / "d.json"
+        p = subprocess.run([kiln, "bench", "serve", "--url", base, "--requests", "4", "--rate", "20", "--vocab", "200",
+                            "--input-len", "8+-4", "--output-len", "12", "--json", str(out)],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        j = json.loads(out.read_text())
+    finally:
+        srv.terminate()
+        srv.wait(timeout=30)
+    assert j["completed"] == 4 and j["total_output_tokens"] == 4 * 12
+    assert j["mean_itl_ms"] > 0 and j["mean_tpot_ms"] > 0 and j["p99_itl_ms"] >= j["p50_itl_ms"] > 0
