@@ -135,6 +135,26 @@ typedef struct kiln_spec_options {
                                  * proposals roll back), only the cost of verification is seen */
 } kiln_spec_options;
 
+/* The chunked-prefill policy (scheduler.c, docs/scheduling.md): bounds the inter-token latency
+ * of running decodes while prompts are prefilled. With max_itl_ms > 0, a step that carries decode
+ * rows gets only as many prefill rows (prompt chunks) as a step-cost model predicts fit under
+ * max_itl_ms: t = fixed + per_token x prefill rows + per_row x decode rows, fitted online from
+ * the engine's own step timings (exponentially weighted least squares) starting from the
+ * calibration below; at least min_prefill_chunk rows so prefill always progresses. Steps without
+ * decode rows keep the whole max_batch_tokens budget (TTFT). Off (0): every step's budget is
+ * max_batch_tokens (vLLM's fixed max_num_batched_tokens). Never changes a token (greedy output
+ * is identical on and off): only how prompts are cut into steps. */
+typedef struct kiln_sched_options {
+    double max_itl_ms;          /* target step time of steps with decode rows, ms; 0 = off */
+    int min_prefill_chunk;      /* prefill rows a mixed step always gets (0: 16) */
+    double cost_fixed_ms;       /* calibration (the fit's prior): fixed ms per step, */
+    double cost_token_ms;       /* ms per prefill row, */
+    double cost_row_ms;         /* ms per decode row; all 0: learned from nothing */
+    int cost_learn;             /* learn from step timings: default on (0 or 1); -1 = keep the
+                                 * calibration fixed (deterministic budgets, for tests) */
+    double cost_decay;          /* forgetting factor per step of the fit (0: 0.98) */
+} kiln_sched_options;
+
 typedef struct kiln_engine_options {
     const char *model_path;     /* HF folder, Mistral-native folder, .gguf or llama2.c .bin */
     const char *tokenizer_path; /* NULL: found beside the model */
@@ -184,6 +204,7 @@ typedef struct kiln_engine_options {
                                     * of spec.num_speculative_tokens tokens (spec.method NULL or
                                     * "draft") */
     kiln_spec_options spec;        /* speculative decoding (off by default) */
+    kiln_sched_options sched;      /* the chunked-prefill ITL policy (off by default) */
     kiln_cpu_options cpu;
     kiln_cuda_options cuda;
     kiln_engine_faults faults;
@@ -320,6 +341,18 @@ typedef struct kiln_engine_stats {
     uint64_t spec_draft_tokens;
     uint64_t spec_accepted_tokens;
     uint64_t spec_accepted_per_pos[KILN_SPEC_MAX_TOKENS];
+    /* the chunked-prefill ITL policy (kiln_sched_options): its target (0: off), the step-cost
+     * fit (ms: fixed, per prefill row, per decode row) and how many step timings it has seen,
+     * the prefill budget of the last step with decode rows, steps with both decode and prefill
+     * rows, and those among them whose prefill the target cut; the last step's measured time
+     * and what the model predicted for it before it ran */
+    double sched_max_itl_ms;
+    double sched_cost_fixed_ms, sched_cost_token_ms, sched_cost_row_ms;
+    uint64_t sched_cost_samples;
+    int sched_prefill_budget;
+    uint64_t sched_mixed_steps;
+    uint64_t sched_itl_limited_steps;
+    double sched_last_step_ms, sched_last_predicted_ms;
     int max_model_len;
     int vocab_size;
     double host_seconds;       /* time in kiln_engine_step outside backend encode/finish (with

@@ -14,7 +14,12 @@
 #include "engine/engine.h"
 #include "kiln.h"
 
-#define KILN_BENCH_MAX_BATCHES 16
+/* batch sizes of one run (1..256 in steps: 1,2,4,8,16,24,32,48,64,96,128,160,192,224,256 is 15) */
+#define KILN_BENCH_MAX_BATCHES 32
+/* the automatic max_batch_tokens (batch x prompt length, for a one-step prefill) stops here: the
+ * scratch is sized by it (~0.5 MB a row on the Devstral shape: 256 x 512 rows would need ~70 GB
+ * on the GPU), so larger batches prefill in chunks of this many rows (32 x 512 still in one) */
+#define KILN_BENCH_AUTO_MAX_TOKENS 16384
 
 typedef struct kiln_bench_opts {
     int batches[KILN_BENCH_MAX_BATCHES];

@@ -64,7 +64,7 @@ void kiln_bench_engine_options(kiln_engine_options *eo, const kiln_bench_opts *o
     if (!user_mbt) {
         long want = (long)maxb * o->prompt_len;
         if (want < 2048) want = 2048;
-        eo->max_batch_tokens = (int)(want > (1 << 20) ? 1 << 20 : want);
+        eo->max_batch_tokens = (int)(want > KILN_BENCH_AUTO_MAX_TOKENS ? KILN_BENCH_AUTO_MAX_TOKENS : want);
     }
     if (eo->max_model_len <= 0) eo->max_model_len = o->prompt_len + o->decode_steps + 2;
     eo->skip_tokenizer = 1;

@@ -158,6 +158,37 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         o->tensor_parallel_size = (int)x;
         return 1;
     }
+    /* the chunked-prefill ITL policy (kiln_sched_options, docs/scheduling.md) */
+    if (!strcmp(a, "--max-itl-ms")) {
+        NEEDVAL();
+        double f;
+        if (kiln_cli_parse_float(val, &f) || !(f >= 0 && f <= 1e6)) {
+            fprintf(stderr, "kiln: --max-itl-ms must be a number of ms >= 0 (0 = off) (got '%s')\n", val);
+            return -1;
+        }
+        o->sched.max_itl_ms = f;
+        return 1;
+    }
+    if (!strcmp(a, "--min-prefill-chunk")) {
+        NEEDVAL();
+        if (kiln_cli_parse_int(val, 1, 1 << 20, &x)) { fprintf(stderr, "kiln: bad --min-prefill-chunk '%s'\n", val); return -1; }
+        o->sched.min_prefill_chunk = (int)x;
+        return 1;
+    }
+    if (!strcmp(a, "--step-cost")) { /* FIXED_MS,TOKEN_MS,ROW_MS: the cost model's calibration */
+        NEEDVAL();
+        double v[3];
+        char extra;
+        if (sscanf(val, "%lf,%lf,%lf%c", &v[0], &v[1], &v[2], &extra) != 3 || !(v[0] >= 0 && v[1] >= 0 && v[2] >= 0)) {
+            fprintf(stderr, "kiln: --step-cost takes FIXED_MS,TOKEN_MS,ROW_MS (>= 0), e.g. 8,0.02,0.05 (got '%s')\n", val);
+            return -1;
+        }
+        o->sched.cost_fixed_ms = v[0];
+        o->sched.cost_token_ms = v[1];
+        o->sched.cost_row_ms = v[2];
+        return 1;
+    }
+    if (!strcmp(a, "--no-step-cost-learn")) { o->sched.cost_learn = -1; return 1; }
     if (!strcmp(a, "--seed-weights")) {
         NEEDVAL();
         if (kiln_cli_parse_int(val, 0, 1L << 62, &x)) { fprintf(stderr, "kiln: bad --seed-weights '%s'\n", val); return -1; }

@@ -19,6 +19,8 @@ void kiln_cli_server_defaults(kiln_server_options *o);
  *   --devices 0,1 | --tensor-parallel-size N --speculative-model PATH
  *   --speculative ngram|off --num-speculative-tokens K --ngram-prompt-lookup-max N
  *   --ngram-prompt-lookup-min N --draft-model PATH (= --speculative-model)
+ *   --max-itl-ms MS --min-prefill-chunk N --step-cost FIXED_MS,TOKEN_MS,ROW_MS
+ *   --no-step-cost-learn (the chunked-prefill ITL policy, kiln_sched_options)
  * Returns 1 when argv[*i] was one of them (consuming its value), 0 if not, -1 on a bad value. */
 int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o);
 /* "1,2,3" -> ids (allocated with kiln_malloc); -1 on a malformed list. */

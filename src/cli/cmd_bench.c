@@ -55,7 +55,7 @@ int kiln_bench_cli_opt(int argc, char **argv, int *i, kiln_bench_opts *o) {
     if (!strcmp(a, "--quiet")) { o->progress = 0; return 1; }
     if (!strcmp(a, "--batch")) {
         if (!val || kiln_bench_parse_batches(val, o)) {
-            fprintf(stderr, "kiln: --batch needs a list of 1..%d batch sizes in 1..4096, e.g. 1,2,4,8,16\n", KILN_BENCH_MAX_BATCHES);
+            fprintf(stderr, "kiln: --batch needs a list of 1..%d batch sizes in 1..4096, e.g. 1,2,4,8,16,32,64,128,256\n", KILN_BENCH_MAX_BATCHES);
             return -1;
         }
         (*i)++;

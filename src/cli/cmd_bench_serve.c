@@ -4,11 +4,14 @@
  *   kiln bench serve [--url http://127.0.0.1:8000] [--concurrency N] [--rate R] [--requests N]
  *                    [--input-len DIST] [--output-len DIST] [--model NAME] [--prompt ids|words]
  *                    [--vocab N] [--seed S] [--api-key KEY] [--json FILE]
- * DIST is N (fixed) or A:B (uniform integers in [A, B]). Each request is a POST
+ * DIST is N (fixed), A:B (uniform integers in [A, B]) or C+-D (uniform in [C - D, C + D], e.g.
+ * 1000+-500 as vLLM's --random-input-len 1000 --random-range-ratio 0.5). Each request is a POST
  * /v1/completions with stream=true, stream_options.include_usage, ignore_eos=true,
  * temperature 0 and max_tokens from --output-len; the prompt is a list of random token ids in
  * [3, vocab) (--prompt ids) or random words. Arrivals: Poisson at --rate req/s (default: all
- * at once), at most --concurrency in flight (one worker thread each).
+ * at once), at most --concurrency in flight (one worker thread each; default: 64 with all at
+ * once, every request (up to 1024) with a finite rate, so the arrival process is not throttled,
+ * as vLLM's default of no max_concurrency).
  * Per request: TTFT = first SSE chunk with choices; ITL = gaps between such chunks; TPOT =
  * (latency - TTFT) / (output tokens - 1), output tokens from the usage chunk (else chunks).
  */
@@ -61,6 +64,15 @@ static int dist_draw(const dist *d, uint64_t *s) { return d->lo + (d->hi > d->lo
 
 static int parse_dist(const char *s, dist *d) {
     long a, b;
+    const char *pm = strstr(s, "+-");
+    if (pm) { /* C+-D: uniform in [C - D, C + D] (vLLM's --random-input-len C --random-range-ratio D/C) */
+        char tmp[64];
+        snprintf(tmp, sizeof tmp, "%.*s", (int)(pm - s), s);
+        if (kiln_cli_parse_int(tmp, 1, 1 << 20, &a) || kiln_cli_parse_int(pm + 2, 0, 1 << 20, &b) || b >= a) return -1;
+        d->lo = (int)(a - b);
+        d->hi = (int)(a + b);
+        return 0;
+    }
     const char *c = strchr(s, ':');
     if (!c) {
         if (kiln_cli_parse_int(s, 1, 1 << 20, &a)) return -1;
@@ -231,7 +243,7 @@ static char *fetch_model_name(const char *base) {
 
 static void usage(void) {
     fprintf(stderr, "usage: kiln bench serve [--url http://127.0.0.1:8000] [--concurrency N] [--rate R] [--requests N]\n"
-                    "         [--input-len N|A:B] [--output-len N|A:B] [--model NAME] [--prompt ids|words] [--vocab N]\n"
+                    "         [--input-len N|A:B|C+-D] [--output-len N|A:B|C+-D] [--model NAME] [--prompt ids|words] [--vocab N]\n"
                     "         [--seed S] [--api-key KEY] [--json FILE]\n");
 }
 
@@ -261,7 +273,7 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
         else { fprintf(stderr, "kiln bench serve: unknown option '%s'\n", a); usage(); return 2; }
         if (bad) { fprintf(stderr, "kiln bench serve: bad value '%s' for %s\n", v, a); return 2; }
     }
-    if (conc <= 0) conc = nreq < 64 ? nreq : 64;
+    if (conc <= 0) conc = isfinite(rate) ? (nreq < 1024 ? nreq : 1024) : (nreq < 64 ? nreq : 64);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) { fprintf(stderr, "kiln bench serve: libcurl init failed\n"); return 1; }
     char url[1200];
     snprintf(url, sizeof url, "%s/v1/completions", base);
@@ -310,8 +322,10 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
     pthread_t *th = kiln_calloc((size_t)conc, sizeof(pthread_t));
     int started = 0;
     if (!rc && th) {
-        fprintf(stderr, "kiln bench serve: %d requests to %s (model %s), concurrency %ld, rate %s%s\n", n, url, model ? model : "(none)", conc,
-                isfinite(rate) ? "" : "inf", "");
+        char rbuf[32];
+        snprintf(rbuf, sizeof rbuf, isfinite(rate) ? "%g req/s (Poisson)" : "inf", rate);
+        fprintf(stderr, "kiln bench serve: %d requests to %s (model %s), concurrency %ld, rate %s, input %d:%d, output %d:%d\n",
+                n, url, model ? model : "(none)", conc, rbuf, din.lo, din.hi, dout.lo, dout.hi);
         c.t0 = kiln_now();
         for (long k = 0; k < conc; k++)
             if (pthread_create(&th[k], NULL, worker, &c) == 0) started++;
@@ -333,6 +347,18 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
         if (r->n_out > 1) tpot[kt++] = (r->latency - r->ttft) / (r->n_out - 1);
         for (int q = 0; q < r->n_itl; q++) itl[ki++] = r->itl[q];
     }
+    /* requests in flight: the mean over the run (sum of latencies / duration: Little's law) and
+     * the peak (over request starts), for picking the rate that keeps ~N sequences running */
+    double busy = 0;
+    int peak = 0;
+    for (int i = 0; i < n; i++) {
+        if (!res[i].ok) continue;
+        busy += res[i].latency;
+        int inflight = 0;
+        for (int q = 0; q < n; q++)
+            inflight += res[q].ok && res[q].start <= res[i].start && res[q].start + res[q].latency > res[i].start;
+        if (inflight > peak) peak = inflight;
+    }
     json_t *j = json_object();
     if (started) {
         printf("============ Serving Benchmark Result ============\n");
@@ -340,12 +366,15 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
         printf("%-40s %10ld\n%-40s %10ld\n", "Total input tokens:", in_ok, "Total generated tokens:", out_total);
         printf("%-40s %10.2f\n%-40s %10.2f\n%-40s %10.2f\n", "Request throughput (req/s):", ok / dur, "Output token throughput (tok/s):",
                out_total / dur, "Total token throughput (tok/s):", (in_ok + out_total) / dur);
+        printf("%-40s %10.2f\n%-40s %10d\n", "Mean concurrent requests:", dur > 0 ? busy / dur : 0, "Peak concurrent requests:", peak);
         json_object_set_new(j, "schema", json_string("kiln.bench_serve.v1"));
         json_object_set_new(j, "url", json_string(url));
         json_object_set_new(j, "model", model ? json_string(model) : json_null());
         json_object_set_new(j, "num_prompts", json_integer(n));
         json_object_set_new(j, "max_concurrency", json_integer(conc));
         json_object_set_new(j, "request_rate", isfinite(rate) ? json_real(rate) : json_string("inf"));
+        json_object_set_new(j, "input_len", json_pack("{s:i, s:i}", "min", din.lo, "max", din.hi));
+        json_object_set_new(j, "output_len", json_pack("{s:i, s:i}", "min", dout.lo, "max", dout.hi));
         json_object_set_new(j, "completed", json_integer(ok));
         json_object_set_new(j, "failed", json_integer(n - ok));
         json_object_set_new(j, "duration", json_real(dur));
@@ -354,6 +383,8 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
         json_object_set_new(j, "request_throughput", json_real(ok / dur));
         json_object_set_new(j, "output_throughput", json_real(out_total / dur));
         json_object_set_new(j, "total_token_throughput", json_real((in_ok + out_total) / dur));
+        json_object_set_new(j, "mean_concurrency", json_real(dur > 0 ? busy / dur : 0));
+        json_object_set_new(j, "peak_concurrency", json_integer(peak));
         summarize(j, "ttft", ttft, k, "---------------Time to First Token----------------");
         summarize(j, "tpot", tpot, kt, "-----Time per Output Token (excl. 1st token)------");
         summarize(j, "itl", itl, ki, "---------------Inter-token Latency----------------");

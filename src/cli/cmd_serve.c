@@ -8,6 +8,8 @@
  *              [--speculative ngram --num-speculative-tokens K --ngram-prompt-lookup-max N
  *               --ngram-prompt-lookup-min N] [--draft-model PATH]
  *              [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]
+ *              [--load-format dummy] [--max-batch-tokens N] [--max-itl-ms MS ...]
+ *              and every other engine option of kiln_cli_engine_opt (cli.h)
  *
  * Flags (and the environment, env.c) become kiln_server_options; the engine is opened here and
  * lent to the server facade (src/server/server.h), whose run owns the threads, the signals and
@@ -35,6 +37,9 @@ static void usage(void) {
             "                  [--speculative ngram --num-speculative-tokens K --ngram-prompt-lookup-max N\n"
             "                   --ngram-prompt-lookup-min N] [--draft-model PATH]\n"
             "                  [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]\n"
+            "                  [--load-format auto|dummy] [--max-batch-tokens N] [--block-size N] [--kv-blocks N]\n"
+            "                  [--max-itl-ms MS [--min-prefill-chunk N] [--step-cost FIXED,TOKEN,ROW] [--no-step-cost-learn]]\n"
+            "                  (and every engine option of `kiln generate`)\n"
             "Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,\n"
             "GET /metrics, POST /tokenize, POST /detokenize (see docs/server.md).\n"
             "The API key may also come from env KILN_API_KEY.\n");
@@ -68,43 +73,35 @@ static void on_stop_signal(int sig) {
 int kiln_cmd_serve(int argc, char **argv) {
     kiln_server_options so;
     kiln_cli_server_defaults(&so); /* KILN_API_KEY, KILN_TEST_STEP_DELAY_MS */
-    const char *model = NULL, *tokenizer = NULL, *backend = "cpu", *quantization = NULL, *kv_dtype = NULL;
-    int max_model_len = 0, max_seqs = 64, max_queue = 256, threads = 0, kv_mb = 0;
-    kiln_spec_options spec = {0}; /* speculative decoding (engine options; off unless asked) */
-    const char *draft_model = NULL;
+    kiln_engine_options eo;
+    kiln_cli_engine_defaults(&eo); /* KILN_* of the README; the flags below win */
+    int max_queue = 256;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
+        /* the engine options every command shares (cli.c): --model, --backend, --load-format,
+         * --max-num-seqs, --max-batch-tokens, --max-itl-ms, ... */
+        int eng = kiln_cli_engine_opt(argc, argv, &i, &eo);
+        if (eng < 0) return 2;
+        if (eng > 0) continue;
         if (!v) { fprintf(stderr, "kiln serve: %s needs a value\n", a); usage(); return 2; }
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--host")) so.host = v;
+        if (!strcmp(a, "--host")) so.host = v;
         else if (!strcmp(a, "--port")) rc = parse_int(a, v, 0, 65535, &so.port);
         else if (!strcmp(a, "--api-key")) so.api_key = v;
         else if (!strcmp(a, "--served-model-name")) so.model_name = v;
-        else if (!strcmp(a, "--max-model-len")) rc = parse_int(a, v, 1, 1 << 24, &max_model_len);
-        else if (!strcmp(a, "--max-num-seqs")) rc = parse_int(a, v, 1, 1 << 16, &max_seqs);
         else if (!strcmp(a, "--max-queue")) rc = parse_int(a, v, 1, 1 << 20, &max_queue);
-        else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 0, 4096, &threads);
-        else if (!strcmp(a, "--kv-memory-mb")) rc = parse_int(a, v, 1, 1 << 30, &kv_mb);
-        else if (!strcmp(a, "--tokenizer")) tokenizer = v;
-        else if (!strcmp(a, "--quantization")) quantization = v; /* fp8 | fp8-per-channel (engine checks) */
-        else if (!strcmp(a, "--kv-cache-dtype")) kv_dtype = v;
         else if (!strcmp(a, "--chat-template")) so.chat_template = v;
-        else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "--max-connections-per-ip")) rc = parse_int(a, v, 1, 1 << 20, &so.max_conns_per_ip);
         else if (!strcmp(a, "--timeout-keep-alive")) rc = parse_int(a, v, 0, 86400, &so.timeout_keep_alive_s);
         else if (!strcmp(a, "--ssl-keyfile")) so.ssl_keyfile = v;
         else if (!strcmp(a, "--ssl-certfile")) so.ssl_certfile = v;
-        else if (!strcmp(a, "--speculative")) spec.method = strcmp(v, "off") ? v : NULL; /* ngram (engine checks) */
-        else if (!strcmp(a, "--num-speculative-tokens")) rc = parse_int(a, v, 1, KILN_SPEC_MAX_TOKENS, &spec.num_speculative_tokens);
-        else if (!strcmp(a, "--ngram-prompt-lookup-max")) rc = parse_int(a, v, 1, 64, &spec.ngram_max);
-        else if (!strcmp(a, "--ngram-prompt-lookup-min")) rc = parse_int(a, v, 1, 64, &spec.ngram_min);
-        else if (!strcmp(a, "--draft-model") || !strcmp(a, "--speculative-model")) draft_model = v;
         else { fprintf(stderr, "kiln serve: unknown option %s\n", a); usage(); return 2; }
         if (rc) return 2;
         i++;
     }
+    const char *model = eo.model_path;
+    int max_seqs = eo.max_seqs;
     if (!model) { fprintf(stderr, "kiln serve: --model is required\n"); usage(); return 2; }
     so.model_path = model;
     so.max_pending = max_seqs + max_queue;
@@ -131,22 +128,15 @@ int kiln_cmd_serve(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
 
     kiln_error err = {0};
-    kiln_engine_options eo;
-    kiln_cli_engine_defaults(&eo);
-    eo.model_path = model;
-    eo.tokenizer_path = tokenizer;
-    eo.backend = backend;
-    eo.n_threads = threads;
-    eo.max_seqs = max_seqs;
-    eo.max_model_len = max_model_len;
-    if (kv_mb > 0) eo.kv_memory_mb = (size_t)kv_mb;
-    if (quantization) eo.quantization = quantization;
-    if (kv_dtype) eo.kv_cache_dtype = kv_dtype;
-    if (spec.method) eo.spec = spec;
-    if (draft_model) eo.draft_model_path = draft_model;
     kiln_engine *engine = NULL;
     kiln_server *srv = NULL;
     int rc = kiln_engine_open(&engine, &eo, &err);
+    if (!rc && eo.sched.max_itl_ms > 0)
+        fprintf(stderr, "kiln serve: chunked-prefill ITL policy: steps with decode rows kept under %g ms (min chunk %d, "
+                "step cost %s %g + %g/prefill row + %g/decode row ms)\n", eo.sched.max_itl_ms,
+                eo.sched.min_prefill_chunk > 0 ? eo.sched.min_prefill_chunk : 16,
+                eo.sched.cost_learn < 0 ? "fixed at" : "learned from", eo.sched.cost_fixed_ms, eo.sched.cost_token_ms,
+                eo.sched.cost_row_ms);
     if (!rc) rc = kiln_server_open(&srv, engine, &so, &err);
     if (!rc) atomic_store(&g_serving, srv);
     if (!rc) rc = kiln_server_run(srv, &err);

@@ -341,7 +341,7 @@ int kiln_cmd_validate(int argc, char **argv) {
         for (int i = 0; i < 2; i++) fprintf(f, "| %s | %s | %s |\n", corr[i].name, corr[i].status, corr[i].notes);
         fprintf(f, "\n---\n\n## 4. Configuration\n\n| Setting | Value | Notes |\n|---------|-------|-------|\n");
         fprintf(f, "| Scratch pool bytes | %zu | backend memory(), sized at load from max batch tokens x model shape |\n", in.backend_scratch_bytes);
-        fprintf(f, "| Max batch tokens | %d | %s |\n", in.max_batch_tokens, user_mbt ? "given by the user" : "raised to max batch x prompt length (one-step prefill)");
+        fprintf(f, "| Max batch tokens | %d | %s |\n", in.max_batch_tokens, user_mbt ? "given by the user" : "raised to max batch x prompt length (one-step prefill; at most 16384)");
         fprintf(f, "| KV blocks | %d | physical, the null block included |\n", in.kv_layout.n_blocks);
         fprintf(f, "| Block size | %d | tokens per KV block |\n", in.block_size);
         fprintf(f, "| KV pool bytes | %zu | f32 |\n", in.backend_kv_bytes);

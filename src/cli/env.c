@@ -52,6 +52,13 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_flag("KILN_BATCH_INVARIANT", &o->batch_invariant);
     env_flag("KILN_HOST_SAMPLING", &o->host_sampling);
     env_int("KILN_MAX_BATCH_TOKENS", 1, 1 << 20, &o->max_batch_tokens);
+    const char *itl = getenv("KILN_MAX_ITL_MS"); /* the ITL policy's target (--max-itl-ms) */
+    if (itl && *itl) {
+        char *end;
+        double f = strtod(itl, &end);
+        if (*end || !(f >= 0)) fprintf(stderr, "kiln: warning: KILN_MAX_ITL_MS=%s ignored (ms >= 0)\n", itl);
+        else o->sched.max_itl_ms = f;
+    }
     int mb = 0;
     env_int("KILN_SCRATCH_POOL_MB", 1, 1 << 30, &mb);
     if (mb > 0) o->scratch_pool_mb = (size_t)mb;

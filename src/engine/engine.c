@@ -312,6 +312,22 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !e->fault_break_batch;
     /* speculative decoding (spec.c): refused by name where the backend cannot verify */
     if ((rc = kiln_spec_init(e, o, err))) goto fail;
+    /* the chunked-prefill ITL policy (scheduler.c, step_cost.h) */
+    {
+        const kiln_sched_options *so = &o->sched;
+        if (!(so->max_itl_ms >= 0) || !(so->cost_fixed_ms >= 0) || !(so->cost_token_ms >= 0) ||
+            !(so->cost_row_ms >= 0) || so->min_prefill_chunk < 0 || !(so->cost_decay >= 0 && so->cost_decay <= 1)) {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: sched options out of range (max_itl_ms %g, "
+                          "min_prefill_chunk %d, cost %g/%g/%g ms, decay %g)", so->max_itl_ms, so->min_prefill_chunk,
+                          so->cost_fixed_ms, so->cost_token_ms, so->cost_row_ms, so->cost_decay);
+            goto fail;
+        }
+        double prior[3] = {so->cost_fixed_ms, so->cost_token_ms, so->cost_row_ms};
+        e->itl_target_ms = so->max_itl_ms;
+        e->itl_min_chunk = so->min_prefill_chunk > 0 ? so->min_prefill_chunk : 16;
+        kiln_step_cost_init(&e->cost, prior, so->cost_decay, so->cost_learn >= 0);
+        e->stats.sched_max_itl_ms = e->itl_target_ms;
+    }
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
         .max_seqs = e->max_seqs,
@@ -623,6 +639,7 @@ static void mark_encoded(kiln_engine *e, int k) {
 
 static int encode(kiln_engine *e, int k, double *t_backend, kiln_error *err) {
     double t = kiln_now();
+    e->step_t_begin[k] = e->t_call; /* the step's time starts with the call that built it */
     int rc = e->ops->encode_step(e->backend, &e->steps[k], err);
     *t_backend += kiln_now() - t;
     if (rc) {
@@ -630,6 +647,8 @@ static int encode(kiln_engine *e, int k, double *t_backend, kiln_error *err) {
         return rc;
     }
     if (e->pending >= 0) e->stats.overlapped_steps++;
+    if (e->step_np[k] > 0 && e->step_nd[k] > 0) e->stats.sched_mixed_steps++;
+    e->stats.sched_itl_limited_steps += (uint64_t)e->step_cut[k];
     mark_encoded(e, k);
     return KILN_OK;
 }
@@ -691,6 +710,14 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         if (r->gm) kiln_req_grammar_accept(e, r, tok);
         kiln_req_on_token(e, r, tok);
     }
+    if (!rc) { /* the step's time, for the ITL policy's cost model (scheduler.c) */
+        double now = kiln_now(), t0 = e->step_t_begin[k] > e->t_done ? e->step_t_begin[k] : e->t_done;
+        double ms = 1e3 * (now - t0);
+        kiln_step_cost_observe(&e->cost, e->step_np[k], e->step_nd[k], ms);
+        e->stats.sched_last_step_ms = ms;
+        e->stats.sched_last_predicted_ms = e->step_pred_ms[k];
+        e->t_done = now;
+    }
     return rc;
 }
 
@@ -720,6 +747,7 @@ static int drain(kiln_engine *e, kiln_error *err) {
 
 static int engine_step(kiln_engine *e, int *n_active, kiln_error *err) {
     double t_start = kiln_now(), t_backend = 0;
+    e->t_call = t_start;
     int rc = KILN_OK, need_drain = 0;
     if (e->pending < 0) {
         /* nothing in flight: build and encode a step (preemption allowed) */
@@ -816,6 +844,10 @@ void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s) {
     s->kv_blocks_used = kiln_kv_num_usable(e->kv) - kiln_kv_num_free(e->kv);
     s->kv_blocks_peak = e->kv_peak > s->kv_blocks_used ? e->kv_peak : s->kv_blocks_used;
     s->syncs = e->backend ? e->backend->n_syncs : 0;
+    s->sched_cost_fixed_ms = e->cost.theta[0];
+    s->sched_cost_token_ms = e->cost.theta[1];
+    s->sched_cost_row_ms = e->cost.theta[2];
+    s->sched_cost_samples = e->cost.n_obs;
 }
 
 int kiln_engine_tokenize(kiln_engine *e, const char *text, size_t len, int add_special, int32_t **ids,

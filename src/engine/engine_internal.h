@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include "backend/backend.h"
 #include "engine/kv_cache.h"
+#include "engine/step_cost.h"
 #include "grammar/grammar.h"
 #include "sample/sampler.h"
 #include "step/step.h"
@@ -121,6 +122,16 @@ struct kiln_engine {
     struct kiln_draft *draft;                     /* the draft model, or NULL (spec_draft.c) */
     float *spec_q;                                /* [max_seqs][spec_k][vocab] draft distributions */
     float *spec_p;                                /* [vocab] the target's, at verification */
+    /* the chunked-prefill ITL policy (scheduler.c, step_cost.h): target step time (0 = off),
+     * the smallest prefill chunk of a mixed step, the cost model, and per step buffer the rows
+     * it was built with (prefill, decode), the start of the call that built it and the model's
+     * prediction; t_done is when the last step was applied (a step's time runs from the later
+     * of that and its build call's start to its own application: the interval between tokens) */
+    double itl_target_ms;
+    int itl_min_chunk;
+    kiln_step_cost cost;
+    int step_np[2], step_nd[2], step_cut[2]; /* step_cut: the target cut its prefill */
+    double step_t_begin[2], step_pred_ms[2], t_done, t_call;
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */
 };

@@ -17,6 +17,15 @@
  * r->n_sched: a sequence's next row is at n_computed + n_sched. Nothing is preempted while a
  * step is in flight (kiln_sched_build_step reports need_drain instead).
  *
+ * The ITL policy (e->itl_target_ms > 0; kiln_sched_options, step_cost.h, docs/scheduling.md):
+ * before the step is built, its decode rows d are counted (running sequences with exactly one
+ * row to compute: a decode, or a prefill with one token left). When d > 0 the step's prefill
+ * rows (chunks of running or newly admitted prompts) are capped at the cost model's budget: the
+ * most rows whose predicted step time stays under the target, at least itl_min_chunk. Steps
+ * without decode rows keep the whole max_batch_tokens budget. A sequence whose chunk the cap
+ * cut to 0 waits for the next step (in order: the oldest prompt progresses first). Only the cut
+ * of prompts into steps changes, never a token.
+ *
  * Speculative decoding (spec.c): a decoding sequence that speculates gets its proposals as extra
  * rows after its decode row (r->n_draft of them, logits at all), budgeted like prefill rows; their
  * blocks are taken only when free (no preemption for a guess). Speculation samples on the host,
@@ -224,6 +233,23 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
     e->step_n_bias = e->step_n_supp = 0;
     int budget = e->max_batch_tokens;
 
+    /* the ITL policy: decode rows of this step, and the prefill rows they leave room for */
+    int n_dec = 0, pf_left = budget, pf_cut = 0;
+    if (e->itl_target_ms > 0) {
+        for (int i = 0; i < e->n_running; i++) {
+            const kiln_req *r = e->running[i];
+            int virt = r->n_tokens + r->n_inflight;
+            if (r->n_inflight > 0 && (virt - r->n_prompt >= r->max_new || virt >= e->max_model_len)) continue;
+            n_dec += virt - (r->n_computed + r->n_sched) == 1;
+        }
+        if (n_dec > budget) n_dec = budget;
+        if (n_dec > 0) {
+            pf_left = kiln_step_cost_prefill_budget(&e->cost, n_dec, e->itl_target_ms, e->itl_min_chunk, budget);
+            e->stats.sched_prefill_budget = pf_left;
+        }
+    }
+    int n_pf = 0, n_dr = 0; /* rows added: prefill (and proposals), decode */
+
     for (int i = 0; i < e->n_running && budget > 0;) {
         kiln_req *r = e->running[i];
         int base = r->n_computed + r->n_sched, virt = r->n_tokens + r->n_inflight;
@@ -233,7 +259,13 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         }
         int n = virt - base;
         if (n <= 0) { i++; continue; }
+        int pf = n > 1; /* a prefill chunk (counted as such even when cut to one row) */
         if (n > budget) n = budget;
+        if (pf && n > pf_left) { /* cut by the ITL policy */
+            n = pf_left;
+            pf_cut = 1;
+            if (n == 0) { i++; continue; }
+        }
         release_window(e, r);
         /* speculative decoding (spec.c): a decode row may carry proposals, budgeted like prefill
          * rows; their blocks are taken without preempting anyone (none free: a plain row) */
@@ -254,11 +286,17 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
             if (victim == r) { preempted_self = 1; break; }
         }
         if (preempted_self) break; /* r was the last running sequence */
-        if (add_to_step(e, r, base, n + k)) budget -= n + k;
+        if (add_to_step(e, r, base, n + k)) {
+            budget -= n + k;
+            if (!pf) n_dr++;
+            else { n_pf += n; pf_left -= n; }
+            n_pf += k;
+        }
         i++;
     }
 
     while (e->n_waiting > 0 && e->n_running < e->max_seqs && budget > 0) {
+        if (pf_left <= 0) { pf_cut = 1; break; } /* the ITL policy: no prefill rows left */
         kiln_req *r = e->waiting[0];
         if (r->n_blocks == 0 && r->n_computed == 0) {
             /* prefix cache: full blocks only, and never the whole sequence (the last token is
@@ -271,6 +309,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         }
         int n = r->n_tokens - r->n_computed;
         if (n > budget) n = budget;
+        if (n > pf_left) { n = pf_left; pf_cut = 1; }
         release_window(e, r); /* prefix hits already out of the window */
         if (!ensure_blocks(e, r, r->n_computed + n)) {
             /* add_request refused requests that could never fit the pool, so this one will
@@ -294,6 +333,13 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         e->running[e->n_running++] = r;
         (void)add_to_step(e, r, r->n_computed, n); /* fits: checked above (n_sched is 0) */
         budget -= n;
+        pf_left -= n;
+        n_pf += n;
     }
+    /* for the cost model: what this step holds, and what it is predicted to take */
+    e->step_np[e->cur] = n_pf;
+    e->step_nd[e->cur] = n_dr;
+    e->step_pred_ms[e->cur] = kiln_step_cost_predict(&e->cost, n_pf, n_dr);
+    e->step_cut[e->cur] = n_dr > 0 && pf_cut && e->itl_target_ms > 0; /* counted when encoded */
     return KILN_OK;
 }

@@ -516,7 +516,11 @@ static void stream_frame(stream_ctx *st) {
         kiln_srv_hermes_frames(&st->hs, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m, &st->first,
                                tool_id, s);
     } else if (hold) { /* tools: nothing is framed before the end */
-    } else if (ck->text.len > 0 || (want_lp && ck->n_ids > 0) || (st->first && g->r.kind == KILN_SRV_CHAT)) {
+    } else if (ck->text.len > 0 || (want_lp && ck->n_ids > 0) || (st->first && g->r.kind == KILN_SRV_CHAT) ||
+               (!s->has_tok && ck->n_ids > 0)) {
+        /* (a model without a tokenizer, e.g. dummy weights from a config: no text ever comes, so
+         * each batch of new tokens is a chunk with empty text, and streaming clients, kiln bench
+         * serve among them, still see when tokens arrive) */
         kiln_srv_out o = {.text = ck->text.p ? ck->text.p : "", .text_len = ck->text.len, .ids = ck->ids,
                           .n_ids = ck->n_ids, .lps = ck->lps, .top = ck->top, .top_stride = ck->top_stride,
                           .n_top = n_top_of(g), .text_offset = st->lp_off};

@@ -11,7 +11,7 @@
 
 static const double TTFT_B[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
                                 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
-static const double ITL_B[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+static const double ITL_B[] = {0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
                                0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0};
 static const double E2E_B[] = {0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0,
                                30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
@@ -37,6 +37,8 @@ void kiln_metrics_init(kiln_metrics *m) {
     kiln_hist_init(&m->ttft, TTFT_B, NB(TTFT_B));
     kiln_hist_init(&m->itl, ITL_B, NB(ITL_B));
     kiln_hist_init(&m->e2e, E2E_B, NB(E2E_B));
+    kiln_hist_init(&m->tpot, ITL_B, NB(ITL_B));
+    kiln_hist_init(&m->req_tpot, ITL_B, NB(ITL_B));
 }
 
 void kiln_metrics_destroy(kiln_metrics *m) { pthread_mutex_destroy(&m->mu); }
@@ -54,13 +56,17 @@ void kiln_metrics_request_done(kiln_metrics *m, kiln_finish f, int n_prompt, int
     m->generation_tokens += (uint64_t)(n_output > 0 ? n_output : 0);
     if (ttft_s >= 0) kiln_hist_observe(&m->ttft, ttft_s);
     if (e2e_s >= 0) kiln_hist_observe(&m->e2e, e2e_s);
+    if (ttft_s >= 0 && e2e_s >= ttft_s && n_output > 1) kiln_hist_observe(&m->req_tpot, (e2e_s - ttft_s) / (n_output - 1));
     pthread_mutex_unlock(&m->mu);
 }
 
 void kiln_metrics_observe_itl(kiln_metrics *m, double dt, int n) {
     if (n <= 0) return;
     pthread_mutex_lock(&m->mu);
-    for (int i = 0; i < n; i++) kiln_hist_observe(&m->itl, dt / n);
+    for (int i = 0; i < n; i++) {
+        kiln_hist_observe(&m->itl, dt / n);
+        kiln_hist_observe(&m->tpot, dt / n);
+    }
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -150,6 +156,29 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     hist(b, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", lab, &m->ttft);
     hist(b, "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", lab, &m->itl);
     hist(b, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", lab, &m->e2e);
+    hist(b, "vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", lab, &m->tpot);
+    hist(b, "vllm:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.",
+         lab, &m->req_tpot);
+    /* the chunked-prefill ITL policy (kiln_sched_options, docs/scheduling.md) */
+    head(b, "kiln:sched_max_itl_seconds", "gauge", "Target step time of steps with decode rows (0: the ITL policy is off).");
+    kiln_buf_addf(b, "kiln:sched_max_itl_seconds{%s} %.9g\n", lab, 1e-3 * s->sched_max_itl_ms);
+    head(b, "kiln:sched_step_cost_seconds", "gauge",
+         "Step-cost model fitted from step timings: fixed per step, per prefill row, per decode row.");
+    kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"fixed\"} %.9g\n", lab, 1e-3 * s->sched_cost_fixed_ms);
+    kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"prefill_token\"} %.9g\n", lab, 1e-3 * s->sched_cost_token_ms);
+    kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"decode_row\"} %.9g\n", lab, 1e-3 * s->sched_cost_row_ms);
+    head(b, "kiln:sched_step_cost_samples_total", "counter", "Step timings the step-cost model has taken.");
+    kiln_buf_addf(b, "kiln:sched_step_cost_samples_total{%s} %llu\n", lab, (unsigned long long)s->sched_cost_samples);
+    head(b, "kiln:sched_prefill_budget_tokens", "gauge", "Prefill rows allowed in the last step with decode rows.");
+    kiln_buf_addf(b, "kiln:sched_prefill_budget_tokens{%s} %d\n", lab, s->sched_prefill_budget);
+    head(b, "kiln:sched_mixed_steps_total", "counter", "Steps carrying both prefill and decode rows.");
+    kiln_buf_addf(b, "kiln:sched_mixed_steps_total{%s} %llu\n", lab, (unsigned long long)s->sched_mixed_steps);
+    head(b, "kiln:sched_itl_limited_steps_total", "counter", "Steps with decode rows whose prefill the ITL target cut.");
+    kiln_buf_addf(b, "kiln:sched_itl_limited_steps_total{%s} %llu\n", lab, (unsigned long long)s->sched_itl_limited_steps);
+    head(b, "kiln:sched_last_step_seconds", "gauge", "The last step's measured time (between tokens).");
+    kiln_buf_addf(b, "kiln:sched_last_step_seconds{%s} %.9g\n", lab, 1e-3 * s->sched_last_step_ms);
+    head(b, "kiln:sched_last_step_predicted_seconds", "gauge", "The step-cost model's prediction for the last step.");
+    kiln_buf_addf(b, "kiln:sched_last_step_predicted_seconds{%s} %.9g\n", lab, 1e-3 * s->sched_last_predicted_ms);
     head(b, "kiln:engine_steps_total", "counter", "Engine steps run.");
     kiln_buf_addf(b, "kiln:engine_steps_total{%s} %llu\n", lab, (unsigned long long)s->steps);
     head(b, "kiln:engine_syncs_total", "counter", "Backend waits (equals steps when invariant I1 holds).");

@@ -28,6 +28,10 @@ typedef struct kiln_metrics {
     pthread_mutex_t mu;
     kiln_engine_stats stats; /* last snapshot from the engine thread */
     kiln_hist ttft, itl, e2e;
+    kiln_hist tpot;          /* vllm:time_per_output_token_seconds: every gap between tokens, as
+                              * the ITL histogram (vLLM's older name of the same observations) */
+    kiln_hist req_tpot;      /* vllm:request_time_per_output_token_seconds: per request,
+                              * (e2e - TTFT) / (output tokens - 1) */
     uint64_t success[4];     /* by kiln_finish: [STOP], [LENGTH], [ABORT] */
     uint64_t prompt_tokens, generation_tokens; /* of requests the server handed to the engine */
     uint64_t http_requests, http_errors;

@@ -23,6 +23,14 @@ int main(void) {
     st.kv_blocks_used = 25;
     st.prompt_tokens_total = 40;
     st.generation_tokens_total = 77;
+    st.sched_max_itl_ms = 25;
+    st.sched_cost_fixed_ms = 8;
+    st.sched_cost_token_ms = 0.02;
+    st.sched_cost_row_ms = 0.05;
+    st.sched_cost_samples = 12;
+    st.sched_prefill_budget = 600;
+    st.sched_mixed_steps = 7;
+    st.sched_itl_limited_steps = 4;
     kiln_metrics_set_stats(&m, &st);
     kiln_metrics_request_done(&m, KILN_FINISH_STOP, 10, 5, 0.003, 0.9);
     kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, 0.05, 2.0);
@@ -53,6 +61,22 @@ int main(void) {
     KT_CHECK(V("vllm:time_to_first_token_seconds_count", "}") == 2, "ttft count");
     KT_CHECK(fabs(V("vllm:time_to_first_token_seconds_sum", "}") - 0.053) < 1e-9, "ttft sum");
     KT_CHECK(V("vllm:inter_token_latency_seconds_bucket", ",le=\"0.025\"}") == 2, "itl buckets");
+    /* vLLM's TPOT histograms: every gap (as ITL), and per request (e2e - ttft) / (n - 1) */
+    KT_CHECK(V("vllm:time_per_output_token_seconds_count", "}") == 2, "tpot count");
+    KT_CHECK(V("vllm:time_per_output_token_seconds_bucket", ",le=\"0.02\"}") == 2, "tpot buckets");
+    KT_CHECK(V("vllm:request_time_per_output_token_seconds_count", "}") == 2, "request tpot: requests of 2+ tokens");
+    KT_CHECK(V("vllm:request_time_per_output_token_seconds_bucket", ",le=\"0.3\"}") == 1, "request tpot 0.224");
+    KT_CHECK(fabs(V("vllm:request_time_per_output_token_seconds_sum", "}") - (0.897 / 4 + 1.95 / 4)) < 1e-9,
+             "request tpot sum");
+    /* the ITL policy's state */
+    KT_CHECK(fabs(V("kiln:sched_max_itl_seconds", "}") - 0.025) < 1e-12, "itl target");
+    KT_CHECK(fabs(V("kiln:sched_step_cost_seconds", ",term=\"fixed\"}") - 0.008) < 1e-12, "cost fixed");
+    KT_CHECK(fabs(V("kiln:sched_step_cost_seconds", ",term=\"prefill_token\"}") - 2e-5) < 1e-12, "cost token");
+    KT_CHECK(fabs(V("kiln:sched_step_cost_seconds", ",term=\"decode_row\"}") - 5e-5) < 1e-12, "cost row");
+    KT_CHECK(V("kiln:sched_step_cost_samples_total", "}") == 12, "cost samples");
+    KT_CHECK(V("kiln:sched_prefill_budget_tokens", "}") == 600, "prefill budget");
+    KT_CHECK(V("kiln:sched_mixed_steps_total", "}") == 7, "mixed steps");
+    KT_CHECK(V("kiln:sched_itl_limited_steps_total", "}") == 4, "limited steps");
     KT_CHECK(V("vllm:e2e_request_latency_seconds_bucket", ",le=\"1\"}") == 1, "e2e le 1");
     KT_CHECK(V("vllm:e2e_request_latency_seconds_bucket", ",le=\"7680\"}") == 3, "e2e le 7680");
     KT_CHECK(V("vllm:e2e_request_latency_seconds_count", "}") == 3, "e2e count");

@@ -320,3 +320,97 @@ def test_bench_serve_vs_kiln_serve_metrics(kiln, tmp_path):
     assert srv_ttft_ms <= j["mean_ttft_ms"] + 0.5
     srv_e2e_ms = 1e3 * metric(mt, "vllm:e2e_request_latency_seconds_sum") / 12
     assert srv_e2e_ms <= j["mean_e2el_ms"] + 0.5
+
+
+def test_bench_serve_stub_poisson(kiln, tmp_path):
+    """Poisson arrivals and C+-D lengths: every prompt within [C - D, C + D], the rate and the
+    length ranges in the JSON, an unthrottled default concurrency, mean / peak concurrency."""
+    port = free_port()
+    Stub.bodies = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Stub)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        out = tmp_path / "p.json"
+        p = subprocess.run([kiln, "bench", "serve", "--url", f"http://127.0.0.1:{port}", "--model", "stub",
+                            "--requests", "8", "--rate", "40", "--input-len", "7+-2", "--output-len", "4+-1",
+                            "--json", str(out)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        j = json.loads(out.read_text())
+        bad = subprocess.run([kiln, "bench", "serve", "--url", f"http://127.0.0.1:{port}", "--input-len", "5+-5"],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "bad value" in bad.stderr
+    finally:
+        srv.shutdown()
+    assert j["completed"] == 8 and j["request_rate"] == 40
+    assert j["input_len"] == {"min": 5, "max": 9} and j["output_len"] == {"min": 3, "max": 5}
+    assert all(5 <= len(b["prompt"]) <= 9 and 3 <= b["max_tokens"] <= 5 for b in Stub.bodies)
+    assert j["max_concurrency"] == 8  # a finite rate: every request may be in flight
+    assert 1 <= j["peak_concurrency"] <= 8 and 0 < j["mean_concurrency"] <= 8
+    assert j["p50_itl_ms"] <= j["p99_itl_ms"] and j["p50_ttft_ms"] <= j["p99_ttft_ms"]
+
+
+def test_serve_sweep_script(kiln, tmp_path):
+    """bench/serve_sweep.sh end to end on the CPU at a tiny size: a server per policy setting,
+    one bench per rate, the summary JSON and Markdown; the policy's state from /metrics."""
+    model = need(STORIES)
+    script = Path(__file__).resolve().parents[2] / "bench" / "serve_sweep.sh"
+    out = tmp_path / "sweep"
+    p = subprocess.run(["bash", str(script), "--kiln", kiln, "--rates", "8", "--itl", "0 5", "--requests", "4",
+                        "--input-len", "40+-20", "--output-len", "6", "--warmup", "1", "--vocab", "500",
+                        "--out", str(out), "--", "--model", model, "--threads", "1", "--max-batch-tokens", "64"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    j = json.loads((out / "sweep.json").read_text())
+    assert j["schema"] == "kiln.serve_sweep.v1" and j["max_itl_ms"] == [0, 5] and j["rates"] == [8]
+    assert [r["max_itl_ms"] for r in j["runs"]] == [0, 5]
+    for r in j["runs"]:
+        assert r["bench"]["completed"] == 4 and r["bench"]["failed"] == 0
+        assert r["bench"]["total_output_tokens"] == 4 * 6
+    off, on = j["runs"]
+    assert off["metrics"]["sched_max_itl_seconds"] == 0 and off["deltas"]["sched_itl_limited_steps_total"] == 0
+    assert on["metrics"]["sched_max_itl_seconds"] == pytest.approx(0.005)
+    # the fit saw every step of the server (warmup included)
+    assert on["metrics"]["sched_step_cost_samples_total"] == on["metrics"]["engine_steps_total"] > 0
+    md = (out / "sweep.md").read_text()
+    assert "| off | 8 |" in md and "| ITL <= 5 ms | 8 |" in md
+    assert (out / "itl5_rate8.metrics").read_text().count("kiln:sched_step_cost_seconds{") == 3
+
+
+def test_bench_serve_dummy_model_without_tokenizer(kiln, tmp_path):
+    """A dummy-weight model from a bare config.json (the GPU sweep's Devstral shape) has no
+    tokenizer: the stream still carries a chunk per batch of new tokens (empty text), so kiln bench
+    serve measures ITL and TTFT there too."""
+    cfg = need(SHARED / "models" / "mistral-tiny-random" / "config.json")
+    port = free_port()
+    srv = subprocess.Popen([kiln, "serve", "--load-format", "dummy", "--model", cfg, "--port", str(port),
+                            "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except Exception:  # noqa: BLE001
+                time.sleep(0.1)
+        else:
+            pytest.fail("kiln serve did not come up")
+        req = urllib.request.Request(base + "/v1/completions", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"prompt": [5, 6, 7, 8], "max_tokens": 6, "stream": True,
+                                                      "ignore_eos": True, "temperature": 0}).encode())
+        events = [ln[6:] for ln in urllib.request.urlopen(req, timeout=60).read().decode().splitlines()
+                  if ln.startswith("data: ") and ln != "data: [DONE]"]
+        chunks = [json.loads(e) for e in events]
+        assert all(c["choices"][0]["text"] == "" for c in chunks)
+        assert 2 <= len(chunks) <= 7 and chunks[-1]["choices"][0]["finish_reason"] == "length"
+        out = tmp_path / "d.json"
+        p = subprocess.run([kiln, "bench", "serve", "--url", base, "--requests", "4", "--rate", "20", "--vocab", "200",
+                            "--input-len", "8+-4", "--output-len", "12", "--json", str(out)],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        j = json.loads(out.read_text())
+    finally:
+        srv.terminate()
+        srv.wait(timeout=30)
+    assert j["completed"] == 4 and j["total_output_tokens"] == 4 * 12
+    assert j["mean_itl_ms"] > 0 and j["mean_tpot_ms"] > 0 and j["p99_itl_ms"] >= j["p50_itl_ms"] > 0
