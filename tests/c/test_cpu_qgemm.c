@@ -1,7 +1,8 @@
 /* kiln-layer: backend (links only this layer and those below it) */
 /* test_cpu_qgemm.c: the W x A8 kernels (backend/cpu/qgemm.h), no model needed:
  *   - activation quantization: q, dx, qsum, sdx as the formula (round half to even, |q| <= 127);
- *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI, each where the CPU has it)
+ *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI; NEON; NEON sdot, each where
+ *     the CPU has it)
  *     and every type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against a float64 product of the
  *     dequantized weights and the dequantized activations, within 2e-6 of sum |w x|, for
  *     1..64 rows, 1..16 columns, n = 32 .. 1568 (odd block counts);
@@ -153,6 +154,10 @@ int main(void) {
     if (kiln_isa_supported(KILN_ISA_AVX2)) ks[nk++] = (kern){"avx2", kiln_qgemm_avx2};
     if (kiln_isa_supported(KILN_ISA_AVX2) && kiln_cpu_has_avxvnni()) ks[nk++] = (kern){"avxvnni", kiln_qgemm_avxvnni};
     if (kiln_isa_supported(KILN_ISA_AVX512) && kiln_cpu_has_avx512vnni()) ks[nk++] = (kern){"avx512vnni", kiln_qgemm_avx512};
+#endif
+#ifdef KILN_ARM64
+    ks[nk++] = (kern){"neon", kiln_qgemm_neon};
+    if (kiln_cpu_has_dotprod()) ks[nk++] = (kern){"neondot", kiln_qgemm_neondot};
 #endif
     printf("kernels:");
     for (int k = 0; k < nk; k++) printf(" %s", ks[k].name);

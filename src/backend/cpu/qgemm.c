@@ -168,6 +168,12 @@ int kiln_cpu_has_avxvnni(void) {
 }
 #endif
 
+#ifdef KILN_ARM64
+#include <sys/auxv.h>
+/* HWCAP_ASIMDDP (bit 20 of AT_HWCAP): the kernel's word on the dot-product extension */
+int kiln_cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) >> 20 & 1) != 0; }
+#endif
+
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     if (!kiln_isa_supported(isa)) return NULL;
 #ifdef KILN_X86
@@ -181,6 +187,15 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     int vnni512 = (k - 1) & 1, vnni256 = (k - 1) >> 1 & 1;
     if (isa == KILN_ISA_AVX512 && vnni512) return kiln_qgemm_avx512(dt);
     if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2) return vnni256 ? kiln_qgemm_avxvnni(dt) : kiln_qgemm_avx2(dt);
+#endif
+#ifdef KILN_ARM64
+    static _Atomic int known_dp; /* 0 unknown, 1 no, 2 yes */
+    int d = atomic_load_explicit(&known_dp, memory_order_relaxed);
+    if (!d) {
+        d = 1 + kiln_cpu_has_dotprod();
+        atomic_store_explicit(&known_dp, d, memory_order_relaxed);
+    }
+    return d == 2 ? kiln_qgemm_neondot(dt) : kiln_qgemm_neon(dt);
 #endif
     return kiln_qgemm_scalar(dt);
 }

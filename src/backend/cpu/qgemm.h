@@ -1,7 +1,7 @@
 /* qgemm.h: the CPU's W x A8 product: GGUF 32-element block weights (Q4_0, Q4_1, Q5_0, Q5_1,
  * Q8_0) against activations quantized to 8 bits per 32-element block (as llama.cpp's Q8
  * activations), exact integer dot products per block (AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2
- * pmaddubsw, scalar reference), each weight block read once per call for all its rows.
+ * pmaddubsw, NEON sdot or smull + sadalp, scalar reference), each weight block read once per call for all its rows.
  *
  * Activations (kiln_q8act, made once per matmul call for all its rows): per row r and block b
  * of 32 elements, dx = amax / 127, q[i] = round-half-even(x[i] * (127 / amax)) in [-127, 127]
@@ -52,7 +52,9 @@ typedef void (*kiln_qgemm_fn)(const uint8_t *w, size_t ldw, int nc, const kiln_q
                               size_t ldy, void *scratch);
 size_t kiln_qgemm_scratch_bytes(int n);
 /* The kernel of (dt, isa), or NULL (dt not one of the five types). AVX-512 uses VNNI when the
- * CPU has it, else AVX-VNNI or AVX2; AVX2 uses AVX-VNNI when present. Same bits everywhere. */
+ * CPU has it, else AVX-VNNI or AVX2; AVX2 uses AVX-VNNI when present. On aarch64 (KILN_ARM64)
+ * the one ISA level, scalar, is the architecture's baseline, which includes NEON: the NEON
+ * kernel, with sdot where the CPU has the dot-product extension. Same bits everywhere. */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
 
 /* The per-ISA tables (qgemm_*.c). */
@@ -63,6 +65,11 @@ kiln_qgemm_fn kiln_qgemm_avxvnni(kiln_dtype dt);
 kiln_qgemm_fn kiln_qgemm_avx512(kiln_dtype dt);
 int kiln_cpu_has_avxvnni(void);
 int kiln_cpu_has_avx512vnni(void);
+#endif
+#ifdef KILN_ARM64
+kiln_qgemm_fn kiln_qgemm_neon(kiln_dtype dt);
+kiln_qgemm_fn kiln_qgemm_neondot(kiln_dtype dt);
+int kiln_cpu_has_dotprod(void);
 #endif
 
 #endif
