@@ -30,6 +30,7 @@ typedef __m512 VF;
 #define SUB32(a, b) _mm512_sub_epi32(a, b)
 #define SUB8(a, b) _mm512_sub_epi8(a, b)
 #define LOADF(p) _mm512_loadu_ps(p)
+#define SRAI32(a, k) _mm512_srai_epi32(a, k)
 #define SET1_8(k) _mm512_set1_epi8((char)(k))
 #define SET1_32(k) _mm512_set1_epi32(k)
 #define LOADI32(p) _mm512_loadu_si512((const void *)(p))

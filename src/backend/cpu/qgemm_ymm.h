@@ -33,6 +33,7 @@ static inline __m256 kiln_qg_cvtph_lo(__m256i v) {
 #define SUB32(a, b) _mm256_sub_epi32(a, b)
 #define SUB8(a, b) _mm256_sub_epi8(a, b)
 #define LOADF(p) _mm256_loadu_ps(p)
+#define SRAI32(a, k) _mm256_srai_epi32(a, k)
 #define SET1_8(k) _mm256_set1_epi8((char)(k))
 #define SET1_32(k) _mm256_set1_epi32(k)
 #define LOADI32(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
