@@ -90,18 +90,18 @@ typedef struct kern {
     kiln_qgemm_fn (*table)(kiln_dtype);
 } kern;
 
-/* kiln_cpu_matmul* with act_q8 against the scalar kernel: Q4_1 [n_out][n_in], n_out not a
+/* kiln_cpu_matmul* with act_q8 against the scalar kernel: dt [n_out][NI], n_out not a
  * multiple of 16 (the tasks' last columns) */
-static void check_matmul(void) {
-    enum { NO = 200, NI = 96, R = 37 };
-    const int bb = 20;
+static void check_matmul(kiln_dtype dt, int NI) {
+    enum { NO = 200, R = 37 };
+    const int bb = blk_bytes(dt), be = is_k(dt) ? 256 : 32;
     unsigned long long s = 99;
-    size_t ldw = (size_t)(NI / 32) * bb;
+    size_t ldw = (size_t)(NI / be) * bb;
     uint8_t *w[2] = {kiln_malloc_aligned(NO * ldw), kiln_malloc_aligned(NO * ldw)};
-    for (int k = 0; k < 2; k++) rand_weights(KILN_DT_Q4_1, w[k], NO * ldw, NO * (NI / 32), &s);
+    for (int k = 0; k < 2; k++) rand_weights(dt, w[k], NO * ldw, NO * (NI / be), &s);
     kiln_tensor t[2];
     for (int k = 0; k < 2; k++) {
-        t[k] = (kiln_tensor){.dtype = KILN_DT_Q4_1, .ndim = 2, .shape = {NO, NI}, .data = w[k], .nbytes = NO * ldw};
+        t[k] = (kiln_tensor){.dtype = dt, .ndim = 2, .shape = {NO, NI}, .data = w[k], .nbytes = NO * ldw};
         snprintf(t[k].name, sizeof t[k].name, "w%d", k);
     }
     float *x = kiln_malloc_aligned(sizeof(float) * R * NI), *ref = kiln_malloc_aligned(sizeof(float) * 2 * R * NO);
@@ -113,7 +113,7 @@ static void check_matmul(void) {
     kiln_q8act_quantize(&a, x, NI, 0, R);
     for (int k = 0; k < 2; k++)
         for (int c = 0; c < NO; c += 16)
-            kiln_qgemm_scalar(KILN_DT_Q4_1)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
+            kiln_qgemm_scalar(dt)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
                                            ref + (size_t)k * R * NO + c, NO, scr);
     for (int th = 1; th <= 3; th++) {
         kiln_error err = {0};
@@ -140,8 +140,8 @@ static void check_matmul(void) {
             }
         }
         KT_CHECK(bad == 0 && badm == 0 && bads == 0,
-                 "%d threads: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits", th, bad,
-                 badm, bads);
+                 "%s, %d threads: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits",
+                 kiln_dtype_name(dt), th, bad, badm, bads);
         kiln_free_aligned(ctx.panel);
         kiln_free_aligned(ctx.xperm);
         kiln_pool_destroy(pool);
@@ -158,7 +158,9 @@ static void check_matmul(void) {
 
 int main(void) {
     check_act();
-    check_matmul();
+    check_matmul(KILN_DT_Q4_1, 96);
+    check_matmul(KILN_DT_Q4_K, 512);
+    check_matmul(KILN_DT_Q6_K, 256);
     kern ks[4] = {{"scalar", kiln_qgemm_scalar}};
     int nk = 1;
 #ifdef KILN_X86
