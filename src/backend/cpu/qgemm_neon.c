@@ -12,6 +12,15 @@ static inline int32x4_t kiln_qg_neon_dp(int32x4_t acc, int32x4_t w, int32x4_t x)
 }
 #define DP(acc, u, s) kiln_qg_neon_dp(acc, u, s)
 #define DPS(acc, u, s) DP(acc, u, s)
+/* 4 groups against one 16-byte activation load (the broadcast from the vector register) */
+static inline int32x4_t kiln_qg_neon_rowdot4(int32x4_t is, const int32x4_t *w, const int8_t *q) {
+    const int32x4_t x = vreinterpretq_s32_s8(vld1q_s8(q));
+    is = kiln_qg_neon_dp(is, w[0], vdupq_laneq_s32(x, 0));
+    is = kiln_qg_neon_dp(is, w[1], vdupq_laneq_s32(x, 1));
+    is = kiln_qg_neon_dp(is, w[2], vdupq_laneq_s32(x, 2));
+    return kiln_qg_neon_dp(is, w[3], vdupq_laneq_s32(x, 3));
+}
+#define ROWDOT4(is, w, q) kiln_qg_neon_rowdot4(is, w, q)
 #include "backend/cpu/qgemm_tile.inc"
 
 kiln_qgemm_fn kiln_qgemm_neon(kiln_dtype dt) { return lookup_neon(dt); }
