@@ -33,11 +33,12 @@ int main(int argc, char **argv) {
     uint8_t *d = kiln_malloc_aligned(bytes);
     unsigned s = 1;
     for (size_t i = 0; i < bytes; i++) d[i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 16);
-    size_t bb = rb / (n_in / 32); /* 32-element block types: sane f16 scales in every block */
+    const int kq = dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K;
+    size_t bb = rb / (n_in / (kq ? 256 : 32)); /* sane f16 scales in every block */
     for (size_t i = 0; i + 4 <= bytes; i += bb) {
-        uint16_t h = kiln_f32_to_f16(0.01f);
-        memcpy(d + i, &h, 2);
-        if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1) memcpy(d + i + 2, &h, 2);
+        uint16_t h = kiln_f32_to_f16(kq ? 0.0005f : 0.01f);
+        memcpy(d + i + (dt == KILN_DT_Q6_K ? 208 : 0), &h, 2);
+        if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1 || dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) memcpy(d + i + 2, &h, 2);
     }
     kiln_tensor w = {.dtype = dt, .ndim = 2, .shape = {n_out, n_in}, .data = d, .nbytes = bytes};
     snprintf(w.name, sizeof w.name, "bench");

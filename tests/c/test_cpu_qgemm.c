@@ -1,10 +1,12 @@
 /* kiln-layer: backend (links only this layer and those below it) */
 /* test_cpu_qgemm.c: the W x A8 kernels (backend/cpu/qgemm.h), no model needed:
  *   - activation quantization: q, dx, qsum, sdx as the formula (round half to even, |q| <= 127);
- *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI, each where the CPU has it)
- *     and every type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) against a float64 product of the
- *     dequantized weights and the dequantized activations, within 2e-6 of sum |w x|, for
- *     1..64 rows, 1..16 columns, n = 32 .. 1568 (odd block counts);
+ *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI; NEON; NEON sdot, each where
+ *     the CPU has it)
+ *     and every type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; Q4_K, Q5_K, Q6_K) against a float64
+ *     product of the dequantized weights and the dequantized activations, within 2e-6 of
+ *     sum |w x|, for 1..64 rows, 1..16 columns, n = 32 .. 1568 (odd block counts; K-quants
+ *     n = 256 .. 2304, odd super-block counts);
  *   - every SIMD kernel gives the scalar kernel's bits (qgemm.h: one arithmetic for all);
  *   - a row's bits do not depend on which rows share the call (r0, r1 = the row alone vs
  *     all rows) nor on the column count of the call;
@@ -17,7 +19,7 @@
 #include "util/alloc.h"
 #include "util/threads.h"
 
-enum { MAXR = 64, MAXN = 1568 };
+enum { MAXR = 64, MAXN = 2304 };
 
 static int blk_bytes(kiln_dtype dt) {
     switch (dt) {
@@ -25,9 +27,14 @@ static int blk_bytes(kiln_dtype dt) {
     case KILN_DT_Q4_0: return 18;
     case KILN_DT_Q4_1: return 20;
     case KILN_DT_Q5_0: return 22;
+    case KILN_DT_Q4_K: return 144;
+    case KILN_DT_Q5_K: return 176;
+    case KILN_DT_Q6_K: return 210;
     default: return 24;
     }
 }
+
+static int is_k(kiln_dtype dt) { return dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K; }
 
 /* random blocks with sane f16 scales (d in [2^-8, 2^-5), m in +-2^-4) */
 static void rand_weights(kiln_dtype dt, uint8_t *w, size_t bytes, int nblocks, unsigned long long *s) {
@@ -36,7 +43,12 @@ static void rand_weights(kiln_dtype dt, uint8_t *w, size_t bytes, int nblocks, u
     for (int b = 0; b < nblocks; b++) {
         uint8_t *p = w + (size_t)b * bb;
         uint16_t d = (uint16_t)(0x1C00 + (kt_rand_u64(s) & 0x3FF) + (kt_rand_u64(s) % 3) * 0x400); /* 2^-8 .. 2^-5 */
-        memcpy(p, &d, 2);
+        if (is_k(dt)) d = (uint16_t)(d - 0x1800); /* K: times 6-bit (8-bit) sub-block scales, 2^-14 .. 2^-11 */
+        memcpy(p + (dt == KILN_DT_Q6_K ? 208 : 0), &d, 2);
+        if (dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K) {
+            uint16_t m = (uint16_t)(0x0400 + (kt_rand_u64(s) & 0x3FF) + (kt_rand_u64(s) % 3) * 0x400);
+            memcpy(p + 2, &m, 2);
+        }
         if (dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1) {
             uint16_t m = (uint16_t)(0x2C00 + (kt_rand_u64(s) & 0x3FF)) | (uint16_t)((kt_rand_u64(s) & 1) << 15);
             memcpy(p + 2, &m, 2);
@@ -78,18 +90,18 @@ typedef struct kern {
     kiln_qgemm_fn (*table)(kiln_dtype);
 } kern;
 
-/* kiln_cpu_matmul* with act_q8 against the scalar kernel: Q4_1 [n_out][n_in], n_out not a
+/* kiln_cpu_matmul* with act_q8 against the scalar kernel: dt [n_out][NI], n_out not a
  * multiple of 16 (the tasks' last columns) */
-static void check_matmul(void) {
-    enum { NO = 200, NI = 96, R = 37 };
-    const int bb = 20;
+static void check_matmul(kiln_dtype dt, int NI) {
+    enum { NO = 200, R = 37 };
+    const int bb = blk_bytes(dt), be = is_k(dt) ? 256 : 32;
     unsigned long long s = 99;
-    size_t ldw = (size_t)(NI / 32) * bb;
+    size_t ldw = (size_t)(NI / be) * bb;
     uint8_t *w[2] = {kiln_malloc_aligned(NO * ldw), kiln_malloc_aligned(NO * ldw)};
-    for (int k = 0; k < 2; k++) rand_weights(KILN_DT_Q4_1, w[k], NO * ldw, NO * (NI / 32), &s);
+    for (int k = 0; k < 2; k++) rand_weights(dt, w[k], NO * ldw, NO * (NI / be), &s);
     kiln_tensor t[2];
     for (int k = 0; k < 2; k++) {
-        t[k] = (kiln_tensor){.dtype = KILN_DT_Q4_1, .ndim = 2, .shape = {NO, NI}, .data = w[k], .nbytes = NO * ldw};
+        t[k] = (kiln_tensor){.dtype = dt, .ndim = 2, .shape = {NO, NI}, .data = w[k], .nbytes = NO * ldw};
         snprintf(t[k].name, sizeof t[k].name, "w%d", k);
     }
     float *x = kiln_malloc_aligned(sizeof(float) * R * NI), *ref = kiln_malloc_aligned(sizeof(float) * 2 * R * NO);
@@ -101,7 +113,7 @@ static void check_matmul(void) {
     kiln_q8act_quantize(&a, x, NI, 0, R);
     for (int k = 0; k < 2; k++)
         for (int c = 0; c < NO; c += 16)
-            kiln_qgemm_scalar(KILN_DT_Q4_1)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
+            kiln_qgemm_scalar(dt)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
                                            ref + (size_t)k * R * NO + c, NO, scr);
     for (int th = 1; th <= 3; th++) {
         kiln_error err = {0};
@@ -128,8 +140,8 @@ static void check_matmul(void) {
             }
         }
         KT_CHECK(bad == 0 && badm == 0 && bads == 0,
-                 "%d threads: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits", th, bad,
-                 badm, bads);
+                 "%s, %d threads: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits",
+                 kiln_dtype_name(dt), th, bad, badm, bads);
         kiln_free_aligned(ctx.panel);
         kiln_free_aligned(ctx.xperm);
         kiln_pool_destroy(pool);
@@ -146,7 +158,9 @@ static void check_matmul(void) {
 
 int main(void) {
     check_act();
-    check_matmul();
+    check_matmul(KILN_DT_Q4_1, 96);
+    check_matmul(KILN_DT_Q4_K, 512);
+    check_matmul(KILN_DT_Q6_K, 256);
     kern ks[4] = {{"scalar", kiln_qgemm_scalar}};
     int nk = 1;
 #ifdef KILN_X86
@@ -154,11 +168,16 @@ int main(void) {
     if (kiln_isa_supported(KILN_ISA_AVX2) && kiln_cpu_has_avxvnni()) ks[nk++] = (kern){"avxvnni", kiln_qgemm_avxvnni};
     if (kiln_isa_supported(KILN_ISA_AVX512) && kiln_cpu_has_avx512vnni()) ks[nk++] = (kern){"avx512vnni", kiln_qgemm_avx512};
 #endif
+#ifdef KILN_ARM64
+    ks[nk++] = (kern){"neon", kiln_qgemm_neon};
+    if (kiln_cpu_has_dotprod()) ks[nk++] = (kern){"neondot", kiln_qgemm_neondot};
+#endif
     printf("kernels:");
     for (int k = 0; k < nk; k++) printf(" %s", ks[k].name);
     printf("\n");
-    const kiln_dtype dts[5] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q5_0, KILN_DT_Q5_1};
-    const int ns[6] = {32, 64, 96, 576, 1536, 1568};
+    const kiln_dtype dts[8] = {KILN_DT_Q8_0, KILN_DT_Q4_0, KILN_DT_Q4_1, KILN_DT_Q5_0,
+                               KILN_DT_Q5_1, KILN_DT_Q4_K, KILN_DT_Q5_K, KILN_DT_Q6_K};
+    const int ns[6] = {32, 64, 96, 576, 1536, 1568}, ns_k[6] = {256, 512, 768, 1280, 1536, 2304};
     unsigned long long s = 12345;
     float *x = kiln_malloc_aligned(sizeof(float) * MAXR * MAXN);
     float *wf = kiln_malloc_aligned(sizeof(float) * 16 * MAXN);
@@ -167,25 +186,25 @@ int main(void) {
     void *scratch = kiln_malloc_aligned(kiln_qgemm_scratch_bytes(MAXN));
     float *y = kiln_malloc_aligned(sizeof(float) * MAXR * 16), *y1 = kiln_malloc_aligned(sizeof(float) * 16);
     float *ys = kiln_malloc_aligned(sizeof(float) * MAXR * 16); /* the scalar kernel's */
-    for (int t = 0; t < 5; t++) {
+    for (int t = 0; t < 8; t++) {
         kiln_dtype dt = dts[t];
         for (int ni = 0; ni < 6; ni++) {
-            int n = ns[ni], nb = n / 32;
-            size_t ldw = (size_t)nb * blk_bytes(dt);
+            int n = is_k(dt) ? ns_k[ni] : ns[ni], nb = n / 32, nbw = is_k(dt) ? n / 256 : nb;
+            size_t ldw = (size_t)nbw * blk_bytes(dt);
             for (int i = 0; i < MAXR * n; i++) x[i] = kt_randf(&s) * ((i / 32) % 5 == 0 ? 20.0f : 1.0f);
-            rand_weights(dt, w, 16 * ldw, 16 * nb, &s);
+            rand_weights(dt, w, 16 * ldw, 16 * nbw, &s);
             for (int c = 0; c < 16; c++) kiln_dequant_row(dt, w + c * ldw, n, wf + (size_t)c * n);
             int rows_list[] = {1, 2, 3, 4, 5, 7, 8, 13, 16, 17, 31, 33, 64};
             for (int ri = 0; ri < (int)(sizeof rows_list / sizeof rows_list[0]); ri++) {
                 int R = rows_list[ri];
-                if (n > 96 && R != 1 && R != 5 && R != 64) continue; /* the long rows: fewer counts */
+                if (n > (is_k(dt) ? 512 : 96) && R != 1 && R != 5 && R != 64) continue; /* the long rows: fewer counts */
                 kiln_q8act a;
                 kiln_q8act_init(&a, am, R, n);
                 kiln_q8act_quantize(&a, x, (size_t)n, 0, R);
                 const int ncs[] = {1, 3, 4, 5, 8, 13, 16};
                 for (int ci = 0; ci < 7; ci++) {
                     int nc = ncs[ci];
-                    if (n > 96 && nc != 13 && nc != 16) continue;
+                    if (n > (is_k(dt) ? 512 : 96) && nc != 13 && nc != 16) continue;
                     for (int k = 0; k < nk; k++) {
                         kiln_qgemm_fn f = ks[k].table(dt);
                         KT_CHECK(f != NULL, "%s: no kernel for %s", ks[k].name, kiln_dtype_name(dt));

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
+#include "format/quant.h"
 #include "util/fp16.h"
 
 #define KILN_Q8_BLK 32
@@ -64,8 +65,9 @@ void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int 
 }
 
 /* the SIMD kernels' transposed weights of one call's 16 columns: per block 8 x 64 bytes of
- * integers, 64 bytes of scales, 64 of offsets */
-size_t kiln_qgemm_scratch_bytes(int n) { return (size_t)(n / KILN_Q8_BLK) * (8 * 64 + 64 + 64); }
+ * integers, 64 bytes of scales, 64 of offsets, and for Q6_K 3 x 64 bytes of sub-block scales
+ * and offset corrections */
+size_t kiln_qgemm_scratch_bytes(int n) { return (size_t)(n / KILN_Q8_BLK) * (8 * 64 + 5 * 64); }
 
 static int blk_bytes(kiln_dtype dt) {
     switch (dt) {
@@ -108,10 +110,79 @@ static void unpack_block(kiln_dtype dt, const uint8_t *b, int w[32], float *dw, 
     }
 }
 
+/* one K-quant super-block of dt (256 elements) -> its integers w[256] (Q6_K: q - 32), the 32-blocks'
+ * dw[8] = d * sc and mw[8] = -(dmin * mn) (Q4_K / Q5_K: exact f32 products), or (Q6_K) d and
+ * the 16-element sub-block scales sc16[16] */
+static void unpack_kblock(kiln_dtype dt, const uint8_t *b, int w[256], float dw[8], float mw[8], int sc16[16]) {
+    if (dt == KILN_DT_Q6_K) {
+        const uint8_t *ql = b, *qh = b + 128;
+        dw[0] = h2f(b + 208);
+        for (int j = 0; j < 16; j++) sc16[j] = (int8_t)b[192 + j];
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < 32; l++) {
+                    int lo = ql[64 * h + l + 32 * (k & 1)], q = (k < 2 ? lo & 15 : lo >> 4) | ((qh[32 * h + l] >> (2 * k)) & 3) << 4;
+                    w[128 * h + 32 * k + l] = q - 32;
+                }
+        return;
+    }
+    const float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t *qh = b + 16, *qs = b + (dt == KILN_DT_Q5_K ? 48 : 16);
+    for (int j = 0; j < 8; j++) {
+        int sc, mn;
+        kiln_qk_scale_min(b + 4, j, &sc, &mn);
+        dw[j] = d * (float)sc;
+        mw[j] = -(dmin * (float)mn);
+        for (int l = 0; l < 32; l++) {
+            int q = j & 1 ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 15;
+            if (dt == KILN_DT_Q5_K) q |= (qh[l] >> j & 1) << 4;
+            w[32 * j + l] = q;
+        }
+    }
+}
+
+/* the K-quant reference (qgemm.h): per 32-block j of a super-block, Q4_K / Q5_K as Q4_1 with
+ * dw = d * sc_j, mw = -(dmin * mn_j); Q6_K isum = sc_a * isum(first 16) + sc_b * isum(last 16)
+ * (exact int32), acc = fma((float)isum, d * dx, acc) */
+static void qgemm_scalar_k(kiln_dtype dt, const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1,
+                           float *y, size_t ldy) {
+    const int nb = a->nb, bb = dt == KILN_DT_Q4_K ? 144 : dt == KILN_DT_Q5_K ? 176 : 210;
+    for (int c = 0; c < nc; c++)
+        for (int r = r0; r < r1; r++) {
+            const int8_t *q = a->q + (size_t)r * a->n;
+            const float *dx = a->dx + (size_t)r * nb, *sdx = a->sdx + (size_t)r * nb;
+            const uint8_t *b = w + (size_t)c * ldw;
+            float acc = 0.0f, macc = 0.0f;
+            for (int k0 = 0; k0 < nb; k0 += 8, b += bb) {
+                int wi[256], sc16[16];
+                float dw[8], mw[8];
+                unpack_kblock(dt, b, wi, dw, mw, sc16);
+                for (int j = 0; j < 8; j++) {
+                    const int k = k0 + j, *wj = wi + 32 * j;
+                    const int8_t *qk = q + 32 * k;
+                    int32_t s0 = 0, s1 = 0;
+                    for (int i = 0; i < 16; i++) s0 += wj[i] * qk[i];
+                    for (int i = 16; i < 32; i++) s1 += wj[i] * qk[i];
+                    if (dt == KILN_DT_Q6_K) {
+                        acc = fmaf((float)(sc16[2 * j] * s0 + sc16[2 * j + 1] * s1), dw[0] * dx[k], acc);
+                    } else {
+                        acc = fmaf((float)(s0 + s1), dw[j] * dx[k], acc);
+                        macc = fmaf(mw[j], sdx[k], macc);
+                    }
+                }
+            }
+            y[(size_t)(r - r0) * ldy + c] = dt == KILN_DT_Q6_K ? acc : acc + macc;
+        }
+}
+
 /* the reference: qgemm.h's arithmetic written out (fmaf: the fused operation, exactly) */
 static void qgemm_scalar(kiln_dtype dt, const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1,
                          float *y, size_t ldy, void *scratch) {
     (void)scratch;
+    if (dt == KILN_DT_Q4_K || dt == KILN_DT_Q5_K || dt == KILN_DT_Q6_K) {
+        qgemm_scalar_k(dt, w, ldw, nc, a, r0, r1, y, ldy);
+        return;
+    }
     const int nb = a->nb, bb = blk_bytes(dt), has_m = dt == KILN_DT_Q4_1 || dt == KILN_DT_Q5_1;
     for (int c = 0; c < nc; c++)
         for (int r = r0; r < r1; r++) {
@@ -142,6 +213,9 @@ SCALAR_QGEMM(qg_q4_0, KILN_DT_Q4_0)
 SCALAR_QGEMM(qg_q4_1, KILN_DT_Q4_1)
 SCALAR_QGEMM(qg_q5_0, KILN_DT_Q5_0)
 SCALAR_QGEMM(qg_q5_1, KILN_DT_Q5_1)
+SCALAR_QGEMM(qg_q4_k, KILN_DT_Q4_K)
+SCALAR_QGEMM(qg_q5_k, KILN_DT_Q5_K)
+SCALAR_QGEMM(qg_q6_k, KILN_DT_Q6_K)
 
 kiln_qgemm_fn kiln_qgemm_scalar(kiln_dtype dt) {
     switch (dt) {
@@ -150,6 +224,9 @@ kiln_qgemm_fn kiln_qgemm_scalar(kiln_dtype dt) {
     case KILN_DT_Q4_1: return qg_q4_1;
     case KILN_DT_Q5_0: return qg_q5_0;
     case KILN_DT_Q5_1: return qg_q5_1;
+    case KILN_DT_Q4_K: return qg_q4_k;
+    case KILN_DT_Q5_K: return qg_q5_k;
+    case KILN_DT_Q6_K: return qg_q6_k;
     default: return NULL;
     }
 }
@@ -168,6 +245,12 @@ int kiln_cpu_has_avxvnni(void) {
 }
 #endif
 
+#ifdef KILN_ARM64
+#include <sys/auxv.h>
+/* HWCAP_ASIMDDP (bit 20 of AT_HWCAP): the kernel's word on the dot-product extension */
+int kiln_cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) >> 20 & 1) != 0; }
+#endif
+
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     if (!kiln_isa_supported(isa)) return NULL;
 #ifdef KILN_X86
@@ -181,6 +264,15 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     int vnni512 = (k - 1) & 1, vnni256 = (k - 1) >> 1 & 1;
     if (isa == KILN_ISA_AVX512 && vnni512) return kiln_qgemm_avx512(dt);
     if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2) return vnni256 ? kiln_qgemm_avxvnni(dt) : kiln_qgemm_avx2(dt);
+#endif
+#ifdef KILN_ARM64
+    static _Atomic int known_dp; /* 0 unknown, 1 no, 2 yes */
+    int d = atomic_load_explicit(&known_dp, memory_order_relaxed);
+    if (!d) {
+        d = 1 + kiln_cpu_has_dotprod();
+        atomic_store_explicit(&known_dp, d, memory_order_relaxed);
+    }
+    return d == 2 ? kiln_qgemm_neondot(dt) : kiln_qgemm_neon(dt);
 #endif
     return kiln_qgemm_scalar(dt);
 }

@@ -1,7 +1,7 @@
 /* qgemm.h: the CPU's W x A8 product: GGUF 32-element block weights (Q4_0, Q4_1, Q5_0, Q5_1,
- * Q8_0) against activations quantized to 8 bits per 32-element block (as llama.cpp's Q8
+ * Q8_0) and K-quant super-blocks (Q4_K, Q5_K, Q6_K: 256 elements) against activations quantized to 8 bits per 32-element block (as llama.cpp's Q8
  * activations), exact integer dot products per block (AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2
- * pmaddubsw, scalar reference), each weight block read once per call for all its rows.
+ * pmaddubsw, NEON sdot or smull + sadalp, scalar reference), each weight block read once per call for all its rows.
  *
  * Activations (kiln_q8act, made once per matmul call for all its rows): per row r and block b
  * of 32 elements, dx = amax / 127, q[i] = round-half-even(x[i] * (127 / amax)) in [-127, 127]
@@ -17,6 +17,11 @@
  *   acc  = fma((float)isum_b, dw_b * dx_b, acc)    for b = 0, 1 ... in order (from 0)
  *   macc = fma(mw_b, sdx_b, macc)                   for b in order (Q4_1 / Q5_1 only)
  *   y = acc + macc (Q4_1 / Q5_1), else y = acc.
+ * K-quants, per 32-element block j of a super-block (the activations' blocks, as above):
+ *   Q4_K / Q5_K: integers q (nibble, | the qh bit << 4), then as Q4_1 / Q5_1 with
+ *                dw = d * sc_j and mw = -(dmin * mn_j) (6-bit scale and min: exact f32 products)
+ *   Q6_K: integers q - 32; isum_b = sc_a * isum(first 16) + sc_b * isum(last 16) (the two
+ *         8-bit sub-block scales, exact int32), acc = fma((float)isum_b, d * dx_b, acc), y = acc.
  * The SIMD kernels put one output column in each lane (16 on AVX-512, 8 on AVX2): the weight
  * blocks of 16 (8) columns are transposed into 4-byte groups once per call (scratch), and each
  * activation group of 4 bytes is broadcast, so a block's integer sum needs no horizontal
@@ -51,8 +56,10 @@ void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int 
 typedef void (*kiln_qgemm_fn)(const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1, float *y,
                               size_t ldy, void *scratch);
 size_t kiln_qgemm_scratch_bytes(int n);
-/* The kernel of (dt, isa), or NULL (dt not one of the five types). AVX-512 uses VNNI when the
- * CPU has it, else AVX-VNNI or AVX2; AVX2 uses AVX-VNNI when present. Same bits everywhere. */
+/* The kernel of (dt, isa), or NULL (dt not one of the eight types; K-quants need n % 256 == 0). AVX-512 uses VNNI when the
+ * CPU has it, else AVX-VNNI or AVX2; AVX2 uses AVX-VNNI when present. On aarch64 (KILN_ARM64)
+ * the one ISA level, scalar, is the architecture's baseline, which includes NEON: the NEON
+ * kernel, with sdot where the CPU has the dot-product extension. Same bits everywhere. */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
 
 /* The per-ISA tables (qgemm_*.c). */
@@ -63,6 +70,11 @@ kiln_qgemm_fn kiln_qgemm_avxvnni(kiln_dtype dt);
 kiln_qgemm_fn kiln_qgemm_avx512(kiln_dtype dt);
 int kiln_cpu_has_avxvnni(void);
 int kiln_cpu_has_avx512vnni(void);
+#endif
+#ifdef KILN_ARM64
+kiln_qgemm_fn kiln_qgemm_neon(kiln_dtype dt);
+kiln_qgemm_fn kiln_qgemm_neondot(kiln_dtype dt);
+int kiln_cpu_has_dotprod(void);
 #endif
 
 #endif

@@ -31,6 +31,9 @@ static inline __m256 kiln_qg_cvtph_lo(__m256i v) {
 #define MULLO32(a, b) _mm256_mullo_epi32(a, b)
 #define ADD32(a, b) _mm256_add_epi32(a, b)
 #define SUB32(a, b) _mm256_sub_epi32(a, b)
+#define SUB8(a, b) _mm256_sub_epi8(a, b)
+#define LOADF(p) _mm256_loadu_ps(p)
+#define SRAI32(a, k) _mm256_srai_epi32(a, k)
 #define SET1_8(k) _mm256_set1_epi8((char)(k))
 #define SET1_32(k) _mm256_set1_epi32(k)
 #define LOADI32(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
@@ -42,4 +45,9 @@ static inline __m256 kiln_qg_cvtph_lo(__m256i v) {
 #define FMAF(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define SET1F(f) _mm256_set1_ps(f)
 #define STOREF(p, v) _mm256_storeu_ps(p, v)
+/* Q6_K (both 256-bit files: faster than 256-bit vpdpbusd plus two vpmulld per block, measured):
+ * the signed pair sums (|w| <= 32: <= 8128, no saturation) times the sub-block scale (s16: the
+ * scale in both int16 halves) by pmaddwd, so the scales cost nothing; exact, the same int32 */
+#define DPS_SCALED(acc, w, s, s16) \
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(s, w)), s16))
 #endif
