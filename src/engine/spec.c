@@ -90,6 +90,7 @@ int kiln_spec_init(kiln_engine *e, const kiln_engine_options *o, kiln_error *err
 int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget) {
     if (e->draft) { /* proposed before the step was built (kiln_draft_propose): cut to the budget */
         if (r->n_draft > budget - 1) r->n_draft = budget - 1 > 0 ? budget - 1 : 0;
+        if (e->device_sample && !kiln_spec_device_ok(e, r)) r->n_draft = 0; /* (the draft's KV rolls back itself) */
         return r->n_draft;
     }
     r->n_draft = 0;
