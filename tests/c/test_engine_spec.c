@@ -519,17 +519,27 @@ static void suite(void) {
             check_stats("G plain, device sampling", &rs);
             kiln_engine_close(e);
         }
-        for (int v = 0; v < 2; v++) {
-            e = open_spec("ngram", 4, 0, v ? 14 : 0);
-            const char *what = v ? "G ngram k4, device sampling + preemption" : "G ngram k4, device sampling";
+        /* v 2: a draft model (the target itself): greedy requests verified on the device, the
+         * sampled and penalised ones decode plainly (their proposals dropped): all as plain */
+        for (int v = 0; v < 3; v++) {
+            if (v == 2) g_draft = g_model;
+            e = v == 2 ? open_spec(NULL, 3, 0, 0) : open_spec("ngram", 4, 0, v ? 14 : 0);
+            g_draft = NULL;
+            const char *what = v == 2 ? "G draft = target, device sampling"
+                               : v   ? "G ngram k4, device sampling + preemption"
+                                     : "G ngram k4, device sampling";
             if (!e) { KT_CHECK(0, "%s: %s: open", g_model, what); continue; }
             KT_CHECK(e->device_sample && !e->overlap, "%s: %s: device sampling %d, overlap %d", g_model, what,
                      e->device_sample, e->overlap);
             run(e, ps, k_add_at, NR, -1, 0, g_got, &rs);
             check_run(what, g_dref, g_got, ps, -1);
             check_stats(what, &rs);
-            check_spec(what, &rs, g_tok != NULL);
-            if (v) KT_CHECK(rs.st.preemptions > 0, "%s: %s: no preemption", g_model, what);
+            check_spec(what, &rs, v < 2 && g_tok != NULL);
+            if (v == 2)
+                KT_CHECK(rs.st.spec_drafts > 0 && rs.st.spec_accepted_tokens > 0, "%s: %s: %llu proposals, %llu accepted",
+                         g_model, what, (unsigned long long)rs.st.spec_drafts,
+                         (unsigned long long)rs.st.spec_accepted_tokens);
+            if (v == 1) KT_CHECK(rs.st.preemptions > 0, "%s: %s: no preemption", g_model, what);
             kiln_engine_close(e);
         }
         g_device = 0;
