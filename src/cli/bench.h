@@ -93,6 +93,8 @@ void kiln_bench_engine_options(kiln_engine_options *eo, const kiln_bench_opts *o
 int kiln_bench_parse_batches(const char *s, kiln_bench_opts *o);
 
 void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int threads);
+/* the first NVIDIA card's name and memory (nvidia-smi), "" when there is none */
+void kiln_bench_card(char *buf, size_t cap);
 /* The benchmark; the engine must be idle. */
 int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *r, kiln_error *err);
 /* Run B requests (prompts[i] of lens[i] tokens) greedily with ignore_eos and max_tokens each;

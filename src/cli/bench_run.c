@@ -230,7 +230,7 @@ static void fma_worker(void *ctx, int ith, int nth) {
     (void)nth;
 }
 
-static void nvidia_card(char *buf, size_t cap) {
+void kiln_bench_card(char *buf, size_t cap) {
     buf[0] = 0;
     FILE *p = popen("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -n 1", "r");
     if (!p) return;
@@ -244,7 +244,7 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
     char *comma = strrchr(m->cpu, ',');
     if (comma) *comma = 0; /* kiln_cli_machine appends ", N cores" */
     m->cores = kiln_num_cores();
-    if (backend && !strcmp(backend, "cuda")) nvidia_card(m->card, sizeof m->card);
+    if (backend && !strcmp(backend, "cuda")) kiln_bench_card(m->card, sizeof m->card);
     kiln_error err = {0};
     kiln_pool *pool = NULL;
     if (kiln_pool_create(&pool, threads, &err)) return;

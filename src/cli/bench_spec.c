@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cli/bench.h"
 #include "cli/cli.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -250,17 +251,18 @@ int kiln_bench_spec(int argc, char **argv) {
     int must_match = !eo.backend || !strcmp(eo.backend, "cpu") || eo.batch_invariant > 0;
     if (rc) kiln_cli_print_error("bench", &err);
     else {
-        char mach[320];
+        char mach[320], card[160] = "";
         kiln_cli_machine(mach, sizeof mach);
+        if (eo.backend && !strcmp(eo.backend, "cuda")) kiln_bench_card(card, sizeof card);
         const spec_run *a = &runs[0], *b = &runs[1];
         double acc = b->draft_tokens ? (double)b->accepted / (double)b->draft_tokens : 0;
         double tps_a = a->gen / a->wall, tps_b = b->gen / b->wall;
         const char *method = eo.spec.method ? eo.spec.method : "draft";
         printf("# kiln bench --speculative %s%s%s\n\n", method, eo.draft_model_path ? " --draft-model " : "",
                eo.draft_model_path ? eo.draft_model_path : "");
-        printf("model %s, %s backend, %s; %d prompts (%s), greedy, max_tokens %d, batch %d, %d repeat(s); K = %d, "
+        printf("model %s, %s backend, %s%s%s; %d prompts (%s), greedy, max_tokens %d, batch %d, %d repeat(s); K = %d, "
                "ngram %d..%d\n\n",
-               eo.model_path, eo.backend ? eo.backend : "cpu", mach, np, prompts ? prompts : "random ids, repeated",
+               eo.model_path, eo.backend ? eo.backend : "cpu", mach, card[0] ? "; card " : "", card, np, prompts ? prompts : "random ids, repeated",
                max_tokens, batch, repeat, eo.spec.num_speculative_tokens ? eo.spec.num_speculative_tokens : 4,
                eo.spec.ngram_min ? eo.spec.ngram_min : 2, eo.spec.ngram_max ? eo.spec.ngram_max : 4);
         printf("| run | wall s | decode s | gen tokens | tok/s | steps | tokens/step | proposals | proposed | accepted |"
@@ -290,6 +292,7 @@ int kiln_bench_spec(int argc, char **argv) {
                 json_object_set_new(j, "spec_decode_s", json_real(b->decode));
                 json_object_set_new(j, "identical_requests", json_integer(n_same));
                 json_object_set_new(j, "backend", json_string(eo.backend ? eo.backend : "cpu"));
+                if (card[0]) json_object_set_new(j, "card", json_string(card));
             }
             if (!j || json_dump_file(j, json_path, JSON_INDENT(2))) {
                 fprintf(stderr, "kiln bench: cannot write %s\n", json_path);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cli/bench.h"
 #include "cli/cli.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -24,18 +25,15 @@
 
 #define SC_MAX 16 /* entries of --spec-cost and --batch */
 
+/* "1,2,4" -> out[0 .. *n), at most SC_MAX values in [lo, hi] */
 static int parse_list(const char *s, int lo, int hi, int *out, int *n) {
-    *n = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < lo || v > hi || *n == SC_MAX) return -1;
-        out[(*n)++] = (int)v;
-        s = end;
-        if (*s == ',') s++;
-        else if (*s) return -1;
-    }
-    return *n > 0 ? 0 : -1;
+    int32_t *v;
+    if (kiln_cli_parse_ids(s, &v, n)) return -1;
+    int ok = *n <= SC_MAX;
+    for (int i = 0; ok && i < *n; i++) ok = v[i] >= lo && v[i] <= hi;
+    for (int i = 0; ok && i < *n; i++) out[i] = v[i];
+    kiln_free(v);
+    return ok ? 0 : -1;
 }
 
 /* ms per step with b sequences decoding (after their prefill), over `steps` timed steps */
@@ -44,12 +42,8 @@ static int time_steps(kiln_engine *e, int b, int prompt_len, int steps, int voca
     int32_t *prompt = kiln_malloc((size_t)prompt_len * sizeof(int32_t));
     if (!prompt) return KILN_ERR(err, KILN_ERR_OOM, "out of memory");
     int rc = KILN_OK;
-    uint64_t s = 0x9E3779B97F4A7C15ull ^ (uint64_t)b;
     for (int i = 0; i < b && !rc; i++) {
-        for (int t = 0; t < prompt_len; t++) {
-            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
-            prompt[t] = 3 + (int32_t)(s % (uint64_t)(vocab - 3));
-        }
+        kiln_bench_random_ids(prompt, prompt_len, vocab, (uint64_t)b * 1000 + (uint64_t)i);
         kiln_request_params p;
         kiln_request_params_default(&p);
         p.prompt_ids = prompt;
@@ -188,11 +182,13 @@ int kiln_bench_spec_cost(int argc, char **argv) {
         kiln_cli_print_error("bench", &err);
         return 1;
     }
-    char mach[320];
+    char mach[320], card[160] = "";
     kiln_cli_machine(mach, sizeof mach);
+    if (eo.backend && !strcmp(eo.backend, "cuda")) kiln_bench_card(card, sizeof card);
     printf("# kiln bench --spec-cost: the verification step against a plain decode step\n\n");
-    printf("model %s, %s backend%s, %s; prompt %d, %d timed steps; ms per step (ratio to plain)\n\n", eo.model_path,
-           eo.backend ? eo.backend : "cpu", eo.batch_invariant > 0 ? " (batch invariant)" : "", mach, prompt_len, steps);
+    printf("model %s, %s backend%s, %s%s%s; prompt %d, %d timed steps; ms per step (ratio to plain)\n\n", eo.model_path,
+           eo.backend ? eo.backend : "cpu", eo.batch_invariant > 0 ? " (batch invariant)" : "", mach,
+           card[0] ? "; card " : "", card, prompt_len, steps);
     printf("| batch | plain | plain, host sampling |");
     for (int j = 0; j < nk; j++) printf(" K = %d |", ks[j]);
     printf("\n|---|---|---|");
@@ -216,6 +212,7 @@ int kiln_bench_spec_cost(int argc, char **argv) {
         json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:o}", "schema", "kiln.bench_spec_cost.v1", "model",
                               eo.model_path, "backend", eo.backend ? eo.backend : "cpu", "machine", mach, "prompt_len",
                               prompt_len, "steps", steps, "rows", rows);
+        if (j && card[0]) json_object_set_new(j, "card", json_string(card));
         if (!j || json_dump_file(j, json_path, JSON_INDENT(2))) {
             fprintf(stderr, "kiln bench: cannot write %s\n", json_path);
             rc = 1;

@@ -694,19 +694,9 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         r->n_computed += n;
         kiln_req_register_blocks(e, r); /* n_computed <= n_tokens: known tokens only */
         if (!has) continue;
-        int n_out = r->n_tokens - r->n_prompt;
-        int nlp = r->sp.n_logprobs;
-        int32_t tok;
-        if (res.tokens) { /* drawn on the device with the same semantics */
-            tok = res.tokens[row];
-            if (r->lp) r->lp[n_out] = res.logprob[row];
-            for (int j = 0; j < nlp; j++) {
-                r->top[(size_t)n_out * nlp + j].id = res.top_ids[(size_t)row * KILN_STEP_MAX_TOP + j];
-                r->top[(size_t)n_out * nlp + j].logprob = res.top_lp[(size_t)row * KILN_STEP_MAX_TOP + j];
-            }
-        } else {
-            tok = kiln_req_sample(e, r, res.logits + (size_t)row * res.vocab);
-        }
+        /* drawn on the device with the same semantics, or here from the host logits */
+        int32_t tok = res.tokens ? kiln_req_take_drawn(r, &res, row)
+                                 : kiln_req_sample(e, r, res.logits + (size_t)row * res.vocab);
         if (r->gm) kiln_req_grammar_accept(e, r, tok);
         kiln_req_on_token(e, r, tok);
     }
@@ -719,6 +709,16 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         e->t_done = now;
     }
     return rc;
+}
+
+int32_t kiln_req_take_drawn(kiln_req *r, const kiln_step_result *res, int row) {
+    int n_out = r->n_tokens - r->n_prompt, nlp = r->sp.n_logprobs;
+    if (r->lp) r->lp[n_out] = res->logprob[row];
+    for (int j = 0; j < nlp; j++) {
+        r->top[(size_t)n_out * nlp + j].id = res->top_ids[(size_t)row * KILN_STEP_MAX_TOP + j];
+        r->top[(size_t)n_out * nlp + j].logprob = res->top_lp[(size_t)row * KILN_STEP_MAX_TOP + j];
+    }
+    return res->tokens[row];
 }
 
 int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits) {

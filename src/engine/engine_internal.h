@@ -147,6 +147,8 @@ void kiln_sched_preempt(kiln_engine *e, kiln_req *r);
 /* take r out of the running or waiting list and free its KV blocks */
 void kiln_sched_remove(kiln_engine *e, kiln_req *r);
 void kiln_req_release_kv(kiln_engine *e, kiln_req *r);
+/* 1 when r's sampling has repetition, presence or frequency penalties (scheduler.c) */
+int kiln_req_has_penalties(const kiln_req *r);
 /* ids r may not draw yet (min_tokens: EOS + stop ids) into out; returns the count */
 int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out);
 /* constraint.c */
@@ -179,6 +181,8 @@ void kiln_spec_verify_drawn(kiln_engine *e, kiln_req *r, const kiln_step_result 
  * a draft), min_tokens reached (no row suppressed). Otherwise r decodes plainly in an engine that
  * samples on the device. */
 int kiln_spec_device_ok(const kiln_engine *e, const kiln_req *r);
+/* r's next token as the backend drew it in logits row `row` of res, with its logprob and top-n */
+int32_t kiln_req_take_drawn(kiln_req *r, const kiln_step_result *res, int row);
 /* one draw of r's next token from a logits row (the host sampler; grammar mask, suppression) */
 int32_t kiln_req_sample(kiln_engine *e, kiln_req *r, const float *logits);
 /* spec_draft.c: the draft model (NULL e->draft: every call is a no-op) */

@@ -117,7 +117,7 @@ int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out) {
     return n;
 }
 
-static int has_penalties(const kiln_req *r) {
+int kiln_req_has_penalties(const kiln_req *r) {
     return r->sp.repetition_penalty != 1.0f || r->sp.presence_penalty != 0.0f || r->sp.frequency_penalty != 0.0f;
 }
 
@@ -131,7 +131,7 @@ static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
     ss->pen_slot = -1;
     ss->bias_start = ss->n_bias = ss->supp_start = ss->n_supp = 0;
     if (!s->device_sample || !wants_logits) return 1;
-    if (has_penalties(r) && r->pen_slot < 0) {
+    if (kiln_req_has_penalties(r) && r->pen_slot < 0) {
         int used = s->pen_start[s->n_pen];
         if (used + r->n_tokens > s->cap_pen_tokens || e->n_free_pen == 0) return 0;
         r->pen_slot = e->free_pen[--e->n_free_pen];
@@ -317,7 +317,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
             kiln_req_release_kv(e, r);
             break;
         }
-        if (e->device_sample && has_penalties(r) && r->n_computed + n == r->n_tokens &&
+        if (e->device_sample && kiln_req_has_penalties(r) && r->n_computed + n == r->n_tokens &&
             s->pen_start[s->n_pen] + r->n_tokens > s->cap_pen_tokens) {
             kiln_req_release_kv(e, r); /* its penalty load does not fit this step: FCFS waits */
             break;

@@ -111,10 +111,8 @@ int kiln_spec_propose(kiln_engine *e, kiln_req *r, int budget) {
 }
 
 int kiln_spec_device_ok(const kiln_engine *e, const kiln_req *r) {
-    const kiln_sampling *sp = &r->sp;
-    if (sp->repetition_penalty != 1.0f || sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f)
-        return 0; /* a device penalty table counts each draw at once */
-    if (e->draft && sp->temperature > 0.0f) return 0; /* the rejection rule needs p and q on the host */
+    if (kiln_req_has_penalties(r)) return 0; /* a device penalty table counts each draw at once */
+    if (e->draft && r->sp.temperature > 0.0f) return 0; /* the rejection rule needs p and q on the host */
     if (r->gm) return 0;
     return r->n_tokens + r->n_inflight - r->n_prompt >= r->min_tokens; /* no row's draw suppressed */
 }
@@ -136,18 +134,12 @@ static void spec_rollback(kiln_engine *e, kiln_req *r, int n_old, int k, int acc
 }
 
 void kiln_spec_verify_drawn(kiln_engine *e, kiln_req *r, const kiln_step_result *res, int row) {
-    int k = r->n_draft, acc = 0, n_old = r->n_tokens, nlp = r->sp.n_logprobs;
+    int k = r->n_draft, acc = 0, n_old = r->n_tokens;
     r->n_draft = 0;
     e->stats.spec_drafts++;
     e->stats.spec_draft_tokens += (uint64_t)k;
     for (int j = 0; j <= k; j++) {
-        int n_out = r->n_tokens - r->n_prompt, q = row + j;
-        int32_t tok = res->tokens[q];
-        if (r->lp) r->lp[n_out] = res->logprob[q];
-        for (int t = 0; t < nlp; t++) {
-            r->top[(size_t)n_out * nlp + t].id = res->top_ids[(size_t)q * KILN_STEP_MAX_TOP + t];
-            r->top[(size_t)n_out * nlp + t].logprob = res->top_lp[(size_t)q * KILN_STEP_MAX_TOP + t];
-        }
+        int32_t tok = kiln_req_take_drawn(r, res, row + j);
         int hit = j < k && tok == r->draft[j];
         if (hit) {
             acc++;

@@ -204,10 +204,10 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     /* device sampling: tables, work rows, scratch, the packed per-step descriptor (rows, bias,
      * suppression, penalty loads: worst case sizes) and the results */
     size_t cap_pen = (size_t)c->cfg.max_model_len + T;
-    /* rows: LR (a speculating sequence's k + 1 rows each carry its bias list; penalty loads
-     * stay one per sequence) */
-    c->sdesc_bytes = LR * sizeof(kiln_cuda_sample_row) + LR * KILN_MAX_LOGIT_BIAS * 8 +
-                     LR * (KILN_MAX_EOS + KILN_MAX_STOP_IDS) * 4 + (3 * S + 1) * 4 + cap_pen * 4 + 64;
+    /* rows: LR (a speculating sequence's k + 1 rows share its bias and suppression lists;
+     * lists and penalty loads stay one per sequence) */
+    c->sdesc_bytes = LR * sizeof(kiln_cuda_sample_row) + S * KILN_MAX_LOGIT_BIAS * 8 +
+                     S * (KILN_MAX_EOS + KILN_MAX_STOP_IDS) * 4 + (3 * S + 1) * 4 + cap_pen * 4 + 64;
     c->sout_bytes = LR * (2 + 2 * KILN_STEP_MAX_TOP) * 4;
     struct { void **p; size_t n; const char *what; } sb[] = {
         {(void **)&c->pen_counts, S * V * 4, "penalty counts"},

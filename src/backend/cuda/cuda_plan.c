@@ -31,8 +31,8 @@ static int pack_sampling(cuda_backend *c, const kiln_step *s, int n, step_plan *
     int n_bias = 0, n_supp = 0;
     for (int i = 0; i < s->n_seqs; i++)
         if (s->seq_logits[i]) {
-            n_bias += s->seq_logits[i] * s->sampling[i].n_bias;
-            n_supp += s->seq_logits[i] * s->sampling[i].n_supp;
+            n_bias += s->sampling[i].n_bias;
+            n_supp += s->sampling[i].n_supp;
         }
     int n_pen = s->n_pen, n_pen_tok = n_pen ? s->pen_start[n_pen] : 0;
     kiln_cuda_sampling_layout(p, n, n_bias, n_supp, n_pen, n_pen_tok);
@@ -46,35 +46,38 @@ static int pack_sampling(cuda_backend *c, const kiln_step *s, int n, step_plan *
     int32_t *pslot = (int32_t *)(h + p->sd_pslot), *pstart = (int32_t *)(h + p->sd_pstart);
     int32_t *pnp = (int32_t *)(h + p->sd_pnp), *ptok = (int32_t *)(h + p->sd_ptok);
     int j = 0, nb = 0, ns = 0;
-    /* a sequence's seq_logits rows: one, or the k + 1 rows of a speculative verification, row
-     * q drawing output position rng_offset + q (no penalty table then: kiln_step_check) */
+    /* a sequence's seq_logits rows: one, or the k + 1 rows of a speculative verification, which
+     * share its bias and suppression lists; row q draws output position rng_offset + q (no
+     * penalty table then: kiln_step_check) */
     for (int i = 0; i < s->n_seqs; i++) {
-        int m = s->seq_q_start[i + 1] > s->seq_q_start[i] ? s->seq_logits[i] : 0;
-        for (int q = 0; q < m; q++) {
-            const kiln_step_sampling *ss = &s->sampling[i]; /* ranges: kiln_backend_check_step */
-            kiln_cuda_sample_row *r = &rows[j++];
-            memset(r, 0, sizeof *r);
-            r->temperature = ss->temperature;
-            r->top_p = ss->top_p;
-            r->min_p = ss->min_p;
-            r->repetition_penalty = ss->repetition_penalty;
-            r->presence_penalty = ss->presence_penalty;
-            r->frequency_penalty = ss->frequency_penalty;
-            r->top_k = ss->top_k;
-            r->n_top = ss->n_logprobs;
-            r->want_logprob = ss->want_logprob;
-            r->slot = ss->pen_slot;
-            r->bias_start = nb;
-            r->n_bias = ss->n_bias;
-            memcpy(bias_ids + nb, s->bias_ids + ss->bias_start, (size_t)ss->n_bias * 4);
-            memcpy(bias_vals + nb, s->bias_values + ss->bias_start, (size_t)ss->n_bias * 4);
-            nb += ss->n_bias;
-            r->supp_start = ns;
-            r->n_supp = ss->n_supp;
-            memcpy(supp + ns, s->supp_ids + ss->supp_start, (size_t)ss->n_supp * 4);
-            ns += ss->n_supp;
-            r->seed = ss->seed;
-            r->position = ss->rng_offset + (uint64_t)q;
+        if (!s->seq_logits[i] || s->seq_q_start[i + 1] <= s->seq_q_start[i]) continue;
+        const kiln_step_sampling *ss = &s->sampling[i]; /* ranges: kiln_backend_check_step */
+        kiln_cuda_sample_row *r = &rows[j++];
+        memset(r, 0, sizeof *r);
+        r->temperature = ss->temperature;
+        r->top_p = ss->top_p;
+        r->min_p = ss->min_p;
+        r->repetition_penalty = ss->repetition_penalty;
+        r->presence_penalty = ss->presence_penalty;
+        r->frequency_penalty = ss->frequency_penalty;
+        r->top_k = ss->top_k;
+        r->n_top = ss->n_logprobs;
+        r->want_logprob = ss->want_logprob;
+        r->slot = ss->pen_slot;
+        r->bias_start = nb;
+        r->n_bias = ss->n_bias;
+        memcpy(bias_ids + nb, s->bias_ids + ss->bias_start, (size_t)ss->n_bias * 4);
+        memcpy(bias_vals + nb, s->bias_values + ss->bias_start, (size_t)ss->n_bias * 4);
+        nb += ss->n_bias;
+        r->supp_start = ns;
+        r->n_supp = ss->n_supp;
+        memcpy(supp + ns, s->supp_ids + ss->supp_start, (size_t)ss->n_supp * 4);
+        ns += ss->n_supp;
+        r->seed = ss->seed;
+        r->position = ss->rng_offset;
+        for (int q = 1; q < s->seq_logits[i]; q++) {
+            rows[j] = *r;
+            rows[j++].position = ss->rng_offset + (uint64_t)q;
         }
     }
     for (int k = 0; k < n_pen; k++) {
