@@ -333,6 +333,9 @@ typedef struct kiln_engine_stats {
     uint64_t preemptions;
     uint64_t grammar_masks_computed;  /* constrained decoding: token masks walked over the trie */
     uint64_t grammar_masks_cached;    /* and served from a matcher's cache */
+    uint64_t grammar_device_masks;    /* masks sent with a step to the backend's sampler */
+    uint64_t grammar_drains;          /* overlapped steps not built because a constrained row
+                                       * needed its previous token first (docs/grammar.md) */
     uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
     /* speculative decoding (vLLM's spec_decode counters): steps in which a sequence verified a
      * proposal, tokens proposed, proposed tokens accepted, and accepted counts by position in the

@@ -126,6 +126,7 @@ int kiln_backend_check_step(const kiln_backend_config *c, int vocab, int min_row
         .min_rows = min_rows,
         .max_logits_per_seq = c->max_logits_per_seq,
         .sample_rows = c->sample_rows,
+        .masks = c->masks,
         .kv_window = c->kv_window,
     };
     return kiln_step_check(&lim, s, err);

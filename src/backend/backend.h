@@ -35,6 +35,8 @@ typedef struct kiln_backend_config {
                              * ops.max_logits_per_seq; 0 = 1) */
     int sample_rows;        /* 1: device_sample steps may ask several rows of a sequence
                              * (speculative verification; the engine sets it from ops.sample_rows) */
+    int masks;              /* 1: device_sample steps may carry grammar masks (ops.masks; the engine
+                             * sets it when it can constrain): the backend sizes their upload */
     int n_devices;          /* 0: the backend's default device; else devices[0 .. n_devices) */
     int devices[KILN_MAX_DEVICES];
     int tp_size;            /* tensor parallelism: ranks (0 or 1: none). cpu: simulated ranks in one
@@ -69,6 +71,7 @@ typedef struct kiln_backend_ops {
     int overlap;       /* 1: two steps may be in flight (see above; needs device_sample) */
     int sample_rows;   /* 1: the device sampler draws every logits row of a sequence (k + 1 rows
                         * of a speculative verification), each with its own output position */
+    int masks;         /* 1: the device sampler applies grammar masks (kiln_step.masks) */
     int (*create)(kiln_backend **out, const kiln_model *m, const kiln_backend_config *c,
                   kiln_error *err);
     int (*encode_step)(kiln_backend *b, const kiln_step *s, kiln_error *err); /* never waits */
@@ -100,9 +103,10 @@ typedef struct kiln_backend_ops {
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 6 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
+#define KILN_BACKEND_ABI 7 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
                             * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale;
-                            * 6: ops.sample_rows, kiln_backend_config.sample_rows, .tp_size */
+                            * 6: ops.sample_rows, kiln_backend_config.sample_rows, .tp_size;
+                            * 7: grammar masks (ops.masks, kiln_backend_config.masks, kiln_step.masks) */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

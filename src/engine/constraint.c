@@ -7,12 +7,16 @@
  * cache), EOS and the request's stop ids are allowed only when the text so far is complete, and
  * the drawn token's bytes advance the matcher.
  *
- * Where the tokens are drawn matters: the mask of step n+1 depends on the token of step n, so a
- * constrained row cannot be drawn by a step encoded before step n is known. Overlapped
- * scheduling encodes exactly so, and so does the device sampler without a mask upload: an
- * engine whose backend draws the tokens (cuda, or cpu with backend_sampling) refuses a
- * constrained request with KILN_ERR_UNSUPPORTED (open it with host_sampling = 1); under host
- * sampling there is no overlap, so each step still makes its one wait.
+ * Where the tokens are drawn matters: the mask of step n+1 depends on the token of step n. The
+ * host sampler applies it to the host logits (e->gmask). A backend that draws the tokens itself
+ * with masks (ops.masks: cuda, cpu with backend_sampling) gets each constrained row's mask with
+ * the step (kiln_step.masks, one row per constrained draw, filled by the scheduler's
+ * add_sampling through kiln_req_grammar_mask_into) and applies it after penalties, bias and
+ * suppression, as the host sampler does. Overlapped scheduling encodes step n+1 before step n's
+ * token is known, so it cannot build a constrained row's mask: while a constrained row has its
+ * previous token in flight, the scheduler drains instead (stats.grammar_drains), which costs
+ * the overlap of those steps, not a second wait. A backend that draws without masks refuses a
+ * constrained request with KILN_ERR_UNSUPPORTED (open it with host_sampling = 1).
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -166,17 +170,26 @@ void kiln_grammar_free(kiln_grammar *g) {
 
 /* for add_request: r gets its matcher */
 int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_error *err) {
-    if (e->device_sample)
+    if (e->device_sample && !e->device_masks)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "constrained decoding runs in the host sampler; this engine draws tokens in the backend "
-                        "(%s%s): open it with host_sampling = 1 (KILN_HOST_SAMPLING=1)",
-                        e->ops->name, e->overlap ? ", overlapped scheduling" : "");
+                        "constrained decoding: the %s backend draws tokens without grammar masks: open the "
+                        "engine with host_sampling = 1 (KILN_HOST_SAMPLING=1)", e->ops->name);
+    if (e->strict && e->overlap && !e->warned_grammar_overlap) {
+        /* strict mode: the fallback from overlapped scheduling is said, not silent */
+        e->warned_grammar_overlap = 1;
+        KILN_WARN("constrained decoding: steps with a constrained row are not overlapped (each waits for "
+                  "the previous token before its mask is built; stats grammar_drains counts them)");
+    }
     int rc = kiln_gmatch_create(&r->gm, &g->g, &e->trie, g->tabs, GRAMMAR_CACHE_ENTRIES, err);
     if (!rc) r->grammar = g;
     return rc;
 }
 
 int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err) {
+    return kiln_req_grammar_mask_into(e, r, e->gmask, err);
+}
+
+int kiln_req_grammar_mask_into(kiln_engine *e, kiln_req *r, uint32_t *out, kiln_error *err) {
     int words = (e->model->cfg.vocab_size + 31) / 32, tw = (e->trie.vocab + 31) / 32;
     if (tw > words) tw = words;
     for (int i = tw; i < words; i++) e->gmask[i] = 0;
@@ -195,6 +208,9 @@ int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err) {
         }
         for (int i = 0; i < r->n_stop_ids; i++) e->gmask[r->stop_ids[i] >> 5] |= 1u << (r->stop_ids[i] & 31);
     }
+    /* the matcher writes the trie's words (the tokenizer's vocabulary may be the larger), the
+     * step row holds the model's */
+    if (out != e->gmask) memcpy(out, e->gmask, (size_t)words * sizeof *out);
     return KILN_OK;
 }
 

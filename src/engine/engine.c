@@ -116,6 +116,7 @@ static void free_step(kiln_step *s) {
     kiln_free(s->bias_ids);
     kiln_free(s->bias_values);
     kiln_free(s->supp_ids);
+    kiln_free(s->masks);
     kiln_free(s->pen_slot);
     kiln_free(s->pen_start);
     kiln_free(s->pen_n_prompt);
@@ -124,8 +125,10 @@ static void free_step(kiln_step *s) {
     memset(s, 0, sizeof *s);
 }
 
-static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks, int max_model_len) {
+static int alloc_step(kiln_step *s, int max_tokens, int max_seqs, int max_blocks, int max_model_len, int mask_words) {
     memset(s, 0, sizeof *s);
+    s->mask_words = mask_words; /* 0: no grammar masks in this engine's steps */
+    if (mask_words > 0 && !(s->masks = kiln_calloc((size_t)max_seqs * mask_words, sizeof(uint32_t)))) return 0;
     s->max_tokens = max_tokens;
     s->max_seqs = max_seqs;
     s->max_blocks_per_seq = max_blocks;
@@ -310,6 +313,9 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* overlapped scheduling: the backend allows two steps in flight and draws the tokens itself;
      * off with the option overlap = -1 (KILN_OVERLAP=0) */
     e->overlap = e->ops->overlap && e->device_sample && o->overlap >= 0 && !e->fault_break_batch;
+    /* constrained rows drawn on the device: the scheduler sends each one's grammar mask with the
+     * step (scheduler.c add_sampling); a backend without masks refuses them (constraint.c) */
+    e->device_masks = e->device_sample && e->ops->masks && e->gmu_init;
     /* speculative decoding (spec.c): refused by name where the backend cannot verify */
     if ((rc = kiln_spec_init(e, o, err))) goto fail;
     /* the chunked-prefill ITL policy (scheduler.c, step_cost.h) */
@@ -341,6 +347,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         .sample = e->device_sample,
         .max_logits_per_seq = e->spec_k > 0 ? e->spec_k + 1 : 0, /* verification rows */
         .sample_rows = e->spec_k > 0 && e->device_sample, /* drawn on the device (spec.c) */
+        .masks = e->device_masks,
         .n_devices = o->n_devices,
         .tp_size = o->tensor_parallel_size,
         .cpu = o->cpu,
@@ -357,7 +364,8 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         }
     }
     for (int k = 0; k < 2; k++) {
-        if (!alloc_step(&e->steps[k], e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len)) {
+        if (!alloc_step(&e->steps[k], e->max_batch_tokens, e->max_seqs, e->max_blocks_per_seq, e->max_model_len,
+                        e->device_masks ? (mc->vocab_size + 31) / 32 : 0)) {
             rc = KILN_ERR(err, KILN_ERR_OOM, "engine: out of memory for the step buffers");
             goto fail;
         }

@@ -102,6 +102,8 @@ struct kiln_engine {
     kiln_req **running; int n_running;            /* [max_seqs] scheduling order */
     kiln_req **waiting; int n_waiting, cap_waiting;
     int device_sample;                            /* the backend draws the tokens (ops.samples) */
+    int device_masks;                             /* and applies grammar masks (ops.masks, a tokenizer) */
+    int warned_grammar_overlap;                   /* strict: the no-overlap note was logged */
     int32_t *free_pen; int n_free_pen;            /* [max_seqs] free device penalty table rows */
     int step_n_bias, step_n_supp;                 /* entries used in the step's bias / supp lists */
     int32_t *suppress;                            /* [KILN_MAX_EOS + max stop ids] */
@@ -155,10 +157,13 @@ int kiln_req_suppressed(const kiln_engine *e, const kiln_req *r, int32_t *out);
 int kiln_engine_grammar_init(kiln_engine *e, kiln_error *err);
 /* close: the trie, the scratch and the grammar cache */
 void kiln_engine_free_grammars(kiln_engine *e);
-/* add_request: r's matcher over g (r owns g from here on); refused when the backend samples */
+/* add_request: r's matcher over g (r owns g from here on); refused when the backend samples
+ * without masks */
 int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_error *err);
 /* the mask of r's next draw into e->gmask (EOS / stop ids allowed when the text is complete) */
 int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err);
+/* the same into out [(vocab + 31) / 32] (a step's mask row for the backend's sampler) */
+int kiln_req_grammar_mask_into(kiln_engine *e, kiln_req *r, uint32_t *out, kiln_error *err);
 /* advance r's matcher over tok (ids that end the request are not text) */
 void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok);
 /* spec.c / spec_ngram.c: speculative decoding */

@@ -34,6 +34,7 @@
 #include <string.h>
 #include "engine/engine_internal.h"
 #include "util/error.h"
+#include "util/log.h"
 
 void kiln_req_release_kv(kiln_engine *e, kiln_req *r) {
     if (r->pen_slot >= 0) { /* its device penalty row is free again (reloaded by the next owner) */
@@ -129,8 +130,21 @@ static int add_sampling(kiln_engine *e, kiln_req *r, int si, int wants_logits) {
     kiln_step *s = &e->steps[e->cur];
     kiln_step_sampling *ss = &s->sampling[si];
     ss->pen_slot = -1;
-    ss->bias_start = ss->n_bias = ss->supp_start = ss->n_supp = 0;
+    ss->bias_start = ss->n_bias = ss->supp_start = ss->n_supp = ss->mask = 0;
     if (!s->device_sample || !wants_logits) return 1;
+    if (r->gm && s->masks) {
+        /* the grammar's mask for this draw: r's previous token is known (build_step drains an
+         * overlapped step first); a failed walk leaves the row unconstrained, as the host
+         * sampler does, and says so */
+        kiln_error gerr;
+        uint32_t *row = s->masks + (size_t)s->n_masks * s->mask_words;
+        if (kiln_req_grammar_mask_into(e, r, row, &gerr) == KILN_OK) {
+            ss->mask = ++s->n_masks;
+            e->stats.grammar_device_masks++;
+        } else {
+            KILN_WARN("request %llu: grammar mask: %s", (unsigned long long)r->id, gerr.msg);
+        }
+    }
     if (kiln_req_has_penalties(r) && r->pen_slot < 0) {
         int used = s->pen_start[s->n_pen];
         if (used + r->n_tokens > s->cap_pen_tokens || e->n_free_pen == 0) return 0;
@@ -230,8 +244,18 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
     if (e->fault_break_batch) s->device_sample = 0; /* the fault perturbs host logits */
     s->n_pen = 0;
     s->pen_start[0] = 0;
+    s->n_masks = 0;
     e->step_n_bias = e->step_n_supp = 0;
     int budget = e->max_batch_tokens;
+    /* a constrained row whose previous token is still in flight has no mask yet: drain first
+     * (constraint.c), then this step is built as without overlap */
+    if (in_flight && s->masks)
+        for (int i = 0; i < e->n_running; i++)
+            if (e->running[i]->gm && e->running[i]->n_inflight > 0) {
+                e->stats.grammar_drains++;
+                *need_drain = 1;
+                return KILN_OK;
+            }
 
     /* the ITL policy: decode rows of this step, and the prefill rows they leave room for */
     int n_dec = 0, pf_left = budget, pf_cut = 0;

@@ -78,6 +78,9 @@ typedef struct kiln_step_sampling {
     int pen_slot;        /* row of the device penalty tables, -1 = no penalties */
     int bias_start, n_bias; /* logit bias entries in kiln_step.bias_ids / bias_values */
     int supp_start, n_supp; /* ids forced to -inf (min_tokens) in kiln_step.supp_ids */
+    int mask;            /* constrained decoding: 1 + the row of kiln_step.masks whose set bits are
+                          * the only ids this draw may take (after penalties, bias and suppression,
+                          * as the host sampler's allow mask); 0 = unconstrained (a zeroed row) */
     uint64_t seed;
     uint64_t rng_offset; /* output position of the token being sampled */
 } kiln_step_sampling;
@@ -107,6 +110,11 @@ typedef struct kiln_step {
     int32_t *bias_ids;           /* [max_seqs * KILN_MAX_LOGIT_BIAS] packed per sequence */
     float *bias_values;
     int32_t *supp_ids;           /* [max_seqs * (KILN_MAX_EOS + KILN_MAX_STOP_IDS)] packed */
+    /* grammar masks of the constrained sequences (engine/constraint.c), bit (id & 31) of word
+     * id >> 5 set = allowed; only rows [0, n_masks) are read (backends with ops.masks) */
+    uint32_t *masks;             /* [max_seqs][mask_words], NULL when the engine has no grammars */
+    int mask_words;              /* (vocab + 31) / 32 */
+    int n_masks;
     /* penalty tables to (re)load before sampling: entry i fills slot pen_slot[i] from
      * pen_tokens[pen_start[i] .. pen_start[i+1]): the first pen_n_prompt[i] are prompt ids
      * (presence for the repetition penalty), the rest output ids (counted). The table then
@@ -135,6 +143,7 @@ typedef struct kiln_step_limits {
     int min_rows;           /* at least this many rows and sequences (a graph bucket's floor) */
     int max_logits_per_seq; /* seq_logits[i] <= this (0 is read as 1) */
     int sample_rows;        /* 1: seq_logits[i] > 1 allowed with device_sample too */
+    int masks;              /* 1: device_sample rows may carry a grammar mask (mask_row >= 0) */
     int kv_window;          /* > 0: every layer attends over at most this many positions, and the
                              * engine releases KV blocks that left the window: a sequence's blocks
                              * wholly below (its first row's position - kv_window + 1) may be the
@@ -148,7 +157,8 @@ typedef struct kiln_step_limits {
  * with n_prev > 0: device_sample set, every prev_row in [-1, max_seqs) and n_prev of them >= 0
  * (their range against the previous step's logits rows is the backend's check); with
  * device_sample: one logits row per sequence (several where lim->sample_rows), the sampling rows (penalty slot, top-n, bias /
- * suppression list ranges) and the penalty loads (slots, spans, token ids). */
+ * suppression list ranges, grammar mask rows: only where lim->masks, one logits row then, as
+ * many masked draws as rows in [0, n_masks)) and the penalty loads (slots, spans, token ids). */
 int kiln_step_check(const kiln_step_limits *lim, const kiln_step *s, kiln_error *err);
 
 #endif

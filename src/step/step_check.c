@@ -38,6 +38,7 @@ static int check_sampling(const kiln_step_limits *c, const kiln_step *s, kiln_er
     int vocab = c->vocab;
     const int64_t max_bias = (int64_t)c->max_seqs * KILN_MAX_LOGIT_BIAS;
     const int64_t max_supp = (int64_t)c->max_seqs * (KILN_MAX_EOS + KILN_MAX_STOP_IDS);
+    int n_masked = 0;
     for (int i = 0; i < s->n_seqs; i++) {
         if (!s->seq_logits[i]) continue;
         const kiln_step_sampling *ss = &s->sampling[i];
@@ -52,7 +53,18 @@ static int check_sampling(const kiln_step_limits *c, const kiln_step *s, kiln_er
         if (s->seq_logits[i] > 1 && ss->pen_slot >= 0)
             return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d draws %d rows with penalty slot %d", i,
                             s->seq_logits[i], ss->pen_slot);
+        if (ss->mask) {
+            if (!c->masks || !s->masks || ss->mask < 1 || ss->mask > s->n_masks || s->seq_logits[i] != 1)
+                return KILN_ERR(err, KILN_ERR_RANGE, "step: sequence %d grammar mask row %d (of %d; %d logits rows%s)",
+                                i, ss->mask - 1, s->n_masks, s->seq_logits[i], c->masks ? "" : ", backend without masks");
+            n_masked++;
+        }
     }
+    /* as many mask rows as masked draws (the engine packs them in sequence order) */
+    if (s->n_masks < 0 || s->n_masks > c->max_seqs || n_masked != s->n_masks ||
+        (s->n_masks > 0 && s->mask_words != (vocab + 31) / 32))
+        return KILN_ERR(err, KILN_ERR_RANGE, "step: %d grammar mask rows of %d words for %d constrained draws", s->n_masks,
+                        s->mask_words, n_masked);
     if (s->n_pen < 0 || s->n_pen > c->max_seqs)
         return KILN_ERR(err, KILN_ERR_RANGE, "step: %d penalty loads", s->n_pen);
     for (int k = 0; k < s->n_pen; k++) {

@@ -4,11 +4,26 @@
  *     of the output tokens form a sentence of the grammar, and a request that stops does so only
  *     where the sentence is complete;
  *   - a batch of constrained requests equals each run alone (I5 with masks);
- *   - compile errors name the part; an engine whose backend draws the tokens refuses a constrained
- *     request (and the grammar stays the caller's). */
+ *   - compile errors name the part;
+ *   - an engine whose backend draws the tokens (cpu backend_sampling, overlapped scheduling) sends
+ *     the masks with the step: every output equals the host-sampled run's token for token, also in
+ *     a batch where unconstrained requests run beside constrained ones (their steps drain instead
+ *     of overlapping: stats.grammar_drains), with one wait per step (I1). */
 #include <regex.h>
 #include "kiln.h"
 #include "test.h"
+
+/* tests/cuda/test_cuda_grammar.c runs this suite on the cuda backend (GRAMMAR_TEST_CUDA): the
+ * reference runs sample on the host from the backend's logits (host_sampling), the others on the
+ * device with the masks uploaded with each step; batch-invariant mode, so both see the same
+ * logits bits and every output must again be equal token for token. */
+#ifdef GRAMMAR_TEST_CUDA
+#define G_MODEL "models/tinystories-656K"
+#define G_TOK "models/tinystories-656K/tokenizer.json"
+#else
+#define G_MODEL "models/stories260K/stories260K.bin"
+#define G_TOK "models/stories260K/tok512.bin"
+#endif
 
 static const char *g_model, *g_tok;
 
@@ -20,6 +35,12 @@ static kiln_engine *open_engine(int backend_sampling) {
     o.max_seqs = 8;
     o.kv_memory_mb = 16;
     o.cpu.backend_sampling = backend_sampling;
+#ifdef GRAMMAR_TEST_CUDA
+    o.backend = "cuda";
+    o.host_sampling = !backend_sampling;
+    o.batch_invariant = 1;
+    o.max_model_len = 512;
+#endif
     kiln_engine *e = NULL;
     kiln_error err = {0};
     if (kiln_engine_open(&e, &o, &err)) fprintf(stderr, "open: %s\n", err.msg);
@@ -34,8 +55,9 @@ typedef struct {
     kiln_finish fin;
 } out_t;
 
-/* run n requests (all added at once) to the end; grammars compiled from (kind, src) */
-static int run(kiln_engine *e, int kind, const char *src, const uint64_t *seeds, int n, out_t *outs) {
+/* run n requests (all added at once) to the end; grammars compiled from (kind, src), except for
+ * the odd-numbered requests when `mixed` (those run unconstrained) */
+static int run_mixed(kiln_engine *e, int kind, const char *src, const uint64_t *seeds, int n, out_t *outs, int mixed) {
     kiln_error err = {0};
     int32_t *prompt = NULL, np = 0;
     if (kiln_engine_tokenize(e, "Once upon a time", 16, 1, &prompt, &np, &err)) return -1;
@@ -49,7 +71,8 @@ static int run(kiln_engine *e, int kind, const char *src, const uint64_t *seeds,
         p.sampling.temperature = 1.0f;
         p.sampling.seed = seeds[i];
         p.sampling.has_seed = 1;
-        if (kiln_engine_compile_grammar(e, (kiln_constraint_kind)kind, src, strlen(src), &p.grammar, &err)) {
+        if (!(mixed && i % 2) &&
+            kiln_engine_compile_grammar(e, (kiln_constraint_kind)kind, src, strlen(src), &p.grammar, &err)) {
             fprintf(stderr, "compile: %s\n", err.msg);
             return -1;
         }
@@ -86,6 +109,14 @@ static int run(kiln_engine *e, int kind, const char *src, const uint64_t *seeds,
     return 0;
 }
 
+static int run(kiln_engine *e, int kind, const char *src, const uint64_t *seeds, int n, out_t *outs) {
+    return run_mixed(e, kind, src, seeds, n, outs, 0);
+}
+
+static int same(const out_t *a, const out_t *b) {
+    return a->n_ids == b->n_ids && a->fin == b->fin && !memcmp(a->ids, b->ids, sizeof(int32_t) * (size_t)a->n_ids);
+}
+
 static int full_match(const char *re, const char *s) {
     regex_t r;
     if (regcomp(&r, re, REG_EXTENDED | REG_NOSUB)) return -1;
@@ -95,11 +126,14 @@ static int full_match(const char *re, const char *s) {
 }
 
 int main(void) {
-    g_model = kt_shared("models/stories260K/stories260K.bin");
-    g_tok = kt_shared("models/stories260K/tok512.bin");
-    if (!kt_exists(g_model) || !kt_exists(g_tok)) KT_SKIP("stories260K not found under %s", kt_shared(""));
+#ifdef GRAMMAR_TEST_CUDA
+    kc_require_gpu();
+#endif
+    g_model = kt_shared(G_MODEL);
+    g_tok = kt_shared(G_TOK);
+    if (!kt_exists(g_model) || !kt_exists(g_tok)) KT_SKIP("%s not found under %s", G_MODEL, kt_shared(""));
     kiln_engine *e = open_engine(0);
-    if (!e) KT_SKIP("cannot open stories260K");
+    if (!e) KT_SKIP("cannot open %s", G_MODEL);
     static const uint64_t seeds[6] = {1, 2, 3, 4, 5, 6};
     out_t outs[6], solo;
     /* a regex: words then a period; EOS allowed only after the period */
@@ -116,6 +150,8 @@ int main(void) {
         }
     }
     KT_CHECK(stops > 0, "some constrained runs stop (%d of 6)", stops);
+    static out_t host_re[6], host_ch[4], host_mx[6], dev[6];
+    memcpy(host_re, outs, sizeof host_re);
     /* the batch equals each request alone */
     for (int i = 0; i < 3; i++) {
         KT_CHECK(run(e, KILN_CONSTRAINT_REGEX, re, &seeds[i], 1, &solo) == 0, "solo run");
@@ -136,6 +172,8 @@ int main(void) {
         KT_CHECK(outs[i].fin == KILN_FINISH_STOP && full_match("^(yes|no|maybe so)$", outs[i].bytes) == 1, "choice: '%s' (finish %d)",
                  outs[i].bytes, outs[i].fin);
     }
+    memcpy(host_ch, outs, sizeof host_ch);
+    KT_CHECK(run_mixed(e, KILN_CONSTRAINT_REGEX, re, seeds, 6, host_mx, 1) == 0, "mixed run (host)");
     /* compile errors name the part */
     kiln_error err = {0};
     kiln_grammar *g = NULL;
@@ -145,22 +183,24 @@ int main(void) {
     rc = kiln_engine_compile_grammar(e, KILN_CONSTRAINT_GRAMMAR, "root ::= x", 10, &g, &err);
     KT_CHECK(rc == KILN_ERR_INVALID_ARG && strstr(err.msg, "'x'"), "grammar error: %s", err.msg);
     kiln_engine_close(e);
-    /* backend sampling: refused, the grammar stays the caller's */
+    /* backend sampling with overlap: masks in the step, the same tokens as the host sampler */
     e = open_engine(1);
+    KT_CHECK(e != NULL, "open with backend sampling");
     if (e) {
-        int32_t *prompt = NULL, np = 0;
-        kiln_engine_tokenize(e, "Once", 4, 1, &prompt, &np, &err);
-        kiln_request_params p;
-        kiln_request_params_default(&p);
-        p.prompt_ids = prompt;
-        p.n_prompt = np;
-        p.max_tokens = 4;
-        KT_CHECK(kiln_engine_compile_grammar(e, KILN_CONSTRAINT_REGEX, "a+", 2, &p.grammar, &err) == 0, "compile");
-        uint64_t id;
-        rc = kiln_engine_add_request(e, &p, &id, &err);
-        KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "host_sampling"), "backend sampling refuses: %d %s", rc, err.msg);
-        kiln_grammar_free(p.grammar);
-        kiln_free(prompt);
+        KT_CHECK(run(e, KILN_CONSTRAINT_REGEX, re, seeds, 6, dev) == 0, "regex run (backend sampling)");
+        for (int i = 0; i < 6; i++) KT_CHECK(same(&dev[i], &host_re[i]), "regex seed %d: backend-drawn output differs", i);
+        KT_CHECK(run(e, KILN_CONSTRAINT_CHOICE, "[\"yes\", \"no\", \"maybe so\"]", seeds, 4, dev) == 0, "choice run");
+        for (int i = 0; i < 4; i++) KT_CHECK(same(&dev[i], &host_ch[i]), "choice seed %d: backend-drawn output differs", i);
+        KT_CHECK(run_mixed(e, KILN_CONSTRAINT_REGEX, re, seeds, 6, dev, 1) == 0, "mixed run (backend sampling)");
+        for (int i = 0; i < 6; i++)
+            KT_CHECK(same(&dev[i], &host_mx[i]), "mixed seed %d (%s): backend-drawn output differs", i,
+                     i % 2 ? "unconstrained" : "constrained");
+        kiln_engine_stats st;
+        kiln_engine_get_stats(e, &st);
+        KT_CHECK(st.grammar_device_masks > 0 && st.grammar_drains > 0 && st.syncs == st.steps,
+                 "stats: %llu device masks, %llu drains, %llu syncs in %llu steps", (unsigned long long)st.grammar_device_masks,
+                 (unsigned long long)st.grammar_drains, (unsigned long long)st.syncs, (unsigned long long)st.steps);
+        KT_CHECK(st.overlapped_steps > 0, "unconstrained steps still overlap (%llu)", (unsigned long long)st.overlapped_steps);
         kiln_engine_close(e);
     }
     return kt_done();

@@ -1,7 +1,7 @@
 /* kiln-layer: contract (links only this layer and those below it) */
 /* test_step.c: the step contract (step/step.h): kiln_step_check accepts a valid ragged step and
  * refuses each kind of bad descriptor (every rule can fail), several logits rows per sequence
- * only where the limits allow them and never with device sampling; the KV element types
+ * only where the limits allow them and never with device sampling; grammar mask rows; the KV element types
  * (names, sizes, the fp8 alias) and the scale counts of a quantized pool; the quantization
  * descriptor's names and the FP8 storage types of format/. */
 #include <string.h>
@@ -120,6 +120,39 @@ int main(void) {
     r.smp[1].n_logprobs = KILN_STEP_MAX_TOP + 1;
     KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "top-n beyond KILN_STEP_MAX_TOP refused");
     l.max_logits_per_seq = 0;
+
+    /* grammar masks (constrained rows drawn by the backend): only where the limits allow them,
+     * one logits row then, as many rows as masked draws, rows of (vocab + 31) / 32 words */
+    {
+        uint32_t masks[MAXS * ((V + 31) / 32)];
+        memset(masks, 0, sizeof masks);
+        rig_init(&r);
+        r.s.device_sample = 1;
+        r.s.masks = masks;
+        r.s.mask_words = (V + 31) / 32;
+        r.s.n_masks = 1;
+        r.smp[1].mask = 1;
+        KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "a mask refused where the backend has none");
+        l.masks = 1;
+        KT_CHECK(check(&r, &l) == KILN_OK, "a masked draw accepted");
+        r.smp[0].mask = 2;
+        KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "a mask row past n_masks refused");
+        r.s.n_masks = 2;
+        KT_CHECK(check(&r, &l) == KILN_OK, "two masked draws accepted");
+        r.s.n_masks = 3;
+        KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "a mask row no draw uses refused");
+        r.s.n_masks = 2;
+        r.s.mask_words = 1;
+        KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "mask rows narrower than the vocabulary refused");
+        r.s.mask_words = (V + 31) / 32;
+        l.max_logits_per_seq = 4;
+        l.sample_rows = 1;
+        r.lg[0] = 3;
+        KT_CHECK(check(&r, &l) == KILN_ERR_RANGE, "a mask on several logits rows refused");
+        l.max_logits_per_seq = 0;
+        l.sample_rows = 0;
+        l.masks = 0;
+    }
 
     /* KV element types */
     KT_CHECK(kiln_kv_dtype_bytes(KILN_KV_F32) == 4 && kiln_kv_dtype_bytes(KILN_KV_BF16) == 2 &&

@@ -13,7 +13,10 @@
  *     relative of a running-sum boundary (detected from the CPU's work and counted);
  *   - logprob and the top-n logprobs within 1e-4, top ids equal, entries past n_top = -1;
  *   - counts[slot] = output counts + 1 at the chosen token (rows with slot -1: untouched);
- *   - the row sampled alone (n = 1) gives the same bits as inside its batch of R.
+ *   - the row sampled alone (n = 1) gives the same bits as inside its batch of R;
+ *   - grammar masks: rows 2 and 6 of every batch allow a random ~10% of the ids, row 7 three ids
+ *     (one of them often suppressed); the CPU reference draws with the same mask as its allow
+ *     (constrained decoding), and the token is checked to be an allowed one.
  */
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
@@ -28,7 +31,7 @@
 #define NSUPP 3
 #define MT KILN_CUDA_MAX_TOP
 
-static int n_rows, n_draw_boundary, n_keep_boundary, n_sampled;
+static int n_masked, n_rows, n_draw_boundary, n_keep_boundary, n_sampled;
 
 typedef struct row_case {
     kiln_sampling sp;
@@ -155,7 +158,25 @@ typedef struct dev_bufs {
     int32_t *bias_ids, *supp, *counts, *tok, *top_ids, *slots, *tok_start, *n_prompt, *tokens;
     uint8_t *in_prompt;
     kiln_cuda_sample_row *rows;
+    uint32_t *masks; /* [R][W] */
 } dev_bufs;
+
+/* the grammar mask of row r ([W] words), or NULL: rows 2 and 6 a random ~10%, row 7 three ids */
+static const uint32_t *make_mask(uint32_t *m, int r, int V, const int32_t *supp, int n_supp, unsigned long long *s) {
+    int W = (V + 31) / 32;
+    memset(m, 0, (size_t)W * 4);
+    if (r == 2 || r == 6) {
+        for (int i = 0; i < V; i++)
+            if (kt_randf(s) < 0.1f) m[i >> 5] |= 1u << (i & 31);
+        return m;
+    }
+    if (r == 7) {
+        int ids[3] = {(int)(kt_rand_u64(s) % (uint64_t)V), (int)(kt_rand_u64(s) % (uint64_t)V), n_supp ? supp[0] : 0};
+        for (int j = 0; j < 3; j++) m[ids[j] >> 5] |= 1u << (ids[j] & 31);
+        return m;
+    }
+    return NULL;
+}
 
 static void load_penalties(dev_bufs *d, const row_case *c, int V) {
     int32_t slots[R], start[R + 1], np[R], toks[R * (NP + NO)];
@@ -181,6 +202,9 @@ static void run_batch(int V, int mode, int combo0, int n_combo, dev_bufs *d, kil
     size_t RV = (size_t)R * V;
     float *x = kiln_malloc(RV * 4), *gw = kiln_malloc(RV * 4);
     int32_t *gcounts = kiln_malloc(RV * 4);
+    int W = (V + 31) / 32;
+    uint32_t *hm = kiln_malloc((size_t)R * W * 4);
+    const uint32_t *mk[R];
     row_case c[R];
     kiln_cuda_sample_row hr[R];
     int32_t hb_ids[R * NBIAS], hsupp[R * NSUPP];
@@ -210,7 +234,10 @@ static void run_batch(int V, int mode, int combo0, int n_combo, dev_bufs *d, kil
         for (int i = 0; i < c[r].n_supp; i++) hsupp[nsu++] = c[r].supp[i];
         h->seed = c[r].seed;
         h->position = c[r].pos;
+        mk[r] = make_mask(hm + (size_t)r * W, r, V, c[r].supp, c[r].n_supp, s);
+        h->mask = mk[r] ? r + 1 : 0;
     }
+    kc_put(d->masks, hm, (size_t)R * W * 4);
     kc_put(d->logits, x, RV * 4);
     kc_put(d->rows, hr, sizeof hr);
     kc_put(d->bias_ids, hb_ids, sizeof hb_ids);
@@ -223,8 +250,8 @@ static void run_batch(int V, int mode, int combo0, int n_combo, dev_bufs *d, kil
     kc_poison(d->top_lp, R * MT * 4);
     kc_poison(d->counts, RV * 4); /* slots not loaded stay poisoned: a row with slot -1 must not touch them */
     load_penalties(d, c, V);
-    CU(kiln_cuda_sample(d->logits, d->work, R, V, d->rows, d->bias_ids, d->bias_v, d->supp, d->counts, d->in_prompt,
-                        d->tok, d->lp, d->top_ids, d->top_lp, 0));
+    CU(kiln_cuda_sample(d->logits, d->work, R, V, d->rows, d->bias_ids, d->bias_v, d->supp, d->masks, W, d->counts,
+                        d->in_prompt, d->tok, d->lp, d->top_ids, d->top_lp, 0));
     int32_t gtok[R], gtop[R * MT];
     float glp[R], gtlp[R * MT];
     kc_get(gtok, d->tok, sizeof gtok);
@@ -239,13 +266,22 @@ static void run_batch(int V, int mode, int combo0, int n_combo, dev_bufs *d, kil
         const float *xr = x + (size_t)r * V, *gwr = gw + (size_t)r * V;
         kiln_token_logprob top[MT];
         float lp = 0;
+        cs->allow = mk[r];
         int32_t tok = kiln_sample(cs, xr, &cr->sp, cr->prompt, cr->slot >= 0 ? NP : 0, cr->out, cr->slot >= 0 ? NO : 0,
                                   cr->supp, cr->n_supp, cr->seed, cr->pos, &lp, top, cr->n_top);
+        cs->allow = NULL;
         n_rows++;
+        if (mk[r]) { /* constrained: an allowed id, unless every allowed id is suppressed (then 0, as the CPU) */
+            n_masked++;
+            int any = 0;
+            for (int i = 0; i < V && !any; i++) any = (mk[r][i >> 5] >> (i & 31) & 1) && cs->work[i] > -INFINITY;
+            KT_CHECK(!any || (mk[r][gtok[r] >> 5] >> (gtok[r] & 31) & 1), "V=%d mode=%d row %d: token %d outside its mask",
+                     V, mode, r, gtok[r]);
+        }
         const char *what = cr->sp.temperature <= 0 ? "greedy" : "sampled";
         char tag[200];
-        snprintf(tag, sizeof tag, "V=%d mode=%d row=%d %s T=%g k=%d p=%g minp=%g pen=%g bias=%d supp=%d seed=%llu pos=%llu",
-                 V, mode, r, what, cr->sp.temperature, cr->sp.top_k, cr->sp.top_p, cr->sp.min_p,
+        snprintf(tag, sizeof tag, "V=%d mode=%d row=%d %s%s T=%g k=%d p=%g minp=%g pen=%g bias=%d supp=%d seed=%llu pos=%llu",
+                 V, mode, r, what, mk[r] ? " masked" : "", cr->sp.temperature, cr->sp.top_k, cr->sp.top_p, cr->sp.min_p,
                  cr->sp.repetition_penalty, cr->sp.n_bias, cr->n_supp, (unsigned long long)cr->seed,
                  (unsigned long long)cr->pos);
         /* processed logits / kept set */
@@ -298,7 +334,7 @@ static void run_batch(int V, int mode, int combo0, int n_combo, dev_bufs *d, kil
         kc_poison(d->top_ids, MT * 4);
         kc_poison(d->top_lp, MT * 4);
         CU(kiln_cuda_sample(d->logits + (size_t)r * V, d->work, 1, V, d->rows + r, d->bias_ids, d->bias_v, d->supp,
-                            d->counts, d->in_prompt, d->tok, d->lp, d->top_ids, d->top_lp, 0));
+                            d->masks, W, d->counts, d->in_prompt, d->tok, d->lp, d->top_ids, d->top_lp, 0));
         int32_t t1, ti[MT];
         float l1, tl[MT];
         kc_get(&t1, d->tok, 4);
@@ -312,6 +348,7 @@ static void run_batch(int V, int mode, int combo0, int n_combo, dev_bufs *d, kil
     kiln_free(x);
     kiln_free(gw);
     kiln_free(gcounts);
+    kiln_free(hm);
 }
 
 int main(void) {
@@ -338,6 +375,7 @@ int main(void) {
         d.n_prompt = kc_dev(R * 4);
         d.tokens = kc_dev(R * (NP + NO) * 4);
         d.rows = kc_dev(R * sizeof(kiln_cuda_sample_row));
+        d.masks = kc_dev((size_t)R * ((V + 31) / 32) * 4);
         kiln_sampler cs;
         kiln_error err;
         KT_CHECK(kiln_sampler_init(&cs, V, &err) == KILN_OK, "sampler init");
@@ -347,11 +385,11 @@ int main(void) {
                 for (int combo = 0; combo < 72; combo += R) run_batch(V, mode, combo, R, &d, &cs, &s);
         kiln_sampler_free(&cs);
         void *all[] = {d.logits, d.work, d.bias_v, d.lp, d.top_lp, d.bias_ids, d.supp, d.counts, d.in_prompt,
-                       d.tok, d.top_ids, d.slots, d.tok_start, d.n_prompt, d.tokens, d.rows};
+                       d.tok, d.top_ids, d.slots, d.tok_start, d.n_prompt, d.tokens, d.rows, d.masks};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CU(cudaFree(all[i]));
         printf("V=%d done\n", V);
     }
-    printf("%d rows (%d sampled): %d draw-boundary cases, %d top-p boundary cases tolerated\n", n_rows, n_sampled,
+    printf("%d rows (%d sampled, %d masked): %d draw-boundary cases, %d top-p boundary cases tolerated\n", n_rows, n_sampled, n_masked,
            n_draw_boundary, n_keep_boundary);
     int cap = n_rows / 500 > 2 ? n_rows / 500 : 2;
     KT_CHECK(n_draw_boundary + n_keep_boundary <= cap, "%d boundary cases > cap %d", n_draw_boundary + n_keep_boundary, cap);

@@ -487,6 +487,7 @@ static const kiln_backend_ops k_cpu_ops = {
     .samples = 1,
     .sample_opt_in = 1, /* host sampling unless cpu.backend_sampling */
     .overlap = 1,
+    .masks = 1,       /* grammar masks in the step (cpu_sample.c) */
     .create = cpu_create,
     .encode_step = cpu_encode,
     .finish_step = cpu_finish,

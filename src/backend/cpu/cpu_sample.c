@@ -85,9 +85,12 @@ void kiln_cpu_sample_step(kiln_cpu_sampler *cs, const kiln_step *s, const float 
         kiln_token_logprob top[KILN_STEP_MAX_TOP];
         float lp = 0.0f;
         int nt = ss->n_logprobs;
+        /* a constrained draw: its grammar mask row (step.h), the host sampler's allow */
+        cs->s.allow = ss->mask > 0 && s->masks ? s->masks + (size_t)(ss->mask - 1) * s->mask_words : NULL;
         int32_t tok = kiln_sample_tables(&cs->s, logits + (size_t)j * V, &p, cnt, inp, s->supp_ids + ss->supp_start,
                                          ss->n_supp, ss->seed, ss->rng_offset, ss->want_logprob ? &lp : NULL,
                                          nt > 0 ? top : NULL, nt);
+        cs->s.allow = NULL;
         if (cnt) cnt[tok]++; /* the table stays current (the GPU sampler does the same) */
         out->tokens[j] = tok;
         out->logprob[j] = lp;

@@ -98,6 +98,7 @@ static void cuda_destroy(kiln_backend *b) {
         kiln_cuda_host_free(&c->syncs, c->desc_hb[i]);
         kiln_cuda_host_free(&c->syncs, c->sdesc_hb[i]);
         kiln_cuda_host_free(&c->syncs, c->sout_hb[i]);
+        kiln_cuda_host_free(&c->syncs, c->mask_hb[i]);
         if (c->have_ev > i) cudaEventDestroy(c->ev[i]);
     }
     kiln_cuda_host_free(&c->syncs, c->logits_h);
@@ -224,6 +225,14 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sdesc_hb[i], c->sdesc_bytes, "sampling descriptor", err)) ||
             (rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->sout_hb[i], c->sout_bytes, "sampling results", err)))
             return rc;
+    if (c->cfg.masks) { /* grammar masks: S rows of (V + 31) / 32 words (16 KiB for 131,072 ids) */
+        c->mask_words = (int)((V + 31) / 32);
+        size_t mb = S * (size_t)c->mask_words * 4;
+        if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->mask_d, mb, "grammar masks", err))) return rc;
+        c->scratch_bytes += mb;
+        for (int i = 0; i < 2; i++)
+            if ((rc = kiln_cuda_host_alloc(&c->syncs, (void **)&c->mask_hb[i], mb, "grammar masks", err))) return rc;
+    }
     cudaError_t e = cudaMemsetAsync(c->pen_counts, 0, S * V * 4, c->st);
     if (e == cudaSuccess) e = cudaMemsetAsync(c->pen_prompt, 0, S * V, c->st);
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(penalty tables)", __FILE__, __LINE__);
@@ -636,6 +645,7 @@ static const kiln_backend_ops k_cuda_ops = {
     .samples = 1,
     .overlap = 1,
     .sample_rows = 1, /* every verification row drawn at its own output position (cuda_plan.c) */
+    .masks = 1,       /* grammar masks applied by the sampler (cuda_plan.c upload_masks, sample.cu) */
     .create = cuda_create,
     .encode_step = kiln_cuda_encode,
     .finish_step = cuda_finish,

@@ -138,6 +138,12 @@ typedef struct cuda_backend {
     unsigned char *sdesc_hb[2], *sout_hb[2]; /* per parity (two steps in flight); sdesc_h / sout_h
                                               * point at the encoded step's */
     size_t sdesc_bytes;
+    /* grammar masks (kiln_backend_config.masks): the step's mask rows, copied into the pinned
+     * buffer of its parity and uploaded with one H2D copy before the step's work; the sampling
+     * rows name their row (kiln_cuda_sample_row.mask_row). NULL without masks. */
+    uint32_t *mask_d;     /* [max_seqs][mask_words] */
+    uint32_t *mask_hb[2]; /* pinned, per parity */
+    int mask_words;       /* (V + 31) / 32, 0 without masks */
     unsigned char *sout_d, *sout_h;   /* [S] tok, [S] logprob, [S][20] top ids, [S][20] top lp */
     size_t sout_bytes;
     /* Steps in flight (overlapped scheduling: at most two). Step i uses the pinned buffers of

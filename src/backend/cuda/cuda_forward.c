@@ -28,8 +28,8 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
     float *o_tlp = (float *)(c->sout_d + LR * 8 + LR * KILN_STEP_MAX_TOP * 4);
     LAUNCH(kiln_cuda_sample(c->logits_d, c->samp_work, p->n, V, (const kiln_cuda_sample_row *)(d + p->sd_rows),
                             (const int32_t *)(d + p->sd_bias), (const float *)(d + p->sd_bvals),
-                            (const int32_t *)(d + p->sd_supp), c->pen_counts, c->pen_prompt, o_tok, o_lp, o_tid, o_tlp,
-                            c->st));
+                            (const int32_t *)(d + p->sd_supp), c->mask_d, c->mask_words, c->pen_counts, c->pen_prompt,
+                            o_tok, o_lp, o_tid, o_tlp, c->st));
     KILN_CUDA_TRY(err, cudaMemcpyAsync(c->sout_h, c->sout_d, c->sout_bytes, cudaMemcpyDeviceToHost, c->st));
     return KILN_OK;
 }

@@ -319,6 +319,9 @@ typedef struct kiln_cuda_sample_row {
     int slot;         /* row of the penalty tables; -1 = no penalties (and no count update) */
     int bias_start, n_bias; /* into bias_ids / bias_values (applied in list order) */
     int supp_start, n_supp; /* into supp_ids: ids forced to -inf (min_tokens) */
+    int mask;         /* 1 + the row of masks whose set bits are the ids allowed (after penalties,
+                       * bias and suppression); 0 = none (a zeroed row) */
+    int pad_;
     uint64_t seed, position; /* Philox key / counter: kiln_uniform(seed, position) */
 } kiln_cuda_sample_row;
 
@@ -329,13 +332,15 @@ typedef struct kiln_cuda_sample_row {
  *   the chosen token of a row with slot >= 0 is added to counts[slot] (slots distinct within one
  *   call). out_tok [n]; out_logprob [n] (may be NULL; 0 unless want_logprob); out_top_ids /
  *   out_top_lp [n][KILN_CUDA_MAX_TOP] (may be NULL): the n_top best raw (id, logprob), logit
- *   desc, lowest id first on ties, entries past n_top = (-1, 0). Only the rows' own values
- *   matter: a row gives the same bits alone or in any batch. */
+ *   desc, lowest id first on ties, entries past n_top = (-1, 0). masks [rows][mask_words] (may be
+ *   NULL when no row has mask > 0): bit (id & 31) of word id >> 5 set = allowed. Only the rows'
+ *   own values matter: a row gives the same bits alone or in any batch. */
 size_t kiln_cuda_sample_work_bytes(int max_rows, int V);
 cudaError_t kiln_cuda_sample(const float *logits, float *work, int n, int V, const kiln_cuda_sample_row *rows,
                              const int32_t *bias_ids, const float *bias_values, const int32_t *supp_ids,
-                             int32_t *counts, const uint8_t *in_prompt, int32_t *out_tok, float *out_logprob,
-                             int32_t *out_top_ids, float *out_top_lp, cudaStream_t st);
+                             const uint32_t *masks, int mask_words, int32_t *counts, const uint8_t *in_prompt,
+                             int32_t *out_tok, float *out_logprob, int32_t *out_top_ids, float *out_top_lp,
+                             cudaStream_t st);
 /* Penalty tables: for each of n_init slots (slots[i]), zero its rows, then set
  * in_prompt[slot][t] = 1 for the prompt ids tokens[tok_start[i] .. tok_start[i] + n_prompt[i])
  * and count counts[slot][t] += 1 for the output ids up to tok_start[i + 1] (tok_start [n_init + 1]).

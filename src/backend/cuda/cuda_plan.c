@@ -69,6 +69,7 @@ static int pack_sampling(cuda_backend *c, const kiln_step *s, int n, step_plan *
         memcpy(bias_ids + nb, s->bias_ids + ss->bias_start, (size_t)ss->n_bias * 4);
         memcpy(bias_vals + nb, s->bias_values + ss->bias_start, (size_t)ss->n_bias * 4);
         nb += ss->n_bias;
+        r->mask = ss->mask; /* 1 + its row of mask_d (one logits row then: kiln_step_check) */
         r->supp_start = ns;
         r->n_supp = ss->n_supp;
         memcpy(supp + ns, s->supp_ids + ss->supp_start, (size_t)ss->n_supp * 4);
@@ -157,6 +158,17 @@ int kiln_cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         }
     } else {
         for (int t = 0; t < T; t++) prev[t] = -1;
+    }
+    /* grammar masks: one H2D copy of the step's rows into mask_d, ahead of the step's work in
+     * stream order and outside the decode graphs (their sampler reads mask_d, the rows name
+     * their mask); the pinned rows are this parity's, so the step in flight keeps its own */
+    if (s->device_sample && s->n_masks > 0) {
+        if (!c->mask_d || s->mask_words != c->mask_words)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: a step with grammar masks, the backend was "
+                            "created without them (kiln_backend_config.masks)");
+        size_t mb = (size_t)s->n_masks * c->mask_words * 4;
+        memcpy(c->mask_hb[c->par], s->masks, mb);
+        KILN_CUDA_TRY(err, cudaMemcpyAsync(c->mask_d, c->mask_hb[c->par], mb, cudaMemcpyHostToDevice, c->st));
     }
 
     /* fill the pinned descriptor; the block table is packed to this step's widest row */

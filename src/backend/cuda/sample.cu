@@ -9,7 +9,8 @@
  * order that depends only on V, so a row gives the same bits alone or in any batch):
  *   1. w = logits; repetition (divide positive / multiply negative, ids in the prompt or the
  *      output), presence/frequency (w -= freq * count + pres, exactly rounded ops, no FMA),
- *      bias (one thread, in list order, as the CPU), suppression (-inf).
+ *      bias (one thread, in list order, as the CPU), suppression (-inf), the grammar mask (-inf
+ *      where its bit is clear).
  *   2. temperature <= 0: argmax (lowest id on ties). Else w *= 1/temperature (f32), mx = max.
  *   3. top-k: radix select on the order-preserving u32 key of w (-0 folded into +0): 3 passes
  *      (11, 11, 10 bits) of shared histograms find the key K of the k-th candidate in the order
@@ -258,6 +259,7 @@ static __device__ __forceinline__ double ekeep(float v, float mx) {
 __global__ void __launch_bounds__(NT) sample_kernel(const float *logits, float *work, int V,
                                                     const kiln_cuda_sample_row *rows, const int32_t *bias_ids,
                                                     const float *bias_values, const int32_t *supp_ids,
+                                                    const uint32_t *masks, int mask_words,
                                                     int32_t *counts, const uint8_t *in_prompt, int32_t *out_tok,
                                                     float *out_logprob, int32_t *out_top_ids, float *out_top_lp) {
     __shared__ sample_smem sm;
@@ -294,6 +296,12 @@ __global__ void __launch_bounds__(NT) sample_kernel(const float *logits, float *
         if (id >= 0 && id < V) w[id] = -INFINITY;
     }
     __syncthreads();
+    if (r.mask > 0 && masks) { /* constrained decoding: each thread its ids' bits */
+        const uint32_t *mrow = masks + (size_t)(r.mask - 1) * mask_words;
+        for (int i = tid; i < V; i += NT)
+            if (!(__ldg(&mrow[i >> 5]) >> (i & 31) & 1u)) w[i] = -INFINITY;
+        __syncthreads();
+    }
 
     int chosen;
     if (r.temperature <= 0.0f) {
@@ -420,11 +428,12 @@ size_t kiln_cuda_sample_work_bytes(int max_rows, int V) { return (size_t)max_row
 
 cudaError_t kiln_cuda_sample(const float *logits, float *work, int n, int V, const kiln_cuda_sample_row *rows,
                              const int32_t *bias_ids, const float *bias_values, const int32_t *supp_ids,
-                             int32_t *counts, const uint8_t *in_prompt, int32_t *out_tok, float *out_logprob,
-                             int32_t *out_top_ids, float *out_top_lp, cudaStream_t st) {
+                             const uint32_t *masks, int mask_words, int32_t *counts, const uint8_t *in_prompt,
+                             int32_t *out_tok, float *out_logprob, int32_t *out_top_ids, float *out_top_lp,
+                             cudaStream_t st) {
     if (n <= 0) return cudaSuccess;
-    if (V <= 0 || V > KILN_CUDA_SAMPLE_MAX_VOCAB) return cudaErrorInvalidValue;
-    sample_kernel<<<n, NT, 0, st>>>(logits, work, V, rows, bias_ids, bias_values, supp_ids, counts, in_prompt,
+    if (V <= 0 || V > KILN_CUDA_SAMPLE_MAX_VOCAB || (masks && mask_words < (V + 31) / 32)) return cudaErrorInvalidValue;
+    sample_kernel<<<n, NT, 0, st>>>(logits, work, V, rows, bias_ids, bias_values, supp_ids, masks, mask_words, counts, in_prompt,
                                     out_tok, out_logprob, out_top_ids, out_top_lp);
     KILN_CUDA_CHECK_LAUNCH();
 }
