@@ -27,6 +27,9 @@ typedef struct kiln_bench_opts {
     int prompt_len, decode_steps, warmup, repeat;
     uint64_t seed;
     int progress; /* progress lines on stderr */
+    /* --json-schema FILE: every request constrained by this JSON schema (issue 18's cost of
+     * constrained decoding; the text is the caller's), NULL = unconstrained */
+    const char *json_schema, *json_schema_path;
 } kiln_bench_opts;
 
 typedef struct kiln_bench_stat { double med, min, max; } kiln_bench_stat;
@@ -82,6 +85,7 @@ typedef struct kiln_bench_result {
     int n_pts;
     uint64_t steps, syncs, allocs; /* totals over every timed and warmup run */
     int sync_min, sync_max;
+    uint64_t masks_computed, masks_cached, grammar_drains; /* --json-schema: engine stats deltas */
 } kiln_bench_result;
 
 /* Engine options bench/validate use on top of the user's: prefix cache off (repeats reuse the
@@ -99,6 +103,10 @@ void kiln_bench_card(char *buf, size_t cap);
 int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *r, kiln_error *err);
 /* Run B requests (prompts[i] of lens[i] tokens) greedily with ignore_eos and max_tokens each;
  * outputs ids [B][max_tokens] and raw logprobs [B][max_tokens] (either may be NULL). */
+/* the same with every request constrained by json_schema (JSON Schema text, NULL: none) */
+int kiln_bench_requests_ex(kiln_engine *e, int B, int32_t *const *prompts, const int *lens, int max_tokens,
+                           const char *json_schema, int32_t *out_ids, float *out_lp, kiln_bench_rec *rec,
+                           kiln_error *err);
 int kiln_bench_requests(kiln_engine *e, int B, int32_t *const *prompts, const int *lens, int max_tokens,
                         int32_t *out_ids, float *out_lp, kiln_bench_rec *rec, kiln_error *err);
 void kiln_bench_random_ids(int32_t *ids, int n, int vocab, uint64_t seed);

@@ -78,6 +78,12 @@ json_t *kiln_bench_to_json(const kiln_bench_result *r) {
     json_object_set_new(cj, "kv_bytes", json_integer((json_int_t)in->backend_kv_bytes));
     json_object_set_new(cj, "graph_buckets",
                         json_string(in->backend && !strcmp(in->backend, "cpu") ? "N/A on cpu" : "not reported"));
+    if (r->opt.json_schema) /* constrained decoding (issue 18): the schema and the mask work */
+        json_object_set_new(cj, "json_schema", json_pack("{s:s, s:I, s:I, s:I}", "path",
+                                                         r->opt.json_schema_path ? r->opt.json_schema_path : "",
+                                                         "masks_computed", (json_int_t)r->masks_computed,
+                                                         "masks_cached", (json_int_t)r->masks_cached,
+                                                         "grammar_drains", (json_int_t)r->grammar_drains));
     json_object_set_new(j, "config", cj);
     json_object_set_new(j, "memory", json_pack("{s:I, s:I, s:I}", "peak_rss_bytes", (json_int_t)r->peak_rss,
                                                "backend_kv_bytes", (json_int_t)in->backend_kv_bytes,
@@ -147,6 +153,11 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r) {
                    "peak int8 dot %.1f GOP/s (%s)  \n",
                 r->mach.mem_bw_gbs, r->mach.threads, r->mach.fma_gflops, r->mach.fma_isa, r->mach.int8_gops,
                 r->mach.int8_isa[0] ? r->mach.int8_isa : "none");
+    if (r->opt.json_schema)
+        fprintf(f, "**Constrained**: every request by the JSON schema %s (greedy, EOS ignored); grammar masks %llu walked, "
+                   "%llu from cache, %llu drained overlap steps  \n",
+                r->opt.json_schema_path ? r->opt.json_schema_path : "(given)", (unsigned long long)r->masks_computed,
+                (unsigned long long)r->masks_cached, (unsigned long long)r->grammar_drains);
     fprintf(f, "**Prompt Length**: %d tokens  \n**Decode Steps**: %d  \n**Repeats**: %d (+%d warmup), medians with min-max spread  \n",
             r->opt.prompt_len, r->opt.decode_steps, r->opt.repeat, r->opt.warmup);
     char kv[32], sc[32];

@@ -67,7 +67,7 @@ void kiln_bench_engine_options(kiln_engine_options *eo, const kiln_bench_opts *o
         eo->max_batch_tokens = (int)(want > KILN_BENCH_AUTO_MAX_TOKENS ? KILN_BENCH_AUTO_MAX_TOKENS : want);
     }
     if (eo->max_model_len <= 0) eo->max_model_len = o->prompt_len + o->decode_steps + 2;
-    eo->skip_tokenizer = 1;
+    eo->skip_tokenizer = !o->json_schema_path; /* a constraint walks the tokenizer's pieces */
 }
 
 size_t kiln_bench_peak_rss(void) {
@@ -327,6 +327,12 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
 
 int kiln_bench_requests(kiln_engine *e, int B, int32_t *const *prompts, const int *lens, int max_tokens,
                         int32_t *out_ids, float *out_lp, kiln_bench_rec *rec, kiln_error *err) {
+    return kiln_bench_requests_ex(e, B, prompts, lens, max_tokens, NULL, out_ids, out_lp, rec, err);
+}
+
+int kiln_bench_requests_ex(kiln_engine *e, int B, int32_t *const *prompts, const int *lens, int max_tokens,
+                           const char *json_schema, int32_t *out_ids, float *out_lp, kiln_bench_rec *rec,
+                           kiln_error *err) {
     memset(rec, 0, sizeof *rec);
     rec->sync_min = 1 << 30;
     uint64_t *ids = kiln_calloc((size_t)B, sizeof(uint64_t));
@@ -346,7 +352,12 @@ int kiln_bench_requests(kiln_engine *e, int B, int32_t *const *prompts, const in
         p.ignore_eos = 1;
         p.sampling.temperature = 0.0f;
         p.sampling.logprobs = out_lp != NULL;
+        /* constrained: compiled once (the engine caches it by text), a reference per request */
+        if (json_schema &&
+            (rc = kiln_engine_compile_grammar(e, KILN_CONSTRAINT_JSON_SCHEMA, json_schema, strlen(json_schema), &p.grammar, err)))
+            break;
         rc = kiln_engine_add_request(e, &p, &ids[i], err);
+        if (rc && p.grammar) kiln_grammar_free(p.grammar); /* a refused request leaves it the caller's */
     }
     kiln_engine_stats s0, s1, sf = {0};
     double t0 = kiln_now(), t_first = -1;
@@ -478,13 +489,15 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
         pt->sync_min = 1 << 30;
         for (int i = 0; i < B; i++) kiln_bench_random_ids(prompts[i], L, mc->vocab_size, o->seed * 7919u + (uint64_t)B * 131u + (uint64_t)i);
         int k = 0;
+        kiln_engine_stats g0, g1;
+        kiln_engine_get_stats(e, &g0);
         for (int run = 0; !rc && run < nrun; run++) {
             int warm = run < o->warmup;
             if (o->progress)
                 fprintf(stderr, "kiln bench: batch %d: %s %d/%d\n", B, warm ? "warmup" : "repeat",
                         warm ? run + 1 : run - o->warmup + 1, warm ? o->warmup : o->repeat);
             kiln_bench_rec rec;
-            if ((rc = kiln_bench_requests(e, B, prompts, lens, D + 1, NULL, NULL, &rec, err))) break;
+            if ((rc = kiln_bench_requests_ex(e, B, prompts, lens, D + 1, o->json_schema, NULL, NULL, &rec, err))) break;
             pt->steps += rec.steps; pt->syncs += rec.syncs; pt->allocs += rec.allocs;
             if (rec.steps && rec.sync_min < pt->sync_min) pt->sync_min = rec.sync_min;
             if (rec.sync_max > pt->sync_max) pt->sync_max = rec.sync_max;
@@ -499,6 +512,10 @@ int kiln_bench_run(kiln_engine *e, const kiln_bench_opts *o, kiln_bench_result *
             k++;
         }
         if (rc) break;
+        kiln_engine_get_stats(e, &g1);
+        r->masks_computed += g1.grammar_masks_computed - g0.grammar_masks_computed;
+        r->masks_cached += g1.grammar_masks_cached - g0.grammar_masks_cached;
+        r->grammar_drains += g1.grammar_drains - g0.grammar_drains;
         pt->prefill_tps = stat_of(v + 0 * nrun, k);
         pt->decode_tps = stat_of(v + 1 * nrun, k);
         pt->step_ms = stat_of(v + 2 * nrun, k);

@@ -3,7 +3,9 @@
  *
  *   kiln bench --model PATH | --load-format dummy --model CONFIG.json [--backend cpu|cuda]
  *              [--batch 1,2,4,8,16] [--prompt-len 512] [--decode-steps 64] [--warmup 1]
- *              [--repeat 3] [--seed 1] [--json FILE] [--threads N] [engine options]
+ *              [--repeat 3] [--seed 1] [--json FILE] [--threads N] [--json-schema FILE] [engine options]
+ * --json-schema: every request constrained by the schema in FILE (the cost of constrained
+ * decoding beside an unconstrained run of the same command).
  * Markdown tables to stdout, progress to stderr, the kiln.bench.v1 JSON to --json.
  */
 #include <stdio.h>
@@ -11,7 +13,9 @@
 #include <string.h>
 #include "cli/bench.h"
 #include "cli/cli.h"
+#include "util/alloc.h"
 #include "util/error.h"
+#include "util/mapfile.h"
 
 void kiln_bench_opts_default(kiln_bench_opts *o) {
     memset(o, 0, sizeof *o);
@@ -75,6 +79,12 @@ int kiln_bench_cli_opt(int argc, char **argv, int *i, kiln_bench_opts *o) {
             (*i)++;
             return 1;
         }
+    if (!strcmp(a, "--json-schema")) {
+        if (!val) { fprintf(stderr, "kiln: --json-schema needs a file\n"); return -1; }
+        o->json_schema_path = val;
+        (*i)++;
+        return 1;
+    }
     if (!strcmp(a, "--seed")) {
         if (!val || kiln_cli_parse_int(val, 0, 1L << 62, &x)) { fprintf(stderr, "kiln: --seed must be >= 0\n"); return -1; }
         o->seed = (uint64_t)x;
@@ -104,7 +114,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: kiln bench --model PATH | --load-format dummy --model CONFIG.json [--backend cpu|cuda]\n"
             "         [--batch 1,2,4,8,16] [--prompt-len 512] [--decode-steps 64] [--warmup 1] [--repeat 3]\n"
-            "         [--seed 1] [--json FILE] [--threads N] [--quiet] [engine options]\n"
+            "         [--seed 1] [--json FILE] [--threads N] [--quiet] [--json-schema FILE] [engine options]\n"
             "       kiln bench serve --url http://127.0.0.1:8000 [...]   (kiln bench serve --help)\n"
             "       kiln bench --model PATH --speculative ngram [...]   (kiln bench --speculative ngram --help)\n"
             "       kiln bench --model PATH --spec-cost 1,2,4,8 [--batch 1,8,16] [...]   (verification step cost)\n");
@@ -123,6 +133,13 @@ int kiln_cmd_bench(int argc, char **argv) {
     int pr = kiln_bench_parse_args(argc, argv, "bench", "--json", &json_path, &eo, &bo, &user_mbt, usage);
     if (pr) return pr > 0 ? 0 : 2;
     kiln_bench_engine_options(&eo, &bo, user_mbt, 1);
+    char *schema = NULL;
+    if (bo.json_schema_path) {
+        size_t n = 0;
+        kiln_error rerr = {0};
+        if (kiln_read_file(bo.json_schema_path, &schema, &n, &rerr)) { kiln_cli_print_error("bench", &rerr); return 2; }
+        bo.json_schema = schema;
+    }
     kiln_bench_result res;
     memset(&res, 0, sizeof res);
     res.model_path = eo.model_path;
@@ -132,10 +149,10 @@ int kiln_cmd_bench(int argc, char **argv) {
     kiln_error err = {0};
     kiln_engine *e = NULL;
     if (bo.progress) fprintf(stderr, "kiln bench: loading %s\n", eo.model_path);
-    if (kiln_engine_open(&e, &eo, &err)) { kiln_cli_print_error("bench", &err); return 1; }
-    if (kiln_bench_fit(e, &bo, "bench")) { kiln_engine_close(e); return 2; }
     int rc = 0;
-    if (kiln_bench_run(e, &bo, &res, &err)) { kiln_cli_print_error("bench", &err); rc = 1; }
+    if (kiln_engine_open(&e, &eo, &err)) { kiln_cli_print_error("bench", &err); kiln_free(schema); return 1; }
+    if (kiln_bench_fit(e, &bo, "bench")) rc = 2;
+    else if (kiln_bench_run(e, &bo, &res, &err)) { kiln_cli_print_error("bench", &err); rc = 1; }
     if (!rc) {
         printf("# kiln bench\n\n");
         kiln_bench_print_header(stdout, &res);
@@ -151,5 +168,6 @@ int kiln_cmd_bench(int argc, char **argv) {
         }
     }
     kiln_engine_close(e);
+    kiln_free(schema);
     return rc;
 }
