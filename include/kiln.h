@@ -183,6 +183,11 @@ typedef struct kiln_engine_options {
                                  * is; the GPU then uses fixed kernels without split-K) (default 0) */
     int host_sampling;          /* 1: sample in the engine from host logits even where the backend
                                  * can draw on the device (the GPU sampler's reference) (default 0) */
+    int jump_forward;           /* 1: constrained decoding emits the tokens of bytes its grammar forces
+                                 * (where only one continuation exists) without a step each; they
+                                 * are computed in the next step as one chunk (SGLang's jump-forward;
+                                 * the tokenization may differ from the model's own choice, and
+                                 * requests with logprobs are left alone) (default 0, as vLLM) */
     const char *kv_cache_dtype; /* NULL or "auto": the backend's own (cpu f32, cuda bf16); else "f32",
                                  * "bf16", "f16" or "fp8" (e4m3), refused where the backend cannot
                                  * hold it (vLLM's --kv-cache-dtype) */
@@ -268,8 +273,8 @@ typedef struct kiln_request_params {
     int n_stop_strings;
     kiln_sampling sampling;
     kiln_grammar *grammar;   /* constrained decoding, or NULL; the engine owns it after a successful
-                              * add_request (the caller frees it when add_request fails). Needs host
-                              * sampling: an engine whose backend draws the tokens refuses it */
+                              * add_request (the caller frees it when add_request fails). Host or
+                              * device sampling (the masks go with the step: docs/grammar.md) */
     int no_speculation;      /* 1: this request decodes plainly on an engine that speculates */
 } kiln_request_params;
 
@@ -336,6 +341,7 @@ typedef struct kiln_engine_stats {
     uint64_t grammar_device_masks;    /* masks sent with a step to the backend's sampler */
     uint64_t grammar_drains;          /* overlapped steps not built because a constrained row
                                        * needed its previous token first (docs/grammar.md) */
+    uint64_t grammar_forced_tokens;   /* tokens emitted by jump-forward (options.jump_forward) */
     uint64_t prefix_cache_hits;       /* tokens served from the prefix cache */
     /* speculative decoding (vLLM's spec_decode counters): steps in which a sequence verified a
      * proposal, tokens proposed, proposed tokens accepted, and accepted counts by position in the

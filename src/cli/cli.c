@@ -63,6 +63,7 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
     if (!strcmp(a, "--tokenizer")) { NEEDVAL(); o->tokenizer_path = val; return 1; }
     if (!strcmp(a, "--backend")) { NEEDVAL(); o->backend = val; return 1; }
     if (!strcmp(a, "--no-prefix-cache")) { o->enable_prefix_cache = -1; return 1; }
+    if (!strcmp(a, "--jump-forward")) { o->jump_forward = 1; return 1; } /* constrained decoding's forced tokens */
     if (!strcmp(a, "--load-format")) {
         NEEDVAL();
         if (!strcmp(val, "dummy")) o->load_dummy = 1;

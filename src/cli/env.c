@@ -51,6 +51,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_flag("KILN_STRICT", &o->strict);
     env_flag("KILN_BATCH_INVARIANT", &o->batch_invariant);
     env_flag("KILN_HOST_SAMPLING", &o->host_sampling);
+    env_flag("KILN_JUMP_FORWARD", &o->jump_forward);
     env_int("KILN_MAX_BATCH_TOKENS", 1, 1 << 20, &o->max_batch_tokens);
     const char *itl = getenv("KILN_MAX_ITL_MS"); /* the ITL policy's target (--max-itl-ms) */
     if (itl && *itl) {

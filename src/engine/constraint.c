@@ -17,6 +17,13 @@
  * previous token in flight, the scheduler drains instead (stats.grammar_drains), which costs
  * the overlap of those steps, not a second wait. A backend that draws without masks refuses a
  * constrained request with KILN_ERR_UNSUPPORTED (open it with host_sampling = 1).
+ *
+ * Jump-forward (options.jump_forward): after a token, the bytes the grammar forces next (only one
+ * continuation) are tokenized and all but the last of those tokens are appended as output at
+ * once; the scheduler then computes them in one chunk with the next draw at its end, instead of
+ * one step each. The last token is left to the model because it could merge with what follows
+ * (a forced `{"name": "` ends in a quote the model may write as part of a longer piece). Tokens
+ * whose pieces do not spell the forced bytes exactly are not forced.
  */
 #include <stdatomic.h>
 #include <string.h>
@@ -24,6 +31,7 @@
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "tokenizer/tokenizer.h"
 
 #define GRAMMAR_CACHE_ENTRIES 64
 
@@ -222,4 +230,70 @@ void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok) {
     kiln_error err;
     if (!p || kiln_gmatch_accept(r->gm, p, len, &err))
         KILN_WARN("request %llu: token %d does not continue its grammar (the mask allowed it)", (unsigned long long)r->id, tok);
+}
+
+#define JUMP_BYTES 96
+#define JUMP_TOKENS 64
+
+/* The longest token whose piece is a prefix of b[0..n) (the trie walked down b), or -1 */
+static int32_t trie_longest(const kiln_token_trie *t, const uint8_t *b, int n, int *len) {
+    int32_t best = -1, i = 0, end = t->n_nodes;
+    *len = 0;
+    for (int d = 1; d <= n && i < end; d++, i++) {
+        while (i < end && t->byte[i] != b[d - 1]) i = t->skip[i]; /* the sibling with byte b[d - 1] */
+        if (i >= end) break;
+        if (t->tok_off[i + 1] > t->tok_off[i]) { best = t->toks[t->tok_off[i]]; *len = d; }
+        end = t->skip[i]; /* its children follow it */
+    }
+    return best;
+}
+
+/* fb[0..nb) as tokens into ids (cap JUMP_TOKENS): the tokenizer's own encoding when its pieces
+ * spell the bytes exactly (byte-level BPE, tekken), else longest pieces from the trie
+ * (SentencePiece-style vocabularies prepend a space to a text's first word); returns the count */
+static int forced_tokens(kiln_engine *e, const uint8_t *fb, int nb, int32_t *ids) {
+    int32_t *enc = NULL;
+    int n = 0, ok = 0;
+    kiln_error err;
+    if (!kiln_tokenizer_encode(e->tok, (const char *)fb, (size_t)nb, 0, &enc, &n, &err) && n <= JUMP_TOKENS) {
+        size_t off = 0;
+        ok = 1;
+        for (int i = 0; i < n && ok; i++) {
+            size_t len = 0;
+            const char *p = enc[i] >= 0 && enc[i] < e->trie.vocab && !kiln_tok_is_special(e->tok, enc[i])
+                                ? kiln_tok_piece(e->tok, enc[i], &len) : NULL;
+            ok = p && len && off + len <= (size_t)nb && !memcmp(p, fb + off, len);
+            off += len;
+            ids[i] = enc[i];
+        }
+        ok = ok && off == (size_t)nb;
+    }
+    kiln_free(enc);
+    if (ok) return n;
+    n = 0;
+    for (int off = 0; off < nb && n < JUMP_TOKENS;) {
+        int len;
+        int32_t id = trie_longest(&e->trie, fb + off, nb - off, &len);
+        if (id < 0) break;
+        ids[n++] = id;
+        off += len;
+    }
+    return n;
+}
+
+int kiln_req_jump_forward(kiln_engine *e, kiln_req *r) {
+    if (!r->gm || r->state != KILN_REQ_RUNNING || r->lp || r->sp.n_logprobs > 0) return 0;
+    uint8_t fb[JUMP_BYTES];
+    int32_t ids[JUMP_TOKENS];
+    int nb = kiln_gmatch_forced(r->gm, fb, JUMP_BYTES);
+    if (nb < 2) return 0; /* one byte is one token at most: nothing before the last to force */
+    int n = forced_tokens(e, fb, nb, ids), done = 0;
+    /* all but the last: it could merge with what the model writes next */
+    for (int i = 0; i + 1 < n && r->state == KILN_REQ_RUNNING; i++) {
+        kiln_req_grammar_accept(e, r, ids[i]);
+        kiln_req_on_token(e, r, ids[i]);
+        e->stats.grammar_forced_tokens++;
+        done++;
+    }
+    return done;
 }

@@ -316,6 +316,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* constrained rows drawn on the device: the scheduler sends each one's grammar mask with the
      * step (scheduler.c add_sampling); a backend without masks refuses them (constraint.c) */
     e->device_masks = e->device_sample && e->ops->masks && e->gmu_init;
+    e->jump_forward = o->jump_forward > 0;
     /* speculative decoding (spec.c): refused by name where the backend cannot verify */
     if ((rc = kiln_spec_init(e, o, err))) goto fail;
     /* the chunked-prefill ITL policy (scheduler.c, step_cost.h) */
@@ -707,6 +708,7 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
                                  : kiln_req_sample(e, r, res.logits + (size_t)row * res.vocab);
         if (r->gm) kiln_req_grammar_accept(e, r, tok);
         kiln_req_on_token(e, r, tok);
+        if (r->gm && e->jump_forward) kiln_req_jump_forward(e, r); /* forced tokens (constraint.c) */
     }
     if (!rc) { /* the step's time, for the ITL policy's cost model (scheduler.c) */
         double now = kiln_now(), t0 = e->step_t_begin[k] > e->t_done ? e->step_t_begin[k] : e->t_done;

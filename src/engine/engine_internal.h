@@ -103,6 +103,7 @@ struct kiln_engine {
     kiln_req **waiting; int n_waiting, cap_waiting;
     int device_sample;                            /* the backend draws the tokens (ops.samples) */
     int device_masks;                             /* and applies grammar masks (ops.masks, a tokenizer) */
+    int jump_forward;                             /* options.jump_forward */
     int warned_grammar_overlap;                   /* strict: the no-overlap note was logged */
     int32_t *free_pen; int n_free_pen;            /* [max_seqs] free device penalty table rows */
     int step_n_bias, step_n_supp;                 /* entries used in the step's bias / supp lists */
@@ -164,6 +165,9 @@ int kiln_req_grammar_init(kiln_engine *e, kiln_req *r, kiln_grammar *g, kiln_err
 int kiln_req_grammar_mask(kiln_engine *e, kiln_req *r, kiln_error *err);
 /* the same into out [(vocab + 31) / 32] (a step's mask row for the backend's sampler) */
 int kiln_req_grammar_mask_into(kiln_engine *e, kiln_req *r, uint32_t *out, kiln_error *err);
+/* jump-forward: append the tokens of the bytes r's grammar forces next (all but the last);
+ * returns how many (0 without options.jump_forward's conditions) */
+int kiln_req_jump_forward(kiln_engine *e, kiln_req *r);
 /* advance r's matcher over tok (ids that end the request are not text) */
 void kiln_req_grammar_accept(kiln_engine *e, kiln_req *r, int32_t tok);
 /* spec.c / spec_ngram.c: speculative decoding */

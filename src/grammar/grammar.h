@@ -103,6 +103,10 @@ void kiln_gmatch_free(kiln_gmatch *m);
 int kiln_gmatch_accept(kiln_gmatch *m, const void *bytes, size_t n, kiln_error *err);
 /* 1 when the text so far is a complete sentence (end of sequence allowed) */
 int kiln_gmatch_accepting(const kiln_gmatch *m);
+/* Jump-forward: the bytes every continuation of the current state starts with (while the text is
+ * not complete and the live stacks accept exactly one byte), at most cap, into out; returns how
+ * many. The state is unchanged. */
+int kiln_gmatch_forced(kiln_gmatch *m, uint8_t *out, int cap);
 /* 1 when nothing may follow (complete, no byte continues it) */
 int kiln_gmatch_done(const kiln_gmatch *m);
 /* mask[(vocab + 31) / 32]: bit i set when token i keeps the text inside the grammar (special

@@ -313,6 +313,35 @@ static void compact(kiln_gmatch *m) {
     m->n_nodes = n;
 }
 
+int kiln_gmatch_forced(kiln_gmatch *m, uint8_t *out, int cap) {
+    /* advance as accept does, in the arena above the state and the lv scratch, then forget it */
+    const int32_t *el = m->g->elems;
+    int base = m->n_nodes, n_cur = m->n_tops, acc = m->accepting, n = 0;
+    int32_t *cur = m->tops, *bufs[2] = {m->lv, m->lv + LEVEL_TOPS / 2};
+    while (n < cap && !acc && n_cur > 0) {
+        uint32_t u[8] = {0};
+        for (int k = 0; k < n_cur; k++) {
+            const uint32_t *cls = m->g->classes[el[m->nodes[cur[k]].pos]];
+            for (int w = 0; w < 8; w++) u[w] |= cls[w];
+        }
+        int bits = 0, c = -1;
+        for (int w = 0; w < 8; w++)
+            if (u[w]) {
+                bits += __builtin_popcount(u[w]);
+                c = w * 32 + __builtin_ctz(u[w]);
+            }
+        if (bits != 1) break;
+        int32_t *nxt = bufs[n & 1];
+        int n_out;
+        if (advance(m, cur, n_cur, (uint8_t)c, nxt, &n_out, LEVEL_TOPS / 2, &acc)) break;
+        out[n++] = (uint8_t)c;
+        cur = nxt;
+        n_cur = n_out;
+    }
+    m->n_nodes = base;
+    return n;
+}
+
 int kiln_gmatch_accept(kiln_gmatch *m, const void *bytes, size_t n, kiln_error *err) {
     const uint8_t *b = bytes;
     int base = m->n_nodes;

@@ -8,7 +8,9 @@
  *   - an engine whose backend draws the tokens (cpu backend_sampling, overlapped scheduling) sends
  *     the masks with the step: every output equals the host-sampled run's token for token, also in
  *     a batch where unconstrained requests run beside constrained ones (their steps drain instead
- *     of overlapping: stats.grammar_drains), with one wait per step (I1). */
+ *     of overlapping: stats.grammar_drains), with one wait per step (I1);
+ *   - jump-forward (options.jump_forward): a JSON schema and a GBNF grammar with forced literals
+ *     give outputs of the grammar, with forced tokens counted and fewer steps than tokens. */
 #include <regex.h>
 #include "kiln.h"
 #include "test.h"
@@ -27,7 +29,7 @@
 
 static const char *g_model, *g_tok;
 
-static kiln_engine *open_engine(int backend_sampling) {
+static kiln_engine *open_engine_jf(int backend_sampling, int jump_forward) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
     o.model_path = g_model;
@@ -35,6 +37,7 @@ static kiln_engine *open_engine(int backend_sampling) {
     o.max_seqs = 8;
     o.kv_memory_mb = 16;
     o.cpu.backend_sampling = backend_sampling;
+    o.jump_forward = jump_forward;
 #ifdef GRAMMAR_TEST_CUDA
     o.backend = "cuda";
     o.host_sampling = !backend_sampling;
@@ -46,6 +49,8 @@ static kiln_engine *open_engine(int backend_sampling) {
     if (kiln_engine_open(&e, &o, &err)) fprintf(stderr, "open: %s\n", err.msg);
     return e;
 }
+
+static kiln_engine *open_engine(int backend_sampling) { return open_engine_jf(backend_sampling, 0); }
 
 typedef struct {
     char bytes[2048];
@@ -201,6 +206,41 @@ int main(void) {
                  "stats: %llu device masks, %llu drains, %llu syncs in %llu steps", (unsigned long long)st.grammar_device_masks,
                  (unsigned long long)st.grammar_drains, (unsigned long long)st.syncs, (unsigned long long)st.steps);
         KT_CHECK(st.overlapped_steps > 0, "unconstrained steps still overlap (%llu)", (unsigned long long)st.overlapped_steps);
+        kiln_engine_close(e);
+    }
+    /* jump-forward: forced literals (the schema's keys, the grammar's "the ") go in as chunks */
+    e = open_engine_jf(0, 1);
+    KT_CHECK(e != NULL, "open with jump-forward");
+    if (e) {
+        kiln_engine_stats s0, s1;
+        kiln_engine_get_stats(e, &s0);
+        KT_CHECK(run(e, KILN_CONSTRAINT_GRAMMAR, gb, seeds, 4, outs) == 0, "grammar run (jump-forward)");
+        for (int i = 0; i < 4; i++) {
+            outs[i].bytes[outs[i].n] = 0;
+            if (outs[i].fin == KILN_FINISH_STOP)
+                KT_CHECK(full_match("^the (cat|dog|bird) [a-z]{2,8}\\.$", outs[i].bytes) == 1, "jump-forward grammar: '%s'",
+                         outs[i].bytes);
+            else
+                KT_CHECK(full_match("^(t|th|the|the .*)$", outs[i].bytes) == 1, "jump-forward grammar (cut): '%s'", outs[i].bytes);
+        }
+        const char *sch = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":6},"
+                          "\"animal\":{\"enum\":[\"cat\",\"dog\"]}},\"required\":[\"name\",\"animal\"],"
+                          "\"additionalProperties\":false}";
+        KT_CHECK(run(e, KILN_CONSTRAINT_JSON_SCHEMA, sch, seeds, 4, outs) == 0, "schema run (jump-forward)");
+        int n_tok = 0;
+        for (int i = 0; i < 4; i++) {
+            outs[i].bytes[outs[i].n] = 0;
+            n_tok += outs[i].n_ids;
+            KT_CHECK(!strncmp(outs[i].bytes, "{", 1), "jump-forward schema output starts an object: '%s'", outs[i].bytes);
+            if (outs[i].fin == KILN_FINISH_STOP)
+                KT_CHECK(strstr(outs[i].bytes, "\"animal\"") != NULL, "jump-forward schema: '%s'", outs[i].bytes);
+        }
+        kiln_engine_get_stats(e, &s1);
+        KT_CHECK(s1.grammar_forced_tokens > s0.grammar_forced_tokens, "forced tokens counted (%llu)",
+                 (unsigned long long)(s1.grammar_forced_tokens - s0.grammar_forced_tokens));
+        KT_CHECK(s1.syncs == s1.steps, "one wait per step with jump-forward");
+        fprintf(stderr, "jump-forward: %llu forced tokens, %d tokens in the schema run\n",
+                (unsigned long long)(s1.grammar_forced_tokens - s0.grammar_forced_tokens), n_tok);
         kiln_engine_close(e);
     }
     return kt_done();
