@@ -3,6 +3,7 @@
 `kiln serve` this script starts (the default model, SmolLM2-135M-Instruct, CPU).
 
   .venv/bin/python scripts/structured_samples.py [--n 1000] [--grammar-n 200] [--tools-n 200] [--out FILE.json]
+      [--server-arg=--speculative --server-arg=ngram] [--server-arg=--jump-forward] [--model PATH]
 
 Sets (tests/py/structured_cases.py): the nested JSON schema, two regexes and a choice at --n
 seeded samples each (temperature 1), each grammar of the GBNF set at --grammar-n, each forced
@@ -32,11 +33,14 @@ def main():
     ap.add_argument("--tools-n", type=int, default=200)
     ap.add_argument("--out", default="structured_samples.json")
     ap.add_argument("--only", default="", help="comma-separated set names")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="one more kiln serve argument (repeat): --speculative ngram, --jump-forward, --backend cuda")
+    ap.add_argument("--model", default="", help="the model (default: the default GGUF)")
     a = ap.parse_args()
-    g = default_gguf()
+    g = a.model or default_gguf()
     if not g:
         sys.exit("no default model: run scripts/get_default_model.sh")
-    srv = Srv(["--model", g], extra=["--max-num-seqs", "16"])
+    srv = Srv(["--model", g], extra=["--max-num-seqs", "16", *a.server_arg])
     client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=600)
     rows, bad = [], 0
     only = set(x for x in a.only.split(",") if x)
@@ -64,7 +68,7 @@ def main():
         srv.stop()
     for r in rows:
         bad += r["invalid"] > 0 or r["length"] > r["n"] // 100
-    Path(a.out).write_text(json.dumps({"model": os.path.basename(g), "rows": rows}, indent=1))
+    Path(a.out).write_text(json.dumps({"model": os.path.basename(g), "server_args": a.server_arg, "rows": rows}, indent=1))
     print(f"wrote {a.out}; {'FAIL' if bad else 'ok'}")
     return 1 if bad else 0
 
