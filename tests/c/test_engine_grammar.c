@@ -226,9 +226,19 @@ int main(void) {
         const char *sch = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":6},"
                           "\"animal\":{\"enum\":[\"cat\",\"dog\"]}},\"required\":[\"name\",\"animal\"],"
                           "\"additionalProperties\":false}";
-        KT_CHECK(run(e, KILN_CONSTRAINT_JSON_SCHEMA, sch, seeds, 4, outs) == 0, "schema run (jump-forward)");
+        /* the schema needs pieces for { and " (tinystories-656K's vocabulary has neither) */
+        int braces = 0;
+        kiln_engine_stats vs;
+        kiln_engine_get_stats(e, &vs);
+        for (int id = 0; id < vs.vocab_size && !braces; id++) {
+            size_t l = 0;
+            const char *pc = kiln_engine_token_piece(e, id, &l);
+            braces = pc && l == 1 && pc[0] == '{';
+        }
+        if (!braces) fprintf(stderr, "note: %s has no '{' piece: jump-forward's schema case skipped\n", G_MODEL);
+        else KT_CHECK(run(e, KILN_CONSTRAINT_JSON_SCHEMA, sch, seeds, 4, outs) == 0, "schema run (jump-forward)");
         int n_tok = 0;
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; braces && i < 4; i++) {
             outs[i].bytes[outs[i].n] = 0;
             n_tok += outs[i].n_ids;
             KT_CHECK(!strncmp(outs[i].bytes, "{", 1), "jump-forward schema output starts an object: '%s'", outs[i].bytes);
