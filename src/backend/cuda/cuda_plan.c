@@ -137,8 +137,9 @@ static int step_enqueued(cuda_backend *c, int sampled, int n_logits, kiln_error 
 int kiln_cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     cuda_backend *c = (cuda_backend *)b;
     /* overlapped scheduling: one more step while one is in flight, and only behind a step that
-     * draws on the device (host logits have one buffer) */
-    if (c->n_pending == 2 || (c->n_pending == 1 && !c->fl[0].sampled))
+     * draws on the device or returns nothing (host logits have one buffer; a prefill chunk
+     * without a logits row, the first of a long prompt, leaves it alone) */
+    if (c->n_pending == 2 || (c->n_pending == 1 && !c->fl[0].sampled && c->fl[0].n_logits > 0))
         return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: encode_step with %d step(s) in flight", c->n_pending);
     int rc = kiln_backend_check_step(&c->cfg, c->m->cfg.vocab_size, 1, s, err); /* I2 */
     if (rc) return rc;
