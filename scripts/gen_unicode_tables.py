@@ -16,7 +16,8 @@ Zs, Zl, Zp and U+0009..000D, U+0085, which unicodedata does not list as a proper
 Layout: a two-stage table over blocks of 128 code points. stage1[cp >> 7] is a block number,
 stage2[block * 64 + (cp & 127) / 2] holds two 4-bit classes (low nibble = even code point).
 
-Usage: .venv/bin/python scripts/gen_unicode_tables.py   (rewrites the file in place)
+Usage: .venv/bin/python scripts/gen_unicode_tables.py [OUT]   (default: rewrites the file in place;
+tests/py/test_tekken_unicode.py writes to a temporary OUT and compares)
 """
 import sys
 from pathlib import Path
@@ -56,6 +57,8 @@ def klass(cp):
 
 def main():
     out = Path(__file__).resolve().parents[1] / "src" / "tokenizer" / "unicode_tables.c"
+    if len(sys.argv) > 1:
+        out = Path(sys.argv[1])
     blocks, index, stage1 = [], {}, []
     for b in range(0x110000 >> 7):
         cls = [klass((b << 7) + i) for i in range(128)]
