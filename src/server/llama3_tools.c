@@ -166,6 +166,7 @@ int kiln_llama3_next(kiln_llama3 *s, const char *t, size_t len, int final, kiln_
                 continue;
             }
             s->pos = val;
+            s->begun = 1;
             s->phase = P_ARGS;
             s->depth = s->in_str = s->esc = s->started = 0;
             return emit(ev, KILN_HERMES_CALL, s->name_off, s->name_len, s->n_calls);
@@ -255,6 +256,7 @@ int kiln_llama3_next(kiln_llama3 *s, const char *t, size_t len, int final, kiln_
             if (!e && !final) return 0;
             if (e && buffered_call(t, s->obj, e, s)) {
                 s->pos = e;
+                s->begun = 1;
                 s->phase = P_B_ARGS;
                 return emit(ev, KILN_HERMES_CALL, s->name_off, s->name_len, s->n_calls);
             }

@@ -25,6 +25,7 @@ typedef struct kiln_llama3 {
     size_t obj;           /* where the current object's "{" is */
     size_t args_off, args_len, name_off, name_len; /* a buffered object's spans */
     int n_calls;
+    int begun;            /* a call's name has been emitted (the answer is tool calls) */
     int depth, in_str, esc, started; /* the JSON value scanner */
 } kiln_llama3;
 
