@@ -331,7 +331,7 @@ static int prompt_is_chatml(kiln_server *s, const gen_req *g) {
 /* A Llama 3 prompt ends with "<|start_header_id|>assistant<|end_header_id|>\n\n": tool calls
  * then take Llama 3's JSON form. */
 static int prompt_is_llama3(kiln_server *s, const gen_req *g) {
-    int k = g->n_ids < 4 ? g->n_ids : 4;
+    int k = g->n_ids < 8 ? g->n_ids : 8; /* "assistant" may be several tokens */
     char *t = NULL;
     size_t n = 0;
     kiln_error err;
