@@ -26,6 +26,7 @@
 #include <string.h>
 #include "format/gguf.h"
 #include "tokenizer/tok_hf.h"
+#include "tokenizer/tok_tekken_split.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -407,6 +408,10 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
             memset(p, 0, sizeof *p);
             p->type = HF_PRE_SPLIT;
             p->beh = HF_SPLIT_ISOLATED;
+            if (!strcmp(k_pre[pi].re[k], kiln_tekken_pattern)) {
+                p->tekken = 1; /* mistral-common's Unicode version, not PCRE2's */
+                continue;
+            }
             p->re = hf_regex_compile(k_pre[pi].re[k], strlen(k_pre[pi].re[k]), path, err);
             if (!p->re) rc = err->code;
         }
