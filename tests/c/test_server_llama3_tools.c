@@ -56,6 +56,11 @@ static void check_text(const char *text, int want_ended, const char *want_conten
              text, whole.content, inc.content, whole.args[0], inc.args[0]);
 }
 
+static const char *jstr(json_t *o, const char *k) {
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
 static void tool_id(void *ctx, char *id, size_t cap) {
     int *k = ctx;
     snprintf(id, cap, "call%d", (*k)++);
@@ -95,10 +100,9 @@ int main(void) {
     json_t *arr = calls ? json_loads(calls, 0, NULL) : NULL;
     KT_CHECK(json_array_size(arr) == 2 && !content, "two calls, no content: %s", calls ? calls : "(none)");
     json_t *f0 = json_object_get(json_array_get(arr, 0), "function");
-    KT_CHECK(!strcmp(json_string_value(json_object_get(f0, "name")) ?: "", "f") &&
-                 !strcmp(json_string_value(json_object_get(f0, "arguments")) ?: "", "{\"a\": \"\\u00e9\"}") &&
-                 !strcmp(json_string_value(json_object_get(json_array_get(arr, 0), "id")) ?: "", "call0") &&
-                 !strcmp(json_string_value(json_object_get(json_array_get(arr, 0), "type")) ?: "", "function"),
+    json_t *c0 = json_array_get(arr, 0);
+    KT_CHECK(!strcmp(jstr(f0, "name"), "f") && !strcmp(jstr(f0, "arguments"), "{\"a\": \"\\u00e9\"}") &&
+                 !strcmp(jstr(c0, "id"), "call0") && !strcmp(jstr(c0, "type"), "function"),
              "call 0: %s", calls ? calls : "");
     json_decref(arr);
     kiln_free(calls);
