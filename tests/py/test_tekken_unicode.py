@@ -55,10 +55,11 @@ def corpus():
         chars = [chr(c) for c in range(first, last + 1)]
         texts.append("".join(chars))
         texts.append(" ".join(chars))
-        for c in chars:  # each alone and in the contexts every alternative of the pattern sees
+        step = max(1, len(chars) // 32)  # every character is in the two strings above; 32 of each block
+        for c in chars[::step]:  # alone and in the contexts every alternative of the pattern sees
             texts += [c, " " + c, c * 3, "a" + c + "b", "A" + c, c + "1", "\n" + c + " ", c + ".",
                       "'" + c + c, c + "\u0301", "x" + c + "/\n"]
-        for _ in range(40):
+        for _ in range(24):
             pool = chars + OLD
             texts.append("".join(rnd.choice(pool) for _ in range(rnd.randrange(1, 24))))
     every = [chr(c) for f, l, _ in NEW for c in range(f, l + 1)]
