@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "server/tools.h"
+#include "server/llama3_tools.h"
 #include "util/json.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -51,6 +52,7 @@ typedef struct gen_req {
     char id[48];
     long long created;
     int hermes; /* chat with tools in ChatML: tool calls in the Hermes form (tools.c) */
+    int llama3; /* chat with tools in Llama 3's format: JSON tool calls (llama3_tools.c) */
 } gen_req;
 
 static void gen_req_free(void *p) {
@@ -326,6 +328,19 @@ static int prompt_is_chatml(kiln_server *s, const gen_req *g) {
     return yes;
 }
 
+/* A Llama 3 prompt ends with "<|start_header_id|>assistant<|end_header_id|>\n\n": tool calls
+ * then take Llama 3's JSON form. */
+static int prompt_is_llama3(kiln_server *s, const gen_req *g) {
+    int k = g->n_ids < 8 ? g->n_ids : 8; /* "assistant" may be several tokens */
+    char *t = NULL;
+    size_t n = 0;
+    kiln_error err;
+    if (k == 0 || kiln_engine_detokenize(s->engine, g->ids + g->n_ids - k, k, 0, &t, &n, &err)) return 0;
+    int yes = strstr(t, "<|start_header_id|>assistant<|end_header_id|>") != NULL;
+    kiln_free(t);
+    return yes;
+}
+
 /* the request's constraint (response_format, structured outputs, a forced tool choice) compiled
  * against the vocabulary into g->r.params.grammar: 0, or an HTTP status naming the part */
 static int compile_constraint(kiln_server *s, gen_req *g, kiln_srv_err *e) {
@@ -333,10 +348,10 @@ static int compile_constraint(kiln_server *s, gen_req *g, kiln_srv_err *e) {
     kiln_error err = {0};
     int rc;
     if (r->tool_forced) {
-        if (!g->hermes)
-            return kiln_srv_err_set(e, 400, "tool_choice", "a forced tool_choice needs the chatml format (Hermes tool calls); the mistral and llama3 formats cannot be forced yet");
+        if (!g->hermes && !g->llama3)
+            return kiln_srv_err_set(e, 400, "tool_choice", "a forced tool_choice needs the chatml (Hermes tool calls) or llama3 format; the mistral formats cannot be forced yet");
         char *gbnf = NULL;
-        int st = kiln_srv_tool_grammar(r, &gbnf, e);
+        int st = g->llama3 ? kiln_srv_llama3_tool_grammar(r, &gbnf, e) : kiln_srv_tool_grammar(r, &gbnf, e);
         if (st) return st;
         rc = kiln_engine_compile_grammar(s->engine, KILN_CONSTRAINT_GRAMMAR, gbnf, strlen(gbnf), &r->params.grammar, &err);
         kiln_free(gbnf);
@@ -357,6 +372,10 @@ static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t
     if (g->r.kind != KILN_SRV_CHAT || g->r.tools_mode == KILN_SRV_TOOLS_NONE || !s->has_tok) return;
     if (g->hermes) {
         kiln_srv_hermes_whole(text, len, tool_id, s, content, calls);
+        return;
+    }
+    if (g->llama3) {
+        kiln_srv_llama3_whole(text, len, tool_id, s, content, calls);
         return;
     }
     kiln_error err = {0};
@@ -470,6 +489,7 @@ typedef struct stream_ctx {
     int first, ended;
     kiln_buf acc;      /* Hermes tool calls: the whole output so far */
     kiln_hermes hs;    /* and the reader's state over it */
+    kiln_llama3 ls;    /* Llama 3 JSON tool calls: the reader's state */
 } stream_ctx;
 
 static void stream_free(void *p) {
@@ -496,7 +516,7 @@ static void stream_frame(stream_ctx *st) {
     gen_req *g = st->g;
     kiln_srv_chunk *ck = &st->ck;
     int hold = g->r.kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE; /* tools: whole text at the end */
-    int hermes = hold && g->hermes; /* except Hermes calls: streamed as deltas (tools.c) */
+    int hermes = hold && (g->hermes || g->llama3); /* except Hermes / Llama 3 calls: streamed as deltas */
     if (kiln_srv_loop_read(s->loop, st->j, st->n_sent, st->t_sent, ck) < 0) {
         stream_fail(st, 500, "out of memory");
         return;
@@ -513,8 +533,12 @@ static void stream_frame(stream_ctx *st) {
             stream_fail(st, 500, "out of memory");
             return;
         }
-        kiln_srv_hermes_frames(&st->hs, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m, &st->first,
-                               tool_id, s);
+        if (g->llama3)
+            kiln_srv_llama3_frames(&st->ls, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m,
+                                   &st->first, tool_id, s);
+        else
+            kiln_srv_hermes_frames(&st->hs, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m,
+                                   &st->first, tool_id, s);
     } else if (hold) { /* tools: nothing is framed before the end */
     } else if (ck->text.len > 0 || (want_lp && ck->n_ids > 0) || (st->first && g->r.kind == KILN_SRV_CHAT) ||
                (!s->has_tok && ck->n_ids > 0)) {
@@ -540,7 +564,7 @@ static void stream_frame(stream_ctx *st) {
     st->t_sent = ck->text_total;
     if (ck->done) {
         char *content = NULL, *calls = NULL;
-        kiln_srv_out o = {.finish = ck->finish, .text = "", .had_tool_calls = hermes && (st->hs.n_calls > 0 || st->hs.phase > 0)};
+        kiln_srv_out o = {.finish = ck->finish, .text = "", .had_tool_calls = hermes && (g->llama3 ? st->ls.begun : st->hs.n_calls > 0 || st->hs.phase > 0)};
         if (hold && !hermes) {
             if (kiln_srv_loop_read(s->loop, st->j, 0, 0, ck) < 0) {
                 stream_fail(st, 500, "out of memory");
@@ -629,6 +653,8 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
             status = kiln_srv_err_set(&e, 400, "min_tokens", "'min_tokens' exceeds the tokens left to generate (%d)", mt);
     }
     if (!status && kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE) g->hermes = prompt_is_chatml(s, g);
+    if (!status && kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE && !g->hermes)
+        g->llama3 = prompt_is_llama3(s, g);
     if (!status) status = compile_constraint(s, g, &e);
     if (status) {
         kiln_grammar_free(g->r.params.grammar);

@@ -31,7 +31,17 @@
  *  llama3: <|begin_of_text|> then <|start_header_id|>role<|end_header_id|>\n\ncontent.strip()<|eot_id|>
  *    per message ("\n\n" + content one text piece; strip() is Python's, Unicode whitespace
  *    included, as Jinja's `trim` in Meta's template), <|start_header_id|>assistant<|end_header_id|>\n\n
- *    as the generation prompt.
+ *    as the generation prompt. With tools, or when the model's template is Llama 3.1/3.2's (it
+ *    writes "Cutting Knowledge Date"), as that template does with its defaults
+ *    (tools_in_user_message true, no builtin_tools): a system turn always, "\n\n" + ["Environment:
+ *    ipython\n" with tools] + "Cutting Knowledge Date: December 2023\nToday Date: D\n\n" + the
+ *    first system message trimmed (D: today as "%d %b %Y" when the template calls strftime_now
+ *    (3.2), else its literal date_string default, "26 Jul 2024" in 3.1); the tools (each as
+ *    json.dumps(indent=4)) and their instructions go into the first user turn; an assistant turn
+ *    with (exactly one) tool call is {"name": "N", "parameters": ARGS} (ARGS the arguments string
+ *    parsed, as vLLM does before rendering); tool results are `ipython` turns holding the result
+ *    string as JSON (the template's tojson of a string). Model output is read by
+ *    src/server/llama3_tools.c (vLLM's llama3_json parser).
  *  Both Mistral formats first check the conversation as mistral-common's request validator does
  *  (mode "test": role order, the last message, tool calls answered, ids and names) and refuse
  *  what it refuses, naming the message and the rule; both merge runs of user (assistant)
@@ -47,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "tokenizer/tok_internal.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -702,32 +713,198 @@ static size_t py_space_len(const char *p, size_t n) {
     return 0;
 }
 
+/* content with Python's str.strip() applied (Jinja's `trim`): [*a, *z) of c */
+static void py_strip(const char *c, size_t *a, size_t *z) {
+    size_t k;
+    *a = 0;
+    *z = strlen(c);
+    while ((k = py_space_len(c + *a, *z - *a)) > 0) *a += k;
+    for (int again = 1; again && *z > *a;) { /* trailing: the last character is 1 to 3 bytes */
+        again = 0;
+        for (k = 1; k <= 3 && k <= *z - *a; k++)
+            if (py_space_len(c + *z - k, k) == k) {
+                *z -= k;
+                again = 1;
+                break;
+            }
+    }
+}
+
+/* json.dumps(v, ensure_ascii=False, indent=4) at nesting level lv: "{\n    \"k\": v,\n...}", empty
+ * containers as "{}" / "[]" (what the Llama 3.1 template's `tojson(indent=4)` writes) */
+static int py_dump_indent(kiln_buf *b, json_t *v, int lv) {
+    int obj = json_is_object(v);
+    if (!(obj || json_is_array(v)) || (obj ? json_object_size(v) : json_array_size(v)) == 0) return py_dump(b, v);
+    if (kiln_buf_addc(b, obj ? '{' : '[')) return -1;
+    const char *k;
+    json_t *x;
+    size_t i, n = 0;
+    if (obj) {
+        json_object_foreach(v, k, x) {
+            if ((n++ && kiln_buf_addc(b, ',')) || kiln_buf_addf(b, "\n%*s", 4 * (lv + 1), "") ||
+                py_str(b, k, strlen(k)) || kiln_buf_add(b, ": ", 2) || py_dump_indent(b, x, lv + 1))
+                return -1;
+        }
+    } else {
+        json_array_foreach(v, i, x) {
+            if ((i && kiln_buf_addc(b, ',')) || kiln_buf_addf(b, "\n%*s", 4 * (lv + 1), "") || py_dump_indent(b, x, lv + 1))
+                return -1;
+        }
+    }
+    return kiln_buf_addf(b, "\n%*s", 4 * lv, "") || kiln_buf_addc(b, obj ? '}' : ']');
+}
+
+/* Llama 3.1/3.2's "Today Date": today ("%d %b %Y", English month, local time as transformers'
+ * strftime_now) when the template calls strftime_now, else its literal date_string default */
+static void llama31_date(const char *ct, char out[32]) {
+    static const char *mon[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    const char *d = ct ? strstr(ct, "set date_string = \"") : NULL;
+    if (ct && strstr(ct, "strftime_now")) {
+        time_t now = time(NULL);
+        struct tm tm;
+        if (localtime_r(&now, &tm)) {
+            snprintf(out, 32, "%02d %s %04d", tm.tm_mday, mon[tm.tm_mon % 12], tm.tm_year + 1900);
+            return;
+        }
+    }
+    if (d) {
+        d += strlen("set date_string = \"");
+        const char *q = strchr(d, '"');
+        if (q && q - d < 31) {
+            snprintf(out, 32, "%.*s", (int)(q - d), d);
+            return;
+        }
+    }
+    snprintf(out, 32, "26 Jul 2024");
+}
+
+static const char L31_TOOLS_HEAD[] =
+    "Given the following functions, please respond with a JSON for a function call with its proper arguments that "
+    "best answers the given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of "
+    "argument name and its value}.Do not use variables.\n\n";
+
+/* one turn: <|start_header_id|>role<|end_header_id|> text <|eot_id|> (text one piece) */
+static int llama3_turn(enc *e, const char *role, const kiln_buf *text) {
+    int rc;
+    if (!(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, role)) &&
+        !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_text(e, text->p, text->len)))
+        rc = put_special(e, "<|eot_id|>");
+    return rc;
+}
+
+/* "\n\n" + the one call of an assistant message as the 3.1 template writes it, appended to b */
+static int llama31_call(kiln_buf *b, const char *calls_json, int i, kiln_error *err) {
+    json_t *calls = json_loads(calls_json, 0, NULL);
+    int rc = KILN_OK;
+    if (!json_is_array(calls) || json_array_size(calls) != 1) {
+        json_decref(calls);
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG,
+                        "chat: message %d: the llama3 format takes one tool call per assistant message (the "
+                        "template's \"This model only supports single tool-calls at once!\")", i);
+    }
+    json_t *c = json_array_get(calls, 0), *f = json_object_get(c, "function");
+    if (!f) f = c;
+    const char *name = json_string_value(json_object_get(f, "name"));
+    json_t *a = json_object_get(f, "arguments"), *parsed = NULL;
+    if (json_is_string(a)) parsed = json_loads(json_string_value(a), JSON_DECODE_ANY, NULL);
+    else if (!a) parsed = json_object();
+    if (kiln_buf_adds(b, "{\"name\": \"") || kiln_buf_adds(b, name ? name : "") || kiln_buf_adds(b, "\", \"parameters\": ") ||
+        py_dump(b, parsed ? parsed : a) || kiln_buf_addc(b, '}'))
+        rc = OOM();
+    json_decref(parsed);
+    json_decref(calls);
+    return rc;
+}
+
+/* Llama 3.1/3.2's template (see the header): tools may be NULL */
+static int llama31(enc *e, const kiln_chat_msg *m, int n, int gen, json_t *tools) {
+    kiln_error *err = e->err;
+    char date[32];
+    llama31_date(kiln_tokenizer_chat_template(e->t), date);
+    int rc = put_special(e, "<|begin_of_text|>"), i = 0;
+    kiln_buf b = {0};
+    size_t a, z;
+    int oom = 0;
+    oom |= kiln_buf_adds(&b, "\n\n") || (tools && kiln_buf_adds(&b, "Environment: ipython\n")) ||
+           kiln_buf_adds(&b, "Cutting Knowledge Date: December 2023\nToday Date: ") || kiln_buf_adds(&b, date) ||
+           kiln_buf_adds(&b, "\n\n");
+    if (n > 0 && !strcmp(m[0].role, "system")) {
+        const char *c = m[0].content ? m[0].content : "";
+        py_strip(c, &a, &z);
+        oom |= kiln_buf_add(&b, c + a, z - a);
+        i = 1;
+    }
+    if (oom) rc = OOM();
+    if (rc == KILN_OK) rc = llama3_turn(e, "system", &b);
+    if (rc == KILN_OK && tools) {
+        if (i >= n) rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: the llama3 format puts the tools in the first user message, and there is none");
+        kiln_buf_clear(&b);
+        oom |= kiln_buf_adds(&b, "\n\n") || kiln_buf_adds(&b, L31_TOOLS_HEAD);
+        size_t k;
+        json_t *t;
+        json_array_foreach(tools, k, t) oom |= py_dump_indent(&b, t, 0) || kiln_buf_adds(&b, "\n\n");
+        if (rc == KILN_OK) {
+            const char *c = m[i].content ? m[i].content : "";
+            py_strip(c, &a, &z);
+            oom |= kiln_buf_add(&b, c + a, z - a);
+            i++;
+            rc = oom ? OOM() : llama3_turn(e, "user", &b);
+        }
+    }
+    for (; i < n && rc == KILN_OK; i++) {
+        const char *c = m[i].content ? m[i].content : "";
+        kiln_buf_clear(&b);
+        oom = kiln_buf_adds(&b, "\n\n");
+        if (m[i].tool_calls_json) {
+            if (!oom && !(rc = llama31_call(&b, m[i].tool_calls_json, i, err))) rc = llama3_turn(e, "assistant", &b);
+            continue;
+        }
+        if (!strcmp(m[i].role, "tool") || !strcmp(m[i].role, "ipython")) { /* the result string as JSON */
+            oom |= py_str(&b, c, strlen(c));
+            rc = oom ? OOM() : llama3_turn(e, "ipython", &b);
+            continue;
+        }
+        py_strip(c, &a, &z);
+        oom |= kiln_buf_add(&b, c + a, z - a);
+        rc = oom ? OOM() : llama3_turn(e, m[i].role, &b);
+    }
+    kiln_buf_free(&b);
+    if (rc == KILN_OK && gen && !(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, "assistant")) &&
+        !(rc = put_special(e, "<|end_header_id|>")))
+        rc = put_str(e, "\n\n");
+    return rc;
+}
+
 /* Meta's template renders header "\n\n" + content|trim as one text run between control tokens,
- * so it is encoded as one piece (a pre-tokenizer may split "\n\nword" unlike "\n\n" + "word"). */
-static int llama3(enc *e, const kiln_chat_msg *m, int n, int gen) {
+ * so it is encoded as one piece (a pre-tokenizer may split "\n\nword" unlike "\n\n" + "word").
+ * Tools, or a Llama 3.1/3.2 template, take llama31. */
+static int llama3(enc *e, const kiln_chat_msg *m, int n, int gen, const char *tools_json) {
+    const char *ct = kiln_tokenizer_chat_template(e->t);
+    json_t *tools = NULL;
+    if (tools_json && strcmp(tools_json, "[]")) {
+        tools = json_loads(tools_json, 0, NULL);
+        if (!json_is_array(tools)) {
+            json_decref(tools);
+            return KILN_ERR(e->err, KILN_ERR_INVALID_ARG, "chat: tools is not a JSON array");
+        }
+    }
+    if (tools || (ct && strstr(ct, "Cutting Knowledge Date"))) {
+        int rc = llama31(e, m, n, gen, tools);
+        json_decref(tools);
+        return rc;
+    }
     int rc = put_special(e, "<|begin_of_text|>");
     kiln_buf b = {0};
     for (int i = 0; i < n && rc == KILN_OK; i++) {
         const char *c = m[i].content ? m[i].content : "";
-        size_t a = 0, z = strlen(c), k;
-        while ((k = py_space_len(c + a, z - a)) > 0) a += k;
-        for (int again = 1; again && z > a;) { /* trailing: the last character is 1 to 3 bytes */
-            again = 0;
-            for (k = 1; k <= 3 && k <= z - a; k++)
-                if (py_space_len(c + z - k, k) == k) {
-                    z -= k;
-                    again = 1;
-                    break;
-                }
-        }
+        size_t a, z;
+        py_strip(c, &a, &z);
         kiln_buf_clear(&b);
         if (kiln_buf_add(&b, "\n\n", 2) || kiln_buf_add(&b, c + a, z - a)) {
             rc = KILN_ERR(e->err, KILN_ERR_OOM, "chat: out of memory");
             break;
         }
-        if (!(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, m[i].role)) &&
-            !(rc = put_special(e, "<|end_header_id|>")) && !(rc = put_text(e, b.p, b.len)))
-            rc = put_special(e, "<|eot_id|>");
+        rc = llama3_turn(e, m[i].role, &b);
     }
     kiln_buf_free(&b);
     if (rc == KILN_OK && gen && !(rc = put_special(e, "<|start_header_id|>")) && !(rc = put_str(e, "assistant")) &&
@@ -747,8 +924,6 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     for (int i = 0; i < n_msgs; i++)
         if (!msgs[i].role) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has no role", i);
     int mistral = f == FMT_MISTRAL_V7 || f == FMT_MISTRAL_V3;
-    if (f == FMT_LLAMA3 && tools_json && strcmp(tools_json, "[]"))
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "chat: the %s format in kiln does not take tools", k_names[f]);
     for (int i = 0; i < n_msgs && !mistral; i++)
         if (msgs[i].prefix)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
@@ -759,7 +934,7 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     if (f == FMT_MISTRAL_V7) rc = mistral_v7(&e, msgs, n_msgs, tools_json);
     else if (f == FMT_MISTRAL_V3) rc = mistral_v3(&e, msgs, n_msgs, tools_json);
     else if (f == FMT_CHATML) rc = chatml(&e, msgs, n_msgs, add_generation_prompt, tools_json);
-    else rc = llama3(&e, msgs, n_msgs, add_generation_prompt);
+    else rc = llama3(&e, msgs, n_msgs, add_generation_prompt, tools_json);
     if (rc) {
         tok_ivec_free(&e.ids);
         return rc;

@@ -26,6 +26,7 @@
 #include <string.h>
 #include "format/gguf.h"
 #include "tokenizer/tok_hf.h"
+#include "tokenizer/tok_tekken_split.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -44,7 +45,8 @@ enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5
 /* tekken (Mistral-Nemo, Pixtral-12B, Devstral, Mistral-Small-3): the pattern of tekken.json, as
  * mistral-common's tiktoken applies it. llama.cpp replaces the case classes by
  * ((?=[\p{L}])([^a-z]))* ... ([^A-Z]) for its std::regex, which splits combining marks from their
- * letters ("café" in NFD) and differs on non-ASCII case changes; kiln uses the original. */
+ * letters ("café" in NFD) and differs on non-ASCII case changes; kiln uses the original, cut by
+ * tok_tekken_split.c with mistral-common's Unicode version (16.0), not PCRE2. */
 #define RE_TEKKEN                                                                                   \
     "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|"    \
     "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|"    \
@@ -407,6 +409,10 @@ int tok_load_gguf(kiln_tokenizer *t, const char *path, kiln_error *err) {
             memset(p, 0, sizeof *p);
             p->type = HF_PRE_SPLIT;
             p->beh = HF_SPLIT_ISOLATED;
+            if (!strcmp(k_pre[pi].re[k], kiln_tekken_pattern)) {
+                p->tekken = 1; /* mistral-common's Unicode version, not PCRE2's */
+                continue;
+            }
             p->re = hf_regex_compile(k_pre[pi].re[k], strlen(k_pre[pi].re[k]), path, err);
             if (!p->re) rc = err->code;
         }

@@ -48,6 +48,8 @@ typedef struct hf_pre {
     size_t litn;
     hf_split_beh beh;
     int invert;
+    int tekken;       /* re and lit unused: the tekken pattern, cut by tok_tekken_split.c (GGUF
+                         pre "tekken": Unicode 16.0 classes, as mistral-common) */
     /* ByteLevel */
     int add_prefix_space, use_regex;
     /* Metaspace */

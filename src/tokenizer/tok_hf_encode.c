@@ -6,6 +6,7 @@
  * prepend scheme needs it). Regexes are PCRE2 (UTF + UCP, JIT) compiled at load.
  */
 #include "tokenizer/tok_hf.h"
+#include "tokenizer/tok_tekken_split.h"
 #include <string.h>
 #ifdef KILN_HAVE_UTF8PROC
 #include <utf8proc.h>
@@ -119,7 +120,13 @@ oom:
 /* tokenizers' SplitDelimiterBehavior over spans (m = is a delimiter) -> pieces */
 static int apply_split(const hf_pre *p, const char *s, size_t n, int first, spans *sp, pieces *out,
                        kiln_error *err) {
-    int rc = find_matches(p->re, p->lit, p->litn, s, n, sp, err);
+    int rc = KILN_OK;
+    if (p->tekken) { /* every position starts a piece: the spans are all matches */
+        sp->n = 0;
+        for (size_t pos = 0, e; pos < n && rc == KILN_OK; pos = e)
+            rc = spans_push(sp, pos, e = kiln_tekken_split_next(s, n, pos), 1) ? OOM() : KILN_OK;
+    } else
+        rc = find_matches(p->re, p->lit, p->litn, s, n, sp, err);
     if (rc) return rc;
     if (p->invert)
         for (int i = 0; i < sp->n; i++) sp->p[i].m = !sp->p[i].m;

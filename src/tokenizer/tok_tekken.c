@@ -6,8 +6,13 @@
  * the fixed list mistral-common falls back to when absent, padded with "<SPECIAL_i>"); only
  * vocab ranks below default_vocab_size - num_special are kept, and id = rank + num_special.
  *
- * Encoding = tiktoken's: the text (made valid UTF-8 first) is cut by the PCRE2 pattern
- * (UTF + UCP, JIT); each matched piece is one id when its bytes are a token, else its bytes are
+ * Encoding = tiktoken's: the text (made valid UTF-8 first) is cut into pieces by the file's
+ * pattern. The pattern of every published file (kiln_tekken_pattern) is matched by hand in
+ * tok_tekken_split.c with character classes generated from Unicode 16.0 (unicode_tables.c, by
+ * scripts/gen_unicode_tables.py from the pinned PyPI unicodedata2), the Unicode version of the
+ * reference's regex engine; Debian 12's PCRE2 has Unicode 14 and cut characters added in 15.0
+ * to 16.0 differently. Any other pattern is compiled with PCRE2 (UTF + UCP, JIT), with a
+ * warning that its classes follow the system's PCRE2. Each matched piece is one id when its bytes are a token, else its bytes are
  * merged pairwise by lowest rank (leftmost on ties). Merging works on token ids only: every part
  * of a piece is a token, so "is the concatenation of parts a and b a token" is a lookup of the
  * pair (a, b) in a table built at load from every two-token split of every token (no string
@@ -23,9 +28,11 @@
 #include <stdio.h>
 #include <string.h>
 #include "tokenizer/tok_hf.h" /* hf_regex_compile */
+#include "tokenizer/tok_tekken_split.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/json.h"
+#include "util/log.h"
 
 #define OOM() KILN_ERR(err, KILN_ERR_OOM, "tokenizer: out of memory")
 
@@ -35,7 +42,7 @@ static const char *DEFAULT_SPECIALS[] = {
     "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]"};
 
 typedef struct tekken {
-    pcre2_code *re;
+    pcre2_code *re; /* NULL: the known pattern, cut by kiln_tekken_split_next */
     int n_special;
     int32_t byte_id[256]; /* id of each one-byte token */
     /* (a, b) -> id of the token spelled str(a) str(b), for every such pair of tokens: open
@@ -304,6 +311,14 @@ static int encode_text(const kiln_tokenizer *t, tek_scratch *w, pcre2_match_data
     const tekken *k = t->impl;
     size_t pos = 0;
     int rc = KILN_OK;
+    if (!k->re) { /* the known pattern: every position starts a non-empty piece */
+        while (pos < n && rc == KILN_OK) {
+            size_t end = kiln_tekken_split_next(s, n, pos);
+            rc = encode_piece(t, w, s + pos, end - pos, out, err);
+            pos = end;
+        }
+        return rc;
+    }
     while (pos < n && rc == KILN_OK) {
         int r = pcre2_match(k->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
         if (r == PCRE2_ERROR_NOMATCH) break;
@@ -330,8 +345,8 @@ static int tekken_encode(const kiln_tokenizer *t, const char *text, size_t len, 
     size_t n;
     if (tok_utf8_sanitize(text, len, &s, &n)) return OOM();
     tek_scratch w = {0};
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(k->re, NULL);
-    int rc = md ? KILN_OK : OOM();
+    pcre2_match_data *md = k->re ? pcre2_match_data_create_from_pattern(k->re, NULL) : NULL;
+    int rc = md || !k->re ? KILN_OK : OOM();
     if ((flags & KILN_TOK_ADD_BOS) && t->bos >= 0 && tok_ivec_push(out, t->bos)) rc = OOM();
     size_t last = 0, i = 0;
     if (flags & KILN_TOK_PARSE_SPECIAL) {
@@ -462,10 +477,15 @@ int tok_load_tekken(kiln_tokenizer *t, const char *path, kiln_error *err) {
         }
     }
     if ((rc = build_pairs(t, k, err))) goto done;
-    k->re = hf_regex_compile(pat, strlen(pat), path, err);
-    if (!k->re) {
-        rc = err->code;
-        goto done;
+    size_t patn = json_string_length(json_object_get(cfg, "pattern")); /* may hold a NUL */
+    if (patn != strlen(kiln_tekken_pattern) || memcmp(pat, kiln_tekken_pattern, patn) != 0) {
+        KILN_WARN("%s: pre-tokenizer pattern is not the published tekken one; it is cut by PCRE2, "
+                  "whose Unicode tables may differ from the reference's (16.0)", path);
+        k->re = hf_regex_compile(pat, strlen(pat), path, err);
+        if (!k->re) {
+            rc = err->code;
+            goto done;
+        }
     }
     t->kind = KILN_TOK_KIND_TEKKEN;
     const char *ver = json_string_value(json_object_get(cfg, "version"));

@@ -16,10 +16,21 @@ carrying Meta's Llama 3 (3.0 Instruct) chat_template. Then:
     (src/tokenizer/chat.h) is that message text is never parsed for control tokens, so the oracle
     for such cases is the same rendered text split at the template's own control tokens, each
     text piece tokenized by `tokenizers` with encode_special_tokens=True (no special parsing).
+With tools (and with a Llama 3.1/3.2 template without tools), the oracle is Meta's Llama 3.2
+chat_template (tests/fixtures/llama3.2_chat_template.jinja, its source in the .md beside it)
+rendered by transformers' apply_chat_template(tools=...): the system turn with "Environment:
+ipython" and the date lines (today, strftime_now; a 3.1-style variant of the template with the
+fixed "26 Jul 2024"), the tools as json.dumps(indent=4) in the first user turn, an assistant tool
+call as {"name", "parameters"} (arguments given to transformers as a dict, which is what vLLM
+does to the OpenAI arguments string before rendering; kiln gets the string), tool results as
+`ipython` turns. What the template refuses (two calls in one message, tools without a user
+message) kiln refuses.
 Skips loudly when the binary or a package is missing."""
+import copy
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +86,11 @@ CONTROL_CASES = {
 }
 
 
-def build(tmp_path, regex):
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TEMPLATE_32 = FIXTURES / "llama3.2_chat_template.jinja"
+
+
+def build(tmp_path, regex, template=LLAMA3_TEMPLATE, name=None):
     tok = Tokenizer(models.BPE(ignore_merges=True))
     if regex == "llama3":
         tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -92,11 +107,11 @@ def build(tmp_path, regex):
     bos = tok.token_to_id("<|begin_of_text|>")
     tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B",
                                                        special_tokens=[("<|begin_of_text|>", bos)])
-    d = tmp_path / f"llama3_{regex}"
+    d = tmp_path / (name or f"llama3_{regex}")
     d.mkdir()
     tok.save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_TEMPLATE,
+        "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": template,
         "clean_up_tokenization_spaces": True, "model_input_names": ["input_ids", "attention_mask"],
         "model_max_length": 1000000000000000019884624838656, "tokenizer_class": "PreTrainedTokenizerFast"}))
     return d
@@ -163,10 +178,99 @@ def test_llama3_control_text_stays_text(kiln, vocab, tmp_path, name):
     assert hf_ids(hf, msgs) != want
 
 
-def test_llama3_tools_are_refused(kiln, vocab, tmp_path):
-    d, hf, plain = vocab
+# ---- tools: Llama 3.1/3.2's template ---------------------------------------------------------
+TOOLS = [
+    {"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city — «quoted» & <tagged>",
+        "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": "The city, e.g. 'Paris'"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7.5}},
+            "required": ["city"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "now", "description": "", "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {"name": "search", "parameters": {
+        "type": "object", "properties": {"q": {"type": ["string", "null"]}, "tags": {"type": "array", "items": {}}}}}},
+]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris", "days": 2}'}}
+TOOL_CASES = {
+    "tools_system_user": [{"role": "system", "content": "  You are a helpful assistant.\n"},
+                          {"role": "user", "content": "What is the weather in Paris?  "}],
+    "tools_user_only": [{"role": "user", "content": "Weather in Oslo, please."}],
+    "tools_round_trip": [{"role": "system", "content": "Use tools."},
+                         {"role": "user", "content": "Weather in Paris for 2 days?"},
+                         {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21, "sky": "clear \"ish\""}'},
+                         {"role": "assistant", "content": "It is 21 °C and clear."},
+                         {"role": "user", "content": "Thanks! And now?"}],
+    "tools_plain_result": [{"role": "user", "content": "Time?"},
+                           {"role": "assistant", "content": "",
+                            "tool_calls": [{"id": "c", "type": "function", "function": {"name": "now", "arguments": "{}"}}]},
+                           {"role": "tool", "tool_call_id": "c", "content": "12:00\nnoon — ünï"},
+                           {"role": "assistant", "content": "Noon."}],
+}
+
+
+def oracle_msgs(msgs):
+    """what transformers is given: vLLM's parsing of the OpenAI arguments string"""
+    out = copy.deepcopy(msgs)
+    for m in out:
+        for c in m.get("tool_calls", []):
+            c["function"]["arguments"] = json.loads(c["function"]["arguments"])
+    return out
+
+
+@pytest.fixture(scope="module", params=["3.2", "3.1"])
+def vocab31(request, tmp_path_factory):
+    if not TEMPLATE_32.exists():
+        pytest.skip(f"SKIP: fixture missing: {TEMPLATE_32}")
+    t = TEMPLATE_32.read_text()
+    if request.param == "3.1":  # 3.1's date: the literal default, no strftime_now
+        t = re.sub(r"\{%- if strftime_now is defined %\}.*?\{%- else %\}(.*?)\{%- endif %\}", r"\1", t, count=1, flags=re.S)
+        assert "strftime_now" not in t and '"26 Jul 2024"' in t
+    d = build(tmp_path_factory.mktemp("voc31"), "llama3", template=t, name="llama31")
+    return d, transformers.AutoTokenizer.from_pretrained(str(d)), request.param
+
+
+def kiln_chat_req(kiln, d, req, tmp_path, *args, ok=True):
     p = tmp_path / "req.json"
-    p.write_text(json.dumps({"messages": CASES["single"], "tools": [{"type": "function", "function": {"name": "f"}}]}))
-    r = subprocess.run([kiln, "tokenize", "--tokenizer", str(d), "--chat", str(p)],
+    p.write_text(json.dumps(req))
+    r = subprocess.run([kiln, "tokenize", "--tokenizer", str(d), "--chat", str(p), *args],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode != 0 and "llama3" in r.stderr  # tools are refused, not silently dropped
+    if not ok:
+        return r
+    assert r.returncode == 0, r.stderr
+    return [int(x) for x in r.stdout.split()]
+
+
+@pytest.mark.parametrize("name", list(TOOL_CASES) + ["no_tools"])
+def test_llama31_tools_match_template(kiln, vocab31, tmp_path, name):
+    d, hf, which = vocab31
+    msgs = TOOL_CASES.get(name, CASES["multi_turn"])
+    tools = TOOLS if name != "no_tools" else None
+    text = hf.apply_chat_template(oracle_msgs(msgs), tools=tools, add_generation_prompt=True, tokenize=False)
+    assert "Cutting Knowledge Date: December 2023\nToday Date: " in text
+    if which == "3.1":
+        assert "Today Date: 26 Jul 2024\n" in text
+    if tools:
+        assert "Environment: ipython" in text and '"name": "get_weather"' in text
+    want = hf.apply_chat_template(oracle_msgs(msgs), tools=tools, add_generation_prompt=True, tokenize=True)
+    want = list(want["input_ids"] if hasattr(want, "keys") else want)
+    req = {"messages": msgs}
+    if tools:
+        req["tools"] = tools
+    got = kiln_chat_req(kiln, d, req, tmp_path)
+    assert got == want, f"\nkiln {hf.decode(got)!r}\nhf   {text!r}"
+    assert kiln_chat_req(kiln, d, req, tmp_path, "--chat-template", "llama3") == want
+
+
+def test_llama31_refuses_what_the_template_refuses(kiln, vocab31, tmp_path):
+    d, hf, _ = vocab31
+    two = [{"role": "user", "content": "Two?"},
+           {"role": "assistant", "content": None, "tool_calls": [CALL, dict(CALL, id="call_2")]},
+           {"role": "tool", "tool_call_id": "call_1", "content": "a"}, {"role": "tool", "tool_call_id": "call_2", "content": "b"}]
+    none = [{"role": "system", "content": "Only a system message."}]
+    for msgs, needle in [(two, "one tool call"), (none, "first user message")]:
+        with pytest.raises(Exception):
+            hf.apply_chat_template(oracle_msgs(msgs), tools=TOOLS, add_generation_prompt=True, tokenize=False)
+        r = kiln_chat_req(kiln, d, {"messages": msgs, "tools": TOOLS}, tmp_path, ok=False)
+        assert r.returncode != 0 and needle in r.stderr, r.stderr

@@ -143,6 +143,17 @@ def test_tekken_gguf_encode_matches_mistral_common(kiln, tekken):
     report("tekken", bad, len(ts))
 
 
+def test_tekken_gguf_unicode_15_16(kiln, tekken):
+    # characters added in Unicode 15.0 / 15.1 / 16.0 (17.0 too): the pre-tokenizer's classes are
+    # mistral-common's (Unicode 16.0, tok_tekken_split.c), not the system PCRE2's
+    from test_tekken_unicode import corpus as unicode_corpus
+    tk, path, *_ = tekken
+    ts = unicode_corpus()
+    got = kiln_encode(path, ts, "--no-special")
+    bad = [(t, g, e) for t, g in zip(ts, got) if g != (e := tk.encode(t, bos=False, eos=False))]
+    report("tekken Unicode 15/16", bad, len(ts))
+
+
 def test_tekken_gguf_adds_bos_like_mistral_common(kiln, tekken):
     # no add_bos_token key in the file: the pre name's default (llama.cpp: add_bos for tekken)
     tk, path, *_ = tekken
