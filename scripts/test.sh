@@ -8,6 +8,8 @@ bash scripts/setup.sh --test --model || { echo "0 passed, 1 failed (setup)"; exi
 export KILN_BIN="$PWD/build/kiln"
 export KILN_SHARED="${KILN_SHARED:-$PWD/../shared}"
 export KILN_DEFAULT_GGUF="$(PIP=.venv/bin/pip sh scripts/get_default_model.sh 2>/dev/null || true)"
+# the models' own chat templates, from the llama-cpp-python sdist (the chat oracle tests)
+export KILN_CHAT_TEMPLATES="${KILN_CHAT_TEMPLATES:-$(PIP=.venv/bin/pip sh scripts/get_chat_templates.sh 2>/dev/null || true)}"
 (cd build && ctest --output-on-failure -j "$(nproc)")
 c_rc=$?
 .venv/bin/python -m pytest -q tests/py

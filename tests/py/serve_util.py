@@ -111,3 +111,16 @@ class Srv:
                 self.proc.wait(timeout=10)
         self.log.close()
         return self.proc.returncode
+
+
+def chat_template(name):
+    """A model's own chat template (Jinja text) from the cache scripts/get_chat_templates.sh fills
+    from the llama-cpp-python sdist (KILN_CHAT_TEMPLATES, else ~/.cache/kiln/chat-templates-*),
+    e.g. "meta-llama-Llama-3.2-3B-Instruct.jinja"; None when it is not there."""
+    dirs = [os.environ.get("KILN_CHAT_TEMPLATES", "")]
+    cache = Path(os.environ.get("KILN_CACHE", os.path.expanduser("~/.cache/kiln")))
+    dirs += sorted(str(p) for p in cache.glob("chat-templates-*"))
+    for d in dirs:
+        if d and (Path(d) / name).is_file():
+            return (Path(d) / name).read_text()
+    return None

@@ -16,11 +16,11 @@ carrying Meta's Llama 3 (3.0 Instruct) chat_template. Then:
     (src/tokenizer/chat.h) is that message text is never parsed for control tokens, so the oracle
     for such cases is the same rendered text split at the template's own control tokens, each
     text piece tokenized by `tokenizers` with encode_special_tokens=True (no special parsing).
-With tools (and with a Llama 3.1/3.2 template without tools), the oracle is Meta's Llama 3.2
-chat_template (tests/fixtures/llama3.2_chat_template.jinja, its source in the .md beside it)
+With tools (and with a Llama 3.1/3.2 template without tools), the oracle is Meta's Llama 3.2 and
+3.1 chat_template (models/templates/meta-llama-Llama-3.{2-3B,1-8B}-Instruct.jinja of the
+llama-cpp-python sdist, cached by scripts/get_chat_templates.sh; nothing of it is committed)
 rendered by transformers' apply_chat_template(tools=...): the system turn with "Environment:
-ipython" and the date lines (today, strftime_now; a 3.1-style variant of the template with the
-fixed "26 Jul 2024"), the tools as json.dumps(indent=4) in the first user turn, an assistant tool
+ipython" and the date lines (today, strftime_now, in 3.2; the fixed "26 Jul 2024" in 3.1), the tools as json.dumps(indent=4) in the first user turn, an assistant tool
 call as {"name", "parameters"} (arguments given to transformers as a dict, which is what vLLM
 does to the OpenAI arguments string before rendering; kiln gets the string), tool results as
 `ipython` turns. What the template refuses (two calls in one message, tools without a user
@@ -86,8 +86,9 @@ CONTROL_CASES = {
 }
 
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-TEMPLATE_32 = FIXTURES / "llama3.2_chat_template.jinja"
+from serve_util import chat_template  # noqa: E402
+
+TEMPLATE_FILES = {"3.2": "meta-llama-Llama-3.2-3B-Instruct.jinja", "3.1": "meta-llama-Llama-3.1-8B-Instruct.jinja"}
 
 
 def build(tmp_path, regex, template=LLAMA3_TEMPLATE, name=None):
@@ -221,11 +222,10 @@ def oracle_msgs(msgs):
 
 @pytest.fixture(scope="module", params=["3.2", "3.1"])
 def vocab31(request, tmp_path_factory):
-    if not TEMPLATE_32.exists():
-        pytest.skip(f"SKIP: fixture missing: {TEMPLATE_32}")
-    t = TEMPLATE_32.read_text()
+    t = chat_template(TEMPLATE_FILES[request.param])
+    if t is None:
+        pytest.skip(f"SKIP: {TEMPLATE_FILES[request.param]} not cached: run scripts/get_chat_templates.sh")
     if request.param == "3.1":  # 3.1's date: the literal default, no strftime_now
-        t = re.sub(r"\{%- if strftime_now is defined %\}.*?\{%- else %\}(.*?)\{%- endif %\}", r"\1", t, count=1, flags=re.S)
         assert "strftime_now" not in t and '"26 Jul 2024"' in t
     d = build(tmp_path_factory.mktemp("voc31"), "llama3", template=t, name="llama31")
     return d, transformers.AutoTokenizer.from_pretrained(str(d)), request.param

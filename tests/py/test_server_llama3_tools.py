@@ -22,9 +22,9 @@ import pytest
 openai = pytest.importorskip("openai")
 jsonschema = pytest.importorskip("jsonschema")
 
-from serve_util import NAME, ROOT, Srv, default_gguf
+from serve_util import NAME, ROOT, Srv, chat_template, default_gguf
 
-TEMPLATE = ROOT / "tests" / "fixtures" / "llama3.2_chat_template.jinja"
+TEMPLATE = chat_template("meta-llama-Llama-3.2-3B-Instruct.jinja")
 LLAMA3_NAMES = {0: "<|end_of_text|>", 1: "<|begin_of_text|>", 2: "<|eot_id|>", 3: "<|start_header_id|>",
                 4: "<|end_header_id|>", 5: "<|python_tag|>", 6: "<|eom_id|>"}
 TOOLS = [
@@ -83,8 +83,8 @@ def srv(tmp_path_factory):
     g = default_gguf()
     if not g:
         pytest.skip("SKIP: no default model (SmolLM2 GGUF): run scripts/get_default_model.sh")
-    if not TEMPLATE.exists():
-        pytest.skip(f"SKIP: fixture missing: {TEMPLATE}")
+    if TEMPLATE is None:
+        pytest.skip("SKIP: the Llama 3.2 template is not cached: run scripts/get_chat_templates.sh")
     toks, merges = gguf_vocab(g)
     for i, n in LLAMA3_NAMES.items():
         toks[i] = n
@@ -100,7 +100,7 @@ def srv(tmp_path_factory):
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": {t: i for i, t in enumerate(toks)}, "merges": merges}}))
     (d / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": TEMPLATE.read_text(),
+        "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": TEMPLATE,
         "tokenizer_class": "PreTrainedTokenizerFast"}))
     s = Srv(["--model", g, "--tokenizer", str(d)], extra=["--max-num-seqs", "4"])
     yield s
