@@ -136,6 +136,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         if ((rc = kiln_cuda_dev_malloc(c, bufs[i].p, bufs[i].n, bufs[i].what, err))) return rc;
         c->scratch_bytes += bufs[i].n;
     }
+    if (mc->n_experts > 0 && (rc = kiln_cuda_moe_alloc(c, err))) return rc;
     /* quantized weights: the largest quantized matrix in bf16 that a step of more rows than the
      * GEMV and qmma take can meet (cuda_linear.c dequantizes it then): the layers' when a step may
      * have more than that many rows (prefill), the LM head's only when that many sequences may
@@ -646,6 +647,7 @@ static const kiln_backend_ops k_cuda_ops = {
     .overlap = 1,
     .sample_rows = 1, /* every verification row drawn at its own output position (cuda_plan.c) */
     .masks = 1,       /* grammar masks applied by the sampler (cuda_plan.c upload_masks, sample.cu) */
+    .features = KILN_FEAT_MOE, /* Mixtral's experts: cuda_moe.c, moe.cu */
     .create = cuda_create,
     .encode_step = kiln_cuda_encode,
     .finish_step = cuda_finish,

@@ -27,7 +27,7 @@
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
-#define MAX_DEV_ALLOCS_FIXED (40 + 8)
+#define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4) /* + 4: MoE scratch */
 
 typedef struct dev_alloc {
     void *p;
@@ -57,6 +57,9 @@ typedef struct cuda_layer {
     cuda_mat o;   /* [D][H hd] */
     cuda_mat gu;  /* [2F][D] (gate rows, then up rows) */
     cuda_mat d;   /* [D][F] */
+    /* mixture of experts (cfg.n_experts > 0; gu and d unused), adt: router [E][D], experts'
+     * gate|up [E][2F][D] (expert e's gate rows, then its up rows), down [E][D][F] (cuda_moe.c) */
+    void *router, *moe_gu, *moe_d;
 } cuda_layer;
 
 typedef struct cuda_backend {
@@ -110,6 +113,11 @@ typedef struct cuda_backend {
     float *x, *qkv, *proj, *gu, *logits_d;
     void *xn, *att, *act, *xf;
     size_t scratch_bytes;
+    /* MoE scratch (moe.h kiln_cuda_moe_args; NULL for dense models) */
+    int32_t *moe_idx; /* [3 max_tokens k + 2 (E + 1)] routing, permutation, offsets */
+    float *moe_w;     /* [max_tokens k] routing weights */
+    void *moe_act;    /* [max_tokens k][F] adt */
+    float *moe_y;     /* [max_tokens k][D] */
     float *att_scratch; /* [max_tokens][H][att_splits][hd + 2] attention windows */
     int att_split_w, att_splits;
     /* step descriptor: pinned staging and its device copy, same layout */
@@ -243,6 +251,11 @@ int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void 
 int kiln_cuda_enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *err);
 int kiln_cuda_enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *pieces, kiln_error *err);
 int kiln_cuda_tc_split_count(const cuda_backend *c, int T);
+/* cuda_moe.c: mixture of experts (refusals, scratch, a MoE layer's FFN into proj) */
+int kiln_cuda_moe_check(const cuda_backend *c, kiln_error *err);
+size_t kiln_cuda_moe_layer_bytes(const kiln_model *m, int l);
+int kiln_cuda_moe_alloc(cuda_backend *c, kiln_error *err);
+int kiln_cuda_moe_enqueue(cuda_backend *c, int T, int l, kiln_error *err);
 /* cuda_plan.c */
 void kiln_cuda_sampling_layout(step_plan *p, int n, int n_bias, int n_supp, int n_pen, int n_pen_tok);
 void kiln_cuda_use_parity(cuda_backend *c, int par);

@@ -162,6 +162,7 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     int rc = kiln_cuda_linear(c, &c->g_o, c->proj, c->att, &w->o, T, err);
     if (rc) return rc;
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, NULL, 1, fn, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
+    if (mc->n_experts > 0) return kiln_cuda_moe_enqueue(c, T, l, err); /* routed experts (cuda_moe.c) */
     if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, &w->gu, T, err))) return rc;
     return kiln_cuda_linear(c, &c->g_d, c->proj, c->act, &w->d, T, err);
 }

@@ -167,11 +167,41 @@ size_t kiln_cuda_weight_bytes(const kiln_model *m) {
     size_t total = 0;
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
-        total += w->wq->nbytes + w->wk->nbytes + w->wv->nbytes + w->wo->nbytes + w->w_gate->nbytes + w->w_up->nbytes +
-                 w->w_down->nbytes;
+        total += w->wq->nbytes + w->wk->nbytes + w->wv->nbytes + w->wo->nbytes;
+        total += mc->n_experts > 0 ? kiln_cuda_moe_layer_bytes(m, l)
+                                   : w->w_gate->nbytes + w->w_up->nbytes + w->w_down->nbytes;
     }
     total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
     return total + (size_t)(2 * mc->n_layers + 1) * (size_t)mc->dim * sizeof(float);
+}
+
+/* A MoE layer (cuda_moe.c): the router [E][D], the experts' gate|up [E][2F][D] (expert e's gate
+ * rows then its up rows) and down [E][D][F], each one buffer so the grouped kernels find expert
+ * e at a fixed stride. Dense tensors of one dtype (kiln_cuda_moe_check). */
+/* the model's own tensor behind an expert view (model.c bind_experts copies HF experts into
+ * m->expert_views): a dummy's device fill is seeded by the index in m->tensors */
+static const kiln_tensor *view_source(const kiln_model *m, const kiln_tensor *t) {
+    if (t->data || (t >= m->tensors && t < m->tensors + m->n_tensors)) return t;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, t->name)) return &m->tensors[i];
+    return t;
+}
+
+static int put_moe(uploader *u, cuda_layer *cl, const kiln_layer_weights *w, int E, kiln_error *err) {
+    size_t gb = w->experts[0].nbytes, db = w->experts[2].nbytes;
+    int rc = kiln_cuda_dev_malloc(u->c, &cl->router, w->router->nbytes, "MoE router", err);
+    if (!rc) rc = kiln_cuda_dev_malloc(u->c, &cl->moe_gu, 2 * gb * (size_t)E, "MoE gate/up experts", err);
+    if (!rc) rc = kiln_cuda_dev_malloc(u->c, &cl->moe_d, db * (size_t)E, "MoE down experts", err);
+    if (!rc) rc = put_tensor(u, cl->router, w->router, err);
+    for (int e = 0; e < E && !rc; e++) {
+        const kiln_tensor *x = w->experts + 3 * (size_t)e;
+        unsigned char *g = (unsigned char *)cl->moe_gu + 2 * gb * (size_t)e;
+        const kiln_model *m = u->c->m;
+        rc = put_tensor(u, g, view_source(m, &x[0]), err);
+        if (!rc) rc = put_tensor(u, g + gb, view_source(m, &x[1]), err);
+        if (!rc) rc = put_tensor(u, (unsigned char *)cl->moe_d + db * (size_t)e, view_source(m, &x[2]), err);
+    }
+    return rc;
 }
 
 int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
@@ -205,6 +235,10 @@ int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
         const kiln_tensor *qkv[3] = {w->wq, w->wk, w->wv}, *gu[2] = {w->w_gate, w->w_up};
         if (!rc) rc = put_mat(&u, &c->layers[l].qkv, qkv, 3, "q/k/v projections", err);
         if (!rc) rc = put_mat(&u, &c->layers[l].o, &w->wo, 1, "o projection", err);
+        if (mc->n_experts > 0) {
+            if (!rc) rc = put_moe(&u, &c->layers[l], w, mc->n_experts, err);
+            continue;
+        }
         if (!rc) rc = put_mat(&u, &c->layers[l].gu, gu, 2, "gate/up projections", err);
         if (!rc) rc = put_mat(&u, &c->layers[l].d, &w->w_down, 1, "down projection", err);
     }
@@ -310,7 +344,7 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     /* issue 19's features (model.h KILN_FEAT_*) the CPU backend runs and this one does not yet;
      * the engine refuses them before create through ops.features (0 here), this repeats it for
      * callers of create itself (the GPU tests) */
-    unsigned feats = kiln_model_features(m) & ~(unsigned)KILN_FEAT_WINDOW;
+    unsigned feats = kiln_model_features(m) & ~(unsigned)(KILN_FEAT_WINDOW | KILN_FEAT_MOE);
     if (feats) {
         char names[256];
         kiln_model_feature_names(m, feats, names, sizeof names);
@@ -339,7 +373,7 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     for (int l = 0; l < mc->n_layers; l++) {
         const kiln_layer_weights *w = &m->layers[l];
         const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
-        for (int i = 0; i < 7; i++) {
+        for (int i = 0; i < (mc->n_experts > 0 ? 4 : 7); i++) { /* MoE: experts checked below */
             if ((rc = kiln_cuda_check_weight(ts[i], err))) return rc;
             if (quant ? !quant_dtype(ts[i]->dtype) : ts[i]->dtype != (fp8 ? KILN_DT_F8_E4M3 : c->adt))
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
@@ -356,5 +390,6 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
                                 kiln_act_quant_name(w0->quant.act));
         }
     }
+    if (mc->n_experts > 0) return kiln_cuda_moe_check(c, err);
     return KILN_OK;
 }

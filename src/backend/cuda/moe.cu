@@ -1,0 +1,256 @@
+/* moe.cu: the mixture-of-experts FFN's kernels (moe.h has the math and the data layout).
+ *
+ *   route_kernel    grid T, 256 threads: a warp per expert's router dot product (f32, fixed
+ *                   order), then one thread's top-k and softmax, as src/backend/cpu/moe.c
+ *   sort_kernel     one block of 1024 threads: histogram, prefix sums (offs, toff), then a
+ *                   stable placement of the pairs in chunks of 1024 (warp match + per-warp
+ *                   counts in shared memory), so the permutation is the same on every run
+ *   expert_kernel   the grouped GEMM (gate|up with SwiGLU, or down): block = one row tile of
+ *                   one expert x a column group; 8 warps, each holding 4 weight rows and
+ *                   R x 4 f32 accumulators, lanes striding K in 16-byte vectors
+ *   combine_kernel  grid T: the weighted sum of a row's expert outputs, in expert id order
+ * No kernel here is launched with PDL: the kernels after them (add_rmsnorm) wait for the whole
+ * grid before reading (cuda_dev.cuh kiln_pdl_wait), which a plain launch also satisfies. */
+#include "backend/cuda/moe.h"
+#include "backend/cuda/cuda_dev.cuh"
+
+#define R KILN_MOE_TILE_ROWS
+#define EXPERT_WARPS 8
+
+/* 8 elements of a dense array from element i (i % 8 == 0; 16-byte aligned rows) as f32 */
+static __device__ __forceinline__ void ld8(kiln_dtype dt, const void *p, int64_t i, float *v) {
+    if (dt == KILN_DT_F32) {
+        const float4 *q = (const float4 *)((const float *)p + i);
+        float4 a = __ldg(q), b = __ldg(q + 1);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        return;
+    }
+    uint4 u = __ldg((const uint4 *)((const uint16_t *)p + i));
+    uint32_t w[4] = {u.x, u.y, u.z, u.w};
+    for (int k = 0; k < 4; k++) {
+        if (dt == KILN_DT_BF16) {
+            v[2 * k] = __uint_as_float(w[k] << 16);
+            v[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+        } else {
+            __half2 h = *(const __half2 *)&w[k];
+            float2 f = __half22float2(h);
+            v[2 * k] = f.x, v[2 * k + 1] = f.y;
+        }
+    }
+}
+
+/* ---- routing ---------------------------------------------------------------------------------- */
+
+static __global__ void route_kernel(const void *xn, const void *router, kiln_dtype dt, int D, int E, int K,
+                                    int32_t *sel, float *wts) {
+    __shared__ float lg[KILN_MOE_MAX_EXPERTS];
+    int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    const int64_t xo = (int64_t)t * D;
+    for (int e = warp; e < E; e += nw) {
+        const int64_t wo = (int64_t)e * D;
+        float s = 0.0f;
+        for (int i = lane * 8; i < D; i += 256) {
+            float a[8], b[8];
+            ld8(dt, xn, xo + i, a);
+            ld8(dt, router, wo + i, b);
+            for (int k = 0; k < 8; k++) s = fmaf(a[k], b[k], s);
+        }
+        s = kiln_warp_sum(s);
+        if (lane == 0) lg[e] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    int32_t s[KILN_MOE_MAX_USED];
+    for (int j = 0; j < K; j++) { /* the largest not yet taken, lower id on ties (NaN: never larger) */
+        int best = -1;
+        for (int e = 0; e < E; e++) {
+            int taken = 0;
+            for (int i = 0; i < j; i++) taken |= s[i] == e;
+            if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
+        }
+        s[j] = best;
+    }
+    double mx = lg[s[0]], sum = 0.0, ex[KILN_MOE_MAX_USED];
+    for (int j = 0; j < K; j++) sum += ex[j] = exp((double)lg[s[j]] - mx);
+    for (int j = 0; j < K; j++) {
+        sel[(int64_t)t * K + j] = s[j];
+        wts[(int64_t)t * K + j] = (float)(ex[j] / sum);
+    }
+}
+
+/* ---- counting sort by expert ---------------------------------------------------------------- */
+
+static __global__ void __launch_bounds__(1024) sort_kernel(const int32_t *sel, int P, int K, int E, int32_t *pos,
+                                                           int32_t *src, int32_t *offs, int32_t *toff) {
+    __shared__ int cnt[KILN_MOE_MAX_EXPERTS], cur[KILN_MOE_MAX_EXPERTS];
+    __shared__ int wc[32][KILN_MOE_MAX_EXPERTS + 1]; /* per warp, pairs of each expert in the chunk */
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    for (int e = tid; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    for (int p = tid; p < P; p += blockDim.x) atomicAdd(&cnt[sel[p]], 1);
+    __syncthreads();
+    if (tid == 0) {
+        int o = 0, to = 0;
+        for (int e = 0; e < E; e++) {
+            offs[e] = o;
+            toff[e] = to;
+            cur[e] = o;
+            o += cnt[e];
+            to += (cnt[e] + R - 1) / R;
+        }
+        offs[E] = o;
+        toff[E] = to;
+    }
+    __syncthreads();
+    unsigned lt = (1u << lane) - 1u;
+    for (int base = 0; base < P; base += blockDim.x) {
+        for (int i = tid; i < 32 * E; i += blockDim.x) wc[i / E][i % E] = 0;
+        __syncthreads();
+        int p = base + tid, ok = p < P, e = ok ? sel[p] : E; /* E: the idle threads' own group */
+        unsigned m = __match_any_sync(0xffffffffu, e);
+        int rank = __popc(m & lt);
+        if (ok && rank == 0) wc[warp][e] = __popc(m);
+        __syncthreads();
+        if (ok) {
+            int b = cur[e];
+            for (int w = 0; w < warp; w++) b += wc[w][e];
+            pos[p] = b + rank;
+            src[b + rank] = p / K;
+        }
+        __syncthreads();
+        for (int x = tid; x < E; x += blockDim.x) {
+            int s = 0;
+            for (int w = 0; w < 32; w++) s += wc[w][x];
+            cur[x] += s;
+        }
+        __syncthreads();
+    }
+}
+
+/* ---- grouped expert GEMM ---------------------------------------------------------------------- */
+
+/* glu = 1: x rows xn[src[i]] ([*][K = D]), w = w_gu ([E][2F][D]), column f of this launch reads
+ *          gate row f and up row F + f, out = act[i][f] = silu(g) u in dt ([P][F]); a warp takes
+ *          2 columns (4 weight rows).
+ * glu = 0: x rows act[i] ([P][K = F]), w = w_down ([E][D][F]), out = y[i][n] f32 ([P][D]); a
+ *          warp takes 4 columns.
+ * N: output columns (F or D). */
+static __global__ void __launch_bounds__(EXPERT_WARPS * 32)
+    expert_kernel(const void *x, const int32_t *src, const void *w, kiln_dtype dt, int K, int N, int glu,
+                  const int32_t *offs, const int32_t *toff, int E, void *out) {
+    int tile = blockIdx.x;
+    if (tile >= toff[E]) return; /* past the last tile of this step's routing */
+    int e = 0;
+    while (toff[e + 1] <= tile) e++; /* toff is non-decreasing; tile < toff[E] */
+    int r0 = offs[e] + (tile - toff[e]) * R, nr = offs[e + 1] - r0;
+    if (nr > R) nr = R;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int cols = glu ? 2 : 4;
+    int c0 = (blockIdx.y * EXPERT_WARPS + warp) * cols;
+    if (c0 >= N) return;
+    /* the warp's 4 weight rows (a row past N repeats a valid one; its result is not stored) */
+    int64_t wrow[4];
+    int64_t ebase = (int64_t)e * (glu ? 2 * (int64_t)N : (int64_t)N) * K;
+    for (int q = 0; q < 4; q++) {
+        int c = glu ? c0 + (q & 1) : c0 + q;
+        if (c >= N) c = N - 1;
+        int64_t row = glu && q >= 2 ? (int64_t)N + c : c;
+        wrow[q] = ebase + row * K;
+    }
+    int64_t xrow[R];
+    for (int r = 0; r < R; r++) {
+        int i = r0 + (r < nr ? r : 0);
+        xrow[r] = (int64_t)(glu ? src[i] : i) * K;
+    }
+    float acc[R][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < 4; q++) acc[r][q] = 0.0f;
+    for (int k = lane * 8; k < K; k += 256) {
+        float wv[4][8];
+        for (int q = 0; q < 4; q++) ld8(dt, w, wrow[q] + k, wv[q]);
+        for (int r = 0; r < R; r++) {
+            if (r >= nr) break;
+            float xv[8];
+            ld8(dt, x, xrow[r] + k, xv);
+            for (int q = 0; q < 4; q++)
+                for (int j = 0; j < 8; j++) acc[r][q] = fmaf(xv[j], wv[q][j], acc[r][q]);
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        if (r >= nr) break;
+        float v[4];
+        for (int q = 0; q < 4; q++) v[q] = kiln_warp_sum(acc[r][q]);
+        if (lane != 0) continue;
+        int64_t o = (int64_t)(r0 + r) * N;
+        if (glu) {
+            for (int q = 0; q < 2; q++)
+                if (c0 + q < N) kiln_st(dt, out, o + c0 + q, kiln_silu_mul(v[q], v[q + 2]));
+        } else {
+            for (int q = 0; q < 4; q++)
+                if (c0 + q < N) ((float *)out)[o + c0 + q] = v[q];
+        }
+    }
+}
+
+/* ---- combine ---------------------------------------------------------------------------------- */
+
+static __global__ void combine_kernel(const float *y, const int32_t *sel, const int32_t *pos, const float *wts, int K,
+                                      int D, float *out) {
+    __shared__ int ord_pos[KILN_MOE_MAX_USED];
+    __shared__ float ord_w[KILN_MOE_MAX_USED];
+    int t = blockIdx.x;
+    if (threadIdx.x == 0) { /* the row's slots in expert id order (the CPU's summation order) */
+        int32_t j_of[KILN_MOE_MAX_USED];
+        for (int j = 0; j < K; j++) j_of[j] = j;
+        for (int a = 1; a < K; a++)
+            for (int b = a; b > 0 && sel[(int64_t)t * K + j_of[b]] < sel[(int64_t)t * K + j_of[b - 1]]; b--) {
+                int32_t tmp = j_of[b];
+                j_of[b] = j_of[b - 1];
+                j_of[b - 1] = tmp;
+            }
+        for (int j = 0; j < K; j++) {
+            ord_pos[j] = pos[(int64_t)t * K + j_of[j]];
+            ord_w[j] = wts[(int64_t)t * K + j_of[j]];
+        }
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float s = 0.0f;
+        for (int j = 0; j < K; j++) s += ord_w[j] * y[(int64_t)ord_pos[j] * D + d];
+        out[(int64_t)t * D + d] = s;
+    }
+}
+
+/* ---- launch ------------------------------------------------------------------------------------ */
+
+extern "C" void kiln_cuda_moe_scratch_bytes(int max_rows, int D, int F, int E, int K, kiln_dtype dt, size_t *idx,
+                                            size_t *wts, size_t *act, size_t *y) {
+    size_t P = (size_t)max_rows * (size_t)K;
+    *idx = (3 * P + 2 * ((size_t)E + 1)) * sizeof(int32_t);
+    *wts = P * sizeof(float);
+    *act = P * (size_t)F * (dt == KILN_DT_F32 ? 4 : 2);
+    *y = P * (size_t)D * sizeof(float);
+}
+
+extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream_t st) {
+    if (a->T <= 0) return cudaSuccess;
+    if (a->E < 1 || a->E > KILN_MOE_MAX_EXPERTS || a->K < 1 || a->K > KILN_MOE_MAX_USED || a->K > a->E ||
+        a->D % 8 || a->F % 8)
+        return cudaErrorInvalidValue;
+    int P = a->T * a->K;
+    int32_t *sel = a->idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + a->E + 1;
+    route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->router, a->dt, a->D, a->E, a->K, sel, a->wts);
+    sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff);
+    /* tiles: sum over experts of ceil(n_e / R) <= ceil(P / R) + E - 1, and <= P */
+    int tiles = (P + R - 1) / R + a->E - 1;
+    if (tiles > P) tiles = P;
+    int cpb_gu = EXPERT_WARPS * 2, cpb_d = EXPERT_WARPS * 4; /* columns per block */
+    dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
+    dim3 g_d((unsigned)tiles, (unsigned)((a->D + cpb_d - 1) / cpb_d));
+    expert_kernel<<<g_gu, EXPERT_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->dt, a->D, a->F, 1, offs, toff, a->E,
+                                                      a->act);
+    expert_kernel<<<g_d, EXPERT_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->dt, a->F, a->D, 0, offs, toff, a->E,
+                                                     a->y);
+    combine_kernel<<<a->T, 256, 0, st>>>(a->y, sel, pos, a->wts, a->K, a->D, a->out);
+    KILN_CUDA_CHECK_LAUNCH();
+}
