@@ -72,6 +72,10 @@ fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)
 fp8_scale_rows_kernel     256   0      fp8.cu
 fp8_dequant_kernel        256   0      fp8.cu
 dummy_fp8_kernel          256   0      dummy_fill.cu
+moe_route_kernel          256   0      moe.cu
+moe_sort_kernel           1024  0      moe.cu: one block, static shared memory only (~35 KB)
+moe_expert_kernel         256   0      moe.cu: EXPERT_WARPS * 32
+moe_combine_kernel        256   0      moe.cu
 '
 
 "$CO" --dump-resource-usage "$LIB" 2>/dev/null | awk -v table="$TABLE" '

@@ -1,14 +1,14 @@
 /* moe.cu: the mixture-of-experts FFN's kernels (moe.h has the math and the data layout).
  *
- *   route_kernel    grid T, 256 threads: a warp per expert's router dot product (f32, fixed
+ *   moe_route_kernel    grid T, 256 threads: a warp per expert's router dot product (f32, fixed
  *                   order), then one thread's top-k and softmax, as src/backend/cpu/moe.c
- *   sort_kernel     one block of 1024 threads: histogram, prefix sums (offs, toff), then a
+ *   moe_sort_kernel     one block of 1024 threads: histogram, prefix sums (offs, toff), then a
  *                   stable placement of the pairs in chunks of 1024 (warp match + per-warp
  *                   counts in shared memory), so the permutation is the same on every run
- *   expert_kernel   the grouped GEMM (gate|up with SwiGLU, or down): block = one row tile of
+ *   moe_expert_kernel   the grouped GEMM (gate|up with SwiGLU, or down): block = one row tile of
  *                   one expert x a column group; 8 warps, each holding 4 weight rows and
  *                   R x 4 f32 accumulators, lanes striding K in 16-byte vectors
- *   combine_kernel  grid T: the weighted sum of a row's expert outputs, in expert id order
+ *   moe_combine_kernel  grid T: the weighted sum of a row's expert outputs, in expert id order
  * No kernel here is launched with PDL: the kernels after them (add_rmsnorm) wait for the whole
  * grid before reading (cuda_dev.cuh kiln_pdl_wait), which a plain launch also satisfies. */
 #include "backend/cuda/moe.h"
@@ -41,7 +41,7 @@ static __device__ __forceinline__ void ld8(kiln_dtype dt, const void *p, int64_t
 
 /* ---- routing ---------------------------------------------------------------------------------- */
 
-static __global__ void route_kernel(const void *xn, const void *router, kiln_dtype dt, int D, int E, int K,
+static __global__ void moe_route_kernel(const void *xn, const void *router, kiln_dtype dt, int D, int E, int K,
                                     int32_t *sel, float *wts) {
     __shared__ float lg[KILN_MOE_MAX_EXPERTS];
     int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
@@ -80,7 +80,7 @@ static __global__ void route_kernel(const void *xn, const void *router, kiln_dty
 
 /* ---- counting sort by expert ---------------------------------------------------------------- */
 
-static __global__ void __launch_bounds__(1024) sort_kernel(const int32_t *sel, int P, int K, int E, int32_t *pos,
+static __global__ void __launch_bounds__(1024) moe_sort_kernel(const int32_t *sel, int P, int K, int E, int32_t *pos,
                                                            int32_t *src, int32_t *offs, int32_t *toff) {
     __shared__ int cnt[KILN_MOE_MAX_EXPERTS], cur[KILN_MOE_MAX_EXPERTS];
     __shared__ int wc[32][KILN_MOE_MAX_EXPERTS + 1]; /* per warp, pairs of each expert in the chunk */
@@ -136,7 +136,7 @@ static __global__ void __launch_bounds__(1024) sort_kernel(const int32_t *sel, i
  *          warp takes 4 columns.
  * N: output columns (F or D). */
 static __global__ void __launch_bounds__(EXPERT_WARPS * 32)
-    expert_kernel(const void *x, const int32_t *src, const void *w, kiln_dtype dt, int K, int N, int glu,
+    moe_expert_kernel(const void *x, const int32_t *src, const void *w, kiln_dtype dt, int K, int N, int glu,
                   const int32_t *offs, const int32_t *toff, int E, void *out) {
     int tile = blockIdx.x;
     if (tile >= toff[E]) return; /* past the last tile of this step's routing */
@@ -194,7 +194,7 @@ static __global__ void __launch_bounds__(EXPERT_WARPS * 32)
 
 /* ---- combine ---------------------------------------------------------------------------------- */
 
-static __global__ void combine_kernel(const float *y, const int32_t *sel, const int32_t *pos, const float *wts, int K,
+static __global__ void moe_combine_kernel(const float *y, const int32_t *sel, const int32_t *pos, const float *wts, int K,
                                       int D, float *out) {
     __shared__ int ord_pos[KILN_MOE_MAX_USED];
     __shared__ float ord_w[KILN_MOE_MAX_USED];
@@ -239,18 +239,18 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
         return cudaErrorInvalidValue;
     int P = a->T * a->K;
     int32_t *sel = a->idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + a->E + 1;
-    route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->router, a->dt, a->D, a->E, a->K, sel, a->wts);
-    sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff);
+    moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->router, a->dt, a->D, a->E, a->K, sel, a->wts);
+    moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff);
     /* tiles: sum over experts of ceil(n_e / R) <= ceil(P / R) + E - 1, and <= P */
     int tiles = (P + R - 1) / R + a->E - 1;
     if (tiles > P) tiles = P;
     int cpb_gu = EXPERT_WARPS * 2, cpb_d = EXPERT_WARPS * 4; /* columns per block */
     dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
     dim3 g_d((unsigned)tiles, (unsigned)((a->D + cpb_d - 1) / cpb_d));
-    expert_kernel<<<g_gu, EXPERT_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->dt, a->D, a->F, 1, offs, toff, a->E,
+    moe_expert_kernel<<<g_gu, EXPERT_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->dt, a->D, a->F, 1, offs, toff, a->E,
                                                       a->act);
-    expert_kernel<<<g_d, EXPERT_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->dt, a->F, a->D, 0, offs, toff, a->E,
+    moe_expert_kernel<<<g_d, EXPERT_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->dt, a->F, a->D, 0, offs, toff, a->E,
                                                      a->y);
-    combine_kernel<<<a->T, 256, 0, st>>>(a->y, sel, pos, a->wts, a->K, a->D, a->out);
+    moe_combine_kernel<<<a->T, 256, 0, st>>>(a->y, sel, pos, a->wts, a->K, a->D, a->out);
     KILN_CUDA_CHECK_LAUNCH();
 }
