@@ -10,7 +10,8 @@
  *     bf16): prompt logits on cuda within 2e-2 relative L2 of the cpu's (the bound of the other
  *     model tests); 64 requests decoding together (steps of 1..64 decode rows as they start
  *     and finish) give the cpu's greedy ids up to the first near-tie (cpu's top-2 logprobs
- *     within 0.05), with CUDA graphs on and off. */
+ *     within 0.05), with CUDA graphs on and off; the same fixture's config as --load-format
+ *     dummy (experts filled on the device) against the cpu's host-filled dummy. */
 #include <math.h>
 #include "backend/cpu/moe.h"
 #include "backend/cuda/moe.h"
@@ -182,6 +183,50 @@ static kiln_engine *open_engine_at(const char *model, const char *backend, int g
     return e;
 }
 
+/* --load-format dummy on a Mixtral config: the cuda engine fills the experts on the device
+ * (host_data = 0: cuda_weights.c put_moe, seeded by the expert's index in m->tensors), the cpu
+ * engine on the host from the same formula; prompt logits must agree */
+static void dummy_case(void) {
+    const char *cfg = FIX "/config.json";
+    if (!kt_exists(cfg)) return;
+    kiln_engine *pe[2] = {NULL, NULL};
+    static const char *be[2] = {"cpu", "cuda"};
+    kiln_error err = {0};
+    for (int i = 0; i < 2; i++) {
+        kiln_engine_options o;
+        kiln_engine_options_default(&o);
+        o.model_path = cfg;
+        o.backend = be[i];
+        o.load_dummy = 1;
+        o.skip_tokenizer = 1;
+        o.max_seqs = 4;
+        o.kv_memory_mb = 16;
+        o.max_model_len = 128;
+        kc_target_from_env(&o.cuda);
+        if (kiln_engine_open(&pe[i], &o, &err)) pe[i] = NULL;
+        KT_CHECK(pe[i] != NULL, "dummy mixtral on %s: %s", be[i], err.msg);
+    }
+    if (pe[0] && pe[1]) {
+        int32_t ids[20];
+        for (int i = 0; i < 20; i++) ids[i] = 1 + (i * 37) % 90;
+        int V = kiln_engine_model(pe[0])->cfg.vocab_size;
+        float *l0 = kiln_malloc((size_t)20 * V * 4), *l1 = kiln_malloc((size_t)20 * V * 4);
+        int r0 = kiln_engine_prompt_logits(pe[0], ids, 20, l0, &err);
+        KT_CHECK(r0 == 0, "cpu dummy prompt_logits: %s", err.msg);
+        int r1 = kiln_engine_prompt_logits(pe[1], ids, 20, l1, &err);
+        KT_CHECK(r1 == 0, "cuda dummy prompt_logits: %s", err.msg);
+        if (!r0 && !r1) {
+            double e = kt_rel_l2(l1, l0, (size_t)20 * V);
+            KT_CHECK(e <= 2e-2, "dummy mixtral: cuda (device-filled experts) vs cpu rel L2 %g", e);
+            printf("dummy mixtral (experts filled on the device): cuda vs cpu prompt logits rel L2 %.3g\n", e);
+        }
+        kiln_free(l0);
+        kiln_free(l1);
+    }
+    kiln_engine_close(pe[0]);
+    kiln_engine_close(pe[1]);
+}
+
 static kiln_engine *open_engine(const char *backend, int graphs, kiln_error *err) {
     return open_engine_at(FIX, backend, graphs, err);
 }
@@ -335,5 +380,6 @@ int main(void) {
     kernel_case(&k1, 7, &s);
     kernel_case(&mix, 700, &s); /* more pairs than the sort's 1024-thread chunk */
     model_case();
+    dummy_case();
     return kt_done();
 }
