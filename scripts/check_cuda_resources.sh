@@ -75,6 +75,7 @@ dummy_fp8_kernel          256   0      dummy_fill.cu
 moe_route_kernel          256   0      moe.cu
 moe_sort_kernel           1024  0      moe.cu: one block, static shared memory only (~35 KB)
 moe_expert_kernel         256   0      moe.cu: EXPERT_WARPS * 32
+moe_expert_tc_kernel      128   0      moe.cu: TC_WARPS * 32
 moe_combine_kernel        256   0      moe.cu
 '
 

@@ -5,7 +5,8 @@
  *     (k+1)-th logits are within 1e-4: near-ties), the permutation (each expert's rows
  *     contiguous, in pair order, offsets = the counts) and the FFN output within kc_tol of
  *     kiln_cpu_moe_ffn on the same bf16 / f16 / f32 weights; uniform routing and skewed routing
- *     (one expert in nearly every row, two experts never chosen: empty groups);
+ *     (one expert in nearly every row, two experts never chosen: empty groups); each on the
+ *     CUDA-core expert kernel and on the tensor-core one (forced, tc = 2);
  *   - model level, the tiny Mixtral fixture (tests/fixtures/families/mixtral, 4 experts, top 2,
  *     bf16): prompt logits on cuda within 2e-2 relative L2 of the cpu's (the bound of the other
  *     model tests); 64 requests decoding together (steps of 1..64 decode rows as they start
@@ -33,7 +34,8 @@ static void fill_rounded(kiln_dtype dt, float *f, void *h, size_t n, float scale
     kc_from_dt(dt, h, f, n);
 }
 
-static void kernel_case(const moe_case *mc, int T, unsigned long long *s) {
+/* tc: 0 the CUDA-core expert kernel, 2 the tensor-core one (where the shape allows it) */
+static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s) {
     int D = mc->D, F = mc->F, E = mc->E, K = mc->K, P = T * K;
     size_t as = kc_dtsize(mc->dt);
     size_t nx = (size_t)T * D, nr = (size_t)E * D, ngu = (size_t)E * 2 * F * D, nd = (size_t)E * D * F;
@@ -77,7 +79,8 @@ static void kernel_case(const moe_case *mc, int T, unsigned long long *s) {
     /* the GPU */
     size_t bi, bw, ba, by;
     kiln_cuda_moe_scratch_bytes(T, D, F, E, K, mc->dt, &bi, &bw, &ba, &by);
-    kiln_cuda_moe_args a = {.T = T, .D = D, .F = F, .E = E, .K = K, .dt = mc->dt};
+    kiln_cuda_moe_args a = {.T = T, .D = D, .F = F, .E = E, .K = K, .dt = mc->dt, .tc = tc};
+    int on_tc = tc && mc->dt != KILN_DT_F32 && D % 16 == 0 && F % 16 == 0;
     void *dx = kc_dev(nx * as), *dr = kc_dev(nr * as), *dgu = kc_dev(ngu * as), *dd = kc_dev(nd * as);
     kc_put(dx, xh, nx * as); kc_put(dr, rh, nr * as); kc_put(dgu, guh, ngu * as); kc_put(dd, dh, nd * as);
     a.xn = dx, a.router = dr, a.w_gu = dgu, a.w_down = dd;
@@ -89,6 +92,7 @@ static void kernel_case(const moe_case *mc, int T, unsigned long long *s) {
     kc_get(got, a.out, nx * 4);
     kc_get(idx, a.idx, bi);
     const int32_t *sel = idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + E + 1;
+    const int32_t *toff16 = toff + E + 1;
     /* routing against a float64 top-k; near-ties (gap < 1e-4) may go either way */
     int bad_sel = 0, ties = 0, *cnt = kiln_calloc((size_t)E, sizeof(int));
     unsigned char *tie = kiln_calloc((size_t)T, 1);
@@ -122,9 +126,11 @@ static void kernel_case(const moe_case *mc, int T, unsigned long long *s) {
         bad_perm += offs[e + 1] - offs[e] != cnt[e];
         empty += cnt[e] == 0;
         bad_perm += toff[e + 1] - toff[e] != (cnt[e] + KILN_MOE_TILE_ROWS - 1) / KILN_MOE_TILE_ROWS;
-        tiles += (cnt[e] + KILN_MOE_TILE_ROWS - 1) / KILN_MOE_TILE_ROWS;
+        bad_perm += toff16[e + 1] - toff16[e] != (cnt[e] + KILN_MOE_TC_TILE_ROWS - 1) / KILN_MOE_TC_TILE_ROWS;
+        tiles += on_tc ? (cnt[e] + KILN_MOE_TC_TILE_ROWS - 1) / KILN_MOE_TC_TILE_ROWS
+                       : (cnt[e] + KILN_MOE_TILE_ROWS - 1) / KILN_MOE_TILE_ROWS;
     }
-    bad_perm += offs[0] != 0 || offs[E] != P;
+    bad_perm += offs[0] != 0 || offs[E] != P || toff[0] != 0 || toff16[0] != 0;
     int last_p = -1, last_e = -1;
     int32_t *pair_at = kiln_malloc((size_t)P * 4);
     for (int i = 0; i < P; i++) pair_at[i] = -1;
@@ -150,13 +156,14 @@ static void kernel_case(const moe_case *mc, int T, unsigned long long *s) {
         }
     }
     double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-    KT_CHECK(rel <= kc_tol(mc->dt), "moe %s T=%d E=%d K=%d%s: rel L2 %g vs cpu", kc_dtname(mc->dt), T, E, K,
-             mc->skew ? " skewed" : "", rel);
+    KT_CHECK(rel <= kc_tol(mc->dt), "moe %s T=%d E=%d K=%d%s%s: rel L2 %g vs cpu", kc_dtname(mc->dt), T, E, K,
+             mc->skew ? " skewed" : "", on_tc ? " tensor cores" : "", rel);
     int nan = 0;
     for (size_t i = 0; i < nx; i++) nan += isnan(got[i]);
     KT_CHECK(nan == 0, "moe T=%d: %d outputs unwritten (NaN)", T, nan);
-    printf("moe %-4s D=%d F=%d E=%d K=%d T=%-3d%s: %d tiles, %d empty experts, %d near-ties, rel L2 vs cpu %.3g\n",
-           kc_dtname(mc->dt), D, F, E, K, T, mc->skew ? " skewed" : "       ", tiles, empty, ties, rel);
+    printf("moe %-4s D=%d F=%d E=%d K=%d T=%-3d%s %s: %d tiles, %d empty experts, %d near-ties, rel L2 vs cpu %.3g\n",
+           kc_dtname(mc->dt), D, F, E, K, T, mc->skew ? " skewed" : "       ", on_tc ? "tc  " : "cuda", tiles, empty,
+           ties, rel);
     CU(cudaFree(dx)); CU(cudaFree(dr)); CU(cudaFree(dgu)); CU(cudaFree(dd)); CU(cudaFree(a.out));
     CU(cudaFree(a.idx)); CU(cudaFree(a.wts)); CU(cudaFree(a.act)); CU(cudaFree(a.y));
     kiln_free(x); kiln_free(rt); kiln_free(gu); kiln_free(dn); kiln_free(xh); kiln_free(rh); kiln_free(guh);
@@ -370,15 +377,20 @@ int main(void) {
     moe_case mix = {256, 384, 8, 2, KILN_DT_BF16, 0}, skew = {256, 384, 8, 2, KILN_DT_BF16, 1};
     moe_case k3 = {128, 200, 6, 3, KILN_DT_BF16, 1}, f16 = {256, 128, 8, 2, KILN_DT_F16, 0};
     moe_case f32 = {64, 96, 4, 2, KILN_DT_F32, 1}, k1 = {96, 64, 5, 1, KILN_DT_BF16, 0};
-    for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
-        kernel_case(&mix, Ts[i], &s);
-        kernel_case(&skew, Ts[i], &s);
-        kernel_case(&k3, Ts[i], &s);
+    moe_case tcm = {1008, 1008, 8, 2, KILN_DT_BF16, 0}; /* 1008: part-filled tc blocks (64 / 128 columns) and a half warp (32) */
+    for (int tc = 0; tc <= 2; tc += 2) /* the CUDA-core and the tensor-core expert kernels */
+        for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
+            kernel_case(&mix, Ts[i], tc, &s);
+            kernel_case(&skew, Ts[i], tc, &s);
+            kernel_case(&k3, Ts[i], tc, &s); /* F = 200: never on tensor cores (K % 16) */
+        }
+    for (int tc = 0; tc <= 2; tc += 2) {
+        kernel_case(&f16, 33, tc, &s);
+        kernel_case(&k1, 7, tc, &s);
+        kernel_case(&mix, 700, tc, &s); /* more pairs than the sort's 1024-thread chunk */
+        kernel_case(&tcm, 64, tc, &s);
     }
-    kernel_case(&f16, 33, &s);
-    kernel_case(&f32, 16, &s);
-    kernel_case(&k1, 7, &s);
-    kernel_case(&mix, 700, &s); /* more pairs than the sort's 1024-thread chunk */
+    kernel_case(&f32, 16, 2, &s); /* f32: CUDA cores whatever tc says */
     model_case();
     dummy_case();
     return kt_done();

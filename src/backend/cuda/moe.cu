@@ -8,6 +8,8 @@
  *   moe_expert_kernel   the grouped GEMM (gate|up with SwiGLU, or down): block = one row tile of
  *                   one expert x a column group; 8 warps, each holding 4 weight rows and
  *                   R x 4 f32 accumulators, lanes striding K in 16-byte vectors
+ *   moe_expert_tc_kernel  the same on tensor cores (mma.sync m16n8k16, bf16 / f16) for tiles of
+ *                   16 rows, in steps with enough rows per expert (moe.h)
  *   moe_combine_kernel  grid T: the weighted sum of a row's expert outputs, in expert id order
  * No kernel here is launched with PDL: the kernels after them (add_rmsnorm) wait for the whole
  * grid before reading (cuda_dev.cuh kiln_pdl_wait), which a plain launch also satisfies. */
@@ -15,7 +17,9 @@
 #include "backend/cuda/cuda_dev.cuh"
 
 #define R KILN_MOE_TILE_ROWS
+#define TCR KILN_MOE_TC_TILE_ROWS
 #define EXPERT_WARPS 8
+#define TC_WARPS 4
 
 /* 8 elements of a dense array from element i (i % 8 == 0; 16-byte aligned rows) as f32 */
 static __device__ __forceinline__ void ld8(kiln_dtype dt, const void *p, int64_t i, float *v) {
@@ -81,7 +85,8 @@ static __global__ void moe_route_kernel(const void *xn, const void *router, kiln
 /* ---- counting sort by expert ---------------------------------------------------------------- */
 
 static __global__ void __launch_bounds__(1024) moe_sort_kernel(const int32_t *sel, int P, int K, int E, int32_t *pos,
-                                                           int32_t *src, int32_t *offs, int32_t *toff) {
+                                                               int32_t *src, int32_t *offs, int32_t *toff,
+                                                               int32_t *toff16) {
     __shared__ int cnt[KILN_MOE_MAX_EXPERTS], cur[KILN_MOE_MAX_EXPERTS];
     __shared__ int wc[32][KILN_MOE_MAX_EXPERTS + 1]; /* per warp, pairs of each expert in the chunk */
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -90,16 +95,19 @@ static __global__ void __launch_bounds__(1024) moe_sort_kernel(const int32_t *se
     for (int p = tid; p < P; p += blockDim.x) atomicAdd(&cnt[sel[p]], 1);
     __syncthreads();
     if (tid == 0) {
-        int o = 0, to = 0;
+        int o = 0, to = 0, to16 = 0;
         for (int e = 0; e < E; e++) {
             offs[e] = o;
             toff[e] = to;
+            toff16[e] = to16;
             cur[e] = o;
             o += cnt[e];
             to += (cnt[e] + R - 1) / R;
+            to16 += (cnt[e] + TCR - 1) / TCR;
         }
         offs[E] = o;
         toff[E] = to;
+        toff16[E] = to16;
     }
     __syncthreads();
     unsigned lt = (1u << lane) - 1u;
@@ -192,6 +200,74 @@ static __global__ void __launch_bounds__(EXPERT_WARPS * 32)
     }
 }
 
+/* ---- grouped expert GEMM on tensor cores (16-bit dtypes) ------------------------------------- */
+
+/* The same products as moe_expert_kernel for tiles of up to 16 rows, with mma.sync m16n8k16
+ * (f32 accumulators), fragments loaded straight from global memory (32-bit loads through L1: the
+ * A rows are shared by the block's warps, a B fragment's 4 lanes of a row read 16 contiguous
+ * bytes and the k + 8 load the next 16). Per warp: 16 rows x 4 n-blocks of 8 weight rows, i.e.
+ * glu: 16 output columns (gate n-blocks 0, 1 and up n-blocks 2, 3 of the same columns), down:
+ * 32 columns. K % 16 == 0. Fragment layout (PTX m16n8k16, g = lane / 4, q = lane % 4): A rows
+ * g / g + 8 at columns 2q (+ 8); B weight row g at k = 2q (+ 8); C rows g / g + 8, columns 2q, 2q + 1. */
+static __device__ __forceinline__ uint32_t ld32(const uint16_t *p) { return __ldg((const unsigned int *)p); }
+
+template <bool BF>
+static __global__ void __launch_bounds__(TC_WARPS * 32)
+    moe_expert_tc_kernel(const void *x, const int32_t *src, const void *w, int K, int N, int glu, const int32_t *offs,
+                         const int32_t *toff16, int E, void *out, kiln_dtype odt) {
+    int tile = blockIdx.x;
+    if (tile >= toff16[E]) return;
+    int e = 0;
+    while (toff16[e + 1] <= tile) e++;
+    int r0 = offs[e] + (tile - toff16[e]) * TCR, nr = offs[e + 1] - r0;
+    if (nr > TCR) nr = TCR;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    int cols = glu ? 16 : 32;
+    int c0 = (blockIdx.y * TC_WARPS + warp) * cols;
+    if (c0 >= N) return;
+    const uint16_t *W = (const uint16_t *)w + (int64_t)e * (glu ? 2 * (int64_t)N : (int64_t)N) * K;
+    const uint16_t *brow[4];
+    for (int j = 0; j < 4; j++) {
+        int c = (glu ? c0 + (j & 1) * 8 : c0 + j * 8) + g;
+        if (c >= N) c = N - 1; /* read a valid row; its column is not stored */
+        int64_t row = glu && j >= 2 ? (int64_t)N + c : c;
+        brow[j] = W + row * K + 2 * q;
+    }
+    int ra = g < nr ? g : 0, rb = g + 8 < nr ? g + 8 : 0; /* rows past the tile read row 0, not stored */
+    const uint16_t *X = (const uint16_t *)x;
+    const uint16_t *a0p = X + (int64_t)(glu ? src[r0 + ra] : r0 + ra) * K + 2 * q;
+    const uint16_t *a1p = X + (int64_t)(glu ? src[r0 + rb] : r0 + rb) * K + 2 * q;
+    float acc[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
+#pragma unroll 2
+    for (int k = 0; k < K; k += 16) {
+        uint32_t a[4] = {ld32(a0p + k), ld32(a1p + k), ld32(a0p + k + 8), ld32(a1p + k + 8)};
+        uint32_t b[4][2];
+#pragma unroll
+        for (int j = 0; j < 4; j++) b[j][0] = ld32(brow[j] + k), b[j][1] = ld32(brow[j] + k + 8);
+#pragma unroll
+        for (int j = 0; j < 4; j++) kiln_mma16816<BF>(acc[j], a, b[j][0], b[j][1]);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) { /* h = 0: row g (acc[.][0..1]), 1: row g + 8 (acc[.][2..3]) */
+        int r = g + 8 * h;
+        if (r >= nr) continue;
+        int64_t o = (int64_t)(r0 + r) * N;
+#pragma unroll
+        for (int j = 0; j < (glu ? 2 : 4); j++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int c = c0 + 8 * j + 2 * q + i;
+                if (c >= N) continue;
+                if (glu) kiln_st(odt, out, o + c, kiln_silu_mul(acc[j][2 * h + i], acc[j + 2][2 * h + i]));
+                else ((float *)out)[o + c] = acc[j][2 * h + i];
+            }
+    }
+}
+
 /* ---- combine ---------------------------------------------------------------------------------- */
 
 static __global__ void moe_combine_kernel(const float *y, const int32_t *sel, const int32_t *pos, const float *wts, int K,
@@ -226,7 +302,7 @@ static __global__ void moe_combine_kernel(const float *y, const int32_t *sel, co
 extern "C" void kiln_cuda_moe_scratch_bytes(int max_rows, int D, int F, int E, int K, kiln_dtype dt, size_t *idx,
                                             size_t *wts, size_t *act, size_t *y) {
     size_t P = (size_t)max_rows * (size_t)K;
-    *idx = (3 * P + 2 * ((size_t)E + 1)) * sizeof(int32_t);
+    *idx = (3 * P + 3 * ((size_t)E + 1)) * sizeof(int32_t);
     *wts = P * sizeof(float);
     *act = P * (size_t)F * (dt == KILN_DT_F32 ? 4 : 2);
     *y = P * (size_t)D * sizeof(float);
@@ -239,18 +315,41 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
         return cudaErrorInvalidValue;
     int P = a->T * a->K;
     int32_t *sel = a->idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + a->E + 1;
+    int32_t *toff16 = toff + a->E + 1;
     moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->router, a->dt, a->D, a->E, a->K, sel, a->wts);
-    moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff);
-    /* tiles: sum over experts of ceil(n_e / R) <= ceil(P / R) + E - 1, and <= P */
-    int tiles = (P + R - 1) / R + a->E - 1;
+    moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff, toff16);
+    /* tensor cores: 16-bit weights, K of both GEMMs a multiple of 16, and (tc == 1) steps with
+     * at least KILN_MOE_TC_MIN_ROWS rows per expert on average; tc == 2 forces them (tests) */
+    int tc = a->tc && a->dt != KILN_DT_F32 && a->D % 16 == 0 && a->F % 16 == 0 &&
+             (a->tc == 2 || P >= KILN_MOE_TC_MIN_ROWS * a->E);
+    int tr = tc ? TCR : R;
+    /* tiles: sum over experts of ceil(n_e / tr) <= ceil(P / tr) + E - 1, and <= P */
+    int tiles = (P + tr - 1) / tr + a->E - 1;
     if (tiles > P) tiles = P;
-    int cpb_gu = EXPERT_WARPS * 2, cpb_d = EXPERT_WARPS * 4; /* columns per block */
-    dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
-    dim3 g_d((unsigned)tiles, (unsigned)((a->D + cpb_d - 1) / cpb_d));
-    moe_expert_kernel<<<g_gu, EXPERT_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->dt, a->D, a->F, 1, offs, toff, a->E,
-                                                      a->act);
-    moe_expert_kernel<<<g_d, EXPERT_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->dt, a->F, a->D, 0, offs, toff, a->E,
-                                                     a->y);
+    if (tc) {
+        int cpb_gu = TC_WARPS * 16, cpb_d = TC_WARPS * 32; /* columns per block */
+        dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
+        dim3 g_d((unsigned)tiles, (unsigned)((a->D + cpb_d - 1) / cpb_d));
+        if (a->dt == KILN_DT_BF16) {
+            moe_expert_tc_kernel<true><<<g_gu, TC_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->D, a->F, 1, offs, toff16,
+                                                                       a->E, a->act, a->dt);
+            moe_expert_tc_kernel<true><<<g_d, TC_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->F, a->D, 0, offs,
+                                                                      toff16, a->E, a->y, a->dt);
+        } else {
+            moe_expert_tc_kernel<false><<<g_gu, TC_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->D, a->F, 1, offs,
+                                                                        toff16, a->E, a->act, a->dt);
+            moe_expert_tc_kernel<false><<<g_d, TC_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->F, a->D, 0, offs,
+                                                                       toff16, a->E, a->y, a->dt);
+        }
+    } else {
+        int cpb_gu = EXPERT_WARPS * 2, cpb_d = EXPERT_WARPS * 4; /* columns per block */
+        dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
+        dim3 g_d((unsigned)tiles, (unsigned)((a->D + cpb_d - 1) / cpb_d));
+        moe_expert_kernel<<<g_gu, EXPERT_WARPS * 32, 0, st>>>(a->xn, src, a->w_gu, a->dt, a->D, a->F, 1, offs, toff,
+                                                              a->E, a->act);
+        moe_expert_kernel<<<g_d, EXPERT_WARPS * 32, 0, st>>>(a->act, src, a->w_down, a->dt, a->F, a->D, 0, offs, toff,
+                                                             a->E, a->y);
+    }
     moe_combine_kernel<<<a->T, 256, 0, st>>>(a->y, sel, pos, a->wts, a->K, a->D, a->out);
     KILN_CUDA_CHECK_LAUNCH();
 }
