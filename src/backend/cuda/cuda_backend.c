@@ -67,6 +67,7 @@
 #include <stdio.h>
 #include <nvtx3/nvToolsExt.h>
 #include "backend/cuda/cuda_backend_internal.h"
+#include "backend/cuda/moe.h"
 #include "kiln_cuda_probe.h"
 
 int kiln_cuda_dev_malloc(cuda_backend *c, void **p, size_t n, const char *what, kiln_error *err) {
@@ -584,6 +585,10 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
     desc_printf(&d, "shape:        %s: hidden %d, intermediate %d, heads %d / %d kv, head_dim %d\n",
              m ? "the model's" : "generic (Devstral-Small-2505; --model for another)", mc->dim, mc->hidden_dim,
              mc->n_heads, mc->n_kv_heads, mc->head_dim);
+    if (mc->n_experts > 0)
+        desc_printf(&d, "experts:      %d, top %d: routing, counting sort and grouped expert GEMMs on the device "
+                        "(moe.cu; tensor cores from %d rows per expert, CUDA cores below and in batch-invariant mode)\n",
+                    mc->n_experts, mc->n_experts_used, KILN_MOE_TC_MIN_ROWS);
     desc_printf(&d, "PDL:          %s\n", c->pdl          ? "on (steps of 4+ rows)"
                                     : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
                                     : !t->has_pdl      ? "off (target below sm_90)"
