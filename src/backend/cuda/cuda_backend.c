@@ -20,6 +20,8 @@
  *                             KILN_CUDA_GU_16BIT=0);  act[T][F] adt = silu(g) u  (swiglu.cu);
  *                             the wide kernel writes act straight (SwiGLU in its epilogue)
  *               proj = act Wd^T
+ *               (MoE layers, Mixtral: proj = the routed experts' FFN instead, moe.cu / cuda_moe.c:
+ *                device top-k, rows sorted by expert, grouped expert GEMMs; docs/moe.md)
  *   xf[n][D] = rmsnorm(x + proj) of the last row of each sequence with seq_logits (gathered)
  *   logits[n][V] f32 = xf Wlm^T, then either drawn on the device (sample.cu: penalties from
  *                      device tables, bias, temperature, top-k/p, min-p, Philox; one D2H copy of

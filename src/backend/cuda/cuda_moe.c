@@ -29,12 +29,12 @@ int kiln_cuda_moe_check(const cuda_backend *c, kiln_error *err) {
             int64_t cols = i < 0 || i % 3 != 2 ? mc->dim : mc->hidden_dim;
             /* the expert kernels read dense rows of the activations' dtype; GGUF blocks and FP8
              * codes would need their decoders in moe.cu (not written) */
-            if (t->dtype != c->adt || c->quant || c->fp8 || t->quant.kind != KILN_SCALE_NONE)
+            if (t->dtype != c->adt || t->quant.kind != KILN_SCALE_NONE)
                 return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                                 "cuda backend: mixture-of-experts weight %s is %s%s; the GPU expert kernels take "
-                                "dense f32/f16/bf16 experts of the other matrices' dtype (%s), not GGUF-quantized "
+                                "dense f32/f16/bf16 experts of the activations' dtype (%s), not GGUF-quantized "
                                 "or FP8 ones (--backend cpu runs them)",
-                                t->name, kiln_dtype_name(t->dtype), c->quant || c->fp8 ? " in a quantized model" : "",
+                                t->name, kiln_dtype_name(t->dtype), t->quant.kind != KILN_SCALE_NONE ? " with scales" : "",
                                 kiln_dtype_name(c->adt));
             if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
                 return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: %s is not [%lld][%lld]", t->name,
