@@ -144,6 +144,9 @@ if [ "${KILN_CUDA_MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer > /dev/nu
     [ -x "$BIN/$name" ] || continue
     run_one "memcheck:$name" compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/$name"
   done
+  # the MoE kernels on random inputs (the model-level cases are too slow under the sanitizer)
+  [ -x "$BIN/test_cuda_moe" ] && run_one "memcheck:test_cuda_moe" env KILN_TEST_MOE_KERNELS_ONLY=1 \
+    compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/test_cuda_moe"
 fi
 
 echo
