@@ -1,7 +1,8 @@
 /* moe.cu: the mixture-of-experts FFN's kernels (moe.h has the math and the data layout).
  *
  *   moe_route_kernel    grid T, 256 threads: a warp per expert's router dot product (f32, fixed
- *                   order), then one thread's top-k and softmax, as src/backend/cpu/moe.c
+ *                   order; the normed row recomputed in f32 from the residual when given), then
+ *                   one thread's top-k and softmax, as src/backend/cpu/moe.c
  *   moe_sort_kernel     one block of 1024 threads: histogram, prefix sums (offs, toff), then a
  *                   stable placement of the pairs in chunks of 1024 (warp match + per-warp
  *                   counts in shared memory), so the permutation is the same on every run
@@ -45,17 +46,29 @@ static __device__ __forceinline__ void ld8(kiln_dtype dt, const void *p, int64_t
 
 /* ---- routing ---------------------------------------------------------------------------------- */
 
-static __global__ void moe_route_kernel(const void *xn, const void *router, kiln_dtype dt, int D, int E, int K,
-                                    int32_t *sel, float *wts) {
+static __global__ void moe_route_kernel(const void *xn, const float *xres, const float *nw, float eps,
+                                        const void *router, kiln_dtype dt, int D, int E, int K, int32_t *sel,
+                                        float *wts) {
     __shared__ float lg[KILN_MOE_MAX_EXPERTS];
-    int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __shared__ float red[32];
+    int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw_ = blockDim.x >> 5;
     const int64_t xo = (int64_t)t * D;
-    for (int e = warp; e < E; e += nw) {
+    float inv = 0.0f;
+    if (xres) { /* the normed row in f32, as the CPU's rmsnorm: w * (x * (1 / sqrt(mean(x^2) + eps))) */
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < D; i += blockDim.x) ss = fmaf(xres[xo + i], xres[xo + i], ss);
+        ss = kiln_block_sum(ss, red);
+        inv = 1.0f / sqrtf(ss / (float)D + eps);
+    }
+    for (int e = warp; e < E; e += nw_) {
         const int64_t wo = (int64_t)e * D;
         float s = 0.0f;
         for (int i = lane * 8; i < D; i += 256) {
             float a[8], b[8];
-            ld8(dt, xn, xo + i, a);
+            if (xres)
+                for (int k = 0; k < 8; k++) a[k] = nw[i + k] * (xres[xo + i + k] * inv);
+            else
+                ld8(dt, xn, xo + i, a);
             ld8(dt, router, wo + i, b);
             for (int k = 0; k < 8; k++) s = fmaf(a[k], b[k], s);
         }
@@ -316,7 +329,8 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
     int P = a->T * a->K;
     int32_t *sel = a->idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + a->E + 1;
     int32_t *toff16 = toff + a->E + 1;
-    moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->router, a->dt, a->D, a->E, a->K, sel, a->wts);
+    moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->x_res, a->norm_w, a->eps, a->router, a->dt, a->D, a->E, a->K,
+                                           sel, a->wts);
     moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff, toff16);
     /* tensor cores: 16-bit weights, K of both GEMMs a multiple of 16, and (tc == 1) steps with
      * at least KILN_MOE_TC_MIN_ROWS rows per expert on average; tc == 2 forces them (tests) */

@@ -2,7 +2,7 @@
  *
  * For T rows xn [T][D] (the FFN's normed input, dtype adt), E experts of hidden size F, k used per
  * row, P = T k (row, slot) pairs:
- *   route    logits[t][e] = xn[t] . router[e] (f32);  sel[t][j] = the k largest, descending
+ *   route    logits[t][e] = xn[t] . router[e] (f32; xn recomputed in f32 from the residual when given);  sel[t][j] = the k largest, descending
  *            (ties: the lower expert id);  w[t][j] = softmax of the k selected logits (double,
  *            rounded once to f32): src/backend/cpu/moe.c's rule, so both backends pick the same
  *            experts wherever the logits are not within rounding of each other
@@ -49,6 +49,12 @@ typedef struct kiln_cuda_moe_args {
                             * multiples of 16); 2: whenever the shape allows (tests); 0: never
                             * (batch-invariant mode: the path must not depend on the batch) */
     const void *xn;        /* [T][D] */
+    /* routing input: rmsnorm(x_res) * norm_w recomputed in f32 when x_res is given (the residual
+     * after the add, the layer's FFN norm: the CPU routes on f32 normed rows, and a bf16 xn would
+     * move router logits by ~2^-9 and flip near-ties more often), else xn itself */
+    const float *x_res;    /* [T][D] f32, or NULL */
+    const float *norm_w;   /* [D] f32 */
+    float eps;
     const void *router;    /* [E][D] */
     const void *w_gu;      /* [E][2F][D]: expert e's gate rows, then its up rows */
     const void *w_down;    /* [E][D][F] */
