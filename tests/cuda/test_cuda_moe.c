@@ -103,7 +103,7 @@ static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s
     size_t bi, bw, ba, by;
     kiln_cuda_moe_scratch_bytes(T, D, F, E, K, mc->dt, &bi, &bw, &ba, &by);
     kiln_cuda_moe_args a = {.T = T, .D = D, .F = F, .E = E, .K = K, .dt = mc->dt, .tc = tc};
-    int on_tc = tc && mc->dt != KILN_DT_F32 && D % 16 == 0 && F % 16 == 0;
+    int on_tc = tc && mc->dt != KILN_DT_F32 && D % 32 == 0 && F % 32 == 0;
     void *dx = kc_dev(nx * as), *dr = kc_dev(nr * as), *dgu = kc_dev(ngu * as), *dd = kc_dev(nd * as);
     kc_put(dx, xh, nx * as); kc_put(dr, rh, nr * as); kc_put(dgu, guh, ngu * as); kc_put(dd, dh, nd * as);
     a.xn = dx, a.router = dr, a.w_gu = dgu, a.w_down = dd;
@@ -426,13 +426,13 @@ int main(void) {
     moe_case mix = {256, 384, 8, 2, KILN_DT_BF16, 0, 0}, skew = {256, 384, 8, 2, KILN_DT_BF16, 1, 1};
     moe_case k3 = {128, 200, 6, 3, KILN_DT_BF16, 1, 0}, f16 = {256, 128, 8, 2, KILN_DT_F16, 0, 1};
     moe_case f32 = {64, 96, 4, 2, KILN_DT_F32, 1, 1}, k1 = {96, 64, 5, 1, KILN_DT_BF16, 0, 1};
-    /* 1008: part-filled tc blocks (64 / 128 columns) and a half warp (32) */
-    moe_case tcm = {1008, 1008, 8, 2, KILN_DT_BF16, 0, 1};
+    /* 1056: part-filled blocks (tc: 64 / 128 columns, CUDA cores: 16 / 32) */
+    moe_case tcm = {1056, 1056, 8, 2, KILN_DT_BF16, 0, 1};
     for (int tc = 0; tc <= 2; tc += 2) /* the CUDA-core and the tensor-core expert kernels */
         for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
             kernel_case(&mix, Ts[i], tc, &s);
             kernel_case(&skew, Ts[i], tc, &s);
-            kernel_case(&k3, Ts[i], tc, &s); /* F = 200: never on tensor cores (K % 16) */
+            kernel_case(&k3, Ts[i], tc, &s); /* F = 200: never on tensor cores (K % 32) */
         }
     for (int tc = 0; tc <= 2; tc += 2) {
         kernel_case(&f16, 33, tc, &s);

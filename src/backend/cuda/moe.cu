@@ -216,13 +216,20 @@ static __global__ void __launch_bounds__(EXPERT_WARPS * 32)
 /* ---- grouped expert GEMM on tensor cores (16-bit dtypes) ------------------------------------- */
 
 /* The same products as moe_expert_kernel for tiles of up to 16 rows, with mma.sync m16n8k16
- * (f32 accumulators), fragments loaded straight from global memory (32-bit loads through L1: the
- * A rows are shared by the block's warps, a B fragment's 4 lanes of a row read 16 contiguous
- * bytes and the k + 8 load the next 16). Per warp: 16 rows x 4 n-blocks of 8 weight rows, i.e.
- * glu: 16 output columns (gate n-blocks 0, 1 and up n-blocks 2, 3 of the same columns), down:
- * 32 columns. K % 16 == 0. Fragment layout (PTX m16n8k16, g = lane / 4, q = lane % 4): A rows
- * g / g + 8 at columns 2q (+ 8); B weight row g at k = 2q (+ 8); C rows g / g + 8, columns 2q, 2q + 1. */
-static __device__ __forceinline__ uint32_t ld32(const uint16_t *p) { return __ldg((const unsigned int *)p); }
+ * (f32 accumulators), fragments loaded straight from global memory with 16-byte loads (A rows
+ * through L1, shared by the block's warps; weights read once per tile). Per warp: 16 rows x 4
+ * n-blocks of 8 weight rows, i.e. glu: 16 output columns (gate n-blocks 0, 1 and up n-blocks 2,
+ * 3 of the same columns), down: 32 columns. K % 32 == 0.
+ * Fragment layouts (PTX m16n8k16.row.col, g = lane / 4, q = lane % 4; skinny.cu has them in
+ * full): A a0 = (row g, k slots 2q, 2q+1), a1 = (row g+8, same), a2 / a3 = (slots 2q+8, 2q+9);
+ * B b0 = (slots 2q, 2q+1; column g), b1 = (slots 2q+8, 2q+9); C c0, c1 = (row g, columns 2q,
+ * 2q+1), c2, c3 = (row g+8, same). The 16 slots need not be 16 consecutive k, A and B only have
+ * to agree: in a chunk of 32 k, lane (g, q) loads k0 + 8q .. + 7 of its rows (uint4 u[0..3], two
+ * k per register), and step h = 0, 1 maps slots 2q, 2q+1 to k0 + 8q + 4h + 0, 1 (u[2h]) and
+ * slots 2q+8, 2q+9 to k0 + 8q + 4h + 2, 3 (u[2h+1]). */
+static __device__ __forceinline__ uint32_t u4at(const uint4 &v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
 
 template <bool BF>
 static __global__ void __launch_bounds__(TC_WARPS * 32)
@@ -239,30 +246,32 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
     int c0 = (blockIdx.y * TC_WARPS + warp) * cols;
     if (c0 >= N) return;
     const uint16_t *W = (const uint16_t *)w + (int64_t)e * (glu ? 2 * (int64_t)N : (int64_t)N) * K;
-    const uint16_t *brow[4];
+    const uint4 *brow[4];
     for (int j = 0; j < 4; j++) {
         int c = (glu ? c0 + (j & 1) * 8 : c0 + j * 8) + g;
         if (c >= N) c = N - 1; /* read a valid row; its column is not stored */
         int64_t row = glu && j >= 2 ? (int64_t)N + c : c;
-        brow[j] = W + row * K + 2 * q;
+        brow[j] = (const uint4 *)(W + row * K + 8 * q);
     }
     int ra = g < nr ? g : 0, rb = g + 8 < nr ? g + 8 : 0; /* rows past the tile read row 0, not stored */
     const uint16_t *X = (const uint16_t *)x;
-    const uint16_t *a0p = X + (int64_t)(glu ? src[r0 + ra] : r0 + ra) * K + 2 * q;
-    const uint16_t *a1p = X + (int64_t)(glu ? src[r0 + rb] : r0 + rb) * K + 2 * q;
+    const uint4 *a0p = (const uint4 *)(X + (int64_t)(glu ? src[r0 + ra] : r0 + ra) * K + 8 * q);
+    const uint4 *a1p = (const uint4 *)(X + (int64_t)(glu ? src[r0 + rb] : r0 + rb) * K + 8 * q);
     float acc[4][4];
 #pragma unroll
     for (int j = 0; j < 4; j++)
 #pragma unroll
         for (int i = 0; i < 4; i++) acc[j][i] = 0.0f;
-#pragma unroll 2
-    for (int k = 0; k < K; k += 16) {
-        uint32_t a[4] = {ld32(a0p + k), ld32(a1p + k), ld32(a0p + k + 8), ld32(a1p + k + 8)};
-        uint32_t b[4][2];
+    for (int k = 0; k < K / 8; k += 4) { /* k in uint4 units: 32 elements per iteration */
+        uint4 xa = __ldg(a0p + k), xb = __ldg(a1p + k), wv[4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) b[j][0] = ld32(brow[j] + k), b[j][1] = ld32(brow[j] + k + 8);
+        for (int j = 0; j < 4; j++) wv[j] = __ldg(brow[j] + k);
 #pragma unroll
-        for (int j = 0; j < 4; j++) kiln_mma16816<BF>(acc[j], a, b[j][0], b[j][1]);
+        for (int h = 0; h < 2; h++) {
+            uint32_t a[4] = {u4at(xa, 2 * h), u4at(xb, 2 * h), u4at(xa, 2 * h + 1), u4at(xb, 2 * h + 1)};
+#pragma unroll
+            for (int j = 0; j < 4; j++) kiln_mma16816<BF>(acc[j], a, u4at(wv[j], 2 * h), u4at(wv[j], 2 * h + 1));
+        }
     }
 #pragma unroll
     for (int h = 0; h < 2; h++) { /* h = 0: row g (acc[.][0..1]), 1: row g + 8 (acc[.][2..3]) */
@@ -332,9 +341,9 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
     moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->x_res, a->norm_w, a->eps, a->router, a->dt, a->D, a->E, a->K,
                                            sel, a->wts);
     moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff, toff16);
-    /* tensor cores: 16-bit weights, K of both GEMMs a multiple of 16, and (tc == 1) steps with
+    /* tensor cores: 16-bit weights, K of both GEMMs a multiple of 32, and (tc == 1) steps with
      * at least KILN_MOE_TC_MIN_ROWS rows per expert on average; tc == 2 forces them (tests) */
-    int tc = a->tc && a->dt != KILN_DT_F32 && a->D % 16 == 0 && a->F % 16 == 0 &&
+    int tc = a->tc && a->dt != KILN_DT_F32 && a->D % 32 == 0 && a->F % 32 == 0 &&
              (a->tc == 2 || P >= KILN_MOE_TC_MIN_ROWS * a->E);
     int tr = tc ? TCR : R;
     /* tiles: sum over experts of ceil(n_e / tr) <= ceil(P / tr) + E - 1, and <= P */

@@ -46,7 +46,7 @@ typedef struct kiln_cuda_moe_args {
     kiln_dtype dt;         /* xn, weights and act: f32, f16 or bf16 */
     int tc;                /* 1: the grouped GEMMs on tensor cores when the step has at least
                             * KILN_MOE_TC_MIN_ROWS T k / E rows per expert (16-bit dt, D and F
-                            * multiples of 16); 2: whenever the shape allows (tests); 0: never
+                            * multiples of 32); 2: whenever the shape allows (tests); 0: never
                             * (batch-invariant mode: the path must not depend on the batch) */
     const void *xn;        /* [T][D] */
     /* routing input: rmsnorm(x_res) * norm_w recomputed in f32 when x_res is given (the residual
