@@ -13,7 +13,9 @@
  *     row (test_cuda_step's bound), all but at most 1 row in 8 (routing near-ties: see
  *     model_case); 64 requests decoding together (steps of 1..64 decode rows as they start
  *     and finish) give the cpu's greedy ids up to the first near-tie (cpu's top-2 logprobs
- *     within 0.05), all but at most 1 request in 8, with CUDA graphs on and off; the same fixture's config as --load-format
+ *     within 0.05), all but at most 1 request in 8, with CUDA graphs on and off; in
+ *     batch-invariant mode a request's ids and logprobs bit-identical alone and among the 64 (I6);
+ *     the same fixture's config as --load-format
  *     dummy (experts filled on the device) against the cpu's host-filled dummy. */
 #include <math.h>
 #include <stdlib.h>
@@ -207,9 +209,12 @@ static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s
 
 /* ---- model level --------------------------------------------------------------------------- */
 
+static int g_invariant; /* open engines in batch-invariant mode (I6) */
+
 static kiln_engine *open_engine_at(const char *model, const char *backend, int graphs, kiln_error *err) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
+    o.batch_invariant = g_invariant;
     o.model_path = model;
     o.backend = backend;
     o.skip_tokenizer = 1;
@@ -277,18 +282,19 @@ static kiln_engine *open_engine(const char *backend, int graphs, kiln_error *err
 typedef struct gen {
     int32_t ids[NEW];
     float gap[NEW]; /* top-1 minus top-2 logprob */
+    float lp[NEW];  /* logprob of the drawn token */
     int n;
 } gen;
 
 /* NREQ greedy requests, request r added at step r / 8 (so the decode batch grows 8 at a time
  * to 64 rows and shrinks as they finish) */
-static int run_batch(kiln_engine *e, int32_t (*prompts)[24], const int *np, gen *out) {
+static int run_n(kiln_engine *e, int32_t (*prompts)[24], const int *np, int nreq, gen *out) {
     kiln_error err = {0};
     uint64_t id[NREQ];
     int added = 0, active = 1, guard = 0, done = 0;
-    memset(out, 0, sizeof(gen) * NREQ);
-    while ((added < NREQ || active > 0) && guard++ < 10000) {
-        for (int k = 0; k < 8 && added < NREQ; k++, added++) {
+    memset(out, 0, sizeof(gen) * (size_t)nreq);
+    while ((added < nreq || active > 0) && guard++ < 10000) {
+        for (int k = 0; k < 8 && added < nreq; k++, added++) {
             kiln_request_params p;
             kiln_request_params_default(&p);
             p.prompt_ids = prompts[added];
@@ -307,6 +313,7 @@ static int run_batch(kiln_engine *e, int32_t (*prompts)[24], const int *np, gen 
             for (int i = 0; i < o.n_new && out[r].n < NEW; i++) {
                 out[r].gap[out[r].n] = o.n_logprobs >= 2 ? o.top[i * o.n_logprobs].logprob -
                                                                o.top[i * o.n_logprobs + 1].logprob : 1e9f;
+                out[r].lp[out[r].n] = o.logprobs ? o.logprobs[i] : 0.0f;
                 out[r].ids[out[r].n++] = o.new_ids[i];
             }
             if (o.finish != KILN_FINISH_NONE) done++;
@@ -314,6 +321,37 @@ static int run_batch(kiln_engine *e, int32_t (*prompts)[24], const int *np, gen 
     }
     (void)done;
     return 0;
+}
+
+static int run_batch(kiln_engine *e, int32_t (*prompts)[24], const int *np, gen *out) {
+    return run_n(e, prompts, np, NREQ, out);
+}
+
+/* I6 with experts: in batch-invariant mode (the CUDA-core expert kernel whatever the batch) a
+ * request's ids and logprobs are bit-identical alone and inside the 64-request batch */
+static void invariant_case(int32_t (*prompts)[24], const int *np) {
+    kiln_error err = {0};
+    g_invariant = 1;
+    kiln_engine *g = open_engine("cuda", 1, &err);
+    g_invariant = 0;
+    KT_CHECK(g != NULL, "open mixtral on cuda, batch-invariant: %s", err.msg);
+    if (!g) return;
+    static gen batch[NREQ], solo[3];
+    int same = 0;
+    if (run_batch(g, prompts, np, batch) == 0) {
+        for (int r = 0; r < 3; r++) {
+            int rr = r * 21; /* requests 0, 21, 42 */
+            if (run_n(g, &prompts[rr], &np[rr], 1, &solo[r])) break;
+            int eq = solo[r].n == batch[rr].n && !memcmp(solo[r].ids, batch[rr].ids, sizeof solo[r].ids) &&
+                     !memcmp(solo[r].lp, batch[rr].lp, sizeof solo[r].lp);
+            KT_CHECK(eq, "I6: mixtral request %d differs alone and in the batch (batch-invariant mode)", rr);
+            same += eq;
+        }
+    } else {
+        KT_CHECK(0, "batch-invariant generation failed");
+    }
+    printf("mixtral batch-invariant: %d of 3 requests bit-identical (ids, logprobs) alone and among 64\n", same);
+    kiln_engine_close(g);
 }
 
 static void model_case(void) {
@@ -388,6 +426,7 @@ static void model_case(void) {
         KT_CHECK(0, "mixtral batch generation failed");
         goto done;
     }
+    invariant_case(prompts, np);
     int same_graphs = 0;
     for (int r = 0; r < NREQ; r++) same_graphs += !memcmp(og[r].ids, og0[r].ids, sizeof og[r].ids);
     printf("mixtral: %d of %d requests give the same ids with and without CUDA graphs\n", same_graphs, NREQ);
