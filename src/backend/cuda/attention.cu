@@ -428,7 +428,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                            int block_size, int split_w, int max_splits, float *scratch,
                                            int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV, hd,
                                   block_size, split_w, max_splits, scratch, pdl, st);
 }

@@ -569,7 +569,7 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
                                                    const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                    int H, int KV, int hd, int block_size, const int32_t *tiles,
                                                    int n_tiles, int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_prefill_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, H, KV, hd,
                                           block_size, tiles, n_tiles, pdl, st);
 }
@@ -617,7 +617,7 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                      int T, int H, int KV, int hd, int block_size, int min_w,
                                                      int max_splits, float *scratch, int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_decode_tc_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV,
                                             hd, block_size, min_w, max_splits, scratch, pdl, st);
 }

@@ -74,7 +74,7 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
 extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
                                          int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
                                          int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_rope_kv_ex(qkv, pos, slots, &kv, T, H, KV, hd, block_size, theta, interleaved, pdl, st);
 }
 
