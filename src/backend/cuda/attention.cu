@@ -18,7 +18,12 @@
  * Windows depend only on pos[t], min_w and max_splits. The backend passes a max_splits that
  * shrinks as the batch grows (fewer, longer windows once the batch fills the chip) except in
  * batch-invariant mode, where it is fixed (16), so a row's result is the same in any batch (I6).
- * scratch: [T][H][max_splits][hd + 2] f32. */
+ * scratch: [T][H][max_splits][hd + 2] f32.
+ * Sliding windows (kiln_cuda_kv.window > 0, per layer): a row's keys are lo .. p with
+ * lo = max(0, p - window + 1) (att_first_key, the CPU's convention); the windows above cut
+ * those n = p + 1 - lo positions instead of 0 .. p (block z covers [lo + z w, ...)), so no key
+ * below lo and no block-table entry of a block wholly below it (released by the engine: the
+ * null block 0) is ever read; the combine counts the windows from the same n. */
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"

@@ -44,6 +44,12 @@
  * Each row's arithmetic (key tiles aligned to position 0, reductions within its quad in a
  * fixed order) depends only on its own position and context, not on the tile or the batch;
  * skipping a wholly masked key tile gives the same bits as running it (corr = 1, p = 0).
+ * Sliding windows (kiln_cuda_kv.window > 0): a row at p sees keys p - window + 1 .. p. The
+ * prefill CTA's key tiles stay aligned to position 0 but start at the tile holding the tile's
+ * first row's first key j_lo; positions below j_lo are zero-filled, never read (their blocks may
+ * be released), and each row masks the keys below its own first key (pf_softmax's lo; a row with
+ * nothing unmasked yet keeps m = -inf without NaN). The decode kernel cuts lo .. p into its
+ * windows, key tiles starting at lo + z w (not multiples of PF_BC), so it needs no lower mask.
  */
 #include <math.h>
 #include <string.h>

@@ -221,6 +221,11 @@ size_t kiln_cuda_weight_bytes(const kiln_model *m) {
                  w->w_down->nbytes;
     }
     total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
+    /* put_family's tensors: biases, q/k norms (f32), the RoPE table (f64) */
+    size_t hd = (size_t)mc->head_dim;
+    if (m->layers[0].bq) total += (size_t)mc->n_layers * (size_t)(mc->n_heads + 2 * mc->n_kv_heads) * hd * sizeof(float);
+    if (m->layers[0].q_norm) total += (size_t)mc->n_layers * 2 * hd * sizeof(float);
+    if (kiln_model_features(m) & KILN_FEAT_ROPE_SCALING) total += hd / 2 * sizeof(double);
     return total + (size_t)(2 * mc->n_layers + 1) * (size_t)mc->dim * sizeof(float);
 }
 
