@@ -367,8 +367,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
             float s[NT][4]; /* S = Q K^T: 16 query rows x 64 keys */
             pf_scores<HD, NT, !F8>(s, qa, sk, 0, lane);
-            /* key j_first (<= every row's position) lies in the first tile, which every warp
-             * runs: m is finite from then on; only tiles past the warp's smallest position mask */
+            /* without a window key 0 lies in the first tile, which every warp runs (m finite
+             * from then on); with one, a row's first tiles may be wholly masked (pf_softmax keeps
+             * its state at zero). Upper masks only on tiles past the warp's smallest position. */
             const int diag = j0 + PF_BC - 1 > warp_min;
 #pragma unroll
             for (int hh = 0; hh < 2; hh++) pf_softmax<NT, DT>(s, o, m, l, hh, sl2, diag, j0, prow[hh], plo[hh], tig);
