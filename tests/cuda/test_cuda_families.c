@@ -12,9 +12,16 @@
  *     window, with 2-slot blocks and a 4-token budget (prefill in chunks, then decode): ids
  *     against the cpu's 64-slot run (nothing released) up to the first near-tie, logprobs
  *     within 2e-2 before it, the KV pool's peak use printed (released blocks: bounded by the
- *     window) and every block free at the end. */
+ *     window) and every block free at the end;
+ *   - the fixtures' head_dim 16 runs the split attention kernel only, so three dummy-weight models
+ *     (--load-format dummy: the same values on both backends) at head_dim 64 / 128 put the
+ *     features through the tensor-core kernels too: Mistral with window 40 on every layer and
+ *     llama3 RoPE, Qwen2 with biases, a full layer 0, windowed layer 1 and yarn RoPE, Qwen3 with
+ *     q/k norms and window 24; prompt logits of 160 tokens (whole prompt in one step: prefill
+ *     tiles; and in chunks of 48 and 5 rows: tiles, decode-kernel runs) within 2e-2 per row. */
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 #include "cuda_test.h"
 #include "engine/engine.h"
 #include "model/model.h"
@@ -30,9 +37,12 @@ typedef struct result {
     int n;
 } result;
 
+static int g_dummy; /* open with --load-format dummy */
+
 static kiln_engine *open_engine(const char *model, const char *backend, int block_size, int budget, kiln_error *err) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
+    o.load_dummy = g_dummy;
     o.model_path = model;
     o.backend = backend;
     o.skip_tokenizer = 1;
@@ -40,7 +50,8 @@ static kiln_engine *open_engine(const char *model, const char *backend, int bloc
     o.kv_block_size = block_size;
     o.kv_memory_mb = 4;
     o.max_batch_tokens = budget;
-    o.max_model_len = 128;
+    o.max_model_len = g_dummy ? 512 : 128;
+    if (g_dummy) o.kv_memory_mb = 64;
     kc_target_from_env(&o.cuda);
     kiln_engine *e = NULL;
     if (kiln_engine_open(&e, &o, err)) return NULL;
@@ -229,6 +240,67 @@ static void window_case(const char *fx, int released, unsigned long long *s) {
     kiln_engine_close(g);
 }
 
+/* a dummy-weight model from config json (written to a temporary folder): cuda vs cpu prompt logits
+ * of n tokens with the whole prompt in one step and in chunks */
+static void dummy_case(const char *name, const char *json, unsigned long long *s) {
+    char dir[] = "/tmp/kiln_fam_XXXXXX", path[256];
+    if (!mkdtemp(dir)) { KT_CHECK(0, "mkdtemp"); return; }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) { KT_CHECK(0, "write %s", path); rmdir(dir); return; }
+    fputs(json, f);
+    fclose(f);
+    g_dummy = 1;
+    int budgets[3] = {2048, 48, 5}, n = 160;
+    for (int b = 0; b < 3; b++) {
+        kiln_error err = {0};
+        kiln_engine *g = open_engine(path, "cuda", 16, budgets[b], &err);
+        KT_CHECK(g != NULL, "%s: open on cuda: %s", name, err.msg);
+        kiln_engine *c = g ? open_engine(path, "cpu", 16, budgets[b], &err) : NULL;
+        KT_CHECK(!g || c != NULL, "%s: open on cpu: %s", name, err.msg);
+        if (g && c) {
+            int V = kiln_engine_model(c)->cfg.vocab_size;
+            int32_t *ids = kiln_malloc((size_t)n * 4);
+            for (int i = 0; i < n; i++) ids[i] = 3 + (int32_t)(kt_rand_u64(s) % (uint64_t)(V - 3));
+            float *lg = kiln_malloc((size_t)n * V * 4), *lc = kiln_malloc((size_t)n * V * 4);
+            int rg = kiln_engine_prompt_logits(g, ids, n, lg, &err);
+            KT_CHECK(rg == 0, "%s: cuda prompt_logits: %s", name, err.msg);
+            int rc = kiln_engine_prompt_logits(c, ids, n, lc, &err);
+            KT_CHECK(rc == 0, "%s: cpu prompt_logits: %s", name, err.msg);
+            if (!rg && !rc) {
+                double worst = 0;
+                int at = 0;
+                for (int i = 0; i < n; i++) {
+                    double e = kt_rel_l2(lg + (size_t)i * V, lc + (size_t)i * V, (size_t)V);
+                    if (!(e <= worst)) worst = e, at = i;
+                }
+                KT_CHECK(worst <= 2e-2, "%s, budget %d: cuda vs cpu worst rel L2 %g at position %d", name, budgets[b],
+                         worst, at);
+                char names[256];
+                kiln_model_feature_names(kiln_engine_model(c), kiln_model_features(kiln_engine_model(c)), names,
+                                         sizeof names);
+                printf("ok   dummy %-8s [%s] hd %d, %d tokens in steps of <= %d: worst rel L2 %.3g (position %d)\n",
+                       name, names, kiln_engine_model(c)->cfg.head_dim, n, budgets[b], worst, at);
+            }
+            kiln_free(ids);
+            kiln_free(lg);
+            kiln_free(lc);
+        }
+        kiln_engine_close(g);
+        kiln_engine_close(c);
+    }
+    g_dummy = 0;
+    remove(path);
+    rmdir(dir);
+}
+
+#define DUMMY_BASE(arch, type, hd, H, KV) \
+    "{\"architectures\": [\"" arch "\"], \"model_type\": \"" type "\", \"hidden_size\": 512, " \
+    "\"intermediate_size\": 1024, \"num_hidden_layers\": 2, \"num_attention_heads\": " #H ", " \
+    "\"num_key_value_heads\": " #KV ", \"head_dim\": " #hd ", \"vocab_size\": 1024, " \
+    "\"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"hidden_act\": \"silu\", " \
+    "\"bos_token_id\": 1, \"eos_token_id\": 2, \"torch_dtype\": \"bfloat16\", "
+
 int main(void) {
     kc_require_gpu();
     FILE *f = fopen(FIX "qwen2/config.json", "r");
@@ -242,5 +314,17 @@ int main(void) {
     for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++) family_case(fx[i], &s);
     window_case("mistral-swa", 1, &s);
     window_case("qwen2-swa", 0, &s);
+    dummy_case("mistral", DUMMY_BASE("MistralForCausalLM", "mistral", 64, 8, 2)
+               "\"tie_word_embeddings\": false, \"rope_theta\": 500000.0, \"sliding_window\": 40, "
+               "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+               "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 64}}", &s);
+    dummy_case("qwen2", DUMMY_BASE("Qwen2ForCausalLM", "qwen2", 128, 16, 4)
+               "\"tie_word_embeddings\": false, \"rope_theta\": 1000000.0, \"use_sliding_window\": true, "
+               "\"sliding_window\": 40, \"max_window_layers\": 1, "
+               "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": 64}}",
+               &s);
+    dummy_case("qwen3", DUMMY_BASE("Qwen3ForCausalLM", "qwen3", 128, 8, 8)
+               "\"tie_word_embeddings\": true, \"rope_theta\": 1000000.0, \"attention_bias\": false, "
+               "\"use_sliding_window\": true, \"sliding_window\": 24, \"max_window_layers\": 0}", &s);
     return kt_done();
 }
