@@ -12,7 +12,13 @@
  * hd 64 / 128, G = 1, 2, 4, 8, block sizes 16 and 32. The host tile builder is checked by hand.
  * FP8 pool (issue 17, the _ex launchers): the same cases on e4m3 codes with K scale 0.5 and V
  * scale 2 (poison: the NaN code 0x7f), against the CPU attention on the decoded values code * scale
- * (what the CPU backend's FP8 pool computes), with the same bounds. */
+ * (what the CPU backend's FP8 pool computes), with the same bounds.
+ * Sliding windows (issue 19, g_window > 0, kiln_cuda_kv.window): every kernel and mode above with
+ * windows 5 (< block size), 16, 40 (not a multiple of the block size) and 100 against the CPU
+ * attention with the same window. As the engine does, the blocks wholly below each sequence's
+ * first visible key are released: their block-table entries are the null block 0 (NaN), and
+ * the positions below that key in the first kept block are NaN too, so a kernel that reads a key
+ * out of the window (or a released block) fails with NaN. */
 #include <string.h>
 #include "backend/cpu/attention.h"
 #include "backend/cuda/cuda_ops.h"
@@ -21,7 +27,8 @@
 #include "util/alloc.h"
 #include "util/fp8.h"
 
-static int g_f8; /* this run's pool: 0 bf16, 1 FP8 codes (scales below) */
+static int g_f8;     /* this run's pool: 0 bf16, 1 FP8 codes (scales below) */
+static int g_window; /* this run's attention window (0: none) */
 #define F8_KS 0.5f
 #define F8_VS 2.0f
 
@@ -63,13 +70,19 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     int t = 0;
     for (int i = 0; i < S; i++) {
         int nb = (sp[i].ctx + bs - 1) / bs;
+        /* the sequence's first visible key (its first row's): below it nothing may be read */
+        int lo = g_window > 0 && sp[i].ctx - sp[i].rows + 1 > g_window ? sp[i].ctx - sp[i].rows + 1 - g_window : 0;
         for (int b = 0; b < nb; b++) {
             int id;
+            if ((b + 1) * bs <= lo) { /* released by the engine: the null block */
+                bt[(size_t)i * max_nb + b] = 0;
+                continue;
+            }
             do id = 1 + (int)(kt_rand_u64(s) % (uint64_t)(L.n_blocks - 1)); while (used[id]);
             used[id] = 1;
             bt[(size_t)i * max_nb + b] = id;
         }
-        for (int j = 0; j < sp[i].ctx; j++) /* K and V of every context position */
+        for (int j = lo; j < sp[i].ctx; j++) /* K and V of every visible context position */
             for (int kv = 0; kv < 2; kv++)
                 for (int h = 0; h < KV; h++)
                     for (int d = 0; d < hd; d++) {
@@ -110,6 +123,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
             .kv = pool32, .layout = &Lf, .layer = 0, .n_tokens = T, .n_seqs = S, .positions = pos,
             .seq_q_start = sq, .block_table = bt, .max_blocks_per_seq = max_nb, .q = q32, .att = want,
             .n_heads = H, .n_kv_heads = KV, .head_dim = hd, .scores = scores, .max_model_len = mml,
+            .window = g_window,
         };
         kiln_error cerr = {0};
         KT_CHECK(kiln_cpu_attn_lookup(cctx.isa, &ca.k) == 0, "cpu attention kernels");
@@ -126,7 +140,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     void *dout = kc_dev(on * as), *oh = kiln_malloc(on * as);
     if (g_f8) kc_put(dpool, pool8, (size_t)pool_n);
     else kc_put(dpool, pool, (size_t)pool_n * 2);
-    kiln_cuda_kv kvd = {dpool, g_f8, g_f8 ? F8_KS : 1.0f, g_f8 ? F8_VS : 1.0f};
+    kiln_cuda_kv kvd = {dpool, g_f8, g_f8 ? F8_KS : 1.0f, g_f8 ? F8_VS : 1.0f, g_window};
     kc_put(dq, q, (size_t)T * qs * 4);
     kc_put(dpos, pos, (size_t)T * 4);
     kc_put(drs, rs, (size_t)T * 4);
@@ -220,10 +234,11 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     }
     double e = kt_rel_l2(got, want, on), ma = max_abs_err(got, want, on);
     double tol = flash ? 1e-2 : kc_tol(adt);
-    KT_CHECK(e <= tol && (!flash || ma < 3e-2), "attention%s %s T=%d S=%d H=%d KV=%d hd=%d bs=%d: rel L2 %g, max abs %g",
-             flash == 3 ? " (decode tc split)" : flash ? " (prefill tiles)" : "", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
-    printf("attention %-5s %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d rel L2 %.3g max abs %.3g\n",
-           flash == 3 ? "dectc" : flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, e, ma);
+    KT_CHECK(e <= tol && (!flash || ma < 3e-2), "attention%s %s T=%d S=%d H=%d KV=%d hd=%d bs=%d window=%d: rel L2 %g, "
+             "max abs %g", flash == 3 ? " (decode tc split)" : flash ? " (prefill tiles)" : "", kc_dtname(adt), T, S, H,
+             KV, hd, bs, g_window, e, ma);
+    printf("attention %-5s %-4s T=%-3d S=%d H=%-2d KV=%d hd=%-3d bs=%-2d window=%-3d rel L2 %.3g max abs %.3g\n",
+           flash == 3 ? "dectc" : flash ? "flash" : "split", kc_dtname(adt), T, S, H, KV, hd, bs, g_window, e, ma);
     CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
     kiln_free(pool); kiln_free(pool8); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
     kiln_free(got); kiln_free(oh);
@@ -291,6 +306,31 @@ int main(void) {
         one(mix, 6, 8, 2, 64, 16, dts[i % 2], 3, &s);
         one(mix, 6, 16, 2, 128, 16, dts[i % 2], 3, &s);
     }
+    /* sliding windows (issue 19): every kernel, windows below / at / not a multiple of the block
+     * size, on the bf16 and the FP8 pool */
+    seq_spec wdec[] = {{300, 1}, {5, 1}, {64, 1}, {129, 1}, {41, 1}};
+    int wins[4] = {5, 16, 40, 100};
+    for (int i = 0; i < 4; i++) {
+        g_f8 = i >= 2;
+        kiln_dtype adt = dts[i % 2];
+        for (int wi = 0; wi < 4; wi++) {
+            g_window = wins[wi];
+            one(mix, 6, 8, 2, 64, 16, adt, 0, &s);
+            one(wdec, 5, 32, 8, 128, 16, adt, 0, &s);
+            one(wdec, 5, 4, 2, 48, 32, adt, 0, &s);
+            one(pre, 1, 8, 2, 128, 16, adt, 0, &s);
+            one(fmix, 8, 8, 2, 64, 16, adt, 1, &s);
+            one(fmix, 8, 32, 8, 128, 16, adt, 1, &s);
+            one(fmix, 8, 8, 2, 128, 32, adt, 1, &s);
+            one(pre, 1, 8, 2, 128, 16, adt, 1, &s);
+            one(fmix, 8, 32, 8, 128, 16, adt, 2, &s);
+            one(wdec, 5, 32, 8, 128, 32, adt, 3, &s);
+            one(fmix, 8, 32, 8, 128, 16, adt, 3, &s);
+            one(mix, 6, 8, 2, 64, 16, adt, 3, &s);
+        }
+    }
+    g_window = 0;
+    g_f8 = 0;
     /* shapes the prefill kernel does not serve are refused (the caller keeps the split kernel) */
     KT_CHECK(kiln_cuda_attention_prefill(NULL, KILN_DT_F32, NULL, 2 * 48, NULL, NULL, NULL, NULL, 1, 8, 2, 48, 16, NULL, 1, 1,
                                          0) == cudaErrorInvalidValue,

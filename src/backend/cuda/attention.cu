@@ -18,7 +18,12 @@
  * Windows depend only on pos[t], min_w and max_splits. The backend passes a max_splits that
  * shrinks as the batch grows (fewer, longer windows once the batch fills the chip) except in
  * batch-invariant mode, where it is fixed (16), so a row's result is the same in any batch (I6).
- * scratch: [T][H][max_splits][hd + 2] f32. */
+ * scratch: [T][H][max_splits][hd + 2] f32.
+ * Sliding windows (kiln_cuda_kv.window > 0, per layer): a row's keys are lo .. p with
+ * lo = max(0, p - window + 1) (att_first_key, the CPU's convention); the windows above cut
+ * those n = p + 1 - lo positions instead of 0 .. p (block z covers [lo + z w, ...)), so no key
+ * below lo and no block-table entry of a block wholly below it (released by the engine: the
+ * null block 0) is ever read; the combine counts the windows from the same n. */
 #include <math.h>
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
@@ -28,6 +33,14 @@
 #define ATT_MAX_HD 256
 
 #define ATT_TILE 16
+
+/* The first key a query at position p sees: 0, or p - window + 1 with a sliding window (the CPU's
+ * attention.c: keys max(0, p - window + 1) .. p). Every pass-1 kernel cuts that range into its
+ * windows (so keys below it, whose blocks the engine may have released, are never read), and
+ * the combine counts the windows the same way. */
+static __device__ __forceinline__ int att_first_key(int p, int window) {
+    return window > 0 && p + 1 > window ? p + 1 - window : 0;
+}
 #define ATT_MAX_HPW 4 /* heads per warp: G <= 16 */
 /* Compile-time shape of one instantiation: PL = dims per lane (hd <= 32 PL), HPW = heads per
  * warp (G <= 4 HPW); registers are sized for these, so hd 128 with G 4 (Devstral) keeps a small
@@ -42,7 +55,7 @@ static __global__ void __launch_bounds__(ATT_WARPS * 32)
 attention_split_kernel(float *scratch, const float *q, int q_stride, const void *pool, const int32_t *pos,
                        const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                        int bs, int min_w, int max_splits, int rows_per_block, float scale, float k_scale,
-                       float v_scale) {
+                       float v_scale, int window) {
     __shared__ float s_k[ATT_TILE][32 * PL];
     __shared__ float s_v[ATT_TILE][32 * PL];
     kiln_pdl_trigger();
@@ -56,8 +69,9 @@ attention_split_kernel(float *scratch, const float *q, int q_stride, const void 
     for (int ts = t_first; ts < t_last;) {
         int seq = row_seq[ts], te = ts + 1;
         int p_max = pos[ts];
-        int split_w = kiln_att_window(p_max + 1, min_w, max_splits, ATT_TILE);
-        int j_begin = z * split_w;
+        int lo = att_first_key(p_max, window);
+        int split_w = kiln_att_window(p_max + 1 - lo, min_w, max_splits, ATT_TILE);
+        int j_begin = lo + z * split_w;
         if (j_begin > p_max) { ts = te; continue; } /* the window lies beyond the row */
         int j_end_max = min(j_begin + split_w, p_max + 1);
         const int32_t *bt = block_table + (int64_t)seq * max_blocks;
@@ -215,7 +229,7 @@ template <int HD, int G>
 static __global__ void __launch_bounds__(ATT_WARPS * 32, G <= 4 ? 4 : 2)
 attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint16_t *pool, const int32_t *pos,
                         const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
-                        int min_w, int max_splits, float scale) {
+                        int min_w, int max_splits, float scale, int window) {
     constexpr int LP = HD / 8, PPW = 32 / LP, NG = ATT_WARPS * PPW, U = 4;
     __shared__ float s_m[NG][G], s_l[NG][G];
     __shared__ float s_acc[NG][G][HD];
@@ -225,8 +239,9 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int sub = lane / LP, d0 = (lane % LP) * 8, grp = warp * PPW + sub;
     int p = pos[t];
-    int w = kiln_att_window(p + 1, min_w, max_splits, ATT_TILE);
-    int j_begin = z * w;
+    int lo = att_first_key(p, window);
+    int w = kiln_att_window(p + 1 - lo, min_w, max_splits, ATT_TILE);
+    int j_begin = lo + z * w;
     if (j_begin > p) return; /* uniform over the block */
     int j_end = min(j_begin + w, p + 1);
     const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
@@ -334,13 +349,14 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
  * leaves the weights f_z = exp(m_z - M) in shared memory; then each thread sums its dims over the
  * windows in window order. The order depends only on the row's window count. */
 static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
-                                                int H, int hd, int min_w, int max_splits, int wr) {
+                                                int H, int hd, int min_w, int max_splits, int wr, int window) {
     __shared__ float s_f[64];
     __shared__ float s_invl;
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     int t = blockIdx.x, h = blockIdx.y;
-    int ns = pos[t] / kiln_att_window(pos[t] + 1, min_w, max_splits, wr) + 1;
+    int n = pos[t] + 1 - att_first_key(pos[t], window); /* the positions the windows cut */
+    int ns = (n - 1) / kiln_att_window(n, min_w, max_splits, wr) + 1;
     const float *base = scratch + ((int64_t)t * H + h) * max_splits * (hd + 2);
     if (threadIdx.x < 32) {
         int lane = threadIdx.x;
@@ -417,7 +433,7 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                            int block_size, int split_w, int max_splits, float *scratch,
                                            int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV, hd,
                                   block_size, split_w, max_splits, scratch, pdl, st);
 }
@@ -428,7 +444,7 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
                                               int block_size, int split_w, int max_splits, float *scratch, int pdl,
                                               cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f)) return cudaErrorInvalidValue;
+    if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f) || kv->window < 0) return cudaErrorInvalidValue;
     const void *pool_layer = kv->pool;
     float ks = kv->k_scale, vs = kv->v_scale;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
@@ -444,7 +460,7 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
 #define ATT_STREAM(HDV, GV)                                                                            \
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
                 q, q_stride, (const uint16_t *)pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size, \
-                split_w, max_splits, scale)
+                split_w, max_splits, scale, kv->window)
 #define ATT_STREAM_G(HDV)                                                                              \
     do {                                                                                               \
         if (G == 1) ATT_STREAM(HDV, 1);                                                                \
@@ -457,11 +473,11 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
         if (kv->f8)                                                                                    \
             kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV, true>, g1,     \
                         dim3(ATT_WARPS * 32), 0, st, scratch, q, q_stride, pool_layer, pos, row_seq,   \
-                        block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs); \
+                        block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs, kv->window); \
         else                                                                                           \
             kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV, false>, g1,    \
                         dim3(ATT_WARPS * 32), 0, st, scratch, q, q_stride, pool_layer, pos, row_seq,   \
-                        block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs); \
+                        block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs, kv->window); \
     } while (0)
 #define ATT_LAUNCH_PL(PLV)                                                                             \
     do {                                                                                               \
@@ -486,7 +502,7 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, split_w, max_splits,
-                ATT_TILE);
+                ATT_TILE, kv->window);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -495,13 +511,20 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
 extern "C" cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
                                                    int T, int H, int hd, int min_w, int max_splits, int wr,
                                                    int pdl, cudaStream_t st) {
+    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, min_w, max_splits, wr, 0, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_attention_combine_win(void *out, kiln_dtype adt, const float *scratch,
+                                                       const int32_t *pos, int T, int H, int hd, int min_w,
+                                                       int max_splits, int wr, int window, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (hd <= 0 || hd > ATT_MAX_HD || H <= 0 || H > 65535 || min_w < 1 || wr < 1 || max_splits < 1 || max_splits > 64)
+    if (hd <= 0 || hd > ATT_MAX_HD || H <= 0 || H > 65535 || min_w < 1 || wr < 1 || max_splits < 1 || max_splits > 64 ||
+        window < 0)
         return cudaErrorInvalidValue;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, min_w, max_splits,
-                wr);
+                wr, window);
     KILN_CUDA_CHECK_LAUNCH();
 }

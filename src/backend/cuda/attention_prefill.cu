@@ -44,6 +44,12 @@
  * Each row's arithmetic (key tiles aligned to position 0, reductions within its quad in a
  * fixed order) depends only on its own position and context, not on the tile or the batch;
  * skipping a wholly masked key tile gives the same bits as running it (corr = 1, p = 0).
+ * Sliding windows (kiln_cuda_kv.window > 0): a row at p sees keys p - window + 1 .. p. The
+ * prefill CTA's key tiles stay aligned to position 0 but start at the tile holding the tile's
+ * first row's first key j_lo; positions below j_lo are zero-filled, never read (their blocks may
+ * be released), and each row masks the keys below its own first key (pf_softmax's lo; a row with
+ * nothing unmasked yet keeps m = -inf without NaN). The decode kernel cuts lo .. p into its
+ * windows, key tiles starting at lo + z w (not multiples of PF_BC), so it needs no lower mask.
  */
 #include <math.h>
 #include <string.h>
@@ -97,10 +103,11 @@ static __device__ __forceinline__ void pf_cp16(uint32_t dst, const void *src) {
 }
 
 /* Stage key tile [j0, j0 + PF_BC) of KV head kvh: K at sk, V at sk + PF_BC * HD (shared
- * addresses, bf16 [PF_BC][HD] swizzled). Positions > p_last are zero-filled. */
+ * addresses, bf16 [PF_BC][HD] swizzled). Positions < j_lo (out of a sliding window: their
+ * blocks may be released, the table entry is never read) or > p_last are zero-filled. */
 template <int HD, bool F8>
 static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *pool, const int32_t *bt, int bs, int KV,
-                                                    int kvh, int j0, int p_last) {
+                                                    int kvh, int j0, int j_lo, int p_last) {
     constexpr int CH = HD / 8;                     /* 16-byte chunks per key row */
     constexpr int N = PF_BC * CH / PF_THREADS;     /* chunks per thread (of K, and of V) */
     const int64_t head_tile = (int64_t)bs * HD, kv_stride = (int64_t)KV * head_tile;
@@ -109,7 +116,7 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *poo
     for (int i = 0; i < N; i++) {
         int c = threadIdx.x + i * PF_THREADS, jj = c / CH, ch = c % CH, j = j0 + jj;
         uint32_t so = (uint32_t)(jj * CH + (ch ^ (jj & 7))) * 16; /* bytes */
-        if (j <= p_last) {
+        if (j <= p_last && j >= j_lo) {
             int64_t blk = bt[j / bs];
             int64_t ix = (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + ch * 8;
             if (F8) { /* 8 codes each, copied raw into the upper half (pf_convert decodes them) */
@@ -163,15 +170,16 @@ static __device__ __forceinline__ void pf_convert(uint32_t sk) {
     __syncthreads();
 }
 
-/* Issue key tiles kt0 and kt0 + 1 (when n_kt > 1) into the two buffers, each its own group. */
+/* Issue key tiles 0 and 1 (when n_kt > 1) into the two buffers, each its own group: tile k
+ * covers positions jb + k PF_BC .. + PF_BC - 1, of which j_lo .. j_stop are read. */
 template <int HD, bool F8>
 static __device__ __forceinline__ void pf_start(uint32_t s_base, uint32_t buf_bytes, const void *pool,
-                                                const int32_t *bt, int bs, int KV, int kvh, int j_first, int j_stop,
-                                                int kt0, int n_kt) {
-    pf_load_tile<HD, F8>(s_base, pool, bt, bs, KV, kvh, j_first, j_stop);
+                                                const int32_t *bt, int bs, int KV, int kvh, int jb, int j_lo,
+                                                int j_stop, int n_kt) {
+    pf_load_tile<HD, F8>(s_base, pool, bt, bs, KV, kvh, jb, j_lo, j_stop);
     kiln_cp_commit();
     if (n_kt > 1) {
-        pf_load_tile<HD, F8>(s_base + buf_bytes, pool, bt, bs, KV, kvh, (kt0 + 1) * PF_BC, j_stop);
+        pf_load_tile<HD, F8>(s_base + buf_bytes, pool, bt, bs, KV, kvh, jb + PF_BC, j_lo, j_stop);
         kiln_cp_commit();
     }
 }
@@ -186,11 +194,11 @@ static __device__ __forceinline__ void pf_wait(int kt, int n_kt) {
 /* After tile kt: once every warp is done with its buffer (kt & 1), refill it with tile kt + 2. */
 template <int HD, bool F8>
 static __device__ __forceinline__ void pf_refill(uint32_t s_base, uint32_t buf_bytes, const void *pool,
-                                                 const int32_t *bt, int bs, int KV, int kvh, int j_stop, int kt0,
-                                                 int kt, int n_kt) {
+                                                 const int32_t *bt, int bs, int KV, int kvh, int jb, int j_lo,
+                                                 int j_stop, int kt, int n_kt) {
     __syncthreads();
     if (kt + 2 < n_kt) {
-        pf_load_tile<HD, F8>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, (kt0 + kt + 2) * PF_BC, j_stop);
+        pf_load_tile<HD, F8>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, jb + (kt + 2) * PF_BC, j_lo, j_stop);
         kiln_cp_commit();
     }
 }
@@ -240,25 +248,30 @@ static __device__ __forceinline__ void pf_state_init(float (*o)[4], float *m, fl
 
 /* Online softmax of row hh (0: row gid, 1: row gid + 8) over its NT x 8 scores, which lie in
  * the 4 lanes of its quad (s[nt][2hh + e] is key j0 + 8nt + 2tig + e): scale by sl2 (log2
- * domain), keys > lim are -inf when mask, then m, l and O (DT n-tiles) are rescaled and the
- * scores become P. The caller guarantees one unmasked key in the row's first run (m finite). */
+ * domain), keys > lim are -inf when mask, keys < lo always (a sliding window; 0 without), then
+ * m, l and O (DT n-tiles) are rescaled and the scores become P. A row whose keys so far are all
+ * masked (a window's tiles before its first key) keeps m = -inf, l = 0, O = 0: the exponentials
+ * are then taken against 0 instead of -inf (no NaN), which gives the bits of skipping the tile. */
 template <int NT, int DT>
 static __device__ __forceinline__ void pf_softmax(float (*s)[4], float (*o)[4], float *m, float *l, int hh, float sl2,
-                                                  int mask, int j0, int lim, int tig) {
+                                                  int mask, int j0, int lim, int lo, int tig) {
     float mx = -INFINITY;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             float v = s[nt][2 * hh + e] * sl2;
-            if (mask && j0 + nt * 8 + 2 * tig + e > lim) v = -INFINITY;
+            int j = j0 + nt * 8 + 2 * tig + e;
+            if ((mask && j > lim) || j < lo) v = -INFINITY;
             s[nt][2 * hh + e] = v;
             mx = fmaxf(mx, v);
         }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-    float mn = fmaxf(m[hh], mx), corr = pf_exp2(m[hh] - mn);
+    float m_old = m[hh], mn = fmaxf(m_old, mx);
     m[hh] = mn;
+    if (mn == -INFINITY) mn = 0.0f; /* nothing unmasked yet: corr = p = 0 */
+    float corr = pf_exp2(m_old - mn);
     float ls = 0.0f;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
@@ -303,7 +316,7 @@ template <int HD, bool F8>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride, const void *pool,
                          const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H,
-                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2, float vs) {
+                         int KV, int bs, const int32_t *tiles, int n_tiles, float sl2, float vs, int window) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16, swizzled */
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
@@ -313,14 +326,17 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     const int first = tiles[2 * tile], n = tiles[2 * tile + 1];
     const int G = H / KV, R = KILN_PREFILL_QROWS / G;
     const int p_last = pos[first + n - 1];
-    const int j_first = 0, j_stop = p_last; /* keys: the whole context */
+    /* keys: the whole context, or with a window from the first row's first key (j_lo) on, in
+     * tiles aligned to position 0 (rows with later first keys mask the keys below theirs) */
+    const int j_lo = window > 0 ? max(pos[first] - window + 1, 0) : 0;
+    const int j_first = j_lo / PF_BC * PF_BC, j_stop = p_last;
     const int32_t *bt = block_table + (int64_t)row_seq[first] * max_blocks;
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
 
     /* start loading the first two key tiles (both buffers) while Q is read */
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
+    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_lo, j_stop, n_kt);
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
     int prow[2], trow[2], hrow[2], valid[2];
@@ -334,6 +350,9 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
     }
     const int warp_max = __reduce_max_sync(0xffffffffu, max(prow[0], prow[1]));
     const int warp_min = __reduce_min_sync(0xffffffffu, min(prow[0], prow[1]));
+    /* with a window: the first key of each row (keys below are masked), and of the warp's last row */
+    int plo[2] = {window > 0 ? prow[0] - window + 1 : 0, window > 0 ? prow[1] - window + 1 : 0};
+    const int warp_lo = window > 0 ? warp_min - window + 1 : 0; /* tiles wholly below: skipped */
     uint32_t qa[KS][4];
     pf_load_q<KS, !F8>(qa, q + (int64_t)trow[0] * q_stride + (int64_t)hrow[0] * HD + 2 * tig,
                   q + (int64_t)trow[1] * q_stride + (int64_t)hrow[1] * HD + 2 * tig);
@@ -344,20 +363,21 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
         pf_wait(kt, n_kt);
         if (F8) pf_convert<HD>(s_base + (kt & 1) * buf_bytes); /* uniform: every thread */
         const int j0 = (kt0 + kt) * PF_BC;
-        if (j0 <= warp_max) {
+        if (j0 <= warp_max && j0 + PF_BC > warp_lo) {
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
             float s[NT][4]; /* S = Q K^T: 16 query rows x 64 keys */
             pf_scores<HD, NT, !F8>(s, qa, sk, 0, lane);
-            /* key j_first (<= every row's position) lies in the first tile, which every warp
-             * runs: m is finite from then on; only tiles past the warp's smallest position mask */
+            /* without a window key 0 lies in the first tile, which every warp runs (m finite
+             * from then on); with one, a row's first tiles may be wholly masked (pf_softmax keeps
+             * its state at zero). Upper masks only on tiles past the warp's smallest position. */
             const int diag = j0 + PF_BC - 1 > warp_min;
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++) pf_softmax<NT, DT>(s, o, m, l, hh, sl2, diag, j0, prow[hh], tig);
+            for (int hh = 0; hh < 2; hh++) pf_softmax<NT, DT>(s, o, m, l, hh, sl2, diag, j0, prow[hh], plo[hh], tig);
 #pragma unroll
             for (int kk = 0; kk < PF_BC / 16; kk++) /* keys 16kk .. +15 */
                 pf_pv<HD, !F8>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane);
         }
-        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_lo, j_stop, kt, n_kt);
     }
 
     /* finish: the row sum over the quad (fixed order), O / l, rows < n only */
@@ -435,7 +455,7 @@ template <int HD, bool F8>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_decode_kernel(const float *q, int q_stride, const void *pool, const int32_t *pos,
                         const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
-                        float sl2, float *scratch, int min_w, int max_splits, float vs) {
+                        float sl2, float *scratch, int min_w, int max_splits, float vs, int window) {
     extern __shared__ __align__(128) uint16_t pf_smem[]; /* [2 buffers][K | V][PF_BC][HD] bf16; then the merge */
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
@@ -443,14 +463,17 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
     const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int G = H / KV, p = pos[t], nctx = p + 1;
-    const int w = kiln_att_window(nctx, min_w, max_splits, PF_BC), j_first = z * w;
+    /* a window: the windows cut lo .. p instead of 0 .. p (key tiles then start at lo + z w,
+     * not on multiples of PF_BC; keys below lo are never read) */
+    const int lo = window > 0 && nctx > window ? nctx - window : 0;
+    const int w = kiln_att_window(nctx - lo, min_w, max_splits, PF_BC), j_first = lo + z * w;
     if (j_first > p) return; /* uniform over the block, before any barrier or copy */
     const int j_stop = min(j_first + w, nctx) - 1;
     const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
-    const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_stop, kt0, n_kt);
+    const int n_kt = (j_stop - j_first) / PF_BC + 1;
+    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
 
     /* Q of rows gid and gid + 8 (heads h0, h1) as A fragments, rounded to bf16 */
     const int h0 = kvh * G + min(gid, G - 1), h1 = kvh * G + min(gid + 8, G - 1);
@@ -460,19 +483,19 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
     float o[DT][4], m[2], l[2];
     pf_state_init<DT>(o, m, l);
 
-    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt0 + kt, buffer kt & 1; tile kt + 1 is in flight */
+    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt, buffer kt & 1; tile kt + 1 is in flight */
         pf_wait(kt, n_kt);
         if (F8) pf_convert<HD>(s_base + (kt & 1) * buf_bytes); /* uniform: every thread */
-        const int j0 = (kt0 + kt) * PF_BC + 16 * warp; /* this warp's first key */
+        const int j0 = j_first + kt * PF_BC + 16 * warp; /* this warp's first key */
         if (j0 <= j_stop) { /* key j0 is unmasked: m is finite */
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
             float s[2][4]; /* S = Q K^T: 16 rows x this warp's 16 keys */
             pf_scores<HD, 2, !F8>(s, qa, sk, 16 * warp, lane);
 #pragma unroll
-            for (int hh = 0; hh < 2; hh++) pf_softmax<2, DT>(s, o, m, l, hh, sl2, 1, j0, j_stop, tig);
+            for (int hh = 0; hh < 2; hh++) pf_softmax<2, DT>(s, o, m, l, hh, sl2, 1, j0, j_stop, 0, tig);
             pf_pv<HD, !F8>(o, s[0], s[1], sv, 16 * warp, lane);
         }
-        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_stop, kt0, kt, n_kt);
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_first, j_stop, kt, n_kt);
     }
 
     /* merge the 4 warps' states: red[warp][row][HD + 2] f32 over the (now idle) tile buffers */
@@ -526,7 +549,7 @@ static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_st
     dim3 grid((unsigned)n_tiles, (unsigned)KV, 1u);
     kiln_launch(pdl != 0, attention_prefill_kernel<HD, F8>, grid, dim3(PF_THREADS), smem, st, out, adt, q, q_stride,
                 (const void *)kv->pool, pos, row_seq, block_table, max_blocks, H, KV, bs, tiles, n_tiles, sl2,
-                kv->v_scale);
+                kv->v_scale, kv->window);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -543,7 +566,8 @@ static cudaError_t dec_launch(const float *q, int q_stride, const kiln_cuda_kv *
     dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_decode_kernel<HD, F8>, grid, dim3(PF_THREADS), smem, st, q, q_stride, (const void *)kv->pool,
-                pos, row_seq, block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits, kv->v_scale);
+                pos, row_seq, block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits, kv->v_scale,
+                kv->window);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
@@ -552,7 +576,7 @@ extern "C" cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, co
                                                    const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                    int H, int KV, int hd, int block_size, const int32_t *tiles,
                                                    int n_tiles, int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_prefill_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, H, KV, hd,
                                           block_size, tiles, n_tiles, pdl, st);
 }
@@ -600,7 +624,7 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      const int32_t *row_seq, const int32_t *block_table, int max_blocks,
                                                      int T, int H, int KV, int hd, int block_size, int min_w,
                                                      int max_splits, float *scratch, int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_decode_tc_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV,
                                             hd, block_size, min_w, max_splits, scratch, pdl, st);
 }
@@ -625,5 +649,6 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype ad
                              : (kv->f8 ? DEC_L(128, true) : DEC_L(128, false));
 #undef DEC_L
     if (e != cudaSuccess) return e;
-    return kiln_cuda_attention_combine(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, pdl, st);
+    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, kv->window, pdl,
+                                           st);
 }

@@ -390,7 +390,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
                                             "refused under KILN_STRICT=1");
         goto fail;
     }
-    c->cap_allocs = 8 * mc->n_layers + MAX_DEV_ALLOCS_FIXED; /* FP8: 4 matrices and 4 scale arrays */
+    c->cap_allocs = 8 * mc->n_layers + MAX_DEV_ALLOCS_FIXED + 1; /* FP8: 4 matrices and 4 scale arrays;
+                                                                  * + issue 19's tensors (put_family) */
     c->allocs = kiln_calloc((size_t)c->cap_allocs, sizeof *c->allocs);
     c->layers = kiln_calloc((size_t)mc->n_layers, sizeof *c->layers);
     if (!c->allocs || !c->layers) { rc = KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of memory"); goto fail; }
@@ -654,7 +655,7 @@ static const kiln_backend_ops k_cuda_ops = {
     .overlap = 1,
     .sample_rows = 1, /* every verification row drawn at its own output position (cuda_plan.c) */
     .masks = 1,       /* grammar masks applied by the sampler (cuda_plan.c upload_masks, sample.cu) */
-    .features = KILN_FEAT_MOE, /* Mixtral's experts: cuda_moe.c, moe.cu */
+    .features = KILN_CUDA_FEATURES, /* issue 19: biases, q/k norms, RoPE scaling, windows, experts */
     .create = cuda_create,
     .encode_step = kiln_cuda_encode,
     .finish_step = cuda_finish,

@@ -28,6 +28,9 @@
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
 #define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4) /* + 4: MoE scratch */
+/* the model features (model.h KILN_FEAT_*) this backend runs (ops.features, check_model) */
+#define KILN_CUDA_FEATURES                                                                                   \
+    (KILN_FEAT_QKV_BIAS | KILN_FEAT_QK_NORM | KILN_FEAT_ROPE_SCALING | KILN_FEAT_WINDOW | KILN_FEAT_MOE)
 
 typedef struct dev_alloc {
     void *p;
@@ -104,6 +107,11 @@ typedef struct cuda_backend {
     void *emb;
     cuda_mat lm;
     float *norms; /* [2 L + 1][D]: attn_norm[l], ffn_norm[l], ..., out_norm */
+    /* issue 19 (cuda_weights.c put_family; NULL when the model has none): */
+    double *rope_inv;   /* [hd / 2] RoPE inverse frequencies (kiln_rope_inv_freq), NULL: theta's */
+    double rope_mscale; /* its cos / sin factor (YaRN attention factor), else 1 */
+    float *qkv_bias;    /* [L][(H + 2 KV) hd] bq | bk | bv (Qwen2) */
+    float *qk_norms;    /* [L][2][hd] q_norm, k_norm (Qwen3) */
     cuda_layer *layers;
     kiln_cuda_gemm g_qkv, g_o, g_gu, g_d, g_lm;
     /* KV pool, bf16 */

@@ -93,7 +93,7 @@ static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
 static kiln_cuda_kv layer_kv(const cuda_backend *c, int l) {
     int64_t off = kiln_kv_offset(&c->cfg.kv, l, 0, 0, 0, 0);
     kiln_cuda_kv kv = {(unsigned char *)c->kv + off * c->cfg.kv.elem_bytes, c->cfg.kv.dtype == KILN_KV_FP8_E4M3, 1.0f,
-                       1.0f};
+                       1.0f, c->m->layers[l].window};
     if (kv.f8) {
         const kiln_layer_weights *w = &c->m->layers[l];
         if (w->k_scale > 0.0f) kv.k_scale = w->k_scale;
@@ -111,8 +111,14 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     LAUNCH(kiln_cuda_add_rmsnorm(c->x, l ? c->proj : NULL, NULL, 1, an, c->xn, c->adt, T, D, mc->norm_eps, c->pdl, c->st));
     int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, err);
     if (rc) return rc;
-    LAUNCH(kiln_cuda_rope_kv_ex(c->qkv, d.pos, d.slot, &kv, T, H, KV, hd, bs, mc->rope_theta,
-                                mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl, c->st));
+    /* Qwen2 biases / Qwen3 per-head norms, in place before RoPE (NULLs: nothing launched) */
+    LAUNCH(kiln_cuda_qk_prep(c->qkv, c->qkv_bias ? c->qkv_bias + (size_t)l * (H + 2 * KV) * hd : NULL,
+                             c->qk_norms ? c->qk_norms + (size_t)l * 2 * hd : NULL,
+                             c->qk_norms ? c->qk_norms + (size_t)l * 2 * hd + hd : NULL, T, H, KV, hd, mc->norm_eps,
+                             c->pdl, c->st));
+    LAUNCH(kiln_cuda_rope_kv_tab(c->qkv, d.pos, d.slot, &kv, T, H, KV, hd, bs, mc->rope_theta, c->rope_inv,
+                                 c->rope_inv ? c->rope_mscale : 1.0, mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl,
+                                 c->st));
     return KILN_OK;
 }
 

@@ -57,10 +57,28 @@ typedef struct kiln_cuda_kv {
     void *pool;
     int f8;
     float k_scale, v_scale;
+    int window; /* the layer's attention window (model.h kiln_layer_weights.window; 0 = none): the
+                 * attention kernels' query at p reads keys max(0, p - window + 1) .. p only, and
+                 * never the block-table entries of the blocks below (the engine may have released
+                 * them: null block 0) */
 } kiln_cuda_kv;
 cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
                                  int H, int KV, int hd, int block_size, double theta, int interleaved, int pdl,
                                  cudaStream_t st);
+/* kiln_cuda_rope_kv_ex with the model's frequencies: inv_freq [hd / 2] f64 on the device
+ * (kiln_rope_inv_freq of rope.c, the CPU's table: RoPE scaling, GGUF rope_freqs; NULL = theta's
+ * default 1 / theta^(2i/hd)) and mscale, the cos / sin multiplier (YaRN's attention factor, 1 =
+ * none), applied as the CPU: cs = cos(a) * mscale in double, then the rotation. */
+cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
+                                  int H, int KV, int hd, int block_size, double theta, const double *inv_freq,
+                                  double mscale, int interleaved, int pdl, cudaStream_t st);
+/* Qwen2 / Qwen3 before RoPE, in place on qkv [T][(H + 2 KV) * hd] f32 (rope_kv.cu):
+ *   bias (or NULL): [(H + 2 KV) * hd] f32 (bq | bk | bv), added to every row;
+ *   q_norm, k_norm (or both NULL): [hd] f32, RMSNorm over each q head / k head with weight
+ *   q_norm / k_norm: w * (x * (1 / sqrtf(mean(x^2) + eps))), the sum of squares in the CPU's
+ *   order (ops.c sum_squares: 16 partial sums, then a halving tree), so the bits match. */
+cudaError_t kiln_cuda_qk_prep(float *qkv, const float *bias, const float *q_norm, const float *k_norm, int T, int H,
+                              int KV, int hd, float eps, int pdl, cudaStream_t st);
 
 /* Causal GQA attention over the paged pool for a ragged batch, split over the context
  * (attention.cu). Row t belongs to sequence row_seq[t]; its query at position pos[t] attends to
@@ -136,6 +154,11 @@ cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype adt, const fl
                                              cudaStream_t st);
 cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos, int T,
                                         int H, int hd, int min_w, int max_splits, int wr, int pdl, cudaStream_t st);
+/* the same for rows of a windowed layer (window > 0: the windows cut positions
+ * max(0, pos - window + 1) .. pos, as every pass-1 kernel does for a kiln_cuda_kv with a window) */
+cudaError_t kiln_cuda_attention_combine_win(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
+                                            int T, int H, int hd, int min_w, int max_splits, int wr, int window,
+                                            int pdl, cudaStream_t st);
 /* Host: cut every sequence with >= min_rows rows (seq_q_start [n_seqs + 1]) into tiles of
  * tile_rows rows (the last one shorter); whole sequences only, while max_tiles allows. Writes
  * tiles[n][2] and covered[t] (0/1) for every row t < seq_q_start[n_seqs]; returns n_tiles.

@@ -162,6 +162,56 @@ static int put_mat(uploader *u, cuda_mat *mt, const kiln_tensor *const *ts, int 
     return rc;
 }
 
+/* Issue 19's small dense tensors in one device buffer (nothing when the model has none):
+ *   rope_inv  [hd / 2] f64: kiln_rope_inv_freq's table (RoPE scaling, GGUF rope_freqs), the
+ *             CPU's own numbers; f64 because angles are pos * inv in double (an f32 table would be
+ *             off by ~pos * 6e-8 radians); its cos / sin factor (YaRN) in c->rope_mscale
+ *   qkv_bias  [L][(H + 2 KV) hd] f32: bq | bk | bv per layer, the layout of a QKV output row
+ *   qk_norms  [L][2][hd] f32: q_norm, k_norm per layer
+ * check_model made sure every layer has all of a kind or none. */
+static int put_family(uploader *u, kiln_error *err) {
+    cuda_backend *c = u->c;
+    const kiln_model *m = c->m;
+    const kiln_config *mc = &m->cfg;
+    int L = mc->n_layers, hd = mc->head_dim, half = hd / 2;
+    size_t qw = (size_t)mc->n_heads * hd, kw = (size_t)mc->n_kv_heads * hd, row = qw + 2 * kw;
+    int bias = m->layers[0].bq != NULL, norm = m->layers[0].q_norm != NULL;
+    int rope = (kiln_model_features(m) & KILN_FEAT_ROPE_SCALING) != 0;
+    c->rope_mscale = 1.0;
+    if (!bias && !norm && !rope) return KILN_OK;
+    size_t nr = rope ? (size_t)half * sizeof(double) : 0, nb = bias ? (size_t)L * row * sizeof(float) : 0;
+    size_t nn = norm ? (size_t)L * 2 * hd * sizeof(float) : 0;
+    unsigned char *d;
+    int rc = kiln_cuda_dev_malloc(c, (void **)&d, nr + nb + nn, "biases, q/k norms and RoPE frequencies", err);
+    if (rc) return rc;
+    if (rope) {
+        double *inv = kiln_malloc((size_t)half * sizeof(double));
+        if (!inv) return KILN_ERR(err, KILN_ERR_OOM, "cuda backend: out of host memory for the RoPE frequencies");
+        rc = kiln_rope_inv_freq(m, inv, &c->rope_mscale, err);
+        if (!rc) rc = upload_bytes(u, d, inv, nr, err); /* copied to staging: inv may go */
+        kiln_free(inv);
+        if (rc) return rc;
+        c->rope_inv = (double *)d;
+    }
+    if (bias) c->qkv_bias = (float *)(d + nr);
+    if (norm) c->qk_norms = (float *)(d + nr + nb);
+    for (int l = 0; l < L && !rc; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        if (bias) {
+            float *b = c->qkv_bias + (size_t)l * row;
+            rc = upload_bytes(u, b, w->bq, qw * sizeof(float), err);
+            if (!rc) rc = upload_bytes(u, b + qw, w->bk, kw * sizeof(float), err);
+            if (!rc) rc = upload_bytes(u, b + qw + kw, w->bv, kw * sizeof(float), err);
+        }
+        if (norm && !rc) {
+            float *n = c->qk_norms + (size_t)l * 2 * hd;
+            rc = upload_bytes(u, n, w->q_norm, hd * sizeof(float), err);
+            if (!rc) rc = upload_bytes(u, n + hd, w->k_norm, hd * sizeof(float), err);
+        }
+    }
+    return rc;
+}
+
 size_t kiln_cuda_weight_bytes(const kiln_model *m) {
     const kiln_config *mc = &m->cfg;
     size_t total = 0;
@@ -172,6 +222,11 @@ size_t kiln_cuda_weight_bytes(const kiln_model *m) {
                                    : w->w_gate->nbytes + w->w_up->nbytes + w->w_down->nbytes;
     }
     total += m->tok_embd->nbytes + (m->lm_head != m->tok_embd ? m->lm_head->nbytes : 0);
+    /* put_family's tensors: biases, q/k norms (f32), the RoPE table (f64) */
+    size_t hd = (size_t)mc->head_dim;
+    if (m->layers[0].bq) total += (size_t)mc->n_layers * (size_t)(mc->n_heads + 2 * mc->n_kv_heads) * hd * sizeof(float);
+    if (m->layers[0].q_norm) total += (size_t)mc->n_layers * 2 * hd * sizeof(float);
+    if (kiln_model_features(m) & KILN_FEAT_ROPE_SCALING) total += hd / 2 * sizeof(double);
     return total + (size_t)(2 * mc->n_layers + 1) * (size_t)mc->dim * sizeof(float);
 }
 
@@ -248,6 +303,7 @@ int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err) {
         if (!rc) rc = upload_bytes(&u, c->norms + (size_t)(2 * l + 1) * D, m->layers[l].ffn_norm, D * sizeof(float), err);
     }
     if (!rc) rc = upload_bytes(&u, c->norms + (size_t)(2 * mc->n_layers) * D, m->out_norm, D * sizeof(float), err);
+    if (!rc) rc = put_family(&u, err);
     /* the staging buffers are freed below: every copy must be done (a load-time wait) */
     if (!rc) rc = kiln_cuda_stream_sync(&c->syncs, c->st, err);
     if (!rc) progress(&u, 1);
@@ -337,14 +393,22 @@ int kiln_cuda_check_model(cuda_backend *c, kiln_error *err) {
     if (bc->max_logits_per_seq > 1 + KILN_SPEC_MAX_TOKENS)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: %d logits rows per sequence (at most %d)",
                         bc->max_logits_per_seq, 1 + KILN_SPEC_MAX_TOKENS);
-    for (int l = 0; l < mc->n_layers; l++)
-        if (m->layers[l].window != 0)
-            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has a %d-token attention window; "
-                            "windowed attention is not supported yet", l, m->layers[l].window);
-    /* issue 19's features (model.h KILN_FEAT_*) the CPU backend runs and this one does not yet;
-     * the engine refuses them before create through ops.features (0 here), this repeats it for
-     * callers of create itself (the GPU tests) */
-    unsigned feats = kiln_model_features(m) & ~(unsigned)(KILN_FEAT_WINDOW | KILN_FEAT_MOE);
+    /* issue 19's features (model.h KILN_FEAT_*): biases and q/k norms (qk_prep), RoPE scaling
+     * (the frequency table of put_family), windows (every attention kernel) run here; what is
+     * left (KILN_CUDA_FEATURES) the engine refuses before create through ops.features, and this
+     * repeats it for callers of create itself (the GPU tests) */
+    for (int l = 0; l < mc->n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l], *w0 = &m->layers[0];
+        if (w->window < 0)
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cuda backend: layer %d has a window of %d", l, w->window);
+        if ((w->bq != NULL) != (w0->bq != NULL) || (w->bq && (!w->bk || !w->bv)))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has q/k/v biases unlike layer 0 or "
+                            "only some of them (all three on every layer, or none)", l);
+        if ((w->q_norm != NULL) != (w0->q_norm != NULL) || (w->q_norm != NULL) != (w->k_norm != NULL))
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda backend: layer %d has q/k norms unlike layer 0 or "
+                            "only one of them", l);
+    }
+    unsigned feats = kiln_model_features(m) & ~(unsigned)KILN_CUDA_FEATURES;
     if (feats) {
         char names[256];
         kiln_model_feature_names(m, feats, names, sizeof names);

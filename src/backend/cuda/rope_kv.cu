@@ -1,8 +1,8 @@
 /* rope_kv.cu: RoPE on q and k fused with writing K and V into the paged bf16 pool.
  *
  * Grid (row t, head group). Thread (head, pair i < hd/2):
- * inv_freq = 1 / theta^(2i/hd), angle = pos * inv_freq, cos and sin, and the rotation itself in
- * double, rounded once to f32, exactly as kiln_cpu_rope (HALF: pairs (i, i + hd/2);
+ * inv_freq = 1 / theta^(2i/hd) (or the model's table: kiln_cuda_rope_kv_tab), angle = pos * inv_freq,
+ * cos and sin (times the YaRN mscale), and the rotation itself in double, rounded once to f32, exactly as kiln_cpu_rope (HALF: pairs (i, i + hd/2);
  * INTERLEAVED: pairs (2i, 2i + 1)). The rotated K (f32, then rounded to bf16) and V go to slot
  * slots[t] of the pool: [block][k|v][KV][block_size][hd] inside the layer. An FP8 pool
  * (kiln_cuda_rope_kv_ex, kv->f8) holds e4m3(value / k_scale or v_scale) instead (docs/fp8.md). */
@@ -28,8 +28,8 @@ static __device__ __forceinline__ void kv_put(void *pool, int64_t i, float v, fl
 
 template <bool F8>
 static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, void *pool, int H,
-                                      int KV, int hd, int bs, double theta, int interleaved, int hpb, float k_scale,
-                                      float v_scale) {
+                                      int KV, int hd, int bs, double theta, const double *inv_freq, double mscale,
+                                      int interleaved, int hpb, float k_scale, float v_scale) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int t = blockIdx.x;
@@ -51,9 +51,10 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
     int i = threadIdx.x % half, h = blockIdx.y * hpb + threadIdx.x / half;
     if (threadIdx.x >= hpb * half || h >= H + KV) return;
     double p = (double)pos[t];
-    double inv = 1.0 / pow(theta, (double)(2 * i) / (double)hd);
+    double inv = inv_freq ? inv_freq[i] : 1.0 / pow(theta, (double)(2 * i) / (double)hd);
     double a = p * inv;
-    double cs = cos(a), sn = sin(a);
+    /* times mscale as the CPU's kiln_cpu_rope_angles_inv (exact when mscale is 1) */
+    double cs = __dmul_rn(cos(a), mscale), sn = __dmul_rn(sin(a), mscale);
     int i0 = interleaved ? 2 * i : i;
     int i1 = interleaved ? 2 * i + 1 : i + half;
     float *v = row + (int64_t)h * hd;
@@ -73,15 +74,23 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
 extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const int64_t *slots, uint16_t *pool_layer,
                                          int T, int H, int KV, int hd, int block_size, double theta, int interleaved,
                                          int pdl, cudaStream_t st) {
-    kiln_cuda_kv kv = {pool_layer, 0, 1.0f, 1.0f};
+    kiln_cuda_kv kv = {pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_rope_kv_ex(qkv, pos, slots, &kv, T, H, KV, hd, block_size, theta, interleaved, pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv,
                                             int T, int H, int KV, int hd, int block_size, double theta,
                                             int interleaved, int pdl, cudaStream_t st) {
+    return kiln_cuda_rope_kv_tab(qkv, pos, slots, kv, T, H, KV, hd, block_size, theta, NULL, 1.0, interleaved, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t *slots,
+                                             const kiln_cuda_kv *kv, int T, int H, int KV, int hd, int block_size,
+                                             double theta, const double *inv_freq, double mscale, int interleaved,
+                                             int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
-    if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647 || !kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f))
+    if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647 || !kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f) ||
+        !(mscale > 0.0))
         return cudaErrorInvalidValue;
     int half = hd / 2, hpb = 256 / half; /* heads per block: 256 threads of (head, pair) */
     if (hpb < 1) hpb = 1;
@@ -91,9 +100,63 @@ extern "C" cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, cons
     dim3 grid((unsigned)T, (unsigned)(n_groups + 1));
     if (kv->f8)
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<true>, grid, dim3(threads), 0, st, qkv, pos, slots,
-                    kv->pool, H, KV, hd, block_size, theta, interleaved, hpb, kv->k_scale, kv->v_scale);
+                    kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
+                    kv->v_scale);
     else
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<false>, grid, dim3(threads), 0, st, qkv, pos, slots,
-                    kv->pool, H, KV, hd, block_size, theta, interleaved, hpb, kv->k_scale, kv->v_scale);
+                    kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
+                    kv->v_scale);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+/* Qwen2's biases and Qwen3's per-head norms (kiln_cuda_qk_prep). Grid (T), 256 threads: first
+ * every element of the row gets its bias; then one thread per q / k head sums its squares in the
+ * CPU's order (16 partial sums over i mod 16, a halving tree: ops.c sum_squares) and leaves
+ * 1 / sqrtf(mean + eps) in shared memory; then every element of the q and k heads is
+ * w[d] * (x * inv), the CPU's rounding. The serial sum is hd (<= 256) multiply-adds per head:
+ * small next to the QKV GEMM that precedes it. */
+static __global__ void qk_prep_kernel(float *qkv, const float *bias, const float *q_norm, const float *k_norm, int H,
+                                      int KV, int hd, float eps) {
+    extern __shared__ float s_inv[]; /* [H + KV] */
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: qkv is the step's */
+    int64_t stride = (int64_t)(H + 2 * KV) * hd;
+    float *row = qkv + (int64_t)blockIdx.x * stride;
+    if (bias)
+        for (int64_t k = threadIdx.x; k < stride; k += blockDim.x) row[k] += bias[k];
+    if (!q_norm) return;
+    __syncthreads();
+    for (int h = threadIdx.x; h < H + KV; h += blockDim.x) {
+        const float *x = row + (int64_t)h * hd;
+        float s[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) s[j] = 0.0f;
+        int i = 0;
+        for (; i + 16 <= hd; i += 16)
+#pragma unroll
+            for (int j = 0; j < 16; j++) s[j] = __fadd_rn(s[j], __fmul_rn(x[i + j], x[i + j]));
+        for (; i < hd; i++) s[i & 15] = __fadd_rn(s[i & 15], __fmul_rn(x[i], x[i]));
+#pragma unroll
+        for (int w = 8; w >= 1; w >>= 1)
+#pragma unroll
+            for (int j = 0; j < w; j++) s[j] = __fadd_rn(s[j], s[j + w]);
+        float mean = __fdiv_rn(s[0], (float)hd);
+        s_inv[h] = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < (H + KV) * hd; k += blockDim.x) {
+        int h = k / hd, d = k % hd;
+        const float *w = h < H ? q_norm : k_norm;
+        row[k] = __fmul_rn(w[d], __fmul_rn(row[k], s_inv[h]));
+    }
+}
+
+extern "C" cudaError_t kiln_cuda_qk_prep(float *qkv, const float *bias, const float *q_norm, const float *k_norm, int T,
+                                         int H, int KV, int hd, float eps, int pdl, cudaStream_t st) {
+    if (T <= 0 || (!bias && !q_norm)) return cudaSuccess;
+    if (H <= 0 || KV <= 0 || hd <= 0 || !q_norm != !k_norm || (size_t)(H + KV) * sizeof(float) > 32768)
+        return cudaErrorInvalidValue;
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, qk_prep_kernel, dim3((unsigned)T), dim3(256),
+                (size_t)(H + KV) * sizeof(float), st, qkv, bias, q_norm, k_norm, H, KV, hd, eps);
     KILN_CUDA_CHECK_LAUNCH();
 }
