@@ -51,7 +51,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -z "$kiln" ]; then
-    for k in "$here/build-c/kiln" "$here/build/kiln" "$here/build-rel/kiln"; do
+    for k in "$here/build-c/kiln" "$here/build-cuda/pack/kiln" "$here/build-cuda/kiln" "$here/build/kiln" \
+             "$here/build-rel/kiln"; do
         [ -x "$k" ] && { kiln="$k"; break; }
     done
 fi
