@@ -2,7 +2,8 @@
  * refused at load, the scratch taken at create, and the call in a MoE layer's FFN (moe.cu does
  * the work; moe.h has the math). The weights are uploaded by cuda_weights.c (put_moe): per layer
  * the router [E][D] and two expert buffers, gate|up [E][2F][D] and down [E][D][F].
- * A MoE layer's FFN replaces gate|up GEMM + SwiGLU + down GEMM: the same input (xn, adt) and
+ * A MoE layer's FFN replaces gate|up GEMM + SwiGLU + down GEMM: the same input (xn, adt; the
+ * router reads the residual x and the FFN norm instead, to renormalise the row in f32) and
  * output (proj [T][D] f32, added to the residual by the next add_rmsnorm). */
 #include "backend/cuda/cuda_backend_internal.h"
 #include "backend/cuda/moe.h"
