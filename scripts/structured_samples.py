@@ -42,7 +42,7 @@ def main():
         sys.exit("no default model: run scripts/get_default_model.sh")
     srv = Srv(["--model", g], extra=["--max-num-seqs", "16", *a.server_arg])
     client = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0, timeout=600)
-    rows, bad = [], 0
+    rows, bad, spec = [], 0, {}
     only = set(x for x in a.only.split(",") if x)
     try:
         for name, prompt, fields, check, max_tokens in sc.sets():
@@ -64,11 +64,22 @@ def main():
                          "invalid_examples": fails[:5], "seconds": round(time.time() - t, 1)})
             print(f"{name:22s} {a.tools_n:5d} answers: {ok:5d} valid calls, {length:3d} length "
                   f"({100.0 * length / a.tools_n:.1f}%), {len(fails)} invalid, {time.time() - t:.0f} s", flush=True)
+        # the server's own counters (speculation: how many proposals the constrained rows accepted)
+        import urllib.request
+        met = urllib.request.urlopen(srv.url + "/metrics", timeout=30).read().decode()
+        for line in met.splitlines():
+            for key in ("spec_decode_num_draft_tokens_total", "spec_decode_num_accepted_tokens_total",
+                        "generation_tokens_total"):
+                if line.startswith("vllm:" + key + "{"):
+                    spec[key] = float(line.rsplit(" ", 1)[1])
+        if spec:
+            print("server counters: " + ", ".join(f"{k} {v:.0f}" for k, v in spec.items()))
     finally:
         srv.stop()
     for r in rows:
         bad += r["invalid"] > 0 or r["length"] > r["n"] // 100
-    Path(a.out).write_text(json.dumps({"model": os.path.basename(g), "server_args": a.server_arg, "rows": rows}, indent=1))
+    Path(a.out).write_text(json.dumps({"model": os.path.basename(g), "server_args": a.server_arg, "rows": rows,
+                                          "server_counters": spec}, indent=1))
     print(f"wrote {a.out}; {'FAIL' if bad else 'ok'}")
     return 1 if bad else 0
 
