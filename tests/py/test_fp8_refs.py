@@ -45,6 +45,16 @@ CASES = ["hf-fp8-tensor-static", "mistral-fp8"]
 CT_CASES = ["ct-fp8-static", "ct-fp8-dynamic"]
 
 
+def kiln_logits(d, ids):
+    """kiln's (CPU) prompt logits of the checkpoint folder d, [len(ids)][vocab] float32"""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "k.f32")
+        r = subprocess.run([KILN, "logits", "--model", d, "--prompt-ids", ",".join(map(str, ids)), "--out", out],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return np.fromfile(out, dtype="<f4").reshape(len(ids), -1)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_fp8_reference_logits(name):
     if not os.access(KILN, os.X_OK):
@@ -54,12 +64,7 @@ def test_fp8_reference_logits(name):
         pytest.skip(f"SKIP: fixture {d} absent (tests/fixtures/make_fp8_refs.py makes it on a GPU machine)")
     ids = json.load(open(os.path.join(d, "prompt_ids.json")))
     ref = np.fromfile(os.path.join(d, "logits.f32"), dtype="<f4").reshape(len(ids), -1)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "k.f32")
-        r = subprocess.run([KILN, "logits", "--model", d, "--prompt-ids", ",".join(map(str, ids)), "--out", out],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        got = np.fromfile(out, dtype="<f4").reshape(len(ids), -1)
+    got = kiln_logits(d, ids)
     assert got.shape == ref.shape
     rel = np.linalg.norm(got - ref, axis=1) / np.linalg.norm(ref, axis=1)
     agree = (got.argmax(1) == ref.argmax(1)).mean()
@@ -79,12 +84,7 @@ def test_fp8_ct_reference_logits(name):
     import fp8_oracle
     ids = json.load(open(os.path.join(d, "prompt_ids.json")))
     tf = np.fromfile(os.path.join(d, "logits.f32"), dtype="<f4").reshape(len(ids), -1).astype(np.float64)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "k.f32")
-        r = subprocess.run([KILN, "logits", "--model", d, "--prompt-ids", ",".join(map(str, ids)), "--out", out],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        got = np.fromfile(out, dtype="<f4").reshape(len(ids), -1).astype(np.float64)
+    got = kiln_logits(d, ids).astype(np.float64)
     rel = lambda a, b: np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)  # noqa: E731
     ora = fp8_oracle.forward(d, ids)
     spread = np.max([rel(fp8_oracle.forward(d, ids, 1e-7, s), ora) for s in (1, 2, 3)], axis=0)
