@@ -16,6 +16,7 @@
  * "add_generation_prompt": false). The request is read by the server's parser
  * (kiln_srv_parse_request), the one reader of OpenAI chat messages. --tool-calls: stdin holds ids of model output; decode them (special tokens kept) and print
  * {"content": ..., "tool_calls": [...]} as parsed by kiln_chat_parse_tool_calls.
+ * --chat FILE --batch: FILE holds a JSON array of requests; one line each (ids, or "error: MESSAGE").
  * --bench N: encode stdin N times (plain text, one thread) and print the best run's MB/s.
  * --batch (for tests, one load for many texts): encode reads records "<byte length>\n<bytes>"
  * and prints one line of ids per record; --decode --batch reads one line of ids per sequence
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include "server/openai.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tokenizer.h"
@@ -142,16 +144,11 @@ static int do_decode(kiln_tokenizer *t, const char *p, int skip_special, int jso
     return rc;
 }
 
-static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int json) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "kiln tokenize: cannot open %s\n", path);
-        return 1;
-    }
-    size_t n;
-    char *s = read_all(f, &n);
-    fclose(f);
-    if (!s) return 1;
+/* one request (JSON text s, n bytes): its ids on a line; a refusal goes to stderr, or (batch) to
+ * stdout as a line "error: MESSAGE" */
+static int chat_one(kiln_tokenizer *t, const char *path, const char *s, size_t n, const char *tmpl, int json, int batch) {
+    FILE *ef = batch ? stdout : stderr;
+    const char *pre = batch ? "error: " : "kiln tokenize: ";
     /* the server's OpenAI request parser: one reading of chat messages for both commands */
     kiln_error err = {0};
     kiln_srv_limits lim = {.model_name = NULL, .vocab_size = kiln_tokenizer_vocab_size(t), .max_model_len = 0};
@@ -160,12 +157,11 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
     int32_t *ids = NULL;
     int nid = 0, rc = 0;
     if (kiln_srv_parse_request(&req, KILN_SRV_CHAT, s, n, &lim, &e)) {
-        fprintf(stderr, "kiln tokenize: %s: %s%s%s\n", path, e.param[0] ? e.param : "", e.param[0] ? ": " : "", e.msg);
-        kiln_free(s);
+        fprintf(ef, "%s%s: %s%s%s\n", pre, path, e.param[0] ? e.param : "", e.param[0] ? ": " : "", e.msg);
         return 1;
     }
     if (kiln_chat_encode(t, tmpl, req.msgs, req.n_msgs, req.tools_json, req.add_generation_prompt, &ids, &nid, &err)) {
-        fprintf(stderr, "kiln tokenize: %s: %s\n", path, err.msg);
+        fprintf(ef, "%s%s: %s\n", pre, path, err.msg);
         rc = 1;
     } else {
         if (json) putchar('[');
@@ -175,6 +171,43 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
     }
     kiln_free(ids);
     kiln_srv_request_free(&req);
+    return rc;
+}
+
+/* --chat FILE: one request; with --batch FILE holds a JSON array of requests, one output line
+ * each (one tokenizer load for many requests: the oracle tests) */
+static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int json, int batch) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "kiln tokenize: cannot open %s\n", path);
+        return 1;
+    }
+    size_t n;
+    char *s = read_all(f, &n);
+    fclose(f);
+    if (!s) return 1;
+    int rc = 0;
+    if (!batch) {
+        rc = chat_one(t, path, s, n, tmpl, json, 0);
+    } else {
+        json_error_t je;
+        json_t *all = json_loadb(s, n, 0, &je), *r;
+        size_t i;
+        if (!json_is_array(all)) {
+            fprintf(stderr, "kiln tokenize: %s: --chat --batch takes a JSON array of requests\n", path);
+            rc = 2;
+        }
+        json_array_foreach(all, i, r) {
+            char *one = json_dumps(r, JSON_COMPACT);
+            if (!one) {
+                rc = 1;
+                break;
+            }
+            chat_one(t, path, one, strlen(one), tmpl, json, 1);
+            free(one);
+        }
+        json_decref(all);
+    }
     kiln_free(s);
     return rc;
 }
@@ -281,7 +314,7 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     if (chat) {
-        int rc = do_chat(t, chat, tmpl, json);
+        int rc = do_chat(t, chat, tmpl, json, batch);
         kiln_tokenizer_free(t);
         return rc;
     }
