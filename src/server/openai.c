@@ -807,6 +807,7 @@ json_t *kiln_srv_response(const kiln_srv_request *r, const kiln_srv_meta *m, con
         json_t *msg = json_object();
         json_object_set_new(msg, "role", json_string("assistant"));
         json_object_set_new(msg, "content", o->tool_calls_json && o->text_len == 0 ? json_null() : kiln_srv_jstr(o->text, o->text_len));
+        if (o->reasoning) json_object_set_new(msg, "reasoning_content", kiln_srv_jstr(o->reasoning, o->reasoning_len));
         if (o->tool_calls_json) json_object_set_new(msg, "tool_calls", tool_calls_value(o->tool_calls_json));
         json_object_set_new(choice, "message", msg);
     } else {
@@ -851,7 +852,9 @@ int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_me
     if (chat) {
         json_t *delta = json_object();
         if (first) json_object_set_new(delta, "role", json_string("assistant"));
-        if (o->text_len > 0 || (first && !o->tool_calls_json)) json_object_set_new(delta, "content", kiln_srv_jstr(o->text, o->text_len));
+        if (o->reasoning_len > 0) json_object_set_new(delta, "reasoning_content", kiln_srv_jstr(o->reasoning, o->reasoning_len));
+        if (o->text_len > 0 || (first && !o->tool_calls_json && !o->reasoning_len))
+            json_object_set_new(delta, "content", kiln_srv_jstr(o->text, o->text_len));
         if (o->tool_calls_json) {
             json_t *calls = tool_calls_value(o->tool_calls_json);
             size_t i;
