@@ -13,7 +13,8 @@ ids (below SmolLM2's 49,152) are read as tekken text by the server's Mistral rea
     request are accepted;
   - streamed: the tool_calls deltas (name and id first, arguments in several pieces)
     concatenated equal the whole answer, and the client's streaming helper accumulates the same;
-  - a plain answer has no reasoning_content (the model wrote no [THINK]).
+  - a plain answer has no reasoning_content (the model wrote no [THINK]);
+  - what the v11 / v13 validator refuses (role order, a result for no pending call id) is a 400.
 Skips loudly without the default model or mistral-common.
 """
 import json
@@ -150,3 +151,19 @@ def test_plain_answer_streams_as_whole(client):
         assert text == (m.content or "")
         reasoning = getattr(m, "reasoning_content", None) or (m.model_extra or {}).get("reasoning_content")
         assert ("[THINK]" in (m.content or "")) or reasoning is None
+
+
+def test_refused_with_400_naming_the_rule(client):
+    """what mistral-common's v11 / v13 validator refuses is a 400 naming it, and the server goes on"""
+    call = {"id": "abcDEF123", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    bad = {"cannot follow": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                             {"role": "system", "content": "c"}, {"role": "user", "content": "d"}],
+           "tool call id": MSGS + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                                   {"role": "tool", "tool_call_id": "zzzZZZ999", "content": "x"}]}
+    for word, msgs in bad.items():
+        with pytest.raises(openai.BadRequestError) as ei:
+            client.chat.completions.create(model=NAME, messages=msgs, tools=TOOLS, max_tokens=2)
+        msg = ei.value.body["message"] if isinstance(ei.value.body, dict) else str(ei.value)
+        assert ei.value.status_code == 400 and "chat:" in msg and word in msg, msg
+    r = client.chat.completions.create(model=NAME, messages=MSGS, max_tokens=2)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
