@@ -406,6 +406,9 @@ typedef struct kiln_chat_msg {
                                     (content then holds them joined by "\n"; the Mistral formats join
                                     them by "\n\n", skipping empty ones, as mistral-common does); else NULL */
     int n_parts;
+    const unsigned char *part_kinds; /* with parts: per part 0 text, 1 thinking (mistral-common's ThinkChunk,
+                                    closed), 2 thinking not closed; NULL: all text. Thinking parts are
+                                    left out of content and rendered by mistral-v13 only ([THINK]) */
 } kiln_chat_msg;
 
 /* Render messages in a chat format straight to token ids (*ids allocated; free with

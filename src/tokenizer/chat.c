@@ -506,6 +506,9 @@ typedef struct m_turn {
     json_t *calls;      /* assistant: prepared tool calls, NULL if none */
     const char *call_id;
     int key;            /* v13: the position of call_id among the calls it answers (m_sort_tools) */
+    int m0, m1;         /* assistant: the messages [m0, m1] merged into the turn */
+    json_t *segs;       /* assistant with thinking parts: [[kind, text]...] (0 text, 1 / 2 thinking
+                         * closed / open), else NULL and the turn is text */
 } m_turn;
 
 static int m_join(kiln_buf *b, const char *c) {
@@ -516,8 +519,39 @@ static int m_join(kiln_buf *b, const char *c) {
 static int m_text(kiln_buf *b, const kiln_chat_msg *m) {
     if (m->n_parts <= 0) return m_join(b, m->content);
     for (int k = 0; k < m->n_parts; k++)
-        if (m_join(b, m->parts[k])) return -1;
+        if ((!m->part_kinds || !m->part_kinds[k]) && m_join(b, m->parts[k])) return -1;
     return 0;
+}
+static int has_thinking(const kiln_chat_msg *m) {
+    for (int k = 0; m->part_kinds && k < m->n_parts; k++)
+        if (m->part_kinds[k]) return 1;
+    return 0;
+}
+
+/* an assistant run with thinking parts as the normaliser keeps it: a list of chunks, runs of
+ * text joined with "\n\n" (empty ones skipped) between the thinking chunks */
+static json_t *m_segs(const kiln_chat_msg *m, int m0, int m1) {
+    json_t *segs = json_array();
+    kiln_buf cur = {0};
+    int oom = !segs;
+    for (int i = m0; i <= m1 && !oom; i++) {
+        int np = m[i].n_parts > 0 ? m[i].n_parts : 1;
+        for (int k = 0; k < np && !oom; k++) {
+            const char *c = m[i].n_parts > 0 ? m[i].parts[k] : m[i].content;
+            int kind = m[i].n_parts > 0 && m[i].part_kinds ? m[i].part_kinds[k] : 0;
+            if (kind == 0) {
+                oom |= m_join(&cur, c);
+                continue;
+            }
+            if (cur.len) oom |= json_array_append_new(segs, json_pack("[i, s%]", 0, cur.p, cur.len)) != 0;
+            kiln_buf_clear(&cur);
+            oom |= json_array_append_new(segs, json_pack("[i, s]", kind, c ? c : "")) != 0;
+        }
+    }
+    if (cur.len && !oom) oom |= json_array_append_new(segs, json_pack("[i, s%]", 0, cur.p, cur.len)) != 0;
+    kiln_buf_free(&cur);
+    if (oom) json_decref(segs), segs = NULL;
+    return segs;
 }
 
 static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, kiln_buf *sys, kiln_error *err) {
@@ -530,8 +564,9 @@ static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, k
             if (v7) tu[k++].role = 's';
             if (m_text(v7 ? &tu[k - 1].text : sys, &m[i])) return OOM();
         } else if (!strcmp(r, "user") || !strcmp(r, "assistant")) {
-            if (!run) tu[k++].role = r[0];
+            if (!run) tu[k].m0 = i, tu[k++].role = r[0];
             m_turn *t = &tu[k - 1];
+            t->m1 = i;
             if (m_text(&t->text, &m[i])) return OOM();
             if (r[0] == 'a') t->prefix |= m[i].prefix;
             if (r[0] == 'a' && m[i].tool_calls_json) {
@@ -554,6 +589,15 @@ static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, k
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, r);
         }
     }
+    for (int j = 0; j < k; j++) {
+        if (tu[j].role != 'a') continue;
+        int think = 0;
+        for (int i = tu[j].m0; i <= tu[j].m1; i++) think |= has_thinking(&m[i]);
+        if (think && !(tu[j].segs = m_segs(m, tu[j].m0, tu[j].m1))) {
+            *nt = k;
+            return OOM();
+        }
+    }
     *nt = k;
     return KILN_OK;
 }
@@ -562,6 +606,7 @@ static void m_turns_free(m_turn *tu, int n) {
     for (int i = 0; i < n; i++) { /* all of them: a failed m_turns leaves some filled */
         kiln_buf_free(&tu[i].text);
         json_decref(tu[i].calls);
+        json_decref(tu[i].segs);
     }
     kiln_free(tu);
 }
@@ -609,6 +654,22 @@ static void m_sort_tools(m_turn *tu, int nt) {
     }
 }
 
+/* a list-content assistant turn (InstructTokenizerV13._encode_content_chunks): text as given (no
+ * rstrip), thinking as [THINK] text [/THINK] ([/THINK] left out when not closed) */
+static int put_segs(enc *e, json_t *segs) {
+    json_t *sg;
+    size_t k;
+    int rc = KILN_OK;
+    json_array_foreach(segs, k, sg) {
+        int kind = (int)json_integer_value(json_array_get(sg, 0));
+        json_t *tx = json_array_get(sg, 1);
+        if (kind && (rc = put_special(e, "[THINK]"))) break;
+        if ((rc = put_text(e, json_string_value(tx), json_string_length(tx)))) break;
+        if (kind == 1 && (rc = put_special(e, "[/THINK]"))) break;
+    }
+    return rc;
+}
+
 /* v11 / v13 calls: per call [TOOL_CALLS] name ([CALL_ID] id, v11 when it has one) [ARGS] arguments */
 static int put_calls_v11(enc *e, json_t *calls, int ver) {
     json_t *c;
@@ -647,11 +708,16 @@ static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             if (i == tools_at && tools && (rc = put_tools(e, tools))) break;
             if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, t->text.p, t->text.len))) rc = put_special(e, "[/INST]");
         } else if (t->role == 'a') {
-            if (!t->text.len && !t->calls) {
+            if (!t->text.len && !t->calls && !t->segs) {
                 rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has neither content nor tool calls");
                 break;
             }
-            if ((rc = put_reply_text(e, t))) break;
+            if (t->segs && ver < 13) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: thinking content (a \"thinking\" part or "
+                              "reasoning_content) is rendered by mistral-v13 only ([THINK] ... [/THINK])", t->m0);
+                break;
+            }
+            if ((rc = t->segs ? put_segs(e, t->segs) : put_reply_text(e, t))) break;
             if (t->calls && ver >= 11) rc = put_calls_v11(e, t->calls, ver);
             else if (t->calls && (!(rc = put_special(e, "[TOOL_CALLS]")))) rc = put_json(e, t->calls);
             if (rc == KILN_OK && !t->prefix) rc = put_special(e, "</s>");
@@ -695,7 +761,10 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             }
             if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, txt.p, txt.len))) rc = put_special(e, "[/INST]");
         } else if (t->role == 'a') {
-            if (t->calls && t->text.len) {
+            if (t->segs) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: thinking content (a \"thinking\" part or "
+                              "reasoning_content) is rendered by mistral-v13 only ([THINK] ... [/THINK])", t->m0);
+            } else if (t->calls && t->text.len) {
                 rc = KILN_ERR(err, KILN_ERR_INVALID_ARG,
                               "chat: an assistant turn has both content and tool calls (mistral-v3 takes one)");
             } else if (t->calls) {

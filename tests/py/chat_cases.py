@@ -132,3 +132,27 @@ CONVERSATIONS_V7 = {
                                                   T("x", "call00001"), T("y", "call00002"), A("Done."), U("ok")],
                                      "tools": [WEATHER]},
 }
+
+# v13 only: assistant reasoning, as a "thinking" content part (mistral-common's ThinkChunk) or an
+# OpenAI-style reasoning_content field (AssistantMessage.from_openai makes it a leading ThinkChunk)
+def TH(text, closed=True):
+    return {"type": "thinking", "thinking": text, "closed": closed}
+
+
+CONVERSATIONS_THINK = {
+    "t01_think_then_text": {"messages": [U("2+2?"), A([TH("Add them: 4."), *P("It is 4.  ")]), U("Sure?")]},
+    "t02_think_and_calls": {"messages": [U("Weather?"), A([TH("Call the tool.")], tool_calls=[W1]),
+                                         T("sunny", "call00001"), A([TH("Done."), *P("Sunny.")]), U("Thanks")],
+                            "tools": [WEATHER]},
+    "t03_think_prefix_open": {"messages": [U("Plan?"), A([TH("Step one", closed=False)], prefix=True)]},
+    "t04_merged_runs": {"messages": [U("Hi"), A([TH("greet"), *P("Hello", "there")]), A("How can I help? "),
+                                     U("Joke?")]},
+    "t05_think_only": {"messages": [U("Hm?"), A([TH("")]), U("Go on.")]},
+}
+CONVERSATIONS_REASONING = {  # through the OpenAI field: ChatCompletionRequest.from_openai on the oracle side
+    "r01_reasoning_content": {"messages": [U("2+2?"), {"role": "assistant", "content": "4", "reasoning_content": "2+2=4"},
+                                           U("And 3+3?")]},
+    "r02_reasoning_calls": {"messages": [U("Weather?"), {"role": "assistant", "content": None, "reasoning_content": "tool",
+                                                         "tool_calls": [W1]}, T("sunny", "call00001")],
+                            "tools": [WEATHER]},
+}

@@ -137,3 +137,30 @@ def test_template_name_over_other_file(kiln, tekkens, oracles, tmp_path, v):
     reqs = [CONVERSATIONS[k] for k in ("c26_two_calls", "c23_tools_system", "c15_prefix")]
     got = kiln_batch(kiln, other, reqs, tmp_path, "--chat-template", "mistral-" + v)
     assert got == [oracle(oracles, v, r) for r in reqs]
+
+
+def test_thinking_v13_matches_mistral_common(kiln, tekkens, oracles, tmp_path):
+    """v13 renders an assistant's thinking (a "thinking" part, or reasoning_content) as
+    [THINK] ... [/THINK] with the text chunks as given, as InstructTokenizerV13 does"""
+    from chat_cases import CONVERSATIONS_REASONING, CONVERSATIONS_THINK
+    reqs = list(CONVERSATIONS_THINK.values()) + list(CONVERSATIONS_REASONING.values())
+    got = kiln_batch(kiln, tekkens["v13"], reqs, tmp_path)
+    want = [oracle(oracles, "v13", r) for r in CONVERSATIONS_THINK.values()]
+    for r in CONVERSATIONS_REASONING.values():
+        want.append(oracles["v13"].encode_chat_completion(
+            ChatCompletionRequest.from_openai(messages=r["messages"], tools=r.get("tools"))).tokens)
+    names = list(CONVERSATIONS_THINK) + list(CONVERSATIONS_REASONING)
+    think = oracles["v13"].instruct_tokenizer.tokenizer.get_special_token("[THINK]")
+    for name, g, w in zip(names, got, want):
+        assert not isinstance(w, str), f"{name}: mistral-common refused it: {w}"
+        assert think in w
+        assert g == w, f"{name}:\n kiln {g}\n mistral-common {w}"
+
+
+@pytest.mark.parametrize("v", ["v3", "v7", "v11"])
+def test_thinking_refused_before_v13(kiln, tekkens, oracles, tmp_path, v):
+    from chat_cases import CONVERSATIONS_THINK
+    req = CONVERSATIONS_THINK["t01_think_then_text"]
+    assert isinstance(oracle(oracles, v, req), str)  # mistral-common refuses it too
+    g = kiln_batch(kiln, tekkens[v], [req], tmp_path)[0]
+    assert isinstance(g, str) and "thinking" in g and "mistral-v13" in g, g
