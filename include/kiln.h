@@ -406,11 +406,15 @@ typedef struct kiln_chat_msg {
                                     (content then holds them joined by "\n"; the Mistral formats join
                                     them by "\n\n", skipping empty ones, as mistral-common does); else NULL */
     int n_parts;
+    const unsigned char *part_kinds; /* with parts: per part 0 text, 1 thinking (mistral-common's ThinkChunk,
+                                    closed), 2 thinking not closed; NULL: all text. Thinking parts are
+                                    left out of content and rendered by mistral-v13 only ([THINK]) */
 } kiln_chat_msg;
 
 /* Render messages in a chat format straight to token ids (*ids allocated; free with
  * kiln_free). template_name: NULL or "auto" = chosen from the tokenizer's metadata, else
- * "mistral-v7", "mistral-v3", "chatml" or "llama3" (unknown: KILN_ERR_INVALID_ARG). tools_json:
+ * "mistral-v13", "mistral-v11", "mistral-v7", "mistral-v3", "chatml" or "llama3" (unknown: KILN_ERR_INVALID_ARG; a tekken
+ * file of a version with no format, e.g. v15, under "auto": KILN_ERR_UNSUPPORTED naming it). tools_json:
  * a JSON array of OpenAI tools, or NULL. add_generation_prompt: end with the opening of the
  * assistant's turn. Message text is always encoded as plain text: "[INST]" typed by a user
  * stays those characters, never becomes a control token. */

@@ -15,7 +15,10 @@
  * format (--chat-template NAME overrides; the generation prompt is added unless the request says
  * "add_generation_prompt": false). The request is read by the server's parser
  * (kiln_srv_parse_request), the one reader of OpenAI chat messages. --tool-calls: stdin holds ids of model output; decode them (special tokens kept) and print
- * {"content": ..., "tool_calls": [...]} as parsed by kiln_chat_parse_tool_calls.
+ * {"content": ..., ["reasoning_content": ...,] "tool_calls": [...]} as the server's Mistral reader
+ * (server/mistral_tools.c) reads them; with --stream, the SSE chunks' JSON objects the server
+ * would send as the text grows a token at a time, one a line.
+ * --chat FILE --batch: FILE holds a JSON array of requests; one line each (ids, or "error: MESSAGE").
  * --bench N: encode stdin N times (plain text, one thread) and print the best run's MB/s.
  * --batch (for tests, one load for many texts): encode reads records "<byte length>\n<bytes>"
  * and prints one line of ids per record; --decode --batch reads one line of ids per sequence
@@ -24,8 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
+#include "server/mistral_tools.h"
 #include "server/openai.h"
 #include "tokenizer/chat.h"
+#include "tokenizer/detok.h"
 #include "tokenizer/tokenizer.h"
 #include "cli/cli.h"
 #include "util/alloc.h"
@@ -35,7 +41,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: kiln tokenize --tokenizer PATH [--no-special] [--parse-special] [--json] "
                "[--decode] [--raw] [--batch]\n"
                "       kiln tokenize --tokenizer PATH --chat FILE.json [--chat-template NAME] [--json]\n"
-               "       kiln tokenize --tokenizer PATH --tool-calls   (stdin: ids of model output)\n"
+               "       kiln tokenize --tokenizer PATH --tool-calls [--stream]  (stdin: ids of model output)\n"
                "  reads stdin: text to encode, or ids to decode (--decode)\n");
 }
 
@@ -142,16 +148,11 @@ static int do_decode(kiln_tokenizer *t, const char *p, int skip_special, int jso
     return rc;
 }
 
-static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int json) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "kiln tokenize: cannot open %s\n", path);
-        return 1;
-    }
-    size_t n;
-    char *s = read_all(f, &n);
-    fclose(f);
-    if (!s) return 1;
+/* one request (JSON text s, n bytes): its ids on a line; a refusal goes to stderr, or (batch) to
+ * stdout as a line "error: MESSAGE" */
+static int chat_one(kiln_tokenizer *t, const char *path, const char *s, size_t n, const char *tmpl, int json, int batch) {
+    FILE *ef = batch ? stdout : stderr;
+    const char *pre = batch ? "error: " : "kiln tokenize: ";
     /* the server's OpenAI request parser: one reading of chat messages for both commands */
     kiln_error err = {0};
     kiln_srv_limits lim = {.model_name = NULL, .vocab_size = kiln_tokenizer_vocab_size(t), .max_model_len = 0};
@@ -160,12 +161,11 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
     int32_t *ids = NULL;
     int nid = 0, rc = 0;
     if (kiln_srv_parse_request(&req, KILN_SRV_CHAT, s, n, &lim, &e)) {
-        fprintf(stderr, "kiln tokenize: %s: %s%s%s\n", path, e.param[0] ? e.param : "", e.param[0] ? ": " : "", e.msg);
-        kiln_free(s);
+        fprintf(ef, "%s%s: %s%s%s\n", pre, path, e.param[0] ? e.param : "", e.param[0] ? ": " : "", e.msg);
         return 1;
     }
     if (kiln_chat_encode(t, tmpl, req.msgs, req.n_msgs, req.tools_json, req.add_generation_prompt, &ids, &nid, &err)) {
-        fprintf(stderr, "kiln tokenize: %s: %s\n", path, err.msg);
+        fprintf(ef, "%s%s: %s\n", pre, path, err.msg);
         rc = 1;
     } else {
         if (json) putchar('[');
@@ -175,6 +175,43 @@ static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int js
     }
     kiln_free(ids);
     kiln_srv_request_free(&req);
+    return rc;
+}
+
+/* --chat FILE: one request; with --batch FILE holds a JSON array of requests, one output line
+ * each (one tokenizer load for many requests: the oracle tests) */
+static int do_chat(kiln_tokenizer *t, const char *path, const char *tmpl, int json, int batch) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "kiln tokenize: cannot open %s\n", path);
+        return 1;
+    }
+    size_t n;
+    char *s = read_all(f, &n);
+    fclose(f);
+    if (!s) return 1;
+    int rc = 0;
+    if (!batch) {
+        rc = chat_one(t, path, s, n, tmpl, json, 0);
+    } else {
+        json_error_t je;
+        json_t *all = json_loadb(s, n, 0, &je), *r;
+        size_t i;
+        if (!json_is_array(all)) {
+            fprintf(stderr, "kiln tokenize: %s: --chat --batch takes a JSON array of requests\n", path);
+            rc = 2;
+        }
+        json_array_foreach(all, i, r) {
+            char *one = json_dumps(r, JSON_COMPACT);
+            if (!one) {
+                rc = 1;
+                break;
+            }
+            chat_one(t, path, one, strlen(one), tmpl, json, 1);
+            free(one);
+        }
+        json_decref(all);
+    }
     kiln_free(s);
     return rc;
 }
@@ -200,7 +237,52 @@ static int do_bench(kiln_tokenizer *t, const char *in, size_t n, int reps) {
     return 0;
 }
 
-static int do_tool_calls(kiln_tokenizer *t, const char *p) {
+static void cli_id(void *ctx, char *id, size_t cap) { snprintf(id, cap, "cli-%d", ++*(int *)ctx); }
+
+/* --tool-calls --stream: the output text as the server sees it grow (one token more each time,
+ * released by the incremental detokenizer as in the server), through the server's Mistral reader and SSE
+ * writer: the chunks' JSON objects, one a line */
+static int stream_tool_calls(kiln_tokenizer *t, const int32_t *ids, int nid) {
+    kiln_mtc ms;
+    kiln_mtc_init(&ms, 1);
+    kiln_srv_request r;
+    memset(&r, 0, sizeof r);
+    r.kind = KILN_SRV_CHAT;
+    kiln_srv_meta m = {.id = "chatcmpl-cli", .created = 0, .model = "kiln"};
+    kiln_buf out = {0};
+    int first = 1, idn = 0, rc = 0;
+    kiln_buf acc = {0}; /* the text so far, grown as the server's detokenizer releases it */
+    kiln_detok d;
+    kiln_detok_init(&d, t, 0);
+    for (int k = 0; k <= nid && !rc; k++) {
+        const char *piece = NULL;
+        size_t pl = 0;
+        kiln_error err = {0};
+        if (k < nid ? kiln_detok_push(&d, ids[k], &piece, &pl, &err) : kiln_detok_flush(&d, &piece, &pl, &err)) {
+            fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+            rc = 1;
+            break;
+        }
+        if (kiln_buf_add(&acc, piece ? piece : "", pl) ||
+            kiln_srv_mistral_frames(&ms, acc.p ? acc.p : "", acc.len, k == nid, &out, &r, &m, &first, cli_id, &idn)) {
+            fprintf(stderr, "kiln tokenize: out of memory\n");
+            rc = 1;
+        }
+    }
+    kiln_detok_free(&d);
+    kiln_buf_free(&acc);
+    for (char *p = out.p; p && !rc;) { /* "data: {...}\n\n" -> "{...}\n" */
+        char *e = strstr(p, "\n\n");
+        if (!e) break;
+        if (!strncmp(p, "data: ", 6)) printf("%.*s\n", (int)(e - p - 6), p + 6);
+        p = e + 2;
+    }
+    kiln_buf_free(&out);
+    kiln_mtc_free(&ms);
+    return rc;
+}
+
+static int do_tool_calls(kiln_tokenizer *t, const char *p, int stream) {
     kiln_error err = {0};
     int32_t *ids = NULL;
     int nid = 0, rc = 0;
@@ -223,21 +305,31 @@ static int do_tool_calls(kiln_tokenizer *t, const char *p) {
         fprintf(stderr, "kiln tokenize: --tool-calls: stdin must hold token ids\n");
         return 2;
     }
-    char *text = NULL, *content = NULL, *calls = NULL;
+    char *text = NULL, *content = NULL, *calls = NULL, *reasoning = NULL;
     size_t tl;
-    if (kiln_tokenizer_decode(t, ids, nid, 0, &text, &tl, &err) ||
-        kiln_chat_parse_tool_calls(t, text, tl, &content, &calls, &err)) {
+    int idn = 0;
+    if (kiln_tokenizer_decode(t, ids, nid, 0, &text, &tl, &err)) {
         fprintf(stderr, "kiln tokenize: %s\n", err.msg);
+        rc = 1;
+    } else if (stream) {
+        rc = stream_tool_calls(t, ids, nid);
+    } else if (kiln_srv_mistral_whole(text, tl, 1, cli_id, &idn, &content, &reasoning, &calls)) {
+        fprintf(stderr, "kiln tokenize: out of memory\n");
         rc = 1;
     } else {
         fputs("{\"content\": ", stdout);
-        const char *c = calls ? content : text;
+        const char *c = content ? content : "";
         put_json_string(c, strlen(c));
+        if (reasoning) {
+            fputs(", \"reasoning_content\": ", stdout);
+            put_json_string(reasoning, strlen(reasoning));
+        }
         printf(", \"tool_calls\": %s}\n", calls ? calls : "null");
     }
     kiln_free(text);
     kiln_free(content);
     kiln_free(calls);
+    kiln_free(reasoning);
     kiln_free(ids);
     return rc;
 }
@@ -245,7 +337,7 @@ static int do_tool_calls(kiln_tokenizer *t, const char *p) {
 int kiln_cmd_tokenize(int argc, char **argv) {
     const char *path = NULL;
     const char *chat = NULL, *tmpl = NULL;
-    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0, tool_calls = 0, bench = 0;
+    int no_special = 0, parse_special = 0, json = 0, decode = 0, raw = 0, batch = 0, tool_calls = 0, bench = 0, stream = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--tokenizer") && i + 1 < argc) path = argv[++i];
@@ -259,6 +351,7 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--chat") && i + 1 < argc) chat = argv[++i];
         else if (!strcmp(a, "--chat-template") && i + 1 < argc) tmpl = argv[++i];
         else if (!strcmp(a, "--tool-calls")) tool_calls = 1;
+        else if (!strcmp(a, "--stream")) stream = 1;
         else if (!strcmp(a, "--bench") && i + 1 < argc) bench = atoi(argv[++i]);
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -281,7 +374,7 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     if (chat) {
-        int rc = do_chat(t, chat, tmpl, json);
+        int rc = do_chat(t, chat, tmpl, json, batch);
         kiln_tokenizer_free(t);
         return rc;
     }
@@ -300,7 +393,7 @@ int kiln_cmd_tokenize(int argc, char **argv) {
         return rc;
     }
     if (tool_calls) {
-        rc = do_tool_calls(t, in);
+        rc = do_tool_calls(t, in, stream);
         kiln_free(in);
         kiln_tokenizer_free(t);
         return rc;

@@ -22,6 +22,9 @@
 #include <unistd.h>
 #include "server/tools.h"
 #include "server/llama3_tools.h"
+#include "server/mistral_tools.h"
+#include "engine/engine.h"
+#include "tokenizer/chat.h"
 #include "util/json.h"
 #include "util/alloc.h"
 #include "util/error.h"
@@ -53,6 +56,7 @@ typedef struct gen_req {
     long long created;
     int hermes; /* chat with tools in ChatML: tool calls in the Hermes form (tools.c) */
     int llama3; /* chat with tools in Llama 3's format: JSON tool calls (llama3_tools.c) */
+    int mistral; /* chat in a Mistral format: [THINK] reasoning and [TOOL_CALLS] (mistral_tools.c) */
 } gen_req;
 
 static void gen_req_free(void *p) {
@@ -348,10 +352,12 @@ static int compile_constraint(kiln_server *s, gen_req *g, kiln_srv_err *e) {
     kiln_error err = {0};
     int rc;
     if (r->tool_forced) {
-        if (!g->hermes && !g->llama3)
-            return kiln_srv_err_set(e, 400, "tool_choice", "a forced tool_choice needs the chatml (Hermes tool calls) or llama3 format; the mistral formats cannot be forced yet");
+        if (!g->hermes && !g->llama3 && !g->mistral)
+            return kiln_srv_err_set(e, 400, "tool_choice", "a forced tool_choice needs the chatml (Hermes tool calls), llama3 or a mistral format");
         char *gbnf = NULL;
-        int st = g->llama3 ? kiln_srv_llama3_tool_grammar(r, &gbnf, e) : kiln_srv_tool_grammar(r, &gbnf, e);
+        int st = g->llama3    ? kiln_srv_llama3_tool_grammar(r, &gbnf, e)
+                 : g->mistral ? kiln_srv_mistral_tool_grammar(r, g->mistral, &gbnf, e)
+                              : kiln_srv_tool_grammar(r, &gbnf, e);
         if (st) return st;
         rc = kiln_engine_compile_grammar(s->engine, KILN_CONSTRAINT_GRAMMAR, gbnf, strlen(gbnf), &r->params.grammar, &err);
         kiln_free(gbnf);
@@ -365,10 +371,22 @@ static int compile_constraint(kiln_server *s, gen_req *g, kiln_srv_err *e) {
     return 0;
 }
 
-/* chat + tools: split the whole output into content and tool calls (ids and types filled in) */
-static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t len, char **content, char **calls) {
+/* how a Mistral reader looks at r's output: 0 no tools, 1 tools, 2 a forced call */
+static int mistral_tools_mode(const kiln_srv_request *r) {
+    return r->tools_mode == KILN_SRV_TOOLS_NONE ? 0 : r->tool_forced ? 2 : 1;
+}
+
+/* chat + tools: split the whole output into content and tool calls (ids and types filled in);
+ * a Mistral format also into reasoning_content */
+static void parse_tools_out(kiln_server *s, gen_req *g, const char *text, size_t len, char **content, char **calls,
+                            char **reasoning) {
     *content = NULL;
     *calls = NULL;
+    *reasoning = NULL;
+    if (g->r.kind == KILN_SRV_CHAT && g->mistral && s->has_tok) {
+        kiln_srv_mistral_whole(text, len, mistral_tools_mode(&g->r), tool_id, s, content, reasoning, calls);
+        return;
+    }
     if (g->r.kind != KILN_SRV_CHAT || g->r.tools_mode == KILN_SRV_TOOLS_NONE || !s->has_tok) return;
     if (g->hermes) {
         kiln_srv_hermes_whole(text, len, tool_id, s, content, calls);
@@ -423,12 +441,17 @@ static void fill_meta(const gen_req *g, const kiln_srv_chunk *c, kiln_srv_meta *
 static int n_top_of(const gen_req *g) { return g->r.kind == KILN_SRV_CHAT ? g->r.top_logprobs : g->r.logprobs; }
 
 /* the whole output of a finished job (c read from 0), tool calls split off when asked for */
-static kiln_srv_out whole_out(kiln_server *s, gen_req *g, const kiln_srv_chunk *c, char **content, char **calls) {
-    parse_tools_out(s, g, c->text.p ? c->text.p : "", c->text.len, content, calls);
+static kiln_srv_out whole_out(kiln_server *s, gen_req *g, const kiln_srv_chunk *c, char **content, char **calls,
+                              char **reasoning) {
+    parse_tools_out(s, g, c->text.p ? c->text.p : "", c->text.len, content, calls, reasoning);
     kiln_srv_out o = {.text = c->text.p ? c->text.p : "", .text_len = c->text.len, .ids = c->ids, .n_ids = c->n_ids,
                       .lps = c->lps, .top = c->top, .top_stride = c->top_stride, .n_top = n_top_of(g),
                       .finish = c->finish, .tool_calls_json = *calls};
-    if (*calls) {
+    if (*reasoning) {
+        o.reasoning = *reasoning;
+        o.reasoning_len = strlen(*reasoning);
+    }
+    if (*calls || (g->mistral && *content)) {
         o.text = *content ? *content : "";
         o.text_len = *content ? strlen(*content) : 0;
     }
@@ -461,13 +484,14 @@ static enum MHD_Result answer_whole(struct MHD_Connection *c, kiln_server *s, ge
         kiln_srv_err_set(&e, 500, NULL, "out of memory");
         rc = send_err(c, s, &e);
     } else {
-        char *content = NULL, *calls = NULL;
-        kiln_srv_out o = whole_out(s, g, &ck, &content, &calls);
+        char *content = NULL, *calls = NULL, *reasoning = NULL;
+        kiln_srv_out o = whole_out(s, g, &ck, &content, &calls, &reasoning);
         kiln_srv_meta m;
         fill_meta(g, &ck, &m);
         rc = send_json(c, s, 200, kiln_srv_response(&g->r, &m, &o, piece_cb, s->engine));
         kiln_free(content);
         kiln_free(calls);
+        kiln_free(reasoning);
     }
     kiln_srv_chunk_free(&ck);
     kiln_srv_loop_release(s->loop, j);
@@ -490,6 +514,7 @@ typedef struct stream_ctx {
     kiln_buf acc;      /* Hermes tool calls: the whole output so far */
     kiln_hermes hs;    /* and the reader's state over it */
     kiln_llama3 ls;    /* Llama 3 JSON tool calls: the reader's state */
+    kiln_mtc ms;       /* Mistral reasoning and tool calls: the reader's state */
 } stream_ctx;
 
 static void stream_free(void *p) {
@@ -498,6 +523,7 @@ static void stream_free(void *p) {
     kiln_srv_chunk_free(&st->ck);
     kiln_buf_free(&st->out);
     kiln_buf_free(&st->acc);
+    kiln_mtc_free(&st->ms);
     kiln_free(st);
 }
 
@@ -517,6 +543,8 @@ static void stream_frame(stream_ctx *st) {
     kiln_srv_chunk *ck = &st->ck;
     int hold = g->r.kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE; /* tools: whole text at the end */
     int hermes = hold && (g->hermes || g->llama3); /* except Hermes / Llama 3 calls: streamed as deltas */
+    int mistral = g->r.kind == KILN_SRV_CHAT && g->mistral; /* Mistral: reasoning and calls as deltas */
+    if (mistral) hold = 0, hermes = 1;
     if (kiln_srv_loop_read(s->loop, st->j, st->n_sent, st->t_sent, ck) < 0) {
         stream_fail(st, 500, "out of memory");
         return;
@@ -533,7 +561,10 @@ static void stream_frame(stream_ctx *st) {
             stream_fail(st, 500, "out of memory");
             return;
         }
-        if (g->llama3)
+        if (mistral)
+            kiln_srv_mistral_frames(&st->ms, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m,
+                                    &st->first, tool_id, s);
+        else if (g->llama3)
             kiln_srv_llama3_frames(&st->ls, st->acc.p ? st->acc.p : "", st->acc.len, ck->done, &st->out, &g->r, &m,
                                    &st->first, tool_id, s);
         else
@@ -563,19 +594,20 @@ static void stream_frame(stream_ctx *st) {
     st->n_sent = ck->n_ids_total;
     st->t_sent = ck->text_total;
     if (ck->done) {
-        char *content = NULL, *calls = NULL;
-        kiln_srv_out o = {.finish = ck->finish, .text = "", .had_tool_calls = hermes && (g->llama3 ? st->ls.begun : st->hs.n_calls > 0 || st->hs.phase > 0)};
+        char *content = NULL, *calls = NULL, *reasoning = NULL;
+        kiln_srv_out o = {.finish = ck->finish, .text = "", .had_tool_calls = hermes && (mistral ? st->ms.n_calls > 0 : g->llama3 ? st->ls.begun : st->hs.n_calls > 0 || st->hs.phase > 0)};
         if (hold && !hermes) {
             if (kiln_srv_loop_read(s->loop, st->j, 0, 0, ck) < 0) {
                 stream_fail(st, 500, "out of memory");
                 return;
             }
-            o = whole_out(s, g, ck, &content, &calls);
+            o = whole_out(s, g, ck, &content, &calls, &reasoning);
         }
         int rc = kiln_srv_sse_chunk(&st->out, &g->r, &m, &o, st->first, piece_cb, s->engine);
         if (!rc && g->r.include_usage) rc = kiln_srv_sse_usage(&st->out, &g->r, &m);
         kiln_free(content);
         kiln_free(calls);
+        kiln_free(reasoning);
         if (rc) {
             stream_fail(st, 500, "out of memory");
             return;
@@ -655,6 +687,16 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
     if (!status && kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE) g->hermes = prompt_is_chatml(s, g);
     if (!status && kind == KILN_SRV_CHAT && g->r.tools_mode != KILN_SRV_TOOLS_NONE && !g->hermes)
         g->llama3 = prompt_is_llama3(s, g);
+    if (!status && kind == KILN_SRV_CHAT && !g->hermes && !g->llama3) {
+        /* a Mistral format with tools, or a vocabulary with [THINK] (a reasoning model): the output
+         * goes through the Mistral reader (else it is plain text, logprobs streamed as usual) */
+        kiln_error terr;
+        const kiln_tokenizer *tk = kiln_engine_tokenizer(s->engine);
+        const char *fmt = kiln_chat_template_name(tk, s->chat_template, &terr);
+        if (fmt && !strncmp(fmt, "mistral-", 8) &&
+            (g->r.tools_mode != KILN_SRV_TOOLS_NONE || kiln_tokenizer_token_id(tk, "[THINK]") >= 0))
+            g->mistral = atoi(fmt + 9);
+    }
     if (!status) status = compile_constraint(s, g, &e);
     if (status) {
         kiln_grammar_free(g->r.params.grammar);
@@ -690,6 +732,7 @@ static enum MHD_Result handle_generate(struct MHD_Connection *c, kiln_server *s,
     st->j = j;
     st->c = c;
     st->first = 1;
+    kiln_mtc_init(&st->ms, mistral_tools_mode(&g->r));
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_read, st, stream_free);
     if (!resp) {
         stream_free(st);

@@ -244,9 +244,10 @@ static int parse_prompt(kiln_srv_request *r, const kiln_srv_limits *lim, kiln_sr
     return kiln_srv_err_set(e, 400, "prompt", "'prompt' must be a string, a list of token ids, or a list with one of those");
 }
 
-/* content: string, null, or a list of {"type": "text", "text": ...} parts: *out the parts joined
- * by "\n" (vLLM's join, what the chatml / llama3 formats render), m->parts the texts as given (the
- * Mistral formats join them as mistral-common does) */
+/* content: string, null, or a list of {"type": "text", "text": ...} parts (and, on an assistant
+ * message, {"type": "thinking", "thinking": ..., "closed": ...}, m->part_kinds): *out the text
+ * parts joined by "\n" (vLLM's join, what the chatml / llama3 formats render), m->parts the texts
+ * as given (the Mistral formats join them as mistral-common does) */
 static int parse_content(kiln_srv_request *r, json_t *c, kiln_chat_msg *m, const char **out, kiln_srv_err *e) {
     *out = NULL;
     if (!c || json_is_null(c)) return 0;
@@ -257,6 +258,8 @@ static int parse_content(kiln_srv_request *r, json_t *c, kiln_chat_msg *m, const
     size_t i, np = json_array_size(c);
     json_t *part;
     const char **parts = kiln_calloc(np ? np : 1, sizeof *parts);
+    unsigned char *kinds = NULL;
+    int n_text = 0;
     if (!parts || !own(r, (char *)parts)) {
         kiln_buf_free(&b);
         return kiln_srv_err_set(e, 500, NULL, "out of memory");
@@ -270,12 +273,29 @@ static int parse_content(kiln_srv_request *r, json_t *c, kiln_chat_msg *m, const
                                     "image inputs (\"%s\" content parts) are not supported: kiln runs the text model "
                                     "only (a multimodal checkpoint's vision encoder is not loaded)", type);
         }
+        if (type && !strcmp(type, "thinking") && json_is_string(json_object_get(part, "thinking"))) {
+            /* mistral-common's ThinkChunk: an assistant's reasoning, rendered by mistral-v13 */
+            json_t *closed = json_object_get(part, "closed");
+            if (strcmp(m->role, "assistant") || (closed && !json_is_boolean(closed))) {
+                kiln_buf_free(&b);
+                return kiln_srv_err_set(e, 400, "messages", "a \"thinking\" content part is for an assistant message "
+                                        "({\"type\": \"thinking\", \"thinking\": text, \"closed\": bool})");
+            }
+            if (!kinds && !own(r, (char *)(kinds = kiln_calloc(np, 1)))) {
+                kiln_buf_free(&b);
+                return kiln_srv_err_set(e, 500, NULL, "out of memory");
+            }
+            kinds[i] = json_is_false(closed) ? 2 : 1;
+            parts[i] = json_string_value(json_object_get(part, "thinking"));
+            m->part_kinds = kinds;
+            continue;
+        }
         if (!json_is_object(part) || !type || strcmp(type, "text") != 0 || !json_is_string(t)) {
             kiln_buf_free(&b);
             return kiln_srv_err_set(e, 400, "messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
         }
         parts[i] = json_string_value(t);
-        if (i > 0) kiln_buf_add(&b, "\n", 1);
+        if (n_text++ > 0) kiln_buf_add(&b, "\n", 1); /* vLLM's "\n".join of the text parts */
         if (kiln_buf_add(&b, json_string_value(t), json_string_length(t)) < 0) {
             kiln_buf_free(&b);
             return kiln_srv_err_set(e, 500, NULL, "out of memory");
@@ -285,6 +305,32 @@ static int parse_content(kiln_srv_request *r, json_t *c, kiln_chat_msg *m, const
     *out = b.p;
     m->parts = parts;
     m->n_parts = (int)np;
+    return 0;
+}
+
+/* an assistant message's "reasoning_content" (or "reasoning"): a leading closed thinking part, as
+ * mistral-common's AssistantMessage.from_openai makes it (string content becomes a text part) */
+static int parse_reasoning(kiln_srv_request *r, json_t *msg, kiln_chat_msg *cm, size_t i, kiln_srv_err *e) {
+    json_t *rc = json_object_get(msg, "reasoning_content"), *rs = json_object_get(msg, "reasoning");
+    json_t *x = rc && !json_is_null(rc) ? rc : rs && !json_is_null(rs) ? rs : NULL;
+    if (!x) return 0;
+    if (!json_is_string(x)) return kiln_srv_err_set(e, 400, "messages", "messages[%zu].reasoning_content must be a string", i);
+    if (cm->part_kinds)
+        return kiln_srv_err_set(e, 400, "messages", "messages[%zu] has both thinking parts and reasoning_content", i);
+    int n = cm->n_parts > 0 ? cm->n_parts : cm->content ? 1 : 0;
+    const char **parts = kiln_calloc((size_t)n + 1, sizeof *parts);
+    unsigned char *kinds = kiln_calloc((size_t)n + 1, 1);
+    if (!own(r, (char *)parts) || !own(r, (char *)kinds)) {
+        if (!parts) kiln_free(kinds);
+        return kiln_srv_err_set(e, 500, NULL, "out of memory");
+    }
+    parts[0] = json_string_value(x);
+    kinds[0] = 1;
+    for (int k = 0; k < n; k++) parts[k + 1] = cm->n_parts > 0 ? cm->parts[k] : cm->content;
+    cm->parts = parts;
+    cm->part_kinds = kinds;
+    cm->n_parts = n + 1;
+    if (!cm->content) cm->content = "";
     return 0;
 }
 
@@ -310,6 +356,7 @@ static int parse_messages(kiln_srv_request *r, kiln_srv_err *e) {
         cm->role = role;
         int rc = parse_content(r, json_object_get(msg, "content"), cm, &cm->content, e);
         if (rc) return rc;
+        if (!strcmp(role, "assistant") && (rc = parse_reasoning(r, msg, cm, i, e))) return rc;
         json_t *prefix = json_object_get(msg, "prefix"); /* mistral-common's continuation of the last assistant message */
         if (prefix && !json_is_null(prefix)) {
             if (!json_is_boolean(prefix)) return kiln_srv_err_set(e, 400, "messages", "messages[%zu].prefix must be a boolean", i);
@@ -807,6 +854,7 @@ json_t *kiln_srv_response(const kiln_srv_request *r, const kiln_srv_meta *m, con
         json_t *msg = json_object();
         json_object_set_new(msg, "role", json_string("assistant"));
         json_object_set_new(msg, "content", o->tool_calls_json && o->text_len == 0 ? json_null() : kiln_srv_jstr(o->text, o->text_len));
+        if (o->reasoning) json_object_set_new(msg, "reasoning_content", kiln_srv_jstr(o->reasoning, o->reasoning_len));
         if (o->tool_calls_json) json_object_set_new(msg, "tool_calls", tool_calls_value(o->tool_calls_json));
         json_object_set_new(choice, "message", msg);
     } else {
@@ -851,7 +899,9 @@ int kiln_srv_sse_chunk(kiln_buf *b, const kiln_srv_request *r, const kiln_srv_me
     if (chat) {
         json_t *delta = json_object();
         if (first) json_object_set_new(delta, "role", json_string("assistant"));
-        if (o->text_len > 0 || (first && !o->tool_calls_json)) json_object_set_new(delta, "content", kiln_srv_jstr(o->text, o->text_len));
+        if (o->reasoning_len > 0) json_object_set_new(delta, "reasoning_content", kiln_srv_jstr(o->reasoning, o->reasoning_len));
+        if (o->text_len > 0 || (first && !o->tool_calls_json && !o->reasoning_len))
+            json_object_set_new(delta, "content", kiln_srv_jstr(o->text, o->text_len));
         if (o->tool_calls_json) {
             json_t *calls = tool_calls_value(o->tool_calls_json);
             size_t i;

@@ -125,6 +125,8 @@ typedef struct kiln_srv_out {
     const char *tool_calls_json;    /* chat: OpenAI tool_calls array, or NULL (streamed deltas carry
                                      * their own "index"; others are numbered by position) */
     int had_tool_calls;             /* finish_reason "tool_calls" even without tool_calls_json here */
+    const char *reasoning;          /* chat: reasoning_content (Mistral [THINK] ... [/THINK]), NULL if none */
+    size_t reasoning_len;
     kiln_finish finish;             /* NONE while streaming */
 } kiln_srv_out;
 

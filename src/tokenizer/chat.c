@@ -10,6 +10,13 @@
  *               [INST] text [/INST]
  *    assistant: text.rstrip(" ") ([TOOL_CALLS] calls-json) </s> (none when a prefix)
  *    tool:      [TOOL_RESULTS] call-id [TOOL_CONTENT] text [/TOOL_RESULTS]
+ *  mistral-v11 (InstructRequestNormalizerV13 + InstructTokenizerV11): as v7 but each tool call is
+ *    [TOOL_CALLS] name [CALL_ID] id [ARGS] arguments-json (no [CALL_ID] when the call has no id),
+ *    and a run of tool results is put in the order of the calls they answer
+ *  mistral-v13 (InstructRequestNormalizerV13 + InstructTokenizerV13): as v11 but calls are
+ *    [TOOL_CALLS] name [ARGS] arguments-json, results [TOOL_RESULTS] text [/TOOL_RESULTS] (no id),
+ *    and the tools go before the FIRST user turn. Both validate as MistralRequestValidatorV11/V13:
+ *    tool results answer the calls before them by id; v13 ids are any text but "" and "null".
  *  mistral-v3 (mistral-common's InstructRequestNormalizer + InstructTokenizerV3, tekken v3 files):
  *    <s>; system texts joined by "\n\n" into one prompt put before the LAST user text
  *    ("system\n\nuser", one piece); runs of user (assistant) messages merged with "\n\n"; an
@@ -48,7 +55,7 @@
  *  messages as its normaliser does ("\n\n", text parts of one message too); an assistant
  *  message with prefix set, last, is rendered without </s> (continuation).
  * The format comes from the name, else from the tokenizer's metadata: tekken config.version
- * (v3; v7 and later), or the chat template text recognised by its markers.
+ * (v3, v7, v11, v13; others refused by name), or the chat template text recognised by its markers.
  */
 #include "tokenizer/chat.h"
 #include <ctype.h>
@@ -141,8 +148,13 @@ static int py_dump(kiln_buf *b, json_t *v) {
 }
 
 /* ---- formats ---- */
-typedef enum { FMT_MISTRAL_V7, FMT_CHATML, FMT_LLAMA3, FMT_MISTRAL_V3, FMT_COUNT } chat_fmt;
-static const char *k_names[] = {"mistral-v7", "chatml", "llama3", "mistral-v3"};
+typedef enum { FMT_MISTRAL_V7, FMT_CHATML, FMT_LLAMA3, FMT_MISTRAL_V3, FMT_MISTRAL_V11, FMT_MISTRAL_V13, FMT_COUNT } chat_fmt;
+static const char *k_names[] = {"mistral-v7", "chatml", "llama3", "mistral-v3", "mistral-v11", "mistral-v13"};
+#define KNOWN_NAMES "mistral-v13, mistral-v11, mistral-v7, mistral-v3, chatml, llama3"
+/* the mistral-common tokenizer version of a Mistral format (3, 7, 11, 13), 0 for the others */
+static int mistral_ver(chat_fmt f) {
+    return f == FMT_MISTRAL_V3 ? 3 : f == FMT_MISTRAL_V7 ? 7 : f == FMT_MISTRAL_V11 ? 11 : f == FMT_MISTRAL_V13 ? 13 : 0;
+}
 
 static int resolve(const kiln_tokenizer *t, const char *name, chat_fmt *f, kiln_error *err) {
     if (name && *name && strcmp(name, "auto")) {
@@ -151,27 +163,26 @@ static int resolve(const kiln_tokenizer *t, const char *name, chat_fmt *f, kiln_
                 *f = (chat_fmt)i;
                 return KILN_OK;
             }
-        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: unknown chat template \"%s\" (known: mistral-v7, mistral-v3, chatml, llama3)",
-                        name);
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: unknown chat template \"%s\" (known: " KNOWN_NAMES ")", name);
     }
     const char *ver = kiln_tokenizer_version(t), *ct = kiln_tokenizer_chat_template(t);
     if (kiln_tokenizer_kind(t) == KILN_TOK_KIND_TEKKEN) {
-        if (ver[0] == 'v' && atoi(ver + 1) >= 7) {
-            *f = FMT_MISTRAL_V7;
-            return KILN_OK;
-        }
-        if (!strcmp(ver, "v3")) {
-            *f = FMT_MISTRAL_V3;
-            return KILN_OK;
-        }
+        /* as mistral-common's MistralTokenizer.from_file: the file's config.version picks the
+         * instruct tokenizer; a version kiln does not render is refused by name */
+        static const struct { const char *v; chat_fmt f; } by_ver[] = {
+            {"v3", FMT_MISTRAL_V3}, {"v7", FMT_MISTRAL_V7}, {"v11", FMT_MISTRAL_V11}, {"v13", FMT_MISTRAL_V13}};
+        for (size_t i = 0; i < sizeof by_ver / sizeof by_ver[0]; i++)
+            if (!strcmp(ver, by_ver[i].v)) {
+                *f = by_ver[i].f;
+                return KILN_OK;
+            }
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "chat: tekken version \"%s\" has no chat format in kiln (v3, v7 and later); choose one with "
-                        "--chat-template mistral-v3 or mistral-v7", ver);
+                        "chat: tekken version \"%s\" has no chat format in kiln (it renders v3, v7, v11 and v13); choose "
+                        "one with --chat-template (" KNOWN_NAMES ")", ver);
     }
     if (!ct)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "chat: the tokenizer has no chat template; choose one with --chat-template "
-                        "(mistral-v7, mistral-v3, chatml, llama3)");
+                        "chat: the tokenizer has no chat template; choose one with --chat-template (" KNOWN_NAMES ")");
     if (strstr(ct, "<|im_start|>")) *f = FMT_CHATML;
     else if (strstr(ct, "<|start_header_id|>")) *f = FMT_LLAMA3;
     else if (strstr(ct, "[SYSTEM_PROMPT]") && strstr(ct, "[INST]")) *f = FMT_MISTRAL_V7;
@@ -336,7 +347,57 @@ static int n_calls(const kiln_chat_msg *m) {
     return k;
 }
 
-static int mistral_validate(const kiln_chat_msg *m, int n, int v7, kiln_error *err) {
+/* a v13 call id: any text but "" and "null" (MistralRequestValidatorV13); before: 9 alphanumerics */
+static int call_id_ok(const char *id, int ver) {
+    if (ver >= 13) return id && *id && strcmp(id, "null");
+    return id && strcmp(id, "null") && py_name_ok(id, 9, 9, 0);
+}
+#define CALL_ID_RULE_V(ver) ((ver) >= 13 ? "not be empty or \"null\"" : "be " CALL_ID_RULE)
+
+/* v11 and later (MistralRequestValidatorV11): each tool result answers a pending call of the
+ * assistant message before it by id, once; an assistant message's call ids are unique */
+static int mistral_validate_ids(const kiln_chat_msg *m, int n, kiln_error *err) {
+    json_t *expected = json_object(), *observed = json_object();
+    int rc = KILN_OK;
+    for (int i = 1; i < n && rc == KILN_OK; i++) {
+        if (!strcmp(m[i].role, "tool")) {
+            const char *id = m[i].tool_call_id ? m[i].tool_call_id : "";
+            if (json_object_get(observed, id))
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: duplicate tool call id \"%s\" in tool results", i, id);
+            else if (!json_object_get(expected, id))
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: unexpected tool call id \"%s\" in tool results "
+                              "(it answers no tool call of the assistant message before it)", i, id);
+            else json_object_set_new(observed, id, json_true());
+        } else if (!strcmp(m[i].role, "assistant")) {
+            if (json_object_size(expected) != json_object_size(observed)) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: the tool calls before it are not answered one tool "
+                              "message each (missing tool results)", i);
+                break;
+            }
+            json_object_clear(expected);
+            json_object_clear(observed);
+            json_t *calls = m[i].tool_calls_json ? json_loads(m[i].tool_calls_json, 0, NULL) : NULL, *tc;
+            size_t k;
+            json_array_foreach(calls, k, tc) {
+                const char *id = json_string_value(json_object_get(tc, "id"));
+                if (!id) id = "null";
+                if (json_object_get(expected, id)) {
+                    rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: duplicate tool call id \"%s\" in the assistant "
+                                  "message", i, id);
+                    break;
+                }
+                json_object_set_new(expected, id, json_true());
+            }
+            json_decref(calls);
+        }
+    }
+    json_decref(expected);
+    json_decref(observed);
+    return rc;
+}
+
+static int mistral_validate(const kiln_chat_msg *m, int n, int ver, kiln_error *err) {
+    int v7 = ver >= 7;
     static const char *const roles[] = {"system", "user", "assistant", "tool"};
     /* after role r come the roles in next[r] (mistral-common's _validate_message_order) */
     static const char *const next[] = {"user, assistant or system", "assistant, system or user", "assistant, user or tool",
@@ -369,7 +430,11 @@ static int mistral_validate(const kiln_chat_msg *m, int n, int v7, kiln_error *e
                             a_role(m[i].role), a_role(m[i - 1].role), a_role(m[i - 1].role), next[p]);
     }
     int expected = 0; /* tool results still owed to the last assistant message (from message 1 on, as mistral-common) */
-    for (int i = 1; i < n; i++) {
+    if (ver >= 11) {
+        int rc = mistral_validate_ids(m, n, err);
+        if (rc) return rc;
+    }
+    for (int i = 1; i < n && ver < 11; i++) {
         if (!strcmp(m[i].role, "tool")) {
             expected--;
         } else if (!strcmp(m[i].role, "assistant")) {
@@ -397,9 +462,9 @@ static int mistral_validate(const kiln_chat_msg *m, int n, int v7, kiln_error *e
                 json_array_foreach(calls, k, tc) {
                     const char *id = json_string_value(json_object_get(tc, "id"));
                     const char *fn = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
-                    if (!id || !strcmp(id, "null") || !py_name_ok(id, 9, 9, 0))
-                        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu: the id \"%s\" must be "
-                                      CALL_ID_RULE, i, k, id ? id : "null");
+                    if (!call_id_ok(id, ver))
+                        rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu: the id \"%s\" must %s", i,
+                                      k, id ? id : "null", CALL_ID_RULE_V(ver));
                     else if (!py_name_ok(fn, 1, 64, 1))
                         rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: tool call %zu: the function name \"%s\" "
                                       "must be " FN_NAME_RULE, i, k, fn ? fn : "");
@@ -418,9 +483,9 @@ static int mistral_validate(const kiln_chat_msg *m, int n, int v7, kiln_error *e
                 return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: the tool name \"%s\" must be " FN_NAME_RULE, i,
                                 x->name);
             if (!x->tool_call_id) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: tool message %d has no tool_call_id", i);
-            if (!py_name_ok(x->tool_call_id, 9, 9, 0))
-                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: the tool_call_id \"%s\" must be " CALL_ID_RULE,
-                                i, x->tool_call_id);
+            if (!call_id_ok(x->tool_call_id, ver))
+                return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: the tool_call_id \"%s\" must %s", i,
+                                x->tool_call_id, CALL_ID_RULE_V(ver));
         } else if (!strcmp(x->role, "system") && !x->content && !x->n_parts) {
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: a system message must have content", i);
         }
@@ -440,6 +505,10 @@ typedef struct m_turn {
     kiln_buf text;      /* joined content (tool: the result text) */
     json_t *calls;      /* assistant: prepared tool calls, NULL if none */
     const char *call_id;
+    int key;            /* v13: the position of call_id among the calls it answers (m_sort_tools) */
+    int m0, m1;         /* assistant: the messages [m0, m1] merged into the turn */
+    json_t *segs;       /* assistant with thinking parts: [[kind, text]...] (0 text, 1 / 2 thinking
+                         * closed / open), else NULL and the turn is text */
 } m_turn;
 
 static int m_join(kiln_buf *b, const char *c) {
@@ -450,8 +519,39 @@ static int m_join(kiln_buf *b, const char *c) {
 static int m_text(kiln_buf *b, const kiln_chat_msg *m) {
     if (m->n_parts <= 0) return m_join(b, m->content);
     for (int k = 0; k < m->n_parts; k++)
-        if (m_join(b, m->parts[k])) return -1;
+        if ((!m->part_kinds || !m->part_kinds[k]) && m_join(b, m->parts[k])) return -1;
     return 0;
+}
+static int has_thinking(const kiln_chat_msg *m) {
+    for (int k = 0; m->part_kinds && k < m->n_parts; k++)
+        if (m->part_kinds[k]) return 1;
+    return 0;
+}
+
+/* an assistant run with thinking parts as the normaliser keeps it: a list of chunks, runs of
+ * text joined with "\n\n" (empty ones skipped) between the thinking chunks */
+static json_t *m_segs(const kiln_chat_msg *m, int m0, int m1) {
+    json_t *segs = json_array();
+    kiln_buf cur = {0};
+    int oom = !segs;
+    for (int i = m0; i <= m1 && !oom; i++) {
+        int np = m[i].n_parts > 0 ? m[i].n_parts : 1;
+        for (int k = 0; k < np && !oom; k++) {
+            const char *c = m[i].n_parts > 0 ? m[i].parts[k] : m[i].content;
+            int kind = m[i].n_parts > 0 && m[i].part_kinds ? m[i].part_kinds[k] : 0;
+            if (kind == 0) {
+                oom |= m_join(&cur, c);
+                continue;
+            }
+            if (cur.len) oom |= json_array_append_new(segs, json_pack("[i, s%]", 0, cur.p, cur.len)) != 0;
+            kiln_buf_clear(&cur);
+            oom |= json_array_append_new(segs, json_pack("[i, s]", kind, c ? c : "")) != 0;
+        }
+    }
+    if (cur.len && !oom) oom |= json_array_append_new(segs, json_pack("[i, s%]", 0, cur.p, cur.len)) != 0;
+    kiln_buf_free(&cur);
+    if (oom) json_decref(segs), segs = NULL;
+    return segs;
 }
 
 static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, kiln_buf *sys, kiln_error *err) {
@@ -464,8 +564,9 @@ static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, k
             if (v7) tu[k++].role = 's';
             if (m_text(v7 ? &tu[k - 1].text : sys, &m[i])) return OOM();
         } else if (!strcmp(r, "user") || !strcmp(r, "assistant")) {
-            if (!run) tu[k++].role = r[0];
+            if (!run) tu[k].m0 = i, tu[k++].role = r[0];
             m_turn *t = &tu[k - 1];
+            t->m1 = i;
             if (m_text(&t->text, &m[i])) return OOM();
             if (r[0] == 'a') t->prefix |= m[i].prefix;
             if (r[0] == 'a' && m[i].tool_calls_json) {
@@ -488,6 +589,15 @@ static int m_turns(const kiln_chat_msg *m, int n, int v7, m_turn *tu, int *nt, k
             return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has unknown role \"%s\"", i, r);
         }
     }
+    for (int j = 0; j < k; j++) {
+        if (tu[j].role != 'a') continue;
+        int think = 0;
+        for (int i = tu[j].m0; i <= tu[j].m1; i++) think |= has_thinking(&m[i]);
+        if (think && !(tu[j].segs = m_segs(m, tu[j].m0, tu[j].m1))) {
+            *nt = k;
+            return OOM();
+        }
+    }
     *nt = k;
     return KILN_OK;
 }
@@ -496,6 +606,7 @@ static void m_turns_free(m_turn *tu, int n) {
     for (int i = 0; i < n; i++) { /* all of them: a failed m_turns leaves some filled */
         kiln_buf_free(&tu[i].text);
         json_decref(tu[i].calls);
+        json_decref(tu[i].segs);
     }
     kiln_free(tu);
 }
@@ -507,15 +618,86 @@ static int put_reply_text(enc *e, const m_turn *t) {
     return put_text(e, t->text.p, cl);
 }
 
-static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_json) {
+/* v11 and v13's normaliser (InstructRequestNormalizerV13): each run of tool turns is put in the order of
+ * the calls they answer (the calls of the assistant turns since the previous run of tool
+ * turns), a result whose id was not called last, in the order given (a stable sort) */
+static void m_sort_tools(m_turn *tu, int nt) {
+    int since = 0; /* the first turn whose calls count */
+    for (int i = 0; i < nt;) {
+        if (tu[i].role != 't') {
+            i++;
+            continue;
+        }
+        int j = i;
+        while (j < nt && tu[j].role == 't') j++;
+        /* each turn's key: the position of its id among the calls of turns [since, i) */
+        for (int k = i; k < j; k++) {
+            int pos = 0, found = -1;
+            for (int a = since; a < i; a++) {
+                json_t *c;
+                size_t q;
+                json_array_foreach(tu[a].calls, q, c) {
+                    const char *id = json_string_value(json_object_get(c, "id"));
+                    if (id && !strcmp(id, tu[k].call_id)) found = pos; /* the last one, as a dict keeps it */
+                    pos++;
+                }
+            }
+            tu[k].key = found < 0 ? 1 << 30 : found;
+        }
+        for (int k = i + 1; k < j; k++) /* insertion sort: stable */
+            for (int q = k; q > i && tu[q - 1].key > tu[q].key; q--) {
+                m_turn t = tu[q];
+                tu[q] = tu[q - 1];
+                tu[q - 1] = t;
+            }
+        since = i = j;
+    }
+}
+
+/* a list-content assistant turn (InstructTokenizerV13._encode_content_chunks): text as given (no
+ * rstrip), thinking as [THINK] text [/THINK] ([/THINK] left out when not closed) */
+static int put_segs(enc *e, json_t *segs) {
+    json_t *sg;
+    size_t k;
+    int rc = KILN_OK;
+    json_array_foreach(segs, k, sg) {
+        int kind = (int)json_integer_value(json_array_get(sg, 0));
+        json_t *tx = json_array_get(sg, 1);
+        if (kind && (rc = put_special(e, "[THINK]"))) break;
+        if ((rc = put_text(e, json_string_value(tx), json_string_length(tx)))) break;
+        if (kind == 1 && (rc = put_special(e, "[/THINK]"))) break;
+    }
+    return rc;
+}
+
+/* v11 / v13 calls: per call [TOOL_CALLS] name ([CALL_ID] id, v11 when it has one) [ARGS] arguments */
+static int put_calls_v11(enc *e, json_t *calls, int ver) {
+    json_t *c;
+    size_t k;
+    int rc = KILN_OK;
+    json_array_foreach(calls, k, c) {
+        json_t *id = json_object_get(c, "id");
+        if ((rc = put_special(e, "[TOOL_CALLS]")) || (rc = put_str(e, json_string_value(json_object_get(c, "name")))))
+            break;
+        if (ver < 13 && json_is_string(id) && ((rc = put_special(e, "[CALL_ID]")) || (rc = put_str(e, json_string_value(id)))))
+            break;
+        if ((rc = put_special(e, "[ARGS]")) || (rc = put_json(e, json_object_get(c, "arguments")))) break;
+    }
+    return rc;
+}
+
+/* mistral-v7, v11 and v13 (ver): the v7 normaliser's turns (v13: tool results in call order),
+ * then InstructTokenizerV7 / V11 / V13 */
+static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_json, int ver) {
     kiln_error *err = e->err;
     json_t *tools = NULL;
-    int nt = 0, rc, last_user = -1;
+    int nt = 0, rc, tools_at = -1;
     m_turn *tu = kiln_calloc((size_t)n + 1, sizeof *tu);
     if (!tu) return OOM();
     if ((rc = mistral_tools(tools_json, &tools, err)) || (rc = m_turns(m, n, 1, tu, &nt, NULL, err))) goto done;
-    for (int i = 0; i < nt; i++)
-        if (tu[i].role == 'u') last_user = i;
+    if (ver >= 11) m_sort_tools(tu, nt); /* v11 and v13 share InstructRequestNormalizerV13 */
+    for (int i = 0; i < nt; i++) /* the tools go before the last user turn (v13: the first) */
+        if (tu[i].role == 'u' && (ver < 13 || tools_at < 0)) tools_at = i;
     if ((rc = put_special(e, "<s>"))) goto done;
     for (int i = 0; i < nt && rc == KILN_OK; i++) {
         m_turn *t = &tu[i];
@@ -523,16 +705,25 @@ static int mistral_v7(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             if (!(rc = put_special(e, "[SYSTEM_PROMPT]")) && !(rc = put_text(e, t->text.p, t->text.len)))
                 rc = put_special(e, "[/SYSTEM_PROMPT]");
         } else if (t->role == 'u') {
-            if (i == last_user && tools && (rc = put_tools(e, tools))) break;
+            if (i == tools_at && tools && (rc = put_tools(e, tools))) break;
             if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, t->text.p, t->text.len))) rc = put_special(e, "[/INST]");
         } else if (t->role == 'a') {
-            if (!t->text.len && !t->calls) {
+            if (!t->text.len && !t->calls && !t->segs) {
                 rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: an assistant turn has neither content nor tool calls");
                 break;
             }
-            if ((rc = put_reply_text(e, t))) break;
-            if (t->calls && (!(rc = put_special(e, "[TOOL_CALLS]")))) rc = put_json(e, t->calls);
+            if (t->segs && ver < 13) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: thinking content (a \"thinking\" part or "
+                              "reasoning_content) is rendered by mistral-v13 only ([THINK] ... [/THINK])", t->m0);
+                break;
+            }
+            if ((rc = t->segs ? put_segs(e, t->segs) : put_reply_text(e, t))) break;
+            if (t->calls && ver >= 11) rc = put_calls_v11(e, t->calls, ver);
+            else if (t->calls && (!(rc = put_special(e, "[TOOL_CALLS]")))) rc = put_json(e, t->calls);
             if (rc == KILN_OK && !t->prefix) rc = put_special(e, "</s>");
+        } else if (ver >= 13) { /* [TOOL_RESULTS] content [/TOOL_RESULTS]: no call id */
+            if (!(rc = put_special(e, "[TOOL_RESULTS]")) && !(rc = put_text(e, t->text.p, t->text.len)))
+                rc = put_special(e, "[/TOOL_RESULTS]");
         } else {
             if (!(rc = put_special(e, "[TOOL_RESULTS]")) && !(rc = put_str(e, t->call_id)) &&
                 !(rc = put_special(e, "[TOOL_CONTENT]")) && !(rc = put_text(e, t->text.p, t->text.len)))
@@ -570,7 +761,10 @@ static int mistral_v3(enc *e, const kiln_chat_msg *m, int n, const char *tools_j
             }
             if (!(rc = put_special(e, "[INST]")) && !(rc = put_text(e, txt.p, txt.len))) rc = put_special(e, "[/INST]");
         } else if (t->role == 'a') {
-            if (t->calls && t->text.len) {
+            if (t->segs) {
+                rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d: thinking content (a \"thinking\" part or "
+                              "reasoning_content) is rendered by mistral-v13 only ([THINK] ... [/THINK])", t->m0);
+            } else if (t->calls && t->text.len) {
                 rc = KILN_ERR(err, KILN_ERR_INVALID_ARG,
                               "chat: an assistant turn has both content and tool calls (mistral-v3 takes one)");
             } else if (t->calls) {
@@ -923,15 +1117,15 @@ int kiln_chat_encode(const kiln_tokenizer *t, const char *template_name, const k
     if (rc) return rc;
     for (int i = 0; i < n_msgs; i++)
         if (!msgs[i].role) return KILN_ERR(err, KILN_ERR_INVALID_ARG, "chat: message %d has no role", i);
-    int mistral = f == FMT_MISTRAL_V7 || f == FMT_MISTRAL_V3;
+    int mistral = mistral_ver(f) > 0;
     for (int i = 0; i < n_msgs && !mistral; i++)
         if (msgs[i].prefix)
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                             "chat: message %d: an assistant prefix (prefix: true) is supported in the mistral formats only, not %s",
                             i, k_names[f]);
-    if (mistral && (rc = mistral_validate(msgs, n_msgs, f == FMT_MISTRAL_V7, err))) return rc;
+    if (mistral && (rc = mistral_validate(msgs, n_msgs, mistral_ver(f), err))) return rc;
     enc e = {t, {0}, err};
-    if (f == FMT_MISTRAL_V7) rc = mistral_v7(&e, msgs, n_msgs, tools_json);
+    if (mistral_ver(f) >= 7) rc = mistral_v7(&e, msgs, n_msgs, tools_json, mistral_ver(f));
     else if (f == FMT_MISTRAL_V3) rc = mistral_v3(&e, msgs, n_msgs, tools_json);
     else if (f == FMT_CHATML) rc = chatml(&e, msgs, n_msgs, add_generation_prompt, tools_json);
     else rc = llama3(&e, msgs, n_msgs, add_generation_prompt, tools_json);
@@ -948,7 +1142,7 @@ int kiln_chat_end_of_turn(const kiln_tokenizer *t, const char *template_name) {
     kiln_error err;
     chat_fmt f;
     if (resolve(t, template_name, &f, &err)) return -1;
-    const char *n = f == FMT_MISTRAL_V7 || f == FMT_MISTRAL_V3 ? "</s>" : f == FMT_CHATML ? "<|im_end|>" : "<|eot_id|>";
+    const char *n = mistral_ver(f) ? "</s>" : f == FMT_CHATML ? "<|im_end|>" : "<|eot_id|>";
     return kiln_tokenizer_token_id(t, n);
 }
 

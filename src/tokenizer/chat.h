@@ -1,4 +1,4 @@
-/* chat.h: chat formats (Mistral v7 and v3 over tekken, ChatML, Llama 3) rendered straight to token ids.
+/* chat.h: chat formats (Mistral v3, v7, v11 and v13 over tekken, ChatML, Llama 3) rendered straight to token ids.
  * Message text is always encoded as plain text (never parsed for control tokens): a user who
  * types "[INST]" or "</s>" gets those characters, not the control tokens. */
 #ifndef KILN_TOKENIZER_CHAT_H
@@ -7,8 +7,10 @@
 
 /* kiln_chat_msg (one OpenAI-style message) is declared in kiln.h: the server builds them. */
 
-/* template_name: NULL or "auto" = chosen from the tokenizer's metadata; else "mistral-v7",
- * "mistral-v3", "chatml", "llama3" (tekken config.version "v3" picks mistral-v3, "v7"+ mistral-v7). Unknown name => KILN_ERR_INVALID_ARG. tools_json: JSON array of OpenAI
+/* template_name: NULL or "auto" = chosen from the tokenizer's metadata; else "mistral-v13",
+ * "mistral-v11", "mistral-v7", "mistral-v3", "chatml", "llama3" (tekken config.version "v3", "v7",
+ * "v11", "v13" pick the matching format, as mistral-common does; another version, e.g. "v15", is
+ * KILN_ERR_UNSUPPORTED naming it). Unknown name => KILN_ERR_INVALID_ARG. tools_json: JSON array of OpenAI
  * tools or NULL. add_generation_prompt: end with the assistant turn's opening. The Mistral formats
  * refuse (KILN_ERR_INVALID_ARG, the message and the rule named) what mistral-common's validator
  * refuses, and take msgs[n-1].prefix (continuation); the others refuse prefix (KILN_ERR_UNSUPPORTED). */

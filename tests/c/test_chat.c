@@ -4,11 +4,17 @@
  *   - kiln_chat_parse_tool_calls on Devstral v7 output text: names, arguments as JSON text
  *     written as Python's json.dumps, 9-alphanumeric ids, content before the calls, no calls,
  *     malformed JSON refused;
+ *   - Mistral v11 / v13 over a small tekken file written here (256 byte tokens, the control
+ *     tokens at the ranks of Mistral's files): the layout of calls ([CALL_ID] in v11 only),
+ *     results (ids in v11 only), the tools' place (last user turn in v11, first in v13), the
+ *     format chosen from config.version and a version kiln does not render (v15) refused by name;
  *   - ChatML over the SmolLM2 GGUF (KILN_DEFAULT_GGUF or ~/.cache/kiln; skipped when absent):
  *     layout, default system prompt, typed "<|im_end|>" stays text, unknown template refused. */
 #include "test.h"
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
 #include "tokenizer/chat.h"
 #include "util/alloc.h"
 
@@ -105,8 +111,87 @@ static void chatml_tests(void) {
     kiln_tokenizer_free(t);
 }
 
+/* a tekken file of the given version: 40 control tokens, then the 256 bytes */
+static int write_tekken(const char *path, const char *version) {
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char *names[40] = {"<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                                    "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", [17] = "[SYSTEM_PROMPT]",
+                                    "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]", [32] = "[ARGS]", "[CALL_ID]", "[THINK]", "[/THINK]"};
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "{\"config\": {\"pattern\": \"\\\\s+|\\\\S+\", \"num_vocab_tokens\": 256, \"default_vocab_size\": 296, "
+               "\"default_num_special_tokens\": 40, \"version\": \"%s\"}, \"vocab\": [", version);
+    for (int b = 0; b < 256; b++)
+        fprintf(f, "%s{\"rank\": %d, \"token_bytes\": \"%c%c==\", \"token_str\": null}", b ? ", " : "", b, b64[b >> 2],
+                b64[(b & 3) << 4]);
+    fputs("], \"special_tokens\": [", f);
+    for (int i = 0; i < 40; i++) {
+        char nm[32];
+        if (names[i]) snprintf(nm, sizeof nm, "%s", names[i]);
+        else snprintf(nm, sizeof nm, "<SPECIAL_%d>", i);
+        fprintf(f, "%s{\"rank\": %d, \"token_str\": \"%s\", \"is_control\": true}", i ? ", " : "", i, nm);
+    }
+    fputs("]}", f);
+    return fclose(f);
+}
+
+/* the conversation rendered in the file's own format, decoded with its control tokens */
+static char *render(const char *version, const char *tmpl, kiln_error *err, int *rc) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/kiln-test-chat-%d-%s.json", (int)getpid(), version);
+    *rc = -1;
+    if (write_tekken(path, version)) return NULL;
+    kiln_tokenizer *t;
+    if ((*rc = kiln_tokenizer_load(&t, path, err))) {
+        remove(path);
+        return NULL;
+    }
+    remove(path);
+    const char *calls = "[{\"id\": \"abcDEF123\", \"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{\\\"a\\\":1}\"}}]";
+    kiln_chat_msg m[5] = {{.role = "user", .content = "hi"}, {.role = "assistant", .content = "yo"},
+                          {.role = "user", .content = "w?"}, {.role = "assistant", .tool_calls_json = calls},
+                          {.role = "tool", .tool_call_id = "abcDEF123", .content = "ok"}};
+    int32_t *ids;
+    int n;
+    char *txt = NULL;
+    size_t tl;
+    *rc = kiln_chat_encode(t, tmpl, m, 5, "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", 1, &ids, &n, err);
+    if (*rc == KILN_OK) {
+        kiln_tokenizer_decode(t, ids, n, 0, &txt, &tl, err);
+        kiln_free(ids);
+    }
+    kiln_tokenizer_free(t);
+    return txt;
+}
+
+static void mistral_v11_v13_tests(void) {
+    kiln_error err = {0};
+    int rc;
+    const char *tools = "[AVAILABLE_TOOLS][{\"type\": \"function\", \"function\": {\"name\": \"f\", \"description\": \"\", "
+                        "\"parameters\": {}}}][/AVAILABLE_TOOLS]";
+    char want[1024];
+    char *txt = render("v11", NULL, &err, &rc);
+    snprintf(want, sizeof want, "<s>[INST]hi[/INST]yo</s>%s[INST]w?[/INST][TOOL_CALLS]f[CALL_ID]abcDEF123[ARGS]{\"a\": 1}</s>"
+             "[TOOL_RESULTS]abcDEF123[TOOL_CONTENT]ok[/TOOL_RESULTS]", tools);
+    KT_CHECK(rc == KILN_OK && txt && !strcmp(txt, want), "v11 (%s):\n got  %s\n want %s", err.msg, txt ? txt : "", want);
+    kiln_free(txt);
+    txt = render("v13", NULL, &err, &rc);
+    snprintf(want, sizeof want, "<s>%s[INST]hi[/INST]yo</s>[INST]w?[/INST][TOOL_CALLS]f[ARGS]{\"a\": 1}</s>"
+             "[TOOL_RESULTS]ok[/TOOL_RESULTS]", tools);
+    KT_CHECK(rc == KILN_OK && txt && !strcmp(txt, want), "v13 (%s):\n got  %s\n want %s", err.msg, txt ? txt : "", want);
+    kiln_free(txt);
+    txt = render("v13", "mistral-v11", &err, &rc); /* a named format over a file of another version */
+    KT_CHECK(rc == KILN_OK && txt && strstr(txt, "[CALL_ID]abcDEF123[ARGS]"), "mistral-v11 named: %s", txt ? txt : err.msg);
+    kiln_free(txt);
+    txt = render("v15", NULL, &err, &rc);
+    KT_CHECK(rc == KILN_ERR_UNSUPPORTED && strstr(err.msg, "\"v15\"") && strstr(err.msg, "mistral-v13"),
+             "v15 refused by name: %s", err.msg);
+    kiln_free(txt);
+}
+
 int main(void) {
     parse_tests();
+    mistral_v11_v13_tests();
     chatml_tests();
     return kt_done();
 }

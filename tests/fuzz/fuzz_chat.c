@@ -3,7 +3,7 @@
  * output (kiln_chat_parse_tool_calls).
  *
  * Input: byte 0 = tokenizer (bits 0-1), format (bits 2-4: auto, mistral-v7, mistral-v3, chatml,
- * llama3, an unknown name), add_generation_prompt (bit 5), a tools array first (bit 6); then
+ * llama3, an unknown name, mistral-v11, mistral-v13), add_generation_prompt (bit 5), a tools array first (bit 6); then
  * fields separated by NUL bytes, three per message: role (first byte < 5 picks system / user /
  * assistant / tool / NULL content, else the field is the role text), content, and the
  * assistant's tool_calls JSON or the tool's tool_call_id (empty = none). */
@@ -15,10 +15,11 @@
 int FUZZ_ENTRY(const uint8_t *data, size_t size);
 int FUZZ_ENTRY(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    static const char *formats[] = {"auto", "mistral-v7", "mistral-v3", "chatml", "llama3", "nonesuch"};
+    static const char *formats[] = {"auto", "mistral-v7", "mistral-v3", "chatml", "llama3", "nonesuch", "mistral-v11",
+                                    "mistral-v13"};
     static const char *roles[] = {"system", "user", "assistant", "tool", "user"};
     const kiln_tokenizer *t = fz_tokenizer(data[0] & 3);
-    const char *fmt = formats[((data[0] >> 2) & 7) % 6];
+    const char *fmt = formats[(data[0] >> 2) & 7];
     int add_gen = (data[0] >> 5) & 1;
     char *s = fz_cstr(data + 1, size - 1);
     size_t n = size - 1;

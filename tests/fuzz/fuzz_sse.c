@@ -5,8 +5,11 @@
  * Input: byte 0 = flags (bit 0 chat, bit 1 first chunk, bits 2-3 finish reason, bit 4 use the
  * input's request, bit 5 tool calls parsed from the text); then a request body up to the first
  * NUL (a fixed one asking for logprobs when it is refused or bit 4 is clear), then the output
- * span: its bytes are the text, each byte pair an id, and each id's piece a slice of the text. */
+ * span: its bytes are the text, each byte pair an id, and each id's piece a slice of the text.
+ * With bit 5, the text also goes through the Mistral reader (server/mistral_tools.c), whole and
+ * grown 7 bytes at a time into SSE chunks, with tools (bits 6-7: none, tools, forced). */
 #include "fuzz_common.h"
+#include "server/mistral_tools.h"
 #include "server/openai.h"
 #include "tokenizer/chat.h"
 
@@ -25,6 +28,8 @@ static const char *fz_sse_piece(void *ctx, int32_t id, size_t *len) {
     *len = (c->n - at) < 5 ? c->n - at : 5;
     return c->s + at;
 }
+
+static void fz_sse_id(void *ctx, char *id, size_t cap) { snprintf(id, cap, "call-%d", ++*(int *)ctx); }
 
 int FUZZ_ENTRY(const uint8_t *data, size_t size);
 int FUZZ_ENTRY(const uint8_t *data, size_t size) {
@@ -65,15 +70,34 @@ int FUZZ_ENTRY(const uint8_t *data, size_t size) {
         for (int j = 0; j < 4; j++)
             top[4 * i + j] = (kiln_token_logprob){.id = (ids[i] + j) & 0xffff, .logprob = lps[i] - (float)j};
     }
-    char *content = NULL, *calls = NULL;
+    char *content = NULL, *calls = NULL, *reasoning = NULL;
     kiln_error err = {0};
+    if ((f & 0x20) && kind == KILN_SRV_CHAT) {
+        int id_n = 0, first = 1, mode = (f >> 6) % 3;
+        char *c2 = NULL, *k2 = NULL;
+        if (kiln_srv_mistral_whole(text, text_len, mode, fz_sse_id, &id_n, &c2, &reasoning, &k2) == 0) {
+            kiln_free(c2);
+            kiln_free(k2);
+        }
+        kiln_mtc ms;
+        kiln_mtc_init(&ms, mode);
+        kiln_srv_meta mm = {.id = "chatcmpl-fuzz", .model = "kiln"};
+        kiln_buf sb = {0};
+        for (size_t k = 0; k <= text_len; k = k < text_len && k + 7 > text_len ? text_len : k + 7) {
+            if (kiln_srv_mistral_frames(&ms, text, k, k == text_len, &sb, &r, &mm, &first, fz_sse_id, &id_n)) break;
+            if (k == text_len) break;
+        }
+        kiln_mtc_free(&ms);
+        kiln_buf_free(&sb);
+    }
     if ((f & 0x20) && kind == KILN_SRV_CHAT &&
         kiln_chat_parse_tool_calls(NULL, text, text_len, &content, &calls, &err) != 0)
         calls = NULL;
     fz_sse_ctx pc = {text, text_len};
     kiln_srv_out o = {.text = text, .text_len = text_len, .ids = ids, .n_ids = n_ids, .lps = lps, .top = top,
                       .top_stride = 4, .n_top = 3, .text_offset = (size_t)f, .tool_calls_json = calls,
-                      .finish = (kiln_finish)((f >> 2) & 3)};
+                      .finish = (kiln_finish)((f >> 2) & 3), .reasoning = reasoning,
+                      .reasoning_len = reasoning ? strlen(reasoning) : 0};
     kiln_srv_meta m = {.id = "cmpl-fuzz", .created = 1, .model = "kiln\xff", .n_prompt = 3, .n_output = n_ids,
                        .n_cached = 1};
     kiln_buf b = {0};
@@ -85,6 +109,7 @@ int FUZZ_ENTRY(const uint8_t *data, size_t size) {
     json_decref(resp);
     kiln_free(content);
     kiln_free(calls);
+    kiln_free(reasoning);
     free(ids);
     free(lps);
     free(top);
