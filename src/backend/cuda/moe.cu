@@ -316,6 +316,25 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
  * column of B: a row gets the same bits in tiles of 16 or 32 rows, alone or among any others. */
 #define SKE_WARPS 8
 #define SKE_CHAIN 2
+#ifndef SKE_MIN_SLICE_Q
+#define SKE_MIN_SLICE_Q 64 /* quad chunks (32 k) per K slice at least: 2048 k */
+#endif
+
+/* the expert whose tiles hold tile: #{j in 1 .. E - 1 : toffn[j] <= tile} (toffn is
+ * non-decreasing and tile < toffn[E]), every toffn[j] loaded at once by the warp's lanes: one
+ * load latency before the weight stream can start, not E dependent ones */
+static __device__ __forceinline__ int ske_expert_of(const int32_t *toffn, int E, int tile) {
+    int lane = threadIdx.x & 31, e = 0;
+    for (int j0 = 1; j0 < E; j0 += 32) {
+        int j = j0 + lane, v = j < E && toffn[j] <= tile;
+        e += __popc(__ballot_sync(0xffffffffu, v));
+    }
+    return e;
+}
+
+#ifndef SKE_U32
+#define SKE_U32 4 /* quad chunks per iteration of the 32-row tiles (16-row tiles: 4 too) */
+#endif
 
 static __device__ __forceinline__ uint32_t ske_u(const uint4 &v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
@@ -327,10 +346,8 @@ static __global__ void __launch_bounds__(SKE_WARPS * 32, 2)
                          const int32_t *toffn, int E, int KS, void *out, kiln_dtype odt) {
     __shared__ float red[SKE_WARPS][NT * 4][32]; /* partial tiles, lane-minor */
     constexpr int TR = 8 * NT;
-    int tile = blockIdx.x;
+    int tile = blockIdx.x, e = ske_expert_of(toffn, E, tile); /* loads issued with toffn[E]'s */
     if (tile >= toffn[E]) return; /* block-uniform: past the last tile of this step's routing */
-    int e = 0;
-    while (toffn[e + 1] <= tile) e++;
     int r0 = offs[e] + (tile - toffn[e]) * TR, nr = offs[e + 1] - r0;
     if (nr > TR) nr = TR;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
@@ -436,10 +453,14 @@ static __global__ void __launch_bounds__(SKE_WARPS * 32, 2)
         }
 }
 
-/* K slices per group, from K alone (skinny.cu's rule): slices of >= 512 k, a power of two <= 8 */
+/* K slices per group, from K alone: slices of >= 32 SKE_MIN_SLICE_Q k, a power of two <= 8.
+ * skinny.cu takes 512 k; here longer slices pay: a block's start (the expert lookup, then the
+ * rows' offsets and tokens) is amortised over more weights, and the 8 / KS warps of a block
+ * that share a slice share its x fragments through L1. Mixtral-8x7B shape on the H200 (decode
+ * B = 1 / 16 / 64, % of floor): 512 k 69 / 82 / 60, 1024 k 71 / 86 / 68, 2048 k 69 / 87 / 74. */
 static int ske_k_slices(int K) {
     int Q = (K / 8 + 3) / 4, ks = 1;
-    while (ks < SKE_WARPS && Q / (2 * ks) >= 16) ks *= 2;
+    while (ks < SKE_WARPS && Q / (2 * ks) >= SKE_MIN_SLICE_Q) ks *= 2;
     return ks;
 }
 
@@ -528,8 +549,8 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
         int bf = a->dt == KILN_DT_BF16;
         if (path == 2 && bf) ske_launch<2, 4, true>(a, src, offs, toff16, tiles, st);
         else if (path == 2) ske_launch<2, 4, false>(a, src, offs, toff16, tiles, st);
-        else if (bf) ske_launch<4, 2, true>(a, src, offs, toff32, tiles, st);
-        else ske_launch<4, 2, false>(a, src, offs, toff32, tiles, st);
+        else if (bf) ske_launch<4, SKE_U32, true>(a, src, offs, toff32, tiles, st);
+        else ske_launch<4, SKE_U32, false>(a, src, offs, toff32, tiles, st);
     } else if (path == 1) {
         int cpb_gu = TC_WARPS * 16, cpb_d = TC_WARPS * 32; /* columns per block */
         dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
