@@ -17,8 +17,8 @@
 # pick) and one prefill run (prefill-batch x prefill-len tokens). Writes DIR/{moe,dense}-
 # {decode,prefill}.json (kiln.bench.v1), DIR/moe_vs_dense.json (the figures side by side) and
 # prints a table (kiln bench's own tables in DIR/*.log). --layers N rewrites num_hidden_layers in copies of the configs (less memory,
-# less time). About 2-3 minutes on an H200 (the MoE prefill runs on CUDA cores: moe.cu has no
-# tensor-core path yet). A benchmark, not a test: nothing is asserted.
+# less time). About 30 s on an H200 (decode: moe.cu's decode kernel; prefill: its tensor-core
+# GEMM, docs/moe.md). A benchmark, not a test: nothing is asserted.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 kiln=""

@@ -77,6 +77,7 @@ moe_route_kernel          256   0      moe.cu
 moe_sort_kernel           1024  0      moe.cu: one block, static shared memory only (~35 KB)
 moe_expert_kernel         256   0      moe.cu: EXPERT_WARPS * 32
 moe_expert_tc_kernel      128   0      moe.cu: TC_WARPS * 32
+moe_expert_sk_kernel      256   0      moe.cu: SKE_WARPS * 32 (static shared memory only)
 moe_combine_kernel        256   0      moe.cu
 '
 

@@ -6,8 +6,9 @@
  *     contiguous, in pair order, offsets = the counts) and the FFN output within kc_tol of
  *     kiln_cpu_moe_ffn on the same bf16 / f16 / f32 weights; uniform routing and skewed routing
  *     (one expert in nearly every row, two experts never chosen: empty groups); each on the
- *     CUDA-core expert kernel and on the tensor-core one (forced, tc = 2); routing from xn or, as
- *     the backend does, from rmsnorm(residual) recomputed in f32;
+ *     CUDA-core expert kernel, the tensor-core GEMM (forced, tc = 2) and the decode kernel (tiles
+ *     of 16 and 32 rows; a row's bits alone = among the others); routing from xn or, as the
+ *     backend does, from rmsnorm(residual) recomputed in f32;
  *   - model level, the tiny Mixtral fixtures (tests/fixtures/families/mixtral{,-native,.gguf}, 4
  *     experts, top 2, bf16 / f32): prompt logits on cuda within 3e-2 relative L2 of the cpu's per
  *     row (test_cuda_step's bound), all but at most 1 row in 8 (routing near-ties: see
@@ -40,7 +41,10 @@ static void fill_rounded(kiln_dtype dt, float *f, void *h, size_t n, float scale
     kc_from_dt(dt, h, f, n);
 }
 
-/* tc: 0 the CUDA-core expert kernel, 2 the tensor-core one (where the shape allows it) */
+/* tc (moe.h): 3 the CUDA-core expert kernel, 2 the tensor-core GEMM (where the shape allows it),
+ * 0 the decode kernel (batch-invariant mode's choice: tiles of 16 rows below 8 rows per expert on
+ * average, else 32), 4 the decode kernel's 32-row tiles; f32: CUDA cores whatever tc says.
+ * Decode kernel: also row 0 computed alone (tiles of 16) has the same bits as among the T rows. */
 static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s) {
     int D = mc->D, F = mc->F, E = mc->E, K = mc->K, P = T * K;
     size_t as = kc_dtsize(mc->dt);
@@ -105,7 +109,10 @@ static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s
     size_t bi, bw, ba, by;
     kiln_cuda_moe_scratch_bytes(T, D, F, E, K, mc->dt, &bi, &bw, &ba, &by);
     kiln_cuda_moe_args a = {.T = T, .D = D, .F = F, .E = E, .K = K, .dt = mc->dt, .tc = tc};
-    int on_tc = tc && mc->dt != KILN_DT_F32 && D % 32 == 0 && F % 32 == 0;
+    int b16 = mc->dt != KILN_DT_F32, on_tc = tc == 2 && b16 && D % 32 == 0 && F % 32 == 0;
+    int on_sk = b16 && (tc == 0 || tc == 4), sk_rows = tc == 4 || P >= KILN_MOE_SK32_MIN_ROWS * E ? 32 : 16;
+    int tr = on_tc ? KILN_MOE_TC_TILE_ROWS : on_sk ? sk_rows : KILN_MOE_TILE_ROWS;
+    const char *path = on_tc ? "tc  " : !on_sk ? "cuda" : sk_rows == 16 ? "sk16" : "sk32";
     void *dx = kc_dev(nx * as), *dr = kc_dev(nr * as), *dgu = kc_dev(ngu * as), *dd = kc_dev(nd * as);
     kc_put(dx, xh, nx * as); kc_put(dr, rh, nr * as); kc_put(dgu, guh, ngu * as); kc_put(dd, dh, nd * as);
     a.xn = dx, a.router = dr, a.w_gu = dgu, a.w_down = dd;
@@ -125,7 +132,7 @@ static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s
     kc_get(got, a.out, nx * 4);
     kc_get(idx, a.idx, bi);
     const int32_t *sel = idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + E + 1;
-    const int32_t *toff16 = toff + E + 1;
+    const int32_t *toff16 = toff + E + 1, *toff32 = toff16 + E + 1;
     /* routing against a float64 top-k; near-ties (gap < 1e-4) may go either way */
     int bad_sel = 0, ties = 0, *cnt = kiln_calloc((size_t)E, sizeof(int));
     unsigned char *tie = kiln_calloc((size_t)T, 1);
@@ -160,10 +167,10 @@ static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s
         empty += cnt[e] == 0;
         bad_perm += toff[e + 1] - toff[e] != (cnt[e] + KILN_MOE_TILE_ROWS - 1) / KILN_MOE_TILE_ROWS;
         bad_perm += toff16[e + 1] - toff16[e] != (cnt[e] + KILN_MOE_TC_TILE_ROWS - 1) / KILN_MOE_TC_TILE_ROWS;
-        tiles += on_tc ? (cnt[e] + KILN_MOE_TC_TILE_ROWS - 1) / KILN_MOE_TC_TILE_ROWS
-                       : (cnt[e] + KILN_MOE_TILE_ROWS - 1) / KILN_MOE_TILE_ROWS;
+        bad_perm += toff32[e + 1] - toff32[e] != (cnt[e] + 31) / 32;
+        tiles += (cnt[e] + tr - 1) / tr;
     }
-    bad_perm += offs[0] != 0 || offs[E] != P || toff[0] != 0 || toff16[0] != 0;
+    bad_perm += offs[0] != 0 || offs[E] != P || toff[0] != 0 || toff16[0] != 0 || toff32[0] != 0;
     int last_p = -1, last_e = -1;
     int32_t *pair_at = kiln_malloc((size_t)P * 4);
     for (int i = 0; i < P; i++) pair_at[i] = -1;
@@ -189,13 +196,24 @@ static void kernel_case(const moe_case *mc, int T, int tc, unsigned long long *s
         }
     }
     double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-    KT_CHECK(rel <= kc_tol(mc->dt), "moe %s T=%d E=%d K=%d%s%s: rel L2 %g vs cpu", kc_dtname(mc->dt), T, E, K,
-             mc->skew ? " skewed" : "", on_tc ? " tensor cores" : "", rel);
+    KT_CHECK(rel <= kc_tol(mc->dt), "moe %s T=%d E=%d K=%d%s %s: rel L2 %g vs cpu", kc_dtname(mc->dt), T, E, K,
+             mc->skew ? " skewed" : "", path, rel);
     int nan = 0;
     for (size_t i = 0; i < nx; i++) nan += isnan(got[i]);
     KT_CHECK(nan == 0, "moe T=%d: %d outputs unwritten (NaN)", T, nan);
+    if (on_sk && T > 1) { /* row 0 alone (tiles of 16 rows): the same bits as among the T rows */
+        float *alone = kiln_malloc((size_t)D * 4);
+        kiln_cuda_moe_args a1 = a;
+        a1.T = 1, a1.tc = 0, a1.out = kc_dev((size_t)D * 4);
+        CU(kiln_cuda_moe_ffn(&a1, 0));
+        kc_get(alone, a1.out, (size_t)D * 4);
+        KT_CHECK(memcmp(alone, got, (size_t)D * 4) == 0, "moe %s T=%d %s: row 0 alone differs from row 0 among %d rows",
+                 kc_dtname(mc->dt), T, path, T);
+        CU(cudaFree(a1.out));
+        kiln_free(alone);
+    }
     printf("moe %-4s D=%d F=%d E=%d K=%d T=%-3d%s %s%s: %d tiles, %d empty experts, %d near-ties, rel L2 vs cpu "
-           "%.3g\n", kc_dtname(mc->dt), D, F, E, K, T, mc->skew ? " skewed" : "       ", on_tc ? "tc  " : "cuda",
+           "%.3g\n", kc_dtname(mc->dt), D, F, E, K, T, mc->skew ? " skewed" : "       ", path,
            mc->rf32 ? " f32-route" : "", tiles, empty, ties, rel);
     CU(cudaFree(dx)); CU(cudaFree(dr)); CU(cudaFree(dgu)); CU(cudaFree(dd)); CU(cudaFree(a.out));
     CU(cudaFree(a.idx)); CU(cudaFree(a.wts)); CU(cudaFree(a.act)); CU(cudaFree(a.y));
@@ -467,17 +485,20 @@ int main(void) {
     moe_case f32 = {64, 96, 4, 2, KILN_DT_F32, 1, 1}, k1 = {96, 64, 5, 1, KILN_DT_BF16, 0, 1};
     /* 1056: part-filled blocks (tc: 64 / 128 columns, CUDA cores: 16 / 32) */
     moe_case tcm = {1056, 1056, 8, 2, KILN_DT_BF16, 0, 1};
-    for (int tc = 0; tc <= 2; tc += 2) /* the CUDA-core and the tensor-core expert kernels */
+    /* the CUDA-core kernel, the tensor-core GEMM, the decode kernel (16 or 32 rows by T), its
+     * 32-row tiles forced */
+    static const int tcs[] = {3, 2, 0, 4};
+    for (int j = 0; j < 4; j++)
         for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
-            kernel_case(&mix, Ts[i], tc, &s);
-            kernel_case(&skew, Ts[i], tc, &s);
-            kernel_case(&k3, Ts[i], tc, &s); /* F = 200: never on tensor cores (K % 32) */
+            kernel_case(&mix, Ts[i], tcs[j], &s);
+            kernel_case(&skew, Ts[i], tcs[j], &s);
+            kernel_case(&k3, Ts[i], tcs[j], &s); /* F = 200: never on the tensor-core GEMM (K % 32) */
         }
-    for (int tc = 0; tc <= 2; tc += 2) {
-        kernel_case(&f16, 33, tc, &s);
-        kernel_case(&k1, 7, tc, &s);
-        kernel_case(&mix, 700, tc, &s); /* more pairs than the sort's 1024-thread chunk */
-        kernel_case(&tcm, 64, tc, &s);
+    for (int j = 0; j < 4; j++) {
+        kernel_case(&f16, 33, tcs[j], &s);
+        kernel_case(&k1, 7, tcs[j], &s);
+        kernel_case(&mix, 700, tcs[j], &s); /* more pairs than the sort's 1024-thread chunk */
+        kernel_case(&tcm, 64, tcs[j], &s);
     }
     kernel_case(&f32, 16, 2, &s); /* f32: CUDA cores whatever tc says */
     if (getenv("KILN_TEST_MOE_KERNELS_ONLY")) { /* scripts/cuda_check.sh's compute-sanitizer pass */

@@ -590,7 +590,8 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
              mc->n_heads, mc->n_kv_heads, mc->head_dim);
     if (mc->n_experts > 0)
         desc_printf(&d, "experts:      %d, top %d: routing, counting sort and grouped expert GEMMs on the device "
-                        "(moe.cu; tensor cores from %d rows per expert, CUDA cores below and in batch-invariant mode)\n",
+                        "(moe.cu; 16-bit: the decode kernel below %d rows per expert on average and in batch-invariant "
+                        "mode, the tensor-core GEMM from there; f32: CUDA cores)\n",
                     mc->n_experts, mc->n_experts_used, KILN_MOE_TC_MIN_ROWS);
     desc_printf(&d, "PDL:          %s\n", c->pdl          ? "on (steps of 4+ rows)"
                                     : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"

@@ -81,8 +81,8 @@ int kiln_cuda_moe_enqueue(cuda_backend *c, int T, int l, kiln_error *err) {
     }
     kiln_cuda_moe_args a = {
         .T = T, .D = mc->dim, .F = mc->hidden_dim, .E = mc->n_experts, .K = mc->n_experts_used, .dt = c->adt,
-        .tc = c->cfg.batch_invariant ? 0 : 1, /* tensor cores at prefill sizes (moe.h), never when the
-                                               * path must not depend on the batch */
+        .tc = c->cfg.batch_invariant ? 0 : 1, /* the tensor-core GEMM at prefill sizes (moe.h), never
+                                               * when the path must not depend on the batch */
         .xn = c->xn, .x_res = c->x, .norm_w = c->norms + (size_t)(2 * l + 1) * mc->dim, .eps = mc->norm_eps,
         .router = w->router, .w_gu = w->moe_gu, .w_down = w->moe_d, .out = c->proj,
         .idx = c->moe_idx, .wts = c->moe_w, .act = c->moe_act, .y = c->moe_y,

@@ -9,8 +9,11 @@
  *   moe_expert_kernel   the grouped GEMM (gate|up with SwiGLU, or down): block = one row tile of
  *                   one expert x a column group; 8 warps, each holding 4 weight rows and
  *                   R x 4 f32 accumulators, lanes striding K in 16-byte vectors
+ *   moe_expert_sk_kernel  the decode kernel (bf16 / f16): block = one row tile of 16 or 32 rows
+ *                   of one expert x a column block; each warp streams 16 weight rows (a K slice)
+ *                   once as mma.sync's A operand, the slices summed in a fixed order
  *   moe_expert_tc_kernel  the same on tensor cores (mma.sync m16n8k16, bf16 / f16) for tiles of
- *                   16 rows, in steps with enough rows per expert (moe.h)
+ *                   16 rows, in steps with many rows per expert (prefill; moe.h)
  *   moe_combine_kernel  grid T: the weighted sum of a row's expert outputs, in expert id order
  * No kernel here is launched with PDL: the kernels after them (add_rmsnorm) wait for the whole
  * grid before reading (cuda_dev.cuh kiln_pdl_wait), which a plain launch also satisfies. */
@@ -99,7 +102,7 @@ static __global__ void moe_route_kernel(const void *xn, const float *xres, const
 
 static __global__ void __launch_bounds__(1024) moe_sort_kernel(const int32_t *sel, int P, int K, int E, int32_t *pos,
                                                                int32_t *src, int32_t *offs, int32_t *toff,
-                                                               int32_t *toff16) {
+                                                               int32_t *toff16, int32_t *toff32) {
     __shared__ int cnt[KILN_MOE_MAX_EXPERTS], cur[KILN_MOE_MAX_EXPERTS];
     __shared__ int wc[32][KILN_MOE_MAX_EXPERTS + 1]; /* per warp, pairs of each expert in the chunk */
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -108,19 +111,22 @@ static __global__ void __launch_bounds__(1024) moe_sort_kernel(const int32_t *se
     for (int p = tid; p < P; p += blockDim.x) atomicAdd(&cnt[sel[p]], 1);
     __syncthreads();
     if (tid == 0) {
-        int o = 0, to = 0, to16 = 0;
+        int o = 0, to = 0, to16 = 0, to32 = 0;
         for (int e = 0; e < E; e++) {
             offs[e] = o;
             toff[e] = to;
             toff16[e] = to16;
+            toff32[e] = to32;
             cur[e] = o;
             o += cnt[e];
             to += (cnt[e] + R - 1) / R;
             to16 += (cnt[e] + TCR - 1) / TCR;
+            to32 += (cnt[e] + 31) / 32;
         }
         offs[E] = o;
         toff[E] = to;
         toff16[E] = to16;
+        toff32[E] = to32;
     }
     __syncthreads();
     unsigned lt = (1u << lane) - 1u;
@@ -290,6 +296,188 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
     }
 }
 
+/* ---- decode expert kernel: each routed expert's weights streamed once, on tensor cores ------- */
+
+/* For steps with few rows per expert (decode): the same products as moe_expert_kernel, written
+ * like skinny.cu (read it for the fragment layouts): the weights are the mma's A operand (16
+ * weight rows per warp), the tile's x rows its B operand (n-tiles of 8 rows: NT = 2 for tiles of
+ * 16 rows, 4 for 32), so a warp's loads are a pure stream of its 16 weight rows (16-byte loads
+ * that skip L1 with an L2 evict_first policy, 2 U per lane in flight) and x rows past the tile's
+ * nr are never loaded. Work split: a "group" is 16 weight rows (glu: gate rows j .. j + 7 then up
+ * rows j .. j + 7 of columns j = 8 grp .. + 7, so a lane's C fragment holds gate and up of the
+ * same (row, column) and SwiGLU needs no exchange; down: output columns 16 grp .. + 15); K is cut
+ * into KS slices (skinny.cu's k_slices: from K alone), warp w of a block takes slice w % KS of
+ * group blockIdx.y (8 / KS) + w / KS, and the slices are added in shared memory in slice order.
+ * Grid: (row tiles of this step's worst case, column blocks); a block finds its expert from
+ * toffn (tiles of 8 NT rows) and blocks past the last tile exit at once, so an expert with no
+ * rows costs nothing and the grid depends only on T.
+ * Bits: chains of SK_CHAIN quad chunks (aligned to the slice start) into a zeroed tile, added
+ * to the accumulator in f32; every choice depends on K alone and a column of D only on its own
+ * column of B: a row gets the same bits in tiles of 16 or 32 rows, alone or among any others. */
+#define SKE_WARPS 8
+#define SKE_CHAIN 2
+#ifndef SKE_MIN_SLICE_Q
+#define SKE_MIN_SLICE_Q 64 /* quad chunks (32 k) per K slice at least: 2048 k */
+#endif
+
+/* the expert whose tiles hold tile: #{j in 1 .. E - 1 : toffn[j] <= tile} (toffn is
+ * non-decreasing and tile < toffn[E]), every toffn[j] loaded at once by the warp's lanes: one
+ * load latency before the weight stream can start, not E dependent ones */
+static __device__ __forceinline__ int ske_expert_of(const int32_t *toffn, int E, int tile) {
+    int lane = threadIdx.x & 31, e = 0;
+    for (int j0 = 1; j0 < E; j0 += 32) {
+        int j = j0 + lane, v = j < E && toffn[j] <= tile;
+        e += __popc(__ballot_sync(0xffffffffu, v));
+    }
+    return e;
+}
+
+#ifndef SKE_U32
+#define SKE_U32 4 /* quad chunks per iteration of the 32-row tiles (16-row tiles: 4 too) */
+#endif
+
+static __device__ __forceinline__ uint32_t ske_u(const uint4 &v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+template <int NT, int U, bool BF>
+static __global__ void __launch_bounds__(SKE_WARPS * 32, 2)
+    moe_expert_sk_kernel(const void *x, const int32_t *src, const void *w, int K, int N, int glu, const int32_t *offs,
+                         const int32_t *toffn, int E, int KS, void *out, kiln_dtype odt) {
+    __shared__ float red[SKE_WARPS][NT * 4][32]; /* partial tiles, lane-minor */
+    constexpr int TR = 8 * NT;
+    int tile = blockIdx.x, e = ske_expert_of(toffn, E, tile); /* loads issued with toffn[E]'s */
+    if (tile >= toffn[E]) return; /* block-uniform: past the last tile of this step's routing */
+    int r0 = offs[e] + (tile - toffn[e]) * TR, nr = offs[e + 1] - r0;
+    if (nr > TR) nr = TR;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int s = warp & (KS - 1);
+    const int grp = (int)blockIdx.y * (SKE_WARPS / KS) + warp / KS;
+    const int C8 = K / 8, Q = (C8 + 3) >> 2; /* 16-byte chunks per row, quad chunks of 32 k */
+    const int qa = (int)((int64_t)s * Q / KS), qb = (int)((int64_t)(s + 1) * Q / KS);
+    int ra, rb, oka, okb, live;
+    if (glu) { /* gate row j, up row N + j */
+        int j = 8 * grp + gid;
+        ra = j, rb = N + j, oka = okb = j < N, live = 8 * grp < N;
+    } else {
+        ra = 16 * grp + gid, rb = ra + 8, oka = ra < N, okb = rb < N, live = 16 * grp < N;
+    }
+    const uint16_t *W = (const uint16_t *)w + (int64_t)e * (glu ? 2 * (int64_t)N : (int64_t)N) * K;
+    const uint4 *wa_p = (const uint4 *)(W + (int64_t)(oka ? ra : 0) * K) + tig; /* rows >= N: never loaded */
+    const uint4 *wb_p = (const uint4 *)(W + (int64_t)(okb ? rb : 0) * K) + tig;
+    const uint4 *x_p[NT];
+    int okx[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        int t = 8 * nt + gid, i = r0 + (t < nr ? t : 0); /* rows past the tile: never loaded */
+        x_p[nt] = (const uint4 *)((const uint16_t *)x + (int64_t)(glu ? src[i] : i) * K) + tig;
+        okx[nt] = t < nr;
+    }
+    uint64_t pol;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    if (live) { /* warp-uniform */
+        for (int q = qa; q < qb; q += U) {
+            uint4 wa[U], wb[U], xv[NT][U];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int c = 4 * (q + u), ok = q + u < qb && c + tig < C8;
+                wa[u] = kiln_ld_stream16(wa_p + c, ok & oka, pol);
+                wb[u] = kiln_ld_stream16(wb_p + c, ok & okb, pol);
+            }
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int c = 4 * (q + u), ok = q + u < qb && c + tig < C8;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) xv[nt][u] = kiln_ld_nc16(x_p[nt] + c, ok & okx[nt]);
+            }
+#pragma unroll
+            for (int u0 = 0; u0 < U; u0 += SKE_CHAIN) {
+                float tmp[NT][4];
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
+#pragma unroll
+                for (int u = u0; u < u0 + SKE_CHAIN; u++) {
+                    if (q + u < qb) {
+#pragma unroll
+                        for (int h = 0; h < 2; h++)
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++)
+                                kiln_mma16816<BF>(tmp[nt], ske_u(wa[u], 2 * h), ske_u(wb[u], 2 * h),
+                                                  ske_u(wa[u], 2 * h + 1), ske_u(wb[u], 2 * h + 1),
+                                                  ske_u(xv[nt][u], 2 * h), ske_u(xv[nt][u], 2 * h + 1));
+                    }
+                }
+                if (q + u0 < qb) {
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int i = 0; i < 4; i++) acc[nt][i] += tmp[nt][i];
+                }
+            }
+        }
+    }
+    if (KS > 1) { /* fixed-order sum of the group's slices: 0 + 1 + ... + KS - 1 */
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) red[warp][nt * 4 + i][lane] = acc[nt][i];
+        __syncthreads();
+        if (s != 0) return;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float v = acc[nt][i];
+                for (int j = 1; j < KS; j++) v += red[warp + j][nt * 4 + i][lane];
+                acc[nt][i] = v;
+            }
+    }
+    if (!live) return;
+    /* c[nt][2 hh + i] = (row t = 8 nt + 2 tig + i of the tile, weight row gid + 8 hh of the group) */
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int t = 8 * nt + 2 * tig + i;
+            if (t >= nr) continue;
+            int64_t o = (int64_t)(r0 + t) * N;
+            if (glu) {
+                if (oka) kiln_st(odt, out, o + ra, kiln_silu_mul(acc[nt][i], acc[nt][2 + i]));
+            } else {
+                if (oka) ((float *)out)[o + ra] = acc[nt][i];
+                if (okb) ((float *)out)[o + rb] = acc[nt][2 + i];
+            }
+        }
+}
+
+/* K slices per group, from K alone: slices of >= 32 SKE_MIN_SLICE_Q k, a power of two <= 8.
+ * skinny.cu takes 512 k; here longer slices pay: a block's start (the expert lookup, then the
+ * rows' offsets and tokens) is amortised over more weights, and the 8 / KS warps of a block
+ * that share a slice share its x fragments through L1. Mixtral-8x7B shape on the H200 (decode
+ * B = 1 / 16 / 64, % of floor): 512 k 69 / 82 / 60, 1024 k 71 / 86 / 68, 2048 k 69 / 87 / 74. */
+static int ske_k_slices(int K) {
+    int Q = (K / 8 + 3) / 4, ks = 1;
+    while (ks < SKE_WARPS && Q / (2 * ks) >= SKE_MIN_SLICE_Q) ks *= 2;
+    return ks;
+}
+
+template <int NT, int U, bool BF>
+static void ske_launch(const kiln_cuda_moe_args *a, const int32_t *src, const int32_t *offs, const int32_t *toffn,
+                       int tiles, cudaStream_t st) {
+    for (int glu = 1; glu >= 0; glu--) {
+        int K = glu ? a->D : a->F, N = glu ? a->F : a->D, ks = ske_k_slices(K), gpb = SKE_WARPS / ks;
+        int groups = glu ? (N + 7) / 8 : (N + 15) / 16;
+        dim3 g((unsigned)tiles, (unsigned)((groups + gpb - 1) / gpb));
+        moe_expert_sk_kernel<NT, U, BF><<<g, SKE_WARPS * 32, 0, st>>>(glu ? a->xn : a->act, src,
+                                                                      glu ? a->w_gu : a->w_down, K, N, glu, offs,
+                                                                      toffn, a->E, ks, glu ? a->act : (void *)a->y,
+                                                                      a->dt);
+    }
+}
+
 /* ---- combine ---------------------------------------------------------------------------------- */
 
 static __global__ void moe_combine_kernel(const float *y, const int32_t *sel, const int32_t *pos, const float *wts, int K,
@@ -324,7 +512,7 @@ static __global__ void moe_combine_kernel(const float *y, const int32_t *sel, co
 extern "C" void kiln_cuda_moe_scratch_bytes(int max_rows, int D, int F, int E, int K, kiln_dtype dt, size_t *idx,
                                             size_t *wts, size_t *act, size_t *y) {
     size_t P = (size_t)max_rows * (size_t)K;
-    *idx = (3 * P + 3 * ((size_t)E + 1)) * sizeof(int32_t);
+    *idx = (3 * P + 4 * ((size_t)E + 1)) * sizeof(int32_t);
     *wts = P * sizeof(float);
     *act = P * (size_t)F * (dt == KILN_DT_F32 ? 4 : 2);
     *y = P * (size_t)D * sizeof(float);
@@ -337,19 +525,33 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
         return cudaErrorInvalidValue;
     int P = a->T * a->K;
     int32_t *sel = a->idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + a->E + 1;
-    int32_t *toff16 = toff + a->E + 1;
+    int32_t *toff16 = toff + a->E + 1, *toff32 = toff16 + a->E + 1;
     moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->x_res, a->norm_w, a->eps, a->router, a->dt, a->D, a->E, a->K,
                                            sel, a->wts);
-    moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff, toff16);
-    /* tensor cores: 16-bit weights, K of both GEMMs a multiple of 32, and (tc == 1) steps with
-     * at least KILN_MOE_TC_MIN_ROWS rows per expert on average; tc == 2 forces them (tests) */
-    int tc = a->tc && a->dt != KILN_DT_F32 && a->D % 32 == 0 && a->F % 32 == 0 &&
-             (a->tc == 2 || P >= KILN_MOE_TC_MIN_ROWS * a->E);
-    int tr = tc ? TCR : R;
+    moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff, toff16, toff32);
+    /* the expert kernel (moe.h, tc): 16-bit weights take the decode kernel (tiles of 16 rows
+     * below KILN_MOE_SK32_MIN_ROWS rows per expert on average, else of 32) up to
+     * KILN_MOE_TC_MIN_ROWS rows per expert on average, the tensor-core GEMM from there (tc == 1,
+     * D and F multiples of 32); in batch-invariant mode (tc == 0) the decode kernel at every
+     * size (its bits do not depend on the tile size); f32 weights CUDA cores */
+    int b16 = a->dt != KILN_DT_F32, tc_ok = b16 && a->D % 32 == 0 && a->F % 32 == 0;
+    int path; /* 0 CUDA cores, 1 tensor-core GEMM, 2 decode kernel, tiles of 16, 3 of 32 */
+    if (!b16 || a->tc == 3) path = 0;
+    else if (a->tc == 2) path = tc_ok ? 1 : 0;
+    else if (a->tc == 4) path = 3;
+    else if (a->tc == 1 && tc_ok && P >= KILN_MOE_TC_MIN_ROWS * a->E) path = 1;
+    else path = P < KILN_MOE_SK32_MIN_ROWS * a->E ? 2 : 3;
+    int tr = path == 0 ? R : path == 3 ? 32 : TCR;
     /* tiles: sum over experts of ceil(n_e / tr) <= ceil(P / tr) + E - 1, and <= P */
     int tiles = (P + tr - 1) / tr + a->E - 1;
     if (tiles > P) tiles = P;
-    if (tc) {
+    if (path >= 2) {
+        int bf = a->dt == KILN_DT_BF16;
+        if (path == 2 && bf) ske_launch<2, 4, true>(a, src, offs, toff16, tiles, st);
+        else if (path == 2) ske_launch<2, 4, false>(a, src, offs, toff16, tiles, st);
+        else if (bf) ske_launch<4, SKE_U32, true>(a, src, offs, toff32, tiles, st);
+        else ske_launch<4, SKE_U32, false>(a, src, offs, toff32, tiles, st);
+    } else if (path == 1) {
         int cpb_gu = TC_WARPS * 16, cpb_d = TC_WARPS * 32; /* columns per block */
         dim3 g_gu((unsigned)tiles, (unsigned)((a->F + cpb_gu - 1) / cpb_gu));
         dim3 g_d((unsigned)tiles, (unsigned)((a->D + cpb_d - 1) / cpb_d));
