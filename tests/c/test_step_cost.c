@@ -5,7 +5,10 @@
  * hiccup barely moves it, keeps the
  * calibration for directions the data never varied (only pure decode steps of one size; no
  * steps at all), ignores unusable timings, and stays fixed with learning off. Then the budget:
- * the largest prefill chunk under the target, clamped to [min_chunk, max_tokens - d]. */
+ * the largest prefill chunk under the target, clamped to [min_chunk, max_tokens - d].
+ * The attention term (keys attended, in units of 1,024): the fit recovers it from steps at
+ * varied contexts, keys_of sums positions exactly, and the budget at a context is the largest
+ * chunk whose rows and keys fit (brute force over n), shrinking as the context grows. */
 #include "test.h"
 #include "engine/step_cost.h"
 
@@ -159,7 +162,45 @@ static void budget(void) {
     KT_CHECK(mono, "budget falls as decode rows grow");
 }
 
+static void attention_term(void) {
+    KT_CHECK(kiln_step_cost_kkeys(0, 1) == 1.0 / 1024 && kiln_step_cost_kkeys(9, 3) == (10 + 11 + 12) / 1024.0 &&
+                 kiln_step_cost_kkeys(5, 0) == 0,
+             "kkeys sums positions + 1");
+    /* t = 2 + 0.01 p + 0.05 d + 0.3 k over chunks at contexts 0..4000 and decode rows */
+    kiln_step_cost c;
+    kiln_step_cost_init(&c, NULL, 0, 0, 1);
+    for (int i = 0; i < 400; i++) {
+        int p = (int)(unit() * 512), d = (int)(unit() * 16), c0 = (int)(unit() * 4000);
+        if (p + d == 0) d = 1;
+        double k = kiln_step_cost_kkeys(c0, p) + d * kiln_step_cost_kkeys(c0, 1);
+        kiln_step_cost_observe(&c, p, d, k, 2.0 + 0.01 * p + 0.05 * d + 0.3 * k);
+    }
+    KT_CHECK(rel(c.theta[3], 0.3) < 1e-3 && rel(c.theta[1], 0.01) < 1e-2 && rel(c.theta[0], 2.0) < 1e-2,
+             "attention fit: %g %g %g %g", c.theta[0], c.theta[1], c.theta[2], c.theta[3]);
+    /* the budget at a context: brute force the largest n under the target */
+    double th[3] = {2.0, 0.01, 0.05};
+    kiln_step_cost_init(&c, th, 0.3, 0, 0);
+    int prev = 1 << 30, ok = 1, mono = 1;
+    for (int c0 = 0; c0 <= 4000; c0 += 250) {
+        double kd = 3 * kiln_step_cost_kkeys(c0, 1);
+        int b = kiln_step_cost_prefill_budget(&c, 3, kd, c0, 50.0, 4, 2048), best = 0;
+        for (int n = 1; n <= 2045; n++)
+            if (kiln_step_cost_predict(&c, n, 3, kd + kiln_step_cost_kkeys(c0, n)) <= 50.0) best = n;
+        if (best < 4) best = 4;
+        if (b != best) {
+            ok = 0;
+            fprintf(stderr, "context %d: budget %d, largest under the target %d\n", c0, b, best);
+        }
+        mono &= b <= prev;
+        prev = b;
+    }
+    KT_CHECK(ok, "budget with attention: the largest chunk under the target");
+    KT_CHECK(mono && prev < kiln_step_cost_prefill_budget(&c, 3, 0, 0, 50.0, 4, 2048) / 4,
+             "chunks shrink with the context (%d at 4000)", prev);
+}
+
 int main(void) {
+    attention_term();
     fit_exact();
     fit_noisy();
     fit_tracks_change();
