@@ -30,7 +30,10 @@
  * counts attention: the decode rows' keys and the prefill rows' at the context of the first
  * sequence with prefill rows to compute (step_cost.h). While learning, a step's prefill rows are
  * also at most 4x the most any step has had (from 32; e->pf_seen), so that an empty fit's first
- * guesses cannot make one step of the whole max_batch_tokens.
+ * guesses cannot make one step of the whole max_batch_tokens. With either target, when requests
+ * wait, a running sequence's prefill chunk takes at most half the step's prefill rows (at least
+ * the minimal chunk): the rest goes to the waiting ones, in order, so that a short request sent
+ * beside a long prompt starts within a step or two instead of after the whole prompt.
  *
  * Speculative decoding (spec.c): a decoding sequence that speculates gets its proposals as extra
  * rows after its decode row (r->n_draft of them, logits at all), budgeted like prefill rows; their
@@ -265,7 +268,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
 
     /* the ITL policy and the step budget: decode rows of this step (their attention's keys), and
      * the prefill rows they leave room for */
-    int n_dec = 0, pf_left = budget, pf_cut = 0, by_step = 0;
+    int n_dec = 0, pf_left = budget, pf_cut = 0, by_step = 0, share = 0;
     e->step_kk[e->cur] = 0;
     if (e->itl_target_ms > 0 || e->step_target_ms > 0) {
         double kk_dec = 0;
@@ -296,6 +299,13 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
                 if (pf_left > probe) pf_left = probe > e->itl_min_chunk ? probe : e->itl_min_chunk;
             }
             if (n_dec > 0) e->stats.sched_prefill_budget = pf_left;
+            /* a request waits behind a running prompt's chunks: that chunk takes half the rows,
+             * the waiting one(s) the rest (a short request sent beside a 4,000-token prompt is
+             * served in the next step, not after the whole prompt) */
+            if (e->n_waiting > 0 && e->n_running < e->max_seqs) {
+                share = pf_left / 2;
+                if (share < e->itl_min_chunk) share = e->itl_min_chunk;
+            }
         }
     }
     int n_pf = 0, n_dr = 0; /* rows added: prefill (and proposals), decode */
@@ -311,6 +321,10 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         if (n <= 0) { i++; continue; }
         int pf = n > 1; /* a prefill chunk (counted as such even when cut to one row) */
         if (n > budget) n = budget;
+        if (pf && share > 0 && n > share) { /* leave rows to the waiting requests */
+            n = share;
+            pf_cut = 1;
+        }
         if (pf && n > pf_left) { /* cut by the ITL policy */
             n = pf_left;
             pf_cut = 1;

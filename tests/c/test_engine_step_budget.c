@@ -29,16 +29,16 @@
 #define MAXO 48
 #define MBT 128
 #define MIN_CHUNK 4
-#define LONG 3 /* the long prompt's request */
-#define LATE 2 /* the request that arrives mid-prefill */
+#define LONG 2 /* the long prompt's request */
+#define LATE 3 /* the request that arrives mid-prefill */
 
 /* calibration: 1 ms a step, 0.05 ms a prefill row, 0.1 ms a decode row, 2 ms per 1,024 keys;
  * 8 ms a step: at context 0 a chunk of ~60 rows fits, at context 300 ~10 */
 static const double FIXED = 1.0, TOK = 0.05, ROW = 0.1, KKEY = 2.0, TARGET = 8.0;
 
-static const int k_len[NREQ] = {6, 8, 5, 350};
-static const int k_max[NREQ] = {40, 40, 12, 4};
-static const int k_at[NREQ] = {0, 0, 6, 3};
+static const int k_len[NREQ] = {6, 8, 350, 5};
+static const int k_max[NREQ] = {40, 40, 4, 12};
+static const int k_at[NREQ] = {0, 0, 3, 6}; /* added in this order */
 
 static const char *g_model;
 
