@@ -301,8 +301,9 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
             if (n_dec > 0) e->stats.sched_prefill_budget = pf_left;
             /* a request waits behind a running prompt's chunks: that chunk takes half the rows,
              * the waiting one(s) the rest (a short request sent beside a 4,000-token prompt is
-             * served in the next step, not after the whole prompt) */
-            if (e->n_waiting > 0 && e->n_running < e->max_seqs) {
+             * served in the next step, not after the whole prompt); not while no KV block is free
+             * (the waiting one could not start: the rows would be lost) */
+            if (e->n_waiting > 0 && e->n_running < e->max_seqs && kiln_kv_num_free(e->kv) > 0) {
                 share = pf_left / 2;
                 if (share < e->itl_min_chunk) share = e->itl_min_chunk;
             }
