@@ -13,7 +13,8 @@
 #   bench/serve_sweep.sh --rates "2 4 8 12" --itl "0 30" -- \
 #       --backend cuda --load-format dummy --model ../shared/models/devstral-small-2505-shape/config.json \
 #       --max-num-seqs 256 --max-batch-tokens 8192 --max-model-len 4096
-# --itl lists the policy settings: 0 = off (every step's budget is --max-batch-tokens), a number
+# --itl lists the policy settings: 0 = off (every step's budget is --max-batch-tokens: also no
+# --max-step-ms, which kiln serve on the CPU otherwise defaults to 500), a number
 # = --max-itl-ms of that many ms (the step-cost model learns from the run; add --step-cost and
 # --min-prefill-chunk after -- to calibrate it). Each setting gets a fresh server (its /metrics
 # start at zero), a warmup of --warmup requests, then one `kiln bench serve` per rate (the
@@ -99,7 +100,10 @@ trap 'stop_server; exit 130' INT TERM
 
 start_server() { # $1: itl ms (0 = off)
     local itl="$1" extra=()
-    if [ "$itl" != "0" ]; then extra=(--max-itl-ms "$itl"); fi
+    # off: no budget at all (kiln serve on the CPU otherwise defaults to --max-itl-ms 50
+    # --max-step-ms 500); on: that ITL target (the CPU's default step budget stays unless
+    # --max-step-ms 0 comes after --)
+    if [ "$itl" != "0" ]; then extra=(--max-itl-ms "$itl"); else extra=(--max-itl-ms 0 --max-step-ms 0); fi
     "$kiln" serve --host 127.0.0.1 --port "$port" --max-queue 100000 "${serve_args[@]}" "${extra[@]}" \
         2>"$out/itl${itl}.serve.log" >/dev/null &
     srv_pid=$!

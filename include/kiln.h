@@ -143,13 +143,23 @@ typedef struct kiln_spec_options {
  * calibration below; at least min_prefill_chunk rows so prefill always progresses. Steps without
  * decode rows keep the whole max_batch_tokens budget (TTFT). Off (0): every step's budget is
  * max_batch_tokens (vLLM's fixed max_num_batched_tokens). Never changes a token (greedy output
- * is identical on and off): only how prompts are cut into steps. */
+ * is identical on and off): only how prompts are cut into steps.
+ * max_step_ms > 0 bounds every step the same way, decode rows or not (a machine whose step is
+ * slow, the CPU: a 4,000-token prompt admitted alone must not hold a request that arrives next,
+ * or an abort, for the whole prompt); with both, a step with decode rows keeps the smaller. The
+ * cost model counts attention over the context (t adds per_kkey x thousands of keys attended),
+ * so chunks late in a long prompt are shorter. While the fit is learning and has not yet seen a
+ * step of many prefill rows, a step's prefill rows are at most 4x the most it has seen (from
+ * 32): the first steps probe the machine's speed instead of trusting an empty fit. */
 typedef struct kiln_sched_options {
     double max_itl_ms;          /* target step time of steps with decode rows, ms; 0 = off */
-    int min_prefill_chunk;      /* prefill rows a mixed step always gets (0: 16) */
+    double max_step_ms;         /* target time of every step, ms; 0 = off */
+    int min_prefill_chunk;      /* prefill rows a budgeted step always gets (0: 16) */
     double cost_fixed_ms;       /* calibration (the fit's prior): fixed ms per step, */
     double cost_token_ms;       /* ms per prefill row, */
-    double cost_row_ms;         /* ms per decode row; all 0: learned from nothing */
+    double cost_row_ms;         /* ms per decode row, */
+    double cost_kkey_ms;        /* ms per 1,024 keys attended (summed over the rows); all 0:
+                                 * learned from nothing */
     int cost_learn;             /* learn from step timings: default on (0 or 1); -1 = keep the
                                  * calibration fixed (deterministic budgets, for tests) */
     double cost_decay;          /* forgetting factor per step of the fit (0: 0.98) */
@@ -355,12 +365,13 @@ typedef struct kiln_engine_stats {
      * the prefill budget of the last step with decode rows, steps with both decode and prefill
      * rows, and those among them whose prefill the target cut; the last step's measured time
      * and what the model predicted for it before it ran */
-    double sched_max_itl_ms;
-    double sched_cost_fixed_ms, sched_cost_token_ms, sched_cost_row_ms;
+    double sched_max_itl_ms, sched_max_step_ms;
+    double sched_cost_fixed_ms, sched_cost_token_ms, sched_cost_row_ms, sched_cost_kkey_ms;
     uint64_t sched_cost_samples;
     int sched_prefill_budget;
     uint64_t sched_mixed_steps;
     uint64_t sched_itl_limited_steps;
+    uint64_t sched_step_limited_steps; /* steps whose prefill max_step_ms cut */
     double sched_last_step_ms, sched_last_predicted_ms;
     int max_model_len;
     int vocab_size;

@@ -170,23 +170,36 @@ int kiln_cli_engine_opt(int argc, char **argv, int *i, kiln_engine_options *o) {
         o->sched.max_itl_ms = f;
         return 1;
     }
+    if (!strcmp(a, "--max-step-ms")) { /* the step budget: every step, decode rows or not */
+        NEEDVAL();
+        double f;
+        if (kiln_cli_parse_float(val, &f) || !(f >= 0 && f <= 1e6)) {
+            fprintf(stderr, "kiln: --max-step-ms must be a number of ms >= 0 (0 = off) (got '%s')\n", val);
+            return -1;
+        }
+        o->sched.max_step_ms = f;
+        return 1;
+    }
     if (!strcmp(a, "--min-prefill-chunk")) {
         NEEDVAL();
         if (kiln_cli_parse_int(val, 1, 1 << 20, &x)) { fprintf(stderr, "kiln: bad --min-prefill-chunk '%s'\n", val); return -1; }
         o->sched.min_prefill_chunk = (int)x;
         return 1;
     }
-    if (!strcmp(a, "--step-cost")) { /* FIXED_MS,TOKEN_MS,ROW_MS: the cost model's calibration */
+    if (!strcmp(a, "--step-cost")) { /* FIXED_MS,TOKEN_MS,ROW_MS[,KKEY_MS]: the cost model's calibration */
         NEEDVAL();
-        double v[3];
+        double v[4] = {0, 0, 0, 0};
         char extra;
-        if (sscanf(val, "%lf,%lf,%lf%c", &v[0], &v[1], &v[2], &extra) != 3 || !(v[0] >= 0 && v[1] >= 0 && v[2] >= 0)) {
-            fprintf(stderr, "kiln: --step-cost takes FIXED_MS,TOKEN_MS,ROW_MS (>= 0), e.g. 8,0.02,0.05 (got '%s')\n", val);
+        int n = sscanf(val, "%lf,%lf,%lf,%lf%c", &v[0], &v[1], &v[2], &v[3], &extra);
+        if ((n != 3 && n != 4) || !(v[0] >= 0 && v[1] >= 0 && v[2] >= 0 && v[3] >= 0)) {
+            fprintf(stderr, "kiln: --step-cost takes FIXED_MS,TOKEN_MS,ROW_MS[,KKEY_MS] (>= 0; KKEY_MS: per 1,024 keys "
+                    "attended), e.g. 8,0.02,0.05 (got '%s')\n", val);
             return -1;
         }
         o->sched.cost_fixed_ms = v[0];
         o->sched.cost_token_ms = v[1];
         o->sched.cost_row_ms = v[2];
+        o->sched.cost_kkey_ms = v[3];
         return 1;
     }
     if (!strcmp(a, "--no-step-cost-learn")) { o->sched.cost_learn = -1; return 1; }

@@ -26,8 +26,10 @@
 #include "util/alloc.h"
 #include "util/timeutil.h"
 #ifdef KILN_HAVE_CURL
-#include <curl/curl.h>
+#include "cli/curl_lazy.h"
 #include <jansson.h>
+
+static const kiln_curl_api *kc; /* libcurl, loaded when the command starts */
 
 typedef struct dist { int lo, hi; } dist;
 
@@ -148,12 +150,12 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud) {
 
 static void *worker(void *arg) {
     bs_ctx *c = arg;
-    CURL *h = curl_easy_init();
-    struct curl_slist *hd = curl_slist_append(NULL, "Content-Type: application/json");
+    CURL *h = kc->easy_init();
+    struct curl_slist *hd = kc->slist_append(NULL, "Content-Type: application/json");
     char auth[600];
     if (c->api_key) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        hd = curl_slist_append(hd, auth);
+        hd = kc->slist_append(hd, auth);
     }
     for (;;) {
         int i = atomic_fetch_add(&c->next, 1);
@@ -164,26 +166,26 @@ static void *worker(void *arg) {
             struct timespec ts = {(time_t)wait, (long)((wait - floor(wait)) * 1e9)};
             nanosleep(&ts, NULL);
         }
-        curl_easy_reset(h);
-        curl_easy_setopt(h, CURLOPT_URL, c->url);
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+        kc->easy_reset(h);
+        kc->easy_setopt(h, CURLOPT_URL, c->url);
+        kc->easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+        kc->easy_setopt(h, CURLOPT_POSTFIELDS, r->body);
+        kc->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+        kc->easy_setopt(h, CURLOPT_WRITEDATA, r);
+        kc->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        kc->easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
         r->start = kiln_now();
-        CURLcode cc = curl_easy_perform(h);
+        CURLcode cc = kc->easy_perform(h);
         r->latency = kiln_now() - r->start;
         long code = 0;
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-        if (cc != CURLE_OK) snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(cc));
+        kc->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        if (cc != CURLE_OK) snprintf(r->err, sizeof r->err, "%s", kc->easy_strerror(cc));
         else if (code != 200 && !r->err[0]) snprintf(r->err, sizeof r->err, "HTTP %ld: %.100s", code, r->buf ? r->buf : "");
         r->ok = !r->err[0] && r->n_chunks > 0;
         if (r->ok && r->n_out < 0) r->n_out = r->n_chunks;
     }
-    curl_slist_free_all(hd);
-    if (h) curl_easy_cleanup(h);
+    kc->slist_free_all(hd);
+    if (h) kc->easy_cleanup(h);
     return NULL;
 }
 
@@ -220,16 +222,16 @@ static const char *const k_words[] = {"the", "cat", "sat", "on", "a", "mat", "an
 static char *fetch_model_name(const char *base) {
     char url[1200];
     snprintf(url, sizeof url, "%s/v1/models", base);
-    CURL *h = curl_easy_init();
+    CURL *h = kc->easy_init();
     if (!h) return NULL;
     req_res tmp;
     memset(&tmp, 0, sizeof tmp);
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &tmp);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 10L);
+    kc->easy_setopt(h, CURLOPT_URL, url);
+    kc->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    kc->easy_setopt(h, CURLOPT_WRITEDATA, &tmp);
+    kc->easy_setopt(h, CURLOPT_TIMEOUT, 10L);
     char *name = NULL;
-    if (curl_easy_perform(h) == CURLE_OK && tmp.buf) {
+    if (kc->easy_perform(h) == CURLE_OK && tmp.buf) {
         json_error_t je;
         json_t *j = json_loads(tmp.buf, 0, &je);
         json_t *id = json_object_get(json_array_get(json_object_get(j, "data"), 0), "id");
@@ -237,7 +239,7 @@ static char *fetch_model_name(const char *base) {
         json_decref(j);
     }
     kiln_free(tmp.buf);
-    curl_easy_cleanup(h);
+    kc->easy_cleanup(h);
     return name;
 }
 
@@ -274,7 +276,9 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
         if (bad) { fprintf(stderr, "kiln bench serve: bad value '%s' for %s\n", v, a); return 2; }
     }
     if (conc <= 0) conc = isfinite(rate) ? (nreq < 1024 ? nreq : 1024) : (nreq < 64 ? nreq : 64);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) { fprintf(stderr, "kiln bench serve: libcurl init failed\n"); return 1; }
+    char lmsg[256];
+    if (!(kc = kiln_curl_load(lmsg, sizeof lmsg))) { fprintf(stderr, "kiln bench serve: %s\n", lmsg); return 1; }
+    if (kc->global_init(CURL_GLOBAL_DEFAULT) != 0) { fprintf(stderr, "kiln bench serve: libcurl init failed\n"); return 1; }
     char url[1200];
     snprintf(url, sizeof url, "%s/v1/completions", base);
     char *fetched = model ? NULL : fetch_model_name(base);
@@ -401,7 +405,7 @@ int kiln_cmd_bench_serve(int argc, char **argv) {
     if (!rc && ok == 0) rc = 1;
     for (int i = 0; i < n; i++) { kiln_free(res[i].itl); kiln_free(res[i].buf); free(res[i].body); }
     kiln_free(res); kiln_free(arrival); kiln_free(th); kiln_free(ttft); kiln_free(tpot); kiln_free(e2e); kiln_free(itl); kiln_free(fetched);
-    curl_global_cleanup();
+    kc->global_cleanup();
     return rc;
 }
 #else

@@ -8,8 +8,13 @@
  *              [--speculative ngram --num-speculative-tokens K --ngram-prompt-lookup-max N
  *               --ngram-prompt-lookup-min N] [--draft-model PATH]
  *              [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]
- *              [--load-format dummy] [--max-batch-tokens N] [--max-itl-ms MS ...]
+ *              [--load-format dummy] [--max-batch-tokens N] [--max-itl-ms MS ...] [--max-step-ms MS]
  *              and every other engine option of kiln_cli_engine_opt (cli.h)
+ *
+ * On the CPU backend the step budgets default on (SERVE_CPU_*: --max-itl-ms 50, --max-step-ms
+ * 500, --min-prefill-chunk 4): a CPU step is slow enough that one 4,000-token prompt taken in
+ * max_batch_tokens chunks would stall every decode and every new request for seconds. A flag or
+ * its variable (KILN_MAX_ITL_MS, KILN_MAX_STEP_MS; 0 = off) overrides.
  *
  * Flags (and the environment, env.c) become kiln_server_options; the engine is opened here and
  * lent to the server facade (src/server/server.h), whose run owns the threads, the signals and
@@ -38,11 +43,23 @@ static void usage(void) {
             "                   --ngram-prompt-lookup-min N] [--draft-model PATH]\n"
             "                  [--timeout-keep-alive S] [--ssl-keyfile PEM --ssl-certfile PEM]\n"
             "                  [--load-format auto|dummy] [--max-batch-tokens N] [--block-size N] [--kv-blocks N]\n"
-            "                  [--max-itl-ms MS [--min-prefill-chunk N] [--step-cost FIXED,TOKEN,ROW] [--no-step-cost-learn]]\n"
+            "                  [--max-itl-ms MS] [--max-step-ms MS] [--min-prefill-chunk N]\n"
+            "                  [--step-cost FIXED,TOKEN,ROW[,KKEY]] [--no-step-cost-learn]\n"
+            "                  (cpu backend defaults: --max-itl-ms 50 --max-step-ms 500 --min-prefill-chunk 4)\n"
             "                  (and every engine option of `kiln generate`)\n"
             "Endpoints: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, GET /health,\n"
             "GET /metrics, POST /tokenize, POST /detokenize (see docs/server.md).\n"
             "The API key may also come from env KILN_API_KEY.\n");
+}
+
+/* the CPU backend's step budgets (see the top) */
+#define SERVE_CPU_MAX_ITL_MS 50.0
+#define SERVE_CPU_MAX_STEP_MS 500.0
+#define SERVE_CPU_MIN_CHUNK 4
+
+static int env_set(const char *name) {
+    const char *v = getenv(name);
+    return v && *v;
 }
 
 static int parse_int(const char *opt, const char *v, int lo, int hi, int *out) {
@@ -76,6 +93,10 @@ int kiln_cmd_serve(int argc, char **argv) {
     kiln_engine_options eo;
     kiln_cli_engine_defaults(&eo); /* KILN_* of the README; the flags below win */
     int max_queue = 256;
+    /* -1: not set by a variable or a flag (then the backend's serve default, below) */
+    if (!env_set("KILN_MAX_ITL_MS")) eo.sched.max_itl_ms = -1;
+    if (!env_set("KILN_MAX_STEP_MS")) eo.sched.max_step_ms = -1;
+    if (eo.sched.min_prefill_chunk == 0) eo.sched.min_prefill_chunk = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -100,6 +121,11 @@ int kiln_cmd_serve(int argc, char **argv) {
         if (rc) return 2;
         i++;
     }
+    int on_cpu = !eo.backend || !strcmp(eo.backend, "cpu");
+    int budgets = eo.sched.max_itl_ms < 0 || eo.sched.max_step_ms < 0;
+    if (eo.sched.max_itl_ms < 0) eo.sched.max_itl_ms = on_cpu ? SERVE_CPU_MAX_ITL_MS : 0;
+    if (eo.sched.max_step_ms < 0) eo.sched.max_step_ms = on_cpu ? SERVE_CPU_MAX_STEP_MS : 0;
+    if (eo.sched.min_prefill_chunk < 0) eo.sched.min_prefill_chunk = on_cpu && budgets ? SERVE_CPU_MIN_CHUNK : 0;
     const char *model = eo.model_path;
     int max_seqs = eo.max_seqs;
     if (!model) { fprintf(stderr, "kiln serve: --model is required\n"); usage(); return 2; }
@@ -131,12 +157,12 @@ int kiln_cmd_serve(int argc, char **argv) {
     kiln_engine *engine = NULL;
     kiln_server *srv = NULL;
     int rc = kiln_engine_open(&engine, &eo, &err);
-    if (!rc && eo.sched.max_itl_ms > 0)
-        fprintf(stderr, "kiln serve: chunked-prefill ITL policy: steps with decode rows kept under %g ms (min chunk %d, "
-                "step cost %s %g + %g/prefill row + %g/decode row ms)\n", eo.sched.max_itl_ms,
-                eo.sched.min_prefill_chunk > 0 ? eo.sched.min_prefill_chunk : 16,
+    if (!rc && (eo.sched.max_itl_ms > 0 || eo.sched.max_step_ms > 0))
+        fprintf(stderr, "kiln serve: chunked-prefill budgets: steps with decode rows under %g ms, every step under %g ms "
+                "(0 = off; min chunk %d, step cost %s %g + %g/prefill row + %g/decode row + %g/1024 keys ms)\n",
+                eo.sched.max_itl_ms, eo.sched.max_step_ms, eo.sched.min_prefill_chunk > 0 ? eo.sched.min_prefill_chunk : 16,
                 eo.sched.cost_learn < 0 ? "fixed at" : "learned from", eo.sched.cost_fixed_ms, eo.sched.cost_token_ms,
-                eo.sched.cost_row_ms);
+                eo.sched.cost_row_ms, eo.sched.cost_kkey_ms);
     if (!rc) rc = kiln_server_open(&srv, engine, &so, &err);
     if (!rc) atomic_store(&g_serving, srv);
     if (!rc) rc = kiln_server_run(srv, &err);

@@ -60,6 +60,13 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
         if (*end || !(f >= 0)) fprintf(stderr, "kiln: warning: KILN_MAX_ITL_MS=%s ignored (ms >= 0)\n", itl);
         else o->sched.max_itl_ms = f;
     }
+    const char *stp = getenv("KILN_MAX_STEP_MS"); /* the step budget (--max-step-ms) */
+    if (stp && *stp) {
+        char *end;
+        double f = strtod(stp, &end);
+        if (*end || !(f >= 0)) fprintf(stderr, "kiln: warning: KILN_MAX_STEP_MS=%s ignored (ms >= 0)\n", stp);
+        else o->sched.max_step_ms = f;
+    }
     int mb = 0;
     env_int("KILN_SCRATCH_POOL_MB", 1, 1 << 30, &mb);
     if (mb > 0) o->scratch_pool_mb = (size_t)mb;

@@ -322,18 +322,22 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     /* the chunked-prefill ITL policy (scheduler.c, step_cost.h) */
     {
         const kiln_sched_options *so = &o->sched;
-        if (!(so->max_itl_ms >= 0) || !(so->cost_fixed_ms >= 0) || !(so->cost_token_ms >= 0) ||
-            !(so->cost_row_ms >= 0) || so->min_prefill_chunk < 0 || !(so->cost_decay >= 0 && so->cost_decay <= 1)) {
+        if (!(so->max_itl_ms >= 0) || !(so->max_step_ms >= 0) || !(so->cost_fixed_ms >= 0) ||
+            !(so->cost_token_ms >= 0) || !(so->cost_row_ms >= 0) || !(so->cost_kkey_ms >= 0) ||
+            so->min_prefill_chunk < 0 || !(so->cost_decay >= 0 && so->cost_decay <= 1)) {
             rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "engine: sched options out of range (max_itl_ms %g, "
-                          "min_prefill_chunk %d, cost %g/%g/%g ms, decay %g)", so->max_itl_ms, so->min_prefill_chunk,
-                          so->cost_fixed_ms, so->cost_token_ms, so->cost_row_ms, so->cost_decay);
+                          "max_step_ms %g, min_prefill_chunk %d, cost %g/%g/%g/%g ms, decay %g)", so->max_itl_ms,
+                          so->max_step_ms, so->min_prefill_chunk, so->cost_fixed_ms, so->cost_token_ms,
+                          so->cost_row_ms, so->cost_kkey_ms, so->cost_decay);
             goto fail;
         }
         double prior[3] = {so->cost_fixed_ms, so->cost_token_ms, so->cost_row_ms};
         e->itl_target_ms = so->max_itl_ms;
+        e->step_target_ms = so->max_step_ms;
         e->itl_min_chunk = so->min_prefill_chunk > 0 ? so->min_prefill_chunk : 16;
-        kiln_step_cost_init(&e->cost, prior, so->cost_decay, so->cost_learn >= 0);
+        kiln_step_cost_init(&e->cost, prior, so->cost_kkey_ms, so->cost_decay, so->cost_learn >= 0);
         e->stats.sched_max_itl_ms = e->itl_target_ms;
+        e->stats.sched_max_step_ms = e->step_target_ms;
     }
     kiln_backend_config bc = {
         .max_tokens = e->max_batch_tokens,
@@ -658,6 +662,7 @@ static int encode(kiln_engine *e, int k, double *t_backend, kiln_error *err) {
     if (e->pending >= 0) e->stats.overlapped_steps++;
     if (e->step_np[k] > 0 && e->step_nd[k] > 0) e->stats.sched_mixed_steps++;
     e->stats.sched_itl_limited_steps += (uint64_t)e->step_cut[k];
+    e->stats.sched_step_limited_steps += (uint64_t)e->step_cut_max[k];
     mark_encoded(e, k);
     return KILN_OK;
 }
@@ -713,7 +718,8 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
     if (!rc) { /* the step's time, for the ITL policy's cost model (scheduler.c) */
         double now = kiln_now(), t0 = e->step_t_begin[k] > e->t_done ? e->step_t_begin[k] : e->t_done;
         double ms = 1e3 * (now - t0);
-        kiln_step_cost_observe(&e->cost, e->step_np[k], e->step_nd[k], ms);
+        kiln_step_cost_observe(&e->cost, e->step_np[k], e->step_nd[k], e->step_kk[k], ms);
+        if (e->step_np[k] > e->pf_seen) e->pf_seen = e->step_np[k];
         e->stats.sched_last_step_ms = ms;
         e->stats.sched_last_predicted_ms = e->step_pred_ms[k];
         e->t_done = now;
@@ -857,6 +863,7 @@ void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s) {
     s->sched_cost_fixed_ms = e->cost.theta[0];
     s->sched_cost_token_ms = e->cost.theta[1];
     s->sched_cost_row_ms = e->cost.theta[2];
+    s->sched_cost_kkey_ms = e->cost.theta[3];
     s->sched_cost_samples = e->cost.n_obs;
 }
 

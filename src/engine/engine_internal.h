@@ -131,9 +131,13 @@ struct kiln_engine {
      * prediction; t_done is when the last step was applied (a step's time runs from the later
      * of that and its build call's start to its own application: the interval between tokens) */
     double itl_target_ms;
+    double step_target_ms;  /* sched.max_step_ms: every step (0 = off) */
     int itl_min_chunk;
+    int pf_seen;            /* the most prefill rows of one step observed (the probe, kiln.h) */
     kiln_step_cost cost;
     int step_np[2], step_nd[2], step_cut[2]; /* step_cut: the target cut its prefill */
+    int step_cut_max[2];    /* max_step_ms cut its prefill */
+    double step_kk[2];      /* attention's keys of the step / KILN_COST_KKEY (step_cost.h) */
     double step_t_begin[2], step_pred_ms[2], t_done, t_call;
     int fault_extra_sync;  /* opt.faults.extra_sync: every step waits twice (I1 broken) */
     int fault_break_batch; /* opt.faults.break_batch: host logits of a batch perturbed (I5 broken) */

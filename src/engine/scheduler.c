@@ -25,6 +25,15 @@
  * without decode rows keep the whole max_batch_tokens budget. A sequence whose chunk the cap
  * cut to 0 waits for the next step (in order: the oldest prompt progresses first). Only the cut
  * of prompts into steps changes, never a token.
+ * The step budget (e->step_target_ms > 0, sched.max_step_ms): the same cap on every step,
+ * decode rows or not (with both, the smaller target where there are decode rows). The model
+ * counts attention: the decode rows' keys and the prefill rows' at the context of the first
+ * sequence with prefill rows to compute (step_cost.h). While learning, a step's prefill rows are
+ * also at most 4x the most any step has had (from 32; e->pf_seen), so that an empty fit's first
+ * guesses cannot make one step of the whole max_batch_tokens. With either target, when requests
+ * wait, a running sequence's prefill chunk takes at most half the step's prefill rows (at least
+ * the minimal chunk): the rest goes to the waiting ones, in order, so that a short request sent
+ * beside a long prompt starts within a step or two instead of after the whole prompt.
  *
  * Speculative decoding (spec.c): a decoding sequence that speculates gets its proposals as extra
  * rows after its decode row (r->n_draft of them, logits at all), budgeted like prefill rows; their
@@ -257,19 +266,47 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
                 return KILN_OK;
             }
 
-    /* the ITL policy: decode rows of this step, and the prefill rows they leave room for */
-    int n_dec = 0, pf_left = budget, pf_cut = 0;
-    if (e->itl_target_ms > 0) {
+    /* the ITL policy and the step budget: decode rows of this step (their attention's keys), and
+     * the prefill rows they leave room for */
+    int n_dec = 0, pf_left = budget, pf_cut = 0, by_step = 0, share = 0;
+    e->step_kk[e->cur] = 0;
+    if (e->itl_target_ms > 0 || e->step_target_ms > 0) {
+        double kk_dec = 0;
+        int c0 = -1; /* the first prefill's next position */
         for (int i = 0; i < e->n_running; i++) {
             const kiln_req *r = e->running[i];
-            int virt = r->n_tokens + r->n_inflight;
+            int virt = r->n_tokens + r->n_inflight, base = r->n_computed + r->n_sched;
             if (r->n_inflight > 0 && (virt - r->n_prompt >= r->max_new || virt >= e->max_model_len)) continue;
-            n_dec += virt - (r->n_computed + r->n_sched) == 1;
+            if (virt - base == 1) {
+                n_dec++;
+                kk_dec += kiln_step_cost_kkeys(base, 1);
+            } else if (virt - base > 1 && c0 < 0) {
+                c0 = base;
+            }
         }
+        if (c0 < 0 && e->n_waiting > 0) c0 = e->waiting[0]->n_computed; /* (before its prefix lookup) */
         if (n_dec > budget) n_dec = budget;
-        if (n_dec > 0) {
-            pf_left = kiln_step_cost_prefill_budget(&e->cost, n_dec, e->itl_target_ms, e->itl_min_chunk, budget);
-            e->stats.sched_prefill_budget = pf_left;
+        double target = n_dec > 0 && e->itl_target_ms > 0 ? e->itl_target_ms : 0;
+        if (e->step_target_ms > 0 && (target == 0 || e->step_target_ms < target)) {
+            target = e->step_target_ms;
+            by_step = 1;
+        }
+        if (target > 0) {
+            pf_left = kiln_step_cost_prefill_budget(&e->cost, n_dec, kk_dec, c0 < 0 ? 0 : c0, target,
+                                                    e->itl_min_chunk, budget);
+            if (by_step && e->cost.learn) { /* the probe (see the top) */
+                int probe = 4 * e->pf_seen > 32 ? 4 * e->pf_seen : 32;
+                if (pf_left > probe) pf_left = probe > e->itl_min_chunk ? probe : e->itl_min_chunk;
+            }
+            if (n_dec > 0) e->stats.sched_prefill_budget = pf_left;
+            /* a request waits behind a running prompt's chunks: that chunk takes half the rows,
+             * the waiting one(s) the rest (a short request sent beside a 4,000-token prompt is
+             * served in the next step, not after the whole prompt); not while no KV block is free
+             * (the waiting one could not start: the rows would be lost) */
+            if (e->n_waiting > 0 && e->n_running < e->max_seqs && kiln_kv_num_free(e->kv) > 0) {
+                share = pf_left / 2;
+                if (share < e->itl_min_chunk) share = e->itl_min_chunk;
+            }
         }
     }
     int n_pf = 0, n_dr = 0; /* rows added: prefill (and proposals), decode */
@@ -285,6 +322,10 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         if (n <= 0) { i++; continue; }
         int pf = n > 1; /* a prefill chunk (counted as such even when cut to one row) */
         if (n > budget) n = budget;
+        if (pf && share > 0 && n > share) { /* leave rows to the waiting requests */
+            n = share;
+            pf_cut = 1;
+        }
         if (pf && n > pf_left) { /* cut by the ITL policy */
             n = pf_left;
             pf_cut = 1;
@@ -311,6 +352,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         }
         if (preempted_self) break; /* r was the last running sequence */
         if (add_to_step(e, r, base, n + k)) {
+            e->step_kk[e->cur] += kiln_step_cost_kkeys(base, n + k);
             budget -= n + k;
             if (!pf) n_dr++;
             else { n_pf += n; pf_left -= n; }
@@ -355,6 +397,7 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
         e->n_waiting--;
         r->state = KILN_REQ_RUNNING;
         e->running[e->n_running++] = r;
+        e->step_kk[e->cur] += kiln_step_cost_kkeys(r->n_computed, n);
         (void)add_to_step(e, r, r->n_computed, n); /* fits: checked above (n_sched is 0) */
         budget -= n;
         pf_left -= n;
@@ -363,7 +406,9 @@ int kiln_sched_build_step(kiln_engine *e, int *need_drain, kiln_error *err) {
     /* for the cost model: what this step holds, and what it is predicted to take */
     e->step_np[e->cur] = n_pf;
     e->step_nd[e->cur] = n_dr;
-    e->step_pred_ms[e->cur] = kiln_step_cost_predict(&e->cost, n_pf, n_dr);
-    e->step_cut[e->cur] = n_dr > 0 && pf_cut && e->itl_target_ms > 0; /* counted when encoded */
+    e->step_pred_ms[e->cur] = kiln_step_cost_predict(&e->cost, n_pf, n_dr, e->step_kk[e->cur]);
+    /* counted when encoded */
+    e->step_cut[e->cur] = n_dr > 0 && pf_cut && e->itl_target_ms > 0 && !by_step;
+    e->step_cut_max[e->cur] = pf_cut && by_step;
     return KILN_OK;
 }

@@ -2,13 +2,17 @@
  * docs/scheduling.md).
  *
  * One step's time is modelled as
- *     t(p, d) = fixed + per_token * p + per_row * d      (milliseconds)
+ *     t(p, d, k) = fixed + per_token * p + per_row * d + per_kkey * k      (milliseconds)
  * p = prefill rows of the step (prompt chunks, recomputation after preemption, speculative
- * proposals), d = decode rows (one per decoding sequence). The coefficients are fitted online
+ * proposals), d = decode rows (one per decoding sequence), k = attention's work: the keys every
+ * row of the step attends to, summed, in thousands (KILN_COST_KKEY keys; a row at position j
+ * attends to j + 1). The matmuls cost per row whatever the context; attention grows with it: a
+ * chunk of 256 rows at position 3,000 of a 4,000-token prompt does ~12x the attention work of
+ * the first chunk, which a per-row cost alone would miss. The coefficients are fitted online
  * from the engine's own step timings by exponentially weighted ridge least squares: sums
- * A = sum w x x^T and b = sum w x y over x = (1, p, d), decayed by `decay` at every observation
+ * A = sum w x x^T and b = sum w x y over x = (1, p, d, k), decayed by `decay` at every observation
  * (an effective memory of 1 / (1 - decay) steps), solved as (A + R) theta = b + R theta0 where
- * theta0 is the calibration (the prior; 0 when none) and R = 1e-3 diag(1, 64^2, 16^2): a
+ * theta0 is the calibration (the prior; 0 when none) and R = 1e-3 diag(1, 64^2, 16^2, 64^2): a
  * thousandth of a pseudo-observation at nominal feature sizes, so the data decides every
  * direction it varied while one it never varied (no decode rows seen yet, or always the same
  * count of them) keeps the prior instead of making the system singular. Negative fitted
@@ -16,30 +20,41 @@
  * observations a timing counts at most 3x its prediction: one hiccup of the host does not
  * distort the next ~50 budgets, while a real change of regime (2x slower) is still followed.
  *
- * The budget: the most prefill rows p such that t(p, d) <= target, at least min_chunk (prefill
- * always progresses) and at most max_tokens - d. Pure functions of the state: the tests feed
- * synthetic timings.
+ * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target, where k_d is the
+ * decode rows' attention and k_p that of p rows from position c0 (the first prefilling
+ * sequence's next row: all prefill rows are counted at its context); at least min_chunk
+ * (prefill always progresses) and at most max_tokens - d. Pure functions of the state: the tests
+ * feed synthetic timings.
  */
 #ifndef KILN_ENGINE_STEP_COST_H
 #define KILN_ENGINE_STEP_COST_H
 #include <stdint.h>
 
+#define KILN_COST_KKEY 1024.0 /* keys per unit of the attention feature k */
+enum { KILN_COST_NF = 4 };    /* features: 1, p, d, k */
+
 typedef struct kiln_step_cost {
-    double A[3][3], b[3];  /* decayed normal equations over x = (1, p, d), y in ms */
-    double prior[3];       /* theta0: fixed ms, ms per prefill row, ms per decode row */
-    double theta[3];       /* the current fit (clamped >= 0) */
+    double A[KILN_COST_NF][KILN_COST_NF], b[KILN_COST_NF]; /* decayed normal equations over x, y in ms */
+    double prior[KILN_COST_NF]; /* theta0: fixed ms, ms per prefill row, per decode row, per k unit */
+    double theta[KILN_COST_NF]; /* the current fit (clamped >= 0) */
     double decay;          /* forgetting factor per observation, in (0, 1] */
     int learn;             /* 0: theta stays the prior (calibration only) */
     uint64_t n_obs;        /* observations taken */
 } kiln_step_cost;
 
-/* decay <= 0 or > 1: 0.98. prior may be NULL (all 0). */
-void kiln_step_cost_init(kiln_step_cost *c, const double prior[3], double decay, int learn);
-/* one measured step of p prefill rows and d decode rows that took ms milliseconds (ignored
- * when learning is off, the step is empty or ms is not a positive finite number) */
-void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double ms);
-double kiln_step_cost_predict(const kiln_step_cost *c, int p, int d);
-/* prefill rows allowed in a step with d decode rows under target_ms (see above) */
-int kiln_step_cost_prefill_budget(const kiln_step_cost *c, int d, double target_ms, int min_chunk, int max_tokens);
+/* decay <= 0 or > 1: 0.98. prior may be NULL (all 0): fixed, per prefill row, per decode row;
+ * attn_prior: ms per KILN_COST_KKEY attended keys (0: learned from nothing). */
+void kiln_step_cost_init(kiln_step_cost *c, const double prior[3], double attn_prior, double decay, int learn);
+/* one measured step of p prefill rows and d decode rows attending to kkeys thousand keys in all
+ * (k above) that took ms milliseconds (ignored when learning is off, the step is empty or ms is
+ * not a positive finite number) */
+void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double kkeys, double ms);
+double kiln_step_cost_predict(const kiln_step_cost *c, int p, int d, double kkeys);
+/* k of n consecutive rows from position c0: sum_{j=c0}^{c0+n-1} (j + 1) / KILN_COST_KKEY */
+double kiln_step_cost_kkeys(int c0, int n);
+/* prefill rows allowed in a step with d decode rows attending to kkeys_dec (k units) under
+ * target_ms, the prefill rows counted from position c0 (see above) */
+int kiln_step_cost_prefill_budget(const kiln_step_cost *c, int d, double kkeys_dec, int c0, double target_ms,
+                                  int min_chunk, int max_tokens);
 
 #endif

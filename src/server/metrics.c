@@ -162,11 +162,15 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     /* the chunked-prefill ITL policy (kiln_sched_options, docs/scheduling.md) */
     head(b, "kiln:sched_max_itl_seconds", "gauge", "Target step time of steps with decode rows (0: the ITL policy is off).");
     kiln_buf_addf(b, "kiln:sched_max_itl_seconds{%s} %.9g\n", lab, 1e-3 * s->sched_max_itl_ms);
+    head(b, "kiln:sched_max_step_seconds", "gauge", "Target time of every step (0: the step budget is off).");
+    kiln_buf_addf(b, "kiln:sched_max_step_seconds{%s} %.9g\n", lab, 1e-3 * s->sched_max_step_ms);
     head(b, "kiln:sched_step_cost_seconds", "gauge",
-         "Step-cost model fitted from step timings: fixed per step, per prefill row, per decode row.");
+         "Step-cost model fitted from step timings: fixed per step, per prefill row, per decode row, per 1024 keys "
+         "attended.");
     kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"fixed\"} %.9g\n", lab, 1e-3 * s->sched_cost_fixed_ms);
     kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"prefill_token\"} %.9g\n", lab, 1e-3 * s->sched_cost_token_ms);
     kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"decode_row\"} %.9g\n", lab, 1e-3 * s->sched_cost_row_ms);
+    kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"attention_kkey\"} %.9g\n", lab, 1e-3 * s->sched_cost_kkey_ms);
     head(b, "kiln:sched_step_cost_samples_total", "counter", "Step timings the step-cost model has taken.");
     kiln_buf_addf(b, "kiln:sched_step_cost_samples_total{%s} %llu\n", lab, (unsigned long long)s->sched_cost_samples);
     head(b, "kiln:sched_prefill_budget_tokens", "gauge", "Prefill rows allowed in the last step with decode rows.");
@@ -175,6 +179,8 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     kiln_buf_addf(b, "kiln:sched_mixed_steps_total{%s} %llu\n", lab, (unsigned long long)s->sched_mixed_steps);
     head(b, "kiln:sched_itl_limited_steps_total", "counter", "Steps with decode rows whose prefill the ITL target cut.");
     kiln_buf_addf(b, "kiln:sched_itl_limited_steps_total{%s} %llu\n", lab, (unsigned long long)s->sched_itl_limited_steps);
+    head(b, "kiln:sched_step_limited_steps_total", "counter", "Steps whose prefill the step budget (max step time) cut.");
+    kiln_buf_addf(b, "kiln:sched_step_limited_steps_total{%s} %llu\n", lab, (unsigned long long)s->sched_step_limited_steps);
     head(b, "kiln:sched_last_step_seconds", "gauge", "The last step's measured time (between tokens).");
     kiln_buf_addf(b, "kiln:sched_last_step_seconds{%s} %.9g\n", lab, 1e-3 * s->sched_last_step_ms);
     head(b, "kiln:sched_last_step_predicted_seconds", "gauge", "The step-cost model's prediction for the last step.");

@@ -11,6 +11,9 @@
  *     and bit-identical whatever the thread count and the prefetch flag;
  *   - attention windows (1, 5, 31 keys) against the windowed float64 reference on every ISA; a
  *     window as long as the context gives the bits of full attention;
+ *   - query blocks (q_block 2, 3, 7, 16, 64: rows of a sequence sharing each K/V read) give the
+ *     bits of one row at a time, on every ISA, with and without windows, 1 and 3 threads, over
+ *     sequences of 1..64 query rows;
  *   - inconsistent arguments are KILN_ERR_INVALID_ARG. */
 #include <math.h>
 #include "test.h"
@@ -19,7 +22,7 @@
 #include "util/error.h"
 #include "util/threads.h"
 
-enum { MAX_SEQS = 5, MAX_LEN = 96 };
+enum { MAX_SEQS = 5, MAX_LEN = 96, MAX_QB = 64 };
 
 typedef struct shape { int H, KV, hd, bs; } shape;
 
@@ -69,7 +72,7 @@ static void make_problem(problem *p, shape sh, unsigned long long *seed) {
                     for (int e = 0; e < sh.hd; e++) d[e] = kt_randf(seed);
                 }
         /* query rows: the last nq positions (1 = decode) */
-        int nq = 1 + (int)(kt_rand_u64(seed) % (unsigned)(p->ctx[i] < 24 ? p->ctx[i] : 24));
+        int nq = 1 + (int)(kt_rand_u64(seed) % (unsigned)(p->ctx[i] < 64 ? p->ctx[i] : 64));
         if (kt_rand_u64(seed) % 3 == 0) nq = 1;
         p->qs[i] = t;
         for (int j = p->ctx[i] - nq; j < p->ctx[i]; j++) p->pos[t++] = j;
@@ -144,7 +147,7 @@ int main(void) {
             double *ref = malloc(sizeof(double) * n);
             float *ref32 = malloc(sizeof(float) * n), *first = malloc(sizeof(float) * n);
             float *att = kiln_malloc_aligned(n * sizeof(float));
-            float *scores = kiln_malloc_aligned(sizeof(float) * 3 * (s->H / s->KV) * MAX_LEN);
+            float *scores = kiln_malloc_aligned(sizeof(float) * 3 * MAX_QB * (s->H / s->KV) * MAX_LEN);
             reference(&p, 0, ref);
             for (size_t i = 0; i < n; i++) ref32[i] = (float)ref[i];
             for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
@@ -198,6 +201,33 @@ int main(void) {
                              s->KV, s->hd, windows[wi], w);
                 }
             }
+            /* query blocks: the bits of one row at a time, whatever the block, windows and threads */
+            static const int qbs[] = {2, 3, 7, 16, MAX_QB};
+            float *one = malloc(sizeof(float) * n);
+            for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+                kiln_attn_kernels k;
+                if (!kiln_isa_supported((kiln_isa)isa) || kiln_cpu_attn_lookup((kiln_isa)isa, &k)) continue;
+                for (int wi = -1; wi < 3; wi++) {
+                    kiln_cpu_ctx ctx = {.isa = (kiln_isa)isa, .pool = pools[0]};
+                    kiln_cpu_attn_args a = args_of(&p, att, scores, k, 0);
+                    a.window = wi < 0 ? 0 : windows[wi];
+                    a.q_block = 1;
+                    KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "attention: %s", err.msg);
+                    memcpy(one, att, n * sizeof(float));
+                    for (int qi = 0; qi < 5; qi++)
+                        for (int th = 0; th < 3; th += 2) {
+                            kiln_cpu_ctx c2 = {.isa = (kiln_isa)isa, .pool = pools[th]};
+                            for (size_t i = 0; i < n; i++) att[i] = NAN;
+                            a.q_block = qbs[qi];
+                            a.prefetch = qi & 1;
+                            KT_CHECK(kiln_cpu_attention(&c2, &a, &err) == 0, "attention: %s", err.msg);
+                            KT_CHECK(memcmp(one, att, n * sizeof(float)) == 0,
+                                     "%s H%d KV%d hd%d bs%d window %d: q_block %d, %d threads changes bits",
+                                     kiln_isa_name(isa), s->H, s->KV, s->hd, s->bs, a.window, qbs[qi], th + 1);
+                        }
+                }
+            }
+            free(one);
             {
                 kiln_attn_kernels k;
                 kiln_cpu_attn_lookup(KILN_ISA_SCALAR, &k);
@@ -234,6 +264,9 @@ int main(void) {
             kiln_free_aligned(scores);
             free_problem(&p);
         }
+    KT_CHECK(kiln_cpu_attn_q_block(3, 8192) == KILN_CPU_ATTN_Q_BLOCK, "q_block at 8k, G 3");
+    KT_CHECK(kiln_cpu_attn_q_block(4, 32768) == 8, "q_block at 32k, G 4: %d", kiln_cpu_attn_q_block(4, 32768));
+    KT_CHECK(kiln_cpu_attn_q_block(8, 1 << 20) == 1, "q_block at 1M: at least 1 row");
     printf("worst relative error vs float64: %.3g\n", worst);
     for (int i = 0; i < 3; i++) kiln_pool_destroy(pools[i]);
     return kt_done();

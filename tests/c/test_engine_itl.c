@@ -131,7 +131,7 @@ static int run(int policy, int learn, int dev_overlap, run_out *out) {
             if (nd > 0) {
                 out->steps_with_decode++;
                 if (np > out->max_pf_with_decode) out->max_pf_with_decode = np;
-                int allowed = kiln_step_cost_prefill_budget(&e->cost, nd, TARGET, MIN_CHUNK, MBT);
+                int allowed = kiln_step_cost_prefill_budget(&e->cost, nd, 0, 0, TARGET, MIN_CHUNK, MBT);
                 if (policy && !learn && np > allowed) {
                     out->violations++;
                     fprintf(stderr, "step %d: %d prefill rows beside %d decode rows (budget %d)\n", call, np, nd, allowed);

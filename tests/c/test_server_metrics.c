@@ -31,6 +31,9 @@ int main(void) {
     st.sched_prefill_budget = 600;
     st.sched_mixed_steps = 7;
     st.sched_itl_limited_steps = 4;
+    st.sched_max_step_ms = 500;
+    st.sched_cost_kkey_ms = 0.3;
+    st.sched_step_limited_steps = 9;
     kiln_metrics_set_stats(&m, &st);
     kiln_metrics_request_done(&m, KILN_FINISH_STOP, 10, 5, 0.003, 0.9);
     kiln_metrics_request_done(&m, KILN_FINISH_LENGTH, 10, 5, 0.05, 2.0);
@@ -77,6 +80,9 @@ int main(void) {
     KT_CHECK(V("kiln:sched_prefill_budget_tokens", "}") == 600, "prefill budget");
     KT_CHECK(V("kiln:sched_mixed_steps_total", "}") == 7, "mixed steps");
     KT_CHECK(V("kiln:sched_itl_limited_steps_total", "}") == 4, "limited steps");
+    KT_CHECK(fabs(V("kiln:sched_max_step_seconds", "}") - 0.5) < 1e-12, "step target");
+    KT_CHECK(fabs(V("kiln:sched_step_cost_seconds", ",term=\"attention_kkey\"}") - 3e-4) < 1e-12, "cost attention");
+    KT_CHECK(V("kiln:sched_step_limited_steps_total", "}") == 9, "step-limited steps");
     KT_CHECK(V("vllm:e2e_request_latency_seconds_bucket", ",le=\"1\"}") == 1, "e2e le 1");
     KT_CHECK(V("vllm:e2e_request_latency_seconds_bucket", ",le=\"7680\"}") == 3, "e2e le 7680");
     KT_CHECK(V("vllm:e2e_request_latency_seconds_count", "}") == 3, "e2e count");

@@ -635,3 +635,27 @@ def test_chat_answer_coherent_and_equals_kiln_chat(chat_server):
                        timeout=120)
     assert r.returncode == 0, r.stderr.decode(errors="replace")
     assert r.stdout.decode().strip() == text.strip()
+
+
+def test_cpu_step_budget_defaults(model_args):
+    """kiln serve on the CPU backend turns the step budgets on by default (--max-itl-ms 50,
+    --max-step-ms 500: issue 22, a long prompt must not stall the others); a flag or its variable
+    overrides, 0 turns them off; the attention term of the cost model is exported."""
+    def sched(extra=()):
+        s = Server(model_args, extra)
+        try:
+            # one request so that the fit has seen a step
+            r = requests.post(s.url + "/v1/completions", json={"model": s.name, "prompt": "Once upon a time",
+                                                              "max_tokens": 4, "temperature": 0}, timeout=60)
+            assert r.status_code == 200, r.text
+            return metrics(s)
+        finally:
+            s.stop()
+    m = sched()
+    assert m["kiln:sched_max_itl_seconds"] == pytest.approx(0.05)
+    assert m["kiln:sched_max_step_seconds"] == pytest.approx(0.5)
+    assert "kiln:sched_step_limited_steps_total" in m and m["kiln:sched_step_cost_samples_total"] > 0
+    m = sched(["--max-step-ms", "0", "--max-itl-ms", "20"])
+    assert m["kiln:sched_max_step_seconds"] == 0 and m["kiln:sched_max_itl_seconds"] == pytest.approx(0.02)
+    m = sched(["--max-step-ms", "250"])
+    assert m["kiln:sched_max_step_seconds"] == pytest.approx(0.25) and m["kiln:sched_max_itl_seconds"] == pytest.approx(0.05)

@@ -374,7 +374,8 @@ def test_serve_sweep_script(kiln, tmp_path):
     assert on["metrics"]["sched_step_cost_samples_total"] == on["metrics"]["engine_steps_total"] > 0
     md = (out / "sweep.md").read_text()
     assert "| off | 8 |" in md and "| ITL <= 5 ms | 8 |" in md
-    assert (out / "itl5_rate8.metrics").read_text().count("kiln:sched_step_cost_seconds{") == 3
+    assert (out / "itl5_rate8.metrics").read_text().count("kiln:sched_step_cost_seconds{") == 4
+    assert off["metrics"]["sched_max_step_seconds"] == 0
 
 
 def test_bench_serve_dummy_model_without_tokenizer(kiln, tmp_path):

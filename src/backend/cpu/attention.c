@@ -1,8 +1,10 @@
 /* attention.c: causal GQA attention over the paged KV pool (see attention.h for the shapes).
  *
- * Work is split into items (row, KV head, group of query heads) handed to the pool's threads
- * as ranges; each item is computed by attn_row_kvhead alone, whose arithmetic does not depend
- * on the group size, so the split changes no bit. */
+ * Work is split into items (query block, KV head, group of query heads) handed to the pool's
+ * threads as ranges; a query block is up to q_block consecutive rows of one sequence sharing
+ * every read of a K/V run. Each item is computed by attn_block_kvhead alone, whose arithmetic
+ * per (row, head) depends on neither the group size nor the block, so the split changes no
+ * bit (tests/c/test_cpu_attention.c compares every block size with 1, bit for bit). */
 #include <math.h>
 #include "backend/cpu/attention.h"
 #include "util/error.h"
@@ -14,14 +16,22 @@ static inline void prefetch_rows(const float *p, size_t n) {
     for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
 }
 
-/* One (row, KV head) pair: G query heads (gi0 .. gi0+G-1 of the GG that share the KV head,
- * all GG of them unless the step is too small to keep the threads busy) attend together over
- * positions 0..pos of the row's sequence (pos - window + 1 .. pos with a window): scores[i][j] = q_i . k_j / sqrt(hd) through the ISA's
- * qk kernel (each score's arithmetic depends only on k_j and q_i: not on G or the run), a
- * softmax per head, then
- * o_i = sum_j p_ij v_j in position order. Keys and values are visited in runs of consecutive
- * slots of one KV block (contiguous rows). Nothing depends on other rows.
- * scores: [G][max_model_len] of this thread. */
+/* One item: rows t0 .. t0+nr-1 (consecutive rows of sequence seq, a query block) and KV head
+ * kvh; query heads gi0 .. gi0+G-1 of the GG that share the KV head (all GG unless the step is
+ * too small to keep the threads busy). Row r at position p_r attends to positions lo_r .. p_r
+ * (lo_r = 0, or p_r - window + 1 with a window): scores[r][i][j] = q_ri . k_j / sqrt(hd) through
+ * the ISA's qk kernel, a softmax per (row, head), then o_ri = sum_j p_rij v_j in position order.
+ *
+ * Why blocked: the block's keys and values are visited once, in runs of consecutive slots of one
+ * KV block (contiguous [run][hd], a few KB: it stays in L1 while all nr rows use it), instead of
+ * once per row; over a long context (4,000 positions: 1 MB of keys and 1 MB of values a KV head
+ * and layer) the per-row walk was bound by L2/L3 reads, the blocked one by the arithmetic.
+ * Bits: each row takes from a run exactly the sub-run it took when rows were done one by one
+ * (its own [lo_r, p_r] clipped to the run; runs are cut at KV block boundaries either way), the
+ * qk kernel's score depends only on k_j and q_ri (kernels.h), the softmax on the row's own
+ * scores, and P.V is one fma chain per output element in position order whatever the runs: a
+ * row's result does not depend on nr or on the other rows of its block.
+ * scores: [nr][G][max_model_len] of this thread (row r, head i at (r * G + i) * max_model_len). */
 /* FP8 pool: run rows [nr][hd] of (layer, block, k|v, head) from slot off, decoded and scaled */
 static const float *kv8_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, int kvh, int off, int nr, float *buf) {
     const uint8_t *p = a->kv8 + kiln_kv_offset(a->layout, a->layer, blk, kv, kvh, off);
@@ -30,74 +40,128 @@ static const float *kv8_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, in
     return buf;
 }
 
-static void attn_row_kvhead(const kiln_cpu_attn_args *a, int seq, int t, int kvh, int gi0, int G, float *scores,
-                            float *kvbuf) {
+/* the keys a row at position pos attends to: lo .. n-1 */
+static inline void row_range(const kiln_cpu_attn_args *a, int pos, int *lo, int *n) {
+    *n = pos + 1;
+    *lo = a->window > 0 && *n > a->window ? *n - a->window : 0;
+}
+
+static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int nr, int kvh, int gi0, int G,
+                              float *scores, float *kvbuf) {
     const kiln_kv_layout *L = a->layout;
     int hd = a->head_dim, bs = L->block_size, GG = a->n_heads / a->n_kv_heads;
-    int pos = a->positions[t], n = pos + 1, stride = a->max_model_len;
-    /* a window of w keys: positions lo .. pos (absolute indices into scores throughout) */
-    int lo = a->window > 0 && n > a->window ? n - a->window : 0;
-    const float *q = a->q + (size_t)t * a->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
+    size_t stride = (size_t)a->max_model_len, rstride = (size_t)a->n_heads * hd;
     const int32_t *bt = a->block_table + (size_t)seq * a->max_blocks_per_seq;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int j0 = lo; j0 < n;) {
-        int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
+    /* the block's span of keys: the union of its rows' ranges */
+    int jlo = a->max_model_len, jhi = 0;
+    for (int r = 0; r < nr; r++) {
+        int lo, n;
+        row_range(a, a->positions[t0 + r], &lo, &n);
+        if (lo < jlo) jlo = lo;
+        if (n > jhi) jhi = n;
+    }
+    const float *q0 = a->q + (size_t)t0 * rstride + (size_t)(kvh * GG + gi0) * hd;
+    for (int j0 = jlo; j0 < jhi;) {
+        int run = bs - j0 % bs < jhi - j0 ? bs - j0 % bs : jhi - j0;
         const float *kp = a->kv8 ? kv8_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
                                  : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
-        if (a->prefetch && !a->kv8 && j0 + run < n) /* the next block's keys: hardware prefetch stops at pages */
+        if (a->prefetch && !a->kv8 && j0 + run < jhi) /* the next block's keys: hardware prefetch stops at pages */
             prefetch_rows(a->kv + kiln_kv_offset(L, a->layer, bt[(j0 + run) / bs], 0, kvh, 0),
-                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
-        for (int i0 = 0; i0 < G; i0 += 4)
-            a->k.qk(kp, run, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd, scores + (size_t)i0 * stride + j0,
-                    (size_t)stride);
+                          (size_t)(jhi - j0 - run < bs ? jhi - j0 - run : bs) * hd);
+        for (int r = 0; r < nr; r++) {
+            int lo, n;
+            row_range(a, a->positions[t0 + r], &lo, &n);
+            int j1 = j0 > lo ? j0 : lo, j2 = j0 + run < n ? j0 + run : n;
+            if (j1 >= j2) continue;
+            const float *q = q0 + (size_t)r * rstride;
+            float *sr = scores + (size_t)r * G * stride;
+            for (int i0 = 0; i0 < G; i0 += 4)
+                a->k.qk(kp + (size_t)(j1 - j0) * hd, j2 - j1, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd,
+                        sr + (size_t)i0 * stride + j1, stride);
+        }
         j0 += run;
     }
-    float *att = a->att + (size_t)t * a->n_heads * hd + (size_t)(kvh * GG + gi0) * hd;
-    for (int i = 0; i < G; i++) {
-        a->k.softmax(scores + (size_t)i * stride + lo, n - lo, scale);
-        for (int d = 0; d < hd; d++) att[(size_t)i * hd + d] = 0.0f;
+    for (int r = 0; r < nr; r++) {
+        int lo, n;
+        row_range(a, a->positions[t0 + r], &lo, &n);
+        float *att = a->att + (size_t)(t0 + r) * rstride + (size_t)(kvh * GG + gi0) * hd;
+        float *sr = scores + (size_t)r * G * stride;
+        for (int i = 0; i < G; i++) {
+            a->k.softmax(sr + (size_t)i * stride + lo, n - lo, scale);
+            for (int d = 0; d < hd; d++) att[(size_t)i * hd + d] = 0.0f;
+        }
     }
-    for (int j0 = lo; j0 < n;) {
-        int run = bs - j0 % bs < n - j0 ? bs - j0 % bs : n - j0;
+    for (int j0 = jlo; j0 < jhi;) {
+        int run = bs - j0 % bs < jhi - j0 ? bs - j0 % bs : jhi - j0;
         const float *vp = a->kv8 ? kv8_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
                                  : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
-        if (a->prefetch && !a->kv8 && j0 + run < n)
+        if (a->prefetch && !a->kv8 && j0 + run < jhi)
             prefetch_rows(a->kv + kiln_kv_offset(L, a->layer, bt[(j0 + run) / bs], 1, kvh, 0),
-                          (size_t)(n - j0 - run < bs ? n - j0 - run : bs) * hd);
-        if (a->k.pvg) a->k.pvg(att, (size_t)hd, scores + j0, (size_t)stride, G, vp, run, hd);
-        else
-            for (int i = 0; i < G; i++) a->k.pv(att + (size_t)i * hd, scores + (size_t)i * stride + j0, vp, run, hd);
+                          (size_t)(jhi - j0 - run < bs ? jhi - j0 - run : bs) * hd);
+        for (int r = 0; r < nr; r++) {
+            int lo, n;
+            row_range(a, a->positions[t0 + r], &lo, &n);
+            int j1 = j0 > lo ? j0 : lo, j2 = j0 + run < n ? j0 + run : n;
+            if (j1 >= j2) continue;
+            float *att = a->att + (size_t)(t0 + r) * rstride + (size_t)(kvh * GG + gi0) * hd;
+            const float *sr = scores + (size_t)r * G * stride + j1, *vr = vp + (size_t)(j1 - j0) * hd;
+            if (a->k.pvg) a->k.pvg(att, (size_t)hd, sr, stride, G, vr, j2 - j1, hd);
+            else
+                for (int i = 0; i < G; i++) a->k.pv(att + (size_t)i * hd, sr + (size_t)i * stride, vr, j2 - j1, hd);
+        }
         j0 += run;
     }
 }
 
-/* Work items (row, KV head, group of gs query heads), in row order; a task is a range of
- * items. gs is G, or 1 when there are too few (row, KV head) pairs for the threads (decode:
+/* Work items (query block, KV head, group of gs query heads), blocks in row order (a sequence's
+ * rows cut into blocks of qb consecutive rows, the last one shorter); a task is a range of
+ * items. gs is G, or 1 when there are too few (block, KV head) pairs for the threads (decode:
  * 3 KV heads on 2 threads would leave one idle half the time). Per score and per output the
- * arithmetic is the same whatever gs is, so this changes no bit. */
+ * arithmetic is the same whatever gs and qb are, so neither changes a bit. */
 typedef struct attn_tasks {
     const kiln_cpu_attn_args *a;
-    int gs, items, per_task;
+    int gs, qb, items, per_task;
     int reverse; /* many small tasks: claim the last rows' first */
 } attn_tasks;
+
+/* query blocks of qb rows over the step's sequences */
+static int count_blocks(const kiln_cpu_attn_args *a, int qb) {
+    int nb = 0;
+    for (int i = 0; i < a->n_seqs; i++) nb += (a->seq_q_start[i + 1] - a->seq_q_start[i] + qb - 1) / qb;
+    return nb;
+}
 
 static void attn_task(void *arg, int task, int thread) {
     attn_tasks *A = arg;
     const kiln_cpu_attn_args *a = A->a;
-    int KV = a->n_kv_heads, G = a->n_heads / KV, ng = G / A->gs;
-    float *scores = a->scores + (size_t)thread * G * a->max_model_len;
+    int KV = a->n_kv_heads, G = a->n_heads / KV, ng = G / A->gs, qb = A->qb;
+    float *scores = a->scores + (size_t)thread * qb * G * a->max_model_len;
     float *kvbuf = a->kvbuf ? a->kvbuf + (size_t)thread * a->layout->block_size * a->head_dim : NULL;
     /* tasks claimed in order run the last (longest: causal) rows first, so that the job ends
      * on short tasks (each item is independent: no bit changes) */
     int n_tasks = (A->items + A->per_task - 1) / A->per_task;
     if (A->reverse) task = n_tasks - 1 - task;
     int w0 = task * A->per_task, w1 = w0 + A->per_task < A->items ? w0 + A->per_task : A->items;
-    int seq = 0;
+    /* the cursor: sequence seq, whose first block is block number b_seq */
+    int seq = 0, b_seq = 0;
     for (int w = w0; w < w1; w++) {
-        int t = w / (KV * ng), kvh = (w / ng) % KV, gi = w % ng;
-        while (t >= a->seq_q_start[seq + 1]) seq++;
-        attn_row_kvhead(a, seq, t, kvh, gi * A->gs, A->gs, scores, kvbuf);
+        int b = w / (KV * ng), kvh = (w / ng) % KV, gi = w % ng;
+        for (;;) {
+            int len = a->seq_q_start[seq + 1] - a->seq_q_start[seq], nb = (len + qb - 1) / qb;
+            if (b < b_seq + nb) break;
+            b_seq += nb;
+            seq++;
+        }
+        int t0 = a->seq_q_start[seq] + (b - b_seq) * qb, t1 = a->seq_q_start[seq + 1];
+        attn_block_kvhead(a, seq, t0, t1 - t0 < qb ? t1 - t0 : qb, kvh, gi * A->gs, A->gs, scores, kvbuf);
     }
+}
+
+int kiln_cpu_attn_q_block(int G, int max_model_len) {
+    size_t row = (size_t)(G > 0 ? G : 1) * (size_t)(max_model_len > 0 ? max_model_len : 1) * sizeof(float);
+    size_t n = ((size_t)4 << 20) / row;
+    return n >= KILN_CPU_ATTN_Q_BLOCK ? KILN_CPU_ATTN_Q_BLOCK : n < 1 ? 1 : (int)n;
 }
 
 int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_error *err) {
@@ -112,8 +176,12 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
         a->n_seqs <= 0 || a->seq_q_start[a->n_seqs] != a->n_tokens)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: missing buffers or rows");
     int KV = a->n_kv_heads, G = a->n_heads / KV, nth = kiln_pool_size(ctx ? ctx->pool : NULL);
-    attn_tasks A = {a, G, 0, 1, 0};
-    int pairs = a->n_tokens * KV;
+    /* query blocks: as many rows as the scores scratch holds (q_block), fewer while that would
+     * leave the threads too few items (a short chunk, a step of decode rows: 1 row per block) */
+    int qb = a->q_block > 1 ? a->q_block : 1;
+    while (qb > 1 && count_blocks(a, qb) * KV * G < 8 * nth) qb /= 2;
+    attn_tasks A = {a, G, qb, 0, 1, 0};
+    int pairs = count_blocks(a, qb) * KV;
     if (pairs < 4 * nth) A.gs = 1;
     A.items = pairs * (G / A.gs);
     /* few items (decode): one contiguous range per thread, so that the heads of one KV head

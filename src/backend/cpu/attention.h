@@ -16,8 +16,8 @@
  *                    pool of the same layout (one byte an element) with per-layer scales
  *   positions [T], seq_q_start [n_seqs + 1] (rows of sequence i: seq_q_start[i] ..
  *   seq_q_start[i+1]-1), block_table [n_seqs][max_blocks_per_seq]: as in kiln_step
- *   scores  [kiln_pool_size(ctx->pool)][G][max_model_len] scratch; every position
- *           < max_model_len
+ *   scores  [kiln_pool_size(ctx->pool)][max(q_block, 1)][G][max_model_len] scratch; every
+ *           position < max_model_len
  * Arithmetic: the ISA's kiln_attn_kernels (kernels.h) in a fixed order per (row, head): keys
  * and values in runs of consecutive slots of one block, a softmax per head, P.V in position
  * order. A row's result depends on nothing but its own q and its sequence's K/V: not on the
@@ -40,7 +40,7 @@ typedef struct kiln_cpu_attn_args {
     const float *q;                /* [T][n_heads * head_dim] */
     float *att;                    /* [T][n_heads * head_dim] out */
     int n_heads, n_kv_heads, head_dim;
-    float *scores;                 /* [pool threads][n_heads / n_kv_heads][max_model_len] */
+    float *scores;                 /* [pool threads][max(q_block, 1)][n_heads / n_kv_heads][max_model_len] */
     int max_model_len;             /* the scores' row stride: positions must be below it */
     kiln_attn_kernels k;           /* the ISA's kernels (kiln_cpu_attn_lookup) */
     int prefetch;                  /* prefetch the next KV block (small steps); no effect on values */
@@ -54,7 +54,16 @@ typedef struct kiln_cpu_attn_args {
     float *kvbuf;                  /* kv8: [pool threads][block_size * head_dim] scratch */
     int window;                    /* the layer's attention window (kiln_layer_weights.window): a row
                                     * at position p attends to max(0, p - window + 1) .. p; 0 = all */
+    int q_block;                   /* query rows of one sequence that share each K/V read (the
+                                    * scores scratch holds that many rows per thread); 0 or 1:
+                                    * one row at a time. No effect on values. */
 } kiln_cpu_attn_args;
+
+/* The query block the backend uses: 16 rows (16 rows of a head reuse each K/V run from L1; more
+ * gain little), fewer where 16 rows' scores would pass 4 MiB a thread (G * max_model_len floats
+ * a row: a 32k context with G = 4 takes 8 rows), at least 1. */
+#define KILN_CPU_ATTN_Q_BLOCK 16
+int kiln_cpu_attn_q_block(int G, int max_model_len);
 
 /* att = attention(q, the pool) for every row of the step (see the top of this file); threads of
  * ctx->pool (NULL: the calling thread) split (row, KV head, head group) items. KILN_OK, or

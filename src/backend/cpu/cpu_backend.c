@@ -60,7 +60,8 @@ typedef struct cpu_backend {
     double *rope_cs, *rope_sn; /* [max_tokens][head_dim / 2]: this step's RoPE angles */
     double *rope_inv;          /* [head_dim / 2] the model's inverse frequencies (kiln_rope_inv_freq) */
     double rope_mscale;        /* cos / sin multiplier (YaRN), else 1 */
-    float *scores;      /* [n_threads][heads per KV head][max_model_len] */
+    float *scores;      /* [n_threads][q_block][heads per KV head][max_model_len] */
+    int q_block;        /* attention's query block (kiln_cpu_attn_q_block) */
     kiln_attn_kernels attn; /* attention kernels of the ISA */
     float *logits;      /* [max_seqs][vocab] */
     int32_t *logit_rows;/* [max_seqs] */
@@ -274,7 +275,9 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->rope_cs = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
-    c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * (mc->n_heads / mc->n_kv_heads) * bc->max_model_len, &sb);
+    c->q_block = kiln_cpu_attn_q_block(mc->n_heads / mc->n_kv_heads, bc->max_model_len);
+    c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * c->q_block * (mc->n_heads / mc->n_kv_heads) *
+                              bc->max_model_len, &sb);
     /* logits rows: one per sequence, or max_logits_per_seq per sequence (at most one per row) */
     size_t LR = bc->max_logits_per_seq > 1 ? S * (size_t)bc->max_logits_per_seq : S;
     if (LR > T && LR > S) LR = T > S ? T : S;
@@ -384,7 +387,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
     kiln_cpu_rope_angles_inv(c->rope_cs, c->rope_sn, s->positions, T, mc->head_dim / 2, c->rope_inv, c->rope_mscale);
     int n = 0;
     if (c->tp) {
-        if ((rc = kiln_cpu_tp_forward(c->tp, &c->ctx, &c->attn, c->scores, s, c->x, c->xn, c->rope_cs, c->rope_sn,
+        if ((rc = kiln_cpu_tp_forward(c->tp, &c->ctx, &c->attn, c->scores, c->q_block, s, c->x, c->xn, c->rope_cs, c->rope_sn,
                                       c->logits, &n, err)))
             return rc;
         goto logits_done;
@@ -416,7 +419,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             .q = c->q, .att = c->att, .n_heads = mc->n_heads, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
             .scores = c->scores, .max_model_len = c->cfg.max_model_len, .k = c->attn,
             .prefetch = T <= 16, /* small steps (decode) */
-            .window = w->window,
+            .window = w->window, .q_block = c->q_block,
         };
         if ((rc = kiln_cpu_attention(&c->ctx, &aa, err))) return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;

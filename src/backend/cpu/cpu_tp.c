@@ -162,7 +162,7 @@ static void tp_reduce(kiln_cpu_ctx *ctx, float *red, const float *part, int r, i
     else kiln_cpu_add(ctx, red, part, n);
 }
 
-int kiln_cpu_tp_forward(kiln_cpu_tp *tp, kiln_cpu_ctx *ctx, const kiln_attn_kernels *ak, float *scores,
+int kiln_cpu_tp_forward(kiln_cpu_tp *tp, kiln_cpu_ctx *ctx, const kiln_attn_kernels *ak, float *scores, int q_block,
                         const kiln_step *s, float *x, float *xn, const double *cs, const double *sn, float *logits,
                         int *n_logits, kiln_error *err) {
     const kiln_model *m = tp->m;
@@ -197,7 +197,7 @@ int kiln_cpu_tp_forward(kiln_cpu_tp *tp, kiln_cpu_ctx *ctx, const kiln_attn_kern
                 .block_table = s->block_table, .max_blocks_per_seq = s->max_blocks_per_seq,
                 .q = tp->q, .att = tp->att, .n_heads = p->n_q_heads, .n_kv_heads = p->n_kv_heads, .head_dim = hd,
                 .scores = scores, .max_model_len = tp->max_model_len, .k = *ak,
-                .prefetch = T <= 16, .window = w->window,
+                .prefetch = T <= 16, .window = w->window, .q_block = q_block,
             };
             if ((rc = kiln_cpu_attention(ctx, &aa, err))) return rc;
             if ((rc = kiln_cpu_matmul(ctx, tp->part, tp->att, T, w->wo, err))) return rc;

@@ -32,8 +32,8 @@ void kiln_cpu_tp_memory(const kiln_cpu_tp *tp, size_t *kv_bytes, size_t *scratch
 /* One step's layers and logits: x [T][dim] holds the embedding rows (becomes the residual
  * stream), xn [T][dim] scratch, cs / sn the step's RoPE angles; logits [n][vocab] out with
  * *n_logits rows (in the order of cpu_backend.c: the last seq_logits[i] rows of each sequence).
- * scores: attention scratch as attention.h. */
-int kiln_cpu_tp_forward(kiln_cpu_tp *tp, kiln_cpu_ctx *ctx, const kiln_attn_kernels *ak, float *scores,
+ * scores: attention scratch as attention.h, for query blocks of q_block rows. */
+int kiln_cpu_tp_forward(kiln_cpu_tp *tp, kiln_cpu_ctx *ctx, const kiln_attn_kernels *ak, float *scores, int q_block,
                         const kiln_step *s, float *x, float *xn, const double *cs, const double *sn, float *logits,
                         int *n_logits, kiln_error *err);
 
