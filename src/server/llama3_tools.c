@@ -278,61 +278,9 @@ int kiln_llama3_next(kiln_llama3 *s, const char *t, size_t len, int final, kiln_
 }
 
 /* ---- the forced-call grammar ---- */
-static int name_ok(const char *s) {
-    if (!s || !*s || strlen(s) > 64) return 0;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
-              *s == '-' || *s == '.'))
-            return 0;
-    return 1;
-}
-
 int kiln_srv_llama3_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e) {
-    *out = NULL;
-    json_t *tools = json_loads(r->tools_json ? r->tools_json : "[]", 0, NULL);
-    kiln_buf b = {0}, calls = {0};
-    int status = 0, k = 0;
-    size_t i;
-    json_t *t;
-    json_array_foreach(tools, i, t) {
-        json_t *fn = json_object_get(t, "function");
-        const char *name = json_string_value(json_object_get(fn, "name"));
-        if (r->tool_forced == 2 && (!name || strcmp(name, r->tool_name))) continue;
-        if (!name_ok(name)) {
-            status = kiln_srv_err_set(e, 400, "tools", "tools[%zu]: a forced tool call needs a name of letters, digits, '_', '-' or '.' (up to 64)", i);
-            break;
-        }
-        json_t *params = json_object_get(fn, "parameters");
-        char prefix[32], *text = NULL;
-        snprintf(prefix, sizeof prefix, "t%d-", k);
-        char *ps = params && !json_is_null(params) ? json_dumps(params, JSON_COMPACT) : NULL;
-        kiln_error err = {0};
-        int rc = kiln_json_schema_to_gbnf(ps, prefix, &text, &err);
-        free(ps);
-        if (rc) {
-            status = kiln_srv_err_set(e, rc == KILN_ERR_OOM ? 500 : 400, "tools", "tools[%zu] (%s) parameters: %s", i, name, err.msg);
-            break;
-        }
-        kiln_buf_adds(&b, text);
-        kiln_free(text);
-        kiln_buf_addf(&b, "t%d ::= \"{\\\"name\\\": \\\"%s\\\", \\\"parameters\\\": \" t%d-root \"}\"\n", k, name, k);
-        kiln_buf_addf(&calls, "%st%d", k ? " | " : "", k);
-        k++;
-    }
-    json_decref(tools);
-    if (!status && k == 0) status = kiln_srv_err_set(e, 400, "tool_choice", "no tool to call");
-    if (!status) {
-        kiln_buf_addf(&b, "call ::= %s\n", calls.p);
-        kiln_buf_adds(&b, r->parallel_tool_calls ? "root ::= call (\"; \" call){0,2}\n" : "root ::= call\n");
-        if (!b.p) status = kiln_srv_err_set(e, 500, NULL, "out of memory");
-    }
-    kiln_buf_free(&calls);
-    if (status) {
-        kiln_buf_free(&b);
-        return status;
-    }
-    *out = kiln_buf_take(&b, NULL);
-    return 0;
+    static const kiln_srv_call_form form = {"", "", "parameters", "", "; ", "", "_-.", "letters, digits, '_', '-' or '.'"};
+    return kiln_srv_forced_call_grammar(r, &form, out, e);
 }
 
 /* ---- OpenAI tool_calls from the events ---- */

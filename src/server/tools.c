@@ -4,15 +4,16 @@
 #include "server/tools.h"
 #include "util/alloc.h"
 
-static int name_ok(const char *s) {
-    if (!*s || strlen(s) > 64) return 0;
+/* a name of letters, digits and the form's extra characters, up to 64 (NULL: not a name) */
+static int name_ok(const char *s, const char *extra) {
+    if (!s || !*s || strlen(s) > 64) return 0;
     for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-' || *s == '.'))
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || strchr(extra, *s)))
             return 0;
     return 1;
 }
 
-int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e) {
+int kiln_srv_forced_call_grammar(const kiln_srv_request *r, const kiln_srv_call_form *f, char **out, kiln_srv_err *e) {
     *out = NULL;
     json_t *tools = json_loads(r->tools_json ? r->tools_json : "[]", 0, NULL);
     kiln_buf b = {0}, calls = {0};
@@ -22,8 +23,12 @@ int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e
     json_array_foreach(tools, i, t) {
         json_t *fn = json_object_get(t, "function");
         const char *name = json_string_value(json_object_get(fn, "name"));
-        if (r->tool_forced == 2 && strcmp(name, r->tool_name)) continue;
-        if (!name_ok(name)) { status = kiln_srv_err_set(e, 400, "tools", "tools[%zu]: a forced tool call needs a name of letters, digits, '_', '-' or '.' (up to 64)", i); break; }
+        if (r->tool_forced == 2 && (!name || strcmp(name, r->tool_name))) continue;
+        if (!name_ok(name, f->name_chars)) {
+            status = kiln_srv_err_set(e, 400, "tools", "tools[%zu]: a forced tool call needs a name of %s (up to 64)", i,
+                                      f->name_rule);
+            break;
+        }
         json_t *params = json_object_get(fn, "parameters");
         char prefix[32], *text = NULL;
         snprintf(prefix, sizeof prefix, "t%d-", k);
@@ -31,10 +36,14 @@ int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e
         kiln_error err = {0};
         int rc = kiln_json_schema_to_gbnf(ps, prefix, &text, &err);
         free(ps);
-        if (rc) { status = kiln_srv_err_set(e, rc == KILN_ERR_OOM ? 500 : 400, "tools", "tools[%zu] (%s) parameters: %s", i, name, err.msg); break; }
+        if (rc) {
+            status = kiln_srv_err_set(e, rc == KILN_ERR_OOM ? 500 : 400, "tools", "tools[%zu] (%s) parameters: %s", i, name, err.msg);
+            break;
+        }
         kiln_buf_adds(&b, text);
         kiln_free(text);
-        kiln_buf_addf(&b, "t%d ::= \"<tool_call>\\n{\\\"name\\\": \\\"%s\\\", \\\"arguments\\\": \" t%d-root \"}\\n</tool_call>\"\n", k, name, k);
+        kiln_buf_addf(&b, "t%d ::= \"%s{\\\"name\\\": \\\"%s\\\", \\\"%s\\\": \" t%d-root \"}%s\"\n", k, f->call_open, name,
+                      f->args_key, k, f->call_close);
         kiln_buf_addf(&calls, "%st%d", k ? " | " : "", k);
         k++;
     }
@@ -42,13 +51,27 @@ int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e
     if (!status && k == 0) status = kiln_srv_err_set(e, 400, "tool_choice", "no tool to call");
     if (!status) {
         kiln_buf_addf(&b, "call ::= %s\n", calls.p);
-        kiln_buf_adds(&b, r->parallel_tool_calls ? "root ::= call (\"\\n\" call){0,2}\n" : "root ::= call\n");
+        kiln_buf_adds(&b, "root ::= ");
+        if (*f->list_open) kiln_buf_addf(&b, "\"%s\" ", f->list_open);
+        kiln_buf_adds(&b, "call");
+        if (r->parallel_tool_calls) kiln_buf_addf(&b, " (\"%s\" call){0,2}", f->sep);
+        if (*f->list_close) kiln_buf_addf(&b, " \"%s\"", f->list_close);
+        kiln_buf_adds(&b, "\n");
         if (!b.p) status = kiln_srv_err_set(e, 500, NULL, "out of memory");
     }
     kiln_buf_free(&calls);
-    if (status) { kiln_buf_free(&b); return status; }
+    if (status) {
+        kiln_buf_free(&b);
+        return status;
+    }
     *out = kiln_buf_take(&b, NULL);
     return 0;
+}
+
+int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e) {
+    static const kiln_srv_call_form hermes = {"<tool_call>\\n", "\\n</tool_call>", "arguments", "", "\\n", "", "_-.",
+                                              "letters, digits, '_', '-' or '.'"};
+    return kiln_srv_forced_call_grammar(r, &hermes, out, e);
 }
 
 /* the name of a CALL event (a JSON string) as a jansson string */

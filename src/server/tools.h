@@ -13,7 +13,22 @@
 #include "server/hermes.h"
 #include "server/openai.h"
 
-/* the grammar text of r's forced tool choice (*out: free with kiln_free); 0 or an HTTP status */
+/* How one chat format writes a forced call (every string is GBNF literal text, escapes included):
+ *   tK   ::= "<call_open>{\"name\": \"NAME\", \"<args_key>\": " tK-root "}<call_close>"
+ *   root ::= "<list_open>" call ("<sep>" call){0,2} "<list_close>"   (empty literals left out;
+ *                                                                     the repeat with parallel calls only)
+ * Hermes (above), Llama 3 (no wrapper, "parameters", "; " between calls) and Mistral (a JSON array
+ * "[" ... ", " ... "]") differ only in these. */
+typedef struct {
+    const char *call_open, *call_close, *args_key, *list_open, *sep, *list_close;
+    const char *name_chars; /* allowed in a function name beside letters and digits */
+    const char *name_rule;  /* the same in words, for the 400 */
+} kiln_srv_call_form;
+
+/* the grammar text of r's forced tool choice in form f (*out: free with kiln_free); 0 or an HTTP status */
+int kiln_srv_forced_call_grammar(const kiln_srv_request *r, const kiln_srv_call_form *f, char **out, kiln_srv_err *e);
+
+/* the Hermes form (Qwen2.5 / ChatML) */
 int kiln_srv_tool_grammar(const kiln_srv_request *r, char **out, kiln_srv_err *e);
 
 typedef void (*kiln_srv_id_fn)(void *ctx, char *id, size_t cap);
