@@ -73,7 +73,7 @@ fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)
 fp8_scale_rows_kernel     256   0      fp8.cu
 fp8_dequant_kernel        256   0      fp8.cu
 dummy_fp8_kernel          256   0      dummy_fill.cu
-moe_route_kernel          256   0      moe.cu
+moe_route_kernel          1024  0      moe.cu: ROUTE_THREADS, static shared memory only (~9 KB)
 moe_sort_kernel           1024  0      moe.cu: one block, static shared memory only (~35 KB)
 moe_expert_kernel         256   0      moe.cu: EXPERT_WARPS * 32
 moe_expert_tc_kernel      128   0      moe.cu: TC_WARPS * 32

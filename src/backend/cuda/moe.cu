@@ -1,7 +1,8 @@
 /* moe.cu: the mixture-of-experts FFN's kernels (moe.h has the math and the data layout).
  *
- *   moe_route_kernel    grid T, 256 threads: a warp per expert's router dot product (f32, fixed
- *                   order; the normed row recomputed in f32 from the residual when given), then
+ *   moe_route_kernel    grid T, 1024 threads: up to 8 warps per expert's router dot product (f32,
+ *                   strided K slices summed in a fixed order; the normed row recomputed in f32
+ *                   from the residual when given), then
  *                   one thread's top-k and softmax, as src/backend/cpu/moe.c
  *   moe_sort_kernel     one block of 1024 threads: histogram, prefix sums (offs, toff), then a
  *                   stable placement of the pairs in chunks of 1024 (warp match + per-warp
@@ -24,6 +25,8 @@
 #define TCR KILN_MOE_TC_TILE_ROWS
 #define EXPERT_WARPS 8
 #define TC_WARPS 4
+#define ROUTE_THREADS 1024 /* moe_route_kernel: 32 warps */
+#define ROUTE_MAX_WPE 8     /* at most 8 warps (K slices) per expert */
 
 /* 8 elements of a dense array from element i (i % 8 == 0; 16-byte aligned rows) as f32 */
 static __device__ __forceinline__ void ld8(kiln_dtype dt, const void *p, int64_t i, float *v) {
@@ -49,10 +52,11 @@ static __device__ __forceinline__ void ld8(kiln_dtype dt, const void *p, int64_t
 
 /* ---- routing ---------------------------------------------------------------------------------- */
 
-static __global__ void moe_route_kernel(const void *xn, const float *xres, const float *nw, float eps,
+static __global__ void __launch_bounds__(ROUTE_THREADS) moe_route_kernel(const void *xn, const float *xres, const float *nw, float eps,
                                         const void *router, kiln_dtype dt, int D, int E, int K, int32_t *sel,
                                         float *wts) {
     __shared__ float lg[KILN_MOE_MAX_EXPERTS];
+    __shared__ float part[KILN_MOE_MAX_EXPERTS][ROUTE_MAX_WPE]; /* [expert][K slice] partial dots */
     __shared__ float red[32];
     int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw_ = blockDim.x >> 5;
     const int64_t xo = (int64_t)t * D;
@@ -63,10 +67,16 @@ static __global__ void moe_route_kernel(const void *xn, const float *xres, const
         ss = kiln_block_sum(ss, red);
         inv = 1.0f / sqrtf(ss / (float)D + eps);
     }
-    for (int e = warp; e < E; e += nw_) {
+    /* wpe warps per expert, each a strided K slice, so that a few experts still keep every warp's
+     * loads in flight (8 experts at T = 1 were one latency-bound warp each: ~19 us a layer); wpe
+     * depends only on E and the block size, so a row's sums keep one fixed order */
+    int wpe = nw_ / E < 1 ? 1 : nw_ / E > ROUTE_MAX_WPE ? ROUTE_MAX_WPE : nw_ / E;
+    int groups = nw_ / wpe, g = warp / wpe, sub = warp % wpe;
+    for (int e = g; g < groups && e < E; e += groups) {
         const int64_t wo = (int64_t)e * D;
         float s = 0.0f;
-        for (int i = lane * 8; i < D; i += 256) {
+#pragma unroll 2
+        for (int i = (sub * 32 + lane) * 8; i < D; i += 256 * wpe) {
             float a[8], b[8];
             if (xres)
                 for (int k = 0; k < 8; k++) a[k] = nw[i + k] * (xres[xo + i + k] * inv);
@@ -76,7 +86,13 @@ static __global__ void moe_route_kernel(const void *xn, const float *xres, const
             for (int k = 0; k < 8; k++) s = fmaf(a[k], b[k], s);
         }
         s = kiln_warp_sum(s);
-        if (lane == 0) lg[e] = s;
+        if (lane == 0) part[e][sub] = s;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) { /* the slices in order */
+        float s = 0.0f;
+        for (int j = 0; j < wpe; j++) s += part[e][j];
+        lg[e] = s;
     }
     __syncthreads();
     if (threadIdx.x != 0) return;
@@ -526,7 +542,7 @@ extern "C" cudaError_t kiln_cuda_moe_ffn(const kiln_cuda_moe_args *a, cudaStream
     int P = a->T * a->K;
     int32_t *sel = a->idx, *pos = sel + P, *src = pos + P, *offs = src + P, *toff = offs + a->E + 1;
     int32_t *toff16 = toff + a->E + 1, *toff32 = toff16 + a->E + 1;
-    moe_route_kernel<<<a->T, 256, 0, st>>>(a->xn, a->x_res, a->norm_w, a->eps, a->router, a->dt, a->D, a->E, a->K,
+    moe_route_kernel<<<a->T, ROUTE_THREADS, 0, st>>>(a->xn, a->x_res, a->norm_w, a->eps, a->router, a->dt, a->D, a->E, a->K,
                                            sel, a->wts);
     moe_sort_kernel<<<1, 1024, 0, st>>>(sel, P, a->K, a->E, pos, src, offs, toff, toff16, toff32);
     /* the expert kernel (moe.h, tc): 16-bit weights take the decode kernel (tiles of 16 rows
