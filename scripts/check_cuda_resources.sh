@@ -57,6 +57,7 @@ qk_prep_kernel            256   32768  rope_kv.cu: (H + KV) floats of 1 / rms, H
 sample_kernel             1024  0      sample.cu: NT
 penalty_load_kernel       256   0      sample.cu
 swiglu_kernel             256   0      swiglu.cu
+swiglu_vec_kernel         128   0      swiglu.cu
 embed_kernel              256   0      embed.cu
 dummy_kernel              256   0      dummy_fill.cu
 fill_u32_kernel           256   0      dummy_fill.cu

@@ -15,7 +15,7 @@
  * kiln_cuda_gemm_skinny (skinny.cu, tensor cores: auto and each variant) and, on the wide
  * shapes (gate|up, LM head), kiln_cuda_gemm_wide (skinny_wide.cu: the default and v2..v6, 1, and SwiGLU fused at v5 / v6) against
  * kiln_cuda_gemm_run (cuBLASLt, normal and batch-invariant) for the 5 Devstral bf16 shapes at
- * T = 1, 2, 4, 8, 16 (gemv only up to 8): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
+ * T = 1, 2, 4, 8, 16 (gemv only up to 8) and, cuBLASLt only, 32, 64, 128 (issue 24's batches): cudaEvent time of 20 calls after warmup, rotating over enough copies of W
  * (>= 256 MiB) that no call finds its weights in L2; us per call and W bytes / time.
  * (kiln_dtype_name and kiln_err_clear also pull dtype.c and error.c out of libkiln before
  * libkiln_cuda, whose gemm.c needs them: the static link order is kiln, kiln_cuda.) */
@@ -78,7 +78,7 @@ static void glu(kiln_dtype dt, int F, int K, unsigned long long *s) {
 
 /* ---- KILN_GEMV_BENCH=1: timings against cuBLASLt ---- */
 
-#define BMR KILN_SKINNY_MAX_ROWS /* rows of the benchmark's x and y */
+#define BMR 128 /* rows of the benchmark's x and y (cuBLASLt up to 128) */
 
 typedef struct bench_op {
     int kind; /* 0: gemv (rows per warp in arg), 1: cuBLASLt, 2: skinny, 3: wide (variant in arg),
@@ -158,8 +158,8 @@ static void bench(int wide_only) {
             have[i] = kiln_cuda_gemm_init(&ctx[i], &g[i], N, K, KILN_DT_BF16, BMR, &err) == 0;
             if (!have[i]) fprintf(stderr, "cuBLASLt init %s (inv=%d): %s\n", sh[si].name, i, err.msg);
         }
-        static const int Ts[5] = {1, 2, 4, 8, 16};
-        for (int ti = 0; ti < 5; ti++) {
+        static const int Ts[8] = {1, 2, 4, 8, 16, 32, 64, 128};
+        for (int ti = 0; ti < 8; ti++) {
             int T = Ts[ti];
             bench_op ops[NCOL] = {{0, 0, NULL, NULL},     {0, 1, NULL, NULL},    {0, 2, NULL, NULL},
                                   {0, 4, NULL, NULL},     {2, 0, NULL, NULL},    {2, 1, NULL, NULL},
@@ -173,6 +173,7 @@ static void bench(int wide_only) {
             int bi = 0;
             for (int c = 0; c < NCOL; c++) {
                 if ((c >= NCOL - 2 && !have[c - (NCOL - 2)]) || (ops[c].kind == 0 && T > MR) ||
+                    (ops[c].kind == 2 && T > KILN_SKINNY_MAX_ROWS) || (ops[c].kind >= 3 && T > KILN_WIDE_MAX_ROWS) ||
                     (ops[c].kind >= 3 && N < 65536) || (ops[c].kind == 4 && N != 65536) ||
                     (wide_only && ops[c].kind == 2)) { /* wide: the wide shapes only; glu: gate|up */
                     printf(" | %-16s", "-");

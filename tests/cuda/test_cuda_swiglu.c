@@ -1,5 +1,7 @@
 /* test_cuda_swiglu.c: SwiGLU over the fused gate|up GEMM output (swiglu.cu) against
- * kiln_cpu_swiglu, f32 / f16 / bf16 outputs. */
+ * kiln_cpu_swiglu, f32 / f16 / bf16 outputs; the 16-byte kernel against the scalar one, byte for
+ * byte. */
+#include <string.h>
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
@@ -31,6 +33,20 @@ static void one(kiln_dtype adt, kiln_dtype gdt, int T, int n, unsigned long long
     double e = kt_rel_l2(got, want, tn);
     KT_CHECK(e <= kc_tol(adt), "swiglu %s<-%s T=%d n=%d: rel L2 %g", kc_dtname(adt), kc_dtname(gdt), T, n, e);
     printf("swiglu %-4s <- %-4s T=%-4d n=%-6d rel L2 %.3g\n", kc_dtname(adt), kc_dtname(gdt), T, n, e);
+    /* the 16-byte kernel (n % 8 == 0, aligned) against the scalar one (the same input one element
+     * off 16-byte alignment): the same bytes */
+    if (n % 8 == 0) {
+        unsigned char *dgu2 = kc_dev(tn * 2 * gs + gs), *ref = kiln_malloc(tn * as);
+        kc_put(dgu2 + gs, guh, tn * 2 * gs);
+        void *dout2 = kc_dev(tn * as + as);
+        kc_poison(dout2, tn * as + as);
+        CU(kiln_cuda_swiglu_in((unsigned char *)dout2 + as, adt, dgu2 + gs, gdt, T, n, 1, 0));
+        kc_get(ref, (unsigned char *)dout2 + as, tn * as);
+        KT_CHECK(memcmp(ref, oh, tn * as) == 0, "swiglu %s<-%s T=%d n=%d: the vector kernel's bytes differ from the "
+                 "scalar kernel's", kc_dtname(adt), kc_dtname(gdt), T, n);
+        CU(cudaFree(dgu2)); CU(cudaFree(dout2));
+        kiln_free(ref);
+    }
     CU(cudaFree(dgu)); CU(cudaFree(dout));
     kiln_free(gu); kiln_free(g); kiln_free(u); kiln_free(want); kiln_free(got); kiln_free(oh); kiln_free(guh);
 }
@@ -45,6 +61,9 @@ int main(void) {
         one(dts[i], KILN_DT_F32, 4, 32768, &s);
         one(dts[i], KILN_DT_F32, 200, 1000, &s);
         one(dts[i], dts[i] == KILN_DT_F16 ? KILN_DT_F16 : KILN_DT_BF16, 37, 4096, &s);
+        one(dts[i], dts[i] == KILN_DT_F16 ? KILN_DT_F16 : KILN_DT_BF16, 64, 32768, &s); /* a decode batch */
+        one(dts[i], dts[i] == KILN_DT_F16 ? KILN_DT_F16 : KILN_DT_BF16, 3, 1001, &s);   /* n % 8 != 0: scalar */
+        one(dts[i], KILN_DT_F32, 130, 1008, &s);
     }
     return kt_done();
 }

@@ -16,9 +16,75 @@ static __global__ void swiglu_kernel(void *out, kiln_dtype adt, const void *gu, 
     }
 }
 
+/* The same in 16-byte pieces: 8 gate and 8 up values of row t = blockIdx.y per thread (16-bit
+ * gu; f32 gu as two 16-byte loads each), no 64-bit division per element. The scalar kernel
+ * above reached ~1 TB/s on the decode batches of 64-128 rows (H200, Devstral: 11.2 / 25.0 us for
+ * 12 / 24 MB); this one is for n % 8 == 0, 16-byte aligned rows and T < 65536. Same bits. */
+static __device__ __forceinline__ void sw_unpack8(float *v, const void *p, kiln_dtype dt) {
+    if (dt == KILN_DT_F32) {
+        float4 a = ((const float4 *)p)[0], b = ((const float4 *)p)[1];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        return;
+    }
+    uint4 r = *(const uint4 *)p;
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (dt == KILN_DT_F16) {
+            v[2 * i] = __half2float(__ushort_as_half((unsigned short)(w[i] & 0xffffu)));
+            v[2 * i + 1] = __half2float(__ushort_as_half((unsigned short)(w[i] >> 16)));
+        } else {
+            v[2 * i] = __uint_as_float(w[i] << 16);
+            v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+        }
+    }
+}
+
+static __global__ void swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int n) {
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
+    const int i = 8 * (blockIdx.x * blockDim.x + threadIdx.x), t = blockIdx.y;
+    if (i >= n) return;
+    const size_t gs = gdt == KILN_DT_F32 ? 4 : 2, as = adt == KILN_DT_F32 ? 4 : 2;
+    const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * gs;
+    float g[8], u[8];
+    sw_unpack8(g, row + (size_t)i * gs, gdt);
+    sw_unpack8(u, row + ((size_t)n + i) * gs, gdt);
+    unsigned char *o = (unsigned char *)out + ((size_t)t * n + i) * as;
+    if (adt == KILN_DT_F32) {
+        float r[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) r[j] = kiln_silu_mul(g[j], u[j]);
+        ((float4 *)o)[0] = make_float4(r[0], r[1], r[2], r[3]);
+        ((float4 *)o)[1] = make_float4(r[4], r[5], r[6], r[7]);
+        return;
+    }
+    uint32_t w[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float a = kiln_silu_mul(g[2 * j], u[2 * j]), b = kiln_silu_mul(g[2 * j + 1], u[2 * j + 1]);
+        uint32_t lo, hi;
+        if (adt == KILN_DT_F16) {
+            lo = __half_as_ushort(__float2half_rn(a));
+            hi = __half_as_ushort(__float2half_rn(b));
+        } else {
+            lo = __bfloat16_as_ushort(__float2bfloat16_rn(a));
+            hi = __bfloat16_as_ushort(__float2bfloat16_rn(b));
+        }
+        w[j] = lo | (hi << 16);
+    }
+    *(uint4 *)o = make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
                                            int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
+    if (n % 8 == 0 && T < 65536 && !((uintptr_t)gu & 15) && !((uintptr_t)out & 15)) {
+        unsigned bx = (unsigned)((n / 8 + 127) / 128);
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel, dim3(bx, (unsigned)T), dim3(128), 0, st, out,
+                    adt, gu, gdt, n);
+        KILN_CUDA_CHECK_LAUNCH();
+    }
     int64_t total = (int64_t)T * n;
     int64_t blocks = (total + 255) / 256;
     if (blocks > 65535) blocks = 65535;
