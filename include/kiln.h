@@ -46,8 +46,9 @@ typedef struct kiln_engine kiln_engine;
 
 /* Switches of the CPU backend. */
 typedef struct kiln_cpu_options {
-    const char *isa;       /* NULL or "": the best the CPU has; "scalar", "avx2" or "avx512" forces
-                            * a path (refused when the CPU lacks it) (env KILN_CPU_ISA) */
+    const char *isa;       /* NULL or "": the best the CPU has; "scalar", "avx2", "avx512" (x86-64)
+                            * or "neon" (aarch64) forces a path (refused when the CPU or the build
+                            * lacks it) (env KILN_CPU_ISA) */
     const char *act;       /* activations of the quantized matmuls (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
                             * weights): NULL or "" the default, "q8" (8 bits per 32-element
                             * block, integer dot products, as llama.cpp) or "f32" (the weights

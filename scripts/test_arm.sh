@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # test_arm.sh: the CPU kernel tests on aarch64, cross-built with Debian's gcc-aarch64-linux-gnu
-# and run under qemu-aarch64 (user mode): correctness of the NEON paths, not their speed.
+# and run under qemu-aarch64 (user mode): correctness of the NEON paths, not their speed (the
+# NEON ISA level of the dense / quant dot, axpy and attention kernels, dot_neon.c and
+# quant_dot_neon.c, checked against the scalar kernels by test_cpu_kernels and the tests that
+# loop over ISAs; the W x A8 kernels qgemm_neon*.c by test_cpu_qgemm).
 #   - builds build-arm/: every source of src/util, src/format and src/backend/cpu that compiles
 #     without third-party -dev libraries (no arm64 jansson / pcre2 / openssl here; the x86
 #     files are left out, the NEON ones are in) into one static library, then each test of
 #     TESTS against it (the linker takes only the objects a test needs);
 #   - runs each under `qemu-aarch64 -cpu max` (NEON + the dot-product extension: the sdot
-#     kernels) and `-cpu cortex-a57` (ARMv8.0 NEON, no dotprod: the plain NEON kernels), the
-#     second only where the test has a NEON-specific path (QEMU_CPUS_<name> below).
+#     kernels) and `-cpu cortex-a57` (ARMv8.0 NEON, no dotprod: the plain NEON kernels, and
+#     the NEON level on the oldest ARMv8 core), the second only where the test has a
+#     NEON-specific path (QEMU_CPUS below).
 # Installs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user with apt-get (as root or
 # through sudo) when missing. Prints each run's time; exit 1 when any test failed.
 # ARM_TESTS="test_cpu_qgemm" limits the tests; ARM_CC overrides the compiler.
@@ -16,7 +20,7 @@ cd "$(dirname "$0")/.."
 t0=$(date +%s)
 CC=${ARM_CC:-aarch64-linux-gnu-gcc}
 # (test_quantize: Debian 12's aarch64 gcc 12 stops with an internal compiler error on it)
-TESTS=${ARM_TESTS:-test_cpu_qgemm test_cpu_ops test_cpu_attention test_threads test_gguf}
+TESTS=${ARM_TESTS:-test_cpu_kernels test_cpu_qgemm test_cpu_ops test_cpu_attention test_fp8 test_threads test_gguf}
 OUT=build-arm
 
 need=()
@@ -40,7 +44,10 @@ pids=()
 for s in $srcs; do
     o="$OUT/obj/$(echo "$s" | tr / _).o"
     flags=()
-    case "$s" in *_neondot.c) flags=(-march=armv8.2-a+dotprod) ;; esac
+    case "$s" in
+    *_neondot.c) flags=(-march=armv8.2-a+dotprod) ;;
+    */dot_neon.c | */quant_dot_neon.c) flags=(-fno-schedule-insns) ;; # as CMakeLists.txt: no spills
+    esac
     # third-party headers are absent for aarch64: such a file does not compile and is left out
     if [ ! -f "$o" ] || [ "$s" -nt "$o" ] || [ -n "$(find src tests/c -name '*.h' -newer "$o" -o -name '*.inc' -newer "$o" | head -1)" ]; then
         if "$CC" "${CFLAGS[@]}" "${flags[@]}" -c "$s" -o "$o" 2>"$o.err"; then :; else rm -f "$o"; fi
@@ -51,7 +58,7 @@ echo "test_arm.sh: $CC, ${#objs[@]} objects; left out (third-party headers): ${s
 rm -f "$OUT/libkiln_arm.a"
 aarch64-linux-gnu-ar rcs "$OUT/libkiln_arm.a" "${objs[@]}" || exit 1
 
-declare -A QEMU_CPUS=([test_cpu_qgemm]="max cortex-a57")
+declare -A QEMU_CPUS=([test_cpu_qgemm]="max cortex-a57" [test_cpu_kernels]="max cortex-a57")
 fail=0
 printf '%-22s %-12s %-6s %6s\n' test cpu result seconds
 for t in $TESTS; do

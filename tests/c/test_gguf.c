@@ -226,9 +226,15 @@ static int isa_on_cpu(kiln_isa isa) {
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #endif
+#if defined(__aarch64__)
+    if (isa == KILN_ISA_NEON) return 1; /* Advanced SIMD is architectural on aarch64 */
+#endif
     return isa == KILN_ISA_SCALAR;
 }
-static const char *isa_str(kiln_isa i) { return i == 0 ? "scalar" : i == 1 ? "avx2" : "avx512"; }
+static const char *isa_str(kiln_isa i) {
+    static const char *n[] = {"scalar", "avx2", "avx512", "neon"};
+    return (unsigned)i < sizeof n / sizeof n[0] ? n[i] : "?";
+}
 
 /* random block contents: random bytes with sane f16 scales (|d| in [1e-3, 1e-1]) */
 static void rand_row(kiln_dtype dt, unsigned char *row, int n, unsigned long long *s) {

@@ -134,6 +134,9 @@ static const kiln_cpu_kernels *const k_tables[KILN_ISA_COUNT] = {
     [KILN_ISA_AVX2] = &kiln_cpu_kernels_avx2,
     [KILN_ISA_AVX512] = &kiln_cpu_kernels_avx512,
 #endif
+#ifdef KILN_ARM64
+    [KILN_ISA_NEON] = &kiln_cpu_kernels_neon,
+#endif
 };
 
 const kiln_cpu_kernels *kiln_cpu_kernels_for(kiln_isa isa) {

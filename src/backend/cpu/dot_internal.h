@@ -1,10 +1,11 @@
 /* dot_internal.h: private glue between the dot-product files of the CPU backend.
  *
  * One dispatch: every ISA has one const table of its kernels (kiln_cpu_kernels below), defined
- * in its dot file (dot.c: scalar, dot_avx2.c, dot_avx512.c; the quant entries point into
- * quant_dot*.c), and kiln_cpu_kernels_for() in dot.c is the only place that picks a table by
- * ISA; every kiln_cpu_*_lookup goes through it. The ISA files are compiled with their own -m
- * flags, so a table is handed out only when kiln_isa_supported() says yes.
+ * in its dot file (dot.c: scalar, dot_avx2.c, dot_avx512.c, dot_neon.c; the quant entries
+ * point into quant_dot*.c), and kiln_cpu_kernels_for() in dot.c is the only place that picks a
+ * table by ISA; every kiln_cpu_*_lookup goes through it. The x86 ISA files are compiled with
+ * their own -m flags, so a table is handed out only when kiln_isa_supported() says yes (NEON
+ * is the aarch64 baseline: its files need no flag).
  *
  * Accumulation order, per ISA (fixed, so a row's result never depends on nr or threads):
  *   scalar : 16 partial sums, element i -> sum i % 16, then a halving tree (8,4,2,1);
@@ -12,7 +13,10 @@
  *            is zero-padded into one more 32-element step; sum (a0+a1)+(a2+a3), then lanes
  *            hi128+lo128, then a fixed shuffle tree;
  *   avx512 : 4 x 16-lane accumulators, i -> acc[(i / 16) % 4] lane i % 16, FMA; the tail uses
- *            masked (zeroing) loads; same reduction shape as avx2 after folding 512 -> 256. */
+ *            masked (zeroing) loads; same reduction shape as avx2 after folding 512 -> 256;
+ *   neon   : 4 x 4-lane accumulators, i -> acc[(i / 4) % 4] lane i % 4, FMA; the tail (< 16)
+ *            zero-padded into one more 16-element step; sum (a0+a1)+(a2+a3), then lanes
+ *            (l0+l2) + (l1+l3). */
 #ifndef KILN_CPU_DOT_INTERNAL_H
 #define KILN_CPU_DOT_INTERNAL_H
 #include "backend/cpu/kernels.h"
@@ -59,6 +63,11 @@ void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, 
                               int hd);
 void kiln_cpu_attn_softmax_avx512(float *x, int n, float scale);
 void kiln_cpu_silu_mul_avx512(float *out, const float *g, const float *u, int n);
+#endif
+#ifdef KILN_ARM64
+extern const kiln_cpu_kernels kiln_cpu_kernels_neon;
+kiln_dot_fn kiln_quant_dot_neon(kiln_dtype dt);
+kiln_dotw_fn kiln_quant_dotw_neon(kiln_dtype dt);
 #endif
 
 #endif

@@ -1,14 +1,18 @@
 /* isa.c: which SIMD instruction set the CPU backend runs on.
  *
- * Detection uses __builtin_cpu_supports (libgcc also checks that the OS saves the wide
- * registers, via XGETBV). The levels:
- *   KILN_ISA_AVX2   = avx2 + fma + f16c
+ * Detection on x86-64 uses __builtin_cpu_supports (libgcc also checks that the OS saves the
+ * wide registers, via XGETBV). The levels:
+ *   KILN_ISA_AVX2   = avx2 + fma + f16c                                        (x86-64 builds)
  *   KILN_ISA_AVX512 = avx512f + avx512bw + avx512vl + avx512dq (and the AVX2 level)
- * Non-x86 builds (KILN_X86 undefined) have only the portable scalar path.
- * The backend option cpu.isa (env KILN_CPU_ISA in the kiln command) = scalar|avx2|avx512
+ *   KILN_ISA_NEON   = Advanced SIMD (ARMv8-A), with its f16 <-> f32 conversions and fused
+ *                     multiply-add: architectural on aarch64, always there  (aarch64 builds)
+ * Other builds have only the portable scalar path. The dot-product extension (sdot) is not a
+ * level: the W x A8 kernels ask HWCAP_ASIMDDP themselves (qgemm.c).
+ * The backend option cpu.isa (env KILN_CPU_ISA in the kiln command) = scalar|avx2|avx512|neon
  * (case-insensitive) forces a level; NULL or empty counts as unset, an unknown or unsupported
  * one is an error, never silently replaced. */
 #include <stdatomic.h>
+#include <string.h>
 #include <strings.h>
 #include "backend/cpu/kernels.h"
 #include "util/error.h"
@@ -29,6 +33,7 @@ const char *kiln_isa_name(kiln_isa isa) {
     case KILN_ISA_SCALAR: return "scalar";
     case KILN_ISA_AVX2: return "avx2";
     case KILN_ISA_AVX512: return "avx512";
+    case KILN_ISA_NEON: return "neon";
     default: return "?";
     }
 }
@@ -45,6 +50,10 @@ static int isa_detect(kiln_isa isa) {
         return isa_detect(KILN_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512dq");
+#endif
+#ifdef KILN_ARM64
+    /* architectural: the AArch64 ABI, and the compiler's code for any float, assume it */
+    case KILN_ISA_NEON: return 1;
 #endif
     default: return 0;
     }
@@ -77,8 +86,24 @@ static const char *isa_requirements(kiln_isa isa) {
     switch (isa) {
     case KILN_ISA_AVX2: return "avx2, fma and f16c";
     case KILN_ISA_AVX512: return "avx512f, avx512bw, avx512vl and avx512dq";
+    case KILN_ISA_NEON: return "Advanced SIMD (an aarch64 CPU)";
     default: return "nothing";
     }
+}
+
+/* The architecture a level belongs to, and this build's: a level of another architecture has
+ * no kernels here whatever the CPU. */
+static const char *isa_arch(kiln_isa isa) {
+    return isa == KILN_ISA_NEON ? "aarch64" : isa == KILN_ISA_SCALAR ? "any" : "x86-64";
+}
+static const char *build_arch(void) {
+#if defined(KILN_X86)
+    return "x86-64";
+#elif defined(KILN_ARM64)
+    return "aarch64";
+#else
+    return "portable (scalar only)";
+#endif
 }
 
 int kiln_isa_select(const char *v, kiln_isa *isa, kiln_error *err) {
@@ -90,17 +115,17 @@ int kiln_isa_select(const char *v, kiln_isa *isa, kiln_error *err) {
         if (strcasecmp(v, kiln_isa_name((kiln_isa)i)) == 0) want = i;
     if (want < 0)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG,
-                        "cpu.isa (KILN_CPU_ISA) = %s: unknown instruction set (expected scalar, avx2 or avx512)", v);
+                        "cpu.isa (KILN_CPU_ISA) = %s: unknown instruction set (expected scalar, avx2, avx512 or neon)",
+                        v);
     if (!kiln_isa_supported((kiln_isa)want)) {
-#ifdef KILN_X86
+        if (strcmp(isa_arch((kiln_isa)want), build_arch()) != 0)
+            return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                            "cpu.isa (KILN_CPU_ISA) = %s: a level of %s CPUs, and this build is for %s "
+                            "(best available here: %s)",
+                            v, isa_arch((kiln_isa)want), build_arch(), kiln_isa_name(best));
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
                         "cpu.isa (KILN_CPU_ISA) = %s: this CPU lacks %s (best available here: %s)", v,
                         isa_requirements((kiln_isa)want), kiln_isa_name(best));
-#else
-        return KILN_ERR(err, KILN_ERR_UNSUPPORTED,
-                        "cpu.isa (KILN_CPU_ISA) = %s: not an x86 build, only scalar is available (%s needs %s)", v,
-                        kiln_isa_name((kiln_isa)want), isa_requirements((kiln_isa)want));
-#endif
     }
     *isa = (kiln_isa)want;
     return KILN_OK;

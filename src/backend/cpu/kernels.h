@@ -6,8 +6,9 @@
  *     panel of rows at a time into per-thread scratch, the same values);
  *   - a row's result does not depend on how many rows are computed together, nor on the thread
  *     count (fixed reduction order per output element), so ragged batches are bit-exact;
- *   - the ISA (scalar / AVX2 / AVX-512) is chosen at run time; cpu.isa (KILN_CPU_ISA) forces one. Paths
- *     agree within 1e-5 relative; each path is deterministic.
+ *   - the ISA (scalar / AVX2 / AVX-512 on x86-64, scalar / NEON on aarch64) is chosen at run time;
+ *     cpu.isa (KILN_CPU_ISA) forces one. Paths agree within 1e-5 relative; each path is
+ *     deterministic.
  */
 #ifndef KILN_CPU_KERNELS_H
 #define KILN_CPU_KERNELS_H
@@ -19,13 +20,15 @@
 #include "model/model.h"
 #include "util/threads.h"
 
-typedef enum kiln_isa { KILN_ISA_SCALAR = 0, KILN_ISA_AVX2, KILN_ISA_AVX512, KILN_ISA_COUNT } kiln_isa;
+/* The levels of both architectures in one list (a build has the scalar level and its own
+ * architecture's: x86-64 AVX2 / AVX512, aarch64 NEON); kiln_isa_best is the highest supported. */
+typedef enum kiln_isa { KILN_ISA_SCALAR = 0, KILN_ISA_AVX2, KILN_ISA_AVX512, KILN_ISA_NEON, KILN_ISA_COUNT } kiln_isa;
 
 const char *kiln_isa_name(kiln_isa isa);
 /* Best ISA this CPU supports. */
 kiln_isa kiln_isa_best(void);
 int kiln_isa_supported(kiln_isa isa);
-/* The ISA to use: want (kiln_cpu_options.isa: "scalar", "avx2" or "avx512", any case) if
+/* The ISA to use: want (kiln_cpu_options.isa: "scalar", "avx2", "avx512" or "neon", any case) if
  * supported, else (NULL or "") the best. An unknown or unsupported name is an error whose
  * message names the option and its variable (KILN_CPU_ISA). */
 int kiln_isa_select(const char *want, kiln_isa *isa, kiln_error *err);
@@ -86,7 +89,7 @@ int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa);
 kiln_dot_fn kiln_cpu_dot_lookup_quant(kiln_dtype dt, kiln_isa isa);
 
 /* o[i] += a * v[i] for i < n (attention's P.V). No reduction: each element is one multiply-add
- * (fused on AVX2/AVX-512, separate in scalar), so the result never depends on batching. */
+ * (fused on AVX2/AVX-512/NEON, separate in scalar), so the result never depends on batching. */
 typedef void (*kiln_axpy_fn)(float *restrict o, const float *restrict v, float a, int n);
 kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
 
@@ -97,11 +100,14 @@ kiln_axpy_fn kiln_cpu_axpy_lookup(kiln_isa isa);
  *       head_dims other than 64: the f32 dot kernel of the ISA; AVX-512 at hd 64: lane l of 16
  *       is fma(k[48+l]q[48+l], fma(.., fma(.., k[l]q[l]))), then the halving tree l + l+8,
  *       l + l+4, l + l+2, l + l+1, 16 keys reduced together; AVX2 at hd 64: the same with 8
- *       lanes, an fma chain of 8 and a tree of 3 levels, 8 keys together)
+ *       lanes, an fma chain of 8 and a tree of 3 levels, 8 keys together; NEON at any hd that
+ *       is a multiple of 4 (others: its dot kernel): lane l of 4 is the fma chain over
+ *       k[4c+l]q[4c+l], c = 0 .. hd/4-1 in order from 0, then (l0 + l1) + (l2 + l3), 4 keys
+ *       reduced together)
  *   pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (same bits as nv axpy calls)
  * and softmax: x[j] = softmax(scale * x)[j], j < n, with an order fixed for a given n (scalar:
- * expf and a sequential sum; AVX2 / AVX-512: a vector exp of about 1 ulp and 8 / 16 partial
- * sums). */
+ * expf and a sequential sum; AVX2 / AVX-512 / NEON: a vector exp of about 1 ulp and 8 / 16 / 4
+ * partial sums). */
 typedef void (*kiln_attn_qk_fn)(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds);
 typedef void (*kiln_attn_pv_fn)(float *o, const float *p, const float *v, int nv, int hd);
 typedef void (*kiln_attn_softmax_fn)(float *x, int n, float scale);

@@ -266,13 +266,15 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2) return vnni256 ? kiln_qgemm_avxvnni(dt) : kiln_qgemm_avx2(dt);
 #endif
 #ifdef KILN_ARM64
-    static _Atomic int known_dp; /* 0 unknown, 1 no, 2 yes */
-    int d = atomic_load_explicit(&known_dp, memory_order_relaxed);
-    if (!d) {
-        d = 1 + kiln_cpu_has_dotprod();
-        atomic_store_explicit(&known_dp, d, memory_order_relaxed);
+    if (isa == KILN_ISA_NEON) {
+        static _Atomic int known_dp; /* 0 unknown, 1 no, 2 yes */
+        int d = atomic_load_explicit(&known_dp, memory_order_relaxed);
+        if (!d) {
+            d = 1 + kiln_cpu_has_dotprod();
+            atomic_store_explicit(&known_dp, d, memory_order_relaxed);
+        }
+        return d == 2 ? kiln_qgemm_neondot(dt) : kiln_qgemm_neon(dt);
     }
-    return d == 2 ? kiln_qgemm_neondot(dt) : kiln_qgemm_neon(dt);
 #endif
     return kiln_qgemm_scalar(dt);
 }

@@ -58,8 +58,8 @@ typedef void (*kiln_qgemm_fn)(const uint8_t *w, size_t ldw, int nc, const kiln_q
 size_t kiln_qgemm_scratch_bytes(int n);
 /* The kernel of (dt, isa), or NULL (dt not one of the eight types; K-quants need n % 256 == 0). AVX-512 uses VNNI when the
  * CPU has it, else AVX-VNNI or AVX2; AVX2 uses AVX-VNNI when present. On aarch64 (KILN_ARM64)
- * the one ISA level, scalar, is the architecture's baseline, which includes NEON: the NEON
- * kernel, with sdot where the CPU has the dot-product extension. Same bits everywhere. */
+ * the NEON level gets the NEON kernel, with sdot where the CPU has the dot-product extension
+ * (HWCAP_ASIMDDP); scalar gets the scalar kernel, as on x86. Same bits everywhere. */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
 
 /* The per-ISA tables (qgemm_*.c). */
