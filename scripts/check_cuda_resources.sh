@@ -47,6 +47,7 @@ attention_stream_kernel   128   0      attention.cu
 attention_combine_kernel  256   0      attention.cu: round_up(hd, 32), hd <= ATT_MAX_HD 256
 attention_prefill_kernel  128   pf     attention_prefill.cu: PF_THREADS, PF_SMEM(HD) = 2 * 2 * 64 * HD * 2
 attention_decode_kernel   128   pf     attention_prefill.cu
+attention_decode_t_kernel 128   pft    attention_prefill.cu: PF_SMEM_T(HD) = PF_SMEM(HD) + 4 * 256
 gemv_kernel               256   0      gemv.cu: GEMV_WARPS * 32
 skinny_kernel             256   0      skinny.cu: SK_WARPS * 32
 wide_kernel               256   wide   skinny_wide.cu: S * (128 + 8 NT) * CH * 16
@@ -108,6 +109,7 @@ BEGIN {
   if (!(base in thr)) { printf "FAIL %-7s %s: not in the table of scripts/check_cuda_resources.sh\n", arch, name; bad++; fn = ""; next }
   t = thr[base] + 0; d = 0; small = 0
   if (dyn[base] == "pf") { split(targs, a, ", "); d = 2 * 2 * 64 * a[1] * 2 }
+  else if (dyn[base] == "pft") { split(targs, a, ", "); d = 2 * 2 * 64 * a[1] * 2 + 4 * 256 }
   else if (dyn[base] == "qm") {      # DT, MT: tiles (32 + 16 MT) x 136 bf16, or the partial sums of the 4 warps
     split(targs, a, ", "); d1 = (32 + 16 * a[2]) * 136 * 2; d2 = 4 * 16 * a[2] * 32 * 4; d = d1 > d2 ? d1 : d2
   }

@@ -104,10 +104,12 @@ static __device__ __forceinline__ void pf_cp16(uint32_t dst, const void *src) {
 
 /* Stage key tile [j0, j0 + PF_BC) of KV head kvh: K at sk, V at sk + PF_BC * HD (shared
  * addresses, bf16 [PF_BC][HD] swizzled). Positions < j_lo (out of a sliding window: their
- * blocks may be released, the table entry is never read) or > p_last are zero-filled. */
+ * blocks may be released, the table entry is never read) or > p_last are zero-filled. Position
+ * j's block is bt[j / bs - b0] (b0 = 0: the sequence's table; the decode kernel passes a copy
+ * of its window's entries in shared memory, which starts at block b0). */
 template <int HD, bool F8>
-static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *pool, const int32_t *bt, int bs, int KV,
-                                                    int kvh, int j0, int j_lo, int p_last) {
+static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *pool, const int32_t *bt, int b0, int bs,
+                                                    int KV, int kvh, int j0, int j_lo, int p_last) {
     constexpr int CH = HD / 8;                     /* 16-byte chunks per key row */
     constexpr int N = PF_BC * CH / PF_THREADS;     /* chunks per thread (of K, and of V) */
     const int64_t head_tile = (int64_t)bs * HD, kv_stride = (int64_t)KV * head_tile;
@@ -117,7 +119,7 @@ static __device__ __forceinline__ void pf_load_tile(uint32_t sk, const void *poo
         int c = threadIdx.x + i * PF_THREADS, jj = c / CH, ch = c % CH, j = j0 + jj;
         uint32_t so = (uint32_t)(jj * CH + (ch ^ (jj & 7))) * 16; /* bytes */
         if (j <= p_last && j >= j_lo) {
-            int64_t blk = bt[j / bs];
+            int64_t blk = bt[j / bs - b0];
             int64_t ix = (blk * 2 * KV + kvh) * head_tile + (int64_t)(j % bs) * HD + ch * 8;
             if (F8) { /* 8 codes each, copied raw into the upper half (pf_convert decodes them) */
                 uint32_t ro = PF_BC * HD + (uint32_t)c * 8;
@@ -174,12 +176,12 @@ static __device__ __forceinline__ void pf_convert(uint32_t sk) {
  * covers positions jb + k PF_BC .. + PF_BC - 1, of which j_lo .. j_stop are read. */
 template <int HD, bool F8>
 static __device__ __forceinline__ void pf_start(uint32_t s_base, uint32_t buf_bytes, const void *pool,
-                                                const int32_t *bt, int bs, int KV, int kvh, int jb, int j_lo,
+                                                const int32_t *bt, int b0, int bs, int KV, int kvh, int jb, int j_lo,
                                                 int j_stop, int n_kt) {
-    pf_load_tile<HD, F8>(s_base, pool, bt, bs, KV, kvh, jb, j_lo, j_stop);
+    pf_load_tile<HD, F8>(s_base, pool, bt, b0, bs, KV, kvh, jb, j_lo, j_stop);
     kiln_cp_commit();
     if (n_kt > 1) {
-        pf_load_tile<HD, F8>(s_base + buf_bytes, pool, bt, bs, KV, kvh, jb + PF_BC, j_lo, j_stop);
+        pf_load_tile<HD, F8>(s_base + buf_bytes, pool, bt, b0, bs, KV, kvh, jb + PF_BC, j_lo, j_stop);
         kiln_cp_commit();
     }
 }
@@ -194,11 +196,12 @@ static __device__ __forceinline__ void pf_wait(int kt, int n_kt) {
 /* After tile kt: once every warp is done with its buffer (kt & 1), refill it with tile kt + 2. */
 template <int HD, bool F8>
 static __device__ __forceinline__ void pf_refill(uint32_t s_base, uint32_t buf_bytes, const void *pool,
-                                                 const int32_t *bt, int bs, int KV, int kvh, int jb, int j_lo,
+                                                 const int32_t *bt, int b0, int bs, int KV, int kvh, int jb, int j_lo,
                                                  int j_stop, int kt, int n_kt) {
     __syncthreads();
     if (kt + 2 < n_kt) {
-        pf_load_tile<HD, F8>(s_base + (kt & 1) * buf_bytes, pool, bt, bs, KV, kvh, jb + (kt + 2) * PF_BC, j_lo, j_stop);
+        pf_load_tile<HD, F8>(s_base + (kt & 1) * buf_bytes, pool, bt, b0, bs, KV, kvh, jb + (kt + 2) * PF_BC, j_lo,
+                             j_stop);
         kiln_cp_commit();
     }
 }
@@ -336,7 +339,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
 
     /* start loading the first two key tiles (both buffers) while Q is read */
     const int kt0 = j_first / PF_BC, n_kt = j_stop / PF_BC + 1 - kt0;
-    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_lo, j_stop, n_kt);
+    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, 0, bs, KV, kvh, j_first, j_lo, j_stop, n_kt);
 
     /* this lane's two query rows: qi = 16 warp + gid + 8 hh -> head g = qi / R, row r = qi % R */
     int prow[2], trow[2], hrow[2], valid[2];
@@ -377,7 +380,7 @@ attention_prefill_kernel(void *out, kiln_dtype adt, const float *q, int q_stride
             for (int kk = 0; kk < PF_BC / 16; kk++) /* keys 16kk .. +15 */
                 pf_pv<HD, !F8>(o, s[2 * kk], s[2 * kk + 1], sv, 16 * kk, lane);
         }
-        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_lo, j_stop, kt, n_kt);
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, 0, bs, KV, kvh, j_first, j_lo, j_stop, kt, n_kt);
     }
 
     /* finish: the row sum over the quad (fixed order), O / l, rows < n only */
@@ -473,7 +476,7 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
     const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
     const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
     const int n_kt = (j_stop - j_first) / PF_BC + 1;
-    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
+    pf_start<HD, F8>(s_base, buf_bytes, pool, bt, 0, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
 
     /* Q of rows gid and gid + 8 (heads h0, h1) as A fragments, rounded to bf16 */
     const int h0 = kvh * G + min(gid, G - 1), h1 = kvh * G + min(gid + 8, G - 1);
@@ -495,7 +498,7 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
             for (int hh = 0; hh < 2; hh++) pf_softmax<2, DT>(s, o, m, l, hh, sl2, 1, j0, j_stop, 0, tig);
             pf_pv<HD, !F8>(o, s[0], s[1], sv, 16 * warp, lane);
         }
-        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, bs, KV, kvh, j_first, j_first, j_stop, kt, n_kt);
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, bt, 0, bs, KV, kvh, j_first, j_first, j_stop, kt, n_kt);
     }
 
     /* merge the 4 warps' states: red[warp][row][HD + 2] f32 over the (now idle) tile buffers */
@@ -537,6 +540,178 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
     }
 }
 
+/* The same decode with the MMA's roles swapped (attention_decode_t_kernel, G <= 8): keys and
+ * head dims are the M rows, the G query heads the N columns. Why: with G = 4 (Devstral) the
+ * kernel above fills 4 of its 16 M rows, so half its MMAs and three quarters of its softmax
+ * work are padding, its O accumulator is 16 x HD per warp (168 registers, 3 CTAs per SM), and
+ * at 32-128 decode rows it ran at ~2.5 TB/s, issue-bound (H200, Nsight Compute at batch 64:
+ * 0.39 instructions a cycle per scheduler, 61 % of cycles with no eligible warp). Here, per warp
+ * and 16 keys of a tile:
+ *   S^T (16 keys x 8 heads) = K (16 x HD, A: ldmatrix of the key rows) . Q^T (B: q in registers,
+ *       qb[HD/16][2] = (dims 16ks + 2tig, +1 | + 8; head gid)): HD / 16 MMAs;
+ *   online softmax per head (column): a head's 16 scores lie in the 8 lanes of one tig (keys
+ *       gid, gid + 8), reduced by xor 4, 8, 16; each lane keeps m, l of heads 2tig, 2tig + 1;
+ *   P^T goes through 256 bytes of shared memory per warp (P[key][head] bf16/f16: two 32-bit
+ *       stores a lane, then ldmatrix.x2.trans gives the B fragments (keys 2tig.., head gid));
+ *   O^T (HD x 8 heads) += V^T (A: ldmatrix.trans of the value rows) . P^T: HD / 16 MMAs.
+ * Heads gid >= G are copies of head G - 1 (never stored). The pipeline (key tiles, windows,
+ * scratch, merge order) is the kernel above's; the bits differ from it (the MMAs' sums are
+ * grouped differently) but, as there, depend only on the row's own position and context. */
+#define PF_DEC_BT 512 /* block ids of a window staged in shared memory (8,192 positions at bs 16) */
+template <int HD, bool F8>
+static __global__ void __launch_bounds__(PF_THREADS)
+attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const int32_t *pos,
+                          const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
+                          float sl2, float *scratch, int min_w, int max_splits, float vs, int window) {
+    extern __shared__ __align__(128) uint16_t pf_smem[]; /* tile buffers | [4 warps][16 keys][8 heads] P */
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
+    constexpr int KS = HD / 16, CH = HD / 8;
+    constexpr bool BF = !F8;
+    const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int G = H / KV, p = pos[t], nctx = p + 1;
+    const int lo = window > 0 && nctx > window ? nctx - window : 0;
+    const int w = kiln_att_window(nctx - lo, min_w, max_splits, PF_BC), j_first = lo + z * w;
+    if (j_first > p) return; /* uniform over the block, before any barrier or copy */
+    const int j_stop = min(j_first + w, nctx) - 1;
+    const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
+    const uint32_t s_base = (uint32_t)__cvta_generic_to_shared(pf_smem);
+    const uint32_t buf_bytes = 2 * PF_BC * HD * 2;
+    const uint32_t s_p = s_base + 2 * buf_bytes + (uint32_t)warp * 256; /* this warp's P [16 keys][8 heads] */
+    const int n_kt = (j_stop - j_first) / PF_BC + 1;
+    /* the window's block-table entries in shared memory (when they fit), read once here: the
+     * tile loads then find their blocks without a dependent global load before each copy */
+    __shared__ int32_t s_bt[PF_DEC_BT];
+    const int b0 = j_first / bs, nb = j_stop / bs - b0 + 1;
+    const int32_t *btp = bt;
+    int bofs = 0;
+    if (nb <= PF_DEC_BT) {
+        for (int i = threadIdx.x; i < nb; i += PF_THREADS) s_bt[i] = bt[b0 + i];
+        __syncthreads();
+        btp = s_bt;
+        bofs = b0;
+    }
+    pf_start<HD, F8>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
+
+    /* Q^T as B fragments: head gid (a copy of head G - 1 past G), dims 16ks + 2tig, +1 and + 8 */
+    const float *qh = q + (int64_t)t * q_stride + (int64_t)(kvh * G + min(gid, G - 1)) * HD + 2 * tig;
+    uint32_t qb[KS][2];
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        float2 x0 = *(const float2 *)(qh + 16 * ks), x1 = *(const float2 *)(qh + 16 * ks + 8);
+        qb[ks][0] = pf_pack<BF>(x0.x, x0.y);
+        qb[ks][1] = pf_pack<BF>(x1.x, x1.y);
+    }
+    /* O^T: o[mt][e] = (dim 16mt + gid + 8(e >> 1), head 2tig + (e & 1)); m, l of heads 2tig + e */
+    float o[KS][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int mt = 0; mt < KS; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+
+    for (int kt = 0; kt < n_kt; kt++) { /* key tile kt, buffer kt & 1; tile kt + 1 is in flight */
+        pf_wait(kt, n_kt);
+        if (F8) pf_convert<HD>(s_base + (kt & 1) * buf_bytes); /* uniform: every thread */
+        const int k0 = 16 * warp, j0 = j_first + kt * PF_BC + k0; /* this warp's first key */
+        if (j0 <= j_stop) { /* key j0 is unmasked: m is finite */
+            const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
+            float c[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* S^T: (key gid + 8(e >> 1), head 2tig + (e & 1)) */
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                /* matrix i = lane >> 3: keys k0 + 8(i & 1) + (lane & 7), dims 16ks + 8(i >> 1) */
+                int key = k0 + (lane & 7) + 8 * ((lane >> 3) & 1), ch = 2 * ks + (lane >> 4);
+                uint32_t a[4];
+                kiln_ldsm_x4(a, sk + (uint32_t)(key * CH + (ch ^ (key & 7))) * 16);
+                kiln_mma16816<BF>(c, a, qb[ks][0], qb[ks][1]);
+            }
+            float corr[2];
+#pragma unroll
+            for (int e = 0; e < 2; e++) { /* head 2tig + e: keys j0 + gid (c[e]) and j0 + gid + 8 (c[2 + e]) */
+                float v0 = c[e] * sl2, v1 = c[2 + e] * sl2;
+                if (j0 + gid > j_stop) v0 = -INFINITY;
+                if (j0 + gid + 8 > j_stop) v1 = -INFINITY;
+                float mx = fmaxf(v0, v1);
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+                float mn = fmaxf(m[e], mx); /* finite: key j0 is unmasked */
+                corr[e] = pf_exp2(m[e] - mn);
+                m[e] = mn;
+                c[e] = pf_exp2(v0 - mn);
+                c[2 + e] = pf_exp2(v1 - mn);
+                l[e] = l[e] * corr[e] + (c[e] + c[2 + e]); /* this lane's two keys; lanes summed at the end */
+            }
+#pragma unroll
+            for (int mt = 0; mt < KS; mt++) {
+                o[mt][0] *= corr[0], o[mt][1] *= corr[1], o[mt][2] *= corr[0], o[mt][3] *= corr[1];
+            }
+            /* P[key][head] (16 bytes a key row): keys gid and gid + 8, heads 2tig, 2tig + 1 */
+            __syncwarp();
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_p + (uint32_t)(gid * 16 + tig * 4)),
+                         "r"(pf_pack<BF>(c[0], c[1])));
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_p + (uint32_t)((gid + 8) * 16 + tig * 4)),
+                         "r"(pf_pack<BF>(c[2], c[3])));
+            __syncwarp();
+            uint32_t pb[2]; /* .trans of (keys 0-7 | 8-15, heads 0-7): (keys 2tig, +1 (+8); head gid) */
+            asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                         : "=r"(pb[0]), "=r"(pb[1])
+                         : "r"(s_p + (uint32_t)((lane & 15) * 16)));
+#pragma unroll
+            for (int mt = 0; mt < KS; mt++) {
+                /* matrix i = lane >> 3: keys k0 + 8(i >> 1) + (lane & 7), dims 16mt + 8(i & 1) */
+                int key = k0 + (lane & 7) + 8 * (lane >> 4), ch = 2 * mt + ((lane >> 3) & 1);
+                uint32_t a[4];
+                kiln_ldsm_x4_t(a, sv + (uint32_t)(key * CH + (ch ^ (key & 7))) * 16);
+                kiln_mma16816<BF>(o[mt], a, pb[0], pb[1]);
+            }
+        }
+        pf_refill<HD, F8>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, kt, n_kt);
+    }
+
+    /* the 4 warps' states into red[warp][head][HD + 2] f32 (the idle tile buffers), then merged
+     * as the kernel above does */
+    float *red = (float *)pf_smem;
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float L = l[e];
+        L += __shfl_xor_sync(0xffffffffu, L, 4);
+        L += __shfl_xor_sync(0xffffffffu, L, 8);
+        L += __shfl_xor_sync(0xffffffffu, L, 16);
+        int head = 2 * tig + e;
+        if (head >= G) continue;
+        float *r = red + ((int64_t)warp * 16 + head) * (HD + 2);
+#pragma unroll
+        for (int mt = 0; mt < KS; mt++) {
+            r[16 * mt + gid] = o[mt][e];
+            r[16 * mt + gid + 8] = o[mt][2 + e];
+        }
+        if (gid == 0) {
+            r[HD] = m[e];
+            r[HD + 1] = L;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * (HD + 1); i += PF_THREADS) {
+        int row = i / (HD + 1), d = i % (HD + 1); /* d == HD: the (m, l) pair */
+        float M = -INFINITY;
+#pragma unroll
+        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * 16 + row) * (HD + 2) + HD]);
+        float acc = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < 4; ww++) {
+            const float *r = red + ((int64_t)ww * 16 + row) * (HD + 2);
+            float f = pf_exp2(r[HD] - M); /* 0 for a warp that ran no key (m = -inf) */
+            acc += (d < HD ? r[d] : r[HD + 1]) * f;
+        }
+        float *sc = scratch + (((int64_t)t * H + kvh * G + row) * max_splits + z) * (HD + 2);
+        if (d < HD) sc[d] = F8 ? acc * vs : acc; /* V's scale (K's is in sl2) */
+        else {
+            sc[HD] = M * 0.6931471805599453f;
+            sc[HD + 1] = acc;
+        }
+    }
+}
+#define PF_SMEM_T(HD) (PF_SMEM(HD) + 4 * 256) /* the tile buffers and each warp's P (dynamic) */
+
 template <int HD, bool F8>
 static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_stride, const kiln_cuda_kv *kv,
                              const int32_t *pos, const int32_t *row_seq, const int32_t *block_table, int max_blocks,
@@ -558,16 +733,19 @@ template <int HD, bool F8>
 static cudaError_t dec_launch(const float *q, int q_stride, const kiln_cuda_kv *kv, const int32_t *pos,
                               const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV,
                               int bs, float *scratch, int min_w, int max_splits, int pdl, cudaStream_t st) {
-    size_t smem = PF_SMEM(HD);
-    cudaError_t e = cudaFuncSetAttribute(attention_decode_kernel<HD, F8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem);
+    /* heads as the MMA's N columns where they fit (G <= 8), else as its M rows */
+    const bool tr = H / KV <= 8;
+    size_t smem = tr ? PF_SMEM_T(HD) : PF_SMEM(HD);
+    void (*kern)(const float *, int, const void *, const int32_t *, const int32_t *, const int32_t *, int, int, int,
+                 int, float, float *, int, int, float, int) =
+        tr ? attention_decode_t_kernel<HD, F8> : attention_decode_kernel<HD, F8>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD) * (F8 ? kv->k_scale : 1.0f);
     dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
-                attention_decode_kernel<HD, F8>, grid, dim3(PF_THREADS), smem, st, q, q_stride, (const void *)kv->pool,
-                pos, row_seq, block_table, max_blocks, H, KV, bs, sl2, scratch, min_w, max_splits, kv->v_scale,
-                kv->window);
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, kern, grid, dim3(PF_THREADS), smem, st, q, q_stride,
+                (const void *)kv->pool, pos, row_seq, block_table, max_blocks, H, KV, bs, sl2, scratch, min_w,
+                max_splits, kv->v_scale, kv->window);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
