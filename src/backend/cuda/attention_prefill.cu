@@ -781,17 +781,24 @@ extern "C" cudaError_t kiln_cuda_attention_prefill_ex(void *out, kiln_dtype adt,
 
 extern "C" size_t kiln_cuda_attention_tc_smem(int hd) { return hd == 64 || hd == 128 ? PF_SMEM(hd) : 0; }
 
-extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, const kiln_cuda_target *t) {
+/* the occupancy of the kernel dec_launch runs for G heads a group */
+template <int HD>
+static cudaError_t dec_occupancy(int *n, int G) {
+    void (*kern)(const float *, int, const void *, const int32_t *, const int32_t *, const int32_t *, int, int, int,
+                 int, float, float *, int, int, float, int) =
+        G <= 8 ? attention_decode_t_kernel<HD, false> : attention_decode_kernel<HD, false>;
+    size_t smem = G <= 8 ? PF_SMEM_T(HD) : PF_SMEM(HD);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, kern, PF_THREADS, smem);
+    return e;
+}
+
+extern "C" int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, int G, const kiln_cuda_target *t) {
     int n = 0;
-    cudaError_t e = cudaErrorInvalidValue;
-    if (hd == 64 && cudaFuncSetAttribute(attention_decode_kernel<64, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)PF_SMEM(64)) == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<64, false>, PF_THREADS, PF_SMEM(64));
-    else if (hd == 128 && cudaFuncSetAttribute(attention_decode_kernel<128, false>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PF_SMEM(128)) == cudaSuccess)
-        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attention_decode_kernel<128, false>, PF_THREADS, PF_SMEM(128));
+    cudaError_t e = hd == 64 ? dec_occupancy<64>(&n, G) : hd == 128 ? dec_occupancy<128>(&n, G) : cudaErrorInvalidValue;
     if (e == cudaSuccess && n > 0 && t) { /* capped by the target's shared memory per SM */
-        int m = kiln_cuda_target_smem_blocks(t, PF_SMEM(hd == 64 ? 64 : 128));
+        size_t smem = G <= 8 ? PF_SMEM_T(hd == 64 ? 64 : 128) : PF_SMEM(hd == 64 ? 64 : 128);
+        int m = kiln_cuda_target_smem_blocks(t, smem);
         if (m < n) n = m;
     }
     return e == cudaSuccess && n > 0 ? n : 1;

@@ -123,7 +123,7 @@ cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *
  * max_splits) writes the windows' states to scratch [T][H][max_splits][hd + 2] and
  * kiln_cuda_attention_combine merges them into out. Same argument rules as
  * kiln_cuda_attention_prefill, and G = H / KV <= 16. kiln_cuda_attention_decode_tc_blocks_per_sm: resident CTAs per
- * SM of the pass-1 kernel (occupancy query capped by target t's shared memory, t NULL: the
+ * SM of the pass-1 kernel for G heads a group (occupancy query capped by target t's shared memory, t NULL: the
  * device's; 1 when unknown). kiln_cuda_attention_tc_smem: the dynamic shared memory both
  * tensor-core kernels ask (0 for an hd they do not take): the backend keeps them off a target
  * whose smem_per_block is below it (the split kernel then takes every row). */
@@ -131,7 +131,7 @@ cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float
                                           const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                           const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                           int block_size, int min_w, int max_splits, float *scratch, int pdl, cudaStream_t st);
-int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, const kiln_cuda_target *t);
+int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, int G, const kiln_cuda_target *t);
 size_t kiln_cuda_attention_tc_smem(int hd);
 /* Pass 2 of the split attention alone: merge the windows (rounded to wr positions) of rows
  * [0, T) from scratch [T][H][max_splits][hd + 2] into out [T][H * hd] (attention.cu). */
