@@ -434,6 +434,34 @@ extern "C" int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, i
     return nt;
 }
 
+/* The end of both decode kernels: the 4 warps' states of each head (red[warp][head][HD + 2] f32:
+ * O, then m in the log2 domain and l) merged in warp order, M = max m_w, L = sum l_w 2^(m_w - M),
+ * acc = sum O_w 2^(m_w - M), and the window's (acc, m in natural-log units, L) written to
+ * scratch [T][H][max_splits][HD + 2] for kiln_cuda_attention_combine. */
+template <int HD, bool F8>
+static __device__ __forceinline__ void pf_dec_merge(const float *red, int G, int t, int H, int kvh, int max_splits,
+                                                    int z, float *scratch, float vs) {
+    for (int i = threadIdx.x; i < G * (HD + 1); i += PF_THREADS) {
+        int row = i / (HD + 1), d = i % (HD + 1); /* d == HD: the (m, l) pair */
+        float M = -INFINITY;
+#pragma unroll
+        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * 16 + row) * (HD + 2) + HD]);
+        float acc = 0.0f;
+#pragma unroll
+        for (int ww = 0; ww < 4; ww++) {
+            const float *r = red + ((int64_t)ww * 16 + row) * (HD + 2);
+            float f = pf_exp2(r[HD] - M); /* 0 for a warp that ran no key (m = -inf) */
+            acc += (d < HD ? r[d] : r[HD + 1]) * f;
+        }
+        float *sc = scratch + (((int64_t)t * H + kvh * G + row) * max_splits + z) * (HD + 2);
+        if (d < HD) sc[d] = F8 ? acc * vs : acc; /* V's scale (K's is in sl2) */
+        else {
+            sc[HD] = M * 0.6931471805599453f;
+            sc[HD + 1] = acc;
+        }
+    }
+}
+
 #define PF_SMEM(HD) ((size_t)2 * 2 * PF_BC * (HD) * 2) /* 2 buffers x (K, V) x [PF_BC][HD] bf16 */
 
 /* Decode on tensor cores, split over the context (kiln_cuda_attention_decode_tc): every row is
@@ -519,25 +547,7 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
         }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < G * (HD + 1); i += PF_THREADS) {
-        int row = i / (HD + 1), d = i % (HD + 1); /* d == HD: the (m, l) pair */
-        float M = -INFINITY;
-#pragma unroll
-        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * 16 + row) * (HD + 2) + HD]);
-        float acc = 0.0f;
-#pragma unroll
-        for (int ww = 0; ww < 4; ww++) {
-            const float *r = red + ((int64_t)ww * 16 + row) * (HD + 2);
-            float f = pf_exp2(r[HD] - M); /* 0 for a warp that ran no key (m = -inf) */
-            acc += (d < HD ? r[d] : r[HD + 1]) * f;
-        }
-        float *sc = scratch + (((int64_t)t * H + kvh * G + row) * max_splits + z) * (HD + 2);
-        if (d < HD) sc[d] = F8 ? acc * vs : acc; /* V's scale (K's is in sl2) */
-        else {
-            sc[HD] = M * 0.6931471805599453f;
-            sc[HD + 1] = acc;
-        }
-    }
+    pf_dec_merge<HD, F8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
 
 /* The same decode with the MMA's roles swapped (attention_decode_t_kernel, G <= 8): keys and
@@ -690,25 +700,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
         }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < G * (HD + 1); i += PF_THREADS) {
-        int row = i / (HD + 1), d = i % (HD + 1); /* d == HD: the (m, l) pair */
-        float M = -INFINITY;
-#pragma unroll
-        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * 16 + row) * (HD + 2) + HD]);
-        float acc = 0.0f;
-#pragma unroll
-        for (int ww = 0; ww < 4; ww++) {
-            const float *r = red + ((int64_t)ww * 16 + row) * (HD + 2);
-            float f = pf_exp2(r[HD] - M); /* 0 for a warp that ran no key (m = -inf) */
-            acc += (d < HD ? r[d] : r[HD + 1]) * f;
-        }
-        float *sc = scratch + (((int64_t)t * H + kvh * G + row) * max_splits + z) * (HD + 2);
-        if (d < HD) sc[d] = F8 ? acc * vs : acc; /* V's scale (K's is in sl2) */
-        else {
-            sc[HD] = M * 0.6931471805599453f;
-            sc[HD + 1] = acc;
-        }
-    }
+    pf_dec_merge<HD, F8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
 #define PF_SMEM_T(HD) (PF_SMEM(HD) + 4 * 256) /* the tile buffers and each warp's P (dynamic) */
 
