@@ -69,19 +69,7 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
     for (; i + 32 <= n; i += 32) step32(acc, w, dt, i, x, ldx, i, nr);
     if (i < n) {
         float wt[32], xt[KILN_DOT_MAX_NR][32];
-        int m = n - i;
-        memset(wt, 0, sizeof wt);
-        memset(xt, 0, sizeof xt);
-        if (dt == KILN_DT_F32) {
-            memcpy(wt, (const float *)w + i, (size_t)m * 4);
-        } else if (dt == KILN_DT_F8_E4M3) {
-            for (int j = 0; j < m; j++) wt[j] = kiln_e4m3_to_f32(((const uint8_t *)w)[i + j]);
-        } else {
-            const uint16_t *h = (const uint16_t *)w + i;
-            for (int j = 0; j < m; j++) wt[j] = dt == KILN_DT_BF16 ? kiln_bf16_to_f32(h[j]) : kiln_f16_to_f32(h[j]);
-        }
-        KILN_UNROLL
-        for (int r = 0; r < nr; r++) memcpy(xt[r], x + (size_t)r * ldx + i, (size_t)m * 4);
+        kiln_dot_tail_stage(w, dt, i, n - i, x, ldx, nr, wt, &xt[0][0], 32);
         step32(acc, wt, KILN_DT_F32, 0, &xt[0][0], 32, 0, nr);
     }
     KILN_UNROLL

@@ -19,9 +19,31 @@
  *            (l0+l2) + (l1+l3). */
 #ifndef KILN_CPU_DOT_INTERNAL_H
 #define KILN_CPU_DOT_INTERNAL_H
+#include <string.h>
 #include "backend/cpu/kernels.h"
+#include "util/fp16.h"
+#include "util/fp8.h"
 
 #define KILN_DOT_MAX_NR 4
+
+/* The zero-padded tail of a dot whose vector step takes L elements (avx2: 32, neon: 16): weight
+ * elements i .. i + m - 1 (m < L) as f32 into wt[0 .. m), and of each of the nr x rows (stride
+ * ldx) into xt[r L .. r L + m); the rest of wt[L] and xt[nr][L] zero. The ISA file then runs one
+ * more step over wt / xt as f32 weights: zeros add nothing, so the order is the full steps'. */
+static inline void kiln_dot_tail_stage(const void *w, kiln_dtype dt, int i, int m, const float *x, size_t ldx, int nr,
+                                       float *wt, float *xt, int L) {
+    memset(wt, 0, (size_t)L * sizeof *wt);
+    memset(xt, 0, (size_t)KILN_DOT_MAX_NR * L * sizeof *xt);
+    if (dt == KILN_DT_F32) {
+        memcpy(wt, (const float *)w + i, (size_t)m * 4);
+    } else if (dt == KILN_DT_F8_E4M3) {
+        for (int j = 0; j < m; j++) wt[j] = kiln_e4m3_to_f32(((const uint8_t *)w)[i + j]);
+    } else {
+        const uint16_t *h = (const uint16_t *)w + i;
+        for (int j = 0; j < m; j++) wt[j] = dt == KILN_DT_BF16 ? kiln_bf16_to_f32(h[j]) : kiln_f16_to_f32(h[j]);
+    }
+    for (int r = 0; r < nr; r++) memcpy(xt + (size_t)r * L, x + (size_t)r * ldx + i, (size_t)m * 4);
+}
 
 /* The kernels of one ISA. A NULL entry: none on this ISA (the caller falls back or refuses). */
 typedef struct kiln_cpu_kernels {
