@@ -553,10 +553,11 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
 /* The same decode with the MMA's roles swapped (attention_decode_t_kernel, G <= 8): keys and
  * head dims are the M rows, the G query heads the N columns. Why: with G = 4 (Devstral) the
  * kernel above fills 4 of its 16 M rows, so half its MMAs and three quarters of its softmax
- * work are padding, its O accumulator is 16 x HD per warp (168 registers, 3 CTAs per SM), and
- * at 32-128 decode rows it ran at ~2.5 TB/s, issue-bound (H200, Nsight Compute at batch 64:
- * 0.39 instructions a cycle per scheduler, 61 % of cycles with no eligible warp). Here, per warp
- * and 16 keys of a tile:
+ * work are padding, and its O accumulator is 16 x HD per warp (168 registers). At 32-128 decode
+ * rows it ran at ~2.5 TB/s (H200, Nsight Compute at batch 64: 3 CTAs per SM, 0.39 instructions a
+ * cycle per scheduler, 61 % of cycles with no eligible warp). Halving the MMAs here gained only
+ * 3-6 % of the kernel's time (55.9 -> 54.5 us at b64, 95.4 -> 89.9 at b128): it is bound by the
+ * latency of its two-tile pipeline, not by issue. Here, per warp and 16 keys of a tile:
  *   S^T (16 keys x 8 heads) = K (16 x HD, A: ldmatrix of the key rows) . Q^T (B: q in registers,
  *       qb[HD/16][2] = (dims 16ks + 2tig, +1 | + 8; head gid)): HD / 16 MMAs;
  *   online softmax per head (column): a head's 16 scores lie in the 8 lanes of one tig (keys
