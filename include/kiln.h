@@ -89,6 +89,9 @@ typedef struct kiln_cuda_options {
                             * most 64 (16) */
     int fp8_mma_max_rows;  /* FP8 weights: rows up to which fp8.cu's tensor-core product runs
                             * (more: cuBLASLt), 0 = never, at most 64 (8) */
+    int fp8_fuse_quant;    /* FP8 W8A8 with dynamic per-row activation scales: the activation
+                            * codes written by the kernels before (RMSNorm; SwiGLU's partial
+                            * maxima), not by a separate pass over each input; 0 = off (1) */
     int fail_alloc_at;     /* fault injection (tests): the allocation of create numbered this
                             * (1-based; device memory and pinned host buffers) and every later
                             * one fail as cudaMalloc fails when the device is full (KILN_ERR_OOM);

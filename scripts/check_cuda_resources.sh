@@ -72,6 +72,7 @@ qmma_reg_kernel           128   0      qmma_reg.cu: QR_WARPS * 32, static shared
 fp8_mma_kernel            256   0      fp8.cu: F8_WARPS * 32, static shared memory only
 fp8_quant_x_kernel        128   0      fp8.cu
 fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)
+fp8_quant_pmax_kernel     128   0      fp8.cu
 fp8_scale_rows_kernel     256   0      fp8.cu
 fp8_dequant_kernel        256   0      fp8.cu
 dummy_fp8_kernel          256   0      dummy_fill.cu

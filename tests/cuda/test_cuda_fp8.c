@@ -3,8 +3,9 @@
  *   - kiln_cuda_fp8_quant_x: codes and scales bit-equal to the host's kiln_fp8_act_scale /
  *     kiln_f32_to_e4m3(x / s), per row and per 128-column group, dynamic and static;
  *   - kiln_cuda_fp8_mma, W8A8 (sm_89+) and weight-only, per-tensor / per-channel / 128x128 block
- *     scales (magnitudes 2^-12 .. 2^4), N in {16, 37, 200}, K in {16, 80, 384, 1040, 5120}, T in
- *     {1, 3, 8, 9, 16, 17, 40, 64}, CTAs of 4 and 8 warps: every element within tol * sum_k |x_k w_k| of the CPU's value
+ *     scales (magnitudes 2^-12 .. 2^4), N in {16, 37, 208}, K in {16, 80, 384, 1024, 1040, 5120}, T in
+ *     {1, 3, 8, 9, 16, 17, 40, 64}, CTAs of 4 and 8 warps, K in 1, 2 and 4 parts where they apply
+ *     (per-row scales, T <= 8 / parts, K % (64 parts) == 0): every element within tol * sum_k |x_k w_k| of the CPU's value
  *     (tol printed: the f32 sums in another order, and the MMA's own adds), written into a
  *     column slice (ldy = N + 3) with the other columns untouched; row 0 bit-identical at T = 1
  *     and T = 8 (one launch shape);
@@ -165,8 +166,12 @@ static void check_mma(const fp8_case *c, int a8, kiln_act_quant act, int T, unsi
     kc_poison(dy, (size_t)T * ldy * 4);
     if (a8) CU(kiln_cuda_fp8_quant_x(dq, dsa, dx, KILN_DT_BF16, T, K, G > 1 ? 128 : K, act == KILN_ACT_STATIC, in, 0));
     int warps = (T + N + K / 16) % 2 ? 4 : 8; /* both CTA shapes over the cases */
+    /* parts 1 (and the auto choice, and every other valid count below) */
+    for (int parts = 1; parts <= 4; parts *= 2) {
+    if (parts > 1 && !(G == 1 && T <= 8 / parts && K % (64 * parts) == 0)) continue;
+    kc_poison(dy, (size_t)T * ldy * 4);
     CU(kiln_cuda_fp8_mma(dy, ldy, c->dw, c->dsw, G, a8 ? (const void *)dq : dx, dsa, a8, T, N, K, T == 1 || T == 8 ? 8 : warps,
-                         0, g_fp8_mma, 0));
+                         parts == 1 && !(T == 1 || T == 8) ? 0 : parts, 0, g_fp8_mma, 0));
     kc_get(yg, dy, (size_t)T * ldy * 4);
     double tol = a8 ? 2e-3 : 2e-5, worst = 0;
     int bad = 0, touched = 0;
@@ -188,13 +193,15 @@ static void check_mma(const fp8_case *c, int a8, kiln_act_quant act, int T, unsi
         }
     }
     if (worst > g_worst[!a8]) g_worst[!a8] = worst;
-    KT_CHECK(bad == 0 && touched == 0, "fp8_mma %s %s N=%d K=%d T=%d: %d beyond %.0e sum|xw| (worst %.3g), %d columns "
-             "outside the slice written", a8 ? "W8A8" : "W8A16", kiln_scale_kind_name(c->kind), N, K, T, bad, tol, worst,
-             touched);
+    KT_CHECK(bad == 0 && touched == 0, "fp8_mma %s %s N=%d K=%d T=%d parts %d: %d beyond %.0e sum|xw| (worst %.3g), %d "
+             "columns outside the slice written", a8 ? "W8A8" : "W8A16", kiln_scale_kind_name(c->kind), N, K, T, parts,
+             bad, tol, worst, touched);
+    if (parts > 1) continue;
     if (row0) { /* T = 1 and T = 8 run one launch shape: row 0 must have the same bits */
         if (T == 1) memcpy(row0, yg, (size_t)N * 4);
         else KT_CHECK(!memcmp(row0, yg, (size_t)N * 4), "fp8_mma %s N=%d K=%d: row 0 differs between T = 1 and T = %d",
                       a8 ? "W8A8" : "W8A16", N, K, T);
+    }
     }
     cudaFree(dx); cudaFree(dq); cudaFree(dsa); cudaFree(dy);
     kiln_free(x); kiln_free(yr); kiln_free(yg); kiln_free(xb);
@@ -260,18 +267,24 @@ static void check_dequant(const fp8_case *c) {
 static void refusals(void) {
     void *p = kc_dev(1 << 16);
     float *y = p;
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 1, 1, 16, 64, 0, 0, 0, 0) == cudaErrorInvalidValue,
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 1, 1, 16, 64, 0, 0, 0, 0, 0) == cudaErrorInvalidValue,
              "W8A8 without FP8 MMA refused");
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 40, 0, 0, 1, 0) == cudaErrorInvalidValue, "K %% 16 refused");
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 65, 16, 64, 0, 0, 1, 0) == cudaErrorInvalidValue, "T > 64 refused");
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, (uint8_t *)p + 8, p, 1, p, p, 0, 1, 16, 64, 0, 0, 1, 0) == cudaErrorInvalidValue,
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 40, 0, 0, 0, 1, 0) == cudaErrorInvalidValue, "K %% 16 refused");
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 65, 16, 64, 0, 0, 0, 1, 0) == cudaErrorInvalidValue, "T > 64 refused");
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, (uint8_t *)p + 8, p, 1, p, p, 0, 1, 16, 64, 0, 0, 0, 1, 0) == cudaErrorInvalidValue,
              "misaligned W refused");
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 3, p, p, 0, 1, 16, 256, 0, 0, 1, 0) == cudaErrorInvalidValue,
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 3, p, p, 0, 1, 16, 256, 0, 0, 0, 1, 0) == cudaErrorInvalidValue,
              "block groups not ceil(K / 128) refused");
     KT_CHECK(kiln_cuda_fp8_quant_x(p, y, p, KILN_DT_BF16, 1, 64, 64, 1, 0.0f, 0) == cudaErrorInvalidValue,
              "static activation scale 0 refused");
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 64, 6, 0, 1, 0) == cudaErrorInvalidValue,
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 64, 6, 0, 0, 1, 0) == cudaErrorInvalidValue,
              "6 warps refused");
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 3, 16, 256, 0, 4, 0, 1, 0) == cudaErrorInvalidValue,
+             "4 K parts at 3 rows refused");
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 192, 0, 2, 0, 1, 0) == cudaErrorInvalidValue,
+             "2 K parts of K %% 128 != 0 refused");
+    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 256, 0, 3, 0, 1, 0) == cudaErrorInvalidValue,
+             "3 K parts refused");
     CU(cudaGetLastError());
     cudaFree(p);
 }
@@ -293,8 +306,10 @@ static void bench(cublasLtHandle_t lt, void *ws) {
     CU(cudaEventCreate(&e0));
     CU(cudaEventCreate(&e1));
     kiln_cuda_gemm_ctx ctx = {.lt = lt, .workspace = ws, .ws_bytes = 32 << 20};
-    fprintf(stderr, "\nFP8 bench (us per call, weight GB/s; quant_x: us for x of T rows):\n%-8s %4s %16s %16s %16s %16s %8s\n",
-            "shape", "T", "W8A8 8 warps", "W8A8 4 warps", "W8A16 auto", "cuBLASLt FP8", "quant_x");
+    fprintf(stderr, "\nFP8 bench (us per call, weight GB/s; quant_x: us for x of T rows; pP wW: K in P parts, CTAs of W "
+            "warps):\n%-8s %4s %16s %16s %16s %16s %8s %16s %16s %16s %16s %16s\n", "shape", "T", "W8A8 p1 w8",
+            "W8A8 p1 w4", "W8A16 auto", "cuBLASLt FP8", "quant_x", "W8A8 auto", "W8A8 p2 w4", "W8A8 p4 w4", "W8A8 p2 w8",
+            "W8A8 p4 w8");
     for (int si = 0; si < 4; si++) {
         int N = shapes[si][0], K = shapes[si][1];
         size_t wb = (size_t)N * K;
@@ -315,15 +330,21 @@ static void bench(cublasLtHandle_t lt, void *ws) {
         if (!have_lt) fprintf(stderr, "cuBLASLt FP8 %d x %d: %s\n", N, K, err.msg);
         for (int ti = 0; ti < 7; ti++) {
             int T = Ts[ti], reps = 20;
-            double us[5] = {0, 0, 0, 0, 0};
-            for (int v = 0; v < 5; v++) {
-                if ((v <= 1 && !g_fp8_mma) || (v == 3 && !have_lt)) continue;
+            double us[10] = {0};
+            for (int v = 0; v < 10; v++) {
+                if (((v <= 1 || v >= 5) && !g_fp8_mma) || (v == 3 && !have_lt)) continue;
+                if ((v == 6 || v == 8) && T > 4) continue;
+                if ((v == 7 || v == 9) && T > 2) continue;
                 for (int r = -2; r < reps; r++) {
                     if (r == 0) CU(cudaEventRecord(e0, 0));
                     uint8_t *wc = w + (size_t)((r + 2) % copies) * wb;
-                    if (v == 0) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, 8, 0, 1, 0));
-                    else if (v == 1) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, 4, 0, 1, 0));
-                    else if (v == 2) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xb, sa, 0, T, N, K, 0, 0, 1, 0));
+                    if (v == 0) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, 8, 1, 0, 1, 0));
+                    else if (v == 1) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, 4, 1, 0, 1, 0));
+                    else if (v == 2) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xb, sa, 0, T, N, K, 0, 0, 0, 1, 0));
+                    else if (v >= 5) {
+                        const int wv[5] = {0, 4, 4, 8, 8}, pv[5] = {0, 2, 4, 2, 4};
+                        CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, wv[v - 5], pv[v - 5], 132, 1, 0));
+                    }
                     else if (v == 3) {
                         if (kiln_cuda_gemm_run(&ctx, &g, y, xq, wc, T, 0, &err)) fprintf(stderr, "lt: %s\n", err.msg);
                         CU(kiln_cuda_fp8_scale_rows(y, N, sa, sw, T, N, 0));
@@ -334,7 +355,9 @@ static void bench(cublasLtHandle_t lt, void *ws) {
             }
             fprintf(stderr, "%-8s %4d", names[si], T);
             for (int v = 0; v < 4; v++) fprintf(stderr, " %8.1f %6.0f ", us[v], us[v] ? wb / us[v] / 1e3 : 0);
-            fprintf(stderr, " %7.1f\n", us[4]);
+            fprintf(stderr, " %7.1f", us[4]);
+            for (int v = 5; v < 10; v++) fprintf(stderr, " %8.1f %6.0f ", us[v], us[v] ? wb / us[v] / 1e3 : 0);
+            fprintf(stderr, "\n");
         }
         if (have_lt) kiln_cuda_gemm_free(&g);
         cudaFree(w); cudaFree(sw); cudaFree(y); cudaFree(sa); cudaFree(xq); cudaFree(xb);
@@ -353,11 +376,11 @@ int main(void) {
     cublasLtHandle_t lt;
     KT_CHECK(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS, "cublasLtCreate");
     void *ws = kc_dev(32 << 20);
-    const int Ns[3] = {16, 37, 208}, Ks[5] = {16, 80, 384, 1040, 5120}, Ts[8] = {1, 3, 8, 9, 16, 17, 40, 64};
+    const int Ns[3] = {16, 37, 208}, Ks[6] = {16, 80, 384, 1024, 1040, 5120}, Ts[8] = {1, 3, 8, 9, 16, 17, 40, 64};
     const kiln_scale_kind kinds[3] = {KILN_SCALE_TENSOR, KILN_SCALE_CHANNEL, KILN_SCALE_BLOCK};
     for (int ki = 0; ki < 3; ki++)
         for (int ni = 0; ni < 3; ni++)
-            for (int kk = 0; kk < 5; kk++) {
+            for (int kk = 0; kk < 6; kk++) {
                 fp8_case c;
                 case_make(&c, Ns[ni], Ks[kk], kinds[ki], &s);
                 float *row0 = kiln_malloc((size_t)c.N * 4);

@@ -4,18 +4,30 @@
  *     L2 of the CPU backend's and of HF's;
  *   - tinystories-656K (f32, tied embeddings, head_dim 16): greedy ids equal to HF's and the
  *     CPU's, one request at a time and four at once (ragged prefill + decode steps);
+ *   - mistral-tiny-random with online FP8 weights (quantization "fp8": W8A8, dynamic per-row
+ *     activation scales): the activation codes written by RMSNorm / SwiGLU's partial maxima
+ *     (fp8_fuse_quant, the default) give logits bit-identical to the separate quantization pass
+ *     at 1, 5 and every prompt row (the product kernel and cuBLASLt FP8), and closer to the CPU
+ *     backend's FP8 logits than those are to the CPU's bf16 logits (the quantization's own error
+ *     on this random-weight model, 0.1-0.2 relative L2): the CPU's activations are f32, the GPU's
+ *     bf16, so activation codes near a rounding boundary differ, and no fixed small bound holds;
+ *     a wrong scale or code would be far beyond it;
  *   - a 2-layer dummy model in the exact Devstral-Small-2505 layer shape (hidden 5120, 32 heads,
  *     8 KV heads, head_dim 128, intermediate 32768, vocab 131072, bf16): weights filled on the
  *     GPU (--load-format dummy, no host copy) vs the same weights on the host; prompt logits
  *     within 2e-2. */
 #include <jansson.h>
+#include <string.h>
 #include "cuda_test.h"
 #include "engine/engine.h"
 #include "util/alloc.h"
 
-static kiln_engine *open_engine(const char *model, const char *backend, int dummy, kiln_error *err) {
+static kiln_engine *open_engine_q(const char *model, const char *backend, int dummy, const char *quant, int fuse,
+                                  kiln_error *err) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
+    o.quantization = quant;
+    o.cuda.fp8_fuse_quant = fuse;
     o.model_path = model;
     o.backend = backend;
     o.max_seqs = 8;
@@ -27,6 +39,10 @@ static kiln_engine *open_engine(const char *model, const char *backend, int dumm
     kiln_engine *e = NULL;
     if (kiln_engine_open(&e, &o, err)) return NULL;
     return e;
+}
+
+static kiln_engine *open_engine(const char *model, const char *backend, int dummy, kiln_error *err) {
+    return open_engine_q(model, backend, dummy, NULL, -1, err);
 }
 
 static float *read_f32(const char *path, size_t n) {
@@ -83,6 +99,59 @@ static void mistral_case(const char *dir) {
     }
     kiln_engine_close(g);
     kiln_engine_close(c);
+    json_decref(ref);
+}
+
+/* online FP8: fused activation codes against the separate pass (bits) and against the CPU */
+static void fp8_case(const char *dir) {
+    char rp[1200];
+    snprintf(rp, sizeof rp, "%s/reference.json", dir);
+    json_t *ref = json_load_file(rp, 0, NULL);
+    if (!ref) { fprintf(stderr, "SKIP %s fp8: no reference.json\n", dir); return; }
+    kiln_error err = {0};
+    kiln_engine *f = open_engine_q(dir, "cuda", 0, "fp8", -1, &err);
+    KT_CHECK(f != NULL, "open %s fp8 on cuda: %s", dir, err.msg);
+    kiln_engine *u = open_engine_q(dir, "cuda", 0, "fp8", 0, &err);
+    KT_CHECK(u != NULL, "open %s fp8 (no fusion) on cuda: %s", dir, err.msg);
+    kiln_engine *c = open_engine_q(dir, "cpu", 0, "fp8", -1, &err);
+    KT_CHECK(c != NULL, "open %s fp8 on cpu: %s", dir, err.msg);
+    kiln_engine *b = open_engine(dir, "cpu", 0, &err);
+    KT_CHECK(b != NULL, "open %s on cpu: %s", dir, err.msg);
+    size_t ci;
+    json_t *cs;
+    if (f && u && c && b) json_array_foreach(json_object_get(ref, "cases"), ci, cs) {
+        int32_t ids[512];
+        int n = json_ids(json_object_get(cs, "prompt_ids"), ids, 512);
+        int V = kiln_engine_model(f)->cfg.vocab_size;
+        int lens[3] = {1, n < 5 ? n : 5, n};
+        for (int li = 0; li < 3; li++) {
+            int m = lens[li];
+            float *lf = kiln_malloc((size_t)m * V * 4), *lu = kiln_malloc((size_t)m * V * 4);
+            float *lc = kiln_malloc((size_t)m * V * 4), *lb = kiln_malloc((size_t)m * V * 4);
+            int r1 = kiln_engine_prompt_logits(f, ids, m, lf, &err);
+            KT_CHECK(r1 == 0, "cuda fp8 prompt_logits: %s", err.msg);
+            int r2 = kiln_engine_prompt_logits(u, ids, m, lu, &err);
+            KT_CHECK(r2 == 0, "cuda fp8 (no fusion) prompt_logits: %s", err.msg);
+            int r3 = kiln_engine_prompt_logits(c, ids, m, lc, &err);
+            KT_CHECK(r3 == 0, "cpu fp8 prompt_logits: %s", err.msg);
+            int r4 = kiln_engine_prompt_logits(b, ids, m, lb, &err);
+            KT_CHECK(r4 == 0, "cpu prompt_logits: %s", err.msg);
+            if (!r1 && !r2 && !r3 && !r4) {
+                double ec = kt_rel_l2(lf, lc, (size_t)m * V), eq = kt_rel_l2(lc, lb, (size_t)m * V);
+                KT_CHECK(memcmp(lf, lu, (size_t)m * V * 4) == 0, "%s fp8 case %zu, %d rows: fused codes change the logits",
+                         dir, ci, m);
+                KT_CHECK(ec <= eq, "%s fp8 case %zu, %d rows: cuda vs cpu fp8 rel L2 %g, beyond cpu fp8 vs bf16's %g", dir,
+                         ci, m, ec, eq);
+                printf("model %s fp8 case %zu (%d rows): cuda vs cpu fp8 %.3g (cpu fp8 vs cpu bf16 %.3g), fused == "
+                       "separate pass\n", dir, ci, m, ec, eq);
+            }
+            kiln_free(lf); kiln_free(lu); kiln_free(lc); kiln_free(lb);
+        }
+    }
+    kiln_engine_close(f);
+    kiln_engine_close(u);
+    kiln_engine_close(c);
+    kiln_engine_close(b);
     json_decref(ref);
 }
 
@@ -219,6 +288,7 @@ int main(void) {
         KT_SKIP("fixture %s missing (set KILN_SHARED)", kt_shared("models/mistral-tiny-random"));
     mistral_case(kt_shared("models/mistral-tiny-random"));
     mistral_case(kt_shared("models/mistral-tiny-random-f16"));
+    fp8_case(kt_shared("models/mistral-tiny-random"));
     tinystories_case(kt_shared("models/tinystories-656K"));
     devstral_case(kt_shared("models/devstral-small-2505-shape/config.json"));
     return kt_done();

@@ -1,7 +1,13 @@
 /* test_cuda_rmsnorm.c: the residual add fused with RMSNorm (rmsnorm.cu) against
  * kiln_cpu_rmsnorm on x + delta: f32 / f16 / bf16 outputs, the written-back residual (exact),
- * no-delta mode, and the gathered final-norm mode (rows, no write-back). */
+ * no-delta mode, and the gathered final-norm mode (rows, no write-back); the variant that also
+ * writes the FP8 W8A8 input (kiln_cuda_add_rmsnorm_q8): its bf16 output byte for byte the plain
+ * kernel's, its codes and scales those of the CPU's activation quantization (util/fp8.h) of that
+ * output. */
+#include <math.h>
+#include <string.h>
 #include "backend/cpu/kernels.h"
+#include "util/fp8.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "util/alloc.h"
@@ -40,6 +46,33 @@ static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsign
     const float *xw = gather ? x : v; /* gather mode leaves x alone */
     KT_CHECK(memcmp(xb, xw, n * 4) == 0, "rmsnorm %s T=%d D=%d: residual written back wrong", kc_dtname(adt), T, D);
     printf("rmsnorm %-4s T=%-4d D=%-5d delta=%d gather=%d rel L2 %.3g\n", kc_dtname(adt), T, D, with_delta, gather, e);
+    if (adt == KILN_DT_BF16 && D % 4 == 0) { /* the q8 variant on the same inputs */
+        uint8_t *dq = kc_dev(n), *qh = kiln_malloc(n), *qw = kiln_malloc(n);
+        float *dsa = kc_dev((size_t)T * 4), sa[300], *ov = kiln_malloc(n * 4);
+        void *oh2 = kiln_malloc(n * as);
+        kc_put(dx, x, n * 4);
+        kc_poison(dout, n * as);
+        kc_poison(dq, n);
+        CU(kiln_cuda_add_rmsnorm_q8(dx, with_delta ? ddl : NULL, gather ? drows : NULL, !gather, dw, dout, R, D, 1e-5f,
+                                    dq, dsa, 0, 0.0f, 1, 0));
+        kc_get(oh2, dout, (size_t)R * D * as);
+        kc_get(qh, dq, (size_t)R * D);
+        kc_get(sa, dsa, (size_t)R * 4);
+        KT_CHECK(memcmp(oh2, oh, (size_t)R * D * as) == 0, "rmsnorm q8 T=%d D=%d: bf16 output differs", T, D);
+        kc_from_dt(adt, oh2, ov, (size_t)R * D);
+        int bad = 0;
+        for (int r = 0; r < R; r++) {
+            float m = 0.0f;
+            for (int i = 0; i < D; i++) m = fabsf(ov[(size_t)r * D + i]) > m ? fabsf(ov[(size_t)r * D + i]) : m;
+            float sc = kiln_fp8_act_scale(m);
+            bad += sc != sa[r];
+            for (int i = 0; i < D; i++) qw[(size_t)r * D + i] = kiln_f32_to_e4m3(ov[(size_t)r * D + i] / sc);
+        }
+        KT_CHECK(bad == 0 && memcmp(qw, qh, (size_t)R * D) == 0, "rmsnorm q8 T=%d D=%d gather=%d: %d scales, codes %s",
+                 T, D, gather, bad, memcmp(qw, qh, (size_t)R * D) ? "differ" : "equal");
+        CU(cudaFree(dq)); CU(cudaFree(dsa));
+        kiln_free(qh); kiln_free(qw); kiln_free(ov); kiln_free(oh2);
+    }
     CU(cudaFree(dx)); CU(cudaFree(ddl)); CU(cudaFree(dw)); CU(cudaFree(dout)); CU(cudaFree(drows));
     kiln_free(x); kiln_free(dl); kiln_free(w); kiln_free(v); kiln_free(want); kiln_free(got); kiln_free(xb); kiln_free(oh);
 }

@@ -1,6 +1,10 @@
 /* test_cuda_swiglu.c: SwiGLU over the fused gate|up GEMM output (swiglu.cu) against
  * kiln_cpu_swiglu, f32 / f16 / bf16 outputs; the 16-byte kernel against the scalar one, byte for
- * byte. */
+ * byte; the variant with partial maxima (kiln_cuda_swiglu_pmax) and the FP8 quantization that
+ * finishes from them (kiln_cuda_fp8_quant_pmax): the same bf16 bytes, and the codes and scales of
+ * the CPU's activation quantization (util/fp8.h) of that output. */
+#include <math.h>
+#include "util/fp8.h"
 #include <string.h>
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/cuda_ops.h"
@@ -46,6 +50,35 @@ static void one(kiln_dtype adt, kiln_dtype gdt, int T, int n, unsigned long long
                  "scalar kernel's", kc_dtname(adt), kc_dtname(gdt), T, n);
         CU(cudaFree(dgu2)); CU(cudaFree(dout2));
         kiln_free(ref);
+    }
+    if (n % 8 == 0 && adt == KILN_DT_BF16) {
+        int P = kiln_cuda_swiglu_pmax_parts(n);
+        float *dpm = kc_dev((size_t)T * P * 4), *dsa = kc_dev((size_t)T * 4), *sa = kiln_malloc((size_t)T * 4);
+        float *pm = kiln_malloc((size_t)T * P * 4);
+        uint8_t *dq = kc_dev(tn), *qh = kiln_malloc(tn), *qw = kiln_malloc(tn);
+        unsigned char *o2 = kiln_malloc(tn * as);
+        kc_poison(dout, tn * as);
+        kc_poison(dq, tn);
+        CU(kiln_cuda_swiglu_pmax(dout, dgu, gdt, T, n, dpm, 1, 0));
+        CU(kiln_cuda_fp8_quant_pmax(dq, dsa, dout, dpm, P, T, n, 1, 0));
+        kc_get(o2, dout, tn * as);
+        kc_get(qh, dq, tn);
+        kc_get(sa, dsa, (size_t)T * 4);
+        kc_get(pm, dpm, (size_t)T * P * 4);
+        KT_CHECK(memcmp(o2, oh, tn * as) == 0, "swiglu pmax T=%d n=%d: bf16 output differs", T, n);
+        int bad = 0;
+        for (int t = 0; t < T; t++) {
+            float m = 0.0f, mp = 0.0f;
+            for (int i = 0; i < n; i++) m = fabsf(got[(size_t)t * n + i]) > m ? fabsf(got[(size_t)t * n + i]) : m;
+            for (int p = 0; p < P; p++) mp = pm[(size_t)t * P + p] > mp ? pm[(size_t)t * P + p] : mp;
+            float sc = kiln_fp8_act_scale(m);
+            bad += mp != m || sc != sa[t];
+            for (int i = 0; i < n; i++) qw[(size_t)t * n + i] = kiln_f32_to_e4m3(got[(size_t)t * n + i] / sc);
+        }
+        KT_CHECK(bad == 0 && memcmp(qw, qh, tn) == 0, "swiglu pmax + fp8 quant T=%d n=%d <- %s: %d rows' max or scale "
+                 "wrong, codes %s", T, n, kc_dtname(gdt), bad, memcmp(qw, qh, tn) ? "differ" : "equal");
+        CU(cudaFree(dpm)); CU(cudaFree(dsa)); CU(cudaFree(dq));
+        kiln_free(sa); kiln_free(pm); kiln_free(qh); kiln_free(qw); kiln_free(o2);
     }
     CU(cudaFree(dgu)); CU(cudaFree(dout));
     kiln_free(gu); kiln_free(g); kiln_free(u); kiln_free(want); kiln_free(got); kiln_free(oh); kiln_free(guh);

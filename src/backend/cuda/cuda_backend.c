@@ -177,6 +177,12 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->xq8, T * kmax, "FP8 activations", err))) return rc;
             c->scratch_bytes += T * kmax;
         }
+        if (c->fp8_fuse) { /* SwiGLU's partial maxima: [T][F / 1024] */
+            size_t P = (size_t)kiln_cuda_swiglu_pmax_parts((int)F);
+            if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->pmax8, T * P * sizeof(float), "FP8 partial maxima", err)))
+                return rc;
+            c->scratch_bytes += T * P * sizeof(float);
+        }
 
         if (!c->fp8_lt8 && T > (size_t)c->fp8_mma_max_rows) {
             size_t sz[4] = {(qd + 2 * kvd) * D, D * qd, 2 * F * D, D * F}, mx = 0;
@@ -321,6 +327,8 @@ static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_back
      * weight-only (sm_80 / sm_86, as vLLM's FP8 Marlin path: codes -> bf16 in the kernel) */
     c->fp8_a8 = c->fp8 && t->has_fp8_mma && c->m->layers[0].wq->quant.act != KILN_ACT_NONE;
     c->fp8_lt8 = c->fp8_a8 && !c->fp8_blk && !c->fp8_split;
+    /* the activation codes from the kernels before (dynamic per-row scales, bf16 activations) */
+    c->fp8_fuse = c->fp8_a8 && !c->fp8_blk && !c->fp8_static && c->adt == KILN_DT_BF16 && o->fp8_fuse_quant != 0;
 }
 
 /* A model that cannot fit is refused before any device allocation: the weights and the KV pool

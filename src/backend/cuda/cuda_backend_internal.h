@@ -27,7 +27,7 @@
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
-#define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4) /* + 4: MoE scratch */
+#define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4 + 1) /* + 4: MoE scratch, + 1: FP8 partial maxima */
 /* the model features (model.h KILN_FEAT_*) this backend runs (ops.features, check_model) */
 #define KILN_CUDA_FEATURES                                                                                   \
     (KILN_FEAT_QKV_BIAS | KILN_FEAT_QK_NORM | KILN_FEAT_ROPE_SCALING | KILN_FEAT_WINDOW | KILN_FEAT_MOE)
@@ -88,6 +88,11 @@ typedef struct cuda_backend {
                                * scales applied after), else dequantized to bf16 for cuBLASLt */
     int fp8_mma_max_rows;     /* FP8 steps up to this many rows on fp8.cu's product (0 in
                                * batch-invariant mode) */
+    int fp8_fuse;             /* W8A8's activation codes written by RMSNorm (qkv, gate|up) and
+                               * from SwiGLU's partial maxima (down) (kiln_cuda_options.fp8_fuse_quant) */
+    const void *xq8_src;      /* the activation whose codes xq8 / sa8 hold now (set by those
+                               * producers, cleared by the linear that takes them), or NULL */
+    float *pmax8;             /* [max_tokens][F / 1024] SwiGLU's partial maxima (fp8_fuse) */
     uint8_t *xq8;             /* [max_tokens][max K] activation codes (W8A8) */
     float *sa8;               /* [max_tokens][max groups] their scales */
     void *wdq;                /* [max N x K] adt: a quantized matrix dequantized for cuBLASLt

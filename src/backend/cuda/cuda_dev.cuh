@@ -96,6 +96,19 @@ static __device__ __forceinline__ float kiln_block_sum(float v, float *red) {
     return s;
 }
 
+/* the largest v over the block (every thread gets it; red: 32 floats, as kiln_block_sum) */
+static __device__ __forceinline__ float kiln_block_max(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads(); /* red may be in use by a previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float m = red[0];
+    for (int i = 1; i < nw; i++) m = fmaxf(m, red[i]);
+    return m;
+}
+
 /* 16 bytes of a weight stream: not kept in L1, L2 policy pol (evict-first); zero when !ok */
 static __device__ __forceinline__ uint4 kiln_ld_stream16(const uint4 *p, int ok, uint64_t pol) {
     uint4 v;

@@ -91,10 +91,13 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
 static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
                       kiln_error *err) {
     int a8 = c->fp8_a8, G = w->sw_G, K = w->K;
+    int have_q = a8 && c->xq8_src == x; /* fp8_fuse: the producer wrote x's codes */
+    c->xq8_src = NULL;
     *lt = n > c->fp8_mma_max_rows;
     if (*lt && c->fp8_lt8) { /* one segment: fp8_lt8 is off where parts' static scales differ */
         /* cuBLASLt on the codes (f32 sums), then the scales: y = (sum) (sa[t] sw[n]) */
-        LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
+        if (!have_q)
+            LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
         int rc = kiln_cuda_gemm_run(&c->gctx, g, y, c->xq8, w->w, n, c->st, err);
         if (rc) return rc;
         LAUNCH(kiln_cuda_fp8_scale_rows((float *)y, w->N, c->sa8, w->sw, n, w->N, c->st));
@@ -108,12 +111,12 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
         return kiln_cuda_gemm_run(&c->gctx, g, y, x, c->wdq, n, c->st, err);
     }
     for (int s = 0; s < w->n_seg; s++) {
-        if (a8 && (s == 0 || w->seg[s].in_scale != w->seg[s - 1].in_scale))
+        if (a8 && !have_q && (s == 0 || w->seg[s].in_scale != w->seg[s - 1].in_scale))
             LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, G > 1 ? 128 : K, c->fp8_static,
                                          w->seg[s].in_scale, c->st));
         LAUNCH(kiln_cuda_fp8_mma((float *)y + w->seg[s].row0, w->N, (const uint8_t *)w->seg[s].w,
                                  w->sw + (size_t)w->seg[s].row0 * G, G, a8 ? (const void *)c->xq8 : x, c->sa8, a8, n,
-                                 w->seg[s].rows, K, 0, c->n_sm, c->target.has_fp8_mma, c->st));
+                                 w->seg[s].rows, K, 0, 0, c->n_sm, c->target.has_fp8_mma, c->st));
     }
     return KILN_OK;
 }
@@ -149,9 +152,18 @@ int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void 
     if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
         int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, err) : qlinear(c, g, gu, x, w, T, &lt, err);
         if (rc) return rc;
-        LAUNCH(kiln_cuda_swiglu_in(act, c->adt, gu, lt ? g->ydt : KILN_DT_F32, T, F, c->pdl, c->st));
+        kiln_dtype gdt = lt ? g->ydt : KILN_DT_F32;
+        if (w->dt == KILN_DT_F8_E4M3 && c->fp8_fuse) { /* the down projection's codes from partial maxima */
+            LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, c->pdl, c->st));
+            LAUNCH(kiln_cuda_fp8_quant_pmax(c->xq8, c->sa8, act, c->pmax8, kiln_cuda_swiglu_pmax_parts(F), T, F,
+                                            c->pdl, c->st));
+            c->xq8_src = act;
+            return KILN_OK;
+        }
+        LAUNCH(kiln_cuda_swiglu_in(act, c->adt, gu, gdt, T, F, c->pdl, c->st));
         return KILN_OK;
     }
+    c->xq8_src = NULL; /* act is rewritten below without codes */
     const void *wp = w->w;
     int gk = gemm_choice(c, g, T);
     if (gk == GEMM_WIDE && c->glu) { /* SwiGLU in the GEMM's epilogue: act[T][F] straight out */

@@ -40,6 +40,12 @@ cudaError_t kiln_cuda_embed(float *x, const void *emb, kiln_dtype edt, const int
 cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *rows, int write_back,
                                   const float *w, void *out, kiln_dtype adt, int T, int D, float eps,
                                   int pdl, cudaStream_t st);
+/* The same with bf16 out (D % 4 == 0, D <= 32768, no `rows` with write_back), also writing the
+ * rows' W8A8 input (issue 17): xq [T][D] e4m3 codes and sa [T] scales, the bytes
+ * kiln_cuda_fp8_quant_x (gs = D) writes for out (stat / in_scale likewise). */
+cudaError_t kiln_cuda_add_rmsnorm_q8(float *x, const float *delta, const int32_t *rows, int write_back,
+                                     const float *w, void *out, int T, int D, float eps, uint8_t *xq, float *sa,
+                                     int stat, float in_scale, int pdl, cudaStream_t st);
 
 /* RoPE on q and k, then K and V into the pool:
  *   qkv: [T][(H + 2 KV) * hd] f32 (q | k | v per row); q and k are rotated in place;
@@ -166,6 +172,11 @@ cudaError_t kiln_cuda_attention_combine_win(void *out, kiln_dtype adt, const flo
 int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows, int tile_rows, int32_t *tiles,
                             int max_tiles, unsigned char *covered);
 
+/* kiln_cuda_swiglu_in with bf16 out, also writing pmax [T][kiln_cuda_swiglu_pmax_parts(n)]: partial
+ * maxima of |out| per row for kiln_cuda_fp8_quant_pmax. n % 8 == 0, gu and out 16-byte aligned. */
+int kiln_cuda_swiglu_pmax_parts(int n);
+cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dtype gdt, int T, int n, float *pmax, int pdl,
+                                  cudaStream_t st);
 /* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
 cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, int pdl, cudaStream_t st);
 /* the same with gu of dtype gdt (f32, f16 or bf16) */
@@ -248,8 +259,9 @@ cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const in
  * kiln_cuda_fp8_mma: y [T][ldy] f32 (columns 0..N-1) = the W8A8 (a8: x = xq codes, scales sa [T][G];
  *   needs has_fp8_mma: sm_89+) or weight-only (x bf16 [T][K]) product with W [N][K] e4m3 and sw
  *   ([N] when G == 1, else [N][G] with G = ceil(K / 128)); 1 <= T <= KILN_FP8_MMA_MAX_ROWS,
- *   K % 16 == 0, w and x 16-byte aligned; warps a CTA 4 or 8 (0: by N and n_sm; the sums' order
- *   depends on it and on T's n-tile count 1, 2, 4, 8).
+ *   K % 16 == 0, w and x 16-byte aligned; warps a CTA 4 or 8 (0: by N and n_sm), K cut into
+ *   parts 1, 2 (T <= 4) or 4 (T <= 2) summed at the end (K % (64 parts) == 0, G == 1; 0: by T, N,
+ *   K and n_sm); the sums' order depends on warps, parts and T's n-tile count 1, 2, 4, 8.
  * kiln_cuda_fp8_dequant: out [N][K] (bf16 or f16) = e4m3(w) sw rounded once.
  * Anything else: cudaErrorInvalidValue. */
 #define KILN_FP8_MMA_MAX_ROWS 64
@@ -259,9 +271,14 @@ cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const in
 #define KILN_FP8_MMA_DEFAULT_ROWS 8
 cudaError_t kiln_cuda_fp8_quant_x(uint8_t *xq, float *sa, const void *x, kiln_dtype xdt, int T, int K, int gs,
                                   int stat, float in_scale, cudaStream_t st);
+/* The same per-row quantization (gs = K, dynamic scale) of bf16 x [T][K] whose producer left P
+ * partial maxima of |x| per row in pmax [T][P] (kiln_cuda_swiglu_pmax): no pass over the row for
+ * its maximum. Same bytes as kiln_cuda_fp8_quant_x. K % 8 == 0, x 16-byte aligned. */
+cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const void *x, const float *pmax, int P, int T, int K,
+                                     int pdl, cudaStream_t st);
 cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, const float *sw, int G, const void *x,
-                              const float *sa, int a8, int T, int N, int K, int warps, int n_sm, int has_fp8_mma,
-                              cudaStream_t st);
+                              const float *sa, int a8, int T, int N, int K, int warps, int parts, int n_sm,
+                              int has_fp8_mma, cudaStream_t st);
 /* y[t][n] *= sa[t] sw[n] for t < T, n < N (y [T][ldy] f32: cuBLASLt FP8's unscaled sums) */
 cudaError_t kiln_cuda_fp8_scale_rows(float *y, int ldy, const float *sa, const float *sw, int T, int N, cudaStream_t st);
 cudaError_t kiln_cuda_fp8_dequant(void *out, kiln_dtype odt, const uint8_t *w, const float *sw, int G, int N, int K,

@@ -134,6 +134,42 @@ extern "C" cudaError_t kiln_cuda_fp8_quant_x(uint8_t *xq, float *sa, const void 
     KILN_CUDA_CHECK_LAUNCH();
 }
 
+/* xq[t][k] = e4m3(x / s), s = kiln_fp8_act_scale(max_p pmax[t][p]) (P partial maxima of |x| over
+ * row t, written by the kernel that produced x), sa[t] = s; x bf16, 8 values a thread, grid
+ * (ceil(K / 1024), T). Every thread reduces the P partials itself (P <= ~64, L1 hits): no barrier,
+ * no pass over the row. Same bytes as fp8_quant_x16_kernel<true>. */
+static __global__ void __launch_bounds__(128)
+fp8_quant_pmax_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const uint16_t *__restrict__ x,
+                      const float *__restrict__ pmax, int P, int K) {
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: x and pmax are the step's */
+    const int t = blockIdx.y, k = 8 * ((int)blockIdx.x * 128 + (int)threadIdx.x);
+    float m = 0.0f;
+    for (int p = 0; p < P; p++) m = fmaxf(m, pmax[(int64_t)t * P + p]);
+    const float s = kiln_fp8_act_scale(m);
+    if (blockIdx.x == 0 && threadIdx.x == 0) sa[t] = s;
+    if (k >= K) return;
+    const int64_t row = (int64_t)t * K;
+    uint4 v = *(const uint4 *)(x + row + k);
+    uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t lo = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] << 16), s));
+        uint32_t hi = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s));
+        c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
+    }
+    *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
+}
+
+extern "C" cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const void *x, const float *pmax, int P, int T,
+                                                int K, int pdl, cudaStream_t st) {
+    if (T < 1 || K < 8 || K % 8 || P < 1 || !xq || !sa || !x || !pmax || ((uintptr_t)x & 15) || ((uintptr_t)xq & 7))
+        return cudaErrorInvalidValue;
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, fp8_quant_pmax_kernel, dim3((unsigned)((K + 1023) / 1024), (unsigned)T), dim3(128), 0, st,
+                xq, sa, (const uint16_t *)x, pmax, P, K);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
 /* ---- the product ------------------------------------------------------------------------------- */
 
 /* d += a b: m16n8k32 e4m3 x e4m3 -> f32 (sm_89+; the host never launches the W8A8 kernel below
@@ -160,16 +196,28 @@ static __device__ __forceinline__ void f8_mma_bf16(float *d, uint32_t a0, uint32
 
 
 /* A8: W8A8 (x e4m3 codes), else weight-only (x bf16). NT: n-tiles of 8 tokens (T <= 8 NT). U:
- * 64-column chunks per unit. BLK: BLOCK scales, a unit is one group of 64 U columns (U = 2). */
-template <bool A8, int NT, int U, bool BLK, int KW>
+ * 64-column chunks per unit. BLK: BLOCK scales, a unit is one group of 64 U columns (U = 2).
+ * P: K parts (1, 2, 4; P > 1 only with NT = 1, !BLK, T <= 8 / P, K % (64 P) == 0). With P parts a
+ * CTA owns R = 16 / P weight rows, not 16: MMA row m is weight row m % R over the columns of part
+ * m / R, MMA column n is token n % (8 / P) over part n / (8 / P), so every (row, part) meets its
+ * part of x, and the output (row r, token t) is the sum over parts p of D[p R + r][p (8 / P) + t]
+ * (the other products are discarded). At a few tokens the MMA's unused columns cost nothing,
+ * and the P-fold grid balances the SMs on the 5120- and 6144-row matrices (320 / 384 CTAs of 16
+ * rows leave 2 on some SMs and 3 on others). */
+template <bool A8, int NT, int U, bool BLK, int KW, int P>
 static __global__ void __launch_bounds__(KW * 32)
 fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, const float *__restrict__ sw,
                const void *__restrict__ xv, const float *__restrict__ sa, int T, int N, int K, int G) {
+    static_assert(P == 1 || (NT == 1 && !BLK), "K parts with one n-tile and per-row scales only");
+    constexpr int R = 16 / P, TP = 8 / P;
     __shared__ float red[KW][NT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-    const int n0 = (int)blockIdx.x * 16;
-    const int C = (K + 63) / 64; /* chunks */
-    const uint8_t *wr0 = w + (int64_t)min(n0 + g, N - 1) * K, *wr1 = w + (int64_t)min(n0 + g + 8, N - 1) * K;
+    const int n0 = (int)blockIdx.x * R;
+    const int Kp = K / P;          /* columns of a part */
+    const int C = (Kp + 63) / 64; /* chunks of a part */
+    const uint8_t *wr0 = w + (int64_t)min(n0 + g % R, N - 1) * K + (int64_t)(g / R) * Kp;
+    const uint8_t *wr1 = w + (int64_t)min(n0 + (g + 8) % R, N - 1) * K + (int64_t)((g + 8) / R) * Kp;
+    const int xoff = P == 1 ? 0 : (g / TP) * Kp; /* the part of this lane's MMA column */
     uint64_t pol;
     asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
     float acc[NT][4];
@@ -182,7 +230,7 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
         uint4 wa[U], wb[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            int k = (base + u) * 64 + 16 * t4, ok = k + 16 <= K;
+            int k = (base + u) * 64 + 16 * t4, ok = k + 16 <= Kp;
             wa[u] = kiln_ld_stream16((const uint4 *)(wr0 + k), ok, pol);
             wb[u] = kiln_ld_stream16((const uint4 *)(wr1 + k), ok, pol);
         }
@@ -198,17 +246,17 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
 #pragma unroll
                     for (int e = 0; e < 4; e++) part[i][e] = 0.0f;
             }
-            int k = (base + u) * 64 + 16 * t4, ok = k + 16 <= K;
+            int k = (base + u) * 64 + 16 * t4, ok = k + 16 <= Kp;
 #pragma unroll
             for (int i = 0; i < NT; i++) {
-                int tok = 8 * i + g, okt = ok && tok < T;
+                int tok = P == 1 ? 8 * i + g : g % TP, okt = ok && tok < T;
                 if (A8) {
-                    const uint8_t *x8 = (const uint8_t *)xv;
+                    const uint8_t *x8 = (const uint8_t *)xv + xoff;
                     uint4 b = kiln_ld_nc16((const uint4 *)(x8 + (int64_t)min(tok, T - 1) * K + k), okt);
                     f8_mma_e4m3(part[i], wa[u].x, wb[u].x, wa[u].y, wb[u].y, b.x, b.y);
                     f8_mma_e4m3(part[i], wa[u].z, wb[u].z, wa[u].w, wb[u].w, b.z, b.w);
                 } else {
-                    const uint16_t *x16 = (const uint16_t *)xv + (int64_t)min(tok, T - 1) * K + k;
+                    const uint16_t *x16 = (const uint16_t *)xv + xoff + (int64_t)min(tok, T - 1) * K + k;
                     uint4 b0 = kiln_ld_nc16((const uint4 *)x16, okt), b1 = kiln_ld_nc16((const uint4 *)(x16 + 8), okt);
                     uint32_t bw[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
                     uint32_t aw[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w}, bw8[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
@@ -243,6 +291,23 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
 #pragma unroll
         for (int e = 0; e < 4; e++) red[warp][i * 4 + e][lane] = acc[i][e];
     __syncthreads();
+    if (P > 1) { /* output (r, t): parts in order, each part's warps in order */
+        for (int q = threadIdx.x; q < R * TP; q += KW * 32) {
+            int r = q / TP, t = q % TP, n = n0 + r;
+            if (t >= T || n >= N) continue;
+            float v = 0.0f;
+#pragma unroll
+            for (int p = 0; p < P; p++) {
+                int m = p * R + r, c = p * TP + t, f = (m >= 8) * 2 + (c & 1), l = (m & 7) * 4 + (c >> 1);
+                float vp = red[0][f][l];
+#pragma unroll
+                for (int ww = 1; ww < KW; ww++) vp += red[ww][f][l];
+                v += vp;
+            }
+            y[(int64_t)t * ldy + n] = v * ((A8 ? sa[t] : 1.0f) * sw[n]);
+        }
+        return;
+    }
     for (int q = threadIdx.x; q < NT * 4 * 32; q += KW * 32) {
         int l = q & 31, f = q >> 5, e = f & 3, i = f >> 2;
         int tok = 8 * i + 2 * (l & 3) + (e & 1), n = n0 + (l >> 2) + 8 * (e >> 1);
@@ -256,47 +321,64 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
     }
 }
 
-template <bool A8, int NT, bool BLK>
+template <bool A8, int NT, bool BLK, int P>
 static void f8_launch(float *y, int ldy, const uint8_t *w, const float *sw, const void *x, const float *sa, int T,
                       int N, int K, int G, int kw, cudaStream_t st) {
     /* chunks per unit: 2 for BLOCK (one 128-column group); else as many as registers allow */
     constexpr int U = BLK ? 2 : (A8 ? (NT <= 2 ? 4 : 2) : (NT <= 2 ? 2 : 1));
-    unsigned grid = (unsigned)((N + 15) / 16);
-    if (kw == 4) fp8_mma_kernel<A8, NT, U, BLK, 4><<<grid, 4 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
-    else fp8_mma_kernel<A8, NT, U, BLK, 8><<<grid, 8 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
+    unsigned grid = (unsigned)((N + 16 / P - 1) / (16 / P));
+    if (kw == 4) fp8_mma_kernel<A8, NT, U, BLK, 4, P><<<grid, 4 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
+    else fp8_mma_kernel<A8, NT, U, BLK, 8, P><<<grid, 8 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
 }
 
 template <bool A8, bool BLK>
 static void f8_launch_t(float *y, int ldy, const uint8_t *w, const float *sw, const void *x, const float *sa, int T,
-                        int N, int K, int G, int kw, cudaStream_t st) {
-    if (T <= 8) f8_launch<A8, 1, BLK>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    else if (T <= 16) f8_launch<A8, 2, BLK>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    else if (T <= 32) f8_launch<A8, 4, BLK>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    else f8_launch<A8, 8, BLK>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+                        int N, int K, int G, int kw, int parts, cudaStream_t st) {
+    if (!BLK && parts == 4) f8_launch<A8, 1, false, 4>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (!BLK && parts == 2) f8_launch<A8, 1, false, 2>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 8) f8_launch<A8, 1, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 16) f8_launch<A8, 2, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 32) f8_launch<A8, 4, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else f8_launch<A8, 8, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
 }
 
 /* warps a CTA (splitting K): 4 while 8 would leave fewer than ~3 CTAs an SM (more, smaller CTAs
  * balance the SMs better on the 5120- and 6144-row matrices), else 8 */
-static int f8_pick_warps(int N, int n_sm) {
+static int f8_pick_warps(int ctas, int n_sm) {
     int sm = n_sm > 0 ? n_sm : 132;
-    return (N + 15) / 16 < 3 * sm ? 4 : 8;
+    return ctas < 3 * sm ? 4 : 8;
+}
+
+/* K parts that take T rows of a K-column matrix: 1, 2 (T <= 4) or 4 (T <= 2) */
+static int f8_parts_ok(int parts, int T, int K, int blk) {
+    return parts == 1 || ((parts == 2 || parts == 4) && !blk && T <= 8 / parts && K % (64 * parts) == 0);
+}
+
+/* the parts auto (H200, Devstral shapes, T = 1 and 2, us a call; docs/perf-notes.md): 4 parts of
+ * CTAs of 4 warps on the widest matrices (gate|up 80.9-81.5 against 86.8-87.2 in one part), one
+ * part elsewhere (qkv, o, down within +-1 us of one part at any parts and warps) */
+static int f8_pick_parts(int T, int N, int K, int blk, int n_sm) {
+    int sm = n_sm > 0 ? n_sm : 132;
+    return N / 16 >= 8 * sm && f8_parts_ok(4, T, K, blk) ? 4 : 1;
 }
 
 extern "C" cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, const float *sw, int G, const void *x,
-                                         const float *sa, int a8, int T, int N, int K, int warps, int n_sm,
+                                         const float *sa, int a8, int T, int N, int K, int warps, int parts, int n_sm,
                                          int has_fp8_mma, cudaStream_t st) {
     if (T < 1 || T > KILN_FP8_MMA_MAX_ROWS || N < 1 || K < 16 || K % 16 || ldy < N || G < 1 ||
         (G > 1 && G != (K + 127) / 128) || !y || !w || !sw || !x || (a8 && !sa) || (a8 && !has_fp8_mma) ||
         (warps != 0 && warps != 4 && warps != 8) || ((uintptr_t)w & 15) || ((uintptr_t)x & 15) || ((uintptr_t)y & 3))
         return cudaErrorInvalidValue;
     int blk = G > 1; /* one group (K <= 128) is the per-row math */
-    int kw = warps ? warps : f8_pick_warps(N, n_sm);
+    if (parts && !f8_parts_ok(parts, T, K, blk)) return cudaErrorInvalidValue;
+    int p = parts ? parts : f8_pick_parts(T, N, K, blk, n_sm);
+    int kw = warps ? warps : p == 4 ? 4 : f8_pick_warps((N + 15) / 16, n_sm);
     if (a8) {
-        if (blk) f8_launch_t<true, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-        else f8_launch_t<true, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+        if (blk) f8_launch_t<true, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
+        else f8_launch_t<true, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
     } else {
-        if (blk) f8_launch_t<false, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-        else f8_launch_t<false, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+        if (blk) f8_launch_t<false, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
+        else f8_launch_t<false, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
     }
     KILN_CUDA_CHECK_LAUNCH();
 }

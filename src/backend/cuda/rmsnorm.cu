@@ -10,6 +10,7 @@
  * Fallback (other D): 256 threads, the row read twice. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
+#include "util/fp8.h"
 
 #define RMS_VEC 8
 
@@ -38,8 +39,14 @@ static __device__ __forceinline__ void st4(kiln_dtype adt, void *out, int64_t i,
     }
 }
 
+/* Q: the row's FP8 activation codes too (issue 17, W8A8): xq[r] = e4m3(out / s), s = the dynamic
+ * scale of max |out| (the bf16-rounded values, as kiln_cuda_fp8_quant_x reads them; stat 0) or
+ * in_scale (stat 1), sa[r] = s: the same bytes as kiln_cuda_fp8_quant_x on out, without its
+ * launch and its second read of the row (adt bf16 only). */
+template <bool Q>
 static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
-                                              const float *w, void *out, kiln_dtype adt, int D, float eps) {
+                                              const float *w, void *out, kiln_dtype adt, int D, float eps,
+                                              uint8_t *xq, float *sa, int stat, float in_scale) {
     __shared__ float red[32];
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
@@ -79,8 +86,36 @@ static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, cons
             o.z = g.z * (v[k].z * inv);
             o.w = g.w * (v[k].w * inv);
             st4(adt, out, (int64_t)r * D + 4 * (int64_t)i, o);
+            if (Q) v[k] = o;
         }
     }
+    if (!Q) return;
+    /* the codes of the bf16 values just stored: v[k] becomes them as f32 */
+    float m = 0.0f;
+#pragma unroll
+    for (int k = 0; k < RMS_VEC; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        if (i < n4) {
+            v[k].x = __bfloat162float(__float2bfloat16_rn(v[k].x));
+            v[k].y = __bfloat162float(__float2bfloat16_rn(v[k].y));
+            v[k].z = __bfloat162float(__float2bfloat16_rn(v[k].z));
+            v[k].w = __bfloat162float(__float2bfloat16_rn(v[k].w));
+            m = fmaxf(m, fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w))));
+        }
+    }
+    float s = stat ? in_scale : kiln_fp8_act_scale(kiln_block_max(m, red));
+#pragma unroll
+    for (int k = 0; k < RMS_VEC; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        if (i < n4) {
+            uint32_t c = (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].x, s)) |
+                         (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].y, s)) << 8 |
+                         (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].z, s)) << 16 |
+                         (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].w, s)) << 24;
+            *(uint32_t *)(xq + (int64_t)r * D + 4 * (int64_t)i) = c;
+        }
+    }
+    if (threadIdx.x == 0) sa[r] = s;
 }
 
 static __global__ void add_rmsnorm_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
@@ -116,11 +151,23 @@ extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const
     if (rows && write_back) return cudaErrorInvalidValue;
     if (D % 4 == 0 && D / 4 <= 1024 * RMS_VEC)
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
-                add_rmsnorm_vec_kernel, dim3(T), dim3(rms_threads(D)), 0, st, x, delta, rows, write_back, w, out,
-                    adt, D, eps);
+                add_rmsnorm_vec_kernel<false>, dim3(T), dim3(rms_threads(D)), 0, st, x, delta, rows, write_back, w, out,
+                    adt, D, eps, (uint8_t *)NULL, (float *)NULL, 0, 0.0f);
     else
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 add_rmsnorm_kernel, dim3(T), dim3(256), 0, st, x, delta, rows, write_back, w,
                     out, adt, D, eps);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_add_rmsnorm_q8(float *x, const float *delta, const int32_t *rows, int write_back,
+                                                const float *w, void *out, int T, int D, float eps, uint8_t *xq,
+                                                float *sa, int stat, float in_scale, int pdl, cudaStream_t st) {
+    if (T <= 0) return cudaSuccess;
+    if ((rows && write_back) || D % 4 || D / 4 > 1024 * RMS_VEC || !xq || !sa || ((uintptr_t)xq & 3) ||
+        (stat && !(in_scale > 0.0f)))
+        return cudaErrorInvalidValue;
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, add_rmsnorm_vec_kernel<true>, dim3(T), dim3(rms_threads(D)), 0, st, x,
+                delta, rows, write_back, w, out, KILN_DT_BF16, D, eps, xq, sa, stat, in_scale);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -40,10 +40,38 @@ static __device__ __forceinline__ void sw_unpack8(float *v, const void *p, kiln_
     }
 }
 
-static __global__ void swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int n) {
+/* PM (bf16 out only): pmax[t][blockIdx.x] = max |out| over the block's values (bf16-rounded), the
+ * partial maxima from which kiln_cuda_fp8_quant_pmax finishes the down projection's W8A8 input
+ * without a pass that reduces the whole row (issue 17). */
+template <bool PM>
+static __global__ void __launch_bounds__(128)
+swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int n, float *pmax) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     const int i = 8 * (blockIdx.x * blockDim.x + threadIdx.x), t = blockIdx.y;
+    if (PM) {
+        __shared__ float red[32];
+        float m = 0.0f;
+        if (i < n) {
+            const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * (gdt == KILN_DT_F32 ? 4 : 2);
+            const size_t gs = gdt == KILN_DT_F32 ? 4 : 2;
+            float g[8], u[8];
+            sw_unpack8(g, row + (size_t)i * gs, gdt);
+            sw_unpack8(u, row + ((size_t)n + i) * gs, gdt);
+            uint32_t w[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                __nv_bfloat16 a = __float2bfloat16_rn(kiln_silu_mul(g[2 * j], u[2 * j]));
+                __nv_bfloat16 b = __float2bfloat16_rn(kiln_silu_mul(g[2 * j + 1], u[2 * j + 1]));
+                m = fmaxf(m, fmaxf(fabsf(__bfloat162float(a)), fabsf(__bfloat162float(b))));
+                w[j] = (uint32_t)__bfloat16_as_ushort(a) | (uint32_t)__bfloat16_as_ushort(b) << 16;
+            }
+            *(uint4 *)((unsigned char *)out + ((size_t)t * n + i) * 2) = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+        m = kiln_block_max(m, red);
+        if (threadIdx.x == 0) pmax[(size_t)t * gridDim.x + blockIdx.x] = m;
+        return;
+    }
     if (i >= n) return;
     const size_t gs = gdt == KILN_DT_F32 ? 4 : 2, as = adt == KILN_DT_F32 ? 4 : 2;
     const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * gs;
@@ -81,8 +109,8 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
     if (T <= 0) return cudaSuccess;
     if (n % 8 == 0 && T < 65536 && !((uintptr_t)gu & 15) && !((uintptr_t)out & 15)) {
         unsigned bx = (unsigned)((n / 8 + 127) / 128);
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel, dim3(bx, (unsigned)T), dim3(128), 0, st, out,
-                    adt, gu, gdt, n);
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<false>, dim3(bx, (unsigned)T), dim3(128), 0, st,
+                    out, adt, gu, gdt, n, (float *)NULL);
         KILN_CUDA_CHECK_LAUNCH();
     }
     int64_t total = (int64_t)T * n;
@@ -95,4 +123,18 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
 
 extern "C" cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, int pdl, cudaStream_t st) {
     return kiln_cuda_swiglu_in(out, adt, gu, KILN_DT_F32, T, n, pdl, st);
+}
+
+extern "C" int kiln_cuda_swiglu_pmax_parts(int n) { return (n / 8 + 127) / 128; }
+
+extern "C" cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dtype gdt, int T, int n, float *pmax,
+                                             int pdl, cudaStream_t st) {
+    if (T <= 0) return cudaSuccess;
+    if (n % 8 || T >= 65536 || ((uintptr_t)gu & 15) || ((uintptr_t)out & 15) || !pmax ||
+        (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16))
+        return cudaErrorInvalidValue;
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<true>,
+                dim3((unsigned)kiln_cuda_swiglu_pmax_parts(n), (unsigned)T), dim3(128), 0, st, out, KILN_DT_BF16, gu,
+                gdt, n, pmax);
+    KILN_CUDA_CHECK_LAUNCH();
 }
