@@ -74,6 +74,7 @@ fp8_quant_x_kernel        128   0      fp8.cu
 fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)
 fp8_quant_pmax_kernel     128   0      fp8.cu
 fp8_scale_rows_kernel     256   0      fp8.cu
+fp8_scale_rows4_kernel    256   0      fp8.cu
 fp8_dequant_kernel        256   0      fp8.cu
 dummy_fp8_kernel          256   0      dummy_fill.cu
 moe_route_kernel          1024  0      moe.cu: ROUTE_THREADS, static shared memory only (~9 KB)

@@ -54,7 +54,7 @@ static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsign
         kc_poison(dout, n * as);
         kc_poison(dq, n);
         CU(kiln_cuda_add_rmsnorm_q8(dx, with_delta ? ddl : NULL, gather ? drows : NULL, !gather, dw, dout, R, D, 1e-5f,
-                                    dq, dsa, 0, 0.0f, 1, 0));
+                                    dq, dsa, 0, 0.0f, NULL, NULL, 1, 0));
         kc_get(oh2, dout, (size_t)R * D * as);
         kc_get(qh, dq, (size_t)R * D);
         kc_get(sa, dsa, (size_t)R * 4);
@@ -70,6 +70,35 @@ static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsign
         }
         KT_CHECK(bad == 0 && memcmp(qw, qh, (size_t)R * D) == 0, "rmsnorm q8 T=%d D=%d gather=%d: %d scales, codes %s",
                  T, D, gather, bad, memcmp(qw, qh, (size_t)R * D) ? "differ" : "equal");
+        if (with_delta) { /* delta's FP8 scales applied here == kiln_cuda_fp8_scale_rows first (bytes) */
+            float *hs = kiln_malloc((size_t)T * 4), *hw = kiln_malloc((size_t)D * 4);
+            for (int t = 0; t < T; t++) hs[t] = ldexpf(1.0f + kt_randf(s), -3 + t % 5);
+            for (int i = 0; i < D; i++) hw[i] = ldexpf(1.0f + kt_randf(s), -(i % 7));
+            float *ds = kc_dev((size_t)T * 4), *dws = kc_dev((size_t)D * 4), *dd2 = kc_dev(n * 4);
+            uint8_t *dq2 = kc_dev(n), *q2 = kiln_malloc(n);
+            float sa2[300];
+            kc_put(ds, hs, (size_t)T * 4);
+            kc_put(dws, hw, (size_t)D * 4);
+            kc_put(dx, x, n * 4);
+            CU(kiln_cuda_add_rmsnorm_q8(dx, ddl, gather ? drows : NULL, !gather, dw, dout, R, D, 1e-5f, dq2, dsa, 0, 0.0f,
+                                        ds, dws, 1, 0));
+            kc_get(oh2, dout, (size_t)R * D * as);
+            kc_get(q2, dq2, (size_t)R * D);
+            kc_get(sa2, dsa, (size_t)R * 4);
+            kc_put(dd2, dl, n * 4);
+            CU(kiln_cuda_fp8_scale_rows(dd2, D, ds, dws, T, D, 0));
+            kc_put(dx, x, n * 4);
+            CU(kiln_cuda_add_rmsnorm_q8(dx, dd2, gather ? drows : NULL, !gather, dw, dout, R, D, 1e-5f, dq, dsa, 0, 0.0f,
+                                        NULL, NULL, 1, 0));
+            kc_get(oh, dout, (size_t)R * D * as);
+            kc_get(qh, dq, (size_t)R * D);
+            kc_get(sa, dsa, (size_t)R * 4);
+            KT_CHECK(!memcmp(oh2, oh, (size_t)R * D * as) && !memcmp(q2, qh, (size_t)R * D) && !memcmp(sa2, sa, (size_t)R * 4),
+                     "rmsnorm q8 T=%d D=%d gather=%d: delta scales differ from kiln_cuda_fp8_scale_rows then add", T, D,
+                     gather);
+            CU(cudaFree(ds)); CU(cudaFree(dws)); CU(cudaFree(dd2)); CU(cudaFree(dq2));
+            kiln_free(hs); kiln_free(hw); kiln_free(q2);
+        }
         CU(cudaFree(dq)); CU(cudaFree(dsa));
         kiln_free(qh); kiln_free(qw); kiln_free(ov); kiln_free(oh2);
     }

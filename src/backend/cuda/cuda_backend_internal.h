@@ -258,6 +258,14 @@ int kiln_cuda_upload_weights(cuda_backend *c, kiln_error *err);
  * act[rows][F] = silu(gate) up from w = [gate; up] [2F][K], through gu[rows][2F] unless fused */
 int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
                      kiln_error *err);
+/* The scales a caller applies itself to cuBLASLt FP8's unscaled sums: y[t][n] (sa[t] sw[n]); both
+ * NULL when y is final. */
+typedef struct {
+    const float *sa, *sw;
+} kiln_cuda_yscale;
+/* kiln_cuda_linear that may leave y unscaled (FP8 on cuBLASLt): ys says how */
+int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
+                        kiln_cuda_yscale *ys, kiln_error *err);
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             int rows, kiln_error *err);
 /* cuda_forward.c */

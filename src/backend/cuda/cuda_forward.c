@@ -103,12 +103,14 @@ static kiln_cuda_kv layer_kv(const cuda_backend *c, int l) {
 }
 
 /* The residual add and RMSNorm into xn, the next projection's input (qkv, gate|up); with
- * fp8_fuse also xn's W8A8 codes (cuda_linear.c's fp8_linear then skips its quantization pass). */
-static cudaError_t add_rmsnorm_xn(cuda_backend *c, const float *delta, const float *w, int T, int D, float eps) {
+ * fp8_fuse also xn's W8A8 codes (cuda_linear.c's fp8_linear then skips its quantization pass).
+ * ds (fp8_fuse only, may be NULL): delta's scales still to apply (kiln_cuda_linear_ex). */
+static cudaError_t add_rmsnorm_xn(cuda_backend *c, const float *delta, const kiln_cuda_yscale *ds, const float *w,
+                                  int T, int D, float eps) {
     if (c->fp8_fuse) {
         c->xq8_src = c->xn;
-        return kiln_cuda_add_rmsnorm_q8(c->x, delta, NULL, 1, w, c->xn, T, D, eps, c->xq8, c->sa8, 0, 0.0f, c->pdl,
-                                        c->st);
+        return kiln_cuda_add_rmsnorm_q8(c->x, delta, NULL, 1, w, c->xn, T, D, eps, c->xq8, c->sa8, 0, 0.0f,
+                                        ds ? ds->sa : NULL, ds ? ds->sw : NULL, c->pdl, c->st);
     }
     return kiln_cuda_add_rmsnorm(c->x, delta, NULL, 1, w, c->xn, c->adt, T, D, eps, c->pdl, c->st);
 }
@@ -119,7 +121,7 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     step_ptrs d = desc_ptrs(c);
     kiln_cuda_kv kv = layer_kv(c, l);
     const float *an = c->norms + (size_t)(2 * l) * D;
-    LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, an, T, D, mc->norm_eps));
+    LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, NULL, an, T, D, mc->norm_eps));
     int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, err);
     if (rc) return rc;
     /* Qwen2 biases / Qwen3 per-head norms, in place before RoPE (NULLs: nothing launched) */
@@ -176,9 +178,11 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     int T = p->T, D = mc->dim;
     const cuda_layer *w = &c->layers[l];
     const float *fn = c->norms + (size_t)(2 * l + 1) * D;
-    int rc = kiln_cuda_linear(c, &c->g_o, c->proj, c->att, &w->o, T, err);
+    /* with fp8_fuse, FP8 sums from cuBLASLt are scaled by the RMSNorm that adds them */
+    kiln_cuda_yscale ys;
+    int rc = kiln_cuda_linear_ex(c, &c->g_o, c->proj, c->att, &w->o, T, c->fp8_fuse ? &ys : NULL, err);
     if (rc) return rc;
-    LAUNCH(add_rmsnorm_xn(c, c->proj, fn, T, D, mc->norm_eps));
+    LAUNCH(add_rmsnorm_xn(c, c->proj, c->fp8_fuse ? &ys : NULL, fn, T, D, mc->norm_eps));
     if (mc->n_experts > 0) return kiln_cuda_moe_enqueue(c, T, l, err); /* routed experts (cuda_moe.c) */
     if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, &w->gu, T, err))) return rc;
     return kiln_cuda_linear(c, &c->g_d, c->proj, c->act, &w->d, T, err);

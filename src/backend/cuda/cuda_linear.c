@@ -87,9 +87,12 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
  * 128-column group with BLOCK scales; again for a segment whose static scale differs from the
  * previous one's). Up to fp8_mma_max_rows rows: fp8.cu's tensor-core product per segment into its
  * column slice (f32). Beyond: cuBLASLt FP8 on the codes, f32, then the scales (fp8_lt8, one
- * segment), else the matrix dequantized to bf16 (wdq) for cuBLASLt (y in g->ydt). *lt as qlinear's. */
+ * segment), else the matrix dequantized to bf16 (wdq) for cuBLASLt (y in g->ydt). *lt as qlinear's.
+ * ys (may be NULL): the caller takes cuBLASLt FP8's sums unscaled and applies the scales itself
+ * (ys->sa [n], ys->sw [N] set; NULL when y is already scaled). */
 static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
-                      kiln_error *err) {
+                      kiln_cuda_yscale *ys, kiln_error *err) {
+    if (ys) ys->sa = ys->sw = NULL;
     int a8 = c->fp8_a8, G = w->sw_G, K = w->K;
     int have_q = a8 && c->xq8_src == x; /* fp8_fuse: the producer wrote x's codes */
     c->xq8_src = NULL;
@@ -100,8 +103,13 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
             LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
         int rc = kiln_cuda_gemm_run(&c->gctx, g, y, c->xq8, w->w, n, c->st, err);
         if (rc) return rc;
-        LAUNCH(kiln_cuda_fp8_scale_rows((float *)y, w->N, c->sa8, w->sw, n, w->N, c->st));
         *lt = 0; /* f32 */
+        if (ys) {
+            ys->sa = c->sa8;
+            ys->sw = w->sw;
+            return KILN_OK;
+        }
+        LAUNCH(kiln_cuda_fp8_scale_rows((float *)y, w->N, c->sa8, w->sw, n, w->N, c->st));
         return KILN_OK;
     }
     if (*lt) {
@@ -121,10 +129,12 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
     return KILN_OK;
 }
 
-int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n,
-                     kiln_error *err) {
+int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n,
+                        kiln_cuda_yscale *ys, kiln_error *err) {
+    if (ys) ys->sa = ys->sw = NULL;
     if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) {
-        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, y, x, w, n, &lt, err) : qlinear(c, g, y, x, w, n, &lt, err);
+        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, y, x, w, n, &lt, ys, err)
+                                              : qlinear(c, g, y, x, w, n, &lt, err);
         if (rc) return rc;
         if (c->debug && (rc = kiln_cuda_stream_sync(&c->syncs, c->st, err))) return rc;
         return KILN_OK;
@@ -146,15 +156,23 @@ int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x,
     return KILN_OK;
 }
 
+int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n,
+                     kiln_error *err) {
+    return kiln_cuda_linear_ex(c, g, y, x, w, n, NULL, err);
+}
+
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             int T, kiln_error *err) {
     int F = g->N / 2, D = g->K;
     if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
-        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, err) : qlinear(c, g, gu, x, w, T, &lt, err);
+        int fuse = w->dt == KILN_DT_F8_E4M3 && c->fp8_fuse;
+        kiln_cuda_yscale ys = {NULL, NULL};
+        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, fuse ? &ys : NULL, err)
+                                              : qlinear(c, g, gu, x, w, T, &lt, err);
         if (rc) return rc;
         kiln_dtype gdt = lt ? g->ydt : KILN_DT_F32;
-        if (w->dt == KILN_DT_F8_E4M3 && c->fp8_fuse) { /* the down projection's codes from partial maxima */
-            LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, c->pdl, c->st));
+        if (fuse) { /* the scales of cuBLASLt FP8's sums, then the down projection's codes from partial maxima */
+            LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, ys.sa, ys.sw, c->pdl, c->st));
             LAUNCH(kiln_cuda_fp8_quant_pmax(c->xq8, c->sa8, act, c->pmax8, kiln_cuda_swiglu_pmax_parts(F), T, F,
                                             c->pdl, c->st));
             c->xq8_src = act;

@@ -42,10 +42,13 @@ cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *r
                                   int pdl, cudaStream_t st);
 /* The same with bf16 out (D % 4 == 0, D <= 32768, no `rows` with write_back), also writing the
  * rows' W8A8 input (issue 17): xq [T][D] e4m3 codes and sa [T] scales, the bytes
- * kiln_cuda_fp8_quant_x (gs = D) writes for out (stat / in_scale likewise). */
+ * kiln_cuda_fp8_quant_x (gs = D) writes for out (stat / in_scale likewise). dsa [*], dsw [D] (both or
+ * neither; dsw 16-byte aligned): delta holds cuBLASLt FP8's unscaled sums, scaled here as
+ * kiln_cuda_fp8_scale_rows(delta, D, dsa, dsw) would have (the same bits). */
 cudaError_t kiln_cuda_add_rmsnorm_q8(float *x, const float *delta, const int32_t *rows, int write_back,
                                      const float *w, void *out, int T, int D, float eps, uint8_t *xq, float *sa,
-                                     int stat, float in_scale, int pdl, cudaStream_t st);
+                                     int stat, float in_scale, const float *dsa, const float *dsw, int pdl,
+                                     cudaStream_t st);
 
 /* RoPE on q and k, then K and V into the pool:
  *   qkv: [T][(H + 2 KV) * hd] f32 (q | k | v per row); q and k are rotated in place;
@@ -173,10 +176,12 @@ int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows
                             int max_tiles, unsigned char *covered);
 
 /* kiln_cuda_swiglu_in with bf16 out, also writing pmax [T][kiln_cuda_swiglu_pmax_parts(n)]: partial
- * maxima of |out| per row for kiln_cuda_fp8_quant_pmax. n % 8 == 0, gu and out 16-byte aligned. */
+ * maxima of |out| per row for kiln_cuda_fp8_quant_pmax. n % 8 == 0, gu and out 16-byte aligned.
+ * gsa [T], gsw [2n] (both or neither, f32 gu only, gsw 16-byte aligned): gu holds cuBLASLt FP8's
+ * unscaled sums, scaled here as kiln_cuda_fp8_scale_rows(gu, 2n, gsa, gsw) would have (same bits). */
 int kiln_cuda_swiglu_pmax_parts(int n);
-cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dtype gdt, int T, int n, float *pmax, int pdl,
-                                  cudaStream_t st);
+cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dtype gdt, int T, int n, float *pmax,
+                                  const float *gsa, const float *gsw, int pdl, cudaStream_t st);
 /* out[t][i] = adt(silu(gu[t][i]) * gu[t][n + i]): gu [T][2n] f32 (gate | up), out [T][n]. */
 cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, int n, int pdl, cudaStream_t st);
 /* the same with gu of dtype gdt (f32, f16 or bf16) */

@@ -393,9 +393,25 @@ static __global__ void fp8_scale_rows_kernel(float *__restrict__ y, int ldy, con
     }
 }
 
+/* the same, 4 columns a thread, row t = blockIdx.y (N % 4 == 0, ldy % 4 == 0, y and sw 16-byte
+ * aligned): no 64-bit division an element (3.2 us a call at 16 rows before, H200) */
+static __global__ void fp8_scale_rows4_kernel(float *__restrict__ y, int ldy, const float *__restrict__ sa,
+                                              const float *__restrict__ sw, int N) {
+    const int t = blockIdx.y, c = 4 * ((int)blockIdx.x * 256 + (int)threadIdx.x);
+    if (c >= N) return;
+    float4 *p = (float4 *)(y + (int64_t)t * ldy + c), v = *p, w = *(const float4 *)(sw + c);
+    const float s = sa[t];
+    v.x *= s * w.x; v.y *= s * w.y; v.z *= s * w.z; v.w *= s * w.w;
+    *p = v;
+}
+
 extern "C" cudaError_t kiln_cuda_fp8_scale_rows(float *y, int ldy, const float *sa, const float *sw, int T, int N,
                                                 cudaStream_t st) {
     if (T < 1 || N < 1 || ldy < N || !y || !sa || !sw) return cudaErrorInvalidValue;
+    if (N % 4 == 0 && ldy % 4 == 0 && !((uintptr_t)y & 15) && !((uintptr_t)sw & 15) && T < 65536) {
+        fp8_scale_rows4_kernel<<<dim3((unsigned)((N / 4 + 255) / 256), (unsigned)T), 256, 0, st>>>(y, ldy, sa, sw, N);
+        KILN_CUDA_CHECK_LAUNCH();
+    }
     int64_t n = (int64_t)T * N, blocks = (n + 255) / 256;
     if (blocks > 65536) blocks = 65536;
     fp8_scale_rows_kernel<<<(unsigned)blocks, 256, 0, st>>>(y, ldy, sa, sw, N, n);

@@ -42,11 +42,14 @@ static __device__ __forceinline__ void st4(kiln_dtype adt, void *out, int64_t i,
 /* Q: the row's FP8 activation codes too (issue 17, W8A8): xq[r] = e4m3(out / s), s = the dynamic
  * scale of max |out| (the bf16-rounded values, as kiln_cuda_fp8_quant_x reads them; stat 0) or
  * in_scale (stat 1), sa[r] = s: the same bytes as kiln_cuda_fp8_quant_x on out, without its
- * launch and its second read of the row (adt bf16 only). */
+ * launch and its second read of the row (adt bf16 only). dsa / dsw (Q only, may be NULL): delta is
+ * cuBLASLt FP8's unscaled sums, taken as delta[src][i] * (dsa[src] * dsw[i]), the bits
+ * kiln_cuda_fp8_scale_rows would have written. */
 template <bool Q>
 static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
                                               const float *w, void *out, kiln_dtype adt, int D, float eps,
-                                              uint8_t *xq, float *sa, int stat, float in_scale) {
+                                              uint8_t *xq, float *sa, int stat, float in_scale, const float *dsa,
+                                              const float *dsw) {
     __shared__ float red[32];
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
@@ -66,6 +69,15 @@ static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, cons
             float4 a = xr[i];
             if (dr) {
                 float4 b = dr[i];
+                if (Q && dsa) {
+                    float4 c = ((const float4 *)dsw)[i];
+                    float s = dsa[src];
+                    /* __fmul_rn: not contracted into an FMA with the add below */
+                    b.x = __fmul_rn(b.x, __fmul_rn(s, c.x));
+                    b.y = __fmul_rn(b.y, __fmul_rn(s, c.y));
+                    b.z = __fmul_rn(b.z, __fmul_rn(s, c.z));
+                    b.w = __fmul_rn(b.w, __fmul_rn(s, c.w));
+                }
                 a.x += b.x; a.y += b.y; a.z += b.z; a.w += b.w;
             }
             v[k] = a;
@@ -152,7 +164,7 @@ extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const
     if (D % 4 == 0 && D / 4 <= 1024 * RMS_VEC)
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 add_rmsnorm_vec_kernel<false>, dim3(T), dim3(rms_threads(D)), 0, st, x, delta, rows, write_back, w, out,
-                    adt, D, eps, (uint8_t *)NULL, (float *)NULL, 0, 0.0f);
+                    adt, D, eps, (uint8_t *)NULL, (float *)NULL, 0, 0.0f, (const float *)NULL, (const float *)NULL);
     else
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 add_rmsnorm_kernel, dim3(T), dim3(256), 0, st, x, delta, rows, write_back, w,
@@ -162,12 +174,13 @@ extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const
 
 extern "C" cudaError_t kiln_cuda_add_rmsnorm_q8(float *x, const float *delta, const int32_t *rows, int write_back,
                                                 const float *w, void *out, int T, int D, float eps, uint8_t *xq,
-                                                float *sa, int stat, float in_scale, int pdl, cudaStream_t st) {
+                                                float *sa, int stat, float in_scale, const float *dsa,
+                                                const float *dsw, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if ((rows && write_back) || D % 4 || D / 4 > 1024 * RMS_VEC || !xq || !sa || ((uintptr_t)xq & 3) ||
-        (stat && !(in_scale > 0.0f)))
+        (stat && !(in_scale > 0.0f)) || (!dsa != !dsw) || (dsa && !delta) || ((uintptr_t)dsw & 15))
         return cudaErrorInvalidValue;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, add_rmsnorm_vec_kernel<true>, dim3(T), dim3(rms_threads(D)), 0, st, x,
-                delta, rows, write_back, w, out, KILN_DT_BF16, D, eps, xq, sa, stat, in_scale);
+                delta, rows, write_back, w, out, KILN_DT_BF16, D, eps, xq, sa, stat, in_scale, dsa, dsw);
     KILN_CUDA_CHECK_LAUNCH();
 }

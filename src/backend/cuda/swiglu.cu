@@ -45,7 +45,8 @@ static __device__ __forceinline__ void sw_unpack8(float *v, const void *p, kiln_
  * without a pass that reduces the whole row (issue 17). */
 template <bool PM>
 static __global__ void __launch_bounds__(128)
-swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int n, float *pmax) {
+swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int n, float *pmax, const float *gsa,
+                  const float *gsw) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     const int i = 8 * (blockIdx.x * blockDim.x + threadIdx.x), t = blockIdx.y;
@@ -58,6 +59,16 @@ swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int
             float g[8], u[8];
             sw_unpack8(g, row + (size_t)i * gs, gdt);
             sw_unpack8(u, row + ((size_t)n + i) * gs, gdt);
+            if (gsa) { /* cuBLASLt FP8's sums: y (sa[t] sw[c]) as kiln_cuda_fp8_scale_rows */
+                float s = gsa[t], cg[8], cu[8];
+                sw_unpack8(cg, gsw + i, KILN_DT_F32);
+                sw_unpack8(cu, gsw + n + i, KILN_DT_F32);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    g[j] = __fmul_rn(g[j], __fmul_rn(s, cg[j])); /* never contracted into an FMA */
+                    u[j] = __fmul_rn(u[j], __fmul_rn(s, cu[j]));
+                }
+            }
             uint32_t w[4];
 #pragma unroll
             for (int j = 0; j < 4; j++) {
@@ -110,7 +121,7 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
     if (n % 8 == 0 && T < 65536 && !((uintptr_t)gu & 15) && !((uintptr_t)out & 15)) {
         unsigned bx = (unsigned)((n / 8 + 127) / 128);
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<false>, dim3(bx, (unsigned)T), dim3(128), 0, st,
-                    out, adt, gu, gdt, n, (float *)NULL);
+                    out, adt, gu, gdt, n, (float *)NULL, (const float *)NULL, (const float *)NULL);
         KILN_CUDA_CHECK_LAUNCH();
     }
     int64_t total = (int64_t)T * n;
@@ -128,13 +139,14 @@ extern "C" cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *
 extern "C" int kiln_cuda_swiglu_pmax_parts(int n) { return (n / 8 + 127) / 128; }
 
 extern "C" cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dtype gdt, int T, int n, float *pmax,
-                                             int pdl, cudaStream_t st) {
+                                             const float *gsa, const float *gsw, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (n % 8 || T >= 65536 || ((uintptr_t)gu & 15) || ((uintptr_t)out & 15) || !pmax ||
-        (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16))
+        (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16) || (!gsa != !gsw) ||
+        (gsa && gdt != KILN_DT_F32) || ((uintptr_t)gsw & 15))
         return cudaErrorInvalidValue;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<true>,
                 dim3((unsigned)kiln_cuda_swiglu_pmax_parts(n), (unsigned)T), dim3(128), 0, st, out, KILN_DT_BF16, gu,
-                gdt, n, pmax);
+                gdt, n, pmax, gsa, gsw);
     KILN_CUDA_CHECK_LAUNCH();
 }
