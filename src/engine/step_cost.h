@@ -20,7 +20,14 @@
  * observations a timing counts at most 3x its prediction: one hiccup of the host does not
  * distort the next ~50 budgets, while a real change of regime (2x slower) is still followed.
  *
- * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target, where k_d is the
+ * The forecast error: r2, the same exponentially weighted mean of the squared residual
+ * (measured - predicted before the refit, after the clip) over the observations from the 9th
+ * (before, the fit is still finding its 4 coefficients). The policy
+ * bounds a percentile of the step time, not its mean: the budget aims at target - z sqrt(r2)
+ * with z = KILN_COST_Z (2.33, the 99th percentile of a normal error), so a noisy machine gets
+ * smaller chunks than a quiet one at the same mean fit (none while fewer than 8 steps were seen).
+ *
+ * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target - margin, where k_d is the
  * decode rows' attention and k_p that of p rows from position c0 (the first prefilling
  * sequence's next row: all prefill rows are counted at its context); at least min_chunk
  * (prefill always progresses) and at most max_tokens - d. Pure functions of the state: the tests
@@ -31,6 +38,7 @@
 #include <stdint.h>
 
 #define KILN_COST_KKEY 1024.0 /* keys per unit of the attention feature k */
+#define KILN_COST_Z 2.33      /* the budget's margin in forecast-error standard deviations */
 enum { KILN_COST_NF = 4 };    /* features: 1, p, d, k */
 
 typedef struct kiln_step_cost {
@@ -38,6 +46,7 @@ typedef struct kiln_step_cost {
     double prior[KILN_COST_NF]; /* theta0: fixed ms, ms per prefill row, per decode row, per k unit */
     double theta[KILN_COST_NF]; /* the current fit (clamped >= 0) */
     double decay;          /* forgetting factor per observation, in (0, 1] */
+    double r2, r2w;        /* decayed sum of squared forecast errors (ms^2) and of their weights */
     int learn;             /* 0: theta stays the prior (calibration only) */
     uint64_t n_obs;        /* observations taken */
 } kiln_step_cost;
@@ -50,6 +59,8 @@ void kiln_step_cost_init(kiln_step_cost *c, const double prior[3], double attn_p
  * not a positive finite number) */
 void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double kkeys, double ms);
 double kiln_step_cost_predict(const kiln_step_cost *c, int p, int d, double kkeys);
+/* KILN_COST_Z x the forecast error's standard deviation (ms); 0 before 8 observations */
+double kiln_step_cost_margin(const kiln_step_cost *c);
 /* k of n consecutive rows from position c0: sum_{j=c0}^{c0+n-1} (j + 1) / KILN_COST_KKEY */
 double kiln_step_cost_kkeys(int c0, int n);
 /* prefill rows allowed in a step with d decode rows attending to kkeys_dec (k units) under

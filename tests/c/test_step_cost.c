@@ -8,7 +8,8 @@
  * the largest prefill chunk under the target, clamped to [min_chunk, max_tokens - d].
  * The attention term (keys attended, in units of 1,024): the fit recovers it from steps at
  * varied contexts, keys_of sums positions exactly, and the budget at a context is the largest
- * chunk whose rows and keys fit (brute force over n), shrinking as the context grows. */
+ * chunk whose rows and keys fit (brute force over n), shrinking as the context grows. The
+ * budget's margin: ~0 on exact timings, 2.33 x the timing noise's RMS on noisy ones. */
 #include "test.h"
 #include "engine/step_cost.h"
 
@@ -38,6 +39,7 @@ static void fit_exact(void) {
         kiln_step_cost_observe(&c, p, d, 0, 5.0 + 0.02 * p + 0.1 * d);
     }
     KT_CHECK(c.n_obs == 200, "observations %llu", (unsigned long long)c.n_obs);
+    KT_CHECK(kiln_step_cost_margin(&c) < 1e-3, "margin on exact timings %g ms", kiln_step_cost_margin(&c));
     KT_CHECK(rel(c.theta[0], 5.0) < 1e-3, "fixed %g", c.theta[0]);
     KT_CHECK(rel(c.theta[1], 0.02) < 1e-3, "per token %g", c.theta[1]);
     KT_CHECK(rel(c.theta[2], 0.1) < 1e-3, "per row %g", c.theta[2]);
@@ -47,12 +49,16 @@ static void fit_exact(void) {
 static void fit_noisy(void) {
     kiln_step_cost c;
     kiln_step_cost_init(&c, NULL, 0, 0.99, 1);
+    double n2 = 0, nw = 0; /* the noise's own decayed mean square, as the model weighs it */
     for (int i = 0; i < 2000; i++) {
         int p, d;
         shape(&p, &d);
-        double t = 12.0 + 0.015 * p + 0.08 * d;
-        kiln_step_cost_observe(&c, p, d, 0, t * (1.0 + 0.1 * (unit() - 0.5))); /* +-5% */
+        double t = 12.0 + 0.015 * p + 0.08 * d, m = t * (1.0 + 0.1 * (unit() - 0.5)); /* +-5% */
+        kiln_step_cost_observe(&c, p, d, 0, m);
+        if (i >= 8) n2 = 0.99 * n2 + (m - t) * (m - t), nw = 0.99 * nw + 1;
     }
+    double want = KILN_COST_Z * sqrt(n2 / nw);
+    KT_CHECK(rel(kiln_step_cost_margin(&c), want) < 0.2, "margin %g ms, noise x z %g ms", kiln_step_cost_margin(&c), want);
     KT_CHECK(rel(c.theta[0], 12.0) < 0.05, "noisy fixed %g", c.theta[0]);
     KT_CHECK(rel(c.theta[1], 0.015) < 0.05, "noisy per token %g", c.theta[1]);
     KT_CHECK(rel(c.theta[2], 0.08) < 0.15, "noisy per row %g", c.theta[2]);
