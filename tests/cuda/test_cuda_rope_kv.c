@@ -187,7 +187,7 @@ static void tab_case(const char *name, int T, int H, int KV, int hd, int bs, dou
         CU(kiln_cuda_qk_prep(dqkv, use_bias ? dbias : NULL, use_norm ? dnw : NULL, use_norm ? dnw + hd : NULL, T, H, KV,
                              hd, 1e-6f, 1, 0));
         CU(kiln_cuda_rope_kv_tab(dqkv, dpos, dsl, &kv, T, H, KV, hd, bs, theta, pass ? NULL : dinv, pass ? 1.0 : mscale,
-                                 style == KILN_ROPE_INTERLEAVED, 1, 0));
+                                 style == KILN_ROPE_INTERLEAVED, NULL, NULL, 1, 0));
         kc_get(got, dqkv, (size_t)T * W * 4);
         kc_get(pool, dpool, (size_t)pool_n * 2);
         double nq = 0, dq = 0, nk = 0, dk = 0, nv = 0, dv = 0;
@@ -215,6 +215,31 @@ static void tab_case(const char *name, int T, int H, int KV, int hd, int bs, dou
             ek = sqrt(dk / nk);
             ev = sqrt(dv / nv);
         } else ctl = sqrt(dq / nq);
+    }
+    if (!use_bias && !use_norm) { /* FP8 sums scaled on the way in == kiln_cuda_fp8_scale_rows first (bytes) */
+        float *hs = kiln_malloc((size_t)T * 4), *hw = kiln_malloc((size_t)W * 4), *ga = kiln_malloc((size_t)T * W * 4);
+        uint16_t *pa = kiln_malloc((size_t)pool_n * 2);
+        for (int t = 0; t < T; t++) hs[t] = ldexpf(1.5f + 0.5f * kt_randf(s), -2 + t % 5);
+        for (int i = 0; i < W; i++) hw[i] = ldexpf(1.5f + 0.5f * kt_randf(s), -(i % 7));
+        float *ds = kc_dev((size_t)T * 4), *dws = kc_dev((size_t)W * 4);
+        kc_put(ds, hs, (size_t)T * 4);
+        kc_put(dws, hw, (size_t)W * 4);
+        kiln_cuda_kv kv = {dpool, 0, 1.0f, 1.0f, 0};
+        for (int pass = 0; pass < 2; pass++) {
+            kc_put(dqkv, qkv, (size_t)T * W * 4);
+            kc_poison(dpool, (size_t)pool_n * 2);
+            if (pass) CU(kiln_cuda_fp8_scale_rows(dqkv, W, ds, dws, T, W, 0));
+            CU(kiln_cuda_rope_kv_tab(dqkv, dpos, dsl, &kv, T, H, KV, hd, bs, theta, dinv, mscale,
+                                     style == KILN_ROPE_INTERLEAVED, pass ? NULL : ds, pass ? NULL : dws, 1, 0));
+            kc_get(pass ? got : ga, dqkv, (size_t)T * W * 4);
+            kc_get(pass ? pool : pa, dpool, (size_t)pool_n * 2);
+        }
+        /* V is not written back into qkv: compare the q | k columns, and the whole pool */
+        int same = !memcmp(pa, pool, (size_t)pool_n * 2);
+        for (int t = 0; t < T; t++) same &= !memcmp(ga + (size_t)t * W, got + (size_t)t * W, (size_t)(H + KV) * hd * 4);
+        KT_CHECK(same, "%s hd=%d: qkv scales in RoPE differ from kiln_cuda_fp8_scale_rows first", name, hd);
+        CU(cudaFree(ds)); CU(cudaFree(dws));
+        kiln_free(hs); kiln_free(hw); kiln_free(ga); kiln_free(pa);
     }
     const char *sty = style == KILN_ROPE_INTERLEAVED ? "interleaved" : "half";
     KT_CHECK(eq <= 1e-5 && ek <= 1e-5 && ev <= 1e-2, "%s %s hd=%d: q rel L2 %g, k %g, pool V %g", name, sty, hd, eq, ek,

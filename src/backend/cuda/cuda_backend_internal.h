@@ -263,7 +263,10 @@ int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x,
 typedef struct {
     const float *sa, *sw;
 } kiln_cuda_yscale;
-/* kiln_cuda_linear that may leave y unscaled (FP8 on cuBLASLt): ys says how */
+/* kiln_cuda_linear that may leave y unscaled (FP8 on cuBLASLt): ys says how; whether it does for
+ * n rows of w (a pure function of the backend's paths, so a kernel in a later graph piece can
+ * tell without host state) */
+int kiln_cuda_linear_defers(const cuda_backend *c, const cuda_mat *w, int n);
 int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
                         kiln_cuda_yscale *ys, kiln_error *err);
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,

@@ -115,14 +115,31 @@ static cudaError_t add_rmsnorm_xn(cuda_backend *c, const float *delta, const kil
     return kiln_cuda_add_rmsnorm(c->x, delta, NULL, 1, w, c->xn, c->adt, T, D, eps, c->pdl, c->st);
 }
 
+/* Whether layer l's down projection leaves its FP8 sums unscaled for the next layer's RMSNorm:
+ * with fp8_fuse, a dense layer that is not the last (the final norm, kiln_cuda_add_rmsnorm with
+ * gathered rows, takes no scales), when its linear defers. A pure function of (l, T): enq_post
+ * (the producer) and enq_pre (the consumer, possibly in another graph piece) agree without host
+ * state. The scales: sa8 (down's input codes' scales, which that RMSNorm reads before it writes
+ * its own rows' there) and the matrix's sw. */
+static int down_defers(const cuda_backend *c, int l, int T) {
+    return c->fp8_fuse && l + 1 < c->m->cfg.n_layers && c->m->cfg.n_experts == 0 &&
+           kiln_cuda_linear_defers(c, &c->layers[l].d, T);
+}
+
 static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
     int T = p->T, D = mc->dim, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
     step_ptrs d = desc_ptrs(c);
     kiln_cuda_kv kv = layer_kv(c, l);
     const float *an = c->norms + (size_t)(2 * l) * D;
-    LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, NULL, an, T, D, mc->norm_eps));
-    int rc = kiln_cuda_linear(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, err);
+    /* the previous layer's down sums, unscaled when down_defers (enq_post) */
+    kiln_cuda_yscale ds = {NULL, NULL};
+    if (l > 0 && down_defers(c, l - 1, T)) ds = (kiln_cuda_yscale){c->sa8, c->layers[l - 1].d.sw};
+    LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, &ds, an, T, D, mc->norm_eps));
+    /* with fp8_fuse and no bias / q-k norm in between, RoPE scales cuBLASLt FP8's qkv sums */
+    int qs = c->fp8_fuse && !c->qkv_bias && !c->qk_norms;
+    kiln_cuda_yscale ys = {NULL, NULL};
+    int rc = kiln_cuda_linear_ex(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, qs ? &ys : NULL, err);
     if (rc) return rc;
     /* Qwen2 biases / Qwen3 per-head norms, in place before RoPE (NULLs: nothing launched) */
     LAUNCH(kiln_cuda_qk_prep(c->qkv, c->qkv_bias ? c->qkv_bias + (size_t)l * (H + 2 * KV) * hd : NULL,
@@ -130,8 +147,8 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
                              c->qk_norms ? c->qk_norms + (size_t)l * 2 * hd + hd : NULL, T, H, KV, hd, mc->norm_eps,
                              c->pdl, c->st));
     LAUNCH(kiln_cuda_rope_kv_tab(c->qkv, d.pos, d.slot, &kv, T, H, KV, hd, bs, mc->rope_theta, c->rope_inv,
-                                 c->rope_inv ? c->rope_mscale : 1.0, mc->rope_style == KILN_ROPE_INTERLEAVED, c->pdl,
-                                 c->st));
+                                 c->rope_inv ? c->rope_mscale : 1.0, mc->rope_style == KILN_ROPE_INTERLEAVED, ys.sa, ys.sw,
+                                 c->pdl, c->st));
     return KILN_OK;
 }
 
@@ -185,7 +202,8 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     LAUNCH(add_rmsnorm_xn(c, c->proj, c->fp8_fuse ? &ys : NULL, fn, T, D, mc->norm_eps));
     if (mc->n_experts > 0) return kiln_cuda_moe_enqueue(c, T, l, err); /* routed experts (cuda_moe.c) */
     if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, &w->gu, T, err))) return rc;
-    return kiln_cuda_linear(c, &c->g_d, c->proj, c->act, &w->d, T, err);
+    kiln_cuda_yscale dys;
+    return kiln_cuda_linear_ex(c, &c->g_d, c->proj, c->act, &w->d, T, down_defers(c, l, T) ? &dys : NULL, err);
 }
 
 static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {

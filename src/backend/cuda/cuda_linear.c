@@ -90,6 +90,10 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
  * segment), else the matrix dequantized to bf16 (wdq) for cuBLASLt (y in g->ydt). *lt as qlinear's.
  * ys (may be NULL): the caller takes cuBLASLt FP8's sums unscaled and applies the scales itself
  * (ys->sa [n], ys->sw [N] set; NULL when y is already scaled). */
+int kiln_cuda_linear_defers(const cuda_backend *c, const cuda_mat *w, int n) {
+    return w->dt == KILN_DT_F8_E4M3 && c->fp8_lt8 && n > c->fp8_mma_max_rows;
+}
+
 static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
                       kiln_cuda_yscale *ys, kiln_error *err) {
     if (ys) ys->sa = ys->sw = NULL;
@@ -97,7 +101,7 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
     int have_q = a8 && c->xq8_src == x; /* fp8_fuse: the producer wrote x's codes */
     c->xq8_src = NULL;
     *lt = n > c->fp8_mma_max_rows;
-    if (*lt && c->fp8_lt8) { /* one segment: fp8_lt8 is off where parts' static scales differ */
+    if (kiln_cuda_linear_defers(c, w, n)) { /* one segment: fp8_lt8 is off where parts' static scales differ */
         /* cuBLASLt on the codes (f32 sums), then the scales: y = (sum) (sa[t] sw[n]) */
         if (!have_q)
             LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));

@@ -77,10 +77,13 @@ cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *
 /* kiln_cuda_rope_kv_ex with the model's frequencies: inv_freq [hd / 2] f64 on the device
  * (kiln_rope_inv_freq of rope.c, the CPU's table: RoPE scaling, GGUF rope_freqs; NULL = theta's
  * default 1 / theta^(2i/hd)) and mscale, the cos / sin multiplier (YaRN's attention factor, 1 =
- * none), applied as the CPU: cs = cos(a) * mscale in double, then the rotation. */
+ * none), applied as the CPU: cs = cos(a) * mscale in double, then the rotation. ysa [T], ysw
+ * [(H + 2 KV) hd] (both or neither): qkv holds cuBLASLt FP8's unscaled sums, scaled on the way in
+ * as kiln_cuda_fp8_scale_rows would have (same bits; q and k written back scaled and rotated). */
 cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
                                   int H, int KV, int hd, int block_size, double theta, const double *inv_freq,
-                                  double mscale, int interleaved, int pdl, cudaStream_t st);
+                                  double mscale, int interleaved, const float *ysa, const float *ysw, int pdl,
+                                  cudaStream_t st);
 /* Qwen2 / Qwen3 before RoPE, in place on qkv [T][(H + 2 KV) * hd] f32 (rope_kv.cu):
  *   bias (or NULL): [(H + 2 KV) * hd] f32 (bq | bk | bv), added to every row;
  *   q_norm, k_norm (or both NULL): [hd] f32, RMSNorm over each q head / k head with weight

@@ -291,7 +291,7 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
 #pragma unroll
         for (int e = 0; e < 4; e++) red[warp][i * 4 + e][lane] = acc[i][e];
     __syncthreads();
-    if (P > 1) { /* output (r, t): parts in order, each part's warps in order */
+    if constexpr (P > 1) { /* output (r, t): parts in order, each part's warps in order */
         for (int q = threadIdx.x; q < R * TP; q += KW * 32) {
             int r = q / TP, t = q % TP, n = n0 + r;
             if (t >= T || n >= N) continue;
@@ -306,17 +306,17 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
             }
             y[(int64_t)t * ldy + n] = v * ((A8 ? sa[t] : 1.0f) * sw[n]);
         }
-        return;
-    }
-    for (int q = threadIdx.x; q < NT * 4 * 32; q += KW * 32) {
-        int l = q & 31, f = q >> 5, e = f & 3, i = f >> 2;
-        int tok = 8 * i + 2 * (l & 3) + (e & 1), n = n0 + (l >> 2) + 8 * (e >> 1);
-        float v = red[0][f][l];
+    } else {
+        for (int q = threadIdx.x; q < NT * 4 * 32; q += KW * 32) {
+            int l = q & 31, f = q >> 5, e = f & 3, i = f >> 2;
+            int tok = 8 * i + 2 * (l & 3) + (e & 1), n = n0 + (l >> 2) + 8 * (e >> 1);
+            float v = red[0][f][l];
 #pragma unroll
-        for (int ww = 1; ww < KW; ww++) v += red[ww][f][l];
-        if (tok < T && n < N) {
-            if (!BLK) v *= (A8 ? sa[tok] : 1.0f) * sw[n];
-            y[(int64_t)tok * ldy + n] = v;
+            for (int ww = 1; ww < KW; ww++) v += red[ww][f][l];
+            if (tok < T && n < N) {
+                if (!BLK) v *= (A8 ? sa[tok] : 1.0f) * sw[n];
+                y[(int64_t)tok * ldy + n] = v;
+            }
         }
     }
 }

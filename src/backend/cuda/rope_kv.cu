@@ -29,7 +29,8 @@ static __device__ __forceinline__ void kv_put(void *pool, int64_t i, float v, fl
 template <bool F8>
 static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, void *pool, int H,
                                       int KV, int hd, int bs, double theta, const double *inv_freq, double mscale,
-                                      int interleaved, int hpb, float k_scale, float v_scale) {
+                                      int interleaved, int hpb, float k_scale, float v_scale, const float *ysa,
+                                      const float *ysw) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int t = blockIdx.x;
@@ -44,7 +45,9 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
         const float *vrow = row + (int64_t)(H + KV) * hd;
         for (int k = threadIdx.x; k < KV * hd; k += blockDim.x) {
             int h = k / hd, d = k % hd;
-            kv_put<F8>(pool, pool_index(blk, 1, h, off, d, KV, bs, hd), vrow[k], v_scale);
+            float val = vrow[k];
+            if (ysa) val = __fmul_rn(val, __fmul_rn(ysa[t], ysw[(int64_t)(H + KV) * hd + k]));
+            kv_put<F8>(pool, pool_index(blk, 1, h, off, d, KV, bs, hd), val, v_scale);
         }
         return;
     }
@@ -58,7 +61,13 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
     int i0 = interleaved ? 2 * i : i;
     int i1 = interleaved ? 2 * i + 1 : i + half;
     float *v = row + (int64_t)h * hd;
-    double x0 = v[i0], x1 = v[i1];
+    float y0 = v[i0], y1 = v[i1];
+    if (ysa) { /* cuBLASLt FP8's sums: y (sa[t] sw[c]), the bits of kiln_cuda_fp8_scale_rows */
+        const float s = ysa[t], *sw = ysw + (int64_t)h * hd;
+        y0 = __fmul_rn(y0, __fmul_rn(s, sw[i0]));
+        y1 = __fmul_rn(y1, __fmul_rn(s, sw[i1]));
+    }
+    double x0 = y0, x1 = y1;
     /* explicit roundings: no FMA contraction, the CPU's arithmetic */
     float r0 = (float)__dsub_rn(__dmul_rn(x0, cs), __dmul_rn(x1, sn));
     float r1 = (float)__dadd_rn(__dmul_rn(x1, cs), __dmul_rn(x0, sn));
@@ -81,16 +90,17 @@ extern "C" cudaError_t kiln_cuda_rope_kv(float *qkv, const int32_t *pos, const i
 extern "C" cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv,
                                             int T, int H, int KV, int hd, int block_size, double theta,
                                             int interleaved, int pdl, cudaStream_t st) {
-    return kiln_cuda_rope_kv_tab(qkv, pos, slots, kv, T, H, KV, hd, block_size, theta, NULL, 1.0, interleaved, pdl, st);
+    return kiln_cuda_rope_kv_tab(qkv, pos, slots, kv, T, H, KV, hd, block_size, theta, NULL, 1.0, interleaved, NULL, NULL,
+                                 pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t *slots,
                                              const kiln_cuda_kv *kv, int T, int H, int KV, int hd, int block_size,
                                              double theta, const double *inv_freq, double mscale, int interleaved,
-                                             int pdl, cudaStream_t st) {
+                                             const float *ysa, const float *ysw, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647 || !kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f) ||
-        !(mscale > 0.0))
+        !(mscale > 0.0) || (!ysa != !ysw))
         return cudaErrorInvalidValue;
     int half = hd / 2, hpb = 256 / half; /* heads per block: 256 threads of (head, pair) */
     if (hpb < 1) hpb = 1;
@@ -101,11 +111,11 @@ extern "C" cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, con
     if (kv->f8)
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<true>, grid, dim3(threads), 0, st, qkv, pos, slots,
                     kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
-                    kv->v_scale);
+                    kv->v_scale, ysa, ysw);
     else
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<false>, grid, dim3(threads), 0, st, qkv, pos, slots,
                     kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
-                    kv->v_scale);
+                    kv->v_scale, ysa, ysw);
     KILN_CUDA_CHECK_LAUNCH();
 }
 
