@@ -56,6 +56,10 @@
                                            * rows), 192 KB 205 / 205, 256 KB 206 / 213, 384 KB
                                            * 205 / 213 */
 
+/* dots() prefetches the weights this many bytes ahead of the row it runs (as the dotw kernels
+ * do): decode streams them from memory and the hardware prefetchers stop at 4 KB pages */
+#define DOT_PF_AHEAD 8192
+
 typedef struct mm_part {
     kiln_dot_fn fn;
     kiln_dotw_fn fnw; /* the same kernel over consecutive weight rows (1 x row), or NULL */
@@ -97,7 +101,11 @@ static inline void dots(const mm_part *P, const float *x, size_t ldx, int nr, in
         P->fnw(P->w + (size_t)o0 * P->row_bytes, P->row_bytes, o1 - o0, x, n_in, y + o0);
         return;
     }
-    for (int o = o0; o < o1; o++) P->fn(P->w + (size_t)o * P->row_bytes, x, ldx, nr, n_in, y + o, ldy);
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *wr = P->w + (size_t)o * P->row_bytes;
+        for (size_t b = 0; b < P->row_bytes; b += 64) __builtin_prefetch(wr + DOT_PF_AHEAD + b, 0, 3);
+        P->fn(wr, x, ldx, nr, n_in, y + o, ldy);
+    }
 }
 
 /* FP8 (see the top of the file): y[r][o] for r < nr, o in [o0, o1). scratch: this thread's
