@@ -88,6 +88,7 @@ typedef struct mm_job {
     size_t panel_floats;
     int q8;           /* the W x A8 path: x quantized once into act, then qgemm tiles */
     kiln_q8act act;
+    kiln_q8act_quantize_fn quantize; /* the ISA's (same bits everywhere) */
     mm_part part[MAX_PARTS];
     int bound[MAX_TASKS + 1]; /* task t = columns [bound[t], bound[t+1]) of the column space */
 } mm_job;
@@ -243,7 +244,7 @@ static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
 
 static void q8_quantize_rows(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
-    kiln_q8act_quantize(&j->act, j->x, (size_t)j->n_in, (int)((int64_t)j->n_rows * ith / nth),
+    j->quantize(&j->act, j->x, (size_t)j->n_in, (int)((int64_t)j->n_rows * ith / nth),
                         (int)((int64_t)j->n_rows * (ith + 1) / nth));
 }
 
@@ -380,12 +381,13 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
     for (int p = 0; p < j->n_parts; p++) j->q8 &= j->part[p].qg != NULL && j->part[p].q.kind == KILN_SCALE_NONE;
     if (j->q8) {
         kiln_q8act_init(&j->act, c->xperm, j->n_rows, j->n_in);
+        j->quantize = kiln_cpu_q8act_quantize_lookup(c->isa);
         j->panel = c->panel;
         j->panel_floats = c->panel_floats;
         if (c->pool && kiln_pool_size(c->pool) > 1 && (int64_t)j->n_rows * j->n_in >= 16384)
             kiln_pool_run(c->pool, q8_quantize_rows, j);
         else
-            kiln_q8act_quantize(&j->act, j->x, (size_t)j->n_in, 0, j->n_rows);
+            j->quantize(&j->act, j->x, (size_t)j->n_in, 0, j->n_rows);
     }
     /* the panel path: >= 32 rows (below, dequantizing every panel costs more than the dot
      * kernels lose: measured at batch 4/8/16 decode), every part has it, scratch for >= 2 rows (x2 for SwiGLU) */
