@@ -1,6 +1,7 @@
 /* kiln-layer: backend (links only this layer and those below it) */
 /* test_cpu_qgemm.c: the W x A8 kernels (backend/cpu/qgemm.h), no model needed:
- *   - activation quantization: q, dx, qsum, sdx as the formula (round half to even, |q| <= 127);
+ *   - activation quantization: q, dx, qsum, sdx as the formula (round half to even, |q| <= 127),
+ *     and every ISA's vector form of it the C function's bits;
  *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI; NEON; NEON sdot, each where
  *     the CPU has it)
  *     and every type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; Q4_K, Q5_K, Q6_K) against a float64
@@ -85,6 +86,47 @@ static void check_act(void) {
     kiln_free_aligned(mem);
 }
 
+/* every ISA's kiln_cpu_q8act_quantize_lookup against the C function, bit for bit: 1..64 rows
+ * of n = 32 .. 1568, blocks of zeros, of tiny and of large values, half-way ties */
+static void check_act_isa(void) {
+    enum { R = 64, N = 1568 };
+    unsigned long long s = 31;
+    float *x = kiln_malloc_aligned(sizeof(float) * R * N);
+    for (int i = 0; i < R * N; i++) {
+        int blk = i / 32;
+        float sc = blk % 7 == 0 ? 0.0f : blk % 7 == 1 ? 1e-30f : blk % 7 == 2 ? 3e4f : 1.0f;
+        x[i] = kt_randf(&s) * sc;
+        if (blk % 7 == 3) x[i] = (float)((int)(kt_rand_u64(&s) % 255) - 127) * 0.5f; /* ties at amax 63.5 */
+    }
+    x[3 * 32 + 1] = 63.5f;
+    void *m0 = kiln_malloc_aligned(kiln_q8act_bytes(R, N)), *m1 = kiln_malloc_aligned(kiln_q8act_bytes(R, N));
+    const int ns[] = {32, 96, 576, 1536, 1568}, rs[] = {1, 2, 5, 16, 64};
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        if (!kiln_isa_supported((kiln_isa)isa)) continue;
+        kiln_q8act_quantize_fn f = kiln_cpu_q8act_quantize_lookup((kiln_isa)isa);
+        int bad = 0;
+        for (int ni = 0; ni < 5; ni++)
+            for (int ri = 0; ri < 5; ri++) {
+                int n = ns[ni], r = rs[ri];
+                kiln_q8act a, b;
+                kiln_q8act_init(&a, m0, r, n);
+                kiln_q8act_init(&b, m1, r, n);
+                memset(m1, 0x5A, kiln_q8act_bytes(r, n));
+                kiln_q8act_quantize(&a, x, N, 0, r);
+                f(&b, x, N, 0, r);
+                bad += memcmp(a.q, b.q, (size_t)r * n) != 0;
+                bad += memcmp(a.dx, b.dx, sizeof(float) * r * a.nb) != 0;
+                bad += memcmp(a.sdx, b.sdx, sizeof(float) * r * a.nb) != 0;
+                bad += memcmp(a.qsum, b.qsum, sizeof(int32_t) * r * a.nb) != 0;
+            }
+        KT_CHECK(bad == 0, "activation quantization on %s: %d arrays differ from the C function's bits",
+                 kiln_isa_name((kiln_isa)isa), bad);
+    }
+    kiln_free_aligned(x);
+    kiln_free_aligned(m0);
+    kiln_free_aligned(m1);
+}
+
 typedef struct kern {
     const char *name;
     kiln_qgemm_fn (*table)(kiln_dtype);
@@ -158,6 +200,7 @@ static void check_matmul(kiln_dtype dt, int NI) {
 
 int main(void) {
     check_act();
+    check_act_isa();
     check_matmul(KILN_DT_Q4_1, 96);
     check_matmul(KILN_DT_Q4_K, 512);
     check_matmul(KILN_DT_Q6_K, 256);

@@ -10,10 +10,11 @@
  * 10 % faster than 75-90 % in big ranges + small balancing tasks (each range is one long
  * contiguous stream for the hardware prefetcher; every claim moves a cache line).
  * Inside a task, for the columns [o0, o1) it covers in each weight, the loop is
- *   for each group of <= 4 (6) rows of x      (6 x n_in floats: stays in L1)
- *     for o in [o0, o1): one kiln_dot_fn call (the task's weight rows: L1 / L2)
- * so for decode (1 row) each weight row streams from memory exactly once per step (I4) and for
- * prefill the x group is re-used from L1 by every weight row of the task. Each output element
+ *   for each chunk of those columns (~32 KB of weights; the whole range for 1 row)
+ *     for each group of <= 4 (6) rows of x      (6 x n_in floats: stays in L1)
+ *       for o in the chunk: one kiln_dot_fn call (the first group prefetching the weights)
+ * so for decode each weight row streams from memory exactly once per step (I4), later row
+ * groups read it from L1, and the x group is re-used from L1 by every weight row of the chunk. Each output element
  * is exactly one dot call on one weight row and one x row, whose result does not depend on
  * the group size, so y is bit-identical whatever the thread count, the task split and the
  * batch composition (I5/I6).
@@ -56,6 +57,11 @@
                                            * rows), 192 KB 205 / 205, 256 KB 206 / 213, 384 KB
                                            * 205 / 213 */
 
+/* dots() prefetches the weights this many bytes ahead of the row it runs (as the dotw kernels
+ * do): decode streams them from memory and the hardware prefetchers stop at 4 KB pages */
+#define DOT_PF_AHEAD 8192
+#define DOT_CHUNK_BYTES (32u * 1024u) /* the f32 path's column chunk over several row groups (L1) */
+
 typedef struct mm_part {
     kiln_dot_fn fn;
     kiln_dotw_fn fnw; /* the same kernel over consecutive weight rows (1 x row), or NULL */
@@ -84,6 +90,7 @@ typedef struct mm_job {
     size_t panel_floats;
     int q8;           /* the W x A8 path: x quantized once into act, then qgemm tiles */
     kiln_q8act act;
+    kiln_q8act_quantize_fn quantize; /* the ISA's (same bits everywhere) */
     mm_part part[MAX_PARTS];
     int bound[MAX_TASKS + 1]; /* task t = columns [bound[t], bound[t+1]) of the column space */
 } mm_job;
@@ -91,13 +98,17 @@ typedef struct mm_job {
 /* y[r][o] for r < nr, o in [o0, o1): one kernel call per weight row, or one for all of them
  * when nr == 1 and the dtype has a dotw kernel (the same arithmetic per element). */
 static inline void dots(const mm_part *P, const float *x, size_t ldx, int nr, int n_in, int o0, int o1,
-                        float *y) {
+                        float *y, int pf) {
     size_t ldy = (size_t)P->n_out;
     if (nr == 1 && P->fnw) {
         P->fnw(P->w + (size_t)o0 * P->row_bytes, P->row_bytes, o1 - o0, x, n_in, y + o0);
         return;
     }
-    for (int o = o0; o < o1; o++) P->fn(P->w + (size_t)o * P->row_bytes, x, ldx, nr, n_in, y + o, ldy);
+    for (int o = o0; o < o1; o++) {
+        const uint8_t *wr = P->w + (size_t)o * P->row_bytes;
+        for (size_t b = 0; pf && b < P->row_bytes; b += 64) __builtin_prefetch(wr + DOT_PF_AHEAD + b, 0, 3);
+        P->fn(wr, x, ldx, nr, n_in, y + o, ldy);
+    }
 }
 
 /* FP8 (see the top of the file): y[r][o] for r < nr, o in [o0, o1). scratch: this thread's
@@ -235,7 +246,7 @@ static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
 
 static void q8_quantize_rows(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
-    kiln_q8act_quantize(&j->act, j->x, (size_t)j->n_in, (int)((int64_t)j->n_rows * ith / nth),
+    j->quantize(&j->act, j->x, (size_t)j->n_in, (int)((int64_t)j->n_rows * ith / nth),
                         (int)((int64_t)j->n_rows * (ith + 1) / nth));
 }
 
@@ -252,25 +263,37 @@ static void mm_task(void *ctx, int task, int thread) {
     }
     const size_t ldx = (size_t)j->n_in;
     float *scratch = j->panel ? j->panel + (size_t)thread * j->panel_floats : NULL;
-    for (int g = 0; g < j->n_rows; g += j->max_nr) {
-        int nr = j->n_rows - g < j->max_nr ? j->n_rows - g : j->max_nr;
-        const float *xg = j->x + (size_t)g * ldx;
-        for (int p = 0; p < (j->swiglu ? 1 : j->n_parts); p++) { /* the parts the range covers */
-            const mm_part *P = &j->part[p];
-            int o0 = v0 > P->off ? v0 - P->off : 0;
-            int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
-            if (o0 >= o1) continue;
-            const size_t ldy = (size_t)P->n_out;
-            if (P->q.kind != KILN_SCALE_NONE) dots_fp8(P, xg, ldx, nr, j->n_in, o0, o1, P->y + (size_t)g * ldy, scratch);
-            else dots(P, xg, ldx, nr, j->n_in, o0, o1, P->y + (size_t)g * ldy);
-            if (j->swiglu) {
-                const mm_part *U = &j->part[1];
-                if (U->q.kind != KILN_SCALE_NONE) dots_fp8(U, xg, ldx, nr, j->n_in, o0, o1, U->y + (size_t)g * ldy, scratch);
-                else dots(U, xg, ldx, nr, j->n_in, o0, o1, U->y + (size_t)g * ldy);
-                for (int r = 0; r < nr; r++) {
-                    float *gr = P->y + (size_t)(g + r) * ldy;
-                    const float *ur = U->y + (size_t)(g + r) * ldy;
-                    kiln_cpu_silu_mul_row(j->isa, gr + o0, gr + o0, ur + o0, o1 - o0);
+    for (int p = 0; p < (j->swiglu ? 1 : j->n_parts); p++) { /* the parts the range covers */
+        const mm_part *P = &j->part[p], *U = &j->part[1];
+        int o0 = v0 > P->off ? v0 - P->off : 0;
+        int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
+        if (o0 >= o1) continue;
+        const size_t ldy = (size_t)P->n_out;
+        /* more rows than one kernel call takes: the columns in chunks of ~DOT_CHUNK_BYTES of
+         * weights, every row group over a chunk before the next (the chunk read from memory
+         * once, then from L1), instead of every group streaming the whole range (the LM head's
+         * 15 MB a thread, 3-4 times at batch 16) */
+        int chunk = o1 - o0;
+        if (j->n_rows > j->max_nr) {
+            size_t rb = P->row_bytes > U->row_bytes || !j->swiglu ? P->row_bytes : U->row_bytes;
+            chunk = (int)(DOT_CHUNK_BYTES / (rb * (j->swiglu ? 2 : 1)));
+            if (chunk < MIN_TASK_COLS) chunk = MIN_TASK_COLS;
+        }
+        for (int c0 = o0; c0 < o1; c0 += chunk) {
+            int c1 = o1 - c0 < chunk ? o1 : c0 + chunk;
+            for (int g = 0; g < j->n_rows; g += j->max_nr) {
+                int nr = j->n_rows - g < j->max_nr ? j->n_rows - g : j->max_nr, pf = g == 0;
+                const float *xg = j->x + (size_t)g * ldx;
+                if (P->q.kind != KILN_SCALE_NONE) dots_fp8(P, xg, ldx, nr, j->n_in, c0, c1, P->y + (size_t)g * ldy, scratch);
+                else dots(P, xg, ldx, nr, j->n_in, c0, c1, P->y + (size_t)g * ldy, pf);
+                if (j->swiglu) {
+                    if (U->q.kind != KILN_SCALE_NONE) dots_fp8(U, xg, ldx, nr, j->n_in, c0, c1, U->y + (size_t)g * ldy, scratch);
+                    else dots(U, xg, ldx, nr, j->n_in, c0, c1, U->y + (size_t)g * ldy, pf);
+                    for (int r = 0; r < nr; r++) {
+                        float *gr = P->y + (size_t)(g + r) * ldy;
+                        const float *ur = U->y + (size_t)(g + r) * ldy;
+                        kiln_cpu_silu_mul_row(j->isa, gr + c0, gr + c0, ur + c0, c1 - c0);
+                    }
                 }
             }
         }
@@ -372,12 +395,13 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
     for (int p = 0; p < j->n_parts; p++) j->q8 &= j->part[p].qg != NULL && j->part[p].q.kind == KILN_SCALE_NONE;
     if (j->q8) {
         kiln_q8act_init(&j->act, c->xperm, j->n_rows, j->n_in);
+        j->quantize = kiln_cpu_q8act_quantize_lookup(c->isa);
         j->panel = c->panel;
         j->panel_floats = c->panel_floats;
         if (c->pool && kiln_pool_size(c->pool) > 1 && (int64_t)j->n_rows * j->n_in >= 16384)
             kiln_pool_run(c->pool, q8_quantize_rows, j);
         else
-            kiln_q8act_quantize(&j->act, j->x, (size_t)j->n_in, 0, j->n_rows);
+            j->quantize(&j->act, j->x, (size_t)j->n_in, 0, j->n_rows);
     }
     /* the panel path: >= 32 rows (below, dequantizing every panel costs more than the dot
      * kernels lose: measured at batch 4/8/16 decode), every part has it, scratch for >= 2 rows (x2 for SwiGLU) */

@@ -251,16 +251,35 @@ int kiln_cpu_has_avxvnni(void) {
 int kiln_cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) >> 20 & 1) != 0; }
 #endif
 
-kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
-    if (!kiln_isa_supported(isa)) return NULL;
 #ifdef KILN_X86
-    /* the VNNI answers are facts of the CPU: asked once (CPUID traps on a VM, isa.c) */
-    static _Atomic int known; /* 0 unknown, else 1 + avx512vnni + 2 avxvnni (an idempotent race) */
+/* the VNNI answers are facts of the CPU: asked once (CPUID traps on a VM, isa.c); returns
+ * 1 + avx512vnni + 2 avxvnni */
+static int vnni_bits(void) {
+    static _Atomic int known; /* 0 unknown (an idempotent race) */
     int k = atomic_load_explicit(&known, memory_order_relaxed);
     if (!k) {
         k = 1 + kiln_cpu_has_avx512vnni() + 2 * kiln_cpu_has_avxvnni();
         atomic_store_explicit(&known, k, memory_order_relaxed);
     }
+    return k;
+}
+#endif
+
+/* the AVX-512 one lives in the VNNI kernels' file (compiled with that flag): handed out where
+ * those kernels are */
+kiln_q8act_quantize_fn kiln_cpu_q8act_quantize_lookup(kiln_isa isa) {
+#ifdef KILN_X86
+    if (kiln_isa_supported(isa) && isa == KILN_ISA_AVX512 && ((vnni_bits() - 1) & 1)) return kiln_q8act_quantize_avx512;
+    if (kiln_isa_supported(isa) && (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2)) return kiln_q8act_quantize_avx2;
+#endif
+    (void)isa;
+    return kiln_q8act_quantize;
+}
+
+kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
+    if (!kiln_isa_supported(isa)) return NULL;
+#ifdef KILN_X86
+    int k = vnni_bits();
     int vnni512 = (k - 1) & 1, vnni256 = (k - 1) >> 1 & 1;
     if (isa == KILN_ISA_AVX512 && vnni512) return kiln_qgemm_avx512(dt);
     if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2) return vnni256 ? kiln_qgemm_avxvnni(dt) : kiln_qgemm_avx2(dt);
