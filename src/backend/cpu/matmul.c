@@ -35,6 +35,7 @@
  * Small products run on the calling thread (a pool wake-up would cost more than the work).
  * No allocation. */
 #include "backend/cpu/dot_internal.h"
+#include "backend/cpu/prefetch.h"
 #include "backend/cpu/qgemm.h"
 #include <math.h>
 #include <string.h>
@@ -57,9 +58,6 @@
                                            * rows), 192 KB 205 / 205, 256 KB 206 / 213, 384 KB
                                            * 205 / 213 */
 
-/* dots() prefetches the weights this many bytes ahead of the row it runs (as the dotw kernels
- * do): decode streams them from memory and the hardware prefetchers stop at 4 KB pages */
-#define DOT_PF_AHEAD 8192
 #define DOT_CHUNK_BYTES (32u * 1024u) /* the f32 path's column chunk over several row groups (L1) */
 
 typedef struct mm_part {
@@ -106,7 +104,7 @@ static inline void dots(const mm_part *P, const float *x, size_t ldx, int nr, in
     }
     for (int o = o0; o < o1; o++) {
         const uint8_t *wr = P->w + (size_t)o * P->row_bytes;
-        for (size_t b = 0; pf && b < P->row_bytes; b += 64) __builtin_prefetch(wr + DOT_PF_AHEAD + b, 0, 3);
+        if (pf) kiln_prefetch_ahead(wr, P->row_bytes); /* as the dotw kernels do (prefetch.h) */
         P->fn(wr, x, ldx, nr, n_in, y + o, ldy);
     }
 }

@@ -56,7 +56,6 @@ static inline float f16_bits_to_f32(uint16_t h) {
     return (float)f;
 }
 #define H2F(h) f16_bits_to_f32(h)
-#define PREFETCH(p) __builtin_prefetch(p, 0, 3)
 
 /* horizontal sum in a fixed order: (l0 + l2) + (l1 + l3) */
 static inline float hsum_neon(float32x4_t v) {
