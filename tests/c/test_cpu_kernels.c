@@ -202,8 +202,8 @@ static void test_attn_kernels(void) {
         kiln_axpy_fn axpy = kiln_cpu_axpy_lookup((kiln_isa)isa);
         int bad_bits = 0, bad_pv = 0, bad_acc = 0, bad_sc = 0;
         double worst = 0, worst_sc = 0;
-        const int hds[] = {4, 5, 17, 64, 80, 128};
-        for (int h = 0; h < 6; h++) {
+        const int hds[] = {4, 5, 8, 17, 64, 80, 128};
+        for (int h = 0; h < 7; h++) {
             int hd = hds[h];
             for (int nk = 0; nk <= NK; nk++) {
                 for (int G = 1; G <= 4; G++) {

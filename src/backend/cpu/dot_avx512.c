@@ -131,110 +131,134 @@ static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
     return _mm512_permutexvar_ps(rev, F);
 }
 
-/* key u's 16 partial sums against one query (q0..q3: its 4 vectors): lane l is
- * fma(k[48+l], q[48+l], fma(k[32+l], q[32+l], fma(k[16+l], q[16+l], k[l] * q[l]))) */
-static ALWAYS_INLINE __m512 qk_partial(const float *kj, __m512 q0, __m512 q1, __m512 q2, __m512 q3) {
-    __m512 a = _mm512_mul_ps(_mm512_loadu_ps(kj), q0);
-    a = _mm512_fmadd_ps(_mm512_loadu_ps(kj + 16), q1, a);
-    a = _mm512_fmadd_ps(_mm512_loadu_ps(kj + 32), q2, a);
-    return _mm512_fmadd_ps(_mm512_loadu_ps(kj + 48), q3, a);
+/* key u's 16 partial sums against one query (qv: its nc vectors, the last masked to the head
+ * by mt): lane l is the fma chain over k[16c + l] q[16c + l], c = 0..nc-1 in order (the first a
+ * multiply; lanes past the head read as 0 and add 0). */
+static ALWAYS_INLINE __m512 qk_partial(const float *kj, const __m512 *qv, int nc, __mmask16 mt) {
+    __m512 a = _mm512_mul_ps(nc == 1 ? _mm512_maskz_loadu_ps(mt, kj) : _mm512_loadu_ps(kj), qv[0]);
+    for (int c = 1; c < nc; c++)
+        a = _mm512_fmadd_ps(c + 1 < nc ? _mm512_loadu_ps(kj + 16 * c) : _mm512_maskz_loadu_ps(mt, kj + 16 * c), qv[c],
+                            a);
+    return a;
 }
 
-/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G.
- * head_dim 64 (G <= 4): per score qk_partial then qk_tree (16 keys per tree; a tail of
- * fewer keys runs the same tree with zero vectors for the missing keys and a masked store, so
- * a score's bits do not depend on where its run starts or ends, let alone on the batch).
- * Other shapes: the f32 dot kernel per score (dot_internal.h's order). */
+/* One query's scores over a run of keys, 16 keys per qk_tree (a tail of fewer keys runs the same
+ * tree with zero vectors for the missing keys and a masked store, so a score's bits do not
+ * depend on where its run starts or ends, let alone on the batch). nc = ceil(hd / 16) <= 16;
+ * inlined with a constant nc for the common head sizes. */
+static ALWAYS_INLINE void qk_query(const float *k, int nk, const float *qi, int hd, int nc, __mmask16 mt, float *si) {
+    __m512 qv[16];
+    for (int c = 0; c < nc; c++) qv[c] = c + 1 < nc ? _mm512_loadu_ps(qi + 16 * c) : _mm512_maskz_loadu_ps(mt, qi + 16 * c);
+    int j = 0;
+    for (; j + 16 <= nk; j += 16) {
+        __m512 S[16];
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) S[u] = qk_partial(k + (size_t)(j + u) * hd, qv, nc, mt);
+        _mm512_storeu_ps(si + j, qk_tree(S));
+    }
+    if (j < nk) {
+        __m512 S[16];
+        for (int u = 0; u < 16; u++)
+            S[u] = j + u < nk ? qk_partial(k + (size_t)(j + u) * hd, qv, nc, mt) : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(si + j, (__mmask16)((1u << (nk - j)) - 1u), qk_tree(S));
+    }
+}
+
+/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G: per score
+ * qk_partial then qk_tree, at any head_dim up to 256 (a tiny model's 8 as well as 64 and 128);
+ * larger ones: the f32 dot kernel per score (dot_internal.h's order). */
 void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
-    if (hd != 64 || G > KILN_DOT_MAX_NR) {
+    int nc = (hd + 15) / 16;
+    if (nc > 16) {
         for (int j = 0; j < nk; j++) dot_rows(k + (size_t)j * hd, KILN_DT_F32, q, (size_t)hd, G, hd, s + j, lds);
         return;
     }
+    __mmask16 mt = (__mmask16)(hd % 16 ? (1u << (hd % 16)) - 1u : 0xffffu);
     for (int i = 0; i < G; i++) {
-        const float *qi = q + (size_t)i * 64;
-        __m512 q0 = _mm512_loadu_ps(qi), q1 = _mm512_loadu_ps(qi + 16);
-        __m512 q2 = _mm512_loadu_ps(qi + 32), q3 = _mm512_loadu_ps(qi + 48);
+        const float *qi = q + (size_t)i * hd;
         float *si = s + (size_t)i * lds;
-        int j = 0;
-        for (; j + 16 <= nk; j += 16) {
-            __m512 S[16];
-#pragma GCC unroll 16
-            for (int u = 0; u < 16; u++) S[u] = qk_partial(k + (size_t)(j + u) * 64, q0, q1, q2, q3);
-            _mm512_storeu_ps(si + j, qk_tree(S));
-        }
-        if (j < nk) {
-            __m512 S[16];
-            for (int u = 0; u < 16; u++)
-                S[u] = j + u < nk ? qk_partial(k + (size_t)(j + u) * 64, q0, q1, q2, q3) : _mm512_setzero_ps();
-            _mm512_mask_storeu_ps(si + j, (__mmask16)((1u << (nk - j)) - 1u), qk_tree(S));
+        switch (hd) { /* constant nc: the chains unrolled, q in registers */
+        case 64: qk_query(k, nk, qi, 64, 4, 0xffff, si); break;
+        case 128: qk_query(k, nk, qi, 128, 8, 0xffff, si); break;
+        default: qk_query(k, nk, qi, hd, nc, mt, si);
         }
     }
 }
 
-/* o[d] = fma(p[j], v_j[d], o[d]) for j = 0..nv-1 in order (exactly nv kiln_cpu_axpy_avx512
- * calls), v rows contiguous [nv][hd]; o is held in registers over the run, 64 lanes at a time. */
-void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd) {
-    int d = 0;
-    for (; d + 64 <= hd; d += 64) {
-        __m512 o0 = _mm512_loadu_ps(o + d), o1 = _mm512_loadu_ps(o + d + 16);
-        __m512 o2 = _mm512_loadu_ps(o + d + 32), o3 = _mm512_loadu_ps(o + d + 48);
-        for (int j = 0; j < nv; j++) {
-            const float *vj = v + (size_t)j * hd + d;
-            __m512 a = _mm512_set1_ps(p[j]);
-            o0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj), o0);
-            o1 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 16), o1);
-            o2 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 32), o2);
-            o3 = _mm512_fmadd_ps(a, _mm512_loadu_ps(vj + 48), o3);
-        }
-        _mm512_storeu_ps(o + d, o0);
-        _mm512_storeu_ps(o + d + 16, o1);
-        _mm512_storeu_ps(o + d + 32, o2);
-        _mm512_storeu_ps(o + d + 48, o3);
-    }
-    if (d < hd)
-        for (int j = 0; j < nv; j++) kiln_cpu_axpy_avx512(o + d, v + (size_t)j * hd + d, p[j], hd - d);
+/* chunk c of nr of a span (the last one masked by mt: lanes past the head read as 0) */
+static ALWAYS_INLINE __m512 ld_span(const float *x, int c, int nr, __mmask16 mt) {
+    return c + 1 < nr ? _mm512_loadu_ps(x + 16 * c) : _mm512_maskz_loadu_ps(mt, x + 16 * c);
 }
 
-/* G heads sharing a run of values: o_i[d] = fma(p_i[j], v_j[d], o_i[d]) for j in order, i < G
- * (o_i = o + i * ldo, p_i = p + i * ldp): per head exactly kiln_cpu_attn_pv_avx512, so the
- * same bits; head_dim 64 and G <= 4: the G heads' outputs stay in registers together
- * (4 G independent fma chains instead of 4: pv is latency-bound) and each value row is
- * loaded once for all heads. */
-static ALWAYS_INLINE void pvg64(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv) {
+/* G <= 4 heads sharing a run of values, over one span of <= 64 lanes of the head (nr vectors):
+ * o_i[d] = fma(p_i[j], v_j[d], o_i[d]) for j in order (o_i = o + i * ldo, p_i = p + i * ldp,
+ * v_j = v + j * ldv). The G nr outputs stay in registers over the run: G nr independent fma
+ * chains (pv is latency-bound) and each value row loaded once for all heads. Inlined with
+ * constant G and nr, so everything is unrolled. */
+static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, size_t ldv,
+                                  int nv, int nr, __mmask16 mt) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < G; i++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_loadu_ps(o + (size_t)i * ldo + 16 * c);
+        for (int c = 0; c < nr; c++) acc[i][c] = ld_span(o + (size_t)i * ldo, c, nr, mt);
     for (int j = 0; j < nv; j++) {
-        const float *vj = v + (size_t)j * 64;
-        __m512 v0 = _mm512_loadu_ps(vj), v1 = _mm512_loadu_ps(vj + 16);
-        __m512 v2 = _mm512_loadu_ps(vj + 32), v3 = _mm512_loadu_ps(vj + 48);
+        const float *vj = v + (size_t)j * ldv;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int c = 0; c < nr; c++) vv[c] = ld_span(vj, c, nr, mt);
 #pragma GCC unroll 4
         for (int i = 0; i < G; i++) {
             __m512 a = _mm512_set1_ps(p[(size_t)i * ldp + j]);
-            acc[i][0] = _mm512_fmadd_ps(a, v0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(a, v1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(a, v2, acc[i][2]);
-            acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
+#pragma GCC unroll 4
+            for (int c = 0; c < nr; c++) acc[i][c] = _mm512_fmadd_ps(a, vv[c], acc[i][c]);
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < G; i++)
 #pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + (size_t)i * ldo + 16 * c, acc[i][c]);
+        for (int c = 0; c < nr; c++) {
+            if (c + 1 < nr) _mm512_storeu_ps(o + (size_t)i * ldo + 16 * c, acc[i][c]);
+            else _mm512_mask_storeu_ps(o + (size_t)i * ldo + 16 * c, mt, acc[i][c]);
+        }
 }
 
+#define PV_SPAN_G(G_)                                                                                              \
+    switch (nr) {                                                                                                  \
+    case 1: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 1, mt); break;                                                 \
+    case 2: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 2, mt); break;                                                 \
+    case 3: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 3, mt); break;                                                 \
+    default: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 4, mt); break;                                                \
+    }
+/* pv_span with G and nr made constants */
+static void pv_span_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, size_t ldv, int nv,
+                        int nr, __mmask16 mt) {
+    switch (G) {
+    case 1: PV_SPAN_G(1) break;
+    case 2: PV_SPAN_G(2) break;
+    case 3: PV_SPAN_G(3) break;
+    default: PV_SPAN_G(4) break;
+    }
+}
+#undef PV_SPAN_G
+
+/* G heads sharing a run of values, v rows contiguous [nv][hd]: per head the bits of nv
+ * kiln_cpu_axpy_avx512 calls (one fma per element and key, keys in order), 4 heads and 64
+ * lanes of the head at a time. */
 void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
                               int hd) {
-    switch (hd == 64 ? G : 0) {
-    case 1: pvg64(o, ldo, p, ldp, 1, v, nv); break;
-    case 2: pvg64(o, ldo, p, ldp, 2, v, nv); break;
-    case 3: pvg64(o, ldo, p, ldp, 3, v, nv); break;
-    case 4: pvg64(o, ldo, p, ldp, 4, v, nv); break;
-    default:
-        for (int i = 0; i < G; i++) kiln_cpu_attn_pv_avx512(o + (size_t)i * ldo, p + (size_t)i * ldp, v, nv, hd);
-    }
+    for (int i = 0; i < G; i += 4)
+        for (int d = 0; d < hd; d += 64) {
+            int nr = hd - d >= 64 ? 4 : (hd - d + 15) / 16;
+            __mmask16 mt = (__mmask16)((hd - d) % 16 && hd - d < 64 ? (1u << ((hd - d) % 16)) - 1u : 0xffffu);
+            pv_span_any(o + (size_t)i * ldo + d, ldo, p + (size_t)i * ldp, ldp, G - i < 4 ? G - i : 4, v + d, (size_t)hd,
+                        nv, nr, mt);
+        }
+}
+
+/* one head: o[d] = fma(p[j], v_j[d], o[d]) for j = 0..nv-1 in order */
+void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd) {
+    kiln_cpu_attn_pvg_avx512(o, 0, p, 0, 1, v, nv, hd);
 }
 
 /* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
