@@ -110,35 +110,39 @@ static ALWAYS_INLINE __m256 qk_tree8(const __m256 S[8]) {
 static ALWAYS_INLINE __m256i tail_mask8(int m) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-/* chunk c of nc of a head row: the last one masked (lanes past the head read as 0) */
-static ALWAYS_INLINE __m256 ld_chunk(const float *x, int c, int nc, __m256i mt) {
-    return c + 1 < nc ? _mm256_loadu_ps(x + 8 * c) : _mm256_maskload_ps(x + 8 * c, mt);
+/* chunk c of nc of a head row: the last one masked (lanes past the head read as 0) unless it
+ * is whole (full: a masked load costs 2 uops or more) */
+static ALWAYS_INLINE __m256 ld_chunk(const float *x, int c, int nc, int full, __m256i mt) {
+    return c + 1 < nc || full ? _mm256_loadu_ps(x + 8 * c) : _mm256_maskload_ps(x + 8 * c, mt);
 }
 
 /* key u's 8 partial sums against one query (qv: its nc vectors): lane l is the fma chain over
  * k[8c + l] q[8c + l], c = 0..nc-1 in order (the first a multiply) */
-static ALWAYS_INLINE __m256 qk_partial8(const float *kj, const __m256 *qv, int nc, __m256i mt) {
-    __m256 a = _mm256_mul_ps(ld_chunk(kj, 0, nc, mt), qv[0]);
-    for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(ld_chunk(kj, c, nc, mt), qv[c], a);
+static ALWAYS_INLINE __m256 qk_partial8(const float *kj, const __m256 *qv, int nc, int full, __m256i mt) {
+    __m256 a = _mm256_mul_ps(ld_chunk(kj, 0, nc, full, mt), qv[0]);
+#pragma GCC unroll 32
+    for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(ld_chunk(kj, c, nc, full, mt), qv[c], a);
     return a;
 }
 
 /* One query's scores over a run of keys: qk_partial8 then qk_tree8, 8 keys per tree (a tail
  * runs the same tree with zero vectors: a score's bits do not depend on its run); nc <= 32. */
-static ALWAYS_INLINE void qk_query8(const float *k, int nk, const float *qi, int hd, int nc, __m256i mt, float *si) {
+static ALWAYS_INLINE void qk_query8(const float *k, int nk, const float *qi, int hd, int nc, int full, __m256i mt,
+                                    float *si) {
     __m256 qv[32];
-    for (int c = 0; c < nc; c++) qv[c] = ld_chunk(qi, c, nc, mt);
+#pragma GCC unroll 32
+    for (int c = 0; c < nc; c++) qv[c] = ld_chunk(qi, c, nc, full, mt);
     int j = 0;
     for (; j + 8 <= nk; j += 8) {
         __m256 S[8];
 #pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) S[u] = qk_partial8(k + (size_t)(j + u) * hd, qv, nc, mt);
+        for (int u = 0; u < 8; u++) S[u] = qk_partial8(k + (size_t)(j + u) * hd, qv, nc, full, mt);
         _mm256_storeu_ps(si + j, qk_tree8(S));
     }
     if (j < nk) {
         __m256 S[8];
         float t[8];
-        for (int u = 0; u < 8; u++) S[u] = j + u < nk ? qk_partial8(k + (size_t)(j + u) * hd, qv, nc, mt) : _mm256_setzero_ps();
+        for (int u = 0; u < 8; u++) S[u] = j + u < nk ? qk_partial8(k + (size_t)(j + u) * hd, qv, nc, full, mt) : _mm256_setzero_ps();
         _mm256_storeu_ps(t, qk_tree8(S));
         memcpy(si + j, t, sizeof(float) * (size_t)(nk - j));
     }
@@ -157,34 +161,39 @@ void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd
         const float *qi = q + (size_t)i * hd;
         float *si = s + (size_t)i * lds;
         switch (hd) { /* constant nc: the chains unrolled, q in registers */
-        case 64: qk_query8(k, nk, qi, 64, 8, tail_mask8(8), si); break;
-        case 128: qk_query8(k, nk, qi, 128, 16, tail_mask8(8), si); break;
-        default: qk_query8(k, nk, qi, hd, nc, mt, si);
+        case 64: qk_query8(k, nk, qi, 64, 8, 1, mt, si); break;
+        case 128: qk_query8(k, nk, qi, 128, 16, 1, mt, si); break;
+        default: qk_query8(k, nk, qi, hd, nc, hd % 8 == 0, mt, si);
         }
     }
 }
 /* pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (the bits of nv kiln_cpu_axpy_avx2 calls);
  * o stays in registers over the run, 64 lanes (8 vectors) at a time, the last one masked. */
 void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd) {
-    for (int d = 0; d < hd; d += 64) {
-        int nr = hd - d >= 64 ? 8 : (hd - d + 7) / 8;
-        __m256i mt = tail_mask8(hd - d >= 64 ? 8 : hd - d - 8 * (nr - 1));
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) { /* whole spans: 8 registers, plain loads, unrolled */
         __m256 acc[8];
-        for (int c = 0; c < nr; c++) acc[c] = ld_chunk(o + d, c, nr, mt);
-        if (nr == 8) {
-            for (int j = 0; j < nv; j++) {
-                __m256 a = _mm256_set1_ps(p[j]);
 #pragma GCC unroll 8
-                for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, ld_chunk(v + (size_t)j * hd + d, c, 8, mt), acc[c]);
-            }
-        } else {
-            for (int j = 0; j < nv; j++) {
-                __m256 a = _mm256_set1_ps(p[j]);
-                for (int c = 0; c < nr; c++) acc[c] = _mm256_fmadd_ps(a, ld_chunk(v + (size_t)j * hd + d, c, nr, mt), acc[c]);
-            }
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_loadu_ps(o + d + 8 * c);
+        for (int j = 0; j < nv; j++) {
+            __m256 a = _mm256_set1_ps(p[j]);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + (size_t)j * hd + d + 8 * c), acc[c]);
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + d + 8 * c, acc[c]);
+    }
+    if (d < hd) { /* the last < 64 lanes: nr vectors, the last one masked unless whole */
+        int nr = (hd - d + 7) / 8, full = (hd - d) % 8 == 0;
+        __m256i mt = tail_mask8(hd - d - 8 * (nr - 1));
+        __m256 acc[8];
+        for (int c = 0; c < nr; c++) acc[c] = ld_chunk(o + d, c, nr, full, mt);
+        for (int j = 0; j < nv; j++) {
+            __m256 a = _mm256_set1_ps(p[j]);
+            for (int c = 0; c < nr; c++) acc[c] = _mm256_fmadd_ps(a, ld_chunk(v + (size_t)j * hd + d, c, nr, full, mt), acc[c]);
         }
         for (int c = 0; c < nr; c++) {
-            if (c + 1 < nr) _mm256_storeu_ps(o + d + 8 * c, acc[c]);
+            if (c + 1 < nr || full) _mm256_storeu_ps(o + d + 8 * c, acc[c]);
             else _mm256_maskstore_ps(o + d + 8 * c, mt, acc[c]);
         }
     }

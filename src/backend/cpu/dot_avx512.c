@@ -135,10 +135,12 @@ static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
  * by mt): lane l is the fma chain over k[16c + l] q[16c + l], c = 0..nc-1 in order (the first a
  * multiply; lanes past the head read as 0 and add 0). */
 static ALWAYS_INLINE __m512 qk_partial(const float *kj, const __m512 *qv, int nc, __mmask16 mt) {
-    __m512 a = _mm512_mul_ps(nc == 1 ? _mm512_maskz_loadu_ps(mt, kj) : _mm512_loadu_ps(kj), qv[0]);
+    /* a masked load is 2 uops (one on an FMA port): plain loads wherever all 16 lanes count */
+    __m512 a = _mm512_mul_ps(nc == 1 && mt != 0xffff ? _mm512_maskz_loadu_ps(mt, kj) : _mm512_loadu_ps(kj), qv[0]);
+#pragma GCC unroll 16
     for (int c = 1; c < nc; c++)
-        a = _mm512_fmadd_ps(c + 1 < nc ? _mm512_loadu_ps(kj + 16 * c) : _mm512_maskz_loadu_ps(mt, kj + 16 * c), qv[c],
-                            a);
+        a = _mm512_fmadd_ps(c + 1 < nc || mt == 0xffff ? _mm512_loadu_ps(kj + 16 * c) : _mm512_maskz_loadu_ps(mt, kj + 16 * c),
+                            qv[c], a);
     return a;
 }
 
@@ -147,7 +149,8 @@ static ALWAYS_INLINE __m512 qk_partial(const float *kj, const __m512 *qv, int nc
  * depend on where its run starts or ends, let alone on the batch). nc = ceil(hd / 16) <= 16;
  * inlined with a constant nc for the common head sizes. */
 static ALWAYS_INLINE void qk_query(const float *k, int nk, const float *qi, int hd, int nc, __mmask16 mt, float *si) {
-    __m512 qv[16];
+    __m512 qv[16] = {0}; /* (only qv[0 .. nc) is read; the zeros quiet -Wmaybe-uninitialized) */
+#pragma GCC unroll 16
     for (int c = 0; c < nc; c++) qv[c] = c + 1 < nc ? _mm512_loadu_ps(qi + 16 * c) : _mm512_maskz_loadu_ps(mt, qi + 16 * c);
     int j = 0;
     for (; j + 16 <= nk; j += 16) {
@@ -187,7 +190,7 @@ void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int 
 
 /* chunk c of nr of a span (the last one masked by mt: lanes past the head read as 0) */
 static ALWAYS_INLINE __m512 ld_span(const float *x, int c, int nr, __mmask16 mt) {
-    return c + 1 < nr ? _mm512_loadu_ps(x + 16 * c) : _mm512_maskz_loadu_ps(mt, x + 16 * c);
+    return c + 1 < nr || mt == 0xffff ? _mm512_loadu_ps(x + 16 * c) : _mm512_maskz_loadu_ps(mt, x + 16 * c);
 }
 
 /* G <= 4 heads sharing a run of values, over one span of <= 64 lanes of the head (nr vectors):
@@ -218,7 +221,7 @@ static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t l
     for (int i = 0; i < G; i++)
 #pragma GCC unroll 4
         for (int c = 0; c < nr; c++) {
-            if (c + 1 < nr) _mm512_storeu_ps(o + (size_t)i * ldo + 16 * c, acc[i][c]);
+            if (c + 1 < nr || mt == 0xffff) _mm512_storeu_ps(o + (size_t)i * ldo + 16 * c, acc[i][c]);
             else _mm512_mask_storeu_ps(o + (size_t)i * ldo + 16 * c, mt, acc[i][c]);
         }
 }
@@ -228,10 +231,13 @@ static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t l
     case 1: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 1, mt); break;                                                 \
     case 2: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 2, mt); break;                                                 \
     case 3: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 3, mt); break;                                                 \
-    default: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 4, mt); break;                                                \
+    default:                                                                                                       \
+        if (mt == 0xffff) pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 4, 0xffff); /* whole: plain loads */          \
+        else pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 4, mt);                                                       \
+        break;                                                                                                     \
     }
 /* pv_span with G and nr made constants */
-static void pv_span_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, size_t ldv, int nv,
+static ALWAYS_INLINE void pv_span_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, size_t ldv, int nv,
                         int nr, __mmask16 mt) {
     switch (G) {
     case 1: PV_SPAN_G(1) break;
@@ -247,6 +253,14 @@ static void pv_span_any(float *o, size_t ldo, const float *p, size_t ldp, int G,
  * lanes of the head at a time. */
 void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
                               int hd) {
+    if (hd == 64 && G <= 4) { /* the common shape without the loops (a run is only ~16 keys) */
+        switch (G) {
+        case 1: pv_span(o, ldo, p, ldp, 1, v, 64, nv, 4, 0xffff); return;
+        case 2: pv_span(o, ldo, p, ldp, 2, v, 64, nv, 4, 0xffff); return;
+        case 3: pv_span(o, ldo, p, ldp, 3, v, 64, nv, 4, 0xffff); return;
+        default: pv_span(o, ldo, p, ldp, 4, v, 64, nv, 4, 0xffff); return;
+        }
+    }
     for (int i = 0; i < G; i += 4)
         for (int d = 0; d < hd; d += 64) {
             int nr = hd - d >= 64 ? 4 : (hd - d + 15) / 16;
@@ -258,7 +272,8 @@ void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, 
 
 /* one head: o[d] = fma(p[j], v_j[d], o[d]) for j = 0..nv-1 in order */
 void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd) {
-    kiln_cpu_attn_pvg_avx512(o, 0, p, 0, 1, v, nv, hd);
+    if (hd == 64) pv_span(o, 0, p, 0, 1, v, 64, nv, 4, 0xffff);
+    else kiln_cpu_attn_pvg_avx512(o, 0, p, 0, 1, v, nv, hd);
 }
 
 /* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
