@@ -204,7 +204,9 @@ typedef struct kiln_engine_options {
                                  * requests with logprobs are left alone) (default 0, as vLLM) */
     const char *kv_cache_dtype; /* NULL or "auto": the backend's own (cpu f32, cuda bf16); else "f32",
                                  * "bf16", "f16" or "fp8" (e4m3), refused where the backend cannot
-                                 * hold it (vLLM's --kv-cache-dtype) */
+                                 * hold it (vLLM's --kv-cache-dtype). The cpu holds all four: f16 /
+                                 * bf16 (llama.cpp's default type) twice the f32 pool's tokens in the
+                                 * same memory and half its attention reads */
     const char *quantization;   /* NULL or "": the checkpoint's weights as stored; "fp8": 16-bit / f32
                                  * (or GGUF, decoded) layer matrices quantized to FP8 E4M3 at load with
                                  * per-tensor scales and dynamic per-token activations (vLLM's

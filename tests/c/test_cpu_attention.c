@@ -20,6 +20,7 @@
 #include "backend/cpu/attention.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/fp16.h"
 #include "util/threads.h"
 
 enum { MAX_SEQS = 5, MAX_LEN = 96, MAX_QB = 64 };
@@ -129,6 +130,60 @@ static kiln_cpu_attn_args args_of(const problem *p, float *att, float *scores, k
     };
 }
 
+/* A 16-bit pool (f16, bf16): the same bits as an f32 pool holding the same (rounded) values,
+ * on every ISA, with 1 and 3 threads and query blocks of 16; unwritten slots stay poisoned
+ * (NaN) in both, so a read of one would show. */
+static void test_kv16(kiln_pool *pools[3], unsigned long long *seed) {
+    static const shape shapes[] = {{4, 2, 64, 16}, {6, 2, 48, 4}, {4, 1, 80, 5}};
+    int checked = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int bf = 0; bf < 2; bf++) {
+            problem p;
+            make_problem(&p, shapes[si], seed);
+            const shape *s = &p.sh;
+            size_t n = (size_t)kiln_kv_elems(&p.L), na = (size_t)p.T * s->H * s->hd;
+            uint16_t *kv16 = kiln_malloc_aligned(n * sizeof(uint16_t));
+            for (size_t i = 0; i < n; i++) { /* the f32 pool rounded to 16 bits, in place */
+                kv16[i] = bf ? kiln_f32_to_bf16(p.kv[i]) : kiln_f32_to_f16(p.kv[i]);
+                p.kv[i] = bf ? kiln_bf16_to_f32(kv16[i]) : kiln_f16_to_f32(kv16[i]);
+            }
+            kiln_kv_layout L16 = p.L;
+            L16.dtype = bf ? KILN_KV_BF16 : KILN_KV_F16;
+            L16.elem_bytes = 2;
+            float *want = kiln_malloc_aligned(na * sizeof(float)), *got = kiln_malloc_aligned(na * sizeof(float));
+            float *scores = kiln_malloc_aligned(sizeof(float) * 3 * 16 * (s->H / s->KV) * MAX_LEN);
+            float *kvbuf = kiln_malloc_aligned(sizeof(float) * 3 * s->bs * s->hd);
+            for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+                kiln_attn_kernels k;
+                if (!kiln_isa_supported((kiln_isa)isa) || kiln_cpu_attn_lookup((kiln_isa)isa, &k)) continue;
+                for (int th = 0; th < 3; th += 2) {
+                    kiln_cpu_ctx ctx = {.isa = (kiln_isa)isa, .pool = pools[th]};
+                    kiln_error err = {0};
+                    kiln_cpu_attn_args a = args_of(&p, want, scores, k, 1);
+                    a.q_block = 16;
+                    KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "f32 attention: %s", err.msg);
+                    a.kv = NULL;
+                    a.kv16 = kv16;
+                    a.kvbuf = kvbuf;
+                    a.layout = &L16;
+                    a.att = got;
+                    KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "%s attention: %s", bf ? "bf16" : "f16", err.msg);
+                    KT_CHECK(memcmp(want, got, na * sizeof(float)) == 0,
+                             "%s, %s pool, %d threads: not the bits of the f32 pool of the same values",
+                             kiln_isa_name((kiln_isa)isa), bf ? "bf16" : "f16", th + 1);
+                    checked++;
+                }
+            }
+            kiln_free_aligned(kv16);
+            kiln_free_aligned(want);
+            kiln_free_aligned(got);
+            kiln_free_aligned(scores);
+            kiln_free_aligned(kvbuf);
+            free_problem(&p);
+        }
+    KT_CHECK(checked > 0, "16-bit pools not checked");
+}
+
 int main(void) {
     static const shape shapes[] = {
         {4, 2, 64, 16}, {8, 1, 64, 8}, {6, 2, 48, 4}, {3, 3, 32, 16}, {12, 4, 64, 16}, {4, 1, 80, 5}, {2, 2, 16, 1},
@@ -137,6 +192,7 @@ int main(void) {
     kiln_error err = {0};
     for (int i = 0; i < 3; i++) KT_CHECK(kiln_pool_create(&pools[i], i + 1, &err) == 0, "pool %d: %s", i + 1, err.msg);
     unsigned long long seed = 2024;
+    test_kv16(pools, &seed);
     double worst = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int rep = 0; rep < 3; rep++) {

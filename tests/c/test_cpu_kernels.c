@@ -275,6 +275,45 @@ static void test_attn_kernels(void) {
     if (kiln_isa_supported(KILN_ISA_NEON)) KT_CHECK(pvg_checked > 0, "NEON: pvg not checked");
 }
 
+/* widen / narrow (16-bit KV pools): every ISA gives the scalar conversions' bits, f16 and bf16,
+ * on values across every range (f16 subnormals, overflow to inf, exact ties, zeros, inf), odd
+ * lengths; widen is exact */
+static void test_attn_widen_narrow(void) {
+    enum { N = 1037 };
+    static float x[N], w[N];
+    static uint16_t h[N], hs[N];
+    unsigned long long seed = 5;
+    for (int i = 0; i < N; i++) {
+        float mag = powf(2.0f, (float)((int)(kt_rand_u64(&seed) % 60) - 30)); /* 2^-30 .. 2^29 */
+        x[i] = kt_randf(&seed) * mag;
+    }
+    x[0] = 0.0f, x[1] = -0.0f, x[2] = INFINITY, x[3] = -INFINITY, x[4] = 65520.0f, x[5] = 65519.0f;
+    x[6] = 1.0f + 1.0f / 2048.0f; /* a tie in f16 (to even: 1.0) */
+    x[7] = 1.0f + 3.0f / 2048.0f; /* a tie (to even: 1 + 2/1024) */
+    x[8] = 5.9604645e-08f;        /* the least f16 subnormal */
+    x[9] = 2.9802322e-08f;        /* half of it: a tie to 0 */
+    kiln_attn_kernels sk;
+    kiln_cpu_attn_lookup(KILN_ISA_SCALAR, &sk);
+    for (int isa = 0; isa < KILN_ISA_COUNT; isa++) {
+        kiln_attn_kernels ak;
+        if (!kiln_isa_supported((kiln_isa)isa) || kiln_cpu_attn_lookup((kiln_isa)isa, &ak)) continue;
+        int bad = 0;
+        for (int bf = 0; bf < 2; bf++)
+            for (int n = 1; n <= N; n += (n < 40 ? 1 : 97)) {
+                ak.narrow(x, h, n, bf);
+                for (int i = 0; i < n; i++) hs[i] = bf ? kiln_f32_to_bf16(x[i]) : kiln_f32_to_f16(x[i]);
+                bad += memcmp(h, hs, sizeof(uint16_t) * (size_t)n) != 0;
+                ak.widen(h, w, n, bf);
+                for (int i = 0; i < n; i++) {
+                    float r = bf ? kiln_bf16_to_f32(hs[i]) : kiln_f16_to_f32(hs[i]);
+                    bad += memcmp(&w[i], &r, sizeof r) != 0;
+                }
+            }
+        KT_CHECK(bad == 0, "%s: %d widen / narrow results differ from the scalar conversions", kiln_isa_name((kiln_isa)isa),
+                 bad);
+    }
+}
+
 /* The attention softmax of each ISA against float64: every element within 1e-6 relative (the
  * AVX-512 vector exp is about 1 ulp), a -inf score gives exactly 0, and the result depends on
  * nothing but the row. */
@@ -530,6 +569,7 @@ int main(void) {
     test_dense(pool, panel, panel_floats);
     test_quant(pool, panel, panel_floats);
     test_attn_kernels();
+    test_attn_widen_narrow();
     test_attn_softmax();
     test_dotw();
     test_panel_tile();

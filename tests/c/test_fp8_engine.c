@@ -1,6 +1,8 @@
 /* kiln-layer: engine (links only this layer and those below it) */
 /* test_fp8_engine.c: FP8 through the engine (issue 17) on ../shared/models/mistral-tiny-random
  * (bf16, HF):
+ *   - kv_cache_dtype "f16" / "bf16" (CPU): twice the f32 pool's blocks, generation alone and in a
+ *     batch agree;
  *   - kv_cache_dtype "fp8": the same kv_memory_mb holds four times the f32 pool's blocks (twice a
  *     bf16 pool's), the info names the pool type; generation runs and a request's tokens are the
  *     same alone and in a batch of three (per-token everything: I5 holds with FP8);
@@ -107,6 +109,27 @@ int main(void) {
     }
     kiln_engine_close(a);
     kiln_engine_close(b);
+    /* 16-bit pools on the CPU (f16, bf16): twice the f32 pool's blocks in the same memory */
+    for (int bf = 0; bf < 2; bf++) {
+        kiln_engine *h = open_fp8(model, bf ? "bf16" : "f16", NULL, 1, &err), *f = open_fp8(model, "f32", NULL, 1, &err);
+        KT_CHECK(h && f, "open %s: %s", bf ? "bf16" : "f16", err.msg);
+        if (h && f) {
+            kiln_engine_info ih, iff;
+            kiln_engine_get_info(h, &ih);
+            kiln_engine_get_info(f, &iff);
+            KT_CHECK(ih.kv_layout.dtype == (bf ? KILN_KV_BF16 : KILN_KV_F16) && ih.kv_layout.elem_bytes == 2,
+                     "%s pool layout", bf ? "bf16" : "f16");
+            KT_CHECK(ih.kv_layout.n_blocks - 1 >= 2 * (iff.kv_layout.n_blocks - 1) &&
+                         ih.kv_layout.n_blocks - 1 < 2 * (iff.kv_layout.n_blocks - 1) + 2,
+                     "a 16-bit pool holds 2x the f32 pool's blocks (%d vs %d)", ih.kv_layout.n_blocks - 1,
+                     iff.kv_layout.n_blocks - 1);
+            KT_CHECK(ih.backend_kv_bytes == ih.kv_layout_bytes, "the backend holds the 16-bit pool's bytes (%zu)",
+                     ih.backend_kv_bytes);
+        }
+        kiln_engine_close(h);
+        kiln_engine_close(f);
+        check_config(model, bf ? "bf16" : "f16", NULL);
+    }
     check_config(model, "fp8", NULL);
     check_config(model, "auto", "fp8");
     check_config(model, "fp8", "fp8-per-channel");

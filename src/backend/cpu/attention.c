@@ -11,9 +11,16 @@
 
 #define ATTN_SERIAL_MACS (1 << 16) /* below this many multiply-adds a call: no threads (as matmul.c) */
 
-/* Ask for the cache lines of p[0 .. n) (floats) ahead of use. */
-static inline void prefetch_rows(const float *p, size_t n) {
-    for (size_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+/* Ask for the cache lines of p[0 .. n) (bytes) ahead of use. */
+static inline void prefetch_bytes(const void *p, size_t n) {
+    for (size_t i = 0; i < n; i += 64) __builtin_prefetch((const char *)p + i, 0, 3);
+}
+/* the first nr rows of the next block's K or V tile (f32 or 16-bit pool) */
+static inline void prefetch_next(const kiln_cpu_attn_args *a, int64_t blk, int kv, int kvh, int nr) {
+    int64_t o = kiln_kv_offset(a->layout, a->layer, blk, kv, kvh, 0);
+    size_t n = (size_t)nr * a->head_dim;
+    if (a->kv16) prefetch_bytes(a->kv16 + o, n * sizeof(uint16_t));
+    else prefetch_bytes(a->kv + o, n * sizeof(float));
 }
 
 /* One item: rows t0 .. t0+nr-1 (consecutive rows of sequence seq, a query block) and KV head
@@ -37,6 +44,13 @@ static const float *kv8_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, in
     const uint8_t *p = a->kv8 + kiln_kv_offset(a->layout, a->layer, blk, kv, kvh, off);
     const float *lut = a->kv8_lut + 256 * kv;
     for (int i = 0; i < nr * a->head_dim; i++) buf[i] = lut[p[i]];
+    return buf;
+}
+
+/* 16-bit pool: run rows [nr][hd] of (layer, block, k|v, head) from slot off, widened */
+static const float *kv16_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, int kvh, int off, int nr, float *buf) {
+    a->k.widen(a->kv16 + kiln_kv_offset(a->layout, a->layer, blk, kv, kvh, off), buf, nr * a->head_dim,
+               a->layout->dtype == KILN_KV_BF16);
     return buf;
 }
 
@@ -64,11 +78,15 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
     const float *q0 = a->q + (size_t)t0 * rstride + (size_t)(kvh * GG + gi0) * hd;
     for (int j0 = jlo; j0 < jhi;) {
         int run = bs - j0 % bs < jhi - j0 ? bs - j0 % bs : jhi - j0;
-        const float *kp = a->kv8 ? kv8_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
-                                 : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
+        /* a 16-bit pool: read in place by one row (decode) where the ISA has the kernels (k16);
+         * a block of rows (prefill) widens each run once and reuses it from L1 (same bits) */
+        const uint16_t *k16 = a->kv16 && a->k.qk16 && nr == 1 ? a->kv16 + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs) : NULL;
+        const float *kp = k16       ? NULL
+                          : a->kv8  ? kv8_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
+                          : a->kv16 ? kv16_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
+                                    : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
         if (a->prefetch && !a->kv8 && j0 + run < jhi) /* the next block's keys: hardware prefetch stops at pages */
-            prefetch_rows(a->kv + kiln_kv_offset(L, a->layer, bt[(j0 + run) / bs], 0, kvh, 0),
-                          (size_t)(jhi - j0 - run < bs ? jhi - j0 - run : bs) * hd);
+            prefetch_next(a, bt[(j0 + run) / bs], 0, kvh, jhi - j0 - run < bs ? jhi - j0 - run : bs);
         for (int r = 0; r < nr; r++) {
             int lo, n;
             row_range(a, a->positions[t0 + r], &lo, &n);
@@ -76,9 +94,14 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
             if (j1 >= j2) continue;
             const float *q = q0 + (size_t)r * rstride;
             float *sr = scores + (size_t)r * G * stride;
-            for (int i0 = 0; i0 < G; i0 += 4)
-                a->k.qk(kp + (size_t)(j1 - j0) * hd, j2 - j1, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd,
-                        sr + (size_t)i0 * stride + j1, stride);
+            for (int i0 = 0; i0 < G; i0 += 4) {
+                if (k16)
+                    a->k.qk16(k16 + (size_t)(j1 - j0) * hd, a->layout->dtype == KILN_KV_BF16, j2 - j1, q + (size_t)i0 * hd,
+                              G - i0 < 4 ? G - i0 : 4, hd, sr + (size_t)i0 * stride + j1, stride);
+                else
+                    a->k.qk(kp + (size_t)(j1 - j0) * hd, j2 - j1, q + (size_t)i0 * hd, G - i0 < 4 ? G - i0 : 4, hd,
+                            sr + (size_t)i0 * stride + j1, stride);
+            }
         }
         j0 += run;
     }
@@ -94,18 +117,26 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
     }
     for (int j0 = jlo; j0 < jhi;) {
         int run = bs - j0 % bs < jhi - j0 ? bs - j0 % bs : jhi - j0;
-        const float *vp = a->kv8 ? kv8_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
-                                 : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
+        const uint16_t *v16 = a->kv16 && a->k.pvg16 && nr == 1 ? a->kv16 + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs) : NULL;
+        const float *vp = v16       ? NULL
+                          : a->kv8  ? kv8_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
+                          : a->kv16 ? kv16_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
+                                    : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
         if (a->prefetch && !a->kv8 && j0 + run < jhi)
-            prefetch_rows(a->kv + kiln_kv_offset(L, a->layer, bt[(j0 + run) / bs], 1, kvh, 0),
-                          (size_t)(jhi - j0 - run < bs ? jhi - j0 - run : bs) * hd);
+            prefetch_next(a, bt[(j0 + run) / bs], 1, kvh, jhi - j0 - run < bs ? jhi - j0 - run : bs);
         for (int r = 0; r < nr; r++) {
             int lo, n;
             row_range(a, a->positions[t0 + r], &lo, &n);
             int j1 = j0 > lo ? j0 : lo, j2 = j0 + run < n ? j0 + run : n;
             if (j1 >= j2) continue;
             float *att = a->att + (size_t)(t0 + r) * rstride + (size_t)(kvh * GG + gi0) * hd;
-            const float *sr = scores + (size_t)r * G * stride + j1, *vr = vp + (size_t)(j1 - j0) * hd;
+            const float *sr = scores + (size_t)r * G * stride + j1;
+            if (v16) {
+                a->k.pvg16(att, (size_t)hd, sr, stride, G, v16 + (size_t)(j1 - j0) * hd, a->layout->dtype == KILN_KV_BF16,
+                           j2 - j1, hd);
+                continue;
+            }
+            const float *vr = vp + (size_t)(j1 - j0) * hd;
             if (a->k.pvg) a->k.pvg(att, (size_t)hd, sr, stride, G, vr, j2 - j1, hd);
             else
                 for (int i = 0; i < G; i++) a->k.pv(att + (size_t)i * hd, sr + (size_t)i * stride, vr, j2 - j1, hd);
@@ -172,7 +203,9 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
         a->max_model_len <= 0 || a->window < 0 || !a->k.qk || !a->k.softmax || (!a->k.pv && !a->k.pvg))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: inconsistent arguments");
     if (a->n_tokens == 0) return KILN_OK; /* an empty step */
-    if ((a->kv8 ? !a->kvbuf || !a->kv8_lut || a->layout->dtype != KILN_KV_FP8_E4M3 : !a->kv) || !a->q || !a->att || !a->scores || !a->positions || !a->seq_q_start || !a->block_table ||
+    if ((a->kv8    ? !a->kvbuf || !a->kv8_lut || a->layout->dtype != KILN_KV_FP8_E4M3
+         : a->kv16 ? !a->kvbuf || !a->k.widen || (a->layout->dtype != KILN_KV_F16 && a->layout->dtype != KILN_KV_BF16)
+                   : !a->kv) || !a->q || !a->att || !a->scores || !a->positions || !a->seq_q_start || !a->block_table ||
         a->n_seqs <= 0 || a->seq_q_start[a->n_seqs] != a->n_tokens)
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: missing buffers or rows");
     int KV = a->n_kv_heads, G = a->n_heads / KV, nth = kiln_pool_size(ctx ? ctx->pool : NULL);

@@ -13,7 +13,8 @@
  *                    h / G, j % bs)
  *   kv               the pool, f32, kiln_kv_elems(layout) floats; every slot read must have been
  *                    written (positions 0..pos_t of each row's sequence); or kv8, an FP8 E4M3
- *                    pool of the same layout (one byte an element) with per-layer scales
+ *                    pool of the same layout (one byte an element) with per-layer scales, or kv16,
+ *                    an f16 / bf16 one (two bytes)
  *   positions [T], seq_q_start [n_seqs + 1] (rows of sequence i: seq_q_start[i] ..
  *   seq_q_start[i+1]-1), block_table [n_seqs][max_blocks_per_seq]: as in kiln_step
  *   scores  [kiln_pool_size(ctx->pool)][max(q_block, 1)][G][max_model_len] scratch; every
@@ -51,7 +52,10 @@ typedef struct kiln_cpu_attn_args {
     const float *kv8_lut;          /* kv8: this layer's decode tables [2 (k, v)][256]:
                                     * lut[kv][code] = kiln_e4m3_to_f32(code) * (k_scale | v_scale),
                                     * the same f32 values as decoding and scaling each element */
-    float *kvbuf;                  /* kv8: [pool threads][block_size * head_dim] scratch */
+    float *kvbuf;                  /* kv8 / kv16: [pool threads][block_size * head_dim] scratch */
+    const uint16_t *kv16;          /* a 16-bit pool (layout->dtype KILN_KV_F16 or KILN_KV_BF16)
+                                    * instead of kv: each run of keys / values is widened into
+                                    * kvbuf (exact), then the same kernels run on it */
     int window;                    /* the layer's attention window (kiln_layer_weights.window): a row
                                     * at position p attends to max(0, p - window + 1) .. p; 0 = all */
     int q_block;                   /* query rows of one sequence that share each K/V read (the

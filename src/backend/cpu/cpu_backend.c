@@ -39,6 +39,7 @@
 #include "backend/cpu/moe.h"
 #include "util/alloc.h"
 #include "util/error.h"
+#include "util/fp16.h"
 #include "util/fp8.h"
 
 #define PANEL_FLOATS (128u * 1024u) /* per thread: the prefill matmul's f32 weight panel (512 KB) */
@@ -50,9 +51,10 @@ typedef struct cpu_backend {
     kiln_cpu_ctx ctx;
     float *kv;          /* the KV pool, kiln_kv_elems(&cfg.kv) floats (f32 pool) */
     uint8_t *kv8;       /* or the FP8 E4M3 pool, kiln_kv_elems(&cfg.kv) bytes (stored = real / scale) */
+    uint16_t *kv16;     /* or an f16 / bf16 pool, kiln_kv_elems(&cfg.kv) halves (round to nearest even) */
     float *kv_scale;    /* FP8: [n_layers][2] k and v scales (the checkpoint's, else 1.0) */
     float *kv_lut;      /* FP8: [n_layers][2][256] decoded code x scale (attention's reads) */
-    float *kvbuf;       /* FP8: [n_threads][block_size * head_dim] decoded K or V run */
+    float *kvbuf;       /* FP8 / 16-bit: [n_threads][block_size * head_dim] decoded K or V run */
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
@@ -85,6 +87,7 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_cpu_tp_destroy(c->tp);
     kiln_free_aligned(c->kv);
     kiln_free_aligned(c->kv8);
+    kiln_free_aligned(c->kv16);
     kiln_free(c->kv_scale);
     kiln_free(c->kv_lut);
     kiln_free_aligned(c->kvbuf);
@@ -186,8 +189,9 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     }
     /* What the contract allows and this backend does not run, refused at load (I3): a KV pool
      * of another element type, several devices. */
-    if (bc->kv.dtype != KILN_KV_F32 && bc->kv.dtype != KILN_KV_FP8_E4M3) {
-        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a %s KV cache is not supported (f32, fp8)",
+    if (bc->kv.dtype != KILN_KV_F32 && bc->kv.dtype != KILN_KV_FP8_E4M3 && bc->kv.dtype != KILN_KV_F16 &&
+        bc->kv.dtype != KILN_KV_BF16) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu backend: a %s KV cache is not supported (f32, f16, bf16, fp8)",
                       kiln_kv_dtype_name(bc->kv.dtype));
         goto fail;
     }
@@ -224,8 +228,8 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     size_t T = (size_t)bc->max_tokens, S = (size_t)bc->max_seqs;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);
-    int fp8kv = bc->kv.dtype == KILN_KV_FP8_E4M3;
-    c->kv_bytes = kvn * (fp8kv ? 1 : sizeof(float));
+    int fp8kv = bc->kv.dtype == KILN_KV_FP8_E4M3, kv16 = bc->kv.dtype == KILN_KV_F16 || bc->kv.dtype == KILN_KV_BF16;
+    c->kv_bytes = kvn * (size_t)kiln_kv_dtype_bytes(bc->kv.dtype);
     if (bc->tp_size > 1) {
         c->kv_bytes = 0; /* the ranks' pools (cpu_tp.c) */
     } else if (fp8kv) {
@@ -243,6 +247,14 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
             for (int kv = 0; kv < 2; kv++)
                 for (int code = 0; code < 256; code++)
                     c->kv_lut[(2 * l + kv) * 256 + code] = kiln_e4m3_to_f32((uint8_t)code) * c->kv_scale[2 * l + kv];
+        }
+    } else if (kv16) { /* half the f32 pool's bytes: twice the tokens, half the attention's reads */
+        c->kv16 = kiln_malloc_aligned(c->kv_bytes);
+        c->kvbuf = kiln_malloc_aligned((size_t)kiln_pool_size(c->ctx.pool) * bc->kv.block_size * mc->head_dim * sizeof(float));
+        if (!c->kv16 || !c->kvbuf) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate the %s KV pool (%.1f MiB)",
+                          kiln_kv_dtype_name(bc->kv.dtype), c->kv_bytes / 1048576.0);
+            goto fail;
         }
     } else {
         c->kv = kiln_malloc_aligned(c->kv_bytes);
@@ -305,7 +317,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         sb += tsb;
     }
     c->scratch_bytes = sb;
-    if ((!c->kv && !c->kv8 && !c->tp) || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
+    if ((!c->kv && !c->kv8 && !c->kv16 && !c->tp) || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->gate || !c->up ||
         !c->scores || !c->ctx.panel || !c->ctx.xperm || !c->rope_cs || !c->rope_sn || !c->logits || !c->logit_rows ||
         !c->tok_in || !outs_ok) {
         rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: cannot allocate KV pool (%.1f MiB) and scratch (%.1f MiB)",
@@ -331,6 +343,18 @@ static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
         int64_t slot = s->slot_mapping[t];
         int64_t blk = slot / L->block_size;
         int off = (int)(slot % L->block_size);
+        if (c->kv16) { /* round to nearest even, as the GPU's bf16 pool */
+            int bf = L->dtype == KILN_KV_BF16;
+            for (int h = 0; h < mc->n_kv_heads; h++) {
+                uint16_t *kd = c->kv16 + kiln_kv_offset(L, layer, blk, 0, h, off);
+                uint16_t *vd = c->kv16 + kiln_kv_offset(L, layer, blk, 1, h, off);
+                const float *kr = c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
+                const float *vr = c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
+                c->attn.narrow(kr, kd, hd, bf);
+                c->attn.narrow(vr, vd, hd, bf);
+            }
+            continue;
+        }
         if (c->kv8) {
             const float ks = c->kv_scale[2 * layer], vs = c->kv_scale[2 * layer + 1];
             for (int h = 0; h < mc->n_kv_heads; h++) {
@@ -412,7 +436,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         kv_write(c, s, l);
         kiln_cpu_attn_args aa = {
             .kv = c->kv, .layout = &c->cfg.kv, .layer = l,
-            .kv8 = c->kv8, .kvbuf = c->kvbuf,
+            .kv8 = c->kv8, .kv16 = c->kv16, .kvbuf = c->kvbuf,
             .kv8_lut = c->kv8 ? c->kv_lut + (size_t)2 * l * 256 : NULL,
             .n_tokens = T, .n_seqs = s->n_seqs, .positions = s->positions, .seq_q_start = s->seq_q_start,
             .block_table = s->block_table, .max_blocks_per_seq = s->max_blocks_per_seq,
@@ -484,7 +508,8 @@ static void cpu_memory(const kiln_backend *b, size_t *kv_bytes, size_t *scratch_
 static const kiln_backend_ops k_cpu_ops = {
     .name = "cpu",
     .kv_dtype = KILN_KV_F32,
-    .kv_dtypes = (1u << KILN_KV_F32) | (1u << KILN_KV_FP8_E4M3), /* fp8: E4M3, per-layer k / v scales */
+    .kv_dtypes = (1u << KILN_KV_F32) | (1u << KILN_KV_F16) | (1u << KILN_KV_BF16) |
+                 (1u << KILN_KV_FP8_E4M3), /* fp8: E4M3, per-layer k / v scales */
     .max_logits_per_seq = K_CPU_MAX_LOGITS,
     .check_weight = cpu_check_weight,
     .samples = 1,

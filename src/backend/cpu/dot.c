@@ -95,6 +95,14 @@ static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int
     for (int j = 0; j < nv; j++) axpy_scalar(o, v + (size_t)j * hd, p[j], hd);
 }
 
+static void attn_widen_scalar(const uint16_t *src, float *dst, int n, int bf16) {
+    for (int i = 0; i < n; i++) dst[i] = bf16 ? kiln_bf16_to_f32(src[i]) : kiln_f16_to_f32(src[i]);
+}
+
+static void attn_narrow_scalar(const float *src, uint16_t *dst, int n, int bf16) {
+    for (int i = 0; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+}
+
 /* scale, max, expf, a sequential sum, one multiply by the inverse (the order of the original
  * attention loop) */
 static void attn_softmax_scalar(float *x, int n, float scale) {
@@ -124,7 +132,7 @@ const kiln_cpu_kernels kiln_cpu_kernels_scalar = {
     .dot = {[KILN_DT_F32] = dot_f32, [KILN_DT_F16] = dot_f16, [KILN_DT_BF16] = dot_bf16, [KILN_DT_F8_E4M3] = dot_f8},
     .quant_dot = kiln_quant_dot_scalar,
     .axpy = axpy_scalar,
-    .attn = {attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL},
+    .attn = {attn_qk_scalar, attn_pv_scalar, attn_softmax_scalar, NULL, attn_widen_scalar, attn_narrow_scalar},
     .silu_mul = silu_mul_scalar,
 };
 

@@ -199,6 +199,22 @@ void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int
     }
 }
 
+static void attn_widen_avx2(const uint16_t *src, float *dst, int n, int bf16) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(src, bf16 ? KILN_DT_BF16 : KILN_DT_F16, i));
+    for (; i < n; i++) dst[i] = bf16 ? kiln_bf16_to_f32(src[i]) : kiln_f16_to_f32(src[i]);
+}
+
+/* f16: vcvtps2ph, round to nearest even (the scalar's rounding, subnormals and overflow
+ * included); bf16: the scalar conversion (a few integer operations) */
+static void attn_narrow_avx2(const float *src, uint16_t *dst, int n, int bf16) {
+    int i = 0;
+    if (!bf16)
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+}
+
 /* e^x for x <= 0: x = n ln2 + r (ln2 in two parts), e^r by the degree-7 Taylor polynomial,
  * times 2^n built in the exponent field; x < -87 (n < -126 would be subnormal) gives 0, which
  * is below 2e-38 of the result (softmax: the max's term is 1). About 1 ulp. */
@@ -268,6 +284,6 @@ const kiln_cpu_kernels kiln_cpu_kernels_avx2 = {
     .quant_dot = kiln_quant_dot_avx2,
     .quant_dotw = kiln_quant_dotw_avx2,
     .axpy = kiln_cpu_axpy_avx2,
-    .attn = {kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL},
+    .attn = {kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL, attn_widen_avx2, attn_narrow_avx2},
     /* no quant prefill pair, no vector SwiGLU: NULL (the scalar expression) */
 };

@@ -9,6 +9,7 @@
  * shuffle tree. The arithmetic of a row is the same whatever nr is. */
 #include <immintrin.h>
 #include "backend/cpu/dot_internal.h"
+#include "util/fp16.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 /* full unrolling keeps the accumulator arrays in registers (-O2 alone leaves them on the stack) */
@@ -134,12 +135,14 @@ static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
 /* key u's 16 partial sums against one query (qv: its nc vectors, the last masked to the head
  * by mt): lane l is the fma chain over k[16c + l] q[16c + l], c = 0..nc-1 in order (the first a
  * multiply; lanes past the head read as 0 and add 0). */
-static ALWAYS_INLINE __m512 qk_partial(const float *kj, const __m512 *qv, int nc, __mmask16 mt) {
+/* Keys / values of the pool are f32, or f16 / bf16 (dt) widened in registers (exact, so the
+ * same bits either way): element i of the run at k is load16(k, dt, i). */
+static ALWAYS_INLINE __m512 qk_partial(const void *k, kiln_dtype dt, int kj, const __m512 *qv, int nc, __mmask16 mt) {
     /* a masked load is 2 uops (one on an FMA port): plain loads wherever all 16 lanes count */
-    __m512 a = _mm512_mul_ps(nc == 1 && mt != 0xffff ? _mm512_maskz_loadu_ps(mt, kj) : _mm512_loadu_ps(kj), qv[0]);
+    __m512 a = _mm512_mul_ps(nc == 1 && mt != 0xffff ? load16_mask(k, dt, kj, mt) : load16(k, dt, kj), qv[0]);
 #pragma GCC unroll 16
     for (int c = 1; c < nc; c++)
-        a = _mm512_fmadd_ps(c + 1 < nc || mt == 0xffff ? _mm512_loadu_ps(kj + 16 * c) : _mm512_maskz_loadu_ps(mt, kj + 16 * c),
+        a = _mm512_fmadd_ps(c + 1 < nc || mt == 0xffff ? load16(k, dt, kj + 16 * c) : load16_mask(k, dt, kj + 16 * c, mt),
                             qv[c], a);
     return a;
 }
@@ -148,7 +151,8 @@ static ALWAYS_INLINE __m512 qk_partial(const float *kj, const __m512 *qv, int nc
  * tree with zero vectors for the missing keys and a masked store, so a score's bits do not
  * depend on where its run starts or ends, let alone on the batch). nc = ceil(hd / 16) <= 16;
  * inlined with a constant nc for the common head sizes. */
-static ALWAYS_INLINE void qk_query(const float *k, int nk, const float *qi, int hd, int nc, __mmask16 mt, float *si) {
+static ALWAYS_INLINE void qk_query(const void *k, kiln_dtype dt, int nk, const float *qi, int hd, int nc, __mmask16 mt,
+                                   float *si) {
     __m512 qv[16] = {0}; /* (only qv[0 .. nc) is read; the zeros quiet -Wmaybe-uninitialized) */
 #pragma GCC unroll 16
     for (int c = 0; c < nc; c++) qv[c] = c + 1 < nc ? _mm512_loadu_ps(qi + 16 * c) : _mm512_maskz_loadu_ps(mt, qi + 16 * c);
@@ -156,13 +160,13 @@ static ALWAYS_INLINE void qk_query(const float *k, int nk, const float *qi, int 
     for (; j + 16 <= nk; j += 16) {
         __m512 S[16];
 #pragma GCC unroll 16
-        for (int u = 0; u < 16; u++) S[u] = qk_partial(k + (size_t)(j + u) * hd, qv, nc, mt);
+        for (int u = 0; u < 16; u++) S[u] = qk_partial(k, dt, (j + u) * hd, qv, nc, mt);
         _mm512_storeu_ps(si + j, qk_tree(S));
     }
     if (j < nk) {
         __m512 S[16];
         for (int u = 0; u < 16; u++)
-            S[u] = j + u < nk ? qk_partial(k + (size_t)(j + u) * hd, qv, nc, mt) : _mm512_setzero_ps();
+            S[u] = j + u < nk ? qk_partial(k, dt, (j + u) * hd, qv, nc, mt) : _mm512_setzero_ps();
         _mm512_mask_storeu_ps(si + j, (__mmask16)((1u << (nk - j)) - 1u), qk_tree(S));
     }
 }
@@ -170,10 +174,14 @@ static ALWAYS_INLINE void qk_query(const float *k, int nk, const float *qi, int 
 /* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G: per score
  * qk_partial then qk_tree, at any head_dim up to 256 (a tiny model's 8 as well as 64 and 128);
  * larger ones: the f32 dot kernel per score (dot_internal.h's order). */
-void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+/* qk over a run of f32 or 16-bit (dt) keys; dt a constant where inlined */
+static ALWAYS_INLINE void qk_any(const void *k, kiln_dtype dt, int nk, const float *q, int G, int hd, float *s, size_t lds) {
     int nc = (hd + 15) / 16;
     if (nc > 16) {
-        for (int j = 0; j < nk; j++) dot_rows(k + (size_t)j * hd, KILN_DT_F32, q, (size_t)hd, G, hd, s + j, lds);
+        for (int j = 0; j < nk; j++) {
+            const char *kj = (const char *)k + (size_t)j * hd * (dt == KILN_DT_F32 ? 4 : 2);
+            dot_rows(kj, dt, q, (size_t)hd, G, hd, s + j, lds);
+        }
         return;
     }
     __mmask16 mt = (__mmask16)(hd % 16 ? (1u << (hd % 16)) - 1u : 0xffffu);
@@ -181,16 +189,32 @@ void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int 
         const float *qi = q + (size_t)i * hd;
         float *si = s + (size_t)i * lds;
         switch (hd) { /* constant nc: the chains unrolled, q in registers */
-        case 64: qk_query(k, nk, qi, 64, 4, 0xffff, si); break;
-        case 128: qk_query(k, nk, qi, 128, 8, 0xffff, si); break;
-        default: qk_query(k, nk, qi, hd, nc, mt, si);
+        case 64: qk_query(k, dt, nk, qi, 64, 4, 0xffff, si); break;
+        case 128: qk_query(k, dt, nk, qi, 128, 8, 0xffff, si); break;
+        default: qk_query(k, dt, nk, qi, hd, nc, mt, si);
         }
     }
+}
+
+/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G: per score
+ * qk_partial then qk_tree, at any head_dim up to 256 (a tiny model's 8 as well as 64 and 128);
+ * larger ones: the f32 dot kernel per score (dot_internal.h's order). */
+void kiln_cpu_attn_qk_avx512(const float *k, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    qk_any(k, KILN_DT_F32, nk, q, G, hd, s, lds);
+}
+/* the same over f16 / bf16 keys, widened in registers: the bits of widening them first */
+static void attn_qk16_avx512(const uint16_t *k, int bf16, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    if (bf16) qk_any(k, KILN_DT_BF16, nk, q, G, hd, s, lds);
+    else qk_any(k, KILN_DT_F16, nk, q, G, hd, s, lds);
 }
 
 /* chunk c of nr of a span (the last one masked by mt: lanes past the head read as 0) */
 static ALWAYS_INLINE __m512 ld_span(const float *x, int c, int nr, __mmask16 mt) {
     return c + 1 < nr || mt == 0xffff ? _mm512_loadu_ps(x + 16 * c) : _mm512_maskz_loadu_ps(mt, x + 16 * c);
+}
+/* the same from f32 or 16-bit (dt) values: element i of the run at v is load16(v, dt, i) */
+static ALWAYS_INLINE __m512 ld_span_dt(const void *v, kiln_dtype dt, int off, int c, int nr, __mmask16 mt) {
+    return c + 1 < nr || mt == 0xffff ? load16(v, dt, off + 16 * c) : load16_mask(v, dt, off + 16 * c, mt);
 }
 
 /* G <= 4 heads sharing a run of values, over one span of <= 64 lanes of the head (nr vectors):
@@ -198,18 +222,17 @@ static ALWAYS_INLINE __m512 ld_span(const float *x, int c, int nr, __mmask16 mt)
  * v_j = v + j * ldv). The G nr outputs stay in registers over the run: G nr independent fma
  * chains (pv is latency-bound) and each value row loaded once for all heads. Inlined with
  * constant G and nr, so everything is unrolled. */
-static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, size_t ldv,
-                                  int nv, int nr, __mmask16 mt) {
+static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t ldp, int G, const void *v, kiln_dtype dt,
+                                  int ldv, int nv, int nr, __mmask16 mt) {
     __m512 acc[4][4];
 #pragma GCC unroll 4
     for (int i = 0; i < G; i++)
 #pragma GCC unroll 4
         for (int c = 0; c < nr; c++) acc[i][c] = ld_span(o + (size_t)i * ldo, c, nr, mt);
     for (int j = 0; j < nv; j++) {
-        const float *vj = v + (size_t)j * ldv;
         __m512 vv[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < nr; c++) vv[c] = ld_span(vj, c, nr, mt);
+        for (int c = 0; c < nr; c++) vv[c] = ld_span_dt(v, dt, j * ldv, c, nr, mt);
 #pragma GCC unroll 4
         for (int i = 0; i < G; i++) {
             __m512 a = _mm512_set1_ps(p[(size_t)i * ldp + j]);
@@ -228,17 +251,17 @@ static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t l
 
 #define PV_SPAN_G(G_)                                                                                              \
     switch (nr) {                                                                                                  \
-    case 1: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 1, mt); break;                                                 \
-    case 2: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 2, mt); break;                                                 \
-    case 3: pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 3, mt); break;                                                 \
+    case 1: pv_span(o, ldo, p, ldp, G_, v, dt, ldv, nv, 1, mt); break;                                                 \
+    case 2: pv_span(o, ldo, p, ldp, G_, v, dt, ldv, nv, 2, mt); break;                                                 \
+    case 3: pv_span(o, ldo, p, ldp, G_, v, dt, ldv, nv, 3, mt); break;                                                 \
     default:                                                                                                       \
-        if (mt == 0xffff) pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 4, 0xffff); /* whole: plain loads */          \
-        else pv_span(o, ldo, p, ldp, G_, v, ldv, nv, 4, mt);                                                       \
+        if (mt == 0xffff) pv_span(o, ldo, p, ldp, G_, v, dt, ldv, nv, 4, 0xffff); /* whole: plain loads */          \
+        else pv_span(o, ldo, p, ldp, G_, v, dt, ldv, nv, 4, mt);                                                       \
         break;                                                                                                     \
     }
 /* pv_span with G and nr made constants */
-static ALWAYS_INLINE void pv_span_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, size_t ldv, int nv,
-                        int nr, __mmask16 mt) {
+static ALWAYS_INLINE void pv_span_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const void *v, kiln_dtype dt,
+                                      int ldv, int nv, int nr, __mmask16 mt) {
     switch (G) {
     case 1: PV_SPAN_G(1) break;
     case 2: PV_SPAN_G(2) break;
@@ -251,29 +274,63 @@ static ALWAYS_INLINE void pv_span_any(float *o, size_t ldo, const float *p, size
 /* G heads sharing a run of values, v rows contiguous [nv][hd]: per head the bits of nv
  * kiln_cpu_axpy_avx512 calls (one fma per element and key, keys in order), 4 heads and 64
  * lanes of the head at a time. */
-void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
-                              int hd) {
+/* pvg over f32 or 16-bit (dt) values; dt a constant where inlined */
+static ALWAYS_INLINE void pvg_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const void *v, kiln_dtype dt,
+                                  int nv, int hd) {
     if (hd == 64 && G <= 4) { /* the common shape without the loops (a run is only ~16 keys) */
         switch (G) {
-        case 1: pv_span(o, ldo, p, ldp, 1, v, 64, nv, 4, 0xffff); return;
-        case 2: pv_span(o, ldo, p, ldp, 2, v, 64, nv, 4, 0xffff); return;
-        case 3: pv_span(o, ldo, p, ldp, 3, v, 64, nv, 4, 0xffff); return;
-        default: pv_span(o, ldo, p, ldp, 4, v, 64, nv, 4, 0xffff); return;
+        case 1: pv_span(o, ldo, p, ldp, 1, v, dt, 64, nv, 4, 0xffff); return;
+        case 2: pv_span(o, ldo, p, ldp, 2, v, dt, 64, nv, 4, 0xffff); return;
+        case 3: pv_span(o, ldo, p, ldp, 3, v, dt, 64, nv, 4, 0xffff); return;
+        default: pv_span(o, ldo, p, ldp, 4, v, dt, 64, nv, 4, 0xffff); return;
         }
     }
     for (int i = 0; i < G; i += 4)
         for (int d = 0; d < hd; d += 64) {
             int nr = hd - d >= 64 ? 4 : (hd - d + 15) / 16;
             __mmask16 mt = (__mmask16)((hd - d) % 16 && hd - d < 64 ? (1u << ((hd - d) % 16)) - 1u : 0xffffu);
-            pv_span_any(o + (size_t)i * ldo + d, ldo, p + (size_t)i * ldp, ldp, G - i < 4 ? G - i : 4, v + d, (size_t)hd,
-                        nv, nr, mt);
+            const void *vd = (const char *)v + (size_t)d * (dt == KILN_DT_F32 ? 4 : 2);
+            pv_span_any(o + (size_t)i * ldo + d, ldo, p + (size_t)i * ldp, ldp, G - i < 4 ? G - i : 4, vd, dt, hd, nv, nr, mt);
         }
+}
+
+/* G heads sharing a run of values, v rows contiguous [nv][hd]: per head the bits of nv
+ * kiln_cpu_axpy_avx512 calls (one fma per element and key, keys in order), 4 heads and 64
+ * lanes of the head at a time. */
+void kiln_cpu_attn_pvg_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
+                              int hd) {
+    pvg_any(o, ldo, p, ldp, G, v, KILN_DT_F32, nv, hd);
+}
+/* the same over f16 / bf16 values, widened in registers: the bits of widening them first */
+static void attn_pvg16_avx512(float *o, size_t ldo, const float *p, size_t ldp, int G, const uint16_t *v, int bf16,
+                              int nv, int hd) {
+    if (bf16) pvg_any(o, ldo, p, ldp, G, v, KILN_DT_BF16, nv, hd);
+    else pvg_any(o, ldo, p, ldp, G, v, KILN_DT_F16, nv, hd);
 }
 
 /* one head: o[d] = fma(p[j], v_j[d], o[d]) for j = 0..nv-1 in order */
 void kiln_cpu_attn_pv_avx512(float *o, const float *p, const float *v, int nv, int hd) {
-    if (hd == 64) pv_span(o, 0, p, 0, 1, v, 64, nv, 4, 0xffff);
-    else kiln_cpu_attn_pvg_avx512(o, 0, p, 0, 1, v, nv, hd);
+    pvg_any(o, 0, p, 0, 1, v, KILN_DT_F32, nv, hd);
+}
+
+static void attn_widen_avx512(const uint16_t *src, float *dst, int n, int bf16) {
+    kiln_dtype dt = bf16 ? KILN_DT_BF16 : KILN_DT_F16;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16(src, dt, i));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(dst + i, m, load16_mask(src, dt, i, m));
+    }
+}
+
+/* f16: vcvtps2ph, round to nearest even (the scalar's rounding, subnormals and overflow
+ * included); bf16: the scalar conversion (a few integer operations) */
+static void attn_narrow_avx512(const float *src, uint16_t *dst, int n, int bf16) {
+    int i = 0;
+    if (!bf16)
+        for (; i + 16 <= n; i += 16)
+            _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
 }
 
 /* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two
@@ -362,6 +419,7 @@ const kiln_cpu_kernels kiln_cpu_kernels_avx512 = {
     .tile = kiln_quant_tile_avx512,
     .tile_phase = kiln_quant_tile_phase_avx512,
     .axpy = kiln_cpu_axpy_avx512,
-    .attn = {kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512, kiln_cpu_attn_pvg_avx512},
+    .attn = {kiln_cpu_attn_qk_avx512, kiln_cpu_attn_pv_avx512, kiln_cpu_attn_softmax_avx512, kiln_cpu_attn_pvg_avx512,
+             attn_widen_avx512, attn_narrow_avx512, attn_qk16_avx512, attn_pvg16_avx512},
     .silu_mul = kiln_cpu_silu_mul_avx512,
 };

@@ -169,6 +169,23 @@ static void attn_qk_neon(const float *k, int nk, const float *q, int G, int hd, 
             qk8(k + (size_t)j * hd, nk - j < 8 ? nk - j : 8, q + (size_t)i * hd, hd, s + (size_t)i * lds + j);
 }
 
+static void attn_widen_neon(const uint16_t *src, float *dst, int n, int bf16) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint16x4_t h = vld1_u16(src + i);
+        vst1q_f32(dst + i, bf16 ? vreinterpretq_f32_u32(vshll_n_u16(h, 16)) : vcvt_f32_f16(vreinterpret_f16_u16(h)));
+    }
+    for (; i < n; i++) dst[i] = bf16 ? kiln_bf16_to_f32(src[i]) : kiln_f16_to_f32(src[i]);
+}
+
+/* f16: fcvtn, round to nearest even (the scalar's rounding); bf16: the scalar conversion */
+static void attn_narrow_neon(const float *src, uint16_t *dst, int n, int bf16) {
+    int i = 0;
+    if (!bf16)
+        for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
+    for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+}
+
 /* G heads' outputs, nc vectors each (G nc <= 16 accumulators), held in registers over a run of
  * values: o_i[d] = fma(p_i[j], v_j[d], o_i[d]) for j in order, each value vector loaded once
  * for the G heads. o_i = o + i ldo, p_i = p + i ldp, value rows ldv floats apart. */
@@ -294,5 +311,5 @@ const kiln_cpu_kernels kiln_cpu_kernels_neon = {
     .quant_dot = kiln_quant_dot_neon,
     .quant_dotw = kiln_quant_dotw_neon,
     .axpy = axpy_neon,
-    .attn = {attn_qk_neon, attn_pv_neon, attn_softmax_neon, attn_pvg_neon},
+    .attn = {attn_qk_neon, attn_pv_neon, attn_softmax_neon, attn_pvg_neon, attn_widen_neon, attn_narrow_neon},
 };

@@ -115,11 +115,27 @@ typedef void (*kiln_attn_softmax_fn)(float *x, int n, float scale);
  * the bits of pv; NULL: call pv per head. */
 typedef void (*kiln_attn_pvg_fn)(float *o, size_t ldo, const float *p, size_t ldp, int G, const float *v, int nv,
                                  int hd);
+/* widen: dst[i] = the f32 value of the 16-bit src[i] (bf16 != 0: bfloat16, else IEEE half),
+ * exact (a 16-bit KV pool's runs, widened before qk / pv) */
+typedef void (*kiln_attn_widen_fn)(const uint16_t *src, float *dst, int n, int bf16);
+/* narrow: dst[i] = src[i] rounded to nearest even in f16 (bf16 != 0: bfloat16), the bits of
+ * kiln_f32_to_f16 / kiln_f32_to_bf16 for every non-NaN input (a 16-bit KV pool's writes) */
+typedef void (*kiln_attn_narrow_fn)(const float *src, uint16_t *dst, int n, int bf16);
+/* qk16 / pvg16: qk and pvg reading f16 / bf16 keys / values directly (widened in registers):
+ * the bits of widen then qk / pvg; NULL: the caller widens each run first */
+typedef void (*kiln_attn_qk16_fn)(const uint16_t *k, int bf16, int nk, const float *q, int G, int hd, float *s,
+                                  size_t lds);
+typedef void (*kiln_attn_pvg16_fn)(float *o, size_t ldo, const float *p, size_t ldp, int G, const uint16_t *v, int bf16,
+                                   int nv, int hd);
 typedef struct kiln_attn_kernels {
     kiln_attn_qk_fn qk;
     kiln_attn_pv_fn pv;
     kiln_attn_softmax_fn softmax;
     kiln_attn_pvg_fn pvg;
+    kiln_attn_widen_fn widen;
+    kiln_attn_narrow_fn narrow;
+    kiln_attn_qk16_fn qk16;
+    kiln_attn_pvg16_fn pvg16;
 } kiln_attn_kernels;
 /* 0, or -1 where isa is not supported. */
 int kiln_cpu_attn_lookup(kiln_isa isa, kiln_attn_kernels *k);
