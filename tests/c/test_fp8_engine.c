@@ -86,50 +86,39 @@ static void check_config(const char *model, const char *kv, const char *quant) {
     kiln_engine_close(e);
 }
 
-int main(void) {
-    const char *model = kt_shared("models/mistral-tiny-random");
-    if (!kt_exists(model)) KT_SKIP("%s not found (KILN_SHARED)", model);
+/* kv's pool in 1 MiB of KV memory: its element type, ratio x the f32 pool's blocks, and the
+ * backend holding exactly its bytes */
+static void check_pool(const char *model, const char *kv, kiln_kv_dtype dt, int ratio) {
     kiln_error err = {0};
-    /* the pool: same memory, 4x the f32 blocks */
-    kiln_engine *a = open_fp8(model, "auto", NULL, 1, &err), *b = open_fp8(model, "fp8", NULL, 1, &err);
-    KT_CHECK(a && b, "open: %s", err.msg);
+    kiln_engine *a = open_fp8(model, "auto", NULL, 1, &err), *b = open_fp8(model, kv, NULL, 1, &err);
+    KT_CHECK(a && b, "open %s: %s", kv, err.msg);
     if (a && b) {
         kiln_engine_info ia, ib;
         kiln_engine_get_info(a, &ia);
         kiln_engine_get_info(b, &ib);
-        printf("  1 MiB of KV: %d f32 blocks, %d fp8 blocks (%zu / %zu bytes)\n", ia.kv_layout.n_blocks - 1,
-               ib.kv_layout.n_blocks - 1, ia.kv_layout_bytes, ib.kv_layout_bytes);
-        KT_CHECK(ib.kv_layout.dtype == KILN_KV_FP8_E4M3 && ib.kv_layout.elem_bytes == 1, "fp8 pool layout");
-        KT_CHECK(ib.kv_layout.n_blocks - 1 >= 4 * (ia.kv_layout.n_blocks - 1) &&
-                     ib.kv_layout.n_blocks - 1 < 4 * (ia.kv_layout.n_blocks - 1) + 4,
-                 "the fp8 pool holds 4x the f32 pool's blocks in the same memory (%d vs %d)", ib.kv_layout.n_blocks - 1,
-                 ia.kv_layout.n_blocks - 1);
-        KT_CHECK(ib.backend_kv_bytes == ib.kv_layout_bytes, "the backend holds the fp8 pool's bytes (%zu)",
+        int na = ia.kv_layout.n_blocks - 1, nb = ib.kv_layout.n_blocks - 1;
+        printf("  1 MiB of KV: %d f32 blocks, %d %s blocks (%zu / %zu bytes)\n", na, nb, kv, ia.kv_layout_bytes,
+               ib.kv_layout_bytes);
+        KT_CHECK(ib.kv_layout.dtype == dt && ib.kv_layout.elem_bytes == 4 / ratio, "%s pool layout", kv);
+        KT_CHECK(nb >= ratio * na && nb < ratio * na + ratio,
+                 "the %s pool holds %dx the f32 pool's blocks in the same memory (%d vs %d)", kv, ratio, nb, na);
+        KT_CHECK(ib.backend_kv_bytes == ib.kv_layout_bytes, "the backend holds the %s pool's bytes (%zu)", kv,
                  ib.backend_kv_bytes);
     }
     kiln_engine_close(a);
     kiln_engine_close(b);
-    /* 16-bit pools on the CPU (f16, bf16): twice the f32 pool's blocks in the same memory */
-    for (int bf = 0; bf < 2; bf++) {
-        kiln_engine *h = open_fp8(model, bf ? "bf16" : "f16", NULL, 1, &err), *f = open_fp8(model, "f32", NULL, 1, &err);
-        KT_CHECK(h && f, "open %s: %s", bf ? "bf16" : "f16", err.msg);
-        if (h && f) {
-            kiln_engine_info ih, iff;
-            kiln_engine_get_info(h, &ih);
-            kiln_engine_get_info(f, &iff);
-            KT_CHECK(ih.kv_layout.dtype == (bf ? KILN_KV_BF16 : KILN_KV_F16) && ih.kv_layout.elem_bytes == 2,
-                     "%s pool layout", bf ? "bf16" : "f16");
-            KT_CHECK(ih.kv_layout.n_blocks - 1 >= 2 * (iff.kv_layout.n_blocks - 1) &&
-                         ih.kv_layout.n_blocks - 1 < 2 * (iff.kv_layout.n_blocks - 1) + 2,
-                     "a 16-bit pool holds 2x the f32 pool's blocks (%d vs %d)", ih.kv_layout.n_blocks - 1,
-                     iff.kv_layout.n_blocks - 1);
-            KT_CHECK(ih.backend_kv_bytes == ih.kv_layout_bytes, "the backend holds the 16-bit pool's bytes (%zu)",
-                     ih.backend_kv_bytes);
-        }
-        kiln_engine_close(h);
-        kiln_engine_close(f);
-        check_config(model, bf ? "bf16" : "f16", NULL);
-    }
+}
+
+int main(void) {
+    const char *model = kt_shared("models/mistral-tiny-random");
+    if (!kt_exists(model)) KT_SKIP("%s not found (KILN_SHARED)", model);
+    kiln_error err = {0};
+    /* the pool in 1 MiB: fp8 holds 4x the f32 ("auto" on the CPU) pool's blocks, f16 / bf16 2x */
+    check_pool(model, "fp8", KILN_KV_FP8_E4M3, 4);
+    check_pool(model, "f16", KILN_KV_F16, 2);
+    check_pool(model, "bf16", KILN_KV_BF16, 2);
+    check_config(model, "f16", NULL);
+    check_config(model, "bf16", NULL);
     check_config(model, "fp8", NULL);
     check_config(model, "auto", "fp8");
     check_config(model, "fp8", "fp8-per-channel");
