@@ -80,7 +80,7 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
         int run = bs - j0 % bs < jhi - j0 ? bs - j0 % bs : jhi - j0;
         /* a 16-bit pool: read in place by one row (decode) where the ISA has the kernels (k16);
          * a block of rows (prefill) widens each run once and reuses it from L1 (same bits) */
-        const uint16_t *k16 = a->kv16 && a->k.qk16 && nr == 1 ? a->kv16 + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs) : NULL;
+        const uint16_t *k16 = a->kv16 && a->k.qk16 && nr == 1 && hd <= 256 ? a->kv16 + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs) : NULL;
         const float *kp = k16       ? NULL
                           : a->kv8  ? kv8_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
                           : a->kv16 ? kv16_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
@@ -117,7 +117,7 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
     }
     for (int j0 = jlo; j0 < jhi;) {
         int run = bs - j0 % bs < jhi - j0 ? bs - j0 % bs : jhi - j0;
-        const uint16_t *v16 = a->kv16 && a->k.pvg16 && nr == 1 ? a->kv16 + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs) : NULL;
+        const uint16_t *v16 = a->kv16 && a->k.pvg16 && nr == 1 && hd <= 256 ? a->kv16 + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs) : NULL;
         const float *vp = v16       ? NULL
                           : a->kv8  ? kv8_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
                           : a->kv16 ? kv16_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)

@@ -118,17 +118,24 @@ static ALWAYS_INLINE __m256 ld_chunk(const float *x, int c, int nc, int full, __
 
 /* key u's 8 partial sums against one query (qv: its nc vectors): lane l is the fma chain over
  * k[8c + l] q[8c + l], c = 0..nc-1 in order (the first a multiply) */
-static ALWAYS_INLINE __m256 qk_partial8(const float *kj, const __m256 *qv, int nc, int full, __m256i mt) {
-    __m256 a = _mm256_mul_ps(ld_chunk(kj, 0, nc, full, mt), qv[0]);
+/* chunk c of a key / value row at element off of k: f32 as ld_chunk, or (dt f16 / bf16, only
+ * with whole chunks: hd % 8 == 0) 8 halves widened in registers (exact: the same bits) */
+static ALWAYS_INLINE __m256 ld_chunk_dt(const void *k, kiln_dtype dt, int off, int c, int nc, int full, __m256i mt) {
+    if (dt == KILN_DT_F32) return ld_chunk((const float *)k + off, c, nc, full, mt);
+    return load8(k, dt, off + 8 * c);
+}
+static ALWAYS_INLINE __m256 qk_partial8(const void *k, kiln_dtype dt, int off, const __m256 *qv, int nc, int full,
+                                        __m256i mt) {
+    __m256 a = _mm256_mul_ps(ld_chunk_dt(k, dt, off, 0, nc, full, mt), qv[0]);
 #pragma GCC unroll 32
-    for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(ld_chunk(kj, c, nc, full, mt), qv[c], a);
+    for (int c = 1; c < nc; c++) a = _mm256_fmadd_ps(ld_chunk_dt(k, dt, off, c, nc, full, mt), qv[c], a);
     return a;
 }
 
 /* One query's scores over a run of keys: qk_partial8 then qk_tree8, 8 keys per tree (a tail
  * runs the same tree with zero vectors: a score's bits do not depend on its run); nc <= 32. */
-static ALWAYS_INLINE void qk_query8(const float *k, int nk, const float *qi, int hd, int nc, int full, __m256i mt,
-                                    float *si) {
+static ALWAYS_INLINE void qk_query8(const void *k, kiln_dtype dt, int nk, const float *qi, int hd, int nc, int full,
+                                    __m256i mt, float *si) {
     __m256 qv[32];
 #pragma GCC unroll 32
     for (int c = 0; c < nc; c++) qv[c] = ld_chunk(qi, c, nc, full, mt);
@@ -136,13 +143,13 @@ static ALWAYS_INLINE void qk_query8(const float *k, int nk, const float *qi, int
     for (; j + 8 <= nk; j += 8) {
         __m256 S[8];
 #pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) S[u] = qk_partial8(k + (size_t)(j + u) * hd, qv, nc, full, mt);
+        for (int u = 0; u < 8; u++) S[u] = qk_partial8(k, dt, (j + u) * hd, qv, nc, full, mt);
         _mm256_storeu_ps(si + j, qk_tree8(S));
     }
     if (j < nk) {
         __m256 S[8];
         float t[8];
-        for (int u = 0; u < 8; u++) S[u] = j + u < nk ? qk_partial8(k + (size_t)(j + u) * hd, qv, nc, full, mt) : _mm256_setzero_ps();
+        for (int u = 0; u < 8; u++) S[u] = j + u < nk ? qk_partial8(k, dt, (j + u) * hd, qv, nc, full, mt) : _mm256_setzero_ps();
         _mm256_storeu_ps(t, qk_tree8(S));
         memcpy(si + j, t, sizeof(float) * (size_t)(nk - j));
     }
@@ -161,9 +168,9 @@ void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd
         const float *qi = q + (size_t)i * hd;
         float *si = s + (size_t)i * lds;
         switch (hd) { /* constant nc: the chains unrolled, q in registers */
-        case 64: qk_query8(k, nk, qi, 64, 8, 1, mt, si); break;
-        case 128: qk_query8(k, nk, qi, 128, 16, 1, mt, si); break;
-        default: qk_query8(k, nk, qi, hd, nc, hd % 8 == 0, mt, si);
+        case 64: qk_query8(k, KILN_DT_F32, nk, qi, 64, 8, 1, mt, si); break;
+        case 128: qk_query8(k, KILN_DT_F32, nk, qi, 128, 16, 1, mt, si); break;
+        default: qk_query8(k, KILN_DT_F32, nk, qi, hd, nc, hd % 8 == 0, mt, si);
         }
     }
 }
@@ -213,6 +220,68 @@ static void attn_narrow_avx2(const float *src, uint16_t *dst, int n, int bf16) {
         for (; i + 8 <= n; i += 8)
             _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+}
+
+/* qk over f16 / bf16 keys (kernels.h qk16): at head sizes of whole 8-lane chunks the keys are
+ * widened in registers (qk_query8's arithmetic: the bits of widening first); other sizes widen
+ * one key at a time into a buffer and run the f32 kernel on it (a score's bits do not depend on
+ * its run). */
+static void attn_qk16_avx2(const uint16_t *k, int bf16, int nk, const float *q, int G, int hd, float *s, size_t lds) {
+    kiln_dtype dt = bf16 ? KILN_DT_BF16 : KILN_DT_F16;
+    if (hd % 8) { /* (hd <= 256: kernels.h) */
+        float kf[256];
+        for (int j = 0; j < nk; j++) {
+            const uint16_t *kj = k + (size_t)j * hd;
+            for (int d = 0; d < hd; d++) kf[d] = bf16 ? kiln_bf16_to_f32(kj[d]) : kiln_f16_to_f32(kj[d]);
+            kiln_cpu_attn_qk_avx2(kf, 1, q, G, hd, s + j, lds);
+        }
+        return;
+    }
+    __m256i mt = tail_mask8(8);
+    for (int i = 0; i < G; i++) {
+        const float *qi = q + (size_t)i * hd;
+        float *si = s + (size_t)i * lds;
+        if (dt == KILN_DT_F16) {
+            if (hd == 64) qk_query8(k, KILN_DT_F16, nk, qi, 64, 8, 1, mt, si);
+            else qk_query8(k, KILN_DT_F16, nk, qi, hd, hd / 8, 1, mt, si);
+        } else {
+            if (hd == 64) qk_query8(k, KILN_DT_BF16, nk, qi, 64, 8, 1, mt, si);
+            else qk_query8(k, KILN_DT_BF16, nk, qi, hd, hd / 8, 1, mt, si);
+        }
+    }
+}
+
+/* pv over f16 / bf16 values for one head: kiln_cpu_attn_pv_avx2's arithmetic with the values
+ * widened in registers (whole 64-lane spans), the rest one value row at a time through a
+ * buffer (pv's bits do not depend on how the run is cut) */
+static ALWAYS_INLINE void pv16_head(float *o, const float *p, const uint16_t *v, kiln_dtype dt, int nv, int hd) {
+    int d = 0;
+    for (; d + 64 <= hd; d += 64) {
+        __m256 acc[8];
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) acc[c] = _mm256_loadu_ps(o + d + 8 * c);
+        for (int j = 0; j < nv; j++) {
+            __m256 a = _mm256_set1_ps(p[j]);
+#pragma GCC unroll 8
+            for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, load8(v, dt, j * hd + d + 8 * c), acc[c]);
+        }
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + d + 8 * c, acc[c]);
+    }
+    if (d < hd) {
+        float vf[64];
+        for (int j = 0; j < nv; j++) {
+            for (int e = d; e < hd; e++) vf[e - d] = dt == KILN_DT_BF16 ? kiln_bf16_to_f32(v[(size_t)j * hd + e]) : kiln_f16_to_f32(v[(size_t)j * hd + e]);
+            kiln_cpu_attn_pv_avx2(o + d, p + j, vf, 1, hd - d);
+        }
+    }
+}
+static void attn_pvg16_avx2(float *o, size_t ldo, const float *p, size_t ldp, int G, const uint16_t *v, int bf16, int nv,
+                            int hd) {
+    for (int i = 0; i < G; i++) {
+        if (bf16) pv16_head(o + (size_t)i * ldo, p + (size_t)i * ldp, v, KILN_DT_BF16, nv, hd);
+        else pv16_head(o + (size_t)i * ldo, p + (size_t)i * ldp, v, KILN_DT_F16, nv, hd);
+    }
 }
 
 /* e^x for x <= 0: x = n ln2 + r (ln2 in two parts), e^r by the degree-7 Taylor polynomial,
@@ -284,6 +353,7 @@ const kiln_cpu_kernels kiln_cpu_kernels_avx2 = {
     .quant_dot = kiln_quant_dot_avx2,
     .quant_dotw = kiln_quant_dotw_avx2,
     .axpy = kiln_cpu_axpy_avx2,
-    .attn = {kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL, attn_widen_avx2, attn_narrow_avx2},
+    .attn = {kiln_cpu_attn_qk_avx2, kiln_cpu_attn_pv_avx2, kiln_cpu_attn_softmax_avx2, NULL, attn_widen_avx2, attn_narrow_avx2,
+             attn_qk16_avx2, attn_pvg16_avx2},
     /* no quant prefill pair, no vector SwiGLU: NULL (the scalar expression) */
 };

@@ -122,7 +122,8 @@ typedef void (*kiln_attn_widen_fn)(const uint16_t *src, float *dst, int n, int b
  * kiln_f32_to_f16 / kiln_f32_to_bf16 for every non-NaN input (a 16-bit KV pool's writes) */
 typedef void (*kiln_attn_narrow_fn)(const float *src, uint16_t *dst, int n, int bf16);
 /* qk16 / pvg16: qk and pvg reading f16 / bf16 keys / values directly (widened in registers):
- * the bits of widen then qk / pvg; NULL: the caller widens each run first */
+ * the bits of widen then qk / pvg, at head_dim <= 256; NULL (or a larger head): the caller
+ * widens each run first */
 typedef void (*kiln_attn_qk16_fn)(const uint16_t *k, int bf16, int nk, const float *q, int G, int hd, float *s,
                                   size_t lds);
 typedef void (*kiln_attn_pvg16_fn)(float *o, size_t ldo, const float *p, size_t ldp, int G, const uint16_t *v, int bf16,
