@@ -62,4 +62,7 @@ static inline uint16_t kiln_f32_to_f16(float f) {
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
     return (uint16_t)h;
 }
+/* one of the two 16-bit types by a flag (bf16 != 0: bfloat16, else IEEE half) */
+static inline float kiln_half_to_f32(uint16_t h, int bf16) { return bf16 ? kiln_bf16_to_f32(h) : kiln_f16_to_f32(h); }
+static inline uint16_t kiln_f32_to_half(float f, int bf16) { return bf16 ? kiln_f32_to_bf16(f) : kiln_f32_to_f16(f); }
 #endif

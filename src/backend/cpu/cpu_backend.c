@@ -39,7 +39,6 @@
 #include "backend/cpu/moe.h"
 #include "util/alloc.h"
 #include "util/error.h"
-#include "util/fp16.h"
 #include "util/fp8.h"
 
 #define KILN_CPU_TINY_MACS (1 << 20) /* multiply-adds a token below which "all cores" means one */
@@ -347,47 +346,34 @@ fail:
     return rc;
 }
 
-/* Write this step's K and V rows into the pool at their slots (FP8 pool: the E4M3 code of
- * real / scale, kiln_f32_to_e4m3: round to nearest even, saturating). */
+/* Write this step's K and V rows into the pool at their slots (16-bit pool: the ISA's narrow,
+ * round to nearest even; FP8 pool: the E4M3 code of real / scale, kiln_f32_to_e4m3: round to
+ * nearest even, saturating). */
 static void kv_write(cpu_backend *c, const kiln_step *s, int layer) {
     const kiln_config *mc = &c->m->cfg;
     const kiln_kv_layout *L = &c->cfg.kv;
-    int hd = mc->head_dim;
+    int hd = mc->head_dim, bf = L->dtype == KILN_KV_BF16;
     for (int t = 0; t < s->n_tokens; t++) {
         int64_t slot = s->slot_mapping[t];
         int64_t blk = slot / L->block_size;
         int off = (int)(slot % L->block_size);
-        if (c->kv16) { /* round to nearest even, as the GPU's bf16 pool */
-            int bf = L->dtype == KILN_KV_BF16;
-            for (int h = 0; h < mc->n_kv_heads; h++) {
-                uint16_t *kd = c->kv16 + kiln_kv_offset(L, layer, blk, 0, h, off);
-                uint16_t *vd = c->kv16 + kiln_kv_offset(L, layer, blk, 1, h, off);
-                const float *kr = c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
-                const float *vr = c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
-                c->attn.narrow(kr, kd, hd, bf);
-                c->attn.narrow(vr, vd, hd, bf);
-            }
-            continue;
-        }
-        if (c->kv8) {
-            const float ks = c->kv_scale[2 * layer], vs = c->kv_scale[2 * layer + 1];
-            for (int h = 0; h < mc->n_kv_heads; h++) {
-                uint8_t *kd = c->kv8 + kiln_kv_offset(L, layer, blk, 0, h, off);
-                uint8_t *vd = c->kv8 + kiln_kv_offset(L, layer, blk, 1, h, off);
-                const float *kr = c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
-                const float *vr = c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
-                for (int d = 0; d < hd; d++) {
-                    kd[d] = kiln_f32_to_e4m3(kr[d] / ks);
-                    vd[d] = kiln_f32_to_e4m3(vr[d] / vs);
-                }
-            }
-            continue;
-        }
         for (int h = 0; h < mc->n_kv_heads; h++) {
-            memcpy(c->kv + kiln_kv_offset(L, layer, blk, 0, h, off),
-                   c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd, hd * sizeof(float));
-            memcpy(c->kv + kiln_kv_offset(L, layer, blk, 1, h, off),
-                   c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd, hd * sizeof(float));
+            int64_t ko = kiln_kv_offset(L, layer, blk, 0, h, off), vo = kiln_kv_offset(L, layer, blk, 1, h, off);
+            const float *kr = c->k + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
+            const float *vr = c->v + (size_t)t * mc->n_kv_heads * hd + (size_t)h * hd;
+            if (c->kv16) { /* round to nearest even, as the GPU's bf16 pool */
+                c->attn.narrow(kr, c->kv16 + ko, hd, bf);
+                c->attn.narrow(vr, c->kv16 + vo, hd, bf);
+            } else if (c->kv8) {
+                const float ks = c->kv_scale[2 * layer], vs = c->kv_scale[2 * layer + 1];
+                for (int d = 0; d < hd; d++) {
+                    c->kv8[ko + d] = kiln_f32_to_e4m3(kr[d] / ks);
+                    c->kv8[vo + d] = kiln_f32_to_e4m3(vr[d] / vs);
+                }
+            } else {
+                memcpy(c->kv + ko, kr, hd * sizeof(float));
+                memcpy(c->kv + vo, vr, hd * sizeof(float));
+            }
         }
     }
 }

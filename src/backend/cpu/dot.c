@@ -96,11 +96,11 @@ static void attn_pv_scalar(float *o, const float *p, const float *v, int nv, int
 }
 
 static void attn_widen_scalar(const uint16_t *src, float *dst, int n, int bf16) {
-    for (int i = 0; i < n; i++) dst[i] = bf16 ? kiln_bf16_to_f32(src[i]) : kiln_f16_to_f32(src[i]);
+    for (int i = 0; i < n; i++) dst[i] = kiln_half_to_f32(src[i], bf16);
 }
 
 static void attn_narrow_scalar(const float *src, uint16_t *dst, int n, int bf16) {
-    for (int i = 0; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+    for (int i = 0; i < n; i++) dst[i] = kiln_f32_to_half(src[i], bf16);
 }
 
 /* scale, max, expf, a sequential sum, one multiply by the inverse (the order of the original

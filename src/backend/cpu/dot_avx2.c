@@ -116,14 +116,14 @@ static ALWAYS_INLINE __m256 ld_chunk(const float *x, int c, int nc, int full, __
     return c + 1 < nc || full ? _mm256_loadu_ps(x + 8 * c) : _mm256_maskload_ps(x + 8 * c, mt);
 }
 
-/* key u's 8 partial sums against one query (qv: its nc vectors): lane l is the fma chain over
- * k[8c + l] q[8c + l], c = 0..nc-1 in order (the first a multiply) */
 /* chunk c of a key / value row at element off of k: f32 as ld_chunk, or (dt f16 / bf16, only
  * with whole chunks: hd % 8 == 0) 8 halves widened in registers (exact: the same bits) */
 static ALWAYS_INLINE __m256 ld_chunk_dt(const void *k, kiln_dtype dt, int off, int c, int nc, int full, __m256i mt) {
     if (dt == KILN_DT_F32) return ld_chunk((const float *)k + off, c, nc, full, mt);
     return load8(k, dt, off + 8 * c);
 }
+/* key u's 8 partial sums against one query (qv: its nc vectors): lane l is the fma chain over
+ * k[8c + l] q[8c + l], c = 0..nc-1 in order (the first a multiply) */
 static ALWAYS_INLINE __m256 qk_partial8(const void *k, kiln_dtype dt, int off, const __m256 *qv, int nc, int full,
                                         __m256i mt) {
     __m256 a = _mm256_mul_ps(ld_chunk_dt(k, dt, off, 0, nc, full, mt), qv[0]);
@@ -174,22 +174,30 @@ void kiln_cpu_attn_qk_avx2(const float *k, int nk, const float *q, int G, int hd
         }
     }
 }
-/* pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (the bits of nv kiln_cpu_axpy_avx2 calls);
- * o stays in registers over the run, 64 lanes (8 vectors) at a time, the last one masked. */
-void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd) {
+/* pv's whole 64-lane spans of the head (8 registers, plain loads, unrolled) over f32 or 16-bit
+ * (dt) values widened in registers: o[d] = fma(p[j], v_j[d], o[d]) for j in order. Returns
+ * where the spans stop (the last < 64 lanes are the caller's). */
+static ALWAYS_INLINE int pv_whole_spans(float *o, const float *p, const void *v, kiln_dtype dt, int nv, int hd) {
     int d = 0;
-    for (; d + 64 <= hd; d += 64) { /* whole spans: 8 registers, plain loads, unrolled */
+    for (; d + 64 <= hd; d += 64) {
         __m256 acc[8];
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) acc[c] = _mm256_loadu_ps(o + d + 8 * c);
         for (int j = 0; j < nv; j++) {
             __m256 a = _mm256_set1_ps(p[j]);
 #pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, _mm256_loadu_ps(v + (size_t)j * hd + d + 8 * c), acc[c]);
+            for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, load8(v, dt, j * hd + d + 8 * c), acc[c]);
         }
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + d + 8 * c, acc[c]);
     }
+    return d;
+}
+
+/* pv: o[d] = fma(p[j], v_j[d], o[d]) for j in order (the bits of nv kiln_cpu_axpy_avx2 calls);
+ * o stays in registers over the run, 64 lanes (8 vectors) at a time, the last one masked. */
+void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int hd) {
+    int d = pv_whole_spans(o, p, v, KILN_DT_F32, nv, hd);
     if (d < hd) { /* the last < 64 lanes: nr vectors, the last one masked unless whole */
         int nr = (hd - d + 7) / 8, full = (hd - d) % 8 == 0;
         __m256i mt = tail_mask8(hd - d - 8 * (nr - 1));
@@ -209,7 +217,7 @@ void kiln_cpu_attn_pv_avx2(float *o, const float *p, const float *v, int nv, int
 static void attn_widen_avx2(const uint16_t *src, float *dst, int n, int bf16) {
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(src, bf16 ? KILN_DT_BF16 : KILN_DT_F16, i));
-    for (; i < n; i++) dst[i] = bf16 ? kiln_bf16_to_f32(src[i]) : kiln_f16_to_f32(src[i]);
+    for (; i < n; i++) dst[i] = kiln_half_to_f32(src[i], bf16);
 }
 
 /* f16: vcvtps2ph, round to nearest even (the scalar's rounding, subnormals and overflow
@@ -219,7 +227,7 @@ static void attn_narrow_avx2(const float *src, uint16_t *dst, int n, int bf16) {
     if (!bf16)
         for (; i + 8 <= n; i += 8)
             _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+    for (; i < n; i++) dst[i] = kiln_f32_to_half(src[i], bf16);
 }
 
 /* qk over f16 / bf16 keys (kernels.h qk16): at head sizes of whole 8-lane chunks the keys are
@@ -227,12 +235,10 @@ static void attn_narrow_avx2(const float *src, uint16_t *dst, int n, int bf16) {
  * one key at a time into a buffer and run the f32 kernel on it (a score's bits do not depend on
  * its run). */
 static void attn_qk16_avx2(const uint16_t *k, int bf16, int nk, const float *q, int G, int hd, float *s, size_t lds) {
-    kiln_dtype dt = bf16 ? KILN_DT_BF16 : KILN_DT_F16;
     if (hd % 8) { /* (hd <= 256: kernels.h) */
         float kf[256];
         for (int j = 0; j < nk; j++) {
-            const uint16_t *kj = k + (size_t)j * hd;
-            for (int d = 0; d < hd; d++) kf[d] = bf16 ? kiln_bf16_to_f32(kj[d]) : kiln_f16_to_f32(kj[d]);
+            attn_widen_avx2(k + (size_t)j * hd, kf, hd, bf16);
             kiln_cpu_attn_qk_avx2(kf, 1, q, G, hd, s + j, lds);
         }
         return;
@@ -241,7 +247,7 @@ static void attn_qk16_avx2(const uint16_t *k, int bf16, int nk, const float *q, 
     for (int i = 0; i < G; i++) {
         const float *qi = q + (size_t)i * hd;
         float *si = s + (size_t)i * lds;
-        if (dt == KILN_DT_F16) {
+        if (!bf16) {
             if (hd == 64) qk_query8(k, KILN_DT_F16, nk, qi, 64, 8, 1, mt, si);
             else qk_query8(k, KILN_DT_F16, nk, qi, hd, hd / 8, 1, mt, si);
         } else {
@@ -255,23 +261,11 @@ static void attn_qk16_avx2(const uint16_t *k, int bf16, int nk, const float *q, 
  * widened in registers (whole 64-lane spans), the rest one value row at a time through a
  * buffer (pv's bits do not depend on how the run is cut) */
 static ALWAYS_INLINE void pv16_head(float *o, const float *p, const uint16_t *v, kiln_dtype dt, int nv, int hd) {
-    int d = 0;
-    for (; d + 64 <= hd; d += 64) {
-        __m256 acc[8];
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; c++) acc[c] = _mm256_loadu_ps(o + d + 8 * c);
-        for (int j = 0; j < nv; j++) {
-            __m256 a = _mm256_set1_ps(p[j]);
-#pragma GCC unroll 8
-            for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(a, load8(v, dt, j * hd + d + 8 * c), acc[c]);
-        }
-#pragma GCC unroll 8
-        for (int c = 0; c < 8; c++) _mm256_storeu_ps(o + d + 8 * c, acc[c]);
-    }
+    int d = pv_whole_spans(o, p, v, dt, nv, hd);
     if (d < hd) {
         float vf[64];
         for (int j = 0; j < nv; j++) {
-            for (int e = d; e < hd; e++) vf[e - d] = dt == KILN_DT_BF16 ? kiln_bf16_to_f32(v[(size_t)j * hd + e]) : kiln_f16_to_f32(v[(size_t)j * hd + e]);
+            attn_widen_avx2(v + (size_t)j * hd + d, vf, hd - d, dt == KILN_DT_BF16);
             kiln_cpu_attn_pv_avx2(o + d, p + j, vf, 1, hd - d);
         }
     }

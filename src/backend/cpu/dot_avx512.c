@@ -132,18 +132,25 @@ static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
     return _mm512_permutexvar_ps(rev, F);
 }
 
+/* Keys / values of the pool are f32, or f16 / bf16 (dt) widened in registers (exact, so the
+ * same bits either way): element i of a run at x is load16(x, dt, i). Chunk c of nr 16-lane
+ * chunks of a head row starting at element off: the last one masked by mt (lanes past the head
+ * read as 0) unless it is whole (a masked load is 2 uops, one on an FMA port). */
+static ALWAYS_INLINE __m512 ld_chunk(const void *x, kiln_dtype dt, int off, int c, int nr, __mmask16 mt) {
+    return c + 1 < nr || mt == 0xffff ? load16(x, dt, off + 16 * c) : load16_mask(x, dt, off + 16 * c, mt);
+}
+/* element i of a run of dt elements */
+static ALWAYS_INLINE const void *elem_at(const void *x, kiln_dtype dt, size_t i) {
+    return (const char *)x + i * (dt == KILN_DT_F32 ? 4 : 2);
+}
+
 /* key u's 16 partial sums against one query (qv: its nc vectors, the last masked to the head
  * by mt): lane l is the fma chain over k[16c + l] q[16c + l], c = 0..nc-1 in order (the first a
- * multiply; lanes past the head read as 0 and add 0). */
-/* Keys / values of the pool are f32, or f16 / bf16 (dt) widened in registers (exact, so the
- * same bits either way): element i of the run at k is load16(k, dt, i). */
+ * multiply; lanes past the head read as 0 and add 0). The key starts at element kj of k. */
 static ALWAYS_INLINE __m512 qk_partial(const void *k, kiln_dtype dt, int kj, const __m512 *qv, int nc, __mmask16 mt) {
-    /* a masked load is 2 uops (one on an FMA port): plain loads wherever all 16 lanes count */
-    __m512 a = _mm512_mul_ps(nc == 1 && mt != 0xffff ? load16_mask(k, dt, kj, mt) : load16(k, dt, kj), qv[0]);
+    __m512 a = _mm512_mul_ps(ld_chunk(k, dt, kj, 0, nc, mt), qv[0]);
 #pragma GCC unroll 16
-    for (int c = 1; c < nc; c++)
-        a = _mm512_fmadd_ps(c + 1 < nc || mt == 0xffff ? load16(k, dt, kj + 16 * c) : load16_mask(k, dt, kj + 16 * c, mt),
-                            qv[c], a);
+    for (int c = 1; c < nc; c++) a = _mm512_fmadd_ps(ld_chunk(k, dt, kj, c, nc, mt), qv[c], a);
     return a;
 }
 
@@ -155,7 +162,7 @@ static ALWAYS_INLINE void qk_query(const void *k, kiln_dtype dt, int nk, const f
                                    float *si) {
     __m512 qv[16] = {0}; /* (only qv[0 .. nc) is read; the zeros quiet -Wmaybe-uninitialized) */
 #pragma GCC unroll 16
-    for (int c = 0; c < nc; c++) qv[c] = c + 1 < nc ? _mm512_loadu_ps(qi + 16 * c) : _mm512_maskz_loadu_ps(mt, qi + 16 * c);
+    for (int c = 0; c < nc; c++) qv[c] = ld_chunk(qi, KILN_DT_F32, 0, c, nc, mt);
     int j = 0;
     for (; j + 16 <= nk; j += 16) {
         __m512 S[16];
@@ -171,17 +178,11 @@ static ALWAYS_INLINE void qk_query(const void *k, kiln_dtype dt, int nk, const f
     }
 }
 
-/* Attention scores over a run of keys: s[i * lds + j] = k_j . q_i for j < nk, i < G: per score
- * qk_partial then qk_tree, at any head_dim up to 256 (a tiny model's 8 as well as 64 and 128);
- * larger ones: the f32 dot kernel per score (dot_internal.h's order). */
 /* qk over a run of f32 or 16-bit (dt) keys; dt a constant where inlined */
 static ALWAYS_INLINE void qk_any(const void *k, kiln_dtype dt, int nk, const float *q, int G, int hd, float *s, size_t lds) {
     int nc = (hd + 15) / 16;
     if (nc > 16) {
-        for (int j = 0; j < nk; j++) {
-            const char *kj = (const char *)k + (size_t)j * hd * (dt == KILN_DT_F32 ? 4 : 2);
-            dot_rows(kj, dt, q, (size_t)hd, G, hd, s + j, lds);
-        }
+        for (int j = 0; j < nk; j++) dot_rows(elem_at(k, dt, (size_t)j * hd), dt, q, (size_t)hd, G, hd, s + j, lds);
         return;
     }
     __mmask16 mt = (__mmask16)(hd % 16 ? (1u << (hd % 16)) - 1u : 0xffffu);
@@ -208,15 +209,6 @@ static void attn_qk16_avx512(const uint16_t *k, int bf16, int nk, const float *q
     else qk_any(k, KILN_DT_F16, nk, q, G, hd, s, lds);
 }
 
-/* chunk c of nr of a span (the last one masked by mt: lanes past the head read as 0) */
-static ALWAYS_INLINE __m512 ld_span(const float *x, int c, int nr, __mmask16 mt) {
-    return c + 1 < nr || mt == 0xffff ? _mm512_loadu_ps(x + 16 * c) : _mm512_maskz_loadu_ps(mt, x + 16 * c);
-}
-/* the same from f32 or 16-bit (dt) values: element i of the run at v is load16(v, dt, i) */
-static ALWAYS_INLINE __m512 ld_span_dt(const void *v, kiln_dtype dt, int off, int c, int nr, __mmask16 mt) {
-    return c + 1 < nr || mt == 0xffff ? load16(v, dt, off + 16 * c) : load16_mask(v, dt, off + 16 * c, mt);
-}
-
 /* G <= 4 heads sharing a run of values, over one span of <= 64 lanes of the head (nr vectors):
  * o_i[d] = fma(p_i[j], v_j[d], o_i[d]) for j in order (o_i = o + i * ldo, p_i = p + i * ldp,
  * v_j = v + j * ldv). The G nr outputs stay in registers over the run: G nr independent fma
@@ -228,11 +220,11 @@ static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t l
 #pragma GCC unroll 4
     for (int i = 0; i < G; i++)
 #pragma GCC unroll 4
-        for (int c = 0; c < nr; c++) acc[i][c] = ld_span(o + (size_t)i * ldo, c, nr, mt);
+        for (int c = 0; c < nr; c++) acc[i][c] = ld_chunk(o + (size_t)i * ldo, KILN_DT_F32, 0, c, nr, mt);
     for (int j = 0; j < nv; j++) {
         __m512 vv[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < nr; c++) vv[c] = ld_span_dt(v, dt, j * ldv, c, nr, mt);
+        for (int c = 0; c < nr; c++) vv[c] = ld_chunk(v, dt, j * ldv, c, nr, mt);
 #pragma GCC unroll 4
         for (int i = 0; i < G; i++) {
             __m512 a = _mm512_set1_ps(p[(size_t)i * ldp + j]);
@@ -271,9 +263,6 @@ static ALWAYS_INLINE void pv_span_any(float *o, size_t ldo, const float *p, size
 }
 #undef PV_SPAN_G
 
-/* G heads sharing a run of values, v rows contiguous [nv][hd]: per head the bits of nv
- * kiln_cpu_axpy_avx512 calls (one fma per element and key, keys in order), 4 heads and 64
- * lanes of the head at a time. */
 /* pvg over f32 or 16-bit (dt) values; dt a constant where inlined */
 static ALWAYS_INLINE void pvg_any(float *o, size_t ldo, const float *p, size_t ldp, int G, const void *v, kiln_dtype dt,
                                   int nv, int hd) {
@@ -289,8 +278,8 @@ static ALWAYS_INLINE void pvg_any(float *o, size_t ldo, const float *p, size_t l
         for (int d = 0; d < hd; d += 64) {
             int nr = hd - d >= 64 ? 4 : (hd - d + 15) / 16;
             __mmask16 mt = (__mmask16)((hd - d) % 16 && hd - d < 64 ? (1u << ((hd - d) % 16)) - 1u : 0xffffu);
-            const void *vd = (const char *)v + (size_t)d * (dt == KILN_DT_F32 ? 4 : 2);
-            pv_span_any(o + (size_t)i * ldo + d, ldo, p + (size_t)i * ldp, ldp, G - i < 4 ? G - i : 4, vd, dt, hd, nv, nr, mt);
+            pv_span_any(o + (size_t)i * ldo + d, ldo, p + (size_t)i * ldp, ldp, G - i < 4 ? G - i : 4, elem_at(v, dt, (size_t)d),
+                        dt, hd, nv, nr, mt);
         }
 }
 
@@ -330,7 +319,7 @@ static void attn_narrow_avx512(const float *src, uint16_t *dst, int n, int bf16)
     if (!bf16)
         for (; i + 16 <= n; i += 16)
             _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+    for (; i < n; i++) dst[i] = kiln_f32_to_half(src[i], bf16);
 }
 
 /* e^x for x <= 0 (lanes below -104 give 0): x = n ln2 + r, |r| <= ln2 / 2 (ln2 split in two

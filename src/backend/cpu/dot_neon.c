@@ -175,7 +175,7 @@ static void attn_widen_neon(const uint16_t *src, float *dst, int n, int bf16) {
         uint16x4_t h = vld1_u16(src + i);
         vst1q_f32(dst + i, bf16 ? vreinterpretq_f32_u32(vshll_n_u16(h, 16)) : vcvt_f32_f16(vreinterpret_f16_u16(h)));
     }
-    for (; i < n; i++) dst[i] = bf16 ? kiln_bf16_to_f32(src[i]) : kiln_f16_to_f32(src[i]);
+    for (; i < n; i++) dst[i] = kiln_half_to_f32(src[i], bf16);
 }
 
 /* f16: fcvtn, round to nearest even (the scalar's rounding); bf16: the scalar conversion */
@@ -183,7 +183,7 @@ static void attn_narrow_neon(const float *src, uint16_t *dst, int n, int bf16) {
     int i = 0;
     if (!bf16)
         for (; i + 4 <= n; i += 4) vst1_u16(dst + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(src + i))));
-    for (; i < n; i++) dst[i] = bf16 ? kiln_f32_to_bf16(src[i]) : kiln_f32_to_f16(src[i]);
+    for (; i < n; i++) dst[i] = kiln_f32_to_half(src[i], bf16);
 }
 
 /* G heads' outputs, nc vectors each (G nc <= 16 accumulators), held in registers over a run of
