@@ -100,6 +100,22 @@ def stream(port, ids, max_tokens, marks):
     return t0, time.perf_counter()
 
 
+def sched_metrics(port):
+    """the scheduler's gauges from /metrics: {name[term]: value} (kiln:sched_*)"""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/metrics")
+    out = {}
+    for line in c.getresponse().read().decode().split("\n"):
+        if line.startswith("kiln:sched_"):
+            name, val = line.rsplit(" ", 1)
+            key = name.split("{")[0][len("kiln:sched_"):]
+            if 'term="' in name:
+                key += "." + name.split('term="')[1].split('"')[0]
+            out[key] = float(val)
+    c.close()
+    return out
+
+
 def ttft(port, ids):
     marks = []
     t0, _ = stream(port, ids, 1, marks)
@@ -165,7 +181,22 @@ def main():
         th = threading.Thread(target=run_long)
         th.start()
         time.sleep(0.3)
+        # the scheduler's budget and margin while both run (every 0.25 s)
+        polls, stop = [], threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    polls.append(sched_metrics(port))
+                except OSError:
+                    pass
+                stop.wait(0.25)
+
+        pt = threading.Thread(target=poll)
+        pt.start()
         s0, s1 = stream(port, ids(16), 64, short_marks)
+        stop.set()
+        pt.join()
         th.join()
         tlong = long_marks[0] - lt["t0"]
         t_long_done = long_marks[0]
@@ -186,6 +217,7 @@ def main():
             "short_tpot_during_median_ms": 1e3 * statistics.median(gaps) if gaps else None,
             "short_tpot_during_max_ms": 1e3 * max(gaps) if gaps else None,
             "short_tpot_all_mean_ms": 1e3 * statistics.mean(all_gaps) if all_gaps else None,
+            "sched_polls": polls,
         })
     finally:
         srv.terminate()
@@ -210,6 +242,13 @@ def main():
     else:
         print("short request: %d tokens, none between two others during the long prefill (first after %s s)" %
               (len(short_marks), res["short_ttft_s"]))
+    if polls:
+        b = [p.get("prefill_budget_tokens", 0) for p in polls]
+        m = [100 * p.get("step_cost_margin_ratio", 0) for p in polls]
+        print("scheduler while both ran (%d polls of /metrics): prefill budget %d .. %d rows (median %d), "
+              "forecast-error margin %.1f .. %.1f %% of the ITL target of %.0f ms" %
+              (len(polls), min(b), max(b), statistics.median(b), min(m), max(m),
+               1e3 * polls[-1].get("max_itl_seconds", 0)))
     ok_rate = res["long_vs_512_with_short"] >= 0.60
     ok_tpot = gaps and res["short_tpot_during_mean_ms"] < 100
     res["target_rate_met"], res["target_tpot_met"] = bool(ok_rate), bool(ok_tpot)

@@ -370,9 +370,12 @@ typedef struct kiln_engine_stats {
      * fit (ms: fixed, per prefill row, per decode row) and how many step timings it has seen,
      * the prefill budget of the last step with decode rows, steps with both decode and prefill
      * rows, and those among them whose prefill the target cut; the last step's measured time
-     * and what the model predicted for it before it ran */
+     * and what the model predicted for it before it ran; the margin the budget keeps below the
+     * target for the forecast error (KILN_COST_Z standard deviations of the relative error: a
+     * fraction of the target) */
     double sched_max_itl_ms, sched_max_step_ms;
     double sched_cost_fixed_ms, sched_cost_token_ms, sched_cost_row_ms, sched_cost_kkey_ms;
+    double sched_cost_margin;
     uint64_t sched_cost_samples;
     int sched_prefill_budget;
     uint64_t sched_mixed_steps;

@@ -865,6 +865,7 @@ void kiln_engine_get_stats(const kiln_engine *e, kiln_engine_stats *s) {
     s->sched_cost_row_ms = e->cost.theta[2];
     s->sched_cost_kkey_ms = e->cost.theta[3];
     s->sched_cost_samples = e->cost.n_obs;
+    s->sched_cost_margin = kiln_step_cost_margin(&e->cost);
 }
 
 int kiln_engine_tokenize(kiln_engine *e, const char *text, size_t len, int add_special, int32_t **ids,

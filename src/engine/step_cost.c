@@ -64,8 +64,8 @@ void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double kkeys, doubl
      * real change of regime, e.g. 2x slower, still passes and is followed) */
     double pred = kiln_step_cost_predict(c, p, d, kkeys);
     if (c->n_obs >= 8 && pred > 0 && ms > CLIP * pred) ms = CLIP * pred;
-    if (c->n_obs >= 8) { /* the forecast error of this step, once the 4 coefficients are fitted */
-        double r = ms - pred;
+    if (c->n_obs >= 8 && pred > 0) { /* the relative forecast error, once the 4 coefficients are fitted */
+        double r = (ms - pred) / pred;
         c->r2 = c->decay * c->r2 + r * r;
         c->r2w = c->decay * c->r2w + 1.0;
     }
@@ -100,7 +100,7 @@ int kiln_step_cost_prefill_budget(const kiln_step_cost *c, int d, double kkeys_d
     if (min_chunk > hi) min_chunk = hi;
     if (min_chunk < 0) min_chunk = 0;
     if (c0 < 0) c0 = 0;
-    double room = target_ms - kiln_step_cost_margin(c) - c->theta[0] - c->theta[2] * d - c->theta[3] * kkeys_dec;
+    double room = target_ms * (1.0 - kiln_step_cost_margin(c)) - c->theta[0] - c->theta[2] * d - c->theta[3] * kkeys_dec;
     double n;
     if (c->theta[3] > 0) {
         /* the largest n with a n^2 + b n <= room: theta1 n + theta3 (n c0 + n (n + 1) / 2) / K */

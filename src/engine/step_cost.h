@@ -20,12 +20,18 @@
  * observations a timing counts at most 3x its prediction: one hiccup of the host does not
  * distort the next ~50 budgets, while a real change of regime (2x slower) is still followed.
  *
- * The forecast error: r2, the same exponentially weighted mean of the squared residual
- * (measured - predicted before the refit, after the clip) over the observations from the 9th
- * (before, the fit is still finding its 4 coefficients). The policy
- * bounds a percentile of the step time, not its mean: the budget aims at target - z sqrt(r2)
- * with z = KILN_COST_Z (2.33, the 99th percentile of a normal error), so a noisy machine gets
- * smaller chunks than a quiet one at the same mean fit (none while fewer than 8 steps were seen).
+ * The forecast error: r2, the same exponentially weighted mean of the squared relative residual
+ * ((measured - predicted) / predicted before the refit, after the clip) over the observations
+ * from the 9th (before, the fit is still finding its 4 coefficients). The policy bounds a
+ * percentile of the step time, not its mean: the budget aims at target (1 - z sqrt(r2)) with
+ * z = KILN_COST_Z (2.33, the 99th percentile of a normal error), so a noisy machine gets smaller
+ * chunks than a quiet one at the same mean fit (none while fewer than 8 steps were seen).
+ * Relative, not in ms: a step's noise grows with its length (a time slice lost, a slower
+ * period of a shared machine), and the steps that teach the model are not all the size of the
+ * ones the target governs. On the CPU a long prompt alone runs in steps of ~500 ms whose
+ * forecast errors of ~25 ms, taken as ms, made a margin larger than the 50 ms target of the
+ * steps with a decode row beside it (4-row chunks: the prompt crawled while the short request
+ * decoded at 15 ms a token).
  *
  * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target - margin, where k_d is the
  * decode rows' attention and k_p that of p rows from position c0 (the first prefilling
@@ -46,7 +52,7 @@ typedef struct kiln_step_cost {
     double prior[KILN_COST_NF]; /* theta0: fixed ms, ms per prefill row, per decode row, per k unit */
     double theta[KILN_COST_NF]; /* the current fit (clamped >= 0) */
     double decay;          /* forgetting factor per observation, in (0, 1] */
-    double r2, r2w;        /* decayed sum of squared forecast errors (ms^2) and of their weights */
+    double r2, r2w;        /* decayed sum of squared relative forecast errors and of their weights */
     int learn;             /* 0: theta stays the prior (calibration only) */
     uint64_t n_obs;        /* observations taken */
 } kiln_step_cost;
@@ -59,7 +65,8 @@ void kiln_step_cost_init(kiln_step_cost *c, const double prior[3], double attn_p
  * not a positive finite number) */
 void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double kkeys, double ms);
 double kiln_step_cost_predict(const kiln_step_cost *c, int p, int d, double kkeys);
-/* KILN_COST_Z x the forecast error's standard deviation (ms); 0 before 8 observations */
+/* KILN_COST_Z x the relative forecast error's standard deviation (a fraction of a step's time;
+ * the budget keeps target x this below the target); 0 before 8 observations */
 double kiln_step_cost_margin(const kiln_step_cost *c);
 /* k of n consecutive rows from position c0: sum_{j=c0}^{c0+n-1} (j + 1) / KILN_COST_KKEY */
 double kiln_step_cost_kkeys(int c0, int n);

@@ -171,6 +171,9 @@ int kiln_metrics_render(kiln_metrics *m, const char *model_name, kiln_buf *b) {
     kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"prefill_token\"} %.9g\n", lab, 1e-3 * s->sched_cost_token_ms);
     kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"decode_row\"} %.9g\n", lab, 1e-3 * s->sched_cost_row_ms);
     kiln_buf_addf(b, "kiln:sched_step_cost_seconds{%s,term=\"attention_kkey\"} %.9g\n", lab, 1e-3 * s->sched_cost_kkey_ms);
+    head(b, "kiln:sched_step_cost_margin_ratio", "gauge",
+         "Fraction of its target the prefill budget keeps free for the step-cost model's forecast error.");
+    kiln_buf_addf(b, "kiln:sched_step_cost_margin_ratio{%s} %.9g\n", lab, s->sched_cost_margin);
     head(b, "kiln:sched_step_cost_samples_total", "counter", "Step timings the step-cost model has taken.");
     kiln_buf_addf(b, "kiln:sched_step_cost_samples_total{%s} %llu\n", lab, (unsigned long long)s->sched_cost_samples);
     head(b, "kiln:sched_prefill_budget_tokens", "gauge", "Prefill rows allowed in the last step with decode rows.");
