@@ -719,6 +719,8 @@ static int finish_process(kiln_engine *e, int k, double *t_backend, kiln_error *
         double now = kiln_now(), t0 = e->step_t_begin[k] > e->t_done ? e->step_t_begin[k] : e->t_done;
         double ms = 1e3 * (now - t0);
         kiln_step_cost_observe(&e->cost, e->step_np[k], e->step_nd[k], e->step_kk[k], ms);
+        KILN_DEBUG("step: %d prefill rows, %d decode rows, %.1f k keys: %.2f ms (predicted %.2f)", e->step_np[k],
+                   e->step_nd[k], e->step_kk[k], ms, e->step_pred_ms[k]);
         if (e->step_np[k] > e->pf_seen) e->pf_seen = e->step_np[k];
         e->stats.sched_last_step_ms = ms;
         e->stats.sched_last_predicted_ms = e->step_pred_ms[k];

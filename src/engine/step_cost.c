@@ -39,10 +39,12 @@ static int solve(double M[NF][NF], double v[NF], double t[NF]) {
 
 static void refit(kiln_step_cost *c) {
     double M[NF][NF], v[NF], t[NF];
+    /* the ridge in units of the mean observation weight (the weights are 1 / ms^2) */
+    double rs = c->ww > 0 && c->wn > 0 ? c->ww / c->wn : 1.0;
     for (int i = 0; i < NF; i++) {
         for (int j = 0; j < NF; j++) M[i][j] = c->A[i][j];
-        M[i][i] += RIDGE[i];
-        v[i] = c->b[i] + RIDGE[i] * c->prior[i];
+        M[i][i] += RIDGE[i] * rs;
+        v[i] = c->b[i] + RIDGE[i] * rs * c->prior[i];
     }
     if (!solve(M, v, t)) return; /* keep the last fit */
     for (int i = 0; i < NF; i++) c->theta[i] = t[i] > 0 ? t[i] : 0;
@@ -69,11 +71,15 @@ void kiln_step_cost_observe(kiln_step_cost *c, int p, int d, double kkeys, doubl
         c->r2 = c->decay * c->r2 + r * r;
         c->r2w = c->decay * c->r2w + 1.0;
     }
-    double x[NF] = {1.0, (double)p, (double)d, kkeys};
+    /* weighted by 1 / ms^2: the fit minimizes relative errors, so a 15 ms step says as much
+     * as a 500 ms one (unweighted, the long steps' residuals decided the intercept alone) */
+    double x[NF] = {1.0, (double)p, (double)d, kkeys}, w = 1.0 / (ms * ms);
     for (int i = 0; i < NF; i++) {
-        for (int j = 0; j < NF; j++) c->A[i][j] = c->decay * c->A[i][j] + x[i] * x[j];
-        c->b[i] = c->decay * c->b[i] + x[i] * ms;
+        for (int j = 0; j < NF; j++) c->A[i][j] = c->decay * c->A[i][j] + w * x[i] * x[j];
+        c->b[i] = c->decay * c->b[i] + w * x[i] * ms;
     }
+    c->ww = c->decay * c->ww + w;
+    c->wn = c->decay * c->wn + 1.0;
     c->n_obs++;
     refit(c);
 }
@@ -84,7 +90,8 @@ double kiln_step_cost_predict(const kiln_step_cost *c, int p, int d, double kkey
 
 double kiln_step_cost_margin(const kiln_step_cost *c) {
     if (c->n_obs < 8 || !(c->r2w > 0)) return 0.0;
-    return KILN_COST_Z * sqrt(c->r2 / c->r2w);
+    double m = KILN_COST_Z * sqrt(c->r2 / c->r2w);
+    return m < KILN_COST_MAX_MARGIN ? m : KILN_COST_MAX_MARGIN;
 }
 
 double kiln_step_cost_kkeys(int c0, int n) {

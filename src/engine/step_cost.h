@@ -9,11 +9,14 @@
  * attends to j + 1). The matmuls cost per row whatever the context; attention grows with it: a
  * chunk of 256 rows at position 3,000 of a 4,000-token prompt does ~12x the attention work of
  * the first chunk, which a per-row cost alone would miss. The coefficients are fitted online
- * from the engine's own step timings by exponentially weighted ridge least squares: sums
- * A = sum w x x^T and b = sum w x y over x = (1, p, d, k), decayed by `decay` at every observation
- * (an effective memory of 1 / (1 - decay) steps), solved as (A + R) theta = b + R theta0 where
- * theta0 is the calibration (the prior; 0 when none) and R = 1e-3 diag(1, 64^2, 16^2, 64^2): a
- * thousandth of a pseudo-observation at nominal feature sizes, so the data decides every
+ * from the engine's own step timings by exponentially weighted ridge least squares, each step
+ * weighted by 1 / ms^2 (relative errors: a 15 ms step says as much as a 500 ms one; unweighted,
+ * a CPU fit learnt on ~500 ms prefill steps put its intercept where 4-row steps were forecast
+ * at 70 ms and took 14): sums A = sum w x x^T and b = sum w x y over x = (1, p, d, k), decayed by
+ * `decay` at every observation (an effective memory of 1 / (1 - decay) steps), solved as
+ * (A + R) theta = b + R theta0 where
+ * theta0 is the calibration (the prior; 0 when none) and R = 1e-3 diag(1, 64^2, 16^2, 64^2) times
+ * the mean weight: a thousandth of a pseudo-observation at nominal feature sizes, so the data decides every
  * direction it varied while one it never varied (no decode rows seen yet, or always the same
  * count of them) keeps the prior instead of making the system singular. Negative fitted
  * coefficients are clamped to 0 (a step never gets cheaper by adding rows). After 8
@@ -31,7 +34,10 @@
  * ones the target governs. On the CPU a long prompt alone runs in steps of ~500 ms whose
  * forecast errors of ~25 ms, taken as ms, made a margin larger than the 50 ms target of the
  * steps with a decode row beside it (4-row chunks: the prompt crawled while the short request
- * decoded at 15 ms a token).
+ * decoded at 15 ms a token). The margin is capped at half the target: after a fit learnt on
+ * ~500 ms steps has extrapolated to a few rows (5x too high, seen on the CPU: relative errors near
+ * -0.9, a margin of 2x the target) those errors must not shut prefill out for the ~50 steps of
+ * its memory; the budget still aims at half the target.
  *
  * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target - margin, where k_d is the
  * decode rows' attention and k_p that of p rows from position c0 (the first prefilling
@@ -45,6 +51,7 @@
 
 #define KILN_COST_KKEY 1024.0 /* keys per unit of the attention feature k */
 #define KILN_COST_Z 2.33      /* the budget's margin in forecast-error standard deviations */
+#define KILN_COST_MAX_MARGIN 0.5 /* at most half the target: a stretch of bad forecasts slows prefill, never stops it */
 enum { KILN_COST_NF = 4 };    /* features: 1, p, d, k */
 
 typedef struct kiln_step_cost {
@@ -53,6 +60,7 @@ typedef struct kiln_step_cost {
     double theta[KILN_COST_NF]; /* the current fit (clamped >= 0) */
     double decay;          /* forgetting factor per observation, in (0, 1] */
     double r2, r2w;        /* decayed sum of squared relative forecast errors and of their weights */
+    double ww, wn;         /* decayed sums of the observations' weights (1 / ms^2) and of their count */
     int learn;             /* 0: theta stays the prior (calibration only) */
     uint64_t n_obs;        /* observations taken */
 } kiln_step_cost;
