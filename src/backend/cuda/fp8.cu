@@ -28,7 +28,7 @@
  * (measured in the perf notes); this kernel reads each weight byte once at any T <= 64. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
-#include "backend/cuda/fp8_dev.cuh"
+#include "util/fp8.h"
 #include <cuda_fp16.h>
 
 #define F8_QX_THREADS 128
@@ -102,8 +102,17 @@ fp8_quant_x16_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const uin
         s = kiln_fp8_act_scale(m);
     }
     if (!ROW && g >= G) return;
-    for (int k = k0 + first; k < k1; k += step)
-        *(uint2 *)(xq + row + k) = kiln_e4m3_div8_bf16(*(const uint4 *)(x + row + k), s);
+    for (int k = k0 + first; k < k1; k += step) {
+        uint4 v = *(const uint4 *)(x + row + k);
+        uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t lo = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] << 16), s));
+            uint32_t hi = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s));
+            c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
+        }
+        *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
+    }
     if ((ROW && threadIdx.x == 0) || (!ROW && (threadIdx.x & 15) == 0)) sa[(int64_t)t * G + g] = s;
 }
 
@@ -141,7 +150,15 @@ fp8_quant_pmax_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const ui
     if (blockIdx.x == 0 && threadIdx.x == 0) sa[t] = s;
     if (k >= K) return;
     const int64_t row = (int64_t)t * K;
-    *(uint2 *)(xq + row + k) = kiln_e4m3_div8_bf16(*(const uint4 *)(x + row + k), s);
+    uint4 v = *(const uint4 *)(x + row + k);
+    uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t lo = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] << 16), s));
+        uint32_t hi = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s));
+        c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
+    }
+    *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
 }
 
 extern "C" cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const void *x, const float *pmax, int P, int T,

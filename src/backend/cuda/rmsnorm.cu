@@ -10,7 +10,7 @@
  * Fallback (other D): 256 threads, the row read twice. */
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/cuda_dev.cuh"
-#include "backend/cuda/fp8_dev.cuh"
+#include "util/fp8.h"
 
 #define RMS_VEC 8
 
@@ -120,7 +120,11 @@ static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, cons
     for (int k = 0; k < RMS_VEC; k++) {
         int i = threadIdx.x + k * blockDim.x;
         if (i < n4) {
-            *(uint32_t *)(xq + (int64_t)r * D + 4 * (int64_t)i) = kiln_e4m3_div4(v[k].x, v[k].y, v[k].z, v[k].w, s);
+            uint32_t c = (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].x, s)) |
+                         (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].y, s)) << 8 |
+                         (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].z, s)) << 16 |
+                         (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].w, s)) << 24;
+            *(uint32_t *)(xq + (int64_t)r * D + 4 * (int64_t)i) = c;
         }
     }
     if (threadIdx.x == 0) sa[r] = s;

@@ -54,8 +54,8 @@ swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int
         __shared__ float red[32];
         float m = 0.0f;
         if (i < n) {
+            const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * (gdt == KILN_DT_F32 ? 4 : 2);
             const size_t gs = gdt == KILN_DT_F32 ? 4 : 2;
-            const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * gs;
             float g[8], u[8];
             sw_unpack8(g, row + (size_t)i * gs, gdt);
             sw_unpack8(u, row + ((size_t)n + i) * gs, gdt);
