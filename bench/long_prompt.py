@@ -244,10 +244,11 @@ def main():
               (len(short_marks), res["short_ttft_s"]))
     if polls:
         b = [p.get("prefill_budget_tokens", 0) for p in polls]
-        m = [100 * p.get("step_cost_margin_ratio", 0) for p in polls]
+        m = [100 * p["step_cost_margin_ratio"] for p in polls if "step_cost_margin_ratio" in p]
         print("scheduler while both ran (%d polls of /metrics): prefill budget %d .. %d rows (median %d), "
-              "forecast-error margin %.1f .. %.1f %% of the ITL target of %.0f ms" %
-              (len(polls), min(b), max(b), statistics.median(b), min(m), max(m),
+              "forecast-error margin %s, ITL target %.0f ms" %
+              (len(polls), min(b), max(b), statistics.median(b),
+               "%.1f .. %.1f %% of the target" % (min(m), max(m)) if m else "not exported by this kiln",
                1e3 * polls[-1].get("max_itl_seconds", 0)))
     ok_rate = res["long_vs_512_with_short"] >= 0.60
     ok_tpot = gaps and res["short_tpot_during_mean_ms"] < 100

@@ -39,7 +39,7 @@
  * -0.9, a margin of 2x the target) those errors must not shut prefill out for the ~50 steps of
  * its memory; the budget still aims at half the target.
  *
- * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target - margin, where k_d is the
+ * The budget: the most prefill rows p such that t(p, d, k_d + k_p) <= target (1 - margin), where k_d is the
  * decode rows' attention and k_p that of p rows from position c0 (the first prefilling
  * sequence's next row: all prefill rows are counted at its context); at least min_chunk
  * (prefill always progresses) and at most max_tokens - d. Pure functions of the state: the tests

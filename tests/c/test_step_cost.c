@@ -85,6 +85,19 @@ static void margin_scales(void) {
     KT_CHECK(m > 0.03 && m < 0.12, "margin %g of the target (relative noise +-5 %%)", m);
     KT_CHECK(cost <= 50.0 * (1.0 - m) + 1e-9 && cost >= 50.0 * (1.0 - m) - 1.0,
              "budget %d rows: predicted %g ms against a 50 ms target less %g %%", n, cost, 100 * m);
+    /* forecasts wrong by -80 % .. +200 % (relative RMS ~1: z sigma ~2.3 of the target): the margin
+     * stops at KILN_COST_MAX_MARGIN, so the budget still fills half the target */
+    for (int i = 0; i < 100; i++) {
+        int p = 4 + (int)(unit() * 16);
+        double t = 2.0 + 0.9 * p + 0.5;
+        kiln_step_cost_observe(&c, p, 1, 0, t * (i % 2 ? 0.2 : 3.0));
+    }
+    m = kiln_step_cost_margin(&c);
+    n = kiln_step_cost_prefill_budget(&c, 1, 0, 0, 50.0, 4, 2048);
+    cost = kiln_step_cost_predict(&c, n, 1, 0);
+    KT_CHECK(m == KILN_COST_MAX_MARGIN, "margin %g under wild forecasts (cap %g)", m, KILN_COST_MAX_MARGIN);
+    KT_CHECK(cost <= 25.0 + 1e-9 && cost >= 25.0 - 1.0 && n > 4, "budget %d rows: predicted %g ms, half the target 25", n,
+             cost);
 }
 
 static void fit_tracks_change(void) {
