@@ -53,6 +53,10 @@ typedef struct kiln_cpu_options {
                             * weights): NULL or "" the default, "q8" (8 bits per 32-element
                             * block, integer dot products, as llama.cpp) or "f32" (the weights
                             * dequantized to f32) (env KILN_CPU_ACT) */
+    int amx;               /* AMX-INT8 tiles (Intel Sapphire Rapids and later) for the W x A8
+                            * products of 16 or more rows (act "q8", the avx512 path; the same
+                            * bits as without): 0 where the CPU and the OS have them (default),
+                            * -1 off, 1 required (refused where missing) (env KILN_CPU_AMX=0|1) */
     int backend_sampling;  /* 1: the backend draws the tokens (per-slot penalty tables, like the
                             * GPU) instead of the engine from host logits; same tokens and
                             * logprobs; turns on overlapped scheduling (default 0; KILN_CPU_SAMPLE) */

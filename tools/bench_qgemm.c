@@ -1,5 +1,5 @@
 /* bench_qgemm.c: kiln_cpu_matmul on quantized weights, f32 activations (cpu.act f32) against
- * W x A8 (cpu.act q8, qgemm.h), per row count (not a test).
+ * W x A8 (cpu.act q8, qgemm.h; and on AMX tiles where the CPU has them), per row count (not a test).
  *
  *   bench_qgemm [n_out n_in dtype threads isa]
  *   defaults:    1536  576  q4_1 1          best
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/qgemm.h"
 #include "util/alloc.h"
 #include "util/fp16.h"
 #include "util/timeutil.h"
@@ -52,12 +53,14 @@ int main(int argc, char **argv) {
     ctx.xperm = kiln_malloc_aligned(sizeof(float) * ctx.xperm_floats);
     printf("matmul [%d][%d] %s threads=%d isa=%s: GMAC/s (best of 7)\n", n_out, n_in, kiln_dtype_name(dt), nth,
            kiln_isa_name(isa));
-    printf("%6s %10s %10s %8s\n", "rows", "f32", "q8", "q8/f32");
+    const int amx = isa == KILN_ISA_AVX512 && kiln_cpu_has_amx(); /* the q8 product on AMX tiles too */
+    printf("%6s %10s %10s %8s %10s\n", "rows", "f32", "q8", "q8/f32", amx ? "q8 amx" : "(no amx)");
     for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
         int nr = rows[ri];
-        double g[2];
-        for (int m = 0; m < 2; m++) {
-            ctx.act_q8 = m;
+        double g[3] = {0, 0, 0};
+        for (int m = 0; m < 2 + amx; m++) {
+            ctx.act_q8 = m > 0;
+            ctx.amx = m == 2;
             double macs = (double)nr * n_out * n_in;
             int iters = (int)(2e8 / macs) + 1;
             double best = 1e30;
@@ -70,7 +73,7 @@ int main(int argc, char **argv) {
             }
             g[m] = macs / best * 1e-9;
         }
-        printf("%6d %10.2f %10.2f %8.2f\n", nr, g[0], g[1], g[1] / g[0]);
+        printf("%6d %10.2f %10.2f %8.2f %10.2f\n", nr, g[0], g[1], g[1] / g[0], g[2]);
     }
     kiln_free_aligned(d);
     kiln_free_aligned(x);

@@ -63,6 +63,7 @@ typedef struct kiln_bench_machine {
     char fma_isa[32];     /* avx512 / avx2 / scalar, or "bf16 GEMM" on cuda */
     double int8_gops;     /* peak int8 dot-product rate (2 ops per multiply-add), CPU only, 0 none */
     char int8_isa[32];    /* avx512vnni / avxvnni / avx2 */
+    double amx_gops;      /* AMX-INT8 tile rate (2 ops per multiply-add), 0 where the CPU has none */
     int gpu_floors;       /* 1: mem_bw_gbs is the GPU copy bandwidth (read + write), fma_gflops
                            * its bf16 GEMM rate (kiln_cuda_probe_floors) */
     int threads;          /* threads used by the probes and the backend */

@@ -42,6 +42,7 @@ json_t *kiln_bench_to_json(const kiln_bench_result *r) {
                                   "peak_fma_gflops", m->fma_gflops, "fma_isa", m->fma_isa));
     json_object_set_new(json_object_get(j, "machine"), "peak_int8_gops", json_real(m->int8_gops));
     json_object_set_new(json_object_get(j, "machine"), "int8_isa", json_string(m->int8_isa));
+    json_object_set_new(json_object_get(j, "machine"), "peak_amx_int8_gops", json_real(m->amx_gops));
     json_object_set_new(j, "backend", json_string(r->info.backend ? r->info.backend : "?"));
     json_object_set_new(j, "threads", json_integer(m->threads));
     json_t *mj = json_object();
@@ -153,6 +154,10 @@ void kiln_bench_print_header(FILE *f, const kiln_bench_result *r) {
                    "peak int8 dot %.1f GOP/s (%s)  \n",
                 r->mach.mem_bw_gbs, r->mach.threads, r->mach.fma_gflops, r->mach.fma_isa, r->mach.int8_gops,
                 r->mach.int8_isa[0] ? r->mach.int8_isa : "none");
+    if (r->mach.amx_gops > 0)
+        fprintf(f, "**AMX**: int8 tiles %.1f GOP/s (%d threads); W x A8 products of 16+ rows run on them (KILN_CPU_ACT=q8; "
+                   "KILN_CPU_AMX=0 turns them off); %% of int8 peak below is of the %s rate  \n",
+                r->mach.amx_gops, r->mach.threads, r->mach.int8_isa);
     if (r->opt.json_schema)
         fprintf(f, "**Constrained**: every request by the JSON schema %s (greedy, EOS ignored); grammar masks %llu walked, "
                    "%llu from cache, %llu drained overlap steps  \n",

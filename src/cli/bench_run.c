@@ -12,13 +12,15 @@
  * (AVX-512 or AVX2 via function target attributes, chosen at run time; scalar otherwise);
  * peak int8 dot rate = the same with 12 independent chains of u8 x s8 dot products into int32
  * lanes (vpdpbusd: AVX-512 VNNI, else AVX-VNNI; else AVX2's pmaddubsw + pmaddwd + paddd), 2
- * ops per multiply-add: the ceiling of the W x A8 matmuls (backend/cpu/qgemm.h).
+ * ops per multiply-add: the ceiling of the W x A8 matmuls (backend/cpu/qgemm.h); where the CPU
+ * has AMX-INT8 (kiln_cpu_has_amx), also the tile rate (4 independent tdpbsud chains).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "backend/backend.h"
+#include "backend/cpu/qgemm.h"
 #include "cli/bench.h"
 #include "cli/cli.h"
 #include "util/alloc.h"
@@ -195,6 +197,46 @@ static int has_vnni(int wide) { /* CPUID leaf 7: AVX512_VNNI (ECX bit 11), AVX-V
 
 typedef struct dp_job { long iters; int isa; int32_t sink[64]; } dp_job;
 
+#if defined(KILN_X86) && defined(__linux__)
+/* AMX-INT8's rate: 4 independent C tiles (16 x 16 int32) += A (16 x 64 s8) . B (16 x 64 u8),
+ * 16 x 16 x 64 multiply-adds a tdpbsud (the kernel's instruction); A and B loaded once */
+typedef struct amx_cfg_t {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg_t;
+__attribute__((target("amx-tile,amx-int8"))) static int32_t dp_amx(long iters) {
+    amx_cfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 6; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    static const int8_t ab[16 * 64] = {1, 2, 3};
+    int32_t out[256];
+    _tile_loadconfig(&cfg);
+    _tile_loadd(4, ab, 64);
+    _tile_loadd(5, ab, 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (long i = 0; i < iters; i++) {
+        _tile_dpbsud(0, 4, 5);
+        _tile_dpbsud(1, 4, 5);
+        _tile_dpbsud(2, 4, 5);
+        _tile_dpbsud(3, 4, 5);
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0] & 0x7fffffff;
+}
+static void amx_worker(void *ctx, int ith, int nth) {
+    dp_job *j = ctx;
+    int32_t s = dp_amx(j->iters);
+    if (ith < 64) j->sink[ith] = s;
+    (void)nth;
+}
+#endif
+
 static void dp_worker(void *ctx, int ith, int nth) {
     dp_job *j = ctx;
     int32_t s = 0;
@@ -303,6 +345,20 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
         }
         m->int8_gops = 2.0 * 12 * dp_macs * (double)dj.iters * m->threads / best / 1e9;
     }
+#if defined(KILN_X86) && defined(__linux__)
+    if (kiln_cpu_has_amx()) { /* the tile peak, beside (the W x A8 kernels of 16+ rows use it) */
+        dp_job aj = {200000, 0, {0}};
+        kiln_pool_run(pool, amx_worker, &aj);
+        best = 1e30;
+        for (int pass = 0; pass < 3; pass++) {
+            double t = kiln_now();
+            kiln_pool_run(pool, amx_worker, &aj);
+            t = kiln_now() - t;
+            if (t < best) best = t;
+        }
+        m->amx_gops = 2.0 * 4 * 16 * 16 * 64 * (double)aj.iters * m->threads / best / 1e9;
+    }
+#endif
     kiln_pool_destroy(pool);
     const kiln_backend_ops *gpu = backend && !strcmp(backend, "cuda") ? kiln_backend_cuda_ops() : NULL;
     if (gpu && gpu->probe_floors) { /* the floors of a GPU run are the GPU's */

@@ -77,6 +77,9 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     if (isa && *isa) o->cpu.isa = isa;
     const char *act = getenv("KILN_CPU_ACT");
     if (act && *act) o->cpu.act = act;
+    int amx = -2;
+    env_flag("KILN_CPU_AMX", &amx);
+    if (amx != -2) o->cpu.amx = amx ? 1 : -1;
     env_flag("KILN_CPU_SAMPLE", &o->cpu.backend_sampling);
     kiln_cuda_options *c = &o->cuda;
     env_flag("KILN_CUDA_DEBUG", &c->debug);

@@ -2,8 +2,8 @@
 /* test_cpu_qgemm.c: the W x A8 kernels (backend/cpu/qgemm.h), no model needed:
  *   - activation quantization: q, dx, qsum, sdx as the formula (round half to even, |q| <= 127),
  *     and every ISA's vector form of it the C function's bits;
- *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI; NEON; NEON sdot, each where
- *     the CPU has it)
+ *   - every kernel (scalar; AVX2 pmaddubsw; AVX-VNNI; AVX-512 VNNI; AMX-INT8 tiles for 16-row
+ *     blocks; NEON; NEON sdot, each where the CPU has it: a missing one is named on stdout)
  *     and every type (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1; Q4_K, Q5_K, Q6_K) against a float64
  *     product of the dequantized weights and the dequantized activations, within 2e-6 of
  *     sum |w x|, for 1..64 rows, 1..16 columns, n = 32 .. 1568 (odd block counts; K-quants
@@ -11,7 +11,9 @@
  *   - every SIMD kernel gives the scalar kernel's bits (qgemm.h: one arithmetic for all);
  *   - a row's bits do not depend on which rows share the call (r0, r1 = the row alone vs
  *     all rows) nor on the column count of the call;
- *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 rows): the scalar kernel's bits, and
+ *   - kiln_q8act_tile: the tile-major copies of dx, sdx, qsum;
+ *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 rows, with and without AMX where the
+ *     CPU has it): the scalar kernel's bits, and
  *     kiln_cpu_matmul_multi / _swiglu the bits of separate products (+ kiln_cpu_silu_mul_row). */
 #include <stdint.h>
 #include "backend/cpu/qgemm.h"
@@ -55,6 +57,29 @@ static void rand_weights(kiln_dtype dt, uint8_t *w, size_t bytes, int nblocks, u
             memcpy(p + 2, &m, 2);
         }
     }
+}
+
+/* kiln_q8act_tile: row r's block b at [r / 16][b][r % 16], rows in two calls */
+static void check_tile(void) {
+    enum { R = 37, N = 96 };
+    unsigned long long s = 5;
+    float *x = kiln_malloc_aligned(sizeof(float) * R * N);
+    for (int i = 0; i < R * N; i++) x[i] = kt_randf(&s);
+    void *m = kiln_malloc_aligned(kiln_q8act_bytes(R, N));
+    kiln_q8act a;
+    kiln_q8act_init(&a, m, R, N);
+    kiln_q8act_quantize(&a, x, N, 0, R);
+    kiln_q8act_tile(&a, 0, 20);
+    kiln_q8act_tile(&a, 20, R);
+    int bad = 0;
+    for (int r = 0; r < R; r++)
+        for (int b = 0; b < a.nb; b++) {
+            size_t t = ((size_t)(r / 16) * a.nb + b) * 16 + r % 16, o = (size_t)r * a.nb + b;
+            bad += a.tdx[t] != a.dx[o] || a.tsdx[t] != a.sdx[o] || a.tqsum[t] != a.qsum[o];
+        }
+    KT_CHECK(bad == 0, "kiln_q8act_tile: %d of %d blocks misplaced", bad, R * a.nb);
+    kiln_free_aligned(x);
+    kiln_free_aligned(m);
 }
 
 static void check_act(void) {
@@ -157,13 +182,14 @@ static void check_matmul(kiln_dtype dt, int NI) {
         for (int c = 0; c < NO; c += 16)
             kiln_qgemm_scalar(dt)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
                                            ref + (size_t)k * R * NO + c, NO, scr);
-    for (int th = 1; th <= 3; th++) {
+    for (int th = 1; th <= 3 * (1 + kiln_cpu_has_amx()); th++) { /* 4..6: the same on AMX */
         kiln_error err = {0};
         kiln_pool *pool = NULL;
-        if (kiln_pool_create(&pool, th, &err)) { KT_CHECK(0, "pool: %s", err.msg); continue; }
-        kiln_cpu_ctx ctx = {.isa = kiln_isa_best(), .pool = pool, .panel_floats = 128u * 1024u,
-                            .xperm_floats = (size_t)R * NI, .act_q8 = 1};
-        ctx.panel = kiln_malloc_aligned(sizeof(float) * ctx.panel_floats * (size_t)th);
+        const int amx = th > 3, nth = amx ? th - 3 : th;
+        if (kiln_pool_create(&pool, nth, &err)) { KT_CHECK(0, "pool: %s", err.msg); continue; }
+        kiln_cpu_ctx ctx = {.isa = amx ? KILN_ISA_AVX512 : kiln_isa_best(), .pool = pool, .panel_floats = 128u * 1024u,
+                            .xperm_floats = (size_t)R * NI, .act_q8 = 1, .amx = amx};
+        ctx.panel = kiln_malloc_aligned(sizeof(float) * ctx.panel_floats * (size_t)nth);
         ctx.xperm = kiln_malloc_aligned(sizeof(float) * ctx.xperm_floats);
         int bad = 0, badm = 0, bads = 0;
         for (int nr = 1; nr <= R; nr += 6) {
@@ -182,8 +208,8 @@ static void check_matmul(kiln_dtype dt, int NI) {
             }
         }
         KT_CHECK(bad == 0 && badm == 0 && bads == 0,
-                 "%s, %d threads: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits",
-                 kiln_dtype_name(dt), th, bad, badm, bads);
+                 "%s, %d threads%s: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits",
+                 kiln_dtype_name(dt), nth, amx ? " (amx)" : "", bad, badm, bads);
         kiln_free_aligned(ctx.panel);
         kiln_free_aligned(ctx.xperm);
         kiln_pool_destroy(pool);
@@ -201,15 +227,18 @@ static void check_matmul(kiln_dtype dt, int NI) {
 int main(void) {
     check_act();
     check_act_isa();
+    check_tile();
     check_matmul(KILN_DT_Q4_1, 96);
     check_matmul(KILN_DT_Q4_K, 512);
     check_matmul(KILN_DT_Q6_K, 256);
-    kern ks[4] = {{"scalar", kiln_qgemm_scalar}};
+    kern ks[5] = {{"scalar", kiln_qgemm_scalar}};
     int nk = 1;
 #ifdef KILN_X86
     if (kiln_isa_supported(KILN_ISA_AVX2)) ks[nk++] = (kern){"avx2", kiln_qgemm_avx2};
     if (kiln_isa_supported(KILN_ISA_AVX2) && kiln_cpu_has_avxvnni()) ks[nk++] = (kern){"avxvnni", kiln_qgemm_avxvnni};
     if (kiln_isa_supported(KILN_ISA_AVX512) && kiln_cpu_has_avx512vnni()) ks[nk++] = (kern){"avx512vnni", kiln_qgemm_avx512};
+    if (kiln_cpu_has_amx()) ks[nk++] = (kern){"amx", kiln_qgemm_amx};
+    else printf("amx: not on this CPU / OS, its kernel is not tested here\n");
 #endif
 #ifdef KILN_ARM64
     ks[nk++] = (kern){"neon", kiln_qgemm_neon};
@@ -244,6 +273,7 @@ int main(void) {
                 kiln_q8act a;
                 kiln_q8act_init(&a, am, R, n);
                 kiln_q8act_quantize(&a, x, (size_t)n, 0, R);
+                kiln_q8act_tile(&a, 0, R);
                 const int ncs[] = {1, 3, 4, 5, 8, 13, 16};
                 for (int ci = 0; ci < 7; ci++) {
                     int nc = ncs[ci];

@@ -35,6 +35,7 @@
 #include "backend/cpu/attention.h"
 #include "backend/cpu/cpu_sample.h"
 #include "backend/cpu/cpu_tp.h"
+#include "backend/cpu/qgemm.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/moe.h"
 #include "util/alloc.h"
@@ -181,6 +182,14 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
             rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu.act (KILN_CPU_ACT) = %s: expected q8 or f32", bc->cpu.act);
             goto fail;
         }
+    }
+    /* AMX: a fact of the CPU and the OS (qgemm.h), for the avx512 path's W x A8 products */
+    c->ctx.amx = bc->cpu.amx >= 0 && c->ctx.isa == KILN_ISA_AVX512 && kiln_cpu_has_amx();
+    if (bc->cpu.amx > 0 && !c->ctx.amx) {
+        rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                      "cpu.amx (KILN_CPU_AMX=1): no AMX-INT8 on the %s path here (the CPU, the OS's grant of the tile "
+                      "state, or the build lacks it)", kiln_isa_name(c->ctx.isa));
+        goto fail;
     }
     /* Threads: as asked; "all cores" (0) means one on a tiny model (under KILN_CPU_TINY_MACS
      * multiply-adds a token: llama2.c's stories260K has 0.26 M), whose matmuls all stay under the

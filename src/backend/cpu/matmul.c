@@ -87,6 +87,7 @@ typedef struct mm_job {
     float *panel;     /* per-thread scratch, panel_floats each */
     size_t panel_floats;
     int q8;           /* the W x A8 path: x quantized once into act, then qgemm tiles */
+    int amx;          /* its kernels are the AMX ones, with 16+ rows: act's tile-major scales too */
     kiln_q8act act;
     kiln_q8act_quantize_fn quantize; /* the ISA's (same bits everywhere) */
     mm_part part[MAX_PARTS];
@@ -244,8 +245,9 @@ static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
 
 static void q8_quantize_rows(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
-    j->quantize(&j->act, j->x, (size_t)j->n_in, (int)((int64_t)j->n_rows * ith / nth),
-                        (int)((int64_t)j->n_rows * (ith + 1) / nth));
+    const int r0 = (int)((int64_t)j->n_rows * ith / nth), r1 = (int)((int64_t)j->n_rows * (ith + 1) / nth);
+    j->quantize(&j->act, j->x, (size_t)j->n_in, r0, r1);
+    if (j->amx) kiln_q8act_tile(&j->act, r0, r1); /* the AMX kernel's tile-major scales */
 }
 
 static void mm_task(void *ctx, int task, int thread) {
@@ -333,7 +335,7 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
                  ? kiln_cpu_dotw_lookup_quant(w->dtype, c->isa)
                  : NULL;
     P->deq = P->fnw ? kiln_cpu_deq_lookup_quant(w->dtype, c->isa, &P->tile, &P->phase) : NULL;
-    P->qg = c->act_q8 ? kiln_cpu_qgemm_lookup(w->dtype, c->isa) : NULL;
+    P->qg = !c->act_q8 ? NULL : c->amx ? kiln_cpu_qgemm_lookup_amx(w->dtype) : kiln_cpu_qgemm_lookup(w->dtype, c->isa);
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];
@@ -396,10 +398,11 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         j->quantize = kiln_cpu_q8act_quantize_lookup(c->isa);
         j->panel = c->panel;
         j->panel_floats = c->panel_floats;
+        j->amx = c->amx && j->n_rows >= 16;
         if (c->pool && kiln_pool_size(c->pool) > 1 && (int64_t)j->n_rows * j->n_in >= 16384)
             kiln_pool_run(c->pool, q8_quantize_rows, j);
         else
-            j->quantize(&j->act, j->x, (size_t)j->n_in, 0, j->n_rows);
+            q8_quantize_rows(j, 0, 1);
     }
     /* the panel path: >= 32 rows (below, dequantizing every panel costs more than the dot
      * kernels lose: measured at batch 4/8/16 decode), every part has it, scratch for >= 2 rows (x2 for SwiGLU) */

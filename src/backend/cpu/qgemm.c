@@ -19,7 +19,8 @@ static inline float h2f(const uint8_t *p) {
 
 size_t kiln_q8act_bytes(int n_rows, int n) {
     size_t nb = (size_t)(n / KILN_Q8_BLK), q = ((size_t)n_rows * (size_t)n + 63) / 64 * 64;
-    return q + (size_t)n_rows * nb * (2 * sizeof(float) + sizeof(int32_t));
+    size_t rt = ((size_t)n_rows + 15) / 16 * 16; /* the tile-major copies' rows */
+    return q + ((size_t)n_rows + rt) * nb * (2 * sizeof(float) + sizeof(int32_t));
 }
 
 void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
@@ -30,6 +31,21 @@ void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
     a->dx = (float *)(void *)((uint8_t *)mem + ((size_t)n_rows * (size_t)n + 63) / 64 * 64);
     a->sdx = a->dx + (size_t)n_rows * a->nb;
     a->qsum = (int32_t *)(void *)(a->sdx + (size_t)n_rows * a->nb);
+    size_t rt = ((size_t)n_rows + 15) / 16 * 16;
+    a->tdx = (float *)(void *)(a->qsum + (size_t)n_rows * a->nb);
+    a->tsdx = a->tdx + rt * (size_t)a->nb;
+    a->tqsum = (int32_t *)(void *)(a->tsdx + rt * (size_t)a->nb);
+}
+
+void kiln_q8act_tile(kiln_q8act *a, int r0, int r1) {
+    const int nb = a->nb;
+    for (int r = r0; r < r1; r++)
+        for (int b = 0; b < nb; b++) {
+            const size_t src = (size_t)r * nb + b, dst = ((size_t)(r / 16) * nb + b) * 16 + (size_t)(r % 16);
+            a->tdx[dst] = a->dx[src];
+            a->tsdx[dst] = a->sdx[src];
+            a->tqsum[dst] = a->qsum[src];
+        }
 }
 
 /* round half to even for |v| < 2^22: adding 1.5 * 2^23 leaves the integer part in the
@@ -275,6 +291,40 @@ kiln_q8act_quantize_fn kiln_cpu_q8act_quantize_lookup(kiln_isa isa) {
     (void)isa;
     return kiln_q8act_quantize;
 }
+
+#if defined(KILN_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+/* CPUID leaf 7 sub-leaf 0: EDX bit 24 AMX-TILE, bit 25 AMX-INT8; XCR0 bits 17-18 (XTILECFG,
+ * XTILEDATA): the OS manages the tile state; then Linux 5.16+ gives it to a process that asks
+ * (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA = 18), or the first tile instruction faults. */
+static int amx_detect(void) {
+    unsigned a, b, c, d;
+    if (!kiln_isa_supported(KILN_ISA_AVX512) || !kiln_cpu_has_avx512vnni()) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> 25 & 1)) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 27 & 1)) return 0; /* OSXSAVE: xgetbv works */
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18) == 0;
+}
+int kiln_cpu_has_amx(void) {
+    static _Atomic int known; /* 0 unknown, 1 no, 2 yes (the grant is idempotent) */
+    int k = atomic_load_explicit(&known, memory_order_relaxed);
+    if (!k) {
+        k = 1 + amx_detect();
+        atomic_store_explicit(&known, k, memory_order_relaxed);
+    }
+    return k == 2;
+}
+kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) { return kiln_cpu_has_amx() ? kiln_qgemm_amx(dt) : NULL; }
+#else
+int kiln_cpu_has_amx(void) { return 0; }
+kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) {
+    (void)dt;
+    return NULL;
+}
+#endif
 
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     if (!kiln_isa_supported(isa)) return NULL;

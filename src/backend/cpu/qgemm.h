@@ -40,6 +40,10 @@ typedef struct kiln_q8act {
     float *dx;      /* [n_rows][nb]: block scales */
     float *sdx;     /* [n_rows][nb]: dx * (float)qsum */
     int32_t *qsum;  /* [n_rows][nb]: sum of the block's q */
+    /* the same three tile-major, [ceil(n_rows / 16)][nb][16] (row r at [r / 16][b][r % 16]),
+     * for the AMX kernel's 16-row tiles: written by kiln_q8act_tile */
+    float *tdx, *tsdx;
+    int32_t *tqsum;
     int n, nb, n_rows;
 } kiln_q8act;
 
@@ -49,6 +53,8 @@ size_t kiln_q8act_bytes(int n_rows, int n);
 void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n);
 /* Quantize rows [r0, r1) of x (row stride ldx floats) into a. */
 void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int r1);
+/* Copy rows [r0, r1)'s dx, sdx and qsum into the tile-major arrays (after quantizing them). */
+void kiln_q8act_tile(kiln_q8act *a, int r0, int r1);
 /* The same function with the ISA's vectors (the same bits: test_cpu_qgemm), or the C one: at
  * batch 16 the C loop took ~9 % of a decode step. */
 typedef void (*kiln_q8act_quantize_fn)(kiln_q8act *a, const float *x, size_t ldx, int r0, int r1);
@@ -65,6 +71,16 @@ size_t kiln_qgemm_scratch_bytes(int n);
  * the NEON level gets the NEON kernel, with sdot where the CPU has the dot-product extension
  * (HWCAP_ASIMDDP); scalar gets the scalar kernel, as on x86. Same bits everywhere. */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
+/* The AMX-INT8 kernel of dt (16-row blocks on tiles, the rest as kiln_cpu_qgemm_lookup's
+ * AVX-512 VNNI kernel; the same bits), or NULL where the build, the CPU or the OS has no AMX
+ * (kiln_cpu_has_amx) or dt has no qgemm kernel. It reads the tile-major scales of its rows
+ * (kiln_q8act_tile) and takes tiles only from an r0 that is a multiple of 16 (else it runs
+ * the VNNI kernel alone). */
+kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt);
+/* 1 where the CPU has AMX-TILE and AMX-INT8 (with AVX-512 VNNI) and Linux granted this
+ * process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM: a process-wide grant, asked
+ * once and kept, as the CPUID answers are). */
+int kiln_cpu_has_amx(void);
 
 /* The per-ISA tables (qgemm_*.c). */
 kiln_qgemm_fn kiln_qgemm_scalar(kiln_dtype dt);
@@ -74,6 +90,7 @@ void kiln_q8act_quantize_avx512(kiln_q8act *a, const float *x, size_t ldx, int r
 kiln_qgemm_fn kiln_qgemm_avx2(kiln_dtype dt);
 kiln_qgemm_fn kiln_qgemm_avxvnni(kiln_dtype dt);
 kiln_qgemm_fn kiln_qgemm_avx512(kiln_dtype dt);
+kiln_qgemm_fn kiln_qgemm_amx(kiln_dtype dt);
 int kiln_cpu_has_avxvnni(void);
 int kiln_cpu_has_avx512vnni(void);
 #endif
