@@ -4,6 +4,8 @@
 #include "backend/cpu/qgemm_ymm.h"
 #define FN(name) name##_avxvnni
 #define Q8_SIGNED 0
+#define QG_KOUTER /* 16 registers: NRT sums, NRT accumulators, a weight vector, a broadcast */
+#define NRT 6
 #define DP(acc, u, s) _mm256_dpbusd_avx_epi32(acc, u, s)
 #define DPS(acc, u, s) DP(acc, u, s)
 #include "backend/cpu/qgemm_tile.inc"
