@@ -1,6 +1,6 @@
 /* qgemm.h: the CPU's W x A8 product: GGUF 32-element block weights (Q4_0, Q4_1, Q5_0, Q5_1,
  * Q8_0) and K-quant super-blocks (Q4_K, Q5_K, Q6_K: 256 elements) against activations quantized to 8 bits per 32-element block (as llama.cpp's Q8
- * activations), exact integer dot products per block (AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2
+ * activations), exact integer dot products per block (AMX-INT8 tdpbsud for 16-row blocks, AVX-512 VNNI vpdpbusd, AVX-VNNI, AVX2
  * pmaddubsw, NEON sdot or smull + sadalp, scalar reference), each weight block read once per call for all its rows.
  *
  * Activations (kiln_q8act, made once per matmul call for all its rows): per row r and block b

@@ -5,10 +5,15 @@
  *
  * Why: the VNNI kernel issues one vpdpbusd per 4 activation bytes of a row, with one broadcast
  * load each; on the 2-core Sapphire Rapids VM it ran at ~0.8 vpdpbusd a cycle (2 is the peak),
- * 188 GMAC/s a core at 512 rows. A tile product does 16 rows x 16 columns x 32 bytes in one
+ * 170-188 GMAC/s a core at 512 rows. A tile product does 16 rows x 16 columns x 32 bytes in one
  * instruction, so what is left is the per-block scaling that qgemm.h prescribes (exact int32
  * block sums, then f32 fmas in block order), the same lane-wise operations as the VNNI kernel
- * and therefore the same bits.
+ * and therefore the same bits. Measured there (1536 x 576, Q4_1, one thread): 250-300 GMAC/s
+ * at 64-512 rows, ~100 cycles a block: the tile operations alone take ~58 (the block scale
+ * of 32 elements halves what a 16 x 16 x 64 product could do, and C goes through memory: no
+ * tile-to-register move before AMX-AVX512), and the scaling's ~50 vector operations do not
+ * overlap them; a ring of 4-16 C buffers, scaling 2-12 blocks behind the product, one C tile
+ * or two: all within the noise (docs/perf-notes.md).
  *
  * Per 16-row tile and column group (16 columns, the transposed weights W of the VNNI kernel's
  * step 1, whose layout is already AMX's B layout: per block 8 rows of 64 bytes, row k = the 4
@@ -16,7 +21,7 @@
  *   A = q[r .. r + 15][32 b .. 32 b + 31]  (tile 16 x 32 bytes, stride n: no copy)
  *   C = A (s8) . B (u8)                     (tdpbsud: 16 x 16 exact int32 block sums)
  *   C -> memory, then per row i, lane-wise: acc_i = fma((float)(C_i - off * qsum), dw * dx, acc_i)
- * with two C tiles alternating so the next block's product runs under this block's scaling;
+ * with two C tiles alternating (the product of a block is issued two blocks ahead of its scaling);
  * the offsets' fmas (Q4_1 / Q5_1 / Q4_K / Q5_K) in their own pass, as the VNNI kernel does.
  * Tiles: 0, 1 = C (16 x 64 bytes), 2, 4 = A (16 x 32), 3, 5 = B (8 x 64). */
 #include "backend/cpu/qgemm_zmm.h"
@@ -111,7 +116,7 @@ typedef struct amx_cfg {
 } amx_cfg;
 
 INL void amx_body(int T, int bb, const uint8_t *w, size_t ldw, int nc, const kiln_q8act *a, int r0, int r1, float *y,
-                     size_t ldy, void *scratch) {
+                  size_t ldy, void *scratch) {
     if (r1 - r0 < 16 || r0 % 16 || T == T_Q6_K) { /* no full tile: the VNNI kernel alone, no tile state */
         qgemm_body_amx(T, bb, w, ldw, nc, a, r0, r1, y, ldy, scratch);
         return;
@@ -120,7 +125,7 @@ INL void amx_body(int T, int bb, const uint8_t *w, size_t ldw, int nc, const kil
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int t = 0; t < 2; t++) {
-        cfg.rows[t] = 16, cfg.colsb[t] = 64;         /* C */
+        cfg.rows[t] = 16, cfg.colsb[t] = 64;                 /* C */
         cfg.rows[2 + 2 * t] = 16, cfg.colsb[2 + 2 * t] = 32; /* A */
         cfg.rows[3 + 2 * t] = 8, cfg.colsb[3 + 2 * t] = 64;  /* B */
     }
