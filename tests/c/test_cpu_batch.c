@@ -10,7 +10,9 @@
  *     weights, for 1..37 rows and 1..3 threads.
  *   - each ISA path's logits on the model within 1e-5 relative L2 of the scalar path's;
  *   - with cpu.act q8 (the W x A8 matmuls, backend/cpu/qgemm.h) the same bit-identity of
- *     chunked, whole and ragged steps, and the ISA paths within 5e-2 of the scalar path's.
+ *     chunked, whole and ragged steps (with AMX tiles for 16+ rows where the CPU has them, and
+ *     without: cpu.amx -1), the AMX logits the same bits as without, and the ISA paths within
+ *     5e-2 of the scalar path's; cpu.amx 1 refused on a path without AMX.
  * The kernels themselves (no model needed: each ISA against the scalar kernels, their batch
  * invariance, the attention kernels, dotw, the panel tile, SwiGLU, RoPE) are test_cpu_kernels.c's.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
@@ -20,6 +22,7 @@
 #include <stdint.h>
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cpu/qgemm.h"
 #include "model/loaders.h"
 #include "test.h"
 #include "util/alloc.h"
@@ -47,6 +50,7 @@ typedef struct rig {
 
 static const char *g_isa; /* cpu.isa of the backends rig_open makes (NULL: the best) */
 static const char *g_act; /* cpu.act of the backends rig_open makes (NULL: the default) */
+static int g_amx;         /* cpu.amx of the backends rig_open makes (0: the default, on where there) */
 
 static int rig_open(rig *r, const kiln_model *m, int threads) {
     memset(r, 0, sizeof *r);
@@ -54,6 +58,7 @@ static int rig_open(rig *r, const kiln_model *m, int threads) {
                              .max_model_len = MAXB * BS, .n_threads = threads};
     c.cpu.isa = g_isa;
     c.cpu.act = g_act;
+    c.cpu.amx = g_amx;
     c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
                             .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
     kiln_error err = {0};
@@ -155,6 +160,56 @@ static void test_steps(const kiln_model *m) {
  * path: the logits after prefill chunks of 16 (one full KV block), 1 and 20 rows (a tail of 5)
  * within 1e-5 relative L2 (kernels.h: the paths agree within 1e-5; golden's test_isa_paths
  * checks a head_dim 48 model). */
+/* cpu.amx: 1 refused where the path has no AMX (avx2, or a CPU without it), naming the option;
+ * with AMX (q8) the last row's logits of a 37-row prefill the bits of cpu.amx -1's */
+static void test_amx(const kiln_model *m) {
+    const kiln_config *mc = &m->cfg;
+    rig r;
+    g_act = "q8";
+    g_amx = 1;
+    g_isa = "avx2";
+    int rc = -1;
+    if (kiln_isa_supported(KILN_ISA_AVX2)) {
+        kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
+                                 .max_model_len = MAXB * BS, .n_threads = 1};
+        c.cpu.isa = "avx2";
+        c.cpu.act = "q8";
+        c.cpu.amx = 1;
+        c.kv = (kiln_kv_layout){.n_layers = mc->n_layers, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
+                                .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
+        kiln_backend *b = NULL;
+        kiln_error err = {0};
+        rc = kiln_backend_cpu_ops()->create(&b, m, &c, &err);
+        KT_CHECK(rc != 0 && strstr(err.msg, "cpu.amx"), "cpu.amx 1 on avx2: want a refusal naming cpu.amx, got rc %d (%s)", rc,
+                 err.msg);
+        if (!rc) kiln_backend_cpu_ops()->destroy(b);
+    }
+    g_isa = NULL;
+    if (!kiln_cpu_has_amx()) {
+        printf("cpu.amx: no AMX-INT8 on this CPU / OS, the AMX logits are not compared here\n");
+        g_amx = 0;
+        g_act = NULL;
+        return;
+    }
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 1 + (i * 7919) % (mc->vocab_size - 1);
+    const int V = mc->vocab_size, p0[1] = {0}, p1[1] = {N}, base[1] = {1}; /* block 0 is the null block */
+    float *lg[2] = {kiln_malloc((size_t)V * sizeof(float)), kiln_malloc((size_t)V * sizeof(float))};
+    for (int k = 0; k < 2; k++) {
+        g_amx = k ? -1 : 1;
+        KT_CHECK(rig_open(&r, m, 2) == 0, "cpu.amx %d: backend", g_amx);
+        float *out[1] = {lg[k]};
+        KT_CHECK(step(&r, ids, 1, p0, p1, base, out, V) == 0, "cpu.amx %d: step", g_amx);
+        kiln_backend_cpu_ops()->destroy(r.b);
+    }
+    KT_CHECK(memcmp(lg[0], lg[1], (size_t)V * sizeof(float)) == 0, "cpu.amx 1 vs -1: the logits of a 37-row prefill differ");
+    printf("cpu.amx 1 vs -1 (q8, a 37-row prefill): the same logits bits\n");
+    kiln_free(lg[0]);
+    kiln_free(lg[1]);
+    g_amx = 0;
+    g_act = NULL;
+}
+
 static void test_isa_model(const kiln_model *m, double bound) {
     const int V = m->cfg.vocab_size;
     enum { NC = 3 };
@@ -287,7 +342,11 @@ int main(void) {
     g_act = "q8";
     test_steps(m);
     test_isa_model(m, 5e-2);
+    g_amx = -1; /* the same without the tiles */
+    test_steps(m);
+    g_amx = 0;
     g_act = NULL;
+    test_amx(m);
     kiln_model_free(m);
     return kt_done();
 }
