@@ -280,6 +280,19 @@ void kiln_bench_card(char *buf, size_t cap) {
     pclose(p);
 }
 
+/* a probe's job on every thread: once to warm up the clocks, then the best of 3 timed runs (s) */
+static double probe_best(kiln_pool *pool, kiln_pool_fn fn, void *job) {
+    kiln_pool_run(pool, fn, job);
+    double best = 1e30;
+    for (int pass = 0; pass < 3; pass++) {
+        double t = kiln_now();
+        kiln_pool_run(pool, fn, job);
+        t = kiln_now() - t;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
 void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int threads) {
     memset(m, 0, sizeof *m);
     kiln_cli_machine(m->cpu, sizeof m->cpu);
@@ -318,14 +331,7 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) { fj.isa = 1; lanes = 8; snprintf(m->fma_isa, sizeof m->fma_isa, "avx2"); }
 #endif
     if (fj.isa == 0) fj.iters = 200000;
-    kiln_pool_run(pool, fma_worker, &fj); /* warm up clocks */
-    double best = 1e30;
-    for (int pass = 0; pass < 3; pass++) {
-        double t = kiln_now();
-        kiln_pool_run(pool, fma_worker, &fj);
-        t = kiln_now() - t;
-        if (t < best) best = t;
-    }
+    double best = probe_best(pool, fma_worker, &fj);
     m->fma_gflops = 2.0 * 12 * lanes * (double)fj.iters * m->threads / best / 1e9;
     dp_job dj = {2000000, 0, {0}};
     int dp_macs = 0; /* multiply-adds per chain step */
@@ -335,27 +341,13 @@ void kiln_bench_probe_machine(kiln_bench_machine *m, const char *backend, int th
     else if (__builtin_cpu_supports("avx2")) { dj.isa = 1; dp_macs = 32; snprintf(m->int8_isa, sizeof m->int8_isa, "avx2"); }
 #endif
     if (dp_macs) {
-        kiln_pool_run(pool, dp_worker, &dj);
-        best = 1e30;
-        for (int pass = 0; pass < 3; pass++) {
-            double t = kiln_now();
-            kiln_pool_run(pool, dp_worker, &dj);
-            t = kiln_now() - t;
-            if (t < best) best = t;
-        }
+        best = probe_best(pool, dp_worker, &dj);
         m->int8_gops = 2.0 * 12 * dp_macs * (double)dj.iters * m->threads / best / 1e9;
     }
 #if defined(KILN_X86) && defined(__linux__)
     if (kiln_cpu_has_amx()) { /* the tile peak, beside (the W x A8 kernels of 16+ rows use it) */
         dp_job aj = {200000, 0, {0}};
-        kiln_pool_run(pool, amx_worker, &aj);
-        best = 1e30;
-        for (int pass = 0; pass < 3; pass++) {
-            double t = kiln_now();
-            kiln_pool_run(pool, amx_worker, &aj);
-            t = kiln_now() - t;
-            if (t < best) best = t;
-        }
+        best = probe_best(pool, amx_worker, &aj);
         m->amx_gops = 2.0 * 4 * 16 * 16 * 64 * (double)aj.iters * m->threads / best / 1e9;
     }
 #endif

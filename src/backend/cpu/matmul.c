@@ -215,10 +215,14 @@ static void mm_task_panel(const mm_job *j, int v0, int v1, int thread) {
  * scratch, L1 / L2), each one qgemm call over the chunk's rows; a row's result depends on
  * nothing but that row (qgemm.h). */
 #define Q8_ROWS 64
+/* with AMX: the tile work per row is ~1/3 of the VNNI kernel's, so the weights' transposition
+ * (per call) is amortized over more rows (their activations: 256 x n_in bytes, still L2) */
+#define Q8_ROWS_AMX 256
 static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
     void *scratch = j->panel + (size_t)thread * j->panel_floats;
-    for (int r0 = 0; r0 < j->n_rows; r0 += Q8_ROWS) {
-        int r1 = j->n_rows - r0 < Q8_ROWS ? j->n_rows : r0 + Q8_ROWS;
+    const int rows = j->amx ? Q8_ROWS_AMX : Q8_ROWS;
+    for (int r0 = 0; r0 < j->n_rows; r0 += rows) {
+        int r1 = j->n_rows - r0 < rows ? j->n_rows : r0 + rows;
         int o0s = 0, o1s = 0;
         for (int p = 0; p < j->n_parts; p++) {
             const mm_part *P = &j->part[p];
