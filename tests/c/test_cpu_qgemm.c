@@ -12,7 +12,7 @@
  *   - a row's bits do not depend on which rows share the call (r0, r1 = the row alone vs
  *     all rows) nor on the column count of the call;
  *   - kiln_q8act_tile: the tile-major copies of dx, sdx, qsum;
- *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 rows, with and without AMX where the
+ *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 and 300 rows, with and without AMX where the
  *     CPU has it): the scalar kernel's bits, and
  *     kiln_cpu_matmul_multi / _swiglu the bits of separate products (+ kiln_cpu_silu_mul_row). */
 #include <stdint.h>
@@ -159,8 +159,8 @@ typedef struct kern {
 
 /* kiln_cpu_matmul* with act_q8 against the scalar kernel: dt [n_out][NI], n_out not a
  * multiple of 16 (the tasks' last columns) */
-static void check_matmul(kiln_dtype dt, int NI) {
-    enum { NO = 200, R = 37 };
+static void check_matmul(kiln_dtype dt, int NI, int R, int rstep) {
+    enum { NO = 200 };
     const int bb = blk_bytes(dt), be = is_k(dt) ? 256 : 32;
     unsigned long long s = 99;
     size_t ldw = (size_t)(NI / be) * bb;
@@ -192,7 +192,7 @@ static void check_matmul(kiln_dtype dt, int NI) {
         ctx.panel = kiln_malloc_aligned(sizeof(float) * ctx.panel_floats * (size_t)nth);
         ctx.xperm = kiln_malloc_aligned(sizeof(float) * ctx.xperm_floats);
         int bad = 0, badm = 0, bads = 0;
-        for (int nr = 1; nr <= R; nr += 6) {
+        for (int nr = 1; nr <= R; nr += rstep) {
             const kiln_tensor *tw[2] = {&t[0], &t[1]};
             float *ys[2] = {y, y + (size_t)R * NO};
             KT_CHECK(kiln_cpu_matmul(&ctx, y, x, nr, &t[0], &err) == 0, "matmul: %s", err.msg);
@@ -228,9 +228,10 @@ int main(void) {
     check_act();
     check_act_isa();
     check_tile();
-    check_matmul(KILN_DT_Q4_1, 96);
-    check_matmul(KILN_DT_Q4_K, 512);
-    check_matmul(KILN_DT_Q6_K, 256);
+    check_matmul(KILN_DT_Q4_1, 96, 37, 6);
+    check_matmul(KILN_DT_Q4_K, 512, 37, 6);
+    check_matmul(KILN_DT_Q6_K, 256, 37, 6);
+    check_matmul(KILN_DT_Q4_1, 64, 300, 299); /* rows in several chunks (64, or 256 on AMX) */
     kern ks[5] = {{"scalar", kiln_qgemm_scalar}};
     int nk = 1;
 #ifdef KILN_X86
