@@ -25,6 +25,15 @@ typedef __m256i VI;
 #define ISLLI(a, k) _mm256_slli_epi32(a, k)
 #define ISRLV(a, b) _mm256_srlv_epi32(a, b)
 #define IIOTA() _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+/* d = {d x 8}, m = {m x 8} from a block's two leading f16 (Q4_1 / Q5_1): one 4-byte load, one
+ * conversion (lanes d, m, 0, 0), then each spread: 5 uops against 10 for two f16 loads,
+ * conversions and broadcasts; the same f32 values */
+#define VDM_SPLAT(b, d, m)                                                                    \
+    do {                                                                                      \
+        const __m128 dm_ = _mm_cvtph_ps(_mm_loadu_si32(b));                                   \
+        (d) = _mm256_broadcastss_ps(dm_);                                                     \
+        (m) = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(dm_), _mm256_set1_epi32(1));    \
+    } while (0)
 #define IBITS(v, s, mask) _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_set1_epi32(s)), _mm256_set1_epi32(mask))
 
 /* horizontal sum in a fixed order: (lo128 + hi128), then pairs */
