@@ -52,8 +52,8 @@ static const char *g_isa; /* cpu.isa of the backends rig_open makes (NULL: the b
 static const char *g_act; /* cpu.act of the backends rig_open makes (NULL: the default) */
 static int g_amx;         /* cpu.amx of the backends rig_open makes (0: the default, on where there) */
 
-static int rig_open(rig *r, const kiln_model *m, int threads) {
-    memset(r, 0, sizeof *r);
+/* the backend configuration of the rigs (cpu options from g_isa, g_act, g_amx) */
+static kiln_backend_config rig_config(const kiln_model *m, int threads) {
     kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
                              .max_model_len = MAXB * BS, .n_threads = threads};
     c.cpu.isa = g_isa;
@@ -61,6 +61,12 @@ static int rig_open(rig *r, const kiln_model *m, int threads) {
     c.cpu.amx = g_amx;
     c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
                             .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
+    return c;
+}
+
+static int rig_open(rig *r, const kiln_model *m, int threads) {
+    memset(r, 0, sizeof *r);
+    kiln_backend_config c = rig_config(m, threads);
     kiln_error err = {0};
     if (kiln_backend_cpu_ops()->create(&r->b, m, &c, &err)) {
         fprintf(stderr, "backend: %s\n", err.msg);
@@ -167,24 +173,19 @@ static void test_amx(const kiln_model *m) {
     rig r;
     g_act = "q8";
     g_amx = 1;
-    g_isa = "avx2";
-    int rc = -1;
     if (kiln_isa_supported(KILN_ISA_AVX2)) {
-        kiln_backend_config c = {.max_tokens = MAXT, .max_seqs = 2, .max_blocks_per_seq = MAXB,
-                                 .max_model_len = MAXB * BS, .n_threads = 1};
-        c.cpu.isa = "avx2";
-        c.cpu.act = "q8";
-        c.cpu.amx = 1;
-        c.kv = (kiln_kv_layout){.n_layers = mc->n_layers, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
-                                .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
+        g_isa = "avx2";
+        kiln_backend_config c = rig_config(m, 1);
         kiln_backend *b = NULL;
         kiln_error err = {0};
-        rc = kiln_backend_cpu_ops()->create(&b, m, &c, &err);
+        int rc = kiln_backend_cpu_ops()->create(&b, m, &c, &err);
         KT_CHECK(rc != 0 && strstr(err.msg, "cpu.amx"), "cpu.amx 1 on avx2: want a refusal naming cpu.amx, got rc %d (%s)", rc,
                  err.msg);
         if (!rc) kiln_backend_cpu_ops()->destroy(b);
+        g_isa = NULL;
+    } else {
+        printf("cpu.amx: no avx2 path on this CPU, its refusal is not checked here\n");
     }
-    g_isa = NULL;
     if (!kiln_cpu_has_amx()) {
         printf("cpu.amx: no AMX-INT8 on this CPU / OS, the AMX logits are not compared here\n");
         g_amx = 0;
@@ -197,7 +198,10 @@ static void test_amx(const kiln_model *m) {
     float *lg[2] = {kiln_malloc((size_t)V * sizeof(float)), kiln_malloc((size_t)V * sizeof(float))};
     for (int k = 0; k < 2; k++) {
         g_amx = k ? -1 : 1;
-        KT_CHECK(rig_open(&r, m, 2) == 0, "cpu.amx %d: backend", g_amx);
+        if (rig_open(&r, m, 2)) {
+            KT_CHECK(0, "cpu.amx %d: backend", g_amx);
+            break;
+        }
         float *out[1] = {lg[k]};
         KT_CHECK(step(&r, ids, 1, p0, p1, base, out, V) == 0, "cpu.amx %d: step", g_amx);
         kiln_backend_cpu_ops()->destroy(r.b);
