@@ -96,6 +96,12 @@ typedef struct kiln_cuda_options {
     int fp8_fuse_quant;    /* FP8 W8A8 with dynamic per-row activation scales: the activation
                             * codes written by the kernels before (RMSNorm; SwiGLU's partial
                             * maxima), not by a separate pass over each input; 0 = off (1) */
+    int gemm_tune;         /* cuBLASLt products: at load, time the heuristic's first this many
+                            * algorithms (at most 16) of each projection at the row counts steps
+                            * use (decode and piecewise graph buckets, powers of two up to the
+                            * step budget) and keep the fastest when >= 3 % faster than the
+                            * first; 0 = the heuristic's first, as before; off in batch-invariant
+                            * mode (8) (env KILN_CUDA_GEMM_TUNE) */
     int fail_alloc_at;     /* fault injection (tests): the allocation of create numbered this
                             * (1-based; device memory and pinned host buffers) and every later
                             * one fail as cudaMalloc fails when the device is full (KILN_ERR_OOM);

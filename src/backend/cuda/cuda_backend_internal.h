@@ -267,6 +267,14 @@ typedef struct {
  * n rows of w (a pure function of the backend's paths, so a kernel in a later graph piece can
  * tell without host state) */
 int kiln_cuda_linear_defers(const cuda_backend *c, const cuda_mat *w, int n);
+/* Whether kiln_cuda_linear runs n rows of w on cuBLASLt (load-time GEMM tuning, cuda_tune.c):
+ * LT_NONE (another kernel), LT_DIRECT (on w's own buffer: 16-bit weights, or FP8 codes with FP8
+ * activation codes), LT_DEQUANT (on the bf16 dequantization scratch wdq). */
+enum { LT_NONE, LT_DIRECT, LT_DEQUANT };
+int kiln_cuda_linear_lt_route(const cuda_backend *c, const kiln_cuda_gemm *g, const cuda_mat *w, int n);
+/* Load time, before the graphs are captured: kiln_cuda_gemm_tune for every projection at the row
+ * counts steps run on cuBLASLt, cands candidates each (kiln_cuda_options.gemm_tune). */
+int kiln_cuda_tune_gemms(cuda_backend *c, int cands, kiln_error *err);
 int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
                         kiln_cuda_yscale *ys, kiln_error *err);
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,

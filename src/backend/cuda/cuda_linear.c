@@ -133,6 +133,19 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
     return KILN_OK;
 }
 
+int kiln_cuda_linear_lt_route(const cuda_backend *c, const kiln_cuda_gemm *g, const cuda_mat *w, int n) {
+    if (w->dt == KILN_DT_F8_E4M3) {
+        if (kiln_cuda_linear_defers(c, w, n)) return LT_DIRECT;
+        return n > c->fp8_mma_max_rows ? LT_DEQUANT : LT_NONE;
+    }
+    if (kiln_dtype_is_quant(w->dt)) {
+        for (int s = 0; s < w->n_seg; s++)
+            if (q_path(c, w->seg[s].dt, w->K, n) == QP_LT) return LT_DEQUANT;
+        return LT_NONE;
+    }
+    return gemm_choice(c, g, n) == GEMM_LT ? LT_DIRECT : LT_NONE;
+}
+
 int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n,
                         kiln_cuda_yscale *ys, kiln_error *err) {
     if (ys) ys->sa = ys->sw = NULL;

@@ -166,6 +166,54 @@ void kiln_cuda_gemm_free(kiln_cuda_gemm *g) {
     g->have = NULL;
 }
 
+/* algorithm a runs T rows of g within the workspace (split-K allowed: normal mode only) */
+static int algo_ok(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a, int T) {
+    gemm_desc d;
+    kiln_error e2;
+    if (desc_init(&d, g, T, &e2)) return 0;
+    cublasLtMatmulHeuristicResult_t r;
+    if (cublasLtMatmulAlgoCheck(ctx->lt, &d.op, &d.a, &d.b, &d.c, &d.c, a, &r) != CUBLAS_STATUS_SUCCESS) return 0;
+    return r.workspaceSize <= ctx->ws_bytes;
+}
+
+/* The algorithm for T rows in normal mode, cached in g->algos[T]: a tuned one (have == 2) when
+ * kiln_cuda_gemm_tune timed T, else the one tuned for the nearest tuned row count in [T, 2T]
+ * when it is valid for T (so a 1,000-row prefill step takes what was measured at 1,024), else
+ * the heuristic's first. Host work once per T. */
+static int algo_for(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T, kiln_error *err) {
+    if (g->have[T]) return KILN_OK;
+    if (g->n_tuned) {
+        int hi = 2 * T < g->max_rows ? 2 * T : g->max_rows;
+        for (int u = T + 1; u <= hi; u++)
+            if (g->have[u] == 2) {
+                if (algo_ok(ctx, g, &g->algos[u], T)) {
+                    g->algos[T] = g->algos[u];
+                    g->have[T] = 1;
+                    return KILN_OK;
+                }
+                break;
+            }
+    }
+    cublasLtMatmulHeuristicResult_t r;
+    int n = 0;
+    int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, &r, 1, &n, err);
+    if (rc) return rc;
+    g->algos[T] = r.algo;
+    g->have[T] = 1;
+    return KILN_OK;
+}
+
+static int enqueue(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *algo, void *y,
+                   const void *x, const void *w, int T, cudaStream_t st, kiln_error *err) {
+    gemm_desc d;
+    int rc = desc_init(&d, g, T, err);
+    if (rc) return rc;
+    const float alpha = 1.0f, beta = 0.0f;
+    KILN_CUBLAS_TRY(err, cublasLtMatmul(ctx->lt, &d.op, &alpha, w, &d.a, x, &d.b, &beta, y, &d.c, y, &d.c, algo,
+                                        ctx->workspace, ctx->ws_bytes, st));
+    return KILN_OK;
+}
+
 int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int T,
                        cudaStream_t st, kiln_error *err) {
     if (T <= 0) return KILN_OK;
@@ -175,22 +223,77 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y
     if (ctx->batch_invariant || T <= g->fixed_upto) {
         algo = &g->fixed;
     } else {
-        if (!g->have[T]) {
-            cublasLtMatmulHeuristicResult_t r;
-            int n = 0;
-            int rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, &r, 1, &n, err);
-            if (rc) return rc;
-            g->algos[T] = r.algo;
-            g->have[T] = 1;
-        }
+        int rc = algo_for(ctx, g, T, err);
+        if (rc) return rc;
         algo = &g->algos[T];
     }
-    gemm_desc d;
-    int rc = desc_init(&d, g, T, err);
+    return enqueue(ctx, g, algo, y, x, w, T, st, err);
+}
+
+/* Seconds of one pass (a GEMM on each of the nw weights) of algorithm a, reps passes timed
+ * after one untimed pass; < 0 when a launch fails. */
+static double time_passes(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a,
+                          void *y, const void *x, const void *const *w, int nw, int T, int reps, cudaStream_t st,
+                          cudaEvent_t ev0, cudaEvent_t ev1) {
+    kiln_error e2;
+    for (int i = 0; i < nw; i++)
+        if (enqueue(ctx, g, a, y, x, w[i], T, st, &e2)) return -1.0;
+    if (cudaEventRecord(ev0, st) != cudaSuccess) return -1.0;
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < nw; i++)
+            if (enqueue(ctx, g, a, y, x, w[i], T, st, &e2)) return -1.0;
+    float ms = 0.0f;
+    if (cudaEventRecord(ev1, st) != cudaSuccess || cudaEventSynchronize(ev1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, ev0, ev1) != cudaSuccess)
+        return -1.0;
+    return ms * 1e-3 / reps;
+}
+
+int kiln_cuda_gemm_tune(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T, int cands, void *y, const void *x,
+                        const void *const *w, int nw, cudaStream_t st, kiln_cuda_gemm_tuning *out, kiln_error *err) {
+    memset(out, 0, sizeof *out);
+    if (ctx->batch_invariant || T <= g->fixed_upto || T > g->max_rows || T <= 0 || nw <= 0 || cands < 1) return KILN_OK;
+    cublasLtMatmulHeuristicResult_t res[KILN_GEMM_TUNE_MAX];
+    if (cands > KILN_GEMM_TUNE_MAX) cands = KILN_GEMM_TUNE_MAX;
+    int n = 0, rc = heuristic(ctx, g, T, ctx->ws_bytes, 0, res, cands, &n, err);
     if (rc) return rc;
-    const float alpha = 1.0f, beta = 0.0f;
-    KILN_CUBLAS_TRY(err, cublasLtMatmul(ctx->lt, &d.op, &alpha, w, &d.a, x, &d.b, &beta, y, &d.c, y, &d.c, algo,
-                                        ctx->workspace, ctx->ws_bytes, st));
+    cudaEvent_t ev[2];
+    if (cudaEventCreate(&ev[0]) != cudaSuccess) return KILN_ERR(err, KILN_ERR_BACKEND, "cuda GEMM tuning: cudaEventCreate failed");
+    if (cudaEventCreate(&ev[1]) != cudaSuccess) {
+        cudaEventDestroy(ev[0]);
+        return KILN_ERR(err, KILN_ERR_BACKEND, "cuda GEMM tuning: cudaEventCreate failed");
+    }
+    /* passes enough for ~0.3 ms a measurement (at most 16), sized on the heuristic's first */
+    int reps = 1;
+    double t0 = time_passes(ctx, g, &res[0].algo, y, x, w, nw, T, 1, st, ev[0], ev[1]);
+    if (t0 > 0.0 && t0 < 0.3e-3) reps = (int)(0.3e-3 / t0) + 1;
+    if (reps > 16) reps = 16;
+    double best[KILN_GEMM_TUNE_MAX];
+    for (int i = 0; i < n; i++) best[i] = -1.0;
+    if (t0 > 0.0 && t0 / nw >= KILN_GEMM_TUNE_MIN_S) /* below, launches dominate: nothing to gain */
+        for (int round = 0; round < 2; round++) /* interleaved twice: the minimum of each */
+            for (int i = 0; i < n; i++) {
+                if (round && best[i] < 0.0) continue;
+                double t = time_passes(ctx, g, &res[i].algo, y, x, w, nw, T, reps, st, ev[0], ev[1]);
+                if (t > 0.0 && (best[i] < 0.0 || t < best[i])) best[i] = t;
+            }
+    cudaEventDestroy(ev[0]);
+    cudaEventDestroy(ev[1]);
+    cudaGetLastError(); /* a candidate that failed to launch leaves nothing behind */
+    int pick = 0;
+    for (int i = 1; i < n; i++)
+        if (best[i] > 0.0 && (best[pick] < 0.0 || best[i] < best[pick])) pick = i;
+    /* the heuristic's first unless another is clearly faster: a choice that flips between runs
+     * on noise would change bits between processes for nothing */
+    if (pick && best[0] > 0.0 && best[pick] > best[0] * (1.0 - KILN_GEMM_TUNE_MARGIN)) pick = 0;
+    out->candidates = n;
+    out->pick = pick;
+    out->first_s = best[0] > 0.0 ? best[0] / nw : t0 / nw;
+    out->best_s = best[pick] > 0.0 ? best[pick] / nw : out->first_s;
+    out->timed = best[0] > 0.0;
+    g->algos[T] = res[pick].algo;
+    g->have[T] = 2;
+    g->n_tuned++;
     return KILN_OK;
 }
 

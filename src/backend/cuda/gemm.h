@@ -8,7 +8,8 @@
  *
  * Algorithm choice: normally the heuristic's first choice for each row count T, with a 32 MiB
  * workspace, cached per T in a table allocated at create (the first step with a new T asks the
- * heuristic on the host; no device work, no waits). Batch-invariant mode (KILN_BATCH_INVARIANT=1):
+ * heuristic on the host; no device work, no waits), or the fastest of its first few measured
+ * at load for the row counts steps use (kiln_cuda_gemm_tune, kiln_cuda_options.gemm_tune). Batch-invariant mode (KILN_BATCH_INVARIANT=1):
  * one algorithm per shape, chosen at create with workspace 0 and reduction scheme NONE (no
  * split-K), checked valid for T = 1 and T = max_rows, used for every T, so a row's bits do not
  * depend on the batch. */
@@ -35,7 +36,20 @@ typedef struct kiln_cuda_gemm {
     cublasLtMatmulAlgo_t fixed;  /* batch-invariant mode */
     int has_fixed;
     int fixed_upto;              /* normal mode: row counts <= this use `fixed` too */
+    int n_tuned;                 /* row counts kiln_cuda_gemm_tune timed (have[T] == 2) */
 } kiln_cuda_gemm;
+
+/* What kiln_cuda_gemm_tune measured for one row count (seconds a GEMM). */
+typedef struct kiln_cuda_gemm_tuning {
+    int candidates; /* the heuristic's algorithms timed */
+    int pick;       /* the one kept: its rank in the heuristic's list (0: the first) */
+    int timed;      /* 0: too short to time (launch-bound), the first kept */
+    double first_s, best_s;
+} kiln_cuda_gemm_tuning;
+
+#define KILN_GEMM_TUNE_MAX 16        /* candidates at most */
+#define KILN_GEMM_TUNE_MARGIN 0.03   /* another algorithm replaces the first only when this much faster */
+#define KILN_GEMM_TUNE_MIN_S 8e-6    /* GEMMs shorter than this are not tuned (launch-bound) */
 
 /* A cuBLAS status as a kiln error. */
 int kiln_cublas_error(kiln_error *err, cublasStatus_t s, const char *stmt, const char *file, int line);
@@ -56,6 +70,13 @@ void kiln_cuda_gemm_free(kiln_cuda_gemm *g);
  * (H100, Devstral down projection N 5120 x K 32768 at 1..16 rows: 114-118 us against 124-127 us
  * for the heuristic's split-K first choice). */
 int kiln_cuda_gemm_fixed_upto(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int rows, kiln_error *err);
+/* Normal mode, load time: time the heuristic's first cands algorithms for T rows (two interleaved
+ * rounds, each a pass of one GEMM on each of the nw weights w[] so that L2 holds none of them,
+ * as a step's layers run) and keep the fastest for T (and for row counts in [T/2, T) not tuned
+ * themselves). x: [T][K] and y: [T][N] device scratch of g's dtypes. Waits for the stream (not
+ * for use inside a step or a capture). A no-op in batch-invariant mode and for T <= fixed_upto. */
+int kiln_cuda_gemm_tune(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T, int cands, void *y, const void *x,
+                        const void *const *w, int nw, cudaStream_t st, kiln_cuda_gemm_tuning *out, kiln_error *err);
 /* Enqueue y = x W^T for T rows (1 <= T <= max_rows) on st. */
 int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int T,
                        cudaStream_t st, kiln_error *err);
