@@ -80,6 +80,9 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     int amx = -2;
     env_flag("KILN_CPU_AMX", &amx);
     if (amx != -2) o->cpu.amx = amx ? 1 : -1;
+    int pack = -2;
+    env_flag("KILN_CPU_PACK", &pack);
+    if (pack == 0) o->cpu.pack = -1;
     env_flag("KILN_CPU_SAMPLE", &o->cpu.backend_sampling);
     kiln_cuda_options *c = &o->cuda;
     env_flag("KILN_CUDA_DEBUG", &c->debug);

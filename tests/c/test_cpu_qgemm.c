@@ -11,6 +11,8 @@
  *   - every SIMD kernel gives the scalar kernel's bits (qgemm.h: one arithmetic for all);
  *   - a row's bits do not depend on which rows share the call (r0, r1 = the row alone vs
  *     all rows) nor on the column count of the call;
+ *   - the packed kernels (AVX-512 VNNI, Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1: weights packed once):
+ *     the scalar kernel's bits, whole groups and column ranges, rows together and alone;
  *   - kiln_q8act_tile: the tile-major copies of dx, sdx, qsum;
  *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 and 300 rows, with and without AMX where the
  *     CPU has it): the scalar kernel's bits, and
@@ -259,6 +261,8 @@ int main(void) {
     void *scratch = kiln_malloc_aligned(kiln_qgemm_scratch_bytes(MAXN));
     float *y = kiln_malloc_aligned(sizeof(float) * MAXR * 16), *y1 = kiln_malloc_aligned(sizeof(float) * 16);
     float *ys = kiln_malloc_aligned(sizeof(float) * MAXR * 16); /* the scalar kernel's */
+    uint8_t *wp = kiln_malloc_aligned((size_t)16 * MAXN * 2 + 64); /* a packed group */
+    int n_packed = 0;
     for (int t = 0; t < 8; t++) {
         kiln_dtype dt = dts[t];
         for (int ni = 0; ni < 6; ni++) {
@@ -311,6 +315,34 @@ int main(void) {
                         KT_CHECK(alone_bad == 0, "%s %s n=%d rows=%d cols=%d: %d outputs differ computed alone",
                                  ks[k].name, kiln_dtype_name(dt), n, R, nc, alone_bad);
                     }
+                    /* the packed kernel (avx512 VNNI): the group packed once, then the scalar
+                     * kernel's bits for all rows, for the columns [lo, nc) (lo 0 and 1), and
+                     * each row alone */
+                    kiln_qgemm_pack_fn pk;
+                    kiln_qgemm_packed_fn pf;
+                    if (kiln_cpu_qgemm_lookup_packed(dt, KILN_ISA_AVX512, &pk, &pf)) {
+                        size_t pbytes = kiln_qgemm_packed_bytes(dt, n);
+                        KT_CHECK(pbytes == 16 * ldw, "packed %s n=%d: %zu bytes, the rows hold %zu", kiln_dtype_name(dt),
+                                 n, pbytes, 16 * ldw);
+                        memset(wp, 0xA5, pbytes + 64);
+                        pk(w, ldw, nc, n, wp);
+                        KT_CHECK(wp[pbytes] == 0xA5, "packed %s n=%d: wrote past its %zu bytes", kiln_dtype_name(dt), n,
+                                 pbytes);
+                        for (int lo = 0; lo < (nc > 1 ? 2 : 1); lo++) {
+                            int bad = 0, alone_bad = 0;
+                            pf(wp, lo, nc, &a, 0, R, y, 16, scratch);
+                            for (int r = 0; r < R; r++)
+                                for (int c = lo; c < nc; c++) bad += memcmp(&y[r * 16 + c - lo], &ys[r * 16 + c], 4) != 0;
+                            for (int r = 0; r < R; r++) {
+                                pf(wp, lo, nc, &a, r, r + 1, y1, 16, scratch);
+                                for (int c = lo; c < nc; c++) alone_bad += memcmp(&y1[c - lo], &ys[r * 16 + c], 4) != 0;
+                            }
+                            KT_CHECK(bad == 0 && alone_bad == 0,
+                                     "packed %s n=%d rows=%d cols [%d, %d): %d outputs differ from scalar's bits, %d alone",
+                                     kiln_dtype_name(dt), n, R, lo, nc, bad, alone_bad);
+                        }
+                        n_packed++;
+                    }
                 }
             }
         }
@@ -323,5 +355,8 @@ int main(void) {
     kiln_free_aligned(y);
     kiln_free_aligned(y1);
     kiln_free_aligned(ys);
+    kiln_free_aligned(wp);
+    if (n_packed) printf("packed kernel (avx512 vnni): %d shapes checked\n", n_packed);
+    else printf("packed kernel: no AVX-512 VNNI on this CPU, not tested here\n");
     return kt_done();
 }

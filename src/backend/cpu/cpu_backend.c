@@ -36,11 +36,13 @@
 #include "backend/cpu/cpu_sample.h"
 #include "backend/cpu/cpu_tp.h"
 #include "backend/cpu/qgemm.h"
+#include "backend/cpu/qpack.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/moe.h"
 #include "util/alloc.h"
 #include "util/error.h"
 #include "util/fp8.h"
+#include "util/log.h"
 
 #define KILN_CPU_TINY_MACS (1 << 20) /* multiply-adds a token below which "all cores" means one */
 
@@ -78,6 +80,7 @@ typedef struct cpu_backend {
     int queue[2], n_pending; /* queue[0] = the oldest pending step's slot */
     int last_slot;           /* slot of the last encoded step (-1: none) */
     kiln_cpu_tp *tp;         /* tp_size > 1: the simulated ranks (cpu_tp.h), else NULL */
+    kiln_cpu_packs *packs;   /* the weights packed for the W x A8 kernels (qpack.h), or NULL */
 } cpu_backend;
 
 #define NSLOT 3
@@ -86,6 +89,7 @@ static void cpu_destroy(kiln_backend *b) {
     cpu_backend *c = (cpu_backend *)b;
     if (!c) return;
     kiln_pool_destroy(c->ctx.pool);
+    kiln_cpu_packs_destroy(c->packs);
     kiln_cpu_tp_destroy(c->tp);
     kiln_free_aligned(c->kv);
     kiln_free_aligned(c->kv8);
@@ -247,6 +251,30 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
             if ((rc = check_weight_isa(&w->experts[i], c->ctx.isa, err))) goto fail;
     }
     if ((rc = check_weight_isa(m->lm_head, c->ctx.isa, err))) goto fail;
+    /* W x A8 without AMX: the weights packed once for the kernels that read them so (qpack.h;
+     * the same bits as the per-call transposition, which they skip: at one activation row most
+     * of the product's time) */
+    if (c->ctx.act_q8 && !c->ctx.amx && bc->cpu.pack >= 0 && bc->tp_size <= 1) {
+        if ((rc = kiln_cpu_packs_create(&c->packs, c->ctx.isa, err))) goto fail;
+        for (int l = 0; l < mc->n_layers; l++) {
+            const kiln_layer_weights *w = &m->layers[l];
+            const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+            for (int i = 0; i < 7; i++) {
+                int added;
+                if (ts[i] && (rc = kiln_cpu_packs_add(c->packs, ts[i], c->ctx.pool, &added, err))) goto fail;
+            }
+        }
+        int added;
+        if ((rc = kiln_cpu_packs_add(c->packs, m->lm_head, c->ctx.pool, &added, err))) goto fail;
+        int np;
+        size_t pb;
+        kiln_cpu_packs_stats(c->packs, &np, &pb);
+        if (np) {
+            c->ctx.packs = c->packs;
+            KILN_INFO("cpu: %d weight matrices packed for the %s W x A8 kernels (%.1f MB)", np,
+                      kiln_isa_name(c->ctx.isa), (double)pb / 1e6);
+        }
+    }
     size_t T = (size_t)bc->max_tokens, S = (size_t)bc->max_seqs;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
     size_t kvn = (size_t)kiln_kv_elems(&bc->kv);

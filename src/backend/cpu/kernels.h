@@ -36,6 +36,7 @@ int kiln_isa_select(const char *want, kiln_isa *isa, kiln_error *err);
 /* Per-backend context the ops run in. panel: optional per-thread scratch for the prefill
  * matmul path (thread t owns panel + t * panel_floats); NULL: that path is not used.
  * xperm: optional scratch for x in the long-row prefill path (rows * n_in <= xperm_floats). */
+struct kiln_cpu_packs;
 typedef struct kiln_cpu_ctx {
     kiln_isa isa;
     kiln_pool *pool;
@@ -47,6 +48,8 @@ typedef struct kiln_cpu_ctx {
                        * quantized to 8 bits per 32-element block, integer dot products; xperm
                        * then holds the quantized rows and panel the per-thread offsets */
     int amx;          /* 1: those products of 16+ rows on AMX-INT8 tiles (kiln_cpu_qgemm_lookup_amx) */
+    const struct kiln_cpu_packs *packs; /* act_q8 without amx: weights packed for the W x A8
+                       * kernels (qpack.h), or NULL; matmul runs the packed kernel on those */
 } kiln_cpu_ctx;
 /* act_q8 when cpu.act is unset. 0: on the default model the 8-bit activations move the logits
  * by 2-4e-2 relative L2 from the f32 reference (tests/py/test_gguf_logits.py bounds 1e-3 and

@@ -37,6 +37,7 @@
 #include "backend/cpu/dot_internal.h"
 #include "backend/cpu/prefetch.h"
 #include "backend/cpu/qgemm.h"
+#include "backend/cpu/qpack.h"
 #include <math.h>
 #include <string.h>
 #include "util/error.h"
@@ -73,6 +74,7 @@ typedef struct mm_part {
     kiln_tile_phase_fn phase;
     kiln_quant q;      /* FP8: the weight's scales and activation scheme (kind NONE otherwise) */
     kiln_qgemm_fn qg;  /* the W x A8 kernel of (dtype, isa) (qgemm.h), or NULL */
+    const kiln_cpu_pack *pk; /* the weights packed for it (qpack.h, c->packs), or NULL */
 } mm_part;
 
 typedef struct mm_job {
@@ -230,6 +232,14 @@ static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
             int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
             if (o0 >= o1) continue;
             const size_t ldy = (size_t)P->n_out;
+            if (P->pk) { /* packed groups of 16 rows: the columns [lo, hi) of group c / 16 */
+                for (int c = o0; c < o1;) {
+                    int lo = c % 16, hi = o1 - (c - lo) < 16 ? o1 - (c - lo) : 16;
+                    P->pk->fn(P->pk->wp + (size_t)(c / 16) * P->pk->group_bytes, lo, hi, &j->act, r0, r1,
+                              P->y + (size_t)r0 * ldy + c, ldy, scratch);
+                    c += hi - lo;
+                }
+            } else
             for (int c = o0; c < o1; c += KILN_QGEMM_COLS)
                 P->qg(P->w + (size_t)c * P->row_bytes, P->row_bytes, o1 - c < KILN_QGEMM_COLS ? o1 - c : KILN_QGEMM_COLS,
                       &j->act, r0, r1, P->y + (size_t)r0 * ldy + c, ldy, scratch);
@@ -340,6 +350,7 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
                  : NULL;
     P->deq = P->fnw ? kiln_cpu_deq_lookup_quant(w->dtype, c->isa, &P->tile, &P->phase) : NULL;
     P->qg = !c->act_q8 ? NULL : c->amx ? kiln_cpu_qgemm_lookup_amx(w->dtype) : kiln_cpu_qgemm_lookup(w->dtype, c->isa);
+    P->pk = c->act_q8 && !c->amx ? kiln_cpu_packs_find(c->packs, w) : NULL;
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];

@@ -326,6 +326,23 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) {
 }
 #endif
 
+size_t kiln_qgemm_packed_bytes(kiln_dtype dt, int n) {
+    int bb = blk_bytes(dt);
+    return bb > 0 ? (size_t)16 * (size_t)(n / KILN_Q8_BLK) * (size_t)bb : 0;
+}
+
+int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn) {
+    *pack = NULL;
+    *fn = NULL;
+    if (!kiln_isa_supported(isa)) return 0;
+#ifdef KILN_X86
+    int k = vnni_bits();
+    if (isa == KILN_ISA_AVX512 && ((k - 1) & 1)) return kiln_qgemm_avx512_packed(dt, pack, fn);
+#endif
+    (void)dt;
+    return 0;
+}
+
 kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa) {
     if (!kiln_isa_supported(isa)) return NULL;
 #ifdef KILN_X86

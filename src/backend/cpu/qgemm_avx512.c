@@ -7,9 +7,16 @@
 #define QG_KOUTER /* 32 registers: 8 weights, 8 sums, 8 accumulators */
 #define DP(acc, u, s) _mm512_dpbusd_epi32(acc, u, s)
 #define DPS(acc, u, s) DP(acc, u, s)
+#define QG_PACKED /* weights packed once (kiln_qgemm_pack_fn), not transposed per call */
+#define STOREI(p, v) _mm512_storeu_si512((void *)(p), v)
+#define STORE_H16(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), _mm512_cvtepi32_epi16(v))
+#define CVTPH_H16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
 #include "backend/cpu/qgemm_tile.inc"
 
 kiln_qgemm_fn kiln_qgemm_avx512(kiln_dtype dt) { return lookup_avx512(dt); }
+int kiln_qgemm_avx512_packed(kiln_dtype dt, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn) {
+    return lookup_packed_avx512(dt, pack, fn);
+}
 
 /* kiln_q8act_quantize with 16-lane vectors (2 a block): the AVX2 one's operations (qgemm_avx2.c),
  * the same bits as the C function. */
