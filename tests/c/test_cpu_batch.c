@@ -12,7 +12,8 @@
  *   - with cpu.act q8 (the W x A8 matmuls, backend/cpu/qgemm.h) the same bit-identity of
  *     chunked, whole and ragged steps (with AMX tiles for 16+ rows where the CPU has them, and
  *     without: cpu.amx -1), the AMX logits the same bits as without, and the ISA paths within
- *     5e-2 of the scalar path's; cpu.amx 1 refused on a path without AMX.
+ *     5e-2 of the scalar path's; cpu.amx 1 refused on a path without AMX; q8 with and without the
+ *     packed weights (cpu.pack): the same invariance, and the same logits bits.
  * The kernels themselves (no model needed: each ISA against the scalar kernels, their batch
  * invariance, the attention kernels, dotw, the panel tile, SwiGLU, RoPE) are test_cpu_kernels.c's.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
@@ -51,6 +52,7 @@ typedef struct rig {
 static const char *g_isa; /* cpu.isa of the backends rig_open makes (NULL: the best) */
 static const char *g_act; /* cpu.act of the backends rig_open makes (NULL: the default) */
 static int g_amx;         /* cpu.amx of the backends rig_open makes (0: the default, on where there) */
+static int g_pack;        /* cpu.pack of the backends rig_open makes (0: the default, on where there) */
 
 /* the backend configuration of the rigs (cpu options from g_isa, g_act, g_amx) */
 static kiln_backend_config rig_config(const kiln_model *m, int threads) {
@@ -59,6 +61,7 @@ static kiln_backend_config rig_config(const kiln_model *m, int threads) {
     c.cpu.isa = g_isa;
     c.cpu.act = g_act;
     c.cpu.amx = g_amx;
+    c.cpu.pack = g_pack;
     c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
                             .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
     return c;
@@ -166,6 +169,43 @@ static void test_steps(const kiln_model *m) {
  * path: the logits after prefill chunks of 16 (one full KV block), 1 and 20 rows (a tail of 5)
  * within 1e-5 relative L2 (kernels.h: the paths agree within 1e-5; golden's test_isa_paths
  * checks a head_dim 48 model). */
+/* cpu.pack (q8, AVX-512 VNNI): the logits of a 37-row prefill and of the next row's decode
+ * step the bits of cpu.pack -1's (the packed kernels: the prefill's layers unpack each group
+ * once, the decode rows read the packed bytes) */
+static void test_pack(const kiln_model *m) {
+    kiln_qgemm_pack_fn pk;
+    kiln_qgemm_packed_fn pf;
+    if (!kiln_cpu_qgemm_lookup_packed(KILN_DT_Q4_1, KILN_ISA_AVX512, &pk, &pf)) {
+        printf("cpu.pack: no AVX-512 VNNI on this CPU, the packed logits are not compared here\n");
+        return;
+    }
+    const kiln_config *mc = &m->cfg;
+    int32_t ids[N + 1];
+    for (int i = 0; i <= N; i++) ids[i] = 1 + (i * 7919) % (mc->vocab_size - 1);
+    const int V = mc->vocab_size, p0[1] = {0}, p1[1] = {N}, d0[1] = {N}, d1[1] = {N + 1}, base[1] = {1};
+    float *lg[4];
+    for (int i = 0; i < 4; i++) lg[i] = kiln_malloc((size_t)V * sizeof(float));
+    g_act = "q8";
+    for (int k = 0; k < 2; k++) {
+        rig r;
+        g_pack = k ? -1 : 0;
+        if (rig_open(&r, m, 2)) {
+            KT_CHECK(0, "cpu.pack %d: backend", g_pack);
+            break;
+        }
+        float *out[1] = {lg[2 * k]}, *out2[1] = {lg[2 * k + 1]};
+        KT_CHECK(step(&r, ids, 1, p0, p1, base, out, V) == 0, "cpu.pack %d: prefill step", g_pack);
+        KT_CHECK(step(&r, ids, 1, d0, d1, base, out2, V) == 0, "cpu.pack %d: decode step", g_pack);
+        kiln_backend_cpu_ops()->destroy(r.b);
+    }
+    KT_CHECK(memcmp(lg[0], lg[2], (size_t)V * sizeof(float)) == 0, "cpu.pack 0 vs -1: the logits of a 37-row prefill differ");
+    KT_CHECK(memcmp(lg[1], lg[3], (size_t)V * sizeof(float)) == 0, "cpu.pack 0 vs -1: the logits of a decode step differ");
+    printf("cpu.pack 0 vs -1 (q8, a 37-row prefill and a decode step): the same logits bits\n");
+    for (int i = 0; i < 4; i++) kiln_free(lg[i]);
+    g_pack = 0;
+    g_act = NULL;
+}
+
 /* cpu.amx: 1 refused where the path has no AMX (avx2, or a CPU without it), naming the option;
  * with AMX (q8) the last row's logits of a 37-row prefill the bits of cpu.amx -1's */
 static void test_amx(const kiln_model *m) {
@@ -349,8 +389,12 @@ int main(void) {
     g_amx = -1; /* the same without the tiles */
     test_steps(m);
     g_amx = 0;
+    g_pack = -1; /* the same without the packed weights */
+    test_steps(m);
+    g_pack = 0;
     g_act = NULL;
     test_amx(m);
+    test_pack(m);
     kiln_model_free(m);
     return kt_done();
 }
