@@ -11,7 +11,7 @@
  *   - every SIMD kernel gives the scalar kernel's bits (qgemm.h: one arithmetic for all);
  *   - a row's bits do not depend on which rows share the call (r0, r1 = the row alone vs
  *     all rows) nor on the column count of the call;
- *   - the packed kernels (AVX-512 VNNI, Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1: weights packed once):
+ *   - the packed kernels (AVX-512 VNNI, AVX-VNNI, AVX2; Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1: weights packed once):
  *     the scalar kernel's bits, whole groups and column ranges, rows together and alone;
  *   - kiln_q8act_tile: the tile-major copies of dx, sdx, qsum;
  *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 and 300 rows, with and without AMX where the
@@ -262,7 +262,8 @@ int main(void) {
     float *y = kiln_malloc_aligned(sizeof(float) * MAXR * 16), *y1 = kiln_malloc_aligned(sizeof(float) * 16);
     float *ys = kiln_malloc_aligned(sizeof(float) * MAXR * 16); /* the scalar kernel's */
     uint8_t *wp = kiln_malloc_aligned((size_t)16 * MAXN * 2 + 64); /* a packed group */
-    int n_packed = 0;
+    int n_packed[3] = {0, 0, 0};
+    const char *pnames[3] = {"avx512vnni", "avxvnni", "avx2"};
     for (int t = 0; t < 8; t++) {
         kiln_dtype dt = dts[t];
         for (int ni = 0; ni < 6; ni++) {
@@ -320,7 +321,16 @@ int main(void) {
                      * each row alone */
                     kiln_qgemm_pack_fn pk;
                     kiln_qgemm_packed_fn pf;
-                    if (kiln_cpu_qgemm_lookup_packed(dt, KILN_ISA_AVX512, &pk, &pf)) {
+                    for (int pi = 0; pi < 3; pi++) { /* AVX-512 VNNI, AVX-VNNI, AVX2 pmaddubsw */
+                    int have = 0;
+#ifdef KILN_X86
+                    if (pi == 0) have = kiln_isa_supported(KILN_ISA_AVX512) && kiln_cpu_has_avx512vnni() &&
+                                        kiln_qgemm_avx512_packed(dt, &pk, &pf);
+                    if (pi == 1) have = kiln_isa_supported(KILN_ISA_AVX2) && kiln_cpu_has_avxvnni() &&
+                                        kiln_qgemm_avxvnni_packed(dt, &pk, &pf);
+                    if (pi == 2) have = kiln_isa_supported(KILN_ISA_AVX2) && kiln_qgemm_avx2_packed(dt, &pk, &pf);
+#endif
+                    if (have) {
                         size_t pbytes = kiln_qgemm_packed_bytes(dt, n);
                         KT_CHECK(pbytes == 16 * ldw, "packed %s n=%d: %zu bytes, the rows hold %zu", kiln_dtype_name(dt),
                                  n, pbytes, 16 * ldw);
@@ -338,10 +348,12 @@ int main(void) {
                                 for (int c = lo; c < nc; c++) alone_bad += memcmp(&y1[c - lo], &ys[r * 16 + c], 4) != 0;
                             }
                             KT_CHECK(bad == 0 && alone_bad == 0,
-                                     "packed %s n=%d rows=%d cols [%d, %d): %d outputs differ from scalar's bits, %d alone",
-                                     kiln_dtype_name(dt), n, R, lo, nc, bad, alone_bad);
+                                     "packed (%s) %s n=%d rows=%d cols [%d, %d): %d outputs differ from scalar's "
+                                     "bits, %d alone", pnames[pi], kiln_dtype_name(dt), n, R, lo, nc, bad,
+                                     alone_bad);
                         }
-                        n_packed++;
+                        n_packed[pi]++;
+                    }
                     }
                 }
             }
@@ -356,7 +368,8 @@ int main(void) {
     kiln_free_aligned(y1);
     kiln_free_aligned(ys);
     kiln_free_aligned(wp);
-    if (n_packed) printf("packed kernel (avx512 vnni): %d shapes checked\n", n_packed);
-    else printf("packed kernel: no AVX-512 VNNI on this CPU, not tested here\n");
+    for (int pi = 0; pi < 3; pi++)
+        if (n_packed[pi]) printf("packed kernel %s: %d shapes checked\n", pnames[pi], n_packed[pi]);
+        else printf("packed kernel %s: not on this CPU, not tested here\n", pnames[pi]);
     return kt_done();
 }

@@ -337,7 +337,10 @@ int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn
     if (!kiln_isa_supported(isa)) return 0;
 #ifdef KILN_X86
     int k = vnni_bits();
-    if (isa == KILN_ISA_AVX512 && ((k - 1) & 1)) return kiln_qgemm_avx512_packed(dt, pack, fn);
+    int vnni512 = (k - 1) & 1, vnni256 = (k - 1) >> 1 & 1;
+    if (isa == KILN_ISA_AVX512 && vnni512) return kiln_qgemm_avx512_packed(dt, pack, fn);
+    if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2)
+        return vnni256 ? kiln_qgemm_avxvnni_packed(dt, pack, fn) : kiln_qgemm_avx2_packed(dt, pack, fn);
 #endif
     (void)dt;
     return 0;

@@ -77,8 +77,8 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
  * (kiln_q8act_tile) and takes tiles only from an r0 that is a multiple of 16 (else it runs
  * the VNNI kernel alone). */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt);
-/* Packed weights (the AVX-512 VNNI kernels, 32-element block types Q4_0 / Q4_1 / Q5_0 / Q5_1 /
- * Q8_0): the per-call transposition of a group of 16 weight rows into the kernel's lane order
+/* Packed weights (the AVX-512 VNNI, AVX-VNNI and AVX2 kernels, 32-element block types Q4_0 / Q4_1 /
+ * Q5_0 / Q5_1 / Q8_0): the per-call transposition of a group of 16 weight rows into the kernel's lane order
  * (most of a call's time at one activation row: 31 -> 115 GMAC/s without it, one core) done once
  * at load into a copy of the same size (qgemm_tile.inc, QG_PACKED, gives the layout). The packed
  * kernel's bits are the unpacked kernel's.
@@ -92,8 +92,8 @@ typedef void (*kiln_qgemm_packed_fn)(const uint8_t *wp, int lo, int hi, const ki
                                      size_t ldy, void *scratch);
 /* Bytes of one packed group of 16 rows of n elements (16 rows' bytes). */
 size_t kiln_qgemm_packed_bytes(kiln_dtype dt, int n);
-/* 1 and the pair for (dt, isa) where the packed kernel exists and the CPU runs it (the avx512
- * path with AVX-512 VNNI), else 0. */
+/* 1 and the pair for (dt, isa) where the packed kernel exists and the CPU runs it (the x86
+ * kernels kiln_cpu_qgemm_lookup picks: AVX-512 VNNI, AVX-VNNI, AVX2), else 0. */
 int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn);
 
 /* 1 where the CPU has AMX-TILE and AMX-INT8 (with AVX-512 VNNI) and Linux granted this
@@ -110,6 +110,8 @@ kiln_qgemm_fn kiln_qgemm_avx2(kiln_dtype dt);
 kiln_qgemm_fn kiln_qgemm_avxvnni(kiln_dtype dt);
 kiln_qgemm_fn kiln_qgemm_avx512(kiln_dtype dt);
 int kiln_qgemm_avx512_packed(kiln_dtype dt, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn);
+int kiln_qgemm_avxvnni_packed(kiln_dtype dt, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn);
+int kiln_qgemm_avx2_packed(kiln_dtype dt, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn);
 kiln_qgemm_fn kiln_qgemm_amx(kiln_dtype dt);
 int kiln_cpu_has_avxvnni(void);
 int kiln_cpu_has_avx512vnni(void);

@@ -8,9 +8,17 @@
 #define Q8_SIGNED 1
 #define DP(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 #define DPS(acc, w, s) DP(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(s, w))
+#define QG_PACKED /* weights packed once (kiln_qgemm_pack_fn), not transposed per call */
+#define PK_ONCE_ROWS 4 /* 16 registers: more rows' tiles spill the 8 weight vectors */
+#define STOREI(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+#define STORE_H16(p, v) _mm_storeu_si128((__m128i *)(void *)(p), kiln_qg_lo16(v))
+#define CVTPH_H16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #include "backend/cpu/qgemm_tile.inc"
 
 kiln_qgemm_fn kiln_qgemm_avx2(kiln_dtype dt) { return lookup_avx2(dt); }
+int kiln_qgemm_avx2_packed(kiln_dtype dt, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn) {
+    return lookup_packed_avx2(dt, pack, fn);
+}
 
 /* kiln_q8act_quantize with 8-lane vectors (4 a block): the same operations element by element
  * (|x| max, x * (127 / amax) + 1.5 * 2^23 - 1.5 * 2^23 in two roundings, truncation of the

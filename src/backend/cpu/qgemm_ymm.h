@@ -14,13 +14,14 @@ typedef __m256 VF;
 #define UNPACKLO64(a, b) _mm256_unpacklo_epi64(a, b)
 #define UNPACKHI64(a, b) _mm256_unpackhi_epi64(a, b)
 #define GATHER32(base, idx) _mm256_i32gather_epi32((const int *)(const void *)(base), idx, 1)
-/* the low 16 bits of the 8 lanes -> f16 -> f32 */
-static inline __m256 kiln_qg_cvtph_lo(__m256i v) {
+/* the low 16 bits of the 8 lanes, packed into 16 bytes */
+static inline __m128i kiln_qg_lo16(__m256i v) {
     const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
                                           12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
-    __m256i p = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0x08);
-    return _mm256_cvtph_ps(_mm256_castsi256_si128(p));
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_shuffle_epi8(v, pick), 0x08));
 }
+/* the low 16 bits of the 8 lanes -> f16 -> f32 */
+static inline __m256 kiln_qg_cvtph_lo(__m256i v) { return _mm256_cvtph_ps(kiln_qg_lo16(v)); }
 #define CVTPH_LO(v) kiln_qg_cvtph_lo(v)
 #define AND(a, b) _mm256_and_si256(a, b)
 #define OR(a, b) _mm256_or_si256(a, b)
