@@ -5,6 +5,7 @@
  * tuning: the kept algorithm and its products (tuned). */
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/sync.h"
 #include "cuda_test.h"
 #include "util/alloc.h"
 
@@ -88,7 +89,9 @@ static void tuned(kiln_cuda_gemm_ctx *ctx, kiln_cpu_ctx *cc, int N, int K, int T
     kc_put(dx, xh, xn * 2);
     const void *ws[2] = {dw, dw};
     kiln_cuda_gemm_tuning r;
-    int rc = kiln_cuda_gemm_tune(ctx, &g, T, 16, dy, dx, ws, 2, 0, &r, &err);
+    kiln_cuda_syncs sy;
+    memset(&sy, 0, sizeof sy);
+    int rc = kiln_cuda_gemm_tune(ctx, &g, T, 16, dy, dx, ws, 2, 0, &sy, &r, &err);
     KT_CHECK(rc == 0, "gemm tune: %s", err.msg);
     KT_CHECK(r.candidates >= 1 && r.pick >= 0 && r.pick < r.candidates && g.have[T] == 2 && g.n_tuned == 1,
              "tune N=%d K=%d T=%d: record candidates %d pick %d, have %d", N, K, T, r.candidates, r.pick, g.have[T]);

@@ -94,7 +94,7 @@ static int tune_one(cuda_backend *c, const tune_shape *s, int T, int cands, kiln
             got += per;
         }
     }
-    int rc = kiln_cuda_gemm_tune(&c->gctx, g, T, cands, y, x, w, nw, c->st, t, err);
+    int rc = kiln_cuda_gemm_tune(&c->gctx, g, T, cands, y, x, w, nw, c->st, &c->syncs, t, err);
     if (rc) kiln_err_prefix(err, "cuda GEMM tuning: ");
     return rc;
 }
@@ -136,8 +136,8 @@ int kiln_cuda_tune_gemms(cuda_backend *c, int cands, kiln_error *err) {
                        t.best_s * 1e6, t.first_s / t.best_s);
         }
     }
-    cudaError_t e = cudaStreamSynchronize(c->st);
-    if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaStreamSynchronize (GEMM tuning)", __FILE__, __LINE__);
+    int rc = kiln_cuda_stream_sync(&c->syncs, c->st, err);
+    if (rc) return rc;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     KILN_INFO("cuda: GEMM tuning: %d products x row counts timed in %.2f s; %d run another algorithm than "

@@ -2,6 +2,7 @@
  * caller-provided opaque structs (cublasLt*Init), so a GEMM allocates nothing on the host. */
 #include <string.h>
 #include "backend/cuda/gemm.h"
+#include "backend/cuda/sync.h"
 #include "util/alloc.h"
 #include "util/error.h"
 
@@ -234,7 +235,7 @@ int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y
  * after one untimed pass; < 0 when a launch fails. */
 static double time_passes(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a,
                           void *y, const void *x, const void *const *w, int nw, int T, int reps, cudaStream_t st,
-                          cudaEvent_t ev0, cudaEvent_t ev1) {
+                          kiln_cuda_syncs *sy, cudaEvent_t ev0, cudaEvent_t ev1) {
     kiln_error e2;
     for (int i = 0; i < nw; i++)
         if (enqueue(ctx, g, a, y, x, w[i], T, st, &e2)) return -1.0;
@@ -243,14 +244,15 @@ static double time_passes(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g
         for (int i = 0; i < nw; i++)
             if (enqueue(ctx, g, a, y, x, w[i], T, st, &e2)) return -1.0;
     float ms = 0.0f;
-    if (cudaEventRecord(ev1, st) != cudaSuccess || cudaEventSynchronize(ev1) != cudaSuccess ||
+    if (cudaEventRecord(ev1, st) != cudaSuccess || kiln_cuda_event_sync(sy, ev1, &e2) != KILN_OK ||
         cudaEventElapsedTime(&ms, ev0, ev1) != cudaSuccess)
         return -1.0;
     return ms * 1e-3 / reps;
 }
 
 int kiln_cuda_gemm_tune(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T, int cands, void *y, const void *x,
-                        const void *const *w, int nw, cudaStream_t st, kiln_cuda_gemm_tuning *out, kiln_error *err) {
+                        const void *const *w, int nw, cudaStream_t st, kiln_cuda_syncs *sy, kiln_cuda_gemm_tuning *out,
+                        kiln_error *err) {
     memset(out, 0, sizeof *out);
     if (ctx->batch_invariant || T <= g->fixed_upto || T > g->max_rows || T <= 0 || nw <= 0 || cands < 1) return KILN_OK;
     cublasLtMatmulHeuristicResult_t res[KILN_GEMM_TUNE_MAX];
@@ -265,7 +267,7 @@ int kiln_cuda_gemm_tune(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T,
     }
     /* passes enough for ~0.3 ms a measurement (at most 16), sized on the heuristic's first */
     int reps = 1;
-    double t0 = time_passes(ctx, g, &res[0].algo, y, x, w, nw, T, 1, st, ev[0], ev[1]);
+    double t0 = time_passes(ctx, g, &res[0].algo, y, x, w, nw, T, 1, st, sy, ev[0], ev[1]);
     if (t0 > 0.0 && t0 < 0.3e-3) reps = (int)(0.3e-3 / t0) + 1;
     if (reps > 16) reps = 16;
     double best[KILN_GEMM_TUNE_MAX];
@@ -274,7 +276,7 @@ int kiln_cuda_gemm_tune(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T,
         for (int round = 0; round < 2; round++) /* interleaved twice: the minimum of each */
             for (int i = 0; i < n; i++) {
                 if (round && best[i] < 0.0) continue;
-                double t = time_passes(ctx, g, &res[i].algo, y, x, w, nw, T, reps, st, ev[0], ev[1]);
+                double t = time_passes(ctx, g, &res[i].algo, y, x, w, nw, T, reps, st, sy, ev[0], ev[1]);
                 if (t > 0.0 && (best[i] < 0.0 || t < best[i])) best[i] = t;
             }
     cudaEventDestroy(ev[0]);

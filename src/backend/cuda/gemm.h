@@ -73,10 +73,12 @@ int kiln_cuda_gemm_fixed_upto(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, 
 /* Normal mode, load time: time the heuristic's first cands algorithms for T rows (two interleaved
  * rounds, each a pass of one GEMM on each of the nw weights w[] so that L2 holds none of them,
  * as a step's layers run) and keep the fastest for T (and for row counts in [T/2, T) not tuned
- * themselves). x: [T][K] and y: [T][N] device scratch of g's dtypes. Waits for the stream (not
- * for use inside a step or a capture). A no-op in batch-invariant mode and for T <= fixed_upto. */
+ * themselves). x: [T][K] and y: [T][N] device scratch of g's dtypes. Waits for the stream through
+ * sy's counted wrapper (sync.h: not for use inside a step or a capture). A no-op in batch-invariant mode and for T <= fixed_upto. */
+struct kiln_cuda_syncs;
 int kiln_cuda_gemm_tune(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T, int cands, void *y, const void *x,
-                        const void *const *w, int nw, cudaStream_t st, kiln_cuda_gemm_tuning *out, kiln_error *err);
+                        const void *const *w, int nw, cudaStream_t st, struct kiln_cuda_syncs *sy,
+                        kiln_cuda_gemm_tuning *out, kiln_error *err);
 /* Enqueue y = x W^T for T rows (1 <= T <= max_rows) on st. */
 int kiln_cuda_gemm_run(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, void *y, const void *x, const void *w, int T,
                        cudaStream_t st, kiln_error *err);
