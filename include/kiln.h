@@ -104,8 +104,9 @@ typedef struct kiln_cuda_options {
                             * algorithms (at most 16) of each projection at the row counts steps
                             * use (decode and piecewise graph buckets, powers of two up to the
                             * step budget) and keep the fastest when >= 3 % faster than the
-                            * first; 0 = the heuristic's first, as before; off in batch-invariant
-                            * mode (8) (env KILN_CUDA_GEMM_TUNE) */
+                            * first; 0 = the heuristic's first; off in batch-invariant mode (0:
+                            * not yet measured on a GPU, so not on by default) (env
+                            * KILN_CUDA_GEMM_TUNE) */
     int fail_alloc_at;     /* fault injection (tests): the allocation of create numbered this
                             * (1-based; device memory and pinned host buffers) and every later
                             * one fail as cudaMalloc fails when the device is full (KILN_ERR_OOM);

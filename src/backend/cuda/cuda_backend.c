@@ -494,8 +494,7 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     if (piece_max > bc->max_tokens) piece_max = bc->max_tokens;
     c->n_piece_buckets = piece_max > 0 ? kiln_cuda_piece_bucket(piece_max, NULL) + 1 : 0;
     /* cuBLASLt's algorithms timed at the row counts steps use, before the graphs capture them */
-    if (o->gemm_tune != 0 && !bc->batch_invariant &&
-        (rc = kiln_cuda_tune_gemms(c, o->gemm_tune > 0 ? o->gemm_tune : 8, err)))
+    if (o->gemm_tune > 0 && !bc->batch_invariant && (rc = kiln_cuda_tune_gemms(c, o->gemm_tune, err)))
         goto fail;
     if (o->graphs != 0 && !c->debug && (rc = kiln_cuda_capture_graphs(c, err))) {
         /* steps then launch kernel by kernel, as with KILN_CUDA_GRAPHS=0; refused in strict mode */
