@@ -1,5 +1,6 @@
 /* bench_qgemm.c: kiln_cpu_matmul on quantized weights, f32 activations (cpu.act f32) against
- * W x A8 (cpu.act q8, qgemm.h; and on AMX tiles where the CPU has them), per row count (not a test).
+ * W x A8 (cpu.act q8, qgemm.h; on AMX tiles where the CPU has them; on the weights packed once,
+ * qpack.h, where the ISA has that kernel), per row count (not a test).
  *
  *   bench_qgemm [n_out n_in dtype threads isa]
  *   defaults:    1536  576  q4_1 1          best
@@ -12,6 +13,7 @@
 #include <strings.h>
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/qgemm.h"
+#include "backend/cpu/qpack.h"
 #include "util/alloc.h"
 #include "util/fp16.h"
 #include "util/timeutil.h"
@@ -54,13 +56,22 @@ int main(int argc, char **argv) {
     printf("matmul [%d][%d] %s threads=%d isa=%s: GMAC/s (best of 7)\n", n_out, n_in, kiln_dtype_name(dt), nth,
            kiln_isa_name(isa));
     const int amx = isa == KILN_ISA_AVX512 && kiln_cpu_has_amx(); /* the q8 product on AMX tiles too */
-    printf("%6s %10s %10s %8s %10s\n", "rows", "f32", "q8", "q8/f32", amx ? "q8 amx" : "(no amx)");
+    kiln_cpu_packs *packs = NULL; /* and on the weights packed once (qpack.h), where the ISA has that kernel */
+    int packed = 0;
+    if (kiln_cpu_packs_create(&packs, isa, &err) || kiln_cpu_packs_add(packs, &w, pool, &packed, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    printf("%6s %10s %10s %8s %10s %10s\n", "rows", "f32", "q8", "q8/f32", amx ? "q8 amx" : "(no amx)",
+           packed ? "q8 packed" : "(no pack)");
     for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
         int nr = rows[ri];
-        double g[3] = {0, 0, 0};
-        for (int m = 0; m < 2 + amx; m++) {
+        double g[4] = {0, 0, 0, 0};
+        for (int m = 0; m < 4; m++) {
+            if ((m == 2 && !amx) || (m == 3 && !packed)) continue;
             ctx.act_q8 = m > 0;
             ctx.amx = m == 2;
+            ctx.packs = m == 3 ? packs : NULL;
             double macs = (double)nr * n_out * n_in;
             int iters = (int)(2e8 / macs) + 1;
             double best = 1e30;
@@ -73,13 +84,14 @@ int main(int argc, char **argv) {
             }
             g[m] = macs / best * 1e-9;
         }
-        printf("%6d %10.2f %10.2f %8.2f %10.2f\n", nr, g[0], g[1], g[1] / g[0], g[2]);
+        printf("%6d %10.2f %10.2f %8.2f %10.2f %10.2f\n", nr, g[0], g[1], g[1] / g[0], g[2], g[3]);
     }
     kiln_free_aligned(d);
     kiln_free_aligned(x);
     kiln_free_aligned(y);
     kiln_free_aligned(ctx.panel);
     kiln_free_aligned(ctx.xperm);
+    kiln_cpu_packs_destroy(packs);
     kiln_pool_destroy(pool);
     return 0;
 }
