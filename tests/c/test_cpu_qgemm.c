@@ -15,10 +15,11 @@
  *     the scalar kernel's bits, whole groups and column ranges, rows together and alone;
  *   - kiln_q8act_tile: the tile-major copies of dx, sdx, qsum;
  *   - kiln_cpu_matmul with act_q8 (1..3 threads, 1..37 and 300 rows, with and without AMX where the
- *     CPU has it): the scalar kernel's bits, and
+ *     CPU has it, and on packed weights (qpack.h) where the ISA has that kernel): the scalar kernel's bits, and
  *     kiln_cpu_matmul_multi / _swiglu the bits of separate products (+ kiln_cpu_silu_mul_row). */
 #include <stdint.h>
 #include "backend/cpu/qgemm.h"
+#include "backend/cpu/qpack.h"
 #include "format/quant.h"
 #include "test.h"
 #include "util/alloc.h"
@@ -184,13 +185,26 @@ static void check_matmul(kiln_dtype dt, int NI, int R, int rstep) {
         for (int c = 0; c < NO; c += 16)
             kiln_qgemm_scalar(dt)(w[k] + c * ldw, ldw, NO - c < 16 ? NO - c : 16, &a, 0, R,
                                            ref + (size_t)k * R * NO + c, NO, scr);
-    for (int th = 1; th <= 3 * (1 + kiln_cpu_has_amx()); th++) { /* 4..6: the same on AMX */
+    kiln_qgemm_pack_fn pk;
+    kiln_qgemm_packed_fn pf;
+    const int can_pack = kiln_cpu_qgemm_lookup_packed(dt, kiln_isa_best(), &pk, &pf);
+    for (int th = 1; th <= 9; th++) { /* 4..6: the same on AMX; 7..9: on the weights packed once */
         kiln_error err = {0};
         kiln_pool *pool = NULL;
-        const int amx = th > 3, nth = amx ? th - 3 : th;
+        const int amx = th > 3 && th <= 6, packed = th > 6, nth = (th - 1) % 3 + 1;
+        if ((amx && !kiln_cpu_has_amx()) || (packed && !can_pack)) continue;
         if (kiln_pool_create(&pool, nth, &err)) { KT_CHECK(0, "pool: %s", err.msg); continue; }
         kiln_cpu_ctx ctx = {.isa = amx ? KILN_ISA_AVX512 : kiln_isa_best(), .pool = pool, .panel_floats = 128u * 1024u,
                             .xperm_floats = (size_t)R * NI, .act_q8 = 1, .amx = amx};
+        kiln_cpu_packs *packs = NULL;
+        if (packed) {
+            int added[2] = {0, 0};
+            KT_CHECK(kiln_cpu_packs_create(&packs, ctx.isa, &err) == 0 &&
+                         kiln_cpu_packs_add(packs, &t[0], pool, &added[0], &err) == 0 &&
+                         kiln_cpu_packs_add(packs, &t[1], pool, &added[1], &err) == 0 && added[0] && added[1],
+                     "%s: packing: %s", kiln_dtype_name(dt), err.msg);
+            ctx.packs = packs;
+        }
         ctx.panel = kiln_malloc_aligned(sizeof(float) * ctx.panel_floats * (size_t)nth);
         ctx.xperm = kiln_malloc_aligned(sizeof(float) * ctx.xperm_floats);
         int bad = 0, badm = 0, bads = 0;
@@ -211,7 +225,8 @@ static void check_matmul(kiln_dtype dt, int NI, int R, int rstep) {
         }
         KT_CHECK(bad == 0 && badm == 0 && bads == 0,
                  "%s, %d threads%s: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits",
-                 kiln_dtype_name(dt), nth, amx ? " (amx)" : "", bad, badm, bads);
+                 kiln_dtype_name(dt), nth, amx ? " (amx)" : packed ? " (packed)" : "", bad, badm, bads);
+        kiln_cpu_packs_destroy(packs);
         kiln_free_aligned(ctx.panel);
         kiln_free_aligned(ctx.xperm);
         kiln_pool_destroy(pool);
@@ -232,6 +247,7 @@ int main(void) {
     check_tile();
     check_matmul(KILN_DT_Q4_1, 96, 37, 6);
     check_matmul(KILN_DT_Q4_K, 512, 37, 6);
+    check_matmul(KILN_DT_Q5_K, 512, 37, 6);
     check_matmul(KILN_DT_Q6_K, 256, 37, 6);
     check_matmul(KILN_DT_Q4_1, 64, 300, 299); /* rows in several chunks (64, or 256 on AMX) */
     kern ks[5] = {{"scalar", kiln_qgemm_scalar}};

@@ -326,10 +326,7 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) {
 }
 #endif
 
-size_t kiln_qgemm_packed_bytes(kiln_dtype dt, int n) {
-    int bb = blk_bytes(dt);
-    return bb > 0 ? (size_t)16 * (size_t)(n / KILN_Q8_BLK) * (size_t)bb : 0;
-}
+size_t kiln_qgemm_packed_bytes(kiln_dtype dt, int n) { return (size_t)16 * kiln_dtype_row_bytes(dt, n); }
 
 int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn) {
     *pack = NULL;

@@ -77,8 +77,8 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
  * (kiln_q8act_tile) and takes tiles only from an r0 that is a multiple of 16 (else it runs
  * the VNNI kernel alone). */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt);
-/* Packed weights (the AVX-512 VNNI, AVX-VNNI and AVX2 kernels, 32-element block types Q4_0 / Q4_1 /
- * Q5_0 / Q5_1 / Q8_0): the per-call transposition of a group of 16 weight rows into the kernel's lane order
+/* Packed weights (the AVX-512 VNNI, AVX-VNNI and AVX2 kernels; Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0,
+ * Q4_K / Q5_K; Q6_K is not packed): the per-call transposition of a group of 16 weight rows into the kernel's lane order
  * (most of a call's time at one activation row: 31 -> 115 GMAC/s without it, one core) done once
  * at load into a copy of the same size (qgemm_tile.inc, QG_PACKED, gives the layout). The packed
  * kernel's bits are the unpacked kernel's.
