@@ -57,7 +57,7 @@ typedef struct kiln_cpu_options {
                             * products of 16 or more rows (act "q8", the avx512 path; the same
                             * bits as without): 0 where the CPU and the OS have them (default),
                             * -1 off, 1 required (refused where missing) (env KILN_CPU_AMX=0|1) */
-    int pack;              /* act "q8" without AMX: the quantized weights packed once at load for
+    int pack;              /* act "q8": the quantized weights packed once at load for
                             * the x86 W x A8 kernels (AVX-512 VNNI, AVX-VNNI, AVX2; Q4_0 / Q4_1 /
                             * Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K; the same bits, a copy of the same
                             * size): 0 where those kernels run (default), -1 off (env

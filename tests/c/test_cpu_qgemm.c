@@ -188,10 +188,10 @@ static void check_matmul(kiln_dtype dt, int NI, int R, int rstep) {
     kiln_qgemm_pack_fn pk;
     kiln_qgemm_packed_fn pf;
     const int can_pack = kiln_cpu_qgemm_lookup_packed(dt, kiln_isa_best(), &pk, &pf);
-    for (int th = 1; th <= 9; th++) { /* 4..6: the same on AMX; 7..9: on the weights packed once */
+    for (int th = 1; th <= 12; th++) { /* 4..6: the same on AMX; 7..9: on the weights packed once; 10..12: both */
         kiln_error err = {0};
         kiln_pool *pool = NULL;
-        const int amx = th > 3 && th <= 6, packed = th > 6, nth = (th - 1) % 3 + 1;
+        const int amx = (th > 3 && th <= 6) || th > 9, packed = th > 6, nth = (th - 1) % 3 + 1;
         if ((amx && !kiln_cpu_has_amx()) || (packed && !can_pack)) continue;
         if (kiln_pool_create(&pool, nth, &err)) { KT_CHECK(0, "pool: %s", err.msg); continue; }
         kiln_cpu_ctx ctx = {.isa = amx ? KILN_ISA_AVX512 : kiln_isa_best(), .pool = pool, .panel_floats = 128u * 1024u,
@@ -225,7 +225,8 @@ static void check_matmul(kiln_dtype dt, int NI, int R, int rstep) {
         }
         KT_CHECK(bad == 0 && badm == 0 && bads == 0,
                  "%s, %d threads%s: matmul %d, multi %d, swiglu %d products differ from the scalar kernel's bits",
-                 kiln_dtype_name(dt), nth, amx ? " (amx)" : packed ? " (packed)" : "", bad, badm, bads);
+                 kiln_dtype_name(dt), nth, amx && packed ? " (amx, packed)" : amx ? " (amx)" : packed ? " (packed)" : "",
+                 bad, badm, bads);
         kiln_cpu_packs_destroy(packs);
         kiln_free_aligned(ctx.panel);
         kiln_free_aligned(ctx.xperm);

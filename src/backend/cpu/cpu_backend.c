@@ -251,10 +251,10 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
             if ((rc = check_weight_isa(&w->experts[i], c->ctx.isa, err))) goto fail;
     }
     if ((rc = check_weight_isa(m->lm_head, c->ctx.isa, err))) goto fail;
-    /* W x A8 without AMX: the weights packed once for the kernels that read them so (qpack.h;
-     * the same bits as the per-call transposition, which they skip: at one activation row most
-     * of the product's time) */
-    if (c->ctx.act_q8 && !c->ctx.amx && bc->cpu.pack >= 0 && bc->tp_size <= 1) {
+    /* W x A8: the weights packed once for the kernels that read them so (qpack.h; the same
+     * bits as the per-call transposition, which they skip: at one activation row most of the
+     * product's time). With AMX, products of 16+ rows stay on the tiles and the rows' layout. */
+    if (c->ctx.act_q8 && bc->cpu.pack >= 0 && bc->tp_size <= 1) {
         if ((rc = kiln_cpu_packs_create(&c->packs, c->ctx.isa, err))) goto fail;
         for (int l = 0; l < mc->n_layers; l++) {
             const kiln_layer_weights *w = &m->layers[l];

@@ -48,8 +48,9 @@ typedef struct kiln_cpu_ctx {
                        * quantized to 8 bits per 32-element block, integer dot products; xperm
                        * then holds the quantized rows and panel the per-thread offsets */
     int amx;          /* 1: those products of 16+ rows on AMX-INT8 tiles (kiln_cpu_qgemm_lookup_amx) */
-    const struct kiln_cpu_packs *packs; /* act_q8 without amx: weights packed for the W x A8
-                       * kernels (qpack.h), or NULL; matmul runs the packed kernel on those */
+    const struct kiln_cpu_packs *packs; /* act_q8: weights packed for the W x A8 kernels
+                       * (qpack.h), or NULL; matmul runs the packed kernel on those (with amx:
+                       * products of fewer than 16 rows) */
 } kiln_cpu_ctx;
 /* act_q8 when cpu.act is unset. 0: on the default model the 8-bit activations move the logits
  * by 2-4e-2 relative L2 from the f32 reference (tests/py/test_gguf_logits.py bounds 1e-3 and

@@ -232,7 +232,8 @@ static void mm_task_q8(const mm_job *j, int v0, int v1, int thread) {
             int o1 = v1 - P->off < P->n_out ? v1 - P->off : P->n_out;
             if (o0 >= o1) continue;
             const size_t ldy = (size_t)P->n_out;
-            if (P->pk) { /* packed groups of 16 rows: the columns [lo, hi) of group c / 16 */
+            if (P->pk && !j->amx) { /* packed groups of 16 rows: the columns [lo, hi) of group c / 16
+                                     * (AMX tiles read the rows' own layout: the same bits) */
                 for (int c = o0; c < o1;) {
                     int lo = c % 16, hi = o1 - (c - lo) < 16 ? o1 - (c - lo) : 16;
                     P->pk->fn(P->pk->wp + (size_t)(c / 16) * P->pk->group_bytes, lo, hi, &j->act, r0, r1,
@@ -350,7 +351,7 @@ static int check_weight(kiln_cpu_ctx *c, const kiln_tensor *w, int n_rows, mm_pa
                  : NULL;
     P->deq = P->fnw ? kiln_cpu_deq_lookup_quant(w->dtype, c->isa, &P->tile, &P->phase) : NULL;
     P->qg = !c->act_q8 ? NULL : c->amx ? kiln_cpu_qgemm_lookup_amx(w->dtype) : kiln_cpu_qgemm_lookup(w->dtype, c->isa);
-    P->pk = c->act_q8 && !c->amx ? kiln_cpu_packs_find(c->packs, w) : NULL;
+    P->pk = c->act_q8 ? kiln_cpu_packs_find(c->packs, w) : NULL;
     P->w = w->data;
     P->row_bytes = row_bytes;
     P->n_out = (int)w->shape[0];
