@@ -444,6 +444,8 @@ void kiln_gguf_close(kiln_gguf *g) {
 
 uint32_t kiln_gguf_version(const kiln_gguf *g) { return g->version; }
 const char *kiln_gguf_path(const kiln_gguf *g) { return g->map.path; }
+
+const kiln_mapfile *kiln_gguf_mapping(const kiln_gguf *g) { return &g->map; }
 uint64_t kiln_gguf_n_kv(const kiln_gguf *g) { return g->n_kv; }
 kiln_gguf_str kiln_gguf_kv_key(const kiln_gguf *g, int64_t i) { return g->kv[i].key; }
 kiln_gguf_type kiln_gguf_kv_type(const kiln_gguf *g, int64_t i) { return g->kv[i].type; }

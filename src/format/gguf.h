@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "kiln.h"
 #include "format/dtype.h"
+#include "util/mapfile.h"
 
 typedef enum kiln_gguf_type {
     KILN_GGUF_UINT8 = 0, KILN_GGUF_INT8 = 1, KILN_GGUF_UINT16 = 2, KILN_GGUF_INT16 = 3,
@@ -33,6 +34,8 @@ int kiln_gguf_open(kiln_gguf **out, const char *path, kiln_error *err);
 void kiln_gguf_close(kiln_gguf *g);
 uint32_t kiln_gguf_version(const kiln_gguf *g);
 const char *kiln_gguf_path(const kiln_gguf *g);
+/* The file's read-only mapping (the tensors' data lie in it). */
+const kiln_mapfile *kiln_gguf_mapping(const kiln_gguf *g);
 
 /* Metadata lookup by key; -1 when absent. */
 int64_t kiln_gguf_find_key(const kiln_gguf *g, const char *key);

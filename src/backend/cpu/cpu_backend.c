@@ -30,6 +30,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <unistd.h>
+#include "format/gguf.h"
 #include "format/quant.h"
 #include "backend/backend.h"
 #include "backend/cpu/attention.h"
@@ -84,6 +86,23 @@ typedef struct cpu_backend {
 } cpu_backend;
 
 #define NSLOT 3
+
+/* A packed tensor's bytes in the checkpoint's file mapping (read-only, private: never
+ * written) are read again only where something else uses them (a tied embedding's rows): the
+ * pages the packing read are handed back to the page cache (MADV_DONTNEED refaults them from
+ * the file on a later read), so the packed copy does not double the weights' resident memory.
+ * Owned buffers (dummy weights) are left alone. */
+static void release_mapped(const kiln_model *m, const kiln_tensor *w) {
+    const unsigned char *p = w->data;
+    for (int i = m->gguf ? -1 : 0; i < m->n_files; i++) {
+        const kiln_mapfile *f = i < 0 ? kiln_gguf_mapping(m->gguf) : &m->files[i];
+        if (!f->data || p < f->data || p + w->nbytes > f->data + f->size) continue;
+        const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)p + pg - 1) / pg * pg, e = ((uintptr_t)p + w->nbytes) / pg * pg;
+        if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+        return;
+    }
+}
 
 static void cpu_destroy(kiln_backend *b) {
     cpu_backend *c = (cpu_backend *)b;
@@ -262,10 +281,12 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
             for (int i = 0; i < 7; i++) {
                 int added;
                 if (ts[i] && (rc = kiln_cpu_packs_add(c->packs, ts[i], c->ctx.pool, &added, err))) goto fail;
+                if (ts[i] && added) release_mapped(m, ts[i]);
             }
         }
         int added;
         if ((rc = kiln_cpu_packs_add(c->packs, m->lm_head, c->ctx.pool, &added, err))) goto fail;
+        if (added) release_mapped(m, m->lm_head);
         int np;
         size_t pb;
         kiln_cpu_packs_stats(c->packs, &np, &pb);
