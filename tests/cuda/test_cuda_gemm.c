@@ -9,6 +9,19 @@
 #include "cuda_test.h"
 #include "util/alloc.h"
 
+/* a [N][K] weight of dt over host bytes, for kiln_cpu_matmul */
+static kiln_tensor host_matrix(kiln_dtype dt, int N, int K, const void *data) {
+    kiln_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = dt;
+    t.ndim = 2;
+    t.shape[0] = N;
+    t.shape[1] = K;
+    t.data = data;
+    t.nbytes = (size_t)N * K * kc_dtsize(dt);
+    return t;
+}
+
 static void one(kiln_cuda_gemm_ctx *ctx, kiln_cpu_ctx *cc, kiln_dtype dt, int N, int K, int T, int max_rows,
                 unsigned long long *s) {
     size_t es = kc_dtsize(dt), wn = (size_t)N * K, xn = (size_t)T * K, yn = (size_t)T * N;
@@ -19,14 +32,7 @@ static void one(kiln_cuda_gemm_ctx *ctx, kiln_cpu_ctx *cc, kiln_dtype dt, int N,
     kc_to_dt(dt, w, wh, wn);
     kc_to_dt(dt, x, xh, xn);
     kc_round_dt(dt, x, xn); /* the CPU multiplies the same rounded activations */
-    kiln_tensor t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.ndim = 2;
-    t.shape[0] = N;
-    t.shape[1] = K;
-    t.data = wh;
-    t.nbytes = wn * es;
+    kiln_tensor t = host_matrix(dt, N, K, wh);
     kiln_error err = {0};
     KT_CHECK(kiln_cpu_matmul(cc, want, x, T, &t, &err) == 0, "cpu matmul: %s", err.msg);
     kiln_cuda_gemm g;
@@ -71,14 +77,7 @@ static void tuned(kiln_cuda_gemm_ctx *ctx, kiln_cpu_ctx *cc, int N, int K, int T
     kc_to_dt(dt, w, wh, wn);
     kc_to_dt(dt, x, xh, xn);
     kc_round_dt(dt, x, xn);
-    kiln_tensor t;
-    memset(&t, 0, sizeof t);
-    t.dtype = dt;
-    t.ndim = 2;
-    t.shape[0] = N;
-    t.shape[1] = K;
-    t.data = wh;
-    t.nbytes = wn * 2;
+    kiln_tensor t = host_matrix(dt, N, K, wh);
     kiln_error err = {0};
     KT_CHECK(kiln_cpu_matmul(cc, want, x, T, &t, &err) == 0, "cpu matmul: %s", err.msg);
     kiln_cuda_gemm g;
