@@ -205,7 +205,7 @@ typedef struct cuda_backend {
                             * KILN_CUDA_DECODE_TC_SPLIT=0) */
 } cuda_backend;
 
-static inline size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : 2; }
+static inline size_t dt_size(kiln_dtype dt) { return dt == KILN_DT_F32 ? 4 : dt == KILN_DT_F8_E4M3 ? 1 : 2; }
 
 /* Enqueue one launcher call; in debug mode (KILN_CUDA_DEBUG) wait and check after it. Needs
  * `c` and `err` in scope; returns from the caller on error. */

@@ -35,10 +35,6 @@ static int tune_rows(const cuda_backend *c, int max_rows, int *rows) {
     return n;
 }
 
-static size_t dt_bytes(kiln_dtype dt) {
-    return dt == KILN_DT_F32 ? 4 : dt == KILN_DT_F8_E4M3 ? 1 : 2;
-}
-
 typedef struct tune_shape {
     const char *name;
     kiln_cuda_gemm *g;
@@ -56,13 +52,13 @@ static int tune_one(cuda_backend *c, const tune_shape *s, int T, int cands, kiln
     const kiln_config *mc = &c->m->cfg;
     size_t T_ = (size_t)T, D = (size_t)mc->dim, F = (size_t)mc->hidden_dim, V = (size_t)mc->vocab_size;
     size_t qd = (size_t)mc->n_heads * mc->head_dim, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
-    size_t Tm = (size_t)c->cfg.max_tokens, LR = (size_t)c->max_lrows, a = dt_bytes(c->adt);
+    size_t Tm = (size_t)c->cfg.max_tokens, LR = (size_t)c->max_lrows, a = dt_size(c->adt);
     /* x: [T][K] in g's input type; y: [T][N] in g->ydt; any scratch large enough (overwritten
      * by every step anyway) */
-    size_t xb = T_ * (size_t)g->K * dt_bytes(g->wdt), yb = T_ * (size_t)g->N * dt_bytes(g->ydt);
+    size_t xb = T_ * (size_t)g->K * dt_size(g->wdt), yb = T_ * (size_t)g->N * dt_size(g->ydt);
     void *x = NULL, *y = NULL;
     struct { void *p; size_t n; } xs[] = {
-        {c->act, Tm * F * a}, {c->att, Tm * qd * a}, {c->xn, Tm * D * a}, {c->xf, LR * D * dt_bytes(c->hdt)},
+        {c->act, Tm * F * a}, {c->att, Tm * qd * a}, {c->xn, Tm * D * a}, {c->xf, LR * D * dt_size(c->hdt)},
         {c->xq8, c->fp8_a8 ? Tm * (D > qd ? (D > F ? D : F) : (qd > F ? qd : F)) : 0}};
     struct { void *p; size_t n; } ys[] = {{c->gu, Tm * 2 * F * 4}, {c->qkv, Tm * (qd + 2 * kvd) * 4},
                                           {c->logits_d, LR * V * 4}};
@@ -87,7 +83,7 @@ static int tune_one(cuda_backend *c, const tune_shape *s, int T, int cands, kiln
     } else if (s->m_off == (size_t)-1) {
         w[nw++] = s->m0->w;
     } else {
-        size_t per = (size_t)g->N * g->K * dt_bytes(g->wdt), got = 0;
+        size_t per = (size_t)g->N * g->K * dt_size(g->wdt), got = 0;
         for (int l = 0; l < mc->n_layers && nw < 256 && (nw == 0 || got < TUNE_PASS_BYTES); l++) {
             const cuda_mat *m = (const cuda_mat *)((const char *)&c->layers[l] + s->m_off);
             w[nw++] = m->w;

@@ -60,14 +60,21 @@ static int heuristic(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, int
     return KILN_OK;
 }
 
-static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a, int T,
-                      size_t ws) {
+/* algorithm a runs T rows of g within ws bytes of workspace */
+static int algo_ok(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a, int T,
+                   size_t ws) {
     gemm_desc d;
     kiln_error e2;
     if (desc_init(&d, g, T, &e2)) return 0;
     cublasLtMatmulHeuristicResult_t r;
     if (cublasLtMatmulAlgoCheck(ctx->lt, &d.op, &d.a, &d.b, &d.c, &d.c, a, &r) != CUBLAS_STATUS_SUCCESS) return 0;
-    if (r.workspaceSize > ws) return 0;
+    return r.workspaceSize <= ws;
+}
+
+/* ... and without split-K (batch-invariant mode) */
+static int algo_valid(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a, int T,
+                      size_t ws) {
+    if (!algo_ok(ctx, g, a, T, ws)) return 0;
     uint32_t splitk = 1;
     size_t got = 0;
     if (cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &got) ==
@@ -167,16 +174,6 @@ void kiln_cuda_gemm_free(kiln_cuda_gemm *g) {
     g->have = NULL;
 }
 
-/* algorithm a runs T rows of g within the workspace (split-K allowed: normal mode only) */
-static int algo_ok(const kiln_cuda_gemm_ctx *ctx, const kiln_cuda_gemm *g, const cublasLtMatmulAlgo_t *a, int T) {
-    gemm_desc d;
-    kiln_error e2;
-    if (desc_init(&d, g, T, &e2)) return 0;
-    cublasLtMatmulHeuristicResult_t r;
-    if (cublasLtMatmulAlgoCheck(ctx->lt, &d.op, &d.a, &d.b, &d.c, &d.c, a, &r) != CUBLAS_STATUS_SUCCESS) return 0;
-    return r.workspaceSize <= ctx->ws_bytes;
-}
-
 /* The algorithm for T rows in normal mode, cached in g->algos[T]: a tuned one (have == 2) when
  * kiln_cuda_gemm_tune timed T, else the one tuned for the nearest tuned row count in [T, 2T]
  * when it is valid for T (so a 1,000-row prefill step takes what was measured at 1,024), else
@@ -187,7 +184,7 @@ static int algo_for(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, int T, kil
         int hi = 2 * T < g->max_rows ? 2 * T : g->max_rows;
         for (int u = T + 1; u <= hi; u++)
             if (g->have[u] == 2) {
-                if (algo_ok(ctx, g, &g->algos[u], T)) {
+                if (algo_ok(ctx, g, &g->algos[u], T, ctx->ws_bytes)) {
                     g->algos[T] = g->algos[u];
                     g->have[T] = 1;
                     return KILN_OK;
