@@ -59,7 +59,7 @@ typedef struct kiln_cpu_options {
                             * -1 off, 1 required (refused where missing) (env KILN_CPU_AMX=0|1) */
     int pack;              /* act "q8": the quantized weights packed once at load for
                             * the x86 W x A8 kernels (AVX-512 VNNI, AVX-VNNI, AVX2; Q4_0 / Q4_1 /
-                            * Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K; the same bits, a copy of the same
+                            * Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K; the same bits, a copy of the same
                             * size): 0 where those kernels run (default), -1 off (env
                             * KILN_CPU_PACK=0) */
     int backend_sampling;  /* 1: the backend draws the tokens (per-slot penalty tables, like the

@@ -297,6 +297,7 @@ int main(void) {
                 kiln_q8act_init(&a, am, R, n);
                 kiln_q8act_quantize(&a, x, (size_t)n, 0, R);
                 kiln_q8act_tile(&a, 0, R);
+                kiln_q8act_sums16(&a, 0, R); /* the packed Q6_K kernel's */
                 const int ncs[] = {1, 3, 4, 5, 8, 13, 16};
                 for (int ci = 0; ci < 7; ci++) {
                     int nc = ncs[ci];

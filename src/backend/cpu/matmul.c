@@ -90,6 +90,7 @@ typedef struct mm_job {
     size_t panel_floats;
     int q8;           /* the W x A8 path: x quantized once into act, then qgemm tiles */
     int amx;          /* its kernels are the AMX ones, with 16+ rows: act's tile-major scales too */
+    int sums16;       /* a part is packed Q6_K: act's 16-element sums too (kiln_q8act_sums16) */
     kiln_q8act act;
     kiln_q8act_quantize_fn quantize; /* the ISA's (same bits everywhere) */
     mm_part part[MAX_PARTS];
@@ -263,6 +264,7 @@ static void q8_quantize_rows(void *ctx, int ith, int nth) {
     const int r0 = (int)((int64_t)j->n_rows * ith / nth), r1 = (int)((int64_t)j->n_rows * (ith + 1) / nth);
     j->quantize(&j->act, j->x, (size_t)j->n_in, r0, r1);
     if (j->amx) kiln_q8act_tile(&j->act, r0, r1); /* the AMX kernel's tile-major scales */
+    if (j->sums16) kiln_q8act_sums16(&j->act, r0, r1);
 }
 
 static void mm_task(void *ctx, int task, int thread) {
@@ -415,6 +417,8 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         j->panel = c->panel;
         j->panel_floats = c->panel_floats;
         j->amx = c->amx && j->n_rows >= 16;
+        j->sums16 = 0;
+        for (int p = 0; p < j->n_parts; p++) j->sums16 |= j->part[p].pk != NULL && w[p]->dtype == KILN_DT_Q6_K;
         if (c->pool && kiln_pool_size(c->pool) > 1 && (int64_t)j->n_rows * j->n_in >= 16384)
             kiln_pool_run(c->pool, q8_quantize_rows, j);
         else

@@ -20,7 +20,7 @@ static inline float h2f(const uint8_t *p) {
 size_t kiln_q8act_bytes(int n_rows, int n) {
     size_t nb = (size_t)(n / KILN_Q8_BLK), q = ((size_t)n_rows * (size_t)n + 63) / 64 * 64;
     size_t rt = ((size_t)n_rows + 15) / 16 * 16; /* the tile-major copies' rows */
-    return q + ((size_t)n_rows + rt) * nb * (2 * sizeof(float) + sizeof(int32_t));
+    return q + ((size_t)n_rows + rt) * nb * (2 * sizeof(float) + sizeof(int32_t)) + (size_t)n_rows * nb * 2 * sizeof(int32_t);
 }
 
 void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
@@ -35,6 +35,19 @@ void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n) {
     a->tdx = (float *)(void *)(a->qsum + (size_t)n_rows * a->nb);
     a->tsdx = a->tdx + rt * (size_t)a->nb;
     a->tqsum = (int32_t *)(void *)(a->tsdx + rt * (size_t)a->nb);
+    a->qs16 = a->tqsum + rt * (size_t)a->nb;
+}
+
+void kiln_q8act_sums16(kiln_q8act *a, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        const int8_t *q = a->q + (size_t)r * a->n;
+        int32_t *s = a->qs16 + (size_t)r * 2 * a->nb;
+        for (int h = 0; h < 2 * a->nb; h++) {
+            int32_t v = 0;
+            for (int i = 0; i < 16; i++) v += q[16 * h + i];
+            s[h] = v;
+        }
+    }
 }
 
 void kiln_q8act_tile(kiln_q8act *a, int r0, int r1) {

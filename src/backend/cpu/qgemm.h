@@ -44,6 +44,8 @@ typedef struct kiln_q8act {
      * for the AMX kernel's 16-row tiles: written by kiln_q8act_tile */
     float *tdx, *tsdx;
     int32_t *tqsum;
+    int32_t *qs16;  /* [n_rows][2 nb]: the sums of each block's two 16-element halves of q, for the
+                     * packed Q6_K kernel: written by kiln_q8act_sums16 */
     int n, nb, n_rows;
 } kiln_q8act;
 
@@ -53,6 +55,8 @@ size_t kiln_q8act_bytes(int n_rows, int n);
 void kiln_q8act_init(kiln_q8act *a, void *mem, int n_rows, int n);
 /* Quantize rows [r0, r1) of x (row stride ldx floats) into a. */
 void kiln_q8act_quantize(kiln_q8act *a, const float *x, size_t ldx, int r0, int r1);
+/* Rows [r0, r1)'s qs16 (after quantizing them). */
+void kiln_q8act_sums16(kiln_q8act *a, int r0, int r1);
 /* Copy rows [r0, r1)'s dx, sdx and qsum into the tile-major arrays (after quantizing them). */
 void kiln_q8act_tile(kiln_q8act *a, int r0, int r1);
 /* The same function with the ISA's vectors (the same bits: test_cpu_qgemm), or the C one: at
@@ -78,7 +82,7 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup(kiln_dtype dt, kiln_isa isa);
  * the VNNI kernel alone). */
 kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt);
 /* Packed weights (the AVX-512 VNNI, AVX-VNNI and AVX2 kernels; Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0,
- * Q4_K / Q5_K; Q6_K is not packed): the per-call transposition of a group of 16 weight rows into the kernel's lane order
+ * Q4_K / Q5_K / Q6_K): the per-call transposition of a group of 16 weight rows into the kernel's lane order
  * (most of a call's time at one activation row: 31 -> 115 GMAC/s without it, one core) done once
  * at load into a copy of the same size (qgemm_tile.inc, QG_PACKED, gives the layout). The packed
  * kernel's bits are the unpacked kernel's.
@@ -86,7 +90,7 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt);
  *          bytes (the group's 16 rows; missing rows repeat the last);
  *   fn:    y[(r - r0) * ldy + c - lo] for r in [r0, r1), c in [lo, hi) (0 <= lo < hi <= 16) of the
  *          group packed at wp (64-byte aligned); scratch as kiln_qgemm_fn's (many rows: the
- *          group unpacked there once instead of per row tile). */
+ *          group unpacked there once instead of per row tile); Q6_K also reads a->qs16. */
 typedef void (*kiln_qgemm_pack_fn)(const uint8_t *w, size_t ldw, int nc, int n, uint8_t *out);
 typedef void (*kiln_qgemm_packed_fn)(const uint8_t *wp, int lo, int hi, const kiln_q8act *a, int r0, int r1, float *y,
                                      size_t ldy, void *scratch);
