@@ -185,6 +185,33 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
     }
 }
 
+/* Q6_K units 8 sb + 4 h + k0 and 8 sb + 4 h + k0 + 2 (k0 = 0, 1) of a row: kiln_q_unit's two
+ * decodes from one load of what they share (the same 32 ql bytes, low and high nibbles, the same
+ * 32 qh bytes, the scale words): 24 loads for the pair instead of 48 */
+static __device__ __forceinline__ void kiln_q6_pair(const uint8_t *row, int sb, int h, int k0, kiln_qunit *q0,
+                                                    kiln_qunit *q1) {
+    const uint8_t *b = row + (int64_t)sb * 210;
+    uint32_t ql[8], qh[8], sw[5];
+    kiln_q_words2<8>(b + 64 * h + 32 * k0, ql);
+    kiln_q_words2<8>(b + 128 + 32 * h, qh);
+    kiln_q_words2<5>(b + 192, sw); /* scales[16] then d */
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        q0->c[i] = (ql[i] & 0x0f0f0f0fu) | (((qh[i] >> (2 * k0)) & 0x03030303u) << 4);
+        q1->c[i] = ((ql[i] >> 4) & 0x0f0f0f0fu) | (((qh[i] >> (2 * k0 + 4)) & 0x03030303u) << 4);
+    }
+    const float d = kiln_q_h2f(sw[4]);
+    const int si = 8 * h + 2 * k0; /* unit k0: scales si, si + 1; unit k0 + 2: si + 4, si + 5 */
+    q0->a[0] = __fmul_rn(d, (float)(int8_t)kiln_q_byte4(sw, si));
+    q0->a[1] = __fmul_rn(d, (float)(int8_t)kiln_q_byte4(sw, si + 1));
+    q1->a[0] = __fmul_rn(d, (float)(int8_t)kiln_q_byte4(sw, si + 4));
+    q1->a[1] = __fmul_rn(d, (float)(int8_t)kiln_q_byte4(sw, si + 5));
+    q0->mn = q1->mn = 0.0f;
+    q0->off = q1->off = 32;
+    q0->has_mn = q1->has_mn = 0;
+    q0->sgn = q1->sgn = 0;
+}
+
 /* the 32 weights of a decoded unit, exactly as the CPU's dequantization computes them */
 static __device__ __forceinline__ void kiln_q_dequant_unit(const kiln_qunit *q, float *y) {
 #pragma unroll

@@ -14,7 +14,8 @@
  *
  * GEMV work split: a CTA of 8 warps; a warp owns R (1 or 2) consecutive output rows and the
  * whole of K; lane l takes the 32-element units l, l + 32, ... in ascending order, two per
- * iteration (the loads of both issued before either is used). Per unit, row and half h the
+ * iteration (the loads of both issued before either is used); Q6_K: lane l takes the unit pairs
+ * l, l + 32, ... (units 4j + k and 4j + k + 2, k < 2, which share their bytes: kiln_q6_pair). Per unit, row and half h the
  * integer S = sum code_j q_j comes from 4 dp4a (exact), and
  *   acc += a_h d S + (mn - a_h off) s_h             (qdecode.cuh: w = a_h (code - off) + mn)
  * then a xor butterfly over the lanes. The order depends on K only: row t has the same bits for
@@ -112,22 +113,33 @@ qgemv_kernel(float *__restrict__ y, int ldy, const int8_t *__restrict__ xq, cons
     for (int r = 0; r < R; r++)
 #pragma unroll
         for (int t = 0; t < TP; t++) acc[r][t] = 0.0f;
-    int u = lane;
-    for (; u + 32 < U; u += 64) { /* two units: both decoded (loads in flight) before use */
-        kiln_qunit qa[R], qb[R];
+    if constexpr (DT == KILN_DT_Q6_K) { /* pairs of units sharing their ql / qh bytes (U % 8 == 0) */
+        for (int p = lane; p < U / 2; p += 32) { /* pair p = units 8 (p / 4) + 4 h + k0, + 2 */
+            const int sb = p >> 2, h = (p >> 1) & 1, k0 = p & 1, u0 = 8 * sb + 4 * h + k0;
+            kiln_qunit qa[R], qb[R];
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            kiln_q_unit<DT>(wr[r], u, &qa[r]);
-            kiln_q_unit<DT>(wr[r], u + 32, &qb[r]);
+            for (int r = 0; r < R; r++) kiln_q6_pair(wr[r], sb, h, k0, &qa[r], &qb[r]);
+            qg_unit<TP, R>(acc, qa, xq, xd, xs, u0, K, T);
+            qg_unit<TP, R>(acc, qb, xq, xd, xs, u0 + 2, K, T);
         }
-        qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
-        qg_unit<TP, R>(acc, qb, xq, xd, xs, u + 32, K, T);
-    }
-    if (u < U) {
-        kiln_qunit qa[R];
+    } else {
+        int u = lane;
+        for (; u + 32 < U; u += 64) { /* two units: both decoded (loads in flight) before use */
+            kiln_qunit qa[R], qb[R];
 #pragma unroll
-        for (int r = 0; r < R; r++) kiln_q_unit<DT>(wr[r], u, &qa[r]);
-        qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
+            for (int r = 0; r < R; r++) {
+                kiln_q_unit<DT>(wr[r], u, &qa[r]);
+                kiln_q_unit<DT>(wr[r], u + 32, &qb[r]);
+            }
+            qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
+            qg_unit<TP, R>(acc, qb, xq, xd, xs, u + 32, K, T);
+        }
+        if (u < U) {
+            kiln_qunit qa[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) kiln_q_unit<DT>(wr[r], u, &qa[r]);
+            qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
+        }
     }
 #pragma unroll
     for (int r = 0; r < R; r++)
