@@ -91,6 +91,21 @@ static __device__ __forceinline__ void kiln_q_nibbles32(const uint32_t *qs, uint
     }
 }
 
+/* Q4_K / Q5_K: a and mn of sub-block s from the super-block's first 16 bytes h (d, dmin,
+ * scales[12]); branch-free (s differs across the lanes of a warp): s < 4: sc = S[s] & 63,
+ * mn = S[s + 4] & 63; else sc = (S[s + 4] & 15) | (S[s - 4] >> 6) << 4,
+ * mn = (S[s + 4] >> 4) | (S[s] >> 6) << 4 */
+static __device__ __forceinline__ void kiln_qk_scales(const uint32_t *h, int s, kiln_qunit *q) {
+    int lo = s < 4;
+    uint32_t b0 = kiln_q_byte3(h + 1, lo ? s : s + 4), b1 = kiln_q_byte3(h + 1, lo ? s + 4 : s - 4),
+             b2 = kiln_q_byte3(h + 1, s);
+    int sc = lo ? (int)(b0 & 63) : (int)((b0 & 15) | ((b1 >> 6) << 4));
+    int mn = lo ? (int)(b1 & 63) : (int)((b0 >> 4) | ((b2 >> 6) << 4));
+    float d = kiln_q_h2f(h[0]), dmin = kiln_q_h2f(h[0] >> 16);
+    q->a[0] = q->a[1] = __fmul_rn(d, (float)sc);
+    q->mn = -__fmul_rn(dmin, (float)mn);
+}
+
 /* unit u of a row (row: the row's first byte) */
 template <int DT>
 static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, kiln_qunit *q) {
@@ -145,14 +160,6 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
         int s = u & 7, c = s >> 1, hi = s & 1;
         uint32_t h[4]; /* d, dmin, scales[12]: blocks are 16-byte aligned (144, 176) */
         kiln_q_words16<1>(b, h);
-        /* branch-free (s differs across the lanes of a warp): s < 4: sc = S[s] & 63,
-         * mn = S[s + 4] & 63; else sc = (S[s + 4] & 15) | (S[s - 4] >> 6) << 4,
-         * mn = (S[s + 4] >> 4) | (S[s] >> 6) << 4 */
-        int lo = s < 4;
-        uint32_t b0 = kiln_q_byte3(h + 1, lo ? s : s + 4), b1 = kiln_q_byte3(h + 1, lo ? s + 4 : s - 4),
-                 b2 = kiln_q_byte3(h + 1, s);
-        int sc = lo ? (int)(b0 & 63) : (int)((b0 & 15) | ((b1 >> 6) << 4));
-        int mn = lo ? (int)(b1 & 63) : (int)((b0 >> 4) | ((b2 >> 6) << 4));
         uint32_t w[8];
         kiln_q_words16<2>(b + QS + 32 * c, w);
 #pragma unroll
@@ -163,9 +170,7 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
 #pragma unroll
             for (int i = 0; i < 8; i++) q->c[i] |= ((qh[i] >> s) & 0x01010101u) << 4;
         }
-        float d = kiln_q_h2f(h[0]), dmin = kiln_q_h2f(h[0] >> 16);
-        q->a[0] = q->a[1] = __fmul_rn(d, (float)sc);
-        q->mn = -__fmul_rn(dmin, (float)mn);
+        kiln_qk_scales(h, s, q);
     } else { /* Q6_K: ql[128], qh[64], int8 scales[16], d at 208 */
         const uint8_t *b = row + (int64_t)(u >> 3) * 210;
         int s = u & 7, h = s >> 2, k = s & 3;
@@ -209,6 +214,26 @@ static __device__ __forceinline__ void kiln_q6_pair(const uint8_t *row, int sb, 
     q0->mn = q1->mn = 0.0f;
     q0->off = q1->off = 32;
     q0->has_mn = q1->has_mn = 0;
+    q0->sgn = q1->sgn = 0;
+}
+
+/* Q4_K units 8 sb + 2 c and 8 sb + 2 c + 1 of a row: kiln_q_unit's two decodes from one load of
+ * what they share (the header, the same 32 qs bytes: low and high nibbles) */
+static __device__ __forceinline__ void kiln_q4k_pair(const uint8_t *row, int sb, int c, kiln_qunit *q0,
+                                                     kiln_qunit *q1) {
+    const uint8_t *b = row + (int64_t)sb * 144;
+    uint32_t h[4], w[8];
+    kiln_q_words16<1>(b, h);
+    kiln_q_words16<2>(b + 16 + 32 * c, w);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        q0->c[i] = w[i] & 0x0f0f0f0fu;
+        q1->c[i] = (w[i] >> 4) & 0x0f0f0f0fu;
+    }
+    kiln_qk_scales(h, 2 * c, q0);
+    kiln_qk_scales(h, 2 * c + 1, q1);
+    q0->off = q1->off = 0;
+    q0->has_mn = q1->has_mn = 1;
     q0->sgn = q1->sgn = 0;
 }
 

@@ -14,8 +14,11 @@
  *
  * GEMV work split: a CTA of 8 warps; a warp owns R (1 or 2) consecutive output rows and the
  * whole of K; lane l takes the 32-element units l, l + 32, ... in ascending order, two per
- * iteration (the loads of both issued before either is used); Q6_K: lane l takes the unit pairs
- * l, l + 32, ... (units 4j + k and 4j + k + 2, k < 2, which share their bytes: kiln_q6_pair). Per unit, row and half h the
+ * iteration (the loads of both issued before either is used); the K-quants: lane l takes the
+ * unit pairs l, l + 32, ... that share their bytes (Q4_K units 2p, 2p + 1: kiln_q4k_pair; Q6_K
+ * units 4j + k, 4j + k + 2, k < 2: kiln_q6_pair), decoded from one set of loads. Q5_K keeps single
+ * units: paired, batch 1 gained (Devstral Q5_K_M 119.7 -> 125.7 tok/s, H100) but batch 2 lost
+ * (184.0 -> 175.5), and the pairing's order must not depend on T (a row's bits never do). Per unit, row and half h the
  * integer S = sum code_j q_j comes from 4 dp4a (exact), and
  *   acc += a_h d S + (mn - a_h off) s_h             (qdecode.cuh: w = a_h (code - off) + mn)
  * then a xor butterfly over the lanes. The order depends on K only: row t has the same bits for
@@ -121,6 +124,14 @@ qgemv_kernel(float *__restrict__ y, int ldy, const int8_t *__restrict__ xq, cons
             for (int r = 0; r < R; r++) kiln_q6_pair(wr[r], sb, h, k0, &qa[r], &qb[r]);
             qg_unit<TP, R>(acc, qa, xq, xd, xs, u0, K, T);
             qg_unit<TP, R>(acc, qb, xq, xd, xs, u0 + 2, K, T);
+        }
+    } else if constexpr (DT == KILN_DT_Q4_K) { /* pairs sharing their qs bytes */
+        for (int p = lane; p < U / 2; p += 32) { /* pair p = units 2p, 2p + 1 */
+            kiln_qunit qa[R], qb[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) kiln_q4k_pair(wr[r], p >> 2, p & 3, &qa[r], &qb[r]);
+            qg_unit<TP, R>(acc, qa, xq, xd, xs, 2 * p, K, T);
+            qg_unit<TP, R>(acc, qb, xq, xd, xs, 2 * p + 1, K, T);
         }
     } else {
         int u = lane;
