@@ -175,7 +175,7 @@ static void test_steps(const kiln_model *m) {
 static void test_pack(const kiln_model *m) {
     kiln_qgemm_pack_fn pk;
     kiln_qgemm_packed_fn pf;
-    if (!kiln_cpu_qgemm_lookup_packed(KILN_DT_Q4_1, KILN_ISA_AVX512, &pk, &pf)) {
+    if (!kiln_cpu_qgemm_lookup_packed(KILN_DT_Q4_1, KILN_ISA_AVX512, &pk, &pf, NULL)) {
         printf("cpu.pack: no AVX-512 VNNI on this CPU, the packed logits are not compared here\n");
         return;
     }

@@ -187,7 +187,7 @@ static void check_matmul(kiln_dtype dt, int NI, int R, int rstep) {
                                            ref + (size_t)k * R * NO + c, NO, scr);
     kiln_qgemm_pack_fn pk;
     kiln_qgemm_packed_fn pf;
-    const int can_pack = kiln_cpu_qgemm_lookup_packed(dt, kiln_isa_best(), &pk, &pf);
+    const int can_pack = kiln_cpu_qgemm_lookup_packed(dt, kiln_isa_best(), &pk, &pf, NULL);
     for (int th = 1; th <= 12; th++) { /* 4..6: the same on AMX; 7..9: on the weights packed once; 10..12: both */
         kiln_error err = {0};
         kiln_pool *pool = NULL;

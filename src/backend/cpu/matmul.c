@@ -90,7 +90,7 @@ typedef struct mm_job {
     size_t panel_floats;
     int q8;           /* the W x A8 path: x quantized once into act, then qgemm tiles */
     int amx;          /* its kernels are the AMX ones, with 16+ rows: act's tile-major scales too */
-    int sums16;       /* a part is packed Q6_K: act's 16-element sums too (kiln_q8act_sums16) */
+    int sums16;       /* a part's packed kernel reads act's 16-element sums (kiln_q8act_sums16) */
     kiln_q8act act;
     kiln_q8act_quantize_fn quantize; /* the ISA's (same bits everywhere) */
     mm_part part[MAX_PARTS];
@@ -418,7 +418,7 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         j->panel_floats = c->panel_floats;
         j->amx = c->amx && j->n_rows >= 16;
         j->sums16 = 0;
-        for (int p = 0; p < j->n_parts; p++) j->sums16 |= j->part[p].pk != NULL && w[p]->dtype == KILN_DT_Q6_K;
+        for (int p = 0; p < j->n_parts; p++) j->sums16 |= j->part[p].pk != NULL && j->part[p].pk->sums16;
         if (c->pool && kiln_pool_size(c->pool) > 1 && (int64_t)j->n_rows * j->n_in >= 16384)
             kiln_pool_run(c->pool, q8_quantize_rows, j);
         else

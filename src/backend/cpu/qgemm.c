@@ -341,14 +341,21 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) {
 
 size_t kiln_qgemm_packed_bytes(kiln_dtype dt, int n) { return (size_t)16 * kiln_dtype_row_bytes(dt, n); }
 
-int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn) {
+int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn,
+                                 int *sums16) {
     *pack = NULL;
     *fn = NULL;
+    if (sums16) *sums16 = 0;
     if (!kiln_isa_supported(isa)) return 0;
 #ifdef KILN_X86
     int k = vnni_bits();
     int vnni512 = (k - 1) & 1, vnni256 = (k - 1) >> 1 & 1;
-    if (isa == KILN_ISA_AVX512 && vnni512) return kiln_qgemm_avx512_packed(dt, pack, fn);
+    if (isa == KILN_ISA_AVX512 && vnni512) {
+        /* its Q6_K rows take -32 x the activations' 16-element sums (qgemm_tile.inc, rows_packed_q6;
+         * the 256-bit kernels multiply signed q - 32 and need none) */
+        if (sums16) *sums16 = dt == KILN_DT_Q6_K;
+        return kiln_qgemm_avx512_packed(dt, pack, fn);
+    }
     if (isa == KILN_ISA_AVX512 || isa == KILN_ISA_AVX2)
         return vnni256 ? kiln_qgemm_avxvnni_packed(dt, pack, fn) : kiln_qgemm_avx2_packed(dt, pack, fn);
 #endif

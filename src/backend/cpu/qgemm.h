@@ -90,15 +90,18 @@ kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt);
  *          bytes (the group's 16 rows; missing rows repeat the last);
  *   fn:    y[(r - r0) * ldy + c - lo] for r in [r0, r1), c in [lo, hi) (0 <= lo < hi <= 16) of the
  *          group packed at wp (64-byte aligned); scratch as kiln_qgemm_fn's (many rows: the
- *          group unpacked there once instead of per row tile); Q6_K also reads a->qs16. */
+ *          group unpacked there once instead of per row tile); Q6_K on AVX-512 VNNI also reads a->qs16. */
 typedef void (*kiln_qgemm_pack_fn)(const uint8_t *w, size_t ldw, int nc, int n, uint8_t *out);
 typedef void (*kiln_qgemm_packed_fn)(const uint8_t *wp, int lo, int hi, const kiln_q8act *a, int r0, int r1, float *y,
                                      size_t ldy, void *scratch);
 /* Bytes of one packed group of 16 rows of n elements (16 rows' bytes). */
 size_t kiln_qgemm_packed_bytes(kiln_dtype dt, int n);
 /* 1 and the pair for (dt, isa) where the packed kernel exists and the CPU runs it (the x86
- * kernels kiln_cpu_qgemm_lookup picks: AVX-512 VNNI, AVX-VNNI, AVX2), else 0. */
-int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn);
+ * kernels kiln_cpu_qgemm_lookup picks: AVX-512 VNNI, AVX-VNNI, AVX2), else 0; *sums16 (may be
+ * NULL): 1 where that kernel reads a->qs16 (Q6_K on AVX-512 VNNI), so callers compute the sums
+ * only then. */
+int kiln_cpu_qgemm_lookup_packed(kiln_dtype dt, kiln_isa isa, kiln_qgemm_pack_fn *pack, kiln_qgemm_packed_fn *fn,
+                                 int *sums16);
 
 /* 1 where the CPU has AMX-TILE and AMX-INT8 (with AVX-512 VNNI) and Linux granted this
  * process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM: a process-wide grant, asked

@@ -89,8 +89,9 @@ int kiln_cpu_packs_add(kiln_cpu_packs *p, const kiln_tensor *w, kiln_pool *pool,
     if (!w->data || w->ndim != 2 || kiln_cpu_packs_find(p, w)) return KILN_OK;
     kiln_qgemm_pack_fn pack;
     kiln_qgemm_packed_fn fn;
+    int sums16;
     int kq = w->dtype == KILN_DT_Q4_K || w->dtype == KILN_DT_Q5_K || w->dtype == KILN_DT_Q6_K;
-    if (!kiln_cpu_qgemm_lookup_packed(w->dtype, p->isa, &pack, &fn) || w->shape[1] % (kq ? 256 : 32) != 0) return KILN_OK;
+    if (!kiln_cpu_qgemm_lookup_packed(w->dtype, p->isa, &pack, &fn, &sums16) || w->shape[1] % (kq ? 256 : 32) != 0) return KILN_OK;
     int n_out = (int)w->shape[0], n_in = (int)w->shape[1];
     size_t rb = kiln_dtype_row_bytes(w->dtype, n_in), gb = kiln_qgemm_packed_bytes(w->dtype, n_in);
     if (rb * (size_t)n_out > w->nbytes)
@@ -109,7 +110,7 @@ int kiln_cpu_packs_add(kiln_cpu_packs *p, const kiln_tensor *w, kiln_pool *pool,
     size_t i = slot_of(w->data, p->cap);
     while (p->slots[i].key) i = (i + 1) & (size_t)(p->cap - 1);
     p->slots[i].key = w->data;
-    p->slots[i].pack = (kiln_cpu_pack){out, gb, fn};
+    p->slots[i].pack = (kiln_cpu_pack){out, gb, fn, sums16};
     p->n++;
     p->bytes += bytes;
     *added = 1;

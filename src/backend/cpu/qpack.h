@@ -18,6 +18,7 @@ typedef struct kiln_cpu_pack {
     const uint8_t *wp;         /* the groups, 64-byte aligned */
     size_t group_bytes;        /* bytes of one group */
     kiln_qgemm_packed_fn fn;
+    int sums16;                /* fn reads the activations' qs16 (kiln_q8act_sums16) */
 } kiln_cpu_pack;
 
 int kiln_cpu_packs_create(kiln_cpu_packs **out, kiln_isa isa, kiln_error *err);
