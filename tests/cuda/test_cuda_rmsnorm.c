@@ -3,7 +3,11 @@
  * no-delta mode, and the gathered final-norm mode (rows, no write-back); the variant that also
  * writes the FP8 W8A8 input (kiln_cuda_add_rmsnorm_q8): its bf16 output byte for byte the plain
  * kernel's, its codes and scales those of the CPU's activation quantization (util/fp8.h) of that
- * output. */
+ * output; the variant that writes the int8 GEMV input (kiln_cuda_add_rmsnorm_i8, issue 16): its
+ * output byte for byte the plain kernel's, its blocks bit for bit kiln_cuda_quantize_x's of that
+ * output (q8_check.h), with an all-zero block in every row (w zero over elements 32..63), on
+ * shapes that take each of the kernel's 2 / 4 / 8 float4 a thread (D 96 .. 16416, odd block
+ * counts); D % 32 != 0 refused. */
 #include <math.h>
 #include <string.h>
 #include "backend/cpu/kernels.h"
@@ -11,6 +15,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "util/alloc.h"
+#include "q8_check.h"
 
 static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsigned long long *s) {
     size_t n = (size_t)T * D, as = kc_dtsize(adt);
@@ -23,6 +28,7 @@ static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsign
     kc_rand(x, n, 3.0f, s);
     kc_rand(dl, n, 1.0f, s);
     for (int i = 0; i < D; i++) w[i] = 1.0f + kt_randf(s) * 0.5f;
+    for (int i = 32; i < 64 && i < D; i++) w[i] = 0.0f; /* an all-zero block of the int8 variant */
     for (size_t i = 0; i < n; i++) v[i] = with_delta ? x[i] + dl[i] : x[i];
     for (int r = 0; r < R; r++) {
         int src = gather ? rows[r] : r;
@@ -46,6 +52,35 @@ static void one(kiln_dtype adt, int T, int D, int with_delta, int gather, unsign
     const float *xw = gather ? x : v; /* gather mode leaves x alone */
     KT_CHECK(memcmp(xb, xw, n * 4) == 0, "rmsnorm %s T=%d D=%d: residual written back wrong", kc_dtname(adt), T, D);
     printf("rmsnorm %-4s T=%-4d D=%-5d delta=%d gather=%d rel L2 %.3g\n", kc_dtname(adt), T, D, with_delta, gather, e);
+    if (D % 32 == 0) { /* the int8 variant on the same inputs */
+        size_t nb = n / 32;
+        int8_t *dq = kc_dev(n);
+        float *dd = kc_dev(nb * 4), *dsm = kc_dev(nb * 8), *xb2 = kiln_malloc(n * 4);
+        void *oh3 = kiln_malloc(n * as);
+        kc_put(dx, x, n * 4);
+        kc_poison(dout, n * as);
+        kc_poison(dq, n);
+        kc_poison(dd, nb * 4);
+        kc_poison(dsm, nb * 8);
+        CU(kiln_cuda_add_rmsnorm_i8(dx, with_delta ? ddl : NULL, gather ? drows : NULL, !gather, dw, dout, adt, R, D,
+                                    1e-5f, dq, dd, dsm, 1, 0));
+        kc_get(oh3, dout, (size_t)R * D * as);
+        kc_get(xb2, dx, n * 4);
+        KT_CHECK(memcmp(oh3, oh, (size_t)R * D * as) == 0 && memcmp(xb2, xw, n * 4) == 0,
+                 "rmsnorm i8 %s T=%d D=%d gather=%d: output or residual differs from the plain kernel's", kc_dtname(adt),
+                 T, D, gather);
+        int zero = 0, bad = kc_q8_diff(dout, adt, R, D, dq, dd, dsm, &zero);
+        KT_CHECK(bad == 0, "rmsnorm i8 %s T=%d D=%d delta=%d gather=%d: %d int8 entries differ from "
+                 "kiln_cuda_quantize_x on the output", kc_dtname(adt), T, D, with_delta, gather, bad);
+        KT_CHECK(D < 64 || zero >= R, "rmsnorm i8 T=%d D=%d: %d all-zero blocks, expected one a row", T, D, zero);
+        printf("rmsnorm i8 %-4s T=%-4d D=%-5d delta=%d gather=%d: output == plain, blocks == quantize_x (%d all-zero)\n",
+               kc_dtname(adt), T, D, with_delta, gather, zero);
+        CU(cudaFree(dq)); CU(cudaFree(dd)); CU(cudaFree(dsm));
+        kiln_free(xb2); kiln_free(oh3);
+    } else {
+        KT_CHECK(kiln_cuda_add_rmsnorm_i8(dx, ddl, NULL, 1, dw, dout, adt, T, D, 1e-5f, (int8_t *)dout, dx, dx, 1, 0) ==
+                     cudaErrorInvalidValue, "rmsnorm i8 D=%d (not a multiple of 32) taken", D);
+    }
     if (adt == KILN_DT_BF16 && D % 4 == 0) { /* the q8 variant on the same inputs */
         uint8_t *dq = kc_dev(n), *qh = kiln_malloc(n), *qw = kiln_malloc(n);
         float *dsa = kc_dev((size_t)T * 4), sa[300], *ov = kiln_malloc(n * 4);
@@ -110,7 +145,8 @@ int main(void) {
     kc_require_gpu();
     unsigned long long s = kc_seed();
     kiln_dtype dts[3] = {KILN_DT_F32, KILN_DT_F16, KILN_DT_BF16};
-    int shapes[][2] = {{1, 64}, {7, 5120}, {33, 256}, {5, 130}, {300, 128}};
+    /* 96 / 5152: odd block counts; 12320 / 16416: 4 and 8 float4 a thread (1024 threads) */
+    int shapes[][2] = {{1, 64}, {7, 5120}, {33, 256}, {5, 130}, {300, 128}, {3, 96}, {2, 5152}, {1, 12320}, {4, 16416}};
     for (int i = 0; i < 3; i++)
         for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
             one(dts[i], shapes[k][0], shapes[k][1], 1, 0, &s);

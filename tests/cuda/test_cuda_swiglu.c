@@ -2,7 +2,11 @@
  * kiln_cpu_swiglu, f32 / f16 / bf16 outputs; the 16-byte kernel against the scalar one, byte for
  * byte; the variant with partial maxima (kiln_cuda_swiglu_pmax) and the FP8 quantization that
  * finishes from them (kiln_cuda_fp8_quant_pmax): the same bf16 bytes, and the codes and scales of
- * the CPU's activation quantization (util/fp8.h) of that output. */
+ * the CPU's activation quantization (util/fp8.h) of that output; the variant that writes the down
+ * projection's int8 GEMV input (kiln_cuda_swiglu_i8, issue 16): its output byte for byte the
+ * plain kernel's, its blocks bit for bit kiln_cuda_quantize_x's of that output (q8_check.h), with
+ * an all-zero block in every row (gate zero over elements 0..31), odd block counts (n 96, 1056:
+ * a CTA with lanes past the row); n % 32 != 0 refused. */
 #include <math.h>
 #include "util/fp8.h"
 #include <string.h>
@@ -10,6 +14,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
 #include "util/alloc.h"
+#include "q8_check.h"
 
 /* gdt: dtype of the gate|up input (f32, or bf16/f16 as cuBLASLt writes it at larger batches) */
 static void one(kiln_dtype adt, kiln_dtype gdt, int T, int n, unsigned long long *s) {
@@ -18,6 +23,8 @@ static void one(kiln_dtype adt, kiln_dtype gdt, int T, int n, unsigned long long
     float *want = kiln_malloc(tn * 4), *got = kiln_malloc(tn * 4);
     void *oh = kiln_malloc(tn * as), *guh = kiln_malloc(tn * 2 * gs);
     kc_rand(gu, tn * 2, 6.0f, s);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < 32 && i < n; i++) gu[(size_t)t * 2 * n + i] = 0.0f; /* out zero: an all-zero int8 block */
     kc_to_dt(gdt, gu, guh, tn * 2);
     kc_from_dt(gdt, guh, gu, tn * 2); /* the reference sees the rounded inputs */
     for (int t = 0; t < T; t++)
@@ -50,6 +57,31 @@ static void one(kiln_dtype adt, kiln_dtype gdt, int T, int n, unsigned long long
                  "scalar kernel's", kc_dtname(adt), kc_dtname(gdt), T, n);
         CU(cudaFree(dgu2)); CU(cudaFree(dout2));
         kiln_free(ref);
+    }
+    if (n % 32 == 0) { /* the int8 variant */
+        size_t nb = tn / 32;
+        int8_t *dq = kc_dev(tn);
+        float *dd = kc_dev(nb * 4), *dsm = kc_dev(nb * 8);
+        unsigned char *o4 = kiln_malloc(tn * as);
+        kc_poison(dout, tn * as);
+        kc_poison(dq, tn);
+        kc_poison(dd, nb * 4);
+        kc_poison(dsm, nb * 8);
+        CU(kiln_cuda_swiglu_i8(dout, adt, dgu, gdt, T, n, dq, dd, dsm, 1, 0));
+        kc_get(o4, dout, tn * as);
+        KT_CHECK(memcmp(o4, oh, tn * as) == 0, "swiglu i8 %s<-%s T=%d n=%d: output differs from the plain kernel's",
+                 kc_dtname(adt), kc_dtname(gdt), T, n);
+        int zero = 0, bad = kc_q8_diff(dout, adt, T, n, dq, dd, dsm, &zero);
+        KT_CHECK(bad == 0, "swiglu i8 %s<-%s T=%d n=%d: %d int8 entries differ from kiln_cuda_quantize_x on the output",
+                 kc_dtname(adt), kc_dtname(gdt), T, n, bad);
+        KT_CHECK(zero >= T, "swiglu i8 T=%d n=%d: %d all-zero blocks, expected one a row", T, n, zero);
+        printf("swiglu i8 %-4s <- %-4s T=%-4d n=%-6d output == plain, blocks == quantize_x (%d all-zero)\n",
+               kc_dtname(adt), kc_dtname(gdt), T, n, zero);
+        CU(cudaFree(dq)); CU(cudaFree(dd)); CU(cudaFree(dsm));
+        kiln_free(o4);
+    } else {
+        KT_CHECK(kiln_cuda_swiglu_i8(dout, adt, dgu, gdt, T, n, (int8_t *)dout, (float *)dout, (float *)dout, 1, 0) ==
+                     cudaErrorInvalidValue, "swiglu i8 n=%d (not a multiple of 32) taken", n);
     }
     if (n % 8 == 0 && adt == KILN_DT_BF16) {
         int P = kiln_cuda_swiglu_pmax_parts(n);
@@ -116,6 +148,9 @@ int main(void) {
         one(dts[i], dts[i] == KILN_DT_F16 ? KILN_DT_F16 : KILN_DT_BF16, 64, 32768, &s); /* a decode batch */
         one(dts[i], dts[i] == KILN_DT_F16 ? KILN_DT_F16 : KILN_DT_BF16, 3, 1001, &s);   /* n % 8 != 0: scalar */
         one(dts[i], KILN_DT_F32, 130, 1008, &s);
+        one(dts[i], KILN_DT_F32, 5, 96, &s);                                              /* 3 blocks a row */
+        one(dts[i], dts[i] == KILN_DT_F16 ? KILN_DT_F16 : KILN_DT_BF16, 3, 1056, &s);   /* 33 blocks a row */
+        one(dts[i], KILN_DT_F32, 8, 5152, &s);
     }
     return kt_done();
 }

@@ -71,6 +71,58 @@ static __device__ __forceinline__ void kiln_st(kiln_dtype dt, void *p, int64_t i
     else if (dt == KILN_DT_F16) ((__half *)p)[i] = __float2half_rn(v);
     else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
+/* v rounded to dt as kiln_st stores it, back as f32 (what kiln_ld then reads) */
+static __device__ __forceinline__ float kiln_round_to(kiln_dtype dt, float v) {
+    if (dt == KILN_DT_F32) return v;
+    if (dt == KILN_DT_F16) return __half2float(__float2half_rn(v));
+    return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+/* The int8 GEMV's input blocks (qlinear.cu's kiln_cuda_qgemv_q8): x [T][K] (K % 32 == 0) as
+ * xq [T][K] int8, xd [T][K / 32] and xs [T][K / 16], per 32-element block
+ *   d = amax / 127,  q = rint(v 127 / amax) (0 where amax is 0),  xs[half h] = d * sum of its 16 q.
+ * The one formula of kiln_cuda_quantize_x and of the producers that write the blocks beside
+ * their own output (RMSNorm, SwiGLU: issue 16): a block is held by 32 / E consecutive lanes of a
+ * warp (an aligned group), E consecutive elements a lane; v: the lane's values as the producer
+ * stored them (kiln_round_to); e0: the index of its first element in [T][K] (a multiple of E).
+ * Every lane of the warp must call it (shuffles); a lane with !ok (its whole group must be)
+ * stores nothing. max, the integer sums and every rounding are independent of E, so the
+ * blocks have the same bits for any E. */
+template <int E>
+static __device__ __forceinline__ void kiln_q8_block(const float *v, bool ok, int8_t *xq, float *xd, float *xs,
+                                                     int64_t e0) {
+    static_assert(E == 1 || E == 4 || E == 8, "kiln_q8_block: 1, 4 or 8 elements a lane");
+    constexpr int L = 32 / E; /* lanes a block */
+    float amax = fabsf(v[0]);
+#pragma unroll
+    for (int e = 1; e < E; e++) amax = fmaxf(amax, fabsf(v[e]));
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int q[E], sq = 0;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        q[e] = __float2int_rn(v[e] * id);
+        sq += q[e];
+    }
+#pragma unroll
+    for (int o = L / 4; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o); /* within each half */
+    if (!ok) return;
+    if (E == 1) {
+        xq[e0] = (int8_t)q[0];
+    } else {
+        uint32_t w[E >= 4 ? E / 4 : 1];
+#pragma unroll
+        for (int j = 0; j < E / 4; j++)
+            w[j] = (uint32_t)(q[4 * j] & 0xff) | (uint32_t)(q[4 * j + 1] & 0xff) << 8 |
+                   (uint32_t)(q[4 * j + 2] & 0xff) << 16 | (uint32_t)(q[4 * j + 3] & 0xff) << 24;
+        if (E == 4) *(uint32_t *)(xq + e0) = w[0];
+        else *(uint2 *)(xq + e0) = make_uint2(w[0], w[E / 4 - 1]);
+    }
+    if ((e0 & 31) == 0) xd[e0 >> 5] = d;
+    if ((e0 & 15) == 0) xs[e0 >> 4] = d * (float)sq;
+}
+
 static __device__ __forceinline__ float kiln_bf16_bits_to_f32(uint16_t b) {
     return __uint_as_float((uint32_t)b << 16);
 }

@@ -49,6 +49,12 @@ cudaError_t kiln_cuda_add_rmsnorm_q8(float *x, const float *delta, const int32_t
                                      const float *w, void *out, int T, int D, float eps, uint8_t *xq, float *sa,
                                      int stat, float in_scale, const float *dsa, const float *dsw, int pdl,
                                      cudaStream_t st);
+/* The same with out in adt (bf16, f16 or f32; D % 32 == 0, D <= 32768, no `rows` with
+ * write_back), also writing the rows' int8 GEMV input (issue 16): xq [T][D] (4-byte aligned), xd
+ * [T][D / 32], xs [T][D / 16], the bits kiln_cuda_quantize_x(xq, xd, xs, out, adt, T, D) writes. */
+cudaError_t kiln_cuda_add_rmsnorm_i8(float *x, const float *delta, const int32_t *rows, int write_back,
+                                     const float *w, void *out, kiln_dtype adt, int T, int D, float eps, int8_t *xq,
+                                     float *xd, float *xs, int pdl, cudaStream_t st);
 
 /* RoPE on q and k, then K and V into the pool:
  *   qkv: [T][(H + 2 KV) * hd] f32 (q | k | v per row); q and k are rotated in place;
@@ -190,6 +196,12 @@ cudaError_t kiln_cuda_swiglu(void *out, kiln_dtype adt, const float *gu, int T, 
 /* the same with gu of dtype gdt (f32, f16 or bf16) */
 cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
                                 int pdl, cudaStream_t st);
+/* kiln_cuda_swiglu_in (adt f32, f16 or bf16) also writing the down projection's int8 GEMV input
+ * (issue 16): xq [T][n] (8-byte aligned), xd [T][n / 32], xs [T][n / 16], the bits
+ * kiln_cuda_quantize_x(xq, xd, xs, out, adt, T, n) writes. n % 32 == 0, T < 65536, gu and out
+ * 16-byte aligned. */
+cudaError_t kiln_cuda_swiglu_i8(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n, int8_t *xq,
+                                float *xd, float *xs, int pdl, cudaStream_t st);
 
 /* y[t][n] = sum_k x[t][k] * W[n][k] for t < T <= KILN_GEMV_MAX_ROWS (gemv.cu): W [N][K] bf16 or
  * f16 (wdt), x [T][K] same dtype, y [T][N] f32. K % 8 == 0; x and W 16-byte aligned (row starts
@@ -216,7 +228,9 @@ cudaError_t kiln_cuda_gemv_glu(void *act, kiln_dtype adt, const void *x, const v
  * Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), 16-byte aligned, with 16 readable bytes after its
  * last block; K a multiple of the block size and of 32.
  * kiln_cuda_quantize_x: x [T][K] (bf16, f16 or f32) -> xq [T][K] int8 (16-byte aligned),
- *   xd [T][K / 32] block scales (amax / 127), xs [T][K / 16] d * sum(q) per 16-element half.
+ *   xd [T][K / 32] block scales (amax / 127), xs [T][K / 16] d * sum(q) per 16-element half
+ *   (cuda_dev.cuh kiln_q8_block; kiln_cuda_add_rmsnorm_i8 and kiln_cuda_swiglu_i8 write the same
+ *   bits beside their output).
  * kiln_cuda_qgemv_q8: y[t][n] (row stride ldy >= N, f32) = sum_k (d q)[t][k] W[n][k] for
  *   1 <= T <= KILN_QGEMV_MAX_ROWS from kiln_cuda_quantize_x's blocks; a fixed summation order that
  *   depends on K only (row t has the same bits for any T, rows per warp or grid);

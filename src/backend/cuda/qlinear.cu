@@ -2,7 +2,9 @@
  *
  *   kiln_cuda_quantize_x  activations x [T][K] (bf16 / f16 / f32) -> int8 blocks of 32 with a
  *                         scale (d = amax / 127) and the sums of each 16-element half (GGML's
- *                         q8_1 idea): the GEMV's input;
+ *                         q8_1 idea): the GEMV's input (in a decode step mostly written by
+ *                         the kernel before, RMSNorm or SwiGLU, with the same arithmetic:
+ *                         cuda_dev.cuh kiln_q8_block);
  *   kiln_cuda_qgemv_q8    y[t][n] = sum_k x[t][k] W[n][k] for T <= KILN_QGEMV_MAX_ROWS rows
  *                         (decode), in launches of up to 8 rows (the weights are read once per
  *                         launch): W [N][K] blocks of wdt; y f32 with row stride ldy (a column
@@ -34,25 +36,13 @@
 
 /* ---- activations as int8 blocks ---------------------------------------------------------- */
 
-/* One warp per 32-element block of one row: d = amax / 127, q = round(x / d) (0 where amax is 0),
- * s[h] = d * sum(q) over each 16-element half. */
+/* One warp per 32-element block of one row (kiln_q8_block, one element a lane). */
 static __global__ void quantize_x_kernel(int8_t *xq, float *xd, float *xs, const void *x, kiln_dtype xdt, int T, int K) {
     int64_t blk = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31, nb = K / 32;
-    if (blk >= (int64_t)T * nb) return;
-    int64_t i = blk * 32 + lane;
+    if (blk >= (int64_t)T * (K / 32)) return; /* whole warp */
+    int64_t i = blk * 32 + (threadIdx.x & 31);
     float v = kiln_ld(xdt, x, i);
-    float amax = fabsf(v);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    float d = amax / 127.0f, id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    int q = __float2int_rn(v * id);
-    xq[i] = (int8_t)q;
-    int sq = q;
-#pragma unroll
-    for (int o = 8; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o); /* within each half */
-    if (lane == 0) xd[blk] = d;
-    if ((lane & 15) == 0) xs[blk * 2 + (lane >> 4)] = d * (float)sq;
+    kiln_q8_block<1>(&v, true, xq, xd, xs, i);
 }
 
 extern "C" cudaError_t kiln_cuda_quantize_x(int8_t *xq, float *xd, float *xs, const void *x, kiln_dtype xdt, int T, int K,

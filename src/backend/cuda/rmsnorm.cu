@@ -39,37 +39,50 @@ static __device__ __forceinline__ void st4(kiln_dtype adt, void *out, int64_t i,
     }
 }
 
-/* Q: the row's FP8 activation codes too (issue 17, W8A8): xq[r] = e4m3(out / s), s = the dynamic
- * scale of max |out| (the bf16-rounded values, as kiln_cuda_fp8_quant_x reads them; stat 0) or
- * in_scale (stat 1), sa[r] = s: the same bytes as kiln_cuda_fp8_quant_x on out, without its
- * launch and its second read of the row (adt bf16 only). dsa / dsw (Q only, may be NULL): delta is
- * cuBLASLt FP8's unscaled sums, taken as delta[src][i] * (dsa[src] * dsw[i]), the bits
- * kiln_cuda_fp8_scale_rows would have written. */
-template <bool Q>
-static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
+/* Q: what the kernel writes beside out:
+ *   RMS_FP8: the row's FP8 activation codes too (issue 17, W8A8): xq[r] = e4m3(out / s), s = the
+ *     dynamic scale of max |out| (the bf16-rounded values, as kiln_cuda_fp8_quant_x reads them;
+ *     stat 0) or in_scale (stat 1), sa[r] = s: the same bytes as kiln_cuda_fp8_quant_x on out,
+ *     without its launch and its second read of the row (adt bf16 only). dsa / dsw (may be NULL):
+ *     delta is cuBLASLt FP8's unscaled sums, taken as delta[src][i] * (dsa[src] * dsw[i]), the
+ *     bits kiln_cuda_fp8_scale_rows would have written;
+ *   RMS_I8: the row's int8 GEMV blocks (issue 16): xq [T][D] int8, sa = xd [T][D / 32], xs
+ *     [T][D / 16], kiln_q8_block on the adt-rounded values of out (kiln_cuda_quantize_x's bits),
+ *     a block on 8 consecutive lanes (D % 32 == 0: a group is all in the row or all past it).
+ * NV: float4 a thread the launch needs (2, 4 or RMS_VEC; the loops' bound, the same bits: the
+ * elements past it were zeros). Up to 4 the norm weight w is loaded before the block sum (one
+ * dependent round trip fewer: at batch 1 the kernel is latency); with 8 those registers would
+ * pass 64 a thread, which 1024-thread blocks need (__launch_bounds__ keeps every variant within). */
+#define RMS_PLAIN 0
+#define RMS_FP8 1
+#define RMS_I8 2
+template <int Q, int NV>
+static __global__ void __launch_bounds__(1024) add_rmsnorm_vec_kernel(float *x, const float *delta, const int32_t *rows, int write_back,
                                               const float *w, void *out, kiln_dtype adt, int D, float eps,
-                                              uint8_t *xq, float *sa, int stat, float in_scale, const float *dsa,
-                                              const float *dsw) {
+                                              void *xq, float *sa, float *xs, int stat, float in_scale,
+                                              const float *dsa, const float *dsw) {
     __shared__ float red[32];
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
+    constexpr bool WPRE = NV <= 4;
     int r = blockIdx.x;
     int64_t src = rows ? (int64_t)rows[r] : (int64_t)r;
     float4 *xr = (float4 *)(x + src * D);
     const float4 *dr = delta ? (const float4 *)(delta + src * D) : NULL;
     const float4 *w4 = (const float4 *)w;
     int n4 = D / 4;
-    float4 v[RMS_VEC];
+    float4 v[NV], g[WPRE ? NV : 1];
     float ss = 0.0f;
 #pragma unroll
-    for (int k = 0; k < RMS_VEC; k++) {
+    for (int k = 0; k < NV; k++) {
         int i = threadIdx.x + k * blockDim.x;
         v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i < n4) {
             float4 a = xr[i];
+            if (WPRE) g[k] = w4[i];
             if (dr) {
                 float4 b = dr[i];
-                if (Q && dsa) {
+                if (Q == RMS_FP8 && dsa) {
                     float4 c = ((const float4 *)dsw)[i];
                     float s = dsa[src];
                     /* __fmul_rn: not contracted into an FMA with the add below */
@@ -84,28 +97,38 @@ static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, cons
         }
     }
 #pragma unroll
-    for (int k = 0; k < RMS_VEC; k++) ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    for (int k = 0; k < NV; k++) ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
     float mean = kiln_block_sum(ss, red) / (float)D;
     float inv = 1.0f / sqrtf(mean + eps);
 #pragma unroll
-    for (int k = 0; k < RMS_VEC; k++) {
+    for (int k = 0; k < NV; k++) {
         int i = threadIdx.x + k * blockDim.x;
         if (i < n4) {
             if (write_back) xr[i] = v[k];
-            float4 g = w4[i], o;
-            o.x = g.x * (v[k].x * inv);
-            o.y = g.y * (v[k].y * inv);
-            o.z = g.z * (v[k].z * inv);
-            o.w = g.w * (v[k].w * inv);
+            float4 gk = WPRE ? g[WPRE ? k : 0] : w4[i], o;
+            o.x = gk.x * (v[k].x * inv);
+            o.y = gk.y * (v[k].y * inv);
+            o.z = gk.z * (v[k].z * inv);
+            o.w = gk.w * (v[k].w * inv);
             st4(adt, out, (int64_t)r * D + 4 * (int64_t)i, o);
-            if (Q) v[k] = o;
+            if (Q != RMS_PLAIN) v[k] = o;
         }
     }
-    if (!Q) return;
+    if (Q == RMS_I8) { /* the blocks of the values just stored (v[k] past the row: zeros, not stored) */
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            float e[4] = {kiln_round_to(adt, v[k].x), kiln_round_to(adt, v[k].y), kiln_round_to(adt, v[k].z),
+                          kiln_round_to(adt, v[k].w)};
+            kiln_q8_block<4>(e, i < n4, (int8_t *)xq, sa, xs, (int64_t)r * D + 4 * (int64_t)i);
+        }
+        return;
+    }
+    if (Q != RMS_FP8) return;
     /* the codes of the bf16 values just stored: v[k] becomes them as f32 */
     float m = 0.0f;
 #pragma unroll
-    for (int k = 0; k < RMS_VEC; k++) {
+    for (int k = 0; k < NV; k++) {
         int i = threadIdx.x + k * blockDim.x;
         if (i < n4) {
             v[k].x = __bfloat162float(__float2bfloat16_rn(v[k].x));
@@ -117,14 +140,14 @@ static __global__ void add_rmsnorm_vec_kernel(float *x, const float *delta, cons
     }
     float s = stat ? in_scale : kiln_fp8_act_scale(kiln_block_max(m, red));
 #pragma unroll
-    for (int k = 0; k < RMS_VEC; k++) {
+    for (int k = 0; k < NV; k++) {
         int i = threadIdx.x + k * blockDim.x;
         if (i < n4) {
             uint32_t c = (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].x, s)) |
                          (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].y, s)) << 8 |
                          (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].z, s)) << 16 |
                          (uint32_t)kiln_f32_to_e4m3(__fdiv_rn(v[k].w, s)) << 24;
-            *(uint32_t *)(xq + (int64_t)r * D + 4 * (int64_t)i) = c;
+            *(uint32_t *)((uint8_t *)xq + (int64_t)r * D + 4 * (int64_t)i) = c;
         }
     }
     if (threadIdx.x == 0) sa[r] = s;
@@ -156,15 +179,27 @@ static __global__ void add_rmsnorm_kernel(float *x, const float *delta, const in
     }
 }
 
+/* the vector kernel of mode Q with the fewest float4 a thread that cover D / 4 with rms_threads(D) */
+template <int Q>
+static cudaError_t rms_vec_launch(bool pdl, int T, int D, cudaStream_t st, float *x, const float *delta,
+                                  const int32_t *rows, int write_back, const float *w, void *out, kiln_dtype adt,
+                                  float eps, void *xq, float *sa, float *xs, int stat, float in_scale,
+                                  const float *dsa, const float *dsw) {
+    int nt = rms_threads(D), nv = (D / 4 + nt - 1) / nt;
+    auto k = nv <= 2 ? add_rmsnorm_vec_kernel<Q, 2> : nv <= 4 ? add_rmsnorm_vec_kernel<Q, 4>
+                                                             : add_rmsnorm_vec_kernel<Q, RMS_VEC>;
+    return kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, k, dim3(T), dim3(nt), 0, st, x, delta, rows, write_back, w, out,
+                       adt, D, eps, xq, sa, xs, stat, in_scale, dsa, dsw);
+}
+
 extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const int32_t *rows, int write_back,
                                              const float *w, void *out, kiln_dtype adt, int T, int D, float eps,
                                              int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (rows && write_back) return cudaErrorInvalidValue;
     if (D % 4 == 0 && D / 4 <= 1024 * RMS_VEC)
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
-                add_rmsnorm_vec_kernel<false>, dim3(T), dim3(rms_threads(D)), 0, st, x, delta, rows, write_back, w, out,
-                    adt, D, eps, (uint8_t *)NULL, (float *)NULL, 0, 0.0f, (const float *)NULL, (const float *)NULL);
+        rms_vec_launch<RMS_PLAIN>(pdl, T, D, st, x, delta, rows, write_back, w, out, adt, eps, NULL, NULL, NULL, 0,
+                                  0.0f, NULL, NULL);
     else
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 add_rmsnorm_kernel, dim3(T), dim3(256), 0, st, x, delta, rows, write_back, w,
@@ -180,7 +215,19 @@ extern "C" cudaError_t kiln_cuda_add_rmsnorm_q8(float *x, const float *delta, co
     if ((rows && write_back) || D % 4 || D / 4 > 1024 * RMS_VEC || !xq || !sa || ((uintptr_t)xq & 3) ||
         (stat && !(in_scale > 0.0f)) || (!dsa != !dsw) || (dsa && !delta) || ((uintptr_t)dsw & 15))
         return cudaErrorInvalidValue;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, add_rmsnorm_vec_kernel<true>, dim3(T), dim3(rms_threads(D)), 0, st, x,
-                delta, rows, write_back, w, out, KILN_DT_BF16, D, eps, xq, sa, stat, in_scale, dsa, dsw);
+    rms_vec_launch<RMS_FP8>(pdl, T, D, st, x, delta, rows, write_back, w, out, KILN_DT_BF16, eps, xq, sa, NULL, stat,
+                            in_scale, dsa, dsw);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_add_rmsnorm_i8(float *x, const float *delta, const int32_t *rows, int write_back,
+                                                const float *w, void *out, kiln_dtype adt, int T, int D, float eps,
+                                                int8_t *xq, float *xd, float *xs, int pdl, cudaStream_t st) {
+    if (T <= 0) return cudaSuccess;
+    if ((rows && write_back) || D < 32 || D % 32 || D / 4 > 1024 * RMS_VEC || !xq || !xd || !xs ||
+        ((uintptr_t)xq & 3) || (adt != KILN_DT_BF16 && adt != KILN_DT_F16 && adt != KILN_DT_F32))
+        return cudaErrorInvalidValue;
+    rms_vec_launch<RMS_I8>(pdl, T, D, st, x, delta, rows, write_back, w, out, adt, eps, xq, xd, xs, 0, 0.0f, NULL,
+                           NULL);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -40,17 +40,24 @@ static __device__ __forceinline__ void sw_unpack8(float *v, const void *p, kiln_
     }
 }
 
-/* PM (bf16 out only): pmax[t][blockIdx.x] = max |out| over the block's values (bf16-rounded), the
- * partial maxima from which kiln_cuda_fp8_quant_pmax finishes the down projection's W8A8 input
- * without a pass that reduces the whole row (issue 17). */
-template <bool PM>
+/* M: what the kernel writes beside out:
+ *   SW_PMAX (bf16 out only): pmax[t][blockIdx.x] = max |out| over the block's values (bf16-rounded),
+ *     the partial maxima from which kiln_cuda_fp8_quant_pmax finishes the down projection's W8A8
+ *     input without a pass that reduces the whole row (issue 17);
+ *   SW_I8: the down projection's int8 GEMV blocks (issue 16): xq [T][n], xd [T][n / 32], xs
+ *     [T][n / 16], kiln_q8_block on the adt-rounded values of out (kiln_cuda_quantize_x's bits),
+ *     a block on 4 consecutive lanes (n % 32 == 0: a group is all in the row or all past it). */
+#define SW_PLAIN 0
+#define SW_PMAX 1
+#define SW_I8 2
+template <int M>
 static __global__ void __launch_bounds__(128)
 swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int n, float *pmax, const float *gsa,
-                  const float *gsw) {
+                  const float *gsw, int8_t *xq, float *xd, float *xs) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     const int i = 8 * (blockIdx.x * blockDim.x + threadIdx.x), t = blockIdx.y;
-    if (PM) {
+    if (M == SW_PMAX) {
         __shared__ float red[32];
         float m = 0.0f;
         if (i < n) {
@@ -83,36 +90,46 @@ swiglu_vec_kernel(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int
         if (threadIdx.x == 0) pmax[(size_t)t * gridDim.x + blockIdx.x] = m;
         return;
     }
-    if (i >= n) return;
-    const size_t gs = gdt == KILN_DT_F32 ? 4 : 2, as = adt == KILN_DT_F32 ? 4 : 2;
-    const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * gs;
-    float g[8], u[8];
-    sw_unpack8(g, row + (size_t)i * gs, gdt);
-    sw_unpack8(u, row + ((size_t)n + i) * gs, gdt);
-    unsigned char *o = (unsigned char *)out + ((size_t)t * n + i) * as;
-    if (adt == KILN_DT_F32) {
-        float r[8];
+    const bool ok = i < n;
+    if (M == SW_PLAIN && !ok) return; /* SW_I8: every lane takes part in kiln_q8_block's shuffles */
+    float r[8];
+    if (ok) {
+        const size_t gs = gdt == KILN_DT_F32 ? 4 : 2, as = adt == KILN_DT_F32 ? 4 : 2;
+        const unsigned char *row = (const unsigned char *)gu + (size_t)t * 2 * n * gs;
+        float g[8], u[8];
+        sw_unpack8(g, row + (size_t)i * gs, gdt);
+        sw_unpack8(u, row + ((size_t)n + i) * gs, gdt);
 #pragma unroll
         for (int j = 0; j < 8; j++) r[j] = kiln_silu_mul(g[j], u[j]);
-        ((float4 *)o)[0] = make_float4(r[0], r[1], r[2], r[3]);
-        ((float4 *)o)[1] = make_float4(r[4], r[5], r[6], r[7]);
-        return;
-    }
-    uint32_t w[4];
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float a = kiln_silu_mul(g[2 * j], u[2 * j]), b = kiln_silu_mul(g[2 * j + 1], u[2 * j + 1]);
-        uint32_t lo, hi;
-        if (adt == KILN_DT_F16) {
-            lo = __half_as_ushort(__float2half_rn(a));
-            hi = __half_as_ushort(__float2half_rn(b));
+        unsigned char *o = (unsigned char *)out + ((size_t)t * n + i) * as;
+        if (adt == KILN_DT_F32) {
+            ((float4 *)o)[0] = make_float4(r[0], r[1], r[2], r[3]);
+            ((float4 *)o)[1] = make_float4(r[4], r[5], r[6], r[7]);
         } else {
-            lo = __bfloat16_as_ushort(__float2bfloat16_rn(a));
-            hi = __bfloat16_as_ushort(__float2bfloat16_rn(b));
+            uint32_t w[4];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                uint32_t lo, hi;
+                if (adt == KILN_DT_F16) {
+                    lo = __half_as_ushort(__float2half_rn(r[2 * j]));
+                    hi = __half_as_ushort(__float2half_rn(r[2 * j + 1]));
+                } else {
+                    lo = __bfloat16_as_ushort(__float2bfloat16_rn(r[2 * j]));
+                    hi = __bfloat16_as_ushort(__float2bfloat16_rn(r[2 * j + 1]));
+                }
+                w[j] = lo | (hi << 16);
+            }
+            *(uint4 *)o = make_uint4(w[0], w[1], w[2], w[3]);
         }
-        w[j] = lo | (hi << 16);
+    } else {
+#pragma unroll
+        for (int j = 0; j < 8; j++) r[j] = 0.0f;
     }
-    *(uint4 *)o = make_uint4(w[0], w[1], w[2], w[3]);
+    if (M == SW_I8) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) r[j] = kiln_round_to(adt, r[j]);
+        kiln_q8_block<8>(r, ok, xq, xd, xs, (int64_t)t * n + i);
+    }
 }
 
 extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
@@ -120,8 +137,9 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
     if (T <= 0) return cudaSuccess;
     if (n % 8 == 0 && T < 65536 && !((uintptr_t)gu & 15) && !((uintptr_t)out & 15)) {
         unsigned bx = (unsigned)((n / 8 + 127) / 128);
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<false>, dim3(bx, (unsigned)T), dim3(128), 0, st,
-                    out, adt, gu, gdt, n, (float *)NULL, (const float *)NULL, (const float *)NULL);
+        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_PLAIN>, dim3(bx, (unsigned)T), dim3(128), 0,
+                    st, out, adt, gu, gdt, n, (float *)NULL, (const float *)NULL, (const float *)NULL, (int8_t *)NULL,
+                    (float *)NULL, (float *)NULL);
         KILN_CUDA_CHECK_LAUNCH();
     }
     int64_t total = (int64_t)T * n;
@@ -145,8 +163,21 @@ extern "C" cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dty
         (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16) || (!gsa != !gsw) ||
         (gsa && gdt != KILN_DT_F32) || ((uintptr_t)gsw & 15))
         return cudaErrorInvalidValue;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<true>,
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_PMAX>,
                 dim3((unsigned)kiln_cuda_swiglu_pmax_parts(n), (unsigned)T), dim3(128), 0, st, out, KILN_DT_BF16, gu,
-                gdt, n, pmax, gsa, gsw);
+                gdt, n, pmax, gsa, gsw, (int8_t *)NULL, (float *)NULL, (float *)NULL);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_swiglu_i8(void *out, kiln_dtype adt, const void *gu, kiln_dtype gdt, int T, int n,
+                                           int8_t *xq, float *xd, float *xs, int pdl, cudaStream_t st) {
+    if (T <= 0) return cudaSuccess;
+    if (n < 32 || n % 32 || T >= 65536 || ((uintptr_t)gu & 15) || ((uintptr_t)out & 15) || !xq || !xd || !xs ||
+        ((uintptr_t)xq & 7) || (adt != KILN_DT_F32 && adt != KILN_DT_BF16 && adt != KILN_DT_F16) ||
+        (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16))
+        return cudaErrorInvalidValue;
+    unsigned bx = (unsigned)((n / 8 + 127) / 128);
+    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_I8>, dim3(bx, (unsigned)T), dim3(128), 0, st, out,
+                adt, gu, gdt, n, (float *)NULL, (const float *)NULL, (const float *)NULL, xq, xd, xs);
     KILN_CUDA_CHECK_LAUNCH();
 }
