@@ -11,7 +11,12 @@
  *     (Q4_K and Q6_K matrices: layer 1's attn_v and ffn_down are Q6_K, so its QKV projection has
  *     two segments of different types), q8_0 and q6_k: weights filled on the device vs the same
  *     bytes on the host, prompt logits of 7 tokens (GEMV) and 40 tokens (dequantize + GEMM)
- *     within 2e-2 per position.
+ *     within 2e-2 per position;
+ *   - the int8 GEMV's input blocks written by RMSNorm / SwiGLU (q8_fuse_quant, the default, issue
+ *     16) against the separate kiln_cuda_quantize_x pass (q8_fuse_quant = 0): prompt logits bit
+ *     for bit at 1, 2, 3 and 8 rows (SmolLM2) and 1, 2 rows (the Devstral-shape files: from 4 rows
+ *     their K-quant / Q8_0 matrices leave the GEMV), and the same greedy tokens through the decode
+ *     graphs (SmolLM2: one request at a time and four at once; Devstral shape: 1 and 2 at once).
  * A missing model or fixture skips that part loudly. */
 #include <jansson.h>
 #include <string.h>
@@ -30,11 +35,12 @@
 #define K_SMOL_BOUND 0.15
 #define K_SMOL_TIE 1.1f
 
-static kiln_engine *open_engine_bi(const char *model, const char *backend, const char *dummy_quant, int bi,
+static kiln_engine *open_engine_fz(const char *model, const char *backend, const char *dummy_quant, int bi, int fuse,
                                    kiln_error *err) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
     o.batch_invariant = bi;
+    o.cuda.q8_fuse_quant = fuse;
     o.model_path = model;
     o.backend = backend;
     o.max_seqs = 8;
@@ -47,8 +53,30 @@ static kiln_engine *open_engine_bi(const char *model, const char *backend, const
     if (kiln_engine_open(&e, &o, err)) return NULL;
     return e;
 }
+static kiln_engine *open_engine_bi(const char *model, const char *backend, const char *dummy_quant, int bi,
+                                   kiln_error *err) {
+    return open_engine_fz(model, backend, dummy_quant, bi, -1, err);
+}
 static kiln_engine *open_engine(const char *model, const char *backend, const char *dummy_quant, kiln_error *err) {
     return open_engine_bi(model, backend, dummy_quant, 0, err);
+}
+
+/* prompt logits of the first n ids: f (int8 blocks from RMSNorm / SwiGLU) == u (the separate
+ * pass), bit for bit */
+static void compare_fused(kiln_engine *f, kiln_engine *u, const int32_t *ids, int n, const char *what) {
+    kiln_error err = {0};
+    int V = kiln_engine_model(f)->cfg.vocab_size;
+    float *lf = kiln_malloc((size_t)n * V * 4), *lu = kiln_malloc((size_t)n * V * 4);
+    int rf = kiln_engine_prompt_logits(f, ids, n, lf, &err);
+    KT_CHECK(rf == 0, "%s: prompt_logits (fused blocks): %s", what, err.msg);
+    int ru = kiln_engine_prompt_logits(u, ids, n, lu, &err);
+    KT_CHECK(ru == 0, "%s: prompt_logits (separate pass): %s", what, err.msg);
+    if (!rf && !ru) {
+        KT_CHECK(memcmp(lf, lu, (size_t)n * V * 4) == 0, "%s, %d rows: the fused int8 blocks change the logits", what, n);
+        printf("%s, %d rows: logits with the fused int8 blocks == the separate pass's\n", what, n);
+    }
+    kiln_free(lf);
+    kiln_free(lu);
 }
 
 static void compare_logits(kiln_engine *g, kiln_engine *c, const int32_t *ids, int n, double bound, const char *what) {
@@ -154,7 +182,7 @@ static void default_model_case(void) {
     }
     {
         static int32_t og[4][64], oc[4][64], ob[4][64];
-        int lg[4], lc[4], lb[4];
+        int lg[4], lc[4], lb[4] = {0};
         const int max_new = 24;
         for (int r = 0; r < 4; r++) {
             if (greedy(g, &ids[r], &np[r], 1, max_new, &og[r], &lg[r]) ||
@@ -204,6 +232,32 @@ static void default_model_case(void) {
         } else {
             KT_CHECK(0, "batch generation failed");
         }
+        /* the int8 blocks from RMSNorm / SwiGLU against the separate pass: logits and tokens */
+        kiln_engine *u = open_engine_fz(path, "cuda", NULL, 0, 0, &err);
+        KT_CHECK(u != NULL, "open %s on cuda, q8_fuse_quant 0: %s", path, err.msg);
+        if (u) {
+            static const int lens[4] = {1, 2, 3, 8};
+            for (int r = 0; r < 4; r++) {
+                char what[64];
+                snprintf(what, sizeof what, "SmolLM2 Q4_1 prompt %d", r);
+                compare_fused(g, u, ids[r], lens[r] < np[r] ? lens[r] : np[r], what);
+            }
+            static int32_t ou[4][64];
+            int lu[4], same = 0;
+            for (int r = 0; r < 4; r++)
+                if (greedy(u, &ids[r], &np[r], 1, max_new, &ou[r], &lu[r]) == 0)
+                    same += lu[r] == lg[r] && memcmp(ou[r], og[r], (size_t)lg[r] * 4) == 0;
+            KT_CHECK(same == 4, "SmolLM2 greedy alone: %d of 4 equal with and without the fused int8 blocks", same);
+            int same4 = 0;
+            static int32_t ou4[4][64];
+            int lu4[4];
+            if (greedy(u, ids, np, 4, max_new, ou4, lu4) == 0)
+                for (int r = 0; r < 4; r++) same4 += lu4[r] == lb[r] && memcmp(ou4[r], ob[r], (size_t)lb[r] * 4) == 0;
+            KT_CHECK(same4 == 4, "SmolLM2 greedy 4 at once: %d of 4 equal with and without the fused int8 blocks", same4);
+            printf("SmolLM2 Q4_1 greedy with the fused int8 blocks == the separate pass: %d of 4 alone, %d of 4 at once\n",
+                   same, same4);
+        }
+        kiln_engine_close(u);
         kiln_engine *bi = open_engine_bi(path, "cuda", NULL, 1, &err);
         KT_CHECK(bi != NULL, "open %s on cuda, batch-invariant: %s", path, err.msg);
         static int32_t oa[4][64];
@@ -250,6 +304,31 @@ static void devstral_quant_case(const char *shape_cfg, const char *q) {
         compare_logits(g, c, ids, 7, 2e-2, what);
         snprintf(what, sizeof what, "devstral-shape 2-layer dummy %s, 40 tokens (dequant + GEMM)", q);
         compare_logits(g, c, ids, 40, 2e-2, what);
+        kiln_engine *u = open_engine_fz(path, "cuda", q, 0, 0, &err);
+        KT_CHECK(u != NULL, "open devstral-2-layer dummy %s on cuda, q8_fuse_quant 0: %s", q, err.msg);
+        snprintf(what, sizeof what, "devstral-shape 2-layer dummy %s", q);
+        if (u) {
+            compare_fused(g, u, ids, 1, what);
+            compare_fused(g, u, ids, 2, what);
+            /* decode steps of 1 and 2 rows (the decode graphs): the same greedy tokens */
+            int32_t *pr[2] = {ids, ids + 20};
+            int np2[2] = {7, 9}, lf[2], lu[2], same = 0;
+            static int32_t of[2][64], ou[2][64];
+            for (int R = 1; R <= 2; R++) {
+                if (greedy(g, pr, np2, R, 8, of, lf) || greedy(u, pr, np2, R, 8, ou, lu)) {
+                    KT_CHECK(0, "%s: greedy generation failed", what);
+                    break;
+                }
+                for (int r = 0; r < R; r++) {
+                    int eq = lf[r] == lu[r] && memcmp(of[r], ou[r], (size_t)lf[r] * 4) == 0;
+                    KT_CHECK(eq, "%s: greedy request %d of %d differs with the fused int8 blocks", what, r, R);
+                    same += eq;
+                }
+            }
+            printf("%s: greedy 8 tokens, 1 and 2 requests at once: %d of 3 equal with the fused int8 blocks\n", what,
+                   same);
+        }
+        kiln_engine_close(u);
     }
     kiln_engine_close(g);
     kiln_engine_close(c);

@@ -100,6 +100,10 @@ typedef struct cuda_backend {
     size_t wdq_bytes;
     int8_t *xq;               /* [qgemv_max_rows][max K] the GEMV's input as int8 blocks */
     float *xq_d, *xq_s;       /* [rows][max K / 32] block scales, [rows][max K / 16] half sums */
+    int q8_fuse;              /* those blocks written by RMSNorm (qkv, gate|up) and SwiGLU (down)
+                               * when the next linear takes the GEMV (kiln_cuda_options.q8_fuse_quant) */
+    const void *xq_src;       /* the activation whose blocks xq / xq_d / xq_s hold now (set by those
+                               * producers, cleared by the linear that takes them), or NULL */
     int qmma_max_rows;        /* then qmma (tensor cores, tiles dequantized in shared memory) up to
                                * this many (0 in batch-invariant mode) */
     int qreg_max_rows;        /* Q4_K / Q6_K / Q8_0 segments: qmma_reg (registers) up to this many
@@ -267,6 +271,9 @@ typedef struct {
  * n rows of w (a pure function of the backend's paths, so a kernel in a later graph piece can
  * tell without host state) */
 int kiln_cuda_linear_defers(const cuda_backend *c, const cuda_mat *w, int n);
+/* whether the linear of w on n rows takes its input as the GEMV's int8 blocks (GGUF weights):
+ * then its input's producer may write them (q8_fuse, xq_src) */
+int kiln_cuda_linear_q8_input(const cuda_backend *c, const cuda_mat *w, int n);
 /* Whether kiln_cuda_linear runs n rows of w on cuBLASLt (load-time GEMM tuning, cuda_tune.c):
  * LT_NONE (another kernel), LT_DIRECT (on w's own buffer: 16-bit weights, or FP8 codes with FP8
  * activation codes), LT_DEQUANT (on the bf16 dequantization scratch wdq). */
@@ -277,8 +284,10 @@ int kiln_cuda_linear_lt_route(const cuda_backend *c, const kiln_cuda_gemm *g, co
 int kiln_cuda_tune_gemms(cuda_backend *c, int cands, kiln_error *err);
 int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
                         kiln_cuda_yscale *ys, kiln_error *err);
+/* gate|up then SwiGLU into act; next (may be NULL): the matrix that takes act (down), whose int8
+ * blocks SwiGLU then writes too when q8_fuse and its linear takes them */
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
-                            int rows, kiln_error *err);
+                            const cuda_mat *next, int rows, kiln_error *err);
 /* cuda_forward.c */
 int kiln_cuda_enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *err);
 int kiln_cuda_enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *pieces, kiln_error *err);

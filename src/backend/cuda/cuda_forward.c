@@ -103,15 +103,24 @@ static kiln_cuda_kv layer_kv(const cuda_backend *c, int l) {
 }
 
 /* The residual add and RMSNorm into xn, the next projection's input (qkv, gate|up); with
- * fp8_fuse also xn's W8A8 codes (cuda_linear.c's fp8_linear then skips its quantization pass).
+ * fp8_fuse also xn's W8A8 codes (cuda_linear.c's fp8_linear then skips its quantization pass);
+ * with q8_fuse, when next (the matrix that takes xn, may be NULL) runs on the int8 GEMV at T
+ * rows, xn's int8 blocks (qlinear then skips kiln_cuda_quantize_x). Set here, taken by the
+ * linear right after in the same enq_pre / enq_post, so the same graph piece.
  * ds (fp8_fuse only, may be NULL): delta's scales still to apply (kiln_cuda_linear_ex). */
 static cudaError_t add_rmsnorm_xn(cuda_backend *c, const float *delta, const kiln_cuda_yscale *ds, const float *w,
-                                  int T, int D, float eps) {
+                                  const cuda_mat *next, int T, int D, float eps) {
     if (c->fp8_fuse) {
         c->xq8_src = c->xn;
         return kiln_cuda_add_rmsnorm_q8(c->x, delta, NULL, 1, w, c->xn, T, D, eps, c->xq8, c->sa8, 0, 0.0f,
                                         ds ? ds->sa : NULL, ds ? ds->sw : NULL, c->pdl, c->st);
     }
+    if (c->q8_fuse && next && D % 32 == 0 && kiln_cuda_linear_q8_input(c, next, T)) {
+        c->xq_src = c->xn;
+        return kiln_cuda_add_rmsnorm_i8(c->x, delta, NULL, 1, w, c->xn, c->adt, T, D, eps, c->xq, c->xq_d, c->xq_s,
+                                        c->pdl, c->st);
+    }
+    c->xq_src = NULL;
     return kiln_cuda_add_rmsnorm(c->x, delta, NULL, 1, w, c->xn, c->adt, T, D, eps, c->pdl, c->st);
 }
 
@@ -135,7 +144,7 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     /* the previous layer's down sums, unscaled when down_defers (enq_post) */
     kiln_cuda_yscale ds = {NULL, NULL};
     if (l > 0 && down_defers(c, l - 1, T)) ds = (kiln_cuda_yscale){c->sa8, c->layers[l - 1].d.sw};
-    LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, &ds, an, T, D, mc->norm_eps));
+    LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, &ds, an, &c->layers[l].qkv, T, D, mc->norm_eps));
     /* with fp8_fuse and no bias / q-k norm in between, RoPE scales cuBLASLt FP8's qkv sums */
     int qs = c->fp8_fuse && !c->qkv_bias && !c->qk_norms;
     kiln_cuda_yscale ys = {NULL, NULL};
@@ -199,9 +208,10 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     kiln_cuda_yscale ys;
     int rc = kiln_cuda_linear_ex(c, &c->g_o, c->proj, c->att, &w->o, T, c->fp8_fuse ? &ys : NULL, err);
     if (rc) return rc;
-    LAUNCH(add_rmsnorm_xn(c, c->proj, c->fp8_fuse ? &ys : NULL, fn, T, D, mc->norm_eps));
+    LAUNCH(add_rmsnorm_xn(c, c->proj, c->fp8_fuse ? &ys : NULL, fn, mc->n_experts > 0 ? NULL : &w->gu, T, D,
+                          mc->norm_eps));
     if (mc->n_experts > 0) return kiln_cuda_moe_enqueue(c, T, l, err); /* routed experts (cuda_moe.c) */
-    if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, &w->gu, T, err))) return rc;
+    if ((rc = kiln_cuda_linear_swiglu(c, &c->g_gu, c->act, c->gu, c->xn, &w->gu, &w->d, T, err))) return rc;
     kiln_cuda_yscale dys;
     return kiln_cuda_linear_ex(c, &c->g_d, c->proj, c->act, &w->d, T, down_defers(c, l, T) ? &dys : NULL, err);
 }

@@ -50,9 +50,25 @@ static int q_path(const cuda_backend *c, kiln_dtype dt, int K, int n) {
     if (n <= c->qmma_max_rows) return QP_MMA;
     return QP_LT;
 }
+/* Whether the linear of w on n rows takes its input as int8 blocks (xq / xq_d / xq_s: some
+ * segment on the GEMV, none dequantized for cuBLASLt), which a producer of x may then write
+ * beside x itself (q8_fuse, c->xq_src). A pure function of (w, n). */
+int kiln_cuda_linear_q8_input(const cuda_backend *c, const cuda_mat *w, int n) {
+    if (!kiln_dtype_is_quant(w->dt)) return 0;
+    int gemv = 0;
+    for (int s = 0; s < w->n_seg; s++) {
+        int p = q_path(c, w->seg[s].dt, w->K, n);
+        if (p == QP_LT) return 0;
+        gemv |= p == QP_GEMV;
+    }
+    return gemv;
+}
+
 static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int n, int *lt,
                    kiln_error *err) {
     int p[CUDA_MAT_SEGS], gemv = 0;
+    int have_q = c->xq_src == x; /* q8_fuse: the producer wrote x's blocks */
+    c->xq_src = NULL;
     *lt = 0;
     for (int s = 0; s < w->n_seg; s++) {
         p[s] = q_path(c, w->seg[s].dt, w->K, n);
@@ -60,7 +76,7 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
         gemv |= p[s] == QP_GEMV;
     }
     if (!*lt) {
-        if (gemv) /* x as int8 blocks once for the GEMV segments */
+        if (gemv && !have_q) /* x as int8 blocks once for the GEMV segments */
             LAUNCH(kiln_cuda_quantize_x(c->xq, c->xq_d, c->xq_s, x, c->adt, n, w->K, c->st));
         for (int s = 0; s < w->n_seg; s++) {
             float *ys = (float *)y + w->seg[s].row0;
@@ -179,7 +195,7 @@ int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x,
 }
 
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
-                            int T, kiln_error *err) {
+                            const cuda_mat *next, int T, kiln_error *err) {
     int F = g->N / 2, D = g->K;
     if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
         int fuse = w->dt == KILN_DT_F8_E4M3 && c->fp8_fuse;
@@ -193,6 +209,11 @@ int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void 
             LAUNCH(kiln_cuda_fp8_quant_pmax(c->xq8, c->sa8, act, c->pmax8, kiln_cuda_swiglu_pmax_parts(F), T, F,
                                             c->pdl, c->st));
             c->xq8_src = act;
+            return KILN_OK;
+        }
+        if (c->q8_fuse && next && kiln_cuda_linear_q8_input(c, next, T)) { /* next's int8 blocks of act too */
+            LAUNCH(kiln_cuda_swiglu_i8(act, c->adt, gu, gdt, T, F, c->xq, c->xq_d, c->xq_s, c->pdl, c->st));
+            c->xq_src = act;
             return KILN_OK;
         }
         LAUNCH(kiln_cuda_swiglu_in(act, c->adt, gu, gdt, T, F, c->pdl, c->st));
