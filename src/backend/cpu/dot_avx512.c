@@ -112,15 +112,12 @@ static ALWAYS_INLINE __m512 tree_step(__m512 V, __m512 W, __m512i idx, __mmask16
  * ((S_l + S_l+8) + (S_l+4 + S_l+12)) + ... : the halving tree l + l+8, l + l+4, l + l+2,
  * l + l+1 on each key's own lanes (no lane of another key, so each score's bits depend only on
  * its key and query). */
-static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
+static ALWAYS_INLINE __m512 qk_tree_p(const __m512 P[8]) {
     /* idx per level h: lane l of a 2h-segment takes V[l + h] (first half) or W[l - h] (second) */
-    const __m512i i8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
     const __m512i i4 = _mm512_setr_epi32(4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25, 26, 27);
     const __m512i i2 = _mm512_setr_epi32(2, 3, 16, 17, 6, 7, 20, 21, 10, 11, 24, 25, 14, 15, 28, 29);
     const __m512i i1 = _mm512_setr_epi32(1, 16, 3, 18, 5, 20, 7, 22, 9, 24, 11, 26, 13, 28, 15, 30);
-    __m512 P[8], R[4], T[2];
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; m++) P[m] = tree_step(S[2 * m], S[2 * m + 1], i8, 0xff00);
+    __m512 R[4], T[2];
 #pragma GCC unroll 4
     for (int m = 0; m < 4; m++) R[m] = tree_step(P[2 * m], P[2 * m + 1], i4, 0xf0f0);
 #pragma GCC unroll 2
@@ -130,6 +127,17 @@ static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
      * interleaves, so lane l = 8 b0 + 4 b1 + 2 b2 + b3 holds key 8 b3 + 4 b2 + 2 b1 + b0 */
     const __m512i rev = _mm512_setr_epi32(0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15);
     return _mm512_permutexvar_ps(rev, F);
+}
+/* the tree's first level: keys 2m and 2m + 1 into one vector */
+static ALWAYS_INLINE __m512 qk_tree_pair(__m512 S0, __m512 S1) {
+    const __m512i i8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
+    return tree_step(S0, S1, i8, 0xff00);
+}
+static ALWAYS_INLINE __m512 qk_tree(const __m512 S[16]) {
+    __m512 P[8];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++) P[m] = qk_tree_pair(S[2 * m], S[2 * m + 1]);
+    return qk_tree_p(P);
 }
 
 /* Keys / values of the pool are f32, or f16 / bf16 (dt) widened in registers (exact, so the
@@ -178,6 +186,51 @@ static ALWAYS_INLINE void qk_query(const void *k, kiln_dtype dt, int nk, const f
     }
 }
 
+/* qk_partial for two queries (qa, qb) at once: each key chunk is loaded (widened) once for both;
+ * each query's chain is qk_partial's, so the same bits. */
+static ALWAYS_INLINE void qk_partial2(const void *k, kiln_dtype dt, int kj, const __m512 *qa, const __m512 *qb, int nc,
+                                      __mmask16 mt, __m512 *a, __m512 *b) {
+    __m512 kc = ld_chunk(k, dt, kj, 0, nc, mt);
+    __m512 x = _mm512_mul_ps(kc, qa[0]), y = _mm512_mul_ps(kc, qb[0]);
+#pragma GCC unroll 16
+    for (int c = 1; c < nc; c++) {
+        kc = ld_chunk(k, dt, kj, c, nc, mt);
+        x = _mm512_fmadd_ps(kc, qa[c], x);
+        y = _mm512_fmadd_ps(kc, qb[c], y);
+    }
+    *a = x;
+    *b = y;
+}
+
+/* qk_query for two queries over the same keys (two heads of a GQA group): per key the chunks are
+ * read once for both, which makes the loop FMA-bound instead of load-bound (one load per FMA in
+ * qk_query); keys in pairs, each pair folded into the tree's first level at once so that ~8 + 8
+ * vectors stay live. Per score the bits of qk_query. */
+static ALWAYS_INLINE void qk_query2(const void *k, kiln_dtype dt, int nk, const float *qa, const float *qb, int hd, int nc,
+                                    __mmask16 mt, float *sa, float *sb) {
+    __m512 qva[16] = {0}, qvb[16] = {0};
+#pragma GCC unroll 16
+    for (int c = 0; c < nc; c++) {
+        qva[c] = ld_chunk(qa, KILN_DT_F32, 0, c, nc, mt);
+        qvb[c] = ld_chunk(qb, KILN_DT_F32, 0, c, nc, mt);
+    }
+    for (int j = 0; j < nk; j += 16) {
+        int n = nk - j < 16 ? nk - j : 16;
+        __m512 PA[8], PB[8];
+#pragma GCC unroll 8
+        for (int m = 0; m < 8; m++) {
+            __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
+            if (2 * m < n) qk_partial2(k, dt, (j + 2 * m) * hd, qva, qvb, nc, mt, &a0, &b0);
+            if (2 * m + 1 < n) qk_partial2(k, dt, (j + 2 * m + 1) * hd, qva, qvb, nc, mt, &a1, &b1);
+            PA[m] = qk_tree_pair(a0, a1);
+            PB[m] = qk_tree_pair(b0, b1);
+        }
+        __mmask16 st = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1u);
+        _mm512_mask_storeu_ps(sa + j, st, qk_tree_p(PA));
+        _mm512_mask_storeu_ps(sb + j, st, qk_tree_p(PB));
+    }
+}
+
 /* qk over a run of f32 or 16-bit (dt) keys; dt a constant where inlined */
 static ALWAYS_INLINE void qk_any(const void *k, kiln_dtype dt, int nk, const float *q, int G, int hd, float *s, size_t lds) {
     int nc = (hd + 15) / 16;
@@ -186,7 +239,17 @@ static ALWAYS_INLINE void qk_any(const void *k, kiln_dtype dt, int nk, const flo
         return;
     }
     __mmask16 mt = (__mmask16)(hd % 16 ? (1u << (hd % 16)) - 1u : 0xffffu);
-    for (int i = 0; i < G; i++) {
+    int i = 0;
+    for (; i + 2 <= G; i += 2) { /* two heads a pass: the keys read once for both */
+        const float *qa = q + (size_t)i * hd, *qb = qa + hd;
+        float *sa = s + (size_t)i * lds, *sb = sa + lds;
+        switch (hd) {
+        case 64: qk_query2(k, dt, nk, qa, qb, 64, 4, 0xffff, sa, sb); break;
+        case 128: qk_query2(k, dt, nk, qa, qb, 128, 8, 0xffff, sa, sb); break;
+        default: qk_query2(k, dt, nk, qa, qb, hd, nc, mt, sa, sb);
+        }
+    }
+    for (; i < G; i++) {
         const float *qi = q + (size_t)i * hd;
         float *si = s + (size_t)i * lds;
         switch (hd) { /* constant nc: the chains unrolled, q in registers */
@@ -224,7 +287,12 @@ static ALWAYS_INLINE void pv_span(float *o, size_t ldo, const float *p, size_t l
     for (int j = 0; j < nv; j++) {
         __m512 vv[4];
 #pragma GCC unroll 4
-        for (int c = 0; c < nr; c++) vv[c] = ld_chunk(v, dt, j * ldv, c, nr, mt);
+        for (int c = 0; c < nr; c++) {
+            vv[c] = ld_chunk(v, dt, j * ldv, c, nr, mt);
+            /* in a register: gcc would otherwise fold the load into each head's fma (G loads a
+             * chunk instead of one: the loop then waits on loads, not on the fma ports) */
+            __asm__("" : "+v"(vv[c]));
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < G; i++) {
             __m512 a = _mm512_set1_ps(p[(size_t)i * ldp + j]);
