@@ -18,11 +18,18 @@
  * attention with the same window. As the engine does, the blocks wholly below each sequence's
  * first visible key are released: their block-table entries are the null block 0 (NaN), and
  * the positions below that key in the first kept block are NaN too, so a kernel that reads a key
- * out of the window (or a released block) fails with NaN. */
+ * out of the window (or a released block) fails with NaN.
+ * The combine's int8 GEMV blocks (issue 16, the o projection's input; kiln_cuda_q8_blocks): with
+ * hd % 32 == 0 the split kernel's and the tensor-core decode's runs above (their combine entries)
+ * also write them, checked bit for bit against kiln_cuda_quantize_x on the stored output
+ * (q8_check.h); combine_q8 does the same on the combine alone with random window states, f32 /
+ * bf16 / f16 out, hd 64 / 128, several T and H, one all-zero head a row (zero blocks), and its
+ * output byte for byte the plain combine's; hd 48 with blocks is refused. */
 #include <string.h>
 #include "backend/cpu/attention.h"
 #include "backend/cuda/cuda_ops.h"
 #include "cuda_test.h"
+#include "q8_check.h"
 #include "step/step.h"
 #include "util/alloc.h"
 #include "util/fp8.h"
@@ -151,22 +158,33 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     int split_w = kiln_cuda_attention_split_width(&max_splits);
     if (T % 2) { split_w = 16; max_splits = (max_nb * bs + 15) / 16; if (max_splits > 64) max_splits = 64; }
     float *dscr = kc_dev((size_t)T * H * max_splits * (hd + 2) * 4);
+    /* the combine's int8 blocks of out (hd % 32 == 0: split kernel and tensor-core decode) */
+    int q8 = hd % 32 == 0 && (flash == 0 || flash == 3);
+    kiln_cuda_q8_blocks qb = {NULL, NULL, NULL};
+    if (q8) {
+        qb.xq = kc_dev(on);
+        qb.xd = kc_dev(on / 32 * 4);
+        qb.xs = kc_dev(on / 16 * 4);
+        kc_poison(qb.xq, on);
+        kc_poison(qb.xd, on / 32 * 4);
+        kc_poison(qb.xs, on / 16 * 4);
+    }
     if (!flash) {
         CU(kiln_cuda_attention_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, split_w,
-                               max_splits, dscr, 1, 0));
+                               max_splits, dscr, q8 ? &qb : NULL, 1, 0));
     } else if (flash == 3) {
         /* every row a decode on tensor cores, split over its context: 3 windows (hd 64), or as
          * many as the scratch holds (up to 64 windows of 64 positions) */
         int ms = hd == 64 ? 3 : max_splits;
         CU(kiln_cuda_attention_decode_tc_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, ms,
-                                         dscr, 1, 0));
+                                         dscr, q8 ? &qb : NULL, 1, 0));
         /* the same rows with one window each (the whole context per CTA) */
         float *dscr1 = kc_dev((size_t)T * H * (hd + 2) * 4);
         void *dout1 = kc_dev(on * as);
         float *got1 = kiln_malloc(on * 4);
         kc_poison(dout1, on * as);
         CU(kiln_cuda_attention_decode_tc_ex(dout1, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 1,
-                                         dscr1, 1, 0));
+                                         dscr1, NULL, 1, 0));
         kc_get(oh, dout1, on * as);
         kc_from_dt(adt, oh, got1, on);
         double e1 = kt_rel_l2(got1, want, on);
@@ -175,7 +193,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         CU(cudaFree(dscr1));
         CU(cudaFree(dout1));
         KT_CHECK(kiln_cuda_attention_decode_tc_ex(dout, adt, dq, qs, &kvd, dpos, drs, dbt, max_nb, T, H, KV, hd, bs, 64, 65,
-                                               dscr, 1, 0) == cudaErrorInvalidValue,
+                                               dscr, NULL, 1, 0) == cudaErrorInvalidValue,
                  "decode tc refuses 65 windows");
     } else {
         int32_t *qst = kiln_malloc((size_t)(S + 1) * 4);
@@ -215,7 +233,7 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
             while (b < T && !cov[b]) b++;
             int ms = 0, sw = kiln_cuda_attention_split_width(&ms);
             CU(kiln_cuda_attention_ex((char *)dout + (size_t)a * row * as, adt, dq + (size_t)a * qs, qs, &kvd, dpos + a,
-                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, sw, ms, dscr, 1, 0));
+                                   drs + a, dbt, max_nb, b - a, H, KV, hd, bs, sw, ms, dscr, NULL, 1, 0));
             a = b;
         }
         kc_get(oh, dout, on * as);
@@ -232,6 +250,12 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
         kc_get(oh, dout, on * as);
         kc_from_dt(adt, oh, got, on);
     }
+    if (q8) {
+        int zero = 0, bad = kc_q8_diff(dout, adt, T, H * hd, qb.xq, qb.xd, qb.xs, &zero);
+        KT_CHECK(bad == 0, "attention %s %s T=%d H=%d hd=%d window=%d: %d int8 block entries differ from "
+                 "quantize_x on the output", flash ? "dectc" : "split", kc_dtname(adt), T, H, hd, g_window, bad);
+        CU(cudaFree(qb.xq)); CU(cudaFree(qb.xd)); CU(cudaFree(qb.xs));
+    }
     double e = kt_rel_l2(got, want, on), ma = max_abs_err(got, want, on);
     double tol = flash ? 1e-2 : kc_tol(adt);
     KT_CHECK(e <= tol && (!flash || ma < 3e-2), "attention%s %s T=%d S=%d H=%d KV=%d hd=%d bs=%d window=%d: rel L2 %g, "
@@ -242,6 +266,55 @@ static void one(const seq_spec *sp, int S, int H, int KV, int hd, int bs, kiln_d
     CU(cudaFree(dpool)); CU(cudaFree(dq)); CU(cudaFree(dpos)); CU(cudaFree(drs)); CU(cudaFree(dbt)); CU(cudaFree(dout)); CU(cudaFree(dscr));
     kiln_free(pool); kiln_free(pool8); kiln_free(bt); kiln_free(pos); kiln_free(rs); kiln_free(used); kiln_free(q); kiln_free(want);
     kiln_free(got); kiln_free(oh);
+}
+
+/* The combine alone with the int8 blocks (q8): random window states (acc in [-1, 1), m in [-4, 4),
+ * l in [0.5, 1.5)) for rows at positions 0..299 (1..16 windows of 32), head t % H of row t with
+ * all accumulators 0 (an all-zero output: zero blocks); blocks against kiln_cuda_quantize_x on
+ * the stored output, bit for bit, and the output byte for byte the combine's without blocks. */
+static void combine_q8(int T, int H, int hd, kiln_dtype adt, unsigned long long *s) {
+    int ms = 16, min_w = 32, wr = 16;
+    size_t st = (size_t)hd + 2, sn = (size_t)T * H * ms * st, on = (size_t)T * H * hd, as = kc_dtsize(adt);
+    float *scr = kiln_malloc(sn * 4);
+    int32_t *pos = kiln_malloc((size_t)T * 4);
+    for (int t = 0; t < T; t++) pos[t] = (int)(kt_rand_u64(s) % 300);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++)
+            for (int z = 0; z < ms; z++) {
+                float *w = scr + (((size_t)t * H + h) * ms + z) * st;
+                for (int d = 0; d < hd; d++) w[d] = h == t % H ? 0.0f : kt_randf(s);
+                w[hd] = 4.0f * kt_randf(s);
+                w[hd + 1] = 1.0f + 0.5f * kt_randf(s);
+            }
+    float *dscr = kc_dev(sn * 4);
+    int32_t *dpos = kc_dev((size_t)T * 4);
+    void *dout = kc_dev(on * as), *dout0 = kc_dev(on * as);
+    kiln_cuda_q8_blocks qb = {kc_dev(on), kc_dev(on / 32 * 4), kc_dev(on / 16 * 4)};
+    kc_put(dscr, scr, sn * 4);
+    kc_put(dpos, pos, (size_t)T * 4);
+    kc_poison(dout, on * as);
+    kc_poison(dout0, on * as);
+    kc_poison(qb.xq, on);
+    kc_poison(qb.xd, on / 32 * 4);
+    kc_poison(qb.xs, on / 16 * 4);
+    CU(kiln_cuda_attention_combine_win(dout, adt, dscr, dpos, T, H, hd, min_w, ms, wr, 0, &qb, 1, 0));
+    CU(kiln_cuda_attention_combine_win(dout0, adt, dscr, dpos, T, H, hd, min_w, ms, wr, 0, NULL, 1, 0));
+    unsigned char *a = kiln_malloc(on * as), *b = kiln_malloc(on * as);
+    kc_get(a, dout, on * as);
+    kc_get(b, dout0, on * as);
+    int zero = 0, bad = kc_q8_diff(dout, adt, T, H * hd, qb.xq, qb.xd, qb.xs, &zero);
+    int same = memcmp(a, b, on * as) == 0;
+    KT_CHECK(bad == 0 && same && zero >= T * hd / 32, "combine q8 %s T=%d H=%d hd=%d: %d block entries differ, output "
+             "%s the plain combine's, %d zero blocks", kc_dtname(adt), T, H, hd, bad, same ? "equals" : "differs from",
+             zero);
+    printf("combine q8 %-4s T=%-2d H=%-2d hd=%-3d: %zu blocks (%d zero) equal quantize_x's\n", kc_dtname(adt), T, H, hd,
+           on / 32, zero);
+    KT_CHECK(kiln_cuda_attention_combine_win(dout, adt, dscr, dpos, 1, 2, 48, min_w, ms, wr, 0, &qb, 1, 0) ==
+                 cudaErrorInvalidValue,
+             "combine refuses int8 blocks for hd 48");
+    CU(cudaFree(dscr)); CU(cudaFree(dpos)); CU(cudaFree(dout)); CU(cudaFree(dout0));
+    CU(cudaFree(qb.xq)); CU(cudaFree(qb.xd)); CU(cudaFree(qb.xs));
+    kiln_free(scr); kiln_free(pos); kiln_free(a); kiln_free(b);
 }
 
 /* kiln_cuda_prefill_tiles by hand: rows 1 / 16 / 33 / 1 / 99 */
@@ -280,6 +353,18 @@ int main(void) {
     /* prefill chunks of 16..300 rows, most starting mid-context, between decodes */
     seq_spec fmix[] = {{1, 1}, {300, 300}, {170, 37}, {40, 1}, {100, 16}, {69, 64}, {33, 17}, {5, 1}};
     kiln_dtype dts[2] = {KILN_DT_F32, KILN_DT_BF16};
+    kiln_dtype dts3[3] = {KILN_DT_F32, KILN_DT_BF16, KILN_DT_F16};
+    int cq[4][2] = {{1, 32}, {3, 8}, {8, 32}, {5, 4}}; /* (T, H) */
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < 4; k++) {
+            combine_q8(cq[k][0], cq[k][1], 128, dts3[i], &s);
+            combine_q8(cq[k][0], cq[k][1], 64, dts3[i], &s);
+        }
+    /* f16 out through the split kernel and the tensor-core decode (their blocks checked too) */
+    one(dec, 3, 32, 8, 128, 32, KILN_DT_F16, 0, &s);
+    one(mix, 6, 8, 2, 64, 16, KILN_DT_F16, 0, &s);
+    one(dec, 3, 32, 8, 128, 32, KILN_DT_F16, 3, &s);
+    one(mix, 6, 16, 2, 128, 16, KILN_DT_F16, 3, &s);
     for (int i = 0; i < 4; i++) { /* f32, bf16 outputs on the bf16 pool, then on the FP8 pool */
         g_f8 = i >= 2;
         if (i == 2) fprintf(stderr, "FP8 pool (K scale %g, V scale %g)\n", F8_KS, F8_VS);

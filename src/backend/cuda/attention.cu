@@ -347,9 +347,13 @@ attention_stream_kernel(float *scratch, const float *q, int q_stride, const uint
 /* Pass 2: one block per (row, head). Warp 0 reads the windows' (m, l) in parallel (lane z =
  * window z; at most 64 windows), reduces the max and the weighted sum by fixed xor trees and
  * leaves the weights f_z = exp(m_z - M) in shared memory; then each thread sums its dims over the
- * windows in window order. The order depends only on the row's window count. */
+ * windows in window order. The order depends only on the row's window count.
+ * xq (may be NULL; then hd % 32 == 0 and blockDim.x == hd, so each thread has one dim and a warp
+ * 32 consecutive dims: one block of out's row): also the int8 GEMV blocks of the stored values
+ * (kiln_q8_block, one element a lane: kiln_cuda_quantize_x's bits). */
 static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
-                                                int H, int hd, int min_w, int max_splits, int wr, int window) {
+                                                int H, int hd, int min_w, int max_splits, int wr, int window,
+                                                int8_t *xq, float *xd, float *xs) {
     __shared__ float s_f[64];
     __shared__ float s_invl;
     kiln_pdl_trigger();
@@ -379,7 +383,13 @@ static __global__ void attention_combine_kernel(void *out, kiln_dtype adt, const
         float o = 0.0f;
 #pragma unroll 4
         for (int z = 0; z < ns; z++) o += base[(int64_t)z * (hd + 2) + d] * s_f[z];
-        kiln_st(adt, out, (int64_t)t * H * hd + (int64_t)h * hd + d, o * invL);
+        int64_t i = (int64_t)t * H * hd + (int64_t)h * hd + d;
+        float v = o * invL;
+        kiln_st(adt, out, i, v);
+        if (xq) { /* uniform over the block */
+            float r = kiln_round_to(adt, v);
+            kiln_q8_block<1>(&r, true, xq, xd, xs, i);
+        }
     }
 }
 
@@ -435,20 +445,20 @@ extern "C" cudaError_t kiln_cuda_attention(void *out, kiln_dtype adt, const floa
                                            int pdl, cudaStream_t st) {
     kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV, hd,
-                                  block_size, split_w, max_splits, scratch, pdl, st);
+                                  block_size, split_w, max_splits, scratch, NULL, pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
                                               const kiln_cuda_kv *kv, const int32_t *pos, const int32_t *row_seq,
                                               const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                              int block_size, int split_w, int max_splits, float *scratch, int pdl,
-                                              cudaStream_t st) {
+                                              int block_size, int split_w, int max_splits, float *scratch,
+                                              const kiln_cuda_q8_blocks *q8, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f) || kv->window < 0) return cudaErrorInvalidValue;
     const void *pool_layer = kv->pool;
     float ks = kv->k_scale, vs = kv->v_scale;
     if (hd <= 0 || hd > ATT_MAX_HD || hd % 8 || KV <= 0 || H % KV || H / KV > ATT_WARPS * ATT_MAX_HPW || H > 65535 ||
-        KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 64)
+        KV > 65535 || split_w < ATT_TILE || max_splits < 1 || max_splits > 64 || (q8 && hd % 32))
         return cudaErrorInvalidValue;
     float scale = 1.0f / sqrtf((float)hd);
     /* one row per block: every row has its own windows (they depend on its position) */
@@ -498,12 +508,8 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
 #undef ATT_STREAM
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
-    dim3 g2((unsigned)T, (unsigned)H);
-    int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
-                attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, split_w, max_splits,
-                ATT_TILE, kv->window);
-    KILN_CUDA_CHECK_LAUNCH();
+    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, split_w, max_splits, ATT_TILE, kv->window,
+                                           q8, pdl, st);
 }
 
 /* Pass 2 alone, for pass-1 kernels elsewhere (the tensor-core decode split of
@@ -511,20 +517,21 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
 extern "C" cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
                                                    int T, int H, int hd, int min_w, int max_splits, int wr,
                                                    int pdl, cudaStream_t st) {
-    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, min_w, max_splits, wr, 0, pdl, st);
+    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, min_w, max_splits, wr, 0, NULL, pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_attention_combine_win(void *out, kiln_dtype adt, const float *scratch,
                                                        const int32_t *pos, int T, int H, int hd, int min_w,
-                                                       int max_splits, int wr, int window, int pdl, cudaStream_t st) {
+                                                       int max_splits, int wr, int window,
+                                                       const kiln_cuda_q8_blocks *q8, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd > ATT_MAX_HD || H <= 0 || H > 65535 || min_w < 1 || wr < 1 || max_splits < 1 || max_splits > 64 ||
-        window < 0)
+        window < 0 || (q8 && (hd % 32 || !q8->xq || !q8->xd || !q8->xs)))
         return cudaErrorInvalidValue;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
                 attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, min_w, max_splits,
-                wr, window);
+                wr, window, q8 ? q8->xq : NULL, q8 ? q8->xd : NULL, q8 ? q8->xs : NULL);
     KILN_CUDA_CHECK_LAUNCH();
 }

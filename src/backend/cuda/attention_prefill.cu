@@ -804,15 +804,15 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, 
                                                      int max_splits, float *scratch, int pdl, cudaStream_t st) {
     kiln_cuda_kv kv = {(void *)pool_layer, 0, 1.0f, 1.0f, 0};
     return kiln_cuda_attention_decode_tc_ex(out, adt, q, q_stride, &kv, pos, row_seq, block_table, max_blocks, T, H, KV,
-                                            hd, block_size, min_w, max_splits, scratch, pdl, st);
+                                            hd, block_size, min_w, max_splits, scratch, NULL, pdl, st);
 }
 
 extern "C" cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
                                                         const kiln_cuda_kv *kv, const int32_t *pos,
                                                         const int32_t *row_seq, const int32_t *block_table,
                                                         int max_blocks, int T, int H, int KV, int hd, int block_size,
-                                                        int min_w, int max_splits, float *scratch, int pdl,
-                                                        cudaStream_t st) {
+                                                        int min_w, int max_splits, float *scratch,
+                                                        const kiln_cuda_q8_blocks *q8, int pdl, cudaStream_t st) {
     if (!kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f)) return cudaErrorInvalidValue;
     const void *pool_layer = kv->pool;
     if (kiln_cuda_prefill_tile_rows(H, KV) == 0 || H / KV > 16 || KV > 65535 || block_size <= 0 || q_stride % 2 ||
@@ -827,6 +827,6 @@ extern "C" cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype ad
                              : (kv->f8 ? DEC_L(128, true) : DEC_L(128, false));
 #undef DEC_L
     if (e != cudaSuccess) return e;
-    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, kv->window, pdl,
-                                           st);
+    return kiln_cuda_attention_combine_win(out, adt, scratch, pos, T, H, hd, min_w, max_splits, PF_BC, kv->window, q8,
+                                           pdl, st);
 }

@@ -171,7 +171,8 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     const kiln_cuda_kv *pool = &kv;
     if (p->tc_splits > 0)
         LAUNCH(kiln_cuda_attention_decode_tc_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
-                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, c->pdl, c->st));
+                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, NULL, c->pdl,
+                                             c->st));
     else if (p->n_tiles > 0)
         LAUNCH(kiln_cuda_attention_prefill_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
                                            bs, d.tiles, p->n_tiles, c->pdl, c->st));
@@ -183,7 +184,8 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
         if (ts > 0) {
             LAUNCH(kiln_cuda_attention_decode_tc_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                                  c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt,
-                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, c->pdl, c->st));
+                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, NULL,
+                                                 c->pdl, c->st));
             continue;
         }
         /* windows per row: up to att_splits (16) so one decode fills the chip; a wider batch
@@ -194,7 +196,8 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
                                             : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits);
         LAUNCH(kiln_cuda_attention_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                    c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
-                                   rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, c->pdl, c->st));
+                                   rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, NULL, c->pdl,
+                                   c->st));
     }
     return KILN_OK;
 }

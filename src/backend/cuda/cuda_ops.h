@@ -77,6 +77,14 @@ typedef struct kiln_cuda_kv {
                  * never the block-table entries of the blocks below (the engine may have released
                  * them: null block 0) */
 } kiln_cuda_kv;
+/* An activation's int8 GEMV input blocks (issue 16), the format of kiln_cuda_quantize_x (qlinear.cu)
+ * for x [T][K]: xq [T][K] int8, xd [T][K / 32] scales, xs [T][K / 16] half sums. A producer that
+ * takes one (may be NULL: none) writes the blocks of its stored output beside it, the bits
+ * kiln_cuda_quantize_x would write on that output. */
+typedef struct kiln_cuda_q8_blocks {
+    int8_t *xq;
+    float *xd, *xs;
+} kiln_cuda_q8_blocks;
 cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
                                  int H, int KV, int hd, int block_size, double theta, int interleaved, int pdl,
                                  cudaStream_t st);
@@ -159,7 +167,8 @@ size_t kiln_cuda_attention_tc_smem(int hd);
 cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const float *q, int q_stride, const kiln_cuda_kv *kv,
                                    const int32_t *pos, const int32_t *row_seq, const int32_t *block_table,
                                    int max_blocks, int T, int H, int KV, int hd, int block_size, int split_w,
-                                   int max_splits, float *scratch, int pdl, cudaStream_t st);
+                                   int max_splits, float *scratch, const kiln_cuda_q8_blocks *q8, int pdl,
+                                   cudaStream_t st);
 cudaError_t kiln_cuda_attention_prefill_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
                                            const kiln_cuda_kv *kv, const int32_t *pos, const int32_t *row_seq,
                                            const int32_t *block_table, int max_blocks, int H, int KV, int hd,
@@ -168,15 +177,18 @@ cudaError_t kiln_cuda_attention_prefill_ex(void *out, kiln_dtype adt, const floa
 cudaError_t kiln_cuda_attention_decode_tc_ex(void *out, kiln_dtype adt, const float *q, int q_stride,
                                              const kiln_cuda_kv *kv, const int32_t *pos, const int32_t *row_seq,
                                              const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
-                                             int block_size, int min_w, int max_splits, float *scratch, int pdl,
-                                             cudaStream_t st);
+                                             int block_size, int min_w, int max_splits, float *scratch,
+                                             const kiln_cuda_q8_blocks *q8, int pdl, cudaStream_t st);
 cudaError_t kiln_cuda_attention_combine(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos, int T,
                                         int H, int hd, int min_w, int max_splits, int wr, int pdl, cudaStream_t st);
 /* the same for rows of a windowed layer (window > 0: the windows cut positions
- * max(0, pos - window + 1) .. pos, as every pass-1 kernel does for a kiln_cuda_kv with a window) */
+ * max(0, pos - window + 1) .. pos, as every pass-1 kernel does for a kiln_cuda_kv with a window).
+ * q8 (may be NULL; needs hd % 32 == 0: a warp's 32 dims are one block): also out's int8 GEMV
+ * blocks (K = H hd), the bits kiln_cuda_quantize_x(out, adt, T, H hd) writes; kiln_cuda_attention_ex
+ * and kiln_cuda_attention_decode_tc_ex pass theirs to it (issue 16: the o projection's input). */
 cudaError_t kiln_cuda_attention_combine_win(void *out, kiln_dtype adt, const float *scratch, const int32_t *pos,
                                             int T, int H, int hd, int min_w, int max_splits, int wr, int window,
-                                            int pdl, cudaStream_t st);
+                                            const kiln_cuda_q8_blocks *q8, int pdl, cudaStream_t st);
 /* Host: cut every sequence with >= min_rows rows (seq_q_start [n_seqs + 1]) into tiles of
  * tile_rows rows (the last one shorter); whole sequences only, while max_tiles allows. Writes
  * tiles[n][2] and covered[t] (0/1) for every row t < seq_q_start[n_seqs]; returns n_tiles.
