@@ -17,6 +17,13 @@
  *     for bit at 1, 2, 3 and 8 rows (SmolLM2) and 1, 2 rows (the Devstral-shape files: from 4 rows
  *     their K-quant / Q8_0 matrices leave the GEMV), and the same greedy tokens through the decode
  *     graphs (SmolLM2: one request at a time and four at once; Devstral shape: 1 and 2 at once).
+ *     The blocks of o's input come from attention's combine and those of the LM head's from the
+ *     final RMSNorm (gathered rows): the Devstral-shape files also compare with every attention
+ *     path of a step: the tensor-core decode (the default: every decode and short chunk), the
+ *     split kernel (decode_tc_rows 0), and the prefill tiles (then one quantize_x over att) with
+ *     every matrix on the GEMV up to 64 rows (gemv_max_rows 64, qreg_max_rows 0): prompt logits
+ *     of 20 rows and greedy tokens of a 20- and a 3-token prompt at once (tiles and a run in one
+ *     step, then decode steps of 2 rows).
  * A missing model or fixture skips that part loudly. */
 #include <jansson.h>
 #include <string.h>
@@ -35,12 +42,18 @@
 #define K_SMOL_BOUND 0.15
 #define K_SMOL_TIE 1.1f
 
-static kiln_engine *open_engine_fz(const char *model, const char *backend, const char *dummy_quant, int bi, int fuse,
-                                   kiln_error *err) {
+/* cuda option overrides (-1: the default) */
+typedef struct { int fuse, decode_tc_rows, gemv_max_rows, qreg_max_rows; } cuda_over;
+
+static kiln_engine *open_engine_ov(const char *model, const char *backend, const char *dummy_quant, int bi,
+                                   cuda_over ov, kiln_error *err) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
     o.batch_invariant = bi;
-    o.cuda.q8_fuse_quant = fuse;
+    o.cuda.q8_fuse_quant = ov.fuse;
+    o.cuda.decode_tc_rows = ov.decode_tc_rows;
+    o.cuda.gemv_max_rows = ov.gemv_max_rows;
+    o.cuda.qreg_max_rows = ov.qreg_max_rows;
     o.model_path = model;
     o.backend = backend;
     o.max_seqs = 8;
@@ -52,6 +65,10 @@ static kiln_engine *open_engine_fz(const char *model, const char *backend, const
     kiln_engine *e = NULL;
     if (kiln_engine_open(&e, &o, err)) return NULL;
     return e;
+}
+static kiln_engine *open_engine_fz(const char *model, const char *backend, const char *dummy_quant, int bi, int fuse,
+                                   kiln_error *err) {
+    return open_engine_ov(model, backend, dummy_quant, bi, (cuda_over){fuse, -1, -1, -1}, err);
 }
 static kiln_engine *open_engine_bi(const char *model, const char *backend, const char *dummy_quant, int bi,
                                    kiln_error *err) {
@@ -329,6 +346,42 @@ static void devstral_quant_case(const char *shape_cfg, const char *q) {
                    same);
         }
         kiln_engine_close(u);
+        /* the other attention paths: the split kernel for every row (decode_tc_rows 0); the
+         * prefill tiles with every matrix on the GEMV (20 rows; tiles and a run in one step) */
+        static const cuda_over ovs[2] = {{-1, 0, -1, -1}, {-1, -1, 64, 0}};
+        static const char *ovn[2] = {"split-kernel attention", "GEMV to 64 rows, prefill tiles"};
+        for (int v = 0; v < 2; v++) {
+            cuda_over of_ = ovs[v], ou_ = ovs[v];
+            ou_.fuse = 0;
+            kiln_engine *fv = open_engine_ov(path, "cuda", q, 0, of_, &err);
+            KT_CHECK(fv != NULL, "open devstral-2-layer dummy %s on cuda (%s): %s", q, ovn[v], err.msg);
+            kiln_engine *uv = fv ? open_engine_ov(path, "cuda", q, 0, ou_, &err) : NULL;
+            KT_CHECK(!fv || uv != NULL, "open devstral-2-layer dummy %s on cuda (%s), q8_fuse_quant 0: %s", q, ovn[v],
+                     err.msg);
+            snprintf(what, sizeof what, "devstral-shape 2-layer dummy %s, %s", q, ovn[v]);
+            if (fv && uv) {
+                compare_fused(fv, uv, ids, 1, what);
+                compare_fused(fv, uv, ids, v ? 20 : 2, what);
+                int32_t *pr[2] = {ids + 10, ids};
+                int np2[2] = {v ? 20 : 7, v ? 3 : 9}, lf[2], lu[2], same = 0;
+                static int32_t of[2][64], ou[2][64];
+                for (int R = 1; R <= 2; R++) {
+                    if (greedy(fv, pr, np2, R, 8, of, lf) || greedy(uv, pr, np2, R, 8, ou, lu)) {
+                        KT_CHECK(0, "%s: greedy generation failed", what);
+                        break;
+                    }
+                    for (int r = 0; r < R; r++) {
+                        int eq = lf[r] == lu[r] && memcmp(of[r], ou[r], (size_t)lf[r] * 4) == 0;
+                        KT_CHECK(eq, "%s: greedy request %d of %d differs with the fused int8 blocks", what, r, R);
+                        same += eq;
+                    }
+                }
+                printf("%s: greedy 8 tokens, 1 and 2 requests at once: %d of 3 equal with the fused int8 blocks\n",
+                       what, same);
+            }
+            kiln_engine_close(fv);
+            kiln_engine_close(uv);
+        }
     }
     kiln_engine_close(g);
     kiln_engine_close(c);

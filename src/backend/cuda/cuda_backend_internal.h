@@ -233,6 +233,8 @@ typedef struct step_plan {
     int tc_splits;                   /* > 0: every row is a decode on tensor cores, split over its context
                                       * into at most tc_splits windows (kiln_cuda_attention_decode_tc);
                                       * the tiles are then unused */
+    int T_lin;                       /* > 0: the rows the layers' linears run when the piecewise graphs
+                                      * replay them (the bucket, >= T; attention sees T); 0: T */
     size_t desc_bytes;               /* H2D bytes of the step descriptor */
     int sample;                      /* draw on the device (else copy the logits back) */
     int n_pen;                       /* penalty tables to load */

@@ -161,6 +161,18 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     return KILN_OK;
 }
 
+/* Whether the attention stage of layer l leaves att's int8 GEMV blocks in xq / xq_d / xq_s for
+ * the o projection (q8_fuse, when o runs on the int8 GEMV at T rows and a warp of the combine is
+ * one block: hd % 32 == 0). A pure function of (l, T): enq_att (the producer, eager between the
+ * piecewise graphs) guarantees it for every row, whatever the step's attention plan, and enq_post
+ * (the consumer, in a graph piece captured without that plan) then skips kiln_cuda_quantize_x.
+ * Both ask at the rows o runs: a piecewise replay pads the step to its bucket (step_plan T_lin),
+ * and attention writes the real rows' blocks (the pad rows' stay stale, as their att rows do, and
+ * o's outputs for them are discarded). */
+static int o_takes_att_q8(const cuda_backend *c, int l, int T) {
+    return c->q8_fuse && c->m->cfg.head_dim % 32 == 0 && kiln_cuda_linear_q8_input(c, &c->layers[l].o, T);
+}
+
 static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
     int T = p->T, bt_w = p->bt_w, H = mc->n_heads, KV = mc->n_kv_heads, hd = mc->head_dim, bs = c->cfg.kv.block_size;
@@ -169,22 +181,30 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     step_ptrs d = desc_ptrs(c);
     kiln_cuda_kv kv = layer_kv(c, l);
     const kiln_cuda_kv *pool = &kv;
+    /* o's int8 blocks (o_takes_att_q8): from every combine launch (rows a.. of a run: the blocks
+     * at row a), or, where the prefill tiles (which write att directly) cover rows, one
+     * kiln_cuda_quantize_x over all of att after the attention kernels */
+    int q8 = o_takes_att_q8(c, l, p->T_lin > 0 ? p->T_lin : T), tiles = p->tc_splits <= 0 && p->n_tiles > 0;
+    int64_t K = (int64_t)H * hd;
+    kiln_cuda_q8_blocks qb = {c->xq, c->xq_d, c->xq_s};
+    const kiln_cuda_q8_blocks *q8c = q8 && !tiles ? &qb : NULL;
     if (p->tc_splits > 0)
         LAUNCH(kiln_cuda_attention_decode_tc_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
-                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, NULL, c->pdl,
-                                             c->st));
+                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, q8c, c->pdl, c->st));
     else if (p->n_tiles > 0)
         LAUNCH(kiln_cuda_attention_prefill_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
                                            bs, d.tiles, p->n_tiles, c->pdl, c->st));
     for (int k = 0; k < p->n_runs; k++) {
         int a = c->run_a[k], rows = c->run_b[k] - a;
+        kiln_cuda_q8_blocks qa = {c->xq + a * K, c->xq_d + a * K / 32, c->xq_s + a * K / 16};
+        const kiln_cuda_q8_blocks *q8a = q8c ? &qa : NULL;
         /* the rows of a mixed step outside the prefill tiles (decodes, short chunks): each row is
          * one query position, so attention_decode_kernel serves them, split over the context */
         int ts = c->pf_tile_rows > 0 && rows >= c->decode_tc_rows ? kiln_cuda_tc_split_count(c, rows) : 0;
         if (ts > 0) {
             LAUNCH(kiln_cuda_attention_decode_tc_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                                  c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt,
-                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, NULL,
+                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, q8a,
                                                  c->pdl, c->st));
             continue;
         }
@@ -196,9 +216,10 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
                                             : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits);
         LAUNCH(kiln_cuda_attention_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                    c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
-                                   rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, NULL, c->pdl,
+                                   rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, q8a, c->pdl,
                                    c->st));
     }
+    if (q8 && tiles) LAUNCH(kiln_cuda_quantize_x(c->xq, c->xq_d, c->xq_s, c->att, c->adt, T, (int)K, c->st));
     return KILN_OK;
 }
 
@@ -207,8 +228,10 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     int T = p->T, D = mc->dim;
     const cuda_layer *w = &c->layers[l];
     const float *fn = c->norms + (size_t)(2 * l + 1) * D;
-    /* with fp8_fuse, FP8 sums from cuBLASLt are scaled by the RMSNorm that adds them */
+    /* with fp8_fuse, FP8 sums from cuBLASLt are scaled by the RMSNorm that adds them; att's int8
+     * blocks are already in xq when o_takes_att_q8 (enq_att wrote them) */
     kiln_cuda_yscale ys;
+    c->xq_src = o_takes_att_q8(c, l, T) ? c->att : NULL;
     int rc = kiln_cuda_linear_ex(c, &c->g_o, c->proj, c->att, &w->o, T, c->fp8_fuse ? &ys : NULL, err);
     if (rc) return rc;
     LAUNCH(add_rmsnorm_xn(c, c->proj, c->fp8_fuse ? &ys : NULL, fn, mc->n_experts > 0 ? NULL : &w->gu, T, D,
@@ -224,7 +247,17 @@ static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {
     int n = p->n, D = mc->dim, rc;
     if (n <= 0) return KILN_OK;
     const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
-    LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, desc_ptrs(c).lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->pdl, c->st));
+    /* with q8_fuse, when the LM head runs on the int8 GEMV at n rows, the final norm also writes
+     * xf's blocks (row r of the gathered rows at row r; qlinear reads x as adt, so hdt must be it) */
+    if (c->q8_fuse && D % 32 == 0 && c->hdt == c->adt && kiln_cuda_linear_q8_input(c, &c->lm, n)) {
+        LAUNCH(kiln_cuda_add_rmsnorm_i8(c->x, c->proj, desc_ptrs(c).lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps,
+                                        c->xq, c->xq_d, c->xq_s, c->pdl, c->st));
+        c->xq_src = c->xf;
+    } else {
+        LAUNCH(kiln_cuda_add_rmsnorm(c->x, c->proj, desc_ptrs(c).lrows, 0, on, c->xf, c->hdt, n, D, mc->norm_eps, c->pdl,
+                                     c->st));
+        c->xq_src = NULL;
+    }
     if ((rc = kiln_cuda_linear(c, &c->g_lm, c->logits_d, c->xf, &c->lm, n, err))) return rc;
     if (p->sample) {
         if ((rc = launch_sampling(c, p, err))) return rc;

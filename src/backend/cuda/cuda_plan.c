@@ -256,6 +256,7 @@ int kiln_cuda_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
         /* pad to the bucket; every op of a piece is row by row, attention and the tail see the
          * real rows only */
         pad_rows(c, T, Tb);
+        p.T_lin = Tb;
         pieces = &c->pieces[(size_t)pb * (c->m->cfg.n_layers + 1)];
         c->piece_steps++;
     }
