@@ -21,9 +21,11 @@
  *     final RMSNorm (gathered rows): the Devstral-shape files also compare with every attention
  *     path of a step: the tensor-core decode (the default: every decode and short chunk), the
  *     split kernel (decode_tc_rows 0), and the prefill tiles (then one quantize_x over att) with
- *     every matrix on the GEMV up to 64 rows (gemv_max_rows 64, qreg_max_rows 0): prompt logits
- *     of 20 rows and greedy tokens of a 20- and a 3-token prompt at once (tiles and a run in one
- *     step, then decode steps of 2 rows).
+ *     every matrix on the GEMV up to 64 rows (gemv_max_rows 64, qreg_max_rows 0): greedy tokens of
+ *     a 20-token prompt (a 20-row step on the tiles) and of it with a 3-token one at once (tiles
+ *     and a run in one step, 2 gathered LM-head rows, then decode steps of 2 rows). Prompt
+ *     logits (kiln_engine_prompt_logits) are one-row steps, one a position: "N rows" there is N
+ *     positions (the tensor-core decode at contexts 1..N), never the tiles.
  * A missing model or fixture skips that part loudly. */
 #include <jansson.h>
 #include <string.h>
@@ -347,7 +349,8 @@ static void devstral_quant_case(const char *shape_cfg, const char *q) {
         }
         kiln_engine_close(u);
         /* the other attention paths: the split kernel for every row (decode_tc_rows 0); the
-         * prefill tiles with every matrix on the GEMV (20 rows; tiles and a run in one step) */
+         * prefill tiles with every matrix on the GEMV (greedy's 20-row prompt step; tiles and a
+         * run in one step; prompt logits are one-row steps) */
         static const cuda_over ovs[2] = {{-1, 0, -1, -1}, {-1, -1, 64, 0}};
         static const char *ovn[2] = {"split-kernel attention", "GEMV to 64 rows, prefill tiles"};
         for (int v = 0; v < 2; v++) {
