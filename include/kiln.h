@@ -102,8 +102,9 @@ typedef struct kiln_cuda_options {
                             * codes written by the kernels before (RMSNorm; SwiGLU's partial
                             * maxima), not by a separate pass over each input; 0 = off (1) */
     int q8_fuse_quant;     /* GGUF weights on the int8 GEMV: the activations' int8 blocks written by
-                            * the kernels before (RMSNorm for qkv and gate|up, SwiGLU for down),
-                            * not by a separate pass over each input (the same bits); 0 = off (1)
+                            * the kernels before (RMSNorm for qkv and gate|up, SwiGLU for down,
+                            * attention's combine for o, the final norm for the LM head), not by
+                            * a separate pass over each input (the same bits); 0 = off (1)
                             * (env KILN_CUDA_Q8_FUSE) */
     int gemm_tune;         /* cuBLASLt products: at load, time the heuristic's first this many
                             * algorithms (at most 16) of each projection at the row counts steps

@@ -100,8 +100,9 @@ typedef struct cuda_backend {
     size_t wdq_bytes;
     int8_t *xq;               /* [qgemv_max_rows][max K] the GEMV's input as int8 blocks */
     float *xq_d, *xq_s;       /* [rows][max K / 32] block scales, [rows][max K / 16] half sums */
-    int q8_fuse;              /* those blocks written by RMSNorm (qkv, gate|up) and SwiGLU (down)
-                               * when the next linear takes the GEMV (kiln_cuda_options.q8_fuse_quant) */
+    int q8_fuse;              /* those blocks written by RMSNorm (qkv, gate|up), SwiGLU (down),
+                               * attention's combine (o) and the final norm (LM head) when the next
+                               * linear takes the GEMV (kiln_cuda_options.q8_fuse_quant) */
     const void *xq_src;       /* the activation whose blocks xq / xq_d / xq_s hold now (set by those
                                * producers, cleared by the linear that takes them), or NULL */
     int qmma_max_rows;        /* then qmma (tensor cores, tiles dequantized in shared memory) up to

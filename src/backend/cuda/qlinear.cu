@@ -3,8 +3,8 @@
  *   kiln_cuda_quantize_x  activations x [T][K] (bf16 / f16 / f32) -> int8 blocks of 32 with a
  *                         scale (d = amax / 127) and the sums of each 16-element half (GGML's
  *                         q8_1 idea): the GEMV's input (in a decode step mostly written by
- *                         the kernel before, RMSNorm or SwiGLU, with the same arithmetic:
- *                         cuda_dev.cuh kiln_q8_block);
+ *                         the kernel before, RMSNorm, SwiGLU or attention's combine, with the
+ *                         same arithmetic: cuda_dev.cuh kiln_q8_block);
  *   kiln_cuda_qgemv_q8    y[t][n] = sum_k x[t][k] W[n][k] for T <= KILN_QGEMV_MAX_ROWS rows
  *                         (decode), in launches of up to 8 rows (the weights are read once per
  *                         launch): W [N][K] blocks of wdt; y f32 with row stride ldy (a column
