@@ -82,9 +82,10 @@ static __device__ __forceinline__ float kiln_round_to(kiln_dtype dt, float v) {
  * xq [T][K] int8, xd [T][K / 32] and xs [T][K / 16], per 32-element block
  *   d = amax / 127,  q = rint(v 127 / amax) (0 where amax is 0),  xs[half h] = d * sum of its 16 q.
  * The one formula of kiln_cuda_quantize_x and of the producers that write the blocks beside
- * their own output (RMSNorm, SwiGLU, attention's combine: issue 16): a block is held by 32 / E consecutive lanes of a
- * warp (an aligned group), E consecutive elements a lane; v: the lane's values as the producer
- * stored them (kiln_round_to); e0: the index of its first element in [T][K] (a multiple of E).
+ * their own output (RMSNorm, SwiGLU, attention's combine: issue 16): a block is held by 32 / E
+ * consecutive lanes of a warp (an aligned group), E consecutive elements a lane; v: the lane's
+ * values as the producer stored them (kiln_round_to); e0: the index of its first element in
+ * [T][K] (a multiple of E).
  * Every lane of the warp must call it (shuffles); a lane with !ok (its whole group must be)
  * stores nothing. max, the integer sums and every rounding are independent of E, so the
  * blocks have the same bits for any E. */
