@@ -39,6 +39,7 @@ typedef __m512i VI;
 #define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
 
 #define QNR 6 /* 24 accumulators of the 32 zmm registers */
+#define QNR2 12 /* 32-element block types: two passes of 24 accumulators (dot32w) */
 
 /* out[r * ldo] = _mm512_reduce_add_ps(S[r]) for r < nr (3..6), all at once: GCC's reduce pairs
  * lane l with l+8, then l+4, l+2, l+1; the same pairs here, in transposing shuffles (one
