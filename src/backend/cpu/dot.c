@@ -82,8 +82,8 @@ static ALWAYS_INLINE void dot_body(const void *w, kiln_dtype dt, const float *x,
 
 int kiln_cpu_dot_max_rows(kiln_dtype dt, kiln_isa isa) {
     if (isa != KILN_ISA_AVX512 || !kiln_dtype_is_quant(dt)) return KILN_DOT_MAX_NR;
-    /* quant_dot_avx512.c: QNR 6, QNR2 12 for the 32-element block types (dot32w) */
-    return kiln_dtype_block_elems(dt) == 32 ? 12 : 6;
+    /* quant_dot_avx512.c: QNR 6, QNR2 8 for the 32-element block types (dot32w) */
+    return kiln_dtype_block_elems(dt) == 32 ? 8 : 6;
 }
 
 static void axpy_scalar(float *restrict o, const float *restrict v, float a, int n) {

@@ -39,17 +39,16 @@ typedef __m512i VI;
 #define IBITS(v, s, mask) _mm512_and_si512(_mm512_srlv_epi32(v, _mm512_set1_epi32(s)), _mm512_set1_epi32(mask))
 
 #define QNR 6 /* 24 accumulators of the 32 zmm registers */
-#define QNR2 12 /* 32-element block types: two passes of 24 accumulators (dot32w) */
+#define QNR2 8 /* 32-element block types: two passes of 16 accumulators (dot32w; 12 rows spill) */
 
-/* out[r * ldo] = _mm512_reduce_add_ps(S[r]) for r < nr (3..6), all at once: GCC's reduce pairs
+/* out[r * ldo] = _mm512_reduce_add_ps(S[r]) for r < nr (1..6), all at once: GCC's reduce pairs
  * lane l with l+8, then l+4, l+2, l+1; the same pairs here, in transposing shuffles (one
  * tree for all rows instead of one per row), so the same bits. */
 static inline __attribute__((always_inline)) void reduce_rows(const __m512 *S, int nr, float *out, size_t ldo) {
     const __m512 z = _mm512_setzero_ps();
     __m512 P[4], R[2];
     for (int m = 0; m < 3; m++) { /* rows 2m, 2m+1: [A0 A1 B0 B1] + [A2 A3 B2 B3] = l + l+8 */
-        __m512 a = S[2 * m], b = 2 * m + 1 < nr ? S[2 * m + 1] : z;
-        if (2 * m >= nr) a = z;
+        __m512 a = 2 * m < nr ? S[2 * m] : z, b = 2 * m + 1 < nr ? S[2 * m + 1] : z; /* no read past nr */
         P[m] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
                              _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
     }
