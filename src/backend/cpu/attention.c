@@ -39,17 +39,6 @@ static inline void prefetch_next(const kiln_cpu_attn_args *a, int64_t blk, int k
  * scores, and P.V is one fma chain per output element in position order whatever the runs: a
  * row's result does not depend on nr or on the other rows of its block.
  * scores: [nr][G][max_model_len] of this thread (row r, head i at (r * G + i) * max_model_len). */
-/* Keys or values (kv) two blocks ahead of use, so that a decode row streaming its context
- * from memory (each block a separate 4 KB page of the pool) has ~8 KB in flight a thread, not
- * 4: the walk's first call (first) asks for the next two blocks after position j, the others
- * only for the second (the first one was asked for a block ago). Blocks end at jhi. */
-static inline void prefetch_ahead(const kiln_cpu_attn_args *a, const int32_t *bt, int j, int jhi, int kv, int kvh,
-                                  int first) {
-    int bs = a->layout->block_size;
-    for (int k = 0; k < 2 && j < jhi; k++, j += bs - j % bs)
-        if (first || k == 1) prefetch_next(a, bt[j / bs], kv, kvh, jhi - j < bs ? jhi - j : bs);
-}
-
 /* FP8 pool: run rows [nr][hd] of (layer, block, k|v, head) from slot off, decoded and scaled */
 static const float *kv8_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, int kvh, int off, int nr, float *buf) {
     const uint8_t *p = a->kv8 + kiln_kv_offset(a->layout, a->layer, blk, kv, kvh, off);
@@ -96,8 +85,8 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
                           : a->kv8  ? kv8_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
                           : a->kv16 ? kv16_run(a, bt[j0 / bs], 0, kvh, j0 % bs, run, kvbuf)
                                     : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 0, kvh, j0 % bs);
-        if (a->prefetch && !a->kv8) /* the block after next's keys (hardware prefetch stops at pages) */
-            prefetch_ahead(a, bt, j0 + run, jhi, 0, kvh, j0 == jlo);
+        if (a->prefetch && !a->kv8 && j0 + run < jhi) /* the next block's keys: hardware prefetch stops at pages */
+            prefetch_next(a, bt[(j0 + run) / bs], 0, kvh, jhi - j0 - run < bs ? jhi - j0 - run : bs);
         for (int r = 0; r < nr; r++) {
             int lo, n;
             row_range(a, a->positions[t0 + r], &lo, &n);
@@ -133,7 +122,8 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
                           : a->kv8  ? kv8_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
                           : a->kv16 ? kv16_run(a, bt[j0 / bs], 1, kvh, j0 % bs, run, kvbuf)
                                     : a->kv + kiln_kv_offset(L, a->layer, bt[j0 / bs], 1, kvh, j0 % bs);
-        if (a->prefetch && !a->kv8) prefetch_ahead(a, bt, j0 + run, jhi, 1, kvh, j0 == jlo);
+        if (a->prefetch && !a->kv8 && j0 + run < jhi)
+            prefetch_next(a, bt[(j0 + run) / bs], 1, kvh, jhi - j0 - run < bs ? jhi - j0 - run : bs);
         for (int r = 0; r < nr; r++) {
             int lo, n;
             row_range(a, a->positions[t0 + r], &lo, &n);
