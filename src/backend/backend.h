@@ -99,14 +99,22 @@ typedef struct kiln_backend_ops {
      * windows, MoE) the backend runs; kiln_backend_check_model refuses a model with any other
      * before create (I3). 0 (a table that does not set it): none. */
     unsigned features;
+    /* Optional (NULL on cpu): the bytes a KV pool sized by the engine (no kv_blocks, no
+     * kv_memory_mb) may take on the device `device` for model m: the device's free memory less
+     * m's weights there and a reserve for the scratch, workspaces and graphs (cuda: 10 % of the
+     * card); SIZE_MAX when the device cannot be asked. The engine takes the smaller of it and
+     * kv_memory_fraction of host memory. */
+    size_t (*kv_budget)(const kiln_model *m, int device);
 } kiln_backend_ops;
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 7 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
+#define KILN_BACKEND_ABI 8 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
                             * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale;
                             * 6: ops.sample_rows, kiln_backend_config.sample_rows, .tp_size;
-                            * 7: grammar masks (ops.masks, kiln_backend_config.masks, kiln_step.masks) */
+                            * 7: grammar masks (ops.masks, kiln_backend_config.masks, kiln_step.masks);
+                            * 8: kiln_cuda_options.q8_fuse_quant (in kiln_backend_config.cuda),
+                            *    ops.kv_budget */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

@@ -284,6 +284,19 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     if (n_blocks <= 0) {
         double frac = o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 0.95 ? o->kv_memory_fraction : 0.25;
         size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : (size_t)(phys_mem_bytes() * frac);
+        /* a device pool: also no more than the device holds beside the weights (ops.kv_budget) */
+        size_t dev_budget = !o->kv_memory_mb && e->ops->kv_budget
+                                ? e->ops->kv_budget(e->model, o->n_devices > 0 ? o->devices[0] : 0)
+                                : SIZE_MAX;
+        if (dev_budget < budget) budget = dev_budget;
+        if (budget < block_bytes) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "engine: no room for a KV pool: %.2f GiB of budget (%s), a block needs "
+                          "%zu bytes; set --kv-memory, or use a smaller or quantized model", budget / 1073741824.0,
+                          dev_budget < SIZE_MAX && budget == dev_budget ? "the device's free memory after the weights and a 10 % reserve"
+                                                                        : "the KV memory option",
+                          block_bytes);
+            goto fail;
+        }
         /* every sequence at its longest (with windows: what it holds at once) */
         size_t want = (size_t)e->max_seqs * (e->kv_window > 0 ? window_blocks(e) : e->max_blocks_per_seq);
         size_t fit = budget / block_bytes;

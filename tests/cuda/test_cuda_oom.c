@@ -17,7 +17,9 @@
  *      error (never other tokens, never a crash); at least one level must fail
  *      inside create past the up-front check (a real "cannot allocate", not injected);
  *   4. the process stays consistent: after all of it, an open and a greedy run give the same
- *      tokens as the run before the faults.
+ *      tokens as the run before the faults;
+ *   5. the whole 40-layer shape with an automatically sized KV pool opens and runs (the pool
+ *      capped by the card's room beside the weights, ops.kv_budget), or is refused up front.
  * A missing fixture (models/devstral-small-2505-shape under KILN_SHARED) skips. */
 #include <jansson.h>
 #include <string.h>
@@ -215,5 +217,44 @@ int main(void) {
     }
     size_t end = dev_free();
     KT_CHECK(end + SLACK >= base, "after the faults: %.1f MiB less free than before", ((double)base - (double)end) / 1048576.0);
+
+    /* 5. the automatic KV pool (no kv_memory_mb, no kv_blocks) of the whole 40-layer shape
+     * (~47 GB of bf16 weights), 256 sequences of 4,096 positions wanted: sized from host memory
+     * alone (25 %: 32 GB on a 128 GB host) it passed the up-front check on an 80 GB card and
+     * failed at a weight upload; ops.kv_budget caps it to what the card holds beside the weights
+     * and a 10 % reserve. The open must succeed and run, with the pool inside that room (or, on a
+     * card too small for the weights themselves, be refused up front). */
+    {
+        kiln_engine_options o;
+        kiln_engine_options_default(&o);
+        o.model_path = shape;
+        o.backend = "cuda";
+        o.load_dummy = 1;
+        o.skip_tokenizer = 1;
+        o.max_seqs = 256;
+        o.max_model_len = 4096;
+        kc_target_from_env(&o.cuda);
+        size_t f0 = 0, t0 = 0;
+        CU(cudaMemGetInfo(&f0, &t0));
+        kiln_engine *ea = NULL;
+        memset(&err, 0, sizeof err);
+        rc = kiln_engine_open(&ea, &o, &err);
+        if (rc == 0) {
+            kiln_engine_info info;
+            kiln_engine_get_info(ea, &info);
+            size_t used = f0 - dev_free();
+            printf("automatic KV pool, 40 layers: %.2f GiB of KV (%d blocks), the open holds %.2f GiB of %.2f GiB free "
+                   "(card %.2f GiB)\n", info.kv_layout_bytes / 1073741824.0, info.kv_layout.n_blocks,
+                   used / 1073741824.0, f0 / 1073741824.0, t0 / 1073741824.0);
+            KT_CHECK(used <= f0, "automatic KV pool: the open took more than was free");
+            KT_CHECK(info.kv_layout.n_blocks > 1, "automatic KV pool: no block");
+            KT_CHECK(greedy(ea, got) == 0, "automatic KV pool: a greedy run failed");
+            kiln_engine_close(ea);
+        } else {
+            printf("automatic KV pool, 40 layers: %s\n", err.msg);
+            KT_CHECK(rc == KILN_ERR_OOM && (strstr(err.msg, "more than the") || strstr(err.msg, "no room for a KV pool")),
+                     "automatic KV pool: the open failed past the up-front checks: %s", err.msg);
+        }
+    }
     return kt_done();
 }

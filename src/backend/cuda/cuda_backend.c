@@ -352,6 +352,22 @@ static int check_device_memory(cuda_backend *c, const kiln_model *m, const kiln_
     return KILN_OK;
 }
 
+/* ops.kv_budget: what an automatically sized KV pool may take on `device` (see backend.h): its
+ * free memory less the weights (kiln_cuda_weight_bytes, what check_device_memory counts) and 10 %
+ * of the card for the scratch, the GEMM workspace and the graphs, as vLLM's default
+ * gpu_memory_utilization of 0.9 leaves. Without it the engine sized the pool from host memory
+ * alone: 25 % of a 128 GB host (32 GB) beside the Devstral shape's 47 GB of bf16 weights passed
+ * check_device_memory on an 80 GB H100 and ran out of memory at a weight upload. */
+static size_t cuda_kv_budget(const kiln_model *m, int device) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaSetDevice(device) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return SIZE_MAX;
+    }
+    size_t need = kiln_cuda_weight_bytes(m) + total_b / 10;
+    return free_b > need ? free_b - need : 0;
+}
+
 static const kiln_backend_ops k_cuda_ops;
 
 /* Tensor parallelism over N GPUs (tp_size or a list of devices): fewer visible GPUs than N, or a
@@ -678,6 +694,7 @@ static const kiln_backend_ops k_cuda_ops = {
     .range_pop = cuda_range_pop,
     .probe_floors = kiln_cuda_probe_floors,
     .describe = cuda_describe,
+    .kv_budget = cuda_kv_budget,
 };
 
 /* The one symbol libkiln_cuda.so exports (src/backend/backend.c loads it; the GPU tests link the
