@@ -291,7 +291,7 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         if (dev_budget < budget) budget = dev_budget;
         if (budget < block_bytes) {
             rc = KILN_ERR(err, KILN_ERR_OOM, "engine: no room for a KV pool: %.2f GiB of budget (%s), a block needs "
-                          "%zu bytes; set --kv-memory, or use a smaller or quantized model", budget / 1073741824.0,
+                          "%zu bytes; set --kv-memory-mb, or use a smaller or quantized model", budget / 1073741824.0,
                           dev_budget < SIZE_MAX && budget == dev_budget ? "the device's free memory after the weights and a 10 % reserve"
                                                                         : "the KV memory option",
                           block_bytes);
