@@ -159,6 +159,25 @@ static int greedy(kiln_engine *e, int32_t *const *prompts, const int *np, int R,
     return 0;
 }
 
+/* f (q8_fuse on) and u (off) on the same prompts: 8 greedy tokens for prompt 0 alone, then for
+ * prompts 0 and 1 submitted together (the decode graphs of 1 and 2 rows): the same tokens */
+static void compare_greedy_fused(kiln_engine *f, kiln_engine *u, int32_t *const *pr, const int *np, const char *what) {
+    int lf[2], lu[2], same = 0;
+    static int32_t of[2][64], ou[2][64];
+    for (int R = 1; R <= 2; R++) {
+        if (greedy(f, pr, np, R, 8, of, lf) || greedy(u, pr, np, R, 8, ou, lu)) {
+            KT_CHECK(0, "%s: greedy generation failed", what);
+            break;
+        }
+        for (int r = 0; r < R; r++) {
+            int eq = lf[r] == lu[r] && memcmp(of[r], ou[r], (size_t)lf[r] * 4) == 0;
+            KT_CHECK(eq, "%s: greedy request %d of %d differs with the fused int8 blocks", what, r, R);
+            same += eq;
+        }
+    }
+    printf("%s: greedy 8 tokens, 1 and 2 requests at once: %d of 3 equal with the fused int8 blocks\n", what, same);
+}
+
 static const char *default_gguf(void) {
     static char p[1024];
     const char *e = getenv("KILN_DEFAULT_GGUF");
@@ -331,21 +350,8 @@ static void devstral_quant_case(const char *shape_cfg, const char *q) {
             compare_fused(g, u, ids, 2, what);
             /* decode steps of 1 and 2 rows (the decode graphs): the same greedy tokens */
             int32_t *pr[2] = {ids, ids + 20};
-            int np2[2] = {7, 9}, lf[2], lu[2], same = 0;
-            static int32_t of[2][64], ou[2][64];
-            for (int R = 1; R <= 2; R++) {
-                if (greedy(g, pr, np2, R, 8, of, lf) || greedy(u, pr, np2, R, 8, ou, lu)) {
-                    KT_CHECK(0, "%s: greedy generation failed", what);
-                    break;
-                }
-                for (int r = 0; r < R; r++) {
-                    int eq = lf[r] == lu[r] && memcmp(of[r], ou[r], (size_t)lf[r] * 4) == 0;
-                    KT_CHECK(eq, "%s: greedy request %d of %d differs with the fused int8 blocks", what, r, R);
-                    same += eq;
-                }
-            }
-            printf("%s: greedy 8 tokens, 1 and 2 requests at once: %d of 3 equal with the fused int8 blocks\n", what,
-                   same);
+            int np2[2] = {7, 9};
+            compare_greedy_fused(g, u, pr, np2, what);
         }
         kiln_engine_close(u);
         /* the other attention paths: the split kernel for every row (decode_tc_rows 0); the
@@ -366,21 +372,8 @@ static void devstral_quant_case(const char *shape_cfg, const char *q) {
                 compare_fused(fv, uv, ids, 1, what);
                 compare_fused(fv, uv, ids, v ? 20 : 2, what);
                 int32_t *pr[2] = {ids + 10, ids};
-                int np2[2] = {v ? 20 : 7, v ? 3 : 9}, lf[2], lu[2], same = 0;
-                static int32_t of[2][64], ou[2][64];
-                for (int R = 1; R <= 2; R++) {
-                    if (greedy(fv, pr, np2, R, 8, of, lf) || greedy(uv, pr, np2, R, 8, ou, lu)) {
-                        KT_CHECK(0, "%s: greedy generation failed", what);
-                        break;
-                    }
-                    for (int r = 0; r < R; r++) {
-                        int eq = lf[r] == lu[r] && memcmp(of[r], ou[r], (size_t)lf[r] * 4) == 0;
-                        KT_CHECK(eq, "%s: greedy request %d of %d differs with the fused int8 blocks", what, r, R);
-                        same += eq;
-                    }
-                }
-                printf("%s: greedy 8 tokens, 1 and 2 requests at once: %d of 3 equal with the fused int8 blocks\n",
-                       what, same);
+                int np2[2] = {v ? 20 : 7, v ? 3 : 9};
+                compare_greedy_fused(fv, uv, pr, np2, what);
             }
             kiln_engine_close(fv);
             kiln_engine_close(uv);

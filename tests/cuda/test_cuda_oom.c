@@ -37,21 +37,26 @@ static size_t dev_free(void) {
     return f;
 }
 
-static int open_cfg(kiln_engine **e, const char *cfg, int fail_at, kiln_error *err) {
+/* a dummy open of cfg on the cuda backend: seqs sequences of len positions, kv_mb of KV (0: the
+ * engine sizes it), the fail_at-th device allocation failing (0: none) */
+static int open_with(kiln_engine **e, const char *cfg, int seqs, size_t kv_mb, int len, int fail_at, kiln_error *err) {
     kiln_engine_options o;
     kiln_engine_options_default(&o);
     o.model_path = cfg;
     o.backend = "cuda";
     o.load_dummy = 1;
     o.skip_tokenizer = 1;
-    o.max_seqs = 8;
-    o.kv_memory_mb = 256;
-    o.max_model_len = 512;
+    o.max_seqs = seqs;
+    o.kv_memory_mb = kv_mb;
+    o.max_model_len = len;
     kc_target_from_env(&o.cuda);
     o.cuda.fail_alloc_at = fail_at;
     *e = NULL;
     memset(err, 0, sizeof *err);
     return kiln_engine_open(e, &o, err);
+}
+static int open_cfg(kiln_engine **e, const char *cfg, int fail_at, kiln_error *err) {
+    return open_with(e, cfg, 8, 256, 512, fail_at, err);
 }
 
 /* greedy continuation of a fixed prompt; 0 on success, else the engine's error in *errp */
@@ -225,20 +230,10 @@ int main(void) {
      * and a 10 % reserve. The open must succeed and run, with the pool inside that room (or, on a
      * card too small for the weights themselves, be refused up front). */
     {
-        kiln_engine_options o;
-        kiln_engine_options_default(&o);
-        o.model_path = shape;
-        o.backend = "cuda";
-        o.load_dummy = 1;
-        o.skip_tokenizer = 1;
-        o.max_seqs = 256;
-        o.max_model_len = 4096;
-        kc_target_from_env(&o.cuda);
         size_t f0 = 0, t0 = 0;
         CU(cudaMemGetInfo(&f0, &t0));
         kiln_engine *ea = NULL;
-        memset(&err, 0, sizeof err);
-        rc = kiln_engine_open(&ea, &o, &err);
+        rc = open_with(&ea, shape, 256, 0, 4096, 0, &err);
         if (rc == 0) {
             kiln_engine_info info;
             kiln_engine_get_info(ea, &info);
