@@ -281,22 +281,14 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
     e->kv_layout.elem_bytes = kiln_kv_dtype_bytes(e->kv_layout.dtype);
     size_t block_bytes = (size_t)mc->n_layers * 2 * mc->n_kv_heads * e->block_size * mc->head_dim * (size_t)e->kv_layout.elem_bytes;
     int n_blocks = o->kv_blocks;
+    size_t dev_budget = SIZE_MAX; /* the device's room for an automatic pool (ops.kv_budget) */
     if (n_blocks <= 0) {
         double frac = o->kv_memory_fraction > 0 && o->kv_memory_fraction <= 0.95 ? o->kv_memory_fraction : 0.25;
         size_t budget = o->kv_memory_mb ? o->kv_memory_mb << 20 : (size_t)(phys_mem_bytes() * frac);
         /* a device pool: also no more than the device holds beside the weights (ops.kv_budget) */
-        size_t dev_budget = !o->kv_memory_mb && e->ops->kv_budget
-                                ? e->ops->kv_budget(e->model, o->n_devices > 0 ? o->devices[0] : 0)
-                                : SIZE_MAX;
+        if (!o->kv_memory_mb && e->ops->kv_budget)
+            dev_budget = e->ops->kv_budget(e->model, o->n_devices > 0 ? o->devices[0] : 0);
         if (dev_budget < budget) budget = dev_budget;
-        if (budget < block_bytes) {
-            rc = KILN_ERR(err, KILN_ERR_OOM, "engine: no room for a KV pool: %.2f GiB of budget (%s), a block needs "
-                          "%zu bytes; set --kv-memory-mb, or use a smaller or quantized model", budget / 1073741824.0,
-                          dev_budget < SIZE_MAX && budget == dev_budget ? "the device's free memory after the weights and a 10 % reserve"
-                                                                        : "the KV memory option",
-                          block_bytes);
-            goto fail;
-        }
         /* every sequence at its longest (with windows: what it holds at once) */
         size_t want = (size_t)e->max_seqs * (e->kv_window > 0 ? window_blocks(e) : e->max_blocks_per_seq);
         size_t fit = budget / block_bytes;
@@ -305,7 +297,10 @@ int kiln_engine_open(kiln_engine **out, const kiln_engine_options *o, kiln_error
         n_blocks += 1; /* the null block */
     }
     if (n_blocks < 2) {
-        rc = KILN_ERR(err, KILN_ERR_OOM, "engine: the KV budget holds no block (%zu bytes each)", block_bytes);
+        rc = KILN_ERR(err, KILN_ERR_OOM, "engine: the KV budget holds no block (%zu bytes each)%s", block_bytes,
+                      dev_budget < block_bytes ? ": the device has no room left beside the weights and a 10 % reserve; "
+                                                 "set --kv-memory-mb, or use a smaller or quantized model"
+                                               : "");
         goto fail;
     }
     e->kv_layout.n_blocks = n_blocks;
