@@ -48,6 +48,7 @@ attention_combine_kernel  256   0      attention.cu: round_up(hd, 32), hd <= ATT
 attention_prefill_kernel  128   pf     attention_prefill.cu: PF_THREADS, PF_SMEM(HD) = 2 * 2 * 64 * HD * 2
 attention_decode_kernel   128   pf     attention_prefill.cu
 attention_decode_t_kernel 128   pft    attention_prefill.cu: PF_SMEM_T(HD) = PF_SMEM(HD) + 4 * 256
+attention_decode_f8r_kernel 128 0      attention_prefill.cu: static shared only
 gemv_kernel               256   0      gemv.cu: GEMV_WARPS * 32
 skinny_kernel             256   0      skinny.cu: SK_WARPS * 32
 wide_kernel               256   wide   skinny_wide.cu: S * (128 + 8 NT) * CH * 16

@@ -12,7 +12,9 @@
  * hd 64 / 128, G = 1, 2, 4, 8, block sizes 16 and 32. The host tile builder is checked by hand.
  * FP8 pool (issue 17, the _ex launchers): the same cases on e4m3 codes with K scale 0.5 and V
  * scale 2 (poison: the NaN code 0x7f), against the CPU attention on the decoded values code * scale
- * (what the CPU backend's FP8 pool computes), with the same bounds.
+ * (what the CPU backend's FP8 pool computes), with the same bounds. The decode on tensor cores
+ * of that pool (G <= 8: attention_decode_f8r_kernel, the codes read into registers) also with
+ * block sizes 8 and 4, where a warp's 16 keys span several blocks.
  * Sliding windows (issue 19, g_window > 0, kiln_cuda_kv.window): every kernel and mode above with
  * windows 5 (< block size), 16, 40 (not a multiple of the block size) and 100 against the CPU
  * attention with the same window. As the engine does, the blocks wholly below each sequence's
@@ -390,6 +392,12 @@ int main(void) {
         one(fmix, 8, 32, 8, 128, 16, dts[i % 2], 3, &s);
         one(mix, 6, 8, 2, 64, 16, dts[i % 2], 3, &s);
         one(mix, 6, 16, 2, 128, 16, dts[i % 2], 3, &s);
+        /* decode on tensor cores (on the FP8 pool: the codes read into registers) with blocks of
+         * 8 and 4 (a warp's 16 keys span 2 and 4 blocks), G = 1 and G = 2 */
+        one(dec, 3, 32, 8, 128, 8, dts[i % 2], 3, &s);
+        one(mix, 6, 8, 2, 64, 4, dts[i % 2], 3, &s);
+        one(mix, 6, 8, 8, 128, 16, dts[i % 2], 3, &s);
+        one(dec, 3, 4, 2, 64, 16, dts[i % 2], 3, &s);
     }
     /* sliding windows (issue 19): every kernel, windows below / at / not a multiple of the block
      * size, on the bf16 and the FP8 pool */
@@ -410,6 +418,7 @@ int main(void) {
             one(pre, 1, 8, 2, 128, 16, adt, 1, &s);
             one(fmix, 8, 32, 8, 128, 16, adt, 2, &s);
             one(wdec, 5, 32, 8, 128, 32, adt, 3, &s);
+            one(wdec, 5, 32, 8, 128, 8, adt, 3, &s);
             one(fmix, 8, 32, 8, 128, 16, adt, 3, &s);
             one(mix, 6, 8, 2, 64, 16, adt, 3, &s);
         }

@@ -438,18 +438,19 @@ extern "C" int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, i
  * O, then m in the log2 domain and l) merged in warp order, M = max m_w, L = sum l_w 2^(m_w - M),
  * acc = sum O_w 2^(m_w - M), and the window's (acc, m in natural-log units, L) written to
  * scratch [T][H][max_splits][HD + 2] for kiln_cuda_attention_combine. */
-template <int HD, bool F8>
+template <int HD, bool F8, int RW = 16>
 static __device__ __forceinline__ void pf_dec_merge(const float *red, int G, int t, int H, int kvh, int max_splits,
                                                     int z, float *scratch, float vs) {
+    /* RW: rows of red a warp (16, or 8 for the FP8 register kernel, which keeps only G <= 8) */
     for (int i = threadIdx.x; i < G * (HD + 1); i += PF_THREADS) {
         int row = i / (HD + 1), d = i % (HD + 1); /* d == HD: the (m, l) pair */
         float M = -INFINITY;
 #pragma unroll
-        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * 16 + row) * (HD + 2) + HD]);
+        for (int ww = 0; ww < 4; ww++) M = fmaxf(M, red[((int64_t)ww * RW + row) * (HD + 2) + HD]);
         float acc = 0.0f;
 #pragma unroll
         for (int ww = 0; ww < 4; ww++) {
-            const float *r = red + ((int64_t)ww * 16 + row) * (HD + 2);
+            const float *r = red + ((int64_t)ww * RW + row) * (HD + 2);
             float f = pf_exp2(r[HD] - M); /* 0 for a warp that ran no key (m = -inf) */
             acc += (d < HD ? r[d] : r[HD + 1]) * f;
         }
@@ -703,6 +704,237 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
     __syncthreads();
     pf_dec_merge<HD, F8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
+/* The FP8 pool's decode for G <= 8 (attention_decode_f8r_kernel): the codes go from global
+ * memory straight into registers and are converted there, no shared-memory tiles. Why: the
+ * kernel above stages a tile's codes in shared memory and decodes them to f16 there (two barriers
+ * and a shared-memory round trip a tile); at batch 64 x 4,096 context (H200) that made the FP8
+ * pool 0.95x the bf16 pool's step although it reads half the bytes. In decode every key of a
+ * window is used by one warp only (the G heads of the group are the MMA's N columns), so
+ * nothing is shared between warps and the staging buys nothing.
+ *
+ * Same grid, windows, online softmax, merge and scratch as attention_decode_t_kernel; warp w
+ * takes keys j_first + 64 kt + 16 w .. + 15 for kt = 0, 1, ..., the next 16 keys' codes loaded
+ * (into registers, predicated: keys past the window read nothing and are zero) while this
+ * 16's are used. The contraction order is free as long as both operands follow it, so:
+ *   S^T = K . Q^T: the k index of k-step ks, (2tig + e, 2tig + 8 + e) for e = 0, 1, is the head
+ *       dims 16 (tig + 4 (ks >> 2)) + 4 (ks & 3) + (e, 2 + e): lane (gid, tig) reads 16-byte
+ *       chunks tig + 4c (c < HD / 64) of keys gid and gid + 8 (a warp's load covers 64
+ *       contiguous bytes of 8 key rows), and each 32-bit word of a chunk is one k-step's A
+ *       registers: low half -> (key, k 2tig..), high half -> (key, k 2tig + 8..); q (B) is read
+ *       in the same order.
+ *   O^T = V^T . P^T: the k index (keys) 2tig + e -> key 4tig + e, 2tig + 8 + e -> 4tig + 2 + e
+ *       (P^T's B fragments come through ldmatrix.trans from the rows of those keys), and the M
+ *       rows (head dims) of n-tile mt, gid + 8h, are dims (HD / 8) gid + 2 mt + h: lane (gid,
+ *       tig) reads dims (HD / 8) gid .. + HD / 8 - 1 of keys 4tig .. 4tig + 3 (a warp's load
+ *       covers 4 whole key rows), and one byte_perm of two keys' words gives the (dim, key pair)
+ *       halves of two A registers.
+ * e4m3 -> f16 is exact (cvt.rn.f16x2.e4m3x2 on sm_89+, the bit trick below it). Registers per
+ * lane for one 16-key step: HD / 16 words of K and HD / 32 of V for each of its keys (32 at
+ * HD = 128), twice (the step in use and the one in flight). */
+template <int HD>
+struct f8r_codes {
+    uint32_t k[2][HD / 16]; /* keys gid, gid + 8: chunk c's words at 4c .. 4c + 3 */
+    uint32_t v[4][HD / 32]; /* keys 4tig + i: dims (HD / 8) gid .. */
+};
+
+/* two f16x2 of the four codes of w: lo = codes 0, 1, hi = codes 2, 3 */
+static __device__ __forceinline__ void f8r_cvt4(uint32_t w, uint32_t &lo, uint32_t &hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    asm("{\n\t.reg .b16 l, h;\n\tmov.b32 {l, h}, %2;\n\t"
+        "cvt.rn.f16x2.e4m3x2 %0, l;\n\tcvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
+#else
+    lo = pf_f8x2_to_f16x2(w);
+    hi = pf_f8x2_to_f16x2(w >> 16);
+#endif
+}
+
+/* N (2 or 4) words at p, streamed past L1; zero when !ok */
+template <int N>
+static __device__ __forceinline__ void f8r_ld(uint32_t *r, const uint8_t *p, int ok) {
+    if (N == 4)
+        asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %5, 0;\n\t"
+                     "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\tmov.b32 %2, 0;\n\tmov.b32 %3, 0;\n\t"
+                     "@q ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n\t}"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "l"(p), "r"(ok));
+    else
+        asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %3, 0;\n\t"
+                     "mov.b32 %0, 0;\n\tmov.b32 %1, 0;\n\t"
+                     "@q ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];\n\t}"
+                     : "=r"(r[0]), "=r"(r[1])
+                     : "l"(p), "r"(ok));
+}
+
+/* The K row of key j0 + u of KV head kvh (V's is kv_stride further) when j0 + u <= j_stop, else
+ * the pool's base (not read). bq, rq: j0 = bq bs + rq (the warp's 16 keys cross a block edge at
+ * most once when bs >= 16). */
+template <int HD>
+static __device__ __forceinline__ const uint8_t *f8r_row(const uint8_t *pool, const int32_t *btp, int bofs, int bs,
+                                                         int KV, int kvh, int bq, int rq, int u, int ok) {
+    if (!ok) return pool;
+    int s = rq + u, bi = bq;
+    if (s >= bs) {
+        bi += s / bs;
+        s %= bs;
+    }
+    int64_t blk = btp[bi - bofs];
+    return pool + ((blk * 2 * KV + kvh) * bs + s) * (int64_t)HD;
+}
+
+template <int HD>
+static __device__ __forceinline__ void f8r_load(f8r_codes<HD> &r, const uint8_t *pool, const int32_t *btp, int bofs,
+                                                int bs, int KV, int kvh, int j0, int j_stop, int gid, int tig) {
+    const int64_t kv_stride = (int64_t)KV * bs * HD;
+    const int bq = j0 / bs, rq = j0 - bq * bs;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int u = gid + 8 * h, ok = j0 + u <= j_stop;
+        const uint8_t *row = f8r_row<HD>(pool, btp, bofs, bs, KV, kvh, bq, rq, u, ok);
+#pragma unroll
+        for (int c = 0; c < HD / 64; c++) f8r_ld<4>(&r.k[h][4 * c], row + 16 * (tig + 4 * c), ok);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        int u = 4 * tig + i, ok = j0 + u <= j_stop;
+        const uint8_t *row = f8r_row<HD>(pool, btp, bofs, bs, KV, kvh, bq, rq, u, ok);
+        f8r_ld<HD / 32>(r.v[i], row + kv_stride + (HD / 8) * gid, ok);
+    }
+}
+
+template <int HD>
+static __global__ void __launch_bounds__(PF_THREADS)
+attention_decode_f8r_kernel(const float *q, int q_stride, const void *pool_v, const int32_t *pos,
+                            const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
+                            float sl2, float *scratch, int min_w, int max_splits, float vs, int window) {
+    __shared__ int32_t s_bt[PF_DEC_BT];
+    __shared__ __align__(16) uint16_t s_pt[4][16 * 8]; /* each warp's P [16 keys][8 heads] f16 */
+    __shared__ float red[4 * 8 * (HD + 2)];            /* [warp][head][HD + 2] for the merge */
+    kiln_pdl_trigger();
+    kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
+    constexpr int KS = HD / 16;
+    const uint8_t *pool = (const uint8_t *)pool_v;
+    const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+    const int G = H / KV, p = pos[t], nctx = p + 1;
+    const int lo = window > 0 && nctx > window ? nctx - window : 0;
+    const int w = kiln_att_window(nctx - lo, min_w, max_splits, PF_BC), j_first = lo + z * w;
+    if (j_first > p) return; /* uniform over the block, before any barrier */
+    const int j_stop = min(j_first + w, nctx) - 1;
+    const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
+    const int b0 = j_first / bs, nb = j_stop / bs - b0 + 1;
+    const int32_t *btp = bt;
+    int bofs = 0;
+    if (nb <= PF_DEC_BT) {
+        for (int i = threadIdx.x; i < nb; i += PF_THREADS) s_bt[i] = bt[b0 + i];
+        __syncthreads();
+        btp = s_bt;
+        bofs = b0;
+    }
+    int j0 = j_first + 16 * warp; /* this warp's first key; then + PF_BC a step */
+    f8r_codes<HD> cur, nxt;
+    if (j0 <= j_stop) f8r_load<HD>(cur, pool, btp, bofs, bs, KV, kvh, j0, j_stop, gid, tig);
+
+    /* Q^T as B fragments in the k order above: head gid (a copy of head G - 1 past G) */
+    const float *qh = q + (int64_t)t * q_stride + (int64_t)(kvh * G + min(gid, G - 1)) * HD;
+    uint32_t qb[KS][2];
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        const float *qd = qh + 16 * (tig + 4 * (ks >> 2)) + 4 * (ks & 3);
+        float2 x0 = *(const float2 *)qd, x1 = *(const float2 *)(qd + 2);
+        qb[ks][0] = pf_pack_f16(x0.x, x0.y);
+        qb[ks][1] = pf_pack_f16(x1.x, x1.y);
+    }
+    /* O^T: o[mt][e] = (dim (HD / 8) gid + 2 mt + (e >> 1), head 2tig + (e & 1)); m, l of heads 2tig + e */
+    float o[KS][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int mt = 0; mt < KS; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+    const uint32_t s_p = (uint32_t)__cvta_generic_to_shared(s_pt[warp]);
+    /* ldmatrix.trans row of lane l < 16 (k index l): the key 4 (l' >> 1) + (l & 1) (+ 2 for l >= 8) */
+    const int pl = lane & 15, pkey = 4 * ((pl & 7) >> 1) + (pl & 1) + (pl >> 3) * 2;
+
+    for (; j0 <= j_stop; j0 += PF_BC) { /* warp-uniform; key j0 is unmasked: m is finite */
+        if (j0 + PF_BC <= j_stop) f8r_load<HD>(nxt, pool, btp, bofs, bs, KV, kvh, j0 + PF_BC, j_stop, gid, tig);
+        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f}; /* S^T: (key gid + 8(e >> 1), head 2tig + (e & 1)) */
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            uint32_t a0, a1, a2, a3;
+            f8r_cvt4(cur.k[0][ks], a0, a2);
+            f8r_cvt4(cur.k[1][ks], a1, a3);
+            kiln_mma16816<false>(c, a0, a1, a2, a3, qb[ks][0], qb[ks][1]);
+        }
+        float corr[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) { /* head 2tig + e: keys j0 + gid (c[e]) and j0 + gid + 8 (c[2 + e]) */
+            float v0 = c[e] * sl2, v1 = c[2 + e] * sl2;
+            if (j0 + gid > j_stop) v0 = -INFINITY;
+            if (j0 + gid + 8 > j_stop) v1 = -INFINITY;
+            float mx = fmaxf(v0, v1);
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+            float mn = fmaxf(m[e], mx);
+            corr[e] = pf_exp2(m[e] - mn);
+            m[e] = mn;
+            c[e] = pf_exp2(v0 - mn);
+            c[2 + e] = pf_exp2(v1 - mn);
+            l[e] = l[e] * corr[e] + (c[e] + c[2 + e]); /* this lane's two keys; lanes summed at the end */
+        }
+#pragma unroll
+        for (int mt = 0; mt < KS; mt++) {
+            o[mt][0] *= corr[0], o[mt][1] *= corr[1], o[mt][2] *= corr[0], o[mt][3] *= corr[1];
+        }
+        /* P[key][head] (16 bytes a key row): keys gid and gid + 8, heads 2tig, 2tig + 1 */
+        __syncwarp();
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_p + (uint32_t)(gid * 16 + tig * 4)),
+                     "r"(pf_pack_f16(c[0], c[1])));
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_p + (uint32_t)((gid + 8) * 16 + tig * 4)),
+                     "r"(pf_pack_f16(c[2], c[3])));
+        __syncwarp();
+        uint32_t pb[2]; /* (keys 4tig, 4tig + 1; head gid), (keys 4tig + 2, 4tig + 3; head gid) */
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                     : "=r"(pb[0]), "=r"(pb[1])
+                     : "r"(s_p + (uint32_t)(pkey * 16)));
+#pragma unroll
+        for (int mt = 0; mt < KS; mt++) {
+            /* dims 2mt, 2mt + 1 of this lane's HD / 8 are bytes 2 (mt & 1), +1 of word mt >> 1 */
+            const int u = mt >> 1;
+            const uint32_t sel = (mt & 1) ? 0x7362u : 0x5140u;
+            uint32_t x01 = __byte_perm(cur.v[0][u], cur.v[1][u], sel); /* (d, k0) (d, k1) (d+1, k0) (d+1, k1) */
+            uint32_t x23 = __byte_perm(cur.v[2][u], cur.v[3][u], sel);
+            uint32_t a0, a1, a2, a3;
+            f8r_cvt4(x01, a0, a1);
+            f8r_cvt4(x23, a2, a3);
+            kiln_mma16816<false>(o[mt], a0, a1, a2, a3, pb[0], pb[1]);
+        }
+        cur = nxt;
+    }
+
+    /* the 4 warps' states into red[warp][head][HD + 2] f32, then merged as above */
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float L = l[e];
+        L += __shfl_xor_sync(0xffffffffu, L, 4);
+        L += __shfl_xor_sync(0xffffffffu, L, 8);
+        L += __shfl_xor_sync(0xffffffffu, L, 16);
+        int head = 2 * tig + e;
+        if (head >= G) continue;
+        float *r = red + ((int64_t)warp * 8 + head) * (HD + 2);
+#pragma unroll
+        for (int mt = 0; mt < KS; mt++) {
+            r[(HD / 8) * gid + 2 * mt] = o[mt][e];
+            r[(HD / 8) * gid + 2 * mt + 1] = o[mt][2 + e];
+        }
+        if (gid == 0) {
+            r[HD] = m[e];
+            r[HD + 1] = L;
+        }
+    }
+    __syncthreads();
+    pf_dec_merge<HD, true, 8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
+}
+
 #define PF_SMEM_T(HD) (PF_SMEM(HD) + 4 * 256) /* the tile buffers and each warp's P (dynamic) */
 
 template <int HD, bool F8>
@@ -732,6 +964,10 @@ static cudaError_t dec_launch(const float *q, int q_stride, const kiln_cuda_kv *
     void (*kern)(const float *, int, const void *, const int32_t *, const int32_t *, const int32_t *, int, int, int,
                  int, float, float *, int, int, float, int) =
         tr ? attention_decode_t_kernel<HD, F8> : attention_decode_kernel<HD, F8>;
+    if (F8 && tr) { /* the codes into registers: no shared-memory tiles */
+        kern = attention_decode_f8r_kernel<HD>;
+        smem = 0;
+    }
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD) * (F8 ? kv->k_scale : 1.0f);
