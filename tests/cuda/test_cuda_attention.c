@@ -345,8 +345,31 @@ static void tiles_host(void) {
              "prefill tile rows");
 }
 
+/* kiln_cuda_wave_splits by hand: up to a wave as many windows as fill it; past a wave the
+ * smallest count that keeps >= 90 % of the slots busy */
+static void splits_host(void) {
+    struct { int64_t n, C; int cap, want; } k[] = {
+        {128, 396, 64, 3},  /* batch 16 x 8 KV heads on 3 x 132 slots: one wave */
+        {1, 396, 64, 64},   /* one row: capped */
+        {8, 396, 16, 16},   /* the scratch's cap */
+        {512, 396, 64, 3},  /* batch 64: 65 % busy at 1, 86 % at 2, 97 % at 3 */
+        {512, 528, 64, 1},  /* 4 a SM: one wave */
+        {1024, 396, 64, 3}, /* 86 %, 86 %, 97 % */
+        {2048, 396, 64, 2}, /* 86 %, 94 % */
+        {512, 396, 2, 2},   /* capped below the choice */
+        {396, 396, 64, 1},
+        {0, 396, 64, 1},
+    };
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        int got = kiln_cuda_wave_splits(k[i].n, k[i].C, k[i].cap);
+        KT_CHECK(got == k[i].want, "wave splits n=%lld C=%lld cap=%d: %d, want %d", (long long)k[i].n,
+                 (long long)k[i].C, k[i].cap, got, k[i].want);
+    }
+}
+
 int main(void) {
     tiles_host();
+    splits_host();
     kc_require_gpu();
     unsigned long long s = kc_seed();
     seq_spec mix[] = {{1, 1}, {17, 7}, {40, 1}, {130, 30}, {16, 16}, {33, 2}};

@@ -317,8 +317,9 @@ static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_back
     /* decode_tc_split (KILN_CUDA_DECODE_TC_SPLIT) 0: decode rows on tensor cores take the whole
      * context per CTA; n > 0: size the split for n resident CTAs per SM instead of the occupancy
      * query's (-1) */
+    int kv_f8 = bc->kv.dtype == KILN_KV_FP8_E4M3;
     c->tc_blocks_per_sm = o->decode_tc_split >= 0 ? o->decode_tc_split
-                                                  : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim, G, t);
+                                                  : kiln_cuda_attention_decode_tc_blocks_per_sm(mc->head_dim, G, kv_f8, t);
     /* attention_decode_kernel holds the G heads of a group in its 16 MMA rows */
     if (c->tc_blocks_per_sm < 0 || G > 16 || !tc_fits) c->tc_blocks_per_sm = 0;
     /* batch-invariant mode keeps every row on the split kernel: which kernel a row gets must not

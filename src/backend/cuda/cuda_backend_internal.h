@@ -27,6 +27,7 @@
 #define PREFILL_MIN_ROWS 16 /* chunks this long use the tensor-core kernel */
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
+#define TC_TAIL_MIN_WINDOW 512 /* ... where rows x KV CTAs exceed a wave (cuda_forward.c: tc_min_window) */
 #define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4 + 1) /* + 4: MoE scratch, + 1: FP8 partial maxima */
 /* the model features (model.h KILN_FEAT_*) this backend runs (ops.features, check_model) */
 #define KILN_CUDA_FEATURES                                                                                   \

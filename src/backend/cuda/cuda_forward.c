@@ -34,15 +34,13 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
     return KILN_OK;
 }
 
-/* Windows per row so that rows x KV heads x windows CTAs make one wave of blocks_per_sm per SM:
- * at least 1, at most max_splits and what the attention scratch ([max_tokens][H][att_splits]
- * windows) holds for this many rows. */
+/* Windows per row: kiln_cuda_wave_splits of rows x KV heads on blocks_per_sm x SMs resident
+ * CTAs, within max_splits and what the attention scratch ([max_tokens][H][att_splits] windows)
+ * holds for this many rows. */
 static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int max_splits) {
     int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
     if (cap > max_splits) cap = max_splits;
-    int s = blocks_per_sm * c->n_sm / (rows * c->m->cfg.n_kv_heads);
-    if (s < 1) s = 1;
-    return s > cap ? cap : s;
+    return kiln_cuda_wave_splits((int64_t)rows * c->m->cfg.n_kv_heads, (int64_t)blocks_per_sm * c->n_sm, cap);
 }
 
 /* Windows per row for T decode rows on tensor cores: one wave of resident CTAs
@@ -51,6 +49,15 @@ static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int m
  * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
 int kiln_cuda_tc_split_count(const cuda_backend *c, int T) {
     return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64) : 0;
+}
+
+/* The smallest window of those T rows' split: one key tile, except where T x KV CTAs already
+ * exceed a wave and the windows only even out its last one (kiln_cuda_wave_splits): there a
+ * short context keeps fewer windows (each costs a CTA's set-up and a partial state to combine;
+ * at 512 positions 2-6 windows a row were no faster at batch 64-128, H200, eighth session). */
+static int tc_min_window(const cuda_backend *c, int T) {
+    return (int64_t)T * c->m->cfg.n_kv_heads > (int64_t)c->tc_blocks_per_sm * c->n_sm ? TC_TAIL_MIN_WINDOW
+                                                                                     : TC_MIN_WINDOW;
 }
 
 /* The device work of a step in pieces (the piecewise graphs replay all but attention):
@@ -190,7 +197,8 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     const kiln_cuda_q8_blocks *q8c = q8 && !tiles ? &qb : NULL;
     if (p->tc_splits > 0)
         LAUNCH(kiln_cuda_attention_decode_tc_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, T, H, KV,
-                                             hd, bs, TC_MIN_WINDOW, p->tc_splits, c->att_scratch, q8c, c->pdl, c->st));
+                                             hd, bs, tc_min_window(c, T), p->tc_splits, c->att_scratch, q8c, c->pdl,
+                                             c->st));
     else if (p->n_tiles > 0)
         LAUNCH(kiln_cuda_attention_prefill_ex(c->att, c->adt, c->qkv, qkvw, pool, d.pos, d.rowseq, d.bt, bt_w, H, KV, hd,
                                            bs, d.tiles, p->n_tiles, c->pdl, c->st));
@@ -204,7 +212,7 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
         if (ts > 0) {
             LAUNCH(kiln_cuda_attention_decode_tc_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                                  c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt,
-                                                 bt_w, rows, H, KV, hd, bs, TC_MIN_WINDOW, ts, c->att_scratch, q8a,
+                                                 bt_w, rows, H, KV, hd, bs, tc_min_window(c, rows), ts, c->att_scratch, q8a,
                                                  c->pdl, c->st));
             continue;
         }

@@ -149,7 +149,7 @@ cudaError_t kiln_cuda_attention_prefill(void *out, kiln_dtype adt, const float *
  * max_splits) writes the windows' states to scratch [T][H][max_splits][hd + 2] and
  * kiln_cuda_attention_combine merges them into out. Same argument rules as
  * kiln_cuda_attention_prefill, and G = H / KV <= 16. kiln_cuda_attention_decode_tc_blocks_per_sm: resident CTAs per
- * SM of the pass-1 kernel for G heads a group (occupancy query capped by target t's shared memory, t NULL: the
+ * SM of the pass-1 kernel for G heads a group on a bf16 (f8 0) or FP8 pool (occupancy query capped by target t's shared memory, t NULL: the
  * device's; 1 when unknown). kiln_cuda_attention_tc_smem: the dynamic shared memory both
  * tensor-core kernels ask (0 for an hd they do not take): the backend keeps them off a target
  * whose smem_per_block is below it (the split kernel then takes every row). */
@@ -157,13 +157,17 @@ cudaError_t kiln_cuda_attention_decode_tc(void *out, kiln_dtype adt, const float
                                           const uint16_t *pool_layer, const int32_t *pos, const int32_t *row_seq,
                                           const int32_t *block_table, int max_blocks, int T, int H, int KV, int hd,
                                           int block_size, int min_w, int max_splits, float *scratch, int pdl, cudaStream_t st);
-int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, int G, const kiln_cuda_target *t);
+int kiln_cuda_attention_decode_tc_blocks_per_sm(int hd, int G, int f8, const kiln_cuda_target *t);
+/* windows per row of a split decode pass: n CTAs a window (rows x KV heads) on C resident CTAs,
+ * at most cap (attention_prefill.cu has the rule) */
+int kiln_cuda_wave_splits(int64_t n, int64_t C, int cap);
 size_t kiln_cuda_attention_tc_smem(int hd);
 /* Pass 2 of the split attention alone: merge the windows (rounded to wr positions) of rows
  * [0, T) from scratch [T][H][max_splits][hd + 2] into out [T][H * hd] (attention.cu). */
 /* the same three on a kiln_cuda_kv pool (bf16, or FP8 codes: K and V decoded with their scales;
- * the split kernel as the CPU, code * scale in f32; the tensor-core kernels stage the codes as bf16
- * (exact) with K's scale in the score scale and V's on the output) */
+ * the split kernel as the CPU, code * scale in f32; the tensor-core kernels run their MMAs in f16 on
+ * the codes' exact f16 values, staged in shared memory (prefill) or converted in registers
+ * (decode, G <= 8), with K's scale in the score scale and V's on the output) */
 cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const float *q, int q_stride, const kiln_cuda_kv *kv,
                                    const int32_t *pos, const int32_t *row_seq, const int32_t *block_table,
                                    int max_blocks, int T, int H, int KV, int hd, int block_size, int split_w,
