@@ -375,6 +375,7 @@ int main(void) {
     seq_spec mix[] = {{1, 1}, {17, 7}, {40, 1}, {130, 30}, {16, 16}, {33, 2}};
     seq_spec dec[] = {{300, 1}, {5, 1}, {64, 1}};
     seq_spec pre[] = {{200, 200}};
+    seq_spec lng[] = {{4200, 1}, {70, 1}};
     /* prefill chunks of 16..300 rows, most starting mid-context, between decodes */
     seq_spec fmix[] = {{1, 1}, {300, 300}, {170, 37}, {40, 1}, {100, 16}, {69, 64}, {33, 17}, {5, 1}};
     kiln_dtype dts[2] = {KILN_DT_F32, KILN_DT_BF16};
@@ -421,6 +422,9 @@ int main(void) {
         one(mix, 6, 8, 2, 64, 4, dts[i % 2], 3, &s);
         one(mix, 6, 8, 8, 128, 16, dts[i % 2], 3, &s);
         one(dec, 3, 4, 2, 64, 16, dts[i % 2], 3, &s);
+        /* 4,200 positions in blocks of 4: the one-window run's 1,050 block ids exceed what the
+         * decode kernels stage in shared memory (PF_DEC_BT 1,024): they read the table */
+        one(lng, 2, 8, 2, 64, 4, dts[i % 2], 3, &s);
     }
     /* sliding windows (issue 19): every kernel, windows below / at / not a multiple of the block
      * size, on the bf16 and the FP8 pool */

@@ -569,7 +569,81 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
  * Heads gid >= G are copies of head G - 1 (never stored). The pipeline (key tiles, windows,
  * scratch, merge order) is the kernel above's; the bits differ from it (the MMAs' sums are
  * grouped differently) but, as there, depend only on the row's own position and context. */
-#define PF_DEC_BT 512 /* block ids of a window staged in shared memory (8,192 positions at bs 16) */
+#define PF_DEC_BT 1024 /* block ids of a window staged in shared memory (16,384 positions at bs 16) */
+
+/* The block ids of a decode window (positions j_first .. j_stop) copied to s_bt [PF_DEC_BT] when
+ * they fit: the loads then find their blocks without a dependent global load. Returns the table
+ * to read position j's block from, at index j / bs - *bofs (s_bt from block *bofs, else the
+ * sequence's bt from 0). Block-uniform (a barrier). */
+static __device__ __forceinline__ const int32_t *pf_stage_bt(int32_t *s_bt, const int32_t *bt, int j_first,
+                                                             int j_stop, int bs, int *bofs) {
+    const int b0 = j_first / bs, nb = j_stop / bs - b0 + 1;
+    *bofs = 0;
+    if (nb > PF_DEC_BT) return bt;
+    for (int i = threadIdx.x; i < nb; i += PF_THREADS) s_bt[i] = bt[b0 + i];
+    __syncthreads();
+    *bofs = b0;
+    return s_bt;
+}
+
+/* The online softmax of the transposed decode kernels over a warp's 16 keys j0 .. j0 + 15:
+ * c = S^T (keys gid, gid + 8 (c[0, 1], c[2, 3]) x heads 2tig, 2tig + 1), scaled by sl2 (log2
+ * domain), keys past j_stop -inf; a head's 16 scores lie in the 8 lanes of one tig (xor 4, 8, 16).
+ * m, l: this lane's heads 2tig + e (l: its two keys, lanes summed at the end); O^T (KS n-tiles,
+ * C columns = heads) rescaled; c becomes P. Key j0 is unmasked, so m stays finite. */
+template <int KS>
+static __device__ __forceinline__ void pf_t_softmax(float *c, float (*o)[4], float *m, float *l, float sl2, int j0,
+                                                    int j_stop, int gid) {
+    float corr[2];
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float v0 = c[e] * sl2, v1 = c[2 + e] * sl2;
+        if (j0 + gid > j_stop) v0 = -INFINITY;
+        if (j0 + gid + 8 > j_stop) v1 = -INFINITY;
+        float mx = fmaxf(v0, v1);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        float mn = fmaxf(m[e], mx);
+        corr[e] = pf_exp2(m[e] - mn);
+        m[e] = mn;
+        c[e] = pf_exp2(v0 - mn);
+        c[2 + e] = pf_exp2(v1 - mn);
+        l[e] = l[e] * corr[e] + (c[e] + c[2 + e]);
+    }
+#pragma unroll
+    for (int mt = 0; mt < KS; mt++) {
+        o[mt][0] *= corr[0], o[mt][1] *= corr[1], o[mt][2] *= corr[0], o[mt][3] *= corr[1];
+    }
+}
+
+/* A warp's state of the transposed decode kernels into red[warp * RW + head][HD + 2] (O, then m
+ * and the lanes' summed l) for pf_dec_merge. O^T's M row gid + 8h of n-tile mt is head dim
+ * 16 mt + gid + 8h, or with F8R (attention_decode_f8r_kernel's order) (HD / 8) gid + 2 mt + h. */
+template <int HD, int RW, bool F8R>
+static __device__ __forceinline__ void pf_t_state(float *red, const float (*o)[4], const float *m, const float *l,
+                                                  int warp, int gid, int tig, int G) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        float L = l[e];
+        L += __shfl_xor_sync(0xffffffffu, L, 4);
+        L += __shfl_xor_sync(0xffffffffu, L, 8);
+        L += __shfl_xor_sync(0xffffffffu, L, 16);
+        int head = 2 * tig + e;
+        if (head >= G) continue;
+        float *r = red + ((int64_t)warp * RW + head) * (HD + 2);
+#pragma unroll
+        for (int mt = 0; mt < HD / 16; mt++) {
+            r[F8R ? (HD / 8) * gid + 2 * mt : 16 * mt + gid] = o[mt][e];
+            r[F8R ? (HD / 8) * gid + 2 * mt + 1 : 16 * mt + gid + 8] = o[mt][2 + e];
+        }
+        if (gid == 0) {
+            r[HD] = m[e];
+            r[HD + 1] = L;
+        }
+    }
+}
+
 template <int HD, bool F8>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const int32_t *pos,
@@ -595,15 +669,8 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
     /* the window's block-table entries in shared memory (when they fit), read once here: the
      * tile loads then find their blocks without a dependent global load before each copy */
     __shared__ int32_t s_bt[PF_DEC_BT];
-    const int b0 = j_first / bs, nb = j_stop / bs - b0 + 1;
-    const int32_t *btp = bt;
     int bofs = 0;
-    if (nb <= PF_DEC_BT) {
-        for (int i = threadIdx.x; i < nb; i += PF_THREADS) s_bt[i] = bt[b0 + i];
-        __syncthreads();
-        btp = s_bt;
-        bofs = b0;
-    }
+    const int32_t *btp = pf_stage_bt(s_bt, bt, j_first, j_stop, bs, &bofs);
     pf_start<HD, F8>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
 
     /* Q^T as B fragments: head gid (a copy of head G - 1 past G), dims 16ks + 2tig, +1 and + 8 */
@@ -635,27 +702,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
                 kiln_ldsm_x4(a, sk + (uint32_t)(key * CH + (ch ^ (key & 7))) * 16);
                 kiln_mma16816<BF>(c, a, qb[ks][0], qb[ks][1]);
             }
-            float corr[2];
-#pragma unroll
-            for (int e = 0; e < 2; e++) { /* head 2tig + e: keys j0 + gid (c[e]) and j0 + gid + 8 (c[2 + e]) */
-                float v0 = c[e] * sl2, v1 = c[2 + e] * sl2;
-                if (j0 + gid > j_stop) v0 = -INFINITY;
-                if (j0 + gid + 8 > j_stop) v1 = -INFINITY;
-                float mx = fmaxf(v0, v1);
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-                float mn = fmaxf(m[e], mx); /* finite: key j0 is unmasked */
-                corr[e] = pf_exp2(m[e] - mn);
-                m[e] = mn;
-                c[e] = pf_exp2(v0 - mn);
-                c[2 + e] = pf_exp2(v1 - mn);
-                l[e] = l[e] * corr[e] + (c[e] + c[2 + e]); /* this lane's two keys; lanes summed at the end */
-            }
-#pragma unroll
-            for (int mt = 0; mt < KS; mt++) {
-                o[mt][0] *= corr[0], o[mt][1] *= corr[1], o[mt][2] *= corr[0], o[mt][3] *= corr[1];
-            }
+            pf_t_softmax<KS>(c, o, m, l, sl2, j0, j_stop, gid);
             /* P[key][head] (16 bytes a key row): keys gid and gid + 8, heads 2tig, 2tig + 1 */
             __syncwarp();
             asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_p + (uint32_t)(gid * 16 + tig * 4)),
@@ -682,25 +729,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
     /* the 4 warps' states into red[warp][head][HD + 2] f32 (the idle tile buffers), then merged
      * as the kernel above does */
     float *red = (float *)pf_smem;
-#pragma unroll
-    for (int e = 0; e < 2; e++) {
-        float L = l[e];
-        L += __shfl_xor_sync(0xffffffffu, L, 4);
-        L += __shfl_xor_sync(0xffffffffu, L, 8);
-        L += __shfl_xor_sync(0xffffffffu, L, 16);
-        int head = 2 * tig + e;
-        if (head >= G) continue;
-        float *r = red + ((int64_t)warp * 16 + head) * (HD + 2);
-#pragma unroll
-        for (int mt = 0; mt < KS; mt++) {
-            r[16 * mt + gid] = o[mt][e];
-            r[16 * mt + gid + 8] = o[mt][2 + e];
-        }
-        if (gid == 0) {
-            r[HD] = m[e];
-            r[HD + 1] = L;
-        }
-    }
+    pf_t_state<HD, 16, false>(red, o, m, l, warp, gid, tig, G);
     __syncthreads();
     pf_dec_merge<HD, F8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
@@ -826,15 +855,8 @@ attention_decode_f8r_kernel(const float *q, int q_stride, const void *pool_v, co
     if (j_first > p) return; /* uniform over the block, before any barrier */
     const int j_stop = min(j_first + w, nctx) - 1;
     const int32_t *bt = block_table + (int64_t)row_seq[t] * max_blocks;
-    const int b0 = j_first / bs, nb = j_stop / bs - b0 + 1;
-    const int32_t *btp = bt;
     int bofs = 0;
-    if (nb <= PF_DEC_BT) {
-        for (int i = threadIdx.x; i < nb; i += PF_THREADS) s_bt[i] = bt[b0 + i];
-        __syncthreads();
-        btp = s_bt;
-        bofs = b0;
-    }
+    const int32_t *btp = pf_stage_bt(s_bt, bt, j_first, j_stop, bs, &bofs);
     int j0 = j_first + 16 * warp; /* this warp's first key; then + PF_BC a step */
     f8r_codes<HD> cur, nxt;
     if (j0 <= j_stop) f8r_load<HD>(cur, pool, btp, bofs, bs, KV, kvh, j0, j_stop, gid, tig);
@@ -867,31 +889,7 @@ attention_decode_f8r_kernel(const float *q, int q_stride, const void *pool_v, co
             f8r_cvt4(cur.k[1][ks], a1, a3);
             kiln_mma16816<false>(c, a0, a1, a2, a3, qb[ks][0], qb[ks][1]);
         }
-        float corr[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) { /* head 2tig + e: keys j0 + gid (c[e]) and j0 + gid + 8 (c[2 + e]) */
-            float v0 = c[e] * sl2, v1 = c[2 + e] * sl2;
-            if (j0 + gid > j_stop) v0 = -INFINITY;
-            if (j0 + gid + 8 > j_stop) v1 = -INFINITY;
-            float mx = fmaxf(v0, v1);
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
-            float mn = fmaxf(m[e], mx);
-            corr[e] = pf_exp2(m[e] - mn);
-            m[e] = mn;
-            c[e] = pf_exp2(v0 - mn);
-            c[2 + e] = pf_exp2(v1 - mn);
-            l[e] = l[e] * corr[e] + (c[e] + c[2 + e]); /* this lane's two keys; lanes summed at the end */
-        }
-        /* the maxima settle after the first keys: skip the rescale when no head's moved (x 1.0
-         * is exact, so the bits are the same) */
-        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
-#pragma unroll
-            for (int mt = 0; mt < KS; mt++) {
-                o[mt][0] *= corr[0], o[mt][1] *= corr[1], o[mt][2] *= corr[0], o[mt][3] *= corr[1];
-            }
-        }
+        pf_t_softmax<KS>(c, o, m, l, sl2, j0, j_stop, gid);
         /* P[key][head] (16 bytes a key row): keys gid and gid + 8, heads 2tig, 2tig + 1 */
         __syncwarp();
         asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(s_p + (uint32_t)(gid * 16 + tig * 4)),
@@ -919,25 +917,7 @@ attention_decode_f8r_kernel(const float *q, int q_stride, const void *pool_v, co
     }
 
     /* the 4 warps' states into red[warp][head][HD + 2] f32, then merged as above */
-#pragma unroll
-    for (int e = 0; e < 2; e++) {
-        float L = l[e];
-        L += __shfl_xor_sync(0xffffffffu, L, 4);
-        L += __shfl_xor_sync(0xffffffffu, L, 8);
-        L += __shfl_xor_sync(0xffffffffu, L, 16);
-        int head = 2 * tig + e;
-        if (head >= G) continue;
-        float *r = red + ((int64_t)warp * 8 + head) * (HD + 2);
-#pragma unroll
-        for (int mt = 0; mt < KS; mt++) {
-            r[(HD / 8) * gid + 2 * mt] = o[mt][e];
-            r[(HD / 8) * gid + 2 * mt + 1] = o[mt][2 + e];
-        }
-        if (gid == 0) {
-            r[HD] = m[e];
-            r[HD + 1] = L;
-        }
-    }
+    pf_t_state<HD, 8, true>(red, o, m, l, warp, gid, tig, G);
     __syncthreads();
     pf_dec_merge<HD, true, 8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
