@@ -36,11 +36,14 @@ static int launch_sampling(cuda_backend *c, const step_plan *p, kiln_error *err)
 
 /* Windows per row: kiln_cuda_wave_splits of rows x KV heads on blocks_per_sm x SMs resident
  * CTAs, within max_splits and what the attention scratch ([max_tokens][H][att_splits] windows)
- * holds for this many rows. */
-static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int max_splits) {
+ * holds for this many rows. tail 0: past one wave, one window (the CUDA-core split kernel, whose
+ * windows are not sized for it: the last-wave rule was measured on the tensor-core decode only). */
+static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int max_splits, int tail) {
     int cap = (int)((int64_t)c->att_splits * c->cfg.max_tokens / rows);
     if (cap > max_splits) cap = max_splits;
-    return kiln_cuda_wave_splits((int64_t)rows * c->m->cfg.n_kv_heads, (int64_t)blocks_per_sm * c->n_sm, cap);
+    int64_t n = (int64_t)rows * c->m->cfg.n_kv_heads, C = (int64_t)blocks_per_sm * c->n_sm;
+    if (!tail && n > C) return 1;
+    return kiln_cuda_wave_splits(n, C, cap);
 }
 
 /* Windows per row for T decode rows on tensor cores: one wave of resident CTAs
@@ -48,7 +51,7 @@ static int wave_splits(const cuda_backend *c, int blocks_per_sm, int rows, int m
  * windows) and the combine's 64; 0 when the split is off. H100, Devstral, batch 16 at ~550
  * context: 3 windows (384 CTAs) instead of 128 CTAs streaming whole contexts. */
 int kiln_cuda_tc_split_count(const cuda_backend *c, int T) {
-    return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64) : 0;
+    return c->tc_blocks_per_sm && T >= 1 ? wave_splits(c, c->tc_blocks_per_sm, T, 64, 1) : 0;
 }
 
 /* The smallest window of those T rows' split: one key tile, except where T x KV CTAs already
@@ -221,7 +224,7 @@ static int enq_att(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
          * Batch-invariant mode keeps 16 so a row's windows never depend on the batch. */
         /* (up to 32 windows while the scratch holds them) */
         int splits = c->cfg.batch_invariant ? c->att_splits
-                                            : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits);
+                                            : wave_splits(c, c->att_blocks_per_sm, rows, 2 * c->att_splits, 0);
         LAUNCH(kiln_cuda_attention_ex((unsigned char *)c->att + (size_t)a * H * hd * asz, c->adt,
                                    c->qkv + (size_t)a * qkvw, qkvw, pool, d.pos + a, d.rowseq + a, d.bt, bt_w,
                                    rows, H, KV, hd, bs, c->att_split_w, splits, c->att_scratch, q8a, c->pdl,
