@@ -415,3 +415,24 @@ def test_bench_serve_dummy_model_without_tokenizer(kiln, tmp_path):
         srv.wait(timeout=30)
     assert j["completed"] == 4 and j["total_output_tokens"] == 4 * 12
     assert j["mean_itl_ms"] > 0 and j["mean_tpot_ms"] > 0 and j["p99_itl_ms"] >= j["p50_itl_ms"] > 0
+
+
+def test_kv_fp8_long_script(kiln, tmp_path):
+    """bench/kv_fp8_long.sh end to end on the CPU at a tiny size (its plumbing; the check itself
+    is issue 17's on the GPU): both pools run, each JSON says its KV element type, the summary
+    holds both figures and their ratio, and the table prints it."""
+    cfg = need(SHARED / "models" / "mistral-tiny-random" / "config.json")
+    script = Path(__file__).resolve().parents[2] / "bench" / "kv_fp8_long.sh"
+    out = tmp_path / "kvl"
+    p = subprocess.run(["bash", str(script), "--kiln", kiln, "--backend", "cpu", "--model", str(cfg), "--batch", "2",
+                        "--prompt-len", "40", "--decode-steps", "3", "--quantization", "none", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    j = json.loads((out / "kv_fp8_long.json").read_text())
+    assert j["schema"] == "kiln.kv_fp8_long.v1" and j["target_ratio"] == 1.3
+    f, b = j["pools"]["fp8"], j["pools"]["bf16"]
+    assert f["kv_cache_dtype"] == "fp8_e4m3" and b["kv_cache_dtype"] != "fp8_e4m3"
+    assert f["batch"] == b["batch"] == 2 and f["prompt_len"] == 40
+    assert f["decode_tok_s"] > 0 and b["decode_tok_s"] > 0
+    assert j["ratio"] == pytest.approx(f["decode_tok_s"] / b["decode_tok_s"])
+    assert "FP8 / bf16 decode:" in p.stdout and "| fp8 (fp8_e4m3) |" in p.stdout
