@@ -645,9 +645,10 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
     else
         desc_printf(&d, "attention:    split kernel for every row (tensor-core kernels need %zu KB shared memory per "
                      "block, the target has %zu KB)\n", tc / 1024, t->smem_per_block / 1024);
+    int f8r = bc->kv.dtype == KILN_KV_FP8_E4M3 && G <= 8; /* attention_decode_f8r_kernel */
     if (c->pf_tile_rows > 0 && c->tc_blocks_per_sm > 0 && c->decode_tc_rows < (1 << 30))
-        desc_printf(&d, "              decode rows on tensor cores (steps of %d+ rows), split for %d CTAs per SM\n",
-                 c->decode_tc_rows, c->tc_blocks_per_sm);
+        desc_printf(&d, "              decode rows on tensor cores (steps of %d+ rows%s), split for %d CTAs per SM\n",
+                 c->decode_tc_rows, f8r ? "; the FP8 pool's codes converted in registers" : "", c->tc_blocks_per_sm);
     desc_printf(&d, "              split kernel: windows sized for %d blocks per SM x %d SMs\n", c->att_blocks_per_sm,
              c->n_sm);
     if (c->gemv_max_rows)
