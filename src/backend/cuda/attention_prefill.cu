@@ -551,7 +551,7 @@ attention_decode_kernel(const float *q, int q_stride, const void *pool, const in
     pf_dec_merge<HD, F8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
 
-/* The same decode with the MMA's roles swapped (attention_decode_t_kernel, G <= 8): keys and
+/* The same decode with the MMA's roles swapped (attention_decode_t_kernel, G <= 8, the bf16 pool): keys and
  * head dims are the M rows, the G query heads the N columns. Why: with G = 4 (Devstral) the
  * kernel above fills 4 of its 16 M rows, so half its MMAs and three quarters of its softmax
  * work are padding, and its O accumulator is 16 x HD per warp (168 registers). At 32-128 decode
@@ -644,7 +644,7 @@ static __device__ __forceinline__ void pf_t_state(float *red, const float (*o)[4
     }
 }
 
-template <int HD, bool F8>
+template <int HD>
 static __global__ void __launch_bounds__(PF_THREADS)
 attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const int32_t *pos,
                           const int32_t *row_seq, const int32_t *block_table, int max_blocks, int H, int KV, int bs,
@@ -653,7 +653,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: q, the pool and the scratch are the step's */
     constexpr int KS = HD / 16, CH = HD / 8;
-    constexpr bool BF = !F8;
+    constexpr bool BF = true; /* the bf16 pool (an FP8 pool: attention_decode_f8r_kernel) */
     const int t = blockIdx.x, kvh = blockIdx.y, z = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
     const int G = H / KV, p = pos[t], nctx = p + 1;
@@ -671,7 +671,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
     __shared__ int32_t s_bt[PF_DEC_BT];
     int bofs = 0;
     const int32_t *btp = pf_stage_bt(s_bt, bt, j_first, j_stop, bs, &bofs);
-    pf_start<HD, F8>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
+    pf_start<HD, false>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, n_kt);
 
     /* Q^T as B fragments: head gid (a copy of head G - 1 past G), dims 16ks + 2tig, +1 and + 8 */
     const float *qh = q + (int64_t)t * q_stride + (int64_t)(kvh * G + min(gid, G - 1)) * HD + 2 * tig;
@@ -689,7 +689,6 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
 
     for (int kt = 0; kt < n_kt; kt++) { /* key tile kt, buffer kt & 1; tile kt + 1 is in flight */
         pf_wait(kt, n_kt);
-        if (F8) pf_convert<HD>(s_base + (kt & 1) * buf_bytes); /* uniform: every thread */
         const int k0 = 16 * warp, j0 = j_first + kt * PF_BC + k0; /* this warp's first key */
         if (j0 <= j_stop) { /* key j0 is unmasked: m is finite */
             const uint32_t sk = s_base + (kt & 1) * buf_bytes, sv = sk + PF_BC * HD * 2;
@@ -723,7 +722,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
                 kiln_mma16816<BF>(o[mt], a, pb[0], pb[1]);
             }
         }
-        pf_refill<HD, F8>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, kt, n_kt);
+        pf_refill<HD, false>(s_base, buf_bytes, pool, btp, bofs, bs, KV, kvh, j_first, j_first, j_stop, kt, n_kt);
     }
 
     /* the 4 warps' states into red[warp][head][HD + 2] f32 (the idle tile buffers), then merged
@@ -731,7 +730,7 @@ attention_decode_t_kernel(const float *q, int q_stride, const void *pool, const 
     float *red = (float *)pf_smem;
     pf_t_state<HD, 16, false>(red, o, m, l, warp, gid, tig, G);
     __syncthreads();
-    pf_dec_merge<HD, F8>(red, G, t, H, kvh, max_splits, z, scratch, vs);
+    pf_dec_merge<HD, false>(red, G, t, H, kvh, max_splits, z, scratch, vs);
 }
 /* The FP8 pool's decode for G <= 8 (attention_decode_f8r_kernel): the codes go from global
  * memory straight into registers and are converted there, no shared-memory tiles. Why: the
@@ -940,21 +939,28 @@ static cudaError_t pf_launch(void *out, kiln_dtype adt, const float *q, int q_st
     KILN_CUDA_CHECK_LAUNCH();
 }
 
+typedef void (*dec_kern_fn)(const float *, int, const void *, const int32_t *, const int32_t *, const int32_t *, int,
+                            int, int, int, float, float *, int, int, float, int);
+/* The decode kernel for G heads a group on a bf16 (F8 false) or FP8 pool, and its dynamic shared
+ * memory: the heads as the MMA's N columns where they fit (G <= 8; an FP8 pool's codes converted
+ * in registers, no tiles), else as its M rows. dec_launch and dec_occupancy both ask here. */
+template <int HD, bool F8>
+static dec_kern_fn dec_kernel(int G, size_t *smem) {
+    if (G > 8) {
+        *smem = PF_SMEM(HD);
+        return attention_decode_kernel<HD, F8>;
+    }
+    *smem = F8 ? 0 : PF_SMEM_T(HD);
+    return F8 ? attention_decode_f8r_kernel<HD> : attention_decode_t_kernel<HD>;
+}
+
 /* grid (T rows, KV, max_splits), the windows' partial states into scratch */
 template <int HD, bool F8>
 static cudaError_t dec_launch(const float *q, int q_stride, const kiln_cuda_kv *kv, const int32_t *pos,
                               const int32_t *row_seq, const int32_t *block_table, int max_blocks, int T, int H, int KV,
                               int bs, float *scratch, int min_w, int max_splits, int pdl, cudaStream_t st) {
-    /* heads as the MMA's N columns where they fit (G <= 8), else as its M rows */
-    const bool tr = H / KV <= 8;
-    size_t smem = tr ? PF_SMEM_T(HD) : PF_SMEM(HD);
-    void (*kern)(const float *, int, const void *, const int32_t *, const int32_t *, const int32_t *, int, int, int,
-                 int, float, float *, int, int, float, int) =
-        tr ? attention_decode_t_kernel<HD, F8> : attention_decode_kernel<HD, F8>;
-    if (F8 && tr) { /* the codes into registers: no shared-memory tiles */
-        kern = attention_decode_f8r_kernel<HD>;
-        smem = 0;
-    }
+    size_t smem = 0;
+    dec_kern_fn kern = dec_kernel<HD, F8>(H / KV, &smem);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD) * (F8 ? kv->k_scale : 1.0f);
@@ -1000,14 +1006,8 @@ extern "C" size_t kiln_cuda_attention_tc_smem(int hd) { return hd == 64 || hd ==
 /* the occupancy of the kernel dec_launch runs for G heads a group (f8: an FP8 pool) */
 template <int HD>
 static cudaError_t dec_occupancy(int *n, int G, int f8, size_t *smem_out) {
-    void (*kern)(const float *, int, const void *, const int32_t *, const int32_t *, const int32_t *, int, int, int,
-                 int, float, float *, int, int, float, int) =
-        G <= 8 ? attention_decode_t_kernel<HD, false> : attention_decode_kernel<HD, false>;
-    size_t smem = G <= 8 ? PF_SMEM_T(HD) : PF_SMEM(HD);
-    if (f8) {
-        kern = G <= 8 ? attention_decode_f8r_kernel<HD> : attention_decode_kernel<HD, true>;
-        if (G <= 8) smem = 0;
-    }
+    size_t smem = 0;
+    dec_kern_fn kern = f8 ? dec_kernel<HD, true>(G, &smem) : dec_kernel<HD, false>(G, &smem);
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, kern, PF_THREADS, smem);
     cudaFuncAttributes fa;
