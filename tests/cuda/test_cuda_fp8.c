@@ -174,14 +174,14 @@ static void check_mma(const fp8_case *c, int a8, kiln_act_quant act, int T, unsi
     CU(kiln_cuda_fp8_mma(dy, ldy, c->dw, c->dsw, G, a8 ? (const void *)dq : dx, dsa, a8, T, N, K, wsel, psel, 0, 0,
                          g_fp8_mma, 0));
     kc_get(yg, dy, (size_t)T * ldy * 4);
-    if (T <= 8) { /* the weights' prefetch (1..3 turns ahead): the same sums, so the same bits and columns */
+    if (T <= 8) { /* the weights' prefetch (pf 1): the same sums, so the same bits and columns */
         float *yp = kiln_malloc((size_t)T * ldy * 4);
         kc_poison(dy, (size_t)T * ldy * 4);
-        CU(kiln_cuda_fp8_mma(dy, ldy, c->dw, c->dsw, G, a8 ? (const void *)dq : dx, dsa, a8, T, N, K, wsel, psel, 1 + T % 3, 0,
+        CU(kiln_cuda_fp8_mma(dy, ldy, c->dw, c->dsw, G, a8 ? (const void *)dq : dx, dsa, a8, T, N, K, wsel, psel, 1, 0,
                              g_fp8_mma, 0));
         kc_get(yp, dy, (size_t)T * ldy * 4);
-        KT_CHECK(!memcmp(yp, yg, (size_t)T * ldy * 4), "fp8_mma %s %s N=%d K=%d T=%d parts %d: prefetch %d ahead changes bits",
-                 a8 ? "W8A8" : "W8A16", kiln_scale_kind_name(c->kind), N, K, T, parts, 1 + T % 3);
+        KT_CHECK(!memcmp(yp, yg, (size_t)T * ldy * 4), "fp8_mma %s %s N=%d K=%d T=%d parts %d: prefetch changes bits",
+                 a8 ? "W8A8" : "W8A16", kiln_scale_kind_name(c->kind), N, K, T, parts);
         kiln_free(yp);
     }
     double tol = a8 ? 2e-3 : 2e-5, worst = 0;
@@ -281,8 +281,6 @@ static void refusals(void) {
     KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 1, 1, 16, 64, 0, 0, 0, 0, 0, 0) == cudaErrorInvalidValue,
              "W8A8 without FP8 MMA refused");
     KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 40, 0, 0, 0, 0, 1, 0) == cudaErrorInvalidValue, "K %% 16 refused");
-    KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 1, 16, 64, 0, 0, 9, 0, 1, 0) == cudaErrorInvalidValue,
-             "prefetch distance 9 refused");
     KT_CHECK(kiln_cuda_fp8_mma(y, 16, p, p, 1, p, p, 0, 65, 16, 64, 0, 0, 0, 0, 1, 0) == cudaErrorInvalidValue, "T > 64 refused");
     KT_CHECK(kiln_cuda_fp8_mma(y, 16, (uint8_t *)p + 8, p, 1, p, p, 0, 1, 16, 64, 0, 0, 0, 0, 1, 0) == cudaErrorInvalidValue,
              "misaligned W refused");
@@ -320,9 +318,9 @@ static void bench(cublasLtHandle_t lt, void *ws) {
     CU(cudaEventCreate(&e1));
     kiln_cuda_gemm_ctx ctx = {.lt = lt, .workspace = ws, .ws_bytes = 32 << 20};
     fprintf(stderr, "\nFP8 bench (us per call, weight GB/s; quant_x: us for x of T rows; pP wW: K in P parts, CTAs of W "
-            "warps):\n%-8s %4s %16s %16s %16s %16s %8s %16s %16s %16s %16s %16s %16s %16s\n", "shape", "T", "W8A8 p1 w8",
+            "warps):\n%-8s %4s %16s %16s %16s %16s %8s %16s %16s %16s %16s %16s\n", "shape", "T", "W8A8 p1 w8",
             "W8A8 p1 w4", "W8A16 auto", "cuBLASLt FP8", "quant_x", "W8A8 auto", "W8A8 p2 w4", "W8A8 p4 w4", "W8A8 p2 w8",
-            "W8A8 p4 w8", "W8A8 auto pf1", "W8A8 auto pf2");
+            "W8A8 p4 w8", "W8A8 auto pf");
     for (int si = 0; si < 4; si++) {
         int N = shapes[si][0], K = shapes[si][1];
         size_t wb = (size_t)N * K;
@@ -343,22 +341,22 @@ static void bench(cublasLtHandle_t lt, void *ws) {
         if (!have_lt) fprintf(stderr, "cuBLASLt FP8 %d x %d: %s\n", N, K, err.msg);
         for (int ti = 0; ti < 7; ti++) {
             int T = Ts[ti], reps = 20;
-            double us[12] = {0};
-            for (int v = 0; v < 12; v++) {
+            double us[11] = {0};
+            for (int v = 0; v < 11; v++) {
                 if (((v <= 1 || v >= 5) && !g_fp8_mma) || (v == 3 && !have_lt)) continue;
                 if ((v == 6 || v == 8) && T > 4) continue;
                 if ((v == 7 || v == 9) && T > 2) continue;
-                if (v >= 10 && T > 8) continue;
+                if (v == 10 && T > 8) continue;
                 for (int r = -2; r < reps; r++) {
                     if (r == 0) CU(cudaEventRecord(e0, 0));
                     uint8_t *wc = w + (size_t)((r + 2) % copies) * wb;
                     if (v == 0) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, 8, 1, 0, 0, 1, 0));
                     else if (v == 1) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, 4, 1, 0, 0, 1, 0));
                     else if (v == 2) CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xb, sa, 0, T, N, K, 0, 0, 0, 0, 1, 0));
-                    else if (v >= 5) { /* 10, 11: the auto shape with the weights' prefetch 1, 2 turns ahead */
-                        const int wv[7] = {0, 4, 4, 8, 8, 0, 0}, pv[7] = {0, 2, 4, 2, 4, 0, 0};
-                        CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, wv[v - 5], pv[v - 5],
-                                             v >= 10 ? v - 9 : 0, 132, 1, 0));
+                    else if (v >= 5) { /* 10: the auto shape with the weights' prefetch */
+                        const int wv[6] = {0, 4, 4, 8, 8, 0}, pv[6] = {0, 2, 4, 2, 4, 0};
+                        CU(kiln_cuda_fp8_mma(y, N, wc, sw, 1, xq, sa, 1, T, N, K, wv[v - 5], pv[v - 5], v == 10, 132, 1,
+                                             0));
                     }
                     else if (v == 3) {
                         if (kiln_cuda_gemm_run(&ctx, &g, y, xq, wc, T, 0, &err)) fprintf(stderr, "lt: %s\n", err.msg);
@@ -371,7 +369,7 @@ static void bench(cublasLtHandle_t lt, void *ws) {
             fprintf(stderr, "%-8s %4d", names[si], T);
             for (int v = 0; v < 4; v++) fprintf(stderr, " %8.1f %6.0f ", us[v], us[v] ? wb / us[v] / 1e3 : 0);
             fprintf(stderr, " %7.1f", us[4]);
-            for (int v = 5; v < 12; v++) fprintf(stderr, " %8.1f %6.0f ", us[v], us[v] ? wb / us[v] / 1e3 : 0);
+            for (int v = 5; v < 11; v++) fprintf(stderr, " %8.1f %6.0f ", us[v], us[v] ? wb / us[v] / 1e3 : 0);
             fprintf(stderr, "\n");
         }
         if (have_lt) kiln_cuda_gemm_free(&g);

@@ -207,7 +207,7 @@ static __device__ __forceinline__ void f8_mma_bf16(float *d, uint32_t a0, uint32
 template <bool A8, int NT, int U, bool BLK, int KW, int P, bool PF>
 static __global__ void __launch_bounds__(KW * 32)
 fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, const float *__restrict__ sw,
-               const void *__restrict__ xv, const float *__restrict__ sa, int T, int N, int K, int G, int pfd) {
+               const void *__restrict__ xv, const float *__restrict__ sa, int T, int N, int K, int G) {
     static_assert(P == 1 || (NT == 1 && !BLK), "K parts with one n-tile and per-row scales only");
     constexpr int R = 16 / P, TP = 8 / P;
     __shared__ float red[KW][NT * 4][32];
@@ -226,16 +226,15 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[i][e] = 0.0f;
 
-    /* PF (sm_90): lane m < 16 has its MMA row's unit pfd turns ahead (U 64-byte chunks of the
-     * warp's loop turn base + pfd KW U) prefetched into L2 with one bulk prefetch before this
-     * turn's loads: a warp's registers hold one unit, so without it each turn waits a whole
-     * memory latency with one unit in flight (ptxas sinks register-to-register prefetches of the
-     * next unit below the MMAs, so they do not do this) */
+    /* PF (sm_90): lane m < 16 has its MMA row's next unit of weights (U 64-byte chunks, the
+     * warp's next loop turn) prefetched into L2 with one bulk prefetch before this turn's loads:
+     * a warp's registers hold one unit, so without it each turn waits a whole memory latency
+     * with one unit in flight (ptxas sinks register-to-register prefetches below the MMAs) */
     const uint8_t *pfrow = w + (int64_t)min(n0 + lane % R, N - 1) * K + (int64_t)((lane & 15) / R) * Kp;
     (void)pfrow;
     for (int base = warp * U; base < C; base += KW * U) {
-        if (PF && lane < 16 && base + pfd * KW * U < C) {
-            int off = (base + pfd * KW * U) * 64, sz = min(U * 64, Kp - off);
+        if (PF && lane < 16 && base + KW * U < C) {
+            int off = (base + KW * U) * 64, sz = min(U * 64, Kp - off);
             kiln_prefetch_l2_bulk(pfrow + off, sz, pol);
         }
         uint4 wa[U], wb[U];
@@ -334,31 +333,30 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
 
 template <bool A8, int NT, bool BLK, int P, bool PF>
 static void f8_launch(float *y, int ldy, const uint8_t *w, const float *sw, const void *x, const float *sa, int T,
-                      int N, int K, int G, int kw, int pfd, cudaStream_t st) {
+                      int N, int K, int G, int kw, cudaStream_t st) {
     /* chunks per unit: 2 for BLOCK (one 128-column group); else as many as registers allow */
     constexpr int U = BLK ? 2 : (A8 ? (NT <= 2 ? 4 : 2) : (NT <= 2 ? 2 : 1));
     unsigned grid = (unsigned)((N + 16 / P - 1) / (16 / P));
-    if (kw == 4) fp8_mma_kernel<A8, NT, U, BLK, 4, P, PF><<<grid, 4 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G, pfd);
-    else fp8_mma_kernel<A8, NT, U, BLK, 8, P, PF><<<grid, 8 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G, pfd);
+    if (kw == 4) fp8_mma_kernel<A8, NT, U, BLK, 4, P, PF><<<grid, 4 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
+    else fp8_mma_kernel<A8, NT, U, BLK, 8, P, PF><<<grid, 8 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
 }
 
-/* pf: the weights' L2 prefetch distance in loop turns (0: none), only on the one-n-tile kernels
- * (T <= 8: decode's GEMV role) */
+/* PF (the weights' L2 prefetch) only on the one-n-tile kernels (T <= 8: decode's GEMV role) */
 template <bool A8, bool BLK>
 static void f8_launch_t(float *y, int ldy, const uint8_t *w, const float *sw, const void *x, const float *sa, int T,
                         int N, int K, int G, int kw, int parts, int pf, cudaStream_t st) {
     if (!BLK && parts == 4) {
-        if (pf) f8_launch<A8, 1, false, 4, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
-        else f8_launch<A8, 1, false, 4, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
+        if (pf) f8_launch<A8, 1, false, 4, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+        else f8_launch<A8, 1, false, 4, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
     } else if (!BLK && parts == 2) {
-        if (pf) f8_launch<A8, 1, false, 2, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
-        else f8_launch<A8, 1, false, 2, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
+        if (pf) f8_launch<A8, 1, false, 2, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+        else f8_launch<A8, 1, false, 2, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
     } else if (T <= 8) {
-        if (pf) f8_launch<A8, 1, BLK, 1, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
-        else f8_launch<A8, 1, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
-    } else if (T <= 16) f8_launch<A8, 2, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
-    else if (T <= 32) f8_launch<A8, 4, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
-    else f8_launch<A8, 8, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, pf, st);
+        if (pf) f8_launch<A8, 1, BLK, 1, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+        else f8_launch<A8, 1, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    } else if (T <= 16) f8_launch<A8, 2, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 32) f8_launch<A8, 4, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else f8_launch<A8, 8, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
 }
 
 /* warps a CTA (splitting K): 4 while 8 would leave fewer than ~3 CTAs an SM (more, smaller CTAs
@@ -389,7 +387,7 @@ extern "C" cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, co
         (warps != 0 && warps != 4 && warps != 8) || ((uintptr_t)w & 15) || ((uintptr_t)x & 15) || ((uintptr_t)y & 3))
         return cudaErrorInvalidValue;
     int blk = G > 1; /* one group (K <= 128) is the per-row math */
-    if ((parts && !f8_parts_ok(parts, T, K, blk)) || pf < 0 || pf > 8) return cudaErrorInvalidValue;
+    if (parts && !f8_parts_ok(parts, T, K, blk)) return cudaErrorInvalidValue;
     int p = parts ? parts : f8_pick_parts(T, N, K, blk, n_sm);
     int kw = warps ? warps : p == 4 ? 4 : f8_pick_warps((N + 15) / 16, n_sm);
     if (a8) {
