@@ -106,10 +106,6 @@ typedef struct kiln_cuda_options {
                             * attention's combine for o, the final norm for the LM head), not by
                             * a separate pass over each input (the same bits); 0 = off (1)
                             * (env KILN_CUDA_Q8_FUSE) */
-    int fp8_prefetch;      /* FP8 weights, fp8.cu's product at 1..8 rows: each warp has its next
-                            * weight chunks prefetched into L2 (sm_90 bulk prefetch) before it
-                            * loads these (more bytes in flight; the same bits); 0 = off (0)
-                            * (env KILN_CUDA_FP8_PF) */
     int gemm_tune;         /* cuBLASLt products: at load, time the heuristic's first this many
                             * algorithms (at most 16) of each projection at the row counts steps
                             * use (decode and piecewise graph buckets, powers of two up to the

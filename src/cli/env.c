@@ -102,7 +102,6 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_int("KILN_CUDA_FP8_MMA", 0, 1 << 20, &c->fp8_mma_max_rows);
     env_flag("KILN_CUDA_FP8_FUSE", &c->fp8_fuse_quant);
     env_flag("KILN_CUDA_Q8_FUSE", &c->q8_fuse_quant);
-    env_flag("KILN_CUDA_FP8_PF", &c->fp8_prefetch);
     env_int("KILN_CUDA_GEMM_TUNE", 0, 16, &c->gemm_tune);
     env_target("KILN_CUDA_TARGET", &c->target_sm);
     /* fault injection (tests of kiln validate) */

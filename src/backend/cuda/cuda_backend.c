@@ -274,7 +274,6 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     if (c->qgemv_max_rows > KILN_QGEMV_MAX_ROWS || bc->batch_invariant) c->qgemv_max_rows = 0;
     c->qmma_max_rows = bc->batch_invariant ? 0 : KILN_QMMA_MAX_ROWS;
     c->q8_fuse = o->q8_fuse_quant != 0;
-    c->fp8_pf = o->fp8_prefetch > 0;
     c->qreg_max_rows = o->qreg_max_rows >= 0 ? o->qreg_max_rows : KILN_QREG_DEFAULT_MAX_ROWS;
     if (c->qreg_max_rows > KILN_QMMA_MAX_ROWS || bc->batch_invariant) c->qreg_max_rows = 0;
     c->fp8_mma_max_rows = o->fp8_mma_max_rows >= 0 ? o->fp8_mma_max_rows : KILN_FP8_MMA_DEFAULT_ROWS;

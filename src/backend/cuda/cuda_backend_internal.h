@@ -89,8 +89,6 @@ typedef struct cuda_backend {
                                * scales applied after), else dequantized to bf16 for cuBLASLt */
     int fp8_mma_max_rows;     /* FP8 steps up to this many rows on fp8.cu's product (0 in
                                * batch-invariant mode) */
-    int fp8_pf;               /* fp8.cu's product prefetches its next weight chunks into L2
-                               * (kiln_cuda_options.fp8_prefetch > 0) */
     int fp8_fuse;             /* W8A8's activation codes written by RMSNorm (qkv, gate|up) and
                                * from SwiGLU's partial maxima (down) (kiln_cuda_options.fp8_fuse_quant) */
     const void *xq8_src;      /* the activation whose codes xq8 / sa8 hold now (set by those

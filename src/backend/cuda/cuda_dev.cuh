@@ -173,16 +173,6 @@ static __device__ __forceinline__ uint4 kiln_ld_stream16(const uint4 *p, int ok,
         : "l"(p), "r"(ok), "l"(pol));
     return v;
 }
-/* bytes [p, p + sz) into L2 with the cache policy pol, one bulk request (sm_90; p and sz 16-byte
- * multiples; nothing below sm_90): a prefetch, no registers, no completion to wait for */
-static __device__ __forceinline__ void kiln_prefetch_l2_bulk(const void *p, int sz, uint64_t pol) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;\n" ::"l"(p), "r"(sz), "l"(pol)
-                 : "memory");
-#else
-    (void)p; (void)sz; (void)pol;
-#endif
-}
 /* 16 read-only bytes through L1; zero when !ok */
 static __device__ __forceinline__ uint4 kiln_ld_nc16(const uint4 *p, int ok) {
     uint4 v;

@@ -144,7 +144,7 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
                                          w->seg[s].in_scale, c->st));
         LAUNCH(kiln_cuda_fp8_mma((float *)y + w->seg[s].row0, w->N, (const uint8_t *)w->seg[s].w,
                                  w->sw + (size_t)w->seg[s].row0 * G, G, a8 ? (const void *)c->xq8 : x, c->sa8, a8, n,
-                                 w->seg[s].rows, K, 0, 0, c->fp8_pf, c->n_sm, c->target.has_fp8_mma, c->st));
+                                 w->seg[s].rows, K, 0, 0, c->n_sm, c->target.has_fp8_mma, c->st));
     }
     return KILN_OK;
 }

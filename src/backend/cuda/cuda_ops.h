@@ -299,8 +299,7 @@ cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const in
  *   ([N] when G == 1, else [N][G] with G = ceil(K / 128)); 1 <= T <= KILN_FP8_MMA_MAX_ROWS,
  *   K % 16 == 0, w and x 16-byte aligned; warps a CTA 4 or 8 (0: by N and n_sm), K cut into
  *   parts 1, 2 (T <= 4) or 4 (T <= 2) summed at the end (K % (64 parts) == 0, G == 1; 0: by T, N,
- *   K and n_sm); pf 1: at T <= 8 each warp's next weight chunks are prefetched into L2 (sm_90) before
- *   it loads these (the same sums); the sums' order depends on warps, parts and T's n-tile count 1, 2, 4, 8.
+ *   K and n_sm); the sums' order depends on warps, parts and T's n-tile count 1, 2, 4, 8.
  * kiln_cuda_fp8_dequant: out [N][K] (bf16 or f16) = e4m3(w) sw rounded once.
  * Anything else: cudaErrorInvalidValue. */
 #define KILN_FP8_MMA_MAX_ROWS 64
@@ -316,7 +315,7 @@ cudaError_t kiln_cuda_fp8_quant_x(uint8_t *xq, float *sa, const void *x, kiln_dt
 cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const void *x, const float *pmax, int P, int T, int K,
                                      int pdl, cudaStream_t st);
 cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, const float *sw, int G, const void *x,
-                              const float *sa, int a8, int T, int N, int K, int warps, int parts, int pf, int n_sm,
+                              const float *sa, int a8, int T, int N, int K, int warps, int parts, int n_sm,
                               int has_fp8_mma, cudaStream_t st);
 /* y[t][n] *= sa[t] sw[n] for t < T, n < N (y [T][ldy] f32: cuBLASLt FP8's unscaled sums) */
 cudaError_t kiln_cuda_fp8_scale_rows(float *y, int ldy, const float *sa, const float *sw, int T, int N, cudaStream_t st);

@@ -204,7 +204,7 @@ static __device__ __forceinline__ void f8_mma_bf16(float *d, uint32_t a0, uint32
  * (the other products are discarded). At a few tokens the MMA's unused columns cost nothing,
  * and the P-fold grid balances the SMs on the 5120- and 6144-row matrices (320 / 384 CTAs of 16
  * rows leave 2 on some SMs and 3 on others). */
-template <bool A8, int NT, int U, bool BLK, int KW, int P, bool PF>
+template <bool A8, int NT, int U, bool BLK, int KW, int P>
 static __global__ void __launch_bounds__(KW * 32)
 fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, const float *__restrict__ sw,
                const void *__restrict__ xv, const float *__restrict__ sa, int T, int N, int K, int G) {
@@ -226,17 +226,7 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[i][e] = 0.0f;
 
-    /* PF (sm_90): lane m < 16 has its MMA row's next unit of weights (U 64-byte chunks, the
-     * warp's next loop turn) prefetched into L2 with one bulk prefetch before this turn's loads:
-     * a warp's registers hold one unit, so without it each turn waits a whole memory latency
-     * with one unit in flight (ptxas sinks register-to-register prefetches below the MMAs) */
-    const uint8_t *pfrow = w + (int64_t)min(n0 + lane % R, N - 1) * K + (int64_t)((lane & 15) / R) * Kp;
-    (void)pfrow;
     for (int base = warp * U; base < C; base += KW * U) {
-        if (PF && lane < 16 && base + KW * U < C) {
-            int off = (base + KW * U) * 64, sz = min(U * 64, Kp - off);
-            kiln_prefetch_l2_bulk(pfrow + off, sz, pol);
-        }
         uint4 wa[U], wb[U];
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -331,32 +321,25 @@ fp8_mma_kernel(float *__restrict__ y, int ldy, const uint8_t *__restrict__ w, co
     }
 }
 
-template <bool A8, int NT, bool BLK, int P, bool PF>
+template <bool A8, int NT, bool BLK, int P>
 static void f8_launch(float *y, int ldy, const uint8_t *w, const float *sw, const void *x, const float *sa, int T,
                       int N, int K, int G, int kw, cudaStream_t st) {
     /* chunks per unit: 2 for BLOCK (one 128-column group); else as many as registers allow */
     constexpr int U = BLK ? 2 : (A8 ? (NT <= 2 ? 4 : 2) : (NT <= 2 ? 2 : 1));
     unsigned grid = (unsigned)((N + 16 / P - 1) / (16 / P));
-    if (kw == 4) fp8_mma_kernel<A8, NT, U, BLK, 4, P, PF><<<grid, 4 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
-    else fp8_mma_kernel<A8, NT, U, BLK, 8, P, PF><<<grid, 8 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
+    if (kw == 4) fp8_mma_kernel<A8, NT, U, BLK, 4, P><<<grid, 4 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
+    else fp8_mma_kernel<A8, NT, U, BLK, 8, P><<<grid, 8 * 32, 0, st>>>(y, ldy, w, sw, x, sa, T, N, K, G);
 }
 
-/* PF (the weights' L2 prefetch) only on the one-n-tile kernels (T <= 8: decode's GEMV role) */
 template <bool A8, bool BLK>
 static void f8_launch_t(float *y, int ldy, const uint8_t *w, const float *sw, const void *x, const float *sa, int T,
-                        int N, int K, int G, int kw, int parts, int pf, cudaStream_t st) {
-    if (!BLK && parts == 4) {
-        if (pf) f8_launch<A8, 1, false, 4, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-        else f8_launch<A8, 1, false, 4, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    } else if (!BLK && parts == 2) {
-        if (pf) f8_launch<A8, 1, false, 2, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-        else f8_launch<A8, 1, false, 2, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    } else if (T <= 8) {
-        if (pf) f8_launch<A8, 1, BLK, 1, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-        else f8_launch<A8, 1, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    } else if (T <= 16) f8_launch<A8, 2, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    else if (T <= 32) f8_launch<A8, 4, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
-    else f8_launch<A8, 8, BLK, 1, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+                        int N, int K, int G, int kw, int parts, cudaStream_t st) {
+    if (!BLK && parts == 4) f8_launch<A8, 1, false, 4>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (!BLK && parts == 2) f8_launch<A8, 1, false, 2>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 8) f8_launch<A8, 1, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 16) f8_launch<A8, 2, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else if (T <= 32) f8_launch<A8, 4, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
+    else f8_launch<A8, 8, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
 }
 
 /* warps a CTA (splitting K): 4 while 8 would leave fewer than ~3 CTAs an SM (more, smaller CTAs
@@ -380,8 +363,8 @@ static int f8_pick_parts(int T, int N, int K, int blk, int n_sm) {
 }
 
 extern "C" cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, const float *sw, int G, const void *x,
-                                         const float *sa, int a8, int T, int N, int K, int warps, int parts, int pf,
-                                         int n_sm, int has_fp8_mma, cudaStream_t st) {
+                                         const float *sa, int a8, int T, int N, int K, int warps, int parts, int n_sm,
+                                         int has_fp8_mma, cudaStream_t st) {
     if (T < 1 || T > KILN_FP8_MMA_MAX_ROWS || N < 1 || K < 16 || K % 16 || ldy < N || G < 1 ||
         (G > 1 && G != (K + 127) / 128) || !y || !w || !sw || !x || (a8 && !sa) || (a8 && !has_fp8_mma) ||
         (warps != 0 && warps != 4 && warps != 8) || ((uintptr_t)w & 15) || ((uintptr_t)x & 15) || ((uintptr_t)y & 3))
@@ -391,11 +374,11 @@ extern "C" cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, co
     int p = parts ? parts : f8_pick_parts(T, N, K, blk, n_sm);
     int kw = warps ? warps : p == 4 ? 4 : f8_pick_warps((N + 15) / 16, n_sm);
     if (a8) {
-        if (blk) f8_launch_t<true, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, pf, st);
-        else f8_launch_t<true, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, pf, st);
+        if (blk) f8_launch_t<true, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
+        else f8_launch_t<true, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
     } else {
-        if (blk) f8_launch_t<false, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, pf, st);
-        else f8_launch_t<false, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, pf, st);
+        if (blk) f8_launch_t<false, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
+        else f8_launch_t<false, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
     }
     KILN_CUDA_CHECK_LAUNCH();
 }
