@@ -297,7 +297,7 @@ cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const in
  * kiln_cuda_fp8_mma: y [T][ldy] f32 (columns 0..N-1) = the W8A8 (a8: x = xq codes, scales sa [T][G];
  *   needs has_fp8_mma: sm_89+) or weight-only (x bf16 [T][K]) product with W [N][K] e4m3 and sw
  *   ([N] when G == 1, else [N][G] with G = ceil(K / 128)); 1 <= T <= KILN_FP8_MMA_MAX_ROWS,
- *   K % 16 == 0, w and x 16-byte aligned; warps a CTA 4 or 8 (0: by N and n_sm), K cut into
+ *   K % 16 == 0, w and x 16-byte aligned; warps a CTA 4 or 8 (0: by N, T and n_sm), K cut into
  *   parts 1, 2 (T <= 4) or 4 (T <= 2) summed at the end (K % (64 parts) == 0, G == 1; 0: by T, N,
  *   K and n_sm); the sums' order depends on warps, parts and T's n-tile count 1, 2, 4, 8.
  * kiln_cuda_fp8_dequant: out [N][K] (bf16 or f16) = e4m3(w) sw rounded once.

@@ -342,11 +342,14 @@ static void f8_launch_t(float *y, int ldy, const uint8_t *w, const float *sw, co
     else f8_launch<A8, 8, BLK, 1>(y, ldy, w, sw, x, sa, T, N, K, G, kw, st);
 }
 
-/* warps a CTA (splitting K): 4 while 8 would leave fewer than ~3 CTAs an SM (more, smaller CTAs
- * balance the SMs better on the 5120- and 6144-row matrices), else 8 */
-static int f8_pick_warps(int ctas, int n_sm) {
+/* warps a CTA (splitting K): at one row, 4 while 8 would leave fewer than ~3 CTAs an SM (more,
+ * smaller CTAs balance the SMs better on the 5120- and 6144-row matrices), else 8; from two rows
+ * always 8 (H200, Devstral shapes, weights past L2, us a call at T = 2 / 4 / 8, 8 warps against
+ * 4: qkv 11.0 / 11.1 / 11.0 against 12.0 / 12.6 / 12.9, o 8.3 / 8.5 / 8.7 against 9.4 / 9.7 /
+ * 10.1, down 49.3 / 48.0 / 47.1 against 51.7 / 54.1 / 56.3; at T = 1 down 50.4 against 48.0) */
+static int f8_pick_warps(int ctas, int T, int n_sm) {
     int sm = n_sm > 0 ? n_sm : 132;
-    return ctas < 3 * sm ? 4 : 8;
+    return ctas < 3 * sm && T == 1 ? 4 : 8;
 }
 
 /* K parts that take T rows of a K-column matrix: 1, 2 (T <= 4) or 4 (T <= 2) */
@@ -372,7 +375,7 @@ extern "C" cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, co
     int blk = G > 1; /* one group (K <= 128) is the per-row math */
     if (parts && !f8_parts_ok(parts, T, K, blk)) return cudaErrorInvalidValue;
     int p = parts ? parts : f8_pick_parts(T, N, K, blk, n_sm);
-    int kw = warps ? warps : p == 4 ? 4 : f8_pick_warps((N + 15) / 16, n_sm);
+    int kw = warps ? warps : p == 4 ? 4 : f8_pick_warps((N + 15) / 16, T, n_sm);
     if (a8) {
         if (blk) f8_launch_t<true, true>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
         else f8_launch_t<true, false>(y, ldy, w, sw, x, sa, T, N, K, G, kw, p, st);
