@@ -177,7 +177,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->xq8, T * kmax, "FP8 activations", err))) return rc;
             c->scratch_bytes += T * kmax;
         }
-        if (c->fp8_fuse) { /* SwiGLU's partial maxima: [T][F / 1024] */
+        if (c->fp8_fuse || c->fp8_gu16) { /* SwiGLU's partial maxima: [T][F / 1024] */
             size_t P = (size_t)kiln_cuda_swiglu_pmax_parts((int)F);
             if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->pmax8, T * P * sizeof(float), "FP8 partial maxima", err)))
                 return rc;
@@ -391,6 +391,17 @@ static int check_tp_devices(const kiln_backend_config *bc, kiln_error *err) {
     return KILN_OK;
 }
 
+/* The dtype cuBLASLt writes gate|up's [T][2F] in (SwiGLU reads it back): the weights' 16-bit type
+ * (gate_up_16bit, 16-bit activations); on the codes of W8A8 FP8 bf16 where the activations are
+ * (fp8_gu16: the unscaled sums, scaled by SwiGLU; their bf16 rounding is the relative error of the
+ * bf16 path's gate|up); else f32. In prefill this halves the largest activation of the step
+ * (1 x 512: 128 -> 64 MiB a layer written and read back). */
+static kiln_dtype gu_ydt(const cuda_backend *c, kiln_dtype gw) {
+    if (!c->gu_16bit || c->adt == KILN_DT_F32) return KILN_DT_F32;
+    if (gw == KILN_DT_F8_E4M3) return c->fp8_gu16 ? KILN_DT_BF16 : KILN_DT_F32;
+    return c->adt;
+}
+
 static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
     *out = NULL;
     const kiln_config *mc = &m->cfg;
@@ -476,12 +487,11 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
      * prefill dequantizes */
     if (c->fp8 && !c->fp8_lt8 && o->fp8_mma_max_rows < 0 && !bc->batch_invariant) c->fp8_mma_max_rows = KILN_FP8_MMA_MAX_ROWS;
     kiln_dtype gw = c->fp8 ? (c->fp8_lt8 ? KILN_DT_F8_E4M3 : KILN_DT_BF16) : c->adt;
+    c->fp8_gu16 = c->fp8_lt8 && c->gu_16bit && c->adt == KILN_DT_BF16;
     kiln_dtype gy = KILN_DT_F32;
     if ((rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_qkv, qd + 2 * kvd, D, gw, gy, T, err)) ||
         (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_o, D, qd, gw, gy, T, err)) ||
-        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, gw,
-                                      c->gu_16bit && c->adt != KILN_DT_F32 && gw != KILN_DT_F8_E4M3 ? c->adt : KILN_DT_F32,
-                                      T, err)) ||
+        (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_gu, 2 * F, D, gw, gu_ydt(c, gw), T, err)) ||
         (rc = kiln_cuda_gemm_init_out(&c->gctx, &c->g_d, D, F, gw, gy, T, err)) ||
         (rc = kiln_cuda_gemm_init(&c->gctx, &c->g_lm, mc->vocab_size, D, c->hdt, c->max_lrows, err)) ||
         /* the down projection's split-K first choice is slower at decode sizes (see gemm.h) */

@@ -91,9 +91,11 @@ typedef struct cuda_backend {
                                * batch-invariant mode) */
     int fp8_fuse;             /* W8A8's activation codes written by RMSNorm (qkv, gate|up) and
                                * from SwiGLU's partial maxima (down) (kiln_cuda_options.fp8_fuse_quant) */
+    int fp8_gu16;             /* cuBLASLt FP8 writes gate|up's unscaled sums in bf16 and SwiGLU
+                               * scales them (fp8_lt8, gate_up_16bit, bf16 activations) */
     const void *xq8_src;      /* the activation whose codes xq8 / sa8 hold now (set by those
                                * producers, cleared by the linear that takes them), or NULL */
-    float *pmax8;             /* [max_tokens][F / 1024] SwiGLU's partial maxima (fp8_fuse) */
+    float *pmax8;             /* [max_tokens][F / 1024] SwiGLU's partial maxima (fp8_fuse or fp8_gu16) */
     uint8_t *xq8;             /* [max_tokens][max K] activation codes (W8A8) */
     float *sa8;               /* [max_tokens][max groups] their scales */
     void *wdq;                /* [max N x K] adt: a quantized matrix dequantized for cuBLASLt

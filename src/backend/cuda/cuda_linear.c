@@ -102,8 +102,8 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
 /* FP8 matrices (fp8.cu; the math: docs/fp8.md). W8A8 quantizes x (per row, or per row and
  * 128-column group with BLOCK scales; again for a segment whose static scale differs from the
  * previous one's). Up to fp8_mma_max_rows rows: fp8.cu's tensor-core product per segment into its
- * column slice (f32). Beyond: cuBLASLt FP8 on the codes, f32, then the scales (fp8_lt8, one
- * segment), else the matrix dequantized to bf16 (wdq) for cuBLASLt (y in g->ydt). *lt as qlinear's.
+ * column slice (f32). Beyond: cuBLASLt FP8 on the codes (f32 sums, or bf16 for gate|up: gu_ydt),
+ * then the scales (fp8_lt8, one segment), else the matrix dequantized to bf16 (wdq) for cuBLASLt (y in g->ydt). *lt as qlinear's.
  * ys (may be NULL): the caller takes cuBLASLt FP8's sums unscaled and applies the scales itself
  * (ys->sa [n], ys->sw [N] set; NULL when y is already scaled). */
 int kiln_cuda_linear_defers(const cuda_backend *c, const cuda_mat *w, int n) {
@@ -121,9 +121,11 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
         /* cuBLASLt on the codes (f32 sums), then the scales: y = (sum) (sa[t] sw[n]) */
         if (!have_q)
             LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
+        if (!ys && g->ydt != KILN_DT_F32) /* cuda_backend.c gu_ydt: bf16 sums only where the caller scales */
+            return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: unscaled FP8 sums in %s", kiln_dtype_name(g->ydt));
         int rc = kiln_cuda_gemm_run(&c->gctx, g, y, c->xq8, w->w, n, c->st, err);
         if (rc) return rc;
-        *lt = 0; /* f32 */
+        *lt = g->ydt != KILN_DT_F32; /* y in g->ydt (bf16 for gate|up under fp8_fuse), else f32 */
         if (ys) {
             ys->sa = c->sa8;
             ys->sw = w->sw;
@@ -198,12 +200,17 @@ int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void 
                             const cuda_mat *next, int T, kiln_error *err) {
     int F = g->N / 2, D = g->K;
     if (kiln_dtype_is_quant(w->dt) || w->dt == KILN_DT_F8_E4M3) { /* gate|up f32 from the GEMV, g->ydt from cuBLASLt */
-        int fuse = w->dt == KILN_DT_F8_E4M3 && c->fp8_fuse;
+        int fuse = w->dt == KILN_DT_F8_E4M3 && c->fp8_fuse, scale_here = fuse || (w->dt == KILN_DT_F8_E4M3 && c->fp8_gu16);
         kiln_cuda_yscale ys = {NULL, NULL};
-        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, fuse ? &ys : NULL, err)
+        int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, scale_here ? &ys : NULL, err)
                                               : qlinear(c, g, gu, x, w, T, &lt, err);
         if (rc) return rc;
         kiln_dtype gdt = lt ? g->ydt : KILN_DT_F32;
+        if (!fuse && ys.sa) { /* cuBLASLt FP8's sums (bf16, fp8_gu16) scaled by the same kernel as when
+                               * fused, so that fp8_fuse changes only where down's codes come from */
+            LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, ys.sa, ys.sw, c->pdl, c->st));
+            return KILN_OK;
+        }
         if (fuse) { /* the scales of cuBLASLt FP8's sums, then the down projection's codes from partial maxima */
             LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, ys.sa, ys.sw, c->pdl, c->st));
             LAUNCH(kiln_cuda_fp8_quant_pmax(c->xq8, c->sa8, act, c->pmax8, kiln_cuda_swiglu_pmax_parts(F), T, F,

@@ -202,8 +202,9 @@ int kiln_cuda_prefill_tiles(const int32_t *seq_q_start, int n_seqs, int min_rows
 
 /* kiln_cuda_swiglu_in with bf16 out, also writing pmax [T][kiln_cuda_swiglu_pmax_parts(n)]: partial
  * maxima of |out| per row for kiln_cuda_fp8_quant_pmax. n % 8 == 0, gu and out 16-byte aligned.
- * gsa [T], gsw [2n] (both or neither, f32 gu only, gsw 16-byte aligned): gu holds cuBLASLt FP8's
- * unscaled sums, scaled here as kiln_cuda_fp8_scale_rows(gu, 2n, gsa, gsw) would have (same bits). */
+ * gsa [T], gsw [2n] (both or neither, gsw 16-byte aligned): gu holds cuBLASLt FP8's unscaled sums
+ * (f32, or bf16 for gate|up: cuda_backend.c), scaled here as kiln_cuda_fp8_scale_rows would scale
+ * their f32 values (same bits). */
 int kiln_cuda_swiglu_pmax_parts(int n);
 cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dtype gdt, int T, int n, float *pmax,
                                   const float *gsa, const float *gsw, int pdl, cudaStream_t st);

@@ -20,7 +20,7 @@ typedef struct gemm_desc {
     cublasLtMatrixLayoutOpaque_t a, b, c;
 } gemm_desc;
 
-/* FP8 (wdt f8_e4m3, x the activation codes): the plain product of the codes, f32 out (cuBLASLt's
+/* FP8 (wdt f8_e4m3, x the activation codes): the plain product of the codes, f32 (or bf16) out (cuBLASLt's
  * outer-vector scales are refused on sm_90 by this cuBLAS: "unsupported value", H200 2026-12-04);
  * the caller applies sa[t] sw[n] after (kiln_cuda_fp8_scale_rows). */
 static int desc_init(gemm_desc *d, const kiln_cuda_gemm *g, int T, kiln_error *err) {
@@ -143,7 +143,9 @@ int kiln_cuda_gemm_init_out(const kiln_cuda_gemm_ctx *ctx, kiln_cuda_gemm *g, in
     memset(g, 0, sizeof *g);
     if (wdt != KILN_DT_F32 && wdt != KILN_DT_F16 && wdt != KILN_DT_BF16 && wdt != KILN_DT_F8_E4M3)
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: no GEMM for %s weights", kiln_dtype_name(wdt));
-    if (ydt != KILN_DT_F32 && ydt != wdt)
+    /* FP8: cuBLASLt writes the codes' sums in f32 or bf16 (gate|up, whose 2F-wide output SwiGLU
+     * reads back: half the bytes in prefill) */
+    if (ydt != KILN_DT_F32 && ydt != wdt && !(wdt == KILN_DT_F8_E4M3 && ydt == KILN_DT_BF16))
         return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cuda: GEMM output %s for %s weights", kiln_dtype_name(ydt),
                         kiln_dtype_name(wdt));
     g->ydt = ydt;

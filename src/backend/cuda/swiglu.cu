@@ -161,7 +161,7 @@ extern "C" cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dty
     if (T <= 0) return cudaSuccess;
     if (n % 8 || T >= 65536 || ((uintptr_t)gu & 15) || ((uintptr_t)out & 15) || !pmax ||
         (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16) || (!gsa != !gsw) ||
-        (gsa && gdt != KILN_DT_F32) || ((uintptr_t)gsw & 15))
+        ((uintptr_t)gsw & 15))
         return cudaErrorInvalidValue;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_PMAX>,
                 dim3((unsigned)kiln_cuda_swiglu_pmax_parts(n), (unsigned)T), dim3(128), 0, st, out, KILN_DT_BF16, gu,
