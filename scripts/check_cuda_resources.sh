@@ -55,6 +55,7 @@ wide_kernel               256   wide   skinny_wide.cu: S * (128 + 8 NT) * CH * 1
 add_rmsnorm_vec_kernel    1024  0      rmsnorm.cu: rms_threads(D) <= 1024
 add_rmsnorm_kernel        256   0      rmsnorm.cu
 rope_kv_kernel            256   0      rope_kv.cu: heads per block x hd / 2 <= 256
+rope_cs_kernel            256   0      rope_kv.cu: 256 (row, pair) threads
 qk_prep_kernel            256   32768  rope_kv.cu: (H + KV) floats of 1 / rms, H + KV <= 8192
 sample_kernel             1024  0      sample.cu: NT
 penalty_load_kernel       256   0      sample.cu

@@ -8,7 +8,9 @@
  * its attention factor, GGUF rope_freqs) against the CPU backend's own chain (kiln_cpu_add_bias,
  * kiln_cpu_rmsnorm, kiln_cpu_rope_angles_inv, kiln_cpu_rope_apply): q and k within 1e-5, V in
  * the pool (biased) within bf16; and a control: the same GPU call without the table must miss
- * (the scaling case changes the result, so the check can fail). */
+ * (the scaling case changes the result, so the check can fail). The backend's form (the factors
+ * once a step by kiln_cuda_rope_cs, every layer's kiln_cuda_rope_kv_cs) gives the same bytes as
+ * the kernel computing them itself, with and without the table. */
 #include <math.h>
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/cuda_ops.h"
@@ -240,6 +242,39 @@ static void tab_case(const char *name, int T, int H, int KV, int hd, int bs, dou
         KT_CHECK(same, "%s hd=%d: qkv scales in RoPE differ from kiln_cuda_fp8_scale_rows first", name, hd);
         CU(cudaFree(ds)); CU(cudaFree(dws));
         kiln_free(hs); kiln_free(hw); kiln_free(ga); kiln_free(pa);
+    }
+    { /* the factors once a step (kiln_cuda_rope_cs, then kiln_cuda_rope_kv_cs: what the backend runs) ==
+       * the kernel's own (bytes), with the model's table and with theta's */
+        float *ga = kiln_malloc((size_t)T * W * 4);
+        uint16_t *pa = kiln_malloc((size_t)pool_n * 2);
+        double *dcs = kc_dev((size_t)T * half * 16);
+        kiln_cuda_kv kv = {dpool, 0, 1.0f, 1.0f, 0};
+        int same = 1, inter = style == KILN_ROPE_INTERLEAVED;
+        for (int tab = 0; tab < 2; tab++)
+            for (int pass = 0; pass < 2; pass++) {
+                kc_put(dqkv, qkv, (size_t)T * W * 4);
+                kc_poison(dpool, (size_t)pool_n * 2);
+                if (pass) {
+                    kc_poison(dcs, (size_t)T * half * 16);
+                    CU(kiln_cuda_rope_cs(dcs, dpos, T, hd, theta, tab ? dinv : NULL, tab ? mscale : 1.0, 0));
+                    CU(kiln_cuda_rope_kv_cs(dqkv, dpos, dsl, &kv, T, H, KV, hd, bs, dcs, inter, NULL, NULL, 1, 0));
+                } else {
+                    CU(kiln_cuda_rope_kv_tab(dqkv, dpos, dsl, &kv, T, H, KV, hd, bs, theta, tab ? dinv : NULL,
+                                             tab ? mscale : 1.0, inter, NULL, NULL, 1, 0));
+                }
+                kc_get(pass ? got : ga, dqkv, (size_t)T * W * 4);
+                kc_get(pass ? pool : pa, dpool, (size_t)pool_n * 2);
+                if (!pass) continue;
+                same &= !memcmp(pa, pool, (size_t)pool_n * 2);
+                for (int t = 0; t < T; t++)
+                    same &= !memcmp(ga + (size_t)t * W, got + (size_t)t * W, (size_t)(H + KV) * hd * 4);
+            }
+        KT_CHECK(same, "%s hd=%d: RoPE with the step's factors (kiln_cuda_rope_cs) differs from the kernel's own", name,
+                 hd);
+        KT_CHECK(kiln_cuda_rope_kv_cs(dqkv, dpos, dsl, &kv, T, H, KV, hd, bs, NULL, inter, NULL, NULL, 1, 0) ==
+                     cudaErrorInvalidValue, "kiln_cuda_rope_kv_cs without factors taken");
+        CU(cudaFree(dcs));
+        kiln_free(ga); kiln_free(pa);
     }
     const char *sty = style == KILN_ROPE_INTERLEAVED ? "interleaved" : "half";
     KT_CHECK(eq <= 1e-5 && ek <= 1e-5 && ev <= 1e-2, "%s %s hd=%d: q rel L2 %g, k %g, pool V %g", name, sty, hd, eq, ek,

@@ -126,6 +126,7 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
         {(void **)&c->x, T * D * 4, "x"},
         {&c->xn, T * D * a, "xn"},
         {(void **)&c->qkv, T * (qd + 2 * kvd) * 4, "qkv"},
+        {(void **)&c->rope_cs, T * (size_t)(mc->head_dim / 2) * 16, "RoPE factors"},
         {&c->att, T * qd * a, "attention output"},
         {(void **)&c->att_scratch, T * (size_t)mc->n_heads * c->att_splits * (mc->head_dim + 2) * 4, "attention splits"},
         {(void **)&c->proj, T * D * 4, "projection output"},

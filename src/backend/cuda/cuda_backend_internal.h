@@ -28,7 +28,7 @@
 #define PIECE_ROWS 16       /* piecewise graphs: steps are padded to a multiple of this many rows */
 #define TC_MIN_WINDOW 64    /* positions: the tensor-core decode split's smallest window (one key tile) */
 #define TC_TAIL_MIN_WINDOW 512 /* ... where rows x KV CTAs exceed a wave (cuda_forward.c: tc_min_window) */
-#define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4 + 1) /* + 4: MoE scratch, + 1: FP8 partial maxima */
+#define MAX_DEV_ALLOCS_FIXED (40 + 8 + 4 + 1 + 1) /* + 4: MoE scratch, + 1: FP8 partial maxima, + 1: RoPE factors */
 /* the model features (model.h KILN_FEAT_*) this backend runs (ops.features, check_model) */
 #define KILN_CUDA_FEATURES                                                                                   \
     (KILN_FEAT_QKV_BIAS | KILN_FEAT_QK_NORM | KILN_FEAT_ROPE_SCALING | KILN_FEAT_WINDOW | KILN_FEAT_MOE)
@@ -123,6 +123,7 @@ typedef struct cuda_backend {
     /* issue 19 (cuda_weights.c put_family; NULL when the model has none): */
     double *rope_inv;   /* [hd / 2] RoPE inverse frequencies (kiln_rope_inv_freq), NULL: theta's */
     double rope_mscale; /* its cos / sin factor (YaRN attention factor), else 1 */
+    double *rope_cs;    /* [max_tokens][hd / 2][2] the step's RoPE factors (kiln_cuda_rope_cs, enq_head) */
     float *qkv_bias;    /* [L][(H + 2 KV) hd] bq | bk | bv (Qwen2) */
     float *qk_norms;    /* [L][2][hd] q_norm, k_norm (Qwen3) */
     cuda_layer *layers;

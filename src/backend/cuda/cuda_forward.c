@@ -95,6 +95,9 @@ static int enq_head(cuda_backend *c, const step_plan *p, kiln_error *err) {
     /* rows with prev_row >= 0 take the token the previous step drew (still in sout_d) */
     step_ptrs d = desc_ptrs(c);
     LAUNCH(kiln_cuda_embed(c->x, c->emb, c->edt, d.tok, d.prev, (const int32_t *)c->sout_d, T, D, c->st));
+    /* RoPE's cos / sin of the step's positions once for every layer (enq_pre) */
+    LAUNCH(kiln_cuda_rope_cs(c->rope_cs, d.pos, T, hd, mc->rope_theta, c->rope_inv, c->rope_inv ? c->rope_mscale : 1.0,
+                             c->st));
     return KILN_OK;
 }
 
@@ -165,9 +168,8 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
                              c->qk_norms ? c->qk_norms + (size_t)l * 2 * hd : NULL,
                              c->qk_norms ? c->qk_norms + (size_t)l * 2 * hd + hd : NULL, T, H, KV, hd, mc->norm_eps,
                              c->pdl, c->st));
-    LAUNCH(kiln_cuda_rope_kv_tab(c->qkv, d.pos, d.slot, &kv, T, H, KV, hd, bs, mc->rope_theta, c->rope_inv,
-                                 c->rope_inv ? c->rope_mscale : 1.0, mc->rope_style == KILN_ROPE_INTERLEAVED, ys.sa, ys.sw,
-                                 c->pdl, c->st));
+    LAUNCH(kiln_cuda_rope_kv_cs(c->qkv, d.pos, d.slot, &kv, T, H, KV, hd, bs, c->rope_cs,
+                                mc->rope_style == KILN_ROPE_INTERLEAVED, ys.sa, ys.sw, c->pdl, c->st));
     return KILN_OK;
 }
 

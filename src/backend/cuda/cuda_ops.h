@@ -98,6 +98,15 @@ cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t 
                                   int H, int KV, int hd, int block_size, double theta, const double *inv_freq,
                                   double mscale, int interleaved, const float *ysa, const float *ysw, int pdl,
                                   cudaStream_t st);
+/* The factors of kiln_cuda_rope_kv_tab's rotation once for a step's rows: cs [T][hd / 2][2] f64
+ * (16-byte aligned) = (cos(a) mscale, sin(a) mscale) at a = pos[t] inv_freq[i], the same bits;
+ * kiln_cuda_rope_kv_cs then rotates with them (every layer of the step: the model's RoPE is the
+ * same in each), with the same results as kiln_cuda_rope_kv_tab. */
+cudaError_t kiln_cuda_rope_cs(double *cs, const int32_t *pos, int T, int hd, double theta, const double *inv_freq,
+                              double mscale, cudaStream_t st);
+cudaError_t kiln_cuda_rope_kv_cs(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
+                                 int H, int KV, int hd, int block_size, const double *cs, int interleaved,
+                                 const float *ysa, const float *ysw, int pdl, cudaStream_t st);
 /* Qwen2 / Qwen3 before RoPE, in place on qkv [T][(H + 2 KV) * hd] f32 (rope_kv.cu):
  *   bias (or NULL): [(H + 2 KV) * hd] f32 (bq | bk | bv), added to every row;
  *   q_norm, k_norm (or both NULL): [hd] f32, RMSNorm over each q head / k head with weight

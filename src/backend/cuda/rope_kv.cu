@@ -26,11 +26,32 @@ static __device__ __forceinline__ void kv_put(void *pool, int64_t i, float v, fl
     else ((uint16_t *)pool)[i] = kiln_f32_to_bf16_bits(v);
 }
 
+/* The rotation's factors of pair i at position p: (cos(a) mscale, sin(a) mscale), a = p inv_freq[i]
+ * (theta's 1 / theta^(2i/hd) without a table), in double as the CPU's kiln_cpu_rope_angles_inv. */
+static __device__ __forceinline__ double2 rope_factors(int32_t p, int i, int hd, double theta, const double *inv_freq,
+                                                       double mscale) {
+    double inv = inv_freq ? inv_freq[i] : 1.0 / pow(theta, (double)(2 * i) / (double)hd);
+    double a = (double)p * inv;
+    return make_double2(__dmul_rn(cos(a), mscale), __dmul_rn(sin(a), mscale));
+}
+
+/* cs [T][hd / 2]: the factors of every row and pair, once a step for all layers (the same RoPE in
+ * every layer): each layer's kernel then loads 16 bytes instead of a double pow, cos and sin a
+ * thread (1 x 512 prefill, H100: 29 us a layer, mostly that math) */
+static __global__ void rope_cs_kernel(double2 *cs, const int32_t *pos, int T, int hd, double theta,
+                                      const double *inv_freq, double mscale) {
+    int half = hd / 2;
+    int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= (int64_t)T * half) return;
+    int t = (int)(k / half), i = (int)(k % half);
+    cs[k] = rope_factors(pos[t], i, hd, theta, inv_freq, mscale);
+}
+
 template <bool F8>
 static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int64_t *slots, void *pool, int H,
                                       int KV, int hd, int bs, double theta, const double *inv_freq, double mscale,
                                       int interleaved, int hpb, float k_scale, float v_scale, const float *ysa,
-                                      const float *ysw) {
+                                      const float *ysw, const double2 *cs_tab) {
     kiln_pdl_trigger();
     kiln_pdl_wait(); /* PDL: everything here reads or writes the step's activations */
     int t = blockIdx.x;
@@ -53,11 +74,9 @@ static __global__ void rope_kv_kernel(float *qkv, const int32_t *pos, const int6
     }
     int i = threadIdx.x % half, h = blockIdx.y * hpb + threadIdx.x / half;
     if (threadIdx.x >= hpb * half || h >= H + KV) return;
-    double p = (double)pos[t];
-    double inv = inv_freq ? inv_freq[i] : 1.0 / pow(theta, (double)(2 * i) / (double)hd);
-    double a = p * inv;
     /* times mscale as the CPU's kiln_cpu_rope_angles_inv (exact when mscale is 1) */
-    double cs = __dmul_rn(cos(a), mscale), sn = __dmul_rn(sin(a), mscale);
+    double2 f = cs_tab ? cs_tab[(int64_t)t * half + i] : rope_factors(pos[t], i, hd, theta, inv_freq, mscale);
+    double cs = f.x, sn = f.y;
     int i0 = interleaved ? 2 * i : i;
     int i1 = interleaved ? 2 * i + 1 : i + half;
     float *v = row + (int64_t)h * hd;
@@ -94,13 +113,13 @@ extern "C" cudaError_t kiln_cuda_rope_kv_ex(float *qkv, const int32_t *pos, cons
                                  pdl, st);
 }
 
-extern "C" cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t *slots,
-                                             const kiln_cuda_kv *kv, int T, int H, int KV, int hd, int block_size,
-                                             double theta, const double *inv_freq, double mscale, int interleaved,
-                                             const float *ysa, const float *ysw, int pdl, cudaStream_t st) {
+static cudaError_t rope_kv_launch(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv, int T,
+                                  int H, int KV, int hd, int block_size, double theta, const double *inv_freq,
+                                  double mscale, int interleaved, const float *ysa, const float *ysw,
+                                  const double *cs_tab, int pdl, cudaStream_t st) {
     if (T <= 0) return cudaSuccess;
     if (hd <= 0 || hd % 2 || hd / 2 > 256 || T > 2147483647 || !kv || !(kv->k_scale > 0.0f) || !(kv->v_scale > 0.0f) ||
-        !(mscale > 0.0) || (!ysa != !ysw))
+        !(mscale > 0.0) || (!ysa != !ysw) || ((uintptr_t)cs_tab & 15))
         return cudaErrorInvalidValue;
     int half = hd / 2, hpb = 256 / half; /* heads per block: 256 threads of (head, pair) */
     if (hpb < 1) hpb = 1;
@@ -111,12 +130,38 @@ extern "C" cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, con
     if (kv->f8)
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<true>, grid, dim3(threads), 0, st, qkv, pos, slots,
                     kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
-                    kv->v_scale, ysa, ysw);
+                    kv->v_scale, ysa, ysw, (const double2 *)cs_tab);
     else
         kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<false>, grid, dim3(threads), 0, st, qkv, pos, slots,
                     kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
-                    kv->v_scale, ysa, ysw);
+                    kv->v_scale, ysa, ysw, (const double2 *)cs_tab);
     KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_rope_kv_tab(float *qkv, const int32_t *pos, const int64_t *slots,
+                                             const kiln_cuda_kv *kv, int T, int H, int KV, int hd, int block_size,
+                                             double theta, const double *inv_freq, double mscale, int interleaved,
+                                             const float *ysa, const float *ysw, int pdl, cudaStream_t st) {
+    return rope_kv_launch(qkv, pos, slots, kv, T, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, ysa, ysw,
+                          NULL, pdl, st);
+}
+
+extern "C" cudaError_t kiln_cuda_rope_cs(double *cs, const int32_t *pos, int T, int hd, double theta,
+                                         const double *inv_freq, double mscale, cudaStream_t st) {
+    if (T <= 0) return cudaSuccess;
+    if (!cs || hd <= 0 || hd % 2 || ((uintptr_t)cs & 15) || !(mscale > 0.0)) return cudaErrorInvalidValue;
+    int64_t n = (int64_t)T * (hd / 2);
+    rope_cs_kernel<<<(unsigned)((n + 255) / 256), 256, 0, st>>>((double2 *)cs, pos, T, hd, theta, inv_freq, mscale);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+extern "C" cudaError_t kiln_cuda_rope_kv_cs(float *qkv, const int32_t *pos, const int64_t *slots, const kiln_cuda_kv *kv,
+                                            int T, int H, int KV, int hd, int block_size, const double *cs,
+                                            int interleaved, const float *ysa, const float *ysw, int pdl,
+                                            cudaStream_t st) {
+    if (!cs) return cudaErrorInvalidValue;
+    return rope_kv_launch(qkv, pos, slots, kv, T, H, KV, hd, block_size, 0.0, NULL, 1.0, interleaved, ysa, ysw, cs, pdl,
+                          st);
 }
 
 /* Qwen2's biases and Qwen3's per-head norms (kiln_cuda_qk_prep). Grid (T), 256 threads: first
