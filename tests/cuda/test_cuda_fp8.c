@@ -21,6 +21,7 @@
 #include "cuda_test.h"
 #include "format/tensor.h"
 #include "util/alloc.h"
+#include "util/fp16.h"
 #include "util/fp8.h"
 
 static int g_fp8_mma; /* the card has FP8 MMA (sm_89+) */
@@ -79,6 +80,55 @@ static void check_quant_x(int T, int K, unsigned long long *s) {
         }
     cudaFree(dx); cudaFree(dx32); cudaFree(dq); cudaFree(ds);
     kiln_free(x); kiln_free(xb); kiln_free(hq); kiln_free(hs);
+}
+
+/* Every bf16 value of magnitude <= A in one row (A its maximum: the row's scale A / 448), for
+ * several A: the codes of kiln_cuda_fp8_quant_x (whole row, and 128-column groups: many more
+ * scales) and of kiln_cuda_fp8_quant_pmax (the scale from a partial maximum) against the host's
+ * IEEE division, code for code. The kernels skip the division where a multiply by 1 / s cannot
+ * change the code (cuda_dev.cuh kiln_e4m3_div): this walks every rounding boundary they meet. */
+static void check_quant_all_bf16(void) {
+    const float As[5] = {1.0f, 3.0f, 0.0123f, 300.0f, 19000.0f};
+    const int T = 5, K = 2 * 0x4700;
+    float *x = kiln_malloc((size_t)T * K * 4), *hs = kiln_malloc((size_t)T * K / 128 * 4), pm[5];
+    uint16_t *xb = kiln_malloc((size_t)T * K * 2);
+    uint8_t *hq = kiln_malloc((size_t)T * K);
+    for (int t = 0; t < T; t++) {
+        uint16_t top = kiln_f32_to_bf16(As[t]);
+        for (int k = 0; k < K; k++) {
+            uint16_t b = (uint16_t)(k / 2);
+            xb[(size_t)t * K + k] = b <= top ? (uint16_t)(b | (k & 1 ? 0x8000u : 0u)) : 0;
+            x[(size_t)t * K + k] = kiln_bf16_to_f32(xb[(size_t)t * K + k]);
+        }
+        pm[t] = kiln_bf16_to_f32(top);
+    }
+    void *dx = kc_dev((size_t)T * K * 2);
+    uint8_t *dq = kc_dev((size_t)T * K);
+    float *ds = kc_dev((size_t)T * K / 128 * 4), *dpm = kc_dev(sizeof pm);
+    kc_put(dx, xb, (size_t)T * K * 2);
+    kc_put(dpm, pm, sizeof pm);
+    for (int mode = 0; mode < 3; mode++) { /* row, 128-column groups, partial maxima */
+        int gs = mode == 1 ? 128 : K, G = K / gs, bad = 0;
+        kc_poison(dq, (size_t)T * K);
+        if (mode < 2) CU(kiln_cuda_fp8_quant_x(dq, ds, dx, KILN_DT_BF16, T, K, gs, 0, 0.0f, 0));
+        else CU(kiln_cuda_fp8_quant_pmax(dq, ds, dx, dpm, 1, T, K, 1, 0));
+        kc_get(hq, dq, (size_t)T * K);
+        kc_get(hs, ds, (size_t)T * G * 4);
+        for (int t = 0; t < T; t++)
+            for (int g = 0; g < G; g++) {
+                float amax = 0.0f;
+                for (int k = g * gs; k < (g + 1) * gs; k++) amax = fmaxf(amax, fabsf(x[(size_t)t * K + k]));
+                float sc = kiln_fp8_act_scale(amax);
+                bad += memcmp(&sc, &hs[t * G + g], 4) != 0;
+                for (int k = g * gs; k < (g + 1) * gs; k++)
+                    bad += hq[(size_t)t * K + k] != kiln_f32_to_e4m3(x[(size_t)t * K + k] / sc);
+            }
+        KT_CHECK(bad == 0, "quant (%s) of every bf16 value: %d codes or scales differ from the host's division",
+                 mode == 0 ? "row" : mode == 1 ? "groups of 128" : "partial maxima", bad);
+    }
+    printf("fp8 quant: every bf16 value below 5 maxima (row, 128-groups, partial maxima) == the host's division\n");
+    cudaFree(dx); cudaFree(dq); cudaFree(ds); cudaFree(dpm);
+    kiln_free(x); kiln_free(hs); kiln_free(xb); kiln_free(hq);
 }
 
 typedef struct fp8_case {
@@ -373,6 +423,7 @@ int main(void) {
     if (!g_fp8_mma) fprintf(stderr, "no FP8 MMA on this card: weight-only kernels only\n");
     check_quant_x(5, 1040, &s);
     check_quant_x(3, 5120, &s);
+    check_quant_all_bf16();
     cublasLtHandle_t lt;
     KT_CHECK(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS, "cublasLtCreate");
     void *ws = kc_dev(32 << 20);

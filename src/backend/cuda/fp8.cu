@@ -102,13 +102,14 @@ fp8_quant_x16_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const uin
         s = kiln_fp8_act_scale(m);
     }
     if (!ROW && g >= G) return;
+    const float r = __frcp_rn(s);
     for (int k = k0 + first; k < k1; k += step) {
         uint4 v = *(const uint4 *)(x + row + k);
         uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-            uint32_t lo = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] << 16), s));
-            uint32_t hi = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s));
+            uint32_t lo = kiln_e4m3_div(__uint_as_float(u[i] << 16), s, r);
+            uint32_t hi = kiln_e4m3_div(__uint_as_float(u[i] & 0xffff0000u), s, r);
             c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
         }
         *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
@@ -154,12 +155,13 @@ fp8_quant_pmax_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const ui
     if (blockIdx.x == 0 && threadIdx.x == 0) sa[t] = s;
     if (k >= K) return;
     const int64_t row = (int64_t)t * K;
+    const float r = __frcp_rn(s);
     uint4 v = *(const uint4 *)(x + row + k);
     uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        uint32_t lo = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] << 16), s));
-        uint32_t hi = kiln_f32_to_e4m3(__fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s));
+        uint32_t lo = kiln_e4m3_div(__uint_as_float(u[i] << 16), s, r);
+        uint32_t hi = kiln_e4m3_div(__uint_as_float(u[i] & 0xffff0000u), s, r);
         c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
     }
     *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
