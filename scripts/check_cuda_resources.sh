@@ -75,6 +75,7 @@ fp8_mma_kernel            256   0      fp8.cu: F8_WARPS * 32, static shared memo
 fp8_quant_x_kernel        128   0      fp8.cu
 fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)
 fp8_quant_pmax_kernel     128   0      fp8.cu
+e4m3_check_kernel         256   0      fp8.cu: the conversion test (every f32)
 fp8_scale_rows_kernel     256   0      fp8.cu
 fp8_scale_rows4_kernel    256   0      fp8.cu
 fp8_dequant_kernel        256   0      fp8.cu

@@ -85,8 +85,7 @@ static void check_quant_x(int T, int K, unsigned long long *s) {
 /* Every bf16 value of magnitude <= A in one row (A its maximum: the row's scale A / 448), for
  * several A: the codes of kiln_cuda_fp8_quant_x (whole row, and 128-column groups: many more
  * scales) and of kiln_cuda_fp8_quant_pmax (the scale from a partial maximum) against the host's
- * IEEE division, code for code. The kernels skip the division where a multiply by 1 / s cannot
- * change the code (cuda_dev.cuh kiln_e4m3_div): this walks every rounding boundary they meet. */
+ * IEEE division, code for code: every rounding boundary of those scales. */
 static void check_quant_all_bf16(void) {
     const float As[5] = {1.0f, 3.0f, 0.0123f, 300.0f, 19000.0f};
     const int T = 5, K = 2 * 0x4700;
@@ -424,6 +423,16 @@ int main(void) {
     check_quant_x(5, 1040, &s);
     check_quant_x(3, 5120, &s);
     check_quant_all_bf16();
+    { /* the conversion the kernels use (the cvt instruction on sm_89+) == util/fp8.h, every f32 */
+        unsigned long long *dbad = kc_dev(16), bad[2];
+        CU(kiln_cuda_e4m3_check(dbad, 0));
+        kc_get(bad, dbad, sizeof bad);
+        KT_CHECK(bad[0] == 0, "e4m3 conversion: %llu non-NaN f32 values convert differently from util/fp8.h (first "
+                 "0x%08llx)", bad[0], bad[1]);
+        printf("e4m3 conversion of every non-NaN f32 (%s) == util/fp8.h: %llu differ\n",
+               g_fp8_mma ? "cvt.rn.satfinite.e4m3x2" : "bit arithmetic", bad[0]);
+        cudaFree(dbad);
+    }
     cublasLtHandle_t lt;
     KT_CHECK(cublasLtCreate(&lt) == CUBLAS_STATUS_SUCCESS, "cublasLtCreate");
     void *ws = kc_dev(32 << 20);

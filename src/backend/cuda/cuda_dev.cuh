@@ -256,20 +256,19 @@ static __device__ __forceinline__ uint32_t kiln_f8x2_to_bf16x2(uint32_t v) {
 }
 
 #define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
-/* kiln_f32_to_e4m3(x / s) (an IEEE division: the CPU's activation codes, util/fp8.h) without the
- * division where it cannot matter: q = x * r with r = 1 / s rounded is within 3 ulps of the
- * rounded quotient (two roundings of 2^-24 each, plus r's), and the e4m3 rounding is monotonic,
- * so when the codes of q 8 ulps below and above agree that is the quotient's code too; else (a
- * quotient within 8 ulps of an e4m3 rounding boundary: ~1 in 2^16) the division decides. Same
- * bytes as the division for every x (tests: test_cuda_fp8 every bf16 value at several scales);
- * the division was most of fp8_quant_pmax's 35 us at 512 x 32768 (H100). */
-static __device__ __forceinline__ uint8_t kiln_e4m3_div(float x, float s, float r) {
-    float q = __fmul_rn(x, r);
-    uint32_t u = __float_as_uint(q), a = u & 0x7fffffffu;
-    uint8_t lo = kiln_f32_to_e4m3(__uint_as_float(a > 8u ? a - 8u : 0u));
-    uint8_t hi = kiln_f32_to_e4m3(__uint_as_float(a + 8u));
-    if (lo == hi && a < 0x7f000000u) return (uint8_t)(lo | ((u >> 24) & 0x80u));
-    return kiln_f32_to_e4m3(__fdiv_rn(x, s));
+/* The e4m3 codes of (a, b), a's in the low byte: kiln_f32_to_e4m3's bytes (util/fp8.h: round to
+ * nearest even, +-448 for |x| >= 448, subnormal codes, zero below 2^-10). sm_89+: one
+ * cvt.rn.satfinite.e4m3x2.f32 for both (the same bytes for every f32 but NaN, whose code may
+ * lose its sign: kiln_cuda_e4m3_check walks all 2^32 in test_cuda_fp8); below, util/fp8.h's
+ * bit arithmetic, which was ~13 us of fp8_quant_pmax's 35 at 512 x 32768 (H100). */
+static __device__ __forceinline__ uint32_t kiln_e4m3x2(float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    uint16_t r;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(b), "f"(a));
+    return r;
+#else
+    return (uint32_t)kiln_f32_to_e4m3(a) | (uint32_t)kiln_f32_to_e4m3(b) << 8;
+#endif
 }
 
 #endif

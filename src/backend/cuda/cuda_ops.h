@@ -322,6 +322,10 @@ cudaError_t kiln_cuda_fp8_quant_x(uint8_t *xq, float *sa, const void *x, kiln_dt
 /* The same per-row quantization (gs = K, dynamic scale) of bf16 x [T][K] whose producer left P
  * partial maxima of |x| per row in pmax [T][P] (kiln_cuda_swiglu_pmax): no pass over the row for
  * its maximum. Same bytes as kiln_cuda_fp8_quant_x. K % 8 == 0, x 16-byte aligned. */
+/* Test: the kernels' e4m3 conversion (cuda_dev.cuh kiln_e4m3x2, the cvt instruction on sm_89+)
+ * against util/fp8.h's over every non-NaN f32: bad [2] on the device = (values that differ, the
+ * lowest such bit pattern or 0xffffffff). */
+cudaError_t kiln_cuda_e4m3_check(unsigned long long *bad, cudaStream_t st);
 cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const void *x, const float *pmax, int P, int T, int K,
                                      int pdl, cudaStream_t st);
 cudaError_t kiln_cuda_fp8_mma(float *y, int ldy, const uint8_t *w, const float *sw, int G, const void *x,

@@ -102,16 +102,14 @@ fp8_quant_x16_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const uin
         s = kiln_fp8_act_scale(m);
     }
     if (!ROW && g >= G) return;
-    const float r = __frcp_rn(s);
     for (int k = k0 + first; k < k1; k += step) {
         uint4 v = *(const uint4 *)(x + row + k);
         uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint32_t lo = kiln_e4m3_div(__uint_as_float(u[i] << 16), s, r);
-            uint32_t hi = kiln_e4m3_div(__uint_as_float(u[i] & 0xffff0000u), s, r);
-            c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
-        }
+        for (int i = 0; i < 4; i++)
+            c[i >> 1] |= kiln_e4m3x2(__fdiv_rn(__uint_as_float(u[i] << 16), s),
+                                     __fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s))
+                         << (16 * (i & 1));
         *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
     }
     if ((ROW && threadIdx.x == 0) || (!ROW && (threadIdx.x & 15) == 0)) sa[(int64_t)t * G + g] = s;
@@ -155,15 +153,13 @@ fp8_quant_pmax_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const ui
     if (blockIdx.x == 0 && threadIdx.x == 0) sa[t] = s;
     if (k >= K) return;
     const int64_t row = (int64_t)t * K;
-    const float r = __frcp_rn(s);
     uint4 v = *(const uint4 *)(x + row + k);
     uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        uint32_t lo = kiln_e4m3_div(__uint_as_float(u[i] << 16), s, r);
-        uint32_t hi = kiln_e4m3_div(__uint_as_float(u[i] & 0xffff0000u), s, r);
-        c[i >> 1] |= (lo | hi << 8) << (16 * (i & 1));
-    }
+    for (int i = 0; i < 4; i++)
+        c[i >> 1] |= kiln_e4m3x2(__fdiv_rn(__uint_as_float(u[i] << 16), s),
+                                 __fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s))
+                     << (16 * (i & 1));
     *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
 }
 
@@ -173,6 +169,32 @@ extern "C" cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const vo
         return cudaErrorInvalidValue;
     kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, fp8_quant_pmax_kernel, dim3((unsigned)((K + 1023) / 1024), (unsigned)T), dim3(128), 0, st,
                 xq, sa, (const uint16_t *)x, pmax, P, K);
+    KILN_CUDA_CHECK_LAUNCH();
+}
+
+/* kiln_e4m3x2 against util/fp8.h's kiln_f32_to_e4m3 over every f32 bit pattern but NaN: bad[0]
+ * counts the differing values, bad[1] the lowest such pattern (0xffffffff: none) */
+static __global__ void e4m3_check_kernel(unsigned long long *bad) {
+    const uint64_t n = 1ull << 32, step = (uint64_t)gridDim.x * blockDim.x * 2;
+    unsigned long long nb = 0, first = 0xffffffffull;
+    for (uint64_t i = 2 * ((uint64_t)blockIdx.x * blockDim.x + threadIdx.x); i < n; i += step) {
+        float a = __uint_as_float((uint32_t)i), b = __uint_as_float((uint32_t)i + 1);
+        uint32_t hw = kiln_e4m3x2(a, b), sw = (uint32_t)kiln_f32_to_e4m3(a) | (uint32_t)kiln_f32_to_e4m3(b) << 8;
+        int na = ((uint32_t)i & 0x7fffffffu) > 0x7f800000u, nb2 = (((uint32_t)i + 1) & 0x7fffffffu) > 0x7f800000u;
+        if (!na && (hw & 0xffu) != (sw & 0xffu)) { nb++; first = first < i ? first : i; }
+        if (!nb2 && (hw >> 8) != (sw >> 8)) { nb++; first = first < i + 1 ? first : i + 1; }
+    }
+    if (nb) {
+        atomicAdd(&bad[0], nb);
+        atomicMin(&bad[1], first);
+    }
+}
+
+extern "C" cudaError_t kiln_cuda_e4m3_check(unsigned long long *bad, cudaStream_t st) {
+    unsigned long long init[2] = {0, 0xffffffffull};
+    cudaError_t e = cudaMemcpyAsync(bad, init, sizeof init, cudaMemcpyHostToDevice, st);
+    if (e != cudaSuccess) return e;
+    e4m3_check_kernel<<<4096, 256, 0, st>>>(bad);
     KILN_CUDA_CHECK_LAUNCH();
 }
 

@@ -138,13 +138,13 @@ static __global__ void __launch_bounds__(1024) add_rmsnorm_vec_kernel(float *x, 
             m = fmaxf(m, fmaxf(fmaxf(fabsf(v[k].x), fabsf(v[k].y)), fmaxf(fabsf(v[k].z), fabsf(v[k].w))));
         }
     }
-    float s = stat ? in_scale : kiln_fp8_act_scale(kiln_block_max(m, red)), rs = __frcp_rn(s);
+    float s = stat ? in_scale : kiln_fp8_act_scale(kiln_block_max(m, red));
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         int i = threadIdx.x + k * blockDim.x;
         if (i < n4) {
-            uint32_t c = (uint32_t)kiln_e4m3_div(v[k].x, s, rs) | (uint32_t)kiln_e4m3_div(v[k].y, s, rs) << 8 |
-                         (uint32_t)kiln_e4m3_div(v[k].z, s, rs) << 16 | (uint32_t)kiln_e4m3_div(v[k].w, s, rs) << 24;
+            uint32_t c = kiln_e4m3x2(__fdiv_rn(v[k].x, s), __fdiv_rn(v[k].y, s)) |
+                         kiln_e4m3x2(__fdiv_rn(v[k].z, s), __fdiv_rn(v[k].w, s)) << 16;
             *(uint32_t *)((uint8_t *)xq + (int64_t)r * D + 4 * (int64_t)i) = c;
         }
     }
