@@ -255,12 +255,12 @@ static __device__ __forceinline__ uint32_t kiln_f8x2_to_bf16x2(uint32_t v) {
     return __byte_perm(__float_as_uint(f.x), __float_as_uint(f.y), 0x7632);
 }
 
-#define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 /* The e4m3 codes of (a, b), a's in the low byte: kiln_f32_to_e4m3's bytes (util/fp8.h: round to
  * nearest even, +-448 for |x| >= 448, subnormal codes, zero below 2^-10). sm_89+: one
  * cvt.rn.satfinite.e4m3x2.f32 for both (the same bytes for every f32 but NaN, whose code may
  * lose its sign: kiln_cuda_e4m3_check walks all 2^32 in test_cuda_fp8); below, util/fp8.h's
- * bit arithmetic, which was ~13 us of fp8_quant_pmax's 35 at 512 x 32768 (H100). */
+ * bit arithmetic (costly: fp8_quant_pmax with three of them a value and no division took 62 us
+ * against 35 with one and the division, 512 x 32768, H100, eighteenth session's perf notes). */
 static __device__ __forceinline__ uint32_t kiln_e4m3x2(float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
     uint16_t r;
@@ -271,4 +271,5 @@ static __device__ __forceinline__ uint32_t kiln_e4m3x2(float a, float b) {
 #endif
 }
 
+#define KILN_CUDA_CHECK_LAUNCH() return cudaGetLastError()
 #endif

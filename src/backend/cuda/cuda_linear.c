@@ -118,14 +118,14 @@ static int fp8_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x
     c->xq8_src = NULL;
     *lt = n > c->fp8_mma_max_rows;
     if (kiln_cuda_linear_defers(c, w, n)) { /* one segment: fp8_lt8 is off where parts' static scales differ */
-        /* cuBLASLt on the codes (f32 sums), then the scales: y = (sum) (sa[t] sw[n]) */
+        /* cuBLASLt on the codes (sums in g->ydt), then the scales: y = (sum) (sa[t] sw[n]) */
         if (!have_q)
             LAUNCH(kiln_cuda_fp8_quant_x(c->xq8, c->sa8, x, c->adt, n, K, K, c->fp8_static, w->seg[0].in_scale, c->st));
         if (!ys && g->ydt != KILN_DT_F32) /* cuda_backend.c gu_ydt: bf16 sums only where the caller scales */
             return KILN_ERR(err, KILN_ERR_INTERNAL, "cuda backend: unscaled FP8 sums in %s", kiln_dtype_name(g->ydt));
         int rc = kiln_cuda_gemm_run(&c->gctx, g, y, c->xq8, w->w, n, c->st, err);
         if (rc) return rc;
-        *lt = g->ydt != KILN_DT_F32; /* y in g->ydt (bf16 for gate|up under fp8_fuse), else f32 */
+        *lt = g->ydt != KILN_DT_F32; /* y in g->ydt (bf16 for gate|up under fp8_gu16), else f32 */
         if (ys) {
             ys->sa = c->sa8;
             ys->sw = w->sw;
@@ -206,16 +206,15 @@ int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void 
                                               : qlinear(c, g, gu, x, w, T, &lt, err);
         if (rc) return rc;
         kiln_dtype gdt = lt ? g->ydt : KILN_DT_F32;
-        if (!fuse && ys.sa) { /* cuBLASLt FP8's sums (bf16, fp8_gu16) scaled by the same kernel as when
-                               * fused, so that fp8_fuse changes only where down's codes come from */
+        if (fuse || ys.sa) { /* the scales of cuBLASLt FP8's sums (ys; bf16 under fp8_gu16, fused or not:
+                              * fp8_fuse changes only where down's codes come from), then with fuse
+                              * the down projection's codes from the partial maxima */
             LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, ys.sa, ys.sw, c->pdl, c->st));
-            return KILN_OK;
-        }
-        if (fuse) { /* the scales of cuBLASLt FP8's sums, then the down projection's codes from partial maxima */
-            LAUNCH(kiln_cuda_swiglu_pmax(act, gu, gdt, T, F, c->pmax8, ys.sa, ys.sw, c->pdl, c->st));
-            LAUNCH(kiln_cuda_fp8_quant_pmax(c->xq8, c->sa8, act, c->pmax8, kiln_cuda_swiglu_pmax_parts(F), T, F,
-                                            c->pdl, c->st));
-            c->xq8_src = act;
+            if (fuse) {
+                LAUNCH(kiln_cuda_fp8_quant_pmax(c->xq8, c->sa8, act, c->pmax8, kiln_cuda_swiglu_pmax_parts(F), T, F,
+                                                c->pdl, c->st));
+                c->xq8_src = act;
+            }
             return KILN_OK;
         }
         if (c->q8_fuse && next && kiln_cuda_linear_q8_input(c, next, T)) { /* next's int8 blocks of act too */

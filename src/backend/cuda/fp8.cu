@@ -70,7 +70,19 @@ fp8_quant_x_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const void 
     if (threadIdx.x == 0) sa[(int64_t)t * G + g] = s;
 }
 
-/* The same for bf16 x, 8 elements (16 bytes) a thread and load: one CTA of F8_QXR threads a row
+/* the e4m3 codes of 8 bf16 values v (in order) divided by s: x / s an IEEE division, the CPU's
+ * activation codes (util/fp8.h kiln_fp8_act_q) */
+static __device__ __forceinline__ uint2 f8_codes8(uint4 v, float s) {
+    uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        c[i >> 1] |= kiln_e4m3x2(__fdiv_rn(__uint_as_float(u[i] << 16), s),
+                                 __fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s))
+                     << (16 * (i & 1));
+    return make_uint2(c[0], c[1]);
+}
+
+/* fp8_quant_x_kernel's codes and scales for bf16 x, 8 elements (16 bytes) a thread and load: one CTA of F8_QXR threads a row
  * (gs == K), or 16 threads a 128-column group and 16 groups a CTA (gs == 128). K % 8 == 0. */
 #define F8_QXR 512
 template <bool ROW>
@@ -103,14 +115,7 @@ fp8_quant_x16_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const uin
     }
     if (!ROW && g >= G) return;
     for (int k = k0 + first; k < k1; k += step) {
-        uint4 v = *(const uint4 *)(x + row + k);
-        uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            c[i >> 1] |= kiln_e4m3x2(__fdiv_rn(__uint_as_float(u[i] << 16), s),
-                                     __fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s))
-                         << (16 * (i & 1));
-        *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
+        *(uint2 *)(xq + row + k) = f8_codes8(*(const uint4 *)(x + row + k), s);
     }
     if ((ROW && threadIdx.x == 0) || (!ROW && (threadIdx.x & 15) == 0)) sa[(int64_t)t * G + g] = s;
 }
@@ -153,14 +158,7 @@ fp8_quant_pmax_kernel(uint8_t *__restrict__ xq, float *__restrict__ sa, const ui
     if (blockIdx.x == 0 && threadIdx.x == 0) sa[t] = s;
     if (k >= K) return;
     const int64_t row = (int64_t)t * K;
-    uint4 v = *(const uint4 *)(x + row + k);
-    uint32_t u[4] = {v.x, v.y, v.z, v.w}, c[2] = {0, 0};
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        c[i >> 1] |= kiln_e4m3x2(__fdiv_rn(__uint_as_float(u[i] << 16), s),
-                                 __fdiv_rn(__uint_as_float(u[i] & 0xffff0000u), s))
-                     << (16 * (i & 1));
-    *(uint2 *)(xq + row + k) = make_uint2(c[0], c[1]);
+    *(uint2 *)(xq + row + k) = f8_codes8(*(const uint4 *)(x + row + k), s);
 }
 
 extern "C" cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const void *x, const float *pmax, int P, int T,
