@@ -13,7 +13,8 @@
  *    force preemptions (the penalty tables are reloaded from the recomputed sequence); and the
  *    batch with graphs (the default: decode graphs, and piecewise graphs for the prefill and
  *    mixed steps) equals the batch launched kernel by kernel, and the batch with overlapped
- *    scheduling (the default) equals it without (KILN_OVERLAP=0).
+ *    scheduling (the default) equals it without (KILN_OVERLAP=0), and the decode graphs with the
+ *    L2 prefetch branches (each mode) equal them without.
  * Models: tinystories-656K (f32) and mistral-tiny-random (bf16) from KILN_SHARED. */
 #include <stdlib.h>
 #include "cuda_test.h"
@@ -51,6 +52,8 @@ static kiln_engine *open_engine(const char *model, int kv_blocks) {
     if ((v = getenv("KILN_BATCH_INVARIANT")) && !strcmp(v, "1")) o.batch_invariant = 1;
     if ((v = getenv("KILN_HOST_SAMPLING")) && !strcmp(v, "1")) o.host_sampling = 1;
     if ((v = getenv("KILN_OVERLAP")) && !strcmp(v, "0")) o.overlap = -1;
+    if ((v = getenv("KILN_CUDA_L2PF_MB"))) o.cuda.l2_prefetch_mb = atoi(v);
+    if ((v = getenv("KILN_CUDA_L2PF_MODE"))) o.cuda.l2_prefetch_mode = atoi(v);
     kc_target_from_env(&o.cuda);
     kiln_engine *e = NULL;
     kiln_error err = {0};
@@ -229,6 +232,24 @@ static int one_model(const char *dir) {
     kiln_engine_close(e);
     unsetenv("KILN_OVERLAP");
     compare("overlapped vs not (KILN_BATCH_INVARIANT=1)", &inv_batch, &inv_noover, 0.0f);
+    /* the L2 prefetch branches of the decode graphs: a hint, the same bits in every mode */
+    setenv("KILN_CUDA_L2PF_MB", "64", 1);
+    for (int mode = 1; mode <= 3; mode++) {
+        static run_out inv_pf;
+        memset(&inv_pf, 0, sizeof inv_pf);
+        char ms[8], what[96];
+        snprintf(ms, sizeof ms, "%d", mode);
+        setenv("KILN_CUDA_L2PF_MODE", ms, 1);
+        e = open_engine(model, 0);
+        KT_CHECK(e && run(e, all, NR, vocab, &inv_pf), "%s: invariant batch with L2 prefetch mode %d", dir, mode);
+        uint64_t forks = e ? kiln_backend_cuda_l2pf_forks(e->backend) : 0;
+        KT_CHECK(forks > 0, "%s: L2 prefetch mode %d: %llu prefetches captured", dir, mode, (unsigned long long)forks);
+        kiln_engine_close(e);
+        snprintf(what, sizeof what, "L2 prefetch mode %d vs none (KILN_BATCH_INVARIANT=1)", mode);
+        compare(what, &inv_batch, &inv_pf, 0.0f);
+    }
+    unsetenv("KILN_CUDA_L2PF_MB");
+    unsetenv("KILN_CUDA_L2PF_MODE");
     unsetenv("KILN_BATCH_INVARIANT");
     return 1;
 }

@@ -106,6 +106,8 @@ static void cuda_destroy(kiln_backend *b) {
     }
     kiln_cuda_host_free(&c->syncs, c->logits_h);
     if (c->have_lt) cublasLtDestroy(c->gctx.lt);
+    for (int i = 0; i < c->have_ev_pf; i++) cudaEventDestroy(c->ev_pf[i]);
+    if (c->have_st_pf) cudaStreamDestroy(c->st_pf);
     if (c->have_stream) cudaStreamDestroy(c->st);
     kiln_free(c->allocs);
     kiln_free(c->layers);
@@ -277,6 +279,8 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     c->q8_fuse = o->q8_fuse_quant != 0;
     c->qreg_max_rows = o->qreg_max_rows >= 0 ? o->qreg_max_rows : KILN_QREG_DEFAULT_MAX_ROWS;
     if (c->qreg_max_rows > KILN_QMMA_MAX_ROWS || bc->batch_invariant) c->qreg_max_rows = 0;
+    c->l2pf_bytes = o->l2_prefetch_mb > 0 ? (int64_t)o->l2_prefetch_mb << 20 : 0;
+    c->l2pf_mode = o->l2_prefetch_mode >= 1 && o->l2_prefetch_mode <= 3 ? o->l2_prefetch_mode : 1;
     c->fp8_mma_max_rows = o->fp8_mma_max_rows >= 0 ? o->fp8_mma_max_rows : KILN_FP8_MMA_DEFAULT_ROWS;
     if (c->fp8_mma_max_rows > KILN_FP8_MMA_MAX_ROWS || bc->batch_invariant) c->fp8_mma_max_rows = 0;
 }
@@ -450,6 +454,18 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
             rc = kiln_cuda_error(err, e, "cudaEventCreate", __FILE__, __LINE__);
             goto fail;
         }
+    if (c->l2pf_bytes > 0) { /* the L2 prefetch branch of the decode graphs */
+        if ((e = cudaStreamCreateWithFlags(&c->st_pf, cudaStreamNonBlocking)) != cudaSuccess) {
+            rc = kiln_cuda_error(err, e, "cudaStreamCreate(L2 prefetch)", __FILE__, __LINE__);
+            goto fail;
+        }
+        c->have_st_pf = 1;
+        for (; c->have_ev_pf < 2; c->have_ev_pf++)
+            if ((e = cudaEventCreateWithFlags(&c->ev_pf[c->have_ev_pf], cudaEventDisableTiming)) != cudaSuccess) {
+                rc = kiln_cuda_error(err, e, "cudaEventCreate(L2 prefetch)", __FILE__, __LINE__);
+                goto fail;
+            }
+    }
     cublasStatus_t cs = cublasLtCreate(&c->gctx.lt);
     if (cs != CUBLAS_STATUS_SUCCESS) {
         rc = kiln_cublas_error(err, cs, "cublasLtCreate", __FILE__, __LINE__);
@@ -637,6 +653,12 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
                                     : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
                                     : !t->has_pdl      ? "off (target below sm_90)"
                                                        : "off (KILN_CUDA_PDL=0)");
+    if (c->l2pf_bytes > 0)
+        desc_printf(&d, "L2 prefetch:  each projection's first %lld MB, forked as the kernels before it start "
+                        "(decode graphs of up to %d rows; mode %d)\n",
+                    (long long)(c->l2pf_bytes >> 20), L2PF_MAX_ROWS, c->l2pf_mode);
+    else
+        desc_printf(&d, "L2 prefetch:  off (KILN_CUDA_L2PF_MB)\n");
     desc_printf(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+): FP8 weights run W8A8 (fp8.cu)"
                                                       : "no (target below sm_89): FP8 weights run weight-only");
     desc_printf(&d, "FP8 weights:  tensor cores on the codes up to %d rows (KILN_CUDA_FP8_MMA), then cuBLASLt FP8 "
@@ -723,6 +745,10 @@ const kiln_cuda_syncs *kiln_backend_cuda_syncs(const kiln_backend *b) {
 
 uint64_t kiln_backend_cuda_graph_steps(const kiln_backend *b) {
     return b && b->ops == &k_cuda_ops ? ((const cuda_backend *)b)->graph_steps : 0;
+}
+
+uint64_t kiln_backend_cuda_l2pf_forks(const kiln_backend *b) {
+    return b && b->ops == &k_cuda_ops ? ((const cuda_backend *)b)->l2pf_forks : 0;
 }
 
 uint64_t kiln_backend_cuda_piece_steps(const kiln_backend *b) {

@@ -156,6 +156,16 @@ typedef struct cuda_backend {
                                      * batch 2 16.56 -> 16.44 ms, batch 4 16.73 -> 16.57; batch 1
                                      * 16.15 -> 16.00 in another) */
     unsigned char *pf_covered;      /* host [max_tokens] */
+    /* L2 prefetch of the next product's weights on a side branch of the decode graphs of up to
+     * L2PF_MAX_ROWS rows (kiln_cuda_l2pf; kiln_cuda_options.l2_prefetch_mb) */
+    int64_t l2pf_bytes;   /* per product, 0 = off */
+    int l2pf_mode;        /* kiln_cuda_l2_prefetch's mode */
+    int l2pf_on;          /* set while a decode graph is captured: the forks below are taken */
+    int l2pf_forked;      /* a fork of this step still to join (kiln_cuda_enqueue) */
+    cudaStream_t st_pf;   /* the side branch */
+    cudaEvent_t ev_pf[2]; /* fork, join */
+    int have_st_pf, have_ev_pf;
+    uint64_t l2pf_forks;  /* prefetches captured (tests) */
     int32_t *run_a, *run_b;         /* host [max_tokens] runs of uncovered rows [run_a, run_b) */
     float *logits_h; /* pinned [max_lrows][V] */
     int max_lrows;   /* logits rows of a step: max_seqs, or up to max_logits_per_seq per sequence
@@ -293,6 +303,11 @@ int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void 
                         kiln_cuda_yscale *ys, kiln_error *err);
 /* gate|up then SwiGLU into act; next (may be NULL): the matrix that takes act (down), whose int8
  * blocks SwiGLU then writes too when q8_fuse and its linear takes them */
+/* With l2pf_on: fork a prefetch of w's first l2pf_bytes into L2 from this point of c->st (w
+ * may be NULL: nothing). The join is kiln_cuda_enqueue's. */
+int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err);
+#define L2PF_MAX_ROWS 16
+
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             const cuda_mat *next, int rows, kiln_error *err);
 /* cuda_forward.c */

@@ -157,12 +157,17 @@ static int enq_pre(cuda_backend *c, const step_plan *p, int l, kiln_error *err) 
     /* the previous layer's down sums, unscaled when down_defers (enq_post) */
     kiln_cuda_yscale ds = {NULL, NULL};
     if (l > 0 && down_defers(c, l - 1, T)) ds = (kiln_cuda_yscale){c->sa8, c->layers[l - 1].d.sw};
+    /* L2 prefetch branches (decode graphs, kiln_cuda_l2pf): each product's weights while the
+     * latency-bound kernels before it run: qkv's beside the RMSNorm, o's beside RoPE + attention */
+    int rc = kiln_cuda_l2pf(c, &c->layers[l].qkv, err);
+    if (rc) return rc;
     LAUNCH(add_rmsnorm_xn(c, l ? c->proj : NULL, &ds, an, &c->layers[l].qkv, T, D, mc->norm_eps));
     /* with fp8_fuse and no bias / q-k norm in between, RoPE scales cuBLASLt FP8's qkv sums */
     int qs = c->fp8_fuse && !c->qkv_bias && !c->qk_norms;
     kiln_cuda_yscale ys = {NULL, NULL};
-    int rc = kiln_cuda_linear_ex(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, qs ? &ys : NULL, err);
+    rc = kiln_cuda_linear_ex(c, &c->g_qkv, c->qkv, c->xn, &c->layers[l].qkv, T, qs ? &ys : NULL, err);
     if (rc) return rc;
+    if ((rc = kiln_cuda_l2pf(c, &c->layers[l].o, err))) return rc;
     /* Qwen2 biases / Qwen3 per-head norms, in place before RoPE (NULLs: nothing launched) */
     LAUNCH(kiln_cuda_qk_prep(c->qkv, c->qkv_bias ? c->qkv_bias + (size_t)l * (H + 2 * KV) * hd : NULL,
                              c->qk_norms ? c->qk_norms + (size_t)l * 2 * hd : NULL,
@@ -247,6 +252,7 @@ static int enq_post(cuda_backend *c, const step_plan *p, int l, kiln_error *err)
     c->xq_src = o_takes_att_q8(c, l, T) ? c->att : NULL;
     int rc = kiln_cuda_linear_ex(c, &c->g_o, c->proj, c->att, &w->o, T, c->fp8_fuse ? &ys : NULL, err);
     if (rc) return rc;
+    if (mc->n_experts == 0 && (rc = kiln_cuda_l2pf(c, &w->gu, err))) return rc; /* beside the RMSNorm */
     LAUNCH(add_rmsnorm_xn(c, c->proj, c->fp8_fuse ? &ys : NULL, fn, mc->n_experts > 0 ? NULL : &w->gu, T, D,
                           mc->norm_eps));
     if (mc->n_experts > 0) return kiln_cuda_moe_enqueue(c, T, l, err); /* routed experts (cuda_moe.c) */
@@ -260,6 +266,7 @@ static int enq_tail(cuda_backend *c, const step_plan *p, kiln_error *err) {
     int n = p->n, D = mc->dim, rc;
     if (n <= 0) return KILN_OK;
     const float *on = c->norms + (size_t)(2 * mc->n_layers) * D;
+    if ((rc = kiln_cuda_l2pf(c, &c->lm, err))) return rc; /* beside the final norm */
     /* with q8_fuse, when the LM head runs on the int8 GEMV at n rows, the final norm also writes
      * xf's blocks (row r of the gathered rows at row r; qlinear reads x as adt, so hdt must be it) */
     if (c->q8_fuse && D % 32 == 0 && c->hdt == c->adt && kiln_cuda_linear_q8_input(c, &c->lm, n)) {
@@ -295,11 +302,18 @@ int kiln_cuda_enq_piece(cuda_backend *c, const step_plan *p, int k, kiln_error *
  * (T-bucket's) piecewise graphs [L + 1] replace everything but attention and the tail. */
 int kiln_cuda_enqueue(cuda_backend *c, const step_plan *p, const cudaGraphExec_t *pieces, kiln_error *err) {
     int L = c->m->cfg.n_layers, rc;
+    c->l2pf_forked = 0;
     KILN_CUDA_TRY(err, cudaMemcpyAsync(c->desc_d, c->desc_h, p->desc_bytes, cudaMemcpyHostToDevice, c->st));
     for (int k = 0; k <= L; k++) {
         if (pieces) KILN_CUDA_TRY(err, cudaGraphLaunch(pieces[k], c->st));
         else if ((rc = kiln_cuda_enq_piece(c, p, k, err))) return rc;
         if (k < L && (rc = enq_att(c, p, k, err))) return rc;
     }
-    return enq_tail(c, p, err);
+    if ((rc = enq_tail(c, p, err))) return rc;
+    if (c->l2pf_forked) { /* the prefetch branch joins the step's end (its kernels ended long before) */
+        KILN_CUDA_TRY(err, cudaEventRecord(c->ev_pf[1], c->st_pf));
+        KILN_CUDA_TRY(err, cudaStreamWaitEvent(c->st, c->ev_pf[1], 0));
+        c->l2pf_forked = 0;
+    }
+    return KILN_OK;
 }

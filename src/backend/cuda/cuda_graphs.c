@@ -111,8 +111,11 @@ int kiln_cuda_capture_graphs(cuda_backend *c, kiln_error *err) {
             c->run_a[0] = 0;
             c->run_b[0] = T;
             KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
-            if ((rc = end_capture(c, kiln_cuda_enqueue(c, &p, NULL, err), &c->graphs[par * ng + r * c->n_graph_widths + wi], err)))
-                return rc;
+            /* the L2 prefetch branches only in these graphs: forks and joins inside one capture */
+            c->l2pf_on = c->l2pf_bytes > 0 && T <= L2PF_MAX_ROWS;
+            rc = kiln_cuda_enqueue(c, &p, NULL, err);
+            c->l2pf_on = 0;
+            if ((rc = end_capture(c, rc, &c->graphs[par * ng + r * c->n_graph_widths + wi], err))) return rc;
         }
     /* the pieces: [bucket][piece], all but attention and the tail of a step of the bucket's rows */
     int L = c->m->cfg.n_layers, nb = c->n_piece_buckets;

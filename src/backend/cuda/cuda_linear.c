@@ -196,6 +196,24 @@ int kiln_cuda_linear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x,
     return kiln_cuda_linear_ex(c, g, y, x, w, n, NULL, err);
 }
 
+/* The side branch (l2_prefetch.cu has why): an event on c->st at this point, st_pf waits for it,
+ * then the prefetch of w's first bytes (its segments are one buffer, in order). In a graph this
+ * is a branch off the node before; kiln_cuda_enqueue joins st_pf back at the step's end. */
+int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err) {
+    if (!c->l2pf_on || !w || !w->w || w->n_seg <= 0) return KILN_OK;
+    int l = w->n_seg - 1;
+    int64_t bytes = (int64_t)((const unsigned char *)w->seg[l].w - (const unsigned char *)w->w) +
+                    (int64_t)kiln_dtype_row_bytes(w->seg[l].dt, w->K) * w->seg[l].rows;
+    if (bytes > c->l2pf_bytes) bytes = c->l2pf_bytes;
+    KILN_CUDA_TRY(err, cudaEventRecord(c->ev_pf[0], c->st));
+    KILN_CUDA_TRY(err, cudaStreamWaitEvent(c->st_pf, c->ev_pf[0], 0));
+    cudaError_t e = kiln_cuda_l2_prefetch(w->w, bytes, c->l2pf_mode, c->n_sm, c->st_pf);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, "kiln_cuda_l2_prefetch", __FILE__, __LINE__);
+    c->l2pf_forked = 1;
+    c->l2pf_forks++;
+    return KILN_OK;
+}
+
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             const cuda_mat *next, int T, kiln_error *err) {
     int F = g->N / 2, D = g->K;
@@ -205,6 +223,8 @@ int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void 
         int lt, rc = w->dt == KILN_DT_F8_E4M3 ? fp8_linear(c, g, gu, x, w, T, &lt, scale_here ? &ys : NULL, err)
                                               : qlinear(c, g, gu, x, w, T, &lt, err);
         if (rc) return rc;
+        /* SwiGLU (and the down projection's quantization) run between the two products */
+        if ((rc = kiln_cuda_l2pf(c, next, err))) return rc;
         kiln_dtype gdt = lt ? g->ydt : KILN_DT_F32;
         if (fuse || ys.sa) { /* the scales of cuBLASLt FP8's sums (ys; bf16 under fp8_gu16, fused or not:
                               * fp8_fuse changes only where down's codes come from), then with fuse

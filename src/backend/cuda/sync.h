@@ -56,6 +56,8 @@ const kiln_cuda_syncs *kiln_backend_cuda_syncs(const struct kiln_backend *b);
 uint64_t kiln_backend_cuda_graph_steps(const struct kiln_backend *b);
 /* steps run through the piecewise graphs (all but attention and the LM head / sampling) */
 uint64_t kiln_backend_cuda_piece_steps(const struct kiln_backend *b);
+/* L2 prefetches captured into the decode graphs (kiln_cuda_options.l2_prefetch_mb) */
+uint64_t kiln_backend_cuda_l2pf_forks(const struct kiln_backend *b);
 /* Total synchronising calls so far (all kinds). */
 uint64_t kiln_cuda_syncs_total(const kiln_cuda_syncs *c);
 
