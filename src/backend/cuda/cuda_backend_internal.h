@@ -160,6 +160,7 @@ typedef struct cuda_backend {
      * L2PF_MAX_ROWS rows (kiln_cuda_l2pf; kiln_cuda_options.l2_prefetch_mb) */
     int64_t l2pf_bytes;   /* per product, 0 = off */
     int l2pf_mode;        /* kiln_cuda_l2_prefetch's mode */
+    int l2pf_ctas;        /* ... and CTAs (0: its default) */
     int l2pf_on;          /* set while a decode graph is captured: the forks below are taken */
     int l2pf_forked;      /* a fork of this step still to join (kiln_cuda_enqueue) */
     cudaStream_t st_pf;   /* the side branch */
@@ -306,7 +307,7 @@ int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void 
 /* With l2pf_on: fork a prefetch of w's first l2pf_bytes into L2 from this point of c->st (w
  * may be NULL: nothing). The join is kiln_cuda_enqueue's. */
 int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err);
-#define L2PF_MAX_ROWS 16
+#define L2PF_MAX_ROWS 8
 
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             const cuda_mat *next, int rows, kiln_error *err);
