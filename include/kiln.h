@@ -113,15 +113,13 @@ typedef struct kiln_cuda_options {
                             * first; 0 = the heuristic's first; off in batch-invariant mode (0:
                             * not yet measured on a GPU, so not on by default) (env
                             * KILN_CUDA_GEMM_TUNE) */
-    int l2_prefetch_mb;    /* decode graphs of up to 8 rows: as the kernels before a projection
+    int l2_prefetch_mb;    /* decode graphs of 4..8 rows: as the kernels before a projection
                             * start (RMSNorm, attention, SwiGLU: latency-bound, HBM idle), a side
                             * branch prefetches that projection's first this many MB of weights
-                            * into L2; a hint, no result changes; 0 = off (0: being measured)
-                            * (env KILN_CUDA_L2PF_MB) */
+                            * into L2; a hint, no result changes; 0 = off (32 for FP8 W8A8
+                            * weights, measured there; 0 otherwise) (env KILN_CUDA_L2PF_MB) */
     int l2_prefetch_mode;  /* how: 1 bulk prefetch (sm_90; per line below), 2 per 128-byte line,
-                            * 3 per line with evict_last, 4 read through on few CTAs (1)
-                            * (env KILN_CUDA_L2PF_MODE) */
-    int l2_prefetch_ctas;  /* CTAs of that branch's kernel, 0 = its default (env KILN_CUDA_L2PF_CTAS) */
+                            * 3 per line with evict_last (1: measured fastest) (env KILN_CUDA_L2PF_MODE) */
     int fail_alloc_at;     /* fault injection (tests): the allocation of create numbered this
                             * (1-based; device memory and pinned host buffers) and every later
                             * one fail as cudaMalloc fails when the device is full (KILN_ERR_OOM);

@@ -65,7 +65,6 @@ embed_kernel              256   0      embed.cu
 dummy_kernel              256   0      dummy_fill.cu
 fill_u32_kernel           256   0      dummy_fill.cu
 l2_prefetch_kernel        128   0      l2_prefetch.cu: L2PF_THREADS
-l2_read_kernel            512   0      l2_prefetch.cu: L2PF_READ_THREADS
 dummy_q_kernel            256   0      dummy_fill.cu
 quantize_x_kernel         256   0      qlinear.cu
 qgemv_kernel              256   0      qlinear.cu: QG_WARPS * 32

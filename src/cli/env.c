@@ -104,8 +104,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_flag("KILN_CUDA_Q8_FUSE", &c->q8_fuse_quant);
     env_int("KILN_CUDA_GEMM_TUNE", 0, 16, &c->gemm_tune);
     env_int("KILN_CUDA_L2PF_MB", 0, 4096, &c->l2_prefetch_mb);
-    env_int("KILN_CUDA_L2PF_MODE", 1, 4, &c->l2_prefetch_mode);
-    env_int("KILN_CUDA_L2PF_CTAS", 0, 1024, &c->l2_prefetch_ctas);
+    env_int("KILN_CUDA_L2PF_MODE", 1, 3, &c->l2_prefetch_mode);
     env_target("KILN_CUDA_TARGET", &c->target_sm);
     /* fault injection (tests of kiln validate) */
     env_flag("KILN_TEST_EXTRA_SYNC", &o->faults.extra_sync);

@@ -156,11 +156,10 @@ typedef struct cuda_backend {
                                      * batch 2 16.56 -> 16.44 ms, batch 4 16.73 -> 16.57; batch 1
                                      * 16.15 -> 16.00 in another) */
     unsigned char *pf_covered;      /* host [max_tokens] */
-    /* L2 prefetch of the next product's weights on a side branch of the decode graphs of up to
-     * L2PF_MAX_ROWS rows (kiln_cuda_l2pf; kiln_cuda_options.l2_prefetch_mb) */
+    /* L2 prefetch of the next product's weights on a side branch of the decode graphs of
+     * L2PF_MIN_ROWS..L2PF_MAX_ROWS rows (kiln_cuda_l2pf; kiln_cuda_options.l2_prefetch_mb) */
     int64_t l2pf_bytes;   /* per product, 0 = off */
     int l2pf_mode;        /* kiln_cuda_l2_prefetch's mode */
-    int l2pf_ctas;        /* ... and CTAs (0: its default) */
     int l2pf_on;          /* set while a decode graph is captured: the forks below are taken */
     int l2pf_forked;      /* a fork of this step still to join (kiln_cuda_enqueue) */
     cudaStream_t st_pf;   /* the side branch */
@@ -307,7 +306,12 @@ int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void 
 /* With l2pf_on: fork a prefetch of w's first l2pf_bytes into L2 from this point of c->st (w
  * may be NULL: nothing). The join is kiln_cuda_enqueue's. */
 int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err);
+/* The rows where it pays (H100, FP8, same calls): b4 / b8 -0.13..-0.26 ms a step; b1 / b2 +0.06..
+ * +0.15 (the prefetch's queueing slows the latency-bound kernels beside it more than the
+ * products gain: RMSNorm 3.9 -> 7.7 us at b1), b16 +0.24 (cuBLASLt FP8, PDL on) */
+#define L2PF_MIN_ROWS 4
 #define L2PF_MAX_ROWS 8
+#define L2PF_DEFAULT_MB 32
 
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             const cuda_mat *next, int rows, kiln_error *err);

@@ -112,7 +112,7 @@ int kiln_cuda_capture_graphs(cuda_backend *c, kiln_error *err) {
             c->run_b[0] = T;
             KILN_CUDA_TRY(err, cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
             /* the L2 prefetch branches only in these graphs: forks and joins inside one capture */
-            c->l2pf_on = c->l2pf_bytes > 0 && T <= L2PF_MAX_ROWS;
+            c->l2pf_on = c->l2pf_bytes > 0 && T >= L2PF_MIN_ROWS && T <= L2PF_MAX_ROWS;
             rc = kiln_cuda_enqueue(c, &p, NULL, err);
             c->l2pf_on = 0;
             if ((rc = end_capture(c, rc, &c->graphs[par * ng + r * c->n_graph_widths + wi], err))) return rc;

@@ -207,7 +207,7 @@ int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err) {
     if (bytes > c->l2pf_bytes) bytes = c->l2pf_bytes;
     KILN_CUDA_TRY(err, cudaEventRecord(c->ev_pf[0], c->st));
     KILN_CUDA_TRY(err, cudaStreamWaitEvent(c->st_pf, c->ev_pf[0], 0));
-    cudaError_t e = kiln_cuda_l2_prefetch(w->w, bytes, c->l2pf_mode, c->n_sm, c->l2pf_ctas, c->st_pf);
+    cudaError_t e = kiln_cuda_l2_prefetch(w->w, bytes, c->l2pf_mode, c->n_sm, c->st_pf);
     if (e != cudaSuccess) return kiln_cuda_error(err, e, "kiln_cuda_l2_prefetch", __FILE__, __LINE__);
     c->l2pf_forked = 1;
     c->l2pf_forks++;

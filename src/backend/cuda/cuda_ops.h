@@ -397,10 +397,9 @@ cudaError_t kiln_cuda_dummy_fill_fp8(uint8_t *dst, int64_t n, uint64_t seed, int
                                      float scale, cudaStream_t st);
 
 /* A hint, l2_prefetch.cu: bring [p, p + bytes) into L2 (mode 1: bulk prefetch on sm_90, else
- * per line; 2: per 128-byte line; 3: per line, evict_last; 4: read through, bounded in flight),
- * on ctas CTAs (0: n_sm / 2 for modes 1-3, 16 for mode 4). p 16-byte aligned; bytes rounded
- * down to a multiple of 16. */
-cudaError_t kiln_cuda_l2_prefetch(const void *p, int64_t bytes, int mode, int n_sm, int ctas, cudaStream_t st);
+ * per line; 2: per 128-byte line; 3: per line, evict_last), on at most n_sm / 2 CTAs. p 16-byte
+ * aligned; bytes rounded down to a multiple of 16. */
+cudaError_t kiln_cuda_l2_prefetch(const void *p, int64_t bytes, int mode, int n_sm, cudaStream_t st);
 
 /* dst[i] = bits (a 16-bit or 32-bit pattern) for poisoning buffers in tests and debug mode. */
 cudaError_t kiln_cuda_fill_u32(uint32_t *dst, uint32_t bits, int64_t n, cudaStream_t st);
