@@ -661,7 +661,7 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
                         "(decode graphs of %d..%d rows; mode %d)\n",
                     (long long)(c->l2pf_bytes >> 20), L2PF_MIN_ROWS, L2PF_MAX_ROWS, c->l2pf_mode);
     else
-        desc_printf(&d, "L2 prefetch:  off (KILN_CUDA_L2PF_MB)\n");
+        desc_printf(&d, "L2 prefetch:  off (the default but for FP8 W8A8 weights; KILN_CUDA_L2PF_MB)\n");
     desc_printf(&d, "FP8 MMA:      %s\n", t->has_fp8_mma ? "available (sm_89+): FP8 weights run W8A8 (fp8.cu)"
                                                       : "no (target below sm_89): FP8 weights run weight-only");
     desc_printf(&d, "FP8 weights:  tensor cores on the codes up to %d rows (KILN_CUDA_FP8_MMA), then cuBLASLt FP8 "
