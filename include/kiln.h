@@ -78,7 +78,8 @@ typedef struct kiln_cuda_options {
                             * W-staged tensor-core kernel, 0 = off (4) */
     int wide_variant;      /* pipeline shape of that kernel, 1..6 (6) */
     int glu_fused;         /* SwiGLU in the gate/up kernel's epilogue, 0 = a separate kernel (1) */
-    int pdl;               /* programmatic dependent launch in steps of 4+ rows, 0 = off (1) */
+    int pdl;               /* programmatic dependent launch, 0 = off (1) */
+    int pdl_min_rows;      /* ... in steps of at least this many rows (4) (env KILN_CUDA_PDL_ROWS) */
     int graphs;            /* replay the graphs captured at load, 0 = launch kernel by kernel (1) */
     int piece_max_rows;    /* steps of up to this many rows outside the decode graphs replay
                             * piecewise graphs, 0 = none (256) */

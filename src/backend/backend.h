@@ -115,7 +115,7 @@ typedef struct kiln_backend_ops {
                             * 7: grammar masks (ops.masks, kiln_backend_config.masks, kiln_step.masks);
                             * 8: kiln_cuda_options.q8_fuse_quant (in kiln_backend_config.cuda),
                             *    ops.kv_budget;
-                            * 9: kiln_cuda_options.l2_prefetch_mb / l2_prefetch_mode */
+                            * 9: kiln_cuda_options.l2_prefetch_mb / l2_prefetch_mode / pdl_min_rows */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

@@ -92,6 +92,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_int("KILN_CUDA_WIDE_VARIANT", 0, 64, &c->wide_variant);
     env_flag("KILN_CUDA_GLU", &c->glu_fused);
     env_flag("KILN_CUDA_PDL", &c->pdl);
+    env_int("KILN_CUDA_PDL_ROWS", 1, 1 << 20, &c->pdl_min_rows);
     env_flag("KILN_CUDA_GRAPHS", &c->graphs);
     env_int("KILN_CUDA_PIECE_MAX", 0, 1 << 20, &c->piece_max_rows);
     env_int("KILN_CUDA_DECODE_TC", 0, 1 << 30, &c->decode_tc_rows);

@@ -468,7 +468,7 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
     int stream = !kv->f8 && (hd == 64 || hd == 128 || hd == 256) && (G == 1 || G == 2 || G == 4 || G == 8) &&
                  q_stride % 4 == 0;
 #define ATT_STREAM(HDV, GV)                                                                            \
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
+    kiln_launch(kiln_pdl_at(pdl, T), attention_stream_kernel<HDV, GV>, g1, dim3(ATT_WARPS * 32), 0, st, scratch, \
                 q, q_stride, (const uint16_t *)pool_layer, pos, row_seq, block_table, max_blocks, H, KV, block_size, \
                 split_w, max_splits, scale, kv->window)
 #define ATT_STREAM_G(HDV)                                                                              \
@@ -481,11 +481,11 @@ extern "C" cudaError_t kiln_cuda_attention_ex(void *out, kiln_dtype adt, const f
 #define ATT_LAUNCH(PLV, HPWV)                                                                          \
     do {                                                                                               \
         if (kv->f8)                                                                                    \
-            kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV, true>, g1,     \
+            kiln_launch(kiln_pdl_at(pdl, T), attention_split_kernel<PLV, HPWV, true>, g1,     \
                         dim3(ATT_WARPS * 32), 0, st, scratch, q, q_stride, pool_layer, pos, row_seq,   \
                         block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs, kv->window); \
         else                                                                                           \
-            kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, attention_split_kernel<PLV, HPWV, false>, g1,    \
+            kiln_launch(kiln_pdl_at(pdl, T), attention_split_kernel<PLV, HPWV, false>, g1,    \
                         dim3(ATT_WARPS * 32), 0, st, scratch, q, q_stride, pool_layer, pos, row_seq,   \
                         block_table, max_blocks, T, H, KV, hd, block_size, split_w, max_splits, 1, scale, ks, vs, kv->window); \
     } while (0)
@@ -530,7 +530,7 @@ extern "C" cudaError_t kiln_cuda_attention_combine_win(void *out, kiln_dtype adt
         return cudaErrorInvalidValue;
     dim3 g2((unsigned)T, (unsigned)H);
     int threads = hd < 32 ? 32 : (hd + 31) / 32 * 32;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(kiln_pdl_at(pdl, T),
                 attention_combine_kernel, g2, dim3(threads), 0, st, out, adt, scratch, pos, H, hd, min_w, max_splits,
                 wr, window, q8 ? q8->xq : NULL, q8 ? q8->xd : NULL, q8 ? q8->xs : NULL);
     KILN_CUDA_CHECK_LAUNCH();

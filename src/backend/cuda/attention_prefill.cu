@@ -965,7 +965,7 @@ static cudaError_t dec_launch(const float *q, int q_stride, const kiln_cuda_kv *
     if (e != cudaSuccess) return e;
     float sl2 = 1.4426950408889634f / sqrtf((float)HD) * (F8 ? kv->k_scale : 1.0f);
     dim3 grid((unsigned)T, (unsigned)KV, (unsigned)max_splits);
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, kern, grid, dim3(PF_THREADS), smem, st, q, q_stride,
+    kiln_launch(kiln_pdl_at(pdl, T), kern, grid, dim3(PF_THREADS), smem, st, q, q_stride,
                 (const void *)kv->pool, pos, row_seq, block_table, max_blocks, H, KV, bs, sl2, scratch, min_w,
                 max_splits, kv->v_scale, kv->window);
     KILN_CUDA_CHECK_LAUNCH();

@@ -256,7 +256,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
 static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     const kiln_cuda_options *o = &bc->cuda;
     c->debug = o->debug == 1;
-    c->pdl = o->pdl != 0;
+    /* pdl: the fewest rows of a step whose kernels launch with PDL (0 never) */
+    c->pdl = o->pdl != 0 ? (o->pdl_min_rows > 0 ? o->pdl_min_rows : KILN_PDL_MIN_ROWS) : 0;
     /* rows up to which the GEMV kernel replaces cuBLASLt (default 8, 0 = off) */
     c->gemv_max_rows = o->gemv_max_rows >= 0 ? o->gemv_max_rows : KILN_GEMV_MAX_ROWS;
     if (c->gemv_max_rows > KILN_GEMV_MAX_ROWS || bc->batch_invariant) c->gemv_max_rows = 0;
@@ -652,8 +653,8 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
                         "(moe.cu; 16-bit: the decode kernel below %d rows per expert on average and in batch-invariant "
                         "mode, the tensor-core GEMM from there; f32: CUDA cores)\n",
                     mc->n_experts, mc->n_experts_used, KILN_MOE_TC_MIN_ROWS);
-    desc_printf(&d, "PDL:          %s\n", c->pdl          ? "on (steps of 4+ rows)"
-                                    : t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
+    if (c->pdl) desc_printf(&d, "PDL:          on (steps of %d+ rows)\n", c->pdl);
+    else desc_printf(&d, "PDL:          %s\n", t->code_ptx < 90 ? "off (the card runs code from below compute_90)"
                                     : !t->has_pdl      ? "off (target below sm_90)"
                                                        : "off (KILN_CUDA_PDL=0)");
     if (c->l2pf_bytes > 0)

@@ -34,14 +34,15 @@ static __device__ __forceinline__ void kiln_pdl_trigger(void) {
 }
 
 /* Launch k<<<grid, block, smem, st>>>(args), with programmatic stream serialization when pdl
- * (the kernel must follow the kiln_pdl_wait rule). The launchers of cuda_ops.h take the switch
- * as their `pdl` argument (the backend passes kiln_cuda_options.pdl, KILN_CUDA_PDL; the graphs
- * capture launches once) and pass pdl && rows >= KILN_PDL_MIN_ROWS here: on the
- * H100 (Devstral shape, same call) PDL took batch 4 / 8 / 16 from 16.59 / 16.80 / 17.23 ms to
- * 16.37 / 16.61 / 17.01, where cuBLASLt and the wide kernel leave 0.3-0.6 us between kernels,
- * but batch 1 / 2 from 16.23 / 16.65 to 16.80 / 17.60: their GEMV chains have 0.08 us gaps in
- * the graphs, and each release of a waiting kernel cost more than that. */
-#define KILN_PDL_MIN_ROWS 4
+ * (the kernel must follow the kiln_pdl_wait rule). The launchers of cuda_ops.h take `pdl` as
+ * the fewest rows of a step that launch this way (0 never, 1 always; the backend passes
+ * kiln_cuda_options.pdl_min_rows, or 0 when KILN_CUDA_PDL=0; the graphs capture launches once)
+ * and pass kiln_pdl_at(pdl, rows) here: on the H100 (Devstral shape, bf16, same call) PDL took
+ * batch 4 / 8 / 16 from 16.59 / 16.80 / 17.23 ms to 16.37 / 16.61 / 17.01, where cuBLASLt and
+ * the wide kernel leave 0.3-0.6 us between kernels, but batch 1 / 2 from 16.23 / 16.65 to
+ * 16.80 / 17.60: their GEMV chains have 0.08 us gaps in the graphs, and each release of a
+ * waiting kernel cost more than that. */
+static inline bool kiln_pdl_at(int pdl, int T) { return pdl > 0 && T >= pdl; }
 template <typename... P, typename... A>
 static cudaError_t kiln_launch(bool pdl, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
                                A... args) {

@@ -6,9 +6,10 @@
  *     f32), so cuBLASLt multiplies like types with f32 accumulation;
  *   - the KV pool is bf16, in the engine's layout [layer][block][k|v][KV][block_size][hd]
  *     (step.h), 64-bit element offsets;
- *   - pdl (the launchers of kernels that follow cuda_dev.cuh's kiln_pdl_wait rule): 1 allows
- *     programmatic dependent launch in steps of KILN_PDL_MIN_ROWS+ rows, 0 never (the backend
- *     passes kiln_cuda_options.pdl, KILN_CUDA_PDL; tests pass 1, the default);
+ *   - pdl (the launchers of kernels that follow cuda_dev.cuh's kiln_pdl_wait rule): programmatic
+ *     dependent launch in steps of at least this many rows, 0 never (the backend passes
+ *     kiln_cuda_options.pdl_min_rows, 4 by default, or 0 under KILN_CUDA_PDL=0; tests pass 1:
+ *     every row count);
  *   - every launcher only enqueues on `st` and returns cudaGetLastError() (never waits); the
  *     arrays of the step descriptor (token ids, positions, slots, row -> sequence, block table)
  *     are device copies.
@@ -17,6 +18,7 @@
  */
 #ifndef KILN_CUDA_OPS_H
 #define KILN_CUDA_OPS_H
+#define KILN_PDL_MIN_ROWS 4 /* the backend's default pdl (cuda_dev.cuh has the measurement) */
 #include <stdint.h>
 #include <cuda_runtime_api.h>
 #include "backend/cuda/target.h"

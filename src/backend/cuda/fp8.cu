@@ -165,7 +165,7 @@ extern "C" cudaError_t kiln_cuda_fp8_quant_pmax(uint8_t *xq, float *sa, const vo
                                                 int K, int pdl, cudaStream_t st) {
     if (T < 1 || K < 8 || K % 8 || P < 1 || !xq || !sa || !x || !pmax || ((uintptr_t)x & 15) || ((uintptr_t)xq & 7))
         return cudaErrorInvalidValue;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, fp8_quant_pmax_kernel, dim3((unsigned)((K + 1023) / 1024), (unsigned)T), dim3(128), 0, st,
+    kiln_launch(kiln_pdl_at(pdl, T), fp8_quant_pmax_kernel, dim3((unsigned)((K + 1023) / 1024), (unsigned)T), dim3(128), 0, st,
                 xq, sa, (const uint16_t *)x, pmax, P, K);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -179,14 +179,14 @@ static __global__ void add_rmsnorm_kernel(float *x, const float *delta, const in
 
 /* the vector kernel of mode Q with the fewest float4 a thread that cover D / 4 with rms_threads(D) */
 template <int Q>
-static cudaError_t rms_vec_launch(bool pdl, int T, int D, cudaStream_t st, float *x, const float *delta,
+static cudaError_t rms_vec_launch(int pdl, int T, int D, cudaStream_t st, float *x, const float *delta,
                                   const int32_t *rows, int write_back, const float *w, void *out, kiln_dtype adt,
                                   float eps, void *xq, float *sa, float *xs, int stat, float in_scale,
                                   const float *dsa, const float *dsw) {
     int nt = rms_threads(D), nv = (D / 4 + nt - 1) / nt;
     auto k = nv <= 2 ? add_rmsnorm_vec_kernel<Q, 2> : nv <= 4 ? add_rmsnorm_vec_kernel<Q, 4>
                                                              : add_rmsnorm_vec_kernel<Q, RMS_VEC>;
-    return kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, k, dim3(T), dim3(nt), 0, st, x, delta, rows, write_back, w, out,
+    return kiln_launch(kiln_pdl_at(pdl, T), k, dim3(T), dim3(nt), 0, st, x, delta, rows, write_back, w, out,
                        adt, D, eps, xq, sa, xs, stat, in_scale, dsa, dsw);
 }
 
@@ -199,7 +199,7 @@ extern "C" cudaError_t kiln_cuda_add_rmsnorm(float *x, const float *delta, const
         rms_vec_launch<RMS_PLAIN>(pdl, T, D, st, x, delta, rows, write_back, w, out, adt, eps, NULL, NULL, NULL, 0,
                                   0.0f, NULL, NULL);
     else
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
+        kiln_launch(kiln_pdl_at(pdl, T),
                 add_rmsnorm_kernel, dim3(T), dim3(256), 0, st, x, delta, rows, write_back, w,
                     out, adt, D, eps);
     KILN_CUDA_CHECK_LAUNCH();

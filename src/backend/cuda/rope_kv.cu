@@ -128,11 +128,11 @@ static cudaError_t rope_kv_launch(float *qkv, const int32_t *pos, const int64_t 
     int n_groups = (H + KV + hpb - 1) / hpb;
     dim3 grid((unsigned)T, (unsigned)(n_groups + 1));
     if (kv->f8)
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<true>, grid, dim3(threads), 0, st, qkv, pos, slots,
+        kiln_launch(kiln_pdl_at(pdl, T), rope_kv_kernel<true>, grid, dim3(threads), 0, st, qkv, pos, slots,
                     kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
                     kv->v_scale, ysa, ysw, (const double2 *)cs_tab);
     else
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, rope_kv_kernel<false>, grid, dim3(threads), 0, st, qkv, pos, slots,
+        kiln_launch(kiln_pdl_at(pdl, T), rope_kv_kernel<false>, grid, dim3(threads), 0, st, qkv, pos, slots,
                     kv->pool, H, KV, hd, block_size, theta, inv_freq, mscale, interleaved, hpb, kv->k_scale,
                     kv->v_scale, ysa, ysw, (const double2 *)cs_tab);
     KILN_CUDA_CHECK_LAUNCH();
@@ -211,7 +211,7 @@ extern "C" cudaError_t kiln_cuda_qk_prep(float *qkv, const float *bias, const fl
     if (T <= 0 || (!bias && !q_norm)) return cudaSuccess;
     if (H <= 0 || KV <= 0 || hd <= 0 || !q_norm != !k_norm || (size_t)(H + KV) * sizeof(float) > 32768)
         return cudaErrorInvalidValue;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, qk_prep_kernel, dim3((unsigned)T), dim3(256),
+    kiln_launch(kiln_pdl_at(pdl, T), qk_prep_kernel, dim3((unsigned)T), dim3(256),
                 (size_t)(H + KV) * sizeof(float), st, qkv, bias, q_norm, k_norm, H, KV, hd, eps);
     KILN_CUDA_CHECK_LAUNCH();
 }

@@ -259,7 +259,7 @@ static cudaError_t wd_launch(void *y, kiln_dtype ydt, const void *x, const void 
     int ntiles = (int)(((int64_t)N + per_tile - 1) / per_tile);
     int64_t g = (int64_t)sms * MINB;
     unsigned grid = (unsigned)(g < ntiles ? g : ntiles);
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(kiln_pdl_at(pdl, T),
                 wide_kernel<NT, CH, S, MINB, PF, BF, GLU>, dim3(grid), dim3(WD_WARPS * 32), smem, st, y, ydt,
                 (const uint16_t *)x, (const uint16_t *)w, T, N, K, ntiles);
     KILN_CUDA_CHECK_LAUNCH();

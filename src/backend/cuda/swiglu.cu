@@ -137,7 +137,7 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
     if (T <= 0) return cudaSuccess;
     if (n % 8 == 0 && T < 65536 && !((uintptr_t)gu & 15) && !((uintptr_t)out & 15)) {
         unsigned bx = (unsigned)((n / 8 + 127) / 128);
-        kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_PLAIN>, dim3(bx, (unsigned)T), dim3(128), 0,
+        kiln_launch(kiln_pdl_at(pdl, T), swiglu_vec_kernel<SW_PLAIN>, dim3(bx, (unsigned)T), dim3(128), 0,
                     st, out, adt, gu, gdt, n, (float *)NULL, (const float *)NULL, (const float *)NULL, (int8_t *)NULL,
                     (float *)NULL, (float *)NULL);
         KILN_CUDA_CHECK_LAUNCH();
@@ -145,7 +145,7 @@ extern "C" cudaError_t kiln_cuda_swiglu_in(void *out, kiln_dtype adt, const void
     int64_t total = (int64_t)T * n;
     int64_t blocks = (total + 255) / 256;
     if (blocks > 65535) blocks = 65535;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS,
+    kiln_launch(kiln_pdl_at(pdl, T),
                 swiglu_kernel, dim3((unsigned)blocks), dim3(256), 0, st, out, adt, gu, gdt, T, n);
     KILN_CUDA_CHECK_LAUNCH();
 }
@@ -163,7 +163,7 @@ extern "C" cudaError_t kiln_cuda_swiglu_pmax(void *out, const void *gu, kiln_dty
         (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16) || (!gsa != !gsw) ||
         ((uintptr_t)gsw & 15))
         return cudaErrorInvalidValue;
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_PMAX>,
+    kiln_launch(kiln_pdl_at(pdl, T), swiglu_vec_kernel<SW_PMAX>,
                 dim3((unsigned)kiln_cuda_swiglu_pmax_parts(n), (unsigned)T), dim3(128), 0, st, out, KILN_DT_BF16, gu,
                 gdt, n, pmax, gsa, gsw, (int8_t *)NULL, (float *)NULL, (float *)NULL);
     KILN_CUDA_CHECK_LAUNCH();
@@ -177,7 +177,7 @@ extern "C" cudaError_t kiln_cuda_swiglu_i8(void *out, kiln_dtype adt, const void
         (gdt != KILN_DT_F32 && gdt != KILN_DT_BF16 && gdt != KILN_DT_F16))
         return cudaErrorInvalidValue;
     unsigned bx = (unsigned)((n / 8 + 127) / 128);
-    kiln_launch(pdl && T >= KILN_PDL_MIN_ROWS, swiglu_vec_kernel<SW_I8>, dim3(bx, (unsigned)T), dim3(128), 0, st, out,
+    kiln_launch(kiln_pdl_at(pdl, T), swiglu_vec_kernel<SW_I8>, dim3(bx, (unsigned)T), dim3(128), 0, st, out,
                 adt, gu, gdt, n, (float *)NULL, (const float *)NULL, (const float *)NULL, xq, xd, xs);
     KILN_CUDA_CHECK_LAUNCH();
 }
