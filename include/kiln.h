@@ -62,6 +62,10 @@ typedef struct kiln_cpu_options {
                             * Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K; the same bits, a copy of the same
                             * size): 0 where those kernels run (default), -1 off (env
                             * KILN_CPU_PACK=0) */
+    int panel_min_rows;    /* act "f32", quantized weights: products of at least this many rows
+                           * dequantize the weights into panels once for all rows (the same
+                           * bits as the dot kernels below it); 0 = the default (32)
+                           * (env KILN_CPU_PANEL_ROWS) */
     int backend_sampling;  /* 1: the backend draws the tokens (per-slot penalty tables, like the
                             * GPU) instead of the engine from host logits; same tokens and
                             * logprobs; turns on overlapped scheduling (default 0; KILN_CPU_SAMPLE) */

@@ -84,6 +84,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_flag("KILN_CPU_PACK", &pack);
     if (pack == 0) o->cpu.pack = -1;
     env_flag("KILN_CPU_SAMPLE", &o->cpu.backend_sampling);
+    env_int("KILN_CPU_PANEL_ROWS", 2, 1 << 20, &o->cpu.panel_min_rows);
     kiln_cuda_options *c = &o->cuda;
     env_flag("KILN_CUDA_DEBUG", &c->debug);
     env_int("KILN_CUDA_GEMV", 0, 1 << 20, &c->gemv_max_rows);

@@ -206,6 +206,7 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
             goto fail;
         }
     }
+    c->ctx.panel_min_rows = bc->cpu.panel_min_rows;
     /* AMX: a fact of the CPU and the OS (qgemm.h), for the avx512 path's W x A8 products */
     c->ctx.amx = bc->cpu.amx >= 0 && c->ctx.isa == KILN_ISA_AVX512 && kiln_cpu_has_amx();
     if (bc->cpu.amx > 0 && !c->ctx.amx) {

@@ -51,7 +51,11 @@ typedef struct kiln_cpu_ctx {
     const struct kiln_cpu_packs *packs; /* act_q8: weights packed for the W x A8 kernels
                        * (qpack.h), or NULL; matmul runs the packed kernel on those (with amx:
                        * products of fewer than 16 rows) */
+    int panel_min_rows; /* f32 activations, quantized weights: products of at least this many
+                       * rows (>= 2) dequantize panels once for all rows instead of running the
+                       * dot kernels (the same bits); 0 = KILN_CPU_PANEL_MIN_ROWS */
 } kiln_cpu_ctx;
+#define KILN_CPU_PANEL_MIN_ROWS 32
 /* act_q8 when cpu.act is unset. 0: on the default model the 8-bit activations move the logits
  * by 2-4e-2 relative L2 from the f32 reference (tests/py/test_gguf_logits.py bounds 1e-3 and
  * asks top-1 agreement), so W x A8 is opt-in until that bound is revisited */

@@ -424,10 +424,13 @@ static int run(kiln_cpu_ctx *c, mm_job *j, float *const *y, const kiln_tensor *c
         else
             q8_quantize_rows(j, 0, 1);
     }
-    /* the panel path: >= 32 rows (below, dequantizing every panel costs more than the dot
-     * kernels lose: measured at batch 4/8/16 decode), every part has it, scratch for >= 2 rows (x2 for SwiGLU) */
+    /* the panel path: from panel_min_rows rows (KILN_CPU_PANEL_MIN_ROWS: below, dequantizing
+     * every panel costs more than the dot kernels lose: measured at batch 4/8/16 decode), every
+     * part has it, scratch for >= 2 rows (x2 for SwiGLU) */
     j->pw = 0;
-    if (!j->q8 && j->n_rows >= 32 && c->panel && j->n_in <= PANEL_MAX_N) {
+    int pmin = c->panel_min_rows > 0 ? c->panel_min_rows : KILN_CPU_PANEL_MIN_ROWS;
+    if (pmin < 2) pmin = 2;
+    if (!j->q8 && j->n_rows >= pmin && c->panel && j->n_in <= PANEL_MAX_N) {
         int ok = 1;
         for (int p = 0; p < j->n_parts; p++) ok &= j->part[p].deq != NULL;
         size_t per = (size_t)j->n_in * (j->swiglu ? 2 : 1);
