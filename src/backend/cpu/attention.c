@@ -225,10 +225,13 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
     pairs = count_blocks(a, qb) * KV;
     if (pairs < 4 * nth) A.gs = 1;
     A.items = pairs * (G / A.gs);
-    /* few items (decode): one contiguous range per thread, so that the heads of one KV head
-     * mostly stay on one core (its K/V rows, read once into that core's L2); many: small
-     * ranges claimed dynamically (causal rows differ in cost) */
-    int want = A.items < 16 * nth ? nth : nth * 8;
+    /* few items of one decode row each: one contiguous range per thread, so that the heads of
+     * one KV head mostly stay on one core (its K/V rows, read once into that core's L2); many,
+     * or a step with a chunk (a chunk's block over thousands of positions beside decode rows
+     * of a few: items of very different cost, where halves left one thread idle for most of
+     * the attention), small ranges claimed dynamically, the last (longest: causal) rows first */
+    int rows_only = a->n_tokens == a->n_seqs;
+    int want = A.items < 16 * nth && rows_only ? nth : A.items < 8 * nth ? A.items : 8 * nth;
     A.reverse = want > nth;
     A.per_task = (A.items + want - 1) / want;
     /* A small call (a tiny model's decode: stories260K's is ~33 K multiply-adds a layer at 260
