@@ -280,7 +280,6 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     c->q8_fuse = o->q8_fuse_quant != 0;
     c->qreg_max_rows = o->qreg_max_rows >= 0 ? o->qreg_max_rows : KILN_QREG_DEFAULT_MAX_ROWS;
     if (c->qreg_max_rows > KILN_QMMA_MAX_ROWS || bc->batch_invariant) c->qreg_max_rows = 0;
-    c->l2pf_bytes = o->l2_prefetch_mb > 0 ? (int64_t)o->l2_prefetch_mb << 20 : 0;
     c->l2pf_mode = o->l2_prefetch_mode >= 1 && o->l2_prefetch_mode <= 3 ? o->l2_prefetch_mode : 1;
     c->fp8_mma_max_rows = o->fp8_mma_max_rows >= 0 ? o->fp8_mma_max_rows : KILN_FP8_MMA_DEFAULT_ROWS;
     if (c->fp8_mma_max_rows > KILN_FP8_MMA_MAX_ROWS || bc->batch_invariant) c->fp8_mma_max_rows = 0;
@@ -339,7 +338,8 @@ static void choose_paths(cuda_backend *c, const kiln_config *mc, const kiln_back
     c->fp8_fuse = c->fp8_a8 && !c->fp8_blk && !c->fp8_static && c->adt == KILN_DT_BF16 && o->fp8_fuse_quant != 0;
     /* the L2 prefetch branch by default for FP8 W8A8 only (H100, Devstral shape, same calls: b4
      * 9.33 -> 9.20 ms and 9.65 -> 9.45, b8 9.96 -> 9.70 and 9.65 -> 9.44; bf16 b4 15.77 -> 15.83) */
-    if (o->l2_prefetch_mb < 0) c->l2pf_bytes = c->fp8_a8 ? (int64_t)L2PF_DEFAULT_MB << 20 : 0;
+    int l2mb = o->l2_prefetch_mb >= 0 ? o->l2_prefetch_mb : c->fp8_a8 ? L2PF_DEFAULT_MB : 0;
+    c->l2pf_bytes = (int64_t)l2mb << 20;
 }
 
 /* A model that cannot fit is refused before any device allocation: the weights and the KV pool
@@ -411,6 +411,20 @@ static kiln_dtype gu_ydt(const cuda_backend *c, kiln_dtype gw) {
     return c->adt;
 }
 
+/* A non-blocking stream and its two timing-free events; *have_st / *have_ev count what exists
+ * (cuda_destroy frees that much, also after a failure here). st_call / ev_call name the failing
+ * call in the error. */
+static int make_stream(cudaStream_t *st, int *have_st, cudaEvent_t ev[2], int *have_ev, const char *st_call,
+                       const char *ev_call, kiln_error *err) {
+    cudaError_t e = cudaStreamCreateWithFlags(st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) return kiln_cuda_error(err, e, st_call, __FILE__, __LINE__);
+    *have_st = 1;
+    for (; *have_ev < 2; (*have_ev)++)
+        if ((e = cudaEventCreateWithFlags(&ev[*have_ev], cudaEventDisableTiming)) != cudaSuccess)
+            return kiln_cuda_error(err, e, ev_call, __FILE__, __LINE__);
+    return KILN_OK;
+}
+
 static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backend_config *bc, kiln_error *err) {
     *out = NULL;
     const kiln_config *mc = &m->cfg;
@@ -447,29 +461,12 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     if ((rc = select_device(c, bc, err))) goto fail;
     if ((rc = check_device_memory(c, m, bc, err))) goto fail;
     choose_paths(c, mc, bc);
-    cudaError_t e;
-    if ((e = cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking)) != cudaSuccess) {
-        rc = kiln_cuda_error(err, e, "cudaStreamCreate", __FILE__, __LINE__);
+    if ((rc = make_stream(&c->st, &c->have_stream, c->ev, &c->have_ev, "cudaStreamCreate", "cudaEventCreate", err)))
         goto fail;
-    }
-    c->have_stream = 1;
-    for (; c->have_ev < 2; c->have_ev++)
-        if ((e = cudaEventCreateWithFlags(&c->ev[c->have_ev], cudaEventDisableTiming)) != cudaSuccess) {
-            rc = kiln_cuda_error(err, e, "cudaEventCreate", __FILE__, __LINE__);
-            goto fail;
-        }
-    if (c->l2pf_bytes > 0) { /* the L2 prefetch branch of the decode graphs */
-        if ((e = cudaStreamCreateWithFlags(&c->st_pf, cudaStreamNonBlocking)) != cudaSuccess) {
-            rc = kiln_cuda_error(err, e, "cudaStreamCreate(L2 prefetch)", __FILE__, __LINE__);
-            goto fail;
-        }
-        c->have_st_pf = 1;
-        for (; c->have_ev_pf < 2; c->have_ev_pf++)
-            if ((e = cudaEventCreateWithFlags(&c->ev_pf[c->have_ev_pf], cudaEventDisableTiming)) != cudaSuccess) {
-                rc = kiln_cuda_error(err, e, "cudaEventCreate(L2 prefetch)", __FILE__, __LINE__);
-                goto fail;
-            }
-    }
+    if (c->l2pf_bytes > 0 && /* the L2 prefetch branch of the decode graphs */
+        (rc = make_stream(&c->st_pf, &c->have_st_pf, c->ev_pf, &c->have_ev_pf, "cudaStreamCreate(L2 prefetch)",
+                          "cudaEventCreate(L2 prefetch)", err)))
+        goto fail;
     cublasStatus_t cs = cublasLtCreate(&c->gctx.lt);
     if (cs != CUBLAS_STATUS_SUCCESS) {
         rc = kiln_cublas_error(err, cs, "cublasLtCreate", __FILE__, __LINE__);
@@ -521,7 +518,8 @@ static int cuda_create(kiln_backend **out, const kiln_model *m, const kiln_backe
     /* KV pool (bf16), scratch, then the weights */
     c->kv_bytes = (size_t)kiln_kv_elems(&bc->kv) * (size_t)bc->kv.elem_bytes; /* bf16 or FP8 */
     if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->kv, c->kv_bytes, "the KV pool", err))) goto fail;
-    if ((e = cudaMemsetAsync(c->kv, 0, c->kv_bytes, c->st)) != cudaSuccess) {
+    cudaError_t e = cudaMemsetAsync(c->kv, 0, c->kv_bytes, c->st);
+    if (e != cudaSuccess) {
         rc = kiln_cuda_error(err, e, "cudaMemsetAsync(kv)", __FILE__, __LINE__);
         goto fail;
     }

@@ -301,8 +301,6 @@ int kiln_cuda_linear_lt_route(const cuda_backend *c, const kiln_cuda_gemm *g, co
 int kiln_cuda_tune_gemms(cuda_backend *c, int cands, kiln_error *err);
 int kiln_cuda_linear_ex(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, const cuda_mat *w, int rows,
                         kiln_cuda_yscale *ys, kiln_error *err);
-/* gate|up then SwiGLU into act; next (may be NULL): the matrix that takes act (down), whose int8
- * blocks SwiGLU then writes too when q8_fuse and its linear takes them */
 /* With l2pf_on: fork a prefetch of w's first l2pf_bytes into L2 from this point of c->st (w
  * may be NULL: nothing). The join is kiln_cuda_enqueue's. */
 int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err);
@@ -313,6 +311,8 @@ int kiln_cuda_l2pf(cuda_backend *c, const cuda_mat *w, kiln_error *err);
 #define L2PF_MAX_ROWS 8
 #define L2PF_DEFAULT_MB 32
 
+/* gate|up then SwiGLU into act; next (may be NULL): the matrix that takes act (down), whose int8
+ * blocks SwiGLU then writes too when q8_fuse and its linear takes them */
 int kiln_cuda_linear_swiglu(cuda_backend *c, kiln_cuda_gemm *g, void *act, void *gu, const void *x, const cuda_mat *w,
                             const cuda_mat *next, int rows, kiln_error *err);
 /* cuda_forward.c */
