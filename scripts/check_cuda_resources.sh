@@ -72,6 +72,7 @@ qdequant_kernel           256   0      qlinear.cu
 qembed_kernel             128   0      qlinear.cu
 qmma_kernel               128   qm     qlinear.cu: 128 threads, max((32 + 16 MT) * 136 * 2, 4 * 16 MT * 32 * 4) <= 32768
 qmma_reg_kernel           128   0      qmma_reg.cu: QR_WARPS * 32, static shared memory only
+qmma_x_kernel             256   0      qmma_reg.cu: QX_WARPS * 32, static shared memory only
 fp8_mma_kernel            256   0      fp8.cu: F8_WARPS * 32, static shared memory only
 fp8_quant_x_kernel        128   0      fp8.cu
 fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)

@@ -318,7 +318,7 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
         for (int ti = 0; ti < 6; ti++) {
             int T = Ts[ti];
             kc_poison(dy, (size_t)MR * ldy * 4);
-            CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, nts[ni], 0, 132, 0));
+            CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, nts[ni], 0, 132, NULL, 0));
             kc_get(yt, dy, (size_t)MR * ldy * 4);
             for (int t = 0; t < MR; t++)
                 for (int j = 0; j < ldy; j++) {
@@ -334,7 +334,7 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
             if (T == 32) memcpy(y32, yt, (size_t)MR * ldy * 4);
             if (T == 32 && nts[ni] == 0) { /* variant 1 (registers capped): the same bits */
                 kc_poison(dy, (size_t)MR * ldy * 4);
-                CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, 1, 132, 0));
+                CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, 1, 132, NULL, 0));
                 kc_get(yt, dy, (size_t)MR * ldy * 4);
                 diff += memcmp(yt, y32, (size_t)MR * ldy * 4) != 0;
             }
@@ -343,6 +343,47 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
         }
     KT_CHECK(bad == 0 && untouched == 0 && diff == 0, "qmma_reg %s N %d K %d: %zu out of bound (worst %.2f), %zu "
              "outside the slice, %zu rows differ across T", kiln_dtype_name(dt), N, K, bad, worst, untouched, diff);
+    /* with the split-K work buffers (T <= 16): x staged in shared memory, K split over CTAs at
+     * 132 and at 16 SMs (other part counts); the same bound, the same bits for every T, the
+     * counters left zero (a second launch reuses them) */
+    kiln_cuda_qreg_work wk;
+    kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
+    wk.part = kc_dev(wk.floats * 4);
+    wk.cnt = kc_dev(wk.counters * 4);
+    CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
+    size_t xbad = 0, xuntouched = 0, xdiff = 0;
+    double xworst = 0;
+    const int xT[5] = {16, 1, 5, 16, 9}, xsm[2] = {132, 16};
+    for (int si = 0; si < 2; si++)
+        for (int ti = 0; ti < 5; ti++) {
+            int T = xT[ti];
+            kc_poison(dy, (size_t)MR * ldy * 4);
+            CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, 0, xsm[si], &wk, 0));
+            kc_get(yt, dy, (size_t)MR * ldy * 4);
+            for (int t = 0; t < MR; t++)
+                for (int j = 0; j < ldy; j++) {
+                    uint32_t bits;
+                    memcpy(&bits, &yt[(size_t)t * ldy + j], 4);
+                    if (t >= T || j < 1 || j >= N + 1) { xuntouched += bits != 0xffffffffu; continue; }
+                    double r = ref[(size_t)t * N + j - 1];
+                    double bound = ldexp(1.0, -22) * (K / 16.0 + 64) * mag[(size_t)t * N + j - 1] + 1e-30;
+                    double e = fabs(yt[(size_t)t * ldy + j] - r);
+                    if (!(e <= bound)) xbad++;
+                    if (e / bound > xworst) xworst = e / bound;
+                }
+            if (ti == 0) memcpy(y32, yt, (size_t)MR * ldy * 4);
+            else
+                for (int t = 0; t < T; t++) xdiff += memcmp(yt + (size_t)t * ldy + 1, y32 + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
+        }
+    unsigned *hc = kiln_malloc(wk.counters * 4);
+    kc_get(hc, wk.cnt, wk.counters * 4);
+    size_t nz = 0;
+    for (size_t i = 0; i < wk.counters; i++) nz += hc[i] != 0;
+    KT_CHECK(xbad == 0 && xuntouched == 0 && xdiff == 0 && nz == 0, "qmma_reg split-K %s N %d K %d: %zu out of bound "
+             "(worst %.2f), %zu outside the slice, %zu rows differ across T, %zu counters left set", kiln_dtype_name(dt),
+             N, K, xbad, xworst, xuntouched, xdiff, nz);
+    kiln_free(hc);
+    CU(cudaFree(wk.part)); CU(cudaFree(wk.cnt));
     CU(cudaFree(dx)); CU(cudaFree(dy));
     kiln_free(x); kiln_free(hx); kiln_free(y32); kiln_free(yt); kiln_free(ref); kiln_free(mag);
 }
@@ -448,28 +489,37 @@ static void bench(void) {
             void *dx64 = kc_dev((size_t)64 * K * 2);
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
-                const int RT[16] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16};
-                const int RNT[16] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 0, 0, 0, 0};
-                for (int k = 0; k < 16; k++) {
-                    int T = RT[k], nt = RNT[k], wp = k < 12 ? 0 : 1;
+                /* k >= 16: the split-K kernel (work buffers) */
+                const int RT[20] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16};
+                const int RNT[20] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 0, 0, 0, 0, 0, 0, 0, 0};
+                kiln_cuda_qreg_work wk;
+                kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
+                wk.part = kc_dev(wk.floats * 4);
+                wk.cnt = kc_dev(wk.counters * 4);
+                CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
+                for (int k = 0; k < 20; k++) {
+                    int T = RT[k], nt = RNT[k], wp = k >= 12 && k < 16;
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));
                     CU(cudaEventCreate(&b));
                     for (int it = -3; it < 20; it++) {
                         if (it == 0) CU(cudaEventRecord(a, 0));
                         const uint8_t *w = dw + nb * (size_t)((it + 3) % copies);
-                        CU(kiln_cuda_qmma_reg((float *)dy, N, dx64, KILN_DT_BF16, w, dt, T, N, K, nt, wp, 132, 0));
+                        CU(kiln_cuda_qmma_reg((float *)dy, N, dx64, KILN_DT_BF16, w, dt, T, N, K, nt, wp, 132,
+                                              k >= 16 ? &wk : NULL, 0));
                     }
                     CU(cudaEventRecord(b, 0));
                     CU(cudaEventSynchronize(b));
                     float ms;
                     CU(cudaEventElapsedTime(&ms, a, b));
                     double us = ms * 1000.0 / 20;
-                    printf("| %s | %s | %d x %d | reg %d nt %d v %d | %.1f | %.0f |\n", kiln_dtype_name(dt), sh[si].name, N,
-                           K, T, nt, wp, us, nb / us / 1e3);
+                    printf("| %s | %s | %d x %d | %s %d nt %d v %d | %.1f | %.0f |\n", kiln_dtype_name(dt), sh[si].name,
+                           N, K, k >= 16 ? "regx" : "reg", T, nt, wp, us, nb / us / 1e3);
                     CU(cudaEventDestroy(a));
                     CU(cudaEventDestroy(b));
                 }
+                CU(cudaFree(wk.part));
+                CU(cudaFree(wk.cnt));
             }
             for (int k = 0; k < 7; k++) {
                 cudaEvent_t a, b;

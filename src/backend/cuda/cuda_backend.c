@@ -165,6 +165,16 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             (rc = kiln_cuda_dev_malloc(c, (void **)&c->xq_s, R * kmax / 16 * 4, "int8 activation sums", err)))
             return rc;
         c->scratch_bytes += R * kmax * 2;
+        if (c->qreg_max_rows > 0) { /* qmma_reg's split-K parts (zeroed counters: each launch leaves them so) */
+            kiln_cuda_qmma_reg_work(c->n_sm, &c->qreg_wk.floats, &c->qreg_wk.counters);
+            if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->qreg_wk.part, c->qreg_wk.floats * 4, "qmma_reg parts", err)) ||
+                (rc = kiln_cuda_dev_malloc(c, (void **)&c->qreg_wk.cnt, c->qreg_wk.counters * 4, "qmma_reg counters",
+                                           err)))
+                return rc;
+            cudaError_t e = cudaMemsetAsync(c->qreg_wk.cnt, 0, c->qreg_wk.counters * 4, c->st);
+            if (e != cudaSuccess) return kiln_cuda_error(err, e, "cudaMemsetAsync(qmma_reg counters)", __FILE__, __LINE__);
+            c->scratch_bytes += (c->qreg_wk.floats + c->qreg_wk.counters) * 4;
+        }
     }
     /* FP8 matrices: the activation codes and scales of W8A8 (a step's rows, the widest K), and
      * the bf16 scratch of the steps that dequantize (more rows than fp8.cu's product takes, when

@@ -295,8 +295,20 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
  * up to 16 (above, qmma) */
 #define KILN_QREG_MIN_ROWS 4
 #define KILN_QREG_DEFAULT_MAX_ROWS 16
+/* wk (may be NULL): with nt 0, variant 0 and T <= 16, the kernel that stages x in shared memory
+ * and splits K over CTAs (qmma_reg.cu's qmma_x note; its own bits, the same for every T of 1..16):
+ * part [>= floats] f32 for the parts' sums, cnt [>= counters] zeroed once (each launch leaves
+ * them zero), sized by kiln_cuda_qmma_reg_work for the SM count the launches pass; one launch
+ * at a time uses them (stream order). NULL: the kernel above at every T. */
+typedef struct {
+    float *part;
+    unsigned *cnt;
+    size_t floats, counters;
+} kiln_cuda_qreg_work;
+void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counters);
 cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln_dtype xdt, const void *w, kiln_dtype wdt, int T,
-                               int N, int K, int nt, int variant, int n_sm, cudaStream_t st);
+                               int N, int K, int nt, int variant, int n_sm, const kiln_cuda_qreg_work *wk,
+                               cudaStream_t st);
 cudaError_t kiln_cuda_qdequant(void *out, kiln_dtype odt, const void *w, kiln_dtype wdt, int N, int K,
                                cudaStream_t st);
 cudaError_t kiln_cuda_qembed(float *x, const void *emb, kiln_dtype edt, const int32_t *ids, const int32_t *prev_row,
