@@ -295,8 +295,9 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
  * up to 16 (above, qmma) */
 #define KILN_QREG_MIN_ROWS 4
 #define KILN_QREG_DEFAULT_MAX_ROWS 16
-/* wk (may be NULL): with nt 0, variant 0 and T <= 16, the kernel that stages x in shared memory
- * and splits K over CTAs (qmma_reg.cu's qmma_x note; its own bits, the same for every T of 1..16):
+/* wk (may be NULL): with nt 0 and T <= 16, the kernel that stages x in shared memory and splits K
+ * over CTAs (qmma_reg.cu's qmma_x note; its own bits, the same for every T of 1..16; variant 0..3
+ * picks its register cap and grid, measurements only: the backend passes 0):
  * part [>= floats] f32 for the parts' sums, cnt [>= counters] zeroed once (each launch leaves
  * them zero), sized by kiln_cuda_qmma_reg_work for the SM count the launches pass; one launch
  * at a time uses them (stream order). NULL: the kernel above at every T. */

@@ -380,8 +380,8 @@ static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32
     qx_group<DT, NT>(acc, r, blk, xs[(G - G0) % QX_STAGES], t4, lane);
 }
 
-template <int DT, int NT>
-static __global__ void __launch_bounds__(QX_WARPS * 32, 1)
+template <int DT, int NT, int MINB>
+static __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
 qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
               int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt) {
     __shared__ uint4 xs[QX_STAGES][16][32];
@@ -455,38 +455,58 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;
 }
 
-/* NT and the parts S of K for (N, K) on n_sm SMs: 2 n-tiles a warp for wide matrices (gate|up,
- * LM head), else 1; S so that the grid has ~2 CTAs an SM, each part at least 4 groups */
-static void qx_shape(int N, int K, int n_sm, int *nt, int *parts) {
+/* The launch shape for (dtype, N, K) on n_sm SMs (H200, Devstral shapes, T 4 / 16, us, test_cuda_qlinear's
+ * bench, twentieth session): Q6_K / Q8_0 with registers capped for 2 CTAs an SM (Q6_K 137 -> 128,
+ * no spills) and 1 n-tile a warp (2 would spill): Q6_K down 163.4 -> 149.9 at 16 rows, gate|up
+ * 199.7 -> 187.0, LM head 393.6 -> 368.3, Q8_0 LM head at 4 rows 455 -> 399; Q4_K uncapped (89 / 126
+ * registers fit 2 CTAs an SM anyway) with 2 n-tiles a warp on wide matrices (gate|up 102.8 against
+ * 104.4 capped, 118-120 split in 2 parts). S: none where the n-blocks already fill the SMs, else
+ * ~4 CTAs an SM, each part at least 4 groups (Q4_K qkv 26.3 -> 23.5 at 16 rows, 22.1 -> 18.6 at 4;
+ * 2 CTAs an SM was the first version). variant (measurements; the backend passes 0): bit
+ * QX_V_MINB2 flips the register cap, bit QX_V_WIDE takes the first version's ~2 CTAs an SM. */
+#define QX_V_MINB2 1
+#define QX_V_WIDE 2
+static void qx_shape(kiln_dtype dt, int N, int K, int n_sm, int variant, int *nt, int *minb2, int *parts) {
     int sm = n_sm > 0 ? n_sm : 132, NG = K / 256;
-    *nt = N >= 16384 ? 2 : 1;
+    *minb2 = (dt != KILN_DT_Q4_K) != !!(variant & QX_V_MINB2);
+    *nt = N >= 16384 && !*minb2 ? 2 : 1;
     int nb = (N + QX_WARPS * 8 * *nt - 1) / (QX_WARPS * 8 * *nt);
-    int S = (2 * sm + nb - 1) / nb, cap = NG / 4;
+    int want = variant & QX_V_WIDE ? 2 * sm : nb >= sm ? nb : 4 * sm;
+    int S = (want + nb - 1) / nb, cap = NG / 4;
     if (S > cap) S = cap;
     if (S > 16) S = 16;
     *parts = S < 1 ? 1 : S;
 }
 
 extern "C" void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counters) {
-    /* S > 1 only where nb < 2 n_sm; S nb <= 2 n_sm + nb, rows N <= nb x 128 */
+    /* S > 1 only where nb < 2 n_sm; S nb <= 4 n_sm + nb <= 6 n_sm, rows N <= nb x 128 */
     int sm = n_sm > 0 ? n_sm : 132;
-    *counters = (size_t)2 * sm;
-    *floats = (size_t)QX_MAX_ROWS * (size_t)(4 * sm) * QX_WARPS * 8 * 2;
+    *counters = (size_t)4 * sm;
+    *floats = (size_t)QX_MAX_ROWS * (size_t)(8 * sm) * QX_WARPS * 8 * 2;
+}
+
+template <int DT, int NT, int MINB>
+static void qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K,
+                        const kiln_cuda_qreg_work *wk, cudaStream_t st) {
+    qmma_x_kernel<DT, NT, MINB><<<grid, QX_WARPS * 32, 0, st>>>(y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N,
+                                                                K, wk->part, wk->cnt);
 }
 
 template <int DT>
 static cudaError_t qx_launch(float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K, int n_sm,
-                             const kiln_cuda_qreg_work *wk, cudaStream_t st) {
-    int nt, S;
-    qx_shape(N, K, n_sm, &nt, &S);
+                             int variant, const kiln_cuda_qreg_work *wk, cudaStream_t st) {
+    int nt, S, minb2;
+    qx_shape((kiln_dtype)DT, N, K, n_sm, variant, &nt, &minb2, &S);
     int nb = (N + QX_WARPS * 8 * nt - 1) / (QX_WARPS * 8 * nt);
     if (S > 1 && ((size_t)nb > wk->counters || (size_t)S * QX_MAX_ROWS * N > wk->floats)) S = 1;
     dim3 grid((unsigned)nb, (unsigned)S);
-    int64_t rb = kiln_q_row_bytes((kiln_dtype)DT, K);
-    if (nt == 2)
-        qmma_x_kernel<DT, 2><<<grid, QX_WARPS * 32, 0, st>>>(y, ldy, x, w, rb, T, N, K, wk->part, wk->cnt);
-    else
-        qmma_x_kernel<DT, 1><<<grid, QX_WARPS * 32, 0, st>>>(y, ldy, x, w, rb, T, N, K, wk->part, wk->cnt);
+    if (minb2) {
+        if (nt == 2) qx_launch_k<DT, DT == KILN_DT_Q4_K ? 2 : 1, 2>(grid, y, ldy, x, w, T, N, K, wk, st);
+        else qx_launch_k<DT, 1, 2>(grid, y, ldy, x, w, T, N, K, wk, st);
+    } else {
+        if (nt == 2) qx_launch_k<DT, 2, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
+        else qx_launch_k<DT, 1, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
+    }
     return cudaSuccess;
 }
 
@@ -537,16 +557,17 @@ extern "C" cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln
                                           const kiln_cuda_qreg_work *wk, cudaStream_t st) {
     if (!kiln_cuda_qmma_reg_supports(wdt, K) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 ||
         ldy < N || !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
-        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || (variant != 0 && variant != 1))
+        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || variant < 0 || variant > 3 ||
+        (variant > 1 && !(wk && nt == 0 && T <= QX_MAX_ROWS)))
         return cudaErrorInvalidValue;
     const uint16_t *xb = (const uint16_t *)x;
     const uint8_t *wb = (const uint8_t *)w;
     cudaError_t e;
-    if (wk && nt == 0 && variant == 0 && T <= QX_MAX_ROWS) {
+    if (wk && nt == 0 && T <= QX_MAX_ROWS) {
         switch (wdt) {
-        case KILN_DT_Q4_K: e = qx_launch<KILN_DT_Q4_K>(y, ldy, xb, wb, T, N, K, n_sm, wk, st); break;
-        case KILN_DT_Q6_K: e = qx_launch<KILN_DT_Q6_K>(y, ldy, xb, wb, T, N, K, n_sm, wk, st); break;
-        default: e = qx_launch<KILN_DT_Q8_0>(y, ldy, xb, wb, T, N, K, n_sm, wk, st); break;
+        case KILN_DT_Q4_K: e = qx_launch<KILN_DT_Q4_K>(y, ldy, xb, wb, T, N, K, n_sm, variant, wk, st); break;
+        case KILN_DT_Q6_K: e = qx_launch<KILN_DT_Q6_K>(y, ldy, xb, wb, T, N, K, n_sm, variant, wk, st); break;
+        default: e = qx_launch<KILN_DT_Q8_0>(y, ldy, xb, wb, T, N, K, n_sm, variant, wk, st); break;
         }
         if (e != cudaSuccess) return e;
         KILN_CUDA_CHECK_LAUNCH();
