@@ -99,8 +99,8 @@ typedef struct kiln_cuda_options {
                             * (env KILN_CUDA_TARGET=sm_86) */
     int qreg_max_rows;     /* GGUF Q4_K / Q6_K / Q8_0 weights: rows up to which the tensor-core
                             * kernel dequantizing in registers runs (qmma_reg.cu, from 4 rows;
-                            * fewer on the int8 GEMV, more on shared-memory tiles), 0 = off, at
-                            * most 64 (16) */
+                            * fewer on the int8 GEMV, more on shared-memory tiles; Q8_0 at most
+                            * 32), 0 = off, at most 64 (64) */
     int fp8_mma_max_rows;  /* FP8 weights: rows up to which fp8.cu's tensor-core product runs
                             * (more: cuBLASLt), 0 = never, at most 64 (8) */
     int fp8_fuse_quant;    /* FP8 W8A8 with dynamic per-row activation scales: the activation

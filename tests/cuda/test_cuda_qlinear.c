@@ -353,9 +353,10 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
     CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
     size_t xbad = 0, xuntouched = 0, xdiff = 0;
     double xworst = 0;
-    const int xT[5] = {16, 1, 5, 16, 9}, xsm[2] = {132, 16};
+    /* three launch classes (m-tiles 1, 2, 4): the first T of each is its reference */
+    const int xT[10] = {16, 1, 5, 9, 32, 17, 23, 64, 33, 50}, xsm[2] = {132, 16};
     for (int si = 0; si < 8; si++) /* SM counts x variants 0..3 */
-        for (int ti = 0; ti < 5; ti++) {
+        for (int ti = 0; ti < 10; ti++) {
             int T = xT[ti];
             kc_poison(dy, (size_t)MR * ldy * 4);
             CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, si / 2, xsm[si % 2], &wk, 0));
@@ -371,7 +372,7 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
                     if (!(e <= bound)) xbad++;
                     if (e / bound > xworst) xworst = e / bound;
                 }
-            if (ti == 0) memcpy(y32, yt, (size_t)MR * ldy * 4);
+            if (ti == 0 || ti == 4 || ti == 7) memcpy(y32, yt, (size_t)MR * ldy * 4);
             else
                 for (int t = 0; t < T; t++) xdiff += memcmp(yt + (size_t)t * ldy + 1, y32 + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
         }
@@ -490,15 +491,16 @@ static void bench(void) {
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
                 /* k >= 16: the split-K kernel (work buffers) */
-                const int RT[26] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4, 16};
-                const int RNT[26] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+                const int RT[28] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4, 16,
+                                    32, 64};
+                const int RNT6[6] = {1, 2, 4, 1, 2, 4};
                 kiln_cuda_qreg_work wk;
                 kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
                 wk.part = kc_dev(wk.floats * 4);
                 wk.cnt = kc_dev(wk.counters * 4);
                 CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
-                for (int k = 0; k < 26; k++) {
-                    int T = RT[k], nt = RNT[k], wp = k >= 12 && k < 16 ? 1 : k >= 20 ? 1 + (k - 20) / 2 : 0;
+                for (int k = 0; k < 28; k++) {
+                    int T = RT[k], nt = k >= 6 && k < 12 ? RNT6[k - 6] : 0, wp = k >= 12 && k < 16 ? 1 : k >= 20 && k < 26 ? 1 + (k - 20) / 2 : 0;
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));
                     CU(cudaEventCreate(&b));

@@ -44,7 +44,9 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
  * the whole N x K. Returns whether y came from cuBLASLt (then in g->ydt) through *lt. */
 enum { QP_REG, QP_GEMV, QP_MMA, QP_LT };
 static int q_path(const cuda_backend *c, kiln_dtype dt, int K, int n) {
-    if (n <= c->qreg_max_rows && (n >= KILN_QREG_MIN_ROWS || n > c->qgemv_max_rows) && kiln_cuda_qmma_reg_supports(dt, K))
+    int reg_max = dt == KILN_DT_Q8_0 && c->qreg_max_rows > KILN_QREG_Q8_0_MAX_ROWS ? KILN_QREG_Q8_0_MAX_ROWS
+                                                                                  : c->qreg_max_rows;
+    if (n <= reg_max && (n >= KILN_QREG_MIN_ROWS || n > c->qgemv_max_rows) && kiln_cuda_qmma_reg_supports(dt, K))
         return QP_REG;
     if (n <= c->qgemv_max_rows) return QP_GEMV;
     if (n <= c->qmma_max_rows) return QP_MMA;

@@ -292,11 +292,16 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
 /* where the backend uses it (H200, Devstral q4_k_m dummy, decode tok/s, the int8 GEMV up to 8 rows
  * and qmma above -> qmma_reg at every row count, two calls: batch 1 145 -> 92, 4 297 -> 353,
  * 8 370 -> 649, 16 573 -> 999, 64 1473 -> 910): from 4 rows (below, the int8 GEMV when it is on)
- * up to 16 (above, qmma) */
+ * up to 16 (above, qmma). With qmma_x (the split-K kernel, twentieth session, H100, same call,
+ * up to 16 rows -> up to 64): Q4_K_M batch 24 742 -> 1,106 tok/s, 32 989 -> 1,466, 48 1,159 -> 1,283,
+ * 64 1,537 -> 1,697; Q6_K 32 849 -> 1,260, 64 1,384 -> 1,617; Q8_0 32 1,024 -> 1,182 but 48
+ * 1,183 -> 1,111 and 64 1,575 -> 1,481, so Q8_0 segments leave it above 32 rows. */
 #define KILN_QREG_MIN_ROWS 4
-#define KILN_QREG_DEFAULT_MAX_ROWS 16
-/* wk (may be NULL): with nt 0 and T <= 16, the kernel that stages x in shared memory and splits K
- * over CTAs (qmma_reg.cu's qmma_x note; its own bits, the same for every T of 1..16; variant 0..3
+#define KILN_QREG_DEFAULT_MAX_ROWS 64
+#define KILN_QREG_Q8_0_MAX_ROWS 32
+/* wk (may be NULL): with nt 0, the kernel that stages x in shared memory and splits K over CTAs
+ * (qmma_reg.cu's qmma_x note; its own bits, the same for every T of one class: 1..16, 17..32,
+ * 33..64; variant 0..3
  * picks its register cap and grid, measurements only: the backend passes 0):
  * part [>= floats] f32 for the parts' sums, cnt [>= counters] zeroed once (each launch leaves
  * them zero), sized by kiln_cuda_qmma_reg_work for the SM count the launches pass; one launch

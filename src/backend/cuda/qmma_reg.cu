@@ -290,7 +290,7 @@ qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, 
     }
 }
 
-/* ---- qmma_x: 1..16 rows, x through shared memory, warps split N, split-K over CTAs ----
+/* ---- qmma_x: 1..64 rows, x through shared memory, warps split N, split-K over CTAs ----
  *
  * Why (H100, Q4_K_M dummy, batch 16, CUPTI trace, twentieth session): qmma_reg_kernel above
  * spent 17.4 ms a step where its kernels at one row take ~7: a warp of it reads its x fragments
@@ -298,47 +298,57 @@ qmma_reg_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, 
  * L2, each load a dependent L2 round trip), and the long-K shapes (down: N 5120, K 32768) have
  * 320 CTAs each walking 128 groups in sequence. Here a CTA of QX_WARPS warps owns
  * QX_WARPS x NT x 8 weight rows (warp w: n-tiles w NT .. w NT + NT - 1) and the groups
- * [G0, G1) of one of S parts of K; the group's x slice ([16 rows][256] bf16, 8 KB, in fragment
- * order: slot (2 j + h, lane) holds the 16 bytes qr_group loads at step pair j, half h) comes
+ * [G0, G1) of one of S parts of K; the group's x slice ([16 MT rows][256] bf16, MT x 8 KB, in
+ * fragment order: m-tile m, slot (2 j + h, lane) holds the 16 bytes qr_group loads at step pair j, half h) comes
  * through a QX_STAGES-deep cp.async ring shared by the warps; the weights are decoded in
  * registers as above (qr_load / qr_prep / qr_step, the same values), two groups in flight.
- * S > 1: each part writes its sums to work [S][16][N] and the last CTA of an n-block (a counter
- * per n-block, reset by it) adds the S parts in order 0..S-1. NT and S are functions of (N, K,
- * n_sm) only, so a row has the same bits for every T of 1..16. */
+ * S > 1: each part writes its sums to work [S][64][N] and the last CTA of an n-block (a counter
+ * per n-block, reset by it) adds the S parts in order 0..S-1. NT and S are functions of (dtype, N,
+ * K, n_sm, MT) only, so a row has the same bits for every T of one class (MT 1: 1..16, 2:
+ * 17..32, 4: 33..64). A trace showed the old kernel at 17..64 rows no better (batch 32 below
+ * batch 16 on the H100, the twentieth session). */
 #define QX_WARPS 8
 #define QX_STAGES 3
-#define QX_MAX_ROWS 16
+#define QX_MAX_ROWS 64 /* 16 MT, MT 1, 2 or 4 */
 
 static __device__ __forceinline__ void qx_cp16(void *dst, const void *src, int bytes) {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
 }
 
-/* stage st <- group G's x slice: slot f = 2 j + h, lane l: row 8 h + l / 4, columns
- * 256 G + qr_xoff(l % 4, j) .. + 8 (rows >= T zero-filled) */
-template <int DT>
-static __device__ __forceinline__ void qx_fill(uint4 (*xs)[32], const uint16_t *__restrict__ x, int G, int T, int K) {
+/* stage <- group G's x slice, MT x 512 slots: m-tile m, slot f = 2 j + h, lane l: row
+ * 16 m + 8 h + l / 4, columns 256 G + qr_xoff(l % 4, j) .. + 8 (rows >= T zero-filled) */
+template <int DT, int MT>
+static __device__ __forceinline__ void qx_fill(uint4 (*xs)[16][32], const uint16_t *__restrict__ x, int G, int T,
+                                               int K) {
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
+    for (int r = 0; r < 2 * MT; r++) {
         int q = threadIdx.x + r * QX_WARPS * 32;
-        if (q >= 512) break;
-        int f = q >> 5, l = q & 31, j = f >> 1, h = f & 1, t = 8 * h + (l >> 2);
+        int m = q >> 9, f = (q >> 5) & 15, l = q & 31, j = f >> 1, h = f & 1, t = 16 * m + 8 * h + (l >> 2);
         const uint16_t *src = x + (int64_t)(t < T ? t : 0) * K + (int64_t)G * 256 + qr_xoff<DT>(l & 3, j);
-        qx_cp16(&xs[f][l], src, t < T ? 16 : 0);
+        qx_cp16(&xs[m][f][l], src, t < T ? 16 : 0);
     }
 }
 
-template <int DT, int NT>
+template <int DT, int MT, int NT>
 static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
-                                                const uint8_t *const *blk, const uint4 (*xs)[32], int t4, int lane) {
+                                                const uint8_t *const *blk, const uint4 (*xs)[16][32], int t4,
+                                                int lane) {
     uint32_t p[NT][4];
 #pragma unroll
     for (int i = 0; i < NT; i++) qr_prep<DT>(r[i], t4, blk[i], p[i]);
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        uint4 v0 = xs[2 * j][lane], v1 = xs[2 * j + 1][lane];
-        uint2 xa[1][2] = {{make_uint2(v0.x, v0.y), make_uint2(v1.x, v1.y)}};
-#define QX_STEP(S) qr_mma_step<DT, 1, NT, S>(acc, r, p, xa, t4, blk)
+        uint4 v0[MT], v1[MT];
+        uint2 xa[MT][2];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            v0[m] = xs[m][2 * j][lane];
+            v1[m] = xs[m][2 * j + 1][lane];
+            xa[m][0] = make_uint2(v0[m].x, v0[m].y);
+            xa[m][1] = make_uint2(v1[m].x, v1[m].y);
+        }
+#define QX_STEP(S) qr_mma_step<DT, MT, NT, S>(acc, r, p, xa, t4, blk)
         switch (j) {
         case 0: QX_STEP(0); break;
         case 1: QX_STEP(2); break;
@@ -349,8 +359,11 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
         case 6: QX_STEP(12); break;
         default: QX_STEP(14); break;
         }
-        xa[0][0] = make_uint2(v0.z, v0.w);
-        xa[0][1] = make_uint2(v1.z, v1.w);
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            xa[m][0] = make_uint2(v0[m].z, v0[m].w);
+            xa[m][1] = make_uint2(v1[m].z, v1[m].w);
+        }
         switch (j) {
         case 0: QX_STEP(1); break;
         case 1: QX_STEP(3); break;
@@ -367,7 +380,7 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
 
 /* one group: wait for its x stage (all threads' copies: the barrier), refill the stage the
  * previous group used with group G + QX_STAGES - 1, multiply */
-template <int DT, int NT>
+template <int DT, int MT, int NT>
 static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                const uint8_t *const *blk, uint4 (*xs)[16][32],
                                                const uint16_t *__restrict__ x, int G, int G0, int G1, int T, int K,
@@ -375,16 +388,18 @@ static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32
     kiln_cp_wait<QX_STAGES - 2>();
     __syncthreads();
     int Gn = G + QX_STAGES - 1;
-    if (Gn < G1) qx_fill<DT>(xs[(Gn - G0) % QX_STAGES], x, Gn, T, K);
+    if (Gn < G1) qx_fill<DT, MT>(xs + ((Gn - G0) % QX_STAGES) * MT, x, Gn, T, K);
     kiln_cp_commit();
-    qx_group<DT, NT>(acc, r, blk, xs[(G - G0) % QX_STAGES], t4, lane);
+    qx_group<DT, MT, NT>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
 }
 
-template <int DT, int NT, int MINB>
+/* dynamic shared memory: QX_STAGES x MT x 8 KB (the x slices) */
+template <int DT, int MT, int NT, int MINB>
 static __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
 qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
               int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt) {
-    __shared__ uint4 xs[QX_STAGES][16][32];
+    extern __shared__ uint4 qx_dyn[];
+    uint4 (*xs)[16][32] = (uint4 (*)[16][32])qx_dyn; /* [QX_STAGES * MT][16][32] */
     __shared__ unsigned last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
     const int n0 = (blockIdx.x * QX_WARPS + warp) * 8 * NT, NG = K / 256, S = gridDim.y, s = blockIdx.y;
@@ -392,14 +407,16 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
     const uint8_t *rows[NT];
 #pragma unroll
     for (int i = 0; i < NT; i++) rows[i] = w + (int64_t)min(n0 + 8 * i + g, N - 1) * row_bytes;
-    float acc[1][NT][4];
+    float acc[MT][NT][4];
 #pragma unroll
-    for (int i = 0; i < NT; i++)
+    for (int m = 0; m < MT; m++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) acc[0][i][e] = 0.0f;
+        for (int i = 0; i < NT; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[m][i][e] = 0.0f;
 #pragma unroll
     for (int q = 0; q < QX_STAGES - 1; q++) {
-        if (G0 + q < G1) qx_fill<DT>(xs[q], x, G0 + q, T, K);
+        if (G0 + q < G1) qx_fill<DT, MT>(xs + q * MT, x, G0 + q, T, K);
         kiln_cp_commit();
     }
     uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
@@ -410,32 +427,36 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
         if (G + 1 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-        qx_step<DT, NT>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
+        qx_step<DT, MT, NT>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
         if (G + 1 >= G1) break;
         if (G + 2 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G + 2) * QR_BB(DT), t4);
-        qx_step<DT, NT>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
+        qx_step<DT, MT, NT>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
     }
     kiln_cp_wait<0>();
-    /* acc[0][i][e]: row g + 8 (e / 2), column n0 + 8 i + 2 t4 + e % 2 */
+    /* acc[m][i][e]: row 16 m + g + 8 (e / 2), column n0 + 8 i + 2 t4 + e % 2 */
     if (S == 1) {
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int i = 0; i < NT; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int t = 16 * m + g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
+                    if (t < T && n < N) y[(int64_t)t * ldy + n] = acc[m][i][e];
+                }
+        return;
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++)
 #pragma unroll
         for (int i = 0; i < NT; i++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int t = g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
-                if (t < T && n < N) y[(int64_t)t * ldy + n] = acc[0][i][e];
+                int t = 16 * m + g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
+                if (t < T && n < N) work[((int64_t)s * QX_MAX_ROWS + t) * N + n] = acc[m][i][e];
             }
-        return;
-    }
-#pragma unroll
-    for (int i = 0; i < NT; i++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int t = g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
-            if (t < T && n < N) work[((int64_t)s * QX_MAX_ROWS + t) * N + n] = acc[0][i][e];
-        }
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)S - 1u;
@@ -443,15 +464,17 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
     if (!last) return;
     __threadfence();
 #pragma unroll
-    for (int i = 0; i < NT; i++)
+    for (int m = 0; m < MT; m++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int t = g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
-            if (t >= T || n >= N) continue;
-            float v = 0.0f;
-            for (int q = 0; q < S; q++) v += __ldcg(&work[((int64_t)q * QX_MAX_ROWS + t) * N + n]);
-            y[(int64_t)t * ldy + n] = v;
-        }
+        for (int i = 0; i < NT; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int t = 16 * m + g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
+                if (t >= T || n >= N) continue;
+                float v = 0.0f;
+                for (int q = 0; q < S; q++) v += __ldcg(&work[((int64_t)q * QX_MAX_ROWS + t) * N + n]);
+                y[(int64_t)t * ldy + n] = v;
+            }
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;
 }
 
@@ -466,10 +489,10 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
  * QX_V_MINB2 flips the register cap, bit QX_V_WIDE takes the first version's ~2 CTAs an SM. */
 #define QX_V_MINB2 1
 #define QX_V_WIDE 2
-static void qx_shape(kiln_dtype dt, int N, int K, int n_sm, int variant, int *nt, int *minb2, int *parts) {
+static void qx_shape(kiln_dtype dt, int T, int N, int K, int n_sm, int variant, int *nt, int *minb2, int *parts) {
     int sm = n_sm > 0 ? n_sm : 132, NG = K / 256;
-    *minb2 = (dt != KILN_DT_Q4_K) != !!(variant & QX_V_MINB2);
-    *nt = N >= 16384 && !*minb2 ? 2 : 1;
+    *minb2 = (T <= 16 ? dt != KILN_DT_Q4_K : dt != KILN_DT_Q6_K) != !!(variant & QX_V_MINB2);
+    *nt = N >= 16384 && !*minb2 && T <= 16 ? 2 : 1;
     int nb = (N + QX_WARPS * 8 * *nt - 1) / (QX_WARPS * 8 * *nt);
     int want = variant & QX_V_WIDE ? 2 * sm : nb >= sm ? nb : 4 * sm;
     int S = (want + nb - 1) / nb, cap = NG / 4;
@@ -482,32 +505,42 @@ extern "C" void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counte
     /* S > 1 only where nb < 2 n_sm; S nb <= 4 n_sm + nb <= 6 n_sm, rows N <= nb x 128 */
     int sm = n_sm > 0 ? n_sm : 132;
     *counters = (size_t)4 * sm;
-    *floats = (size_t)QX_MAX_ROWS * (size_t)(8 * sm) * QX_WARPS * 8 * 2;
+    *floats = (size_t)QX_MAX_ROWS * (size_t)(6 * sm) * QX_WARPS * 8 * 2;
 }
 
-template <int DT, int NT, int MINB>
-static void qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K,
-                        const kiln_cuda_qreg_work *wk, cudaStream_t st) {
-    qmma_x_kernel<DT, NT, MINB><<<grid, QX_WARPS * 32, 0, st>>>(y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N,
-                                                                K, wk->part, wk->cnt);
+template <int DT, int MT, int NT, int MINB>
+static cudaError_t qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K,
+                               const kiln_cuda_qreg_work *wk, cudaStream_t st) {
+    int smem = QX_STAGES * MT * 8192;
+    if (smem >= 48 * 1024) { /* beside the kernel's static bytes: over the default 48 KB */
+        cudaError_t e = cudaFuncSetAttribute(qmma_x_kernel<DT, MT, NT, MINB>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (e != cudaSuccess) return e;
+    }
+    qmma_x_kernel<DT, MT, NT, MINB><<<grid, QX_WARPS * 32, smem, st>>>(
+        y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N, K, wk->part, wk->cnt);
+    return cudaSuccess;
+}
+
+template <int DT, int MT>
+static cudaError_t qx_launch_mt(dim3 grid, int nt, int minb2, float *y, int ldy, const uint16_t *x,
+                                const uint8_t *w, int T, int N, int K, const kiln_cuda_qreg_work *wk, cudaStream_t st) {
+    if (minb2) return qx_launch_k<DT, MT, 1, 2>(grid, y, ldy, x, w, T, N, K, wk, st);
+    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
+    return qx_launch_k<DT, MT, 1, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
 }
 
 template <int DT>
 static cudaError_t qx_launch(float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K, int n_sm,
                              int variant, const kiln_cuda_qreg_work *wk, cudaStream_t st) {
     int nt, S, minb2;
-    qx_shape((kiln_dtype)DT, N, K, n_sm, variant, &nt, &minb2, &S);
+    qx_shape((kiln_dtype)DT, T, N, K, n_sm, variant, &nt, &minb2, &S);
     int nb = (N + QX_WARPS * 8 * nt - 1) / (QX_WARPS * 8 * nt);
     if (S > 1 && ((size_t)nb > wk->counters || (size_t)S * QX_MAX_ROWS * N > wk->floats)) S = 1;
     dim3 grid((unsigned)nb, (unsigned)S);
-    if (minb2) {
-        if (nt == 2) qx_launch_k<DT, DT == KILN_DT_Q4_K ? 2 : 1, 2>(grid, y, ldy, x, w, T, N, K, wk, st);
-        else qx_launch_k<DT, 1, 2>(grid, y, ldy, x, w, T, N, K, wk, st);
-    } else {
-        if (nt == 2) qx_launch_k<DT, 2, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
-        else qx_launch_k<DT, 1, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
-    }
-    return cudaSuccess;
+    if (T <= 16) return qx_launch_mt<DT, 1>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, st);
+    if (T <= 32) return qx_launch_mt<DT, 2>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, st);
+    return qx_launch_mt<DT, 4>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, st);
 }
 
 template <int DT, int MT, int NT>
@@ -558,7 +591,7 @@ extern "C" cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln
     if (!kiln_cuda_qmma_reg_supports(wdt, K) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 ||
         ldy < N || !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
         (nt != 0 && nt != 1 && nt != 2 && nt != 4) || variant < 0 || variant > 3 ||
-        (variant > 1 && !(wk && nt == 0 && T <= QX_MAX_ROWS)))
+        (variant > 1 && !(wk && nt == 0)))
         return cudaErrorInvalidValue;
     const uint16_t *xb = (const uint16_t *)x;
     const uint8_t *wb = (const uint8_t *)w;
