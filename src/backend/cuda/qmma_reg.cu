@@ -179,6 +179,45 @@ static __device__ __forceinline__ int qr_xoff(int t4, int j) {
     return 64 * t4 + 8 * j;
 }
 
+/* steps 2 j and 2 j + 1 of a group: xv[m][h] the 16 bytes of x (8 elements, qr_xoff) of row
+ * 16 m + 8 h + g; words .x, .y feed step 2 j, .z, .w step 2 j + 1 (qr_group, qx_group) */
+template <int DT, int MT, int NT>
+static __device__ __forceinline__ void qr_step_pair(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
+                                                    const uint32_t (*p)[4], const uint4 (*xv)[2], int j, int t4,
+                                                    const uint8_t *const *blk) {
+    uint2 xa[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].x, xv[m][h].y);
+#define QR_STEP(S) qr_mma_step<DT, MT, NT, S>(acc, r, p, xa, t4, blk)
+    switch (j) { /* S must be a constant: registers, not local memory */
+    case 0: QR_STEP(0); break;
+    case 1: QR_STEP(2); break;
+    case 2: QR_STEP(4); break;
+    case 3: QR_STEP(6); break;
+    case 4: QR_STEP(8); break;
+    case 5: QR_STEP(10); break;
+    case 6: QR_STEP(12); break;
+    default: QR_STEP(14); break;
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].z, xv[m][h].w);
+    switch (j) {
+    case 0: QR_STEP(1); break;
+    case 1: QR_STEP(3); break;
+    case 2: QR_STEP(5); break;
+    case 3: QR_STEP(7); break;
+    case 4: QR_STEP(9); break;
+    case 5: QR_STEP(11); break;
+    case 6: QR_STEP(13); break;
+    default: QR_STEP(15); break;
+    }
+#undef QR_STEP
+}
+
 /* the group's whole product: 16 steps; x loaded 16 bytes (two steps) at a time */
 template <int DT, int MT, int NT>
 static __device__ __forceinline__ void qr_group(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
@@ -199,37 +238,7 @@ static __device__ __forceinline__ void qr_group(float (*acc)[NT][4], const uint3
                 xv[m][h] = t < T ? __ldg((const uint4 *)(x + (int64_t)t * K + k0 + qr_xoff<DT>(t4, j)))
                                  : make_uint4(0, 0, 0, 0);
             }
-        uint2 xa[MT][2];
-#pragma unroll
-        for (int m = 0; m < MT; m++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].x, xv[m][h].y);
-#define QR_STEP(S) qr_mma_step<DT, MT, NT, S>(acc, r, p, xa, t4, blk)
-        switch (j) { /* S must be a constant: registers, not local memory */
-        case 0: QR_STEP(0); break;
-        case 1: QR_STEP(2); break;
-        case 2: QR_STEP(4); break;
-        case 3: QR_STEP(6); break;
-        case 4: QR_STEP(8); break;
-        case 5: QR_STEP(10); break;
-        case 6: QR_STEP(12); break;
-        default: QR_STEP(14); break;
-        }
-#pragma unroll
-        for (int m = 0; m < MT; m++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].z, xv[m][h].w);
-        switch (j) {
-        case 0: QR_STEP(1); break;
-        case 1: QR_STEP(3); break;
-        case 2: QR_STEP(5); break;
-        case 3: QR_STEP(7); break;
-        case 4: QR_STEP(9); break;
-        case 5: QR_STEP(11); break;
-        case 6: QR_STEP(13); break;
-        default: QR_STEP(15); break;
-        }
-#undef QR_STEP
+        qr_step_pair<DT, MT, NT>(acc, r, p, xv, j, t4, blk);
     }
 }
 
@@ -339,42 +348,13 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
     for (int i = 0; i < NT; i++) qr_prep<DT>(r[i], t4, blk[i], p[i]);
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        uint4 v0[MT], v1[MT];
-        uint2 xa[MT][2];
+        uint4 xv[MT][2];
 #pragma unroll
         for (int m = 0; m < MT; m++) {
-            v0[m] = xs[m][2 * j][lane];
-            v1[m] = xs[m][2 * j + 1][lane];
-            xa[m][0] = make_uint2(v0[m].x, v0[m].y);
-            xa[m][1] = make_uint2(v1[m].x, v1[m].y);
+            xv[m][0] = xs[m][2 * j][lane];
+            xv[m][1] = xs[m][2 * j + 1][lane];
         }
-#define QX_STEP(S) qr_mma_step<DT, MT, NT, S>(acc, r, p, xa, t4, blk)
-        switch (j) {
-        case 0: QX_STEP(0); break;
-        case 1: QX_STEP(2); break;
-        case 2: QX_STEP(4); break;
-        case 3: QX_STEP(6); break;
-        case 4: QX_STEP(8); break;
-        case 5: QX_STEP(10); break;
-        case 6: QX_STEP(12); break;
-        default: QX_STEP(14); break;
-        }
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            xa[m][0] = make_uint2(v0[m].z, v0[m].w);
-            xa[m][1] = make_uint2(v1[m].z, v1[m].w);
-        }
-        switch (j) {
-        case 0: QX_STEP(1); break;
-        case 1: QX_STEP(3); break;
-        case 2: QX_STEP(5); break;
-        case 3: QX_STEP(7); break;
-        case 4: QX_STEP(9); break;
-        case 5: QX_STEP(11); break;
-        case 6: QX_STEP(13); break;
-        default: QX_STEP(15); break;
-        }
-#undef QX_STEP
+        qr_step_pair<DT, MT, NT>(acc, r, p, xv, j, t4, blk);
     }
 }
 
