@@ -117,6 +117,23 @@ static void cuda_destroy(kiln_backend *b) {
     kiln_free(c);
 }
 
+/* Whether some matrix is of a type qmma_reg takes (Q4_K / Q6_K / Q8_0, K a multiple of 256):
+ * only then does it need qmma_x's split-K scratch (26 MB on 132 SMs; the default model's Q4_1
+ * layers never take it). The matrices cuda_weights.c checks: the LM head and, per layer, q k v o
+ * and the dense MLP. */
+static int any_qreg_matrix(const cuda_backend *c) {
+    const kiln_model *m = c->m;
+    const kiln_tensor *lm = m->lm_head;
+    if (kiln_cuda_qmma_reg_supports(lm->dtype, (int)lm->shape[lm->ndim - 1])) return 1;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const kiln_layer_weights *w = &m->layers[l];
+        const kiln_tensor *ts[7] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+        for (int i = 0; i < (m->cfg.n_experts > 0 ? 4 : 7); i++)
+            if (ts[i] && kiln_cuda_qmma_reg_supports(ts[i]->dtype, (int)ts[i]->shape[ts[i]->ndim - 1])) return 1;
+    }
+    return 0;
+}
+
 static int alloc_scratch(cuda_backend *c, kiln_error *err) {
     const kiln_config *mc = &c->m->cfg;
     c->att_split_w = kiln_cuda_attention_split_width(&c->att_splits);
@@ -165,7 +182,8 @@ static int alloc_scratch(cuda_backend *c, kiln_error *err) {
             (rc = kiln_cuda_dev_malloc(c, (void **)&c->xq_s, R * kmax / 16 * 4, "int8 activation sums", err)))
             return rc;
         c->scratch_bytes += R * kmax * 2;
-        if (c->qreg_max_rows > 0) { /* qmma_reg's split-K parts (zeroed counters: each launch leaves them so) */
+        if (c->qreg_max_rows > 0 && any_qreg_matrix(c)) { /* qmma_x's split-K parts (zeroed counters: each
+                                                            * launch leaves them so) */
             kiln_cuda_qmma_reg_work(c->n_sm, &c->qreg_wk.floats, &c->qreg_wk.counters);
             if ((rc = kiln_cuda_dev_malloc(c, (void **)&c->qreg_wk.part, c->qreg_wk.floats * 4, "qmma_reg parts", err)) ||
                 (rc = kiln_cuda_dev_malloc(c, (void **)&c->qreg_wk.cnt, c->qreg_wk.counters * 4, "qmma_reg counters",

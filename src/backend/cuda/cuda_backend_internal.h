@@ -98,7 +98,7 @@ typedef struct cuda_backend {
     float *pmax8;             /* [max_tokens][F / 1024] SwiGLU's partial maxima (fp8_fuse or fp8_gu16) */
     uint8_t *xq8;             /* [max_tokens][max K] activation codes (W8A8) */
     float *sa8;               /* [max_tokens][max groups] their scales */
-    kiln_cuda_qreg_work qreg_wk; /* qmma_reg's split-K parts and counters (T <= 16; part NULL: none) */
+    kiln_cuda_qreg_work qreg_wk; /* qmma_x's split-K parts and counters (part NULL: none, qmma_reg then) */
     void *wdq;                /* [max N x K] adt: a quantized matrix dequantized for cuBLASLt
                                * (steps of more than qgemv_max_rows rows) */
     size_t wdq_bytes;
