@@ -490,17 +490,18 @@ static void bench(void) {
             void *dx64 = kc_dev((size_t)64 * K * 2);
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
-                /* k >= 16: the split-K kernel (work buffers) */
+                /* rows, n-tiles, variant per run; k >= 16: the split-K kernel (work buffers) */
                 const int RT[28] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4, 16,
                                     32, 64};
-                const int RNT6[6] = {1, 2, 4, 1, 2, 4};
+                const int RNT[28] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
+                const int RV[28] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3};
                 kiln_cuda_qreg_work wk;
                 kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
                 wk.part = kc_dev(wk.floats * 4);
                 wk.cnt = kc_dev(wk.counters * 4);
                 CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
                 for (int k = 0; k < 28; k++) {
-                    int T = RT[k], nt = k >= 6 && k < 12 ? RNT6[k - 6] : 0, wp = k >= 12 && k < 16 ? 1 : k >= 20 && k < 26 ? 1 + (k - 20) / 2 : 0;
+                    int T = RT[k], nt = RNT[k], wp = RV[k];
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));
                     CU(cudaEventCreate(&b));
