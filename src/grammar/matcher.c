@@ -6,7 +6,8 @@
  * stack by a byte moves its top to the next element and expands: a rule reference pushes the
  * continuation (or, when the reference ends its alternative, reuses the parent: tail calls keep
  * right-recursive repetitions at constant depth) and enters every alternative; the end of an
- * alternative pops. Equal stacks are merged by (pos, parent).
+ * alternative pops. Nodes are interned by (pos, parent), so equal stacks are one id and a step
+ * reaches each stack once (norm).
  *
  * Arena use: nodes [0, n_nodes) hold the state; a token's bytes (accept) append above it, and
  * accept then compacts the arena to the nodes the new state reaches (parents always precede
@@ -58,6 +59,10 @@ struct kiln_gmatch {
     int n_tops, accepting;
     int32_t *lv;        /* [LEVEL_TOPS] stacked levels of the walk / accept scratch */
     int32_t *remap;     /* [ARENA_NODES] compaction */
+    int32_t *hc;        /* [hc_cap] node interning (intern) */
+    int hc_cap, hc_used;
+    uint32_t *seen;     /* [ARENA_NODES] stamp of the last step that reached the node (norm) */
+    uint32_t stamp;
     /* cache: n_cache entries of (hash, key, mask) */
     int n_cache, next;
     uint64_t *c_hash;   /* [n_cache] 0: empty */
@@ -191,51 +196,106 @@ int kiln_token_trie_build(kiln_token_trie *t, int vocab, const char *const *piec
 void kiln_gmatch_free(kiln_gmatch *m) {
     if (!m) return;
     kiln_free(m->nodes); kiln_free(m->tops); kiln_free(m->lv);
-    kiln_free(m->remap); kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
+    kiln_free(m->remap); kiln_free(m->hc); kiln_free(m->seen); kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
     kiln_free(m->key);
     if (m->own_tabs) kiln_gtables_free(m->tabs);
     kiln_free(m->u_tmp);
     kiln_free(m);
 }
 
-/* expand from (pos, parent) into out[0 .. *n) (cap): 0, or -1 when the arena or level is full */
-static int norm(kiln_gmatch *m, int32_t pos, int32_t parent, int32_t reuse, int32_t *out, int *n, int cap, int *acc,
-                int depth) {
+/* node interning: every stack node is unique by (pos, parent), so equal stacks share one id and a
+ * step's dedup is one stamp compare. hc is open addressing over the arena's ids, -1 empty; an
+ * entry whose id is not below n_nodes or whose node differs is stale (kiln_gmatch_forced drops
+ * the nodes above its base): skipped, never reused, gone at the next rebuild (growth, compact). */
+static uint32_t hc_hash(int32_t pos, int32_t parent) {
+    uint64_t x = (uint64_t)(uint32_t)pos << 32 | (uint32_t)parent;
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+/* hc refilled from the arena's n_nodes: grown to 4 x n_nodes when it would be over half full,
+ * shrunk when 16 x too large; 0, or -1 when growing runs out of memory */
+static int hc_rebuild(kiln_gmatch *m) {
+    int want = 1024;
+    while (want < 4 * (m->n_nodes + 1)) want *= 2;
+    if (2 * (m->n_nodes + 1) > m->hc_cap || want * 16 < m->hc_cap) {
+        int32_t *h = kiln_malloc((size_t)want * sizeof *h);
+        if (!h && 2 * (m->n_nodes + 1) > m->hc_cap) return -1;
+        if (h) {
+            kiln_free(m->hc);
+            m->hc = h;
+            m->hc_cap = want;
+        }
+    }
+    memset(m->hc, 0xff, (size_t)m->hc_cap * sizeof *m->hc);
+    for (int32_t id = 0; id < m->n_nodes; id++) {
+        uint32_t h = hc_hash(m->nodes[id].pos, m->nodes[id].parent) & (uint32_t)(m->hc_cap - 1);
+        while (m->hc[h] >= 0) h = (h + 1) & (uint32_t)(m->hc_cap - 1);
+        m->hc[h] = id;
+    }
+    m->hc_used = m->n_nodes;
+    return 0;
+}
+
+/* the node (pos, parent), created when new; -1 when the arena is full (or out of memory) */
+static int32_t intern(kiln_gmatch *m, int32_t pos, int32_t parent) {
+    uint32_t mask = (uint32_t)(m->hc_cap - 1), h = hc_hash(pos, parent) & mask;
+    for (;; h = (h + 1) & mask) {
+        int32_t id = m->hc[h];
+        if (id < 0) break;
+        if (id < m->n_nodes && m->nodes[id].pos == pos && m->nodes[id].parent == parent) return id;
+    }
+    if (m->n_nodes >= ARENA_NODES) return -1;
+    if (2 * (m->hc_used + 1) > m->hc_cap) {
+        if (hc_rebuild(m)) return -1;
+        mask = (uint32_t)(m->hc_cap - 1);
+        for (h = hc_hash(pos, parent) & mask; m->hc[h] >= 0; h = (h + 1) & mask) {}
+    }
+    int32_t id = m->n_nodes++;
+    m->nodes[id].pos = pos;
+    m->nodes[id].parent = parent;
+    m->hc[h] = id;
+    m->hc_used++;
+    return id;
+}
+
+/* a new expansion stamp: seen[id] == stamp marks the stacks this step reached */
+static void next_stamp(kiln_gmatch *m) {
+    if (++m->stamp == 0) {
+        memset(m->seen, 0, (size_t)ARENA_NODES * sizeof *m->seen);
+        m->stamp = 1;
+    }
+}
+
+/* expand the stack (pos, parent) into out[0 .. *n) (cap): 0, or -1 when the arena or level is
+ * full. A node already reached in this step (a leaf already in out, or a rule reference already
+ * expanded under the same parent) adds nothing: ambiguous grammars such as nested stars reach
+ * the same stack many ways, and without the stamp their states grow with every byte. */
+static int norm(kiln_gmatch *m, int32_t pos, int32_t parent, int32_t *out, int *n, int cap, int *acc, int depth) {
     const int32_t *el = m->g->elems;
     if (depth > MAX_EXPAND_DEPTH) return 0;
     for (;;) {
         int32_t e = el[pos];
-        if (e >= 0) {
-            for (int k = 0; k < *n; k++)
-                if (m->nodes[out[k]].pos == pos && m->nodes[out[k]].parent == parent) return 0;
-            if (*n >= cap) return -1;
-            int32_t id = reuse;
-            if (id < 0) {
-                if (m->n_nodes >= ARENA_NODES) return -1;
-                id = m->n_nodes++;
-                m->nodes[id].pos = pos;
-                m->nodes[id].parent = parent;
-            }
-            out[(*n)++] = id;
-            return 0;
-        }
         if (e == GB_END) {
             if (parent < 0) { *acc = 1; return 0; }
-            reuse = parent;
             pos = m->nodes[parent].pos;
             parent = m->nodes[parent].parent;
             continue;
         }
+        int32_t id = intern(m, pos, parent);
+        if (id < 0) return -1;
+        if (m->seen[id] == m->stamp) return 0;
+        m->seen[id] = m->stamp;
+        if (e >= 0) {
+            if (*n >= cap) return -1;
+            out[(*n)++] = id;
+            return 0;
+        }
         int r = -e - 2;
         int32_t cont = parent;
-        if (el[pos + 1] != GB_END) {
-            if (m->n_nodes >= ARENA_NODES) return -1;
-            cont = m->n_nodes++;
-            m->nodes[cont].pos = pos + 1;
-            m->nodes[cont].parent = parent;
-        }
+        if (el[pos + 1] != GB_END && (cont = intern(m, pos + 1, parent)) < 0) return -1;
         for (int a = m->g->rule_alt[r]; a < m->g->rule_alt[r + 1]; a++)
-            if (norm(m, m->g->alts[a], cont, -1, out, n, cap, acc, depth + 1)) return -1;
+            if (norm(m, m->g->alts[a], cont, out, n, cap, acc, depth + 1)) return -1;
         return 0;
     }
 }
@@ -243,12 +303,13 @@ static int norm(kiln_gmatch *m, int32_t pos, int32_t parent, int32_t reuse, int3
 static int advance(kiln_gmatch *m, const int32_t *in, int n_in, uint8_t c, int32_t *out, int *n_out, int cap, int *acc) {
     *n_out = 0;
     *acc = 0;
+    next_stamp(m);
     const int32_t *el = m->g->elems;
     for (int k = 0; k < n_in; k++) {
         const gnode *t = &m->nodes[in[k]];
         const uint32_t *cls = m->g->classes[el[t->pos]];
         if (!(cls[c >> 5] >> (c & 31) & 1)) continue;
-        if (norm(m, t->pos + 1, t->parent, -1, out, n_out, cap, acc, 0)) return -1;
+        if (norm(m, t->pos + 1, t->parent, out, n_out, cap, acc, 0)) return -1;
     }
     return 0;
 }
@@ -267,6 +328,7 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
     m->lv = kiln_malloc((size_t)LEVEL_TOPS * sizeof *m->lv);
     m->remap = kiln_malloc((size_t)ARENA_NODES * sizeof *m->remap);
     m->key = kiln_malloc((size_t)KEY_CAP * sizeof *m->key);
+    m->seen = kiln_calloc((size_t)ARENA_NODES, sizeof *m->seen);
     if (m->n_cache) {
         m->c_hash = kiln_calloc((size_t)m->n_cache, sizeof *m->c_hash);
         m->c_key = kiln_malloc((size_t)m->n_cache * KEY_CAP * sizeof *m->c_key);
@@ -279,15 +341,16 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
         kiln_error e2;
         if (kiln_gtables_create(&m->tabs, g, t, &e2) == KILN_OK) m->own_tabs = 1;
     }
-    if (!m->nodes || !m->tops || !m->lv || !m->remap || !m->key || (t && !m->tabs) || !m->u_tmp ||
+    if (!m->nodes || !m->tops || !m->lv || !m->remap || !m->key || !m->seen || hc_rebuild(m) || (t && !m->tabs) || !m->u_tmp ||
         (m->n_cache && (!m->c_hash || !m->c_key || !m->c_len || !m->c_mask))) {
         kiln_gmatch_free(m);
         return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar matcher");
     }
     /* the start state: root's alternatives expanded */
     int acc = 0;
+    next_stamp(m);
     for (int a = g->rule_alt[g->root]; a < g->rule_alt[g->root + 1]; a++)
-        if (norm(m, g->alts[a], -1, -1, m->tops, &m->n_tops, LEVEL_TOPS, &acc, 0)) {
+        if (norm(m, g->alts[a], -1, m->tops, &m->n_tops, LEVEL_TOPS, &acc, 0)) {
             kiln_gmatch_free(m);
             return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "grammar: the start state is too large");
         }
@@ -296,8 +359,8 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
     return KILN_OK;
 }
 
-/* keep only the nodes the state's tops reach, renumbered */
-static void compact(kiln_gmatch *m) {
+/* keep only the nodes the state's tops reach, renumbered (and reinterned); 0 or -1 (OOM) */
+static int compact(kiln_gmatch *m) {
     for (int i = 0; i < m->n_nodes; i++) m->remap[i] = -1;
     for (int k = 0; k < m->n_tops; k++)
         for (int32_t x = m->tops[k]; x >= 0 && m->remap[x] == -1; x = m->nodes[x].parent) m->remap[x] = -2;
@@ -311,6 +374,7 @@ static void compact(kiln_gmatch *m) {
     }
     for (int k = 0; k < m->n_tops; k++) m->tops[k] = m->remap[m->tops[k]];
     m->n_nodes = n;
+    return hc_rebuild(m);
 }
 
 int kiln_gmatch_forced(kiln_gmatch *m, uint8_t *out, int cap) {
@@ -366,7 +430,7 @@ int kiln_gmatch_accept(kiln_gmatch *m, const void *bytes, size_t n, kiln_error *
     memcpy(m->tops, cur, (size_t)n_cur * sizeof *cur);
     m->n_tops = n_cur;
     m->accepting = acc;
-    compact(m);
+    if (compact(m)) return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar matcher");
     return KILN_OK;
 }
 
