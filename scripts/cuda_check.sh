@@ -140,7 +140,7 @@ if [ "${KILN_CUDA_TRACE:-0}" = 1 ]; then
 fi
 
 if [ "${KILN_CUDA_MEMCHECK:-1}" != 0 ] && command -v compute-sanitizer > /dev/null; then
-  for name in test_cuda_attention test_cuda_rope_kv test_cuda_rmsnorm test_cuda_swiglu test_cuda_step; do
+  for name in test_cuda_attention test_cuda_rope_kv test_cuda_rmsnorm test_cuda_swiglu test_cuda_step test_cuda_qlinear; do
     [ -x "$BIN/$name" ] || continue
     run_one "memcheck:$name" compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/$name"
   done
