@@ -354,12 +354,13 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
     size_t xbad = 0, xuntouched = 0, xdiff = 0;
     double xworst = 0;
     /* three launch classes (m-tiles 1, 2, 4): the first T of each is its reference */
-    const int xT[10] = {16, 1, 5, 9, 32, 17, 23, 64, 33, 50}, xsm[2] = {132, 16};
-    for (int si = 0; si < 8; si++) /* SM counts x variants 0..3 */
+    /* variants: register cap, grid, L2 prefetch 3 / 6 groups ahead, 2 n-tiles a warp */
+    const int xT[10] = {16, 1, 5, 9, 32, 17, 23, 64, 33, 50}, xsm[2] = {132, 16}, xv[7] = {0, 1, 2, 3, 4, 12, 16 | 8};
+    for (int si = 0; si < 14; si++) /* SM counts x variants */
         for (int ti = 0; ti < 10; ti++) {
             int T = xT[ti];
             kc_poison(dy, (size_t)MR * ldy * 4);
-            CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, si / 2, xsm[si % 2], &wk, 0));
+            CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, xv[si / 2], xsm[si % 2], &wk, 0));
             kc_get(yt, dy, (size_t)MR * ldy * 4);
             for (int t = 0; t < MR; t++)
                 for (int j = 0; j < ldy; j++) {
@@ -459,6 +460,7 @@ static void refusals(void) {
 }
 
 /* timings: Devstral shapes, weights rotated past L2 */
+#define NRUN 47
 static void bench(void) {
     struct { const char *name; int N, K; } sh[] = {
         {"qkv", 6144, 5120}, {"o", 5120, 4096}, {"gate|up", 65536, 5120}, {"down", 5120, 32768}, {"lm head", 131072, 5120}};
@@ -491,16 +493,18 @@ static void bench(void) {
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
                 /* rows, n-tiles, variant per run; k >= 16: the split-K kernel (work buffers) */
-                const int RT[28] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4, 16,
-                                    32, 64};
-                const int RNT[28] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
-                const int RV[28] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3};
+                /* 28..: the prefetch distances (v 4 / 8 / 12) and 2 n-tiles (16) at 1, 4, 16 rows, prefetch at 32 / 64 */
+                const int RT[NRUN] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4,
+                                      16, 32, 64, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 32, 64, 32, 64};
+                const int RNT[NRUN] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
+                const int RV[NRUN] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 0, 0,
+                                      4, 4, 4, 8, 8, 8, 12, 12, 12, 16, 16, 16, 24, 24, 24, 4, 4, 8, 8};
                 kiln_cuda_qreg_work wk;
                 kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
                 wk.part = kc_dev(wk.floats * 4);
                 wk.cnt = kc_dev(wk.counters * 4);
                 CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
-                for (int k = 0; k < 28; k++) {
+                for (int k = 0; k < NRUN; k++) {
                     int T = RT[k], nt = RNT[k], wp = RV[k];
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));

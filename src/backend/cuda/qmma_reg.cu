@@ -373,11 +373,22 @@ static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32
     qx_group<DT, MT, NT>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
 }
 
+/* the rows' group G into L2 ahead of its register loads (variant bits QX_V_PF: a measurement of
+ * whether more bytes in flight than the two register groups pay): lane t4 asks for the line of
+ * its quarter of the row's group; a row's groups are contiguous, so a line a quarter misses is
+ * the next group's first */
+template <int DT, int NT>
+static __device__ __forceinline__ void qx_prefetch(const uint8_t *const *rows, int G, int t4) {
+#pragma unroll
+    for (int i = 0; i < NT; i++)
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(rows[i] + (int64_t)G * QR_BB(DT) + t4 * (QR_BB(DT) / 4)));
+}
+
 /* dynamic shared memory: QX_STAGES x MT x 8 KB (the x slices) */
 template <int DT, int MT, int NT, int MINB>
 static __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
 qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
-              int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt) {
+              int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt, int pf) {
     extern __shared__ uint4 qx_dyn[];
     uint4 (*xs)[16][32] = (uint4 (*)[16][32])qx_dyn; /* [QX_STAGES * MT][16][32] */
     __shared__ unsigned last;
@@ -403,7 +414,10 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
     const uint8_t *ba[NT], *bb[NT];
 #pragma unroll
     for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)G0 * QR_BB(DT), t4);
+    for (int q = 2; q < pf && G0 + q < G1; q++) qx_prefetch<DT, NT>(rows, G0 + q, t4);
     for (int G = G0; G < G1; G += 2) {
+        if (pf && G + pf < G1) qx_prefetch<DT, NT>(rows, G + pf, t4);
+        if (pf && G + 1 + pf < G1) qx_prefetch<DT, NT>(rows, G + 1 + pf, t4);
         if (G + 1 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
@@ -415,8 +429,9 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
         qx_step<DT, MT, NT>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
     }
     kiln_cp_wait<0>();
-    /* acc[m][i][e]: row 16 m + g + 8 (e / 2), column n0 + 8 i + 2 t4 + e % 2 */
-    if (S == 1) {
+    /* acc[m][i][e]: row 16 m + g + 8 (e / 2), column n0 + 8 i + 2 t4 + e % 2. S > 1: the part's
+     * sums go to work, and the last CTA of the n-block adds the S parts in order 0..S-1 */
+    if (S > 1) {
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -424,9 +439,14 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int t = 16 * m + g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
-                    if (t < T && n < N) y[(int64_t)t * ldy + n] = acc[m][i][e];
+                    if (t < T && n < N) work[((int64_t)s * QX_MAX_ROWS + t) * N + n] = acc[m][i][e];
                 }
-        return;
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)S - 1u;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
     }
 #pragma unroll
     for (int m = 0; m < MT; m++)
@@ -435,27 +455,15 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int t = 16 * m + g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
-                if (t < T && n < N) work[((int64_t)s * QX_MAX_ROWS + t) * N + n] = acc[m][i][e];
-            }
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)S - 1u;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-#pragma unroll
-    for (int m = 0; m < MT; m++)
-#pragma unroll
-        for (int i = 0; i < NT; i++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int t = 16 * m + g + 8 * (e >> 1), n = n0 + 8 * i + 2 * t4 + (e & 1);
                 if (t >= T || n >= N) continue;
-                float v = 0.0f;
-                for (int q = 0; q < S; q++) v += __ldcg(&work[((int64_t)q * QX_MAX_ROWS + t) * N + n]);
+                float v = acc[m][i][e];
+                if (S > 1) {
+                    v = 0.0f;
+                    for (int q = 0; q < S; q++) v += __ldcg(&work[((int64_t)q * QX_MAX_ROWS + t) * N + n]);
+                }
                 y[(int64_t)t * ldy + n] = v;
             }
-    if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;
+    if (S > 1 && threadIdx.x == 0) cnt[blockIdx.x] = 0u;
 }
 
 /* The launch shape for (dtype, N, K) on n_sm SMs (H200, Devstral shapes, T 4 / 16, us, test_cuda_qlinear's
@@ -469,10 +477,13 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
  * QX_V_MINB2 flips the register cap, bit QX_V_WIDE takes the first version's ~2 CTAs an SM. */
 #define QX_V_MINB2 1
 #define QX_V_WIDE 2
+#define QX_V_PF(v) (((v) >> 2) & 3) /* L2 prefetch 0: none, 1 / 2 / 3: 3 / 4 / 6 groups ahead */
+#define QX_V_NT2 16                 /* 2 n-tiles a warp wherever the registers allow (1..16 rows) */
+#define QX_V_ALL 31
 static void qx_shape(kiln_dtype dt, int T, int N, int K, int n_sm, int variant, int *nt, int *minb2, int *parts) {
     int sm = n_sm > 0 ? n_sm : 132, NG = K / 256;
     *minb2 = (T <= 16 ? dt != KILN_DT_Q4_K : dt != KILN_DT_Q6_K) != !!(variant & QX_V_MINB2);
-    *nt = N >= 16384 && !*minb2 && T <= 16 ? 2 : 1;
+    *nt = (N >= 16384 || (variant & QX_V_NT2)) && !*minb2 && T <= 16 ? 2 : 1;
     int nb = (N + QX_WARPS * 8 * *nt - 1) / (QX_WARPS * 8 * *nt);
     int want = variant & QX_V_WIDE ? 2 * sm : nb >= sm ? nb : 4 * sm;
     int S = (want + nb - 1) / nb, cap = NG / 4;
@@ -490,7 +501,7 @@ extern "C" void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counte
 
 template <int DT, int MT, int NT, int MINB>
 static cudaError_t qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K,
-                               const kiln_cuda_qreg_work *wk, cudaStream_t st) {
+                               const kiln_cuda_qreg_work *wk, int pf, cudaStream_t st) {
     int smem = QX_STAGES * MT * 8192;
     if (smem >= 48 * 1024) { /* beside the kernel's static bytes: over the default 48 KB */
         cudaError_t e = cudaFuncSetAttribute(qmma_x_kernel<DT, MT, NT, MINB>,
@@ -498,16 +509,17 @@ static cudaError_t qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, 
         if (e != cudaSuccess) return e;
     }
     qmma_x_kernel<DT, MT, NT, MINB><<<grid, QX_WARPS * 32, smem, st>>>(
-        y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N, K, wk->part, wk->cnt);
+        y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N, K, wk->part, wk->cnt, pf);
     return cudaSuccess;
 }
 
 template <int DT, int MT>
 static cudaError_t qx_launch_mt(dim3 grid, int nt, int minb2, float *y, int ldy, const uint16_t *x,
-                                const uint8_t *w, int T, int N, int K, const kiln_cuda_qreg_work *wk, cudaStream_t st) {
-    if (minb2) return qx_launch_k<DT, MT, 1, 2>(grid, y, ldy, x, w, T, N, K, wk, st);
-    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
-    return qx_launch_k<DT, MT, 1, 1>(grid, y, ldy, x, w, T, N, K, wk, st);
+                                const uint8_t *w, int T, int N, int K, const kiln_cuda_qreg_work *wk, int pf,
+                                cudaStream_t st) {
+    if (minb2) return qx_launch_k<DT, MT, 1, 2>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
+    return qx_launch_k<DT, MT, 1, 1>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
 }
 
 template <int DT>
@@ -518,9 +530,10 @@ static cudaError_t qx_launch(float *y, int ldy, const uint16_t *x, const uint8_t
     int nb = (N + QX_WARPS * 8 * nt - 1) / (QX_WARPS * 8 * nt);
     if (S > 1 && ((size_t)nb > wk->counters || (size_t)S * QX_MAX_ROWS * N > wk->floats)) S = 1;
     dim3 grid((unsigned)nb, (unsigned)S);
-    if (T <= 16) return qx_launch_mt<DT, 1>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, st);
-    if (T <= 32) return qx_launch_mt<DT, 2>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, st);
-    return qx_launch_mt<DT, 4>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, st);
+    const int pf_ahead[4] = {0, 3, 4, 6}, pf = pf_ahead[QX_V_PF(variant)];
+    if (T <= 16) return qx_launch_mt<DT, 1>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (T <= 32) return qx_launch_mt<DT, 2>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    return qx_launch_mt<DT, 4>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
 }
 
 template <int DT, int MT, int NT>
@@ -570,7 +583,7 @@ extern "C" cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln
                                           const kiln_cuda_qreg_work *wk, cudaStream_t st) {
     if (!kiln_cuda_qmma_reg_supports(wdt, K) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 ||
         ldy < N || !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
-        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || variant < 0 || variant > 3 ||
+        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || variant < 0 || variant > QX_V_ALL ||
         (variant > 1 && !(wk && nt == 0)))
         return cudaErrorInvalidValue;
     const uint16_t *xb = (const uint16_t *)x;
