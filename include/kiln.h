@@ -101,6 +101,10 @@ typedef struct kiln_cuda_options {
                             * kernel dequantizing in registers runs (qmma_reg.cu, from 4 rows;
                             * fewer on the int8 GEMV, more on shared-memory tiles; Q8_0 at most
                             * 32), 0 = off, at most 64 (64) */
+    int qreg_variant;      /* that kernel's launch variant, for measurements: bits 1 / 2 register
+                            * cap and grid, 4 / 8 an L2 prefetch distance, 16 two n-tiles a warp
+                            * (qmma_reg.cu's QX_V_*; the same sums but bit 16's), 0..31 (0)
+                            * (env KILN_CUDA_QREG_VARIANT) */
     int fp8_mma_max_rows;  /* FP8 weights: rows up to which fp8.cu's tensor-core product runs
                             * (more: cuBLASLt), 0 = never, at most 64 (8) */
     int fp8_fuse_quant;    /* FP8 W8A8 with dynamic per-row activation scales: the activation

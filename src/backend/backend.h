@@ -109,13 +109,14 @@ typedef struct kiln_backend_ops {
 
 /* The layout version of kiln_backend_ops and kiln_backend_config that a loadable backend and the
  * host agree on: bump it whenever either struct (or kiln_model / kiln_step) changes layout. */
-#define KILN_BACKEND_ABI 9 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
+#define KILN_BACKEND_ABI 10 /* 4: model features (ops.features, kiln_layer_weights biases / norms / experts);
                             * 5: kiln_quant.act, kiln_model.fp8*, kiln_layer_weights.k_scale / v_scale;
                             * 6: ops.sample_rows, kiln_backend_config.sample_rows, .tp_size;
                             * 7: grammar masks (ops.masks, kiln_backend_config.masks, kiln_step.masks);
                             * 8: kiln_cuda_options.q8_fuse_quant (in kiln_backend_config.cuda),
                             *    ops.kv_budget;
-                            * 9: kiln_cuda_options.l2_prefetch_mb / l2_prefetch_mode / pdl_min_rows */
+                            * 9: kiln_cuda_options.l2_prefetch_mb / l2_prefetch_mode / pdl_min_rows;
+                            * 10: kiln_cuda_options.qreg_variant */
 /* The entry libkiln_cuda.so exports: its ops table, NULL for another abi_version. */
 const kiln_backend_ops *kiln_backend_cuda_entry(int abi_version);
 

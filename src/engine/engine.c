@@ -86,7 +86,7 @@ void kiln_engine_options_default(kiln_engine_options *o) {
     c->graphs = c->piece_max_rows = c->decode_tc_rows = c->decode_tc_split = c->att_blocks_per_sm = -1;
     c->gate_up_16bit = c->qreg_max_rows = c->fp8_mma_max_rows = c->fp8_fuse_quant = c->gemm_tune = -1;
     c->l2_prefetch_mb = c->l2_prefetch_mode = c->pdl_min_rows = -1;
-    c->q8_fuse_quant = -1;
+    c->q8_fuse_quant = c->qreg_variant = -1;
 }
 
 void kiln_request_params_default(kiln_request_params *p) {

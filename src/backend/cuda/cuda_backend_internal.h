@@ -113,6 +113,7 @@ typedef struct cuda_backend {
                                * this many (0 in batch-invariant mode) */
     int qreg_max_rows;        /* Q4_K / Q6_K / Q8_0 segments: qmma_reg (registers) up to this many
                                * rows, before the GEMV / qmma below (0 in batch-invariant mode) */
+    int qreg_variant;         /* qmma_x's launch variant (kiln_cuda_options.qreg_variant; 0) */
     int qgemv_max_rows;       /* quantized weights: GEMV up to this many rows (0 in batch-invariant
                                * mode: every step dequantizes and runs the fixed cuBLASLt algorithm) */
     dev_alloc *allocs;

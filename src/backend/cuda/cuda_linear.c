@@ -84,7 +84,8 @@ static int qlinear(cuda_backend *c, kiln_cuda_gemm *g, void *y, const void *x, c
             float *ys = (float *)y + w->seg[s].row0;
             if (p[s] == QP_REG)
                 LAUNCH(kiln_cuda_qmma_reg(ys, w->N, x, c->adt, w->seg[s].w, w->seg[s].dt, n, w->seg[s].rows, w->K, 0,
-                                          0, c->n_sm, c->qreg_wk.part ? &c->qreg_wk : NULL, c->st));
+                                          c->qreg_wk.part ? c->qreg_variant : 0, c->n_sm,
+                                          c->qreg_wk.part ? &c->qreg_wk : NULL, c->st));
             else if (p[s] == QP_GEMV)
                 LAUNCH(kiln_cuda_qgemv_q8(ys, w->N, c->xq, c->xq_d, c->xq_s, w->seg[s].w, w->seg[s].dt, n,
                                           w->seg[s].rows, w->K, 0, c->n_sm, c->st));
