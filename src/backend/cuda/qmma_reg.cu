@@ -473,23 +473,37 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
  * registers fit 2 CTAs an SM anyway) with 2 n-tiles a warp on wide matrices (gate|up 102.8 against
  * 104.4 capped, 118-120 split in 2 parts). S: none where the n-blocks already fill the SMs, else
  * ~4 CTAs an SM, each part at least 4 groups (Q4_K qkv 26.3 -> 23.5 at 16 rows, 22.1 -> 18.6 at 4;
- * 2 CTAs an SM was the first version). variant (measurements; the backend passes 0): bit
- * QX_V_MINB2 flips the register cap, bit QX_V_WIDE takes the first version's ~2 CTAs an SM. */
+ * 2 CTAs an SM was the first version). Q4_K also takes 2 n-tiles on narrower matrices where the
+ * halved grid keeps >= 1.75 CTAs an SM (twenty-first session, H100, 16 rows: down 86.8 -> 75.0,
+ * qkv 24.7 -> 22.6; not o, whose 160 CTAs went 19.1 -> 20.7; the engine with 2 n-tiles on every
+ * Q4_K shape, same call, two rounds: Q4_K_M b4 11.30 -> 11.02 ms, b8 11.75 -> 11.45, b16 12.71
+ * -> 12.51). variant (measurements; the backend passes kiln_cuda_options.qreg_variant, 0): bit
+ * QX_V_MINB2 flips the register cap, bit QX_V_WIDE takes the first version's ~2 CTAs an SM,
+ * QX_V_PF an L2 prefetch of the weights ahead of the register loads (slower at every shape and
+ * distance: down 86.8 -> 88.9-90.7 us, LM head 195 -> 209-233), QX_V_NT2 2 n-tiles everywhere. */
 #define QX_V_MINB2 1
 #define QX_V_WIDE 2
 #define QX_V_PF(v) (((v) >> 2) & 3) /* L2 prefetch 0: none, 1 / 2 / 3: 3 / 4 / 6 groups ahead */
 #define QX_V_NT2 16                 /* 2 n-tiles a warp wherever the registers allow (1..16 rows) */
 #define QX_V_ALL 31
-static void qx_shape(kiln_dtype dt, int T, int N, int K, int n_sm, int variant, int *nt, int *minb2, int *parts) {
-    int sm = n_sm > 0 ? n_sm : 132, NG = K / 256;
-    *minb2 = (T <= 16 ? dt != KILN_DT_Q4_K : dt != KILN_DT_Q6_K) != !!(variant & QX_V_MINB2);
-    *nt = (N >= 16384 || (variant & QX_V_NT2)) && !*minb2 && T <= 16 ? 2 : 1;
-    int nb = (N + QX_WARPS * 8 * *nt - 1) / (QX_WARPS * 8 * *nt);
+static int qx_parts(int nb, int NG, int sm, int variant) {
     int want = variant & QX_V_WIDE ? 2 * sm : nb >= sm ? nb : 4 * sm;
     int S = (want + nb - 1) / nb, cap = NG / 4;
     if (S > cap) S = cap;
     if (S > 16) S = 16;
-    *parts = S < 1 ? 1 : S;
+    return S < 1 ? 1 : S;
+}
+
+static void qx_shape(kiln_dtype dt, int T, int N, int K, int n_sm, int variant, int *nt, int *minb2, int *parts) {
+    int sm = n_sm > 0 ? n_sm : 132, NG = K / 256;
+    *minb2 = (T <= 16 ? dt != KILN_DT_Q4_K : dt != KILN_DT_Q6_K) != !!(variant & QX_V_MINB2);
+    *nt = 1;
+    if (!*minb2 && T <= 16) { /* 2 n-tiles where the halved grid still fills ~2 CTAs an SM */
+        int nb2 = (N + QX_WARPS * 16 - 1) / (QX_WARPS * 16);
+        if (N >= 16384 || (variant & QX_V_NT2) || 4 * nb2 * qx_parts(nb2, NG, sm, variant) >= 7 * sm) *nt = 2;
+    }
+    int nb = (N + QX_WARPS * 8 * *nt - 1) / (QX_WARPS * 8 * *nt);
+    *parts = qx_parts(nb, NG, sm, variant);
 }
 
 extern "C" void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counters) {
