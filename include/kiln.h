@@ -98,7 +98,7 @@ typedef struct kiln_cuda_options {
                             * card's); above the card is refused; 0 or -1 = the card's own (0)
                             * (env KILN_CUDA_TARGET=sm_86) */
     int qreg_max_rows;     /* GGUF Q4_K / Q6_K / Q8_0 weights: rows up to which the tensor-core
-                            * kernel dequantizing in registers runs (qmma_reg.cu, from 4 rows;
+                            * kernel dequantizing in registers runs (qmma_reg.cu, from 3 rows, Q8_0 5;
                             * fewer on the int8 GEMV, more on shared-memory tiles; Q8_0 at most
                             * 32), 0 = off, at most 64 (64) */
     int qreg_variant;      /* that kernel's launch variant, for measurements: bits 1 / 2 register

@@ -725,10 +725,10 @@ static int cuda_describe(const kiln_model *m, const kiln_backend_config *bc, cha
     else
         desc_printf(&d, "skinny:       off\n");
     desc_printf(&d, "GGUF blocks:  q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k kept quantized; q4_k q6_k q8_0: tensor "
-                    "cores dequantizing in registers from %d up to %d rows (q8_0 up to %d); the others: GEMV on int8 "
+                    "cores dequantizing in registers from %d up to %d rows (q8_0 from %d up to %d); the others: GEMV on int8 "
                     "activations (dp4a) up to %d rows, tensor cores on dequantized tiles up to %d; then dequantization + "
                     "cuBLASLt\n",
-                KILN_QREG_MIN_ROWS, c->qreg_max_rows,
+                KILN_QREG_MIN_ROWS, c->qreg_max_rows, KILN_QREG_Q8_0_MIN_ROWS,
                 c->qreg_max_rows < KILN_QREG_Q8_0_MAX_ROWS ? c->qreg_max_rows : KILN_QREG_Q8_0_MAX_ROWS, c->qgemv_max_rows,
                 c->qmma_max_rows);
     if (c->wide_min_rows)

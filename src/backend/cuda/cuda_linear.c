@@ -36,7 +36,8 @@ static int gemm_choice(const cuda_backend *c, const kiln_cuda_gemm *g, int n) {
 }
 
 /* Quantized weights, per segment (each into its column slice of y): Q4_K / Q6_K / Q8_0 on
- * qmma_reg (tensor cores, dequantized in registers) from KILN_QREG_MIN_ROWS (below, the GEMV) up
+ * qmma_reg (tensor cores, dequantized in registers) from KILN_QREG_MIN_ROWS (Q8_0:
+ * KILN_QREG_Q8_0_MIN_ROWS; below, the GEMV) up
  * to qreg_max_rows rows; the other types on
  * the int8 GEMV up to qgemv_max_rows, then qmma (tensor cores on shared-memory tiles) up to
  * qmma_max_rows. When some segment can take none of those (prefill), every segment is
@@ -46,7 +47,8 @@ enum { QP_REG, QP_GEMV, QP_MMA, QP_LT };
 static int q_path(const cuda_backend *c, kiln_dtype dt, int K, int n) {
     int reg_max = dt == KILN_DT_Q8_0 && c->qreg_max_rows > KILN_QREG_Q8_0_MAX_ROWS ? KILN_QREG_Q8_0_MAX_ROWS
                                                                                   : c->qreg_max_rows;
-    if (n <= reg_max && (n >= KILN_QREG_MIN_ROWS || n > c->qgemv_max_rows) && kiln_cuda_qmma_reg_supports(dt, K))
+    int reg_min = dt == KILN_DT_Q8_0 ? KILN_QREG_Q8_0_MIN_ROWS : KILN_QREG_MIN_ROWS;
+    if (n <= reg_max && (n >= reg_min || n > c->qgemv_max_rows) && kiln_cuda_qmma_reg_supports(dt, K))
         return QP_REG;
     if (n <= c->qgemv_max_rows) return QP_GEMV;
     if (n <= c->qmma_max_rows) return QP_MMA;

@@ -295,8 +295,14 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
  * up to 16 (above, qmma). With qmma_x (the split-K kernel, twentieth session, H100, same call,
  * up to 16 rows -> up to 64): Q4_K_M batch 24 742 -> 1,106 tok/s, 32 989 -> 1,466, 48 1,159 -> 1,283,
  * 64 1,537 -> 1,697; Q6_K 32 849 -> 1,260, 64 1,384 -> 1,617; Q8_0 32 1,024 -> 1,182 but 48
- * 1,183 -> 1,111 and 64 1,575 -> 1,481, so Q8_0 segments leave it above 32 rows. */
-#define KILN_QREG_MIN_ROWS 4
+ * 1,183 -> 1,111 and 64 1,575 -> 1,481, so Q8_0 segments leave it above 32 rows. From 3 rows for
+ * Q4_K / Q6_K and 5 for Q8_0 (twenty-first session): the int8 GEMV at 3-4 rows runs its 4-row
+ * form, which the kernel bench (H100, twentieth session's call G, same call) put behind qmma_x at 4
+ * rows for Q4_K (gate|up 145.8 vs 100.3 us, down 134.3 vs 75.9) and Q6_K (196.9 vs 172.0, 171.4
+ * vs 139.9), ahead of it for Q8_0 (gate|up 176.1 vs 195.1, down 109.4 vs 134.5, qkv 20.3 vs 28.2:
+ * Q8_0 b4 decoded at 0.77x llama.cpp's, below its b2 x 2); at 8 rows qmma_x is ahead for all three. */
+#define KILN_QREG_MIN_ROWS 3
+#define KILN_QREG_Q8_0_MIN_ROWS 5
 #define KILN_QREG_DEFAULT_MAX_ROWS 64
 #define KILN_QREG_Q8_0_MAX_ROWS 32
 #define KILN_QREG_DEFAULT_VARIANT 0 /* the backend's qmma_x variant (kiln_cuda_options.qreg_variant) */
