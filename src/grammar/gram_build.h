@@ -52,6 +52,16 @@ int gb_finish(kiln_gb *b, int root, kiln_gram *g, kiln_error *err);
 /* the error of a builder that stopped (out of memory, or too large) */
 int gb_fail(const kiln_gb *b, kiln_error *err);
 static inline size_t gb_len(const kiln_gb *b, int rule) { return b->rules[rule].body.len / sizeof(int32_t); }
+
+/* a 64-bit mix (MurmurHash3's finalizer) for the hash tables of parse stacks (matcher.c,
+ * mask_walk.c), and the key of a stack node (pos, parent) */
+static inline uint64_t kiln_gmix(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+    return x;
+}
+static inline uint64_t kiln_gnode_key(int32_t pos, int32_t parent) {
+    return (uint64_t)(uint32_t)pos << 32 | (uint32_t)parent;
+}
 /* UTF-8 encode cp into out (4 bytes max): the count */
 int gb_utf8(uint32_t cp, char *out);
 

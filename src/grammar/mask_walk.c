@@ -102,15 +102,11 @@ void kiln_gscratch_reset(kiln_gscratch *w) {
     w->full = 0;
 }
 
-static inline uint64_t mix(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
-}
 
 /* the node (pos, parent), created when new; -1 when the arena is full */
 static int32_t node(kiln_gscratch *w, int32_t pos, int32_t parent) {
-    uint64_t k = (uint64_t)(uint32_t)pos << 32 | (uint32_t)parent;
-    uint32_t h = (uint32_t)mix(k) & (NH_CAP - 1);
+    uint64_t k = kiln_gnode_key(pos, parent);
+    uint32_t h = (uint32_t)kiln_gmix(k) & (NH_CAP - 1);
     for (;;) {
         if (w->nh_gen[h] != w->gen) break;
         if (w->nh_key[h] == k) return w->nh_val[h];
@@ -171,7 +167,7 @@ static int32_t state(kiln_gscratch *w, int32_t *tops, int n, int fl) {
     if (n == 0 && fl == 0) return -1;
     sort_ids(tops, n);
     uint64_t k = (uint64_t)fl * 0x9E3779B97F4A7C15ull + (uint64_t)n;
-    for (int i = 0; i < n; i++) k = mix(k ^ (uint64_t)(uint32_t)tops[i]) + (uint64_t)i;
+    for (int i = 0; i < n; i++) k = kiln_gmix(k ^ (uint64_t)(uint32_t)tops[i]) + (uint64_t)i;
     uint32_t h = (uint32_t)k & (SH_CAP - 1);
     for (;;) {
         if (w->sh_gen[h] != w->gen) break;
@@ -216,7 +212,7 @@ static inline int32_t trans(kiln_gscratch *w, const kiln_gram *g, int32_t s, uin
 
 static int32_t trans_slow(kiln_gscratch *w, const kiln_gram *g, int32_t s, uint8_t c) {
     uint64_t k = (uint64_t)(uint32_t)s << 8 | c;
-    uint32_t h = (uint32_t)mix(k + 0x1234567) & (TH_CAP - 1);
+    uint32_t h = (uint32_t)kiln_gmix(k + 0x1234567) & (TH_CAP - 1);
     for (;;) {
         if (w->th_gen[h] != w->gen) break;
         if (w->th_key[h] == k) return w->th_val[h];

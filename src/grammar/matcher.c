@@ -196,7 +196,8 @@ int kiln_token_trie_build(kiln_token_trie *t, int vocab, const char *const *piec
 void kiln_gmatch_free(kiln_gmatch *m) {
     if (!m) return;
     kiln_free(m->nodes); kiln_free(m->tops); kiln_free(m->lv);
-    kiln_free(m->remap); kiln_free(m->hc); kiln_free(m->seen); kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
+    kiln_free(m->remap); kiln_free(m->hc); kiln_free(m->seen);
+    kiln_free(m->c_hash); kiln_free(m->c_key); kiln_free(m->c_len); kiln_free(m->c_mask);
     kiln_free(m->key);
     if (m->own_tabs) kiln_gtables_free(m->tabs);
     kiln_free(m->u_tmp);
@@ -207,11 +208,7 @@ void kiln_gmatch_free(kiln_gmatch *m) {
  * step's dedup is one stamp compare. hc is open addressing over the arena's ids, -1 empty; an
  * entry whose id is not below n_nodes or whose node differs is stale (kiln_gmatch_forced drops
  * the nodes above its base): skipped, never reused, gone at the next rebuild (growth, compact). */
-static uint32_t hc_hash(int32_t pos, int32_t parent) {
-    uint64_t x = (uint64_t)(uint32_t)pos << 32 | (uint32_t)parent;
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33;
-    return (uint32_t)x;
-}
+static uint32_t hc_hash(int32_t pos, int32_t parent) { return (uint32_t)kiln_gmix(kiln_gnode_key(pos, parent)); }
 
 /* hc refilled from the arena's n_nodes: grown to 4 x n_nodes when it would be over half full,
  * shrunk when 16 x too large; 0, or -1 when growing runs out of memory */
@@ -341,7 +338,8 @@ int kiln_gmatch_create(kiln_gmatch **out, const kiln_gram *g, const kiln_token_t
         kiln_error e2;
         if (kiln_gtables_create(&m->tabs, g, t, &e2) == KILN_OK) m->own_tabs = 1;
     }
-    if (!m->nodes || !m->tops || !m->lv || !m->remap || !m->key || !m->seen || hc_rebuild(m) || (t && !m->tabs) || !m->u_tmp ||
+    if (!m->nodes || !m->tops || !m->lv || !m->remap || !m->key || !m->seen || hc_rebuild(m) || (t && !m->tabs) ||
+        !m->u_tmp ||
         (m->n_cache && (!m->c_hash || !m->c_key || !m->c_len || !m->c_mask))) {
         kiln_gmatch_free(m);
         return KILN_ERR(err, KILN_ERR_OOM, "out of memory for a grammar matcher");
