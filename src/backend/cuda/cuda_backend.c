@@ -308,7 +308,7 @@ static void set_options(cuda_backend *c, const kiln_backend_config *bc) {
     c->q8_fuse = o->q8_fuse_quant != 0;
     c->qreg_max_rows = o->qreg_max_rows >= 0 ? o->qreg_max_rows : KILN_QREG_DEFAULT_MAX_ROWS;
     if (c->qreg_max_rows > KILN_QMMA_MAX_ROWS || bc->batch_invariant) c->qreg_max_rows = 0;
-    c->qreg_variant = o->qreg_variant >= 0 && o->qreg_variant <= 31 ? o->qreg_variant : KILN_QREG_DEFAULT_VARIANT;
+    c->qreg_variant = o->qreg_variant >= 0 && o->qreg_variant <= KILN_QREG_VARIANT_MAX ? o->qreg_variant : KILN_QREG_DEFAULT_VARIANT;
     c->l2pf_mode = o->l2_prefetch_mode >= 1 && o->l2_prefetch_mode <= 3 ? o->l2_prefetch_mode : 1;
     c->fp8_mma_max_rows = o->fp8_mma_max_rows >= 0 ? o->fp8_mma_max_rows : KILN_FP8_MMA_DEFAULT_ROWS;
     if (c->fp8_mma_max_rows > KILN_FP8_MMA_MAX_ROWS || bc->batch_invariant) c->fp8_mma_max_rows = 0;

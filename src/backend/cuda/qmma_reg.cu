@@ -485,7 +485,6 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
 #define QX_V_WIDE 2
 #define QX_V_PF(v) (((v) >> 2) & 3) /* L2 prefetch 0: none, 1 / 2 / 3: 3 / 4 / 6 groups ahead */
 #define QX_V_NT2 16                 /* 2 n-tiles a warp wherever the registers allow (1..16 rows) */
-#define QX_V_ALL 31
 static int qx_parts(int nb, int NG, int sm, int variant) {
     int want = variant & QX_V_WIDE ? 2 * sm : nb >= sm ? nb : 4 * sm;
     int S = (want + nb - 1) / nb, cap = NG / 4;
@@ -597,7 +596,7 @@ extern "C" cudaError_t kiln_cuda_qmma_reg(float *y, int ldy, const void *x, kiln
                                           const kiln_cuda_qreg_work *wk, cudaStream_t st) {
     if (!kiln_cuda_qmma_reg_supports(wdt, K) || xdt != KILN_DT_BF16 || T < 1 || T > KILN_QMMA_MAX_ROWS || N < 1 ||
         ldy < N || !y || !x || !w || ((uintptr_t)x & 15) || ((uintptr_t)w & 15) || ((uintptr_t)y & 3) ||
-        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || variant < 0 || variant > QX_V_ALL ||
+        (nt != 0 && nt != 1 && nt != 2 && nt != 4) || variant < 0 || variant > KILN_QREG_VARIANT_MAX ||
         (variant > 1 && !(wk && nt == 0)))
         return cudaErrorInvalidValue;
     const uint16_t *xb = (const uint16_t *)x;
