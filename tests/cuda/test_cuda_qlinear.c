@@ -461,7 +461,9 @@ static void refusals(void) {
 
 /* timings: Devstral shapes, weights rotated past L2 */
 #define NRUN 47
-static void bench(void) {
+/* prof: KILN_QGEMV_BENCH=2, a run for a profiler (ncu): qmma_x at 16 rows, variant 0, on the down
+ * and gate|up shapes only, two launches each (the second is the one to read) */
+static void bench(int prof) {
     struct { const char *name; int N, K; } sh[] = {
         {"qkv", 6144, 5120}, {"o", 5120, 4096}, {"gate|up", 65536, 5120}, {"down", 5120, 32768}, {"lm head", 131072, 5120}};
     kiln_dtype bt[3] = {KILN_DT_Q4_K, KILN_DT_Q6_K, KILN_DT_Q8_0};
@@ -470,6 +472,7 @@ static void bench(void) {
     for (int ti = 0; ti < 3; ti++)
         for (int si = 0; si < 5; si++) {
             kiln_dtype dt = bt[ti];
+            if (prof && si != 2 && si != 3) continue;
             int N = sh[si].N, K = sh[si].K;
             size_t nb = kiln_dtype_row_bytes(dt, K) * (size_t)N;
             int copies = (int)((512u << 20) / nb) + 1;
@@ -506,10 +509,11 @@ static void bench(void) {
                 CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
                 for (int k = 0; k < NRUN; k++) {
                     int T = RT[k], nt = RNT[k], wp = RV[k];
+                    if (prof && k != 19) continue;
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));
                     CU(cudaEventCreate(&b));
-                    for (int it = -3; it < 20; it++) {
+                    for (int it = -3; it < (prof ? 1 : 20); it++) {
                         if (it == 0) CU(cudaEventRecord(a, 0));
                         const uint8_t *w = dw + nb * (size_t)((it + 3) % copies);
                         CU(kiln_cuda_qmma_reg((float *)dy, N, dx64, KILN_DT_BF16, w, dt, T, N, K, nt, wp, 132,
@@ -528,7 +532,7 @@ static void bench(void) {
                 CU(cudaFree(wk.part));
                 CU(cudaFree(wk.cnt));
             }
-            for (int k = 0; k < 7; k++) {
+            for (int k = 0; k < (prof ? 0 : 7); k++) {
                 cudaEvent_t a, b;
                 CU(cudaEventCreate(&a));
                 CU(cudaEventCreate(&b));
@@ -562,6 +566,11 @@ static void bench(void) {
 
 int main(void) {
     kc_require_gpu();
+    const char *b = getenv("KILN_QGEMV_BENCH");
+    if (b && *b == '2') { /* the profiler's run alone */
+        bench(1);
+        return 0;
+    }
     unsigned long long s = kc_seed();
     const int Ns[4] = {1, 7, 64, 333};
     const int K32[4] = {32, 96, 576, 4096}, K256[3] = {256, 768, 5120};
@@ -573,7 +582,6 @@ int main(void) {
         fprintf(stderr, "%s: done\n", kiln_dtype_name(dt));
     }
     refusals();
-    const char *b = getenv("KILN_QGEMV_BENCH");
-    if (b && *b == '1') bench();
+    if (b && *b == '1') bench(0);
     return kt_done();
 }
