@@ -84,7 +84,7 @@ static __device__ __forceinline__ void qr_load(uint32_t *r, const uint8_t *blk, 
 
 /* per-group scale data of a lane (bf16x2 pairs): Q4_K {a, mn} of sub-blocks 2 t4, 2 t4 + 1;
  * Q6_K a of its 4 16-element groups; Q8_0 d of its 2 blocks (f32 bits) */
-template <int DT>
+template <int DT, bool AL = false>
 static __device__ __forceinline__ void qr_prep(const uint32_t *r, int t4, const uint8_t *b, uint32_t *p) {
     if (DT == KILN_DT_Q4_K) {
         float d = kiln_q_h2f(r[0]), dmin = kiln_q_h2f(r[0] >> 16);
@@ -104,7 +104,7 @@ static __device__ __forceinline__ void qr_prep(const uint32_t *r, int t4, const 
         unsigned sh = (unsigned)((uintptr_t)(b + 192) & 3) * 8u;
         uint32_t w[5];
 #pragma unroll
-        for (int i = 0; i < 5; i++) w[i] = __funnelshift_r(r[18 + i], r[19 + i], sh);
+        for (int i = 0; i < 5; i++) w[i] = AL ? r[18 + i] : __funnelshift_r(r[18 + i], r[19 + i], sh);
         float d = kiln_q_h2f(w[4]);
         /* lane t4: h = t4 / 2, units k = t4 % 2 (low nibbles) and k + 2 (high); scale index
          * 8h + 2k + e / 16 */
@@ -122,7 +122,7 @@ static __device__ __forceinline__ void qr_prep(const uint32_t *r, int t4, const 
 }
 
 /* step s (0..15) of the lane's 64 elements: b0 = elements 4s, 4s + 1, b1 = 4s + 2, 4s + 3 */
-template <int DT, int S>
+template <int DT, int S, bool AL = false>
 static __device__ __forceinline__ void qr_step(const uint32_t *r, const uint32_t *p, int t4, const uint8_t *b, uint32_t *b0,
                                                uint32_t *b1) {
     if (DT == KILN_DT_Q4_K) {
@@ -137,7 +137,8 @@ static __device__ __forceinline__ void qr_step(const uint32_t *r, const uint32_t
         unsigned shl = (unsigned)((uintptr_t)(b + 32 * t4) & 3) * 8u;
         unsigned shh = (unsigned)((uintptr_t)(b + 128 + 32 * (t4 >> 1)) & 3) * 8u;
         const int i = S & 7;
-        uint32_t ql = __funnelshift_r(r[i], r[i + 1], shl), qh = __funnelshift_r(r[9 + i], r[10 + i], shh);
+        uint32_t ql = AL ? r[i] : __funnelshift_r(r[i], r[i + 1], shl),
+                 qh = AL ? r[9 + i] : __funnelshift_r(r[9 + i], r[10 + i], shh);
         unsigned hs = 2u * (unsigned)(t4 & 1) + (S < 8 ? 0u : 4u);
         uint32_t c = ((S < 8 ? ql : ql >> 4) & 0x0f0f0f0fu) | (((qh >> hs) & 0x03030303u) << 4);
         __nv_bfloat162 v0 = qr_bits_bf2(__byte_perm(c, 0x43434343u, 0x4140)),
@@ -157,14 +158,14 @@ static __device__ __forceinline__ void qr_step(const uint32_t *r, const uint32_t
 }
 
 /* one step of the MMA for every n-tile and m-tile; xa[m][h]: words of x rows 16m + g + 8h */
-template <int DT, int MT, int NT, int S>
+template <int DT, int MT, int NT, int S, bool AL = false>
 static __device__ __forceinline__ void qr_mma_step(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                    const uint32_t (*p)[4], const uint2 (*xa)[2], int t4,
                                                    const uint8_t *const *blk) {
 #pragma unroll
     for (int i = 0; i < NT; i++) {
         uint32_t b0, b1;
-        qr_step<DT, S>(r[i], p[i], t4, blk[i], &b0, &b1);
+        qr_step<DT, S, AL>(r[i], p[i], t4, blk[i], &b0, &b1);
 #pragma unroll
         for (int m = 0; m < MT; m++) qr_mma(acc[m][i], xa[m][0].x, xa[m][1].x, xa[m][0].y, xa[m][1].y, b0, b1);
     }
@@ -181,7 +182,7 @@ static __device__ __forceinline__ int qr_xoff(int t4, int j) {
 
 /* steps 2 j and 2 j + 1 of a group: xv[m][h] the 16 bytes of x (8 elements, qr_xoff) of row
  * 16 m + 8 h + g; words .x, .y feed step 2 j, .z, .w step 2 j + 1 (qr_group, qx_group) */
-template <int DT, int MT, int NT>
+template <int DT, int MT, int NT, bool AL = false>
 static __device__ __forceinline__ void qr_step_pair(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                     const uint32_t (*p)[4], const uint4 (*xv)[2], int j, int t4,
                                                     const uint8_t *const *blk) {
@@ -190,7 +191,7 @@ static __device__ __forceinline__ void qr_step_pair(float (*acc)[NT][4], const u
     for (int m = 0; m < MT; m++)
 #pragma unroll
         for (int h = 0; h < 2; h++) xa[m][h] = make_uint2(xv[m][h].x, xv[m][h].y);
-#define QR_STEP(S) qr_mma_step<DT, MT, NT, S>(acc, r, p, xa, t4, blk)
+#define QR_STEP(S) qr_mma_step<DT, MT, NT, S, AL>(acc, r, p, xa, t4, blk)
     switch (j) { /* S must be a constant: registers, not local memory */
     case 0: QR_STEP(0); break;
     case 1: QR_STEP(2); break;
@@ -339,13 +340,13 @@ static __device__ __forceinline__ void qx_fill(uint4 (*xs)[16][32], const uint16
     }
 }
 
-template <int DT, int MT, int NT>
+template <int DT, int MT, int NT, bool AL>
 static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                 const uint8_t *const *blk, const uint4 (*xs)[16][32], int t4,
                                                 int lane) {
     uint32_t p[NT][4];
 #pragma unroll
-    for (int i = 0; i < NT; i++) qr_prep<DT>(r[i], t4, blk[i], p[i]);
+    for (int i = 0; i < NT; i++) qr_prep<DT, AL>(r[i], t4, blk[i], p[i]);
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         uint4 xv[MT][2];
@@ -354,13 +355,13 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
             xv[m][0] = xs[m][2 * j][lane];
             xv[m][1] = xs[m][2 * j + 1][lane];
         }
-        qr_step_pair<DT, MT, NT>(acc, r, p, xv, j, t4, blk);
+        qr_step_pair<DT, MT, NT, AL>(acc, r, p, xv, j, t4, blk);
     }
 }
 
 /* one group: wait for its x stage (all threads' copies: the barrier), refill the stage the
  * previous group used with group G + QX_STAGES - 1, multiply */
-template <int DT, int MT, int NT>
+template <int DT, int MT, int NT, bool AL>
 static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                const uint8_t *const *blk, uint4 (*xs)[16][32],
                                                const uint16_t *__restrict__ x, int G, int G0, int G1, int T, int K,
@@ -370,7 +371,7 @@ static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32
     int Gn = G + QX_STAGES - 1;
     if (Gn < G1) qx_fill<DT, MT>(xs + ((Gn - G0) % QX_STAGES) * MT, x, Gn, T, K);
     kiln_cp_commit();
-    qx_group<DT, MT, NT>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
+    qx_group<DT, MT, NT, AL>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
 }
 
 /* the rows' group G into L2 ahead of its register loads (variant bits QX_V_PF: a measurement of
@@ -382,6 +383,77 @@ static __device__ __forceinline__ void qx_prefetch(const uint8_t *const *rows, i
 #pragma unroll
     for (int i = 0; i < NT; i++)
         asm volatile("prefetch.global.L2 [%0];\n" ::"l"(rows[i] + (int64_t)G * QR_BB(DT) + t4 * (QR_BB(DT) / 4)));
+}
+
+/* Q6_K and Q8_0 in 16-byte loads (AL): their lanes' bytes are not 16-byte aligned (a Q6_K group
+ * of a row is 210 bytes, 2-byte aligned; Q8_0's lane t4 starts at byte 68 t4), and qr_load's
+ * 4-byte loads (24 / 17 a row and group) made the kernel L1-bound (ncu, H100, 16 rows, down:
+ * L1/TEX throughput 93-96 %, 76-83 % of the sectors requested in excess, DRAM 29-35 %). Here a
+ * lane loads the 16-byte chunks around its bytes (qx_load_raw: Q6_K ql 3, qh 3, scales 2; Q8_0
+ * 5; at most 15 bytes past a block, inside the 16 bytes of padding every quantized matrix carries)
+ * and qx_realign shifts them into qr_load's words at a 4-byte-aligned start, so that the decode
+ * (qr_prep / qr_step with AL) needs no shifts. The words, and so every product, are the same. */
+#define QX_NRAW(dt) ((dt) == KILN_DT_Q6_K ? 32 : 20)
+template <int DT>
+static __device__ __forceinline__ void qx_load_raw(uint32_t *R, const uint8_t *blk, int t4) {
+    const uint4 *src[3];
+    int n[3];
+    if (DT == KILN_DT_Q6_K) {
+        src[0] = (const uint4 *)((uintptr_t)(blk + 32 * t4) & ~(uintptr_t)15), n[0] = 3;
+        src[1] = (const uint4 *)((uintptr_t)(blk + 128 + 32 * (t4 >> 1)) & ~(uintptr_t)15), n[1] = 3;
+        src[2] = (const uint4 *)((uintptr_t)(blk + 192) & ~(uintptr_t)15), n[2] = 2;
+    } else {
+        src[0] = (const uint4 *)((uintptr_t)(blk + 68 * t4) & ~(uintptr_t)15), n[0] = 5;
+        src[1] = src[2] = src[0], n[1] = n[2] = 0;
+    }
+    int o = 0;
+#pragma unroll
+    for (int q = 0; q < 3; q++)
+#pragma unroll
+        for (int k = 0; k < 5; k++)
+            if (k < n[q]) {
+                uint4 v = __ldg(src[q] + k);
+                R[o] = v.x, R[o + 1] = v.y, R[o + 2] = v.z, R[o + 3] = v.w;
+                o += 4;
+            }
+}
+
+/* out[i] = the 4 bytes at byte 4 wo + sh / 8 + 4 i of W (wo 0..3, sh 0 or 16), i < NO; W holds
+ * NO + 4 words. Two selects a word (by wo's bits) and a funnel shift, no indexed registers */
+template <int NO>
+static __device__ __forceinline__ void qx_shift(uint32_t *out, const uint32_t *W, int wo, unsigned sh) {
+    uint32_t C[NO + 3], D[NO + 1];
+#pragma unroll
+    for (int i = 0; i < NO + 3; i++) C[i] = (wo & 1) ? W[i + 1] : W[i];
+#pragma unroll
+    for (int i = 0; i < NO + 1; i++) D[i] = (wo & 2) ? C[i + 2] : C[i];
+#pragma unroll
+    for (int i = 0; i < NO; i++) out[i] = sh ? __funnelshift_r(D[i], D[i + 1], sh) : D[i];
+}
+
+/* r (qr_load's words, aligned: Q6_K ql r[0..7], qh r[9..16], scales and d r[18..22]; Q8_0
+ * r[0..16]) <- the raw chunks of the group at blk */
+template <int DT>
+static __device__ __forceinline__ void qx_realign(uint32_t *r, const uint32_t *R, const uint8_t *blk, int t4) {
+    if (DT == KILN_DT_Q6_K) { /* ql, qh and the scales start at the same offset mod 16 */
+        unsigned a = (unsigned)((uintptr_t)blk & 15);
+        int wo = (int)(a >> 2);
+        unsigned sh = (a & 3u) * 8u;
+        qx_shift<8>(r, R, wo, sh);
+        qx_shift<8>(r + 9, R + 12, wo, sh);
+        uint32_t Ws[9];
+#pragma unroll
+        for (int i = 0; i < 8; i++) Ws[i] = R[24 + i];
+        Ws[8] = 0u; /* only byte 18 on of the scales' words, never used */
+        qx_shift<5>(r + 18, Ws, wo, sh);
+    } else { /* 4-byte aligned */
+        int wo = (int)(((uintptr_t)(blk + 68 * t4) & 15) >> 2);
+        uint32_t C[19];
+#pragma unroll
+        for (int i = 0; i < 19; i++) C[i] = (wo & 1) ? R[i + 1] : R[i];
+#pragma unroll
+        for (int i = 0; i < 17; i++) r[i] = (wo & 2) ? C[i + 2] : C[i];
+    }
 }
 
 /* dynamic shared memory: QX_STAGES x MT x 8 KB (the x slices) */
@@ -410,23 +482,39 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
         if (G0 + q < G1) qx_fill<DT, MT>(xs + q * MT, x, G0 + q, T, K);
         kiln_cp_commit();
     }
+    for (int q = 2; q < pf && G0 + q < G1; q++) qx_prefetch<DT, NT>(rows, G0 + q, t4);
+    if (DT != KILN_DT_Q4_K) { /* 16-byte loads: the group's raw chunks one group ahead */
+        uint32_t R[NT][QX_NRAW(DT)], cur[NT][QR_NRAW(DT)];
+        const uint8_t *bc[NT];
+#pragma unroll
+        for (int i = 0; i < NT; i++) qx_load_raw<DT>(R[i], rows[i] + (int64_t)G0 * QR_BB(DT), t4);
+        for (int G = G0; G < G1; G++) {
+            if (pf && G + pf < G1) qx_prefetch<DT, NT>(rows, G + pf, t4);
+#pragma unroll
+            for (int i = 0; i < NT; i++) qx_realign<DT>(cur[i], R[i], bc[i] = rows[i] + (int64_t)G * QR_BB(DT), t4);
+            if (G + 1 < G1)
+#pragma unroll
+                for (int i = 0; i < NT; i++) qx_load_raw<DT>(R[i], rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
+            qx_step<DT, MT, NT, true>(acc, cur, bc, xs, x, G, G0, G1, T, K, t4, lane);
+        }
+    } else {
     uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
     const uint8_t *ba[NT], *bb[NT];
 #pragma unroll
     for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)G0 * QR_BB(DT), t4);
-    for (int q = 2; q < pf && G0 + q < G1; q++) qx_prefetch<DT, NT>(rows, G0 + q, t4);
     for (int G = G0; G < G1; G += 2) {
         if (pf && G + pf < G1) qx_prefetch<DT, NT>(rows, G + pf, t4);
         if (pf && G + 1 + pf < G1) qx_prefetch<DT, NT>(rows, G + 1 + pf, t4);
         if (G + 1 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-        qx_step<DT, MT, NT>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
+        qx_step<DT, MT, NT, false>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
         if (G + 1 >= G1) break;
         if (G + 2 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G + 2) * QR_BB(DT), t4);
-        qx_step<DT, MT, NT>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
+        qx_step<DT, MT, NT, false>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
+    }
     }
     kiln_cp_wait<0>();
     /* acc[m][i][e]: row 16 m + g + 8 (e / 2), column n0 + 8 i + 2 t4 + e % 2. S > 1: the part's
