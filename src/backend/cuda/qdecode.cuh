@@ -37,16 +37,41 @@ static __device__ __forceinline__ float kiln_q_h2f(uint32_t bits16) {
     return __half2float(__ushort_as_half((unsigned short)(bits16 & 0xffffu)));
 }
 
-/* n 32-bit words of the bytes at p (2-byte aligned) */
-template <int N>
+/* out[i] (i < NO) = the 4 bytes at byte a + 4 i of W (a 0..15, even; W holds NO + 4 words): two
+ * selects a word by a's word bits, then a funnel shift by its half-word bit; no indexed registers
+ * (a runtime index into a register array would put it in local memory) */
+template <int NO>
+static __device__ __forceinline__ void kiln_q_shift(uint32_t *out, const uint32_t *W, unsigned a) {
+    const unsigned wo = a >> 2, sh = (a & 3u) * 8u;
+    uint32_t C[NO + 3], D[NO + 1];
+#pragma unroll
+    for (int i = 0; i < NO + 3; i++) C[i] = (wo & 1u) ? W[i + 1] : W[i];
+#pragma unroll
+    for (int i = 0; i < NO + 1; i++) D[i] = (wo & 2u) ? C[i + 2] : C[i];
+#pragma unroll
+    for (int i = 0; i < NO; i++) out[i] = __funnelshift_r(D[i], D[i + 1], sh);
+}
+
+/* N 32-bit words of the bytes at p (2-byte aligned), of which the first NB are needed (the rest
+ * of the last word may hold anything). 16-byte loads of the aligned chunks that hold those bytes
+ * (a chunk is loaded only if it holds one: at most 15 bytes past them, inside the 16 bytes of
+ * padding every quantized matrix carries), shifted into place in registers. Why: the earlier
+ * 4-byte loads (N + 1 a call) made the kernels L1-bound (ncu, H100, Q6_K / Q8_0 products at 16
+ * rows: L1/TEX throughput 93-96 %, 76-83 % of the sectors requested in excess) */
+template <int N, int NB>
 static __device__ __forceinline__ void kiln_q_words2(const uint8_t *p, uint32_t *w) {
-    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
-    unsigned sh = (unsigned)((uintptr_t)p & 3) * 8u;
-    uint32_t r[N + 1];
+    constexpr int NC = (NB + 14 + 15) / 16, NW = 4 * NC > N + 4 ? 4 * NC : N + 4;
+    const uint4 *c = (const uint4 *)((uintptr_t)p & ~(uintptr_t)15);
+    const unsigned a = (unsigned)((uintptr_t)p & 15);
+    uint32_t W[NW];
 #pragma unroll
-    for (int i = 0; i <= N; i++) r[i] = __ldg(a + i);
+    for (int k = 0; k < NC; k++) {
+        uint4 v = k == 0 || 16u * (unsigned)k < a + (unsigned)NB ? __ldg(c + k) : make_uint4(0, 0, 0, 0);
+        W[4 * k] = v.x, W[4 * k + 1] = v.y, W[4 * k + 2] = v.z, W[4 * k + 3] = v.w;
+    }
 #pragma unroll
-    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(r[i], r[i + 1], sh);
+    for (int i = 4 * NC; i < NW; i++) W[i] = 0u;
+    kiln_q_shift<N>(w, W, a);
 }
 /* 4N 32-bit words at p (16-byte aligned), in 16-byte loads */
 template <int N>
@@ -115,14 +140,14 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
     q->has_mn = DT == KILN_DT_Q4_1 || DT == KILN_DT_Q5_1 || DT == KILN_DT_Q4_K || DT == KILN_DT_Q5_K;
     if (DT == KILN_DT_Q8_0) {
         uint32_t w[9]; /* d at byte 0, q[32] at 2 */
-        kiln_q_words2<9>(row + (int64_t)u * 34, w);
+        kiln_q_words2<9, 34>(row + (int64_t)u * 34, w);
         float d = kiln_q_h2f(w[0]);
 #pragma unroll
         for (int i = 0; i < 8; i++) q->c[i] = __funnelshift_r(w[i], w[i + 1], 16);
         q->a[0] = q->a[1] = d;
     } else if (DT == KILN_DT_Q4_0) {
         uint32_t w[5]; /* d, qs[16] at 2 */
-        kiln_q_words2<5>(row + (int64_t)u * 18, w);
+        kiln_q_words2<5, 18>(row + (int64_t)u * 18, w);
         uint32_t qs[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) qs[i] = __funnelshift_r(w[i], w[i + 1], 16);
@@ -137,7 +162,7 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
         q->mn = kiln_q_h2f(w[0] >> 16);
     } else if (DT == KILN_DT_Q5_0) {
         uint32_t w[6]; /* d, qh[4] at 2, qs[16] at 6 */
-        kiln_q_words2<6>(row + (int64_t)u * 22, w);
+        kiln_q_words2<6, 22>(row + (int64_t)u * 22, w);
         uint32_t qh = __funnelshift_r(w[0], w[1], 16), qs[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) qs[i] = __funnelshift_r(w[1 + i], w[2 + i], 16);
@@ -175,9 +200,9 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
         const uint8_t *b = row + (int64_t)(u >> 3) * 210;
         int s = u & 7, h = s >> 2, k = s & 3;
         uint32_t ql[8], qh[8], sw[5];
-        kiln_q_words2<8>(b + 64 * h + 32 * (k & 1), ql);
-        kiln_q_words2<8>(b + 128 + 32 * h, qh);
-        kiln_q_words2<5>(b + 192, sw); /* scales[16] then d */
+        kiln_q_words2<8, 32>(b + 64 * h + 32 * (k & 1), ql);
+        kiln_q_words2<8, 32>(b + 128 + 32 * h, qh);
+        kiln_q_words2<5, 18>(b + 192, sw); /* scales[16] then d */
 #pragma unroll
         for (int i = 0; i < 8; i++)
             q->c[i] = ((k >= 2 ? ql[i] >> 4 : ql[i]) & 0x0f0f0f0fu) | (((qh[i] >> (2 * k)) & 0x03030303u) << 4);
@@ -197,9 +222,9 @@ static __device__ __forceinline__ void kiln_q6_pair(const uint8_t *row, int sb, 
                                                     kiln_qunit *q1) {
     const uint8_t *b = row + (int64_t)sb * 210;
     uint32_t ql[8], qh[8], sw[5];
-    kiln_q_words2<8>(b + 64 * h + 32 * k0, ql);
-    kiln_q_words2<8>(b + 128 + 32 * h, qh);
-    kiln_q_words2<5>(b + 192, sw); /* scales[16] then d */
+    kiln_q_words2<8, 32>(b + 64 * h + 32 * k0, ql);
+    kiln_q_words2<8, 32>(b + 128 + 32 * h, qh);
+    kiln_q_words2<5, 18>(b + 192, sw); /* scales[16] then d */
 #pragma unroll
     for (int i = 0; i < 8; i++) {
         q0->c[i] = (ql[i] & 0x0f0f0f0fu) | (((qh[i] >> (2 * k0)) & 0x03030303u) << 4);

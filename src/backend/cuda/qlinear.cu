@@ -92,7 +92,7 @@ static __device__ __forceinline__ void qg_unit(float (*acc)[TP], const kiln_quni
 }
 
 template <int DT, int TP, int R>
-static __global__ void __launch_bounds__(QG_WARPS * 32, 2)
+static __global__ void __launch_bounds__(QG_WARPS * 32, (DT == KILN_DT_Q6_K || DT == KILN_DT_Q8_0) && TP == 1 ? 3 : 2)
 qgemv_kernel(float *__restrict__ y, int ldy, const int8_t *__restrict__ xq, const float *__restrict__ xd,
              const float *__restrict__ xs, const uint8_t *__restrict__ w, int64_t row_bytes, int T, int N, int K) {
     const int lane = threadIdx.x & 31, U = K / 32;

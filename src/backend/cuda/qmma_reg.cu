@@ -418,34 +418,19 @@ static __device__ __forceinline__ void qx_load_raw(uint32_t *R, const uint8_t *b
             }
 }
 
-/* out[i] = the 4 bytes at byte 4 wo + sh / 8 + 4 i of W (wo 0..3, sh 0 or 16), i < NO; W holds
- * NO + 4 words. Two selects a word (by wo's bits) and a funnel shift, no indexed registers */
-template <int NO>
-static __device__ __forceinline__ void qx_shift(uint32_t *out, const uint32_t *W, int wo, unsigned sh) {
-    uint32_t C[NO + 3], D[NO + 1];
-#pragma unroll
-    for (int i = 0; i < NO + 3; i++) C[i] = (wo & 1) ? W[i + 1] : W[i];
-#pragma unroll
-    for (int i = 0; i < NO + 1; i++) D[i] = (wo & 2) ? C[i + 2] : C[i];
-#pragma unroll
-    for (int i = 0; i < NO; i++) out[i] = sh ? __funnelshift_r(D[i], D[i + 1], sh) : D[i];
-}
-
 /* r (qr_load's words, aligned: Q6_K ql r[0..7], qh r[9..16], scales and d r[18..22]; Q8_0
  * r[0..16]) <- the raw chunks of the group at blk */
 template <int DT>
 static __device__ __forceinline__ void qx_realign(uint32_t *r, const uint32_t *R, const uint8_t *blk, int t4) {
     if (DT == KILN_DT_Q6_K) { /* ql, qh and the scales start at the same offset mod 16 */
         unsigned a = (unsigned)((uintptr_t)blk & 15);
-        int wo = (int)(a >> 2);
-        unsigned sh = (a & 3u) * 8u;
-        qx_shift<8>(r, R, wo, sh);
-        qx_shift<8>(r + 9, R + 12, wo, sh);
+        kiln_q_shift<8>(r, R, a);
+        kiln_q_shift<8>(r + 9, R + 12, a);
         uint32_t Ws[9];
 #pragma unroll
         for (int i = 0; i < 8; i++) Ws[i] = R[24 + i];
         Ws[8] = 0u; /* only byte 18 on of the scales' words, never used */
-        qx_shift<5>(r + 18, Ws, wo, sh);
+        kiln_q_shift<5>(r + 18, Ws, a);
     } else { /* 4-byte aligned */
         int wo = (int)(((uintptr_t)(blk + 68 * t4) & 15) >> 2);
         uint32_t C[19];
