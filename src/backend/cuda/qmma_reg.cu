@@ -327,20 +327,24 @@ static __device__ __forceinline__ void qx_cp16(void *dst, const void *src, int b
 }
 
 /* stage <- group G's x slice, MT x 512 slots: m-tile m, slot f = 2 j + h, lane l: row
- * 16 m + 8 h + l / 4, columns 256 G + qr_xoff(l % 4, j) .. + 8 (rows >= T zero-filled) */
-template <int DT, int MT>
+ * 16 m + 8 h + l / 4, columns 256 G + qr_xoff(l % 4, j) .. + 8 (rows >= T zero-filled; HALF,
+ * T <= 8: rows 8..15 neither copied nor read, zeros in registers) */
+template <int DT, int MT, bool HALF>
 static __device__ __forceinline__ void qx_fill(uint4 (*xs)[16][32], const uint16_t *__restrict__ x, int G, int T,
                                                int K) {
 #pragma unroll
     for (int r = 0; r < 2 * MT; r++) {
         int q = threadIdx.x + r * QX_WARPS * 32;
         int m = q >> 9, f = (q >> 5) & 15, l = q & 31, j = f >> 1, h = f & 1, t = 16 * m + 8 * h + (l >> 2);
+        if (HALF && h) continue; /* rows 8..15: never read (h = warp % 2: warp-uniform) */
         const uint16_t *src = x + (int64_t)(t < T ? t : 0) * K + (int64_t)G * 256 + qr_xoff<DT>(l & 3, j);
         qx_cp16(&xs[m][f][l], src, t < T ? 16 : 0);
     }
 }
 
-template <int DT, int MT, int NT, bool AL>
+/* HALF (T <= 8, MT 1): x rows 8..15 are zero registers, not shared-memory reads: the x reads (8
+ * KB a group and warp, ~4x the weights' bytes, which the L1 serves as well: ncu) halve */
+template <int DT, int MT, int NT, bool AL, bool HALF>
 static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                 const uint8_t *const *blk, const uint4 (*xs)[16][32], int t4,
                                                 int lane) {
@@ -353,7 +357,7 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
 #pragma unroll
         for (int m = 0; m < MT; m++) {
             xv[m][0] = xs[m][2 * j][lane];
-            xv[m][1] = xs[m][2 * j + 1][lane];
+            xv[m][1] = HALF ? make_uint4(0, 0, 0, 0) : xs[m][2 * j + 1][lane];
         }
         qr_step_pair<DT, MT, NT, AL>(acc, r, p, xv, j, t4, blk);
     }
@@ -361,7 +365,7 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
 
 /* one group: wait for its x stage (all threads' copies: the barrier), refill the stage the
  * previous group used with group G + QX_STAGES - 1, multiply */
-template <int DT, int MT, int NT, bool AL>
+template <int DT, int MT, int NT, bool AL, bool HALF>
 static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                const uint8_t *const *blk, uint4 (*xs)[16][32],
                                                const uint16_t *__restrict__ x, int G, int G0, int G1, int T, int K,
@@ -369,9 +373,9 @@ static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32
     kiln_cp_wait<QX_STAGES - 2>();
     __syncthreads();
     int Gn = G + QX_STAGES - 1;
-    if (Gn < G1) qx_fill<DT, MT>(xs + ((Gn - G0) % QX_STAGES) * MT, x, Gn, T, K);
+    if (Gn < G1) qx_fill<DT, MT, HALF>(xs + ((Gn - G0) % QX_STAGES) * MT, x, Gn, T, K);
     kiln_cp_commit();
-    qx_group<DT, MT, NT, AL>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
+    qx_group<DT, MT, NT, AL, HALF>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
 }
 
 /* the rows' group G into L2 ahead of its register loads (variant bits QX_V_PF: a measurement of
@@ -442,7 +446,7 @@ static __device__ __forceinline__ void qx_realign(uint32_t *r, const uint32_t *R
 }
 
 /* dynamic shared memory: QX_STAGES x MT x 8 KB (the x slices) */
-template <int DT, int MT, int NT, int MINB>
+template <int DT, int MT, int NT, int MINB, bool HALF>
 static __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
 qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
               int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt, int pf) {
@@ -464,7 +468,7 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
             for (int e = 0; e < 4; e++) acc[m][i][e] = 0.0f;
 #pragma unroll
     for (int q = 0; q < QX_STAGES - 1; q++) {
-        if (G0 + q < G1) qx_fill<DT, MT>(xs + q * MT, x, G0 + q, T, K);
+        if (G0 + q < G1) qx_fill<DT, MT, HALF>(xs + q * MT, x, G0 + q, T, K);
         kiln_cp_commit();
     }
     for (int q = 2; q < pf && G0 + q < G1; q++) qx_prefetch<DT, NT>(rows, G0 + q, t4);
@@ -480,7 +484,7 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
             if (G + 1 < G1)
 #pragma unroll
                 for (int i = 0; i < NT; i++) qx_load_raw<DT>(R[i], rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-            qx_step<DT, MT, NT, true>(acc, cur, bc, xs, x, G, G0, G1, T, K, t4, lane);
+            qx_step<DT, MT, NT, true, HALF>(acc, cur, bc, xs, x, G, G0, G1, T, K, t4, lane);
         }
     } else {
     uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
@@ -493,12 +497,12 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
         if (G + 1 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-        qx_step<DT, MT, NT, false>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
+        qx_step<DT, MT, NT, false, HALF>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
         if (G + 1 >= G1) break;
         if (G + 2 < G1)
 #pragma unroll
             for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G + 2) * QR_BB(DT), t4);
-        qx_step<DT, MT, NT, false>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
+        qx_step<DT, MT, NT, false, HALF>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
     }
     }
     kiln_cp_wait<0>();
@@ -585,27 +589,27 @@ extern "C" void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counte
     *floats = (size_t)QX_MAX_ROWS * (size_t)(6 * sm) * QX_WARPS * 8 * 2;
 }
 
-template <int DT, int MT, int NT, int MINB>
+template <int DT, int MT, int NT, int MINB, bool HALF>
 static cudaError_t qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K,
                                const kiln_cuda_qreg_work *wk, int pf, cudaStream_t st) {
     int smem = QX_STAGES * MT * 8192;
     if (smem >= 48 * 1024) { /* beside the kernel's static bytes: over the default 48 KB */
-        cudaError_t e = cudaFuncSetAttribute(qmma_x_kernel<DT, MT, NT, MINB>,
+        cudaError_t e = cudaFuncSetAttribute(qmma_x_kernel<DT, MT, NT, MINB, HALF>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         if (e != cudaSuccess) return e;
     }
-    qmma_x_kernel<DT, MT, NT, MINB><<<grid, QX_WARPS * 32, smem, st>>>(
+    qmma_x_kernel<DT, MT, NT, MINB, HALF><<<grid, QX_WARPS * 32, smem, st>>>(
         y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N, K, wk->part, wk->cnt, pf);
     return cudaSuccess;
 }
 
-template <int DT, int MT>
+template <int DT, int MT, bool HALF>
 static cudaError_t qx_launch_mt(dim3 grid, int nt, int minb2, float *y, int ldy, const uint16_t *x,
                                 const uint8_t *w, int T, int N, int K, const kiln_cuda_qreg_work *wk, int pf,
                                 cudaStream_t st) {
-    if (minb2) return qx_launch_k<DT, MT, 1, 2>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
-    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
-    return qx_launch_k<DT, MT, 1, 1>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (minb2) return qx_launch_k<DT, MT, 1, 2, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
+    return qx_launch_k<DT, MT, 1, 1, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
 }
 
 template <int DT>
@@ -617,9 +621,10 @@ static cudaError_t qx_launch(float *y, int ldy, const uint16_t *x, const uint8_t
     if (S > 1 && ((size_t)nb > wk->counters || (size_t)S * QX_MAX_ROWS * N > wk->floats)) S = 1;
     dim3 grid((unsigned)nb, (unsigned)S);
     const int pf_ahead[4] = {0, 3, 4, 6}, pf = pf_ahead[QX_V_PF(variant)];
-    if (T <= 16) return qx_launch_mt<DT, 1>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
-    if (T <= 32) return qx_launch_mt<DT, 2>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
-    return qx_launch_mt<DT, 4>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (T <= 8) return qx_launch_mt<DT, 1, true>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (T <= 16) return qx_launch_mt<DT, 1, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    if (T <= 32) return qx_launch_mt<DT, 2, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    return qx_launch_mt<DT, 4, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
 }
 
 template <int DT, int MT, int NT>
