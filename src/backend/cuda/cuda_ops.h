@@ -300,9 +300,13 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
  * form, which the kernel bench (H100, twentieth session's call G, same call) put behind qmma_x at 4
  * rows for Q4_K (gate|up 145.8 vs 100.3 us, down 134.3 vs 75.9) and Q6_K (196.9 vs 172.0, 171.4
  * vs 139.9), ahead of it for Q8_0 (gate|up 176.1 vs 195.1, down 109.4 vs 134.5, qkv 20.3 vs 28.2:
- * Q8_0 b4 decoded at 0.77x llama.cpp's, below its b2 x 2); at 8 rows qmma_x is ahead for all three. */
+ * Q8_0 b4 decoded at 0.77x llama.cpp's, below its b2 x 2); at 8 rows qmma_x is ahead for all three.
+ * Q8_0 from 3 rows too since qmma_x reads Q8_0 in 16-byte loads (twenty-second session, H100, the
+ * kernel bench of call C, same call: at 4 rows qmma_x gate|up 141.8 us vs the GEMV's 175.5, down 90.3
+ * vs 110.6, LM head 276.0 vs 325.9; qkv 23.3 vs 20.0 and o 18.4 vs 14.7 the other way; a layer
+ * 273.8 vs 320.8 us). */
 #define KILN_QREG_MIN_ROWS 3
-#define KILN_QREG_Q8_0_MIN_ROWS 5
+#define KILN_QREG_Q8_0_MIN_ROWS 3
 #define KILN_QREG_DEFAULT_MAX_ROWS 64
 #define KILN_QREG_Q8_0_MAX_ROWS 32
 #define KILN_QREG_DEFAULT_VARIANT 0 /* the backend's qmma_x variant (kiln_cuda_options.qreg_variant) */

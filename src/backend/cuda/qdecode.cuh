@@ -73,6 +73,17 @@ static __device__ __forceinline__ void kiln_q_words2(const uint8_t *p, uint32_t 
     for (int i = 4 * NC; i < NW; i++) W[i] = 0u;
     kiln_q_shift<N>(w, W, a);
 }
+/* the same N words in N + 1 4-byte loads (the bytes past the first NB as they are) */
+template <int N>
+static __device__ __forceinline__ void kiln_q_words2_4(const uint8_t *p, uint32_t *w) {
+    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    unsigned sh = (unsigned)((uintptr_t)p & 3) * 8u;
+    uint32_t r[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; i++) r[i] = __ldg(a + i);
+#pragma unroll
+    for (int i = 0; i < N; i++) w[i] = __funnelshift_r(r[i], r[i + 1], sh);
+}
 /* 4N 32-bit words at p (16-byte aligned), in 16-byte loads */
 template <int N>
 static __device__ __forceinline__ void kiln_q_words16(const uint8_t *p, uint32_t *w) {
@@ -131,8 +142,12 @@ static __device__ __forceinline__ void kiln_qk_scales(const uint32_t *h, int s, 
     q->mn = -__fmul_rn(dmin, (float)mn);
 }
 
-/* unit u of a row (row: the row's first byte) */
-template <int DT>
+/* unit u of a row (row: the row's first byte). W16: the 2-byte-aligned types' bytes in 16-byte
+ * loads (kiln_q_words2), else in 4-byte loads (kiln_q_words2_4): the int8 GEMV keeps the 4-byte
+ * loads above one row, where its dp4a work per weight grows and the realignment's selects cost more
+ * than the L1 saves (H100, twenty-second session, Q8_0 at 4 rows: gate|up 175.5 -> 192.8 us, LM head
+ * 325.9 -> 383.8; at one row down 69.5 -> 64.3) */
+template <int DT, bool W16 = true>
 static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, kiln_qunit *q) {
     q->mn = 0.0f;
     q->off = 0;
@@ -140,14 +155,14 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
     q->has_mn = DT == KILN_DT_Q4_1 || DT == KILN_DT_Q5_1 || DT == KILN_DT_Q4_K || DT == KILN_DT_Q5_K;
     if (DT == KILN_DT_Q8_0) {
         uint32_t w[9]; /* d at byte 0, q[32] at 2 */
-        kiln_q_words2<9, 34>(row + (int64_t)u * 34, w);
+        W16 ? kiln_q_words2<9, 34>(row + (int64_t)u * 34, w) : kiln_q_words2_4<9>(row + (int64_t)u * 34, w);
         float d = kiln_q_h2f(w[0]);
 #pragma unroll
         for (int i = 0; i < 8; i++) q->c[i] = __funnelshift_r(w[i], w[i + 1], 16);
         q->a[0] = q->a[1] = d;
     } else if (DT == KILN_DT_Q4_0) {
         uint32_t w[5]; /* d, qs[16] at 2 */
-        kiln_q_words2<5, 18>(row + (int64_t)u * 18, w);
+        W16 ? kiln_q_words2<5, 18>(row + (int64_t)u * 18, w) : kiln_q_words2_4<5>(row + (int64_t)u * 18, w);
         uint32_t qs[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) qs[i] = __funnelshift_r(w[i], w[i + 1], 16);
@@ -162,7 +177,7 @@ static __device__ __forceinline__ void kiln_q_unit(const uint8_t *row, int u, ki
         q->mn = kiln_q_h2f(w[0] >> 16);
     } else if (DT == KILN_DT_Q5_0) {
         uint32_t w[6]; /* d, qh[4] at 2, qs[16] at 6 */
-        kiln_q_words2<6, 22>(row + (int64_t)u * 22, w);
+        W16 ? kiln_q_words2<6, 22>(row + (int64_t)u * 22, w) : kiln_q_words2_4<6>(row + (int64_t)u * 22, w);
         uint32_t qh = __funnelshift_r(w[0], w[1], 16), qs[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) qs[i] = __funnelshift_r(w[1 + i], w[2 + i], 16);

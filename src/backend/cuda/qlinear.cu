@@ -129,8 +129,8 @@ qgemv_kernel(float *__restrict__ y, int ldy, const int8_t *__restrict__ xq, cons
             kiln_qunit qa[R], qb[R];
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                kiln_q_unit<DT>(wr[r], u, &qa[r]);
-                kiln_q_unit<DT>(wr[r], u + 32, &qb[r]);
+                kiln_q_unit<DT, TP == 1>(wr[r], u, &qa[r]);
+                kiln_q_unit<DT, TP == 1>(wr[r], u + 32, &qb[r]);
             }
             qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
             qg_unit<TP, R>(acc, qb, xq, xd, xs, u + 32, K, T);
@@ -138,7 +138,7 @@ qgemv_kernel(float *__restrict__ y, int ldy, const int8_t *__restrict__ xq, cons
         if (u < U) {
             kiln_qunit qa[R];
 #pragma unroll
-            for (int r = 0; r < R; r++) kiln_q_unit<DT>(wr[r], u, &qa[r]);
+            for (int r = 0; r < R; r++) kiln_q_unit<DT, TP == 1>(wr[r], u, &qa[r]);
             qg_unit<TP, R>(acc, qa, xq, xd, xs, u, K, T);
         }
     }
