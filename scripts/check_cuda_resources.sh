@@ -72,7 +72,7 @@ qdequant_kernel           256   0      qlinear.cu
 qembed_kernel             128   0      qlinear.cu
 qmma_kernel               128   qm     qlinear.cu: 128 threads, max((32 + 16 MT) * 136 * 2, 4 * 16 MT * 32 * 4) <= 32768
 qmma_reg_kernel           128   0      qmma_reg.cu: QR_WARPS * 32, static shared memory only
-qmma_x_kernel             256   qx     qmma_reg.cu: QX_WARPS * 32, QX_STAGES x MT x 8 KB
+qmma_x_kernel             256   qx     qmma_reg.cu: QX_WARPS * 32, QX_STAGES x MT x 8 KB (HALF: the same)
 fp8_mma_kernel            256   0      fp8.cu: F8_WARPS * 32, static shared memory only
 fp8_quant_x_kernel        128   0      fp8.cu
 fp8_quant_x16_kernel      512   0      fp8.cu: F8_QXR (rows), 256 (groups)
@@ -120,7 +120,7 @@ BEGIN {
   else if (dyn[base] == "qm") {      # DT, MT: tiles (32 + 16 MT) x 136 bf16, or the partial sums of the 4 warps
     split(targs, a, ", "); d1 = (32 + 16 * a[2]) * 136 * 2; d2 = 4 * 16 * a[2] * 32 * 4; d = d1 > d2 ? d1 : d2
   }
-  else if (dyn[base] == "qx") { split(targs, a, ", "); d = 3 * a[2] * 8192 }   # DT, MT, NT, MINB
+  else if (dyn[base] == "qx") { split(targs, a, ", "); d = 3 * a[2] * 8192 }   # DT, MT, NT, MINB, HALF
   else if (dyn[base] == "wide") {
     split(targs, a, ", ")      # NT, CH, S, MINB, PF, BF, GLU
     d = a[3] * (128 + 8 * a[1]) * a[2] * 16
