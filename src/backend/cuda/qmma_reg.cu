@@ -487,23 +487,23 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
             qx_step<DT, MT, NT, true, HALF>(acc, cur, bc, xs, x, G, G0, G1, T, K, t4, lane);
         }
     } else {
-    uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
-    const uint8_t *ba[NT], *bb[NT];
+        uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
+        const uint8_t *ba[NT], *bb[NT];
 #pragma unroll
-    for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)G0 * QR_BB(DT), t4);
-    for (int G = G0; G < G1; G += 2) {
-        if (pf && G + pf < G1) qx_prefetch<DT, NT>(rows, G + pf, t4);
-        if (pf && G + 1 + pf < G1) qx_prefetch<DT, NT>(rows, G + 1 + pf, t4);
-        if (G + 1 < G1)
+        for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)G0 * QR_BB(DT), t4);
+        for (int G = G0; G < G1; G += 2) {
+            if (pf && G + pf < G1) qx_prefetch<DT, NT>(rows, G + pf, t4);
+            if (pf && G + 1 + pf < G1) qx_prefetch<DT, NT>(rows, G + 1 + pf, t4);
+            if (G + 1 < G1)
 #pragma unroll
-            for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-        qx_step<DT, MT, NT, false, HALF>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
-        if (G + 1 >= G1) break;
-        if (G + 2 < G1)
+                for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
+            qx_step<DT, MT, NT, false, HALF>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
+            if (G + 1 >= G1) break;
+            if (G + 2 < G1)
 #pragma unroll
-            for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G + 2) * QR_BB(DT), t4);
-        qx_step<DT, MT, NT, false, HALF>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
-    }
+                for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G + 2) * QR_BB(DT), t4);
+            qx_step<DT, MT, NT, false, HALF>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
+        }
     }
     kiln_cp_wait<0>();
     /* acc[m][i][e]: row 16 m + g + 8 (e / 2), column n0 + 8 i + 2 t4 + e % 2. S > 1: the part's
