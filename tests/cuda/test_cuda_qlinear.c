@@ -354,9 +354,11 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
     size_t xbad = 0, xuntouched = 0, xdiff = 0;
     double xworst = 0;
     /* three launch classes (m-tiles 1, 2, 4): the first T of each is its reference */
-    /* variants: register cap, grid, L2 prefetch 3 / 6 groups ahead, 2 n-tiles a warp */
-    const int xT[10] = {16, 1, 5, 9, 32, 17, 23, 64, 33, 50}, xsm[2] = {132, 16}, xv[7] = {0, 1, 2, 3, 4, 12, 16 | 8};
-    for (int si = 0; si < 14; si++) /* SM counts x variants */
+    /* variants: register cap, grid, L2 prefetch 3 / 6 groups ahead, 2 n-tiles a warp (with the
+     * prefetch; with the cap flipped: Q6_K / Q8_0 at 2 n-tiles) */
+    const int xT[10] = {16, 1, 5, 9, 32, 17, 23, 64, 33, 50}, xsm[2] = {132, 16},
+              xv[8] = {0, 1, 2, 3, 4, 12, 16 | 8, 16 | 1};
+    for (int si = 0; si < 16; si++) /* SM counts x variants */
         for (int ti = 0; ti < 10; ti++) {
             int T = xT[ti];
             kc_poison(dy, (size_t)MR * ldy * 4);
@@ -460,7 +462,7 @@ static void refusals(void) {
 }
 
 /* timings: Devstral shapes, weights rotated past L2 */
-#define NRUN 47
+#define NRUN 49
 /* prof: KILN_QGEMV_BENCH=2, a run for a profiler (ncu): qmma_x at 16 rows, variant 0, on the down
  * and gate|up shapes only, two launches each (the second is the one to read) */
 static void bench(int prof) {
@@ -496,12 +498,13 @@ static void bench(int prof) {
             CU(cudaMemset(dx64, 0, (size_t)64 * K * 2));
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
                 /* rows, n-tiles, variant per run; k >= 16: the split-K kernel (work buffers) */
-                /* 28..: the prefetch distances (v 4 / 8 / 12) and 2 n-tiles (16) at 1, 4, 16 rows, prefetch at 32 / 64 */
+                /* 28..: the prefetch distances (v 4 / 8 / 12) and 2 n-tiles (16) at 1, 4, 16 rows, prefetch at 32 / 64;
+                 * 47, 48: v 17 (2 n-tiles with the register cap flipped: Q6_K / Q8_0 at 2 n-tiles, 1 CTA an SM) */
                 const int RT[NRUN] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4,
-                                      16, 32, 64, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 32, 64, 32, 64};
+                                      16, 32, 64, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 32, 64, 32, 64, 4, 16};
                 const int RNT[NRUN] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
                 const int RV[NRUN] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 0, 0,
-                                      4, 4, 4, 8, 8, 8, 12, 12, 12, 16, 16, 16, 24, 24, 24, 4, 4, 8, 8};
+                                      4, 4, 4, 8, 8, 8, 12, 12, 12, 16, 16, 16, 24, 24, 24, 4, 4, 8, 8, 17, 17};
                 kiln_cuda_qreg_work wk;
                 kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
                 wk.part = kc_dev(wk.floats * 4);
