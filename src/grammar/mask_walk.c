@@ -102,7 +102,6 @@ void kiln_gscratch_reset(kiln_gscratch *w) {
     w->full = 0;
 }
 
-
 /* the node (pos, parent), created when new; -1 when the arena is full */
 static int32_t node(kiln_gscratch *w, int32_t pos, int32_t parent) {
     uint64_t k = kiln_gnode_key(pos, parent);
