@@ -7,7 +7,9 @@
  * step's queries (a prefill chunk at the end of a long prompt). GFLOP/s counts q.k and p.v
  * (4 flops per key, head and dimension).
  *
- *   bench_cpu_attention [CTX 4000] [T 256] [THREADS 2] [REPEAT 5] [ISA scalar|avx2|avx512 (best)]
+ *   bench_cpu_attention [CTX 4000] [T 256] [THREADS 2] [REPEAT 5] [ISA scalar|avx2|avx512 (best)] [f32|bf16]
+ * bf16: cpu.attn "bf16" (AMX-BF16 tiles, q_block up to 16), its largest difference from the f32
+ * kernels' result printed beside.
  * Not built by CMake (it needs the private src/ headers); after a CPU build in build-l:
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Iinclude -Isrc bench/bench_cpu_attention.c build-l/libkiln_backend.a \
  *      build-l/libkiln_model.a build-l/libkiln_format.a build-l/libkiln_contract.a build-l/libkiln_util.a \
@@ -62,12 +64,22 @@ int main(int argc, char **argv) {
         .head_dim = hd, .scores = scores, .max_model_len = ctx,
     };
     if (kiln_cpu_attn_lookup(c.isa, &a.k)) return 1;
+    float *f32 = NULL;
+    if (argc > 6 && !strcmp(argv[6], "bf16")) {
+        if (!kiln_cpu_has_amx_bf16()) { fprintf(stderr, "bf16: no AMX-BF16 here\n"); return 2; }
+        a.q_block = 16;
+        f32 = malloc((size_t)T * H * hd * sizeof(float));
+        if (kiln_cpu_attention(&c, &a, &err)) { fprintf(stderr, "attention: %s\n", err.msg); return 1; }
+        memcpy(f32, att, (size_t)T * H * hd * sizeof(float));
+        a.amx_bytes = (kiln_cpu_attn_amx_bytes(G, 16, hd, ctx) + 63) & ~(size_t)63;
+        a.amx = kiln_malloc_aligned(a.amx_bytes * (size_t)nth);
+    }
     double flops = 0;
     for (int t = 0; t < T; t++) flops += 4.0 * (pos[t] + 1) * H * hd;
     printf("attention, %s, %d threads: context %d, %d query rows, H %d KV %d hd %d (%.2f GFLOP a call)\n",
            kiln_isa_name(c.isa), nth, ctx, T, H, KV, hd, 1e-9 * flops);
     static const int qbs[] = {1, 2, 4, 8, 16, 32};
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < (f32 ? 5 : 6); i++) {
         a.q_block = qbs[i];
         double best = 1e30;
         for (int r = 0; r < rep; r++) {
@@ -78,14 +90,26 @@ int main(int argc, char **argv) {
         }
         if (i == 0) memcpy(ref, att, (size_t)T * H * hd * sizeof(float));
         int same = !memcmp(ref, att, (size_t)T * H * hd * sizeof(float));
-        printf("  q_block %2d: %8.2f ms  %6.1f GFLOP/s  %s\n", qbs[i], 1e3 * best, 1e-9 * flops / best,
+        double dmax = 0, vmax = 0;
+        for (size_t e = 0; f32 && e < (size_t)T * H * hd; e++) {
+            double d = att[e] - f32[e];
+            if (d < 0) d = -d;
+            if (d > dmax) dmax = d;
+            if (f32[e] > vmax) vmax = f32[e];
+            if (-f32[e] > vmax) vmax = -f32[e];
+        }
+        printf("  q_block %2d: %8.2f ms  %6.1f GFLOP/s  %s", qbs[i], 1e3 * best, 1e-9 * flops / best,
                same ? "same bits as q_block 1" : "BITS DIFFER");
+        if (f32) printf("  (bf16: largest |difference| from f32 %.3g, largest |f32| %.3g)", dmax, vmax);
+        printf("\n");
     }
     kiln_pool_destroy(pool);
     kiln_free_aligned(kv);
     kiln_free_aligned(q);
     kiln_free_aligned(att);
     kiln_free_aligned(scores);
+    kiln_free_aligned(a.amx);
+    free(f32);
     free(ref);
     free(bt);
     return 0;

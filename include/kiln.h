@@ -69,6 +69,12 @@ typedef struct kiln_cpu_options {
     int backend_sampling;  /* 1: the backend draws the tokens (per-slot penalty tables, like the
                             * GPU) instead of the engine from host logits; same tokens and
                             * logprobs; turns on overlapped scheduling (default 0; KILN_CPU_SAMPLE) */
+    const char *attn;      /* attention's arithmetic: NULL, "" or "f32" the ISA's f32 kernels (the
+                            * reference, default); "bf16": AMX-BF16 tiles (Intel Sapphire Rapids
+                            * and later; refused elsewhere): q, k, v and the probabilities rounded
+                            * to bfloat16, sums in f32, as a GPU's flash attention does; other
+                            * bits than f32, still batch-invariant; head_dim a multiple of 32
+                            * up to 256, no tensor parallelism (env KILN_CPU_ATTN) */
 } kiln_cpu_options;
 
 /* Switches of the CUDA backend, for A/B measurements; none changes a result bit unless it says

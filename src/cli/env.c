@@ -77,6 +77,8 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     if (isa && *isa) o->cpu.isa = isa;
     const char *act = getenv("KILN_CPU_ACT");
     if (act && *act) o->cpu.act = act;
+    const char *attn = getenv("KILN_CPU_ATTN");
+    if (attn && *attn) o->cpu.attn = attn;
     int amx = -2;
     env_flag("KILN_CPU_AMX", &amx);
     if (amx != -2) o->cpu.amx = amx ? 1 : -1;

@@ -23,7 +23,7 @@ static void usage(void) {
     fprintf(stderr, "kiln %s: LLM inference and serving\nusage: kiln <command> [options]\n\ncommands:\n", KILN_VERSION);
     for (size_t i = 0; i < sizeof k_cmds / sizeof k_cmds[0]; i++) fprintf(stderr, "  %-10s %s\n", k_cmds[i].name, k_cmds[i].help);
     fprintf(stderr, "\nenvironment: KILN_LOG=error|warn|info|debug, KILN_STRICT=1, KILN_CPU_ISA=scalar|avx2|avx512|neon,\n"
-                    "             KILN_CPU_ACT=q8|f32, KILN_CPU_AMX=0|1, KILN_MAX_BATCH_TOKENS=N, KILN_MAX_ITL_MS=MS, KILN_BATCH_INVARIANT=1\n");
+                    "             KILN_CPU_ACT=q8|f32, KILN_CPU_ATTN=f32|bf16, KILN_CPU_AMX=0|1, KILN_MAX_BATCH_TOKENS=N, KILN_MAX_ITL_MS=MS, KILN_BATCH_INVARIANT=1\n");
 }
 
 int main(int argc, char **argv) {

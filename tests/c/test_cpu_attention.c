@@ -14,7 +14,12 @@
  *   - query blocks (q_block 2, 3, 7, 16, 64: rows of a sequence sharing each K/V read) give the
  *     bits of one row at a time, on every ISA, with and without windows, 1 and 3 threads, over
  *     sequences of 1..64 query rows;
- *   - inconsistent arguments are KILN_ERR_INVALID_ARG. */
+ *   - inconsistent arguments are KILN_ERR_INVALID_ARG;
+ *   - cpu.attn "bf16" (AMX-BF16 tiles, attention_amx.c; skipped loudly where the CPU lacks
+ *     them): within 4e-3 of a float64 reference on bf16-rounded q, k, v (what is left is the
+ *     probabilities' rounding, <= 2^-9 of a row's largest value), a window of 1 exactly the
+ *     rounded value, no read of a poisoned slot, the same bits whatever the query block, the
+ *     thread count and the pool's type (f32, or bf16 / f16 holding the same values). */
 #include <math.h>
 #include "test.h"
 #include "backend/cpu/attention.h"
@@ -184,6 +189,136 @@ static void test_kv16(kiln_pool *pools[3], unsigned long long *seed) {
     KT_CHECK(checked > 0, "16-bit pools not checked");
 }
 
+/* reference() on q, k, v rounded to bfloat16 (the inputs cpu.attn "bf16" multiplies) */
+static void reference_bf16(const problem *p, int window, double *out) {
+    problem r = *p;
+    size_t nkv = (size_t)kiln_kv_elems(&p->L), nq = (size_t)p->T * p->sh.H * p->sh.hd;
+    r.kv = malloc(nkv * sizeof(float));
+    r.q = malloc(nq * sizeof(float));
+    for (size_t i = 0; i < nkv; i++) r.kv[i] = isnan(p->kv[i]) ? p->kv[i] : kiln_bf16_to_f32(kiln_f32_to_bf16(p->kv[i]));
+    for (size_t i = 0; i < nq; i++) r.q[i] = kiln_bf16_to_f32(kiln_f32_to_bf16(p->q[i]));
+    reference(&r, window, out);
+    free(r.kv);
+    free(r.q);
+}
+
+static void test_amx_bf16(kiln_pool *pools[3], unsigned long long *seed) {
+    if (!kiln_cpu_has_amx_bf16()) {
+        /* loud, but the rest of this test runs */
+        fprintf(stderr, "SKIP: cpu.attn bf16: this CPU (or OS) has no AMX-BF16 / AVX512-BF16: its tile kernel is not "
+                        "checked here\n");
+        return;
+    }
+    static const shape shapes[] = {{4, 2, 64, 16}, {9, 3, 64, 16}, {8, 1, 64, 8}, {3, 3, 32, 16}, {12, 4, 64, 5},
+                                   {4, 1, 128, 4}, {2, 2, 256, 3}, {6, 2, 96, 7}};
+    static const int windows[] = {0, 1, 5, 31};
+    static const int qbs[] = {1, 2, 3, 7, 16};
+    kiln_attn_kernels k;
+    KT_CHECK(kiln_cpu_attn_lookup(KILN_ISA_AVX512, &k) == 0, "avx512 attention kernels");
+    double worst = 0;
+    int checked = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int rep = 0; rep < 3; rep++) {
+            problem p;
+            make_problem(&p, shapes[si], seed);
+            const shape *s = &p.sh;
+            int G = s->H / s->KV;
+            size_t n = (size_t)p.T * s->H * s->hd, ab = (kiln_cpu_attn_amx_bytes(G, 16, s->hd, MAX_LEN) + 63) & ~(size_t)63;
+            double *ref = malloc(sizeof(double) * n);
+            float *att = kiln_malloc_aligned(n * sizeof(float)), *one = malloc(sizeof(float) * n);
+            float *scores = kiln_malloc_aligned(sizeof(float) * 3 * 16 * G * MAX_LEN);
+            void *amx = kiln_malloc_aligned(3 * ab);
+            for (int wi = 0; wi < 4; wi++) {
+                kiln_cpu_ctx ctx = {.isa = KILN_ISA_AVX512, .pool = pools[0]};
+                kiln_error err = {0};
+                kiln_cpu_attn_args a = args_of(&p, att, scores, k, 0);
+                a.window = windows[wi];
+                a.amx = amx;
+                a.amx_bytes = ab;
+                a.q_block = 1;
+                for (size_t i = 0; i < n; i++) att[i] = NAN;
+                KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == 0, "bf16 attention: %s", err.msg);
+                memcpy(one, att, n * sizeof(float));
+                reference_bf16(&p, a.window, ref);
+                for (size_t i = 0; i < n; i++) {
+                    double d = fabs((double)att[i] - ref[i]);
+                    if (!(d <= 4e-3)) { /* NaN too: a poisoned slot read */
+                        KT_CHECK(0, "bf16 H%d KV%d hd%d bs%d window %d: element %zu is %.7g, float64 %.7g", s->H, s->KV,
+                                 s->hd, s->bs, a.window, i, att[i], ref[i]);
+                        break;
+                    }
+                    if (d > worst) worst = d;
+                    /* one key: the probability is 1, the output that key's value rounded */
+                    if (a.window == 1 && (float)ref[i] != att[i]) {
+                        KT_CHECK(0, "bf16 window 1: element %zu is %.9g, the rounded value %.9g", i, att[i], ref[i]);
+                        break;
+                    }
+                }
+                for (int qi = 0; qi < 5; qi++)
+                    for (int th = 0; th < 3; th += 2) {
+                        kiln_cpu_ctx c2 = {.isa = KILN_ISA_AVX512, .pool = pools[th]};
+                        for (size_t i = 0; i < n; i++) att[i] = NAN;
+                        a.q_block = qbs[qi];
+                        KT_CHECK(kiln_cpu_attention(&c2, &a, &err) == 0, "bf16 attention: %s", err.msg);
+                        KT_CHECK(memcmp(one, att, n * sizeof(float)) == 0,
+                                 "bf16 H%d KV%d hd%d bs%d window %d: q_block %d, %d threads changes bits", s->H, s->KV,
+                                 s->hd, s->bs, a.window, qbs[qi], th + 1);
+                        checked++;
+                    }
+                if (wi == 0) { /* a 16-bit pool of the same values: the same bits */
+                    size_t nkv = (size_t)kiln_kv_elems(&p.L);
+                    uint16_t *kv16 = kiln_malloc_aligned(nkv * sizeof(uint16_t));
+                    float *kvbuf = kiln_malloc_aligned(sizeof(float) * 3 * s->bs * s->hd);
+                    float *kv32 = p.kv;
+                    for (int bf = 0; bf < 2; bf++) {
+                        float *kvr = kiln_malloc_aligned(nkv * sizeof(float));
+                        for (size_t i = 0; i < nkv; i++) {
+                            kv16[i] = bf ? kiln_f32_to_bf16(kv32[i]) : kiln_f32_to_f16(kv32[i]);
+                            kvr[i] = bf ? kiln_bf16_to_f32(kv16[i]) : kiln_f16_to_f32(kv16[i]);
+                        }
+                        kiln_kv_layout L16 = p.L;
+                        L16.dtype = bf ? KILN_KV_BF16 : KILN_KV_F16;
+                        L16.elem_bytes = 2;
+                        float *want = malloc(n * sizeof(float));
+                        kiln_cpu_attn_args b = a;
+                        b.q_block = 16;
+                        b.kv = kvr;
+                        KT_CHECK(kiln_cpu_attention(&ctx, &b, &err) == 0, "bf16 attention: %s", err.msg);
+                        memcpy(want, att, n * sizeof(float));
+                        b.kv = NULL;
+                        b.kv16 = kv16;
+                        b.kvbuf = kvbuf;
+                        b.layout = &L16;
+                        KT_CHECK(kiln_cpu_attention(&ctx, &b, &err) == 0, "bf16 attention: %s", err.msg);
+                        KT_CHECK(memcmp(want, att, n * sizeof(float)) == 0,
+                                 "bf16 attention over a %s pool: not the bits of an f32 pool of the same values",
+                                 bf ? "bf16" : "f16");
+                        free(want);
+                        kiln_free_aligned(kvr);
+                    }
+                    kiln_free_aligned(kv16);
+                    kiln_free_aligned(kvbuf);
+                }
+            }
+            {   /* refusals: a head_dim the tiles do not take, a scratch too small */
+                kiln_cpu_ctx ctx = {.isa = KILN_ISA_AVX512, .pool = pools[0]};
+                kiln_error err = {0};
+                kiln_cpu_attn_args a = args_of(&p, att, scores, k, 0);
+                a.amx = amx;
+                a.amx_bytes = 64;
+                a.q_block = 16;
+                KT_CHECK(kiln_cpu_attention(&ctx, &a, &err) == KILN_ERR_INVALID_ARG, "bf16 attention: small scratch taken");
+            }
+            free(ref);
+            free(one);
+            kiln_free_aligned(att);
+            kiln_free_aligned(scores);
+            kiln_free_aligned(amx);
+            free_problem(&p);
+        }
+    printf("cpu.attn bf16: %d bit-identity checks, largest |error| against float64 on bf16 inputs %.3g\n", checked, worst);
+}
+
 int main(void) {
     static const shape shapes[] = {
         {4, 2, 64, 16}, {8, 1, 64, 8}, {6, 2, 48, 4}, {3, 3, 32, 16}, {12, 4, 64, 16}, {4, 1, 80, 5}, {2, 2, 16, 1},
@@ -193,6 +328,7 @@ int main(void) {
     for (int i = 0; i < 3; i++) KT_CHECK(kiln_pool_create(&pools[i], i + 1, &err) == 0, "pool %d: %s", i + 1, err.msg);
     unsigned long long seed = 2024;
     test_kv16(pools, &seed);
+    test_amx_bf16(pools, &seed);
     double worst = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int rep = 0; rep < 3; rep++) {

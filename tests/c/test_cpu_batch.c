@@ -13,7 +13,9 @@
  *     chunked, whole and ragged steps (with AMX tiles for 16+ rows where the CPU has them, and
  *     without: cpu.amx -1), the AMX logits the same bits as without, and the ISA paths within
  *     5e-2 of the scalar path's; cpu.amx 1 refused on a path without AMX; q8 with and without the
- *     packed weights (cpu.pack): the same invariance, and the same logits bits.
+ *     packed weights (cpu.pack): the same invariance, and the same logits bits;
+ *   - cpu.attn bf16 (AMX-BF16 attention): the same invariance, the logits near f32 attention's;
+ *     an unknown cpu.attn and bf16 on the avx2 path refused, naming the option.
  * The kernels themselves (no model needed: each ISA against the scalar kernels, their batch
  * invariance, the attention kernels, dotw, the panel tile, SwiGLU, RoPE) are test_cpu_kernels.c's.
  * The oracle is kiln's own 1-row path: the accuracy of that path against an independent numpy
@@ -22,6 +24,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "backend/backend.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/qgemm.h"
 #include "model/loaders.h"
@@ -53,6 +56,7 @@ static const char *g_isa; /* cpu.isa of the backends rig_open makes (NULL: the b
 static const char *g_act; /* cpu.act of the backends rig_open makes (NULL: the default) */
 static int g_amx;         /* cpu.amx of the backends rig_open makes (0: the default, on where there) */
 static int g_pack;        /* cpu.pack of the backends rig_open makes (0: the default, on where there) */
+static const char *g_attn; /* cpu.attn of the backends rig_open makes (NULL: the default, f32) */
 
 /* the backend configuration of the rigs (cpu options from g_isa, g_act, g_amx) */
 static kiln_backend_config rig_config(const kiln_model *m, int threads) {
@@ -62,6 +66,7 @@ static kiln_backend_config rig_config(const kiln_model *m, int threads) {
     c.cpu.act = g_act;
     c.cpu.amx = g_amx;
     c.cpu.pack = g_pack;
+    c.cpu.attn = g_attn;
     c.kv = (kiln_kv_layout){.n_layers = m->cfg.n_layers, .n_kv_heads = m->cfg.n_kv_heads, .head_dim = m->cfg.head_dim,
                             .block_size = BS, .n_blocks = NB, .dtype = KILN_KV_F32, .elem_bytes = 4};
     return c;
@@ -156,8 +161,8 @@ static void test_steps(const kiln_model *m) {
             bad += memcmp(got2, ref + (size_t)(k - 1) * V, (size_t)V * sizeof(float)) != 0;
         }
         KT_CHECK(bad == 0, "%d threads: %d rows of whole/ragged steps differ from 1-row steps", th, bad);
-        printf("%d threads, cpu.act %s: chunked, whole and ragged steps bit-identical to 1-row steps\n", th,
-               g_act ? g_act : "default");
+        printf("%d threads, cpu.act %s, cpu.attn %s: chunked, whole and ragged steps bit-identical to 1-row steps\n", th,
+               g_act ? g_act : "default", g_attn ? g_attn : "default");
         r.b->ops->destroy(r.b);
     }
     free(ref);
@@ -252,6 +257,64 @@ static void test_amx(const kiln_model *m) {
     kiln_free(lg[1]);
     g_amx = 0;
     g_act = NULL;
+}
+
+/* cpu.attn: an unknown value and bf16 on a path without AMX-BF16 (avx2) refused, naming the
+ * option; with AMX-BF16: the batch invariance of test_steps, and the logits of a 37-row prefill
+ * near f32 attention's (bf16 q, k, v and probabilities: within 2e-2 relative L2, the same
+ * argmax) */
+static void test_attn_bf16(const kiln_model *m) {
+    const char *bad[2] = {"fp8", "bf16"};
+    for (int i = 0; i < 2; i++) {
+        if (i == 1 && !kiln_isa_supported(KILN_ISA_AVX2)) continue;
+        g_attn = bad[i];
+        g_isa = i == 1 ? "avx2" : NULL;
+        kiln_backend_config c = rig_config(m, 1);
+        kiln_backend *b = NULL;
+        kiln_error err = {0};
+        int rc = kiln_backend_cpu_ops()->create(&b, m, &c, &err);
+        KT_CHECK(rc != 0 && strstr(err.msg, "cpu.attn"), "cpu.attn %s%s: want a refusal naming cpu.attn, got rc %d (%s)",
+                 bad[i], i ? " on avx2" : "", rc, err.msg);
+        if (!rc) kiln_backend_cpu_ops()->destroy(b);
+    }
+    g_isa = NULL;
+    g_attn = NULL;
+    if (!kiln_cpu_has_amx_bf16()) {
+        printf("SKIP: cpu.attn bf16: no AMX-BF16 on this CPU / OS, its model checks are not run here\n");
+        return;
+    }
+    g_attn = "bf16";
+    test_steps(m);
+    const kiln_config *mc = &m->cfg;
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 1 + (i * 7919) % (mc->vocab_size - 1);
+    const int V = mc->vocab_size, p0[1] = {0}, p1[1] = {N}, base[1] = {1};
+    float *lg[2] = {kiln_malloc((size_t)V * sizeof(float)), kiln_malloc((size_t)V * sizeof(float))};
+    for (int k = 0; k < 2; k++) {
+        rig r;
+        g_attn = k ? "bf16" : NULL;
+        if (rig_open(&r, m, 2)) {
+            KT_CHECK(0, "cpu.attn %s: backend", k ? "bf16" : "f32");
+            break;
+        }
+        float *out[1] = {lg[k]};
+        KT_CHECK(step(&r, ids, 1, p0, p1, base, out, V) == 0, "cpu.attn: step");
+        kiln_backend_cpu_ops()->destroy(r.b);
+    }
+    double num = 0, den = 0;
+    int a0 = 0, a1 = 0;
+    for (int i = 0; i < V; i++) {
+        num += ((double)lg[1][i] - lg[0][i]) * ((double)lg[1][i] - lg[0][i]);
+        den += (double)lg[0][i] * lg[0][i];
+        if (lg[0][i] > lg[0][a0]) a0 = i;
+        if (lg[1][i] > lg[1][a1]) a1 = i;
+    }
+    double rel = sqrt(num / (den > 0 ? den : 1));
+    KT_CHECK(rel <= 2e-2 && a0 == a1, "cpu.attn bf16 vs f32: logits relative L2 %.3g, argmax %d vs %d", rel, a1, a0);
+    printf("cpu.attn bf16 vs f32 (a 37-row prefill): logits relative L2 %.3g, argmax %d (f32 %d)\n", rel, a1, a0);
+    kiln_free(lg[0]);
+    kiln_free(lg[1]);
+    g_attn = NULL;
 }
 
 static void test_isa_model(const kiln_model *m, double bound) {
@@ -395,6 +458,7 @@ int main(void) {
     g_act = NULL;
     test_amx(m);
     test_pack(m);
+    test_attn_bf16(m);
     kiln_model_free(m);
     return kt_done();
 }

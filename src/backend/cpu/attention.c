@@ -189,6 +189,54 @@ static void attn_task(void *arg, int task, int thread) {
     }
 }
 
+#ifdef KILN_X86
+/* cpu.attn "bf16" (attention_amx.c): items (sequence, KV head, a run of up to nbi consecutive
+ * query blocks), so that a thread converts a sequence's keys and values once for several blocks
+ * (at a 4,000-token context their reads were most of the time with one block an item); items in
+ * reverse order (the last rows, the longest, first). A row's bits do not depend on the items. */
+typedef struct amx_tasks {
+    const kiln_cpu_attn_args *a;
+    int qb, nbi, items;
+} amx_tasks;
+
+static void amx_task(void *arg, int task, int thread) {
+    amx_tasks *A = arg;
+    const kiln_cpu_attn_args *a = A->a;
+    int KV = a->n_kv_heads, G = a->n_heads / KV, w = A->items - 1 - task, run = A->qb * A->nbi;
+    for (int seq = 0; seq < a->n_seqs; seq++) {
+        int q0 = a->seq_q_start[seq], len = a->seq_q_start[seq + 1] - q0, nc = (len + run - 1) / run;
+        if (w >= nc * KV) {
+            w -= nc * KV;
+            continue;
+        }
+        int c = w / KV, kvh = w % KV, t0 = q0 + c * run, t1 = t0 + run < q0 + len ? t0 + run : q0 + len;
+        kiln_cpu_attn_amx_rows(a, seq, t0, t1, A->qb, kvh, a->scores + (size_t)thread * a->q_block * G * a->max_model_len,
+                               (char *)a->amx + (size_t)thread * a->amx_bytes);
+        return;
+    }
+}
+
+static void attention_amx(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a) {
+    int KV = a->n_kv_heads, nth = kiln_pool_size(ctx ? ctx->pool : NULL), nb = 0;
+    amx_tasks A = {a, a->q_block > 1 ? a->q_block : 1, 1, 0};
+    nb = count_blocks(a, A.qb);
+    /* ~6 items a thread: enough to balance causal rows of very different cost */
+    A.nbi = nb * KV / (6 * nth);
+    if (A.nbi < 1) A.nbi = 1;
+    for (int i = 0; i < a->n_seqs; i++) {
+        int run = A.qb * A.nbi, len = a->seq_q_start[i + 1] - a->seq_q_start[i];
+        A.items += (len + run - 1) / run * KV;
+    }
+    double macs = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        int q0 = a->seq_q_start[i], q1 = a->seq_q_start[i + 1];
+        if (q1 > q0) macs += (double)(q1 - q0) * (a->positions[q1 - 1] + 1);
+    }
+    macs *= 2.0 * a->n_heads * a->head_dim;
+    kiln_pool_run_tasks(ctx && macs >= ATTN_SERIAL_MACS ? ctx->pool : NULL, A.items, amx_task, &A);
+}
+#endif
+
 int kiln_cpu_attn_q_block(int G, int max_model_len) {
     size_t row = (size_t)(G > 0 ? G : 1) * (size_t)(max_model_len > 0 ? max_model_len : 1) * sizeof(float);
     size_t n = ((size_t)4 << 20) / row;
@@ -203,6 +251,19 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
         a->max_model_len <= 0 || a->window < 0 || !a->k.qk || !a->k.softmax || (!a->k.pv && !a->k.pvg))
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: inconsistent arguments");
     if (a->n_tokens == 0) return KILN_OK; /* an empty step */
+#ifdef KILN_X86
+    if (a->amx && (!KILN_CPU_ATTN_AMX_HD_OK(a->head_dim) || a->q_block > KILN_CPU_ATTN_Q_BLOCK ||
+                   a->amx_bytes < kiln_cpu_attn_amx_bytes(a->n_heads / a->n_kv_heads, a->q_block, a->head_dim,
+                                                           a->max_model_len)))
+        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: bf16 tiles: head_dim %d or scratch unsupported",
+                        a->head_dim);
+    if (a->amx) {
+        attention_amx(ctx, a);
+        return KILN_OK;
+    }
+#else
+    if (a->amx) return KILN_ERR(err, KILN_ERR_UNSUPPORTED, "cpu attention: bf16 tiles need an x86-64 build");
+#endif
     if ((a->kv8    ? !a->kvbuf || !a->kv8_lut || a->layout->dtype != KILN_KV_FP8_E4M3
          : a->kv16 ? !a->kvbuf || !a->k.widen || (a->layout->dtype != KILN_KV_F16 && a->layout->dtype != KILN_KV_BF16)
                    : !a->kv) || !a->q || !a->att || !a->scores || !a->positions || !a->seq_q_start || !a->block_table ||

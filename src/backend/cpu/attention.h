@@ -61,6 +61,11 @@ typedef struct kiln_cpu_attn_args {
     int q_block;                   /* query rows of one sequence that share each K/V read (the
                                     * scores scratch holds that many rows per thread); 0 or 1:
                                     * one row at a time. No effect on values. */
+    void *amx;                     /* cpu.attn "bf16": [pool threads][amx_bytes] scratch, and every
+                                    * item runs on AMX-BF16 tiles (attention_amx.c: q, k, v and the
+                                    * probabilities in bfloat16, f32 sums; other bits than the f32
+                                    * kernels, as batch-invariant); NULL: the ISA's f32 kernels */
+    size_t amx_bytes;              /* kiln_cpu_attn_amx_bytes(G, q_block, head_dim, max_model_len) */
 } kiln_cpu_attn_args;
 
 /* The query block the backend uses: 16 rows (16 rows of a head reuse each K/V run from L1; more
@@ -73,5 +78,15 @@ int kiln_cpu_attn_q_block(int G, int max_model_len);
  * ctx->pool (NULL: the calling thread) split (row, KV head, head group) items. KILN_OK, or
  * KILN_ERR_INVALID_ARG for inconsistent arguments (nothing written). */
 int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_error *err);
+/* cpu.attn "bf16" (attention_amx.c, x86 builds): whether this CPU and OS run it (AMX-BF16,
+ * AVX512-BF16, the tile state granted), the head dims it takes (multiples of 32 up to 256), the
+ * scratch a thread needs, and one item (attn_block_kvhead's arguments) */
+int kiln_cpu_has_amx_bf16(void);
+#define KILN_CPU_ATTN_AMX_HD_OK(hd) ((hd) > 0 && (hd) % 32 == 0 && (hd) <= 256)
+size_t kiln_cpu_attn_amx_bytes(int G, int q_block, int head_dim, int max_model_len);
+/* rows t0 .. t1-1 of sequence seq (consecutive positions), KV head kvh with all its query heads,
+ * in blocks of qb <= q_block rows; scores: the thread's [q_block][G][max_model_len] scratch */
+void kiln_cpu_attn_amx_rows(const kiln_cpu_attn_args *a, int seq, int t0, int t1, int qb, int kvh, float *scores,
+                            void *scratch);
 
 #endif

@@ -61,6 +61,8 @@ typedef struct cpu_backend {
     float *kv_scale;    /* FP8: [n_layers][2] k and v scales (the checkpoint's, else 1.0) */
     float *kv_lut;      /* FP8: [n_layers][2][256] decoded code x scale (attention's reads) */
     float *kvbuf;       /* FP8 / 16-bit: [n_threads][block_size * head_dim] decoded K or V run */
+    void *attn_amx;     /* cpu.attn "bf16": [n_threads][attn_amx_bytes] (attention_amx.c), else NULL */
+    size_t attn_amx_bytes;
     size_t kv_bytes;
     /* scratch, [max_tokens][...] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;
@@ -116,6 +118,7 @@ static void cpu_destroy(kiln_backend *b) {
     kiln_free(c->kv_scale);
     kiln_free(c->kv_lut);
     kiln_free_aligned(c->kvbuf);
+    kiln_free_aligned(c->attn_amx);
     kiln_free_aligned(c->x);
     kiln_free_aligned(c->xn);
     kiln_free_aligned(c->q);
@@ -360,6 +363,36 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
     c->rope_sn = kiln_malloc_aligned(T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double));
     sb += 2 * T * (size_t)(mc->head_dim / 2 + 1) * sizeof(double);
     c->q_block = kiln_cpu_attn_q_block(mc->n_heads / mc->n_kv_heads, bc->max_model_len);
+    /* attention on AMX-BF16 tiles (cpu.attn "bf16"): refused where it cannot run, never a
+     * silent f32 */
+    if (bc->cpu.attn && *bc->cpu.attn && strcasecmp(bc->cpu.attn, "f32")) {
+        if (strcasecmp(bc->cpu.attn, "bf16")) {
+            rc = KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu.attn (KILN_CPU_ATTN) = %s: expected f32 or bf16", bc->cpu.attn);
+            goto fail;
+        }
+        if (c->ctx.isa != KILN_ISA_AVX512 || !kiln_cpu_has_amx_bf16() || bc->cpu.amx < 0) {
+            rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                          "cpu.attn bf16 (KILN_CPU_ATTN): needs AMX-BF16 and AVX512-BF16 on the avx512 path and the "
+                          "OS's grant of the tile state (here: the %s path%s)", kiln_isa_name(c->ctx.isa),
+                          kiln_cpu_has_amx_bf16() ? (bc->cpu.amx < 0 ? ", AMX turned off" : "") : ", no AMX-BF16");
+            goto fail;
+        }
+        if (!KILN_CPU_ATTN_AMX_HD_OK(mc->head_dim) || bc->tp_size > 1) {
+            rc = KILN_ERR(err, KILN_ERR_UNSUPPORTED,
+                          "cpu.attn bf16 (KILN_CPU_ATTN): head_dim %d (a multiple of 32 up to 256) and no tensor "
+                          "parallelism (tp_size %d)", mc->head_dim, bc->tp_size);
+            goto fail;
+        }
+        c->attn_amx_bytes = kiln_cpu_attn_amx_bytes(mc->n_heads / mc->n_kv_heads, c->q_block, mc->head_dim,
+                                                    bc->max_model_len);
+        c->attn_amx_bytes = (c->attn_amx_bytes + 63) & ~(size_t)63;
+        c->attn_amx = kiln_malloc_aligned((size_t)kiln_pool_size(c->ctx.pool) * c->attn_amx_bytes);
+        if (!c->attn_amx) {
+            rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory for the bf16 attention scratch");
+            goto fail;
+        }
+        sb += (size_t)kiln_pool_size(c->ctx.pool) * c->attn_amx_bytes;
+    }
     c->scores = alloc_f32((size_t)kiln_pool_size(c->ctx.pool) * c->q_block * (mc->n_heads / mc->n_kv_heads) *
                               bc->max_model_len, &sb);
     /* logits rows: one per sequence, or max_logits_per_seq per sequence (at most one per row) */
@@ -502,7 +535,7 @@ static int cpu_encode(kiln_backend *b, const kiln_step *s, kiln_error *err) {
             .q = c->q, .att = c->att, .n_heads = mc->n_heads, .n_kv_heads = mc->n_kv_heads, .head_dim = mc->head_dim,
             .scores = c->scores, .max_model_len = c->cfg.max_model_len, .k = c->attn,
             .prefetch = T <= 16, /* small steps (decode) */
-            .window = w->window, .q_block = c->q_block,
+            .window = w->window, .q_block = c->q_block, .amx = c->attn_amx, .amx_bytes = c->attn_amx_bytes,
         };
         if ((rc = kiln_cpu_attention(&c->ctx, &aa, err))) return rc;
         if ((rc = kiln_cpu_matmul(&c->ctx, c->xn, c->att, T, w->wo, err))) return rc;

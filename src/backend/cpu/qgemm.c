@@ -3,6 +3,7 @@
  * and the scalar reference kernel (qgemm.h's arithmetic written out; the SIMD kernels give
  * its bits). Compiled as ISO C: no FMA contraction, fmaf where the arithmetic has an fma. */
 #include "backend/cpu/qgemm.h"
+#include "backend/cpu/attention.h"
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -331,8 +332,16 @@ int kiln_cpu_has_amx(void) {
     return k == 2;
 }
 kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) { return kiln_cpu_has_amx() ? kiln_qgemm_amx(dt) : NULL; }
+/* the tiles (kiln_cpu_has_amx: the grant), CPUID 7.0 EDX bit 22 AMX-BF16 and 7.1 EAX bit 5
+ * AVX512-BF16 (the conversions of attention_amx.c) */
+int kiln_cpu_has_amx_bf16(void) {
+    unsigned a, b, c, d;
+    if (!kiln_cpu_has_amx() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 22 & 1)) return 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1);
+}
 #else
 int kiln_cpu_has_amx(void) { return 0; }
+int kiln_cpu_has_amx_bf16(void) { return 0; }
 kiln_qgemm_fn kiln_cpu_qgemm_lookup_amx(kiln_dtype dt) {
     (void)dt;
     return NULL;
