@@ -237,6 +237,14 @@ static void attention_amx(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a) {
 }
 #endif
 
+#ifndef KILN_X86
+/* no tile kernel in this build (kiln_cpu_has_amx_bf16 is 0): nothing to size */
+size_t kiln_cpu_attn_amx_bytes(int G, int q_block, int head_dim, int max_model_len) {
+    (void)G, (void)q_block, (void)head_dim, (void)max_model_len;
+    return 0;
+}
+#endif
+
 int kiln_cpu_attn_q_block(int G, int max_model_len) {
     size_t row = (size_t)(G > 0 ? G : 1) * (size_t)(max_model_len > 0 ? max_model_len : 1) * sizeof(float);
     size_t n = ((size_t)4 << 20) / row;
