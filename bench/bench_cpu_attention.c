@@ -7,7 +7,9 @@
  * step's queries (a prefill chunk at the end of a long prompt). GFLOP/s counts q.k and p.v
  * (4 flops per key, head and dimension).
  *
- *   bench_cpu_attention [CTX 4000] [T 256] [THREADS 2] [REPEAT 5] [ISA scalar|avx2|avx512 (best)] [f32|bf16]
+ *   bench_cpu_attention [CTX 4000] [T 256] [THREADS 2] [REPEAT 5] [ISA scalar|avx2|avx512 (best)] [f32|bf16] [SEQS 1]
+ * SEQS > 1: that many sequences, each of CTX positions with T query rows, in blocks of their own
+ * (T 1: a decode step of SEQS rows, whose K / V no longer stay in the caches).
  * bf16: cpu.attn "bf16" (AMX-BF16 tiles, q_block up to 16), its largest difference from the f32
  * kernels' result printed beside.
  * Not built by CMake (it needs the private src/ headers); after a CPU build in build-l:
@@ -38,16 +40,24 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_cpu_attention [CTX] [T <= CTX] [THREADS] [REPEAT]\n");
         return 2;
     }
-    int nb = (ctx + bs - 1) / bs;
+    int S = argc > 7 ? atoi(argv[7]) : 1;
+    if (S < 1 || S > 64 || (size_t)S * T > 4096 * 4) {
+        fprintf(stderr, "SEQS: 1..64, SEQS x T <= 16384\n");
+        return 2;
+    }
+    int nb1 = (ctx + bs - 1) / bs, nb = S * nb1;
     kiln_kv_layout L = {.n_layers = 1, .n_kv_heads = KV, .head_dim = hd, .block_size = bs, .n_blocks = nb + 1,
                         .elem_bytes = 4};
     size_t n = (size_t)kiln_kv_elems(&L);
     float *kv = kiln_malloc_aligned(n * sizeof(float));
     unsigned s = 1;
     for (size_t i = 0; i < n; i++) kv[i] = (float)((s = s * 1103515245u + 12345u) >> 9) / 8388608.0f - 1.0f;
-    int32_t *bt = malloc(sizeof(int32_t) * (size_t)nb), pos[4096 * 4], qs[2] = {0, T};
-    for (int b = 0; b < nb; b++) bt[b] = 1 + (b * 7919) % nb; /* scattered blocks */
-    for (int t = 0; t < T; t++) pos[t] = ctx - T + t;
+    int32_t *bt = malloc(sizeof(int32_t) * (size_t)nb), pos[4096 * 4], qs[65];
+    for (int b = 0; b < nb; b++) bt[b] = 1 + (b * 7919) % nb; /* scattered blocks; seq i: bt + i * nb1 */
+    for (int i = 0; i <= S; i++) qs[i] = i * T;
+    for (int i = 0; i < S; i++)
+        for (int t = 0; t < T; t++) pos[i * T + t] = ctx - T + t;
+    T *= S;
     float *q = kiln_malloc_aligned((size_t)T * H * hd * sizeof(float));
     float *att = kiln_malloc_aligned((size_t)T * H * hd * sizeof(float));
     float *ref = malloc((size_t)T * H * hd * sizeof(float));
@@ -59,8 +69,8 @@ int main(int argc, char **argv) {
     kiln_cpu_ctx c = {.isa = kiln_isa_best(), .pool = pool};
     if (argc > 5 && kiln_isa_select(argv[5], &c.isa, &err)) { fprintf(stderr, "%s\n", err.msg); return 2; }
     kiln_cpu_attn_args a = {
-        .kv = kv, .layout = &L, .layer = 0, .n_tokens = T, .n_seqs = 1, .positions = pos, .seq_q_start = qs,
-        .block_table = bt, .max_blocks_per_seq = nb, .q = q, .att = att, .n_heads = H, .n_kv_heads = KV,
+        .kv = kv, .layout = &L, .layer = 0, .n_tokens = T, .n_seqs = S, .positions = pos, .seq_q_start = qs,
+        .block_table = bt, .max_blocks_per_seq = nb1, .q = q, .att = att, .n_heads = H, .n_kv_heads = KV,
         .head_dim = hd, .scores = scores, .max_model_len = ctx,
     };
     if (kiln_cpu_attn_lookup(c.isa, &a.k)) return 1;
@@ -75,7 +85,7 @@ int main(int argc, char **argv) {
         a.amx = kiln_malloc_aligned(a.amx_bytes * (size_t)nth);
     }
     double flops = 0;
-    for (int t = 0; t < T; t++) flops += 4.0 * (pos[t] + 1) * H * hd;
+    for (int t = 0; t < T; t++) flops += 4.0 * (pos[t] + 1) * H * hd; /* T: all sequences' rows */
     printf("attention, %s, %d threads: context %d, %d query rows, H %d KV %d hd %d (%.2f GFLOP a call)\n",
            kiln_isa_name(c.isa), nth, ctx, T, H, KV, hd, 1e-9 * flops);
     static const int qbs[] = {1, 2, 4, 8, 16, 32};

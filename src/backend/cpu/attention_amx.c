@@ -33,6 +33,9 @@
 #include "backend/cpu/attention.h"
 
 #define KG 32 /* positions a P.V product step (16 pairs) and the groups' alignment */
+#ifndef KPF
+#define KPF 32 /* keys ahead that the K conversion prefetches (the V one twice that) */
+#endif
 
 typedef struct amx_cfg {
     uint8_t palette, start_row, reserved[14];
@@ -52,7 +55,7 @@ size_t kiln_cpu_attn_amx_bytes(int G, int q_block, int head_dim, int max_model_l
 
 /* row j (position) of K (kv 0) or V (1) of KV head kvh as f32: in place for an f32 pool, else
  * decoded into buf */
-static const float *kv_row(const kiln_cpu_attn_args *a, const int32_t *bt, int kv, int kvh, int j, float *buf) {
+static inline __attribute__((always_inline)) const float *kv_row(const kiln_cpu_attn_args *a, const int32_t *bt, int kv, int kvh, int j, float *buf) {
     const kiln_kv_layout *L = a->layout;
     int64_t o = kiln_kv_offset(L, a->layer, bt[j / L->block_size], kv, kvh, j % L->block_size);
     if (a->kv8) {
@@ -118,7 +121,7 @@ static inline void tr16(__m512i r[16]) {
 static void k_group(const kiln_cpu_attn_args *a, const int32_t *bt, int kvh, int j0, int klo, int khi, uint16_t *kt,
                     float *rowbuf) {
     const int hd = a->head_dim;
-    for (int j = j0 + 16; j < j0 + 32 && j < khi; j++)
+    for (int j = j0 + KPF; j < j0 + KPF + 16 && j < khi; j++)
         if (j >= klo) kv_prefetch(a, bt, 0, kvh, j);
     __m512i kr[16][8]; /* the 16 keys' bf16 rows as dwords, hd / 32 vectors (hd <= 256) */
     for (int j = 0; j < 16; j++) {
@@ -144,7 +147,7 @@ static void v_group(const kiln_cpu_attn_args *a, const int32_t *bt, int kvh, int
     const __m512i ilv = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                          5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int p = 0; p < 16; p++) {
-        for (int j = g + KG + 2 * p; j < g + KG + 2 * p + 2 && j < khi; j++)
+        for (int j = g + 2 * KPF + 2 * p; j < g + 2 * KPF + 2 * p + 2 && j < khi; j++)
             if (j >= klo) kv_prefetch(a, bt, 1, kvh, j);
         int ja = g + 2 * p, jb = ja + 1;
         const float *va = ja >= klo && ja < khi ? kv_row(a, bt, 1, kvh, ja, rowbuf) : NULL;
@@ -240,7 +243,8 @@ void kiln_cpu_attn_amx_rows(const kiln_cpu_attn_args *a, int seq, int t0, int t1
         }
         /* O = P V per 16 rows: P rounded (zero outside each row's range), then 64 columns a pass */
         for (int mc = 0; mc < Mp; mc += 16) {
-            for (int m = mc; m < mc + 16; m++) {
+            /* rows past M: whatever the scratch holds (their C rows are not read) */
+            for (int m = mc; m < mc + 16 && m < M; m++) {
                 uint16_t *pr = Pb + (size_t)(m - mc) * span;
                 int lo = m < M ? lo_r[m / G] : 0, n = m < M ? n_r[m / G] : 0;
                 const float *sr = scores + (size_t)m * stride;
