@@ -70,6 +70,13 @@ static inline __attribute__((always_inline)) const float *kv_row(const kiln_cpu_
     return a->kv + o;
 }
 
+/* row j of K (kv 0) or V (1) in place in a bf16 pool, else NULL */
+static inline const uint16_t *bf16_row(const kiln_cpu_attn_args *a, const int32_t *bt, int kv, int kvh, int j) {
+    const kiln_kv_layout *L = a->layout;
+    if (!a->kv16 || L->dtype != KILN_KV_BF16) return NULL;
+    return a->kv16 + kiln_kv_offset(L, a->layer, bt[j / L->block_size], kv, kvh, j % L->block_size);
+}
+
 /* ask for row j's cache lines ahead of use (the pool's blocks are scattered: the hardware
  * prefetcher stops at their ends; without this the rows' loads were ~40 % of the item's time) */
 static inline void kv_prefetch(const kiln_cpu_attn_args *a, const int32_t *bt, int kv, int kvh, int j) {
@@ -126,6 +133,11 @@ static void k_group(const kiln_cpu_attn_args *a, const int32_t *bt, int kvh, int
     __m512i kr[16][8]; /* the 16 keys' bf16 rows as dwords, hd / 32 vectors (hd <= 256) */
     for (int j = 0; j < 16; j++) {
         int jj = j0 + j;
+        const uint16_t *k16 = jj >= klo && jj < khi ? bf16_row(a, bt, 0, kvh, jj) : NULL;
+        if (k16) { /* a bf16 pool: the row as it is (the bits of widening and rounding it) */
+            for (int t = 0; t < hd / 32; t++) kr[j][t] = _mm512_loadu_si512((const void *)(k16 + 32 * t));
+            continue;
+        }
         const float *k = jj >= klo && jj < khi ? kv_row(a, bt, 0, kvh, jj, rowbuf) : NULL;
         for (int t = 0; t < hd / 32; t++)
             kr[j][t] = k ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(k + 32 * t + 16), _mm512_loadu_ps(k + 32 * t))
@@ -150,6 +162,17 @@ static void v_group(const kiln_cpu_attn_args *a, const int32_t *bt, int kvh, int
         for (int j = g + 2 * KPF + 2 * p; j < g + 2 * KPF + 2 * p + 2 && j < khi; j++)
             if (j >= klo) kv_prefetch(a, bt, 1, kvh, j);
         int ja = g + 2 * p, jb = ja + 1;
+        if (a->kv16 && a->layout->dtype == KILN_KV_BF16) { /* a bf16 pool: the rows as they are, interleaved */
+            const uint16_t *ha = ja >= klo && ja < khi ? bf16_row(a, bt, 1, kvh, ja) : NULL;
+            const uint16_t *hb = jb >= klo && jb < khi ? bf16_row(a, bt, 1, kvh, jb) : NULL;
+            for (int d = 0; d < hd; d += 16) {
+                __m256i xa = ha ? _mm256_loadu_si256((const void *)(ha + d)) : _mm256_setzero_si256();
+                __m256i xb = hb ? _mm256_loadu_si256((const void *)(hb + d)) : _mm256_setzero_si256();
+                __m512i x = _mm512_permutexvar_epi16(ilv, _mm512_inserti64x4(_mm512_castsi256_si512(xa), xb, 1));
+                _mm512_store_si512((void *)(vt + ((size_t)(d / 16) * 16 + p) * 32), x);
+            }
+            continue;
+        }
         const float *va = ja >= klo && ja < khi ? kv_row(a, bt, 1, kvh, ja, rowbuf) : NULL;
         const float *vb = jb >= klo && jb < khi ? kv_row(a, bt, 1, kvh, jb, rowbuf + hd) : NULL;
         for (int d = 0; d < hd; d += 16) {
