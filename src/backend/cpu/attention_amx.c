@@ -128,7 +128,7 @@ static inline void tr16(__m512i r[16]) {
 static void k_group(const kiln_cpu_attn_args *a, const int32_t *bt, int kvh, int j0, int klo, int khi, uint16_t *kt,
                     float *rowbuf) {
     const int hd = a->head_dim;
-    for (int j = j0 + KPF; j < j0 + KPF + 16 && j < khi; j++)
+    for (int j = j0 + KPF; KPF > 0 && j < j0 + KPF + 16 && j < khi; j++)
         if (j >= klo) kv_prefetch(a, bt, 0, kvh, j);
     __m512i kr[16][8]; /* the 16 keys' bf16 rows as dwords, hd / 32 vectors (hd <= 256) */
     for (int j = 0; j < 16; j++) {
@@ -159,7 +159,7 @@ static void v_group(const kiln_cpu_attn_args *a, const int32_t *bt, int kvh, int
     const __m512i ilv = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21,
                                          5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     for (int p = 0; p < 16; p++) {
-        for (int j = g + 2 * KPF + 2 * p; j < g + 2 * KPF + 2 * p + 2 && j < khi; j++)
+        for (int j = g + 2 * KPF + 2 * p; KPF > 0 && j < g + 2 * KPF + 2 * p + 2 && j < khi; j++)
             if (j >= klo) kv_prefetch(a, bt, 1, kvh, j);
         int ja = g + 2 * p, jb = ja + 1;
         if (a->kv16 && a->layout->dtype == KILN_KV_BF16) { /* a bf16 pool: the rows as they are, interleaved */
