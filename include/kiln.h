@@ -104,12 +104,13 @@ typedef struct kiln_cuda_options {
                             * card's); above the card is refused; 0 or -1 = the card's own (0)
                             * (env KILN_CUDA_TARGET=sm_86) */
     int qreg_max_rows;     /* GGUF Q4_K / Q6_K / Q8_0 weights: rows up to which the tensor-core
-                            * kernel dequantizing in registers runs (qmma_reg.cu, from 3 rows, Q8_0 5;
+                            * kernel dequantizing in registers runs (qmma_reg.cu, from 3 rows;
                             * fewer on the int8 GEMV, more on shared-memory tiles; Q8_0 at most
                             * 32), 0 = off, at most 64 (64) */
     int qreg_variant;      /* that kernel's launch variant, for measurements: bits 1 / 2 register
-                            * cap and grid, 4 / 8 an L2 prefetch distance, 16 two n-tiles a warp
-                            * (qmma_reg.cu's QX_V_*; the same sums but bit 16's), 0..31 (0)
+                            * cap and grid, 4 / 8 an L2 prefetch distance, 16 two n-tiles a warp,
+                            * 32 the x stages' old fill order
+                            * (qmma_reg.cu's QX_V_*; the same sums but bit 16's), 0..63 (0)
                             * (env KILN_CUDA_QREG_VARIANT) */
     int fp8_mma_max_rows;  /* FP8 weights: rows up to which fp8.cu's tensor-core product runs
                             * (more: cuBLASLt), 0 = never, at most 64 (8) */

@@ -103,7 +103,7 @@ void kiln_cli_engine_defaults(kiln_engine_options *o) {
     env_int("KILN_CUDA_ATT_BPS", 1, 1024, &c->att_blocks_per_sm);
     env_flag("KILN_CUDA_GU_16BIT", &c->gate_up_16bit);
     env_int("KILN_CUDA_QREG", 0, 1 << 20, &c->qreg_max_rows);
-    env_int("KILN_CUDA_QREG_VARIANT", 0, 31, &c->qreg_variant);
+    env_int("KILN_CUDA_QREG_VARIANT", 0, 63, &c->qreg_variant);
     env_int("KILN_CUDA_FP8_MMA", 0, 1 << 20, &c->fp8_mma_max_rows);
     env_flag("KILN_CUDA_FP8_FUSE", &c->fp8_fuse_quant);
     env_flag("KILN_CUDA_Q8_FUSE", &c->q8_fuse_quant);

@@ -355,10 +355,11 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
     double xworst = 0;
     /* three launch classes (m-tiles 1, 2, 4): the first T of each is its reference */
     /* variants: register cap, grid, L2 prefetch 3 / 6 groups ahead, 2 n-tiles a warp (with the
-     * prefetch; with the cap flipped: Q6_K / Q8_0 at 2 n-tiles) */
+     * prefetch; with the cap flipped: Q6_K / Q8_0 at 2 n-tiles), the x stages filled in the old
+     * order (32: the same bits, checked below) */
     const int xT[10] = {16, 1, 5, 9, 32, 17, 23, 64, 33, 50}, xsm[2] = {132, 16},
-              xv[8] = {0, 1, 2, 3, 4, 12, 16 | 8, 16 | 1};
-    for (int si = 0; si < 16; si++) /* SM counts x variants */
+              xv[9] = {0, 1, 2, 3, 4, 12, 16 | 8, 16 | 1, 32};
+    for (int si = 0; si < 18; si++) /* SM counts x variants */
         for (int ti = 0; ti < 10; ti++) {
             int T = xT[ti];
             kc_poison(dy, (size_t)MR * ldy * 4);
@@ -379,6 +380,19 @@ static void check_mma_reg(kiln_dtype dt, const uint8_t *dw, const float *wr_, in
             else
                 for (int t = 0; t < T; t++) xdiff += memcmp(yt + (size_t)t * ldy + 1, y32 + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
         }
+    /* variant 32 (the x stages filled a slot a thread, unswizzled) against 0 (a row a warp,
+     * swizzled): the same x in the same registers, so the same bits at every T */
+    size_t wdiff = 0;
+    const int wT[5] = {3, 9, 16, 32, 50};
+    for (int ti = 0; ti < 5; ti++) {
+        int T = wT[ti];
+        CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, 0, 132, &wk, 0));
+        kc_get(y32, dy, (size_t)MR * ldy * 4);
+        CU(kiln_cuda_qmma_reg(dy + 1, ldy, dx, KILN_DT_BF16, dw, dt, T, N, K, 0, 32, 132, &wk, 0));
+        kc_get(yt, dy, (size_t)MR * ldy * 4);
+        for (int t = 0; t < T; t++) wdiff += memcmp(yt + (size_t)t * ldy + 1, y32 + (size_t)t * ldy + 1, (size_t)N * 4) != 0;
+    }
+    KT_CHECK(wdiff == 0, "qmma_reg split-K %s N %d K %d: %zu rows differ between the x fill orders", kiln_dtype_name(dt), N, K, wdiff);
     unsigned *hc = kiln_malloc(wk.counters * 4);
     kc_get(hc, wk.cnt, wk.counters * 4);
     size_t nz = 0;
@@ -462,8 +476,8 @@ static void refusals(void) {
 }
 
 /* timings: Devstral shapes, weights rotated past L2 */
-#define NRUN 49
-/* prof: KILN_QGEMV_BENCH=2, a run for a profiler (ncu): qmma_x at 16 rows, variant 0, on the down
+#define NRUN 52
+/* prof: KILN_QGEMV_BENCH=2, a run for a profiler (ncu): qmma_x at 16 rows, variants 0 and 32, on the down
  * and gate|up shapes only, two launches each (the second is the one to read) */
 static void bench(int prof) {
     struct { const char *name; int N, K; } sh[] = {
@@ -499,12 +513,15 @@ static void bench(int prof) {
             if (kiln_cuda_qmma_reg_supports(dt, K)) { /* auto nt at each T, then nt 1 / 2 / 4 at T 1 and 16 */
                 /* rows, n-tiles, variant per run; k >= 16: the split-K kernel (work buffers) */
                 /* 28..: the prefetch distances (v 4 / 8 / 12) and 2 n-tiles (16) at 1, 4, 16 rows, prefetch at 32 / 64;
-                 * 47, 48: v 17 (2 n-tiles with the register cap flipped: Q6_K / Q8_0 at 2 n-tiles, 1 CTA an SM) */
+                 * 47, 48: v 17 (2 n-tiles with the register cap flipped: Q6_K / Q8_0 at 2 n-tiles, 1 CTA an SM);
+                 * 49..51: v 32 (the x stages' old fill order) at 4, 16, 32 */
                 const int RT[NRUN] = {1, 4, 8, 16, 32, 64, 1, 1, 1, 16, 16, 16, 1, 4, 8, 16, 1, 4, 8, 16, 4, 16, 4, 16, 4,
-                                      16, 32, 64, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 32, 64, 32, 64, 4, 16};
+                                      16, 32, 64, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 1, 4, 16, 32, 64, 32, 64, 4, 16,
+                                      4, 16, 32};
                 const int RNT[NRUN] = {0, 0, 0, 0, 0, 0, 1, 2, 4, 1, 2, 4};
                 const int RV[NRUN] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 0, 0,
-                                      4, 4, 4, 8, 8, 8, 12, 12, 12, 16, 16, 16, 24, 24, 24, 4, 4, 8, 8, 17, 17};
+                                      4, 4, 4, 8, 8, 8, 12, 12, 12, 16, 16, 16, 24, 24, 24, 4, 4, 8, 8, 17, 17,
+                                      32, 32, 32};
                 kiln_cuda_qreg_work wk;
                 kiln_cuda_qmma_reg_work(132, &wk.floats, &wk.counters);
                 wk.part = kc_dev(wk.floats * 4);
@@ -512,7 +529,7 @@ static void bench(int prof) {
                 CU(cudaMemset(wk.cnt, 0, wk.counters * 4));
                 for (int k = 0; k < NRUN; k++) {
                     int T = RT[k], nt = RNT[k], wp = RV[k];
-                    if (prof && !(k >= 16 && T == 16 && wp == 0)) continue; /* the one qmma_x run at 16 rows, v 0 */
+                    if (prof && !(k >= 16 && T == 16 && (wp == 0 || wp == 32))) continue; /* qmma_x at 16 rows, v 0 and 32 */
                     cudaEvent_t a, b;
                     CU(cudaEventCreate(&a));
                     CU(cudaEventCreate(&b));

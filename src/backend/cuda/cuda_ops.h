@@ -310,11 +310,12 @@ int kiln_cuda_qmma_reg_supports(kiln_dtype wdt, int K);
 #define KILN_QREG_DEFAULT_MAX_ROWS 64
 #define KILN_QREG_Q8_0_MAX_ROWS 32
 #define KILN_QREG_DEFAULT_VARIANT 0 /* the backend's qmma_x variant (kiln_cuda_options.qreg_variant) */
-#define KILN_QREG_VARIANT_MAX 31    /* every QX_V_* bit of qmma_reg.cu */
+#define KILN_QREG_VARIANT_MAX 63    /* every QX_V_* bit of qmma_reg.cu */
 /* wk (may be NULL): with nt 0, the kernel that stages x in shared memory and splits K over CTAs
  * (qmma_reg.cu's qmma_x note; its own bits, the same for every T of one class: 1..16, 17..32,
- * 33..64; variant 0..31: bits 1 / 2 its register cap and grid, bits 4 / 8 an L2 prefetch distance,
- * bit 16 two n-tiles a warp (qmma_reg.cu's QX_V_*), measurements only: the backend passes 0):
+ * 33..64; variant 0..63: bits 1 / 2 its register cap and grid, bits 4 / 8 an L2 prefetch distance,
+ * bit 16 two n-tiles a warp, bit 32 the x stages' old fill order (qmma_reg.cu's
+ * QX_V_*), measurements only: the backend passes 0):
  * part [>= floats] f32 for the parts' sums, cnt [>= counters] zeroed once (each launch leaves
  * them zero), sized by kiln_cuda_qmma_reg_work for the SM count the launches pass; one launch
  * at a time uses them (stream order). NULL: the kernel above at every T. */

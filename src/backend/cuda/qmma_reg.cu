@@ -326,19 +326,52 @@ static __device__ __forceinline__ void qx_cp16(void *dst, const void *src, int b
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
 }
 
+/* the lane t4 and step pair j whose 8 x elements are chunk c (elements 8 c .. 8 c + 7) of a
+ * group: the inverse of qr_xoff */
+template <int DT>
+static __device__ __forceinline__ void qx_chunk_slot(int c, int *t4, int *j) {
+    if (DT == KILN_DT_Q6_K) { /* sub-block sb = 4 (t4 / 2) + t4 % 2 + 2 (j / 4), j % 4 = c % 4 */
+        int sb = c >> 2, rem = sb & 3;
+        *t4 = 2 * (sb >> 2) + (rem & 1);
+        *j = 4 * (rem >> 1) + (c & 3);
+    } else {
+        *t4 = c >> 3;
+        *j = c & 7;
+    }
+}
+
 /* stage <- group G's x slice, MT x 512 slots: m-tile m, slot f = 2 j + h, lane l: row
  * 16 m + 8 h + l / 4, columns 256 G + qr_xoff(l % 4, j) .. + 8 (rows >= T zero-filled; HALF,
- * T <= 8: rows 8..15 neither copied nor read, zeros in registers) */
+ * T <= 8: rows 8..15 neither copied nor read, zeros in registers), stored at lane l ^ j.
+ * sw (the default): a warp copies one row's 512 contiguous bytes (32 chunks), so its 32
+ * cp.async touch 4 lines instead of 32 (the old order below takes a slot a thread, the lanes of
+ * a row 128 bytes apart: 32 lines a copy instruction, ~30 % of the L1's wavefronts at 16 rows by
+ * count); the XOR spreads a row's chunks, which land in the slots of 4 lanes of each of 8 j,
+ * over the 8 16-byte bank groups (4 wavefronts a copy), and keeps each 8-lane phase of a read
+ * one contiguous 128 bytes. !sw (variant bit QX_V_XOLD): the old order, same layout. */
 template <int DT, int MT, bool HALF>
 static __device__ __forceinline__ void qx_fill(uint4 (*xs)[16][32], const uint16_t *__restrict__ x, int G, int T,
-                                               int K) {
+                                               int K, int sw) {
+    if (sw) {
+#pragma unroll
+        for (int r = 0; r < 2 * MT; r++) {
+            int q = threadIdx.x + r * QX_WARPS * 32;
+            int m = q >> 9, tr = (q >> 5) & 15, c = q & 31, t = 16 * m + tr, t4, j;
+            if (HALF && tr >= 8) continue; /* rows 8..15: never read (warp-uniform) */
+            qx_chunk_slot<DT>(c, &t4, &j);
+            int f = 2 * j + (tr >> 3), l = 4 * (tr & 7) + t4;
+            const uint16_t *src = x + (int64_t)(t < T ? t : 0) * K + (int64_t)G * 256 + 8 * c;
+            qx_cp16(&xs[m][f][l ^ j], src, t < T ? 16 : 0);
+        }
+        return;
+    }
 #pragma unroll
     for (int r = 0; r < 2 * MT; r++) {
         int q = threadIdx.x + r * QX_WARPS * 32;
         int m = q >> 9, f = (q >> 5) & 15, l = q & 31, j = f >> 1, h = f & 1, t = 16 * m + 8 * h + (l >> 2);
         if (HALF && h) continue; /* rows 8..15: never read (h = warp % 2: warp-uniform) */
         const uint16_t *src = x + (int64_t)(t < T ? t : 0) * K + (int64_t)G * 256 + qr_xoff<DT>(l & 3, j);
-        qx_cp16(&xs[m][f][l], src, t < T ? 16 : 0);
+        qx_cp16(&xs[m][f][l ^ j], src, t < T ? 16 : 0);
     }
 }
 
@@ -354,10 +387,11 @@ static __device__ __forceinline__ void qx_group(float (*acc)[NT][4], const uint3
 #pragma unroll
     for (int j = 0; j < 8; j++) {
         uint4 xv[MT][2];
+        const int lj = lane ^ j; /* qx_fill's layout */
 #pragma unroll
         for (int m = 0; m < MT; m++) {
-            xv[m][0] = xs[m][2 * j][lane];
-            xv[m][1] = HALF ? make_uint4(0, 0, 0, 0) : xs[m][2 * j + 1][lane];
+            xv[m][0] = xs[m][2 * j][lj];
+            xv[m][1] = HALF ? make_uint4(0, 0, 0, 0) : xs[m][2 * j + 1][lj];
         }
         qr_step_pair<DT, MT, NT, AL>(acc, r, p, xv, j, t4, blk);
     }
@@ -369,11 +403,11 @@ template <int DT, int MT, int NT, bool AL, bool HALF>
 static __device__ __forceinline__ void qx_step(float (*acc)[NT][4], const uint32_t (*r)[QR_NRAW(DT)],
                                                const uint8_t *const *blk, uint4 (*xs)[16][32],
                                                const uint16_t *__restrict__ x, int G, int G0, int G1, int T, int K,
-                                               int t4, int lane) {
+                                               int t4, int lane, int sw) {
     kiln_cp_wait<QX_STAGES - 2>();
     __syncthreads();
     int Gn = G + QX_STAGES - 1;
-    if (Gn < G1) qx_fill<DT, MT, HALF>(xs + ((Gn - G0) % QX_STAGES) * MT, x, Gn, T, K);
+    if (Gn < G1) qx_fill<DT, MT, HALF>(xs + ((Gn - G0) % QX_STAGES) * MT, x, Gn, T, K, sw);
     kiln_cp_commit();
     qx_group<DT, MT, NT, AL, HALF>(acc, r, blk, xs + ((G - G0) % QX_STAGES) * MT, t4, lane);
 }
@@ -449,7 +483,8 @@ static __device__ __forceinline__ void qx_realign(uint32_t *r, const uint32_t *R
 template <int DT, int MT, int NT, int MINB, bool HALF>
 static __global__ void __launch_bounds__(QX_WARPS * 32, MINB)
 qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, const uint8_t *__restrict__ w,
-              int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt, int pf) {
+              int64_t row_bytes, int T, int N, int K, float *__restrict__ work, unsigned *__restrict__ cnt, int pf,
+              int sw) {
     extern __shared__ uint4 qx_dyn[];
     uint4 (*xs)[16][32] = (uint4 (*)[16][32])qx_dyn; /* [QX_STAGES * MT][16][32] */
     __shared__ unsigned last;
@@ -468,7 +503,7 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
             for (int e = 0; e < 4; e++) acc[m][i][e] = 0.0f;
 #pragma unroll
     for (int q = 0; q < QX_STAGES - 1; q++) {
-        if (G0 + q < G1) qx_fill<DT, MT, HALF>(xs + q * MT, x, G0 + q, T, K);
+        if (G0 + q < G1) qx_fill<DT, MT, HALF>(xs + q * MT, x, G0 + q, T, K, sw);
         kiln_cp_commit();
     }
     for (int q = 2; q < pf && G0 + q < G1; q++) qx_prefetch<DT, NT>(rows, G0 + q, t4);
@@ -484,7 +519,7 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
             if (G + 1 < G1)
 #pragma unroll
                 for (int i = 0; i < NT; i++) qx_load_raw<DT>(R[i], rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-            qx_step<DT, MT, NT, true, HALF>(acc, cur, bc, xs, x, G, G0, G1, T, K, t4, lane);
+            qx_step<DT, MT, NT, true, HALF>(acc, cur, bc, xs, x, G, G0, G1, T, K, t4, lane, sw);
         }
     } else {
         uint32_t ra[NT][QR_NRAW(DT)], rb[NT][QR_NRAW(DT)];
@@ -497,12 +532,12 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
             if (G + 1 < G1)
 #pragma unroll
                 for (int i = 0; i < NT; i++) qr_load<DT>(rb[i], bb[i] = rows[i] + (int64_t)(G + 1) * QR_BB(DT), t4);
-            qx_step<DT, MT, NT, false, HALF>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane);
+            qx_step<DT, MT, NT, false, HALF>(acc, ra, ba, xs, x, G, G0, G1, T, K, t4, lane, sw);
             if (G + 1 >= G1) break;
             if (G + 2 < G1)
 #pragma unroll
                 for (int i = 0; i < NT; i++) qr_load<DT>(ra[i], ba[i] = rows[i] + (int64_t)(G + 2) * QR_BB(DT), t4);
-            qx_step<DT, MT, NT, false, HALF>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane);
+            qx_step<DT, MT, NT, false, HALF>(acc, rb, bb, xs, x, G + 1, G0, G1, T, K, t4, lane, sw);
         }
     }
     kiln_cp_wait<0>();
@@ -557,11 +592,13 @@ qmma_x_kernel(float *__restrict__ y, int ldy, const uint16_t *__restrict__ x, co
  * -> 12.51). variant (measurements; the backend passes kiln_cuda_options.qreg_variant, 0): bit
  * QX_V_MINB2 flips the register cap, bit QX_V_WIDE takes the first version's ~2 CTAs an SM,
  * QX_V_PF an L2 prefetch of the weights ahead of the register loads (slower at every shape and
- * distance: down 86.8 -> 88.9-90.7 us, LM head 195 -> 209-233), QX_V_NT2 2 n-tiles everywhere. */
+ * distance: down 86.8 -> 88.9-90.7 us, LM head 195 -> 209-233), QX_V_NT2 2 n-tiles everywhere,
+ * QX_V_XOLD the x stages' old fill order (qx_fill). */
 #define QX_V_MINB2 1
 #define QX_V_WIDE 2
 #define QX_V_PF(v) (((v) >> 2) & 3) /* L2 prefetch 0: none, 1 / 2 / 3: 3 / 4 / 6 groups ahead */
 #define QX_V_NT2 16                 /* 2 n-tiles a warp wherever the registers allow (1..16 rows) */
+#define QX_V_XOLD 32                /* x stages filled in the old order (a slot a thread), qx_fill's !sw */
 static int qx_parts(int nb, int NG, int sm, int variant) {
     int want = variant & QX_V_WIDE ? 2 * sm : nb >= sm ? nb : 4 * sm;
     int S = (want + nb - 1) / nb, cap = NG / 4;
@@ -591,7 +628,7 @@ extern "C" void kiln_cuda_qmma_reg_work(int n_sm, size_t *floats, size_t *counte
 
 template <int DT, int MT, int NT, int MINB, bool HALF>
 static cudaError_t qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, const uint8_t *w, int T, int N, int K,
-                               const kiln_cuda_qreg_work *wk, int pf, cudaStream_t st) {
+                               const kiln_cuda_qreg_work *wk, int pf, int sw, cudaStream_t st) {
     int smem = QX_STAGES * MT * 8192;
     if (smem >= 48 * 1024) { /* beside the kernel's static bytes: over the default 48 KB */
         cudaError_t e = cudaFuncSetAttribute(qmma_x_kernel<DT, MT, NT, MINB, HALF>,
@@ -599,17 +636,17 @@ static cudaError_t qx_launch_k(dim3 grid, float *y, int ldy, const uint16_t *x, 
         if (e != cudaSuccess) return e;
     }
     qmma_x_kernel<DT, MT, NT, MINB, HALF><<<grid, QX_WARPS * 32, smem, st>>>(
-        y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N, K, wk->part, wk->cnt, pf);
+        y, ldy, x, w, kiln_q_row_bytes((kiln_dtype)DT, K), T, N, K, wk->part, wk->cnt, pf, sw);
     return cudaSuccess;
 }
 
 template <int DT, int MT, bool HALF>
 static cudaError_t qx_launch_mt(dim3 grid, int nt, int minb2, float *y, int ldy, const uint16_t *x,
                                 const uint8_t *w, int T, int N, int K, const kiln_cuda_qreg_work *wk, int pf,
-                                cudaStream_t st) {
-    if (minb2) return qx_launch_k<DT, MT, 1, 2, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
-    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
-    return qx_launch_k<DT, MT, 1, 1, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, st);
+                                int sw, cudaStream_t st) {
+    if (minb2) return qx_launch_k<DT, MT, 1, 2, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, sw, st);
+    if (MT == 1 && nt == 2) return qx_launch_k<DT, 1, 2, 1, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, sw, st);
+    return qx_launch_k<DT, MT, 1, 1, HALF>(grid, y, ldy, x, w, T, N, K, wk, pf, sw, st);
 }
 
 template <int DT>
@@ -620,11 +657,11 @@ static cudaError_t qx_launch(float *y, int ldy, const uint16_t *x, const uint8_t
     int nb = (N + QX_WARPS * 8 * nt - 1) / (QX_WARPS * 8 * nt);
     if (S > 1 && ((size_t)nb > wk->counters || (size_t)S * QX_MAX_ROWS * N > wk->floats)) S = 1;
     dim3 grid((unsigned)nb, (unsigned)S);
-    const int pf_ahead[4] = {0, 3, 4, 6}, pf = pf_ahead[QX_V_PF(variant)];
-    if (T <= 8) return qx_launch_mt<DT, 1, true>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
-    if (T <= 16) return qx_launch_mt<DT, 1, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
-    if (T <= 32) return qx_launch_mt<DT, 2, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
-    return qx_launch_mt<DT, 4, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, st);
+    const int pf_ahead[4] = {0, 3, 4, 6}, pf = pf_ahead[QX_V_PF(variant)], sw = !(variant & QX_V_XOLD);
+    if (T <= 8) return qx_launch_mt<DT, 1, true>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, sw, st);
+    if (T <= 16) return qx_launch_mt<DT, 1, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, sw, st);
+    if (T <= 32) return qx_launch_mt<DT, 2, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, sw, st);
+    return qx_launch_mt<DT, 4, false>(grid, nt, minb2, y, ldy, x, w, T, N, K, wk, pf, sw, st);
 }
 
 template <int DT, int MT, int NT>
