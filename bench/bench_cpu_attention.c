@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
         f32 = malloc((size_t)T * H * hd * sizeof(float));
         if (kiln_cpu_attention(&c, &a, &err)) { fprintf(stderr, "attention: %s\n", err.msg); return 1; }
         memcpy(f32, att, (size_t)T * H * hd * sizeof(float));
-        a.amx_bytes = (kiln_cpu_attn_amx_bytes(G, 16, hd, ctx) + 63) & ~(size_t)63;
+        a.amx_bytes = kiln_cpu_attn_amx_bytes(G, 16, hd, ctx);
         a.amx = kiln_malloc_aligned(a.amx_bytes * (size_t)nth);
     }
     double flops = 0;

@@ -135,6 +135,19 @@ static kiln_cpu_attn_args args_of(const problem *p, float *att, float *scores, k
     };
 }
 
+/* A 16-bit copy of the f32 pool kv of layout L (bf != 0: bfloat16, else IEEE half): kv16 its
+ * elements rounded, rounded (may be kv) their f32 values; returns kv16's layout. */
+static kiln_kv_layout pool16(const kiln_kv_layout *L, int bf, const float *kv, uint16_t *kv16, float *rounded) {
+    for (size_t i = 0; i < (size_t)kiln_kv_elems(L); i++) {
+        kv16[i] = kiln_f32_to_half(kv[i], bf);
+        rounded[i] = kiln_half_to_f32(kv16[i], bf);
+    }
+    kiln_kv_layout L16 = *L;
+    L16.dtype = bf ? KILN_KV_BF16 : KILN_KV_F16;
+    L16.elem_bytes = 2;
+    return L16;
+}
+
 /* A 16-bit pool (f16, bf16): the same bits as an f32 pool holding the same (rounded) values,
  * on every ISA, with 1 and 3 threads and query blocks of 16; unwritten slots stay poisoned
  * (NaN) in both, so a read of one would show. */
@@ -148,13 +161,7 @@ static void test_kv16(kiln_pool *pools[3], unsigned long long *seed) {
             const shape *s = &p.sh;
             size_t n = (size_t)kiln_kv_elems(&p.L), na = (size_t)p.T * s->H * s->hd;
             uint16_t *kv16 = kiln_malloc_aligned(n * sizeof(uint16_t));
-            for (size_t i = 0; i < n; i++) { /* the f32 pool rounded to 16 bits, in place */
-                kv16[i] = bf ? kiln_f32_to_bf16(p.kv[i]) : kiln_f32_to_f16(p.kv[i]);
-                p.kv[i] = bf ? kiln_bf16_to_f32(kv16[i]) : kiln_f16_to_f32(kv16[i]);
-            }
-            kiln_kv_layout L16 = p.L;
-            L16.dtype = bf ? KILN_KV_BF16 : KILN_KV_F16;
-            L16.elem_bytes = 2;
+            kiln_kv_layout L16 = pool16(&p.L, bf, p.kv, kv16, p.kv); /* the f32 pool rounded, in place */
             float *want = kiln_malloc_aligned(na * sizeof(float)), *got = kiln_malloc_aligned(na * sizeof(float));
             float *scores = kiln_malloc_aligned(sizeof(float) * 3 * 16 * (s->H / s->KV) * MAX_LEN);
             float *kvbuf = kiln_malloc_aligned(sizeof(float) * 3 * s->bs * s->hd);
@@ -223,7 +230,7 @@ static void test_amx_bf16(kiln_pool *pools[3], unsigned long long *seed) {
             make_problem(&p, shapes[si], seed);
             const shape *s = &p.sh;
             int G = s->H / s->KV;
-            size_t n = (size_t)p.T * s->H * s->hd, ab = (kiln_cpu_attn_amx_bytes(G, 16, s->hd, MAX_LEN) + 63) & ~(size_t)63;
+            size_t n = (size_t)p.T * s->H * s->hd, ab = kiln_cpu_attn_amx_bytes(G, 16, s->hd, MAX_LEN);
             double *ref = malloc(sizeof(double) * n);
             float *att = kiln_malloc_aligned(n * sizeof(float)), *one = malloc(sizeof(float) * n);
             float *scores = kiln_malloc_aligned(sizeof(float) * 3 * 16 * G * MAX_LEN);
@@ -272,13 +279,7 @@ static void test_amx_bf16(kiln_pool *pools[3], unsigned long long *seed) {
                     float *kv32 = p.kv;
                     for (int bf = 0; bf < 2; bf++) {
                         float *kvr = kiln_malloc_aligned(nkv * sizeof(float));
-                        for (size_t i = 0; i < nkv; i++) {
-                            kv16[i] = bf ? kiln_f32_to_bf16(kv32[i]) : kiln_f32_to_f16(kv32[i]);
-                            kvr[i] = bf ? kiln_bf16_to_f32(kv16[i]) : kiln_f16_to_f32(kv16[i]);
-                        }
-                        kiln_kv_layout L16 = p.L;
-                        L16.dtype = bf ? KILN_KV_BF16 : KILN_KV_F16;
-                        L16.elem_bytes = 2;
+                        kiln_kv_layout L16 = pool16(&p.L, bf, kv32, kv16, kvr);
                         float *want = malloc(n * sizeof(float));
                         kiln_cpu_attn_args b = a;
                         b.q_block = 16;

@@ -54,11 +54,6 @@ static const float *kv16_run(const kiln_cpu_attn_args *a, int64_t blk, int kv, i
     return buf;
 }
 
-/* the keys a row at position pos attends to: lo .. n-1 */
-static inline void row_range(const kiln_cpu_attn_args *a, int pos, int *lo, int *n) {
-    *n = pos + 1;
-    *lo = a->window > 0 && *n > a->window ? *n - a->window : 0;
-}
 
 static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int nr, int kvh, int gi0, int G,
                               float *scores, float *kvbuf) {
@@ -71,7 +66,7 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
     int jlo = a->max_model_len, jhi = 0;
     for (int r = 0; r < nr; r++) {
         int lo, n;
-        row_range(a, a->positions[t0 + r], &lo, &n);
+        kiln_cpu_attn_row_range(a, a->positions[t0 + r], &lo, &n);
         if (lo < jlo) jlo = lo;
         if (n > jhi) jhi = n;
     }
@@ -89,7 +84,7 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
             prefetch_next(a, bt[(j0 + run) / bs], 0, kvh, jhi - j0 - run < bs ? jhi - j0 - run : bs);
         for (int r = 0; r < nr; r++) {
             int lo, n;
-            row_range(a, a->positions[t0 + r], &lo, &n);
+            kiln_cpu_attn_row_range(a, a->positions[t0 + r], &lo, &n);
             int j1 = j0 > lo ? j0 : lo, j2 = j0 + run < n ? j0 + run : n;
             if (j1 >= j2) continue;
             const float *q = q0 + (size_t)r * rstride;
@@ -107,7 +102,7 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
     }
     for (int r = 0; r < nr; r++) {
         int lo, n;
-        row_range(a, a->positions[t0 + r], &lo, &n);
+        kiln_cpu_attn_row_range(a, a->positions[t0 + r], &lo, &n);
         float *att = a->att + (size_t)(t0 + r) * rstride + (size_t)(kvh * GG + gi0) * hd;
         float *sr = scores + (size_t)r * G * stride;
         for (int i = 0; i < G; i++) {
@@ -126,7 +121,7 @@ static void attn_block_kvhead(const kiln_cpu_attn_args *a, int seq, int t0, int 
             prefetch_next(a, bt[(j0 + run) / bs], 1, kvh, jhi - j0 - run < bs ? jhi - j0 - run : bs);
         for (int r = 0; r < nr; r++) {
             int lo, n;
-            row_range(a, a->positions[t0 + r], &lo, &n);
+            kiln_cpu_attn_row_range(a, a->positions[t0 + r], &lo, &n);
             int j1 = j0 > lo ? j0 : lo, j2 = j0 + run < n ? j0 + run : n;
             if (j1 >= j2) continue;
             float *att = a->att + (size_t)(t0 + r) * rstride + (size_t)(kvh * GG + gi0) * hd;
@@ -189,6 +184,20 @@ static void attn_task(void *arg, int task, int thread) {
     }
 }
 
+/* A small call (a tiny model's decode: stories260K's is ~33 K multiply-adds a layer at 260
+ * positions) costs less than waking the pool and keeping its workers spinning: it runs on the
+ * calling thread, as the matmul does below SERIAL_MACS. Tasks and items are the same either
+ * way, so no bit changes. The pool to run a call's tasks on, or NULL. */
+static kiln_pool *attn_pool(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a) {
+    double macs = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        int q0 = a->seq_q_start[i], q1 = a->seq_q_start[i + 1];
+        if (q1 > q0) macs += (double)(q1 - q0) * (a->positions[q1 - 1] + 1);
+    }
+    macs *= 2.0 * a->n_heads * a->head_dim; /* q.k and p.v per position and head */
+    return ctx && macs >= ATTN_SERIAL_MACS ? ctx->pool : NULL;
+}
+
 #ifdef KILN_X86
 /* cpu.attn "bf16" (attention_amx.c): items (sequence, KV head, a run of up to nbi consecutive
  * query blocks), so that a thread converts a sequence's keys and values once for several blocks
@@ -217,23 +226,16 @@ static void amx_task(void *arg, int task, int thread) {
 }
 
 static void attention_amx(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a) {
-    int KV = a->n_kv_heads, nth = kiln_pool_size(ctx ? ctx->pool : NULL), nb = 0;
+    int KV = a->n_kv_heads, nth = kiln_pool_size(ctx ? ctx->pool : NULL);
     amx_tasks A = {a, a->q_block > 1 ? a->q_block : 1, 1, 0};
-    nb = count_blocks(a, A.qb);
     /* ~6 items a thread: enough to balance causal rows of very different cost */
-    A.nbi = nb * KV / (6 * nth);
+    A.nbi = count_blocks(a, A.qb) * KV / (6 * nth);
     if (A.nbi < 1) A.nbi = 1;
     for (int i = 0; i < a->n_seqs; i++) {
         int run = A.qb * A.nbi, len = a->seq_q_start[i + 1] - a->seq_q_start[i];
         A.items += (len + run - 1) / run * KV;
     }
-    double macs = 0;
-    for (int i = 0; i < a->n_seqs; i++) {
-        int q0 = a->seq_q_start[i], q1 = a->seq_q_start[i + 1];
-        if (q1 > q0) macs += (double)(q1 - q0) * (a->positions[q1 - 1] + 1);
-    }
-    macs *= 2.0 * a->n_heads * a->head_dim;
-    kiln_pool_run_tasks(ctx && macs >= ATTN_SERIAL_MACS ? ctx->pool : NULL, A.items, amx_task, &A);
+    kiln_pool_run_tasks(attn_pool(ctx, a), A.items, amx_task, &A);
 }
 #endif
 
@@ -260,12 +262,11 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
         return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: inconsistent arguments");
     if (a->n_tokens == 0) return KILN_OK; /* an empty step */
 #ifdef KILN_X86
-    if (a->amx && (!KILN_CPU_ATTN_AMX_HD_OK(a->head_dim) || a->q_block > KILN_CPU_ATTN_Q_BLOCK ||
-                   a->amx_bytes < kiln_cpu_attn_amx_bytes(a->n_heads / a->n_kv_heads, a->q_block, a->head_dim,
-                                                           a->max_model_len)))
-        return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: bf16 tiles: head_dim %d or scratch unsupported",
-                        a->head_dim);
     if (a->amx) {
+        if (!KILN_CPU_ATTN_AMX_HD_OK(a->head_dim) || a->q_block > KILN_CPU_ATTN_Q_BLOCK ||
+            a->amx_bytes < kiln_cpu_attn_amx_bytes(a->n_heads / a->n_kv_heads, a->q_block, a->head_dim, a->max_model_len))
+            return KILN_ERR(err, KILN_ERR_INVALID_ARG, "cpu attention: bf16 tiles: head_dim %d or scratch unsupported",
+                            a->head_dim);
         attention_amx(ctx, a);
         return KILN_OK;
     }
@@ -303,17 +304,6 @@ int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_erro
     int want = A.items < 16 * nth && rows_only ? nth : A.items < 8 * nth ? A.items : 8 * nth;
     A.reverse = want > nth;
     A.per_task = (A.items + want - 1) / want;
-    /* A small call (a tiny model's decode: stories260K's is ~33 K multiply-adds a layer at 260
-     * positions) costs less than waking the pool and keeping its workers spinning: it runs on
-     * the calling thread, as the matmul does below SERIAL_MACS. Tasks and items are the same
-     * either way, so no bit changes. */
-    double macs = 0;
-    for (int i = 0; i < a->n_seqs; i++) {
-        int q0 = a->seq_q_start[i], q1 = a->seq_q_start[i + 1];
-        if (q1 > q0) macs += (double)(q1 - q0) * (a->positions[q1 - 1] + 1);
-    }
-    macs *= 2.0 * a->n_heads * a->head_dim; /* q.k and p.v per position and head */
-    kiln_pool *pool = ctx && macs >= ATTN_SERIAL_MACS ? ctx->pool : NULL;
-    kiln_pool_run_tasks(pool, (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
+    kiln_pool_run_tasks(attn_pool(ctx, a), (A.items + A.per_task - 1) / A.per_task, attn_task, &A);
     return KILN_OK;
 }

@@ -68,6 +68,12 @@ typedef struct kiln_cpu_attn_args {
     size_t amx_bytes;              /* kiln_cpu_attn_amx_bytes(G, q_block, head_dim, max_model_len) */
 } kiln_cpu_attn_args;
 
+/* the keys a row at position pos attends to: lo .. n-1 (the layer's window, if any) */
+static inline void kiln_cpu_attn_row_range(const kiln_cpu_attn_args *a, int pos, int *lo, int *n) {
+    *n = pos + 1;
+    *lo = a->window > 0 && *n > a->window ? *n - a->window : 0;
+}
+
 /* The query block the backend uses: 16 rows (16 rows of a head reuse each K/V run from L1; more
  * gain little), fewer where 16 rows' scores would pass 4 MiB a thread (G * max_model_len floats
  * a row: a 32k context with G = 4 takes 8 rows), at least 1. */
@@ -80,7 +86,7 @@ int kiln_cpu_attn_q_block(int G, int max_model_len);
 int kiln_cpu_attention(kiln_cpu_ctx *ctx, const kiln_cpu_attn_args *a, kiln_error *err);
 /* cpu.attn "bf16" (attention_amx.c, x86 builds): whether this CPU and OS run it (AMX-BF16,
  * AVX512-BF16, the tile state granted), the head dims it takes (multiples of 32 up to 256), the
- * scratch a thread needs, and one item (attn_block_kvhead's arguments) */
+ * scratch a thread needs (a multiple of 64 bytes), and one item */
 int kiln_cpu_has_amx_bf16(void);
 #define KILN_CPU_ATTN_AMX_HD_OK(hd) ((hd) > 0 && (hd) % 32 == 0 && (hd) <= 256)
 size_t kiln_cpu_attn_amx_bytes(int G, int q_block, int head_dim, int max_model_len);

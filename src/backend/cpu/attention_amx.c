@@ -1,10 +1,11 @@
-/* attention_amx.c: one attention item (attention.c's attn_block_kvhead: nr query rows of one
- * sequence, KV head kvh, query heads gi0 .. gi0+G-1) on AMX-BF16 tiles, for cpu.attn "bf16".
- * Compiled with -mamx-tile -mamx-bf16 -mavx512bf16; used only where CPUID reports AMX-BF16 and
- * AVX512-BF16 and Linux grants the tile state (kiln_cpu_has_amx_bf16).
+/* attention_amx.c: the items of cpu.attn "bf16" on AMX-BF16 tiles: consecutive query rows of
+ * one sequence (blocks of up to q_block rows), one KV head with all its query heads; the
+ * sequence's keys and values are converted once for all the blocks of the item (attention.c
+ * makes the items). Compiled with -mamx-tile -mamx-bf16 -mavx512bf16; used only where CPUID
+ * reports AMX-BF16 and AVX512-BF16 and Linux grants the tile state (kiln_cpu_has_amx_bf16).
  *
- * Why: the f32 kernels run at the FMA ports' peak (bench_attn: ~300 GFLOP/s on 2 cores at a
- * 4,000-token context), and at that context attention is most of a long prompt's prefill. A
+ * Why: the f32 kernels run at the FMA ports' rate (bench_cpu_attention 4000 512: 161-325
+ * GFLOP/s on 2-core VMs), and at that context attention is most of a long prompt's prefill. A
  * bf16 tile product does 16 x 16 x 32 multiply-adds an instruction.
  *
  * Numerics (what "bf16" means): q, k, v rounded to bfloat16 (nearest even), the scores'
@@ -17,16 +18,18 @@
  * A row: so the same bits whatever the block, the head grouping, the thread or the batch
  * (tests/c/test_cpu_attention.c checks that, and the values against a float64 reference).
  *
- * Shapes (M = nr * G rows m = r * G + i, padded to Mp = 16k; hd a multiple of 32):
+ * Shapes, per block (M = nr * G rows m = r * G + i, padded to Mp = 16k; hd a multiple of 32):
  *   Qb [Mp][hd] bf16            A of S = Q K^T, row-major (a tile: 16 rows x 32 columns)
- *   Kt [hd / 32][16][16][2]     B of S: for 16 keys, K^T in pairs (row p: (k_j[2p], k_j[2p+1]) for
- *                               j < 16), a 16 x 16 dword transpose of the keys' bf16 rows
+ *   Kt [keys / 16][hd / 32][16][16][2]  B of S: per 16 keys, K^T in pairs (row p: (k_j[2p],
+ *                               k_j[2p+1]) for j < 16), a 16 x 16 dword transpose of the keys'
+ *                               bf16 rows; kept over the item's blocks
  *   S  [Mp][keys] f32           in the scores scratch (row m at scores + m * max_model_len)
  *   Pb [16][span] bf16          A of O = P V: probabilities of 16 rows, zero outside [lo, n)
- *   Vt [span / 32][hd / 16][16][16][2]  B of O: per 32 keys and 16 columns, rows p =
- *                               (v_{2p}[d], v_{2p+1}[d]) for 16 d
+ *                               (padding rows: whatever the scratch holds, their C rows unread)
+ *   Vt [keys / 32][hd / 16][16][16][2]  B of O: per 32 keys and 16 columns, rows p =
+ *                               (v_{2p}[d], v_{2p+1}[d]) for 16 d; kept over the item's blocks
  *   O  C tiles 0..3 (16 rows x 16 columns each, 64 columns a pass), then att.
- * Tiles: every one 16 rows x 64 bytes; 0..3 C, 4 A, 5 B. */
+ * Tiles: every one 16 rows x 64 bytes; 0..3 C, 4 A, 5..7 B. */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -50,6 +53,7 @@ static size_t span_max(int max_model_len) { return ((size_t)max_model_len + 2 * 
 
 size_t kiln_cpu_attn_amx_bytes(int G, int q_block, int head_dim, int max_model_len) {
     size_t mp = ((size_t)(q_block > 0 ? q_block : 1) * G + 15) / 16 * 16, L = span_max(max_model_len), hd = (size_t)head_dim;
+    /* Qb, Kt, Vt, Pb, Ct, the rows buffer, and 64 to align the start */
     return al64(mp * hd * 2) + 2 * al64(L * hd * 2) + al64(16 * L * 2) + al64(4 * 256 * 4) + al64(2 * hd * 4) + 64;
 }
 
@@ -207,8 +211,8 @@ void kiln_cpu_attn_amx_rows(const kiln_cpu_attn_args *a, int seq, int t0, int t1
     float *rowbuf = (float *)s8; /* [2][hd] */
     /* the range's keys start at its first row's lo (the smallest); the groups converted for a
      * block are kept for the later ones, the partial last group redone */
-    int klo = a->positions[t0] + 1;
-    klo = a->window > 0 && klo > a->window ? klo - a->window : 0;
+    int klo, n0;
+    kiln_cpu_attn_row_range(a, a->positions[t0], &klo, &n0);
     const int base = klo / KG * KG;
     int kT = base, vT = base; /* groups below are final (their positions all < the khi they were made with) */
 
@@ -223,11 +227,9 @@ void kiln_cpu_attn_amx_rows(const kiln_cpu_attn_args *a, int seq, int t0, int t1
         int lo_r[KILN_CPU_ATTN_Q_BLOCK], n_r[KILN_CPU_ATTN_Q_BLOCK];
         int jlo = a->max_model_len, jhi = 0;
         for (int r = 0; r < nr; r++) {
-            int n = a->positions[r0 + r] + 1;
-            lo_r[r] = a->window > 0 && n > a->window ? n - a->window : 0;
-            n_r[r] = n;
+            kiln_cpu_attn_row_range(a, a->positions[r0 + r], &lo_r[r], &n_r[r]);
             if (lo_r[r] < jlo) jlo = lo_r[r];
-            if (n > jhi) jhi = n;
+            if (n_r[r] > jhi) jhi = n_r[r];
         }
         const int jA = jlo / KG * KG, jE = (jhi + KG - 1) / KG * KG, span = jE - jA;
         /* K^T and V up to this block's last position: the partial group at the end redone */
@@ -266,10 +268,9 @@ void kiln_cpu_attn_amx_rows(const kiln_cpu_attn_args *a, int seq, int t0, int t1
         }
         /* O = P V per 16 rows: P rounded (zero outside each row's range), then 64 columns a pass */
         for (int mc = 0; mc < Mp; mc += 16) {
-            /* rows past M: whatever the scratch holds (their C rows are not read) */
-            for (int m = mc; m < mc + 16 && m < M; m++) {
+            for (int m = mc; m < mc + 16 && m < M; m++) { /* rows past M: left as they are (Pb above) */
                 uint16_t *pr = Pb + (size_t)(m - mc) * span;
-                int lo = m < M ? lo_r[m / G] : 0, n = m < M ? n_r[m / G] : 0;
+                int lo = lo_r[m / G], n = n_r[m / G];
                 const float *sr = scores + (size_t)m * stride;
                 for (int j = jA; j < jE; j += 32) {
                     int a0 = lo - j, b0 = n - j; /* lanes l of j + l inside [lo, n): a0 <= l < b0 */

@@ -385,7 +385,6 @@ static int cpu_create(kiln_backend **out, const kiln_model *m, const kiln_backen
         }
         c->attn_amx_bytes = kiln_cpu_attn_amx_bytes(mc->n_heads / mc->n_kv_heads, c->q_block, mc->head_dim,
                                                     bc->max_model_len);
-        c->attn_amx_bytes = (c->attn_amx_bytes + 63) & ~(size_t)63;
         c->attn_amx = kiln_malloc_aligned((size_t)kiln_pool_size(c->ctx.pool) * c->attn_amx_bytes);
         if (!c->attn_amx) {
             rc = KILN_ERR(err, KILN_ERR_OOM, "cpu backend: out of memory for the bf16 attention scratch");
