@@ -4,8 +4,9 @@
  * makes the items). Compiled with -mamx-tile -mamx-bf16 -mavx512bf16; used only where CPUID
  * reports AMX-BF16 and AVX512-BF16 and Linux grants the tile state (kiln_cpu_has_amx_bf16).
  *
- * Why: the f32 kernels run at the FMA ports' rate (bench_cpu_attention 4000 512: 161-325
- * GFLOP/s on 2-core VMs), and at that context attention is most of a long prompt's prefill. A
+ * Why: the f32 kernels run at the FMA ports' rate (bench_cpu_attention 4000 512: 161-173
+ * GFLOP/s on a 2-core Sapphire Rapids VM, 2026-12-07), and at that context attention is most
+ * of a long prompt's prefill. A
  * bf16 tile product does 16 x 16 x 32 multiply-adds an instruction.
  *
  * Numerics (what "bf16" means): q, k, v rounded to bfloat16 (nearest even), the scores'
